@@ -1,0 +1,51 @@
+# sapwood: `make demo` and `make test` set everything up on a fresh Debian 12 machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian's own python3: readable by unprivileged users (the default one may live in /root).
+SYSTEM_PYTHON := /usr/bin/python3
+APT_PACKAGES := python3-venv python3-dev fuse3 libfuse3-dev pkg-config attr debootstrap ostree \
+	borgbackup restic
+STAMP := $(VENV)/.installed
+
+.PHONY: setup apt demo test test-long lint typecheck unit bench clean
+
+setup: $(STAMP)
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml | apt
+	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	bash scripts/demo.sh
+
+lint: setup
+	$(VENV)/bin/ruff check store fs mountd tests benchmarks
+	$(VENV)/bin/ruff format --check store fs mountd tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck unit
+
+# Long stress and crash runs, not part of `make test`.
+test-long: setup
+	SAPWOOD_LONG=1 $(VENV)/bin/pytest -q -m "slow or not slow"
+
+bench: setup
+	$(PY) benchmarks/commit_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The `sapwood` command line: one module per group of commands."""

@@ -1,0 +1,108 @@
+"""commit: record a tree (directories, tars, existing commits overlaid) on a branch."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fs.commit import CommitRequest, Layer, make_commit
+from fs.options import ContentOptions, parse_skip_list, parse_statoverride
+from mountd.cli.context import open_repo
+from mountd.cli.output import Progress, parse_time
+from store import UsageError
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("commit", help="commit a tree to a branch; prints the commit id")
+    p.add_argument("-b", "--branch", required=True, help="the ref to move to the new commit")
+    p.add_argument("-s", "--subject", default="", help="one-line subject")
+    p.add_argument("-m", "--body", default="", help="full description")
+    p.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="dir=PATH|tar=PATH|ref=REV",
+        help="a layer of the tree; repeat to overlay in order",
+    )
+    p.add_argument("--parent", help="parent commit REV, or 'none' (default: the branch's head)")
+    p.add_argument(
+        "--add-metadata-string",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add a metadata string (e.g. version=1.0)",
+    )
+    p.add_argument("--owner-uid", type=int, help="record every entry as owned by this uid")
+    p.add_argument("--owner-gid", type=int, help="record every entry as owned by this gid")
+    p.add_argument(
+        "--canonical-permissions",
+        action="store_true",
+        help="uid and gid 0, permission bits limited to 0755",
+    )
+    p.add_argument(
+        "--statoverride",
+        type=Path,
+        metavar="FILE",
+        help="lines of '+MODE PATH' or '=MODE PATH' adjusting modes",
+    )
+    p.add_argument("--skip-list", type=Path, metavar="FILE", help="paths (one a line) to leave out")
+    p.add_argument(
+        "--skip-special",
+        action="store_true",
+        help="skip device nodes, fifos and sockets instead of failing",
+    )
+    p.add_argument(
+        "--skip-if-unchanged",
+        action="store_true",
+        help="make no commit if the tree equals the parent's",
+    )
+    p.add_argument("--timestamp", help="commit time: seconds since the epoch or ISO 8601")
+    p.add_argument("path", nargs="?", help="directory to commit (same as --tree=dir=PATH)")
+    p.set_defaults(func=cmd_commit)
+
+
+def _metadata(pairs: list[str]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--add-metadata-string {pair!r}: expected KEY=VALUE")
+        metadata[key] = value
+    return metadata
+
+
+def _options(args: argparse.Namespace) -> ContentOptions:
+    return ContentOptions(
+        owner_uid=args.owner_uid,
+        owner_gid=args.owner_gid,
+        canonical_permissions=args.canonical_permissions,
+        statoverride=parse_statoverride(args.statoverride) if args.statoverride else {},
+        skip=parse_skip_list(args.skip_list) if args.skip_list else frozenset(),
+        skip_special=args.skip_special,
+    )
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    layers = [Layer.parse(spec) for spec in args.tree]
+    if args.path:
+        layers.append(Layer("dir", args.path))
+    request = CommitRequest(
+        branch=args.branch,
+        layers=layers,
+        subject=args.subject,
+        body=args.body,
+        metadata=_metadata(args.add_metadata_string),
+        parent=args.parent,
+        timestamp=parse_time(args.timestamp) if args.timestamp else None,
+        skip_if_unchanged=args.skip_if_unchanged,
+        options=_options(args),
+    )
+    progress = Progress("committing")
+    with open_repo(args) as repo:
+        try:
+            result = make_commit(repo, request, progress)
+        finally:
+            progress.close()
+    print(result.commit_id.hex())
+    return 0

@@ -1,0 +1,199 @@
+"""log, show, ls, cat, diff: reading what a repository holds."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from typing import Any
+
+from mountd.cli.context import open_repo
+from mountd.cli.output import emit_json, format_time, mode_string, show_bytes
+from store import (
+    Commit,
+    Node,
+    ObjectId,
+    PathNotFoundError,
+    Repository,
+    children,
+    diff_trees,
+    history,
+    lookup,
+    rev_parse,
+    root_node,
+    walk,
+)
+
+
+def register(commands: Any) -> None:
+    log = commands.add_parser("log", help="a commit and its ancestors")
+    log.add_argument("rev")
+    log.add_argument("--json", action="store_true")
+    log.set_defaults(func=cmd_log)
+
+    show = commands.add_parser("show", help="one commit")
+    show.add_argument("rev")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+    ls = commands.add_parser("ls", help="list a path of a commit")
+    ls.add_argument("-R", "--recursive", action="store_true", help="list everything below")
+    ls.add_argument("-X", "--xattrs", action="store_true", help="show extended attributes")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("rev")
+    ls.add_argument("path", nargs="?", default="/")
+    ls.set_defaults(func=cmd_ls)
+
+    cat = commands.add_parser("cat", help="write a file of a commit to stdout")
+    cat.add_argument("rev")
+    cat.add_argument("path")
+    cat.set_defaults(func=cmd_cat)
+
+    diff = commands.add_parser("diff", help="A/M/D lines between two commits")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.add_argument("--json", action="store_true")
+    diff.set_defaults(func=cmd_diff)
+
+
+# ----- log and show ---------------------------------------------------------------
+def _commit_json(commit_id: ObjectId, commit: Commit) -> dict[str, Any]:
+    return {
+        "commit": commit_id.hex(),
+        "parent": commit.parent.hex() if commit.parent else None,
+        "timestamp": commit.timestamp,
+        "subject": commit.subject,
+        "body": commit.body,
+        "metadata": dict(commit.metadata),
+        "tree": commit.tree.hex(),
+        "meta": commit.meta.hex(),
+    }
+
+
+def _print_commit(commit_id: ObjectId, commit: Commit, full: bool) -> None:
+    print(f"commit {commit_id.hex()}")
+    if commit.parent:
+        print(f"Parent:  {commit.parent.hex()}")
+    print(f"Date:  {format_time(commit.timestamp)}")
+    if commit.version:
+        print(f"Version: {commit.version}")
+    if full:
+        print(f"Tree:  {commit.tree.hex()} {commit.meta.hex()}")
+        for key, value in commit.metadata:
+            if key != "version":
+                print(f"Metadata: {key}={value}")
+    print()
+    for text in (commit.subject, commit.body):
+        if text:
+            for line in text.splitlines():
+                print(f"    {line}")
+            print()
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        entries = list(history(repo, rev_parse(repo, args.rev)))
+    if args.json:
+        emit_json([_commit_json(cid, c) for cid, c in entries])
+    else:
+        for cid, commit in entries:
+            _print_commit(cid, commit, full=False)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        commit_id = rev_parse(repo, args.rev)
+        commit = repo.read_commit(commit_id)
+    if args.json:
+        emit_json(_commit_json(commit_id, commit))
+    else:
+        _print_commit(commit_id, commit, full=True)
+    return 0
+
+
+# ----- ls and cat ------------------------------------------------------------------
+def _describe(repo: Repository, node: Node) -> dict[str, Any]:
+    if node.dir is not None:
+        meta = repo.read_dirmeta(node.dir.meta)
+        uid, gid, mode, size, xattrs, target = meta.uid, meta.gid, meta.mode, 0, meta.xattrs, b""
+        object_id = node.dir.tree
+    else:
+        assert node.file is not None
+        header, size = repo.read_file_header(node.file)
+        uid, gid, mode, xattrs, target = (
+            header.uid,
+            header.gid,
+            header.mode,
+            header.xattrs,
+            header.symlink_target,
+        )
+        object_id = node.file
+    entry: dict[str, Any] = {
+        "path": show_bytes(node.path),
+        "mode": mode_string(mode),
+        "uid": uid,
+        "gid": gid,
+        "size": size,
+        "id": object_id.hex(),
+    }
+    if target:
+        entry["target"] = show_bytes(target)
+    entry["xattrs"] = {show_bytes(k): v.hex() for k, v in xattrs}
+    return entry
+
+
+def _ls_line(entry: dict[str, Any], with_xattrs: bool) -> str:
+    line = f"{entry['mode']} {entry['uid']} {entry['gid']} {entry['size']:>8} {entry['path']}"
+    if "target" in entry:
+        line += f" -> {entry['target']}"
+    if with_xattrs and entry["xattrs"]:
+        line += " { " + ", ".join(f"{k}={v}" for k, v in entry["xattrs"].items()) + " }"
+    return line
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        node = lookup(repo, rev_parse(repo, args.rev), args.path)
+        if args.recursive:
+            nodes = list(walk(repo, node))
+        elif node.dir is not None:
+            nodes = [node, *children(repo, node)]
+        else:
+            nodes = [node]
+        entries = [_describe(repo, n) for n in nodes]
+    if args.json:
+        emit_json(entries)
+    else:
+        for entry in entries:
+            print(_ls_line(entry, args.xattrs))
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        node = lookup(repo, rev_parse(repo, args.rev), args.path)
+        if node.file is None:
+            raise PathNotFoundError(f"{args.path}: is a directory")
+        header, _ = repo.read_file_header(node.file)
+        if header.is_symlink:
+            raise PathNotFoundError(
+                f"{args.path}: is a symlink to {show_bytes(header.symlink_target)}"
+            )
+        with repo.open_file(node.file) as stream:
+            shutil.copyfileobj(stream, sys.stdout.buffer)
+    return 0
+
+
+# ----- diff -------------------------------------------------------------------------
+def cmd_diff(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        old = root_node(repo, rev_parse(repo, args.old))
+        new = root_node(repo, rev_parse(repo, args.new))
+        changes = list(diff_trees(repo, old, new))
+    if args.json:
+        emit_json([{"change": kind, "path": show_bytes(path)} for kind, path in changes])
+    else:
+        for kind, path in changes:
+            print(f"{kind}    {show_bytes(path)}")
+    return 0

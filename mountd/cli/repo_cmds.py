@@ -1,0 +1,70 @@
+"""init, refs, rev-parse."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mountd.cli.context import open_repo, repo_path
+from mountd.cli.output import emit_json
+from store import RefExistsError, RefNotFoundError, RepoMode, Repository, UsageError, rev_parse
+
+
+def register(commands: Any) -> None:
+    init = commands.add_parser("init", help="create a repository")
+    init.add_argument(
+        "--mode",
+        default="bare-user",
+        choices=[m.value for m in RepoMode],
+        help="repository mode (default: bare-user, which works without root)",
+    )
+    init.set_defaults(func=cmd_init)
+
+    refs = commands.add_parser("refs", help="list, create or delete refs")
+    refs.add_argument("--create", nargs=2, metavar=("NAME", "REV"), help="create ref NAME at REV")
+    refs.add_argument("--delete", metavar="NAME", help="delete ref NAME")
+    refs.add_argument("--json", action="store_true", help="list as JSON")
+    refs.set_defaults(func=cmd_refs)
+
+    parse = commands.add_parser("rev-parse", help="print the full commit id of a REV")
+    parse.add_argument("rev")
+    parse.set_defaults(func=cmd_rev_parse)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    Repository.init(repo_path(args), RepoMode(args.mode)).close()
+    return 0
+
+
+def cmd_refs(args: argparse.Namespace) -> int:
+    if args.create and args.delete:
+        raise UsageError("refs: --create and --delete do not go together")
+    with open_repo(args) as repo:
+        if args.create:
+            name, rev = args.create
+            commit_id = rev_parse(repo, rev)
+            if name in repo.refs():
+                raise RefExistsError(f"ref {name} exists; delete it first")
+            with repo.transaction() as txn:
+                txn.set_ref(name, commit_id, expected=None)
+            return 0
+        if args.delete:
+            current = repo.refs().get(args.delete)
+            if current is None:
+                raise RefNotFoundError(f"no ref {args.delete}")
+            with repo.transaction() as txn:
+                txn.set_ref(args.delete, None, expected=current)
+            return 0
+        refs = repo.refs()
+    if args.json:
+        emit_json([{"name": name, "commit": cid.hex()} for name, cid in sorted(refs.items())])
+    else:
+        for name in sorted(refs):
+            print(name)
+    return 0
+
+
+def cmd_rev_parse(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        print(rev_parse(repo, args.rev).hex())
+    return 0

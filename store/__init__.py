@@ -1,0 +1,89 @@
+"""sapwood's repository layer: objects, index, transactions, refs and history.
+
+This is the public API that fs/ and mountd/ use; they import nothing else of store.
+"""
+
+from store.content import read_xattrs
+from store.errors import (
+    AmbiguousRevError,
+    CorruptObjectError,
+    FormatError,
+    InvalidNameError,
+    InvalidRefNameError,
+    ModePolicyError,
+    NotADirectoryInTreeError,
+    ObjectMissingError,
+    OutOfSpaceError,
+    PathNotFoundError,
+    PermissionDeniedError,
+    RefConflictError,
+    RefExistsError,
+    RefNotFoundError,
+    RepoExistsError,
+    RepoNotFoundError,
+    SapwoodError,
+    SourceError,
+    UnsupportedFileTypeError,
+    UsageError,
+)
+from store.ids import ObjectId, ObjectType, from_hex, to_hex
+from store.index import ANY
+from store.modes import RepoMode
+from store.mtree import MutableDir
+from store.names import check_name, check_ref_name, split_path
+from store.objects import Commit, DirEntry, DirMeta, DirTree, FileHeader
+from store.repo import Repository
+from store.revs import history, rev_parse
+from store.transaction import SMALL_FILE, Transaction
+from store.trees import Node, children, diff_trees, find_child, lookup, root_node, walk
+
+__all__ = [
+    "ANY",
+    "SMALL_FILE",
+    "AmbiguousRevError",
+    "Commit",
+    "CorruptObjectError",
+    "DirEntry",
+    "DirMeta",
+    "DirTree",
+    "FileHeader",
+    "FormatError",
+    "InvalidNameError",
+    "InvalidRefNameError",
+    "ModePolicyError",
+    "MutableDir",
+    "Node",
+    "NotADirectoryInTreeError",
+    "ObjectId",
+    "ObjectMissingError",
+    "ObjectType",
+    "OutOfSpaceError",
+    "PathNotFoundError",
+    "PermissionDeniedError",
+    "RefConflictError",
+    "RefExistsError",
+    "RefNotFoundError",
+    "RepoExistsError",
+    "RepoMode",
+    "RepoNotFoundError",
+    "Repository",
+    "SapwoodError",
+    "SourceError",
+    "Transaction",
+    "UnsupportedFileTypeError",
+    "UsageError",
+    "check_name",
+    "check_ref_name",
+    "children",
+    "diff_trees",
+    "find_child",
+    "from_hex",
+    "history",
+    "lookup",
+    "read_xattrs",
+    "rev_parse",
+    "root_node",
+    "split_path",
+    "to_hex",
+    "walk",
+]

@@ -1,0 +1,262 @@
+"""Content objects on disk, one implementation per repository mode.
+
+Every implementation stages an object into a private staging directory (the
+transaction renames it into ``objects/`` later) and reads it back. The on-disk
+rules are those of DESIGN.md:
+
+- bare: the file carries the real uid, gid, mode and xattrs; symlinks are symlinks.
+- bare-user: a regular file owned by the user, without write, setuid or setgid
+  bits; the real header in the ``user.sapwoodmeta`` xattr; a symlink is a small
+  regular file holding its target.
+- bare-user-only: like bare-user but with no xattrs at all; symlinks are symlinks.
+- archive: ``.filez`` files: magic, content size, header, zlib-compressed content,
+  plain 0644 files any static web server can serve.
+
+Content objects never carry write bits in the user modes, so a hardlinked
+checkout cannot modify them by accident.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+import struct
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from store.encoding import Reader
+from store.errors import CorruptObjectError, FormatError, ObjectMissingError
+from store.ids import ObjectId, ObjectType
+from store.modes import RepoMode
+from store.objects import FileHeader
+
+USER_META_XATTR = "user.sapwoodmeta"
+ARCHIVE_MAGIC = b"SWZ1"
+_ARCHIVE_PREFIX = struct.Struct(">4sQ")
+_CHUNK = 1 << 20
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def object_relpath(object_id: bytes, kind: ObjectType, compressed: bool = False) -> str:
+    """``ab/cdef…file``: the path of an object below ``objects/``."""
+    hexid = object_id.hex()
+    suffix = kind.suffix + ("z" if compressed else "")
+    return f"{hexid[:2]}/{hexid[2:]}.{suffix}"
+
+
+def _user_mode(mode: int) -> int:
+    """Permission bits of an object file in the user modes: readable, never writable."""
+    return (stat.S_IMODE(mode) & 0o555) | 0o400
+
+
+class ContentStore(ABC):
+    """Stages and reads content objects of one repository mode."""
+
+    mode: RepoMode
+    compressed = False
+
+    def __init__(self, objects_dir: Path) -> None:
+        self.objects_dir = objects_dir
+
+    def relpath(self, object_id: bytes) -> str:
+        return object_relpath(object_id, ObjectType.FILE, self.compressed)
+
+    def path(self, object_id: bytes) -> Path:
+        return self.objects_dir / self.relpath(object_id)
+
+    @abstractmethod
+    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
+        """Create ``target`` (absent) as this mode's object file for header + content."""
+
+    @abstractmethod
+    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
+        """A binary stream of the object's content (a symlink's content is empty)."""
+
+    @abstractmethod
+    def disk_header(self, object_id: ObjectId) -> FileHeader | None:
+        """The header as the object file records it, or None where the mode keeps none."""
+
+    def _missing(self, object_id: ObjectId) -> ObjectMissingError:
+        return ObjectMissingError(f"object {object_id.hex()} is missing from objects/")
+
+    def _open(self, object_id: ObjectId) -> BinaryIO:
+        try:
+            return open(self.path(object_id), "rb")
+        except FileNotFoundError:
+            raise self._missing(object_id) from None
+
+
+def _write_regular(target: str, chunks: Iterable[bytes], perms: int) -> int:
+    """Create ``target`` with its final permission bits (no chmod after) and fill it."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perms)
+    try:
+        if perms & _UMASK:
+            os.fchmod(fd, perms)
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class BareStore(ContentStore):
+    mode = RepoMode.BARE
+
+    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
+        if header.is_symlink:
+            os.symlink(header.symlink_target, target)
+            os.chown(target, header.uid, header.gid, follow_symlinks=False)
+            for name, value in header.xattrs:
+                os.setxattr(target, name, value, follow_symlinks=False)
+            return
+        fd = _write_regular(target, chunks, 0o600)  # private until chown and chmod below
+        try:
+            os.fchown(fd, header.uid, header.gid)
+            for name, value in header.xattrs:
+                os.setxattr(fd, name, value)
+            os.fchmod(fd, stat.S_IMODE(header.mode))  # last: chown clears setuid
+        finally:
+            os.close(fd)
+
+    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
+        if header.is_symlink:
+            return io.BytesIO(b"")
+        return self._open(object_id)
+
+    def disk_header(self, object_id: ObjectId) -> FileHeader | None:
+        path = self.path(object_id)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise self._missing(object_id) from None
+        target = os.readlink(os.fsencode(path)) if stat.S_ISLNK(st.st_mode) else b""
+        xattrs = read_xattrs(path)
+        return FileHeader(st.st_uid, st.st_gid, st.st_mode, target, xattrs)
+
+
+class BareUserStore(ContentStore):
+    mode = RepoMode.BARE_USER
+
+    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
+        if header.is_symlink:
+            chunks, perms = [header.symlink_target], 0o444
+        else:
+            perms = _user_mode(header.mode)
+        fd = _write_regular(target, chunks, perms)
+        try:
+            os.setxattr(fd, USER_META_XATTR, header.encode())
+        finally:
+            os.close(fd)
+
+    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
+        if header.is_symlink:
+            return io.BytesIO(b"")
+        return self._open(object_id)
+
+    def disk_header(self, object_id: ObjectId) -> FileHeader | None:
+        try:
+            raw = os.getxattr(self.path(object_id), USER_META_XATTR)
+        except FileNotFoundError:
+            raise self._missing(object_id) from None
+        except OSError as exc:
+            raise CorruptObjectError(f"object {object_id.hex()} lost its metadata: {exc}") from exc
+        return FileHeader.decode(raw)
+
+
+class BareUserOnlyStore(ContentStore):
+    mode = RepoMode.BARE_USER_ONLY
+
+    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
+        if header.is_symlink:
+            os.symlink(header.symlink_target, target)
+            return
+        os.close(_write_regular(target, chunks, _user_mode(header.mode)))
+
+    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
+        if header.is_symlink:
+            return io.BytesIO(b"")
+        return self._open(object_id)
+
+    def disk_header(self, object_id: ObjectId) -> FileHeader | None:
+        return None
+
+
+class ArchiveStore(ContentStore):
+    mode = RepoMode.ARCHIVE
+    compressed = True
+
+    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
+        data = b"".join(chunks)
+        encoded = header.encode()
+        prefix = _ARCHIVE_PREFIX.pack(ARCHIVE_MAGIC, len(data)) + struct.pack(">I", len(encoded))
+        body = zlib.compress(data, 6)
+        os.close(_write_regular(target, [prefix, encoded, body], 0o644))
+
+    def _read_prefix(self, stream: BinaryIO, object_id: ObjectId) -> tuple[int, FileHeader]:
+        head = stream.read(_ARCHIVE_PREFIX.size + 4)
+        if len(head) != _ARCHIVE_PREFIX.size + 4:
+            raise CorruptObjectError(f"object {object_id.hex()} is truncated")
+        magic, size = _ARCHIVE_PREFIX.unpack(head[: _ARCHIVE_PREFIX.size])
+        if magic != ARCHIVE_MAGIC:
+            raise CorruptObjectError(f"object {object_id.hex()} is not an archive object")
+        (hlen,) = struct.unpack(">I", head[_ARCHIVE_PREFIX.size :])
+        try:
+            header = FileHeader.read_from(Reader(stream.read(hlen), "archive header"))
+        except FormatError as exc:
+            raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
+        return int(size), header
+
+    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
+        with self._open(object_id) as stream:
+            size, _ = self._read_prefix(stream, object_id)
+            try:
+                data = zlib.decompress(stream.read())
+            except zlib.error as exc:
+                raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
+        if len(data) != size:
+            raise CorruptObjectError(f"object {object_id.hex()} has the wrong size")
+        return io.BytesIO(data)
+
+    def disk_header(self, object_id: ObjectId) -> FileHeader | None:
+        with self._open(object_id) as stream:
+            return self._read_prefix(stream, object_id)[1]
+
+
+def read_xattrs(
+    path: Path | str | bytes | int, follow_symlinks: bool = False
+) -> tuple[tuple[bytes, bytes], ...]:
+    """All xattrs of a path or fd, sorted by name; none where the filesystem has none."""
+    try:
+        names = os.listxattr(path, follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENODATA):  # no xattrs on this filesystem
+            return ()
+        raise
+    pairs = []
+    for name in names:
+        try:
+            pairs.append(
+                (os.fsencode(name), os.getxattr(path, name, follow_symlinks=follow_symlinks))
+            )
+        except OSError as exc:
+            if exc.errno != errno.ENODATA:  # removed since listed
+                raise
+    return tuple(sorted(pairs))
+
+
+STORES: dict[RepoMode, type[ContentStore]] = {
+    cls.mode: cls for cls in (BareStore, BareUserStore, BareUserOnlyStore, ArchiveStore)
+}
+
+
+def content_store(mode: RepoMode, objects_dir: Path) -> ContentStore:
+    return STORES[mode](objects_dir)

@@ -1,0 +1,94 @@
+"""The one error hierarchy of sapwood.
+
+Every error a user can cause or meet derives from :class:`SapwoodError`. The CLI
+prints ``str(error)`` as one line and exits with ``error.exit_code``; only the FUSE
+adapter maps these classes to errno values.
+"""
+
+from __future__ import annotations
+
+
+class SapwoodError(Exception):
+    """Base of every error sapwood raises on purpose."""
+
+    exit_code = 1
+
+
+class RepoNotFoundError(SapwoodError):
+    """The path is not a sapwood repository."""
+
+    exit_code = 2
+
+
+class RepoExistsError(SapwoodError):
+    """init was asked to create a repository where one (or other data) exists."""
+
+
+class UsageError(SapwoodError):
+    """The command was called with arguments that do not fit together."""
+
+    exit_code = 2
+
+
+class InvalidNameError(SapwoodError):
+    """A file name breaks the rules of DESIGN.md (empty, '.', '..', '/', NUL, >255 bytes)."""
+
+
+class InvalidRefNameError(SapwoodError):
+    """A ref name is not acceptable."""
+
+
+class RefNotFoundError(SapwoodError):
+    """No ref, commit id or prefix matches a revision."""
+
+
+class AmbiguousRevError(SapwoodError):
+    """An id prefix matches more than one commit."""
+
+
+class RefExistsError(SapwoodError):
+    """A ref that should be new already exists."""
+
+
+class RefConflictError(SapwoodError):
+    """A compare-and-swap ref update found another value than expected."""
+
+
+class ObjectMissingError(SapwoodError):
+    """An object the repository should hold is absent."""
+
+
+class CorruptObjectError(SapwoodError):
+    """An object's bytes do not match its id or do not decode canonically."""
+
+
+class FormatError(CorruptObjectError):
+    """Bytes are not a canonical encoding of the expected object type."""
+
+
+class UnsupportedFileTypeError(SapwoodError):
+    """A source tree holds a device node, fifo or socket."""
+
+
+class SourceError(SapwoodError):
+    """A source tree or archive cannot be read, or is unsafe (absolute or ../ members)."""
+
+
+class ModePolicyError(SapwoodError):
+    """The repository mode refuses this content (bare-user-only and setuid, say)."""
+
+
+class PermissionDeniedError(SapwoodError):
+    """The operation needs privileges the process lacks (a bare repository as a user)."""
+
+
+class PathNotFoundError(SapwoodError):
+    """A path does not exist inside a commit."""
+
+
+class NotADirectoryInTreeError(PathNotFoundError):
+    """A path component inside a commit is not a directory."""
+
+
+class OutOfSpaceError(SapwoodError):
+    """The disk is full, or the configured minimum of free space would be crossed."""

@@ -1,0 +1,209 @@
+"""The LMDB index of a repository.
+
+This is the one place that defines the index's layout. The environment lives in
+``REPO/index/`` and holds these sub-databases (keys and values are bytes):
+
+``objects``   key: object id (32 bytes).
+              value: one type tag byte (store.ids.ObjectType) then
+              - file:     u64 content size, then the canonical FileHeader encoding;
+              - dirtree, dirmeta, commit: the object's canonical encoding itself.
+              Presence here means "the object exists and is complete"; content
+              files under objects/ that are not listed here are leftovers of an
+              interrupted transaction and are ignored (prune removes them).
+``commits``   key: commit id. value: i64 timestamp. Every commit, for listing and
+              for resolving an abbreviated id with one cursor seek.
+``refs``      key: ref name (UTF-8, ``REMOTE:REF`` for pulled refs). value: commit id.
+``partial``   key: commit id. value: empty. Commits known to lack objects.
+``statcache`` key: u64 st_dev + u64 st_ino of a source file. value: fs/statcache.py's
+              record, letting an unchanged re-commit skip reading the file.
+
+A write transaction of LMDB is the commit point of a sapwood transaction: refs,
+object entries and commits change together or not at all.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from store.errors import FormatError, RefConflictError
+from store.ids import ObjectId, ObjectType
+
+MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
+_I64 = struct.Struct(">q")
+_U64 = struct.Struct(">Q")
+_DATABASES = ("objects", "commits", "refs", "partial", "statcache")
+
+ANY = object()  # "whatever the ref holds now", for RefUpdate.expected
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """What the index knows of one object."""
+
+    kind: ObjectType
+    payload: bytes
+
+    @property
+    def file_size(self) -> int:
+        return int(_U64.unpack_from(self.payload)[0])
+
+    @property
+    def file_header_bytes(self) -> bytes:
+        return self.payload[_U64.size :]
+
+    @classmethod
+    def decode(cls, value: bytes) -> ObjectRecord:
+        try:
+            kind = ObjectType(value[:1])
+        except ValueError:
+            raise FormatError("unknown object type in the index") from None
+        return cls(kind, value[1:])
+
+    def encode(self) -> bytes:
+        return self.kind.value + self.payload
+
+    @classmethod
+    def for_file(cls, size: int, header: bytes) -> ObjectRecord:
+        return cls(ObjectType.FILE, _U64.pack(size) + header)
+
+
+@dataclass
+class RefUpdate:
+    name: str
+    new: ObjectId | None  # None deletes the ref
+    expected: object = ANY  # ObjectId, None (must not exist) or ANY
+
+
+@dataclass
+class WriteBatch:
+    """Everything one transaction adds to the index, applied atomically."""
+
+    objects: dict[ObjectId, ObjectRecord] = field(default_factory=dict)
+    commits: dict[ObjectId, int] = field(default_factory=dict)
+    refs: list[RefUpdate] = field(default_factory=list)
+    statcache: dict[bytes, bytes] = field(default_factory=dict)
+    partial_clear: set[ObjectId] = field(default_factory=set)
+
+
+class IndexReader:
+    """Lookups inside one read transaction (a consistent snapshot)."""
+
+    def __init__(self, txn: Any, dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def object(self, object_id: bytes) -> ObjectRecord | None:
+        value = self._txn.get(object_id, db=self._dbs["objects"])
+        return None if value is None else ObjectRecord.decode(bytes(value))
+
+    def has_object(self, object_id: bytes) -> bool:
+        return self._txn.get(object_id, db=self._dbs["objects"]) is not None
+
+    def ref(self, name: str) -> ObjectId | None:
+        value = self._txn.get(name.encode(), db=self._dbs["refs"])
+        return None if value is None else ObjectId(bytes(value))
+
+    def refs(self) -> dict[str, ObjectId]:
+        with self._txn.cursor(db=self._dbs["refs"]) as cur:
+            return {bytes(k).decode(): ObjectId(bytes(v)) for k, v in cur}
+
+    def commit_ids(self) -> Iterator[tuple[ObjectId, int]]:
+        with self._txn.cursor(db=self._dbs["commits"]) as cur:
+            for key, value in cur:
+                yield ObjectId(bytes(key)), int(_I64.unpack(value)[0])
+
+    def commits_with_prefix(self, hex_prefix: str, limit: int = 2) -> list[ObjectId]:
+        """Commit ids whose hex starts with ``hex_prefix`` (at most ``limit``)."""
+        even = hex_prefix[: len(hex_prefix) // 2 * 2]
+        start = bytes.fromhex(even)
+        found: list[ObjectId] = []
+        with self._txn.cursor(db=self._dbs["commits"]) as cur:
+            if not cur.set_range(start):
+                return found
+            for key in cur.iternext(values=False):
+                key = bytes(key)
+                if not key.startswith(start):
+                    break
+                if key.hex().startswith(hex_prefix):
+                    found.append(ObjectId(key))
+                    if len(found) >= limit:
+                        break
+        return found
+
+    def is_partial(self, commit_id: bytes) -> bool:
+        return self._txn.get(commit_id, db=self._dbs["partial"]) is not None
+
+    def statcache(self, key: bytes) -> bytes | None:
+        value = self._txn.get(key, db=self._dbs["statcache"])
+        return None if value is None else bytes(value)
+
+    def iter_objects(self) -> Iterator[tuple[ObjectId, ObjectRecord]]:
+        with self._txn.cursor(db=self._dbs["objects"]) as cur:
+            for key, value in cur:
+                yield ObjectId(bytes(key)), ObjectRecord.decode(bytes(value))
+
+
+class Index:
+    """The LMDB environment of one repository."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self._env = lmdb.open(
+            str(path),
+            map_size=MAP_SIZE,
+            max_dbs=len(_DATABASES),
+            readonly=readonly,
+            max_readers=1024,
+            subdir=True,
+            create=not readonly,
+        )
+        self._dbs = {
+            name: self._env.open_db(name.encode(), create=not readonly) for name in _DATABASES
+        }
+
+    def close(self) -> None:
+        self._env.close()
+
+    @contextmanager
+    def reader(self) -> Iterator[IndexReader]:
+        with self._env.begin(buffers=False) as txn:
+            yield IndexReader(txn, self._dbs)
+
+    def apply(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` in one LMDB write transaction: the commit point."""
+        with self._env.begin(write=True) as txn:
+            _check_refs(txn, self._dbs["refs"], batch.refs)
+            objects = self._dbs["objects"]
+            for object_id, record in batch.objects.items():
+                txn.put(object_id, record.encode(), db=objects, overwrite=False)
+            for commit_id, timestamp in batch.commits.items():
+                txn.put(commit_id, _I64.pack(timestamp), db=self._dbs["commits"])
+            for commit_id in batch.partial_clear:
+                txn.delete(commit_id, db=self._dbs["partial"])
+            for update in batch.refs:
+                if update.new is None:
+                    txn.delete(update.name.encode(), db=self._dbs["refs"])
+                else:
+                    txn.put(update.name.encode(), update.new, db=self._dbs["refs"])
+            for key, value in batch.statcache.items():
+                txn.put(key, value, db=self._dbs["statcache"])
+
+
+def _check_refs(txn: Any, refs_db: Any, updates: list[RefUpdate]) -> None:
+    for update in updates:
+        if update.expected is ANY:
+            continue
+        current = txn.get(update.name.encode(), db=refs_db)
+        current_id = None if current is None else bytes(current)
+        if current_id != update.expected:
+            now = "absent" if current_id is None else current_id.hex()
+            raise RefConflictError(
+                f"ref {update.name} moved while this transaction ran (it is now {now}); "
+                "nothing was changed"
+            )

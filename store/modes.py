@@ -1,0 +1,62 @@
+"""Repository modes and the admission rules each one imposes on content.
+
+How each mode lays content objects on disk lives in store/content.py; this module
+only names the modes and decides what a mode accepts (bare-user-only refuses
+setuid and world-writable entries, and keeps no ownership or xattrs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import stat
+
+from store.errors import ModePolicyError, PermissionDeniedError
+from store.objects import DirMeta, FileHeader
+
+_UNSAFE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH
+
+
+class RepoMode(enum.Enum):
+    BARE = "bare"
+    BARE_USER = "bare-user"
+    BARE_USER_ONLY = "bare-user-only"
+    ARCHIVE = "archive"
+
+    @classmethod
+    def parse(cls, text: str) -> RepoMode:
+        try:
+            return cls(text)
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise ModePolicyError(f"unknown repository mode {text!r} (use {names})") from None
+
+    def require_privileges(self) -> None:
+        """bare writes real ownership, which only root can do."""
+        if self is RepoMode.BARE and os.geteuid() != 0:
+            raise PermissionDeniedError(
+                "a bare repository records real ownership and needs root; "
+                "use --mode bare-user as an unprivileged user"
+            )
+
+    def admit_file(self, header: FileHeader, where: str) -> FileHeader:
+        if self is not RepoMode.BARE_USER_ONLY:
+            return header
+        if not header.is_symlink:
+            _refuse_unsafe(header.mode, where)
+        return dataclasses.replace(header, uid=0, gid=0, xattrs=())
+
+    def admit_dir(self, meta: DirMeta, where: str) -> DirMeta:
+        if self is not RepoMode.BARE_USER_ONLY:
+            return meta
+        _refuse_unsafe(meta.mode, where)
+        return dataclasses.replace(meta, uid=0, gid=0, xattrs=())
+
+
+def _refuse_unsafe(mode: int, where: str) -> None:
+    if mode & _UNSAFE_BITS:
+        raise ModePolicyError(
+            f"{where}: mode {stat.S_IMODE(mode):04o} is setuid, setgid or world-writable, "
+            "which a bare-user-only repository refuses (commit with --canonical-permissions)"
+        )

@@ -1,0 +1,64 @@
+"""Validation of the names that enter a repository: file names and ref names."""
+
+from __future__ import annotations
+
+import re
+
+from store.errors import InvalidNameError, InvalidRefNameError
+
+MAX_NAME_BYTES = 255
+MAX_REF_BYTES = 255
+
+_REF_COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"
+_REF_RE = re.compile(
+    rf"^(?:(?P<remote>{_REF_COMPONENT}):)?(?P<ref>{_REF_COMPONENT}(?:/{_REF_COMPONENT})*)$"
+)
+
+
+def check_name(name: bytes, where: str = "") -> bytes:
+    """Return ``name`` if it is a valid entry name of a directory, else raise."""
+    problem = _name_problem(name)
+    if problem:
+        shown = name.decode("utf-8", "backslashreplace")
+        place = f" in {where}" if where else ""
+        raise InvalidNameError(f"invalid file name {shown!r}{place}: {problem}")
+    return name
+
+
+def _name_problem(name: bytes) -> str:
+    if not name:
+        return "empty name"
+    if name in (b".", b".."):
+        return "'.' and '..' are not names"
+    if b"/" in name:
+        return "contains '/'"
+    if b"\0" in name:
+        return "contains NUL"
+    if len(name) > MAX_NAME_BYTES:
+        return f"longer than {MAX_NAME_BYTES} bytes"
+    return ""
+
+
+def check_ref_name(name: str) -> str:
+    """Return ``name`` if it may name a ref (``REMOTE:REF`` allowed), else raise.
+
+    Components start with a letter, digit or '_' and hold only letters, digits and
+    ``_ . + -``; no '..', no spaces or control characters, no empty component.
+    """
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_REF_BYTES:
+        raise InvalidRefNameError(f"invalid ref name {name!r}: longer than {MAX_REF_BYTES} bytes")
+    if ".." in name or not _REF_RE.match(name) or name.endswith((".lock", "/", ".")):
+        raise InvalidRefNameError(
+            f"invalid ref name {name!r}: use letters, digits, '_', '.', '+', '-' "
+            "and '/' between components (no '..', spaces or control characters)"
+        )
+    return name
+
+
+def split_path(path: str) -> list[bytes]:
+    """Split a path inside a commit ('/usr/bin', 'usr/bin/') into checked names."""
+    raw = path.encode("utf-8", "surrogateescape")
+    parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
+    for part in parts:
+        check_name(part, path)
+    return parts

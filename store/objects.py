@@ -1,0 +1,275 @@
+"""The object model: file headers, dirtrees, dirmetas and commits.
+
+Objects are plain frozen values with a canonical ``encode()`` and a strict
+``decode()``; decode refuses anything whose re-encoding differs, so a stored
+object is canonical by construction. See docs/format.md for the byte layout and
+the test vectors in tests/store/test_vectors.py.
+"""
+
+from __future__ import annotations
+
+import stat
+import struct
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import blake3
+
+from store.encoding import Reader, Writer
+from store.errors import FormatError
+from store.ids import ID_BYTES, ObjectId, digest
+from store.names import check_name
+
+FORMAT_VERSION = 1
+_OWNER_MODE = struct.Struct(">IIII")
+_COUNT = struct.Struct(">I")
+MAX_SYMLINK_TARGET = 4095
+
+Xattrs = tuple[tuple[bytes, bytes], ...]
+
+
+def sorted_xattrs(items: dict[bytes, bytes] | Xattrs) -> Xattrs:
+    pairs = items.items() if isinstance(items, dict) else items
+    return tuple(sorted(pairs))
+
+
+def _check_xattrs(xattrs: Xattrs, what: str) -> None:
+    names = [name for name, _ in xattrs]
+    if names != sorted(set(names)):
+        raise FormatError(f"{what}: xattrs not sorted or not unique")
+    if any(not name or b"\0" in name for name in names):
+        raise FormatError(f"{what}: invalid xattr name")
+
+
+def _tag(writer: Writer, letter: bytes) -> None:
+    writer.raw(letter)
+    writer.u8(FORMAT_VERSION)
+
+
+def _expect_tag(reader: Reader, letter: bytes, what: str) -> None:
+    if reader.raw(1) != letter or reader.u8() != FORMAT_VERSION:
+        raise FormatError(f"not a version {FORMAT_VERSION} {what}")
+
+
+@dataclass(frozen=True, slots=True)
+class FileHeader:
+    """What a file object's id covers besides the content: ownership, mode, xattrs."""
+
+    uid: int
+    gid: int
+    mode: int
+    symlink_target: bytes = b""
+    xattrs: Xattrs = ()
+
+    def __post_init__(self) -> None:
+        kind = stat.S_IFMT(self.mode)
+        if kind == stat.S_IFLNK:
+            if not self.symlink_target or b"\0" in self.symlink_target:
+                raise FormatError("symlink with an empty or NUL target")
+            if len(self.symlink_target) > MAX_SYMLINK_TARGET:
+                raise FormatError("symlink target too long")
+        elif kind == stat.S_IFREG:
+            if self.symlink_target:
+                raise FormatError("regular file with a symlink target")
+        else:
+            raise FormatError(f"file object of unsupported type {oct(kind)}")
+        _check_xattrs(self.xattrs, "file header")
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    def encode(self) -> bytes:
+        # The hot path of every commit: packed by hand, same bytes as Writer would give.
+        target = self.symlink_target
+        parts = [b"F\x01", _OWNER_MODE.pack(self.uid, self.gid, self.mode, len(target)), target]
+        parts.append(_COUNT.pack(len(self.xattrs)))
+        for name, value in self.xattrs:
+            parts += (_COUNT.pack(len(name)), name, _COUNT.pack(len(value)), value)
+        return b"".join(parts)
+
+    @classmethod
+    def read_from(cls, r: Reader) -> FileHeader:
+        _expect_tag(r, b"F", "file header")
+        uid, gid, mode = r.u32(), r.u32(), r.u32()
+        return cls(uid, gid, mode, r.blob(), r.pairs())
+
+    @classmethod
+    def decode(cls, data: bytes) -> FileHeader:
+        r = Reader(data, "file header")
+        header = cls.read_from(r)
+        r.finish()
+        return _canonical(header, data)
+
+    def hasher(self) -> blake3.blake3:
+        """A blake3 state fed with the header; feed the content, then take the id."""
+        return blake3.blake3(self.encode())
+
+    def object_id(self, content: bytes = b"") -> ObjectId:
+        h = self.hasher()
+        h.update(content)
+        return ObjectId(h.digest())
+
+
+@dataclass(frozen=True, slots=True)
+class DirMeta:
+    """Ownership, mode and xattrs of a directory."""
+
+    uid: int
+    gid: int
+    mode: int
+    xattrs: Xattrs = ()
+
+    def __post_init__(self) -> None:
+        if not stat.S_ISDIR(self.mode):
+            raise FormatError("dirmeta mode is not a directory")
+        _check_xattrs(self.xattrs, "dirmeta")
+
+    def encode(self) -> bytes:
+        w = Writer()
+        _tag(w, b"M")
+        w.u32(self.uid)
+        w.u32(self.gid)
+        w.u32(self.mode)
+        w.pairs(self.xattrs)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> DirMeta:
+        r = Reader(data, "dirmeta")
+        _expect_tag(r, b"M", "dirmeta")
+        meta = cls(r.u32(), r.u32(), r.u32(), r.pairs())
+        r.finish()
+        return _canonical(meta, data)
+
+    def object_id(self) -> ObjectId:
+        return digest(self.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    """A subdirectory entry of a dirtree."""
+
+    tree: ObjectId
+    meta: ObjectId
+
+
+@dataclass(frozen=True, slots=True)
+class DirTree:
+    """The sorted entries of one directory: files by id, subdirectories by tree and meta."""
+
+    files: tuple[tuple[bytes, ObjectId], ...] = ()
+    dirs: tuple[tuple[bytes, DirEntry], ...] = ()
+
+    def __post_init__(self) -> None:
+        file_names = [n for n, _ in self.files]
+        dir_names = [n for n, _ in self.dirs]
+        for names in (file_names, dir_names):
+            if names != sorted(set(names)):
+                raise FormatError("dirtree entries not sorted or not unique")
+        if set(file_names) & set(dir_names):
+            raise FormatError("dirtree names a file and a directory alike")
+        for name in (*file_names, *dir_names):
+            check_name(name, "a directory tree")
+
+    @classmethod
+    def build(cls, files: dict[bytes, ObjectId], dirs: dict[bytes, DirEntry]) -> DirTree:
+        return cls(tuple(sorted(files.items())), tuple(sorted(dirs.items())))
+
+    def encode(self) -> bytes:
+        w = Writer()
+        _tag(w, b"T")
+        w.u32(len(self.files))
+        for name, file_id in self.files:
+            w.blob(name)
+            w.object_id(file_id)
+        w.u32(len(self.dirs))
+        for name, entry in self.dirs:
+            w.blob(name)
+            w.object_id(entry.tree)
+            w.object_id(entry.meta)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> DirTree:
+        r = Reader(data, "dirtree")
+        _expect_tag(r, b"T", "dirtree")
+        files = tuple((r.blob(), r.object_id()) for _ in range(r.count(4 + ID_BYTES)))
+        dirs = tuple(
+            (r.blob(), DirEntry(r.object_id(), r.object_id()))
+            for _ in range(r.count(4 + 2 * ID_BYTES))
+        )
+        r.finish()
+        return _canonical(cls(files, dirs), data)
+
+    def object_id(self) -> ObjectId:
+        return digest(self.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A root tree and meta, its parent, message, time (seconds, UTC) and metadata."""
+
+    tree: ObjectId
+    meta: ObjectId
+    parent: ObjectId | None
+    timestamp: int
+    subject: str = ""
+    body: str = ""
+    metadata: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        keys = [k for k, _ in self.metadata]
+        if keys != sorted(set(keys)):
+            raise FormatError("commit metadata keys not sorted or not unique")
+
+    @property
+    def version(self) -> str | None:
+        return dict(self.metadata).get("version")
+
+    def encode(self) -> bytes:
+        w = Writer()
+        _tag(w, b"C")
+        w.object_id(self.tree)
+        w.object_id(self.meta)
+        w.u8(0 if self.parent is None else 1)
+        if self.parent is not None:
+            w.object_id(self.parent)
+        w.i64(self.timestamp)
+        w.blob(self.subject.encode())
+        w.blob(self.body.encode())
+        w.pairs(tuple((k.encode(), v.encode()) for k, v in self.metadata))
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Commit:
+        r = Reader(data, "commit")
+        _expect_tag(r, b"C", "commit")
+        tree, meta = r.object_id(), r.object_id()
+        has_parent = r.u8()
+        if has_parent not in (0, 1):
+            raise FormatError("commit parent flag is not 0 or 1")
+        parent = r.object_id() if has_parent else None
+        timestamp = r.i64()
+        try:
+            subject, body = r.blob().decode(), r.blob().decode()
+            metadata = tuple((k.decode(), v.decode()) for k, v in r.pairs())
+        except UnicodeDecodeError as exc:
+            raise FormatError("commit text is not UTF-8") from exc
+        r.finish()
+        return _canonical(cls(tree, meta, parent, timestamp, subject, body, metadata), data)
+
+    def object_id(self) -> ObjectId:
+        return digest(self.encode())
+
+
+MetaObject = DirTree | DirMeta | Commit
+
+
+_T = TypeVar("_T", FileHeader, DirMeta, DirTree, Commit)
+
+
+def _canonical(value: _T, data: bytes) -> _T:
+    if value.encode() != data:
+        raise FormatError(f"non-canonical {type(value).__name__} encoding")
+    return value

@@ -1,0 +1,172 @@
+"""A repository on disk: its layout, its mode, and reading what it holds.
+
+Layout::
+
+    REPO/config        INI: [core] repo_version, mode, fsync
+    REPO/index/        the LMDB index (store/index.py documents it)
+    REPO/objects/XX/   content objects (and, in archive mode, metadata objects too)
+    REPO/refs/heads/   archive mode only: a plain-file mirror of the refs for HTTP
+    REPO/tmp/          staging directories of running transactions
+    REPO/lock          the repository lock (writers shared, prune exclusive)
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from store.content import ContentStore, content_store
+from store.errors import (
+    CorruptObjectError,
+    FormatError,
+    ObjectMissingError,
+    RepoExistsError,
+    RepoNotFoundError,
+)
+from store.ids import ObjectId, ObjectType
+from store.index import Index, ObjectRecord
+from store.modes import RepoMode
+from store.objects import Commit, DirMeta, DirTree, FileHeader
+from store.transaction import Transaction
+
+REPO_VERSION = 1
+
+
+class Repository:
+    """An open repository. Reading is thread-safe; writing goes through transaction()."""
+
+    def __init__(self, path: Path, mode: RepoMode, fsync: bool, readonly: bool = False) -> None:
+        self.path = path
+        self.mode = mode
+        self.fsync = fsync
+        self.content: ContentStore = content_store(mode, path / "objects")
+        self.index = Index(path / "index", readonly=readonly)
+
+    # ----- life cycle ---------------------------------------------------------
+    @classmethod
+    def init(cls, path: Path, mode: RepoMode) -> Repository:
+        """Create a repository at ``path`` (absent or an empty directory)."""
+        mode.require_privileges()
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RepoExistsError(f"{path}: exists and is not an empty directory")
+        path.mkdir(parents=True, exist_ok=True)
+        for sub in ("objects", "tmp", "index"):
+            (path / sub).mkdir()
+        for byte in range(256):
+            (path / "objects" / f"{byte:02x}").mkdir()
+        if mode is RepoMode.ARCHIVE:
+            (path / "refs" / "heads").mkdir(parents=True)
+        config = configparser.ConfigParser()
+        config["core"] = {"repo_version": str(REPO_VERSION), "mode": mode.value, "fsync": "true"}
+        with open(path / "config.tmp", "w") as out:
+            config.write(out)
+        os.rename(path / "config.tmp", path / "config")
+        return cls(path, mode, fsync=True)
+
+    @classmethod
+    def open(cls, path: Path) -> Repository:
+        config = configparser.ConfigParser()
+        try:
+            found = config.read(path / "config")
+        except configparser.Error as exc:
+            raise RepoNotFoundError(f"{path}: unreadable repository config: {exc}") from exc
+        if not found or not config.has_section("core") or not (path / "index").is_dir():
+            raise RepoNotFoundError(f"{path}: not a sapwood repository")
+        core = config["core"]
+        if core.get("repo_version") != str(REPO_VERSION):
+            raise RepoNotFoundError(
+                f"{path}: unsupported repository version {core.get('repo_version')}"
+            )
+        mode = RepoMode.parse(core.get("mode", ""))
+        return cls(path, mode, fsync=core.getboolean("fsync", fallback=True))
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def transaction(self) -> Transaction:
+        self.mode.require_privileges()
+        return Transaction(self)
+
+    # ----- reading objects ------------------------------------------------------
+    def _record(self, object_id: ObjectId, kind: ObjectType) -> ObjectRecord:
+        with self.index.reader() as reader:
+            record = reader.object(object_id)
+        if record is None:
+            raise ObjectMissingError(f"{kind.suffix} object {object_id.hex()} is missing")
+        if record.kind is not kind:
+            raise CorruptObjectError(
+                f"object {object_id.hex()} is a {record.kind.suffix}, not a {kind.suffix}"
+            )
+        return record
+
+    def has_object(self, object_id: ObjectId) -> bool:
+        with self.index.reader() as reader:
+            return reader.has_object(object_id)
+
+    def read_commit(self, object_id: ObjectId) -> Commit:
+        return _decoded(
+            Commit.decode, self._record(object_id, ObjectType.COMMIT).payload, object_id
+        )
+
+    def read_dirtree(self, object_id: ObjectId) -> DirTree:
+        return _decoded(
+            DirTree.decode, self._record(object_id, ObjectType.DIRTREE).payload, object_id
+        )
+
+    def read_dirmeta(self, object_id: ObjectId) -> DirMeta:
+        return _decoded(
+            DirMeta.decode, self._record(object_id, ObjectType.DIRMETA).payload, object_id
+        )
+
+    def read_file_header(self, object_id: ObjectId) -> tuple[FileHeader, int]:
+        """The header and the content size of a file object."""
+        record = self._record(object_id, ObjectType.FILE)
+        header = _decoded(FileHeader.decode, record.file_header_bytes, object_id)
+        return header, record.file_size
+
+    def open_file(self, object_id: ObjectId) -> BinaryIO:
+        """The content of a file object (empty for a symlink)."""
+        header, _ = self.read_file_header(object_id)
+        return self.content.open_content(object_id, header)
+
+    def read_file(self, object_id: ObjectId) -> bytes:
+        with self.open_file(object_id) as stream:
+            return stream.read()
+
+    # ----- refs -----------------------------------------------------------------
+    def refs(self) -> dict[str, ObjectId]:
+        with self.index.reader() as reader:
+            return reader.refs()
+
+    def write_ref_mirror(self) -> None:
+        """Archive mode: rewrite refs/heads/ from the index, for static HTTP serving."""
+        heads = self.path / "refs" / "heads"
+        wanted = {name.replace(":", "/remotes/", 1): cid.hex() for name, cid in self.refs().items()}
+        for name, hexid in wanted.items():
+            target = heads / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_text(hexid + "\n")
+            os.rename(tmp, target)
+        for existing in heads.rglob("*"):
+            if existing.is_file() and existing.relative_to(heads).as_posix() not in wanted:
+                existing.unlink()
+
+
+_T = TypeVar("_T")
+
+
+def _decoded(decode: Callable[[bytes], _T], payload: bytes, object_id: ObjectId) -> _T:
+    try:
+        return decode(payload)
+    except FormatError as exc:
+        raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc

@@ -1,0 +1,279 @@
+"""Transactions: the only way anything is written into a repository.
+
+Content is staged in ``tmp/staging-BOOTID-…/`` under a shared repository lock.
+``commit()`` makes the staged files durable (one syncfs), renames them into
+``objects/``, fsyncs the object directories, and then applies one LMDB write
+transaction that adds the object entries and moves the refs: that is the commit
+point. A crash before it leaves only unlisted files (ignored, later pruned); a
+crash after it leaves a complete commit.
+
+Writers may call ``write_*`` from several threads at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import blake3
+
+from store.content import object_relpath
+from store.durability import boot_id, fsync_dir, syncfs
+from store.errors import OutOfSpaceError, SourceError
+from store.ids import ObjectId, ObjectType, digest
+from store.index import ANY, IndexReader, ObjectRecord, RefUpdate, WriteBatch
+from store.locking import repo_lock, try_lock_dir
+from store.names import check_ref_name
+from store.objects import Commit, DirMeta, DirTree, FileHeader
+
+if TYPE_CHECKING:
+    from store.repo import Repository
+
+log = logging.getLogger(__name__)
+SMALL_FILE = 4 << 20  # files up to this size are read once, into memory
+
+
+class Transaction:
+    """Stage objects, then commit them and the ref moves atomically."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+        self._batch = WriteBatch()
+        self._staged: list[tuple[str, str]] = []
+        self._claimed: set[ObjectId] = set()
+        self._mutex = threading.Lock()
+        self._local = threading.local()
+        self._reader_cms: list[AbstractContextManager[IndexReader]] = []
+        self._lock_cm = repo_lock(repo.path / "lock", exclusive=False)
+        self._lock_cm.__enter__()
+        try:
+            _remove_abandoned_staging(repo.path / "tmp")
+            self.staging, self._staging_fd = _new_staging(repo.path / "tmp")
+            self._staging_str = str(self.staging)
+        except BaseException:
+            self._lock_cm.__exit__(None, None, None)
+            raise
+        self._done = False
+
+    # ----- context manager -------------------------------------------------
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()
+
+    # ----- writing objects -------------------------------------------------
+    def _claim(self, object_id: ObjectId) -> bool:
+        """True if the caller must store ``object_id`` (it is neither indexed nor staged)."""
+        with self._mutex:
+            if object_id in self._claimed:
+                return False
+            self._claimed.add(object_id)
+        return not self._reader().has_object(object_id)
+
+    def _reader(self) -> IndexReader:
+        """This thread's read snapshot of the index, kept for the whole transaction.
+
+        A snapshot is enough: an object another writer adds meanwhile is only staged
+        twice, and the index keeps the first record.
+        """
+        reader: IndexReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            cm = self._repo.index.reader()
+            reader = cm.__enter__()
+            self._local.reader = reader
+            with self._mutex:
+                self._reader_cms.append(cm)
+        return reader
+
+    def _stage_path(self, object_id: ObjectId, kind: ObjectType) -> str:
+        return f"{self._staging_str}/{object_id.hex()}.{kind.suffix}"
+
+    def _record(self, object_id: ObjectId, record: ObjectRecord, staged: str | None) -> None:
+        with self._mutex:
+            self._batch.objects[object_id] = record
+            if staged is not None:
+                relpath = object_relpath(
+                    object_id,
+                    record.kind,
+                    self._repo.content.compressed and record.kind is ObjectType.FILE,
+                )
+                self._staged.append((staged, relpath))
+
+    def write_file(self, header: FileHeader, data: bytes, where: str = "") -> ObjectId:
+        """Store a file object whose content is in memory; return its id."""
+        header = self._repo.mode.admit_file(header, where or "file")
+        encoded = header.encode()
+        hasher = blake3.blake3(encoded)
+        hasher.update(data)
+        object_id = ObjectId(hasher.digest())
+        if self._claim(object_id):
+            target = self._stage_path(object_id, ObjectType.FILE)
+            with _space_errors():
+                self._repo.content.stage(target, header, [data])
+            self._record(object_id, ObjectRecord.for_file(len(data), encoded), target)
+        return object_id
+
+    def write_file_chunks(
+        self, header: FileHeader, read: Callable[[], Iterable[bytes]], where: str = ""
+    ) -> ObjectId:
+        """Store a large file: ``read()`` yields its content and is called once or twice.
+
+        The first pass hashes; only a new object is read again to be stored, and that
+        second pass must hash the same, or the source changed while being committed.
+        """
+        header = self._repo.mode.admit_file(header, where or "file")
+        hasher = header.hasher()
+        size = 0
+        for chunk in read():
+            hasher.update(chunk)
+            size += len(chunk)
+        object_id = ObjectId(hasher.digest())
+        if self._claim(object_id):
+            target = self._stage_path(object_id, ObjectType.FILE)
+            check = header.hasher()
+
+            def copy() -> Iterable[bytes]:
+                for chunk in read():
+                    check.update(chunk)
+                    yield chunk
+
+            with _space_errors():
+                self._repo.content.stage(target, header, copy())
+            if check.digest() != object_id:
+                raise SourceError(f"{where}: changed while it was being committed")
+            self._record(object_id, ObjectRecord.for_file(size, header.encode()), target)
+        return object_id
+
+    def write_dirmeta(self, meta: DirMeta, where: str = "") -> ObjectId:
+        meta = self._repo.mode.admit_dir(meta, where or "directory")
+        return self._write_meta(ObjectType.DIRMETA, meta.encode())
+
+    def write_dirtree(self, tree: DirTree) -> ObjectId:
+        return self._write_meta(ObjectType.DIRTREE, tree.encode())
+
+    def write_commit(self, commit: Commit) -> ObjectId:
+        object_id = self._write_meta(ObjectType.COMMIT, commit.encode())
+        with self._mutex:
+            self._batch.commits[object_id] = commit.timestamp
+            self._batch.partial_clear.add(object_id)
+        return object_id
+
+    def _write_meta(self, kind: ObjectType, encoded: bytes) -> ObjectId:
+        object_id = digest(encoded)
+        if self._claim(object_id):
+            staged = None
+            if self._repo.content.compressed:  # archive: metadata is servable over HTTP too
+                staged = self._stage_path(object_id, kind)
+                with _space_errors(), open(staged, "xb") as out:
+                    out.write(encoded)
+            self._record(object_id, ObjectRecord(kind, encoded), staged)
+        return object_id
+
+    # ----- refs and caches --------------------------------------------------
+    def set_ref(self, name: str, commit_id: ObjectId | None, expected: object = ANY) -> None:
+        """Point ``name`` at ``commit_id`` (None deletes) at the commit point.
+
+        ``expected`` makes it a compare-and-swap: the old value (None for "absent").
+        """
+        check_ref_name(name)
+        self._batch.refs.append(RefUpdate(name, commit_id, expected))
+
+    def put_statcache(self, key: bytes, value: bytes) -> None:
+        with self._mutex:
+            self._batch.statcache[key] = value
+
+    # ----- ending -----------------------------------------------------------
+    def commit(self) -> None:
+        if self._done:
+            return
+        try:
+            with _space_errors():
+                self._publish_staged()
+                self._repo.index.apply(self._batch)
+            if self._repo.content.compressed:
+                self._repo.write_ref_mirror()
+        except BaseException:
+            self.abort()
+            raise
+        self._finish()
+        log.debug("committed %d objects", len(self._batch.objects))
+
+    def _publish_staged(self) -> None:
+        if not self._staged:
+            return
+        if self._repo.fsync:
+            syncfs(self.staging)
+        objects = str(self._repo.path / "objects")
+        touched: set[str] = set()
+        for staged, relpath in self._staged:
+            os.rename(staged, f"{objects}/{relpath}")
+            touched.add(relpath[:2])
+        if self._repo.fsync:
+            for directory in touched:
+                fsync_dir(Path(objects, directory))
+
+    def abort(self) -> None:
+        if not self._done:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        for cm in self._reader_cms:
+            cm.__exit__(None, None, None)
+        self._reader_cms.clear()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        os.close(self._staging_fd)
+        self._lock_cm.__exit__(None, None, None)
+
+
+def _new_staging(tmp: Path) -> tuple[Path, int]:
+    """Create and lock a staging directory; it is locked before it is named staging-*."""
+    unique = uuid.uuid4().hex[:12]
+    fresh = tmp / f"new-{unique}"
+    fresh.mkdir()
+    fd = try_lock_dir(fresh)
+    assert fd is not None, "a directory nobody else knows of is always free"
+    staging = tmp / f"staging-{boot_id()}-{unique}"
+    fresh.rename(staging)
+    return staging, fd
+
+
+@contextlib.contextmanager
+def _space_errors() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutOfSpaceError(
+                "no space left on the repository's disk; nothing was committed"
+            ) from exc
+        raise
+
+
+def _remove_abandoned_staging(tmp: Path) -> None:
+    """Remove staging directories whose transaction is gone (no process holds them)."""
+    for entry in [*tmp.glob("staging-*"), *tmp.glob("new-*")]:
+        fd = try_lock_dir(entry)
+        if fd is None:
+            continue
+        try:
+            log.info("removing abandoned staging directory %s", entry.name)
+            shutil.rmtree(entry, ignore_errors=True)
+        finally:
+            os.close(fd)

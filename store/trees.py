@@ -1,0 +1,108 @@
+"""Walking the tree of a commit: looking up paths, listing, diffing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from store.errors import NotADirectoryInTreeError, PathNotFoundError
+from store.ids import ObjectId
+from store.names import split_path
+from store.objects import DirEntry, DirTree
+from store.repo import Repository
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """An entry of a committed tree: a file object, or a directory (tree + meta)."""
+
+    path: bytes  # "/" for the root, "/usr/bin" below it
+    file: ObjectId | None = None
+    dir: DirEntry | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.dir is not None
+
+
+def root_node(repo: Repository, commit_id: ObjectId) -> Node:
+    commit = repo.read_commit(commit_id)
+    return Node(b"/", dir=DirEntry(commit.tree, commit.meta))
+
+
+def _join(parent: bytes, name: bytes) -> bytes:
+    return (parent.rstrip(b"/") + b"/" + name) if parent != b"/" else b"/" + name
+
+
+def lookup(repo: Repository, commit_id: ObjectId, path: str) -> Node:
+    """The node at ``path`` inside a commit; raises PathNotFoundError."""
+    node = root_node(repo, commit_id)
+    for name in split_path(path):
+        if node.dir is None:
+            raise NotADirectoryInTreeError(
+                f"{path}: {node.path.decode(errors='replace')} is not a directory"
+            )
+        found = find_child(repo.read_dirtree(node.dir.tree), name)
+        if found is None:
+            raise PathNotFoundError(f"{path}: no such file or directory in the commit")
+        file_id, entry = found
+        node = Node(_join(node.path, name), file=file_id, dir=entry)
+    return node
+
+
+def find_child(tree: DirTree, name: bytes) -> tuple[ObjectId | None, DirEntry | None] | None:
+    """Binary search of one name in a dirtree's sorted lists."""
+    for entries, is_dir in ((tree.files, False), (tree.dirs, True)):
+        lo, hi = 0, len(entries)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if entries[mid][0] < name:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(entries) and entries[lo][0] == name:
+            value = entries[lo][1]
+            if is_dir:
+                assert isinstance(value, DirEntry)
+                return None, value
+            assert not isinstance(value, DirEntry)
+            return value, None
+    return None
+
+
+def children(repo: Repository, node: Node) -> list[Node]:
+    """Entries of a directory node, sorted by name."""
+    assert node.dir is not None
+    tree = repo.read_dirtree(node.dir.tree)
+    items = [Node(_join(node.path, n), file=f) for n, f in tree.files]
+    items += [Node(_join(node.path, n), dir=d) for n, d in tree.dirs]
+    return sorted(items, key=lambda item: item.path)
+
+
+def walk(repo: Repository, node: Node) -> Iterator[Node]:
+    """``node`` and everything below it, depth first, each directory before its entries."""
+    yield node
+    if node.dir is not None:
+        for child in children(repo, node):
+            yield from walk(repo, child)
+
+
+def diff_trees(repo: Repository, old: Node, new: Node) -> Iterator[tuple[str, bytes]]:
+    """('A'|'M'|'D', path) for every difference between two directory nodes, by path."""
+    assert old.dir is not None and new.dir is not None
+    if old.dir.tree == new.dir.tree:
+        return
+    before = {c.path: c for c in children(repo, old)}
+    after = {c.path: c for c in children(repo, new)}
+    for path in sorted(before.keys() | after.keys()):
+        a, b = before.get(path), after.get(path)
+        if a is None:
+            yield "A", path
+        elif b is None:
+            yield "D", path
+        elif a.dir is not None and b.dir is not None:
+            if a.dir.meta != b.dir.meta:
+                yield "M", path
+            yield from diff_trees(repo, a, b)
+        elif a.file != b.file:
+            yield "M", path
