@@ -61,10 +61,17 @@ class CommitRequest:
     options: ContentOptions = field(default_factory=ContentOptions)
 
 
+@dataclass
+class CommitStats:
+    files_read: int = 0  # regular files whose content was read
+    cache_hits: int = 0  # regular files the stat cache vouched for
+
+
 @dataclass(frozen=True)
 class CommitResult:
     commit_id: ObjectId
     created: bool  # False when --skip-if-unchanged found nothing to commit
+    stats: CommitStats
 
 
 def make_commit(
@@ -76,17 +83,18 @@ def make_commit(
     started_ns = time.time_ns()
     head = repo.refs().get(request.branch)
     parent = _parent(repo, request.parent, head)
+    stats = CommitStats()
     with repo.transaction() as txn:
         root = MutableDir()
         for layer in request.layers:
-            _apply_layer(repo, txn, layer, root, request.options, started_ns, progress)
+            _apply_layer(repo, txn, layer, root, request.options, started_ns, progress, stats)
         default_meta = txn.write_dirmeta(DirMeta(0, 0, DEFAULT_DIR_MODE))
         root_entry = root.write(txn, default_meta)
         if request.skip_if_unchanged and parent is not None:
             previous = repo.read_commit(parent)
             if (previous.tree, previous.meta) == (root_entry.tree, root_entry.meta):
                 txn.abort()
-                return CommitResult(parent, created=False)
+                return CommitResult(parent, created=False, stats=stats)
         commit = Commit(
             tree=root_entry.tree,
             meta=root_entry.meta,
@@ -99,7 +107,7 @@ def make_commit(
         commit_id = txn.write_commit(commit)
         txn.set_ref(request.branch, commit_id, expected=head)
     log.info("committed %s as %s", request.branch, commit_id.hex())
-    return CommitResult(commit_id, created=True)
+    return CommitResult(commit_id, created=True, stats=stats)
 
 
 def _parent(repo: Repository, parent: str | None, head: ObjectId | None) -> ObjectId | None:
@@ -118,9 +126,13 @@ def _apply_layer(
     options: ContentOptions,
     started_ns: int,
     progress: Progress | None,
+    stats: CommitStats,
 ) -> None:
     if layer.kind == "dir":
-        DirScanner(repo, txn, options, started_ns, progress).scan(Path(layer.source), root)
+        scanner = DirScanner(repo, txn, options, started_ns, progress)
+        scanner.scan(Path(layer.source), root)
+        stats.files_read += scanner.files_read
+        stats.cache_hits += scanner.cache_hits
     elif layer.kind == "tar":
         TarImporter(txn, options).load(Path(layer.source), root)
     else:

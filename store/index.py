@@ -23,12 +23,14 @@ object entries and commits change together or not at all.
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lmdb
 
@@ -150,12 +152,17 @@ class IndexReader:
                 yield ObjectId(bytes(key)), ObjectRecord.decode(bytes(value))
 
 
-class Index:
-    """The LMDB environment of one repository."""
+class _SharedEnv:
+    """One LMDB environment per path and process: LMDB forbids opening one twice."""
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
-        self._env = lmdb.open(
-            str(path),
+    _lock = threading.Lock()
+    _open: ClassVar[dict[str, _SharedEnv]] = {}
+
+    def __init__(self, key: str, readonly: bool) -> None:
+        self.key = key
+        self.users = 0
+        self.env = lmdb.open(
+            key,
             map_size=MAP_SIZE,
             max_dbs=len(_DATABASES),
             readonly=readonly,
@@ -163,12 +170,40 @@ class Index:
             subdir=True,
             create=not readonly,
         )
-        self._dbs = {
-            name: self._env.open_db(name.encode(), create=not readonly) for name in _DATABASES
+        self.dbs = {
+            name: self.env.open_db(name.encode(), create=not readonly) for name in _DATABASES
         }
 
+    @classmethod
+    def acquire(cls, path: Path, readonly: bool) -> _SharedEnv:
+        key = os.path.realpath(path)
+        with cls._lock:
+            shared = cls._open.get(key) or cls(key, readonly)
+            cls._open[key] = shared
+            shared.users += 1
+            return shared
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users == 0:
+                del self._open[self.key]
+                self.env.close()
+
+
+class Index:
+    """The LMDB index of one repository."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self._shared = _SharedEnv.acquire(path, readonly)
+        self._env = self._shared.env
+        self._dbs = self._shared.dbs
+        self._closed = False
+
     def close(self) -> None:
-        self._env.close()
+        if not self._closed:
+            self._closed = True
+            self._shared.release()
 
     @contextmanager
     def reader(self) -> Iterator[IndexReader]:

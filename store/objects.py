@@ -16,7 +16,7 @@ from typing import TypeVar
 import blake3
 
 from store.encoding import Reader, Writer
-from store.errors import FormatError
+from store.errors import FormatError, InvalidNameError
 from store.ids import ID_BYTES, ObjectId, digest
 from store.names import check_name
 
@@ -200,7 +200,11 @@ class DirTree:
             for _ in range(r.count(4 + 2 * ID_BYTES))
         )
         r.finish()
-        return _canonical(cls(files, dirs), data)
+        try:
+            tree = cls(files, dirs)
+        except InvalidNameError as exc:
+            raise FormatError(f"dirtree holds an invalid name: {exc}") from exc
+        return _canonical(tree, data)
 
     def object_id(self) -> ObjectId:
         return digest(self.encode())

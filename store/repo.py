@@ -148,18 +148,24 @@ class Repository:
             return reader.refs()
 
     def write_ref_mirror(self) -> None:
-        """Archive mode: rewrite refs/heads/ from the index, for static HTTP serving."""
-        heads = self.path / "refs" / "heads"
-        wanted = {name.replace(":", "/remotes/", 1): cid.hex() for name, cid in self.refs().items()}
-        for name, hexid in wanted.items():
-            target = heads / name
+        """Archive mode: rewrite refs/heads/ and refs/remotes/ from the index, for HTTP."""
+        refs_dir = self.path / "refs"
+        wanted = {_mirror_path(name): cid.hex() + "\n" for name, cid in self.refs().items()}
+        for relpath, content in wanted.items():
+            target = refs_dir / relpath
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text(hexid + "\n")
+            tmp.write_text(content)
             os.rename(tmp, target)
-        for existing in heads.rglob("*"):
-            if existing.is_file() and existing.relative_to(heads).as_posix() not in wanted:
+        for existing in refs_dir.rglob("*"):
+            if existing.is_file() and existing.relative_to(refs_dir).as_posix() not in wanted:
                 existing.unlink()
+
+
+def _mirror_path(name: str) -> str:
+    """``os/main`` -> heads/os/main; ``origin:os/main`` -> remotes/origin/os/main."""
+    remote, sep, ref = name.partition(":")
+    return f"remotes/{remote}/{ref}" if sep else f"heads/{name}"
 
 
 _T = TypeVar("_T")

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main job on real data: commit /usr/share/doc, change it, commit again, inspect.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SAPWOOD=.venv/bin/sapwood
+WORK=${SAPWOOD_DEMO_DIR:-build/demo}
+rm -rf "$WORK"
+mkdir -p "$WORK"
+export SAPWOOD_REPO="$WORK/repo"
+TREE="$WORK/tree"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "init a bare-user repository (no root needed) at $SAPWOOD_REPO"
+$SAPWOOD init --mode bare-user
+
+step "copy /usr/share/doc to $TREE and commit it"
+cp -a /usr/share/doc "$TREE"
+time first=$($SAPWOOD commit -b docs/main -s "Debian docs" --add-metadata-string version=1 "$TREE")
+echo "first commit: $first"
+
+step "change the tree: edit one file, add one, remove one; commit again"
+echo "edited by the sapwood demo" >> "$TREE/bash/RBASH"
+echo "a new file" > "$TREE/NEW-FILE"
+victim=$(find "$TREE" -type f -name 'copyright' | sort | head -1)
+rm "$victim"
+time second=$($SAPWOOD commit -b docs/main -s "Edited docs" --add-metadata-string version=2 "$TREE")
+
+step "commit the unchanged tree again (the stat cache reads nothing)"
+time $SAPWOOD commit -b docs/main -s "Unchanged" --skip-if-unchanged "$TREE" >/dev/null
+
+step "sapwood log docs/main"
+$SAPWOOD log docs/main
+
+step "sapwood diff ${first:0:12} ${second:0:12}"
+$SAPWOOD diff "${first:0:12}" "$second"
+
+step "sapwood ls docs/main /bash"
+$SAPWOOD ls docs/main /bash | head -12
+
+step "sapwood cat docs/main^ /bash/RBASH | tail -3   (the old version)"
+$SAPWOOD cat docs/main^ /bash/RBASH | tail -3
+step "sapwood cat docs/main /bash/RBASH | tail -3    (the new version)"
+$SAPWOOD cat docs/main /bash/RBASH | tail -3
+
+step "refs and the repository's size"
+$SAPWOOD refs --json
+du -sh "$SAPWOOD_REPO"

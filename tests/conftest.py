@@ -1,0 +1,49 @@
+"""Shared fixtures: repositories in every mode, the CLI, source trees."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from store import RepoMode, Repository
+from tests.helpers import IS_ROOT
+
+ALL_MODES = [m for m in RepoMode]
+
+
+def _mode_param(mode: RepoMode) -> object:
+    marks = []
+    if mode is RepoMode.BARE and not IS_ROOT:
+        marks.append(pytest.mark.skip(reason="bare mode needs root"))
+    return pytest.param(mode, id=mode.value, marks=marks)
+
+
+@pytest.fixture(params=[_mode_param(m) for m in ALL_MODES])
+def mode(request: pytest.FixtureRequest) -> RepoMode:
+    """Every repository mode: one test body, run in each (as OSTree's basic-test.sh)."""
+    value: RepoMode = request.param
+    return value
+
+
+@pytest.fixture
+def repo(tmp_path: Path, mode: RepoMode) -> Iterator[Repository]:
+    repository = Repository.init(tmp_path / "repo", mode)
+    yield repository
+    repository.close()
+
+
+@pytest.fixture
+def user_repo(tmp_path: Path) -> Iterator[Repository]:
+    """A bare-user repository, for tests about one mode-independent behaviour."""
+    repository = Repository.init(tmp_path / "repo", RepoMode.BARE_USER)
+    yield repository
+    repository.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAPWOOD_REPO", raising=False)
+    os.umask(0o022)
