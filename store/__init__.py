@@ -26,12 +26,14 @@ from store.errors import (
     UnsupportedFileTypeError,
     UsageError,
 )
+from store.fsck import FsckReport, Problem, fsck
 from store.ids import ObjectId, ObjectType, from_hex, to_hex
 from store.index import ANY
 from store.modes import RepoMode
 from store.mtree import MutableDir
 from store.names import check_name, check_ref_name, split_path
 from store.objects import Commit, DirEntry, DirMeta, DirTree, FileHeader
+from store.prune import PruneReport, prune
 from store.repo import Repository
 from store.revs import history, rev_parse
 from store.transaction import SMALL_FILE, Transaction
@@ -48,6 +50,7 @@ __all__ = [
     "DirTree",
     "FileHeader",
     "FormatError",
+    "FsckReport",
     "InvalidNameError",
     "InvalidRefNameError",
     "ModePolicyError",
@@ -60,6 +63,8 @@ __all__ = [
     "OutOfSpaceError",
     "PathNotFoundError",
     "PermissionDeniedError",
+    "Problem",
+    "PruneReport",
     "RefConflictError",
     "RefExistsError",
     "RefNotFoundError",
@@ -78,8 +83,10 @@ __all__ = [
     "diff_trees",
     "find_child",
     "from_hex",
+    "fsck",
     "history",
     "lookup",
+    "prune",
     "read_xattrs",
     "rev_parse",
     "root_node",

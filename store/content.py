@@ -82,6 +82,36 @@ class ContentStore(ABC):
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
         """The header as the object file records it, or None where the mode keeps none."""
 
+    def verify(self, object_id: ObjectId, header: FileHeader, size: int) -> str | None:
+        """What is wrong with the stored object (re-hashed in full), or None."""
+        try:
+            problem = self._verify_disk(object_id, header)
+            if problem:
+                return problem
+            hasher, seen = header.hasher(), 0
+            with self.open_content(object_id, header) as stream:
+                while chunk := stream.read(_CHUNK):
+                    hasher.update(chunk)
+                    seen += len(chunk)
+        except ObjectMissingError:
+            return "object file is missing"
+        except (CorruptObjectError, FormatError) as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"object file is unreadable: {exc.strerror}"
+        if seen != size:
+            return f"corrupted file object: {seen} bytes, the index says {size}"
+        if hasher.digest() != object_id:
+            return "corrupted file object: its content does not hash to its id"
+        return None
+
+    def _verify_disk(self, object_id: ObjectId, header: FileHeader) -> str | None:
+        """Check what the object file records besides content; the default trusts it."""
+        on_disk = self.disk_header(object_id)
+        if on_disk is not None and on_disk != header:
+            return "corrupted file object: ownership, mode or xattrs on disk differ from its id"
+        return None
+
     def _missing(self, object_id: ObjectId) -> ObjectMissingError:
         return ObjectMissingError(f"object {object_id.hex()} is missing from objects/")
 
@@ -171,6 +201,17 @@ class BareUserStore(ContentStore):
             raise CorruptObjectError(f"object {object_id.hex()} lost its metadata: {exc}") from exc
         return FileHeader.decode(raw)
 
+    def _verify_disk(self, object_id: ObjectId, header: FileHeader) -> str | None:
+        problem = super()._verify_disk(object_id, header)
+        path = self.path(object_id)
+        st = os.lstat(path)
+        wanted = 0o444 if header.is_symlink else _user_mode(header.mode)
+        if problem is None and (not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != wanted):
+            problem = "corrupted file object: its mode on disk was changed"
+        if problem is None and header.is_symlink and path.read_bytes() != header.symlink_target:
+            problem = "corrupted file object: the stored symlink target differs"
+        return problem
+
 
 class BareUserOnlyStore(ContentStore):
     mode = RepoMode.BARE_USER_ONLY
@@ -187,6 +228,22 @@ class BareUserOnlyStore(ContentStore):
         return self._open(object_id)
 
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
+        return None
+
+    def _verify_disk(self, object_id: ObjectId, header: FileHeader) -> str | None:
+        path = self.path(object_id)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise self._missing(object_id) from None
+        if header.is_symlink:
+            if (
+                not stat.S_ISLNK(st.st_mode)
+                or os.readlink(os.fsencode(path)) != header.symlink_target
+            ):
+                return "corrupted file object: the stored symlink differs"
+        elif not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != _user_mode(header.mode):
+            return "corrupted file object: its mode on disk was changed"
         return None
 
 
@@ -218,10 +275,15 @@ class ArchiveStore(ContentStore):
     def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
         with self._open(object_id) as stream:
             size, _ = self._read_prefix(stream, object_id)
+            inflater = zlib.decompressobj()
             try:
-                data = zlib.decompress(stream.read())
+                data = inflater.decompress(stream.read()) + inflater.flush()
             except zlib.error as exc:
                 raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
+        if not inflater.eof or inflater.unused_data:
+            raise CorruptObjectError(
+                f"object {object_id.hex()}: truncated or trailing compressed data"
+            )
         if len(data) != size:
             raise CorruptObjectError(f"object {object_id.hex()} has the wrong size")
         return io.BytesIO(data)

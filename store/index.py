@@ -15,7 +15,9 @@ This is the one place that defines the index's layout. The environment lives in
 ``refs``      key: ref name (UTF-8, ``REMOTE:REF`` for pulled refs). value: commit id.
 ``partial``   key: commit id. value: empty. Commits known to lack objects.
 ``statcache`` key: u64 st_dev + u64 st_ino of a source file. value: fs/statcache.py's
-              record, letting an unchanged re-commit skip reading the file.
+              record, letting an unchanged re-commit skip reading the file; its
+              last 32 bytes are the file id it vouches for (prune drops entries
+              whose object it removes).
 
 A write transaction of LMDB is the commit point of a sapwood transaction: refs,
 object entries and commits change together or not at all.
@@ -34,7 +36,7 @@ from typing import Any, ClassVar
 
 import lmdb
 
-from store.errors import FormatError, RefConflictError
+from store.errors import FormatError, OutOfSpaceError, RefConflictError
 from store.ids import ObjectId, ObjectType
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
@@ -92,6 +94,9 @@ class WriteBatch:
     refs: list[RefUpdate] = field(default_factory=list)
     statcache: dict[bytes, bytes] = field(default_factory=dict)
     partial_clear: set[ObjectId] = field(default_factory=set)
+    partial_mark: set[ObjectId] = field(default_factory=set)
+    remove_objects: set[ObjectId] = field(default_factory=set)  # also drops commit entries
+    statcache_remove: set[bytes] = field(default_factory=set)
 
 
 class IndexReader:
@@ -141,6 +146,15 @@ class IndexReader:
 
     def is_partial(self, commit_id: bytes) -> bool:
         return self._txn.get(commit_id, db=self._dbs["partial"]) is not None
+
+    def partial_commits(self) -> list[ObjectId]:
+        with self._txn.cursor(db=self._dbs["partial"]) as cur:
+            return [ObjectId(bytes(k)) for k in cur.iternext(values=False)]
+
+    def iter_statcache(self) -> Iterator[tuple[bytes, bytes]]:
+        with self._txn.cursor(db=self._dbs["statcache"]) as cur:
+            for key, value in cur:
+                yield bytes(key), bytes(value)
 
     def statcache(self, key: bytes) -> bytes | None:
         value = self._txn.get(key, db=self._dbs["statcache"])
@@ -212,6 +226,16 @@ class Index:
 
     def apply(self, batch: WriteBatch) -> None:
         """Apply ``batch`` in one LMDB write transaction: the commit point."""
+        try:
+            self._apply(batch)
+        except lmdb.Error as exc:
+            if "No space left" in str(exc) or isinstance(exc, lmdb.MapFullError):
+                raise OutOfSpaceError(
+                    f"the index cannot grow: {exc}; nothing was committed"
+                ) from exc
+            raise
+
+    def _apply(self, batch: WriteBatch) -> None:
         with self._env.begin(write=True) as txn:
             _check_refs(txn, self._dbs["refs"], batch.refs)
             objects = self._dbs["objects"]
@@ -221,6 +245,13 @@ class Index:
                 txn.put(commit_id, _I64.pack(timestamp), db=self._dbs["commits"])
             for commit_id in batch.partial_clear:
                 txn.delete(commit_id, db=self._dbs["partial"])
+            for commit_id in batch.partial_mark:
+                txn.put(commit_id, b"", db=self._dbs["partial"])
+            for object_id in batch.remove_objects:
+                txn.delete(object_id, db=objects)
+                txn.delete(object_id, db=self._dbs["commits"])
+            for key in batch.statcache_remove:
+                txn.delete(key, db=self._dbs["statcache"])
             for update in batch.refs:
                 if update.new is None:
                     txn.delete(update.name.encode(), db=self._dbs["refs"])

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -28,20 +31,75 @@ from store.errors import (
 )
 from store.ids import ObjectId, ObjectType
 from store.index import Index, ObjectRecord
+from store.locking import repo_lock
 from store.modes import RepoMode
 from store.objects import Commit, DirMeta, DirTree, FileHeader
 from store.transaction import Transaction
 
 REPO_VERSION = 1
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+}
+
+
+@dataclass(frozen=True)
+class SpacePolicy:
+    """How much free space a transaction must leave (OSTree's min-free-space-*).
+
+    ``min-free-space-size`` (bytes, or with KB/MB/GB/KiB/MiB/GiB) wins when set;
+    otherwise ``min-free-space-percent`` of the filesystem (default 3, as OSTree).
+    """
+
+    percent: int = 3
+    size: int | None = None
+
+    @classmethod
+    def from_config(cls, core: configparser.SectionProxy) -> SpacePolicy:
+        percent = core.getint("min-free-space-percent", fallback=3)
+        if not 0 <= percent <= 99:
+            raise ValueError(f"min-free-space-percent {percent} is not between 0 and 99")
+        size_text = core.get("min-free-space-size")
+        return cls(percent, _parse_size(size_text) if size_text else None)
+
+    def describe(self) -> str:
+        if self.size is not None:
+            return f"min-free-space-size {self.size} bytes"
+        return f"min-free-space-percent '{self.percent}%'"
+
+    def reserve(self, total_bytes: int) -> int:
+        return self.size if self.size is not None else total_bytes * self.percent // 100
+
+
+def _parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"min-free-space-size {text!r} is not a size like 500MB")
+    return int(match.group(1)) * _SIZE_UNITS[unit]
 
 
 class Repository:
     """An open repository. Reading is thread-safe; writing goes through transaction()."""
 
-    def __init__(self, path: Path, mode: RepoMode, fsync: bool, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        mode: RepoMode,
+        fsync: bool,
+        readonly: bool = False,
+        space: SpacePolicy | None = None,
+    ) -> None:
         self.path = path
         self.mode = mode
         self.fsync = fsync
+        self.space = space or SpacePolicy()
         self.content: ContentStore = content_store(mode, path / "objects")
         self.index = Index(path / "index", readonly=readonly)
 
@@ -81,7 +139,12 @@ class Repository:
                 f"{path}: unsupported repository version {core.get('repo_version')}"
             )
         mode = RepoMode.parse(core.get("mode", ""))
-        return cls(path, mode, fsync=core.getboolean("fsync", fallback=True))
+        try:
+            space = SpacePolicy.from_config(core)
+            fsync = core.getboolean("fsync", fallback=True)
+        except ValueError as exc:
+            raise RepoNotFoundError(f"{path}/config: {exc}") from None
+        return cls(path, mode, fsync=fsync, space=space)
 
     def close(self) -> None:
         self.index.close()
@@ -91,6 +154,10 @@ class Repository:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def lock(self, exclusive: bool) -> AbstractContextManager[None]:
+        """The repository lock: shared for writers and fsck, exclusive for prune and repair."""
+        return repo_lock(self.path / "lock", exclusive)
 
     def transaction(self) -> Transaction:
         self.mode.require_privileges()

@@ -64,6 +64,25 @@ class Transaction:
             self._lock_cm.__exit__(None, None, None)
             raise
         self._done = False
+        self._budget = self._space_budget()
+
+    def _space_budget(self) -> int:
+        """Bytes this transaction may still stage before the free-space floor."""
+        vfs = os.statvfs(self._repo.path)
+        total, free = vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
+        self._block = vfs.f_frsize or 4096
+        return free - self._repo.space.reserve(total)
+
+    def _reserve(self, size: int) -> None:
+        blocks = (size + self._block - 1) // self._block + 1
+        with self._mutex:
+            self._budget -= blocks * self._block
+            exceeded = self._budget < 0
+        if exceeded:
+            raise OutOfSpaceError(
+                f"{self._repo.space.describe()} would be exceeded, at least {size} bytes "
+                "requested; nothing was committed"
+            )
 
     # ----- context manager -------------------------------------------------
     def __enter__(self) -> Transaction:
@@ -123,6 +142,7 @@ class Transaction:
         hasher.update(data)
         object_id = ObjectId(hasher.digest())
         if self._claim(object_id):
+            self._reserve(len(data))
             target = self._stage_path(object_id, ObjectType.FILE)
             with _space_errors():
                 self._repo.content.stage(target, header, [data])
@@ -145,6 +165,7 @@ class Transaction:
             size += len(chunk)
         object_id = ObjectId(hasher.digest())
         if self._claim(object_id):
+            self._reserve(size)
             target = self._stage_path(object_id, ObjectType.FILE)
             check = header.hasher()
 

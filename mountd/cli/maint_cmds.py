@@ -1,0 +1,130 @@
+"""fsck and prune: keeping a repository sound and small."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mountd.cli.context import open_repo
+from mountd.cli.output import Progress, emit_json, parse_time
+from store import SapwoodError, from_hex, fsck, prune, rev_parse
+
+
+def register(commands: Any) -> None:
+    check = commands.add_parser("fsck", help="re-hash objects and check the repository")
+    check.add_argument("--all", action="store_true", help="every object, not only what refs need")
+    check.add_argument(
+        "--delete", action="store_true", help="remove corrupt objects; mark commits partial"
+    )
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_fsck)
+
+    p = commands.add_parser("prune", help="delete objects no root needs")
+    p.add_argument("--refs-only", action="store_true", help="only refs (and history) are roots")
+    p.add_argument("--depth", type=int, default=-1, help="parents kept per ref (-1: all)")
+    p.add_argument("--keep-younger-than", metavar="DATE", help="drop older commits (not heads)")
+    p.add_argument("--delete-commit", action="append", default=[], metavar="ID")
+    p.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prune)
+
+
+class FsckFailed(SapwoodError):
+    """fsck found problems (already listed on stdout)."""
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    progress = Progress("checking")
+    with open_repo(args) as repo:
+        try:
+            report = fsck(repo, all_objects=args.all, delete=args.delete, progress=progress)
+        finally:
+            progress.close()
+    if args.json:
+        emit_json(
+            {
+                "commits": report.commits,
+                "metadata_objects": report.metadata_objects,
+                "file_objects": report.file_objects,
+                "problems": [
+                    {
+                        "object": p.object_id.hex(),
+                        "message": p.message,
+                        "needed_by": [c.hex() for c in p.needed_by],
+                    }
+                    for p in report.problems
+                ],
+                "partial": [c.hex() for c in report.partial],
+                "completed": [c.hex() for c in report.completed],
+                "deleted": [c.hex() for c in report.deleted],
+                "orphan_files": report.orphan_files,
+            }
+        )
+    else:
+        for problem in report.problems:
+            print(f"error: {problem.describe()}")
+        for commit_id in report.completed:
+            print(f"commit {commit_id.hex()} is complete again")
+        for commit_id in report.partial:
+            print(f"error: commit {commit_id.hex()} is partial (objects were deleted)")
+        print(
+            f"checked {report.commits} commits, {report.metadata_objects} metadata and "
+            f"{report.file_objects} file objects"
+            + (
+                f"; {report.orphan_files} unlisted files (prune removes them)"
+                if report.orphan_files
+                else ""
+            )
+        )
+    sys.stdout.flush()
+    if not report.clean:
+        count = len(report.problems) + len(report.partial)
+        raise FsckFailed(
+            f"fsck found {count} problems"
+            + (", deleted the corrupt objects" if report.deleted else "")
+        )
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        doomed = tuple(
+            from_hex(text) if len(text) == 64 else rev_parse(repo, text)
+            for text in args.delete_commit
+        )
+        report = prune(
+            repo,
+            refs_only=args.refs_only,
+            depth=args.depth,
+            keep_younger_than=parse_time(args.keep_younger_than)
+            if args.keep_younger_than
+            else None,
+            delete_commits=doomed,
+            dry_run=args.dry_run,
+        )
+    if args.json:
+        emit_json(
+            {
+                "total_objects": report.total_objects,
+                "deleted_objects": report.objects,
+                "deleted_commits": [c.hex() for c in report.commits],
+                "orphan_files": report.orphan_files,
+                "bytes_freed": report.bytes_freed,
+                "dry_run": report.dry_run,
+            }
+        )
+        return 0
+    verb = "Would delete" if report.dry_run else "Deleted"
+    print(f"Total objects: {report.total_objects}")
+    for commit_id in report.commits:
+        print(
+            f"{verb.split()[0]} commit {commit_id.hex()}"
+            if report.dry_run
+            else f"deleted commit {commit_id.hex()}"
+        )
+    print(
+        f"{verb} {report.objects} objects and {report.orphan_files} unlisted files, "
+        f"{report.bytes_freed} bytes freed"
+    )
+    return 0

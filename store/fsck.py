@@ -1,0 +1,198 @@
+"""fsck: re-hash what the refs need (or everything) and check index and files agree.
+
+Metadata objects are checked in the calling process straight from the index's
+memory map; file objects are re-hashed in full, on every core (worker processes,
+each with its own view of the index), since that is where the time goes.
+
+With ``delete``, corrupt or missing objects are dropped from the index and disk,
+and the commits that need them are marked partial, as OSTree does; a later commit
+or pull that brings the objects back makes those commits whole again, and the next
+fsck clears their mark.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.content import object_relpath
+from store.errors import FormatError
+from store.ids import ObjectId, ObjectType
+from store.index import IndexReader, WriteBatch
+from store.objects import FileHeader
+from store.reachability import commit_history, commits_needing, orphan_files, walk_commits
+from store.repo import Repository
+
+log = logging.getLogger(__name__)
+_BATCH = 512
+_PARALLEL_ABOVE = 4096  # fewer files than this are checked in-process (no spawn cost)
+
+
+@dataclass(frozen=True)
+class Problem:
+    object_id: ObjectId
+    message: str
+    needed_by: tuple[ObjectId, ...] = ()
+
+    def describe(self) -> str:
+        text = f"object {self.object_id.hex()}: {self.message}"
+        if self.needed_by:
+            shown = ", ".join(c.hex()[:12] for c in self.needed_by[:3])
+            more = f" and {len(self.needed_by) - 3} more" if len(self.needed_by) > 3 else ""
+            text += f" (needed by commit {shown}{more})"
+        return text
+
+
+@dataclass
+class FsckReport:
+    commits: int = 0
+    metadata_objects: int = 0
+    file_objects: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    partial: list[ObjectId] = field(default_factory=list)  # still partial after this run
+    completed: list[ObjectId] = field(default_factory=list)  # partial marks cleared
+    deleted: list[ObjectId] = field(default_factory=list)
+    orphan_files: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems and not self.partial
+
+
+def fsck(
+    repo: Repository,
+    all_objects: bool = False,
+    delete: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> FsckReport:
+    with repo.lock(exclusive=delete), repo.index.reader() as reader:
+        report = FsckReport()
+        roots = _roots(reader, all_objects)
+        reachable = walk_commits(reader, roots, verify=True)
+        files = set(reachable.files)
+        if all_objects:
+            files |= {oid for oid, rec in reader.iter_objects() if rec.kind is ObjectType.FILE}
+        report.commits = len(reachable.commits)
+        report.metadata_objects = len(reachable.metadata)
+        report.file_objects = len(files)
+        bad = dict(reachable.bad_metadata)
+        bad.update(_check_files(repo, reader, sorted(files), progress))
+        if repo.content.compressed:
+            served = (reachable.commits | reachable.metadata) - bad.keys()
+            bad.update(_check_archive_metadata(repo, reader, served))
+        needed = commits_needing(reader, reachable.commits, set(bad)) if bad else {}
+        report.problems = [
+            Problem(oid, msg, tuple(needed.get(oid, ()))) for oid, msg in sorted(bad.items())
+        ]
+        partial = set(reader.partial_commits())
+        broken = {c for commits in needed.values() for c in commits}
+        report.completed = sorted((partial & reachable.commits) - broken)
+        report.orphan_files = len(orphan_files(repo.path / "objects", reader)) if all_objects else 0
+    if delete and bad:
+        report.deleted = _delete(repo, set(bad), broken)
+        partial |= broken
+    if report.completed:
+        repo.index.apply(WriteBatch(partial_clear=set(report.completed)))
+    report.partial = sorted(partial - set(report.completed))
+    return report
+
+
+def _roots(reader: IndexReader, all_objects: bool) -> list[ObjectId]:
+    if all_objects:
+        return [cid for cid, _ in reader.commit_ids()]
+    roots: list[ObjectId] = []
+    for head in reader.refs().values():
+        roots += commit_history(reader, head, depth=-1) or [head]
+    return roots
+
+
+def _check_files(
+    repo: Repository,
+    reader: IndexReader,
+    files: list[ObjectId],
+    progress: Callable[[int], None] | None,
+) -> dict[ObjectId, str]:
+    if len(files) < _PARALLEL_ABOVE:
+        return dict(_verify_files(repo, reader, files))
+    bad: dict[ObjectId, str] = {}
+    batches = [files[i : i + _BATCH] for i in range(0, len(files), _BATCH)]
+    context = multiprocessing.get_context("spawn")  # never fork a process holding LMDB
+    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=context) as pool:
+        done = 0
+        for found in pool.map(_verify_batch, [str(repo.path)] * len(batches), batches):
+            bad.update((ObjectId(oid), msg) for oid, msg in found)
+            done += _BATCH
+            if progress is not None:
+                progress(min(done, len(files)))
+    return bad
+
+
+def _verify_files(
+    repo: Repository, reader: IndexReader, files: Iterable[ObjectId]
+) -> Iterable[tuple[ObjectId, str]]:
+    for object_id in files:
+        record = reader.object(object_id)
+        if record is None:
+            yield object_id, "file object is missing"
+            continue
+        if record.kind is not ObjectType.FILE:
+            yield object_id, f"is a {record.kind.suffix}, expected a file"
+            continue
+        try:
+            header = FileHeader.decode(record.file_header_bytes)
+        except FormatError as exc:
+            yield object_id, f"corrupted file header in the index: {exc}"
+            continue
+        problem = repo.content.verify(object_id, header, record.file_size)
+        if problem:
+            yield object_id, problem
+
+
+_worker_repo: Repository | None = None
+
+
+def _verify_batch(repo_path: str, ids: list[bytes]) -> list[tuple[bytes, str]]:
+    """Worker process: verify one batch of file objects."""
+    global _worker_repo
+    if _worker_repo is None:
+        _worker_repo = Repository.open(Path(repo_path))
+    with _worker_repo.index.reader() as reader:
+        return list(_verify_files(_worker_repo, reader, [ObjectId(i) for i in ids]))
+
+
+def _check_archive_metadata(
+    repo: Repository, reader: IndexReader, object_ids: set[ObjectId]
+) -> dict[ObjectId, str]:
+    """Archive mode serves metadata as files too: each must equal the index's copy."""
+    bad: dict[ObjectId, str] = {}
+    for object_id in object_ids:
+        record = reader.object(object_id)
+        if record is None:
+            continue  # already reported as missing
+        path = repo.path / "objects" / object_relpath(object_id, record.kind)
+        try:
+            if path.read_bytes() != record.payload:
+                bad[object_id] = f"corrupted {record.kind.suffix} file: differs from the index"
+        except FileNotFoundError:
+            bad[object_id] = f"{record.kind.suffix} file is missing from objects/"
+    return bad
+
+
+def _delete(repo: Repository, bad: set[ObjectId], broken: set[ObjectId]) -> list[ObjectId]:
+    """Drop bad objects (index first: the commit point), then their files."""
+    with repo.index.reader() as reader:
+        kinds = {oid: rec.kind for oid in bad if (rec := reader.object(oid)) is not None}
+    repo.index.apply(WriteBatch(remove_objects=bad, partial_mark=broken - bad))
+    for object_id, kind in kinds.items():
+        compressed = repo.content.compressed and kind is ObjectType.FILE
+        path = repo.path / "objects" / object_relpath(object_id, kind, compressed)
+        path.unlink(missing_ok=True)
+    for object_id in bad - kinds.keys():
+        repo.content.path(object_id).unlink(missing_ok=True)
+    log.info("deleted %d corrupt objects, marked %d commits partial", len(bad), len(broken))
+    return sorted(bad)

@@ -1,0 +1,120 @@
+"""prune: delete what no root needs. The same code serves servers and clients.
+
+Roots are every commit (OSTree's default) or, with ``refs_only``, the refs' heads
+and their history up to ``depth`` parents. ``keep_younger_than`` drops older
+commits from the roots (never a ref's head); ``delete_commits`` drops named ones.
+Everything the remaining roots do not reach goes, and so do object files the
+index does not list (left by interrupted transactions).
+
+Prune holds the repository lock exclusively, so it never removes what a running
+commit or pull is writing (they hold it shared). It removes index entries first,
+in one LMDB transaction, and files after: a crash in between leaves only unlisted
+files, which the next prune removes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.content import object_relpath
+from store.errors import RefConflictError, RefNotFoundError
+from store.ids import ObjectId, ObjectType
+from store.index import IndexReader, WriteBatch
+from store.reachability import commit_history, orphan_files, walk_commits
+from store.repo import Repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneReport:
+    total_objects: int = 0
+    commits: list[ObjectId] = field(default_factory=list)  # commits removed
+    objects: int = 0  # objects removed, commits included
+    orphan_files: int = 0
+    bytes_freed: int = 0
+    dry_run: bool = False
+
+
+def prune(
+    repo: Repository,
+    refs_only: bool = False,
+    depth: int = -1,
+    keep_younger_than: int | None = None,
+    delete_commits: tuple[ObjectId, ...] = (),
+    dry_run: bool = False,
+) -> PruneReport:
+    with repo.lock(exclusive=True):
+        with repo.index.reader() as reader:
+            roots = _roots(reader, refs_only, depth, keep_younger_than, delete_commits)
+            reachable = walk_commits(reader, roots, verify=False)
+            keep = reachable.commits | reachable.metadata | reachable.files
+            garbage = {oid: rec.kind for oid, rec in reader.iter_objects() if oid not in keep}
+            orphans = orphan_files(repo.path / "objects", reader)
+            stale_cache = {key for key, value in reader.iter_statcache() if value[-32:] in garbage}
+            report = PruneReport(total_objects=len(keep) + len(garbage), dry_run=dry_run)
+        report.commits = sorted(oid for oid, kind in garbage.items() if kind is ObjectType.COMMIT)
+        report.objects = len(garbage)
+        report.orphan_files = len(orphans)
+        paths = [p for oid, kind in garbage.items() for p in _object_paths(repo, oid, kind)]
+        report.bytes_freed = sum(_size(p) for p in [*paths, *orphans])
+        if dry_run:
+            return report
+        repo.index.apply(WriteBatch(remove_objects=set(garbage), statcache_remove=stale_cache))
+        for path in [*paths, *orphans]:
+            path.unlink(missing_ok=True)
+    log.info(
+        "pruned %d objects (%d commits), %d bytes",
+        report.objects,
+        len(report.commits),
+        report.bytes_freed,
+    )
+    return report
+
+
+def _roots(
+    reader: IndexReader,
+    refs_only: bool,
+    depth: int,
+    keep_younger_than: int | None,
+    delete_commits: tuple[ObjectId, ...],
+) -> set[ObjectId]:
+    heads = reader.refs()
+    head_ids = set(heads.values())
+    for commit_id in delete_commits:
+        record = reader.object(commit_id)
+        if record is None or record.kind is not ObjectType.COMMIT:
+            raise RefNotFoundError(f"no commit {commit_id.hex()} to delete")
+        pointing = sorted(name for name, cid in heads.items() if cid == commit_id)
+        if pointing:
+            raise RefConflictError(
+                f"commit {commit_id.hex()[:12]} is the head of {', '.join(pointing)}; "
+                "delete the ref first"
+            )
+    if refs_only:
+        roots = {cid for head in head_ids for cid in commit_history(reader, head, depth)}
+    else:
+        roots = {cid for cid, _ in reader.commit_ids()}
+    if keep_younger_than is not None:
+        times = dict(reader.commit_ids())
+        roots = {cid for cid in roots if cid in head_ids or times.get(cid, 0) >= keep_younger_than}
+    return roots - set(delete_commits)
+
+
+def _object_paths(repo: Repository, object_id: ObjectId, kind: ObjectType) -> list[Path]:
+    """Files an object occupies: the content file, or an archive's metadata file."""
+    if kind is ObjectType.FILE:
+        return [repo.content.path(object_id)]
+    if repo.content.compressed:
+        return [repo.path / "objects" / object_relpath(object_id, kind)]
+    return []
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.lstat(path).st_size
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,176 @@
+"""Which objects a set of commits needs: the traversal fsck and prune share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.errors import CorruptObjectError, FormatError
+from store.ids import ObjectId, ObjectType, digest
+from store.index import IndexReader
+from store.objects import Commit, DirMeta, DirTree
+
+
+@dataclass
+class Reachable:
+    """Objects reachable from some commits, and what was found wrong on the way."""
+
+    commits: set[ObjectId] = field(default_factory=set)
+    metadata: set[ObjectId] = field(default_factory=set)  # dirtrees and dirmetas
+    files: set[ObjectId] = field(default_factory=set)
+    # object -> problem, for metadata objects that are missing or corrupt
+    bad_metadata: dict[ObjectId, str] = field(default_factory=dict)
+
+
+def commit_history(reader: IndexReader, head: ObjectId, depth: int) -> list[ObjectId]:
+    """``head`` and up to ``depth`` ancestors (all if depth < 0) that the index holds."""
+    found: list[ObjectId] = []
+    current: ObjectId | None = head
+    while current is not None and (depth < 0 or len(found) <= depth):
+        record = reader.object(current)
+        if record is None or record.kind is not ObjectType.COMMIT:
+            break
+        found.append(current)
+        try:
+            current = Commit.decode(record.payload).parent
+        except FormatError:
+            break
+    return found
+
+
+def _meta_payload(reader: IndexReader, object_id: ObjectId, kind: ObjectType) -> bytes:
+    record = reader.object(object_id)
+    if record is None:
+        raise CorruptObjectError(f"{kind.suffix} object is missing")
+    if record.kind is not kind:
+        raise CorruptObjectError(f"is a {record.kind.suffix}, expected a {kind.suffix}")
+    if digest(record.payload) != object_id:
+        raise CorruptObjectError(f"corrupted {kind.suffix} object: its bytes do not hash to its id")
+    return record.payload
+
+
+def walk_commits(reader: IndexReader, commits: Iterable[ObjectId], verify: bool) -> Reachable:
+    """Everything the given commits need; each dirtree is visited once.
+
+    With ``verify``, every metadata object is re-hashed and strictly decoded, and what
+    is wrong is collected in ``bad_metadata`` instead of raising.
+    """
+    result = Reachable()
+    stack: list[ObjectId] = []
+    for commit_id in commits:
+        if commit_id in result.commits:
+            continue
+        result.commits.add(commit_id)
+        try:
+            commit = Commit.decode(_load(reader, commit_id, ObjectType.COMMIT, verify))
+        except (CorruptObjectError, FormatError) as exc:
+            result.bad_metadata[commit_id] = str(exc)
+            continue
+        _add_meta(reader, result, commit.meta, verify)
+        stack.append(commit.tree)
+        while stack:
+            _visit_tree(reader, result, stack.pop(), stack, verify)
+    return result
+
+
+def _load(reader: IndexReader, object_id: ObjectId, kind: ObjectType, verify: bool) -> bytes:
+    """A metadata object's bytes; re-hashed against its id when verifying."""
+    if verify:
+        return _meta_payload(reader, object_id, kind)
+    record = reader.object(object_id)
+    if record is None:
+        raise CorruptObjectError(f"{kind.suffix} object is missing")
+    return record.payload
+
+
+def _add_meta(reader: IndexReader, result: Reachable, meta_id: ObjectId, verify: bool) -> None:
+    if meta_id in result.metadata:
+        return
+    result.metadata.add(meta_id)
+    if verify:
+        try:
+            DirMeta.decode(_meta_payload(reader, meta_id, ObjectType.DIRMETA))
+        except (CorruptObjectError, FormatError) as exc:
+            result.bad_metadata[meta_id] = str(exc)
+    elif not reader.has_object(meta_id):
+        result.bad_metadata[meta_id] = "dirmeta object is missing"
+
+
+def _visit_tree(
+    reader: IndexReader, result: Reachable, tree_id: ObjectId, stack: list[ObjectId], verify: bool
+) -> None:
+    if tree_id in result.metadata:
+        return
+    result.metadata.add(tree_id)
+    try:
+        tree = DirTree.decode(_load(reader, tree_id, ObjectType.DIRTREE, verify))
+    except (CorruptObjectError, FormatError) as exc:
+        result.bad_metadata[tree_id] = str(exc)
+        return
+    result.files.update(file_id for _, file_id in tree.files)
+    for _, entry in tree.dirs:
+        _add_meta(reader, result, entry.meta, verify)
+        stack.append(entry.tree)
+
+
+def commits_needing(
+    reader: IndexReader, commits: Iterable[ObjectId], bad: set[ObjectId]
+) -> dict[ObjectId, list[ObjectId]]:
+    """For each bad object, the commits (among ``commits``) whose tree needs it."""
+    memo: dict[ObjectId, frozenset[ObjectId]] = {}
+    needed_by: dict[ObjectId, list[ObjectId]] = {}
+    for commit_id in commits:
+        found: set[ObjectId] = {commit_id} & bad
+        record = reader.object(commit_id)
+        if record is not None and commit_id not in bad:
+            try:
+                commit = Commit.decode(record.payload)
+            except FormatError:
+                commit = None
+            if commit is not None:
+                found |= {commit.meta} & bad
+                found |= _bad_below(reader, commit.tree, bad, memo)
+        for object_id in found:
+            needed_by.setdefault(object_id, []).append(commit_id)
+    return needed_by
+
+
+def _bad_below(
+    reader: IndexReader,
+    tree_id: ObjectId,
+    bad: set[ObjectId],
+    memo: dict[ObjectId, frozenset[ObjectId]],
+) -> frozenset[ObjectId]:
+    if tree_id in memo:
+        return memo[tree_id]
+    found: set[ObjectId] = {tree_id} & bad
+    record = reader.object(tree_id)
+    if record is not None and tree_id not in bad:
+        try:
+            tree = DirTree.decode(record.payload)
+        except FormatError:
+            tree = DirTree()
+        found |= {file_id for _, file_id in tree.files} & bad
+        for _, entry in tree.dirs:
+            found |= {entry.meta} & bad
+            found |= _bad_below(reader, entry.tree, bad, memo)
+    memo[tree_id] = frozenset(found)
+    return memo[tree_id]
+
+
+def orphan_files(objects_dir: Path, reader: IndexReader) -> list[Path]:
+    """Object files the index does not list: leftovers of interrupted transactions.
+
+    Only meaningful under the exclusive lock: a running transaction's files are
+    renamed into objects/ just before its index commit.
+    """
+    orphans: list[Path] = []
+    for path in objects_dir.glob("*/*"):
+        try:
+            object_id = bytes.fromhex(path.parent.name + path.name.split(".")[0])
+        except ValueError:
+            continue
+        if not reader.has_object(object_id):
+            orphans.append(path)
+    return orphans
