@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fs.commit import CommitRequest, Layer, make_commit
-from store import ObjectId, Repository, RepoMode, fsck, lookup
+from store import ObjectId, RepoMode, Repository, fsck, lookup
 from store.ids import ObjectType
 from tests.helpers import build_rich_tree, cli
 
@@ -26,14 +27,14 @@ def _object_of(repo: Repository, commit_id: ObjectId, path: str) -> tuple[Object
     return node.file, repo.content.path(node.file)
 
 
-def _rewrite(path: Path, edit: "callable[[bytes], bytes]") -> None:  # type: ignore[valid-type]
+def _rewrite(path: Path, edit: Callable[[bytes], bytes]) -> None:
     """Change an object file's bytes in place, keeping its inode and mode."""
     mode = stat.S_IMODE(os.stat(path).st_mode)
     os.chmod(path, mode | 0o200)
     data = path.read_bytes()
     with open(path, "r+b") as out:
         out.truncate(0)
-        out.write(edit(data))  # type: ignore[misc]
+        out.write(edit(data))
     os.chmod(path, mode)
 
 
