@@ -42,10 +42,11 @@ test: lint typecheck unit
 
 # Long stress and crash runs, not part of `make test`.
 test-long: setup
-	SAPWOOD_LONG=1 $(VENV)/bin/pytest -q -m "slow or not slow"
+	SAPWOOD_LONG=1 $(VENV)/bin/pytest -q
 
 bench: setup
 	$(PY) benchmarks/commit_bench.py
+	$(PY) benchmarks/maintenance_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

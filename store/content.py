@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+import blake3
+
 from store.encoding import Reader
 from store.errors import CorruptObjectError, FormatError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
@@ -63,12 +65,19 @@ class ContentStore(ABC):
 
     def __init__(self, objects_dir: Path) -> None:
         self.objects_dir = objects_dir
+        self._objects_str = str(objects_dir)
+        self._suffix = ObjectType.FILE.suffix + ("z" if self.compressed else "")
 
     def relpath(self, object_id: bytes) -> str:
         return object_relpath(object_id, ObjectType.FILE, self.compressed)
 
     def path(self, object_id: bytes) -> Path:
         return self.objects_dir / self.relpath(object_id)
+
+    def pathstr(self, object_id: bytes) -> str:
+        """``path()`` as a string, without pathlib's cost (hot paths: fsck, reads)."""
+        hexid = object_id.hex()
+        return f"{self._objects_str}/{hexid[:2]}/{hexid[2:]}.{self._suffix}"
 
     @abstractmethod
     def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
@@ -82,13 +91,29 @@ class ContentStore(ABC):
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
         """The header as the object file records it, or None where the mode keeps none."""
 
-    def verify(self, object_id: ObjectId, header: FileHeader, size: int) -> str | None:
-        """What is wrong with the stored object (re-hashed in full), or None."""
+    def prefetch(self, object_ids: Iterable[ObjectId]) -> None:
+        """Ask the kernel to start reading these objects now (many reads in flight)."""
+        for object_id in object_ids:
+            try:
+                fd = os.open(self.pathstr(object_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue  # missing or a symlink: verify() reports what matters
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+
+    def verify(self, object_id: ObjectId, header_bytes: bytes, size: int) -> str | None:
+        """What is wrong with the stored object (re-hashed in full), or None.
+
+        ``header_bytes`` is the canonical header the index holds for the object.
+        """
         try:
-            problem = self._verify_disk(object_id, header)
+            header = FileHeader.decode(header_bytes)
+            problem = self._verify_disk(object_id, header, header_bytes)
             if problem:
                 return problem
-            hasher, seen = header.hasher(), 0
+            hasher, seen = blake3.blake3(header_bytes), 0
             with self.open_content(object_id, header) as stream:
                 while chunk := stream.read(_CHUNK):
                     hasher.update(chunk)
@@ -105,8 +130,10 @@ class ContentStore(ABC):
             return "corrupted file object: its content does not hash to its id"
         return None
 
-    def _verify_disk(self, object_id: ObjectId, header: FileHeader) -> str | None:
-        """Check what the object file records besides content; the default trusts it."""
+    def _verify_disk(
+        self, object_id: ObjectId, header: FileHeader, header_bytes: bytes
+    ) -> str | None:
+        """Check what the object file records besides content, against the index."""
         on_disk = self.disk_header(object_id)
         if on_disk is not None and on_disk != header:
             return "corrupted file object: ownership, mode or xattrs on disk differ from its id"
@@ -117,7 +144,7 @@ class ContentStore(ABC):
 
     def _open(self, object_id: ObjectId) -> BinaryIO:
         try:
-            return open(self.path(object_id), "rb")
+            return open(self.pathstr(object_id), "rb")
         except FileNotFoundError:
             raise self._missing(object_id) from None
 
@@ -201,14 +228,29 @@ class BareUserStore(ContentStore):
             raise CorruptObjectError(f"object {object_id.hex()} lost its metadata: {exc}") from exc
         return FileHeader.decode(raw)
 
-    def _verify_disk(self, object_id: ObjectId, header: FileHeader) -> str | None:
-        problem = super()._verify_disk(object_id, header)
-        path = self.path(object_id)
-        st = os.lstat(path)
+    def _verify_disk(
+        self, object_id: ObjectId, header: FileHeader, header_bytes: bytes
+    ) -> str | None:
+        path = self.pathstr(object_id)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise self._missing(object_id) from None
+        try:
+            recorded = os.getxattr(path, USER_META_XATTR)
+        except OSError:
+            recorded = b""  # reported below as a metadata mismatch
+        problem = None
+        if recorded != header_bytes:
+            problem = "corrupted file object: its metadata xattr differs from the index"
         wanted = 0o444 if header.is_symlink else _user_mode(header.mode)
         if problem is None and (not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != wanted):
             problem = "corrupted file object: its mode on disk was changed"
-        if problem is None and header.is_symlink and path.read_bytes() != header.symlink_target:
+        if (
+            problem is None
+            and header.is_symlink
+            and Path(path).read_bytes() != header.symlink_target
+        ):
             problem = "corrupted file object: the stored symlink target differs"
         return problem
 
@@ -230,8 +272,10 @@ class BareUserOnlyStore(ContentStore):
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
         return None
 
-    def _verify_disk(self, object_id: ObjectId, header: FileHeader) -> str | None:
-        path = self.path(object_id)
+    def _verify_disk(
+        self, object_id: ObjectId, header: FileHeader, header_bytes: bytes
+    ) -> str | None:
+        path = self.pathstr(object_id)
         try:
             st = os.lstat(path)
         except FileNotFoundError:

@@ -21,15 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.content import object_relpath
-from store.errors import FormatError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
-from store.objects import FileHeader
 from store.reachability import commit_history, commits_needing, orphan_files, walk_commits
 from store.repo import Repository
 
 log = logging.getLogger(__name__)
 _BATCH = 512
+_PREFETCH = 128  # objects whose reads are started together
 _PARALLEL_ABOVE = 4096  # fewer files than this are checked in-process (no spawn cost)
 
 
@@ -122,7 +121,7 @@ def _check_files(
     bad: dict[ObjectId, str] = {}
     batches = [files[i : i + _BATCH] for i in range(0, len(files), _BATCH)]
     context = multiprocessing.get_context("spawn")  # never fork a process holding LMDB
-    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=context) as pool:
+    with ProcessPoolExecutor(_workers(), mp_context=context) as pool:
         done = 0
         for found in pool.map(_verify_batch, [str(repo.path)] * len(batches), batches):
             bad.update((ObjectId(oid), msg) for oid, msg in found)
@@ -133,7 +132,16 @@ def _check_files(
 
 
 def _verify_files(
-    repo: Repository, reader: IndexReader, files: Iterable[ObjectId]
+    repo: Repository, reader: IndexReader, files: list[ObjectId]
+) -> Iterable[tuple[ObjectId, str]]:
+    for start in range(0, len(files), _PREFETCH):
+        chunk = files[start : start + _PREFETCH]
+        repo.content.prefetch(chunk)
+        yield from _verify_chunk(repo, reader, chunk)
+
+
+def _verify_chunk(
+    repo: Repository, reader: IndexReader, files: list[ObjectId]
 ) -> Iterable[tuple[ObjectId, str]]:
     for object_id in files:
         record = reader.object(object_id)
@@ -143,12 +151,7 @@ def _verify_files(
         if record.kind is not ObjectType.FILE:
             yield object_id, f"is a {record.kind.suffix}, expected a file"
             continue
-        try:
-            header = FileHeader.decode(record.file_header_bytes)
-        except FormatError as exc:
-            yield object_id, f"corrupted file header in the index: {exc}"
-            continue
-        problem = repo.content.verify(object_id, header, record.file_size)
+        problem = repo.content.verify(object_id, record.file_header_bytes, record.file_size)
         if problem:
             yield object_id, problem
 
@@ -196,3 +199,7 @@ def _delete(repo: Repository, bad: set[ObjectId], broken: set[ObjectId]) -> list
         repo.content.path(object_id).unlink(missing_ok=True)
     log.info("deleted %d corrupt objects, marked %d commits partial", len(bad), len(broken))
     return sorted(bad)
+
+
+def _workers() -> int:
+    return int(os.environ.get("SAPWOOD_FSCK_WORKERS", 0)) or (os.cpu_count() or 1)

@@ -23,6 +23,7 @@ from store.names import check_name
 FORMAT_VERSION = 1
 _OWNER_MODE = struct.Struct(">IIII")
 _COUNT = struct.Struct(">I")
+_PLAIN_HEADER = 2 + _OWNER_MODE.size + _COUNT.size  # tag, owner/mode/target length, no xattrs
 MAX_SYMLINK_TARGET = 4095
 
 Xattrs = tuple[tuple[bytes, bytes], ...]
@@ -96,6 +97,11 @@ class FileHeader:
 
     @classmethod
     def decode(cls, data: bytes) -> FileHeader:
+        if data[:2] == b"F\x01" and len(data) >= _PLAIN_HEADER:
+            # Fast path for the usual header without xattrs: canonical by its exact length.
+            uid, gid, mode, target_len = _OWNER_MODE.unpack_from(data, 2)
+            if len(data) == _PLAIN_HEADER + target_len and data[-4:] == b"\0\0\0\0":
+                return cls(uid, gid, mode, data[18 : 18 + target_len], ())
         r = Reader(data, "file header")
         header = cls.read_from(r)
         r.finish()

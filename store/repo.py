@@ -68,6 +68,11 @@ class SpacePolicy:
         size_text = core.get("min-free-space-size")
         return cls(percent, _parse_size(size_text) if size_text else None)
 
+    @property
+    def enabled(self) -> bool:
+        """min-free-space-percent 0 without a size turns the check off, as in OSTree."""
+        return self.size is not None or self.percent > 0
+
     def describe(self) -> str:
         if self.size is not None:
             return f"min-free-space-size {self.size} bytes"

@@ -68,6 +68,9 @@ class Transaction:
 
     def _space_budget(self) -> int:
         """Bytes this transaction may still stage before the free-space floor."""
+        self._block = 4096
+        if not self._repo.space.enabled:
+            return 1 << 62
         vfs = os.statvfs(self._repo.path)
         total, free = vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
         self._block = vfs.f_frsize or 4096

@@ -111,6 +111,11 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "cat-directory": (lambda c: ["cat", "main", "/"], "is a directory"),
     "unknown-command": (lambda c: ["frobnicate"], "invalid choice"),
     "init-existing": (lambda c: ["init"], "exists"),
+    "prune-delete-head": (lambda c: ["prune", "--delete-commit", "main"], "head of main"),
+    "prune-delete-unknown": (lambda c: ["prune", "--delete-commit", "a" * 64], "no commit"),
+    "prune-bad-date": (lambda c: ["prune", "--keep-younger-than", "someday"], "not a time"),
+    "prune-bad-depth": (lambda c: ["prune", "--depth", "two"], "invalid int"),
+    "fsck-unknown-flag": (lambda c: ["fsck", "--frobnicate"], "unrecognized arguments"),
 }
 if IS_ROOT:
     CASES["device-node"] = (

@@ -1,0 +1,46 @@
+"""What every benchmark shares: cold caches, timing, the peers' command lines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAPWOOD = str(ROOT / ".venv" / "bin" / "sapwood")
+
+
+def drop_caches() -> bool:
+    """Write back and drop the page cache (root only); False if caches stay warm."""
+    subprocess.run(["sync"], check=True)
+    time.sleep(2)  # let the disk settle (discard of earlier deletions, writeback)
+    if os.geteuid() != 0:
+        return False
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    return True
+
+
+def timed(argv: list[str], cold: bool = False) -> float:
+    """Seconds one command takes (after dropping caches when ``cold``)."""
+    if cold:
+        drop_caches()
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def sapwood(repo: Path, *args: str) -> list[str]:
+    return [SAPWOOD, "--repo", str(repo), *args]
+
+
+def ostree(repo: Path, *args: str) -> list[str]:
+    return ["ostree", f"--repo={repo}", *args]
+
+
+def print_table(title: str, rows: list[tuple[str, float, float, str]]) -> None:
+    """rows: (measure, sapwood seconds, peer seconds, target)."""
+    print(title)
+    print(f"{'':24}{'sapwood':>10}{'ostree':>10}{'ratio':>8}  target")
+    for name, ours, theirs, target in rows:
+        print(f"{name:24}{ours:>9.2f}s{theirs:>9.2f}s{ours / theirs:>8.2f}  {target}")

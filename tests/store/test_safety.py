@@ -1,0 +1,211 @@
+"""Data is never lost: concurrent processes, SIGKILL at random points, full disks.
+
+The default run kills a handful of commits and prunes; SAPWOOD_LONG=1 (make
+test-long) kills at least 50 of each. Every kill is followed by a clean fsck.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from store import RepoMode, Repository
+from tests.helpers import IS_ROOT, SAPWOOD
+
+LONG = bool(os.environ.get("SAPWOOD_LONG"))
+KILLS = 50 if LONG else 4
+SEED = int(os.environ.get("SAPWOOD_SEED", time.time_ns() % 10**6))
+
+
+def sapwood(repo: Path, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*SAPWOOD, "--repo", str(repo), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def make_tree(root: Path, files: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    for n in range(files):
+        sub = root / f"d{n % 17}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{n}").write_bytes(rng.randbytes(rng.choice([0, 10, 300, 5000, 70000])))
+    return root
+
+
+def assert_sound(repo: Path) -> None:
+    """fsck is clean and every ref's commit is complete; no transaction left staged."""
+    result = sapwood(repo, "fsck", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_parallel_commits_and_prunes(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    sapwood(repo, "init")
+    trees = [make_tree(tmp_path / f"src{i}", 300, seed=i) for i in range(3)]
+    rounds = 12 if LONG else 4
+    cli = " ".join(SAPWOOD) + f" --repo {repo}"
+
+    def loop(step: str) -> subprocess.Popen[bytes]:
+        """A shell running ``step`` ``rounds`` times, stopping at the first failure."""
+        script = " && ".join(step.format(r=r) for r in range(rounds))
+        return subprocess.Popen(["bash", "-c", script], stderr=subprocess.PIPE)
+
+    committers = [
+        loop(f"echo {{r}} > {tree}/round && {cli} commit -b branch{i} {tree} >/dev/null")
+        for i, tree in enumerate(trees)
+    ]
+    pruners = [loop(f"{cli} prune --refs-only --depth 1 >/dev/null") for _ in range(2)]
+    for proc in committers + pruners:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()
+    assert_sound(repo)
+    for i in range(3):
+        round_file = sapwood(repo, "cat", f"branch{i}", "/round").stdout
+        assert round_file.strip() == str(rounds - 1)
+        assert len(sapwood(repo, "log", "--json", f"branch{i}").stdout) > 2
+
+
+def test_racing_commits_on_one_branch_never_lose_history(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    sapwood(repo, "init")
+    trees = [make_tree(tmp_path / f"src{i}", 200, seed=10 + i) for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [*SAPWOOD, "--repo", str(repo), "commit", "-b", "main", str(t)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for t in trees
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    landed = {out.strip() for (out, _), p in zip(results, procs, strict=True) if p.returncode == 0}
+    for (_, err), proc in zip(results, procs, strict=True):
+        assert proc.returncode == 0 or "moved while this transaction ran" in err, err
+    history = sapwood(repo, "log", "main").stdout
+    assert landed and all(commit_id in history for commit_id in landed)
+    assert_sound(repo)
+
+
+def _kill_at(argv: list[str], delay: float) -> int:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait()
+
+
+def _duration(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def test_sigkill_during_commit_leaves_a_clean_repository(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    repo = tmp_path / "repo"
+    sapwood(repo, "init")
+    source = make_tree(tmp_path / "src", 1500, seed=SEED)
+    commit = [*SAPWOOD, "--repo", str(repo), "commit", "-b", "main", str(source)]
+    span = _duration(commit)
+    for n in range(KILLS):
+        (source / "d0" / "f0").write_bytes(rng.randbytes(1000))  # a new tree every time
+        for extra in range(20):
+            (source / "d1" / f"new{n}-{extra}").write_bytes(rng.randbytes(4000))
+        _kill_at(commit, rng.uniform(0, span * 1.2))
+        assert_sound(repo)
+    sapwood(repo, "commit", "-b", "main", source)
+    assert list((repo / "tmp").iterdir()) == []  # the next transaction cleaned up
+    assert_sound(repo)
+
+
+def test_sigkill_during_prune_leaves_a_clean_repository(tmp_path: Path) -> None:
+    rng = random.Random(SEED + 1)
+    repo = tmp_path / "repo"
+    sapwood(repo, "init")
+    source = make_tree(tmp_path / "src", 800, seed=SEED)
+    prune = [*SAPWOOD, "--repo", str(repo), "prune", "--refs-only", "--depth", "0"]
+    for n in range(KILLS):
+        for version in range(2):  # garbage for the prune: a superseded tree
+            for f in list((source / "d2").iterdir())[:50]:
+                f.write_bytes(rng.randbytes(3000))
+            sapwood(repo, "commit", "-b", "main", "-s", f"{n}.{version}", source)
+        span = _duration([*prune, "--dry-run"]) * 2
+        _kill_at(prune, rng.uniform(0, span))
+        assert_sound(repo)
+    sapwood(repo, "prune", "--refs-only", "--depth", "0")
+    assert sapwood(repo, "fsck", "--all").stdout.count("unlisted") == 0
+
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a small tmpfs needs root")
+
+
+def _small_tmpfs(path: Path, size: str) -> Path:
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    return path
+
+
+def _set_config(repo: Path, key: str, value: str) -> None:
+    config = (repo / "config").read_text()
+    (repo / "config").write_text(config.rstrip() + f"\n{key} = {value}\n")
+
+
+@needs_root
+def test_full_disk_fails_cleanly(tmp_path: Path) -> None:
+    mnt = _small_tmpfs(tmp_path / "mnt", "16m")
+    try:
+        repo = mnt / "repo"
+        Repository.init(repo, RepoMode.BARE_USER).close()
+        _set_config(repo, "min-free-space-percent", "0")
+        source = tmp_path / "big"
+        source.mkdir()
+        for n in range(12):
+            (source / f"blob{n}").write_bytes(os.urandom(2 << 20))
+        result = sapwood(repo, "commit", "-b", "main", source, check=False)
+        assert result.returncode != 0 and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "no space left" in result.stderr or "index cannot grow" in result.stderr
+        assert list((repo / "tmp").iterdir()) == []
+        assert sapwood(repo, "refs").stdout == ""
+        small = tmp_path / "small"
+        small.mkdir()
+        (small / "f").write_text("fits")
+        sapwood(repo, "commit", "-b", "main", small)
+        assert sapwood(repo, "cat", "main", "/f").stdout == "fits"
+        assert_sound(repo)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@needs_root
+def test_free_space_floor_stops_a_commit_before_the_disk_fills(tmp_path: Path) -> None:
+    mnt = _small_tmpfs(tmp_path / "mnt", "32m")
+    try:
+        repo = mnt / "repo"
+        Repository.init(repo, RepoMode.BARE_USER).close()
+        _set_config(repo, "min-free-space-size", "24MB")
+        source = tmp_path / "src"
+        source.mkdir()
+        for n in range(5):
+            (source / f"blob{n}").write_bytes(os.urandom(2 << 20))
+        result = sapwood(repo, "commit", "-b", "main", source, check=False)
+        assert result.returncode != 0
+        assert "min-free-space-size" in result.stderr and "would be exceeded" in result.stderr
+        free = os.statvfs(mnt)
+        assert free.f_bavail * free.f_frsize > 24 * 10**6  # the floor held
+        assert list((repo / "tmp").iterdir()) == []
+        assert_sound(repo)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
