@@ -4,6 +4,7 @@ This is the public API that fs/ and mountd/ use; they import nothing else of sto
 """
 
 from store.content import read_xattrs
+from store.durability import syncfs
 from store.errors import (
     AmbiguousRevError,
     CorruptObjectError,
@@ -91,6 +92,7 @@ __all__ = [
     "rev_parse",
     "root_node",
     "split_path",
+    "syncfs",
     "to_hex",
     "walk",
 ]

@@ -159,6 +159,7 @@ def _write_regular(target: str, chunks: Iterable[bytes], perms: int) -> int:
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
+        os.utime(fd, ns=(0, 0))  # content carries no time: hardlinked checkouts show mtime 0
     except BaseException:
         os.close(fd)
         raise
@@ -208,9 +209,10 @@ class BareUserStore(ContentStore):
             chunks, perms = [header.symlink_target], 0o444
         else:
             perms = _user_mode(header.mode)
-        fd = _write_regular(target, chunks, perms)
+        fd = _write_regular(target, chunks, 0o600)  # user xattrs need a writable inode
         try:
             os.setxattr(fd, USER_META_XATTR, header.encode())
+            os.fchmod(fd, perms)
         finally:
             os.close(fd)
 

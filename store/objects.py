@@ -17,7 +17,7 @@ import blake3
 
 from store.encoding import Reader, Writer
 from store.errors import FormatError, InvalidNameError
-from store.ids import ID_BYTES, ObjectId, digest
+from store.ids import ObjectId, digest
 from store.names import check_name
 
 FORMAT_VERSION = 1
@@ -198,19 +198,24 @@ class DirTree:
 
     @classmethod
     def decode(cls, data: bytes) -> DirTree:
-        r = Reader(data, "dirtree")
-        _expect_tag(r, b"T", "dirtree")
-        files = tuple((r.blob(), r.object_id()) for _ in range(r.count(4 + ID_BYTES)))
+        """Strict decoding, written out by hand: dirtrees are read on every lookup.
+
+        Canonical by construction: fixed-width integers, every byte consumed, and
+        __post_init__ refuses unsorted or repeated names.
+        """
+        if data[:2] != b"T\x01":
+            raise FormatError(f"not a version {FORMAT_VERSION} dirtree")
+        files, pos = _entries(data, 2, 1)
+        dirs_raw, pos = _entries(data, pos, 2)
+        if pos != len(data):
+            raise FormatError("trailing bytes after dirtree")
         dirs = tuple(
-            (r.blob(), DirEntry(r.object_id(), r.object_id()))
-            for _ in range(r.count(4 + 2 * ID_BYTES))
+            (name, DirEntry(ObjectId(ids[:32]), ObjectId(ids[32:]))) for name, ids in dirs_raw
         )
-        r.finish()
         try:
-            tree = cls(files, dirs)
+            return cls(tuple((name, ObjectId(ids)) for name, ids in files), dirs)
         except InvalidNameError as exc:
             raise FormatError(f"dirtree holds an invalid name: {exc}") from exc
-        return _canonical(tree, data)
 
     def object_id(self) -> ObjectId:
         return digest(self.encode())
@@ -271,6 +276,27 @@ class Commit:
 
     def object_id(self) -> ObjectId:
         return digest(self.encode())
+
+
+def _entries(data: bytes, pos: int, ids: int) -> tuple[list[tuple[bytes, bytes]], int]:
+    """A u32-counted list of (blob name, ``ids`` ids of 32 bytes) starting at ``pos``."""
+    size = len(data)
+    try:
+        (count,) = _COUNT.unpack_from(data, pos)
+        pos += 4
+        if count * (4 + 32 * ids) > size - pos:
+            raise FormatError("dirtree list longer than the object")
+        entries = []
+        for _ in range(count):
+            (length,) = _COUNT.unpack_from(data, pos)
+            start = pos + 4
+            pos = start + length + 32 * ids
+            if pos > size:
+                raise FormatError("truncated dirtree")
+            entries.append((data[start : start + length], data[start + length : pos]))
+    except struct.error:
+        raise FormatError("truncated dirtree") from None
+    return entries, pos
 
 
 MetaObject = DirTree | DirMeta | Commit

@@ -205,6 +205,18 @@ class Repository:
         header = _decoded(FileHeader.decode, record.file_header_bytes, object_id)
         return header, record.file_size
 
+    def read_file_headers(self, object_ids: list[ObjectId]) -> list[tuple[FileHeader, int]]:
+        """``read_file_header`` for many objects in one index snapshot (checkout, mount)."""
+        found = []
+        with self.index.reader() as reader:
+            for object_id in object_ids:
+                record = reader.object(object_id)
+                if record is None or record.kind is not ObjectType.FILE:
+                    raise ObjectMissingError(f"file object {object_id.hex()} is missing")
+                header = _decoded(FileHeader.decode, record.file_header_bytes, object_id)
+                found.append((header, record.file_size))
+        return found
+
     def open_file(self, object_id: ObjectId) -> BinaryIO:
         """The content of a file object (empty for a symlink)."""
         header, _ = self.read_file_header(object_id)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
+from fs.treediff import diff_dir
 from mountd.cli.context import open_repo
 from mountd.cli.output import emit_json, format_time, mode_string, show_bytes
 from store import (
@@ -49,9 +51,11 @@ def register(commands: Any) -> None:
     cat.add_argument("path")
     cat.set_defaults(func=cmd_cat)
 
-    diff = commands.add_parser("diff", help="A/M/D lines between two commits")
-    diff.add_argument("old")
-    diff.add_argument("new")
+    diff = commands.add_parser(
+        "diff", help="A/M/D lines between two commits, or a commit and a directory"
+    )
+    diff.add_argument("old", help="a commit")
+    diff.add_argument("new", help="a commit, or an existing directory (a checkout, say)")
     diff.add_argument("--json", action="store_true")
     diff.set_defaults(func=cmd_diff)
 
@@ -189,8 +193,11 @@ def cmd_cat(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         old = root_node(repo, rev_parse(repo, args.old))
-        new = root_node(repo, rev_parse(repo, args.new))
-        changes = list(diff_trees(repo, old, new))
+        if Path(args.new).is_dir():
+            changes = list(diff_dir(repo, old, Path(args.new)))
+        else:
+            new = root_node(repo, rev_parse(repo, args.new))
+            changes = list(diff_trees(repo, old, new))
     if args.json:
         emit_json([{"change": kind, "path": show_bytes(path)} for kind, path in changes])
     else:

@@ -69,6 +69,35 @@ def _ambiguous(ctx: Ctx) -> None:
         repo.index.apply(WriteBatch(commits={oid: 0 for oid in forged}))  # type: ignore[misc]
 
 
+def _evil_commit(ctx: Ctx) -> str:
+    """A commit whose tree names '..', planted below the API as a hostile pull could."""
+    import stat as stat_module
+
+    from store import Commit, DirMeta
+    from store.encoding import Writer
+    from store.ids import ObjectType, digest
+    from store.index import ObjectRecord
+
+    w = Writer()
+    w.raw(b"T\x01")
+    w.u32(1)
+    w.blob(b"..")
+    w.object_id(b"\1" * 32)
+    w.u32(0)
+    tree_bytes = w.getvalue()
+    tree_id = digest(tree_bytes)
+    meta = DirMeta(0, 0, stat_module.S_IFDIR | 0o755)
+    commit = Commit(tree_id, meta.object_id(), None, 0)
+    records = {
+        tree_id: ObjectRecord(ObjectType.DIRTREE, tree_bytes),
+        meta.object_id(): ObjectRecord(ObjectType.DIRMETA, meta.encode()),
+        commit.object_id(): ObjectRecord(ObjectType.COMMIT, commit.encode()),
+    }
+    with Repository.open(ctx.repo) as repo:
+        repo.index.apply(WriteBatch(objects=records, commits={commit.object_id(): 0}))
+    return commit.object_id().hex()
+
+
 CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "repo-missing": (lambda c: ["--repo", str(c.tmp / "nope"), "refs"], "not a sapwood repository"),
     "repo-not-a-repo": (lambda c: ["--repo", str(c.src), "refs"], "not a sapwood repository"),
@@ -116,6 +145,20 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "prune-bad-date": (lambda c: ["prune", "--keep-younger-than", "someday"], "not a time"),
     "prune-bad-depth": (lambda c: ["prune", "--depth", "two"], "invalid int"),
     "fsck-unknown-flag": (lambda c: ["fsck", "--frobnicate"], "unrecognized arguments"),
+    "checkout-dest-exists": (lambda c: ["checkout", "-U", "main", str(c.src)], "exists"),
+    "checkout-unknown-rev": (lambda c: ["checkout", "-U", "nope", str(c.tmp / "d")], "nope"),
+    "checkout-missing-subpath": (
+        lambda c: ["checkout", "-U", "--subpath", "/no/such", "main", str(c.tmp / "d")],
+        "no such file",
+    ),
+    "checkout-hardlink-mismatch": (
+        lambda c: ["checkout", "-H", "main", str(c.tmp / "d")],
+        "add -U",
+    ),
+    "checkout-bad-names": (
+        lambda c: ["checkout", "-U", _evil_commit(c), str(c.tmp / "d")],
+        "invalid name",
+    ),
 }
 if IS_ROOT:
     CASES["device-node"] = (

@@ -1,0 +1,70 @@
+"""checkout: make a commit real on disk (a hardlink farm, or copies)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fs.checkout import CheckoutOptions, Union, checkout
+from mountd.cli.context import open_repo
+from store import UsageError, rev_parse
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("checkout", help="check a commit out into a new directory")
+    p.add_argument(
+        "-U",
+        "--user-mode",
+        action="store_true",
+        help="files owned by you, no setuid/setgid bits, no xattrs",
+    )
+    p.add_argument("-C", "--force-copy", action="store_true", help="copy instead of hardlinking")
+    p.add_argument(
+        "-H",
+        "--require-hardlinks",
+        action="store_true",
+        help="fail rather than copy when a file cannot be hardlinked",
+    )
+    union = p.add_mutually_exclusive_group()
+    union.add_argument(
+        "--union", action="store_true", help="write into DEST; the commit's files win"
+    )
+    union.add_argument("--union-add", action="store_true", help="write into DEST; DEST's files win")
+    union.add_argument(
+        "--union-identical",
+        action="store_true",
+        help="write into DEST; existing files must be identical (needs -H)",
+    )
+    p.add_argument("--subpath", default="/", help="check out only this directory of the commit")
+    p.add_argument("--whiteouts", action="store_true", help="a .wh.NAME file deletes NAME in DEST")
+    p.add_argument("--fsync", default="true", choices=["true", "false"], help="sync at the end")
+    p.add_argument("--verify", action="store_true", help="re-hash every object before using it")
+    p.add_argument("rev")
+    p.add_argument("dest", type=Path)
+    p.set_defaults(func=cmd_checkout)
+
+
+def cmd_checkout(args: argparse.Namespace) -> int:
+    union: Union = "none"
+    if args.union:
+        union = "union"
+    elif args.union_add:
+        union = "add"
+    elif args.union_identical:
+        union = "identical"
+    options = CheckoutOptions(
+        user_mode=args.user_mode,
+        copy=args.force_copy,
+        require_hardlinks=args.require_hardlinks,
+        union=union,
+        subpath=args.subpath,
+        whiteouts=args.whiteouts,
+        fsync=args.fsync == "true",
+        verify=args.verify,
+    )
+    if args.dest.resolve() == Path("/"):
+        raise UsageError("refusing to check out over /")
+    with open_repo(args) as repo:
+        checkout(repo, rev_parse(repo, args.rev), args.dest, options)
+    return 0
