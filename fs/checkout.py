@@ -35,7 +35,6 @@ from store import (
     Repository,
     SapwoodError,
     UsageError,
-    children,
     lookup,
     syncfs,
 )
@@ -163,19 +162,18 @@ class _Builder:
     # ----- directories ---------------------------------------------------------------
     def fill(self, node: Node, dirfd: int, existing: bool) -> None:
         """Create the entries of directory ``node`` inside the open directory ``dirfd``."""
-        entries = children(self.repo, node)
-        file_ids = [child.file for child in entries if child.file is not None]
-        headers = dict(zip(file_ids, self.repo.read_file_headers(file_ids), strict=True))
-        for child in entries:
-            name = child.path.rsplit(b"/", 1)[-1]
+        assert node.dir is not None
+        tree = self.repo.read_dirtree(node.dir.tree)
+        prefix = node.path.rstrip(b"/") + b"/"
+        headers = self.repo.read_file_headers([file_id for _, file_id in tree.files])
+        for (name, file_id), (header, size) in zip(tree.files, headers, strict=True):
+            child = Node(prefix + name, file=file_id)
             if self.options.whiteouts and name.startswith(WHITEOUT):
                 self._whiteout(dirfd, name[len(WHITEOUT) :], child.path)
-            elif child.dir is not None:
-                self._subdir(child, name, dirfd, existing)
             else:
-                assert child.file is not None
-                header, size = headers[child.file]
                 self._file(child, name, dirfd, existing, header, size)
+        for name, entry in tree.dirs:
+            self._subdir(Node(prefix + name, dir=entry), name, dirfd, existing)
 
     def _subdir(self, child: Node, name: bytes, dirfd: int, existing: bool) -> None:
         created = True

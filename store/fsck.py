@@ -13,10 +13,8 @@ fsck clears their mark.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +116,9 @@ def _check_files(
 ) -> dict[ObjectId, str]:
     if len(files) < _PARALLEL_ABOVE:
         return dict(_verify_files(repo, reader, files))
+    import multiprocessing  # here, not at the top: every sapwood command would pay for it
+    from concurrent.futures import ProcessPoolExecutor
+
     bad: dict[ObjectId, str] = {}
     batches = [files[i : i + _BATCH] for i in range(0, len(files), _BATCH)]
     context = multiprocessing.get_context("spawn")  # never fork a process holding LMDB
