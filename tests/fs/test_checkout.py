@@ -15,7 +15,16 @@ import pytest
 from fs.checkout import CheckoutConflictError, CheckoutOptions, checkout
 from fs.commit import CommitRequest, Layer, make_commit
 from fs.treediff import diff_dir
-from store import ObjectId, OutOfSpaceError, RepoMode, Repository, UsageError, lookup, root_node
+from store import (
+    CorruptObjectError,
+    ObjectId,
+    OutOfSpaceError,
+    RepoMode,
+    Repository,
+    UsageError,
+    lookup,
+    root_node,
+)
 from tests.helpers import IS_ROOT, Entry, build_rich_tree, read_disk_tree
 from tests.unprivileged import NOBODY, run_as_user, user_dir
 
@@ -257,3 +266,15 @@ def test_user_mode_as_a_real_unprivileged_user() -> None:
         assert denied.returncode != 0 and "needs root" in denied.stderr
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=True)
+
+
+def test_verify_refuses_an_object_modified_through_a_farm(tmp_path: Path) -> None:
+    repo, ids = _user_repo(tmp_path, a={"etc/passwd": "root:x:0:0\n"})
+    farm = tmp_path / "farm"
+    checkout(repo, ids["a"], farm, CheckoutOptions(user_mode=True))
+    victim = farm / "etc" / "passwd"
+    victim.chmod(0o644)  # a careless admin: the object is the same inode
+    victim.write_text("root::0:0\n")
+    with pytest.raises(CorruptObjectError, match="run sapwood fsck"):
+        checkout(repo, ids["a"], tmp_path / "again", CheckoutOptions(user_mode=True, verify=True))
+    assert not (tmp_path / "again").exists()
