@@ -126,7 +126,7 @@ class DirScanner:
             except OSError as exc:
                 raise SourceError(f"{show(entry.path)}: {exc.strerror}") from None
             if stat.S_ISDIR(st.st_mode):
-                child = target.child_dir(name, show(child_tree))
+                child = target.child_dir(name)
                 child.meta = self._dirmeta(entry.path, child_tree, st)
                 subdirs.append((entry, child_tree, child))
             elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):

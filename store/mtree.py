@@ -41,7 +41,7 @@ class MutableDir:
             self.entries[name] = MutableDir.from_existing(self._repo, entry)
         self.base = None
 
-    def child_dir(self, name: bytes, where: str) -> MutableDir:
+    def child_dir(self, name: bytes) -> MutableDir:
         """The subdirectory ``name``, created (or replacing a file) if needed."""
         self.expand()
         current = self.entries.get(name)
@@ -56,7 +56,7 @@ class MutableDir:
         self.expand()
         current = self.entries.get(name)
         if current is None:
-            return self.child_dir(name, where)
+            return self.child_dir(name)
         if not isinstance(current, MutableDir):
             raise SourceError(f"{where}: a path passes through a file or symlink")
         return current

@@ -58,13 +58,13 @@ class Transaction:
         self._lock_cm.__enter__()
         try:
             _remove_abandoned_staging(repo.path / "tmp")
+            self._budget = self._space_budget()
             self.staging, self._staging_fd = _new_staging(repo.path / "tmp")
             self._staging_str = str(self.staging)
         except BaseException:
             self._lock_cm.__exit__(None, None, None)
             raise
         self._done = False
-        self._budget = self._space_budget()
 
     def _space_budget(self) -> int:
         """Bytes this transaction may still stage before the free-space floor."""
@@ -226,6 +226,7 @@ class Transaction:
     def commit(self) -> None:
         if self._done:
             return
+        self._close_readers()  # our snapshots are not needed past this point
         try:
             with _space_errors():
                 self._publish_staged()
@@ -256,11 +257,16 @@ class Transaction:
         if not self._done:
             self._finish()
 
+    def _close_readers(self) -> None:
+        with self._mutex:
+            for cm in self._reader_cms:
+                cm.__exit__(None, None, None)
+            self._reader_cms.clear()
+            self._local = threading.local()
+
     def _finish(self) -> None:
         self._done = True
-        for cm in self._reader_cms:
-            cm.__exit__(None, None, None)
-        self._reader_cms.clear()
+        self._close_readers()
         shutil.rmtree(self.staging, ignore_errors=True)
         os.close(self._staging_fd)
         self._lock_cm.__exit__(None, None, None)
