@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 CACHE = Path(os.environ.get("SAPWOOD_TEST_CACHE", "/var/cache/sapwood-tests"))
@@ -54,4 +55,5 @@ def debian_tree() -> Path:
         check=True,
     )
     os.rename(building, tree)
+    time.sleep(1.1)  # let the newest files age past the stat cache's racy margin
     return tree
