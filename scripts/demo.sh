@@ -22,7 +22,7 @@ echo "first commit: $first"
 step "change the tree: edit one file, add one, remove one; commit again"
 echo "edited by the sapwood demo" >> "$TREE/bash/RBASH"
 echo "a new file" > "$TREE/NEW-FILE"
-victim=$(find "$TREE" -type f -name 'copyright' | sort | head -1)
+victim=$(find "$TREE" -type f -name 'copyright' | sort | sed -n 1p)
 rm "$victim"
 time second=$($SAPWOOD commit -b docs/main -s "Edited docs" --add-metadata-string version=2 "$TREE")
 
@@ -36,7 +36,7 @@ step "sapwood diff ${first:0:12} ${second:0:12}"
 $SAPWOOD diff "${first:0:12}" "$second"
 
 step "sapwood ls docs/main /bash"
-$SAPWOOD ls docs/main /bash | head -12
+$SAPWOOD ls docs/main /bash | sed -n '1,12p'
 
 step "sapwood cat docs/main^ /bash/RBASH | tail -3   (the old version)"
 $SAPWOOD cat docs/main^ /bash/RBASH | tail -3
@@ -46,3 +46,16 @@ $SAPWOOD cat docs/main /bash/RBASH | tail -3
 step "refs and the repository's size"
 $SAPWOOD refs --json
 du -sh "$SAPWOOD_REPO"
+
+step "check the newest commit out as a hardlink farm owned by you (-U), and compare"
+$SAPWOOD checkout -U docs/main "$WORK/checkout"
+stat -c '%h links  %A  %n' "$WORK/checkout/bash/RBASH"
+$SAPWOOD diff docs/main "$WORK/checkout" && echo "checkout equals its commit"
+
+step "fsck re-hashes every object the refs need"
+$SAPWOOD fsck
+
+step "prune: keep only the newest commit of each ref"
+$SAPWOOD prune --refs-only --depth 0 --dry-run
+$SAPWOOD prune --refs-only --depth 0
+$SAPWOOD log docs/main | sed -n '1,3p'

@@ -118,11 +118,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     verb = "Would delete" if report.dry_run else "Deleted"
     print(f"Total objects: {report.total_objects}")
     for commit_id in report.commits:
-        print(
-            f"{verb.split()[0]} commit {commit_id.hex()}"
-            if report.dry_run
-            else f"deleted commit {commit_id.hex()}"
-        )
+        print(f"{verb} commit {commit_id.hex()}")
     print(
         f"{verb} {report.objects} objects and {report.orphan_files} unlisted files, "
         f"{report.bytes_freed} bytes freed"
