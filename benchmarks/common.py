@@ -44,3 +44,13 @@ def print_table(title: str, rows: list[tuple[str, float, float, str]]) -> None:
     print(f"{'':24}{'sapwood':>10}{'ostree':>10}{'ratio':>8}  target")
     for name, ours, theirs, target in rows:
         print(f"{name:24}{ours:>9.2f}s{theirs:>9.2f}s{ours / theirs:>8.2f}  {target}")
+
+
+TOOLS = {"sapwood": sapwood, "ostree": ostree}
+
+
+def init_bare_user(tool: str, repo: Path) -> Path:
+    """A new bare-user repository of ``tool`` (the mode both tools share)."""
+    mode = ["--mode", "bare-user"] if tool == "sapwood" else ["--mode=bare-user"]
+    timed(TOOLS[tool](repo, "init", *mode))
+    return repo

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ostree, print_table, sapwood, timed
+from common import TOOLS, init_bare_user, print_table, timed
 
 
 def main() -> int:
@@ -26,14 +26,8 @@ def main() -> int:
     args = parser.parse_args()
     figures: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-bench-") as tmp:
-        for tool, cmd in (("sapwood", sapwood), ("ostree", ostree)):
-            repo = Path(tmp) / tool
-            init = (
-                ["init", "--mode", "bare-user"]
-                if tool == "sapwood"
-                else ["init", "--mode=bare-user"]
-            )
-            timed(cmd(repo, *init))
+        for tool, cmd in TOOLS.items():
+            repo = init_bare_user(tool, Path(tmp) / tool)
             timed(cmd(repo, "commit", "-b", "bench", args.tree))
             fsck = timed(cmd(repo, "fsck"), cold=True)
             timed(cmd(repo, "refs", "--delete", "bench"))

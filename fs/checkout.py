@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import stat
 import uuid
 from collections.abc import Callable
@@ -368,11 +367,15 @@ class _Builder:
 
 
 def _empty_dir(fd: int) -> None:
-    """Remove everything inside an open directory, never following a symlink."""
+    """Remove everything inside an open directory, never following a symlink.
+
+    Subdirectories are made writable first: a partial checkout may hold read-only ones.
+    """
     for entry in os.scandir(fd):
         if entry.is_dir(follow_symlinks=False):
             child = _open_dir(os.fsencode(entry.name), fd)
             try:
+                os.fchmod(child, 0o700)
                 _empty_dir(child)
             finally:
                 os.close(child)
@@ -382,7 +385,7 @@ def _empty_dir(fd: int) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a (partial) checkout, making read-only directories writable first."""
+    """Remove a (partial) checkout."""
     if not os.path.lexists(path):
         return
     try:
@@ -391,21 +394,11 @@ def remove_tree(path: Path) -> None:
         os.unlink(path)
         return
     try:
-        _make_writable(fd)
+        os.fchmod(fd, 0o700)
+        _empty_dir(fd)
     finally:
         os.close(fd)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _make_writable(fd: int) -> None:
-    os.fchmod(fd, 0o700)
-    for entry in os.scandir(fd):
-        if entry.is_dir(follow_symlinks=False):
-            child = _open_dir(os.fsencode(entry.name), fd)
-            try:
-                _make_writable(child)
-            finally:
-                os.close(child)
+    os.rmdir(path)
 
 
 def _show(path: bytes) -> str:

@@ -139,6 +139,13 @@ class ContentStore(ABC):
             return "corrupted file object: ownership, mode or xattrs on disk differ from its id"
         return None
 
+    def _lstat(self, object_id: ObjectId) -> tuple[str, os.stat_result]:
+        path = self.pathstr(object_id)
+        try:
+            return path, os.lstat(path)
+        except FileNotFoundError:
+            raise self._missing(object_id) from None
+
     def _missing(self, object_id: ObjectId) -> ObjectMissingError:
         return ObjectMissingError(f"object {object_id.hex()} is missing from objects/")
 
@@ -233,11 +240,7 @@ class BareUserStore(ContentStore):
     def _verify_disk(
         self, object_id: ObjectId, header: FileHeader, header_bytes: bytes
     ) -> str | None:
-        path = self.pathstr(object_id)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            raise self._missing(object_id) from None
+        path, st = self._lstat(object_id)
         try:
             recorded = os.getxattr(path, USER_META_XATTR)
         except OSError:
@@ -277,11 +280,7 @@ class BareUserOnlyStore(ContentStore):
     def _verify_disk(
         self, object_id: ObjectId, header: FileHeader, header_bytes: bytes
     ) -> str | None:
-        path = self.pathstr(object_id)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            raise self._missing(object_id) from None
+        path, st = self._lstat(object_id)
         if header.is_symlink:
             if (
                 not stat.S_ISLNK(st.st_mode)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -146,13 +145,3 @@ def cat_bytes(repo_path: Path, rev: str, path: str) -> bytes:
     result = cli("--repo", repo_path, "cat", rev, path)
     assert result.code == 0, result.err
     return result.raw
-
-
-def make_fifo_and_socket(root: Path) -> tuple[Path, Path]:
-    fifo = root / "a-fifo"
-    os.mkfifo(fifo)
-    sock_path = root / "a-socket"
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(sock_path))
-    sock.close()
-    return fifo, sock_path
