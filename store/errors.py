@@ -90,5 +90,9 @@ class NotADirectoryInTreeError(PathNotFoundError):
     """A path component inside a commit is not a directory."""
 
 
+class NoSuchAttributeError(SapwoodError):
+    """An extended attribute that an entry does not have."""
+
+
 class OutOfSpaceError(SapwoodError):
     """The disk is full, or the configured minimum of free space would be crossed."""

@@ -13,7 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mountd.cli import checkout_cmd, commit_cmd, inspect_cmds, maint_cmds, repo_cmds
+from mountd.cli import (
+    checkout_cmd,
+    commit_cmd,
+    inspect_cmds,
+    maint_cmds,
+    mount_cmds,
+    repo_cmds,
+)
 from store import SapwoodError, UsageError
 
 
@@ -29,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for module in (repo_cmds, commit_cmd, inspect_cmds, checkout_cmd, maint_cmds):
+    for module in (repo_cmds, commit_cmd, inspect_cmds, checkout_cmd, maint_cmds, mount_cmds):
         module.register(commands)
     return parser
 

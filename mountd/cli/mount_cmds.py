@@ -1,0 +1,63 @@
+"""mount and umount: a commit as a read-only filesystem, without a checkout."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from mountd.cli.context import open_repo, repo_path
+from store import UsageError, rev_parse
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("mount", help="mount a commit read-only (FUSE)")
+    p.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        help="allow_other, user_owned (every file shown as yours), other libfuse options",
+    )
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("rev")
+    p.add_argument("mountpoint", type=Path)
+    p.set_defaults(func=cmd_mount)
+
+    u = commands.add_parser("umount", help="unmount a sapwood mount")
+    u.add_argument("mountpoint", type=Path)
+    u.set_defaults(func=cmd_umount)
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from mountd.daemon import serve, start_in_background
+
+    if not args.mountpoint.is_dir():
+        raise UsageError(f"{args.mountpoint}: not a directory")
+    if os.path.ismount(args.mountpoint):
+        raise UsageError(f"{args.mountpoint}: already a mount point")
+    with open_repo(args) as repo:
+        commit_id = rev_parse(repo, args.rev)
+        if args.foreground:
+            serve(repo, commit_id, args.mountpoint.resolve(), args.options)
+            return 0
+    argv = [
+        "--repo",
+        str(repo_path(args).resolve()),
+        "mount",
+        "-f",
+        commit_id.hex(),
+        str(args.mountpoint.resolve()),
+    ]
+    for option in args.options:
+        argv += ["-o", option]
+    start_in_background(argv, args.mountpoint)
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from mountd.daemon import unmount
+
+    unmount(args.mountpoint)
+    return 0

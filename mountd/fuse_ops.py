@@ -1,0 +1,200 @@
+"""The thin pyfuse3 adapter: kernel requests onto mountd/view.py, errors onto errno.
+
+This is the only module of sapwood that knows errno values. Everything it serves
+is immutable, so entries, attributes and negative lookups are cached by the kernel
+for as long as it likes (a day), and files open with keep_cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import pyfuse3
+
+from mountd.view import Attributes, CommitView
+from store import (
+    CorruptObjectError,
+    NoSuchAttributeError,
+    NotADirectoryInTreeError,
+    ObjectMissingError,
+    PathNotFoundError,
+    SapwoodError,
+)
+
+log = logging.getLogger(__name__)
+IMMUTABLE_TIMEOUT = 86400.0
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+_T = TypeVar("_T")
+
+_ERRNO: list[tuple[type[SapwoodError], int]] = [
+    (NotADirectoryInTreeError, errno.ENOTDIR),
+    (PathNotFoundError, errno.ENOENT),
+    (NoSuchAttributeError, errno.ENODATA),
+    (ObjectMissingError, errno.EIO),
+    (CorruptObjectError, errno.EIO),
+]
+
+
+def _errno_of(exc: SapwoodError) -> int:
+    for kind, number in _ERRNO:
+        if isinstance(exc, kind):
+            return number
+    return errno.EIO
+
+
+def _call(work: Callable[[], _T]) -> _T:
+    """Run a view call; sapwood errors become FUSEError, and I/O problems are logged."""
+    try:
+        return work()
+    except SapwoodError as exc:
+        number = _errno_of(exc)
+        if number == errno.EIO:
+            log.error("%s", exc)
+        raise pyfuse3.FUSEError(number) from None
+    except OSError as exc:
+        log.error("I/O error: %s", exc)
+        raise pyfuse3.FUSEError(errno.EIO) from None
+
+
+def _read_only() -> NoReturn:
+    raise pyfuse3.FUSEError(errno.EROFS)
+
+
+def entry_attributes(
+    attrs: Attributes, timeout: float = IMMUTABLE_TIMEOUT
+) -> pyfuse3.EntryAttributes:
+    entry = pyfuse3.EntryAttributes()
+    entry.st_ino = attrs.ino
+    entry.st_mode = attrs.mode
+    entry.st_nlink = attrs.nlink
+    entry.st_uid = attrs.uid
+    entry.st_gid = attrs.gid
+    entry.st_size = attrs.size
+    entry.st_blksize = 4096
+    entry.st_blocks = (attrs.size + 511) // 512
+    entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = attrs.time_ns
+    entry.entry_timeout = entry.attr_timeout = timeout
+    entry.generation = 0
+    return entry
+
+
+class SapwoodOperations(pyfuse3.Operations):
+    """pyfuse3 operations over a CommitView. Every write is refused with EROFS."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, view: CommitView, statvfs_path: str) -> None:
+        super().__init__()
+        self.view = view
+        self._statvfs_path = statvfs_path
+
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            attrs = _call(lambda: self.view.lookup(parent_inode, name))
+        except pyfuse3.FUSEError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            negative = pyfuse3.EntryAttributes()  # st_ino 0: the kernel caches the absence
+            negative.st_ino = 0
+            negative.entry_timeout = IMMUTABLE_TIMEOUT
+            return negative
+        return entry_attributes(attrs)
+
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return entry_attributes(_call(lambda: self.view.getattr(inode)))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self.view.forget(inode, count)
+
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        _call(lambda: self.view.getattr(inode))
+        return inode
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        entries = self.view.entries(fh, start_id)  # lazy: only what the kernel takes
+        while (item := _call(lambda: next(entries, None))) is not None:
+            name, attrs, next_id, node = item
+            if not pyfuse3.readdir_reply(token, name, entry_attributes(attrs), next_id):
+                break
+            self.view.remember(attrs.ino, node)
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return _call(lambda: self.view.readlink(inode))
+
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        if flags & _WRITE_FLAGS:
+            _read_only()
+        handle = _call(lambda: self.view.open(inode))
+        return pyfuse3.FileInfo(fh=handle, keep_cache=True)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return _call(lambda: self.view.read(fh, off, size))
+
+    async def release(self, fh: int) -> None:
+        self.view.release(fh)
+
+    async def flush(self, fh: int) -> None:
+        raise pyfuse3.FUSEError(errno.ENOSYS)  # nothing to flush: the kernel stops asking
+
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        return _call(lambda: self.view.getxattr(inode, name))
+
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return _call(lambda: list(self.view.xattrs(inode)))
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        st = os.statvfs(self._statvfs_path)
+        data = pyfuse3.StatvfsData()
+        data.f_bsize, data.f_frsize = st.f_bsize, st.f_frsize
+        data.f_blocks, data.f_bfree, data.f_bavail = st.f_blocks, 0, 0  # read-only
+        data.f_files, data.f_ffree, data.f_favail = st.f_files, 0, 0
+        data.f_namemax = 255
+        return data
+
+    # ----- every write is refused ------------------------------------------------------
+    async def setattr(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def mknod(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def mkdir(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def unlink(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def rmdir(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def symlink(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def rename(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def link(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def write(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def create(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def setxattr(self, *args: Any) -> NoReturn:
+        _read_only()
+
+    async def removexattr(self, *args: Any) -> NoReturn:
+        _read_only()

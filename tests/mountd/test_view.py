@@ -1,0 +1,165 @@
+"""The FUSE-free view, tested without a kernel."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from fs.commit import CommitRequest, Layer, make_commit
+from mountd.view import ROOT_INODE, CommitView, ViewOptions
+from store import (
+    CorruptObjectError,
+    DirMeta,
+    FileHeader,
+    NoSuchAttributeError,
+    ObjectId,
+    ObjectMissingError,
+    PathNotFoundError,
+    RepoMode,
+    Repository,
+    lookup,
+)
+from tests.helpers import build_rich_tree, read_disk_tree
+
+
+def _view(repo: Repository, tmp_path: Path) -> tuple[CommitView, Path, ObjectId]:
+    source = tmp_path / "src"
+    build_rich_tree(source, setuid=repo.mode is not RepoMode.BARE_USER_ONLY)
+    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    return CommitView(repo, commit_id), source, commit_id
+
+
+def _walk(
+    view: CommitView, ino: int = ROOT_INODE, prefix: str = ""
+) -> dict[str, tuple[int, bytes]]:
+    """path -> (mode, content or target), through lookup/entries/read like the kernel."""
+    found: dict[str, tuple[int, bytes]] = {}
+    for name, attrs, _, _ in list(view.entries(ino, 0)):
+        path = f"{prefix}/{name.decode()}"
+        looked = view.lookup(ino, name)
+        assert looked == attrs
+        if stat.S_ISDIR(attrs.mode):
+            found[path] = (attrs.mode, b"")
+            found.update(_walk(view, attrs.ino, path))
+        elif stat.S_ISLNK(attrs.mode):
+            found[path] = (attrs.mode, view.readlink(attrs.ino))
+        else:
+            handle = view.open(attrs.ino)
+            found[path] = (attrs.mode, view.read(handle, 0, attrs.size + 10))
+            view.release(handle)
+    return found
+
+
+def test_view_shows_the_commit(repo: Repository, tmp_path: Path) -> None:
+    view, source, _ = _view(repo, tmp_path)
+    expected = {
+        path: (
+            (stat.S_IFDIR if e.kind == "d" else stat.S_IFLNK if e.kind == "l" else stat.S_IFREG)
+            | e.mode,
+            e.data,
+        )
+        for path, e in read_disk_tree(source).items()
+        if path != "/"
+    }
+    assert _walk(view) == expected
+
+
+def test_attributes_xattrs_and_inodes(user_repo: Repository, tmp_path: Path) -> None:
+    view, source, _ = _view(user_repo, tmp_path)
+    etc = view.lookup(ROOT_INODE, b"etc")
+    passwd = view.lookup(etc.ino, b"passwd")
+    st = os.lstat(source / "etc" / "passwd")
+    assert (passwd.mode, passwd.uid, passwd.gid, passwd.size) == (
+        st.st_mode,
+        st.st_uid,
+        st.st_gid,
+        st.st_size,
+    )
+    assert passwd.time_ns == view.time_ns
+    assert view.getxattr(passwd.ino, b"user.comment") == b"hello"
+    with pytest.raises(NoSuchAttributeError):
+        view.getxattr(passwd.ino, b"user.absent")
+    a, b = view.lookup(ROOT_INODE, b"dup-a"), view.lookup(ROOT_INODE, b"dup-b")
+    assert a.ino == b.ino  # one object, one inode
+    dirs = [attrs.ino for _, attrs, _, _ in view.entries(ROOT_INODE, 0) if stat.S_ISDIR(attrs.mode)]
+    assert len(dirs) == len(set(dirs)) and ROOT_INODE not in dirs
+    with pytest.raises(PathNotFoundError):
+        view.lookup(ROOT_INODE, b"absent")
+    link = view.lookup(ROOT_INODE, b"lib")
+    assert link.size == len(b"usr/lib") and view.readlink(link.ino) == b"usr/lib"
+
+
+def test_forgotten_inodes_leave_and_come_back_the_same(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    view, _, _ = _view(user_repo, tmp_path)
+    before = view.known_inodes
+    usr = view.lookup(ROOT_INODE, b"usr")
+    bin_ = view.lookup(usr.ino, b"bin")
+    assert view.known_inodes == before + 2
+    view.forget(bin_.ino, 1)
+    view.forget(usr.ino, 1)
+    assert view.known_inodes == before
+    assert view.lookup(ROOT_INODE, b"usr").ino == usr.ino
+    view.forget(ROOT_INODE, 100)
+    assert view.getattr(ROOT_INODE).ino == ROOT_INODE  # the root is never forgotten
+
+
+def test_owner_option_shows_every_entry_as_the_user(user_repo: Repository, tmp_path: Path) -> None:
+    _, _, commit_id = _view(user_repo, tmp_path)
+    view = CommitView(user_repo, commit_id, ViewOptions(owner=(4242, 4343)))
+    entries = list(view.entries(ROOT_INODE, 0))
+    assert {(a.uid, a.gid) for _, a, _, _ in entries} == {(4242, 4343)}
+
+
+def test_corrupt_and_missing_objects_are_refused(user_repo: Repository, tmp_path: Path) -> None:
+    view, _, commit_id = _view(user_repo, tmp_path)
+    dash = lookup(user_repo, commit_id, "/usr/bin/dash").file
+    assert dash is not None
+    path = user_repo.content.path(dash)
+    path.chmod(0o644)
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    usr = view.lookup(ROOT_INODE, b"usr")
+    bin_ = view.lookup(usr.ino, b"bin")
+    with pytest.raises(CorruptObjectError):
+        view.open(view.lookup(bin_.ino, b"dash").ino)
+    path.unlink()
+    with pytest.raises(ObjectMissingError):
+        view.open(view.lookup(bin_.ino, b"dash").ino)
+
+
+def big_directory_commit(repo: Repository, count: int) -> ObjectId:
+    """A commit whose root holds ``count`` files (one shared object), built directly."""
+    from store import Commit, DirTree
+
+    with repo.transaction() as txn:
+        file_id = txn.write_file(FileHeader(0, 0, stat.S_IFREG | 0o644), b"same\n")
+        meta = txn.write_dirmeta(DirMeta(0, 0, stat.S_IFDIR | 0o755))
+        tree = DirTree.build({f"f{n:06d}".encode(): file_id for n in range(count)}, {})
+        tree_id = txn.write_dirtree(tree)
+        commit_id = txn.write_commit(Commit(tree_id, meta, None, 0))
+        txn.set_ref("big", commit_id)
+    return commit_id
+
+
+def test_listing_resumes_anywhere_in_a_huge_directory(user_repo: Repository) -> None:
+    view = CommitView(user_repo, big_directory_commit(user_repo, 100_000))
+    names: list[bytes] = []
+    offset = 0
+    while True:
+        batch = []
+        for name, _, next_offset, _ in view.entries(ROOT_INODE, offset):
+            batch.append(name)
+            offset = next_offset
+            if len(batch) == 37:  # the kernel takes a few dozen at a time
+                break
+        if not batch:
+            break
+        names += batch
+    assert len(names) == 100_000 and len(set(names)) == 100_000
+    middle = next(iter(view.entries(ROOT_INODE, 54_321)))
+    assert middle[0] == b"f054321"
