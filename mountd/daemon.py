@@ -21,7 +21,8 @@ import pyfuse3
 import trio
 
 from mountd.fuse_ops import SapwoodOperations
-from mountd.view import CommitView, ViewOptions
+from mountd.repo_view import RepositoryView
+from mountd.view import CommitView, TreeView, ViewOptions
 from store import ObjectId, Repository, SapwoodError, UsageError
 
 log = logging.getLogger(__name__)
@@ -45,17 +46,24 @@ def fuse_options(options: list[str]) -> tuple[set[str], bool]:
     return fuse, user_owned
 
 
-def serve(repo: Repository, commit_id: ObjectId, mountpoint: Path, options: list[str]) -> None:
-    """Mount in this process and serve until unmounted or signalled."""
+def serve(
+    repo: Repository, commit_id: ObjectId | None, mountpoint: Path, options: list[str]
+) -> None:
+    """Mount one commit (or, without one, the repository) and serve until unmounted."""
     fuse, user_owned = fuse_options(options)
     owner = (os.getuid(), os.getgid()) if user_owned else None
-    view = CommitView(repo, commit_id, ViewOptions(owner=owner))
+    view_options = ViewOptions(owner=owner)
+    view: TreeView = (
+        RepositoryView(repo, view_options)
+        if commit_id is None
+        else CommitView(repo, commit_id, view_options)
+    )
     operations = SapwoodOperations(view, str(repo.path))
     try:
         pyfuse3.init(operations, str(mountpoint), fuse)
     except RuntimeError as exc:
         raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
-    log.info("mounted commit %s on %s", commit_id.hex(), mountpoint)
+    log.info("mounted %s on %s", commit_id.hex() if commit_id else "the repository", mountpoint)
     try:
         trio.run(_main)
     except BaseException:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pyfuse3
 
-from mountd.view import Attributes, CommitView
+from mountd.view import Attributes, TreeView
 from store import (
     CorruptObjectError,
     NoSuchAttributeError,
@@ -27,6 +27,7 @@ from store import (
 
 log = logging.getLogger(__name__)
 IMMUTABLE_TIMEOUT = 86400.0
+VOLATILE_TIMEOUT = 1.0  # listings of refs and commits, and what hangs off them
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _T = TypeVar("_T")
 
@@ -64,9 +65,8 @@ def _read_only() -> NoReturn:
     raise pyfuse3.FUSEError(errno.EROFS)
 
 
-def entry_attributes(
-    attrs: Attributes, timeout: float = IMMUTABLE_TIMEOUT
-) -> pyfuse3.EntryAttributes:
+def entry_attributes(attrs: Attributes) -> pyfuse3.EntryAttributes:
+    timeout = VOLATILE_TIMEOUT if attrs.volatile else IMMUTABLE_TIMEOUT
     entry = pyfuse3.EntryAttributes()
     entry.st_ino = attrs.ino
     entry.st_mode = attrs.mode
@@ -88,7 +88,7 @@ class SapwoodOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, view: CommitView, statvfs_path: str) -> None:
+    def __init__(self, view: TreeView, statvfs_path: str) -> None:
         super().__init__()
         self.view = view
         self._statvfs_path = statvfs_path
@@ -96,10 +96,11 @@ class SapwoodOperations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
+        log.debug("lookup %d %r", parent_inode, name)
         try:
             attrs = _call(lambda: self.view.lookup(parent_inode, name))
         except pyfuse3.FUSEError as exc:
-            if exc.errno != errno.ENOENT:
+            if exc.errno != errno.ENOENT or self.view.volatile_dir(parent_inode):
                 raise
             negative = pyfuse3.EntryAttributes()  # st_ino 0: the kernel caches the absence
             negative.st_ino = 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import stat
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class Attributes:
     gid: int
     size: int
     time_ns: int
+    volatile: bool = False  # a listing of refs or commits, or reached through one: expires
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,9 @@ class _Node:
     ino: int
     dir: DirEntry | None = None
     file: ObjectId | None = None
+    time_ns: int = 0  # the commit's time: what stat shows
+    commit: ObjectId | None = None  # set on a commit's root directory in the repository view
+    synthetic: tuple[str, str] | None = None  # repository view listings: (kind, ref prefix)
 
 
 @dataclass(frozen=True)
@@ -74,18 +79,12 @@ def _hash_ino(*parts: bytes) -> int:
     return value
 
 
-class CommitView:
-    """One commit, read-only, as a tree of inodes."""
+class TreeView:
+    """Inodes over committed trees; subclasses decide what the root is."""
 
-    def __init__(
-        self, repo: Repository, commit_id: ObjectId, options: ViewOptions | None = None
-    ) -> None:
+    def __init__(self, repo: Repository, root: _Node, options: ViewOptions | None = None) -> None:
         self.repo = repo
         self.options = options or ViewOptions()
-        commit = repo.read_commit(commit_id)
-        self.time_ns = commit.timestamp * 1_000_000_000
-        self._time_tag = commit.timestamp.to_bytes(8, "big", signed=True)
-        root = _Node(ROOT_INODE, dir=DirEntry(commit.tree, commit.meta))
         self._nodes: dict[int, _Node] = {ROOT_INODE: root}
         self._lookups: dict[int, int] = {ROOT_INODE: 1}  # the root is never forgotten
         self._handles: dict[int, int | bytes] = {}
@@ -103,8 +102,8 @@ class CommitView:
         ino = _hash_ino(parent.to_bytes(8, "big"), name) & _MASK
         return ino if ino > ROOT_INODE else ino + 2
 
-    def _file_ino(self, file_id: ObjectId) -> int:
-        return (_hash_ino(file_id, self._time_tag) & _MASK) | _FILE_BIT
+    def _file_ino(self, file_id: ObjectId, time_ns: int) -> int:
+        return (_hash_ino(file_id, time_ns.to_bytes(12, "big", signed=True)) & _MASK) | _FILE_BIT
 
     def remember(self, ino: int, node: _Node | None = None) -> None:
         """The kernel now holds one more reference to ``ino`` (lookup, readdirplus)."""
@@ -119,6 +118,10 @@ class CommitView:
             return
         self._lookups.pop(ino, None)
         self._nodes.pop(ino, None)
+
+    def volatile_dir(self, ino: int) -> bool:
+        """True for listings that change while mounted (refs, commits)."""
+        return False
 
     @property
     def known_inodes(self) -> int:
@@ -136,53 +139,79 @@ class CommitView:
         return node.dir
 
     def _child(
-        self, parent: int, name: bytes, file_id: ObjectId | None, entry: DirEntry | None
+        self, parent: _Node, name: bytes, file_id: ObjectId | None, entry: DirEntry | None
     ) -> _Node:
         if entry is not None:
-            return _Node(self._dir_ino(parent, name), dir=entry)
+            return _Node(self._dir_ino(parent.ino, name), dir=entry, time_ns=parent.time_ns)
         assert file_id is not None
-        return _Node(self._file_ino(file_id), file=file_id)
+        return _Node(self._file_ino(file_id, parent.time_ns), file=file_id, time_ns=parent.time_ns)
 
     def lookup(self, parent: int, name: bytes) -> Attributes:
         """The entry ``name`` of directory ``parent``; counts as one kernel reference."""
         check_name(name)
-        found = find_child(self._tree(self._dir(parent).tree), name)
-        if found is None:
-            raise PathNotFoundError(f"no entry {name!r}")
-        node = self._child(parent, name, *found)
+        parent_node = self._node(parent)
+        if parent_node.synthetic is not None:
+            node = self._synthetic_child(parent_node, name)
+        else:
+            found = find_child(self._tree(self._dir(parent).tree), name)
+            if found is None:
+                raise PathNotFoundError(f"no entry {name!r}")
+            node = self._child(parent_node, name, *found)
         self.remember(node.ino, node)
         return self._attributes(node)
 
     def entries(self, ino: int, offset: int) -> Iterator[tuple[bytes, Attributes, int, _Node]]:
         """(name, attributes, next offset, node) from ``offset`` on; O(1) to resume."""
+        parent = self._node(ino)
+        if parent.synthetic is not None:
+            listing = self._synthetic_children(parent)
+            for index in range(offset, len(listing)):
+                name, node = listing[index]
+                yield name, self._attributes(node), index + 1, node
+            return
         tree = self._tree(self._dir(ino).tree)
         nfiles = len(tree.files)
         total = nfiles + len(tree.dirs)
         for index in range(offset, total):
             if index < nfiles:
                 name, file_id = tree.files[index]
-                node = self._child(ino, name, file_id, None)
+                node = self._child(parent, name, file_id, None)
             else:
                 name, entry = tree.dirs[index - nfiles]
-                node = self._child(ino, name, None, entry)
+                node = self._child(parent, name, None, entry)
             yield name, self._attributes(node), index + 1, node
+
+    def _synthetic_child(self, parent: _Node, name: bytes) -> _Node:
+        for child_name, node in self._synthetic_children(parent):
+            if child_name == name:
+                return node
+        raise PathNotFoundError(f"no entry {name!r}")
+
+    def _synthetic_children(self, parent: _Node) -> list[tuple[bytes, _Node]]:
+        raise PathNotFoundError("no synthetic directories in this view")
 
     # ----- attributes -------------------------------------------------------------------
     def getattr(self, ino: int) -> Attributes:
         return self._attributes(self._node(ino))
 
     def _attributes(self, node: _Node) -> Attributes:
+        volatile = node.synthetic is not None or node.commit is not None
+        if node.synthetic is not None:
+            uid, gid = self.options.owner or (os.getuid(), os.getgid())
+            return Attributes(node.ino, stat.S_IFDIR | 0o555, 2, uid, gid, 4096, node.time_ns, True)
         if node.dir is not None:
             meta = self.repo.read_dirmeta(node.dir.meta)
             subdirs = len(self._tree(node.dir.tree).dirs)
             uid, gid = self.options.owner or (meta.uid, meta.gid)
-            return Attributes(node.ino, meta.mode, 2 + subdirs, uid, gid, 4096, self.time_ns)
+            return Attributes(
+                node.ino, meta.mode, 2 + subdirs, uid, gid, 4096, node.time_ns, volatile
+            )
         assert node.file is not None
         header, size = self.repo.read_file_header(node.file)
         if header.is_symlink:
             size = len(header.symlink_target)
         uid, gid = self.options.owner or (header.uid, header.gid)
-        return Attributes(node.ino, header.mode, 1, uid, gid, size, self.time_ns)
+        return Attributes(node.ino, header.mode, 1, uid, gid, size, node.time_ns)
 
     def readlink(self, ino: int) -> bytes:
         node = self._node(ino)
@@ -195,8 +224,13 @@ class CommitView:
 
     def xattrs(self, ino: int) -> dict[bytes, bytes]:
         node = self._node(ino)
+        if node.synthetic is not None:
+            return {}
         if node.dir is not None:
-            return dict(self.repo.read_dirmeta(node.dir.meta).xattrs)
+            found = dict(self.repo.read_dirmeta(node.dir.meta).xattrs)
+            if node.commit is not None:
+                found.update(commit_xattrs(self.repo, node.commit))
+            return found
         assert node.file is not None
         return dict(self.repo.read_file_header(node.file)[0].xattrs)
 
@@ -267,3 +301,33 @@ class CommitView:
     def close(self) -> None:
         for handle in list(self._handles):
             self.release(handle)
+
+
+class CommitView(TreeView):
+    """One commit, read-only, as a tree of inodes."""
+
+    def __init__(
+        self, repo: Repository, commit_id: ObjectId, options: ViewOptions | None = None
+    ) -> None:
+        commit = repo.read_commit(commit_id)
+        self.time_ns = commit.timestamp * 1_000_000_000
+        root = _Node(ROOT_INODE, dir=DirEntry(commit.tree, commit.meta), time_ns=self.time_ns)
+        super().__init__(repo, root, options)
+
+
+COMMIT_XATTR = b"user.sapwood."
+
+
+def commit_xattrs(repo: Repository, commit_id: ObjectId) -> dict[bytes, bytes]:
+    """What a commit says of itself, as xattrs of its root in the repository view."""
+    commit = repo.read_commit(commit_id)
+    found = {
+        COMMIT_XATTR + b"commit": commit_id.hex().encode(),
+        COMMIT_XATTR + b"subject": commit.subject.encode(),
+        COMMIT_XATTR + b"timestamp": str(commit.timestamp).encode(),
+    }
+    if commit.parent is not None:
+        found[COMMIT_XATTR + b"parent"] = commit.parent.hex().encode()
+    if commit.version is not None:
+        found[COMMIT_XATTR + b"version"] = commit.version.encode()
+    return found

@@ -21,8 +21,12 @@ def register(commands: Any) -> None:
         help="allow_other, user_owned (every file shown as yours), other libfuse options",
     )
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
-    p.add_argument("rev")
-    p.add_argument("mountpoint", type=Path)
+    p.add_argument(
+        "targets",
+        nargs="+",
+        metavar="[REV] MOUNTPOINT",
+        help="a commit to mount; without one, the whole repository (refs/, commits/, history/)",
+    )
     p.set_defaults(func=cmd_mount)
 
     u = commands.add_parser("umount", help="unmount a sapwood mount")
@@ -33,26 +37,25 @@ def register(commands: Any) -> None:
 def cmd_mount(args: argparse.Namespace) -> int:
     from mountd.daemon import serve, start_in_background
 
-    if not args.mountpoint.is_dir():
-        raise UsageError(f"{args.mountpoint}: not a directory")
-    if os.path.ismount(args.mountpoint):
-        raise UsageError(f"{args.mountpoint}: already a mount point")
+    if len(args.targets) > 2:
+        raise UsageError("mount takes [REV] MOUNTPOINT")
+    rev, mountpoint = (None, *args.targets) if len(args.targets) == 1 else args.targets
+    mountpoint = Path(mountpoint)
+    if not mountpoint.is_dir():
+        raise UsageError(f"{mountpoint}: not a directory")
+    if os.path.ismount(mountpoint):
+        raise UsageError(f"{mountpoint}: already a mount point")
     with open_repo(args) as repo:
-        commit_id = rev_parse(repo, args.rev)
+        commit_id = rev_parse(repo, rev) if rev is not None else None
         if args.foreground:
-            serve(repo, commit_id, args.mountpoint.resolve(), args.options)
+            serve(repo, commit_id, mountpoint.resolve(), args.options)
             return 0
-    argv = [
-        "--repo",
-        str(repo_path(args).resolve()),
-        "mount",
-        "-f",
-        commit_id.hex(),
-        str(args.mountpoint.resolve()),
-    ]
+    argv = ["--repo", str(repo_path(args).resolve()), "mount", "-f"]
+    argv += [commit_id.hex()] if commit_id is not None else []
+    argv.append(str(mountpoint.resolve()))
     for option in args.options:
         argv += ["-o", option]
-    start_in_background(argv, args.mountpoint)
+    start_in_background(argv, mountpoint)
     return 0
 
 

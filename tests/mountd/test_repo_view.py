@@ -1,0 +1,96 @@
+"""The repository view: refs/, commits/, history/, and refs that move while mounted."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+from fs.commit import CommitRequest, Layer, make_commit
+from mountd.repo_view import RepositoryView
+from mountd.view import ROOT_INODE
+from store import ObjectId, Repository
+from tests.mountd.test_mount import _force_unmount, sapwood
+
+
+def _commit(repo: Repository, tmp_path: Path, branch: str, content: str) -> ObjectId:
+    source = tmp_path / f"src-{branch.replace('/', '_')}"
+    source.mkdir(exist_ok=True)
+    (source / "version").write_text(content)
+    request = CommitRequest(
+        branch,
+        [Layer("dir", str(source))],
+        subject=f"{branch} {content}",
+        metadata={"version": content},
+    )
+    return make_commit(repo, request).commit_id
+
+
+def _names(view: RepositoryView, ino: int) -> list[bytes]:
+    return [name for name, *_ in view.entries(ino, 0)]
+
+
+def _path(view: RepositoryView, *parts: bytes) -> int:
+    ino = ROOT_INODE
+    for part in parts:
+        ino = view.lookup(ino, part).ino
+    return ino
+
+
+def test_layout_of_the_repository_view(user_repo: Repository, tmp_path: Path) -> None:
+    first = _commit(user_repo, tmp_path, "os/x86_64/stable", "1")
+    second = _commit(user_repo, tmp_path, "os/x86_64/stable", "2")
+    other = _commit(user_repo, tmp_path, "main", "m")
+    view = RepositoryView(user_repo)
+    assert _names(view, ROOT_INODE) == [b"commits", b"history", b"refs"]
+    assert _names(view, _path(view, b"refs")) == [b"main", b"os"]
+    stable = _path(view, b"refs", b"os", b"x86_64", b"stable")
+    assert _names(view, stable) == [b"version"]
+    assert view.getxattr(stable, b"user.sapwood.commit") == second.hex().encode()
+    assert view.getxattr(stable, b"user.sapwood.parent") == first.hex().encode()
+    assert view.getxattr(stable, b"user.sapwood.version") == b"2"
+    commits = _path(view, b"commits")
+    assert sorted(_names(view, commits)) == sorted(c.hex().encode() for c in (first, second, other))
+    by_prefix = view.lookup(commits, first.hex()[:8].encode())
+    assert by_prefix.ino == view.lookup(commits, first.hex().encode()).ino
+    history = _names(view, _path(view, b"history", b"os", b"x86_64", b"stable"))
+    assert [h.split(b"_")[1] for h in history] == [
+        second.hex()[:12].encode(),
+        first.hex()[:12].encode(),
+    ]
+    assert stat.S_ISDIR(view.getattr(_path(view, b"refs")).mode) and view.volatile_dir(commits)
+
+
+def test_a_moved_ref_shows_its_new_tree_while_mounted(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    _commit(user_repo, tmp_path, "main", "old")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    assert sapwood(user_repo.path, "mount", mnt).returncode == 0
+    try:
+        assert (mnt / "refs" / "main" / "version").read_text() == "old"
+        assert len(os.listdir(mnt / "history" / "main")) == 1
+        (tmp_path / "src-main" / "version").write_text("new")
+        result = sapwood(
+            user_repo.path,
+            "commit",
+            "-b",
+            "main",
+            "--add-metadata-string",
+            "version=new",
+            tmp_path / "src-main",
+        )
+        assert result.returncode == 0, result.stderr
+        deadline = time.monotonic() + 10
+        while (mnt / "refs" / "main" / "version").read_text() != "new":
+            assert time.monotonic() < deadline, "the mount never followed the ref"
+            time.sleep(0.2)
+        assert len(os.listdir(mnt / "history" / "main")) == 2
+        commit_dir = mnt / "commits" / result.stdout.strip()[:10]
+        assert (commit_dir / "version").read_text() == "new"
+        assert os.getxattr(mnt / "refs" / "main", "user.sapwood.version") == b"new"
+    finally:
+        sapwood(user_repo.path, "umount", mnt)
+        _force_unmount(mnt)
