@@ -47,6 +47,7 @@ test-long: setup
 bench: setup
 	$(PY) benchmarks/commit_bench.py
 	$(PY) benchmarks/maintenance_bench.py
+	$(PY) benchmarks/mount_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
