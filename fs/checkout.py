@@ -291,8 +291,12 @@ class _Builder:
                 self.repo.content.pathstr(file_id), name, dst_dir_fd=dirfd, follow_symlinks=False
             )
         except OSError as exc:
-            if exc.errno not in _LINK_FALLBACK or self.options.require_hardlinks:
+            if exc.errno not in _LINK_FALLBACK:
                 raise
+            if self.options.require_hardlinks:
+                raise UsageError(
+                    f"{_show(name)}: cannot hardlink ({exc.strerror}) and -H forbids copying"
+                ) from None
             log.info("cannot hardlink %s (%s): copying", name, exc.strerror)
             return False
         self.stats.hardlinks += 1

@@ -278,3 +278,24 @@ def test_verify_refuses_an_object_modified_through_a_farm(tmp_path: Path) -> Non
     with pytest.raises(CorruptObjectError, match="run sapwood fsck"):
         checkout(repo, ids["a"], tmp_path / "again", CheckoutOptions(user_mode=True, verify=True))
     assert not (tmp_path / "again").exists()
+
+
+def test_links_across_filesystems_fall_back_to_copies_unless_required(tmp_path: Path) -> None:
+    repo, ids = _user_repo(tmp_path, a={"bin/tool": "#!/bin/sh\n", "etc/conf": "x=1\n"})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        stats = checkout(repo, ids["a"], mnt / "copy", CheckoutOptions(user_mode=True))
+        assert stats.hardlinks == 0 and stats.copies == 2  # EXDEV: copied instead
+        assert (mnt / "copy" / "etc" / "conf").read_text() == "x=1\n"
+        with pytest.raises(UsageError, match="cross-device"):
+            checkout(
+                repo,
+                ids["a"],
+                mnt / "linked",
+                CheckoutOptions(user_mode=True, require_hardlinks=True),
+            )
+        assert not (mnt / "linked").exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
