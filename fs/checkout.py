@@ -17,7 +17,7 @@ import os
 import stat
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -68,7 +68,6 @@ class CheckoutStats:
     symlinks: int = 0
     directories: int = 0
     skipped: int = 0
-    linked_objects: set[ObjectId] = field(default_factory=set)
 
 
 def checkout(
@@ -300,7 +299,6 @@ class _Builder:
             log.info("cannot hardlink %s (%s): copying", name, exc.strerror)
             return False
         self.stats.hardlinks += 1
-        self.stats.linked_objects.add(file_id)
         return True
 
     def _verify(self, file_id: ObjectId, header: FileHeader, size: int) -> None:

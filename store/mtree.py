@@ -81,10 +81,6 @@ class MutableDir:
         self.expand()
         self.entries[name] = file_id
 
-    def remove(self, name: bytes) -> None:
-        self.expand()
-        self.entries.pop(name, None)
-
     def write(self, txn: Transaction, default_meta: ObjectId) -> DirEntry:
         """Write the dirtrees of this directory and below; return its (tree, meta)."""
         meta = self.meta or default_meta
