@@ -89,7 +89,7 @@ class TreeView:
         self.options = options or ViewOptions()
         self._nodes: dict[int, _Node] = {ROOT_INODE: root}
         self._lookups: dict[int, int] = {ROOT_INODE: 1}  # the root is never forgotten
-        self._handles: dict[int, int | bytes] = {}
+        self._handles: dict[int, int | bytes | str] = {}
         self._next_handle = 1
         self._verified: OrderedDict[int, None] = OrderedDict()
 
@@ -252,40 +252,53 @@ class TreeView:
 
     # ----- reading ------------------------------------------------------------------------
     def open(self, ino: int) -> int:
-        """A handle for reading a regular file; its object is verified first."""
+        """A handle for reading a regular file; its object is verified first.
+
+        An object verified earlier (and unchanged since: same inode and ctime) costs one
+        stat here; its file is opened only if the kernel asks for data it has not cached.
+        """
         node = self._node(ino)
         if node.file is None:
             raise NotADirectoryInTreeError("is a directory")
-        header, size = self.repo.read_file_header(node.file)
+        header, size = self._header(node.file)
+        source: int | bytes | str
         if self.repo.content.compressed:
             with self.repo.open_file(node.file) as stream:
-                data = stream.read()
-            if header.object_id(data) != node.file:
+                source = stream.read()
+            if header.object_id(source) != node.file:
                 raise CorruptObjectError(f"object {node.file.hex()} does not match its id")
-            source: int | bytes = data
         else:
-            try:
-                source = os.open(self.repo.content.pathstr(node.file), os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                log.error("object %s is missing", node.file.hex())
-                raise ObjectMissingError(f"object {node.file.hex()} is missing") from None
-            try:
-                self._verify(node.file, header.encode(), size, source)
-            except BaseException:
-                os.close(source)
-                raise
+            source = self._verified_source(node.file, header.encode(), size)
         handle = self._next_handle
         self._next_handle += 1
         self._handles[handle] = source
         return handle
 
-    def _verify(self, file_id: ObjectId, header_bytes: bytes, size: int, fd: int) -> None:
-        """Never serve wrong bytes: re-hash an object the first time (or after a change)."""
-        st = os.fstat(fd)
+    def _verified_source(self, file_id: ObjectId, header_bytes: bytes, size: int) -> int | str:
+        """The object's path if verified before, else an open fd of it, re-hashed now."""
+        path = self.repo.content.pathstr(file_id)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            log.error("object %s is missing", file_id.hex())
+            raise ObjectMissingError(f"object {file_id.hex()} is missing") from None
         key = hash((file_id, st.st_ino, st.st_ctime_ns))
         if key in self._verified:
             self._verified.move_to_end(key)
-            return
+            return path
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._rehash(file_id, header_bytes, size, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._verified[key] = None
+        if len(self._verified) > _VERIFIED_CACHE:
+            self._verified.popitem(last=False)
+        return fd
+
+    def _rehash(self, file_id: ObjectId, header_bytes: bytes, size: int, fd: int) -> None:
+        """Never serve wrong bytes: the content must hash to the object's id."""
         hasher, offset = blake3.blake3(header_bytes), 0
         while chunk := os.pread(fd, 1 << 20, offset):
             hasher.update(chunk)
@@ -293,14 +306,14 @@ class TreeView:
         if offset != size or hasher.digest() != file_id:
             log.error("object %s is corrupt: refusing to serve it", file_id.hex())
             raise CorruptObjectError(f"object {file_id.hex()} does not match its id")
-        self._verified[key] = None
-        if len(self._verified) > _VERIFIED_CACHE:
-            self._verified.popitem(last=False)
 
     def read(self, handle: int, offset: int, size: int) -> bytes:
         source = self._handles[handle]
         if isinstance(source, bytes):
             return source[offset : offset + size]
+        if isinstance(source, str):  # verified earlier: open on first read
+            source = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            self._handles[handle] = source
         return os.pread(source, size, offset)
 
     def release(self, handle: int) -> None:
