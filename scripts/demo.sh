@@ -52,6 +52,16 @@ $SAPWOOD checkout -U docs/main "$WORK/checkout"
 stat -c '%h links  %A  %n' "$WORK/checkout/bash/RBASH"
 $SAPWOOD diff docs/main "$WORK/checkout" && echo "checkout equals its commit"
 
+step "mount the whole repository read-only (no checkout): refs/, commits/, history/"
+mkdir -p "$WORK/mnt"
+$SAPWOOD mount "$WORK/mnt"
+ls "$WORK/mnt" "$WORK/mnt/refs/docs" "$WORK/mnt/history/docs/main"
+echo "--- the old RBASH, from history/:"
+tail -2 "$WORK/mnt/history/docs/main/$(ls "$WORK/mnt/history/docs/main" | sed -n 1p)/bash/RBASH"
+stat -c '%A %U %s %y %n' "$WORK/mnt/refs/docs/main/bash/RBASH"
+getfattr -d "$WORK/mnt/refs/docs/main" 2>/dev/null | sed -n '2,6p' || true
+$SAPWOOD umount "$WORK/mnt"
+
 step "fsck re-hashes every object the refs need"
 $SAPWOOD fsck
 
