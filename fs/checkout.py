@@ -16,7 +16,6 @@ import logging
 import os
 import stat
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,13 +27,14 @@ from store import (
     FileHeader,
     Node,
     ObjectId,
-    OutOfSpaceError,
     PermissionDeniedError,
     RepoMode,
     Repository,
     SapwoodError,
     UsageError,
     lookup,
+    show_path,
+    space_errors,
     syncfs,
 )
 
@@ -83,7 +83,8 @@ def checkout(
     dest.mkdir(parents=True, exist_ok=True)
     fd = _open_dir(dest, None)
     try:
-        _guard_space(lambda: builder.fill(node, fd, existing=True))
+        with space_errors("the checkout was removed"):
+            builder.fill(node, fd, existing=True)
         if options.fsync:
             syncfs(dest)
     finally:
@@ -119,7 +120,8 @@ def _fresh_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
     try:
         fd = _open_dir(building, None)
         try:
-            _guard_space(lambda: builder.fill(node, fd, existing=False))
+            with space_errors("the checkout was removed"):
+                builder.fill(node, fd, existing=False)
             builder.finish_dir(node, fd)
         finally:
             os.close(fd)
@@ -130,17 +132,6 @@ def _fresh_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
         remove_tree(building)
         raise
     return builder.stats
-
-
-def _guard_space(work: Callable[[], None]) -> None:
-    try:
-        work()
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OutOfSpaceError(
-                "no space left on the checkout's disk; the checkout was removed"
-            ) from exc
-        raise
 
 
 def _open_dir(path: Path | bytes, dir_fd: int | None) -> int:
@@ -186,7 +177,7 @@ class _Builder:
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise CheckoutConflictError(
-                    f"{_show(child.path)}: exists in DEST and is not a directory "
+                    f"{show_path(child.path)}: exists in DEST and is not a directory "
                     "(symlinks are not followed)"
                 ) from None
             raise
@@ -237,7 +228,7 @@ class _Builder:
             st = os.lstat(name, dir_fd=dirfd)
         except FileNotFoundError:
             return False
-        where = _show(child.path)
+        where = show_path(child.path)
         if stat.S_ISDIR(st.st_mode):
             raise CheckoutConflictError(
                 f"{where}: a directory in DEST stands where the commit has a file"
@@ -294,7 +285,7 @@ class _Builder:
                 raise
             if self.options.require_hardlinks:
                 raise UsageError(
-                    f"{_show(name)}: cannot hardlink ({exc.strerror}) and -H forbids copying"
+                    f"{show_path(name)}: cannot hardlink ({exc.strerror}) and -H forbids copying"
                 ) from None
             log.info("cannot hardlink %s (%s): copying", name, exc.strerror)
             return False
@@ -310,7 +301,7 @@ class _Builder:
         self, file_id: ObjectId, header: FileHeader, size: int, name: bytes, dirfd: int
     ) -> None:
         if self.options.require_hardlinks and not (size == 0 or not header.mode & stat.S_IRUSR):
-            raise UsageError(f"{_show(name)}: cannot hardlink and -H forbids copying")
+            raise UsageError(f"{show_path(name)}: cannot hardlink and -H forbids copying")
         if self.options.verify:
             self._verify(file_id, header, size)
         fd = os.open(
@@ -365,7 +356,7 @@ class _Builder:
             os.rmdir(target, dir_fd=dirfd)
         else:
             os.unlink(target, dir_fd=dirfd)
-        log.info("whiteout %s removed %s", _show(where), _show(target))
+        log.info("whiteout %s removed %s", show_path(where), show_path(target))
 
 
 def _empty_dir(fd: int) -> None:
@@ -401,7 +392,3 @@ def remove_tree(path: Path) -> None:
     finally:
         os.close(fd)
     os.rmdir(path)
-
-
-def _show(path: bytes) -> str:
-    return path.decode("utf-8", "backslashreplace")

@@ -32,16 +32,13 @@ from store import (
     UnsupportedFileTypeError,
     check_name,
     read_xattrs,
+    show_path,
 )
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 _READ_CHUNK = 1 << 20
 _READAHEAD_BATCH = 64  # files announced to the kernel ahead of reading
-
-
-def show(path: bytes) -> str:
-    return path.decode("utf-8", "backslashreplace")
 
 
 class _PendingFile:
@@ -104,27 +101,27 @@ class DirScanner:
     def _dirmeta(self, path: bytes, tree_path: bytes, st: os.stat_result) -> ObjectId:
         xattrs = clean_xattrs(self._xattrs(path))
         uid, gid, mode = self._options.adjust(tree_path, st.st_uid, st.st_gid, st.st_mode)
-        return self._txn.write_dirmeta(DirMeta(uid, gid, mode, xattrs), show(tree_path))
+        return self._txn.write_dirmeta(DirMeta(uid, gid, mode, xattrs), show_path(tree_path))
 
     def _entries(self, path: bytes) -> list[os.DirEntry[bytes]]:
         try:
             with os.scandir(path) as listing:
                 return sorted(listing, key=lambda e: e.name)
         except OSError as exc:
-            raise SourceError(f"{show(path)}: {exc.strerror}") from None
+            raise SourceError(f"{show_path(path)}: {exc.strerror}") from None
 
     def _scan_dir(self, path: bytes, tree_path: bytes, target: MutableDir) -> None:
         pending: list[_PendingFile] = []
         subdirs: list[tuple[os.DirEntry[bytes], bytes, MutableDir]] = []
         for entry in self._entries(path):
-            name = check_name(entry.name, show(path))
+            name = check_name(entry.name, show_path(path))
             child_tree = tree_path.rstrip(b"/") + b"/" + name
             if child_tree in self._options.skip:
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                raise SourceError(f"{show(entry.path)}: {exc.strerror}") from None
+                raise SourceError(f"{show_path(entry.path)}: {exc.strerror}") from None
             if stat.S_ISDIR(st.st_mode):
                 child = target.child_dir(name)
                 child.meta = self._dirmeta(entry.path, child_tree, st)
@@ -134,10 +131,10 @@ class DirScanner:
                 if miss is not None:
                     pending.append(miss)
             elif self._options.skip_special:
-                log.info("skipping special file %s", show(entry.path))
+                log.info("skipping special file %s", show_path(entry.path))
             else:
                 raise UnsupportedFileTypeError(
-                    f"{show(entry.path)}: device nodes, fifos and sockets cannot be committed "
+                    f"{show_path(entry.path)}: device nodes, fifos and sockets cannot be committed "
                     "(remove it, list it with --skip-list, or use --skip-special)"
                 )
         for start in range(0, len(pending), _READAHEAD_BATCH):
@@ -150,7 +147,7 @@ class DirScanner:
         try:
             return read_xattrs(path)
         except OSError as exc:
-            raise SourceError(f"{show(path)}: cannot read xattrs: {exc.strerror}") from None
+            raise SourceError(f"{show_path(path)}: cannot read xattrs: {exc.strerror}") from None
 
     def _file(
         self, path: bytes, tree_path: bytes, name: bytes, st: os.stat_result, target: MutableDir
@@ -160,7 +157,7 @@ class DirScanner:
         xattrs = clean_xattrs(self._xattrs(path))
         if stat.S_ISLNK(st.st_mode):
             header = FileHeader(uid, gid, mode, os.readlink(path), xattrs)
-            target.set_file(name, self._txn.write_file(header, b"", show(tree_path)))
+            target.set_file(name, self._txn.write_file(header, b"", show_path(tree_path)))
             self._tick()
             return None
         header = FileHeader(uid, gid, mode, b"", xattrs)
@@ -198,13 +195,13 @@ class DirScanner:
         try:
             fd = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
-            raise SourceError(f"{show(item.path)}: cannot read: {exc.strerror}") from None
+            raise SourceError(f"{show_path(item.path)}: cannot read: {exc.strerror}") from None
         if item.st.st_size:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         return fd
 
     def _ingest(self, item: _PendingFile, fd: int) -> ObjectId:
-        where = show(item.tree_path)
+        where = show_path(item.tree_path)
         st = item.st
         try:
             if st.st_size <= SMALL_FILE:
@@ -214,13 +211,13 @@ class DirScanner:
                 file_id = self._txn.write_file_chunks(item.header, lambda: _chunks(fd), where)
             after = os.fstat(fd)
         except OSError as exc:
-            raise SourceError(f"{show(item.path)}: cannot read: {exc.strerror}") from None
+            raise SourceError(f"{show_path(item.path)}: cannot read: {exc.strerror}") from None
         if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
             st.st_size,
             st.st_mtime_ns,
             st.st_ctime_ns,
         ):
-            raise SourceError(f"{show(item.path)}: changed while it was being committed")
+            raise SourceError(f"{show_path(item.path)}: changed while it was being committed")
         self.files_read += 1
         if cacheable(after, self._started_ns):
             self._txn.put_statcache(

@@ -268,13 +268,13 @@ class TreeView:
             if header.object_id(source) != node.file:
                 raise CorruptObjectError(f"object {node.file.hex()} does not match its id")
         else:
-            source = self._verified_source(node.file, header.encode(), size)
+            source = self._verified_source(node.file, header, size)
         handle = self._next_handle
         self._next_handle += 1
         self._handles[handle] = source
         return handle
 
-    def _verified_source(self, file_id: ObjectId, header_bytes: bytes, size: int) -> int | str:
+    def _verified_source(self, file_id: ObjectId, header: FileHeader, size: int) -> int | str:
         """The object's path if verified before, else an open fd of it, re-hashed now."""
         path = self.repo.content.pathstr(file_id)
         try:
@@ -288,7 +288,7 @@ class TreeView:
             return path
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            self._rehash(file_id, header_bytes, size, fd)
+            self._rehash(file_id, header.encode(), size, fd)
         except BaseException:
             os.close(fd)
             raise

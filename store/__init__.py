@@ -4,7 +4,7 @@ This is the public API that fs/ and mountd/ use; they import nothing else of sto
 """
 
 from store.content import read_xattrs
-from store.durability import syncfs
+from store.durability import space_errors, syncfs
 from store.errors import (
     AmbiguousRevError,
     CorruptObjectError,
@@ -33,7 +33,7 @@ from store.ids import ObjectId, ObjectType, from_hex, to_hex
 from store.index import ANY
 from store.modes import RepoMode
 from store.mtree import MutableDir
-from store.names import check_name, check_ref_name, split_path
+from store.names import check_name, check_ref_name, show_path, split_path
 from store.objects import Commit, DirEntry, DirMeta, DirTree, FileHeader
 from store.prune import PruneReport, prune
 from store.repo import Repository
@@ -93,6 +93,8 @@ __all__ = [
     "read_xattrs",
     "rev_parse",
     "root_node",
+    "show_path",
+    "space_errors",
     "split_path",
     "syncfs",
     "to_hex",

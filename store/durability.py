@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+from store.errors import OutOfSpaceError
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
@@ -35,3 +40,14 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
     except OSError:
         return "unknown"
+
+
+@contextlib.contextmanager
+def space_errors(consequence: str) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT inside the block into OutOfSpaceError, saying ``consequence``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutOfSpaceError(f"no space left on the disk; {consequence}") from exc
+        raise

@@ -62,3 +62,8 @@ def split_path(path: str) -> list[bytes]:
     for part in parts:
         check_name(part, path)
     return parts
+
+
+def show_path(path: bytes) -> str:
+    """A path or name for messages: UTF-8, with undecodable bytes escaped."""
+    return path.decode("utf-8", "backslashreplace")

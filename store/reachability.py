@@ -88,13 +88,10 @@ def _add_meta(reader: IndexReader, result: Reachable, meta_id: ObjectId, verify:
     if meta_id in result.metadata:
         return
     result.metadata.add(meta_id)
-    if verify:
-        try:
-            DirMeta.decode(_meta_payload(reader, meta_id, ObjectType.DIRMETA))
-        except (CorruptObjectError, FormatError) as exc:
-            result.bad_metadata[meta_id] = str(exc)
-    elif not reader.has_object(meta_id):
-        result.bad_metadata[meta_id] = "dirmeta object is missing"
+    try:
+        DirMeta.decode(_load(reader, meta_id, ObjectType.DIRMETA, verify))
+    except (CorruptObjectError, FormatError) as exc:
+        result.bad_metadata[meta_id] = str(exc)
 
 
 def _visit_tree(

@@ -12,14 +12,12 @@ Writers may call ``write_*`` from several threads at once.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +26,7 @@ from typing import TYPE_CHECKING
 import blake3
 
 from store.content import object_relpath
-from store.durability import boot_id, fsync_dir, syncfs
+from store.durability import boot_id, fsync_dir, space_errors, syncfs
 from store.errors import OutOfSpaceError, SourceError
 from store.ids import ObjectId, ObjectType, digest
 from store.index import ANY, IndexReader, ObjectRecord, RefUpdate, WriteBatch
@@ -40,6 +38,7 @@ if TYPE_CHECKING:
     from store.repo import Repository
 
 log = logging.getLogger(__name__)
+_NOTHING_COMMITTED = "nothing was committed"
 SMALL_FILE = 4 << 20  # files up to this size are read once, into memory
 
 
@@ -147,7 +146,7 @@ class Transaction:
         if self._claim(object_id):
             self._reserve(len(data))
             target = self._stage_path(object_id, ObjectType.FILE)
-            with _space_errors():
+            with space_errors(_NOTHING_COMMITTED):
                 self._repo.content.stage(target, header, [data])
             self._record(object_id, ObjectRecord.for_file(len(data), encoded), target)
         return object_id
@@ -177,7 +176,7 @@ class Transaction:
                     check.update(chunk)
                     yield chunk
 
-            with _space_errors():
+            with space_errors(_NOTHING_COMMITTED):
                 self._repo.content.stage(target, header, copy())
             if check.digest() != object_id:
                 raise SourceError(f"{where}: changed while it was being committed")
@@ -204,7 +203,7 @@ class Transaction:
             staged = None
             if self._repo.content.compressed:  # archive: metadata is servable over HTTP too
                 staged = self._stage_path(object_id, kind)
-                with _space_errors(), open(staged, "xb") as out:
+                with space_errors(_NOTHING_COMMITTED), open(staged, "xb") as out:
                     out.write(encoded)
             self._record(object_id, ObjectRecord(kind, encoded), staged)
         return object_id
@@ -228,7 +227,7 @@ class Transaction:
             return
         self._close_readers()  # our snapshots are not needed past this point
         try:
-            with _space_errors():
+            with space_errors(_NOTHING_COMMITTED):
                 self._publish_staged()
                 self._repo.index.apply(self._batch)
             if self._repo.content.compressed:
@@ -282,18 +281,6 @@ def _new_staging(tmp: Path) -> tuple[Path, int]:
     staging = tmp / f"staging-{boot_id()}-{unique}"
     fresh.rename(staging)
     return staging, fd
-
-
-@contextlib.contextmanager
-def _space_errors() -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OutOfSpaceError(
-                "no space left on the repository's disk; nothing was committed"
-            ) from exc
-        raise
 
 
 def _remove_abandoned_staging(tmp: Path) -> None:

@@ -21,7 +21,9 @@ def mode_string(mode: int) -> str:
 
 
 def show_bytes(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
+    from store import show_path
+
+    return show_path(raw)
 
 
 def format_time(timestamp: int) -> str:

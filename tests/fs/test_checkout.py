@@ -25,7 +25,7 @@ from store import (
     lookup,
     root_node,
 )
-from tests.helpers import IS_ROOT, Entry, build_rich_tree, read_disk_tree
+from tests.helpers import IS_ROOT, Entry, build_rich_tree, read_disk_tree, small_tmpfs
 from tests.unprivileged import NOBODY, run_as_user, user_dir
 
 SETID = stat.S_ISUID | stat.S_ISGID
@@ -225,17 +225,12 @@ def test_full_disk_leaves_no_half_tree(tmp_path: Path) -> None:
     for n in range(6):
         (big / f"blob{n}").write_bytes(os.urandom(2 << 20))
     commit_id = make_commit(repo, CommitRequest("big", [Layer("dir", str(big))])).commit_id
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "mnt", "6m") as mnt:
         with pytest.raises(OutOfSpaceError):
             checkout(repo, commit_id, mnt / "dest", CheckoutOptions(user_mode=True, copy=True))
         assert list(mnt.iterdir()) == []  # neither DEST nor the hidden build directory
         checkout(repo, ids["small"], mnt / "dest", CheckoutOptions(user_mode=True, copy=True))
         assert (mnt / "dest" / "f").read_text() == "fits"
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_user_mode_as_a_real_unprivileged_user() -> None:
@@ -282,10 +277,7 @@ def test_verify_refuses_an_object_modified_through_a_farm(tmp_path: Path) -> Non
 
 def test_links_across_filesystems_fall_back_to_copies_unless_required(tmp_path: Path) -> None:
     repo, ids = _user_repo(tmp_path, a={"bin/tool": "#!/bin/sh\n", "etc/conf": "x=1\n"})
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "mnt", "4m") as mnt:
         stats = checkout(repo, ids["a"], mnt / "copy", CheckoutOptions(user_mode=True))
         assert stats.hardlinks == 0 and stats.copies == 2  # EXDEV: copied instead
         assert (mnt / "copy" / "etc" / "conf").read_text() == "x=1\n"
@@ -297,5 +289,3 @@ def test_links_across_filesystems_fall_back_to_copies_unless_required(tmp_path: 
                 CheckoutOptions(user_mode=True, require_hardlinks=True),
             )
         assert not (mnt / "linked").exists()
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from store import RepoMode, Repository
-from tests.helpers import IS_ROOT, SAPWOOD
+from tests.helpers import IS_ROOT, SAPWOOD, small_tmpfs
 
 LONG = bool(os.environ.get("SAPWOOD_LONG"))
 KILLS = 50 if LONG else 4
@@ -151,12 +151,6 @@ def test_sigkill_during_prune_leaves_a_clean_repository(tmp_path: Path) -> None:
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a small tmpfs needs root")
 
 
-def _small_tmpfs(path: Path, size: str) -> Path:
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    return path
-
-
 def _set_config(repo: Path, key: str, value: str) -> None:
     config = (repo / "config").read_text()
     (repo / "config").write_text(config.rstrip() + f"\n{key} = {value}\n")
@@ -164,8 +158,7 @@ def _set_config(repo: Path, key: str, value: str) -> None:
 
 @needs_root
 def test_full_disk_fails_cleanly(tmp_path: Path) -> None:
-    mnt = _small_tmpfs(tmp_path / "mnt", "16m")
-    try:
+    with small_tmpfs(tmp_path / "mnt", "16m") as mnt:
         repo = mnt / "repo"
         Repository.init(repo, RepoMode.BARE_USER).close()
         _set_config(repo, "min-free-space-percent", "0")
@@ -185,14 +178,11 @@ def test_full_disk_fails_cleanly(tmp_path: Path) -> None:
         sapwood(repo, "commit", "-b", "main", small)
         assert sapwood(repo, "cat", "main", "/f").stdout == "fits"
         assert_sound(repo)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 @needs_root
 def test_free_space_floor_stops_a_commit_before_the_disk_fills(tmp_path: Path) -> None:
-    mnt = _small_tmpfs(tmp_path / "mnt", "32m")
-    try:
+    with small_tmpfs(tmp_path / "mnt", "32m") as mnt:
         repo = mnt / "repo"
         Repository.init(repo, RepoMode.BARE_USER).close()
         _set_config(repo, "min-free-space-size", "24MB")
@@ -207,5 +197,3 @@ def test_free_space_floor_stops_a_commit_before_the_disk_fills(tmp_path: Path) -
         assert free.f_bavail * free.f_frsize > 24 * 10**6  # the floor held
         assert list((repo / "tmp").iterdir()) == []
         assert_sound(repo)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
