@@ -19,9 +19,10 @@ apt:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(STAMP): pyproject.toml | apt
+$(STAMP): pyproject.toml patches/pyfuse3-no-open.patch | apt
 	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	bash scripts/install-pyfuse3.sh $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

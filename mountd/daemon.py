@@ -14,58 +14,68 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import pyfuse3
 import trio
 
-from mountd.fuse_ops import SapwoodOperations
+from mountd.fuse_ops import NO_OPEN_PASSES_INODE, SapwoodOperations
 from mountd.repo_view import RepositoryView
 from mountd.view import CommitView, TreeView, ViewOptions
 from store import ObjectId, Repository, SapwoodError, UsageError
 
 log = logging.getLogger(__name__)
-SAPWOOD_OPTIONS = {"user_owned"}  # ours; every other -o option goes to libfuse
+SAPWOOD_OPTIONS = {"user_owned", "with_open"}  # ours; other -o options go to libfuse
 _READY_TIMEOUT = 30.0
+MAPPED_BUDGET = 40 << 20  # file-backed resident memory (libraries and the index map)
+_MAPPED_CHECK_SECONDS = 0.25
 
 
 class MountError(SapwoodError):
     """The mount could not be made."""
 
 
-def fuse_options(options: list[str]) -> tuple[set[str], bool]:
-    """libfuse options (always read-only) and whether to show files as the user's."""
+@dataclass(frozen=True)
+class MountOptions:
+    fuse: set[str]  # for libfuse; always read-only
+    user_owned: bool  # show every entry as owned by the mounting user
+    with_open: bool  # let the kernel send open/opendir, as with a stock pyfuse3
+
+
+def mount_options(options: list[str]) -> MountOptions:
+    """Split ``-o`` options into sapwood's and libfuse's."""
     chosen = {opt for text in options for opt in text.split(",") if opt}
-    user_owned = "user_owned" in chosen
     fuse = (chosen - SAPWOOD_OPTIONS) | {"ro", "fsname=sapwood", "subtype=sapwood"}
     if "no_default_permissions" in fuse:
         fuse -= {"no_default_permissions"}
     else:
         fuse |= {"default_permissions"}
-    return fuse, user_owned
+    return MountOptions(fuse, "user_owned" in chosen, "with_open" in chosen)
 
 
 def serve(
     repo: Repository, commit_id: ObjectId | None, mountpoint: Path, options: list[str]
 ) -> None:
     """Mount one commit (or, without one, the repository) and serve until unmounted."""
-    fuse, user_owned = fuse_options(options)
-    owner = (os.getuid(), os.getgid()) if user_owned else None
+    chosen = mount_options(options)
+    owner = (os.getuid(), os.getgid()) if chosen.user_owned else None
     view_options = ViewOptions(owner=owner)
     view: TreeView = (
         RepositoryView(repo, view_options)
         if commit_id is None
         else CommitView(repo, commit_id, view_options)
     )
-    operations = SapwoodOperations(view, str(repo.path))
+    no_open = NO_OPEN_PASSES_INODE and not chosen.with_open
+    operations = SapwoodOperations(view, str(repo.path), no_open=no_open)
     try:
-        pyfuse3.init(operations, str(mountpoint), fuse)
+        pyfuse3.init(operations, str(mountpoint), chosen.fuse)
     except RuntimeError as exc:
         raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
     log.info("mounted %s on %s", commit_id.hex() if commit_id else "the repository", mountpoint)
     try:
-        trio.run(_main)
+        trio.run(_main, repo)
     except BaseException:
         pyfuse3.close(unmount=True)
         view.close()
@@ -74,11 +84,31 @@ def serve(
     view.close()
 
 
-async def _main() -> None:
+async def _main(repo: Repository) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
-        await pyfuse3.main()
+        nursery.start_soon(_bound_mapped_index, repo)
+        # Handlers never wait, so one task serves every request in turn: no task
+        # hand-offs per request.
+        await pyfuse3.main(min_tasks=1, max_tasks=1)
         nursery.cancel_scope.cancel()
+
+
+async def _bound_mapped_index(repo: Repository) -> None:
+    """Keep the index's mapped pages out of the resident set once they pass a budget.
+
+    A walk touches much of the LMDB index, and every page it maps counts in the
+    daemon's resident memory although it is page cache. Between requests no index
+    transaction is open, so the map can be dropped and reopened.
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    while True:
+        await trio.sleep(_MAPPED_CHECK_SECONDS)
+        with open("/proc/self/statm", "rb") as statm:
+            shared_pages = int(statm.read().split()[2])  # resident file-backed pages
+        if shared_pages * page > MAPPED_BUDGET:
+            log.debug("index map holds %d MiB: remapping", shared_pages * page >> 20)
+            repo.index.remap()
 
 
 async def _stop_on_signals(scope: trio.CancelScope) -> None:

@@ -2,7 +2,14 @@
 
 This is the only module of sapwood that knows errno values. Everything it serves
 is immutable, so entries, attributes and negative lookups are cached by the kernel
-for as long as it likes (a day), and files open with keep_cache.
+for as long as it likes (a day).
+
+Open and opendir answer ENOSYS: the kernel then stops sending them (and release) at
+all, keeps every file's pages and every directory's listing in its cache, and sends
+reads and listings with file handle 0. pyfuse3 does not pass the inode to read() and
+readdir(), so sapwood builds it with a small patch (patches/pyfuse3-no-open.patch)
+that passes the inode where the handle is 0. With a stock pyfuse3 the adapter falls
+back to real opens whose handle is the inode number: the same reads, more requests.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from store import (
 log = logging.getLogger(__name__)
 IMMUTABLE_TIMEOUT = 86400.0
 VOLATILE_TIMEOUT = 1.0  # listings of refs and commits, and what hangs off them
+NO_OPEN_PASSES_INODE = bool(getattr(pyfuse3, "NO_OPEN_PASSES_INODE", False))
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _T = TypeVar("_T")
 
@@ -88,10 +96,13 @@ class SapwoodOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, view: TreeView, statvfs_path: str) -> None:
+    def __init__(
+        self, view: TreeView, statvfs_path: str, no_open: bool = NO_OPEN_PASSES_INODE
+    ) -> None:
         super().__init__()
         self.view = view
         self._statvfs_path = statvfs_path
+        self._no_open = no_open
 
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
@@ -112,20 +123,20 @@ class SapwoodOperations(pyfuse3.Operations):
         return entry_attributes(_call(lambda: self.view.getattr(inode)))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        for inode, count in inode_list:
-            self.view.forget(inode, count)
+        return None  # inode numbers are derived: nothing to drop (mountd/inodes.py)
 
     async def opendir(self, inode: int, ctx: Any) -> int:
         _call(lambda: self.view.getattr(inode))
+        if self._no_open:
+            raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel caches listings from now on
         return inode
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        entries = self.view.entries(fh, start_id)  # lazy: only what the kernel takes
+        entries = self.view.entries(fh, start_id)  # fh is the inode; lazy: only what fits
         while (item := _call(lambda: next(entries, None))) is not None:
-            name, attrs, next_id, node = item
+            name, attrs, next_id = item
             if not pyfuse3.readdir_reply(token, name, entry_attributes(attrs), next_id):
                 break
-            self.view.remember(attrs.ino, node)
 
     async def releasedir(self, fh: int) -> None:
         return None
@@ -136,14 +147,16 @@ class SapwoodOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             _read_only()
-        handle = _call(lambda: self.view.open(inode))
-        return pyfuse3.FileInfo(fh=handle, keep_cache=True)
+        if self._no_open:
+            raise pyfuse3.FUSEError(errno.ENOSYS)  # no more opens; reads come by inode
+        _call(lambda: self.view.open(inode))
+        return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return _call(lambda: self.view.read(fh, off, size))
+        return _call(lambda: self.view.read(fh, off, size))  # fh is the inode
 
     async def release(self, fh: int) -> None:
-        self.view.release(fh)
+        return None  # the view keeps a bounded set of open objects itself
 
     async def flush(self, fh: int) -> None:
         raise pyfuse3.FUSEError(errno.ENOSYS)  # nothing to flush: the kernel stops asking

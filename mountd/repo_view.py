@@ -7,8 +7,10 @@
 A ref name with slashes (os/x86_64/stable) is a path of directories. Each commit's
 root directory carries its subject, version, parent, time and id as xattrs
 (user.sapwood.*; ``getfattr -d commits/ID``). Listings of refs and commits are
-re-read on every request and expire from the kernel's cache within a second; a
-commit root's inode depends on the commit, so a moved ref shows the new tree.
+re-read on every request and expire from the kernel's cache within a second; their
+mtime is the time they were last seen to change, which is what makes the kernel drop a
+listing it keeps. A commit root's inode depends on the commit, so a moved ref shows the
+new tree.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import datetime
 import time
 
-from mountd.view import _MASK, ROOT_INODE, TreeView, ViewOptions, _hash_ino, _Node
+from mountd.view import DirNode, TreeView, ViewOptions
 from store import DirEntry, ObjectId, PathNotFoundError, Repository, history
 
 _TOP = (b"commits", b"history", b"refs")
@@ -25,24 +27,43 @@ _TOP = (b"commits", b"history", b"refs")
 class RepositoryView(TreeView):
     def __init__(self, repo: Repository, options: ViewOptions | None = None) -> None:
         self._mounted_ns = time.time_ns()
-        root = _Node(ROOT_INODE, time_ns=self._mounted_ns, synthetic=("root", ""))
-        super().__init__(repo, root, options)
+        self._listings: dict[tuple[str, str], DirNode] = {}
+        self._commit_roots: dict[tuple[int, bytes, ObjectId], DirNode] = {}
+        self._changed: dict[int, tuple[int, int]] = {}  # instance -> (listing hash, time)
+        super().__init__(repo, None, self._mounted_ns, options)
+        self._listings[("root", "")] = self.root
 
-    def _synthetic(self, kind: str, prefix: str) -> _Node:
-        ino = _hash_ino(b"synthetic", kind.encode(), prefix.encode()) & _MASK
-        return _Node(max(ino, ROOT_INODE + 1), time_ns=self._mounted_ns, synthetic=(kind, prefix))
+    def _synthetic(self, kind: str, prefix: str) -> DirNode:
+        node = self._listings.get((kind, prefix))
+        if node is None:
+            node = self._add_root(None, self._mounted_ns, synthetic=(kind, prefix))
+            self._listings[(kind, prefix)] = node
+        return node
 
-    def _commit_root(self, parent: _Node, name: bytes, commit_id: ObjectId) -> _Node:
-        commit = self.repo.read_commit(commit_id)
-        ino = _hash_ino(parent.ino.to_bytes(8, "big"), name, commit_id) & _MASK
-        return _Node(
-            max(ino, ROOT_INODE + 1),
-            dir=DirEntry(commit.tree, commit.meta),
-            time_ns=commit.timestamp * 1_000_000_000,
-            commit=commit_id,
-        )
+    def _commit_root(self, parent: DirNode, name: bytes, commit_id: ObjectId) -> DirNode:
+        """The root of a commit as shown at ``name`` of ``parent``: a new inode per commit."""
+        key = (parent.instance, name, commit_id)
+        node = self._commit_roots.get(key)
+        if node is None:
+            commit = self.repo.read_commit(commit_id)
+            entry = DirEntry(commit.tree, commit.meta)
+            node = self._add_root(entry, commit.timestamp * 1_000_000_000, commit=commit_id)
+            self._commit_roots[key] = node
+        return node
 
-    def _synthetic_child(self, parent: _Node, name: bytes) -> _Node:
+    def _listing_time(self, node: DirNode) -> int:
+        """When the listing was last seen to change: the kernel keeps a listing it has
+        read until the directory's mtime moves."""
+        signature = hash(tuple((name, child.instance) for name, child in self._children(node)))
+        seen = self._changed.get(node.instance)
+        if seen is None:
+            seen = (signature, self._mounted_ns)
+        elif seen[0] != signature:
+            seen = (signature, max(time.time_ns(), seen[1] + 1))
+        self._changed[node.instance] = seen
+        return seen[1]
+
+    def _synthetic_child(self, parent: DirNode, name: bytes) -> DirNode:
         assert parent.synthetic is not None
         if parent.synthetic[0] == "commits":
             text = name.decode("ascii", "replace").lower()
@@ -53,7 +74,10 @@ class RepositoryView(TreeView):
             raise PathNotFoundError(f"no single commit {text}")
         return super()._synthetic_child(parent, name)
 
-    def _synthetic_children(self, parent: _Node) -> list[tuple[bytes, _Node]]:
+    def _synthetic_children(self, parent: DirNode) -> list[tuple[bytes, DirNode]]:
+        return self._children(parent)
+
+    def _children(self, parent: DirNode) -> list[tuple[bytes, DirNode]]:
         assert parent.synthetic is not None
         kind, prefix = parent.synthetic
         if kind == "root":
@@ -69,10 +93,10 @@ class RepositoryView(TreeView):
             return self._history(parent, prefix)
         return self._ref_level(parent, kind, prefix)
 
-    def _ref_level(self, parent: _Node, kind: str, prefix: str) -> list[tuple[bytes, _Node]]:
+    def _ref_level(self, parent: DirNode, kind: str, prefix: str) -> list[tuple[bytes, DirNode]]:
         """One level of the ref namespace: leaf refs and deeper prefixes."""
         refs = self.repo.refs()
-        found: dict[bytes, _Node] = {}
+        found: dict[bytes, DirNode] = {}
         for ref, commit_id in sorted(refs.items()):
             if not ref.startswith(prefix):
                 continue
@@ -89,7 +113,7 @@ class RepositoryView(TreeView):
                 found[name] = self._synthetic(kind, f"{prefix}{head}/")
         return sorted(found.items())
 
-    def _history(self, parent: _Node, ref: str) -> list[tuple[bytes, _Node]]:
+    def _history(self, parent: DirNode, ref: str) -> list[tuple[bytes, DirNode]]:
         head = self.repo.refs().get(ref)
         if head is None:
             return []
@@ -99,6 +123,3 @@ class RepositoryView(TreeView):
             name = f"{moment:%Y-%m-%dT%H%M%SZ}_{commit_id.hex()[:12]}".encode()
             entries.append((name, self._commit_root(parent, name, commit_id)))
         return entries
-
-    def volatile_dir(self, ino: int) -> bool:
-        return self._node(ino).synthetic is not None

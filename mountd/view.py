@@ -1,15 +1,14 @@
-"""A FUSE-free view of one commit: inodes, attributes, listings, reads, xattrs.
+"""A FUSE-free view of committed trees: inodes, attributes, listings, reads, xattrs.
 
-The thin adapter in mountd/fuse_ops.py maps kernel requests onto this and errors
-onto errno values; everything here is plain synchronous Python, tested without a
-kernel (borg's vfs.py split).
+The thin adapter in mountd/fuse_ops.py maps kernel requests onto this and errors onto
+errno values; everything here is plain synchronous Python, tested without a kernel
+(borg's vfs.py split).
 
-Inode numbers are derived, not allocated: a directory's is a hash of its parent's
-inode and its name, a file's a hash of its object id and the commit's time (files
-of one object share an inode; directories never do). So a node the kernel has
-forgotten can be dropped from the table and comes back with the same number: the
-table holds only what the kernel holds, and numbers stay stable for the mount's
-life.
+Inode numbers come from mountd/inodes.py: a directory is an instance, a file a position
+in its directory's tree, so the view keeps nothing per file and the kernel forgetting an
+inode needs no bookkeeping. What the view keeps is bounded: the instance arrays (24
+bytes per directory shown), and LRU caches of decoded trees, directory metadata, file
+headers and directory instances.
 """
 
 from __future__ import annotations
@@ -21,35 +20,47 @@ import stat
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
-import blake3
-
+from mountd.inodes import (
+    InstanceTable,
+    dir_ino,
+    file_ino,
+    file_position,
+    instance_of,
+    is_dir_ino,
+)
+from mountd.lru import WeightedLru
+from mountd.sources import ObjectSources
 from store import (
-    CorruptObjectError,
     DirEntry,
     DirMeta,
     DirTree,
     FileHeader,
+    FileStat,
     NoSuchAttributeError,
     NotADirectoryInTreeError,
     ObjectId,
-    ObjectMissingError,
     PathNotFoundError,
     Repository,
     check_name,
-    find_child,
+    locate_child,
 )
 
 log = logging.getLogger(__name__)
 ROOT_INODE = 1
-_FILE_BIT = 1 << 62
-_MASK = _FILE_BIT - 1
-_VERIFIED_CACHE = 1 << 16  # objects verified and unchanged since: about 100 bytes each
+_HEADER_BATCH = 128  # file headers read in one index snapshot while listing
+_DIR_NODES = 1 << 14  # directory instances kept decoded: about 200 bytes each
+TREE_CACHE_ENTRIES = 1 << 16  # entries of decoded trees kept: about 170 bytes each
+HEADER_CACHE_ENTRIES = 1 << 14  # file headers kept for lookups and reads: about 300 bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Attributes:
-    """What stat shows of an entry."""
+def _tree_entries(tree: DirTree) -> int:
+    return len(tree.files) + len(tree.dirs)
+
+
+class Attributes(NamedTuple):
+    """What stat shows of an entry (a tuple: built for every entry of every listing)."""
 
     ino: int
     mode: int
@@ -58,17 +69,26 @@ class Attributes:
     gid: int
     size: int
     time_ns: int
-    volatile: bool = False  # a listing of refs or commits, or reached through one: expires
+    volatile: bool = False  # a listing of refs or commits, or a commit's root: expires
 
 
 @dataclass(frozen=True, slots=True)
-class _Node:
-    ino: int
-    dir: DirEntry | None = None
-    file: ObjectId | None = None
-    time_ns: int = 0  # the commit's time: what stat shows
-    commit: ObjectId | None = None  # set on a commit's root directory in the repository view
+class DirNode:
+    """A directory instance: the tree it shows, and the time stat shows for it."""
+
+    instance: int
+    entry: DirEntry | None  # None for a synthetic listing of the repository view
+    time_ns: int  # the commit's time
+    commit: ObjectId | None = None  # set on a commit's root in the repository view
     synthetic: tuple[str, str] | None = None  # repository view listings: (kind, ref prefix)
+
+    @property
+    def ino(self) -> int:
+        return dir_ino(self.instance)
+
+    @property
+    def volatile(self) -> bool:
+        return self.synthetic is not None or self.commit is not None
 
 
 @dataclass(frozen=True)
@@ -76,173 +96,213 @@ class ViewOptions:
     owner: tuple[int, int] | None = None  # show every entry as owned by (uid, gid)
 
 
-def _hash_ino(*parts: bytes) -> int:
-    value = int.from_bytes(blake3.blake3(b"\0".join(parts)).digest(8), "big")
-    return value
-
-
 class TreeView:
     """Inodes over committed trees; subclasses decide what the root is."""
 
-    def __init__(self, repo: Repository, root: _Node, options: ViewOptions | None = None) -> None:
+    def __init__(
+        self, repo: Repository, root: DirEntry | None, time_ns: int, options: ViewOptions | None
+    ) -> None:
         self.repo = repo
         self.options = options or ViewOptions()
-        self._nodes: dict[int, _Node] = {ROOT_INODE: root}
-        self._lookups: dict[int, int] = {ROOT_INODE: 1}  # the root is never forgotten
-        self._handles: dict[int, int | bytes | str] = {}
-        self._next_handle = 1
-        self._verified: OrderedDict[int, None] = OrderedDict()
+        self.instances = InstanceTable()
+        self.sources = ObjectSources(repo)
+        self._roots: dict[int, DirNode] = {}
+        self._dir_nodes: OrderedDict[int, DirNode] = OrderedDict()
+        self._trees = WeightedLru(repo.read_dirtree, _tree_entries, TREE_CACHE_ENTRIES)
+        self._headers = WeightedLru(repo.read_file_header, lambda _: 1, HEADER_CACHE_ENTRIES)
+        self.root = self._add_root(root, time_ns, synthetic=None if root else ("root", ""))
 
-    # ----- inodes ---------------------------------------------------------------------
-    def _node(self, ino: int) -> _Node:
-        try:
-            return self._nodes[ino]
-        except KeyError:
-            raise PathNotFoundError(f"inode {ino} is not known (already forgotten)") from None
+    def _add_root(
+        self,
+        entry: DirEntry | None,
+        time_ns: int,
+        commit: ObjectId | None = None,
+        synthetic: tuple[str, str] | None = None,
+    ) -> DirNode:
+        instance = 0 if not self._roots else self.instances.add_root()
+        node = DirNode(instance, entry, time_ns, commit, synthetic)
+        self._roots[instance] = node
+        return node
 
-    def _dir_ino(self, parent: int, name: bytes) -> int:
-        ino = _hash_ino(parent.to_bytes(8, "big"), name) & _MASK
-        return ino if ino > ROOT_INODE else ino + 2
+    # ----- directory instances ------------------------------------------------------------
+    def _dir_of(self, ino: int) -> DirNode:
+        if not is_dir_ino(ino):
+            raise NotADirectoryInTreeError(f"inode {ino} is not a directory")
+        instance = instance_of(ino)
+        if not self.instances.known(instance):
+            raise PathNotFoundError(f"inode {ino} was never shown")
+        return self._dir_node(instance)
 
-    def _file_ino(self, file_id: ObjectId, time_ns: int) -> int:
-        return (_hash_ino(file_id, time_ns.to_bytes(12, "big", signed=True)) & _MASK) | _FILE_BIT
+    def _dir_node(self, instance: int) -> DirNode:
+        """Decode an instance, climbing to the nearest one known (a walk of its path)."""
+        node = self._known_dir(instance)
+        chain = []
+        while node is None:
+            chain.append(instance)
+            instance, _ = self.instances.parent(instance)
+            node = self._known_dir(instance)
+        for child in reversed(chain):
+            assert node.entry is not None
+            _, position = self.instances.parent(child)
+            _, entry = self._tree(node.entry.tree).dirs[position]
+            node = self._keep(DirNode(child, entry, node.time_ns))
+        return node
 
-    def remember(self, ino: int, node: _Node | None = None) -> None:
-        """The kernel now holds one more reference to ``ino`` (lookup, readdirplus)."""
-        if node is not None:
-            self._nodes.setdefault(ino, node)
-        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+    def _known_dir(self, instance: int) -> DirNode | None:
+        node = self._roots.get(instance)
+        if node is None:
+            node = self._dir_nodes.get(instance)
+            if node is not None:
+                self._dir_nodes.move_to_end(instance)
+        return node
 
-    def forget(self, ino: int, count: int) -> None:
-        left = self._lookups.get(ino, 0) - count
-        if left > 0 or ino == ROOT_INODE:
-            self._lookups[ino] = max(left, 1)
-            return
-        self._lookups.pop(ino, None)
-        self._nodes.pop(ino, None)
+    def _keep(self, node: DirNode) -> DirNode:
+        self._dir_nodes[node.instance] = node
+        if len(self._dir_nodes) > _DIR_NODES:
+            self._dir_nodes.popitem(last=False)
+        return node
 
-    def volatile_dir(self, ino: int) -> bool:
-        """True for listings that change while mounted (refs, commits)."""
-        return False
+    def _subdir(self, parent: DirNode, tree: DirTree, position: int) -> DirNode:
+        instance = self.instances.child(parent.instance, position, len(tree.dirs))
+        node = self._known_dir(instance)
+        if node is None:
+            node = self._keep(DirNode(instance, tree.dirs[position][1], parent.time_ns))
+        return node
 
-    @property
-    def known_inodes(self) -> int:
-        return len(self._nodes)
+    def _file_of(self, ino: int) -> tuple[DirNode, ObjectId]:
+        if is_dir_ino(ino):
+            raise NotADirectoryInTreeError(f"inode {ino} is a directory")
+        parent_instance, index = file_position(ino)
+        if not self.instances.known(parent_instance):
+            raise PathNotFoundError(f"inode {ino} was never shown")
+        parent = self._dir_node(parent_instance)
+        files = self._tree(parent.entry.tree).files if parent.entry else ()
+        if not 0 <= index < len(files):
+            raise PathNotFoundError(f"inode {ino} was never shown")
+        return parent, files[index][1]
 
-    # ----- directories ----------------------------------------------------------------
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 - bounded; the view lives as long as the mount
+    # ----- cached objects ------------------------------------------------------------------
     def _tree(self, tree_id: ObjectId) -> DirTree:
-        return self.repo.read_dirtree(tree_id)
+        return self._trees.get(tree_id)
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - few distinct dirmetas in a tree
     def _dirmeta(self, meta_id: ObjectId) -> DirMeta:
         return self.repo.read_dirmeta(meta_id)
 
-    @functools.lru_cache(maxsize=1 << 16)  # noqa: B019 - bounded: about 300 bytes an entry
     def _header(self, file_id: ObjectId) -> tuple[FileHeader, int]:
-        return self.repo.read_file_header(file_id)
+        return self._headers.get(file_id)
 
-    def _dir(self, ino: int) -> DirEntry:
-        node = self._node(ino)
-        if node.dir is None:
-            raise NotADirectoryInTreeError(f"inode {ino} is not a directory")
-        return node.dir
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - bounded: a few batches being listed
+    def _file_stats(self, tree_id: ObjectId, start: int) -> list[FileStat]:
+        """Stats of the files ``start`` to ``start + _HEADER_BATCH`` of a tree.
 
-    def _child(
-        self, parent: _Node, name: bytes, file_id: ObjectId | None, entry: DirEntry | None
-    ) -> _Node:
-        if entry is not None:
-            return _Node(self._dir_ino(parent.ino, name), dir=entry, time_ns=parent.time_ns)
-        assert file_id is not None
-        return _Node(self._file_ino(file_id, parent.time_ns), file=file_id, time_ns=parent.time_ns)
+        Batches are aligned, so a listing the kernel takes in several requests reads
+        each file's header once.
+        """
+        files = self._tree(tree_id).files[start : start + _HEADER_BATCH]
+        return self.repo.read_file_stats([file_id for _, file_id in files])
 
-    def lookup(self, parent: int, name: bytes) -> Attributes:
-        """The entry ``name`` of directory ``parent``; counts as one kernel reference."""
+    def _stat(self, file_id: ObjectId) -> FileStat:
+        header, size = self._header(file_id)
+        if header.is_symlink:
+            size = len(header.symlink_target)
+        return FileStat(header.uid, header.gid, header.mode, size)
+
+    # ----- names ---------------------------------------------------------------------------
+    def lookup(self, parent_ino: int, name: bytes) -> Attributes:
+        """The entry ``name`` of directory ``parent_ino``."""
         check_name(name)
-        parent_node = self._node(parent)
-        if parent_node.synthetic is not None:
-            node = self._synthetic_child(parent_node, name)
-        else:
-            found = find_child(self._tree(self._dir(parent).tree), name)
-            if found is None:
-                raise PathNotFoundError(f"no entry {name!r}")
-            node = self._child(parent_node, name, *found)
-        self.remember(node.ino, node)
-        return self._attributes(node)
+        parent = self._dir_of(parent_ino)
+        if parent.entry is None:
+            return self._dir_attributes(self._synthetic_child(parent, name))
+        tree = self._tree(parent.entry.tree)
+        found = locate_child(tree, name)
+        if found is None:
+            raise PathNotFoundError(f"no entry {name!r}")
+        is_dir, index = found
+        if is_dir:
+            return self._dir_attributes(self._subdir(parent, tree, index))
+        ino = file_ino(parent.instance, index)
+        return self._file_attributes(ino, self._stat(tree.files[index][1]), parent)
 
-    def entries(self, ino: int, offset: int) -> Iterator[tuple[bytes, Attributes, int, _Node]]:
-        """(name, attributes, next offset, node) from ``offset`` on; O(1) to resume."""
-        parent = self._node(ino)
-        if parent.synthetic is not None:
+    def entries(self, ino: int, offset: int) -> Iterator[tuple[bytes, Attributes, int]]:
+        """(name, attributes, next offset) from ``offset`` on; O(1) to resume."""
+        parent = self._dir_of(ino)
+        if parent.entry is None:
             listing = self._synthetic_children(parent)
             for index in range(offset, len(listing)):
                 name, node = listing[index]
-                yield name, self._attributes(node), index + 1, node
+                yield name, self._dir_attributes(node), index + 1
             return
-        tree = self._tree(self._dir(ino).tree)
+        tree = self._tree(parent.entry.tree)
         nfiles = len(tree.files)
-        total = nfiles + len(tree.dirs)
-        for index in range(offset, total):
-            if index < nfiles:
-                name, file_id = tree.files[index]
-                node = self._child(parent, name, file_id, None)
-            else:
-                name, entry = tree.dirs[index - nfiles]
-                node = self._child(parent, name, None, entry)
-            yield name, self._attributes(node), index + 1, node
+        for start in range(offset - offset % _HEADER_BATCH, nfiles, _HEADER_BATCH):
+            stats = self._file_stats(parent.entry.tree, start)
+            for index in range(max(start, offset), start + len(stats)):
+                ino = file_ino(parent.instance, index)
+                attrs = self._file_attributes(ino, stats[index - start], parent)
+                yield tree.files[index][0], attrs, index + 1
+        for position in range(max(offset - nfiles, 0), len(tree.dirs)):
+            node = self._subdir(parent, tree, position)
+            yield tree.dirs[position][0], self._dir_attributes(node), nfiles + position + 1
 
-    def _synthetic_child(self, parent: _Node, name: bytes) -> _Node:
+    def volatile_dir(self, ino: int) -> bool:
+        """True for listings that change while mounted (refs, commits)."""
+        return is_dir_ino(ino) and self._dir_of(ino).synthetic is not None
+
+    def _synthetic_child(self, parent: DirNode, name: bytes) -> DirNode:
         for child_name, node in self._synthetic_children(parent):
             if child_name == name:
                 return node
         raise PathNotFoundError(f"no entry {name!r}")
 
-    def _synthetic_children(self, parent: _Node) -> list[tuple[bytes, _Node]]:
+    def _synthetic_children(self, parent: DirNode) -> list[tuple[bytes, DirNode]]:
         raise PathNotFoundError("no synthetic directories in this view")
 
-    # ----- attributes -------------------------------------------------------------------
-    def getattr(self, ino: int) -> Attributes:
-        return self._attributes(self._node(ino))
+    def _listing_time(self, node: DirNode) -> int:
+        """The time a synthetic listing shows: when it last changed."""
+        return node.time_ns
 
-    def _attributes(self, node: _Node) -> Attributes:
-        volatile = node.synthetic is not None or node.commit is not None
-        if node.synthetic is not None:
+    # ----- attributes ------------------------------------------------------------------------
+    def getattr(self, ino: int) -> Attributes:
+        if is_dir_ino(ino):
+            return self._dir_attributes(self._dir_of(ino))
+        parent, file_id = self._file_of(ino)
+        return self._file_attributes(ino, self._stat(file_id), parent)
+
+    def _dir_attributes(self, node: DirNode) -> Attributes:
+        if node.entry is None:
             uid, gid = self.options.owner or (os.getuid(), os.getgid())
-            return Attributes(node.ino, stat.S_IFDIR | 0o555, 2, uid, gid, 4096, node.time_ns, True)
-        if node.dir is not None:
-            meta = self._dirmeta(node.dir.meta)
-            subdirs = len(self._tree(node.dir.tree).dirs)
-            uid, gid = self.options.owner or (meta.uid, meta.gid)
-            return Attributes(
-                node.ino, meta.mode, 2 + subdirs, uid, gid, 4096, node.time_ns, volatile
-            )
-        assert node.file is not None
-        header, size = self._header(node.file)
-        if header.is_symlink:
-            size = len(header.symlink_target)
-        uid, gid = self.options.owner or (header.uid, header.gid)
-        return Attributes(node.ino, header.mode, 1, uid, gid, size, node.time_ns)
+            mode = stat.S_IFDIR | 0o555
+            return Attributes(node.ino, mode, 2, uid, gid, 4096, self._listing_time(node), True)
+        meta = self._dirmeta(node.entry.meta)
+        subdirs = len(self._tree(node.entry.tree).dirs)
+        uid, gid = self.options.owner or (meta.uid, meta.gid)
+        return Attributes(
+            node.ino, meta.mode, 2 + subdirs, uid, gid, 4096, node.time_ns, node.volatile
+        )
+
+    def _file_attributes(self, ino: int, stats: FileStat, parent: DirNode) -> Attributes:
+        uid, gid = self.options.owner or (stats.uid, stats.gid)
+        return Attributes(ino, stats.mode, 1, uid, gid, stats.size, parent.time_ns)
 
     def readlink(self, ino: int) -> bytes:
-        node = self._node(ino)
-        if node.file is None:
-            raise PathNotFoundError("not a symlink")
-        header, _ = self.repo.read_file_header(node.file)
+        _, file_id = self._file_of(ino)
+        header, _ = self._header(file_id)
         if not header.is_symlink:
             raise PathNotFoundError("not a symlink")
         return header.symlink_target
 
     def xattrs(self, ino: int) -> dict[bytes, bytes]:
-        node = self._node(ino)
-        if node.synthetic is not None:
+        if not is_dir_ino(ino):
+            return dict(self._header(self._file_of(ino)[1])[0].xattrs)
+        node = self._dir_of(ino)
+        if node.entry is None:
             return {}
-        if node.dir is not None:
-            found = dict(self.repo.read_dirmeta(node.dir.meta).xattrs)
-            if node.commit is not None:
-                found.update(commit_xattrs(self.repo, node.commit))
-            return found
-        assert node.file is not None
-        return dict(self.repo.read_file_header(node.file)[0].xattrs)
+        found = dict(self._dirmeta(node.entry.meta).xattrs)
+        if node.commit is not None:
+            found.update(commit_xattrs(self.repo, node.commit))
+        return found
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
         try:
@@ -250,80 +310,23 @@ class TreeView:
         except KeyError:
             raise NoSuchAttributeError(f"no attribute {name!r}") from None
 
-    # ----- reading ------------------------------------------------------------------------
-    def open(self, ino: int) -> int:
-        """A handle for reading a regular file; its object is verified first.
+    # ----- reading -----------------------------------------------------------------------------
+    def open(self, ino: int) -> None:
+        """Make a regular file readable: its object is verified (or refused) now."""
+        _, file_id = self._file_of(ino)
+        header, size = self._header(file_id)
+        if not stat.S_ISREG(header.mode):
+            raise PathNotFoundError("not a regular file")
+        self.sources.prepare(ino, file_id, header, size)
 
-        An object verified earlier (and unchanged since: same inode and ctime) costs one
-        stat here; its file is opened only if the kernel asks for data it has not cached.
-        """
-        node = self._node(ino)
-        if node.file is None:
-            raise NotADirectoryInTreeError("is a directory")
-        header, size = self._header(node.file)
-        source: int | bytes | str
-        if self.repo.content.compressed:
-            with self.repo.open_file(node.file) as stream:
-                source = stream.read()
-            if header.object_id(source) != node.file:
-                raise CorruptObjectError(f"object {node.file.hex()} does not match its id")
-        else:
-            source = self._verified_source(node.file, header, size)
-        handle = self._next_handle
-        self._next_handle += 1
-        self._handles[handle] = source
-        return handle
-
-    def _verified_source(self, file_id: ObjectId, header: FileHeader, size: int) -> int | str:
-        """The object's path if verified before, else an open fd of it, re-hashed now."""
-        path = self.repo.content.pathstr(file_id)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            log.error("object %s is missing", file_id.hex())
-            raise ObjectMissingError(f"object {file_id.hex()} is missing") from None
-        key = hash((file_id, st.st_ino, st.st_ctime_ns))
-        if key in self._verified:
-            self._verified.move_to_end(key)
-            return path
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            self._rehash(file_id, header.encode(), size, fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._verified[key] = None
-        if len(self._verified) > _VERIFIED_CACHE:
-            self._verified.popitem(last=False)
-        return fd
-
-    def _rehash(self, file_id: ObjectId, header_bytes: bytes, size: int, fd: int) -> None:
-        """Never serve wrong bytes: the content must hash to the object's id."""
-        hasher, offset = blake3.blake3(header_bytes), 0
-        while chunk := os.pread(fd, 1 << 20, offset):
-            hasher.update(chunk)
-            offset += len(chunk)
-        if offset != size or hasher.digest() != file_id:
-            log.error("object %s is corrupt: refusing to serve it", file_id.hex())
-            raise CorruptObjectError(f"object {file_id.hex()} does not match its id")
-
-    def read(self, handle: int, offset: int, size: int) -> bytes:
-        source = self._handles[handle]
-        if isinstance(source, bytes):
-            return source[offset : offset + size]
-        if isinstance(source, str):  # verified earlier: open on first read
-            source = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-            self._handles[handle] = source
-        return os.pread(source, size, offset)
-
-    def release(self, handle: int) -> None:
-        source = self._handles.pop(handle, None)
-        if isinstance(source, int):
-            os.close(source)
+    def read(self, ino: int, offset: int, size: int) -> bytes:
+        """Bytes of a regular file, opened (and verified) on the first read."""
+        if not self.sources.is_open(ino):
+            self.open(ino)
+        return self.sources.read(ino, offset, size)
 
     def close(self) -> None:
-        for handle in list(self._handles):
-            self.release(handle)
+        self.sources.close()
 
 
 class CommitView(TreeView):
@@ -334,8 +337,7 @@ class CommitView(TreeView):
     ) -> None:
         commit = repo.read_commit(commit_id)
         self.time_ns = commit.timestamp * 1_000_000_000
-        root = _Node(ROOT_INODE, dir=DirEntry(commit.tree, commit.meta), time_ns=self.time_ns)
-        super().__init__(repo, root, options)
+        super().__init__(repo, DirEntry(commit.tree, commit.meta), self.time_ns, options)
 
 
 COMMIT_XATTR = b"user.sapwood."

@@ -34,12 +34,21 @@ from store.index import ANY
 from store.modes import RepoMode
 from store.mtree import MutableDir
 from store.names import check_name, check_ref_name, show_path, split_path
-from store.objects import Commit, DirEntry, DirMeta, DirTree, FileHeader
+from store.objects import Commit, DirEntry, DirMeta, DirTree, FileHeader, FileStat
 from store.prune import PruneReport, prune
 from store.repo import Repository
 from store.revs import history, rev_parse
 from store.transaction import SMALL_FILE, Transaction
-from store.trees import Node, children, diff_trees, find_child, lookup, root_node, walk
+from store.trees import (
+    Node,
+    children,
+    diff_trees,
+    find_child,
+    locate_child,
+    lookup,
+    root_node,
+    walk,
+)
 
 __all__ = [
     "ANY",
@@ -51,6 +60,7 @@ __all__ = [
     "DirMeta",
     "DirTree",
     "FileHeader",
+    "FileStat",
     "FormatError",
     "FsckReport",
     "InvalidNameError",
@@ -88,6 +98,7 @@ __all__ = [
     "from_hex",
     "fsck",
     "history",
+    "locate_child",
     "lookup",
     "prune",
     "read_xattrs",

@@ -172,7 +172,12 @@ class _SharedEnv:
     def __init__(self, key: str, readonly: bool) -> None:
         self.key = key
         self.users = 0
-        self.env = lmdb.open(
+        self.readonly = readonly
+        self.env, self.dbs = self._open_env()
+
+    def _open_env(self) -> tuple[Any, dict[str, Any]]:
+        key, readonly = self.key, self.readonly
+        env = lmdb.open(
             key,
             map_size=MAP_SIZE,
             max_dbs=len(_DATABASES),
@@ -181,9 +186,12 @@ class _SharedEnv:
             subdir=True,
             create=not readonly,
         )
-        self.dbs = {
-            name: self.env.open_db(name.encode(), create=not readonly) for name in _DATABASES
-        }
+        dbs = {name: env.open_db(name.encode(), create=not readonly) for name in _DATABASES}
+        return env, dbs
+
+    def reopen(self) -> None:
+        self.env.close()
+        self.env, self.dbs = self._open_env()
 
     @classmethod
     def acquire(cls, path: Path, readonly: bool) -> _SharedEnv:
@@ -215,6 +223,16 @@ class Index:
         if not self._closed:
             self._closed = True
             self._shared.release()
+
+    def remap(self) -> None:
+        """Close and reopen the memory map, so its pages leave this process's resident set
+        (they stay in the page cache). For a long-lived reader that walks much of the
+        index, the mount daemon: call it with no transaction open, as the only user of
+        this repository's index in the process."""
+        if self._shared.users != 1:
+            raise RuntimeError("remap needs the only open index of the repository")
+        self._shared.reopen()
+        self._env, self._dbs = self._shared.env, self._shared.dbs
 
     @contextmanager
     def reader(self) -> Iterator[IndexReader]:

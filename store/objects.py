@@ -11,7 +11,7 @@ from __future__ import annotations
 import stat
 import struct
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import blake3
 
@@ -115,6 +115,33 @@ class FileHeader:
         h = self.hasher()
         h.update(content)
         return ObjectId(h.digest())
+
+
+class FileStat(NamedTuple):
+    """What stat shows of a file object (size: content bytes, or a symlink's target)."""
+
+    uid: int
+    gid: int
+    mode: int
+    size: int
+
+
+def file_stat(header: bytes, content_size: int) -> FileStat:
+    """Ownership, mode and size from an encoded file header, without decoding the rest.
+
+    For listings of the mount: the fields stat shows are checked as decode would
+    (version tag, a regular file or a symlink with a target inside the header); the
+    xattrs are left to FileHeader.decode when they are asked for.
+    """
+    if header[:2] != b"F\x01" or len(header) < _PLAIN_HEADER:
+        raise FormatError("not a version 1 file header")
+    uid, gid, mode, target_len = _OWNER_MODE.unpack_from(header, 2)
+    kind = stat.S_IFMT(mode)
+    if kind == stat.S_IFREG and target_len == 0:
+        return FileStat(uid, gid, mode, content_size)
+    if kind == stat.S_IFLNK and 0 < target_len <= min(MAX_SYMLINK_TARGET, len(header) - 22):
+        return FileStat(uid, gid, mode, target_len)
+    raise FormatError(f"file header of type {oct(kind)} with a {target_len}-byte target")
 
 
 @dataclass(frozen=True, slots=True)

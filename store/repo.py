@@ -15,7 +15,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from store.ids import ObjectId, ObjectType
 from store.index import Index, ObjectRecord
 from store.locking import repo_lock
 from store.modes import RepoMode
-from store.objects import Commit, DirMeta, DirTree, FileHeader
+from store.objects import Commit, DirMeta, DirTree, FileHeader, FileStat, file_stat
 from store.transaction import Transaction
 
 REPO_VERSION = 1
@@ -215,6 +215,20 @@ class Repository:
                     raise ObjectMissingError(f"file object {object_id.hex()} is missing")
                 header = _decoded(FileHeader.decode, record.file_header_bytes, object_id)
                 found.append((header, record.file_size))
+        return found
+
+    def read_file_stats(self, object_ids: Sequence[ObjectId]) -> list[FileStat]:
+        """What stat shows of many file objects, in one index snapshot (mount listings)."""
+        found = []
+        with self.index.reader() as reader:
+            for object_id in object_ids:
+                record = reader.object(object_id)
+                if record is None or record.kind is not ObjectType.FILE:
+                    raise ObjectMissingError(f"file object {object_id.hex()} is missing")
+                try:
+                    found.append(file_stat(record.file_header_bytes, record.file_size))
+                except FormatError as exc:
+                    raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
         return found
 
     def open_file(self, object_id: ObjectId) -> BinaryIO:

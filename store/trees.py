@@ -50,8 +50,8 @@ def lookup(repo: Repository, commit_id: ObjectId, path: str) -> Node:
     return node
 
 
-def find_child(tree: DirTree, name: bytes) -> tuple[ObjectId | None, DirEntry | None] | None:
-    """Binary search of one name in a dirtree's sorted lists."""
+def locate_child(tree: DirTree, name: bytes) -> tuple[bool, int] | None:
+    """(is a directory, index in tree.dirs or tree.files) of ``name``: a binary search."""
     for entries, is_dir in ((tree.files, False), (tree.dirs, True)):
         lo, hi = 0, len(entries)
         while lo < hi:
@@ -61,13 +61,19 @@ def find_child(tree: DirTree, name: bytes) -> tuple[ObjectId | None, DirEntry | 
             else:
                 hi = mid
         if lo < len(entries) and entries[lo][0] == name:
-            value = entries[lo][1]
-            if is_dir:
-                assert isinstance(value, DirEntry)
-                return None, value
-            assert not isinstance(value, DirEntry)
-            return value, None
+            return is_dir, lo
     return None
+
+
+def find_child(tree: DirTree, name: bytes) -> tuple[ObjectId | None, DirEntry | None] | None:
+    """(file id, None) or (None, subdirectory entry) of ``name`` in a dirtree."""
+    found = locate_child(tree, name)
+    if found is None:
+        return None
+    is_dir, index = found
+    if is_dir:
+        return None, tree.dirs[index][1]
+    return tree.files[index][1], None
 
 
 def children(repo: Repository, node: Node) -> list[Node]:

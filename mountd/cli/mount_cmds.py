@@ -18,7 +18,8 @@ def register(commands: Any) -> None:
         dest="options",
         action="append",
         default=[],
-        help="allow_other, user_owned (every file shown as yours), other libfuse options",
+        help="allow_other, user_owned (every file shown as yours), with_open (the kernel"
+        " sends open requests: slower, as with a stock pyfuse3), other libfuse options",
     )
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument(

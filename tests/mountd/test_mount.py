@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fs.commit import CommitRequest, Layer, make_commit
+from mountd.fuse_ops import NO_OPEN_PASSES_INODE
 from store import RepoMode, Repository, lookup
 from tests.helpers import IS_ROOT, SAPWOOD, as_mode_records, build_rich_tree, read_disk_tree
 from tests.mountd.test_view import big_directory_commit
@@ -57,20 +58,29 @@ def _as_user(*argv: str | Path) -> str:
     return result.stdout
 
 
-@pytest.fixture
-def mounted(repo: Repository, tmp_path: Path) -> Iterator[tuple[Path, Path, Repository]]:
+@pytest.fixture(params=["no-open", "with-open"])
+def mounted(
+    repo: Repository, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, Path, Repository]]:
+    """A rich tree mounted in each repository mode, with and without kernel opens."""
     source = tmp_path / "src"
     build_rich_tree(source, setuid=repo.mode is not RepoMode.BARE_USER_ONLY)
     make_commit(repo, CommitRequest("main", [Layer("dir", str(source))]))
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    result = sapwood(repo.path, "mount", "main", mnt)
+    options = ["-o", "with_open"] if request.param == "with-open" else []
+    result = sapwood(repo.path, "mount", *options, "main", mnt)
     assert result.returncode == 0, result.stderr
     try:
         yield mnt, source, repo
     finally:
         sapwood(repo.path, "umount", mnt)
         _force_unmount(mnt)
+
+
+def test_the_patched_pyfuse3_is_installed() -> None:
+    """make setup builds pyfuse3 with patches/pyfuse3-no-open.patch (the fast path)."""
+    assert NO_OPEN_PASSES_INODE
 
 
 def test_walk_of_the_mount_equals_the_source(mounted: tuple[Path, Path, Repository]) -> None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import stat
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from fs.commit import CommitRequest, Layer, make_commit
+from mountd import view as view_module
 from mountd.view import ROOT_INODE, CommitView, ViewOptions
 from store import (
     CorruptObjectError,
     DirMeta,
     FileHeader,
     NoSuchAttributeError,
+    NotADirectoryInTreeError,
     ObjectId,
     ObjectMissingError,
     PathNotFoundError,
@@ -37,7 +40,7 @@ def _walk(
 ) -> dict[str, tuple[int, bytes]]:
     """path -> (mode, content or target), through lookup/entries/read like the kernel."""
     found: dict[str, tuple[int, bytes]] = {}
-    for name, attrs, _, _ in list(view.entries(ino, 0)):
+    for name, attrs, _ in list(view.entries(ino, 0)):
         path = f"{prefix}/{name.decode()}"
         looked = view.lookup(ino, name)
         assert looked == attrs
@@ -47,9 +50,7 @@ def _walk(
         elif stat.S_ISLNK(attrs.mode):
             found[path] = (attrs.mode, view.readlink(attrs.ino))
         else:
-            handle = view.open(attrs.ino)
-            found[path] = (attrs.mode, view.read(handle, 0, attrs.size + 10))
-            view.release(handle)
+            found[path] = (attrs.mode, view.read(attrs.ino, 0, attrs.size + 10))
     return found
 
 
@@ -83,36 +84,60 @@ def test_attributes_xattrs_and_inodes(user_repo: Repository, tmp_path: Path) -> 
     with pytest.raises(NoSuchAttributeError):
         view.getxattr(passwd.ino, b"user.absent")
     a, b = view.lookup(ROOT_INODE, b"dup-a"), view.lookup(ROOT_INODE, b"dup-b")
-    assert a.ino == b.ino  # one object, one inode
-    dirs = [attrs.ino for _, attrs, _, _ in view.entries(ROOT_INODE, 0) if stat.S_ISDIR(attrs.mode)]
-    assert len(dirs) == len(set(dirs)) and ROOT_INODE not in dirs
+    assert a.ino != b.ino and view.read(a.ino, 0, 100) == view.read(b.ino, 0, 100)
+    inodes = [attrs.ino for _, attrs, _ in view.entries(ROOT_INODE, 0)]
+    assert len(inodes) == len(set(inodes)) and ROOT_INODE not in inodes
     with pytest.raises(PathNotFoundError):
         view.lookup(ROOT_INODE, b"absent")
     link = view.lookup(ROOT_INODE, b"lib")
     assert link.size == len(b"usr/lib") and view.readlink(link.ino) == b"usr/lib"
 
 
-def test_forgotten_inodes_leave_and_come_back_the_same(
-    user_repo: Repository, tmp_path: Path
-) -> None:
+def test_inode_numbers_lead_back_to_their_entries(user_repo: Repository, tmp_path: Path) -> None:
     view, _, _ = _view(user_repo, tmp_path)
-    before = view.known_inodes
     usr = view.lookup(ROOT_INODE, b"usr")
     bin_ = view.lookup(usr.ino, b"bin")
-    assert view.known_inodes == before + 2
-    view.forget(bin_.ino, 1)
-    view.forget(usr.ino, 1)
-    assert view.known_inodes == before
-    assert view.lookup(ROOT_INODE, b"usr").ino == usr.ino
-    view.forget(ROOT_INODE, 100)
-    assert view.getattr(ROOT_INODE).ino == ROOT_INODE  # the root is never forgotten
+    dash = view.lookup(bin_.ino, b"dash")
+    content = view.read(dash.ino, 0, 1 << 20)
+    instances = len(view.instances)
+    fresh = CommitView(user_repo, user_repo.refs()["main"])  # nothing decoded yet
+    fresh.instances = view.instances  # the only state an inode number needs
+    assert fresh.getattr(dash.ino) == dash and fresh.getattr(bin_.ino) == bin_
+    assert fresh.read(dash.ino, 0, 1 << 20) == content
+    assert view.lookup(ROOT_INODE, b"usr").ino == usr.ino  # stable for the mount's life
+    assert len(view.instances) == instances  # looking again allocates nothing
+    with pytest.raises(PathNotFoundError):
+        view.getattr(dash.ino + (1 << 40))  # never handed out
+    with pytest.raises(NotADirectoryInTreeError):
+        list(view.entries(dash.ino, 0))
+
+
+def test_view_keeps_nothing_per_file(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk of 20,000 files allocates no inode state for them: only directories count,
+    and the caches stay within their bounds."""
+    monkeypatch.setattr(view_module, "TREE_CACHE_ENTRIES", 1000)
+    monkeypatch.setattr(view_module, "HEADER_CACHE_ENTRIES", 1000)
+    view = CommitView(user_repo, many_directories_commit(user_repo, 100, 200))
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for _, directory, _ in list(view.entries(ROOT_INODE, 0)):
+            for _, attrs, _ in view.entries(directory.ino, 0):
+                view.getattr(attrs.ino)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(view.instances) == 101
+    assert after - before < 2 * 1024 * 1024  # 100 bytes a file would be 2 MB
 
 
 def test_owner_option_shows_every_entry_as_the_user(user_repo: Repository, tmp_path: Path) -> None:
     _, _, commit_id = _view(user_repo, tmp_path)
     view = CommitView(user_repo, commit_id, ViewOptions(owner=(4242, 4343)))
     entries = list(view.entries(ROOT_INODE, 0))
-    assert {(a.uid, a.gid) for _, a, _, _ in entries} == {(4242, 4343)}
+    assert {(a.uid, a.gid) for _, a, _ in entries} == {(4242, 4343)}
 
 
 def test_corrupt_and_missing_objects_are_refused(user_repo: Repository, tmp_path: Path) -> None:
@@ -125,11 +150,12 @@ def test_corrupt_and_missing_objects_are_refused(user_repo: Repository, tmp_path
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     usr = view.lookup(ROOT_INODE, b"usr")
     bin_ = view.lookup(usr.ino, b"bin")
+    dash_ino = view.lookup(bin_.ino, b"dash").ino
     with pytest.raises(CorruptObjectError):
-        view.open(view.lookup(bin_.ino, b"dash").ino)
+        view.read(dash_ino, 0, 10)
     path.unlink()
     with pytest.raises(ObjectMissingError):
-        view.open(view.lookup(bin_.ino, b"dash").ino)
+        view.open(dash_ino)
 
 
 def big_directory_commit(repo: Repository, count: int) -> ObjectId:
@@ -146,13 +172,36 @@ def big_directory_commit(repo: Repository, count: int) -> ObjectId:
     return commit_id
 
 
+def many_directories_commit(repo: Repository, dirs: int, files: int) -> ObjectId:
+    """``dirs`` directories of ``files`` distinct files each, built directly."""
+    from store import Commit, DirEntry, DirTree
+
+    with repo.transaction() as txn:
+        meta = txn.write_dirmeta(DirMeta(0, 0, stat.S_IFDIR | 0o755))
+        subdirs = {}
+        for d in range(dirs):
+            ids = {
+                f"f{n:04d}".encode(): txn.write_file(
+                    FileHeader(0, 0, stat.S_IFREG | 0o644), f"{d}/{n}\n".encode()
+                )
+                for n in range(files)
+            }
+            subdirs[f"d{d:03d}".encode()] = DirEntry(
+                txn.write_dirtree(DirTree.build(ids, {})), meta
+            )
+        tree_id = txn.write_dirtree(DirTree.build({}, subdirs))
+        commit_id = txn.write_commit(Commit(tree_id, meta, None, 0))
+        txn.set_ref("many", commit_id)
+    return commit_id
+
+
 def test_listing_resumes_anywhere_in_a_huge_directory(user_repo: Repository) -> None:
     view = CommitView(user_repo, big_directory_commit(user_repo, 100_000))
     names: list[bytes] = []
     offset = 0
     while True:
         batch = []
-        for name, _, next_offset, _ in view.entries(ROOT_INODE, offset):
+        for name, _, next_offset in view.entries(ROOT_INODE, offset):
             batch.append(name)
             offset = next_offset
             if len(batch) == 37:  # the kernel takes a few dozen at a time
