@@ -14,9 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import pyfuse3
 import trio
@@ -119,31 +120,52 @@ async def _stop_on_signals(scope: trio.CancelScope) -> None:
             return
 
 
-def start_in_background(argv: list[str], mountpoint: Path) -> None:
-    """Run ``sapwood ... mount -f`` detached; return once it has mounted."""
+def start_in_background(serve_mount: Callable[[], None], mountpoint: Path) -> None:
+    """Run ``serve_mount`` in a forked, detached child; return once it has mounted.
+
+    Forking (rather than starting a new interpreter) saves the child's start-up and
+    imports: `sapwood mount` returns in about half the time. The caller must hold no
+    open repository (LMDB forbids using an environment across fork); the child opens
+    its own. The child's stderr goes to a file, read back if it fails before mounting.
+    """
     with tempfile.TemporaryFile() as log_file:
-        _start_and_wait(argv, mountpoint, log_file)
+        child = os.fork()
+        if child == 0:
+            _run_detached(serve_mount, log_file)
+        _wait_for_mount(child, mountpoint, log_file)
 
 
-def _start_and_wait(argv: list[str], mountpoint: Path, log_file: IO[bytes]) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "mountd.cli.main", *argv],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-        start_new_session=True,
-    )
+def _run_detached(serve_mount: Callable[[], None], log_file: IO[bytes]) -> NoReturn:
+    status = 1
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.dup2(log_file.fileno(), 2)
+        serve_mount()
+        status = 0
+    except SapwoodError as exc:
+        log.error("error: %s", exc)  # the CLI's log format makes it "sapwood: error: ..."
+    except BaseException:
+        log.exception("the mount daemon failed")
+    finally:
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def _wait_for_mount(child: int, mountpoint: Path, log_file: IO[bytes]) -> None:
     deadline = time.monotonic() + _READY_TIMEOUT
     while time.monotonic() < deadline:
         if os.path.ismount(mountpoint):
             return
-        if child.poll() is not None:
+        if os.waitpid(child, os.WNOHANG) != (0, 0):
             log_file.seek(0)
             lines = log_file.read().decode(errors="replace").strip().splitlines()
             message = lines[-1].removeprefix("sapwood: error: ") if lines else "the daemon exited"
             raise MountError(message)
-        time.sleep(0.02)
-    child.kill()
+        time.sleep(0.005)
+    os.kill(child, signal.SIGKILL)
     raise MountError(f"{mountpoint}: not mounted after {_READY_TIMEOUT:.0f} s")
 
 

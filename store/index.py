@@ -38,11 +38,13 @@ import lmdb
 
 from store.errors import FormatError, OutOfSpaceError, RefConflictError
 from store.ids import ObjectId, ObjectType
+from store.objects import FileStat, file_stat
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 _I64 = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
 _DATABASES = ("objects", "commits", "refs", "partial", "statcache")
+_FILE_TAG = ObjectType.FILE.value
 
 ANY = object()  # "whatever the ref holds now", for RefUpdate.expected
 
@@ -109,6 +111,13 @@ class IndexReader:
     def object(self, object_id: bytes) -> ObjectRecord | None:
         value = self._txn.get(object_id, db=self._dbs["objects"])
         return None if value is None else ObjectRecord.decode(bytes(value))
+
+    def file_stat(self, object_id: bytes) -> FileStat | None:
+        """What stat shows of a file object, parsed in place (the mount's listings)."""
+        value = self._txn.get(object_id, db=self._dbs["objects"])
+        if value is None or value[:1] != _FILE_TAG:
+            return None
+        return file_stat(value, _U64.unpack_from(value, 1)[0], 1 + _U64.size)
 
     def has_object(self, object_id: bytes) -> bool:
         return self._txn.get(object_id, db=self._dbs["objects"]) is not None

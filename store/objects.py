@@ -126,20 +126,21 @@ class FileStat(NamedTuple):
     size: int
 
 
-def file_stat(header: bytes, content_size: int) -> FileStat:
-    """Ownership, mode and size from an encoded file header, without decoding the rest.
+def file_stat(record: bytes, content_size: int, offset: int = 0) -> FileStat:
+    """Ownership, mode and size from a file header encoded at ``offset`` of ``record``.
 
-    For listings of the mount: the fields stat shows are checked as decode would
-    (version tag, a regular file or a symlink with a target inside the header); the
-    xattrs are left to FileHeader.decode when they are asked for.
+    For listings of the mount, without decoding the rest: the fields stat shows are
+    checked as decode would (version tag, a regular file or a symlink whose target
+    lies inside the header); xattrs are left to FileHeader.decode when asked for.
     """
-    if header[:2] != b"F\x01" or len(header) < _PLAIN_HEADER:
+    if record[offset : offset + 2] != b"F\x01" or len(record) - offset < _PLAIN_HEADER:
         raise FormatError("not a version 1 file header")
-    uid, gid, mode, target_len = _OWNER_MODE.unpack_from(header, 2)
+    uid, gid, mode, target_len = _OWNER_MODE.unpack_from(record, offset + 2)
     kind = stat.S_IFMT(mode)
     if kind == stat.S_IFREG and target_len == 0:
         return FileStat(uid, gid, mode, content_size)
-    if kind == stat.S_IFLNK and 0 < target_len <= min(MAX_SYMLINK_TARGET, len(header) - 22):
+    room = len(record) - offset - _PLAIN_HEADER
+    if kind == stat.S_IFLNK and 0 < target_len <= min(MAX_SYMLINK_TARGET, room):
         return FileStat(uid, gid, mode, target_len)
     raise FormatError(f"file header of type {oct(kind)} with a {target_len}-byte target")
 

@@ -33,7 +33,7 @@ from store.ids import ObjectId, ObjectType
 from store.index import Index, ObjectRecord
 from store.locking import repo_lock
 from store.modes import RepoMode
-from store.objects import Commit, DirMeta, DirTree, FileHeader, FileStat, file_stat
+from store.objects import Commit, DirMeta, DirTree, FileHeader, FileStat
 from store.transaction import Transaction
 
 REPO_VERSION = 1
@@ -222,13 +222,13 @@ class Repository:
         found = []
         with self.index.reader() as reader:
             for object_id in object_ids:
-                record = reader.object(object_id)
-                if record is None or record.kind is not ObjectType.FILE:
-                    raise ObjectMissingError(f"file object {object_id.hex()} is missing")
                 try:
-                    found.append(file_stat(record.file_header_bytes, record.file_size))
+                    stats = reader.file_stat(object_id)
                 except FormatError as exc:
                     raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
+                if stats is None:
+                    raise ObjectMissingError(f"file object {object_id.hex()} is missing")
+                found.append(stats)
         return found
 
     def open_file(self, object_id: ObjectId) -> BinaryIO:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mountd.cli.context import open_repo, repo_path
-from store import UsageError, rev_parse
+from store import Repository, UsageError, rev_parse
 
 
 def register(commands: Any) -> None:
@@ -51,12 +51,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
         if args.foreground:
             serve(repo, commit_id, mountpoint.resolve(), args.options)
             return 0
-    argv = ["--repo", str(repo_path(args).resolve()), "mount", "-f"]
-    argv += [commit_id.hex()] if commit_id is not None else []
-    argv.append(str(mountpoint.resolve()))
-    for option in args.options:
-        argv += ["-o", option]
-    start_in_background(argv, mountpoint)
+    path, target = repo_path(args).resolve(), mountpoint.resolve()
+
+    def serve_in_child() -> None:
+        with Repository.open(path) as child_repo:
+            serve(child_repo, commit_id, target, args.options)
+
+    start_in_background(serve_in_child, mountpoint)
     return 0
 
 

@@ -36,7 +36,7 @@ def million_file_commit(repo: Repository, dirs: int = 1000, files: int = 1000) -
 
 def _daemon_pid(mnt: Path) -> int:
     found = subprocess.run(
-        ["pgrep", "-f", f"mount -f [0-9a-f]+ {mnt}"], capture_output=True, text=True, check=True
+        ["pgrep", "-f", f"mount million {mnt}$"], capture_output=True, text=True, check=True
     )
     return int(found.stdout.split()[0])
 
