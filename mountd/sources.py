@@ -21,6 +21,8 @@ from store import CorruptObjectError, FileHeader, ObjectId, ObjectMissingError, 
 log = logging.getLogger(__name__)
 _OPEN_SOURCES = 256  # open files (or decompressed archive objects) kept
 _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes each
+_WHOLE_READ = 1 << 20  # objects up to this size are verified with one read, kept for the next
+_CHUNK = 1 << 20
 
 
 class ObjectSources:
@@ -30,13 +32,16 @@ class ObjectSources:
         self.repo = repo
         self._open: OrderedDict[int, int | bytes] = OrderedDict()
         self._verified: OrderedDict[int, None] = OrderedDict()
+        self._fresh: tuple[int, bytes] | None = None  # a small object just read whole
 
     def prepare(self, ino: int, file_id: ObjectId, header: FileHeader, size: int) -> None:
         """Make ``ino`` readable now (verifying its object), or raise why it is not."""
         if ino in self._open:
             self._open.move_to_end(ino)
             return
-        self._open[ino] = self._source(file_id, header, size)
+        source, whole = self._source(file_id, header, size)
+        self._open[ino] = source
+        self._fresh = None if whole is None else (ino, whole)
         if len(self._open) > _OPEN_SOURCES:
             _, evicted = self._open.popitem(last=False)
             if isinstance(evicted, int):
@@ -44,6 +49,8 @@ class ObjectSources:
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
         """Bytes of a prepared inode."""
+        if self._fresh is not None and self._fresh[0] == ino:
+            return self._fresh[1][offset : offset + size]  # read whole to verify it
         source = self._open[ino]
         if isinstance(source, bytes):
             return source[offset : offset + size]
@@ -58,14 +65,18 @@ class ObjectSources:
             if isinstance(source, int):
                 os.close(source)
 
-    def _source(self, file_id: ObjectId, header: FileHeader, size: int) -> int | bytes:
+    def _source(
+        self, file_id: ObjectId, header: FileHeader, size: int
+    ) -> tuple[int | bytes, bytes | None]:
+        """An open fd (or the decompressed bytes) of a verified object, and its whole
+        content if verifying it just read it all."""
         if self.repo.content.compressed:
             with self.repo.open_file(file_id) as stream:
                 data = stream.read()
             if header.object_id(data) != file_id:
                 log.error("object %s is corrupt: refusing to serve it", file_id.hex())
                 raise CorruptObjectError(f"object {file_id.hex()} does not match its id")
-            return data
+            return data, None
         path = self.repo.content.pathstr(file_id)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -73,25 +84,31 @@ class ObjectSources:
             log.error("object %s is missing", file_id.hex())
             raise ObjectMissingError(f"object {file_id.hex()} is missing") from None
         try:
-            self._verify(file_id, header, size, fd)
+            return fd, self._verify(file_id, header, size, fd)
         except BaseException:
             os.close(fd)
             raise
-        return fd
 
-    def _verify(self, file_id: ObjectId, header: FileHeader, size: int, fd: int) -> None:
+    def _verify(self, file_id: ObjectId, header: FileHeader, size: int, fd: int) -> bytes | None:
+        """Re-hash the object unless verified before; a small object's bytes come back."""
         st = os.fstat(fd)
         key = hash((file_id, st.st_ino, st.st_ctime_ns))
         if key in self._verified:
             self._verified.move_to_end(key)
-            return
-        hasher, offset = blake3.blake3(header.encode()), 0
-        while chunk := os.pread(fd, 1 << 20, offset):
-            hasher.update(chunk)
-            offset += len(chunk)
+            return None
+        hasher, offset, whole = blake3.blake3(header.encode()), 0, None
+        if size <= _WHOLE_READ:  # one read; one byte more shows a grown object
+            whole = os.pread(fd, size + 1, 0)
+            hasher.update(whole)
+            offset = len(whole)
+        else:
+            while chunk := os.pread(fd, min(_CHUNK, size + 1 - offset), offset):
+                hasher.update(chunk)
+                offset += len(chunk)
         if offset != size or hasher.digest() != file_id:
             log.error("object %s is corrupt: refusing to serve it", file_id.hex())
             raise CorruptObjectError(f"object {file_id.hex()} does not match its id")
         self._verified[key] = None
         if len(self._verified) > _VERIFIED:
             self._verified.popitem(last=False)
+        return whole

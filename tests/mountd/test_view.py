@@ -212,3 +212,25 @@ def test_listing_resumes_anywhere_in_a_huge_directory(user_repo: Repository) -> 
     assert len(names) == 100_000 and len(set(names)) == 100_000
     middle = next(iter(view.entries(ROOT_INODE, 54_321)))
     assert middle[0] == b"f054321"
+
+
+def test_reads_of_large_and_grown_objects(user_repo: Repository, tmp_path: Path) -> None:
+    """Objects above the one-read size are hashed in chunks; a grown object is refused."""
+    source = tmp_path / "src"
+    source.mkdir()
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    (source / "big").write_bytes(big)
+    (source / "small").write_bytes(b"small\n")
+    commit_id = make_commit(user_repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    view = CommitView(user_repo, commit_id)
+    big_ino = view.lookup(ROOT_INODE, b"big").ino
+    chunks = [view.read(big_ino, offset, 128 * 1024) for offset in range(0, len(big), 128 * 1024)]
+    assert b"".join(chunks) == big
+    small = lookup(user_repo, commit_id, "/small").file
+    assert small is not None
+    path = user_repo.content.path(small)
+    path.chmod(0o644)
+    with path.open("ab") as grown:
+        grown.write(b"!")
+    with pytest.raises(CorruptObjectError):
+        CommitView(user_repo, commit_id).read(view.lookup(ROOT_INODE, b"small").ino, 0, 100)
