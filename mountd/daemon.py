@@ -109,7 +109,11 @@ async def _bound_mapped_index(repo: Repository) -> None:
             shared_pages = int(statm.read().split()[2])  # resident file-backed pages
         if shared_pages * page > MAPPED_BUDGET:
             log.debug("index map holds %d MiB: remapping", shared_pages * page >> 20)
-            repo.index.remap()
+            try:
+                repo.index.remap()
+            except RuntimeError as exc:  # another user of the index in this process
+                log.warning("cannot bound the index map: %s", exc)
+                return
 
 
 async def _stop_on_signals(scope: trio.CancelScope) -> None:

@@ -54,7 +54,8 @@ class RepositoryView(TreeView):
     def _listing_time(self, node: DirNode) -> int:
         """When the listing was last seen to change: the kernel keeps a listing it has
         read until the directory's mtime moves."""
-        signature = hash(tuple((name, child.instance) for name, child in self._children(node)))
+        listing = self._synthetic_children(node)
+        signature = hash(tuple((name, child.instance) for name, child in listing))
         seen = self._changed.get(node.instance)
         if seen is None:
             seen = (signature, self._mounted_ns)
@@ -75,9 +76,6 @@ class RepositoryView(TreeView):
         return super()._synthetic_child(parent, name)
 
     def _synthetic_children(self, parent: DirNode) -> list[tuple[bytes, DirNode]]:
-        return self._children(parent)
-
-    def _children(self, parent: DirNode) -> list[tuple[bytes, DirNode]]:
         assert parent.synthetic is not None
         kind, prefix = parent.synthetic
         if kind == "root":

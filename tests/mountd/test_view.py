@@ -172,23 +172,28 @@ def big_directory_commit(repo: Repository, count: int) -> ObjectId:
     return commit_id
 
 
-def many_directories_commit(repo: Repository, dirs: int, files: int) -> ObjectId:
-    """``dirs`` directories of ``files`` distinct files each, built directly."""
+def many_directories_commit(
+    repo: Repository, dirs: int, files: int, distinct: int | None = None
+) -> ObjectId:
+    """``dirs`` directories of ``files`` files each (ref ``many``), built directly.
+
+    File ``n`` of directory ``d`` holds ``f"{k}\\n"`` with k = (d * files + n) % distinct;
+    by default every file is distinct.
+    """
     from store import Commit, DirEntry, DirTree
 
+    distinct = distinct or dirs * files
     with repo.transaction() as txn:
         meta = txn.write_dirmeta(DirMeta(0, 0, stat.S_IFDIR | 0o755))
+        header = FileHeader(0, 0, stat.S_IFREG | 0o644)
+        contents = [txn.write_file(header, f"{k}\n".encode()) for k in range(distinct)]
         subdirs = {}
         for d in range(dirs):
-            ids = {
-                f"f{n:04d}".encode(): txn.write_file(
-                    FileHeader(0, 0, stat.S_IFREG | 0o644), f"{d}/{n}\n".encode()
-                )
-                for n in range(files)
+            names = {
+                f"f{n:05d}".encode(): contents[(d * files + n) % distinct] for n in range(files)
             }
-            subdirs[f"d{d:03d}".encode()] = DirEntry(
-                txn.write_dirtree(DirTree.build(ids, {})), meta
-            )
+            tree = txn.write_dirtree(DirTree.build(names, {}))
+            subdirs[f"d{d:04d}".encode()] = DirEntry(tree, meta)
         tree_id = txn.write_dirtree(DirTree.build({}, subdirs))
         commit_id = txn.write_commit(Commit(tree_id, meta, None, 0))
         txn.set_ref("many", commit_id)
