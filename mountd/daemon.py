@@ -28,7 +28,7 @@ from mountd.view import CommitView, TreeView, ViewOptions
 from store import ObjectId, Repository, SapwoodError, UsageError
 
 log = logging.getLogger(__name__)
-SAPWOOD_OPTIONS = {"user_owned", "with_open"}  # ours; other -o options go to libfuse
+SAPWOOD_OPTIONS = {"user_owned", "with_open"}  # ours, with logfile=; the rest go to libfuse
 _READY_TIMEOUT = 30.0
 MAPPED_BUDGET = 40 << 20  # file-backed resident memory (libraries and the index map)
 _MAPPED_CHECK_SECONDS = 0.25
@@ -43,21 +43,31 @@ class MountOptions:
     fuse: set[str]  # for libfuse; always read-only
     user_owned: bool  # show every entry as owned by the mounting user
     with_open: bool  # let the kernel send open/opendir, as with a stock pyfuse3
+    log_file: Path | None = None  # where a background daemon logs (else syslog, if any)
 
 
 def mount_options(options: list[str]) -> MountOptions:
     """Split ``-o`` options into sapwood's and libfuse's."""
     chosen = {opt for text in options for opt in text.split(",") if opt}
+    log_files = {opt for opt in chosen if opt.startswith("logfile=")}
+    if any(opt == "logfile=" for opt in log_files) or len(log_files) > 1:
+        raise UsageError("-o logfile= takes one path")
+    log_file = Path(log_files.pop().removeprefix("logfile=")).absolute() if log_files else None
+    chosen -= {opt for opt in chosen if opt.startswith("logfile=")}
     fuse = (chosen - SAPWOOD_OPTIONS) | {"ro", "fsname=sapwood", "subtype=sapwood"}
     if "no_default_permissions" in fuse:
         fuse -= {"no_default_permissions"}
     else:
         fuse |= {"default_permissions"}
-    return MountOptions(fuse, "user_owned" in chosen, "with_open" in chosen)
+    return MountOptions(fuse, "user_owned" in chosen, "with_open" in chosen, log_file)
 
 
 def serve(
-    repo: Repository, commit_id: ObjectId | None, mountpoint: Path, options: list[str]
+    repo: Repository,
+    commit_id: ObjectId | None,
+    mountpoint: Path,
+    options: list[str],
+    on_mounted: Callable[[], None] | None = None,
 ) -> None:
     """Mount one commit (or, without one, the repository) and serve until unmounted."""
     chosen = mount_options(options)
@@ -75,6 +85,8 @@ def serve(
     except RuntimeError as exc:
         raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
     log.info("mounted %s on %s", commit_id.hex() if commit_id else "the repository", mountpoint)
+    if on_mounted is not None:
+        on_mounted()
     try:
         trio.run(_main, repo)
     except BaseException:
@@ -137,6 +149,13 @@ def start_in_background(serve_mount: Callable[[], None], mountpoint: Path) -> No
         if child == 0:
             _run_detached(serve_mount, log_file)
         _wait_for_mount(child, mountpoint, log_file)
+
+
+def quiet_stderr() -> None:
+    """After mounting, a background daemon's stderr (a file nobody reads) goes away."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
 
 
 def _run_detached(serve_mount: Callable[[], None], log_file: IO[bytes]) -> NoReturn:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import logging.handlers
 import os
 from pathlib import Path
 from typing import Any
 
 from mountd.cli.context import open_repo, repo_path
 from store import Repository, UsageError, rev_parse
+
+_SYSLOG = "/dev/log"
 
 
 def register(commands: Any) -> None:
@@ -18,8 +22,9 @@ def register(commands: Any) -> None:
         dest="options",
         action="append",
         default=[],
-        help="allow_other, user_owned (every file shown as yours), with_open (the kernel"
-        " sends open requests: slower, as with a stock pyfuse3), other libfuse options",
+        help="allow_other, user_owned (every file shown as yours), logfile=PATH (the"
+        " daemon's log; default: syslog), with_open (the kernel sends open requests:"
+        " slower, as with a stock pyfuse3), other libfuse options",
     )
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument(
@@ -36,7 +41,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from mountd.daemon import serve, start_in_background
+    from mountd.daemon import mount_options, quiet_stderr, serve, start_in_background
 
     if len(args.targets) > 2:
         raise UsageError("mount takes [REV] MOUNTPOINT")
@@ -46,19 +51,49 @@ def cmd_mount(args: argparse.Namespace) -> int:
         raise UsageError(f"{mountpoint}: not a directory")
     if os.path.ismount(mountpoint):
         raise UsageError(f"{mountpoint}: already a mount point")
+    log_file = mount_options(args.options).log_file
     with open_repo(args) as repo:
         commit_id = rev_parse(repo, rev) if rev is not None else None
+        log_handler = _daemon_log_handler(log_file, background=not args.foreground)
         if args.foreground:
+            _log_to(log_handler)
             serve(repo, commit_id, mountpoint.resolve(), args.options)
             return 0
     path, target = repo_path(args).resolve(), mountpoint.resolve()
 
     def serve_in_child() -> None:
+        _log_to(log_handler)
         with Repository.open(path) as child_repo:
-            serve(child_repo, commit_id, target, args.options)
+            serve(child_repo, commit_id, target, args.options, on_mounted=quiet_stderr)
 
     start_in_background(serve_in_child, mountpoint)
     return 0
+
+
+def _daemon_log_handler(log_file: Path | None, background: bool) -> logging.Handler | None:
+    """Where the daemon's log lines (corrupt objects, ...) go besides stderr, which a
+    background daemon no longer has once mounted: ``-o logfile=PATH``, else the system
+    log (background only, when there is one)."""
+    handler: logging.Handler
+    if log_file is not None:
+        try:
+            handler = logging.FileHandler(log_file)
+        except OSError as exc:
+            raise UsageError(f"{log_file}: cannot log there: {exc.strerror}") from None
+    elif background and os.path.exists(_SYSLOG):
+        try:
+            handler = logging.handlers.SysLogHandler(_SYSLOG)
+        except OSError:
+            return None  # no system log after all: the daemon stays quiet, as before
+    else:
+        return None
+    handler.setFormatter(logging.Formatter("sapwood[%(process)d]: %(message)s"))
+    return handler
+
+
+def _log_to(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        logging.getLogger().addHandler(handler)
 
 
 def cmd_umount(args: argparse.Namespace) -> int:

@@ -152,6 +152,30 @@ def test_corrupt_object_reads_as_eio(mounted: tuple[Path, Path, Repository]) -> 
     assert (mnt / "etc" / "passwd").read_text().startswith("root:")
 
 
+def test_the_background_daemon_logs_to_its_log_file(user_repo: Repository, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    build_rich_tree(source)
+    commit_id = make_commit(user_repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    dash = lookup(user_repo, commit_id, "/usr/bin/dash").file
+    assert dash is not None
+    path = user_repo.content.path(dash)
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-1] + b"X")
+    mnt, log_file = tmp_path / "mnt", tmp_path / "mount.log"
+    mnt.mkdir()
+    result = sapwood(user_repo.path, "mount", "-o", f"logfile={log_file}", "main", mnt)
+    assert result.returncode == 0, result.stderr
+    try:
+        with pytest.raises(OSError) as caught:
+            (mnt / "usr" / "bin" / "dash").read_bytes()
+        assert caught.value.errno == errno.EIO
+        assert _wait(lambda: f"object {dash.hex()} is corrupt" in log_file.read_text())
+        assert log_file.read_text().startswith("sapwood[")
+    finally:
+        sapwood(user_repo.path, "umount", mnt)
+        _force_unmount(mnt)
+
+
 def test_a_huge_directory_lists_completely(user_repo: Repository, tmp_path: Path) -> None:
     big_directory_commit(user_repo, 100_000)
     mnt = tmp_path / "mnt"
@@ -166,10 +190,14 @@ def test_a_huge_directory_lists_completely(user_repo: Repository, tmp_path: Path
 
 
 def test_bad_mount_requests(user_repo: Repository, tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    make_commit(user_repo, CommitRequest("main", [Layer("dir", str(tmp_path / "src"))]))
     for args, message in (
         (("mount", "nosuch", tmp_path), "no such ref"),
         (("mount", "main", tmp_path / "absent"), "not a directory"),
         (("umount", tmp_path), "not a mount point"),
+        (("mount", "-o", "logfile=", "main", tmp_path), "logfile= takes one path"),
+        (("mount", "-o", f"logfile={tmp_path}/absent/log", "main", tmp_path), "cannot log"),
     ):
         result = sapwood(user_repo.path, *args)
         assert result.returncode != 0 and message in result.stderr
