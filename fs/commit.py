@@ -22,6 +22,7 @@ from store import (
     DirMeta,
     MutableDir,
     ObjectId,
+    ObjectMissingError,
     Repository,
     Transaction,
     UsageError,
@@ -136,5 +137,11 @@ def _apply_layer(
     elif layer.kind == "tar":
         TarImporter(txn, options).load(Path(layer.source), root)
     else:
-        source = repo.read_commit(rev_parse(repo, layer.source))
+        source_id = rev_parse(repo, layer.source)
+        if repo.is_partial(source_id):  # its trees would be reused without their files
+            raise ObjectMissingError(
+                f"--tree=ref={layer.source}: commit {source_id.hex()} is partial (fsck "
+                "--delete removed objects it needs); commit its tree again to repair it"
+            )
+        source = repo.read_commit(source_id)
         root.overlay(MutableDir.from_existing(repo, DirEntry(source.tree, source.meta)))

@@ -153,6 +153,9 @@ class IndexReader:
                         break
         return found
 
+    def is_partial(self, commit_id: bytes) -> bool:
+        return self._txn.get(commit_id, db=self._dbs["partial"]) is not None
+
     def partial_commits(self) -> list[ObjectId]:
         with self._txn.cursor(db=self._dbs["partial"]) as cur:
             return [ObjectId(bytes(k)) for k in cur.iternext(values=False)]

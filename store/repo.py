@@ -199,6 +199,11 @@ class Repository:
             DirMeta.decode, self._record(object_id, ObjectType.DIRMETA).payload, object_id
         )
 
+    def is_partial(self, commit_id: ObjectId) -> bool:
+        """True if objects this commit needs were deleted (fsck --delete) and not restored."""
+        with self.index.reader() as reader:
+            return reader.is_partial(commit_id)
+
     def read_file_header(self, object_id: ObjectId) -> tuple[FileHeader, int]:
         """The header and the content size of a file object."""
         record = self._record(object_id, ObjectType.FILE)

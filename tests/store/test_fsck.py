@@ -118,6 +118,21 @@ def test_delete_marks_partial_and_recommit_repairs(repo: Repository, tmp_path: P
     assert result.code == 0 and result.err == ""
 
 
+def test_a_partial_commit_is_not_built_on(user_repo: Repository, tmp_path: Path) -> None:
+    """--tree=ref= would reuse a partial commit's trees without the deleted files."""
+    commit_id, _ = _commit_tree(user_repo, tmp_path)
+    _, path = _object_of(user_repo, commit_id, "/etc/passwd")
+    _rewrite(path, _flip)
+    assert cli("--repo", user_repo.path, "fsck", "--delete").code != 0
+    assert user_repo.is_partial(commit_id)
+    objects = sorted(p.name for p in (user_repo.path / "objects").rglob("*"))
+    result = cli("--repo", user_repo.path, "commit", "-b", "built-on", "--tree=ref=main")
+    assert result.code != 0 and "is partial" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert "built-on" not in user_repo.refs()
+    assert sorted(p.name for p in (user_repo.path / "objects").rglob("*")) == objects
+
+
 def test_missing_ref_target_is_found(user_repo: Repository, tmp_path: Path) -> None:
     from store.index import RefUpdate, WriteBatch
 
