@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian's own python3: readable by unprivileged users (the default one may live in /root).
 SYSTEM_PYTHON := /usr/bin/python3
-APT_PACKAGES := python3-venv python3-dev fuse3 libfuse3-dev pkg-config attr debootstrap ostree \
-	borgbackup restic
+# gcc and patch build pyfuse3 from source with patches/pyfuse3-no-open.patch.
+APT_PACKAGES := python3-venv python3-dev gcc patch fuse3 libfuse3-dev pkg-config attr debootstrap \
+	ostree borgbackup restic
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt demo test test-long lint typecheck unit bench clean
