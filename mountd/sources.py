@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import blake3
 
-from store import CorruptObjectError, FileHeader, ObjectId, ObjectMissingError, Repository
+from store import CorruptObjectError, ObjectId, ObjectMissingError, Repository
 
 log = logging.getLogger(__name__)
 _OPEN_SOURCES = 256  # open files (or decompressed archive objects) kept
@@ -34,7 +34,7 @@ class ObjectSources:
         self._verified: OrderedDict[int, None] = OrderedDict()
         self._fresh: tuple[int, bytes] | None = None  # a small object just read whole
 
-    def prepare(self, ino: int, file_id: ObjectId, header: FileHeader, size: int) -> None:
+    def prepare(self, ino: int, file_id: ObjectId, header: bytes, size: int) -> None:
         """Make ``ino`` readable now (verifying its object), or raise why it is not."""
         if ino in self._open:
             self._open.move_to_end(ino)
@@ -66,14 +66,14 @@ class ObjectSources:
                 os.close(source)
 
     def _source(
-        self, file_id: ObjectId, header: FileHeader, size: int
+        self, file_id: ObjectId, header: bytes, size: int
     ) -> tuple[int | bytes, bytes | None]:
         """An open fd (or the decompressed bytes) of a verified object, and its whole
         content if verifying it just read it all."""
         if self.repo.content.compressed:
             with self.repo.open_file(file_id) as stream:
                 data = stream.read()
-            if header.object_id(data) != file_id:
+            if blake3.blake3(header + data).digest() != file_id:
                 log.error("object %s is corrupt: refusing to serve it", file_id.hex())
                 raise CorruptObjectError(f"object {file_id.hex()} does not match its id")
             return data, None
@@ -89,14 +89,14 @@ class ObjectSources:
             os.close(fd)
             raise
 
-    def _verify(self, file_id: ObjectId, header: FileHeader, size: int, fd: int) -> bytes | None:
+    def _verify(self, file_id: ObjectId, header: bytes, size: int, fd: int) -> bytes | None:
         """Re-hash the object unless verified before; a small object's bytes come back."""
         st = os.fstat(fd)
         key = hash((file_id, st.st_ino, st.st_ctime_ns))
         if key in self._verified:
             self._verified.move_to_end(key)
             return None
-        hasher, offset, whole = blake3.blake3(header.encode()), 0, None
+        hasher, offset, whole = blake3.blake3(header), 0, None
         if size <= _WHOLE_READ:  # one read; one byte more shows a grown object
             whole = os.pread(fd, size + 1, 0)
             hasher.update(whole)

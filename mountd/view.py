@@ -202,11 +202,11 @@ class TreeView:
         files = self._tree(tree_id).files[start : start + _HEADER_BATCH]
         return self.repo.read_file_stats([file_id for _, file_id in files])
 
-    def _stat(self, file_id: ObjectId) -> FileStat:
-        header, size = self._header(file_id)
-        if header.is_symlink:
-            size = len(header.symlink_target)
-        return FileStat(header.uid, header.gid, header.mode, size)
+    def _stat(self, parent: DirNode, index: int) -> FileStat:
+        """The stat of file ``index`` of a directory, from the listing's batches."""
+        assert parent.entry is not None
+        batch, offset = divmod(index, _HEADER_BATCH)
+        return self._file_stats(parent.entry.tree, batch * _HEADER_BATCH)[offset]
 
     # ----- names ---------------------------------------------------------------------------
     def lookup(self, parent_ino: int, name: bytes) -> Attributes:
@@ -223,7 +223,7 @@ class TreeView:
         if is_dir:
             return self._dir_attributes(self._subdir(parent, tree, index))
         ino = file_ino(parent.instance, index)
-        return self._file_attributes(ino, self._stat(tree.files[index][1]), parent)
+        return self._file_attributes(ino, self._stat(parent, index), parent)
 
     def entries(self, ino: int, offset: int) -> Iterator[tuple[bytes, Attributes, int]]:
         """(name, attributes, next offset) from ``offset`` on; O(1) to resume."""
@@ -267,8 +267,8 @@ class TreeView:
     def getattr(self, ino: int) -> Attributes:
         if is_dir_ino(ino):
             return self._dir_attributes(self._dir_of(ino))
-        parent, file_id = self._file_of(ino)
-        return self._file_attributes(ino, self._stat(file_id), parent)
+        parent, _ = self._file_of(ino)
+        return self._file_attributes(ino, self._stat(parent, file_position(ino)[1]), parent)
 
     def _dir_attributes(self, node: DirNode) -> Attributes:
         if node.entry is None:
@@ -313,11 +313,11 @@ class TreeView:
     # ----- reading -----------------------------------------------------------------------------
     def open(self, ino: int) -> None:
         """Make a regular file readable: its object is verified (or refused) now."""
-        _, file_id = self._file_of(ino)
-        header, size = self._header(file_id)
-        if not stat.S_ISREG(header.mode):
+        parent, file_id = self._file_of(ino)
+        found = self._stat(parent, file_position(ino)[1])
+        if not stat.S_ISREG(found.mode):
             raise PathNotFoundError("not a regular file")
-        self.sources.prepare(ino, file_id, header, size)
+        self.sources.prepare(ino, file_id, found.header, found.size)
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
         """Bytes of a regular file, opened (and verified) on the first read."""

@@ -118,30 +118,33 @@ class FileHeader:
 
 
 class FileStat(NamedTuple):
-    """What stat shows of a file object (size: content bytes, or a symlink's target)."""
+    """What stat shows of a file object (size: content bytes, or a symlink's target),
+    and its encoded header, which re-hashing the object starts from."""
 
     uid: int
     gid: int
     mode: int
     size: int
+    header: bytes
 
 
 def file_stat(record: bytes, content_size: int, offset: int = 0) -> FileStat:
     """Ownership, mode and size from a file header encoded at ``offset`` of ``record``.
 
-    For listings of the mount, without decoding the rest: the fields stat shows are
-    checked as decode would (version tag, a regular file or a symlink whose target
-    lies inside the header); xattrs are left to FileHeader.decode when asked for.
+    For the mount's listings and reads, without decoding the rest: the fields stat
+    shows are checked as decode would (version tag, a regular file or a symlink whose
+    target lies inside the header); xattrs are left to FileHeader.decode when asked
+    for. A header that does not decode fails the object's hash when it is read.
     """
     if record[offset : offset + 2] != b"F\x01" or len(record) - offset < _PLAIN_HEADER:
         raise FormatError("not a version 1 file header")
     uid, gid, mode, target_len = _OWNER_MODE.unpack_from(record, offset + 2)
     kind = stat.S_IFMT(mode)
     if kind == stat.S_IFREG and target_len == 0:
-        return FileStat(uid, gid, mode, content_size)
+        return FileStat(uid, gid, mode, content_size, record[offset:])
     room = len(record) - offset - _PLAIN_HEADER
     if kind == stat.S_IFLNK and 0 < target_len <= min(MAX_SYMLINK_TARGET, room):
-        return FileStat(uid, gid, mode, target_len)
+        return FileStat(uid, gid, mode, target_len, record[offset:])
     raise FormatError(f"file header of type {oct(kind)} with a {target_len}-byte target")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import struct
 
 import pytest
 from hypothesis import given
@@ -19,6 +20,7 @@ from store import (
     ObjectId,
 )
 from store.encoding import Reader, Writer
+from store.objects import file_stat
 
 ids = st.binary(min_size=32, max_size=32).map(ObjectId)
 names = st.binary(min_size=1, max_size=255).filter(
@@ -79,6 +81,31 @@ commits = st.builds(
 @given(regular_headers | symlink_headers)
 def test_file_header_round_trip(header: FileHeader) -> None:
     assert FileHeader.decode(header.encode()) == header
+
+
+@given(regular_headers | symlink_headers, st.integers(0, 2**40), st.binary(max_size=9))
+def test_file_stat_reads_what_decode_reads(header: FileHeader, size: int, prefix: bytes) -> None:
+    """The mount's in-place parse of a header agrees with the full decode."""
+    found = file_stat(prefix + header.encode(), size, offset=len(prefix))
+    shown = len(header.symlink_target) if header.is_symlink else size
+    assert found == (header.uid, header.gid, header.mode, shown, header.encode())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"F\x02" + bytes(20),  # another format version
+        b"F\x01" + bytes(12),  # too short
+        b"F\x01" + struct.pack(">IIII", 0, 0, stat.S_IFREG | 0o644, 3) + b"abc" + bytes(4),
+        b"F\x01" + struct.pack(">IIII", 0, 0, stat.S_IFLNK | 0o777, 9) + b"abc" + bytes(4),
+        b"F\x01" + struct.pack(">IIII", 0, 0, stat.S_IFCHR | 0o644, 0) + bytes(4),
+    ],
+)
+def test_file_stat_refuses_what_decode_refuses(bad: bytes) -> None:
+    with pytest.raises(FormatError):
+        file_stat(bad, 0)
+    with pytest.raises(FormatError):
+        FileHeader.decode(bad)
 
 
 @given(regular_headers | symlink_headers)
