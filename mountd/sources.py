@@ -3,9 +3,11 @@
 The kernel reads a file by inode (sapwood answers ENOSYS to open, so there are no file
 handles; see mountd/fuse_ops.py). The first read of an object re-hashes it: wrong bytes
 are never served, a corrupt or missing object reads as an error. An object verified
-once, and unchanged since (same inode number and ctime of its file), costs one stat the
-next time it is needed. The open files of the most recently read inodes are kept (a
-bounded LRU); an open file survives a prune that unlinks its object.
+once, and unchanged since (same inode number and ctime of its file), costs an open and
+a stat the next time it is needed. A small object is verified with one read, and the
+read that asked for it is served from those bytes. The open files of the most recently
+read inodes are kept (a bounded LRU); an open file survives a prune that unlinks its
+object.
 """
 
 from __future__ import annotations
