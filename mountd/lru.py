@@ -23,9 +23,6 @@ class WeightedLru(Generic[_K, _V]):
         self.weight = 0
         self._items: OrderedDict[_K, tuple[_V, int]] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def get(self, key: _K) -> _V:
         found = self._items.get(key)
         if found is not None:
@@ -39,7 +36,3 @@ class WeightedLru(Generic[_K, _V]):
             _, (_, dropped) = self._items.popitem(last=False)
             self.weight -= dropped
         return value
-
-    def clear(self) -> None:
-        self._items.clear()
-        self.weight = 0
