@@ -169,7 +169,8 @@ class TreeView:
             node = self._keep(DirNode(instance, tree.dirs[position][1], parent.time_ns))
         return node
 
-    def _file_of(self, ino: int) -> tuple[DirNode, ObjectId]:
+    def _file_of(self, ino: int) -> tuple[DirNode, int, ObjectId]:
+        """(parent directory, index in its files, object id) of a file inode."""
         if is_dir_ino(ino):
             raise NotADirectoryInTreeError(f"inode {ino} is a directory")
         parent_instance, index = file_position(ino)
@@ -179,7 +180,7 @@ class TreeView:
         files = self._tree(parent.entry.tree).files if parent.entry else ()
         if not 0 <= index < len(files):
             raise PathNotFoundError(f"inode {ino} was never shown")
-        return parent, files[index][1]
+        return parent, index, files[index][1]
 
     # ----- cached objects ------------------------------------------------------------------
     def _tree(self, tree_id: ObjectId) -> DirTree:
@@ -267,8 +268,8 @@ class TreeView:
     def getattr(self, ino: int) -> Attributes:
         if is_dir_ino(ino):
             return self._dir_attributes(self._dir_of(ino))
-        parent, _ = self._file_of(ino)
-        return self._file_attributes(ino, self._stat(parent, file_position(ino)[1]), parent)
+        parent, index, _ = self._file_of(ino)
+        return self._file_attributes(ino, self._stat(parent, index), parent)
 
     def _dir_attributes(self, node: DirNode) -> Attributes:
         if node.entry is None:
@@ -287,7 +288,7 @@ class TreeView:
         return Attributes(ino, stats.mode, 1, uid, gid, stats.size, parent.time_ns)
 
     def readlink(self, ino: int) -> bytes:
-        _, file_id = self._file_of(ino)
+        _, _, file_id = self._file_of(ino)
         header, _ = self._header(file_id)
         if not header.is_symlink:
             raise PathNotFoundError("not a symlink")
@@ -295,7 +296,7 @@ class TreeView:
 
     def xattrs(self, ino: int) -> dict[bytes, bytes]:
         if not is_dir_ino(ino):
-            return dict(self._header(self._file_of(ino)[1])[0].xattrs)
+            return dict(self._header(self._file_of(ino)[2])[0].xattrs)
         node = self._dir_of(ino)
         if node.entry is None:
             return {}
@@ -313,8 +314,8 @@ class TreeView:
     # ----- reading -----------------------------------------------------------------------------
     def open(self, ino: int) -> None:
         """Make a regular file readable: its object is verified (or refused) now."""
-        parent, file_id = self._file_of(ino)
-        found = self._stat(parent, file_position(ino)[1])
+        parent, index, file_id = self._file_of(ino)
+        found = self._stat(parent, index)
         if not stat.S_ISREG(found.mode):
             raise PathNotFoundError("not a regular file")
         self.sources.prepare(ino, file_id, found.header, found.size)

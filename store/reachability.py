@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType, digest
 from store.index import IndexReader
 from store.objects import Commit, DirMeta, DirTree
+
+_M = TypeVar("_M", Commit, DirMeta, DirTree)
 
 
 @dataclass
@@ -62,16 +65,30 @@ def walk_commits(reader: IndexReader, commits: Iterable[ObjectId], verify: bool)
         if commit_id in result.commits:
             continue
         result.commits.add(commit_id)
-        try:
-            commit = Commit.decode(_load(reader, commit_id, ObjectType.COMMIT, verify))
-        except (CorruptObjectError, FormatError) as exc:
-            result.bad_metadata[commit_id] = str(exc)
+        commit = _decode(reader, result, commit_id, ObjectType.COMMIT, Commit.decode, verify)
+        if commit is None:
             continue
         _add_meta(reader, result, commit.meta, verify)
         stack.append(commit.tree)
         while stack:
             _visit_tree(reader, result, stack.pop(), stack, verify)
     return result
+
+
+def _decode(
+    reader: IndexReader,
+    result: Reachable,
+    object_id: ObjectId,
+    kind: ObjectType,
+    decode: Callable[[bytes], _M],
+    verify: bool,
+) -> _M | None:
+    """A metadata object, decoded; None (and the reason in bad_metadata) if it is not sound."""
+    try:
+        return decode(_load(reader, object_id, kind, verify))
+    except (CorruptObjectError, FormatError) as exc:
+        result.bad_metadata[object_id] = str(exc)
+        return None
 
 
 def _load(reader: IndexReader, object_id: ObjectId, kind: ObjectType, verify: bool) -> bytes:
@@ -88,10 +105,7 @@ def _add_meta(reader: IndexReader, result: Reachable, meta_id: ObjectId, verify:
     if meta_id in result.metadata:
         return
     result.metadata.add(meta_id)
-    try:
-        DirMeta.decode(_load(reader, meta_id, ObjectType.DIRMETA, verify))
-    except (CorruptObjectError, FormatError) as exc:
-        result.bad_metadata[meta_id] = str(exc)
+    _decode(reader, result, meta_id, ObjectType.DIRMETA, DirMeta.decode, verify)
 
 
 def _visit_tree(
@@ -100,10 +114,8 @@ def _visit_tree(
     if tree_id in result.metadata:
         return
     result.metadata.add(tree_id)
-    try:
-        tree = DirTree.decode(_load(reader, tree_id, ObjectType.DIRTREE, verify))
-    except (CorruptObjectError, FormatError) as exc:
-        result.bad_metadata[tree_id] = str(exc)
+    tree = _decode(reader, result, tree_id, ObjectType.DIRTREE, DirTree.decode, verify)
+    if tree is None:
         return
     result.files.update(file_id for _, file_id in tree.files)
     for _, entry in tree.dirs:

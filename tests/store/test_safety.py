@@ -151,21 +151,27 @@ def test_sigkill_during_prune_leaves_a_clean_repository(tmp_path: Path) -> None:
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a small tmpfs needs root")
 
 
-def _set_config(repo: Path, key: str, value: str) -> None:
+def _repo_with(repo: Path, key: str, value: str) -> Path:
+    """A new bare-user repository with one config setting added."""
+    Repository.init(repo, RepoMode.BARE_USER).close()
     config = (repo / "config").read_text()
     (repo / "config").write_text(config.rstrip() + f"\n{key} = {value}\n")
+    return repo
+
+
+def _random_blobs(source: Path, count: int) -> Path:
+    """``count`` incompressible files of 2 MiB."""
+    source.mkdir()
+    for n in range(count):
+        (source / f"blob{n}").write_bytes(os.urandom(2 << 20))
+    return source
 
 
 @needs_root
 def test_full_disk_fails_cleanly(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "mnt", "16m") as mnt:
-        repo = mnt / "repo"
-        Repository.init(repo, RepoMode.BARE_USER).close()
-        _set_config(repo, "min-free-space-percent", "0")
-        source = tmp_path / "big"
-        source.mkdir()
-        for n in range(12):
-            (source / f"blob{n}").write_bytes(os.urandom(2 << 20))
+        repo = _repo_with(mnt / "repo", "min-free-space-percent", "0")
+        source = _random_blobs(tmp_path / "big", 12)
         result = sapwood(repo, "commit", "-b", "main", source, check=False)
         assert result.returncode != 0 and result.stdout == ""
         assert len(result.stderr.strip().splitlines()) == 1
@@ -183,13 +189,8 @@ def test_full_disk_fails_cleanly(tmp_path: Path) -> None:
 @needs_root
 def test_free_space_floor_stops_a_commit_before_the_disk_fills(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "mnt", "32m") as mnt:
-        repo = mnt / "repo"
-        Repository.init(repo, RepoMode.BARE_USER).close()
-        _set_config(repo, "min-free-space-size", "24MB")
-        source = tmp_path / "src"
-        source.mkdir()
-        for n in range(5):
-            (source / f"blob{n}").write_bytes(os.urandom(2 << 20))
+        repo = _repo_with(mnt / "repo", "min-free-space-size", "24MB")
+        source = _random_blobs(tmp_path / "src", 5)
         result = sapwood(repo, "commit", "-b", "main", source, check=False)
         assert result.returncode != 0
         assert "min-free-space-size" in result.stderr and "would be exceeded" in result.stderr
