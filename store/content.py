@@ -29,17 +29,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-import blake3
-
 from store.encoding import Reader
 from store.errors import CorruptObjectError, FormatError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.modes import RepoMode
 from store.objects import FileHeader
+from store.verify import ContentCheck, open_object_file, require_size
 
 USER_META_XATTR = "user.sapwoodmeta"
 ARCHIVE_MAGIC = b"SWZ1"
 _ARCHIVE_PREFIX = struct.Struct(">4sQ")
+_U32 = struct.Struct(">I")
+_MAX_ARCHIVE_HEADER = 16 << 20  # a header is ownership, mode, a target and xattrs
 _CHUNK = 1 << 20
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -84,8 +85,23 @@ class ContentStore(ABC):
         """Create ``target`` (absent) as this mode's object file for header + content."""
 
     @abstractmethod
-    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
-        """A binary stream of the object's content (a symlink's content is empty)."""
+    def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
+        """A binary stream of the object's content (a symlink's content is empty).
+
+        The object file is opened without following links or blocking, and refused
+        unless it is a regular file that can hold ``size`` bytes of content; the
+        content itself is not re-hashed here (store.verify.verified does that).
+        """
+
+    def open_fd(self, object_id: ObjectId, size: int) -> int:
+        """An fd of an uncompressed object's file, checked as open_content checks it."""
+        fd = open_object_file(self.pathstr(object_id), object_id)
+        try:
+            require_size(fd, object_id, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     @abstractmethod
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
@@ -108,27 +124,22 @@ class ContentStore(ABC):
 
         ``header_bytes`` is the canonical header the index holds for the object.
         """
+        check = ContentCheck(object_id, header_bytes, size)
         try:
             header = FileHeader.decode(header_bytes)
             problem = self._verify_disk(object_id, header, header_bytes)
             if problem:
                 return problem
-            hasher, seen = blake3.blake3(header_bytes), 0
-            with self.open_content(object_id, header) as stream:
+            with self.open_content(object_id, header, size) as stream:
                 while chunk := stream.read(_CHUNK):
-                    hasher.update(chunk)
-                    seen += len(chunk)
+                    check.update(chunk)
         except ObjectMissingError:
             return "object file is missing"
         except (CorruptObjectError, FormatError) as exc:
-            return str(exc)
+            return str(exc).removeprefix(f"object {object_id.hex()}: ")
         except OSError as exc:
             return f"object file is unreadable: {exc.strerror}"
-        if seen != size:
-            return f"corrupted file object: {seen} bytes, the index says {size}"
-        if hasher.digest() != object_id:
-            return "corrupted file object: its content does not hash to its id"
-        return None
+        return check.problem()
 
     def _verify_disk(
         self, object_id: ObjectId, header: FileHeader, header_bytes: bytes
@@ -149,11 +160,14 @@ class ContentStore(ABC):
     def _missing(self, object_id: ObjectId) -> ObjectMissingError:
         return ObjectMissingError(f"object {object_id.hex()} is missing from objects/")
 
-    def _open(self, object_id: ObjectId) -> BinaryIO:
-        try:
-            return open(self.pathstr(object_id), "rb")
-        except FileNotFoundError:
-            raise self._missing(object_id) from None
+    def _open(self, object_id: ObjectId, size: int) -> BinaryIO:
+        """The object's file as a stream, refused unless a regular file of ``size`` bytes."""
+        return open(self.open_fd(object_id, size), "rb")
+
+    def _open_plain(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
+        if header.is_symlink:
+            return io.BytesIO(b"")
+        return self._open(object_id, size)
 
 
 def _write_regular(target: str, chunks: Iterable[bytes], perms: int) -> int:
@@ -192,10 +206,8 @@ class BareStore(ContentStore):
         finally:
             os.close(fd)
 
-    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
-        if header.is_symlink:
-            return io.BytesIO(b"")
-        return self._open(object_id)
+    def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
+        return self._open_plain(object_id, header, size)
 
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
         path = self.path(object_id)
@@ -223,14 +235,12 @@ class BareUserStore(ContentStore):
         finally:
             os.close(fd)
 
-    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
-        if header.is_symlink:
-            return io.BytesIO(b"")
-        return self._open(object_id)
+    def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
+        return self._open_plain(object_id, header, size)
 
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
         try:
-            raw = os.getxattr(self.path(object_id), USER_META_XATTR)
+            raw = os.getxattr(self.path(object_id), USER_META_XATTR, follow_symlinks=False)
         except FileNotFoundError:
             raise self._missing(object_id) from None
         except OSError as exc:
@@ -242,7 +252,7 @@ class BareUserStore(ContentStore):
     ) -> str | None:
         path, st = self._lstat(object_id)
         try:
-            recorded = os.getxattr(path, USER_META_XATTR)
+            recorded = os.getxattr(path, USER_META_XATTR, follow_symlinks=False)
         except OSError:
             recorded = b""  # reported below as a metadata mismatch
         problem = None
@@ -251,12 +261,10 @@ class BareUserStore(ContentStore):
         wanted = 0o444 if header.is_symlink else _user_mode(header.mode)
         if problem is None and (not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != wanted):
             problem = "corrupted file object: its mode on disk was changed"
-        if (
-            problem is None
-            and header.is_symlink
-            and Path(path).read_bytes() != header.symlink_target
-        ):
-            problem = "corrupted file object: the stored symlink target differs"
+        if problem is None and header.is_symlink:
+            with open(open_object_file(path, object_id), "rb") as stored:
+                if stored.read(len(header.symlink_target) + 1) != header.symlink_target:
+                    problem = "corrupted file object: the stored symlink target differs"
         return problem
 
 
@@ -269,10 +277,8 @@ class BareUserOnlyStore(ContentStore):
             return
         os.close(_write_regular(target, chunks, _user_mode(header.mode)))
 
-    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
-        if header.is_symlink:
-            return io.BytesIO(b"")
-        return self._open(object_id)
+    def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
+        return self._open_plain(object_id, header, size)
 
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
         return None
@@ -297,11 +303,24 @@ class ArchiveStore(ContentStore):
     compressed = True
 
     def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
-        data = b"".join(chunks)
+        """Compress as the chunks come; the content size is written into the prefix last."""
         encoded = header.encode()
-        prefix = _ARCHIVE_PREFIX.pack(ARCHIVE_MAGIC, len(data)) + struct.pack(">I", len(encoded))
-        body = zlib.compress(data, 6)
-        os.close(_write_regular(target, [prefix, encoded, body], 0o644))
+        deflater, size = zlib.compressobj(6), 0
+
+        def body() -> Iterable[bytes]:
+            nonlocal size
+            yield _ARCHIVE_PREFIX.pack(ARCHIVE_MAGIC, 0) + _U32.pack(len(encoded))
+            yield encoded
+            for chunk in chunks:
+                size += len(chunk)
+                yield deflater.compress(chunk)
+            yield deflater.flush()
+
+        fd = _write_regular(target, body(), 0o644)
+        try:
+            os.pwrite(fd, _ARCHIVE_PREFIX.pack(ARCHIVE_MAGIC, size), 0)
+        finally:
+            os.close(fd)
 
     def _read_prefix(self, stream: BinaryIO, object_id: ObjectId) -> tuple[int, FileHeader]:
         head = stream.read(_ARCHIVE_PREFIX.size + 4)
@@ -310,32 +329,92 @@ class ArchiveStore(ContentStore):
         magic, size = _ARCHIVE_PREFIX.unpack(head[: _ARCHIVE_PREFIX.size])
         if magic != ARCHIVE_MAGIC:
             raise CorruptObjectError(f"object {object_id.hex()} is not an archive object")
-        (hlen,) = struct.unpack(">I", head[_ARCHIVE_PREFIX.size :])
+        (hlen,) = _U32.unpack(head[_ARCHIVE_PREFIX.size :])
+        if hlen > _MAX_ARCHIVE_HEADER:
+            raise CorruptObjectError(f"object {object_id.hex()}: header of {hlen} bytes")
         try:
             header = FileHeader.read_from(Reader(stream.read(hlen), "archive header"))
         except FormatError as exc:
             raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
         return int(size), header
 
-    def open_content(self, object_id: ObjectId, header: FileHeader) -> BinaryIO:
-        with self._open(object_id) as stream:
-            size, _ = self._read_prefix(stream, object_id)
-            inflater = zlib.decompressobj()
-            try:
-                data = inflater.decompress(stream.read()) + inflater.flush()
-            except zlib.error as exc:
-                raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
-        if not inflater.eof or inflater.unused_data:
-            raise CorruptObjectError(
-                f"object {object_id.hex()}: truncated or trailing compressed data"
-            )
-        if len(data) != size:
-            raise CorruptObjectError(f"object {object_id.hex()} has the wrong size")
-        return io.BytesIO(data)
+    def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
+        stream = open(open_object_file(self.pathstr(object_id), object_id), "rb")  # noqa: SIM115
+        try:
+            stored_size, _ = self._read_prefix(stream, object_id)
+            if stored_size != size:
+                raise CorruptObjectError(
+                    f"object {object_id.hex()}: holds {stored_size} bytes, the index says {size}"
+                )
+        except BaseException:
+            stream.close()
+            raise
+        return io.BufferedReader(_Inflater(stream, object_id, size), _CHUNK)
+
+    def open_fd(self, object_id: ObjectId, size: int) -> int:
+        raise TypeError("archive objects are compressed: read them with open_content")
 
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
-        with self._open(object_id) as stream:
+        with open(open_object_file(self.pathstr(object_id), object_id), "rb") as stream:
             return self._read_prefix(stream, object_id)[1]
+
+
+class _Inflater(io.RawIOBase):
+    """The content of an archive object, decompressed as it is read.
+
+    Never holds more than one compressed chunk and one read's worth of output, and
+    refuses a stream that inflates beyond the recorded size (a zip bomb), ends early,
+    or carries bytes after the compressed data.
+    """
+
+    def __init__(self, source: BinaryIO, object_id: ObjectId, size: int) -> None:
+        super().__init__()
+        self._source = source
+        self._object_id = object_id
+        self._left = size
+        self._inflater = zlib.decompressobj()
+        self._pending = b""  # compressed input not yet consumed
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while True:
+            if self._inflater.eof:
+                self._check_end()
+                return 0
+            source_ended = False
+            if not self._pending:
+                self._pending = self._source.read(_CHUNK)
+                source_ended = not self._pending  # zlib may still hold output: ask once more
+            want = min(len(buffer), self._left + 1)
+            try:
+                data = self._inflater.decompress(self._pending, want)
+            except zlib.error as exc:
+                raise self._corrupt(str(exc)) from None
+            self._pending = self._inflater.unconsumed_tail
+            if source_ended and not data and not self._inflater.eof:
+                raise self._corrupt("truncated compressed data")
+            if len(data) > self._left:
+                raise self._corrupt("inflates beyond its recorded size")
+            if data:
+                self._left -= len(data)
+                buffer[: len(data)] = data
+                return len(data)
+
+    def _check_end(self) -> None:
+        if self._left:
+            raise self._corrupt("truncated compressed data")
+        if self._inflater.unused_data or self._source.read(1):
+            raise self._corrupt("trailing bytes after the compressed data")
+
+    def _corrupt(self, what: str) -> CorruptObjectError:
+        return CorruptObjectError(f"object {self._object_id.hex()}: {what}")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._source.close()
+        super().close()
 
 
 def read_xattrs(

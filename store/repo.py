@@ -35,6 +35,7 @@ from store.locking import repo_lock
 from store.modes import RepoMode
 from store.objects import Commit, DirMeta, DirTree, FileHeader, FileStat
 from store.transaction import Transaction
+from store.verify import verified
 
 REPO_VERSION = 1
 _SIZE_UNITS = {
@@ -236,14 +237,32 @@ class Repository:
                 found.append(stats)
         return found
 
-    def open_file(self, object_id: ObjectId) -> BinaryIO:
-        """The content of a file object (empty for a symlink)."""
-        header, _ = self.read_file_header(object_id)
-        return self.content.open_content(object_id, header)
+    def open_file(self, object_id: ObjectId, verify: bool = True) -> BinaryIO:
+        """The content of a file object (empty for a symlink), as a stream.
+
+        The object file is never followed through a symlink nor opened if it is not
+        a regular file of the recorded size. With ``verify`` (the default) the bytes
+        are hashed as they are read, and reading to the end raises
+        CorruptObjectError if they were not the object's: a caller that must not act
+        on wrong bytes before the end reads everything first (``read_file``).
+        """
+        record = self._record(object_id, ObjectType.FILE)
+        header = _decoded(FileHeader.decode, record.file_header_bytes, object_id)
+        stream = self.content.open_content(object_id, header, record.file_size)
+        if not verify or header.is_symlink:
+            return stream
+        return verified(stream, object_id, record.file_header_bytes, record.file_size)
 
     def read_file(self, object_id: ObjectId) -> bytes:
+        """The whole, verified content of a file object."""
         with self.open_file(object_id) as stream:
             return stream.read()
+
+    def open_file_fd(self, object_id: ObjectId) -> int:
+        """An fd of an uncompressed object's file: a regular file of the recorded size,
+        never a symlink's target (not re-hashed; store.verify.ContentCheck does that)."""
+        record = self._record(object_id, ObjectType.FILE)
+        return self.content.open_fd(object_id, record.file_size)
 
     # ----- refs -----------------------------------------------------------------
     def refs(self) -> dict[str, ObjectId]:

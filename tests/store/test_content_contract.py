@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from store import FileHeader, ObjectId, ObjectMissingError, RepoMode
+from store import CorruptObjectError, FileHeader, ObjectId, ObjectMissingError, RepoMode
 from store.content import STORES, ContentStore, content_store
 from tests.helpers import IS_ROOT
 
@@ -48,8 +48,9 @@ def _publish(store: ContentStore, tmp_path: Path, header: FileHeader, data: byte
 def test_content_reads_back(store: ContentStore, tmp_path: Path, kind: str) -> None:
     header, data = HEADERS[kind]
     object_id = _publish(store, tmp_path, header, data)
-    with store.open_content(object_id, header) as stream:
+    with store.open_content(object_id, header, len(data)) as stream:
         assert stream.read() == (b"" if header.is_symlink else data)
+    assert store.verify(object_id, header.encode(), len(data)) is None
 
 
 @pytest.mark.parametrize("kind", sorted(HEADERS))
@@ -93,7 +94,7 @@ def test_bare_user_stores_symlinks_as_regular_files(tmp_path: Path) -> None:
 def test_missing_object_is_reported(store: ContentStore) -> None:
     header, _ = HEADERS["regular"]
     with pytest.raises(ObjectMissingError):
-        store.open_content(ObjectId(b"\0" * 32), header).close()
+        store.open_content(ObjectId(b"\0" * 32), header, 8).close()
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to set ownership")
@@ -103,3 +104,59 @@ def test_bare_keeps_real_ownership_and_setuid(tmp_path: Path) -> None:
     object_id = _publish(store, tmp_path, header, b"su")
     st = os.stat(store.path(object_id))
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 5678, 0o4755)
+
+
+def _replace_object(store: ContentStore, object_id: ObjectId, tmp_path: Path, how: str) -> None:
+    """Put something hostile where an object file was."""
+    path = store.path(object_id)
+    path.unlink()
+    if how == "symlink":
+        secret = tmp_path / "secret"
+        secret.write_bytes(b"root:x:0:0:not an object\n")
+        path.symlink_to(secret)
+    elif how == "fifo":
+        os.mkfifo(path)
+    elif how == "directory":
+        path.mkdir()
+    else:  # a regular file of another size
+        path.write_bytes(b"content\n" + b"x")
+
+
+@pytest.mark.parametrize("how", ["symlink", "fifo", "directory", "grown"])
+def test_hostile_object_files_are_refused_without_blocking(
+    store: ContentStore, tmp_path: Path, how: str
+) -> None:
+    """Objects are opened without following links or blocking, and must be regular files
+    of the recorded size: a FIFO must not hang the reader, a symlink must not be read."""
+    header, data = HEADERS["regular"]
+    object_id = _publish(store, tmp_path, header, data)
+    _replace_object(store, object_id, tmp_path, how)
+    with pytest.raises(CorruptObjectError):
+        store.open_content(object_id, header, len(data)).read()
+    problem = store.verify(object_id, header.encode(), len(data))
+    assert problem is not None and problem != ""
+
+
+def test_archive_objects_stream_and_refuse_bombs(tmp_path: Path) -> None:
+    """Archive content inflates as it is read, never beyond the recorded size."""
+    store = content_store(RepoMode.ARCHIVE, tmp_path)
+    header = FileHeader(0, 0, stat.S_IFREG | 0o644)
+    data = bytes(64 << 20)  # 64 MiB of zeros: about 64 KiB compressed
+    object_id = _publish(store, tmp_path, header, data)
+    assert os.stat(store.path(object_id)).st_size < 1 << 20
+    with store.open_content(object_id, header, len(data)) as stream:
+        first = stream.read(1 << 20)
+        assert first == bytes(1 << 20)
+        assert sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 20), b"")) == (
+            len(data) - len(first)
+        )
+    with pytest.raises(CorruptObjectError, match="index says 1000"):
+        store.open_content(object_id, header, 1000).read()
+    # A forged object whose prefix agrees with a small size but whose stream is a bomb.
+    path = store.path(object_id)
+    raw = bytearray(path.read_bytes())
+    raw[4:12] = (1000).to_bytes(8, "big")
+    path.chmod(0o644)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptObjectError, match="beyond its recorded size"):
+        store.open_content(object_id, header, 1000).read()

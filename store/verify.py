@@ -1,0 +1,134 @@
+"""Reading object files without trusting them.
+
+An object file is data on a disk that other programs, other users and bad sectors
+can reach. Every read of one goes through this module:
+
+- :func:`open_object_file` opens it without following a symlink and without
+  blocking (a FIFO put in its place would hang the reader forever), and refuses
+  anything that is not a regular file;
+- :class:`ContentCheck` answers "does this content match object X" (blake3 over the
+  canonical header, then the content, and the recorded size); fsck, checkout,
+  diff, cat and the mount all ask it;
+- :class:`VerifyingReader` is a stream that asks it as the bytes go by and fails
+  at the end of the stream if they were not the object's.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+from typing import BinaryIO
+
+import blake3
+
+from store.errors import CorruptObjectError, ObjectMissingError
+from store.ids import ObjectId
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_object_file(path: str, object_id: bytes) -> int:
+    """An fd of the regular file at ``path``: never a symlink's target, never a FIFO."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise ObjectMissingError(f"object {object_id.hex()} is missing from objects/") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptObjectError(
+                f"object {object_id.hex()}: its file is a symlink, not an object"
+            ) from None
+        raise
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise CorruptObjectError(f"object {object_id.hex()}: its file is not a regular file")
+    return fd
+
+
+def require_size(fd: int, object_id: bytes, size: int) -> None:
+    """Refuse an object file whose size is not the recorded one (uncompressed modes)."""
+    found = os.fstat(fd).st_size
+    if found != size:
+        raise CorruptObjectError(
+            f"object {object_id.hex()}: its file holds {found} bytes, the index says {size}"
+        )
+
+
+class ContentCheck:
+    """Hashes content as it is fed and says whether it was object ``object_id``."""
+
+    __slots__ = ("_hasher", "object_id", "seen", "size")
+
+    def __init__(self, object_id: bytes, header_bytes: bytes, size: int) -> None:
+        self.object_id = object_id
+        self.size = size
+        self.seen = 0
+        self._hasher = blake3.blake3(header_bytes)
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self._hasher.update(chunk)
+        self.seen += len(chunk)
+
+    def problem(self) -> str | None:
+        """What is wrong with the content fed so far, taken as the whole object; or None."""
+        if self.seen != self.size:
+            return f"corrupted file object: {self.seen} bytes, the index says {self.size}"
+        if self._hasher.digest() != self.object_id:
+            return "corrupted file object: its content does not hash to its id"
+        return None
+
+    def require(self) -> None:
+        """Raise CorruptObjectError unless the content fed was exactly the object's."""
+        problem = self.problem()
+        if problem is not None:
+            raise CorruptObjectError(f"object {self.object_id.hex()}: {problem}")
+
+
+class VerifyingReader(io.RawIOBase):
+    """A read-only stream of an object's content that is checked as it is read.
+
+    Reading past the end of the content raises CorruptObjectError if the bytes did
+    not hash to the object's id (or were too many or too few), so a caller that
+    reads to the end never takes wrong bytes for the object's without being told.
+    """
+
+    def __init__(self, source: BinaryIO, check: ContentCheck) -> None:
+        super().__init__()
+        self._source = source
+        self._check = check
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._ended:
+            return 0
+        data = self._source.read(min(len(buffer), self._check.size - self._check.seen + 1))
+        if not data:
+            self._ended = True
+            self._check.require()
+            return 0
+        self._check.update(data)
+        if self._check.seen > self._check.size:
+            self._check.require()
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._source.close()
+        super().close()
+
+
+def verified(source: BinaryIO, object_id: ObjectId, header_bytes: bytes, size: int) -> BinaryIO:
+    """``source`` wrapped so that reading it to the end verifies it."""
+    reader = VerifyingReader(source, ContentCheck(object_id, header_bytes, size))
+    return io.BufferedReader(reader, 1 << 20)
