@@ -96,3 +96,21 @@ class NoSuchAttributeError(SapwoodError):
 
 class OutOfSpaceError(SapwoodError):
     """The disk is full, or the configured minimum of free space would be crossed."""
+
+
+class IndexDamagedError(SapwoodError):
+    """The repository's index is missing, truncated or unreadable.
+
+    Never answered by creating a new, empty index: that would make every object
+    look unreachable and let prune delete them all.
+    """
+
+    exit_code = 3
+
+
+class ReadOnlyRepositoryError(PermissionDeniedError):
+    """A write was asked of a repository this process may only read."""
+
+
+class UnsafeToPruneError(SapwoodError):
+    """Prune could not read everything that is reachable, so it deletes nothing."""
