@@ -25,6 +25,7 @@ object entries and commits change together or not at all.
 
 from __future__ import annotations
 
+import enum
 import os
 import struct
 import threading
@@ -36,8 +37,17 @@ from typing import Any, ClassVar
 
 import lmdb
 
-from store.errors import FormatError, OutOfSpaceError, RefConflictError
-from store.ids import ObjectId, ObjectType
+from store.errors import (
+    FormatError,
+    IndexDamagedError,
+    InvalidRefNameError,
+    ObjectMissingError,
+    OutOfSpaceError,
+    ReadOnlyRepositoryError,
+    RefConflictError,
+    RefExistsError,
+)
+from store.ids import ID_BYTES, ObjectId, ObjectType
 from store.objects import FileStat, file_stat
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
@@ -45,6 +55,7 @@ _I64 = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
 _DATABASES = ("objects", "commits", "refs", "partial", "statcache")
 _FILE_TAG = ObjectType.FILE.value
+_MIN_DATA_BYTES = 2 * 4096  # LMDB's two meta pages
 
 ANY = object()  # "whatever the ref holds now", for RefUpdate.expected
 
@@ -99,6 +110,8 @@ class WriteBatch:
     partial_mark: set[ObjectId] = field(default_factory=set)
     remove_objects: set[ObjectId] = field(default_factory=set)  # also drops commit entries
     statcache_remove: set[bytes] = field(default_factory=set)
+    # objects the new ones name without adding them: they must still be indexed
+    required: set[ObjectId] = field(default_factory=set)
 
 
 class IndexReader:
@@ -124,16 +137,18 @@ class IndexReader:
 
     def ref(self, name: str) -> ObjectId | None:
         value = self._txn.get(name.encode(), db=self._dbs["refs"])
-        return None if value is None else ObjectId(bytes(value))
+        return None if value is None else _id_value(bytes(value), "ref " + name)
 
     def refs(self) -> dict[str, ObjectId]:
         with self._txn.cursor(db=self._dbs["refs"]) as cur:
-            return {bytes(k).decode(): ObjectId(bytes(v)) for k, v in cur}
+            return {_ref_key(bytes(k)): _id_value(bytes(v), "a ref") for k, v in cur}
 
     def commit_ids(self) -> Iterator[tuple[ObjectId, int]]:
         with self._txn.cursor(db=self._dbs["commits"]) as cur:
             for key, value in cur:
-                yield ObjectId(bytes(key)), int(_I64.unpack(value)[0])
+                if len(value) != _I64.size:
+                    raise IndexDamagedError("the index's commit table holds a damaged record")
+                yield _id_value(bytes(key), "the commit table"), int(_I64.unpack(value)[0])
 
     def commits_with_prefix(self, hex_prefix: str, limit: int = 2) -> list[ObjectId]:
         """Commit ids whose hex starts with ``hex_prefix`` (at most ``limit``)."""
@@ -181,24 +196,44 @@ class _SharedEnv:
     _lock = threading.Lock()
     _open: ClassVar[dict[str, _SharedEnv]] = {}
 
-    def __init__(self, key: str, readonly: bool) -> None:
+    def __init__(self, key: str, access: Access) -> None:
         self.key = key
         self.users = 0
-        self.readonly = readonly
+        self.access = access
         self.env, self.dbs = self._open_env()
 
     def _open_env(self) -> tuple[Any, dict[str, Any]]:
-        key, readonly = self.key, self.readonly
-        env = lmdb.open(
-            key,
-            map_size=MAP_SIZE,
-            max_dbs=len(_DATABASES),
-            readonly=readonly,
-            max_readers=1024,
-            subdir=True,
-            create=not readonly,
-        )
-        dbs = {name: env.open_db(name.encode(), create=not readonly) for name in _DATABASES}
+        access = self.access
+        if access is not Access.CREATE:
+            _check_data_file(Path(self.key))
+        try:
+            env = lmdb.open(
+                self.key,
+                map_size=MAP_SIZE,
+                max_dbs=len(_DATABASES),
+                readonly=access is Access.READ_ONLY,
+                lock=access is not Access.READ_ONLY or _lock_file_writable(Path(self.key)),
+                max_readers=1024,
+                subdir=True,
+                create=access is Access.CREATE,
+            )
+        except lmdb.Error as exc:
+            raise IndexDamagedError(f"{self.key}: the index cannot be opened: {exc}") from None
+        try:
+            if access is not Access.CREATE:
+                _check_not_truncated(env, Path(self.key))
+            dbs = {
+                name: env.open_db(name.encode(), create=access is Access.CREATE)
+                for name in _DATABASES
+            }
+        except lmdb.NotFoundError:
+            env.close()
+            raise IndexDamagedError(f"{self.key}: the index lacks sapwood's tables") from None
+        except (lmdb.Error, IndexDamagedError) as exc:
+            env.close()
+            if isinstance(exc, IndexDamagedError):
+                raise
+            raise IndexDamagedError(f"{self.key}: the index is damaged: {exc}") from None
         return env, dbs
 
     def reopen(self) -> None:
@@ -206,10 +241,10 @@ class _SharedEnv:
         self.env, self.dbs = self._open_env()
 
     @classmethod
-    def acquire(cls, path: Path, readonly: bool) -> _SharedEnv:
+    def acquire(cls, path: Path, access: Access) -> _SharedEnv:
         key = os.path.realpath(path)
         with cls._lock:
-            shared = cls._open.get(key) or cls(key, readonly)
+            shared = cls._open.get(key) or cls(key, access)
             cls._open[key] = shared
             shared.users += 1
             return shared
@@ -222,14 +257,76 @@ class _SharedEnv:
                 self.env.close()
 
 
-class Index:
-    """The LMDB index of one repository."""
+class Access(enum.Enum):
+    """How an index is opened: created by init, read and written, or only read."""
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
-        self._shared = _SharedEnv.acquire(path, readonly)
+    CREATE = "create"
+    READ_WRITE = "read-write"
+    READ_ONLY = "read-only"
+
+
+def _damaged(path: Path, what: str) -> IndexDamagedError:
+    return IndexDamagedError(
+        f"{path}: {what}; the repository cannot be used (see 'Damaged index' in "
+        "docs/decisions.md: archive repositories can rebuild it with sapwood rebuild-index)"
+    )
+
+
+def _check_data_file(path: Path) -> None:
+    """An existing index has a data file of at least LMDB's two meta pages."""
+    data = path / "data.mdb"
+    try:
+        size = os.stat(data).st_size
+    except FileNotFoundError:
+        raise _damaged(path, "the index is missing (no data.mdb)") from None
+    except OSError as exc:
+        raise _damaged(path, f"the index cannot be read: {exc.strerror}") from None
+    if size < _MIN_DATA_BYTES:
+        raise _damaged(path, f"the index is empty or truncated ({size} bytes)")
+
+
+def _check_not_truncated(env: Any, path: Path) -> None:
+    """Every page the index says it uses must be in the file: LMDB maps the file, and
+    touching a page past its end kills the process with SIGBUS instead of an error."""
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.stat(path / "data.mdb").st_size
+    if size < needed:
+        raise _damaged(path, f"the index is truncated ({size} bytes of {needed})")
+
+
+def _lock_file_writable(path: Path) -> bool:
+    """Readers of LMDB register in lock.mdb; where they cannot write it (another user's
+    repository, read-only media) they read without registering, as LMDB allows."""
+    return os.access(path / "lock.mdb", os.R_OK | os.W_OK)
+
+
+def _id_value(value: bytes, where: str) -> ObjectId:
+    if len(value) != ID_BYTES:
+        raise IndexDamagedError(f"the index is damaged: {where} holds no object id")
+    return ObjectId(value)
+
+
+def _ref_key(key: bytes) -> str:
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        raise IndexDamagedError("the index is damaged: a ref name is not UTF-8") from None
+
+
+class Index:
+    """The LMDB index of one repository.
+
+    ``access`` says how: CREATE (init only), READ_WRITE, or READ_ONLY for a
+    repository this process may not write. Opening an existing index never creates
+    one: a missing, empty or truncated index is an IndexDamagedError.
+    """
+
+    def __init__(self, path: Path, access: Access = Access.READ_WRITE) -> None:
+        self._shared = _SharedEnv.acquire(path, access)
         self._env = self._shared.env
         self._dbs = self._shared.dbs
         self._closed = False
+        self.read_only = self._shared.access is Access.READ_ONLY
 
     def close(self) -> None:
         if not self._closed:
@@ -248,11 +345,23 @@ class Index:
 
     @contextmanager
     def reader(self) -> Iterator[IndexReader]:
-        with self._env.begin(buffers=False) as txn:
+        try:
+            txn = self._env.begin(buffers=False)
+        except lmdb.Error as exc:
+            raise IndexDamagedError(f"the index cannot be read: {exc}") from None
+        try:
             yield IndexReader(txn, self._dbs)
+        except lmdb.Error as exc:
+            raise IndexDamagedError(f"the index cannot be read: {exc}") from None
+        finally:
+            txn.abort()
 
     def apply(self, batch: WriteBatch) -> None:
         """Apply ``batch`` in one LMDB write transaction: the commit point."""
+        if self.read_only:
+            raise ReadOnlyRepositoryError(
+                "this repository is read-only for you; nothing was written"
+            )
         try:
             self._apply(batch)
         except lmdb.Error as exc:
@@ -260,12 +369,13 @@ class Index:
                 raise OutOfSpaceError(
                     f"the index cannot grow: {exc}; nothing was committed"
                 ) from exc
-            raise
+            raise IndexDamagedError(f"the index cannot be written: {exc}") from exc
 
     def _apply(self, batch: WriteBatch) -> None:
         with self._env.begin(write=True) as txn:
-            _check_refs(txn, self._dbs["refs"], batch.refs)
             objects = self._dbs["objects"]
+            _check_required(txn, objects, batch)
+            _check_refs(txn, self._dbs, batch)
             for object_id, record in batch.objects.items():
                 txn.put(object_id, record.encode(), db=objects, overwrite=False)
             for commit_id, timestamp in batch.commits.items():
@@ -288,15 +398,68 @@ class Index:
                 txn.put(key, value, db=self._dbs["statcache"])
 
 
-def _check_refs(txn: Any, refs_db: Any, updates: list[RefUpdate]) -> None:
-    for update in updates:
-        if update.expected is ANY:
-            continue
-        current = txn.get(update.name.encode(), db=refs_db)
+def _check_required(txn: Any, objects_db: Any, batch: WriteBatch) -> None:
+    for object_id in batch.required:
+        if object_id not in batch.objects and txn.get(object_id, db=objects_db) is None:
+            raise ObjectMissingError(
+                f"object {object_id.hex()}, which this commit reuses, was removed from the "
+                "repository while it ran (by prune or fsck --delete); nothing was committed"
+            )
+
+
+def _check_refs(txn: Any, dbs: dict[str, Any], batch: WriteBatch) -> None:
+    """Compare-and-swap, refs name commits only, and no ref is a directory of another."""
+    deleted = {update.name for update in batch.refs if update.new is None}
+    created = {update.name for update in batch.refs if update.new is not None}
+    for update in batch.refs:
+        current = txn.get(update.name.encode(), db=dbs["refs"])
         current_id = None if current is None else bytes(current)
-        if current_id != update.expected:
+        if update.expected is not ANY and current_id != update.expected:
             now = "absent" if current_id is None else current_id.hex()
             raise RefConflictError(
                 f"ref {update.name} moved while this transaction ran (it is now {now}); "
                 "nothing was changed"
             )
+        if update.new is not None:
+            _check_is_commit(txn, dbs["objects"], batch, update)
+            if current_id is None:
+                _check_ref_path(txn, dbs["refs"], update.name, deleted, created)
+
+
+def _check_is_commit(txn: Any, objects_db: Any, batch: WriteBatch, update: RefUpdate) -> None:
+    assert update.new is not None
+    record = batch.objects.get(update.new)
+    kind = record.kind.value if record is not None else None
+    if kind is None:
+        value = txn.get(update.new, db=objects_db)
+        kind = None if value is None else bytes(value[:1])
+    if kind != ObjectType.COMMIT.value:
+        what = "no object" if kind is None else "not a commit"
+        raise InvalidRefNameError(
+            f"ref {update.name}: {update.new.hex()} is {what}; a ref names a commit"
+        )
+
+
+def _check_ref_path(
+    txn: Any, refs_db: Any, name: str, deleted: set[str], created: set[str]
+) -> None:
+    """Refs are laid out as files (archive mode's refs/heads/, pull, other tools), so
+    ``a`` and ``a/b`` cannot both exist, in any mode."""
+    remote, sep, ref = name.rpartition(":")
+    parts = ref.split("/")
+    above = [f"{remote}{sep}" + "/".join(parts[:depth]) for depth in range(1, len(parts))]
+    for other in above:
+        exists = other not in deleted and txn.get(other.encode(), db=refs_db) is not None
+        if exists or other in created:
+            raise RefExistsError(f"ref {name} cannot exist beside ref {other}: delete it first")
+    below = name + "/"
+    others = [o for o in created if o.startswith(below)]
+    with txn.cursor(db=refs_db) as cur:
+        found = cur.set_range(below.encode())
+        while found and bytes(cur.key()).startswith(below.encode()) and not others:
+            key = bytes(cur.key()).decode("utf-8", "replace")
+            if key not in deleted:
+                others.append(key)
+            found = cur.next()
+    if others:
+        raise RefExistsError(f"ref {name} cannot exist beside ref {others[0]}: delete it first")

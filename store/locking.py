@@ -10,9 +10,16 @@ from pathlib import Path
 
 
 @contextmanager
-def repo_lock(lock_path: Path, exclusive: bool) -> Iterator[None]:
-    """Hold the repository's lock file shared (writers) or exclusive (prune)."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def repo_lock(repo_path: Path, exclusive: bool) -> Iterator[None]:
+    """Hold the repository's lock shared (writers) or exclusive (prune, repair).
+
+    The lock is taken on the repository directory itself, not on a file inside it:
+    a lock file can be unlinked and replaced while a writer holds it, and a prune
+    that then locks the new file would delete what the writer is reusing. The
+    directory cannot be swapped under a running process without moving the whole
+    repository (which carries the lock along).
+    """
+    fd = os.open(repo_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield

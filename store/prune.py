@@ -20,10 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.content import object_relpath
-from store.errors import RefConflictError, RefNotFoundError
+from store.errors import RefConflictError, RefNotFoundError, UnsafeToPruneError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
-from store.reachability import commit_history, orphan_files, walk_commits
+from store.reachability import (
+    Reachable,
+    commit_history,
+    commits_needing,
+    orphan_files,
+    walk_commits,
+)
 from store.repo import Repository
 
 log = logging.getLogger(__name__)
@@ -50,7 +56,8 @@ def prune(
     with repo.lock(exclusive=True):
         with repo.index.reader() as reader:
             roots = _roots(reader, refs_only, depth, keep_younger_than, delete_commits)
-            reachable = walk_commits(reader, roots, verify=False)
+            reachable = walk_commits(reader, roots, verify=True)
+            _require_sound(reader, reachable, roots)
             keep = reachable.commits | reachable.metadata | reachable.files
             garbage = {oid: rec.kind for oid, rec in reader.iter_objects() if oid not in keep}
             orphans = orphan_files(repo.path / "objects", reader)
@@ -73,6 +80,29 @@ def prune(
         report.bytes_freed,
     )
     return report
+
+
+def _require_sound(reader: IndexReader, reachable: Reachable, roots: set[ObjectId]) -> None:
+    """Refuse to delete anything unless every metadata object the roots need was read.
+
+    A tree that cannot be read hides what it needs: deleting "everything not seen"
+    would delete the files of a commit a ref still names. The one exception is what
+    ``fsck --delete`` removed and recorded: a missing object all of whose commits
+    are marked partial.
+    """
+    if not reachable.bad_metadata:
+        return
+    partial = set(reader.partial_commits())
+    needed = commits_needing(reader, roots, set(reachable.bad_metadata))
+    for object_id, problem in sorted(reachable.bad_metadata.items()):
+        users = needed.get(object_id, [])
+        if not reader.has_object(object_id) and users and partial.issuperset(users):
+            continue
+        shown = f" (needed by commit {users[0].hex()[:12]})" if users else ""
+        raise UnsafeToPruneError(
+            f"object {object_id.hex()}{shown}: {problem}; prune deleted nothing "
+            "(run sapwood fsck, then repair or delete what needs it)"
+        )
 
 
 def _roots(

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType, digest
-from store.index import IndexReader
+from store.index import IndexReader, ObjectRecord
 from store.objects import Commit, DirMeta, DirTree
 
 _M = TypeVar("_M", Commit, DirMeta, DirTree)
@@ -31,7 +31,7 @@ def commit_history(reader: IndexReader, head: ObjectId, depth: int) -> list[Obje
     found: list[ObjectId] = []
     current: ObjectId | None = head
     while current is not None and (depth < 0 or len(found) <= depth):
-        record = reader.object(current)
+        record = _readable(reader, current)
         if record is None or record.kind is not ObjectType.COMMIT:
             break
         found.append(current)
@@ -131,7 +131,7 @@ def commits_needing(
     needed_by: dict[ObjectId, list[ObjectId]] = {}
     for commit_id in commits:
         found: set[ObjectId] = {commit_id} & bad
-        record = reader.object(commit_id)
+        record = _readable(reader, commit_id)
         if record is not None and commit_id not in bad:
             try:
                 commit = Commit.decode(record.payload)
@@ -154,7 +154,7 @@ def _bad_below(
     if tree_id in memo:
         return memo[tree_id]
     found: set[ObjectId] = {tree_id} & bad
-    record = reader.object(tree_id)
+    record = _readable(reader, tree_id)
     if record is not None and tree_id not in bad:
         try:
             tree = DirTree.decode(record.payload)
@@ -166,6 +166,14 @@ def _bad_below(
             found |= _bad_below(reader, entry.tree, bad, memo)
     memo[tree_id] = frozenset(found)
     return memo[tree_id]
+
+
+def _readable(reader: IndexReader, object_id: ObjectId) -> ObjectRecord | None:
+    """An object's index record, or None if it is missing or not even a record."""
+    try:
+        return reader.object(object_id)
+    except FormatError:
+        return None
 
 
 def orphan_files(objects_dir: Path, reader: IndexReader) -> list[Path]:

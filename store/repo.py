@@ -7,7 +7,8 @@ Layout::
     REPO/objects/XX/   content objects (and, in archive mode, metadata objects too)
     REPO/refs/heads/   archive mode only: a plain-file mirror of the refs for HTTP
     REPO/tmp/          staging directories of running transactions
-    REPO/lock          the repository lock (writers shared, prune exclusive)
+    REPO/              flock()ed itself: the repository lock (writers shared, prune
+                       exclusive); a ``lock`` file of older versions is unused
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import stat
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -26,11 +28,12 @@ from store.errors import (
     CorruptObjectError,
     FormatError,
     ObjectMissingError,
+    ReadOnlyRepositoryError,
     RepoExistsError,
     RepoNotFoundError,
 )
 from store.ids import ObjectId, ObjectType
-from store.index import Index, ObjectRecord
+from store.index import Access, Index, ObjectRecord
 from store.locking import repo_lock
 from store.modes import RepoMode
 from store.objects import Commit, DirMeta, DirTree, FileHeader, FileStat
@@ -99,7 +102,7 @@ class Repository:
         path: Path,
         mode: RepoMode,
         fsync: bool,
-        readonly: bool = False,
+        access: Access = Access.READ_WRITE,
         space: SpacePolicy | None = None,
     ) -> None:
         self.path = path
@@ -107,7 +110,12 @@ class Repository:
         self.fsync = fsync
         self.space = space or SpacePolicy()
         self.content: ContentStore = content_store(mode, path / "objects")
-        self.index = Index(path / "index", readonly=readonly)
+        self.index = Index(path / "index", access)
+
+    @property
+    def read_only(self) -> bool:
+        """True when this process may read the repository but not write it."""
+        return self.index.read_only
 
     # ----- life cycle ---------------------------------------------------------
     @classmethod
@@ -121,6 +129,7 @@ class Repository:
             (path / sub).mkdir()
         for byte in range(256):
             (path / "objects" / f"{byte:02x}").mkdir()
+        _make_private(path, mode)
         if mode is RepoMode.ARCHIVE:
             (path / "refs" / "heads").mkdir(parents=True)
         config = configparser.ConfigParser()
@@ -128,7 +137,7 @@ class Repository:
         with open(path / "config.tmp", "w") as out:
             config.write(out)
         os.rename(path / "config.tmp", path / "config")
-        return cls(path, mode, fsync=True)
+        return cls(path, mode, fsync=True, access=Access.CREATE)
 
     @classmethod
     def open(cls, path: Path) -> Repository:
@@ -150,7 +159,8 @@ class Repository:
             fsync = core.getboolean("fsync", fallback=True)
         except ValueError as exc:
             raise RepoNotFoundError(f"{path}/config: {exc}") from None
-        return cls(path, mode, fsync=fsync, space=space)
+        access = Access.READ_WRITE if _writable(path) else Access.READ_ONLY
+        return cls(path, mode, fsync=fsync, access=access, space=space)
 
     def close(self) -> None:
         self.index.close()
@@ -163,11 +173,19 @@ class Repository:
 
     def lock(self, exclusive: bool) -> AbstractContextManager[None]:
         """The repository lock: shared for writers and fsck, exclusive for prune and repair."""
-        return repo_lock(self.path / "lock", exclusive)
+        return repo_lock(self.path, exclusive)
 
     def transaction(self) -> Transaction:
         self.mode.require_privileges()
+        self.require_writable()
+        _make_private(self.path, self.mode)  # repositories made before this rule
         return Transaction(self)
+
+    def require_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyRepositoryError(
+                f"{self.path}: this repository is read-only for you; nothing was written"
+            )
 
     # ----- reading objects ------------------------------------------------------
     def _record(self, object_id: ObjectId, kind: ObjectType) -> ObjectRecord:
@@ -282,6 +300,37 @@ class Repository:
         for existing in refs_dir.rglob("*"):
             if existing.is_file() and existing.relative_to(refs_dir).as_posix() not in wanted:
                 existing.unlink()
+
+
+def _make_private(path: Path, mode: RepoMode) -> None:
+    """Object and staging directories are their owner's alone.
+
+    In bare mode, object files keep the modes their content was committed with,
+    world-writable and setuid ones too, and every hardlinked checkout shares their
+    inodes: another local user who could reach objects/ could rewrite an object and so
+    every checkout of it. Staging directories (tmp/) hold objects before they are
+    published, in every mode: a user who opened one there could keep writing to it
+    after. The other modes' objects/ stays readable: their object files never carry
+    write, setuid or setgid bits, so others may read (and mount) what the committed
+    modes let them read.
+    """
+    private = ["tmp", "objects"] if mode is RepoMode.BARE else ["tmp"]
+    for name in private:
+        directory = path / name
+        st = os.stat(directory)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(directory, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process can write the repository (its index and lock); reading
+    works either way: read-only media, another user's repository."""
+    index = path / "index"
+    return os.access(index, os.W_OK) and all(
+        os.access(index / name, os.W_OK)
+        for name in ("data.mdb", "lock.mdb")
+        if (index / name).exists()
+    )
 
 
 def _mirror_path(name: str) -> str:

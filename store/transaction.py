@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -30,7 +31,7 @@ from store.durability import boot_id, fsync_dir, space_errors, syncfs
 from store.errors import OutOfSpaceError, SourceError
 from store.ids import ObjectId, ObjectType, digest
 from store.index import ANY, IndexReader, ObjectRecord, RefUpdate, WriteBatch
-from store.locking import repo_lock, try_lock_dir
+from store.locking import try_lock_dir
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _NOTHING_COMMITTED = "nothing was committed"
 SMALL_FILE = 4 << 20  # files up to this size are read once, into memory
+_NEW_DIR_GRACE_SECONDS = 600
 
 
 class Transaction:
@@ -53,7 +55,7 @@ class Transaction:
         self._mutex = threading.Lock()
         self._local = threading.local()
         self._reader_cms: list[AbstractContextManager[IndexReader]] = []
-        self._lock_cm = repo_lock(repo.path / "lock", exclusive=False)
+        self._lock_cm = repo.lock(exclusive=False)
         self._lock_cm.__enter__()
         try:
             _remove_abandoned_staging(repo.path / "tmp")
@@ -188,14 +190,32 @@ class Transaction:
         return self._write_meta(ObjectType.DIRMETA, meta.encode())
 
     def write_dirtree(self, tree: DirTree) -> ObjectId:
-        return self._write_meta(ObjectType.DIRTREE, tree.encode())
+        object_id = self._write_meta(ObjectType.DIRTREE, tree.encode())
+        if object_id in self._batch.objects:  # new: what it names must exist at the end
+            children = [file_id for _, file_id in tree.files]
+            children += [id_ for _, entry in tree.dirs for id_ in (entry.tree, entry.meta)]
+            self._require(children)
+        return object_id
 
     def write_commit(self, commit: Commit) -> ObjectId:
+        self._require([commit.tree, commit.meta])
         object_id = self._write_meta(ObjectType.COMMIT, commit.encode())
         with self._mutex:
             self._batch.commits[object_id] = commit.timestamp
             self._batch.partial_clear.add(object_id)
         return object_id
+
+    def _require(self, object_ids: Iterable[ObjectId]) -> None:
+        """Note objects a new tree or commit names that this transaction does not write.
+
+        They were found in the index when the transaction looked (or came from the
+        stat cache, or from an existing commit's tree), and the commit point checks
+        that they are still there: a prune that ran meanwhile must not leave the new
+        commit pointing at deleted objects. An existing dirtree stands for everything
+        below it (prune removes a tree only with what nothing else needs below it).
+        """
+        with self._mutex:
+            self._batch.required.update(oid for oid in object_ids if oid not in self._batch.objects)
 
     def _write_meta(self, kind: ObjectType, encoded: bytes) -> ObjectId:
         object_id = digest(encoded)
@@ -230,12 +250,16 @@ class Transaction:
             with space_errors(_NOTHING_COMMITTED):
                 self._publish_staged()
                 self._repo.index.apply(self._batch)
-            if self._repo.content.compressed:
-                self._repo.write_ref_mirror()
         except BaseException:
             self.abort()
             raise
-        self._finish()
+        try:
+            if self._repo.content.compressed and self._batch.refs:
+                self._repo.write_ref_mirror()
+        except OSError as exc:  # the commit is done: say so, never report it as failed
+            log.error("the commit is done, but refs/ for HTTP could not be updated: %s", exc)
+        finally:
+            self._finish()
         log.debug("committed %d objects", len(self._batch.objects))
 
     def _publish_staged(self) -> None:
@@ -284,8 +308,14 @@ def _new_staging(tmp: Path) -> tuple[Path, int]:
 
 
 def _remove_abandoned_staging(tmp: Path) -> None:
-    """Remove staging directories whose transaction is gone (no process holds them)."""
-    for entry in [*tmp.glob("staging-*"), *tmp.glob("new-*")]:
+    """Remove staging directories whose transaction is gone (no process holds them).
+
+    A ``new-*`` directory is unlocked for the moment between its mkdir and its lock
+    (then it is renamed staging-*): only one older than that moment can be a crash's.
+    """
+    old_enough = time.time() - _NEW_DIR_GRACE_SECONDS
+    fresh = [e for e in tmp.glob("new-*") if _mtime(e) < old_enough]
+    for entry in [*tmp.glob("staging-*"), *fresh]:
         fd = try_lock_dir(entry)
         if fd is None:
             continue
@@ -294,3 +324,10 @@ def _remove_abandoned_staging(tmp: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         finally:
             os.close(fd)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mountd.cli.main import main
-from store import RepoMode, read_xattrs
+from store import RepoMode, Repository, read_xattrs
+from store.index import Access
 
 IS_ROOT = os.geteuid() == 0
 SAPWOOD = [sys.executable, "-m", "mountd.cli.main"]
@@ -157,3 +158,16 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", str(path)], check=True)
+
+
+def force_ref(repo: Repository, name: str, target: bytes) -> None:
+    """Point a ref anywhere, bypassing every check: the state a damaged index or an
+    older sapwood could leave (a ref to a missing object, to a dirtree, ...)."""
+    from store.index import _SharedEnv
+
+    shared = _SharedEnv.acquire(repo.path / "index", Access.READ_WRITE)
+    try:
+        with shared.env.begin(write=True) as txn:
+            txn.put(name.encode(), target, db=shared.dbs["refs"])
+    finally:
+        shared.release()

@@ -12,7 +12,7 @@ import pytest
 from fs.commit import CommitRequest, Layer, make_commit
 from store import ObjectId, RepoMode, Repository, fsck, lookup
 from store.ids import ObjectType
-from tests.helpers import build_rich_tree, cli
+from tests.helpers import build_rich_tree, cli, force_ref
 
 
 def _commit_tree(repo: Repository, tmp_path: Path) -> tuple[ObjectId, Path]:
@@ -134,10 +134,8 @@ def test_a_partial_commit_is_not_built_on(user_repo: Repository, tmp_path: Path)
 
 
 def test_missing_ref_target_is_found(user_repo: Repository, tmp_path: Path) -> None:
-    from store.index import RefUpdate, WriteBatch
-
     ghost = ObjectId(b"\x42" * 32)
-    user_repo.index.apply(WriteBatch(refs=[RefUpdate("ghost", ghost)]))
+    force_ref(user_repo, "ghost", ghost)
     report = fsck(user_repo)
     assert [p.object_id for p in report.problems] == [ghost]
 

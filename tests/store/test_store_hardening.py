@@ -1,0 +1,203 @@
+"""Silent loss a hostile review found in the store, one test per instance.
+
+prune deleting the files of a live commit behind one corrupt record; a commit that
+succeeds referring to objects a concurrent prune deleted; a lock file that could be
+unlinked and replaced; refs to trees; refs `a` and `a/b`; world-reachable objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fs.commit import CommitRequest, Layer, make_commit
+from store import (
+    Commit,
+    DirTree,
+    InvalidRefNameError,
+    ObjectId,
+    ObjectMissingError,
+    RefExistsError,
+    RepoMode,
+    Repository,
+    UnsafeToPruneError,
+    fsck,
+    lookup,
+    prune,
+)
+from store.index import Access, WriteBatch, _SharedEnv
+from tests.helpers import IS_ROOT, SAPWOOD, cli
+
+
+def _commit(repo: Repository, source: Path, branch: str = "main", files: int = 5) -> ObjectId:
+    source.mkdir(exist_ok=True)
+    (source / "sub").mkdir(exist_ok=True)
+    for n in range(files):
+        (source / "sub" / f"f{n}").write_text(f"{branch} {n}\n")
+    return make_commit(repo, CommitRequest(branch, [Layer("dir", str(source))])).commit_id
+
+
+def _overwrite_record(repo: Repository, object_id: ObjectId, value: bytes) -> None:
+    shared = _SharedEnv.acquire(repo.path / "index", Access.READ_WRITE)
+    try:
+        with shared.env.begin(write=True) as txn:
+            txn.put(object_id, value, db=shared.dbs["objects"])
+    finally:
+        shared.release()
+
+
+def _object_files(repo: Repository) -> set[Path]:
+    return {p for p in (repo.path / "objects").rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", ["unknown-type", "garbage", "other-tree", "missing"])
+def test_prune_deletes_nothing_when_a_live_tree_cannot_be_read(
+    repo: Repository, tmp_path: Path, damage: str
+) -> None:
+    live = _commit(repo, tmp_path / "src")
+    _commit(repo, tmp_path / "other", branch="other")
+    assert cli("--repo", repo.path, "refs", "--delete", "other").code == 0
+    sub = lookup(repo, live, "/sub").dir
+    assert sub is not None
+    if damage == "unknown-type":
+        _overwrite_record(repo, sub.tree, b"?" + os.urandom(64))
+    elif damage == "garbage":
+        _overwrite_record(repo, sub.tree, b"t" + os.urandom(64))
+    elif damage == "other-tree":  # decodes fine, but is not the object its id names
+        _overwrite_record(repo, sub.tree, b"t" + DirTree().encode())
+    else:
+        repo.index.apply(WriteBatch(remove_objects={sub.tree}))
+    before = _object_files(repo)
+    with pytest.raises(UnsafeToPruneError, match="deleted nothing"):
+        prune(repo, refs_only=True)
+    assert _object_files(repo) == before
+    result = cli("--repo", repo.path, "prune", "--refs-only")
+    assert result.code != 0 and len(result.err.strip().splitlines()) == 1, result.err
+    assert _object_files(repo) == before
+
+
+def test_prune_still_cleans_around_commits_fsck_marked_partial(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """What fsck --delete removed (its commits marked partial) does not block prune."""
+    live = _commit(user_repo, tmp_path / "src")
+    sub = lookup(user_repo, live, "/sub").dir
+    assert sub is not None
+    _overwrite_record(user_repo, sub.tree, b"t" + DirTree().encode())
+    report = fsck(user_repo, delete=True)
+    assert report.deleted == [sub.tree] and report.partial == [live]
+    prune(user_repo, refs_only=True)  # does not raise
+    assert user_repo.has_object(live)
+
+
+def test_a_commit_refuses_to_name_objects_deleted_while_it_ran(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    first = _commit(user_repo, tmp_path / "src")
+    reused = lookup(user_repo, first, "/sub/f1").file
+    assert reused is not None
+    missing = pytest.raises(ObjectMissingError, match="removed from the repository while it ran")
+    with missing, user_repo.transaction() as txn:
+        tree = txn.write_dirtree(DirTree.build({b"f1": reused}, {}))
+        # What a prune that ignored the lock would do now: the file object goes.
+        user_repo.index.apply(WriteBatch(remove_objects={reused}))
+        meta = txn.write_dirmeta(user_repo.read_dirmeta(user_repo.read_commit(first).meta))
+        commit = Commit(tree=tree, meta=meta, parent=first, timestamp=1)
+        txn.set_ref("main", txn.write_commit(commit), expected=first)
+    assert user_repo.refs() == {"main": first}
+
+
+def test_the_lock_cannot_be_unlinked_from_under_a_writer(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """A prune waits for a running commit even if every file named lock is removed."""
+    _commit(user_repo, tmp_path / "src")
+    txn = user_repo.transaction()
+    try:
+        for stale in user_repo.path.glob("lock*"):
+            stale.unlink()
+        pruner = subprocess.Popen(
+            [*SAPWOOD, "--repo", str(user_repo.path), "prune"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.5)
+        assert pruner.poll() is None, "prune ran while a commit held the lock"
+    finally:
+        txn.abort()
+    assert pruner.wait(timeout=60) == 0
+    assert fsck(user_repo).clean
+
+
+def test_refs_name_commits_only(user_repo: Repository, tmp_path: Path) -> None:
+    commit_id = _commit(user_repo, tmp_path / "src")
+    tree = user_repo.read_commit(commit_id).tree
+    file_id = lookup(user_repo, commit_id, "/sub/f0").file
+    assert file_id is not None
+    for target in (tree, file_id, ObjectId(b"\x42" * 32)):
+        refused = pytest.raises(InvalidRefNameError, match="a ref names a commit")
+        with refused, user_repo.transaction() as txn:
+            txn.set_ref("bad", target)
+        result = cli("--repo", user_repo.path, "refs", "--create", "bad", target.hex())
+        assert result.code != 0 and "Traceback" not in result.err
+    assert user_repo.refs() == {"main": commit_id}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("a", "a/b"), ("a/b", "a"), ("a/b/c", "a"), ("o:x", "o:x/y"), ("o:x/y", "o:x")],
+)
+def test_refs_cannot_be_directories_of_each_other(
+    repo: Repository, tmp_path: Path, first: str, second: str
+) -> None:
+    """In every mode: archive mode lays refs out as files, and so do pulls."""
+    commit_id = _commit(repo, tmp_path / "src")
+    assert cli("--repo", repo.path, "refs", "--create", first, commit_id.hex()).code == 0
+    result = cli("--repo", repo.path, "refs", "--create", second, commit_id.hex())
+    assert result.code != 0 and "cannot exist beside" in result.err, result.err
+    with pytest.raises(RefExistsError):
+        make_commit(repo, CommitRequest(second, [Layer("dir", str(tmp_path / "src"))]))
+    assert set(repo.refs()) == {"main", first}
+    ok = cli("--repo", repo.path, "commit", "-b", "main", tmp_path / "src")
+    assert ok.code == 0, ok.err  # later commits are not affected
+
+
+def test_archive_commit_reports_success_if_only_the_http_mirror_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+
+    def fail() -> None:
+        raise PermissionError(13, "Permission denied", "refs/heads/main")
+
+    monkeypatch.setattr(repo, "write_ref_mirror", fail)
+    with caplog.at_level(logging.ERROR):
+        commit_id = _commit(repo, tmp_path / "src")
+    assert repo.refs() == {"main": commit_id}
+    assert "the commit is done" in caplog.text
+    repo.close()
+
+
+@pytest.mark.parametrize("mode", list(RepoMode))
+def test_object_and_staging_directories_are_private_where_objects_carry_modes(
+    tmp_path: Path, mode: RepoMode
+) -> None:
+    if mode is RepoMode.BARE and not IS_ROOT:
+        pytest.skip("bare mode needs root")
+    repo = Repository.init(tmp_path / "repo", mode)
+    private = {"tmp", "objects"} if mode is RepoMode.BARE else {"tmp"}
+    for name in ("tmp", "objects"):
+        bits = stat.S_IMODE(os.stat(repo.path / name).st_mode)
+        assert (bits & 0o077 == 0) == (name in private), (name, oct(bits))
+    for name in private:  # a repository made before the rule is mended by its next writer
+        os.chmod(repo.path / name, 0o755)
+    _commit(repo, tmp_path / "src")
+    for name in private:
+        assert stat.S_IMODE(os.stat(repo.path / name).st_mode) & 0o077 == 0
+    repo.close()
