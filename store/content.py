@@ -355,8 +355,12 @@ class ArchiveStore(ContentStore):
         raise TypeError("archive objects are compressed: read them with open_content")
 
     def disk_header(self, object_id: ObjectId) -> FileHeader | None:
+        return self.stored_record(object_id)[1]
+
+    def stored_record(self, object_id: ObjectId) -> tuple[int, FileHeader]:
+        """The content size and header an archive object carries in front of its data."""
         with open(open_object_file(self.pathstr(object_id), object_id), "rb") as stream:
-            return self._read_prefix(stream, object_id)[1]
+            return self._read_prefix(stream, object_id)
 
 
 class _Inflater(io.RawIOBase):

@@ -141,19 +141,8 @@ class Repository:
 
     @classmethod
     def open(cls, path: Path) -> Repository:
-        config = configparser.ConfigParser()
-        try:
-            found = config.read(path / "config")
-        except configparser.Error as exc:
-            raise RepoNotFoundError(f"{path}: unreadable repository config: {exc}") from exc
-        if not found or not config.has_section("core") or not (path / "index").is_dir():
-            raise RepoNotFoundError(f"{path}: not a sapwood repository")
-        core = config["core"]
-        if core.get("repo_version") != str(REPO_VERSION):
-            raise RepoNotFoundError(
-                f"{path}: unsupported repository version {core.get('repo_version')}"
-            )
-        mode = RepoMode.parse(core.get("mode", ""))
+        """Open an existing repository: its config must be sound and its index present."""
+        mode, core = read_config(path)
         try:
             space = SpacePolicy.from_config(core)
             fsync = core.getboolean("fsync", fallback=True)
@@ -300,6 +289,25 @@ class Repository:
         for existing in refs_dir.rglob("*"):
             if existing.is_file() and existing.relative_to(refs_dir).as_posix() not in wanted:
                 existing.unlink()
+
+
+def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
+    """The mode and the [core] section of the repository at ``path``."""
+    config = configparser.ConfigParser()
+    try:
+        found = config.read(path / "config", encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise RepoNotFoundError(
+            f"{path}/config: not a readable repository config ({exc})"
+        ) from None
+    if not found or not config.has_section("core"):
+        raise RepoNotFoundError(f"{path}: not a sapwood repository")
+    core = config["core"]
+    if core.get("repo_version") != str(REPO_VERSION):
+        raise RepoNotFoundError(
+            f"{path}: unsupported repository version {core.get('repo_version')}"
+        )
+    return RepoMode.parse(core.get("mode", "")), core
 
 
 def _make_private(path: Path, mode: RepoMode) -> None:
