@@ -111,9 +111,9 @@ class ContentStore(ABC):
         """Ask the kernel to start reading these objects now (many reads in flight)."""
         for object_id in object_ids:
             try:
-                fd = os.open(self.pathstr(object_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                continue  # missing or a symlink: verify() reports what matters
+                fd = open_object_file(self.pathstr(object_id), object_id)
+            except (OSError, ObjectMissingError, CorruptObjectError):
+                continue  # missing, a symlink, a FIFO...: verify() reports what matters
             try:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
             finally:

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.content import object_relpath
+from store.errors import CorruptObjectError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
 from store.reachability import commit_history, commits_needing, orphan_files, walk_commits
 from store.repo import Repository
+from store.verify import open_object_file
 
 log = logging.getLogger(__name__)
 _BATCH = 512
@@ -180,10 +182,15 @@ def _check_archive_metadata(
             continue  # already reported as missing
         path = repo.path / "objects" / object_relpath(object_id, record.kind)
         try:
-            if path.read_bytes() != record.payload:
-                bad[object_id] = f"corrupted {record.kind.suffix} file: differs from the index"
-        except FileNotFoundError:
+            with open(open_object_file(str(path), object_id), "rb") as served:
+                same = served.read(len(record.payload) + 1) == record.payload
+        except ObjectMissingError:
             bad[object_id] = f"{record.kind.suffix} file is missing from objects/"
+        except (CorruptObjectError, OSError) as exc:
+            bad[object_id] = f"{record.kind.suffix} file cannot be served: {exc}"
+        else:
+            if not same:
+                bad[object_id] = f"corrupted {record.kind.suffix} file: differs from the index"
     return bad
 
 

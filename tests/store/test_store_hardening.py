@@ -201,3 +201,31 @@ def test_object_and_staging_directories_are_private_where_objects_carry_modes(
     for name in private:
         assert stat.S_IMODE(os.stat(repo.path / name).st_mode) & 0o077 == 0
     repo.close()
+
+
+def test_fsck_reports_fifos_and_symlinks_in_place_of_objects_without_hanging(
+    repo: Repository, tmp_path: Path
+) -> None:
+    commit_id = _commit(repo, tmp_path / "src")
+    file_id = lookup(repo, commit_id, "/sub/f0").file
+    assert file_id is not None
+    victims = [repo.content.path(file_id)]
+    if repo.mode is RepoMode.ARCHIVE:  # metadata is served as files too
+        victims.append(next((repo.path / "objects").glob("*/*.dirtree")))
+    secret = tmp_path / "secret"
+    secret.write_text("not an object\n")
+    for victim in victims:
+        victim.unlink()
+        os.mkfifo(victim)
+    checked = subprocess.run(
+        [*SAPWOOD, "--repo", str(repo.path), "fsck", "--all"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 1 and checked.stdout.count("error: object") == len(victims)
+    for victim in victims:
+        victim.unlink()
+        victim.symlink_to(secret)
+    report = fsck(repo, all_objects=True)
+    assert len(report.problems) == len(victims)
