@@ -39,6 +39,7 @@ from store.mtree import MutableDir
 from store.names import check_name, check_ref_name, show_path, split_path
 from store.objects import Commit, DirEntry, DirMeta, DirTree, FileHeader, FileStat
 from store.prune import PruneReport, prune
+from store.rebuild import RebuildReport, rebuild_index
 from store.repo import Repository
 from store.revs import history, rev_parse
 from store.transaction import SMALL_FILE, Transaction
@@ -83,6 +84,7 @@ __all__ = [
     "Problem",
     "PruneReport",
     "ReadOnlyRepositoryError",
+    "RebuildReport",
     "RefConflictError",
     "RefExistsError",
     "RefNotFoundError",
@@ -108,6 +110,7 @@ __all__ = [
     "lookup",
     "prune",
     "read_xattrs",
+    "rebuild_index",
     "rev_parse",
     "root_node",
     "show_path",
