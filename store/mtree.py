@@ -17,6 +17,8 @@ from store.objects import DirEntry, DirTree
 from store.repo import Repository
 from store.transaction import Transaction
 
+MAX_TREE_DEPTH = 1024  # directories below the root; git's core.maxTreeDepth is 2048
+
 
 @dataclass
 class MutableDir:
@@ -82,16 +84,43 @@ class MutableDir:
         self.entries[name] = file_id
 
     def write(self, txn: Transaction, default_meta: ObjectId) -> DirEntry:
-        """Write the dirtrees of this directory and below; return its (tree, meta)."""
-        meta = self.meta or default_meta
-        if self.base is not None:
-            return DirEntry(self.base.tree, meta)
+        """Write the dirtrees of this directory and below; return its (tree, meta).
+
+        Children are written before their parent (their ids are in it), with an
+        explicit stack: a tree as deep as MAX_TREE_DEPTH needs no deep recursion.
+        """
+        written: dict[int, DirEntry] = {}
+        stack: list[tuple[MutableDir, int, bool]] = [(self, 0, False)]
+        while stack:
+            directory, depth, children_done = stack.pop()
+            if directory.base is not None:
+                meta = directory.meta or default_meta
+                written[id(directory)] = DirEntry(directory.base.tree, meta)
+            elif children_done:
+                written[id(directory)] = directory._write_one(txn, default_meta, written)
+            else:
+                if depth >= MAX_TREE_DEPTH:
+                    raise SourceError(
+                        f"the tree nests directories more than {MAX_TREE_DEPTH} deep, which "
+                        "sapwood refuses"
+                    )
+                stack.append((directory, depth, True))
+                stack += [
+                    (child, depth + 1, False)
+                    for child in directory.entries.values()
+                    if isinstance(child, MutableDir)
+                ]
+        return written[id(self)]
+
+    def _write_one(
+        self, txn: Transaction, default_meta: ObjectId, written: dict[int, DirEntry]
+    ) -> DirEntry:
         files: dict[bytes, ObjectId] = {}
         dirs: dict[bytes, DirEntry] = {}
         for name, value in self.entries.items():
             if isinstance(value, MutableDir):
-                dirs[name] = value.write(txn, default_meta)
+                dirs[name] = written.pop(id(value))
             else:
                 files[name] = value
         tree_id = txn.write_dirtree(DirTree.build(files, dirs))
-        return DirEntry(tree_id, meta)
+        return DirEntry(tree_id, self.meta or default_meta)

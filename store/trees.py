@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from store.errors import NotADirectoryInTreeError, PathNotFoundError
 from store.ids import ObjectId
@@ -86,15 +87,47 @@ def children(repo: Repository, node: Node) -> list[Node]:
 
 
 def walk(repo: Repository, node: Node) -> Iterator[Node]:
-    """``node`` and everything below it, depth first, each directory before its entries."""
-    yield node
-    if node.dir is not None:
-        for child in children(repo, node):
-            yield from walk(repo, child)
+    """``node`` and everything below it, depth first, each directory before its entries.
+
+    Iterative, so a deep tree costs memory, never Python's recursion limit.
+    """
+    stack = [iter([node])]
+    while stack:
+        current = next(stack[-1], None)
+        if current is None:
+            stack.pop()
+            continue
+        yield current
+        if current.dir is not None:
+            stack.append(iter(children(repo, current)))
 
 
 def diff_trees(repo: Repository, old: Node, new: Node) -> Iterator[tuple[str, bytes]]:
-    """('A'|'M'|'D', path) for every difference between two directory nodes, by path."""
+    """('A'|'M'|'D', path) for every difference between two directory nodes, by path.
+
+    Unchanged subtrees (same dirtree id) are never read. Iterative, like walk().
+    """
+    stack = [_diff_level(repo, old, new)]
+    while stack:
+        event = next(stack[-1], None)
+        if event is None:
+            stack.pop()
+        elif isinstance(event, _Descend):
+            stack.append(_diff_level(repo, event.old, event.new))
+        else:
+            yield event
+
+
+class _Descend(NamedTuple):
+    """Two directories of one path, whose own changes come next in the output."""
+
+    old: Node
+    new: Node
+
+
+def _diff_level(repo: Repository, old: Node, new: Node) -> Iterator[tuple[str, bytes] | _Descend]:
+    """The changes of one directory pair, in path order; a pair of subdirectories to
+    compare stands where their changes belong."""
     assert old.dir is not None and new.dir is not None
     if old.dir.tree == new.dir.tree:
         return
@@ -109,6 +142,6 @@ def diff_trees(repo: Repository, old: Node, new: Node) -> Iterator[tuple[str, by
         elif a.dir is not None and b.dir is not None:
             if a.dir.meta != b.dir.meta:
                 yield "M", path
-            yield from diff_trees(repo, a, b)
+            yield _Descend(a, b)
         elif a.file != b.file:
             yield "M", path
