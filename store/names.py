@@ -19,9 +19,8 @@ def check_name(name: bytes, where: str = "") -> bytes:
     """Return ``name`` if it is a valid entry name of a directory, else raise."""
     problem = _name_problem(name)
     if problem:
-        shown = name.decode("utf-8", "backslashreplace")
         place = f" in {where}" if where else ""
-        raise InvalidNameError(f"invalid file name {shown!r}{place}: {problem}")
+        raise InvalidNameError(f"invalid file name {show_path(name)!r}{place}: {problem}")
     return name
 
 
@@ -45,9 +44,11 @@ def check_ref_name(name: str) -> str:
     Components start with a letter, digit or '_' and hold only letters, digits and
     ``_ . + -``; no '..', no spaces or control characters, no empty component.
     """
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_REF_BYTES:
-        raise InvalidRefNameError(f"invalid ref name {name!r}: longer than {MAX_REF_BYTES} bytes")
-    if ".." in name or not _REF_RE.match(name) or name.endswith((".lock", "/", ".")):
+    if len(name) > MAX_REF_BYTES:  # every accepted character is one byte
+        raise InvalidRefNameError(
+            f"invalid ref name {name[:40]!r}...: longer than {MAX_REF_BYTES} bytes"
+        )
+    if ".." in name or not _REF_RE.fullmatch(name) or name.endswith((".lock", ".")):
         raise InvalidRefNameError(
             f"invalid ref name {name!r}: use letters, digits, '_', '.', '+', '-' "
             "and '/' between components (no '..', spaces or control characters)"
@@ -56,8 +57,16 @@ def check_ref_name(name: str) -> str:
 
 
 def split_path(path: str) -> list[bytes]:
-    """Split a path inside a commit ('/usr/bin', 'usr/bin/') into checked names."""
-    raw = path.encode("utf-8", "surrogateescape")
+    """Split a path inside a commit ('/usr/bin', 'usr/bin/') into checked names.
+
+    ``path`` is text as Python decodes a command line: undecodable bytes arrive as
+    the surrogates of 'surrogateescape' and go back to those bytes; any other lone
+    surrogate names no byte string and is refused.
+    """
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise InvalidNameError(f"invalid path {path!r}: not a byte string") from None
     parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
     for part in parts:
         check_name(part, path)

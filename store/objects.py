@@ -17,10 +17,13 @@ import blake3
 
 from store.encoding import Reader, Writer
 from store.errors import FormatError, InvalidNameError
-from store.ids import ObjectId, digest
+from store.ids import ID_BYTES, ObjectId, digest
 from store.names import check_name
 
 FORMAT_VERSION = 1
+U32_MAX = 2**32 - 1
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+MODE_BITS = 0o177777  # S_IFMT and the permission bits: all that st_mode holds on Linux
 _OWNER_MODE = struct.Struct(">IIII")
 _COUNT = struct.Struct(">I")
 _PLAIN_HEADER = 2 + _OWNER_MODE.size + _COUNT.size  # tag, owner/mode/target length, no xattrs
@@ -40,6 +43,34 @@ def _check_xattrs(xattrs: Xattrs, what: str) -> None:
         raise FormatError(f"{what}: xattrs not sorted or not unique")
     if any(not name or b"\0" in name for name in names):
         raise FormatError(f"{what}: invalid xattr name")
+
+
+def _check_owner_mode(uid: int, gid: int, mode: int, what: str) -> None:
+    """Values the encoding can hold: u32 ids, and a mode of type and permission bits only.
+
+    Checked when a value is made, so that a bad uid from a command line (or a tar
+    member) is a clear FormatError rather than a struct error deep in encode(). One
+    comparison chain on the usual path: every file of a commit comes through here.
+    """
+    if 0 <= uid <= U32_MAX and 0 <= gid <= U32_MAX and 0 <= mode <= MODE_BITS:
+        return
+    for name, value in (("uid", uid), ("gid", gid)):
+        if not 0 <= value <= U32_MAX:
+            raise FormatError(f"{what}: {name} {value} is out of range (0 to {U32_MAX})")
+    raise FormatError(f"{what}: mode {mode:#o} has bits beyond the file type and permissions")
+
+
+def _check_id(value: bytes, what: str) -> None:
+    if len(value) != ID_BYTES:
+        raise FormatError(f"{what} id of {len(value)} bytes, not {ID_BYTES}")
+
+
+def _check_text(value: str, what: str) -> None:
+    """Commit text is UTF-8: undecodable bytes (lone surrogates in a str) are refused."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"{what} is not valid UTF-8 text") from None
 
 
 def _tag(writer: Writer, letter: bytes) -> None:
@@ -63,6 +94,7 @@ class FileHeader:
     xattrs: Xattrs = ()
 
     def __post_init__(self) -> None:
+        _check_owner_mode(self.uid, self.gid, self.mode, "file header")
         kind = stat.S_IFMT(self.mode)
         if kind == stat.S_IFLNK:
             if not self.symlink_target or b"\0" in self.symlink_target:
@@ -139,6 +171,8 @@ def file_stat(record: bytes, content_size: int, offset: int = 0) -> FileStat:
     if record[offset : offset + 2] != b"F\x01" or len(record) - offset < _PLAIN_HEADER:
         raise FormatError("not a version 1 file header")
     uid, gid, mode, target_len = _OWNER_MODE.unpack_from(record, offset + 2)
+    if mode > MODE_BITS:
+        raise FormatError(f"file header mode {mode:#o} has bits beyond type and permissions")
     kind = stat.S_IFMT(mode)
     if kind == stat.S_IFREG and target_len == 0:
         return FileStat(uid, gid, mode, content_size, record[offset:])
@@ -158,6 +192,7 @@ class DirMeta:
     xattrs: Xattrs = ()
 
     def __post_init__(self) -> None:
+        _check_owner_mode(self.uid, self.gid, self.mode, "dirmeta")
         if not stat.S_ISDIR(self.mode):
             raise FormatError("dirmeta mode is not a directory")
         _check_xattrs(self.xattrs, "dirmeta")
@@ -265,9 +300,20 @@ class Commit:
     metadata: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
+        _check_id(self.tree, "commit tree")
+        _check_id(self.meta, "commit meta")
+        if self.parent is not None:
+            _check_id(self.parent, "commit parent")
+        if not I64_MIN <= self.timestamp <= I64_MAX:
+            raise FormatError(f"commit timestamp {self.timestamp} is out of range (64 bits)")
+        _check_text(self.subject, "commit subject")
+        _check_text(self.body, "commit body")
         keys = [k for k, _ in self.metadata]
         if keys != sorted(set(keys)):
             raise FormatError("commit metadata keys not sorted or not unique")
+        for key, value in self.metadata:
+            _check_text(key, "commit metadata key")
+            _check_text(value, f"commit metadata value of {key!r}")
 
     @property
     def version(self) -> str | None:

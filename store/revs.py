@@ -7,15 +7,16 @@ A ref of the same name wins over an id prefix, and a full id wins over a ref.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
-from store.errors import AmbiguousRevError, RefNotFoundError
+from store.errors import AmbiguousRevError, InvalidRefNameError, RefNotFoundError
 from store.ids import ObjectId, is_full_hex, is_hex_prefix
+from store.names import check_ref_name
 from store.objects import Commit
 from store.repo import Repository
 
-_SUFFIX = re.compile(r"(\^+|~\d*)$")
+MAX_GENERATIONS = 2**31 - 1  # far beyond any real history; bounds what ~N may ask
+_DIGITS = "0123456789"
 
 
 def rev_parse(repo: Repository, rev: str) -> ObjectId:
@@ -31,22 +32,47 @@ def rev_parse(repo: Repository, rev: str) -> ObjectId:
 
 
 def _split_suffixes(rev: str) -> tuple[str, int]:
-    steps = 0
-    while (match := _SUFFIX.search(rev)) and match.start() > 0:
-        text = match.group(1)
-        steps += len(text) if text.startswith("^") else int(text[1:] or "1")
-        rev = rev[: match.start()]
-    return rev, steps
+    """(base, generations) of ``rev``: its ``^`` and ``~N`` suffixes, read from the right.
+
+    One pass over the text (a hostile REV of many suffixes costs linear time), ASCII
+    digits only, and a count above MAX_GENERATIONS is refused before it is converted
+    (Python refuses to convert more than 4300 digits, and no history is that long).
+    """
+    steps, end = 0, len(rev)
+    while end > 1:
+        if rev[end - 1] == "^":
+            steps, end = steps + 1, end - 1
+            continue
+        start = end
+        while start > 1 and rev[start - 1] in _DIGITS:
+            start -= 1
+        if rev[start - 1] != "~" or start - 1 == 0:
+            break
+        steps += _generations(rev, rev[start:end])
+        end = start - 1
+        if steps > MAX_GENERATIONS:
+            raise RefNotFoundError(f"{rev}: more than {MAX_GENERATIONS} generations back")
+    return rev[:end], steps
+
+
+def _generations(rev: str, digits: str) -> int:
+    if not digits:
+        return 1
+    if len(digits.lstrip("0")) > len(str(MAX_GENERATIONS)):
+        raise RefNotFoundError(f"{rev}: more than {MAX_GENERATIONS} generations back")
+    return int(digits)
 
 
 def _resolve_base(repo: Repository, base: str, rev: str) -> ObjectId:
+    if not base:
+        raise RefNotFoundError("empty revision: give a ref, a commit id or a prefix of one")
     with repo.index.reader() as reader:
         if is_full_hex(base):
             commit_id = ObjectId(bytes.fromhex(base))
             if reader.object(commit_id) is None and reader.ref(base) is None:
                 raise RefNotFoundError(f"no commit {base} in this repository")
             return commit_id
-        ref = reader.ref(base)
+        ref = reader.ref(base) if _may_be_ref(base) else None
         if ref is not None:
             return ref
         if is_hex_prefix(base.lower()):
@@ -58,6 +84,16 @@ def _resolve_base(repo: Repository, base: str, rev: str) -> ObjectId:
                     f"{base}: id prefix matches several commits; type more digits"
                 )
     raise RefNotFoundError(f"{rev}: no such ref or commit")
+
+
+def _may_be_ref(name: str) -> bool:
+    """Only a valid ref name is looked up: the index keys need not take anything else
+    (an empty or over-long key, or text that is not UTF-8)."""
+    try:
+        check_ref_name(name)
+    except InvalidRefNameError:
+        return False
+    return True
 
 
 def history(repo: Repository, commit_id: ObjectId) -> Iterator[tuple[ObjectId, Commit]]:

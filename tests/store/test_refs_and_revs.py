@@ -53,6 +53,12 @@ def test_rev_parse_forms(user_repo: Repository) -> None:
         rev_parse(user_repo, "nosuchref")
     with pytest.raises(RefNotFoundError):
         rev_parse(user_repo, "0" * 64)
+    assert rev_parse(user_repo, "main~0") == ids[3]
+    assert rev_parse(user_repo, "main~") == ids[2]  # as git: ~ alone is ~1
+    assert rev_parse(user_repo, "main~01~1") == ids[1]
+    for rev in ("", "^", "~1", "main~99999999999999999999", "main~-1", "main~\u0661"):
+        with pytest.raises(RefNotFoundError):
+            rev_parse(user_repo, rev)
 
 
 def test_history_is_newest_first(user_repo: Repository) -> None:
@@ -108,6 +114,11 @@ def test_compare_and_swap_refuses_a_moved_ref(user_repo: Repository) -> None:
         "-x",
         "x.lock",
         "a:b:c",
+        "main\n",  # a regular expression's '$' matches before a final newline
+        "a/b.",
+        "\udcff",  # an undecodable byte of a command line
+        "\ud800",  # a lone surrogate, which no bytes decode to
+        "r" * 256,
     ],
 )
 def test_bad_ref_names(name: str) -> None:
