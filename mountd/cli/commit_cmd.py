@@ -12,12 +12,31 @@ from mountd.cli.context import open_repo
 from mountd.cli.output import Progress, parse_time
 from store import UsageError
 
+U32_MAX = 2**32 - 1  # uids and gids are u32 in the encoding (docs/format.md)
+
+
+def owner_id(text: str) -> int:
+    """A uid or gid argument: refused by argparse, naming the option, unless 0..2^32-1."""
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > U32_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a uid or gid (0 to {U32_MAX})")
+    return int(text)
+
+
+def utf8_text(text: str) -> str:
+    """Commit text arrives decoded with surrogateescape; bytes that are not UTF-8 are
+    refused now, naming the option, rather than after the tree has been scanned."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("not valid UTF-8 text") from None
+    return text
+
 
 def register(commands: Any) -> None:
     p = commands.add_parser("commit", help="commit a tree to a branch; prints the commit id")
     p.add_argument("-b", "--branch", required=True, help="the ref to move to the new commit")
-    p.add_argument("-s", "--subject", default="", help="one-line subject")
-    p.add_argument("-m", "--body", default="", help="full description")
+    p.add_argument("-s", "--subject", type=utf8_text, default="", help="one-line subject")
+    p.add_argument("-m", "--body", type=utf8_text, default="", help="full description")
     p.add_argument(
         "--tree",
         action="append",
@@ -29,12 +48,13 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--add-metadata-string",
         action="append",
+        type=utf8_text,
         default=[],
         metavar="KEY=VALUE",
         help="add a metadata string (e.g. version=1.0)",
     )
-    p.add_argument("--owner-uid", type=int, help="record every entry as owned by this uid")
-    p.add_argument("--owner-gid", type=int, help="record every entry as owned by this gid")
+    p.add_argument("--owner-uid", type=owner_id, help="record every entry as owned by this uid")
+    p.add_argument("--owner-gid", type=owner_id, help="record every entry as owned by this gid")
     p.add_argument(
         "--canonical-permissions",
         action="store_true",
@@ -67,7 +87,7 @@ def _metadata(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UsageError(f"--add-metadata-string {pair!r}: expected KEY=VALUE")
+            raise UsageError(f"--add-metadata-string {pair}: expected KEY=VALUE")
         metadata[key] = value
     return metadata
 

@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fs.treediff import diff_dir
 from mountd.cli.context import open_repo
-from mountd.cli.output import emit_json, format_time, mode_string, show_bytes
+from mountd.cli.output import (
+    emit_json,
+    format_time,
+    mode_string,
+    printable,
+    quote_path,
+    show_bytes,
+    text_lines,
+)
 from store import (
     Commit,
     Node,
@@ -75,21 +84,24 @@ def _commit_json(commit_id: ObjectId, commit: Commit) -> dict[str, Any]:
 
 
 def _print_commit(commit_id: ObjectId, commit: Commit, full: bool) -> None:
+    """git's layout: header lines, then the message indented. Text from the commit is
+    made printable (tabs and UTF-8 kept, control characters escaped), so a subject or
+    metadata value can neither forge a header line nor drive the terminal."""
     print(f"commit {commit_id.hex()}")
     if commit.parent:
         print(f"Parent:  {commit.parent.hex()}")
     print(f"Date:  {format_time(commit.timestamp)}")
     if commit.version:
-        print(f"Version: {commit.version}")
+        print(f"Version: {printable(commit.version)}")
     if full:
         print(f"Tree:  {commit.tree.hex()} {commit.meta.hex()}")
         for key, value in commit.metadata:
             if key != "version":
-                print(f"Metadata: {key}={value}")
+                print(f"Metadata: {printable(key)}={printable(value)}")
     print()
     for text in (commit.subject, commit.body):
         if text:
-            for line in text.splitlines():
+            for line in text_lines(text):
                 print(f"    {line}")
             print()
 
@@ -117,43 +129,63 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 # ----- ls and cat ------------------------------------------------------------------
-def _describe(repo: Repository, node: Node) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Entry:
+    """What ls shows of one node, with names still as bytes."""
+
+    path: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    object_id: ObjectId
+    target: bytes
+    xattrs: tuple[tuple[bytes, bytes], ...]
+
+    def json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "path": show_bytes(self.path),
+            "mode": mode_string(self.mode),
+            "uid": self.uid,
+            "gid": self.gid,
+            "size": self.size,
+            "id": self.object_id.hex(),
+        }
+        if self.target:
+            entry["target"] = show_bytes(self.target)
+        entry["xattrs"] = {show_bytes(k): v.hex() for k, v in self.xattrs}
+        return entry
+
+    def line(self, with_xattrs: bool) -> str:
+        """Names quoted as GNU ls quotes them, so a name holding a newline, ' -> ' or an
+        escape sequence shows as what it is."""
+        line = (
+            f"{mode_string(self.mode)} {self.uid} {self.gid} {self.size:>8} {quote_path(self.path)}"
+        )
+        if self.target:
+            line += f" -> {quote_path(self.target)}"
+        if with_xattrs and self.xattrs:
+            pairs = (f"{quote_path(k)}={v.hex()}" for k, v in self.xattrs)
+            line += " { " + ", ".join(pairs) + " }"
+        return line
+
+
+def _describe(repo: Repository, node: Node) -> _Entry:
     if node.dir is not None:
         meta = repo.read_dirmeta(node.dir.meta)
-        uid, gid, mode, size, xattrs, target = meta.uid, meta.gid, meta.mode, 0, meta.xattrs, b""
-        object_id = node.dir.tree
-    else:
-        assert node.file is not None
-        header, size = repo.read_file_header(node.file)
-        uid, gid, mode, xattrs, target = (
-            header.uid,
-            header.gid,
-            header.mode,
-            header.xattrs,
-            header.symlink_target,
-        )
-        object_id = node.file
-    entry: dict[str, Any] = {
-        "path": show_bytes(node.path),
-        "mode": mode_string(mode),
-        "uid": uid,
-        "gid": gid,
-        "size": size,
-        "id": object_id.hex(),
-    }
-    if target:
-        entry["target"] = show_bytes(target)
-    entry["xattrs"] = {show_bytes(k): v.hex() for k, v in xattrs}
-    return entry
-
-
-def _ls_line(entry: dict[str, Any], with_xattrs: bool) -> str:
-    line = f"{entry['mode']} {entry['uid']} {entry['gid']} {entry['size']:>8} {entry['path']}"
-    if "target" in entry:
-        line += f" -> {entry['target']}"
-    if with_xattrs and entry["xattrs"]:
-        line += " { " + ", ".join(f"{k}={v}" for k, v in entry["xattrs"].items()) + " }"
-    return line
+        return _Entry(node.path, meta.mode, meta.uid, meta.gid, 0, node.dir.tree, b"", meta.xattrs)
+    assert node.file is not None
+    header, size = repo.read_file_header(node.file)
+    return _Entry(
+        node.path,
+        header.mode,
+        header.uid,
+        header.gid,
+        size,
+        node.file,
+        header.symlink_target,
+        header.xattrs,
+    )
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -167,10 +199,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
             nodes = [node]
         entries = [_describe(repo, n) for n in nodes]
     if args.json:
-        emit_json(entries)
+        emit_json([entry.json() for entry in entries])
     else:
         for entry in entries:
-            print(_ls_line(entry, args.xattrs))
+            print(entry.line(args.xattrs))
     return 0
 
 
@@ -202,5 +234,5 @@ def cmd_diff(args: argparse.Namespace) -> int:
         emit_json([{"change": kind, "path": show_bytes(path)} for kind, path in changes])
     else:
         for kind, path in changes:
-            print(f"{kind}    {show_bytes(path)}")
+            print(f"{kind}    {quote_path(path)}")
     return 0

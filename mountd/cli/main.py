@@ -1,7 +1,8 @@
 """Entry point of the `sapwood` command: parsing, opening the repository, errors.
 
 Every failure a user can cause is one line on stderr and a non-zero exit; a
-traceback is shown only with --debug.
+traceback is shown only with --debug. A reader that goes away (``| head``) ends the
+command as it ends git's and coreutils': killed by SIGPIPE, silently.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +22,13 @@ from mountd.cli import (
     inspect_cmds,
     maint_cmds,
     mount_cmds,
+    repair_cmds,
     repo_cmds,
 )
+from mountd.cli.output import OneLineFormatter, printable
 from store import SapwoodError, UsageError
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h: a bug in sapwood, not a user's error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,40 +36,102 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """--repo, --debug and -v, accepted before the subcommand and after it.
+
+    A subcommand's copy defaults to SUPPRESS, so that not repeating an option there
+    keeps what was given before the subcommand.
+    """
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--repo", type=Path, default=default(None), help="repository path (default: $SAPWOOD_REPO)"
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default(False),
+        help="show tracebacks and debug logs",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="log what is done"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sapwood", description="Content-addressed commits of filesystem trees.")
-    parser.add_argument("--repo", type=Path, help="repository path (default: $SAPWOOD_REPO)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    _global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for module in (repo_cmds, commit_cmd, inspect_cmds, checkout_cmd, maint_cmds, mount_cmds):
+    modules = (repo_cmds, commit_cmd, inspect_cmds, checkout_cmd, maint_cmds, repair_cmds)
+    for module in (*modules, mount_cmds):
         module.register(commands)
+    for subparser in commands.choices.values():
+        _global_options(subparser, top=False)
     return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("sapwood: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def _error(message: str) -> None:
+    """One line on stderr, whatever the message holds (names, typed arguments)."""
+    print(f"sapwood: error: {printable(message, keep_tab=False)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         args = build_parser().parse_args(argv)
-        level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
-        logging.basicConfig(level=level, format="sapwood: %(message)s")
+        debug = args.debug
+        _configure_logging(args)
         result: int = args.func(args)
         return result
     except SapwoodError as exc:
         if debug:
             raise
-        print(f"sapwood: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except OSError as exc:
-        if debug:
-            raise
+        if debug or (isinstance(exc, BrokenPipeError) and stdout_closed()):
+            raise  # run() ends quietly when the reader of stdout went away
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"sapwood: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        _error(f"{exc.strerror or exc}{where}")
         return 1
     except KeyboardInterrupt:
         print("sapwood: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if debug:
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc} (--debug shows the traceback)")
+        return EXIT_INTERNAL
+
+
+def stdout_closed() -> bool:
+    """True when stdout is a pipe or socket whose reader has gone (poll says POLLERR)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _die_of_sigpipe() -> None:
+    """End as git and coreutils do when their reader goes away: killed by SIGPIPE (a
+    shell shows status 141), with nothing on stderr."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)  # not reached
 
 
 def run() -> None:
@@ -70,8 +139,9 @@ def run() -> None:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 1
+        if not stdout_closed():
+            raise  # another pipe (only --debug lets one through): show the traceback
+        _die_of_sigpipe()
     sys.exit(code)
 
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from mountd.cli.context import open_repo
-from mountd.cli.output import Progress, emit_json, parse_time
+from mountd.cli.output import Progress, emit_json, parse_time, plural
 from store import SapwoodError, from_hex, fsck, prune, rev_parse
 
 
@@ -22,12 +22,22 @@ def register(commands: Any) -> None:
 
     p = commands.add_parser("prune", help="delete objects no root needs")
     p.add_argument("--refs-only", action="store_true", help="only refs (and history) are roots")
-    p.add_argument("--depth", type=int, default=-1, help="parents kept per ref (-1: all)")
+    p.add_argument("--depth", type=_depth, default=-1, help="parents kept per ref (-1: all)")
     p.add_argument("--keep-younger-than", metavar="DATE", help="drop older commits (not heads)")
     p.add_argument("--delete-commit", action="append", default=[], metavar="ID")
     p.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_prune)
+
+
+def _depth(text: str) -> int:
+    try:
+        depth = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if depth < -1:
+        raise argparse.ArgumentTypeError(f"{depth}: give -1 (all) or a number of parents")
+    return depth
 
 
 class FsckFailed(SapwoodError):
@@ -69,10 +79,10 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         for commit_id in report.partial:
             print(f"error: commit {commit_id.hex()} is partial (objects were deleted)")
         print(
-            f"checked {report.commits} commits, {report.metadata_objects} metadata and "
-            f"{report.file_objects} file objects"
+            f"checked {plural(report.commits, 'commit')}, {report.metadata_objects} metadata "
+            f"and {plural(report.file_objects, 'file object')}"
             + (
-                f"; {report.orphan_files} unlisted files (prune removes them)"
+                f"; {plural(report.orphan_files, 'unlisted file')} (prune removes them)"
                 if report.orphan_files
                 else ""
             )
@@ -81,7 +91,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     if not report.clean:
         count = len(report.problems) + len(report.partial)
         raise FsckFailed(
-            f"fsck found {count} problems"
+            f"fsck found {plural(count, 'problem')}"
             + (", deleted the corrupt objects" if report.deleted else "")
         )
     return 0
@@ -120,7 +130,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for commit_id in report.commits:
         print(f"{verb} commit {commit_id.hex()}")
     print(
-        f"{verb} {report.objects} objects and {report.orphan_files} unlisted files, "
-        f"{report.bytes_freed} bytes freed"
+        f"{verb} {plural(report.objects, 'object')} and "
+        f"{plural(report.orphan_files, 'unlisted file')}, "
+        f"{plural(report.bytes_freed, 'byte')} freed"
     )
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mountd.cli.context import open_repo, repo_path
+from mountd.cli.output import OneLineFormatter
 from store import Repository, UsageError, rev_parse
 
 _SYSLOG = "/dev/log"
@@ -87,7 +88,7 @@ def _daemon_log_handler(log_file: Path | None, background: bool) -> logging.Hand
             return None  # no system log after all: the daemon stays quiet, as before
     else:
         return None
-    handler.setFormatter(logging.Formatter("sapwood[%(process)d]: %(message)s"))
+    handler.setFormatter(OneLineFormatter("sapwood[%(process)d]: %(message)s"))
     return handler
 
 

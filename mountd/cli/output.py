@@ -1,12 +1,28 @@
-"""Formatting for people and for --json, and progress on a terminal."""
+"""Formatting for people and for --json, and progress on a terminal.
+
+Whatever a repository holds reaches a terminal only through quote_path (names,
+paths, refs, symlink targets: GNU ls's shell-escape quoting) or printable (free
+text: subjects, bodies, metadata, messages), so a name or a commit message can
+neither forge a line of output nor send escape sequences to the terminal. --json
+output is exact instead (JSON escapes what needs it).
+"""
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
+import logging
+import re
 import stat
 import sys
 from typing import Any
+
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1  # the commit timestamp's range (docs/format.md)
+_C_ESCAPES = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", "\r": "r"}
+# Characters a shell gives a meaning to, which GNU ls quotes a name for (shell-escape).
+_SHELL_SPECIAL = frozenset(" !\"$&'()*;<=>?[\\^`|")
+_SECONDS = re.compile(r"-?[0-9]+")
 
 
 def emit_json(value: Any) -> None:
@@ -21,29 +37,110 @@ def mode_string(mode: int) -> str:
 
 
 def show_bytes(raw: bytes) -> str:
+    """A path for --json: UTF-8, undecodable bytes as backslash escapes."""
     from store import show_path
 
     return show_path(raw)
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 problem', '2 problems' (``many`` for irregular plurals)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+# ----- names and text on a terminal ------------------------------------------------------
+def _is_plain(char: str) -> bool:
+    """Shown as itself: printable (which excludes controls, format characters such as
+    bidi overrides, line separators, and the surrogates of undecodable bytes)."""
+    return char.isprintable()
+
+
+def _escape_bytes(char: str) -> str:
+    """``\\n``-style for C escapes, else each byte in octal (as GNU ls writes them)."""
+    if char in _C_ESCAPES:
+        return "\\" + _C_ESCAPES[char]
+    try:
+        raw = char.encode("utf-8", "surrogateescape")  # an undecodable byte: that byte
+    except UnicodeEncodeError:
+        raw = char.encode("utf-8", "surrogatepass")  # another lone surrogate
+    return "".join(f"\\{byte:03o}" for byte in raw)
+
+
+def _needs_quotes(text: str) -> bool:
+    return not text or text[0] in "#~" or any(c in _SHELL_SPECIAL or not _is_plain(c) for c in text)
+
+
+def quote_path(raw: bytes | str) -> str:
+    """A name or path as GNU ls shows it (--quoting-style=shell-escape): unchanged
+    when it is plain, else single-quoted, with unprintable characters as $'\\n' or
+    $'\\033' between the quoted runs: 'a'$'\\n''b'. Pasted into a shell, the result
+    is the name; it is always one line and never holds a raw control character.
+    """
+    text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
+    if not _needs_quotes(text):
+        return text
+    parts = []
+    for plain, run in itertools.groupby(text, key=_is_plain):
+        chunk = "".join(run)
+        if plain:
+            parts.append("'" + chunk.replace("'", "'\\''") + "'")
+        else:
+            parts.append("$'" + "".join(_escape_bytes(c) for c in chunk) + "'")
+    return "".join(parts)
+
+
+def printable(text: str, keep_tab: bool = True) -> str:
+    """One line of free text (a subject, a body line, metadata, an error message) made
+    safe for a terminal: tabs and printable UTF-8 as they are, every other character
+    (newlines included) as a visible escape, ``\\n`` or ``\\033``."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if _is_plain(c) or (keep_tab and c == "\t") else _escape_bytes(c) for c in text
+    )
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of a commit message, each made printable."""
+    return [printable(line) for line in text.splitlines()]
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log lines name paths and refs from repositories and source trees: each message
+    is kept to one printable line (a traceback under --debug stays as it is)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record), keep_tab=False)
+
+
+# ----- time ------------------------------------------------------------------------------
 def format_time(timestamp: int) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    """UTC date and time; a timestamp beyond the calendar's years 1-9999 (a commit may
+    hold any 64-bit time) is shown as seconds."""
+    try:
+        moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{timestamp} seconds since the epoch"
     return moment.strftime("%Y-%m-%d %H:%M:%S +0000")
 
 
 def parse_time(text: str) -> int:
     """Seconds since the epoch, from an integer or an ISO 8601 date (UTC if no zone)."""
-    if text.lstrip("-").isdigit():
-        return int(text)
     from store import UsageError
 
+    if _SECONDS.fullmatch(text):
+        # Bounded before int(), which refuses more than 4300 digits with a ValueError.
+        seconds = int(text) if len(text) <= 20 else I64_MAX + 1
+        if not I64_MIN <= seconds <= I64_MAX:
+            raise UsageError(f"not a time: {text[:30]}: out of range (64-bit seconds)")
+        return seconds
     try:
         moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return int(moment.timestamp())
+    except (ValueError, OverflowError, OSError):
         raise UsageError(f"not a time: {text!r} (use seconds or ISO 8601)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return int(moment.timestamp())
 
 
 class Progress:
@@ -56,7 +153,7 @@ class Progress:
 
     def __call__(self, count: int) -> None:
         if self._active:
-            sys.stderr.write(f"\r{self._label}: {count} files")
+            sys.stderr.write(f"\r{self._label}: {plural(count, 'file')}")
             sys.stderr.flush()
             self._shown = True
 

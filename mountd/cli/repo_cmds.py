@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from mountd.cli.context import open_repo, repo_path
-from mountd.cli.output import emit_json
+from mountd.cli.output import emit_json, quote_path
 from store import RefExistsError, RefNotFoundError, RepoMode, Repository, UsageError, rev_parse
 
 
@@ -60,7 +60,7 @@ def cmd_refs(args: argparse.Namespace) -> int:
         emit_json([{"name": name, "commit": cid.hex()} for name, cid in sorted(refs.items())])
     else:
         for name in sorted(refs):
-            print(name)
+            print(quote_path(name))  # names are checked when set; an index may hold others
     return 0
 
 

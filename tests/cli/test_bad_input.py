@@ -159,6 +159,33 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
         lambda c: ["checkout", "-U", _evil_commit(c), str(c.tmp / "d")],
         "invalid name",
     ),
+    # Values the encoding cannot hold, and text that is not UTF-8 (issue 9).
+    "owner-uid-huge": (lambda c: _commit(c, "--owner-uid", "99999999999"), "not a uid or gid"),
+    "owner-uid-negative": (lambda c: _commit(c, "--owner-uid", "-1"), "not a uid or gid"),
+    "owner-gid-huge": (lambda c: _commit(c, "--owner-gid", str(2**32)), "not a uid or gid"),
+    "timestamp-beyond-i64": (lambda c: _commit(c, "--timestamp", "9" * 20), "out of range"),
+    "timestamp-5000-digits": (lambda c: _commit(c, "--timestamp", "9" * 5000), "out of range"),
+    "timestamp-unicode-digit": (lambda c: _commit(c, "--timestamp", "\u00b2"), "not a time"),
+    "timestamp-dashes": (lambda c: _commit(c, "--timestamp=--5"), "not a time"),
+    "timestamp-year-0": (lambda c: _commit(c, "--timestamp", "0000-01-01"), "not a time"),
+    "subject-not-utf8": (lambda c: _commit(c, "-s", "\udcff"), "-s/--subject: not valid UTF-8"),
+    "body-not-utf8": (lambda c: _commit(c, "-m", "a\udcffb"), "-m/--body: not valid UTF-8"),
+    "metadata-not-utf8": (
+        lambda c: _commit(c, "--add-metadata-string", "k=\udce9"),
+        "--add-metadata-string: not valid UTF-8",
+    ),
+    # Revisions.
+    "rev-empty": (lambda c: ["show", ""], "empty revision"),
+    "rev-huge-generation": (
+        lambda c: ["rev-parse", "main~99999999999999999999"],
+        "generations back",
+    ),
+    "rev-5000-digit-generation": (lambda c: ["log", "main~" + "9" * 5000], "generations back"),
+    "rev-not-utf8": (lambda c: ["show", "\udcff"], "no such ref or commit"),
+    "rev-newline": (lambda c: ["log", "no\nsuch"], "no\\nsuch: no such ref"),
+    "rev-overlong": (lambda c: ["show", "r" * 600], "no such ref or commit"),
+    "ls-path-not-utf8": (lambda c: ["ls", "main", "/\udcff"], "/\\377: no such file"),
+    "prune-depth-below-minus-one": (lambda c: ["prune", "--depth", "-2"], "give -1"),
 }
 if IS_ROOT:
     CASES["device-node"] = (
@@ -170,6 +197,10 @@ if IS_ROOT:
         ],
         "/null",
     )
+
+
+def _commit(ctx: Ctx, *args: str) -> list[str]:
+    return ["commit", "-b", "main", *args, str(ctx.src)]
 
 
 @pytest.fixture
@@ -204,8 +235,32 @@ def test_bad_input(ctx: Ctx, case: str) -> None:
     assert proc.returncode != 0
     assert proc.stdout == b""
     assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "internal error" not in err, err
     assert expected in err, err
+    assert _state(ctx.repo) == before
+
+
+CONFIGS = {
+    "random-bytes": bytes(range(256)) * 4,
+    "nul-in-section": b"[co\0re]\nrepo_version = 1\nmode = bare-user\n",
+    "nul-in-mode": b"[core]\nrepo_version = 1\nmode = bare-user\0\n",
+    "latin-1": "[core]\nrepo_version = 1\nmode = bare-user\n# \u00e9t\u00e9\n".encode("latin-1"),
+    "percent": b"[core]\nrepo_version = 1\nmode = bare-user%\n",
+    "interpolation": b"[core]\nrepo_version = 1\nmode = bare-user\nfsync = %(nope)s\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_a_damaged_config_is_one_clear_line(ctx: Ctx, case: str) -> None:
+    config = ctx.repo / "config"
+    before, original = _state(ctx.repo), config.read_bytes()
+    config.write_bytes(CONFIGS[case])
+    proc = _run(ctx, ["log", "main"])
+    config.write_bytes(original)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode != 0 and proc.stdout == b"", err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "internal error" not in err and "repository" in err, err
     assert _state(ctx.repo) == before
 
 
