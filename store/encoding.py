@@ -17,8 +17,17 @@ _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 
 
+def _pack(fmt: struct.Struct, value: int, name: str) -> bytes:
+    try:
+        return fmt.pack(value)
+    except struct.error:
+        raise FormatError(f"{value} does not fit the encoding's {name}") from None
+
+
 class Writer:
-    """Accumulates an encoding."""
+    """Accumulates an encoding. A value out of its field's range is a FormatError (the
+    object constructors refuse such values first; this keeps struct.error from ever
+    escaping an encoder)."""
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
@@ -27,19 +36,21 @@ class Writer:
         self._parts.append(data)
 
     def u8(self, value: int) -> None:
+        if not 0 <= value <= 255:
+            raise FormatError(f"{value} does not fit the encoding's u8")
         self._parts.append(bytes((value,)))
 
     def u32(self, value: int) -> None:
-        self._parts.append(_U32.pack(value))
+        self._parts.append(_pack(_U32, value, "u32"))
 
     def u64(self, value: int) -> None:
-        self._parts.append(_U64.pack(value))
+        self._parts.append(_pack(_U64, value, "u64"))
 
     def i64(self, value: int) -> None:
-        self._parts.append(_I64.pack(value))
+        self._parts.append(_pack(_I64, value, "i64"))
 
     def blob(self, data: bytes) -> None:
-        self._parts.append(_U32.pack(len(data)))
+        self._parts.append(_pack(_U32, len(data), "u32 length"))
         self._parts.append(data)
 
     def object_id(self, value: bytes) -> None:

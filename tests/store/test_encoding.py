@@ -181,3 +181,12 @@ def test_timestamps_are_not_part_of_a_file_id(tmp_path: Path) -> None:
 def test_reader_refuses_absurd_list_lengths() -> None:
     with pytest.raises(FormatError):
         Reader(b"\xff\xff\xff\xff", "test").count(8)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("u8", 256), ("u8", -1), ("u32", 2**32), ("u32", -1), ("u64", 2**64), ("i64", 2**63)],
+)
+def test_writer_refuses_values_beyond_their_field(field: str, value: int) -> None:
+    with pytest.raises(FormatError, match="does not fit"):
+        getattr(Writer(), field)(value)
