@@ -210,11 +210,11 @@ def cmd_cat(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         node = lookup(repo, rev_parse(repo, args.rev), args.path)
         if node.file is None:
-            raise PathNotFoundError(f"{args.path}: is a directory")
+            raise PathNotFoundError(f"{quote_path(args.path)}: is a directory")
         header, _ = repo.read_file_header(node.file)
         if header.is_symlink:
             raise PathNotFoundError(
-                f"{args.path}: is a symlink to {show_bytes(header.symlink_target)}"
+                f"{quote_path(args.path)}: is a symlink to {quote_path(header.symlink_target)}"
             )
         with repo.open_file(node.file) as stream:
             shutil.copyfileobj(stream, sys.stdout.buffer)

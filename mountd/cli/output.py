@@ -79,7 +79,7 @@ def quote_path(raw: bytes | str) -> str:
     text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
     if not _needs_quotes(text):
         return text
-    parts = []
+    parts = [] if text else ["''"]
     for plain, run in itertools.groupby(text, key=_is_plain):
         chunk = "".join(run)
         if plain:

@@ -37,21 +37,21 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_refs(args: argparse.Namespace) -> int:
-    if args.create and args.delete:
+    if args.create is not None and args.delete is not None:
         raise UsageError("refs: --create and --delete do not go together")
     with open_repo(args) as repo:
-        if args.create:
+        if args.create is not None:
             name, rev = args.create
             commit_id = rev_parse(repo, rev)
             if name in repo.refs():
-                raise RefExistsError(f"ref {name} exists; delete it first")
+                raise RefExistsError(f"ref {quote_path(name)} exists; delete it first")
             with repo.transaction() as txn:
                 txn.set_ref(name, commit_id, expected=None)
             return 0
-        if args.delete:
+        if args.delete is not None:  # '' too: it names no ref, and must not list them
             current = repo.refs().get(args.delete)
             if current is None:
-                raise RefNotFoundError(f"no ref {args.delete}")
+                raise RefNotFoundError(f"no ref {quote_path(args.delete)}")
             with repo.transaction() as txn:
                 txn.set_ref(args.delete, None, expected=current)
             return 0

@@ -185,6 +185,8 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "rev-newline": (lambda c: ["log", "no\nsuch"], "no\\nsuch: no such ref"),
     "rev-overlong": (lambda c: ["show", "r" * 600], "no such ref or commit"),
     "ls-path-not-utf8": (lambda c: ["ls", "main", "/\udcff"], "/\\377: no such file"),
+    "refs-delete-empty-name": (lambda c: ["refs", "--delete", ""], "no ref ''"),
+    "cat-empty-path": (lambda c: ["cat", "main", ""], "'': is a directory"),
     "prune-depth-below-minus-one": (lambda c: ["prune", "--depth", "-2"], "give -1"),
 }
 if IS_ROOT:
