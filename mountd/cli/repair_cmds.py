@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from mountd.cli.context import repo_path
+from mountd.cli.output import plural, printable
 from store import rebuild_index
 
 
@@ -20,10 +21,10 @@ def register(commands: Any) -> None:
 def cmd_rebuild_index(args: argparse.Namespace) -> int:
     report = rebuild_index(repo_path(args))
     for line in report.skipped:
-        print(f"skipped {line}")
+        print(f"skipped {printable(line)}")  # names object files found on disk
     for commit_id in report.partial:
         print(f"commit {commit_id.hex()} is partial (objects it needs were not found whole)")
     if report.old_index is not None:
         print(f"the damaged index was moved to {report.old_index}")
-    print(f"indexed {report.objects} objects and {report.refs} refs")
+    print(f"indexed {plural(report.objects, 'object')} and {plural(report.refs, 'ref')}")
     return 0
