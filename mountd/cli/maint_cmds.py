@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from mountd.cli.context import open_repo
-from mountd.cli.output import Progress, emit_json, parse_time, plural
+from mountd.cli.output import Progress, emit_json, parse_time, plural, printable
 from store import SapwoodError, from_hex, fsck, prune, rev_parse
 
 
@@ -73,7 +73,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         )
     else:
         for problem in report.problems:
-            print(f"error: {problem.describe()}")
+            print(f"error: {printable(problem.describe())}")
         for commit_id in report.completed:
             print(f"commit {commit_id.hex()} is complete again")
         for commit_id in report.partial:
