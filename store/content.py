@@ -331,7 +331,7 @@ class ArchiveStore(ContentStore):
             raise CorruptObjectError(f"object {object_id.hex()} is not an archive object")
         (hlen,) = _U32.unpack(head[_ARCHIVE_PREFIX.size :])
         if hlen > _MAX_ARCHIVE_HEADER:
-            raise CorruptObjectError(f"object {object_id.hex()}: header of {hlen} bytes")
+            raise CorruptObjectError(f"object {object_id.hex()}: a header of {hlen} B")
         try:
             header = FileHeader.read_from(Reader(stream.read(hlen), "archive header"))
         except FormatError as exc:
@@ -344,7 +344,7 @@ class ArchiveStore(ContentStore):
             stored_size, _ = self._read_prefix(stream, object_id)
             if stored_size != size:
                 raise CorruptObjectError(
-                    f"object {object_id.hex()}: holds {stored_size} bytes, the index says {size}"
+                    f"object {object_id.hex()}: content of {stored_size} B, the index says {size}"
                 )
         except BaseException:
             stream.close()

@@ -29,8 +29,12 @@ class Reachable:
 def commit_history(reader: IndexReader, head: ObjectId, depth: int) -> list[ObjectId]:
     """``head`` and up to ``depth`` ancestors (all if depth < 0) that the index holds."""
     found: list[ObjectId] = []
+    seen: set[ObjectId] = set()
     current: ObjectId | None = head
     while current is not None and (depth < 0 or len(found) <= depth):
+        if current in seen:
+            break  # a loop: only a tampered index has one, and verifying finds it
+        seen.add(current)
         record = _readable(reader, current)
         if record is None or record.kind is not ObjectType.COMMIT:
             break

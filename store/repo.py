@@ -27,6 +27,7 @@ from store.content import ContentStore, content_store
 from store.errors import (
     CorruptObjectError,
     FormatError,
+    ModePolicyError,
     ObjectMissingError,
     ReadOnlyRepositoryError,
     RepoExistsError,
@@ -132,7 +133,7 @@ class Repository:
         _make_private(path, mode)
         if mode is RepoMode.ARCHIVE:
             (path / "refs" / "heads").mkdir(parents=True)
-        config = configparser.ConfigParser()
+        config = configparser.ConfigParser(interpolation=None)
         config["core"] = {"repo_version": str(REPO_VERSION), "mode": mode.value, "fsync": "true"}
         with open(path / "config.tmp", "w") as out:
             config.write(out)
@@ -147,7 +148,7 @@ class Repository:
             space = SpacePolicy.from_config(core)
             fsync = core.getboolean("fsync", fallback=True)
         except ValueError as exc:
-            raise RepoNotFoundError(f"{path}/config: {exc}") from None
+            raise RepoNotFoundError(f"{path}/config: a bad repository setting: {exc}") from None
         access = Access.READ_WRITE if _writable(path) else Access.READ_ONLY
         return cls(path, mode, fsync=fsync, access=access, space=space)
 
@@ -293,7 +294,7 @@ class Repository:
 
 def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
     """The mode and the [core] section of the repository at ``path``."""
-    config = configparser.ConfigParser()
+    config = configparser.ConfigParser(interpolation=None)  # '%' is a plain character
     try:
         found = config.read(path / "config", encoding="utf-8")
     except (configparser.Error, UnicodeDecodeError) as exc:
@@ -307,7 +308,11 @@ def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
         raise RepoNotFoundError(
             f"{path}: unsupported repository version {core.get('repo_version')}"
         )
-    return RepoMode.parse(core.get("mode", "")), core
+    try:
+        mode = RepoMode.parse(core.get("mode", ""))
+    except ModePolicyError as exc:
+        raise RepoNotFoundError(f"{path}/config: {exc}") from None
+    return mode, core
 
 
 def _make_private(path: Path, mode: RepoMode) -> None:

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from store.errors import AmbiguousRevError, InvalidRefNameError, RefNotFoundError
-from store.ids import ObjectId, is_full_hex, is_hex_prefix
+from store.errors import (
+    AmbiguousRevError,
+    CorruptObjectError,
+    InvalidRefNameError,
+    RefNotFoundError,
+)
+from store.ids import ObjectId, ObjectType, is_full_hex, is_hex_prefix
 from store.names import check_ref_name
 from store.objects import Commit
 from store.repo import Repository
@@ -23,12 +28,24 @@ def rev_parse(repo: Repository, rev: str) -> ObjectId:
     """The commit id that ``rev`` names; raises RefNotFoundError or AmbiguousRevError."""
     base, steps = _split_suffixes(rev)
     commit_id = _resolve_base(repo, base, rev)
+    seen = {commit_id}
     for _ in range(steps):
         parent = repo.read_commit(commit_id).parent
         if parent is None:
             raise RefNotFoundError(f"{rev}: commit {commit_id.hex()[:12]} has no parent")
+        _no_loop(seen, parent)
         commit_id = parent
     return commit_id
+
+
+def _no_loop(seen: set[ObjectId], parent: ObjectId) -> None:
+    """A commit's id covers its parent's, so history cannot loop unless the index was
+    tampered with: say so instead of walking forever."""
+    if parent in seen:
+        raise CorruptObjectError(
+            f"the history loops back to commit {parent.hex()}: the index is damaged"
+        )
+    seen.add(parent)
 
 
 def _split_suffixes(rev: str) -> tuple[str, int]:
@@ -68,10 +85,15 @@ def _resolve_base(repo: Repository, base: str, rev: str) -> ObjectId:
         raise RefNotFoundError("empty revision: give a ref, a commit id or a prefix of one")
     with repo.index.reader() as reader:
         if is_full_hex(base):
-            commit_id = ObjectId(bytes.fromhex(base))
-            if reader.object(commit_id) is None and reader.ref(base) is None:
-                raise RefNotFoundError(f"no commit {base} in this repository")
-            return commit_id
+            commit_id = ObjectId(bytes.fromhex(base.lower()))
+            record = reader.object(commit_id)
+            if record is not None and record.kind is ObjectType.COMMIT:
+                return commit_id
+            ref = reader.ref(base)
+            if ref is not None:
+                return ref
+            what = "no commit" if record is None else f"a {record.kind.suffix}, not a commit:"
+            raise RefNotFoundError(f"{what} {base} in this repository")
         ref = reader.ref(base) if _may_be_ref(base) else None
         if ref is not None:
             return ref
@@ -99,9 +121,12 @@ def _may_be_ref(name: str) -> bool:
 def history(repo: Repository, commit_id: ObjectId) -> Iterator[tuple[ObjectId, Commit]]:
     """The commit and its ancestors, newest first; stops at a missing parent."""
     current: ObjectId | None = commit_id
+    seen = {commit_id}
     while current is not None:
         if not repo.has_object(current):
             return  # history truncated (pulled with a depth, or pruned)
         commit = repo.read_commit(current)
         yield current, commit
         current = commit.parent
+        if current is not None:
+            _no_loop(seen, current)

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from store.errors import NotADirectoryInTreeError, PathNotFoundError
 from store.ids import ObjectId
-from store.names import split_path
+from store.names import show_path, split_path
 from store.objects import DirEntry, DirTree
 from store.repo import Repository
 
@@ -40,9 +40,7 @@ def lookup(repo: Repository, commit_id: ObjectId, path: str) -> Node:
     node = root_node(repo, commit_id)
     for name in split_path(path):
         if node.dir is None:
-            raise NotADirectoryInTreeError(
-                f"{path}: {node.path.decode(errors='replace')} is not a directory"
-            )
+            raise NotADirectoryInTreeError(f"{path}: {show_path(node.path)} is not a directory")
         found = find_child(repo.read_dirtree(node.dir.tree), name)
         if found is None:
             raise PathNotFoundError(f"{path}: no such file or directory in the commit")

@@ -57,7 +57,7 @@ def require_size(fd: int, object_id: bytes, size: int) -> None:
     found = os.fstat(fd).st_size
     if found != size:
         raise CorruptObjectError(
-            f"object {object_id.hex()}: its file holds {found} bytes, the index says {size}"
+            f"object {object_id.hex()}: its file holds {_bytes(found)}, the index says {size}"
         )
 
 
@@ -79,7 +79,7 @@ class ContentCheck:
     def problem(self) -> str | None:
         """What is wrong with the content fed so far, taken as the whole object; or None."""
         if self.seen != self.size:
-            return f"corrupted file object: {self.seen} bytes, the index says {self.size}"
+            return f"corrupted file object: {_bytes(self.seen)}, the index says {self.size}"
         if self._hasher.digest() != self.object_id:
             return "corrupted file object: its content does not hash to its id"
         return None
@@ -132,3 +132,7 @@ def verified(source: BinaryIO, object_id: ObjectId, header_bytes: bytes, size: i
     """``source`` wrapped so that reading it to the end verifies it."""
     reader = VerifyingReader(source, ContentCheck(object_id, header_bytes, size))
     return io.BufferedReader(reader, 1 << 20)
+
+
+def _bytes(count: int) -> str:
+    return "1 byte" if count == 1 else f"{count} bytes"

@@ -75,7 +75,7 @@ def test_damaged_file_object_is_found(repo: Repository, tmp_path: Path, damage: 
     result = cli("--repo", repo.path, "fsck")
     assert result.code != 0
     assert object_id.hex() in result.out and commit_id.hex()[:12] in result.out
-    assert "fsck found 1 problems" in result.err
+    assert "fsck found 1 problem" in result.err and "problems" not in result.err
 
 
 def test_changed_mode_of_an_object_is_found(repo: Repository, tmp_path: Path) -> None:

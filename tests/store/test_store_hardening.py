@@ -229,3 +229,31 @@ def test_fsck_reports_fifos_and_symlinks_in_place_of_objects_without_hanging(
         victim.symlink_to(secret)
     report = fsck(repo, all_objects=True)
     assert len(report.problems) == len(victims)
+
+
+def test_a_looping_history_in_a_tampered_index_ends(user_repo: Repository, tmp_path: Path) -> None:
+    """Commit ids cover their parents, so only a tampered index can loop: log, rev-parse,
+    fsck and prune must say so or stop, never spin."""
+    first = _commit(user_repo, tmp_path / "src")
+    second = _commit(user_repo, tmp_path / "src", files=6)
+    looped = user_repo.read_commit(first)
+    forged = Commit(tree=looped.tree, meta=looped.meta, parent=second, timestamp=looped.timestamp)
+    _overwrite_record(user_repo, first, b"c" + forged.encode())
+    for args in (["log", "main"], ["rev-parse", "main~5"]):
+        result = subprocess.run(
+            [*SAPWOOD, "--repo", str(user_repo.path), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode != 0 and "loops" in result.stderr, result.stderr
+    assert not fsck(user_repo).clean
+    with pytest.raises(UnsafeToPruneError):
+        prune(user_repo, refs_only=True)
+
+
+def test_a_full_id_names_a_commit_only(user_repo: Repository, tmp_path: Path) -> None:
+    commit_id = _commit(user_repo, tmp_path / "src")
+    tree = user_repo.read_commit(commit_id).tree
+    result = cli("--repo", user_repo.path, "show", tree.hex())
+    assert result.code != 0 and "not a commit" in result.err, result.err
