@@ -20,6 +20,7 @@ from store import (
     Commit,
     DirEntry,
     DirMeta,
+    FormatError,
     MutableDir,
     ObjectId,
     ObjectMissingError,
@@ -84,6 +85,8 @@ def make_commit(
     started_ns = time.time_ns()
     head = repo.refs().get(request.branch)
     parent = _parent(repo, request.parent, head)
+    timestamp = request.timestamp if request.timestamp is not None else started_ns // 10**9
+    _check_commit_fields(request, parent, timestamp)
     stats = CommitStats()
     with repo.transaction() as txn:
         root = MutableDir()
@@ -100,7 +103,7 @@ def make_commit(
             tree=root_entry.tree,
             meta=root_entry.meta,
             parent=parent,
-            timestamp=request.timestamp if request.timestamp is not None else started_ns // 10**9,
+            timestamp=timestamp,
             subject=request.subject,
             body=request.body,
             metadata=tuple(sorted(request.metadata.items())),
@@ -109,6 +112,24 @@ def make_commit(
         txn.set_ref(request.branch, commit_id, expected=head)
     log.info("committed %s as %s", request.branch, commit_id.hex())
     return CommitResult(commit_id, created=True, stats=stats)
+
+
+def _check_commit_fields(request: CommitRequest, parent: ObjectId | None, timestamp: int) -> None:
+    """Refuse a subject, body, metadata or time the commit cannot hold before any file
+    of the tree is read, not after."""
+    placeholder = ObjectId(bytes(32))
+    try:
+        Commit(
+            tree=placeholder,
+            meta=placeholder,
+            parent=parent,
+            timestamp=timestamp,
+            subject=request.subject,
+            body=request.body,
+            metadata=tuple(sorted(request.metadata.items())),
+        )
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _parent(repo: Repository, parent: str | None, head: ObjectId | None) -> ObjectId | None:

@@ -27,6 +27,7 @@ from store import (
     RepoMode,
     Repository,
     UnsafeToPruneError,
+    UsageError,
     fsck,
     lookup,
     prune,
@@ -257,3 +258,21 @@ def test_a_full_id_names_a_commit_only(user_repo: Repository, tmp_path: Path) ->
     tree = user_repo.read_commit(commit_id).tree
     result = cli("--repo", user_repo.path, "show", tree.hex())
     assert result.code != 0 and "not a commit" in result.err, result.err
+
+
+def test_commit_fields_are_refused_before_the_tree_is_read(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fs.scan import DirScanner
+
+    def never(*_: object) -> None:
+        raise AssertionError("the tree was scanned")
+
+    monkeypatch.setattr(DirScanner, "scan", never)
+    for request in (
+        CommitRequest("main", [Layer("dir", str(tmp_path))], subject="\udcff"),
+        CommitRequest("main", [Layer("dir", str(tmp_path))], timestamp=2**63),
+        CommitRequest("main", [Layer("dir", str(tmp_path))], metadata={"k": "\ud800"}),
+    ):
+        with pytest.raises(UsageError):
+            make_commit(user_repo, request)
