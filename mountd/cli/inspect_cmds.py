@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,9 +217,20 @@ def cmd_cat(args: argparse.Namespace) -> int:
             raise PathNotFoundError(
                 f"{quote_path(args.path)}: is a symlink to {quote_path(header.symlink_target)}"
             )
-        with repo.open_file(node.file) as stream:
-            shutil.copyfileobj(stream, sys.stdout.buffer)
+        with repo.open_file(node.file) as stream, _spool() as verified:
+            shutil.copyfileobj(stream, verified)  # raises at the end if the bytes are wrong
+            verified.seek(0)
+            shutil.copyfileobj(verified, sys.stdout.buffer)
     return 0
+
+
+def _spool() -> tempfile.SpooledTemporaryFile[bytes]:
+    """Where cat keeps a file until it is verified: wrong bytes never reach stdout.
+    In memory up to 64 MiB, beyond in an unlinked temporary file."""
+    return tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+
+
+_SPOOL_IN_MEMORY = 64 << 20
 
 
 # ----- diff -------------------------------------------------------------------------
