@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from store.encoding import Reader
-from store.errors import CorruptObjectError, FormatError, ObjectMissingError
+from store.errors import CorruptObjectError, FormatError, ModePolicyError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.modes import RepoMode
 from store.objects import FileHeader
@@ -230,7 +230,7 @@ class BareUserStore(ContentStore):
             perms = _user_mode(header.mode)
         fd = _write_regular(target, chunks, 0o600)  # user xattrs need a writable inode
         try:
-            os.setxattr(fd, USER_META_XATTR, header.encode())
+            _set_meta_xattr(fd, header.encode())
             os.fchmod(fd, perms)
         finally:
             os.close(fd)
@@ -266,6 +266,24 @@ class BareUserStore(ContentStore):
                 if stored.read(len(header.symlink_target) + 1) != header.symlink_target:
                     problem = "corrupted file object: the stored symlink target differs"
         return problem
+
+
+def _set_meta_xattr(fd: int, encoded: bytes) -> None:
+    """Record a bare-user object's header; a filesystem without room for it (ext4 keeps
+    an inode's xattrs in one block, about 4 KB) says ENOSPC or E2BIG, which is not a
+    full disk."""
+    try:
+        os.setxattr(fd, USER_META_XATTR, encoded)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.E2BIG):
+            raise
+        if os.fstatvfs(fd).f_bavail > 0:
+            raise ModePolicyError(
+                f"a file's metadata ({len(encoded)} bytes: a long symlink target or large "
+                "xattrs) does not fit in an xattr on this filesystem; a bare-user repository "
+                "cannot hold it here (a bare-user-only or archive repository can)"
+            ) from None
+        raise
 
 
 class BareUserOnlyStore(ContentStore):

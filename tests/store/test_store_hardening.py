@@ -21,6 +21,7 @@ from store import (
     Commit,
     DirTree,
     InvalidRefNameError,
+    ModePolicyError,
     ObjectId,
     ObjectMissingError,
     RefExistsError,
@@ -276,3 +277,21 @@ def test_commit_fields_are_refused_before_the_tree_is_read(
     ):
         with pytest.raises(UsageError):
             make_commit(user_repo, request)
+
+
+def test_metadata_too_large_for_an_xattr_is_not_a_full_disk(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """ext4 keeps an inode's xattrs in one block: bare-user cannot hold a 4095-byte
+    symlink target there, and must say so rather than claim the disk is full."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "link").symlink_to("t" * 4095)
+    request = CommitRequest("main", [Layer("dir", str(source))])
+    try:
+        make_commit(user_repo, request)
+    except ModePolicyError as exc:
+        assert "does not fit in an xattr" in str(exc)
+        assert user_repo.refs() == {}
+    else:  # a filesystem with large xattrs (xfs, btrfs, tmpfs) holds it
+        assert cli("--repo", user_repo.path, "ls", "main", "/link").code == 0
