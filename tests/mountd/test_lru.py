@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mountd.lru import WeightedLru
+from mountd.lru import LruPool, RecentKeys, WeightedLru
 
 
 def test_values_leave_oldest_first_when_the_weight_passes_the_budget() -> None:
@@ -31,3 +31,28 @@ def test_the_newest_value_stays_however_heavy() -> None:
     assert cache.weight == 100
     cache.get(1)
     assert cache.weight == 1
+
+
+def test_a_pool_keeps_within_its_count_and_weight_and_drops_what_it_evicts() -> None:
+    dropped: list[str] = []
+    pool: LruPool[str, str] = LruPool(count=3, budget=10, drop=dropped.append)
+    for key, weight in (("a", 4), ("b", 4), ("c", 1)):
+        pool.add(key, key.upper(), weight)
+    assert pool.get("a") == "A"  # now the newest
+    pool.add("d", "D", 1)  # a fourth: the least recently used (b) goes
+    assert dropped == ["B"] and pool.get("b") is None
+    pool.make_room(10)  # room for the whole budget: everything goes
+    assert dropped == ["B", "C", "A", "D"] and len(pool) == 0 and pool.weight == 0
+    pool.add("big", "BIG", 100)  # heavier than the budget: the newest stays
+    assert pool.get("big") == "BIG"
+    pool.add("big", "BIG2", 1)  # replaced: the old value is dropped
+    assert dropped[-1] == "BIG" and pool.weight == 1
+    pool.clear()
+    assert dropped[-1] == "BIG2" and len(pool) == 0
+
+
+def test_recent_keys_say_once_per_key_within_their_limit() -> None:
+    seen = RecentKeys[str](2)
+    assert [seen.first_time(k) for k in ("a", "a", "b", "a")] == [True, False, True, False]
+    assert seen.first_time("c")  # a and c now; b was the oldest
+    assert seen.first_time("b") and not seen.first_time("c")
