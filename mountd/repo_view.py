@@ -11,15 +11,25 @@ re-read on every request and expire from the kernel's cache within a second; the
 mtime is the time they were last seen to change, which is what makes the kernel drop a
 listing it keeps. A commit root's inode depends on the commit, so a moved ref shows the
 new tree.
+
+A ref or commit that cannot be shown (a ref to a dirtree or a file, as repositories made
+before the store refused them may hold; a commit whose record or root is damaged) is
+left out of the listings, with one log line, and the others are shown. A history that
+comes back to a commit it has shown (only a damaged index can say so) stops there.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import time
+from collections.abc import Iterator
 
+from mountd.lru import RecentKeys
 from mountd.view import DirNode, TreeView, ViewOptions
-from store import DirEntry, ObjectId, PathNotFoundError, Repository, history
+from store import DirEntry, ObjectId, PathNotFoundError, Repository, SapwoodError
+
+log = logging.getLogger(__name__)
 
 _TOP = (b"commits", b"history", b"refs")
 
@@ -30,6 +40,8 @@ class RepositoryView(TreeView):
         self._listings: dict[tuple[str, str], DirNode] = {}
         self._commit_roots: dict[tuple[int, bytes, ObjectId], DirNode] = {}
         self._changed: dict[int, tuple[int, int]] = {}  # instance -> (listing hash, time)
+        self._reported = RecentKeys[str](4096)  # what was logged as left out
+        self._showable: set[ObjectId] = set()  # commits whose root was read once
         super().__init__(repo, None, self._mounted_ns, options)
         self._listings[("root", "")] = self.root
 
@@ -50,6 +62,30 @@ class RepositoryView(TreeView):
             node = self._add_root(entry, commit.timestamp * 1_000_000_000, commit=commit_id)
             self._commit_roots[key] = node
         return node
+
+    def _shown_root(
+        self, parent: DirNode, name: bytes, commit_id: ObjectId, what: str
+    ) -> DirNode | None:
+        """A commit root for a listing, or None (logged once) if it cannot be shown."""
+        return self._commit_root(parent, name, commit_id) if self._shows(commit_id, what) else None
+
+    def _shows(self, commit_id: ObjectId, what: str) -> bool:
+        """Whether ``commit_id`` is a commit whose root can be shown (else logged once)."""
+        if commit_id in self._showable:
+            return True
+        try:
+            commit = self.repo.read_commit(commit_id)
+            self._tree(commit.tree)
+            self._dirmeta(commit.meta)
+        except SapwoodError as exc:
+            self._leave_out(f"{what} is left out of the listings: {exc}")
+            return False
+        self._showable.add(commit_id)
+        return True
+
+    def _leave_out(self, message: str) -> None:
+        if self._reported.first_time(message):
+            log.warning("%s", message)
 
     def _listing_time(self, node: DirNode) -> int:
         """When the listing was last seen to change: the kernel keeps a listing it has
@@ -83,16 +119,22 @@ class RepositoryView(TreeView):
         if kind == "commits":
             with self.repo.index.reader() as reader:
                 ids = sorted(cid for cid, _ in reader.commit_ids())
-            return [
-                (cid.hex().encode(), self._commit_root(parent, cid.hex().encode(), cid))
-                for cid in ids
+            roots = [(cid.hex().encode(), cid) for cid in ids]
+            shown = [
+                (name, self._shown_root(parent, name, cid, f"commit {cid.hex()}"))
+                for name, cid in roots
             ]
+            return [(name, node) for name, node in shown if node is not None]
         if kind == "history-of":
             return self._history(parent, prefix)
         return self._ref_level(parent, kind, prefix)
 
     def _ref_level(self, parent: DirNode, kind: str, prefix: str) -> list[tuple[bytes, DirNode]]:
-        """One level of the ref namespace: leaf refs and deeper prefixes."""
+        """One level of the ref namespace: leaf refs and deeper prefixes.
+
+        Only refs to a commit that can be shown count: a prefix of nothing else but
+        refs that cannot is not shown either.
+        """
         refs = self.repo.refs()
         found: dict[bytes, DirNode] = {}
         for ref, commit_id in sorted(refs.items()):
@@ -100,13 +142,14 @@ class RepositoryView(TreeView):
                 continue
             head, slash, _ = ref[len(prefix) :].partition("/")
             name = head.encode()
+            if not self._shows(commit_id, f"ref {ref}"):
+                continue
             if not slash:  # a ref itself (wins over a prefix of the same name)
-                leaf = (
+                found[name] = (
                     self._commit_root(parent, name, commit_id)
                     if kind == "refs"
                     else self._synthetic("history-of", ref)
                 )
-                found[name] = leaf
             elif name not in found:
                 found[name] = self._synthetic(kind, f"{prefix}{head}/")
         return sorted(found.items())
@@ -116,8 +159,33 @@ class RepositoryView(TreeView):
         if head is None:
             return []
         entries = []
-        for commit_id, commit in history(self.repo, head):
-            moment = datetime.datetime.fromtimestamp(commit.timestamp, tz=datetime.UTC)
+        for commit_id, timestamp in self._ancestors(ref, head):
+            moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
             name = f"{moment:%Y-%m-%dT%H%M%SZ}_{commit_id.hex()[:12]}".encode()
-            entries.append((name, self._commit_root(parent, name, commit_id)))
+            node = self._shown_root(parent, name, commit_id, f"commit {commit_id.hex()}")
+            if node is not None:
+                entries.append((name, node))
         return entries
+
+    def _ancestors(self, ref: str, head: ObjectId) -> Iterator[tuple[ObjectId, int]]:
+        """(id, time) of ``head`` and its ancestors, newest first, while they can be read.
+
+        Ends at a missing parent (a history pulled with a depth, or pruned), and at a
+        damaged commit or a commit seen already, with one log line.
+        """
+        seen: set[ObjectId] = set()
+        current: ObjectId | None = head
+        while current is not None:
+            if current in seen:
+                self._leave_out(f"history of {ref} comes back to {current.hex()}: shown to there")
+                return
+            seen.add(current)
+            if not self.repo.has_object(current):
+                return
+            try:
+                commit = self.repo.read_commit(current)
+            except SapwoodError as exc:
+                self._leave_out(f"history of {ref} ends at {current.hex()}: {exc}")
+                return
+            yield current, commit.timestamp
+            current = commit.parent

@@ -1,90 +1,144 @@
-"""Where a mounted file's bytes come from: verified objects, kept open for a while.
+"""Where a mounted file's bytes come from: verified objects, kept within bounds.
 
 The kernel reads a file by inode (sapwood answers ENOSYS to open, so there are no file
-handles; see mountd/fuse_ops.py). The first read of an object re-hashes it: wrong bytes
-are never served, a corrupt or missing object reads as an error. An object verified
-once, and unchanged since (same inode number and ctime of its file), costs an open and
-a stat the next time it is needed. A small object is verified with one read, and the
-read that asked for it is served from those bytes. The open files of the most recently
-read inodes are kept (a bounded LRU); an open file survives a prune that unlinks its
-object.
+handles; see mountd/fuse_ops.py). The first read of an object verifies it: wrong bytes
+are never served, and a damaged object (corrupt, missing, or anything but a regular
+file of the recorded size in its place: a FIFO, a symlink, a directory) is an error
+for that file alone. Object files are opened by the store only (Repository.open_file_fd
+and open_file: without following symlinks, without blocking).
+
+What is kept is bounded by count and by bytes, whatever the objects' sizes:
+
+- uncompressed modes: the open files of the 256 objects read last. An object verified
+  once, and unchanged since (same inode number and ctime of its file), costs an open
+  and a stat the next time. A small object is verified with one read, and the read
+  that asked for it is served from those bytes. An open file survives a prune that
+  unlinks its object.
+- archive mode: objects up to 1 MiB are decompressed (and verified) into memory, 32 MiB
+  of them in all. A larger object is never held in memory: it is decompressed once,
+  verified as it goes, into an unlinked temporary file in a private directory under
+  TMPDIR (O_TMPFILE where the filesystem has it), and served from there; 8 of those
+  are kept, 4 GiB in all, the least recently read going first.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import shutil
+import tempfile
 from collections import OrderedDict
 
 import blake3
 
-from store import CorruptObjectError, ObjectId, ObjectMissingError, Repository
+from mountd.lru import LruPool
+from store import CorruptObjectError, ObjectId, Repository
 
-log = logging.getLogger(__name__)
-_OPEN_SOURCES = 256  # open files (or decompressed archive objects) kept
+_OPEN_FILES = 256  # object files kept open (uncompressed modes)
+_SMALL = 1 << 20  # up to this size: verified with one read, or decompressed into memory
+_KEPT_BYTES = 32 << 20  # decompressed small archive objects kept, in all
+_SPOOLS = 8  # large archive objects kept decompressed in temporary files
+_SPOOL_BYTES = 4 << 30  # the disk those files take, in all
+_SHOWN = 1 << 14  # which object the inodes read lately show
 _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes each
-_WHOLE_READ = 1 << 20  # objects up to this size are verified with one read, kept for the next
 _CHUNK = 1 << 20
 
 
+def _forget(_: bytes) -> None:
+    return None
+
+
 class ObjectSources:
-    """Open, verified sources of file objects, keyed by the inode that shows them."""
+    """Verified sources of file objects: open files, decompressed bytes, spooled files."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self._open: OrderedDict[int, int | bytes] = OrderedDict()
+        self._shown: OrderedDict[int, ObjectId] = OrderedDict()
+        self._files: LruPool[ObjectId, int] = LruPool(_OPEN_FILES, _OPEN_FILES, os.close)
+        self._small: LruPool[ObjectId, bytes] = LruPool(_KEPT_BYTES, _KEPT_BYTES, _forget)
+        self._spools: LruPool[ObjectId, int] = LruPool(_SPOOLS, _SPOOL_BYTES, os.close)
         self._verified: OrderedDict[int, None] = OrderedDict()
-        self._fresh: tuple[int, bytes] | None = None  # a small object just read whole
+        self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
+        self._spool_dir: str | None = None
 
     def prepare(self, ino: int, file_id: ObjectId, header: bytes, size: int) -> None:
         """Make ``ino`` readable now (verifying its object), or raise why it is not."""
-        if ino in self._open:
-            self._open.move_to_end(ino)
+        self._shown[ino] = file_id
+        self._shown.move_to_end(ino)
+        if len(self._shown) > _SHOWN:
+            self._shown.popitem(last=False)
+        if self._kept(file_id) is not None:
             return
-        source, whole = self._source(file_id, header, size)
-        self._open[ino] = source
-        self._fresh = None if whole is None else (ino, whole)
-        if len(self._open) > _OPEN_SOURCES:
-            _, evicted = self._open.popitem(last=False)
-            if isinstance(evicted, int):
-                os.close(evicted)
+        if not self.repo.content.compressed:
+            fd, whole = self._open_verified(file_id, header, size)
+            self._files.add(file_id, fd, 1)
+            self._fresh = None if whole is None else (file_id, whole)
+        elif size <= _SMALL:
+            self._small.add(file_id, self.repo.read_file(file_id), max(size, 1))
+        else:
+            self._spools.make_room(size)  # before the new file takes its disk space
+            self._spools.add(file_id, self._spool(file_id), size)
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
         """Bytes of a prepared inode."""
-        if self._fresh is not None and self._fresh[0] == ino:
+        file_id = self._shown[ino]
+        if self._fresh is not None and self._fresh[0] == file_id:
             return self._fresh[1][offset : offset + size]  # read whole to verify it
-        source = self._open[ino]
+        source = self._kept(file_id)
+        if source is None:
+            raise KeyError(ino)  # not prepared: the view prepares before it reads
         if isinstance(source, bytes):
             return source[offset : offset + size]
         return os.pread(source, size, offset)
 
     def is_open(self, ino: int) -> bool:
-        return ino in self._open
+        file_id = self._shown.get(ino)
+        return file_id is not None and self._kept(file_id) is not None
 
     def close(self) -> None:
-        while self._open:
-            _, source = self._open.popitem()
-            if isinstance(source, int):
-                os.close(source)
+        for pool in (self._files, self._small, self._spools):
+            pool.clear()
+        self._fresh = None
+        if self._spool_dir is not None:
+            shutil.rmtree(self._spool_dir, ignore_errors=True)
+            self._spool_dir = None
 
-    def _source(
+    def _kept(self, file_id: ObjectId) -> int | bytes | None:
+        found: int | bytes | None = self._files.get(file_id)
+        if found is None:
+            found = self._small.get(file_id)
+        if found is None:
+            found = self._spools.get(file_id)
+        return found
+
+    # ----- archive objects -------------------------------------------------------------
+    def _spool(self, file_id: ObjectId) -> int:
+        """An fd of an unlinked file holding the object's content, verified.
+
+        Repository.open_file verifies as it streams (and refuses a stream that inflates
+        beyond the recorded size), so reading it to the end either gives the object's
+        bytes or raises; the file is gone with its fd in either case.
+        """
+        with (
+            self.repo.open_file(file_id) as stream,
+            tempfile.TemporaryFile(dir=self._private_dir()) as spool,
+        ):
+            shutil.copyfileobj(stream, spool, _CHUNK)
+            spool.flush()
+            return os.dup(spool.fileno())
+
+    def _private_dir(self) -> str:
+        """A directory of this daemon's alone (mode 0700) for its temporary files."""
+        if self._spool_dir is None or not os.path.isdir(self._spool_dir):  # a tmp cleaner
+            self._spool_dir = tempfile.mkdtemp(prefix="sapwood-mount-")
+        return self._spool_dir
+
+    # ----- uncompressed objects --------------------------------------------------------
+    def _open_verified(
         self, file_id: ObjectId, header: bytes, size: int
-    ) -> tuple[int | bytes, bytes | None]:
-        """An open fd (or the decompressed bytes) of a verified object, and its whole
-        content if verifying it just read it all."""
-        if self.repo.content.compressed:
-            with self.repo.open_file(file_id) as stream:
-                data = stream.read()
-            if blake3.blake3(header + data).digest() != file_id:
-                log.error("object %s is corrupt: refusing to serve it", file_id.hex())
-                raise CorruptObjectError(f"object {file_id.hex()} does not match its id")
-            return data, None
-        path = self.repo.content.pathstr(file_id)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            log.error("object %s is missing", file_id.hex())
-            raise ObjectMissingError(f"object {file_id.hex()} is missing") from None
+    ) -> tuple[int, bytes | None]:
+        """An fd of the object's file, verified; and its whole content if that took one
+        read. The store refuses what is not a regular file of the recorded size."""
+        fd = self.repo.open_file_fd(file_id)
         try:
             return fd, self._verify(file_id, header, size, fd)
         except BaseException:
@@ -99,7 +153,7 @@ class ObjectSources:
             self._verified.move_to_end(key)
             return None
         hasher, offset, whole = blake3.blake3(header), 0, None
-        if size <= _WHOLE_READ:  # one read; one byte more shows a grown object
+        if size <= _SMALL:  # one read; one byte more shows a grown object
             whole = os.pread(fd, size + 1, 0)
             hasher.update(whole)
             offset = len(whole)
@@ -108,8 +162,9 @@ class ObjectSources:
                 hasher.update(chunk)
                 offset += len(chunk)
         if offset != size or hasher.digest() != file_id:
-            log.error("object %s is corrupt: refusing to serve it", file_id.hex())
-            raise CorruptObjectError(f"object {file_id.hex()} does not match its id")
+            raise CorruptObjectError(
+                f"object {file_id.hex()} is corrupt: its content does not match its id"
+            )
         self._verified[key] = None
         if len(self._verified) > _VERIFIED:
             self._verified.popitem(last=False)

@@ -9,6 +9,11 @@ in its directory's tree, so the view keeps nothing per file and the kernel forge
 inode needs no bookkeeping. What the view keeps is bounded: the instance arrays (24
 bytes per directory shown), and LRU caches of decoded trees, directory metadata, file
 headers and directory instances.
+
+Damage stays where it is: an entry whose record is corrupt or missing (a file's header,
+a directory's dirmeta or tree) is an error for that entry alone. A listing still shows
+its name, with attributes marked ``broken`` that the kernel must not keep, so that
+looking at it again asks the view, which raises.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from mountd.inodes import (
 from mountd.lru import WeightedLru
 from mountd.sources import ObjectSources
 from store import (
+    CorruptObjectError,
     DirEntry,
     DirMeta,
     DirTree,
@@ -43,6 +49,7 @@ from store import (
     ObjectId,
     PathNotFoundError,
     Repository,
+    SapwoodError,
     check_name,
     locate_child,
 )
@@ -53,6 +60,7 @@ _HEADER_BATCH = 128  # file headers read in one index snapshot while listing
 _DIR_NODES = 1 << 14  # directory instances kept decoded: about 200 bytes each
 TREE_CACHE_ENTRIES = 1 << 16  # entries of decoded trees kept: about 170 bytes each
 HEADER_CACHE_ENTRIES = 1 << 14  # file headers kept for lookups and reads: about 300 bytes
+MAX_FILE_SIZE = (1 << 63) - 1  # what st_size (off_t) holds; a record may claim more
 
 
 def _tree_entries(tree: DirTree) -> int:
@@ -70,6 +78,12 @@ class Attributes(NamedTuple):
     size: int
     time_ns: int
     volatile: bool = False  # a listing of refs or commits, or a commit's root: expires
+    broken: bool = False  # a placeholder in a listing for an entry that cannot be read
+
+
+def _broken(ino: int, kind: int, time_ns: int) -> Attributes:
+    """What a listing shows of an entry it cannot read: its name, and nothing to keep."""
+    return Attributes(ino, kind, 1, 0, 0, 0, time_ns, broken=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,20 +208,41 @@ class TreeView:
         return self._headers.get(file_id)
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - bounded: a few batches being listed
-    def _file_stats(self, tree_id: ObjectId, start: int) -> list[FileStat]:
-        """Stats of the files ``start`` to ``start + _HEADER_BATCH`` of a tree.
+    def _file_stats(self, tree_id: ObjectId, start: int) -> list[FileStat | SapwoodError]:
+        """Stats of the files ``start`` to ``start + _HEADER_BATCH`` of a tree, or for a
+        file whose record cannot be read, why.
 
         Batches are aligned, so a listing the kernel takes in several requests reads
-        each file's header once.
+        each file's header once. A batch with a damaged record is read again file by
+        file, so that the damage is that file's alone.
         """
         files = self._tree(tree_id).files[start : start + _HEADER_BATCH]
-        return self.repo.read_file_stats([file_id for _, file_id in files])
+        ids = [file_id for _, file_id in files]
+        try:
+            found: list[FileStat | SapwoodError] = list(self.repo.read_file_stats(ids))
+        except SapwoodError:
+            found = [self._one_stat(file_id) for file_id in ids]
+        for index, (stats, file_id) in enumerate(zip(found, ids, strict=True)):
+            if isinstance(stats, FileStat) and stats.size > MAX_FILE_SIZE:
+                found[index] = CorruptObjectError(
+                    f"object {file_id.hex()}: a size of {stats.size} bytes is not a file's"
+                )
+        return found
+
+    def _one_stat(self, file_id: ObjectId) -> FileStat | SapwoodError:
+        try:
+            return self.repo.read_file_stats([file_id])[0]
+        except SapwoodError as exc:
+            return exc
 
     def _stat(self, parent: DirNode, index: int) -> FileStat:
         """The stat of file ``index`` of a directory, from the listing's batches."""
         assert parent.entry is not None
         batch, offset = divmod(index, _HEADER_BATCH)
-        return self._file_stats(parent.entry.tree, batch * _HEADER_BATCH)[offset]
+        found = self._file_stats(parent.entry.tree, batch * _HEADER_BATCH)[offset]
+        if isinstance(found, SapwoodError):
+            raise type(found)(*found.args)  # a fresh one: the cached one keeps no traceback
+        return found
 
     # ----- names ---------------------------------------------------------------------------
     def lookup(self, parent_ino: int, name: bytes) -> Attributes:
@@ -241,11 +276,20 @@ class TreeView:
             stats = self._file_stats(parent.entry.tree, start)
             for index in range(max(start, offset), start + len(stats)):
                 ino = file_ino(parent.instance, index)
-                attrs = self._file_attributes(ino, stats[index - start], parent)
+                found = stats[index - start]
+                attrs = (
+                    _broken(ino, stat.S_IFREG, parent.time_ns)
+                    if isinstance(found, SapwoodError)
+                    else self._file_attributes(ino, found, parent)
+                )
                 yield tree.files[index][0], attrs, index + 1
         for position in range(max(offset - nfiles, 0), len(tree.dirs)):
             node = self._subdir(parent, tree, position)
-            yield tree.dirs[position][0], self._dir_attributes(node), nfiles + position + 1
+            try:
+                attrs = self._dir_attributes(node)
+            except SapwoodError:  # its dirmeta or tree is damaged: an error when looked at
+                attrs = _broken(node.ino, stat.S_IFDIR, node.time_ns)
+            yield tree.dirs[position][0], attrs, nfiles + position + 1
 
     def volatile_dir(self, ino: int) -> bool:
         """True for listings that change while mounted (refs, commits)."""
@@ -339,6 +383,7 @@ class CommitView(TreeView):
         commit = repo.read_commit(commit_id)
         self.time_ns = commit.timestamp * 1_000_000_000
         super().__init__(repo, DirEntry(commit.tree, commit.meta), self.time_ns, options)
+        self.getattr(ROOT_INODE)  # a damaged root is an error now, before anything is mounted
 
 
 COMMIT_XATTR = b"user.sapwood."

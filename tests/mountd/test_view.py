@@ -239,3 +239,36 @@ def test_reads_of_large_and_grown_objects(user_repo: Repository, tmp_path: Path)
         grown.write(b"!")
     with pytest.raises(CorruptObjectError):
         CommitView(user_repo, commit_id).read(view.lookup(ROOT_INODE, b"small").ino, 0, 100)
+
+
+def test_what_the_sources_keep_is_bounded_by_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Archive objects: small ones in memory within a byte budget, large ones in
+    unlinked files of a private directory, a bounded number of them (issue 9)."""
+    from mountd import sources
+
+    monkeypatch.setattr(sources, "_KEPT_BYTES", 1 << 20)
+    monkeypatch.setattr(sources, "_SPOOLS", 2)
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    source = tmp_path / "src"
+    source.mkdir()
+    contents = {f"small{n:02d}": os.urandom(100_000) for n in range(30)}
+    contents |= {f"large{n}": os.urandom(3 << 20) for n in range(3)}
+    for name, data in contents.items():
+        (source / name).write_bytes(data)
+    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    view = CommitView(repo, commit_id)
+    for name, data in contents.items():
+        attrs = view.lookup(ROOT_INODE, name.encode())
+        assert view.read(attrs.ino, 0, len(data) + 1) == data
+        kept = view.sources
+        assert kept._small.weight <= 1 << 20 and len(kept._spools) <= 2
+    spool_dir = view.sources._spool_dir
+    assert spool_dir is not None and stat.S_IMODE(os.stat(spool_dir).st_mode) == 0o700
+    assert os.listdir(spool_dir) == []  # the spooled files have no name
+    large = view.lookup(ROOT_INODE, b"large0")  # evicted by now: spooled again
+    assert view.read(large.ino, 1 << 20, 10) == contents["large0"][1 << 20 : (1 << 20) + 10]
+    view.close()
+    assert not os.path.exists(spool_dir)
+    repo.close()

@@ -1,0 +1,84 @@
+"""A mount of an archive repository keeps its memory bounded by bytes (issue 9).
+
+Large archive objects used to be decompressed into memory and 256 of them kept: six
+files took a daemon to 533 MB. Now a large object is decompressed once into an
+unlinked temporary file, verified on the way, and read from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from fs.commit import CommitRequest, Layer, make_commit
+from store import RepoMode, Repository, lookup
+from tests.mountd.mounting import foreground_mount, read_through
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+MIB = 1 << 20
+SIZES_MIB = {"f50": 50, "f64": 64, "f80": 80, "f100": 100, "corrupt": 60, "forged": 60}
+PEAK_RSS_LIMIT_KIB = 150 * 1024
+
+
+def _mostly_zeros(path: Path, size: int) -> None:
+    """``size`` bytes, distinct from any other file: 64 random bytes a MiB, then zeros
+    (compresses well, so the test spends its time on the mount, not on zlib)."""
+    with path.open("wb") as out:
+        for _ in range(size // MIB):
+            out.write(os.urandom(64) + bytes(MIB - 64))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _damage(path: Path, forge: bool) -> None:
+    """Flip a byte of the compressed stream, or (``forge``) replace the stream with a
+    valid one of other content of the same size: only the hash can tell."""
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    if not forge:
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        return
+    _, size = struct.unpack_from(">4sQ", data)
+    (header_len,) = struct.unpack_from(">I", data, 12)
+    start = 16 + header_len
+    path.write_bytes(bytes(data[:start]) + zlib.compress(b"\x01" * size, 1))
+
+
+def test_reading_large_archive_files_keeps_the_daemon_small(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    for name, size in SIZES_MIB.items():
+        _mostly_zeros(source / name, size * MIB)
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    for name in ("corrupt", "forged"):
+        file_id = lookup(repo, commit_id, f"/{name}").file
+        assert file_id is not None
+        _damage(repo.content.path(file_id), forge=name == "forged")
+    repo.close()
+    with foreground_mount(repo.path, tmp_path / "mnt", "main") as daemon:
+        before = daemon.peak_rss_kib()
+        for name in ("f50", "f64", "f80", "f100"):
+            ok, _, _ = read_through(daemon.mountpoint / name, seconds=60)
+            assert ok, daemon.log()
+        for name in ("f100", "f50"):  # again, from what the daemon kept
+            assert _sha256(daemon.mountpoint / name) == _sha256(source / name)
+        for name in ("corrupt", "forged"):
+            ok, data, _ = read_through(daemon.mountpoint / name, seconds=60)
+            assert not ok and data == b"", name  # never a byte that is not the object's
+        peak = daemon.peak_rss_kib()
+        print(f"daemon peak RSS: {before / 1024:.1f} MiB mounted, {peak / 1024:.1f} MiB after")
+        assert peak < PEAK_RSS_LIMIT_KIB
+        assert daemon.alive()
