@@ -10,18 +10,25 @@ reads and listings with file handle 0. pyfuse3 does not pass the inode to read()
 readdir(), so sapwood builds it with a small patch (patches/pyfuse3-no-open.patch)
 that passes the inode where the handle is 0. With a stock pyfuse3 the adapter falls
 back to real opens whose handle is the inode number: the same reads, more requests.
+
+Every handler is guarded: whatever it raises becomes an errno for that request, never
+an exception in pyfuse3's loop (which would end the daemon and leave the mount dead).
+An I/O error is logged once per message (each names its object), however often the
+kernel asks again.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import pyfuse3
 
+from mountd.lru import RecentKeys
 from mountd.view import Attributes, TreeView
 from store import (
     CorruptObjectError,
@@ -38,6 +45,8 @@ VOLATILE_TIMEOUT = 1.0  # listings of refs and commits, and what hangs off them
 NO_OPEN_PASSES_INODE = bool(getattr(pyfuse3, "NO_OPEN_PASSES_INODE", False))
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
+_LOGGED = RecentKeys[str](1 << 14)  # I/O errors logged already: one line per object
 
 _ERRNO: list[tuple[type[SapwoodError], int]] = [
     (NotADirectoryInTreeError, errno.ENOTDIR),
@@ -55,18 +64,48 @@ def _errno_of(exc: SapwoodError) -> int:
     return errno.EIO
 
 
-def _call(work: Callable[[], _T]) -> _T:
-    """Run a view call; sapwood errors become FUSEError, and I/O problems are logged."""
-    try:
-        return work()
-    except SapwoodError as exc:
+def _log_once(message: str, traceback: bool = False) -> None:
+    if _LOGGED.first_time(message):
+        log.error("%s", message, exc_info=traceback)
+
+
+def fuse_error(exc: Exception) -> pyfuse3.FUSEError:
+    """The errno a request answers for ``exc``; an I/O error is logged (once)."""
+    if isinstance(exc, pyfuse3.FUSEError):
+        return exc
+    if isinstance(exc, SapwoodError):
         number = _errno_of(exc)
         if number == errno.EIO:
-            log.error("%s", exc)
-        raise pyfuse3.FUSEError(number) from None
-    except OSError as exc:
-        log.error("I/O error: %s", exc)
-        raise pyfuse3.FUSEError(errno.EIO) from None
+            _log_once(str(exc))
+        return pyfuse3.FUSEError(number)
+    if isinstance(exc, OSError):
+        _log_once(f"I/O error: {exc}")
+    else:  # a bug, or damage nothing foresaw: this request fails, the daemon serves on
+        _log_once(f"internal error: {type(exc).__name__}: {exc}", traceback=True)
+    return pyfuse3.FUSEError(errno.EIO)
+
+
+def _call(work: Callable[[], _T]) -> _T:
+    """Run a view call; any error becomes the FUSEError of its errno."""
+    try:
+        return work()
+    except Exception as exc:
+        raise fuse_error(exc) from None
+
+
+def _guarded(
+    handler: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """A request handler that raises nothing but FUSEError (see the module's doc)."""
+
+    @functools.wraps(handler)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await handler(*args, **kwargs)
+        except Exception as exc:
+            raise fuse_error(exc) from None
+
+    return guarded
 
 
 def _read_only() -> NoReturn:
@@ -75,6 +114,8 @@ def _read_only() -> NoReturn:
 
 def entry_attributes(attrs: Attributes) -> pyfuse3.EntryAttributes:
     timeout = VOLATILE_TIMEOUT if attrs.volatile else IMMUTABLE_TIMEOUT
+    if attrs.broken:
+        timeout = 0.0  # a damaged entry: looking at it again must ask (and fail)
     entry = pyfuse3.EntryAttributes()
     entry.st_ino = attrs.ino
     entry.st_mode = attrs.mode
@@ -104,6 +145,7 @@ class SapwoodOperations(pyfuse3.Operations):
         self._statvfs_path = statvfs_path
         self._no_open = no_open
 
+    @_guarded
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
@@ -119,18 +161,22 @@ class SapwoodOperations(pyfuse3.Operations):
             return negative
         return entry_attributes(attrs)
 
+    @_guarded
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         return entry_attributes(_call(lambda: self.view.getattr(inode)))
 
+    @_guarded
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         return None  # inode numbers are derived: nothing to drop (mountd/inodes.py)
 
+    @_guarded
     async def opendir(self, inode: int, ctx: Any) -> int:
         _call(lambda: self.view.getattr(inode))
         if self._no_open:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel caches listings from now on
         return inode
 
+    @_guarded
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         entries = self.view.entries(fh, start_id)  # fh is the inode; lazy: only what fits
         while (item := _call(lambda: next(entries, None))) is not None:
@@ -138,12 +184,15 @@ class SapwoodOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name, entry_attributes(attrs), next_id):
                 break
 
+    @_guarded
     async def releasedir(self, fh: int) -> None:
         return None
 
+    @_guarded
     async def readlink(self, inode: int, ctx: Any) -> bytes:
         return _call(lambda: self.view.readlink(inode))
 
+    @_guarded
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             _read_only()
@@ -152,21 +201,27 @@ class SapwoodOperations(pyfuse3.Operations):
         _call(lambda: self.view.open(inode))
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
+    @_guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
         return _call(lambda: self.view.read(fh, off, size))  # fh is the inode
 
+    @_guarded
     async def release(self, fh: int) -> None:
         return None  # the view keeps a bounded set of open objects itself
 
+    @_guarded
     async def flush(self, fh: int) -> None:
         raise pyfuse3.FUSEError(errno.ENOSYS)  # nothing to flush: the kernel stops asking
 
+    @_guarded
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         return _call(lambda: self.view.getxattr(inode, name))
 
+    @_guarded
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         return _call(lambda: list(self.view.xattrs(inode)))
 
+    @_guarded
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         st = os.statvfs(self._statvfs_path)
         data = pyfuse3.StatvfsData()
@@ -177,38 +232,50 @@ class SapwoodOperations(pyfuse3.Operations):
         return data
 
     # ----- every write is refused ------------------------------------------------------
+    @_guarded
     async def setattr(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def mknod(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def mkdir(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def unlink(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def rmdir(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def symlink(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def rename(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def link(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def write(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def create(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def setxattr(self, *args: Any) -> NoReturn:
         _read_only()
 
+    @_guarded
     async def removexattr(self, *args: Any) -> NoReturn:
         _read_only()

@@ -1,0 +1,69 @@
+"""The adapter without a kernel: no exception leaves a handler but FUSEError (issue 9).
+
+pyfuse3 lets any other exception out of its loop, which ends the daemon and leaves a
+dead mount; so every handler answers an errno instead, and logs an I/O error once.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import pytest
+import trio
+
+from mountd.fuse_ops import SapwoodOperations
+from mountd.view import Attributes, TreeView
+from store import CorruptObjectError, PathNotFoundError
+
+
+class _HostileView:
+    """A view whose every answer is a failure of some kind."""
+
+    def lookup(self, parent: int, name: bytes) -> Attributes:
+        if name == b"absent":
+            raise PathNotFoundError("no entry")
+        raise ValueError("a bug nobody foresaw")
+
+    def volatile_dir(self, ino: int) -> bool:
+        raise PathNotFoundError(f"inode {ino} was never shown")
+
+    def getattr(self, ino: int) -> Attributes:
+        return Attributes(ino, stat.S_IFREG | 0o644, 1, 0, 0, 2**64 - 1, 0)  # no off_t holds it
+
+    def read(self, ino: int, offset: int, size: int) -> bytes:
+        raise CorruptObjectError(f"object {ino:064x} is corrupt")
+
+    def entries(self, ino: int, offset: int) -> Any:
+        raise KeyError("damaged")
+        yield  # a generator, as the view's
+
+
+def _errno_of(handler: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> int:
+    with pytest.raises(pyfuse3.FUSEError) as caught:
+        trio.run(handler, *args)
+    return caught.value.errno
+
+
+def test_every_failure_is_an_errno_and_an_io_error_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    view: TreeView = _HostileView()  # type: ignore[assignment]
+    ops = SapwoodOperations(view, str(tmp_path / "gone"), no_open=True)
+    with caplog.at_level(logging.ERROR, logger="mountd.fuse_ops"):
+        for _ in range(3):
+            assert _errno_of(ops.lookup, 1, b"x", None) == errno.EIO
+            assert _errno_of(ops.lookup, 1, b"absent", None) == errno.ENOENT
+            assert _errno_of(ops.getattr, 2, None) == errno.EIO
+            assert _errno_of(ops.read, 2, 0, 4096) == errno.EIO
+            assert _errno_of(ops.statfs, None) == errno.EIO
+            assert _errno_of(ops.readdir, 1, 0, None) == errno.EIO
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == len(set(messages)) == 5, messages  # once each, however often
+    assert any("a bug nobody foresaw" in m for m in messages)
+    assert any(f"object {2:064x} is corrupt" in m for m in messages)
