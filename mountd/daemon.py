@@ -1,14 +1,21 @@
-"""The mount daemon: pyfuse3 on trio, signals, and going to the background.
+"""The mount daemon: pyfuse3 on trio, signals, going to the background, unmounting.
 
-``sapwood mount`` without -f starts ``sapwood mount -f`` as a new session and
-returns once the mount point is mounted (or prints the daemon's error and fails).
-In the foreground, SIGINT and SIGTERM end the loop and unmount cleanly.
+``sapwood mount`` without -f forks a daemon in a new session and returns once the
+mount point is mounted (or prints the daemon's error and fails). In the foreground,
+SIGINT and SIGTERM end the loop and unmount cleanly.
+
+Whether something is mounted, and what, is read from the mount table
+(/proc/self/mountinfo), never by looking at the mount point: looking goes through the
+daemon, which may be busy, failing, or dead ("Transport endpoint is not connected").
+A sapwood mount is of type fuse.sapwood from source "sapwood"; ``sapwood umount``
+unmounts nothing else.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,12 +37,78 @@ from store import ObjectId, Repository, SapwoodError, UsageError
 log = logging.getLogger(__name__)
 SAPWOOD_OPTIONS = {"user_owned", "with_open"}  # ours, with logfile=; the rest go to libfuse
 _READY_TIMEOUT = 30.0
+_STOP_TIMEOUT = 5.0  # for a daemon asked to stop (SIGTERM) before it is killed
+_PROBE_TIMEOUT = 2.0  # for a look at a mount point: a dead mount fails it at once
+SAPWOOD_FSTYPE = "fuse.sapwood"
+SAPWOOD_SOURCE = "sapwood"
+_MOUNTINFO = "/proc/self/mountinfo"
 MAPPED_BUDGET = 40 << 20  # file-backed resident memory (libraries and the index map)
 _MAPPED_CHECK_SECONDS = 0.25
 
 
 class MountError(SapwoodError):
     """The mount could not be made."""
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of the mount table: where, what type, from what."""
+
+    point: bytes
+    fstype: str
+    source: str
+
+    @property
+    def is_sapwood(self) -> bool:
+        return self.fstype == SAPWOOD_FSTYPE and self.source == SAPWOOD_SOURCE
+
+
+def _unescape(field: bytes) -> bytes:
+    """A mountinfo field: space, tab, newline and backslash are written as \\ooo."""
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
+
+
+def mount_table() -> list[MountEntry]:
+    """Every mount this process sees, in the order they were mounted."""
+    entries = []
+    with open(_MOUNTINFO, "rb") as table:
+        for line in table:
+            fields = line.split()
+            try:
+                rest = fields.index(b"-", 6) + 1
+                entries.append(
+                    MountEntry(
+                        _unescape(fields[4]),
+                        _unescape(fields[rest]).decode(errors="replace"),
+                        _unescape(fields[rest + 1]).decode(errors="replace"),
+                    )
+                )
+            except (ValueError, IndexError):
+                continue  # not a line of the documented format: nothing to say about it
+    return entries
+
+
+def mounted_at(path: Path) -> MountEntry | None:
+    """What is mounted at ``path`` (the topmost mount, the one a lookup sees), if anything.
+
+    The table holds resolved paths, so ``path`` is resolved too, but without looking at
+    its last component, which may be a mount whose daemon is dead or hung: a look would
+    fail, or wait for good. Only if nothing is mounted there is a symlink followed.
+    """
+    head, name = os.path.split(os.path.abspath(path))
+    found = _topmost(os.path.join(os.path.realpath(head), name))
+    if found is None and os.path.islink(path):
+        found = _topmost(os.path.realpath(path))
+    return found
+
+
+def _topmost(resolved: str) -> MountEntry | None:
+    wanted = os.fsencode(resolved)
+    found = None
+    for entry in mount_table():
+        if entry.point == wanted:
+            found = entry
+    return found
 
 
 @dataclass(frozen=True)
@@ -69,32 +142,38 @@ def serve(
     options: list[str],
     on_mounted: Callable[[], None] | None = None,
 ) -> None:
-    """Mount one commit (or, without one, the repository) and serve until unmounted."""
+    """Mount one commit (or, without one, the repository) and serve until unmounted.
+
+    The commit and its root are read before anything is mounted, so a damaged one is
+    one error here; once mounted, whatever ends the loop unmounts.
+    """
     chosen = mount_options(options)
     owner = (os.getuid(), os.getgid()) if chosen.user_owned else None
     view_options = ViewOptions(owner=owner)
-    view: TreeView = (
-        RepositoryView(repo, view_options)
-        if commit_id is None
-        else CommitView(repo, commit_id, view_options)
-    )
+    shown = commit_id.hex() if commit_id else "the repository"
+    try:
+        view: TreeView = (
+            RepositoryView(repo, view_options)
+            if commit_id is None
+            else CommitView(repo, commit_id, view_options)
+        )
+    except SapwoodError as exc:
+        raise MountError(f"cannot mount commit {shown}: {exc}") from None
     no_open = NO_OPEN_PASSES_INODE and not chosen.with_open
     operations = SapwoodOperations(view, str(repo.path), no_open=no_open)
     try:
         pyfuse3.init(operations, str(mountpoint), chosen.fuse)
     except RuntimeError as exc:
+        view.close()
         raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
-    log.info("mounted %s on %s", commit_id.hex() if commit_id else "the repository", mountpoint)
-    if on_mounted is not None:
-        on_mounted()
     try:
+        log.info("mounted %s on %s", shown, mountpoint)
+        if on_mounted is not None:
+            on_mounted()
         trio.run(_main, repo)
-    except BaseException:
+    finally:
         pyfuse3.close(unmount=True)
         view.close()
-        raise
-    pyfuse3.close(unmount=True)
-    view.close()
 
 
 async def _main(repo: Repository) -> None:
@@ -178,9 +257,12 @@ def _run_detached(serve_mount: Callable[[], None], log_file: IO[bytes]) -> NoRet
 
 
 def _wait_for_mount(child: int, mountpoint: Path, log_file: IO[bytes]) -> None:
+    """Return once the child's mount is in the mount table; raise the child's error if
+    it exits first. A child that does neither in time is stopped and its mount removed."""
     deadline = time.monotonic() + _READY_TIMEOUT
     while time.monotonic() < deadline:
-        if os.path.ismount(mountpoint):
+        entry = mounted_at(mountpoint)
+        if entry is not None and entry.is_sapwood:
             return
         if os.waitpid(child, os.WNOHANG) != (0, 0):
             log_file.seek(0)
@@ -188,13 +270,68 @@ def _wait_for_mount(child: int, mountpoint: Path, log_file: IO[bytes]) -> None:
             message = lines[-1].removeprefix("sapwood: error: ") if lines else "the daemon exited"
             raise MountError(message)
         time.sleep(0.005)
-    os.kill(child, signal.SIGKILL)
+    _stop(child, mountpoint)
     raise MountError(f"{mountpoint}: not mounted after {_READY_TIMEOUT:.0f} s")
 
 
+def _stop(child: int, mountpoint: Path) -> None:
+    """End a daemon that did not mount in time: asked first (it unmounts what it has
+    mounted), then killed; a mount it leaves behind is removed."""
+    os.kill(child, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_TIMEOUT
+    while os.waitpid(child, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            break
+        time.sleep(0.01)
+    entry = mounted_at(mountpoint)
+    if entry is not None and entry.is_sapwood:
+        _fusermount(mountpoint, lazy=True)
+
+
 def unmount(mountpoint: Path) -> None:
-    if not os.path.ismount(mountpoint):
+    """Unmount the sapwood mount at ``mountpoint``, live or dead; refuse anything else.
+
+    A dead mount (its daemon killed) may refuse a plain unmount while a process still
+    has it open or as its directory; it is then detached (fusermount3 -u -z), which
+    nothing can use any more anyway. A live one that is busy stays, with the error.
+    """
+    entry = mounted_at(mountpoint)
+    if entry is None:
         raise UsageError(f"{mountpoint}: not a mount point")
-    result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
+    if not entry.is_sapwood:
+        raise UsageError(
+            f"{mountpoint}: not a sapwood mount ({entry.fstype} from {entry.source}): left mounted"
+        )
+    result = _fusermount(mountpoint, lazy=False)
+    if result.returncode != 0 and _is_dead(mountpoint):
+        result = _fusermount(mountpoint, lazy=True)
     if result.returncode != 0:
         raise MountError(result.stderr.strip() or f"cannot unmount {mountpoint}")
+
+
+def _fusermount(mountpoint: Path, lazy: bool) -> subprocess.CompletedProcess[str]:
+    flags = ["-u", "-z"] if lazy else ["-u"]
+    return subprocess.run(
+        ["fusermount3", *flags, os.path.realpath(mountpoint)], capture_output=True, text=True
+    )
+
+
+def _is_dead(mountpoint: Path) -> bool:
+    """Whether the mount's daemon is gone: then every request to it fails at once.
+
+    The request is statfs (``stat -f``), which the kernel never answers from its cache.
+    It is made by a child process: the daemon of a live mount may be hung, and a process
+    waiting on it cannot even be killed. A request that takes that long says "not
+    dead"; the child ends whenever the daemon answers or goes.
+    """
+    probe = subprocess.Popen(
+        ["stat", "-f", "-c", "", "--", str(mountpoint)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return probe.wait(timeout=_PROBE_TIMEOUT) != 0
+    except subprocess.TimeoutExpired:
+        return False

@@ -42,16 +42,22 @@ def register(commands: Any) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from mountd.daemon import mount_options, quiet_stderr, serve, start_in_background
+    from mountd.daemon import (
+        mount_options,
+        mounted_at,
+        quiet_stderr,
+        serve,
+        start_in_background,
+    )
 
     if len(args.targets) > 2:
         raise UsageError("mount takes [REV] MOUNTPOINT")
     rev, mountpoint = (None, *args.targets) if len(args.targets) == 1 else args.targets
     mountpoint = Path(mountpoint)
+    if mounted_at(mountpoint) is not None:  # first: a dead mount is not even a directory
+        raise UsageError(f"{mountpoint}: already a mount point")
     if not mountpoint.is_dir():
         raise UsageError(f"{mountpoint}: not a directory")
-    if os.path.ismount(mountpoint):
-        raise UsageError(f"{mountpoint}: already a mount point")
     log_file = mount_options(args.options).log_file
     with open_repo(args) as repo:
         commit_id = rev_parse(repo, rev) if rev is not None else None
