@@ -27,7 +27,14 @@ from collections.abc import Iterator
 
 from mountd.lru import RecentKeys
 from mountd.view import DirNode, TreeView, ViewOptions
-from store import DirEntry, ObjectId, PathNotFoundError, Repository, SapwoodError
+from store import (
+    DirEntry,
+    ObjectId,
+    PathNotFoundError,
+    Repository,
+    SapwoodError,
+    check_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,20 @@ class RepositoryView(TreeView):
             self._leave_out(f"{what} is left out of the listings: {exc}")
             return False
         self._showable.add(commit_id)
+        return True
+
+    def _names_paths(self, ref: str) -> bool:
+        """Whether every component of ``ref`` can be a directory's name (else logged once).
+
+        The store refuses such refs; a damaged index may still hold one, and one empty
+        name would make the kernel refuse the whole listing.
+        """
+        try:
+            for component in ref.split("/"):
+                check_name(component.encode(errors="surrogateescape"), f"ref {ref!r}")
+        except SapwoodError as exc:
+            self._leave_out(f"ref {ref!r} is left out of the listings: {exc}")
+            return False
         return True
 
     def _leave_out(self, message: str) -> None:
@@ -142,7 +163,7 @@ class RepositoryView(TreeView):
                 continue
             head, slash, _ = ref[len(prefix) :].partition("/")
             name = head.encode()
-            if not self._shows(commit_id, f"ref {ref}"):
+            if not self._names_paths(ref) or not self._shows(commit_id, f"ref {ref}"):
                 continue
             if not slash:  # a ref itself (wins over a prefix of the same name)
                 found[name] = (

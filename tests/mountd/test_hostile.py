@@ -255,6 +255,8 @@ def test_the_repository_view_skips_refs_to_what_is_not_a_commit(
     put_ref(user_repo.path, "bad/dirtree", commit.tree)
     put_ref(user_repo.path, "file", file_id)
     put_ref(user_repo.path, "missing", _fake_id("missing"))
+    for name in ("empty//component", "/leading", "up/../main"):  # one empty name fails a listing
+        put_ref(user_repo.path, name, commit_id)
     with raw_index(user_repo.path) as (txn, dbs):  # two commits, each the other's parent
         first, second = _fake_id("loop-1"), _fake_id("loop-2")
         for this, parent in ((first, second), (second, first)):
