@@ -14,7 +14,7 @@ back to real opens whose handle is the inode number: the same reads, more reques
 Every handler is guarded: whatever it raises becomes an errno for that request, never
 an exception in pyfuse3's loop (which would end the daemon and leave the mount dead).
 An I/O error is logged once per message (each names its object), however often the
-kernel asks again.
+kernel asks again, and at most about one a second after the first hundred.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import errno
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -64,9 +65,38 @@ def _errno_of(exc: SapwoodError) -> int:
     return errno.EIO
 
 
+class _LogBudget:
+    """At most ``burst`` lines at once, then ``per_second``: a walk over a tree of many
+    damaged objects says a hundred of them, then how many it did not say."""
+
+    def __init__(self, burst: int, per_second: float) -> None:
+        self.burst = burst
+        self.per_second = per_second
+        self.tokens = float(burst)
+        self.last = time.monotonic()
+        self.dropped = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.per_second)
+        self.last = now
+        if self.tokens < 1:
+            self.dropped += 1
+            return False
+        self.tokens -= 1
+        return True
+
+
+_BUDGET = _LogBudget(burst=100, per_second=1.0)
+
+
 def _log_once(message: str, traceback: bool = False) -> None:
-    if _LOGGED.first_time(message):
-        log.error("%s", message, exc_info=traceback)
+    if not _LOGGED.first_time(message) or not _BUDGET.allow():
+        return
+    if _BUDGET.dropped:
+        log.error("%d more I/O errors were not logged", _BUDGET.dropped)
+        _BUDGET.dropped = 0
+    log.error("%s", message, exc_info=traceback)
 
 
 def fuse_error(exc: Exception) -> pyfuse3.FUSEError:

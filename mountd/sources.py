@@ -31,7 +31,7 @@ from collections import OrderedDict
 import blake3
 
 from mountd.lru import LruPool
-from store import CorruptObjectError, ObjectId, Repository
+from store import CorruptObjectError, ObjectId, Repository, SapwoodError
 
 _OPEN_FILES = 256  # object files kept open (uncompressed modes)
 _SMALL = 1 << 20  # up to this size: verified with one read, or decompressed into memory
@@ -41,6 +41,11 @@ _SPOOL_BYTES = 4 << 30  # the disk those files take, in all
 _SHOWN = 1 << 14  # which object the inodes read lately show
 _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes each
 _CHUNK = 1 << 20
+
+
+class ObjectReadError(SapwoodError):
+    """An object's file, or its decompressed copy, could not be read or written: a disk
+    error, a full TMPDIR. Its message names the object (the OSError alone would not)."""
 
 
 def _forget(_: bytes) -> None:
@@ -68,6 +73,13 @@ class ObjectSources:
             self._shown.popitem(last=False)
         if self._kept(file_id) is not None:
             return
+        try:
+            self._keep(file_id, header, size)
+        except OSError as exc:
+            raise ObjectReadError(f"object {file_id.hex()}: {exc.strerror or exc}") from exc
+
+    def _keep(self, file_id: ObjectId, header: bytes, size: int) -> None:
+        """Verify the object and keep a source of it, within the bounds of its kind."""
         if not self.repo.content.compressed:
             fd, whole = self._open_verified(file_id, header, size)
             self._files.add(file_id, fd, 1)
@@ -88,7 +100,10 @@ class ObjectSources:
             raise KeyError(ino)  # not prepared: the view prepares before it reads
         if isinstance(source, bytes):
             return source[offset : offset + size]
-        return os.pread(source, size, offset)
+        try:
+            return os.pread(source, size, offset)
+        except OSError as exc:
+            raise ObjectReadError(f"object {file_id.hex()}: {exc.strerror or exc}") from exc
 
     def is_open(self, ino: int) -> bool:
         file_id = self._shown.get(ino)

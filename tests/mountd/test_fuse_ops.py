@@ -67,3 +67,22 @@ def test_every_failure_is_an_errno_and_an_io_error_is_logged_once(
     assert len(messages) == len(set(messages)) == 5, messages  # once each, however often
     assert any("a bug nobody foresaw" in m for m in messages)
     assert any(f"object {2:064x} is corrupt" in m for m in messages)
+
+
+def test_a_flood_of_distinct_errors_is_logged_within_a_budget(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk over a tree whose every object is damaged: a hundred lines, then a count."""
+    from mountd import fuse_ops
+
+    monkeypatch.setattr(fuse_ops, "_BUDGET", fuse_ops._LogBudget(burst=100, per_second=1.0))
+    view: TreeView = _HostileView()  # type: ignore[assignment]
+    ops = SapwoodOperations(view, str(tmp_path), no_open=True)
+    with caplog.at_level(logging.ERROR, logger="mountd.fuse_ops"):
+        for ino in range(10_000, 12_000):
+            assert _errno_of(ops.read, ino, 0, 4096) == errno.EIO
+        fuse_ops._BUDGET.tokens = 1.0  # as a second later
+        assert _errno_of(ops.read, 1, 0, 4096) == errno.EIO
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 102
+    assert messages[-2] == "1900 more I/O errors were not logged"

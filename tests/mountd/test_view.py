@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 import tracemalloc
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from fs.commit import CommitRequest, Layer, make_commit
 from mountd import view as view_module
+from mountd.sources import ObjectReadError
 from mountd.view import ROOT_INODE, CommitView, ViewOptions
 from store import (
     CorruptObjectError,
@@ -25,7 +27,7 @@ from store import (
     Repository,
     lookup,
 )
-from tests.helpers import build_rich_tree, read_disk_tree
+from tests.helpers import IS_ROOT, build_rich_tree, read_disk_tree, small_tmpfs
 
 
 def _view(repo: Repository, tmp_path: Path) -> tuple[CommitView, Path, ObjectId]:
@@ -271,4 +273,27 @@ def test_what_the_sources_keep_is_bounded_by_bytes(
     assert view.read(large.ino, 1 << 20, 10) == contents["large0"][1 << 20 : (1 << 20) + 10]
     view.close()
     assert not os.path.exists(spool_dir)
+    repo.close()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="mounts a small tmpfs as TMPDIR: root")
+def test_a_full_tmpdir_fails_the_large_archive_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "large").write_bytes(os.urandom(3 << 20))
+    (source / "small").write_bytes(b"small\n")
+    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    large_id = lookup(repo, commit_id, "/large").file
+    assert large_id is not None
+    with small_tmpfs(tmp_path / "tmp", "1m") as tmpdir:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+        view = CommitView(repo, commit_id)
+        large = view.lookup(ROOT_INODE, b"large")
+        with pytest.raises(ObjectReadError, match=large_id.hex()):
+            view.read(large.ino, 0, 10)
+        assert view.read(view.lookup(ROOT_INODE, b"small").ino, 0, 10) == b"small\n"
+        view.close()
     repo.close()
