@@ -36,7 +36,7 @@ def test_umount_of_a_mount_whose_daemon_was_killed(
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a").write_text("a\n")
     make_commit(user_repo, CommitRequest("main", [Layer("dir", str(tmp_path / "src"))]))
-    mnt = tmp_path / "mnt"
+    mnt = tmp_path / "mount point"  # the mount table writes the space as \\040
     with foreground_mount(user_repo.path, mnt, "main") as daemon:
         if used:
             assert (mnt / "a").read_text() == "a\n"
@@ -98,7 +98,7 @@ def _dead(mnt: Path) -> bool:
 @pytest.mark.skipif(not IS_ROOT, reason="mounts a tmpfs: root")
 def test_umount_refuses_a_mount_that_is_not_sapwood(user_repo: Repository, tmp_path: Path) -> None:
     """fusermount3 run by root unmounts anything; a tmpfs and its data were lost."""
-    data = tmp_path / "data"
+    data = tmp_path / "data with space"
     data.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)], check=True)
     try:
