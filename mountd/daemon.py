@@ -95,11 +95,16 @@ def mounted_at(path: Path) -> MountEntry | None:
     its last component, which may be a mount whose daemon is dead or hung: a look would
     fail, or wait for good. Only if nothing is mounted there is a symlink followed.
     """
-    head, name = os.path.split(os.path.abspath(path))
-    found = _topmost(os.path.join(os.path.realpath(head), name))
+    found = _topmost(_resolved_parent(path))
     if found is None and os.path.islink(path):
         found = _topmost(os.path.realpath(path))
     return found
+
+
+def _resolved_parent(path: Path) -> str:
+    """``path`` with its parent resolved (symlinks, '..'), its last component as given."""
+    head, name = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(head), name)
 
 
 def _topmost(resolved: str) -> MountEntry | None:
@@ -150,7 +155,7 @@ def serve(
     chosen = mount_options(options)
     owner = (os.getuid(), os.getgid()) if chosen.user_owned else None
     view_options = ViewOptions(owner=owner)
-    shown = commit_id.hex() if commit_id else "the repository"
+    shown = f"commit {commit_id.hex()}" if commit_id else "the repository"
     try:
         view: TreeView = (
             RepositoryView(repo, view_options)
@@ -158,7 +163,7 @@ def serve(
             else CommitView(repo, commit_id, view_options)
         )
     except SapwoodError as exc:
-        raise MountError(f"cannot mount commit {shown}: {exc}") from None
+        raise MountError(f"cannot mount {shown}: {exc}") from None
     no_open = NO_OPEN_PASSES_INODE and not chosen.with_open
     operations = SapwoodOperations(view, str(repo.path), no_open=no_open)
     try:
@@ -287,7 +292,7 @@ def _stop(child: int, mountpoint: Path) -> None:
         time.sleep(0.01)
     entry = mounted_at(mountpoint)
     if entry is not None and entry.is_sapwood:
-        _fusermount(mountpoint, lazy=True)
+        _fusermount(entry, lazy=True)
 
 
 def unmount(mountpoint: Path) -> None:
@@ -304,21 +309,21 @@ def unmount(mountpoint: Path) -> None:
         raise UsageError(
             f"{mountpoint}: not a sapwood mount ({entry.fstype} from {entry.source}): left mounted"
         )
-    result = _fusermount(mountpoint, lazy=False)
-    if result.returncode != 0 and _is_dead(mountpoint):
-        result = _fusermount(mountpoint, lazy=True)
+    result = _fusermount(entry, lazy=False)
+    if result.returncode != 0 and _is_dead(entry):
+        result = _fusermount(entry, lazy=True)
     if result.returncode != 0:
         raise MountError(result.stderr.strip() or f"cannot unmount {mountpoint}")
 
 
-def _fusermount(mountpoint: Path, lazy: bool) -> subprocess.CompletedProcess[str]:
+def _fusermount(entry: MountEntry, lazy: bool) -> subprocess.CompletedProcess[str]:
     flags = ["-u", "-z"] if lazy else ["-u"]
     return subprocess.run(
-        ["fusermount3", *flags, os.path.realpath(mountpoint)], capture_output=True, text=True
+        ["fusermount3", *flags, os.fsdecode(entry.point)], capture_output=True, text=True
     )
 
 
-def _is_dead(mountpoint: Path) -> bool:
+def _is_dead(entry: MountEntry) -> bool:
     """Whether the mount's daemon is gone: then every request to it fails at once.
 
     The request is statfs (``stat -f``), which the kernel never answers from its cache.
@@ -327,7 +332,7 @@ def _is_dead(mountpoint: Path) -> bool:
     dead"; the child ends whenever the daemon answers or goes.
     """
     probe = subprocess.Popen(
-        ["stat", "-f", "-c", "", "--", str(mountpoint)],
+        ["stat", "-f", "-c", "", "--", os.fsdecode(entry.point)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -11,8 +11,14 @@ import pytest
 
 from fs.commit import CommitRequest, Layer, make_commit
 from store import Repository
-from tests.helpers import IS_ROOT
-from tests.mountd.mounting import force_unmount, foreground_mount, mount_fstype, wait_for
+from tests.helpers import IS_ROOT, SAPWOOD
+from tests.mountd.mounting import (
+    force_unmount,
+    foreground_mount,
+    mount_fstype,
+    run_briefly,
+    wait_for,
+)
 from tests.mountd.test_mount import sapwood
 from tests.unprivileged import NOBODY, run_as_user, user_dir
 
@@ -36,7 +42,7 @@ def test_umount_of_a_mount_whose_daemon_was_killed(
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a").write_text("a\n")
     make_commit(user_repo, CommitRequest("main", [Layer("dir", str(tmp_path / "src"))]))
-    mnt = tmp_path / "mount point"  # the mount table writes the space as \\040
+    mnt = tmp_path / "mount point"  # the mount table writes the space as \040
     with foreground_mount(user_repo.path, mnt, "main") as daemon:
         if used:
             assert (mnt / "a").read_text() == "a\n"
@@ -123,3 +129,22 @@ def test_umount_refuses_what_is_not_a_mount(user_repo: Repository, tmp_path: Pat
     ):
         assert message in _one_line_error(sapwood(user_repo.path, "umount", path)), path
     assert (tmp_path / "file").read_text() == "x" and os.path.ismount("/")
+
+
+def test_umount_of_a_hung_daemon_does_not_wait_for_it(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """A stopped daemon answers nothing: a look at its mount point would wait for good
+    (and could not even be killed), so umount must not look."""
+    (tmp_path / "src").mkdir()
+    make_commit(user_repo, CommitRequest("main", [Layer("dir", str(tmp_path / "src"))]))
+    mnt = tmp_path / "mnt"
+    with foreground_mount(user_repo.path, mnt, "main") as daemon:
+        os.kill(daemon.pid, signal.SIGSTOP)
+        try:
+            argv = [*SAPWOOD, "--repo", str(user_repo.path), "umount", str(mnt)]
+            ok, _, seconds = run_briefly(argv, seconds=30)
+            assert ok and seconds < 10
+            assert mount_fstype(mnt) is None
+        finally:
+            os.kill(daemon.pid, signal.SIGCONT)
