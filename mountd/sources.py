@@ -63,7 +63,7 @@ class ObjectSources:
         self._spools: LruPool[ObjectId, int] = LruPool(_SPOOLS, _SPOOL_BYTES, os.close)
         self._verified: OrderedDict[int, None] = OrderedDict()
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
-        self._spool_dir: str | None = None
+        self._spool_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def prepare(self, ino: int, file_id: ObjectId, header: bytes, size: int) -> None:
         """Make ``ino`` readable now (verifying its object), or raise why it is not."""
@@ -114,7 +114,7 @@ class ObjectSources:
             pool.clear()
         self._fresh = None
         if self._spool_dir is not None:
-            shutil.rmtree(self._spool_dir, ignore_errors=True)
+            self._spool_dir.cleanup()
             self._spool_dir = None
 
     def _kept(self, file_id: ObjectId) -> int | bytes | None:
@@ -142,10 +142,13 @@ class ObjectSources:
             return os.dup(spool.fileno())
 
     def _private_dir(self) -> str:
-        """A directory of this daemon's alone (mode 0700) for its temporary files."""
-        if self._spool_dir is None or not os.path.isdir(self._spool_dir):  # a tmp cleaner
-            self._spool_dir = tempfile.mkdtemp(prefix="sapwood-mount-")
-        return self._spool_dir
+        """A directory of this daemon's alone (mode 0700) for its temporary files, removed
+        on close (or when the sources are garbage collected)."""
+        if self._spool_dir is None or not os.path.isdir(self._spool_dir.name):  # a tmp cleaner
+            self._spool_dir = tempfile.TemporaryDirectory(
+                prefix="sapwood-mount-", ignore_cleanup_errors=True
+            )
+        return self._spool_dir.name
 
     # ----- uncompressed objects --------------------------------------------------------
     def _open_verified(

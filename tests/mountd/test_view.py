@@ -266,8 +266,9 @@ def test_what_the_sources_keep_is_bounded_by_bytes(
         assert view.read(attrs.ino, 0, len(data) + 1) == data
         kept = view.sources
         assert kept._small.weight <= 1 << 20 and len(kept._spools) <= 2
-    spool_dir = view.sources._spool_dir
-    assert spool_dir is not None and stat.S_IMODE(os.stat(spool_dir).st_mode) == 0o700
+    assert view.sources._spool_dir is not None
+    spool_dir = view.sources._spool_dir.name
+    assert stat.S_IMODE(os.stat(spool_dir).st_mode) == 0o700
     assert os.listdir(spool_dir) == []  # the spooled files have no name
     large = view.lookup(ROOT_INODE, b"large0")  # evicted by now: spooled again
     assert view.read(large.ino, 1 << 20, 10) == contents["large0"][1 << 20 : (1 << 20) + 10]
