@@ -8,10 +8,28 @@ that pays comes from the kernel and from blake3 instead:
 - before the files of a directory are read, each is opened and announced with
   posix_fadvise(WILLNEED), so the disk works on many reads at once (cold cache);
 - large files are hashed by blake3 on its own threads, outside the GIL.
+
+Below its root, the source is never touched by a path string. A tree that another
+user can write to may have any directory swapped for a symlink between the lstat
+that classified it and its use, and a path would follow the symlink out of the
+tree (into a mode-0700 directory, as root). So every directory is opened with
+openat(parent fd, name, O_NOFOLLOW | O_DIRECTORY) and its (st_dev, st_ino) checked
+against that lstat; files are opened relative to their directory's fd with
+O_NOFOLLOW | O_NONBLOCK (a FIFO swapped in is never waited on) and checked the same
+way, including that they are still regular files; xattrs and content come from the
+open fd; symlinks are read through an O_PATH fd checked likewise. Any mismatch
+fails the commit: "changed while it was being committed".
+
+The walk is depth-first and iterative, so the depth of a tree is limited by
+nothing but memory (MutableDir.write refuses trees deeper than store allows). At
+most _MAX_OPEN_DIRS directory fds are open at once (plus the _READAHEAD_BATCH files
+being read): past that the shallowest are closed, and reopened when the walk comes
+back to them by ".." from the child it leaves, checked as above.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -19,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fs.options import ContentOptions, clean_xattrs
-from fs.statcache import CacheRecord, cache_key, cacheable, header_digest
+from fs.statcache import CacheRecord, Granularity, cache_key, cacheable, header_digest
 from store import (
     SMALL_FILE,
     DirMeta,
@@ -39,23 +57,43 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 _READ_CHUNK = 1 << 20
 _READAHEAD_BATCH = 64  # files announced to the kernel ahead of reading
+_MAX_OPEN_DIRS = 32  # directory fds held at once, whatever the depth of the tree
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_LINK_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+# What opening a name gives when its entry was swapped for something else: a symlink
+# (ELOOP, or ENOTDIR with O_DIRECTORY), a file where a directory was, a socket.
+_SWAPPED = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENXIO})
+
+
+class _Dir:
+    """A directory of the walk: its fd while still needed, the subdirectories left."""
+
+    __slots__ = ("fd", "fsid", "name", "st", "subdirs", "target", "tree_path")
+
+    def __init__(self, name: bytes, st: os.stat_result, tree_path: bytes, target: MutableDir):
+        self.name, self.st, self.tree_path, self.target = name, st, tree_path, target
+        self.fd: int | None = None
+        self.fsid = 0  # statvfs f_fsid, the stat cache's filesystem identity
+        self.subdirs: list[_Dir] = []  # still to enter, the next one last
 
 
 class _PendingFile:
-    """A regular file that must be read (a stat-cache miss)."""
+    """A regular file, open, that must be read (a stat-cache miss)."""
 
-    __slots__ = ("digest", "header", "name", "path", "st", "tree_path")
+    __slots__ = ("digest", "fd", "fsid", "header", "name", "st", "tree_path")
 
     def __init__(
         self,
-        path: bytes,
+        fd: int,
+        fsid: int,
         tree_path: bytes,
         name: bytes,
         st: os.stat_result,
         header: FileHeader,
         digest: bytes,
     ) -> None:
-        self.path, self.tree_path, self.name = path, tree_path, name
+        self.fd, self.fsid, self.tree_path, self.name = fd, fsid, tree_path, name
         self.st, self.header, self.digest = st, header, digest
 
 
@@ -76,133 +114,317 @@ class DirScanner:
         self._started_ns = started_ns
         self._progress = progress
         self._count = 0
+        self._source = b""
+        self._open_dirs = 0
+        self._granularity = Granularity()
         self.files_read = 0
         self.cache_hits = 0
+        self.coarse_files = 0  # files whose timestamps are too coarse for the cache
 
     def scan(self, source: Path, target: MutableDir) -> None:
+        self._source = os.fsencode(source)
         try:
             st = os.lstat(source)
         except OSError as exc:
             raise SourceError(f"{source}: {exc.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise SourceError(f"{source}: not a directory")
-        target.meta = self._dirmeta(os.fsencode(source), b"/", st)
         with self._repo.index.reader() as reader:
             self._reader = reader
-            self._scan_dir(os.fsencode(source), b"/", target)
+            self._walk(_Dir(b"", st, b"/", target))
         log.info(
-            "scanned %s: %d files read, %d from the stat cache",
+            "scanned %s: %d files read, %d from the stat cache, %d with coarse timestamps",
             source,
             self.files_read,
             self.cache_hits,
+            self.coarse_files,
         )
 
-    # ----- directories --------------------------------------------------------------
-    def _dirmeta(self, path: bytes, tree_path: bytes, st: os.stat_result) -> ObjectId:
-        xattrs = clean_xattrs(self._xattrs(path))
-        uid, gid, mode = self._options.adjust(tree_path, st.st_uid, st.st_gid, st.st_mode)
-        return self._txn.write_dirmeta(DirMeta(uid, gid, mode, xattrs), show_path(tree_path))
-
-    def _entries(self, path: bytes) -> list[os.DirEntry[bytes]]:
+    # ----- the walk -------------------------------------------------------------------
+    def _walk(self, root: _Dir) -> None:
+        """Depth first, with an explicit stack of the directories being walked."""
+        stack = [root]
+        below: int | None = None  # the fd of the directory just left, to climb from
         try:
-            with os.scandir(path) as listing:
-                return sorted(listing, key=lambda e: e.name)
-        except OSError as exc:
-            raise SourceError(f"{show_path(path)}: {exc.strerror}") from None
+            self._open_dir(root, None)
+            self._enter(root)
+            while stack:
+                top = stack[-1]
+                if not top.subdirs:
+                    below = self._leave(stack.pop(), below)
+                    continue
+                child = top.subdirs.pop()
+                self._open_dir(child, self._fd_of(top, below))
+                if below is not None:
+                    os.close(below)
+                    below = None
+                stack.append(child)
+                self._bound(stack)
+                self._enter(child)
+        finally:
+            if below is not None:
+                os.close(below)
+            for directory in stack:
+                self._close(directory)
 
-    def _scan_dir(self, path: bytes, tree_path: bytes, target: MutableDir) -> None:
-        pending: list[_PendingFile] = []
-        subdirs: list[tuple[os.DirEntry[bytes], bytes, MutableDir]] = []
-        for entry in self._entries(path):
-            name = check_name(entry.name, show_path(path))
-            child_tree = tree_path.rstrip(b"/") + b"/" + name
-            if child_tree in self._options.skip:
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                raise SourceError(f"{show_path(entry.path)}: {exc.strerror}") from None
-            if stat.S_ISDIR(st.st_mode):
-                child = target.child_dir(name)
-                child.meta = self._dirmeta(entry.path, child_tree, st)
-                subdirs.append((entry, child_tree, child))
-            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                miss = self._file(entry.path, child_tree, name, st, target)
-                if miss is not None:
-                    pending.append(miss)
-            elif self._options.skip_special:
-                log.info("skipping special file %s", show_path(entry.path))
+    def _open_dir(self, directory: _Dir, parent_fd: int | None) -> None:
+        """Open a directory the walk has classified (the root: by its path)."""
+        fd, st = self._openat(parent_fd, directory.name, directory)
+        directory.fd, directory.st = fd, st
+        self._open_dirs += 1
+        try:
+            directory.fsid = os.fstatvfs(fd).f_fsid
+        except OSError as exc:
+            raise SourceError(f"{self._shown(directory.tree_path)}: {exc.strerror}") from None
+        self._granularity.observe(directory.fsid, st)
+
+    def _openat(
+        self, parent_fd: int | None, name: bytes, directory: _Dir
+    ) -> tuple[int, os.stat_result]:
+        """Open ``name`` in ``parent_fd``: it must be ``directory``, as its lstat saw it."""
+        where = self._shown(directory.tree_path)
+        try:
+            if parent_fd is None:
+                fd = os.open(self._source, _DIR_FLAGS)
             else:
-                raise UnsupportedFileTypeError(
-                    f"{show_path(entry.path)}: device nodes, fifos and sockets cannot be committed "
-                    "(remove it, list it with --skip-list, or use --skip-special)"
-                )
-        for start in range(0, len(pending), _READAHEAD_BATCH):
-            self._read_batch(pending[start : start + _READAHEAD_BATCH], target)
-        for entry, child_tree, child in subdirs:
-            self._scan_dir(entry.path, child_tree, child)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno in _SWAPPED:
+                raise self._changed(directory.tree_path) from None
+            raise SourceError(f"{where}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise SourceError(f"{where}: {exc.strerror}") from None
+        if not _same(st, directory.st):
+            os.close(fd)
+            raise self._changed(directory.tree_path)
+        return fd, st
+
+    def _leave(self, done: _Dir, below: int | None) -> int:
+        """Pop ``done``; return an fd of it, from which its parent can be reached.
+
+        Its own fd if _bound left it open, else one climbed to from the directory
+        left before it (a leaf of the walk is never closed, so there is one).
+        """
+        if done.fd is not None:
+            fd, done.fd = done.fd, None
+            self._open_dirs -= 1
+        else:
+            assert below is not None
+            fd, _ = self._openat(below, b"..", done)
+        if below is not None:
+            os.close(below)
+        return fd
+
+    def _fd_of(self, top: _Dir, below: int | None) -> int:
+        """The fd of ``top``, which has subdirectories left to open.
+
+        If _bound closed it, it is reopened from the child just left by ".." and
+        checked like any other directory: an fd of a directory follows that
+        directory wherever it is moved, so the checked ".." of the child is the
+        directory itself, and a child moved elsewhere fails the check. Climbing out
+        of a deep tree costs one open per level.
+        """
+        if top.fd is None:
+            assert below is not None
+            top.fd, _ = self._openat(below, b"..", top)
+            self._open_dirs += 1
+        return top.fd
+
+    def _bound(self, stack: list[_Dir]) -> None:
+        """Close the shallowest directory fds (not the root's) past _MAX_OPEN_DIRS."""
+        for directory in stack[1:-1]:
+            if self._open_dirs <= _MAX_OPEN_DIRS:
+                return
+            self._close(directory)
+
+    def _close(self, directory: _Dir) -> None:
+        if directory.fd is not None:
+            os.close(directory.fd)
+            directory.fd = None
+            self._open_dirs -= 1
+
+    # ----- one directory --------------------------------------------------------------
+    def _enter(self, directory: _Dir) -> None:
+        """Record a directory's metadata and files; queue its subdirectories."""
+        fd = directory.fd
+        assert fd is not None
+        directory.target.meta = self._dirmeta(directory, fd)
+        pending: list[_PendingFile] = []
+        try:
+            where = self._shown(directory.tree_path)
+            for name, entry in self._entries(directory, fd):
+                self._classify(directory, fd, where, name, entry, pending)
+                if len(pending) == _READAHEAD_BATCH:
+                    self._read_batch(pending, directory.target)
+            self._read_batch(pending, directory.target)
+        finally:
+            for item in pending:
+                os.close(item.fd)
+        directory.subdirs.reverse()  # entered in name order, popped from the end
+
+    def _dirmeta(self, directory: _Dir, fd: int) -> ObjectId:
+        xattrs = clean_xattrs(self._xattrs(fd, directory.tree_path))
+        st = directory.st
+        uid, gid, mode = self._options.adjust(directory.tree_path, st.st_uid, st.st_gid, st.st_mode)
+        return self._txn.write_dirmeta(
+            DirMeta(uid, gid, mode, xattrs), show_path(directory.tree_path)
+        )
+
+    def _entries(self, directory: _Dir, fd: int) -> list[tuple[bytes, os.DirEntry[str]]]:
+        """The entries by name; their lstat (DirEntry.stat) is relative to ``fd``."""
+        try:
+            with os.scandir(fd) as listing:
+                entries = [(os.fsencode(entry.name), entry) for entry in listing]
+        except OSError as exc:
+            raise SourceError(f"{self._shown(directory.tree_path)}: {exc.strerror}") from None
+        entries.sort(key=lambda pair: pair[0])
+        return entries
+
+    def _classify(
+        self,
+        directory: _Dir,
+        fd: int,
+        where: str,
+        name: bytes,
+        entry: os.DirEntry[str],
+        pending: list[_PendingFile],
+    ) -> None:
+        check_name(name, where)
+        tree_path = directory.tree_path.rstrip(b"/") + b"/" + name
+        if tree_path in self._options.skip:
+            return
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise SourceError(f"{self._shown(tree_path)}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            child = _Dir(name, st, tree_path, directory.target.child_dir(name))
+            directory.subdirs.append(child)
+        elif stat.S_ISREG(st.st_mode):
+            item = self._regular(directory, fd, name, tree_path, st)
+            if item is not None:
+                pending.append(item)
+        elif stat.S_ISLNK(st.st_mode):
+            self._symlink(directory, fd, name, tree_path, st)
+        elif self._options.skip_special:
+            log.info("skipping special file %s", self._shown(tree_path))
+        else:
+            raise UnsupportedFileTypeError(
+                f"{self._shown(tree_path)}: device nodes, fifos and sockets cannot be "
+                "committed (remove it, list it with --skip-list, or use --skip-special)"
+            )
 
     # ----- files ----------------------------------------------------------------------
-    def _xattrs(self, path: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    def _xattrs(self, source: int | bytes, tree_path: bytes) -> tuple[tuple[bytes, bytes], ...]:
+        """The xattrs of an open fd, or of /proc/self/fd/N for an O_PATH fd (followed:
+        the magic link lands on the symlink itself, never on its target)."""
         try:
-            return read_xattrs(path)
+            return read_xattrs(source, follow_symlinks=True)
         except OSError as exc:
-            raise SourceError(f"{show_path(path)}: cannot read xattrs: {exc.strerror}") from None
+            reason = exc.strerror
+            if exc.errno == errno.ENOENT and isinstance(source, bytes):
+                reason = "/proc is not mounted"  # the symlink's fd path is missing
+            raise SourceError(f"{self._shown(tree_path)}: cannot read xattrs: {reason}") from None
 
-    def _file(
-        self, path: bytes, tree_path: bytes, name: bytes, st: os.stat_result, target: MutableDir
+    def _regular(
+        self, directory: _Dir, dir_fd: int, name: bytes, tree_path: bytes, lstat: os.stat_result
     ) -> _PendingFile | None:
-        """Record a symlink or a cached file now; return a regular file that must be read."""
-        uid, gid, mode = self._options.adjust(tree_path, st.st_uid, st.st_gid, st.st_mode)
-        xattrs = clean_xattrs(self._xattrs(path))
-        if stat.S_ISLNK(st.st_mode):
-            header = FileHeader(uid, gid, mode, os.readlink(path), xattrs)
-            target.set_file(name, self._txn.write_file(header, b"", show_path(tree_path)))
-            self._tick()
-            return None
-        header = FileHeader(uid, gid, mode, b"", xattrs)
-        digest = header_digest(header.encode())
-        cached = self._cached(st, digest)
-        if cached is None:
-            return _PendingFile(path, tree_path, name, st, header, digest)
+        """Record a cached file now; return one that must be read, open."""
+        fd, st = self._open_file(dir_fd, name, tree_path, lstat)
+        try:
+            uid, gid, mode = self._options.adjust(tree_path, st.st_uid, st.st_gid, st.st_mode)
+            header = FileHeader(uid, gid, mode, b"", clean_xattrs(self._xattrs(fd, tree_path)))
+            digest = header_digest(header.encode())
+            fsid = directory.fsid if st.st_dev == directory.st.st_dev else _fsid(fd)
+            cached = self._cached(fsid, st, digest)
+            if cached is None:
+                if st.st_size:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                return _PendingFile(fd, fsid, tree_path, name, st, header, digest)
+        except OSError as exc:
+            os.close(fd)
+            raise SourceError(f"{self._shown(tree_path)}: {exc.strerror}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
         self.cache_hits += 1
-        target.set_file(name, cached)
+        directory.target.set_file(name, cached)
         self._tick()
         return None
 
-    def _cached(self, st: os.stat_result, digest: bytes) -> ObjectId | None:
+    def _open_file(
+        self, dir_fd: int, name: bytes, tree_path: bytes, lstat: os.stat_result
+    ) -> tuple[int, os.stat_result]:
+        """Open the regular file that ``lstat`` saw, never blocking, never following."""
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in _SWAPPED:
+                raise self._changed(tree_path) from None
+            raise SourceError(f"{self._shown(tree_path)}: cannot read: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise SourceError(f"{self._shown(tree_path)}: cannot read: {exc.strerror}") from None
+        if not _same(st, lstat) or not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise self._changed(tree_path)
+        return fd, st
+
+    def _symlink(
+        self, directory: _Dir, dir_fd: int, name: bytes, tree_path: bytes, lstat: os.stat_result
+    ) -> None:
+        """Record a symlink, read through an O_PATH fd of it (its xattrs via /proc)."""
+        try:
+            fd = os.open(name, _LINK_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            raise SourceError(f"{self._shown(tree_path)}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not _same(st, lstat) or not stat.S_ISLNK(st.st_mode):
+                raise self._changed(tree_path)
+            target = os.readlink(b"", dir_fd=fd)  # readlinkat(fd, ""): the link itself
+            xattrs = self._xattrs(b"/proc/self/fd/%d" % fd, tree_path)
+        except OSError as exc:
+            raise SourceError(f"{self._shown(tree_path)}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        uid, gid, mode = self._options.adjust(tree_path, st.st_uid, st.st_gid, st.st_mode)
+        header = FileHeader(uid, gid, mode, target, clean_xattrs(xattrs))
+        directory.target.set_file(name, self._txn.write_file(header, b"", show_path(tree_path)))
+        self._tick()
+
+    def _cached(self, fsid: int, st: os.stat_result, digest: bytes) -> ObjectId | None:
+        if not self._granularity.can_vouch(fsid, st):
+            self.coarse_files += 1
+            return None  # timestamps too coarse to witness a rewrite: fs/statcache.py
         raw = self._reader.statcache(cache_key(st))
         record = CacheRecord.decode(raw) if raw is not None else None
-        if record is None or not record.matches(st, digest):
+        if record is None or not record.matches(fsid, st, digest):
             return None
         if not self._reader.has_object(record.file_id):
             return None  # pruned since: read the file again
         return ObjectId(record.file_id)
 
     def _read_batch(self, batch: list[_PendingFile], target: MutableDir) -> None:
-        fds: list[int] = []
+        """Read the announced files, closing them all; empties ``batch``."""
         try:
             for item in batch:
-                fds.append(self._open(item))
-            for item, fd in zip(batch, fds, strict=True):
-                target.set_file(item.name, self._ingest(item, fd))
+                target.set_file(item.name, self._ingest(item))
                 self._tick()
         finally:
-            for fd in fds:
-                os.close(fd)
+            for item in batch:
+                os.close(item.fd)
+            batch.clear()
 
-    def _open(self, item: _PendingFile) -> int:
-        try:
-            fd = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise SourceError(f"{show_path(item.path)}: cannot read: {exc.strerror}") from None
-        if item.st.st_size:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        return fd
-
-    def _ingest(self, item: _PendingFile, fd: int) -> ObjectId:
+    def _ingest(self, item: _PendingFile) -> ObjectId:
         where = show_path(item.tree_path)
-        st = item.st
+        st, fd = item.st, item.fd
         try:
             if st.st_size <= SMALL_FILE:
                 data = _read_all(fd, st.st_size)
@@ -211,24 +433,44 @@ class DirScanner:
                 file_id = self._txn.write_file_chunks(item.header, lambda: _chunks(fd), where)
             after = os.fstat(fd)
         except OSError as exc:
-            raise SourceError(f"{show_path(item.path)}: cannot read: {exc.strerror}") from None
+            raise SourceError(
+                f"{self._shown(item.tree_path)}: cannot read: {exc.strerror}"
+            ) from None
         if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
             st.st_size,
             st.st_mtime_ns,
             st.st_ctime_ns,
         ):
-            raise SourceError(f"{show_path(item.path)}: changed while it was being committed")
+            raise self._changed(item.tree_path)
         self.files_read += 1
-        if cacheable(after, self._started_ns):
-            self._txn.put_statcache(
-                cache_key(st), CacheRecord.of(st, item.digest, file_id).encode()
-            )
+        if cacheable(after, self._started_ns) and self._granularity.can_vouch(item.fsid, st):
+            record = CacheRecord.of(item.fsid, st, item.digest, file_id)
+            self._txn.put_statcache(cache_key(st), record.encode())
         return file_id
+
+    # ----- helpers --------------------------------------------------------------------
+    def _shown(self, tree_path: bytes) -> str:
+        """The source path of ``tree_path``, for messages only (never opened)."""
+        if tree_path == b"/":
+            return show_path(self._source)
+        return show_path(self._source.rstrip(b"/") + tree_path)
+
+    def _changed(self, tree_path: bytes) -> SourceError:
+        return SourceError(f"{self._shown(tree_path)}: changed while it was being committed")
 
     def _tick(self) -> None:
         self._count += 1
         if self._progress is not None and self._count % 1024 == 0:
             self._progress(self._count)
+
+
+def _same(st: os.stat_result, lstat: os.stat_result) -> bool:
+    return (st.st_dev, st.st_ino) == (lstat.st_dev, lstat.st_ino)
+
+
+def _fsid(fd: int) -> int:
+    """The filesystem of a file that is a mount point of its own (a bind mount)."""
+    return os.fstatvfs(fd).f_fsid
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -2,15 +2,53 @@
 
 As git's index does, it remembers, per (device, inode) of a source file, the stat
 fields that change whenever content or metadata change (size, mtime, ctime, mode,
-uid, gid) together with the digest of the header that was committed and the file
-object's id. A hit needs all of them to match, the header (recomputed from the
-current stat, xattrs and commit options) to hash the same, and the object to be
-in the repository.
+uid, gid) together with the identity of the filesystem, the digest of the header
+that was committed and the file object's id. A hit needs all of them to match, the
+header (recomputed from the current stat, xattrs and commit options) to hash the
+same, and the object to be in the repository.
 
 Safe when a file changes under it: an entry is only written when the file's ctime
 is older than the start of the commit by more than the clock's granularity, so a
 write that lands after the file was read always changes the ctime the cache
 compares ("racily clean" files are simply read again next time).
+
+Safe when another filesystem takes the place of the one cached: st_dev names a
+device number, which the kernel hands out again (a new tmpfs, a loop device bound
+to another image), and inode numbers and sizes of freshly made filesystems repeat.
+Two guards:
+
+- the record holds the filesystem's id (statvfs f_fsid). ext4 and btrfs derive it
+  from the superblock UUID, so it is the same across remounts and reboots (an
+  unchanged re-commit still hits) and differs for another filesystem. Where the
+  kernel gives less (xfs: the device number; FUSE, NFS: often 0) the next guard is
+  what remains, and it is enough for a filesystem with fine timestamps: the kernel
+  sets ctime to the time of every change, so two different files meeting on one
+  (device, inode) with the same nanosecond ctime would need a copy of the same
+  filesystem (which held the same content at that ctime) or an image builder's
+  stamps (see what remains, below).
+- ctime is only a witness on a filesystem that keeps sub-second timestamps. Where
+  they are a second or coarser (ext2/3 and ext4 with 128-byte inodes, FAT, ISO 9660,
+  squashfs) two files made in the same second, or two images that a builder stamped
+  with one fixed time, differ in nothing the cache sees, and no margin helps against
+  the second image. The kernel does not say a filesystem's granularity, so the scan
+  looks for proof (Granularity): a ctime or mtime with a sub-second part on any inode
+  of that filesystem (the source's root directory, usually). Until it has seen one, a
+  file whose own timestamps are whole seconds is neither vouched for nor cached: it is
+  read every time. Once seen, whole-second timestamps are those an image builder
+  stamped (as on the machine the benchmarks ran on: all but 756 of the 50,825
+  files of /usr/share, but not /usr/share itself): a rewrite on that filesystem
+  would give the file a sub-second ctime, so they still witness one.
+
+What remains: two filesystems with one UUID (a reproducible image builder that fixes
+the UUID too) whose files were stamped with the same timestamps, with the same
+inodes, sizes and modes but other content, bound in turn to one device, each having
+shown a sub-second timestamp somewhere (a fully stamped image shows none and is read
+every time). Nothing the kernel reports cheaply tells those two apart.
+
+The LMDB key stays (st_dev, st_ino) as store/index.py documents it; the filesystem
+id is compared from the record, so an old record (without it) has the wrong size,
+is ignored and replaced. The file id is the record's last 32 bytes: prune reads it
+there to drop the entries whose object it deletes.
 """
 
 from __future__ import annotations
@@ -22,8 +60,9 @@ from dataclasses import dataclass
 import blake3
 
 _KEY = struct.Struct(">QQ")
-_VALUE = struct.Struct(">QqqIII32s32s")
+_VALUE = struct.Struct(">QQqqIII32s32s")
 RACY_MARGIN_NS = 1_000_000_000
+_SECOND_NS = 1_000_000_000
 
 
 def cache_key(st: os.stat_result) -> bytes:
@@ -34,8 +73,35 @@ def header_digest(header_bytes: bytes) -> bytes:
     return blake3.blake3(header_bytes).digest()
 
 
+def sub_second(st: os.stat_result) -> bool:
+    """Whether the stat shows a timestamp finer than a second."""
+    return st.st_ctime_ns % _SECOND_NS != 0 or st.st_mtime_ns % _SECOND_NS != 0
+
+
+class Granularity:
+    """The filesystems (f_fsid, st_dev) that have shown sub-second timestamps so far."""
+
+    def __init__(self) -> None:
+        self._fine: set[tuple[int, int]] = set()
+
+    def observe(self, fsid: int, st: os.stat_result) -> None:
+        if sub_second(st):
+            self._fine.add((fsid, st.st_dev))
+
+    def can_vouch(self, fsid: int, st: os.stat_result) -> bool:
+        """Whether the cache may vouch for (and record) this file."""
+        key = (fsid, st.st_dev)
+        if key in self._fine:
+            return True
+        if sub_second(st):
+            self._fine.add(key)
+            return True
+        return False
+
+
 @dataclass(frozen=True)
 class CacheRecord:
+    fsid: int
     size: int
     mtime_ns: int
     ctime_ns: int
@@ -46,8 +112,9 @@ class CacheRecord:
     file_id: bytes
 
     @classmethod
-    def of(cls, st: os.stat_result, header_digest: bytes, file_id: bytes) -> CacheRecord:
+    def of(cls, fsid: int, st: os.stat_result, header_digest: bytes, file_id: bytes) -> CacheRecord:
         return cls(
+            fsid,
             st.st_size,
             st.st_mtime_ns,
             st.st_ctime_ns,
@@ -60,6 +127,7 @@ class CacheRecord:
 
     def encode(self) -> bytes:
         return _VALUE.pack(
+            self.fsid,
             self.size,
             self.mtime_ns,
             self.ctime_ns,
@@ -76,9 +144,10 @@ class CacheRecord:
             return None
         return cls(*_VALUE.unpack(raw))
 
-    def matches(self, st: os.stat_result, header_digest: bytes) -> bool:
+    def matches(self, fsid: int, st: os.stat_result, header_digest: bytes) -> bool:
         return (
-            self.size == st.st_size
+            self.fsid == fsid
+            and self.size == st.st_size
             and self.mtime_ns == st.st_mtime_ns
             and self.ctime_ns == st.st_ctime_ns
             and self.mode == st.st_mode
