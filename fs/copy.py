@@ -1,7 +1,16 @@
-"""Copying file content the cheapest way the filesystem offers.
+"""Copying and comparing file content without trusting it.
 
-reflink (FICLONE: shares blocks, btrfs/xfs), then copy_file_range (an in-kernel
-copy), then a plain read/write loop.
+An object file is bytes on a disk that a flipped bit or an edit through a hardlinked
+checkout can change, so every byte copied out of it, and every byte of a directory's
+file compared with it, goes through a :class:`ContentHash`: blake3 over the object's
+recorded header, then the content, which is the object's id exactly when the content
+is the object's. Content is streamed in chunks of at most 1 MiB, never read whole.
+
+A copy reflinks where the filesystem can (FICLONE: btrfs, xfs; the clone shares the
+object's blocks, which are then read once to hash them); elsewhere it is a loop that
+reads, hashes and writes each chunk. That loop reads the object once; verifying first
+and then copying in the kernel (copy_file_range) reads it twice and was slower
+(docs/decisions.md, Checkout).
 """
 
 from __future__ import annotations
@@ -9,47 +18,97 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 from typing import BinaryIO
 
+from store import FileHeader, ObjectId
+
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), not exported by Python's fcntl
-_FALLBACK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.ENOTTY, errno.EBADF}
+_NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.ENOTTY, errno.EBADF}
+CHUNK = 1 << 20
 
 
-def copy_fd(src: int, dst: int, size: int) -> None:
-    """Copy ``size`` bytes from the start of ``src`` into the empty file ``dst``."""
-    if size == 0:
-        return
-    try:
-        fcntl.ioctl(dst, FICLONE, src)
-        return
-    except OSError as exc:
-        if exc.errno not in _FALLBACK:
-            raise
+class ContentHash:
+    """Does the content fed so far make up object ``object_id`` (with this header)?
+
+    The same question store.verify.ContentCheck answers inside store, built here from
+    the public FileHeader.hasher().
+    """
+
+    __slots__ = ("_hasher", "seen")
+
+    def __init__(self, header: FileHeader) -> None:
+        self._hasher = header.hasher()
+        self.seen = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._hasher.update(chunk)
+        self.seen += len(chunk)
+
+    def matches(self, object_id: ObjectId, size: int) -> bool:
+        return self.seen == size and self._hasher.digest() == object_id
+
+
+def hash_fd(fd: int, size: int, check: ContentHash) -> None:
+    """Feed the first ``size`` bytes of ``fd`` to ``check`` (fewer if it ends before).
+
+    The callers know the file's size (fstat or lstat): bytes it gains afterwards are
+    not what was compared or copied, and a file that lost some fails ``check``.
+    """
     offset = 0
-    try:
-        while offset < size:
-            done = os.copy_file_range(src, dst, size - offset, offset, offset)
-            if done == 0:
-                break
-            offset += done
-        if offset == size:
+    while offset < size:
+        chunk = os.pread(fd, min(CHUNK, size - offset), offset)
+        if not chunk:
             return
-    except OSError as exc:
-        if exc.errno not in _FALLBACK:
-            raise
-    os.lseek(dst, 0, os.SEEK_SET)
-    os.ftruncate(dst, 0)
-    with os.fdopen(os.dup(src), "rb") as reader:
-        reader.seek(0)
-        _stream(reader, dst)
+        check.update(chunk)
+        offset += len(chunk)
+
+
+class Copier:
+    """Copies content into new, empty files; remembers whether reflinks work here."""
+
+    def __init__(self) -> None:
+        self.reflink = True  # until the first refusal: then the loop, for the whole checkout
+
+    def copy_fd(self, src: int, dst: int, size: int, check: ContentHash) -> None:
+        """Copy the first ``size`` bytes of ``src`` into ``dst``, feeding them to ``check``.
+
+        The caller decides what to do when ``check`` does not match afterwards (the
+        bytes are in ``dst`` by then: remove it).
+        """
+        if size and self.reflink and self._clone(src, dst):
+            hash_fd(src, size, check)  # the clone shares these blocks
+            if os.fstat(dst).st_size != size:  # the object grew after it was opened
+                os.ftruncate(dst, size)
+            return
+        offset = 0
+        while offset < size:
+            chunk = os.pread(src, min(CHUNK, size - offset), offset)
+            if not chunk:
+                return
+            check.update(chunk)
+            offset += len(chunk)
+            _write_all(dst, chunk)
+
+    def _clone(self, src: int, dst: int) -> bool:
+        try:
+            fcntl.ioctl(dst, FICLONE, src)
+        except OSError as exc:
+            if exc.errno not in _NO_REFLINK:
+                raise
+            self.reflink = False
+            return False
+        return True
 
 
 def copy_stream(stream: BinaryIO, dst: int) -> None:
-    """Copy a stream (archive objects decompress as they are read) into ``dst``."""
-    _stream(stream, dst)
+    """Copy a stream into ``dst`` (archive objects: the stream inflates and verifies itself)."""
+    while chunk := stream.read(CHUNK):
+        _write_all(dst, chunk)
 
 
-def _stream(stream: BinaryIO, dst: int) -> None:
-    with os.fdopen(os.dup(dst), "wb", closefd=True) as writer:
-        shutil.copyfileobj(stream, writer, 1 << 20)
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written < len(data):  # rare: a signal, or a filesystem that writes in pieces
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
