@@ -12,14 +12,33 @@ from store import UsageError, rev_parse
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("checkout", help="check a commit out into a new directory")
+    p = commands.add_parser(
+        "checkout",
+        help="check a commit out into a new directory",
+        description=(
+            "Check a commit out into DEST: hardlinks to the repository's objects where the "
+            "mode allows, copies elsewhere. Copied files are hashed as they are copied and "
+            "the checkout fails on an object that does not match its id. Hardlinked files "
+            "are the objects themselves: each is checked to be a regular file of the "
+            "recorded size, but its content is not re-hashed unless --verify is given "
+            "(sapwood fsck re-hashes the whole repository). Without a union option DEST "
+            "must not exist, and a failed checkout leaves none; a union checkout first "
+            "checks what it can without writing (conflicts, whiteouts, and with --verify "
+            "the objects), and says so when a later failure leaves DEST partly updated."
+        ),
+    )
     p.add_argument(
         "-U",
         "--user-mode",
         action="store_true",
         help="files owned by you, no setuid/setgid bits, no xattrs",
     )
-    p.add_argument("-C", "--force-copy", action="store_true", help="copy instead of hardlinking")
+    p.add_argument(
+        "-C",
+        "--force-copy",
+        action="store_true",
+        help="copy instead of hardlinking (every copy is verified against its object's id)",
+    )
     p.add_argument(
         "-H",
         "--require-hardlinks",
@@ -37,9 +56,19 @@ def register(commands: Any) -> None:
         help="write into DEST; existing files must be identical (needs -H)",
     )
     p.add_argument("--subpath", default="/", help="check out only this directory of the commit")
-    p.add_argument("--whiteouts", action="store_true", help="a .wh.NAME file deletes NAME in DEST")
+    p.add_argument(
+        "--whiteouts",
+        action="store_true",
+        help="a .wh.NAME file deletes NAME (never '.' or '..', never through a symlink or "
+        "into a mount point) from what DEST held before; refused if NAME is not a valid name",
+    )
     p.add_argument("--fsync", default="true", choices=["true", "false"], help="sync at the end")
-    p.add_argument("--verify", action="store_true", help="re-hash every object before using it")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also re-hash each object before hardlinking it (hardlinked files are otherwise "
+        "checked for type and size only; copies are always re-hashed)",
+    )
     p.add_argument("rev")
     p.add_argument("dest", type=Path)
     p.set_defaults(func=cmd_checkout)
