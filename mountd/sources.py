@@ -28,10 +28,8 @@ import shutil
 import tempfile
 from collections import OrderedDict
 
-import blake3
-
 from mountd.lru import LruPool
-from store import CorruptObjectError, ObjectId, Repository, SapwoodError
+from store import ContentCheck, ObjectId, Repository, SapwoodError
 
 _OPEN_FILES = 256  # object files kept open (uncompressed modes)
 _SMALL = 1 << 20  # up to this size: verified with one read, or decompressed into memory
@@ -170,19 +168,14 @@ class ObjectSources:
         if key in self._verified:
             self._verified.move_to_end(key)
             return None
-        hasher, offset, whole = blake3.blake3(header), 0, None
+        check, whole = ContentCheck(file_id, header, size), None
         if size <= _SMALL:  # one read; one byte more shows a grown object
             whole = os.pread(fd, size + 1, 0)
-            hasher.update(whole)
-            offset = len(whole)
+            check.update(whole)
         else:
-            while chunk := os.pread(fd, min(_CHUNK, size + 1 - offset), offset):
-                hasher.update(chunk)
-                offset += len(chunk)
-        if offset != size or hasher.digest() != file_id:
-            raise CorruptObjectError(
-                f"object {file_id.hex()} is corrupt: its content does not match its id"
-            )
+            while chunk := os.pread(fd, min(_CHUNK, size + 1 - check.seen), check.seen):
+                check.update(chunk)
+        check.require()
         self._verified[key] = None
         if len(self._verified) > _VERIFIED:
             self._verified.popitem(last=False)

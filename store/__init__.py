@@ -53,12 +53,14 @@ from store.trees import (
     root_node,
     walk,
 )
+from store.verify import ContentCheck
 
 __all__ = [
     "ANY",
     "SMALL_FILE",
     "AmbiguousRevError",
     "Commit",
+    "ContentCheck",
     "CorruptObjectError",
     "DirEntry",
     "DirMeta",
