@@ -281,9 +281,12 @@ class _Builder:
 
         ``dirfd`` is DEST's directory for ``node``, or None where DEST has none (then
         only the commit is checked: its whiteouts, and with --verify its objects).
-        Whiteouts are applied first, as ``fill`` applies them.
+        Whiteouts are applied first, as ``fill`` applies them. File headers are read
+        only when --union-identical or --verify needs them.
         """
         assert node.dir is not None
+        if dirfd is None and not (self.options.whiteouts or self.options.verify):
+            return  # a new subtree: nothing in DEST to conflict with
         tree = self.repo.read_dirtree(node.dir.tree)
         prefix = _prefix(node)
         present: dict[bytes, os.DirEntry[str]] = {}
@@ -297,15 +300,12 @@ class _Builder:
             if present.pop(target, None) is not None:
                 assert dirfd is not None
                 self._refuse_mount_points(dirfd, target, where)
-        headers = self.repo.read_file_headers([file_id for _, file_id in files])
-        for (name, file_id), (header, size) in zip(files, headers, strict=True):
+        for name, file_id in files:
             found = present.get(name)
-            if found is not None:
-                assert dirfd is not None
-                child = Node(prefix + name, file=file_id)
-                self._precheck_file(child, name, dirfd, found, header, size)
-            if self.options.verify and self._linkable(header, size):
-                self._verify(prefix + name, file_id, header, size)
+            if found is not None and found.is_dir(follow_symlinks=False):
+                raise _dir_where_file(Node(prefix + name, file=file_id))
+        if self.options.verify or (self.options.union == "identical" and present):
+            self._precheck_contents(prefix, files, present, dirfd)
         for name, entry in tree.dirs:
             child = Node(prefix + name, dir=entry)
             if name not in present:
@@ -318,22 +318,24 @@ class _Builder:
             finally:
                 os.close(fd)
 
-    def _precheck_file(
+    def _precheck_contents(
         self,
-        child: Node,
-        name: bytes,
-        dirfd: int,
-        found: os.DirEntry[str],
-        header: FileHeader,
-        size: int,
+        prefix: bytes,
+        files: _FileEntries,
+        present: dict[bytes, os.DirEntry[str]],
+        dirfd: int | None,
     ) -> None:
-        assert child.file is not None
-        if found.is_dir(follow_symlinks=False):
-            raise _dir_where_file(child)
-        if self.options.union == "identical":
-            st = found.stat(follow_symlinks=False)
-            if not self._identical(child.file, header, size, name, dirfd, st):
-                raise _differs(child)
+        """--union-identical: DEST's files are the commit's; --verify: objects to link."""
+        headers = self.repo.read_file_headers([file_id for _, file_id in files])
+        for (name, file_id), (header, size) in zip(files, headers, strict=True):
+            found = present.get(name)
+            if found is not None and self.options.union == "identical":
+                assert dirfd is not None
+                st = found.stat(follow_symlinks=False)
+                if not self._identical(file_id, header, size, name, dirfd, st):
+                    raise _differs(Node(prefix + name, file=file_id))
+            if self.options.verify and self._linkable(header, size):
+                self._verify(prefix + name, file_id, header, size)
 
     def _refuse_mount_points(self, dirfd: int, target: bytes, where: bytes) -> None:
         """Refuse a whiteout of an entry that is, or holds, a mount point.
