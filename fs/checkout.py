@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fs.copy import ContentHash, Copier, copy_stream
+from fs.copy import Copier, copy_stream
 from fs.treediff import same_content
 from store import (
+    ContentCheck,
     CorruptObjectError,
     DirMeta,
     FileHeader,
@@ -595,7 +596,7 @@ class _Builder:
                 with self.repo.open_file(child.file) as stream:  # inflates and verifies itself
                     copy_stream(stream, fd)
                 return
-            check = ContentHash(header)
+            check = ContentCheck(child.file, header.encode(), size)
             src = self._opened.pop(child.file, None)
             if src is None:
                 src = self.repo.open_file_fd(child.file)  # a regular file of the recorded size
@@ -605,10 +606,10 @@ class _Builder:
                 os.close(src)
         except (CorruptObjectError, ObjectMissingError) as exc:
             raise type(exc)(f"{show_path(child.path)}: {exc}; run sapwood fsck") from None
-        if not check.matches(child.file, size):
+        problem = check.problem()
+        if problem is not None:
             raise CorruptObjectError(
-                f"{show_path(child.path)}: object {child.file.hex()}: its content does not "
-                "hash to its id; run sapwood fsck"
+                f"{show_path(child.path)}: object {child.file.hex()}: {problem}; run sapwood fsck"
             )
 
     def _apply_file_meta(self, fd: int, header: FileHeader) -> None:

@@ -2,14 +2,14 @@
 
 An object file is bytes on a disk that a flipped bit or an edit through a hardlinked
 checkout can change, so every byte copied out of it, and every byte of a directory's
-file compared with it, goes through a :class:`ContentHash`: blake3 over the object's
-recorded header, then the content, which is the object's id exactly when the content
-is the object's. Content is streamed in chunks of at most 1 MiB, never read whole.
+file compared with it, is fed to store's ContentCheck (blake3 over the object's
+recorded header, then the content: the object's id exactly when the content is the
+object's). Content is streamed in chunks of at most 1 MiB, never read whole.
 
 A copy reflinks where the filesystem can (FICLONE: btrfs, xfs; the clone shares the
 object's blocks, which are then read once to hash them); elsewhere it is a loop that
 reads, hashes and writes each chunk. That loop reads the object once; verifying first
-and then copying in the kernel (copy_file_range) reads it twice and was slower
+and then copying in the kernel (copy_file_range) reads it twice and was no faster
 (docs/decisions.md, Checkout).
 """
 
@@ -20,35 +20,14 @@ import fcntl
 import os
 from typing import BinaryIO
 
-from store import FileHeader, ObjectId
+from store import ContentCheck
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), not exported by Python's fcntl
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.ENOTTY, errno.EBADF}
 CHUNK = 1 << 20
 
 
-class ContentHash:
-    """Does the content fed so far make up object ``object_id`` (with this header)?
-
-    The same question store.verify.ContentCheck answers inside store, built here from
-    the public FileHeader.hasher().
-    """
-
-    __slots__ = ("_hasher", "seen")
-
-    def __init__(self, header: FileHeader) -> None:
-        self._hasher = header.hasher()
-        self.seen = 0
-
-    def update(self, chunk: bytes) -> None:
-        self._hasher.update(chunk)
-        self.seen += len(chunk)
-
-    def matches(self, object_id: ObjectId, size: int) -> bool:
-        return self.seen == size and self._hasher.digest() == object_id
-
-
-def hash_fd(fd: int, size: int, check: ContentHash) -> None:
+def hash_fd(fd: int, size: int, check: ContentCheck) -> None:
     """Feed the first ``size`` bytes of ``fd`` to ``check`` (fewer if it ends before).
 
     The callers know the file's size (fstat or lstat): bytes it gains afterwards are
@@ -69,7 +48,7 @@ class Copier:
     def __init__(self) -> None:
         self.reflink = True  # until the first refusal: then the loop, for the whole checkout
 
-    def copy_fd(self, src: int, dst: int, size: int, check: ContentHash) -> None:
+    def copy_fd(self, src: int, dst: int, size: int, check: ContentCheck) -> None:
         """Copy the first ``size`` bytes of ``src`` into ``dst``, feeding them to ``check``.
 
         The caller decides what to do when ``check`` does not match afterwards (the

@@ -15,8 +15,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from fs.copy import ContentHash, hash_fd
-from store import FileHeader, Node, ObjectId, Repository, children
+from fs.copy import hash_fd
+from store import ContentCheck, FileHeader, Node, ObjectId, Repository, children
 
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -64,9 +64,9 @@ def _open_regular(dirfd: int, name: bytes) -> int | None:
 
 
 def _hash_matches(fd: int, header: FileHeader, object_id: ObjectId, size: int) -> bool:
-    check = ContentHash(header)
+    check = ContentCheck(object_id, header.encode(), size)
     hash_fd(fd, size, check)
-    return check.matches(object_id, size)
+    return check.problem() is None
 
 
 def _diff(repo: Repository, node: Node, dirfd: int) -> Iterator[tuple[str, bytes]]:
