@@ -185,7 +185,8 @@ def _dest_state_on_failure(dest: Path, state: str) -> Iterator[None]:
     except SapwoodError as exc:
         raise _amended(exc, f"{dest} {state}") from exc
     except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
+        name = exc.filename
+        where = f": {show_path(name) if isinstance(name, bytes) else name}" if name else ""
         raise CheckoutError(f"{exc.strerror or exc}{where}; {dest} {state}") from exc
     except BaseException:
         log.warning("%s %s", dest, state)

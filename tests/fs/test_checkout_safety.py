@@ -268,6 +268,24 @@ def test_a_union_with_verify_refuses_a_corrupt_object_before_writing(
 
 
 @needs_root
+def test_a_system_error_in_a_union_says_dest_is_partly_updated(
+    user_repo: Repository, tmp_path: Path, area: Path
+) -> None:
+    base = _commit(user_repo, tmp_path, "base", {"a": "old", "sub/x": "x"})
+    layer = _commit(user_repo, tmp_path, "layer", {"a": "new", "sub/y": "y"})
+    dest = area / "dest"
+    checkout(user_repo, base, dest, CheckoutOptions(user_mode=True))
+    subprocess.run(["chattr", "+i", dest / "sub"], check=True)  # even root cannot add to it
+    try:
+        expected = rf"Operation not permitted: y; {re.escape(str(dest))} is partly updated"
+        with pytest.raises(fs.checkout.CheckoutError, match=expected):
+            checkout(user_repo, layer, dest, CheckoutOptions(user_mode=True, union="union"))
+    finally:
+        subprocess.run(["chattr", "-i", dest / "sub"], check=True)
+    assert (dest / "a").read_text() == "new" and os.listdir(dest / "sub") == ["x"]
+
+
+@needs_root
 def test_a_full_disk_in_a_union_says_dest_is_partly_updated(
     user_repo: Repository, tmp_path: Path
 ) -> None:
