@@ -35,7 +35,7 @@ from store.fsck import FsckReport, Problem, fsck
 from store.ids import ObjectId, ObjectType, from_hex, to_hex
 from store.index import ANY
 from store.modes import RepoMode
-from store.mtree import MutableDir
+from store.mtree import MAX_TREE_DEPTH, MutableDir
 from store.names import check_name, check_ref_name, show_path, split_path
 from store.objects import Commit, DirEntry, DirMeta, DirTree, FileHeader, FileStat
 from store.prune import PruneReport, prune
@@ -57,6 +57,7 @@ from store.verify import ContentCheck
 
 __all__ = [
     "ANY",
+    "MAX_TREE_DEPTH",
     "SMALL_FILE",
     "AmbiguousRevError",
     "Commit",

@@ -17,7 +17,7 @@ from store.objects import DirEntry, DirTree
 from store.repo import Repository
 from store.transaction import Transaction
 
-MAX_TREE_DEPTH = 1024  # directories below the root; git's core.maxTreeDepth is 2048
+MAX_TREE_DEPTH = 256  # directories below the root (real trees: 20-30; see decisions.md)
 
 
 @dataclass

@@ -169,7 +169,7 @@ def test_the_background_daemon_logs_to_its_log_file(user_repo: Repository, tmp_p
         with pytest.raises(OSError) as caught:
             (mnt / "usr" / "bin" / "dash").read_bytes()
         assert caught.value.errno == errno.EIO
-        assert _wait(lambda: f"object {dash.hex()} is corrupt" in log_file.read_text())
+        assert _wait(lambda: f"object {dash.hex()}: corrupted file object" in log_file.read_text())
         assert log_file.read_text().startswith("sapwood[")
     finally:
         sapwood(user_repo.path, "umount", mnt)
