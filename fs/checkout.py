@@ -574,7 +574,7 @@ class _Builder:
             raise UsageError(f"{show_path(name)}: cannot hardlink and -H forbids copying")
         fd = os.open(
             name,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,  # a clone is re-read
             0o600,
             dir_fd=dirfd,
         )

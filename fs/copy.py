@@ -55,9 +55,9 @@ class Copier:
         bytes are in ``dst`` by then: remove it).
         """
         if size and self.reflink and self._clone(src, dst):
-            hash_fd(src, size, check)  # the clone shares these blocks
             if os.fstat(dst).st_size != size:  # the object grew after it was opened
                 os.ftruncate(dst, size)
+            hash_fd(dst, size, check)  # the clone itself: what DEST now holds
             return
         offset = 0
         while offset < size:

@@ -181,8 +181,7 @@ class RepositoryView(TreeView):
             return []
         entries = []
         for commit_id, timestamp in self._ancestors(ref, head):
-            moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
-            name = f"{moment:%Y-%m-%dT%H%M%SZ}_{commit_id.hex()[:12]}".encode()
+            name = f"{_date_name(timestamp)}_{commit_id.hex()[:12]}".encode()
             node = self._shown_root(parent, name, commit_id, f"commit {commit_id.hex()}")
             if node is not None:
                 entries.append((name, node))
@@ -210,3 +209,13 @@ class RepositoryView(TreeView):
                 return
             yield current, commit.timestamp
             current = commit.parent
+
+
+def _date_name(timestamp: int) -> str:
+    """2026-11-27T061500Z; a time the calendar cannot show (before year 1, after 9999:
+    any 64-bit time is a valid commit time) is named by its seconds, 253402300800s."""
+    try:
+        moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    except (ValueError, OverflowError, OSError):
+        return f"{timestamp}s"
+    return f"{moment:%Y-%m-%dT%H%M%SZ}"

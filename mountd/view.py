@@ -233,7 +233,7 @@ class TreeView:
         try:
             return self.repo.read_file_stats([file_id])[0]
         except SapwoodError as exc:
-            return exc
+            return exc.with_traceback(None)  # cached: it must not keep the frames alive
 
     def _stat(self, parent: DirNode, index: int) -> FileStat:
         """The stat of file ``index`` of a directory, from the listing's batches."""
@@ -241,7 +241,7 @@ class TreeView:
         batch, offset = divmod(index, _HEADER_BATCH)
         found = self._file_stats(parent.entry.tree, batch * _HEADER_BATCH)[offset]
         if isinstance(found, SapwoodError):
-            raise type(found)(*found.args)  # a fresh one: the cached one keeps no traceback
+            raise type(found)(*found.args)  # a fresh one each time: the cached one is shared
         return found
 
     # ----- names ---------------------------------------------------------------------------

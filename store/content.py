@@ -337,6 +337,7 @@ class ArchiveStore(ContentStore):
         fd = _write_regular(target, body(), 0o644)
         try:
             os.pwrite(fd, _ARCHIVE_PREFIX.pack(ARCHIVE_MAGIC, size), 0)
+            os.utime(fd, ns=(0, 0))  # the write above moved the time _write_regular set
         finally:
             os.close(fd)
 

@@ -50,6 +50,10 @@ class RefExistsError(SapwoodError):
     """A ref that should be new already exists."""
 
 
+class RefTargetError(SapwoodError):
+    """A ref was to name something that is not a commit of this repository."""
+
+
 class RefConflictError(SapwoodError):
     """A compare-and-swap ref update found another value than expected."""
 

@@ -40,12 +40,13 @@ import lmdb
 from store.errors import (
     FormatError,
     IndexDamagedError,
-    InvalidRefNameError,
     ObjectMissingError,
     OutOfSpaceError,
     ReadOnlyRepositoryError,
     RefConflictError,
     RefExistsError,
+    RefTargetError,
+    SapwoodError,
 )
 from store.ids import ID_BYTES, ObjectId, ObjectType
 from store.objects import FileStat, file_stat
@@ -365,11 +366,12 @@ class Index:
         try:
             self._apply(batch)
         except lmdb.Error as exc:
-            if "No space left" in str(exc) or isinstance(exc, lmdb.MapFullError):
+            text = str(exc)
+            if isinstance(exc, lmdb.MapFullError) or "No space left" in text or "quota" in text:
                 raise OutOfSpaceError(
                     f"the index cannot grow: {exc}; nothing was committed"
                 ) from exc
-            raise IndexDamagedError(f"the index cannot be written: {exc}") from exc
+            raise SapwoodError(f"cannot write the index ({exc}); nothing was committed") from exc
 
     def _apply(self, batch: WriteBatch) -> None:
         with self._env.begin(write=True) as txn:
@@ -435,9 +437,7 @@ def _check_is_commit(txn: Any, objects_db: Any, batch: WriteBatch, update: RefUp
         kind = None if value is None else bytes(value[:1])
     if kind != ObjectType.COMMIT.value:
         what = "no object" if kind is None else "not a commit"
-        raise InvalidRefNameError(
-            f"ref {update.name}: {update.new.hex()} is {what}; a ref names a commit"
-        )
+        raise RefTargetError(f"ref {update.name}: {update.new.hex()} is {what}: refs name commits")
 
 
 def _check_ref_path(

@@ -99,7 +99,7 @@ class MutableDir:
             elif children_done:
                 written[id(directory)] = directory._write_one(txn, default_meta, written)
             else:
-                if depth >= MAX_TREE_DEPTH:
+                if depth > MAX_TREE_DEPTH:
                     raise SourceError(
                         f"the tree nests directories more than {MAX_TREE_DEPTH} deep, which "
                         "sapwood refuses"

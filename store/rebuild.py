@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from store.index import Access, Index, ObjectRecord, RefUpdate, WriteBatch
 from store.locking import repo_lock
 from store.modes import RepoMode
 from store.objects import Commit, DirMeta, DirTree
-from store.reachability import walk_commits
+from store.reachability import commits_needing, walk_commits
 from store.repo import read_config
 from store.verify import open_object_file
 
@@ -62,11 +63,15 @@ def rebuild_index(path: Path) -> RebuildReport:
     with repo_lock(path, exclusive=True):
         fresh = path / f"index.rebuild-{os.getpid()}"
         fresh.mkdir()
-        index = Index(fresh, Access.CREATE)
         try:
-            report = _fill(path, index)
-        finally:
-            index.close()
+            index = Index(fresh, Access.CREATE)
+            try:
+                report = _fill(path, index)
+            finally:
+                index.close()
+        except BaseException:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
         report.old_index = _swap(path, fresh)
     log.info("rebuilt the index: %d objects, %d refs", report.objects, report.refs)
     return report
@@ -94,12 +99,11 @@ def _fill(path: Path, index: Index) -> RebuildReport:
     report.refs = len(batch.refs)
     index.apply(batch)
     with index.reader() as reader:
-        reachable = {cid: walk_commits(reader, [cid], verify=False) for cid in batch.commits}
-        report.partial = sorted(
-            cid
-            for cid, found in reachable.items()
-            if found.bad_metadata or any(not reader.has_object(f) for f in found.files)
-        )
+        found = walk_commits(reader, batch.commits, verify=False)  # each tree once
+        missing = set(found.bad_metadata)
+        missing.update(f for f in found.files if not reader.has_object(f))
+        needed = commits_needing(reader, batch.commits, missing) if missing else {}
+        report.partial = sorted({cid for commits in needed.values() for cid in commits})
     index.apply(WriteBatch(partial_mark=set(report.partial)))
     return report
 

@@ -314,8 +314,8 @@ def _remove_abandoned_staging(tmp: Path) -> None:
     (then it is renamed staging-*): only one older than that moment can be a crash's.
     """
     old_enough = time.time() - _NEW_DIR_GRACE_SECONDS
-    fresh = [e for e in tmp.glob("new-*") if _mtime(e) < old_enough]
-    for entry in [*tmp.glob("staging-*"), *fresh]:
+    stale_new = [e for e in tmp.glob("new-*") if _mtime(e) < old_enough]
+    for entry in [*tmp.glob("staging-*"), *stale_new]:
         fd = try_lock_dir(entry)
         if fd is None:
             continue

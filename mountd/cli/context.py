@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import configparser
 import os
 from pathlib import Path
 
@@ -18,12 +17,4 @@ def repo_path(args: argparse.Namespace) -> Path:
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    path = repo_path(args)
-    try:
-        return Repository.open(path)
-    except configparser.Error as exc:
-        # Repository.open lets interpolation errors through: a config value holding '%'
-        # fails when read (core.get, getboolean), after read_config's guarded read.
-        # That belongs in store/repo.py (ConfigParser(interpolation=None)); until then,
-        # one line here.
-        raise RepoNotFoundError(f"{path}/config: unreadable repository config ({exc})") from exc
+    return Repository.open(repo_path(args))

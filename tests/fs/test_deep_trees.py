@@ -52,7 +52,7 @@ def test_the_deepest_allowed_tree_commits_lists_diffs_and_checks_out(
     user_repo: Repository, deep_tmp: Path
 ) -> None:
     tmp_path = deep_tmp
-    depth = MAX_TREE_DEPTH - 1
+    depth = MAX_TREE_DEPTH
     source = _deep_dir(tmp_path / "src", depth)
     first = make_commit(user_repo, CommitRequest("deep", [Layer("dir", str(source))]))
     path = "/" + "/".join(["d"] * depth) + "/bottom"
@@ -83,7 +83,7 @@ def test_the_deepest_allowed_tree_commits_lists_diffs_and_checks_out(
 def test_a_tar_nested_deeper_than_allowed_is_refused(user_repo: Repository, tmp_path: Path) -> None:
     archive = tmp_path / "deep.tar"
     with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("/".join(["d"] * (MAX_TREE_DEPTH + 1)) + "/f")
+        info = tarfile.TarInfo("/".join(["d"] * (MAX_TREE_DEPTH + 1)) + "/f")  # one too deep
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(SourceError, match="more than"):

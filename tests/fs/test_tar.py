@@ -374,7 +374,7 @@ def test_odd_but_safe_members_are_committed_as_documented(
         (_member("twice"), b"second"),
         (_member("s", tarfile.SYMTYPE, "target"), b""),
         (_with(_member("h", tarfile.LNKTYPE, "./s"), uid=-1), b""),
-        (_member(("l" * 20 + "/") * 300 + "end"), b"deep"),  # 6 KB: beyond PATH_MAX
+        (_member(("l" * 30 + "/") * 200 + "end"), b"deep"),  # 6 KB: beyond PATH_MAX
     )
     commit_id = _commit(user_repo, archive)
     files = _files(user_repo, commit_id)
@@ -382,7 +382,7 @@ def test_odd_but_safe_members_are_committed_as_documented(
     assert files[b"/a"] == b"a file now"
     assert files[b"/twice"] == b"second"
     assert files[b"/h"] == files[b"/s"] == b"target"
-    assert files[b"/" + (b"l" * 20 + b"/") * 300 + b"end"] == b"deep"
+    assert files[b"/" + (b"l" * 30 + b"/") * 200 + b"end"] == b"deep"
     root = user_repo.read_commit(commit_id)
     assert user_repo.read_dirmeta(root.meta).mode == stat.S_IFDIR | 0o700
     h, s = lookup(user_repo, commit_id, "/h").file, lookup(user_repo, commit_id, "/s").file

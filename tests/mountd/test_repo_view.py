@@ -94,3 +94,25 @@ def test_a_moved_ref_shows_its_new_tree_while_mounted(
     finally:
         sapwood(user_repo.path, "umount", mnt)
         _force_unmount(mnt)
+
+
+def test_history_names_commits_beyond_the_calendar_by_seconds(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """Any 64-bit time is a commit time; datetime stops at year 9999."""
+    source = tmp_path / "src"
+    source.mkdir()
+    ids = [
+        make_commit(
+            user_repo, CommitRequest("far", [Layer("dir", str(source))], timestamp=t)
+        ).commit_id
+        for t in (1_000_000, 253402300800, 2**62)
+    ]
+    view = RepositoryView(user_repo)
+    history = _names(view, _path(view, b"history", b"far"))
+    assert history == [
+        f"{2**62}s_{ids[2].hex()[:12]}".encode(),
+        f"253402300800s_{ids[1].hex()[:12]}".encode(),
+        f"1970-01-12T134640Z_{ids[0].hex()[:12]}".encode(),
+    ]
+    assert _names(view, _path(view, b"history", b"far", history[0])) == []

@@ -20,11 +20,11 @@ from fs.commit import CommitRequest, Layer, make_commit
 from store import (
     Commit,
     DirTree,
-    InvalidRefNameError,
     ModePolicyError,
     ObjectId,
     ObjectMissingError,
     RefExistsError,
+    RefTargetError,
     RepoMode,
     Repository,
     UnsafeToPruneError,
@@ -143,7 +143,7 @@ def test_refs_name_commits_only(user_repo: Repository, tmp_path: Path) -> None:
     file_id = lookup(user_repo, commit_id, "/sub/f0").file
     assert file_id is not None
     for target in (tree, file_id, ObjectId(b"\x42" * 32)):
-        refused = pytest.raises(InvalidRefNameError, match="a ref names a commit")
+        refused = pytest.raises(RefTargetError, match="refs name commits")
         with refused, user_repo.transaction() as txn:
             txn.set_ref("bad", target)
         result = cli("--repo", user_repo.path, "refs", "--create", "bad", target.hex())
