@@ -25,7 +25,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import stat
 import uuid
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 from fs.copy import Copier, copy_stream
+from fs.mounts import mount_points
 from fs.treediff import same_content
 from store import (
     ContentCheck,
@@ -351,7 +351,7 @@ class _Builder:
             return
         path = parent.rstrip(b"/") + b"/" + target
         if self._mounts is None:
-            self._mounts = _mount_points()
+            self._mounts = mount_points()
         if any(m == path or m.startswith(path + b"/") for m in self._mounts):
             raise CheckoutConflictError(
                 f"whiteout {show_path(where)} refused: {show_path(path)} is or holds a mount "
@@ -672,24 +672,6 @@ def _differs(child: Node) -> CheckoutConflictError:
     return CheckoutConflictError(
         f"{show_path(child.path)}: File exists and differs (--union-identical)"
     )
-
-
-_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
-
-
-def _mount_points() -> list[bytes]:
-    """Every mount point this process sees (/proc/self/mountinfo, field 5)."""
-    try:
-        with open("/proc/self/mountinfo", "rb") as info:
-            lines = info.read().splitlines()
-    except OSError:
-        return []
-    points = []
-    for line in lines:
-        fields = line.split(b" ")
-        if len(fields) > 4:
-            points.append(_MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), fields[4]))
-    return points
 
 
 def _require_device(fd: int, device: int, where: bytes) -> None:

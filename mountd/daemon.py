@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import IO, NoReturn
 import pyfuse3
 import trio
 
+from fs.mounts import MountEntry, mounted_at
 from mountd.fuse_ops import NO_OPEN_PASSES_INODE, SapwoodOperations
 from mountd.repo_view import RepositoryView
 from mountd.view import CommitView, TreeView, ViewOptions
@@ -41,7 +41,6 @@ _STOP_TIMEOUT = 5.0  # for a daemon asked to stop (SIGTERM) before it is killed
 _PROBE_TIMEOUT = 2.0  # for a look at a mount point: a dead mount fails it at once
 SAPWOOD_FSTYPE = "fuse.sapwood"
 SAPWOOD_SOURCE = "sapwood"
-_MOUNTINFO = "/proc/self/mountinfo"
 MAPPED_BUDGET = 40 << 20  # file-backed resident memory (libraries and the index map)
 _MAPPED_CHECK_SECONDS = 0.25
 
@@ -50,70 +49,9 @@ class MountError(SapwoodError):
     """The mount could not be made."""
 
 
-@dataclass(frozen=True)
-class MountEntry:
-    """One line of the mount table: where, what type, from what."""
-
-    point: bytes
-    fstype: str
-    source: str
-
-    @property
-    def is_sapwood(self) -> bool:
-        return self.fstype == SAPWOOD_FSTYPE and self.source == SAPWOOD_SOURCE
-
-
-def _unescape(field: bytes) -> bytes:
-    """A mountinfo field: space, tab, newline and backslash are written as \\ooo."""
-    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
-
-
-def mount_table() -> list[MountEntry]:
-    """Every mount this process sees, in the order they were mounted."""
-    entries = []
-    with open(_MOUNTINFO, "rb") as table:
-        for line in table:
-            fields = line.split()
-            try:
-                rest = fields.index(b"-", 6) + 1
-                entries.append(
-                    MountEntry(
-                        _unescape(fields[4]),
-                        _unescape(fields[rest]).decode(errors="replace"),
-                        _unescape(fields[rest + 1]).decode(errors="replace"),
-                    )
-                )
-            except (ValueError, IndexError):
-                continue  # not a line of the documented format: nothing to say about it
-    return entries
-
-
-def mounted_at(path: Path) -> MountEntry | None:
-    """What is mounted at ``path`` (the topmost mount, the one a lookup sees), if anything.
-
-    The table holds resolved paths, so ``path`` is resolved too, but without looking at
-    its last component, which may be a mount whose daemon is dead or hung: a look would
-    fail, or wait for good. Only if nothing is mounted there is a symlink followed.
-    """
-    found = _topmost(_resolved_parent(path))
-    if found is None and os.path.islink(path):
-        found = _topmost(os.path.realpath(path))
-    return found
-
-
-def _resolved_parent(path: Path) -> str:
-    """``path`` with its parent resolved (symlinks, '..'), its last component as given."""
-    head, name = os.path.split(os.path.abspath(path))
-    return os.path.join(os.path.realpath(head), name)
-
-
-def _topmost(resolved: str) -> MountEntry | None:
-    wanted = os.fsencode(resolved)
-    found = None
-    for entry in mount_table():
-        if entry.point == wanted:
-            found = entry
-    return found
+def is_sapwood(entry: MountEntry) -> bool:
+    """A mount made by sapwood (its type and source), not any other filesystem."""
+    return entry.fstype == SAPWOOD_FSTYPE and entry.source == SAPWOOD_SOURCE
 
 
 @dataclass(frozen=True)
@@ -267,7 +205,7 @@ def _wait_for_mount(child: int, mountpoint: Path, log_file: IO[bytes]) -> None:
     deadline = time.monotonic() + _READY_TIMEOUT
     while time.monotonic() < deadline:
         entry = mounted_at(mountpoint)
-        if entry is not None and entry.is_sapwood:
+        if entry is not None and is_sapwood(entry):
             return
         if os.waitpid(child, os.WNOHANG) != (0, 0):
             log_file.seek(0)
@@ -291,7 +229,7 @@ def _stop(child: int, mountpoint: Path) -> None:
             break
         time.sleep(0.01)
     entry = mounted_at(mountpoint)
-    if entry is not None and entry.is_sapwood:
+    if entry is not None and is_sapwood(entry):
         _fusermount(entry, lazy=True)
 
 
@@ -305,7 +243,7 @@ def unmount(mountpoint: Path) -> None:
     entry = mounted_at(mountpoint)
     if entry is None:
         raise UsageError(f"{mountpoint}: not a mount point")
-    if not entry.is_sapwood:
+    if not is_sapwood(entry):
         raise UsageError(
             f"{mountpoint}: not a sapwood mount ({entry.fstype} from {entry.source}): left mounted"
         )

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fs.mounts import mounted_at
 from mountd.cli.context import open_repo, repo_path
 from mountd.cli.output import OneLineFormatter
 from store import Repository, UsageError, rev_parse
@@ -42,13 +43,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from mountd.daemon import (
-        mount_options,
-        mounted_at,
-        quiet_stderr,
-        serve,
-        start_in_background,
-    )
+    from mountd.daemon import mount_options, quiet_stderr, serve, start_in_background
 
     if len(args.targets) > 2:
         raise UsageError("mount takes [REV] MOUNTPOINT")

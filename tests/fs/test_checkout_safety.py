@@ -201,7 +201,7 @@ def test_removal_stops_at_another_device_even_unseen_in_the_mount_table(
     checkout(user_repo, base, dest, CheckoutOptions(user_mode=True))
     (dest / "mnt").chmod(0o755)
     # the pre-check sees no mount: removal itself must stop at the other device
-    monkeypatch.setattr(fs.checkout, "_mount_points", list, raising=False)
+    monkeypatch.setattr(fs.checkout, "mount_points", list)
     with small_tmpfs(dest / "mnt" / "fs", "1m") as mounted:
         (mounted / "data").write_text("another filesystem")
         with pytest.raises(CheckoutConflictError, match=r"another filesystem.*partly updated"):

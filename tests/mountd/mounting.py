@@ -3,7 +3,6 @@ mount table, and writing the index behind the store's back (a damaged repository
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import tempfile
@@ -16,6 +15,7 @@ from typing import Any
 
 import lmdb
 
+from fs.mounts import mounted_at
 from store import ObjectType
 from tests.helpers import SAPWOOD
 
@@ -24,16 +24,8 @@ def mount_fstype(path: Path) -> str | None:
     """The type of what is mounted at ``path`` (the topmost mount), from the mount table;
     ``path`` itself is not looked at (that would ask the daemon, and make the kernel
     keep the answer)."""
-    head, name = os.path.split(os.path.abspath(path))
-    wanted = os.fsencode(os.path.join(os.path.realpath(head), name))
-    found = None
-    with open("/proc/self/mountinfo", "rb") as table:
-        for line in table:
-            fields = line.split()
-            point = fields[4].replace(b"\\040", b" ").replace(b"\\134", b"\\")
-            if point == wanted:
-                found = fields[fields.index(b"-", 6) + 1].decode()
-    return found
+    entry = mounted_at(path)
+    return None if entry is None else entry.fstype
 
 
 def wait_for(predicate: Any, seconds: float = 20) -> bool:
