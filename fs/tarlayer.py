@@ -3,13 +3,8 @@
 The archive is read once, as a stream, plain or compressed with gzip, bzip2 or xz.
 Nothing of it is trusted:
 
-- The compressed stream is decoded by us, to its very end (``_Decompressed``):
-  Python's tarfile stops at the end-of-archive blocks and its gzip reader never
-  checks the trailer, so a damaged archive used to be committed with wrong bytes.
-  Now every gzip member's CRC-32 and ISIZE, every bzip2 block and stream CRC and
-  every xz check and index are verified, and after the last stream only NUL
-  padding may follow. An xz stream made without a check cannot be verified and is
-  refused, as is legacy ``.lzma``.
+- The compressed stream is decoded to its very end, every check verified
+  (fs/decompress.py): a damaged archive used to be committed with wrong bytes.
 - The tar structure must be whole: a damaged header, an archive that ends without
   its end-of-archive block, a member cut short, or anything but zeros after the
   end-of-archive block (a second archive appended would otherwise be dropped
@@ -32,17 +27,15 @@ Any failure raises before the transaction's commit point, so nothing is committe
 
 from __future__ import annotations
 
-import bz2
 import io
-import lzma
 import stat
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol, Self, TypeVar
+from typing import IO, TYPE_CHECKING, Self, TypeVar
 
+from fs.decompress import ArchiveError, archive_reader
 from fs.options import ContentOptions, clean_xattrs
 from store import (
     SMALL_FILE,
@@ -59,216 +52,17 @@ from store import (
 )
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    pass
 
 _T = TypeVar("_T")
 _XATTR_PREFIX = "SCHILY.xattr."
-_CHUNK = 1 << 20  # bytes decompressed, read or spooled at a time
+_CHUNK = 1 << 20  # bytes read or spooled at a time
 _U32_MAX = 2**32 - 1  # uid and gid are u32 in the encoding
 _MAX_SYMLINK_TARGET = 4095  # PATH_MAX - 1, as store allows
 _MAX_XATTR_NAME = 255  # Linux's XATTR_NAME_MAX: longer could never be checked out
 _MAX_XATTR_VALUE = 65536  # Linux's XATTR_SIZE_MAX
-_XZ_MEMLIMIT = 256 << 20  # xz -9 needs 65 MiB; a larger dictionary is a memory bomb
 # tarfile raises this at the all-zero end-of-archive block; typeshed does not list it.
 _END_OF_ARCHIVE: type[Exception] = getattr(tarfile, "EOFHeaderError")  # noqa: B009
-
-
-class _ArchiveError(Exception):
-    """The archive as a whole is damaged or unusable; load() names the archive."""
-
-
-# ----- compressed streams ------------------------------------------------------------
-
-
-class _Codec(Protocol):
-    """One compressed stream being decoded, with bz2's and lzma's decompressor interface."""
-
-    @property
-    def eof(self) -> bool: ...
-    @property
-    def unused_data(self) -> bytes: ...
-    @property
-    def needs_input(self) -> bool: ...
-    def decompress(self, data: bytes, max_length: int) -> bytes: ...
-
-
-class _GzipMember:
-    """zlib's gzip decoder (which checks the member's CRC-32 and ISIZE) as a _Codec."""
-
-    def __init__(self) -> None:
-        self._z = zlib.decompressobj(wbits=31)
-        self._full = False  # the last call hit max_length: output may be pending
-
-    @property
-    def eof(self) -> bool:
-        return self._z.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self._z.unused_data
-
-    @property
-    def needs_input(self) -> bool:
-        return not self._z.unconsumed_tail and not self._full
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        out = self._z.decompress(self._z.unconsumed_tail + data, max_length)
-        self._full = len(out) == max_length
-        return out
-
-
-class _XzStream:
-    """An xz stream (liblzma checks its blocks, index and footer) that must carry a check."""
-
-    def __init__(self) -> None:
-        self._d = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
-
-    @property
-    def eof(self) -> bool:
-        return self._d.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self._d.unused_data
-
-    @property
-    def needs_input(self) -> bool:
-        return self._d.needs_input
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        out = self._d.decompress(data, max_length)
-        if self._d.check == lzma.CHECK_NONE:
-            raise _ArchiveError(
-                "the xz stream has no integrity check (xz --check=none), so it cannot be "
-                "verified; recompress it with a check"
-            )
-        return out
-
-
-# magic, name, decoder of one stream
-_FORMATS: list[tuple[bytes, str, Callable[[], _Codec]]] = [
-    (b"\x1f\x8b", "gzip", _GzipMember),
-    (b"BZh", "bzip2", bz2.BZ2Decompressor),
-    (b"\xfd7zXZ\x00", "xz", _XzStream),
-]
-_REFUSED = [
-    (b"\x5d\x00\x00", "legacy .lzma compression has no integrity check; recompress with xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd-compressed archives are not supported; recompress with xz"),
-]
-_DECODE_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
-
-
-class _Decompressed(io.RawIOBase):
-    """The decompressed bytes of an archive, for tarfile's stream mode ("r|").
-
-    Every stream is decoded to its end, which is where gzip and bzip2 keep their
-    checks; concatenated streams of the same format are read in turn (as gzip, bzip2
-    and xz do); between and after them only NUL padding is allowed (gzip's and xz's
-    rule). A stream that ends early, fails its check, or is followed by anything else
-    raises _ArchiveError. Memory is bounded: at most _CHUNK of input and of output.
-    """
-
-    def __init__(
-        self, raw: io.BufferedIOBase, magic: bytes, label: str, codec: Callable[[], _Codec]
-    ) -> None:
-        super().__init__()
-        self._raw = raw
-        self._magic = magic
-        self._label = label
-        self._new_codec = codec
-        self._codec: _Codec | None = None
-        self._streams = 0
-        self._input = b""
-        self._output = b""
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        if self._pos >= len(self._output):
-            self._output, self._pos = self._decode(), 0
-        view = memoryview(buffer).cast("B")
-        count = min(len(view), len(self._output) - self._pos)
-        view[:count] = self._output[self._pos : self._pos + count]
-        self._pos += count
-        return count
-
-    def _decode(self) -> bytes:
-        """The next decompressed bytes; b"" only at the verified end of the input."""
-        while True:
-            if self._codec is None and not self._next_stream():
-                return b""
-            codec = self._codec
-            assert codec is not None
-            if codec.eof:
-                self._input, self._codec = codec.unused_data, None
-                continue
-            if self._input:
-                data, self._input = self._input, b""
-            elif codec.needs_input:
-                data = self._raw.read(_CHUNK)
-                if not data:
-                    raise _ArchiveError(f"the {self._label} stream is truncated")
-            else:
-                data = b""
-            try:
-                out = codec.decompress(data, _CHUNK)
-            except _DECODE_ERRORS as exc:
-                raise _ArchiveError(f"cannot decompress the {self._label} stream: {exc}") from None
-            if out:
-                return out
-
-    def _next_stream(self) -> bool:
-        """Start the next stream, or return False at the end of the input."""
-        while True:
-            if self._streams:
-                self._input = self._input.lstrip(b"\0")
-            if len(self._input) >= len(self._magic):
-                break
-            more = self._raw.read(_CHUNK)
-            if not more:
-                break
-            self._input += more
-        if not self._input and self._streams:
-            return False
-        if not self._input.startswith(self._magic):
-            raise _ArchiveError(f"unexpected data after the end of the {self._label} stream")
-        self._codec = self._new_codec()
-        self._streams += 1
-        return True
-
-
-class _Source(io.RawIOBase):
-    """The archive file; a read error is the archive's, named as such by load()."""
-
-    def __init__(self, raw: io.FileIO) -> None:
-        super().__init__()
-        self._raw = raw
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        try:
-            return self._raw.readinto(buffer) or 0
-        except OSError as exc:
-            raise _ArchiveError(f"cannot read: {exc.strerror or exc}") from None
-
-
-def _reader(file: io.FileIO) -> io.BufferedIOBase:
-    """The archive's tar bytes: the file, or a verifying decompressor over it."""
-    raw = io.BufferedReader(_Source(file), _CHUNK)
-    head = raw.peek(tarfile.BLOCKSIZE)[: tarfile.BLOCKSIZE]
-    if head[257:262] == b"ustar":  # a tar header, whatever its first name begins with
-        return raw
-    for magic, problem in _REFUSED:
-        if head.startswith(magic):
-            raise _ArchiveError(problem)
-    for magic, label, codec in _FORMATS:
-        if head.startswith(magic):
-            return io.BufferedReader(_Decompressed(raw, magic, label, codec), _CHUNK)
-    return raw
 
 
 # ----- the tar structure -------------------------------------------------------------
@@ -293,8 +87,8 @@ class _StrictTarInfo(tarfile.TarInfo):
             raise
         except _HEADER_ERRORS as exc:
             if archive.offset == 0:
-                raise _ArchiveError(f"not a readable tar archive ({exc})") from None
-            raise _ArchiveError(
+                raise ArchiveError(f"not a readable tar archive ({exc})") from None
+            raise ArchiveError(
                 f"damaged or truncated tar archive at byte {archive.offset} ({exc}): "
                 "the archive must be whole up to its end-of-archive block"
             ) from None
@@ -317,7 +111,7 @@ def _check_end(archive: tarfile.TarFile) -> None:
     """
     while chunk := archive.fileobj.read(_CHUNK):
         if chunk.count(0) != len(chunk):
-            raise _ArchiveError(
+            raise ArchiveError(
                 "data after the end-of-archive block (a second archive appended, or a damaged one)"
             )
 
@@ -414,8 +208,8 @@ class TarImporter:
             raise SourceError(f"{source}: cannot read: {exc.strerror or exc}") from None
         try:
             with file:
-                self._read(_reader(file), target)
-        except _ArchiveError as exc:
+                self._read(archive_reader(file), target)
+        except ArchiveError as exc:
             raise SourceError(f"{source}: {exc}") from None
         except tarfile.TarError as exc:
             raise SourceError(f"{source}: not a readable tar archive ({exc})") from None
