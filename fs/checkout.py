@@ -36,6 +36,7 @@ from fs.copy import Copier, copy_stream
 from fs.mounts import mount_points
 from fs.treediff import same_content
 from store import (
+    MAX_TREE_DEPTH,
     ContentCheck,
     CorruptObjectError,
     DirMeta,
@@ -104,6 +105,7 @@ def checkout(
 ) -> CheckoutStats:
     """Check ``options.subpath`` of a commit out into ``dest``."""
     _check_options(repo, options)
+    _refuse_dest_in_repository(repo, dest)
     node = lookup(repo, commit_id, options.subpath)
     if node.dir is None:
         raise UsageError(f"--subpath {options.subpath}: is not a directory")
@@ -114,6 +116,27 @@ def checkout(
         dest.parent.mkdir(parents=True, exist_ok=True)
         return _fresh_checkout(builder, node, dest)
     return _union_checkout(builder, node, dest)
+
+
+def _refuse_dest_in_repository(repo: Repository, dest: Path) -> None:
+    """A checkout never writes among the repository's own files."""
+    inside = os.path.realpath(dest)
+    home = os.path.realpath(repo.path)
+    if inside == home or inside.startswith(home + "/"):
+        raise UsageError(f"{dest}: is inside the repository {repo.path}; check out elsewhere")
+
+
+def _repository_chain(repo: Repository) -> set[tuple[int, int]]:
+    """(device, inode) of the repository directory and of every directory above it:
+    what a whiteout may never remove, since removing it removes the repository."""
+    chain = set()
+    path = os.path.realpath(repo.path)
+    while True:
+        st = os.stat(path)
+        chain.add((st.st_dev, st.st_ino))
+        if path == "/":
+            return chain
+        path = os.path.dirname(path)
 
 
 def _check_options(repo: Repository, options: CheckoutOptions) -> None:
@@ -266,6 +289,7 @@ class _Builder:
     def __init__(self, repo: Repository, options: CheckoutOptions) -> None:
         self.repo = repo
         self.options = options
+        self.protected = _repository_chain(repo) if options.whiteouts else set()
         self.stats = CheckoutStats()
         self.can_link = not options.copy and (
             (repo.mode is RepoMode.BARE and not options.user_mode)
@@ -301,6 +325,7 @@ class _Builder:
         for target, where in targets:
             if present.pop(target, None) is not None:
                 assert dirfd is not None
+                self._refuse_repository(dirfd, target, where)
                 self._refuse_mount_points(dirfd, target, where)
         for name, file_id in files:
             found = present.get(name)
@@ -338,6 +363,18 @@ class _Builder:
                     raise _differs(Node(prefix + name, file=file_id))
             if self.options.verify and self._linkable(header, size):
                 self._verify(prefix + name, file_id, header, size)
+
+    def _refuse_repository(self, dirfd: int, target: bytes, where: bytes) -> None:
+        """Refuse a whiteout of the repository itself or of a directory holding it."""
+        try:
+            st = os.lstat(target, dir_fd=dirfd)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) in self.protected:
+            raise CheckoutConflictError(
+                f"whiteout {show_path(where)} refused: {show_path(target)} is or holds the "
+                "repository"
+            )
 
     def _refuse_mount_points(self, dirfd: int, target: bytes, where: bytes) -> None:
         """Refuse a whiteout of an entry that is, or holds, a mount point.
@@ -630,6 +667,7 @@ class _Builder:
 
     def _remove(self, dirfd: int, target: bytes, where: bytes) -> None:
         """What a whiteout does: remove ``target`` (file, symlink or tree) from ``dirfd``."""
+        self._refuse_repository(dirfd, target, where)
         try:
             st = os.lstat(target, dir_fd=dirfd)
         except FileNotFoundError:
@@ -682,12 +720,16 @@ def _require_device(fd: int, device: int, where: bytes) -> None:
         )
 
 
-def _empty_dir(fd: int, where: bytes) -> None:
+def _empty_dir(fd: int, where: bytes, depth: int = 0) -> None:
     """Remove everything inside an open directory, never following a symlink and never
     entering another filesystem.
 
     Subdirectories are made writable first: a partial checkout may hold read-only ones.
+    A directory nested deeper than MAX_TREE_DEPTH below is refused before anything of
+    it is removed (the walk recurses, one fd a level).
     """
+    if depth == 0:
+        _require_shallow(fd, where)
     device = os.fstat(fd).st_dev
     for entry in os.scandir(fd):
         name = os.fsencode(entry.name)
@@ -696,12 +738,38 @@ def _empty_dir(fd: int, where: bytes) -> None:
             try:
                 _require_device(child, device, where + b"/" + name)
                 os.fchmod(child, 0o700)
-                _empty_dir(child, where + b"/" + name)
+                _empty_dir(child, where + b"/" + name, depth + 1)
             finally:
                 os.close(child)
             os.rmdir(name, dir_fd=fd)
         else:
             os.unlink(name, dir_fd=fd)
+
+
+def _require_shallow(fd: int, where: bytes) -> None:
+    """Refuse to remove a tree deeper than MAX_TREE_DEPTH (checked without recursion,
+    one fd a level)."""
+    fds = [os.dup(fd)]
+    listings = [os.scandir(fds[0])]
+    try:
+        while listings:
+            entry = next(listings[-1], None)
+            if entry is None:
+                listings.pop().close()
+                os.close(fds.pop())
+            elif entry.is_dir(follow_symlinks=False):
+                if len(fds) > MAX_TREE_DEPTH:
+                    raise CheckoutConflictError(
+                        f"{show_path(where)}: nests directories more than {MAX_TREE_DEPTH} "
+                        "deep: not removed"
+                    )
+                fds.append(_open_dir(os.fsencode(entry.name), fds[-1]))
+                listings.append(os.scandir(fds[-1]))
+    finally:
+        for listing in listings:
+            listing.close()
+        for leftover in fds:
+            os.close(leftover)
 
 
 def remove_tree(path: Path) -> None:

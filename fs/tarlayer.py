@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 _XATTR_PREFIX = "SCHILY.xattr."
 _CHUNK = 1 << 20  # bytes read or spooled at a time
+_MAX_EXTENDED_HEADER = 1 << 20  # pax records and GNU long names: names and xattrs
+_PAX_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _U32_MAX = 2**32 - 1  # uid and gid are u32 in the encoding
 _MAX_SYMLINK_TARGET = 4095  # PATH_MAX - 1, as store allows
 _MAX_XATTR_NAME = 255  # Linux's XATTR_NAME_MAX: longer could never be checked out
@@ -92,6 +94,18 @@ class _StrictTarInfo(tarfile.TarInfo):
                 f"damaged or truncated tar archive at byte {archive.offset} ({exc}): "
                 "the archive must be whole up to its end-of-archive block"
             ) from None
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        """Refuse an extended header (pax, GNU long name) larger than any name or set of
+        attributes needs: tarfile reads it whole into memory."""
+        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, *_PAX_HEADER_TYPES)
+        if self.type in extended and self.size > _MAX_EXTENDED_HEADER:
+            raise ArchiveError(
+                f"an extended header of {self.size} bytes at byte {archive.offset} (at most "
+                f"{_MAX_EXTENDED_HEADER} are read)"
+            )
+        member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+        return member
 
 
 class _Archive(tarfile.TarFile):

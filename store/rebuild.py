@@ -10,7 +10,7 @@ Every object is verified (hashed against its id) before it is indexed again; wha
 does not verify is left out and counted. Commits whose trees are then incomplete
 are marked partial, as fsck --delete marks them. The new index is built beside the
 old one and renamed into place; the old one, if any, is kept as
-``index.damaged-TIMESTAMP`` for whoever wants to look at it.
+``index.old-TIMESTAMP-PID`` for whoever wants to look at it.
 """
 
 from __future__ import annotations
@@ -24,11 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.content import ArchiveStore
-from store.errors import CorruptObjectError, FormatError, ObjectMissingError, UsageError
+from store.errors import (
+    CorruptObjectError,
+    FormatError,
+    InvalidRefNameError,
+    ObjectMissingError,
+    UsageError,
+)
 from store.ids import ID_HEX, ObjectId, ObjectType, digest, is_full_hex
 from store.index import Access, Index, ObjectRecord, RefUpdate, WriteBatch
 from store.locking import repo_lock
 from store.modes import RepoMode
+from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree
 from store.reachability import commits_needing, walk_commits
 from store.repo import read_config
@@ -146,6 +153,11 @@ def _mirrored_refs(refs_dir: Path, batch: WriteBatch, report: RebuildReport) -> 
             name = f"{relative[1]}:{'/'.join(relative[2:])}"
         else:
             continue
+        try:
+            check_ref_name(name)
+        except InvalidRefNameError:
+            report.skipped.append(f"ref {name!a}: not a valid ref name")
+            continue
         text = file.read_text(errors="replace").strip()
         target = bytes.fromhex(text) if len(text) == ID_HEX and is_full_hex(text) else None
         record = batch.objects.get(ObjectId(target)) if target else None
@@ -160,7 +172,7 @@ def _swap(path: Path, fresh: Path) -> Path | None:
     current = path / "index"
     kept = None
     if current.exists():
-        kept = path / f"index.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+        kept = path / f"index.old-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         os.rename(current, kept)
     os.rename(fresh, current)
     return kept

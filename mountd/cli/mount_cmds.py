@@ -6,6 +6,7 @@ import argparse
 import logging
 import logging.handlers
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,15 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if len(args.targets) > 2:
         raise UsageError("mount takes [REV] MOUNTPOINT")
     rev, mountpoint = (None, *args.targets) if len(args.targets) == 1 else args.targets
+    if not mountpoint:
+        raise UsageError("mount: the mount point is empty")
     mountpoint = Path(mountpoint)
     if mounted_at(mountpoint) is not None:  # first: a dead mount is not even a directory
         raise UsageError(f"{mountpoint}: already a mount point")
     if not mountpoint.is_dir():
         raise UsageError(f"{mountpoint}: not a directory")
     log_file = mount_options(args.options).log_file
+    _refuse_mount_over_repository(repo_path(args), mountpoint)
     with open_repo(args) as repo:
         commit_id = rev_parse(repo, rev) if rev is not None else None
         log_handler = _daemon_log_handler(log_file, background=not args.foreground)
@@ -72,6 +76,15 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_mount_over_repository(repo: Path, mountpoint: Path) -> None:
+    """The daemon reads the repository by path: a mount that hid it would have the
+    daemon wait on itself for good."""
+    home = os.path.realpath(repo)
+    over = os.path.realpath(mountpoint)
+    if home == over or home.startswith(over.rstrip("/") + "/"):
+        raise UsageError(f"{mountpoint}: would hide the repository {repo}; mount elsewhere")
+
+
 def _daemon_log_handler(log_file: Path | None, background: bool) -> logging.Handler | None:
     """Where the daemon's log lines (corrupt objects, ...) go besides stderr, which a
     background daemon no longer has once mounted: ``-o logfile=PATH``, else the system
@@ -79,6 +92,7 @@ def _daemon_log_handler(log_file: Path | None, background: bool) -> logging.Hand
     handler: logging.Handler
     if log_file is not None:
         try:
+            _require_regular_log(log_file)
             handler = logging.FileHandler(log_file)
         except OSError as exc:
             raise UsageError(f"{log_file}: cannot log there: {exc.strerror}") from None
@@ -103,3 +117,13 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
     unmount(args.mountpoint)
     return 0
+
+
+def _require_regular_log(log_file: Path) -> None:
+    """A log file is a regular file (created if absent): a FIFO would block the daemon."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{log_file}: not a regular file; cannot log there")
+    finally:
+        os.close(fd)

@@ -25,6 +25,6 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
     for commit_id in report.partial:
         print(f"commit {commit_id.hex()} is partial (objects it needs were not found whole)")
     if report.old_index is not None:
-        print(f"the damaged index was moved to {report.old_index}")
+        print(f"the previous index was moved to {report.old_index}")
     print(f"indexed {plural(report.objects, 'object')} and {plural(report.refs, 'ref')}")
     return 0

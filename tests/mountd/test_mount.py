@@ -192,12 +192,15 @@ def test_a_huge_directory_lists_completely(user_repo: Repository, tmp_path: Path
 def test_bad_mount_requests(user_repo: Repository, tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     make_commit(user_repo, CommitRequest("main", [Layer("dir", str(tmp_path / "src"))]))
+    mnt = tmp_path / "mnt"  # beside the repository: a mount above it is refused too
+    mnt.mkdir()
     for args, message in (
-        (("mount", "nosuch", tmp_path), "no such ref"),
+        (("mount", "nosuch", mnt), "no such ref"),
         (("mount", "main", tmp_path / "absent"), "not a directory"),
-        (("umount", tmp_path), "not a mount point"),
-        (("mount", "-o", "logfile=", "main", tmp_path), "logfile= takes one path"),
-        (("mount", "-o", f"logfile={tmp_path}/absent/log", "main", tmp_path), "cannot log"),
+        (("umount", mnt), "not a mount point"),
+        (("mount", "-o", "logfile=", "main", mnt), "logfile= takes one path"),
+        (("mount", "-o", f"logfile={tmp_path}/absent/log", "main", mnt), "cannot log"),
+        (("mount", "main", tmp_path), "would hide the repository"),
     ):
         result = sapwood(user_repo.path, *args)
         assert result.returncode != 0 and message in result.stderr
