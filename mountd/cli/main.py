@@ -33,7 +33,8 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h: a bug in sapwood, not a user's 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("sapwood").strip()  # "sapwood: error:" says the rest
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
