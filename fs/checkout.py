@@ -439,7 +439,7 @@ class _Builder:
             if header.is_symlink or size == 0 or file_id in self._opened:
                 continue
             try:
-                fd = self.repo.open_file_fd(file_id)
+                fd = self.repo.open_file_fd(file_id, size)
             except (SapwoodError, OSError):
                 continue
             self._opened[file_id] = fd
@@ -637,7 +637,7 @@ class _Builder:
             check = ContentCheck(child.file, header.encode(), size)
             src = self._opened.pop(child.file, None)
             if src is None:
-                src = self.repo.open_file_fd(child.file)  # a regular file of the recorded size
+                src = self.repo.open_file_fd(child.file, size)  # regular, of the recorded size
             try:
                 self.copier.copy_fd(src, fd, size, check)
             finally:

@@ -154,7 +154,7 @@ class ObjectSources:
     ) -> tuple[int, bytes | None]:
         """An fd of the object's file, verified; and its whole content if that took one
         read. The store refuses what is not a regular file of the recorded size."""
-        fd = self.repo.open_file_fd(file_id)
+        fd = self.repo.open_file_fd(file_id, size)
         try:
             return fd, self._verify(file_id, header, size, fd)
         except BaseException:

@@ -266,11 +266,16 @@ class Repository:
         with self.open_file(object_id) as stream:
             return stream.read()
 
-    def open_file_fd(self, object_id: ObjectId) -> int:
+    def open_file_fd(self, object_id: ObjectId, size: int | None = None) -> int:
         """An fd of an uncompressed object's file: a regular file of the recorded size,
-        never a symlink's target (not re-hashed; store.verify.ContentCheck does that)."""
-        record = self._record(object_id, ObjectType.FILE)
-        return self.content.open_fd(object_id, record.file_size)
+        never a symlink's target (not re-hashed; store.verify.ContentCheck does that).
+
+        ``size``: the recorded size, when the caller read it from this index already
+        (the mount's listings, checkout's headers); it saves an index lookup per file.
+        """
+        if size is None:
+            size = self._record(object_id, ObjectType.FILE).file_size
+        return self.content.open_fd(object_id, size)
 
     # ----- refs -----------------------------------------------------------------
     def refs(self) -> dict[str, ObjectId]:
