@@ -69,3 +69,16 @@ step "prune: keep only the newest commit of each ref"
 $SAPWOOD prune --refs-only --depth 0 --dry-run
 $SAPWOOD prune --refs-only --depth 0
 $SAPWOOD log docs/main | sed -n '1,3p'
+
+step "damage one object on disk, as a bad sector or a hostile user would"
+id=$($SAPWOOD ls --json docs/main /bash/RBASH | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+object="$SAPWOOD_REPO/objects/${id:0:2}/${id:2}.file"
+chmod u+w "$object"
+printf 'X' | dd of="$object" bs=1 seek=0 conv=notrunc status=none
+chmod u-w "$object"
+echo "--- cat verifies before it prints:"
+$SAPWOOD cat docs/main /bash/RBASH >/dev/null || echo "(cat printed nothing)"
+echo "--- the hardlinked checkout shares the object's inode; diff re-hashes it:"
+$SAPWOOD diff docs/main "$WORK/checkout" || true
+echo "--- fsck names the object and the commit that needs it:"
+$SAPWOOD fsck || echo "(fsck failed, as it must)"
