@@ -182,7 +182,7 @@ def _fresh_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
 
 
 def _union_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
-    fd = _open_dest(dest)
+    fd = _open_existing_dir(dest, None, str(dest))
     try:
         with _dest_state_on_failure(dest, _UNCHANGED):
             builder.precheck(node, fd)
@@ -235,13 +235,14 @@ def _open_dir(path: Path | bytes, dir_fd: int | None) -> int:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
 
 
-def _open_dest(dest: Path) -> int:
+def _open_existing_dir(name: Path | bytes, dir_fd: int | None, where: str) -> int:
+    """A directory already in DEST; anything else (a symlink too) is a conflict."""
     try:
-        return _open_dir(dest, None)
+        return _open_dir(name, dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise CheckoutConflictError(
-                f"{dest}: exists and is not a directory (a symlink is not followed)"
+                f"{where}: exists in DEST and is not a directory (symlinks are not followed)"
             ) from None
         raise
 
@@ -339,7 +340,7 @@ class _Builder:
                 self.precheck(child, None)
                 continue
             assert dirfd is not None
-            fd = self._open_subdir(child, name, dirfd)
+            fd = _open_existing_dir(name, dirfd, show_path(child.path))
             try:
                 self.precheck(child, fd)
             finally:
@@ -458,24 +459,13 @@ class _Builder:
             if not existing:
                 raise
             created = False
-        fd = self._open_subdir(child, name, dirfd)
+        fd = _open_existing_dir(name, dirfd, show_path(child.path))
         try:
             self.fill(child, fd, existing=existing and not created)
             if created:
                 self.finish_dir(child, fd)
         finally:
             os.close(fd)
-
-    def _open_subdir(self, child: Node, name: bytes, dirfd: int) -> int:
-        try:
-            return _open_dir(name, dirfd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise CheckoutConflictError(
-                    f"{show_path(child.path)}: exists in DEST and is not a directory "
-                    "(symlinks are not followed)"
-                ) from None
-            raise
 
     def finish_dir(self, node: Node, fd: int) -> None:
         """Give a directory we created its recorded metadata, once its entries exist."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from store import ContentCheck
@@ -33,13 +34,19 @@ def hash_fd(fd: int, size: int, check: ContentCheck) -> None:
     The callers know the file's size (fstat or lstat): bytes it gains afterwards are
     not what was compared or copied, and a file that lost some fails ``check``.
     """
+    for chunk in _chunks(fd, size):
+        check.update(chunk)
+
+
+def _chunks(fd: int, size: int) -> Iterator[bytes]:
+    """The first ``size`` bytes of ``fd`` (fewer if it ends before), a chunk at a time."""
     offset = 0
     while offset < size:
         chunk = os.pread(fd, min(CHUNK, size - offset), offset)
         if not chunk:
             return
-        check.update(chunk)
         offset += len(chunk)
+        yield chunk
 
 
 class Copier:
@@ -59,13 +66,8 @@ class Copier:
                 os.ftruncate(dst, size)
             hash_fd(dst, size, check)  # the clone itself: what DEST now holds
             return
-        offset = 0
-        while offset < size:
-            chunk = os.pread(src, min(CHUNK, size - offset), offset)
-            if not chunk:
-                return
+        for chunk in _chunks(src, size):
             check.update(chunk)
-            offset += len(chunk)
             _write_all(dst, chunk)
 
     def _clone(self, src: int, dst: int) -> bool:

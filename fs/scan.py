@@ -182,24 +182,37 @@ class DirScanner:
         self, parent_fd: int | None, name: bytes, directory: _Dir
     ) -> tuple[int, os.stat_result]:
         """Open ``name`` in ``parent_fd``: it must be ``directory``, as its lstat saw it."""
-        where = self._shown(directory.tree_path)
+        if parent_fd is None:
+            return self._open_seen(
+                self._source, None, _DIR_FLAGS, directory.tree_path, directory.st
+            )
+        return self._open_seen(name, parent_fd, _DIR_FLAGS, directory.tree_path, directory.st)
+
+    def _open_seen(
+        self,
+        name: bytes,
+        dir_fd: int | None,
+        flags: int,
+        tree_path: bytes,
+        seen: os.stat_result,
+        doing: str = "",
+    ) -> tuple[int, os.stat_result]:
+        """Open what ``seen`` (its lstat) saw: the same inode, of the same type; a swap
+        since then is "changed while it was being committed"."""
         try:
-            if parent_fd is None:
-                fd = os.open(self._source, _DIR_FLAGS)
-            else:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            fd = os.open(name, flags, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno in _SWAPPED:
-                raise self._changed(directory.tree_path) from None
-            raise SourceError(f"{where}: {exc.strerror}") from None
+                raise self._changed(tree_path) from None
+            raise SourceError(f"{self._shown(tree_path)}: {doing}{exc.strerror}") from None
         try:
             st = os.fstat(fd)
         except OSError as exc:
             os.close(fd)
-            raise SourceError(f"{where}: {exc.strerror}") from None
-        if not _same(st, directory.st):
+            raise SourceError(f"{self._shown(tree_path)}: {doing}{exc.strerror}") from None
+        if not _same(st, seen) or stat.S_IFMT(st.st_mode) != stat.S_IFMT(seen.st_mode):
             os.close(fd)
-            raise self._changed(directory.tree_path)
+            raise self._changed(tree_path)
         return fd, st
 
     def _leave(self, done: _Dir, below: int | None) -> int:
@@ -360,21 +373,7 @@ class DirScanner:
         self, dir_fd: int, name: bytes, tree_path: bytes, lstat: os.stat_result
     ) -> tuple[int, os.stat_result]:
         """Open the regular file that ``lstat`` saw, never blocking, never following."""
-        try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in _SWAPPED:
-                raise self._changed(tree_path) from None
-            raise SourceError(f"{self._shown(tree_path)}: cannot read: {exc.strerror}") from None
-        try:
-            st = os.fstat(fd)
-        except OSError as exc:
-            os.close(fd)
-            raise SourceError(f"{self._shown(tree_path)}: cannot read: {exc.strerror}") from None
-        if not _same(st, lstat) or not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise self._changed(tree_path)
-        return fd, st
+        return self._open_seen(name, dir_fd, _FILE_FLAGS, tree_path, lstat, "cannot read: ")
 
     def _symlink(
         self, directory: _Dir, dir_fd: int, name: bytes, tree_path: bytes, lstat: os.stat_result
