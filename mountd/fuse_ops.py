@@ -115,14 +115,6 @@ def fuse_error(exc: Exception) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(errno.EIO)
 
 
-def _call(work: Callable[[], _T]) -> _T:
-    """Run a view call; any error becomes the FUSEError of its errno."""
-    try:
-        return work()
-    except Exception as exc:
-        raise fuse_error(exc) from None
-
-
 def _guarded(
     handler: Callable[_P, Coroutine[Any, Any, _T]],
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
@@ -181,10 +173,11 @@ class SapwoodOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         log.debug("lookup %d %r", parent_inode, name)
         try:
-            attrs = _call(lambda: self.view.lookup(parent_inode, name))
-        except pyfuse3.FUSEError as exc:
-            if exc.errno != errno.ENOENT or self.view.volatile_dir(parent_inode):
-                raise
+            attrs = self.view.lookup(parent_inode, name)
+        except Exception as exc:
+            error = fuse_error(exc)
+            if error.errno != errno.ENOENT or self.view.volatile_dir(parent_inode):
+                raise error from None
             negative = pyfuse3.EntryAttributes()  # st_ino 0: the kernel caches the absence
             negative.st_ino = 0
             negative.entry_timeout = IMMUTABLE_TIMEOUT
@@ -193,7 +186,7 @@ class SapwoodOperations(pyfuse3.Operations):
 
     @_guarded
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return entry_attributes(_call(lambda: self.view.getattr(inode)))
+        return entry_attributes(self.view.getattr(inode))
 
     @_guarded
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -201,7 +194,7 @@ class SapwoodOperations(pyfuse3.Operations):
 
     @_guarded
     async def opendir(self, inode: int, ctx: Any) -> int:
-        _call(lambda: self.view.getattr(inode))
+        self.view.getattr(inode)
         if self._no_open:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel caches listings from now on
         return inode
@@ -209,7 +202,7 @@ class SapwoodOperations(pyfuse3.Operations):
     @_guarded
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         entries = self.view.entries(fh, start_id)  # fh is the inode; lazy: only what fits
-        while (item := _call(lambda: next(entries, None))) is not None:
+        while (item := next(entries, None)) is not None:
             name, attrs, next_id = item
             if not pyfuse3.readdir_reply(token, name, entry_attributes(attrs), next_id):
                 break
@@ -220,7 +213,7 @@ class SapwoodOperations(pyfuse3.Operations):
 
     @_guarded
     async def readlink(self, inode: int, ctx: Any) -> bytes:
-        return _call(lambda: self.view.readlink(inode))
+        return self.view.readlink(inode)
 
     @_guarded
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
@@ -228,12 +221,12 @@ class SapwoodOperations(pyfuse3.Operations):
             _read_only()
         if self._no_open:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # no more opens; reads come by inode
-        _call(lambda: self.view.open(inode))
+        self.view.open(inode)
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     @_guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return _call(lambda: self.view.read(fh, off, size))  # fh is the inode
+        return self.view.read(fh, off, size)  # fh is the inode
 
     @_guarded
     async def release(self, fh: int) -> None:
@@ -245,11 +238,11 @@ class SapwoodOperations(pyfuse3.Operations):
 
     @_guarded
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        return _call(lambda: self.view.getxattr(inode, name))
+        return self.view.getxattr(inode, name)
 
     @_guarded
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return _call(lambda: list(self.view.xattrs(inode)))
+        return list(self.view.xattrs(inode))
 
     @_guarded
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:

@@ -86,3 +86,25 @@ def test_a_flood_of_distinct_errors_is_logged_within_a_budget(
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 102
     assert messages[-2] == "1900 more I/O errors were not logged"
+
+
+class _TwoDirsView:
+    """Inode 1 holds immutable commit content, inode 3 is a listing of refs."""
+
+    def lookup(self, parent: int, name: bytes) -> Attributes:
+        raise PathNotFoundError(f"{name!r}: no such entry")
+
+    def volatile_dir(self, ino: int) -> bool:
+        return ino == 3
+
+
+def test_an_absent_name_of_a_commit_is_cached_by_the_kernel_but_not_of_a_listing(
+    tmp_path: Path,
+) -> None:
+    """A negative entry (st_ino 0, a long timeout) where the answer never changes; in a
+    volatile listing (refs/, commits/) ENOENT, so a ref made later is found."""
+    view: TreeView = _TwoDirsView()  # type: ignore[assignment]
+    ops = SapwoodOperations(view, str(tmp_path), no_open=True)
+    negative = trio.run(ops.lookup, 1, b"absent", None)
+    assert negative.st_ino == 0 and negative.entry_timeout > 3600
+    assert _errno_of(ops.lookup, 3, b"absent", None) == errno.ENOENT
