@@ -38,7 +38,9 @@ from typing import IO, TYPE_CHECKING, Self, TypeVar
 from fs.decompress import ArchiveError, archive_reader
 from fs.options import ContentOptions, clean_xattrs
 from store import (
+    MAX_SYMLINK_TARGET,
     SMALL_FILE,
+    U32_MAX,
     DirMeta,
     FileHeader,
     FormatError,
@@ -59,8 +61,6 @@ _XATTR_PREFIX = "SCHILY.xattr."
 _CHUNK = 1 << 20  # bytes read or spooled at a time
 _MAX_EXTENDED_HEADER = 1 << 20  # pax records and GNU long names: names and xattrs
 _PAX_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
-_U32_MAX = 2**32 - 1  # uid and gid are u32 in the encoding
-_MAX_SYMLINK_TARGET = 4095  # PATH_MAX - 1, as store allows
 _MAX_XATTR_NAME = 255  # Linux's XATTR_NAME_MAX: longer could never be checked out
 _MAX_XATTR_VALUE = 65536  # Linux's XATTR_SIZE_MAX
 # tarfile raises this at the all-zero end-of-archive block; typeshed does not list it.
@@ -180,18 +180,18 @@ def _mode_of(member: tarfile.TarInfo, what: str) -> int:
 
 def _check_owner(uid: int, gid: int, what: str) -> None:
     for name, value in (("uid", uid), ("gid", gid)):
-        if not 0 <= value <= _U32_MAX:
-            raise SourceError(f"{what}: {name} {value} is out of range (0 to {_U32_MAX})")
+        if not 0 <= value <= U32_MAX:
+            raise SourceError(f"{what}: {name} {value} is out of range (0 to {U32_MAX})")
 
 
 def _target(member: tarfile.TarInfo, what: str) -> bytes:
     if not member.issym():
         return b""
     target = member.linkname.encode("utf-8", "surrogateescape")
-    if not target or b"\0" in target or len(target) > _MAX_SYMLINK_TARGET:
+    if not target or b"\0" in target or len(target) > MAX_SYMLINK_TARGET:
         raise SourceError(
             f"{what}: symlink target is empty, holds NUL or is longer than "
-            f"{_MAX_SYMLINK_TARGET} bytes"
+            f"{MAX_SYMLINK_TARGET} bytes"
         )
     return target
 

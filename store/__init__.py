@@ -38,7 +38,18 @@ from store.index import ANY
 from store.modes import RepoMode
 from store.mtree import MAX_TREE_DEPTH, MutableDir
 from store.names import check_name, check_ref_name, show_path, split_path
-from store.objects import Commit, DirEntry, DirMeta, DirTree, FileHeader, FileStat
+from store.objects import (
+    I64_MAX,
+    I64_MIN,
+    MAX_SYMLINK_TARGET,
+    U32_MAX,
+    Commit,
+    DirEntry,
+    DirMeta,
+    DirTree,
+    FileHeader,
+    FileStat,
+)
 from store.prune import PruneReport, prune
 from store.rebuild import RebuildReport, rebuild_index
 from store.repo import Repository
@@ -58,8 +69,12 @@ from store.verify import ContentCheck
 
 __all__ = [
     "ANY",
+    "I64_MAX",
+    "I64_MIN",
+    "MAX_SYMLINK_TARGET",
     "MAX_TREE_DEPTH",
     "SMALL_FILE",
+    "U32_MAX",
     "AmbiguousRevError",
     "Commit",
     "ContentCheck",

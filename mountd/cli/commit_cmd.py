@@ -10,9 +10,7 @@ from fs.commit import CommitRequest, Layer, make_commit
 from fs.options import ContentOptions, parse_skip_list, parse_statoverride
 from mountd.cli.context import open_repo
 from mountd.cli.output import Progress, parse_time
-from store import UsageError
-
-U32_MAX = 2**32 - 1  # uids and gids are u32 in the encoding (docs/format.md)
+from store import U32_MAX, UsageError
 
 
 def owner_id(text: str) -> int:

@@ -18,7 +18,8 @@ import stat
 import sys
 from typing import Any
 
-I64_MIN, I64_MAX = -(2**63), 2**63 - 1  # the commit timestamp's range (docs/format.md)
+from store import I64_MAX, I64_MIN
+
 _C_ESCAPES = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", "\r": "r"}
 # Characters a shell gives a meaning to, which GNU ls quotes a name for (shell-escape).
 _SHELL_SPECIAL = frozenset(" !\"$&'()*;<=>?[\\^`|")
