@@ -34,6 +34,7 @@ from store import (
     Repository,
     SapwoodError,
     check_name,
+    history,
 )
 
 log = logging.getLogger(__name__)
@@ -193,22 +194,11 @@ class RepositoryView(TreeView):
         Ends at a missing parent (a history pulled with a depth, or pruned), and at a
         damaged commit or a commit seen already, with one log line.
         """
-        seen: set[ObjectId] = set()
-        current: ObjectId | None = head
-        while current is not None:
-            if current in seen:
-                self._leave_out(f"history of {ref} comes back to {current.hex()}: shown to there")
-                return
-            seen.add(current)
-            if not self.repo.has_object(current):
-                return
-            try:
-                commit = self.repo.read_commit(current)
-            except SapwoodError as exc:
-                self._leave_out(f"history of {ref} ends at {current.hex()}: {exc}")
-                return
-            yield current, commit.timestamp
-            current = commit.parent
+        try:
+            for commit_id, commit in history(self.repo, head):
+                yield commit_id, commit.timestamp
+        except SapwoodError as exc:  # a damaged commit, or a loop in a tampered index
+            self._leave_out(f"history of {ref} is shown up to where it fails: {exc}")
 
 
 def _date_name(timestamp: int) -> str:
