@@ -100,10 +100,19 @@ class RecentKeys(Generic[_K]):
         self._seen: OrderedDict[_K, None] = OrderedDict()
 
     def first_time(self, key: _K) -> bool:
+        if self.seen(key):
+            return False
+        self.add(key)
+        return True
+
+    def seen(self, key: _K) -> bool:
+        """Whether ``key`` is among the last keys added (it becomes the most recent)."""
         if key in self._seen:
             self._seen.move_to_end(key)
-            return False
+            return True
+        return False
+
+    def add(self, key: _K) -> None:
         self._seen[key] = None
         if len(self._seen) > self.limit:
             self._seen.popitem(last=False)
-        return True

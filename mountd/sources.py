@@ -26,9 +26,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections import OrderedDict
 
-from mountd.lru import LruPool
+from mountd.lru import LruPool, RecentKeys
 from store import ContentCheck, ObjectId, Repository, SapwoodError
 
 _OPEN_FILES = 256  # object files kept open (uncompressed modes)
@@ -46,7 +45,7 @@ class ObjectReadError(SapwoodError):
     error, a full TMPDIR. Its message names the object (the OSError alone would not)."""
 
 
-def _forget(_: bytes) -> None:
+def _forget(_: object) -> None:
     return None
 
 
@@ -55,20 +54,17 @@ class ObjectSources:
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self._shown: OrderedDict[int, ObjectId] = OrderedDict()
+        self._shown: LruPool[int, ObjectId] = LruPool(_SHOWN, _SHOWN, _forget)
         self._files: LruPool[ObjectId, int] = LruPool(_OPEN_FILES, _OPEN_FILES, os.close)
         self._small: LruPool[ObjectId, bytes] = LruPool(_KEPT_BYTES, _KEPT_BYTES, _forget)
         self._spools: LruPool[ObjectId, int] = LruPool(_SPOOLS, _SPOOL_BYTES, os.close)
-        self._verified: OrderedDict[int, None] = OrderedDict()
+        self._verified: RecentKeys[int] = RecentKeys(_VERIFIED)
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
         self._spool_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def prepare(self, ino: int, file_id: ObjectId, header: bytes, size: int) -> None:
         """Make ``ino`` readable now (verifying its object), or raise why it is not."""
-        self._shown[ino] = file_id
-        self._shown.move_to_end(ino)
-        if len(self._shown) > _SHOWN:
-            self._shown.popitem(last=False)
+        self._shown.add(ino, file_id, 1)
         if self._kept(file_id) is not None:
             return
         try:
@@ -90,7 +86,9 @@ class ObjectSources:
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
         """Bytes of a prepared inode."""
-        file_id = self._shown[ino]
+        file_id = self._shown.get(ino)
+        if file_id is None:
+            raise KeyError(ino)  # not prepared: the view prepares before it reads
         if self._fresh is not None and self._fresh[0] == file_id:
             return self._fresh[1][offset : offset + size]  # read whole to verify it
         source = self._kept(file_id)
@@ -165,8 +163,7 @@ class ObjectSources:
         """Re-hash the object unless verified before; a small object's bytes come back."""
         st = os.fstat(fd)
         key = hash((file_id, st.st_ino, st.st_ctime_ns))
-        if key in self._verified:
-            self._verified.move_to_end(key)
+        if self._verified.seen(key):
             return None
         check, whole = ContentCheck(file_id, header, size), None
         if size <= _SMALL:  # one read; one byte more shows a grown object
@@ -176,7 +173,5 @@ class ObjectSources:
             while chunk := os.pread(fd, min(_CHUNK, size + 1 - check.seen), check.seen):
                 check.update(chunk)
         check.require()
-        self._verified[key] = None
-        if len(self._verified) > _VERIFIED:
-            self._verified.popitem(last=False)
+        self._verified.add(key)
         return whole
