@@ -13,12 +13,12 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from mountd.cli.main import main
+from sapwood.cli.main import main
 from store import RepoMode, Repository, read_xattrs
 from store.index import Access
 
 IS_ROOT = os.geteuid() == 0
-SAPWOOD = [sys.executable, "-m", "mountd.cli.main"]
+SAPWOOD = [sys.executable, "-m", "sapwood.cli.main"]
 # security.capability of ping: cap_net_raw=ep (VFS_CAP_REVISION_2).
 PING_CAPABILITY = bytes.fromhex("0100000200200000000000000000000000000000")
 

@@ -1,7 +1,8 @@
 """The layering of DESIGN.md, checked on the source rather than remembered.
 
 store imports nothing of fs or mountd (nor trio or pyfuse3); fs imports store's
-public API only (``store``, never ``store.x``); only mountd may be async.
+public API only (``store``, never ``store.x``); only mountd may be async; nothing
+beneath sapwood/ imports it (the facade and the command line sit on top).
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ def _modules(package: str) -> list[Path]:
 def test_store_imports_nothing_above_it(path: Path) -> None:
     for name in _imports(path):
         top = name.split(".")[0]
-        assert top not in {"fs", "mountd", "trio", "pyfuse3"}, f"{path} imports {name}"
+        assert top not in {"sapwood", "fs", "mountd", "trio", "pyfuse3"}, f"{path} imports {name}"
 
 
 @pytest.mark.parametrize("path", _modules("fs"), ids=lambda p: p.name)
 def test_fs_uses_only_public_store_api(path: Path) -> None:
     for name in _imports(path):
         top = name.split(".")[0]
-        assert top not in {"mountd", "trio", "pyfuse3"}, f"{path} imports {name}"
+        assert top not in {"sapwood", "mountd", "trio", "pyfuse3"}, f"{path} imports {name}"
         assert not name.startswith("store."), f"{path} imports private {name}"
 
 
@@ -48,6 +49,7 @@ def test_fs_uses_only_public_store_api(path: Path) -> None:
 def test_mountd_uses_only_public_apis(path: Path) -> None:
     for name in _imports(path):
         assert not name.startswith("store."), f"{path} imports private {name}"
+        assert name.split(".")[0] != "sapwood", f"{path} imports {name}, which sits above it"
 
 
 @pytest.mark.parametrize("path", _modules("store") + _modules("fs"), ids=lambda p: p.name)

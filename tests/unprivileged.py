@@ -2,7 +2,7 @@
 
 The project's .venv may live where that user cannot enter (root's home, say), so a
 world-readable copy is made in /var/tmp: a venv of Debian's python3 with the
-installed dependencies and the three packages copied in.
+installed dependencies and the four packages copied in.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def user_python() -> str:
             "__editable__*", "sapwood*", "pip*", "_pytest", "hypothesis*", "mypy*"
         ),
     )
-    for package in ("store", "fs", "mountd"):
+    for package in ("sapwood", "store", "fs", "mountd"):
         shutil.copytree(
             ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -69,7 +69,7 @@ def run_as_user(*args: str | Path, cwd: Path | None = None) -> subprocess.Comple
         "--clear-groups",
         user_python(),
         "-m",
-        "mountd.cli.main",
+        "sapwood.cli.main",
         *map(str, args),
     ]
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}

@@ -21,9 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mountd.cli import inspect_cmds
-from mountd.cli.main import EXIT_INTERNAL, main
-from mountd.cli.output import printable, quote_path
+from sapwood.cli import inspect_cmds
+from sapwood.cli.main import EXIT_INTERNAL, main
+from sapwood.cli.output import printable, quote_path
 from tests.helpers import SAPWOOD, cli
 
 # name on disk -> how ls and diff show its path

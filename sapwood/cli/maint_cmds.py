@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from mountd.cli.context import open_repo
-from mountd.cli.output import Progress, emit_json, parse_time, plural, printable
+from sapwood.cli.context import open_repo
+from sapwood.cli.output import Progress, emit_json, parse_time, plural, printable
 from store import SapwoodError, from_hex, fsck, prune, rev_parse
 
 

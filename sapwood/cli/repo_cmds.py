@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mountd.cli.context import open_repo, repo_path
-from mountd.cli.output import emit_json, quote_path
+from sapwood.cli.context import open_repo, repo_path
+from sapwood.cli.output import emit_json, quote_path
 from store import RefExistsError, RefNotFoundError, RepoMode, Repository, UsageError, rev_parse
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from fs.commit import CommitRequest, Layer, make_commit
 from fs.options import ContentOptions, parse_skip_list, parse_statoverride
-from mountd.cli.context import open_repo
-from mountd.cli.output import Progress, parse_time
+from sapwood.cli.context import open_repo
+from sapwood.cli.output import Progress, parse_time
 from store import U32_MAX, UsageError
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fs.mounts import mounted_at
-from mountd.cli.context import open_repo, repo_path
-from mountd.cli.output import OneLineFormatter
+from sapwood.cli.context import open_repo, repo_path
+from sapwood.cli.output import OneLineFormatter
 from store import Repository, UsageError, rev_parse
 
 _SYSLOG = "/dev/log"

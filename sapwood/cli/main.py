@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mountd.cli import (
+from sapwood.cli import (
     checkout_cmd,
     commit_cmd,
     inspect_cmds,
@@ -25,7 +25,7 @@ from mountd.cli import (
     repair_cmds,
     repo_cmds,
 )
-from mountd.cli.output import OneLineFormatter, printable
+from sapwood.cli.output import OneLineFormatter, printable
 from store import SapwoodError, UsageError
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h: a bug in sapwood, not a user's error

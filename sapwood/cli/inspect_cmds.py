@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fs.treediff import diff_dir
-from mountd.cli.context import open_repo
-from mountd.cli.output import (
+from sapwood.cli.context import open_repo
+from sapwood.cli.output import (
     emit_json,
     format_time,
     mode_string,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mountd.cli.context import repo_path
-from mountd.cli.output import plural, printable
+from sapwood.cli.context import repo_path
+from sapwood.cli.output import plural, printable
 from store import rebuild_index
 
 

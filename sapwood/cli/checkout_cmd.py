@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fs.checkout import CheckoutOptions, Union, checkout
-from mountd.cli.context import open_repo
+from sapwood.cli.context import open_repo
 from store import UsageError, rev_parse
 
 
