@@ -1,4 +1,10 @@
-"""Least-recently-used maps bounded by total weight (entries of a tree, bytes, open files)."""
+"""The mount's one least-recently-used map, bounded by a count and a total weight.
+
+Every cache of the mount is one of these: decoded trees and headers (weighed in
+entries), directory instances, open object files and spools (closed when evicted),
+small verified files (weighed in bytes), and the sets of keys already seen (objects
+verified, damage logged once).
+"""
 
 from __future__ import annotations
 
@@ -10,45 +16,26 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
-class WeightedLru(Generic[_K, _V]):
-    """Values computed on a miss and kept while their total weight fits the budget.
+def _keep(_: object) -> None:
+    """An evicted value that needs no clean-up."""
 
-    The most recent value always stays, however heavy: the caller is using it.
+
+def _one(_: object) -> int:
+    return 1
+
+
+class Lru(Generic[_K, _V]):
+    """Values kept by key within ``count`` entries and a total ``budget`` of weight,
+    least recently used out first; an evicted value is handed to ``drop`` (an open
+    file to close). The newest value always stays, however heavy: the caller is
+    using it.
     """
 
-    def __init__(self, compute: Callable[[_K], _V], weigh: Callable[[_V], int], budget: int):
-        self._compute = compute
-        self._weigh = weigh
-        self.budget = budget
-        self.weight = 0
-        self._items: OrderedDict[_K, tuple[_V, int]] = OrderedDict()
-
-    def get(self, key: _K) -> _V:
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-            return found[0]
-        value = self._compute(key)
-        weight = max(1, self._weigh(value))
-        self._items[key] = (value, weight)
-        self.weight += weight
-        while self.weight > self.budget and len(self._items) > 1:
-            _, (_, dropped) = self._items.popitem(last=False)
-            self.weight -= dropped
-        return value
-
-
-class LruPool(Generic[_K, _V]):
-    """Values kept by key within a count and a total weight, least recently used out first.
-
-    Unlike WeightedLru the caller makes the value (and may make room before it does:
-    a value that costs disk space to make), and an evicted value is handed to ``drop``
-    (an open file to close). The newest value always stays, however heavy.
-    """
-
-    def __init__(self, count: int, budget: int, drop: Callable[[_V], object]) -> None:
+    def __init__(
+        self, count: int, budget: int | None = None, drop: Callable[[_V], object] = _keep
+    ) -> None:
         self.count = count
-        self.budget = budget
+        self.budget = count if budget is None else budget
         self.weight = 0
         self._drop = drop
         self._items: OrderedDict[_K, tuple[_V, int]] = OrderedDict()
@@ -57,14 +44,28 @@ class LruPool(Generic[_K, _V]):
         return len(self._items)
 
     def get(self, key: _K) -> _V | None:
+        """The value of ``key`` (now the most recent), or None."""
         found = self._items.get(key)
         if found is None:
             return None
         self._items.move_to_end(key)
         return found[0]
 
+    def get_or_make(
+        self, key: _K, make: Callable[[_K], _V], weigh: Callable[[_V], int] = _one
+    ) -> _V:
+        """The value of ``key``, made and kept on a miss."""
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+            return found[0]
+        value = make(key)
+        self.add(key, value, max(1, weigh(value)))
+        return value
+
     def make_room(self, weight: int) -> None:
-        """Evict until one more value of ``weight`` fits (or nothing is left)."""
+        """Evict until one more value of ``weight`` fits (or nothing is left): for a
+        value that costs disk space to make, before it is made."""
         while self._items and (
             len(self._items) + 1 > self.count or self.weight + weight > self.budget
         ):
@@ -72,7 +73,7 @@ class LruPool(Generic[_K, _V]):
             self.weight -= dropped
             self._drop(value)
 
-    def add(self, key: _K, value: _V, weight: int) -> None:
+    def add(self, key: _K, value: _V, weight: int = 1) -> None:
         if key in self._items:  # replaced: the old value is dropped like an evicted one
             old, old_weight = self._items.pop(key)
             self.weight -= old_weight
@@ -88,31 +89,19 @@ class LruPool(Generic[_K, _V]):
         self.weight = 0
 
 
-class RecentKeys(Generic[_K]):
-    """The last ``limit`` distinct keys seen: says whether a key is new.
+class RecentKeys(Lru[_K, bool]):
+    """The last ``count`` distinct keys seen: says whether a key is new.
 
     What the mount logs once per damaged object: a kernel that retries a failing read,
     or a listing asked for a hundred times, adds no line after the first.
     """
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._seen: OrderedDict[_K, None] = OrderedDict()
-
     def first_time(self, key: _K) -> bool:
         if self.seen(key):
             return False
-        self.add(key)
+        self.add(key, True)
         return True
 
     def seen(self, key: _K) -> bool:
         """Whether ``key`` is among the last keys added (it becomes the most recent)."""
-        if key in self._seen:
-            self._seen.move_to_end(key)
-            return True
-        return False
-
-    def add(self, key: _K) -> None:
-        self._seen[key] = None
-        if len(self._seen) > self.limit:
-            self._seen.popitem(last=False)
+        return self.get(key) is not None

@@ -18,11 +18,9 @@ looking at it again asks the view, which raises.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import stat
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -35,7 +33,7 @@ from mountd.inodes import (
     instance_of,
     is_dir_ino,
 )
-from mountd.lru import WeightedLru
+from mountd.lru import Lru
 from mountd.sources import ObjectSources
 from store import (
     CorruptObjectError,
@@ -58,6 +56,7 @@ log = logging.getLogger(__name__)
 ROOT_INODE = 1
 _HEADER_BATCH = 128  # file headers read in one index snapshot while listing
 _DIR_NODES = 1 << 14  # directory instances kept decoded: about 200 bytes each
+_DIRMETAS = 4096  # decoded dirmetas: a tree has few distinct ones
 TREE_CACHE_ENTRIES = 1 << 16  # entries of decoded trees kept: about 170 bytes each
 HEADER_CACHE_ENTRIES = 1 << 14  # file headers kept for lookups and reads: about 300 bytes
 MAX_FILE_SIZE = (1 << 63) - 1  # what st_size (off_t) holds; a record may claim more
@@ -121,9 +120,13 @@ class TreeView:
         self.instances = InstanceTable()
         self.sources = ObjectSources(repo)
         self._roots: dict[int, DirNode] = {}
-        self._dir_nodes: OrderedDict[int, DirNode] = OrderedDict()
-        self._trees = WeightedLru(repo.read_dirtree, _tree_entries, TREE_CACHE_ENTRIES)
-        self._headers = WeightedLru(repo.read_file_header, lambda _: 1, HEADER_CACHE_ENTRIES)
+        self._dir_nodes: Lru[int, DirNode] = Lru(_DIR_NODES)
+        # Trees weigh their entries: a budget of entries, however many trees that is.
+        self._trees: Lru[ObjectId, DirTree] = Lru(TREE_CACHE_ENTRIES, TREE_CACHE_ENTRIES)
+        self._headers: Lru[ObjectId, tuple[FileHeader, int]] = Lru(HEADER_CACHE_ENTRIES)
+        self._dirmetas: Lru[ObjectId, DirMeta] = Lru(_DIRMETAS)  # few distinct in a tree
+        # Listings' stat batches: a few directories being listed at once.
+        self._stat_batches: Lru[tuple[ObjectId, int], list[FileStat | SapwoodError]] = Lru(64)
         self.root = self._add_root(root, time_ns, synthetic=None if root else ("root", ""))
 
     def _add_root(
@@ -166,14 +169,10 @@ class TreeView:
         node = self._roots.get(instance)
         if node is None:
             node = self._dir_nodes.get(instance)
-            if node is not None:
-                self._dir_nodes.move_to_end(instance)
         return node
 
     def _keep(self, node: DirNode) -> DirNode:
-        self._dir_nodes[node.instance] = node
-        if len(self._dir_nodes) > _DIR_NODES:
-            self._dir_nodes.popitem(last=False)
+        self._dir_nodes.add(node.instance, node)
         return node
 
     def _subdir(self, parent: DirNode, tree: DirTree, position: int) -> DirNode:
@@ -198,17 +197,18 @@ class TreeView:
 
     # ----- cached objects ------------------------------------------------------------------
     def _tree(self, tree_id: ObjectId) -> DirTree:
-        return self._trees.get(tree_id)
+        return self._trees.get_or_make(tree_id, self.repo.read_dirtree, _tree_entries)
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - few distinct dirmetas in a tree
     def _dirmeta(self, meta_id: ObjectId) -> DirMeta:
-        return self.repo.read_dirmeta(meta_id)
+        return self._dirmetas.get_or_make(meta_id, self.repo.read_dirmeta)
 
     def _header(self, file_id: ObjectId) -> tuple[FileHeader, int]:
-        return self._headers.get(file_id)
+        return self._headers.get_or_make(file_id, self.repo.read_file_header)
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - bounded: a few batches being listed
     def _file_stats(self, tree_id: ObjectId, start: int) -> list[FileStat | SapwoodError]:
+        return self._stat_batches.get_or_make((tree_id, start), self._read_file_stats)
+
+    def _read_file_stats(self, batch: tuple[ObjectId, int]) -> list[FileStat | SapwoodError]:
         """Stats of the files ``start`` to ``start + _HEADER_BATCH`` of a tree, or for a
         file whose record cannot be read, why.
 
@@ -216,6 +216,7 @@ class TreeView:
         each file's header once. A batch with a damaged record is read again file by
         file, so that the damage is that file's alone.
         """
+        tree_id, start = batch
         files = self._tree(tree_id).files[start : start + _HEADER_BATCH]
         ids = [file_id for _, file_id in files]
         try:

@@ -1,8 +1,8 @@
-"""The weight-bounded LRU behind the view's caches."""
+"""The one weight-bounded LRU behind every cache of the mount."""
 
 from __future__ import annotations
 
-from mountd.lru import LruPool, RecentKeys, WeightedLru
+from mountd.lru import Lru, RecentKeys
 
 
 def test_values_leave_oldest_first_when_the_weight_passes_the_budget() -> None:
@@ -12,30 +12,30 @@ def test_values_leave_oldest_first_when_the_weight_passes_the_budget() -> None:
         computed.append(key)
         return [key] * key  # weighs its key
 
-    cache = WeightedLru(compute, len, budget=10)
+    cache: Lru[int, list[int]] = Lru(count=100, budget=10)
     for key in (4, 3, 2):
-        cache.get(key)
-    cache.get(4)  # used again: now the newest
-    cache.get(5)  # 4 + 2 + 5 > 10: 3 goes, then 2
+        cache.get_or_make(key, compute, len)
+    cache.get_or_make(4, compute, len)  # used again: now the newest
+    cache.get_or_make(5, compute, len)  # 4 + 2 + 5 > 10: 3 goes, then 2
     assert cache.weight == 9
-    cache.get(4)
-    cache.get(5)
+    cache.get_or_make(4, compute, len)
+    cache.get_or_make(5, compute, len)
     assert computed == [4, 3, 2, 5]  # 4 and 5 stayed
-    cache.get(3)
+    cache.get_or_make(3, compute, len)
     assert computed[-1] == 3 and cache.weight <= 10
 
 
 def test_the_newest_value_stays_however_heavy() -> None:
-    cache = WeightedLru(lambda key: b"x" * key, len, budget=10)
-    assert cache.get(100) == b"x" * 100
+    cache: Lru[int, bytes] = Lru(count=100, budget=10)
+    assert cache.get_or_make(100, lambda key: b"x" * key, len) == b"x" * 100
     assert cache.weight == 100
-    cache.get(1)
+    cache.get_or_make(1, lambda key: b"x" * key, len)
     assert cache.weight == 1
 
 
 def test_a_pool_keeps_within_its_count_and_weight_and_drops_what_it_evicts() -> None:
     dropped: list[str] = []
-    pool: LruPool[str, str] = LruPool(count=3, budget=10, drop=dropped.append)
+    pool: Lru[str, str] = Lru(count=3, budget=10, drop=dropped.append)
     for key, weight in (("a", 4), ("b", 4), ("c", 1)):
         pool.add(key, key.upper(), weight)
     assert pool.get("a") == "A"  # now the newest
