@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 
-from mountd.lru import LruPool, RecentKeys
+from mountd.lru import Lru, RecentKeys
 from store import ContentCheck, ObjectId, Repository, SapwoodError
 
 _OPEN_FILES = 256  # object files kept open (uncompressed modes)
@@ -54,10 +54,10 @@ class ObjectSources:
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self._shown: LruPool[int, ObjectId] = LruPool(_SHOWN, _SHOWN, _forget)
-        self._files: LruPool[ObjectId, int] = LruPool(_OPEN_FILES, _OPEN_FILES, os.close)
-        self._small: LruPool[ObjectId, bytes] = LruPool(_KEPT_BYTES, _KEPT_BYTES, _forget)
-        self._spools: LruPool[ObjectId, int] = LruPool(_SPOOLS, _SPOOL_BYTES, os.close)
+        self._shown: Lru[int, ObjectId] = Lru(_SHOWN, _SHOWN, _forget)
+        self._files: Lru[ObjectId, int] = Lru(_OPEN_FILES, _OPEN_FILES, os.close)
+        self._small: Lru[ObjectId, bytes] = Lru(_KEPT_BYTES, _KEPT_BYTES, _forget)
+        self._spools: Lru[ObjectId, int] = Lru(_SPOOLS, _SPOOL_BYTES, os.close)
         self._verified: RecentKeys[int] = RecentKeys(_VERIFIED)
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
         self._spool_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -173,5 +173,5 @@ class ObjectSources:
             while chunk := os.pread(fd, min(_CHUNK, size + 1 - check.seen), check.seen):
                 check.update(chunk)
         check.require()
-        self._verified.add(key)
+        self._verified.add(key, True)
         return whole
