@@ -9,7 +9,7 @@ APT_PACKAGES := python3-venv python3-dev gcc patch fuse3 libfuse3-dev pkg-config
 	ostree borgbackup restic
 STAMP := $(VENV)/.installed
 
-.PHONY: setup apt demo test test-long lint typecheck unit bench clean
+.PHONY: setup apt demo test test-long lint typecheck docs unit bench clean
 
 setup: $(STAMP)
 
@@ -40,7 +40,13 @@ typecheck: setup
 unit: setup
 	$(VENV)/bin/pytest -q
 
-test: lint typecheck unit
+# The API reference of `import sapwood` (docs/api.md is the guide), built by pdoc from the
+# docstrings into build/docs/; any warning of pdoc fails the target.
+docs: setup
+	rm -rf build/docs
+	$(PY) scripts/api_docs.py build/docs
+
+test: lint typecheck docs unit
 
 # Long stress and crash runs, not part of `make test`.
 test-long: setup
