@@ -80,6 +80,8 @@ class CheckoutError(SapwoodError):
 
 @dataclass
 class CheckoutOptions:
+    """How to check out: hardlinks or copies, user mode, union modes, a subpath."""
+
     user_mode: bool = False  # -U: owned by the caller, no setuid/setgid, no xattrs
     copy: bool = False  # -C: never hardlink
     require_hardlinks: bool = False  # -H: never fall back to copying
@@ -92,6 +94,8 @@ class CheckoutOptions:
 
 @dataclass
 class CheckoutStats:
+    """What a checkout made: hardlinks, copies, symlinks, directories, removals."""
+
     hardlinks: int = 0
     copies: int = 0
     symlinks: int = 0

@@ -1,17 +1,19 @@
 """Making a commit from layers: directories, tar archives and existing commits.
 
-This is what ``sapwood commit`` runs. The ref moves by compare-and-swap against the
-value it had when the commit began, so two commits racing on one branch never lose
-one another's history silently: the later one fails and changes nothing.
+This is what ``sapwood.commit`` and ``sapwood commit`` run. The ref moves by
+compare-and-swap against the value it had when the commit began, so two commits
+racing on one branch never lose one another's history silently: the later one fails
+and changes nothing.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from fs.options import ContentOptions
 from fs.scan import DirScanner, Progress
@@ -32,32 +34,82 @@ from store import (
 )
 
 log = logging.getLogger(__name__)
-LayerKind = Literal["dir", "tar", "ref"]
 DEFAULT_DIR_MODE = 0o40755
+
+
+class LayerKind(enum.StrEnum):
+    """What a :class:`Layer` reads: a directory, a tar archive, or an existing commit."""
+
+    DIR = "dir"
+    TAR = "tar"
+    REF = "ref"
+
+
+class NoParent(enum.Enum):
+    """The type of :data:`NO_PARENT`: a commit that starts a new history."""
+
+    NO_PARENT = "no parent"
+
+
+NO_PARENT = NoParent.NO_PARENT
+"""As a commit's ``parent``: make a root commit, whatever the branch held before."""
 
 
 @dataclass(frozen=True)
 class Layer:
+    """One layer of a commit's tree; layers are overlaid in order, later ones winning.
+
+    Build them with :meth:`directory`, :meth:`tar` or :meth:`commit`. ``source`` is the
+    path of a DIR or TAR layer, or the revision (a ref, id or prefix, REV^ ...) of a
+    REF layer.
+    """
+
     kind: LayerKind
-    source: str
+    source: Path | str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", LayerKind(self.kind))  # "dir" is LayerKind.DIR
 
     @classmethod
-    def parse(cls, spec: str) -> Layer:
-        """``dir=PATH``, ``tar=PATH`` or ``ref=REV`` as in --tree."""
-        kind, sep, source = spec.partition("=")
-        if not sep or kind not in ("dir", "tar", "ref") or not source:
-            raise UsageError(f"--tree={spec}: expected dir=PATH, tar=PATH or ref=REV")
-        return cls(kind, source)  # type: ignore[arg-type]
+    def directory(cls, path: Path | str) -> Layer:
+        """A directory, scanned (regular files, symlinks and directories only)."""
+        return cls(LayerKind.DIR, Path(path))
+
+    @classmethod
+    def tar(cls, path: Path | str) -> Layer:
+        """A tar archive (optionally gzip, bzip2, xz or zstd compressed), never unpacked."""
+        return cls(LayerKind.TAR, Path(path))
+
+    @classmethod
+    def commit(cls, rev: str) -> Layer:
+        """The tree of an existing commit of the repository, named by ``rev``."""
+        return cls(LayerKind.REF, rev)
+
+
+class NothingToCommitError(UsageError):
+    """A commit was asked for with no layer at all."""
+
+
+class PartialCommitError(ObjectMissingError):
+    """A REF layer names a commit that is partial: objects it needs were deleted (by
+    fsck with delete), so its trees cannot be reused until it is committed again."""
+
+    def __init__(self, message: str = "", *, rev: str = "", commit_id: ObjectId | None = None):
+        super().__init__(message or f"{rev}: commit is partial", object_id=commit_id)
+        self.rev = rev
+        self.commit_id = commit_id
 
 
 @dataclass
 class CommitRequest:
+    """Everything a commit is made of; :func:`make_commit` makes it."""
+
     branch: str
-    layers: list[Layer]
+    layers: Sequence[Layer]
     subject: str = ""
     body: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    parent: str | None = None  # a REV, "none", or None for the branch's head
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    parent: ObjectId | NoParent | None = None  # None: the branch's head
     timestamp: int | None = None
     skip_if_unchanged: bool = False
     options: ContentOptions = field(default_factory=ContentOptions)
@@ -65,23 +117,31 @@ class CommitRequest:
 
 @dataclass
 class CommitStats:
+    """What a commit cost: how many files were read, how many the stat cache spared."""
+
     files_read: int = 0  # regular files whose content was read
     cache_hits: int = 0  # regular files the stat cache vouched for
 
 
 @dataclass(frozen=True)
 class CommitResult:
+    """The commit made (or, when ``created`` is False, the unchanged parent kept)."""
+
     commit_id: ObjectId
-    created: bool  # False when --skip-if-unchanged found nothing to commit
+    created: bool  # False when skip_if_unchanged found nothing to commit
     stats: CommitStats
 
 
 def make_commit(
     repo: Repository, request: CommitRequest, progress: Progress | None = None
 ) -> CommitResult:
+    """Commit the request's layers and move its branch to the new commit.
+
+    ``progress`` is called with the number of files scanned so far.
+    """
     check_ref_name(request.branch)
     if not request.layers:
-        raise UsageError("nothing to commit: give a PATH or --tree=dir=|tar=|ref=")
+        raise NothingToCommitError("nothing to commit: no layers given")
     started_ns = time.time_ns()
     head = repo.refs().get(request.branch)
     parent = _parent(repo, request.parent, head)
@@ -132,12 +192,15 @@ def _check_commit_fields(request: CommitRequest, parent: ObjectId | None, timest
         raise UsageError(str(exc)) from None
 
 
-def _parent(repo: Repository, parent: str | None, head: ObjectId | None) -> ObjectId | None:
+def _parent(
+    repo: Repository, parent: ObjectId | NoParent | None, head: ObjectId | None
+) -> ObjectId | None:
     if parent is None:
         return head
-    if parent == "none":
+    if parent is NO_PARENT:
         return None
-    return rev_parse(repo, parent)
+    repo.read_commit(parent)  # a commit of this repository, or ObjectMissingError now
+    return parent
 
 
 def _apply_layer(
@@ -150,19 +213,22 @@ def _apply_layer(
     progress: Progress | None,
     stats: CommitStats,
 ) -> None:
-    if layer.kind == "dir":
+    if layer.kind is LayerKind.DIR:
         scanner = DirScanner(repo, txn, options, started_ns, progress)
         scanner.scan(Path(layer.source), root)
         stats.files_read += scanner.files_read
         stats.cache_hits += scanner.cache_hits
-    elif layer.kind == "tar":
+    elif layer.kind is LayerKind.TAR:
         TarImporter(txn, options).load(Path(layer.source), root)
     else:
-        source_id = rev_parse(repo, layer.source)
+        rev = str(layer.source)
+        source_id = rev_parse(repo, rev)
         if repo.is_partial(source_id):  # its trees would be reused without their files
-            raise ObjectMissingError(
-                f"--tree=ref={layer.source}: commit {source_id.hex()} is partial (fsck "
-                "--delete removed objects it needs); commit its tree again to repair it"
+            raise PartialCommitError(
+                f"{rev}: commit {source_id.hex()} is partial (objects it needs were "
+                "deleted); commit its tree again to repair it",
+                rev=rev,
+                commit_id=source_id,
             )
         source = repo.read_commit(source_id)
         root.overlay(MutableDir.from_existing(repo, DirEntry(source.tree, source.meta)))

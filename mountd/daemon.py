@@ -32,7 +32,7 @@ from fs.mounts import MountEntry, mounted_at
 from mountd.fuse_ops import NO_OPEN_PASSES_INODE, SapwoodOperations
 from mountd.repo_view import RepositoryView
 from mountd.view import CommitView, TreeView, ViewOptions
-from store import ObjectId, Repository, SapwoodError, UsageError
+from store import MountError, ObjectId, Repository, SapwoodError, UsageError
 
 log = logging.getLogger(__name__)
 SAPWOOD_OPTIONS = {"user_owned", "with_open"}  # ours, with logfile=; the rest go to libfuse
@@ -43,10 +43,6 @@ SAPWOOD_FSTYPE = "fuse.sapwood"
 SAPWOOD_SOURCE = "sapwood"
 MAPPED_BUDGET = 40 << 20  # file-backed resident memory (libraries and the index map)
 _MAPPED_CHECK_SECONDS = 0.25
-
-
-class MountError(SapwoodError):
-    """The mount could not be made."""
 
 
 def is_sapwood(entry: MountEntry) -> bool:
@@ -158,8 +154,8 @@ async def _stop_on_signals(scope: trio.CancelScope) -> None:
             return
 
 
-def start_in_background(serve_mount: Callable[[], None], mountpoint: Path) -> None:
-    """Run ``serve_mount`` in a forked, detached child; return once it has mounted.
+def start_in_background(serve_mount: Callable[[], None], mountpoint: Path) -> int:
+    """Run ``serve_mount`` in a forked, detached child; return its pid once it has mounted.
 
     Forking (rather than starting a new interpreter) saves the child's start-up and
     imports: `sapwood mount` returns in about half the time. The caller must hold no
@@ -171,6 +167,7 @@ def start_in_background(serve_mount: Callable[[], None], mountpoint: Path) -> No
         if child == 0:
             _run_detached(serve_mount, log_file)
         _wait_for_mount(child, mountpoint, log_file)
+    return child
 
 
 def quiet_stderr() -> None:

@@ -13,6 +13,7 @@ from store.errors import (
     InvalidNameError,
     InvalidRefNameError,
     ModePolicyError,
+    MountError,
     NoSuchAttributeError,
     NotADirectoryInTreeError,
     ObjectMissingError,
@@ -56,6 +57,7 @@ from store.repo import Repository
 from store.revs import history, rev_parse
 from store.transaction import SMALL_FILE, Transaction
 from store.trees import (
+    Change,
     Node,
     children,
     diff_trees,
@@ -76,6 +78,7 @@ __all__ = [
     "SMALL_FILE",
     "U32_MAX",
     "AmbiguousRevError",
+    "Change",
     "Commit",
     "ContentCheck",
     "CorruptObjectError",
@@ -90,6 +93,7 @@ __all__ = [
     "InvalidNameError",
     "InvalidRefNameError",
     "ModePolicyError",
+    "MountError",
     "MutableDir",
     "NoSuchAttributeError",
     "Node",

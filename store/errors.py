@@ -7,6 +7,12 @@ adapter maps these classes to errno values.
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from store.ids import ObjectId
+
 
 class SapwoodError(Exception):
     """Base of every error sapwood raises on purpose."""
@@ -15,7 +21,11 @@ class SapwoodError(Exception):
 
 
 class RepoNotFoundError(SapwoodError):
-    """The path is not a sapwood repository."""
+    """The path is not a sapwood repository (``path`` None: no repository was named)."""
+
+    def __init__(self, message: str = "", *, path: str | os.PathLike[str] | None = None):
+        super().__init__(message or f"{path}: not a sapwood repository")
+        self.path = path
 
     exit_code = 2
 
@@ -39,15 +49,27 @@ class InvalidRefNameError(SapwoodError):
 
 
 class RefNotFoundError(SapwoodError):
-    """No ref, commit id or prefix matches a revision."""
+    """No ref, commit id or prefix matches a revision (``rev``: what was asked for)."""
+
+    def __init__(self, message: str = "", *, rev: str = ""):
+        super().__init__(message or f"{rev}: no such ref or commit")
+        self.rev = rev
 
 
 class AmbiguousRevError(SapwoodError):
-    """An id prefix matches more than one commit."""
+    """An id prefix matches more than one commit (``prefix``)."""
+
+    def __init__(self, message: str = "", *, prefix: str = ""):
+        super().__init__(message or f"{prefix}: matches several commits")
+        self.prefix = prefix
 
 
 class RefExistsError(SapwoodError):
-    """A ref that should be new already exists."""
+    """A ref that should be new already exists (``name``)."""
+
+    def __init__(self, message: str = "", *, name: str = ""):
+        super().__init__(message or f"ref {name!r} exists")
+        self.name = name
 
 
 class RefTargetError(SapwoodError):
@@ -55,15 +77,41 @@ class RefTargetError(SapwoodError):
 
 
 class RefConflictError(SapwoodError):
-    """A compare-and-swap ref update found another value than expected."""
+    """A compare-and-swap ref update found another value than expected.
+
+    ``name`` is the ref, ``expected`` the target the caller assumed and ``actual`` the
+    one found (None: no such ref).
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        name: str = "",
+        expected: ObjectId | None = None,
+        actual: ObjectId | None = None,
+    ):
+        super().__init__(message or f"ref {name!r} moved while it was being updated")
+        self.name = name
+        self.expected = expected
+        self.actual = actual
 
 
 class ObjectMissingError(SapwoodError):
-    """An object the repository should hold is absent."""
+    """An object the repository should hold is absent (``object_id``, when known)."""
+
+    def __init__(self, message: str = "", *, object_id: ObjectId | None = None):
+        super().__init__(message or f"object {_hex(object_id)} is missing")
+        self.object_id = object_id
 
 
 class CorruptObjectError(SapwoodError):
-    """An object's bytes do not match its id or do not decode canonically."""
+    """An object's bytes do not match its id or do not decode canonically
+    (``object_id``, when known: bytes being decoded may not have one yet)."""
+
+    def __init__(self, message: str = "", *, object_id: ObjectId | None = None):
+        super().__init__(message or f"object {_hex(object_id)} is corrupt")
+        self.object_id = object_id
 
 
 class FormatError(CorruptObjectError):
@@ -71,7 +119,11 @@ class FormatError(CorruptObjectError):
 
 
 class UnsupportedFileTypeError(SapwoodError):
-    """A source tree holds a device node, fifo or socket."""
+    """A source tree holds a device node, fifo or socket (``path``, as in the source)."""
+
+    def __init__(self, message: str = "", *, path: str | os.PathLike[str] | None = None):
+        super().__init__(message or f"{path}: not a regular file, symlink or directory")
+        self.path = path
 
 
 class SourceError(SapwoodError):
@@ -87,7 +139,11 @@ class PermissionDeniedError(SapwoodError):
 
 
 class PathNotFoundError(SapwoodError):
-    """A path does not exist inside a commit."""
+    """A path does not exist inside a commit (``path``, as asked for)."""
+
+    def __init__(self, message: str = "", *, path: str = ""):
+        super().__init__(message or f"{path}: no such file or directory in the commit")
+        self.path = path
 
 
 class NotADirectoryInTreeError(PathNotFoundError):
@@ -116,5 +172,13 @@ class ReadOnlyRepositoryError(PermissionDeniedError):
     """A write was asked of a repository this process may only read."""
 
 
+class MountError(SapwoodError):
+    """A mount could not be made or removed; the message is the daemon's or libfuse's."""
+
+
 class UnsafeToPruneError(SapwoodError):
     """Prune could not read everything that is reachable, so it deletes nothing."""
+
+
+def _hex(object_id: bytes | None) -> str:
+    return object_id.hex() if object_id is not None else "(unknown)"

@@ -34,6 +34,8 @@ _PARALLEL_ABOVE = 4096  # fewer files than this are checked in-process (no spawn
 
 @dataclass(frozen=True)
 class Problem:
+    """One damaged or missing object, and the commits that need it."""
+
     object_id: ObjectId
     message: str
     needed_by: tuple[ObjectId, ...] = ()
@@ -49,6 +51,8 @@ class Problem:
 
 @dataclass
 class FsckReport:
+    """What fsck checked and found; ``problems`` and ``partial`` are empty when sound."""
+
     commits: int = 0
     metadata_objects: int = 0
     file_objects: int = 0
@@ -69,6 +73,12 @@ def fsck(
     delete: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> FsckReport:
+    """Re-hash and decode what the refs need (every object with ``all_objects``).
+
+    With ``delete``, corrupt objects are removed and the commits that need them marked
+    partial (a new commit of the same content repairs them). ``progress`` is called
+    with the number of objects checked so far.
+    """
     with repo.lock(exclusive=delete), repo.index.reader() as reader:
         report = FsckReport()
         roots = _roots(reader, all_objects)

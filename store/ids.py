@@ -46,6 +46,7 @@ def digest(data: bytes) -> ObjectId:
 
 
 def to_hex(object_id: bytes) -> str:
+    """The 64 lower-case hex digits of an object id."""
     return object_id.hex()
 
 

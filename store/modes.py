@@ -19,6 +19,11 @@ _UNSAFE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH
 
 
 class RepoMode(enum.Enum):
+    """How objects are kept on disk, as OSTree's modes: BARE (real owners and modes;
+    needs root), BARE_USER (owned by the user, the real metadata in an xattr),
+    BARE_USER_ONLY (no xattrs; refuses setuid and world-writable files) and ARCHIVE
+    (compressed, servable over plain HTTP)."""
+
     BARE = "bare"
     BARE_USER = "bare-user"
     BARE_USER_ONLY = "bare-user-only"

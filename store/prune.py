@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PruneReport:
+    """What prune deleted (or, with ``dry_run``, would delete)."""
+
     total_objects: int = 0
     commits: list[ObjectId] = field(default_factory=list)  # commits removed
     objects: int = 0  # objects removed, commits included
@@ -53,6 +55,10 @@ def prune(
     delete_commits: tuple[ObjectId, ...] = (),
     dry_run: bool = False,
 ) -> PruneReport:
+    """Delete the objects that no root commit needs. The roots are every commit, or with
+    ``refs_only`` the refs' histories (``depth`` parents each; -1: all); less commits
+    older than ``keep_younger_than`` (never a ref's head) and ``delete_commits``.
+    Takes the repository lock exclusively; ``dry_run`` deletes nothing."""
     with repo.lock(exclusive=True):
         with repo.index.reader() as reader:
             roots = _roots(reader, refs_only, depth, keep_younger_than, delete_commits)

@@ -52,6 +52,8 @@ _DECODERS: dict[ObjectType, Callable[[bytes], object]] = {
 
 @dataclass
 class RebuildReport:
+    """What rebuild_index indexed, skipped and moved aside."""
+
     objects: int = 0  # objects indexed again
     refs: int = 0
     skipped: list[str] = field(default_factory=list)  # object files left out, and why

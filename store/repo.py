@@ -182,7 +182,9 @@ class Repository:
         with self.index.reader() as reader:
             record = reader.object(object_id)
         if record is None:
-            raise ObjectMissingError(f"{kind.suffix} object {object_id.hex()} is missing")
+            raise ObjectMissingError(
+                f"{kind.suffix} object {object_id.hex()} is missing", object_id=object_id
+            )
         if record.kind is not kind:
             raise CorruptObjectError(
                 f"object {object_id.hex()} is a {record.kind.suffix}, not a {kind.suffix}"

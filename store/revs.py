@@ -32,7 +32,7 @@ def rev_parse(repo: Repository, rev: str) -> ObjectId:
     for _ in range(steps):
         parent = repo.read_commit(commit_id).parent
         if parent is None:
-            raise RefNotFoundError(f"{rev}: commit {commit_id.hex()[:12]} has no parent")
+            raise RefNotFoundError(f"{rev}: commit {commit_id.hex()[:12]} has no parent", rev=rev)
         _no_loop(seen, parent)
         commit_id = parent
     return commit_id
@@ -68,7 +68,7 @@ def _split_suffixes(rev: str) -> tuple[str, int]:
         steps += _generations(rev, rev[start:end])
         end = start - 1
         if steps > MAX_GENERATIONS:
-            raise RefNotFoundError(f"{rev}: more than {MAX_GENERATIONS} generations back")
+            raise RefNotFoundError(f"{rev}: more than {MAX_GENERATIONS} generations back", rev=rev)
     return rev[:end], steps
 
 
@@ -76,13 +76,15 @@ def _generations(rev: str, digits: str) -> int:
     if not digits:
         return 1
     if len(digits.lstrip("0")) > len(str(MAX_GENERATIONS)):
-        raise RefNotFoundError(f"{rev}: more than {MAX_GENERATIONS} generations back")
+        raise RefNotFoundError(f"{rev}: more than {MAX_GENERATIONS} generations back", rev=rev)
     return int(digits)
 
 
 def _resolve_base(repo: Repository, base: str, rev: str) -> ObjectId:
     if not base:
-        raise RefNotFoundError("empty revision: give a ref, a commit id or a prefix of one")
+        raise RefNotFoundError(
+            "empty revision: give a ref, a commit id or a prefix of one", rev=rev
+        )
     with repo.index.reader() as reader:
         if is_full_hex(base):
             commit_id = ObjectId(bytes.fromhex(base.lower()))
@@ -93,7 +95,7 @@ def _resolve_base(repo: Repository, base: str, rev: str) -> ObjectId:
             if ref is not None:
                 return ref
             what = "no commit" if record is None else f"a {record.kind.suffix}, not a commit:"
-            raise RefNotFoundError(f"{what} {base} in this repository")
+            raise RefNotFoundError(f"{what} {base} in this repository", rev=rev)
         ref = reader.ref(base) if _may_be_ref(base) else None
         if ref is not None:
             return ref
@@ -103,9 +105,9 @@ def _resolve_base(repo: Repository, base: str, rev: str) -> ObjectId:
                 return matches[0]
             if len(matches) > 1:
                 raise AmbiguousRevError(
-                    f"{base}: id prefix matches several commits; type more digits"
+                    f"{base}: id prefix matches several commits; type more digits", prefix=base
                 )
-    raise RefNotFoundError(f"{rev}: no such ref or commit")
+    raise RefNotFoundError(f"{rev}: no such ref or commit", rev=rev)
 
 
 def _may_be_ref(name: str) -> bool:

@@ -23,10 +23,12 @@ class Node:
 
     @property
     def is_dir(self) -> bool:
+        """Whether this node is a directory (``dir`` set) rather than a file object."""
         return self.dir is not None
 
 
 def root_node(repo: Repository, commit_id: ObjectId) -> Node:
+    """The root directory of a commit, as a Node whose path is "/"."""
     commit = repo.read_commit(commit_id)
     return Node(b"/", dir=DirEntry(commit.tree, commit.meta))
 
@@ -40,10 +42,12 @@ def lookup(repo: Repository, commit_id: ObjectId, path: str) -> Node:
     node = root_node(repo, commit_id)
     for name in split_path(path):
         if node.dir is None:
-            raise NotADirectoryInTreeError(f"{path}: {show_path(node.path)} is not a directory")
+            raise NotADirectoryInTreeError(
+                f"{path}: {show_path(node.path)} is not a directory", path=path
+            )
         found = find_child(repo.read_dirtree(node.dir.tree), name)
         if found is None:
-            raise PathNotFoundError(f"{path}: no such file or directory in the commit")
+            raise PathNotFoundError(f"{path}: no such file or directory in the commit", path=path)
         file_id, entry = found
         node = Node(_join(node.path, name), file=file_id, dir=entry)
     return node
@@ -100,8 +104,24 @@ def walk(repo: Repository, node: Node) -> Iterator[Node]:
             stack.append(iter(children(repo, current)))
 
 
-def diff_trees(repo: Repository, old: Node, new: Node) -> Iterator[tuple[str, bytes]]:
-    """('A'|'M'|'D', path) for every difference between two directory nodes, by path.
+class Change(NamedTuple):
+    """One difference between two trees, at ``path``.
+
+    ``kind`` is "A" (added: ``old`` is None), "D" (deleted: ``new`` is None) or "M"
+    (modified: both set; a directory whose metadata changed, a file whose object
+    changed, or an entry that changed type). An added or deleted directory is one
+    change: walk ``change.new`` (or ``change.old``) to see its contents. Unpacking as
+    ``kind, path, *_ = change`` works as with the (kind, path) pairs of before.
+    """
+
+    kind: str
+    path: bytes
+    old: Node | None
+    new: Node | None
+
+
+def diff_trees(repo: Repository, old: Node, new: Node) -> Iterator[Change]:
+    """A :class:`Change` for every difference between two directory nodes, by path.
 
     Unchanged subtrees (same dirtree id) are never read. Iterative, like walk().
     """
@@ -123,7 +143,7 @@ class _Descend(NamedTuple):
     new: Node
 
 
-def _diff_level(repo: Repository, old: Node, new: Node) -> Iterator[tuple[str, bytes] | _Descend]:
+def _diff_level(repo: Repository, old: Node, new: Node) -> Iterator[Change | _Descend]:
     """The changes of one directory pair, in path order; a pair of subdirectories to
     compare stands where their changes belong."""
     assert old.dir is not None and new.dir is not None
@@ -134,12 +154,12 @@ def _diff_level(repo: Repository, old: Node, new: Node) -> Iterator[tuple[str, b
     for path in sorted(before.keys() | after.keys()):
         a, b = before.get(path), after.get(path)
         if a is None:
-            yield "A", path
+            yield Change("A", path, None, b)
         elif b is None:
-            yield "D", path
+            yield Change("D", path, a, None)
         elif a.dir is not None and b.dir is not None:
             if a.dir.meta != b.dir.meta:
-                yield "M", path
+                yield Change("M", path, a, b)
             yield _Descend(a, b)
         elif a.file != b.file:
-            yield "M", path
+            yield Change("M", path, a, b)

@@ -6,11 +6,25 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fs.commit import CommitRequest, Layer, make_commit
-from fs.options import ContentOptions, parse_skip_list, parse_statoverride
+from sapwood import (
+    NO_PARENT,
+    U32_MAX,
+    ContentOptions,
+    Layer,
+    NoParent,
+    NothingToCommitError,
+    ObjectId,
+    PartialCommitError,
+    Repository,
+    UsageError,
+    commit,
+    rev_parse,
+)
+from sapwood.cli.content_files import parse_skip_list, parse_statoverride
 from sapwood.cli.context import open_repo
 from sapwood.cli.output import Progress, parse_time
-from store import U32_MAX, UsageError
+
+_LAYER_KINDS = {"dir": Layer.directory, "tar": Layer.tar, "ref": Layer.commit}
 
 
 def owner_id(text: str) -> int:
@@ -101,26 +115,59 @@ def _options(args: argparse.Namespace) -> ContentOptions:
     )
 
 
+def _layer(spec: str) -> Layer:
+    """``dir=PATH``, ``tar=PATH`` or ``ref=REV``, as in --tree."""
+    kind, sep, source = spec.partition("=")
+    if not sep or kind not in _LAYER_KINDS or not source:
+        raise UsageError(f"--tree={spec}: expected dir=PATH, tar=PATH or ref=REV")
+    return _LAYER_KINDS[kind](source)
+
+
+def _parent(repo: Repository, text: str | None) -> ObjectId | NoParent | None:
+    if text is None:
+        return None
+    return NO_PARENT if text == "none" else rev_parse(repo, text)
+
+
 def cmd_commit(args: argparse.Namespace) -> int:
-    layers = [Layer.parse(spec) for spec in args.tree]
+    layers = [_layer(spec) for spec in args.tree]
     if args.path:
-        layers.append(Layer("dir", args.path))
-    request = CommitRequest(
-        branch=args.branch,
-        layers=layers,
-        subject=args.subject,
-        body=args.body,
-        metadata=_metadata(args.add_metadata_string),
-        parent=args.parent,
-        timestamp=parse_time(args.timestamp) if args.timestamp else None,
-        skip_if_unchanged=args.skip_if_unchanged,
-        options=_options(args),
-    )
+        layers.append(Layer.directory(args.path))
+    metadata = _metadata(args.add_metadata_string)
+    timestamp = parse_time(args.timestamp) if args.timestamp else None
+    options = _options(args)
     progress = Progress("committing")
     with open_repo(args) as repo:
         try:
-            result = make_commit(repo, request, progress)
+            result = commit(
+                repo,
+                args.branch,
+                layers,
+                subject=args.subject,
+                body=args.body,
+                metadata=metadata,
+                parent=_parent(repo, args.parent),
+                timestamp=timestamp,
+                skip_if_unchanged=args.skip_if_unchanged,
+                options=options,
+                progress=progress,
+            )
+        except NothingToCommitError:
+            raise NothingToCommitError(
+                "nothing to commit: give a PATH or --tree=dir=|tar=|ref="
+            ) from None
+        except PartialCommitError as exc:
+            raise PartialCommitError(
+                f"--tree=ref={exc.rev}: commit {_hex(exc.commit_id)} is partial (fsck "
+                "--delete removed objects it needs); commit its tree again to repair it",
+                rev=exc.rev,
+                commit_id=exc.commit_id,
+            ) from None
         finally:
             progress.close()
     print(result.commit_id.hex())
     return 0
+
+
+def _hex(object_id: ObjectId | None) -> str:
+    return object_id.hex() if object_id is not None else "?"

@@ -10,7 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fs.treediff import diff_dir
+from sapwood import (
+    Commit,
+    Node,
+    ObjectId,
+    PathNotFoundError,
+    Repository,
+    children,
+    diff_directory,
+    diff_trees,
+    history,
+    lookup,
+    rev_parse,
+    root_node,
+    walk,
+)
 from sapwood.cli.context import open_repo
 from sapwood.cli.output import (
     emit_json,
@@ -20,20 +34,6 @@ from sapwood.cli.output import (
     quote_path,
     show_bytes,
     text_lines,
-)
-from store import (
-    Commit,
-    Node,
-    ObjectId,
-    PathNotFoundError,
-    Repository,
-    children,
-    diff_trees,
-    history,
-    lookup,
-    rev_parse,
-    root_node,
-    walk,
 )
 
 
@@ -238,13 +238,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         old = root_node(repo, rev_parse(repo, args.old))
         if Path(args.new).is_dir():
-            changes = list(diff_dir(repo, old, Path(args.new)))
+            changes = list(diff_directory(repo, old, Path(args.new)))
         else:
             new = root_node(repo, rev_parse(repo, args.new))
             changes = list(diff_trees(repo, old, new))
     if args.json:
-        emit_json([{"change": kind, "path": show_bytes(path)} for kind, path in changes])
+        emit_json([{"change": c.kind, "path": show_bytes(c.path)} for c in changes])
     else:
-        for kind, path in changes:
-            print(f"{kind}    {quote_path(path)}")
+        for change in changes:
+            print(f"{change.kind}    {quote_path(change.path)}")
     return 0

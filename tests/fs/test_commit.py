@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
+from fs.commit import NO_PARENT, CommitRequest, Layer, make_commit
 from fs.options import ContentOptions, StatOverride
 from fs.statcache import RACY_MARGIN_NS
 from store import ModePolicyError, RepoMode, Repository
@@ -177,7 +177,7 @@ def test_parent_none_starts_a_new_history(user_repo: Repository, tmp_path: Path)
     source = tmp_path / "src"
     build_rich_tree(source)
     _commit(user_repo, Layer("dir", str(source)))
-    orphan = _commit(user_repo, Layer("dir", str(source)), parent="none")
+    orphan = _commit(user_repo, Layer("dir", str(source)), parent=NO_PARENT)
     assert user_repo.read_commit(bytes.fromhex(orphan)).parent is None  # type: ignore[arg-type]
 
 

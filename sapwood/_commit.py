@@ -1,0 +1,52 @@
+"""``sapwood.commit``: the keyword form of fs' commit request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from fs.commit import CommitRequest, CommitResult, Layer, NoParent, make_commit
+from fs.options import ContentOptions
+from store import ObjectId, Repository
+
+
+def commit(
+    repo: Repository,
+    branch: str,
+    source: Path | Sequence[Layer],
+    *,
+    subject: str = "",
+    body: str = "",
+    metadata: Mapping[str, str] | None = None,
+    parent: ObjectId | NoParent | None = None,
+    timestamp: int | None = None,
+    skip_if_unchanged: bool = False,
+    options: ContentOptions | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> CommitResult:
+    """Commit ``source`` (a directory, or layers overlaid in order) and move ``branch``.
+
+    ``parent`` None means the branch's current head (a root commit if it has none);
+    :data:`sapwood.NO_PARENT` makes a root commit whatever the branch holds; an
+    ObjectId names the parent commit. ``timestamp`` defaults to now (seconds since the
+    epoch). With ``skip_if_unchanged``, a tree equal to the parent's makes no commit:
+    the result then has ``created`` False and the parent's id. ``progress`` is called
+    with the number of files scanned so far.
+
+    The branch moves by compare-and-swap against the value it had when the commit
+    began: a concurrent commit to the same branch makes this one fail
+    (RefConflictError) rather than silently drop one of them.
+    """
+    layers = [Layer.directory(source)] if isinstance(source, Path) else list(source)
+    request = CommitRequest(
+        branch=branch,
+        layers=layers,
+        subject=subject,
+        body=body,
+        metadata=dict(metadata or {}),
+        parent=parent,
+        timestamp=timestamp,
+        skip_if_unchanged=skip_if_unchanged,
+        options=options if options is not None else ContentOptions(),
+    )
+    return make_commit(repo, request, progress)

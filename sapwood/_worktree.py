@@ -1,0 +1,50 @@
+"""Commits against real directories: ``sapwood.checkout`` and ``sapwood.diff_directory``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from fs.checkout import CheckoutOptions, CheckoutStats
+from fs.checkout import checkout as checkout_tree
+from fs.treediff import diff_dir
+from store import Change, Node, ObjectId, Repository, find_child
+
+
+def checkout(
+    repo: Repository, commit_id: ObjectId, dest: Path, options: CheckoutOptions | None = None
+) -> CheckoutStats:
+    """Check a commit out into ``dest``: hardlinks to the objects where the repository's
+    mode allows, verified copies elsewhere (see CheckoutOptions).
+
+    Without a union mode ``dest`` must not exist, and a failed checkout leaves none.
+    """
+    return checkout_tree(repo, commit_id, dest, options or CheckoutOptions())
+
+
+def diff_directory(repo: Repository, node: Node, path: Path) -> Iterator[Change]:
+    """A :class:`Change` for every difference between a commit's directory ``node`` and
+    the real directory ``path`` (is this checkout still what was committed?).
+
+    Types, file contents (re-hashed) and symlink targets are compared; ownership and
+    modes are not, as a user-mode checkout legitimately differs in both. ``change.old``
+    is the commit's node (None for "A": only in the directory); ``change.new`` is
+    always None, as the directory's side is not in the repository: ``change.path``
+    (relative to the commit's root, as ``node.path`` is) names it.
+    """
+    for kind, changed in diff_dir(repo, node, path):
+        old = None if kind == "A" else _below(repo, node, changed)
+        yield Change(kind, changed, old, None)
+
+
+def _below(repo: Repository, node: Node, path: bytes) -> Node:
+    """The node at ``path`` (a path diff_dir reported under ``node``)."""
+    prefix = node.path.rstrip(b"/")
+    current = node
+    for name in path[len(prefix) + 1 :].split(b"/"):
+        assert current.dir is not None
+        found = find_child(repo.read_dirtree(current.dir.tree), name)
+        assert found is not None, path
+        file_id, entry = found
+        current = Node(current.path.rstrip(b"/") + b"/" + name, file=file_id, dir=entry)
+    return current

@@ -1,0 +1,183 @@
+"""The public facade ``import sapwood``: documented, and enough to work end to end."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+
+import pytest
+
+import sapwood
+from fs.mounts import mounted_at
+
+
+def _documented(name: str) -> bool:
+    """A class or function has its own docstring (not a dataclass's generated
+    signature); any other name (a constant, an alias) is described in the module's."""
+    value = getattr(sapwood, name)
+    if inspect.isclass(value):
+        doc = value.__dict__.get("__doc__") or ""
+        return bool(doc.strip()) and not doc.startswith(f"{name}(")
+    if inspect.isfunction(value):
+        return bool((value.__doc__ or "").strip())
+    return f"``{name}``" in (sapwood.__doc__ or "")
+
+
+@pytest.mark.parametrize("name", sapwood.__all__)
+def test_every_public_name_is_documented(name: str) -> None:
+    assert _documented(name), f"sapwood.{name} has no docstring"
+
+
+def test_every_error_class_is_public() -> None:
+    errors = {
+        name
+        for name in sapwood.__all__
+        if inspect.isclass(getattr(sapwood, name))
+        and issubclass(getattr(sapwood, name), sapwood.SapwoodError)
+    }
+    stack = [sapwood.SapwoodError]
+    while stack:
+        cls = stack.pop()
+        stack += cls.__subclasses__()
+        layer = cls.__module__.split(".")[0]
+        if layer in {"store", "fs", "mountd", "sapwood"} and "cli" not in cls.__module__:
+            assert cls.__name__ in errors, f"{cls.__module__}.{cls.__name__} is not public"
+
+
+def test_importing_the_facade_loads_no_fuse() -> None:
+    """A library user without FUSE can import sapwood: mountd loads on first mount."""
+    code = "import sys, sapwood; print('pyfuse3' in sys.modules or 'trio' in sys.modules)"
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _tree(root: Path) -> None:
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("web1\n")
+    (root / "etc" / "motd").write_text("hello\n")
+    (root / "usr").mkdir()
+
+
+def test_commit_lookup_diff_checkout_fsck(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    _tree(source)
+    with sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER) as repo:
+        first = sapwood.commit(repo, "os/main", source, subject="one")
+        assert first.created and sapwood.rev_parse(repo, "os/main") == first.commit_id
+
+        (source / "etc" / "hostname").write_text("web2\n")
+        (source / "etc" / "motd").unlink()
+        (source / "usr" / "share").mkdir()
+        (source / "usr" / "share" / "doc").write_text("doc\n")
+        second = sapwood.commit(repo, "os/main", [sapwood.Layer.directory(source)])
+        assert sapwood.rev_parse(repo, "os/main^") == first.commit_id
+        assert repo.read_commit(second.commit_id).parent == first.commit_id
+
+        node = sapwood.lookup(repo, second.commit_id, "/etc/hostname")
+        assert node.file is not None and not node.is_dir
+        assert repo.read_file(node.file) == b"web2\n"
+
+        old = sapwood.root_node(repo, first.commit_id)
+        new = sapwood.root_node(repo, second.commit_id)
+        changes = list(sapwood.diff_trees(repo, old, new))
+        assert [(c.kind, c.path) for c in changes] == [
+            ("M", b"/etc/hostname"),
+            ("D", b"/etc/motd"),
+            ("M", b"/usr"),  # the directory's mtime-free meta is equal: its content
+            ("A", b"/usr/share"),
+        ] or [(c.kind, c.path) for c in changes] == [
+            ("M", b"/etc/hostname"),
+            ("D", b"/etc/motd"),
+            ("A", b"/usr/share"),
+        ]
+        added = next(c for c in changes if c.kind == "A")
+        assert added.old is None and added.new is not None and added.new.is_dir
+        assert [n.path for n in sapwood.walk(repo, added.new)] == [
+            b"/usr/share",
+            b"/usr/share/doc",
+        ]
+        deleted = next(c for c in changes if c.kind == "D")
+        assert deleted.new is None and deleted.old is not None and deleted.old.file is not None
+        kind, path, *_ = changes[0]
+        assert (kind, path) == ("M", b"/etc/hostname")
+
+        dest = tmp_path / "checkout"
+        stats = sapwood.checkout(repo, first.commit_id, dest)
+        assert stats.hardlinks + stats.copies == 2
+        assert (dest / "etc" / "hostname").read_text() == "web1\n"
+        assert list(sapwood.diff_directory(repo, old, dest)) == []
+        (dest / "etc" / "motd").write_text("changed\n")
+        (dest / "new").write_text("new\n")
+        found = list(sapwood.diff_directory(repo, old, dest))
+        assert [(c.kind, c.path) for c in found] == [("M", b"/etc/motd"), ("A", b"/new")]
+        assert found[0].old == sapwood.lookup(repo, first.commit_id, "/etc/motd")
+        assert found[1].old is None and found[1].new is None
+
+        assert sapwood.fsck(repo).problems == []
+
+
+def test_parent_and_skip_if_unchanged(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    _tree(source)
+    with sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER) as repo:
+        first = sapwood.commit(repo, "main", source)
+        same = sapwood.commit(repo, "main", source, skip_if_unchanged=True)
+        assert not same.created and same.commit_id == first.commit_id
+        root = sapwood.commit(repo, "main", source, parent=sapwood.NO_PARENT, subject="r")
+        assert repo.read_commit(root.commit_id).parent is None
+        child = sapwood.commit(repo, "other", source, parent=first.commit_id, timestamp=7)
+        assert repo.read_commit(child.commit_id).parent == first.commit_id
+        assert repo.read_commit(child.commit_id).timestamp == 7
+        layered = sapwood.commit(
+            repo, "layered", [sapwood.Layer.commit("main"), sapwood.Layer.directory(source)]
+        )
+        assert sapwood.Layer.commit("main").kind is sapwood.LayerKind.REF
+        assert repo.read_commit(layered.commit_id).tree == repo.read_commit(first.commit_id).tree
+        with pytest.raises(sapwood.ObjectMissingError) as missing:
+            sapwood.commit(repo, "main", source, parent=sapwood.ObjectId(b"\x01" * 32))
+        assert missing.value.object_id == b"\x01" * 32
+        with pytest.raises(sapwood.NothingToCommitError):
+            sapwood.commit(repo, "main", [])
+
+
+def test_errors_carry_their_facts(tmp_path: Path) -> None:
+    with pytest.raises(sapwood.RepoNotFoundError):
+        sapwood.Repository.open(tmp_path / "nowhere")
+    with sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER) as repo:
+        with pytest.raises(sapwood.RefNotFoundError) as unknown:
+            sapwood.rev_parse(repo, "os/main")
+        assert unknown.value.rev == "os/main"
+        source = tmp_path / "src"
+        _tree(source)
+        commit_id = sapwood.commit(repo, "main", source).commit_id
+        with pytest.raises(sapwood.PathNotFoundError) as absent:
+            sapwood.lookup(repo, commit_id, "/no/such")
+        assert absent.value.path == "/no/such"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.getuid() != 0, reason="root FUSE")
+def test_mount_is_a_context_manager(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    _tree(source)
+    repo_path, mountpoint = tmp_path / "repo", tmp_path / "mnt"
+    mountpoint.mkdir()
+    with sapwood.Repository.init(repo_path, sapwood.RepoMode.BARE_USER) as repo:
+        commit_id = sapwood.commit(repo, "main", source).commit_id
+    with sapwood.mount(repo_path, mountpoint, "main") as mounted:
+        assert mounted.commit_id == commit_id
+        assert mounted_at(mountpoint) is not None
+        assert (mountpoint / "etc" / "hostname").read_text() == "web1\n"
+        with pytest.raises(sapwood.MountPointError, match="already a mount point"):
+            sapwood.mount(repo_path, mountpoint)
+    assert mounted_at(mountpoint) is None
+    assert not (mountpoint / "etc").exists()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(mounted.pid, os.WNOHANG)  # the daemon was collected: no zombie
+    with pytest.raises(sapwood.MountPointError, match="would hide the repository"):
+        sapwood.mount(repo_path, repo_path)
+    with pytest.raises(sapwood.MountPointError, match="not a directory"):
+        sapwood.mount(repo_path, source / "etc" / "hostname")
