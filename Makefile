@@ -31,8 +31,8 @@ demo: setup
 	bash scripts/demo.sh
 
 lint: setup
-	$(VENV)/bin/ruff check sapwood store fs mountd tests benchmarks
-	$(VENV)/bin/ruff format --check sapwood store fs mountd tests benchmarks
+	$(VENV)/bin/ruff check sapwood store fs mountd tests benchmarks examples scripts
+	$(VENV)/bin/ruff format --check sapwood store fs mountd tests benchmarks examples scripts
 
 typecheck: setup
 	$(VENV)/bin/mypy
