@@ -157,6 +157,24 @@ def test_mypy_sees_sapwood_types_not_any(installed: Installed) -> None:
     assert 'Revealed type is "store.trees.Node"' in result.stdout
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="facade contract: Repository.set_ref(expected: object = store.ANY) accepts "
+    "anything, so a hex string passes mypy and fails at run time as 'ref moved'",
+)
+def test_mypy_refuses_a_wrong_expected_value_for_set_ref(installed: Installed) -> None:
+    probe = installed.work / "set_ref_probe.py"
+    probe.write_text(
+        "from pathlib import Path\n"
+        "import sapwood\n"
+        "with sapwood.Repository.open(Path('repo')) as repo:\n"
+        "    head = sapwood.rev_parse(repo, 'main')\n"
+        "    repo.set_ref('main', head, expected=head.hex())\n"
+    )
+    result = installed.mypy(probe)
+    assert result.returncode == 1, result.stdout
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 def test_the_example_program_does_the_three_examples(installed: Installed) -> None:
     repo, dist = installed.work / "repo", installed.work / "dist"
