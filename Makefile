@@ -9,7 +9,7 @@ APT_PACKAGES := python3-venv python3-dev gcc patch fuse3 libfuse3-dev pkg-config
 	ostree borgbackup restic
 STAMP := $(VENV)/.installed
 
-.PHONY: setup apt demo test test-long lint typecheck docs unit bench clean
+.PHONY: setup apt demo test test-long lint typecheck docs unit bench clean coverage
 
 setup: $(STAMP)
 
@@ -51,6 +51,19 @@ test: lint typecheck docs unit
 # Long stress and crash runs, not part of `make test`.
 test-long: setup
 	SAPWOOD_LONG=1 $(VENV)/bin/pytest -q
+
+# Which lines and branches the tests reach (sapwood processes the tests start included):
+# text report on stdout and in build/coverage/report.txt, html in build/coverage/html.
+# COVERAGE_TESTS picks the tests, e.g. `make coverage COVERAGE_TESTS="tests/store tests/cli"`.
+COVERAGE_TESTS ?= tests
+COVERAGE_DIR := $(CURDIR)/build/coverage
+coverage: setup
+	rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR)
+	export COVERAGE_DIR=$(COVERAGE_DIR) COVERAGE_RCFILE=$(CURDIR)/tests/coverage.ini; \
+	$(VENV)/bin/coverage run -m pytest -q -p no:cacheprovider $(COVERAGE_TESTS); status=$$?; \
+	$(VENV)/bin/coverage combine -q && \
+	$(VENV)/bin/coverage report > $(COVERAGE_DIR)/report.txt; \
+	$(VENV)/bin/coverage html -q; cat $(COVERAGE_DIR)/report.txt; exit $$status
 
 bench: setup
 	$(PY) benchmarks/commit_bench.py

@@ -1,15 +1,16 @@
-"""Shared fixtures: repositories in every mode, the CLI, source trees."""
+"""Shared fixtures: repositories in every mode, mounts undone for sure."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from store import RepoMode, Repository
-from tests.helpers import IS_ROOT
+from tests.helpers import IS_ROOT, Mounts
 
 ALL_MODES = [m for m in RepoMode]
 
@@ -47,3 +48,11 @@ def user_repo(tmp_path: Path) -> Iterator[Repository]:
 def _no_ambient_repo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SAPWOOD_REPO", raising=False)
     os.umask(0o022)
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Mounts]:
+    """Mount with ``mount.foreground(repo_path, *args)`` or ``mount.background(...)``;
+    every mount is gone when the test ends (checked against the mount table)."""
+    with ExitStack() as stack:
+        yield Mounts(stack, tmp_path)

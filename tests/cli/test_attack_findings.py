@@ -11,16 +11,7 @@ from pathlib import Path
 import pytest
 
 from store import MAX_TREE_DEPTH, RepoMode, Repository
-from tests.helpers import SAPWOOD
-
-
-def _sapwood(repo: Path, *args: str | Path, timeout: int = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*SAPWOOD, "--repo", str(repo), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.helpers import run
 
 
 def _one_error(result: subprocess.CompletedProcess[str], text: str) -> None:
@@ -36,35 +27,54 @@ def whiteout_repo(tmp_path: Path) -> Path:
     Repository.init(repo, RepoMode.BARE_USER).close()
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a").write_text("a\n")
-    assert _sapwood(repo, "commit", "-b", "main", tmp_path / "src").returncode == 0
+    assert run("commit", "-b", "main", tmp_path / "src", repo=repo, text=True).returncode == 0
     layer = tmp_path / "wh"
     layer.mkdir()
     for name in (".wh.objects", ".wh.index", ".wh.R"):
         (layer / name).touch()
-    assert _sapwood(repo, "commit", "-b", "wh", layer).returncode == 0
+    assert run("commit", "-b", "wh", layer, repo=repo, text=True).returncode == 0
     return repo
 
 
 def test_whiteouts_never_remove_the_repository_or_what_holds_it(whiteout_repo: Path) -> None:
     before = sorted(p.name for p in whiteout_repo.iterdir())
-    into_repo = _sapwood(
-        whiteout_repo, "checkout", "-U", "--union", "--whiteouts", "wh", whiteout_repo
+    into_repo = run(
+        "checkout",
+        "-U",
+        "--union",
+        "--whiteouts",
+        "wh",
+        whiteout_repo,
+        repo=whiteout_repo,
+        text=True,
     )
     _one_error(into_repo, "inside the repository")
-    above = _sapwood(
-        whiteout_repo, "checkout", "-U", "--union", "--whiteouts", "wh", whiteout_repo.parent
+    above = run(
+        "checkout",
+        "-U",
+        "--union",
+        "--whiteouts",
+        "wh",
+        whiteout_repo.parent,
+        repo=whiteout_repo,
+        text=True,
     )
     _one_error(above, "holds the repository")
     assert sorted(p.name for p in whiteout_repo.iterdir()) == before
-    assert _sapwood(whiteout_repo, "refs").stdout.split() == ["main", "wh"]
-    inside = _sapwood(whiteout_repo, "checkout", "-U", "main", whiteout_repo / "objects" / "x")
+    assert run("refs", repo=whiteout_repo, text=True).stdout.split() == ["main", "wh"]
+    inside = run(
+        "checkout", "-U", "main", whiteout_repo / "objects" / "x", repo=whiteout_repo, text=True
+    )
     _one_error(inside, "inside the repository")
 
 
 def test_a_mount_never_hides_its_own_repository(whiteout_repo: Path) -> None:
     for mountpoint in (whiteout_repo, whiteout_repo.parent):
-        _one_error(_sapwood(whiteout_repo, "mount", "main", mountpoint, timeout=20), "would hide")
-    _one_error(_sapwood(whiteout_repo, "mount", "main", "", timeout=20), "empty")
+        _one_error(
+            run("mount", "main", mountpoint, repo=whiteout_repo, text=True, timeout=20),
+            "would hide",
+        )
+    _one_error(run("mount", "main", "", repo=whiteout_repo, text=True, timeout=20), "empty")
 
 
 def test_a_fifo_as_the_mount_log_is_refused_without_waiting(
@@ -73,7 +83,9 @@ def test_a_fifo_as_the_mount_log_is_refused_without_waiting(
     fifo, mnt = tmp_path / "log", tmp_path / "mnt"
     os.mkfifo(fifo)
     mnt.mkdir()
-    result = _sapwood(whiteout_repo, "mount", "-o", f"logfile={fifo}", "main", mnt, timeout=20)
+    result = run(
+        "mount", "-o", f"logfile={fifo}", "main", mnt, repo=whiteout_repo, text=True, timeout=20
+    )
     _one_error(result, "cannot log there")
 
 
@@ -83,11 +95,13 @@ def test_a_whiteout_of_a_too_deep_directory_is_refused_whole(
     layer = tmp_path / "wl"
     layer.mkdir()
     (layer / ".wh.deep").touch()
-    assert _sapwood(whiteout_repo, "commit", "-b", "wl", layer).returncode == 0
+    assert run("commit", "-b", "wl", layer, repo=whiteout_repo, text=True).returncode == 0
     dest = tmp_path / "D"
     deep = dest / "deep" / "/".join(["x"] * (MAX_TREE_DEPTH + 5))
     deep.mkdir(parents=True)
-    result = _sapwood(whiteout_repo, "checkout", "-U", "--union", "--whiteouts", "wl", dest)
+    result = run(
+        "checkout", "-U", "--union", "--whiteouts", "wl", dest, repo=whiteout_repo, text=True
+    )
     assert result.returncode != 0 and "internal error" not in result.stderr, result.stderr
     assert "deep" in result.stderr and deep.is_dir()
     subprocess.run(["rm", "-rf", str(dest)], check=True)
@@ -101,29 +115,32 @@ def test_a_huge_gnu_long_name_is_refused_not_read(whiteout_repo: Path, tmp_path:
     with open(archive, "wb") as out:
         out.write(header.tobuf(format=tarfile.GNU_FORMAT))
         out.write(b"a" * header.size + b"\0" * 1024)
-    result = _sapwood(whiteout_repo, "commit", "-b", "t", f"--tree=tar={archive}")
+    result = run("commit", "-b", "t", f"--tree=tar={archive}", repo=whiteout_repo, text=True)
     _one_error(result, "extended header")
     pax = tmp_path / "pax.tar"
     with tarfile.open(pax, "w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo("f")
         info.pax_headers = {"comment": "c" * (2 << 20)}
         tar.addfile(info, io.BytesIO(b""))
-    _one_error(_sapwood(whiteout_repo, "commit", "-b", "t", f"--tree=tar={pax}"), "extended header")
+    _one_error(
+        run("commit", "-b", "t", f"--tree=tar={pax}", repo=whiteout_repo, text=True),
+        "extended header",
+    )
 
 
 def test_rebuild_index_skips_ref_names_sapwood_refuses_and_runs_twice(tmp_path: Path) -> None:
     repo = tmp_path / "A"
     Repository.init(repo, RepoMode.ARCHIVE).close()
     (tmp_path / "src").mkdir()
-    assert _sapwood(repo, "commit", "-b", "main", tmp_path / "src").returncode == 0
+    assert run("commit", "-b", "main", tmp_path / "src", repo=repo, text=True).returncode == 0
     heads = repo / "refs" / "heads"
     good = (heads / "main").read_bytes()
     for bad in (b"bad..name", b"y.lock", b"-dash", b"x\xff"):
         (heads.joinpath(os.fsdecode(bad))).write_bytes(good)
-    first = _sapwood(repo, "rebuild-index")
+    first = run("rebuild-index", repo=repo, text=True)
     assert first.returncode == 0 and "internal error" not in first.stderr, first.stderr
     assert first.stdout.count("not a valid ref name") == 4, first.stdout
-    assert _sapwood(repo, "refs").stdout.split() == ["main"]
-    second = _sapwood(repo, "rebuild-index")
+    assert run("refs", repo=repo, text=True).stdout.split() == ["main"]
+    second = run("rebuild-index", repo=repo, text=True)
     assert second.returncode == 0, second.stderr
     assert not list(repo.glob("index.rebuild-*"))

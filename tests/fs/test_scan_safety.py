@@ -17,7 +17,6 @@ import os
 import resource
 import shutil
 import stat
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -25,12 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from fs.options import ContentOptions
 from fs.scan import DirScanner
-from store import MutableDir, ObjectId, Repository, SourceError
-from tests.helpers import IS_ROOT, cat_bytes
-from tests.unprivileged import NOBODY
+from store import MutableDir, Repository, SourceError
+from tests.helpers import IS_ROOT, as_user, cat_bytes, commit_dir, give_to_user
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree of another user's, committed by root")
 CHANGED = "changed while it was being committed"
@@ -63,21 +60,13 @@ def tree(shared: Path) -> Path:
     (source / "a").write_bytes(b"read first")
     (source / "swapme").write_bytes(b"an ordinary file")
     (source / "victim" / "inner").write_bytes(b"inner file")
-    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(source)], check=True)
+    give_to_user(source)
     return source
-
-
-_AS_NOBODY = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
 
 
 def as_nobody(script: str, cwd: Path) -> None:
     """What the other user does, in the tree it owns."""
-    subprocess.run(
-        [*_AS_NOBODY, "sh", "-ec", script],
-        cwd=cwd,
-        check=True,
-        timeout=60,
-    )
+    as_user("sh", "-ec", script, cwd=cwd)
 
 
 def when_reading(monkeypatch: pytest.MonkeyPatch, path: Path, action: Callable[[], None]) -> None:
@@ -108,10 +97,6 @@ def when_opening(monkeypatch: pytest.MonkeyPatch, name: str, action: Callable[[]
     monkeypatch.setattr(os, "open", opener)
 
 
-def commit(repo: Repository, source: Path) -> ObjectId:
-    return make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
-
-
 def assert_not_in_repo(repo: Repository, marker: bytes) -> None:
     for path in repo.path.rglob("*"):
         if path.is_file() and not path.is_symlink():
@@ -126,7 +111,7 @@ def test_a_directory_swapped_for_a_symlink_is_not_followed(
         monkeypatch, tree / "a", lambda: as_nobody(f"mv victim old && ln -s {private} victim", tree)
     )
     with pytest.raises(SourceError, match=f"victim: {CHANGED}"):
-        commit(user_repo, tree)
+        commit_dir(user_repo, tree)
     assert (tree / "victim").is_symlink()  # the swap did happen inside the window
     assert_not_in_repo(user_repo, secret)
 
@@ -138,7 +123,7 @@ def test_a_directory_swapped_for_a_file_is_refused(
         monkeypatch, tree / "a", lambda: as_nobody("mv victim old && echo x > victim", tree)
     )
     with pytest.raises(SourceError, match=f"victim: {CHANGED}"):
-        commit(user_repo, tree)
+        commit_dir(user_repo, tree)
 
 
 def test_a_directory_swapped_for_another_directory_is_refused(
@@ -147,14 +132,14 @@ def test_a_directory_swapped_for_another_directory_is_refused(
     theirs = tree.parent / "theirs"
     (theirs / "elsewhere").mkdir(parents=True)
     (theirs / "elsewhere" / "inner").write_bytes(b"not what was listed")
-    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(theirs)], check=True)
+    give_to_user(theirs)
     when_reading(
         monkeypatch,
         tree / "a",
         lambda: as_nobody(f"mv victim old && mv {theirs / 'elsewhere'} victim", tree),
     )
     with pytest.raises(SourceError, match=f"victim: {CHANGED}"):
-        commit(user_repo, tree)
+        commit_dir(user_repo, tree)
 
 
 def test_a_file_swapped_for_a_symlink_is_not_followed(
@@ -165,7 +150,7 @@ def test_a_file_swapped_for_a_symlink_is_not_followed(
         monkeypatch, "swapme", lambda: as_nobody(f"mv swapme old && ln -s {target} swapme", tree)
     )
     with pytest.raises(SourceError, match=f"swapme: {CHANGED}"):
-        commit(user_repo, tree)
+        commit_dir(user_repo, tree)
     assert_not_in_repo(user_repo, secret)
 
 
@@ -177,7 +162,7 @@ def test_a_file_swapped_for_a_fifo_does_not_hang(
 
     def run() -> None:
         try:
-            commit(user_repo, tree)
+            commit_dir(user_repo, tree)
             outcome.append(None)
         except BaseException as exc:  # handed to the test's thread
             outcome.append(exc)
@@ -199,11 +184,11 @@ def test_a_symlink_swapped_for_a_file_is_refused(
     as_nobody("ln -s a link", tree)
     when_opening(monkeypatch, "link", lambda: as_nobody("mv link old && echo x > link", tree))
     with pytest.raises(SourceError, match=f"link: {CHANGED}"):
-        commit(user_repo, tree)
+        commit_dir(user_repo, tree)
 
 
 def test_an_unswapped_tree_of_another_user_commits(user_repo: Repository, tree: Path) -> None:
-    commit_id = commit(user_repo, tree).hex()
+    commit_id = commit_dir(user_repo, tree).hex()
     assert cat_bytes(user_repo.path, commit_id, "/victim/inner") == b"inner file"
     assert cat_bytes(user_repo.path, commit_id, "/swapme") == b"an ordinary file"
 
@@ -310,13 +295,13 @@ def test_a_deep_tree_needs_neither_deep_recursion_nor_one_fd_per_level(
 def test_no_fd_is_left_open(
     user_repo: Repository, tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commit(user_repo, tree)  # whatever the repository opens once
+    commit_dir(user_repo, tree)  # whatever the repository opens once
     before = sorted(os.listdir("/proc/self/fd"))
-    commit(user_repo, tree)
+    commit_dir(user_repo, tree)
     when_reading(
         monkeypatch, tree / "a", lambda: as_nobody("mv victim old && ln -s a victim", tree)
     )
     with pytest.raises(SourceError, match=CHANGED):
-        commit(user_repo, tree)
+        commit_dir(user_repo, tree)
     assert sorted(os.listdir("/proc/self/fd")) == before
     assert stat.S_ISLNK(os.lstat(tree / "victim").st_mode)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from store import RepoMode, Repository, lookup
-from tests.mountd.mounting import foreground_mount, read_through
+from tests.helpers import Mounts, commit_dir, read_through
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 MIB = 1 << 20
@@ -56,29 +55,29 @@ def _damage(path: Path, forge: bool) -> None:
     path.write_bytes(bytes(data[:start]) + zlib.compress(b"\x01" * size, 1))
 
 
-def test_reading_large_archive_files_keeps_the_daemon_small(tmp_path: Path) -> None:
+def test_reading_large_archive_files_keeps_the_daemon_small(tmp_path: Path, mount: Mounts) -> None:
     source = tmp_path / "src"
     source.mkdir()
     for name, size in SIZES_MIB.items():
         _mostly_zeros(source / name, size * MIB)
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
-    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    commit_id = commit_dir(repo, source)
     for name in ("corrupt", "forged"):
         file_id = lookup(repo, commit_id, f"/{name}").file
         assert file_id is not None
         _damage(repo.content.path(file_id), forge=name == "forged")
     repo.close()
-    with foreground_mount(repo.path, tmp_path / "mnt", "main") as daemon:
-        before = daemon.peak_rss_kib()
-        for name in ("f50", "f64", "f80", "f100"):
-            ok, _, _ = read_through(daemon.mountpoint / name, seconds=60)
-            assert ok, daemon.log()
-        for name in ("f100", "f50"):  # again, from what the daemon kept
-            assert _sha256(daemon.mountpoint / name) == _sha256(source / name)
-        for name in ("corrupt", "forged"):
-            ok, data, _ = read_through(daemon.mountpoint / name, seconds=60)
-            assert not ok and data == b"", name  # never a byte that is not the object's
-        peak = daemon.peak_rss_kib()
-        print(f"daemon peak RSS: {before / 1024:.1f} MiB mounted, {peak / 1024:.1f} MiB after")
-        assert peak < PEAK_RSS_LIMIT_KIB
-        assert daemon.alive()
+    daemon = mount.foreground(repo.path, "main")
+    before = daemon.peak_rss_kib()
+    for name in ("f50", "f64", "f80", "f100"):
+        ok, _, _ = read_through(daemon.mountpoint / name, seconds=60)
+        assert ok, daemon.log()
+    for name in ("f100", "f50"):  # again, from what the daemon kept
+        assert _sha256(daemon.mountpoint / name) == _sha256(source / name)
+    for name in ("corrupt", "forged"):
+        ok, data, _ = read_through(daemon.mountpoint / name, seconds=60)
+        assert not ok and data == b"", name  # never a byte that is not the object's
+    peak = daemon.peak_rss_kib()
+    print(f"daemon peak RSS: {before / 1024:.1f} MiB mounted, {peak / 1024:.1f} MiB after")
+    assert peak < PEAK_RSS_LIMIT_KIB
+    assert daemon.alive()

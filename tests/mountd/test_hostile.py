@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from store import (
     Commit,
     DirEntry,
@@ -30,17 +29,19 @@ from store import (
     Repository,
     lookup,
 )
-from tests.mountd.mounting import (
+from tests.helpers import (
+    Mounts,
+    commit_dir,
+    commit_files,
     delete_record,
-    foreground_mount,
     mount_fstype,
     put_record,
     put_ref,
     raw_index,
     read_through,
+    run,
     run_briefly,
 )
-from tests.mountd.test_mount import sapwood
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 FAST = 5.0  # seconds: an error is an answer, not a timeout
@@ -55,14 +56,6 @@ def _errno_of(action: object) -> int:
     return 0
 
 
-def _commit_files(repo: Repository, tmp_path: Path, files: dict[str, bytes]) -> ObjectId:
-    source = tmp_path / "src"
-    source.mkdir()
-    for name, content in files.items():
-        (source / name).write_bytes(content)
-    return make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
-
-
 def _file_id(repo: Repository, commit_id: ObjectId, path: str) -> ObjectId:
     found = lookup(repo, commit_id, path).file
     assert found is not None
@@ -70,7 +63,7 @@ def _file_id(repo: Repository, commit_id: ObjectId, path: str) -> ObjectId:
 
 
 def test_a_fifo_symlink_or_directory_in_place_of_an_object_is_eio_for_that_file(
-    repo: Repository, tmp_path: Path
+    repo: Repository, tmp_path: Path, mount: Mounts
 ) -> None:
     """The daemon opens objects without following links or blocking: a FIFO once hung
     every request of the mount, and a symlink must never lead to another file's bytes."""
@@ -82,7 +75,7 @@ def test_a_fifo_symlink_or_directory_in_place_of_an_object_is_eio_for_that_file(
         "link-to-fifo": b"y" * 100,
         "directory": b"d" * 100,
     }
-    commit_id = _commit_files(repo, tmp_path, files)
+    commit_id = commit_files(repo, tmp_path / "src", files)
     ids = {name: _file_id(repo, commit_id, f"/{name}") for name in files}
     (tmp_path / "secret").write_bytes(secret)
     os.mkfifo(tmp_path / "outside-fifo")
@@ -96,18 +89,18 @@ def test_a_fifo_symlink_or_directory_in_place_of_an_object_is_eio_for_that_file(
         path.unlink()
         make(path)
     repo.close()
-    with foreground_mount(repo.path, tmp_path / "mnt", "main") as daemon:
-        for _ in range(3):  # again and again: still an error, still fast, logged once
-            for name in ("fifo", "link-to-secret", "link-to-fifo", "directory"):
-                ok, data, seconds = read_through(daemon.mountpoint / name)
-                assert not ok and data == b"" and seconds < FAST, (name, seconds)
-                assert secret not in data
-        ok, data, _ = read_through(daemon.mountpoint / "good")
-        assert ok and data == b"good\n"
-        assert daemon.alive()
-        log = daemon.log()
+    daemon = mount.foreground(repo.path, "main")
+    for _ in range(3):  # again and again: still an error, still fast, logged once
         for name in ("fifo", "link-to-secret", "link-to-fifo", "directory"):
-            assert log.count(ids[name].hex()) == 1, log
+            ok, data, seconds = read_through(daemon.mountpoint / name)
+            assert not ok and data == b"" and seconds < FAST, (name, seconds)
+            assert secret not in data
+    ok, data, _ = read_through(daemon.mountpoint / "good")
+    assert ok and data == b"good\n"
+    assert daemon.alive()
+    log = daemon.log()
+    for name in ("fifo", "link-to-secret", "link-to-fifo", "directory"):
+        assert log.count(ids[name].hex()) == 1, log
 
 
 def _garbage_root(repo: Repository, commit_id: ObjectId, which: str) -> ObjectId:
@@ -128,12 +121,12 @@ def test_a_commit_with_a_corrupt_root_fails_to_mount_at_once(
 ) -> None:
     """One clear error within seconds, nothing mounted (it used to wait 30 s, log
     thousands of lines and leave a dead mount behind)."""
-    commit_id = _commit_files(user_repo, tmp_path, {"a": b"a\n"})
+    commit_id = commit_files(user_repo, tmp_path / "src", {"a": b"a\n"})
     target = _garbage_root(user_repo, commit_id, which)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     started = time.monotonic()
-    result = sapwood(user_repo.path, "mount", "main", mnt)
+    result = run("mount", "main", mnt, repo=user_repo.path, text=True)
     seconds = time.monotonic() - started
     print(f"{which}: the mount failed in {seconds:.2f} s: {result.stderr.strip()}")
     assert result.returncode != 0 and seconds < FAST
@@ -168,9 +161,7 @@ def _hostile_commit(repo: Repository, tmp_path: Path) -> bytes:
     (source / "c").write_bytes(b"c\n")
     target = b"t" * 4095  # PATH_MAX - 1: the longest a kernel takes
     os.symlink(os.fsdecode(target), source / "longlink")
-    base = repo.read_commit(
-        make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
-    )
+    base = repo.read_commit(commit_dir(repo, source))
     root = repo.read_dirtree(base.tree)
     a_id = dict(root.files)[b"a"]
     ok = dict(root.dirs)[b"ok"]
@@ -208,7 +199,9 @@ def _hostile_commit(repo: Repository, tmp_path: Path) -> bytes:
     return target
 
 
-def test_damaged_and_hostile_entries_are_eio_for_themselves_only(tmp_path: Path) -> None:
+def test_damaged_and_hostile_entries_are_eio_for_themselves_only(
+    tmp_path: Path, mount: Mounts
+) -> None:
     """A garbage file record, a size no stat can hold, dirtrees naming an entry twice or
     naming '..' or 'etc/passwd', a garbage dirmeta: each is EIO for that entry, the rest
     of its directory lists and reads, and the daemon lives on.
@@ -218,23 +211,23 @@ def test_damaged_and_hostile_entries_are_eio_for_themselves_only(tmp_path: Path)
     """
     repo = Repository.init(tmp_path / "repo", RepoMode.BARE_USER_ONLY)
     target = _hostile_commit(repo, tmp_path)
-    with foreground_mount(repo.path, tmp_path / "mnt", "hostile") as daemon:
-        mnt = daemon.mountpoint
-        expected = {"a", "b", "c", "huge", "longlink", "ok", "dup", "dots", "slash", "bad-meta"}
-        assert set(os.listdir(mnt)) == expected
-        assert (mnt / "a").read_bytes() == b"a\n" and (mnt / "c").read_bytes() == b"c\n"
-        assert os.readlink(mnt / "longlink") == os.fsdecode(target)
-        assert (mnt / "ok" / "inside").read_bytes() == b"inside\n"
-        for name in ("b", "huge", "bad-meta"):
-            for _ in range(3):
-                assert _errno_of(lambda n=name: os.stat(mnt / n)) == errno.EIO, name
-        assert _errno_of(lambda: (mnt / "b").read_bytes()) == errno.EIO
-        for name in ("dup", "dots", "slash"):
-            assert _errno_of(lambda n=name: os.listdir(mnt / n)) == errno.EIO, name
-        assert _errno_of(lambda: os.stat(mnt / "etc")) == errno.ENOENT
-        assert [line for line in daemon.log().splitlines() if "Traceback" in line] == []
-        assert len(daemon.log().splitlines()) <= 10, daemon.log()
-        assert daemon.alive() and (mnt / "a").read_bytes() == b"a\n"
+    daemon = mount.foreground(repo.path, "hostile")
+    mnt = daemon.mountpoint
+    expected = {"a", "b", "c", "huge", "longlink", "ok", "dup", "dots", "slash", "bad-meta"}
+    assert set(os.listdir(mnt)) == expected
+    assert (mnt / "a").read_bytes() == b"a\n" and (mnt / "c").read_bytes() == b"c\n"
+    assert os.readlink(mnt / "longlink") == os.fsdecode(target)
+    assert (mnt / "ok" / "inside").read_bytes() == b"inside\n"
+    for name in ("b", "huge", "bad-meta"):
+        for _ in range(3):
+            assert _errno_of(lambda n=name: os.stat(mnt / n)) == errno.EIO, name
+    assert _errno_of(lambda: (mnt / "b").read_bytes()) == errno.EIO
+    for name in ("dup", "dots", "slash"):
+        assert _errno_of(lambda n=name: os.listdir(mnt / n)) == errno.EIO, name
+    assert _errno_of(lambda: os.stat(mnt / "etc")) == errno.ENOENT
+    assert [line for line in daemon.log().splitlines() if "Traceback" in line] == []
+    assert len(daemon.log().splitlines()) <= 10, daemon.log()
+    assert daemon.alive() and (mnt / "a").read_bytes() == b"a\n"
 
 
 def _commit_record(tree: bytes, meta: bytes, parent: bytes | None, subject: str) -> bytes:
@@ -244,11 +237,11 @@ def _commit_record(tree: bytes, meta: bytes, parent: bytes | None, subject: str)
 
 
 def test_the_repository_view_skips_refs_to_what_is_not_a_commit(
-    user_repo: Repository, tmp_path: Path
+    user_repo: Repository, tmp_path: Path, mount: Mounts
 ) -> None:
     """Refs to a dirtree, a file or a missing object (older repositories allowed them)
     and a history that loops: refs/ and history/ still show every good ref."""
-    commit_id = _commit_files(user_repo, tmp_path, {"a": b"a\n"})
+    commit_id = commit_files(user_repo, tmp_path / "src", {"a": b"a\n"})
     commit = user_repo.read_commit(commit_id)
     file_id = _file_id(user_repo, commit_id, "/a")
     user_repo.close()
@@ -264,27 +257,27 @@ def test_the_repository_view_skips_refs_to_what_is_not_a_commit(
             txn.put(this, ObjectType.COMMIT.value + record, db=dbs["objects"])
             txn.put(this, struct.pack(">q", 0), db=dbs["commits"])
         txn.put(b"loop", first, db=dbs["refs"])
-    with foreground_mount(user_repo.path, tmp_path / "mnt") as daemon:
-        mnt = daemon.mountpoint
-        assert sorted(os.listdir(mnt / "refs")) == ["loop", "main"]
-        assert sorted(os.listdir(mnt / "history")) == ["loop", "main"]
-        assert (mnt / "refs" / "main" / "a").read_bytes() == b"a\n"
-        assert len(os.listdir(mnt / "history" / "main")) == 1
-        # The daemon used to follow the loop forever (and its memory grew with it).
-        ok, listing, _ = run_briefly(["ls", str(mnt / "history" / "loop")], FAST)
-        assert ok and len(listing.splitlines()) == 2
-        assert commit_id.hex() in os.listdir(mnt / "commits")
-        for _ in range(3):
-            os.listdir(mnt / "refs")
-        log = daemon.log()
-        for name in ("bad/dirtree", "file", "missing"):
-            assert sum(f"ref {name}" in line for line in log.splitlines()) == 1, log
-        assert daemon.alive()
+    daemon = mount.foreground(user_repo.path)
+    mnt = daemon.mountpoint
+    assert sorted(os.listdir(mnt / "refs")) == ["loop", "main"]
+    assert sorted(os.listdir(mnt / "history")) == ["loop", "main"]
+    assert (mnt / "refs" / "main" / "a").read_bytes() == b"a\n"
+    assert len(os.listdir(mnt / "history" / "main")) == 1
+    # The daemon used to follow the loop forever (and its memory grew with it).
+    ok, listing, _ = run_briefly(["ls", str(mnt / "history" / "loop")], FAST)
+    assert ok and len(listing.splitlines()) == 2
+    assert commit_id.hex() in os.listdir(mnt / "commits")
+    for _ in range(3):
+        os.listdir(mnt / "refs")
+    log = daemon.log()
+    for name in ("bad/dirtree", "file", "missing"):
+        assert sum(f"ref {name}" in line for line in log.splitlines()) == 1, log
+    assert daemon.alive()
 
 
 def test_a_failure_after_mounting_unmounts(user_repo: Repository, tmp_path: Path) -> None:
     """Whatever ends the daemon once mounted, it unmounts: no dead mount is left."""
-    _commit_files(user_repo, tmp_path, {"a": b"a\n"})
+    commit_files(user_repo, tmp_path / "src", {"a": b"a\n"})
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     code = (

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 from store import Repository
-from tests.mountd.test_mount import _force_unmount, sapwood
-from tests.mountd.test_view import many_directories_commit
+from tests.helpers import Mounts, many_directories_commit
 
 RSS_LIMIT_KIB = 100 * 1024  # issue 4: under 100 MiB while a million files are walked
 
@@ -27,24 +26,17 @@ def _peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_walking_a_million_files_stays_under_100_mib(user_repo: Repository, tmp_path: Path) -> None:
+def test_walking_a_million_files_stays_under_100_mib(user_repo: Repository, mount: Mounts) -> None:
     many_directories_commit(user_repo, 1000, 1000, distinct=1000)  # a million files
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
     started = time.monotonic()
-    result = sapwood(user_repo.path, "mount", "many", mnt)
-    assert result.returncode == 0, result.stderr
+    mnt = mount.background(user_repo.path, "many")
     mount_seconds = time.monotonic() - started
-    try:
-        pid = _daemon_pid(mnt)
-        walk = subprocess.run(
-            ["find", str(mnt), "-printf", "%s %m %U\n"], capture_output=True, check=True
-        )
-        assert walk.stdout.count(b"\n") == 1_000_000 + 1000 + 1
-        peak = _peak_rss_kib(pid)
-        print(f"mount {mount_seconds:.2f} s, daemon peak RSS {peak / 1024:.1f} MiB")
-        assert peak < RSS_LIMIT_KIB
-        assert (mnt / "d0999" / "f00998").read_bytes() == b"998\n"  # (999000 + 998) % 1000
-    finally:
-        sapwood(user_repo.path, "umount", mnt)
-        _force_unmount(mnt)
+    pid = _daemon_pid(mnt)
+    walk = subprocess.run(
+        ["find", str(mnt), "-printf", "%s %m %U\n"], capture_output=True, check=True
+    )
+    assert walk.stdout.count(b"\n") == 1_000_000 + 1000 + 1
+    peak = _peak_rss_kib(pid)
+    print(f"mount {mount_seconds:.2f} s, daemon peak RSS {peak / 1024:.1f} MiB")
+    assert peak < RSS_LIMIT_KIB
+    assert (mnt / "d0999" / "f00998").read_bytes() == b"998\n"  # (999000 + 998) % 1000

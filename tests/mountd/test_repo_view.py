@@ -7,24 +7,22 @@ import stat
 import time
 from pathlib import Path
 
-from fs.commit import CommitRequest, Layer, make_commit
 from mountd.repo_view import RepositoryView
 from mountd.view import ROOT_INODE
 from store import ObjectId, Repository
-from tests.mountd.test_mount import _force_unmount, sapwood
+from tests.helpers import Mounts, commit_dir, commit_files, run
 
 
 def _commit(repo: Repository, tmp_path: Path, branch: str, content: str) -> ObjectId:
     source = tmp_path / f"src-{branch.replace('/', '_')}"
-    source.mkdir(exist_ok=True)
-    (source / "version").write_text(content)
-    request = CommitRequest(
+    return commit_files(
+        repo,
+        source,
+        {"version": content},
         branch,
-        [Layer("dir", str(source))],
         subject=f"{branch} {content}",
         metadata={"version": content},
     )
-    return make_commit(repo, request).commit_id
 
 
 def _names(view: RepositoryView, ino: int) -> list[bytes]:
@@ -63,37 +61,32 @@ def test_layout_of_the_repository_view(user_repo: Repository, tmp_path: Path) ->
 
 
 def test_a_moved_ref_shows_its_new_tree_while_mounted(
-    user_repo: Repository, tmp_path: Path
+    user_repo: Repository, tmp_path: Path, mount: Mounts
 ) -> None:
     _commit(user_repo, tmp_path, "main", "old")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    assert sapwood(user_repo.path, "mount", mnt).returncode == 0
-    try:
-        assert (mnt / "refs" / "main" / "version").read_text() == "old"
-        assert len(os.listdir(mnt / "history" / "main")) == 1
-        (tmp_path / "src-main" / "version").write_text("new")
-        result = sapwood(
-            user_repo.path,
-            "commit",
-            "-b",
-            "main",
-            "--add-metadata-string",
-            "version=new",
-            tmp_path / "src-main",
-        )
-        assert result.returncode == 0, result.stderr
-        deadline = time.monotonic() + 10
-        while (mnt / "refs" / "main" / "version").read_text() != "new":
-            assert time.monotonic() < deadline, "the mount never followed the ref"
-            time.sleep(0.2)
-        assert len(os.listdir(mnt / "history" / "main")) == 2
-        commit_dir = mnt / "commits" / result.stdout.strip()[:10]
-        assert (commit_dir / "version").read_text() == "new"
-        assert os.getxattr(mnt / "refs" / "main", "user.sapwood.version") == b"new"
-    finally:
-        sapwood(user_repo.path, "umount", mnt)
-        _force_unmount(mnt)
+    mnt = mount.background(user_repo.path)
+    assert (mnt / "refs" / "main" / "version").read_text() == "old"
+    assert len(os.listdir(mnt / "history" / "main")) == 1
+    (tmp_path / "src-main" / "version").write_text("new")
+    result = run(
+        "commit",
+        "-b",
+        "main",
+        "--add-metadata-string",
+        "version=new",
+        tmp_path / "src-main",
+        repo=user_repo.path,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 10
+    while (mnt / "refs" / "main" / "version").read_text() != "new":
+        assert time.monotonic() < deadline, "the mount never followed the ref"
+        time.sleep(0.2)
+    assert len(os.listdir(mnt / "history" / "main")) == 2
+    shown = mnt / "commits" / result.stdout.strip()[:10]
+    assert (shown / "version").read_text() == "new"
+    assert os.getxattr(mnt / "refs" / "main", "user.sapwood.version") == b"new"
 
 
 def test_history_names_commits_beyond_the_calendar_by_seconds(
@@ -103,10 +96,7 @@ def test_history_names_commits_beyond_the_calendar_by_seconds(
     source = tmp_path / "src"
     source.mkdir()
     ids = [
-        make_commit(
-            user_repo, CommitRequest("far", [Layer("dir", str(source))], timestamp=t)
-        ).commit_id
-        for t in (1_000_000, 253402300800, 2**62)
+        commit_dir(user_repo, source, "far", timestamp=t) for t in (1_000_000, 253402300800, 2**62)
     ]
     view = RepositoryView(user_repo)
     history = _names(view, _path(view, b"history", b"far"))

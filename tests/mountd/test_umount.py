@@ -9,18 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from store import Repository
-from tests.helpers import IS_ROOT, SAPWOOD
-from tests.mountd.mounting import (
+from tests.helpers import (
+    IS_ROOT,
+    NOBODY,
+    Mounts,
+    commit_files,
     force_unmount,
-    foreground_mount,
+    give_to_user,
     mount_fstype,
+    run,
+    run_as_user,
     run_briefly,
+    sapwood_argv,
+    user_dir,
     wait_for,
+    write_tree,
 )
-from tests.mountd.test_mount import sapwood
-from tests.unprivileged import NOBODY, run_as_user, user_dir
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 
@@ -34,28 +39,26 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.parametrize("used", [True, False], ids=["used", "never-looked-at"])
 def test_umount_of_a_mount_whose_daemon_was_killed(
-    user_repo: Repository, tmp_path: Path, used: bool
+    user_repo: Repository, tmp_path: Path, mount: Mounts, used: bool
 ) -> None:
     """SIGKILL leaves a dead mount ("Transport endpoint is not connected"): the mount
     table still lists it, the mount point cannot be looked at (not even to ask whether
     it is a mount point, unless the kernel kept its attributes), and umount removes it."""
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "a").write_text("a\n")
-    make_commit(user_repo, CommitRequest("main", [Layer("dir", str(tmp_path / "src"))]))
+    commit_files(user_repo, tmp_path / "src", {"a": "a\n"})
     mnt = tmp_path / "mount point"  # the mount table writes the space as \040
-    with foreground_mount(user_repo.path, mnt, "main") as daemon:
-        if used:
-            assert (mnt / "a").read_text() == "a\n"
-        daemon.process.send_signal(signal.SIGKILL)
-        daemon.process.wait()
-        assert mount_fstype(mnt) == "fuse.sapwood"  # dead: "Transport endpoint is not connected"
-        assert _dead(mnt)
-        again = sapwood(user_repo.path, "mount", "main", mnt)
-        result = sapwood(user_repo.path, "umount", mnt)
-        assert result.returncode == 0, result.stderr
-        assert "already a mount point" in _one_line_error(again)
-        assert mount_fstype(mnt) is None
-        assert mnt.is_dir() and os.listdir(mnt) == []
+    daemon = mount.foreground(user_repo.path, "main", mnt=mnt)
+    if used:
+        assert (mnt / "a").read_text() == "a\n"
+    daemon.process.send_signal(signal.SIGKILL)
+    daemon.process.wait()
+    assert mount_fstype(mnt) == "fuse.sapwood"  # dead: "Transport endpoint is not connected"
+    assert _dead(mnt)
+    again = run("mount", "main", mnt, repo=user_repo.path, text=True)
+    result = run("umount", mnt, repo=user_repo.path, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "already a mount point" in _one_line_error(again)
+    assert mount_fstype(mnt) is None
+    assert mnt.is_dir() and os.listdir(mnt) == []
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="sets /dev/fuse to 0666 and switches user: root")
@@ -66,10 +69,7 @@ def test_a_user_unmounts_their_dead_mount() -> None:
     work = user_dir()
     mnt, source, repo = work / "mnt", work / "src", work / "repo"
     try:
-        source.mkdir()
-        (source / "a").write_text("a\n")
-        for path in (source, source / "a"):
-            os.chown(path, NOBODY, NOBODY)
+        give_to_user(write_tree(source, {"a": "a\n"}))
         for args in (("init",), ("commit", "-b", "main", source)):
             assert run_as_user("--repo", repo, *args).returncode == 0
         mnt.mkdir()
@@ -109,7 +109,7 @@ def test_umount_refuses_a_mount_that_is_not_sapwood(user_repo: Repository, tmp_p
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)], check=True)
     try:
         (data / "precious").write_text("keep me\n")
-        line = _one_line_error(sapwood(user_repo.path, "umount", data))
+        line = _one_line_error(run("umount", data, repo=user_repo.path, text=True))
         assert "not a sapwood mount" in line and "tmpfs" in line
         assert mount_fstype(data) == "tmpfs"
         assert (data / "precious").read_text() == "keep me\n"
@@ -127,24 +127,23 @@ def test_umount_refuses_what_is_not_a_mount(user_repo: Repository, tmp_path: Pat
         (tmp_path / "file", "not a mount point"),
         (tmp_path / "link-to-root", "not a sapwood mount"),
     ):
-        assert message in _one_line_error(sapwood(user_repo.path, "umount", path)), path
+        assert message in _one_line_error(run("umount", path, repo=user_repo.path, text=True)), path
     assert (tmp_path / "file").read_text() == "x" and os.path.ismount("/")
 
 
 def test_umount_of_a_hung_daemon_does_not_wait_for_it(
-    user_repo: Repository, tmp_path: Path
+    user_repo: Repository, tmp_path: Path, mount: Mounts
 ) -> None:
     """A stopped daemon answers nothing: a look at its mount point would wait for good
     (and could not even be killed), so umount must not look."""
-    (tmp_path / "src").mkdir()
-    make_commit(user_repo, CommitRequest("main", [Layer("dir", str(tmp_path / "src"))]))
+    commit_files(user_repo, tmp_path / "src", {})
     mnt = tmp_path / "mnt"
-    with foreground_mount(user_repo.path, mnt, "main") as daemon:
-        os.kill(daemon.pid, signal.SIGSTOP)
-        try:
-            argv = [*SAPWOOD, "--repo", str(user_repo.path), "umount", str(mnt)]
-            ok, _, seconds = run_briefly(argv, seconds=30)
-            assert ok and seconds < 10
-            assert mount_fstype(mnt) is None
-        finally:
-            os.kill(daemon.pid, signal.SIGCONT)
+    daemon = mount.foreground(user_repo.path, "main", mnt=mnt)
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        argv = sapwood_argv("umount", mnt, repo=user_repo.path)
+        ok, _, seconds = run_briefly(argv, seconds=30)
+        assert ok and seconds < 10
+        assert mount_fstype(mnt) is None
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)

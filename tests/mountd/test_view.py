@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from mountd import view as view_module
 from mountd.sources import ObjectReadError
 from mountd.view import ROOT_INODE, CommitView, ViewOptions
 from store import (
     CorruptObjectError,
-    DirMeta,
-    FileHeader,
     NoSuchAttributeError,
     NotADirectoryInTreeError,
     ObjectId,
@@ -27,13 +24,21 @@ from store import (
     Repository,
     lookup,
 )
-from tests.helpers import IS_ROOT, build_rich_tree, read_disk_tree, small_tmpfs
+from tests.helpers import (
+    IS_ROOT,
+    big_directory_commit,
+    build_rich_tree,
+    commit_dir,
+    many_directories_commit,
+    read_disk_tree,
+    small_tmpfs,
+)
 
 
 def _view(repo: Repository, tmp_path: Path) -> tuple[CommitView, Path, ObjectId]:
     source = tmp_path / "src"
     build_rich_tree(source, setuid=repo.mode is not RepoMode.BARE_USER_ONLY)
-    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    commit_id = commit_dir(repo, source)
     return CommitView(repo, commit_id), source, commit_id
 
 
@@ -160,48 +165,6 @@ def test_corrupt_and_missing_objects_are_refused(user_repo: Repository, tmp_path
         view.open(dash_ino)
 
 
-def big_directory_commit(repo: Repository, count: int) -> ObjectId:
-    """A commit whose root holds ``count`` files (one shared object), built directly."""
-    from store import Commit, DirTree
-
-    with repo.transaction() as txn:
-        file_id = txn.write_file(FileHeader(0, 0, stat.S_IFREG | 0o644), b"same\n")
-        meta = txn.write_dirmeta(DirMeta(0, 0, stat.S_IFDIR | 0o755))
-        tree = DirTree.build({f"f{n:06d}".encode(): file_id for n in range(count)}, {})
-        tree_id = txn.write_dirtree(tree)
-        commit_id = txn.write_commit(Commit(tree_id, meta, None, 0))
-        txn.set_ref("big", commit_id)
-    return commit_id
-
-
-def many_directories_commit(
-    repo: Repository, dirs: int, files: int, distinct: int | None = None
-) -> ObjectId:
-    """``dirs`` directories of ``files`` files each (ref ``many``), built directly.
-
-    File ``n`` of directory ``d`` holds ``f"{k}\\n"`` with k = (d * files + n) % distinct;
-    by default every file is distinct.
-    """
-    from store import Commit, DirEntry, DirTree
-
-    distinct = distinct or dirs * files
-    with repo.transaction() as txn:
-        meta = txn.write_dirmeta(DirMeta(0, 0, stat.S_IFDIR | 0o755))
-        header = FileHeader(0, 0, stat.S_IFREG | 0o644)
-        contents = [txn.write_file(header, f"{k}\n".encode()) for k in range(distinct)]
-        subdirs = {}
-        for d in range(dirs):
-            names = {
-                f"f{n:05d}".encode(): contents[(d * files + n) % distinct] for n in range(files)
-            }
-            tree = txn.write_dirtree(DirTree.build(names, {}))
-            subdirs[f"d{d:04d}".encode()] = DirEntry(tree, meta)
-        tree_id = txn.write_dirtree(DirTree.build({}, subdirs))
-        commit_id = txn.write_commit(Commit(tree_id, meta, None, 0))
-        txn.set_ref("many", commit_id)
-    return commit_id
-
-
 def test_listing_resumes_anywhere_in_a_huge_directory(user_repo: Repository) -> None:
     view = CommitView(user_repo, big_directory_commit(user_repo, 100_000))
     names: list[bytes] = []
@@ -228,7 +191,7 @@ def test_reads_of_large_and_grown_objects(user_repo: Repository, tmp_path: Path)
     big = os.urandom(3 * 1024 * 1024 + 17)
     (source / "big").write_bytes(big)
     (source / "small").write_bytes(b"small\n")
-    commit_id = make_commit(user_repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    commit_id = commit_dir(user_repo, source)
     view = CommitView(user_repo, commit_id)
     big_ino = view.lookup(ROOT_INODE, b"big").ino
     chunks = [view.read(big_ino, offset, 128 * 1024) for offset in range(0, len(big), 128 * 1024)]
@@ -259,7 +222,7 @@ def test_what_the_sources_keep_is_bounded_by_bytes(
     contents |= {f"large{n}": os.urandom(3 << 20) for n in range(3)}
     for name, data in contents.items():
         (source / name).write_bytes(data)
-    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    commit_id = commit_dir(repo, source)
     view = CommitView(repo, commit_id)
     for name, data in contents.items():
         attrs = view.lookup(ROOT_INODE, name.encode())
@@ -286,7 +249,7 @@ def test_a_full_tmpdir_fails_the_large_archive_file_alone(
     source.mkdir()
     (source / "large").write_bytes(os.urandom(3 << 20))
     (source / "small").write_bytes(b"small\n")
-    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    commit_id = commit_dir(repo, source)
     large_id = lookup(repo, commit_id, "/large").file
     assert large_id is not None
     with small_tmpfs(tmp_path / "tmp", "1m") as tmpdir:

@@ -15,25 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from store import IndexDamagedError, ObjectId, RepoMode, Repository
-from tests.helpers import IS_ROOT, SAPWOOD
-from tests.unprivileged import NOBODY, run_as_user, user_dir
-
-
-def _sapwood(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*SAPWOOD, "--repo", str(repo), *args], capture_output=True, text=True, timeout=120
-    )
+from tests.helpers import IS_ROOT, NOBODY, commit_files, run, run_as_user, user_dir
 
 
 @pytest.fixture
 def committed(repo: Repository, tmp_path: Path) -> Iterator[tuple[Path, ObjectId]]:
-    source = tmp_path / "src"
-    source.mkdir()
-    for n in range(20):
-        (source / f"f{n}").write_text(f"file {n}\n" * 100)
-    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    files = {f"f{n}": f"file {n}\n" * 100 for n in range(20)}
+    commit_id = commit_files(repo, tmp_path / "src", files)
     path = repo.path
     repo.close()
     yield path, commit_id
@@ -47,7 +36,7 @@ def _assert_refused_and_untouched(repo: Path, damaged_index: bytes | None) -> No
     """Every command fails with one line; prune deletes nothing; the index stays as found."""
     objects = _object_files(repo)
     for args in (["refs"], ["fsck", "--all"], ["prune"], ["log", "main"]):
-        proc = _sapwood(repo, *args)
+        proc = run(*args, repo=repo, text=True)
         assert proc.returncode != 0, (args, proc.stdout)
         assert proc.returncode > 0, f"killed by signal {-proc.returncode}"
         assert "Traceback" not in proc.stderr
@@ -112,10 +101,10 @@ def test_a_repository_on_read_only_media_can_be_read(
     subprocess.run(["mount", "--bind", str(repo), str(view)], check=True)
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
-        assert _sapwood(view, "refs").stdout == "main\n"
-        assert _sapwood(view, "cat", "main", "/f3").stdout == "file 3\n" * 100
-        assert _sapwood(view, "fsck").returncode == 0
-        refused = _sapwood(view, "refs", "--create", "other", commit_id.hex())
+        assert run("refs", repo=view, text=True).stdout == "main\n"
+        assert run("cat", "main", "/f3", repo=view, text=True).stdout == "file 3\n" * 100
+        assert run("fsck", repo=view, text=True).returncode == 0
+        refused = run("refs", "--create", "other", commit_id.hex(), repo=view, text=True)
         assert refused.returncode != 0 and "read-only" in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
     finally:
@@ -132,10 +121,8 @@ def test_another_users_repository_can_be_read_not_written(tmp_path: Path) -> Non
         repo = home / "repo"
         Repository.init(repo, RepoMode.BARE_USER).close()
         source = home / "src"
-        source.mkdir()
-        (source / "readme").write_text("for everyone\n")
         with Repository.open(repo) as opened:
-            make_commit(opened, CommitRequest("main", [Layer("dir", str(source))]))
+            commit_files(opened, source, {"readme": "for everyone\n"})
         assert run_as_user("--repo", repo, "refs").stdout == "main\n"
         cat = run_as_user("--repo", repo, "cat", "main", "/readme")
         assert cat.returncode == 0 and cat.stdout == "for everyone\n", cat.stderr

@@ -31,7 +31,7 @@ from store import (
 from store.encoding import Reader, Writer
 from store.objects import file_stat
 from tests.helpers import cli
-from tests.store.test_properties import dirtrees, file_headers
+from tests.strategies import dirtrees, file_headers
 
 SOME = settings(max_examples=50, deadline=None)
 
@@ -154,9 +154,10 @@ def test_values_the_encoding_cannot_hold_are_refused_when_made(
 
 def test_timestamps_are_not_part_of_a_file_id(tmp_path: Path) -> None:
     """Through real commits: files that differ only in mtime share one object, and a
-    tree whose times alone changed commits to the same ids (the mode still counts)."""
-    repo, src = tmp_path / "repo", tmp_path / "src"
-    assert cli("--repo", repo, "init").code == 0
+    tree whose times alone changed commits to the same ids (the mode still counts).
+    The second commit goes to a fresh repository, so no id can come from the first
+    one's objects or stat cache."""
+    src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     for name, mtime in (("old", 1), ("new", 1_700_000_000), ("sub/other", 86_400)):
         (src / name).write_bytes(b"same content")
@@ -164,18 +165,31 @@ def test_timestamps_are_not_part_of_a_file_id(tmp_path: Path) -> None:
     (src / "private").write_bytes(b"same content")
     (src / "private").chmod(0o600)
 
-    def commit() -> dict[str, str]:
+    def commit(repo: Path) -> dict[str, str]:
+        if not repo.exists():
+            assert cli("--repo", repo, "init").code == 0
         assert cli("--repo", repo, "commit", "-b", "main", src).code == 0
         listing = json.loads(cli("--repo", repo, "ls", "-R", "--json", "main").out)
         return {entry["path"]: entry["id"] for entry in listing}
 
-    first = commit()
+    first = commit(tmp_path / "repo")
+    assert len(first) == 6 and all(len(object_id) == 64 for object_id in first.values())
     assert first["/old"] == first["/new"] == first["/sub/other"] != first["/private"]
-    for path in (src / "old", src / "sub", src):
+    for path in (src / "old", src / "new", src / "sub" / "other", src / "sub", src):
         os.utime(path, (5, 5))
-    assert commit() == first  # every id, the root tree's included
-    log = json.loads(cli("--repo", repo, "log", "--json", "main").out)
-    assert len(log) == 2 and log[0]["tree"] == log[1]["tree"]
+    assert commit(tmp_path / "fresh") == first  # every file's and directory's id
+    assert commit(tmp_path / "repo") == first
+    (src / "sub").chmod(0o700)  # what does count: the mode (recorded in the parent's tree)
+    changed = commit(tmp_path / "repo")
+    assert changed == {**first, "/": changed["/"]} and changed["/"] != first["/"]
+    trees = [
+        json.loads(cli("--repo", tmp_path / name, "log", "--json", "main").out)
+        for name in ("repo", "fresh")
+    ]
+    assert len(trees[0]) == 3 and len(trees[1]) == 1
+    # the root trees: the same before the chmod, in both repositories; another after it
+    assert trees[0][2]["tree"] == trees[0][1]["tree"] == trees[1][0]["tree"]
+    assert trees[0][0]["tree"] != trees[0][1]["tree"]
 
 
 def test_reader_refuses_absurd_list_lengths() -> None:

@@ -6,8 +6,11 @@ test-long) kills at least 50 of each. Every kill is followed by a clean fsck.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import time
@@ -16,23 +19,11 @@ from pathlib import Path
 import pytest
 
 from store import RepoMode, Repository
-from tests.helpers import IS_ROOT, SAPWOOD, small_tmpfs
+from tests.helpers import IS_ROOT, run, sapwood_argv, small_tmpfs, spawn
 
 LONG = bool(os.environ.get("SAPWOOD_LONG"))
 KILLS = 50 if LONG else 4
 SEED = int(os.environ.get("SAPWOOD_SEED", time.time_ns() % 10**6))
-
-
-def sapwood(repo: Path, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [*SAPWOOD, "--repo", str(repo), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def make_tree(root: Path, files: int, seed: int) -> Path:
@@ -46,16 +37,16 @@ def make_tree(root: Path, files: int, seed: int) -> Path:
 
 def assert_sound(repo: Path) -> None:
     """fsck is clean and every ref's commit is complete; no transaction left staged."""
-    result = sapwood(repo, "fsck", check=False)
+    result = run("fsck", repo=repo, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_parallel_commits_and_prunes(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    sapwood(repo, "init")
+    run("init", repo=repo, text=True, check=True)
     trees = [make_tree(tmp_path / f"src{i}", 300, seed=i) for i in range(3)]
     rounds = 12 if LONG else 4
-    cli = " ".join(SAPWOOD) + f" --repo {repo}"
+    cli = shlex.join(sapwood_argv(repo=repo))
 
     def loop(step: str) -> subprocess.Popen[bytes]:
         """A shell running ``step`` ``rounds`` times, stopping at the first failure."""
@@ -72,18 +63,29 @@ def test_parallel_commits_and_prunes(tmp_path: Path) -> None:
         assert proc.returncode == 0, err.decode()
     assert_sound(repo)
     for i in range(3):
-        round_file = sapwood(repo, "cat", f"branch{i}", "/round").stdout
+        round_file = run("cat", f"branch{i}", "/round", repo=repo, text=True, check=True).stdout
         assert round_file.strip() == str(rounds - 1)
-        assert len(sapwood(repo, "log", "--json", f"branch{i}").stdout) > 2
+        log = json.loads(
+            run("log", "--json", f"branch{i}", repo=repo, text=True, check=True).stdout
+        )
+        head = run("rev-parse", f"branch{i}", repo=repo, text=True, check=True).stdout.strip()
+        # prune --depth 1 keeps the head and its parent; every commit of the branch was
+        # on top of the one before: one unbroken line from the ref's commit down
+        assert 2 <= len(log) <= rounds and log[0]["commit"] == head
+        assert all(newer["parent"] == older["commit"] for newer, older in itertools.pairwise(log))
 
 
 def test_racing_commits_on_one_branch_never_lose_history(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    sapwood(repo, "init")
+    run("init", repo=repo, text=True, check=True)
     trees = [make_tree(tmp_path / f"src{i}", 200, seed=10 + i) for i in range(4)]
     procs = [
-        subprocess.Popen(
-            [*SAPWOOD, "--repo", str(repo), "commit", "-b", "main", str(t)],
+        spawn(
+            "commit",
+            "-b",
+            "main",
+            t,
+            repo=repo,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -94,7 +96,7 @@ def test_racing_commits_on_one_branch_never_lose_history(tmp_path: Path) -> None
     landed = {out.strip() for (out, _), p in zip(results, procs, strict=True) if p.returncode == 0}
     for (_, err), proc in zip(results, procs, strict=True):
         assert proc.returncode == 0 or "moved while this transaction ran" in err, err
-    history = sapwood(repo, "log", "main").stdout
+    history = run("log", "main", repo=repo, text=True, check=True).stdout
     assert landed and all(commit_id in history for commit_id in landed)
     assert_sound(repo)
 
@@ -115,9 +117,9 @@ def _duration(argv: list[str]) -> float:
 def test_sigkill_during_commit_leaves_a_clean_repository(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     repo = tmp_path / "repo"
-    sapwood(repo, "init")
+    run("init", repo=repo, text=True, check=True)
     source = make_tree(tmp_path / "src", 1500, seed=SEED)
-    commit = [*SAPWOOD, "--repo", str(repo), "commit", "-b", "main", str(source)]
+    commit = sapwood_argv("commit", "-b", "main", source, repo=repo)
     span = _duration(commit)
     for n in range(KILLS):
         (source / "d0" / "f0").write_bytes(rng.randbytes(1000))  # a new tree every time
@@ -125,7 +127,7 @@ def test_sigkill_during_commit_leaves_a_clean_repository(tmp_path: Path) -> None
             (source / "d1" / f"new{n}-{extra}").write_bytes(rng.randbytes(4000))
         _kill_at(commit, rng.uniform(0, span * 1.2))
         assert_sound(repo)
-    sapwood(repo, "commit", "-b", "main", source)
+    run("commit", "-b", "main", source, repo=repo, text=True, check=True)
     assert list((repo / "tmp").iterdir()) == []  # the next transaction cleaned up
     assert_sound(repo)
 
@@ -133,19 +135,29 @@ def test_sigkill_during_commit_leaves_a_clean_repository(tmp_path: Path) -> None
 def test_sigkill_during_prune_leaves_a_clean_repository(tmp_path: Path) -> None:
     rng = random.Random(SEED + 1)
     repo = tmp_path / "repo"
-    sapwood(repo, "init")
+    run("init", repo=repo, text=True, check=True)
     source = make_tree(tmp_path / "src", 800, seed=SEED)
-    prune = [*SAPWOOD, "--repo", str(repo), "prune", "--refs-only", "--depth", "0"]
+    prune = sapwood_argv("prune", "--refs-only", "--depth", "0", repo=repo)
     for n in range(KILLS):
         for version in range(2):  # garbage for the prune: a superseded tree
             for f in list((source / "d2").iterdir())[:50]:
                 f.write_bytes(rng.randbytes(3000))
-            sapwood(repo, "commit", "-b", "main", "-s", f"{n}.{version}", source)
+            run(
+                "commit",
+                "-b",
+                "main",
+                "-s",
+                f"{n}.{version}",
+                source,
+                repo=repo,
+                text=True,
+                check=True,
+            )
         span = _duration([*prune, "--dry-run"]) * 2
         _kill_at(prune, rng.uniform(0, span))
         assert_sound(repo)
-    sapwood(repo, "prune", "--refs-only", "--depth", "0")
-    assert sapwood(repo, "fsck", "--all").stdout.count("unlisted") == 0
+    run("prune", "--refs-only", "--depth", "0", repo=repo, text=True, check=True)
+    assert run("fsck", "--all", repo=repo, text=True, check=True).stdout.count("unlisted") == 0
 
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a small tmpfs needs root")
@@ -172,17 +184,17 @@ def test_full_disk_fails_cleanly(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "mnt", "16m") as mnt:
         repo = _repo_with(mnt / "repo", "min-free-space-percent", "0")
         source = _random_blobs(tmp_path / "big", 12)
-        result = sapwood(repo, "commit", "-b", "main", source, check=False)
+        result = run("commit", "-b", "main", source, repo=repo, text=True)
         assert result.returncode != 0 and result.stdout == ""
         assert len(result.stderr.strip().splitlines()) == 1
         assert "no space left" in result.stderr or "index cannot grow" in result.stderr
         assert list((repo / "tmp").iterdir()) == []
-        assert sapwood(repo, "refs").stdout == ""
+        assert run("refs", repo=repo, text=True, check=True).stdout == ""
         small = tmp_path / "small"
         small.mkdir()
         (small / "f").write_text("fits")
-        sapwood(repo, "commit", "-b", "main", small)
-        assert sapwood(repo, "cat", "main", "/f").stdout == "fits"
+        run("commit", "-b", "main", small, repo=repo, text=True, check=True)
+        assert run("cat", "main", "/f", repo=repo, text=True, check=True).stdout == "fits"
         assert_sound(repo)
 
 
@@ -191,7 +203,7 @@ def test_free_space_floor_stops_a_commit_before_the_disk_fills(tmp_path: Path) -
     with small_tmpfs(tmp_path / "mnt", "32m") as mnt:
         repo = _repo_with(mnt / "repo", "min-free-space-size", "24MB")
         source = _random_blobs(tmp_path / "src", 5)
-        result = sapwood(repo, "commit", "-b", "main", source, check=False)
+        result = run("commit", "-b", "main", source, repo=repo, text=True)
         assert result.returncode != 0
         assert "min-free-space-size" in result.stderr and "would be exceeded" in result.stderr
         free = os.statvfs(mnt)
