@@ -34,7 +34,6 @@ from typing import Literal
 
 from fs.copy import Copier, copy_stream
 from fs.mounts import mount_points
-from fs.treediff import same_content
 from store import (
     MAX_TREE_DEPTH,
     ContentCheck,
@@ -52,6 +51,7 @@ from store import (
     SapwoodError,
     UsageError,
     check_name,
+    file_matches,
     lookup,
     show_path,
     space_errors,
@@ -72,6 +72,14 @@ _WINDOW = 64  # copies whose objects are opened and announced to the kernel at o
 
 class CheckoutConflictError(SapwoodError):
     """An entry in DEST stands where the commit needs something else."""
+
+
+class SubpathNotADirectoryError(UsageError):
+    """``CheckoutOptions.subpath`` names a file of the commit, not a directory."""
+
+    def __init__(self, message: str = "", *, subpath: str = ""):
+        super().__init__(message or f"subpath {subpath}: is not a directory")
+        self.subpath = subpath
 
 
 class CheckoutError(SapwoodError):
@@ -112,7 +120,7 @@ def checkout(
     _refuse_dest_in_repository(repo, dest)
     node = lookup(repo, commit_id, options.subpath)
     if node.dir is None:
-        raise UsageError(f"--subpath {options.subpath}: is not a directory")
+        raise SubpathNotADirectoryError(subpath=options.subpath)
     builder = _Builder(repo, options)
     if options.union == "none":
         return _fresh_checkout(builder, node, dest)
@@ -145,7 +153,7 @@ def _repository_chain(repo: Repository) -> set[tuple[int, int]]:
 
 def _check_options(repo: Repository, options: CheckoutOptions) -> None:
     if options.union == "identical" and not options.require_hardlinks:
-        raise UsageError("--union-identical needs -H (--require-hardlinks)")
+        raise UsageError("union mode 'identical' needs require_hardlinks")
     if options.copy and options.require_hardlinks:
         raise UsageError("-C (copy) and -H (require hardlinks) contradict each other")
     if not options.user_mode and os.geteuid() != 0:
@@ -161,9 +169,7 @@ def _check_options(repo: Repository, options: CheckoutOptions) -> None:
 
 def _fresh_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
     if os.path.lexists(dest):
-        raise CheckoutConflictError(
-            f"{dest}: exists; use --union, --union-add or --union-identical"
-        )
+        raise CheckoutConflictError(f"{dest}: exists; check out with a union mode to write into it")
     if not dest.parent.is_dir():
         raise UsageError(f"{dest.parent}: no such directory")
     building = dest.parent / f".{dest.name}.sapwood-checkout-{uuid.uuid4().hex[:8]}"
@@ -221,11 +227,20 @@ def _dest_state_on_failure(dest: Path, state: str) -> Iterator[None]:
 
 
 def _amended(exc: SapwoodError, note: str) -> SapwoodError:
-    """The same kind of error (class, exit code), its message followed by ``note``."""
+    """The same kind of error (class and facts), its message followed by ``note``."""
     try:
-        return type(exc)(f"{exc}; {note}")
+        amended = type(exc)(f"{exc}; {note}")
     except TypeError:  # an error class with another constructor
         return CheckoutError(f"{exc}; {note}")
+    amended.__dict__.update(exc.__dict__)
+    return amended
+
+
+def _amended_front(exc: SapwoodError, where: str, advice: str) -> SapwoodError:
+    """The same error (class and facts), its message as ``where: message; advice``."""
+    amended = type(exc)(f"{where}: {exc}; {advice}")
+    amended.__dict__.update(exc.__dict__)
+    return amended
 
 
 def _remove_leftover(building: Path) -> None:
@@ -438,7 +453,7 @@ class _Builder:
         these fds. An object that cannot be opened here is opened again by its copy,
         which reports the problem with its path.
         """
-        if self.repo.content.compressed:
+        if self.repo.stores_compressed:
             return
         for (_, file_id), (header, size) in window:
             if header.is_symlink or size == 0 or file_id in self._opened:
@@ -544,14 +559,14 @@ class _Builder:
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if key in self._same:  # hashed by the pre-check, unchanged since
             return True
-        if not same_content(dirfd, name, header, file_id, size):
+        if not file_matches(name, dirfd, file_id, header.encode(), size):
             return False
         self._same.add(key)
         return True
 
     def _is_object_file(self, file_id: ObjectId, st: os.stat_result) -> bool:
         try:
-            obj = os.lstat(self.repo.content.pathstr(file_id))
+            obj = os.lstat(self.repo.object_path(file_id))
         except FileNotFoundError:
             return False
         return (obj.st_dev, obj.st_ino) == (st.st_dev, st.st_ino)
@@ -563,7 +578,7 @@ class _Builder:
         try:
             # linkat never follows the object's path; what it linked is checked below
             os.link(
-                self.repo.content.pathstr(child.file),
+                self.repo.object_path(child.file),
                 name,
                 dst_dir_fd=dirfd,
                 follow_symlinks=False,
@@ -571,7 +586,8 @@ class _Builder:
         except FileNotFoundError:
             raise ObjectMissingError(
                 f"{show_path(child.path)}: object {child.file.hex()} is missing from objects/; "
-                "run sapwood fsck"
+                "run sapwood fsck",
+                object_id=child.file,
             ) from None
         except OSError as exc:
             if exc.errno not in _LINK_FALLBACK:
@@ -593,10 +609,11 @@ class _Builder:
     def _verify(self, path: bytes, file_id: ObjectId, header: FileHeader, size: int) -> None:
         if file_id in self._verified:
             return
-        problem = self.repo.content.verify(file_id, header.encode(), size)
+        problem = self.repo.verify_file(file_id, header, size)
         if problem:
             raise CorruptObjectError(
-                f"{show_path(path)}: object {file_id.hex()}: {problem}; run sapwood fsck"
+                f"{show_path(path)}: object {file_id.hex()}: {problem}; run sapwood fsck",
+                object_id=file_id,
             )
         self._verified.add(file_id)
 
@@ -624,7 +641,7 @@ class _Builder:
         """Copy the object's content into ``fd``, hashing it; raise if it was not the object's."""
         assert child.file is not None
         try:
-            if self.repo.content.compressed:
+            if self.repo.stores_compressed:
                 with self.repo.open_file(child.file) as stream:  # inflates and verifies itself
                     copy_stream(stream, fd)
                 return
@@ -637,11 +654,12 @@ class _Builder:
             finally:
                 os.close(src)
         except (CorruptObjectError, ObjectMissingError) as exc:
-            raise type(exc)(f"{show_path(child.path)}: {exc}; run sapwood fsck") from None
+            raise _amended_front(exc, show_path(child.path), "run sapwood fsck") from None
         problem = check.problem()
         if problem is not None:
             raise CorruptObjectError(
-                f"{show_path(child.path)}: object {child.file.hex()}: {problem}; run sapwood fsck"
+                f"{show_path(child.path)}: object {child.file.hex()}: {problem}; run sapwood fsck",
+                object_id=child.file,
             )
 
     def _apply_file_meta(self, fd: int, header: FileHeader) -> None:
@@ -690,7 +708,8 @@ def _check_linked(child: Node, size: int, name: bytes, dirfd: int) -> None:
         assert child.file is not None
         raise CorruptObjectError(
             f"{show_path(child.path)}: object {child.file.hex()}: its file is not a regular "
-            f"file of {size} bytes; run sapwood fsck"
+            f"file of {size} bytes; run sapwood fsck",
+            object_id=child.file,
         )
 
 
@@ -702,7 +721,7 @@ def _dir_where_file(child: Node) -> CheckoutConflictError:
 
 def _differs(child: Node) -> CheckoutConflictError:
     return CheckoutConflictError(
-        f"{show_path(child.path)}: File exists and differs (--union-identical)"
+        f"{show_path(child.path)}: File exists and differs (union mode 'identical')"
     )
 
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fs.options import ContentOptions, clean_xattrs
-from fs.statcache import CacheRecord, Granularity, cache_key, cacheable, header_digest
+from fs.statcache import CacheRecord, Granularity, cacheable, header_digest
 from store import (
     SMALL_FILE,
     DirMeta,
@@ -129,8 +129,8 @@ class DirScanner:
             raise SourceError(f"{source}: {exc.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise SourceError(f"{source}: not a directory")
-        with self._repo.index.reader() as reader:
-            self._reader = reader
+        with self._repo.snapshot() as snapshot:
+            self._snapshot = snapshot
             self._walk(_Dir(b"", st, b"/", target))
         log.info(
             "scanned %s: %d files read, %d from the stat cache, %d with coarse timestamps",
@@ -327,7 +327,8 @@ class DirScanner:
         else:
             raise UnsupportedFileTypeError(
                 f"{self._shown(tree_path)}: device nodes, fifos and sockets cannot be "
-                "committed (remove it, list it with --skip-list, or use --skip-special)"
+                "committed (remove it, skip its path, or skip special files)",
+                path=self._shown(tree_path),
             )
 
     # ----- files ----------------------------------------------------------------------
@@ -402,13 +403,13 @@ class DirScanner:
         if not self._granularity.can_vouch(fsid, st):
             self.coarse_files += 1
             return None  # timestamps too coarse to witness a rewrite: fs/statcache.py
-        raw = self._reader.statcache(cache_key(st))
-        record = CacheRecord.decode(raw) if raw is not None else None
+        record = self._snapshot.stat_cache(st)
         if record is None or not record.matches(fsid, st, digest):
             return None
-        if not self._reader.has_object(record.file_id):
+        file_id = ObjectId(record.file_id)
+        if not self._snapshot.has_object(file_id):
             return None  # pruned since: read the file again
-        return ObjectId(record.file_id)
+        return file_id
 
     def _read_batch(self, batch: list[_PendingFile], target: MutableDir) -> None:
         """Read the announced files, closing them all; empties ``batch``."""
@@ -444,7 +445,7 @@ class DirScanner:
         self.files_read += 1
         if cacheable(after, self._started_ns) and self._granularity.can_vouch(item.fsid, st):
             record = CacheRecord.of(item.fsid, st, item.digest, file_id)
-            self._txn.put_statcache(cache_key(st), record.encode())
+            self._txn.put_stat_cache(st, record)
         return file_id
 
     # ----- helpers --------------------------------------------------------------------

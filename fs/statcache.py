@@ -45,28 +45,23 @@ inodes, sizes and modes but other content, bound in turn to one device, each hav
 shown a sub-second timestamp somewhere (a fully stamped image shows none and is read
 every time). Nothing the kernel reports cheaply tells those two apart.
 
-The LMDB key stays (st_dev, st_ino) as store/index.py documents it; the filesystem
-id is compared from the record, so an old record (without it) has the wrong size,
-is ignored and replaced. The file id is the record's last 32 bytes: prune reads it
-there to drop the entries whose object it deletes.
+The table and its records belong to the store (store/statcache.py defines their
+layout; a Repository snapshot looks them up, a transaction writes them): the key
+stays (st_dev, st_ino), and the filesystem id is compared from the record, so an old
+record (without it) has the wrong size, is ignored and replaced.
 """
 
 from __future__ import annotations
 
 import os
-import struct
-from dataclasses import dataclass
 
 import blake3
 
-_KEY = struct.Struct(">QQ")
-_VALUE = struct.Struct(">QQqqIII32s32s")
+from store import StatCacheRecord
+
+CacheRecord = StatCacheRecord  # the record's layout is store's (store/statcache.py)
 RACY_MARGIN_NS = 1_000_000_000
 _SECOND_NS = 1_000_000_000
-
-
-def cache_key(st: os.stat_result) -> bytes:
-    return _KEY.pack(st.st_dev, st.st_ino)
 
 
 def header_digest(header_bytes: bytes) -> bytes:
@@ -97,64 +92,6 @@ class Granularity:
             self._fine.add(key)
             return True
         return False
-
-
-@dataclass(frozen=True)
-class CacheRecord:
-    fsid: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    mode: int
-    uid: int
-    gid: int
-    header_digest: bytes
-    file_id: bytes
-
-    @classmethod
-    def of(cls, fsid: int, st: os.stat_result, header_digest: bytes, file_id: bytes) -> CacheRecord:
-        return cls(
-            fsid,
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ctime_ns,
-            st.st_mode,
-            st.st_uid,
-            st.st_gid,
-            header_digest,
-            file_id,
-        )
-
-    def encode(self) -> bytes:
-        return _VALUE.pack(
-            self.fsid,
-            self.size,
-            self.mtime_ns,
-            self.ctime_ns,
-            self.mode,
-            self.uid,
-            self.gid,
-            self.header_digest,
-            self.file_id,
-        )
-
-    @classmethod
-    def decode(cls, raw: bytes) -> CacheRecord | None:
-        if len(raw) != _VALUE.size:
-            return None
-        return cls(*_VALUE.unpack(raw))
-
-    def matches(self, fsid: int, st: os.stat_result, header_digest: bytes) -> bool:
-        return (
-            self.fsid == fsid
-            and self.size == st.st_size
-            and self.mtime_ns == st.st_mtime_ns
-            and self.ctime_ns == st.st_ctime_ns
-            and self.mode == st.st_mode
-            and self.uid == st.st_uid
-            and self.gid == st.st_gid
-            and self.header_digest == header_digest
-        )
 
 
 def cacheable(st: os.stat_result, commit_started_ns: int) -> bool:

@@ -9,16 +9,13 @@ since an edit through a hardlinked checkout changes the object itself.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from fs.copy import hash_fd
-from store import ContentCheck, FileHeader, Node, ObjectId, Repository, children
+from store import FileHeader, Node, ObjectId, Repository, check_content, children, open_regular
 
-_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WINDOW = 64  # files opened and announced to the kernel at once
 
@@ -30,43 +27,6 @@ def diff_dir(repo: Repository, node: Node, directory: Path) -> Iterator[tuple[st
         yield from _diff(repo, node, fd)
     finally:
         os.close(fd)
-
-
-def same_content(
-    dirfd: int, name: bytes, header: FileHeader, object_id: ObjectId, size: int
-) -> bool:
-    """Whether ``name`` in ``dirfd`` is a regular file holding exactly object ``object_id``'s
-    content: hashed with the object's recorded header, streamed, never followed."""
-    fd = _open_regular(dirfd, name)
-    if fd is None:
-        return False
-    try:
-        return _hash_matches(fd, header, object_id, size)
-    finally:
-        os.close(fd)
-
-
-def _open_regular(dirfd: int, name: bytes) -> int | None:
-    """An fd of the regular file ``name``; None if it is anything else by now.
-
-    O_NONBLOCK: a FIFO put there since it was listed must not hang the reader.
-    """
-    try:
-        fd = os.open(name, _OPEN_FILE, dir_fd=dirfd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOENT):  # replaced or removed since listed
-            return None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    return fd
-
-
-def _hash_matches(fd: int, header: FileHeader, object_id: ObjectId, size: int) -> bool:
-    check = ContentCheck(object_id, header.encode(), size)
-    hash_fd(fd, size, check)
-    return check.problem() is None
 
 
 def _diff(repo: Repository, node: Node, dirfd: int) -> Iterator[tuple[str, bytes]]:
@@ -129,13 +89,17 @@ def _compare_files(
         fds: list[int | None] = []
         try:
             for name, *_ in window:
-                fds.append(fd := _open_regular(dirfd, name))
+                fds.append(fd := open_regular(name, dirfd))
                 if fd is not None:
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
             for fd, (name, file_id, header, size) in zip(fds, window, strict=True):
-                same[name] = fd is not None and _hash_matches(fd, header, file_id, size)
+                same[name] = fd is not None and _matches(fd, header, file_id, size)
         finally:
             for fd in fds:
                 if fd is not None:
                     os.close(fd)
     return same
+
+
+def _matches(fd: int, header: FileHeader, file_id: ObjectId, size: int) -> bool:
+    return check_content(fd, file_id, header.encode(), size) is None

@@ -140,7 +140,7 @@ async def _bound_mapped_index(repo: Repository) -> None:
         if shared_pages * page > MAPPED_BUDGET:
             log.debug("index map holds %d MiB: remapping", shared_pages * page >> 20)
             try:
-                repo.index.remap()
+                repo.refresh()
             except RuntimeError as exc:  # another user of the index in this process
                 log.warning("cannot bound the index map: %s", exc)
                 return

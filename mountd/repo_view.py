@@ -126,8 +126,8 @@ class RepositoryView(TreeView):
         assert parent.synthetic is not None
         if parent.synthetic[0] == "commits":
             text = name.decode("ascii", "replace").lower()
-            with self.repo.index.reader() as reader:
-                matches = reader.commits_with_prefix(text) if len(text) >= 4 else []
+            with self.repo.snapshot() as snapshot:
+                matches = snapshot.commits_with_prefix(text) if len(text) >= 4 else []
             if len(matches) == 1:
                 return self._commit_root(parent, matches[0].hex().encode(), matches[0])
             raise PathNotFoundError(f"no single commit {text}")
@@ -139,8 +139,8 @@ class RepositoryView(TreeView):
         if kind == "root":
             return [(name, self._synthetic(name.decode(), "")) for name in _TOP]
         if kind == "commits":
-            with self.repo.index.reader() as reader:
-                ids = sorted(cid for cid, _ in reader.commit_ids())
+            with self.repo.snapshot() as snapshot:
+                ids = sorted(cid for cid, _ in snapshot.commits())
             roots = [(cid.hex().encode(), cid) for cid in ids]
             shown = [
                 (name, self._shown_root(parent, name, cid, f"commit {cid.hex()}"))

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 
 from mountd.lru import Lru, RecentKeys
-from store import ContentCheck, ObjectId, Repository, SapwoodError
+from store import ObjectId, Repository, SapwoodError, require_content
 
 _OPEN_FILES = 256  # object files kept open (uncompressed modes)
 _SMALL = 1 << 20  # up to this size: verified with one read, or decompressed into memory
@@ -74,7 +74,7 @@ class ObjectSources:
 
     def _keep(self, file_id: ObjectId, header: bytes, size: int) -> None:
         """Verify the object and keep a source of it, within the bounds of its kind."""
-        if not self.repo.content.compressed:
+        if not self.repo.stores_compressed:
             fd, whole = self._open_verified(file_id, header, size)
             self._files.add(file_id, fd, 1)
             self._fresh = None if whole is None else (file_id, whole)
@@ -165,13 +165,9 @@ class ObjectSources:
         key = hash((file_id, st.st_ino, st.st_ctime_ns))
         if self._verified.seen(key):
             return None
-        check, whole = ContentCheck(file_id, header, size), None
+        whole = None
         if size <= _SMALL:  # one read; one byte more shows a grown object
             whole = os.pread(fd, size + 1, 0)
-            check.update(whole)
-        else:
-            while chunk := os.pread(fd, min(_CHUNK, size + 1 - check.seen), check.seen):
-                check.update(chunk)
-        check.require()
+        require_content(fd if whole is None else whole, file_id, header, size)
         self._verified.add(key, True)
         return whole

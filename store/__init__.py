@@ -55,6 +55,8 @@ from store.prune import PruneReport, prune
 from store.rebuild import RebuildReport, rebuild_index
 from store.repo import Repository
 from store.revs import history, rev_parse
+from store.snapshot import Snapshot
+from store.statcache import StatCacheRecord
 from store.transaction import SMALL_FILE, Transaction
 from store.trees import (
     Change,
@@ -67,7 +69,7 @@ from store.trees import (
     root_node,
     walk,
 )
-from store.verify import ContentCheck
+from store.verify import ContentCheck, check_content, file_matches, open_regular, require_content
 
 __all__ = [
     "ANY",
@@ -117,24 +119,30 @@ __all__ = [
     "RepoNotFoundError",
     "Repository",
     "SapwoodError",
+    "Snapshot",
     "SourceError",
+    "StatCacheRecord",
     "Transaction",
     "UnsafeToPruneError",
     "UnsupportedFileTypeError",
     "UsageError",
+    "check_content",
     "check_name",
     "check_ref_name",
     "children",
     "diff_trees",
+    "file_matches",
     "find_child",
     "from_hex",
     "fsck",
     "history",
     "locate_child",
     "lookup",
+    "open_regular",
     "prune",
     "read_xattrs",
     "rebuild_index",
+    "require_content",
     "rev_parse",
     "root_node",
     "show_path",

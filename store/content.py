@@ -34,7 +34,7 @@ from store.errors import CorruptObjectError, FormatError, ModePolicyError, Objec
 from store.ids import ObjectId, ObjectType
 from store.modes import RepoMode
 from store.objects import FileHeader
-from store.verify import ContentCheck, open_object_file, require_size
+from store.verify import check_content, open_object_file, require_size
 
 USER_META_XATTR = "user.sapwoodmeta"
 ARCHIVE_MAGIC = b"SWZ1"
@@ -69,14 +69,18 @@ class ContentStore(ABC):
         self._objects_str = str(objects_dir)
         self._suffix = ObjectType.FILE.suffix + ("z" if self.compressed else "")
 
-    def relpath(self, object_id: bytes) -> str:
-        return object_relpath(object_id, ObjectType.FILE, self.compressed)
+    def relpath(self, object_id: bytes, kind: ObjectType = ObjectType.FILE) -> str:
+        """Where an object of ``kind`` lives below ``objects/`` in this mode: file
+        objects in every mode (compressed ``.filez`` in archive mode); metadata objects
+        are files in archive mode only (the others keep them in the index alone)."""
+        return object_relpath(object_id, kind, self.compressed and kind is ObjectType.FILE)
 
-    def path(self, object_id: bytes) -> Path:
-        return self.objects_dir / self.relpath(object_id)
+    def path(self, object_id: bytes, kind: ObjectType = ObjectType.FILE) -> Path:
+        return self.objects_dir / self.relpath(object_id, kind)
 
     def pathstr(self, object_id: bytes) -> str:
-        """``path()`` as a string, without pathlib's cost (hot paths: fsck, reads)."""
+        """``path()`` of a file object as a string, without pathlib's cost (hot paths:
+        checkout's links, fsck, reads)."""
         hexid = object_id.hex()
         return f"{self._objects_str}/{hexid[:2]}/{hexid[2:]}.{self._suffix}"
 
@@ -124,22 +128,19 @@ class ContentStore(ABC):
 
         ``header_bytes`` is the canonical header the index holds for the object.
         """
-        check = ContentCheck(object_id, header_bytes, size)
         try:
             header = FileHeader.decode(header_bytes)
             problem = self._verify_disk(object_id, header, header_bytes)
             if problem:
                 return problem
             with self.open_content(object_id, header, size) as stream:
-                while chunk := stream.read(_CHUNK):
-                    check.update(chunk)
+                return check_content(stream, object_id, header_bytes, size)
         except ObjectMissingError:
             return "object file is missing"
         except (CorruptObjectError, FormatError) as exc:
             return str(exc).removeprefix(f"object {object_id.hex()}: ")
         except OSError as exc:
             return f"object file is unreadable: {exc.strerror}"
-        return check.problem()
 
     def _verify_disk(
         self, object_id: ObjectId, header: FileHeader, header_bytes: bytes
@@ -244,7 +245,9 @@ class BareUserStore(ContentStore):
         except FileNotFoundError:
             raise self._missing(object_id) from None
         except OSError as exc:
-            raise CorruptObjectError(f"object {object_id.hex()} lost its metadata: {exc}") from exc
+            raise CorruptObjectError(
+                f"object {object_id.hex()} lost its metadata: {exc}", object_id=object_id
+            ) from exc
         return FileHeader.decode(raw)
 
     def _verify_disk(
@@ -344,17 +347,23 @@ class ArchiveStore(ContentStore):
     def _read_prefix(self, stream: BinaryIO, object_id: ObjectId) -> tuple[int, FileHeader]:
         head = stream.read(_ARCHIVE_PREFIX.size + 4)
         if len(head) != _ARCHIVE_PREFIX.size + 4:
-            raise CorruptObjectError(f"object {object_id.hex()} is truncated")
+            raise CorruptObjectError(f"object {object_id.hex()} is truncated", object_id=object_id)
         magic, size = _ARCHIVE_PREFIX.unpack(head[: _ARCHIVE_PREFIX.size])
         if magic != ARCHIVE_MAGIC:
-            raise CorruptObjectError(f"object {object_id.hex()} is not an archive object")
+            raise CorruptObjectError(
+                f"object {object_id.hex()} is not an archive object", object_id=object_id
+            )
         (hlen,) = _U32.unpack(head[_ARCHIVE_PREFIX.size :])
         if hlen > _MAX_ARCHIVE_HEADER:
-            raise CorruptObjectError(f"object {object_id.hex()}: a header of {hlen} B")
+            raise CorruptObjectError(
+                f"object {object_id.hex()}: a header of {hlen} B", object_id=object_id
+            )
         try:
             header = FileHeader.read_from(Reader(stream.read(hlen), "archive header"))
         except FormatError as exc:
-            raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
+            raise CorruptObjectError(
+                f"object {object_id.hex()}: {exc}", object_id=object_id
+            ) from exc
         return int(size), header
 
     def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
@@ -363,7 +372,8 @@ class ArchiveStore(ContentStore):
             stored_size, _ = self._read_prefix(stream, object_id)
             if stored_size != size:
                 raise CorruptObjectError(
-                    f"object {object_id.hex()}: content of {stored_size} B, the index says {size}"
+                    f"object {object_id.hex()}: content of {stored_size} B, the index says {size}",
+                    object_id=object_id,
                 )
         except BaseException:
             stream.close()

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store.content import object_relpath
 from store.errors import CorruptObjectError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
@@ -190,9 +189,9 @@ def _check_archive_metadata(
         record = reader.object(object_id)
         if record is None:
             continue  # already reported as missing
-        path = repo.path / "objects" / object_relpath(object_id, record.kind)
+        path = repo.object_path(object_id, record.kind)
         try:
-            with open(open_object_file(str(path), object_id), "rb") as served:
+            with open(open_object_file(path, object_id), "rb") as served:
                 same = served.read(len(record.payload) + 1) == record.payload
         except ObjectMissingError:
             bad[object_id] = f"{record.kind.suffix} file is missing from objects/"
@@ -210,11 +209,9 @@ def _delete(repo: Repository, bad: set[ObjectId], broken: set[ObjectId]) -> list
         kinds = {oid: rec.kind for oid in bad if (rec := reader.object(oid)) is not None}
     repo.index.apply(WriteBatch(remove_objects=bad, partial_mark=broken - bad))
     for object_id, kind in kinds.items():
-        compressed = repo.content.compressed and kind is ObjectType.FILE
-        path = repo.path / "objects" / object_relpath(object_id, kind, compressed)
-        path.unlink(missing_ok=True)
+        Path(repo.object_path(object_id, kind)).unlink(missing_ok=True)
     for object_id in bad - kinds.keys():
-        repo.content.path(object_id).unlink(missing_ok=True)
+        Path(repo.object_path(object_id)).unlink(missing_ok=True)
     log.info("deleted %d corrupt objects, marked %d commits partial", len(bad), len(broken))
     return sorted(bad)
 

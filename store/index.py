@@ -14,10 +14,10 @@ This is the one place that defines the index's layout. The environment lives in
               for resolving an abbreviated id with one cursor seek.
 ``refs``      key: ref name (UTF-8, ``REMOTE:REF`` for pulled refs). value: commit id.
 ``partial``   key: commit id. value: empty. Commits known to lack objects.
-``statcache`` key: u64 st_dev + u64 st_ino of a source file. value: fs/statcache.py's
-              record, letting an unchanged re-commit skip reading the file; its
-              last 32 bytes are the file id it vouches for (prune drops entries
-              whose object it removes).
+``statcache`` key: u64 st_dev + u64 st_ino of a source file. value: a record
+              (store/statcache.py defines both) letting an unchanged re-commit
+              skip reading the file; its last 32 bytes are the file id it
+              vouches for (prune drops entries whose object it removes).
 
 A write transaction of LMDB is the commit point of a sapwood transaction: refs,
 object entries and commits change together or not at all.
@@ -57,6 +57,7 @@ _U64 = struct.Struct(">Q")
 _DATABASES = ("objects", "commits", "refs", "partial", "statcache")
 _FILE_TAG = ObjectType.FILE.value
 _MIN_DATA_BYTES = 2 * 4096  # LMDB's two meta pages
+_MAX_KEY = 511  # LMDB's longest key
 
 ANY = object()  # "whatever the ref holds now", for RefUpdate.expected
 
@@ -137,7 +138,13 @@ class IndexReader:
         return self._txn.get(object_id, db=self._dbs["objects"]) is not None
 
     def ref(self, name: str) -> ObjectId | None:
-        value = self._txn.get(name.encode(), db=self._dbs["refs"])
+        try:
+            key = name.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no ref's name (keys are UTF-8)
+            return None
+        if not 0 < len(key) <= _MAX_KEY:  # LMDB refuses such a key: no ref has it
+            return None
+        value = self._txn.get(key, db=self._dbs["refs"])
         return None if value is None else _id_value(bytes(value), "ref " + name)
 
     def refs(self) -> dict[str, ObjectId]:
@@ -405,7 +412,8 @@ def _check_required(txn: Any, objects_db: Any, batch: WriteBatch) -> None:
         if object_id not in batch.objects and txn.get(object_id, db=objects_db) is None:
             raise ObjectMissingError(
                 f"object {object_id.hex()}, which this commit reuses, was removed from the "
-                "repository while it ran (by prune or fsck --delete); nothing was committed"
+                "repository while it ran (by prune or fsck with delete); nothing was committed",
+                object_id=ObjectId(object_id),
             )
 
 
@@ -420,7 +428,10 @@ def _check_refs(txn: Any, dbs: dict[str, Any], batch: WriteBatch) -> None:
             now = "absent" if current_id is None else current_id.hex()
             raise RefConflictError(
                 f"ref {update.name} moved while this transaction ran (it is now {now}); "
-                "nothing was changed"
+                "nothing was changed",
+                name=update.name,
+                expected=update.expected,  # type: ignore[arg-type]  # not ANY here
+                actual=None if current_id is None else ObjectId(current_id),
             )
         if update.new is not None:
             _check_is_commit(txn, dbs["objects"], batch, update)
@@ -451,7 +462,9 @@ def _check_ref_path(
     for other in above:
         exists = other not in deleted and txn.get(other.encode(), db=refs_db) is not None
         if exists or other in created:
-            raise RefExistsError(f"ref {name} cannot exist beside ref {other}: delete it first")
+            raise RefExistsError(
+                f"ref {name} cannot exist beside ref {other}: delete it first", name=other
+            )
     below = name + "/"
     others = [o for o in created if o.startswith(below)]
     with txn.cursor(db=refs_db) as cur:
@@ -462,4 +475,6 @@ def _check_ref_path(
                 others.append(key)
             found = cur.next()
     if others:
-        raise RefExistsError(f"ref {name} cannot exist beside ref {others[0]}: delete it first")
+        raise RefExistsError(
+            f"ref {name} cannot exist beside ref {others[0]}: delete it first", name=others[0]
+        )

@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store.content import object_relpath
 from store.errors import RefConflictError, RefNotFoundError, UnsafeToPruneError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
@@ -31,6 +30,7 @@ from store.reachability import (
     walk_commits,
 )
 from store.repo import Repository
+from store.statcache import record_file_id
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,9 @@ def prune(
             keep = reachable.commits | reachable.metadata | reachable.files
             garbage = {oid: rec.kind for oid, rec in reader.iter_objects() if oid not in keep}
             orphans = orphan_files(repo.path / "objects", reader)
-            stale_cache = {key for key, value in reader.iter_statcache() if value[-32:] in garbage}
+            stale_cache = {
+                key for key, raw in reader.iter_statcache() if record_file_id(raw) in garbage
+            }
             report = PruneReport(total_objects=len(keep) + len(garbage), dry_run=dry_run)
         report.commits = sorted(oid for oid, kind in garbage.items() if kind is ObjectType.COMMIT)
         report.objects = len(garbage)
@@ -123,12 +125,14 @@ def _roots(
     for commit_id in delete_commits:
         record = reader.object(commit_id)
         if record is None or record.kind is not ObjectType.COMMIT:
-            raise RefNotFoundError(f"no commit {commit_id.hex()} to delete")
+            raise RefNotFoundError(f"no commit {commit_id.hex()} to delete", rev=commit_id.hex())
         pointing = sorted(name for name, cid in heads.items() if cid == commit_id)
         if pointing:
             raise RefConflictError(
                 f"commit {commit_id.hex()[:12]} is the head of {', '.join(pointing)}; "
-                "delete the ref first"
+                "delete the ref first",
+                name=pointing[0],
+                actual=commit_id,
             )
     if refs_only:
         roots = {cid for head in head_ids for cid in commit_history(reader, head, depth)}
@@ -142,10 +146,8 @@ def _roots(
 
 def _object_paths(repo: Repository, object_id: ObjectId, kind: ObjectType) -> list[Path]:
     """Files an object occupies: the content file, or an archive's metadata file."""
-    if kind is ObjectType.FILE:
-        return [repo.content.path(object_id)]
-    if repo.content.compressed:
-        return [repo.path / "objects" / object_relpath(object_id, kind)]
+    if kind is ObjectType.FILE or repo.stores_compressed:
+        return [Path(repo.object_path(object_id, kind))]
     return []
 
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import configparser
 import os
-import re
 import stat
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -27,76 +25,40 @@ from store.content import ContentStore, content_store
 from store.errors import (
     CorruptObjectError,
     FormatError,
+    InvalidRefNameError,
     ModePolicyError,
     ObjectMissingError,
     ReadOnlyRepositoryError,
+    RefConflictError,
+    RefExistsError,
+    RefNotFoundError,
     RepoExistsError,
     RepoNotFoundError,
 )
 from store.ids import ObjectId, ObjectType
-from store.index import Access, Index, ObjectRecord
+from store.index import ANY, Access, Index, ObjectRecord
 from store.locking import repo_lock
 from store.modes import RepoMode
+from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader, FileStat
+from store.snapshot import Snapshot
+from store.space import SpacePolicy
 from store.transaction import Transaction
 from store.verify import verified
 
 REPO_VERSION = 1
-_SIZE_UNITS = {
-    "": 1,
-    "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "KIB": 2**10,
-    "MIB": 2**20,
-    "GIB": 2**30,
-}
-
-
-@dataclass(frozen=True)
-class SpacePolicy:
-    """How much free space a transaction must leave (OSTree's min-free-space-*).
-
-    ``min-free-space-size`` (bytes, or with KB/MB/GB/KiB/MiB/GiB) wins when set;
-    otherwise ``min-free-space-percent`` of the filesystem (default 3, as OSTree).
-    """
-
-    percent: int = 3
-    size: int | None = None
-
-    @classmethod
-    def from_config(cls, core: configparser.SectionProxy) -> SpacePolicy:
-        percent = core.getint("min-free-space-percent", fallback=3)
-        if not 0 <= percent <= 99:
-            raise ValueError(f"min-free-space-percent {percent} is not between 0 and 99")
-        size_text = core.get("min-free-space-size")
-        return cls(percent, _parse_size(size_text) if size_text else None)
-
-    @property
-    def enabled(self) -> bool:
-        """min-free-space-percent 0 without a size turns the check off, as in OSTree."""
-        return self.size is not None or self.percent > 0
-
-    def describe(self) -> str:
-        if self.size is not None:
-            return f"min-free-space-size {self.size} bytes"
-        return f"min-free-space-percent '{self.percent}%'"
-
-    def reserve(self, total_bytes: int) -> int:
-        return self.size if self.size is not None else total_bytes * self.percent // 100
-
-
-def _parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
-    unit = match.group(2).upper() if match else None
-    if match is None or unit not in _SIZE_UNITS:
-        raise ValueError(f"min-free-space-size {text!r} is not a size like 500MB")
-    return int(match.group(1)) * _SIZE_UNITS[unit]
+__all__ = ["REPO_VERSION", "Repository", "SpacePolicy", "read_config"]
 
 
 class Repository:
-    """An open repository. Reading is thread-safe; writing goes through transaction()."""
+    """An open repository. Reading is thread-safe; writing goes through transaction().
+
+    Callers outside the store use the methods below, never ``index`` or ``content``
+    (the LMDB index and the mode's object files, the store's own business): a read
+    snapshot for reads that belong together, refs with compare-and-swap, and
+    per-mode access to object files (``stores_compressed``, ``object_path``,
+    ``open_file_fd``, ``verify_file``).
+    """
 
     def __init__(
         self,
@@ -148,12 +110,21 @@ class Repository:
             space = SpacePolicy.from_config(core)
             fsync = core.getboolean("fsync", fallback=True)
         except ValueError as exc:
-            raise RepoNotFoundError(f"{path}/config: a bad repository setting: {exc}") from None
+            raise RepoNotFoundError(
+                f"{path}/config: a bad repository setting: {exc}", path=path
+            ) from None
         access = Access.READ_WRITE if _writable(path) else Access.READ_ONLY
         return cls(path, mode, fsync=fsync, access=access, space=space)
 
     def close(self) -> None:
         self.index.close()
+
+    def refresh(self) -> None:
+        """Let go of the index pages this process has mapped (they stay in the page
+        cache) and map it afresh. For a long-lived reader that walks much of the index,
+        the mount daemon: call it with no snapshot or transaction open, as the only user
+        of this repository in the process (RuntimeError otherwise)."""
+        self.index.remap()
 
     def __enter__(self) -> Repository:
         return self
@@ -177,6 +148,39 @@ class Repository:
                 f"{self.path}: this repository is read-only for you; nothing was written"
             )
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """One consistent view of refs, commits, objects and the stat cache (store/snapshot.py)."""
+        with self.index.reader() as reader:
+            yield Snapshot(reader)
+
+    # ----- object files, per mode ---------------------------------------------------
+    @property
+    def stores_compressed(self) -> bool:
+        """True in archive mode: object files hold compressed content, so they can be
+        neither hardlinked nor opened as plain files (``open_file_fd``); read them with
+        ``open_file``. In the other modes an object's file holds its content as is."""
+        return self.content.compressed
+
+    def object_path(self, object_id: ObjectId, kind: ObjectType = ObjectType.FILE) -> str:
+        """Where an object lives on disk: a file object's file in every mode (compressed
+        in archive mode), a metadata object's in archive mode only (elsewhere that path
+        never exists). Not checked, nor opened: the file is untrusted (see open_file_fd)."""
+        if kind is ObjectType.FILE:
+            return self.content.pathstr(object_id)
+        return str(self.content.path(object_id, kind))
+
+    def verify_file(
+        self, object_id: ObjectId, header: FileHeader | None = None, size: int | None = None
+    ) -> str | None:
+        """What is wrong with a stored file object, or None if it is sound: its content
+        re-hashed in full, and what its file records besides (ownership, mode, the
+        bare-user xattr) compared with the index. ``header`` and ``size``: the recorded
+        ones, when the caller has them already (saves an index lookup)."""
+        if header is None or size is None:
+            header, size = self.read_file_header(object_id)
+        return self.content.verify(object_id, header.encode(), size)
+
     # ----- reading objects ------------------------------------------------------
     def _record(self, object_id: ObjectId, kind: ObjectType) -> ObjectRecord:
         with self.index.reader() as reader:
@@ -187,7 +191,8 @@ class Repository:
             )
         if record.kind is not kind:
             raise CorruptObjectError(
-                f"object {object_id.hex()} is a {record.kind.suffix}, not a {kind.suffix}"
+                f"object {object_id.hex()} is a {record.kind.suffix}, not a {kind.suffix}",
+                object_id=object_id,
             )
         return record
 
@@ -228,7 +233,9 @@ class Repository:
             for object_id in object_ids:
                 record = reader.object(object_id)
                 if record is None or record.kind is not ObjectType.FILE:
-                    raise ObjectMissingError(f"file object {object_id.hex()} is missing")
+                    raise ObjectMissingError(
+                        f"file object {object_id.hex()} is missing", object_id=object_id
+                    )
                 header = _decoded(FileHeader.decode, record.file_header_bytes, object_id)
                 found.append((header, record.file_size))
         return found
@@ -241,9 +248,13 @@ class Repository:
                 try:
                     stats = reader.file_stat(object_id)
                 except FormatError as exc:
-                    raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
+                    raise CorruptObjectError(
+                        f"object {object_id.hex()}: {exc}", object_id=object_id
+                    ) from exc
                 if stats is None:
-                    raise ObjectMissingError(f"file object {object_id.hex()} is missing")
+                    raise ObjectMissingError(
+                        f"file object {object_id.hex()} is missing", object_id=object_id
+                    )
                 found.append(stats)
         return found
 
@@ -284,6 +295,41 @@ class Repository:
         with self.index.reader() as reader:
             return reader.refs()
 
+    def ref(self, name: str) -> ObjectId | None:
+        """The commit ref ``name`` points at, or None if there is no such ref."""
+        with self.index.reader() as reader:
+            return reader.ref(name)
+
+    def set_ref(self, name: str, target: ObjectId | None, expected: object = ANY) -> None:
+        """Point ref ``name`` at commit ``target`` (None deletes it), in a transaction of
+        its own.
+
+        ``expected`` makes it a compare-and-swap: the commit the ref must hold at the
+        moment it moves (None: the ref must not exist); otherwise RefConflictError and
+        nothing moves. The default, ``store.ANY``, moves it whatever it holds.
+        """
+        with self.transaction() as txn:
+            txn.set_ref(name, target, expected)
+
+    def create_ref(self, name: str, target: ObjectId) -> None:
+        """Create ref ``name`` at commit ``target``; RefExistsError if it exists already
+        (also when another writer creates it first)."""
+        if self.ref(name) is not None:
+            raise _ref_exists(name)
+        try:
+            self.set_ref(name, target, expected=None)
+        except RefConflictError:
+            raise _ref_exists(name) from None
+
+    def delete_ref(self, name: str) -> None:
+        """Delete ref ``name``; RefNotFoundError if there is none. The ref is deleted
+        only if it still holds what it held when looked up: RefConflictError if another
+        writer moved it meanwhile."""
+        current = self.ref(name)
+        if current is None:
+            raise RefNotFoundError(f"no ref {_shown_ref(name)}", rev=name)
+        self.set_ref(name, None, expected=current)
+
     def write_ref_mirror(self) -> None:
         """Archive mode: rewrite refs/heads/ and refs/remotes/ from the index, for HTTP."""
         refs_dir = self.path / "refs"
@@ -306,19 +352,19 @@ def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
         found = config.read(path / "config", encoding="utf-8")
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise RepoNotFoundError(
-            f"{path}/config: not a readable repository config ({exc})"
+            f"{path}/config: not a readable repository config ({exc})", path=path
         ) from None
     if not found or not config.has_section("core"):
-        raise RepoNotFoundError(f"{path}: not a sapwood repository")
+        raise RepoNotFoundError(f"{path}: not a sapwood repository", path=path)
     core = config["core"]
     if core.get("repo_version") != str(REPO_VERSION):
         raise RepoNotFoundError(
-            f"{path}: unsupported repository version {core.get('repo_version')}"
+            f"{path}: unsupported repository version {core.get('repo_version')}", path=path
         )
     try:
         mode = RepoMode.parse(core.get("mode", ""))
     except ModePolicyError as exc:
-        raise RepoNotFoundError(f"{path}/config: {exc}") from None
+        raise RepoNotFoundError(f"{path}/config: {exc}", path=path) from None
     return mode, core
 
 
@@ -353,6 +399,19 @@ def _writable(path: Path) -> bool:
     )
 
 
+def _shown_ref(name: str) -> str:
+    """A ref name for a message: as it is when valid, else quoted and escaped (a name
+    the caller typed, or a damaged index holds, may hold anything)."""
+    try:
+        return check_ref_name(name)
+    except InvalidRefNameError:
+        return repr(name)
+
+
+def _ref_exists(name: str) -> RefExistsError:
+    return RefExistsError(f"ref {_shown_ref(name)} exists; delete it first", name=name)
+
+
 def _mirror_path(name: str) -> str:
     """``os/main`` -> heads/os/main; ``origin:os/main`` -> remotes/origin/os/main."""
     remote, sep, ref = name.partition(":")
@@ -366,4 +425,4 @@ def _decoded(decode: Callable[[bytes], _T], payload: bytes, object_id: ObjectId)
     try:
         return decode(payload)
     except FormatError as exc:
-        raise CorruptObjectError(f"object {object_id.hex()}: {exc}") from exc
+        raise CorruptObjectError(f"object {object_id.hex()}: {exc}", object_id=object_id) from exc

@@ -22,21 +22,21 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import blake3
 
-from store.content import object_relpath
+from store.content import ContentStore
 from store.durability import boot_id, fsync_dir, space_errors, syncfs
 from store.errors import OutOfSpaceError, SourceError
 from store.ids import ObjectId, ObjectType, digest
-from store.index import ANY, IndexReader, ObjectRecord, RefUpdate, WriteBatch
+from store.index import ANY, Index, IndexReader, ObjectRecord, RefUpdate, WriteBatch
 from store.locking import try_lock_dir
+from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader
-
-if TYPE_CHECKING:
-    from store.repo import Repository
+from store.space import SpacePolicy
+from store.statcache import StatCacheRecord, stat_cache_key
 
 log = logging.getLogger(__name__)
 _NOTHING_COMMITTED = "nothing was committed"
@@ -44,10 +44,33 @@ SMALL_FILE = 4 << 20  # files up to this size are read once, into memory
 _NEW_DIR_GRACE_SECONDS = 600
 
 
+class TransactionHost(Protocol):
+    """What a transaction needs of its repository (store.repo.Repository is one).
+
+    A protocol rather than the class itself: the repository makes transactions, so
+    this module cannot import it without an import cycle.
+    """
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def mode(self) -> RepoMode: ...
+    @property
+    def fsync(self) -> bool: ...
+    @property
+    def space(self) -> SpacePolicy: ...
+    @property
+    def index(self) -> Index: ...
+    @property
+    def content(self) -> ContentStore: ...
+    def lock(self, exclusive: bool) -> AbstractContextManager[None]: ...
+    def write_ref_mirror(self) -> None: ...
+
+
 class Transaction:
     """Stage objects, then commit them and the ref moves atomically."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: TransactionHost) -> None:
         self._repo = repo
         self._batch = WriteBatch()
         self._staged: list[tuple[str, str]] = []
@@ -131,12 +154,7 @@ class Transaction:
         with self._mutex:
             self._batch.objects[object_id] = record
             if staged is not None:
-                relpath = object_relpath(
-                    object_id,
-                    record.kind,
-                    self._repo.content.compressed and record.kind is ObjectType.FILE,
-                )
-                self._staged.append((staged, relpath))
+                self._staged.append((staged, self._repo.content.relpath(object_id, record.kind)))
 
     def write_file(self, header: FileHeader, data: bytes, where: str = "") -> ObjectId:
         """Store a file object whose content is in memory; return its id."""
@@ -237,9 +255,11 @@ class Transaction:
         check_ref_name(name)
         self._batch.refs.append(RefUpdate(name, commit_id, expected))
 
-    def put_statcache(self, key: bytes, value: bytes) -> None:
+    def put_stat_cache(self, st: os.stat_result, record: StatCacheRecord) -> None:
+        """Remember at the commit point that the source file ``st`` describes is
+        ``record`` (fs/statcache.py says when a record may be written)."""
         with self._mutex:
-            self._batch.statcache[key] = value
+            self._batch.statcache[stat_cache_key(st)] = record.encode()
 
     # ----- ending -----------------------------------------------------------
     def commit(self) -> None:

@@ -6,11 +6,14 @@ can reach. Every read of one goes through this module:
 - :func:`open_object_file` opens it without following a symlink and without
   blocking (a FIFO put in its place would hang the reader forever), and refuses
   anything that is not a regular file;
-- :class:`ContentCheck` answers "does this content match object X" (blake3 over the
-  canonical header, then the content, and the recorded size); fsck, checkout,
-  diff, cat and the mount all ask it;
-- :class:`VerifyingReader` is a stream that asks it as the bytes go by and fails
-  at the end of the stream if they were not the object's.
+- :func:`check_content` answers "does this fd, stream or bytes hold object X's
+  content" (blake3 over the canonical header, then the content, and the recorded
+  size: :class:`ContentCheck`); fsck, checkout's --verify and --union-identical,
+  diff against a directory and the mount all ask it, and :func:`file_matches` asks
+  it of a file in a directory that is not trusted either (opened as object files are);
+- :class:`VerifyingReader` is a stream that asks ContentCheck as the bytes go by and
+  fails at the end of the stream if they were not the object's (cat, archive reads,
+  and the copies of a checkout, which hash what they copy).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from store.errors import CorruptObjectError, ObjectMissingError
 from store.ids import ObjectId
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK = 1 << 20
 
 
 def open_object_file(path: str, object_id: bytes) -> int:
@@ -34,11 +38,14 @@ def open_object_file(path: str, object_id: bytes) -> int:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
-        raise ObjectMissingError(f"object {object_id.hex()} is missing from objects/") from None
+        raise ObjectMissingError(
+            f"object {object_id.hex()} is missing from objects/", object_id=object_id
+        ) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise CorruptObjectError(
-                f"object {object_id.hex()}: its file is a symlink, not an object"
+                f"object {object_id.hex()}: its file is a symlink, not an object",
+                object_id=object_id,
             ) from None
         raise
     try:
@@ -48,7 +55,9 @@ def open_object_file(path: str, object_id: bytes) -> int:
         raise
     if kind != stat.S_IFREG:
         os.close(fd)
-        raise CorruptObjectError(f"object {object_id.hex()}: its file is not a regular file")
+        raise CorruptObjectError(
+            f"object {object_id.hex()}: its file is not a regular file", object_id=object_id
+        )
     return fd
 
 
@@ -57,7 +66,8 @@ def require_size(fd: int, object_id: bytes, size: int) -> None:
     found = os.fstat(fd).st_size
     if found != size:
         raise CorruptObjectError(
-            f"object {object_id.hex()}: its file holds {_bytes(found)}, the index says {size}"
+            f"object {object_id.hex()}: its file holds {_bytes(found)}, the index says {size}",
+            object_id=object_id,
         )
 
 
@@ -88,7 +98,83 @@ class ContentCheck:
         """Raise CorruptObjectError unless the content fed was exactly the object's."""
         problem = self.problem()
         if problem is not None:
-            raise CorruptObjectError(f"object {self.object_id.hex()}: {problem}")
+            raise CorruptObjectError(
+                f"object {self.object_id.hex()}: {problem}", object_id=self.object_id
+            )
+
+
+def check_content(
+    source: int | BinaryIO | bytes, object_id: bytes, header_bytes: bytes, size: int
+) -> str | None:
+    """What keeps ``source`` from being exactly object ``object_id``'s content, or None.
+
+    The one answer to "is this object X": ``header_bytes`` (the object's canonical
+    header, as the index holds it) then the content must hash to the id, and the
+    content must be ``size`` bytes. ``source`` is an fd (read with pread from offset 0;
+    its position is neither used nor moved), a binary stream (read from where it is to
+    its end) or the bytes themselves. At most ``size`` + 1 bytes are read: one more
+    shows a source that is too long without reading the rest of it. An fd of up to a
+    chunk (1 MiB) is read with one pread.
+    """
+    check = ContentCheck(object_id, header_bytes, size)
+    if isinstance(source, bytes):
+        check.update(source)
+    elif isinstance(source, int):
+        while chunk := os.pread(source, min(_CHUNK, size + 1 - check.seen), check.seen):
+            check.update(chunk)
+            if check.seen > size:
+                break
+    else:
+        while check.seen <= size and (chunk := source.read(min(_CHUNK, size + 1 - check.seen))):
+            check.update(chunk)
+    return check.problem()
+
+
+def require_content(
+    source: int | BinaryIO | bytes, object_id: bytes, header_bytes: bytes, size: int
+) -> None:
+    """:func:`check_content`, raising CorruptObjectError unless ``source`` is the object's."""
+    problem = check_content(source, object_id, header_bytes, size)
+    if problem is not None:
+        raise CorruptObjectError(f"object {object_id.hex()}: {problem}", object_id=object_id)
+
+
+def open_regular(name: str | bytes, dir_fd: int | None = None) -> int | None:
+    """An fd of the regular file ``name`` (relative to ``dir_fd``), or None if it is gone
+    or is anything else by now: a file in a directory that someone else may change.
+
+    Never follows a symlink (O_NOFOLLOW) and never blocks (O_NONBLOCK: a FIFO put in
+    its place must not hang the reader).
+    """
+    try:
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO):  # replaced or removed
+            return None
+        raise
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        return None
+    return fd
+
+
+def file_matches(
+    name: str | bytes, dir_fd: int | None, object_id: bytes, header_bytes: bytes, size: int
+) -> bool:
+    """Whether ``name`` in ``dir_fd`` is a regular file holding exactly object
+    ``object_id``'s content (:func:`open_regular`, then :func:`check_content`)."""
+    fd = open_regular(name, dir_fd)
+    if fd is None:
+        return False
+    try:
+        return check_content(fd, object_id, header_bytes, size) is None
+    finally:
+        os.close(fd)
 
 
 class VerifyingReader(io.RawIOBase):

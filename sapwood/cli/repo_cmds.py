@@ -43,17 +43,18 @@ def cmd_refs(args: argparse.Namespace) -> int:
         if args.create is not None:
             name, rev = args.create
             commit_id = rev_parse(repo, rev)
-            if name in repo.refs():
-                raise RefExistsError(f"ref {quote_path(name)} exists; delete it first")
-            with repo.transaction() as txn:
-                txn.set_ref(name, commit_id, expected=None)
+            try:
+                repo.create_ref(name, commit_id)
+            except RefExistsError as exc:
+                if repo.ref(name) is None:  # another ref is in its way: the store says which
+                    raise
+                raise RefExistsError(f"ref {quote_path(name)} exists; delete it first") from exc
             return 0
         if args.delete is not None:  # '' too: it names no ref, and must not list them
-            current = repo.refs().get(args.delete)
-            if current is None:
-                raise RefNotFoundError(f"no ref {quote_path(args.delete)}")
-            with repo.transaction() as txn:
-                txn.set_ref(args.delete, None, expected=current)
+            try:
+                repo.delete_ref(args.delete)
+            except RefNotFoundError as exc:
+                raise RefNotFoundError(f"no ref {quote_path(args.delete)}") from exc
             return 0
         refs = repo.refs()
     if args.json:

@@ -1,0 +1,52 @@
+"""A read snapshot: what a repository's index held at one moment.
+
+``with repo.snapshot() as snap:`` gives the reads that callers outside the store
+need to make together, all from one consistent view: whatever writers commit
+meanwhile (a ref moved, a commit added, a prune) is not seen until the next
+snapshot, and what the snapshot shows stays true within it. A snapshot is a read
+transaction of the index: keep it short (a long one holds pages a writer would
+reuse), use it in the thread that opened it, and not after its block ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from store.ids import ObjectId
+from store.index import IndexReader
+from store.statcache import StatCacheRecord, stat_cache_key
+
+
+class Snapshot:
+    """Reads from one consistent view of the index (see the module's docstring)."""
+
+    __slots__ = ("_reader",)
+
+    def __init__(self, reader: IndexReader) -> None:
+        self._reader = reader
+
+    def ref(self, name: str) -> ObjectId | None:
+        """The commit ``name`` points at, or None if there is no such ref."""
+        return self._reader.ref(name)
+
+    def refs(self) -> dict[str, ObjectId]:
+        """Every ref and the commit it points at."""
+        return self._reader.refs()
+
+    def has_object(self, object_id: ObjectId) -> bool:
+        return self._reader.has_object(object_id)
+
+    def commits(self) -> Iterator[tuple[ObjectId, int]]:
+        """(id, timestamp) of every commit the repository holds, ordered by id."""
+        return self._reader.commit_ids()
+
+    def commits_with_prefix(self, hex_prefix: str, limit: int = 2) -> list[ObjectId]:
+        """Commit ids whose hex starts with ``hex_prefix`` (lower case), at most ``limit``."""
+        return self._reader.commits_with_prefix(hex_prefix, limit)
+
+    def stat_cache(self, st: os.stat_result) -> StatCacheRecord | None:
+        """The stat cache's record of the source file ``st`` describes, if any (a record
+        of an older layout counts as none)."""
+        raw = self._reader.statcache(stat_cache_key(st))
+        return None if raw is None else StatCacheRecord.decode(raw)

@@ -1,0 +1,59 @@
+"""How much free space a transaction must leave: the repository's space policy."""
+
+from __future__ import annotations
+
+import configparser
+import re
+from dataclasses import dataclass
+
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+}
+
+
+@dataclass(frozen=True)
+class SpacePolicy:
+    """How much free space a transaction must leave (OSTree's min-free-space-*).
+
+    ``min-free-space-size`` (bytes, or with KB/MB/GB/KiB/MiB/GiB) wins when set;
+    otherwise ``min-free-space-percent`` of the filesystem (default 3, as OSTree).
+    """
+
+    percent: int = 3
+    size: int | None = None
+
+    @classmethod
+    def from_config(cls, core: configparser.SectionProxy) -> SpacePolicy:
+        percent = core.getint("min-free-space-percent", fallback=3)
+        if not 0 <= percent <= 99:
+            raise ValueError(f"min-free-space-percent {percent} is not between 0 and 99")
+        size_text = core.get("min-free-space-size")
+        return cls(percent, _parse_size(size_text) if size_text else None)
+
+    @property
+    def enabled(self) -> bool:
+        """min-free-space-percent 0 without a size turns the check off, as in OSTree."""
+        return self.size is not None or self.percent > 0
+
+    def describe(self) -> str:
+        if self.size is not None:
+            return f"min-free-space-size {self.size} bytes"
+        return f"min-free-space-percent '{self.percent}%'"
+
+    def reserve(self, total_bytes: int) -> int:
+        return self.size if self.size is not None else total_bytes * self.percent // 100
+
+
+def _parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"min-free-space-size {text!r} is not a size like 500MB")
+    return int(match.group(1)) * _SIZE_UNITS[unit]
