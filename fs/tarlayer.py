@@ -272,7 +272,8 @@ class TarImporter:
             if self._options.skip_special:
                 return True
             raise UnsupportedFileTypeError(
-                f"{what}: device nodes, fifos and tar type {member.type!r} cannot be committed"
+                f"{what}: device nodes, fifos and tar type {member.type!r} cannot be committed",
+                path=what,
             )
         skip = self._options.skip
         if any(b"/" + b"/".join(parts[:i]) in skip for i in range(1, len(parts) + 1)):

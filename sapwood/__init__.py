@@ -28,6 +28,7 @@ from fs.checkout import (
     CheckoutError,
     CheckoutOptions,
     CheckoutStats,
+    SubpathNotADirectoryError,
     Union,
 )
 from fs.commit import (
@@ -164,6 +165,7 @@ __all__ = [
     "SapwoodError",
     "SourceError",
     "StatOverride",
+    "SubpathNotADirectoryError",
     "Union",
     "UnsafeToPruneError",
     "UnsupportedFileTypeError",

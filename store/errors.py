@@ -1,14 +1,17 @@
 """The one error hierarchy of sapwood.
 
-Every error a user can cause or meet derives from :class:`SapwoodError`. The CLI
-prints ``str(error)`` as one line and exits with ``error.exit_code``; only the FUSE
-adapter maps these classes to errno values.
+Every error a user can cause or meet derives from :class:`SapwoodError`. What went
+wrong is in the class, and the facts a caller acts on are attributes (the object id,
+the ref, the path); every constructor still takes the message alone. Messages state
+facts and never name command-line flags: the command line (sapwood/cli/errors.py)
+maps classes to exit codes and words its own advice; the FUSE adapter maps classes
+to errno values.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from store.ids import ObjectId
@@ -16,8 +19,6 @@ if TYPE_CHECKING:
 
 class SapwoodError(Exception):
     """Base of every error sapwood raises on purpose."""
-
-    exit_code = 1
 
 
 class RepoNotFoundError(SapwoodError):
@@ -27,17 +28,13 @@ class RepoNotFoundError(SapwoodError):
         super().__init__(message or f"{path}: not a sapwood repository")
         self.path = path
 
-    exit_code = 2
-
 
 class RepoExistsError(SapwoodError):
     """init was asked to create a repository where one (or other data) exists."""
 
 
 class UsageError(SapwoodError):
-    """The command was called with arguments that do not fit together."""
-
-    exit_code = 2
+    """A call with arguments that do not fit together, or that the repository refuses."""
 
 
 class InvalidNameError(SapwoodError):
@@ -100,18 +97,18 @@ class RefConflictError(SapwoodError):
 class ObjectMissingError(SapwoodError):
     """An object the repository should hold is absent (``object_id``, when known)."""
 
-    def __init__(self, message: str = "", *, object_id: ObjectId | None = None):
+    def __init__(self, message: str = "", *, object_id: bytes | None = None):
         super().__init__(message or f"object {_hex(object_id)} is missing")
-        self.object_id = object_id
+        self.object_id = cast("ObjectId | None", object_id)
 
 
 class CorruptObjectError(SapwoodError):
     """An object's bytes do not match its id or do not decode canonically
     (``object_id``, when known: bytes being decoded may not have one yet)."""
 
-    def __init__(self, message: str = "", *, object_id: ObjectId | None = None):
+    def __init__(self, message: str = "", *, object_id: bytes | None = None):
         super().__init__(message or f"object {_hex(object_id)} is corrupt")
-        self.object_id = object_id
+        self.object_id = cast("ObjectId | None", object_id)
 
 
 class FormatError(CorruptObjectError):
@@ -131,7 +128,13 @@ class SourceError(SapwoodError):
 
 
 class ModePolicyError(SapwoodError):
-    """The repository mode refuses this content (bare-user-only and setuid, say)."""
+    """The repository mode refuses this content (bare-user-only and setuid, say):
+    ``path`` names the entry and ``file_mode`` its mode, when content was refused."""
+
+    def __init__(self, message: str = "", *, path: str = "", file_mode: int | None = None):
+        super().__init__(message or f"{path}: refused by the repository's mode")
+        self.path = path
+        self.file_mode = file_mode
 
 
 class PermissionDeniedError(SapwoodError):
@@ -164,8 +167,6 @@ class IndexDamagedError(SapwoodError):
     Never answered by creating a new, empty index: that would make every object
     look unreachable and let prune delete them all.
     """
-
-    exit_code = 3
 
 
 class ReadOnlyRepositoryError(PermissionDeniedError):

@@ -42,7 +42,7 @@ class RepoMode(enum.Enum):
         if self is RepoMode.BARE and os.geteuid() != 0:
             raise PermissionDeniedError(
                 "a bare repository records real ownership and needs root; "
-                "use --mode bare-user as an unprivileged user"
+                "use mode bare-user as an unprivileged user"
             )
 
     def admit_file(self, header: FileHeader, where: str) -> FileHeader:
@@ -63,5 +63,7 @@ def _refuse_unsafe(mode: int, where: str) -> None:
     if mode & _UNSAFE_BITS:
         raise ModePolicyError(
             f"{where}: mode {stat.S_IMODE(mode):04o} is setuid, setgid or world-writable, "
-            "which a bare-user-only repository refuses (commit with --canonical-permissions)"
+            "which a bare-user-only repository refuses (commit with canonical permissions)",
+            path=where,
+            file_mode=mode,
         )

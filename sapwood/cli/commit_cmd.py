@@ -12,9 +12,7 @@ from sapwood import (
     ContentOptions,
     Layer,
     NoParent,
-    NothingToCommitError,
     ObjectId,
-    PartialCommitError,
     Repository,
     UsageError,
     commit,
@@ -152,22 +150,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
                 options=options,
                 progress=progress,
             )
-        except NothingToCommitError:
-            raise NothingToCommitError(
-                "nothing to commit: give a PATH or --tree=dir=|tar=|ref="
-            ) from None
-        except PartialCommitError as exc:
-            raise PartialCommitError(
-                f"--tree=ref={exc.rev}: commit {_hex(exc.commit_id)} is partial (fsck "
-                "--delete removed objects it needs); commit its tree again to repair it",
-                rev=exc.rev,
-                commit_id=exc.commit_id,
-            ) from None
         finally:
             progress.close()
     print(result.commit_id.hex())
     return 0
-
-
-def _hex(object_id: ObjectId | None) -> str:
-    return object_id.hex() if object_id is not None else "?"

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sapwood import SapwoodError, UsageError
 from sapwood.cli import (
     checkout_cmd,
     commit_cmd,
@@ -25,10 +26,8 @@ from sapwood.cli import (
     repair_cmds,
     repo_cmds,
 )
+from sapwood.cli.errors import EXIT_INTERNAL, exit_code, message
 from sapwood.cli.output import OneLineFormatter, printable
-from store import SapwoodError, UsageError
-
-EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h: a bug in sapwood, not a user's error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SapwoodError as exc:
         if debug:
             raise
-        _error(str(exc))
-        return exc.exit_code
+        _error(message(exc))
+        return exit_code(exc)
     except OSError as exc:
         if debug or (isinstance(exc, BrokenPipeError) and stdout_closed()):
             raise  # run() ends quietly when the reader of stdout went away

@@ -47,7 +47,7 @@ def test_union_modes(user_repo: Repository, tmp_path: Path) -> None:
     assert sorted(p.name for p in (merged / "usr/bin").iterdir()) == ["one", "three", "two"]
     with pytest.raises(CheckoutConflictError, match="File exists"):
         checkout(repo, ids["clash"], merged, identical)
-    with pytest.raises(UsageError, match="needs -H"):
+    with pytest.raises(UsageError, match="needs require_hardlinks"):
         checkout(repo, ids["pkg1"], merged, CheckoutOptions(user_mode=True, union="identical"))
 
 

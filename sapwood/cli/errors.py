@@ -1,0 +1,94 @@
+"""How the command line reports a library error: its exit code and its words.
+
+The library's messages state facts and name no command-line flag; where the command
+line has advice of its own (a flag to add), it words it here, as it always has.
+"""
+
+from __future__ import annotations
+
+from sapwood import (
+    CheckoutConflictError,
+    IndexDamagedError,
+    ModePolicyError,
+    NothingToCommitError,
+    ObjectMissingError,
+    PartialCommitError,
+    PermissionDeniedError,
+    RepoNotFoundError,
+    SapwoodError,
+    SubpathNotADirectoryError,
+    UnsupportedFileTypeError,
+    UsageError,
+)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2  # no repository, or arguments that do not fit together
+EXIT_INDEX_DAMAGED = 3  # the index is unreadable (rebuild-index may help)
+EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h: a bug in sapwood, not a user's error
+
+_EXIT_CODES: tuple[tuple[type[SapwoodError], int], ...] = (
+    (IndexDamagedError, EXIT_INDEX_DAMAGED),
+    (RepoNotFoundError, EXIT_USAGE),
+    (UsageError, EXIT_USAGE),
+)
+
+# (class, the library's words, the command line's): advice phrased with flags.
+FLAG_WORDING: tuple[tuple[type[SapwoodError], str, str], ...] = (
+    (
+        PermissionDeniedError,
+        "use mode bare-user as an unprivileged user",
+        "use --mode bare-user as an unprivileged user",
+    ),
+    (
+        ModePolicyError,
+        "(commit with canonical permissions)",
+        "(commit with --canonical-permissions)",
+    ),
+    (
+        UnsupportedFileTypeError,
+        "(remove it, skip its path, or skip special files)",
+        "(remove it, list it with --skip-list, or use --skip-special)",
+    ),
+    (ObjectMissingError, "(by prune or fsck with delete)", "(by prune or fsck --delete)"),
+    (
+        UsageError,
+        "union mode 'identical' needs require_hardlinks",
+        "--union-identical needs -H (--require-hardlinks)",
+    ),
+    (
+        CheckoutConflictError,
+        "exists; check out with a union mode to write into it",
+        "exists; use --union, --union-add or --union-identical",
+    ),
+    (
+        CheckoutConflictError,
+        "File exists and differs (union mode 'identical')",
+        "File exists and differs (--union-identical)",
+    ),
+)
+
+
+def exit_code(error: SapwoodError) -> int:
+    """The exit status of a command that failed with ``error``."""
+    for cls, code in _EXIT_CODES:
+        if isinstance(error, cls):
+            return code
+    return EXIT_ERROR
+
+
+def message(error: SapwoodError) -> str:
+    """The one line the command line prints for ``error`` (after "sapwood: error: ")."""
+    if isinstance(error, NothingToCommitError):
+        return "nothing to commit: give a PATH or --tree=dir=|tar=|ref="
+    if isinstance(error, SubpathNotADirectoryError):
+        return f"--subpath {error.subpath}: is not a directory"
+    if isinstance(error, PartialCommitError) and error.commit_id is not None:
+        return (
+            f"--tree=ref={error.rev}: commit {error.commit_id.hex()} is partial (fsck "
+            "--delete removed objects it needs); commit its tree again to repair it"
+        )
+    text = str(error)
+    for cls, library, cli in FLAG_WORDING:
+        if isinstance(error, cls):
+            text = text.replace(library, cli)
+    return text

@@ -1,0 +1,81 @@
+"""The command line's exit codes and advice, over a library that names no flags."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+import sapwood
+from sapwood.cli.errors import EXIT_INTERNAL, FLAG_WORDING, exit_code, message
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+_LONG_FLAG = re.compile(r"(?<![\w-])--[a-z]")
+_NOT_OURS = ("xz --check",)  # another program's flags, named in the library's advice
+
+
+def _raised_texts(path: Path) -> list[str]:
+    """The string pieces of every ``raise`` statement of a module."""
+    tree = ast.parse(path.read_text(), str(path))
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            texts += [
+                n.value
+                for n in ast.walk(node.exc)
+                if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            ]
+    return texts
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "store").rglob("*.py")) + sorted((ROOT / "fs").rglob("*.py")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_library_errors_name_no_long_flags(path: Path) -> None:
+    for text in _raised_texts(path):
+        if any(other in text for other in _NOT_OURS):
+            continue
+        assert not _LONG_FLAG.search(text), f"{path}: {text!r} names a command-line flag"
+
+
+def _library_source() -> str:
+    files = sorted((ROOT / "store").rglob("*.py")) + sorted((ROOT / "fs").rglob("*.py"))
+    return "\n".join(path.read_text() for path in files)
+
+
+@pytest.mark.parametrize("wording", FLAG_WORDING, ids=lambda w: w[2])
+def test_each_reworded_phrase_is_the_librarys(wording: tuple[type, str, str]) -> None:
+    """A phrase the library no longer says would silently stop being reworded."""
+    _, library, _ = wording
+    assert library in _library_source()
+
+
+def test_exit_codes_are_those_of_before() -> None:
+    assert exit_code(sapwood.IndexDamagedError("x")) == 3
+    assert exit_code(sapwood.RepoNotFoundError("x")) == 2
+    assert exit_code(sapwood.UsageError("x")) == 2
+    assert exit_code(sapwood.NothingToCommitError("x")) == 2
+    assert exit_code(sapwood.MountPointError("x")) == 2
+    assert exit_code(sapwood.RefNotFoundError("x")) == 1
+    assert exit_code(sapwood.CheckoutConflictError("x")) == 1
+    assert exit_code(sapwood.MountError("x")) == 1
+    assert EXIT_INTERNAL == 70
+
+
+def test_advice_is_worded_with_flags() -> None:
+    refused = sapwood.ModePolicyError(
+        "/x: mode 4755 is setuid, setgid or world-writable, which a bare-user-only "
+        "repository refuses (commit with canonical permissions)",
+        path="/x",
+        file_mode=0o104755,
+    )
+    assert message(refused).endswith("(commit with --canonical-permissions)")
+    assert message(sapwood.SubpathNotADirectoryError(subpath="/etc/x")) == (
+        "--subpath /etc/x: is not a directory"
+    )
+    plain = sapwood.RefNotFoundError("main: no such ref or commit", rev="main")
+    assert message(plain) == "main: no such ref or commit"
