@@ -8,6 +8,7 @@ dead or hung: a look would fail, or wait for good.
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ def mount_table() -> list[MountEntry]:
     for line in lines:
         fields = line.split()
         try:
-            rest = fields.index(b"-", 6) + 1
+            rest = operator.indexOf(fields[6:], b"-") + 7  # after the optional fields
             entries.append(
                 MountEntry(
                     _unescape(fields[4]),

@@ -2,7 +2,11 @@
 
 store imports nothing of fs or mountd (nor trio or pyfuse3); fs imports store's
 public API only (``store``, never ``store.x``); only mountd may be async; nothing
-beneath sapwood/ imports it (the facade and the command line sit on top).
+beneath sapwood/ imports it (the facade and the command line sit on top). No module
+outside store/ reaches into a repository's index or content store: none uses an
+attribute named ``index`` or ``content`` on anything (the name alone is checked, as
+types are not known here; ``getattr`` with those names counts too), nor imports
+store.index or store.content. Repository offers what they need instead.
 """
 
 from __future__ import annotations
@@ -63,3 +67,120 @@ def test_library_code_never_prints(path: Path) -> None:
     tree = ast.parse(path.read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     assert not any(isinstance(c.func, ast.Name) and c.func.id == "print" for c in calls), path
+
+
+_STORE_INSIDES = frozenset({"index", "content"})
+_OUTSIDE_STORE = _modules("sapwood") + _modules("fs") + _modules("mountd")
+
+
+def _reaches_inside(tree: ast.AST) -> list[str]:
+    """Where ``tree`` uses an attribute ``index`` or ``content`` or imports those modules."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in _STORE_INSIDES:
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"getattr", "setattr", "hasattr"}
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in _STORE_INSIDES
+        ):
+            found.append(f"line {node.lineno}: {node.func.id}(..., {node.args[1].value!r})")
+        elif isinstance(node, ast.Import):
+            found += [
+                f"line {node.lineno}: import {alias.name}"
+                for alias in node.names
+                if alias.name in {"store.index", "store.content"}
+            ]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            if node.module in {"store.index", "store.content"}:
+                found.append(f"line {node.lineno}: from {node.module}")
+            elif node.module == "store":
+                found += [
+                    f"line {node.lineno}: from store import {alias.name}"
+                    for alias in node.names
+                    if alias.name in _STORE_INSIDES
+                ]
+    return found
+
+
+@pytest.mark.parametrize("path", _OUTSIDE_STORE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_nothing_outside_store_reaches_into_the_index_or_content(path: Path) -> None:
+    found = _reaches_inside(ast.parse(path.read_text(), str(path)))
+    assert not found, f"{path.relative_to(ROOT)} reaches into the store: {found}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "repo.index.reader()",
+        "self.repo.content.compressed",
+        "with r.index.reader() as x: pass",
+        "getattr(repo, 'content')",
+        "from store.index import Access",
+        "import store.content",
+        "from store import index",
+    ],
+)
+def test_the_check_finds_every_way_in(source: str) -> None:
+    assert _reaches_inside(ast.parse(source))
+
+
+def test_the_check_passes_the_repository_api() -> None:
+    source = "with repo.snapshot() as s: s.ref('main')\nrepo.stores_compressed\n"
+    assert _reaches_inside(ast.parse(source)) == []
+
+
+def test_the_check_sees_every_package() -> None:
+    packages = {path.relative_to(ROOT).parts[0] for path in _OUTSIDE_STORE}
+    assert packages == {"sapwood", "fs", "mountd"}
+
+
+# Type-only imports that close a cycle, each a leaf type named in annotations. store.errors
+# names ObjectId in its errors' fields, and store.ids raises those errors.
+_TYPE_ONLY_EDGES = frozenset({("store.errors", "store.ids")})
+
+
+def _store_graph() -> dict[str, set[str]]:
+    """store's modules and the store modules each imports (under TYPE_CHECKING too)."""
+    graph: dict[str, set[str]] = {}
+    for path in _modules("store"):
+        module = "store" if path.stem == "__init__" else f"store.{path.stem}"
+        names = {name for name in _imports(path) if name.startswith("store.")}
+        graph[module] = {name for name in names if (module, name) not in _TYPE_ONLY_EDGES}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (depth first, colouring), or []."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str]:
+        state[module] = 1
+        path.append(module)
+        for imported in sorted(graph.get(module, ())):
+            if state.get(imported) == 1:
+                return [*path[path.index(imported) :], imported]
+            if imported not in state and (found := visit(imported)):
+                return found
+        path.pop()
+        state[module] = 2
+        return []
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return []
+
+
+def test_store_has_no_import_cycle() -> None:
+    """Not even one hidden behind TYPE_CHECKING (repo and transaction had one)."""
+    assert _cycle(_store_graph()) == []
+
+
+def test_the_cycle_check_finds_a_hidden_cycle() -> None:
+    graph = {"store.repo": {"store.transaction"}, "store.transaction": {"store.repo"}}
+    assert _cycle(graph) == ["store.repo", "store.transaction", "store.repo"]
