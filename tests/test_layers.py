@@ -12,6 +12,7 @@ store.index or store.content. Repository offers what they need instead.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,21 @@ def test_store_has_no_import_cycle() -> None:
 def test_the_cycle_check_finds_a_hidden_cycle() -> None:
     graph = {"store.repo": {"store.transaction"}, "store.transaction": {"store.repo"}}
     assert _cycle(graph) == ["store.repo", "store.transaction", "store.repo"]
+
+
+def _cli_may_import(name: str) -> bool:
+    """The command line is a client of ``import sapwood`` and the standard library only."""
+    top = name.split(".")[0]
+    return name == "sapwood" or name.startswith("sapwood.cli") or top in sys.stdlib_module_names
+
+
+@pytest.mark.parametrize("path", _modules("sapwood/cli"), ids=lambda p: p.name)
+def test_the_command_line_uses_only_the_facade(path: Path) -> None:
+    for name in _imports(path):
+        assert _cli_may_import(name), f"{path} imports {name}: add it to the facade instead"
+
+
+def test_the_facade_check_refuses_the_layers_beneath() -> None:
+    refused = ["store", "store.repo", "fs.checkout", "mountd.daemon", "sapwood._mount", "lmdb"]
+    assert not any(_cli_may_import(name) for name in refused)
+    assert all(_cli_may_import(name) for name in ["sapwood", "sapwood.cli.output", "argparse"])

@@ -19,7 +19,7 @@ import pytest
 
 from store import RepoMode, Repository
 from store.index import WriteBatch
-from tests.helpers import IS_ROOT, SAPWOOD, cli
+from tests.helpers import IS_ROOT, cli, run
 
 
 @dataclass
@@ -222,9 +222,7 @@ def _run(ctx: Ctx, args: list[str], add_repo: bool = True) -> subprocess.Complet
     env = {k: v for k, v in os.environ.items() if k != "SAPWOOD_REPO"}
     if add_repo and args[0] != "--repo":
         args = ["--repo", str(ctx.repo), *args]
-    return subprocess.run(
-        [*prefix, *SAPWOOD, *args], capture_output=True, env=env, timeout=120, check=False
-    )
+    return run(*args, prefix=prefix, env=env, timeout=120)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

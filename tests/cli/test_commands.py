@@ -99,11 +99,7 @@ def test_refs_create_list_delete(repo: Repository, tmp_path: Path) -> None:
 def test_sapwood_repo_environment_and_real_process(repo: Repository, tmp_path: Path) -> None:
     _setup(repo, tmp_path)
     env = {**os.environ, "SAPWOOD_REPO": str(repo.path)}
-    import subprocess
-
-    from tests.helpers import SAPWOOD
-
-    proc = subprocess.run([*SAPWOOD, "refs"], capture_output=True, env=env, check=False)
+    proc = run("refs", env=env)
     assert proc.returncode == 0 and proc.stdout.decode().split() == ["os/main"]
     assert run("--repo", repo.path, "cat", "os/main", "/empty-file").stdout == b""
 

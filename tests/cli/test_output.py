@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from sapwood.cli import inspect_cmds
 from sapwood.cli.main import EXIT_INTERNAL, main
 from sapwood.cli.output import printable, quote_path
-from tests.helpers import SAPWOOD, cli
+from tests.helpers import cli, run, sapwood_argv, spawn
 
 # name on disk -> how ls and diff show its path
 EVIL_NAMES = {
@@ -181,9 +182,7 @@ def test_a_reader_that_goes_away_ends_sapwood_quietly(
     wide: Path, args: list[str], reader: list[str]
 ) -> None:
     """As git and coreutils: killed by SIGPIPE (status 141 in a shell), nothing on stderr."""
-    writer = subprocess.Popen(
-        [*SAPWOOD, "--repo", str(wide), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    writer = spawn(*args, repo=wide, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert writer.stdout is not None and writer.stderr is not None
     head = subprocess.run(reader, stdin=writer.stdout, capture_output=True, check=True)
     writer.stdout.close()
@@ -194,7 +193,7 @@ def test_a_reader_that_goes_away_ends_sapwood_quietly(
 
 
 def test_a_shell_pipeline_sees_status_141(wide: Path) -> None:
-    command = " ".join([*SAPWOOD, "--repo", str(wide), "ls", "-R", "main"])
+    command = shlex.join(sapwood_argv("ls", "-R", "main", repo=wide))
     proc = subprocess.run(
         ["bash", "-c", f"set -o pipefail; {command} | head -1 >/dev/null"],
         capture_output=True,
@@ -205,12 +204,7 @@ def test_a_shell_pipeline_sees_status_141(wide: Path) -> None:
 
 def test_global_options_after_the_subcommand(wide: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SAPWOOD_REPO"}
-    late_debug = subprocess.run(
-        [*SAPWOOD, "--repo", str(wide), "log", "--debug", "nosuchref"],
-        capture_output=True,
-        env=env,
-        check=False,
-    )
+    late_debug = run("log", "--debug", "nosuchref", repo=wide, env=env)
     assert late_debug.returncode != 0 and b"Traceback" in late_debug.stderr
     assert b"RefNotFoundError" in late_debug.stderr
     late_repo = cli("rev-parse", "-v", "--repo", wide, "main")
@@ -248,11 +242,7 @@ def test_log_lines_name_paths_on_one_line(tmp_path: Path) -> None:
     os.mkfifo(src / "fifo\nsapwood: forged")
     repo = tmp_path / "repo"
     assert cli("--repo", repo, "init").code == 0
-    proc = subprocess.run(
-        [*SAPWOOD, "-v", "--repo", str(repo), "commit", "-b", "m", "--skip-special", str(src)],
-        capture_output=True,
-        check=False,
-    )
+    proc = run("-v", "--repo", repo, "commit", "-b", "m", "--skip-special", src)
     assert proc.returncode == 0, proc.stderr
     skipped = [line for line in proc.stderr.splitlines() if b"skipping" in line]
     assert len(skipped) == 1 and skipped[0].endswith(b"fifo\\nsapwood: forged")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from store import Repository, lookup
-from tests.helpers import SAPWOOD
+from tests.helpers import commit_dir, run
 
 CONTENT = b"the real content of the file\n" * 100
 
@@ -41,15 +39,11 @@ def test_cat_prints_nothing_of_a_damaged_object(
     source = tmp_path / "src"
     source.mkdir()
     (source / "file").write_bytes(CONTENT)
-    commit_id = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    commit_id = commit_dir(repo, source)
     file_id = lookup(repo, commit_id, "/file").file
     assert file_id is not None
     damage(repo.content.path(file_id))  # type: ignore[operator]
-    result = subprocess.run(
-        [*SAPWOOD, "--repo", str(repo.path), "cat", "main", "/file"],
-        capture_output=True,
-        timeout=60,
-    )
+    result = run("cat", "main", "/file", repo=repo.path, timeout=60)
     assert result.returncode != 0
     assert result.stdout == b"", "bytes of a damaged object reached stdout"
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

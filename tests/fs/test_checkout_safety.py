@@ -19,7 +19,6 @@ import pytest
 
 import fs.checkout
 from fs.checkout import CheckoutConflictError, CheckoutOptions, checkout
-from fs.commit import CommitRequest, Layer, make_commit
 from fs.copy import FICLONE
 from store import (
     CorruptObjectError,
@@ -30,7 +29,7 @@ from store import (
     Repository,
     lookup,
 )
-from tests.helpers import IS_ROOT, SAPWOOD, small_tmpfs
+from tests.helpers import IS_ROOT, commit_files, run, small_tmpfs
 
 CHUNK = 1 << 20  # fs.copy.CHUNK: the most a comparison or copy reads at once
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounts need root")
@@ -41,17 +40,8 @@ Snapshot = dict[str, tuple[int, int, bytes]]
 def _commit(
     repo: Repository, tmp_path: Path, name: str, files: Mapping[str, str | bytes]
 ) -> ObjectId:
-    """Commit a tree given as {path: content}; content '->T' makes a symlink to T."""
-    root = tmp_path / "sources" / name
-    root.mkdir(parents=True)
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, str) and content.startswith("->"):
-            path.symlink_to(content[2:])
-        else:
-            path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return make_commit(repo, CommitRequest(name, [Layer("dir", str(root))])).commit_id
+    """Commit a tree given as {path: content} to branch ``name``."""
+    return commit_files(repo, tmp_path / "sources" / name, files, name)
 
 
 def snapshot(root: Path) -> Snapshot:
@@ -338,12 +328,7 @@ def test_the_command_fails_clearly_on_a_flipped_byte(user_repo: Repository, tmp_
     commit_id = _commit(user_repo, tmp_path, "c", {"etc/passwd": "root:x:0:0\n"})
     _flip_a_byte(_object_path(user_repo, commit_id, "/etc/passwd"), 5)
     dest = tmp_path / "dest"
-    result = subprocess.run(
-        [*SAPWOOD, "--repo", user_repo.path, "checkout", "-U", "-C", "c", dest],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run("checkout", "-U", "-C", "c", dest, repo=user_repo.path, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("sapwood: error: /etc/passwd: object ")
     assert "does not hash to its id; run sapwood fsck" in result.stderr
@@ -377,11 +362,9 @@ def test_an_object_replaced_by_a_fifo_fails_without_hanging(
     obj.unlink()
     os.mkfifo(obj)
     flags = ["-U", "-C"] if copy else ["-U"]
-    result = subprocess.run(
-        [*SAPWOOD, "--repo", user_repo.path, "checkout", *flags, "c", tmp_path / "dest"],
-        capture_output=True,
-        text=True,
-        timeout=60,  # a reader blocked on the FIFO would never return
+    # a reader blocked on the FIFO would never return
+    result = run(
+        "checkout", *flags, "c", tmp_path / "dest", repo=user_repo.path, text=True, timeout=60
     )
     assert result.returncode == 1 and "not a regular file" in result.stderr, result.stderr
     assert not (tmp_path / "dest").exists()

@@ -31,7 +31,7 @@ from store import (
     root_node,
     walk,
 )
-from tests.helpers import build_rich_tree, read_commit_tree, read_disk_tree
+from tests.helpers import build_rich_tree, commit_dir, read_commit_tree, read_disk_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {
@@ -126,14 +126,11 @@ def test_tar_commit_equals_dir_commit(user_repo: Repository, tmp_path: Path) -> 
         ],
         check=True,
     )
-    from_dir = make_commit(user_repo, CommitRequest("a", [Layer("dir", str(source))]))
+    from_dir = commit_dir(user_repo, source, "a")
     from_tar = make_commit(user_repo, CommitRequest("b", [Layer("tar", str(archive))]))
     tree = read_commit_tree(user_repo.path, from_tar.commit_id.hex())
     assert tree == read_disk_tree(source)
-    assert (
-        user_repo.read_commit(from_dir.commit_id).tree
-        == user_repo.read_commit(from_tar.commit_id).tree
-    )
+    assert user_repo.read_commit(from_dir).tree == user_repo.read_commit(from_tar.commit_id).tree
 
 
 def test_hardlinks_inside_the_archive_share_an_object(

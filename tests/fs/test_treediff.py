@@ -9,21 +9,15 @@ from pathlib import Path
 import pytest
 
 from fs.checkout import CheckoutOptions, checkout
-from fs.commit import CommitRequest, Layer, make_commit
 from fs.treediff import diff_dir
 from store import ObjectId, Repository, lookup, root_node
-from tests.helpers import cli
+from tests.helpers import cli, commit_files
 
 CHUNK = 1 << 20  # fs.copy.CHUNK
 
 
 def _commit(repo: Repository, tmp_path: Path, files: dict[str, bytes]) -> ObjectId:
-    root = tmp_path / "src"
-    for rel, content in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(content)
-    (root / "link").symlink_to("etc/passwd")
-    return make_commit(repo, CommitRequest("main", [Layer("dir", str(root))])).commit_id
+    return commit_files(repo, tmp_path / "src", {**files, "link": "->etc/passwd"})
 
 
 def _diff(repo: Repository, commit_id: ObjectId, directory: Path) -> list[tuple[str, bytes]]:

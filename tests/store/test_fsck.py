@@ -12,13 +12,13 @@ import pytest
 from fs.commit import CommitRequest, Layer, make_commit
 from store import ObjectId, RepoMode, Repository, fsck, lookup
 from store.ids import ObjectType
-from tests.helpers import build_rich_tree, cli, force_ref
+from tests.helpers import build_rich_tree, cli, commit_dir, put_ref
 
 
 def _commit_tree(repo: Repository, tmp_path: Path) -> tuple[ObjectId, Path]:
     source = tmp_path / "src"
     build_rich_tree(source, setuid=repo.mode is not RepoMode.BARE_USER_ONLY)
-    return make_commit(repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id, source
+    return commit_dir(repo, source), source
 
 
 def _object_of(repo: Repository, commit_id: ObjectId, path: str) -> tuple[ObjectId, Path]:
@@ -135,7 +135,7 @@ def test_a_partial_commit_is_not_built_on(user_repo: Repository, tmp_path: Path)
 
 def test_missing_ref_target_is_found(user_repo: Repository, tmp_path: Path) -> None:
     ghost = ObjectId(b"\x42" * 32)
-    force_ref(user_repo, "ghost", ghost)
+    put_ref(user_repo.path, "ghost", ghost)
     report = fsck(user_repo)
     assert [p.object_id for p in report.problems] == [ghost]
 
@@ -152,7 +152,7 @@ def test_parallel_check_of_many_files(user_repo: Repository, tmp_path: Path) -> 
     source.mkdir()
     for n in range(5000):  # above the in-process threshold: worker processes check them
         (source / f"f{n}").write_text(f"file {n}\n")
-    commit_id = make_commit(user_repo, CommitRequest("main", [Layer("dir", str(source))])).commit_id
+    commit_id = commit_dir(user_repo, source)
     object_id, path = _object_of(user_repo, commit_id, "/f4321")
     _rewrite(path, _flip)
     report = fsck(user_repo)

@@ -9,7 +9,7 @@ import pytest
 
 from fs.commit import CommitRequest, Layer, make_commit
 from store import ObjectId, RefConflictError, Repository, fsck, lookup, prune
-from tests.helpers import cli
+from tests.helpers import cli, commit_dir
 
 
 def _chain(repo: Repository, tmp_path: Path, length: int, branch: str = "main") -> list[ObjectId]:
@@ -45,14 +45,14 @@ def test_refs_only_depth_leaves_ostree_counts(
 def test_files_of_pruned_commits_leave_the_disk(repo: Repository, tmp_path: Path) -> None:
     ids = _chain(repo, tmp_path, 3)
     (tmp_path / "src-main" / "file0").unlink()
-    last = make_commit(repo, CommitRequest("main", [Layer("dir", str(tmp_path / "src-main"))]))
+    last = commit_dir(repo, tmp_path / "src-main")
     old = lookup(repo, ids[0], "/file0").file
     assert old is not None and repo.content.path(old).exists()
     prune(repo, refs_only=True, depth=0)
     assert not repo.has_object(old) and not repo.content.path(old).exists()
     assert fsck(repo, all_objects=True).clean
     assert cli("--repo", repo.path, "log", "main").out.count("commit ") == 1
-    assert lookup(repo, last.commit_id, "/file2").file is not None
+    assert lookup(repo, last, "/file2").file is not None
 
 
 def test_without_refs_only_every_commit_is_a_root(repo: Repository, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_prune_drops_stat_cache_entries_of_removed_files(
     past = time.time() - 100
     os.utime(source / "f", (past, past))
     time.sleep(1.1)
-    make_commit(user_repo, CommitRequest("main", [Layer("dir", str(source))]))
+    commit_dir(user_repo, source)
     with user_repo.index.reader() as reader:
         assert len(list(reader.iter_statcache())) == 1
     cli("--repo", user_repo.path, "refs", "--delete", "main")

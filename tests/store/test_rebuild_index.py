@@ -7,20 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from store import IndexDamagedError, RepoMode, Repository, UsageError, fsck, lookup
 from store.rebuild import rebuild_index
-from tests.helpers import build_rich_tree, read_commit_tree
+from tests.helpers import build_rich_tree, commit_dir, read_commit_tree
 
 
 def _archive_with_history(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
     source = tmp_path / "src"
     build_rich_tree(source)
-    make_commit(repo, CommitRequest("os/main", [Layer("dir", str(source))]))
+    commit_dir(repo, source, "os/main")
     (source / "etc" / "passwd").write_text("changed\n")
-    make_commit(repo, CommitRequest("os/main", [Layer("dir", str(source))]))
-    make_commit(repo, CommitRequest("origin:os/stable", [Layer("dir", str(source))]))
+    commit_dir(repo, source, "os/main")
+    commit_dir(repo, source, "origin:os/stable")
     refs = repo.refs()
     repo.close()
     return repo.path, refs

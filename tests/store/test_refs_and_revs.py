@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import stat
-
 import pytest
 
 from store import (
     AmbiguousRevError,
-    Commit,
-    DirMeta,
-    DirTree,
     InvalidRefNameError,
     ObjectId,
     RefConflictError,
@@ -20,15 +15,11 @@ from store import (
     history,
     rev_parse,
 )
+from tests.helpers import empty_commit
 
 
 def _commit(repo: Repository, branch: str, n: int, parent: ObjectId | None) -> ObjectId:
-    with repo.transaction() as txn:
-        meta = txn.write_dirmeta(DirMeta(0, 0, stat.S_IFDIR | 0o755))
-        tree = txn.write_dirtree(DirTree())
-        commit_id = txn.write_commit(Commit(tree, meta, parent, 1_700_000_000 + n, f"commit {n}"))
-        txn.set_ref(branch, commit_id)
-    return commit_id
+    return empty_commit(repo, branch, 1_700_000_000 + n, f"commit {n}", parent)
 
 
 def _chain(repo: Repository, length: int) -> list[ObjectId]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import subprocess
 import time
 from pathlib import Path
+from subprocess import DEVNULL, PIPE
 
 import pytest
 
@@ -33,8 +33,8 @@ from store import (
     lookup,
     prune,
 )
-from store.index import Access, WriteBatch, _SharedEnv
-from tests.helpers import IS_ROOT, SAPWOOD, cli
+from store.index import WriteBatch
+from tests.helpers import IS_ROOT, cli, commit_dir, put_raw_record, run, spawn
 
 
 def _commit(repo: Repository, source: Path, branch: str = "main", files: int = 5) -> ObjectId:
@@ -42,16 +42,7 @@ def _commit(repo: Repository, source: Path, branch: str = "main", files: int = 5
     (source / "sub").mkdir(exist_ok=True)
     for n in range(files):
         (source / "sub" / f"f{n}").write_text(f"{branch} {n}\n")
-    return make_commit(repo, CommitRequest(branch, [Layer("dir", str(source))])).commit_id
-
-
-def _overwrite_record(repo: Repository, object_id: ObjectId, value: bytes) -> None:
-    shared = _SharedEnv.acquire(repo.path / "index", Access.READ_WRITE)
-    try:
-        with shared.env.begin(write=True) as txn:
-            txn.put(object_id, value, db=shared.dbs["objects"])
-    finally:
-        shared.release()
+    return commit_dir(repo, source, branch)
 
 
 def _object_files(repo: Repository) -> set[Path]:
@@ -68,11 +59,11 @@ def test_prune_deletes_nothing_when_a_live_tree_cannot_be_read(
     sub = lookup(repo, live, "/sub").dir
     assert sub is not None
     if damage == "unknown-type":
-        _overwrite_record(repo, sub.tree, b"?" + os.urandom(64))
+        put_raw_record(repo.path, sub.tree, b"?" + os.urandom(64))
     elif damage == "garbage":
-        _overwrite_record(repo, sub.tree, b"t" + os.urandom(64))
+        put_raw_record(repo.path, sub.tree, b"t" + os.urandom(64))
     elif damage == "other-tree":  # decodes fine, but is not the object its id names
-        _overwrite_record(repo, sub.tree, b"t" + DirTree().encode())
+        put_raw_record(repo.path, sub.tree, b"t" + DirTree().encode())
     else:
         repo.index.apply(WriteBatch(remove_objects={sub.tree}))
     before = _object_files(repo)
@@ -91,7 +82,7 @@ def test_prune_still_cleans_around_commits_fsck_marked_partial(
     live = _commit(user_repo, tmp_path / "src")
     sub = lookup(user_repo, live, "/sub").dir
     assert sub is not None
-    _overwrite_record(user_repo, sub.tree, b"t" + DirTree().encode())
+    put_raw_record(user_repo.path, sub.tree, b"t" + DirTree().encode())
     report = fsck(user_repo, delete=True)
     assert report.deleted == [sub.tree] and report.partial == [live]
     prune(user_repo, refs_only=True)  # does not raise
@@ -124,11 +115,7 @@ def test_the_lock_cannot_be_unlinked_from_under_a_writer(
     try:
         for stale in user_repo.path.glob("lock*"):
             stale.unlink()
-        pruner = subprocess.Popen(
-            [*SAPWOOD, "--repo", str(user_repo.path), "prune"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        pruner = spawn("prune", repo=user_repo.path, stdout=DEVNULL, stderr=PIPE)
         time.sleep(1.5)
         assert pruner.poll() is None, "prune ran while a commit held the lock"
     finally:
@@ -164,7 +151,7 @@ def test_refs_cannot_be_directories_of_each_other(
     result = cli("--repo", repo.path, "refs", "--create", second, commit_id.hex())
     assert result.code != 0 and "cannot exist beside" in result.err, result.err
     with pytest.raises(RefExistsError):
-        make_commit(repo, CommitRequest(second, [Layer("dir", str(tmp_path / "src"))]))
+        commit_dir(repo, tmp_path / "src", second)
     assert set(repo.refs()) == {"main", first}
     ok = cli("--repo", repo.path, "commit", "-b", "main", tmp_path / "src")
     assert ok.code == 0, ok.err  # later commits are not affected
@@ -219,12 +206,7 @@ def test_fsck_reports_fifos_and_symlinks_in_place_of_objects_without_hanging(
     for victim in victims:
         victim.unlink()
         os.mkfifo(victim)
-    checked = subprocess.run(
-        [*SAPWOOD, "--repo", str(repo.path), "fsck", "--all"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    checked = run("fsck", "--all", repo=repo.path, text=True, timeout=60)
     assert checked.returncode == 1 and checked.stdout.count("error: object") == len(victims)
     for victim in victims:
         victim.unlink()
@@ -240,14 +222,9 @@ def test_a_looping_history_in_a_tampered_index_ends(user_repo: Repository, tmp_p
     second = _commit(user_repo, tmp_path / "src", files=6)
     looped = user_repo.read_commit(first)
     forged = Commit(tree=looped.tree, meta=looped.meta, parent=second, timestamp=looped.timestamp)
-    _overwrite_record(user_repo, first, b"c" + forged.encode())
+    put_raw_record(user_repo.path, first, b"c" + forged.encode())
     for args in (["log", "main"], ["rev-parse", "main~5"]):
-        result = subprocess.run(
-            [*SAPWOOD, "--repo", str(user_repo.path), *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = run(*args, repo=user_repo.path, text=True, timeout=30)
         assert result.returncode != 0 and "loops" in result.stderr, result.stderr
     assert not fsck(user_repo).clean
     with pytest.raises(UnsafeToPruneError):
