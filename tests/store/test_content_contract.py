@@ -74,12 +74,19 @@ def test_user_modes_store_objects_without_write_bits(
 ) -> None:
     header, data = HEADERS[kind]
     object_id = _publish(store, tmp_path, header, data)
-    mode = os.stat(store.path(object_id)).st_mode
+    st = os.stat(store.path(object_id))
+    mode = st.st_mode
+    assert stat.S_ISREG(mode) and st.st_mtime_ns == 0  # content carries no time
     if store.mode in (RepoMode.BARE_USER, RepoMode.BARE_USER_ONLY):
         assert mode & 0o222 == 0
         assert mode & 0o111 == header.mode & 0o111
     elif store.mode is RepoMode.BARE:
         assert stat.S_IMODE(mode) == stat.S_IMODE(header.mode)
+    else:  # archive: a compressed file whose bits are its own; the header keeps the content's
+        assert store.mode is RepoMode.ARCHIVE
+        assert stat.S_IMODE(mode) == 0o644
+        assert store.disk_header(object_id) == header
+        assert data not in store.path(object_id).read_bytes()  # compressed, not as it is
 
 
 def test_bare_user_stores_symlinks_as_regular_files(tmp_path: Path) -> None:

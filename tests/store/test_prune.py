@@ -39,7 +39,8 @@ def test_refs_only_depth_leaves_ostree_counts(
     assert sorted(report.commits) == sorted(ids[: 5 - left])
     assert fsck(repo).clean
     kept_first = ids[5 - left]
-    assert cli("--repo", repo.path, "cat", kept_first.hex(), f"/file{4 - left + 1}").code == 0
+    oldest = cli("--repo", repo.path, "cat", kept_first.hex(), f"/file{5 - left}")
+    assert oldest.code == 0 and oldest.out == f"main version {5 - left}\n", oldest.err
 
 
 def test_files_of_pruned_commits_leave_the_disk(repo: Repository, tmp_path: Path) -> None:

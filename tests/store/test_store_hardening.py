@@ -271,4 +271,5 @@ def test_metadata_too_large_for_an_xattr_is_not_a_full_disk(
         assert "does not fit in an xattr" in str(exc)
         assert user_repo.refs() == {}
     else:  # a filesystem with large xattrs (xfs, btrfs, tmpfs) holds it
-        assert cli("--repo", user_repo.path, "ls", "main", "/link").code == 0
+        listed = cli("--repo", user_repo.path, "ls", "main", "/link")
+        assert listed.code == 0 and listed.out.endswith(" /link -> " + "t" * 4095 + "\n")
