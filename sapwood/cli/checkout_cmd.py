@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fs.checkout import CheckoutOptions, Union, checkout
+from sapwood import CheckoutOptions, Union, UsageError, checkout, rev_parse
 from sapwood.cli.context import open_repo
-from store import UsageError, rev_parse
 
 
 def register(commands: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from store import RepoNotFoundError, Repository
+from sapwood import RepoNotFoundError, Repository
 
 
 def repo_path(args: argparse.Namespace) -> Path:

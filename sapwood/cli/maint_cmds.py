@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
+from sapwood import SapwoodError, from_hex, fsck, prune, rev_parse
 from sapwood.cli.context import open_repo
 from sapwood.cli.output import Progress, emit_json, parse_time, plural, printable
-from store import SapwoodError, from_hex, fsck, prune, rev_parse
 
 
 def register(commands: Any) -> None:

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import logging.handlers
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
-from fs.mounts import mounted_at
-from sapwood.cli.context import open_repo, repo_path
+from sapwood import UsageError, mount, serve_mount, unmount
+from sapwood.cli.context import repo_path
 from sapwood.cli.output import OneLineFormatter
-from store import Repository, UsageError, rev_parse
 
-_SYSLOG = "/dev/log"
+_DAEMON_LOG_FORMAT = "sapwood[%(process)d]: %(message)s"
 
 
 def register(commands: Any) -> None:
@@ -44,86 +39,22 @@ def register(commands: Any) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from mountd.daemon import mount_options, quiet_stderr, serve, start_in_background
-
     if len(args.targets) > 2:
         raise UsageError("mount takes [REV] MOUNTPOINT")
     rev, mountpoint = (None, *args.targets) if len(args.targets) == 1 else args.targets
     if not mountpoint:
         raise UsageError("mount: the mount point is empty")
-    mountpoint = Path(mountpoint)
-    if mounted_at(mountpoint) is not None:  # first: a dead mount is not even a directory
-        raise UsageError(f"{mountpoint}: already a mount point")
-    if not mountpoint.is_dir():
-        raise UsageError(f"{mountpoint}: not a directory")
-    log_file = mount_options(args.options).log_file
-    _refuse_mount_over_repository(repo_path(args), mountpoint)
-    with open_repo(args) as repo:
-        commit_id = rev_parse(repo, rev) if rev is not None else None
-        log_handler = _daemon_log_handler(log_file, background=not args.foreground)
-        if args.foreground:
-            _log_to(log_handler)
-            serve(repo, commit_id, mountpoint.resolve(), args.options)
-            return 0
-    path, target = repo_path(args).resolve(), mountpoint.resolve()
-
-    def serve_in_child() -> None:
-        _log_to(log_handler)
-        with Repository.open(path) as child_repo:
-            serve(child_repo, commit_id, target, args.options, on_mounted=quiet_stderr)
-
-    start_in_background(serve_in_child, mountpoint)
+    start = serve_mount if args.foreground else mount
+    start(
+        repo_path(args),
+        Path(mountpoint),
+        rev,
+        options=args.options,
+        log_format=OneLineFormatter(_DAEMON_LOG_FORMAT),
+    )
     return 0
-
-
-def _refuse_mount_over_repository(repo: Path, mountpoint: Path) -> None:
-    """The daemon reads the repository by path: a mount that hid it would have the
-    daemon wait on itself for good."""
-    home = os.path.realpath(repo)
-    over = os.path.realpath(mountpoint)
-    if home == over or home.startswith(over.rstrip("/") + "/"):
-        raise UsageError(f"{mountpoint}: would hide the repository {repo}; mount elsewhere")
-
-
-def _daemon_log_handler(log_file: Path | None, background: bool) -> logging.Handler | None:
-    """Where the daemon's log lines (corrupt objects, ...) go besides stderr, which a
-    background daemon no longer has once mounted: ``-o logfile=PATH``, else the system
-    log (background only, when there is one)."""
-    handler: logging.Handler
-    if log_file is not None:
-        try:
-            _require_regular_log(log_file)
-            handler = logging.FileHandler(log_file)
-        except OSError as exc:
-            raise UsageError(f"{log_file}: cannot log there: {exc.strerror}") from None
-    elif background and os.path.exists(_SYSLOG):
-        try:
-            handler = logging.handlers.SysLogHandler(_SYSLOG)
-        except OSError:
-            return None  # no system log after all: the daemon stays quiet, as before
-    else:
-        return None
-    handler.setFormatter(OneLineFormatter("sapwood[%(process)d]: %(message)s"))
-    return handler
-
-
-def _log_to(handler: logging.Handler | None) -> None:
-    if handler is not None:
-        logging.getLogger().addHandler(handler)
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from mountd.daemon import unmount
-
     unmount(args.mountpoint)
     return 0
-
-
-def _require_regular_log(log_file: Path) -> None:
-    """A log file is a regular file (created if absent): a FIFO would block the daemon."""
-    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"{log_file}: not a regular file; cannot log there")
-    finally:
-        os.close(fd)

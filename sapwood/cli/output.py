@@ -18,7 +18,7 @@ import stat
 import sys
 from typing import Any
 
-from store import I64_MAX, I64_MIN
+from sapwood import I64_MAX, I64_MIN, UsageError, show_path
 
 _C_ESCAPES = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", "\r": "r"}
 # Characters a shell gives a meaning to, which GNU ls quotes a name for (shell-escape).
@@ -39,8 +39,6 @@ def mode_string(mode: int) -> str:
 
 def show_bytes(raw: bytes) -> str:
     """A path for --json: UTF-8, undecodable bytes as backslash escapes."""
-    from store import show_path
-
     return show_path(raw)
 
 
@@ -127,8 +125,6 @@ def format_time(timestamp: int) -> str:
 
 def parse_time(text: str) -> int:
     """Seconds since the epoch, from an integer or an ISO 8601 date (UTC if no zone)."""
-    from store import UsageError
-
     if _SECONDS.fullmatch(text):
         # Bounded before int(), which refuses more than 4300 digits with a ValueError.
         seconds = int(text) if len(text) <= 20 else I64_MAX + 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sapwood import rebuild_index
 from sapwood.cli.context import repo_path
 from sapwood.cli.output import plural, printable
-from store import rebuild_index
 
 
 def register(commands: Any) -> None:

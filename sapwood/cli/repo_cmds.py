@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sapwood import RefExistsError, RefNotFoundError, RepoMode, Repository, UsageError, rev_parse
 from sapwood.cli.context import open_repo, repo_path
 from sapwood.cli.output import emit_json, quote_path
-from store import RefExistsError, RefNotFoundError, RepoMode, Repository, UsageError, rev_parse
 
 
 def register(commands: Any) -> None:
