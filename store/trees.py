@@ -79,10 +79,16 @@ def find_child(tree: DirTree, name: bytes) -> tuple[ObjectId | None, DirEntry | 
     return tree.files[index][1], None
 
 
+def _require_dir(node: Node) -> DirEntry:
+    if node.dir is None:
+        shown = show_path(node.path)
+        raise NotADirectoryInTreeError(f"{shown}: is not a directory", path=shown)
+    return node.dir
+
+
 def children(repo: Repository, node: Node) -> list[Node]:
-    """Entries of a directory node, sorted by name."""
-    assert node.dir is not None
-    tree = repo.read_dirtree(node.dir.tree)
+    """Entries of a directory node, sorted by name; NotADirectoryInTreeError for a file."""
+    tree = repo.read_dirtree(_require_dir(node).tree)
     items = [Node(_join(node.path, n), file=f) for n, f in tree.files]
     items += [Node(_join(node.path, n), dir=d) for n, d in tree.dirs]
     return sorted(items, key=lambda item: item.path)
@@ -124,7 +130,10 @@ def diff_trees(repo: Repository, old: Node, new: Node) -> Iterator[Change]:
     """A :class:`Change` for every difference between two directory nodes, by path.
 
     Unchanged subtrees (same dirtree id) are never read. Iterative, like walk().
+    NotADirectoryInTreeError if either node is a file.
     """
+    _require_dir(old)
+    _require_dir(new)
     stack = [_diff_level(repo, old, new)]
     while stack:
         event = next(stack[-1], None)

@@ -163,11 +163,6 @@ def test_setuid_gate_says_why_it_cannot_check(tmp_path: Path) -> None:
     assert "not a sapwood repository" in nowhere.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="facade contract: children() and diff_trees() assert on a file node "
-    "(a bare AssertionError, or AttributeError under python -O), not a SapwoodError",
-)
 def test_a_file_node_where_a_directory_is_needed_is_a_sapwood_error(tmp_path: Path) -> None:
     """The guide promises that what sapwood raises on purpose is a SapwoodError."""
     (tmp_path / "tree").mkdir()
