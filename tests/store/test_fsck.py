@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from store import ObjectId, RepoMode, Repository, fsck, lookup
 from store.ids import ObjectType
 from tests.helpers import build_rich_tree, cli, commit_dir, put_ref
@@ -110,8 +109,7 @@ def test_delete_marks_partial_and_recommit_repairs(repo: Repository, tmp_path: P
     assert not repo.has_object(object_id) and not path.exists()
     again = fsck(repo)
     assert not again.clean and again.partial == [commit_id]
-    repair = CommitRequest("repair", [Layer("dir", str(source))], subject="repair")
-    make_commit(repo, repair)  # a new commit of the same tree brings the object back
+    commit_dir(repo, source, "repair", subject="repair")  # the same tree brings the object back
     repaired = fsck(repo)
     assert repaired.clean and repaired.completed == [commit_id]
     result = cli("--repo", repo.path, "fsck")

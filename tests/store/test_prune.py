@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
 from store import ObjectId, RefConflictError, Repository, fsck, lookup, prune
 from tests.helpers import cli, commit_dir
 
@@ -19,8 +18,7 @@ def _chain(repo: Repository, tmp_path: Path, length: int, branch: str = "main") 
     ids = []
     for n in range(length):
         (source / f"file{n}").write_text(f"{branch} version {n}\n")
-        request = CommitRequest(branch, [Layer("dir", str(source))], timestamp=1_000_000 + 1000 * n)
-        ids.append(make_commit(repo, request).commit_id)
+        ids.append(commit_dir(repo, source, branch, timestamp=1_000_000 + 1000 * n))
     return ids
 
 

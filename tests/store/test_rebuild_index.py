@@ -13,10 +13,13 @@ from tests.helpers import build_rich_tree, commit_dir, read_commit_tree
 
 
 def _archive_with_history(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """os/main: two commits (the first also as ref first); origin:os/stable: one."""
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
     source = tmp_path / "src"
     build_rich_tree(source)
-    commit_dir(repo, source, "os/main")
+    first = commit_dir(repo, source, "os/main")
+    with repo.transaction() as txn:
+        txn.set_ref("first", first)
     (source / "etc" / "passwd").write_text("changed\n")
     commit_dir(repo, source, "os/main")
     commit_dir(repo, source, "origin:os/stable")
@@ -36,7 +39,8 @@ def test_rebuild_gives_back_refs_history_and_content(tmp_path: Path) -> None:
     with Repository.open(path) as repo:
         assert repo.refs() == refs
         assert fsck(repo, all_objects=True).clean
-        assert repo.read_commit(refs["os/main"]).parent is not None
+        assert repo.read_commit(refs["os/main"]).parent == refs["first"]
+        assert repo.read_commit(refs["first"]).parent is None
     assert read_commit_tree(path, "os/main") == before
 
 
