@@ -48,13 +48,16 @@ def cmd_refs(args: argparse.Namespace) -> int:
             except RefExistsError as exc:
                 if repo.ref(name) is None:  # another ref is in its way: the store says which
                     raise
-                raise RefExistsError(f"ref {quote_path(name)} exists; delete it first") from exc
+                shown = f"ref {quote_path(name)} exists; delete it first"
+                raise RefExistsError(shown, name=name) from exc
             return 0
         if args.delete is not None:  # '' too: it names no ref, and must not list them
             try:
                 repo.delete_ref(args.delete)
             except RefNotFoundError as exc:
-                raise RefNotFoundError(f"no ref {quote_path(args.delete)}") from exc
+                raise RefNotFoundError(
+                    f"no ref {quote_path(args.delete)}", rev=args.delete
+                ) from exc
             return 0
         refs = repo.refs()
     if args.json:
