@@ -14,6 +14,9 @@ Names that are not classes or functions:
 
 - ``ObjectId``: a 32-byte blake3 digest (a ``bytes`` NewType); ``to_hex`` and
   ``from_hex`` convert to and from its 64 lower-case hex digits.
+- ``ANY``: as ``repo.set_ref(name, target, expected=ANY)`` (the default), move the
+  ref whatever it holds; its type is ``AnyTarget``. ``ExpectedRef`` is what
+  ``expected`` may be: a commit id, None (the ref must not exist) or ``ANY``.
 - ``NO_PARENT``: as ``commit(parent=NO_PARENT)``, a root commit, whatever the branch
   held; its type is ``NoParent``.
 - ``Union``: the union modes of ``CheckoutOptions.union``: "none" (DEST must not
@@ -46,16 +49,19 @@ from sapwood._commit import commit
 from sapwood._mount import Mount, MountPointError, mount, serve_mount, unmount
 from sapwood._worktree import checkout, diff_directory
 from store import (
+    ANY,
     I64_MAX,
     I64_MIN,
     U32_MAX,
     AmbiguousRevError,
+    AnyTarget,
     Change,
     Commit,
     CorruptObjectError,
     DirEntry,
     DirMeta,
     DirTree,
+    ExpectedRef,
     FileHeader,
     FileStat,
     FormatError,
@@ -107,11 +113,13 @@ from store import (
 )
 
 __all__ = [
+    "ANY",
     "I64_MAX",
     "I64_MIN",
     "NO_PARENT",
     "U32_MAX",
     "AmbiguousRevError",
+    "AnyTarget",
     "Change",
     "CheckoutConflictError",
     "CheckoutError",
@@ -125,6 +133,7 @@ __all__ = [
     "DirEntry",
     "DirMeta",
     "DirTree",
+    "ExpectedRef",
     "FileHeader",
     "FileStat",
     "FormatError",

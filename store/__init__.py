@@ -35,7 +35,7 @@ from store.errors import (
 )
 from store.fsck import FsckReport, Problem, fsck
 from store.ids import ObjectId, ObjectType, from_hex, to_hex
-from store.index import ANY
+from store.index import ANY, AnyTarget, ExpectedRef
 from store.modes import RepoMode
 from store.mtree import MAX_TREE_DEPTH, MutableDir
 from store.names import check_name, check_ref_name, show_path, split_path
@@ -80,6 +80,7 @@ __all__ = [
     "SMALL_FILE",
     "U32_MAX",
     "AmbiguousRevError",
+    "AnyTarget",
     "Change",
     "Commit",
     "ContentCheck",
@@ -87,6 +88,7 @@ __all__ = [
     "DirEntry",
     "DirMeta",
     "DirTree",
+    "ExpectedRef",
     "FileHeader",
     "FileStat",
     "FormatError",

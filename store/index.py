@@ -59,7 +59,16 @@ _FILE_TAG = ObjectType.FILE.value
 _MIN_DATA_BYTES = 2 * 4096  # LMDB's two meta pages
 _MAX_KEY = 511  # LMDB's longest key
 
-ANY = object()  # "whatever the ref holds now", for RefUpdate.expected
+
+class AnyTarget(enum.Enum):
+    """The type of :data:`ANY`: a ref update that moves the ref whatever it holds."""
+
+    ANY = "any"
+
+
+ANY = AnyTarget.ANY
+# What a ref update expects the ref to hold: a commit, None (absent) or ANY.
+ExpectedRef = ObjectId | None | AnyTarget
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ class ObjectRecord:
 class RefUpdate:
     name: str
     new: ObjectId | None  # None deletes the ref
-    expected: object = ANY  # ObjectId, None (must not exist) or ANY
+    expected: ExpectedRef = ANY  # ObjectId, None (must not exist) or ANY
 
 
 @dataclass
@@ -430,7 +439,7 @@ def _check_refs(txn: Any, dbs: dict[str, Any], batch: WriteBatch) -> None:
                 f"ref {update.name} moved while this transaction ran (it is now {now}); "
                 "nothing was changed",
                 name=update.name,
-                expected=update.expected,  # type: ignore[arg-type]  # not ANY here
+                expected=update.expected,
                 actual=None if current_id is None else ObjectId(current_id),
             )
         if update.new is not None:

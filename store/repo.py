@@ -36,7 +36,7 @@ from store.errors import (
     RepoNotFoundError,
 )
 from store.ids import ObjectId, ObjectType
-from store.index import ANY, Access, Index, ObjectRecord
+from store.index import ANY, Access, ExpectedRef, Index, ObjectRecord
 from store.locking import repo_lock
 from store.modes import RepoMode
 from store.names import check_ref_name
@@ -300,13 +300,13 @@ class Repository:
         with self.index.reader() as reader:
             return reader.ref(name)
 
-    def set_ref(self, name: str, target: ObjectId | None, expected: object = ANY) -> None:
+    def set_ref(self, name: str, target: ObjectId | None, expected: ExpectedRef = ANY) -> None:
         """Point ref ``name`` at commit ``target`` (None deletes it), in a transaction of
         its own.
 
         ``expected`` makes it a compare-and-swap: the commit the ref must hold at the
         moment it moves (None: the ref must not exist); otherwise RefConflictError and
-        nothing moves. The default, ``store.ANY``, moves it whatever it holds.
+        nothing moves. The default, ``ANY``, moves it whatever it holds.
         """
         with self.transaction() as txn:
             txn.set_ref(name, target, expected)

@@ -30,7 +30,7 @@ from store.content import ContentStore
 from store.durability import boot_id, fsync_dir, space_errors, syncfs
 from store.errors import OutOfSpaceError, SourceError
 from store.ids import ObjectId, ObjectType, digest
-from store.index import ANY, Index, IndexReader, ObjectRecord, RefUpdate, WriteBatch
+from store.index import ANY, ExpectedRef, Index, IndexReader, ObjectRecord, RefUpdate, WriteBatch
 from store.locking import try_lock_dir
 from store.modes import RepoMode
 from store.names import check_ref_name
@@ -247,7 +247,7 @@ class Transaction:
         return object_id
 
     # ----- refs and caches --------------------------------------------------
-    def set_ref(self, name: str, commit_id: ObjectId | None, expected: object = ANY) -> None:
+    def set_ref(self, name: str, commit_id: ObjectId | None, expected: ExpectedRef = ANY) -> None:
         """Point ``name`` at ``commit_id`` (None deletes) at the commit point.
 
         ``expected`` makes it a compare-and-swap: the old value (None for "absent").

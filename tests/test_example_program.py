@@ -157,11 +157,6 @@ def test_mypy_sees_sapwood_types_not_any(installed: Installed) -> None:
     assert 'Revealed type is "store.trees.Node"' in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="facade contract: Repository.set_ref(expected: object = store.ANY) accepts "
-    "anything, so a hex string passes mypy and fails at run time as 'ref moved'",
-)
 def test_mypy_refuses_a_wrong_expected_value_for_set_ref(installed: Installed) -> None:
     probe = installed.work / "set_ref_probe.py"
     probe.write_text(
@@ -173,6 +168,7 @@ def test_mypy_refuses_a_wrong_expected_value_for_set_ref(installed: Installed) -
     )
     result = installed.mypy(probe)
     assert result.returncode == 1, result.stdout
+    assert 'Argument "expected" to "set_ref"' in result.stdout, result.stdout
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
