@@ -85,7 +85,10 @@ def mount(
 
     A daemon forked from this process, in its own session, serves the mount until
     it is unmounted (:meth:`Mount.unmount`, leaving the ``with`` block, or
-    :func:`unmount`). It opens its own copy of the repository. ``options`` are those
+    :func:`unmount`). It opens its own copy of the repository. Being a fork, it
+    inherits this process's open files: call it with no transaction running here
+    (the daemon would keep that transaction's repository lock, and prune would wait
+    for the daemon's end) and before starting threads. ``options`` are those
     of ``sapwood mount -o``: allow_other, user_owned, with_open, logfile=PATH (where
     the daemon logs; default: the system log, formatted by ``log_format``), and
     other libfuse options. Raises MountPointError for a mount point sapwood refuses,
