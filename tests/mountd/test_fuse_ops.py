@@ -11,6 +11,7 @@ import logging
 import stat
 from collections.abc import Callable, Coroutine
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyfuse3
@@ -75,13 +76,15 @@ def test_a_flood_of_distinct_errors_is_logged_within_a_budget(
     """A walk over a tree whose every object is damaged: a hundred lines, then a count."""
     from mountd import fuse_ops
 
+    clock = [1000.0]  # the budget's clock, stopped: the walk takes no time, however slow
+    monkeypatch.setattr(fuse_ops, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     monkeypatch.setattr(fuse_ops, "_BUDGET", fuse_ops._LogBudget(burst=100, per_second=1.0))
     view: TreeView = _HostileView()  # type: ignore[assignment]
     ops = SapwoodOperations(view, str(tmp_path), no_open=True)
     with caplog.at_level(logging.ERROR, logger="mountd.fuse_ops"):
         for ino in range(10_000, 12_000):
             assert _errno_of(ops.read, ino, 0, 4096) == errno.EIO
-        fuse_ops._BUDGET.tokens = 1.0  # as a second later
+        clock[0] += 1.0  # a second later: one more line may go out
         assert _errno_of(ops.read, 1, 0, 4096) == errno.EIO
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 102
