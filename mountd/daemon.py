@@ -37,6 +37,7 @@ from store import MountError, ObjectId, Repository, SapwoodError, UsageError
 log = logging.getLogger(__name__)
 SAPWOOD_OPTIONS = {"user_owned", "with_open"}  # ours, with logfile=; the rest go to libfuse
 _READY_TIMEOUT = 30.0
+_ERROR_PREFIX = "sapwood: error: "  # the child's last line when it fails to mount
 _STOP_TIMEOUT = 5.0  # for a daemon asked to stop (SIGTERM) before it is killed
 _PROBE_TIMEOUT = 2.0  # for a look at a mount point: a dead mount fails it at once
 SAPWOOD_FSTYPE = "fuse.sapwood"
@@ -189,6 +190,9 @@ def _run_detached(serve_mount: Callable[[], None], log_file: IO[bytes]) -> NoRet
         status = 0
     except SapwoodError as exc:
         log.error("error: %s", exc)  # the CLI's log format makes it "sapwood: error: ..."
+        # The line _wait_for_mount reads back, whatever the caller's logging (another
+        # format, or none): the library's callers configure it, not sapwood.
+        os.write(2, f"{_ERROR_PREFIX}{exc}\n".encode("utf-8", "backslashreplace"))
     except BaseException:
         log.exception("the mount daemon failed")
     finally:
@@ -207,7 +211,7 @@ def _wait_for_mount(child: int, mountpoint: Path, log_file: IO[bytes]) -> None:
         if os.waitpid(child, os.WNOHANG) != (0, 0):
             log_file.seek(0)
             lines = log_file.read().decode(errors="replace").strip().splitlines()
-            message = lines[-1].removeprefix("sapwood: error: ") if lines else "the daemon exited"
+            message = lines[-1].removeprefix(_ERROR_PREFIX) if lines else "the daemon exited"
             raise MountError(message)
         time.sleep(0.005)
     _stop(child, mountpoint)

@@ -48,10 +48,14 @@ class Mount:
         self._mounted = True
 
     def unmount(self) -> None:
-        """Unmount (once; later calls do nothing) and wait for the daemon to end."""
+        """Unmount (once; later calls do nothing) and wait for the daemon to end.
+
+        A mount already gone (``sapwood umount`` or fusermount3 from elsewhere) is no
+        error: its daemon is still collected, so that it leaves no zombie behind."""
         if not self._mounted:
             return
-        unmount(self.mountpoint)
+        if mounted_at(self.mountpoint) is not None:
+            unmount(self.mountpoint)
         self._mounted = False
         _reap(self.pid)
 

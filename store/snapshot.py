@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from store.ids import ObjectId
+from store.ids import ObjectId, ObjectType
 from store.index import IndexReader
 from store.statcache import StatCacheRecord, stat_cache_key
 
@@ -47,6 +47,14 @@ class Snapshot:
 
     def stat_cache(self, st: os.stat_result) -> StatCacheRecord | None:
         """The stat cache's record of the source file ``st`` describes, if any (a record
-        of an older layout counts as none)."""
+        of an older layout counts as none).
+
+        A record counts only if it names a file object of this repository: one naming a
+        commit or a tree (a damaged or forged index) would put that object into the next
+        commit as a file, a commit that no reader could follow."""
         raw = self._reader.statcache(stat_cache_key(st))
-        return None if raw is None else StatCacheRecord.decode(raw)
+        record = None if raw is None else StatCacheRecord.decode(raw)
+        if record is None:
+            return None
+        found = self._reader.object(record.file_id)
+        return record if found is not None and found.kind is ObjectType.FILE else None

@@ -1,0 +1,103 @@
+"""Attacks on import sapwood as a library caller meets them: a forged stat cache, a
+mount unmounted behind the caller's back, a failed mount under the caller's logging."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sapwood
+from tests.helpers import commit_files, force_unmount
+
+
+def _file_ids(repo: sapwood.Repository, commit_id: sapwood.ObjectId) -> dict[bytes, bytes]:
+    root = sapwood.root_node(repo, commit_id)
+    return {n.path: n.file for n in sapwood.walk(repo, root) if n.file is not None}
+
+
+def _forge(repo: sapwood.Repository, source: Path, file_id: bytes) -> None:
+    """Make the stat cache's record of ``source`` vouch for ``file_id`` instead."""
+    st = os.stat(source)
+    with repo.snapshot() as snap:
+        record = snap.stat_cache(st)
+    assert record is not None, "the first commit did not cache the file"
+    with repo.transaction() as txn:
+        txn.put_stat_cache(st, dataclasses.replace(record, file_id=file_id))
+
+
+@pytest.mark.parametrize("forged", ["commit", "dirtree"])
+def test_a_forged_stat_cache_record_never_puts_another_object_in_a_commit(
+    user_repo: sapwood.Repository, tmp_path: Path, forged: str
+) -> None:
+    source = tmp_path / "src"
+    commit_files(user_repo, source, {"f": b"plain file\n"})
+    os.utime(source / "f", ns=(10**18, 10**18 + 123))  # sub-second: the cache may vouch
+    threading.Event().wait(1.1)  # cached only once its ctime is a second old
+    first = sapwood.commit(user_repo, "main", source).commit_id
+    honest = _file_ids(user_repo, first)
+    other = first if forged == "commit" else user_repo.read_commit(first).tree
+    _forge(user_repo, source / "f", other)
+
+    again = sapwood.commit(user_repo, "main", source, subject="again").commit_id
+
+    assert _file_ids(user_repo, again)[b"/f"] == honest[b"/f"]
+    assert user_repo.read_file(honest[b"/f"]) == b"plain file\n"
+
+
+@pytest.fixture
+def committed(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(repository path, empty mount point); nothing is left mounted afterwards."""
+    repo_path, mnt = tmp_path / "repo", tmp_path / "mnt"
+    with sapwood.Repository.init(repo_path, sapwood.RepoMode.BARE_USER) as repo:
+        commit_files(repo, tmp_path / "src", {"f": "content"})
+    mnt.mkdir()
+    try:
+        yield repo_path, mnt
+    finally:
+        force_unmount(mnt)
+
+
+def test_a_mount_unmounted_by_someone_else_ends_quietly_and_leaves_no_zombie(
+    committed: tuple[Path, Path],
+) -> None:
+    repo_path, mnt = committed
+    with sapwood.mount(repo_path, mnt, "main") as mounted:
+        assert (mnt / "f").read_text() == "content"
+        sapwood.unmount(mnt)  # sapwood umount, from another program
+    assert not os.path.ismount(mnt)
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
+        os.waitpid(mounted.pid, os.WNOHANG)
+
+
+@pytest.fixture(params=["unconfigured", "a-format-of-its-own", "disabled"])
+def callers_logging(request: pytest.FixtureRequest) -> Iterator[None]:
+    """However the calling program set up logging (or turned it off)."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if request.param == "a-format-of-its-own":
+        root.addHandler(handler)
+    elif request.param == "disabled":
+        logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        logging.disable(logging.NOTSET)
+
+
+def test_a_failed_mount_says_why_whatever_the_callers_logging(
+    committed: tuple[Path, Path], callers_logging: None
+) -> None:
+    repo_path, mnt = committed
+    with pytest.raises(sapwood.MountError) as failed:
+        sapwood.mount(repo_path, mnt, "main", options=["no_such_fuse_option"])
+    # the line `sapwood mount` prints after "sapwood: error: ", nothing of the log's format
+    assert str(failed.value) == f"cannot mount on {mnt}: fuse_session_new() failed"
+    assert not os.path.ismount(mnt)
