@@ -333,7 +333,11 @@ class Repository:
     def write_ref_mirror(self) -> None:
         """Archive mode: rewrite refs/heads/ and refs/remotes/ from the index, for HTTP."""
         refs_dir = self.path / "refs"
-        wanted = {_mirror_path(name): cid.hex() + "\n" for name, cid in self.refs().items()}
+        wanted = {
+            _mirror_path(name): cid.hex() + "\n"
+            for name, cid in self.refs().items()
+            if _is_ref_name(name)  # a forged name ("../..") must not lead out of refs/
+        }
         for relpath, content in wanted.items():
             target = refs_dir / relpath
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -406,6 +410,14 @@ def _shown_ref(name: str) -> str:
         return check_ref_name(name)
     except InvalidRefNameError:
         return repr(name)
+
+
+def _is_ref_name(name: str) -> bool:
+    try:
+        check_ref_name(name)
+    except InvalidRefNameError:
+        return False
+    return True
 
 
 def _ref_exists(name: str) -> RefExistsError:

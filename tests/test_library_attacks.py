@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
-from tests.helpers import commit_files, force_unmount
+from tests.helpers import commit_files, force_unmount, put_ref
 
 
 def _file_ids(repo: sapwood.Repository, commit_id: sapwood.ObjectId) -> dict[bytes, bytes]:
@@ -101,3 +101,19 @@ def test_a_failed_mount_says_why_whatever_the_callers_logging(
     # the line `sapwood mount` prints after "sapwood: error: ", nothing of the log's format
     assert str(failed.value) == f"cannot mount on {mnt}: fuse_session_new() failed"
     assert not os.path.ismount(mnt)
+
+
+@pytest.mark.parametrize(
+    "name", ["../../../escaped", "o:../../../../escaped", "a/../../../../escaped"]
+)
+def test_a_forged_ref_name_never_makes_the_archive_mirror_write_outside_refs(
+    tmp_path: Path, name: str
+) -> None:
+    repo_path = tmp_path / "repo"
+    with sapwood.Repository.init(repo_path, sapwood.RepoMode.ARCHIVE) as repo:
+        commit_id = commit_files(repo, tmp_path / "src", {"f": "content"})
+    put_ref(repo_path, name, commit_id)  # a damaged index, or one given to us
+    with sapwood.Repository.open(repo_path) as repo:
+        repo.set_ref("other", commit_id)
+    assert not (tmp_path / "escaped").exists()
+    assert (repo_path / "refs" / "heads" / "other").read_text() == commit_id.hex() + "\n"
