@@ -108,7 +108,11 @@ def mount(
         with Repository.open(path) as child_repo:
             serve(child_repo, commit_id, target, list(options), on_mounted=quiet_stderr)
 
-    pid = start_in_background(serve_in_child, mountpoint)
+    try:
+        pid = start_in_background(serve_in_child, mountpoint)
+    finally:
+        if handler is not None:
+            handler.close()  # the daemon's, opened here for it: the fork has its own copy
     return Mount(mountpoint, commit_id, pid)
 
 

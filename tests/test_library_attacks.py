@@ -4,9 +4,11 @@ mount unmounted behind the caller's back, a failed mount under the caller's logg
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +119,21 @@ def test_a_forged_ref_name_never_makes_the_archive_mirror_write_outside_refs(
         repo.set_ref("other", commit_id)
     assert not (tmp_path / "escaped").exists()
     assert (repo_path / "refs" / "heads" / "other").read_text() == commit_id.hex() + "\n"
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["mounted", "failed"])
+def test_mount_leaves_no_file_of_the_daemons_log_open_in_the_caller(
+    committed: tuple[Path, Path], failing: bool
+) -> None:
+    repo_path, mnt = committed
+    options = [f"logfile={mnt.parent / 'daemon.log'}"] + (["no_such_option"] if failing else [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with sapwood.mount(repo_path, mnt, "main", options=options):
+                pass
+        except sapwood.MountError:
+            assert failing
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not os.path.ismount(mnt)
