@@ -167,7 +167,13 @@ def start_in_background(serve_mount: Callable[[], None], mountpoint: Path) -> in
         child = os.fork()
         if child == 0:
             _run_detached(serve_mount, log_file)
-        _wait_for_mount(child, mountpoint, log_file)
+        try:
+            _wait_for_mount(child, mountpoint, log_file)
+        except MountError:
+            raise  # the child is gone already (reaped, or stopped by the wait)
+        except BaseException:  # Ctrl-C, a signal: no Mount for the caller to undo
+            _stop(child, mountpoint)
+            raise
     return child
 
 

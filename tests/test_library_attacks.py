@@ -137,3 +137,26 @@ def test_mount_leaves_no_file_of_the_daemons_log_open_in_the_caller(
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert not os.path.ismount(mnt)
+
+
+def test_a_mount_interrupted_while_waiting_leaves_no_daemon_and_no_mount(
+    committed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mountd.daemon
+
+    repo_path, mnt = committed
+    caller, real = os.getpid(), mountd.daemon.mounted_at
+
+    def interrupted(path: Path) -> object:
+        if os.getpid() == caller:
+            raise KeyboardInterrupt  # Ctrl-C while sapwood.mount waits for its daemon
+        return real(path)
+
+    monkeypatch.setattr(mountd.daemon, "mounted_at", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sapwood.mount(repo_path, mnt, "main")
+    monkeypatch.undo()
+    threading.Event().wait(1)  # time enough for a daemon left running to mount
+    assert not os.path.ismount(mnt)
+    with pytest.raises(ChildProcessError):  # the daemon was stopped and reaped
+        os.waitpid(-1, os.WNOHANG)
