@@ -14,12 +14,13 @@ Layout::
 from __future__ import annotations
 
 import configparser
+import io
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 from store.content import ContentStore, content_store
 from store.errors import (
@@ -353,12 +354,16 @@ def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
     """The mode and the [core] section of the repository at ``path``."""
     config = configparser.ConfigParser(interpolation=None)  # '%' is a plain character
     try:
-        found = config.read(path / "config", encoding="utf-8")
+        text = _config_text(path / "config")
+        if text is not None:
+            # the source as config.read() named it (a Path): messages show its repr
+            source = cast(str, path / "config")
+            config.read_file(io.StringIO(text, newline=None), source=source)
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise RepoNotFoundError(
             f"{path}/config: not a readable repository config ({exc})", path=path
         ) from None
-    if not found or not config.has_section("core"):
+    if text is None or not config.has_section("core"):
         raise RepoNotFoundError(f"{path}: not a sapwood repository", path=path)
     core = config["core"]
     if core.get("repo_version") != str(REPO_VERSION):
@@ -370,6 +375,28 @@ def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
     except ModePolicyError as exc:
         raise RepoNotFoundError(f"{path}/config: {exc}", path=path) from None
     return mode, core
+
+
+_CONFIG_MAX = 1 << 20
+
+
+def _config_text(config: Path) -> str | None:
+    """The text of a repository's config; None if it cannot be read, is not a regular
+    file (a FIFO there would hang every command: opened without blocking, never read)
+    or is too large to be one."""
+    try:
+        fd = os.open(config, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _CONFIG_MAX + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8") if len(data) <= _CONFIG_MAX else None
 
 
 def _make_private(path: Path, mode: RepoMode) -> None:

@@ -160,3 +160,18 @@ def test_a_mount_interrupted_while_waiting_leaves_no_daemon_and_no_mount(
     assert not os.path.ismount(mnt)
     with pytest.raises(ChildProcessError):  # the daemon was stopped and reaped
         os.waitpid(-1, os.WNOHANG)
+
+
+def test_a_repository_whose_config_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    repo_path = tmp_path / "repo"
+    sapwood.Repository.init(repo_path, sapwood.RepoMode.BARE_USER).close()
+    (repo_path / "config").unlink()
+    os.mkfifo(repo_path / "config")
+    unblock = threading.Timer(10, lambda: os.close(os.open(repo_path / "config", os.O_WRONLY)))
+    unblock.start()  # should the open wait for a writer, this one ends the wait
+    try:
+        with pytest.raises(sapwood.RepoNotFoundError):
+            sapwood.Repository.open(repo_path)
+        assert unblock.is_alive(), "Repository.open waited for a writer of the FIFO"
+    finally:
+        unblock.cancel()
