@@ -80,9 +80,6 @@ class InstanceTable:
     def known(self, instance: int) -> bool:
         return 0 <= instance < len(self._parent)
 
-    def is_root(self, instance: int) -> bool:
-        return self._parent[instance] == instance
-
     def parent(self, instance: int) -> tuple[int, int]:
         """(parent instance, position among its subdirectories)."""
         return self._parent[instance], self._position[instance]

@@ -13,7 +13,6 @@ from store.errors import FormatError
 from store.ids import ID_BYTES, ObjectId
 
 _U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 
 
@@ -42,9 +41,6 @@ class Writer:
 
     def u32(self, value: int) -> None:
         self._parts.append(_pack(_U32, value, "u32"))
-
-    def u64(self, value: int) -> None:
-        self._parts.append(_pack(_U64, value, "u64"))
 
     def i64(self, value: int) -> None:
         self._parts.append(_pack(_I64, value, "i64"))
@@ -93,9 +89,6 @@ class Reader:
     def u32(self) -> int:
         return int(_U32.unpack(self._take(4))[0])
 
-    def u64(self) -> int:
-        return int(_U64.unpack(self._take(8))[0])
-
     def i64(self) -> int:
         return int(_I64.unpack(self._take(8))[0])
 
@@ -115,10 +108,6 @@ class Reader:
     def pairs(self) -> tuple[tuple[bytes, bytes], ...]:
         n = self.count(8)
         return tuple((self.blob(), self.blob()) for _ in range(n))
-
-    @property
-    def offset(self) -> int:
-        return self._pos
 
     def finish(self) -> None:
         if self._pos != len(self._data):

@@ -64,9 +64,3 @@ def is_full_hex(text: str) -> bool:
 def is_hex_prefix(text: str) -> bool:
     """True for something a user may type as an abbreviated commit id."""
     return MIN_PREFIX_HEX <= len(text) <= ID_HEX and set(text) <= _HEX
-
-
-def check_id(raw: bytes) -> ObjectId:
-    if len(raw) != ID_BYTES:
-        raise SapwoodError(f"object id must be {ID_BYTES} bytes, got {len(raw)}")
-    return ObjectId(raw)

@@ -32,11 +32,6 @@ MAX_SYMLINK_TARGET = 4095
 Xattrs = tuple[tuple[bytes, bytes], ...]
 
 
-def sorted_xattrs(items: dict[bytes, bytes] | Xattrs) -> Xattrs:
-    pairs = items.items() if isinstance(items, dict) else items
-    return tuple(sorted(pairs))
-
-
 def _check_xattrs(xattrs: Xattrs, what: str) -> None:
     names = [name for name, _ in xattrs]
     if names != sorted(set(names)):
