@@ -12,9 +12,11 @@ from sapwood import (
     ContentOptions,
     Layer,
     NoParent,
+    NothingToCommitError,
     ObjectId,
     Repository,
     UsageError,
+    check_ref_name,
     commit,
     rev_parse,
 )
@@ -136,6 +138,10 @@ def cmd_commit(args: argparse.Namespace) -> int:
     options = _options(args)
     progress = Progress("committing")
     with open_repo(args) as repo:
+        # The branch and the layers are refused before --parent is resolved, as always.
+        check_ref_name(args.branch)
+        if not layers:
+            raise NothingToCommitError("nothing to commit: no layers given")
         try:
             result = commit(
                 repo,
