@@ -175,3 +175,41 @@ def test_a_repository_whose_config_is_a_fifo_is_refused_without_waiting(tmp_path
         assert unblock.is_alive(), "Repository.open waited for a writer of the FIFO"
     finally:
         unblock.cancel()
+
+
+@pytest.mark.parametrize(
+    "planted", ["symlink-as-temporary", "fifo-as-temporary", "symlink-as-heads"]
+)
+def test_the_archive_mirror_never_writes_through_what_others_put_in_refs(
+    tmp_path: Path, planted: str
+) -> None:
+    repo_path, outside = tmp_path / "repo", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "other").write_text("precious\n")
+    with sapwood.Repository.init(repo_path, sapwood.RepoMode.ARCHIVE) as repo:
+        commit_id = commit_files(repo, tmp_path / "src", {"f": "content"})
+    heads = repo_path / "refs" / "heads"
+    unblock = None
+    if planted == "symlink-as-temporary":
+        (heads / ".other.tmp").symlink_to(outside / "other")
+    elif planted == "fifo-as-temporary":
+        os.mkfifo(heads / ".other.tmp")
+        reader = heads / ".other.tmp"  # should the write wait for a reader, this one comes
+        unblock = threading.Timer(
+            10, lambda: os.close(os.open(reader, os.O_RDONLY | os.O_NONBLOCK))
+        )
+        unblock.start()
+    else:
+        (heads / "main").unlink()
+        heads.rmdir()
+        heads.symlink_to(outside)
+    try:
+        with sapwood.Repository.open(repo_path) as repo:
+            repo.set_ref("other", commit_id)
+            assert repo.ref("other") == commit_id  # the commit point is the index
+    finally:
+        if unblock is not None:
+            assert unblock.is_alive(), "set_ref waited on a FIFO in refs/"
+            unblock.cancel()
+    assert sorted(os.listdir(outside)) == ["other"]
+    assert (outside / "other").read_text() == "precious\n"
