@@ -32,7 +32,8 @@ _EXIT_CODES: tuple[tuple[type[SapwoodError], int], ...] = (
     (UsageError, EXIT_USAGE),
 )
 
-# (class, the library's words, the command line's): advice phrased with flags.
+# (class, the library's words, the command line's): advice phrased with flags. The
+# library's words end its message (see _reworded).
 FLAG_WORDING: tuple[tuple[type[SapwoodError], str, str], ...] = (
     (
         PermissionDeniedError,
@@ -49,7 +50,11 @@ FLAG_WORDING: tuple[tuple[type[SapwoodError], str, str], ...] = (
         "(remove it, skip its path, or skip special files)",
         "(remove it, list it with --skip-list, or use --skip-special)",
     ),
-    (ObjectMissingError, "(by prune or fsck with delete)", "(by prune or fsck --delete)"),
+    (
+        ObjectMissingError,
+        "(by prune or fsck with delete); nothing was committed",
+        "(by prune or fsck --delete); nothing was committed",
+    ),
     (
         UsageError,
         "union mode 'identical' needs require_hardlinks",
@@ -87,8 +92,22 @@ def message(error: SapwoodError) -> str:
             f"--tree=ref={error.rev}: commit {error.commit_id.hex()} is partial (fsck "
             "--delete removed objects it needs); commit its tree again to repair it"
         )
+    return _reworded(error)
+
+
+def _reworded(error: SapwoodError) -> str:
+    """``str(error)``, its advice in the command line's words.
+
+    A phrase counts only where the library puts it, at the end of the message: a path
+    or name in the message that merely contains it is left as it is. An error that
+    added a note to the message of the one it came from (``raise X(f"{exc}; ...") from
+    exc``, as a checkout says what it left DEST as) has that message reworded first.
+    """
     text = str(error)
+    cause = error.__cause__
+    if isinstance(cause, SapwoodError) and text.startswith(f"{cause}; "):
+        return _reworded(cause) + text[len(str(cause)) :]
     for cls, library, cli in FLAG_WORDING:
-        if isinstance(error, cls):
-            text = text.replace(library, cli)
+        if isinstance(error, cls) and text.endswith(library):
+            return text.removesuffix(library) + cli
     return text

@@ -10,6 +10,7 @@ import pytest
 
 import sapwood
 from sapwood.cli.errors import EXIT_INTERNAL, FLAG_WORDING, exit_code, message
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 _LONG_FLAG = re.compile(r"(?<![\w-])--[a-z]")
@@ -79,3 +80,43 @@ def test_advice_is_worded_with_flags() -> None:
     )
     plain = sapwood.RefNotFoundError("main: no such ref or commit", rev="main")
     assert message(plain) == "main: no such ref or commit"
+
+
+def test_a_phrase_inside_a_path_is_left_as_it_is() -> None:
+    """Only the library's own advice, which ends its message, is reworded."""
+    repo = "/srv/use mode bare-user as an unprivileged user"
+    read_only = sapwood.ReadOnlyRepositoryError(
+        f"{repo}: this repository is read-only for you; nothing was written"
+    )
+    assert message(read_only) == str(read_only)
+    where = "/x (commit with canonical permissions)"
+    refused = sapwood.ModePolicyError(
+        f"{where}: mode 4755 is setuid, setgid or world-writable, which a bare-user-only "
+        "repository refuses (commit with canonical permissions)"
+    )
+    assert message(refused) == (
+        f"{where}: mode 4755 is setuid, setgid or world-writable, which a bare-user-only "
+        "repository refuses (commit with --canonical-permissions)"
+    )
+    missing = sapwood.ObjectMissingError("/d (by prune or fsck with delete): object 00 is missing")
+    assert message(missing) == str(missing)
+
+
+def test_a_note_added_to_a_library_message_keeps_the_rewording(tmp_path: Path) -> None:
+    """A union checkout adds what it left DEST as to the error it met: the error's own
+    advice is still worded with flags (DEST's name may hold the phrase too)."""
+    with sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER) as repo:
+        source = tmp_path / "src"
+        source.mkdir()
+        (source / "f").write_text("committed\n")
+        sapwood.commit(repo, "main", source)
+    dest = tmp_path / "File exists and differs (union mode 'identical')"
+    dest.mkdir()
+    (dest / "f").write_text("changed\n")
+    result = cli(
+        "--repo", tmp_path / "repo", "checkout", "-U", "-H", "--union-identical", "main", dest
+    )
+    assert result.code == 1
+    assert result.err.strip().endswith(
+        f"/f: File exists and differs (--union-identical); {dest} was not changed"
+    ), result.err
