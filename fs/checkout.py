@@ -155,16 +155,23 @@ def _check_options(repo: Repository, options: CheckoutOptions) -> None:
     if options.union == "identical" and not options.require_hardlinks:
         raise UsageError("union mode 'identical' needs require_hardlinks")
     if options.copy and options.require_hardlinks:
-        raise UsageError("-C (copy) and -H (require hardlinks) contradict each other")
+        raise UsageError("copy and require_hardlinks contradict each other")
     if not options.user_mode and os.geteuid() != 0:
-        raise PermissionDeniedError("a checkout with the recorded ownership needs root; use -U")
+        raise PermissionDeniedError(
+            "a checkout with the recorded ownership needs root; set user_mode"
+        )
     if options.require_hardlinks:
         if repo.mode is RepoMode.ARCHIVE:
             raise UsageError("an archive repository stores compressed objects: it cannot hardlink")
         if repo.mode is RepoMode.BARE and options.user_mode:
-            raise UsageError("a bare repository cannot hardlink in user mode (-U); drop -H or -U")
+            raise UsageError(
+                "a bare repository "
+                "cannot hardlink in user mode; drop require_hardlinks or user_mode"
+            )
         if repo.mode is not RepoMode.BARE and not options.user_mode:
-            raise UsageError(f"a {repo.mode.value} repository hardlinks only in user mode: add -U")
+            raise UsageError(
+                f"a {repo.mode.value} repository hardlinks only in user mode: set user_mode"
+            )
 
 
 def _fresh_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
@@ -471,6 +478,13 @@ class _Builder:
         self._opened.clear()
 
     def _subdir(self, child: Node, name: bytes, dirfd: int, existing: bool) -> None:
+        if child.path.count(b"/") > MAX_TREE_DEPTH:  # no commit holds one: a damaged index
+            assert child.dir is not None
+            raise CorruptObjectError(
+                f"{show_path(child.path)}: the commit's tree nests directories more than "
+                f"{MAX_TREE_DEPTH} deep; run sapwood fsck",
+                object_id=child.dir.tree,
+            )
         created = True
         try:
             os.mkdir(name, 0o700, dir_fd=dirfd)
@@ -594,7 +608,8 @@ class _Builder:
                 raise
             if self.options.require_hardlinks:
                 raise UsageError(
-                    f"{show_path(name)}: cannot hardlink ({exc.strerror}) and -H forbids copying"
+                    f"{show_path(name)}: cannot hardlink ({exc.strerror}) "
+                    "and require_hardlinks forbids copying"
                 ) from None
             log.info("cannot hardlink %s (%s): copying", show_path(name), exc.strerror)
             return False
@@ -619,7 +634,9 @@ class _Builder:
 
     def _copy(self, child: Node, header: FileHeader, size: int, name: bytes, dirfd: int) -> None:
         if self.options.require_hardlinks and self._linkable(header, size):
-            raise UsageError(f"{show_path(name)}: cannot hardlink and -H forbids copying")
+            raise UsageError(
+                f"{show_path(name)}: cannot hardlink and require_hardlinks forbids copying"
+            )
         fd = os.open(
             name,
             os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,  # a clone is re-read

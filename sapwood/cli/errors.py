@@ -61,6 +61,27 @@ FLAG_WORDING: tuple[tuple[type[SapwoodError], str, str], ...] = (
         "--union-identical needs -H (--require-hardlinks)",
     ),
     (
+        UsageError,
+        "copy and require_hardlinks contradict each other",
+        "-C (copy) and -H (require hardlinks) contradict each other",
+    ),
+    (
+        PermissionDeniedError,
+        "needs root; set user_mode",
+        "needs root; use -U",
+    ),
+    (
+        UsageError,
+        "cannot hardlink in user mode; drop require_hardlinks or user_mode",
+        "cannot hardlink in user mode (-U); drop -H or -U",
+    ),
+    (
+        UsageError,
+        "hardlinks only in user mode: set user_mode",
+        "hardlinks only in user mode: add -U",
+    ),
+    (UsageError, "and require_hardlinks forbids copying", "and -H forbids copying"),
+    (
         CheckoutConflictError,
         "exists; check out with a union mode to write into it",
         "exists; use --union, --union-add or --union-identical",

@@ -13,7 +13,7 @@ from sapwood.cli.errors import EXIT_INTERNAL, FLAG_WORDING, exit_code, message
 from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-_LONG_FLAG = re.compile(r"(?<![\w-])--[a-z]")
+_FLAG = re.compile(r"(?<![\w-])(--[a-z]|-[A-Za-z]\b)")  # --long or -X
 _NOT_OURS = ("xz --check",)  # another program's flags, named in the library's advice
 
 
@@ -36,11 +36,11 @@ def _raised_texts(path: Path) -> list[str]:
     sorted((ROOT / "store").rglob("*.py")) + sorted((ROOT / "fs").rglob("*.py")),
     ids=lambda p: f"{p.parent.name}/{p.name}",
 )
-def test_library_errors_name_no_long_flags(path: Path) -> None:
+def test_library_errors_name_no_flags(path: Path) -> None:
     for text in _raised_texts(path):
         if any(other in text for other in _NOT_OURS):
             continue
-        assert not _LONG_FLAG.search(text), f"{path}: {text!r} names a command-line flag"
+        assert not _FLAG.search(text), f"{path}: {text!r} names a command-line flag"
 
 
 def _library_source() -> str:
@@ -120,3 +120,9 @@ def test_a_note_added_to_a_library_message_keeps_the_rewording(tmp_path: Path) -
     assert result.err.strip().endswith(
         f"/f: File exists and differs (--union-identical); {dest} was not changed"
     ), result.err
+
+
+@pytest.mark.parametrize("wording", FLAG_WORDING, ids=lambda w: w[2])
+def test_each_phrase_that_ends_a_message_is_reworded(wording: tuple[type, str, str]) -> None:
+    cls, library, cli_words = wording
+    assert message(cls(f"/some/path: {library}")) == f"/some/path: {cli_words}"

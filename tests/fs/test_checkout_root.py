@@ -131,7 +131,7 @@ def test_require_hardlinks_refuses_mode_mismatch(user_repo: Repository, tmp_path
     """Root may check out with the recorded owners, but not as hardlinks of a bare-user
     repository (any other user is refused earlier: that checkout needs root)."""
     repo, ids = user_repo, commit_trees(user_repo, tmp_path, a={"f": "x"})
-    with pytest.raises(UsageError, match="add -U"):
+    with pytest.raises(UsageError, match="only in user mode: set user_mode"):
         checkout(repo, ids["a"], tmp_path / "d", CheckoutOptions(require_hardlinks=True))
     assert not (tmp_path / "d").exists()
 
