@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from store.errors import NotADirectoryInTreeError, PathNotFoundError
+from store.errors import CorruptObjectError, NotADirectoryInTreeError, PathNotFoundError
 from store.ids import ObjectId
+from store.mtree import MAX_TREE_DEPTH
 from store.names import show_path, split_path
 from store.objects import DirEntry, DirTree
 from store.repo import Repository
@@ -97,7 +98,9 @@ def children(repo: Repository, node: Node) -> list[Node]:
 def walk(repo: Repository, node: Node) -> Iterator[Node]:
     """``node`` and everything below it, depth first, each directory before its entries.
 
-    Iterative, so a deep tree costs memory, never Python's recursion limit.
+    Iterative, so a deep tree costs memory, never Python's recursion limit. A tree
+    deeper than any commit may hold (a damaged index, or one whose dirtree names
+    itself, which would never end) raises CorruptObjectError.
     """
     stack = [iter([node])]
     while stack:
@@ -105,6 +108,12 @@ def walk(repo: Repository, node: Node) -> Iterator[Node]:
         if current is None:
             stack.pop()
             continue
+        if current.dir is not None and len(stack) > MAX_TREE_DEPTH + 1:
+            raise CorruptObjectError(
+                f"{show_path(current.path)}: the tree nests directories more than "
+                f"{MAX_TREE_DEPTH} deep, which no commit holds",
+                object_id=current.dir.tree,
+            )
         yield current
         if current.dir is not None:
             stack.append(iter(children(repo, current)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import itertools
 import logging
 import os
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
-from tests.helpers import commit_files, force_unmount, put_ref
+from tests.helpers import commit_files, force_unmount, put_record, put_ref
 
 
 def _file_ids(repo: sapwood.Repository, commit_id: sapwood.ObjectId) -> dict[bytes, bytes]:
@@ -213,3 +214,34 @@ def test_the_archive_mirror_never_writes_through_what_others_put_in_refs(
             unblock.cancel()
     assert sorted(os.listdir(outside)) == ["other"]
     assert (outside / "other").read_text() == "precious\n"
+
+
+@pytest.fixture
+def looped(user_repo: sapwood.Repository, tmp_path: Path) -> sapwood.ObjectId:
+    """A commit whose root dirtree names itself as its subdirectory "loop" (an index
+    written behind the store's back: its record no longer hashes to its id)."""
+    commit_id = commit_files(user_repo, tmp_path / "src", {"f": "content"})
+    commit = user_repo.read_commit(commit_id)
+    files = user_repo.read_dirtree(commit.tree).files
+    itself = sapwood.DirTree(files, ((b"loop", sapwood.DirEntry(commit.tree, commit.meta)),))
+    put_record(user_repo.path, commit.tree, sapwood.ObjectType.DIRTREE, itself.encode())
+    return commit_id
+
+
+def test_walking_a_tree_that_contains_itself_ends(
+    user_repo: sapwood.Repository, looped: sapwood.ObjectId
+) -> None:
+    nodes = sapwood.walk(user_repo, sapwood.root_node(user_repo, looped))
+    with pytest.raises(sapwood.CorruptObjectError):
+        for _ in itertools.islice(nodes, 100_000):
+            pass
+
+
+def test_checking_out_a_tree_that_contains_itself_fails_cleanly(
+    user_repo: sapwood.Repository, looped: sapwood.ObjectId, tmp_path: Path
+) -> None:
+    dest = tmp_path / "out" / "dest"
+    dest.parent.mkdir()
+    with pytest.raises(sapwood.CorruptObjectError):
+        sapwood.checkout(user_repo, looped, dest, sapwood.CheckoutOptions(user_mode=True))
+    assert os.listdir(dest.parent) == []  # no partial checkout left behind
