@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from fs.copy import Copier, copy_stream
 from fs.mounts import mount_points
@@ -152,6 +152,10 @@ def _repository_chain(repo: Repository) -> set[tuple[int, int]]:
 
 
 def _check_options(repo: Repository, options: CheckoutOptions) -> None:
+    if options.union not in get_args(Union):  # any other word was taken for "union"
+        raise UsageError(
+            f"union mode {options.union!r}: not one of 'none', 'union', 'add', 'identical'"
+        )
     if options.union == "identical" and not options.require_hardlinks:
         raise UsageError("union mode 'identical' needs require_hardlinks")
     if options.copy and options.require_hardlinks:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
-from tests.helpers import commit_files, force_unmount, put_record, put_ref
+from tests.helpers import commit_files, force_unmount, put_record, put_ref, write_tree
 
 
 def _file_ids(repo: sapwood.Repository, commit_id: sapwood.ObjectId) -> dict[bytes, bytes]:
@@ -245,3 +245,15 @@ def test_checking_out_a_tree_that_contains_itself_fails_cleanly(
     with pytest.raises(sapwood.CorruptObjectError):
         sapwood.checkout(user_repo, looped, dest, sapwood.CheckoutOptions(user_mode=True))
     assert os.listdir(dest.parent) == []  # no partial checkout left behind
+
+
+@pytest.mark.parametrize("union", ["Add", "add ", "keep", ""])
+def test_an_unknown_union_mode_is_refused_not_taken_for_union(
+    user_repo: sapwood.Repository, tmp_path: Path, union: str
+) -> None:
+    commit_id = commit_files(user_repo, tmp_path / "src", {"f": "committed"})
+    dest = write_tree(tmp_path / "dest", {"f": "the caller's own"})
+    options = sapwood.CheckoutOptions(user_mode=True, union=union)  # type: ignore[arg-type]
+    with pytest.raises(sapwood.UsageError):
+        sapwood.checkout(user_repo, commit_id, dest, options)
+    assert (dest / "f").read_text() == "the caller's own"
