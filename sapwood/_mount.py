@@ -126,13 +126,18 @@ def serve_mount(
 ) -> None:
     """As :func:`mount`, but serve in this process until unmounted (or SIGINT, SIGTERM,
     SIGHUP): ``sapwood mount -f``. Logs go where this process logs, and to
-    logfile=PATH if that option is given."""
+    logfile=PATH if that option is given (for the time of this call only)."""
     from mountd.daemon import serve
 
     target, commit_id, handler = _prepare(repo_path, mountpoint, rev, options, log_format, False)
     _log_to(handler)
-    with Repository.open(repo_path) as repo:
-        serve(repo, commit_id, target, list(options))
+    try:
+        with Repository.open(repo_path) as repo:
+            serve(repo, commit_id, target, list(options))
+    finally:
+        if handler is not None:  # the caller's logging stays as it was, the file closed
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 def unmount(mountpoint: Path) -> None:

@@ -118,6 +118,7 @@ class Repository:
         return cls(path, mode, fsync=fsync, access=access, space=space)
 
     def close(self) -> None:
+        """Close the index; the repository is not to be used afterwards."""
         self.index.close()
 
     def refresh(self) -> None:
@@ -138,12 +139,15 @@ class Repository:
         return repo_lock(self.path, exclusive)
 
     def transaction(self) -> Transaction:
+        """A new transaction: ``with repo.transaction() as txn:`` stages objects and ref
+        moves, committed together when the block ends without an error."""
         self.mode.require_privileges()
         self.require_writable()
         _make_private(self.path, self.mode)  # repositories made before this rule
         return Transaction(self)
 
     def require_writable(self) -> None:
+        """ReadOnlyRepositoryError unless this process may write the repository."""
         if self.read_only:
             raise ReadOnlyRepositoryError(
                 f"{self.path}: this repository is read-only for you; nothing was written"
@@ -198,26 +202,31 @@ class Repository:
         return record
 
     def has_object(self, object_id: ObjectId) -> bool:
+        """Whether the index records an object of this id (of any type)."""
         with self.index.reader() as reader:
             return reader.has_object(object_id)
 
     def read_commit(self, object_id: ObjectId) -> Commit:
+        """A commit object, decoded (ObjectMissingError, CorruptObjectError otherwise)."""
         return _decoded(
             Commit.decode, self._record(object_id, ObjectType.COMMIT).payload, object_id
         )
 
     def read_dirtree(self, object_id: ObjectId) -> DirTree:
+        """A dirtree object (a directory's entries), decoded."""
         return _decoded(
             DirTree.decode, self._record(object_id, ObjectType.DIRTREE).payload, object_id
         )
 
     def read_dirmeta(self, object_id: ObjectId) -> DirMeta:
+        """A dirmeta object (a directory's owner, mode and xattrs), decoded."""
         return _decoded(
             DirMeta.decode, self._record(object_id, ObjectType.DIRMETA).payload, object_id
         )
 
     def is_partial(self, commit_id: ObjectId) -> bool:
-        """True if objects this commit needs were deleted (fsck --delete) and not restored."""
+        """True if objects this commit needs were deleted (fsck with delete) and not
+        restored."""
         with self.index.reader() as reader:
             return reader.is_partial(commit_id)
 
@@ -293,6 +302,7 @@ class Repository:
 
     # ----- refs -----------------------------------------------------------------
     def refs(self) -> dict[str, ObjectId]:
+        """Every ref and the commit it points at."""
         with self.index.reader() as reader:
             return reader.refs()
 

@@ -35,6 +35,7 @@ class Snapshot:
         return self._reader.refs()
 
     def has_object(self, object_id: ObjectId) -> bool:
+        """Whether the index records an object of this id (of any type)."""
         return self._reader.has_object(object_id)
 
     def commits(self) -> Iterator[tuple[ObjectId, int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from pathlib import Path
 
@@ -181,3 +182,24 @@ def test_mount_is_a_context_manager(tmp_path: Path) -> None:
         sapwood.mount(repo_path, repo_path)
     with pytest.raises(sapwood.MountPointError, match="not a directory"):
         sapwood.mount(repo_path, source / "etc" / "hostname")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.getuid() != 0, reason="root FUSE")
+def test_serve_mount_leaves_the_callers_logging_as_it_was(tmp_path: Path) -> None:
+    """logfile= adds a handler for the call only: a failed (or ended) serve_mount
+    leaves no handler on the root logger, nor its file open."""
+    source = tmp_path / "src"
+    _tree(source)
+    repo_path, mountpoint = tmp_path / "repo", tmp_path / "mnt"
+    mountpoint.mkdir()
+    with sapwood.Repository.init(repo_path, sapwood.RepoMode.BARE_USER) as repo:
+        sapwood.commit(repo, "main", source)
+    before = list(logging.getLogger().handlers)
+    with pytest.raises(sapwood.MountError):
+        sapwood.serve_mount(
+            repo_path,
+            mountpoint,
+            "main",
+            options=[f"logfile={tmp_path / 'log'}", "no_such_fuse_option"],
+        )
+    assert logging.getLogger().handlers == before
