@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fs.options import ContentOptions, clean_xattrs
-from fs.statcache import CacheRecord, Granularity, cacheable, header_digest
+from fs.statcache import Granularity, cacheable, header_digest
 from store import (
     SMALL_FILE,
     DirMeta,
@@ -46,6 +46,7 @@ from store import (
     ObjectId,
     Repository,
     SourceError,
+    StatCacheRecord,
     Transaction,
     UnsupportedFileTypeError,
     check_name,
@@ -444,7 +445,7 @@ class DirScanner:
             raise self._changed(item.tree_path)
         self.files_read += 1
         if cacheable(after, self._started_ns) and self._granularity.can_vouch(item.fsid, st):
-            record = CacheRecord.of(item.fsid, st, item.digest, file_id)
+            record = StatCacheRecord.of(item.fsid, st, item.digest, file_id)
             self._txn.put_stat_cache(st, record)
         return file_id
 

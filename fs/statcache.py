@@ -57,9 +57,6 @@ import os
 
 import blake3
 
-from store import StatCacheRecord
-
-CacheRecord = StatCacheRecord  # the record's layout is store's (store/statcache.py)
 RACY_MARGIN_NS = 1_000_000_000
 _SECOND_NS = 1_000_000_000
 

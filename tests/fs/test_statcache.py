@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from fs.commit import CommitRequest, CommitResult, Layer, make_commit
-from fs.statcache import CacheRecord, Granularity, cacheable
-from store import Repository
+from fs.statcache import Granularity, cacheable
+from store import Repository, StatCacheRecord
 from tests.helpers import IS_ROOT, cat_bytes
 
 STAMP_S = 1_700_000_000  # 2023-11-14, long before any commit: cacheable
@@ -178,13 +178,13 @@ def _stat(ctime_ns: int) -> os.stat_result:
 
 def test_the_file_id_is_the_last_32_bytes_and_old_records_are_ignored() -> None:
     st = _stat(STAMP_S * 10**9 + STAMP_NS)
-    raw = CacheRecord.of(99, st, b"h" * 32, b"f" * 32).encode()
+    raw = StatCacheRecord.of(99, st, b"h" * 32, b"f" * 32).encode()
     assert raw[-32:] == b"f" * 32  # store/prune.py reads it there
-    record = CacheRecord.decode(raw)
+    record = StatCacheRecord.decode(raw)
     assert record is not None and record.matches(99, st, b"h" * 32)
     assert not record.matches(98, st, b"h" * 32)
     old_layout = struct.pack(">QqqIII32s32s", 4, 0, 0, 0o100644, 0, 0, b"h" * 32, b"f" * 32)
-    assert CacheRecord.decode(old_layout) is None
+    assert StatCacheRecord.decode(old_layout) is None
 
 
 def test_a_filesystem_is_fine_once_it_shows_a_sub_second_timestamp() -> None:
