@@ -132,19 +132,27 @@ class IndexReader:
         self._txn = txn
         self._dbs = dbs
 
+    def _get(self, key: bytes, table: str) -> Any:
+        """The value at ``key`` in ``table``, None if absent. A key LMDB cannot hold
+        (empty or too long: an id of the wrong size from a caller) is absent, not an
+        error of LMDB's (which would read as a damaged index)."""
+        if not 0 < len(key) <= _MAX_KEY:
+            return None
+        return self._txn.get(key, db=self._dbs[table])
+
     def object(self, object_id: bytes) -> ObjectRecord | None:
-        value = self._txn.get(object_id, db=self._dbs["objects"])
+        value = self._get(object_id, "objects")
         return None if value is None else ObjectRecord.decode(bytes(value))
 
     def file_stat(self, object_id: bytes) -> FileStat | None:
         """What stat shows of a file object, parsed in place (the mount's listings)."""
-        value = self._txn.get(object_id, db=self._dbs["objects"])
+        value = self._get(object_id, "objects")
         if value is None or value[:1] != _FILE_TAG:
             return None
         return file_stat(value, _U64.unpack_from(value, 1)[0], 1 + _U64.size)
 
     def has_object(self, object_id: bytes) -> bool:
-        return self._txn.get(object_id, db=self._dbs["objects"]) is not None
+        return self._get(object_id, "objects") is not None
 
     def ref(self, name: str) -> ObjectId | None:
         try:
@@ -186,7 +194,7 @@ class IndexReader:
         return found
 
     def is_partial(self, commit_id: bytes) -> bool:
-        return self._txn.get(commit_id, db=self._dbs["partial"]) is not None
+        return self._get(commit_id, "partial") is not None
 
     def partial_commits(self) -> list[ObjectId]:
         with self._txn.cursor(db=self._dbs["partial"]) as cur:
@@ -198,7 +206,7 @@ class IndexReader:
                 yield bytes(key), bytes(value)
 
     def statcache(self, key: bytes) -> bytes | None:
-        value = self._txn.get(key, db=self._dbs["statcache"])
+        value = self._get(key, "statcache")
         return None if value is None else bytes(value)
 
     def iter_objects(self) -> Iterator[tuple[ObjectId, ObjectRecord]]:

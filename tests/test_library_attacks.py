@@ -257,3 +257,16 @@ def test_an_unknown_union_mode_is_refused_not_taken_for_union(
     with pytest.raises(sapwood.UsageError):
         sapwood.checkout(user_repo, commit_id, dest, options)
     assert (dest / "f").read_text() == "the caller's own"
+
+
+@pytest.mark.parametrize("size", [0, 600], ids=["empty", "longer-than-a-key"])
+def test_an_id_of_the_wrong_size_is_a_missing_object_not_a_damaged_index(
+    user_repo: sapwood.Repository, size: int
+) -> None:
+    wrong = sapwood.ObjectId(b"\x01" * size)
+    for read in (user_repo.read_commit, user_repo.read_file_header, user_repo.verify_file):
+        with pytest.raises(sapwood.ObjectMissingError):
+            read(wrong)
+    assert not user_repo.has_object(wrong) and not user_repo.is_partial(wrong)
+    with user_repo.snapshot() as snap:
+        assert not snap.has_object(wrong)  # inside the block too: no LMDB error
