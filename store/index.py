@@ -58,6 +58,7 @@ _DATABASES = ("objects", "commits", "refs", "partial", "statcache")
 _FILE_TAG = ObjectType.FILE.value
 _MIN_DATA_BYTES = 2 * 4096  # LMDB's two meta pages
 _MAX_KEY = 511  # LMDB's longest key
+_HEX_DIGITS = "0123456789abcdefABCDEF"
 
 
 class AnyTarget(enum.Enum):
@@ -176,7 +177,10 @@ class IndexReader:
                 yield _id_value(bytes(key), "the commit table"), int(_I64.unpack(value)[0])
 
     def commits_with_prefix(self, hex_prefix: str, limit: int = 2) -> list[ObjectId]:
-        """Commit ids whose hex starts with ``hex_prefix`` (at most ``limit``)."""
+        """Commit ids whose hex starts with ``hex_prefix`` (at most ``limit``); none for
+        a prefix that is not hex (a ref name, say)."""
+        if hex_prefix.strip(_HEX_DIGITS):
+            return []
         even = hex_prefix[: len(hex_prefix) // 2 * 2]
         start = bytes.fromhex(even)
         found: list[ObjectId] = []

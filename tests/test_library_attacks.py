@@ -270,3 +270,12 @@ def test_an_id_of_the_wrong_size_is_a_missing_object_not_a_damaged_index(
     assert not user_repo.has_object(wrong) and not user_repo.is_partial(wrong)
     with user_repo.snapshot() as snap:
         assert not snap.has_object(wrong)  # inside the block too: no LMDB error
+
+
+@pytest.mark.parametrize("prefix", ["main", "ab/cd", "abc\0", "0x12", "éé"])
+def test_a_snapshot_finds_no_commit_by_a_prefix_that_is_not_hex(
+    user_repo: sapwood.Repository, tmp_path: Path, prefix: str
+) -> None:
+    commit_files(user_repo, tmp_path / "src", {"f": "content"})
+    with user_repo.snapshot() as snap:
+        assert snap.commits_with_prefix(prefix) == []
