@@ -27,6 +27,7 @@ from store import (
     ObjectId,
     ObjectMissingError,
     Repository,
+    SourceError,
     Transaction,
     UsageError,
     check_ref_name,
@@ -69,6 +70,8 @@ class Layer:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", LayerKind(self.kind))  # "dir" is LayerKind.DIR
+        if self.kind is not LayerKind.REF and "\0" in str(self.source):
+            raise SourceError(f"{str(self.source)!r}: no path holds NUL")
 
     @classmethod
     def directory(cls, path: Path | str) -> Layer:

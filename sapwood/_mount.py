@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fs.mounts import mounted_at
-from store import ObjectId, Repository, UsageError, rev_parse
+from store import ObjectId, RepoNotFoundError, Repository, UsageError, rev_parse
 
 log = logging.getLogger(__name__)
 _SYSLOG = "/dev/log"
@@ -162,6 +162,8 @@ def _prepare(
     (resolved mount point, commit to show, log handler for the daemon)."""
     from mountd.daemon import mount_options
 
+    if "\0" in str(repo_path):  # no other check would get as far as opening it
+        raise RepoNotFoundError(f"{str(repo_path)!r}: not a sapwood repository", path=repo_path)
     if mounted_at(mountpoint) is not None:  # first: a dead mount is not even a directory
         raise MountPointError(f"{mountpoint}: already a mount point", mountpoint=mountpoint)
     if not mountpoint.is_dir():

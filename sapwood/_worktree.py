@@ -8,7 +8,7 @@ from pathlib import Path
 from fs.checkout import CheckoutOptions, CheckoutStats
 from fs.checkout import checkout as checkout_tree
 from fs.treediff import diff_dir
-from store import Change, Node, ObjectId, Repository, find_child
+from store import Change, Node, ObjectId, Repository, SourceError, UsageError, find_child
 
 
 def checkout(
@@ -19,6 +19,8 @@ def checkout(
 
     Without a union mode ``dest`` must not exist, and a failed checkout leaves none.
     """
+    if "\0" in str(dest):
+        raise UsageError(f"{str(dest)!r}: no path holds NUL")
     return checkout_tree(repo, commit_id, dest, options or CheckoutOptions())
 
 
@@ -32,6 +34,8 @@ def diff_directory(repo: Repository, node: Node, path: Path) -> Iterator[Change]
     always None, as the directory's side is not in the repository: ``change.path``
     (relative to the commit's root, as ``node.path`` is) names it.
     """
+    if "\0" in str(path):
+        raise SourceError(f"{str(path)!r}: no path holds NUL")
     for kind, changed in diff_dir(repo, node, path):
         old = None if kind == "A" else _below(repo, node, changed)
         yield Change(kind, changed, old, None)

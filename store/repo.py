@@ -35,6 +35,7 @@ from store.errors import (
     RefNotFoundError,
     RepoExistsError,
     RepoNotFoundError,
+    UsageError,
 )
 from store.ids import ObjectId, ObjectType
 from store.index import ANY, Access, ExpectedRef, Index, ObjectRecord
@@ -85,6 +86,8 @@ class Repository:
     @classmethod
     def init(cls, path: Path, mode: RepoMode) -> Repository:
         """Create a repository at ``path`` (absent or an empty directory)."""
+        if "\0" in os.fspath(path):
+            raise UsageError(f"{str(path)!r}: no path holds NUL; no repository made there")
         mode.require_privileges()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RepoExistsError(f"{path}: exists and is not an empty directory")
@@ -392,6 +395,8 @@ def _write_mirror_file(refs_fd: int, relpath: str, content: str) -> None:
 
 def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
     """The mode and the [core] section of the repository at ``path``."""
+    if "\0" in os.fspath(path):
+        raise RepoNotFoundError(f"{str(path)!r}: not a sapwood repository", path=path)
     config = configparser.ConfigParser(interpolation=None)  # '%' is a plain character
     try:
         text = _config_text(path / "config")

@@ -279,3 +279,26 @@ def test_a_snapshot_finds_no_commit_by_a_prefix_that_is_not_hex(
     commit_files(user_repo, tmp_path / "src", {"f": "content"})
     with user_repo.snapshot() as snap:
         assert snap.commits_with_prefix(prefix) == []
+
+
+def test_a_path_holding_nul_is_a_sapwood_error_everywhere(
+    user_repo: sapwood.Repository, tmp_path: Path
+) -> None:
+    commit_id = commit_files(user_repo, tmp_path / "src", {"f": "content"})
+    root = sapwood.root_node(user_repo, commit_id)
+    nul = tmp_path / "a\0b"
+    calls = {
+        "Repository.open": lambda: sapwood.Repository.open(nul),
+        "Repository.init": lambda: sapwood.Repository.init(nul, sapwood.RepoMode.BARE_USER),
+        "commit": lambda: sapwood.commit(user_repo, "main", nul),
+        "Layer.tar": lambda: sapwood.commit(user_repo, "main", [sapwood.Layer.tar(nul)]),
+        "checkout": lambda: sapwood.checkout(
+            user_repo, commit_id, nul, sapwood.CheckoutOptions(user_mode=True)
+        ),
+        "diff_directory": lambda: list(sapwood.diff_directory(user_repo, root, nul)),
+        "mount": lambda: sapwood.mount(nul, tmp_path, "main"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(sapwood.SapwoodError):
+            call()
+        assert user_repo.ref("main") == commit_id, name
