@@ -43,6 +43,7 @@ class Mount:
 
     def __init__(self, mountpoint: Path, commit_id: ObjectId | None, pid: int) -> None:
         self.mountpoint = mountpoint
+        self._where = Path(os.path.abspath(mountpoint))  # a chdir since changes nothing
         self.commit_id = commit_id
         self.pid = pid  # the daemon's process id
         self._mounted = True
@@ -54,8 +55,8 @@ class Mount:
         error: its daemon is still collected, so that it leaves no zombie behind."""
         if not self._mounted:
             return
-        if mounted_at(self.mountpoint) is not None:
-            unmount(self.mountpoint)
+        if mounted_at(self._where) is not None:
+            unmount(self._where)
         self._mounted = False
         _reap(self.pid)
 

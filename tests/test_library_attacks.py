@@ -302,3 +302,15 @@ def test_a_path_holding_nul_is_a_sapwood_error_everywhere(
         with pytest.raises(sapwood.SapwoodError):
             call()
         assert user_repo.ref("main") == commit_id, name
+
+
+def test_a_mount_made_with_a_relative_path_is_unmounted_after_a_chdir(
+    committed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo_path, mnt = committed
+    monkeypatch.chdir(mnt.parent)
+    with sapwood.mount(repo_path, Path(mnt.name), "main") as mounted:
+        monkeypatch.chdir("/")
+    assert not os.path.ismount(mnt)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(mounted.pid, os.WNOHANG)
