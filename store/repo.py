@@ -160,7 +160,11 @@ class Repository:
     def snapshot(self) -> Iterator[Snapshot]:
         """One consistent view of refs, commits, objects and the stat cache (store/snapshot.py)."""
         with self.index.reader() as reader:
-            yield Snapshot(reader)
+            snap = Snapshot(reader)
+            try:
+                yield snap
+            finally:
+                snap.end()
 
     # ----- object files, per mode ---------------------------------------------------
     @property

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import NoReturn, cast
 
+from store.errors import UsageError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader
 from store.statcache import StatCacheRecord, stat_cache_key
@@ -25,6 +27,11 @@ class Snapshot:
 
     def __init__(self, reader: IndexReader) -> None:
         self._reader = reader
+
+    def end(self) -> None:
+        """Called as its block ends: any later read is a UsageError, not LMDB's error
+        about a transaction that is gone."""
+        self._reader = cast(IndexReader, _Ended())
 
     def ref(self, name: str) -> ObjectId | None:
         """The commit ``name`` points at, or None if there is no such ref."""
@@ -40,7 +47,7 @@ class Snapshot:
 
     def commits(self) -> Iterator[tuple[ObjectId, int]]:
         """(id, timestamp) of every commit the repository holds, ordered by id."""
-        return self._reader.commit_ids()
+        yield from self._reader.commit_ids()  # reads when iterated: within the block
 
     def commits_with_prefix(self, hex_prefix: str, limit: int = 2) -> list[ObjectId]:
         """Commit ids whose hex starts with ``hex_prefix`` (lower case), at most ``limit``."""
@@ -59,3 +66,10 @@ class Snapshot:
             return None
         found = self._reader.object(record.file_id)
         return record if found is not None and found.kind is ObjectType.FILE else None
+
+
+class _Ended:
+    """What a snapshot reads from once its block has ended."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise UsageError("a snapshot was read after its with block ended; take a new one")

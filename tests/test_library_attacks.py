@@ -314,3 +314,20 @@ def test_a_mount_made_with_a_relative_path_is_unmounted_after_a_chdir(
     assert not os.path.ismount(mnt)
     with pytest.raises(ChildProcessError):
         os.waitpid(mounted.pid, os.WNOHANG)
+
+
+def test_a_snapshot_read_after_its_block_is_a_usage_error(
+    user_repo: sapwood.Repository, tmp_path: Path
+) -> None:
+    commit_files(user_repo, tmp_path / "src", {"f": "content"})
+    with user_repo.snapshot() as snap:
+        commits = snap.commits()  # made inside, iterated outside
+    for late_read in (
+        lambda: snap.ref("main"),
+        snap.refs,
+        lambda: snap.has_object(b"\x01" * 32),
+        lambda: list(commits),
+        lambda: snap.commits_with_prefix("ab"),
+    ):
+        with pytest.raises(sapwood.UsageError):
+            late_read()
