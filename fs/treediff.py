@@ -14,7 +14,16 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from store import FileHeader, Node, ObjectId, Repository, check_content, children, open_regular
+from store import (
+    Change,
+    FileHeader,
+    Node,
+    ObjectId,
+    Repository,
+    check_content,
+    children,
+    open_regular,
+)
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WINDOW = 64  # files opened and announced to the kernel at once
@@ -22,6 +31,14 @@ _WINDOW = 64  # files opened and announced to the kernel at once
 
 def diff_dir(repo: Repository, node: Node, directory: Path) -> Iterator[tuple[str, bytes]]:
     """('A'|'M'|'D', path) for every difference between a commit's directory and a real one."""
+    for change in diff_dir_changes(repo, node, directory):
+        yield change.kind, change.path
+
+
+def diff_dir_changes(repo: Repository, node: Node, directory: Path) -> Iterator[Change]:
+    """A Change for every difference between a commit's directory ``node`` and a real
+    one: ``old`` is the commit's node (None for "A"), ``new`` always None (the
+    directory's side is not in the repository)."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         yield from _diff(repo, node, fd)
@@ -29,7 +46,7 @@ def diff_dir(repo: Repository, node: Node, directory: Path) -> Iterator[tuple[st
         os.close(fd)
 
 
-def _diff(repo: Repository, node: Node, dirfd: int) -> Iterator[tuple[str, bytes]]:
+def _diff(repo: Repository, node: Node, dirfd: int) -> Iterator[Change]:
     committed = {child.path.rsplit(b"/", 1)[-1]: child for child in children(repo, node)}
     present = {os.fsencode(e.name): e for e in os.scandir(dirfd)}
     same = _compare_files(repo, committed, present, dirfd)
@@ -38,12 +55,12 @@ def _diff(repo: Repository, node: Node, dirfd: int) -> Iterator[tuple[str, bytes
         path = prefix + b"/" + name
         child, entry = committed.get(name), present.get(name)
         if child is None:
-            yield "A", path
+            yield Change("A", path, None, None)
         elif entry is None:
-            yield "D", path
+            yield Change("D", path, child, None)
         elif child.dir is not None:
             if not entry.is_dir(follow_symlinks=False):
-                yield "M", path
+                yield Change("M", path, child, None)
                 continue
             sub = os.open(name, _OPEN_DIR, dir_fd=dirfd)
             try:
@@ -51,7 +68,7 @@ def _diff(repo: Repository, node: Node, dirfd: int) -> Iterator[tuple[str, bytes
             finally:
                 os.close(sub)
         elif not same[name]:
-            yield "M", path
+            yield Change("M", path, child, None)
 
 
 def _compare_files(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from fs.checkout import CheckoutOptions, CheckoutStats
 from fs.checkout import checkout as checkout_tree
-from fs.treediff import diff_dir
-from store import Change, Node, ObjectId, Repository, SourceError, UsageError, find_child
+from fs.treediff import diff_dir_changes
+from store import Change, Node, ObjectId, Repository, SourceError, UsageError
 
 
 def checkout(
@@ -36,19 +36,4 @@ def diff_directory(repo: Repository, node: Node, path: Path) -> Iterator[Change]
     """
     if "\0" in str(path):
         raise SourceError(f"{str(path)!r}: no path holds NUL")
-    for kind, changed in diff_dir(repo, node, path):
-        old = None if kind == "A" else _below(repo, node, changed)
-        yield Change(kind, changed, old, None)
-
-
-def _below(repo: Repository, node: Node, path: bytes) -> Node:
-    """The node at ``path`` (a path diff_dir reported under ``node``)."""
-    prefix = node.path.rstrip(b"/")
-    current = node
-    for name in path[len(prefix) + 1 :].split(b"/"):
-        assert current.dir is not None
-        found = find_child(repo.read_dirtree(current.dir.tree), name)
-        assert found is not None, path
-        file_id, entry = found
-        current = Node(current.path.rstrip(b"/") + b"/" + name, file=file_id, dir=entry)
-    return current
+    yield from diff_dir_changes(repo, node, path)

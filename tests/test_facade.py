@@ -203,3 +203,36 @@ def test_serve_mount_leaves_the_callers_logging_as_it_was(tmp_path: Path) -> Non
             options=[f"logfile={tmp_path / 'log'}", "no_such_fuse_option"],
         )
     assert logging.getLogger().handlers == before
+
+
+def test_diff_directory_reads_each_tree_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each change's node comes from the walk itself: a directory of many changed files
+    is not looked up again per change (that made `sapwood diff REV DIR` quadratic)."""
+    source = tmp_path / "src"
+    (source / "d").mkdir(parents=True)
+    for i in range(200):
+        (source / "d" / f"f{i:03d}").write_text(f"{i}\n")
+    with sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER) as repo:
+        commit_id = sapwood.commit(repo, "main", source).commit_id
+        for i in range(200):
+            (source / "d" / f"f{i:03d}").write_text("changed\n")
+        reads = []
+        original = sapwood.Repository.read_dirtree
+
+        def counted(self: sapwood.Repository, tree_id: sapwood.ObjectId) -> sapwood.DirTree:
+            reads.append(tree_id)
+            return original(self, tree_id)
+
+        monkeypatch.setattr(sapwood.Repository, "read_dirtree", counted)
+        root = sapwood.root_node(repo, commit_id)
+        changes = list(sapwood.diff_directory(repo, root, source))
+        assert [c.kind for c in changes] == ["M"] * 200
+        assert len(reads) <= 3  # the root and d
+        last = changes[-1]
+        assert last.path == b"/d/f199" and last.new is None
+        assert (
+            last.old is not None
+            and last.old.file == sapwood.lookup(repo, commit_id, "/d/f199").file
+        )
