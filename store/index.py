@@ -47,6 +47,7 @@ from store.errors import (
     RefExistsError,
     RefTargetError,
     SapwoodError,
+    UsageError,
 )
 from store.ids import ID_BYTES, ObjectId, ObjectType
 from store.objects import FileStat, file_stat
@@ -372,8 +373,14 @@ class Index:
         self._shared.reopen()
         self._env, self._dbs = self._shared.env, self._shared.dbs
 
+    def _require_open(self) -> None:
+        """A closed repository is the caller's slip, not a damaged index."""
+        if self._closed:
+            raise UsageError("the repository is closed; open it again to use it")
+
     @contextmanager
     def reader(self) -> Iterator[IndexReader]:
+        self._require_open()
         try:
             txn = self._env.begin(buffers=False)
         except lmdb.Error as exc:
@@ -387,6 +394,7 @@ class Index:
 
     def apply(self, batch: WriteBatch) -> None:
         """Apply ``batch`` in one LMDB write transaction: the commit point."""
+        self._require_open()
         if self.read_only:
             raise ReadOnlyRepositoryError(
                 "this repository is read-only for you; nothing was written"

@@ -331,3 +331,21 @@ def test_a_snapshot_read_after_its_block_is_a_usage_error(
     ):
         with pytest.raises(sapwood.UsageError):
             late_read()
+
+
+def test_a_closed_repository_says_so_rather_than_that_its_index_is_damaged(
+    tmp_path: Path,
+) -> None:
+    repo = sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER)
+    commit_id = commit_files(repo, tmp_path / "src", {"f": "content"})
+    repo.close()
+    for late in (
+        lambda: repo.ref("main"),
+        lambda: repo.read_commit(commit_id),
+        lambda: repo.set_ref("other", commit_id),
+        lambda: sapwood.commit(repo, "main", tmp_path / "src"),
+    ):
+        with pytest.raises(sapwood.SapwoodError) as raised:
+            late()
+        assert not isinstance(raised.value, sapwood.IndexDamagedError), raised.value
+        assert isinstance(raised.value, sapwood.UsageError), raised.value
