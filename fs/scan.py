@@ -404,13 +404,10 @@ class DirScanner:
         if not self._granularity.can_vouch(fsid, st):
             self.coarse_files += 1
             return None  # timestamps too coarse to witness a rewrite: fs/statcache.py
-        record = self._snapshot.stat_cache(st)
+        record = self._snapshot.stat_cache(st)  # None too if its object was pruned since
         if record is None or not record.matches(fsid, st, digest):
             return None
-        file_id = ObjectId(record.file_id)
-        if not self._snapshot.has_object(file_id):
-            return None  # pruned since: read the file again
-        return file_id
+        return ObjectId(record.file_id)
 
     def _read_batch(self, batch: list[_PendingFile], target: MutableDir) -> None:
         """Read the announced files, closing them all; empties ``batch``."""

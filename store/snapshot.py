@@ -57,9 +57,10 @@ class Snapshot:
         """The stat cache's record of the source file ``st`` describes, if any (a record
         of an older layout counts as none).
 
-        A record counts only if it names a file object of this repository: one naming a
-        commit or a tree (a damaged or forged index) would put that object into the next
-        commit as a file, a commit that no reader could follow."""
+        A record counts only if it names a file object the repository holds (not one
+        pruned since it was written): one naming a commit or a tree (a damaged or forged
+        index) would put that object into the next commit as a file, a commit that no
+        reader could follow."""
         raw = self._reader.statcache(stat_cache_key(st))
         record = None if raw is None else StatCacheRecord.decode(raw)
         if record is None:

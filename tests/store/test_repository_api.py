@@ -25,6 +25,7 @@ from store import (
     StatCacheRecord,
     check_content,
     file_matches,
+    fsck,
     open_regular,
     require_content,
     root_node,
@@ -199,6 +200,34 @@ def test_the_snapshot_reads_the_stat_cache(user_repo: Repository, tmp_path: Path
         assert snap.stat_cache(os.stat(source)) is None  # directories are never cached
     assert record is not None and record.file_id == node.file
     assert record.size == len(CONTENT)
+
+
+def test_a_record_of_an_object_deleted_since_counts_as_none(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """fsck with delete removes a corrupt object but not the stat cache's records of it:
+    the next commit must read the file again, not name the deleted object."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_bytes(CONTENT)
+    past = os.stat(source / "f").st_mtime - 100
+    os.utime(source / "f", (past, past))
+    threading.Event().wait(1.1)  # as above: old enough to be cached
+    commit_id = commit_files(user_repo, source, {})
+    node = next(n for n in walk(user_repo, root_node(user_repo, commit_id)) if n.file)
+    assert node.file is not None
+    with user_repo.snapshot() as snap:
+        assert snap.stat_cache(os.stat(source / "f")) is not None
+    path = user_repo.object_path(node.file)
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as damaged:
+        damaged.write(b"X")
+    assert fsck(user_repo, delete=True).problems
+    with user_repo.snapshot() as snap:
+        assert snap.stat_cache(os.stat(source / "f")) is None
+    again = commit_files(user_repo, source, {})
+    assert user_repo.read_file(node.file) == CONTENT  # stored again, from the file
+    assert fsck(user_repo).clean and again != commit_id
 
 
 def test_the_stat_cache_record_has_one_layout() -> None:
