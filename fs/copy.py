@@ -1,10 +1,11 @@
-"""Copying and comparing file content without trusting it.
+"""Copying file content out of objects without trusting it.
 
 An object file is bytes on a disk that a flipped bit or an edit through a hardlinked
-checkout can change, so every byte copied out of it, and every byte of a directory's
-file compared with it, is fed to store's ContentCheck (blake3 over the object's
-recorded header, then the content: the object's id exactly when the content is the
-object's). Content is streamed in chunks of at most 1 MiB, never read whole.
+checkout can change, so every byte copied out of it is fed to store's ContentCheck
+(blake3 over the object's recorded header, then the content: the object's id exactly
+when the content is the object's). Content is streamed in chunks of at most 1 MiB,
+never read whole. (Comparing a file with an object without copying it is
+store.check_content's, for checkout, diff, the mount and fsck alike.)
 
 A copy reflinks where the filesystem can (FICLONE: btrfs, xfs; the clone shares the
 object's blocks, which are then read once to hash them); elsewhere it is a loop that
@@ -28,11 +29,11 @@ _NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.
 CHUNK = 1 << 20
 
 
-def hash_fd(fd: int, size: int, check: ContentCheck) -> None:
+def _hash_fd(fd: int, size: int, check: ContentCheck) -> None:
     """Feed the first ``size`` bytes of ``fd`` to ``check`` (fewer if it ends before).
 
-    The callers know the file's size (fstat or lstat): bytes it gains afterwards are
-    not what was compared or copied, and a file that lost some fails ``check``.
+    The caller knows the size (the object's, recorded): bytes the file gains
+    afterwards are not what was copied, and a file that lost some fails ``check``.
     """
     for chunk in _chunks(fd, size):
         check.update(chunk)
@@ -64,7 +65,7 @@ class Copier:
         if size and self.reflink and self._clone(src, dst):
             if os.fstat(dst).st_size != size:  # the object grew after it was opened
                 os.ftruncate(dst, size)
-            hash_fd(dst, size, check)  # the clone itself: what DEST now holds
+            _hash_fd(dst, size, check)  # the clone itself: what DEST now holds
             return
         for chunk in _chunks(src, size):
             check.update(chunk)
