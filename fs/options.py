@@ -23,6 +23,7 @@ class StatOverride:
     bits: int
 
     def apply(self, mode: int) -> int:
+        """The ``st_mode`` with this override applied (the file type kept)."""
         if self.set_bits:
             return stat.S_IFMT(mode) | self.bits
         return mode | self.bits

@@ -40,6 +40,7 @@ class Problem:
     needed_by: tuple[ObjectId, ...] = ()
 
     def describe(self) -> str:
+        """One line: the object, what is wrong, and the commits that need it."""
         text = f"object {self.object_id.hex()}: {self.message}"
         if self.needed_by:
             shown = ", ".join(c.hex()[:12] for c in self.needed_by[:3])
@@ -63,6 +64,7 @@ class FsckReport:
 
     @property
     def clean(self) -> bool:
+        """Whether fsck found nothing wrong (no problems, no partial commits)."""
         return not self.problems and not self.partial
 
 

@@ -31,6 +31,7 @@ class RepoMode(enum.Enum):
 
     @classmethod
     def parse(cls, text: str) -> RepoMode:
+        """The mode named ``text`` (as in a config), or ModePolicyError."""
         try:
             return cls(text)
         except ValueError:
@@ -46,6 +47,7 @@ class RepoMode(enum.Enum):
             )
 
     def admit_file(self, header: FileHeader, where: str) -> FileHeader:
+        """The header as this mode stores it, or ModePolicyError for what it refuses."""
         if self is not RepoMode.BARE_USER_ONLY:
             return header
         if not header.is_symlink:
@@ -53,6 +55,7 @@ class RepoMode(enum.Enum):
         return dataclasses.replace(header, uid=0, gid=0, xattrs=())
 
     def admit_dir(self, meta: DirMeta, where: str) -> DirMeta:
+        """The dirmeta as this mode stores it, or ModePolicyError for what it refuses."""
         if self is not RepoMode.BARE_USER_ONLY:
             return meta
         _refuse_unsafe(meta.mode, where)

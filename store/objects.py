@@ -105,9 +105,11 @@ class FileHeader:
 
     @property
     def is_symlink(self) -> bool:
+        """Whether the file is a symlink (its target in ``symlink_target``, no content)."""
         return stat.S_ISLNK(self.mode)
 
     def encode(self) -> bytes:
+        """The canonical bytes of the header (what the file id hashes first)."""
         # The hot path of every commit: packed by hand, same bytes as Writer would give.
         target = self.symlink_target
         parts = [b"F\x01", _OWNER_MODE.pack(self.uid, self.gid, self.mode, len(target)), target]
@@ -118,12 +120,14 @@ class FileHeader:
 
     @classmethod
     def read_from(cls, r: Reader) -> FileHeader:
+        """Decode a header from ``r`` (FormatError unless canonical)."""
         _expect_tag(r, b"F", "file header")
         uid, gid, mode = r.u32(), r.u32(), r.u32()
         return cls(uid, gid, mode, r.blob(), r.pairs())
 
     @classmethod
     def decode(cls, data: bytes) -> FileHeader:
+        """The header ``data`` encodes canonically, or FormatError."""
         if data[:2] == b"F\x01" and len(data) >= _PLAIN_HEADER:
             # Fast path for the usual header without xattrs: canonical by its exact length.
             uid, gid, mode, target_len = _OWNER_MODE.unpack_from(data, 2)
@@ -139,6 +143,7 @@ class FileHeader:
         return blake3.blake3(self.encode())
 
     def object_id(self, content: bytes = b"") -> ObjectId:
+        """The id of the file object with this header and ``content``."""
         h = self.hasher()
         h.update(content)
         return ObjectId(h.digest())
@@ -193,6 +198,7 @@ class DirMeta:
         _check_xattrs(self.xattrs, "dirmeta")
 
     def encode(self) -> bytes:
+        """The canonical bytes of the object (what its id hashes)."""
         w = Writer()
         _tag(w, b"M")
         w.u32(self.uid)
@@ -203,6 +209,7 @@ class DirMeta:
 
     @classmethod
     def decode(cls, data: bytes) -> DirMeta:
+        """The dirmeta ``data`` encodes canonically, or FormatError."""
         r = Reader(data, "dirmeta")
         _expect_tag(r, b"M", "dirmeta")
         meta = cls(r.u32(), r.u32(), r.u32(), r.pairs())
@@ -210,6 +217,7 @@ class DirMeta:
         return _canonical(meta, data)
 
     def object_id(self) -> ObjectId:
+        """The id of this object: blake3 of its canonical bytes."""
         return digest(self.encode())
 
 
@@ -241,9 +249,11 @@ class DirTree:
 
     @classmethod
     def build(cls, files: dict[bytes, ObjectId], dirs: dict[bytes, DirEntry]) -> DirTree:
+        """A dirtree of these entries, sorted by name as the encoding requires."""
         return cls(tuple(sorted(files.items())), tuple(sorted(dirs.items())))
 
     def encode(self) -> bytes:
+        """The canonical bytes of the object (what its id hashes)."""
         w = Writer()
         _tag(w, b"T")
         w.u32(len(self.files))
@@ -279,6 +289,7 @@ class DirTree:
             raise FormatError(f"dirtree holds an invalid name: {exc}") from exc
 
     def object_id(self) -> ObjectId:
+        """The id of this object: blake3 of its canonical bytes."""
         return digest(self.encode())
 
 
@@ -312,9 +323,11 @@ class Commit:
 
     @property
     def version(self) -> str | None:
+        """The ``version`` metadata string, if the commit has one."""
         return dict(self.metadata).get("version")
 
     def encode(self) -> bytes:
+        """The canonical bytes of the object (what its id hashes)."""
         w = Writer()
         _tag(w, b"C")
         w.object_id(self.tree)
@@ -330,6 +343,7 @@ class Commit:
 
     @classmethod
     def decode(cls, data: bytes) -> Commit:
+        """The commit ``data`` encodes canonically, or FormatError."""
         r = Reader(data, "commit")
         _expect_tag(r, b"C", "commit")
         tree, meta = r.object_id(), r.object_id()
@@ -347,6 +361,7 @@ class Commit:
         return _canonical(cls(tree, meta, parent, timestamp, subject, body, metadata), data)
 
     def object_id(self) -> ObjectId:
+        """The id of this object: blake3 of its canonical bytes."""
         return digest(self.encode())
 
 

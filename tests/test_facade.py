@@ -236,3 +236,28 @@ def test_diff_directory_reads_each_tree_once(
             last.old is not None
             and last.old.file == sapwood.lookup(repo, commit_id, "/d/f199").file
         )
+
+
+def _undocumented_methods(cls: type) -> list[str]:
+    found = []
+    for name, value in vars(cls).items():
+        function = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
+        if name.startswith("_") or not callable(function):
+            continue
+        if not (getattr(function, "__doc__", None) or "").strip():
+            found.append(name)
+    return found
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        name
+        for name in sapwood.__all__
+        if inspect.isclass(getattr(sapwood, name))
+        and not issubclass(getattr(sapwood, name), BaseException)
+    ],
+)
+def test_every_public_method_is_documented(name: str) -> None:
+    """pdoc's reference shows each method of a public class: none may be blank."""
+    assert _undocumented_methods(getattr(sapwood, name)) == [], f"sapwood.{name}"
