@@ -13,6 +13,7 @@ unmounts nothing else.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
@@ -155,8 +156,13 @@ async def _stop_on_signals(scope: trio.CancelScope) -> None:
             return
 
 
-def start_in_background(serve_mount: Callable[[], None], mountpoint: Path) -> int:
+def start_in_background(
+    serve_mount: Callable[[], None], mountpoint: Path, keep_fds: Collection[int] = ()
+) -> int:
     """Run ``serve_mount`` in a forked, detached child; return its pid once it has mounted.
+
+    The child keeps none of the caller's open files but ``keep_fds`` (its log
+    handler's, opened by the caller to report a bad log file at once).
 
     Forking (rather than starting a new interpreter) saves the child's start-up and
     imports: `sapwood mount` returns in about half the time. The caller must hold no
@@ -166,7 +172,7 @@ def start_in_background(serve_mount: Callable[[], None], mountpoint: Path) -> in
     with tempfile.TemporaryFile() as log_file:
         child = os.fork()
         if child == 0:
-            _run_detached(serve_mount, log_file)
+            _run_detached(serve_mount, log_file, keep_fds)
         try:
             _wait_for_mount(child, mountpoint, log_file)
         except MountError:
@@ -184,7 +190,9 @@ def quiet_stderr() -> None:
     os.close(null)
 
 
-def _run_detached(serve_mount: Callable[[], None], log_file: IO[bytes]) -> NoReturn:
+def _run_detached(
+    serve_mount: Callable[[], None], log_file: IO[bytes], keep_fds: Collection[int]
+) -> NoReturn:
     status = 1
     try:
         os.setsid()
@@ -192,6 +200,7 @@ def _run_detached(serve_mount: Callable[[], None], log_file: IO[bytes]) -> NoRet
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.dup2(log_file.fileno(), 2)
+        _close_the_callers_files(keep_fds)
         serve_mount()
         status = 0
     except SapwoodError as exc:
@@ -204,6 +213,32 @@ def _run_detached(serve_mount: Callable[[], None], log_file: IO[bytes]) -> NoRet
     finally:
         sys.stderr.flush()
         os._exit(status)
+
+
+def _close_the_callers_files(keep_fds: Collection[int]) -> None:
+    """The daemon outlives the call: it must not hold the caller's files, or a lock the
+    caller takes and later releases (flock, a transaction's repository lock) stays
+    held as long as the mount does (PEP 3143 closes them all for the same reason).
+
+    The caller's objects that owned those descriptors live on in this copy of the
+    process, and the numbers will soon be the daemon's own files (its index): none of
+    them may write or close one again. So the cyclic collector never finalizes them
+    (frozen), and log handlers other than stderr's are dropped first (closing, if
+    they go, what is still their own file).
+    """
+    gc.freeze()
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        if isinstance(logger, logging.Logger):
+            for handler in list(logger.handlers):
+                if getattr(handler, "stream", None) not in (sys.stderr, sys.stdout):
+                    logger.removeHandler(handler)
+    keep = sorted({fd for fd in keep_fds if fd > 2})
+    low = 3
+    for fd in keep:
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def _wait_for_mount(child: int, mountpoint: Path, log_file: IO[bytes]) -> None:

@@ -90,10 +90,9 @@ def mount(
 
     A daemon forked from this process, in its own session, serves the mount until
     it is unmounted (:meth:`Mount.unmount`, leaving the ``with`` block, or
-    :func:`unmount`). It opens its own copy of the repository. Being a fork, it
-    inherits this process's open files: call it with no transaction running here
-    (the daemon would keep that transaction's repository lock, and prune would wait
-    for the daemon's end) and before starting threads. ``options`` are those
+    :func:`unmount`). It opens its own copy of the repository and keeps none of this
+    process's open files (a lock released here is released). Being a fork, call it
+    before starting threads. ``options`` are those
     of ``sapwood mount -o``: allow_other, user_owned, with_open, logfile=PATH (where
     the daemon logs; default: the system log, formatted by ``log_format``), and
     other libfuse options. Raises MountPointError for a mount point sapwood refuses,
@@ -110,7 +109,7 @@ def mount(
             serve(child_repo, commit_id, target, list(options), on_mounted=quiet_stderr)
 
     try:
-        pid = start_in_background(serve_in_child, mountpoint)
+        pid = start_in_background(serve_in_child, mountpoint, _handler_fds(handler))
     finally:
         if handler is not None:
             handler.close()  # the daemon's, opened here for it: the fork has its own copy
@@ -221,6 +220,13 @@ def _require_regular_log(log_file: Path) -> None:
             raise UsageError(f"{log_file}: not a regular file; cannot log there")
     finally:
         os.close(fd)
+
+
+def _handler_fds(handler: logging.Handler | None) -> list[int]:
+    """The descriptors the daemon's log handler writes to (a file, the log's socket)."""
+    stream = getattr(handler, "stream", None)
+    sock = getattr(handler, "socket", None)
+    return [owner.fileno() for owner in (stream, sock) if owner is not None]
 
 
 def _log_to(handler: logging.Handler | None) -> None:

@@ -4,6 +4,7 @@ mount unmounted behind the caller's back, a failed mount under the caller's logg
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import gc
 import itertools
 import logging
@@ -120,6 +121,22 @@ def test_a_forged_ref_name_never_makes_the_archive_mirror_write_outside_refs(
         repo.set_ref("other", commit_id)
     assert not (tmp_path / "escaped").exists()
     assert (repo_path / "refs" / "heads" / "other").read_text() == commit_id.hex() + "\n"
+
+
+def test_a_mount_keeps_none_of_the_callers_files(committed: tuple[Path, Path]) -> None:
+    """A lock the caller releases while mounted is released: the forked daemon held
+    every descriptor of its caller (a flock stayed taken until the unmount)."""
+    repo_path, mnt = committed
+    lock_path = mnt.parent / "caller.lock"
+    held = open(lock_path, "w")  # noqa: SIM115 - closed by hand, mid-mount
+    fcntl.flock(held, fcntl.LOCK_EX)
+    log = mnt.parent / "daemon.log"
+    with sapwood.mount(repo_path, mnt, "main", options=[f"logfile={log}"]):
+        held.close()
+        with open(lock_path) as other:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if kept
+        assert (mnt / "f").read_text() == "content"
+    assert not os.path.ismount(mnt)
 
 
 @pytest.mark.parametrize("failing", [False, True], ids=["mounted", "failed"])
