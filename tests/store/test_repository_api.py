@@ -4,6 +4,7 @@ refresh, and the one answer to "is this content object X"."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import stat
@@ -296,6 +297,16 @@ def test_object_access_in_every_mode(repo: Repository, tmp_path: Path) -> None:
     _damage(path)
     assert repo.verify_file(file_id) is not None
     assert repo.verify_file(file_id, header, size) is not None
+
+
+def test_open_file_always_verifies(repo: Repository, tmp_path: Path) -> None:
+    """No caller of the repository reads a damaged object's bytes to the end without
+    an error: open_file has no switch to turn the check off."""
+    _, file_id = _file_object(repo, tmp_path)
+    assert "verify" not in inspect.signature(repo.open_file).parameters
+    _damage(repo.object_path(file_id))
+    with pytest.raises(CorruptObjectError), repo.open_file(file_id) as stream:
+        stream.read()
 
 
 def test_verify_file_says_a_missing_object_is_missing(
