@@ -146,7 +146,7 @@ def make_commit(
     if not request.layers:
         raise NothingToCommitError("nothing to commit: no layers given")
     started_ns = time.time_ns()
-    head = repo.refs().get(request.branch)
+    head = repo.ref(request.branch)
     parent = _parent(repo, request.parent, head)
     timestamp = request.timestamp if request.timestamp is not None else started_ns // 10**9
     _check_commit_fields(request, parent, timestamp)

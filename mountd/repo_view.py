@@ -177,7 +177,7 @@ class RepositoryView(TreeView):
         return sorted(found.items())
 
     def _history(self, parent: DirNode, ref: str) -> list[tuple[bytes, DirNode]]:
-        head = self.repo.refs().get(ref)
+        head = self.repo.ref(ref)
         if head is None:
             return []
         entries = []
