@@ -231,6 +231,8 @@ class _SharedEnv:
         self.users = 0
         self.access = access
         self.env, self.dbs = self._open_env()
+        if access is Access.CREATE:  # made now: a reopen (remap) must find it, never make one
+            self.access = Access.READ_WRITE
 
     def _open_env(self) -> tuple[Any, dict[str, Any]]:
         access = self.access

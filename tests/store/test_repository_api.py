@@ -15,6 +15,7 @@ import pytest
 
 from store import (
     ANY,
+    IndexDamagedError,
     ObjectId,
     ObjectType,
     RefConflictError,
@@ -327,6 +328,17 @@ def test_refresh_needs_the_only_open_repository(user_repo: Repository, tmp_path:
         second.close()
     user_repo.refresh()
     assert user_repo.ref("main") == first and user_repo.read_commit(first).tree
+
+
+def test_refresh_of_a_repository_made_here_never_makes_an_index(tmp_path: Path) -> None:
+    """A repository made by init() in this process, its index gone since: refresh is an
+    error, not a new empty index (an empty repository, whose every object prune deletes)."""
+    with Repository.init(tmp_path / "repo", RepoMode.BARE_USER) as repo:
+        commit_files(repo, tmp_path / "src", {"a": "b"})
+        os.rename(repo.path / "index", repo.path / "index.gone")
+        with pytest.raises(IndexDamagedError):
+            repo.refresh()
+        assert not (repo.path / "index").exists()
 
 
 # ----- is this content object X --------------------------------------------------------
