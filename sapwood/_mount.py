@@ -38,6 +38,7 @@ class Mount:
     """A mount made by :func:`mount`, served by a background daemon.
 
     A context manager: leaving the ``with`` block unmounts, as :meth:`unmount` does.
+    ``mountpoint`` is the mount point as an absolute path (resolved when mounted);
     ``commit_id`` is the commit shown, None for the whole repository's view.
     """
 
@@ -113,7 +114,7 @@ def mount(
     finally:
         if handler is not None:
             handler.close()  # the daemon's, opened here for it: the fork has its own copy
-    return Mount(mountpoint, commit_id, pid)
+    return Mount(target, commit_id, pid)  # resolved: a later chdir changes nothing
 
 
 def serve_mount(

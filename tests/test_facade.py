@@ -261,3 +261,20 @@ def _undocumented_methods(cls: type) -> list[str]:
 def test_every_public_method_is_documented(name: str) -> None:
     """pdoc's reference shows each method of a public class: none may be blank."""
     assert _undocumented_methods(getattr(sapwood, name)) == [], f"sapwood.{name}"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.getuid() != 0, reason="root FUSE")
+def test_a_mount_made_by_relative_path_unmounts_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tree(tmp_path / "src")
+    (tmp_path / "mnt").mkdir()
+    with sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER) as repo:
+        sapwood.commit(repo, "main", tmp_path / "src")
+    monkeypatch.chdir(tmp_path)
+    with sapwood.mount(Path("repo"), Path("mnt"), "main") as mounted:
+        assert mounted.mountpoint == tmp_path / "mnt"
+        monkeypatch.chdir("/")
+    assert mounted_at(tmp_path / "mnt") is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(mounted.pid, os.WNOHANG)
