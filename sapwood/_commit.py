@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 from fs.commit import CommitRequest, CommitResult, Layer, NoParent, make_commit
 from fs.options import ContentOptions
@@ -13,7 +13,7 @@ from store import ObjectId, Repository
 def commit(
     repo: Repository,
     branch: str,
-    source: Path | Sequence[Layer],
+    source: str | os.PathLike[str] | Sequence[Layer],
     *,
     subject: str = "",
     body: str = "",
@@ -24,7 +24,8 @@ def commit(
     options: ContentOptions | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CommitResult:
-    """Commit ``source`` (a directory, or layers overlaid in order) and move ``branch``.
+    """Commit ``source`` (a directory's path, or layers overlaid in order) and move
+    ``branch``.
 
     ``parent`` None means the branch's current head (a root commit if it has none);
     :data:`sapwood.NO_PARENT` makes a root commit whatever the branch holds; an
@@ -37,7 +38,10 @@ def commit(
     began: a concurrent commit to the same branch makes this one fail
     (RefConflictError) rather than silently drop one of them.
     """
-    layers = [Layer.directory(source)] if isinstance(source, Path) else list(source)
+    if isinstance(source, (str, os.PathLike)):  # a str is a path, not a sequence of layers
+        layers = [Layer.directory(os.fspath(source))]
+    else:
+        layers = list(source)
     request = CommitRequest(
         branch=branch,
         layers=layers,

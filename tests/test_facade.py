@@ -278,3 +278,13 @@ def test_a_mount_made_by_relative_path_unmounts_from_anywhere(
     assert mounted_at(tmp_path / "mnt") is None
     with pytest.raises(ChildProcessError):
         os.waitpid(mounted.pid, os.WNOHANG)
+
+
+def test_commit_takes_a_directory_as_str_or_path(tmp_path: Path) -> None:
+    """A str is a directory's path (as everywhere in Python), not a sequence of layers."""
+    _tree(tmp_path / "src")
+    with sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER) as repo:
+        by_str = sapwood.commit(repo, "a", str(tmp_path / "src"), timestamp=0).commit_id
+        by_path = sapwood.commit(repo, "b", tmp_path / "src", timestamp=0).commit_id
+        assert by_str == by_path
+        assert sapwood.lookup(repo, by_str, "/etc/hostname").file is not None
