@@ -84,10 +84,11 @@ class Repository:
 
     # ----- life cycle ---------------------------------------------------------
     @classmethod
-    def init(cls, path: Path, mode: RepoMode) -> Repository:
+    def init(cls, path: str | os.PathLike[str], mode: RepoMode) -> Repository:
         """Create a repository at ``path`` (absent or an empty directory)."""
         if "\0" in os.fspath(path):
             raise UsageError(f"{str(path)!r}: no path holds NUL; no repository made there")
+        path = Path(path)
         mode.require_privileges()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RepoExistsError(f"{path}: exists and is not an empty directory")
@@ -107,8 +108,9 @@ class Repository:
         return cls(path, mode, fsync=True, access=Access.CREATE)
 
     @classmethod
-    def open(cls, path: Path) -> Repository:
+    def open(cls, path: str | os.PathLike[str]) -> Repository:
         """Open an existing repository: its config must be sound and its index present."""
+        path = Path(path)
         mode, core = read_config(path)
         try:
             space = SpacePolicy.from_config(core)

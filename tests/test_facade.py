@@ -288,3 +288,12 @@ def test_commit_takes_a_directory_as_str_or_path(tmp_path: Path) -> None:
         by_path = sapwood.commit(repo, "b", tmp_path / "src", timestamp=0).commit_id
         assert by_str == by_path
         assert sapwood.lookup(repo, by_str, "/etc/hostname").file is not None
+
+
+def test_a_repository_is_named_by_str_or_path(tmp_path: Path) -> None:
+    with sapwood.Repository.init(str(tmp_path / "repo"), sapwood.RepoMode.BARE_USER) as made:
+        assert made.path == tmp_path / "repo"
+    with sapwood.Repository.open(str(tmp_path / "repo")) as opened:
+        assert opened.path == tmp_path / "repo" and opened.refs() == {}
+    with pytest.raises(sapwood.RepoNotFoundError):
+        sapwood.Repository.open(str(tmp_path / "nowhere"))
