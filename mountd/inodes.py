@@ -22,15 +22,11 @@ from __future__ import annotations
 
 from array import array
 
-from store import SapwoodError
+from store import TooManyFilesError
 
 FILE_INDEX_BITS = 24
 MAX_FILES_PER_DIR = (1 << FILE_INDEX_BITS) - 2
 _INDEX_MASK = (1 << FILE_INDEX_BITS) - 1
-
-
-class TooManyFilesError(SapwoodError):
-    """A directory holds more files than an inode number can address."""
 
 
 def dir_ino(instance: int) -> int:

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 
 from mountd.lru import Lru, RecentKeys
-from store import ObjectId, Repository, SapwoodError, require_content
+from store import ObjectId, ObjectReadError, Repository, require_content
 
 _OPEN_FILES = 256  # object files kept open (uncompressed modes)
 _SMALL = 1 << 20  # up to this size: verified with one read, or decompressed into memory
@@ -38,11 +38,6 @@ _SPOOL_BYTES = 4 << 30  # the disk those files take, in all
 _SHOWN = 1 << 14  # which object the inodes read lately show
 _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes each
 _CHUNK = 1 << 20
-
-
-class ObjectReadError(SapwoodError):
-    """An object's file, or its decompressed copy, could not be read or written: a disk
-    error, a full TMPDIR. Its message names the object (the OSError alone would not)."""
 
 
 def _forget(_: object) -> None:

@@ -43,8 +43,7 @@ class Mount:
     """
 
     def __init__(self, mountpoint: Path, commit_id: ObjectId | None, pid: int) -> None:
-        self.mountpoint = mountpoint
-        self._where = Path(os.path.abspath(mountpoint))  # a chdir since changes nothing
+        self.mountpoint = Path(os.path.abspath(mountpoint))  # a later chdir changes nothing
         self.commit_id = commit_id
         self.pid = pid  # the daemon's process id
         self._mounted = True
@@ -56,8 +55,8 @@ class Mount:
         error: its daemon is still collected, so that it leaves no zombie behind."""
         if not self._mounted:
             return
-        if mounted_at(self._where) is not None:
-            unmount(self._where)
+        if mounted_at(self.mountpoint) is not None:
+            unmount(self.mountpoint)
         self._mounted = False
         _reap(self.pid)
 
@@ -78,8 +77,8 @@ class Mount:
 
 
 def mount(
-    repo_path: Path,
-    mountpoint: Path,
+    repo_path: str | os.PathLike[str],
+    mountpoint: str | os.PathLike[str],
     rev: str | None = None,
     *,
     options: Sequence[str] = (),
@@ -101,8 +100,9 @@ def mount(
     """
     from mountd.daemon import quiet_stderr, serve, start_in_background
 
-    target, commit_id, handler = _prepare(repo_path, mountpoint, rev, options, log_format, True)
-    path = repo_path.resolve()
+    repo_dir, mount_dir = Path(repo_path), Path(mountpoint)
+    target, commit_id, handler = _prepare(repo_dir, mount_dir, rev, options, log_format, True)
+    path = repo_dir.resolve()
 
     def serve_in_child() -> None:
         _log_to(handler)
@@ -110,7 +110,7 @@ def mount(
             serve(child_repo, commit_id, target, list(options), on_mounted=quiet_stderr)
 
     try:
-        pid = start_in_background(serve_in_child, mountpoint, _handler_fds(handler))
+        pid = start_in_background(serve_in_child, mount_dir, _handler_fds(handler))
     finally:
         if handler is not None:
             handler.close()  # the daemon's, opened here for it: the fork has its own copy
@@ -118,8 +118,8 @@ def mount(
 
 
 def serve_mount(
-    repo_path: Path,
-    mountpoint: Path,
+    repo_path: str | os.PathLike[str],
+    mountpoint: str | os.PathLike[str],
     rev: str | None = None,
     *,
     options: Sequence[str] = (),
@@ -130,10 +130,11 @@ def serve_mount(
     logfile=PATH if that option is given (for the time of this call only)."""
     from mountd.daemon import serve
 
-    target, commit_id, handler = _prepare(repo_path, mountpoint, rev, options, log_format, False)
+    repo_dir, mount_dir = Path(repo_path), Path(mountpoint)
+    target, commit_id, handler = _prepare(repo_dir, mount_dir, rev, options, log_format, False)
     _log_to(handler)
     try:
-        with Repository.open(repo_path) as repo:
+        with Repository.open(repo_dir) as repo:
             serve(repo, commit_id, target, list(options))
     finally:
         if handler is not None:  # the caller's logging stays as it was, the file closed
@@ -141,14 +142,14 @@ def serve_mount(
             handler.close()
 
 
-def unmount(mountpoint: Path) -> None:
+def unmount(mountpoint: str | os.PathLike[str]) -> None:
     """Unmount the sapwood mount at ``mountpoint``, even one whose daemon died.
 
     Refuses (UsageError) a path that is not a mount point or is another filesystem's.
     """
     from mountd.daemon import unmount as unmount_daemon
 
-    unmount_daemon(mountpoint)
+    unmount_daemon(Path(mountpoint))
 
 
 def _prepare(

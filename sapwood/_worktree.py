@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from store import Change, Node, ObjectId, Repository, SourceError, UsageError
 
 
 def checkout(
-    repo: Repository, commit_id: ObjectId, dest: Path, options: CheckoutOptions | None = None
+    repo: Repository,
+    commit_id: ObjectId,
+    dest: str | os.PathLike[str],
+    options: CheckoutOptions | None = None,
 ) -> CheckoutStats:
     """Check a commit out into ``dest``: hardlinks to the objects where the repository's
     mode allows, verified copies elsewhere (see CheckoutOptions).
@@ -21,10 +25,10 @@ def checkout(
     """
     if "\0" in str(dest):
         raise UsageError(f"{str(dest)!r}: no path holds NUL")
-    return checkout_tree(repo, commit_id, dest, options or CheckoutOptions())
+    return checkout_tree(repo, commit_id, Path(dest), options or CheckoutOptions())
 
 
-def diff_directory(repo: Repository, node: Node, path: Path) -> Iterator[Change]:
+def diff_directory(repo: Repository, node: Node, path: str | os.PathLike[str]) -> Iterator[Change]:
     """A :class:`Change` for every difference between a commit's directory ``node`` and
     the real directory ``path`` (is this checkout still what was committed?).
 
@@ -36,4 +40,4 @@ def diff_directory(repo: Repository, node: Node, path: Path) -> Iterator[Change]
     """
     if "\0" in str(path):
         raise SourceError(f"{str(path)!r}: no path holds NUL")
-    yield from diff_dir_changes(repo, node, path)
+    yield from diff_dir_changes(repo, node, Path(path))

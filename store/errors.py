@@ -177,6 +177,15 @@ class MountError(SapwoodError):
     """A mount could not be made or removed; the message is the daemon's or libfuse's."""
 
 
+class ObjectReadError(SapwoodError):
+    """An object's file, or its decompressed copy, could not be read or written: a disk
+    error, a full TMPDIR. Its message names the object (the OSError alone would not)."""
+
+
+class TooManyFilesError(SapwoodError):
+    """A directory holds more files than the mount's inode numbers can address."""
+
+
 class UnsafeToPruneError(SapwoodError):
     """Prune could not read everything that is reachable, so it deletes nothing."""
 

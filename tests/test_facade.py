@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
+import pkgutil
 from pathlib import Path
 
 import pytest
 
 import sapwood
 from fs.mounts import mounted_at
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _documented(name: str) -> bool:
@@ -31,6 +35,9 @@ def test_every_public_name_is_documented(name: str) -> None:
 
 
 def test_every_error_class_is_public() -> None:
+    for package in ("store", "fs", "mountd", "sapwood"):  # every error class defined
+        for module in pkgutil.walk_packages([str(ROOT / package)], f"{package}."):
+            importlib.import_module(module.name)
     errors = {
         name
         for name in sapwood.__all__

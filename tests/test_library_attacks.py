@@ -366,3 +366,26 @@ def test_a_closed_repository_says_so_rather_than_that_its_index_is_damaged(
             late()
         assert not isinstance(raised.value, sapwood.IndexDamagedError), raised.value
         assert isinstance(raised.value, sapwood.UsageError), raised.value
+
+
+def test_every_path_argument_of_the_facade_takes_a_str(
+    committed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Repository.open and commit took str paths; checkout, diff_directory and the
+    mount failed with AttributeError on one."""
+    repo_path, mnt = committed
+    dest = tmp_path / "out"
+    with sapwood.Repository.open(str(repo_path)) as repo:
+        commit_id = sapwood.rev_parse(repo, "main")
+        sapwood.checkout(repo, commit_id, str(dest))
+        assert (dest / "f").read_text() == "content"
+        (dest / "f").write_text("changed")
+        root = sapwood.root_node(repo, commit_id)
+        assert [c.path for c in sapwood.diff_directory(repo, root, str(dest))] == [b"/f"]
+    with sapwood.mount(str(repo_path), str(mnt), "main") as mounted:
+        assert (mnt / "f").read_text() == "content"
+        assert mounted.mountpoint == mnt
+    assert not os.path.ismount(mnt)
+    with sapwood.mount(str(repo_path), str(mnt), "main"):
+        sapwood.unmount(str(mnt))
+    assert not os.path.ismount(mnt)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from mountd import view as view_module
-from mountd.sources import ObjectReadError
 from mountd.view import ROOT_INODE, CommitView, ViewOptions
 from store import (
     CorruptObjectError,
@@ -19,6 +18,7 @@ from store import (
     NotADirectoryInTreeError,
     ObjectId,
     ObjectMissingError,
+    ObjectReadError,
     PathNotFoundError,
     RepoMode,
     Repository,
