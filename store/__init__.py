@@ -7,6 +7,7 @@ from store.content import read_xattrs
 from store.durability import space_errors, syncfs
 from store.errors import (
     AmbiguousRevError,
+    CommitIsHeadError,
     CorruptObjectError,
     FormatError,
     IndexDamagedError,
@@ -85,6 +86,7 @@ __all__ = [
     "AnyTarget",
     "Change",
     "Commit",
+    "CommitIsHeadError",
     "ContentCheck",
     "CorruptObjectError",
     "DirEntry",

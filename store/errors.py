@@ -94,6 +94,18 @@ class RefConflictError(SapwoodError):
         self.actual = actual
 
 
+class CommitIsHeadError(SapwoodError):
+    """A commit to delete is the head of refs (``refs``): deleting it would leave them
+    pointing at nothing. ``commit_id`` is the commit."""
+
+    def __init__(
+        self, message: str = "", *, commit_id: ObjectId | None = None, refs: tuple[str, ...] = ()
+    ):
+        super().__init__(message or f"commit is the head of {', '.join(refs)}")
+        self.commit_id = commit_id
+        self.refs = refs
+
+
 class ObjectMissingError(SapwoodError):
     """An object the repository should hold is absent (``object_id``, when known)."""
 

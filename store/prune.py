@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store.errors import RefConflictError, RefNotFoundError, UnsafeToPruneError
+from store.errors import CommitIsHeadError, RefNotFoundError, UnsafeToPruneError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
 from store.reachability import (
@@ -128,11 +128,11 @@ def _roots(
             raise RefNotFoundError(f"no commit {commit_id.hex()} to delete", rev=commit_id.hex())
         pointing = sorted(name for name, cid in heads.items() if cid == commit_id)
         if pointing:
-            raise RefConflictError(
+            raise CommitIsHeadError(
                 f"commit {commit_id.hex()[:12]} is the head of {', '.join(pointing)}; "
                 "delete the ref first",
-                name=pointing[0],
-                actual=commit_id,
+                commit_id=commit_id,
+                refs=tuple(pointing),
             )
     if refs_only:
         roots = {cid for head in head_ids for cid in commit_history(reader, head, depth)}

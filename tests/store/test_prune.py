@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from store import ObjectId, RefConflictError, Repository, fsck, lookup, prune
+from store import CommitIsHeadError, ObjectId, Repository, fsck, lookup, prune
 from tests.helpers import cli, commit_dir
 
 
@@ -64,8 +64,9 @@ def test_without_refs_only_every_commit_is_a_root(repo: Repository, tmp_path: Pa
 
 def test_delete_commit(repo: Repository, tmp_path: Path) -> None:
     ids = _chain(repo, tmp_path, 3)
-    with pytest.raises(RefConflictError, match="head of main"):
+    with pytest.raises(CommitIsHeadError, match="head of main") as refused:
         prune(repo, delete_commits=(ids[2],))
+    assert (refused.value.commit_id, refused.value.refs) == (ids[2], ("main",))
     report = prune(repo, delete_commits=(ids[1],))
     assert report.commits == [ids[1]]
     assert not repo.has_object(ids[1]) and repo.has_object(ids[0])
