@@ -46,7 +46,14 @@ from fs.commit import (
 )
 from fs.options import ContentOptions, StatOverride
 from sapwood._commit import commit
-from sapwood._mount import Mount, MountPointError, mount, serve_mount, unmount
+from sapwood._mount import (
+    Mount,
+    MountPointError,
+    check_mount_point,
+    mount,
+    serve_mount,
+    unmount,
+)
 from sapwood._worktree import checkout, diff_directory
 from store import (
     ANY,
@@ -188,6 +195,7 @@ __all__ = [
     "UnsafeToPruneError",
     "UnsupportedFileTypeError",
     "UsageError",
+    "check_mount_point",
     "check_ref_name",
     "checkout",
     "children",

@@ -152,6 +152,21 @@ def unmount(mountpoint: str | os.PathLike[str]) -> None:
     unmount_daemon(Path(mountpoint))
 
 
+def check_mount_point(mountpoint: str | os.PathLike[str], options: Sequence[str] = ()) -> None:
+    """The refusals :func:`mount` makes before it looks at the repository, without
+    mounting: ``mountpoint`` already a mount point or not a directory
+    (MountPointError), ``options`` that ``sapwood mount -o`` would not take
+    (UsageError)."""
+    from mountd.daemon import mount_options
+
+    where = Path(mountpoint)
+    if mounted_at(where) is not None:  # first: a dead mount is not even a directory
+        raise MountPointError(f"{where}: already a mount point", mountpoint=where)
+    if not where.is_dir():
+        raise MountPointError(f"{where}: not a directory", mountpoint=where)
+    mount_options(list(options))
+
+
 def _prepare(
     repo_path: Path,
     mountpoint: Path,
@@ -166,10 +181,7 @@ def _prepare(
 
     if "\0" in str(repo_path):  # no other check would get as far as opening it
         raise RepoNotFoundError(f"{str(repo_path)!r}: not a sapwood repository", path=repo_path)
-    if mounted_at(mountpoint) is not None:  # first: a dead mount is not even a directory
-        raise MountPointError(f"{mountpoint}: already a mount point", mountpoint=mountpoint)
-    if not mountpoint.is_dir():
-        raise MountPointError(f"{mountpoint}: not a directory", mountpoint=mountpoint)
+    check_mount_point(mountpoint, options)
     log_file = mount_options(list(options)).log_file
     _refuse_mount_over_repository(repo_path, mountpoint)
     with Repository.open(repo_path) as repo:  # closed before any fork: LMDB asks it

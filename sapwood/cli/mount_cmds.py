@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sapwood import UsageError, mount, serve_mount, unmount
+from sapwood import UsageError, check_mount_point, mount, serve_mount, unmount
 from sapwood.cli.context import repo_path
 from sapwood.cli.output import OneLineFormatter
 
@@ -44,6 +44,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     rev, mountpoint = (None, *args.targets) if len(args.targets) == 1 else args.targets
     if not mountpoint:
         raise UsageError("mount: the mount point is empty")
+    check_mount_point(mountpoint, args.options)  # before the repository, as always
     start = serve_mount if args.foreground else mount
     start(
         repo_path(args),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import cli
 
 
@@ -26,3 +28,16 @@ def test_no_layers_is_named_before_a_bad_parent(tmp_path: Path) -> None:
     result = cli("--repo", _repo(tmp_path), "commit", "-b", "main", "--parent", "nosuch")
     assert result.code == 2
     assert result.err == "sapwood: error: nothing to commit: give a PATH or --tree=dir=|tar=|ref=\n"
+
+
+def test_a_bad_mount_point_is_named_before_a_missing_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SAPWOOD_REPO", raising=False)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    result = cli("mount", "main", not_a_dir)
+    assert result.code == 2
+    assert result.err == f"sapwood: error: {not_a_dir}: not a directory\n"
+    result = cli("mount", "main", tmp_path)  # a good mount point: now the repository
+    assert result.code == 2 and "no repository given" in result.err
