@@ -40,18 +40,14 @@ _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes eac
 _CHUNK = 1 << 20
 
 
-def _forget(_: object) -> None:
-    return None
-
-
 class ObjectSources:
     """Verified sources of file objects: open files, decompressed bytes, spooled files."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self._shown: Lru[int, ObjectId] = Lru(_SHOWN, _SHOWN, _forget)
+        self._shown: Lru[int, ObjectId] = Lru(_SHOWN)
         self._files: Lru[ObjectId, int] = Lru(_OPEN_FILES, _OPEN_FILES, os.close)
-        self._small: Lru[ObjectId, bytes] = Lru(_KEPT_BYTES, _KEPT_BYTES, _forget)
+        self._small: Lru[ObjectId, bytes] = Lru(_KEPT_BYTES, _KEPT_BYTES)
         self._spools: Lru[ObjectId, int] = Lru(_SPOOLS, _SPOOL_BYTES, os.close)
         self._verified: RecentKeys[int] = RecentKeys(_VERIFIED)
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole

@@ -157,14 +157,18 @@ def check_mount_point(mountpoint: str | os.PathLike[str], options: Sequence[str]
     mounting: ``mountpoint`` already a mount point or not a directory
     (MountPointError), ``options`` that ``sapwood mount -o`` would not take
     (UsageError)."""
+    _log_file_of_checked(Path(mountpoint), options)
+
+
+def _log_file_of_checked(where: Path, options: Sequence[str]) -> Path | None:
+    """:func:`check_mount_point`; then the logfile= of ``options``, parsed once."""
     from mountd.daemon import mount_options
 
-    where = Path(mountpoint)
     if mounted_at(where) is not None:  # first: a dead mount is not even a directory
         raise MountPointError(f"{where}: already a mount point", mountpoint=where)
     if not where.is_dir():
         raise MountPointError(f"{where}: not a directory", mountpoint=where)
-    mount_options(list(options))
+    return mount_options(list(options)).log_file
 
 
 def _prepare(
@@ -177,12 +181,9 @@ def _prepare(
 ) -> tuple[Path, ObjectId | None, logging.Handler | None]:
     """The checks every mount passes before anything is started, in the CLI's order:
     (resolved mount point, commit to show, log handler for the daemon)."""
-    from mountd.daemon import mount_options
-
     if "\0" in str(repo_path):  # no other check would get as far as opening it
         raise RepoNotFoundError(f"{str(repo_path)!r}: not a sapwood repository", path=repo_path)
-    check_mount_point(mountpoint, options)
-    log_file = mount_options(list(options)).log_file
+    log_file = _log_file_of_checked(mountpoint, options)
     _refuse_mount_over_repository(repo_path, mountpoint)
     with Repository.open(repo_path) as repo:  # closed before any fork: LMDB asks it
         commit_id = rev_parse(repo, rev) if rev is not None else None
