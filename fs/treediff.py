@@ -29,13 +29,7 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WINDOW = 64  # files opened and announced to the kernel at once
 
 
-def diff_dir(repo: Repository, node: Node, directory: Path) -> Iterator[tuple[str, bytes]]:
-    """('A'|'M'|'D', path) for every difference between a commit's directory and a real one."""
-    for change in diff_dir_changes(repo, node, directory):
-        yield change.kind, change.path
-
-
-def diff_dir_changes(repo: Repository, node: Node, directory: Path) -> Iterator[Change]:
+def diff_dir(repo: Repository, node: Node, directory: Path) -> Iterator[Change]:
     """A Change for every difference between a commit's directory ``node`` and a real
     one: ``old`` is the commit's node (None for "A"), ``new`` always None (the
     directory's side is not in the repository)."""

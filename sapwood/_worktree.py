@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fs.checkout import CheckoutOptions, CheckoutStats
 from fs.checkout import checkout as checkout_tree
-from fs.treediff import diff_dir_changes
+from fs.treediff import diff_dir
 from store import Change, Node, ObjectId, Repository, SourceError, UsageError
 
 
@@ -40,4 +40,4 @@ def diff_directory(repo: Repository, node: Node, path: str | os.PathLike[str]) -
     """
     if "\0" in str(path):
         raise SourceError(f"{str(path)!r}: no path holds NUL")
-    yield from diff_dir_changes(repo, node, Path(path))
+    yield from diff_dir(repo, node, Path(path))

@@ -21,7 +21,7 @@ def _commit(repo: Repository, tmp_path: Path, files: dict[str, bytes]) -> Object
 
 
 def _diff(repo: Repository, commit_id: ObjectId, directory: Path) -> list[tuple[str, bytes]]:
-    return list(diff_dir(repo, root_node(repo, commit_id), directory))
+    return [change[:2] for change in diff_dir(repo, root_node(repo, commit_id), directory)]
 
 
 @pytest.fixture
