@@ -119,8 +119,9 @@ def message(error: SapwoodError) -> str:
 def _reworded(error: SapwoodError) -> str:
     """``str(error)``, its advice in the command line's words.
 
-    A phrase counts only where the library puts it, at the end of the message: a path
-    or name in the message that merely contains it is left as it is. An error that
+    A phrase counts only where the library puts it, at the end of the message or of
+    its last clause before a "; " note: a path or name in the message that merely
+    contains it is left as it is. An error that
     added a note to the message of the one it came from (``raise X(f"{exc}; ...") from
     exc``, as a checkout says what it left DEST as) has that message reworded first.
     """
@@ -129,6 +130,7 @@ def _reworded(error: SapwoodError) -> str:
     if isinstance(cause, SapwoodError) and text.startswith(f"{cause}; "):
         return _reworded(cause) + text[len(str(cause)) :]
     for cls, library, cli in FLAG_WORDING:
-        if isinstance(error, cls) and text.endswith(library):
-            return text.removesuffix(library) + cli
+        head, found, tail = text.rpartition(library)
+        if found and isinstance(error, cls) and (not tail or tail.startswith("; ")):
+            return head + cli + tail  # the tail: a note the library put after its advice
     return text

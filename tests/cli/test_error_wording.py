@@ -126,3 +126,16 @@ def test_a_note_added_to_a_library_message_keeps_the_rewording(tmp_path: Path) -
 def test_each_phrase_that_ends_a_message_is_reworded(wording: tuple[type, str, str]) -> None:
     cls, library, cli_words = wording
     assert message(cls(f"/some/path: {library}")) == f"/some/path: {cli_words}"
+
+
+def test_advice_followed_by_a_note_is_reworded_as_before() -> None:
+    """A commit that lost a reused object to prune says '--delete', as it always did,
+    though the library's advice is followed by '; nothing was committed'."""
+    error = sapwood.ObjectMissingError(
+        "object 00, which this commit reuses, was removed from the repository while it "
+        "ran (by prune or fsck with delete); nothing was committed"
+    )
+    assert message(error) == (
+        "object 00, which this commit reuses, was removed from the repository while it "
+        "ran (by prune or fsck --delete); nothing was committed"
+    )
