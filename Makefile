@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SYSTEM_PYTHON := /usr/bin/python3
 # gcc and patch build pyfuse3 from source with patches/pyfuse3-no-open.patch.
 APT_PACKAGES := python3-venv python3-dev gcc patch fuse3 libfuse3-dev pkg-config attr debootstrap \
-	ostree borgbackup restic
+	ostree borgbackup restic nginx
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt demo test test-long lint typecheck docs unit bench clean coverage

@@ -1,0 +1,62 @@
+"""Archive repositories to serve and local repositories to pull into, through the CLI.
+
+Pulls run as separate processes with a timeout (``pull``): a pull that hangs fails its
+test instead of hanging the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.helpers import cli, run
+
+PULL_TIMEOUT = 60  # seconds: far above any pull of these tests' trees
+
+
+def sapwood_ok(repo: Path, *args: str | Path) -> str:
+    """``sapwood --repo REPO ARGS`` in this process; it must succeed. Its stdout."""
+    result = cli("--repo", repo, *args)
+    assert result.code == 0, result.err
+    return result.out
+
+
+def archive_of(path: Path, source: Path, branch: str = "main", **options: str) -> str:
+    """An archive repository at ``path`` (made if need be) with ``source`` committed to
+    ``branch`` and the summary updated; the commit id."""
+    if not (path / "config").exists():
+        sapwood_ok(path, "init", "--mode", "archive")
+    extra = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
+    commit = sapwood_ok(path, "commit", "-b", branch, *extra, source).strip()
+    sapwood_ok(path, "summary", "-u")
+    return commit
+
+
+def local_repo(path: Path, mode: str = "bare-user") -> Path:
+    sapwood_ok(path, "init", "--mode", mode)
+    return path
+
+
+def add_remote(local: Path, url: str, name: str = "origin", *options: str) -> None:
+    sapwood_ok(local, "remote", "add", name, url, *options)
+
+
+def pull(
+    local: Path, *args: str, timeout: float = PULL_TIMEOUT, prefix: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``sapwood pull ARGS`` as a separate process, ended by force after ``timeout``."""
+    return run(
+        "pull", *args, repo=local, text=True, timeout=timeout, env=dict(os.environ), prefix=prefix
+    )
+
+
+def refs(local: Path) -> dict[str, str]:
+    """Every ref of ``local``: name -> commit id."""
+    return {r["name"]: r["commit"] for r in json.loads(sapwood_ok(local, "refs", "--json"))}
+
+
+def fsck_clean(local: Path) -> None:
+    result = cli("--repo", local, "fsck", "--all")
+    assert result.code == 0, result.out + result.err
