@@ -22,35 +22,46 @@ an error after it began to write says that DEST is partly updated.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import stat
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, get_args
 
-from fs.copy import Copier, copy_stream
+from fs.checkout_files import Entry, FileWriter
+from fs.checkout_options import (
+    CheckoutConflictError,
+    CheckoutError,
+    CheckoutOptions,
+    CheckoutStats,
+    SubpathNotADirectoryError,
+    Union,
+    check_options,
+    dir_mode,
+)
+from fs.checkout_remove import (
+    WHITEOUT,
+    FileEntries,
+    empty_dir,
+    open_dir,
+    open_existing_dir,
+    remove_tree,
+    require_device,
+    split_whiteouts,
+)
 from fs.mounts import mount_points
 from store import (
     MAX_TREE_DEPTH,
-    ContentCheck,
     CorruptObjectError,
     DirMeta,
     FileHeader,
-    InvalidNameError,
     Node,
     ObjectId,
-    ObjectMissingError,
     OutOfSpaceError,
-    PermissionDeniedError,
-    RepoMode,
     Repository,
     SapwoodError,
     UsageError,
-    check_name,
     file_matches,
     lookup,
     show_path,
@@ -58,65 +69,28 @@ from store import (
     syncfs,
 )
 
+__all__ = [  # the names callers import from here; they live in the fs.checkout_* modules
+    "WHITEOUT",
+    "CheckoutConflictError",
+    "CheckoutError",
+    "CheckoutOptions",
+    "CheckoutStats",
+    "SubpathNotADirectoryError",
+    "Union",
+    "checkout",
+    "remove_tree",
+]
 log = logging.getLogger(__name__)
-Union = Literal["none", "union", "add", "identical"]
-WHITEOUT = b".wh."
-_SETID = stat.S_ISUID | stat.S_ISGID
-_LINK_FALLBACK = {errno.EMLINK, errno.EXDEV, errno.EPERM}
 _PARTLY_UPDATED = "is partly updated; re-run the checkout or remove it"
 _UNCHANGED = "was not changed"
-_FileEntries = Sequence[tuple[bytes, ObjectId]]
-_Entry = tuple[tuple[bytes, ObjectId], tuple[FileHeader, int]]  # (name, id), (header, size)
 _WINDOW = 64  # copies whose objects are opened and announced to the kernel at once
-
-
-class CheckoutConflictError(SapwoodError):
-    """An entry in DEST stands where the commit needs something else."""
-
-
-class SubpathNotADirectoryError(UsageError):
-    """``CheckoutOptions.subpath`` names a file of the commit, not a directory."""
-
-    def __init__(self, message: str = "", *, subpath: str = ""):
-        super().__init__(message or f"subpath {subpath}: is not a directory")
-        self.subpath = subpath
-
-
-class CheckoutError(SapwoodError):
-    """A system call failed during a union checkout; the message says what DEST holds."""
-
-
-@dataclass
-class CheckoutOptions:
-    """How to check out: hardlinks or copies, user mode, union modes, a subpath."""
-
-    user_mode: bool = False  # -U: owned by the caller, no setuid/setgid, no xattrs
-    copy: bool = False  # -C: never hardlink
-    require_hardlinks: bool = False  # -H: never fall back to copying
-    union: Union = "none"
-    subpath: str = "/"
-    whiteouts: bool = False  # .wh.NAME deletes NAME instead of being checked out
-    fsync: bool = True
-    verify: bool = False  # re-hash objects before hardlinking them (copies always are)
-
-
-@dataclass
-class CheckoutStats:
-    """What a checkout made: hardlinks, copies, symlinks, directories, removals."""
-
-    hardlinks: int = 0
-    copies: int = 0
-    symlinks: int = 0
-    directories: int = 0
-    skipped: int = 0
-    removed: int = 0  # entries of DEST removed by whiteouts
 
 
 def checkout(
     repo: Repository, commit_id: ObjectId, dest: Path, options: CheckoutOptions
 ) -> CheckoutStats:
     """Check ``options.subpath`` of a commit out into ``dest``."""
-    _check_options(repo, options)
+    check_options(repo, options)
     _refuse_dest_in_repository(repo, dest)
     node = lookup(repo, commit_id, options.subpath)
     if node.dir is None:
@@ -151,33 +125,6 @@ def _repository_chain(repo: Repository) -> set[tuple[int, int]]:
         path = os.path.dirname(path)
 
 
-def _check_options(repo: Repository, options: CheckoutOptions) -> None:
-    if options.union not in get_args(Union):  # any other word was taken for "union"
-        raise UsageError(
-            f"union mode {options.union!r}: not one of 'none', 'union', 'add', 'identical'"
-        )
-    if options.union == "identical" and not options.require_hardlinks:
-        raise UsageError("union mode 'identical' needs require_hardlinks")
-    if options.copy and options.require_hardlinks:
-        raise UsageError("copy and require_hardlinks contradict each other")
-    if not options.user_mode and os.geteuid() != 0:
-        raise PermissionDeniedError(
-            "a checkout with the recorded ownership needs root; set user_mode"
-        )
-    if options.require_hardlinks:
-        if repo.mode is RepoMode.ARCHIVE:
-            raise UsageError("an archive repository stores compressed objects: it cannot hardlink")
-        if repo.mode is RepoMode.BARE and options.user_mode:
-            raise UsageError(
-                "a bare repository "
-                "cannot hardlink in user mode; drop require_hardlinks or user_mode"
-            )
-        if repo.mode is not RepoMode.BARE and not options.user_mode:
-            raise UsageError(
-                f"a {repo.mode.value} repository hardlinks only in user mode: set user_mode"
-            )
-
-
 def _fresh_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
     if os.path.lexists(dest):
         raise CheckoutConflictError(f"{dest}: exists; check out with a union mode to write into it")
@@ -186,7 +133,7 @@ def _fresh_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
     building = dest.parent / f".{dest.name}.sapwood-checkout-{uuid.uuid4().hex[:8]}"
     os.mkdir(building, 0o700)
     try:
-        fd = _open_dir(building, None)
+        fd = open_dir(building, None)
         try:
             with space_errors("the checkout was removed"):
                 builder.fill(node, fd, existing=False)
@@ -203,7 +150,7 @@ def _fresh_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
 
 
 def _union_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
-    fd = _open_existing_dir(dest, None, str(dest))
+    fd = open_existing_dir(dest, None, str(dest))
     try:
         with _dest_state_on_failure(dest, _UNCHANGED):
             builder.precheck(node, fd)
@@ -247,13 +194,6 @@ def _amended(exc: SapwoodError, note: str) -> SapwoodError:
     return amended
 
 
-def _amended_front(exc: SapwoodError, where: str, advice: str) -> SapwoodError:
-    """The same error (class and facts), its message as ``where: message; advice``."""
-    amended = type(exc)(f"{where}: {exc}; {advice}")
-    amended.__dict__.update(exc.__dict__)
-    return amended
-
-
 def _remove_leftover(building: Path) -> None:
     try:
         remove_tree(building)
@@ -261,76 +201,18 @@ def _remove_leftover(building: Path) -> None:
         log.warning("could not remove the partial checkout %s: %s", building, exc)
 
 
-def _open_dir(path: Path | bytes, dir_fd: int | None) -> int:
-    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-
-
-def _open_existing_dir(name: Path | bytes, dir_fd: int | None, where: str) -> int:
-    """A directory already in DEST; anything else (a symlink too) is a conflict."""
-    try:
-        return _open_dir(name, dir_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise CheckoutConflictError(
-                f"{where}: exists in DEST and is not a directory (symlinks are not followed)"
-            ) from None
-        raise
-
-
 def _prefix(node: Node) -> bytes:
     return node.path.rstrip(b"/") + b"/"
 
 
-def _split_whiteouts(
-    files: _FileEntries, prefix: bytes
-) -> tuple[_FileEntries, list[tuple[bytes, bytes]]]:
-    """(the files that are not whiteouts, [(name a whiteout removes, the whiteout's path)])."""
-    kept: list[tuple[bytes, ObjectId]] = []
-    targets: list[tuple[bytes, bytes]] = []
-    for name, file_id in files:
-        if not name.startswith(WHITEOUT):
-            kept.append((name, file_id))
-            continue
-        target = _whiteout_target(name, prefix + name)
-        if target is not None:
-            targets.append((target, prefix + name))
-    return kept, targets
+class _Builder(FileWriter):
+    """Walks the commit's directories; the files themselves are FileWriter's."""
 
-
-def _whiteout_target(name: bytes, where: bytes) -> bytes | None:
-    """The entry ``.wh.NAME`` removes: NAME, which must be a valid entry name.
-
-    '.wh..' and '.wh...' would name the directory itself and its parent (outside DEST
-    at the top); they, and '.wh.' alone, are refused: a layer holding them is broken.
-    """
-    target = name[len(WHITEOUT) :]
-    if target.startswith(WHITEOUT):
-        log.debug("%s: an aufs marker (opaque directories are not supported)", show_path(where))
-        return None
-    try:
-        return check_name(target)
-    except InvalidNameError as exc:
-        raise InvalidNameError(
-            f"whiteout {show_path(where)} refused: {exc}; "
-            "a whiteout removes only an entry of its own directory"
-        ) from None
-
-
-class _Builder:
     def __init__(self, repo: Repository, options: CheckoutOptions) -> None:
-        self.repo = repo
-        self.options = options
+        super().__init__(repo, options)
         self.protected = _repository_chain(repo) if options.whiteouts else set()
-        self.stats = CheckoutStats()
-        self.can_link = not options.copy and (
-            (repo.mode is RepoMode.BARE and not options.user_mode)
-            or (repo.mode in (RepoMode.BARE_USER, RepoMode.BARE_USER_ONLY) and options.user_mode)
-        )
-        self.copier = Copier()
-        self._verified: set[ObjectId] = set()  # --verify: each object is re-hashed once
         self._same: set[tuple[int, int, int, int, int]] = set()  # identical by content (stat)
         self._mounts: list[bytes] | None = None
-        self._opened: dict[ObjectId, int] = {}  # objects opened ahead of their copies
 
     # ----- the union pre-check: reads only --------------------------------------------
     def precheck(self, node: Node, dirfd: int | None) -> None:
@@ -349,10 +231,10 @@ class _Builder:
         present: dict[bytes, os.DirEntry[str]] = {}
         if dirfd is not None:
             present = {os.fsencode(e.name): e for e in os.scandir(dirfd)}
-        files: _FileEntries = tree.files
+        files: FileEntries = tree.files
         targets: list[tuple[bytes, bytes]] = []
         if self.options.whiteouts:
-            files, targets = _split_whiteouts(tree.files, prefix)
+            files, targets = split_whiteouts(tree.files, prefix)
         for target, where in targets:
             if present.pop(target, None) is not None:
                 assert dirfd is not None
@@ -370,7 +252,7 @@ class _Builder:
                 self.precheck(child, None)
                 continue
             assert dirfd is not None
-            fd = _open_existing_dir(name, dirfd, show_path(child.path))
+            fd = open_existing_dir(name, dirfd, show_path(child.path))
             try:
                 self.precheck(child, fd)
             finally:
@@ -379,7 +261,7 @@ class _Builder:
     def _precheck_contents(
         self,
         prefix: bytes,
-        files: _FileEntries,
+        files: FileEntries,
         present: dict[bytes, os.DirEntry[str]],
         dirfd: int | None,
     ) -> None:
@@ -437,13 +319,13 @@ class _Builder:
         assert node.dir is not None
         tree = self.repo.read_dirtree(node.dir.tree)
         prefix = _prefix(node)
-        files: _FileEntries = tree.files
+        files: FileEntries = tree.files
         if self.options.whiteouts:
-            files, targets = _split_whiteouts(tree.files, prefix)
+            files, targets = split_whiteouts(tree.files, prefix)
             for target, where in targets if existing else ():
                 self._remove(dirfd, target, where)
         headers = self.repo.read_file_headers([file_id for _, file_id in files])
-        entries: list[_Entry] = list(zip(files, headers, strict=True))
+        entries: list[Entry] = list(zip(files, headers, strict=True))
         for start in range(0, len(entries), _WINDOW):
             window = entries[start : start + _WINDOW]
             if not (self.can_link or existing):
@@ -456,30 +338,6 @@ class _Builder:
                 self._close_ahead()
         for name, entry in tree.dirs:
             self._subdir(Node(prefix + name, dir=entry), name, dirfd, existing)
-
-    def _open_ahead(self, window: list[_Entry]) -> None:
-        """Open the objects a window of copies will read, and tell the kernel to read them.
-
-        On a cold disk this keeps many reads in flight instead of one; the copies take
-        these fds. An object that cannot be opened here is opened again by its copy,
-        which reports the problem with its path.
-        """
-        if self.repo.stores_compressed:
-            return
-        for (_, file_id), (header, size) in window:
-            if header.is_symlink or size == 0 or file_id in self._opened:
-                continue
-            try:
-                fd = self.repo.open_file_fd(file_id, size)
-            except (SapwoodError, OSError):
-                continue
-            self._opened[file_id] = fd
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-
-    def _close_ahead(self) -> None:
-        for fd in self._opened.values():
-            os.close(fd)
-        self._opened.clear()
 
     def _subdir(self, child: Node, name: bytes, dirfd: int, existing: bool) -> None:
         if child.path.count(b"/") > MAX_TREE_DEPTH:  # no commit holds one: a damaged index
@@ -496,7 +354,7 @@ class _Builder:
             if not existing:
                 raise
             created = False
-        fd = _open_existing_dir(name, dirfd, show_path(child.path))
+        fd = open_existing_dir(name, dirfd, show_path(child.path))
         try:
             self.fill(child, fd, existing=existing and not created)
             if created:
@@ -512,8 +370,7 @@ class _Builder:
             os.fchown(fd, meta.uid, meta.gid)
             for key, value in meta.xattrs:
                 os.setxattr(fd, key, value)
-        mode = stat.S_IMODE(meta.mode) & ~(_SETID if self.options.user_mode else 0)
-        os.fchmod(fd, mode)
+        os.fchmod(fd, dir_mode(self.options, meta.mode))
         os.utime(fd, ns=(0, 0))
         self.stats.directories += 1
 
@@ -528,10 +385,6 @@ class _Builder:
             self._symlink(header, name, dirfd)
         elif not (self._linkable(header, size) and self._link(child, header, size, name, dirfd)):
             self._copy(child, header, size, name, dirfd)
-
-    def _linkable(self, header: FileHeader, size: int) -> bool:
-        """Hardlinked, unless the mode cannot or the file is empty or unreadable (as OSTree)."""
-        return self.can_link and size > 0 and bool(header.mode & stat.S_IRUSR)
 
     def _settle_existing(
         self, child: Node, name: bytes, dirfd: int, header: FileHeader, size: int
@@ -589,115 +442,6 @@ class _Builder:
             return False
         return (obj.st_dev, obj.st_ino) == (st.st_dev, st.st_ino)
 
-    def _link(self, child: Node, header: FileHeader, size: int, name: bytes, dirfd: int) -> bool:
-        assert child.file is not None
-        if self.options.verify:
-            self._verify(child.path, child.file, header, size)
-        try:
-            # linkat never follows the object's path; what it linked is checked below
-            os.link(
-                self.repo.object_path(child.file),
-                name,
-                dst_dir_fd=dirfd,
-                follow_symlinks=False,
-            )
-        except FileNotFoundError:
-            raise ObjectMissingError(
-                f"{show_path(child.path)}: object {child.file.hex()} is missing from objects/; "
-                "run sapwood fsck",
-                object_id=child.file,
-            ) from None
-        except OSError as exc:
-            if exc.errno not in _LINK_FALLBACK:
-                raise
-            if self.options.require_hardlinks:
-                raise UsageError(
-                    f"{show_path(name)}: cannot hardlink ({exc.strerror}) "
-                    "and require_hardlinks forbids copying"
-                ) from None
-            log.info("cannot hardlink %s (%s): copying", show_path(name), exc.strerror)
-            return False
-        try:
-            _check_linked(child, size, name, dirfd)
-        except BaseException:
-            os.unlink(name, dir_fd=dirfd)
-            raise
-        self.stats.hardlinks += 1
-        return True
-
-    def _verify(self, path: bytes, file_id: ObjectId, header: FileHeader, size: int) -> None:
-        if file_id in self._verified:
-            return
-        problem = self.repo.verify_file(file_id, header, size)
-        if problem:
-            raise CorruptObjectError(
-                f"{show_path(path)}: object {file_id.hex()}: {problem}; run sapwood fsck",
-                object_id=file_id,
-            )
-        self._verified.add(file_id)
-
-    def _copy(self, child: Node, header: FileHeader, size: int, name: bytes, dirfd: int) -> None:
-        if self.options.require_hardlinks and self._linkable(header, size):
-            raise UsageError(
-                f"{show_path(name)}: cannot hardlink and require_hardlinks forbids copying"
-            )
-        fd = os.open(
-            name,
-            os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,  # a clone is re-read
-            0o600,
-            dir_fd=dirfd,
-        )
-        try:
-            try:
-                self._copy_content(child, header, size, fd)
-                self._apply_file_meta(fd, header)
-            finally:
-                os.close(fd)
-        except BaseException:
-            os.unlink(name, dir_fd=dirfd)  # never leave bytes that were not the object's
-            raise
-        self.stats.copies += 1
-
-    def _copy_content(self, child: Node, header: FileHeader, size: int, fd: int) -> None:
-        """Copy the object's content into ``fd``, hashing it; raise if it was not the object's."""
-        assert child.file is not None
-        try:
-            if self.repo.stores_compressed:
-                with self.repo.open_file(child.file) as stream:  # inflates and verifies itself
-                    copy_stream(stream, fd)
-                return
-            check = ContentCheck(child.file, header.encode(), size)
-            src = self._opened.pop(child.file, None)
-            if src is None:
-                src = self.repo.open_file_fd(child.file, size)  # regular, of the recorded size
-            try:
-                self.copier.copy_fd(src, fd, size, check)
-            finally:
-                os.close(src)
-        except (CorruptObjectError, ObjectMissingError) as exc:
-            raise _amended_front(exc, show_path(child.path), "run sapwood fsck") from None
-        problem = check.problem()
-        if problem is not None:
-            raise CorruptObjectError(
-                f"{show_path(child.path)}: object {child.file.hex()}: {problem}; run sapwood fsck",
-                object_id=child.file,
-            )
-
-    def _apply_file_meta(self, fd: int, header: FileHeader) -> None:
-        if not self.options.user_mode:
-            os.fchown(fd, header.uid, header.gid)
-            for key, value in header.xattrs:
-                os.setxattr(fd, key, value)
-        os.fchmod(fd, stat.S_IMODE(header.mode) & ~(_SETID if self.options.user_mode else 0))
-        os.utime(fd, ns=(0, 0))
-
-    def _symlink(self, header: FileHeader, name: bytes, dirfd: int) -> None:
-        os.symlink(header.symlink_target, name, dir_fd=dirfd)
-        if not self.options.user_mode:
-            os.chown(name, header.uid, header.gid, dir_fd=dirfd, follow_symlinks=False)
-        os.utime(name, ns=(0, 0), dir_fd=dirfd, follow_symlinks=False)
-        self.stats.symlinks += 1
-
     def _remove(self, dirfd: int, target: bytes, where: bytes) -> None:
         """What a whiteout does: remove ``target`` (file, symlink or tree) from ``dirfd``."""
         self._refuse_repository(dirfd, target, where)
@@ -706,10 +450,10 @@ class _Builder:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            fd = _open_dir(target, dirfd)
+            fd = open_dir(target, dirfd)
             try:
-                _require_device(fd, os.fstat(dirfd).st_dev, target)
-                _empty_dir(fd, target)
+                require_device(fd, os.fstat(dirfd).st_dev, target)
+                empty_dir(fd, target)
             finally:
                 os.close(fd)
             os.rmdir(target, dir_fd=dirfd)
@@ -717,21 +461,6 @@ class _Builder:
             os.unlink(target, dir_fd=dirfd)  # a symlink goes, what it points to stays
         self.stats.removed += 1
         log.info("whiteout %s removed %s", show_path(where), show_path(target))
-
-
-def _check_linked(child: Node, size: int, name: bytes, dirfd: int) -> None:
-    """Refuse a link to anything but a regular file of the recorded size.
-
-    The link is checked, not the object's path before it: the link is what DEST holds.
-    """
-    st = os.lstat(name, dir_fd=dirfd)
-    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-        assert child.file is not None
-        raise CorruptObjectError(
-            f"{show_path(child.path)}: object {child.file.hex()}: its file is not a regular "
-            f"file of {size} bytes; run sapwood fsck",
-            object_id=child.file,
-        )
 
 
 def _dir_where_file(child: Node) -> CheckoutConflictError:
@@ -744,80 +473,3 @@ def _differs(child: Node) -> CheckoutConflictError:
     return CheckoutConflictError(
         f"{show_path(child.path)}: File exists and differs (union mode 'identical')"
     )
-
-
-def _require_device(fd: int, device: int, where: bytes) -> None:
-    """Refuse to empty a directory of another filesystem than ``device`` (a mount point)."""
-    if os.fstat(fd).st_dev != device:
-        raise CheckoutConflictError(
-            f"{show_path(where)}: is on another filesystem (a mount point): not removed"
-        )
-
-
-def _empty_dir(fd: int, where: bytes, depth: int = 0) -> None:
-    """Remove everything inside an open directory, never following a symlink and never
-    entering another filesystem.
-
-    Subdirectories are made writable first: a partial checkout may hold read-only ones.
-    A directory nested deeper than MAX_TREE_DEPTH below is refused before anything of
-    it is removed (the walk recurses, one fd a level).
-    """
-    if depth == 0:
-        _require_shallow(fd, where)
-    device = os.fstat(fd).st_dev
-    for entry in os.scandir(fd):
-        name = os.fsencode(entry.name)
-        if entry.is_dir(follow_symlinks=False):
-            child = _open_dir(name, fd)
-            try:
-                _require_device(child, device, where + b"/" + name)
-                os.fchmod(child, 0o700)
-                _empty_dir(child, where + b"/" + name, depth + 1)
-            finally:
-                os.close(child)
-            os.rmdir(name, dir_fd=fd)
-        else:
-            os.unlink(name, dir_fd=fd)
-
-
-def _require_shallow(fd: int, where: bytes) -> None:
-    """Refuse to remove a tree deeper than MAX_TREE_DEPTH (checked without recursion,
-    one fd a level)."""
-    fds = [os.dup(fd)]
-    listings = [os.scandir(fds[0])]
-    try:
-        while listings:
-            entry = next(listings[-1], None)
-            if entry is None:
-                listings.pop().close()
-                os.close(fds.pop())
-            elif entry.is_dir(follow_symlinks=False):
-                if len(fds) > MAX_TREE_DEPTH:
-                    raise CheckoutConflictError(
-                        f"{show_path(where)}: nests directories more than {MAX_TREE_DEPTH} "
-                        "deep: not removed"
-                    )
-                fds.append(_open_dir(os.fsencode(entry.name), fds[-1]))
-                listings.append(os.scandir(fds[-1]))
-    finally:
-        for listing in listings:
-            listing.close()
-        for leftover in fds:
-            os.close(leftover)
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a (partial) checkout."""
-    if not os.path.lexists(path):
-        return
-    try:
-        fd = _open_dir(path, None)
-    except OSError:
-        os.unlink(path)
-        return
-    try:
-        os.fchmod(fd, 0o700)
-        _empty_dir(fd, os.fsencode(path))
-    finally:
-        os.close(fd)
-    os.rmdir(path)

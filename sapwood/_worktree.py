@@ -28,16 +28,23 @@ def checkout(
     return checkout_tree(repo, commit_id, Path(dest), options or CheckoutOptions())
 
 
-def diff_directory(repo: Repository, node: Node, path: str | os.PathLike[str]) -> Iterator[Change]:
+def diff_directory(
+    repo: Repository, node: Node, path: str | os.PathLike[str], *, user_mode: bool = False
+) -> Iterator[Change]:
     """A :class:`Change` for every difference between a commit's directory ``node`` and
-    the real directory ``path`` (is this checkout still what was committed?).
+    the real directory ``path``: the paths a commit of ``path`` would change.
 
-    Types, file contents (re-hashed) and symlink targets are compared; ownership and
-    modes are not, as a user-mode checkout legitimately differs in both. ``change.old``
-    is the commit's node (None for "A": only in the directory); ``change.new`` is
-    always None, as the directory's side is not in the repository: ``change.path``
-    (relative to the commit's root, as ``node.path`` is) names it.
+    Types, file contents (re-hashed), symlink targets and permission bits are compared,
+    and owners (outside bare-user-only, whose commits record 0:0). With ``user_mode``
+    (for a user-mode checkout) the recorded bits are masked as such a checkout masks
+    them (files without setuid, setgid, sticky and world-write, directories without
+    setuid and setgid) and owners are not compared (the checkout is the caller's): a
+    fresh user-mode checkout gives no change, a chmod of one file gives one. Xattrs are
+    not compared. ``node`` itself is reported ("M") when ``path``'s own bits differ.
+    ``change.old`` is the commit's node (None for "A": only in the directory);
+    ``change.new`` is always None, as the directory's side is not in the repository:
+    ``change.path`` (relative to the commit's root, as ``node.path`` is) names it.
     """
     if "\0" in str(path):
         raise SourceError(f"{str(path)!r}: no path holds NUL")
-    yield from diff_dir(repo, node, Path(path))
+    yield from diff_dir(repo, node, Path(path), user_mode=user_mode)

@@ -3,12 +3,15 @@
 This is the public API that fs/ and mountd/ use; they import nothing else of store.
 """
 
-from store.content import read_xattrs
+from store.content import read_xattrs, user_checkout_mode, user_object_mode
 from store.durability import space_errors, syncfs
 from store.errors import (
     AmbiguousRevError,
+    BootedDeploymentError,
     CommitIsHeadError,
     CorruptObjectError,
+    DeploymentIndexError,
+    EtcMergeConflictError,
     FormatError,
     IndexDamagedError,
     InvalidNameError,
@@ -31,7 +34,11 @@ from store.errors import (
     RepoNotFoundError,
     SapwoodError,
     SourceError,
+    SysrootError,
+    SysrootNotFoundError,
     TooManyFilesError,
+    TreeLayoutError,
+    UnknownOSError,
     UnsafeToPruneError,
     UnsupportedFileTypeError,
     UsageError,
@@ -84,14 +91,17 @@ __all__ = [
     "U32_MAX",
     "AmbiguousRevError",
     "AnyTarget",
+    "BootedDeploymentError",
     "Change",
     "Commit",
     "CommitIsHeadError",
     "ContentCheck",
     "CorruptObjectError",
+    "DeploymentIndexError",
     "DirEntry",
     "DirMeta",
     "DirTree",
+    "EtcMergeConflictError",
     "ExpectedRef",
     "FileHeader",
     "FileStat",
@@ -129,8 +139,12 @@ __all__ = [
     "Snapshot",
     "SourceError",
     "StatCacheRecord",
+    "SysrootError",
+    "SysrootNotFoundError",
     "TooManyFilesError",
     "Transaction",
+    "TreeLayoutError",
+    "UnknownOSError",
     "UnsafeToPruneError",
     "UnsupportedFileTypeError",
     "UsageError",
@@ -158,5 +172,7 @@ __all__ = [
     "split_path",
     "syncfs",
     "to_hex",
+    "user_checkout_mode",
+    "user_object_mode",
     "walk",
 ]

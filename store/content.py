@@ -9,8 +9,9 @@ rules are those of DESIGN.md:
   bits; the real header in the ``user.sapwoodmeta`` xattr; a symlink is a small
   regular file holding its target.
 - bare-user-only: like bare-user but with no xattrs at all; symlinks are symlinks.
-- archive: ``.filez`` files: magic, content size, header, zlib-compressed content,
-  plain 0644 files any static web server can serve.
+- archive: ``.filez`` files (store/filez.py): magic, content size, header, the
+  content compressed (zstd; zlib in older objects), plain 0644 files any static web
+  server can serve.
 
 Content objects never carry write bits in the user modes, so a hardlinked
 checkout cannot modify them by accident.
@@ -22,14 +23,12 @@ import errno
 import io
 import os
 import stat
-import struct
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from store.encoding import Reader
+from store import filez
 from store.errors import CorruptObjectError, FormatError, ModePolicyError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.modes import RepoMode
@@ -37,11 +36,8 @@ from store.objects import FileHeader
 from store.verify import check_content, open_object_file, require_size
 
 USER_META_XATTR = "user.sapwoodmeta"
-ARCHIVE_MAGIC = b"SWZ1"
-_ARCHIVE_PREFIX = struct.Struct(">4sQ")
-_U32 = struct.Struct(">I")
-_MAX_ARCHIVE_HEADER = 16 << 20  # a header is ownership, mode, a target and xattrs
 _CHUNK = 1 << 20
+_SYMLINK_OBJECT_MODE = 0o444  # a bare-user symlink is a regular file holding its target
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -53,9 +49,37 @@ def object_relpath(object_id: bytes, kind: ObjectType, compressed: bool = False)
     return f"{hexid[:2]}/{hexid[2:]}.{suffix}"
 
 
-def _user_mode(mode: int) -> int:
-    """Permission bits of an object file in the user modes: readable, never writable."""
-    return (stat.S_IMODE(mode) & 0o555) | 0o400
+USER_MODE_MASK = 0o775  # what a user-mode checkout keeps: no setuid, setgid, sticky, o+w
+
+
+def user_checkout_mode(mode: int) -> int:
+    """Permission bits a user-mode checkout gives a file recorded with ``mode``: the
+    recorded bits without setuid, setgid, sticky and world-write (as OSTree's bare-user)."""
+    return stat.S_IMODE(mode) & USER_MODE_MASK
+
+
+def user_object_mode(mode: int) -> int:
+    """Permission bits of a regular file's object in bare-user and bare-user-only
+    repositories (OSTree's rule): :func:`user_checkout_mode` plus u+r, so that a
+    hardlinked user-mode checkout shows the recorded bits (a file without u+r is never
+    hardlinked). A file recorded writable gives a writable object: see
+    docs/decisions.md, "Round-trip checkouts"."""
+    return user_checkout_mode(mode) | stat.S_IRUSR
+
+
+def _legacy_user_mode(mode: int) -> int:
+    """The bits objects were written with before (read-only): still valid, never written."""
+    return (stat.S_IMODE(mode) & 0o555) | stat.S_IRUSR
+
+
+def _user_mode_problem(st: os.stat_result, mode: int) -> str | None:
+    """What is wrong with a user-mode object file's type and bits, or None."""
+    if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) not in (
+        user_object_mode(mode),
+        _legacy_user_mode(mode),
+    ):
+        return "corrupted file object: its mode on disk was changed"
+    return None
 
 
 class ContentStore(ABC):
@@ -226,9 +250,9 @@ class BareUserStore(ContentStore):
 
     def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
         if header.is_symlink:
-            chunks, perms = [header.symlink_target], 0o444
+            chunks, perms = [header.symlink_target], _SYMLINK_OBJECT_MODE
         else:
-            perms = _user_mode(header.mode)
+            perms = user_object_mode(header.mode)
         fd = _write_regular(target, chunks, 0o600)  # user xattrs need a writable inode
         try:
             _set_meta_xattr(fd, header.encode())
@@ -261,9 +285,11 @@ class BareUserStore(ContentStore):
         problem = None
         if recorded != header_bytes:
             problem = "corrupted file object: its metadata xattr differs from the index"
-        wanted = 0o444 if header.is_symlink else _user_mode(header.mode)
-        if problem is None and (not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != wanted):
-            problem = "corrupted file object: its mode on disk was changed"
+        if problem is None and header.is_symlink:
+            if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != _SYMLINK_OBJECT_MODE:
+                problem = "corrupted file object: its mode on disk was changed"
+        elif problem is None:
+            problem = _user_mode_problem(st, header.mode)
         if problem is None and header.is_symlink:
             with open(open_object_file(path, object_id), "rb") as stored:
                 if stored.read(len(header.symlink_target) + 1) != header.symlink_target:
@@ -296,7 +322,7 @@ class BareUserOnlyStore(ContentStore):
         if header.is_symlink:
             os.symlink(header.symlink_target, target)
             return
-        os.close(_write_regular(target, chunks, _user_mode(header.mode)))
+        os.close(_write_regular(target, chunks, user_object_mode(header.mode)))
 
     def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
         return self._open_plain(object_id, header, size)
@@ -314,62 +340,45 @@ class BareUserOnlyStore(ContentStore):
                 or os.readlink(os.fsencode(path)) != header.symlink_target
             ):
                 return "corrupted file object: the stored symlink differs"
-        elif not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != _user_mode(header.mode):
-            return "corrupted file object: its mode on disk was changed"
-        return None
+            return None
+        return _user_mode_problem(st, header.mode)
 
 
 class ArchiveStore(ContentStore):
+    """``.filez`` objects (store/filez.py): SWZ2 (zstd chunks) written, SWZ1 read too."""
+
     mode = RepoMode.ARCHIVE
     compressed = True
 
     def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
         """Compress as the chunks come; the content size is written into the prefix last."""
         encoded = header.encode()
-        deflater, size = zlib.compressobj(6), 0
+        size = 0
 
-        def body() -> Iterable[bytes]:
+        def counted() -> Iterable[bytes]:
             nonlocal size
-            yield _ARCHIVE_PREFIX.pack(ARCHIVE_MAGIC, 0) + _U32.pack(len(encoded))
-            yield encoded
             for chunk in chunks:
                 size += len(chunk)
-                yield deflater.compress(chunk)
-            yield deflater.flush()
+                yield chunk
+
+        def body() -> Iterable[bytes]:
+            yield filez.prefix(0, encoded)
+            yield from filez.frames(counted())
 
         fd = _write_regular(target, body(), 0o644)
         try:
-            os.pwrite(fd, _ARCHIVE_PREFIX.pack(ARCHIVE_MAGIC, size), 0)
+            os.pwrite(fd, filez.prefix(size, encoded)[: filez.PREFIX.size], 0)
             os.utime(fd, ns=(0, 0))  # the write above moved the time _write_regular set
         finally:
             os.close(fd)
 
-    def _read_prefix(self, stream: BinaryIO, object_id: ObjectId) -> tuple[int, FileHeader]:
-        head = stream.read(_ARCHIVE_PREFIX.size + 4)
-        if len(head) != _ARCHIVE_PREFIX.size + 4:
-            raise CorruptObjectError(f"object {object_id.hex()} is truncated", object_id=object_id)
-        magic, size = _ARCHIVE_PREFIX.unpack(head[: _ARCHIVE_PREFIX.size])
-        if magic != ARCHIVE_MAGIC:
-            raise CorruptObjectError(
-                f"object {object_id.hex()} is not an archive object", object_id=object_id
-            )
-        (hlen,) = _U32.unpack(head[_ARCHIVE_PREFIX.size :])
-        if hlen > _MAX_ARCHIVE_HEADER:
-            raise CorruptObjectError(
-                f"object {object_id.hex()}: a header of {hlen} B", object_id=object_id
-            )
-        try:
-            header = FileHeader.read_from(Reader(stream.read(hlen), "archive header"))
-        except FormatError as exc:
-            raise CorruptObjectError(
-                f"object {object_id.hex()}: {exc}", object_id=object_id
-            ) from exc
-        return int(size), header
+    def _read_prefix(self, stream: BinaryIO, object_id: ObjectId) -> tuple[bytes, int, FileHeader]:
+        return filez.read_prefix(stream, object_id)
 
     def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
         stream = open(open_object_file(self.pathstr(object_id), object_id), "rb")  # noqa: SIM115
         try:
-            stored_size, _ = self._read_prefix(stream, object_id)
+            magic, stored_size, _ = self._read_prefix(stream, object_id)
             if stored_size != size:
                 raise CorruptObjectError(
                     f"object {object_id.hex()}: content of {stored_size} B, the index says {size}",
@@ -378,7 +387,7 @@ class ArchiveStore(ContentStore):
         except BaseException:
             stream.close()
             raise
-        return io.BufferedReader(_Inflater(stream, object_id, size), _CHUNK)
+        return io.BufferedReader(filez.content_reader(stream, magic, size, object_id), _CHUNK)
 
     def open_fd(self, object_id: ObjectId, size: int) -> int:
         raise TypeError("archive objects are compressed: read them with open_content")
@@ -389,65 +398,8 @@ class ArchiveStore(ContentStore):
     def stored_record(self, object_id: ObjectId) -> tuple[int, FileHeader]:
         """The content size and header an archive object carries in front of its data."""
         with open(open_object_file(self.pathstr(object_id), object_id), "rb") as stream:
-            return self._read_prefix(stream, object_id)
-
-
-class _Inflater(io.RawIOBase):
-    """The content of an archive object, decompressed as it is read.
-
-    Never holds more than one compressed chunk and one read's worth of output, and
-    refuses a stream that inflates beyond the recorded size (a zip bomb), ends early,
-    or carries bytes after the compressed data.
-    """
-
-    def __init__(self, source: BinaryIO, object_id: ObjectId, size: int) -> None:
-        super().__init__()
-        self._source = source
-        self._object_id = object_id
-        self._left = size
-        self._inflater = zlib.decompressobj()
-        self._pending = b""  # compressed input not yet consumed
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while True:
-            if self._inflater.eof:
-                self._check_end()
-                return 0
-            source_ended = False
-            if not self._pending:
-                self._pending = self._source.read(_CHUNK)
-                source_ended = not self._pending  # zlib may still hold output: ask once more
-            want = min(len(buffer), self._left + 1)
-            try:
-                data = self._inflater.decompress(self._pending, want)
-            except zlib.error as exc:
-                raise self._corrupt(str(exc)) from None
-            self._pending = self._inflater.unconsumed_tail
-            if source_ended and not data and not self._inflater.eof:
-                raise self._corrupt("truncated compressed data")
-            if len(data) > self._left:
-                raise self._corrupt("inflates beyond its recorded size")
-            if data:
-                self._left -= len(data)
-                buffer[: len(data)] = data
-                return len(data)
-
-    def _check_end(self) -> None:
-        if self._left:
-            raise self._corrupt("truncated compressed data")
-        if self._inflater.unused_data or self._source.read(1):
-            raise self._corrupt("trailing bytes after the compressed data")
-
-    def _corrupt(self, what: str) -> CorruptObjectError:
-        return CorruptObjectError(f"object {self._object_id.hex()}: {what}")
-
-    def close(self) -> None:
-        if not self.closed:
-            self._source.close()
-        super().close()
+            _, size, header = self._read_prefix(stream, object_id)
+            return size, header
 
 
 def read_xattrs(

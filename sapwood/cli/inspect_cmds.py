@@ -16,6 +16,7 @@ from sapwood import (
     ObjectId,
     PathNotFoundError,
     Repository,
+    UsageError,
     children,
     diff_directory,
     diff_trees,
@@ -67,6 +68,12 @@ def register(commands: Any) -> None:
     diff.add_argument("old", help="a commit")
     diff.add_argument("new", help="a commit, or an existing directory (a checkout, say)")
     diff.add_argument("--json", action="store_true")
+    diff.add_argument(
+        "-U",
+        "--user-mode",
+        action="store_true",
+        help="NEW is a user-mode checkout: compare the bits it shows, not owners",
+    )
     diff.set_defaults(func=cmd_diff)
 
 
@@ -238,7 +245,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         old = root_node(repo, rev_parse(repo, args.old))
         if Path(args.new).is_dir():
-            changes = list(diff_directory(repo, old, Path(args.new)))
+            changes = list(diff_directory(repo, old, Path(args.new), user_mode=args.user_mode))
+        elif args.user_mode:
+            raise UsageError(f"{args.new}: -U compares a commit with a directory, not a commit")
         else:
             new = root_node(repo, rev_parse(repo, args.new))
             changes = list(diff_trees(repo, old, new))
