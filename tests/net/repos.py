@@ -60,3 +60,17 @@ def refs(local: Path) -> dict[str, str]:
 def fsck_clean(local: Path) -> None:
     result = cli("--repo", local, "fsck", "--all")
     assert result.code == 0, result.out + result.err
+
+
+def keygen(tmp_path: Path, name: str) -> tuple[str, Path]:
+    """A new key pair: the public key's text, and a keys file of the secret key."""
+    public, secret = parse_keygen(sapwood_ok(tmp_path, "keygen"))
+    keys_file = tmp_path / f"{name}.secret"
+    keys_file.write_text(secret + "\n")
+    return public, keys_file
+
+
+def parse_keygen(out: str) -> tuple[str, str]:
+    """(public, secret) from keygen's ``public: KEY`` and ``secret: KEY`` lines."""
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return fields["public"].strip(), fields["secret"].strip()

@@ -1,0 +1,318 @@
+"""The issue's bad input from the network, each refused by `sapwood pull`.
+
+A small archive repository is served by the tampering server, which misbehaves in one
+way per test. Each refusal must be: one line on stderr, a non-zero exit, no ref moved,
+nothing corrupt stored (fsck --all clean), well within the timeout; and the next pull,
+once the server behaves, must succeed and bring the source tree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from store import Commit, DirTree, ObjectId, ObjectType, Repository
+from store.content import object_relpath
+from store.ids import digest
+from tests.helpers import read_commit_tree, write_tree
+from tests.net.repos import (
+    add_remote,
+    archive_of,
+    fsck_clean,
+    keygen,
+    local_repo,
+    pull,
+    refs,
+    sapwood_ok,
+)
+from tests.net.servers import Behaviour, TamperingServer
+
+REFUSED_WITHIN = 30.0  # seconds: timeouts are 2 s, 3 retries, backoff from 0.05 s
+BIG = 1 << 20  # the biggest file's size: truncated and stalled halfway, well past a buffer
+
+
+@dataclass
+class Served:
+    """An archive repository served by the tampering server, and a local repository
+    with remote ``origin`` pointing at it (plus a ref of its own that must not move)."""
+
+    archive: Path
+    commit: str
+    server: TamperingServer
+    local: Path
+
+    def biggest(self, suffix: str = "filez") -> str:
+        """The URL path of the biggest object file of ``suffix``."""
+        files = (self.archive / "objects").glob(f"*/*.{suffix}")
+        biggest = max(files, key=lambda p: p.stat().st_size)
+        return "/" + biggest.relative_to(self.archive).as_posix()
+
+
+def source_tree(root: Path) -> Path:
+    files: dict[str, str | bytes] = {f"etc/conf{n}": f"setting {n}\n" for n in range(20)}
+    files |= {f"usr/share/doc/p{n}/README": f"package {n}\n" * (n + 1) for n in range(20)}
+    files["usr/bin/big"] = os.urandom(BIG)
+    files["usr/bin/link"] = "->big"
+    return write_tree(root, files)
+
+
+@pytest.fixture
+def served(tmp_path: Path, tamper: Callable[[Path], TamperingServer]) -> Served:
+    archive = tmp_path / "archive"
+    commit = archive_of(archive, source_tree(tmp_path / "src"))
+    local = local_repo(tmp_path / "local")
+    server = tamper(archive)
+    add_remote(local, server.url)
+    sapwood_ok(local, "commit", "-b", "mine", write_tree(tmp_path / "mine", {"a": "a\n"}))
+    return Served(archive, commit, server, local)
+
+
+def assert_refused(
+    served: Served, result: subprocess.CompletedProcess[str], before: dict[str, str], took: float
+) -> str:
+    """The pull failed as a pull must; the one line it printed."""
+    lines = result.stderr.splitlines()
+    assert result.returncode != 0, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("sapwood: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert took < REFUSED_WITHIN, f"refused after {took:.1f} s"
+    assert refs(served.local) == before
+    fsck_clean(served.local)
+    return lines[0]
+
+
+def assert_next_pull_succeeds(served: Served) -> None:
+    served.server.behaved()
+    result = pull(served.local, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert refs(served.local)["origin:main"] == served.commit
+    fsck_clean(served.local)
+    assert read_commit_tree(served.local, "origin:main") == read_commit_tree(served.archive, "main")
+
+
+def refused_then_recovered(served: Served, *pull_args: str) -> str:
+    before = refs(served.local)
+    started = time.monotonic()
+    result = pull(served.local, *(pull_args or ("origin", "main")))
+    line = assert_refused(served, result, before, time.monotonic() - started)
+    assert_next_pull_succeeds(served)
+    return line
+
+
+# ----- the tampering server's behaviours, one test each ---------------------------------------
+@pytest.mark.parametrize(
+    "behaviour",
+    ["wrong-bytes", "truncate", "stall", "404", "500", "huge", "redirect-loop"],
+)
+def test_a_misbehaving_object_is_refused(served: Served, behaviour: Behaviour) -> None:
+    target = served.biggest()
+    served.server.misbehave(target, behaviour)
+    refused_then_recovered(served)
+    assert served.server.requested(target), "the misbehaving object was never asked for"
+
+
+def test_a_misbehaving_dirtree_is_refused(served: Served) -> None:
+    served.server.misbehave(r"\.dirtree$", "wrong-bytes")
+    refused_then_recovered(served)
+
+
+def test_a_stall_is_given_up_after_the_timeout_not_waited_out(served: Served) -> None:
+    """Timeout 2 s and 3 retries: the pull gives up in seconds, not at the server's 120."""
+    served.server.misbehave(served.biggest(), "stall")
+    started = time.monotonic()
+    result = pull(served.local, "origin", "main")
+    assert result.returncode != 0
+    assert time.monotonic() - started < 4 * 2 + 10
+
+
+def test_500s_a_few_times_then_ok_are_retried(served: Served) -> None:
+    target = served.biggest()
+    served.server.misbehave(target, "500", times=2)
+    result = pull(served.local, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert refs(served.local)["origin:main"] == served.commit
+    assert [what for _, what in served.server.requested(target)] == ["500", "500", 200]
+    fsck_clean(served.local)
+
+
+def test_500s_on_every_try_are_given_up(served: Served) -> None:
+    target = served.biggest()
+    served.server.misbehave(target, "500")
+    refused_then_recovered(served)
+    tries = len(served.server.requested(target)) - 1  # the recovering pull's one
+    assert tries == 1 + 3, "SAPWOOD_HTTP_RETRIES=3: the first try and three more"
+
+
+def test_an_object_far_larger_than_it_claims_is_refused(served: Served) -> None:
+    """The file object, then a gigabyte more: refused without reading it all."""
+    target = served.biggest()
+    served.server.misbehave(target, "huge")
+    started = time.monotonic()
+    refused_then_recovered(served)
+    assert time.monotonic() - started < REFUSED_WITHIN
+
+
+def test_a_garbage_summary_is_refused(served: Served) -> None:
+    served.server.misbehave(r"^/summary$", "garbage")
+    line = refused_then_recovered(served)
+    assert "summary" in line
+
+
+def test_a_missing_summary_is_refused(served: Served) -> None:
+    served.server.misbehave(r"^/summary$", "404")
+    refused_then_recovered(served)
+
+
+def test_a_redirect_loop_is_refused(served: Served) -> None:
+    served.server.misbehave(r"^/summary$", "redirect-loop")
+    refused_then_recovered(served)
+    assert len(served.server.requested("^/summary$")) < 50
+
+
+def test_a_truncated_summary_is_refused(served: Served) -> None:
+    served.server.misbehave(r"^/summary$", "truncate")
+    refused_then_recovered(served)
+
+
+# ----- deltas ---------------------------------------------------------------------------------
+def offer_delta(served: Served) -> str:
+    """A delta from nothing to the served commit, in the summary; its URL directory."""
+    sapwood_ok(served.archive, "static-delta", "generate", "--to", served.commit)
+    sapwood_ok(served.archive, "summary", "-u")
+    return f"/deltas/{served.commit}/"
+
+
+def test_a_garbage_superblock_is_refused(served: Served) -> None:
+    delta = offer_delta(served)
+    served.server.misbehave(re.escape(delta) + "superblock$", "garbage")
+    refused_then_recovered(served)
+    assert served.server.requested(re.escape(delta) + "superblock$")
+
+
+def test_a_garbage_delta_part_is_refused(served: Served) -> None:
+    delta = offer_delta(served)
+    served.server.misbehave(re.escape(delta) + r"\d+$", "garbage")
+    refused_then_recovered(served)
+
+
+def test_a_delta_part_with_wrong_bytes_is_refused(served: Served) -> None:
+    delta = offer_delta(served)
+    served.server.misbehave(re.escape(delta) + r"\d+$", "wrong-bytes")
+    refused_then_recovered(served)
+
+
+# ----- commits and summaries crafted on the server --------------------------------------------
+def write_object(archive: Path, kind: ObjectType, data: bytes) -> ObjectId:
+    """``data`` as the archive's metadata object file of ``kind``; its id."""
+    object_id = digest(data)
+    path = archive / "objects" / object_relpath(object_id, kind)
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return object_id
+
+
+def publish_refs(archive: Path, named: dict[str, ObjectId]) -> bytes:
+    """Serve a summary whose refs are ``named`` (the deltas as they were); the summary
+    it replaced."""
+    from store.summary import Summary, decode_summary, encode_summary
+
+    old = (archive / "summary").read_bytes()
+    deltas = decode_summary(old).deltas
+    refs_ = {name: (commit, 1_700_000_000) for name, commit in named.items()}
+    (archive / "summary").write_bytes(encode_summary(Summary(refs=refs_, deltas=deltas)))
+    return old
+
+
+def crafted_commit(served: Served, tree: ObjectId) -> ObjectId:
+    """A commit of ``tree`` (with the good commit's root dirmeta), written to the server."""
+    with Repository.open(served.archive) as repo:
+        meta = repo.read_commit(ObjectId(bytes.fromhex(served.commit))).meta
+    data = Commit(tree, meta, None, 1_700_000_000, "crafted").encode()
+    return write_object(served.archive, ObjectType.COMMIT, data)
+
+
+def refused_crafted(served: Served, commit: ObjectId) -> str:
+    old = publish_refs(served.archive, {"main": commit})
+    before = refs(served.local)
+    started = time.monotonic()
+    result = pull(served.local, "origin", "main")
+    line = assert_refused(served, result, before, time.monotonic() - started)
+    (served.archive / "summary").write_bytes(old)
+    assert_next_pull_succeeds(served)
+    return line
+
+
+def test_a_commit_of_a_malformed_tree_is_refused(served: Served) -> None:
+    tree = write_object(served.archive, ObjectType.DIRTREE, b"T\x01 this is no dirtree")
+    refused_crafted(served, crafted_commit(served, tree))
+
+
+def test_a_commit_of_a_tree_with_a_dotdot_name_is_refused(served: Served) -> None:
+    file_id = ObjectId(bytes(32))
+    encoded = DirTree.build({b"xx": file_id}, {}).encode().replace(b"xx", b"..")
+    tree = write_object(served.archive, ObjectType.DIRTREE, encoded)
+    refused_crafted(served, crafted_commit(served, tree))
+
+
+def test_a_commit_of_a_missing_tree_is_refused(served: Served) -> None:
+    missing = digest(b"no such dirtree on the server")
+    refused_crafted(served, crafted_commit(served, missing))
+
+
+def test_a_tree_naming_a_missing_file_is_refused(served: Served) -> None:
+    missing = ObjectId(digest(b"no such file object on the server"))
+    tree = write_object(
+        served.archive, ObjectType.DIRTREE, DirTree.build({b"gone": missing}, {}).encode()
+    )
+    refused_crafted(served, crafted_commit(served, tree))
+
+
+@pytest.mark.parametrize("name", ["../escape", "a\nb", "", "x" * 300, "main/"])
+def test_a_ref_with_a_bad_name_in_the_summary_is_refused(served: Served, name: str) -> None:
+    good = ObjectId(bytes.fromhex(served.commit))
+    old = publish_refs(served.archive, {"main": good, name: good})
+    before = refs(served.local)
+    started = time.monotonic()
+    result = pull(served.local, "origin")
+    assert_refused(served, result, before, time.monotonic() - started)
+    (served.archive / "summary").write_bytes(old)
+    assert_next_pull_succeeds(served)
+
+
+# ----- signatures -----------------------------------------------------------------------------
+def verifying(served: Served, tmp_path: Path, key: str) -> Served:
+    """The same server, pulled into a new local repository that trusts ``key`` only."""
+    local = local_repo(tmp_path / f"verifying-{key[:8]}")
+    add_remote(local, served.server.url, "origin", "--sign-verify", "--trusted-key", key)
+    return Served(served.archive, served.commit, served.server, local)
+
+
+def test_a_commit_signed_by_an_unknown_key_is_refused(served: Served, tmp_path: Path) -> None:
+    _, signer = keygen(tmp_path, "signer")
+    trusted, trusted_keys = keygen(tmp_path, "trusted")
+    sapwood_ok(served.archive, "sign", "--keys-file", signer, "main")
+    sapwood_ok(served.archive, "summary", "-u")
+    wary = verifying(served, tmp_path, trusted)
+    refused = pull(wary.local, "origin", "main")
+    assert_refused(wary, refused, {}, 0)
+    sapwood_ok(served.archive, "sign", "--keys-file", trusted_keys, "main")
+    sapwood_ok(served.archive, "summary", "-u")
+    assert_next_pull_succeeds(wary)
+
+
+def test_an_unsigned_commit_is_refused(served: Served, tmp_path: Path) -> None:
+    trusted, keys = keygen(tmp_path, "trusted")
+    wary = verifying(served, tmp_path, trusted)
+    refused = pull(wary.local, "origin", "main")
+    line = assert_refused(wary, refused, {}, 0)
+    assert "sign" in line
+    sapwood_ok(served.archive, "sign", "--keys-file", keys, "main")
+    sapwood_ok(served.archive, "summary", "-u")
+    assert_next_pull_succeeds(wary)
