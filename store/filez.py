@@ -1,0 +1,304 @@
+"""The ``.filez`` encoding of a file object: what archive repositories store and serve.
+
+Layout (docs/format.md, docs/http-layout.md)::
+
+    magic "SWZ2"  u64 content size  u32 header length  header (canonical FileHeader)
+    then ceil(size / 1 MiB) chunks: u32 frame length, one zstd frame holding exactly
+    the next min(1 MiB, what is left) bytes of content (its content size recorded)
+    and nothing after the last chunk.
+
+Chunks of bounded size let a reader decompress with bounded memory and know, before
+decompressing, how much each frame must give: a payload that lies about its size, a
+frame that inflates beyond its share (a zstd bomb), trailing or missing bytes are all
+refused without reading more than the prefix claims. Older repositories hold
+``"SWZ1"`` objects (the same prefix, then one zlib stream of the content); they stay
+readable, and new objects are always written as SWZ2.
+
+:func:`decode_filez` is the one way to take a ``.filez`` payload from outside (an HTTP
+body, a delta part): decoded, bounded and verified against the object's id.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, cast
+
+import zstandard
+
+from store.encoding import Reader
+from store.errors import CorruptObjectError, FormatError
+from store.ids import ObjectId
+from store.objects import FileHeader
+from store.verify import ContentCheck
+
+MAGIC_ZLIB = b"SWZ1"  # read only: objects of repositories made before zstd
+MAGIC_ZSTD = b"SWZ2"
+PREFIX = struct.Struct(">4sQI")  # magic, content size, header length
+CHUNK = 1 << 20  # content bytes per zstd frame
+MAX_FRAME = CHUNK + (CHUNK >> 7) + 1024  # above zstd's compress bound of one chunk
+MAX_HEADER = 16 << 20  # a header is ownership, mode, a target and xattrs
+ZSTD_LEVEL = 3
+_FRAME_LEN = struct.Struct(">I")
+_READ = 1 << 20
+
+
+def prefix(size: int, header_bytes: bytes) -> bytes:
+    """The SWZ2 prefix of an object of ``size`` content bytes and this header."""
+    return PREFIX.pack(MAGIC_ZSTD, size, len(header_bytes)) + header_bytes
+
+
+def frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks of a SWZ2 body for this content: 1 MiB pieces, each compressed."""
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        while len(pending) >= CHUNK:
+            yield _frame(compressor, bytes(pending[:CHUNK]))
+            del pending[:CHUNK]
+    if pending:
+        yield _frame(compressor, bytes(pending))
+
+
+def _frame(compressor: zstandard.ZstdCompressor, data: bytes) -> bytes:
+    compressed = compressor.compress(data)
+    return _FRAME_LEN.pack(len(compressed)) + compressed
+
+
+def encode_filez(header: FileHeader, content: bytes) -> bytes:
+    """The whole ``.filez`` payload of a small object held in memory."""
+    return prefix(len(content), header.encode()) + b"".join(frames([content]))
+
+
+def _corrupt(object_id: bytes | None, what: str) -> CorruptObjectError:
+    shown = object_id.hex() if object_id is not None else "(unknown)"
+    return CorruptObjectError(f"object {shown}: {what}", object_id=object_id)
+
+
+def _read_exact(stream: BinaryIO, size: int, object_id: bytes | None, what: str) -> bytes:
+    data = stream.read(size) if size else b""
+    if len(data) != size:
+        raise _corrupt(object_id, f"truncated {what}")
+    return data
+
+
+def read_prefix(stream: BinaryIO, object_id: bytes | None) -> tuple[bytes, int, FileHeader]:
+    """Magic, content size and header at the start of a ``.filez`` stream; the stream
+    is left at the start of the compressed content."""
+    head = _read_exact(stream, PREFIX.size, object_id, "archive object")
+    magic, size, header_len = PREFIX.unpack(head)
+    if magic not in (MAGIC_ZSTD, MAGIC_ZLIB):
+        raise _corrupt(object_id, "not an archive object (bad magic)")
+    if header_len > MAX_HEADER:
+        raise _corrupt(object_id, f"a header of {header_len} B")
+    raw = _read_exact(stream, header_len, object_id, "archive header")
+    try:
+        header = FileHeader.read_from(Reader(raw, "archive header"))
+    except FormatError as exc:
+        raise _corrupt(object_id, str(exc)) from exc
+    return magic, int(size), header
+
+
+def content_reader(
+    stream: BinaryIO, magic: bytes, size: int, object_id: bytes | None
+) -> io.RawIOBase:
+    """The content after a prefix, decompressed as it is read (not hashed here)."""
+    if magic == MAGIC_ZLIB:
+        return _Inflater(stream, object_id, size)
+    return _ZstdChunks(stream, object_id, size)
+
+
+class _ZstdChunks(io.RawIOBase):
+    """SWZ2 content: one frame at a time, each checked against its share of the size."""
+
+    def __init__(self, source: BinaryIO, object_id: bytes | None, size: int) -> None:
+        super().__init__()
+        self._source = source
+        self._object_id = object_id
+        self._left = size
+        self._buffer = b""
+        self._ended = False
+        self._dctx = zstandard.ZstdDecompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if not self._buffer:
+            if self._left == 0:
+                self._check_end()
+                return 0
+            self._buffer = self._next_frame()
+        count = min(len(buffer), len(self._buffer))
+        buffer[:count] = self._buffer[:count]
+        self._buffer = self._buffer[count:]
+        return count
+
+    def _next_frame(self) -> bytes:
+        want = min(CHUNK, self._left)
+        (length,) = _FRAME_LEN.unpack(_read_exact(self._source, 4, self._object_id, "chunk"))
+        if length > MAX_FRAME:
+            raise _corrupt(self._object_id, f"a compressed chunk of {length} B")
+        frame = _read_exact(self._source, length, self._object_id, "compressed chunk")
+        try:
+            declared = zstandard.frame_content_size(frame)
+        except zstandard.ZstdError as exc:
+            raise _corrupt(self._object_id, f"a bad zstd frame: {exc}") from None
+        if declared != want:
+            raise self._wrong_size(declared, want)
+        decompressor = self._dctx.decompressobj()
+        try:
+            data = decompressor.decompress(frame)
+        except zstandard.ZstdError as exc:
+            raise _corrupt(self._object_id, f"a bad zstd frame: {exc}") from None
+        if len(data) != want or not decompressor.eof or decompressor.unused_data:
+            raise self._wrong_size(len(data), want)
+        self._left -= want
+        return data
+
+    def _wrong_size(self, found: int, want: int) -> CorruptObjectError:
+        if found > want or found < 0:  # < 0: no size recorded in the frame
+            return _corrupt(self._object_id, "a chunk inflates beyond its recorded size")
+        return _corrupt(self._object_id, "a chunk holds less than its recorded size")
+
+    def _check_end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            if self._source.read(1):
+                raise _corrupt(self._object_id, "trailing bytes after the compressed data")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._source.close()
+        super().close()
+
+
+class _Inflater(io.RawIOBase):
+    """SWZ1 content (zlib), decompressed as it is read.
+
+    Never holds more than one compressed chunk and one read's worth of output, and
+    refuses a stream that inflates beyond the recorded size (a zip bomb), ends early,
+    or carries bytes after the compressed data.
+    """
+
+    def __init__(self, source: BinaryIO, object_id: bytes | None, size: int) -> None:
+        super().__init__()
+        self._source = source
+        self._object_id = object_id
+        self._left = size
+        self._inflater = zlib.decompressobj()
+        self._pending = b""  # compressed input not yet consumed
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while True:
+            if self._inflater.eof:
+                self._check_end()
+                return 0
+            source_ended = False
+            if not self._pending:
+                self._pending = self._source.read(_READ)
+                source_ended = not self._pending  # zlib may still hold output: ask once more
+            want = min(len(buffer), self._left + 1)
+            try:
+                data = self._inflater.decompress(self._pending, want)
+            except zlib.error as exc:
+                raise _corrupt(self._object_id, str(exc)) from None
+            self._pending = self._inflater.unconsumed_tail
+            if source_ended and not data and not self._inflater.eof:
+                raise _corrupt(self._object_id, "truncated compressed data")
+            if len(data) > self._left:
+                raise _corrupt(self._object_id, "inflates beyond its recorded size")
+            if data:
+                self._left -= len(data)
+                buffer[: len(data)] = data
+                return len(data)
+
+    def _check_end(self) -> None:
+        if self._left:
+            raise _corrupt(self._object_id, "truncated compressed data")
+        if self._inflater.unused_data or self._source.read(1):
+            raise _corrupt(self._object_id, "trailing bytes after the compressed data")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._source.close()
+        super().close()
+
+
+@dataclass(frozen=True)
+class DecodedFile:
+    """A verified file object decoded from its ``.filez`` payload.
+
+    ``content`` holds the content when no ``out`` stream was given to
+    :func:`decode_filez` (empty for a symlink); None when it was written to ``out``.
+    """
+
+    header: FileHeader
+    size: int
+    content: bytes | None
+
+
+def decode_filez(
+    source: bytes | BinaryIO,
+    object_id: ObjectId,
+    out: BinaryIO | None = None,
+    max_size: int | None = None,
+) -> DecodedFile:
+    """Decode a ``.filez`` payload and verify it is object ``object_id``.
+
+    ``source`` is the payload's bytes or a stream positioned at its start (an HTTP
+    body); it is read only as far as the prefix's claims allow, plus one byte that
+    shows a payload longer than it says. The content goes to ``out`` if given (memory
+    stays bounded by a chunk), else is returned. ``max_size``: refuse a claimed content
+    size above it before reading any content. Raises CorruptObjectError (FormatError
+    for a payload that is not a ``.filez`` encoding at all) on anything that is not
+    exactly the object; nothing is returned unverified (what was written to ``out`` by
+    then is to be thrown away by the caller).
+    """
+    stream: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        magic, size, header = read_prefix(stream, object_id)
+    except CorruptObjectError as exc:
+        raise FormatError(str(exc), object_id=object_id) from None
+    if max_size is not None and size > max_size:
+        raise _corrupt(object_id, f"claims {size} B of content, more than the {max_size} allowed")
+    header_bytes = header.encode()
+    check = ContentCheck(object_id, header_bytes, size)
+    kept: list[bytes] = []
+    reader = content_reader(cast(BinaryIO, _Unclosed(stream)), magic, size, object_id)
+    while chunk := reader.read(_READ):
+        check.update(chunk)
+        if out is not None:
+            out.write(chunk)
+        else:
+            kept.append(chunk)
+    if header.is_symlink and size:
+        raise _corrupt(object_id, "a symlink with content")
+    check.require()
+    return DecodedFile(header, size, None if out is not None else b"".join(kept))
+
+
+class _Unclosed(io.RawIOBase):
+    """A caller's stream lent to a reader that closes its source when done."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
