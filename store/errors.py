@@ -202,5 +202,99 @@ class UnsafeToPruneError(SapwoodError):
     """Prune could not read everything that is reachable, so it deletes nothing."""
 
 
+class NetworkError(SapwoodError):
+    """Fetching from a remote failed: the connection, a timeout, an HTTP status, a
+    redirect loop, or a body larger than allowed. ``url`` is what was fetched and
+    ``status`` the HTTP status when there was one (404: the file is not there)."""
+
+    def __init__(self, message: str = "", *, url: str = "", status: int | None = None):
+        super().__init__(message or f"{url}: fetch failed")
+        self.url = url
+        self.status = status
+
+
+class RemoteError(SapwoodError):
+    """A remote is unknown, or its configuration (URL, name, settings) is not valid
+    (``name``: the remote)."""
+
+    def __init__(self, message: str = "", *, name: str = ""):
+        super().__init__(message or f"remote {name!r}: not configured")
+        self.name = name
+
+
+class SignatureError(SapwoodError):
+    """A commit or summary is unsigned, or signed by no trusted key, where signatures
+    are required (``commit_id``: the commit; None for a summary)."""
+
+    def __init__(self, message: str = "", *, commit_id: bytes | None = None):
+        super().__init__(message or f"commit {_hex(commit_id)}: no trusted signature")
+        self.commit_id = cast("ObjectId | None", commit_id)
+
+
+
+class SysrootError(SapwoodError):
+    """A sysroot (deployments, boot entries) refuses an operation; base of the others."""
+
+
+class SysrootNotFoundError(SysrootError):
+    """The path is not an initialised sysroot (``path``)."""
+
+    def __init__(self, message: str = "", *, path: str | os.PathLike[str] | None = None):
+        super().__init__(message or f"{path}: not a sapwood sysroot")
+        self.path = path
+
+
+class UnknownOSError(SysrootError):
+    """No OS (stateroot) of that name in the sysroot (``os_name``)."""
+
+    def __init__(self, message: str = "", *, os_name: str = ""):
+        super().__init__(message or f"no OS {os_name!r} in the sysroot")
+        self.os_name = os_name
+
+
+class DeploymentIndexError(SysrootError):
+    """A deployment index outside the list (``index``, ``count`` deployments)."""
+
+    def __init__(self, message: str = "", *, index: int = 0, count: int = 0):
+        super().__init__(message or f"no deployment {index} (there are {count})")
+        self.index = index
+        self.count = count
+
+
+class BootedDeploymentError(SysrootError):
+    """The operation would remove the deployment the machine is running."""
+
+
+class TreeLayoutError(SysrootError):
+    """A commit cannot be deployed as it is (both /etc and /usr/etc, say): ``path``."""
+
+    def __init__(self, message: str = "", *, path: str = ""):
+        super().__init__(message or f"{path}: cannot be deployed")
+        self.path = path
+
+
+class EtcMergeConflictError(SysrootError):
+    """A locally changed /etc entry and the new default differ in type (``path``)."""
+
+    def __init__(self, message: str = "", *, path: str = ""):
+        super().__init__(message or f"/etc/{path}: local and new default differ in type")
+        self.path = path
+
+
+class InitramfsTreeError(SysrootError):
+    """A tree cannot take sapwood's initramfs hook: ``tree`` is not a directory, or
+    ``missing`` (a path inside it: initramfs-tools, util-linux mount) is absent."""
+
+    def __init__(self, message: str = "", *, tree: str = "", missing: str = ""):
+        if not message:
+            message = (
+                f"{tree}: no {missing} in the tree (install initramfs-tools and mount)"
+                if missing
+                else f"{tree}: not a directory"
+            )
+        super().__init__(message)
+        self.tree = tree
+        self.missing = missing
+
 def _hex(object_id: bytes | None) -> str:
     return object_id.hex() if object_id is not None else "(unknown)"

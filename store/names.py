@@ -56,6 +56,29 @@ def check_ref_name(name: str) -> str:
     return name
 
 
+_REMOTE_RE = re.compile(_REF_COMPONENT)
+MAX_REMOTE_BYTES = 100
+
+
+def check_remote_name(name: str) -> str:
+    """Return ``name`` if it may name a remote (one ref-name component: letters, digits,
+    ``_ . + -``, starting with a letter, digit or '_'; never ':' or '/'), else raise.
+
+    Pulled refs are named ``REMOTE:REF`` (check_ref_name allows that one ':').
+    """
+    if (
+        len(name) > MAX_REMOTE_BYTES
+        or ".." in name
+        or name.endswith((".lock", "."))
+        or not _REMOTE_RE.fullmatch(name)
+    ):
+        raise InvalidRefNameError(
+            f"invalid remote name {name[:40]!r}: use letters, digits, '_', '.', '+' and '-' "
+            f"(at most {MAX_REMOTE_BYTES}, no ':', '/' or '..')"
+        )
+    return name
+
+
 def split_path(path: str) -> list[bytes]:
     """Split a path inside a commit ('/usr/bin', 'usr/bin/') into checked names.
 

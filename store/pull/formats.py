@@ -1,0 +1,71 @@
+"""The formats pull reads that the archive side defines (store/summary.py,
+store/signing.py, store/deltas.py), behind the few calls pull makes of them: a
+FormatError or CorruptObjectError for anything that does not decode."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+
+from store.errors import CorruptObjectError, FormatError
+from store.ids import ObjectId, ObjectType
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"store.{name}")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The refs a remote offers (name -> commit) and its deltas ((from, to) -> digest
+    of the superblock)."""
+
+    refs: dict[str, ObjectId]
+    deltas: dict[tuple[ObjectId | None, ObjectId], bytes]
+
+
+def read_summary(data: bytes) -> Summary:
+    """The summary ``data`` encodes; FormatError on anything else."""
+    decoded = _module("summary").decode_summary(data)
+    refs = {name: ObjectId(value[0]) for name, value in decoded.refs.items()}
+    return Summary(refs, dict(decoded.deltas))
+
+
+def verify(data: bytes, signatures: bytes, trusted_keys: tuple[str, ...]) -> str | None:
+    """The trusted key (base64) that signed ``data`` among the detached
+    ``signatures`` (a .commitmeta or summary.sig file's bytes), or None."""
+    signing = _module("signing")
+    try:
+        decoded = signing.decode_commitmeta(signatures)
+    except FormatError:
+        return None
+    key = signing.verify_signed(data, decoded, list(trusted_keys))
+    return None if key is None else str(key)
+
+
+@dataclass
+class Delta:
+    """A static delta's superblock: how many parts, and its objects in order."""
+
+    superblock: Any
+    parts: int
+
+    def objects(
+        self, read_part: Callable[[int], bytes]
+    ) -> Iterator[tuple[ObjectId, ObjectType, bytes]]:
+        yield from _module("deltas").iter_delta_objects(self.superblock, read_part)
+
+
+def open_delta(data: bytes, digest: bytes, where: str) -> Delta:
+    """A delta's superblock, if it is the one the summary names (``digest``)."""
+    if digest and blake3.blake3(data).digest() != digest:
+        raise CorruptObjectError(f"{where}: the superblock is not the one the summary names")
+    try:
+        superblock = _module("deltas").decode_superblock(data)
+    except FormatError as exc:
+        raise FormatError(f"{where}: the superblock is not valid: {exc}") from None
+    return Delta(superblock, int(superblock.parts))

@@ -1,0 +1,327 @@
+"""Fetching files of a remote repository over HTTP: a urllib3 connection pool.
+
+One :class:`Fetcher` per pull. It keeps connections alive (a pool of
+``settings.connections`` per host, shared by the threads that fetch at once), and
+for each file:
+
+- gives up on a connect after ``connect_timeout`` and on a read after
+  ``read_timeout`` seconds without a byte; a server that trickles (fewer than
+  ``low_speed_bytes`` in ``read_timeout`` seconds) is given up on too, as libcurl's
+  low-speed limit does for OSTree;
+- retries transient failures (a refused or reset connection, a timeout, a body
+  cut short, HTTP 5xx, 408 and 429) ``retries`` times, waiting ``backoff`` seconds,
+  doubled each time; then fails with a NetworkError that says what happened last;
+- never retries a 404 or another 4xx: the file is not there (``status`` says so);
+- follows at most ``max_redirects`` redirects, to http and https URLs only;
+- refuses a body larger than the caller's limit: as soon as Content-Length says
+  so, or, without one, as soon as more bytes arrive than allowed (the rest is
+  never read).
+
+Library code: nothing is printed; counters feed the caller's progress.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from types import TracebackType
+from typing import BinaryIO, ClassVar, TypeVar, cast
+
+import urllib3
+from urllib3 import exceptions as u3
+
+from store.errors import NetworkError, UsageError
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 256 << 10
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """How a pull talks to a server. The command line reads overrides from the
+    environment (``from_environ``): SAPWOOD_HTTP_TIMEOUT (seconds, connect and
+    read), SAPWOOD_HTTP_RETRIES, SAPWOOD_HTTP_BACKOFF (seconds, the first wait),
+    SAPWOOD_HTTP_CONNECTIONS (requests in flight), SAPWOOD_PULL_MAX_OBJECT (bytes of
+    one content object's file) and SAPWOOD_PULL_BATCH (content objects stored per
+    transaction: what an interrupted pull keeps)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+    max_redirects: int = 5
+    connections: int = 8
+    low_speed_bytes: int = 1024
+    max_object_size: int = 1 << 30  # a content object's .filez (compressed)
+    max_metadata_size: int = 64 << 20  # a dirtree, dirmeta, commit, commitmeta, summary
+    batch_objects: int = 1000  # content objects committed to the store at a time
+
+    _ENV: ClassVar[dict[str, str]] = {
+        "connect_timeout": "SAPWOOD_HTTP_TIMEOUT",  # both, unless the next one is set
+        "read_timeout": "SAPWOOD_HTTP_TIMEOUT",
+        "retries": "SAPWOOD_HTTP_RETRIES",
+        "backoff": "SAPWOOD_HTTP_BACKOFF",
+        "connections": "SAPWOOD_HTTP_CONNECTIONS",
+        "max_object_size": "SAPWOOD_PULL_MAX_OBJECT",
+        "batch_objects": "SAPWOOD_PULL_BATCH",
+    }
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, int | float) and not value >= 0:
+                raise UsageError(f"pull setting {field.name} must not be negative: {value}")
+        if self.connections < 1 or self.batch_objects < 1:
+            raise UsageError("pull needs at least one connection and one object per batch")
+        if self.read_timeout <= 0 or self.connect_timeout <= 0:
+            raise UsageError("pull timeouts must be more than 0 seconds")
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> FetchSettings:
+        """The defaults, overridden by the SAPWOOD_PULL_* variables that are set."""
+        settings = cls()
+        for name, variable in cls._ENV.items():
+            text = environ.get(variable)
+            if not text:
+                continue
+            kind = type(getattr(settings, name))
+            try:
+                value = kind(text)
+            except ValueError:
+                raise UsageError(f"{variable}={text[:30]!r}: not a number") from None
+            settings = replace(settings, **{name: value})
+        return settings
+
+
+class Fetcher:
+    """GETs files below one repository URL; thread-safe, use as a context manager."""
+
+    def __init__(
+        self,
+        base_url: str,
+        settings: FetchSettings,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.settings = settings
+        self._on_bytes = on_bytes
+        self._pool = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=settings.connections,
+            block=True,
+            retries=False,
+            timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
+            headers={"Accept-Encoding": "identity", "User-Agent": "sapwood-pull"},
+        )
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes = 0
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    def url(self, relpath: str) -> str:
+        return self.base_url + relpath
+
+    def get(self, relpath: str, limit: int) -> bytes:
+        """The body of ``relpath`` (at most ``limit`` bytes), retried on transient
+        failures; NetworkError once they are spent, or at once for a 4xx (status set)."""
+        return self.fetch(relpath, limit, lambda body: body.read())
+
+    def fetch(self, relpath: str, limit: int, consume: Callable[[BinaryIO], _T]) -> _T:
+        """``consume(body)`` of the body of ``relpath`` as a stream (never more than
+        ``limit`` bytes; what ``consume`` leaves unread is never read). A transient
+        failure while ``consume`` reads (a timeout, a reset, a body cut short) tries
+        the whole file again; what ``consume`` raises itself (CorruptObjectError) is
+        not retried."""
+        url = self.url(relpath)
+        attempt = 0
+        while True:
+            try:
+                return self._fetch_following(url, limit, consume)
+            except _Transient as exc:
+                if attempt >= self.settings.retries:
+                    tries = f"after {attempt + 1} attempts" if attempt else "(no retries)"
+                    raise NetworkError(
+                        f"{url}: {exc.reason} {tries}", url=url, status=exc.status
+                    ) from None
+                wait = min(self.settings.backoff * 2**attempt, self.settings.max_backoff)
+                log.info("%s: %s; retrying in %.2f s", url, exc.reason, wait)
+                attempt += 1
+                time.sleep(wait)
+
+    def _fetch_following(self, url: str, limit: int, consume: Callable[[BinaryIO], _T]) -> _T:
+        first, seen = url, {url}
+        for _ in range(self.settings.max_redirects + 1):
+            response = self._request(url)
+            try:
+                location = self._redirect(response, url)
+                if location is None:
+                    return self._consume(response, url, limit, consume)
+            finally:
+                response.release_conn()
+            url = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                raise NetworkError(f"{first}: redirected to {url[:200]!r}, not http(s)", url=first)
+            if url in seen:
+                raise NetworkError(f"{first}: a redirect loop (back to {url})", url=first)
+            seen.add(url)
+        raise NetworkError(f"{first}: more than {self.settings.max_redirects} redirects", url=first)
+
+    def _request(self, url: str) -> urllib3.BaseHTTPResponse:
+        with self._lock:
+            self.requests += 1
+        try:
+            return self._pool.request(
+                "GET", url, redirect=False, preload_content=False, decode_content=False
+            )
+        except u3.HTTPError as exc:
+            raise _Transient(_describe(exc)) from None
+
+    def _redirect(self, response: urllib3.BaseHTTPResponse, url: str) -> str | None:
+        """The Location of a redirect; None for a 200; errors for other statuses."""
+        status = response.status
+        if status in _REDIRECT_STATUS:
+            location = response.headers.get("Location")
+            response.close()
+            if not location:
+                raise NetworkError(f"{url}: HTTP {status} without a Location", url=url)
+            return str(location)
+        if status == 200:
+            return None
+        response.close()
+        if status in _TRANSIENT_STATUS or status >= 500:
+            raise _Transient(f"HTTP {status}", status)
+        raise NetworkError(f"{url}: HTTP {status}", url=url, status=status)
+
+    def _consume(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        url: str,
+        limit: int,
+        consume: Callable[[BinaryIO], _T],
+    ) -> _T:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            response.close()
+            raise NetworkError(
+                f"{url}: {int(length)} bytes, more than the {limit} allowed", url=url
+            )
+        raw = _Body(response, url, limit, self.settings, self._count)
+        try:
+            result = consume(cast(BinaryIO, io.BufferedReader(raw, _CHUNK)))
+        except (u3.HTTPError, OSError) as exc:
+            raise _Transient(_describe(exc)) from None
+        finally:
+            if not raw.ended:
+                response.close()  # unread bytes must not reach the next request
+        return result
+
+    def _count(self, size: int) -> None:
+        with self._lock:
+            self.bytes += size
+        if self._on_bytes is not None:
+            self._on_bytes(size)
+
+
+class _Body(io.RawIOBase):
+    """An HTTP body as a raw stream: bounded, and given up on when it trickles."""
+
+    def __init__(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        url: str,
+        limit: int,
+        settings: FetchSettings,
+        count: Callable[[int], None],
+    ) -> None:
+        super().__init__()
+        self._response = response
+        self._url = url
+        self._limit = limit
+        self._settings = settings
+        self._count = count
+        self._total = 0
+        self._window_start = time.monotonic()
+        self._window_bytes = 0
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.ended:
+            return 0
+        try:
+            chunk = self._response.read1(len(buffer))
+        except (u3.HTTPError, OSError) as exc:
+            raise _Transient(_describe(exc)) from None
+        if not chunk:
+            self.ended = True
+            return 0
+        self._total += len(chunk)
+        if self._total > self._limit:
+            raise NetworkError(
+                f"{self._url}: more than the {self._limit} bytes allowed", url=self._url
+            )
+        self._count(len(chunk))
+        self._check_speed(len(chunk))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def _check_speed(self, size: int) -> None:
+        self._window_bytes += size
+        now = time.monotonic()
+        if now - self._window_start < self._settings.read_timeout:
+            return
+        if self._window_bytes < self._settings.low_speed_bytes:
+            raise _Transient(
+                f"fewer than {self._settings.low_speed_bytes} bytes in "
+                f"{self._settings.read_timeout:g} s"
+            )
+        self._window_start, self._window_bytes = now, 0
+
+
+class _Transient(Exception):
+    """A failure worth another attempt."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in a few words (urllib3's messages repeat the pool's repr)."""
+    if isinstance(exc, u3.ReadTimeoutError):
+        return "timed out reading"
+    if isinstance(exc, u3.ConnectTimeoutError):
+        return "timed out connecting"
+    if isinstance(exc, u3.NewConnectionError):
+        return "could not connect"
+    if isinstance(exc, u3.ProtocolError):
+        inner = exc.args[1] if len(exc.args) > 1 else exc
+        if "IncompleteRead" in type(inner).__name__ or "IncompleteRead" in str(exc):
+            return "the body ended before its Content-Length"
+        return f"connection broken ({type(inner).__name__})"
+    if isinstance(exc, u3.SSLError):
+        return f"TLS error: {exc}"
+    return f"{type(exc).__name__}"

@@ -1,0 +1,94 @@
+"""Taking objects from outside (an HTTP body, a delta part, another repository's
+file): each is verified against its id before anything is stored.
+
+Metadata objects are their canonical encodings: hashed, then decoded (a strict
+decode: a tree with a bad name is refused here). File objects come as ``.filez``
+payloads (store/filez.py decodes and verifies them), and are stored through a
+transaction in the local repository's mode.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from store.errors import CorruptObjectError, FormatError, ModePolicyError
+from store.filez import decode_filez
+from store.ids import ObjectId, ObjectType, digest
+from store.modes import RepoMode
+from store.objects import Commit, DirMeta, DirTree, FileHeader, MetaObject
+from store.transaction import SMALL_FILE, Transaction
+
+_DECODERS: dict[ObjectType, Callable[[bytes], MetaObject]] = {
+    ObjectType.COMMIT: Commit.decode,
+    ObjectType.DIRTREE: DirTree.decode,
+    ObjectType.DIRMETA: DirMeta.decode,
+}
+_READ = 1 << 20
+
+
+def verified_meta(object_id: ObjectId, kind: ObjectType, data: bytes, source: str) -> MetaObject:
+    """The metadata object ``data`` encodes, if it is object ``object_id`` of ``kind``;
+    CorruptObjectError (naming ``source``) otherwise."""
+    if digest(data) != object_id:
+        raise CorruptObjectError(
+            f"{source}: {kind.suffix} object {object_id.hex()}: the bytes are not the object "
+            "(blake3 differs)",
+            object_id=object_id,
+        )
+    try:
+        return _DECODERS[kind](data)
+    except FormatError as exc:
+        raise CorruptObjectError(
+            f"{source}: {kind.suffix} object {object_id.hex()}: {exc}", object_id=object_id
+        ) from exc
+
+
+class DecodedContent:
+    """A verified file object's header and content (spooled to disk when large)."""
+
+    def __init__(self, header: FileHeader, size: int, spool: BinaryIO) -> None:
+        self.header = header
+        self.size = size
+        self._spool = spool
+
+    def chunks(self) -> Iterator[bytes]:
+        self._spool.seek(0)
+        while chunk := self._spool.read(_READ):
+            yield chunk
+
+    def close(self) -> None:
+        self._spool.close()
+
+    def store(self, txn: Transaction, object_id: ObjectId, mode: RepoMode) -> None:
+        """Write the object in ``txn``; ModePolicyError if the local mode would keep it
+        as another object (bare-user-only drops ownership and xattrs)."""
+        where = f"file object {object_id.hex()}"
+        if mode.admit_file(self.header, where) != self.header:
+            raise ModePolicyError(
+                f"{where} carries ownership or xattrs, which a {mode.value} repository "
+                "does not keep: it cannot hold this commit as it is",
+                path=where,
+            )
+        if self.size <= SMALL_FILE:
+            self._spool.seek(0)
+            stored = txn.write_file(self.header, self._spool.read(), where)
+        else:
+            stored = txn.write_file_chunks(self.header, self.chunks, where)
+        if stored != object_id:  # verified above: only a change of the header could do it
+            raise CorruptObjectError(f"{where} was stored as {stored.hex()}", object_id=object_id)
+
+
+def decoded_filez(
+    body: BinaryIO, object_id: ObjectId, max_size: int, spool_dir: str
+) -> DecodedContent:
+    """Decode and verify a ``.filez`` payload read from ``body``; CorruptObjectError
+    unless it is exactly object ``object_id``."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SMALL_FILE, dir=spool_dir)  # noqa: SIM115
+    try:
+        decoded = decode_filez(body, object_id, out=spool, max_size=max_size)  # type: ignore[arg-type]
+    except BaseException:
+        spool.close()
+        raise
+    return DecodedContent(decoded.header, decoded.size, spool)  # type: ignore[arg-type]

@@ -1,0 +1,579 @@
+"""Pull: bring commits of a remote archive repository into a local repository.
+
+The order of work, and why:
+
+1. ``summary`` (and ``summary.sig`` when the remote requires signatures): the refs on
+   offer, their commits, and the static deltas.
+2. Each wanted commit (and ``depth`` parents): fetched, hashed, decoded; with
+   sign-verify its ``.commitmeta`` is fetched and checked against the trusted keys
+   before anything of its tree is asked for.
+3. A static delta, when one leads from the commit the local ``REMOTE:REF`` holds (or
+   from nothing) to the wanted one: its objects are verified one by one, exactly as
+   single objects are; content is stored, metadata kept for step 4.
+4. The trees, level by level, many requests in flight: a dirtree the local repository
+   holds stands for its whole subtree (a dirtree enters an index only with everything
+   below it), so it is not walked; what is missing is fetched and verified.
+5. The missing content objects, many in flight, each verified as it arrives and stored
+   in batches of ``settings.batch_objects``: a batch moves no ref, so an interrupted
+   pull keeps them and the next one does not fetch them again.
+6. One transaction writes the dirtrees, dirmetas and commits and moves every
+   ``REMOTE:REF`` by compare-and-swap: a ref moves only when its commit's whole tree
+   is present (the transaction's commit point checks every object a new tree names).
+
+Nothing is printed: ``progress`` receives :class:`PullProgress` values.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import BinaryIO, TypeVar
+
+from store.content import object_relpath
+from store.errors import (
+    CorruptObjectError,
+    FormatError,
+    InvalidRefNameError,
+    ModePolicyError,
+    NetworkError,
+    ObjectMissingError,
+    RefNotFoundError,
+    SignatureError,
+    UsageError,
+)
+from store.ids import ObjectId, ObjectType
+from store.names import check_ref_name
+from store.objects import Commit, DirMeta, DirTree, MetaObject
+from store.pull import formats
+from store.pull.http import Fetcher, FetchSettings
+from store.pull.objects import DecodedContent, decoded_filez, verified_meta
+from store.pull.remotes import Remote, get_remote
+from store.repo import Repository
+from store.transaction import Transaction
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_PROGRESS_EVERY = 0.1  # seconds between two progress reports
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """Where a pull is: ``phase`` ("summary", "commits", "delta", "trees", "content",
+    "writing", "done"), objects and bytes fetched so far, and the content objects to
+    fetch (None until the trees are walked)."""
+
+    phase: str
+    objects: int
+    bytes: int
+    content_total: int | None
+    content_done: int
+    elapsed: float
+
+
+@dataclass
+class PullReport:
+    """What a pull did (or, with ``dry_run``, would do).
+
+    ``refs``: each local ref name -> (the commit it held before or None, the commit it
+    holds now or would hold); ``metadata_fetched`` and ``content_fetched``: objects
+    fetched one by one; ``content_missing``: content objects the local repository
+    lacked (the dry run's "would fetch"); ``delta_objects``: objects that came in
+    static deltas (``deltas``: which, as "FROM-TO" or "TO"); ``bytes``: bytes read
+    from the network; ``requests``: HTTP requests made."""
+
+    remote: str
+    dry_run: bool
+    refs: dict[str, tuple[ObjectId | None, ObjectId]] = field(default_factory=dict)
+    commits_fetched: int = 0
+    metadata_fetched: int = 0
+    content_fetched: int = 0
+    content_missing: int = 0
+    delta_objects: int = 0
+    deltas: list[str] = field(default_factory=list)
+    bytes: int = 0
+    requests: int = 0
+
+    @property
+    def changed(self) -> dict[str, tuple[ObjectId | None, ObjectId]]:
+        """The refs that moved (or would move)."""
+        return {name: (old, new) for name, (old, new) in self.refs.items() if old != new}
+
+
+ProgressCallback = Callable[[PullProgress], None]
+
+
+def pull(
+    repo: Repository,
+    remote: Remote | str,
+    refs: Sequence[str] = (),
+    *,
+    depth: int = 0,
+    dry_run: bool = False,
+    settings: FetchSettings | None = None,
+    progress: ProgressCallback | None = None,
+) -> PullReport:
+    """Pull ``refs`` of ``remote`` (every ref its summary offers if none) into ``repo``
+    as ``REMOTE:REF``, with ``depth`` parents of each; see the module's docstring."""
+    if isinstance(remote, str):
+        remote = get_remote(repo.path, remote)
+    if depth < 0:
+        raise UsageError(f"depth {depth}: give 0 or more parents")
+    if not dry_run:
+        repo.mode.require_privileges()
+        repo.require_writable()
+    settings = settings or FetchSettings()
+    tracker = _Tracker(progress)
+    with Fetcher(remote.url, settings, tracker.add_bytes) as fetcher:
+        job = _Pull(repo, remote, fetcher, settings, tracker, dry_run)
+        report = job.run(refs, depth)
+        report.bytes, report.requests = fetcher.bytes, fetcher.requests
+    tracker.phase("done", force=True)
+    return report
+
+
+class _Tracker:
+    """Counts for progress reports; called from every fetching thread."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self._callback = callback
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._last = 0.0
+        self._phase = "summary"
+        self.objects = 0
+        self.bytes = 0
+        self.content_total: int | None = None
+        self.content_done = 0
+
+    def add_bytes(self, count: int) -> None:
+        with self._lock:
+            self.bytes += count
+        self._report()
+
+    def add_object(self, content: bool = False) -> None:
+        with self._lock:
+            self.objects += 1
+            self.content_done += content
+        self._report()
+
+    def phase(self, name: str, force: bool = True) -> None:
+        self._phase = name
+        self._report(force)
+
+    def _report(self, force: bool = False) -> None:
+        if self._callback is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last < _PROGRESS_EVERY:
+                return
+            self._last = now
+            status = PullProgress(
+                self._phase,
+                self.objects,
+                self.bytes,
+                self.content_total,
+                self.content_done,
+                now - self._start,
+            )
+            self._callback(status)
+
+
+@dataclass
+class _Wanted:
+    """A ref to pull: its remote name, local name, the commit it held, and the one wanted."""
+
+    ref: str
+    local: str
+    old: ObjectId | None
+    new: ObjectId
+
+
+class _Pull:
+    def __init__(
+        self,
+        repo: Repository,
+        remote: Remote,
+        fetcher: Fetcher,
+        settings: FetchSettings,
+        tracker: _Tracker,
+        dry_run: bool,
+    ) -> None:
+        self.repo = repo
+        self.remote = remote
+        self.fetcher = fetcher
+        self.settings = settings
+        self.tracker = tracker
+        self.dry_run = dry_run
+        self.report = PullReport(remote.name, dry_run)
+        self.pool = ThreadPoolExecutor(settings.connections, thread_name_prefix="pull")
+        self.commits: dict[ObjectId, Commit] = {}  # fetched here, written at the end
+        self.trees: dict[ObjectId, DirTree] = {}
+        self.metas: dict[ObjectId, DirMeta] = {}
+        self.from_delta: dict[ObjectId, tuple[ObjectType, MetaObject]] = {}
+        self.missing_files: dict[ObjectId, None] = {}  # ordered set
+        self.where = f"remote {remote.name}"
+
+    # ----- the steps -------------------------------------------------------------------
+    def run(self, refs: Sequence[str], depth: int) -> PullReport:
+        try:
+            wanted, offered = self._resolve(refs)
+            self.tracker.phase("commits")
+            roots: list[ObjectId] = []
+            for want in wanted:
+                roots += self._commit_chain(want.new, depth)
+            if not self.dry_run:
+                for want in wanted:
+                    self._use_delta(want, offered)
+            self.tracker.phase("trees")
+            self._walk_trees(roots)
+            self.report.content_missing = len(self.missing_files)
+            self.tracker.content_total = len(self.missing_files)
+            if not self.dry_run:
+                self.tracker.phase("content")
+                self._fetch_content()
+                self.tracker.phase("writing")
+                self._finish(wanted)
+            for want in wanted:
+                self.report.refs[want.local] = (want.old, want.new)
+            return self.report
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _resolve(
+        self, refs: Sequence[str]
+    ) -> tuple[list[_Wanted], dict[tuple[ObjectId | None, ObjectId], bytes]]:
+        data = self._get("summary", self.settings.max_metadata_size, "summary")
+        if self.remote.sign_verify:
+            self._verify_summary(data)
+        try:
+            summary = formats.read_summary(data)
+        except FormatError as exc:
+            raise FormatError(f"{self.where}: the summary is not valid: {exc}") from None
+        for name in summary.refs:
+            try:
+                check_ref_name(f"{self.remote.name}:{name}")
+            except InvalidRefNameError:
+                raise FormatError(
+                    f"{self.where}: the summary names an invalid ref {name[:80]!r}"
+                ) from None
+        names = list(dict.fromkeys(refs)) if refs else sorted(summary.refs)
+        wanted = []
+        for name in names:
+            check_ref_name(name)
+            if name not in summary.refs:
+                raise RefNotFoundError(f"{self.where} has no ref {name}", rev=name)
+            local = f"{self.remote.name}:{name}"
+            wanted.append(_Wanted(name, local, self.repo.ref(local), summary.refs[name]))
+        return wanted, summary.deltas
+
+    def _verify_summary(self, data: bytes) -> None:
+        try:
+            sig = self._get("summary.sig", self.settings.max_metadata_size, "summary signature")
+        except ObjectMissingError:
+            raise SignatureError(
+                f"{self.where}: the summary is unsigned, and this remote requires signatures"
+            ) from None
+        key = formats.verify(data, sig, self.remote.trusted_keys)
+        if key is None:
+            raise SignatureError(f"{self.where}: the summary is signed by no trusted key")
+
+    def _commit_chain(self, head: ObjectId, depth: int) -> list[ObjectId]:
+        """The commits to walk: ``head`` and up to ``depth`` parents, fetched (and their
+        signatures checked) unless the local repository holds them whole."""
+        roots = []
+        commit_id: ObjectId | None = head
+        for level in range(depth + 1):
+            if commit_id is None:
+                break
+            commit = self._commit(commit_id, required=level == 0)
+            if commit is None:
+                break
+            if commit_id in self.commits:
+                roots.append(commit_id)
+            commit_id = commit.parent
+        return roots
+
+    def _commit(self, commit_id: ObjectId, required: bool) -> Commit | None:
+        local = self.repo.has_object(commit_id) and not self.repo.is_partial(commit_id)
+        if local and not self.remote.sign_verify:
+            return self.repo.read_commit(commit_id)
+        if commit_id in self.commits:
+            return self.commits[commit_id]
+        try:
+            data = self._get_object(commit_id, ObjectType.COMMIT)
+        except ObjectMissingError:
+            if required:
+                raise
+            log.info("%s: parent commit %s is not there; history ends", self.where, commit_id.hex())
+            return None
+        if self.remote.sign_verify:
+            self._verify_commit(commit_id, data)
+        commit = verified_meta(commit_id, ObjectType.COMMIT, data, self.where)
+        assert isinstance(commit, Commit)
+        if not local:
+            self.commits[commit_id] = commit
+            self.report.commits_fetched += 1
+        return commit
+
+    def _verify_commit(self, commit_id: ObjectId, data: bytes) -> None:
+        relpath = "objects/" + object_relpath(commit_id, ObjectType.COMMIT).replace(
+            ".commit", ".commitmeta"
+        )
+        try:
+            meta = self._get(relpath, self.settings.max_metadata_size, "commit signatures")
+        except ObjectMissingError:
+            raise SignatureError(
+                f"{self.where}: commit {commit_id.hex()} is unsigned, and this remote "
+                "requires signatures",
+                commit_id=commit_id,
+            ) from None
+        if formats.verify(data, meta, self.remote.trusted_keys) is None:
+            raise SignatureError(
+                f"{self.where}: commit {commit_id.hex()} is signed by no trusted key",
+                commit_id=commit_id,
+            )
+
+    # ----- static deltas -----------------------------------------------------------------
+    def _use_delta(
+        self, want: _Wanted, offered: dict[tuple[ObjectId | None, ObjectId], bytes]
+    ) -> None:
+        if want.new not in self.commits:
+            return  # the commit is here already: its tree too, or the walk finds what lacks
+        for start in (want.old, None):
+            if (start, want.new) in offered and (start is None or self.repo.has_object(start)):
+                name = want.new.hex() if start is None else f"{start.hex()}-{want.new.hex()}"
+                self.tracker.phase("delta")
+                self._apply_delta(name, offered[(start, want.new)])
+                self.report.deltas.append(name)
+                return
+
+    def _apply_delta(self, name: str, digest: bytes) -> None:
+        base = f"deltas/{name}/"
+        data = self._get(base + "superblock", self.settings.max_metadata_size, "delta superblock")
+        delta = formats.open_delta(data, digest, f"{self.where}: delta {name}")
+        futures = [
+            self.pool.submit(
+                self._get, f"{base}{index}", self.settings.max_object_size, "delta part"
+            )
+            for index in range(delta.parts)
+        ]
+
+        def read_part(index: int) -> bytes:
+            return futures[index].result()
+
+        batch: list[tuple[ObjectId, DecodedContent]] = []
+        try:
+            for object_id, kind, payload in delta.objects(read_part):
+                self.report.delta_objects += 1
+                self.tracker.add_object(kind is ObjectType.FILE)
+                if kind is ObjectType.FILE:
+                    if not self.repo.has_object(object_id):
+                        batch.append((object_id, self._decode_file(object_id, payload)))
+                    if len(batch) >= self.settings.batch_objects:
+                        self._store_batch(batch)
+                        batch = []
+                else:
+                    meta = verified_meta(object_id, kind, payload, f"{self.where}: delta {name}")
+                    self.from_delta[object_id] = (kind, meta)
+            self._store_batch(batch)
+        finally:
+            for _, content in batch:
+                content.close()
+            for future in futures:
+                future.cancel()
+
+    def _decode_file(self, object_id: ObjectId, payload: bytes) -> DecodedContent:
+        return decoded_filez(
+            io.BytesIO(payload), object_id, self.settings.max_object_size, self._spool_dir
+        )
+
+    @property
+    def _spool_dir(self) -> str:
+        return str(self.repo.path / "tmp")
+
+    def _store_batch(self, batch: list[tuple[ObjectId, DecodedContent]]) -> None:
+        if not batch:
+            return
+        with self.repo.transaction() as txn:
+            for object_id, content in batch:
+                content.store(txn, object_id, self.repo.mode)
+        for _, content in batch:
+            content.close()
+        batch.clear()
+
+    # ----- trees -------------------------------------------------------------------------
+    def _walk_trees(self, roots: Iterable[ObjectId]) -> None:
+        level: list[ObjectId] = []
+        metas: list[ObjectId] = []
+        for commit_id in roots:
+            commit = self.commits[commit_id]
+            level.append(commit.tree)
+            metas.append(commit.meta)
+        while level or metas:
+            trees = self._fetch_metadata(ObjectType.DIRTREE, level)
+            self._fetch_metadata(ObjectType.DIRMETA, metas)
+            level, metas, files = [], [], []
+            for tree in trees:
+                files += [file_id for _, file_id in tree.files]
+                for _, entry in tree.dirs:
+                    level.append(entry.tree)
+                    metas.append(entry.meta)
+            self._note_missing_files(files)
+
+    def _fetch_metadata(self, kind: ObjectType, ids: list[ObjectId]) -> list[DirTree]:
+        """Fetch the objects of ``ids`` that are neither here nor fetched already; the
+        dirtrees fetched (the ones whose children are to be walked)."""
+        known: dict[ObjectId, MetaObject] = self.trees if kind is ObjectType.DIRTREE else self.metas  # type: ignore[assignment]
+        with self.repo.snapshot() as snap:
+            todo = [
+                oid for oid in dict.fromkeys(ids) if oid not in known and not snap.has_object(oid)
+            ]
+        found: list[DirTree] = []
+        remote = [oid for oid in todo if oid not in self.from_delta]
+        for oid in todo:
+            if oid in self.from_delta:
+                delta_kind, meta = self.from_delta[oid]
+                if delta_kind is not kind:
+                    raise CorruptObjectError(
+                        f"{self.where}: object {oid.hex()} came in a delta as a "
+                        f"{delta_kind.suffix}, but is named as a {kind.suffix}",
+                        object_id=oid,
+                    )
+                known[oid] = meta
+        for oid, data in zip(
+            remote, self._map(lambda o: self._get_object(o, kind), remote), strict=True
+        ):
+            known[oid] = verified_meta(oid, kind, data, self.where)
+            self.report.metadata_fetched += 1
+        for oid in todo:
+            meta = known[oid]
+            if isinstance(meta, DirTree):
+                found.append(meta)
+        return found
+
+    def _note_missing_files(self, files: list[ObjectId]) -> None:
+        with self.repo.snapshot() as snap:
+            for file_id in files:
+                if file_id not in self.missing_files and not snap.has_object(file_id):
+                    self.missing_files[file_id] = None
+
+    # ----- content -----------------------------------------------------------------------
+    def _fetch_content(self) -> None:
+        ids = list(self.missing_files)
+        size = self.settings.batch_objects
+        for start in range(0, len(ids), size):
+            with self.repo.transaction() as txn:
+                self._run_all(lambda oid: self._fetch_file(txn, oid), ids[start : start + size])
+            log.debug(
+                "%s: stored a batch of %d content objects",
+                self.where,
+                len(ids[start : start + size]),
+            )
+
+    def _fetch_file(self, txn: Transaction, object_id: ObjectId) -> None:
+        relpath = "objects/" + object_relpath(object_id, ObjectType.FILE, compressed=True)
+        content = self._fetch_object(
+            relpath,
+            object_id,
+            ObjectType.FILE,
+            lambda body: decoded_filez(
+                body, object_id, self.settings.max_object_size, self._spool_dir
+            ),
+        )
+        try:
+            content.store(txn, object_id, self.repo.mode)
+        finally:
+            content.close()
+        self.report.content_fetched += 1
+        self.tracker.add_object(content=True)
+
+    # ----- the end -----------------------------------------------------------------------
+    def _finish(self, wanted: list[_Wanted]) -> None:
+        with self.repo.transaction() as txn:
+            for meta_id, meta in self.metas.items():
+                where = f"dirmeta {meta_id.hex()}"
+                if self.repo.mode.admit_dir(meta, where) != meta:
+                    raise ModePolicyError(
+                        f"{where} carries ownership or xattrs, which a {self.repo.mode.value} "
+                        "repository does not keep: it cannot hold this commit as it is",
+                        path=where,
+                    )
+                txn.write_dirmeta(meta, where)
+            for tree in self.trees.values():
+                txn.write_dirtree(tree)
+            for commit in sorted(self.commits.values(), key=lambda c: c.timestamp):
+                txn.write_commit(commit)
+            for want in wanted:
+                if want.old != want.new:
+                    txn.set_ref(want.local, want.new, expected=want.old)
+
+    # ----- fetching --------------------------------------------------------------------
+    def _get(self, relpath: str, limit: int, what: str) -> bytes:
+        """A file of the remote; ObjectMissingError naming ``what`` for a 404."""
+        try:
+            return self.fetcher.get(relpath, limit)
+        except NetworkError as exc:
+            if exc.status == 404:
+                raise ObjectMissingError(
+                    f"{self.where}: {what} not found ({exc.url}: HTTP 404)"
+                ) from None
+            raise
+
+    def _get_object(self, object_id: ObjectId, kind: ObjectType) -> bytes:
+        relpath = "objects/" + object_relpath(object_id, kind)
+        data = self._fetch_object(
+            relpath, object_id, kind, lambda body: body.read(self.settings.max_metadata_size + 1)
+        )
+        self.tracker.add_object()
+        return data
+
+    def _fetch_object(
+        self, relpath: str, object_id: ObjectId, kind: ObjectType, consume: Callable[[BinaryIO], _T]
+    ) -> _T:
+        limit = (
+            self.settings.max_object_size
+            if kind is ObjectType.FILE
+            else self.settings.max_metadata_size
+        )
+        try:
+            return self.fetcher.fetch(relpath, limit, consume)
+        except NetworkError as exc:
+            if exc.status == 404:
+                raise ObjectMissingError(
+                    f"{self.where}: {kind.suffix} object {object_id.hex()} is missing "
+                    f"({exc.url}: HTTP 404)",
+                    object_id=object_id,
+                ) from None
+            raise
+
+    def _map(self, work: Callable[[ObjectId], _T], ids: list[ObjectId]) -> Iterator[_T]:
+        """``work`` of every id, in order, ``settings.connections`` at a time."""
+        futures = [self.pool.submit(work, oid) for oid in ids]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            _settle(futures)
+
+    def _run_all(self, work: Callable[[ObjectId], None], ids: list[ObjectId]) -> None:
+        """``work`` of every id, many at once; the first failure cancels the rest and
+        is raised once none runs any longer (so a transaction is not ended under one)."""
+        futures = [self.pool.submit(work, oid) for oid in ids]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        _settle(futures)
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+
+
+def _settle(futures: list[Future[_T]]) -> None:
+    """Cancel what has not started; wait for what runs."""
+    for future in futures:
+        future.cancel()
+    wait(futures)
