@@ -49,7 +49,14 @@ from store.transaction import Transaction
 from store.verify import verified
 
 REPO_VERSION = 1
-__all__ = ["REPO_VERSION", "Repository", "SpacePolicy", "read_config"]
+__all__ = [
+    "REPO_VERSION",
+    "Repository",
+    "SpacePolicy",
+    "read_config",
+    "read_config_file",
+    "write_config",
+]
 
 
 class Repository:
@@ -401,6 +408,13 @@ def _write_mirror_file(refs_fd: int, relpath: str, content: str) -> None:
 
 def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
     """The mode and the [core] section of the repository at ``path``."""
+    mode, config = read_config_file(path)
+    return mode, config["core"]
+
+
+def read_config_file(path: Path) -> tuple[RepoMode, configparser.ConfigParser]:
+    """The mode and the whole config of the repository at ``path`` (its [core] checked;
+    other sections, such as remotes (store/pull/remotes.py), are their readers' to check)."""
     if "\0" in os.fspath(path):
         raise RepoNotFoundError(f"{str(path)!r}: not a sapwood repository", path=path)
     config = configparser.ConfigParser(interpolation=None)  # '%' is a plain character
@@ -425,7 +439,18 @@ def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
         mode = RepoMode.parse(core.get("mode", ""))
     except ModePolicyError as exc:
         raise RepoNotFoundError(f"{path}/config: {exc}", path=path) from None
-    return mode, core
+    return mode, config
+
+
+def write_config(path: Path, config: configparser.ConfigParser) -> None:
+    """Replace the config of the repository at ``path`` atomically (a new file, made
+    durable, renamed over the old one): a crash leaves the old config or the new."""
+    tmp = path / "config.tmp"
+    with open(tmp, "w") as out:
+        config.write(out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(tmp, path / "config")
 
 
 _CONFIG_MAX = 1 << 20
