@@ -1,0 +1,128 @@
+"""Put sapwood's initramfs-tools hook and boot script into an OS tree.
+
+The files ship as package data beside this module, in the layout initramfs-tools
+reads (``initramfs-tools/hooks/sapwood``, ``initramfs-tools/scripts/local-bottom/
+sapwood``). They go under the tree's ``/usr/share/initramfs-tools``, the place of
+packaged hooks and scripts (``/etc/initramfs-tools`` is the administrator's), so
+``update-initramfs`` run in the tree (in a chroot) builds an initramfs that boots
+the deployment named by ``sapwood=`` on the kernel command line, and a commit of
+the tree carries them in ``/usr``. See ../shared/research/boot.md for why the
+script runs in local-bottom and why the hook copies util-linux mount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+from importlib.resources import files
+from pathlib import Path
+
+from store import InitramfsTreeError
+
+log = logging.getLogger(__name__)
+
+INITRAMFS_TOOLS = "usr/share/initramfs-tools"
+# (source inside the package data, destination inside INITRAMFS_TOOLS)
+SHIPPED = (
+    ("hooks/sapwood", "hooks/sapwood"),
+    ("scripts/local-bottom/sapwood", "scripts/local-bottom/sapwood"),
+)
+# What the tree must have for update-initramfs to run the hook, and for the hook
+# to find util-linux mount (Debian's merged /usr has it at usr/bin/mount).
+NEEDED = (f"{INITRAMFS_TOOLS}/hook-functions", f"{INITRAMFS_TOOLS}/init")
+UTIL_LINUX_MOUNT = ("usr/bin/mount", "bin/mount")
+MOUNT_POINTS = ("sysroot",)  # the initramfs moves the physical root here
+
+
+def install_initramfs_hook(tree: str | os.PathLike[str]) -> list[Path]:
+    """Install sapwood's initramfs-tools hook and boot script into ``tree`` (an OS
+    tree with initramfs-tools, before it is committed); returns the files written.
+
+    Both are written mode 0755 under ``tree/usr/share/initramfs-tools`` (replacing
+    earlier copies), and an empty ``tree/sysroot`` is made if missing. Symbolic
+    links inside the tree are never followed. Raises ``InitramfsTreeError`` when
+    ``tree`` is not a directory or lacks initramfs-tools or util-linux mount;
+    nothing is written then.
+    """
+    root = Path(tree)
+    if not root.is_dir():
+        raise InitramfsTreeError(tree=str(root))
+    _check_needed(root)
+    data = files("fs.sysroot").joinpath("initramfs-tools")
+    written = []
+    for source, dest in SHIPPED:
+        content = data.joinpath(source).read_bytes()
+        target = f"{INITRAMFS_TOOLS}/{dest}"
+        _write_executable(root, target, content)
+        written.append(root / target)
+        log.info("installed %s", root / target)
+    for name in MOUNT_POINTS:
+        _make_dir(root, name)
+    return written
+
+
+def _check_needed(root: Path) -> None:
+    for relative in NEEDED:
+        if not (root / relative).is_file() or _has_symlink(root, relative):
+            raise InitramfsTreeError(tree=str(root), missing=relative)
+    if not any(_is_in_tree(root, candidate) for candidate in UTIL_LINUX_MOUNT):
+        raise InitramfsTreeError(tree=str(root), missing=UTIL_LINUX_MOUNT[0])
+
+
+def _is_in_tree(root: Path, relative: str) -> bool:
+    """``relative`` exists with no symlink on the way (bin -> usr/bin would be
+    read on the host, not in the tree, if it were absolute)."""
+    return (root / relative).exists() and not _has_symlink(root, relative, but_last=True)
+
+
+def _has_symlink(root: Path, relative: str, *, but_last: bool = False) -> bool:
+    parts = relative.split("/")
+    for count in range(1, len(parts) + (0 if but_last else 1)):
+        if (root / "/".join(parts[:count])).is_symlink():
+            return True
+    return False
+
+
+def _open_dir(root: Path, relative: str) -> int:
+    """A descriptor of ``root/relative``, made where missing, refusing symlinks."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for part in relative.split("/"):
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise InitramfsTreeError(
+                    f"{root}: {relative} is not a directory of the tree (a symlink?)",
+                    tree=str(root),
+                    missing=relative,
+                ) from None
+            raise
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def _write_executable(root: Path, relative: str, content: bytes) -> None:
+    """Write ``root/relative`` mode 0755, replacing it in one rename."""
+    directory, name = relative.rsplit("/", 1)
+    fd = _open_dir(root, directory)
+    temporary = f".{name}.sapwood-tmp"
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with os.fdopen(os.open(temporary, flags, 0o755, dir_fd=fd), "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fchmod(out.fileno(), 0o755)
+            os.fsync(out.fileno())
+        os.replace(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dir(root: Path, relative: str) -> None:
+    os.close(_open_dir(root, relative))
