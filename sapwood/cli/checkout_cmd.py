@@ -30,7 +30,7 @@ def register(commands: Any) -> None:
         "-U",
         "--user-mode",
         action="store_true",
-        help="files owned by you, no setuid/setgid bits, no xattrs",
+        help="files owned by you, no setuid/setgid/sticky or world-write bits, no xattrs",
     )
     p.add_argument(
         "-C",
