@@ -124,6 +124,7 @@ class CommitStats:
 
     files_read: int = 0  # regular files whose content was read
     cache_hits: int = 0  # regular files the stat cache vouched for
+    linked: int = 0  # regular files that were the repository's own objects, not read
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ def _apply_layer(
         scanner.scan(Path(layer.source), root)
         stats.files_read += scanner.files_read
         stats.cache_hits += scanner.cache_hits
+        stats.linked += scanner.linked
     elif layer.kind is LayerKind.TAR:
         TarImporter(txn, options).load(Path(layer.source), root)
     else:

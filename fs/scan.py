@@ -120,6 +120,7 @@ class DirScanner:
         self._granularity = Granularity()
         self.files_read = 0
         self.cache_hits = 0
+        self.linked = 0  # files recognised as the repository's objects (never read)
         self.coarse_files = 0  # files whose timestamps are too coarse for the cache
 
     def scan(self, source: Path, target: MutableDir) -> None:
@@ -134,10 +135,12 @@ class DirScanner:
             self._snapshot = snapshot
             self._walk(_Dir(b"", st, b"/", target))
         log.info(
-            "scanned %s: %d files read, %d from the stat cache, %d with coarse timestamps",
+            "scanned %s: %d files read, %d from the stat cache, %d linked objects, "
+            "%d with coarse timestamps",
             source,
             self.files_read,
             self.cache_hits,
+            self.linked,
             self.coarse_files,
         )
 
@@ -318,6 +321,8 @@ class DirScanner:
             child = _Dir(name, st, tree_path, directory.target.child_dir(name))
             directory.subdirs.append(child)
         elif stat.S_ISREG(st.st_mode):
+            if self._linked(directory, name, tree_path, st):
+                return
             item = self._regular(directory, fd, name, tree_path, st)
             if item is not None:
                 pending.append(item)
@@ -343,6 +348,29 @@ class DirScanner:
             if exc.errno == errno.ENOENT and isinstance(source, bytes):
                 reason = "/proc is not mounted"  # the symlink's fd path is missing
             raise SourceError(f"{self._shown(tree_path)}: cannot read xattrs: {reason}") from None
+
+    def _linked(self, directory: _Dir, name: bytes, tree_path: bytes, st: os.stat_result) -> bool:
+        """Record a file that is one of the repository's objects, unchanged since a
+        checkout linked it, by that object's id: never opened, never read (see
+        store/inodes.py for when the store recognises one).
+
+        The recorded header is the file's, as the commit options leave it: an option
+        that would change its owner or mode (an owner, canonical permissions, a stat
+        override) needs the content to make the new object, so such a file is read as
+        usual, with what it shows (as OSTree does without --devino-canonical).
+        """
+        if st.st_nlink < 2 or st.st_mtime_ns != 0:  # cheap: most files stop here
+            return False
+        found = self._snapshot.object_for_inode(st, directory.st)
+        if found is None:
+            return False
+        recorded = (found.uid, found.gid, found.mode)
+        if self._options.adjust(tree_path, *recorded) != recorded:
+            return False
+        directory.target.set_file(name, found.object_id)
+        self.linked += 1
+        self._tick()
+        return True
 
     def _regular(
         self, directory: _Dir, dir_fd: int, name: bytes, tree_path: bytes, lstat: os.stat_result

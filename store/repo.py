@@ -39,6 +39,7 @@ from store.errors import (
 )
 from store.ids import ObjectId, ObjectType
 from store.index import ANY, Access, ExpectedRef, Index, ObjectRecord
+from store.inodes import ObjectInodes
 from store.locking import repo_lock
 from store.modes import RepoMode
 from store.names import check_ref_name
@@ -168,8 +169,10 @@ class Repository:
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
         """One consistent view of refs, commits, objects and the stat cache (store/snapshot.py)."""
+        objects = str(self.content.objects_dir)
+        inodes = None if self.content.compressed else ObjectInodes(self.mode, objects)
         with self.index.reader() as reader:
-            snap = Snapshot(reader)
+            snap = Snapshot(reader, inodes)
             try:
                 yield snap
             finally:

@@ -17,16 +17,18 @@ from typing import NoReturn, cast
 from store.errors import UsageError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader
+from store.inodes import LinkedObject, ObjectInodes
 from store.statcache import StatCacheRecord, stat_cache_key
 
 
 class Snapshot:
     """Reads from one consistent view of the index (see the module's docstring)."""
 
-    __slots__ = ("_reader",)
+    __slots__ = ("_inodes", "_reader")
 
-    def __init__(self, reader: IndexReader) -> None:
+    def __init__(self, reader: IndexReader, inodes: ObjectInodes | None = None) -> None:
         self._reader = reader
+        self._inodes = inodes  # None where objects are never linked (archive)
 
     def end(self) -> None:
         """Called as its block ends: any later read is a UsageError, not LMDB's error
@@ -67,6 +69,19 @@ class Snapshot:
             return None
         found = self._reader.object(record.file_id)
         return record if found is not None and found.kind is ObjectType.FILE else None
+
+    def object_for_inode(self, st: os.stat_result, parent: os.stat_result) -> LinkedObject | None:
+        """The file object a source file is (its own inode, unchanged since a checkout
+        linked it), so that commit can take its id without reading it; None when it is
+        not one, or not one to trust (store/inodes.py says when).
+
+        ``st`` is the file's lstat and ``parent`` that of the directory holding it. The
+        first call that sees a candidate lists the inodes of every object file (one
+        directory pass, no stat per object); later ones, within this snapshot, reuse it.
+        """
+        if self._inodes is None:
+            return None
+        return self._inodes.lookup(self._reader, st, parent)
 
 
 class _Ended:

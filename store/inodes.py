@@ -1,0 +1,155 @@
+"""Which content object a source file is, by its inode: commit's link-checkout speedup.
+
+A hardlinked checkout (``checkout -U -H`` in the user modes, ``-H`` as root in bare)
+makes every farm file the object's own inode. When that farm is committed again, a
+file that still is an object, unchanged, needs no reading: its object's id (and so
+its recorded header: owner, full mode with setuid bits, xattrs) is the answer. OSTree
+does the same with ``commit --link-checkout-speedup``, which stats every object to
+map (device, inode) to a checksum.
+
+Here the map is built lazily, the first time a candidate shows up (a regular file
+with more than one link and mtime 0, on the device of ``objects/``), by one scandir
+pass over ``objects/XX/`` that takes each object's inode from its directory entry
+(``DirEntry.inode()``: the kernel's d_ino, no stat per object). A candidate is
+recognised only if all of these hold:
+
+- its inode is the inode of exactly one ``objects/XX/*.file`` entry, and the index
+  holds that id as a regular file (not a symlink: bare-user stores symlinks as small
+  regular files; not an orphan file the index does not know);
+- it is unchanged since it was linked: mtime 0 (as every object file is written; a
+  write moves it), the recorded size, and the permission bits the recorded header
+  gives an object file in this mode (a chmod changes them); in bare mode the owner
+  too. A change that keeps all of those (a write followed by resetting mtime to 0,
+  an xattr changed through a bare farm) damaged the object itself: fsck's business,
+  as it is for every other file of the farm that shares it;
+- where the recorded header says more than the file shows (bare-user: the recorded
+  owner, setuid bits and xattrs are in an xattr, the file is the user's), the
+  directory holding the link belongs to the committing user and nobody else can
+  write to it. Otherwise another user who can reach an object (a farm in a shared
+  place, and a filesystem without protected_hardlinks, or an object recorded
+  group-writable) could hardlink, say, an old setuid-root binary of the history into
+  a tree the committer trusts, and the commit would record it setuid root at a path
+  of their choosing; read as usual, it is recorded as the plain file it shows.
+
+Archive objects are compressed, never linked by checkout: nothing is recognised
+there (a hardlink of a .filez is read as the compressed bytes it holds).
+
+A d_ino that differs from st_ino (some overlay setups) only loses hits: a candidate
+that matches a listed inode is confirmed by one lstat of that object's path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from typing import NamedTuple
+
+from store.content import user_object_mode
+from store.ids import ObjectId
+from store.index import IndexReader
+from store.modes import RepoMode
+
+log = logging.getLogger(__name__)
+_AMBIGUOUS = ""  # an inode listed under two names: trusted for neither
+_HEX_NAME = 62  # hex digits of an object's name after its two-digit directory
+_WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+
+
+class LinkedObject(NamedTuple):
+    """A content object that a source file is (the same inode, unchanged): its id and
+    the owner and full mode its header records."""
+
+    object_id: ObjectId
+    uid: int
+    gid: int
+    mode: int
+
+
+class ObjectInodes:
+    """The inodes of one repository's file objects, listed once, when first asked."""
+
+    def __init__(self, mode: RepoMode, objects_dir: str) -> None:
+        self._mode = mode
+        self._objects = objects_dir
+        self._device: int | None = None
+        self._by_inode: dict[int, str] | None = None  # inode -> "xx" + 62 hex digits
+
+    def device(self) -> int:
+        """st_dev of objects/: no file elsewhere can be one of its objects."""
+        if self._device is None:
+            self._device = os.lstat(self._objects).st_dev
+        return self._device
+
+    def lookup(
+        self, reader: IndexReader, st: os.stat_result, parent: os.stat_result
+    ) -> LinkedObject | None:
+        """The object the file ``st`` (an lstat) is, in the directory ``parent`` (an
+        lstat), if it is recognised as the module's docstring says; else None."""
+        if not _candidate(st) or st.st_dev != self.device():
+            return None
+        name = self._listing().get(st.st_ino)
+        if not name:
+            return None
+        try:
+            object_id = ObjectId(bytes.fromhex(name))
+        except ValueError:
+            return None
+        found = reader.file_stat(object_id)
+        if found is None or not stat.S_ISREG(found.mode) or found.size != st.st_size:
+            return None
+        if not self._unchanged(st, found.uid, found.gid, found.mode):
+            return None
+        if self._mode is RepoMode.BARE_USER and not _trusted(parent):
+            return None
+        if not self._still_listed(name, st):
+            return None
+        return LinkedObject(object_id, found.uid, found.gid, found.mode)
+
+    def _unchanged(self, st: os.stat_result, uid: int, gid: int, mode: int) -> bool:
+        if self._mode is RepoMode.BARE:
+            return (st.st_mode, st.st_uid, st.st_gid) == (mode, uid, gid)
+        return stat.S_IMODE(st.st_mode) == user_object_mode(mode)
+
+    def _still_listed(self, name: str, st: os.stat_result) -> bool:
+        """The object's path is that inode now (d_ino can differ from st_ino on some
+        filesystems; an object removed behind the store's back frees its inode)."""
+        try:
+            found = os.lstat(f"{self._objects}/{name[:2]}/{name[2:]}.file")
+        except OSError:
+            return False
+        return (found.st_dev, found.st_ino) == (st.st_dev, st.st_ino)
+
+    def _listing(self) -> dict[int, str]:
+        if self._by_inode is None:
+            self._by_inode = _list_objects(self._objects)
+            log.debug("listed the inodes of %d objects", len(self._by_inode))
+        return self._by_inode
+
+
+def _candidate(st: os.stat_result) -> bool:
+    """What every linked, unchanged object file shows: checked before any listing."""
+    return stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and st.st_mtime_ns == 0
+
+
+def _trusted(parent: os.stat_result) -> bool:
+    """A directory only the committing user can add entries to."""
+    return parent.st_uid == os.geteuid() and not parent.st_mode & _WRITABLE_BY_OTHERS
+
+
+def _list_objects(objects: str) -> dict[int, str]:
+    by_inode: dict[int, str] = {}
+    for byte in range(256):
+        prefix = f"{byte:02x}"
+        try:
+            listing = os.scandir(f"{objects}/{prefix}")
+        except OSError:
+            continue  # missing or unreadable: its objects are read as usual
+        with listing:
+            for entry in listing:
+                name = entry.name
+                if len(name) != _HEX_NAME + 5 or not name.endswith(".file"):
+                    continue
+                inode = entry.inode()
+                by_inode[inode] = _AMBIGUOUS if inode in by_inode else prefix + name[:_HEX_NAME]
+    return by_inode
