@@ -18,11 +18,13 @@ from pathlib import Path
 
 from sapwood import SapwoodError, UsageError
 from sapwood.cli import (
+    admin_cmds,
     checkout_cmd,
     commit_cmd,
     inspect_cmds,
     maint_cmds,
     mount_cmds,
+    net_cmds,
     repair_cmds,
     repo_cmds,
 )
@@ -65,7 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    modules = (repo_cmds, commit_cmd, inspect_cmds, checkout_cmd, maint_cmds, repair_cmds)
+    modules = (
+        repo_cmds,
+        commit_cmd,
+        inspect_cmds,
+        checkout_cmd,
+        maint_cmds,
+        repair_cmds,
+        admin_cmds,
+        net_cmds,
+    )
     for module in (*modules, mount_cmds):
         module.register(commands)
     for subparser in commands.choices.values():

@@ -1,0 +1,121 @@
+"""Copies of files and trees that keep their metadata, reflinked where possible.
+
+/etc and the shared /var are written by the administrator, so a deployment holds
+them as copies, never as hardlinks into the repository (an edit in place would change
+an object). A copy clones the blocks (FICLONE: btrfs, xfs), else asks the kernel to
+copy (copy_file_range: server-side on NFS, reflinks on some filesystems), else reads
+and writes. Mode, owner, timestamps and extended attributes follow the copy;
+symlinks are copied as symlinks, never followed; fifos, devices and sockets are
+skipped (logged), as OSTree's /etc merge does.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FICLONE = 0x40049409
+_NOT_HERE = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.ENOTTY, errno.EBADF}
+_CHUNK = 1 << 20
+
+
+def copy_data(src: int, dst: int, size: int) -> None:
+    """Copy ``size`` bytes of ``src`` into the empty file ``dst``: reflink, kernel, loop."""
+    if size == 0:
+        return
+    try:
+        fcntl.ioctl(dst, FICLONE, src)
+        return
+    except OSError as exc:
+        if exc.errno not in _NOT_HERE:
+            raise
+    done = 0
+    try:
+        while done < size:
+            n = os.copy_file_range(src, dst, size - done, done, done)
+            if n == 0:
+                break
+            done += n
+        return
+    except OSError as exc:
+        if exc.errno not in _NOT_HERE | {errno.EPERM}:
+            raise
+    while chunk := os.pread(src, _CHUNK, done):
+        os.pwrite(dst, chunk, done)
+        done += len(chunk)
+
+
+def copy_metadata(path: Path, st: os.stat_result, dst: Path) -> None:
+    """Owner, mode, xattrs and times of ``path`` (stat ``st``) onto ``dst`` (not followed)."""
+    is_link = stat.S_ISLNK(st.st_mode)
+    if os.geteuid() == 0:
+        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+    if not is_link:
+        for name in _xattrs(path):
+            try:
+                value = os.getxattr(path, name, follow_symlinks=False)
+                os.setxattr(dst, name, value, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.ENODATA):
+                    raise
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _xattrs(path: Path) -> list[str]:
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return []
+        raise
+
+
+def copy_entry(src: Path, dst: Path) -> None:
+    """Copy one file, symlink or whole directory ``src`` to the absent path ``dst``."""
+    st = os.lstat(src)
+    if stat.S_ISDIR(st.st_mode):
+        os.mkdir(dst, 0o700)
+        for name in sorted(os.listdir(src)):
+            copy_entry(src / name, dst / name)
+    elif stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dst)
+    elif stat.S_ISREG(st.st_mode):
+        _copy_file(src, dst, st.st_size)
+    else:
+        log.info("%s: not a file, symlink or directory; not copied", src)
+        return
+    copy_metadata(src, st, dst)
+
+
+def _copy_file(src: Path, dst: Path, size: int) -> None:
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            copy_data(fd_in, fd_out, size)
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)
+
+
+def remove_entry(path: Path) -> None:
+    """Remove a file, symlink or directory tree (never following a symlink)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        os.chmod(path, 0o700)
+        for name in os.listdir(path):
+            remove_entry(path / name)
+        os.rmdir(path)
+    else:
+        os.unlink(path)

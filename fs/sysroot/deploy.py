@@ -1,0 +1,199 @@
+"""Deploying a commit: a new root beside the running one, then one atomic switch.
+
+Order (each step writes only inside the new deployment until the switch):
+1. check the tree (/etc and /usr/etc both: refused) and plan the /etc merge (a type
+   conflict: refused), before anything is written;
+2. remove what an interrupted deploy left (directories no list names);
+3. hardlink-check the commit out at deploy/ID.SERIAL (built aside, renamed in);
+4. a tree with /etc only has it moved to usr/etc (rpm-ostree's convention: the tree's
+   /etc is the defaults); /etc becomes a copy of usr/etc with the local changes;
+5. /var of the OS is seeded from the commit when empty; the kernel is installed;
+6. origin file, syncfs, then the new loader.M and the rename of boot/loader;
+7. dropped deployments are removed, deployment refs follow the list.
+A crash or error before step 6's rename leaves the previous list and entries as they
+were; what it wrote is removed by the next deploy (or cleanup).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fs.checkout import CheckoutOptions, checkout, remove_tree
+from fs.sysroot import etc_merge
+from fs.sysroot.bootentries import write_loader
+from fs.sysroot.copying import copy_entry
+from fs.sysroot.kargs import edit_kargs
+from fs.sysroot.kernels import find_kernel, install_kernel
+from fs.sysroot.layout import Layout
+from fs.sysroot.retention import remove_unlisted, retain, sync_refs
+from fs.sysroot.state import Deployment, write_origin
+from store import (
+    ObjectId,
+    PathNotFoundError,
+    RepoMode,
+    Repository,
+    TreeLayoutError,
+    from_hex,
+    lookup,
+    space_errors,
+    syncfs,
+    to_hex,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeployRequest:
+    """What to deploy: ``refspec`` resolved to ``commit_id``, with argument edits."""
+
+    os_name: str
+    refspec: str
+    commit_id: ObjectId
+    replace_kargs: Sequence[str] = ()
+    append_kargs: Sequence[str] = ()
+    warnings: list[str] = field(default_factory=list)
+
+
+def node_type(repo: Repository, commit_id: ObjectId, path: str) -> etc_merge.NodeType | None:
+    """The type of ``path`` in a commit (None: absent, or below a non-directory)."""
+    try:
+        node = lookup(repo, commit_id, path)
+    except PathNotFoundError:
+        return None
+    if node.dir is not None:
+        return "dir"
+    assert node.file is not None
+    header, _ = repo.read_file_header(node.file)
+    return "symlink" if stat.S_ISLNK(header.mode) else "file"
+
+
+def etc_source(repo: Repository, commit_id: ObjectId) -> str | None:
+    """Where the commit keeps its default /etc: "usr/etc", "etc" or None (neither)."""
+    usr_etc = node_type(repo, commit_id, "/usr/etc")
+    etc = node_type(repo, commit_id, "/etc")
+    if usr_etc is not None and etc is not None:
+        raise TreeLayoutError(
+            "the commit has both /etc and /usr/etc (the defaults belong in /usr/etc "
+            "alone); nothing was deployed",
+            path="/etc",
+        )
+    if usr_etc is not None or etc is not None:
+        found = "usr/etc" if usr_etc is not None else "etc"
+        if (usr_etc or etc) != "dir":
+            raise TreeLayoutError(f"the commit's /{found} is not a directory", path=f"/{found}")
+        return found
+    return None
+
+
+def deploy(
+    layout: Layout,
+    repo: Repository,
+    request: DeployRequest,
+    deployments: list[Deployment],
+    booted: Deployment | None,
+) -> tuple[Deployment, list[Deployment]]:
+    """Deploy ``request`` and switch to it; returns it and the new list."""
+    commit_id, os_name = request.commit_id, request.os_name
+    source = etc_source(repo, commit_id)
+    merge = booted if booted and booted.os_name == os_name else None
+    merge = merge or next((d for d in deployments if d.os_name == os_name), None)
+    changes: list[etc_merge.EtcChange] = []
+    if merge is not None and source is not None:
+        merge_dir = layout.deployment(os_name, merge.name)
+        prefix = f"/{source}/"
+        changes = etc_merge.plan(
+            merge_dir / "usr/etc",
+            merge_dir / "etc",
+            lambda rel: node_type(repo, commit_id, prefix + rel),
+        )
+    remove_unlisted(layout, deployments)
+    serials = [d.serial for d in deployments if d.commit == to_hex(commit_id)]
+    new = Deployment(
+        os_name=os_name,
+        commit=to_hex(commit_id),
+        serial=max(serials, default=-1) + 1,
+        kargs=edit_kargs(merge.kargs if merge else [], request.replace_kargs, request.append_kargs),
+        refspec=request.refspec,
+    )
+    dest = layout.deployment(os_name, new.name)
+    try:
+        with space_errors("nothing was deployed"):
+            _build(layout, repo, new, dest, source, changes, merge, request)
+    except BaseException:
+        remove_tree(dest)
+        layout.origin(os_name, new.name).unlink(missing_ok=True)
+        raise
+    listed = retain(new, deployments, booted, merge)
+    write_loader(layout, listed)
+    remove_unlisted(layout, listed)
+    sync_refs(repo, listed)
+    return new, listed
+
+
+def _build(
+    layout: Layout,
+    repo: Repository,
+    new: Deployment,
+    dest: Path,
+    source: str | None,
+    changes: list[etc_merge.EtcChange],
+    merge: Deployment | None,
+    request: DeployRequest,
+) -> None:
+    user_mode = repo.mode is not RepoMode.BARE
+    options = CheckoutOptions(require_hardlinks=True, user_mode=user_mode)
+    checkout(repo, from_hex(new.commit), dest, options)
+    if source == "etc":
+        (dest / "usr").mkdir(mode=0o755, exist_ok=True)
+        os.rename(dest / "etc", dest / "usr/etc")
+    if source is not None:
+        copy_entry(dest / "usr/etc", dest / "etc")
+        if merge is not None:
+            merge_dir = layout.deployment(merge.os_name, merge.name)
+            etc_merge.apply(changes, merge_dir / "etc", dest / "etc")
+    else:
+        (dest / "etc").mkdir(mode=0o755)
+    if not os.path.lexists(dest / "sysroot"):
+        (dest / "sysroot").mkdir(mode=0o755)
+    _seed_var(layout, new.os_name, dest)
+    kernel = find_kernel(dest)
+    if kernel is None:
+        message = f"commit {new.commit[:12]} has no kernel: deployed without a boot entry"
+        log.warning("%s", message)
+        request.warnings.append(message)
+    else:
+        new.boot = install_kernel(layout, new.os_name, kernel)
+    new.title = _pretty_name(dest)
+    write_origin(layout, new)
+    syncfs(dest)
+
+
+def _seed_var(layout: Layout, os_name: str, dest: Path) -> None:
+    """Copy the commit's /var into the OS's shared /var if that is empty."""
+    shared = layout.var(os_name)
+    shared.mkdir(mode=0o755, exist_ok=True)
+    source = dest / "var"
+    if any(shared.iterdir()) or not source.is_dir() or source.is_symlink():
+        return
+    for name in sorted(os.listdir(source)):
+        copy_entry(source / name, shared / name)
+
+
+def _pretty_name(tree: Path) -> str:
+    for path in ("usr/lib/os-release", "etc/os-release"):
+        if (tree / path).is_symlink():
+            continue  # may be absolute: it would name the running system's file
+        try:
+            text = (tree / path).read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in text.splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip("\"'")
+    return ""

@@ -1,0 +1,119 @@
+"""Finding a deployment's kernel and installing it in boot/sapwood/OS-BOOTCSUM/.
+
+Two places are looked at, OSTree's first: ``usr/lib/modules/KVER/vmlinuz`` with
+``initramfs.img`` beside it, then Debian's ``boot/vmlinuz-KVER`` with
+``boot/initrd.img-KVER``; the highest KVER wins when there are several. BOOTCSUM is
+the blake3 of the kernel's bytes then the initramfs's, so deployments sharing a
+kernel and initramfs share one directory. The directory is built under a temporary
+name and renamed into place: one that exists is complete. Files are hardlinked from
+the deployment where the filesystem allows, else copied.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+from fs.checkout import remove_tree
+from fs.sysroot.copying import copy_entry
+from fs.sysroot.layout import Layout
+from fs.sysroot.state import BootFiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    version: str
+    kernel: Path
+    initramfs: Path | None
+
+
+def _version_key(version: str) -> list[tuple[int, str]]:
+    return [(int(p), "") if p.isdigit() else (-1, p) for p in re.split(r"[.\-+~]", version)]
+
+
+def find_kernel(tree: Path) -> Kernel | None:
+    """The kernel of a checked-out tree, or None when it has none."""
+    found: list[Kernel] = []
+    modules = tree / "usr/lib/modules"
+    if modules.is_dir() and not modules.is_symlink():
+        for entry in modules.iterdir():
+            image = entry / "vmlinuz"
+            if image.is_file() and not image.is_symlink():
+                initramfs = entry / "initramfs.img"
+                found.append(Kernel(entry.name, image, initramfs if initramfs.is_file() else None))
+    if not found and (tree / "boot").is_dir() and not (tree / "boot").is_symlink():
+        for image in (tree / "boot").glob("vmlinuz-*"):
+            if image.is_file() and not image.is_symlink():
+                version = image.name.removeprefix("vmlinuz-")
+                initrd = tree / "boot" / f"initrd.img-{version}"
+                found.append(Kernel(version, image, initrd if initrd.is_file() else None))
+    if not found:
+        return None
+    return max(found, key=lambda k: _version_key(k.version))
+
+
+def boot_checksum(kernel: Kernel) -> str:
+    digest = blake3.blake3()
+    for path in (kernel.kernel, kernel.initramfs):
+        if path is not None:
+            with open(path, "rb") as source:
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def install_kernel(layout: Layout, os_name: str, kernel: Kernel) -> BootFiles:
+    """Put ``kernel`` into boot/sapwood/OS-BOOTCSUM/ (once) and say where it is."""
+    dir_name = f"{os_name}-{boot_checksum(kernel)}"
+    linux = f"vmlinuz-{kernel.version}"
+    initrd = f"initramfs-{kernel.version}.img" if kernel.initramfs else None
+    target = layout.boot_files / dir_name
+    if not target.is_dir():
+        layout.boot_files.mkdir(mode=0o755, exist_ok=True)
+        building = layout.boot_files / f".{dir_name}.{uuid.uuid4().hex[:8]}"
+        building.mkdir(mode=0o755)
+        try:
+            _link_or_copy(kernel.kernel, building / linux)
+            if kernel.initramfs is not None and initrd is not None:
+                _link_or_copy(kernel.initramfs, building / initrd)
+            for name in os.listdir(building):
+                _fsync(building / name)
+            _fsync(building)
+            os.rename(building, target)
+        except BaseException:
+            remove_tree(building)
+            raise
+    return BootFiles(dir=dir_name, kernel_version=kernel.version, linux=linux, initrd=initrd)
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        copy_entry(source, dest)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def leftovers(layout: Layout, used: set[str]) -> list[Path]:
+    """Directories of boot/sapwood/ that no deployment uses (partial ones too)."""
+    if not layout.boot_files.is_dir():
+        return []
+    return sorted(p for p in layout.boot_files.iterdir() if p.name not in used)

@@ -1,0 +1,97 @@
+"""Which deployments stay, which machine state is booted, and removing the rest.
+
+As OSTree: a new deployment goes first; kept are the booted deployment, the merge
+deployment, pinned ones and every other OS's; the rest is dropped from the list
+(and from disk once the new list is in place). The booted deployment is the one the
+kernel command line's ``sapwood=`` names (``/proc/cmdline``; the environment
+variable SAPWOOD_CMDLINE replaces it, for tests and for tools run from outside).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from fs.checkout import remove_tree
+from fs.sysroot.kargs import OWN_KEY
+from fs.sysroot.kernels import leftovers
+from fs.sysroot.layout import Layout
+from fs.sysroot.state import Deployment, current_bootversion
+from store import Repository, from_hex
+
+log = logging.getLogger(__name__)
+REF_PREFIX = "sapwood/deploy/"
+
+
+def kernel_cmdline() -> str:
+    override = os.environ.get("SAPWOOD_CMDLINE")
+    if override is not None:
+        return override
+    try:
+        return Path("/proc/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def booted_path(cmdline: str | None = None) -> str | None:
+    """The ``sapwood=`` argument of the running kernel, if any."""
+    for arg in (cmdline if cmdline is not None else kernel_cmdline()).split():
+        if arg.startswith(f"{OWN_KEY}="):
+            return arg.split("=", 1)[1].rstrip("/")
+    return None
+
+
+def find_booted(deployments: list[Deployment], path: str | None) -> Deployment | None:
+    return next((d for d in deployments if path and d.boot_path == path), None)
+
+
+def retain(
+    new: Deployment,
+    old: list[Deployment],
+    booted: Deployment | None,
+    merge: Deployment | None,
+) -> list[Deployment]:
+    """The list after deploying ``new``: it first, then what OSTree keeps."""
+    kept = [d for d in old if d is booted or d is merge or d.pinned or d.os_name != new.os_name]
+    return [new, *kept]
+
+
+def remove_unlisted(layout: Layout, listed: list[Deployment]) -> int:
+    """Remove deployment directories and origins not in ``listed`` (dropped or partial),
+    kernels no deployment uses and the loader directory not in use. Returns how many
+    deployments went."""
+    keep = {d.key() for d in listed}
+    removed = 0
+    for os_name in layout.os_names():
+        directory = layout.deployments_dir(os_name)
+        for entry in sorted(directory.iterdir()):
+            name = entry.name.removesuffix(".origin")
+            if (os_name, name) in keep:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                log.info("removing deployment %s/%s", os_name, entry.name)
+                remove_tree(entry)
+                removed += 1
+            else:
+                entry.unlink()
+    for path in leftovers(layout, {d.boot.dir for d in listed if d.boot}):
+        remove_tree(path)
+    current = current_bootversion(layout)
+    if current is not None:
+        remove_tree(layout.loader_dir(1 - current))
+    return removed
+
+
+def sync_refs(repo: Repository, listed: list[Deployment]) -> None:
+    """One ref per deployment (sapwood/deploy/OS/ID.SERIAL), so that no prune of the
+    repository, the sysroot's cleanup or a user's ``prune --refs-only``, deletes a
+    deployed commit."""
+    wanted = {f"{REF_PREFIX}{d.os_name}/{d.name}": d.commit for d in listed}
+    for name in repo.refs():
+        if name.startswith(REF_PREFIX) and name not in wanted:
+            repo.delete_ref(name)
+    current = repo.refs()
+    for name, commit in wanted.items():
+        if name not in current:
+            repo.set_ref(name, from_hex(commit))

@@ -1,0 +1,156 @@
+"""The deployment list, read back from the sysroot itself.
+
+The ordered list lives in ``boot/loader.N/deployments.json``, beside the BLS entries
+it produced, so the one rename of ``boot/loader`` switches both: a crash leaves the
+old list with the old entries, or the new list with the new ones. (OSTree reads the
+list back from its entries; sapwood keeps it as a file too because a deployment
+without a kernel has no entry.) What may change without a swap, the origin (refspec)
+and the pin, is in the ``ID.SERIAL.origin`` file beside each deployment, replaced
+by rename.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fs.sysroot.layout import Layout
+from store import SysrootError
+
+LIST_NAME = "deployments.json"
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    """A kernel (and initramfs) installed in ``boot/sapwood/DIR``."""
+
+    dir: str  # OS-BOOTCSUM
+    kernel_version: str
+    linux: str  # file name in dir
+    initrd: str | None
+
+
+@dataclass
+class Deployment:
+    """One deployment: commit ``commit`` (hex) of OS ``os_name``, the ``serial``-th
+    checkout of that commit, booted with ``kargs`` (the ``sapwood=`` one aside)."""
+
+    os_name: str
+    commit: str
+    serial: int
+    kargs: list[str] = field(default_factory=list)
+    boot: BootFiles | None = None
+    title: str = ""
+    refspec: str = ""
+    pinned: bool = False
+
+    @property
+    def name(self) -> str:
+        """ID.SERIAL, the directory's name."""
+        return f"{self.commit}.{self.serial}"
+
+    @property
+    def boot_path(self) -> str:
+        """The ``sapwood=`` argument: the deployment's path from the sysroot's root."""
+        return f"/sapwood/deploy/{self.os_name}/deploy/{self.name}"
+
+    def key(self) -> tuple[str, str]:
+        """(OS, ID.SERIAL): what names a deployment across lists."""
+        return (self.os_name, self.name)
+
+
+def current_bootversion(layout: Layout) -> int | None:
+    """N of the ``loader.N`` that ``boot/loader`` names (None: no entries yet)."""
+    try:
+        target = os.readlink(layout.loader)
+    except FileNotFoundError:
+        return None
+    if target not in ("loader.0", "loader.1"):
+        raise SysrootError(f"{layout.loader}: points to {target!r}, not loader.0 or loader.1")
+    return int(target[-1])
+
+
+def read_deployments(layout: Layout) -> list[Deployment]:
+    """The deployments in boot order (index 0: the default), with their origins."""
+    version = current_bootversion(layout)
+    if version is None:
+        return []
+    path = layout.loader_dir(version) / LIST_NAME
+    try:
+        records = json.loads(path.read_text())
+        found = [_from_record(record) for record in records]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SysrootError(f"{path}: the deployment list cannot be read: {exc}") from exc
+    for deployment in found:
+        deployment.refspec, deployment.pinned = read_origin(layout, deployment)
+    return found
+
+
+def _from_record(record: dict[str, Any]) -> Deployment:
+    boot = record.get("boot")
+    return Deployment(
+        os_name=str(record["os"]),
+        commit=str(record["commit"]),
+        serial=int(record["serial"]),
+        kargs=[str(k) for k in record["kargs"]],
+        boot=BootFiles(**boot) if boot else None,
+        title=str(record.get("title", "")),
+    )
+
+
+def to_record(deployment: Deployment) -> dict[str, Any]:
+    boot = deployment.boot
+    return {
+        "os": deployment.os_name,
+        "commit": deployment.commit,
+        "serial": deployment.serial,
+        "kargs": deployment.kargs,
+        "title": deployment.title,
+        "boot": None
+        if boot is None
+        else {
+            "dir": boot.dir,
+            "kernel_version": boot.kernel_version,
+            "linux": boot.linux,
+            "initrd": boot.initrd,
+        },
+    }
+
+
+def read_origin(layout: Layout, deployment: Deployment) -> tuple[str, bool]:
+    """(refspec, pinned) of a deployment; ("", False) when its origin file is absent."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(layout.origin(deployment.os_name, deployment.name).read_text())
+    except FileNotFoundError:
+        return "", False
+    refspec = parser.get("origin", "refspec", fallback="")
+    pinned = parser.getboolean("sapwood-transient", "pinned", fallback=False)
+    return refspec, pinned
+
+
+def write_origin(layout: Layout, deployment: Deployment) -> None:
+    """Write (or replace, by rename) the origin file of ``deployment``."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser["origin"] = {"refspec": deployment.refspec}
+    if deployment.pinned:
+        parser["sapwood-transient"] = {"pinned": "true"}
+    path = layout.origin(deployment.os_name, deployment.name)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as out:
+        parser.write(out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(tmp, path)
+
+
+def write_json(path: Path, records: list[dict[str, Any]]) -> None:
+    with open(path, "w") as out:
+        json.dump(records, out, indent=1)
+        out.write("\n")
+        out.flush()
+        os.fsync(out.fileno())
