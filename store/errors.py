@@ -231,7 +231,6 @@ class SignatureError(SapwoodError):
         self.commit_id = cast("ObjectId | None", commit_id)
 
 
-
 class SysrootError(SapwoodError):
     """A sysroot (deployments, boot entries) refuses an operation; base of the others."""
 
@@ -295,6 +294,16 @@ class InitramfsTreeError(SysrootError):
         super().__init__(message)
         self.tree = tree
         self.missing = missing
+
+
+class KeyFileError(SapwoodError):
+    """A keys file (ed25519 secret keys, base64, one a line) is missing, unreadable or
+    malformed, or holds a public key where a secret one belongs (``path``)."""
+
+    def __init__(self, message: str = "", *, path: str | os.PathLike[str] | None = None):
+        super().__init__(message or f"{path}: not a keys file")
+        self.path = path
+
 
 def _hex(object_id: bytes | None) -> str:
     return object_id.hex() if object_id is not None else "(unknown)"

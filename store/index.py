@@ -18,6 +18,10 @@ This is the one place that defines the index's layout. The environment lives in
               (store/statcache.py defines both) letting an unchanged re-commit
               skip reading the file; its last 32 bytes are the file id it
               vouches for (prune drops entries whose object it removes).
+``commitmeta`` key: commit id. value: the commit's detached signatures, as
+              store/signing.py encodes them (docs/format.md). Made by the first
+              writer that needs it: indexes made before it lack it, and read as
+              holding none.
 
 A write transaction of LMDB is the commit point of a sapwood transaction: refs,
 object entries and commits change together or not at all.
@@ -56,6 +60,7 @@ MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 _I64 = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
 _DATABASES = ("objects", "commits", "refs", "partial", "statcache")
+_OPTIONAL_DATABASES = ("commitmeta",)  # absent from older indexes until first written
 _FILE_TAG = ObjectType.FILE.value
 _MIN_DATA_BYTES = 2 * 4096  # LMDB's two meta pages
 _MAX_KEY = 511  # LMDB's longest key
@@ -125,6 +130,8 @@ class WriteBatch:
     statcache_remove: set[bytes] = field(default_factory=set)
     # objects the new ones name without adding them: they must still be indexed
     required: set[ObjectId] = field(default_factory=set)
+    # commit id -> (the signatures it must hold now: bytes, None for none, or ANY; new)
+    commitmeta: dict[ObjectId, tuple[bytes | AnyTarget | None, bytes]] = field(default_factory=dict)
 
 
 class IndexReader:
@@ -198,6 +205,12 @@ class IndexReader:
                         break
         return found
 
+    def commitmeta(self, commit_id: bytes) -> bytes | None:
+        """The detached signatures of a commit, encoded; None when it has none."""
+        if self._dbs.get("commitmeta") is None:
+            return None
+        return None if (value := self._get(commit_id, "commitmeta")) is None else bytes(value)
+
     def is_partial(self, commit_id: bytes) -> bool:
         return self._get(commit_id, "partial") is not None
 
@@ -242,7 +255,7 @@ class _SharedEnv:
             env = lmdb.open(
                 self.key,
                 map_size=MAP_SIZE,
-                max_dbs=len(_DATABASES),
+                max_dbs=len(_DATABASES) + len(_OPTIONAL_DATABASES),
                 readonly=access is Access.READ_ONLY,
                 lock=access is not Access.READ_ONLY or _lock_file_writable(Path(self.key)),
                 max_readers=1024,
@@ -258,6 +271,7 @@ class _SharedEnv:
                 name: env.open_db(name.encode(), create=access is Access.CREATE)
                 for name in _DATABASES
             }
+            dbs.update(_optional_dbs(env, access))
         except lmdb.NotFoundError:
             env.close()
             raise IndexDamagedError(f"{self.key}: the index lacks sapwood's tables") from None
@@ -295,6 +309,18 @@ class Access(enum.Enum):
     CREATE = "create"
     READ_WRITE = "read-write"
     READ_ONLY = "read-only"
+
+
+def _optional_dbs(env: Any, access: Access) -> dict[str, Any]:
+    """Sub-databases newer than the index format: made by a writer, absent (None) to a
+    reader of an index made before them."""
+    found: dict[str, Any] = {}
+    for name in _OPTIONAL_DATABASES:
+        try:
+            found[name] = env.open_db(name.encode(), create=access is not Access.READ_ONLY)
+        except lmdb.NotFoundError:
+            found[name] = None
+    return found
 
 
 def _damaged(path: Path, what: str) -> IndexDamagedError:
@@ -427,6 +453,9 @@ class Index:
             for object_id in batch.remove_objects:
                 txn.delete(object_id, db=objects)
                 txn.delete(object_id, db=self._dbs["commits"])
+                if self._dbs.get("commitmeta") is not None:
+                    txn.delete(object_id, db=self._dbs["commitmeta"])
+            _put_commitmeta(txn, self._dbs.get("commitmeta"), batch)
             for key in batch.statcache_remove:
                 txn.delete(key, db=self._dbs["statcache"])
             for update in batch.refs:
@@ -436,6 +465,21 @@ class Index:
                     txn.put(update.name.encode(), update.new, db=self._dbs["refs"])
             for key, value in batch.statcache.items():
                 txn.put(key, value, db=self._dbs["statcache"])
+
+
+def _put_commitmeta(txn: Any, db: Any, batch: WriteBatch) -> None:
+    """Detached signatures, each a compare-and-swap of what the writer read."""
+    for commit_id, (expected, new) in batch.commitmeta.items():
+        if db is None:
+            raise ReadOnlyRepositoryError("this index cannot hold signatures; nothing was written")
+        current = txn.get(commit_id, db=db)
+        if expected is not ANY and (None if current is None else bytes(current)) != expected:
+            raise RefConflictError(
+                f"the signatures of commit {commit_id.hex()} changed while this transaction "
+                "ran; nothing was changed",
+                name=commit_id.hex(),
+            )
+        txn.put(commit_id, new, db=db)
 
 
 def _check_required(txn: Any, objects_db: Any, batch: WriteBatch) -> None:

@@ -30,7 +30,16 @@ from store.content import ContentStore
 from store.durability import boot_id, fsync_dir, space_errors, syncfs
 from store.errors import OutOfSpaceError, SourceError
 from store.ids import ObjectId, ObjectType, digest
-from store.index import ANY, ExpectedRef, Index, IndexReader, ObjectRecord, RefUpdate, WriteBatch
+from store.index import (
+    ANY,
+    AnyTarget,
+    ExpectedRef,
+    Index,
+    IndexReader,
+    ObjectRecord,
+    RefUpdate,
+    WriteBatch,
+)
 from store.locking import try_lock_dir
 from store.modes import RepoMode
 from store.names import check_ref_name
@@ -171,6 +180,17 @@ class Transaction:
             self._record(object_id, ObjectRecord.for_file(len(data), encoded), target)
         return object_id
 
+    def link_file(self, object_id: ObjectId, header: FileHeader, size: int, source: str) -> bool:
+        """Store file object ``object_id`` by hardlinking ``source``: the object's file
+        in another repository of this same mode and filesystem, verified by the caller
+        (pull-local). False if this repository holds the object already."""
+        if not self._claim(object_id):
+            return False
+        target = self._stage_path(object_id, ObjectType.FILE)
+        os.link(source, target, follow_symlinks=False)
+        self._record(object_id, ObjectRecord.for_file(size, header.encode()), target)
+        return True
+
     def write_file_chunks(
         self, header: FileHeader, read: Callable[[], Iterable[bytes]], where: str = ""
     ) -> ObjectId:
@@ -246,6 +266,25 @@ class Transaction:
             self._record(object_id, ObjectRecord(kind, encoded), staged)
         return object_id
 
+    def set_commitmeta(
+        self, commit_id: ObjectId, encoded: bytes, expected: bytes | AnyTarget | None = ANY
+    ) -> None:
+        """Give a commit of the repository (or of this transaction) these detached
+        signatures (store/signing.py's encoding) at the commit point; ``expected``
+        makes it a compare-and-swap of what it held (None: none), RefConflictError
+        otherwise. Archive mode also serves them as ``objects/XX/REST.commitmeta``,
+        renamed in before the commit point (a file that replaces another whole)."""
+        self._require([commit_id])
+        staged = None
+        if self._repo.content.compressed:
+            staged = f"{self._staging_str}/{commit_id.hex()}.commitmeta"
+            with space_errors(_NOTHING_COMMITTED), open(staged, "wb") as out:
+                out.write(encoded)
+        with self._mutex:
+            self._batch.commitmeta[commit_id] = (expected, encoded)
+            if staged is not None:
+                self._staged.append((staged, commitmeta_relpath(commit_id)))
+
     # ----- refs and caches --------------------------------------------------
     def set_ref(self, name: str, commit_id: ObjectId | None, expected: ExpectedRef = ANY) -> None:
         """Point ``name`` at ``commit_id`` (None deletes) at the commit point.
@@ -313,6 +352,12 @@ class Transaction:
         shutil.rmtree(self.staging, ignore_errors=True)
         os.close(self._staging_fd)
         self._lock_cm.__exit__(None, None, None)
+
+
+def commitmeta_relpath(commit_id: bytes) -> str:
+    """``ab/cdef….commitmeta``: where archive mode serves a commit's signatures."""
+    hexid = commit_id.hex()
+    return f"{hexid[:2]}/{hexid[2:]}.commitmeta"
 
 
 def _new_staging(tmp: Path) -> tuple[Path, int]:
