@@ -10,12 +10,15 @@ from sapwood import (
     CheckoutConflictError,
     IndexDamagedError,
     ModePolicyError,
+    NetworkError,
     NothingToCommitError,
     ObjectMissingError,
     PartialCommitError,
     PermissionDeniedError,
+    RemoteError,
     RepoNotFoundError,
     SapwoodError,
+    SignatureError,
     SubpathNotADirectoryError,
     UnsupportedFileTypeError,
     UsageError,
@@ -24,11 +27,16 @@ from sapwood import (
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # no repository, or arguments that do not fit together
 EXIT_INDEX_DAMAGED = 3  # the index is unreadable (rebuild-index may help)
+EXIT_NETWORK = 4  # a pull could not fetch what it needed (timeouts, HTTP errors)
+EXIT_SIGNATURE = 5  # a commit or summary lacks a trusted signature
 EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h: a bug in sapwood, not a user's error
 
 _EXIT_CODES: tuple[tuple[type[SapwoodError], int], ...] = (
     (IndexDamagedError, EXIT_INDEX_DAMAGED),
     (RepoNotFoundError, EXIT_USAGE),
+    (RemoteError, EXIT_USAGE),
+    (NetworkError, EXIT_NETWORK),
+    (SignatureError, EXIT_SIGNATURE),
     (UsageError, EXIT_USAGE),
 )
 

@@ -13,6 +13,8 @@ import blake3
 
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType
+from store.signing import verify_signed
+from store.summary import decode_summary
 
 
 def _module(name: str) -> Any:
@@ -30,21 +32,16 @@ class Summary:
 
 def read_summary(data: bytes) -> Summary:
     """The summary ``data`` encodes; FormatError on anything else."""
-    decoded = _module("summary").decode_summary(data)
-    refs = {name: ObjectId(value[0]) for name, value in decoded.refs.items()}
+    decoded = decode_summary(data)
+    refs = {name: value[0] for name, value in decoded.refs.items()}
     return Summary(refs, dict(decoded.deltas))
 
 
 def verify(data: bytes, signatures: bytes, trusted_keys: tuple[str, ...]) -> str | None:
     """The trusted key (base64) that signed ``data`` among the detached
-    ``signatures`` (a .commitmeta or summary.sig file's bytes), or None."""
-    signing = _module("signing")
-    try:
-        decoded = signing.decode_commitmeta(signatures)
-    except FormatError:
-        return None
-    key = signing.verify_signed(data, decoded, list(trusted_keys))
-    return None if key is None else str(key)
+    ``signatures`` (a .commitmeta or summary.sig file's bytes), or None; FormatError
+    if ``signatures`` is no signature set at all."""
+    return verify_signed(data, signatures, trusted_keys)
 
 
 @dataclass

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 << 10
+_DRAIN_MAX = 64 << 10  # an error page up to this size is read to keep its connection
 _T = TypeVar("_T")
 
 
@@ -201,13 +202,13 @@ class Fetcher:
         status = response.status
         if status in _REDIRECT_STATUS:
             location = response.headers.get("Location")
-            response.close()
+            _discard(response)
             if not location:
                 raise NetworkError(f"{url}: HTTP {status} without a Location", url=url)
             return str(location)
         if status == 200:
             return None
-        response.close()
+        _discard(response)
         if status in _TRANSIENT_STATUS or status >= 500:
             raise _Transient(f"HTTP {status}", status)
         raise NetworkError(f"{url}: HTTP {status}", url=url, status=status)
@@ -300,6 +301,19 @@ class _Body(io.RawIOBase):
         self._window_start, self._window_bytes = now, 0
 
 
+def _discard(response: urllib3.BaseHTTPResponse) -> None:
+    """End a response whose body is not wanted: a short one is read, so that its
+    connection stays alive for the next request; a long or unknown one is closed."""
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) <= _DRAIN_MAX:
+        try:
+            response.drain_conn()
+            return
+        except (u3.HTTPError, OSError):
+            pass
+    response.close()
+
+
 class _Transient(Exception):
     """A failure worth another attempt."""
 
@@ -313,10 +327,10 @@ def _describe(exc: BaseException) -> str:
     """What went wrong, in a few words (urllib3's messages repeat the pool's repr)."""
     if isinstance(exc, u3.ReadTimeoutError):
         return "timed out reading"
+    if isinstance(exc, u3.NewConnectionError):  # a subclass of ConnectTimeoutError
+        return "could not connect"
     if isinstance(exc, u3.ConnectTimeoutError):
         return "timed out connecting"
-    if isinstance(exc, u3.NewConnectionError):
-        return "could not connect"
     if isinstance(exc, u3.ProtocolError):
         inner = exc.args[1] if len(exc.args) > 1 else exc
         if "IncompleteRead" in type(inner).__name__ or "IncompleteRead" in str(exc):

@@ -217,6 +217,7 @@ class _Pull:
         self.metas: dict[ObjectId, DirMeta] = {}
         self.from_delta: dict[ObjectId, tuple[ObjectType, MetaObject]] = {}
         self.missing_files: dict[ObjectId, None] = {}  # ordered set
+        self.signatures: dict[ObjectId, bytes] = {}  # commit -> its .commitmeta
         self.where = f"remote {remote.name}"
 
     # ----- the steps -------------------------------------------------------------------
@@ -279,7 +280,10 @@ class _Pull:
             raise SignatureError(
                 f"{self.where}: the summary is unsigned, and this remote requires signatures"
             ) from None
-        key = formats.verify(data, sig, self.remote.trusted_keys)
+        try:
+            key = formats.verify(data, sig, self.remote.trusted_keys)
+        except FormatError as exc:
+            raise SignatureError(f"{self.where}: summary.sig is not valid: {exc}") from None
         if key is None:
             raise SignatureError(f"{self.where}: the summary is signed by no trusted key")
 
@@ -312,32 +316,41 @@ class _Pull:
                 raise
             log.info("%s: parent commit %s is not there; history ends", self.where, commit_id.hex())
             return None
-        if self.remote.sign_verify:
-            self._verify_commit(commit_id, data)
         commit = verified_meta(commit_id, ObjectType.COMMIT, data, self.where)
         assert isinstance(commit, Commit)
+        self._signatures(commit_id, data)
         if not local:
             self.commits[commit_id] = commit
             self.report.commits_fetched += 1
         return commit
 
-    def _verify_commit(self, commit_id: ObjectId, data: bytes) -> None:
-        relpath = "objects/" + object_relpath(commit_id, ObjectType.COMMIT).replace(
-            ".commit", ".commitmeta"
-        )
+    def _signatures(self, commit_id: ObjectId, data: bytes) -> None:
+        """Fetch the commit's detached signatures (kept with it in the local repository);
+        with sign-verify, refuse it unless one is by a trusted key."""
+        relpath = "objects/" + object_relpath(commit_id, ObjectType.COMMIT) + "meta"
         try:
             meta = self._get(relpath, self.settings.max_metadata_size, "commit signatures")
         except ObjectMissingError:
+            if self.remote.sign_verify:
+                raise SignatureError(
+                    f"{self.where}: commit {commit_id.hex()} is unsigned, and this remote "
+                    "requires signatures",
+                    commit_id=commit_id,
+                ) from None
+            return
+        try:
+            key = formats.verify(data, meta, self.remote.trusted_keys)
+        except FormatError as exc:
             raise SignatureError(
-                f"{self.where}: commit {commit_id.hex()} is unsigned, and this remote "
-                "requires signatures",
+                f"{self.where}: commit {commit_id.hex()}: its signatures are not valid: {exc}",
                 commit_id=commit_id,
             ) from None
-        if formats.verify(data, meta, self.remote.trusted_keys) is None:
+        if self.remote.sign_verify and key is None:
             raise SignatureError(
                 f"{self.where}: commit {commit_id.hex()} is signed by no trusted key",
                 commit_id=commit_id,
             )
+        self.signatures[commit_id] = meta
 
     # ----- static deltas -----------------------------------------------------------------
     def _use_delta(
@@ -509,6 +522,8 @@ class _Pull:
                 txn.write_dirtree(tree)
             for commit in sorted(self.commits.values(), key=lambda c: c.timestamp):
                 txn.write_commit(commit)
+            for commit_id, signatures in self.signatures.items():
+                txn.set_commitmeta(commit_id, signatures)
             for want in wanted:
                 if want.old != want.new:
                     txn.set_ref(want.local, want.new, expected=want.old)

@@ -1,0 +1,231 @@
+"""pull-local: commits of another repository on this machine, with the same checks
+as a pull over HTTP (every object verified against its id before it is stored).
+
+Content objects are hardlinked when both repositories keep them alike (same mode,
+not archive, same filesystem, the object file owned by this user or this user root),
+after the source's object is verified in full (content re-hashed, what its file
+records compared with its header); otherwise they are copied, and converted to this
+repository's mode (archive -> bare-user, bare-user -> archive, ...) through a
+transaction. Refs keep their names; each moves by compare-and-swap in the last
+transaction, once its commit's whole tree is present.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from store.errors import CorruptObjectError, ModePolicyError, RefNotFoundError
+from store.ids import ObjectId
+from store.modes import RepoMode
+from store.names import check_ref_name
+from store.objects import Commit, DirMeta, DirTree, FileHeader
+from store.pull.pull import ProgressCallback, PullReport, _Tracker
+from store.repo import Repository
+from store.transaction import SMALL_FILE, Transaction
+
+log = logging.getLogger(__name__)
+_BATCH = 1000
+_THREADS = 4
+_READ = 1 << 20
+
+
+def pull_local(
+    repo: Repository,
+    source: str | os.PathLike[str],
+    refs: Sequence[str] = (),
+    *,
+    progress: ProgressCallback | None = None,
+) -> PullReport:
+    """Bring ``refs`` of the repository at ``source`` (all its refs if none) into
+    ``repo`` under the same names, with the commits' whole trees."""
+    repo.mode.require_privileges()
+    repo.require_writable()
+    tracker = _Tracker(progress)
+    with Repository.open(source) as src:
+        job = _LocalPull(repo, src, tracker)
+        report = job.run(refs)
+    tracker.phase("done", force=True)
+    return report
+
+
+class _LocalPull:
+    def __init__(self, repo: Repository, src: Repository, tracker: _Tracker) -> None:
+        self.repo = repo
+        self.src = src
+        self.tracker = tracker
+        self.report = PullReport(str(src.path), dry_run=False)
+        self.commits: dict[ObjectId, Commit] = {}
+        self.trees: dict[ObjectId, DirTree] = {}
+        self.metas: dict[ObjectId, DirMeta] = {}
+        self.files: dict[ObjectId, None] = {}
+        self.link = _can_link(src, repo)
+
+    def run(self, refs: Sequence[str]) -> PullReport:
+        source_refs = self.src.refs()
+        names = list(dict.fromkeys(refs)) if refs else sorted(source_refs)
+        wanted: list[tuple[str, ObjectId | None, ObjectId]] = []
+        for name in names:
+            check_ref_name(name)
+            if name not in source_refs:
+                raise RefNotFoundError(f"{self.src.path}: no ref {name}", rev=name)
+            wanted.append((name, self.repo.ref(name), source_refs[name]))
+        self.tracker.phase("trees")
+        for _, _, commit_id in wanted:
+            self._add_commit(commit_id)
+        self._walk()
+        self.report.content_missing = len(self.files)
+        self.tracker.content_total = len(self.files)
+        self.tracker.phase("content")
+        self._copy_content()
+        self.tracker.phase("writing")
+        with self.repo.transaction() as txn:
+            for meta_id, meta in self.metas.items():
+                _require_kept(self.repo.mode.admit_dir(meta, "") == meta, self.repo.mode, meta_id)
+                txn.write_dirmeta(meta)
+            for tree in self.trees.values():
+                txn.write_dirtree(tree)
+            for commit in self.commits.values():
+                txn.write_commit(commit)
+            for name, old, new in wanted:
+                if old != new:
+                    txn.set_ref(name, new, expected=old)
+        for name, old, new in wanted:
+            self.report.refs[name] = (old, new)
+        return self.report
+
+    def _add_commit(self, commit_id: ObjectId) -> None:
+        if self.repo.has_object(commit_id) and not self.repo.is_partial(commit_id):
+            return
+        commit = self.src.read_commit(commit_id)
+        _require_id(commit.object_id(), commit_id, self.src.path)
+        self.commits[commit_id] = commit
+        self.report.commits_fetched += 1
+
+    def _walk(self) -> None:
+        level = [c.tree for c in self.commits.values()]
+        metas = [c.meta for c in self.commits.values()]
+        while level or metas:
+            with self.repo.snapshot() as snap:
+                level = [
+                    t
+                    for t in dict.fromkeys(level)
+                    if t not in self.trees and not snap.has_object(t)
+                ]
+                metas = [
+                    m
+                    for m in dict.fromkeys(metas)
+                    if m not in self.metas and not snap.has_object(m)
+                ]
+            for meta_id in metas:
+                meta = self.src.read_dirmeta(meta_id)
+                _require_id(meta.object_id(), meta_id, self.src.path)
+                self.metas[meta_id] = meta
+                self.tracker.add_object()
+            files: list[ObjectId] = []
+            next_level: list[ObjectId] = []
+            metas = []
+            for tree_id in level:
+                tree = self.src.read_dirtree(tree_id)
+                _require_id(tree.object_id(), tree_id, self.src.path)
+                self.trees[tree_id] = tree
+                self.tracker.add_object()
+                files += [file_id for _, file_id in tree.files]
+                for _, entry in tree.dirs:
+                    next_level.append(entry.tree)
+                    metas.append(entry.meta)
+            self.report.metadata_fetched += len(level)
+            level = next_level
+            with self.repo.snapshot() as snap:
+                for file_id in files:
+                    if file_id not in self.files and not snap.has_object(file_id):
+                        self.files[file_id] = None
+
+    def _copy_content(self) -> None:
+        ids = list(self.files)
+        with ThreadPoolExecutor(_THREADS, thread_name_prefix="pull-local") as pool:
+            for start in range(0, len(ids), _BATCH):
+                with self.repo.transaction() as txn:
+                    futures = [
+                        pool.submit(self._one, txn, oid) for oid in ids[start : start + _BATCH]
+                    ]
+                    wait(futures, return_when=FIRST_EXCEPTION)
+                    for future in futures:
+                        future.cancel()
+                    wait(futures)
+                    for future in futures:
+                        if not future.cancelled() and future.exception() is not None:
+                            raise future.exception()  # type: ignore[misc]
+
+    def _one(self, txn: Transaction, object_id: ObjectId) -> None:
+        header, size = self.src.read_file_header(object_id)
+        mode = self.repo.mode
+        _require_kept(mode.admit_file(header, "") == header, mode, object_id)
+        if self.link and self._link(txn, object_id, header, size):
+            pass
+        elif size <= SMALL_FILE:
+            stored = txn.write_file(header, self.src.read_file(object_id))
+            _require_id(stored, object_id, self.src.path)
+        else:
+            stored = txn.write_file_chunks(header, lambda: self._chunks(object_id))
+            _require_id(stored, object_id, self.src.path)
+        self.report.content_fetched += 1
+        self.tracker.add_object(content=True)
+
+    def _link(self, txn: Transaction, object_id: ObjectId, header: FileHeader, size: int) -> bool:
+        """Hardlink the object if this user may: False to copy it instead."""
+        path = self.src.object_path(object_id)
+        try:
+            owner = os.lstat(path).st_uid
+        except FileNotFoundError:
+            return False  # reported by the copy, which reads it
+        if owner != os.geteuid() and os.geteuid() != 0:
+            return False
+        problem = self.src.verify_file(object_id, header, size)
+        if problem is not None:
+            raise CorruptObjectError(
+                f"{self.src.path}: object {object_id.hex()}: {problem}", object_id=object_id
+            )
+        try:
+            txn.link_file(object_id, header, size, path)
+        except OSError as exc:
+            log.debug("cannot hardlink %s (%s): copying it", path, exc)
+            return False
+        return True
+
+    def _chunks(self, object_id: ObjectId) -> Iterator[bytes]:
+        with self.src.open_file(object_id) as stream:
+            while chunk := stream.read(_READ):
+                yield chunk
+
+
+def _can_link(src: Repository, dest: Repository) -> bool:
+    if src.mode is not dest.mode or dest.stores_compressed:
+        return False
+    try:
+        return os.stat(src.path / "objects").st_dev == os.stat(dest.path / "objects").st_dev
+    except OSError:
+        return False
+
+
+def _require_id(found: ObjectId, expected: ObjectId, source: Path) -> None:
+    if found != expected:
+        raise CorruptObjectError(
+            f"{source}: object {expected.hex()} holds another object ({found.hex()})",
+            object_id=expected,
+        )
+
+
+def _require_kept(kept: bool, mode: RepoMode, object_id: ObjectId) -> None:
+    if not kept:
+        raise ModePolicyError(
+            f"object {object_id.hex()} carries ownership, xattrs or modes that a {mode.value} "
+            "repository does not keep: it cannot hold this commit as it is",
+            path=object_id.hex(),
+        )
+
+
+__all__ = ["pull_local"]
