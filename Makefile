@@ -69,6 +69,7 @@ bench: setup
 	$(PY) benchmarks/commit_bench.py
 	$(PY) benchmarks/maintenance_bench.py
 	$(PY) benchmarks/mount_bench.py
+	$(PY) benchmarks/pull_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

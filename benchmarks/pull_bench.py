@@ -1,0 +1,222 @@
+"""Pull benchmark: `sapwood pull` against `ostree pull`, from the same nginx on 127.0.0.1.
+
+    .venv/bin/python benchmarks/pull_bench.py [--tree PATH] [--runs 3]
+
+v1 is a real tree (the cached Debian tree of tests/debian.py, debootstrap minbase; needs
+root to build it) and v2 is v1 with a few packages changed (deterministic: documentation
+directories removed and added, some binaries rebuilt, /etc/motd edited). Each tool gets
+two archive repositories of the same commits, one plain and one offering static deltas
+(from nothing to v1, from v1 to v2), all four served by one nginx instance (Debian's,
+started here with its own config, as the tests do). Timed, median of ``--runs``, into
+fresh bare-user repositories: the first pull of v1, then the update pull v1 -> v2 into a
+copy of a repository that holds v1. Caches stay warm (a web server's would be); the
+requests each pull made are counted in nginx's access log and printed below the table.
+Ratios are sapwood/OSTree: target of issue 13, <= 0.75 on both pulls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import TOOLS, print_table
+
+from tests.debian import debian_tree
+from tests.net.servers import Nginx
+
+TIMEOUT = 1800  # seconds, for any one command
+KINDS = ("plain", "delta")
+
+
+def run(argv: list[str]) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+# ----- the two versions ------------------------------------------------------------------------
+def make_v2(v1: Path, v2: Path) -> None:
+    """v1 with some packages changed, deterministically: a hardlink copy (so it costs
+    little), in which every changed file is replaced, never written through."""
+    run(["cp", "-al", str(v1), str(v2)])
+    docs = sorted(p for p in (v2 / "usr/share/doc").iterdir() if p.is_dir())
+    for gone in docs[:8]:
+        shutil.rmtree(gone)
+    for n in range(8):
+        package = v2 / "usr/share/doc" / f"bench-package-{n}"
+        package.mkdir()
+        for k in range(10):
+            (package / f"file{k}").write_bytes(_bytes(f"{n}/{k}", 20_000 + 3_000 * k))
+    binaries = sorted(p for p in (v2 / "usr/bin").iterdir() if p.is_file() and not p.is_symlink())
+    for binary in binaries[:: max(1, len(binaries) // 12)]:
+        data, st = binary.read_bytes(), binary.stat()
+        binary.unlink()
+        binary.write_bytes(data + b"\0rebuilt for v2\n")
+        os.chmod(binary, st.st_mode & 0o7777)
+        os.chown(binary, st.st_uid, st.st_gid)
+    motd = v2 / "etc/motd"
+    motd.unlink(missing_ok=True)
+    motd.write_text("v2\n")
+
+
+def _bytes(seed: str, size: int) -> bytes:
+    """``size`` deterministic bytes that do not compress (as a package's binaries)."""
+    out, counter = bytearray(), 0
+    while len(out) < size:
+        out += hashlib.blake2b(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+# ----- the served repositories ------------------------------------------------------------------
+def publish_sapwood(repo: Path, version: Path, deltas: bool, previous: str | None) -> str:
+    sw = TOOLS["sapwood"]
+    if not repo.exists():
+        run(sw(repo, "init", "--mode", "archive"))
+    commit = run(sw(repo, "commit", "-b", "main", str(version))).strip()
+    if deltas:
+        start = ["--from", previous] if previous else []
+        run(sw(repo, "static-delta", "generate", *start, "--to", commit))
+    run(sw(repo, "summary", "-u"))
+    return commit
+
+
+def publish_ostree(repo: Path, version: Path, deltas: bool, previous: str | None) -> str:
+    ot = TOOLS["ostree"]
+    if not repo.exists():
+        run(ot(repo, "init", "--mode=archive"))
+    commit = run(ot(repo, "commit", "-b", "main", f"--tree=dir={version}")).strip()
+    if deltas:
+        start = [f"--from={previous}"] if previous else ["--empty"]
+        run(ot(repo, "static-delta", "generate", *start, f"--to={commit}"))
+    run(ot(repo, "summary", "-u"))
+    return commit
+
+
+PUBLISH = {"sapwood": publish_sapwood, "ostree": publish_ostree}
+
+
+# ----- the clients -----------------------------------------------------------------------------
+def client(tool: str, repo: Path, url: str) -> Path:
+    """A new bare-user repository with remote ``origin`` at ``url``."""
+    cmd = TOOLS[tool]
+    if tool == "sapwood":
+        run(cmd(repo, "init", "--mode", "bare-user"))
+        run(cmd(repo, "remote", "add", "origin", url))
+    else:
+        run(cmd(repo, "init", "--mode=bare-user"))
+        run(cmd(repo, "remote", "add", "--no-gpg-verify", "origin", url))
+    return repo
+
+
+def timed(argv: list[str]) -> float:
+    """Seconds one command takes; it must succeed within TIMEOUT."""
+    start = time.perf_counter()
+    run(argv)
+    return time.perf_counter() - start
+
+
+def timed_pull(tool: str, repo: Path, server: Nginx, requests: Counter[str], key: str) -> float:
+    server.clear_log()
+    subprocess.run(["sync"], check=True)
+    seconds = timed(TOOLS[tool](repo, "pull", "origin", "main"))
+    logged = server.requests()
+    requests[f"{key} requests"] = len(logged)
+    requests[f"{key} delta requests"] = sum("/deltas/" in r.path for r in logged)
+    requests[f"{key} MB"] = sum(r.size for r in logged) // 1_000_000
+    return seconds
+
+
+def measure(
+    tool: str, kind: str, server: Nginx, work: Path, runs: int, phase: str, counts: Counter[str]
+) -> float:
+    """Median seconds of ``runs`` pulls of ``phase`` (first: into a new repository;
+    update: into a copy of ``work/tool-kind-base``, which holds v1)."""
+    url = f"{server.url}{tool}-{kind}/"
+    base = work / f"{tool}-{kind}-base"
+    times = []
+    for n in range(runs):
+        repo = work / f"{tool}-{kind}-{phase}-{n}"
+        if phase == "first":
+            client(tool, repo, url)
+        else:
+            run(["cp", "-a", str(base), str(repo)])
+        times.append(timed_pull(tool, repo, server, counts, f"{tool} {kind} {phase}"))
+        if phase == "first" and n == runs - 1:
+            repo.rename(base)
+        else:
+            shutil.rmtree(repo)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", type=Path, help="v1 (default: the cached Debian tree)")
+    parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    v1 = args.tree or debian_tree()
+    figures: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-pull-bench-") as tmp:
+        work = Path(tmp)
+        served, clients = work / "served", work / "clients"
+        served.mkdir()
+        clients.mkdir()
+        make_v2(v1, work / "v2")
+        server = Nginx(served, work / "nginx").start()
+        try:
+            commits = {}
+            for tool in TOOLS:
+                for kind in KINDS:
+                    repo = served / f"{tool}-{kind}"
+                    commits[tool, kind] = PUBLISH[tool](repo, v1, kind == "delta", None)
+            for phase in ("first", "update"):
+                if phase == "update":
+                    for tool in TOOLS:
+                        for kind in KINDS:
+                            repo = served / f"{tool}-{kind}"
+                            PUBLISH[tool](repo, work / "v2", kind == "delta", commits[tool, kind])
+                for tool in TOOLS:
+                    for kind in KINDS:
+                        key = f"{tool} {kind} {phase}"
+                        figures[key] = measure(
+                            tool, kind, server, clients, args.runs, phase, counts
+                        )
+        finally:
+            server.stop()
+    if args.json:
+        print(json.dumps({"tree": str(v1), "figures": figures, "requests": counts}))
+        return 0
+    rows = []
+    for phase, title in (("first", "first pull"), ("update", "update pull")):
+        for kind in KINDS:
+            name = f"{title}, {'deltas' if kind == 'delta' else 'objects'}"
+            ours, theirs = figures[f"sapwood {kind} {phase}"], figures[f"ostree {kind} {phase}"]
+            rows.append((name, ours, theirs, "<= 0.75"))
+    print_table(
+        f"pull of {v1} (v1, then v2) from nginx on 127.0.0.1 into bare-user; median of "
+        f"{args.runs}; caches warm",
+        rows,
+    )
+    for key in sorted(counts):
+        print(f"  {key}: {counts[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
