@@ -17,6 +17,7 @@ from store.errors import (
     InitramfsTreeError,
     InvalidNameError,
     InvalidRefNameError,
+    KeyFileError,
     ModePolicyError,
     MountError,
     NetworkError,
@@ -47,6 +48,7 @@ from store.errors import (
     UnsupportedFileTypeError,
     UsageError,
 )
+from store.filez import DecodedFile, decode_filez, decode_metadata, encode_filez
 from store.fsck import FsckReport, Problem, fsck
 from store.ids import ObjectId, ObjectType, from_hex, to_hex
 from store.index import ANY, AnyTarget, ExpectedRef
@@ -69,8 +71,30 @@ from store.prune import PruneReport, prune
 from store.rebuild import RebuildReport, rebuild_index
 from store.repo import Repository
 from store.revs import history, rev_parse
+from store.signing import (
+    KeyPair,
+    Signature,
+    commit_signatures,
+    decode_signatures,
+    encode_signatures,
+    generate_keypair,
+    parse_public_key,
+    read_keys_file,
+    sign_commit,
+    verify_signed,
+    write_keys_file,
+)
 from store.snapshot import Snapshot
 from store.statcache import StatCacheRecord
+from store.summary import (
+    Summary,
+    decode_summary,
+    delta_name,
+    encode_summary,
+    list_deltas,
+    read_summary,
+    update_summary,
+)
 from store.transaction import SMALL_FILE, Transaction
 from store.trees import (
     Change,
@@ -101,6 +125,7 @@ __all__ = [
     "CommitIsHeadError",
     "ContentCheck",
     "CorruptObjectError",
+    "DecodedFile",
     "DeploymentIndexError",
     "DirEntry",
     "DirMeta",
@@ -115,6 +140,8 @@ __all__ = [
     "InitramfsTreeError",
     "InvalidNameError",
     "InvalidRefNameError",
+    "KeyFileError",
+    "KeyPair",
     "ModePolicyError",
     "MountError",
     "MutableDir",
@@ -143,10 +170,12 @@ __all__ = [
     "RepoNotFoundError",
     "Repository",
     "SapwoodError",
+    "Signature",
     "SignatureError",
     "Snapshot",
     "SourceError",
     "StatCacheRecord",
+    "Summary",
     "SysrootError",
     "SysrootNotFoundError",
     "TooManyFilesError",
@@ -160,27 +189,45 @@ __all__ = [
     "check_name",
     "check_ref_name",
     "children",
+    "commit_signatures",
+    "decode_filez",
+    "decode_metadata",
+    "decode_signatures",
+    "decode_summary",
+    "delta_name",
     "diff_trees",
+    "encode_filez",
+    "encode_signatures",
+    "encode_summary",
     "file_matches",
     "find_child",
     "from_hex",
     "fsck",
+    "generate_keypair",
     "history",
+    "list_deltas",
     "locate_child",
     "lookup",
     "open_regular",
+    "parse_public_key",
     "prune",
+    "read_keys_file",
+    "read_summary",
     "read_xattrs",
     "rebuild_index",
     "require_content",
     "rev_parse",
     "root_node",
     "show_path",
+    "sign_commit",
     "space_errors",
     "split_path",
     "syncfs",
     "to_hex",
+    "update_summary",
     "user_checkout_mode",
     "user_object_mode",
+    "verify_signed",
     "walk",
+    "write_keys_file",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -31,8 +31,8 @@ import zstandard
 
 from store.encoding import Reader
 from store.errors import CorruptObjectError, FormatError
-from store.ids import ObjectId
-from store.objects import FileHeader
+from store.ids import ObjectId, ObjectType, digest
+from store.objects import Commit, DirMeta, DirTree, FileHeader
 from store.verify import ContentCheck
 
 MAGIC_ZLIB = b"SWZ1"  # read only: objects of repositories made before zstd
@@ -302,3 +302,29 @@ class _Unclosed(io.RawIOBase):
         data = self._stream.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+_METADATA_DECODERS: dict[ObjectType, Callable[[bytes], Commit | DirTree | DirMeta]] = {
+    ObjectType.COMMIT: Commit.decode,
+    ObjectType.DIRTREE: DirTree.decode,
+    ObjectType.DIRMETA: DirMeta.decode,
+}
+MAX_METADATA_BYTES = 256 << 20  # a dirtree of a million long names is far below this
+
+
+def decode_metadata(
+    kind: ObjectType, object_id: ObjectId, payload: bytes
+) -> Commit | DirTree | DirMeta:
+    """A metadata object's file (``.commit``, ``.dirtree``, ``.dirmeta``: its exact
+    canonical encoding), verified: it must hash to ``object_id`` and decode as ``kind``
+    (CorruptObjectError otherwise; FormatError for bytes that are not an encoding)."""
+    if kind is ObjectType.FILE:
+        raise TypeError("a file object's payload is .filez: use decode_filez")
+    if len(payload) > MAX_METADATA_BYTES:
+        raise _corrupt(object_id, f"a {kind.suffix} of {len(payload)} B")
+    if digest(payload) != object_id:
+        raise _corrupt(object_id, f"its bytes do not hash to its id ({kind.suffix})")
+    try:
+        return _METADATA_DECODERS[kind](payload)
+    except FormatError as exc:
+        raise FormatError(f"object {object_id.hex()}: {exc}", object_id=object_id) from None
