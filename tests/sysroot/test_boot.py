@@ -114,10 +114,7 @@ def boot_default(image: Path, work: Path, name: str, timings: Timings) -> tuple[
         kernel, initrd = copy_boot_files(sysroot, entry, work)
     deployment = next(o for o in entry.options.split() if o.startswith("sapwood="))
     result = boot(image, kernel, initrd, entry.options)
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    (LOG_DIR / f"{name}.serial.txt").write_text(result.output)
-    timings.steps.append((f"boot {name} ({result.accel})", result.seconds))
-    print(f"[boot test] boot {name} ({result.accel}): {result.seconds:.1f} s", flush=True)
+    record(result, name, timings)
     for line in result.output.splitlines():
         if "SAPWOOD-CHECK" in line:
             print(f"    {line}")
@@ -257,3 +254,46 @@ def test_handlaid_deployment_boots(kernel_tree: Path, work: Path) -> None:
     assert checks["etc sapwood-test.conf"] == "default-v2"
     assert checks["var-seen"] == "v1"
     timings.write()
+
+
+def test_without_sapwood_the_initramfs_boots_an_ordinary_root(
+    kernel_tree: Path, work: Path
+) -> None:
+    """The same initramfs boots the tree itself as root when the command line has no
+    sapwood= (the script does nothing), and panics, naming the path, when sapwood=
+    names no deployment (panic=-1 reboots; -no-reboot ends qemu)."""
+    timings = Timings("plain")
+    image = work / "plain.img"
+    started = time.monotonic()
+    subprocess.run(["truncate", "-s", "2G", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(kernel_tree), str(image)], check=True)
+    layer = write_layer(work / "layer", "plain", "default-plain", "unchanged-plain")
+    with mounted(image) as root:
+        subprocess.run(["cp", "-a", f"{layer}/.", str(root)], check=True)
+    timings.step("plain root image (mkfs.ext4 -d)", started)
+    kernel = sorted((kernel_tree / "boot").glob("vmlinuz-*"))[-1]
+    initrd = kernel.with_name(kernel.name.replace("vmlinuz-", "initrd.img-"))
+
+    plain = boot(image, kernel, initrd, " ".join(KARGS))
+    record(plain, "plain", timings)
+    checks = plain.checks()
+    assert "done" in checks, plain.output[-3000:]
+    assert (checks["version"], checks["cmdline"], checks["booted"]) == ("plain", "", "")
+    assert checks["root-is-deployment"] == "no"
+    assert checks["usr-write"] == "succeeded"  # no read-only /usr bind
+    assert "mount /usr" not in checks
+    assert "mount /sysroot" not in checks
+
+    missing = "/sapwood/deploy/debian/deploy/missing.0"
+    refused = boot(image, kernel, initrd, f"{' '.join(KARGS)} sapwood={missing}")
+    record(refused, "missing-deployment", timings)
+    assert f"sapwood: no deployment at {missing} on the root device" in refused.output
+    assert "SAPWOOD-CHECK" not in refused.output
+    timings.write()
+
+
+def record(result: Boot, name: str, timings: Timings) -> None:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    (LOG_DIR / f"{name}.serial.txt").write_text(result.output)
+    timings.steps.append((f"boot {name} ({result.accel})", result.seconds))
+    print(f"[boot test] boot {name} ({result.accel}): {result.seconds:.1f} s", flush=True)
