@@ -3,7 +3,8 @@ boot loader would pick, and qemu booting it with the entry's kernel, initramfs a
 options (direct kernel boot: qemu plays the boot loader).
 
 KVM is used when /dev/kvm answers (the kernel prints within KVM_PROBE_SECONDS),
-else TCG; ../shared/research/boot.md measured 12-16 s per TCG boot here.
+else TCG; ../shared/research/boot.md measured 12-16 s per TCG boot here. The
+environment's SAPWOOD_BOOT_ACCEL=kvm or tcg skips the probe.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def boot(image: Path, kernel: Path, initrd: Path, options: str) -> Boot:
     """Boot the disk image with this kernel, initramfs and command line; returns the
     serial output once qemu exits (the check powers off; a panic reboots, which
     -no-reboot turns into an exit)."""
+    if not _accel and os.environ.get("SAPWOOD_BOOT_ACCEL") in ("kvm", "tcg"):
+        _accel.append(os.environ["SAPWOOD_BOOT_ACCEL"])  # no probe: as the caller says
     if not _accel and kvm_usable():
         result = _run("kvm", image, kernel, initrd, options, KVM_PROBE_SECONDS)
         if result is not None:
