@@ -16,8 +16,10 @@ from sapwood import (
     ObjectId,
     PathNotFoundError,
     Repository,
+    Signature,
     UsageError,
     children,
+    commit_signatures,
     diff_directory,
     diff_trees,
     history,
@@ -91,7 +93,9 @@ def _commit_json(commit_id: ObjectId, commit: Commit) -> dict[str, Any]:
     }
 
 
-def _print_commit(commit_id: ObjectId, commit: Commit, full: bool) -> None:
+def _print_commit(
+    commit_id: ObjectId, commit: Commit, full: bool, signatures: tuple[Signature, ...] = ()
+) -> None:
     """git's layout: header lines, then the message indented. Text from the commit is
     made printable (tabs and UTF-8 kept, control characters escaped), so a subject or
     metadata value can neither forge a header line nor drive the terminal."""
@@ -106,6 +110,9 @@ def _print_commit(commit_id: ObjectId, commit: Commit, full: bool) -> None:
         for key, value in commit.metadata:
             if key != "version":
                 print(f"Metadata: {printable(key)}={printable(value)}")
+        for sig in signatures:  # which keys signed it (show)
+            state = "good" if sig.verifies(commit.encode()) else "BAD"
+            print(f"Signed-by: {sig.key} ({state} signature)")
     print()
     for text in (commit.subject, commit.body):
         if text:
@@ -129,10 +136,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         commit_id = rev_parse(repo, args.rev)
         commit = repo.read_commit(commit_id)
+        signatures = commit_signatures(repo, commit_id)
     if args.json:
-        emit_json(_commit_json(commit_id, commit))
+        signers = [{"key": s.key, "valid": s.verifies(commit.encode())} for s in signatures]
+        emit_json({**_commit_json(commit_id, commit), "signatures": signers})
     else:
-        _print_commit(commit_id, commit, full=True)
+        _print_commit(commit_id, commit, full=True, signatures=signatures)
     return 0
 
 

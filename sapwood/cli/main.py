@@ -19,6 +19,7 @@ from pathlib import Path
 from sapwood import SapwoodError, UsageError
 from sapwood.cli import (
     admin_cmds,
+    archive_cmds,
     checkout_cmd,
     commit_cmd,
     inspect_cmds,
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         repair_cmds,
         admin_cmds,
         net_cmds,
+        archive_cmds,
     )
     for module in (*modules, mount_cmds):
         module.register(commands)

@@ -1,0 +1,112 @@
+"""summary, keygen, sign, static-delta: publishing a repository over HTTP.
+
+docs/http-layout.md describes what a web server then serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from sapwood import (
+    KeyPair,
+    SapwoodError,
+    generate_keypair,
+    read_keys_file,
+    read_summary,
+    rev_parse,
+    sign_commit,
+    update_summary,
+    write_keys_file,
+)
+from sapwood.cli.context import open_repo
+from sapwood.cli.output import emit_json, format_time, quote_path
+
+
+def register(commands: Any) -> None:
+    summary = commands.add_parser(
+        "summary", help="show the summary (refs and deltas a server offers); -u regenerates it"
+    )
+    summary.add_argument("-u", "--update", action="store_true", help="regenerate it")
+    summary.add_argument(
+        "--keys-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with -u: sign it with the secret keys of FILE (summary.sig)",
+    )
+    summary.add_argument("--json", action="store_true")
+    summary.set_defaults(func=cmd_summary)
+
+    keygen = commands.add_parser(
+        "keygen", help="make an ed25519 key pair: the secret key to a file, the public on stdout"
+    )
+    keygen.add_argument(
+        "--keys-file", required=True, metavar="FILE", help="new file for the secret key (0600)"
+    )
+    keygen.set_defaults(func=cmd_keygen)
+
+    sign = commands.add_parser("sign", help="add detached ed25519 signatures to a commit")
+    sign.add_argument("--keys-file", required=True, metavar="FILE", help="secret keys, base64")
+    sign.add_argument("rev")
+    sign.set_defaults(func=cmd_sign)
+
+
+class NoSummaryError(SapwoodError):
+    """The repository has no summary file yet."""
+
+
+def _keys(paths: list[str]) -> list[KeyPair]:
+    return [pair for path in paths for pair in read_keys_file(path)]
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    if args.keys_file and not args.update:
+        raise NoSummaryError("summary: --keys-file signs a summary being made: add -u")
+    keys = _keys(args.keys_file)  # a bad keys file is refused before anything is written
+    with open_repo(args) as repo:
+        summary = update_summary(repo, keys) if args.update else read_summary(repo.path)
+        signed = (repo.path / "summary.sig").exists()
+    if summary is None:
+        raise NoSummaryError(f"{repo.path}: has no summary yet; make it with summary -u")
+    if args.update and not args.json:
+        return 0
+    if args.json:
+        emit_json(
+            {
+                "refs": {
+                    name: {"commit": cid.hex(), "timestamp": ts}
+                    for name, (cid, ts) in sorted(summary.refs.items())
+                },
+                "deltas": [
+                    {"from": f.hex() if f else None, "to": t.hex(), "superblock": d.hex()}
+                    for (f, t), d in summary.deltas.items()
+                ],
+                "signed": signed,
+            }
+        )
+        return 0
+    for name, (commit_id, timestamp) in sorted(summary.refs.items()):
+        print(f"{quote_path(name)} {commit_id.hex()} {format_time(timestamp)}")
+    for from_id, to_id in summary.deltas:
+        print(f"delta {from_id.hex() if from_id else 'empty'} -> {to_id.hex()}")
+    print("signed" if signed else "unsigned")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    pair = generate_keypair()
+    write_keys_file(args.keys_file, pair)
+    print(pair.public_text)
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    keys = _keys([args.keys_file])
+    with open_repo(args) as repo:
+        commit_id = rev_parse(repo, args.rev)
+        for key in keys:
+            sign_commit(repo, commit_id, key)
+    sys.stdout.flush()
+    return 0
