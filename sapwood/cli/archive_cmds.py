@@ -43,7 +43,9 @@ def register(commands: Any) -> None:
         "keygen", help="make an ed25519 key pair: the secret key to a file, the public on stdout"
     )
     keygen.add_argument(
-        "--keys-file", required=True, metavar="FILE", help="new file for the secret key (0600)"
+        "--keys-file",
+        metavar="FILE",
+        help="new file for the secret key (0600); without it both keys are printed",
     )
     keygen.set_defaults(func=cmd_keygen)
 
@@ -97,6 +99,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     pair = generate_keypair()
+    if args.keys_file is None:
+        print(f"public: {pair.public_text}")
+        print(f"secret: {pair.secret_text}")
+        return 0
     write_keys_file(args.keys_file, pair)
     print(pair.public_text)
     return 0

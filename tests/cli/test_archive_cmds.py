@@ -92,3 +92,11 @@ def test_a_garbage_summary_is_one_line(repo: Path) -> None:
     (repo / "summary").write_bytes(b"<html>garbage</html>")
     result = cli("--repo", repo, "summary")
     assert result.code != 0 and result.err.count("\n") == 1 and "Traceback" not in result.err
+
+
+def test_keygen_without_a_file_prints_both_keys(repo: Path, tmp_path: Path) -> None:
+    lines = cli("keygen").out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == ["public", "secret"]
+    (tmp_path / "k").write_text(lines[1].split(": ")[1] + "\n")
+    assert cli("--repo", repo, "sign", "--keys-file", tmp_path / "k", "os/main").code == 0
+    assert lines[0].split(": ")[1] in cli("--repo", repo, "show", "os/main").out
