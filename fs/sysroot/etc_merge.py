@@ -151,6 +151,10 @@ def apply(changes: list[EtcChange], local: Path, new: Path) -> None:
     """Apply planned ``changes`` (from ``local``) to ``new``, a copy of the new defaults."""
     for change in changes:
         target = new / change.path
+        if not _real_dirs_above(new, change.path):
+            if change.kind in ("A", "M"):  # plan() refuses these: a bug if reached
+                raise EtcMergeConflictError(path=change.path)
+            continue  # nothing to delete or re-mode there: never go through a symlink
         if change.kind == "D":
             remove_entry(target)
         elif change.kind == "m":
@@ -161,6 +165,20 @@ def apply(changes: list[EtcChange], local: Path, new: Path) -> None:
         else:
             _ensure_parents(local, new, change.path)
             _copy_over(local / change.path, target)
+
+
+def _real_dirs_above(new: Path, rel: str) -> bool:
+    """True when every existing ancestor of ``rel`` in ``new`` is a directory, not a
+    symlink: a new default ``x -> /`` must never turn a local deletion of x/passwd
+    into a deletion of /passwd."""
+    parts = rel.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        st = _lstat(new / "/".join(parts[:depth]))
+        if st is None:
+            return True  # below it nothing exists: _ensure_parents creates real ones
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+    return True
 
 
 def _ensure_parents(local: Path, new: Path, rel: str) -> None:
