@@ -82,6 +82,7 @@ bench: setup
 	$(PY) benchmarks/commit_bench.py
 	$(PY) benchmarks/maintenance_bench.py
 	$(PY) benchmarks/mount_bench.py
+	$(PY) benchmarks/roundtrip_bench.py
 	$(PY) benchmarks/pull_bench.py
 
 clean:

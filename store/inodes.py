@@ -34,8 +34,14 @@ recognised only if all of these hold:
 Archive objects are compressed, never linked by checkout: nothing is recognised
 there (a hardlink of a .filez is read as the compressed bytes it holds).
 
-A d_ino that differs from st_ino (some overlay setups) only loses hits: a candidate
-that matches a listed inode is confirmed by one lstat of that object's path.
+The listing trusts d_ino to be st_ino, as it is on ext4, xfs, btrfs and tmpfs. Where a
+filesystem says otherwise (overlayfs may remap st_ino), one entry of each
+``objects/XX/`` is lstat'ed while listing (256 stats, not one per object): a single
+mismatch and nothing is recognised, every farm file is read as usual. The listing is
+made under the transaction's shared lock, so prune cannot remove an object while it is
+used; an object file removed behind the store's back is fsck's to report (its inode,
+reused by a new file, would also need more than one link, mtime 0 and the object's
+size and bits to be taken for it).
 """
 
 from __future__ import annotations
@@ -102,23 +108,12 @@ class ObjectInodes:
             return None
         if self._mode is RepoMode.BARE_USER and not _trusted(parent):
             return None
-        if not self._still_listed(name, st):
-            return None
         return LinkedObject(object_id, found.uid, found.gid, found.mode)
 
     def _unchanged(self, st: os.stat_result, uid: int, gid: int, mode: int) -> bool:
         if self._mode is RepoMode.BARE:
             return (st.st_mode, st.st_uid, st.st_gid) == (mode, uid, gid)
         return stat.S_IMODE(st.st_mode) == user_object_mode(mode)
-
-    def _still_listed(self, name: str, st: os.stat_result) -> bool:
-        """The object's path is that inode now (d_ino can differ from st_ino on some
-        filesystems; an object removed behind the store's back frees its inode)."""
-        try:
-            found = os.lstat(f"{self._objects}/{name[:2]}/{name[2:]}.file")
-        except OSError:
-            return False
-        return (found.st_dev, found.st_ino) == (st.st_dev, st.st_ino)
 
     def _listing(self) -> dict[int, str]:
         if self._by_inode is None:
@@ -138,6 +133,7 @@ def _trusted(parent: os.stat_result) -> bool:
 
 
 def _list_objects(objects: str) -> dict[int, str]:
+    """inode -> name of every ``objects/XX/*.file``; empty if d_ino cannot be trusted."""
     by_inode: dict[int, str] = {}
     for byte in range(256):
         prefix = f"{byte:02x}"
@@ -145,11 +141,27 @@ def _list_objects(objects: str) -> dict[int, str]:
             listing = os.scandir(f"{objects}/{prefix}")
         except OSError:
             continue  # missing or unreadable: its objects are read as usual
+        checked = False
         with listing:
             for entry in listing:
                 name = entry.name
                 if len(name) != _HEX_NAME + 5 or not name.endswith(".file"):
                     continue
                 inode = entry.inode()
+                if not checked:
+                    if not _inode_is_true(entry):
+                        log.info(
+                            "%s: directory entries do not give inodes; farms are read", objects
+                        )
+                        return {}
+                    checked = True
                 by_inode[inode] = _AMBIGUOUS if inode in by_inode else prefix + name[:_HEX_NAME]
     return by_inode
+
+
+def _inode_is_true(entry: os.DirEntry[str]) -> bool:
+    """Whether the entry's d_ino is the st_ino an lstat of it gives."""
+    try:
+        return entry.stat(follow_symlinks=False).st_ino == entry.inode()
+    except OSError:
+        return False  # gone meanwhile: take no chance

@@ -34,7 +34,9 @@ from store import (
     RepoMode,
     Repository,
     diff_trees,
+    fsck,
     lookup,
+    prune,
     root_node,
 )
 from tests.helpers import (
@@ -323,17 +325,29 @@ def test_an_object_file_the_index_does_not_hold_is_read(tmp_path: Path) -> None:
     repo.close()
 
 
-def test_an_object_removed_after_the_listing_is_not_named(tmp_path: Path) -> None:
-    """The inode listing is made once; an object file removed since (behind the store's
-    back) is not recognised by a stale entry of it."""
+def test_a_farm_of_pruned_objects_is_read(tmp_path: Path) -> None:
+    """Objects pruned since the checkout are not named: the farm files are read and
+    stored again, and the new commit is whole."""
     repo, farm = _link_farm(RepoMode.BARE_USER, tmp_path, setuid=False)
-    second_farm = tmp_path / "farm2"
-    checkout(repo, repo.ref("first"), second_farm, KINDS["UH"])
-    tool, readme = farm / "bin" / "tool", farm / "README"
+    repo.delete_ref("first")
+    assert prune(repo, refs_only=True).objects > 0
+    again = commit(repo, farm, "again")
+    assert again.stats.linked == 0
+    assert fsck(repo).clean
+    assert repo.read_file(_file_id(repo, again.commit_id, "README")) == b"read me\n"
+    repo.close()
+
+
+def test_an_object_file_gone_behind_the_stores_back_is_not_listed(tmp_path: Path) -> None:
+    """A second farm keeps the inode a candidate (two links); the listing, made when the
+    first candidate shows up, no longer holds the object's name."""
+    repo, farm = _link_farm(RepoMode.BARE_USER, tmp_path, setuid=False)
+    checkout(repo, repo.ref("first"), tmp_path / "farm2", KINDS["UH"])
+    os.unlink(repo.object_path(_file_id(repo, repo.ref("first"), "README")))
+    readme = farm / "README"
+    assert os.lstat(readme).st_nlink == 2
     with repo.snapshot() as snap:
-        assert snap.object_for_inode(os.lstat(tool), os.lstat(farm / "bin")) is not None
-        os.unlink(repo.object_path(_file_id(repo, repo.ref("first"), "README")))
-        assert os.lstat(readme).st_nlink == 2  # still a candidate: the second farm
+        assert snap.object_for_inode(os.lstat(farm / "bin" / "tool"), os.lstat(farm / "bin"))
         assert snap.object_for_inode(os.lstat(readme), os.lstat(farm)) is None
     repo.close()
 

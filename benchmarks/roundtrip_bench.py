@@ -1,0 +1,108 @@
+"""Round-trip benchmark: re-commit of a hardlink farm, sapwood against OSTree, one run.
+
+    .venv/bin/python benchmarks/roundtrip_bench.py [--tree /usr/share] [--runs 3]
+
+On the same real tree, each tool in a fresh bare-user repository: commit the tree,
+check it out as a user-mode hardlink farm (``sapwood checkout -U -H``, ``ostree
+checkout -U``), then commit the farm again, ``runs`` times each, warm and with caches
+dropped (needs root): ``sapwood commit`` against ``ostree commit
+--link-checkout-speedup``, both recognising farm files as their objects by inode
+instead of reading them. The figure is the median. Ratios are sapwood/OSTree: below 1
+means sapwood is faster. Target of issue 11: at most 0.5. The farm's re-commit must
+record every file as the tree's commit did, in both tools, or the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TOOLS, drop_caches, init_bare_user, print_table, timed
+
+
+def farm_checkout(tool: str, repo: Path, farm: Path) -> list[str]:
+    """The user-mode hardlink checkout of each tool (OSTree's -U links in bare-user)."""
+    if tool == "sapwood":
+        return TOOLS[tool](repo, "checkout", "-U", "-H", "base", str(farm))
+    return TOOLS[tool](repo, "checkout", "-U", "base", str(farm))
+
+
+def recommit(tool: str, repo: Path, farm: Path, run: int) -> list[str]:
+    if tool == "sapwood":
+        return TOOLS[tool](repo, "commit", "-b", f"farm{run}", str(farm))
+    return TOOLS[tool](repo, "commit", "-b", f"farm{run}", "--link-checkout-speedup", str(farm))
+
+
+def changed_paths(tool: str, repo: Path, old: str, new: str) -> list[str]:
+    """The paths whose entries differ between two commits of ``repo``."""
+    if tool == "sapwood":
+        argv = TOOLS[tool](repo, "diff", "--json", old, new)
+        return [change["path"] for change in json.loads(subprocess.check_output(argv, text=True))]
+    argv = TOOLS[tool](repo, "diff", old, new)
+    return [
+        line.split(None, 1)[1] for line in subprocess.check_output(argv, text=True).splitlines()
+    ]
+
+
+def check_round_trip(tool: str, repo: Path, tree: str) -> None:
+    """The farm's re-commit records what the tree's commit did, files and symlinks all
+    alike; directories of other owners differ (a user-mode checkout owns them), in both
+    tools alike (/usr/share/polkit-1/rules.d, on Debian)."""
+    changed = changed_paths(tool, repo, "base", "farm0")
+    files = [path for path in changed if not Path(tree + path).is_dir()]
+    if files:
+        raise SystemExit(f"{tool}: the farm's re-commit changed {len(files)} files: {files[:5]}")
+
+
+def median_time(argvs: list[list[str]], cold: bool) -> float:
+    return statistics.median(timed(argv, cold=cold) for argv in argvs)
+
+
+def measure(tool: str, tmp: Path, tree: str, runs: int) -> dict[str, float]:
+    repo = init_bare_user(tool, tmp / tool)
+    farm = tmp / f"{tool}-farm"
+    timed(TOOLS[tool](repo, "commit", "-b", "base", tree))
+    timed(farm_checkout(tool, repo, farm))
+    warm = [recommit(tool, repo, farm, run) for run in range(runs)]
+    timed(warm[0])  # caches warm for the warm runs
+    figures = {"warm": median_time(warm, cold=False)}
+    if os.geteuid() == 0:
+        cold = [recommit(tool, repo, farm, runs + run) for run in range(runs)]
+        figures["cold"] = median_time(cold, cold=True)
+    check_round_trip(tool, repo, tree)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", default="/usr/share")
+    parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-bench-") as tmp:
+        figures = {tool: measure(tool, Path(tmp), args.tree, args.runs) for tool in TOOLS}
+    drop_caches()  # the farms' deletion written back before anything else is timed
+    if args.json:
+        print(json.dumps({"tree": args.tree, "root": os.geteuid() == 0, "figures": figures}))
+        return 0
+    rows = [("farm re-commit, warm", "warm")]
+    if os.geteuid() == 0:
+        rows.append(("farm re-commit, cold", "cold"))
+    print_table(
+        f"re-commit of a checkout -U hardlink farm of {args.tree}, bare-user, "
+        f"median of {args.runs}",
+        [(name, figures["sapwood"][key], figures["ostree"][key], "<= 0.50") for name, key in rows],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
