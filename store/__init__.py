@@ -4,6 +4,14 @@ This is the public API that fs/ and mountd/ use; they import nothing else of sto
 """
 
 from store.content import read_xattrs, user_checkout_mode, user_object_mode
+from store.deltas import (
+    DeltaEntry,
+    Superblock,
+    decode_superblock,
+    encode_superblock,
+    generate_delta,
+    iter_delta_objects,
+)
 from store.durability import space_errors, syncfs
 from store.errors import (
     AmbiguousRevError,
@@ -126,6 +134,7 @@ __all__ = [
     "ContentCheck",
     "CorruptObjectError",
     "DecodedFile",
+    "DeltaEntry",
     "DeploymentIndexError",
     "DirEntry",
     "DirMeta",
@@ -176,6 +185,7 @@ __all__ = [
     "SourceError",
     "StatCacheRecord",
     "Summary",
+    "Superblock",
     "SysrootError",
     "SysrootNotFoundError",
     "TooManyFilesError",
@@ -194,17 +204,21 @@ __all__ = [
     "decode_metadata",
     "decode_signatures",
     "decode_summary",
+    "decode_superblock",
     "delta_name",
     "diff_trees",
     "encode_filez",
     "encode_signatures",
     "encode_summary",
+    "encode_superblock",
     "file_matches",
     "find_child",
     "from_hex",
     "fsck",
+    "generate_delta",
     "generate_keypair",
     "history",
+    "iter_delta_objects",
     "list_deltas",
     "locate_child",
     "lookup",

@@ -12,7 +12,9 @@ from typing import Any
 from sapwood import (
     KeyPair,
     SapwoodError,
+    generate_delta,
     generate_keypair,
+    list_deltas,
     read_keys_file,
     read_summary,
     rev_parse,
@@ -53,6 +55,17 @@ def register(commands: Any) -> None:
     sign.add_argument("--keys-file", required=True, metavar="FILE", help="secret keys, base64")
     sign.add_argument("rev")
     sign.set_defaults(func=cmd_sign)
+
+    delta = commands.add_parser("static-delta", help="generate and list static deltas")
+    actions = delta.add_subparsers(dest="action", metavar="ACTION", parser_class=type(delta))
+    actions.required = True
+    generate = actions.add_parser("generate", help="write the delta FROM -> TO (or all of TO)")
+    generate.add_argument("--from", dest="from_rev", metavar="REV", help="default: from nothing")
+    generate.add_argument("--to", dest="to_rev", metavar="REV", required=True)
+    generate.set_defaults(func=cmd_delta_generate)
+    listing = actions.add_parser("list", help="the deltas of this repository")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_delta_list)
 
 
 class NoSummaryError(SapwoodError):
@@ -115,4 +128,29 @@ def cmd_sign(args: argparse.Namespace) -> int:
         for key in keys:
             sign_commit(repo, commit_id, key)
     sys.stdout.flush()
+    return 0
+
+
+def cmd_delta_generate(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        to_id = rev_parse(repo, args.to_rev)
+        from_id = rev_parse(repo, args.from_rev) if args.from_rev is not None else None
+        path = generate_delta(repo, from_id, to_id)
+    print(path.name)
+    return 0
+
+
+def cmd_delta_list(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        deltas = list_deltas(repo.path)
+    if args.json:
+        emit_json(
+            [
+                {"from": f.hex() if f else None, "to": t.hex(), "superblock": d.hex()}
+                for (f, t), d in deltas.items()
+            ]
+        )
+        return 0
+    for from_id, to_id in deltas:
+        print(to_id.hex() if from_id is None else f"{from_id.hex()}-{to_id.hex()}")
     return 0

@@ -100,3 +100,36 @@ def test_keygen_without_a_file_prints_both_keys(repo: Path, tmp_path: Path) -> N
     (tmp_path / "k").write_text(lines[1].split(": ")[1] + "\n")
     assert cli("--repo", repo, "sign", "--keys-file", tmp_path / "k", "os/main").code == 0
     assert lines[0].split(": ")[1] in cli("--repo", repo, "show", "os/main").out
+
+
+def test_static_delta_generate_list_and_summary(repo: Path, tmp_path: Path) -> None:
+    first = cli("--repo", repo, "rev-parse", "os/main").out.strip()
+    write_tree(tmp_path / "src", {"a": "changed\n"})
+    assert cli("--repo", repo, "commit", "-b", "os/main", tmp_path / "src").code == 0
+    second = cli("--repo", repo, "rev-parse", "os/main").out.strip()
+    full = cli("--repo", repo, "static-delta", "generate", "--to", "os/main")
+    assert full.code == 0 and full.out.strip() == second
+    upd = cli("--repo", repo, "static-delta", "generate", "--from", "os/main^", "--to", "os/main")
+    assert upd.code == 0 and upd.out.strip() == f"{first}-{second}"
+    assert (repo / "deltas" / f"{first}-{second}" / "superblock").is_file()
+    listed = cli("--repo", repo, "static-delta", "list").out.splitlines()
+    assert sorted(listed) == sorted([second, f"{first}-{second}"])
+    assert cli("--repo", repo, "summary", "-u").code == 0
+    offered = json.loads(cli("--repo", repo, "summary", "--json").out)["deltas"]
+    assert {(d["from"], d["to"]) for d in offered} == {(None, second), (first, second)}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["static-delta", "generate", "--to", "nosuch"],
+        ["static-delta", "generate", "--from", "nosuch", "--to", "os/main"],
+        ["static-delta", "generate", "--from", "os/main", "--to", "os/main"],
+        ["static-delta", "generate"],
+        ["static-delta"],
+    ],
+)
+def test_static_delta_bad_input(repo: Path, args: list[str]) -> None:
+    result = cli("--repo", repo, *args)
+    assert result.code != 0 and result.err.count("\n") == 1 and "Traceback" not in result.err
+    assert not (repo / "deltas").exists() or not list((repo / "deltas").iterdir())
