@@ -7,6 +7,10 @@ store/, fs/ and mountd/ are the layers beneath it; their other names may change.
         result = sapwood.commit(repo, "os/main", Path("/srv/tree"), subject="1.0")
         node = sapwood.lookup(repo, result.commit_id, "/etc/os-release")
 
+Deployments of commits into a sysroot (``sapwood admin``; docs/deployments.md) are
+``Sysroot``'s: ``Sysroot.init_fs(path)``, then ``deploy(rev)``, ``deployments()``,
+``rollback()``, ``cleanup()``, ...
+
 Errors are classes derived from ``SapwoodError``, with what went wrong as attributes
 (``RefNotFoundError.rev``, ``ObjectMissingError.object_id``, ...).
 
