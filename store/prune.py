@@ -31,6 +31,7 @@ from store.reachability import (
 )
 from store.repo import Repository
 from store.statcache import record_file_id
+from store.transaction import commitmeta_relpath
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,13 @@ def _roots(
 
 
 def _object_paths(repo: Repository, object_id: ObjectId, kind: ObjectType) -> list[Path]:
-    """Files an object occupies: the content file, or an archive's metadata file."""
+    """Files an object occupies: the content file, or an archive's metadata file (and a
+    commit's signatures, ``.commitmeta``)."""
+    if kind is ObjectType.COMMIT and repo.stores_compressed:
+        return [
+            Path(repo.object_path(object_id, kind)),
+            repo.path / "objects" / commitmeta_relpath(object_id),
+        ]
     if kind is ObjectType.FILE or repo.stores_compressed:
         return [Path(repo.object_path(object_id, kind))]
     return []

@@ -3,7 +3,8 @@
 In archive mode every object is a file (metadata objects as they are encoded, file
 objects with their header and size in front of the compressed content) and the refs
 are mirrored under ``refs/`` for HTTP clients: everything the index holds, except
-the stat cache, can be read back from the disk. The bare modes keep dirtrees,
+the stat cache, can be read back from the disk (commits' signatures too, from their
+``.commitmeta`` files). The bare modes keep dirtrees,
 dirmetas and commits in the index only; for them there is nothing to rebuild from.
 
 Every object is verified (hashed against its id) before it is indexed again; what
@@ -32,16 +33,19 @@ from store.errors import (
     UsageError,
 )
 from store.ids import ID_HEX, ObjectId, ObjectType, digest, is_full_hex
-from store.index import Access, Index, ObjectRecord, RefUpdate, WriteBatch
+from store.index import ANY, Access, Index, ObjectRecord, RefUpdate, WriteBatch
 from store.locking import repo_lock
 from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree
 from store.reachability import commits_needing, walk_commits
 from store.repo import read_config
+from store.signing import decode_signatures
 from store.verify import open_object_file
 
 log = logging.getLogger(__name__)
+_COMMITMETA = ".commitmeta"
+_MAX_COMMITMETA = 1 << 20
 _SUFFIXES = {f".{kind.suffix}": kind for kind in ObjectType if kind is not ObjectType.FILE}
 _DECODERS: dict[ObjectType, Callable[[bytes], object]] = {
     ObjectType.COMMIT: Commit.decode,
@@ -90,7 +94,11 @@ def _fill(path: Path, index: Index) -> RebuildReport:
     store = ArchiveStore(path / "objects")
     report = RebuildReport()
     batch = WriteBatch()
+    signatures: dict[ObjectId, bytes] = {}
     for entry in sorted((path / "objects").glob("??/*")):
+        if entry.name.endswith(_COMMITMETA):
+            _read_commitmeta(entry, signatures, report)
+            continue
         object_id, kind = _parse_name(entry)
         if object_id is None or kind is None:
             report.skipped.append(f"{entry.name}: not an object file name")
@@ -104,6 +112,9 @@ def _fill(path: Path, index: Index) -> RebuildReport:
         if kind is ObjectType.COMMIT:
             batch.commits[object_id] = Commit.decode(record.payload).timestamp
     report.objects = len(batch.objects)
+    for commit_id, data in signatures.items():
+        if commit_id in batch.commits:
+            batch.commitmeta[commit_id] = (ANY, data)
     batch.refs = _mirrored_refs(path / "refs", batch, report)
     report.refs = len(batch.refs)
     index.apply(batch)
@@ -115,6 +126,23 @@ def _fill(path: Path, index: Index) -> RebuildReport:
         report.partial = sorted({cid for commits in needed.values() for cid in commits})
     index.apply(WriteBatch(partial_mark=set(report.partial)))
     return report
+
+
+def _read_commitmeta(entry: Path, found: dict[ObjectId, bytes], report: RebuildReport) -> None:
+    """A commit's detached signatures (``.commitmeta``), kept if they decode."""
+    hexid = entry.parent.name + entry.name.removesuffix(_COMMITMETA)
+    if not is_full_hex(hexid):
+        report.skipped.append(f"{entry.name}: not an object file name")
+        return
+    commit_id = ObjectId(bytes.fromhex(hexid))
+    try:
+        with open(open_object_file(str(entry), commit_id), "rb") as stream:
+            data = stream.read(_MAX_COMMITMETA + 1)
+        decode_signatures(data)
+    except (CorruptObjectError, ObjectMissingError, OSError) as exc:
+        report.skipped.append(f"{hexid}.commitmeta: {exc}")
+        return
+    found[commit_id] = data
 
 
 def _parse_name(entry: Path) -> tuple[ObjectId | None, ObjectType | None]:

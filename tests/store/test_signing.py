@@ -152,3 +152,29 @@ def test_signing_a_missing_commit_changes_nothing(tmp_path: Path) -> None:
         sign_commit(repo, tree, generate_keypair())
     assert not list((repo.path / "objects").glob("*/*.commitmeta"))
     assert repo.object_path(tree, ObjectType.DIRTREE)
+
+
+def test_rebuild_index_keeps_signatures(tmp_path: Path) -> None:
+    from store.rebuild import rebuild_index
+
+    repo, commit_id = _repo(tmp_path)
+    key = generate_keypair()
+    sign_commit(repo, commit_id, key)
+    repo.close()
+    report = rebuild_index(tmp_path / "repo")
+    assert not any("commitmeta" in line for line in report.skipped)
+    with Repository.open(tmp_path / "repo") as again:
+        assert [s.key for s in commit_signatures(again, commit_id)] == [key.public_text]
+
+
+def test_prune_removes_a_deleted_commits_signatures(tmp_path: Path) -> None:
+    from store.prune import prune
+
+    repo, first = _repo(tmp_path)
+    sign_commit(repo, first, generate_keypair())
+    served = repo.path / "objects" / commitmeta_relpath(first)
+    assert served.exists()
+    commit_files(repo, tmp_path / "src2", {"b": "other\n"}, parent=None)
+    prune(repo, refs_only=True, depth=0)
+    assert not repo.has_object(first) and not served.exists()
+    assert commit_signatures(repo, first) == ()
