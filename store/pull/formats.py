@@ -4,21 +4,16 @@ FormatError or CorruptObjectError for anything that does not decode."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import blake3
 
+from store.deltas import Superblock, decode_superblock, iter_delta_objects
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType
 from store.signing import verify_signed
 from store.summary import decode_summary
-
-
-def _module(name: str) -> Any:
-    return importlib.import_module(f"store.{name}")
 
 
 @dataclass(frozen=True)
@@ -48,21 +43,27 @@ def verify(data: bytes, signatures: bytes, trusted_keys: tuple[str, ...]) -> str
 class Delta:
     """A static delta's superblock: how many parts, and its objects in order."""
 
-    superblock: Any
+    superblock: Superblock
     parts: int
 
     def objects(
         self, read_part: Callable[[int], bytes]
     ) -> Iterator[tuple[ObjectId, ObjectType, bytes]]:
-        yield from _module("deltas").iter_delta_objects(self.superblock, read_part)
+        """(id, kind, payload) of each object, unverified; ``read_part(i)`` once each."""
+        yield from iter_delta_objects(self.superblock, read_part)
 
 
-def open_delta(data: bytes, digest: bytes, where: str) -> Delta:
-    """A delta's superblock, if it is the one the summary names (``digest``)."""
-    if digest and blake3.blake3(data).digest() != digest:
+def open_delta(
+    data: bytes, digest: bytes, start: ObjectId | None, end: ObjectId, where: str
+) -> Delta:
+    """A delta's superblock, if it is the one the summary names (``digest``) and leads
+    from ``start`` to ``end``; CorruptObjectError or FormatError otherwise."""
+    if blake3.blake3(data).digest() != digest:
         raise CorruptObjectError(f"{where}: the superblock is not the one the summary names")
     try:
-        superblock = _module("deltas").decode_superblock(data)
+        superblock = decode_superblock(data)
     except FormatError as exc:
         raise FormatError(f"{where}: the superblock is not valid: {exc}") from None
-    return Delta(superblock, int(superblock.parts))
+    if (superblock.from_id, superblock.to_id) != (start, end):
+        raise CorruptObjectError(f"{where}: the superblock describes another delta")
+    return Delta(superblock, superblock.parts)

@@ -362,23 +362,26 @@ class _Pull:
             if (start, want.new) in offered and (start is None or self.repo.has_object(start)):
                 name = want.new.hex() if start is None else f"{start.hex()}-{want.new.hex()}"
                 self.tracker.phase("delta")
-                self._apply_delta(name, offered[(start, want.new)])
+                self._apply_delta(name, offered[(start, want.new)], start, want.new)
                 self.report.deltas.append(name)
                 return
 
-    def _apply_delta(self, name: str, digest: bytes) -> None:
+    def _apply_delta(self, name: str, digest: bytes, start: ObjectId | None, end: ObjectId) -> None:
         base = f"deltas/{name}/"
         data = self._get(base + "superblock", self.settings.max_metadata_size, "delta superblock")
-        delta = formats.open_delta(data, digest, f"{self.where}: delta {name}")
-        futures = [
-            self.pool.submit(
-                self._get, f"{base}{index}", self.settings.max_object_size, "delta part"
-            )
-            for index in range(delta.parts)
-        ]
+        delta = formats.open_delta(data, digest, start, end, f"{self.where}: delta {name}")
+        futures: dict[int, Future[bytes]] = {}
+
+        def ensure(index: int) -> None:
+            if index < delta.parts and index not in futures:
+                futures[index] = self.pool.submit(
+                    self._get, f"{base}{index}", self.settings.max_object_size, "delta part"
+                )
 
         def read_part(index: int) -> bytes:
-            return futures[index].result()
+            ensure(index)
+            ensure(index + 1)  # two parts in flight, as OSTree: parts are large
+            return futures.pop(index).result()
 
         batch: list[tuple[ObjectId, DecodedContent]] = []
         try:
@@ -398,8 +401,7 @@ class _Pull:
         finally:
             for _, content in batch:
                 content.close()
-            for future in futures:
-                future.cancel()
+            _settle(list(futures.values()))
 
     def _decode_file(self, object_id: ObjectId, payload: bytes) -> DecodedContent:
         return decoded_filez(
