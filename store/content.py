@@ -5,16 +5,20 @@ transaction renames it into ``objects/`` later) and reads it back. The on-disk
 rules are those of DESIGN.md:
 
 - bare: the file carries the real uid, gid, mode and xattrs; symlinks are symlinks.
-- bare-user: a regular file owned by the user, without write, setuid or setgid
-  bits; the real header in the ``user.sapwoodmeta`` xattr; a symlink is a small
-  regular file holding its target.
+- bare-user: a regular file owned by the user, with the recorded permission bits
+  masked with 0775, plus u+r (OSTree's rule, :func:`user_object_mode`); the real
+  header in the ``user.sapwoodmeta`` xattr; a symlink is a small regular file (0444)
+  holding its target.
 - bare-user-only: like bare-user but with no xattrs at all; symlinks are symlinks.
 - archive: ``.filez`` files (store/filez.py): magic, content size, header, the
   content compressed (zstd; zlib in older objects), plain 0644 files any static web
   server can serve.
 
-Content objects never carry write bits in the user modes, so a hardlinked
-checkout cannot modify them by accident.
+In the user modes an object recorded writable (0644) is writable by the repository's
+owner, so that a hardlinked checkout shows the recorded bits: a write through such a
+farm changes the object, which fsck, the mount and ``checkout --verify`` then refuse
+(docs/decisions.md, "Round-trip checkouts"). Objects of the former read-only rule
+(``(mode & 0555) | 0400``) are still valid.
 """
 
 from __future__ import annotations
