@@ -30,8 +30,15 @@ def archive_of(path: Path, source: Path, branch: str = "main", **options: str) -
         sapwood_ok(path, "init", "--mode", "archive")
     extra = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
     commit = sapwood_ok(path, "commit", "-b", branch, *extra, source).strip()
-    sapwood_ok(path, "summary", "-u")
+    publish(path)
     return commit
+
+
+def publish(archive: Path, keys_file: Path | None = None) -> None:
+    """``sapwood summary -u``: the archive's summary says what it holds now (signed with
+    the keys of ``keys_file``)."""
+    signing = [] if keys_file is None else ["--keys-file", keys_file]
+    sapwood_ok(archive, "summary", "-u", *signing)
 
 
 def local_repo(path: Path, mode: str = "bare-user") -> Path:
@@ -44,12 +51,12 @@ def add_remote(local: Path, url: str, name: str = "origin", *options: str) -> No
 
 
 def pull(
-    local: Path, *args: str, timeout: float = PULL_TIMEOUT, prefix: list[str] | None = None
+    local: Path, *args: str, timeout: float = PULL_TIMEOUT, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``sapwood pull ARGS`` as a separate process, ended by force after ``timeout``."""
-    return run(
-        "pull", *args, repo=local, text=True, timeout=timeout, env=dict(os.environ), prefix=prefix
-    )
+    """``sapwood pull ARGS`` as a separate process (ended by force after ``timeout``),
+    in this environment (the tests' HTTP knobs) updated with ``env``."""
+    environment = dict(os.environ) | (env or {})
+    return run("pull", *args, repo=local, text=True, timeout=timeout, env=environment)
 
 
 def refs(local: Path) -> dict[str, str]:
@@ -63,14 +70,8 @@ def fsck_clean(local: Path) -> None:
 
 
 def keygen(tmp_path: Path, name: str) -> tuple[str, Path]:
-    """A new key pair: the public key's text, and a keys file of the secret key."""
-    public, secret = parse_keygen(sapwood_ok(tmp_path, "keygen"))
+    """A new key pair: the public key's text, and the keys file (0600) of its secret."""
     keys_file = tmp_path / f"{name}.secret"
-    keys_file.write_text(secret + "\n")
+    public = sapwood_ok(tmp_path, "keygen", "--keys-file", keys_file).strip()
+    assert keys_file.stat().st_mode & 0o077 == 0
     return public, keys_file
-
-
-def parse_keygen(out: str) -> tuple[str, str]:
-    """(public, secret) from keygen's ``public: KEY`` and ``secret: KEY`` lines."""
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    return fields["public"].strip(), fields["secret"].strip()

@@ -20,20 +20,23 @@ import pytest
 
 from store import Commit, DirTree, ObjectId, ObjectType, Repository
 from store.content import object_relpath
+from store.encoding import Writer
 from store.ids import digest
-from tests.helpers import read_commit_tree, write_tree
+from tests.helpers import cli, write_tree
 from tests.net.repos import (
     add_remote,
     archive_of,
     fsck_clean,
     keygen,
     local_repo,
+    publish,
     pull,
     refs,
     sapwood_ok,
 )
 from tests.net.servers import Behaviour, TamperingServer
 
+LONG = bool(os.environ.get("SAPWOOD_LONG"))
 REFUSED_WITHIN = 30.0  # seconds: timeouts are 2 s, 3 retries, backoff from 0.05 s
 BIG = 1 << 20  # the biggest file's size: truncated and stalled halfway, well past a buffer
 
@@ -89,18 +92,21 @@ def assert_refused(
 
 
 def assert_next_pull_succeeds(served: Served) -> None:
+    """Once the server behaves, a pull (in this process: faster) brings the commit, whole:
+    its id is the served one and fsck finds every object of it, right."""
     served.server.behaved()
-    result = pull(served.local, "origin", "main")
-    assert result.returncode == 0, result.stderr
+    result = cli("--repo", served.local, "pull", "origin", "main")
+    assert result.code == 0, result.err
     assert refs(served.local)["origin:main"] == served.commit
     fsck_clean(served.local)
-    assert read_commit_tree(served.local, "origin:main") == read_commit_tree(served.archive, "main")
 
 
-def refused_then_recovered(served: Served, *pull_args: str) -> str:
+def refused_then_recovered(
+    served: Served, *pull_args: str, env: dict[str, str] | None = None
+) -> str:
     before = refs(served.local)
     started = time.monotonic()
-    result = pull(served.local, *(pull_args or ("origin", "main")))
+    result = pull(served.local, *(pull_args or ("origin", "main")), env=env)
     line = assert_refused(served, result, before, time.monotonic() - started)
     assert_next_pull_succeeds(served)
     return line
@@ -114,8 +120,11 @@ def refused_then_recovered(served: Served, *pull_args: str) -> str:
 def test_a_misbehaving_object_is_refused(served: Served, behaviour: Behaviour) -> None:
     target = served.biggest()
     served.server.misbehave(target, behaviour)
-    refused_then_recovered(served)
+    started = time.monotonic()
+    refused_then_recovered(served, env={"SAPWOOD_HTTP_TIMEOUT": "1"})
     assert served.server.requested(target), "the misbehaving object was never asked for"
+    if behaviour == "stall":  # given up after the timeout, not when the server hangs up
+        assert time.monotonic() - started < (1 + 3) * 1 + 8
 
 
 def test_a_misbehaving_dirtree_is_refused(served: Served) -> None:
@@ -123,20 +132,11 @@ def test_a_misbehaving_dirtree_is_refused(served: Served) -> None:
     refused_then_recovered(served)
 
 
-def test_a_stall_is_given_up_after_the_timeout_not_waited_out(served: Served) -> None:
-    """Timeout 2 s and 3 retries: the pull gives up in seconds, not at the server's 120."""
-    served.server.misbehave(served.biggest(), "stall")
-    started = time.monotonic()
-    result = pull(served.local, "origin", "main")
-    assert result.returncode != 0
-    assert time.monotonic() - started < 4 * 2 + 10
-
-
 def test_500s_a_few_times_then_ok_are_retried(served: Served) -> None:
     target = served.biggest()
     served.server.misbehave(target, "500", times=2)
-    result = pull(served.local, "origin", "main")
-    assert result.returncode == 0, result.stderr
+    result = cli("--repo", served.local, "pull", "origin", "main")
+    assert result.code == 0, result.err
     assert refs(served.local)["origin:main"] == served.commit
     assert [what for _, what in served.server.requested(target)] == ["500", "500", 200]
     fsck_clean(served.local)
@@ -148,15 +148,6 @@ def test_500s_on_every_try_are_given_up(served: Served) -> None:
     refused_then_recovered(served)
     tries = len(served.server.requested(target)) - 1  # the recovering pull's one
     assert tries == 1 + 3, "SAPWOOD_HTTP_RETRIES=3: the first try and three more"
-
-
-def test_an_object_far_larger_than_it_claims_is_refused(served: Served) -> None:
-    """The file object, then a gigabyte more: refused without reading it all."""
-    target = served.biggest()
-    served.server.misbehave(target, "huge")
-    started = time.monotonic()
-    refused_then_recovered(served)
-    assert time.monotonic() - started < REFUSED_WITHIN
 
 
 def test_a_garbage_summary_is_refused(served: Served) -> None:
@@ -185,7 +176,7 @@ def test_a_truncated_summary_is_refused(served: Served) -> None:
 def offer_delta(served: Served) -> str:
     """A delta from nothing to the served commit, in the summary; its URL directory."""
     sapwood_ok(served.archive, "static-delta", "generate", "--to", served.commit)
-    sapwood_ok(served.archive, "summary", "-u")
+    publish(served.archive)
     return f"/deltas/{served.commit}/"
 
 
@@ -274,15 +265,39 @@ def test_a_tree_naming_a_missing_file_is_refused(served: Served) -> None:
     refused_crafted(served, crafted_commit(served, tree))
 
 
-@pytest.mark.parametrize("name", ["../escape", "a\nb", "", "x" * 300, "main/"])
-def test_a_ref_with_a_bad_name_in_the_summary_is_refused(served: Served, name: str) -> None:
-    good = ObjectId(bytes.fromhex(served.commit))
-    old = publish_refs(served.archive, {"main": good, name: good})
+def hostile_summary(named: dict[bytes, ObjectId]) -> bytes:
+    """A summary as a hostile server writes it, by hand after docs/http-layout.md (the
+    library's encoder refuses to write bad names): canonical order, no deltas."""
+    writer = Writer()
+    writer.raw(b"S")
+    writer.u8(1)
+    writer.u32(len(named))
+    for name in sorted(named):
+        writer.blob(name)
+        writer.object_id(named[name])
+        writer.i64(1_700_000_000)
+    writer.u32(0)
+    return writer.getvalue()
+
+
+BAD_NAMES = [b"../escape", b"origin:main"]
+if LONG:
+    BAD_NAMES += [b"a\nb", b"", b"x" * 300, b"main/", b"\xff", b"refs/../../x"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
+def test_a_ref_with_a_bad_name_in_the_summary_is_refused(served: Served, name: bytes) -> None:
+    """Every ref of the summary pulled at once; one of them has a name no ref may have
+    (or the name of a pulled ref): the pull refuses them all."""
+    summary = served.archive / "summary"
+    good = summary.read_bytes()
+    commit = ObjectId(bytes.fromhex(served.commit))
+    summary.write_bytes(hostile_summary({b"main": commit, name: commit}))
     before = refs(served.local)
     started = time.monotonic()
     result = pull(served.local, "origin")
     assert_refused(served, result, before, time.monotonic() - started)
-    (served.archive / "summary").write_bytes(old)
+    summary.write_bytes(good)
     assert_next_pull_succeeds(served)
 
 
@@ -294,25 +309,52 @@ def verifying(served: Served, tmp_path: Path, key: str) -> Served:
     return Served(served.archive, served.commit, served.server, local)
 
 
+def signed_by(served: Served, *keys_files: Path, summary: Path) -> None:
+    """The served commit signed with each of ``keys_files``, the summary with ``summary``."""
+    for keys_file in keys_files:
+        sapwood_ok(served.archive, "sign", "--keys-file", keys_file, "main")
+    publish(served.archive, summary)
+
+
+def refused_signature(wary: Served) -> str:
+    line = assert_refused(wary, pull(wary.local, "origin", "main"), {}, 0)
+    assert "sign" in line or "key" in line, line
+    return line
+
+
 def test_a_commit_signed_by_an_unknown_key_is_refused(served: Served, tmp_path: Path) -> None:
-    _, signer = keygen(tmp_path, "signer")
-    trusted, trusted_keys = keygen(tmp_path, "trusted")
-    sapwood_ok(served.archive, "sign", "--keys-file", signer, "main")
-    sapwood_ok(served.archive, "summary", "-u")
+    _, stranger = keygen(tmp_path, "stranger")
+    trusted, release = keygen(tmp_path, "release")
+    signed_by(served, stranger, summary=release)
     wary = verifying(served, tmp_path, trusted)
-    refused = pull(wary.local, "origin", "main")
-    assert_refused(wary, refused, {}, 0)
-    sapwood_ok(served.archive, "sign", "--keys-file", trusted_keys, "main")
-    sapwood_ok(served.archive, "summary", "-u")
+    refused_signature(wary)
+    signed_by(served, release, summary=release)
     assert_next_pull_succeeds(wary)
 
 
 def test_an_unsigned_commit_is_refused(served: Served, tmp_path: Path) -> None:
-    trusted, keys = keygen(tmp_path, "trusted")
+    trusted, release = keygen(tmp_path, "release")
+    publish(served.archive, release)
     wary = verifying(served, tmp_path, trusted)
-    refused = pull(wary.local, "origin", "main")
-    line = assert_refused(wary, refused, {}, 0)
-    assert "sign" in line
-    sapwood_ok(served.archive, "sign", "--keys-file", keys, "main")
-    sapwood_ok(served.archive, "summary", "-u")
+    refused_signature(wary)
+    signed_by(served, release, summary=release)
+    assert_next_pull_succeeds(wary)
+
+
+def test_a_summary_signed_by_an_unknown_key_is_refused(served: Served, tmp_path: Path) -> None:
+    _, stranger = keygen(tmp_path, "stranger")
+    trusted, release = keygen(tmp_path, "release")
+    signed_by(served, release, summary=stranger)
+    wary = verifying(served, tmp_path, trusted)
+    refused_signature(wary)
+    publish(served.archive, release)
+    assert_next_pull_succeeds(wary)
+
+
+def test_an_unsigned_summary_is_refused(served: Served, tmp_path: Path) -> None:
+    trusted, release = keygen(tmp_path, "release")
+    signed_by(served, release, summary=None)
+    wary = verifying(served, tmp_path, trusted)
+    refused_signature(wary)
+    publish(served.archive, release)
     assert_next_pull_succeeds(wary)

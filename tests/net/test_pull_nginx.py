@@ -41,6 +41,7 @@ from tests.net.repos import (
     fsck_clean,
     keygen,
     local_repo,
+    publish,
     pull,
     refs,
     sapwood_ok,
@@ -232,7 +233,7 @@ def test_a_delta_is_used_when_offered(
     v1 = pulled(local, server)
     v2, _ = commit_v2(tmp_path, source, archive)
     sapwood_ok(archive, "static-delta", "generate", "--from", v1, "--to", v2)
-    sapwood_ok(archive, "summary", "-u")
+    publish(archive)
     server.clear_log()
     result = pull(local, "origin", "main")
     assert result.returncode == 0, result.stderr
@@ -250,7 +251,7 @@ def test_a_delta_from_nothing_is_used_by_a_first_pull(
 ) -> None:
     commit = published[1]
     sapwood_ok(archive, "static-delta", "generate", "--to", commit)
-    sapwood_ok(archive, "summary", "-u")
+    publish(archive)
     server = nginx(archive)
     local = local_repo(tmp_path / "local")
     assert pulled(local, server) == commit
@@ -315,7 +316,7 @@ def test_signatures_are_enforced(
     public, keys_file = keygen(tmp_path, "release")
     stranger, _ = keygen(tmp_path, "stranger")
     sapwood_ok(archive, "sign", "--keys-file", keys_file, "main")
-    sapwood_ok(archive, "summary", "-u")
+    publish(archive, keys_file)
     server = nginx(archive)
 
     trusting = local_repo(tmp_path / "trusting")
