@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from typing import BinaryIO, cast
 
 import zstandard
 
-from store.encoding import Reader
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType, digest
 from store.objects import Commit, DirMeta, DirTree, FileHeader
@@ -89,6 +89,11 @@ def _read_exact(stream: BinaryIO, size: int, object_id: bytes | None, what: str)
 def read_prefix(stream: BinaryIO, object_id: bytes | None) -> tuple[bytes, int, FileHeader]:
     """Magic, content size and header at the start of a ``.filez`` stream; the stream
     is left at the start of the compressed content."""
+    magic, size, header, _ = _read_prefix(stream, object_id)
+    return magic, size, header
+
+
+def _read_prefix(stream: BinaryIO, object_id: bytes | None) -> tuple[bytes, int, FileHeader, bytes]:
     head = _read_exact(stream, PREFIX.size, object_id, "archive object")
     magic, size, header_len = PREFIX.unpack(head)
     if magic not in (MAGIC_ZSTD, MAGIC_ZLIB):
@@ -97,10 +102,10 @@ def read_prefix(stream: BinaryIO, object_id: bytes | None) -> tuple[bytes, int, 
         raise _corrupt(object_id, f"a header of {header_len} B")
     raw = _read_exact(stream, header_len, object_id, "archive header")
     try:
-        header = FileHeader.read_from(Reader(raw, "archive header"))
+        header = FileHeader.decode(raw)  # canonical: ``raw`` is what the id hashes
     except FormatError as exc:
         raise _corrupt(object_id, str(exc)) from exc
-    return magic, int(size), header
+    return magic, int(size), header, raw
 
 
 def content_reader(
@@ -110,6 +115,17 @@ def content_reader(
     if magic == MAGIC_ZLIB:
         return _Inflater(stream, object_id, size)
     return _ZstdChunks(stream, object_id, size)
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompression context (making one costs more than a small object)."""
+    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
 
 
 class _ZstdChunks(io.RawIOBase):
@@ -122,7 +138,7 @@ class _ZstdChunks(io.RawIOBase):
         self._left = size
         self._buffer = b""
         self._ended = False
-        self._dctx = zstandard.ZstdDecompressor()
+        self._dctx = _decompressor()
 
     def readable(self) -> bool:
         return True
@@ -264,12 +280,11 @@ def decode_filez(
     """
     stream: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        magic, size, header = read_prefix(stream, object_id)
+        magic, size, header, header_bytes = _read_prefix(stream, object_id)
     except CorruptObjectError as exc:
         raise FormatError(str(exc), object_id=object_id) from None
     if max_size is not None and size > max_size:
         raise _corrupt(object_id, f"claims {size} B of content, more than the {max_size} allowed")
-    header_bytes = header.encode()
     check = ContentCheck(object_id, header_bytes, size)
     kept: list[bytes] = []
     reader = content_reader(cast(BinaryIO, _Unclosed(stream)), magic, size, object_id)
