@@ -44,6 +44,7 @@ MAX_HEADER = 16 << 20  # a header is ownership, mode, a target and xattrs
 ZSTD_LEVEL = 3
 _FRAME_LEN = struct.Struct(">I")
 _READ = 1 << 20
+_local = threading.local()  # zstd contexts, one of each per thread
 
 
 def prefix(size: int, header_bytes: bytes) -> bytes:
@@ -53,7 +54,9 @@ def prefix(size: int, header_bytes: bytes) -> bytes:
 
 def frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The chunks of a SWZ2 body for this content: 1 MiB pieces, each compressed."""
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    compressor: zstandard.ZstdCompressor | None = getattr(_local, "cctx", None)
+    if compressor is None:  # one per thread: making one costs more than a small object
+        compressor = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     pending = bytearray()
     for chunk in chunks:
         pending += chunk
@@ -115,9 +118,6 @@ def content_reader(
     if magic == MAGIC_ZLIB:
         return _Inflater(stream, object_id, size)
     return _ZstdChunks(stream, object_id, size)
-
-
-_local = threading.local()
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
