@@ -27,8 +27,18 @@ def _imports(path: Path) -> list[str]:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
+            names += _imported_from(node.module, [alias.name for alias in node.names])
     return names
+
+
+def _imported_from(module: str, names: list[str]) -> list[str]:
+    """What ``from module import names`` imports: the submodules among names (``from
+    store.pull import formats`` needs store.pull.formats, not the package's __init__),
+    and the module itself for the rest."""
+    folder = ROOT.joinpath(*module.split("."))
+    submodules = [f"{module}.{name}" for name in names if (folder / f"{name}.py").is_file()]
+    rest = len(submodules) < len(names)
+    return [*submodules, module] if rest else submodules
 
 
 def _modules(package: str) -> list[Path]:
@@ -144,11 +154,24 @@ def test_the_check_sees_every_package() -> None:
 _TYPE_ONLY_EDGES = frozenset({("store.errors", "store.ids")})
 
 
+def _dotted(path: Path) -> str:
+    """The module name of a file: store/pull/objects.py is store.pull.objects, not
+    store.objects (a subpackage's module must not pass for a store module it shadows)."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_module_names_follow_their_packages() -> None:
+    assert _dotted(ROOT / "store" / "pull" / "objects.py") == "store.pull.objects"
+    assert _dotted(ROOT / "store" / "pull" / "__init__.py") == "store.pull"
+    assert _dotted(ROOT / "store" / "objects.py") == "store.objects"
+
+
 def _store_graph() -> dict[str, set[str]]:
     """store's modules and the store modules each imports (under TYPE_CHECKING too)."""
     graph: dict[str, set[str]] = {}
     for path in _modules("store"):
-        module = "store" if path.stem == "__init__" else f"store.{path.stem}"
+        module = _dotted(path)
         names = {name for name in _imports(path) if name.startswith("store.")}
         graph[module] = {name for name in names if (module, name) not in _TYPE_ONLY_EDGES}
     return graph
