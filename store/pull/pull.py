@@ -510,6 +510,9 @@ class _Pull:
 
     # ----- the end -----------------------------------------------------------------------
     def _finish(self, wanted: list[_Wanted]) -> None:
+        moves = [want for want in wanted if want.old != want.new]
+        if not (moves or self.commits or self.signatures or self.trees or self.metas):
+            return  # up to date: nothing to write
         with self.repo.transaction() as txn:
             for meta_id, meta in self.metas.items():
                 where = f"dirmeta {meta_id.hex()}"
@@ -526,9 +529,8 @@ class _Pull:
                 txn.write_commit(commit)
             for commit_id, signatures in self.signatures.items():
                 txn.set_commitmeta(commit_id, signatures)
-            for want in wanted:
-                if want.old != want.new:
-                    txn.set_ref(want.local, want.new, expected=want.old)
+            for want in moves:
+                txn.set_ref(want.local, want.new, expected=want.old)
 
     # ----- fetching --------------------------------------------------------------------
     def _get(self, relpath: str, limit: int, what: str) -> bytes:

@@ -1,0 +1,148 @@
+"""The HTTP fetcher alone, against a server that misbehaves on purpose: size caps,
+redirects, stalls and trickles, retries."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from store import NetworkError
+from store.pull import Fetcher, FetchSettings
+
+SETTINGS = FetchSettings(connect_timeout=1, read_timeout=1, retries=1, backoff=0.01)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    hits: ClassVar[dict[str, int]] = {}
+
+    def do_GET(self) -> None:
+        _Handler.hits[self.path] = _Handler.hits.get(self.path, 0) + 1
+        if self.path == "/ok":
+            self._send(b"hello")
+        elif self.path == "/endless":  # no Content-Length: ends when the connection does
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            with contextlib.suppress(OSError):  # until the client hangs up
+                while True:
+                    self.wfile.write(b"x" * 65536)
+        elif self.path == "/claims-huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 40))
+            self.end_headers()
+        elif self.path == "/loop":
+            self._redirect("/loop2")
+        elif self.path == "/loop2":
+            self._redirect("/loop")
+        elif self.path == "/to-ftp":
+            self._redirect("ftp://127.0.0.1/x")
+        elif self.path == "/moved":
+            self._redirect("/ok")
+        elif self.path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+            self.wfile.flush()
+            time.sleep(10)
+        elif self.path == "/trickle":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(1000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+        elif self.path == "/short":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+        else:
+            self._send(b"not here", 404)
+
+    def _send(self, body: bytes, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _get(url: str, path: str, limit: int = 1 << 20) -> bytes:
+    with Fetcher(url, SETTINGS) as fetcher:
+        return fetcher.get(path, limit)
+
+
+def test_a_body_and_a_redirect_are_fetched(url: str) -> None:
+    assert _get(url, "ok") == b"hello"
+    assert _get(url, "moved") == b"hello"
+
+
+def test_a_404_is_not_retried(url: str) -> None:
+    _Handler.hits.clear()
+    with pytest.raises(NetworkError) as failed:
+        _get(url, "missing")
+    assert failed.value.status == 404 and _Handler.hits["/missing"] == 1
+
+
+def test_a_body_larger_than_allowed_is_cut_off(url: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(NetworkError, match="more than the 1048576 bytes allowed"):
+        _get(url, "endless")
+    with pytest.raises(NetworkError, match="more than the 1048576 allowed"):
+        _get(url, "claims-huge")
+    assert time.monotonic() - started < 2
+
+
+def test_redirects_are_bounded(url: str) -> None:
+    with pytest.raises(NetworkError, match="redirect loop"):
+        _get(url, "loop")
+    with pytest.raises(NetworkError, match="not http"):
+        _get(url, "to-ftp")
+
+
+@pytest.mark.parametrize("path", ["stall", "trickle", "short"])
+def test_a_stalled_trickling_or_short_body_fails_after_the_retries(url: str, path: str) -> None:
+    _Handler.hits.clear()
+    started = time.monotonic()
+    with pytest.raises(NetworkError, match="after 2 attempts"):
+        _get(url, path)
+    assert _Handler.hits[f"/{path}"] == 2
+    assert time.monotonic() - started < 2 * (SETTINGS.read_timeout + 1) + 1
+
+
+def test_settings_from_the_environment() -> None:
+    env = {"SAPWOOD_HTTP_TIMEOUT": "2.5", "SAPWOOD_HTTP_RETRIES": "3", "SAPWOOD_PULL_BATCH": "7"}
+    settings = FetchSettings.from_environ(env)
+    assert (settings.read_timeout, settings.connect_timeout) == (2.5, 2.5)
+    assert (settings.retries, settings.batch_objects) == (3, 7)
+    with pytest.raises(Exception, match="not a number"):
+        FetchSettings.from_environ({"SAPWOOD_HTTP_RETRIES": "many"})
