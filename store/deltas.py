@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import struct
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,24 +215,37 @@ def _reachable(reader: IndexReader, commit_id: ObjectId) -> Reachable:
     return found
 
 
-def _payload(repo: Repository, object_id: ObjectId, kind: ObjectType) -> bytes:
-    """The object's HTTP file, checked: what a client would fetch as a loose object."""
+def _payload(repo: Repository, object_id: ObjectId, kind: ObjectType) -> BinaryIO:
+    """The object's HTTP file, checked, as a stream at its start (memory stays bounded:
+    a large file object is read from its file, or compressed into a temporary one)."""
     if kind is not ObjectType.FILE:
         with repo.index.reader() as reader:
             record = reader.object(object_id)
         if record is None:
             raise ObjectMissingError(f"object {object_id.hex()} is missing", object_id=object_id)
-        return record.payload
+        return io.BytesIO(record.payload)
     header, size = repo.read_file_header(object_id)
     if repo.stores_compressed:
         path = repo.object_path(object_id)
-        with open(open_object_file(path, object_id), "rb") as stream:
-            payload = stream.read()
-        filez.decode_filez(payload, object_id, out=cast(BinaryIO, _NullSink()), max_size=size)
-        return payload
-    with repo.open_file(object_id) as stream:  # verified as it is read
-        chunks = iter(lambda: stream.read(filez.CHUNK), b"")
-        return filez.prefix(size, header.encode()) + b"".join(filez.frames(chunks))
+        stream = open(open_object_file(path, object_id), "rb")  # noqa: SIM115
+        try:
+            filez.decode_filez(stream, object_id, out=cast(BinaryIO, _NullSink()), max_size=size)
+            stream.seek(0)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+    spool = tempfile.TemporaryFile(dir=repo.path / "tmp")  # noqa: SIM115
+    try:
+        spool.write(filez.prefix(size, header.encode()))
+        with repo.open_file(object_id) as content:  # verified as it is read
+            for frame in filez.frames(iter(lambda: content.read(filez.CHUNK), b"")):
+                spool.write(frame)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return cast(BinaryIO, spool)
 
 
 class _NullSink(io.RawIOBase):
@@ -287,25 +301,41 @@ def _write_parts(
 ) -> Superblock:
     entries: list[DeltaEntry] = []
     sizes: list[int] = []
-    part: list[bytes] = []
+    part: BinaryIO | None = None
     filled = 0
 
-    def flush() -> None:
+    def close_part() -> None:
         nonlocal part, filled
-        if part:
-            _write_file(work / str(len(sizes)), b"".join(part), repo.fsync)
+        if part is not None:
+            _finish_file(part, repo.fsync)
             sizes.append(filled)
-            part, filled = [], 0
+            part, filled = None, 0
 
-    for object_id, kind in delta_objects(repo, from_id, to_id):
-        payload = _payload(repo, object_id, kind)
-        if filled and filled + len(payload) > part_size:
-            flush()
-        entries.append(DeltaEntry(object_id, kind, len(sizes), filled, len(payload)))
-        part.append(payload)
-        filled += len(payload)
-    flush()
+    try:
+        for object_id, kind in delta_objects(repo, from_id, to_id):
+            with _payload(repo, object_id, kind) as payload:
+                length = payload.seek(0, os.SEEK_END)
+                payload.seek(0)
+                if filled and filled + length > part_size:
+                    close_part()
+                if part is None:
+                    part = open(work / str(len(sizes)), "xb")  # noqa: SIM115
+                shutil.copyfileobj(payload, part, 1 << 20)
+            entries.append(DeltaEntry(object_id, kind, len(sizes), filled, length))
+            filled += length
+        close_part()
+    finally:
+        if part is not None:
+            part.close()
     return Superblock(from_id, to_id, tuple(sizes), tuple(entries))
+
+
+def _finish_file(out: BinaryIO, fsync: bool) -> None:
+    if fsync:
+        out.flush()
+        os.fsync(out.fileno())
+    out.close()
+    os.chmod(out.name, 0o644)
 
 
 def _write_file(path: Path, data: bytes, fsync: bool) -> None:
