@@ -194,3 +194,16 @@ def test_delta_objects_orders_metadata_before_files(tmp_path: Path) -> None:
     assert ObjectType.FILE not in kinds[:first_file] and set(kinds[first_file:]) == {
         ObjectType.FILE
     }
+
+
+@pytest.mark.parametrize("mode", [RepoMode.ARCHIVE, RepoMode.BARE_USER])
+def test_an_object_larger_than_a_part_has_a_part_of_its_own(tmp_path: Path, mode: RepoMode) -> None:
+    repo = Repository.init(tmp_path / "repo", mode)
+    big = os.urandom(3 << 20)  # three zstd chunks, incompressible
+    commit_id = commit_files(repo, tmp_path / "src", {"big": big, "small": "s"})
+    path = generate_delta(repo, None, commit_id, part_size=64 << 10)
+    superblock, objects = _read(path)
+    _verify(objects)
+    (big_entry,) = [e for e in superblock.entries if e.length > 64 << 10]
+    assert sum(e.part == big_entry.part for e in superblock.entries) == 1
+    assert superblock.part_sizes[big_entry.part] == big_entry.length
