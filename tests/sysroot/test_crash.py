@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from tests.helpers import IS_ROOT, sapwood_argv
 from tests.sysroot.conftest import commit
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
-ROUNDS = 24 if os.environ.get("SAPWOOD_LONG") else 5
+ROUNDS = 24 if os.environ.get("SAPWOOD_LONG") else 3
 
 
 def _deploy_argv(sysroot: sapwood.Sysroot) -> list[str]:
@@ -45,6 +46,37 @@ def _check_complete(sysroot: sapwood.Sysroot) -> list[sapwood.Deployment]:
     return listed
 
 
+def _kill_when(sysroot: sapwood.Sysroot, ready: Callable[[], bool], delay: float = 0) -> None:
+    """Start a deploy and SIGKILL it once ``ready()`` (polled) holds, then ``delay`` on."""
+    process = subprocess.Popen(
+        _deploy_argv(sysroot), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    while process.poll() is None and not ready():
+        time.sleep(0.001)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def _phases(sysroot: sapwood.Sysroot) -> dict[str, Callable[[], bool]]:
+    """Moments of a deploy, seen from outside: (name, predicate), in order."""
+    deploy_dir = sysroot.path / "sapwood/deploy/debian/deploy"
+    boot = sysroot.path / "boot"
+    start_dirs = set(os.listdir(deploy_dir))
+    loader = os.readlink(boot / "loader")
+    other = boot / ("loader.0" if loader == "loader.1" else "loader.1")
+
+    def new_entry(hidden: bool) -> bool:
+        return any(n.startswith(".") == hidden for n in set(os.listdir(deploy_dir)) - start_dirs)
+
+    return {
+        "checking out": lambda: new_entry(hidden=True),
+        "merging /etc": lambda: new_entry(hidden=False),
+        "writing the other loader": other.exists,
+        "after the switch": lambda: os.readlink(boot / "loader") != loader,
+    }
+
+
 def test_a_deploy_killed_at_random_points(
     sysroot: sapwood.Sysroot, debian_v1: Path, debian_v2: Path
 ) -> None:
@@ -55,20 +87,21 @@ def test_a_deploy_killed_at_random_points(
     subprocess.run(_deploy_argv(sysroot), check=True, capture_output=True)
     whole = time.monotonic() - started
     rng = random.Random(12)
-    outcomes = []
-    for round_ in range(ROUNDS):  # one random moment in each slice of the deploy's time
+    switched = {}
+    # one random moment in each slice of a deploy's time, then each phase as it begins
+    moments = [
+        (f"at {n}", rng.uniform(whole * n / ROUNDS, whole * (n + 1) / ROUNDS))
+        for n in range(ROUNDS)
+    ]
+    moments += [(name, 0.0) for name in _phases(sysroot)]
+    for name, delay in moments:
         before = [d.name for d in sysroot.deployments()]
-        process = subprocess.Popen(
-            _deploy_argv(sysroot), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        slice_ = whole * 1.1 / ROUNDS
-        time.sleep(rng.uniform(slice_ * round_, slice_ * (round_ + 1)))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        phase = _phases(sysroot).get(name)
+        _kill_when(sysroot, phase or (lambda: True), delay)
         after = [d.name for d in _check_complete(sysroot)]
-        assert after == before or after[1:] == before[:2], (before, after)
-        outcomes.append(after != before)
-    assert not all(outcomes), "every kill came too late to test anything"
+        assert after == before or after[1:] == before[:1], (name, before, after)  # old or new
+        switched[name] = after != before
+    assert not switched["checking out"] and switched["after the switch"], switched
     # the next deploy removes every leftover: only listed deployments remain on disk
     sysroot.deploy("debian/main")
     listed = _check_complete(sysroot)
