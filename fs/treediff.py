@@ -10,7 +10,9 @@ Permission bits are compared as a default commit records them: all of them (0777
 or with ``user_mode`` as a user-mode checkout shows the recorded ones (files without
 setuid, setgid, sticky and world-write; directories without setuid and setgid), so
 that a fresh ``checkout -U`` diffs clean and a chmod shows. Owners are compared
-without user mode only: a user-mode checkout belongs to its caller. Xattrs are not
+without user mode only: a user-mode checkout belongs to its caller. A file of a
+``checkout -U -H`` farm still linked to its object with the object's bits is no
+change of bits or owner either way: commit takes its recorded header. Xattrs are not
 compared (see docs/decisions.md, "Round-trip checkouts").
 """
 
@@ -33,6 +35,7 @@ from store import (
     children,
     open_regular,
     user_checkout_mode,
+    user_object_mode,
 )
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -61,6 +64,7 @@ class _Differ:
         self.repo = repo
         self.user_mode = user_mode
         self.owners = not user_mode and repo.mode is not RepoMode.BARE_USER_ONLY  # it records 0:0
+        self.user_objects = repo.mode in (RepoMode.BARE_USER, RepoMode.BARE_USER_ONLY)
         self._dir_meta: dict[ObjectId, tuple[int, int, int]] = {}
 
     def diff(self, node: Node, dirfd: int) -> Iterator[Change]:
@@ -113,6 +117,22 @@ class _Differ:
         bits = user_checkout_mode(header.mode) if self.user_mode else stat.S_IMODE(header.mode)
         return self._differs(header.uid, header.gid, bits, st)
 
+    def _linked(self, file_id: ObjectId, header: FileHeader, st: os.stat_result) -> bool:
+        """Whether a file is its own object in a user-mode farm (``checkout -U -H``),
+        unchanged since: the object's bits, mtime 0, the object's inode. A commit takes
+        such a file's recorded header (owner, setuid bits) without reading it
+        (store/inodes.py), so its bits and owner are no change; its content is still
+        re-hashed, as a write through the farm keeps the inode."""
+        if not self.user_objects or st.st_nlink < 2 or st.st_mtime_ns != 0:
+            return False
+        if stat.S_IMODE(st.st_mode) != user_object_mode(header.mode):
+            return False
+        try:
+            obj = os.lstat(self.repo.object_path(file_id))
+        except OSError:
+            return False
+        return (obj.st_dev, obj.st_ino) == (st.st_dev, st.st_ino)
+
     def _differs(self, uid: int, gid: int, bits: int, st: os.stat_result) -> bool:
         if stat.S_IMODE(st.st_mode) != bits:
             return True
@@ -148,7 +168,7 @@ class _Differ:
                 )
             elif not stat.S_ISREG(st.st_mode) or st.st_size != size:
                 same[name] = False
-            elif self._file_differs(header, st):
+            elif self._file_differs(header, st) and not self._linked(file_id, header, st):
                 same[name] = False  # its bits or owner changed: no need to read it
             else:
                 to_hash.append((name, file_id, header, size))

@@ -151,9 +151,16 @@ def test_setuid_is_recorded_while_the_farm_shows_it_without(tmp_path: Path) -> N
     assert stat.S_IMODE(header.mode) == 0o4755  # the commit keeps it
     assert stat.S_IMODE(os.stat(dest / "setuid").st_mode) == 0o755  # the farm shows it not
     assert user_object_mode(header.mode) == 0o755
-    # without -U, diff compares all bits: the setuid file (and the sticky and
-    # world-writable ones) are not what a root checkout would show
-    assert _changes(repo, commit_id, dest, user=False) == [
+    # a re-commit of the farm takes a linked file's recorded header (setuid included):
+    # diff without -U sees no change either; a chmod of the object is one
+    assert _changes(repo, commit_id, dest, user=False) == []
+    os.chmod(dest / "setuid", 0o750)
+    assert _changes(repo, commit_id, dest, user=False) == [("M", b"/setuid")]
+    # copies lose those bits for good: without -U diff says so
+    copies = tmp_path / "copies"
+    checkout(repo, commit_id, copies, CheckoutOptions(user_mode=True, copy=True))
+    assert _changes(repo, commit_id, copies, user=True) == []
+    assert _changes(repo, commit_id, copies, user=False) == [
         ("M", b"/setuid"),
         ("M", b"/sticky"),
         ("M", b"/world-writable"),
