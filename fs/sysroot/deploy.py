@@ -9,7 +9,8 @@ Order (each step writes only inside the new deployment until the switch):
    /etc is the defaults); /etc becomes a copy of usr/etc with the local changes;
 5. /var of the OS is seeded from the commit when empty; the kernel is installed;
 6. origin file, syncfs, then the new loader.M and the rename of boot/loader;
-7. dropped deployments are removed, deployment refs follow the list.
+7. dropped deployments are removed, deployment refs follow the list (the new one's ref
+   is made before the switch, so no prune can take a listed commit).
 A crash or error before step 6's rename leaves the previous list and entries as they
 were; what it wrote is removed by the next deploy (or cleanup).
 """
@@ -130,6 +131,7 @@ def deploy(
         layout.origin(os_name, new.name).unlink(missing_ok=True)
         raise
     listed = retain(new, deployments, booted, merge)
+    sync_refs(repo, [*listed, *deployments])  # the new commit is a root before it is listed
     write_loader(layout, listed)
     remove_unlisted(layout, listed)
     sync_refs(repo, listed)
