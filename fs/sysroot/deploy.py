@@ -113,13 +113,14 @@ def deploy(
             merge_dir / "etc",
             lambda rel: node_type(repo, commit_id, prefix + rel),
         )
+    kargs = edit_kargs(merge.kargs if merge else [], request.replace_kargs, request.append_kargs)
     remove_unlisted(layout, deployments)
     serials = [d.serial for d in deployments if d.commit == to_hex(commit_id)]
     new = Deployment(
         os_name=os_name,
         commit=to_hex(commit_id),
         serial=max(serials, default=-1) + 1,
-        kargs=edit_kargs(merge.kargs if merge else [], request.replace_kargs, request.append_kargs),
+        kargs=kargs,
         refspec=request.refspec,
     )
     dest = layout.deployment(os_name, new.name)

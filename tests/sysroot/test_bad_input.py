@@ -65,6 +65,11 @@ def test_an_unknown_rev(deployed: sapwood.Sysroot) -> None:
     _refused(deployed.path, "deploy", "no/such/ref", words="no/such/ref")
 
 
+def test_a_bad_kernel_argument(deployed: sapwood.Sysroot) -> None:
+    _refused(deployed.path, "deploy", "debian/main", "--karg", "sapwood=/x", words="sapwood=")
+    _refused(deployed.path, "deploy", "debian/main", "--karg-append", "a b", words="'a b'")
+
+
 def test_a_sysroot_never_initialised(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
