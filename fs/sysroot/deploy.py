@@ -17,6 +17,7 @@ were; what it wrote is removed by the next deploy (or cleanup).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -32,12 +33,13 @@ from fs.sysroot.kargs import edit_kargs
 from fs.sysroot.kernels import find_kernel, install_kernel
 from fs.sysroot.layout import Layout
 from fs.sysroot.retention import remove_unlisted, retain, sync_refs
-from fs.sysroot.state import Deployment, write_origin
+from fs.sysroot.state import Deployment, current_bootversion, write_origin
 from store import (
     ObjectId,
     PathNotFoundError,
     RepoMode,
     Repository,
+    SapwoodError,
     TreeLayoutError,
     from_hex,
     lookup,
@@ -124,16 +126,20 @@ def deploy(
         refspec=request.refspec,
     )
     dest = layout.deployment(os_name, new.name)
+    listed = retain(new, deployments, booted, merge)
+    version = current_bootversion(layout)
     try:
         with space_errors("nothing was deployed"):
             _build(layout, repo, new, dest, source, changes, merge, request)
+            sync_refs(repo, [*listed, *deployments])  # a root before it is listed
+            write_loader(layout, listed)
     except BaseException:
-        remove_tree(dest)
-        layout.origin(os_name, new.name).unlink(missing_ok=True)
+        if current_bootversion(layout) == version:  # not switched: remove what was written
+            remove_tree(dest)
+            layout.origin(os_name, new.name).unlink(missing_ok=True)
+            with contextlib.suppress(SapwoodError, OSError):  # the first error is the news
+                sync_refs(repo, deployments)
         raise
-    listed = retain(new, deployments, booted, merge)
-    sync_refs(repo, [*listed, *deployments])  # the new commit is a root before it is listed
-    write_loader(layout, listed)
     remove_unlisted(layout, listed)
     sync_refs(repo, listed)
     return new, listed

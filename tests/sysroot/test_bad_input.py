@@ -6,6 +6,7 @@ sysroot (boot entries, deployments, origins, the repository's files) before and 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -140,3 +141,27 @@ def test_a_full_disk_midway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             run("admin", "--sysroot", sysroot.path, "status", "--json", text=True).stdout
         )
         assert len(listed) == 1
+
+
+def test_a_full_disk_while_writing_the_entries(
+    deployed: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills in the other loader.N: the old entries stay, the new deployment goes."""
+    from fs.sysroot import deploy as deploy_module
+
+    def full(layout: object, listed: object) -> int:
+        (deployed.path / "boot/loader.1/entries").mkdir(parents=True)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    commit(deployed, small_tree(tmp_path / "v2", {"usr/etc/foo": "v2\n"}))
+    before = tree_state(deployed.path / "sapwood/deploy")
+    monkeypatch.setattr(deploy_module, "write_loader", full)
+    with pytest.raises(sapwood.OutOfSpaceError, match="nothing was deployed"):
+        deployed.deploy("debian/main")
+    assert tree_state(deployed.path / "sapwood/deploy") == before
+    with deployed.open_repository() as repo:
+        assert len([n for n in repo.refs() if n.startswith("sapwood/deploy/")]) == 1
+    monkeypatch.undo()
+    monkeypatch.setenv("SAPWOOD_CMDLINE", "quiet")
+    assert len(deployed.deploy("debian/main").deployments) == 2
+    assert not (deployed.path / "boot/loader.0").exists()
