@@ -19,7 +19,7 @@ from tests.helpers import IS_ROOT, sapwood_argv
 from tests.sysroot.conftest import commit
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
-ROUNDS = 24 if os.environ.get("SAPWOOD_LONG") else 3
+ROUNDS = 24 if os.environ.get("SAPWOOD_LONG") else 2
 
 
 def _deploy_argv(sysroot: sapwood.Sysroot) -> list[str]:
