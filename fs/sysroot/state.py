@@ -14,14 +14,18 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fs.sysroot.layout import Layout
-from store import SysrootError
+from fs.sysroot.layout import Layout, check_os_name
+from store import SysrootError, UsageError
 
 LIST_NAME = "deployments.json"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SAFE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+~-]*")  # one file name, not "..", no "/"
+_BOOT_NAMES = ("dir", "kernel_version", "linux", "initrd")
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def read_deployments(layout: Layout) -> list[Deployment]:
     try:
         records = json.loads(path.read_text())
         found = [_from_record(record) for record in records]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
         raise SysrootError(f"{path}: the deployment list cannot be read: {exc}") from exc
     for deployment in found:
         deployment.refspec, deployment.pinned = read_origin(layout, deployment)
@@ -91,11 +95,17 @@ def read_deployments(layout: Layout) -> list[Deployment]:
 
 
 def _from_record(record: dict[str, Any]) -> Deployment:
+    """A listed deployment; its names must be what deploy writes (they become paths)."""
     boot = record.get("boot")
+    commit, serial = str(record["commit"]), int(record["serial"])
+    if not _HEX64.fullmatch(commit) or serial < 0:
+        raise ValueError(f"bad deployment {commit!r}.{serial}")
+    if boot and not all(_SAFE.fullmatch(str(boot.get(k) or "x")) for k in _BOOT_NAMES):
+        raise ValueError(f"bad boot files {boot!r}")
     return Deployment(
-        os_name=str(record["os"]),
-        commit=str(record["commit"]),
-        serial=int(record["serial"]),
+        os_name=check_os_name(str(record["os"])),
+        commit=commit,
+        serial=serial,
         kargs=[str(k) for k in record["kargs"]],
         boot=BootFiles(**boot) if boot else None,
         title=str(record.get("title", "")),

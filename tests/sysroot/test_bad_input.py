@@ -165,3 +165,16 @@ def test_a_full_disk_while_writing_the_entries(
     monkeypatch.setenv("SAPWOOD_CMDLINE", "quiet")
     assert len(deployed.deploy("debian/main").deployments) == 2
     assert not (deployed.path / "boot/loader.0").exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "not json",
+        '[{"os": "../../etc", "commit": "' + "a" * 64 + '", "serial": 0, "kargs": []}]',
+        '[{"os": "debian", "commit": "../x", "serial": 0, "kargs": []}]',
+    ],
+)
+def test_a_damaged_deployment_list(deployed: sapwood.Sysroot, damage: str) -> None:
+    (deployed.path / "boot/loader/deployments.json").write_text(damage)
+    _refused(deployed.path, "status", words="the deployment list cannot be read")
