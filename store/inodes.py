@@ -80,6 +80,7 @@ class ObjectInodes:
         self._objects = objects_dir
         self._device: int | None = None
         self._by_inode: dict[int, str] | None = None  # inode -> "xx" + 62 hex digits
+        self._euid = os.geteuid()  # the committing user, for _trusted
 
     def device(self) -> int:
         """st_dev of objects/: no file elsewhere can be one of its objects."""
@@ -106,7 +107,7 @@ class ObjectInodes:
             return None
         if not self._unchanged(st, found.uid, found.gid, found.mode):
             return None
-        if self._mode is RepoMode.BARE_USER and not _trusted(parent):
+        if self._mode is RepoMode.BARE_USER and not _trusted(parent, self._euid):
             return None
         return LinkedObject(object_id, found.uid, found.gid, found.mode)
 
@@ -127,9 +128,9 @@ def _candidate(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and st.st_mtime_ns == 0
 
 
-def _trusted(parent: os.stat_result) -> bool:
-    """A directory only the committing user can add entries to."""
-    return parent.st_uid == os.geteuid() and not parent.st_mode & _WRITABLE_BY_OTHERS
+def _trusted(parent: os.stat_result, euid: int) -> bool:
+    """A directory only the committing user (``euid``) can add entries to."""
+    return parent.st_uid == euid and not parent.st_mode & _WRITABLE_BY_OTHERS
 
 
 def _list_objects(objects: str) -> dict[int, str]:
