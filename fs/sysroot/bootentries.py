@@ -35,7 +35,7 @@ def entry_text(deployment: Deployment, version: int) -> str | None:
         return None
     options = [*deployment.kargs, f"{OWN_KEY}={deployment.boot_path}"]
     lines = [
-        f"title {deployment.title or deployment.os_name} ({_label(deployment)})",
+        f"title {deployment.title} ({_label(deployment)})",
         f"version {version}",
         f"linux /boot/sapwood/{boot.dir}/{boot.linux}",
     ]

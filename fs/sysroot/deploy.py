@@ -178,7 +178,7 @@ def _build(
         request.warnings.append(message)
     else:
         new.boot = install_kernel(layout, new.os_name, kernel)
-    new.title = _pretty_name(dest)
+    new.title = _pretty_name(dest) or new.os_name
     write_origin(layout, new)
     syncfs(dest)
 

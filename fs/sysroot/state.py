@@ -85,13 +85,48 @@ def read_deployments(layout: Layout) -> list[Deployment]:
         return []
     path = layout.loader_dir(version) / LIST_NAME
     try:
-        records = json.loads(path.read_text())
+        if path.exists() or not (path.parent / "entries").is_dir():
+            records = json.loads(path.read_text())
+        else:  # written by hand or by an older tool: the entries alone, as OSTree reads
+            records = _records_from_entries(path.parent / "entries")
         found = [_from_record(record) for record in records]
-    except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
+    except (OSError, ValueError, KeyError, IndexError, TypeError, UsageError) as exc:
         raise SysrootError(f"{path}: the deployment list cannot be read: {exc}") from exc
     for deployment in found:
         deployment.refspec, deployment.pinned = read_origin(layout, deployment)
     return found
+
+
+def _records_from_entries(entries: Path) -> list[dict[str, Any]]:
+    """The list the BLS entries describe, highest ``version`` first (deployments
+    without a kernel have no entry and are not found)."""
+    found = []
+    for path in entries.glob("*.conf"):
+        fields: dict[str, str] = {}
+        for line in path.read_text().splitlines():
+            key, _, value = line.strip().partition(" ")
+            fields.setdefault(key, value.strip())
+        options = fields["options"].split()
+        own = [o for o in options if o.startswith("sapwood=")][-1].removeprefix("sapwood=")
+        _, _, _, os_name, _, name = own.split("/")
+        commit, _, serial = name.rpartition(".")
+        boot_dir, linux = fields["linux"].split("/")[-2:]
+        initrd = fields["initrd"].split("/")[-1] if "initrd" in fields else None
+        record = {
+            "os": os_name,
+            "commit": commit,
+            "serial": serial,
+            "kargs": [o for o in options if not o.startswith("sapwood=")],
+            "title": fields.get("title", "").rsplit(" (", 1)[0],  # less the label added
+            "boot": {
+                "dir": boot_dir,
+                "kernel_version": linux.removeprefix("vmlinuz-"),
+                "linux": linux,
+                "initrd": initrd,
+            },
+        }
+        found.append((int(fields["version"]), record))
+    return [record for _, record in sorted(found, key=lambda pair: -pair[0])]
 
 
 def _from_record(record: dict[str, Any]) -> Deployment:

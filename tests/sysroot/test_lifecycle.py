@@ -112,3 +112,26 @@ def test_other_oses_are_kept(sysroot: sapwood.Sysroot, tmp_path: Path) -> None:
     listed = [(x.os_name, x.commit, x.serial) for x in sysroot.deployments()]
     assert listed == [("debian", c, 1), ("debian", c, 0), ("fedora", a, 0)]
     assert (sysroot.path / "sapwood/deploy/fedora/var/lib/state").read_text() == "state\n"
+
+
+def test_the_list_is_read_back_from_the_entries_alone(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    a, b = _versions(sysroot, tmp_path, 2)
+    sysroot.deploy(a, kargs=("root=/dev/vda", "console=ttyS0"))
+    sysroot.deploy(b, append_kargs=("quiet",))
+    _admin(sysroot, "pin", "1")
+    written = sysroot.deployments()
+    entries = sysroot.boot_entries()
+    (sysroot.path / "boot/loader/deployments.json").unlink()
+    assert sysroot.deployments() == written
+    sysroot.set_default(1)  # rewrites the list and the entries from what was read
+    assert [d.commit for d in sysroot.deployments()] == [a, b]
+    assert _unversioned(sysroot.boot_entries()) == _unversioned(entries)
+
+
+def _unversioned(entries: dict[str, str]) -> set[str]:
+    return {
+        "".join(line for line in text.splitlines(True) if not line.startswith("version "))
+        for text in entries.values()
+    }
