@@ -178,3 +178,19 @@ def test_prune_removes_a_deleted_commits_signatures(tmp_path: Path) -> None:
     prune(repo, refs_only=True, depth=0)
     assert not repo.has_object(first) and not served.exists()
     assert commit_signatures(repo, first) == ()
+
+
+def test_concurrent_signers_each_land_their_signature(tmp_path: Path) -> None:
+    import threading
+
+    repo, commit_id = _repo(tmp_path)
+    keys = [generate_keypair() for _ in range(6)]
+    threads = [threading.Thread(target=sign_commit, args=(repo, commit_id, k)) for k in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    signers = {s.key for s in commit_signatures(repo, commit_id)}
+    assert signers == {k.public_text for k in keys}
+    served = repo.path / "objects" / commitmeta_relpath(commit_id)
+    assert {s.key for s in decode_signatures(served.read_bytes())} == signers
