@@ -2,7 +2,8 @@
 as a pull over HTTP (every object verified against its id before it is stored).
 
 Content objects are hardlinked when both repositories keep them alike (same mode,
-not archive, same filesystem, the object file owned by this user or this user root),
+not archive, same filesystem, the object file owned by this user: never another user's,
+not even for root, since its owner could rewrite the inode afterwards),
 after the source's object is verified in full (content re-hashed, what its file
 records compared with its header); otherwise they are copied, and converted to this
 repository's mode (archive -> bare-user, bare-user -> archive, ...) through a
@@ -182,8 +183,8 @@ class _LocalPull:
             owner = os.lstat(path).st_uid
         except FileNotFoundError:
             return False  # reported by the copy, which reads it
-        if owner != os.geteuid() and os.geteuid() != 0:
-            return False
+        if owner != os.geteuid():
+            return False  # even for root: its owner could rewrite the inode afterwards
         problem = self.src.verify_file(object_id, header, size)
         if problem is not None:
             raise CorruptObjectError(
