@@ -160,10 +160,16 @@ def delta_name(from_id: ObjectId | None, to_id: ObjectId) -> str:
 
 
 def build_summary(repo: Repository) -> Summary:
-    """The summary of ``repo`` as it is now: its own refs and the deltas on disk."""
+    """The summary of ``repo`` as it is now: its own refs, and the deltas on disk
+    between commits it still holds."""
     heads = {name: cid for name, cid in repo.refs().items() if ":" not in name}
     refs = {name: (cid, repo.read_commit(cid).timestamp) for name, cid in heads.items()}
-    return Summary(refs, list_deltas(repo.path))
+    deltas = {
+        (from_id, to_id): superblock
+        for (from_id, to_id), superblock in list_deltas(repo.path).items()
+        if repo.has_object(to_id) and (from_id is None or repo.has_object(from_id))
+    }  # a delta between pruned commits is no longer offered
+    return Summary(refs, deltas)
 
 
 def update_summary(repo: Repository, keys: Sequence[KeyPair] = ()) -> Summary:

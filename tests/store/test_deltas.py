@@ -207,3 +207,15 @@ def test_an_object_larger_than_a_part_has_a_part_of_its_own(tmp_path: Path, mode
     (big_entry,) = [e for e in superblock.entries if e.length > 64 << 10]
     assert sum(e.part == big_entry.part for e in superblock.entries) == 1
     assert superblock.part_sizes[big_entry.part] == big_entry.length
+
+
+def test_a_delta_to_a_pruned_commit_is_no_longer_offered(tmp_path: Path) -> None:
+    from store.prune import prune
+
+    repo, v1, v2 = _two_commits(tmp_path, RepoMode.ARCHIVE)
+    generate_delta(repo, None, v1)
+    generate_delta(repo, v1, v2)
+    assert set(update_summary(repo).deltas) == {(None, v1), (v1, v2)}
+    prune(repo, refs_only=True, depth=0)
+    assert not repo.has_object(v1)
+    assert update_summary(repo).deltas == {}
