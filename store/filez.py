@@ -285,6 +285,8 @@ def decode_filez(
         raise FormatError(str(exc), object_id=object_id) from None
     if max_size is not None and size > max_size:
         raise _corrupt(object_id, f"claims {size} B of content, more than the {max_size} allowed")
+    if header.is_symlink and size:  # refused before any content is read
+        raise _corrupt(object_id, "a symlink with content")
     check = ContentCheck(object_id, header_bytes, size)
     kept: list[bytes] = []
     reader = content_reader(cast(BinaryIO, _Unclosed(stream)), magic, size, object_id)
@@ -294,8 +296,6 @@ def decode_filez(
             out.write(chunk)
         else:
             kept.append(chunk)
-    if header.is_symlink and size:
-        raise _corrupt(object_id, "a symlink with content")
     check.require()
     return DecodedFile(header, size, None if out is not None else b"".join(kept))
 

@@ -174,3 +174,14 @@ def test_fsck_finds_a_damaged_metadata_file(tmp_path: Path) -> None:
     report = fsck(repo)
     assert not report.clean
     assert any("dirtree" in p.message for p in report.problems)
+
+
+def test_a_symlink_claiming_content_is_refused_before_reading_it() -> None:
+    header = FileHeader(0, 0, stat.S_IFLNK | 0o777, b"target")
+    object_id = header.object_id(b"")
+    lying = bytearray(encode_filez(header, b""))
+    lying[4:12] = (1 << 40).to_bytes(8, "big")
+    stream = _CountingStream(bytes(lying) + bytes(1 << 20))
+    with pytest.raises(CorruptObjectError, match="symlink with content"):
+        decode_filez(stream, object_id)  # type: ignore[arg-type]
+    assert stream.read_bytes <= len(lying)
