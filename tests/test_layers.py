@@ -36,9 +36,28 @@ def _imported_from(module: str, names: list[str]) -> list[str]:
     store.pull import formats`` needs store.pull.formats, not the package's __init__),
     and the module itself for the rest."""
     folder = ROOT.joinpath(*module.split("."))
-    submodules = [f"{module}.{name}" for name in names if (folder / f"{name}.py").is_file()]
+    bound = _names_bound_in(folder / "__init__.py")
+    submodules = [
+        f"{module}.{name}"
+        for name in names
+        if name not in bound and (folder / f"{name}.py").is_file()
+    ]
     rest = len(submodules) < len(names)
     return [*submodules, module] if rest else submodules
+
+
+def _names_bound_in(init: Path) -> set[str]:
+    """The names a package's __init__ binds at its top level: ``from store import
+    prune`` is store's prune function (store/__init__.py imports it), not the module."""
+    if not init.is_file():
+        return set()
+    bound: set[str] = set()
+    for node in ast.parse(init.read_text(), str(init)).body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            bound.add(node.name)
+    return bound
 
 
 def _modules(package: str) -> list[Path]:

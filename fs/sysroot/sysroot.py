@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import store  # store.prune: 'from store import prune' reads as the module
 from fs.sysroot import etc_merge
 from fs.sysroot.bootentries import read_entries, write_loader
 from fs.sysroot.deploy import DeployRequest, deploy
@@ -30,6 +29,7 @@ from store import (
     Repository,
     UnknownOSError,
     UsageError,
+    prune,
     rev_parse,
 )
 
@@ -187,7 +187,7 @@ class Sysroot:
             deployments = read_deployments(self.layout)
             remove_unlisted(self.layout, deployments)
             sync_refs(repo, deployments)
-            return store.prune(repo, refs_only=True, depth=0)
+            return prune(repo, refs_only=True, depth=0)
 
     def config_diff(self) -> list[etc_merge.EtcChange]:
         """What the administrator changed in /etc of the merge deployment (the booted
