@@ -30,8 +30,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import BinaryIO, TypeVar
 
 from store.content import object_relpath
@@ -50,8 +51,9 @@ from store.ids import ObjectId, ObjectType
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, MetaObject
 from store.pull import formats
+from store.pull.batches import Batches
 from store.pull.http import Fetcher, FetchSettings
-from store.pull.objects import DecodedContent, decoded_filez, verified_meta
+from store.pull.objects import decoded_filez, verified_meta
 from store.pull.remotes import Remote, get_remote
 from store.repo import Repository
 from store.transaction import Transaction
@@ -218,6 +220,12 @@ class _Pull:
         self.from_delta: dict[ObjectId, tuple[ObjectType, MetaObject]] = {}
         self.missing_files: dict[ObjectId, None] = {}  # ordered set
         self.signatures: dict[ObjectId, bytes] = {}  # commit -> its .commitmeta
+        self.queued: set[ObjectId] = set()  # content objects stored or being stored
+        self.batches = (
+            None
+            if dry_run
+            else Batches(repo, self.pool, settings.batch_objects, 4 * settings.connections)
+        )
         self.where = f"remote {remote.name}"
 
     # ----- the steps -------------------------------------------------------------------
@@ -232,17 +240,22 @@ class _Pull:
                 for want in wanted:
                     self._use_delta(want, offered)
             self.tracker.phase("trees")
-            self._walk_trees(roots)
+            self._walk_trees(roots)  # content is fetched as it is found
             self.report.content_missing = len(self.missing_files)
             self.tracker.content_total = len(self.missing_files)
-            if not self.dry_run:
+            if self.batches is not None:
                 self.tracker.phase("content")
-                self._fetch_content()
+                self.batches.finish()
+                self.report.content_fetched = len(self.missing_files)
                 self.tracker.phase("writing")
                 self._finish(wanted)
             for want in wanted:
                 self.report.refs[want.local] = (want.old, want.new)
             return self.report
+        except BaseException:
+            if self.batches is not None:
+                self.batches.abandon()
+            raise
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -383,44 +396,32 @@ class _Pull:
             ensure(index + 1)  # two parts in flight, as OSTree: parts are large
             return futures.pop(index).result()
 
-        batch: list[tuple[ObjectId, DecodedContent]] = []
+        assert self.batches is not None
         try:
             for object_id, kind, payload in delta.objects(read_part):
                 self.report.delta_objects += 1
                 self.tracker.add_object(kind is ObjectType.FILE)
-                if kind is ObjectType.FILE:
-                    if not self.repo.has_object(object_id):
-                        batch.append((object_id, self._decode_file(object_id, payload)))
-                    if len(batch) >= self.settings.batch_objects:
-                        self._store_batch(batch)
-                        batch = []
-                else:
+                if kind is not ObjectType.FILE:
                     meta = verified_meta(object_id, kind, payload, f"{self.where}: delta {name}")
                     self.from_delta[object_id] = (kind, meta)
-            self._store_batch(batch)
+                elif object_id not in self.queued and not self.repo.has_object(object_id):
+                    self.queued.add(object_id)
+                    self.batches.submit(partial(self._store_payload, object_id, payload))
         finally:
-            for _, content in batch:
-                content.close()
             _settle(list(futures.values()))
 
-    def _decode_file(self, object_id: ObjectId, payload: bytes) -> DecodedContent:
-        return decoded_filez(
+    def _store_payload(self, object_id: ObjectId, payload: bytes, txn: Transaction) -> None:
+        content = decoded_filez(
             io.BytesIO(payload), object_id, self.settings.max_object_size, self._spool_dir
         )
+        try:
+            content.store(txn, object_id, self.repo.mode)
+        finally:
+            content.close()
 
     @property
     def _spool_dir(self) -> str:
         return str(self.repo.path / "tmp")
-
-    def _store_batch(self, batch: list[tuple[ObjectId, DecodedContent]]) -> None:
-        if not batch:
-            return
-        with self.repo.transaction() as txn:
-            for object_id, content in batch:
-                content.store(txn, object_id, self.repo.mode)
-        for _, content in batch:
-            content.close()
-        batch.clear()
 
     # ----- trees -------------------------------------------------------------------------
     def _walk_trees(self, roots: Iterable[ObjectId]) -> None:
@@ -473,25 +474,21 @@ class _Pull:
         return found
 
     def _note_missing_files(self, files: list[ObjectId]) -> None:
+        """Queue the content objects of ``files`` that are neither here nor queued."""
         with self.repo.snapshot() as snap:
-            for file_id in files:
-                if file_id not in self.missing_files and not snap.has_object(file_id):
-                    self.missing_files[file_id] = None
+            missing = [
+                file_id
+                for file_id in dict.fromkeys(files)
+                if file_id not in self.queued and not snap.has_object(file_id)
+            ]
+        for file_id in missing:
+            self.queued.add(file_id)
+            self.missing_files[file_id] = None
+            if self.batches is not None:
+                self.batches.submit(partial(self._fetch_file, file_id))
 
     # ----- content -----------------------------------------------------------------------
-    def _fetch_content(self) -> None:
-        ids = list(self.missing_files)
-        size = self.settings.batch_objects
-        for start in range(0, len(ids), size):
-            with self.repo.transaction() as txn:
-                self._run_all(lambda oid: self._fetch_file(txn, oid), ids[start : start + size])
-            log.debug(
-                "%s: stored a batch of %d content objects",
-                self.where,
-                len(ids[start : start + size]),
-            )
-
-    def _fetch_file(self, txn: Transaction, object_id: ObjectId) -> None:
+    def _fetch_file(self, object_id: ObjectId, txn: Transaction) -> None:
         relpath = "objects/" + object_relpath(object_id, ObjectType.FILE, compressed=True)
         content = self._fetch_object(
             relpath,
@@ -505,7 +502,6 @@ class _Pull:
             content.store(txn, object_id, self.repo.mode)
         finally:
             content.close()
-        self.report.content_fetched += 1
         self.tracker.add_object(content=True)
 
     # ----- the end -----------------------------------------------------------------------
@@ -579,16 +575,6 @@ class _Pull:
                 yield future.result()
         finally:
             _settle(futures)
-
-    def _run_all(self, work: Callable[[ObjectId], None], ids: list[ObjectId]) -> None:
-        """``work`` of every id, many at once; the first failure cancels the rest and
-        is raised once none runs any longer (so a transaction is not ended under one)."""
-        futures = [self.pool.submit(work, oid) for oid in ids]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        _settle(futures)
-        for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
 
 
 def _settle(futures: list[Future[_T]]) -> None:

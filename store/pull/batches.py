@@ -1,0 +1,123 @@
+"""Content objects stored in batches while the pull goes on.
+
+Each batch is a transaction that moves no ref. Work for a batch (fetch, decode,
+verify, stage) runs in the pull's thread pool; once a batch is full, a committer
+thread waits for its work and commits it, while the next batch is already being
+filled: the disk's syncs overlap the network. A failure anywhere stops every later
+piece of work from starting, aborts the batches not yet committed, and is raised by
+the next ``submit`` or by ``finish``. Batches committed before it stay: an
+interrupted pull keeps them, and the next one does not fetch them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+from store.repo import Repository
+from store.transaction import Transaction
+
+log = logging.getLogger(__name__)
+Work = Callable[[Transaction], None]
+
+
+class Stopped(Exception):
+    """Work skipped because another piece failed first (never raised to a caller)."""
+
+
+class Batches:
+    """Submit work that stores objects; ``finish()`` once all is submitted."""
+
+    def __init__(self, repo: Repository, pool: ThreadPoolExecutor, size: int, bound: int) -> None:
+        self._repo = repo
+        self._pool = pool
+        self._size = size
+        self._slots = threading.BoundedSemaphore(bound)  # work queued at most
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="pull-commit")
+        self._txn: Transaction | None = None
+        self._pending: list[Future[None]] = []
+        self._commits: list[Future[None]] = []
+        self._failed = threading.Event()
+        self.stored = 0
+
+    def submit(self, work: Work) -> None:
+        """Run ``work(txn)`` in the pool, in the batch being filled."""
+        self._raise_failure()
+        if self._txn is None:
+            self._txn = self._repo.transaction()
+        self._slots.acquire()
+        future = self._pool.submit(self._run, work, self._txn)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._pending.append(future)
+        if len(self._pending) >= self._size:
+            self._close_batch()
+
+    def _run(self, work: Work, txn: Transaction) -> None:
+        if self._failed.is_set():
+            raise Stopped
+        try:
+            work(txn)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def _close_batch(self) -> None:
+        txn, pending = self._txn, self._pending
+        self._txn, self._pending = None, []
+        if txn is not None:
+            self._commits.append(self._committer.submit(self._commit, txn, pending))
+
+    def _commit(self, txn: Transaction, pending: list[Future[None]]) -> None:
+        wait(pending)
+        error = _first_error(pending)
+        if error is not None or self._failed.is_set():
+            txn.abort()
+            if error is not None:
+                raise error
+            raise Stopped
+        try:
+            txn.commit()
+        except BaseException:
+            self._failed.set()
+            raise
+        self.stored += len(pending)
+        log.debug("stored a batch of %d content objects", len(pending))
+
+    def _raise_failure(self) -> None:
+        if not self._failed.is_set():
+            return
+        self.finish()  # raises the first error
+
+    def finish(self) -> None:
+        """Commit the last batch and wait for every commit; the first error, if any."""
+        self._close_batch()
+        wait(self._commits)
+        self._committer.shutdown(wait=True)
+        error = _first_error(self._commits)
+        self._commits = []
+        if error is not None:
+            raise error
+
+    def abandon(self) -> None:
+        """Stop: skip queued work, abort what is not committed (after an error elsewhere)."""
+        self._failed.set()
+        self._close_batch()
+        wait(self._commits)
+        self._committer.shutdown(wait=True)
+
+
+def _first_error(futures: list[Future[None]]) -> BaseException | None:
+    """The first real error among finished futures (a Stopped one only if none other)."""
+    stopped: BaseException | None = None
+    for future in futures:
+        if future.cancelled():
+            continue
+        error = future.exception()
+        if error is None:
+            continue
+        if not isinstance(error, Stopped):
+            return error
+        stopped = stopped or error
+    return stopped
