@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
 
 from store import RepoMode, Repository, lookup
+from store.filez import MAGIC_ZSTD, frames
 from tests.helpers import Mounts, commit_dir, read_through
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
@@ -26,7 +26,7 @@ PEAK_RSS_LIMIT_KIB = 150 * 1024
 
 def _mostly_zeros(path: Path, size: int) -> None:
     """``size`` bytes, distinct from any other file: 64 random bytes a MiB, then zeros
-    (compresses well, so the test spends its time on the mount, not on zlib)."""
+    (compresses well, so the test spends its time on the mount, not on zstd)."""
     with path.open("wb") as out:
         for _ in range(size // MIB):
             out.write(os.urandom(64) + bytes(MIB - 64))
@@ -49,10 +49,12 @@ def _damage(path: Path, forge: bool) -> None:
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
         return
-    _, size = struct.unpack_from(">4sQ", data)
+    magic, size = struct.unpack_from(">4sQ", data)
+    assert magic == MAGIC_ZSTD  # the frames below are what this format holds
     (header_len,) = struct.unpack_from(">I", data, 12)
     start = 16 + header_len
-    path.write_bytes(bytes(data[:start]) + zlib.compress(b"\x01" * size, 1))
+    forged = b"".join(frames([b"\x01" * MIB] * (size // MIB)))
+    path.write_bytes(bytes(data[:start]) + forged)
 
 
 def test_reading_large_archive_files_keeps_the_daemon_small(tmp_path: Path, mount: Mounts) -> None:
