@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from store import ObjectId, Repository
+from store import ObjectId, ObjectType, Repository
+from store.content import object_relpath
+from store.deltas import decode_superblock
 from tests.debian import debian_tree
 from tests.helpers import (
     IS_ROOT,
@@ -236,13 +238,22 @@ def test_an_update_fetches_only_what_changed(
     fsck_clean(local)
 
 
+def held_by_delta(archive: Path, name: str) -> set[str]:
+    """The URL paths of the objects a delta holds (read from its superblock)."""
+    superblock = decode_superblock((archive / "deltas" / name / "superblock").read_bytes())
+    return {
+        f"/objects/{object_relpath(e.object_id, e.kind, e.kind is ObjectType.FILE)}"
+        for e in superblock.entries
+    }
+
+
 def test_a_delta_is_used_when_offered(
     tmp_path: Path, source: Path, archive: Path, nginx: Callable[[Path], Nginx]
 ) -> None:
     server = nginx(archive)
     local = local_repo(tmp_path / "local")
     v1 = pulled(local, server)
-    v2, _ = commit_v2(tmp_path, source, archive)
+    v2, added = commit_v2(tmp_path, source, archive)
     sapwood_ok(archive, "static-delta", "generate", "--from", v1, "--to", v2)
     publish(archive)
     server.clear_log()
@@ -252,7 +263,9 @@ def test_a_delta_is_used_when_offered(
     paths = [r.path for r in server.requests() if r.status == 200]
     assert f"/deltas/{v1}-{v2}/superblock" in paths
     assert any(re.fullmatch(rf"/deltas/{v1}-{v2}/\d+", p) for p in paths), paths
-    assert not [p for p in fetched_objects(server) if p.endswith(".filez")]
+    assert added <= held_by_delta(archive, f"{v1}-{v2}")
+    only_the_commit = {f"/objects/{v2[:2]}/{v2[2:]}.commit"}  # fetched first, to verify it
+    assert set(fetched_objects(server)) <= only_the_commit, "objects fetched beside the delta"
     fsck_clean(local)
     assert listing(local, "origin:main") == listing(archive, "main")
 
@@ -268,7 +281,9 @@ def test_a_delta_from_nothing_is_used_by_a_first_pull(
     assert pulled(local, server) == commit
     paths = [r.path for r in server.requests() if r.status == 200]
     assert f"/deltas/{commit}/superblock" in paths
-    assert not [p for p in fetched_objects(server) if p.endswith(".filez")]
+    assert object_paths(archive) <= held_by_delta(archive, commit)
+    only_the_commit = {f"/objects/{commit[:2]}/{commit[2:]}.commit"}
+    assert set(fetched_objects(server)) <= only_the_commit, "objects fetched beside the delta"
     fsck_clean(local)
     assert listing(local, "origin:main") == listing(archive, "main")
 
