@@ -368,6 +368,17 @@ def test_an_object_file_gone_behind_the_stores_back_is_not_listed(tmp_path: Path
     repo.close()
 
 
+def test_no_file_is_recognised_where_entries_do_not_give_inodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where d_ino is not st_ino (overlayfs may remap), the listing is refused whole."""
+    repo, farm = _link_farm(RepoMode.BARE_USER, tmp_path, setuid=False)
+    monkeypatch.setattr("store.inodes._inode_is_true", lambda entry: False)
+    again = commit(repo, farm, "again")
+    assert (again.stats.linked, again.stats.files_read) == (0, 8)
+    repo.close()
+
+
 @pytest.mark.skipif(not IS_ROOT, reason="runs sapwood as an unprivileged user")
 def test_an_unprivileged_user_round_trips_a_farm() -> None:
     """The owner check is the committing user's: a real uid, not root."""
