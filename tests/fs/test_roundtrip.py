@@ -291,6 +291,23 @@ def test_a_chmodded_farm_file_is_read(tmp_path: Path) -> None:
     repo.close()
 
 
+@pytest.mark.skipif(not IS_ROOT, reason="bare needs root")
+def test_a_chowned_file_of_a_bare_farm_is_read(tmp_path: Path) -> None:
+    """In bare the object file carries the recorded owner: a chown shows, and is read."""
+    repo = Repository.init(tmp_path / "repo", RepoMode.BARE)
+    plain_tree(tmp_path / "src")
+    first = commit(repo, tmp_path / "src", "first").commit_id
+    farm = tmp_path / "farm"
+    checkout(repo, first, farm, KINDS["H"])
+    os.chown(farm / "README", 1234, 5678)  # the object's inode: fsck's business now
+    again = commit(repo, farm, "again")
+    assert changes(repo, first, again.commit_id) == {("M", b"/README")}
+    assert (again.stats.linked, again.stats.files_read) == (6, 2)
+    header, _ = repo.read_file_header(_file_id(repo, again.commit_id, "README"))
+    assert (header.uid, header.gid) == (1234, 5678)
+    repo.close()
+
+
 def test_a_symlink_object_linked_into_a_tree_stays_a_regular_file(tmp_path: Path) -> None:
     """bare-user keeps a symlink as a small regular file holding its target."""
     repo, _ = _link_farm(RepoMode.BARE_USER, tmp_path, setuid=False)
