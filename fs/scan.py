@@ -17,8 +17,10 @@ openat(parent fd, name, O_NOFOLLOW | O_DIRECTORY) and its (st_dev, st_ino) check
 against that lstat; files are opened relative to their directory's fd with
 O_NOFOLLOW | O_NONBLOCK (a FIFO swapped in is never waited on) and checked the same
 way, including that they are still regular files; xattrs and content come from the
-open fd; symlinks are read through an O_PATH fd checked likewise. Any mismatch
-fails the commit: "changed while it was being committed".
+open fd (a file that the store recognises, by its lstat, as one of its own objects
+linked by a checkout is not opened at all: store/inodes.py); symlinks are read
+through an O_PATH fd checked likewise. Any mismatch fails the commit: "changed while
+it was being committed".
 
 The walk is depth-first and iterative, so the depth of a tree is limited by
 nothing but memory (MutableDir.write refuses trees deeper than store allows). At
