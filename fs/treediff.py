@@ -11,8 +11,9 @@ or with ``user_mode`` as a user-mode checkout shows the recorded ones (files wit
 setuid, setgid, sticky and world-write; directories without setuid and setgid), so
 that a fresh ``checkout -U`` diffs clean and a chmod shows. Owners are compared
 without user mode only: a user-mode checkout belongs to its caller. A file of a
-``checkout -U -H`` farm still linked to its object with the object's bits is no
-change of bits or owner either way: commit takes its recorded header. Xattrs are not
+``checkout -U -H`` farm still linked to its object, unchanged, in a directory commit
+trusts (``store.still_linked``: the one rule both use) is no change of bits or owner
+either way: commit takes its recorded header. Xattrs are not
 compared (see docs/decisions.md, "Round-trip checkouts").
 """
 
@@ -27,6 +28,7 @@ from fs.checkout_options import user_dir_mode
 from store import (
     Change,
     FileHeader,
+    LinkedObject,
     Node,
     ObjectId,
     RepoMode,
@@ -34,8 +36,8 @@ from store import (
     check_content,
     children,
     open_regular,
+    still_linked,
     user_checkout_mode,
-    user_object_mode,
 )
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -117,15 +119,22 @@ class _Differ:
         bits = user_checkout_mode(header.mode) if self.user_mode else stat.S_IMODE(header.mode)
         return self._differs(header.uid, header.gid, bits, st)
 
-    def _linked(self, file_id: ObjectId, header: FileHeader, st: os.stat_result) -> bool:
+    def _linked(
+        self,
+        file_id: ObjectId,
+        header: FileHeader,
+        size: int,
+        st: os.stat_result,
+        parent: os.stat_result,
+    ) -> bool:
         """Whether a file is its own object in a user-mode farm (``checkout -U -H``),
-        unchanged since: the object's bits, mtime 0, the object's inode. A commit takes
-        such a file's recorded header (owner, setuid bits) without reading it
-        (store/inodes.py), so its bits and owner are no change; its content is still
-        re-hashed, as a write through the farm keeps the inode."""
-        if not self.user_objects or st.st_nlink < 2 or st.st_mtime_ns != 0:
-            return False
-        if stat.S_IMODE(st.st_mode) != user_object_mode(header.mode):
+        unchanged since and in a directory commit trusts (``store.still_linked``, the
+        rule commit applies) and on the object's inode. A commit takes such a file's
+        recorded header (owner, setuid bits) without reading it (store/inodes.py), so
+        its bits and owner are no change; its content is still re-hashed, as a write
+        through the farm keeps the inode."""
+        recorded = LinkedObject(file_id, header.uid, header.gid, header.mode)
+        if not self.user_objects or not still_linked(self.repo.mode, st, parent, recorded, size):
             return False
         try:
             obj = os.lstat(self.repo.object_path(file_id))
@@ -152,6 +161,7 @@ class _Differ:
         """
         files = [(n, c.file) for n, c in committed.items() if c.file is not None and n in present]
         headers = self.repo.read_file_headers([file_id for _, file_id in files])
+        parent = os.fstat(dirfd)
         same: dict[bytes, bool] = {}
         to_hash: list[tuple[bytes, ObjectId, FileHeader, int]] = []
         for (name, file_id), (header, size) in zip(files, headers, strict=True):
@@ -168,7 +178,9 @@ class _Differ:
                 )
             elif not stat.S_ISREG(st.st_mode) or st.st_size != size:
                 same[name] = False
-            elif self._file_differs(header, st) and not self._linked(file_id, header, st):
+            elif self._file_differs(header, st) and not self._linked(
+                file_id, header, size, st, parent
+            ):
                 same[name] = False  # its bits or owner changed: no need to read it
             else:
                 to_hash.append((name, file_id, header, size))

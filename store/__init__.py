@@ -60,6 +60,7 @@ from store.filez import DecodedFile, decode_filez, decode_metadata, encode_filez
 from store.fsck import FsckReport, Problem, fsck
 from store.ids import ObjectId, ObjectType, from_hex, to_hex
 from store.index import ANY, AnyTarget, ExpectedRef
+from store.inodes import LinkedObject, still_linked
 from store.modes import RepoMode
 from store.mtree import MAX_TREE_DEPTH, MutableDir
 from store.names import check_name, check_ref_name, show_path, split_path
@@ -151,6 +152,7 @@ __all__ = [
     "InvalidRefNameError",
     "KeyFileError",
     "KeyPair",
+    "LinkedObject",
     "ModePolicyError",
     "MountError",
     "MutableDir",
@@ -236,6 +238,7 @@ __all__ = [
     "sign_commit",
     "space_errors",
     "split_path",
+    "still_linked",
     "syncfs",
     "to_hex",
     "update_summary",

@@ -103,24 +103,50 @@ class ObjectInodes:
         except ValueError:
             return None
         found = reader.file_stat(object_id)
-        if found is None or not stat.S_ISREG(found.mode) or found.size != st.st_size:
+        if found is None or not stat.S_ISREG(found.mode):
             return None
-        if not self._unchanged(st, found.uid, found.gid, found.mode):
+        linked = LinkedObject(object_id, found.uid, found.gid, found.mode)
+        if not still_linked(self._mode, st, parent, linked, found.size, self._euid):
             return None
-        if self._mode is RepoMode.BARE_USER and not _trusted(parent, self._euid):
-            return None
-        return LinkedObject(object_id, found.uid, found.gid, found.mode)
-
-    def _unchanged(self, st: os.stat_result, uid: int, gid: int, mode: int) -> bool:
-        if self._mode is RepoMode.BARE:
-            return (st.st_mode, st.st_uid, st.st_gid) == (mode, uid, gid)
-        return stat.S_IMODE(st.st_mode) == user_object_mode(mode)
+        return linked
 
     def _listing(self) -> dict[int, str]:
         if self._by_inode is None:
             self._by_inode = _list_objects(self._objects)
             log.debug("listed the inodes of %d objects", len(self._by_inode))
         return self._by_inode
+
+
+def still_linked(
+    mode: RepoMode,
+    st: os.stat_result,
+    parent: os.stat_result,
+    recorded: LinkedObject,
+    size: int,
+    euid: int | None = None,
+) -> bool:
+    """Whether a file that shares the inode of the object ``recorded`` (of ``size``
+    bytes) is still that object as a checkout linked it, and in a place to trust: the
+    rule of the module's docstring, for commit (:meth:`ObjectInodes.lookup`) and for
+    ``diff REV DIR`` alike, so that diff reports what a re-commit would record.
+
+    ``st`` is the file's lstat, ``parent`` that of its directory, ``euid`` the
+    committing user (default: this process's)."""
+    if not _candidate(st) or st.st_size != size:
+        return False
+    if mode is RepoMode.BARE:
+        unchanged = (st.st_mode, st.st_uid, st.st_gid) == (
+            recorded.mode,
+            recorded.uid,
+            recorded.gid,
+        )
+    else:
+        unchanged = stat.S_IMODE(st.st_mode) == user_object_mode(recorded.mode)
+    if not unchanged:
+        return False
+    return mode is not RepoMode.BARE_USER or _trusted(
+        parent, os.geteuid() if euid is None else euid
+    )
 
 
 def _candidate(st: os.stat_result) -> bool:

@@ -272,6 +272,27 @@ def test_a_link_where_others_can_write_is_read_as_usual(perms: int, tmp_path: Pa
     repo.close()
 
 
+def test_diff_agrees_with_commit_on_a_link_it_does_not_trust(tmp_path: Path) -> None:
+    """A farm's setuid file in a directory recorded group-writable: commit reads it as
+    the plain file it shows (the link is not trusted there), so diff without -U
+    reports it, and the re-commit changes exactly that path."""
+    repo = Repository.init(tmp_path / "repo", RepoMode.BARE_USER)
+    src = tmp_path / "src"
+    plain_tree(src)
+    (src / "bin" / "tool").chmod(0o4755)
+    (src / "bin").chmod(0o775)
+    first = commit(repo, src, "first").commit_id
+    farm = tmp_path / "farm"
+    checkout(repo, first, farm, KINDS["UH"])
+    assert stat.S_IMODE(os.lstat(farm / "bin").st_mode) == 0o775
+    assert dir_changes(repo, first, farm, "H") == {("M", b"/bin/tool")}  # "H": without -U
+    again = commit(repo, farm, "again")
+    assert changes(repo, first, again.commit_id) == {("M", b"/bin/tool")}
+    (farm / "bin").chmod(0o755)  # the control: a directory commit trusts
+    assert dir_changes(repo, first, farm, "H") == {("M", b"/bin")}
+    repo.close()
+
+
 @pytest.mark.skipif(not IS_ROOT, reason="a directory of another owner needs root")
 def test_a_link_in_another_users_directory_is_read_as_usual(tmp_path: Path) -> None:
     repo, farm = _link_farm(RepoMode.BARE_USER, tmp_path)
