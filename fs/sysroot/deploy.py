@@ -49,6 +49,8 @@ from store import (
 )
 
 log = logging.getLogger(__name__)
+_OS_RELEASE_MAX = 64 << 10  # os-release is a few lines: a huge one is not read whole
+_TITLE_MAX = 200
 
 
 @dataclass
@@ -90,6 +92,13 @@ def etc_source(repo: Repository, commit_id: ObjectId) -> str | None:
         found = "usr/etc" if usr_etc is not None else "etc"
         if (usr_etc or etc) != "dir":
             raise TreeLayoutError(f"the commit's /{found} is not a directory", path=f"/{found}")
+        if node_type(repo, commit_id, "/usr") not in (None, "dir"):
+            # /etc is moved to usr/etc: through a symlink /usr it would leave the deployment
+            raise TreeLayoutError(
+                "the commit's /usr is not a directory (its /etc would be moved through it); "
+                "nothing was deployed",
+                path="/usr",
+            )
         return found
     return None
 
@@ -195,14 +204,30 @@ def _seed_var(layout: Layout, os_name: str, dest: Path) -> None:
 
 
 def _pretty_name(tree: Path) -> str:
+    """PRETTY_NAME of the tree's os-release, printable (it becomes the BLS title)."""
     for path in ("usr/lib/os-release", "etc/os-release"):
-        if (tree / path).is_symlink():
-            continue  # may be absolute: it would name the running system's file
-        try:
-            text = (tree / path).read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
+        text = _read_in_tree(tree, path, _OS_RELEASE_MAX)
         for line in text.splitlines():
             if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip().strip("\"'")
+                value = line.split("=", 1)[1].strip().strip("\"'")
+                return "".join(c for c in value if c.isprintable())[:_TITLE_MAX]
     return ""
+
+
+def _read_in_tree(tree: Path, relative: str, limit: int) -> str:
+    """At most ``limit`` bytes of a regular file of the tree, never through a symlink
+    (an absolute one names the running system's files; a FIFO would block), or ""."""
+    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in relative.split("/"):
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            child = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, limit).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)

@@ -159,8 +159,14 @@ def apply(changes: list[EtcChange], local: Path, new: Path) -> None:
             remove_entry(target)
         elif change.kind == "m":
             _ensure_parents(local, new, change.path)
-            if not os.path.lexists(target):
+            existing = _lstat(target)
+            if existing is None:
                 os.mkdir(target, 0o700)
+            elif not stat.S_ISDIR(existing.st_mode):
+                # the new default made it a file or symlink: a chmod would follow a
+                # symlink out of /etc (to the running system); the new default wins
+                log.info("/etc/%s: no longer a directory; its local mode is dropped", change.path)
+                continue
             copy_metadata(local / change.path, os.lstat(local / change.path), target)
         else:
             _ensure_parents(local, new, change.path)

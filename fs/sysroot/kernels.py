@@ -7,6 +7,12 @@ the blake3 of the kernel's bytes then the initramfs's, so deployments sharing a
 kernel and initramfs share one directory. The directory is built under a temporary
 name and renamed into place: one that exists is complete. Files are hardlinked from
 the deployment where the filesystem allows, else copied.
+
+The tree is the commit author's: no path is looked at through a symlink of the tree
+(``usr -> /usr`` or ``modules/KVER -> /boot`` would name the running system's files,
+``initramfs.img -> /etc/shadow`` would be read and linked into boot/), and a KVER
+that is not a plain file name is refused, since it becomes a line of the BLS entry
+(a newline would add lines of the tree's choosing, ``options init=...``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import errno
 import logging
 import os
 import re
+import stat
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +32,8 @@ import blake3
 from fs.checkout import remove_tree
 from fs.sysroot.copying import copy_entry
 from fs.sysroot.layout import Layout
-from fs.sysroot.state import BootFiles
+from fs.sysroot.state import SAFE_NAME, BootFiles
+from store import TreeLayoutError
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +50,47 @@ def _version_key(version: str) -> list[tuple[int, str]]:
 
 
 def find_kernel(tree: Path) -> Kernel | None:
-    """The kernel of a checked-out tree, or None when it has none."""
+    """The kernel of a checked-out tree, or None when it has none. Raises
+    TreeLayoutError for a kernel whose version is not a plain file name."""
     found: list[Kernel] = []
-    modules = tree / "usr/lib/modules"
-    if modules.is_dir() and not modules.is_symlink():
-        for entry in modules.iterdir():
-            image = entry / "vmlinuz"
-            if image.is_file() and not image.is_symlink():
-                initramfs = entry / "initramfs.img"
-                found.append(Kernel(entry.name, image, initramfs if initramfs.is_file() else None))
-    if not found and (tree / "boot").is_dir() and not (tree / "boot").is_symlink():
-        for image in (tree / "boot").glob("vmlinuz-*"):
-            if image.is_file() and not image.is_symlink():
-                version = image.name.removeprefix("vmlinuz-")
-                initrd = tree / "boot" / f"initrd.img-{version}"
-                found.append(Kernel(version, image, initrd if initrd.is_file() else None))
+    if _real(tree, "usr/lib/modules", stat.S_ISDIR):
+        for entry in sorted(os.listdir(tree / "usr/lib/modules")):
+            kver = f"usr/lib/modules/{entry}"
+            if _real(tree, f"{kver}/vmlinuz", stat.S_ISREG):
+                found.append(_kernel(tree, entry, f"{kver}/vmlinuz", f"{kver}/initramfs.img"))
+    if not found and _real(tree, "boot", stat.S_ISDIR):
+        for name in sorted(os.listdir(tree / "boot")):
+            if name.startswith("vmlinuz-") and _real(tree, f"boot/{name}", stat.S_ISREG):
+                version = name.removeprefix("vmlinuz-")
+                found.append(_kernel(tree, version, f"boot/{name}", f"boot/initrd.img-{version}"))
     if not found:
         return None
     return max(found, key=lambda k: _version_key(k.version))
+
+
+def _kernel(tree: Path, version: str, image: str, initramfs: str) -> Kernel:
+    if not SAFE_NAME.fullmatch(version):
+        raise TreeLayoutError(
+            f"the commit's kernel {image!r}: its version is not a plain file name "
+            "(letters, digits, '.', '_', '+', '~', '-'); nothing was deployed",
+            path=f"/{image}",
+        )
+    found = tree / initramfs if _real(tree, initramfs, stat.S_ISREG) else None
+    return Kernel(version, tree / image, found)
+
+
+def _real(tree: Path, relative: str, kind: Callable[[int], bool]) -> bool:
+    """``tree/relative`` exists, is of ``kind``, and no component of it is a symlink."""
+    path = tree
+    for part in relative.split("/"):
+        path = path / part
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            return False
+    return kind(st.st_mode)
 
 
 def boot_checksum(kernel: Kernel) -> str:

@@ -24,7 +24,7 @@ from store import SysrootError, UsageError
 
 LIST_NAME = "deployments.json"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_SAFE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+~-]*")  # one file name, not "..", no "/"
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+~-]*")  # one file name, not "..", no "/"
 _BOOT_NAMES = ("dir", "kernel_version", "linux", "initrd")
 
 
@@ -135,15 +135,20 @@ def _from_record(record: dict[str, Any]) -> Deployment:
     commit, serial = str(record["commit"]), int(record["serial"])
     if not _HEX64.fullmatch(commit) or serial < 0:
         raise ValueError(f"bad deployment {commit!r}.{serial}")
-    if boot and not all(_SAFE.fullmatch(str(boot.get(k) or "x")) for k in _BOOT_NAMES):
+    if boot and not all(SAFE_NAME.fullmatch(str(boot.get(k) or "x")) for k in _BOOT_NAMES):
         raise ValueError(f"bad boot files {boot!r}")
+    # both are written into BLS entries: a space or newline would add options or lines
+    kargs = [str(k) for k in record["kargs"]]
+    if not all(k and k.isprintable() and not any(c.isspace() for c in k) for k in kargs):
+        raise ValueError(f"bad kernel arguments {kargs!r}")
+    title = "".join(c for c in str(record.get("title", "")) if c.isprintable())
     return Deployment(
         os_name=check_os_name(str(record["os"])),
         commit=commit,
         serial=serial,
-        kargs=[str(k) for k in record["kargs"]],
+        kargs=kargs,
         boot=BootFiles(**boot) if boot else None,
-        title=str(record.get("title", "")),
+        title=title,
     )
 
 
@@ -169,12 +174,15 @@ def to_record(deployment: Deployment) -> dict[str, Any]:
 def read_origin(layout: Layout, deployment: Deployment) -> tuple[str, bool]:
     """(refspec, pinned) of a deployment; ("", False) when its origin file is absent."""
     parser = configparser.ConfigParser(interpolation=None)
+    path = layout.origin(deployment.os_name, deployment.name)
     try:
-        parser.read_string(layout.origin(deployment.os_name, deployment.name).read_text())
+        parser.read_string(path.read_text())
+        refspec = parser.get("origin", "refspec", fallback="")
+        pinned = parser.getboolean("sapwood-transient", "pinned", fallback=False)
     except FileNotFoundError:
         return "", False
-    refspec = parser.get("origin", "refspec", fallback="")
-    pinned = parser.getboolean("sapwood-transient", "pinned", fallback=False)
+    except (OSError, ValueError, configparser.Error) as exc:  # UnicodeDecodeError too
+        raise SysrootError(f"{path}: the origin file cannot be read: {exc}") from exc
     return refspec, pinned
 
 

@@ -1,0 +1,206 @@
+"""Hostile trees and damaged sysroots: a deploy never writes, reads or links outside
+the deployment through the tree's symlinks, and nothing the tree or a damaged list
+holds becomes a line of a BLS entry (reproductions: /work/plan/attack-sysroot.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import sapwood
+from fs.sysroot.kernels import find_kernel
+from tests.helpers import IS_ROOT, run
+from tests.sysroot.conftest import KVER, commit, tree_state
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
+
+
+def _tree(root: Path, files: dict[str, str], kernel: bool = True) -> Path:
+    """A small tree; ``files`` maps paths to contents ('->T': a symlink, '/': a dir)."""
+    if kernel:
+        files = {f"boot/vmlinuz-{KVER}": "k\n", f"boot/initrd.img-{KVER}": "i\n", **files}
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content == "/":
+            path.mkdir()
+        elif content.startswith("->"):
+            path.symlink_to(content[2:])
+        else:
+            path.write_text(content)
+    return root
+
+
+def test_a_symlinked_usr_cannot_carry_etc_out_of_the_deployment(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    commit(sysroot, _tree(tmp_path / "t", {"etc/planted": "x\n", "usr": f"->{outside}"}))
+    before = tree_state(sysroot.path)
+    with pytest.raises(sapwood.TreeLayoutError, match="/usr is not a directory"):
+        sysroot.deploy("debian/main")
+    assert list(outside.iterdir()) == []
+    assert tree_state(sysroot.path) == before
+
+
+def test_a_local_directory_mode_is_not_applied_through_a_new_default_symlink(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    outside.chmod(0o755)
+    commit(sysroot, _tree(tmp_path / "v1", {"usr/etc/private/key": "k\n"}))
+    first = sysroot.deploy("debian/main").deployment
+    (sysroot.deployment_path(first) / "etc/private").chmod(0o700)  # the administrator's
+    commit(sysroot, _tree(tmp_path / "v2", {"usr/etc/private": f"->{outside}"}))
+    second = sysroot.deploy("debian/main").deployment
+    assert outside.stat().st_mode & 0o7777 == 0o755
+    assert os.readlink(sysroot.deployment_path(second) / "etc/private") == str(outside)
+
+
+@pytest.mark.parametrize(
+    "kver", ["6.1\noptions init=sh", "6.1 rd.break", "6.1\x1b[2J", "-6.1", ".hidden"]
+)
+def test_a_kernel_version_that_is_no_plain_name_is_refused(
+    sysroot: sapwood.Sysroot, tmp_path: Path, kver: str
+) -> None:
+    modules = f"usr/lib/modules/{kver}"
+    files = {f"{modules}/vmlinuz": "k\n", f"{modules}/initramfs.img": "i\n"}
+    commit(sysroot, _tree(tmp_path / "t", files, kernel=False))
+    before = tree_state(sysroot.path)
+    with pytest.raises(sapwood.TreeLayoutError, match="not a plain file name"):
+        sysroot.deploy("debian/main")
+    assert tree_state(sysroot.path) == before
+    assert sysroot.deployments() == []
+
+
+def test_a_boot_kernel_version_with_a_newline_is_refused_on_the_command_line(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    version = "6.1\noptions init=sh"
+    files = {f"boot/vmlinuz-{version}": "k\n", f"boot/initrd.img-{version}": "i\n"}
+    commit(sysroot, _tree(tmp_path / "t", files, kernel=False))
+    proc = run("admin", "--sysroot", sysroot.path, "deploy", "debian/main", text=True)
+    assert proc.returncode != 0
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("sapwood: error: ") and "not a plain file name" in line
+    status = run("admin", "--sysroot", sysroot.path, "status", text=True, check=True)
+    assert "no deployments" in status.stdout
+
+
+def test_an_initramfs_symlinked_out_of_the_tree_is_neither_read_nor_linked(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret\n")
+    modules = f"usr/lib/modules/{KVER}"
+    files = {f"{modules}/vmlinuz": "k\n", f"{modules}/initramfs.img": f"->{secret}"}
+    commit(sysroot, _tree(tmp_path / "t", files, kernel=False))
+    deployment = sysroot.deploy("debian/main").deployment
+    assert deployment.boot is not None and deployment.boot.initrd is None
+    boot_dir = sysroot.path / "boot/sapwood" / deployment.boot.dir
+    assert [p.name for p in boot_dir.iterdir()] == [f"vmlinuz-{KVER}"]
+    assert "initrd" not in "".join(sysroot.boot_entries().values())
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"usr": "->HOST"},  # usr -> the running system's usr
+        {"usr/lib": "->HOST/lib"},
+        {f"usr/lib/modules/{KVER}": f"->HOST/lib/modules/{KVER}"},
+        {f"usr/lib/modules/{KVER}/vmlinuz": f"->HOST/lib/modules/{KVER}/vmlinuz"},
+        {"boot": "->HOST/boot"},
+    ],
+)
+def test_kernels_are_not_found_through_symlinks_of_the_tree(
+    tmp_path: Path, files: dict[str, str]
+) -> None:
+    host = tmp_path / "host"
+    _tree(host, {f"lib/modules/{KVER}/vmlinuz": "k\n", f"boot/vmlinuz-{KVER}": "k\n"}, False)
+    tree = tmp_path / "tree"
+    _tree(tree, {k: v.replace("HOST", str(host)) for k, v in files.items()}, kernel=False)
+    assert find_kernel(tree) is None
+
+
+def test_a_kernel_in_the_tree_is_still_found(tmp_path: Path) -> None:
+    modules = f"usr/lib/modules/{KVER}"
+    tree = _tree(tmp_path / "t", {f"{modules}/vmlinuz": "k\n", f"{modules}/initramfs.img": "i"})
+    kernel = find_kernel(tree)
+    assert kernel is not None and kernel.version == KVER
+    assert kernel.initramfs == tree / modules / "initramfs.img"
+
+
+def test_os_release_is_not_read_through_a_symlink_and_its_title_is_printable(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    host = _tree(tmp_path / "host", {"os-release": 'PRETTY_NAME="Host OS"\n'}, kernel=False)
+    files = {
+        "usr/lib": f"->{host}",
+        "usr/etc/os-release": 'PRETTY_NAME="Evil\x1b]0;x\x07 OS"\n',
+    }
+    commit(sysroot, _tree(tmp_path / "t", files))
+    deployment = sysroot.deploy("debian/main").deployment
+    assert deployment.title == "Evil]0;x OS"
+    (entry,) = sysroot.boot_entries().values()
+    assert entry.splitlines()[0].startswith("title Evil]0;x OS (")
+
+
+def _deployed(sysroot: sapwood.Sysroot, tmp_path: Path) -> sapwood.Deployment:
+    commit(sysroot, _tree(tmp_path / "t", {"usr/etc/a": "a\n"}))
+    return sysroot.deploy("debian/main", kargs=("root=/dev/vda",)).deployment
+
+
+def _list_file(sysroot: sapwood.Sysroot) -> Path:
+    return (sysroot.path / "boot/loader").resolve() / "deployments.json"
+
+
+def _refused(sysroot: sapwood.Sysroot, words: str) -> None:
+    proc = run("admin", "--sysroot", sysroot.path, "status", text=True)
+    assert proc.returncode != 0
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("sapwood: error: ") and words in line, line
+    assert "internal error" not in line
+
+
+def test_a_listed_karg_with_a_newline_is_refused_not_written_into_an_entry(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    _deployed(sysroot, tmp_path)
+    records = json.loads(_list_file(sysroot).read_text())
+    records[0]["kargs"].append("quiet\noptions init=/bin/sh")
+    _list_file(sysroot).write_text(json.dumps(records))
+    _refused(sysroot, "the deployment list cannot be read")
+    with pytest.raises(sapwood.SysrootError):
+        sysroot.rollback()
+
+
+def test_a_listed_title_with_a_newline_does_not_become_a_line(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    _deployed(sysroot, tmp_path)
+    sysroot.deploy("debian/main")
+    records = json.loads(_list_file(sysroot).read_text())
+    records[1]["title"] = "Debian\nlinux /boot/evil"
+    _list_file(sysroot).write_text(json.dumps(records))
+    sysroot.rollback()
+    for entry in sysroot.boot_entries().values():
+        assert not any(line.startswith("linux /boot/evil") for line in entry.splitlines())
+        assert len(entry.splitlines()) == 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"[origin]\nrefspec=x\n[sapwood-transient]\npinned=maybe\n", b"[origin\n", b"\xff\xfe"],
+)
+def test_a_damaged_origin_file_is_one_error_line(
+    sysroot: sapwood.Sysroot, tmp_path: Path, text: bytes
+) -> None:
+    deployment = _deployed(sysroot, tmp_path)
+    origin = sysroot.deployment_path(deployment).with_name(f"{deployment.name}.origin")
+    origin.write_bytes(text)
+    _refused(sysroot, "the origin file cannot be read")
