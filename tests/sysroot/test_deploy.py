@@ -16,6 +16,7 @@ from tests.sysroot.conftest import KVER, commit
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
 KARGS = ("root=/dev/vda", "rw", "console=ttyS0")
+SELINUX_LABEL = b"system_u:object_r:etc_t:s0"  # stored as it is without an SELinux policy
 
 
 def _entry(text: str) -> dict[str, str]:
@@ -76,6 +77,7 @@ def _edit_etc(etc: Path) -> None:
     (etc / "motd").write_text("my motd\n")  # modified; v2 changes its default too
     (etc / "login.defs").write_text("127.0.0.1 mine\n")  # modified; v2 leaves its default
     os.setxattr(etc / "login.defs", "user.sapwood-test", b"kept")
+    os.setxattr(etc / "login.defs", "security.selinux", SELINUX_LABEL)
     os.chown(etc / "login.defs", 1234, 1235)
     (etc / "added.conf").write_text("added\n")  # added
     (etc / "added.d").mkdir()
@@ -117,6 +119,7 @@ def test_update_merges_etc_by_ostree_rules(
     st = os.stat(etc / "login.defs")
     assert (st.st_uid, st.st_gid) == (1234, 1235)
     assert os.getxattr(etc / "login.defs", "user.sapwood-test") == b"kept"
+    assert os.getxattr(etc / "login.defs", "security.selinux") == SELINUX_LABEL
     # added locally -> kept, directories whole
     assert (etc / "added.conf").read_text() == "added\n"
     assert (etc / "added.d/one.conf").read_text() == "one\n"
