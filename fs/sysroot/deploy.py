@@ -177,8 +177,7 @@ def _build(
             etc_merge.apply(changes, merge_dir / "etc", dest / "etc")
     else:
         (dest / "etc").mkdir(mode=0o755)
-    if not os.path.lexists(dest / "sysroot"):
-        (dest / "sysroot").mkdir(mode=0o755)
+    _make_sysroot_reachable(dest)
     _seed_var(layout, new.os_name, dest)
     kernel = find_kernel(dest)
     if kernel is None:
@@ -190,6 +189,20 @@ def _build(
     new.title = _pretty_name(dest) or new.os_name
     write_origin(layout, new)
     syncfs(dest)
+
+
+def _make_sysroot_reachable(dest: Path) -> None:
+    """``sysroot/``, where the initramfs moves the physical root, and ``sapwood ->
+    sysroot/sapwood`` (OSTree's ``ostree -> sysroot/ostree``): booted, ``/`` is this
+    deployment, and ``sapwood admin`` with its default ``--sysroot /`` finds the
+    repository and the deployments there, and the boot entries in ``boot/``, over
+    which the initramfs binds the sysroot's. Names the commit has already are left
+    alone."""
+    for mount_point in ("sysroot", "boot"):
+        if not os.path.lexists(dest / mount_point):
+            (dest / mount_point).mkdir(mode=0o755)
+    if not os.path.lexists(dest / "sapwood"):
+        os.symlink("sysroot/sapwood", dest / "sapwood")
 
 
 def _seed_var(layout: Layout, os_name: str, dest: Path) -> None:

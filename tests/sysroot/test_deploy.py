@@ -6,13 +6,14 @@ import configparser
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import sapwood
-from tests.helpers import IS_ROOT, cli
-from tests.sysroot.conftest import KVER, commit
+from tests.helpers import IS_ROOT, cli, sapwood_argv
+from tests.sysroot.conftest import KVER, commit, small_tree
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
 KARGS = ("root=/dev/vda", "rw", "console=ttyS0")
@@ -167,3 +168,31 @@ def test_shared_var_is_seeded_once(sysroot: sapwood.Sysroot, debian_v1: Path) ->
     sysroot.deploy("debian/main")
     assert (shared / "lib/dpkg/status").read_text() == "local state\n"
     assert (shared / "log/mine.log").read_text() == "log\n"
+
+
+def _as_booted(sysroot: sapwood.Sysroot, booted: sapwood.Deployment, *args: str) -> str:
+    """``sapwood admin --sysroot DEPLOYMENT ARGS`` in a mount namespace laid out as the
+    initramfs leaves a booted machine: the sysroot bound at the deployment's sysroot/,
+    its boot/ over the deployment's, ``sapwood=`` naming it on the command line."""
+    root = sysroot.deployment_path(booted)
+    binds = 'mount --bind "$1" "$2/sysroot" && mount --bind "$1/boot" "$2/boot" && shift 2'
+    argv = ["unshare", "-m", "sh", "-c", f'{binds} && exec "$@"', "sh", sysroot.path, root]
+    argv += sapwood_argv("admin", "--sysroot", root, *args)
+    env = {**os.environ, "SAPWOOD_CMDLINE": f"root=/dev/vda sapwood={booted.boot_path}"}
+    done = subprocess.run(list(map(str, argv)), capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_booted_deployment_reaches_its_sysroot(sysroot: sapwood.Sysroot, tmp_path: Path) -> None:
+    """Booted, / is the deployment: its ``sapwood -> sysroot/sapwood`` lets ``sapwood
+    admin`` with --sysroot / see the repository, the deployments and the entries, and
+    deploy from there (OSTree's ``ostree -> sysroot/ostree``)."""
+    first = commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/a": "1\n"}))
+    booted = sysroot.deploy("debian/main", kargs=("root=/dev/vda",)).deployment
+    assert os.readlink(sysroot.deployment_path(booted) / "sapwood") == "sysroot/sapwood"
+    (listed,) = json.loads(_as_booted(sysroot, booted, "status", "--json"))
+    assert (listed["commit"], listed["booted"]) == (first, True)
+    second = commit(sysroot, small_tree(tmp_path / "v2", {"usr/etc/a": "2\n"}))
+    _as_booted(sysroot, booted, "deploy", "debian/main")
+    assert [d.commit for d in sysroot.deployments()] == [second, first]
