@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from store.content import user_object_mode
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 _AMBIGUOUS = ""  # an inode listed under two names: trusted for neither
 _HEX_NAME = 62  # hex digits of an object's name after its two-digit directory
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+_LISTING_THREADS = 8
 
 
 class LinkedObject(NamedTuple):
@@ -160,30 +162,40 @@ def _trusted(parent: os.stat_result, euid: int) -> bool:
 
 
 def _list_objects(objects: str) -> dict[int, str]:
-    """inode -> name of every ``objects/XX/*.file``; empty if d_ino cannot be trusted."""
+    """inode -> name of every ``objects/XX/*.file``; empty if d_ino cannot be trusted.
+
+    The 256 directories are listed by a few threads: getdents waits on the disk
+    without the GIL, so a cold listing overlaps its reads (47,000 objects, caches
+    dropped: 0.15-0.3 s against 0.33-0.39 s for one thread; warm, 0.1 s either way)."""
     by_inode: dict[int, str] = {}
-    for byte in range(256):
-        prefix = f"{byte:02x}"
-        try:
-            listing = os.scandir(f"{objects}/{prefix}")
-        except OSError:
-            continue  # missing or unreadable: its objects are read as usual
-        checked = False
-        with listing:
-            for entry in listing:
-                name = entry.name
-                if len(name) != _HEX_NAME + 5 or not name.endswith(".file"):
-                    continue
-                inode = entry.inode()
-                if not checked:
-                    if not _inode_is_true(entry):
-                        log.info(
-                            "%s: directory entries do not give inodes; farms are read", objects
-                        )
-                        return {}
-                    checked = True
-                by_inode[inode] = _AMBIGUOUS if inode in by_inode else prefix + name[:_HEX_NAME]
+    with ThreadPoolExecutor(_LISTING_THREADS) as pool:
+        parts = list(pool.map(_list_prefix, [objects] * 256, [f"{b:02x}" for b in range(256)]))
+    for part in parts:
+        if part is None:
+            log.info("%s: directory entries do not give inodes; farms are read", objects)
+            return {}
+        for inode, name in part:
+            by_inode[inode] = _AMBIGUOUS if inode in by_inode else name
     return by_inode
+
+
+def _list_prefix(objects: str, prefix: str) -> list[tuple[int, str]] | None:
+    """(inode, name) of the file objects in ``objects/prefix``; None if one entry's
+    d_ino is not its st_ino (the first is checked)."""
+    found: list[tuple[int, str]] = []
+    try:
+        listing = os.scandir(f"{objects}/{prefix}")
+    except OSError:
+        return found  # missing or unreadable: its objects are read as usual
+    with listing:
+        for entry in listing:
+            name = entry.name
+            if len(name) != _HEX_NAME + 5 or not name.endswith(".file"):
+                continue
+            if not found and not _inode_is_true(entry):
+                return None
+            found.append((entry.inode(), prefix + name[:_HEX_NAME]))
+    return found
 
 
 def _inode_is_true(entry: os.DirEntry[str]) -> bool:
