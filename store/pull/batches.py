@@ -3,9 +3,11 @@
 Each batch is a transaction that moves no ref. Work for a batch (fetch, decode,
 verify, stage) runs in the pull's thread pool; once a batch is full, a committer
 thread waits for its work and commits it, while the next batch is already being
-filled: the disk's syncs overlap the network. A failure anywhere stops every later
-piece of work from starting, aborts the batches not yet committed, and is raised by
-the next ``submit`` or by ``finish``. Batches committed before it stay: an
+filled: the disk's syncs overlap the network. A batch is closed only once the commit
+before it is done, so a slow disk holds the pull back rather than letting uncommitted
+work pile up (what an interrupted pull would lose). A failure anywhere stops every
+later piece of work from starting, aborts the batches not yet committed, and is
+raised by the next ``submit`` or by ``finish``. Batches committed before it stay: an
 interrupted pull keeps them, and the next one does not fetch them again.
 """
 
@@ -66,8 +68,11 @@ class Batches:
     def _close_batch(self) -> None:
         txn, pending = self._txn, self._pending
         self._txn, self._pending = None, []
-        if txn is not None:
-            self._commits.append(self._committer.submit(self._commit, txn, pending))
+        if txn is None:
+            return
+        if self._commits:  # one commit at a time behind the filling: what was fetched is
+            wait(self._commits[-1:])  # stored at most two batches later, even if slow
+        self._commits.append(self._committer.submit(self._commit, txn, pending))
 
     def _commit(self, txn: Transaction, pending: list[Future[None]]) -> None:
         wait(pending)
