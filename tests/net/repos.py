@@ -6,6 +6,7 @@ test instead of hanging the run.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ def archive_of(path: Path, source: Path, branch: str = "main", **options: str) -
     ``branch`` and the summary updated; the commit id."""
     if not (path / "config").exists():
         sapwood_ok(path, "init", "--mode", "archive")
+        no_fsync(path)
     extra = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
     commit = sapwood_ok(path, "commit", "-b", branch, *extra, source).strip()
     publish(path)
@@ -43,7 +45,18 @@ def publish(archive: Path, keys_file: Path | None = None) -> None:
 
 def local_repo(path: Path, mode: str = "bare-user") -> Path:
     sapwood_ok(path, "init", "--mode", mode)
+    no_fsync(path)
     return path
+
+
+def no_fsync(repo: Path) -> None:
+    """``fsync = false``: the tests measure requests, not the disk, and a machine busy
+    writing elsewhere makes each fsync cost seconds (a SIGKILL loses nothing unsynced)."""
+    config = configparser.ConfigParser()
+    config.read(repo / "config")
+    config["core"]["fsync"] = "false"
+    with open(repo / "config", "w") as out:
+        config.write(out)
 
 
 def add_remote(local: Path, url: str, name: str = "origin", *options: str) -> None:

@@ -212,7 +212,9 @@ class TamperingServer:
         self._lock = threading.Lock()
         self._httpd = _Server((HOST, 0), _handler_for(self))
         self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(  # a short poll: stop() returns at once
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:
