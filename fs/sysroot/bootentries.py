@@ -15,9 +15,9 @@ holds the entries, the sysroot's (``boot`` is a directory of it, not a partition
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from fs.checkout import remove_tree
+from fs.sysroot.durable import fsync_path, write_synced
 from fs.sysroot.kargs import OWN_KEY
 from fs.sysroot.layout import Layout
 from fs.sysroot.state import LIST_NAME, Deployment, current_bootversion, to_record, write_json
@@ -58,10 +58,10 @@ def write_loader(layout: Layout, deployments: list[Deployment]) -> int:
     for index, deployment in enumerate(deployments):
         text = entry_text(deployment, count - index)
         if text is not None:
-            _write_file(entries / entry_name(count - index), text)
+            write_synced(entries / entry_name(count - index), text)
     write_json(directory / LIST_NAME, [to_record(d) for d in deployments])
-    _fsync_dir(entries)
-    _fsync_dir(directory)
+    fsync_path(entries)
+    fsync_path(directory)
     syncfs(layout.boot)
     swap_loader(layout, new)
     return new
@@ -74,7 +74,7 @@ def swap_loader(layout: Layout, version: int) -> None:
         os.unlink(tmp)
     os.symlink(f"loader.{version}", tmp)
     os.rename(tmp, layout.loader)
-    _fsync_dir(layout.boot)
+    fsync_path(layout.boot)
 
 
 def read_entries(layout: Layout) -> dict[str, str]:
@@ -87,18 +87,3 @@ def read_entries(layout: Layout) -> dict[str, str]:
 
 def _label(deployment: Deployment) -> str:
     return f"{deployment.os_name} {deployment.commit[:12]}.{deployment.serial}"
-
-
-def _write_file(path: Path, text: str) -> None:
-    with open(path, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

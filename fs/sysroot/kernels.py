@@ -31,6 +31,7 @@ import blake3
 
 from fs.checkout import remove_tree
 from fs.sysroot.copying import copy_entry
+from fs.sysroot.durable import fsync_path
 from fs.sysroot.layout import Layout
 from fs.sysroot.state import SAFE_NAME, BootFiles
 from store import TreeLayoutError
@@ -118,8 +119,8 @@ def install_kernel(layout: Layout, os_name: str, kernel: Kernel) -> BootFiles:
             if kernel.initramfs is not None and initrd is not None:
                 _link_or_copy(kernel.initramfs, building / initrd)
             for name in os.listdir(building):
-                _fsync(building / name)
-            _fsync(building)
+                fsync_path(building / name)
+            fsync_path(building)
             os.rename(building, target)
         except BaseException:
             remove_tree(building)
@@ -134,14 +135,6 @@ def _link_or_copy(source: Path, dest: Path) -> None:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
         copy_entry(source, dest)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def leftovers(layout: Layout, used: set[str]) -> list[Path]:

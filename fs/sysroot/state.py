@@ -12,6 +12,7 @@ by rename.
 from __future__ import annotations
 
 import configparser
+import io
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fs.sysroot.durable import write_synced
 from fs.sysroot.layout import Layout, check_os_name
 from store import SysrootError, UsageError
 
@@ -194,16 +196,11 @@ def write_origin(layout: Layout, deployment: Deployment) -> None:
         parser["sapwood-transient"] = {"pinned": "true"}
     path = layout.origin(deployment.os_name, deployment.name)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as out:
-        parser.write(out)
-        out.flush()
-        os.fsync(out.fileno())
+    text = io.StringIO()
+    parser.write(text)
+    write_synced(tmp, text.getvalue())
     os.rename(tmp, path)
 
 
 def write_json(path: Path, records: list[dict[str, Any]]) -> None:
-    with open(path, "w") as out:
-        json.dump(records, out, indent=1)
-        out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
+    write_synced(path, json.dumps(records, indent=1) + "\n")
