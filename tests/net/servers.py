@@ -3,7 +3,7 @@
 - ``Nginx``: the real web server an archive repository is published with, started by the
   test as its own process on 127.0.0.1 with a config the test writes (no /etc/nginx, its
   pid, error and access logs in the test's directory, keep-alive on). Its access log has
-  one line per request, ``METHOD URI STATUS BYTES``, which the tests count.
+  one line per request, ``METHOD URI STATUS BYTES CONNECTION``, which the tests count.
 - ``TamperingServer``: serves the same directory from Python (threads, HTTP/1.1,
   keep-alive) but, for the paths a ``Rule`` matches, misbehaves in one of the ways the
   issue's bad-input list names.
@@ -53,6 +53,7 @@ class Request:
     path: str
     status: int
     size: int
+    connection: int  # nginx's serial number of the TCP connection it came on
 
 
 _CONFIG = """\
@@ -62,7 +63,7 @@ pid {work}/nginx.pid;
 error_log {work}/error.log info;
 events {{ worker_connections 512; }}
 http {{
-    log_format counted '$request_method $uri $status $body_bytes_sent';
+    log_format counted '$request_method $uri $status $body_bytes_sent $connection';
     access_log {work}/access.log counted;
     client_body_temp_path {work}/body;
     proxy_temp_path {work}/proxy;
@@ -154,8 +155,8 @@ class Nginx:
             return []
         requests = []
         for line in self.access_log.read_text().splitlines():
-            method, path, status, size = line.split(" ")
-            requests.append(Request(method, path, int(status), int(size)))
+            method, path, status, size, connection = line.split(" ")
+            requests.append(Request(method, path, int(status), int(size), int(connection)))
         return requests
 
     def clear_log(self) -> None:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,7 +144,10 @@ def test_pull_into_bare_user_as_root(
     assert read_disk_tree(mnt) == read_disk_tree(source)
     fetched = fetched_objects(server)
     assert len(fetched) == len(set(fetched)), "an object was fetched twice"
-    assert set(fetched) <= object_paths(archive)
+    assert set(fetched) == object_paths(archive)
+    connections = Counter(r.connection for r in server.requests())
+    assert 1 < len(connections) <= 16, "several requests in flight, on kept-alive connections"
+    assert max(connections.values()) > 20, connections
 
 
 def test_pull_into_bare_user_as_an_unprivileged_user(
