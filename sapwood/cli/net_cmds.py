@@ -160,9 +160,10 @@ def _print_report(report: PullReport) -> None:
         )
         return
     delta = f", {plural(report.delta_objects, 'object')} in deltas" if report.deltas else ""
+    linked = f" ({report.linked} hardlinked)" if report.linked else ""
     print(
         f"fetched {metadata} and {plural(report.content_fetched, 'content object')}"
-        f"{delta}: {_size(report.bytes)}"
+        f"{linked}{delta}: {_size(report.bytes)}"
     )
 
 

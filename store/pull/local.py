@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -64,6 +65,7 @@ class _LocalPull:
         self.metas: dict[ObjectId, DirMeta] = {}
         self.files: dict[ObjectId, None] = {}
         self.link = _can_link(src, repo)
+        self.lock = threading.Lock()
 
     def run(self, refs: Sequence[str]) -> PullReport:
         source_refs = self.src.refs()
@@ -165,7 +167,8 @@ class _LocalPull:
         header, size = self.src.read_file_header(object_id)
         mode = self.repo.mode
         _require_kept(mode.admit_file(header, "") == header, mode, object_id)
-        if self.link and self._link(txn, object_id, header, size):
+        linked = self.link and self._link(txn, object_id, header, size)
+        if linked:
             pass
         elif size <= SMALL_FILE:
             stored = txn.write_file(header, self.src.read_file(object_id))
@@ -173,7 +176,10 @@ class _LocalPull:
         else:
             stored = txn.write_file_chunks(header, lambda: self._chunks(object_id))
             _require_id(stored, object_id, self.src.path)
-        self.report.content_fetched += 1
+        with self.lock:
+            self.report.content_fetched += 1
+            self.report.bytes += size
+            self.report.linked += linked
         self.tracker.add_object(content=True)
 
     def _link(self, txn: Transaction, object_id: ObjectId, header: FileHeader, size: int) -> bool:

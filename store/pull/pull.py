@@ -86,7 +86,8 @@ class PullReport:
     fetched one by one; ``content_missing``: content objects the local repository
     lacked (the dry run's "would fetch"); ``delta_objects``: objects that came in
     static deltas (``deltas``: which, as "FROM-TO" or "TO"); ``bytes``: bytes read
-    from the network; ``requests``: HTTP requests made."""
+    from the network (pull-local: content bytes copied or linked); ``requests``: HTTP
+    requests made; ``linked``: content objects pull-local hardlinked."""
 
     remote: str
     dry_run: bool
@@ -99,6 +100,7 @@ class PullReport:
     deltas: list[str] = field(default_factory=list)
     bytes: int = 0
     requests: int = 0
+    linked: int = 0
 
     @property
     def changed(self) -> dict[str, tuple[ObjectId | None, ObjectId]]:

@@ -64,9 +64,10 @@ def test_pull_local_between_modes(
         sources = _file_object_paths(src)
     shared = [name for name, st in linked.items() if st.st_ino == sources[name].st_ino]
     if source_mode is dest_mode and dest_mode is not RepoMode.ARCHIVE:
-        assert len(shared) == len(linked)
+        assert len(shared) == len(linked) == report.linked
     else:
-        assert shared == []
+        assert shared == [] and report.linked == 0
+    assert report.bytes > 5 << 20  # the content copied or linked, the tool among it
 
 
 def test_a_second_pull_local_copies_nothing_and_an_update_only_what_changed(tmp_path: Path) -> None:
@@ -107,6 +108,7 @@ def test_the_command_line_pull_local(tmp_path: Path) -> None:
     result = cli("--repo", tmp_path / "dest", "pull-local", tmp_path / "src-repo", "main")
     assert result.code == 0, result.err
     assert result.out.splitlines()[0] == f"main: (new) -> {head.hex()}"
+    assert result.out.splitlines()[1].endswith(" MiB")  # what was copied, not 0 B
     assert result.err == ""
     missing = cli("--repo", tmp_path / "dest", "pull-local", tmp_path / "src-repo", "nope")
     assert missing.code != 0 and len(missing.err.splitlines()) == 1
