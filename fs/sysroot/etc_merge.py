@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from fs.sysroot.copying import copy_entry, copy_metadata, remove_entry
-from store import EtcMergeConflictError
+from store import EtcMergeConflictError, SysrootError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,16 @@ def _lstat(path: Path) -> os.stat_result | None:
 
 
 def local_changes(orig: Path, local: Path, rel: str = "") -> Iterator[EtcChange]:
-    """What ``local`` changed against ``orig`` (both directories), depth first."""
+    """What ``local`` changed against ``orig`` (both directories), depth first.
+    Raises SysrootError when ``local`` is missing or not a directory: listed through a
+    symlink it would be another tree's files, and missing it would delete every default."""
+    if not rel:
+        st = _lstat(local)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            raise SysrootError(
+                f"{local}: the deployment's /etc is missing or not a directory (a symlink?); "
+                "restore it to merge it; nothing was changed"
+            )
     here_orig, here_local = orig / rel if rel else orig, local / rel if rel else local
     names = sorted(set(_listdir(here_orig)) | set(_listdir(here_local)))
     for name in names:

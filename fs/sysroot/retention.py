@@ -35,11 +35,15 @@ def kernel_cmdline() -> str:
 
 
 def booted_path(cmdline: str | None = None) -> str | None:
-    """The ``sapwood=`` argument of the running kernel, if any."""
+    """The ``sapwood=`` argument of the running kernel, if any: the last one, the one
+    the initramfs boots (a ``sapwood=`` added at the boot loader's prompt follows the
+    entry's own; taking the first would protect a deployment that is not running and
+    let cleanup remove the one that is)."""
+    found = None
     for arg in (cmdline if cmdline is not None else kernel_cmdline()).split():
         if arg.startswith(f"{OWN_KEY}="):
-            return arg.split("=", 1)[1].rstrip("/")
-    return None
+            found = arg.split("=", 1)[1].rstrip("/")
+    return found
 
 
 def find_booted(deployments: list[Deployment], path: str | None) -> Deployment | None:

@@ -204,3 +204,38 @@ def test_a_damaged_origin_file_is_one_error_line(
     origin = sysroot.deployment_path(deployment).with_name(f"{deployment.name}.origin")
     origin.write_bytes(text)
     _refused(sysroot, "the origin file cannot be read")
+
+
+@pytest.mark.parametrize("damage", ["symlink", "missing"])
+def test_a_merge_deployment_etc_that_is_no_directory_is_refused(
+    sysroot: sapwood.Sysroot, tmp_path: Path, damage: str
+) -> None:
+    deployment = _deployed(sysroot, tmp_path)
+    etc = sysroot.deployment_path(deployment) / "etc"
+    for path in sorted(etc.rglob("*"), reverse=True):
+        path.unlink() if not path.is_dir() or path.is_symlink() else path.rmdir()
+    etc.rmdir()
+    host = _tree(tmp_path / "host", {"passwd": "host's\n"}, kernel=False)
+    if damage == "symlink":
+        etc.symlink_to(host)
+    before = tree_state(sysroot.path)
+    for call in (sysroot.config_diff, lambda: sysroot.deploy("debian/main")):
+        with pytest.raises(sapwood.SysrootError, match="/etc is missing or not a directory"):
+            call()
+    assert tree_state(sysroot.path) == before
+
+
+def test_the_booted_deployment_is_the_last_sapwood_argument(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """The initramfs boots the last sapwood= (one added at the boot loader's prompt):
+    a deploy must keep that one, never remove the running root."""
+    first = _deployed(sysroot, tmp_path)
+    second = sysroot.deploy("debian/main").deployment
+    running = sapwood.Sysroot(
+        sysroot.path, cmdline=f"root=/dev/vda sapwood={second.boot_path} sapwood={first.boot_path}"
+    )
+    assert running.booted() == first
+    running.deploy("debian/main")
+    assert sysroot.deployment_path(first).is_dir()
+    assert first.key() in {d.key() for d in sysroot.deployments()}
