@@ -261,7 +261,11 @@ class DeploymentIndexError(SysrootError):
 
 
 class BootedDeploymentError(SysrootError):
-    """The operation would remove the deployment the machine is running."""
+    """The operation would remove the deployment the machine is running (``index``)."""
+
+    def __init__(self, message: str = "", *, index: int = 0):
+        super().__init__(message or f"deployment {index} is the booted one")
+        self.index = index
 
 
 class TreeLayoutError(SysrootError):

@@ -146,7 +146,7 @@ class Sysroot:
             target = self._at(deployments, index)
             if target is self._booted_of(deployments):
                 raise BootedDeploymentError(
-                    f"deployment {index} is the booted one; it cannot be removed"
+                    f"deployment {index} is the booted one; it cannot be removed", index=index
                 )
             listed = [d for d in deployments if d is not target]
             self._switch(listed)

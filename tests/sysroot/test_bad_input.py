@@ -83,6 +83,10 @@ def test_undeploying_the_booted_deployment(deployed: sapwood.Sysroot) -> None:
     (booted,) = deployed.deployments()
     env = {**os.environ, "SAPWOOD_CMDLINE": f"root=/dev/vda sapwood={booted.boot_path}"}
     _refused(deployed.path, "undeploy", "0", words="booted", env=env)
+    booted_view = sapwood.Sysroot(deployed.path, cmdline=env["SAPWOOD_CMDLINE"])
+    with pytest.raises(sapwood.BootedDeploymentError) as refused:
+        booted_view.undeploy(0)
+    assert refused.value.index == 0
 
 
 def test_an_index_out_of_range(deployed: sapwood.Sysroot) -> None:
