@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from store.content import object_relpath
 from store.errors import (
@@ -52,11 +52,14 @@ from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, MetaObject
 from store.pull import formats
 from store.pull.batches import Batches
-from store.pull.http import Fetcher, FetchSettings
 from store.pull.objects import decoded_filez, verified_meta
 from store.pull.remotes import Remote, get_remote
+from store.pull.settings import FetchSettings
 from store.repo import Repository
 from store.transaction import Transaction
+
+if TYPE_CHECKING:
+    from store.pull.http import Fetcher
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -132,6 +135,8 @@ def pull(
         repo.require_writable()
     settings = settings or FetchSettings()
     tracker = _Tracker(progress)
+    from store.pull.http import Fetcher  # here: importing urllib3 is for pulls alone
+
     with Fetcher(remote.url, settings, tracker.add_bytes) as fetcher:
         job = _Pull(repo, remote, fetcher, settings, tracker, dry_run)
         report = job.run(refs, depth)

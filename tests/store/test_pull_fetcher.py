@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import pytest
 
 from store import NetworkError
-from store.pull import Fetcher, FetchSettings
+from store.pull import FetchSettings
+from store.pull.http import Fetcher
 
 SETTINGS = FetchSettings(connect_timeout=1, read_timeout=1, retries=1, backoff=0.01)
 
