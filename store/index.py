@@ -496,6 +496,7 @@ def _check_refs(txn: Any, dbs: dict[str, Any], batch: WriteBatch) -> None:
     """Compare-and-swap, refs name commits only, and no ref is a directory of another."""
     deleted = {update.name for update in batch.refs if update.new is None}
     created = {update.name for update in batch.refs if update.new is not None}
+    holding = {above for name in created for above in _ref_dirs(name)}  # a/b/c: a, a/b
     for update in batch.refs:
         current = txn.get(update.name.encode(), db=dbs["refs"])
         current_id = None if current is None else bytes(current)
@@ -511,7 +512,7 @@ def _check_refs(txn: Any, dbs: dict[str, Any], batch: WriteBatch) -> None:
         if update.new is not None:
             _check_is_commit(txn, dbs["objects"], batch, update)
             if current_id is None:
-                _check_ref_path(txn, dbs["refs"], update.name, deleted, created)
+                _check_ref_path(txn, dbs["refs"], update.name, deleted, created, holding)
 
 
 def _check_is_commit(txn: Any, objects_db: Any, batch: WriteBatch, update: RefUpdate) -> None:
@@ -526,14 +527,20 @@ def _check_is_commit(txn: Any, objects_db: Any, batch: WriteBatch, update: RefUp
         raise RefTargetError(f"ref {update.name}: {update.new.hex()} is {what}: refs name commits")
 
 
-def _check_ref_path(
-    txn: Any, refs_db: Any, name: str, deleted: set[str], created: set[str]
-) -> None:
-    """Refs are laid out as files (archive mode's refs/heads/, pull, other tools), so
-    ``a`` and ``a/b`` cannot both exist, in any mode."""
+def _ref_dirs(name: str) -> list[str]:
+    """The refs that would be directories of ``name``'s file: ``r:a/b/c`` -> r:a, r:a/b."""
     remote, sep, ref = name.rpartition(":")
     parts = ref.split("/")
-    above = [f"{remote}{sep}" + "/".join(parts[:depth]) for depth in range(1, len(parts))]
+    return [f"{remote}{sep}" + "/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def _check_ref_path(
+    txn: Any, refs_db: Any, name: str, deleted: set[str], created: set[str], holding: set[str]
+) -> None:
+    """Refs are laid out as files (archive mode's refs/heads/, pull, other tools), so
+    ``a`` and ``a/b`` cannot both exist, in any mode. ``holding``: the _ref_dirs of every
+    ref ``created`` (a set: comparing each new ref with every other was quadratic)."""
+    above = _ref_dirs(name)
     for other in above:
         exists = other not in deleted and txn.get(other.encode(), db=refs_db) is not None
         if exists or other in created:
@@ -541,7 +548,7 @@ def _check_ref_path(
                 f"ref {name} cannot exist beside ref {other}: delete it first", name=other
             )
     below = name + "/"
-    others = [o for o in created if o.startswith(below)]
+    others = [o for o in created if o.startswith(below)] if name in holding else []
     with txn.cursor(db=refs_db) as cur:
         found = cur.set_range(below.encode())
         while found and bytes(cur.key()).startswith(below.encode()) and not others:
