@@ -94,16 +94,34 @@ class Batches:
         if not self._failed.is_set():
             return
         self.finish()  # raises the first error
+        raise Stopped  # not reached: a failure has an error
 
-    def finish(self) -> None:
-        """Commit the last batch and wait for every commit; the first error, if any."""
-        self._close_batch()
+    def finish(self, final: Work | None = None) -> None:
+        """Wait for every batch; then ``final(txn)`` in the last batch's transaction (a
+        new one if every batch is committed already), committed here. The first error,
+        if any, and then nothing of the last batch is committed."""
+        txn, pending = self._txn, self._pending
+        self._txn, self._pending = None, []
         wait(self._commits)
+        wait(pending)
         self._committer.shutdown(wait=True)
-        error = _first_error(self._commits)
+        error = _first_error(self._commits + pending)
         self._commits = []
         if error is not None:
+            if txn is not None:
+                txn.abort()
             raise error
+        self.stored += len(pending)
+        if final is None and txn is None:
+            return
+        txn = txn or self._repo.transaction()
+        try:
+            if final is not None:
+                final(txn)
+        except BaseException:
+            txn.abort()
+            raise
+        txn.commit()
 
     def abandon(self) -> None:
         """Stop: skip queued work, abort what is not committed (after an error elsewhere)."""

@@ -252,10 +252,12 @@ class _Pull:
             self.tracker.content_total = len(self.missing_files)
             if self.batches is not None:
                 self.tracker.phase("content")
-                self.batches.finish()
+                moves = [want for want in wanted if want.old != want.new]
+                writes = moves or self.commits or self.signatures or self.trees or self.metas
+                # the last batch's transaction writes the metadata and moves the refs:
+                # one commit point fewer (a small update has nothing but that one)
+                self.batches.finish(partial(self._finish, moves) if writes else None)
                 self.report.content_fetched = len(self.missing_files)
-                self.tracker.phase("writing")
-                self._finish(wanted)
             for want in wanted:
                 self.report.refs[want.local] = (want.old, want.new)
             return self.report
@@ -512,28 +514,26 @@ class _Pull:
         self.tracker.add_object(content=True)
 
     # ----- the end -----------------------------------------------------------------------
-    def _finish(self, wanted: list[_Wanted]) -> None:
-        moves = [want for want in wanted if want.old != want.new]
-        if not (moves or self.commits or self.signatures or self.trees or self.metas):
-            return  # up to date: nothing to write
-        with self.repo.transaction() as txn:
-            for meta_id, meta in self.metas.items():
-                where = f"dirmeta {meta_id.hex()}"
-                if self.repo.mode.admit_dir(meta, where) != meta:
-                    raise ModePolicyError(
-                        f"{where} carries ownership or xattrs, which a {self.repo.mode.value} "
-                        "repository does not keep: it cannot hold this commit as it is",
-                        path=where,
-                    )
-                txn.write_dirmeta(meta, where)
-            for tree in self.trees.values():
-                txn.write_dirtree(tree)
-            for commit in sorted(self.commits.values(), key=lambda c: c.timestamp):
-                txn.write_commit(commit)
-            for commit_id, signatures in self.signatures.items():
-                txn.set_commitmeta(commit_id, signatures)
-            for want in moves:
-                txn.set_ref(want.local, want.new, expected=want.old)
+    def _finish(self, moves: list[_Wanted], txn: Transaction) -> None:
+        """Write the trees, commits and signatures, and move the refs, in ``txn``."""
+        self.tracker.phase("writing")
+        for meta_id, meta in self.metas.items():
+            where = f"dirmeta {meta_id.hex()}"
+            if self.repo.mode.admit_dir(meta, where) != meta:
+                raise ModePolicyError(
+                    f"{where} carries ownership or xattrs, which a {self.repo.mode.value} "
+                    "repository does not keep: it cannot hold this commit as it is",
+                    path=where,
+                )
+            txn.write_dirmeta(meta, where)
+        for tree in self.trees.values():
+            txn.write_dirtree(tree)
+        for commit in sorted(self.commits.values(), key=lambda c: c.timestamp):
+            txn.write_commit(commit)
+        for commit_id, signatures in self.signatures.items():
+            txn.set_commitmeta(commit_id, signatures)
+        for want in moves:
+            txn.set_ref(want.local, want.new, expected=want.old)
 
     # ----- fetching --------------------------------------------------------------------
     def _get(self, relpath: str, limit: int, what: str) -> bytes:
