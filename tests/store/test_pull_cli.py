@@ -3,14 +3,18 @@ stderr when it is not a terminal."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sapwood.cli import net_cmds
 from store import RepoMode, Repository
+from store.pull import PullProgress
 from store.summary import update_summary
 from tests.helpers import cli, commit_dir, write_tree
 from tests.store.pull_server import Served, serve
@@ -120,3 +124,21 @@ def test_pull_errors_are_one_line_with_their_exit_code(
         assert result.code == code, result.err
         assert len(result.err.splitlines()) == 1 and words in result.err, result.err
     assert cli("--repo", local, "refs").out == ""
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_shown_on_a_terminal_and_cleared_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    shown = net_cmds._Progress()
+    shown(PullProgress("content", 12, 3 << 20, 40, 10, 2.0))
+    shown.close()
+    text = terminal.getvalue()
+    assert "content: 12 objects (content 10/40), 3.0 MiB, 1.5 MiB/s" in text
+    assert text.endswith("\r\033[K")
