@@ -52,10 +52,10 @@ class Served:
     local: Path
 
     def biggest(self, suffix: str = "filez") -> str:
-        """The URL path of the biggest object file of ``suffix``."""
+        """A pattern matching just the URL path of the biggest object file of ``suffix``."""
         files = (self.archive / "objects").glob(f"*/*.{suffix}")
         biggest = max(files, key=lambda p: p.stat().st_size)
-        return "/" + biggest.relative_to(self.archive).as_posix()
+        return "^" + re.escape("/" + biggest.relative_to(self.archive).as_posix()) + "$"
 
 
 def source_tree(root: Path) -> Path:
