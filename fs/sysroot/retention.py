@@ -42,8 +42,11 @@ def booted_path(cmdline: str | None = None) -> str | None:
     found = None
     for arg in (cmdline if cmdline is not None else kernel_cmdline()).split():
         if arg.startswith(f"{OWN_KEY}="):
-            found = arg.split("=", 1)[1].rstrip("/")
-    return found
+            found = arg.split("=", 1)[1]
+    if found is None:
+        return None
+    # as the initramfs resolves it: "//sapwood/./deploy/..." boots the same deployment
+    return "/" + "/".join(part for part in found.split("/") if part not in ("", "."))
 
 
 def find_booted(deployments: list[Deployment], path: str | None) -> Deployment | None:

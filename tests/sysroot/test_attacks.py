@@ -239,3 +239,20 @@ def test_the_booted_deployment_is_the_last_sapwood_argument(
     running.deploy("debian/main")
     assert sysroot.deployment_path(first).is_dir()
     assert first.key() in {d.key() for d in sysroot.deployments()}
+
+
+def test_the_booted_deployment_is_found_however_its_path_is_spelled(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """The initramfs boots "//sapwood/./deploy/.../" as the plain path: a deploy must
+    know it is running, not drop it as an old deployment."""
+    first = _deployed(sysroot, tmp_path)
+    second = sysroot.deploy("debian/main").deployment
+    sysroot.rollback()  # first is the default again; second runs, spelled oddly
+    spelled = "/" + second.boot_path.replace("/deploy/", "/./deploy//") + "/"
+    running = sapwood.Sysroot(sysroot.path, cmdline=f"root=/dev/vda sapwood={spelled}")
+    assert running.booted() == second
+    running.deploy("debian/main")
+    assert second.key() in {d.key() for d in sysroot.deployments()}
+    assert sysroot.deployment_path(second).is_dir()
+    assert first.key() not in {d.key() for d in sysroot.deployments()}  # neither booted nor merge
