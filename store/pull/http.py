@@ -125,8 +125,12 @@ class Fetcher:
                     return self._consume(response, url, limit, consume)
             finally:
                 response.release_conn()
-            url = urllib.parse.urljoin(url, location)
-            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            try:
+                url = urllib.parse.urljoin(url, location)
+                scheme = urllib.parse.urlsplit(url).scheme
+            except ValueError:  # "http://[::1" and the like, from the server
+                raise NetworkError(f"{first}: redirected to an invalid URL", url=first) from None
+            if scheme not in ("http", "https"):
                 raise NetworkError(f"{first}: redirected to {url[:200]!r}, not http(s)", url=first)
             if url in seen:
                 raise NetworkError(f"{first}: a redirect loop (back to {url})", url=first)

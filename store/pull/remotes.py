@@ -69,7 +69,10 @@ def check_url(url: str, name: str = "") -> str:
     where = f"remote {name}: " if name else ""
     if len(url) > MAX_URL or not url or not set(url) <= _URL_CHARS:
         raise RemoteError(f"{where}not a URL: {url[:80]!r}", name=name)
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # an unclosed "[" of an IPv6 host
+        raise RemoteError(f"{where}not a URL: {url[:80]!r}", name=name) from None
     if parts.scheme not in ("http", "https"):
         raise RemoteError(
             f"{where}{url!r}: only http:// and https:// URLs are supported", name=name

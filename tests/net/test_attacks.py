@@ -3,15 +3,18 @@ attack that was confirmed and fixed, reproduced here so that it stays fixed."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from store import RepoMode, Repository
 from store.pull import pull_local
-from tests.helpers import IS_ROOT, NOBODY, commit_dir, write_tree
+from tests.helpers import IS_ROOT, NOBODY, cli, commit_dir, write_tree
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="root pulling from another user's repository")
@@ -45,3 +48,44 @@ def test_a_pull_of_many_refs_is_not_quadratic(tmp_path: Path) -> None:
                 txn.set_ref(f"origin:r/{number:05d}", head, expected=None)
         assert time.monotonic() - start < 20  # 2 s here; about 100 s when quadratic
         assert len(repo.refs()) == 30_001
+
+
+class _BadRedirect(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", "http://[::1/x")  # an IPv6 host never closed
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def bad_redirect() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BadRedirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_to_an_invalid_url_is_one_line_not_an_internal_error(
+    tmp_path: Path, bad_redirect: str
+) -> None:
+    """F7: a Location urllib cannot parse ended pull as an internal error (exit 70)."""
+    local = tmp_path / "local"
+    assert cli("--repo", local, "init").code == 0
+    assert cli("--repo", local, "remote", "add", "origin", bad_redirect).code == 0
+    result = cli("--repo", local, "pull", "origin")
+    assert result.code == 4, result.err
+    assert result.err.count("\n") == 1 and "invalid URL" in result.err
+
+
+def test_remote_add_of_an_unparsable_url_is_a_usage_error(tmp_path: Path) -> None:
+    """F7: `remote add o http://[::1/` ended as an internal error (exit 70)."""
+    assert cli("--repo", tmp_path / "r", "init").code == 0
+    result = cli("--repo", tmp_path / "r", "remote", "add", "o", "http://[::1/")
+    assert result.code == 2, result.err
+    assert "not a URL" in result.err
