@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,14 +201,17 @@ def read_summary(repo_path: Path) -> Summary | None:
 
 
 def _replace_file(directory: Path, name: str, data: bytes, fsync: bool) -> None:
-    tmp = directory / f".{name}.tmp-{os.getpid()}"
+    # mkstemp: a new file of a random name (O_EXCL), never what another user planted
+    # at a name known in advance (a symlink there was followed, written and chmodded)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=directory)
+    tmp = Path(tmp_name)
     try:
-        with open(tmp, "wb") as out:
+        with open(fd, "wb") as out:
             out.write(data)
             if fsync:
                 out.flush()
                 os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
+            os.fchmod(out.fileno(), 0o644)
         os.rename(tmp, directory / name)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -89,3 +89,26 @@ def test_remote_add_of_an_unparsable_url_is_a_usage_error(tmp_path: Path) -> Non
     result = cli("--repo", tmp_path / "r", "remote", "add", "o", "http://[::1/")
     assert result.code == 2, result.err
     assert "not a URL" in result.err
+
+
+def test_summary_update_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    """F9: `summary -u` wrote its temporary file at a predictable name with open("wb"):
+    a symlink planted there by whoever may write into the repository's directory made
+    it overwrite (and chmod 0644) a file outside the repository."""
+    from store.signing import generate_keypair
+    from store.summary import update_summary
+
+    tree = write_tree(tmp_path / "tree", {"a": "a\n"})
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"secret\n")
+    victim.chmod(0o600)
+    with Repository.init(tmp_path / "archive", RepoMode.ARCHIVE) as repo:
+        commit_dir(repo, tree, "main")
+        for name in ("summary", "summary.sig"):
+            (repo.path / f".{name}.tmp-{os.getpid()}").symlink_to(victim)
+        update_summary(repo, [generate_keypair()])
+    assert victim.read_bytes() == b"secret\n"
+    assert victim.stat().st_mode & 0o777 == 0o600
+    for name in ("summary", "summary.sig"):
+        path = tmp_path / "archive" / name
+        assert not path.is_symlink() and path.stat().st_mode & 0o777 == 0o644
