@@ -331,7 +331,13 @@ def _damaged(path: Path, what: str) -> IndexDamagedError:
 
 
 def _check_data_file(path: Path) -> None:
-    """An existing index has a data file of at least LMDB's two meta pages."""
+    """An existing index has a data file of at least LMDB's two meta pages, and neither
+    it nor the lock file is a symlink: LMDB opens both read-write through one (creating,
+    truncating and rewriting the lock file), so another user's repository could have a
+    root process overwrite any file."""
+    for name in ("data.mdb", "lock.mdb"):
+        if os.path.islink(path / name):
+            raise _damaged(path, f"index/{name} is a symlink")
     data = path / "data.mdb"
     try:
         size = os.stat(data).st_size

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from store import RepoMode, Repository
+from store import IndexDamagedError, RepoMode, Repository
 from store.pull import pull_local
 from tests.helpers import IS_ROOT, NOBODY, cli, commit_dir, write_tree
 
@@ -112,3 +112,26 @@ def test_summary_update_never_writes_through_a_planted_symlink(tmp_path: Path) -
     for name in ("summary", "summary.sig"):
         path = tmp_path / "archive" / name
         assert not path.is_symlink() and path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("name", ["lock.mdb", "data.mdb"])
+def test_an_index_file_that_is_a_symlink_is_never_opened(tmp_path: Path, name: str) -> None:
+    """F10: LMDB opens index/lock.mdb read-write (and truncates and rewrites it) through a
+    symlink: root's pull-local from a user's repository whose lock.mdb pointed at a root
+    file (/etc/passwd) overwrote that file."""
+    tree = write_tree(tmp_path / "tree", {"a": "a\n"})
+    with Repository.init(tmp_path / "src", RepoMode.BARE_USER) as src:
+        commit_dir(src, tree, "main")
+    victim = tmp_path / "victim"
+    if name == "data.mdb":  # a real index elsewhere, so that only the symlink is at stake
+        os.rename(tmp_path / "src" / "index" / name, victim)
+    else:
+        victim.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+        (tmp_path / "src" / "index" / name).unlink()
+    before = victim.read_bytes()
+    (tmp_path / "src" / "index" / name).symlink_to(victim)
+    with Repository.init(tmp_path / "dest", RepoMode.BARE_USER) as dest:
+        with pytest.raises(IndexDamagedError, match="symlink"):
+            pull_local(dest, tmp_path / "src")
+        assert dest.refs() == {}
+    assert victim.read_bytes() == before
