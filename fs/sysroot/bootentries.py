@@ -20,7 +20,14 @@ from fs.checkout import remove_tree
 from fs.sysroot.durable import fsync_path, write_synced
 from fs.sysroot.kargs import OWN_KEY
 from fs.sysroot.layout import Layout
-from fs.sysroot.state import LIST_NAME, Deployment, current_bootversion, to_record, write_json
+from fs.sysroot.state import (
+    LIST_NAME,
+    Deployment,
+    current_bootversion,
+    read_regular,
+    to_record,
+    write_json,
+)
 from store import syncfs
 
 
@@ -82,7 +89,7 @@ def read_entries(layout: Layout) -> dict[str, str]:
     entries = layout.loader / "entries"
     if not entries.is_dir():
         return {}
-    return {p.name: p.read_text() for p in sorted(entries.iterdir())}
+    return {p.name: read_regular(p) for p in sorted(entries.iterdir())}
 
 
 def _label(deployment: Deployment) -> str:

@@ -4,9 +4,10 @@
 them as copies, never as hardlinks into the repository (an edit in place would change
 an object). A copy clones the blocks (FICLONE: btrfs, xfs), else asks the kernel to
 copy (copy_file_range: server-side on NFS, reflinks on some filesystems), else reads
-and writes. Mode, owner, timestamps and extended attributes follow the copy;
-symlinks are copied as symlinks, never followed; fifos, devices and sockets are
-skipped (logged), as OSTree's /etc merge does.
+and writes; holes of sparse files are kept (SEEK_DATA/SEEK_HOLE). Mode, owner,
+timestamps and extended attributes follow the copy; symlinks are copied as symlinks,
+never followed; fifos, devices and sockets are skipped (logged), as OSTree's /etc
+merge does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import fcntl
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,8 @@ _CHUNK = 1 << 20
 
 
 def copy_data(src: int, dst: int, size: int) -> None:
-    """Copy ``size`` bytes of ``src`` into the empty file ``dst``: reflink, kernel, loop."""
+    """Copy ``size`` bytes of ``src`` into the empty file ``dst``: reflink, kernel, loop.
+    Only the data is copied, holes stay holes (a sparse file of 8 GiB is not 8 GiB)."""
     if size == 0:
         return
     try:
@@ -35,18 +38,45 @@ def copy_data(src: int, dst: int, size: int) -> None:
     except OSError as exc:
         if exc.errno not in _NOT_HERE:
             raise
-    done = 0
+    for start, end in _data_segments(src, size):
+        _copy_range(src, dst, start, end)
+    os.ftruncate(dst, min(size, os.fstat(src).st_size))  # a hole at the end
+
+
+def _data_segments(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The (start, end) ranges of ``fd`` below ``size`` that hold data (SEEK_DATA and
+    SEEK_HOLE; the whole file where the filesystem cannot say)."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return  # a hole up to the end
+            if exc.errno not in _NOT_HERE:
+                raise
+            yield offset, size
+            return
+        if start >= size:
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        offset = end
+
+
+def _copy_range(src: int, dst: int, start: int, end: int) -> None:
+    done = start
     try:
-        while done < size:
-            n = os.copy_file_range(src, dst, size - done, done, done)
+        while done < end:
+            n = os.copy_file_range(src, dst, end - done, done, done)
             if n == 0:
-                break
+                return
             done += n
         return
     except OSError as exc:
         if exc.errno not in _NOT_HERE | {errno.EPERM}:
             raise
-    while chunk := os.pread(src, _CHUNK, done):
+    while done < end and (chunk := os.pread(src, min(_CHUNK, end - done), done)):
         os.pwrite(dst, chunk, done)
         done += len(chunk)
 

@@ -12,10 +12,12 @@ by rename.
 from __future__ import annotations
 
 import configparser
+import errno
 import io
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,8 +89,8 @@ def read_deployments(layout: Layout) -> list[Deployment]:
         return []
     path = layout.loader_dir(version) / LIST_NAME
     try:
-        if path.exists() or not (path.parent / "entries").is_dir():
-            records = json.loads(path.read_text())
+        if os.path.lexists(path) or not (path.parent / "entries").is_dir():
+            records = json.loads(read_regular(path))
         else:  # written by hand or by an older tool: the entries alone, as OSTree reads
             records = _records_from_entries(path.parent / "entries")
         found = [_from_record(record) for record in records]
@@ -99,13 +101,23 @@ def read_deployments(layout: Layout) -> list[Deployment]:
     return found
 
 
+def read_regular(path: Path) -> str:
+    """The text of the regular file ``path``; OSError for anything else (a FIFO put
+    there must not hang every command, a symlink is not followed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return source.read().decode()
+
+
 def _records_from_entries(entries: Path) -> list[dict[str, Any]]:
     """The list the BLS entries describe, highest ``version`` first (deployments
     without a kernel have no entry and are not found)."""
     found = []
     for path in entries.glob("*.conf"):
         fields: dict[str, str] = {}
-        for line in path.read_text().splitlines():
+        for line in read_regular(path).splitlines():
             key, _, value = line.strip().partition(" ")
             fields.setdefault(key, value.strip())
         options = fields["options"].split()

@@ -4,6 +4,7 @@ holds becomes a line of a BLS entry (reproductions: /work/plan/attack-sysroot.md
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
+from fs.sysroot import copying
 from fs.sysroot.kernels import find_kernel
 from tests.helpers import IS_ROOT, run
 from tests.sysroot.conftest import KVER, commit, tree_state
@@ -160,7 +162,7 @@ def _list_file(sysroot: sapwood.Sysroot) -> Path:
 
 
 def _refused(sysroot: sapwood.Sysroot, words: str) -> None:
-    proc = run("admin", "--sysroot", sysroot.path, "status", text=True)
+    proc = run("admin", "--sysroot", sysroot.path, "status", text=True, timeout=60)
     assert proc.returncode != 0
     (line,) = proc.stderr.splitlines()
     assert line.startswith("sapwood: error: ") and words in line, line
@@ -256,3 +258,44 @@ def test_the_booted_deployment_is_found_however_its_path_is_spelled(
     assert second.key() in {d.key() for d in sysroot.deployments()}
     assert sysroot.deployment_path(second).is_dir()
     assert first.key() not in {d.key() for d in sysroot.deployments()}  # neither booted nor merge
+
+
+def _refuse(*args: object) -> int:
+    raise OSError(errno.EOPNOTSUPP, "not here")
+
+
+@pytest.mark.parametrize("refused", [(), ("copy_file_range",)])
+def test_a_sparse_file_of_etc_stays_sparse_in_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: tuple[str, ...]
+) -> None:
+    """A sparse file in /etc (truncate -s 8G) was copied dense into each new deployment:
+    a few deploys filled the disk. Holes stay holes, whichever way the data is copied."""
+    monkeypatch.setattr(copying.fcntl, "ioctl", _refuse)  # as on ext4: no reflink
+    if refused:
+        monkeypatch.setattr(copying.os, "copy_file_range", _refuse)
+    size = 64 << 20
+    with open(tmp_path / "src", "wb") as out:
+        out.truncate(size)
+        for offset in (0, 40 << 20):
+            out.seek(offset)
+            out.write(b"data" * 1024)
+    copying.copy_entry(tmp_path / "src", tmp_path / "dst")
+    assert (tmp_path / "dst").read_bytes() == (tmp_path / "src").read_bytes()
+    assert os.stat(tmp_path / "dst").st_blocks * 512 < 1 << 20
+
+
+@pytest.mark.parametrize("list_file", [True, False])
+def test_a_fifo_in_the_loader_is_one_error_line_not_a_hang(
+    sysroot: sapwood.Sysroot, tmp_path: Path, list_file: bool
+) -> None:
+    _deployed(sysroot, tmp_path)
+    loader = _list_file(sysroot).parent
+    if list_file:
+        _list_file(sysroot).unlink()
+        os.mkfifo(_list_file(sysroot))
+    else:  # a loader without a list is read from its entries
+        _list_file(sysroot).unlink()
+        (entry,) = (loader / "entries").iterdir()
+        entry.unlink()
+        os.mkfifo(entry)
+    _refused(sysroot, "the deployment list cannot be read")
