@@ -37,6 +37,7 @@ from fs.checkout_options import (
     CheckoutStats,
     SubpathNotADirectoryError,
     Union,
+    apply_meta,
     check_options,
     dir_mode,
 )
@@ -366,12 +367,8 @@ class _Builder(FileWriter):
         """Give a directory we created its recorded metadata, once its entries exist."""
         assert node.dir is not None
         meta: DirMeta = self.repo.read_dirmeta(node.dir.meta)
-        if not self.options.user_mode:
-            os.fchown(fd, meta.uid, meta.gid)
-            for key, value in meta.xattrs:
-                os.setxattr(fd, key, value)
-        os.fchmod(fd, dir_mode(self.options, meta.mode))
-        os.utime(fd, ns=(0, 0))
+        bits = dir_mode(self.options, meta.mode)
+        apply_meta(fd, self.options, (meta.uid, meta.gid), meta.xattrs, bits)
         self.stats.directories += 1
 
     # ----- files ----------------------------------------------------------------------

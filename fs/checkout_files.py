@@ -12,7 +12,7 @@ import logging
 import os
 import stat
 
-from fs.checkout_options import CheckoutOptions, CheckoutStats, file_mode
+from fs.checkout_options import CheckoutOptions, CheckoutStats, apply_meta, file_mode
 from fs.copy import Copier, copy_stream
 from store import (
     ContentCheck,
@@ -171,12 +171,8 @@ class FileWriter:
             )
 
     def _apply_file_meta(self, fd: int, header: FileHeader) -> None:
-        if not self.options.user_mode:
-            os.fchown(fd, header.uid, header.gid)
-            for key, value in header.xattrs:
-                os.setxattr(fd, key, value)
-        os.fchmod(fd, file_mode(self.options, header.mode))
-        os.utime(fd, ns=(0, 0))
+        bits = file_mode(self.options, header.mode)
+        apply_meta(fd, self.options, (header.uid, header.gid), header.xattrs, bits)
 
     def _symlink(self, header: FileHeader, name: bytes, dirfd: int) -> None:
         os.symlink(header.symlink_target, name, dir_fd=dirfd)

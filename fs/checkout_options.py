@@ -81,6 +81,23 @@ def dir_mode(options: CheckoutOptions, recorded: int) -> int:
     return user_dir_mode(recorded) if options.user_mode else stat.S_IMODE(recorded)
 
 
+def apply_meta(
+    fd: int,
+    options: CheckoutOptions,
+    owner: tuple[int, int],
+    xattrs: tuple[tuple[bytes, bytes], ...],
+    bits: int,
+) -> None:
+    """Give a created file or directory its recorded owner and xattrs (not in user
+    mode: the checkout is the caller's), the permission ``bits`` and mtime 0."""
+    if not options.user_mode:
+        os.fchown(fd, *owner)
+        for key, value in xattrs:
+            os.setxattr(fd, key, value)
+    os.fchmod(fd, bits)
+    os.utime(fd, ns=(0, 0))
+
+
 def check_options(repo: Repository, options: CheckoutOptions) -> None:
     """Refuse contradictory options, and what the repository's mode cannot do."""
     if options.union not in get_args(Union):  # any other word was taken for "union"
