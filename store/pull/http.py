@@ -181,14 +181,19 @@ class Fetcher:
         consume: Callable[[BinaryIO], _T],
     ) -> _T:
         length = response.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
             response.close()
             raise NetworkError(
                 f"{url}: {int(length)} bytes, more than the {limit} allowed", url=url
             )
         raw = _Body(response, url, limit, self.settings, self._count)
         try:
-            if length is not None and length.isdigit() and int(length) <= _SMALL:
+            if (
+                length is not None
+                and length.isascii()
+                and length.isdigit()
+                and int(length) <= _SMALL
+            ):
                 body = cast(BinaryIO, io.BytesIO(raw.read_all(int(length))))
             else:
                 body = cast(BinaryIO, io.BufferedReader(raw, _CHUNK))
@@ -287,7 +292,7 @@ def _discard(response: urllib3.BaseHTTPResponse) -> None:
     """End a response whose body is not wanted: a short one is read, so that its
     connection stays alive for the next request; a long or unknown one is closed."""
     length = response.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) <= _DRAIN_MAX:
+    if length is not None and length.isascii() and length.isdigit() and int(length) <= _DRAIN_MAX:
         try:
             response.drain_conn()
             return

@@ -52,6 +52,9 @@ def test_a_pull_of_many_refs_is_not_quadratic(tmp_path: Path) -> None:
 
 class _BadRedirect(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        if self.path.startswith("/sup2/"):  # '²'.isdigit() is True; int('²') fails
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n")
+            return
         self.send_response(302)
         self.send_header("Location", "http://[::1/x")  # an IPv6 host never closed
         self.send_header("Content-Length", "0")
@@ -135,3 +138,15 @@ def test_an_index_file_that_is_a_symlink_is_never_opened(tmp_path: Path, name: s
             pull_local(dest, tmp_path / "src")
         assert dest.refs() == {}
     assert victim.read_bytes() == before
+
+
+def test_a_content_length_of_unicode_digits_is_not_an_internal_error(
+    tmp_path: Path, bad_redirect: str
+) -> None:
+    """F12: `Content-Length: \\xb2` passed str.isdigit() and then failed int(): exit 70."""
+    local = tmp_path / "local"
+    assert cli("--repo", local, "init").code == 0
+    assert cli("--repo", local, "remote", "add", "origin", bad_redirect + "sup2/").code == 0
+    result = cli("--repo", local, "pull", "origin")
+    assert result.code != 70 and result.code != 0, result.err
+    assert result.err.count("\n") == 1 and "internal error" not in result.err
