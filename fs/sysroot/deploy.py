@@ -79,7 +79,15 @@ def node_type(repo: Repository, commit_id: ObjectId, path: str) -> etc_merge.Nod
 
 
 def etc_source(repo: Repository, commit_id: ObjectId) -> str | None:
-    """Where the commit keeps its default /etc: "usr/etc", "etc" or None (neither)."""
+    """Where the commit keeps its default /etc: "usr/etc", "etc" or None (neither).
+    A /usr that is not a directory is refused: /etc would be moved through it, the
+    merge would read through it, and the initramfs would bind-mount through it."""
+    if node_type(repo, commit_id, "/usr") not in (None, "dir"):
+        raise TreeLayoutError(
+            "the commit's /usr is not a directory (a symlink out of the tree?); "
+            "nothing was deployed",
+            path="/usr",
+        )
     usr_etc = node_type(repo, commit_id, "/usr/etc")
     etc = node_type(repo, commit_id, "/etc")
     if usr_etc is not None and etc is not None:
@@ -92,13 +100,6 @@ def etc_source(repo: Repository, commit_id: ObjectId) -> str | None:
         found = "usr/etc" if usr_etc is not None else "etc"
         if (usr_etc or etc) != "dir":
             raise TreeLayoutError(f"the commit's /{found} is not a directory", path=f"/{found}")
-        if node_type(repo, commit_id, "/usr") not in (None, "dir"):
-            # /etc is moved to usr/etc: through a symlink /usr it would leave the deployment
-            raise TreeLayoutError(
-                "the commit's /usr is not a directory (its /etc would be moved through it); "
-                "nothing was deployed",
-                path="/usr",
-            )
         return found
     return None
 

@@ -36,12 +36,14 @@ def _tree(root: Path, files: dict[str, str], kernel: bool = True) -> Path:
     return root
 
 
+@pytest.mark.parametrize("etc", [True, False])
 def test_a_symlinked_usr_cannot_carry_etc_out_of_the_deployment(
-    sysroot: sapwood.Sysroot, tmp_path: Path
+    sysroot: sapwood.Sysroot, tmp_path: Path, etc: bool
 ) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
-    commit(sysroot, _tree(tmp_path / "t", {"etc/planted": "x\n", "usr": f"->{outside}"}))
+    files = {"etc/planted": "x\n"} if etc else {}
+    commit(sysroot, _tree(tmp_path / "t", {**files, "usr": f"->{outside}"}))
     before = tree_state(sysroot.path)
     with pytest.raises(sapwood.TreeLayoutError, match="/usr is not a directory"):
         sysroot.deploy("debian/main")
