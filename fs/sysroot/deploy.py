@@ -140,8 +140,10 @@ def deploy(
     version = current_bootversion(layout)
     try:
         with space_errors("nothing was deployed"):
+            # a root before it is checked out: a prune run meanwhile (a timer's, which
+            # takes no sysroot lock) cannot take the commit from under the checkout
+            sync_refs(repo, [*listed, *deployments])
             _build(layout, repo, new, dest, source, changes, merge, request)
-            sync_refs(repo, [*listed, *deployments])  # a root before it is listed
             write_loader(layout, listed)
     except BaseException:
         if current_bootversion(layout) == version:  # not switched: remove what was written
@@ -193,13 +195,13 @@ def _build(
 
 
 def _make_sysroot_reachable(dest: Path) -> None:
-    """``sysroot/``, where the initramfs moves the physical root, and ``sapwood ->
-    sysroot/sapwood`` (OSTree's ``ostree -> sysroot/ostree``): booted, ``/`` is this
-    deployment, and ``sapwood admin`` with its default ``--sysroot /`` finds the
-    repository and the deployments there, and the boot entries in ``boot/``, over
-    which the initramfs binds the sysroot's. Names the commit has already are left
-    alone."""
-    for mount_point in ("sysroot", "boot"):
+    """The directories the initramfs mounts over (``sysroot/``: the physical root,
+    ``var/``: the OS's shared /var, without which it refuses to boot; ``boot/``: the
+    sysroot's), and ``sapwood -> sysroot/sapwood`` (OSTree's ``ostree ->
+    sysroot/ostree``): booted, ``/`` is this deployment, and ``sapwood admin`` with its
+    default ``--sysroot /`` finds the repository, the deployments and the boot entries
+    there. Names the commit has already are left alone."""
+    for mount_point in ("sysroot", "var", "boot"):
         if not os.path.lexists(dest / mount_point):
             (dest / mount_point).mkdir(mode=0o755)
     if not os.path.lexists(dest / "sapwood"):

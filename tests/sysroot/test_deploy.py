@@ -196,3 +196,19 @@ def test_a_booted_deployment_reaches_its_sysroot(sysroot: sapwood.Sysroot, tmp_p
     second = commit(sysroot, small_tree(tmp_path / "v2", {"usr/etc/a": "2\n"}))
     _as_booted(sysroot, booted, "deploy", "debian/main")
     assert [d.commit for d in sysroot.deployments()] == [second, first]
+
+
+def test_a_tree_without_var_or_boot_gets_the_mount_points(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """The initramfs binds the shared /var and the sysroot's /boot over the deployment's
+    own and moves the physical root to sysroot/: a tree lacking them still boots."""
+    tree = small_tree(tmp_path / "t", {f"usr/lib/modules/{KVER}/vmlinuz": "k\n"}, kernel=False)
+    for name in ("var/lib/state", "var/lib", "var"):
+        path = tree / name
+        path.unlink() if path.is_file() else path.rmdir()
+    commit(sysroot, tree)
+    root = sysroot.deployment_path(sysroot.deploy("debian/main").deployment)
+    assert [(root / name).is_dir() for name in ("var", "boot", "sysroot")] == [True] * 3
+    assert os.readlink(root / "sapwood") == "sysroot/sapwood"
+    assert list((sysroot.path / "sapwood/deploy/debian/var").iterdir()) == []
