@@ -11,6 +11,9 @@ Order (each step writes only inside the new deployment until the switch):
 6. origin file, syncfs, then the new loader.M and the rename of boot/loader;
 7. dropped deployments are removed, deployment refs follow the list (the new one's ref
    is made before the switch, so no prune can take a listed commit).
+The caller holds the repository's lock shared from resolving REV to the end, so that
+a prune (which takes it exclusive, and no sysroot lock: a timer's) cannot take the
+commit between its resolution and its ref.
 A crash or error before step 6's rename leaves the previous list and entries as they
 were; what it wrote is removed by the next deploy (or cleanup).
 """
@@ -140,10 +143,8 @@ def deploy(
     version = current_bootversion(layout)
     try:
         with space_errors("nothing was deployed"):
-            # a root before it is checked out: a prune run meanwhile (a timer's, which
-            # takes no sysroot lock) cannot take the commit from under the checkout
-            sync_refs(repo, [*listed, *deployments])
             _build(layout, repo, new, dest, source, changes, merge, request)
+            sync_refs(repo, [*listed, *deployments])  # a root before it is listed
             write_loader(layout, listed)
     except BaseException:
         if current_bootversion(layout) == version:  # not switched: remove what was written

@@ -110,7 +110,8 @@ class Sysroot:
     ) -> DeployResult:
         """Deploy the commit ``rev`` names in the sysroot's repository, as the new
         default. ``kargs`` (K=V) replace every value of K, ``append_kargs`` add one."""
-        with self.layout.locked(), self.open_repository() as repo:
+        # the repository's lock, shared: a prune waits (deploy.py's docstring)
+        with self.layout.locked(), self.open_repository() as repo, repo.lock(exclusive=False):
             deployments = read_deployments(self.layout)
             booted = find_booted(deployments, booted_path(self.cmdline))
             name = self._os_for_deploy(os_name, booted)

@@ -7,14 +7,18 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import sapwood
 from fs.sysroot import copying
+from fs.sysroot import deploy as deploy_module
 from fs.sysroot.kernels import find_kernel
-from tests.helpers import IS_ROOT, run
+from tests.helpers import IS_ROOT, run, spawn
 from tests.sysroot.conftest import KVER, commit, tree_state
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
@@ -301,3 +305,30 @@ def test_a_fifo_in_the_loader_is_one_error_line_not_a_hang(
         entry.unlink()
         os.mkfifo(entry)
     _refused(sysroot, "the deployment list cannot be read")
+
+
+def test_a_prune_during_a_deploy_cannot_take_the_commit_being_deployed(
+    sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timer's `prune --refs-only --depth 0` takes no sysroot lock: while a deploy
+    checks out the old head of a branch that just moved on, it deleted that commit (the
+    deploy then failed at its ref)."""
+    old = commit(sysroot, _tree(tmp_path / "v1", {"usr/etc/a": "a\n"}))
+    v2 = _tree(tmp_path / "v2", {"usr/etc/a": "b\n"})
+    real = deploy_module.install_kernel
+
+    pruning: list[subprocess.Popen[bytes]] = []
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        commit(sysroot, v2)
+        argv = ("prune", "--refs-only", "--depth", "0")
+        pruning.append(spawn(*argv, repo=sysroot.repo_path))
+        time.sleep(1)  # it runs, or waits for the deploy
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deploy_module, "install_kernel", racing)
+    deployed = sysroot.deploy("debian/main").deployment
+    assert pruning[0].wait(timeout=120) == 0
+    assert deployed.commit == old
+    proc = run("fsck", repo=sysroot.repo_path, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
