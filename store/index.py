@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import lmdb
 
 from store.errors import (
+    CorruptObjectError,
     FormatError,
     IndexDamagedError,
     ObjectMissingError,
@@ -129,7 +130,7 @@ class WriteBatch:
     remove_objects: set[ObjectId] = field(default_factory=set)  # also drops commit entries
     statcache_remove: set[bytes] = field(default_factory=set)
     # objects the new ones name without adding them: they must still be indexed
-    required: set[ObjectId] = field(default_factory=set)
+    required: set[tuple[ObjectId, ObjectType]] = field(default_factory=set)  # (id, kind named)
     # commit id -> (the signatures it must hold now: bytes, None for none, or ANY; new)
     commitmeta: dict[ObjectId, tuple[bytes | AnyTarget | None, bytes]] = field(default_factory=dict)
 
@@ -488,12 +489,27 @@ def _put_commitmeta(txn: Any, db: Any, batch: WriteBatch) -> None:
         txn.put(commit_id, new, db=db)
 
 
+_KIND_NAMES = {kind.value: kind.suffix for kind in ObjectType}
+
+
 def _check_required(txn: Any, objects_db: Any, batch: WriteBatch) -> None:
-    for object_id in batch.required:
-        if object_id not in batch.objects and txn.get(object_id, db=objects_db) is None:
-            raise ObjectMissingError(
-                f"object {object_id.hex()}, which this commit reuses, was removed from the "
-                "repository while it ran (by prune or fsck with delete); nothing was committed",
+    for object_id, kind in batch.required:
+        record = batch.objects.get(object_id)
+        found = record.kind.value if record is not None else None
+        if found is None:
+            value = txn.get(object_id, db=objects_db)
+            if value is None:
+                raise ObjectMissingError(
+                    f"object {object_id.hex()}, which this commit reuses, was removed from "
+                    "the repository while it ran (by prune or fsck with delete); nothing was "
+                    "committed",
+                    object_id=ObjectId(object_id),
+                )
+            found = bytes(value[:1])
+        if found != kind.value:
+            raise CorruptObjectError(
+                f"object {object_id.hex()} is named as a {kind.suffix} but is a "
+                f"{_KIND_NAMES.get(found, 'another kind')}: nothing was committed",
                 object_id=ObjectId(object_id),
             )
 

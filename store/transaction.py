@@ -230,20 +230,21 @@ class Transaction:
     def write_dirtree(self, tree: DirTree) -> ObjectId:
         object_id = self._write_meta(ObjectType.DIRTREE, tree.encode())
         if object_id in self._batch.objects:  # new: what it names must exist at the end
-            children = [file_id for _, file_id in tree.files]
-            children += [id_ for _, entry in tree.dirs for id_ in (entry.tree, entry.meta)]
+            children = [(file_id, ObjectType.FILE) for _, file_id in tree.files]
+            for _, entry in tree.dirs:
+                children += [(entry.tree, ObjectType.DIRTREE), (entry.meta, ObjectType.DIRMETA)]
             self._require(children)
         return object_id
 
     def write_commit(self, commit: Commit) -> ObjectId:
-        self._require([commit.tree, commit.meta])
+        self._require([(commit.tree, ObjectType.DIRTREE), (commit.meta, ObjectType.DIRMETA)])
         object_id = self._write_meta(ObjectType.COMMIT, commit.encode())
         with self._mutex:
             self._batch.commits[object_id] = commit.timestamp
             self._batch.partial_clear.add(object_id)
         return object_id
 
-    def _require(self, object_ids: Iterable[ObjectId]) -> None:
+    def _require(self, object_ids: Iterable[tuple[ObjectId, ObjectType]]) -> None:
         """Note objects a new tree or commit names that this transaction does not write.
 
         They were found in the index when the transaction looked (or came from the
@@ -251,9 +252,11 @@ class Transaction:
         that they are still there: a prune that ran meanwhile must not leave the new
         commit pointing at deleted objects. An existing dirtree stands for everything
         below it (prune removes a tree only with what nothing else needs below it).
+        Each is named with the kind it must have: a tree naming a dirtree as a file
+        (from a server, say) is refused, never committed.
         """
         with self._mutex:
-            self._batch.required.update(oid for oid in object_ids if oid not in self._batch.objects)
+            self._batch.required.update(object_ids)
 
     def _write_meta(self, kind: ObjectType, encoded: bytes) -> ObjectId:
         object_id = digest(encoded)
@@ -274,7 +277,7 @@ class Transaction:
         makes it a compare-and-swap of what it held (None: none), RefConflictError
         otherwise. Archive mode also serves them as ``objects/XX/REST.commitmeta``,
         renamed in before the commit point (a file that replaces another whole)."""
-        self._require([commit_id])
+        self._require([(commit_id, ObjectType.COMMIT)])
         staged = None
         if self._repo.content.compressed:
             staged = f"{self._staging_str}/{commit_id.hex()}.commitmeta"

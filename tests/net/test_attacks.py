@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from store import IndexDamagedError, RepoMode, Repository
+from store import CorruptObjectError, IndexDamagedError, RepoMode, Repository
 from store.pull import pull_local
 from tests.helpers import IS_ROOT, NOBODY, cli, commit_dir, write_tree
 
@@ -150,3 +150,30 @@ def test_a_content_length_of_unicode_digits_is_not_an_internal_error(
     result = cli("--repo", local, "pull", "origin")
     assert result.code != 70 and result.code != 0, result.err
     assert result.err.count("\n") == 1 and "internal error" not in result.err
+
+
+def test_a_tree_naming_an_object_of_another_kind_is_refused(tmp_path: Path) -> None:
+    """F13: a dirtree naming, as a file, an object the repository holds as a dirtree (or
+    the other way round) was committed, and pull moved a ref to it: fsck then failed
+    and checkout found the file "missing"."""
+    from store import DirTree
+
+    tree = write_tree(tmp_path / "tree", {"etc/a": "a\n"})
+    with Repository.init(tmp_path / "repo", RepoMode.BARE_USER) as repo:
+        head = commit_dir(repo, tree, "main")
+        commit = repo.read_commit(head)
+        root = repo.read_dirtree(commit.tree)
+        etc = dict(root.dirs)[b"etc"]
+        confused = DirTree(((b"evil", etc.tree),), root.dirs)  # a dirtree named as a file
+        with pytest.raises(CorruptObjectError, match="dirtree"), repo.transaction() as txn:
+            txn.write_dirtree(confused)
+        sub = DirTree.build({}, {b"d": type(etc)(etc.meta, etc.meta)})  # a dirmeta as a tree
+        with pytest.raises(CorruptObjectError), repo.transaction() as txn:
+            txn.write_dirtree(sub)
+        assert sapwood_fsck_clean(repo)
+
+
+def sapwood_fsck_clean(repo: Repository) -> bool:
+    import sapwood
+
+    return bool(sapwood.fsck(repo, all_objects=True).clean)
