@@ -43,6 +43,7 @@ def run_example(
     return subprocess.run(
         [sys.executable, str(program), *map(str, args)],
         cwd=where,
+        env={**os.environ, "TMPDIR": str(where)},  # the programs' mkdtemp() stays in the test's
         capture_output=True,
         text=True,
         timeout=120,
@@ -50,7 +51,30 @@ def run_example(
 
 
 def test_every_python_block_is_a_program_tested_here() -> None:
-    assert set(examples()) == {"errors.py", "etc_changes.py", "mount_build.py", "setuid_gate.py"}
+    assert set(examples()) == {
+        "errors.py",
+        "etc_changes.py",
+        "mount_build.py",
+        "setuid_gate.py",
+        "publish_and_pull.py",
+        "deploy_update.py",
+    }
+
+
+def _printed_in_the_guide(name: str) -> str:
+    """The output docs/api.md shows after the program ``name`` ("It prints:")."""
+    text = API_MD.read_text()
+    after = text[text.index(f"# {name}:") :]
+    shown = re.search(r"It prints:\n\n```\n(.*?)```", after, re.DOTALL)
+    assert shown, f"docs/api.md shows no output for {name}"
+    return shown.group(1)
+
+
+@pytest.mark.parametrize("name", ["publish_and_pull.py", "deploy_update.py"])
+def test_example_prints_what_the_guide_shows(tmp_path: Path, name: str) -> None:
+    result = run_example(name, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == _printed_in_the_guide(name)
 
 
 def test_errors_example_catches_each_error_by_its_class(tmp_path: Path) -> None:
