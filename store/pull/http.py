@@ -11,6 +11,11 @@ for each file:
 - retries transient failures (a refused or reset connection, a timeout, a body
   cut short, HTTP 5xx, 408 and 429) ``retries`` times, waiting ``backoff`` seconds,
   doubled each time; then fails with a NetworkError that says what happened last;
+- gives up on a response whose head (status line and headers, after any number of
+  ``100 Continue``) has not arrived ``read_timeout`` seconds after the request, and on
+  an attempt whose heads (redirects included) take more than ``connect_timeout +
+  read_timeout``: a watchdog (store/pull/deadlines.py) shuts the socket down, as a
+  per-recv() timeout cannot see a head sent one byte a second;
 - never retries a 404 or another 4xx: the file is not there (``status`` says so);
 - follows at most ``max_redirects`` redirects, to http and https URLs only;
 - refuses a body larger than the caller's limit: as soon as Content-Length says
@@ -22,8 +27,10 @@ Library code: nothing is printed; counters feed the caller's progress.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -32,9 +39,12 @@ from types import TracebackType
 from typing import BinaryIO, TypeVar, cast
 
 import urllib3
+from urllib3 import connection as u3_connection
+from urllib3 import connectionpool as u3_pool
 from urllib3 import exceptions as u3
 
 from store.errors import NetworkError
+from store.pull.deadlines import WATCHDOG
 from store.pull.settings import FetchSettings
 
 log = logging.getLogger(__name__)
@@ -67,6 +77,8 @@ class Fetcher:
             timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
             headers={"Accept-Encoding": "identity", "User-Agent": "sapwood-pull"},
         )
+        self._pool.pool_classes_by_scheme = _POOL_CLASSES  # heads with a deadline
+        self._head_budget = settings.connect_timeout + settings.read_timeout
         parts = urllib.parse.urlsplit(self.base_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_pool = self._pool.connection_from_url(self.base_url)
@@ -117,6 +129,7 @@ class Fetcher:
 
     def _fetch_following(self, url: str, limit: int, consume: Callable[[BinaryIO], _T]) -> _T:
         first, seen = url, {url}
+        _attempt.deadline = time.monotonic() + self._head_budget
         for _ in range(self.settings.max_redirects + 1):
             response = self._request(url)
             try:
@@ -301,6 +314,71 @@ def _discard(response: urllib3.BaseHTTPResponse) -> None:
     response.close()
 
 
+class _HeadTimeout(TimeoutError):
+    """The response head did not arrive in time (urllib3 makes it a ReadTimeoutError)."""
+
+
+_attempt = threading.local()  # .deadline: when the heads of this thread's attempt are due
+
+
+def _head_in_time(
+    conn: u3_connection.HTTPConnection, get: Callable[[], urllib3.HTTPResponse]
+) -> urllib3.HTTPResponse:
+    """``get()`` (the connection's getresponse), its socket shut down by the watchdog
+    if the head has not arrived within the read timeout (or the attempt's deadline)."""
+    sock = conn.sock
+    start = time.monotonic()
+    due: float | None = getattr(_attempt, "deadline", None)
+    if isinstance(conn.timeout, int | float):
+        due = start + conn.timeout if due is None else min(due, start + conn.timeout)
+    if sock is None or due is None:
+        return get()
+    alarm = WATCHDOG.arm(due, lambda: _shut_down(sock))
+    try:
+        response = get()
+    except BaseException as exc:
+        if not WATCHDOG.disarm(alarm):
+            raise _HeadTimeout(_late(due - start)) from exc
+        raise
+    if not WATCHDOG.disarm(alarm):  # it fired as the head came: the socket is gone
+        raise _HeadTimeout(_late(due - start))
+    return response
+
+
+def _late(seconds: float) -> str:
+    return f"no complete response head within {max(seconds, 0):.3g} s"
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """End every read blocked on ``sock`` (the plain socket's shutdown, under TLS too)."""
+    with contextlib.suppress(OSError):  # closed already
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _HTTPConnection(u3_connection.HTTPConnection):
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        return _head_in_time(self, super().getresponse)
+
+
+class _HTTPSConnection(u3_connection.HTTPSConnection):
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        return _head_in_time(self, super().getresponse)
+
+
+class _HTTPPool(u3_pool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(u3_pool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOL_CLASSES: dict[str, type[u3_pool.HTTPConnectionPool]] = {
+    "http": _HTTPPool,
+    "https": _HTTPSPool,
+}
+
+
 class _Transient(Exception):
     """A failure worth another attempt."""
 
@@ -313,6 +391,8 @@ class _Transient(Exception):
 def _describe(exc: BaseException) -> str:
     """What went wrong, in a few words (urllib3's messages repeat the pool's repr)."""
     if isinstance(exc, u3.ReadTimeoutError):
+        if isinstance(exc.__cause__, _HeadTimeout):
+            return str(exc.__cause__)
         return "timed out reading"
     if isinstance(exc, u3.NewConnectionError):  # a subclass of ConnectTimeoutError
         return "could not connect"

@@ -7,7 +7,7 @@ import contextlib
 import http.server
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -17,6 +17,26 @@ from store.pull import FetchSettings
 from store.pull.http import Fetcher
 
 SETTINGS = FetchSettings(connect_timeout=1, read_timeout=1, retries=1, backoff=0.01)
+
+
+def _trickle(wfile: Any, head: bytes, piece: bytes, pause: float, last: float = 8) -> None:
+    """``head``, then ``piece`` every ``pause`` seconds for ``last`` seconds (or until
+    the client hangs up): a response head that never ends."""
+    until = time.monotonic() + last
+    with contextlib.suppress(OSError):
+        wfile.write(head)
+        wfile.flush()
+        while time.monotonic() < until:
+            wfile.write(piece)
+            wfile.flush()
+            time.sleep(pause)
+
+
+_STALLED_HEADS: dict[str, Callable[[Any], None]] = {
+    "/slow-headers": lambda w: _trickle(w, b"HTTP/1.1 200 OK\r\n", b"X-A: b\r\n", 0.2),
+    "/slow-status": lambda w: _trickle(w, b"H", b"T", 0.2),
+    "/continue-forever": lambda w: _trickle(w, b"", b"HTTP/1.1 100 Continue\r\n\r\n", 0.01),
+}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -61,6 +81,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"x")
                 self.wfile.flush()
                 time.sleep(0.05)
+        elif self.path in _STALLED_HEADS:  # the head trickles, never ends (for 8 s)
+            _STALLED_HEADS[self.path](self.wfile)
         elif self.path == "/short":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -138,6 +160,20 @@ def test_a_stalled_trickling_or_short_body_fails_after_the_retries(url: str, pat
         _get(url, path)
     assert _Handler.hits[f"/{path}"] == 2
     assert time.monotonic() - started < 2 * (SETTINGS.read_timeout + 1) + 1
+
+
+@pytest.mark.parametrize("path", sorted(_STALLED_HEADS))
+def test_a_response_head_that_never_ends_fails_after_the_retries(url: str, path: str) -> None:
+    """F1 of the security review: urllib3's read timeout is per recv(), so a server that
+    sent its status line or headers a byte at a time (or "100 Continue" for ever) held
+    pull for ever; the whole head now has a deadline of read_timeout."""
+    _Handler.hits.clear()
+    started = time.monotonic()
+    with pytest.raises(NetworkError, match="after 2 attempts") as failed:
+        _get(url, path.lstrip("/"))
+    assert "response head" in str(failed.value)
+    assert _Handler.hits[path] == 2
+    assert time.monotonic() - started < 2 * (SETTINGS.read_timeout + 0.5) + 1
 
 
 def test_settings_from_the_environment() -> None:
