@@ -25,7 +25,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
 import zstandard
@@ -248,17 +248,46 @@ class _Inflater(io.RawIOBase):
         super().close()
 
 
+_VERIFIED = object()  # only decode_filez holds it: see VerifiedFile
+
+
+class VerifiedFile:
+    """A file object held in memory whose id :func:`decode_filez` has just computed
+    from these very bytes: a transaction stores it without hashing it again
+    (``Transaction.write_verified_file``). Nothing else can make one."""
+
+    __slots__ = ("content", "header", "header_bytes", "object_id")
+
+    def __init__(
+        self,
+        token: object,
+        object_id: ObjectId,
+        header: FileHeader,
+        header_bytes: bytes,
+        content: bytes,
+    ) -> None:
+        if token is not _VERIFIED:
+            raise TypeError("only decode_filez makes a VerifiedFile (from the bytes it hashed)")
+        self.object_id = object_id
+        self.header = header
+        self.header_bytes = header_bytes
+        self.content = content
+
+
 @dataclass(frozen=True)
 class DecodedFile:
     """A verified file object decoded from its ``.filez`` payload.
 
     ``content`` holds the content when no ``out`` stream was given to
     :func:`decode_filez` (empty for a symlink); None when it was written to ``out``.
+    ``verified`` is set when the content is held in memory (``content``, or up to
+    ``keep`` bytes).
     """
 
     header: FileHeader
     size: int
     content: bytes | None
+    verified: VerifiedFile | None = field(default=None, repr=False, compare=False)
 
 
 def decode_filez(
@@ -266,6 +295,7 @@ def decode_filez(
     object_id: ObjectId,
     out: BinaryIO | None = None,
     max_size: int | None = None,
+    keep: int = 0,
 ) -> DecodedFile:
     """Decode a ``.filez`` payload and verify it is object ``object_id``.
 
@@ -273,8 +303,10 @@ def decode_filez(
     body); it is read only as far as the prefix's claims allow, plus one byte that
     shows a payload longer than it says. The content goes to ``out`` if given (memory
     stays bounded by a chunk), else is returned. ``max_size``: refuse a claimed content
-    size above it before reading any content. Raises CorruptObjectError (FormatError
-    for a payload that is not a ``.filez`` encoding at all) on anything that is not
+    size above it before reading any content. ``keep``: content of at most this many
+    bytes (0: none) is held in memory (``content``, and ``verified``) even when ``out``
+    is given (then not written to). Raises CorruptObjectError (FormatError for a
+    payload that is not a ``.filez`` encoding at all) on anything that is not
     exactly the object; nothing is returned unverified (what was written to ``out`` by
     then is to be thrown away by the caller).
     """
@@ -289,6 +321,8 @@ def decode_filez(
         raise _corrupt(object_id, "a symlink with content")
     check = ContentCheck(object_id, header_bytes, size)
     kept: list[bytes] = []
+    if keep and size <= keep:
+        out = None
     reader = content_reader(cast(BinaryIO, _Unclosed(stream)), magic, size, object_id)
     while chunk := reader.read(_READ):
         check.update(chunk)
@@ -297,7 +331,11 @@ def decode_filez(
         else:
             kept.append(chunk)
     check.require()
-    return DecodedFile(header, size, None if out is not None else b"".join(kept))
+    if out is not None:
+        return DecodedFile(header, size, None)
+    content = b"".join(kept)
+    verified = VerifiedFile(_VERIFIED, object_id, header, header_bytes, content)
+    return DecodedFile(header, size, content, verified)
 
 
 class _Unclosed(io.RawIOBase):

@@ -28,7 +28,8 @@ import blake3
 
 from store.content import ContentStore
 from store.durability import boot_id, fsync_dir, space_errors, syncfs
-from store.errors import OutOfSpaceError, SourceError
+from store.errors import ModePolicyError, OutOfSpaceError, SourceError
+from store.filez import VerifiedFile
 from store.ids import ObjectId, ObjectType, digest
 from store.index import (
     ANY,
@@ -178,6 +179,29 @@ class Transaction:
             with space_errors(_NOTHING_COMMITTED):
                 self._repo.content.stage(target, header, [data])
             self._record(object_id, ObjectRecord.for_file(len(data), encoded), target)
+        return object_id
+
+    def write_verified_file(self, verified: VerifiedFile, where: str = "") -> ObjectId:
+        """Store a file object that store/filez.py's decode_filez has just verified:
+        its id was computed from these very bytes, so they are not hashed again.
+        ModePolicyError if this repository's mode would keep it as another object
+        (bare-user-only drops ownership and xattrs)."""
+        where = where or f"file object {verified.object_id.hex()}"
+        header = verified.header
+        if self._repo.mode.admit_file(header, where) != header:
+            raise ModePolicyError(
+                f"{where} carries ownership or xattrs, which a {self._repo.mode.value} "
+                "repository does not keep: it cannot hold this commit as it is",
+                path=where,
+            )
+        object_id, data = verified.object_id, verified.content
+        if self._claim(object_id):
+            self._reserve(len(data))
+            target = self._stage_path(object_id, ObjectType.FILE)
+            with space_errors(_NOTHING_COMMITTED):
+                self._repo.content.stage(target, header, [data])
+            record = ObjectRecord.for_file(len(data), verified.header_bytes)
+            self._record(object_id, record, target)
         return object_id
 
     def link_file(self, object_id: ObjectId, header: FileHeader, size: int, source: str) -> bool:

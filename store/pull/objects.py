@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from store.errors import CorruptObjectError, FormatError, ModePolicyError
-from store.filez import decode_filez
+from store.filez import VerifiedFile, decode_filez
 from store.ids import ObjectId, ObjectType, digest
 from store.modes import RepoMode
 from store.objects import Commit, DirMeta, DirTree, FileHeader, MetaObject
@@ -46,12 +46,16 @@ def verified_meta(object_id: ObjectId, kind: ObjectType, data: bytes, source: st
 
 
 class DecodedContent:
-    """A verified file object's header and content (spooled to disk when large)."""
+    """A verified file object's header and content: held in memory when small (then
+    stored without hashing it again), spooled to disk when large."""
 
-    def __init__(self, header: FileHeader, size: int, spool: BinaryIO) -> None:
+    def __init__(
+        self, header: FileHeader, size: int, spool: BinaryIO, verified: VerifiedFile | None
+    ) -> None:
         self.header = header
         self.size = size
         self._spool = spool
+        self._verified = verified
 
     def chunks(self) -> Iterator[bytes]:
         self._spool.seek(0)
@@ -65,17 +69,18 @@ class DecodedContent:
         """Write the object in ``txn``; ModePolicyError if the local mode would keep it
         as another object (bare-user-only drops ownership and xattrs)."""
         where = f"file object {object_id.hex()}"
+        if self._verified is not None:  # small: what decode_filez hashed, in memory
+            if self._verified.object_id != object_id:
+                raise CorruptObjectError(f"{where} was decoded as another", object_id=object_id)
+            txn.write_verified_file(self._verified, where)
+            return
         if mode.admit_file(self.header, where) != self.header:
             raise ModePolicyError(
                 f"{where} carries ownership or xattrs, which a {mode.value} repository "
                 "does not keep: it cannot hold this commit as it is",
                 path=where,
             )
-        if self.size <= SMALL_FILE:
-            self._spool.seek(0)
-            stored = txn.write_file(self.header, self._spool.read(), where)
-        else:
-            stored = txn.write_file_chunks(self.header, self.chunks, where)
+        stored = txn.write_file_chunks(self.header, self.chunks, where)
         if stored != object_id:  # verified above: only a change of the header could do it
             raise CorruptObjectError(f"{where} was stored as {stored.hex()}", object_id=object_id)
 
@@ -87,8 +92,8 @@ def decoded_filez(
     unless it is exactly object ``object_id``."""
     spool = tempfile.SpooledTemporaryFile(max_size=SMALL_FILE, dir=spool_dir)  # noqa: SIM115
     try:
-        decoded = decode_filez(body, object_id, out=spool, max_size=max_size)  # type: ignore[arg-type]
+        decoded = decode_filez(body, object_id, out=spool, max_size=max_size, keep=SMALL_FILE)  # type: ignore[arg-type]
     except BaseException:
         spool.close()
         raise
-    return DecodedContent(decoded.header, decoded.size, spool)  # type: ignore[arg-type]
+    return DecodedContent(decoded.header, decoded.size, spool, decoded.verified)  # type: ignore[arg-type]
