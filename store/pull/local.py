@@ -25,7 +25,7 @@ from store.ids import ObjectId
 from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader
-from store.pull.pull import ProgressCallback, PullReport, _Tracker
+from store.pull.pull import ProgressCallback, PullReport, _has_partial_commits, _Tracker
 from store.repo import Repository
 from store.transaction import SMALL_FILE, Transaction
 
@@ -64,6 +64,8 @@ class _LocalPull:
         self.trees: dict[ObjectId, DirTree] = {}
         self.metas: dict[ObjectId, DirMeta] = {}
         self.files: dict[ObjectId, None] = {}
+        self.thorough = _has_partial_commits(repo)  # walk held dirtrees too (see _walk)
+        self.walked_held: set[ObjectId] = set()
         self.link = _can_link(src, repo)
         self.lock = threading.Lock()
 
@@ -109,10 +111,21 @@ class _LocalPull:
         self.report.commits_fetched += 1
 
     def _walk(self) -> None:
+        """Read the trees of the commits to write, and note the files this repository
+        lacks. A dirtree it holds stands for its whole subtree, unless fsck --delete
+        left commits partial: then held dirtrees are walked too (read here), so that
+        no commit is written, and its partial mark cleared, with objects missing."""
         level = [c.tree for c in self.commits.values()]
         metas = [c.meta for c in self.commits.values()]
         while level or metas:
+            held: list[ObjectId] = []
             with self.repo.snapshot() as snap:
+                if self.thorough:
+                    held = [
+                        t
+                        for t in dict.fromkeys(level)
+                        if t not in self.trees and t not in self.walked_held and snap.has_object(t)
+                    ]
                 level = [
                     t
                     for t in dict.fromkeys(level)
@@ -141,6 +154,13 @@ class _LocalPull:
                     next_level.append(entry.tree)
                     metas.append(entry.meta)
             self.report.metadata_fetched += len(level)
+            for tree_id in held:
+                self.walked_held.add(tree_id)
+                tree = self.repo.read_dirtree(tree_id)
+                files += [file_id for _, file_id in tree.files]
+                for _, entry in tree.dirs:
+                    next_level.append(entry.tree)
+                    metas.append(entry.meta)
             level = next_level
             with self.repo.snapshot() as snap:
                 for file_id in files:

@@ -12,7 +12,9 @@ The order of work, and why:
    single objects are; content is stored, metadata kept for step 4.
 4. The trees, level by level, many requests in flight: a dirtree the local repository
    holds stands for its whole subtree (a dirtree enters an index only with everything
-   below it), so it is not walked; what is missing is fetched and verified.
+   below it), so it is not walked; what is missing is fetched and verified. Unless
+   fsck --delete left commits partial: then held dirtrees are walked too (read
+   locally), so that what it deleted below them is fetched again.
 5. The missing content objects, many in flight, each verified as it arrives and stored
    in batches of ``settings.batch_objects``: a batch moves no ref, so an interrupted
    pull keeps them and the next one does not fetch them again.
@@ -228,6 +230,8 @@ class _Pull:
         self.missing_files: dict[ObjectId, None] = {}  # ordered set
         self.signatures: dict[ObjectId, bytes] = {}  # commit -> its .commitmeta
         self.queued: set[ObjectId] = set()  # content objects stored or being stored
+        self.thorough = False  # walk held dirtrees too: the repository has partial commits
+        self.walked_held: set[ObjectId] = set()  # held dirtrees walked (thorough only)
         self.batches = (
             None
             if dry_run
@@ -247,6 +251,7 @@ class _Pull:
                 for want in wanted:
                     self._use_delta(want, offered)
             self.tracker.phase("trees")
+            self.thorough = _has_partial_commits(self.repo)
             self._walk_trees(roots)  # content is fetched as it is found
             self.report.content_missing = len(self.missing_files)
             self.tracker.content_total = len(self.missing_files)
@@ -453,13 +458,18 @@ class _Pull:
 
     def _fetch_metadata(self, kind: ObjectType, ids: list[ObjectId]) -> list[DirTree]:
         """Fetch the objects of ``ids`` that are neither here nor fetched already; the
-        dirtrees fetched (the ones whose children are to be walked)."""
+        dirtrees fetched (the ones whose children are to be walked), and when
+        ``thorough`` the held ones not walked yet too (read here, not fetched)."""
         known: dict[ObjectId, MetaObject] = self.trees if kind is ObjectType.DIRTREE else self.metas  # type: ignore[assignment]
+        todo: list[ObjectId] = []
+        held: list[ObjectId] = []
         with self.repo.snapshot() as snap:
-            todo = [
-                oid for oid in dict.fromkeys(ids) if oid not in known and not snap.has_object(oid)
-            ]
+            for oid in dict.fromkeys(ids):
+                if oid not in known:
+                    (held if snap.has_object(oid) else todo).append(oid)
         found: list[DirTree] = []
+        if kind is ObjectType.DIRTREE and self.thorough:
+            found += self._held_trees(held)
         remote = [oid for oid in todo if oid not in self.from_delta]
         for oid in todo:
             if oid in self.from_delta:
@@ -481,6 +491,17 @@ class _Pull:
             if isinstance(meta, DirTree):
                 found.append(meta)
         return found
+
+    def _held_trees(self, ids: list[ObjectId]) -> list[DirTree]:
+        """The held dirtrees of ``ids`` not walked yet: after fsck --delete a held
+        dirtree no longer stands for its whole subtree, so a commit written (and its
+        partial mark cleared) must have had every tree below it walked."""
+        trees = []
+        for oid in ids:
+            if oid not in self.walked_held:
+                self.walked_held.add(oid)
+                trees.append(self.repo.read_dirtree(oid))
+        return trees
 
     def _note_missing_files(self, files: list[ObjectId]) -> None:
         """Queue the content objects of ``files`` that are neither here nor queued."""
@@ -582,6 +603,13 @@ class _Pull:
                 yield future.result()
         finally:
             _settle(futures)
+
+
+def _has_partial_commits(repo: Repository) -> bool:
+    """Whether fsck --delete left commits of ``repo`` partial (objects deleted below
+    dirtrees that it still holds)."""
+    with repo.index.reader() as reader:
+        return bool(reader.partial_commits())
 
 
 def _settle(futures: list[Future[_T]]) -> None:
