@@ -49,6 +49,7 @@ def pull(
     dry_run: bool = False,
     settings: FetchSettings | None = None,
     progress: ProgressCallback | None = None,
+    allow_downgrade: bool = False,
 ) -> PullReport:
     """Pull ``refs`` (every ref on offer if none) of ``remote`` (a Remote, or the name
     of one in the repository's config) into ``repo`` as ``REMOTE:REF``.
@@ -61,11 +62,21 @@ def pull(
     stored, and the next one does not fetch it again. ``dry_run``: fetch only the
     metadata and report what would be fetched. ``settings``: timeouts, retries,
     connections (FetchSettings.from_environ reads SAPWOOD_HTTP_*). ``progress``
-    receives PullProgress values, from any thread. Raises NetworkError,
-    SignatureError, CorruptObjectError, ObjectMissingError, RemoteError.
+    receives PullProgress values, from any thread. A ref that exists is not moved to
+    a commit older than its own (by the commits' timestamps: a replayed old summary)
+    unless ``allow_downgrade``: DowngradeError, SignedDowngradeError (a SignatureError
+    too) from a sign-verify remote. Raises NetworkError, SignatureError,
+    CorruptObjectError, ObjectMissingError, RemoteError.
     """
     return _pull(
-        repo, remote, refs, depth=depth, dry_run=dry_run, settings=settings, progress=progress
+        repo,
+        remote,
+        refs,
+        depth=depth,
+        dry_run=dry_run,
+        settings=settings,
+        progress=progress,
+        allow_downgrade=allow_downgrade,
     )
 
 

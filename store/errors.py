@@ -231,6 +231,56 @@ class SignatureError(SapwoodError):
         self.commit_id = cast("ObjectId | None", commit_id)
 
 
+class DowngradeError(SapwoodError):
+    """A pull would move ``ref`` from its commit ``current`` back to ``offered``, whose
+    timestamp (``offered_time``, seconds) is older than the current one's
+    (``current_time``): refused unless downgrades are allowed, since replaying an old
+    release is how a man in the middle or a stale mirror rolls a machine back."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        ref: str = "",
+        current: bytes | None = None,
+        offered: bytes | None = None,
+        current_time: int = 0,
+        offered_time: int = 0,
+    ):
+        super().__init__(message or f"{ref}: would move back to an older commit")
+        self.ref = ref
+        self.current = cast("ObjectId | None", current)
+        self.offered = cast("ObjectId | None", offered)
+        self.current_time = current_time
+        self.offered_time = offered_time
+
+
+class SignedDowngradeError(DowngradeError, SignatureError):
+    """DowngradeError from a remote that requires signatures: the older commit is
+    genuinely signed, but a signature says who made a commit, not that it is the newest
+    (``commit_id``: the older commit offered)."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        ref: str = "",
+        current: bytes | None = None,
+        offered: bytes | None = None,
+        current_time: int = 0,
+        offered_time: int = 0,
+    ):
+        super().__init__(
+            message,
+            ref=ref,
+            current=current,
+            offered=offered,
+            current_time=current_time,
+            offered_time=offered_time,
+        )
+        self.commit_id = cast("ObjectId | None", offered)
+
+
 class SysrootError(SapwoodError):
     """A sysroot (deployments, boot entries) refuses an operation; base of the others."""
 

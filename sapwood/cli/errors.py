@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sapwood import (
     CheckoutConflictError,
+    DowngradeError,
     IndexDamagedError,
     ModePolicyError,
     NetworkError,
@@ -89,6 +90,11 @@ FLAG_WORDING: tuple[tuple[type[SapwoodError], str, str], ...] = (
         "hardlinks only in user mode: add -U",
     ),
     (UsageError, "and require_hardlinks forbids copying", "and -H forbids copying"),
+    (
+        DowngradeError,
+        "an older commit is taken only when downgrades are allowed",
+        "pass --allow-downgrade to take the older commit",
+    ),
     (
         CheckoutConflictError,
         "exists; check out with a union mode to write into it",

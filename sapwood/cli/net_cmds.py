@@ -61,6 +61,11 @@ def register(commands: Any) -> None:
     p.add_argument("refs", nargs="*", metavar="REF", help="refs to pull (default: all)")
     p.add_argument("--depth", type=_depth, default=0, help="parents to pull too (default 0)")
     p.add_argument("--dry-run", action="store_true", help="say what would be fetched")
+    p.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="move REMOTE:REF even to an older commit (a deliberate rollback)",
+    )
     p.set_defaults(func=cmd_pull)
 
     local = commands.add_parser("pull-local", help="copy refs from a repository on this machine")
@@ -129,6 +134,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
                 dry_run=args.dry_run,
                 settings=settings,
                 progress=shown,
+                allow_downgrade=args.allow_downgrade,
             )
         finally:
             shown.close()
