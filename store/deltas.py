@@ -161,23 +161,65 @@ def _check_layout(superblock: Superblock) -> None:
 
 
 def iter_delta_objects(
-    superblock: Superblock, read_part: Callable[[int], bytes]
+    superblock: Superblock, read_part: Callable[[int], bytes | BinaryIO]
 ) -> Iterator[tuple[ObjectId, ObjectType, bytes]]:
     """Each object of a delta as (id, kind, payload), in order; ``read_part(i)`` gives
-    part ``i``'s bytes (each is asked for once, in order). A part of another size than
-    the superblock says is refused (CorruptObjectError). The payloads are what the
-    objects' HTTP files hold and are not verified here: verify each with
-    ``decode_filez`` or ``decode_metadata``, as a loose object."""
-    current, data = -1, b""
-    for entry in superblock.entries:
-        if entry.part != current:
-            current, data = entry.part, read_part(entry.part)
-            if len(data) != superblock.part_sizes[current]:
-                raise CorruptObjectError(
-                    f"delta part {current}: {len(data)} bytes, the superblock says "
-                    f"{superblock.part_sizes[current]}"
-                )
-        yield entry.object_id, entry.kind, data[entry.offset : entry.offset + entry.length]
+    part ``i``'s bytes, or a seekable binary file holding them (then memory follows
+    the largest object, not the part), each asked for once, in order. A part of
+    another size than the superblock says is refused (CorruptObjectError). The
+    payloads are what the objects' HTTP files hold and are not verified here: verify
+    each with ``decode_filez`` or ``decode_metadata``, as a loose object."""
+    for entry, payload in iter_delta_entries(superblock, read_part):
+        yield entry.object_id, entry.kind, payload.read(entry.length)
+
+
+def iter_delta_entries(
+    superblock: Superblock, read_part: Callable[[int], bytes | BinaryIO]
+) -> Iterator[tuple[DeltaEntry, BinaryIO]]:
+    """Each entry of a delta with its payload as a stream of exactly ``entry.length``
+    bytes, read from the part (nothing is copied whole); a stream is good until the
+    next entry is asked for. Parts as in :func:`iter_delta_objects`; a part given as a
+    file is closed once its entries are done (or the iteration is)."""
+    current, part = -1, cast(BinaryIO, io.BytesIO())
+    try:
+        for entry in superblock.entries:
+            if entry.part != current:
+                part.close()
+                current = entry.part
+                given = read_part(current)
+                part = cast(BinaryIO, io.BytesIO(given)) if isinstance(given, bytes) else given
+                size = part.seek(0, os.SEEK_END)
+                if size != superblock.part_sizes[current]:
+                    raise CorruptObjectError(
+                        f"delta part {current}: {size} bytes, the superblock says "
+                        f"{superblock.part_sizes[current]}"
+                    )
+            yield entry, cast(BinaryIO, io.BufferedReader(_Slice(part, entry.offset, entry.length)))
+    finally:
+        part.close()
+
+
+class _Slice(io.RawIOBase):
+    """``length`` bytes of ``part`` from ``offset``, as a stream of their own."""
+
+    def __init__(self, part: BinaryIO, offset: int, length: int) -> None:
+        super().__init__()
+        self._part = part
+        self._position = offset
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._left <= 0:
+            return 0
+        self._part.seek(self._position)
+        data = self._part.read(min(len(buffer), self._left))
+        buffer[: len(data)] = data
+        self._position += len(data)
+        self._left -= len(data)
+        return len(data)
 
 
 # ----- generating -----------------------------------------------------------------------

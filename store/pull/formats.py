@@ -6,10 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import blake3
 
-from store.deltas import Superblock, decode_superblock, iter_delta_objects
+from store.deltas import (
+    DeltaEntry,
+    Superblock,
+    decode_superblock,
+    iter_delta_entries,
+    iter_delta_objects,
+)
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType
 from store.signing import verify_signed
@@ -51,6 +58,13 @@ class Delta:
     ) -> Iterator[tuple[ObjectId, ObjectType, bytes]]:
         """(id, kind, payload) of each object, unverified; ``read_part(i)`` once each."""
         yield from iter_delta_objects(self.superblock, read_part)
+
+    def entries(
+        self, read_part: Callable[[int], BinaryIO]
+    ) -> Iterator[tuple[DeltaEntry, BinaryIO]]:
+        """Each entry with its payload as a stream (good until the next one), read from
+        the part files ``read_part(i)`` gives (once each; closed once read)."""
+        yield from iter_delta_entries(self.superblock, read_part)
 
 
 def open_delta(

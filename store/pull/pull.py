@@ -6,9 +6,7 @@ The order of work, and why:
    offer, their commits, and the static deltas.
 2. Each wanted commit (and ``depth`` parents): fetched, hashed, decoded; with
    sign-verify its ``.commitmeta`` is fetched and checked against the trusted keys
-   before anything of its tree is asked for. A ``REMOTE:REF`` that exists is not
-   moved to a commit with an older timestamp (a replayed old summary) unless
-   ``allow_downgrade``.
+   before anything of its tree is asked for.
 3. A static delta, when one leads from the commit the local ``REMOTE:REF`` holds (or
    from nothing) to the wanted one: its objects are verified one by one, exactly as
    single objects are; content is stored, metadata kept for step 4.
@@ -31,6 +29,8 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from store.content import object_relpath
 from store.errors import (
     CorruptObjectError,
-    DowngradeError,
     FormatError,
     InvalidRefNameError,
     ModePolicyError,
@@ -50,7 +49,6 @@ from store.errors import (
     ObjectMissingError,
     RefNotFoundError,
     SignatureError,
-    SignedDowngradeError,
     UsageError,
 )
 from store.ids import ObjectId, ObjectType
@@ -58,7 +56,7 @@ from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, MetaObject
 from store.pull import formats
 from store.pull.batches import Batches
-from store.pull.objects import decoded_filez, verified_meta
+from store.pull.objects import DecodedContent, decoded_filez, verified_meta
 from store.pull.remotes import Remote, get_remote
 from store.pull.settings import FetchSettings
 from store.repo import Repository
@@ -70,6 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _PROGRESS_EVERY = 0.1  # seconds between two progress reports
+_INLINE_PAYLOAD = 1 << 20  # a delta's file object up to this size goes to the writer as bytes
 
 
 @dataclass(frozen=True)
@@ -129,13 +128,9 @@ def pull(
     dry_run: bool = False,
     settings: FetchSettings | None = None,
     progress: ProgressCallback | None = None,
-    allow_downgrade: bool = False,
 ) -> PullReport:
     """Pull ``refs`` of ``remote`` (every ref its summary offers if none) into ``repo``
-    as ``REMOTE:REF``, with ``depth`` parents of each; see the module's docstring.
-    An existing ``REMOTE:REF`` is never moved to a commit older than its own
-    (DowngradeError, SignedDowngradeError from a sign-verify remote) unless
-    ``allow_downgrade``."""
+    as ``REMOTE:REF``, with ``depth`` parents of each; see the module's docstring."""
     if isinstance(remote, str):
         remote = get_remote(repo.path, remote)
     if depth < 0:
@@ -148,7 +143,7 @@ def pull(
     from store.pull.http import Fetcher  # here: importing urllib3 is for pulls alone
 
     with Fetcher(remote.url, settings, tracker.add_bytes) as fetcher:
-        job = _Pull(repo, remote, fetcher, settings, tracker, dry_run, allow_downgrade)
+        job = _Pull(repo, remote, fetcher, settings, tracker, dry_run)
         report = job.run(refs, depth)
         report.bytes, report.requests = fetcher.bytes, fetcher.requests
     tracker.phase("done", force=True)
@@ -222,7 +217,6 @@ class _Pull:
         settings: FetchSettings,
         tracker: _Tracker,
         dry_run: bool,
-        allow_downgrade: bool = False,
     ) -> None:
         self.repo = repo
         self.remote = remote
@@ -241,7 +235,6 @@ class _Pull:
         self.queued: set[ObjectId] = set()  # content objects stored or being stored
         self.thorough = False  # walk held dirtrees too: the repository has partial commits
         self.walked_held: set[ObjectId] = set()  # held dirtrees walked (thorough only)
-        self.allow_downgrade = allow_downgrade
         self.batches = (
             None
             if dry_run
@@ -257,8 +250,6 @@ class _Pull:
             roots: list[ObjectId] = []
             for want in wanted:
                 roots += self._commit_chain(want.new, depth)
-            for want in wanted:
-                self._refuse_downgrade(want)  # before any of the trees is fetched
             if not self.dry_run:
                 for want in wanted:
                     self._use_delta(want, offered)
@@ -391,28 +382,6 @@ class _Pull:
             )
         self.signatures[commit_id] = meta
 
-    def _refuse_downgrade(self, want: _Wanted) -> None:
-        """DowngradeError if ``want`` moves its ref to a commit older than the one it
-        holds: a replayed old summary (signed or not) must not roll a machine back."""
-        if want.old is None or want.old == want.new or self.allow_downgrade:
-            return
-        current = self.repo.read_commit(want.old).timestamp
-        offered_commit = self.commits.get(want.new) or self.repo.read_commit(want.new)
-        offered = offered_commit.timestamp
-        if offered >= current:
-            return
-        error = SignedDowngradeError if self.remote.sign_verify else DowngradeError
-        raise error(
-            f"{self.where}: would move {want.local} back from commit {want.old.hex()[:12]} "
-            f"({_when(current)}) to the older {want.new.hex()[:12]} ({_when(offered)}); "
-            "nothing was pulled: an older commit is taken only when downgrades are allowed",
-            ref=want.local,
-            current=want.old,
-            offered=want.new,
-            current_time=current,
-            offered_time=offered,
-        )
-
     # ----- static deltas -----------------------------------------------------------------
     def _use_delta(
         self, want: _Wanted, offered: dict[tuple[ObjectId | None, ObjectId], bytes]
@@ -431,32 +400,88 @@ class _Pull:
         base = f"deltas/{name}/"
         data = self._get(base + "superblock", self.settings.max_metadata_size, "delta superblock")
         delta = formats.open_delta(data, digest, start, end, f"{self.where}: delta {name}")
-        futures: dict[int, Future[bytes]] = {}
+        futures: dict[int, Future[BinaryIO]] = {}
+        sizes = delta.superblock.part_sizes
 
         def ensure(index: int) -> None:
             if index < delta.parts and index not in futures:
-                futures[index] = self.pool.submit(
-                    self._get, f"{base}{index}", self.settings.max_object_size, "delta part"
-                )
+                futures[index] = self.pool.submit(self._spool_part, f"{base}{index}", sizes[index])
 
-        def read_part(index: int) -> bytes:
+        def read_part(index: int) -> BinaryIO:
             ensure(index)
             ensure(index + 1)  # two parts in flight, as OSTree: parts are large
             return futures.pop(index).result()
 
-        assert self.batches is not None
         try:
-            for object_id, kind, payload in delta.objects(read_part):
+            for entry, payload in delta.entries(read_part):
                 self.report.delta_objects += 1
-                self.tracker.add_object(kind is ObjectType.FILE)
-                if kind is not ObjectType.FILE:
-                    meta = verified_meta(object_id, kind, payload, f"{self.where}: delta {name}")
-                    self.from_delta[object_id] = (kind, meta)
-                elif object_id not in self.queued and not self.repo.has_object(object_id):
-                    self.queued.add(object_id)
-                    self.batches.submit(partial(self._store_payload, object_id, payload))
+                self.tracker.add_object(entry.kind is ObjectType.FILE)
+                self._take_delta_object(entry.object_id, entry.kind, entry.length, payload, name)
         finally:
             _settle(list(futures.values()))
+            for future in futures.values():  # spooled, never read
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    future.result().close()
+
+    def _spool_part(self, relpath: str, size: int) -> BinaryIO:
+        """A delta part, streamed to an unlinked file in the repository's tmp/ and
+        refused as soon as it runs past the ``size`` its superblock declares (F5: parts
+        were read whole into memory, up to max_object_size each)."""
+
+        def spool(body: BinaryIO) -> BinaryIO:
+            out = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115
+            try:
+                shutil.copyfileobj(body, out, 1 << 20)
+            except BaseException:
+                out.close()
+                raise
+            return out
+
+        try:
+            return self.fetcher.fetch(relpath, min(size, self.settings.max_object_size), spool)
+        except NetworkError as exc:
+            if exc.status == 404:
+                raise ObjectMissingError(
+                    f"{self.where}: delta part not found ({exc.url}: HTTP 404)"
+                ) from None
+            raise
+
+    def _take_delta_object(
+        self, object_id: ObjectId, kind: ObjectType, length: int, payload: BinaryIO, name: str
+    ) -> None:
+        """Verify a delta's object: metadata is kept for the walk; a file object is
+        queued for the batch writer (as bytes when small; a large one is decoded here
+        into its own spool, so that memory never holds it whole)."""
+        assert self.batches is not None
+        where = f"{self.where}: delta {name}"
+        if kind is not ObjectType.FILE:
+            if length > self.settings.max_metadata_size:
+                raise CorruptObjectError(
+                    f"{where}: {kind.suffix} object {object_id.hex()} of {length} bytes, "
+                    f"more than the {self.settings.max_metadata_size} allowed",
+                    object_id=object_id,
+                )
+            self.from_delta[object_id] = (
+                kind,
+                verified_meta(object_id, kind, payload.read(length), where),
+            )
+        elif object_id not in self.queued and not self.repo.has_object(object_id):
+            self.queued.add(object_id)
+            if length <= _INLINE_PAYLOAD:
+                self.batches.submit(partial(self._store_payload, object_id, payload.read(length)))
+                return
+            content = decoded_filez(
+                payload, object_id, self.settings.max_object_size, self._spool_dir
+            )
+            self.batches.submit(partial(self._store_content, object_id, content))
+
+    def _store_content(
+        self, object_id: ObjectId, content: DecodedContent, txn: Transaction
+    ) -> None:
+        try:
+            content.store(txn, object_id, self.repo.mode)
+        finally:
+            content.close()
 
     def _store_payload(self, object_id: ObjectId, payload: bytes, txn: Transaction) -> None:
         content = decoded_filez(
@@ -637,14 +662,6 @@ class _Pull:
                 yield future.result()
         finally:
             _settle(futures)
-
-
-def _when(timestamp: int) -> str:
-    """A commit's timestamp as a UTC date (the number itself if out of range)."""
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
-    except (OverflowError, OSError, ValueError):
-        return str(timestamp)
 
 
 def _has_partial_commits(repo: Repository) -> bool:

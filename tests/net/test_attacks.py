@@ -177,3 +177,38 @@ def sapwood_fsck_clean(repo: Repository) -> bool:
     import sapwood
 
     return bool(sapwood.fsck(repo, all_objects=True).clean)
+
+
+def test_a_delta_part_longer_than_its_superblock_says_is_never_read_whole(
+    tmp_path: Path,
+) -> None:
+    """F5: delta parts were read whole into memory, up to max_object_size (1 GiB) each,
+    two or three at a time, before their size was compared with the superblock's: a
+    server sent 400 MiB parts and the client's RSS went to 2.4 GB. A part is now
+    spooled to the repository's tmp/ and refused as soon as it exceeds its size."""
+    from store import NetworkError
+    from store.deltas import decode_superblock, generate_delta
+    from store.pull import Remote, add_remote, pull
+    from store.summary import update_summary
+    from tests.store.pull_server import serve
+    from tests.store.test_pull_http import FAST
+
+    tree = write_tree(tmp_path / "tree", {f"f{n}": os.urandom(300_000) for n in range(8)})
+    with Repository.init(tmp_path / "archive", RepoMode.ARCHIVE) as archive:
+        head = commit_dir(archive, tree, "main")
+        delta = generate_delta(archive, None, head, part_size=1 << 20)
+        update_summary(archive)
+    declared = decode_superblock((delta / "superblock").read_bytes()).part_sizes[0]
+    part = delta / "0"
+    part.chmod(0o644)
+    with open(part, "ab") as grow:  # served whole, with its Content-Length
+        grow.truncate(64 << 20)
+    with (
+        serve(tmp_path / "archive") as served,
+        Repository.init(tmp_path / "local", RepoMode.BARE_USER) as local,
+    ):
+        add_remote(local.path, Remote("origin", served.url))
+        with pytest.raises(NetworkError, match=f"more than the {declared} allowed"):
+            pull(local, "origin", settings=FAST)
+        assert local.refs() == {}
+        assert list((tmp_path / "local" / "tmp").iterdir()) == []

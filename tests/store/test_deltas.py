@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -184,6 +185,25 @@ def test_a_part_of_the_wrong_size_is_refused() -> None:
         list(iter_delta_objects(superblock, lambda i: bytes(14)))
     objects = list(iter_delta_objects(superblock, lambda i: bytes(superblock.part_sizes[i])))
     assert [len(p) for _, _, p in objects] == [10, 5, 7]
+
+
+def test_parts_given_as_files_yield_the_same_objects_and_are_closed(tmp_path: Path) -> None:
+    """F5 of the security review: pull hands parts over as spool files, not bytes."""
+    superblock = _sample()
+    data = {i: os.urandom(size) for i, size in enumerate(superblock.part_sizes)}
+    opened: list[io.BufferedRandom] = []
+
+    def as_file(index: int) -> io.BufferedRandom:
+        path = tmp_path / str(index)
+        path.write_bytes(data[index])
+        opened.append(open(path, "rb+"))  # noqa: SIM115
+        return opened[-1]
+
+    from_files = list(iter_delta_objects(superblock, as_file))  # type: ignore[arg-type]
+    assert from_files == list(iter_delta_objects(superblock, data.__getitem__))
+    assert opened and all(part.closed for part in opened)
+    with pytest.raises(CorruptObjectError, match="part 0"):
+        list(iter_delta_objects(superblock, lambda i: io.BytesIO(bytes(14))))  # type: ignore[arg-type,return-value]
 
 
 def test_delta_objects_orders_metadata_before_files(tmp_path: Path) -> None:
