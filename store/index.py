@@ -500,9 +500,9 @@ def _check_required(txn: Any, objects_db: Any, batch: WriteBatch) -> None:
             value = txn.get(object_id, db=objects_db)
             if value is None:
                 raise ObjectMissingError(
-                    f"object {object_id.hex()}, which this commit reuses, was removed from "
-                    "the repository while it ran (by prune or fsck with delete); nothing was "
-                    "committed",
+                    f"object {object_id.hex()}, which this commit reuses, was removed "
+                    "from the repository while it ran "
+                    "(by prune or fsck with delete); nothing was committed",
                     object_id=ObjectId(object_id),
                 )
             found = bytes(value[:1])
