@@ -6,7 +6,9 @@ The order of work, and why:
    offer, their commits, and the static deltas.
 2. Each wanted commit (and ``depth`` parents): fetched, hashed, decoded; with
    sign-verify its ``.commitmeta`` is fetched and checked against the trusted keys
-   before anything of its tree is asked for.
+   before anything of its tree is asked for. A ``REMOTE:REF`` that exists is not
+   moved to a commit with an older timestamp (a replayed old summary) unless
+   ``allow_downgrade``.
 3. A static delta, when one leads from the commit the local ``REMOTE:REF`` holds (or
    from nothing) to the wanted one: its objects are verified one by one, exactly as
    single objects are; content is stored, metadata kept for step 4.
@@ -42,6 +44,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from store.content import object_relpath
 from store.errors import (
     CorruptObjectError,
+    DowngradeError,
     FormatError,
     InvalidRefNameError,
     ModePolicyError,
@@ -49,6 +52,7 @@ from store.errors import (
     ObjectMissingError,
     RefNotFoundError,
     SignatureError,
+    SignedDowngradeError,
     UsageError,
 )
 from store.ids import ObjectId, ObjectType
@@ -128,9 +132,13 @@ def pull(
     dry_run: bool = False,
     settings: FetchSettings | None = None,
     progress: ProgressCallback | None = None,
+    allow_downgrade: bool = False,
 ) -> PullReport:
     """Pull ``refs`` of ``remote`` (every ref its summary offers if none) into ``repo``
-    as ``REMOTE:REF``, with ``depth`` parents of each; see the module's docstring."""
+    as ``REMOTE:REF``, with ``depth`` parents of each; see the module's docstring.
+    An existing ``REMOTE:REF`` is never moved to a commit older than its own
+    (DowngradeError, SignedDowngradeError from a sign-verify remote) unless
+    ``allow_downgrade``."""
     if isinstance(remote, str):
         remote = get_remote(repo.path, remote)
     if depth < 0:
@@ -143,7 +151,7 @@ def pull(
     from store.pull.http import Fetcher  # here: importing urllib3 is for pulls alone
 
     with Fetcher(remote.url, settings, tracker.add_bytes) as fetcher:
-        job = _Pull(repo, remote, fetcher, settings, tracker, dry_run)
+        job = _Pull(repo, remote, fetcher, settings, tracker, dry_run, allow_downgrade)
         report = job.run(refs, depth)
         report.bytes, report.requests = fetcher.bytes, fetcher.requests
     tracker.phase("done", force=True)
@@ -217,6 +225,7 @@ class _Pull:
         settings: FetchSettings,
         tracker: _Tracker,
         dry_run: bool,
+        allow_downgrade: bool = False,
     ) -> None:
         self.repo = repo
         self.remote = remote
@@ -235,6 +244,7 @@ class _Pull:
         self.queued: set[ObjectId] = set()  # content objects stored or being stored
         self.thorough = False  # walk held dirtrees too: the repository has partial commits
         self.walked_held: set[ObjectId] = set()  # held dirtrees walked (thorough only)
+        self.allow_downgrade = allow_downgrade
         self.batches = (
             None
             if dry_run
@@ -250,6 +260,8 @@ class _Pull:
             roots: list[ObjectId] = []
             for want in wanted:
                 roots += self._commit_chain(want.new, depth)
+            for want in wanted:
+                self._refuse_downgrade(want)  # before any of the trees is fetched
             if not self.dry_run:
                 for want in wanted:
                     self._use_delta(want, offered)
@@ -381,6 +393,28 @@ class _Pull:
                 commit_id=commit_id,
             )
         self.signatures[commit_id] = meta
+
+    def _refuse_downgrade(self, want: _Wanted) -> None:
+        """DowngradeError if ``want`` moves its ref to a commit older than the one it
+        holds: a replayed old summary (signed or not) must not roll a machine back."""
+        if want.old is None or want.old == want.new or self.allow_downgrade:
+            return
+        current = self.repo.read_commit(want.old).timestamp
+        offered_commit = self.commits.get(want.new) or self.repo.read_commit(want.new)
+        offered = offered_commit.timestamp
+        if offered >= current:
+            return
+        error = SignedDowngradeError if self.remote.sign_verify else DowngradeError
+        raise error(
+            f"{self.where}: would move {want.local} back from commit {want.old.hex()[:12]} "
+            f"({_when(current)}) to the older {want.new.hex()[:12]} ({_when(offered)}); "
+            "nothing was pulled: an older commit is taken only when downgrades are allowed",
+            ref=want.local,
+            current=want.old,
+            offered=want.new,
+            current_time=current,
+            offered_time=offered,
+        )
 
     # ----- static deltas -----------------------------------------------------------------
     def _use_delta(
@@ -662,6 +696,14 @@ class _Pull:
                 yield future.result()
         finally:
             _settle(futures)
+
+
+def _when(timestamp: int) -> str:
+    """A commit's timestamp as a UTC date (the number itself if out of range)."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return str(timestamp)
 
 
 def _has_partial_commits(repo: Repository) -> bool:
