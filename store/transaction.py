@@ -87,6 +87,7 @@ class Transaction:
         self._claimed: set[ObjectId] = set()
         self._mutex = threading.Lock()
         self._local = threading.local()
+        self._stage_dirs = 0
         self._reader_cms: list[AbstractContextManager[IndexReader]] = []
         self._lock_cm = repo.lock(exclusive=False)
         self._lock_cm.__enter__()
@@ -158,7 +159,25 @@ class Transaction:
         return reader
 
     def _stage_path(self, object_id: ObjectId, kind: ObjectType) -> str:
-        return f"{self._staging_str}/{object_id.hex()}.{kind.suffix}"
+        return f"{self._stage_dir()}/{object_id.hex()}.{kind.suffix}"
+
+    def _stage_dir(self) -> str:
+        """This thread's own directory in staging, made on its first write.
+
+        Creating a file holds its directory's lock while the filesystem allocates the
+        inode, which ext4 makes slow after many deletions (it skips recently freed
+        inodes): writers sharing one directory queue there (and spin, burning CPU), so
+        each thread creates its files in a directory of its own.
+        """
+        directory: str | None = getattr(self._local, "stage_dir", None)
+        if directory is None:
+            with self._mutex:
+                self._stage_dirs += 1
+                directory = f"{self._staging_str}/w{self._stage_dirs}"
+            with space_errors(_NOTHING_COMMITTED):
+                os.mkdir(directory)
+            self._local.stage_dir = directory
+        return directory
 
     def _record(self, object_id: ObjectId, record: ObjectRecord, staged: str | None) -> None:
         with self._mutex:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,25 @@ def test_a_mode_that_drops_ownership_refuses_it_and_stores_nothing(tmp_path: Pat
         assert not repo.has_object(object_id)
     finally:
         repo.close()
+
+
+def test_writers_in_several_threads_stage_apart_and_all_is_committed(
+    user_repo: Repository,
+) -> None:
+    contents = [f"object {n}\n".encode() * (n + 1) for n in range(64)]
+    txn = user_repo.transaction()
+    together = threading.Barrier(4)  # the first four writes run in four threads
+
+    def write(n: int) -> ObjectId:
+        if n < 4:
+            together.wait(timeout=30)
+        return txn.write_file(HEADER, contents[n])
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(write, range(len(contents))))
+    staged_in = {p.parent for p in txn.staging.rglob("*.file")}
+    assert len(staged_in) > 1 and txn.staging not in staged_in  # one directory per thread
+    txn.commit()
+    assert [user_repo.read_file(i) for i in ids] == contents
+    assert fsck(user_repo, all_objects=True).clean
+    assert list((user_repo.path / "tmp").iterdir()) == []
