@@ -175,13 +175,13 @@ class Fetcher:
         status = response.status
         if status in _REDIRECT_STATUS:
             location = response.headers.get("Location")
-            _discard(response)
+            _discard(response, self.settings.read_timeout)
             if not location:
                 raise NetworkError(f"{url}: HTTP {status} without a Location", url=url)
             return str(location)
         if status == 200:
             return None
-        _discard(response)
+        _discard(response, self.settings.read_timeout)
         if status in _TRANSIENT_STATUS or status >= 500:
             raise _Transient(f"HTTP {status}", status)
         raise NetworkError(f"{url}: HTTP {status}", url=url, status=status)
@@ -301,14 +301,17 @@ class _Body(io.RawIOBase):
         self._window_start, self._window_bytes = now, 0
 
 
-def _discard(response: urllib3.BaseHTTPResponse) -> None:
+def _discard(response: urllib3.BaseHTTPResponse, within: float) -> None:
     """End a response whose body is not wanted: a short one is read, so that its
-    connection stays alive for the next request; a long or unknown one is closed."""
+    connection stays alive for the next request; a long or unknown one is closed, and
+    so is a short one that has not ended ``within`` seconds (it trickles: F1)."""
     length = response.headers.get("Content-Length")
     if length is not None and length.isascii() and length.isdigit() and int(length) <= _DRAIN_MAX:
+        until = time.monotonic() + within
         try:
-            response.drain_conn()
-            return
+            while time.monotonic() < until:
+                if not response.read1(_DRAIN_MAX):
+                    return
         except (u3.HTTPError, OSError):
             pass
     response.close()

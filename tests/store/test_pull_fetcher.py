@@ -83,6 +83,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 time.sleep(0.05)
         elif self.path in _STALLED_HEADS:  # the head trickles, never ends (for 8 s)
             _STALLED_HEADS[self.path](self.wfile)
+        elif self.path == "/moved-slowly":  # a short redirect body, one byte at a time
+            head = b"HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 1000\r\n\r\n"
+            _trickle(self.wfile, head, b"x", 0.2)
         elif self.path == "/short":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -174,6 +177,15 @@ def test_a_response_head_that_never_ends_fails_after_the_retries(url: str, path:
     assert "response head" in str(failed.value)
     assert _Handler.hits[path] == 2
     assert time.monotonic() - started < 2 * (SETTINGS.read_timeout + 0.5) + 1
+
+
+def test_a_redirect_body_that_trickles_is_not_waited_for(url: str) -> None:
+    """F1: the body of a redirect (or an error page) said to be short was read whole to
+    keep its connection, one recv() at a time with no deadline: 1000 bytes at 5 a
+    second held the fetch for 200 s. It is now given read_timeout, then closed."""
+    started = time.monotonic()
+    assert _get(url, "moved-slowly") == b"hello"
+    assert time.monotonic() - started < SETTINGS.read_timeout + 1.5
 
 
 def test_settings_from_the_environment() -> None:
