@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -186,6 +187,44 @@ def test_a_redirect_body_that_trickles_is_not_waited_for(url: str) -> None:
     started = time.monotonic()
     assert _get(url, "moved-slowly") == b"hello"
     assert time.monotonic() - started < SETTINGS.read_timeout + 1.5
+
+
+def test_a_tls_handshake_that_trickles_fails_after_the_retries() -> None:
+    """F1 under TLS (held, kept so that it stays so): a server sending its ServerHello a
+    byte at a time. CPython's ssl bounds the whole handshake by the socket's timeout
+    (connect_timeout), unlike a plain recv(); no watchdog is needed there."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                accepted.append(conn)
+                threading.Thread(target=_trickle_hello, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(NetworkError, match="after 2 attempts"):
+            _get(f"https://127.0.0.1:{listener.getsockname()[1]}", "x")
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert len(accepted) == 2
+    assert time.monotonic() - started < 2 * (SETTINGS.connect_timeout + SETTINGS.read_timeout) + 1
+
+
+def _trickle_hello(conn: socket.socket) -> None:
+    """A TLS record header announcing 16 KiB, then a byte every 0.2 s (for 8 s)."""
+    with contextlib.suppress(OSError):
+        conn.recv(65536)  # the ClientHello
+        until = time.monotonic() + 8
+        conn.sendall(b"\x16\x03\x03\x40\x00")
+        while time.monotonic() < until:
+            conn.sendall(b"\x02")
+            time.sleep(0.2)
 
 
 def test_settings_from_the_environment() -> None:
