@@ -162,7 +162,8 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert cli("--repo", repo, "commit", "-b", "main", "-s", "empty", src).code == 0
     for n in range(2000):
         (src / f"a-file-with-a-rather-long-name-so-that-the-listing-is-wide-{n:05}").touch()
-    (src / "big").write_bytes(os.urandom(1 << 20).replace(b"\n", b" "))  # head -c 10: one line
+    # no line breaks (bytes.splitlines splits on \n and \r): head -c 10 of it is one line
+    (src / "big").write_bytes(os.urandom(1 << 20).replace(b"\n", b" ").replace(b"\r", b" "))
     body = "\n".join(f"line {n} of a long commit message" for n in range(5000))
     assert cli("--repo", repo, "commit", "-b", "main", "-m", body, src).code == 0
     return repo
