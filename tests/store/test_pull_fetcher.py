@@ -240,9 +240,10 @@ def test_the_watchdog_runs_what_is_due_and_nothing_disarmed() -> None:
     from store.pull.deadlines import Watchdog
 
     watchdog, fired, ran = Watchdog(), threading.Event(), []
-    cancelled = [watchdog.arm(time.monotonic() + 0.05, lambda: ran.append(1)) for _ in range(3000)]
+    base = time.monotonic()  # room to arm and disarm 3000 on a busy machine before any is due
+    cancelled = [watchdog.arm(base + 1.0, lambda: ran.append(1)) for _ in range(3000)]
     assert all(watchdog.disarm(alarm) for alarm in cancelled)
-    due = watchdog.arm(time.monotonic() + 0.1, fired.set)
-    assert fired.wait(2) and not watchdog.disarm(due)
+    due = watchdog.arm(base + 1.1, fired.set)
+    assert fired.wait(5) and not watchdog.disarm(due)
     assert ran == []  # the disarmed ones, due before it, never ran
     assert len(watchdog._heap) < 1100  # the disarmed are dropped, not kept till due
