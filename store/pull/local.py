@@ -25,7 +25,8 @@ from store.ids import ObjectId
 from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader
-from store.pull.pull import ProgressCallback, PullReport, _has_partial_commits, _Tracker
+from store.pull.progress import ProgressCallback, PullReport, _Tracker
+from store.pull.walk import _has_partial_commits
 from store.repo import Repository
 from store.transaction import SMALL_FILE, Transaction
 

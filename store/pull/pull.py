@@ -25,34 +25,24 @@ The order of work, and why:
    is present (the transaction's commit point checks every object a new tree names).
 
 Nothing is printed: ``progress`` receives :class:`PullProgress` values.
+
+This module holds steps 1 and 6 and the order; step 2 is store.pull.checks, step 3
+store.pull.delta_apply, steps 4 and 5 store.pull.walk, the state and fetching they
+share store.pull.job, the progress and report store.pull.progress.
 """
 
 from __future__ import annotations
 
-import io
-import logging
-import shutil
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING
 
-from store.content import object_relpath
 from store.errors import (
-    CorruptObjectError,
-    DowngradeError,
     FormatError,
     InvalidRefNameError,
     ModePolicyError,
-    NetworkError,
-    ObjectMissingError,
     RefNotFoundError,
-    SignatureError,
-    SignedDowngradeError,
     UsageError,
 )
 from store.ids import ObjectId, ObjectType
@@ -60,67 +50,20 @@ from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, MetaObject
 from store.pull import formats
 from store.pull.batches import Batches
-from store.pull.objects import DecodedContent, decoded_filez, verified_meta
+from store.pull.checks import _Checks
+from store.pull.delta_apply import _Deltas
+from store.pull.job import _Wanted
+from store.pull.progress import ProgressCallback, PullProgress, PullReport, _Tracker
 from store.pull.remotes import Remote, get_remote
 from store.pull.settings import FetchSettings
+from store.pull.walk import _has_partial_commits, _Walk
 from store.repo import Repository
 from store.transaction import Transaction
 
 if TYPE_CHECKING:
     from store.pull.http import Fetcher
 
-log = logging.getLogger(__name__)
-_T = TypeVar("_T")
-_PROGRESS_EVERY = 0.1  # seconds between two progress reports
-_INLINE_PAYLOAD = 1 << 20  # a delta's file object up to this size goes to the writer as bytes
-
-
-@dataclass(frozen=True)
-class PullProgress:
-    """Where a pull is: ``phase`` ("summary", "commits", "delta", "trees", "content",
-    "writing", "done"), objects and bytes fetched so far, and the content objects to
-    fetch (None until the trees are walked)."""
-
-    phase: str
-    objects: int
-    bytes: int
-    content_total: int | None
-    content_done: int
-    elapsed: float
-
-
-@dataclass
-class PullReport:
-    """What a pull did (or, with ``dry_run``, would do).
-
-    ``refs``: each local ref name -> (the commit it held before or None, the commit it
-    holds now or would hold); ``metadata_fetched`` and ``content_fetched``: objects
-    fetched one by one; ``content_missing``: content objects the local repository
-    lacked (the dry run's "would fetch"); ``delta_objects``: objects that came in
-    static deltas (``deltas``: which, as "FROM-TO" or "TO"); ``bytes``: bytes read
-    from the network (pull-local: content bytes copied or linked); ``requests``: HTTP
-    requests made; ``linked``: content objects pull-local hardlinked."""
-
-    remote: str
-    dry_run: bool
-    refs: dict[str, tuple[ObjectId | None, ObjectId]] = field(default_factory=dict)
-    commits_fetched: int = 0
-    metadata_fetched: int = 0
-    content_fetched: int = 0
-    content_missing: int = 0
-    delta_objects: int = 0
-    deltas: list[str] = field(default_factory=list)
-    bytes: int = 0
-    requests: int = 0
-    linked: int = 0
-
-    @property
-    def changed(self) -> dict[str, tuple[ObjectId | None, ObjectId]]:
-        """The refs that moved (or would move)."""
-        return {name: (old, new) for name, (old, new) in self.refs.items() if old != new}
-
-
-ProgressCallback = Callable[[PullProgress], None]
+__all__ = ["ProgressCallback", "PullProgress", "PullReport", "pull"]
 
 
 def pull(
@@ -158,65 +101,9 @@ def pull(
     return report
 
 
-class _Tracker:
-    """Counts for progress reports; called from every fetching thread."""
+class _Pull(_Checks, _Deltas, _Walk):
+    """One pull: its steps, in order (see the module's docstring)."""
 
-    def __init__(self, callback: ProgressCallback | None) -> None:
-        self._callback = callback
-        self._lock = threading.Lock()
-        self._start = time.monotonic()
-        self._last = 0.0
-        self._phase = "summary"
-        self.objects = 0
-        self.bytes = 0
-        self.content_total: int | None = None
-        self.content_done = 0
-
-    def add_bytes(self, count: int) -> None:
-        with self._lock:
-            self.bytes += count
-        self._report()
-
-    def add_object(self, content: bool = False) -> None:
-        with self._lock:
-            self.objects += 1
-            self.content_done += content
-        self._report()
-
-    def phase(self, name: str, force: bool = True) -> None:
-        self._phase = name
-        self._report(force)
-
-    def _report(self, force: bool = False) -> None:
-        if self._callback is None:
-            return
-        with self._lock:
-            now = time.monotonic()
-            if not force and now - self._last < _PROGRESS_EVERY:
-                return
-            self._last = now
-            status = PullProgress(
-                self._phase,
-                self.objects,
-                self.bytes,
-                self.content_total,
-                self.content_done,
-                now - self._start,
-            )
-            self._callback(status)
-
-
-@dataclass
-class _Wanted:
-    """A ref to pull: its remote name, local name, the commit it held, and the one wanted."""
-
-    ref: str
-    local: str
-    old: ObjectId | None
-    new: ObjectId
-
-
-class _Pull:
     def __init__(
         self,
         repo: Repository,
@@ -315,318 +202,6 @@ class _Pull:
             wanted.append(_Wanted(name, local, self.repo.ref(local), summary.refs[name]))
         return wanted, summary.deltas
 
-    def _verify_summary(self, data: bytes) -> None:
-        try:
-            sig = self._get("summary.sig", self.settings.max_metadata_size, "summary signature")
-        except ObjectMissingError:
-            raise SignatureError(
-                f"{self.where}: the summary is unsigned, and this remote requires signatures"
-            ) from None
-        try:
-            key = formats.verify(data, sig, self.remote.trusted_keys)
-        except FormatError as exc:
-            raise SignatureError(f"{self.where}: summary.sig is not valid: {exc}") from None
-        if key is None:
-            raise SignatureError(f"{self.where}: the summary is signed by no trusted key")
-
-    def _commit_chain(self, head: ObjectId, depth: int) -> list[ObjectId]:
-        """The commits to walk: ``head`` and up to ``depth`` parents, fetched (and their
-        signatures checked) unless the local repository holds them whole."""
-        roots = []
-        commit_id: ObjectId | None = head
-        for level in range(depth + 1):
-            if commit_id is None:
-                break
-            commit = self._commit(commit_id, required=level == 0)
-            if commit is None:
-                break
-            if commit_id in self.commits:
-                roots.append(commit_id)
-            commit_id = commit.parent
-        return roots
-
-    def _commit(self, commit_id: ObjectId, required: bool) -> Commit | None:
-        local = self.repo.has_object(commit_id) and not self.repo.is_partial(commit_id)
-        if local and not self.remote.sign_verify:
-            return self.repo.read_commit(commit_id)
-        if commit_id in self.commits:
-            return self.commits[commit_id]
-        try:
-            data = self._get_object(commit_id, ObjectType.COMMIT)
-        except ObjectMissingError:
-            if required:
-                raise
-            log.info("%s: parent commit %s is not there; history ends", self.where, commit_id.hex())
-            return None
-        commit = verified_meta(commit_id, ObjectType.COMMIT, data, self.where)
-        assert isinstance(commit, Commit)
-        self._signatures(commit_id, data)
-        if not local:
-            self.commits[commit_id] = commit
-            self.report.commits_fetched += 1
-        return commit
-
-    def _signatures(self, commit_id: ObjectId, data: bytes) -> None:
-        """Fetch the commit's detached signatures (kept with it in the local repository);
-        with sign-verify, refuse it unless one is by a trusted key."""
-        relpath = "objects/" + object_relpath(commit_id, ObjectType.COMMIT) + "meta"
-        try:
-            meta = self._get(relpath, self.settings.max_metadata_size, "commit signatures")
-        except ObjectMissingError:
-            if self.remote.sign_verify:
-                raise SignatureError(
-                    f"{self.where}: commit {commit_id.hex()} is unsigned, and this remote "
-                    "requires signatures",
-                    commit_id=commit_id,
-                ) from None
-            return
-        try:
-            key = formats.verify(data, meta, self.remote.trusted_keys)
-        except FormatError as exc:
-            raise SignatureError(
-                f"{self.where}: commit {commit_id.hex()}: its signatures are not valid: {exc}",
-                commit_id=commit_id,
-            ) from None
-        if self.remote.sign_verify and key is None:
-            raise SignatureError(
-                f"{self.where}: commit {commit_id.hex()} is signed by no trusted key",
-                commit_id=commit_id,
-            )
-        self.signatures[commit_id] = meta
-
-    def _refuse_downgrade(self, want: _Wanted) -> None:
-        """DowngradeError if ``want`` moves its ref to a commit older than the one it
-        holds: a replayed old summary (signed or not) must not roll a machine back."""
-        if want.old is None or want.old == want.new or self.allow_downgrade:
-            return
-        current = self.repo.read_commit(want.old).timestamp
-        offered_commit = self.commits.get(want.new) or self.repo.read_commit(want.new)
-        offered = offered_commit.timestamp
-        if offered >= current:
-            return
-        error = SignedDowngradeError if self.remote.sign_verify else DowngradeError
-        raise error(
-            f"{self.where}: would move {want.local} back from commit {want.old.hex()[:12]} "
-            f"({_when(current)}) to the older {want.new.hex()[:12]} ({_when(offered)}); "
-            "nothing was pulled: an older commit is taken only when downgrades are allowed",
-            ref=want.local,
-            current=want.old,
-            offered=want.new,
-            current_time=current,
-            offered_time=offered,
-        )
-
-    # ----- static deltas -----------------------------------------------------------------
-    def _use_delta(
-        self, want: _Wanted, offered: dict[tuple[ObjectId | None, ObjectId], bytes]
-    ) -> None:
-        if want.new not in self.commits:
-            return  # the commit is here already: its tree too, or the walk finds what lacks
-        for start in (want.old, None):
-            if (start, want.new) in offered and (start is None or self.repo.has_object(start)):
-                name = want.new.hex() if start is None else f"{start.hex()}-{want.new.hex()}"
-                self.tracker.phase("delta")
-                self._apply_delta(name, offered[(start, want.new)], start, want.new)
-                self.report.deltas.append(name)
-                return
-
-    def _apply_delta(self, name: str, digest: bytes, start: ObjectId | None, end: ObjectId) -> None:
-        base = f"deltas/{name}/"
-        data = self._get(base + "superblock", self.settings.max_metadata_size, "delta superblock")
-        delta = formats.open_delta(data, digest, start, end, f"{self.where}: delta {name}")
-        futures: dict[int, Future[BinaryIO]] = {}
-        sizes = delta.superblock.part_sizes
-
-        def ensure(index: int) -> None:
-            if index < delta.parts and index not in futures:
-                futures[index] = self.pool.submit(self._spool_part, f"{base}{index}", sizes[index])
-
-        def read_part(index: int) -> BinaryIO:
-            ensure(index)
-            ensure(index + 1)  # two parts in flight, as OSTree: parts are large
-            return futures.pop(index).result()
-
-        try:
-            for entry, payload in delta.entries(read_part):
-                self.report.delta_objects += 1
-                self.tracker.add_object(entry.kind is ObjectType.FILE)
-                self._take_delta_object(entry.object_id, entry.kind, entry.length, payload, name)
-        finally:
-            _settle(list(futures.values()))
-            for future in futures.values():  # spooled, never read
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    future.result().close()
-
-    def _spool_part(self, relpath: str, size: int) -> BinaryIO:
-        """A delta part, streamed to an unlinked file in the repository's tmp/ and
-        refused as soon as it runs past the ``size`` its superblock declares (F5: parts
-        were read whole into memory, up to max_object_size each)."""
-
-        def spool(body: BinaryIO) -> BinaryIO:
-            out = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115
-            try:
-                shutil.copyfileobj(body, out, 1 << 20)
-            except BaseException:
-                out.close()
-                raise
-            return out
-
-        try:
-            return self.fetcher.fetch(relpath, min(size, self.settings.max_object_size), spool)
-        except NetworkError as exc:
-            if exc.status == 404:
-                raise ObjectMissingError(
-                    f"{self.where}: delta part not found ({exc.url}: HTTP 404)"
-                ) from None
-            raise
-
-    def _take_delta_object(
-        self, object_id: ObjectId, kind: ObjectType, length: int, payload: BinaryIO, name: str
-    ) -> None:
-        """Verify a delta's object: metadata is kept for the walk; a file object is
-        queued for the batch writer (as bytes when small; a large one is decoded here
-        into its own spool, so that memory never holds it whole)."""
-        assert self.batches is not None
-        where = f"{self.where}: delta {name}"
-        if kind is not ObjectType.FILE:
-            if length > self.settings.max_metadata_size:
-                raise CorruptObjectError(
-                    f"{where}: {kind.suffix} object {object_id.hex()} of {length} bytes, "
-                    f"more than the {self.settings.max_metadata_size} allowed",
-                    object_id=object_id,
-                )
-            self.from_delta[object_id] = (
-                kind,
-                verified_meta(object_id, kind, payload.read(length), where),
-            )
-        elif object_id not in self.queued and not self.repo.has_object(object_id):
-            self.queued.add(object_id)
-            if length <= _INLINE_PAYLOAD:
-                self.batches.submit(partial(self._store_payload, object_id, payload.read(length)))
-                return
-            content = decoded_filez(
-                payload, object_id, self.settings.max_object_size, self._spool_dir
-            )
-            self.batches.submit(partial(self._store_content, object_id, content))
-
-    def _store_content(
-        self, object_id: ObjectId, content: DecodedContent, txn: Transaction
-    ) -> None:
-        try:
-            content.store(txn, object_id, self.repo.mode)
-        finally:
-            content.close()
-
-    def _store_payload(self, object_id: ObjectId, payload: bytes, txn: Transaction) -> None:
-        content = decoded_filez(
-            io.BytesIO(payload), object_id, self.settings.max_object_size, self._spool_dir
-        )
-        try:
-            content.store(txn, object_id, self.repo.mode)
-        finally:
-            content.close()
-
-    @property
-    def _spool_dir(self) -> str:
-        return str(self.repo.path / "tmp")
-
-    # ----- trees -------------------------------------------------------------------------
-    def _walk_trees(self, roots: Iterable[ObjectId]) -> None:
-        level: list[ObjectId] = []
-        metas: list[ObjectId] = []
-        for commit_id in roots:
-            commit = self.commits[commit_id]
-            level.append(commit.tree)
-            metas.append(commit.meta)
-        while level or metas:
-            trees = self._fetch_metadata(ObjectType.DIRTREE, level)
-            self._fetch_metadata(ObjectType.DIRMETA, metas)
-            level, metas, files = [], [], []
-            for tree in trees:
-                files += [file_id for _, file_id in tree.files]
-                for _, entry in tree.dirs:
-                    level.append(entry.tree)
-                    metas.append(entry.meta)
-            self._note_missing_files(files)
-
-    def _fetch_metadata(self, kind: ObjectType, ids: list[ObjectId]) -> list[DirTree]:
-        """Fetch the objects of ``ids`` that are neither here nor fetched already; the
-        dirtrees fetched (the ones whose children are to be walked), and when
-        ``thorough`` the held ones not walked yet too (read here, not fetched)."""
-        known: dict[ObjectId, MetaObject] = self.trees if kind is ObjectType.DIRTREE else self.metas  # type: ignore[assignment]
-        todo: list[ObjectId] = []
-        held: list[ObjectId] = []
-        with self.repo.snapshot() as snap:
-            for oid in dict.fromkeys(ids):
-                if oid not in known:
-                    (held if snap.has_object(oid) else todo).append(oid)
-        found: list[DirTree] = []
-        if kind is ObjectType.DIRTREE and self.thorough:
-            found += self._held_trees(held)
-        remote = [oid for oid in todo if oid not in self.from_delta]
-        for oid in todo:
-            if oid in self.from_delta:
-                delta_kind, meta = self.from_delta[oid]
-                if delta_kind is not kind:
-                    raise CorruptObjectError(
-                        f"{self.where}: object {oid.hex()} came in a delta as a "
-                        f"{delta_kind.suffix}, but is named as a {kind.suffix}",
-                        object_id=oid,
-                    )
-                known[oid] = meta
-        for oid, data in zip(
-            remote, self._map(lambda o: self._get_object(o, kind), remote), strict=True
-        ):
-            known[oid] = verified_meta(oid, kind, data, self.where)
-            self.report.metadata_fetched += 1
-        for oid in todo:
-            meta = known[oid]
-            if isinstance(meta, DirTree):
-                found.append(meta)
-        return found
-
-    def _held_trees(self, ids: list[ObjectId]) -> list[DirTree]:
-        """The held dirtrees of ``ids`` not walked yet: after fsck --delete a held
-        dirtree no longer stands for its whole subtree, so a commit written (and its
-        partial mark cleared) must have had every tree below it walked."""
-        trees = []
-        for oid in ids:
-            if oid not in self.walked_held:
-                self.walked_held.add(oid)
-                trees.append(self.repo.read_dirtree(oid))
-        return trees
-
-    def _note_missing_files(self, files: list[ObjectId]) -> None:
-        """Queue the content objects of ``files`` that are neither here nor queued."""
-        with self.repo.snapshot() as snap:
-            missing = [
-                file_id
-                for file_id in dict.fromkeys(files)
-                if file_id not in self.queued and not snap.has_object(file_id)
-            ]
-        for file_id in missing:
-            self.queued.add(file_id)
-            self.missing_files[file_id] = None
-            if self.batches is not None:
-                self.batches.submit(partial(self._fetch_file, file_id))
-
-    # ----- content -----------------------------------------------------------------------
-    def _fetch_file(self, object_id: ObjectId, txn: Transaction) -> None:
-        relpath = "objects/" + object_relpath(object_id, ObjectType.FILE, compressed=True)
-        content = self._fetch_object(
-            relpath,
-            object_id,
-            ObjectType.FILE,
-            lambda body: decoded_filez(
-                body, object_id, self.settings.max_object_size, self._spool_dir
-            ),
-        )
-        try:
-            content.store(txn, object_id, self.repo.mode)
-        finally:
-            content.close()
-        self.tracker.add_object(content=True)
-
     # ----- the end -----------------------------------------------------------------------
     def _finish(self, moves: list[_Wanted], txn: Transaction) -> None:
         """Write the trees, commits and signatures, and move the refs, in ``txn``."""
@@ -648,73 +223,3 @@ class _Pull:
             txn.set_commitmeta(commit_id, signatures)
         for want in moves:
             txn.set_ref(want.local, want.new, expected=want.old)
-
-    # ----- fetching --------------------------------------------------------------------
-    def _get(self, relpath: str, limit: int, what: str) -> bytes:
-        """A file of the remote; ObjectMissingError naming ``what`` for a 404."""
-        try:
-            return self.fetcher.get(relpath, limit)
-        except NetworkError as exc:
-            if exc.status == 404:
-                raise ObjectMissingError(
-                    f"{self.where}: {what} not found ({exc.url}: HTTP 404)"
-                ) from None
-            raise
-
-    def _get_object(self, object_id: ObjectId, kind: ObjectType) -> bytes:
-        relpath = "objects/" + object_relpath(object_id, kind)
-        data = self._fetch_object(
-            relpath, object_id, kind, lambda body: body.read(self.settings.max_metadata_size + 1)
-        )
-        self.tracker.add_object()
-        return data
-
-    def _fetch_object(
-        self, relpath: str, object_id: ObjectId, kind: ObjectType, consume: Callable[[BinaryIO], _T]
-    ) -> _T:
-        limit = (
-            self.settings.max_object_size
-            if kind is ObjectType.FILE
-            else self.settings.max_metadata_size
-        )
-        try:
-            return self.fetcher.fetch(relpath, limit, consume)
-        except NetworkError as exc:
-            if exc.status == 404:
-                raise ObjectMissingError(
-                    f"{self.where}: {kind.suffix} object {object_id.hex()} is missing "
-                    f"({exc.url}: HTTP 404)",
-                    object_id=object_id,
-                ) from None
-            raise
-
-    def _map(self, work: Callable[[ObjectId], _T], ids: list[ObjectId]) -> Iterator[_T]:
-        """``work`` of every id, in order, ``settings.connections`` at a time."""
-        futures = [self.pool.submit(work, oid) for oid in ids]
-        try:
-            for future in futures:
-                yield future.result()
-        finally:
-            _settle(futures)
-
-
-def _when(timestamp: int) -> str:
-    """A commit's timestamp as a UTC date (the number itself if out of range)."""
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
-    except (OverflowError, OSError, ValueError):
-        return str(timestamp)
-
-
-def _has_partial_commits(repo: Repository) -> bool:
-    """Whether fsck --delete left commits of ``repo`` partial (objects deleted below
-    dirtrees that it still holds)."""
-    with repo.index.reader() as reader:
-        return bool(reader.partial_commits())
-
-
-def _settle(futures: list[Future[_T]]) -> None:
-    """Cancel what has not started; wait for what runs."""
-    for future in futures:
-        future.cancel()
-    wait(futures)

@@ -1,0 +1,138 @@
+"""Step 2 of a pull (see store.pull.pull): the wanted commits and their parents
+fetched and decoded, their signatures (and the summary's) checked against the
+remote's trusted keys, and a ref never moved to an older commit unless downgrades
+are allowed."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from store.content import object_relpath
+from store.errors import (
+    DowngradeError,
+    FormatError,
+    ObjectMissingError,
+    SignatureError,
+    SignedDowngradeError,
+)
+from store.ids import ObjectId, ObjectType
+from store.objects import Commit
+from store.pull import formats
+from store.pull.job import _Job, _Wanted
+from store.pull.objects import verified_meta
+
+log = logging.getLogger(__name__)
+
+
+class _Checks(_Job):
+    """The commits to pull, fetched and checked."""
+
+    def _verify_summary(self, data: bytes) -> None:
+        try:
+            sig = self._get("summary.sig", self.settings.max_metadata_size, "summary signature")
+        except ObjectMissingError:
+            raise SignatureError(
+                f"{self.where}: the summary is unsigned, and this remote requires signatures"
+            ) from None
+        try:
+            key = formats.verify(data, sig, self.remote.trusted_keys)
+        except FormatError as exc:
+            raise SignatureError(f"{self.where}: summary.sig is not valid: {exc}") from None
+        if key is None:
+            raise SignatureError(f"{self.where}: the summary is signed by no trusted key")
+
+    def _commit_chain(self, head: ObjectId, depth: int) -> list[ObjectId]:
+        """The commits to walk: ``head`` and up to ``depth`` parents, fetched (and their
+        signatures checked) unless the local repository holds them whole."""
+        roots = []
+        commit_id: ObjectId | None = head
+        for level in range(depth + 1):
+            if commit_id is None:
+                break
+            commit = self._commit(commit_id, required=level == 0)
+            if commit is None:
+                break
+            if commit_id in self.commits:
+                roots.append(commit_id)
+            commit_id = commit.parent
+        return roots
+
+    def _commit(self, commit_id: ObjectId, required: bool) -> Commit | None:
+        local = self.repo.has_object(commit_id) and not self.repo.is_partial(commit_id)
+        if local and not self.remote.sign_verify:
+            return self.repo.read_commit(commit_id)
+        if commit_id in self.commits:
+            return self.commits[commit_id]
+        try:
+            data = self._get_object(commit_id, ObjectType.COMMIT)
+        except ObjectMissingError:
+            if required:
+                raise
+            log.info("%s: parent commit %s is not there; history ends", self.where, commit_id.hex())
+            return None
+        commit = verified_meta(commit_id, ObjectType.COMMIT, data, self.where)
+        assert isinstance(commit, Commit)
+        self._signatures(commit_id, data)
+        if not local:
+            self.commits[commit_id] = commit
+            self.report.commits_fetched += 1
+        return commit
+
+    def _signatures(self, commit_id: ObjectId, data: bytes) -> None:
+        """Fetch the commit's detached signatures (kept with it in the local repository);
+        with sign-verify, refuse it unless one is by a trusted key."""
+        relpath = "objects/" + object_relpath(commit_id, ObjectType.COMMIT) + "meta"
+        try:
+            meta = self._get(relpath, self.settings.max_metadata_size, "commit signatures")
+        except ObjectMissingError:
+            if self.remote.sign_verify:
+                raise SignatureError(
+                    f"{self.where}: commit {commit_id.hex()} is unsigned, and this remote "
+                    "requires signatures",
+                    commit_id=commit_id,
+                ) from None
+            return
+        try:
+            key = formats.verify(data, meta, self.remote.trusted_keys)
+        except FormatError as exc:
+            raise SignatureError(
+                f"{self.where}: commit {commit_id.hex()}: its signatures are not valid: {exc}",
+                commit_id=commit_id,
+            ) from None
+        if self.remote.sign_verify and key is None:
+            raise SignatureError(
+                f"{self.where}: commit {commit_id.hex()} is signed by no trusted key",
+                commit_id=commit_id,
+            )
+        self.signatures[commit_id] = meta
+
+    def _refuse_downgrade(self, want: _Wanted) -> None:
+        """DowngradeError if ``want`` moves its ref to a commit older than the one it
+        holds: a replayed old summary (signed or not) must not roll a machine back."""
+        if want.old is None or want.old == want.new or self.allow_downgrade:
+            return
+        current = self.repo.read_commit(want.old).timestamp
+        offered_commit = self.commits.get(want.new) or self.repo.read_commit(want.new)
+        offered = offered_commit.timestamp
+        if offered >= current:
+            return
+        error = SignedDowngradeError if self.remote.sign_verify else DowngradeError
+        raise error(
+            f"{self.where}: would move {want.local} back from commit {want.old.hex()[:12]} "
+            f"({_when(current)}) to the older {want.new.hex()[:12]} ({_when(offered)}); "
+            "nothing was pulled: an older commit is taken only when downgrades are allowed",
+            ref=want.local,
+            current=want.old,
+            offered=want.new,
+            current_time=current,
+            offered_time=offered,
+        )
+
+
+def _when(timestamp: int) -> str:
+    """A commit's timestamp as a UTC date (the number itself if out of range)."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return str(timestamp)

@@ -1,0 +1,124 @@
+"""Steps 4 and 5 of a pull (see store.pull.pull): the trees walked level by level,
+the missing dirtrees and dirmetas fetched and verified, and the missing content
+objects queued for the batch writer as they are found."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+
+from store.content import object_relpath
+from store.errors import CorruptObjectError
+from store.ids import ObjectId, ObjectType
+from store.objects import DirTree, MetaObject
+from store.pull.job import _Job
+from store.pull.objects import decoded_filez, verified_meta
+from store.repo import Repository
+from store.transaction import Transaction
+
+
+class _Walk(_Job):
+    """The trees walked, the content fetched."""
+
+    def _walk_trees(self, roots: Iterable[ObjectId]) -> None:
+        level: list[ObjectId] = []
+        metas: list[ObjectId] = []
+        for commit_id in roots:
+            commit = self.commits[commit_id]
+            level.append(commit.tree)
+            metas.append(commit.meta)
+        while level or metas:
+            trees = self._fetch_metadata(ObjectType.DIRTREE, level)
+            self._fetch_metadata(ObjectType.DIRMETA, metas)
+            level, metas, files = [], [], []
+            for tree in trees:
+                files += [file_id for _, file_id in tree.files]
+                for _, entry in tree.dirs:
+                    level.append(entry.tree)
+                    metas.append(entry.meta)
+            self._note_missing_files(files)
+
+    def _fetch_metadata(self, kind: ObjectType, ids: list[ObjectId]) -> list[DirTree]:
+        """Fetch the objects of ``ids`` that are neither here nor fetched already; the
+        dirtrees fetched (the ones whose children are to be walked), and when
+        ``thorough`` the held ones not walked yet too (read here, not fetched)."""
+        known: dict[ObjectId, MetaObject] = self.trees if kind is ObjectType.DIRTREE else self.metas  # type: ignore[assignment]
+        todo: list[ObjectId] = []
+        held: list[ObjectId] = []
+        with self.repo.snapshot() as snap:
+            for oid in dict.fromkeys(ids):
+                if oid not in known:
+                    (held if snap.has_object(oid) else todo).append(oid)
+        found: list[DirTree] = []
+        if kind is ObjectType.DIRTREE and self.thorough:
+            found += self._held_trees(held)
+        remote = [oid for oid in todo if oid not in self.from_delta]
+        for oid in todo:
+            if oid in self.from_delta:
+                delta_kind, meta = self.from_delta[oid]
+                if delta_kind is not kind:
+                    raise CorruptObjectError(
+                        f"{self.where}: object {oid.hex()} came in a delta as a "
+                        f"{delta_kind.suffix}, but is named as a {kind.suffix}",
+                        object_id=oid,
+                    )
+                known[oid] = meta
+        for oid, data in zip(
+            remote, self._map(lambda o: self._get_object(o, kind), remote), strict=True
+        ):
+            known[oid] = verified_meta(oid, kind, data, self.where)
+            self.report.metadata_fetched += 1
+        for oid in todo:
+            meta = known[oid]
+            if isinstance(meta, DirTree):
+                found.append(meta)
+        return found
+
+    def _held_trees(self, ids: list[ObjectId]) -> list[DirTree]:
+        """The held dirtrees of ``ids`` not walked yet: after fsck --delete a held
+        dirtree no longer stands for its whole subtree, so a commit written (and its
+        partial mark cleared) must have had every tree below it walked."""
+        trees = []
+        for oid in ids:
+            if oid not in self.walked_held:
+                self.walked_held.add(oid)
+                trees.append(self.repo.read_dirtree(oid))
+        return trees
+
+    def _note_missing_files(self, files: list[ObjectId]) -> None:
+        """Queue the content objects of ``files`` that are neither here nor queued."""
+        with self.repo.snapshot() as snap:
+            missing = [
+                file_id
+                for file_id in dict.fromkeys(files)
+                if file_id not in self.queued and not snap.has_object(file_id)
+            ]
+        for file_id in missing:
+            self.queued.add(file_id)
+            self.missing_files[file_id] = None
+            if self.batches is not None:
+                self.batches.submit(partial(self._fetch_file, file_id))
+
+    # ----- content -----------------------------------------------------------------------
+    def _fetch_file(self, object_id: ObjectId, txn: Transaction) -> None:
+        relpath = "objects/" + object_relpath(object_id, ObjectType.FILE, compressed=True)
+        content = self._fetch_object(
+            relpath,
+            object_id,
+            ObjectType.FILE,
+            lambda body: decoded_filez(
+                body, object_id, self.settings.max_object_size, self._spool_dir
+            ),
+        )
+        try:
+            content.store(txn, object_id, self.repo.mode)
+        finally:
+            content.close()
+        self.tracker.add_object(content=True)
+
+
+def _has_partial_commits(repo: Repository) -> bool:
+    """Whether fsck --delete left commits of ``repo`` partial (objects deleted below
+    dirtrees that it still holds)."""
+    with repo.index.reader() as reader:
+        return bool(reader.partial_commits())
