@@ -1,4 +1,5 @@
-"""Making writes durable: syncfs of a whole filesystem, fsync of directories."""
+"""Making writes durable: syncfs of a whole filesystem, fsync of directories, small
+files replaced atomically."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,29 @@ def syncfs(path: Path) -> None:
             raise OSError(err, os.strerror(err), str(path))
     finally:
         os.close(fd)
+
+
+def replace_file(directory: Path, name: str, data: bytes, fsync: bool = True) -> None:
+    """Replace ``directory/name`` by a file holding ``data`` (mode 0644) in one rename:
+    a reader, or a crash, sees the old file or the new one, whole.
+
+    The temporary file gets a random name (mkstemp, O_EXCL), never one known in advance:
+    a symlink planted at such a name was followed, written and chmodded (summary -u)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with open(fd, "wb") as out:
+            out.write(data)
+            if fsync:
+                out.flush()
+                os.fsync(out.fileno())
+            os.fchmod(out.fileno(), 0o644)
+        os.rename(tmp, directory / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(directory)
 
 
 def fsync_dir(path: Path) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
 from store.content import ContentStore, content_store
+from store.durability import replace_file
 from store.errors import (
     CorruptObjectError,
     FormatError,
@@ -110,9 +111,7 @@ class Repository:
             (path / "refs" / "heads").mkdir(parents=True)
         config = configparser.ConfigParser(interpolation=None)
         config["core"] = {"repo_version": str(REPO_VERSION), "mode": mode.value, "fsync": "true"}
-        with open(path / "config.tmp", "w") as out:
-            config.write(out)
-        os.rename(path / "config.tmp", path / "config")
+        write_config(path, config, fsync=False)  # a new repository: as durable as its dirs
         return cls(path, mode, fsync=True, access=Access.CREATE)
 
     @classmethod
@@ -445,15 +444,13 @@ def read_config_file(path: Path) -> tuple[RepoMode, configparser.ConfigParser]:
     return mode, config
 
 
-def write_config(path: Path, config: configparser.ConfigParser) -> None:
+def write_config(path: Path, config: configparser.ConfigParser, fsync: bool = True) -> None:
     """Replace the config of the repository at ``path`` atomically (a new file, made
-    durable, renamed over the old one): a crash leaves the old config or the new."""
-    tmp = path / "config.tmp"
-    with open(tmp, "w") as out:
-        config.write(out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.rename(tmp, path / "config")
+    durable unless ``fsync`` is off, renamed over the old one): a crash leaves the old
+    config or the new."""
+    text = io.StringIO()
+    config.write(text)
+    replace_file(path, "config", text.getvalue().encode(), fsync)
 
 
 _CONFIG_MAX = 1 << 20

@@ -20,13 +20,11 @@ publishes. The decoder refuses anything whose re-encoding differs (FormatError).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store.durability import fsync_dir
+from store.durability import replace_file
 from store.encoding import Reader, Writer
 from store.errors import FormatError, InvalidRefNameError
 from store.ids import ID_BYTES, ObjectId, digest, is_full_hex
@@ -180,10 +178,10 @@ def update_summary(repo: Repository, keys: Sequence[KeyPair] = ()) -> Summary:
     repo.require_writable()
     summary = build_summary(repo)
     data = summary.encode()
-    _replace_file(repo.path, SUMMARY_FILE, data, repo.fsync)
+    replace_file(repo.path, SUMMARY_FILE, data, repo.fsync)
     if keys:
         signature = encode_signatures(key.sign(data) for key in keys)
-        _replace_file(repo.path, SIGNATURE_FILE, signature, repo.fsync)
+        replace_file(repo.path, SIGNATURE_FILE, signature, repo.fsync)
     else:
         (repo.path / SIGNATURE_FILE).unlink(missing_ok=True)
     log.info("summary: %d refs, %d deltas", len(summary.refs), len(summary.deltas))
@@ -198,23 +196,3 @@ def read_summary(repo_path: Path) -> Summary | None:
     except FileNotFoundError:
         return None
     return decode_summary(data)
-
-
-def _replace_file(directory: Path, name: str, data: bytes, fsync: bool) -> None:
-    # mkstemp: a new file of a random name (O_EXCL), never what another user planted
-    # at a name known in advance (a symlink there was followed, written and chmodded)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with open(fd, "wb") as out:
-            out.write(data)
-            if fsync:
-                out.flush()
-                os.fsync(out.fileno())
-            os.fchmod(out.fileno(), 0o644)
-        os.rename(tmp, directory / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if fsync:
-        fsync_dir(directory)

@@ -273,3 +273,22 @@ def test_metadata_too_large_for_an_xattr_is_not_a_full_disk(
     else:  # a filesystem with large xattrs (xfs, btrfs, tmpfs) holds it
         listed = cli("--repo", user_repo.path, "ls", "main", "/link")
         assert listed.code == 0 and listed.out.endswith(" /link -> " + "t" * 4095 + "\n")
+
+
+def test_a_config_rewrite_never_writes_through_a_planted_temporary_name(tmp_path: Path) -> None:
+    """Remotes rewrite REPO/config through a temporary file: one of a random name, so a
+    symlink planted at the old fixed name (config.tmp) points at a file left alone."""
+    from store.pull import Remote, add_remote, list_remotes
+
+    repo = tmp_path / "repo"
+    Repository.init(repo, RepoMode.BARE_USER).close()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    (repo / "config.tmp").symlink_to(victim)
+    add_remote(repo, Remote("origin", "http://127.0.0.1:1/"))
+    assert [remote.name for remote in list_remotes(repo)] == ["origin"]
+    assert victim.read_text() == "precious\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert (repo / "config.tmp").is_symlink()  # not ours to remove
+    assert not [name for name in os.listdir(repo) if name.startswith(".config.tmp-")]
