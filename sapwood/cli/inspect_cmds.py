@@ -11,41 +11,31 @@ from pathlib import Path
 from typing import Any
 
 from sapwood import (
-    Commit,
     Node,
     ObjectId,
     PathNotFoundError,
     Repository,
-    Signature,
     UsageError,
     children,
     commit_signatures,
     diff_directory,
     diff_trees,
-    history,
     lookup,
     rev_parse,
     root_node,
     walk,
 )
+from sapwood.cli.commit_view import commit_json, print_commit
 from sapwood.cli.context import open_repo
 from sapwood.cli.output import (
     emit_json,
-    format_time,
     mode_string,
-    printable,
     quote_path,
     show_bytes,
-    text_lines,
 )
 
 
 def register(commands: Any) -> None:
-    log = commands.add_parser("log", help="a commit and its ancestors")
-    log.add_argument("rev")
-    log.add_argument("--json", action="store_true")
-    log.set_defaults(func=cmd_log)
-
     show = commands.add_parser("show", help="one commit")
     show.add_argument("rev")
     show.add_argument("--json", action="store_true")
@@ -79,59 +69,7 @@ def register(commands: Any) -> None:
     diff.set_defaults(func=cmd_diff)
 
 
-# ----- log and show ---------------------------------------------------------------
-def _commit_json(commit_id: ObjectId, commit: Commit) -> dict[str, Any]:
-    return {
-        "commit": commit_id.hex(),
-        "parent": commit.parent.hex() if commit.parent else None,
-        "timestamp": commit.timestamp,
-        "subject": commit.subject,
-        "body": commit.body,
-        "metadata": dict(commit.metadata),
-        "tree": commit.tree.hex(),
-        "meta": commit.meta.hex(),
-    }
-
-
-def _print_commit(
-    commit_id: ObjectId, commit: Commit, full: bool, signatures: tuple[Signature, ...] = ()
-) -> None:
-    """git's layout: header lines, then the message indented. Text from the commit is
-    made printable (tabs and UTF-8 kept, control characters escaped), so a subject or
-    metadata value can neither forge a header line nor drive the terminal."""
-    print(f"commit {commit_id.hex()}")
-    if commit.parent:
-        print(f"Parent:  {commit.parent.hex()}")
-    print(f"Date:  {format_time(commit.timestamp)}")
-    if commit.version:
-        print(f"Version: {printable(commit.version)}")
-    if full:
-        print(f"Tree:  {commit.tree.hex()} {commit.meta.hex()}")
-        for key, value in commit.metadata:
-            if key != "version":
-                print(f"Metadata: {printable(key)}={printable(value)}")
-        for sig in signatures:  # which keys signed it (show)
-            state = "good" if sig.verifies(commit.encode()) else "BAD"
-            print(f"Signed-by: {sig.key} ({state} signature)")
-    print()
-    for text in (commit.subject, commit.body):
-        if text:
-            for line in text_lines(text):
-                print(f"    {line}")
-            print()
-
-
-def cmd_log(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
-        entries = list(history(repo, rev_parse(repo, args.rev)))
-    if args.json:
-        emit_json([_commit_json(cid, c) for cid, c in entries])
-    else:
-        for cid, commit in entries:
-            _print_commit(cid, commit, full=False)
-    return 0
-
-
+# ----- show -----------------------------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         commit_id = rev_parse(repo, args.rev)
@@ -139,9 +77,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         signatures = commit_signatures(repo, commit_id)
     if args.json:
         signers = [{"key": s.key, "valid": s.verifies(commit.encode())} for s in signatures]
-        emit_json({**_commit_json(commit_id, commit), "signatures": signers})
+        emit_json({**commit_json(commit_id, commit), "signatures": signers})
     else:
-        _print_commit(commit_id, commit, full=True, signatures=signatures)
+        print_commit(commit_id, commit, full=True, signatures=signatures)
     return 0
 
 

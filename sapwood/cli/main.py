@@ -23,6 +23,7 @@ from sapwood.cli import (
     checkout_cmd,
     commit_cmd,
     inspect_cmds,
+    log_cmd,
     maint_cmds,
     mount_cmds,
     net_cmds,
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     modules = (
         repo_cmds,
         commit_cmd,
+        log_cmd,
         inspect_cmds,
         checkout_cmd,
         maint_cmds,
