@@ -53,6 +53,35 @@ class RefNotFoundError(SapwoodError):
         self.rev = rev
 
 
+class InvalidDateError(RefNotFoundError):
+    """The date of ``REV@{DATE}`` is not one sapwood reads (``date``: the text given;
+    ``rev``: the whole revision, when there was one)."""
+
+    def __init__(self, message: str = "", *, rev: str = "", date: str = ""):
+        super().__init__(message or f"not a date: {date!r}", rev=rev)
+        self.date = date
+
+
+class NoCommitAtDateError(RefNotFoundError):
+    """No commit of ``rev``'s history is as old as ``time`` (seconds since the epoch):
+    the date is before its first commit, or a commit id is newer than the date.
+    ``earliest`` is the oldest commit looked at and ``earliest_time`` its time."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        rev: str = "",
+        time: int = 0,
+        earliest: bytes | None = None,
+        earliest_time: int | None = None,
+    ):
+        super().__init__(message or f"{rev}: no commit at or before that time", rev=rev)
+        self.time = time
+        self.earliest = cast("ObjectId | None", earliest)
+        self.earliest_time = earliest_time
+
+
 class AmbiguousRevError(SapwoodError):
     """An id prefix matches more than one commit (``prefix``)."""
 
