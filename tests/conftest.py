@@ -14,6 +14,9 @@ from tests.helpers import IS_ROOT, Mounts
 
 ALL_MODES = [m for m in RepoMode]
 
+# the shared 24-commit history (fixture history_tree), for tests of history commands
+pytest_plugins = ("tests.history_tree",)
+
 
 def _mode_param(mode: RepoMode) -> object:
     marks = []
