@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -54,3 +56,34 @@ def init_bare_user(tool: str, repo: Path) -> Path:
     mode = ["--mode", "bare-user"] if tool == "sapwood" else ["--mode=bare-user"]
     timed(TOOLS[tool](repo, "init", *mode))
     return repo
+
+
+# ----- machine-readable results (`--results FILE`, gathered by report.py) ---------------------
+def result_row(
+    benchmark: str, operation: str, tool: str, values: list[float], unit: str = "s", **extra: object
+) -> dict[str, object]:
+    """One figure: the median of ``values`` with their min and max, as report.py reads it."""
+    return {
+        "benchmark": benchmark,
+        "operation": operation,
+        "tool": tool,
+        "unit": unit,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": len(values),
+        **extra,
+    }
+
+
+def write_results(
+    path: Path | None, benchmark: str, rows: list[dict[str, object]], **meta: object
+) -> None:
+    """Write ``rows`` (and what they were measured on) as JSON to ``path``, atomically, so
+    a run cut short leaves the rows of the steps it finished."""
+    if path is None:
+        return
+    doc = {"benchmark": benchmark, "root": os.geteuid() == 0, "meta": meta, "rows": rows}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)

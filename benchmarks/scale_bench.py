@@ -1,0 +1,293 @@
+"""Scale benchmark: time and peak memory against file count, sapwood beside OSTree.
+
+    .venv/bin/python benchmarks/scale_bench.py [--sizes 10000,100000] [--runs 3]
+        [--seed 1] [--cache DIR] [--results FILE]
+
+For each size, the synthetic tree of benchmarks/treegen.py (generated once, cached),
+and ``--runs`` times, for each tool in a fresh bare-user repository: commit, unchanged
+re-commit, ``checkout -U -H``, then for sapwood the mount (until the command returns)
+and a full metadata walk through it (os.walk and an lstat of every entry, in this
+process), then fsck, and prune of everything after the ref is deleted. Caches stay warm
+(the machine is shared; the tree was just read or written).
+
+Each figure is the median of the runs, with min and max. Memory is the peak resident
+set of the whole process tree of the command (VmRSS of the process and its
+descendants summed, sampled every 20 ms, or the kernel's own peak of the largest
+process if that is higher); for the mount, the daemon's VmRSS right after the mount
+and after the walk. Per-file figures divide by the tree's non-directory entries;
+"growth" is a size's time per file over the previous size's (issue 15: within 1.5).
+A million files is opt-in: --sizes 10000,100000,1000000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import treegen
+from common import SAPWOOD, TOOLS, result_row, write_results
+
+SAMPLE_SECONDS = 0.02
+KIB_PER_MIB = 1024
+OPERATIONS = ("commit", "re-commit", "checkout -H", "mount", "walk", "fsck", "prune")
+TIMEOUT = 6 * 3600
+
+# samples[(files, operation, tool)] = [(seconds, peak MiB or None), ...]
+Samples = dict[tuple[int, str, str], list[tuple[float, float | None]]]
+
+
+# ----- memory of a process tree ------------------------------------------------------------------
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0  # gone, or a zombie
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            tids = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children") as children:
+                    todo.extend(int(child) for child in children.read().split())
+            except OSError:
+                continue
+    return found
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Resident KiB of ``pid`` and everything below it, now."""
+    return sum(_rss_kib(p) for p in _descendants(pid))
+
+
+def run_measured(argv: list[str]) -> tuple[float, float]:
+    """Seconds ``argv`` takes and its process tree's peak resident MiB; fails loudly."""
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
+        peak = 0
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, tree_rss_kib(proc.pid))
+                done.wait(SAMPLE_SECONDS)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            errors.seek(0)
+            message = errors.read().decode(errors="replace").strip()
+            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {message}")
+    return seconds, max(peak, usage.ru_maxrss) / KIB_PER_MIB
+
+
+def _quiet(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, timeout=TIMEOUT)
+
+
+# ----- the mount ------------------------------------------------------------------------------
+def _daemon_pid(mnt: Path) -> int:
+    """The mount daemon serving ``mnt``: the process whose command line ends with it."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mount" in args and args[-2:] in ([str(mnt).encode(), b""], [str(mnt).encode()]):
+            return int(entry)
+    raise SystemExit(f"no daemon found serving {mnt}")
+
+
+def walk(root: Path) -> int:
+    """lstat every entry below ``root``; how many there were."""
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lstat(os.path.join(dirpath, name))
+            count += 1
+    return count
+
+
+def mount_and_walk(repo: Path, mnt: Path, entries: int) -> dict[str, tuple[float, float | None]]:
+    mnt.mkdir()
+    seconds, _ = run_measured([SAPWOOD, "--repo", str(repo), "mount", "bench", str(mnt)])
+    try:
+        daemon = _daemon_pid(mnt)
+        after_mount = _rss_kib(daemon) / KIB_PER_MIB
+        start = time.perf_counter()
+        seen = walk(mnt)
+        walked = time.perf_counter() - start
+        after_walk = _rss_kib(daemon) / KIB_PER_MIB
+    finally:
+        _quiet([SAPWOOD, "umount", str(mnt)])
+    if seen != entries:
+        raise SystemExit(f"the walk of the mount saw {seen} entries, the tree has {entries}")
+    return {"mount": (seconds, after_mount), "walk": (walked, after_walk)}
+
+
+# ----- one run of one tool --------------------------------------------------------------------
+def checkout_argv(tool: str, repo: Path, dest: Path) -> list[str]:
+    return TOOLS[tool](repo, "checkout", "-U", "-H", "bench", str(dest))
+
+
+def one_run(
+    tool: str,
+    tree: Path,
+    work: Path,
+    entries: int,
+    report: Callable[[str, float, float | None], None],
+) -> None:
+    """Every operation of ``tool`` once, in a fresh repository under ``work``."""
+    cmd = TOOLS[tool]
+    repo, dest = work / f"{tool}-repo", work / f"{tool}-checkout"
+    mode = ["--mode", "bare-user"] if tool == "sapwood" else ["--mode=bare-user"]
+    _quiet(cmd(repo, "init", *mode))
+    commit = cmd(repo, "commit", "-b", "bench", str(tree))
+    report("commit", *run_measured(commit))
+    report("re-commit", *run_measured(commit))
+    report("checkout -H", *run_measured(checkout_argv(tool, repo, dest)))
+    shutil.rmtree(dest)
+    if tool == "sapwood":
+        for operation, figures in mount_and_walk(repo, work / "mnt", entries).items():
+            report(operation, *figures)
+        (work / "mnt").rmdir()
+    report("fsck", *run_measured(cmd(repo, "fsck")))
+    _quiet(cmd(repo, "refs", "--delete", "bench"))
+    report("prune", *run_measured(cmd(repo, "prune", "--refs-only")))
+    shutil.rmtree(repo)
+
+
+def count_entries(tree: Path) -> tuple[int, int]:
+    """(non-directory entries, all entries) below ``tree``."""
+    files = everything = 0
+    for _, dirnames, filenames in os.walk(tree):
+        files += len(filenames)
+        everything += len(dirnames) + len(filenames)
+    return files, everything
+
+
+# ----- figures ----------------------------------------------------------------------------------
+def rows(samples: Samples) -> list[dict[str, object]]:
+    """The JSON rows: per (size, operation, tool) one time row and one memory row."""
+    out: list[dict[str, object]] = []
+    for (files, operation, tool), runs in sorted(samples.items()):
+        seconds = [s for s, _ in runs]
+        out.append(result_row("scale", operation, tool, seconds, files=files))
+        memory = [m for _, m in runs if m is not None]
+        if memory:
+            out.append(result_row("scale", operation, tool, memory, unit="MiB", files=files))
+    return out
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def print_tables(samples: Samples, sizes: list[int]) -> None:
+    tools = list(TOOLS)
+    header = f"{'':14}{'files':>9}" + "".join(f"{t + ' s':>22}{t + ' MiB':>14}" for t in tools)
+    print(header + f"{'ratio':>7}{'us/file':>9}{'growth':>8}")
+    for operation in OPERATIONS:
+        previous: float | None = None
+        for files in sizes:
+            cells, medians = "", {}
+            for tool in tools:
+                runs = samples.get((files, operation, tool))
+                if not runs:
+                    cells += f"{'-':>22}{'-':>14}"
+                    continue
+                seconds = [s for s, _ in runs]
+                medians[tool] = _median(seconds)
+                spread = f"{medians[tool]:.2f} ({min(seconds):.2f}-{max(seconds):.2f})"
+                memory = [m for _, m in runs if m is not None]
+                cells += f"{spread:>22}{(f'{_median(memory):.0f}' if memory else '-'):>14}"
+            if "sapwood" not in medians:
+                continue
+            ratio = medians["sapwood"] / medians["ostree"] if medians.get("ostree") else None
+            per_file = medians["sapwood"] / files * 1e6
+            growth = per_file / previous if previous else None
+            previous = per_file
+            print(
+                f"{operation:14}{files:>9}{cells}{(f'{ratio:.2f}' if ratio else '-'):>7}"
+                f"{per_file:>9.1f}{(f'{growth:.2f}' if growth else '-'):>8}"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated file counts")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cache", type=Path, default=treegen.DEFAULT_CACHE)
+    parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
+    parser.add_argument("--results", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    samples: Samples = defaultdict(list)
+    trees: dict[str, object] = {}
+    for files in sizes:
+        step = f"[scale {files:,}]"
+        print(f"{step} tree (generated once, then cached)", file=sys.stderr, flush=True)
+        tree = treegen.ensure_tree(files, args.seed, args.cache)
+        entries = count_entries(tree)
+        trees[str(files)] = {"path": str(tree), "entries": entries[1]}
+        for run in range(args.runs):
+            for tool in TOOLS:
+                with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-scale-") as tmp:
+
+                    def report(operation: str, seconds: float, mib: float | None) -> None:
+                        samples[files, operation, tool].append((seconds, mib))  # noqa: B023
+                        memory = f", {mib:.0f} MiB" if mib is not None else ""
+                        print(
+                            f"{step} run {run + 1}/{args.runs} {tool} {operation}: "  # noqa: B023
+                            f"{seconds:.2f} s{memory}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        write_results(
+                            args.results, "scale", rows(samples), seed=args.seed, trees=trees
+                        )
+
+                    one_run(tool, tree, Path(tmp), entries[1], report)
+    print(
+        f"scale: trees of benchmarks/treegen.py (seed {args.seed}), bare-user, caches warm, "
+        f"median (min-max) of {args.runs}; ratio and per-file: sapwood"
+    )
+    print_tables(samples, sizes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
