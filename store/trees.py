@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -135,14 +135,98 @@ class Change(NamedTuple):
     new: Node | None
 
 
-def diff_trees(repo: Repository, old: Node, new: Node) -> Iterator[Change]:
+def diff_trees(
+    repo: Repository, old: Node, new: Node, paths: Iterable[str] | None = None
+) -> Iterator[Change]:
     """A :class:`Change` for every difference between two directory nodes, by path.
 
     Unchanged subtrees (same dirtree id) are never read. Iterative, like walk().
     NotADirectoryInTreeError if either node is a file.
+
+    With ``paths`` (as lookup() takes them, relative to ``old`` and ``new``), only the
+    changes at or below those paths, still in path order: each path is followed down
+    from the two nodes, stopping where both sides share a dirtree id, and nothing
+    outside the paths is read. A path neither side holds gives nothing; "/" is the
+    whole tree; an empty ``paths`` gives nothing. InvalidNameError for a path holding
+    '..' (or any name a tree cannot hold).
     """
     _require_dir(old)
     _require_dir(new)
+    if paths is None:
+        yield from _diff_below(repo, old, new)
+        return
+    for names in distinct_paths(paths):
+        yield from _diff_at(repo, old, new, names)
+
+
+def distinct_paths(paths: Iterable[str]) -> list[tuple[bytes, ...]]:
+    """The checked names of each path, in tree order, without paths below another
+    (``/etc`` covers ``/etc/ssh``) or repeated; InvalidNameError for '..'."""
+    split = sorted({tuple(split_path(path)) for path in paths})
+    kept: list[tuple[bytes, ...]] = []
+    for names in split:
+        if not kept or names[: len(kept[-1])] != kept[-1]:
+            kept.append(names)
+    return kept
+
+
+def _diff_at(repo: Repository, old: Node, new: Node, names: tuple[bytes, ...]) -> Iterator[Change]:
+    """The changes at or below ``names``: down to it on both sides, then compared."""
+    if not names:
+        yield from _diff_below(repo, old, new)
+        return
+    a: Node | None = old
+    b: Node | None = new
+    for name in names:
+        if _same_subtree(a, b):
+            return  # nothing below changed
+        a, b = child_node(repo, a, name), child_node(repo, b, name)
+        if a is None and b is None:
+            return
+    yield from _diff_pair(repo, a, b)
+
+
+def _same_subtree(a: Node | None, b: Node | None) -> bool:
+    """Whether two nodes are directories with one dirtree id (their metadata aside)."""
+    return (
+        a is not None
+        and b is not None
+        and a.dir is not None
+        and b.dir is not None
+        and (a.dir.tree == b.dir.tree)
+    )
+
+
+def child_node(repo: Repository, node: Node | None, name: bytes) -> Node | None:
+    """The entry ``name`` of a directory node; None when there is none (or ``node`` is
+    None or a file: a path through a file names nothing)."""
+    if node is None or node.dir is None:
+        return None
+    found = find_child(repo.read_dirtree(node.dir.tree), name)
+    if found is None:
+        return None
+    file_id, entry = found
+    return Node(_join(node.path, name), file=file_id, dir=entry)
+
+
+def _diff_pair(repo: Repository, a: Node | None, b: Node | None) -> Iterator[Change]:
+    """The changes of one path present on at least one side, as diff_trees reports
+    them: the entry itself, then (two directories) what changed below it."""
+    if a is None:
+        assert b is not None
+        yield Change("A", b.path, None, b)
+    elif b is None:
+        yield Change("D", a.path, a, None)
+    elif a.dir is not None and b.dir is not None:
+        if a.dir.meta != b.dir.meta:
+            yield Change("M", a.path, a, b)
+        yield from _diff_below(repo, a, b)
+    elif a.file != b.file:
+        yield Change("M", a.path, a, b)
+
+
+def _diff_below(repo: Repository, old: Node, new: Node) -> Iterator[Change]:
+    """The changes below two directory nodes (never the nodes themselves)."""
     stack = [_diff_level(repo, old, new)]
     while stack:
         event = next(stack[-1], None)

@@ -1,0 +1,215 @@
+"""What a diff amounts to, per top-level directory: ``diff --stat`` and ``show --stat``.
+
+Counting is per entry (file, symlink or directory), not per line of the diff: an
+added or deleted directory counts itself and every entry below it, as if each were
+listed. A modified entry counts once; one that changed type (a file that became a
+directory, say) is one modified entry, and what the directory side holds below it is
+added (or deleted) entry by entry.
+
+Bytes are content sizes as the repository records them: a regular file's length, 0
+for symlinks and directories. An added file adds its size, a deleted one removes it,
+and a modified file removes its old size and adds its new one (so a chmod of a 1 MiB
+file is +1 MiB -1 MiB): lines are not counted, as sapwood holds binary trees (see
+docs/decisions.md, "diff --stat").
+
+Each entry belongs to the top-level directory it is in (or is): ``/etc/ssh/x`` and
+``/etc`` itself to ``/etc``. Entries directly in the root that are not a directory on
+either side are grouped under ``/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from store.errors import ObjectMissingError
+from store.ids import ObjectId
+from store.repo import Repository
+from store.trees import (
+    Change,
+    Node,
+    child_node,
+    children,
+    diff_trees,
+    distinct_paths,
+    root_node,
+    walk,
+)
+
+ROOT_GROUP = b"/"
+
+
+@dataclass(frozen=True, slots=True)
+class DirStat:
+    """Counts of one top-level directory (``path`` as ``b"/etc"``, ``b"/"`` for the
+    root's own files), or of the whole diff (``path`` is ``b""``)."""
+
+    path: bytes
+    added: int = 0
+    modified: int = 0
+    deleted: int = 0
+    bytes_added: int = 0
+    bytes_removed: int = 0
+
+    @property
+    def entries(self) -> int:
+        """Entries changed in any way: added + modified + deleted."""
+        return self.added + self.modified + self.deleted
+
+
+@dataclass(frozen=True, slots=True)
+class DiffStat:
+    """A diff summed up: one :class:`DirStat` per top-level directory with a change,
+    sorted by path, and their sum (``total``; all zero when nothing changed)."""
+
+    directories: tuple[DirStat, ...]
+    total: DirStat
+
+
+def diff_stat(
+    repo: Repository, old: Node | None, new: Node, paths: Iterable[str] | None = None
+) -> DiffStat:
+    """The :class:`DiffStat` of ``diff_trees(repo, old, new, paths)``.
+
+    ``old`` None stands for the empty tree: everything in ``new`` is added (``paths``
+    then limit what is counted to those paths of ``new``). Reads what diff_trees reads,
+    plus every dirtree below an added or deleted directory and one index record per
+    file whose size is counted.
+    """
+    if old is None:
+        return stat_changes(repo, _everything_added(repo, new, paths))
+    return stat_changes(repo, diff_trees(repo, old, new, paths))
+
+
+def commit_stat(repo: Repository, commit_id: ObjectId) -> DiffStat:
+    """The :class:`DiffStat` of a commit against its parent, or against the empty tree
+    for a root commit. ObjectMissingError when the parent is named but not held (a
+    history pulled with a depth)."""
+    commit = repo.read_commit(commit_id)
+    new = root_node(repo, commit_id)
+    if commit.parent is None:
+        return diff_stat(repo, None, new)
+    if not repo.has_object(commit.parent):
+        raise ObjectMissingError(
+            f"commit {commit.parent.hex()}, the parent of {commit_id.hex()}, is not in "
+            "the repository (its history was cut short)",
+            object_id=commit.parent,
+        )
+    return diff_stat(repo, root_node(repo, commit.parent), new)
+
+
+def stat_changes(repo: Repository, changes: Iterable[Change]) -> DiffStat:
+    """Sum up changes of two committed trees (diff_trees' output: ``old`` and ``new``
+    set as it sets them) per top-level directory."""
+    tally = _Tally()
+    for change in changes:
+        tally.add_change(repo, change)
+    return tally.result(repo)
+
+
+def _everything_added(repo: Repository, new: Node, paths: Iterable[str] | None) -> Iterator[Change]:
+    """The changes from the empty tree to ``new``: each top entry (or path) added."""
+    if paths is None:
+        tops = children(repo, new)
+    else:
+        tops = []
+        for names in distinct_paths(paths):
+            node: Node | None = new
+            for name in names:
+                node = child_node(repo, node, name)
+            if node is not None:
+                tops.extend(children(repo, node) if not names else [node])
+    for node in tops:
+        yield Change("A", node.path, None, node)
+
+
+@dataclass(slots=True)
+class _Group:
+    """A DirStat being counted; file sizes are summed once they are all known."""
+
+    added: int = 0
+    modified: int = 0
+    deleted: int = 0
+    files_added: list[ObjectId] = field(default_factory=list)
+    files_removed: list[ObjectId] = field(default_factory=list)
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.groups: dict[bytes, _Group] = {}
+
+    def group(self, path: bytes, is_dir: bool) -> _Group:
+        names = path.split(b"/")  # b"/etc/x" -> ["", "etc", "x"]
+        key = b"/" + names[1] if len(names) > 2 or is_dir else ROOT_GROUP
+        return self.groups.setdefault(key, _Group())
+
+    def add_change(self, repo: Repository, change: Change) -> None:
+        old, new = change.old, change.new
+        either_dir = (old is not None and old.is_dir) or (new is not None and new.is_dir)
+        group = self.group(change.path, either_dir)
+        if old is not None and new is not None:
+            group.modified += 1
+            if old.file is not None or new.file is not None:  # not a directory's metadata
+                self._files(group, old, removed=True)
+                self._files(group, new, removed=False)
+            if old.is_dir != new.is_dir:  # a type change: the directory side's contents
+                self.add_below(repo, old if old.is_dir else new, added=new.is_dir)
+        elif new is not None:
+            group.added += 1
+            self._files(group, new, removed=False)
+            self.add_below(repo, new, added=True)
+        elif old is not None:
+            group.deleted += 1
+            self._files(group, old, removed=True)
+            self.add_below(repo, old, added=False)
+
+    def add_below(self, repo: Repository, node: Node, added: bool) -> None:
+        """Every entry below a directory node, as added or deleted ones."""
+        if not node.is_dir:
+            return
+        below = walk(repo, node)
+        next(below)  # the node itself, counted by the caller
+        for entry in below:
+            group = self.group(entry.path, entry.is_dir)
+            if added:
+                group.added += 1
+            else:
+                group.deleted += 1
+            self._files(group, entry, removed=not added)
+
+    @staticmethod
+    def _files(group: _Group, node: Node, removed: bool) -> None:
+        if node.file is not None:
+            (group.files_removed if removed else group.files_added).append(node.file)
+
+    def result(self, repo: Repository) -> DiffStat:
+        sizes = _sizes(repo, self.groups.values())
+        lines = tuple(
+            DirStat(
+                path,
+                group.added,
+                group.modified,
+                group.deleted,
+                sum(sizes[f] for f in group.files_added),
+                sum(sizes[f] for f in group.files_removed),
+            )
+            for path, group in sorted(self.groups.items())
+        )
+        return DiffStat(lines, _sum(lines))
+
+
+def _sizes(repo: Repository, groups: Iterable[_Group]) -> dict[ObjectId, int]:
+    """The content size of every file object counted, read in one index snapshot."""
+    wanted = sorted({f for g in groups for f in (*g.files_added, *g.files_removed)})
+    return {f: size for f, (_, size) in zip(wanted, repo.read_file_headers(wanted), strict=True)}
+
+
+def _sum(lines: Sequence[DirStat]) -> DirStat:
+    return DirStat(
+        b"",
+        sum(line.added for line in lines),
+        sum(line.modified for line in lines),
+        sum(line.deleted for line in lines),
+        sum(line.bytes_added for line in lines),
+        sum(line.bytes_removed for line in lines),
+    )
