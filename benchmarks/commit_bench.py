@@ -1,10 +1,12 @@
-"""Commit and checkout benchmark: sapwood against OSTree (Debian's ostree), bare-user, one run.
+"""Commit and checkout benchmark: sapwood against OSTree (Debian's ostree), bare-user.
 
-    .venv/bin/python benchmarks/commit_bench.py [--tree /usr/share]
+    .venv/bin/python benchmarks/commit_bench.py [--tree /usr/share] [--runs 1] [--results FILE]
 
 On the same real tree, each tool in a fresh repository: the first commit with cold
 caches (needs root to drop them), an unchanged re-commit (caches cold again), and a
 hardlink checkout in user mode (-U; each tool with its default fsync policy).
+With --runs N each figure is the median of N runs, each in fresh repositories;
+--results FILE writes every figure (median, min, max) as JSON for report.py.
 Ratios are sapwood/OSTree: below 1 means sapwood is faster. Targets of issue 2:
 first commit <= 1.0, unchanged re-commit <= 0.25; of issue 3: checkout <= 1.0.
 """
@@ -14,12 +16,38 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TOOLS, init_bare_user, print_table, timed
+from common import TOOLS, init_bare_user, print_table, result_row, timed, write_results
+
+KEYS = {
+    "first_cold": "first commit",
+    "recommit_cold": "unchanged re-commit",
+    "checkout_cold": "checkout -U (hardlinks)",
+}
+
+
+def one_run(tmp: str, run: int, tree: str) -> dict[str, dict[str, float]]:
+    figures = {}
+    for tool, cmd in TOOLS.items():
+        repo = init_bare_user(tool, Path(tmp) / f"{tool}-{run}")
+        commit = cmd(repo, "commit", "-b", "bench", tree)
+        figures[tool] = {
+            "first_cold": timed(commit, cold=True),
+            "recommit_cold": timed(commit, cold=True),
+            "checkout_cold": timed(
+                cmd(repo, "checkout", "-U", "bench", f"{tmp}/{tool}-{run}-co"), cold=True
+            ),
+        }
+        shutil.rmtree(repo)
+        shutil.rmtree(f"{tmp}/{tool}-{run}-co")
+    return figures
 
 
 def main() -> int:
@@ -27,19 +55,25 @@ def main() -> int:
     parser.add_argument("--tree", default="/usr/share")
     parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
-    figures: dict[str, dict[str, float]] = {}
+    samples: dict[str, dict[str, list[float]]] = {tool: defaultdict(list) for tool in TOOLS}
     with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-bench-") as tmp:
-        for tool, cmd in TOOLS.items():
-            repo = init_bare_user(tool, Path(tmp) / tool)
-            commit = cmd(repo, "commit", "-b", "bench", args.tree)
-            figures[tool] = {
-                "first_cold": timed(commit, cold=True),
-                "recommit_cold": timed(commit, cold=True),
-                "checkout_cold": timed(
-                    cmd(repo, "checkout", "-U", "bench", f"{tmp}/{tool}-co"), cold=True
-                ),
-            }
+        for run in range(args.runs):
+            for tool, measured in one_run(tmp, run, args.tree).items():
+                for key, seconds in measured.items():
+                    samples[tool][key].append(seconds)
+    figures = {
+        tool: {key: statistics.median(values) for key, values in by_key.items()}
+        for tool, by_key in samples.items()
+    }
+    rows = [
+        result_row("commit", KEYS[key], tool, values, cold=os.geteuid() == 0)
+        for tool, by_key in samples.items()
+        for key, values in by_key.items()
+    ]
+    write_results(args.results, "commit", rows, tree=args.tree)
     if args.json:
         print(json.dumps({"tree": args.tree, "root": os.geteuid() == 0, "figures": figures}))
         return 0

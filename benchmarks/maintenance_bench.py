@@ -1,9 +1,11 @@
-"""fsck and prune benchmark: sapwood against OSTree, both bare-user, one run.
+"""fsck and prune benchmark: sapwood against OSTree, both bare-user.
 
-    .venv/bin/python benchmarks/maintenance_bench.py [--tree /usr/share]
+    .venv/bin/python benchmarks/maintenance_bench.py [--tree /usr/share] [--runs 1] [--results FILE]
 
 Both tools commit the same real tree, then: fsck with cold caches (every object
 re-hashed), and prune --refs-only after the ref is deleted (everything goes).
+With --runs N each figure is the median of N runs, each in fresh repositories;
+--results FILE writes every figure (median, min, max) as JSON for report.py.
 Target of issue 5: fsck at most half of OSTree's time (ratio <= 0.5).
 """
 
@@ -11,28 +13,54 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import sys
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TOOLS, init_bare_user, print_table, timed
+from common import TOOLS, init_bare_user, print_table, result_row, timed, write_results
+
+
+def one_run(tmp: str, run: int, tree: str) -> dict[str, dict[str, float]]:
+    figures = {}
+    for tool, cmd in TOOLS.items():
+        repo = init_bare_user(tool, Path(tmp) / f"{tool}-{run}")
+        timed(cmd(repo, "commit", "-b", "bench", tree))
+        fsck = timed(cmd(repo, "fsck"), cold=True)
+        timed(cmd(repo, "refs", "--delete", "bench"))
+        prune = timed(cmd(repo, "prune", "--refs-only"), cold=True)
+        figures[tool] = {"fsck": fsck, "prune": prune}
+        shutil.rmtree(repo)
+    return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", default="/usr/share")
     parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
-    figures: dict[str, dict[str, float]] = {}
+    samples: dict[str, dict[str, list[float]]] = {tool: defaultdict(list) for tool in TOOLS}
     with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-bench-") as tmp:
-        for tool, cmd in TOOLS.items():
-            repo = init_bare_user(tool, Path(tmp) / tool)
-            timed(cmd(repo, "commit", "-b", "bench", args.tree))
-            fsck = timed(cmd(repo, "fsck"), cold=True)
-            timed(cmd(repo, "refs", "--delete", "bench"))
-            prune = timed(cmd(repo, "prune", "--refs-only"), cold=True)
-            figures[tool] = {"fsck": fsck, "prune": prune}
+        for run in range(args.runs):
+            for tool, measured in one_run(tmp, run, args.tree).items():
+                for key, seconds in measured.items():
+                    samples[tool][key].append(seconds)
+    figures = {
+        tool: {key: statistics.median(values) for key, values in by_key.items()}
+        for tool, by_key in samples.items()
+    }
+    names = {"fsck": "fsck", "prune": "prune (all unreferenced)"}
+    rows = [
+        result_row("maintenance", names[key], tool, values, cold=os.geteuid() == 0)
+        for tool, by_key in samples.items()
+        for key, values in by_key.items()
+    ]
+    write_results(args.results, "maintenance", rows, tree=args.tree)
     caches = "dropped" if os.geteuid() == 0 else "NOT dropped (not root)"
     print_table(
         f"maintenance of a commit of {args.tree}, bare-user; caches {caches}",

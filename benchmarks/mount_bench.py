@@ -1,6 +1,6 @@
 """Mount benchmark: sapwood mount against borg mount, restic mount and the native tree.
 
-    .venv/bin/python benchmarks/mount_bench.py [--tree /usr/share]
+    .venv/bin/python benchmarks/mount_bench.py [--tree /usr/share] [--runs 1] [--results FILE]
 
 All four serve the same real tree in one run. For each: a metadata walk
 (`find -printf '%s %m %U'`) and a full read of every byte (`find -type f | xargs cat`),
@@ -9,7 +9,9 @@ faster than borg and restic on all four figures; cold walk within 2x of native, 
 read within 3x. The time each mount command takes to return (until the tree is there,
 for restic, which stays in the foreground) is shown too. The daemons' own in-memory
 caches survive drop_caches (so do the index pages sapwood has mapped): "cold" is the
-kernel's page cache and dentries only, for every tool alike.
+kernel's page cache and dentries only, for every tool alike. With --runs N each tool
+is mounted and measured N times (one repository each) and each figure is the median;
+--results FILE writes every figure (median, min, max) as JSON for report.py.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SAPWOOD, drop_caches
+from common import SAPWOOD, drop_caches, result_row, write_results
 
 ENV = {
     **os.environ,
@@ -59,57 +63,77 @@ def timed_run(*argv: str | Path) -> float:
     return time.perf_counter() - start
 
 
-@contextmanager
-def sapwood_mount(work: Path, tree: str) -> Iterator[tuple[Path, float]]:
+# Each tool: a setup (repository and backup, once) and a mount of it (once per run),
+# which yields the tree's root in the mount and how long mounting took.
+Mount = Callable[[], AbstractContextManager[tuple[Path, float]]]
+
+
+def sapwood_mount(work: Path, tree: str) -> Mount:
     repo, mnt = work / "sapwood-repo", work / "sapwood-mnt"
     mnt.mkdir()
     run(SAPWOOD, "--repo", repo, "init", "--mode", "bare-user")
     run(SAPWOOD, "--repo", repo, "commit", "-b", "bench", tree)
-    seconds = timed_run(SAPWOOD, "--repo", repo, "mount", "bench", mnt)
-    try:
-        yield mnt, seconds
-    finally:
-        run(SAPWOOD, "umount", mnt)
+
+    @contextmanager
+    def mounted() -> Iterator[tuple[Path, float]]:
+        seconds = timed_run(SAPWOOD, "--repo", repo, "mount", "bench", mnt)
+        try:
+            yield mnt, seconds
+        finally:
+            run(SAPWOOD, "umount", mnt)
+
+    return mounted
 
 
-@contextmanager
-def borg_mount(work: Path, tree: str) -> Iterator[tuple[Path, float]]:
+def borg_mount(work: Path, tree: str) -> Mount:
     repo, mnt = work / "borg-repo", work / "borg-mnt"
     mnt.mkdir()
     run("borg", "init", "-e", "none", repo)
     run("borg", "create", f"{repo}::bench", tree)
-    seconds = timed_run("borg", "mount", f"{repo}::bench", mnt)
-    try:
-        yield mnt / tree.lstrip("/"), seconds
-    finally:
-        run("borg", "umount", mnt)
+
+    @contextmanager
+    def mounted() -> Iterator[tuple[Path, float]]:
+        seconds = timed_run("borg", "mount", f"{repo}::bench", mnt)
+        try:
+            yield mnt / tree.lstrip("/"), seconds
+        finally:
+            run("borg", "umount", mnt)
+
+    return mounted
 
 
-@contextmanager
-def restic_mount(work: Path, tree: str) -> Iterator[tuple[Path, float]]:
+def restic_mount(work: Path, tree: str) -> Mount:
     repo, mnt = work / "restic-repo", work / "restic-mnt"
     mnt.mkdir()
     run("restic", "-r", repo, "init")
     run("restic", "-r", repo, "backup", tree)
-    start = time.perf_counter()
-    daemon = subprocess.Popen(
-        ["restic", "-r", str(repo), "mount", str(mnt)],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        target = mnt / "snapshots" / "latest" / tree.lstrip("/")
-        wait_for(target)
-        yield target, time.perf_counter() - start
-    finally:
-        daemon.send_signal(signal.SIGINT)
-        daemon.wait(timeout=60)
+
+    @contextmanager
+    def mounted() -> Iterator[tuple[Path, float]]:
+        start = time.perf_counter()
+        daemon = subprocess.Popen(
+            ["restic", "-r", str(repo), "mount", str(mnt)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            target = mnt / "snapshots" / "latest" / tree.lstrip("/")
+            wait_for(target)
+            yield target, time.perf_counter() - start
+        finally:
+            daemon.send_signal(signal.SIGINT)
+            daemon.wait(timeout=60)
+
+    return mounted
 
 
-@contextmanager
-def native(work: Path, tree: str) -> Iterator[tuple[Path, float]]:
-    yield Path(tree), 0.0
+def native(work: Path, tree: str) -> Mount:
+    @contextmanager
+    def mounted() -> Iterator[tuple[Path, float]]:
+        yield Path(tree), 0.0
+
+    return mounted
 
 
 def measure(root: Path) -> dict[str, float]:
@@ -131,10 +155,12 @@ def main() -> int:
     parser.add_argument("--tree", default="/usr/share")
     parser.add_argument("--work", default="/var/tmp")
     parser.add_argument("--only", help="measure only this one (native, sapwood, borg, restic)")
+    parser.add_argument("--runs", type=int, default=1, help="mounts of each; figures: median")
+    parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
-    results: dict[str, dict[str, float]] = {}
+    samples: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-mount-bench-") as tmp:
-        for name, mount in (
+        for name, setup in (
             ("native", native),
             ("sapwood", sapwood_mount),
             ("borg", borg_mount),
@@ -142,9 +168,23 @@ def main() -> int:
         ):
             if args.only and name != args.only:
                 continue
-            with mount(Path(tmp), args.tree) as (root, mount_seconds):
-                results[name] = measure(root)
-                results[name]["mount"] = mount_seconds
+            mounted = setup(Path(tmp), args.tree)
+            samples[name] = defaultdict(list)
+            for _ in range(args.runs):
+                with mounted() as (root, mount_seconds):
+                    for key, seconds in {**measure(root), "mount": mount_seconds}.items():
+                        samples[name][key].append(seconds)
+    results = {
+        name: {key: statistics.median(values) for key, values in figures.items()}
+        for name, figures in samples.items()
+    }
+    rows = [
+        result_row("mount", key, name, values, cold=os.geteuid() == 0)
+        for name, figures in samples.items()
+        for key, values in figures.items()
+        if name != "native" or key != "mount"
+    ]
+    write_results(args.results, "mount", rows, tree=args.tree)
     keys = ["mount", "walk cold", "walk warm", "read cold", "read warm"]
     print(f"mount of {args.tree}; caches {'dropped' if os.geteuid() == 0 else 'NOT dropped'}")
     print(f"{'':12}" + "".join(f"{k:>12}" for k in keys))
