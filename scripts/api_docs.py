@@ -30,6 +30,8 @@ def _namedtuple_annotations_workaround() -> None:
 
 
 def main(output: Path) -> int:
+    # Its getattr of every public name also loads them: the facade imports its names on
+    # first use, and pdoc reads a module's __all__ names from its __dict__.
     _namedtuple_annotations_workaround()
     with warnings.catch_warnings(record=True) as caught:
         pdoc.pdoc("sapwood", "!sapwood.cli", output_directory=output)

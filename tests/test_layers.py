@@ -48,7 +48,9 @@ def _imported_from(module: str, names: list[str]) -> list[str]:
 
 def _names_bound_in(init: Path) -> set[str]:
     """The names a package's __init__ binds at its top level: ``from store import
-    prune`` is store's prune function (store/__init__.py imports it), not the module."""
+    prune`` is store's prune function (store/__init__.py has it), not the module. A
+    lazy package binds the keys of its ``_HOMES`` table (name -> module, imported on
+    first use by its module ``__getattr__``)."""
     if not init.is_file():
         return set()
     bound: set[str] = set()
@@ -57,7 +59,27 @@ def _names_bound_in(init: Path) -> set[str]:
             bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
         elif isinstance(node, ast.FunctionDef | ast.ClassDef):
             bound.add(node.name)
+        elif _is_lazy_table(node):
+            assert isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Dict)
+            bound |= {key.value for key in node.value.keys if isinstance(key, ast.Constant)}
     return bound
+
+
+def _is_lazy_table(node: ast.stmt) -> bool:
+    return (
+        isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.target.id == "_HOMES"
+        and isinstance(node.value, ast.Dict)
+    )
+
+
+def test_a_lazy_package_binds_its_table() -> None:
+    """``from store import prune`` is the function (not the private module store.prune)
+    although store/__init__.py imports it only on first use."""
+    assert {"prune", "fsck", "Repository"} <= _names_bound_in(ROOT / "store" / "__init__.py")
+    assert _imported_from("store", ["prune", "filez"]) == ["store.filez", "store"]
+    assert "Repository" in _names_bound_in(ROOT / "sapwood" / "__init__.py")
 
 
 def _modules(package: str) -> list[Path]:

@@ -1,0 +1,97 @@
+"""Start-up: ``import sapwood`` and ``import store`` load their names on first use.
+
+Every command and every update pull pays Python's start-up; the facade used to import
+every layer (~130 ms) before doing anything. These tests keep it lazy, and keep the
+three lists of a lazy package (its TYPE_CHECKING imports, which mypy and pdoc read; its
+``_HOMES`` table, which runs; its ``__all__``) in agreement.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAZY_PACKAGES = ("sapwood", "store")
+
+
+def _loaded_after(code: str) -> list[str]:
+    """The modules of store, fs and mountd that ``code`` leaves loaded, in a new Python."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
+    probe += "{'store', 'fs', 'mountd'}))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    loaded: list[str] = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_importing_sapwood_loads_no_layer() -> None:
+    assert _loaded_after("import sapwood") == []
+
+
+def test_importing_store_loads_only_its_package() -> None:
+    assert _loaded_after("import store") == ["store"]
+
+
+def test_a_name_loads_only_what_it_needs() -> None:
+    """RepoMode lives in store.modes: using it does not load the index, deltas or fs."""
+    loaded = _loaded_after("import sapwood\nsapwood.RepoMode")
+    assert "store.modes" in loaded
+    assert not [m for m in loaded if m.startswith(("fs", "mountd", "store.deltas", "store.index"))]
+
+
+def _type_checking_imports(init: Path) -> dict[str, str]:
+    """name -> module of the imports under the top-level ``if TYPE_CHECKING:``."""
+    found: dict[str, str] = {}
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom) and statement.module
+                for alias in statement.names:
+                    found[alias.asname or alias.name] = statement.module
+    return found
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_the_lazy_table_matches_the_typed_imports_and_all(package: str) -> None:
+    """A name added to one list and not the others fails here, not in a user's program
+    (mypy would pass a name the table lacks; the table would serve one mypy never saw)."""
+    module = importlib.import_module(package)
+    typed = _type_checking_imports(ROOT / package / "__init__.py")
+    assert typed, f"{package}/__init__.py has no TYPE_CHECKING imports"
+    assert typed == module._HOMES
+    assert sorted(module.__all__) == sorted(typed)
+    assert len(set(module.__all__)) == len(module.__all__)
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_every_name_resolves_to_its_home_and_is_listed(package: str) -> None:
+    module = importlib.import_module(package)
+    for name, home in module._HOMES.items():
+        assert getattr(module, name) is getattr(importlib.import_module(home), name), name
+    assert set(module.__all__) <= set(dir(module))
+    with pytest.raises(AttributeError):
+        module.no_such_name  # noqa: B018
+
+
+def test_a_submodule_imported_first_does_not_hide_its_function() -> None:
+    """store.prune is a module and store's prune a function: whichever loads first,
+    ``from store import prune`` is the function (as when store imported it eagerly)."""
+    code = (
+        "import store.prune, store.fsck\nfrom store import prune, fsck\nimport types\n"
+        "print(isinstance(prune, types.FunctionType), isinstance(fsck, types.FunctionType))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.split() == ["True", "True"]
+    import store
+
+    assert isinstance(store.prune, types.FunctionType)
