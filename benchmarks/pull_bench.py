@@ -31,13 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import TOOLS, print_table
+from common import TOOLS, print_table, result_row, write_results
 
 from tests.debian import debian_tree
 from tests.net.servers import Nginx
 
 TIMEOUT = 1800  # seconds, for any one command
 KINDS = ("plain", "delta")
+SAMPLES: dict[str, list[float]] = {}  # every run's seconds, for --results
 
 
 def run(argv: list[str]) -> str:
@@ -159,7 +160,19 @@ def measure(
             repo.rename(base)
         else:
             shutil.rmtree(repo)
+    SAMPLES[f"{tool} {kind} {phase}"] = times
     return statistics.median(times)
+
+
+def write_pull_results(path: Path | None, v1: Path, counts: Counter[str]) -> None:
+    names = {"first": "first pull", "update": "update pull"}
+    rows = []
+    for key, values in SAMPLES.items():
+        tool, kind, phase = key.split()
+        operation = f"{names[phase]}, {'deltas' if kind == 'delta' else 'objects'}"
+        requests = counts[f"{key} requests"]
+        rows.append(result_row("pull", operation, tool, values, requests=requests))
+    write_results(path, "pull", rows, tree=str(v1))
 
 
 def main() -> int:
@@ -168,6 +181,7 @@ def main() -> int:
     parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--results", type=Path, help="write the figures as JSON (report.py)")
     args = parser.parse_args()
     v1 = args.tree or debian_tree()
     figures: dict[str, float] = {}
@@ -199,6 +213,7 @@ def main() -> int:
                         )
         finally:
             server.stop()
+    write_pull_results(args.results, v1, counts)
     if args.json:
         print(json.dumps({"tree": str(v1), "figures": figures, "requests": counts}))
         return 0

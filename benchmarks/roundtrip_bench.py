@@ -1,6 +1,6 @@
-"""Round-trip benchmark: re-commit of a hardlink farm, sapwood against OSTree, one run.
+"""Round-trip benchmark: re-commit of a hardlink farm, sapwood against OSTree, median of --runs.
 
-    .venv/bin/python benchmarks/roundtrip_bench.py [--tree /usr/share] [--runs 3]
+    .venv/bin/python benchmarks/roundtrip_bench.py [--tree /usr/share] [--runs 3] [--results FILE]
 
 On the same real tree, each tool in a fresh bare-user repository: commit the tree,
 check it out as a user-mode hardlink farm (``sapwood checkout -U -H``, ``ostree
@@ -13,6 +13,7 @@ written there), sapwood's writes nothing but its index here (no file object is n
 so a third row takes OSTree with --fsync=false: the work alone. Ratios are sapwood/OSTree: below 1
 means sapwood is faster. Target of issue 11: at most 0.5. The farm's re-commit must
 record every file as the tree's commit did, in both tools, or the run fails.
+--results FILE writes every figure (median, min, max) as JSON for report.py.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TOOLS, drop_caches, init_bare_user, print_table, timed
+from common import (
+    TOOLS,
+    drop_caches,
+    init_bare_user,
+    print_table,
+    result_row,
+    timed,
+    write_results,
+)
 
 
 def farm_checkout(tool: str, repo: Path, farm: Path) -> list[str]:
@@ -66,27 +75,27 @@ def check_round_trip(tool: str, repo: Path, tree: str) -> None:
         raise SystemExit(f"{tool}: the farm's re-commit changed {len(files)} files: {files[:5]}")
 
 
-def median_time(argvs: list[list[str]], cold: bool) -> float:
-    return statistics.median(timed(argv, cold=cold) for argv in argvs)
+def times(argvs: list[list[str]], cold: bool) -> list[float]:
+    return [timed(argv, cold=cold) for argv in argvs]
 
 
-def measure(tool: str, tmp: Path, tree: str, runs: int) -> dict[str, float]:
+def measure(tool: str, tmp: Path, tree: str, runs: int) -> dict[str, list[float]]:
     repo = init_bare_user(tool, tmp / tool)
     farm = tmp / f"{tool}-farm"
     timed(TOOLS[tool](repo, "commit", "-b", "base", tree))
     timed(farm_checkout(tool, repo, farm))
     warm = [recommit(tool, repo, farm, run) for run in range(runs)]
     timed(warm[0])  # caches warm for the warm runs
-    figures = {"warm": median_time(warm, cold=False)}
+    figures = {"warm": times(warm, cold=False)}
     unsynced = [recommit(tool, repo, farm, 2 * runs + run, fsync=False) for run in range(runs)]
-    figures["warm_unsynced"] = median_time(unsynced, cold=False)
+    figures["warm_unsynced"] = times(unsynced, cold=False)
     if tool == "sapwood":  # issue 11: no more than an unchanged re-commit of the tree
         again = [TOOLS[tool](repo, "commit", "-b", f"tree{run}", tree) for run in range(runs)]
         timed(again[0])  # the stat cache filled and warm
-        figures["statcache_warm"] = median_time(again, cold=False)
+        figures["statcache_warm"] = times(again, cold=False)
     if os.geteuid() == 0:
         cold = [recommit(tool, repo, farm, runs + run) for run in range(runs)]
-        figures["cold"] = median_time(cold, cold=True)
+        figures["cold"] = times(cold, cold=True)
     check_round_trip(tool, repo, tree)
     return figures
 
@@ -97,10 +106,27 @@ def main() -> int:
     parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-bench-") as tmp:
-        figures = {tool: measure(tool, Path(tmp), args.tree, args.runs) for tool in TOOLS}
+        samples = {tool: measure(tool, Path(tmp), args.tree, args.runs) for tool in TOOLS}
     drop_caches()  # the farms' deletion written back before anything else is timed
+    figures = {
+        tool: {key: statistics.median(values) for key, values in by_key.items()}
+        for tool, by_key in samples.items()
+    }
+    names = {
+        "warm": "farm re-commit, warm",
+        "warm_unsynced": "farm re-commit, warm, no fsync",
+        "statcache_warm": "unchanged re-commit of the tree, warm",
+        "cold": "farm re-commit, cold",
+    }
+    rows = [
+        result_row("roundtrip", names[key], tool, values)
+        for tool, by_key in samples.items()
+        for key, values in by_key.items()
+    ]
+    write_results(args.results, "roundtrip", rows, tree=args.tree)
     if args.json:
         print(json.dumps({"tree": args.tree, "root": os.geteuid() == 0, "figures": figures}))
         return 0
