@@ -78,12 +78,36 @@ coverage: setup
 	$(VENV)/bin/coverage report > $(COVERAGE_DIR)/report.txt; \
 	$(VENV)/bin/coverage html -q; cat $(COVERAGE_DIR)/report.txt; exit $$status
 
-bench: setup
-	$(PY) benchmarks/commit_bench.py
-	$(PY) benchmarks/maintenance_bench.py
-	$(PY) benchmarks/mount_bench.py
-	$(PY) benchmarks/roundtrip_bench.py
-	$(PY) benchmarks/pull_bench.py
+# Every benchmarks/*_bench.py, then benchmarks/report.py: benchmarks/results/LATEST.md and
+# its PNG plots (root drops caches for the cold figures). Each bench is given the options
+# its --help offers: --runs $(BENCH_RUNS) (figures are medians), --sizes $(SCALE_SIZES)
+# (scale_bench; add 1000000 for the million-file run) and --results (its JSON rows, in
+# results/json/; its printed tables go to results/json/NAME.txt). BENCHES picks some,
+# e.g. `make bench BENCHES="scale commit"`; JSON of earlier runs of the others is kept.
+BENCH_RESULTS := benchmarks/results
+BENCH_RUNS ?= 3
+SCALE_SIZES ?= 10000,100000
+BENCHES ?= $(patsubst benchmarks/%_bench.py,%,$(wildcard benchmarks/*_bench.py))
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
+	@mkdir -p $(BENCH_RESULTS)/json
+	@uptime > $(BENCH_RESULTS)/json/uptime-start.txt
+	@set -eo pipefail; n=0; total=$(words $(BENCHES)); for b in $(BENCHES); do \
+		n=$$((n + 1)); script=benchmarks/$${b}_bench.py; help=$$($(PY) $$script --help); \
+		args="--results $(BENCH_RESULTS)/json/$$b.json"; \
+		if grep -q -- --runs <<<"$$help"; then args="$$args --runs $(BENCH_RUNS)"; fi; \
+		if grep -q -- --sizes <<<"$$help"; then args="$$args --sizes $(SCALE_SIZES)"; fi; \
+		if ! grep -q -- --results <<<"$$help"; then \
+			args=""; echo "  ($$script has no --results: not in the report)"; fi; \
+		echo "[$$n/$$total] $$(date -u +%H:%M:%S) $$script $$args"; \
+		$(PY) $$script $$args | tee $(BENCH_RESULTS)/json/$$b.txt; \
+	done
+	$(PY) benchmarks/report.py --results $(BENCH_RESULTS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
