@@ -91,6 +91,7 @@ if TYPE_CHECKING:
         FileHeader,
         FileStat,
     )
+    from store.pathlog import PathChange, PathLogEntry, path_history
     from store.prune import PruneReport, prune
     from store.rebuild import RebuildReport, rebuild_index
     from store.repo import Repository
@@ -187,6 +188,8 @@ __all__ = [
     "ObjectReadError",
     "ObjectType",
     "OutOfSpaceError",
+    "PathChange",
+    "PathLogEntry",
     "PathNotFoundError",
     "PermissionDeniedError",
     "Problem",
@@ -249,6 +252,7 @@ __all__ = [
     "lookup",
     "open_regular",
     "parse_public_key",
+    "path_history",
     "prune",
     "read_keys_file",
     "read_summary",
@@ -366,6 +370,9 @@ _HOMES: dict[str, str] = {
     "RebuildReport": "store.rebuild",
     "rebuild_index": "store.rebuild",
     "Repository": "store.repo",
+    "PathChange": "store.pathlog",
+    "PathLogEntry": "store.pathlog",
+    "path_history": "store.pathlog",
     "history": "store.revs",
     "rev_parse": "store.revs",
     "KeyPair": "store.signing",

@@ -1,0 +1,211 @@
+"""path_history: the commits that changed a path, on the shared 24-commit history.
+
+Expectations come from the fixture's filesystem manifests (tests/history_tree.py),
+never from sapwood's own trees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from store import InvalidNameError, ObjectId, Repository, UsageError, from_hex, rev_parse
+from store.pathlog import PathLogEntry, normalize_path, path_history
+from tests.history_tree import DEEP_LEAF, DOC, SSHD, TOOL, HistoryTree
+
+KINDS = [
+    "content",
+    "binary",
+    "add",
+    "delete",
+    "rename",
+    "mode",
+    "xattr",
+    "owner",
+    "file-to-dir",
+    "dir-to-file",
+    "file-to-symlink",
+    "symlink-to-file",
+    "symlink-target",
+    "dir-rename",
+    "dir-delete",
+    "dir-mode",
+    "deep-content",
+    "re-add",
+    "multi",
+    "revert",
+    "rename-inside",
+    "deep-add",
+]
+
+
+@pytest.fixture
+def hrepo(history_tree: HistoryTree) -> Iterator[Repository]:
+    with Repository.open(history_tree.repo_path) as repository:
+        yield repository
+
+
+def _ids(entries: Iterator[PathLogEntry]) -> list[str]:
+    return [entry.commit_id.hex() for entry in entries]
+
+
+def _head(repo: Repository, history_tree: HistoryTree) -> ObjectId:
+    return rev_parse(repo, history_tree.ref)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_of_change_lists_exactly_the_commits_of_its_paths(
+    hrepo: Repository, history_tree: HistoryTree, kind: str
+) -> None:
+    if kind not in {k for c in history_tree.commits for k in c.kinds}:
+        pytest.skip(f"this machine cannot make a change of kind {kind} (owner: root only)")
+    step = history_tree.by_kind(kind)
+    for path in step.paths:
+        expected = history_tree.changed(path)
+        assert step.commit_id in expected
+        assert _ids(path_history(hrepo, _head(hrepo, history_tree), [path])) == expected
+
+
+def test_directories_change_with_anything_below_them(
+    hrepo: Repository, history_tree: HistoryTree
+) -> None:
+    head = _head(hrepo, history_tree)
+    for path in ("/etc", "/etc/ssh", "/usr/lib/deep", DOC, "/var/cache", "/"):
+        assert _ids(path_history(hrepo, head, [path])) == history_tree.changed(path), path
+    by_index = {c.commit_id: c.index for c in history_tree.commits}
+    ssh = [by_index[i] for i in _ids(path_history(hrepo, head, ["/etc/ssh"]))]
+    owner = [16] if "owner" in history_tree.commits[16].kinds else []
+    xattr = [15] if "xattr" in history_tree.commits[15].kinds else []
+    assert sorted(ssh) == sorted([0, 1, 2, 14, 20, 21, 22, *xattr, *owner])
+
+
+def test_the_root_changes_in_every_commit_but_the_empty_one(
+    hrepo: Repository, history_tree: HistoryTree
+) -> None:
+    found = _ids(path_history(hrepo, _head(hrepo, history_tree), ["/"]))
+    empty = {c.commit_id for c in history_tree.commits if c.kinds == ("none",)}
+    assert found == [c for c in history_tree.ids_newest_first() if c not in empty]
+
+
+def test_a_file_history_newest_first_with_the_root_commit_as_its_addition(
+    hrepo: Repository, history_tree: HistoryTree
+) -> None:
+    entries = list(path_history(hrepo, _head(hrepo, history_tree), [TOOL]))
+    assert [e.commit.timestamp for e in entries] == sorted(
+        (e.commit.timestamp for e in entries), reverse=True
+    )
+    first = entries[-1]
+    assert first.commit_id.hex() == history_tree.commits[0].commit_id
+    assert first.commit.parent is None
+    (change,) = first.changes
+    assert change.path == TOOL.encode() and change.old is None and change.new is not None
+    assert change.new.file is not None
+
+
+def test_changes_carry_both_sides_of_a_type_change_and_a_deletion(
+    hrepo: Repository, history_tree: HistoryTree
+) -> None:
+    head = _head(hrepo, history_tree)
+    to_dir = history_tree.by_kind("file-to-dir")
+    entry = next(
+        e
+        for e in path_history(hrepo, head, ["/etc/issue"])
+        if e.commit_id.hex() == to_dir.commit_id
+    )
+    (change,) = entry.changes
+    assert change.old is not None and change.old.file is not None
+    assert change.new is not None and change.new.dir is not None
+    deletion = history_tree.by_kind("delete")
+    entry = next(
+        e
+        for e in path_history(hrepo, head, ["/etc/motd"])
+        if e.commit_id.hex() == deletion.commit_id
+    )
+    assert entry.changes[0].new is None and entry.changes[0].old is not None
+
+
+def test_several_paths_list_the_union_and_say_which_changed(
+    hrepo: Repository, history_tree: HistoryTree
+) -> None:
+    entries = list(path_history(hrepo, _head(hrepo, history_tree), ["/etc/motd", TOOL]))
+    assert _ids(iter(entries)) == history_tree.changed("/etc/motd", TOOL)
+    for entry in entries:
+        commit = next(c for c in history_tree.commits if c.commit_id == entry.commit_id.hex())
+        changed = {p for p in ("/etc/motd", TOOL) if commit.commit_id in history_tree.changed(p)}
+        assert {c.path.decode() for c in entry.changes} == changed
+
+
+def test_history_starts_at_the_given_commit(hrepo: Repository, history_tree: HistoryTree) -> None:
+    tenth = history_tree.commits[10]
+    found = _ids(path_history(hrepo, from_hex(tenth.commit_id), [SSHD]))
+    newer = {c.commit_id for c in history_tree.commits[11:]}
+    assert found == [c for c in history_tree.changed(SSHD) if c not in newer]
+    assert found  # the addition and the first edit at least
+
+
+@pytest.mark.parametrize("path", ["/never/existed", "/usr/bin/tool/below-a-file", "/etc/motd/x"])
+def test_a_path_that_never_existed_has_no_history(
+    hrepo: Repository, history_tree: HistoryTree, path: str
+) -> None:
+    assert list(path_history(hrepo, _head(hrepo, history_tree), [path])) == []
+
+
+@pytest.mark.parametrize(
+    "given", ["etc/ssh", "/etc/ssh/", "//etc//ssh", "/etc/./ssh", "./etc/ssh/."]
+)
+def test_paths_are_normalised(hrepo: Repository, history_tree: HistoryTree, given: str) -> None:
+    assert normalize_path(given) == b"/etc/ssh"
+    found = _ids(path_history(hrepo, _head(hrepo, history_tree), [given]))
+    assert found == history_tree.changed("/etc/ssh")
+
+
+def test_dotdot_and_no_path_are_refused(hrepo: Repository, history_tree: HistoryTree) -> None:
+    head = _head(hrepo, history_tree)
+    with pytest.raises(InvalidNameError, match=r"'\.\.'"):
+        list(path_history(hrepo, head, ["/etc/../usr"]))
+    with pytest.raises(UsageError):
+        list(path_history(hrepo, head, []))
+    assert normalize_path("") == b"/" and normalize_path("/") == b"/"
+
+
+def test_unchanged_subtrees_are_never_read(
+    hrepo: Repository, history_tree: HistoryTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asking about /usr/lib/deep/.../leaf.txt reads no directory of /usr/share or /etc
+    (ids along the path decide), and each directory of the path at most once per
+    distinct dirtree id."""
+    outside = set()
+    for commit in history_tree.commits:
+        node_ids = _dirtree_ids(hrepo, from_hex(commit.commit_id), ["usr", "share"])
+        outside |= node_ids
+        outside |= _dirtree_ids(hrepo, from_hex(commit.commit_id), ["etc"])
+    read: list[ObjectId] = []
+    original = hrepo.read_dirtree
+
+    def counting(tree_id: ObjectId):  # type: ignore[no-untyped-def]
+        read.append(tree_id)
+        return original(tree_id)
+
+    monkeypatch.setattr(hrepo, "read_dirtree", counting)
+    found = _ids(path_history(hrepo, _head(hrepo, history_tree), [DEEP_LEAF]))
+    assert found == history_tree.changed(DEEP_LEAF)
+    assert not outside & set(read)
+    assert len(read) == len(set(read))
+
+
+def _dirtree_ids(repo: Repository, commit_id: ObjectId, names: list[str]) -> set[ObjectId]:
+    """The dirtree ids of the directory at ``names`` and of each directory below it."""
+    commit = repo.read_commit(commit_id)
+    tree = repo.read_dirtree(commit.tree)
+    for name in names:
+        entry = dict(tree.dirs)[name.encode()]
+        tree_id = entry.tree
+        tree = repo.read_dirtree(tree_id)
+    found = {tree_id}
+    stack = [tree]
+    while stack:
+        for _, entry in stack.pop().dirs:
+            found.add(entry.tree)
+            stack.append(repo.read_dirtree(entry.tree))
+    return found
