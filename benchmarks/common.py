@@ -83,7 +83,13 @@ def write_results(
     a run cut short leaves the rows of the steps it finished."""
     if path is None:
         return
-    doc = {"benchmark": benchmark, "root": os.geteuid() == 0, "meta": meta, "rows": rows}
+    load = " ".join(f"{n:.2f}" for n in os.getloadavg())
+    doc = {
+        "benchmark": benchmark,
+        "root": os.geteuid() == 0,
+        "meta": {**meta, "load": load},  # the machine is shared: how busy it was at the end
+        "rows": rows,
+    }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     tmp.replace(path)

@@ -338,7 +338,8 @@ def page(results: Path, docs: dict[str, dict[str, Any]]) -> str:
         cold = any(r.get("cold") for r in doc["rows"])
         tree = doc["meta"].get("tree", "")
         caches = ", caches dropped before each cold figure" if cold else ""
-        lines += [f"## {name} ({tree}{caches})", "", *peer_table(doc), ""]
+        load = f"; load average at the end {doc['meta']['load']}" if "load" in doc["meta"] else ""
+        lines += [f"## {name} ({tree}{caches}{load})", "", *peer_table(doc), ""]
     if any(name != "scale" for name in docs):
         lines += ["![sapwood beside its peers](peers.png)", ""]
     return "\n".join(lines)
