@@ -37,6 +37,26 @@ class UsageError(SapwoodError):
     """A call with arguments that do not fit together, or that the repository refuses."""
 
 
+class ConfigKeyError(UsageError):
+    """A repository config key that is unknown, or that cannot be changed this way
+    (``key``; ``known``: the keys that can be set)."""
+
+    def __init__(self, message: str = "", *, key: str = "", known: tuple[str, ...] = ()):
+        super().__init__(message or f"{key}: not a repository setting")
+        self.key = key
+        self.known = known
+
+
+class ConfigValueError(UsageError):
+    """A value the repository would refuse to open with (``key``, ``value``): refused
+    before anything is written."""
+
+    def __init__(self, message: str = "", *, key: str = "", value: str = ""):
+        super().__init__(message or f"{key}: {value!r} is not a valid value")
+        self.key = key
+        self.value = value
+
+
 class InvalidNameError(SapwoodError):
     """A file name breaks the rules of DESIGN.md (empty, '.', '..', '/', NUL, >255 bytes)."""
 

@@ -55,8 +55,11 @@ __all__ = [
     "REPO_VERSION",
     "Repository",
     "SpacePolicy",
+    "core_settings",
+    "parse_config",
     "read_config",
     "read_config_file",
+    "settings_of",
     "write_config",
 ]
 
@@ -119,13 +122,7 @@ class Repository:
         """Open an existing repository: its config must be sound and its index present."""
         path = Path(path)
         mode, core = read_config(path)
-        try:
-            space = SpacePolicy.from_config(core)
-            fsync = core.getboolean("fsync", fallback=True)
-        except ValueError as exc:
-            raise RepoNotFoundError(
-                f"{path}/config: a bad repository setting: {exc}", path=path
-            ) from None
+        space, fsync = core_settings(path, core)
         access = Access.READ_WRITE if _writable(path) else Access.READ_ONLY
         return cls(path, mode, fsync=fsync, access=access, space=space)
 
@@ -419,14 +416,25 @@ def read_config_file(path: Path) -> tuple[RepoMode, configparser.ConfigParser]:
     other sections, such as remotes (store/pull/remotes.py), are their readers' to check)."""
     if "\0" in os.fspath(path):
         raise RepoNotFoundError(f"{str(path)!r}: not a sapwood repository", path=path)
-    config = configparser.ConfigParser(interpolation=None)  # '%' is a plain character
     try:
         text = _config_text(path / "config")
+    except UnicodeDecodeError as exc:
+        raise RepoNotFoundError(
+            f"{path}/config: not a readable repository config ({exc})", path=path
+        ) from None
+    return parse_config(path, text)
+
+
+def parse_config(path: Path, text: str | None) -> tuple[RepoMode, configparser.ConfigParser]:
+    """The mode and the config that ``text`` holds, checked as read_config_file checks
+    the config of the repository at ``path`` (None: there is no readable config)."""
+    config = configparser.ConfigParser(interpolation=None)  # '%' is a plain character
+    try:
         if text is not None:
             # the source as config.read() named it (a Path): messages show its repr
             source = cast(str, path / "config")
             config.read_file(io.StringIO(text, newline=None), source=source)
-    except (configparser.Error, UnicodeDecodeError) as exc:
+    except configparser.Error as exc:
         raise RepoNotFoundError(
             f"{path}/config: not a readable repository config ({exc})", path=path
         ) from None
@@ -442,6 +450,23 @@ def read_config_file(path: Path) -> tuple[RepoMode, configparser.ConfigParser]:
     except ModePolicyError as exc:
         raise RepoNotFoundError(f"{path}/config: {exc}", path=path) from None
     return mode, config
+
+
+def core_settings(path: Path, core: configparser.SectionProxy) -> tuple[SpacePolicy, bool]:
+    """The free-space policy and the fsync setting of a repository's [core] section;
+    RepoNotFoundError if one of them is not valid (Repository.open refuses it)."""
+    try:
+        return settings_of(core)
+    except ValueError as exc:
+        raise RepoNotFoundError(
+            f"{path}/config: a bad repository setting: {exc}", path=path
+        ) from None
+
+
+def settings_of(core: configparser.SectionProxy) -> tuple[SpacePolicy, bool]:
+    """The free-space policy and the fsync setting of [core]; ValueError saying which
+    setting is not valid."""
+    return SpacePolicy.from_config(core), core.getboolean("fsync", fallback=True)
 
 
 def write_config(path: Path, config: configparser.ConfigParser, fsync: bool = True) -> None:

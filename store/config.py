@@ -1,0 +1,154 @@
+"""A repository's settings by key (``sapwood config``): ``core.fsync``, ``remote.origin.url``.
+
+A key is SECTION.OPTION of REPO/config; a remote's is ``remote.NAME.OPTION`` (its
+section is ``[remote "NAME"]``, as OSTree writes it). Every key can be read. Only
+the [core] settings below can be set or unset, each checked by the code that
+Repository.open runs on the whole new config before it is written (one atomic
+replace): a value the repository would refuse to open with is never written.
+``core.mode`` and ``core.repo_version`` are fixed when the repository is made (the
+objects on disk are laid out for them); a remote's settings are checked together
+when it is added, so they are changed by deleting and adding it again.
+
+These functions take the repository's path, not an open Repository: a config that
+Repository.open refuses (a bad ``core.min-free-space-size`` written by hand) can be
+repaired with them.
+"""
+
+from __future__ import annotations
+
+import configparser
+import io
+import os
+import re
+from pathlib import Path
+
+from store.durability import replace_file
+from store.errors import ConfigKeyError, ConfigValueError, RepoNotFoundError
+from store.repo import parse_config, read_config_file, settings_of
+
+SETTABLE = {
+    "core.fsync": "true or false: make each commit durable before its ref moves",
+    "core.min-free-space-percent": "0 to 99: stop a commit before the disk is that full",
+    "core.min-free-space-size": "a size as 500MB: wins over min-free-space-percent",
+}
+FIXED = ("core.mode", "core.repo_version")  # made with the repository
+REMOTE_OPTIONS = ("sign-verify", "trusted-keys", "url")
+_REMOTE_SECTION = re.compile(r'remote "(?P<name>[^"]*)"')
+MAX_VALUE_CHARS = 4096
+
+
+def get_config(repo_path: str | os.PathLike[str], key: str) -> str | None:
+    """The value of ``key`` in the repository's config, None if it is not set (its
+    default then applies). ConfigKeyError for a key sapwood does not know."""
+    section, option = _locate(key)
+    _, config = read_config_file(Path(repo_path))
+    if not config.has_section(section):
+        return None
+    return config[section].get(option)
+
+
+def list_config(repo_path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Every (key, value) the repository's config sets, in the file's order (keys of
+    sections sapwood does not know too, as written)."""
+    _, config = read_config_file(Path(repo_path))
+    return [
+        (f"{_key_prefix(section)}.{option}", value)
+        for section in config.sections()
+        for option, value in config[section].items()
+    ]
+
+
+def set_config(repo_path: str | os.PathLike[str], key: str, value: str) -> None:
+    """Set ``key`` to ``value``: ConfigKeyError unless the key is one of SETTABLE,
+    ConfigValueError (nothing written) if the repository would not open with it."""
+    option = _settable(key)
+    if len(value) > MAX_VALUE_CHARS or not value.isprintable():
+        shown = value[:60] + ("..." if len(value) > 60 else "")
+        raise ConfigValueError(
+            f"{key}: {shown!r} is not a setting (printable, at most {MAX_VALUE_CHARS} characters)",
+            key=key,
+            value=value,
+        )
+    path = Path(repo_path)
+    _, config = read_config_file(path)
+    config["core"][option] = value
+    _write_checked(path, config, key, value)
+
+
+def unset_config(repo_path: str | os.PathLike[str], key: str) -> bool:
+    """Remove ``key`` (its default applies again); False if it was not set.
+    ConfigKeyError unless the key is one of SETTABLE."""
+    option = _settable(key)
+    path = Path(repo_path)
+    _, config = read_config_file(path)
+    if not config.remove_option("core", option):
+        return False
+    _write_checked(path, config, key, None)
+    return True
+
+
+def _write_checked(
+    path: Path, config: configparser.ConfigParser, key: str, value: str | None
+) -> None:
+    """Write ``config`` if the text written reads back as a config the repository
+    opens with, holding ``value`` at ``key`` (None: not set)."""
+    out = io.StringIO()
+    config.write(out)
+    text = out.getvalue()
+    shown = "unsetting it" if value is None else repr(value)
+    try:
+        _, written = parse_config(path, text)
+        settings_of(written["core"])
+    except (RepoNotFoundError, ValueError) as exc:
+        raise ConfigValueError(
+            f"{key}: {shown} refused (the repository would not open): {exc}",
+            key=key,
+            value=value or "",
+        ) from None
+    option = key.partition(".")[2]
+    if written["core"].get(option) != value:  # spaces around it would be lost, say
+        raise ConfigValueError(
+            f"{key}: {value!r} would not read back as it is", key=key, value=value or ""
+        )
+    replace_file(path, "config", text.encode(), fsync=True)
+
+
+def _settable(key: str) -> str:
+    """The [core] option of a key that may be set or unset."""
+    if key in SETTABLE:
+        return key.partition(".")[2]
+    known = tuple(SETTABLE)
+    if key in FIXED:
+        reason = "is fixed when the repository is made"
+    elif key.startswith("remote."):
+        reason = "is a remote's: delete the remote and add it again to change it"
+    else:
+        reason = "is not a repository setting"
+    raise ConfigKeyError(
+        f"{_shown(key)} {reason}; settable: {', '.join(known)}", key=key, known=known
+    )
+
+
+def _locate(key: str) -> tuple[str, str]:
+    """(section, option) of any key sapwood knows."""
+    if key in SETTABLE or key in FIXED:
+        return "core", key.partition(".")[2]
+    if key.startswith("remote."):
+        name, dot, option = key[len("remote.") :].rpartition(".")
+        if dot and name and option in REMOTE_OPTIONS:
+            return f'remote "{name}"', option
+    known = (*FIXED, *SETTABLE, *(f"remote.NAME.{option}" for option in REMOTE_OPTIONS))
+    raise ConfigKeyError(
+        f"{_shown(key)} is not a repository setting; known: {', '.join(known)}",
+        key=key,
+        known=tuple(SETTABLE),
+    )
+
+
+def _key_prefix(section: str) -> str:
+    match = _REMOTE_SECTION.fullmatch(section)
+    return f"remote.{match['name']}" if match else section
+
+
+def _shown(key: str) -> str:
+    return repr(key[:60] + ("..." if len(key) > 60 else ""))
