@@ -3,6 +3,9 @@
     refs/REF/                the tree of REF's head; follows REF when it moves
     commits/ID/              every commit by full id; a unique prefix (4+ digits) resolves too
     history/REF/DATE_ID/     REF's history, newest first (DATE is UTC, ID 12 digits)
+    history/REF/by-date/D/   REF's newest commit at or before D (any date REV@{D} takes
+                             that is a file name: 2026-11-01, 2026-11-01T12:00:00+02:00,
+                             yesterday, 3 days ago); looked up, never listed
 
 A ref name with slashes (os/x86_64/stable) is a path of directories. Each commit's
 root directory carries its subject, version, parent, time and id as xattrs
@@ -16,6 +19,11 @@ A ref or commit that cannot be shown (a ref to a dirtree or a file, as repositor
 before the store refused them may hold; a commit whose record or root is damaged) is
 left out of the listings, with one log line, and the others are shown. A history that
 comes back to a commit it has shown (only a damaged index can say so) stops there.
+
+``by-date`` is found by name in history/REF/ but not listed there, so that the listing
+stays one entry per commit (a history name always ends in _ID, so never collides with
+it); by-date/ itself lists nothing: its names are computed from what is looked up. A
+date that is not one, or that is older than REF's first commit, is not found.
 """
 
 from __future__ import annotations
@@ -31,15 +39,19 @@ from store import (
     DirEntry,
     ObjectId,
     PathNotFoundError,
+    RefNotFoundError,
     Repository,
     SapwoodError,
     check_name,
+    commit_as_of,
     history,
+    parse_date,
 )
 
 log = logging.getLogger(__name__)
 
 _TOP = (b"commits", b"history", b"refs")
+BY_DATE = b"by-date"
 
 
 class RepositoryView(TreeView):
@@ -131,7 +143,29 @@ class RepositoryView(TreeView):
             if len(matches) == 1:
                 return self._commit_root(parent, matches[0].hex().encode(), matches[0])
             raise PathNotFoundError(f"no single commit {text}")
+        if parent.synthetic[0] == "history-of" and name == BY_DATE:
+            return self._synthetic("by-date", parent.synthetic[1])
+        if parent.synthetic[0] == "by-date":
+            return self._by_date(parent, parent.synthetic[1], name)
         return super()._synthetic_child(parent, name)
+
+    def _by_date(self, parent: DirNode, ref: str, name: bytes) -> DirNode:
+        """history/REF/by-date/NAME: REF's newest commit at or before the date NAME.
+
+        A name that is no date, or a date before REF's first commit, is not found (a
+        PathNotFoundError carrying the store's reason); a history that loops is an error.
+        """
+        text = name.decode("utf-8", "surrogateescape")
+        head = self.repo.ref(ref)
+        if head is None:
+            raise PathNotFoundError(f"no ref {ref}", path=f"history/{ref}")
+        try:
+            when = parse_date(text, now=int(time.time()))
+            commit_id = commit_as_of(self.repo, head, when, rev=f"{ref}@{{{text}}}")
+        except RefNotFoundError as exc:  # InvalidDateError, NoCommitAtDateError
+            raise PathNotFoundError(str(exc), path=f"history/{ref}/by-date/{text}") from exc
+        # keyed by the commit, not the name: the many names of one commit share a node
+        return self._commit_root(parent, commit_id.hex().encode(), commit_id)
 
     def _synthetic_children(self, parent: DirNode) -> list[tuple[bytes, DirNode]]:
         assert parent.synthetic is not None
@@ -149,6 +183,8 @@ class RepositoryView(TreeView):
             return [(name, node) for name, node in shown if node is not None]
         if kind == "history-of":
             return self._history(parent, prefix)
+        if kind == "by-date":
+            return []  # computed on lookup
         return self._ref_level(parent, kind, prefix)
 
     def _ref_level(self, parent: DirNode, kind: str, prefix: str) -> list[tuple[bytes, DirNode]]:

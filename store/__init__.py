@@ -16,6 +16,7 @@ import types
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from store.config import get_config, list_config, set_config, unset_config
     from store.content import read_xattrs, user_checkout_mode, user_object_mode
     from store.deltas import (
         DeltaEntry,
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
         AmbiguousRevError,
         BootedDeploymentError,
         CommitIsHeadError,
+        ConfigKeyError,
+        ConfigValueError,
         CorruptObjectError,
         DeploymentIndexError,
         DowngradeError,
@@ -37,12 +40,14 @@ if TYPE_CHECKING:
         FormatError,
         IndexDamagedError,
         InitramfsTreeError,
+        InvalidDateError,
         InvalidNameError,
         InvalidRefNameError,
         KeyFileError,
         ModePolicyError,
         MountError,
         NetworkError,
+        NoCommitAtDateError,
         NoSuchAttributeError,
         NotADirectoryInTreeError,
         ObjectMissingError,
@@ -95,7 +100,8 @@ if TYPE_CHECKING:
     from store.prune import PruneReport, prune
     from store.rebuild import RebuildReport, rebuild_index
     from store.repo import Repository
-    from store.revs import history, rev_parse
+    from store.revdates import parse_date
+    from store.revs import commit_as_of, history, rev_parse
     from store.signing import (
         KeyPair,
         Signature,
@@ -154,6 +160,8 @@ __all__ = [
     "Change",
     "Commit",
     "CommitIsHeadError",
+    "ConfigKeyError",
+    "ConfigValueError",
     "ContentCheck",
     "CorruptObjectError",
     "DecodedFile",
@@ -171,6 +179,7 @@ __all__ = [
     "FsckReport",
     "IndexDamagedError",
     "InitramfsTreeError",
+    "InvalidDateError",
     "InvalidNameError",
     "InvalidRefNameError",
     "KeyFileError",
@@ -180,6 +189,7 @@ __all__ = [
     "MountError",
     "MutableDir",
     "NetworkError",
+    "NoCommitAtDateError",
     "NoSuchAttributeError",
     "Node",
     "NotADirectoryInTreeError",
@@ -227,6 +237,7 @@ __all__ = [
     "check_name",
     "check_ref_name",
     "children",
+    "commit_as_of",
     "commit_signatures",
     "decode_filez",
     "decode_metadata",
@@ -245,12 +256,15 @@ __all__ = [
     "fsck",
     "generate_delta",
     "generate_keypair",
+    "get_config",
     "history",
     "iter_delta_objects",
+    "list_config",
     "list_deltas",
     "locate_child",
     "lookup",
     "open_regular",
+    "parse_date",
     "parse_public_key",
     "path_history",
     "prune",
@@ -261,6 +275,7 @@ __all__ = [
     "require_content",
     "rev_parse",
     "root_node",
+    "set_config",
     "show_path",
     "sign_commit",
     "space_errors",
@@ -268,6 +283,7 @@ __all__ = [
     "still_linked",
     "syncfs",
     "to_hex",
+    "unset_config",
     "update_summary",
     "user_checkout_mode",
     "user_object_mode",
@@ -278,6 +294,10 @@ __all__ = [
 
 # Each public name -> the module that defines it, imported when the name is first used.
 _HOMES: dict[str, str] = {
+    "get_config": "store.config",
+    "list_config": "store.config",
+    "set_config": "store.config",
+    "unset_config": "store.config",
     "read_xattrs": "store.content",
     "user_checkout_mode": "store.content",
     "user_object_mode": "store.content",
@@ -292,7 +312,11 @@ _HOMES: dict[str, str] = {
     "AmbiguousRevError": "store.errors",
     "BootedDeploymentError": "store.errors",
     "CommitIsHeadError": "store.errors",
+    "ConfigKeyError": "store.errors",
+    "ConfigValueError": "store.errors",
     "CorruptObjectError": "store.errors",
+    "InvalidDateError": "store.errors",
+    "NoCommitAtDateError": "store.errors",
     "DeploymentIndexError": "store.errors",
     "DowngradeError": "store.errors",
     "EtcMergeConflictError": "store.errors",
@@ -373,6 +397,8 @@ _HOMES: dict[str, str] = {
     "PathChange": "store.pathlog",
     "PathLogEntry": "store.pathlog",
     "path_history": "store.pathlog",
+    "parse_date": "store.revdates",
+    "commit_as_of": "store.revs",
     "history": "store.revs",
     "rev_parse": "store.revs",
     "KeyPair": "store.signing",

@@ -6,10 +6,20 @@ import time
 
 import pytest
 
-from store import Commit, CorruptObjectError, ObjectId, ObjectType, RefNotFoundError, Repository
-from store.errors import InvalidDateError, NoCommitAtDateError
-from store.revdates import format_time, parse_date
-from store.revs import commit_as_of, rev_parse
+from store import (
+    Commit,
+    CorruptObjectError,
+    InvalidDateError,
+    NoCommitAtDateError,
+    ObjectId,
+    ObjectType,
+    RefNotFoundError,
+    Repository,
+    commit_as_of,
+    parse_date,
+    rev_parse,
+)
+from store.revdates import format_time
 from tests.helpers import empty_commit, put_record
 
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z
