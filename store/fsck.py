@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.errors import CorruptObjectError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
+from store.progress import TaskCallback, Ticker, tick
 from store.reachability import commit_history, commits_needing, orphan_files, walk_commits
 from store.repo import Repository
 from store.verify import open_object_file
@@ -72,17 +73,18 @@ def fsck(
     repo: Repository,
     all_objects: bool = False,
     delete: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: TaskCallback | None = None,
 ) -> FsckReport:
     """Re-hash and decode what the refs need (every object with ``all_objects``).
 
     With ``delete``, corrupt objects are removed and the commits that need them marked
-    partial (a new commit of the same content repairs them). ``progress`` is called
-    with the number of objects checked so far.
+    partial (a new commit of the same content repairs them). ``progress`` is told of the
+    walk of the trees, then of the file objects re-hashed out of how many (a Ticker's).
     """
     with repo.lock(exclusive=delete), repo.index.reader() as reader:
         report = FsckReport()
         roots = _roots(reader, all_objects)
+        tick(progress, "reading trees")
         reachable = walk_commits(reader, roots, verify=True)
         files = set(reachable.files)
         if all_objects:
@@ -91,7 +93,9 @@ def fsck(
         report.metadata_objects = len(reachable.metadata)
         report.file_objects = len(files)
         bad = dict(reachable.bad_metadata)
-        bad.update(_check_files(repo, reader, sorted(files), progress))
+        ticker = Ticker(progress, "checking", len(files), "file")
+        bad.update(_check_files(repo, reader, sorted(files), ticker))
+        ticker.finish()
         if repo.content.compressed:
             served = (reachable.commits | reachable.metadata) - bad.keys()
             bad.update(_check_archive_metadata(repo, reader, served))
@@ -125,10 +129,10 @@ def _check_files(
     repo: Repository,
     reader: IndexReader,
     files: list[ObjectId],
-    progress: Callable[[int], None] | None,
+    ticker: Ticker,
 ) -> dict[ObjectId, str]:
     if len(files) < _PARALLEL_ABOVE:
-        return dict(_verify_files(repo, reader, files))
+        return dict(_verify_files(repo, reader, files, ticker))
     import multiprocessing  # here, not at the top: every sapwood command would pay for it
     from concurrent.futures import ProcessPoolExecutor
 
@@ -136,22 +140,23 @@ def _check_files(
     batches = [files[i : i + _BATCH] for i in range(0, len(files), _BATCH)]
     context = multiprocessing.get_context("spawn")  # never fork a process holding LMDB
     with ProcessPoolExecutor(_workers(), mp_context=context) as pool:
-        done = 0
-        for found in pool.map(_verify_batch, [str(repo.path)] * len(batches), batches):
+        for batch, found in zip(
+            batches, pool.map(_verify_batch, [str(repo.path)] * len(batches), batches), strict=True
+        ):
             bad.update((ObjectId(oid), msg) for oid, msg in found)
-            done += _BATCH
-            if progress is not None:
-                progress(min(done, len(files)))
+            ticker.add(len(batch))
     return bad
 
 
 def _verify_files(
-    repo: Repository, reader: IndexReader, files: list[ObjectId]
+    repo: Repository, reader: IndexReader, files: list[ObjectId], ticker: Ticker | None = None
 ) -> Iterable[tuple[ObjectId, str]]:
     for start in range(0, len(files), _PREFETCH):
         chunk = files[start : start + _PREFETCH]
         repo.content.prefetch(chunk)
         yield from _verify_chunk(repo, reader, chunk)
+        if ticker is not None:
+            ticker.add(len(chunk))
 
 
 def _verify_chunk(

@@ -9,6 +9,7 @@ from typing import Any
 from sapwood import (
     NO_PARENT,
     U32_MAX,
+    CommitStats,
     ContentOptions,
     Layer,
     NoParent,
@@ -22,7 +23,8 @@ from sapwood import (
 )
 from sapwood.cli.content_files import parse_skip_list, parse_statoverride
 from sapwood.cli.context import open_repo
-from sapwood.cli.output import Progress, parse_time
+from sapwood.cli.output import parse_time
+from sapwood.cli.progress import Progress
 
 _LAYER_KINDS = {"dir": Layer.directory, "tar": Layer.tar, "ref": Layer.commit}
 
@@ -136,27 +138,33 @@ def cmd_commit(args: argparse.Namespace) -> int:
     metadata = _metadata(args.add_metadata_string)
     timestamp = parse_time(args.timestamp) if args.timestamp else None
     options = _options(args)
-    progress = Progress("committing")
-    with open_repo(args) as repo:
+    with open_repo(args) as repo, Progress("commit") as progress:
         # The branch and the layers are refused before --parent is resolved, as always.
         check_ref_name(args.branch)
         if not layers:
             raise NothingToCommitError("nothing to commit: no layers given")
-        try:
-            result = commit(
-                repo,
-                args.branch,
-                layers,
-                subject=args.subject,
-                body=args.body,
-                metadata=metadata,
-                parent=_parent(repo, args.parent),
-                timestamp=timestamp,
-                skip_if_unchanged=args.skip_if_unchanged,
-                options=options,
-                progress=progress,
-            )
-        finally:
-            progress.close()
+        result = commit(
+            repo,
+            args.branch,
+            layers,
+            subject=args.subject,
+            body=args.body,
+            metadata=metadata,
+            parent=_parent(repo, args.parent),
+            timestamp=timestamp,
+            skip_if_unchanged=args.skip_if_unchanged,
+            options=options,
+            progress=progress.count,
+        )
+        progress.finish(_files_summary(result.stats))
     print(result.commit_id.hex())
     return 0
+
+
+def _files_summary(stats: CommitStats) -> str:
+    """What the files of a commit cost: read, vouched for by the stat cache, or linked."""
+    count = stats.files_read + stats.cache_hits + stats.linked
+    return (
+        f"{count} file{'' if count == 1 else 's'} ({stats.files_read} read, "
+        f"{stats.cache_hits} cached, {stats.linked} linked)"
+    )

@@ -8,7 +8,8 @@ from typing import Any
 
 from sapwood import SapwoodError, from_hex, fsck, prune, rev_parse
 from sapwood.cli.context import open_repo
-from sapwood.cli.output import Progress, emit_json, parse_time, plural, printable
+from sapwood.cli.output import emit_json, parse_time, plural, printable
+from sapwood.cli.progress import Progress
 
 
 def register(commands: Any) -> None:
@@ -45,12 +46,8 @@ class FsckFailed(SapwoodError):
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    progress = Progress("checking")
-    with open_repo(args) as repo:
-        try:
-            report = fsck(repo, all_objects=args.all, delete=args.delete, progress=progress)
-        finally:
-            progress.close()
+    with open_repo(args) as repo, Progress("fsck") as progress:
+        report = fsck(repo, all_objects=args.all, delete=args.delete, progress=progress.task)
     if args.json:
         emit_json(
             {

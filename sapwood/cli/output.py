@@ -1,4 +1,4 @@
-"""Formatting for people and for --json, and progress on a terminal.
+"""Formatting for people and for --json.
 
 Whatever a repository holds reaches a terminal only through quote_path (names,
 paths, refs, symlink targets: GNU ls's shell-escape quoting) or printable (free
@@ -138,23 +138,3 @@ def parse_time(text: str) -> int:
         return int(moment.timestamp())
     except (ValueError, OverflowError, OSError):
         raise UsageError(f"not a time: {text!r} (use seconds or ISO 8601)") from None
-
-
-class Progress:
-    """A one-line counter on stderr, shown only when stderr is a terminal."""
-
-    def __init__(self, label: str) -> None:
-        self._label = label
-        self._active = sys.stderr.isatty()
-        self._shown = False
-
-    def __call__(self, count: int) -> None:
-        if self._active:
-            sys.stderr.write(f"\r{self._label}: {plural(count, 'file')}")
-            sys.stderr.flush()
-            self._shown = True
-
-    def close(self) -> None:
-        if self._shown:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()

@@ -1,0 +1,161 @@
+"""Progress of long commands on a terminal: a tqdm bar on stderr, then one summary line.
+
+Nothing at all is written when stderr is not a terminal, and tqdm is imported only
+when it is (every command's start-up pays for what it imports). The library reports
+through callbacks, and :class:`Progress` offers one for each shape: :meth:`count`
+(a number of files: commit), :meth:`task` (a ``TaskProgress``: fsck, prune,
+checkout, deploy) and :meth:`pull` (a ``PullProgress``, from any thread).
+
+A phase ("reading trees", "checking", ...) with a new total or unit gets a bar of
+its own (one that only renames its phase keeps the bar and its count): percentage,
+rate and time left where the total is known, count and rate where it is not. When
+the command ends well, the bar gives way to one line: the last count (of its total),
+the command's time and the average rate, e.g.
+``fsck: 1234/1234 files (100%) in 2.1 s, 587 files/s``. On an error the bar is only
+cleared (the error line follows).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sapwood import PullProgress
+
+_PULL_UNIT = "content object"
+
+
+class TaskStatus(Protocol):
+    """What the library's ``TaskProgress`` carries (read-only)."""
+
+    @property
+    def phase(self) -> str: ...
+    @property
+    def done(self) -> int: ...
+    @property
+    def total(self) -> int | None: ...
+    @property
+    def unit(self) -> str: ...
+
+
+class Progress:
+    """Bars and a summary line on stderr for the command ``name``, if a terminal."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._active = sys.stderr.isatty()
+        self._lock = threading.Lock()
+        self._bar: Any = None  # the tqdm bar of the current phase
+        self._started = time.monotonic()
+        self._summary: str | None = None  # the last counted phase, said at the end
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close(success=kind is None)
+
+    # ----- the callbacks ----------------------------------------------------------------
+    def count(self, files: int) -> None:
+        """A count without a total (commit: files scanned so far)."""
+        if self._active:
+            self._show("committing", files, None, "file")
+
+    def task(self, status: TaskStatus) -> None:
+        """A ``TaskProgress`` of fsck, prune, checkout or deploy."""
+        if self._active:
+            self._show(status.phase, status.done, status.total, status.unit)
+
+    def pull(self, status: PullProgress) -> None:
+        """A ``PullProgress``: content objects out of the total once the trees are
+        walked (every object before), with the bytes read and their rate."""
+        if not self._active:
+            return
+        counted = status.content_total is not None
+        done = status.content_done if counted else status.objects
+        unit = _PULL_UNIT if counted else "object"
+        rate = status.bytes / status.elapsed if status.elapsed > 0 else 0.0
+        extra = f"{_size(status.bytes)}, {_size(int(rate))}/s"
+        total = status.content_total
+        if total is not None:
+            done = min(done, total)  # objects that came in deltas are counted as done too
+        phase = status.phase if status.phase != "done" or self._bar is None else ""
+        self._show(phase, done, total, unit, extra)
+
+    # ----- drawing --------------------------------------------------------------------
+    def _show(self, phase: str, done: int, total: int | None, unit: str, extra: str = "") -> None:
+        with self._lock:
+            bar = self._bar
+            if bar is None or bar.total != total or bar.unit != f" {unit}s":
+                bar = self._open(phase, total, unit)
+            elif phase and phase != bar.desc:
+                bar.set_description_str(phase, refresh=False)
+            bar.bar_format = None if total is not None or done else "{desc} [{elapsed}]"
+            if extra:
+                bar.set_postfix_str(extra, refresh=False)
+            bar.update(done - bar.n)
+            if total is not None and done >= total and bar.last_print_n < done:
+                bar.refresh()  # the 100% is drawn, however soon it follows the last draw
+            if done or total is not None:
+                self._summary = self._line(done, total, unit, extra)
+
+    def _open(self, phase: str, total: int | None, unit: str) -> Any:
+        from tqdm import tqdm  # only on a terminal: importing it costs every command time
+
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = tqdm(
+            desc=phase,
+            total=total,
+            unit=f" {unit}s",
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=0.1,
+            smoothing=0.1,
+        )
+        return self._bar
+
+    def _line(self, done: int, total: int | None, unit: str, extra: str) -> str:
+        elapsed = time.monotonic() - self._started
+        if total is not None:
+            counted = f"{done}/{total} {unit}s ({100 * done // total if total else 100}%)"
+        else:
+            counted = f"{done} {unit}{'' if done == 1 else 's'}"
+        rate = f"{done / elapsed:.0f} {unit}s/s" if elapsed > 0 else ""
+        tail = f", {extra}" if extra else (f", {rate}" if rate else "")
+        return f"{self._name}: {counted} in {elapsed:.1f} s{tail}"
+
+    def finish(self, what: str) -> None:
+        """Say ``what`` was done in the summary line (instead of the last count)."""
+        self._summary = f"{self._name}: {what} in {time.monotonic() - self._started:.1f} s"
+
+    def close(self, success: bool = True) -> None:
+        """Clear the bar; after a success, write the summary line."""
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            if self._active and success and self._summary is not None:
+                sys.stderr.write(self._summary + "\n")
+                sys.stderr.flush()
+            self._summary = None
+
+
+def _size(count: int) -> str:
+    """Bytes for people: 512 B, 3.0 MiB."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"

@@ -1,0 +1,72 @@
+"""Progress of long operations (fsck, prune, checkout, deploy) for callers that show it.
+
+Library code never prints: an operation given a :data:`TaskCallback` calls it with a
+:class:`TaskProgress` now and then, and the caller draws what it likes (the command
+line draws a bar on a terminal). A :class:`Ticker` keeps the cost off hot loops: the
+operation adds to it once per batch of items, and the callback runs at most every
+0.1 s, plus once at the end of each phase with the final count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_EVERY = 0.1  # seconds between two reports of one phase
+
+
+@dataclass(frozen=True, slots=True)
+class TaskProgress:
+    """Where an operation is: its ``phase`` (a present participle, "checking",
+    "deleting", "checking out"), ``done`` items of ``total`` (None when the total is
+    not known), counted in ``unit`` ("object", "file")."""
+
+    phase: str
+    done: int
+    total: int | None = None
+    unit: str = "object"
+
+
+TaskCallback = Callable[[TaskProgress], None]
+
+
+class Ticker:
+    """Counts one phase's items and reports them to ``callback`` (if any) at most every
+    0.1 s; :meth:`finish` reports the last count. Add per batch, not per item."""
+
+    __slots__ = ("_callback", "_due", "done", "phase", "total", "unit")
+
+    def __init__(
+        self, callback: TaskCallback | None, phase: str, total: int | None, unit: str = "object"
+    ) -> None:
+        self._callback = callback
+        self.phase = phase
+        self.total = total
+        self.unit = unit
+        self.done = 0
+        self._due = 0.0
+        if callback is not None:
+            self._report()
+
+    def add(self, count: int) -> None:
+        """``count`` more items are done."""
+        self.done += count
+        if self._callback is not None and time.monotonic() >= self._due:
+            self._report()
+
+    def finish(self) -> None:
+        """Report the final count (the total, when the phase did all it announced)."""
+        if self._callback is not None:
+            self._report()
+
+    def _report(self) -> None:
+        assert self._callback is not None
+        self._due = time.monotonic() + _EVERY
+        self._callback(TaskProgress(self.phase, self.done, self.total, self.unit))
+
+
+def tick(callback: TaskCallback | None, phase: str, total: int | None = None) -> None:
+    """Announce a phase whose items are not counted (a walk of the trees, say)."""
+    if callback is not None:
+        callback(TaskProgress(phase, 0, total))
