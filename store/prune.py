@@ -22,6 +22,7 @@ from pathlib import Path
 from store.errors import CommitIsHeadError, RefNotFoundError, UnsafeToPruneError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
+from store.progress import TaskCallback, Ticker, tick
 from store.reachability import (
     Reachable,
     commit_history,
@@ -34,6 +35,7 @@ from store.statcache import record_file_id
 from store.transaction import commitmeta_relpath
 
 log = logging.getLogger(__name__)
+_CHUNK = 1024  # files measured or deleted between two progress counts
 
 
 @dataclass
@@ -55,14 +57,17 @@ def prune(
     keep_younger_than: int | None = None,
     delete_commits: tuple[ObjectId, ...] = (),
     dry_run: bool = False,
+    progress: TaskCallback | None = None,
 ) -> PruneReport:
     """Delete the objects that no root commit needs. The roots are every commit, or with
     ``refs_only`` the refs' histories (``depth`` parents each; -1: all); less commits
     older than ``keep_younger_than`` (never a ref's head) and ``delete_commits``.
-    Takes the repository lock exclusively; ``dry_run`` deletes nothing."""
+    Takes the repository lock exclusively; ``dry_run`` deletes nothing. ``progress`` is
+    told of the walk of the trees, then of the files measured and deleted, of how many."""
     with repo.lock(exclusive=True):
         with repo.index.reader() as reader:
             roots = _roots(reader, refs_only, depth, keep_younger_than, delete_commits)
+            tick(progress, "reading trees")
             reachable = walk_commits(reader, roots, verify=True)
             _require_sound(reader, reachable, roots)
             keep = reachable.commits | reachable.metadata | reachable.files
@@ -76,12 +81,12 @@ def prune(
         report.objects = len(garbage)
         report.orphan_files = len(orphans)
         paths = [p for oid, kind in garbage.items() for p in _object_paths(repo, oid, kind)]
-        report.bytes_freed = sum(_size(p) for p in [*paths, *orphans])
+        doomed = [*paths, *orphans]
+        report.bytes_freed = _sizes(doomed, Ticker(progress, "measuring", len(doomed), "file"))
         if dry_run:
             return report
         repo.index.apply(WriteBatch(remove_objects=set(garbage), statcache_remove=stale_cache))
-        for path in [*paths, *orphans]:
-            path.unlink(missing_ok=True)
+        _unlink(doomed, Ticker(progress, "deleting", len(doomed), "file"))
     log.info(
         "pruned %d objects (%d commits), %d bytes",
         report.objects,
@@ -156,6 +161,23 @@ def _object_paths(repo: Repository, object_id: ObjectId, kind: ObjectType) -> li
     if kind is ObjectType.FILE or repo.stores_compressed:
         return [Path(repo.object_path(object_id, kind))]
     return []
+
+
+def _sizes(paths: list[Path], ticker: Ticker) -> int:
+    total = 0
+    for start in range(0, len(paths), _CHUNK):
+        total += sum(_size(p) for p in paths[start : start + _CHUNK])
+        ticker.add(min(_CHUNK, len(paths) - start))
+    ticker.finish()
+    return total
+
+
+def _unlink(paths: list[Path], ticker: Ticker) -> None:
+    for start in range(0, len(paths), _CHUNK):
+        for path in paths[start : start + _CHUNK]:
+            path.unlink(missing_ok=True)
+        ticker.add(min(_CHUNK, len(paths) - start))
+    ticker.finish()
 
 
 def _size(path: Path) -> int:

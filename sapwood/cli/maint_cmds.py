@@ -95,7 +95,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
+    with open_repo(args) as repo, Progress("prune") as progress:
         doomed = tuple(
             from_hex(text) if len(text) == 64 else rev_parse(repo, text)
             for text in args.delete_commit
@@ -109,6 +109,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             else None,
             delete_commits=doomed,
             dry_run=args.dry_run,
+            progress=progress.task,
         )
     if args.json:
         emit_json(

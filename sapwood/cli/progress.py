@@ -11,7 +11,7 @@ its own (one that only renames its phase keeps the bar and its count): percentag
 rate and time left where the total is known, count and rate where it is not. When
 the command ends well, the bar gives way to one line: the last count (of its total),
 the command's time and the average rate, e.g.
-``fsck: 1234/1234 files (100%) in 2.1 s, 587 files/s``. On an error the bar is only
+``fsck: checking 1234/1234 files (100%) in 2.1 s, 587 files/s``. On an error the bar is only
 cleared (the error line follows).
 """
 
@@ -106,7 +106,7 @@ class Progress:
             if total is not None and done >= total and bar.last_print_n < done:
                 bar.refresh()  # the 100% is drawn, however soon it follows the last draw
             if done or total is not None:
-                self._summary = self._line(done, total, unit, extra)
+                self._summary = self._line(bar.desc, done, total, unit, extra)
 
     def _open(self, phase: str, total: int | None, unit: str) -> Any:
         from tqdm import tqdm  # only on a terminal: importing it costs every command time
@@ -125,7 +125,7 @@ class Progress:
         )
         return self._bar
 
-    def _line(self, done: int, total: int | None, unit: str, extra: str) -> str:
+    def _line(self, phase: str, done: int, total: int | None, unit: str, extra: str) -> str:
         elapsed = time.monotonic() - self._started
         if total is not None:
             counted = f"{done}/{total} {unit}s ({100 * done // total if total else 100}%)"
@@ -133,7 +133,7 @@ class Progress:
             counted = f"{done} {unit}{'' if done == 1 else 's'}"
         rate = f"{done / elapsed:.0f} {unit}s/s" if elapsed > 0 else ""
         tail = f", {extra}" if extra else (f", {rate}" if rate else "")
-        return f"{self._name}: {counted} in {elapsed:.1f} s{tail}"
+        return f"{self._name}: {phase} {counted} in {elapsed:.1f} s{tail}"
 
     def finish(self, what: str) -> None:
         """Say ``what`` was done in the summary line (instead of the last count)."""
