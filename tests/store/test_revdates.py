@@ -20,7 +20,8 @@ from store import (
     rev_parse,
 )
 from store.revdates import format_time
-from tests.helpers import empty_commit, put_record
+from tests.helpers import cli, empty_commit, put_record, run
+from tests.history_tree import HistoryTree
 
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z
 DAY = 86400
@@ -241,3 +242,53 @@ def test_a_looping_history_is_an_error_not_a_hang(user_repo: Repository) -> None
             rev_parse(repo, "main@{1970-01-01}")
         assert time.perf_counter() - started < 5
         assert rev_parse(repo, "main@{2026-11-02}") == ids[0]  # found before the loop
+
+
+# ----- the command line, on the shared 24-commit history -------------------------------
+
+
+def test_every_command_takes_rev_at_date(history_tree: HistoryTree) -> None:
+    repo, ref, commits = history_tree.repo_path, history_tree.ref, history_tree.commits
+    for commit in commits:
+        at = format_time(commit.timestamp).removesuffix(" UTC")  # 2026-01-05 00:00:00
+        for date in (at, f"@{commit.timestamp + DAY - 1}"):
+            result = cli("--repo", repo, "rev-parse", f"{ref}@{{{date}}}")
+            assert (result.code, result.out) == (0, f"{commit.commit_id}\n"), date
+    fifth = commits[4]
+    shown = cli("--repo", repo, "show", f"{ref}@{{2026-01-05T12:00}}")
+    assert shown.code == 0 and fifth.commit_id in shown.out
+    back = cli("--repo", repo, "rev-parse", f"{ref}@{{2026-01-05}}~2")
+    assert back.out.strip() == commits[2].commit_id
+    cat = cli("--repo", repo, "cat", f"{ref}@{{2026-01-05}}", "/etc/ssh/sshd_config")
+    assert cat.raw == cli("--repo", repo, "cat", fifth.commit_id, "/etc/ssh/sshd_config").raw
+    assert (
+        cli("--repo", repo, "diff", f"{ref}@{{2026-01-05}}", f"{ref}~{len(commits) - 5}").out == ""
+    )
+
+
+@pytest.mark.parametrize(
+    ("rev", "says"),
+    [
+        ("os/main@{2025-12-31}", "no commit at or before 2025-12-31 00:00:00 UTC; the earliest"),
+        ("os/main@{someday}", "not a date: 'someday'; use YYYY-MM-DD"),
+        ("os/main@{2026-01-05", "'@{' is not closed"),
+        ("os/main~1@{2026-01-05}", "goes right after the ref"),
+        ("os/main@{1767225600}", "write seconds since the epoch as @1767225600"),
+    ],
+)
+def test_bad_dates_are_one_line_and_exit_1(history_tree: HistoryTree, rev: str, says: str) -> None:
+    result = run("rev-parse", rev, repo=history_tree.repo_path, text=True)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("sapwood: error: ") and result.stderr.count("\n") == 1
+    assert says in result.stderr, result.stderr
+    if "earliest" in says:
+        assert "2026-01-01 00:00:00 UTC" in result.stderr
+        assert history_tree.commits[0].commit_id[:12] in result.stderr
+
+
+def test_a_commit_id_at_a_date_on_the_command_line(history_tree: HistoryTree) -> None:
+    tenth = history_tree.commits[9]
+    ok = cli("--repo", history_tree.repo_path, "rev-parse", f"{tenth.commit_id[:12]}@{{now}}")
+    assert ok.out.strip() == tenth.commit_id
+    early = cli("--repo", history_tree.repo_path, "rev-parse", f"{tenth.commit_id}@{{2026-01-02}}")
+    assert early.code == 1 and "no ref history" in early.err
