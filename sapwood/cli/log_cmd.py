@@ -1,24 +1,93 @@
-"""log: a commit and its ancestors, newest first."""
+"""log: a commit and its ancestors, newest first; with ``-- PATH...`` only the commits
+that changed those paths, with -p their diffs."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sapwood import history, rev_parse
+from sapwood import (
+    Commit,
+    DirEntry,
+    Node,
+    ObjectId,
+    Repository,
+    UsageError,
+    history,
+    path_history,
+    rev_parse,
+)
 from sapwood.cli.commit_view import commit_json, print_commit
 from sapwood.cli.context import open_repo
-from sapwood.cli.output import emit_json
+from sapwood.cli.output import emit_json, show_bytes
+from sapwood.cli.patch_view import patch
+
+# what log shows of one commit: its id, the commit, and (path, old, new) of each change
+_Changes = tuple[tuple[bytes, Node | None, Node | None], ...]
 
 
 def register(commands: Any) -> None:
-    log = commands.add_parser("log", help="a commit and its ancestors")
+    log = commands.add_parser(
+        "log",
+        help="a commit and its ancestors (with -- PATH...: those that changed the paths)",
+    )
     log.add_argument("rev")
+    log.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="after --: only the commits that changed these files or directories",
+    )
     log.add_argument("--json", action="store_true")
+    log.add_argument(
+        "-p",
+        "--patch",
+        action="store_true",
+        help="the unified diff of each commit against its parent (of the PATHs only)",
+    )
     log.set_defaults(func=cmd_log)
+    _note_separator(log)
+
+
+def _note_separator(parser: argparse.ArgumentParser) -> None:
+    """Record whether ``--`` was given (``separator``): ``log REV --`` names no PATH,
+    a mistake, where ``log REV`` is the whole history; argparse drops the ``--``."""
+    parse = parser.parse_known_args
+
+    def parse_known_args(
+        args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = parse(args, namespace)
+        parsed.separator = args is not None and "--" in args
+        return parsed, rest
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    if getattr(args, "separator", False) and not args.paths:
+        raise UsageError("log: -- needs at least one PATH after it (log REV -- PATH...)")
+    if not args.paths and not args.patch:
+        return _plain_log(args)
+    with open_repo(args) as repo:
+        entries = list(_entries(repo, rev_parse(repo, args.rev), args.paths))
+        patches = [_patch(repo, changes) if args.patch else b"" for *_, changes in entries]
+    if args.json:
+        emit_json([_json(entry, diff, args) for entry, diff in zip(entries, patches, strict=True)])
+        return 0
+    for (commit_id, commit, _), diff in zip(entries, patches, strict=True):
+        print_commit(commit_id, commit, full=False)
+        if diff:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(diff)
+            sys.stdout.buffer.flush()
+    return 0
+
+
+def _plain_log(args: argparse.Namespace) -> int:
+    """Every commit, as log has always shown them."""
     with open_repo(args) as repo:
         entries = list(history(repo, rev_parse(repo, args.rev)))
     if args.json:
@@ -27,3 +96,46 @@ def cmd_log(args: argparse.Namespace) -> int:
         for cid, commit in entries:
             print_commit(cid, commit, full=False)
     return 0
+
+
+def _patch(repo: Repository, changes: _Changes) -> bytes:
+    return patch(repo, ((old, new) for _, old, new in changes))
+
+
+def _entries(
+    repo: Repository, commit_id: ObjectId, paths: list[str]
+) -> Iterator[tuple[ObjectId, Commit, _Changes]]:
+    """The commits to show, each with its changes: of the paths, or of the whole tree."""
+    if paths:
+        for entry in path_history(repo, commit_id, paths):
+            yield (
+                entry.commit_id,
+                entry.commit,
+                tuple((c.path, c.old, c.new) for c in entry.changes),
+            )
+        return
+    for current_id, commit in history(repo, commit_id):
+        yield current_id, commit, ((b"/", _parent_root(repo, commit), _root(commit)),)
+
+
+def _root(commit: Commit) -> Node:
+    return Node(b"/", dir=DirEntry(commit.tree, commit.meta))
+
+
+def _parent_root(repo: Repository, commit: Commit) -> Node | None:
+    """The parent's root, None for a root commit or a parent history does not reach."""
+    if commit.parent is None or not repo.has_object(commit.parent):
+        return None
+    return _root(repo.read_commit(commit.parent))
+
+
+def _json(
+    entry: tuple[ObjectId, Commit, _Changes], diff: bytes, args: argparse.Namespace
+) -> dict[str, Any]:
+    commit_id, commit, changes = entry
+    shown = commit_json(commit_id, commit)
+    if args.paths:
+        shown["paths"] = [show_bytes(path) for path, *_ in changes]
+    if args.patch:
+        shown["patch"] = diff.decode("utf-8", "backslashreplace")
+    return shown

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sapwood.cli import inspect_cmds
+from sapwood.cli import log_cmd
 from sapwood.cli.main import EXIT_INTERNAL, main
 from sapwood.cli.output import printable, quote_path
 from tests.helpers import cli, run, sapwood_argv, spawn
@@ -220,7 +220,7 @@ def test_an_unexpected_exception_is_one_line_without_debug(
     def broken(args: object) -> int:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(inspect_cmds, "cmd_log", broken)
+    monkeypatch.setattr(log_cmd, "cmd_log", broken)
     result = cli("--repo", tmp_path, "log", "main")
     assert result.code == EXIT_INTERNAL
     assert result.err == (

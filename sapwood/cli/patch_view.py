@@ -1,0 +1,186 @@
+"""`log -p`: a commit's changes as a unified diff, in git's layout.
+
+Each changed file gets a ``diff --git a/X b/X`` header, git's extended lines (new or
+deleted file mode, old and new mode, an index line of short object ids) and then the
+hunks of difflib's unified diff of the two contents, ``--- /dev/null`` for a side that
+does not exist. A file holding a NUL byte in its first 8000 bytes (git's test), or
+larger than 64 MiB (never read whole into memory), is "Binary files a/X and b/X
+differ". A symlink's content is its target. Changes git has no words for are extra
+header lines: ``old owner``/``new owner`` (uid:gid) and ``xattrs changed``; a
+directory shows only its mode, owner and xattrs lines. The diff is bytes: file
+contents are written as they are, names quoted as ``ls`` quotes them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import stat
+from collections.abc import Iterable, Iterator
+
+from sapwood import Node, Repository, diff_trees, walk
+from sapwood.cli.output import quote_path
+
+_BINARY_PROBE = 8000  # git's: a NUL in the first 8000 bytes makes a file binary
+_LARGEST_TEXT = 64 << 20  # larger files are not read into memory to be diffed
+_NO_ID = "0000000"
+
+Side = Node | None
+
+
+def patch(repo: Repository, changes: Iterable[tuple[Side, Side]]) -> bytes:
+    """The unified diff of (old, new) node pairs (either None where absent), each file
+    once even when the pairs overlap (log -- /etc /etc/ssh)."""
+    seen: set[tuple[bytes, Side, Side]] = set()
+    out: list[bytes] = []
+    for old, new in changes:
+        for pair in _file_pairs(repo, old, new):
+            if pair not in seen:
+                seen.add(pair)
+                out.append(_file_patch(repo, *pair))
+    return b"".join(out)
+
+
+def _file_pairs(repo: Repository, old: Side, new: Side) -> Iterator[tuple[bytes, Side, Side]]:
+    """(path, old, new) for every file that differs below two nodes, and for every
+    directory whose own metadata differs."""
+    if old is not None and new is not None and old.dir is not None and new.dir is not None:
+        if old.dir.meta != new.dir.meta:
+            yield new.path, old, new
+        for change in diff_trees(repo, old, new):
+            if _both_dirs(change.old, change.new):  # its metadata; diff_trees descends itself
+                yield change.path, change.old, change.new
+            else:
+                yield from _sides(repo, change.old, change.new)
+    else:
+        yield from _sides(repo, old, new)
+
+
+def _both_dirs(old: Side, new: Side) -> bool:
+    return old is not None and new is not None and old.dir is not None and new.dir is not None
+
+
+def _sides(repo: Repository, old: Side, new: Side) -> Iterator[tuple[bytes, Side, Side]]:
+    """A file against a file of its type is one pair; anything else is the files of
+    ``old`` deleted and the files of ``new`` added (a type change is both, as git
+    shows a file that became a symlink)."""
+    if old is not None and new is not None and old.file is not None and new.file is not None:
+        old_type = stat.S_IFMT(repo.read_file_header(old.file)[0].mode)
+        if old_type == stat.S_IFMT(repo.read_file_header(new.file)[0].mode):
+            yield new.path, old, new
+            return
+    for node in walk(repo, old) if old is not None else ():
+        if node.file is not None:
+            yield node.path, node, None
+    for node in walk(repo, new) if new is not None else ():
+        if node.file is not None:
+            yield node.path, None, node
+
+
+class _Side:
+    """What the patch shows of one side of a file or directory."""
+
+    def __init__(self, repo: Repository, node: Side) -> None:
+        self.exists = node is not None
+        self.mode = self.uid = self.gid = 0
+        self.xattrs: tuple[tuple[bytes, bytes], ...] = ()
+        self.short_id = _NO_ID
+        self.size = 0
+        self.target = b""
+        self._repo, self._node = repo, node
+        if node is not None and node.dir is not None:
+            meta = repo.read_dirmeta(node.dir.meta)
+            self.mode, self.uid, self.gid, self.xattrs = meta.mode, meta.uid, meta.gid, meta.xattrs
+        elif node is not None and node.file is not None:
+            header, self.size = repo.read_file_header(node.file)
+            self.mode, self.uid, self.gid = header.mode, header.uid, header.gid
+            self.xattrs, self.target = header.xattrs, header.symlink_target
+            self.short_id = node.file.hex()[:7]
+
+    def data(self) -> bytes:
+        """The whole content (a symlink's: its target); empty for an absent side."""
+        return b"".join(self._chunks())
+
+    def same_data(self, other: _Side) -> bool:
+        """Whether two sides hold the same bytes, read a chunk at a time (large files)."""
+        if self.size != other.size or self.target != other.target:
+            return False
+        mine, theirs = self._chunks(), other._chunks()
+        return all(x == y for x, y in zip(_even(mine), _even(theirs), strict=False))
+
+    def _chunks(self) -> Iterator[bytes]:
+        if self.target:
+            yield self.target
+        elif self._node is not None and self._node.file is not None:
+            with self._repo.open_file(self._node.file) as stream:
+                while chunk := stream.read(1 << 20):
+                    yield chunk
+
+
+def _even(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The bytes of ``chunks`` in pieces of exactly 64 KiB (the last shorter), so two
+    streams that split their reads differently compare piece by piece."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        while len(pending) >= 1 << 16:
+            yield pending[: 1 << 16]
+            pending = pending[1 << 16 :]
+    if pending:
+        yield pending
+
+
+def _file_patch(repo: Repository, path: bytes, old: Side, new: Side) -> bytes:
+    before, after = _Side(repo, old), _Side(repo, new)
+    a, b = _name(b"a" + path), _name(b"b" + path)
+    lines = [b"diff --git " + a + b" " + b + b"\n"]
+    lines += _mode_lines(before, after)
+    is_dir = (old is not None and old.dir is not None) or (new is not None and new.dir is not None)
+    if is_dir or before.short_id == after.short_id:
+        return b"".join(lines)
+    large = max(before.size, after.size) > _LARGEST_TEXT
+    if before.same_data(after) if large else before.data() == after.data():
+        return b"".join(lines)  # only the mode, owner or xattrs changed
+    same_mode = before.exists and after.exists and before.mode == after.mode
+    suffix = f" {before.mode:06o}" if same_mode else ""
+    lines.append(f"index {before.short_id}..{after.short_id}{suffix}\n".encode())
+    from_name = a if before.exists else b"/dev/null"
+    to_name = b if after.exists else b"/dev/null"
+    old_content = b"" if large else before.data()
+    new_content = b"" if large else after.data()
+    if large or b"\0" in old_content[:_BINARY_PROBE] or b"\0" in new_content[:_BINARY_PROBE]:
+        lines.append(b"Binary files " + from_name + b" and " + to_name + b" differ\n")
+        return b"".join(lines)
+    hunks = difflib.diff_bytes(
+        difflib.unified_diff,
+        old_content.splitlines(keepends=True),
+        new_content.splitlines(keepends=True),
+        from_name,
+        to_name,
+        lineterm=b"\n",
+    )
+    lines += (
+        line if line.endswith(b"\n") else line + b"\n\\ No newline at end of file\n"
+        for line in hunks
+    )
+    return b"".join(lines)
+
+
+def _mode_lines(before: _Side, after: _Side) -> list[bytes]:
+    if not before.exists:
+        return [f"new file mode {after.mode:06o}\n".encode()]
+    if not after.exists:
+        return [f"deleted file mode {before.mode:06o}\n".encode()]
+    lines = []
+    if before.mode != after.mode:
+        lines.append(f"old mode {before.mode:06o}\nnew mode {after.mode:06o}\n".encode())
+    if (before.uid, before.gid) != (after.uid, after.gid):
+        lines.append(
+            f"old owner {before.uid}:{before.gid}\nnew owner {after.uid}:{after.gid}\n".encode()
+        )
+    if before.xattrs != after.xattrs:
+        lines.append(b"xattrs changed\n")
+    return lines
+
+
+def _name(path: bytes) -> bytes:
+    return quote_path(path).encode("utf-8", "surrogateescape")
