@@ -97,6 +97,7 @@ if TYPE_CHECKING:
         FileStat,
     )
     from store.pathlog import PathChange, PathLogEntry, path_history
+    from store.progress import TaskCallback, TaskProgress, Ticker, count_files, tick
     from store.prune import PruneReport, prune
     from store.rebuild import RebuildReport, rebuild_index
     from store.repo import Repository
@@ -138,6 +139,7 @@ if TYPE_CHECKING:
         root_node,
         walk,
     )
+    from store.treestat import DiffStat, DirStat, commit_stat, diff_stat
     from store.verify import (
         ContentCheck,
         check_content,
@@ -167,8 +169,10 @@ __all__ = [
     "DecodedFile",
     "DeltaEntry",
     "DeploymentIndexError",
+    "DiffStat",
     "DirEntry",
     "DirMeta",
+    "DirStat",
     "DirTree",
     "DowngradeError",
     "EtcMergeConflictError",
@@ -226,6 +230,9 @@ __all__ = [
     "Superblock",
     "SysrootError",
     "SysrootNotFoundError",
+    "TaskCallback",
+    "TaskProgress",
+    "Ticker",
     "TooManyFilesError",
     "Transaction",
     "TreeLayoutError",
@@ -239,12 +246,15 @@ __all__ = [
     "children",
     "commit_as_of",
     "commit_signatures",
+    "commit_stat",
+    "count_files",
     "decode_filez",
     "decode_metadata",
     "decode_signatures",
     "decode_summary",
     "decode_superblock",
     "delta_name",
+    "diff_stat",
     "diff_trees",
     "encode_filez",
     "encode_signatures",
@@ -282,6 +292,7 @@ __all__ = [
     "split_path",
     "still_linked",
     "syncfs",
+    "tick",
     "to_hex",
     "unset_config",
     "update_summary",
@@ -421,6 +432,11 @@ _HOMES: dict[str, str] = {
     "list_deltas": "store.summary",
     "read_summary": "store.summary",
     "update_summary": "store.summary",
+    "TaskCallback": "store.progress",
+    "TaskProgress": "store.progress",
+    "Ticker": "store.progress",
+    "tick": "store.progress",
+    "count_files": "store.progress",
     "SMALL_FILE": "store.transaction",
     "Transaction": "store.transaction",
     "Change": "store.trees",
@@ -432,6 +448,10 @@ _HOMES: dict[str, str] = {
     "lookup": "store.trees",
     "root_node": "store.trees",
     "walk": "store.trees",
+    "DiffStat": "store.treestat",
+    "DirStat": "store.treestat",
+    "commit_stat": "store.treestat",
+    "diff_stat": "store.treestat",
     "ContentCheck": "store.verify",
     "check_content": "store.verify",
     "file_matches": "store.verify",

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sapwood import (
+    DiffStat,
+    DirStat,
     Node,
     ObjectId,
     PathNotFoundError,
@@ -18,7 +22,9 @@ from sapwood import (
     UsageError,
     children,
     commit_signatures,
+    commit_stat,
     diff_directory,
+    diff_stat,
     diff_trees,
     lookup,
     rev_parse,
@@ -39,6 +45,9 @@ def register(commands: Any) -> None:
     show = commands.add_parser("show", help="one commit")
     show.add_argument("rev")
     show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--stat", action="store_true", help=f"then what it changed from its parent: {_STAT_HELP}"
+    )
     show.set_defaults(func=cmd_show)
 
     ls = commands.add_parser("ls", help="list a path of a commit")
@@ -66,7 +75,38 @@ def register(commands: Any) -> None:
         action="store_true",
         help="NEW is a user-mode checkout: compare the bits it shows, not owners",
     )
+    diff.add_argument("--stat", action="store_true", help=f"two commits: {_STAT_HELP}")
+    diff.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="after --: only the changes at or below these paths (two commits)",
+    )
+    _keep_separator(diff)
     diff.set_defaults(func=cmd_diff)
+
+
+_STAT_HELP = (
+    "per top-level directory, entries (files, symlinks, directories) added, modified and "
+    "deleted, and content bytes added and removed (a modified file's old size removed, "
+    "its new size added; lines are not counted), then a total line"
+)
+
+
+def _keep_separator(parser: argparse.ArgumentParser) -> None:
+    """Record in ``args.after_separator`` what followed the first '--' (None without
+    one): argparse drops the '--' itself, and `diff A B --` must be told from `diff A B`."""
+    parse = parser.parse_known_args
+
+    def parse_known_args(
+        args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = parse(args, namespace)
+        from_separator = list(itertools.dropwhile(lambda arg: arg != "--", args or ()))
+        parsed.after_separator = from_separator[1:] if from_separator else None
+        return parsed, extras
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
 # ----- show -----------------------------------------------------------------------
@@ -75,11 +115,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         commit_id = rev_parse(repo, args.rev)
         commit = repo.read_commit(commit_id)
         signatures = commit_signatures(repo, commit_id)
+        stat = commit_stat(repo, commit_id) if args.stat else None
     if args.json:
         signers = [{"key": s.key, "valid": s.verifies(commit.encode())} for s in signatures]
-        emit_json({**commit_json(commit_id, commit), "signatures": signers})
+        shown = {**commit_json(commit_id, commit), "signatures": signers}
+        emit_json(shown if stat is None else {**shown, "stat": _stat_json(stat)})
     else:
         print_commit(commit_id, commit, full=True, signatures=signatures)
+        if stat is not None:
+            _print_stat(stat)
     return 0
 
 
@@ -189,18 +233,91 @@ _SPOOL_IN_MEMORY = 64 << 20
 
 # ----- diff -------------------------------------------------------------------------
 def cmd_diff(args: argparse.Namespace) -> int:
+    paths = _diff_paths(args)
     with open_repo(args) as repo:
         old = root_node(repo, rev_parse(repo, args.old))
         if Path(args.new).is_dir():
+            _refuse_with_directory(args, paths)
             changes = list(diff_directory(repo, old, Path(args.new), user_mode=args.user_mode))
         elif args.user_mode:
             raise UsageError(f"{args.new}: -U compares a commit with a directory, not a commit")
         else:
             new = root_node(repo, rev_parse(repo, args.new))
-            changes = list(diff_trees(repo, old, new))
+            if args.stat:
+                return _show_stat(diff_stat(repo, old, new, paths), args.json)
+            changes = list(diff_trees(repo, old, new, paths))
     if args.json:
         emit_json([{"change": c.kind, "path": show_bytes(c.path)} for c in changes])
     else:
         for change in changes:
             print(f"{change.kind}    {quote_path(change.path)}")
     return 0
+
+
+def _diff_paths(args: argparse.Namespace) -> list[str] | None:
+    """The PATHs after '--', None without '--' (the whole tree)."""
+    if args.after_separator is None:
+        if args.paths:
+            raise UsageError(
+                f"diff: unrecognized arguments: {' '.join(args.paths)} (PATHs go after --)"
+            )
+        return None
+    if not args.after_separator:
+        raise UsageError("diff: -- needs at least one PATH after it: diff A B -- PATH...")
+    return list(args.paths) or None
+
+
+def _refuse_with_directory(args: argparse.Namespace, paths: list[str] | None) -> None:
+    """--stat and -- PATH compare two commits (a directory's side is not counted)."""
+    if args.stat:
+        raise UsageError(
+            f"{args.new}: diff --stat compares two commits, not a commit and a directory"
+        )
+    if paths is not None:
+        raise UsageError(
+            f"{args.new}: diff -- PATH compares two commits, not a commit and a directory"
+        )
+
+
+# ----- --stat, of diff and show -------------------------------------------------------
+_STAT_COLUMNS = ("added", "modified", "deleted", "+bytes", "-bytes")
+
+
+def _show_stat(stat: DiffStat, as_json: bool) -> int:
+    if as_json:
+        emit_json(_stat_json(stat))
+    else:
+        _print_stat(stat)
+    return 0
+
+
+def _counts(line: DirStat) -> tuple[int, ...]:
+    return (line.added, line.modified, line.deleted, line.bytes_added, line.bytes_removed)
+
+
+def _stat_json(stat: DiffStat) -> dict[str, Any]:
+    def counts(line: DirStat) -> dict[str, int]:
+        keys = ("added", "modified", "deleted", "bytes_added", "bytes_removed")
+        return dict(zip(keys, _counts(line), strict=True))
+
+    return {
+        "directories": [{"path": show_bytes(d.path), **counts(d)} for d in stat.directories],
+        "total": counts(stat.total),
+    }
+
+
+def _print_stat(stat: DiffStat) -> None:
+    """One line per top-level directory, then the total; nothing when nothing changed.
+    Numbers right-aligned under their heading, the directory last (quoted as ls
+    quotes names, so "total" can only be the total line)."""
+    if not stat.directories:
+        return
+    rows = [(_counts(d), quote_path(d.path)) for d in stat.directories]
+    rows.append((_counts(stat.total), "total"))
+    widths = [
+        max(len(head), *(len(str(counts[i])) for counts, _ in rows))
+        for i, head in enumerate(_STAT_COLUMNS)
+    ]
+    print("  ".join(h.rjust(w) for h, w in zip(_STAT_COLUMNS, widths, strict=True)) + "  directory")
+    for counts, name in rows:
+        print("  ".join(str(c).rjust(w) for c, w in zip(counts, widths, strict=True)) + f"  {name}")
