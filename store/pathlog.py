@@ -16,16 +16,23 @@ read.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from store.errors import InvalidNameError, UsageError
-from store.ids import ObjectId
+from store.errors import (
+    CorruptObjectError,
+    FormatError,
+    InvalidNameError,
+    ObjectMissingError,
+    UsageError,
+)
+from store.ids import ObjectId, ObjectType
 from store.names import split_path
-from store.objects import Commit, DirEntry, DirTree
+from store.objects import Commit, DirEntry
 from store.repo import Repository
 from store.revs import history
-from store.trees import Node, find_child
+from store.trees import Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +139,7 @@ def _spine(trees: _TreeCache, root: Node, names: list[bytes], known: _Spine | No
             return spine + known[depth + 1 :]
         if here is None or here.dir is None:  # absent, or a file where a directory would be
             return spine + [None] * (len(names) - depth)
-        found = find_child(trees.get(here.dir.tree), name)
+        found = trees.find(here.dir.tree, name)
         if found is None:
             spine.append(None)
         else:
@@ -142,18 +149,71 @@ def _spine(trees: _TreeCache, root: Node, names: list[bytes], known: _Spine | No
 
 
 class _TreeCache:
-    """The dirtrees read lately: several paths share their ancestors' trees."""
+    """Finds one name in stored dirtrees, keeping the encodings read lately (several
+    paths share their ancestors' trees)."""
 
     _LIMIT = 256
 
     def __init__(self, repo: Repository) -> None:
         self._repo = repo
-        self._trees: dict[ObjectId, DirTree] = {}
+        self._payloads: dict[ObjectId, bytes] = {}
 
-    def get(self, tree_id: ObjectId) -> DirTree:
-        tree = self._trees.get(tree_id)
-        if tree is None:
-            if len(self._trees) >= self._LIMIT:
-                self._trees.clear()
-            tree = self._trees[tree_id] = self._repo.read_dirtree(tree_id)
-        return tree
+    def find(
+        self, tree_id: ObjectId, name: bytes
+    ) -> tuple[ObjectId | None, DirEntry | None] | None:
+        """(file id, None) or (None, subdirectory entry) of ``name``, None if absent."""
+        payload = self._payloads.get(tree_id)
+        if payload is None:
+            if len(self._payloads) >= self._LIMIT:
+                self._payloads.clear()
+            payload = self._payloads[tree_id] = dirtree_payload(self._repo, tree_id)
+        try:
+            return _scan(payload, name)
+        except (struct.error, FormatError) as exc:
+            raise CorruptObjectError(
+                f"dirtree {tree_id.hex()} does not decode: {exc}", object_id=tree_id
+            ) from None
+
+
+def dirtree_payload(repo: Repository, tree_id: ObjectId) -> bytes:
+    """The encoded dirtree ``tree_id`` as the index holds it (its id was checked when it
+    was written); ObjectMissingError or CorruptObjectError as Repository.read_dirtree."""
+    with repo.index.reader() as reader:
+        record = reader.object(tree_id)
+    if record is None:
+        raise ObjectMissingError(f"dirtree object {tree_id.hex()} is missing", object_id=tree_id)
+    if record.kind is not ObjectType.DIRTREE:
+        raise CorruptObjectError(
+            f"object {tree_id.hex()} is a {record.kind.suffix}, not a dirtree", object_id=tree_id
+        )
+    return record.payload
+
+
+_U32 = struct.Struct(">I")
+
+
+def _scan(data: bytes, name: bytes) -> tuple[ObjectId | None, DirEntry | None] | None:
+    """``name``'s entry in an encoded dirtree (DirTree.encode's layout), read in place.
+
+    A history reads one name of each tree it passes, in trees of thousands of entries:
+    decoding and checking them all (DirTree.decode) cost ten times as much. The bounds
+    are checked (struct.error, FormatError); the other names are not validated.
+    """
+    if data[:2] != b"T\x01":
+        raise FormatError("not a version 1 dirtree")
+    pos, wanted = 2, len(name)
+    for width in (32, 64):  # files: one id; directories: tree and meta
+        (count,) = _U32.unpack_from(data, pos)
+        pos += 4
+        for _ in range(count):
+            (length,) = _U32.unpack_from(data, pos)
+            start = pos + 4
+            pos = start + length + width
+            if length == wanted and data[start : start + length] == name:
+                ids = data[start + length : pos]
+                if len(ids) != width:
+                    raise FormatError("truncated dirtree")
+                if width == 32:
+                    return ObjectId(ids), None
+                return None, DirEntry(ObjectId(ids[:32]), ObjectId(ids[32:]))
+    return None

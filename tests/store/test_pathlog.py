@@ -7,11 +7,23 @@ never from sapwood's own trees.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from store import InvalidNameError, ObjectId, Repository, UsageError, from_hex, rev_parse
+import store.pathlog as pathlog
+from store import (
+    CorruptObjectError,
+    InvalidNameError,
+    ObjectId,
+    ObjectType,
+    Repository,
+    UsageError,
+    from_hex,
+    rev_parse,
+)
 from store.pathlog import PathLogEntry, normalize_path, path_history
+from tests.helpers import commit_files, put_record
 from tests.history_tree import DEEP_LEAF, DOC, SSHD, TOOL, HistoryTree
 
 KINDS = [
@@ -181,16 +193,16 @@ def test_unchanged_subtrees_are_never_read(
         outside |= node_ids
         outside |= _dirtree_ids(hrepo, from_hex(commit.commit_id), ["etc"])
     read: list[ObjectId] = []
-    original = hrepo.read_dirtree
+    original = pathlog.dirtree_payload
 
-    def counting(tree_id: ObjectId):  # type: ignore[no-untyped-def]
+    def counting(repo: Repository, tree_id: ObjectId) -> bytes:
         read.append(tree_id)
-        return original(tree_id)
+        return original(repo, tree_id)
 
-    monkeypatch.setattr(hrepo, "read_dirtree", counting)
+    monkeypatch.setattr(pathlog, "dirtree_payload", counting)
     found = _ids(path_history(hrepo, _head(hrepo, history_tree), [DEEP_LEAF]))
     assert found == history_tree.changed(DEEP_LEAF)
-    assert not outside & set(read)
+    assert read and not outside & set(read)
     assert len(read) == len(set(read))
 
 
@@ -209,3 +221,21 @@ def _dirtree_ids(repo: Repository, commit_id: ObjectId, names: list[str]) -> set
             found.add(entry.tree)
             stack.append(repo.read_dirtree(entry.tree))
     return found
+
+
+@pytest.mark.parametrize(
+    "damage", [b"T\x01\x00\x00\x00\x05", b"T\x01\x00\x00\x00\x01\x00\x00\x00\x03etc", b"X"]
+)
+def test_a_damaged_dirtree_is_a_corrupt_object(
+    user_repo: Repository, tmp_path: Path, damage: bytes
+) -> None:
+    """A truncated or foreign encoding on the path raises CorruptObjectError (naming the
+    tree), never IndexError or a wrong answer."""
+    first = commit_files(user_repo, tmp_path / "a", {"etc/motd": "1"}, timestamp=1)
+    second = commit_files(user_repo, tmp_path / "b", {"etc/motd": "2"}, timestamp=2)
+    root = user_repo.read_commit(first).tree
+    user_repo.close()
+    put_record(user_repo.path, root, ObjectType.DIRTREE, damage)
+    with Repository.open(user_repo.path) as reopened, pytest.raises(CorruptObjectError) as caught:
+        list(path_history(reopened, second, ["/etc/motd"]))
+    assert caught.value.object_id == root
