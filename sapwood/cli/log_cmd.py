@@ -4,6 +4,7 @@ that changed those paths, with -p their diffs."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -48,31 +49,50 @@ def register(commands: Any) -> None:
         help="the unified diff of each commit against its parent (of the PATHs only)",
     )
     log.set_defaults(func=cmd_log)
-    _note_separator(log)
+    _keep_separator(log)
 
 
-def _note_separator(parser: argparse.ArgumentParser) -> None:
-    """Record whether ``--`` was given (``separator``): ``log REV --`` names no PATH,
-    a mistake, where ``log REV`` is the whole history; argparse drops the ``--``."""
+def _keep_separator(parser: argparse.ArgumentParser) -> None:
+    """Record in ``args.after_separator`` what followed the first '--' (None without
+    one): argparse drops the '--' itself, and `log REV --` must be told from `log REV`
+    (as diff's parser does)."""
     parse = parser.parse_known_args
 
     def parse_known_args(
         args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        parsed, rest = parse(args, namespace)
-        parsed.separator = args is not None and "--" in args
-        return parsed, rest
+        parsed, extras = parse(args, namespace)
+        from_separator = list(itertools.dropwhile(lambda arg: arg != "--", args or ()))
+        parsed.after_separator = from_separator[1:] if from_separator else None
+        return parsed, extras
 
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
+def _paths(args: argparse.Namespace) -> list[str]:
+    """The PATHs, which must follow '--' (so a path is never taken for a REV, and
+    `log REV x` stays the usage error it was); '--' with nothing after it is one too."""
+    after = getattr(args, "after_separator", None)
+    if after is None:
+        if args.paths:
+            raise UsageError(
+                f"log: unrecognized arguments: {' '.join(args.paths)} (PATHs go after --)"
+            )
+        return []
+    before = args.paths[: len(args.paths) - len(after)]
+    if before:
+        raise UsageError(f"log: unrecognized arguments: {' '.join(before)} (PATHs go after --)")
+    if not after:
+        raise UsageError("log: -- needs at least one PATH after it: log REV -- PATH...")
+    return list(args.paths)
+
+
 def cmd_log(args: argparse.Namespace) -> int:
-    if getattr(args, "separator", False) and not args.paths:
-        raise UsageError("log: -- needs at least one PATH after it (log REV -- PATH...)")
-    if not args.paths and not args.patch:
+    paths = _paths(args)
+    if not paths and not args.patch:
         return _plain_log(args)
     with open_repo(args) as repo:
-        entries = list(_entries(repo, rev_parse(repo, args.rev), args.paths))
+        entries = list(_entries(repo, rev_parse(repo, args.rev), paths))
         patches = [_patch(repo, changes) if args.patch else b"" for *_, changes in entries]
     if args.json:
         emit_json([_json(entry, diff, args) for entry, diff in zip(entries, patches, strict=True)])

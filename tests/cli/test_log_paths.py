@@ -75,6 +75,20 @@ def test_directories_and_several_paths(history_tree: HistoryTree) -> None:
     assert _ids(out) == history_tree.changed("/etc/ssh", "/usr/lib/deep")
 
 
+def test_patch_without_paths_diffs_whole_commits(history_tree: HistoryTree) -> None:
+    code, out, _ = _log(history_tree, "-p", history_tree.ref)
+    sections = _sections(out)
+    assert code == 0 and list(sections) == history_tree.ids_newest_first()
+    both = sections[history_tree.by_kind("multi").commit_id]
+    assert "+PermitRootLogin prohibit-password\n" in both
+    assert "Binary files a/usr/bin/tool and b/usr/bin/tool differ\n" in both
+    assert "diff --git" not in sections[history_tree.by_kind("none").commit_id]
+    renamed = sections[history_tree.by_kind("dir-rename").commit_id]
+    old, new = history_tree.by_kind("dir-rename").paths
+    assert f"--- a{old}/copyright\n+++ /dev/null\n" in renamed
+    assert f"--- /dev/null\n+++ b{new}/copyright\n" in renamed
+
+
 def test_plain_log_is_unchanged(history_tree: HistoryTree) -> None:
     code, out, _ = _log(history_tree, history_tree.ref)
     assert code == 0 and _ids(out) == history_tree.ids_newest_first()
@@ -169,6 +183,9 @@ def test_a_path_that_never_existed_prints_nothing(history_tree: HistoryTree, pat
 def test_bad_input(history_tree: HistoryTree) -> None:
     code, out, err = _log(history_tree, history_tree.ref, "--")
     assert (code, out) == (2, "") and err.count("\n") == 1 and "PATH" in err
+    for args in ([SSHD], ["/etc", "--", SSHD]):  # PATHs go after --, as diff's
+        code, out, err = _log(history_tree, history_tree.ref, *args)
+        assert (code, out) == (2, "") and "unrecognized arguments" in err and "--" in err
     code, out, err = _log(history_tree, "no/such/ref", "--", "/etc")
     assert (code, out) == (1, "") and "no/such/ref: no such ref or commit" in err
     code, out, err = _log(history_tree, history_tree.ref, "--", "/etc/../usr")
