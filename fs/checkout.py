@@ -62,12 +62,16 @@ from store import (
     OutOfSpaceError,
     Repository,
     SapwoodError,
+    TaskCallback,
+    Ticker,
     UsageError,
+    count_files,
     file_matches,
     lookup,
     show_path,
     space_errors,
     syncfs,
+    tick,
 )
 
 __all__ = [  # the names callers import from here; they live in the fs.checkout_* modules
@@ -88,15 +92,24 @@ _WINDOW = 64  # copies whose objects are opened and announced to the kernel at o
 
 
 def checkout(
-    repo: Repository, commit_id: ObjectId, dest: Path, options: CheckoutOptions
+    repo: Repository,
+    commit_id: ObjectId,
+    dest: Path,
+    options: CheckoutOptions,
+    progress: TaskCallback | None = None,
 ) -> CheckoutStats:
-    """Check ``options.subpath`` of a commit out into ``dest``."""
+    """Check ``options.subpath`` of a commit out into ``dest``. ``progress`` is told of
+    the count of the commit's files (a quick read of the trees: only when it is given),
+    then of the files (and symlinks) checked out of that total, then of the sync."""
     check_options(repo, options)
     _refuse_dest_in_repository(repo, dest)
     node = lookup(repo, commit_id, options.subpath)
     if node.dir is None:
         raise SubpathNotADirectoryError(subpath=options.subpath)
-    builder = _Builder(repo, options)
+    builder = _Builder(repo, options, progress)
+    if progress is not None:
+        tick(progress, "reading trees")
+        builder.ticker = Ticker(progress, "checking out", count_files(repo, node.dir.tree), "file")
     if options.union == "none":
         return _fresh_checkout(builder, node, dest)
     if not os.path.lexists(dest):  # nothing to unite with: build aside, as a fresh checkout
@@ -141,7 +154,9 @@ def _fresh_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
             builder.finish_dir(node, fd)
         finally:
             os.close(fd)
+        builder.ticker.finish()
         if builder.options.fsync:
+            tick(builder.progress, "syncing")
             syncfs(building)
         os.rename(building, dest)
     except BaseException:
@@ -160,7 +175,9 @@ def _union_checkout(builder: _Builder, node: Node, dest: Path) -> CheckoutStats:
             space_errors(f"{dest} {_PARTLY_UPDATED}"),
         ):
             builder.fill(node, fd, existing=True)
+            builder.ticker.finish()
             if builder.options.fsync:
+                tick(builder.progress, "syncing")
                 syncfs(dest)
     finally:
         os.close(fd)
@@ -209,8 +226,12 @@ def _prefix(node: Node) -> bytes:
 class _Builder(FileWriter):
     """Walks the commit's directories; the files themselves are FileWriter's."""
 
-    def __init__(self, repo: Repository, options: CheckoutOptions) -> None:
+    def __init__(
+        self, repo: Repository, options: CheckoutOptions, progress: TaskCallback | None = None
+    ) -> None:
         super().__init__(repo, options)
+        self.progress = progress
+        self.ticker = Ticker(None, "checking out", None)  # counts nothing until checkout's
         self.protected = _repository_chain(repo) if options.whiteouts else set()
         self._same: set[tuple[int, int, int, int, int]] = set()  # identical by content (stat)
         self._mounts: list[bytes] | None = None
@@ -337,6 +358,8 @@ class _Builder(FileWriter):
                     self._file(child, name, dirfd, existing, header, size)
             finally:
                 self._close_ahead()
+            self.ticker.add(len(window))
+        self.ticker.add(len(tree.files) - len(files))  # whiteouts: entries of the total too
         for name, entry in tree.dirs:
             self._subdir(Node(prefix + name, dir=entry), name, dirfd, existing)
 

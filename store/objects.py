@@ -386,6 +386,29 @@ def _entries(data: bytes, pos: int, ids: int) -> tuple[list[tuple[bytes, bytes]]
     return entries, pos
 
 
+def dirtree_outline(data: bytes) -> tuple[int, list[ObjectId]]:
+    """The number of files of an encoded dirtree and the ids of its subtrees, without
+    decoding it (nothing is checked but the bounds): what a count of a commit's files
+    needs, at a tenth of the cost of :meth:`DirTree.decode`."""
+    try:
+        (count,) = _COUNT.unpack_from(data, 2)
+        pos = 6
+        for _ in range(count):
+            pos += 4 + 32 + _COUNT.unpack_from(data, pos)[0]
+        (dirs,) = _COUNT.unpack_from(data, pos)
+        pos += 4
+        subtrees = []
+        for _ in range(dirs):
+            pos += 4 + _COUNT.unpack_from(data, pos)[0]
+            subtrees.append(ObjectId(data[pos : pos + 32]))
+            pos += 64
+        if pos > len(data):
+            raise struct.error
+    except struct.error:
+        raise FormatError("truncated dirtree") from None
+    return count, subtrees
+
+
 MetaObject = DirTree | DirMeta | Commit
 
 

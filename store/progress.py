@@ -12,6 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from store.errors import SapwoodError
+from store.ids import ObjectId, ObjectType
+from store.objects import dirtree_outline
+
+if TYPE_CHECKING:
+    from store.repo import Repository
 
 _EVERY = 0.1  # seconds between two reports of one phase
 
@@ -70,3 +78,30 @@ def tick(callback: TaskCallback | None, phase: str, total: int | None = None) ->
     """Announce a phase whose items are not counted (a walk of the trees, say)."""
     if callback is not None:
         callback(TaskProgress(phase, 0, total))
+
+
+def count_files(repo: Repository, tree: ObjectId) -> int | None:
+    """The entries a checkout of ``tree`` writes that are not directories (files and
+    symlinks; a subtree found twice counts twice), read from the dirtrees' outlines;
+    None if one cannot be read (the checkout itself will say why)."""
+    from store.mtree import MAX_TREE_DEPTH  # here: mtree imports the transaction machinery
+
+    total = 0
+    stack = [(tree, 0)]
+    try:
+        with repo.index.reader() as reader:
+            while stack:
+                tree_id, depth = stack.pop()
+                record = reader.object(tree_id)
+                if (
+                    record is None
+                    or record.kind is not ObjectType.DIRTREE
+                    or depth > MAX_TREE_DEPTH
+                ):
+                    return None
+                files, subtrees = dirtree_outline(record.payload)
+                total += files
+                stack += [(subtree, depth + 1) for subtree in subtrees]
+    except SapwoodError:
+        return None
+    return total

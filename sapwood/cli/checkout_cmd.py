@@ -8,6 +8,7 @@ from typing import Any
 
 from sapwood import CheckoutOptions, Union, UsageError, checkout, rev_parse
 from sapwood.cli.context import open_repo
+from sapwood.cli.progress import Progress
 
 
 def register(commands: Any) -> None:
@@ -93,6 +94,6 @@ def cmd_checkout(args: argparse.Namespace) -> int:
     )
     if args.dest.resolve() == Path("/"):
         raise UsageError("refusing to check out over /")
-    with open_repo(args) as repo:
-        checkout(repo, rev_parse(repo, args.rev), args.dest, options)
+    with open_repo(args) as repo, Progress("checkout") as progress:
+        checkout(repo, rev_parse(repo, args.rev), args.dest, options, progress=progress.task)
     return 0

@@ -96,10 +96,10 @@ class Progress:
         with self._lock:
             bar = self._bar
             if bar is None or bar.total != total or bar.unit != f" {unit}s":
-                bar = self._open(phase, total, unit)
+                bar = self._open(phase, total, unit, _format(done, total))
             elif phase and phase != bar.desc:
                 bar.set_description_str(phase, refresh=False)
-            bar.bar_format = None if total is not None or done else "{desc} [{elapsed}]"
+            bar.bar_format = _format(done, total)
             if extra:
                 bar.set_postfix_str(extra, refresh=False)
             bar.update(done - bar.n)
@@ -108,7 +108,7 @@ class Progress:
             if done or total is not None:
                 self._summary = self._line(bar.desc, done, total, unit, extra)
 
-    def _open(self, phase: str, total: int | None, unit: str) -> Any:
+    def _open(self, phase: str, total: int | None, unit: str, form: str | None) -> Any:
         from tqdm import tqdm  # only on a terminal: importing it costs every command time
 
         if self._bar is not None:
@@ -122,6 +122,7 @@ class Progress:
             dynamic_ncols=True,
             mininterval=0.1,
             smoothing=0.1,
+            bar_format=form,
         )
         return self._bar
 
@@ -149,6 +150,11 @@ class Progress:
                 sys.stderr.write(self._summary + "\n")
                 sys.stderr.flush()
             self._summary = None
+
+
+def _format(done: int, total: int | None) -> str | None:
+    """tqdm's own bar, but for a phase that counts nothing (yet): its name and time."""
+    return None if total is not None or done else "{desc} [{elapsed}]"
 
 
 def _size(count: int) -> str:
