@@ -20,7 +20,7 @@ either side are grouped under ``/``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from store.errors import ObjectMissingError
 from store.ids import ObjectId
@@ -101,10 +101,10 @@ def commit_stat(repo: Repository, commit_id: ObjectId) -> DiffStat:
 def stat_changes(repo: Repository, changes: Iterable[Change]) -> DiffStat:
     """Sum up changes of two committed trees (diff_trees' output: ``old`` and ``new``
     set as it sets them) per top-level directory."""
-    tally = _Tally()
+    tally = _Tally(repo)
     for change in changes:
-        tally.add_change(repo, change)
-    return tally.result(repo)
+        tally.add_change(change)
+    return tally.result()
 
 
 def _everything_added(repo: Repository, new: Node, paths: Iterable[str] | None) -> Iterator[Change]:
@@ -125,49 +125,53 @@ def _everything_added(repo: Repository, new: Node, paths: Iterable[str] | None) 
 
 @dataclass(slots=True)
 class _Group:
-    """A DirStat being counted; file sizes are summed once they are all known."""
+    """A DirStat being counted."""
 
     added: int = 0
     modified: int = 0
     deleted: int = 0
-    files_added: list[ObjectId] = field(default_factory=list)
-    files_removed: list[ObjectId] = field(default_factory=list)
+    bytes_added: int = 0
+    bytes_removed: int = 0
+
+
+_SIZES_AT_ONCE = 4096  # file sizes read per index snapshot: bounds memory on huge diffs
 
 
 class _Tally:
-    def __init__(self) -> None:
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
         self.groups: dict[bytes, _Group] = {}
+        self.pending: list[tuple[_Group, bool, ObjectId]] = []  # (group, removed, file)
 
     def group(self, path: bytes, is_dir: bool) -> _Group:
         names = path.split(b"/")  # b"/etc/x" -> ["", "etc", "x"]
         key = b"/" + names[1] if len(names) > 2 or is_dir else ROOT_GROUP
         return self.groups.setdefault(key, _Group())
 
-    def add_change(self, repo: Repository, change: Change) -> None:
+    def add_change(self, change: Change) -> None:
         old, new = change.old, change.new
         either_dir = (old is not None and old.is_dir) or (new is not None and new.is_dir)
         group = self.group(change.path, either_dir)
         if old is not None and new is not None:
             group.modified += 1
-            if old.file is not None or new.file is not None:  # not a directory's metadata
-                self._files(group, old, removed=True)
-                self._files(group, new, removed=False)
+            self.count_bytes(group, old, removed=True)
+            self.count_bytes(group, new, removed=False)
             if old.is_dir != new.is_dir:  # a type change: the directory side's contents
-                self.add_below(repo, old if old.is_dir else new, added=new.is_dir)
+                self.add_below(old if old.is_dir else new, added=new.is_dir)
         elif new is not None:
             group.added += 1
-            self._files(group, new, removed=False)
-            self.add_below(repo, new, added=True)
+            self.count_bytes(group, new, removed=False)
+            self.add_below(new, added=True)
         elif old is not None:
             group.deleted += 1
-            self._files(group, old, removed=True)
-            self.add_below(repo, old, added=False)
+            self.count_bytes(group, old, removed=True)
+            self.add_below(old, added=False)
 
-    def add_below(self, repo: Repository, node: Node, added: bool) -> None:
+    def add_below(self, node: Node, added: bool) -> None:
         """Every entry below a directory node, as added or deleted ones."""
         if not node.is_dir:
             return
-        below = walk(repo, node)
+        below = walk(self.repo, node)
         next(below)  # the node itself, counted by the caller
         for entry in below:
             group = self.group(entry.path, entry.is_dir)
@@ -175,33 +179,33 @@ class _Tally:
                 group.added += 1
             else:
                 group.deleted += 1
-            self._files(group, entry, removed=not added)
+            self.count_bytes(group, entry, removed=not added)
 
-    @staticmethod
-    def _files(group: _Group, node: Node, removed: bool) -> None:
+    def count_bytes(self, group: _Group, node: Node, removed: bool) -> None:
+        """Add a file's size to ``group`` (soon: sizes are read a batch at a time)."""
         if node.file is not None:
-            (group.files_removed if removed else group.files_added).append(node.file)
+            self.pending.append((group, removed, node.file))
+            if len(self.pending) >= _SIZES_AT_ONCE:
+                self.flush()
 
-    def result(self, repo: Repository) -> DiffStat:
-        sizes = _sizes(repo, self.groups.values())
+    def flush(self) -> None:
+        wanted = sorted({file_id for _, _, file_id in self.pending})
+        headers = self.repo.read_file_headers(wanted)
+        sizes = {f: size for f, (_, size) in zip(wanted, headers, strict=True)}
+        for group, removed, file_id in self.pending:
+            if removed:
+                group.bytes_removed += sizes[file_id]
+            else:
+                group.bytes_added += sizes[file_id]
+        self.pending.clear()
+
+    def result(self) -> DiffStat:
+        self.flush()
         lines = tuple(
-            DirStat(
-                path,
-                group.added,
-                group.modified,
-                group.deleted,
-                sum(sizes[f] for f in group.files_added),
-                sum(sizes[f] for f in group.files_removed),
-            )
-            for path, group in sorted(self.groups.items())
+            DirStat(path, g.added, g.modified, g.deleted, g.bytes_added, g.bytes_removed)
+            for path, g in sorted(self.groups.items())
         )
         return DiffStat(lines, _sum(lines))
-
-
-def _sizes(repo: Repository, groups: Iterable[_Group]) -> dict[ObjectId, int]:
-    """The content size of every file object counted, read in one index snapshot."""
-    wanted = sorted({f for g in groups for f in (*g.files_added, *g.files_removed)})
-    return {f: size for f, (_, size) in zip(wanted, repo.read_file_headers(wanted), strict=True)}
 
 
 def _sum(lines: Sequence[DirStat]) -> DirStat:

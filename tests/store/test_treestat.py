@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import pytest
 
-from store import InvalidNameError, ObjectId, Repository, root_node
+from store import InvalidNameError, ObjectId, Repository, root_node, treestat
 from store.trees import child_node, diff_trees
 from store.treestat import DiffStat, DirStat, commit_stat, diff_stat
 from tests.helpers import commit_dir, write_tree
@@ -271,3 +271,11 @@ def test_a_root_commit_counts_against_the_empty_tree(pair: Pair) -> None:
 def test_no_change_is_all_zero(pair: Pair) -> None:
     node = root_node(pair.repo, pair.new_id)
     assert diff_stat(pair.repo, node, node) == DiffStat((), DirStat(b""))
+
+
+def test_sizes_read_in_small_batches_add_up_the_same(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(treestat, "_SIZES_AT_ONCE", 2)
+    old, new = root_node(pair.repo, pair.old_id), root_node(pair.repo, pair.new_id)
+    assert diff_stat(pair.repo, old, new) == expected_stat(pair.old, pair.new)
