@@ -20,7 +20,7 @@ from store import (
     rev_parse,
 )
 from store.revdates import format_time
-from tests.helpers import cli, empty_commit, put_record, run
+from tests.helpers import cli, delete_record, empty_commit, put_record, run
 from tests.history_tree import HistoryTree
 
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z
@@ -292,3 +292,15 @@ def test_a_commit_id_at_a_date_on_the_command_line(history_tree: HistoryTree) ->
     assert ok.out.strip() == tenth.commit_id
     early = cli("--repo", history_tree.repo_path, "rev-parse", f"{tenth.commit_id}@{{2026-01-02}}")
     assert early.code == 1 and "no ref history" in early.err
+
+
+def test_a_truncated_history_names_the_oldest_commit_it_holds(user_repo: Repository) -> None:
+    """A history pulled with a depth, or pruned: the walk ends at the missing parent."""
+    ids = _daily(user_repo)
+    user_repo.close()
+    delete_record(user_repo.path, ids[1])
+    with Repository.open(user_repo.path) as repo:
+        assert rev_parse(repo, "main@{2026-11-03T12:00}") == ids[2]
+        with pytest.raises(NoCommitAtDateError) as info:
+            rev_parse(repo, "main@{2026-11-02T12:00}")  # ids[1] is gone, ids[0] unreachable
+        assert info.value.earliest == ids[2]
