@@ -95,3 +95,61 @@ def test_a_submodule_imported_first_does_not_hide_its_function() -> None:
     import store
 
     assert isinstance(store.prune, types.FunctionType)
+
+
+def _cli_loads(*argv: str) -> list[str]:
+    """The layers' modules (and sapwood.cli's) loaded by running `sapwood ARGV`."""
+    code = (
+        f"from sapwood.cli.main import main\ntry:\n    main({list(argv)!r})\n"
+        "except SystemExit:\n    pass"
+    )
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
+    probe += "{'store', 'fs', 'mountd'} or m.startswith('sapwood.cli.')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    loaded: list[str] = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_the_command_line_loads_only_the_command_it_runs(tmp_path: Path) -> None:
+    helped = _cli_loads("--help")
+    assert not [m for m in helped if m.startswith(("fs", "mountd", "store.repo", "store.index"))]
+    assert not [m for m in helped if m.endswith(("_cmds", "_cmd"))]
+    import sapwood
+
+    sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER).close()
+    listed = _cli_loads("--repo", str(tmp_path / "repo"), "refs")
+    assert "sapwood.cli.repo_cmds" in listed
+    assert not [m for m in listed if m.startswith(("fs", "mountd", "store.deltas"))]
+    assert not [m for m in listed if m.endswith(("_cmds", "_cmd")) and "repo_cmds" not in m]
+
+
+def _registered(module: str) -> dict[str, str | None]:
+    """The subcommands ``module``'s register() adds, each with its help line."""
+    import argparse
+
+    commands = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(f"sapwood.cli.{module}").register(commands)
+    helps = {action.dest: action.help for action in commands._choices_actions}
+    return {name: helps.get(name) for name in commands.choices}
+
+
+def test_the_command_table_matches_the_modules() -> None:
+    """Each command is listed (in `sapwood --help`) with the help its module gives it,
+    and run by the module that defines it."""
+    from sapwood.cli import main
+
+    for module in dict.fromkeys(module for _, module, _ in main.COMMANDS):
+        table = {name: help_line for name, home, help_line in main.COMMANDS if home == module}
+        assert _registered(module) == table, f"update COMMANDS in sapwood/cli/main.py for {module}"
+
+
+def test_the_stub_parser_helps_and_refuses_as_the_whole_one() -> None:
+    from sapwood.cli import errors, main
+
+    whole, stubs = main.build_parser(), main.build_parser(load=())
+    assert stubs.format_help() == whole.format_help()
+    assert stubs.format_usage() == whole.format_usage()
+    for parser in (whole, stubs):
+        with pytest.raises(errors.UsageError, match="invalid choice: 'nope' \\(choose from 'init'"):
+            parser.parse_args(["nope"])
+    assert main.EXIT_INTERNAL == errors.EXIT_INTERNAL

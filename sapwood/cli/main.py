@@ -8,30 +8,65 @@ command as it ends git's and coreutils': killed by SIGPIPE, silently.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import select
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from sapwood import SapwoodError, UsageError
-from sapwood.cli import (
-    admin_cmds,
-    archive_cmds,
-    checkout_cmd,
-    commit_cmd,
-    inspect_cmds,
-    log_cmd,
-    maint_cmds,
-    mount_cmds,
-    net_cmds,
-    repair_cmds,
-    repo_cmds,
-)
-from sapwood.cli.errors import EXIT_INTERNAL, exit_code, message
 from sapwood.cli.output import OneLineFormatter, printable
+
+# Every subcommand, in the order `sapwood --help` lists them: (name, the module of
+# sapwood.cli whose register(commands) adds it, its help line). Only the module of the
+# command being run is imported (each loads much of the library); `sapwood --help` and
+# the unknown-command error need none. To add a command: a line here, with the help its
+# module's register() gives it (tests/test_startup.py compares the two).
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("init", "repo_cmds", "create a repository"),
+    ("refs", "repo_cmds", "list, create or delete refs"),
+    ("rev-parse", "repo_cmds", "print the full commit id of a REV"),
+    ("config", "config_cmds", "read or change the repository's settings"),
+    ("commit", "commit_cmd", "commit a tree to a branch; prints the commit id"),
+    (
+        "log",
+        "log_cmd",
+        "a commit and its ancestors (with -- PATH...: those that changed the paths)",
+    ),
+    ("show", "inspect_cmds", "one commit"),
+    ("ls", "inspect_cmds", "list a path of a commit"),
+    ("cat", "inspect_cmds", "write a file of a commit to stdout"),
+    ("diff", "inspect_cmds", "A/M/D lines between two commits, or a commit and a directory"),
+    ("checkout", "checkout_cmd", "check a commit out into a new directory"),
+    ("fsck", "maint_cmds", "re-hash objects and check the repository"),
+    ("prune", "maint_cmds", "delete objects no root needs"),
+    (
+        "rebuild-index",
+        "repair_cmds",
+        "archive repositories: rebuild a missing or damaged index from the object files",
+    ),
+    ("admin", "admin_cmds", "deploy commits into a sysroot and manage its boot entries"),
+    ("remote", "net_cmds", "add, list or delete remotes"),
+    ("pull", "net_cmds", "fetch refs of a remote as REMOTE:REF"),
+    ("pull-local", "net_cmds", "copy refs from a repository on this machine"),
+    (
+        "summary",
+        "archive_cmds",
+        "show the summary (refs and deltas a server offers); -u regenerates it",
+    ),
+    (
+        "keygen",
+        "archive_cmds",
+        "make an ed25519 key pair: the secret key to a file, the public on stdout",
+    ),
+    ("sign", "archive_cmds", "add detached ed25519 signatures to a commit"),
+    ("static-delta", "archive_cmds", "generate and list static deltas"),
+    ("mount", "mount_cmds", "mount a commit read-only (FUSE)"),
+    ("umount", "mount_cmds", "unmount a sapwood mount"),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,28 +99,33 @@ def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of `sapwood`, its subcommands defined by the modules named in ``load``
+    (every module when None); any other command is a stub that has only its help line,
+    enough to list it, to choose it, and to refuse an unknown one."""
     parser = _Parser(prog="sapwood", description="Content-addressed commits of filesystem trees.")
     _global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    modules = (
-        repo_cmds,
-        commit_cmd,
-        log_cmd,
-        inspect_cmds,
-        checkout_cmd,
-        maint_cmds,
-        repair_cmds,
-        admin_cmds,
-        net_cmds,
-        archive_cmds,
-    )
-    for module in (*modules, mount_cmds):
-        module.register(commands)
+    stubs = []
+    for module in dict.fromkeys(module for _, module, _ in COMMANDS):  # in order, once
+        if load is None or module in load:
+            importlib.import_module(f"sapwood.cli.{module}").register(commands)
+            continue
+        for name, _, help_line in (c for c in COMMANDS if c[1] == module):
+            stubs.append(commands.add_parser(name, help=help_line, add_help=False))
     for subparser in commands.choices.values():
-        _global_options(subparser, top=False)
+        if subparser not in stubs:
+            _global_options(subparser, top=False)
     return parser
+
+
+def _parser_for(argv: Sequence[str] | None) -> argparse.ArgumentParser:
+    """A parser that defines only the subcommand ``argv`` runs. argparse itself finds
+    that command, with every command a stub: so the global options, --help, a missing
+    or an unknown command behave exactly as with the whole parser."""
+    chosen = build_parser(load=()).parse_known_args(argv)[0].command
+    return build_parser(load={module for name, module, _ in COMMANDS if name == chosen})
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -100,10 +140,23 @@ def _error(message: str) -> None:
     print(f"sapwood: error: {printable(message, keep_tab=False)}", file=sys.stderr)
 
 
+EXIT_INTERNAL = 70  # sapwood.cli.errors.EXIT_INTERNAL, which main imports only on failure
+
+
+def _report(exc: SapwoodError) -> int:
+    """Say what went wrong; its exit code. sapwood.cli.errors is imported here, on
+    failure only: its tables name error classes of fs.checkout, fs.commit, ..., whose
+    modules a successful command may never need (~40 ms of every start)."""
+    from sapwood.cli import errors
+
+    _error(errors.message(exc))
+    return errors.exit_code(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        args = build_parser().parse_args(argv)
+        args = _parser_for(argv).parse_args(argv)
         debug = args.debug
         _configure_logging(args)
         result: int = args.func(args)
@@ -111,8 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SapwoodError as exc:
         if debug:
             raise
-        _error(message(exc))
-        return exit_code(exc)
+        return _report(exc)
     except OSError as exc:
         if debug or (isinstance(exc, BrokenPipeError) and stdout_closed()):
             raise  # run() ends quietly when the reader of stdout went away
