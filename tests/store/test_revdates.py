@@ -110,7 +110,7 @@ def test_refused_forms_say_why_quickly(text: str, says: str) -> None:
     started = time.perf_counter()
     with pytest.raises(InvalidDateError) as info:
         parse_date(text, now=NOW)
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.5  # one bounded match (slack for a busy machine)
     assert says in str(info.value)
     assert info.value.date == text
     assert len(str(info.value)) < 400  # one line of reasonable length, whatever came in
