@@ -190,3 +190,20 @@ def test_dot_dot_is_refused(history_tree: HistoryTree) -> None:
         result = cli("--repo", history_tree.repo_path, "diff", first, last, "--", path)
         assert result.code != 0 and result.out == ""
         assert result.err.count("\n") == 1 and "'..'" in result.err, result.err
+
+
+def test_show_stat_needs_the_parent_when_one_is_named(
+    history_tree: HistoryTree, tmp_path: Path
+) -> None:
+    """pull-local copies the head commit alone: comparing with the empty tree would
+    report the whole tree as added, so show --stat says the parent is missing."""
+    shallow = tmp_path / "shallow"
+    assert cli("--repo", shallow, "init").code == 0
+    pulled = cli("--repo", shallow, "pull-local", history_tree.repo_path, history_tree.ref)
+    assert pulled.code == 0, pulled.err
+    head = history_tree.commits[-1]
+    assert cli("--repo", shallow, "show", history_tree.ref).code == 0
+    result = cli("--repo", shallow, "show", "--stat", history_tree.ref)
+    assert result.code == 1 and result.out == ""
+    assert result.err.count("\n") == 1 and "is not in the repository" in result.err
+    assert head.commit_id in result.err
