@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from sapwood import (
     FetchSettings,
-    PullProgress,
     PullReport,
     Remote,
     add_remote,
@@ -27,6 +24,7 @@ from sapwood import (
 )
 from sapwood.cli.context import open_repo
 from sapwood.cli.output import emit_json, plural, quote_path
+from sapwood.cli.progress import Progress, size_text
 
 
 def register(commands: Any) -> None:
@@ -123,32 +121,26 @@ def cmd_remote_delete(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     settings = FetchSettings.from_environ(os.environ)
-    shown = _Progress()
-    with open_repo(args) as repo:
-        try:
-            report = pull(
-                repo,
-                args.remote,
-                args.refs,
-                depth=args.depth,
-                dry_run=args.dry_run,
-                settings=settings,
-                progress=shown,
-                allow_downgrade=args.allow_downgrade,
-            )
-        finally:
-            shown.close()
+    with open_repo(args) as repo, Progress("pull") as shown:
+        report = pull(
+            repo,
+            args.remote,
+            args.refs,
+            depth=args.depth,
+            dry_run=args.dry_run,
+            settings=settings,
+            progress=shown.pull,
+            allow_downgrade=args.allow_downgrade,
+        )
+        shown.finish(_summary(report), report.bytes)
     _print_report(report)
     return 0
 
 
 def cmd_pull_local(args: argparse.Namespace) -> int:
-    shown = _Progress()
-    with open_repo(args) as repo:
-        try:
-            report = pull_local(repo, args.source, args.refs, progress=shown)
-        finally:
-            shown.close()
+    with open_repo(args) as repo, Progress("pull-local") as shown:
+        report = pull_local(repo, args.source, args.refs, progress=shown.pull)
+        shown.finish(_summary(report), report.bytes)
     _print_report(report)
     return 0
 
@@ -162,52 +154,25 @@ def _print_report(report: PullReport) -> None:
     if report.dry_run:
         print(
             f"would fetch {plural(report.content_missing, 'content object')} "
-            f"(after {metadata}, {_size(report.bytes)})"
+            f"(after {metadata}, {size_text(report.bytes)})"
         )
         return
     delta = f", {plural(report.delta_objects, 'object')} in deltas" if report.deltas else ""
     linked = f" ({report.linked} hardlinked)" if report.linked else ""
     print(
         f"fetched {metadata} and {plural(report.content_fetched, 'content object')}"
-        f"{linked}{delta}: {_size(report.bytes)}"
+        f"{linked}{delta}: {size_text(report.bytes)}"
     )
 
 
-def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
-
-
-class _Progress:
-    """Objects, bytes and rate on one line of stderr, when stderr is a terminal."""
-
-    def __init__(self) -> None:
-        self._active = sys.stderr.isatty()
-        self._shown = False
-        self._lock = threading.Lock()
-
-    def __call__(self, status: PullProgress) -> None:
-        if not self._active:
-            return
-        rate = status.bytes / status.elapsed if status.elapsed > 0 else 0.0
-        total = f"/{status.content_total}" if status.content_total is not None else ""
-        line = (
-            f"\r{status.phase}: {plural(status.objects, 'object')} "
-            f"(content {status.content_done}{total}), {_size(status.bytes)}, "
-            f"{_size(int(rate))}/s\033[K"
-        )
-        with self._lock:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            self._shown = True
-
-    def close(self) -> None:
-        with self._lock:
-            if self._shown:
-                sys.stderr.write("\r\033[K")
-                sys.stderr.flush()
-                self._shown = False
+def _summary(report: PullReport) -> str:
+    """The summary line's words: content objects fetched of those missing, and bytes."""
+    if report.dry_run:
+        return f"{plural(report.content_missing, 'content object')} missing"
+    missing = report.content_missing
+    share = 100 * report.content_fetched // missing if missing else 100
+    delta = f", {plural(report.delta_objects, 'object')} in deltas" if report.deltas else ""
+    return (
+        f"{report.content_fetched}/{missing} content objects ({share}%){delta}, "
+        f"{size_text(report.bytes)}"
+    )

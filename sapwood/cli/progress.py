@@ -84,7 +84,7 @@ class Progress:
         done = status.content_done if counted else status.objects
         unit = _PULL_UNIT if counted else "object"
         rate = status.bytes / status.elapsed if status.elapsed > 0 else 0.0
-        extra = f"{_size(status.bytes)}, {_size(int(rate))}/s"
+        extra = f"{size_text(status.bytes)}, {size_text(int(rate))}/s" if status.bytes else ""
         total = status.content_total
         if total is not None:
             done = min(done, total)  # objects that came in deltas are counted as done too
@@ -95,7 +95,8 @@ class Progress:
     def _show(self, phase: str, done: int, total: int | None, unit: str, extra: str = "") -> None:
         with self._lock:
             bar = self._bar
-            if bar is None or bar.total != total or bar.unit != f" {unit}s":
+            fresh = bar is None or bar.total != total or bar.unit != f" {unit}s"
+            if fresh:
                 bar = self._open(phase, total, unit, _format(done, total))
             elif phase and phase != bar.desc:
                 bar.set_description_str(phase, refresh=False)
@@ -103,8 +104,10 @@ class Progress:
             if extra:
                 bar.set_postfix_str(extra, refresh=False)
             bar.update(done - bar.n)
-            if total is not None and done >= total and bar.last_print_n < done:
-                bar.refresh()  # the 100% is drawn, however soon it follows the last draw
+            finished = total is not None and done >= total
+            if (fresh or finished) and bar.last_print_n < done:
+                bar.refresh()  # drawn at once: a first count, and the 100% of the last
+                bar.last_print_n = done
             if done or total is not None:
                 self._summary = self._line(bar.desc, done, total, unit, extra)
 
@@ -136,9 +139,12 @@ class Progress:
         tail = f", {extra}" if extra else (f", {rate}" if rate else "")
         return f"{self._name}: {phase} {counted} in {elapsed:.1f} s{tail}"
 
-    def finish(self, what: str) -> None:
-        """Say ``what`` was done in the summary line (instead of the last count)."""
-        self._summary = f"{self._name}: {what} in {time.monotonic() - self._started:.1f} s"
+    def finish(self, what: str, transferred: int | None = None) -> None:
+        """Say ``what`` was done in the summary line (instead of the last count), with
+        the average rate of ``transferred`` bytes if given."""
+        elapsed = time.monotonic() - self._started
+        rate = f", {size_text(int(transferred / elapsed))}/s" if transferred and elapsed else ""
+        self._summary = f"{self._name}: {what} in {elapsed:.1f} s{rate}"
 
     def close(self, success: bool = True) -> None:
         """Clear the bar; after a success, write the summary line."""
@@ -157,7 +163,7 @@ def _format(done: int, total: int | None) -> str | None:
     return None if total is not None or done else "{desc} [{elapsed}]"
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
     """Bytes for people: 512 B, 3.0 MiB."""
     size = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sapwood.cli import net_cmds
+from sapwood.cli.progress import Progress
 from store import RepoMode, Repository
 from store.pull import PullProgress
 from store.summary import update_summary
@@ -136,9 +136,9 @@ def test_progress_is_shown_on_a_terminal_and_cleared_after(
 ) -> None:
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    shown = net_cmds._Progress()
-    shown(PullProgress("content", 12, 3 << 20, 40, 10, 2.0))
-    shown.close()
+    shown = Progress("pull")
+    shown.pull(PullProgress("content", 12, 3 << 20, 40, 10, 2.0))
+    shown.close(success=False)  # cleared, without a summary line
     text = terminal.getvalue()
-    assert "content: 12 objects (content 10/40), 3.0 MiB, 1.5 MiB/s" in text
-    assert text.endswith("\r\033[K")
+    assert "content:  25%" in text and "10/40" in text and "3.0 MiB, 1.5 MiB/s" in text
+    assert text.endswith("\r") and not text.rsplit("\r", 2)[-2].strip()
