@@ -43,6 +43,7 @@ from store import (
     RepoMode,
     Repository,
     SapwoodError,
+    TaskCallback,
     TreeLayoutError,
     from_hex,
     lookup,
@@ -66,6 +67,7 @@ class DeployRequest:
     replace_kargs: Sequence[str] = ()
     append_kargs: Sequence[str] = ()
     warnings: list[str] = field(default_factory=list)
+    progress: TaskCallback | None = None  # told of the checkout, the longest step
 
 
 def node_type(repo: Repository, commit_id: ObjectId, path: str) -> etc_merge.NodeType | None:
@@ -170,7 +172,7 @@ def _build(
 ) -> None:
     user_mode = repo.mode is not RepoMode.BARE
     options = CheckoutOptions(require_hardlinks=True, user_mode=user_mode)
-    checkout(repo, from_hex(new.commit), dest, options)
+    checkout(repo, from_hex(new.commit), dest, options, request.progress)
     if source == "etc":
         (dest / "usr").mkdir(mode=0o755, exist_ok=True)
         os.rename(dest / "etc", dest / "usr/etc")

@@ -27,6 +27,7 @@ from store import (
     DeploymentIndexError,
     PruneReport,
     Repository,
+    TaskCallback,
     UnknownOSError,
     UsageError,
     prune,
@@ -107,15 +108,18 @@ class Sysroot:
         os_name: str | None = None,
         kargs: tuple[str, ...] = (),
         append_kargs: tuple[str, ...] = (),
+        progress: TaskCallback | None = None,
     ) -> DeployResult:
         """Deploy the commit ``rev`` names in the sysroot's repository, as the new
-        default. ``kargs`` (K=V) replace every value of K, ``append_kargs`` add one."""
+        default. ``kargs`` (K=V) replace every value of K, ``append_kargs`` add one.
+        ``progress`` receives the checkout's TaskProgress values (see checkout)."""
         # the repository's lock, shared: a prune waits (deploy.py's docstring)
         with self.layout.locked(), self.open_repository() as repo, repo.lock(exclusive=False):
             deployments = read_deployments(self.layout)
             booted = find_booted(deployments, booted_path(self.cmdline))
             name = self._os_for_deploy(os_name, booted)
             request = DeployRequest(name, rev, rev_parse(repo, rev), kargs, append_kargs)
+            request.progress = progress
             new, listed = deploy(self.layout, repo, request, deployments, booted)
             return DeployResult(new, listed, request.warnings)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sapwood import Deployment, Sysroot, install_initramfs_hook
 from sapwood.cli.output import emit_json, plural, printable
+from sapwood.cli.progress import Progress
 
 
 def register(commands: Any) -> None:
@@ -113,9 +114,15 @@ def cmd_os_init(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    result = _sysroot(args).deploy(
-        args.rev, args.os_name, tuple(args.karg), tuple(args.karg_append)
-    )
+    sysroot = _sysroot(args)
+    with Progress("deploy") as progress:
+        result = sysroot.deploy(
+            args.rev,
+            args.os_name,
+            tuple(args.karg),
+            tuple(args.karg_append),
+            progress=progress.task,
+        )
     new = result.deployment
     print(f"deployed {new.os_name} {new.name} as deployment 0 (the default)")
     return 0

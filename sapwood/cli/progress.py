@@ -50,8 +50,10 @@ class Progress:
         self._active = sys.stderr.isatty()
         self._lock = threading.Lock()
         self._bar: Any = None  # the tqdm bar of the current phase
+        self._logs: Any = None  # while bars are drawn, log lines go through tqdm.write
         self._started = time.monotonic()
-        self._summary: str | None = None  # the last counted phase, said at the end
+        self._last: tuple[str, int, int | None, str, str] | None = None  # the last count
+        self._summary: str | None = None  # said at the end instead of the last count
 
     def __enter__(self) -> Progress:
         return self
@@ -109,13 +111,18 @@ class Progress:
                 bar.refresh()  # drawn at once: a first count, and the 100% of the last
                 bar.last_print_n = done
             if done or total is not None:
-                self._summary = self._line(bar.desc, done, total, unit, extra)
+                self._last = (bar.desc, done, total, unit, extra)
 
     def _open(self, phase: str, total: int | None, unit: str, form: str | None) -> Any:
         from tqdm import tqdm  # only on a terminal: importing it costs every command time
 
         if self._bar is not None:
             self._bar.close()
+        if self._logs is None:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self._logs = logging_redirect_tqdm()  # a warning clears the bar, then redraws it
+            self._logs.__enter__()
         self._bar = tqdm(
             desc=phase,
             total=total,
@@ -152,10 +159,14 @@ class Progress:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
-            if self._active and success and self._summary is not None:
-                sys.stderr.write(self._summary + "\n")
+            if self._logs is not None:
+                self._logs.__exit__(None, None, None)
+                self._logs = None
+            summary = self._summary or (self._line(*self._last) if self._last else None)
+            if self._active and success and summary is not None:
+                sys.stderr.write(summary + "\n")
                 sys.stderr.flush()
-            self._summary = None
+            self._summary = self._last = None
 
 
 def _format(done: int, total: int | None) -> str | None:
