@@ -79,8 +79,8 @@ def register(commands: Any) -> None:
     diff.add_argument(
         "paths",
         nargs="*",
-        metavar="PATH",
-        help="after --: only the changes at or below these paths (two commits)",
+        metavar="-- PATH",
+        help="only the changes at or below these paths (of two commits)",
     )
     _keep_separator(diff)
     diff.set_defaults(func=cmd_diff)
