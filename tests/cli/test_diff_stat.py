@@ -207,3 +207,16 @@ def test_show_stat_needs_the_parent_when_one_is_named(
     assert result.code == 1 and result.out == ""
     assert result.err.count("\n") == 1 and "is not in the repository" in result.err
     assert head.commit_id in result.err
+
+
+def test_without_the_new_options_diff_is_as_before(history_tree: HistoryTree) -> None:
+    """A '--' before the commits still only ends the options: `diff -- A B` is the
+    whole diff of A and B, as it was before PATHs existed."""
+    first, last = history_tree.commits[0].commit_id, history_tree.commits[-1].commit_id
+    whole = cli("--repo", history_tree.repo_path, "diff", first, last)
+    assert whole.code == 0 and whole.out
+    assert cli("--repo", history_tree.repo_path, "diff", "--", first, last).out == whole.out
+    lines = [line.split() for line in whole.out.splitlines()]
+    assert lines == expected_diff(
+        history_tree.commits[0].manifest, history_tree.commits[-1].manifest, "/"
+    )
