@@ -147,8 +147,8 @@ def diff_trees(
     changes at or below those paths, still in path order: each path is followed down
     from the two nodes, stopping where both sides share a dirtree id, and nothing
     outside the paths is read. A path neither side holds gives nothing; "/" is the
-    whole tree; an empty ``paths`` gives nothing. InvalidNameError for a path holding
-    '..' (or any name a tree cannot hold).
+    whole tree; an empty ``paths`` gives nothing; one str is one path.
+    InvalidNameError for a path holding '..' (or any name a tree cannot hold).
     """
     _require_dir(old)
     _require_dir(new)
@@ -161,7 +161,10 @@ def diff_trees(
 
 def distinct_paths(paths: Iterable[str]) -> list[tuple[bytes, ...]]:
     """The checked names of each path, in tree order, without paths below another
-    (``/etc`` covers ``/etc/ssh``) or repeated; InvalidNameError for '..'."""
+    (``/etc`` covers ``/etc/ssh``) or repeated; InvalidNameError for '..'. One str is
+    one path (not its characters)."""
+    if isinstance(paths, str):
+        paths = [paths]
     split = sorted({tuple(split_path(path)) for path in paths})
     kept: list[tuple[bytes, ...]] = []
     for names in split:

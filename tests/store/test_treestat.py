@@ -209,6 +209,12 @@ def test_paths_that_name_nothing_give_nothing(pair: Pair) -> None:
     assert limited(pair) == []
 
 
+def test_one_str_is_one_path(pair: Pair) -> None:
+    old, new = root_node(pair.repo, pair.old_id), root_node(pair.repo, pair.new_id)
+    got = [(c.kind, c.path) for c in diff_trees(pair.repo, old, new, "/etc/passwd")]
+    assert got == [("M", b"/etc/passwd")]
+
+
 def test_dot_dot_is_refused(pair: Pair) -> None:
     with pytest.raises(InvalidNameError, match=r"'\.\.'"):
         limited(pair, "/etc/../usr")
