@@ -37,6 +37,9 @@ Names that are not classes or functions:
   (existing files must be identical; needs hardlinks).
 - ``U32_MAX``, ``I64_MIN``, ``I64_MAX``: the bounds of uids and gids, and of
   timestamps, that a commit can hold.
+- ``TaskCallback``: what ``progress=`` of fsck, prune, checkout and
+  ``Sysroot.deploy`` takes, a callable given a ``TaskProgress`` (phase, items done,
+  total or None, unit) at most every 0.1 s and at the end of each phase.
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ if TYPE_CHECKING:
         Superblock,
         SysrootError,
         SysrootNotFoundError,
+        TaskCallback,
+        TaskProgress,
         TooManyFilesError,
         TreeLayoutError,
         UnknownOSError,
@@ -307,6 +312,8 @@ __all__ = [
     "Sysroot",
     "SysrootError",
     "SysrootNotFoundError",
+    "TaskCallback",
+    "TaskProgress",
     "TooManyFilesError",
     "TreeLayoutError",
     "Union",
@@ -494,6 +501,8 @@ _HOMES: dict[str, str] = {
     "Superblock": "store",
     "SysrootError": "store",
     "SysrootNotFoundError": "store",
+    "TaskCallback": "store",
+    "TaskProgress": "store",
     "TooManyFilesError": "store",
     "TreeLayoutError": "store",
     "U32_MAX": "store",

@@ -251,10 +251,20 @@ def test_the_cycle_check_finds_a_hidden_cycle() -> None:
     assert _cycle(graph) == ["store.repo", "store.transaction", "store.repo"]
 
 
+# Libraries of the terminal, not layers: tqdm draws progress (sapwood/cli/progress.py).
+_CLI_LIBRARIES = frozenset({"tqdm"})
+
+
 def _cli_may_import(name: str) -> bool:
-    """The command line is a client of ``import sapwood`` and the standard library only."""
+    """The command line is a client of ``import sapwood`` and the standard library only
+    (and of the terminal libraries above)."""
     top = name.split(".")[0]
-    return name == "sapwood" or name.startswith("sapwood.cli") or top in sys.stdlib_module_names
+    return (
+        name == "sapwood"
+        or name.startswith("sapwood.cli")
+        or top in sys.stdlib_module_names
+        or top in _CLI_LIBRARIES
+    )
 
 
 @pytest.mark.parametrize("path", _modules("sapwood/cli"), ids=lambda p: p.name)

@@ -21,25 +21,12 @@ import sys
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sapwood import PullProgress
+    from sapwood import PullProgress, TaskProgress
 
 _PULL_UNIT = "content object"
-
-
-class TaskStatus(Protocol):
-    """What the library's ``TaskProgress`` carries (read-only)."""
-
-    @property
-    def phase(self) -> str: ...
-    @property
-    def done(self) -> int: ...
-    @property
-    def total(self) -> int | None: ...
-    @property
-    def unit(self) -> str: ...
 
 
 class Progress:
@@ -72,7 +59,7 @@ class Progress:
         if self._active:
             self._show("committing", files, None, "file")
 
-    def task(self, status: TaskStatus) -> None:
+    def task(self, status: TaskProgress) -> None:
         """A ``TaskProgress`` of fsck, prune, checkout or deploy."""
         if self._active:
             self._show(status.phase, status.done, status.total, status.unit)
