@@ -156,9 +156,11 @@ def make_commit(
     stats = CommitStats()
     with repo.transaction() as txn:
         root = MutableDir()
-        for layer in request.layers:
-            _apply_layer(repo, txn, layer, root, request.options, started_ns, progress, stats)
         default_meta = txn.write_dirmeta(DirMeta(0, 0, DEFAULT_DIR_MODE))
+        for number, layer in enumerate(request.layers, 1):
+            last = number == len(request.layers)
+            context = _LayerContext(request.options, started_ns, progress, stats)
+            _apply_layer(repo, txn, layer, root, context, default_meta if last else None)
         root_entry = root.write(txn, default_meta)
         if request.skip_if_unchanged and parent is not None:
             previous = repo.read_commit(parent)
@@ -209,24 +211,35 @@ def _parent(
     return parent
 
 
+@dataclass(frozen=True)
+class _LayerContext:
+    options: ContentOptions
+    started_ns: int
+    progress: Progress | None
+    stats: CommitStats
+
+
 def _apply_layer(
     repo: Repository,
     txn: Transaction,
     layer: Layer,
     root: MutableDir,
-    options: ContentOptions,
-    started_ns: int,
-    progress: Progress | None,
-    stats: CommitStats,
+    context: _LayerContext,
+    seal: ObjectId | None,
 ) -> None:
+    """Overlay one layer on ``root``. ``seal`` (the last layer's default dirmeta) lets a
+    directory layer write each directory as it finishes it (fs/scan.py)."""
     if layer.kind is LayerKind.DIR:
-        scanner = DirScanner(repo, txn, options, started_ns, progress)
+        scanner = DirScanner(
+            repo, txn, context.options, context.started_ns, context.progress, seal=seal
+        )
         scanner.scan(Path(layer.source), root)
+        stats = context.stats
         stats.files_read += scanner.files_read
         stats.cache_hits += scanner.cache_hits
         stats.linked += scanner.linked
     elif layer.kind is LayerKind.TAR:
-        TarImporter(txn, options).load(Path(layer.source), root)
+        TarImporter(txn, context.options).load(Path(layer.source), root)
     else:
         rev = str(layer.source)
         source_id = rev_parse(repo, rev)

@@ -27,6 +27,11 @@ nothing but memory (MutableDir.write refuses trees deeper than store allows). At
 most _MAX_OPEN_DIRS directory fds are open at once (plus the _READAHEAD_BATCH files
 being read): past that the shallowest are closed, and reopened when the walk comes
 back to them by ".." from the child it leaves, checked as above.
+
+When the scan is the commit's last layer (``seal``), each directory's dirtree is
+written as soon as the walk leaves it, and the directory is kept in its parent as a
+reference to that tree: the names and ids of a million files are never all held at
+once, only those of the directories on the walk's path.
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 from fs.options import ContentOptions, clean_xattrs
 from fs.statcache import Granularity, cacheable, header_digest
 from store import (
+    MAX_TREE_DEPTH,
     SMALL_FILE,
+    DirEntry,
     DirMeta,
     FileHeader,
     MutableDir,
@@ -61,6 +69,7 @@ Progress = Callable[[int], None]
 _READ_CHUNK = 1 << 20
 _READAHEAD_BATCH = 64  # files announced to the kernel ahead of reading
 _MAX_OPEN_DIRS = 32  # directory fds held at once, whatever the depth of the tree
+_RELEASE_EVERY = 32768  # files scanned between releases of the index's pages
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _LINK_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -110,8 +119,12 @@ class DirScanner:
         options: ContentOptions,
         started_ns: int,
         progress: Progress | None = None,
+        seal: ObjectId | None = None,
     ) -> None:
+        """``seal``: write each directory when the walk leaves it (no later layer can
+        change it), with this dirmeta for the directories that have none."""
         self._repo = repo
+        self._seal = seal
         self._txn = txn
         self._options = options
         self._started_ns = started_ns
@@ -119,6 +132,8 @@ class DirScanner:
         self._count = 0
         self._source = b""
         self._open_dirs = 0
+        self._release_at = _RELEASE_EVERY
+        self._snapshot_flushes = 0
         self._granularity = Granularity()
         self.files_read = 0
         self.cache_hits = 0
@@ -133,8 +148,8 @@ class DirScanner:
             raise SourceError(f"{source}: {exc.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise SourceError(f"{source}: not a directory")
-        with self._repo.snapshot() as snapshot:
-            self._snapshot = snapshot
+        with ExitStack() as self._snapshot_scope:
+            self._renew_snapshot()
             self._walk(_Dir(b"", st, b"/", target))
         log.info(
             "scanned %s: %d files read, %d from the stat cache, %d linked objects, "
@@ -145,6 +160,14 @@ class DirScanner:
             self.linked,
             self.coarse_files,
         )
+
+    def _renew_snapshot(self) -> None:
+        """Read the index from a new snapshot (after the transaction flushed objects),
+        and let the pages read so far leave memory (Index.release_pages)."""
+        self._snapshot_scope.close()
+        self._snapshot = self._snapshot_scope.enter_context(self._repo.snapshot())
+        self._snapshot_flushes = self._txn.flushes
+        self._repo.index.release_pages()
 
     # ----- the walk -------------------------------------------------------------------
     def _walk(self, root: _Dir) -> None:
@@ -157,7 +180,10 @@ class DirScanner:
             while stack:
                 top = stack[-1]
                 if not top.subdirs:
-                    below = self._leave(stack.pop(), below)
+                    done = stack.pop()
+                    below = self._leave(done, below)
+                    if stack and self._seal is not None:
+                        self._write_sealed(done, stack[-1], len(stack))
                     continue
                 child = top.subdirs.pop()
                 self._open_dir(child, self._fd_of(top, below))
@@ -172,6 +198,18 @@ class DirScanner:
                 os.close(below)
             for directory in stack:
                 self._close(directory)
+
+    def _write_sealed(self, done: _Dir, parent: _Dir, depth: int) -> None:
+        """Write a directory the walk has finished, keeping only a reference to its
+        tree in its parent (see the module's docstring)."""
+        assert self._seal is not None
+        if depth > MAX_TREE_DEPTH:  # as MutableDir.write would refuse it from the root
+            raise SourceError(
+                f"the tree nests directories more than {MAX_TREE_DEPTH} deep, which sapwood refuses"
+            )
+        entry = done.target.write(self._txn, self._seal)
+        sealed = MutableDir.from_existing(self._repo, DirEntry(entry.tree, entry.meta))
+        parent.target.entries[done.name] = sealed
 
     def _open_dir(self, directory: _Dir, parent_fd: int | None) -> None:
         """Open a directory the walk has classified (the root: by its path)."""
@@ -270,6 +308,11 @@ class DirScanner:
         """Record a directory's metadata and files; queue its subdirectories."""
         fd = directory.fd
         assert fd is not None
+        if self._txn.flushes != self._snapshot_flushes:
+            self._renew_snapshot()  # (its objects' inodes are listed again if needed)
+        elif self._count >= self._release_at:
+            self._release_at = self._count + _RELEASE_EVERY
+            self._repo.index.release_pages()
         directory.target.meta = self._dirmeta(directory, fd)
         pending: list[_PendingFile] = []
         try:

@@ -29,7 +29,9 @@ object entries and commits change together or not at all.
 
 from __future__ import annotations
 
+import ctypes
 import enum
+import functools
 import os
 import struct
 import threading
@@ -55,7 +57,7 @@ from store.errors import (
     UsageError,
 )
 from store.ids import ID_BYTES, ObjectId, ObjectType
-from store.objects import FileStat, file_stat
+from store.objects import DirTree, FileStat, file_stat
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 _I64 = struct.Struct(">q")
@@ -408,6 +410,23 @@ class Index:
         self._shared.reopen()
         self._env, self._dbs = self._shared.env, self._shared.dbs
 
+    def release_pages(self) -> None:
+        """Let the pages of the memory map that reads have touched leave this process's
+        resident set (they stay in the page cache), with no transaction to close.
+
+        A walk of a million files reads most of the index through the map, and every
+        page read stays resident (300 MiB at a million files) until the map is closed,
+        which :meth:`remap` can only do with no transaction open. madvise(DONTNEED) on
+        the map drops the pages' mappings instead: LMDB maps the file read-only and
+        never rewrites a page a live snapshot can see, so a later read faults the same
+        bytes back in from the page cache. Long walks (commit, fsck, prune) call it
+        every few thousand objects; where it cannot be done it does nothing.
+        """
+        if self._closed:
+            return
+        for start, length in _mapped_ranges(os.path.join(self._shared.key, "data.mdb")):
+            _madvise_dontneed(start, length)
+
     def _require_open(self) -> None:
         """A closed repository is the caller's slip, not a damaged index."""
         if self._closed:
@@ -448,6 +467,7 @@ class Index:
         with self._env.begin(write=True) as txn:
             objects = self._dbs["objects"]
             _check_required(txn, objects, batch)
+            _check_new_trees(txn, objects, batch)
             _check_refs(txn, self._dbs, batch)
             for object_id, record in batch.objects.items():
                 txn.put(object_id, record.encode(), db=objects, overwrite=False)
@@ -474,6 +494,38 @@ class Index:
                 txn.put(key, value, db=self._dbs["statcache"])
 
 
+_MADV_DONTNEED = 4  # linux/mman.h
+
+
+def _mapped_ranges(path: str) -> list[tuple[int, int]]:
+    """(start, length) of this process's mappings of ``path``, from /proc/self/maps."""
+    ranges: list[tuple[int, int]] = []
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].rstrip(b"\n") == os.fsencode(path):
+                    low, high = (int(part, 16) for part in fields[0].split(b"-"))
+                    ranges.append((low, high - low))
+    except OSError:
+        return []
+    return ranges
+
+
+def _madvise_dontneed(start: int, length: int) -> None:
+    libc = _libc()
+    if libc is not None:
+        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_DONTNEED)
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _put_commitmeta(txn: Any, db: Any, batch: WriteBatch) -> None:
     """Detached signatures, each a compare-and-swap of what the writer read."""
     for commit_id, (expected, new) in batch.commitmeta.items():
@@ -494,24 +546,48 @@ _KIND_NAMES = {kind.value: kind.suffix for kind in ObjectType}
 
 def _check_required(txn: Any, objects_db: Any, batch: WriteBatch) -> None:
     for object_id, kind in batch.required:
-        record = batch.objects.get(object_id)
-        found = record.kind.value if record is not None else None
-        if found is None:
-            value = txn.get(object_id, db=objects_db)
-            if value is None:
-                raise ObjectMissingError(
-                    f"object {object_id.hex()}, which this commit reuses, was removed "
-                    "from the repository while it ran "
-                    "(by prune or fsck with delete); nothing was committed",
-                    object_id=ObjectId(object_id),
-                )
-            found = bytes(value[:1])
-        if found != kind.value:
-            raise CorruptObjectError(
-                f"object {object_id.hex()} is named as a {kind.suffix} but is a "
-                f"{_KIND_NAMES.get(found, 'another kind')}: nothing was committed",
+        _check_present(txn, objects_db, batch, object_id, kind)
+
+
+def _check_new_trees(txn: Any, objects_db: Any, batch: WriteBatch) -> None:
+    """Everything a dirtree of the batch names must be in the batch or the index, as
+    the kind it is named as. Checked from the trees themselves at the commit point
+    rather than from a list kept while they were written: a million files would be a
+    million entries of that list (store/transaction.py)."""
+    for record in batch.objects.values():
+        if record.kind is not ObjectType.DIRTREE:
+            continue
+        tree = DirTree.decode(record.payload)
+        for _, file_id in tree.files:
+            _check_present(txn, objects_db, batch, file_id, ObjectType.FILE)
+        for _, entry in tree.dirs:
+            _check_present(txn, objects_db, batch, entry.tree, ObjectType.DIRTREE)
+            _check_present(txn, objects_db, batch, entry.meta, ObjectType.DIRMETA)
+
+
+def _check_present(
+    txn: Any, objects_db: Any, batch: WriteBatch, object_id: ObjectId, kind: ObjectType
+) -> None:
+    """ObjectMissingError unless ``object_id`` is in the batch or the index, and
+    CorruptObjectError unless it is of ``kind`` there."""
+    record = batch.objects.get(object_id)
+    found = record.kind.value if record is not None else None
+    if found is None:
+        value = txn.get(object_id, db=objects_db)
+        if value is None:
+            raise ObjectMissingError(
+                f"object {object_id.hex()}, which this commit reuses, was removed "
+                "from the repository while it ran "
+                "(by prune or fsck with delete); nothing was committed",
                 object_id=ObjectId(object_id),
             )
+        found = bytes(value[:1])
+    if found != kind.value:
+        raise CorruptObjectError(
+            f"object {object_id.hex()} is named as a {kind.suffix} but is a "
+            f"{_KIND_NAMES.get(found, 'another kind')}: nothing was committed",
+            object_id=ObjectId(object_id),
+        )
 
 
 def _check_refs(txn: Any, dbs: dict[str, Any], batch: WriteBatch) -> None:

@@ -4,8 +4,18 @@ Content is staged in ``tmp/staging-BOOTID-…/`` under a shared repository lock.
 ``commit()`` makes the staged files durable (one syncfs), renames them into
 ``objects/``, fsyncs the object directories, and then applies one LMDB write
 transaction that adds the object entries and moves the refs: that is the commit
-point. A crash before it leaves only unlisted files (ignored, later pruned); a
-crash after it leaves a complete commit.
+point. A crash before it leaves only unlisted files (ignored, later pruned) and
+file objects already published (below); a crash after it leaves a complete commit.
+
+Memory stays bounded whatever the size of the tree: every ``FLUSH_AT`` file objects
+and stat-cache records, the file objects staged so far are published the same way
+(synced, renamed, their directories synced) and listed in the index by an LMDB
+transaction of their own, with the stat-cache records, and forgotten. A file object
+names nothing, so listing it early never makes the index claim what is missing: such
+objects are complete objects that no commit needs until the commit point, as prune
+sees them, and prune removes them if the transaction is aborted or killed (OSTree's
+objects behave so too). Metadata objects (trees, commits) and ref moves wait for the
+commit point, which checks that everything each new tree names is there.
 
 Writers may call ``write_*`` from several threads at once.
 """
@@ -51,6 +61,8 @@ from store.statcache import StatCacheRecord, stat_cache_key
 log = logging.getLogger(__name__)
 _NOTHING_COMMITTED = "nothing was committed"
 SMALL_FILE = 4 << 20  # files up to this size are read once, into memory
+FLUSH_AT = 16384  # file objects + stat-cache records held before they are published
+_FLUSH_AT_VARIABLE = "SAPWOOD_FLUSH_AT"  # overrides FLUSH_AT (tests: flush small trees)
 _NEW_DIR_GRACE_SECONDS = 600
 
 
@@ -82,10 +94,15 @@ class Transaction:
 
     def __init__(self, repo: TransactionHost) -> None:
         self._repo = repo
-        self._batch = WriteBatch()
-        self._staged: list[tuple[str, str]] = []
-        self._claimed: set[ObjectId] = set()
+        self._batch = WriteBatch()  # metadata objects, refs, ...: for the commit point
+        self._staged: list[tuple[str, str]] = []  # their files (archive), and signatures
+        self._files = WriteBatch()  # file objects and stat-cache records not yet flushed
+        self._files_staged: list[tuple[str, str]] = []
+        self._claimed: set[ObjectId] = set()  # staged, or flushed since readers were renewed
         self._mutex = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._generation = 0  # flushes so far: a reader older than the last is renewed
+        self._flush_at = int(os.environ.get(_FLUSH_AT_VARIABLE, 0)) or FLUSH_AT
         self._local = threading.local()
         self._stage_dirs = 0
         self._reader_cms: list[AbstractContextManager[IndexReader]] = []
@@ -150,13 +167,29 @@ class Transaction:
         twice, and the index keeps the first record.
         """
         reader: IndexReader | None = getattr(self._local, "reader", None)
+        if reader is not None and self._local.generation != self._generation:
+            self._drop_reader()  # objects were flushed since: see them
+            reader = None
         if reader is None:
             cm = self._repo.index.reader()
+            with self._mutex:
+                generation = self._generation
             reader = cm.__enter__()
-            self._local.reader = reader
+            self._local.reader, self._local.reader_cm = reader, cm
+            self._local.generation = generation
             with self._mutex:
                 self._reader_cms.append(cm)
         return reader
+
+    def _drop_reader(self) -> None:
+        """End this thread's read snapshot (each thread ends only its own)."""
+        cm = self._local.reader_cm
+        with self._mutex:
+            if cm not in self._reader_cms:
+                return  # the transaction ended it already
+            self._reader_cms.remove(cm)
+        self._local.reader = None
+        cm.__exit__(None, None, None)
 
     def _stage_path(self, object_id: ObjectId, kind: ObjectType) -> str:
         return f"{self._stage_dir()}/{object_id.hex()}.{kind.suffix}"
@@ -180,10 +213,43 @@ class Transaction:
         return directory
 
     def _record(self, object_id: ObjectId, record: ObjectRecord, staged: str | None) -> None:
+        relpath = self._repo.content.relpath(object_id, record.kind)
+        is_file = record.kind is ObjectType.FILE
         with self._mutex:
-            self._batch.objects[object_id] = record
+            (self._files if is_file else self._batch).objects[object_id] = record
             if staged is not None:
-                self._staged.append((staged, self._repo.content.relpath(object_id, record.kind)))
+                (self._files_staged if is_file else self._staged).append((staged, relpath))
+        if is_file:
+            self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        """Publish the file objects and stat-cache records held, once there are
+        FLUSH_AT of them (see the module's docstring)."""
+        if len(self._files.objects) + len(self._files.statcache) < self._flush_at:
+            return
+        with self._flush_lock:
+            with self._mutex:
+                if len(self._files.objects) + len(self._files.statcache) < self._flush_at:
+                    return  # another thread flushed them meanwhile
+                files, staged = self._files, self._files_staged
+                self._files, self._files_staged = WriteBatch(), []
+            if getattr(self._local, "reader", None) is not None:
+                self._drop_reader()  # a snapshot left open keeps LMDB from reusing pages
+            with space_errors(_NOTHING_COMMITTED):
+                self._publish(staged)
+                self._repo.index.apply(files)
+            with self._mutex:
+                self._claimed.difference_update(files.objects)  # the renewed readers see them
+                self._generation += 1
+            self._repo.index.release_pages()
+            log.debug("flushed %d file objects", len(files.objects))
+
+    @property
+    def flushes(self) -> int:
+        """How many times file objects were published before the commit point so far.
+        A reader of the index kept open across a flush holds the pages it replaced
+        (the index file grows): long scans open a new snapshot when this changes."""
+        return self._generation
 
     def write_file(self, header: FileHeader, data: bytes, where: str = "") -> ObjectId:
         """Store a file object whose content is in memory; return its id."""
@@ -271,13 +337,9 @@ class Transaction:
         return self._write_meta(ObjectType.DIRMETA, meta.encode())
 
     def write_dirtree(self, tree: DirTree) -> ObjectId:
-        object_id = self._write_meta(ObjectType.DIRTREE, tree.encode())
-        if object_id in self._batch.objects:  # new: what it names must exist at the end
-            children = [(file_id, ObjectType.FILE) for _, file_id in tree.files]
-            for _, entry in tree.dirs:
-                children += [(entry.tree, ObjectType.DIRTREE), (entry.meta, ObjectType.DIRMETA)]
-            self._require(children)
-        return object_id
+        """Store a dirtree; if it is new, the commit point checks that everything it
+        names is there (store/index.py, ``_check_new_trees``)."""
+        return self._write_meta(ObjectType.DIRTREE, tree.encode())
 
     def write_commit(self, commit: Commit) -> ObjectId:
         self._require([(commit.tree, ObjectType.DIRTREE), (commit.meta, ObjectType.DIRMETA)])
@@ -288,7 +350,8 @@ class Transaction:
         return object_id
 
     def _require(self, object_ids: Iterable[tuple[ObjectId, ObjectType]]) -> None:
-        """Note objects a new tree or commit names that this transaction does not write.
+        """Note objects a new commit (or signatures) names that this transaction may not
+        write (what new trees name is checked from the trees themselves).
 
         They were found in the index when the transaction looked (or came from the
         stat cache, or from an existing commit's tree), and the commit point checks
@@ -344,7 +407,8 @@ class Transaction:
         """Remember at the commit point that the source file ``st`` describes is
         ``record`` (fs/statcache.py says when a record may be written)."""
         with self._mutex:
-            self._batch.statcache[stat_cache_key(st)] = record.encode()
+            self._files.statcache[stat_cache_key(st)] = record.encode()
+        self._maybe_flush()
 
     # ----- ending -----------------------------------------------------------
     def commit(self) -> None:
@@ -353,7 +417,9 @@ class Transaction:
         self._close_readers()  # our snapshots are not needed past this point
         try:
             with space_errors(_NOTHING_COMMITTED):
-                self._publish_staged()
+                self._publish([*self._files_staged, *self._staged])
+                self._batch.objects.update(self._files.objects)
+                self._batch.statcache.update(self._files.statcache)
                 self._repo.index.apply(self._batch)
         except BaseException:
             self.abort()
@@ -365,16 +431,17 @@ class Transaction:
             log.error("the commit is done, but refs/ for HTTP could not be updated: %s", exc)
         finally:
             self._finish()
-        log.debug("committed %d objects", len(self._batch.objects))
+        log.debug("committed %d objects at the commit point", len(self._batch.objects))
 
-    def _publish_staged(self) -> None:
-        if not self._staged:
+    def _publish(self, staged_files: list[tuple[str, str]]) -> None:
+        """Make staged files durable, rename them into objects/, sync their directories."""
+        if not staged_files:
             return
         if self._repo.fsync:
             syncfs(self.staging)
         objects = str(self._repo.path / "objects")
         touched: set[str] = set()
-        for staged, relpath in self._staged:
+        for staged, relpath in staged_files:
             os.rename(staged, f"{objects}/{relpath}")
             touched.add(relpath[:2])
         if self._repo.fsync:
