@@ -37,7 +37,7 @@ from typing import Protocol
 import blake3
 
 from store.content import ContentStore
-from store.durability import boot_id, fsync_dir, space_errors, syncfs
+from store.durability import boot_id, fsync_dirs, space_errors, syncfs
 from store.errors import ModePolicyError, OutOfSpaceError, SourceError
 from store.filez import VerifiedFile
 from store.ids import ObjectId, ObjectType, digest
@@ -445,8 +445,7 @@ class Transaction:
             os.rename(staged, f"{objects}/{relpath}")
             touched.add(relpath[:2])
         if self._repo.fsync:
-            for directory in touched:
-                fsync_dir(Path(objects, directory))
+            fsync_dirs([Path(objects, directory) for directory in touched])
 
     def abort(self) -> None:
         if not self._done:
