@@ -217,7 +217,7 @@ def _median(values: list[float]) -> float:
 
 def print_tables(samples: Samples, sizes: list[int]) -> None:
     tools = list(TOOLS)
-    header = f"{'':14}{'files':>9}" + "".join(f"{t + ' s':>22}{t + ' MiB':>14}" for t in tools)
+    header = f"{'':14}{'files':>9}" + "".join(f"{t + ' s':>24}{t + ' MiB':>14}" for t in tools)
     print(header + f"{'ratio':>7}{'us/file':>9}{'growth':>8}")
     for operation in OPERATIONS:
         previous: float | None = None
@@ -226,13 +226,13 @@ def print_tables(samples: Samples, sizes: list[int]) -> None:
             for tool in tools:
                 runs = samples.get((files, operation, tool))
                 if not runs:
-                    cells += f"{'-':>22}{'-':>14}"
+                    cells += f"{'-':>24}{'-':>14}"
                     continue
                 seconds = [s for s, _ in runs]
                 medians[tool] = _median(seconds)
                 spread = f"{medians[tool]:.2f} ({min(seconds):.2f}-{max(seconds):.2f})"
                 memory = [m for _, m in runs if m is not None]
-                cells += f"{spread:>22}{(f'{_median(memory):.0f}' if memory else '-'):>14}"
+                cells += f"{spread:>24}{(f'{_median(memory):.0f}' if memory else '-'):>14}"
             if "sapwood" not in medians:
                 continue
             ratio = medians["sapwood"] / medians["ostree"] if medians.get("ostree") else None
