@@ -1,13 +1,11 @@
-"""log, show, ls, cat, diff: reading what a repository holds."""
+"""show, ls, cat, diff: reading what a repository holds (log is log_cmd's)."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from sapwood.cli.output import (
     quote_path,
     show_bytes,
 )
+from sapwood.cli.separator import keep_separator, paths_after_separator
 
 
 def register(commands: Any) -> None:
@@ -82,7 +81,7 @@ def register(commands: Any) -> None:
         metavar="-- PATH",
         help="only the changes at or below these paths (of two commits)",
     )
-    _keep_separator(diff)
+    keep_separator(diff)
     diff.set_defaults(func=cmd_diff)
 
 
@@ -91,22 +90,6 @@ _STAT_HELP = (
     "deleted, and content bytes added and removed (a modified file's old size removed, "
     "its new size added; lines are not counted), then a total line"
 )
-
-
-def _keep_separator(parser: argparse.ArgumentParser) -> None:
-    """Record in ``args.after_separator`` what followed the first '--' (None without
-    one): argparse drops the '--' itself, and `diff A B --` must be told from `diff A B`."""
-    parse = parser.parse_known_args
-
-    def parse_known_args(
-        args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        parsed, extras = parse(args, namespace)
-        from_separator = list(itertools.dropwhile(lambda arg: arg != "--", args or ()))
-        parsed.after_separator = from_separator[1:] if from_separator else None
-        return parsed, extras
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
 # ----- show -----------------------------------------------------------------------
@@ -233,7 +216,7 @@ _SPOOL_IN_MEMORY = 64 << 20
 
 # ----- diff -------------------------------------------------------------------------
 def cmd_diff(args: argparse.Namespace) -> int:
-    paths = _diff_paths(args)
+    paths = paths_after_separator(args, "diff A B -- PATH...")
     with open_repo(args) as repo:
         old = root_node(repo, rev_parse(repo, args.old))
         if Path(args.new).is_dir():
@@ -252,19 +235,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
         for change in changes:
             print(f"{change.kind}    {quote_path(change.path)}")
     return 0
-
-
-def _diff_paths(args: argparse.Namespace) -> list[str] | None:
-    """The PATHs after '--', None without '--' (the whole tree)."""
-    if args.after_separator is None:
-        if args.paths:
-            raise UsageError(
-                f"diff: unrecognized arguments: {' '.join(args.paths)} (PATHs go after --)"
-            )
-        return None
-    if not args.after_separator:
-        raise UsageError("diff: -- needs at least one PATH after it: diff A B -- PATH...")
-    return list(args.paths) or None
 
 
 def _refuse_with_directory(args: argparse.Namespace, paths: list[str] | None) -> None:

@@ -4,9 +4,8 @@ that changed those paths, with -p their diffs."""
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from sapwood import (
@@ -15,7 +14,6 @@ from sapwood import (
     Node,
     ObjectId,
     Repository,
-    UsageError,
     history,
     path_history,
     rev_parse,
@@ -24,6 +22,7 @@ from sapwood.cli.commit_view import commit_json, print_commit
 from sapwood.cli.context import open_repo
 from sapwood.cli.output import emit_json, show_bytes
 from sapwood.cli.patch_view import patch
+from sapwood.cli.separator import keep_separator, paths_after_separator
 
 # what log shows of one commit: its id, the commit, and (path, old, new) of each change
 _Changes = tuple[tuple[bytes, Node | None, Node | None], ...]
@@ -49,46 +48,11 @@ def register(commands: Any) -> None:
         help="the unified diff of each commit against its parent (of the PATHs only)",
     )
     log.set_defaults(func=cmd_log)
-    _keep_separator(log)
-
-
-def _keep_separator(parser: argparse.ArgumentParser) -> None:
-    """Record in ``args.after_separator`` what followed the first '--' (None without
-    one): argparse drops the '--' itself, and `log REV --` must be told from `log REV`
-    (as diff's parser does)."""
-    parse = parser.parse_known_args
-
-    def parse_known_args(
-        args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        parsed, extras = parse(args, namespace)
-        from_separator = list(itertools.dropwhile(lambda arg: arg != "--", args or ()))
-        parsed.after_separator = from_separator[1:] if from_separator else None
-        return parsed, extras
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
-
-
-def _paths(args: argparse.Namespace) -> list[str]:
-    """The PATHs, which must follow '--' (so a path is never taken for a REV, and
-    `log REV x` stays the usage error it was); '--' with nothing after it is one too."""
-    after = getattr(args, "after_separator", None)
-    if after is None:
-        if args.paths:
-            raise UsageError(
-                f"log: unrecognized arguments: {' '.join(args.paths)} (PATHs go after --)"
-            )
-        return []
-    before = args.paths[: len(args.paths) - len(after)]
-    if before:
-        raise UsageError(f"log: unrecognized arguments: {' '.join(before)} (PATHs go after --)")
-    if not after:
-        raise UsageError("log: -- needs at least one PATH after it: log REV -- PATH...")
-    return list(args.paths)
+    keep_separator(log)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    paths = _paths(args)
+    paths = paths_after_separator(args, "log REV -- PATH...") or []
     if not paths and not args.patch:
         return _plain_log(args)
     with open_repo(args) as repo:

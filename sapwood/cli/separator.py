@@ -1,0 +1,53 @@
+"""PATHs after '--' (``diff A B -- PATH...``, ``log REV -- PATH...``), one rule for both.
+
+argparse drops the '--' before a command sees its arguments, so `log REV --` cannot be
+told from `log REV`, nor a PATH typed after '--' from a stray word before it. A parser
+given to :func:`keep_separator` records what followed the first '--', and
+:func:`paths_after_separator` applies the rule: PATHs only after '--', and '--' with
+nothing after it is a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import Sequence
+
+from sapwood import UsageError
+
+
+def keep_separator(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` record in ``args.after_separator`` what followed the first '--'
+    of its arguments (None when there was no '--')."""
+    parse = parser.parse_known_args
+
+    def parse_known_args(
+        args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = parse(args, namespace)
+        from_separator = list(itertools.dropwhile(lambda arg: arg != "--", args or ()))
+        parsed.after_separator = from_separator[1:] if from_separator else None
+        return parsed, extras
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
+
+
+def paths_after_separator(args: argparse.Namespace, usage: str) -> list[str] | None:
+    """The PATHs (``args.paths``) typed after '--'; None when none were (no '--', or
+    '--' only ended the options before the commits: `diff -- A B`).
+
+    UsageError for a PATH before '--' (`log REV x`, `diff A B x -- y`: a path is never
+    taken for a revision, nor a stray word for a path) and for '--' with nothing after
+    it; ``usage`` (as "diff A B -- PATH...") names the command in the message.
+    """
+    command = usage.split()[0]
+    paths: list[str] = list(args.paths)
+    after = args.after_separator
+    before = paths if after is None else paths[: max(0, len(paths) - len(after))]
+    if before:
+        raise UsageError(
+            f"{command}: unrecognized arguments: {' '.join(before)} (PATHs go after --)"
+        )
+    if after is not None and not after:
+        raise UsageError(f"{command}: -- needs at least one PATH after it: {usage}")
+    return paths or None

@@ -1,0 +1,60 @@
+"""PATHs after '--': diff and log follow one rule (sapwood/cli/separator.py).
+
+A word before '--' is never a PATH (diff took `diff A B x -- y` as two paths, log
+refused it); everything after '--' may be, however many commits came first
+(`log -- REV x y` was refused as if x were before '--').
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from store import Repository
+from tests.helpers import cli, commit_dir, write_tree
+
+
+@pytest.fixture
+def two_commits(user_repo: Repository, tmp_path: Path) -> Path:
+    """main^ holds /etc/x=1 and /y=1; main changes both."""
+    source = write_tree(tmp_path / "src", {"etc/x": "1\n", "y": "1\n"})
+    commit_dir(user_repo, source, timestamp=1_000)
+    write_tree(source, {"etc/x": "2\n", "y": "2\n"})
+    commit_dir(user_repo, source, timestamp=2_000)
+    return user_repo.path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("diff", "main^", "main", "/y", "--", "/etc"),
+        ("log", "main", "/y", "--", "/etc"),
+        ("diff", "main^", "main", "/y"),
+        ("log", "main", "/y"),
+    ],
+)
+def test_a_path_before_the_separator_is_refused(two_commits: Path, args: tuple[str, ...]) -> None:
+    result = cli("--repo", two_commits, *args)
+    assert (result.code, result.out) == (2, "")
+    assert result.err.count("\n") == 1
+    assert f"{args[0]}: unrecognized arguments: /y (PATHs go after --)" in result.err
+
+
+@pytest.mark.parametrize("command", [("diff", "main^", "main"), ("log", "main")])
+def test_a_separator_with_nothing_after_it_is_refused(
+    two_commits: Path, command: tuple[str, ...]
+) -> None:
+    result = cli("--repo", two_commits, *command, "--")
+    assert (result.code, result.out) == (2, "")
+    assert f"{command[0]}: -- needs at least one PATH after it" in result.err
+
+
+def test_every_word_after_the_separator_is_a_path(two_commits: Path) -> None:
+    diff = cli("--repo", two_commits, "diff", "--", "main^", "main", "/y", "/etc")
+    assert (diff.code, diff.out.split()) == (0, ["M", "/etc/x", "M", "/y"])
+    log = cli("--repo", two_commits, "log", "--json", "--", "main", "/y", "/etc")
+    assert log.code == 0, log.err
+    assert log.out.count('"commit"') == 2 and '"paths"' in log.out
+    whole = cli("--repo", two_commits, "diff", "--", "main^", "main")
+    assert (whole.code, whole.out.split()) == (0, ["M", "/etc/x", "M", "/y"])
