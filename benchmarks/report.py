@@ -129,11 +129,12 @@ def peer_table(doc: dict[str, Any]) -> list[str]:
 
 
 def per_file_growth(
-    rows: list[Row], tool: str, operation: str
+    rows: list[Row], tool: str, operation: str, figure: str = "median"
 ) -> dict[int, tuple[float, float | None]]:
-    """files -> (median microseconds per file, growth over the previous size or None)."""
+    """files -> (microseconds per file of the median run, or of ``figure``: "min", the
+    fastest; growth over the previous size's or None)."""
     times = sorted(
-        (r["files"], r["median"])
+        (r["files"], r[figure])
         for r in rows
         if r["tool"] == tool and r["operation"] == operation and r["unit"] == "s"
     )
@@ -152,12 +153,13 @@ def scale_table(doc: dict[str, Any]) -> list[str]:
     sizes = sorted({r["files"] for r in rows})
     lines = [
         "| operation | files | sapwood | OSTree | ratio | sapwood peak | OSTree peak "
-        "| sapwood µs/file | growth | OSTree growth |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| sapwood µs/file | growth | growth of fastest | OSTree growth |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for op in SCALE_OPERATIONS:
         ours_growth = per_file_growth(rows, "sapwood", op)
         theirs_growth = per_file_growth(rows, "ostree", op)
+        fastest_growth = per_file_growth(rows, "sapwood", op, "min")
         for files in sizes:
             ours = by.get((files, op, "sapwood", "s"))
             if ours is None:
@@ -169,7 +171,8 @@ def scale_table(doc: dict[str, Any]) -> list[str]:
                 f"| {op} | {files:,} | {figure(ours)} | {figure(theirs)} | {ratio(ours, theirs)} "
                 f"| {figure(by.get((files, op, 'sapwood', 'MiB')))} "
                 f"| {figure(by.get((files, op, 'ostree', 'MiB')))} | {per_file:.1f} "
-                f"| {_growth(growth)} | {_growth(their_growth)} |"
+                f"| {_growth(growth)} | {_growth(fastest_growth[files][1])} "
+                f"| {_growth(their_growth)} |"
             )
     return lines
 
@@ -185,7 +188,11 @@ def targets(doc: dict[str, Any]) -> list[str]:
     rows: list[Row] = doc["rows"]
     largest = max(r["files"] for r in rows)
     by = {(r["operation"], r["tool"], r["unit"]): r for r in rows if r["files"] == largest}
-    lines = [f"Issue 15's targets at the largest size measured ({largest:,} files):", ""]
+    lines = [
+        f"Issue 15's targets (set for a million files) at the largest size measured here "
+        f"({largest:,} files); a limit is met when every run is under it:",
+        "",
+    ]
     lines += ["| target | measured | met |", "|---|---|---|"]
     for op, limit in MEMORY_LIMITS.items():
         row = by.get((op, "sapwood", "MiB"))
@@ -321,7 +328,8 @@ def page(results: Path, docs: dict[str, dict[str, Any]]) -> str:
             "tree (sampled every 20 ms); for mount and walk, the daemon's resident set after "
             "the mount and after the walk. µs/file is sapwood's median over the tree's files; "
             f"growth is that over the previous size's (issue 15: within {GROWTH_LIMIT}, "
-            "bold when not).",
+            "bold when not), of the median runs and of the fastest (less swayed by the "
+            "load of a shared machine).",
             "",
             *scale_table(scale),
             "",
