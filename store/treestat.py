@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from store.errors import ObjectMissingError
 from store.ids import ObjectId
 from store.repo import Repository
 from store.trees import (
@@ -83,18 +82,13 @@ def diff_stat(
 
 def commit_stat(repo: Repository, commit_id: ObjectId) -> DiffStat:
     """The :class:`DiffStat` of a commit against its parent, or against the empty tree
-    for a root commit. ObjectMissingError when the parent is named but not held (a
-    history pulled with a depth)."""
+    when it has none the repository holds: a root commit, or the oldest commit of a
+    history pulled with a depth (as git treats a shallow clone's boundary commit, and
+    as ``log -p`` and ``path_history`` treat it)."""
     commit = repo.read_commit(commit_id)
     new = root_node(repo, commit_id)
-    if commit.parent is None:
+    if commit.parent is None or not repo.has_object(commit.parent):
         return diff_stat(repo, None, new)
-    if not repo.has_object(commit.parent):
-        raise ObjectMissingError(
-            f"commit {commit.parent.hex()}, the parent of {commit_id.hex()}, is not in "
-            "the repository (its history was cut short)",
-            object_id=commit.parent,
-        )
     return diff_stat(repo, root_node(repo, commit.parent), new)
 
 

@@ -192,21 +192,23 @@ def test_dot_dot_is_refused(history_tree: HistoryTree) -> None:
         assert result.err.count("\n") == 1 and "'..'" in result.err, result.err
 
 
-def test_show_stat_needs_the_parent_when_one_is_named(
+def test_show_stat_of_a_commit_whose_parent_was_not_pulled(
     history_tree: HistoryTree, tmp_path: Path
 ) -> None:
-    """pull-local copies the head commit alone: comparing with the empty tree would
-    report the whole tree as added, so show --stat says the parent is missing."""
+    """pull-local copies the head commit alone: as git does at a shallow clone's
+    boundary, and as log -p does, show --stat compares it with the empty tree."""
     shallow = tmp_path / "shallow"
     assert cli("--repo", shallow, "init").code == 0
     pulled = cli("--repo", shallow, "pull-local", history_tree.repo_path, history_tree.ref)
     assert pulled.code == 0, pulled.err
     head = history_tree.commits[-1]
-    assert cli("--repo", shallow, "show", history_tree.ref).code == 0
-    result = cli("--repo", shallow, "show", "--stat", history_tree.ref)
-    assert result.code == 1 and result.out == ""
-    assert result.err.count("\n") == 1 and "is not in the repository" in result.err
-    assert head.commit_id in result.err
+    result = cli("--repo", shallow, "show", "--stat", "--json", history_tree.ref)
+    assert result.code == 0, result.err
+    shown = json.loads(result.out)
+    assert shown["parent"] == history_tree.commits[-2].commit_id
+    assert shown["stat"] == expected_stat(history_tree, None, head)
+    patch = cli("--repo", shallow, "log", "-p", history_tree.ref)
+    assert patch.code == 0 and f"+++ b{SSHD}\n" in patch.out  # log -p agrees
 
 
 def test_without_the_new_options_diff_is_as_before(history_tree: HistoryTree) -> None:
