@@ -31,6 +31,7 @@ import trio
 
 from fs.mounts import MountEntry, mounted_at
 from mountd.fuse_ops import NO_OPEN_PASSES_INODE, SapwoodOperations
+from mountd.mapped import MappedIndexBound
 from mountd.repo_view import RepositoryView
 from mountd.view import CommitView, TreeView, ViewOptions
 from store import MountError, ObjectId, Repository, SapwoodError, UsageError
@@ -43,8 +44,7 @@ _STOP_TIMEOUT = 5.0  # for a daemon asked to stop (SIGTERM) before it is killed
 _PROBE_TIMEOUT = 2.0  # for a look at a mount point: a dead mount fails it at once
 SAPWOOD_FSTYPE = "fuse.sapwood"
 SAPWOOD_SOURCE = "sapwood"
-MAPPED_BUDGET = 40 << 20  # file-backed resident memory (libraries and the index map)
-_MAPPED_CHECK_SECONDS = 0.25
+TRACEMALLOC_ENV = "SAPWOOD_MOUNT_TRACEMALLOC"  # a file: SIGUSR1 writes where memory went
 
 
 def is_sapwood(entry: MountEntry) -> bool:
@@ -101,6 +101,7 @@ def serve(
     except SapwoodError as exc:
         raise MountError(f"cannot mount {shown}: {exc}") from None
     no_open = NO_OPEN_PASSES_INODE and not chosen.with_open
+    view.index_hook = MappedIndexBound(repo.path)  # the libraries mapped by now: its baseline
     operations = SapwoodOperations(view, str(repo.path), no_open=no_open)
     try:
         pyfuse3.init(operations, str(mountpoint), chosen.fuse)
@@ -111,41 +112,39 @@ def serve(
         log.info("mounted %s on %s", shown, mountpoint)
         if on_mounted is not None:
             on_mounted()
-        trio.run(_main, repo)
+        trio.run(_main)
     finally:
         pyfuse3.close(unmount=True)
         view.close()
 
 
-async def _main(repo: Repository) -> None:
+async def _main() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
-        nursery.start_soon(_bound_mapped_index, repo)
+        if os.environ.get(TRACEMALLOC_ENV):
+            nursery.start_soon(_dump_memory_on_signal, Path(os.environ[TRACEMALLOC_ENV]))
         # Handlers never wait, so one task serves every request in turn: no task
         # hand-offs per request.
         await pyfuse3.main(min_tasks=1, max_tasks=1)
         nursery.cancel_scope.cancel()
 
 
-async def _bound_mapped_index(repo: Repository) -> None:
-    """Keep the index's mapped pages out of the resident set once they pass a budget.
+async def _dump_memory_on_signal(report: Path) -> None:
+    """A debugging aid (SAPWOOD_MOUNT_TRACEMALLOC=FILE): trace the daemon's allocations
+    and, on each SIGUSR1, write the lines that hold the most memory to FILE."""
+    import tracemalloc
 
-    A walk touches much of the LMDB index, and every page it maps counts in the
-    daemon's resident memory although it is page cache. Between requests no index
-    transaction is open, so the map can be dropped and reopened.
-    """
-    page = os.sysconf("SC_PAGE_SIZE")
-    while True:
-        await trio.sleep(_MAPPED_CHECK_SECONDS)
-        with open("/proc/self/statm", "rb") as statm:
-            shared_pages = int(statm.read().split()[2])  # resident file-backed pages
-        if shared_pages * page > MAPPED_BUDGET:
-            log.debug("index map holds %d MiB: remapping", shared_pages * page >> 20)
-            try:
-                repo.refresh()
-            except RuntimeError as exc:  # another user of the index in this process
-                log.warning("cannot bound the index map: %s", exc)
-                return
+    tracemalloc.start(4)
+    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+        async for _ in signals:
+            snapshot = tracemalloc.take_snapshot()
+            top = snapshot.statistics("traceback")[:25]
+            total = sum(stat.size for stat in snapshot.statistics("filename"))
+            lines = [f"traced: {total >> 10} KiB in Python objects"]
+            for stat in top:
+                lines.append(f"{stat.size >> 10} KiB in {stat.count} blocks")
+                lines.extend(f"    {line}" for line in stat.traceback.format())
+            report.write_text("\n".join(lines) + "\n")
 
 
 async def _stop_on_signals(scope: trio.CancelScope) -> None:

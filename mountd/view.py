@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,21 +50,56 @@ from store import (
     Repository,
     SapwoodError,
     check_name,
-    locate_child,
 )
 
 log = logging.getLogger(__name__)
 ROOT_INODE = 1
-_HEADER_BATCH = 128  # file headers read in one index snapshot while listing
+_HEADER_BATCH = 32  # file headers read in one index snapshot while listing
+# Index records read between two calls of index_hook; a file's record counts one, a
+# tree one per _TREE_RECORD_ENTRIES entries. A record read at random maps about 40 KiB
+# of the index into the process (the kernel maps the folio around a fault), a tree of
+# 200 entries about 100 KiB: 32 records, and a batch, map a few MiB.
+INDEX_CHECK_RECORDS = 32
+_TREE_RECORD_ENTRIES = 64
 _DIR_NODES = 1 << 14  # directory instances kept decoded: about 200 bytes each
 _DIRMETAS = 4096  # decoded dirmetas: a tree has few distinct ones
-TREE_CACHE_ENTRIES = 1 << 16  # entries of decoded trees kept: about 170 bytes each
+TREE_CACHE_ENTRIES = 1 << 16  # entries of directory listings kept: about 90 bytes each
 HEADER_CACHE_ENTRIES = 1 << 14  # file headers kept for lookups and reads: about 300 bytes
+_ID = 32  # bytes of an object id
 MAX_FILE_SIZE = (1 << 63) - 1  # what st_size (off_t) holds; a record may claim more
 
 
-def _tree_entries(tree: DirTree) -> int:
-    return len(tree.files) + len(tree.dirs)
+class Listing:
+    """A directory's tree as the view keeps it: about 90 bytes a file (its name, and its
+    id in one string of all the ids), where a decoded DirTree holds about 200 (a tuple,
+    a name and an id object per file). Made from a DirTree, so checked as one."""
+
+    __slots__ = ("_file_ids", "dir_names", "dirs", "file_names")
+
+    def __init__(self, tree: DirTree) -> None:
+        self.file_names = tuple(name for name, _ in tree.files)
+        self._file_ids = b"".join(file_id for _, file_id in tree.files)
+        self.dir_names = tuple(name for name, _ in tree.dirs)
+        self.dirs = tuple(entry for _, entry in tree.dirs)
+
+    def __len__(self) -> int:
+        return len(self.file_names) + len(self.dirs)
+
+    def file_id(self, index: int) -> ObjectId:
+        return ObjectId(self._file_ids[_ID * index : _ID * (index + 1)])
+
+    def file_ids(self, start: int, stop: int) -> list[ObjectId]:
+        stop = min(stop, len(self.file_names))
+        ids = self._file_ids
+        return [ObjectId(ids[_ID * index : _ID * (index + 1)]) for index in range(start, stop)]
+
+    def locate(self, name: bytes) -> tuple[bool, int] | None:
+        """(is a directory, index among the files or the directories) of ``name``."""
+        for names, is_dir in ((self.file_names, False), (self.dir_names, True)):
+            index = bisect_left(names, name)
+            if index < len(names) and names[index] == name:
+                return is_dir, index
+        return None
 
 
 class Attributes(NamedTuple):
@@ -119,14 +155,20 @@ class TreeView:
         self.options = options or ViewOptions()
         self.instances = InstanceTable()
         self.sources = ObjectSources(repo)
+        # Index records read so far: each maps index pages into the process. Every
+        # INDEX_CHECK_RECORDS, before the next read, index_hook runs (the daemon lets go
+        # of the pages past a budget: mountd/mapped.py).
+        self.records_read = 0
+        self.index_hook: Callable[[], object] | None = None
+        self._next_check = INDEX_CHECK_RECORDS
         self._roots: dict[int, DirNode] = {}
         self._dir_nodes: Lru[int, DirNode] = Lru(_DIR_NODES)
-        # Trees weigh their entries: a budget of entries, however many trees that is.
-        self._trees: Lru[ObjectId, DirTree] = Lru(TREE_CACHE_ENTRIES, TREE_CACHE_ENTRIES)
+        # Listings weigh their entries: a budget of entries, however many trees that is.
+        self._trees: Lru[ObjectId, Listing] = Lru(TREE_CACHE_ENTRIES, TREE_CACHE_ENTRIES)
         self._headers: Lru[ObjectId, tuple[FileHeader, int]] = Lru(HEADER_CACHE_ENTRIES)
         self._dirmetas: Lru[ObjectId, DirMeta] = Lru(_DIRMETAS)  # few distinct in a tree
         # Listings' stat batches: a few directories being listed at once.
-        self._stat_batches: Lru[tuple[ObjectId, int], list[FileStat | SapwoodError]] = Lru(64)
+        self._stat_batches: Lru[tuple[ObjectId, int], list[FileStat | SapwoodError]] = Lru(128)
         self.root = self._add_root(root, time_ns, synthetic=None if root else ("root", ""))
 
     def _add_root(
@@ -161,7 +203,7 @@ class TreeView:
         for child in reversed(chain):
             assert node.entry is not None
             _, position = self.instances.parent(child)
-            _, entry = self._tree(node.entry.tree).dirs[position]
+            entry = self._tree(node.entry.tree).dirs[position]
             node = self._keep(DirNode(child, entry, node.time_ns))
         return node
 
@@ -175,11 +217,11 @@ class TreeView:
         self._dir_nodes.add(node.instance, node)
         return node
 
-    def _subdir(self, parent: DirNode, tree: DirTree, position: int) -> DirNode:
+    def _subdir(self, parent: DirNode, tree: Listing, position: int) -> DirNode:
         instance = self.instances.child(parent.instance, position, len(tree.dirs))
         node = self._known_dir(instance)
         if node is None:
-            node = self._keep(DirNode(instance, tree.dirs[position][1], parent.time_ns))
+            node = self._keep(DirNode(instance, tree.dirs[position], parent.time_ns))
         return node
 
     def _file_of(self, ino: int) -> tuple[DirNode, int, ObjectId]:
@@ -190,20 +232,43 @@ class TreeView:
         if not self.instances.known(parent_instance):
             raise PathNotFoundError(f"inode {ino} was never shown")
         parent = self._dir_node(parent_instance)
-        files = self._tree(parent.entry.tree).files if parent.entry else ()
-        if not 0 <= index < len(files):
+        if parent.entry is None:
             raise PathNotFoundError(f"inode {ino} was never shown")
-        return parent, index, files[index][1]
+        tree = self._tree(parent.entry.tree)
+        if not 0 <= index < len(tree.file_names):
+            raise PathNotFoundError(f"inode {ino} was never shown")
+        return parent, index, tree.file_id(index)
 
     # ----- cached objects ------------------------------------------------------------------
-    def _tree(self, tree_id: ObjectId) -> DirTree:
-        return self._trees.get_or_make(tree_id, self.repo.read_dirtree, _tree_entries)
+    def _tree(self, tree_id: ObjectId) -> Listing:
+        return self._trees.get_or_make(tree_id, self._read_tree, len)
+
+    def _read_tree(self, tree_id: ObjectId) -> Listing:
+        self._reading(1)
+        listing = Listing(self.repo.read_dirtree(tree_id))
+        self.records_read += len(listing) // _TREE_RECORD_ENTRIES  # its pages: the next check
+        return listing
 
     def _dirmeta(self, meta_id: ObjectId) -> DirMeta:
-        return self._dirmetas.get_or_make(meta_id, self.repo.read_dirmeta)
+        return self._dirmetas.get_or_make(meta_id, self._read_dirmeta)
+
+    def _read_dirmeta(self, meta_id: ObjectId) -> DirMeta:
+        self._reading(1)
+        return self.repo.read_dirmeta(meta_id)
 
     def _header(self, file_id: ObjectId) -> tuple[FileHeader, int]:
-        return self._headers.get_or_make(file_id, self.repo.read_file_header)
+        return self._headers.get_or_make(file_id, self._read_header)
+
+    def _read_header(self, file_id: ObjectId) -> tuple[FileHeader, int]:
+        self._reading(1)
+        return self.repo.read_file_header(file_id)
+
+    def _reading(self, records: int) -> None:
+        """Count ``records`` about to be read; run index_hook first if it is due."""
+        if self.records_read >= self._next_check and self.index_hook is not None:
+            self._next_check = self.records_read + INDEX_CHECK_RECORDS
+            self.index_hook()
+        self.records_read += records
 
     def _file_stats(self, tree_id: ObjectId, start: int) -> list[FileStat | SapwoodError]:
         return self._stat_batches.get_or_make((tree_id, start), self._read_file_stats)
@@ -217,8 +282,8 @@ class TreeView:
         file, so that the damage is that file's alone.
         """
         tree_id, start = batch
-        files = self._tree(tree_id).files[start : start + _HEADER_BATCH]
-        ids = [file_id for _, file_id in files]
+        ids = self._tree(tree_id).file_ids(start, start + _HEADER_BATCH)
+        self._reading(len(ids))
         try:
             found: list[FileStat | SapwoodError] = list(self.repo.read_file_stats(ids))
         except SapwoodError:
@@ -253,7 +318,7 @@ class TreeView:
         if parent.entry is None:
             return self._dir_attributes(self._synthetic_child(parent, name))
         tree = self._tree(parent.entry.tree)
-        found = locate_child(tree, name)
+        found = tree.locate(name)
         if found is None:
             raise PathNotFoundError(f"no entry {name!r}")
         is_dir, index = found
@@ -272,7 +337,7 @@ class TreeView:
                 yield name, self._dir_attributes(node), index + 1
             return
         tree = self._tree(parent.entry.tree)
-        nfiles = len(tree.files)
+        nfiles = len(tree.file_names)
         for start in range(offset - offset % _HEADER_BATCH, nfiles, _HEADER_BATCH):
             stats = self._file_stats(parent.entry.tree, start)
             for index in range(max(start, offset), start + len(stats)):
@@ -283,14 +348,14 @@ class TreeView:
                     if isinstance(found, SapwoodError)
                     else self._file_attributes(ino, found, parent)
                 )
-                yield tree.files[index][0], attrs, index + 1
+                yield tree.file_names[index], attrs, index + 1
         for position in range(max(offset - nfiles, 0), len(tree.dirs)):
             node = self._subdir(parent, tree, position)
             try:
                 attrs = self._dir_attributes(node)
             except SapwoodError:  # its dirmeta or tree is damaged: an error when looked at
                 attrs = _broken(node.ino, stat.S_IFDIR, node.time_ns)
-            yield tree.dirs[position][0], attrs, nfiles + position + 1
+            yield tree.dir_names[position], attrs, nfiles + position + 1
 
     def volatile_dir(self, ino: int) -> bool:
         """True for listings that change while mounted (refs, commits)."""
@@ -363,6 +428,7 @@ class TreeView:
         found = self._stat(parent, index)
         if not stat.S_ISREG(found.mode):
             raise PathNotFoundError("not a regular file")
+        self._reading(1)  # an archive object's record, a small file's content
         self.sources.prepare(ino, file_id, found.header, found.size)
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
