@@ -152,8 +152,8 @@ def _file_patch(repo: Repository, path: bytes, old: Side, new: Side) -> bytes:
         return b"".join(lines)
     hunks = difflib.diff_bytes(
         difflib.unified_diff,
-        old_content.splitlines(keepends=True),
-        new_content.splitlines(keepends=True),
+        _lines(old_content),
+        _lines(new_content),
         from_name,
         to_name,
         lineterm=b"\n",
@@ -163,6 +163,15 @@ def _file_patch(repo: Repository, path: bytes, old: Side, new: Side) -> bytes:
         for line in hunks
     )
     return b"".join(lines)
+
+
+def _lines(content: bytes) -> list[bytes]:
+    """The lines of a text as git cuts them: after each newline, and nowhere else.
+    (bytes.splitlines also cuts at a lone carriage return, which put a "No newline at
+    end of file" in the middle of a file holding one.)"""
+    lines = content.split(b"\n")
+    last = lines.pop()
+    return [line + b"\n" for line in lines] + ([last] if last else [])
 
 
 def _mode_lines(before: _Side, after: _Side) -> list[bytes]:
