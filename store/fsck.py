@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from store.errors import CorruptObjectError, ObjectMissingError
-from store.ids import ObjectId, ObjectType
+from store.ids import ID_BYTES, ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
 from store.progress import TaskCallback, Ticker, tick
 from store.reachability import commit_history, commits_needing, orphan_files, walk_commits
 from store.repo import Repository
 from store.verify import open_object_file
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 log = logging.getLogger(__name__)
 _BATCH = 512
@@ -85,16 +90,21 @@ def fsck(
         report = FsckReport()
         roots = _roots(reader, all_objects)
         tick(progress, "reading trees")
-        reachable = walk_commits(reader, roots, verify=True)
-        files = set(reachable.files)
+        reachable = walk_commits(reader, roots, verify=True, release=repo.index.release_pages)
         if all_objects:
-            files |= {oid for oid, rec in reader.iter_objects() if rec.kind is ObjectType.FILE}
+            reachable.files.update(
+                oid for oid, rec in reader.iter_objects() if rec.kind is ObjectType.FILE
+            )
         report.commits = len(reachable.commits)
         report.metadata_objects = len(reachable.metadata)
-        report.file_objects = len(files)
+        report.file_objects = len(reachable.files)
+        files = sorted(reachable.files)  # in index order: each worker reads pages in turn
+        reachable.files.clear()  # a million ids are held once, by the list
         bad = dict(reachable.bad_metadata)
         ticker = Ticker(progress, "checking", len(files), "file")
-        bad.update(_check_files(repo, reader, sorted(files), ticker))
+        bad.update(_check_files(repo, reader, files, ticker))
+        del files
+        repo.index.release_pages()
         ticker.finish()
         if repo.content.compressed:
             served = (reachable.commits | reachable.metadata) - bad.keys()
@@ -137,15 +147,29 @@ def _check_files(
     from concurrent.futures import ProcessPoolExecutor
 
     bad: dict[ObjectId, str] = {}
-    batches = [files[i : i + _BATCH] for i in range(0, len(files), _BATCH)]
     context = multiprocessing.get_context("spawn")  # never fork a process holding LMDB
-    with ProcessPoolExecutor(_workers(), mp_context=context) as pool:
-        for batch, found in zip(
-            batches, pool.map(_verify_batch, [str(repo.path)] * len(batches), batches), strict=True
-        ):
-            bad.update((ObjectId(oid), msg) for oid, msg in found)
-            ticker.add(len(batch))
+    workers = _workers()
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        # a few batches in flight per worker, not all of them queued (pool.map would)
+        pending: deque[tuple[int, Future[list[tuple[bytes, str]]]]] = deque()
+        for start in range(0, len(files), _BATCH):
+            batch = b"".join(files[start : start + _BATCH])
+            pending.append(
+                (len(batch) // ID_BYTES, pool.submit(_verify_batch, str(repo.path), batch))
+            )
+            if len(pending) >= 4 * workers:
+                _collect(pending.popleft(), bad, ticker)
+        while pending:
+            _collect(pending.popleft(), bad, ticker)
     return bad
+
+
+def _collect(
+    done: tuple[int, Future[list[tuple[bytes, str]]]], bad: dict[ObjectId, str], ticker: Ticker
+) -> None:
+    count, future = done
+    bad.update((ObjectId(oid), msg) for oid, msg in future.result())
+    ticker.add(count)
 
 
 def _verify_files(
@@ -178,13 +202,16 @@ def _verify_chunk(
 _worker_repo: Repository | None = None
 
 
-def _verify_batch(repo_path: str, ids: list[bytes]) -> list[tuple[bytes, str]]:
-    """Worker process: verify one batch of file objects."""
+def _verify_batch(repo_path: str, ids: bytes) -> list[tuple[bytes, str]]:
+    """Worker process: verify one batch of file objects (their ids, concatenated)."""
     global _worker_repo
     if _worker_repo is None:
         _worker_repo = Repository.open(Path(repo_path))
+    objects = [ObjectId(ids[i : i + ID_BYTES]) for i in range(0, len(ids), ID_BYTES)]
     with _worker_repo.index.reader() as reader:
-        return list(_verify_files(_worker_repo, reader, [ObjectId(i) for i in ids]))
+        found: list[tuple[bytes, str]] = list(_verify_files(_worker_repo, reader, objects))
+    _worker_repo.index.release_pages()
+    return found
 
 
 def _check_archive_metadata(

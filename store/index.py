@@ -35,7 +35,7 @@ import functools
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,10 +221,22 @@ class IndexReader:
         with self._txn.cursor(db=self._dbs["partial"]) as cur:
             return [ObjectId(bytes(k)) for k in cur.iternext(values=False)]
 
-    def iter_statcache(self) -> Iterator[tuple[bytes, bytes]]:
+    def iter_statcache(self, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """The stat cache's rows in key order (those past the key ``after``)."""
         with self._txn.cursor(db=self._dbs["statcache"]) as cur:
-            for key, value in cur:
-                yield bytes(key), bytes(value)
+            for key, value in _iter_after(cur, after):
+                yield key, bytes(value)
+
+    def iter_kinds(self, after: bytes = b"") -> Iterator[tuple[ObjectId, ObjectType]]:
+        """Every object's id and type, in id order (those past the id ``after``),
+        without reading the rest of their records."""
+        with self._txn.cursor(db=self._dbs["objects"]) as cur:
+            for key, value in _iter_after(cur, after):
+                try:
+                    kind = ObjectType(value[:1])
+                except ValueError:
+                    raise FormatError("unknown object type in the index") from None
+                yield ObjectId(key), kind
 
     def statcache(self, key: bytes) -> bytes | None:
         value = self._get(key, "statcache")
@@ -234,6 +246,16 @@ class IndexReader:
         with self._txn.cursor(db=self._dbs["objects"]) as cur:
             for key, value in cur:
                 yield ObjectId(bytes(key)), ObjectRecord.decode(bytes(value))
+
+
+def _iter_after(cursor: Any, after: bytes) -> Iterator[tuple[bytes, Any]]:
+    """A cursor's (key, value) pairs past ``after`` (all of them if it is empty)."""
+    found = cursor.set_range(after) if after else cursor.first()
+    while found:
+        key = bytes(cursor.key())
+        if key != after:
+            yield key, cursor.value()
+        found = cursor.next()
 
 
 class _SharedEnv:
@@ -467,7 +489,7 @@ class Index:
         with self._env.begin(write=True) as txn:
             objects = self._dbs["objects"]
             _check_required(txn, objects, batch)
-            _check_new_trees(txn, objects, batch)
+            _check_new_trees(txn, objects, batch, self.release_pages)
             _check_refs(txn, self._dbs, batch)
             for object_id, record in batch.objects.items():
                 txn.put(object_id, record.encode(), db=objects, overwrite=False)
@@ -542,6 +564,7 @@ def _put_commitmeta(txn: Any, db: Any, batch: WriteBatch) -> None:
 
 
 _KIND_NAMES = {kind.value: kind.suffix for kind in ObjectType}
+_RELEASE_TREES = 256  # new trees checked between two releases of the index's pages
 
 
 def _check_required(txn: Any, objects_db: Any, batch: WriteBatch) -> None:
@@ -549,14 +572,21 @@ def _check_required(txn: Any, objects_db: Any, batch: WriteBatch) -> None:
         _check_present(txn, objects_db, batch, object_id, kind)
 
 
-def _check_new_trees(txn: Any, objects_db: Any, batch: WriteBatch) -> None:
+def _check_new_trees(
+    txn: Any, objects_db: Any, batch: WriteBatch, release: Callable[[], None]
+) -> None:
     """Everything a dirtree of the batch names must be in the batch or the index, as
     the kind it is named as. Checked from the trees themselves at the commit point
     rather than from a list kept while they were written: a million files would be a
-    million entries of that list (store/transaction.py)."""
+    million entries of that list (store/transaction.py). The index's pages it reads
+    are released as it goes (``release``, Index.release_pages)."""
+    checked = 0
     for record in batch.objects.values():
         if record.kind is not ObjectType.DIRTREE:
             continue
+        checked += 1
+        if checked % _RELEASE_TREES == 0:
+            release()
         tree = DirTree.decode(record.payload)
         for _, file_id in tree.files:
             _check_present(txn, objects_db, batch, file_id, ObjectType.FILE)

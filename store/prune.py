@@ -7,15 +7,20 @@ Everything the remaining roots do not reach goes, and so do object files the
 index does not list (left by interrupted transactions).
 
 Prune holds the repository lock exclusively, so it never removes what a running
-commit or pull is writing (they hold it shared). It removes index entries first,
-in one LMDB transaction, and files after: a crash in between leaves only unlisted
-files, which the next prune removes.
+commit or pull is writing (they hold it shared). It removes index entries first and
+files after: a crash in between leaves only unlisted files, which the next prune
+removes. The metadata objects (commits, trees) go first, in one LMDB transaction;
+then the file objects, one objects/XX directory at a time: an LMDB transaction, then
+their files, in inode order. A tree is never left in the index without what it names
+(so a later commit or pull can trust a tree it finds there), and memory stays
+bounded: the garbage files of a million-file commit are never listed all at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +41,7 @@ from store.transaction import commitmeta_relpath
 
 log = logging.getLogger(__name__)
 _CHUNK = 1024  # files measured or deleted between two progress counts
+_DELETE_BATCH = 16384  # file objects removed per LMDB transaction
 
 
 @dataclass
@@ -68,25 +74,27 @@ def prune(
         with repo.index.reader() as reader:
             roots = _roots(reader, refs_only, depth, keep_younger_than, delete_commits)
             tick(progress, "reading trees")
-            reachable = walk_commits(reader, roots, verify=True)
+            reachable = walk_commits(reader, roots, verify=True, release=repo.index.release_pages)
             _require_sound(reader, reachable, roots)
-            keep = reachable.commits | reachable.metadata | reachable.files
-            garbage = {oid: rec.kind for oid, rec in reader.iter_objects() if oid not in keep}
+            garbage = _Garbage(repo, reachable)
+            garbage.count(reader)
             orphans = orphan_files(repo.path / "objects", reader)
-            stale_cache = {
-                key for key, raw in reader.iter_statcache() if record_file_id(raw) in garbage
-            }
-            report = PruneReport(total_objects=len(keep) + len(garbage), dry_run=dry_run)
-        report.commits = sorted(oid for oid, kind in garbage.items() if kind is ObjectType.COMMIT)
-        report.objects = len(garbage)
+            report = PruneReport(total_objects=garbage.total, dry_run=dry_run)
+        report.commits = sorted(o for o, k in garbage.metadata.items() if k is ObjectType.COMMIT)
+        report.objects = len(garbage.metadata) + garbage.files
         report.orphan_files = len(orphans)
-        paths = [p for oid, kind in garbage.items() for p in _object_paths(repo, oid, kind)]
-        doomed = [*paths, *orphans]
-        report.bytes_freed = _sizes(doomed, Ticker(progress, "measuring", len(doomed), "file"))
+        meta_paths = [p for o, k in garbage.metadata.items() for p in _object_paths(repo, o, k)]
+        doomed = len(meta_paths) + len(orphans) + garbage.files
+        ticker = Ticker(progress, "measuring" if dry_run else "deleting", doomed, "file")
+        if not dry_run:
+            repo.index.apply(WriteBatch(remove_objects=set(garbage.metadata)))  # trees first
+        report.bytes_freed = sum(_measure(p, ticker, dry_run) for p in garbage.file_paths(dry_run))
+        report.bytes_freed += _measure([*meta_paths, *orphans], ticker, dry_run)
+        ticker.finish()
         if dry_run:
             return report
-        repo.index.apply(WriteBatch(remove_objects=set(garbage), statcache_remove=stale_cache))
-        _unlink(doomed, Ticker(progress, "deleting", len(doomed), "file"))
+        if garbage.files:
+            _drop_stale_cache(repo)
     log.info(
         "pruned %d objects (%d commits), %d bytes",
         report.objects,
@@ -94,6 +102,85 @@ def prune(
         report.bytes_freed,
     )
     return report
+
+
+class _Garbage:
+    """What no root needs: the metadata objects, held (a few per directory), and the
+    file objects, only counted, then read again from the index in batches."""
+
+    def __init__(self, repo: Repository, reachable: Reachable) -> None:
+        self._repo = repo
+        self._reachable = reachable
+        self.metadata: dict[ObjectId, ObjectType] = {}
+        self.files = 0
+        self.total = 0
+
+    def count(self, reader: IndexReader) -> None:
+        for number, (object_id, kind) in enumerate(reader.iter_kinds(), 1):
+            self.total += 1
+            if self._reachable.needs(object_id):
+                continue
+            if kind is ObjectType.FILE:
+                self.files += 1
+            else:
+                self.metadata[object_id] = kind
+            if number % _DELETE_BATCH == 0:
+                self._repo.index.release_pages()
+
+    def file_paths(self, dry_run: bool) -> Iterator[list[Path]]:
+        """The garbage file objects' paths, one objects/XX directory at a time, in
+        the order of their inodes (on ext4 and the like, stat and unlink then read the
+        inode table in order, not at random: the deletion was disk-bound). Unless
+        ``dry_run``, each directory's objects are removed from the index (one LMDB
+        transaction: their ids are neighbours there too) before they are given out."""
+        for first in range(256):
+            batch: list[ObjectId] = []
+            with self._repo.index.reader() as reader:
+                for object_id, kind in reader.iter_kinds(bytes([first])):
+                    if object_id[0] != first:
+                        break
+                    if kind is ObjectType.FILE and not self._reachable.needs(object_id):
+                        batch.append(object_id)
+            if not batch:
+                continue
+            if not dry_run:
+                self._repo.index.apply(WriteBatch(remove_objects=set(batch)))
+            self._repo.index.release_pages()
+            paths = [p for o in batch for p in _object_paths(self._repo, o, ObjectType.FILE)]
+            yield _in_inode_order(paths)
+
+
+def _in_inode_order(paths: list[Path]) -> list[Path]:
+    """``paths`` (of one directory) sorted by inode number, read from the directory."""
+    if len(paths) < 2:
+        return paths
+    try:
+        with os.scandir(paths[0].parent) as listing:
+            inodes = {entry.name: entry.inode() for entry in listing}
+    except OSError:
+        return paths
+    return sorted(paths, key=lambda path: inodes.get(path.name, 0))
+
+
+def _drop_stale_cache(repo: Repository) -> None:
+    """Drop the stat cache's rows that vouch for file objects no longer indexed, a batch
+    at a time (a row names its object by id only)."""
+    after = b""
+    while True:
+        stale: set[bytes] = set()
+        scanned = 0
+        with repo.index.reader() as reader:
+            for key, raw in reader.iter_statcache(after):
+                after, scanned = key, scanned + 1
+                if not reader.has_object(record_file_id(raw)):
+                    stale.add(key)
+                if scanned == _DELETE_BATCH:
+                    break
+        if stale:
+            repo.index.apply(WriteBatch(statcache_remove=stale))
+        repo.index.release_pages()
+        if scanned < _DELETE_BATCH:
+            return
 
 
 def _require_sound(reader: IndexReader, reachable: Reachable, roots: set[ObjectId]) -> None:
@@ -163,21 +250,16 @@ def _object_paths(repo: Repository, object_id: ObjectId, kind: ObjectType) -> li
     return []
 
 
-def _sizes(paths: list[Path], ticker: Ticker) -> int:
+def _measure(paths: list[Path], ticker: Ticker, dry_run: bool) -> int:
+    """The bytes ``paths`` occupy; unless ``dry_run``, unlinked once measured."""
     total = 0
     for start in range(0, len(paths), _CHUNK):
-        total += sum(_size(p) for p in paths[start : start + _CHUNK])
-        ticker.add(min(_CHUNK, len(paths) - start))
-    ticker.finish()
-    return total
-
-
-def _unlink(paths: list[Path], ticker: Ticker) -> None:
-    for start in range(0, len(paths), _CHUNK):
         for path in paths[start : start + _CHUNK]:
-            path.unlink(missing_ok=True)
+            total += _size(path)
+            if not dry_run:
+                path.unlink(missing_ok=True)
         ticker.add(min(_CHUNK, len(paths) - start))
-    ticker.finish()
+    return total
 
 
 def _size(path: Path) -> int:

@@ -13,6 +13,7 @@ from store.index import IndexReader, ObjectRecord
 from store.objects import Commit, DirMeta, DirTree
 
 _M = TypeVar("_M", Commit, DirMeta, DirTree)
+_RELEASE_EVERY = 4096  # dirtrees read between two calls of walk_commits' ``release``
 
 
 @dataclass
@@ -24,6 +25,11 @@ class Reachable:
     files: set[ObjectId] = field(default_factory=set)
     # object -> problem, for metadata objects that are missing or corrupt
     bad_metadata: dict[ObjectId, str] = field(default_factory=dict)
+
+    def needs(self, object_id: ObjectId) -> bool:
+        """Whether ``object_id`` is reachable (without building the union of the sets:
+        a million ids more)."""
+        return object_id in self.files or object_id in self.metadata or object_id in self.commits
 
 
 def commit_history(reader: IndexReader, head: ObjectId, depth: int) -> list[ObjectId]:
@@ -57,14 +63,21 @@ def _meta_payload(reader: IndexReader, object_id: ObjectId, kind: ObjectType) ->
     return record.payload
 
 
-def walk_commits(reader: IndexReader, commits: Iterable[ObjectId], verify: bool) -> Reachable:
+def walk_commits(
+    reader: IndexReader,
+    commits: Iterable[ObjectId],
+    verify: bool,
+    release: Callable[[], None] | None = None,
+) -> Reachable:
     """Everything the given commits need; each dirtree is visited once.
 
     With ``verify``, every metadata object is re-hashed and strictly decoded, and what
-    is wrong is collected in ``bad_metadata`` instead of raising.
+    is wrong is collected in ``bad_metadata`` instead of raising. ``release`` is called
+    every few thousand trees (Index.release_pages: the trees read leave memory).
     """
     result = Reachable()
     stack: list[ObjectId] = []
+    due = _RELEASE_EVERY
     for commit_id in commits:
         if commit_id in result.commits:
             continue
@@ -76,6 +89,9 @@ def walk_commits(reader: IndexReader, commits: Iterable[ObjectId], verify: bool)
         stack.append(commit.tree)
         while stack:
             _visit_tree(reader, result, stack.pop(), stack, verify)
+            if release is not None and len(result.metadata) >= due:
+                due = len(result.metadata) + _RELEASE_EVERY
+                release()
     return result
 
 
