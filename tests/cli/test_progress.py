@@ -282,8 +282,10 @@ def test_library_callbacks_end_at_their_totals(tmp_path: Path, repo: Path) -> No
         seen.clear()
         head = opened.ref("main")
         assert head is not None
+        started = time.monotonic()
         sapwood.checkout(opened, head, tmp_path / "out", progress=seen.append)
+        took = time.monotonic() - started
     written = [s for s in seen if s.phase == "checking out"]
     assert written[0].done == 0 and written[-1].done == written[-1].total == FILES + 10
-    assert len(written) < 10  # at most every 0.1 s and at the end, never per file
+    assert len(written) <= 2 + took / 0.1  # at most every 0.1 s and at the end, never per file
     assert [s.phase for s in seen][-1] == "syncing"
