@@ -56,17 +56,17 @@ def cmd_log(args: argparse.Namespace) -> int:
     if not paths and not args.patch:
         return _plain_log(args)
     with open_repo(args) as repo:
-        entries = list(_entries(repo, rev_parse(repo, args.rev), paths))
-        patches = [_patch(repo, changes) if args.patch else b"" for *_, changes in entries]
-    if args.json:
-        emit_json([_json(entry, diff, args) for entry, diff in zip(entries, patches, strict=True)])
-        return 0
-    for (commit_id, commit, _), diff in zip(entries, patches, strict=True):
-        print_commit(commit_id, commit, full=False)
-        if diff:
-            sys.stdout.flush()
-            sys.stdout.buffer.write(diff)
-            sys.stdout.buffer.flush()
+        entries = _entries(repo, rev_parse(repo, args.rev), paths)
+        shown = ((entry, _patch(repo, entry[2]) if args.patch else b"") for entry in entries)
+        if args.json:
+            emit_json([_json(entry, diff, args) for entry, diff in shown])
+            return 0
+        for (commit_id, commit, _), diff in shown:  # as found: `log -p | head` ends early
+            print_commit(commit_id, commit, full=False)
+            if diff:
+                sys.stdout.flush()
+                sys.stdout.buffer.write(diff)
+                sys.stdout.buffer.flush()
     return 0
 
 

@@ -1,4 +1,5 @@
-"""log -p cuts lines as git does: at newlines only.
+"""log -p cuts lines as git does (at newlines only), and prints each commit as it is
+found, as git does, rather than after diffing the whole history.
 
 The expected texts are what `git log -p` prints for the same two versions of a file
 (checked by hand with git 2.39), not what sapwood's patch code computes.
@@ -6,10 +7,13 @@ The expected texts are what `git log -p` prints for the same two versions of a f
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
+from sapwood.cli import log_cmd
 from store import Repository
 from tests.helpers import cli, commit_dir, write_tree
 
@@ -51,3 +55,24 @@ def test_lines_are_cut_at_newlines_only(
     user_repo: Repository, tmp_path: Path, before: bytes, after: bytes, hunks: str
 ) -> None:
     assert _patch(user_repo, tmp_path, before, after) == hunks
+
+
+def test_each_commit_is_printed_before_the_next_is_diffed(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = write_tree(tmp_path / "src", {"f": "1\n"})
+    for n in range(3):
+        (source / "f").write_text(f"{n}\n")
+        commit_dir(user_repo, source, timestamp=1_000 + n)
+    shown_before: list[int] = []  # commits on stdout when each diff is made
+    original = log_cmd._patch
+
+    def patch(repo: Repository, changes: log_cmd._Changes) -> bytes:
+        sys.stdout.flush()
+        shown_before.append(len(re.findall(rb"^commit ", sys.stdout.buffer.getvalue(), re.M)))
+        return original(repo, changes)
+
+    monkeypatch.setattr(log_cmd, "_patch", patch)
+    result = cli("--repo", user_repo.path, "log", "-p", "main")
+    assert result.code == 0 and result.out.count("diff --git") == 3
+    assert shown_before == [0, 1, 2]
