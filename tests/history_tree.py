@@ -51,6 +51,31 @@ _DOC_DIRS = 30
 
 Entry = tuple[object, ...]  # what the manifest records of one path
 
+CHANGE_KINDS = (  # every kind of change the steps make ("none" aside), for parametrize
+    "content",
+    "binary",
+    "add",
+    "delete",
+    "rename",
+    "mode",
+    "xattr",
+    "owner",
+    "file-to-dir",
+    "dir-to-file",
+    "file-to-symlink",
+    "symlink-to-file",
+    "symlink-target",
+    "dir-rename",
+    "dir-delete",
+    "dir-mode",
+    "deep-content",
+    "re-add",
+    "multi",
+    "revert",
+    "rename-inside",
+    "deep-add",
+)
+
 
 @dataclass(frozen=True)
 class HistoryCommit:
@@ -79,6 +104,13 @@ class HistoryTree:
     def by_kind(self, kind: str) -> HistoryCommit:
         """The first commit whose step made a change of ``kind``."""
         return next(c for c in self.commits if kind in c.kinds)
+
+    def step_or_skip(self, kind: str) -> HistoryCommit:
+        """:meth:`by_kind`, or skip the test where this machine could not make that
+        kind of change (an owner change needs root, an xattr a filesystem with them)."""
+        if not any(kind in c.kinds for c in self.commits):
+            pytest.skip(f"this machine cannot make a change of kind {kind}")
+        return self.by_kind(kind)
 
     def changed(self, *paths: str) -> list[str]:
         """Ids (newest first) of the commits where anything at or below one of
