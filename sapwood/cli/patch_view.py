@@ -4,9 +4,12 @@ Each changed file gets a ``diff --git a/X b/X`` header, git's extended lines (ne
 deleted file mode, old and new mode, an index line of short object ids) and then the
 hunks of difflib's unified diff of the two contents, ``--- /dev/null`` for a side that
 does not exist. A file holding a NUL byte in its first 8000 bytes (git's test), or
-larger than 64 MiB (never read whole into memory), is "Binary files a/X and b/X
-differ". A symlink's content is its target. Changes git has no words for are extra
-header lines: ``old owner``/``new owner`` (uid:gid) and ``xattrs changed``; a
+larger than 64 MiB (never read whole into memory) or of more than 2**20 lines (a list
+item each), is "Binary files a/X and b/X differ". difflib is quadratic on some inputs;
+past a bound on its work (about a second) the lines between the files' common head
+and tail are one replacement hunk, as git's xdiff settles for a diff that is not
+minimal when one costs too much. A symlink's content is its target. Changes git has
+no words for are extra header lines: ``old owner``/``new owner`` (uid:gid) and ``xattrs changed``; a
 directory shows only its mode, owner and xattrs lines. The diff is bytes: file
 contents are written as they are, names quoted as ``ls`` quotes them.
 """
@@ -14,8 +17,10 @@ contents are written as they are, names quoted as ``ls`` quotes them.
 from __future__ import annotations
 
 import difflib
+import itertools
 import stat
 from collections.abc import Iterable, Iterator
+from typing import cast
 
 from sapwood import Node, Repository, diff_trees, walk
 from sapwood.cli.output import quote_path
@@ -23,6 +28,9 @@ from sapwood.cli.output import quote_path
 _BINARY_PROBE = 8000  # git's: a NUL in the first 8000 bytes makes a file binary
 _LARGEST_TEXT = 64 << 20  # larger files are not read into memory to be diffed
 _NO_ID = "0000000"
+_CONTEXT = 3  # lines of context around a hunk (git's default)
+_DIFF_WORK = 10_000_000  # difflib's work on one file (about a second) before a coarse hunk
+_MOST_LINES = 1 << 20  # more lines than this (a list object each) are not diffed either
 
 Side = Node | None
 
@@ -147,22 +155,103 @@ def _file_patch(repo: Repository, path: bytes, old: Side, new: Side) -> bytes:
     to_name = b if after.exists else b"/dev/null"
     old_content = b"" if large else before.data()
     new_content = b"" if large else after.data()
+    large = large or max(old_content.count(b"\n"), new_content.count(b"\n")) > _MOST_LINES
     if large or b"\0" in old_content[:_BINARY_PROBE] or b"\0" in new_content[:_BINARY_PROBE]:
         lines.append(b"Binary files " + from_name + b" and " + to_name + b" differ\n")
         return b"".join(lines)
-    hunks = difflib.diff_bytes(
-        difflib.unified_diff,
-        _lines(old_content),
-        _lines(new_content),
-        from_name,
-        to_name,
-        lineterm=b"\n",
-    )
     lines += (
         line if line.endswith(b"\n") else line + b"\n\\ No newline at end of file\n"
-        for line in hunks
+        for line in _unified(_lines(old_content), _lines(new_content), from_name, to_name)
     )
     return b"".join(lines)
+
+
+class _TooCostly(Exception):
+    """difflib's matcher has spent its work bound on one file."""
+
+
+class _BoundedMatcher(difflib.SequenceMatcher):  # type: ignore[type-arg]
+    """difflib's matcher, stopped (_TooCostly) after ``budget`` units of work.
+
+    difflib is quadratic on some inputs (every other line changed, a few lines
+    repeated throughout): 20,000 lines took 23 to 83 s. Its time goes to
+    find_longest_match, which visits, for each line of a[alo:ahi], every position of
+    that line in b: the sum of those counts over the range is charged before each call
+    (prefix sums make the charge O(1)). git's xdiff bounds its work the same way and
+    then settles for a diff that is not minimal.
+    """
+
+    def __init__(self, a: list[bytes], b: list[bytes], budget: int) -> None:
+        super().__init__(None, a, b)
+        self._budget, self._size = budget, len(a)
+        # where each line of b is, less the lines difflib junked (typeshed omits b2j)
+        positions = cast(dict[bytes, list[int]], getattr(self, "b2j"))  # noqa: B009
+        visits = (1 + len(positions.get(line, ())) for line in a)
+        self._cost = list(itertools.accumulate(visits, initial=0))
+
+    def find_longest_match(
+        self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None
+    ) -> difflib.Match:
+        end = self._size if ahi is None else ahi
+        self._budget -= self._cost[end] - self._cost[alo]
+        if self._budget < 0:
+            raise _TooCostly
+        return super().find_longest_match(alo, ahi, blo, bhi)
+
+
+_Opcode = tuple[str, int, int, int, int]
+
+
+def _unified(a: list[bytes], b: list[bytes], from_name: bytes, to_name: bytes) -> Iterator[bytes]:
+    """difflib.unified_diff's lines (3 lines of context) for lines of bytes; past the
+    work bound, the lines between the common head and tail are one replacement hunk:
+    a valid patch, not a minimal one."""
+    try:
+        groups = list(_BoundedMatcher(a, b, _DIFF_WORK).get_grouped_opcodes(_CONTEXT))
+    except _TooCostly:
+        groups = [_replace_middle(a, b)]
+    if not groups:
+        return
+    yield b"--- " + from_name + b"\n"
+    yield b"+++ " + to_name + b"\n"
+    for group in groups:
+        first, last = group[0], group[-1]
+        old_range, new_range = _range(first[1], last[2]), _range(first[3], last[4])
+        yield b"@@ -" + old_range + b" +" + new_range + b" @@\n"
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                yield from (b" " + line for line in a[i1:i2])
+                continue
+            yield from (b"-" + line for line in a[i1:i2])
+            yield from (b"+" + line for line in b[j1:j2])
+
+
+def _replace_middle(a: list[bytes], b: list[bytes]) -> list[_Opcode]:
+    """One hunk: the lines between the longest common head and tail replaced."""
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    a_end, b_end = len(a) - tail, len(b) - tail
+    codes: list[_Opcode] = []
+    if head:
+        start = max(0, head - _CONTEXT)
+        codes.append(("equal", start, head, start, head))
+    codes.append(("replace", head, a_end, head, b_end))
+    if tail:
+        after = min(tail, _CONTEXT)
+        codes.append(("equal", a_end, a_end + after, b_end, b_end + after))
+    return codes
+
+
+def _range(start: int, stop: int) -> bytes:
+    """A hunk header's range, as difflib (and git) write it: '3', '3,4' or '2,0'."""
+    length = stop - start
+    if length == 1:
+        return b"%d" % (start + 1)
+    return b"%d,%d" % (start + 1 if length else start, length)
 
 
 def _lines(content: bytes) -> list[bytes]:

@@ -1,0 +1,46 @@
+"""Hostile input for issue 14's history commands (attack session, /work/plan/attack-history.md):
+log -p on contents that made difflib quadratic or split lines where git does not."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sapwood import Repository
+from tests.helpers import cli, commit_files
+
+
+def _two_commits(repo: Repository, tmp_path: Path, old: bytes, new: bytes) -> None:
+    commit_files(repo, tmp_path / "one", {"f": old}, timestamp=1_700_000_000)
+    commit_files(repo, tmp_path / "two", {"f": new}, timestamp=1_700_086_400)
+
+
+def test_patch_of_a_costly_diff_ends_quickly(user_repo: Repository, tmp_path: Path) -> None:
+    """Every other line changed in a 20,000-line file took difflib 23 s (quadratic); past
+    a work bound the changed middle is one replacement hunk, still a valid patch."""
+    count = 20_000
+    old = b"".join(b"x\n" if i % 2 else b"%d\n" % i for i in range(count))
+    new = b"".join(b"y\n" if i % 2 else b"%d\n" % i for i in range(count))
+    _two_commits(user_repo, tmp_path, b"head\n" + old + b"tail\n", b"head\n" + new + b"tail\n")
+    started = time.monotonic()
+    result = cli("--repo", user_repo.path, "log", "-p", "main~0", "--", "/f")
+    elapsed = time.monotonic() - started
+    assert result.code == 0, result.err
+    assert elapsed < 10, f"log -p took {elapsed:.1f} s"
+    hunks = result.raw.split(b"\n@@ ")[1:]
+    first = hunks[0]
+    assert first.startswith(b"-1,20002 +1,20002 @@\n") or first.count(b"\n-") == count // 2
+    removed = [line for line in result.raw.split(b"\n") if line.startswith(b"-x")]
+    added = [line for line in result.raw.split(b"\n") if line.startswith(b"+y")]
+    assert len(removed) == len(added) == count // 2
+
+
+def test_patch_of_a_file_of_many_lines_is_not_split_into_them(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """4 Mi empty lines are 4 MiB of text but four million list items a side (hundreds
+    of MiB, and a 64 MiB file of them gigabytes): over 2**20 lines, a file is not diffed."""
+    _two_commits(user_repo, tmp_path, b"\n" * (4 << 20), b"x" + b"\n" * (4 << 20))
+    result = cli("--repo", user_repo.path, "log", "-p", "main~0", "--", "/f")
+    assert result.code == 0, result.err
+    assert b"Binary files a/f and b/f differ\n" in result.raw
