@@ -146,7 +146,8 @@ def _file_patch(repo: Repository, path: bytes, old: Side, new: Side) -> bytes:
     if is_dir or before.short_id == after.short_id:
         return b"".join(lines)
     large = max(before.size, after.size) > _LARGEST_TEXT
-    if before.same_data(after) if large else before.data() == after.data():
+    both = before.exists and after.exists  # else an empty file added or deleted: git's index line
+    if both and (before.same_data(after) if large else before.data() == after.data()):
         return b"".join(lines)  # only the mode, owner or xattrs changed
     same_mode = before.exists and after.exists and before.mode == after.mode
     suffix = f" {before.mode:06o}" if same_mode else ""

@@ -76,3 +76,22 @@ def test_each_commit_is_printed_before_the_next_is_diffed(
     result = cli("--repo", user_repo.path, "log", "-p", "main")
     assert result.code == 0 and result.out.count("diff --git") == 3
     assert shown_before == [0, 1, 2]
+
+
+def test_an_empty_file_added_and_deleted_has_git_s_index_line(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """git: the header, `index 0000000..e69de29` (its id of the empty blob), no hunk."""
+    source = write_tree(tmp_path / "src", {"keep": "k\n"})
+    commit_dir(user_repo, source, timestamp=1_000)
+    (source / "empty").write_bytes(b"")
+    commit_dir(user_repo, source, timestamp=2_000)
+    (source / "empty").unlink()
+    commit_dir(user_repo, source, timestamp=3_000)
+    result = cli("--repo", user_repo.path, "log", "-p", "main", "--", "/empty")
+    assert result.code == 0, result.err
+    diffs = re.findall(r"^diff --git .*\n(?:[^c\n].*\n)*", result.out, re.M)
+    assert [re.sub("(?!0{7})[0-9a-f]{7}", "ID", d) for d in diffs] == [
+        "diff --git a/empty b/empty\ndeleted file mode 100644\nindex ID..0000000\n",
+        "diff --git a/empty b/empty\nnew file mode 100644\nindex 0000000..ID\n",
+    ]
