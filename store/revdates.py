@@ -3,7 +3,8 @@
 Accepted (ASCII only; words in any case; surrounding spaces ignored):
 
     2026-11-01                      00:00:00 UTC of that day
-    2026-11-01 12:00                a time of day, UTC (a space or a 'T' between)
+    2026-11-01 12:00                a time of day, UTC (a space or a 'T' between;
+                                    an hour alone, 2026-11-01 12, is 12:00)
     2026-11-01T12:00:00+02:00       with a zone: Z, +HH, +HHMM or +HH:MM (also '-')
     2026-11-01T120000Z              the compact time of the mount's history/ names
     @1730000000                     seconds since the epoch (as ``date -d @N``)
