@@ -24,6 +24,7 @@ from pathlib import Path
 
 from store.durability import replace_file
 from store.errors import ConfigKeyError, ConfigValueError, RepoNotFoundError
+from store.locking import config_lock
 from store.repo import parse_config, read_config_file, settings_of
 
 SETTABLE = {
@@ -70,9 +71,10 @@ def set_config(repo_path: str | os.PathLike[str], key: str, value: str) -> None:
             value=value,
         )
     path = Path(repo_path)
-    _, config = read_config_file(path)
-    config["core"][option] = value
-    _write_checked(path, config, key, value)
+    with config_lock(path):
+        _, config = read_config_file(path)
+        config["core"][option] = value
+        _write_checked(path, config, key, value)
 
 
 def unset_config(repo_path: str | os.PathLike[str], key: str) -> bool:
@@ -80,10 +82,11 @@ def unset_config(repo_path: str | os.PathLike[str], key: str) -> bool:
     ConfigKeyError unless the key is one of SETTABLE."""
     option = _settable(key)
     path = Path(repo_path)
-    _, config = read_config_file(path)
-    if not config.remove_option("core", option):
-        return False
-    _write_checked(path, config, key, None)
+    with config_lock(path):
+        _, config = read_config_file(path)
+        if not config.remove_option("core", option):
+            return False
+        _write_checked(path, config, key, None)
     return True
 
 

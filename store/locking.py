@@ -39,3 +39,21 @@ def try_lock_dir(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+@contextmanager
+def config_lock(repo_path: Path) -> Iterator[None]:
+    """Hold the lock of changes to REPO/config (config set and unset, remote add and
+    delete): each reads the whole config, changes it and writes it back, so two at once
+    lost one change (a remote added while a setting was set vanished).
+
+    The config is replaced by a rename, so a lock on it would be on the old file; the
+    lock is on REPO/tmp, a directory every repository has whose own inode nothing else
+    locks (transactions lock the staging directories inside it).
+    """
+    fd = os.open(repo_path / "tmp", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.errors import InvalidRefNameError, RemoteError
+from store.locking import config_lock
 from store.names import check_remote_name
 from store.repo import read_config_file, write_config
 
@@ -156,20 +157,23 @@ def get_remote(repo_path: Path, name: str) -> Remote:
 
 def add_remote(repo_path: Path, remote: Remote) -> None:
     """Add ``remote`` to the repository's config; RemoteError if one of its name exists."""
-    _, config = read_config_file(repo_path)
-    section = _section(remote.name)
-    if config.has_section(section):
-        raise RemoteError(f"remote {remote.name} exists; delete it first", name=remote.name)
-    config[section] = {"url": remote.url, "sign-verify": str(remote.sign_verify).lower()}
-    if remote.trusted_keys:
-        config[section]["trusted-keys"] = " ".join(remote.trusted_keys)
-    write_config(repo_path, config)
+    with config_lock(repo_path):  # config set/unset and other remotes write it too
+        _, config = read_config_file(repo_path)
+        section = _section(remote.name)
+        if config.has_section(section):
+            raise RemoteError(f"remote {remote.name} exists; delete it first", name=remote.name)
+        config[section] = {"url": remote.url, "sign-verify": str(remote.sign_verify).lower()}
+        if remote.trusted_keys:
+            config[section]["trusted-keys"] = " ".join(remote.trusted_keys)
+        write_config(repo_path, config)
 
 
 def delete_remote(repo_path: Path, name: str) -> None:
     """Remove remote ``name`` from the config (its pulled refs stay, as OSTree keeps
     them); RemoteError if there is none."""
     get_remote(repo_path, name)
-    _, config = read_config_file(repo_path)
-    config.remove_section(_section(name))
-    write_config(repo_path, config)
+    with config_lock(repo_path):
+        _, config = read_config_file(repo_path)
+        if not config.remove_section(_section(name)):
+            raise RemoteError(f"no remote {name}", name=name)
+        write_config(repo_path, config)

@@ -1,0 +1,40 @@
+"""Changes to REPO/config do not lose each other (attack-history.md #5): config set read
+the whole config, and a remote added before it wrote the config back vanished."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import store.config
+from sapwood import Repository, set_config
+from store.pull.remotes import Remote, add_remote, list_remotes
+
+
+def test_a_remote_added_during_config_set_is_kept(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Path(user_repo.path)
+    writing, resume = threading.Event(), threading.Event()
+    replace = store.config.replace_file
+
+    def slow_replace(*args: Any, **kwargs: Any) -> None:
+        writing.set()  # set_config has read the config and is about to write it
+        resume.wait(10)
+        replace(*args, **kwargs)
+
+    monkeypatch.setattr(store.config, "replace_file", slow_replace)
+    setter = threading.Thread(target=set_config, args=(path, "core.fsync", "false"))
+    setter.start()
+    assert writing.wait(10)
+    adder = threading.Thread(target=add_remote, args=(path, Remote("origin", "http://a/")))
+    adder.start()
+    adder.join(0.5)  # without the lock, the remote is written now and lost below
+    resume.set()
+    setter.join(10)
+    adder.join(10)
+    assert [remote.name for remote in list_remotes(path)] == ["origin"]
+    assert store.config.get_config(path, "core.fsync") == "false"
