@@ -101,7 +101,7 @@ def serve(
     except SapwoodError as exc:
         raise MountError(f"cannot mount {shown}: {exc}") from None
     no_open = NO_OPEN_PASSES_INODE and not chosen.with_open
-    view.index_hook = MappedIndexBound(repo.path)  # the libraries mapped by now: its baseline
+    view.index_hook = MappedIndexBound(repo)  # the libraries mapped by now: its baseline
     operations = SapwoodOperations(view, str(repo.path), no_open=no_open)
     try:
         pyfuse3.init(operations, str(mountpoint), chosen.fuse)

@@ -137,6 +137,12 @@ class Repository:
         of this repository in the process (RuntimeError otherwise)."""
         self.index.remap()
 
+    def release_index_pages(self) -> None:
+        """Let go of the index pages this process has mapped, with snapshots open or
+        not (they stay in the page cache; a later read maps them again): for a
+        long-lived reader that walks much of the index, the mount daemon."""
+        self.index.release_pages()
+
     def __enter__(self) -> Repository:
         return self
 
