@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
@@ -49,9 +50,16 @@ def config_lock(repo_path: Path) -> Iterator[None]:
 
     The config is replaced by a rename, so a lock on it would be on the old file; the
     lock is on REPO/tmp, a directory every repository has whose own inode nothing else
-    locks (transactions lock the staging directories inside it).
+    locks (transactions lock the staging directories inside it). Without a config
+    there is no repository to lock: the caller's read of it says so.
     """
-    fd = os.open(repo_path / "tmp", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    tmp = repo_path / "tmp"
+    if not (repo_path / "config").is_file():
+        yield
+        return
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(tmp, 0o700)  # removed by hand (commit then fails: that is its own finding)
+    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import store.config
-from sapwood import Repository, set_config
+from sapwood import RepoNotFoundError, Repository, set_config
 from store.pull.remotes import Remote, add_remote, list_remotes
 
 
@@ -37,4 +37,20 @@ def test_a_remote_added_during_config_set_is_kept(
     setter.join(10)
     adder.join(10)
     assert [remote.name for remote in list_remotes(path)] == ["origin"]
+    assert store.config.get_config(path, "core.fsync") == "false"
+
+
+def test_no_repository_is_still_said_so(tmp_path: Path) -> None:
+    """The lock is taken in the repository: a path that is none is not made one."""
+    with pytest.raises(RepoNotFoundError, match="not a sapwood repository"):
+        set_config(tmp_path, "core.fsync", "false")
+    with pytest.raises(RepoNotFoundError, match="not a sapwood repository"):
+        add_remote(tmp_path / "missing", Remote("origin", "http://a/"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_removed_tmp_is_made_again(user_repo: Repository) -> None:
+    path = Path(user_repo.path)
+    (path / "tmp").rmdir()
+    set_config(path, "core.fsync", "false")
     assert store.config.get_config(path, "core.fsync") == "false"
