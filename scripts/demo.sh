@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on real data: commit /usr/share/doc, change it, commit again, inspect;
-# re-commit a farm, publish and pull over HTTP, deploy into a sysroot.
+# question its history (log -- PATH, diff --stat, REV@{DATE}); re-commit a farm,
+# publish and pull over HTTP, deploy into a sysroot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAPWOOD=.venv/bin/sapwood
@@ -17,7 +18,8 @@ $SAPWOOD init --mode bare-user
 
 step "copy /usr/share/doc to $TREE and commit it"
 cp -a /usr/share/doc "$TREE"
-time first=$($SAPWOOD commit -b docs/main -s "Debian docs" --add-metadata-string version=1 "$TREE")
+time first=$($SAPWOOD commit -b docs/main -s "Debian docs" --add-metadata-string version=1 \
+    --timestamp 2026-11-01T09:00:00 "$TREE")
 echo "first commit: $first"
 
 step "change the tree: edit one file, add one, remove one; commit again"
@@ -25,7 +27,8 @@ echo "edited by the sapwood demo" >> "$TREE/bash/RBASH"
 echo "a new file" > "$TREE/NEW-FILE"
 victim=$(find "$TREE" -type f -name 'copyright' | sort | sed -n 1p)
 rm "$victim"
-time second=$($SAPWOOD commit -b docs/main -s "Edited docs" --add-metadata-string version=2 "$TREE")
+time second=$($SAPWOOD commit -b docs/main -s "Edited docs" --add-metadata-string version=2 \
+    --timestamp 2026-11-10T09:00:00 "$TREE")
 
 step "commit the unchanged tree again (the stat cache reads nothing)"
 time $SAPWOOD commit -b docs/main -s "Unchanged" --skip-if-unchanged "$TREE" >/dev/null
@@ -43,6 +46,21 @@ step "sapwood cat docs/main^ /bash/RBASH | tail -3   (the old version)"
 $SAPWOOD cat docs/main^ /bash/RBASH | tail -3
 step "sapwood cat docs/main /bash/RBASH | tail -3    (the new version)"
 $SAPWOOD cat docs/main /bash/RBASH | tail -3
+
+step "question the history: which commits changed a path, what changed where, what a ref held on a date"
+$SAPWOOD log docs/main -- /bash/RBASH | grep -E '^(commit|Date)'
+$SAPWOOD log -p docs/main -- /bash/RBASH | grep -m1 -A4 '^@@'
+$SAPWOOD diff "$first" "$second" -- /bash
+$SAPWOOD show --stat docs/main
+echo "--- docs/main@{2026-11-05} is the first commit (the ref's newest on that date):"
+$SAPWOOD rev-parse 'docs/main@{2026-11-05}'
+$SAPWOOD cat 'docs/main@{2026-11-05}' /bash/RBASH | tail -3
+
+step "the repository's settings, validated as opening it validates them"
+$SAPWOOD config get core.fsync
+$SAPWOOD config set core.min-free-space-percent 5
+$SAPWOOD config set core.fsync maybe || echo "(refused, nothing written)"
+$SAPWOOD config list
 
 step "refs and the repository's size"
 $SAPWOOD refs --json
@@ -66,6 +84,8 @@ $SAPWOOD mount "$WORK/mnt"
 ls "$WORK/mnt" "$WORK/mnt/refs/docs" "$WORK/mnt/history/docs/main"
 echo "--- the old RBASH, from history/:"
 tail -2 "$WORK/mnt/history/docs/main/$(ls "$WORK/mnt/history/docs/main" | sed -n 1p)/bash/RBASH"
+echo "--- and by date (history/REF/by-date/DATE is looked up, not listed):"
+tail -3 "$WORK/mnt/history/docs/main/by-date/2026-11-05/bash/RBASH"
 stat -c '%A %U %s %y %n' "$WORK/mnt/refs/docs/main/bash/RBASH"
 getfattr -d "$WORK/mnt/refs/docs/main" 2>/dev/null | sed -n '2,6p' || true
 $SAPWOOD umount "$WORK/mnt"
