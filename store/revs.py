@@ -60,6 +60,12 @@ def rev_parse(repo: Repository, rev: str, *, now: int | None = None) -> ObjectId
         parent = repo.read_commit(commit_id).parent
         if parent is None:
             raise RefNotFoundError(f"{rev}: commit {commit_id.hex()[:12]} has no parent", rev=rev)
+        if not repo.has_object(parent):  # else log REV~N showed nothing and exited 0
+            raise RefNotFoundError(
+                f"{rev}: commit {commit_id.hex()[:12]}'s parent {parent.hex()[:12]} is not in "
+                "this repository (pulled with a depth, or pruned)",
+                rev=rev,
+            )
         _no_loop(seen, parent)
         commit_id = parent
     return commit_id

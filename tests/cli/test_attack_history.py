@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from sapwood import Repository
-from tests.helpers import cli, commit_files
+from tests.helpers import cli, commit_files, delete_record
 
 
 def _two_commits(repo: Repository, tmp_path: Path, old: bytes, new: bytes) -> None:
@@ -44,3 +44,21 @@ def test_patch_of_a_file_of_many_lines_is_not_split_into_them(
     result = cli("--repo", user_repo.path, "log", "-p", "main~0", "--", "/f")
     assert result.code == 0, result.err
     assert b"Binary files a/f and b/f differ\n" in result.raw
+
+
+def test_rev_past_a_truncated_history_is_an_error(user_repo: Repository, tmp_path: Path) -> None:
+    """main~1 whose commit was not pulled (a depth) or was pruned: log printed nothing and
+    exited 0, rev-parse printed the missing id; as git at a shallow boundary, it is an
+    unknown revision."""
+    _two_commits(user_repo, tmp_path, b"a\n", b"b\n")
+    head = user_repo.ref("main")
+    assert head is not None
+    parent = user_repo.read_commit(head).parent
+    assert parent is not None
+    user_repo.close()
+    delete_record(Path(user_repo.path), parent)
+    for command in ("log", "rev-parse", "show"):
+        result = cli("--repo", user_repo.path, command, "main~1")
+        assert (result.code, result.out) == (1, ""), command
+        assert result.err.count("\n") == 1 and "not in this repository" in result.err
+    assert cli("--repo", user_repo.path, "log", "main").code == 0
