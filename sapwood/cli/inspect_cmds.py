@@ -61,7 +61,10 @@ def register(commands: Any) -> None:
     cat.add_argument("rev")
     cat.add_argument("path")
     cat.set_defaults(func=cmd_cat)
+    _register_diff(commands)
 
+
+def _register_diff(commands: Any) -> None:
     diff = commands.add_parser(
         "diff", help="A/M/D lines between two commits, or a commit and a directory"
     )
