@@ -19,7 +19,7 @@ from store.errors import (
 from store.ids import ObjectId, ObjectType
 from store.objects import Commit
 from store.pull import formats
-from store.pull.job import _Job, _Wanted
+from store.pull.job import _Job, _settle, _Wanted
 from store.pull.objects import verified_meta
 
 log = logging.getLogger(__name__)
@@ -64,34 +64,44 @@ class _Checks(_Job):
             return self.repo.read_commit(commit_id)
         if commit_id in self.commits:
             return self.commits[commit_id]
-        try:
+        signatures = self.pool.submit(self._commitmeta, commit_id)  # beside the commit:
+        try:  # one round trip, not two, before the trees (checked after the commit still)
             data = self._get_object(commit_id, ObjectType.COMMIT)
         except ObjectMissingError:
+            _settle([signatures])
             if required:
                 raise
             log.info("%s: parent commit %s is not there; history ends", self.where, commit_id.hex())
             return None
+        except BaseException:
+            _settle([signatures])
+            raise
         commit = verified_meta(commit_id, ObjectType.COMMIT, data, self.where)
         assert isinstance(commit, Commit)
-        self._signatures(commit_id, data)
+        self._signatures(commit_id, data, signatures.result())
         if not local:
             self.commits[commit_id] = commit
             self.report.commits_fetched += 1
         return commit
 
-    def _signatures(self, commit_id: ObjectId, data: bytes) -> None:
-        """Fetch the commit's detached signatures (kept with it in the local repository);
-        with sign-verify, refuse it unless one is by a trusted key."""
+    def _commitmeta(self, commit_id: ObjectId) -> bytes | None:
+        """The commit's detached signatures as the remote serves them; None if it has none."""
         relpath = "objects/" + object_relpath(commit_id, ObjectType.COMMIT) + "meta"
         try:
-            meta = self._get(relpath, self.settings.max_metadata_size, "commit signatures")
+            return self._get(relpath, self.settings.max_metadata_size, "commit signatures")
         except ObjectMissingError:
+            return None
+
+    def _signatures(self, commit_id: ObjectId, data: bytes, meta: bytes | None) -> None:
+        """Keep the commit's detached signatures ``meta`` (fetched beside it) with it in
+        the local repository; with sign-verify, refuse it unless one is by a trusted key."""
+        if meta is None:
             if self.remote.sign_verify:
                 raise SignatureError(
                     f"{self.where}: commit {commit_id.hex()} is unsigned, and this remote "
                     "requires signatures",
                     commit_id=commit_id,
-                ) from None
+                )
             return
         try:
             key = formats.verify(data, meta, self.remote.trusted_keys)
