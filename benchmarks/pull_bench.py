@@ -39,6 +39,8 @@ from tests.net.servers import Nginx
 TIMEOUT = 1800  # seconds, for any one command
 KINDS = ("plain", "delta")
 SAMPLES: dict[str, list[float]] = {}  # every run's seconds, for --results
+LOADS: dict[str, list[float]] = {}  # the 1-minute load average after each run: 2 shared
+# cores make every figure depend on what else runs, so each is printed with its load
 
 
 def run(argv: list[str]) -> str:
@@ -156,6 +158,7 @@ def measure(
         else:
             run(["cp", "-a", str(base), str(repo)])
         times.append(timed_pull(tool, repo, server, counts, f"{tool} {kind} {phase}"))
+        LOADS.setdefault(f"{tool} {kind} {phase}", []).append(os.getloadavg()[0])
         if phase == "first" and n == runs - 1:
             repo.rename(base)
         else:
@@ -230,6 +233,10 @@ def main() -> int:
     )
     for key in sorted(counts):
         print(f"  {key}: {counts[key]}")
+    for key, values in SAMPLES.items():
+        runs = " ".join(f"{value:.2f}" for value in values)
+        loads = LOADS[key]
+        print(f"  {key}: runs {runs} s, load {min(loads):.1f}-{max(loads):.1f}")
     return 0
 
 
