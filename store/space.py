@@ -31,9 +31,11 @@ class SpacePolicy:
 
     @classmethod
     def from_config(cls, core: configparser.SectionProxy) -> SpacePolicy:
-        percent = core.getint("min-free-space-percent", fallback=3)
-        if not 0 <= percent <= 99:
-            raise ValueError(f"min-free-space-percent {percent} is not between 0 and 99")
+        percent_text = core.get("min-free-space-percent", "3")
+        # ASCII digits only: int() also takes '5_0', '+5' and other scripts' digits
+        if re.fullmatch(r"[0-9]{1,2}", percent_text, re.ASCII) is None:
+            raise ValueError(f"min-free-space-percent {percent_text!r} is not between 0 and 99")
+        percent = int(percent_text)
         size_text = core.get("min-free-space-size")
         return cls(percent, _parse_size(size_text) if size_text else None)
 
@@ -52,8 +54,9 @@ class SpacePolicy:
 
 
 def _parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    # ASCII digits (\d took other scripts' too), and a size OSTree's 64 bits can hold
+    match = re.fullmatch(r"\s*([0-9]{1,20})\s*([A-Za-z]*)\s*", text, re.ASCII)
     unit = match.group(2).upper() if match else None
-    if match is None or unit not in _SIZE_UNITS:
+    if match is None or unit not in _SIZE_UNITS or int(match.group(1)) * _SIZE_UNITS[unit] >= 2**64:
         raise ValueError(f"min-free-space-size {text!r} is not a size like 500MB")
     return int(match.group(1)) * _SIZE_UNITS[unit]
