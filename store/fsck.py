@@ -116,7 +116,11 @@ def fsck(
         partial = set(reader.partial_commits())
         broken = {c for commits in needed.values() for c in commits}
         report.completed = sorted((partial & reachable.commits) - broken)
-        report.orphan_files = len(orphan_files(repo.path / "objects", reader)) if all_objects else 0
+        report.orphan_files = (
+            len(orphan_files(repo.path / "objects", reader, repo.index.release_pages))
+            if all_objects
+            else 0
+        )
     if delete and bad:
         report.deleted = _delete(repo, set(bad), broken)
         partial |= broken

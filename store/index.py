@@ -268,6 +268,7 @@ class _SharedEnv:
         self.key = key
         self.users = 0
         self.access = access
+        self._mapped: list[tuple[int, int]] | None = None
         self.env, self.dbs = self._open_env()
         if access is Access.CREATE:  # made now: a reopen (remap) must find it, never make one
             self.access = Access.READ_WRITE
@@ -309,7 +310,15 @@ class _SharedEnv:
 
     def reopen(self) -> None:
         self.env.close()
+        self._mapped = None
         self.env, self.dbs = self._open_env()
+
+    def mapped_ranges(self) -> list[tuple[int, int]]:
+        """Where this environment's data file is mapped (read once: /proc/self/maps of a
+        Python process is long, 0.5 ms to parse; LMDB maps the file once, at open)."""
+        if self._mapped is None:
+            self._mapped = _mapped_ranges(os.path.join(self.key, "data.mdb"))
+        return self._mapped
 
     @classmethod
     def acquire(cls, path: Path, access: Access) -> _SharedEnv:
@@ -446,7 +455,7 @@ class Index:
         """
         if self._closed:
             return
-        for start, length in _mapped_ranges(os.path.join(self._shared.key, "data.mdb")):
+        for start, length in self._shared.mapped_ranges():
             _madvise_dontneed(start, length)
 
     def _require_open(self) -> None:

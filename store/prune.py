@@ -78,7 +78,7 @@ def prune(
             _require_sound(reader, reachable, roots)
             garbage = _Garbage(repo, reachable)
             garbage.count(reader)
-            orphans = orphan_files(repo.path / "objects", reader)
+            orphans = orphan_files(repo.path / "objects", reader, repo.index.release_pages)
             report = PruneReport(total_objects=garbage.total, dry_run=dry_run)
         report.commits = sorted(o for o, k in garbage.metadata.items() if k is ObjectType.COMMIT)
         report.objects = len(garbage.metadata) + garbage.files
@@ -116,16 +116,16 @@ class _Garbage:
         self.total = 0
 
     def count(self, reader: IndexReader) -> None:
-        for number, (object_id, kind) in enumerate(reader.iter_kinds(), 1):
+        for object_id, kind in reader.iter_kinds():
             self.total += 1
+            if self.total % _DELETE_BATCH == 0:
+                self._repo.index.release_pages()
             if self._reachable.needs(object_id):
                 continue
             if kind is ObjectType.FILE:
                 self.files += 1
             else:
                 self.metadata[object_id] = kind
-            if number % _DELETE_BATCH == 0:
-                self._repo.index.release_pages()
 
     def file_paths(self, dry_run: bool) -> Iterator[list[Path]]:
         """The garbage file objects' paths, one objects/XX directory at a time, in
@@ -141,11 +141,11 @@ class _Garbage:
                         break
                     if kind is ObjectType.FILE and not self._reachable.needs(object_id):
                         batch.append(object_id)
-            if not batch:
-                continue
-            if not dry_run:
+            if batch and not dry_run:
                 self._repo.index.apply(WriteBatch(remove_objects=set(batch)))
             self._repo.index.release_pages()
+            if not batch:
+                continue
             paths = [p for o in batch for p in _object_paths(self._repo, o, ObjectType.FILE)]
             yield _in_inode_order(paths)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from store.index import IndexReader, ObjectRecord
 from store.objects import Commit, DirMeta, DirTree
 
 _M = TypeVar("_M", Commit, DirMeta, DirTree)
-_RELEASE_EVERY = 4096  # dirtrees read between two calls of walk_commits' ``release``
+_RELEASE_EVERY = 512  # dirtrees read between two calls of walk_commits' ``release``
 
 
 @dataclass
@@ -196,18 +197,36 @@ def _readable(reader: IndexReader, object_id: ObjectId) -> ObjectRecord | None:
         return None
 
 
-def orphan_files(objects_dir: Path, reader: IndexReader) -> list[Path]:
+def orphan_files(
+    objects_dir: Path, reader: IndexReader, release: Callable[[], None] | None = None
+) -> list[Path]:
     """Object files the index does not list: leftovers of interrupted transactions.
 
     Only meaningful under the exclusive lock: a running transaction's files are
-    renamed into objects/ just before its index commit.
+    renamed into objects/ just before its index commit. One directory at a time, its
+    names in id order (neighbours in the index); ``release`` is called after each
+    (a million lookups would leave most of the index's pages resident).
     """
     orphans: list[Path] = []
-    for path in objects_dir.glob("*/*"):
-        try:
-            object_id = bytes.fromhex(path.parent.name + path.name.split(".")[0])
-        except ValueError:
+    try:
+        top = sorted(entry.name for entry in os.scandir(objects_dir) if entry.is_dir())
+    except FileNotFoundError:
+        return orphans
+    for sub in top:
+        if sub.startswith("."):
             continue
-        if not reader.has_object(object_id):
-            orphans.append(path)
+        directory = objects_dir / sub
+        try:
+            names = sorted(name for name in os.listdir(directory) if not name.startswith("."))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            try:
+                object_id = bytes.fromhex(sub + name.split(".")[0])
+            except ValueError:
+                continue
+            if not reader.has_object(object_id):
+                orphans.append(directory / name)
+        if release is not None:
+            release()
     return orphans
