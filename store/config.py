@@ -94,26 +94,50 @@ def _write_checked(
     path: Path, config: configparser.ConfigParser, key: str, value: str | None
 ) -> None:
     """Write ``config`` if the text written reads back as a config the repository
-    opens with, holding ``value`` at ``key`` (None: not set)."""
+    opens with, holding ``value`` at ``key`` (None: not set).
+
+    A config written by hand may already hold bad settings: a change that removes one
+    or more of them and adds none is written too, so a config holding two bad values
+    is repaired one key at a time (checking the whole new config refused every change
+    until both were fixed together by hand). The settings are checked one by one:
+    each is read on its own (SpacePolicy, fsync).
+    """
     out = io.StringIO()
     config.write(out)
     text = out.getvalue()
     shown = "unsetting it" if value is None else repr(value)
+    option = key.partition(".")[2]
     try:
         _, written = parse_config(path, text)
-        settings_of(written["core"])
+        bad = _bad_settings(written["core"])
+        if bad and not set(bad) < set(_bad_settings(read_config_file(path)[1]["core"])):
+            raise ValueError(bad.get(option) or next(iter(bad.values())))
     except (RepoNotFoundError, ValueError) as exc:
         raise ConfigValueError(
             f"{key}: {shown} refused (the repository would not open): {exc}",
             key=key,
             value=value or "",
         ) from None
-    option = key.partition(".")[2]
     if written["core"].get(option) != value:  # spaces around it would be lost, say
         raise ConfigValueError(
             f"{key}: {value!r} would not read back as it is", key=key, value=value or ""
         )
     replace_file(path, "config", text.encode(), fsync=True)
+
+
+def _bad_settings(core: configparser.SectionProxy) -> dict[str, str]:
+    """The settable options of [core] that Repository.open refuses, each with why."""
+    bad = {}
+    for key in SETTABLE:
+        option = key.partition(".")[2]
+        if option in core:
+            alone = configparser.ConfigParser(interpolation=None)
+            alone["core"] = {option: core[option]}
+            try:
+                settings_of(alone["core"])
+            except ValueError as exc:
+                bad[option] = str(exc)
+    return bad
 
 
 def _settable(key: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import store.config
-from sapwood import RepoNotFoundError, Repository, set_config
+from sapwood import ConfigValueError, RepoNotFoundError, Repository, set_config, unset_config
 from store.pull.remotes import Remote, add_remote, list_remotes
 
 
@@ -54,3 +54,21 @@ def test_a_removed_tmp_is_made_again(user_repo: Repository) -> None:
     (path / "tmp").rmdir()
     set_config(path, "core.fsync", "false")
     assert store.config.get_config(path, "core.fsync") == "false"
+
+
+def test_a_config_with_two_bad_values_is_repaired_one_key_at_a_time(
+    user_repo: Repository,
+) -> None:
+    """Each change was checked against the whole new config, which still held the other
+    bad value: neither could be set nor unset, and only a hand edit repaired it."""
+    path = Path(user_repo.path)
+    user_repo.close()
+    with (path / "config").open("a") as config:
+        config.write("min-free-space-percent = 500\nmin-free-space-size = lots\n")
+    with pytest.raises(RepoNotFoundError):
+        Repository.open(path)
+    with pytest.raises(ConfigValueError):
+        set_config(path, "core.min-free-space-percent", "101")  # still refused itself
+    unset_config(path, "core.min-free-space-size")
+    set_config(path, "core.min-free-space-percent", "5")
+    Repository.open(path).close()
