@@ -21,7 +21,7 @@ from sapwood import (
 from sapwood.cli.commit_view import commit_json, print_commit
 from sapwood.cli.context import open_repo
 from sapwood.cli.output import emit_json, show_bytes
-from sapwood.cli.patch_view import patch
+from sapwood.cli.patch_view import patch, patch_chunks
 from sapwood.cli.separator import keep_separator, paths_after_separator
 
 # what log shows of one commit: its id, the commit, and (path, old, new) of each change
@@ -57,17 +57,23 @@ def cmd_log(args: argparse.Namespace) -> int:
         return _plain_log(args)
     with open_repo(args) as repo:
         entries = _entries(repo, rev_parse(repo, args.rev), paths)
-        shown = ((entry, _patch(repo, entry[2]) if args.patch else b"") for entry in entries)
         if args.json:
-            emit_json([_json(entry, diff, args) for entry, diff in shown])
+            diffs = ((entry, _patch(repo, entry[2]) if args.patch else b"") for entry in entries)
+            emit_json([_json(entry, diff, args) for entry, diff in diffs])
             return 0
-        for (commit_id, commit, _), diff in shown:  # as found: `log -p | head` ends early
+        for commit_id, commit, changes in entries:  # as found: `log -p | head` ends early
             print_commit(commit_id, commit, full=False)
-            if diff:
-                sys.stdout.flush()
-                sys.stdout.buffer.write(diff)
-                sys.stdout.buffer.flush()
+            if args.patch:
+                _write_patch(repo, changes)
     return 0
+
+
+def _write_patch(repo: Repository, changes: _Changes) -> None:
+    """A commit's diff, a file at a time (the first commit of a tree diffs all of it)."""
+    sys.stdout.flush()
+    for chunk in patch_chunks(repo, ((old, new) for _, old, new in changes)):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
 
 
 def _plain_log(args: argparse.Namespace) -> int:

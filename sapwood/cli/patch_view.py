@@ -38,14 +38,18 @@ Side = Node | None
 def patch(repo: Repository, changes: Iterable[tuple[Side, Side]]) -> bytes:
     """The unified diff of (old, new) node pairs (either None where absent), each file
     once even when the pairs overlap (log -- /etc /etc/ssh)."""
+    return b"".join(patch_chunks(repo, changes))
+
+
+def patch_chunks(repo: Repository, changes: Iterable[tuple[Side, Side]]) -> Iterator[bytes]:
+    """patch()'s text a file at a time, to be written as it is made: a commit that adds
+    a whole tree holds every file's content in its diff."""
     seen: set[tuple[bytes, Side, Side]] = set()
-    out: list[bytes] = []
     for old, new in changes:
         for pair in _file_pairs(repo, old, new):
             if pair not in seen:
                 seen.add(pair)
-                out.append(_file_patch(repo, *pair))
-    return b"".join(out)
+                yield _file_patch(repo, *pair)
 
 
 def _file_pairs(repo: Repository, old: Side, new: Side) -> Iterator[tuple[bytes, Side, Side]]:

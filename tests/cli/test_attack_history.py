@@ -3,6 +3,8 @@ log -p on contents that made difflib quadratic or split lines where git does not
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -62,3 +64,40 @@ def test_rev_past_a_truncated_history_is_an_error(user_repo: Repository, tmp_pat
         assert (result.code, result.out) == (1, ""), command
         assert result.err.count("\n") == 1 and "not in this repository" in result.err
     assert cli("--repo", user_repo.path, "log", "main").code == 0
+
+
+_PEAK_RSS = """
+import re, sys
+from sapwood.cli.main import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as status:  # ru_maxrss would count the forking pytest's
+    sys.stderr.write(re.search(r"VmHWM:\\s*(\\d+)", status.read())[1] + "\\n")
+sys.exit(code)
+"""
+
+
+def _peak_kib(*args: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return int(done.stderr.split()[-1])
+
+
+def test_patch_of_a_commit_is_written_a_file_at_a_time(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """log -p built each commit's whole diff before writing it: the first commit of a
+    tree diffs every file, so its content (here 48 MiB, /usr/share's is gigabytes) was
+    held twice over (the parts, then their join)."""
+    line = b"%0127d\n"
+    files = {f"f{n}": b"".join(line % (n * 20_000 + i) for i in range(16_384)) for n in range(24)}
+    commit_files(user_repo, tmp_path / "tree", files, timestamp=1_700_000_000)
+    path = str(user_repo.path)
+    baseline = _peak_kib("--repo", path, "log", "main")
+    patched = _peak_kib("--repo", path, "log", "-p", "main")
+    assert patched - baseline < 40 << 10, (baseline, patched)  # KiB: the diff is 48 MiB
