@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
 from sapwood.cli import log_cmd
+from sapwood.cli.patch_view import Side
 from store import Repository
 from tests.helpers import cli, commit_dir, write_tree
 
@@ -65,17 +67,17 @@ def test_each_commit_is_printed_before_the_next_is_diffed(
         (source / "f").write_text(f"{n}\n")
         commit_dir(user_repo, source, timestamp=1_000 + n)
     shown_before: list[int] = []  # commits on stdout when each diff is made
-    original = log_cmd._patch
+    original = log_cmd.patch_chunks
 
-    def patch(repo: Repository, changes: log_cmd._Changes) -> bytes:
+    def patch_chunks(repo: Repository, changes: Iterable[tuple[Side, Side]]) -> Iterator[bytes]:
         sys.stdout.flush()
         shown_before.append(len(re.findall(rb"^commit ", sys.stdout.buffer.getvalue(), re.M)))
         return original(repo, changes)
 
-    monkeypatch.setattr(log_cmd, "_patch", patch)
+    monkeypatch.setattr(log_cmd, "patch_chunks", patch_chunks)
     result = cli("--repo", user_repo.path, "log", "-p", "main")
     assert result.code == 0 and result.out.count("diff --git") == 3
-    assert shown_before == [0, 1, 2]
+    assert shown_before == [1, 2, 3]  # each commit's header, then its diff, file by file
 
 
 def test_an_empty_file_added_and_deleted_has_git_s_index_line(
