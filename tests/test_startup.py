@@ -153,3 +153,16 @@ def test_the_stub_parser_helps_and_refuses_as_the_whole_one() -> None:
         with pytest.raises(errors.UsageError, match="invalid choice: 'nope' \\(choose from 'init'"):
             parser.parse_args(["nope"])
     assert main.EXIT_INTERNAL == errors.EXIT_INTERNAL
+
+
+def test_every_command_module_is_in_the_table() -> None:
+    """A module of sapwood.cli with a register() that COMMANDS does not name would
+    never be loaded: its commands would not exist."""
+    from sapwood.cli import main
+
+    registering = {
+        path.stem
+        for path in (ROOT / "sapwood" / "cli").glob("*.py")
+        if "\ndef register(" in path.read_text()
+    }
+    assert registering == {module for _, module, _ in main.COMMANDS}
