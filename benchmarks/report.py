@@ -50,16 +50,27 @@ def machine(results: Path) -> list[tuple[str, str]]:
         platform.processor() or "unknown",
     )
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    start = results / "json" / "uptime-start.txt"
     fs = _out(["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS", "--target", "/var/tmp"])
     return [
         ("CPU", f"{model}, {os.cpu_count()} cores"),
         ("memory", f"{mem_kib / 1024 / 1024:.1f} GiB"),
         ("kernel", platform.release()),
         ("filesystem of /var/tmp", fs),
-        ("load at the start (uptime)", start.read_text().strip() if start.exists() else "-"),
+        *starts(results),
         ("load at the end (uptime)", _out(["uptime"])),
     ]
+
+
+def starts(results: Path) -> list[tuple[str, str]]:
+    """`uptime` at the start of each part of the run (make bench writes uptime-start.txt;
+    a part run on its own may leave uptime-NAME-start.txt)."""
+    found = []
+    for path in sorted((results / "json").glob("uptime*start.txt")):
+        part = path.name.removeprefix("uptime").removesuffix("start.txt").strip("-")
+        found.append(
+            (f"load at the start{f' of {part}' if part else ''}", path.read_text().strip())
+        )
+    return found
 
 
 def versions() -> list[tuple[str, str]]:
