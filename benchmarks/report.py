@@ -242,6 +242,8 @@ def plot_scale(doc: dict[str, Any], unit: str, out: Path) -> None:
         (len(operations) + columns - 1) // columns, columns, figsize=(14, 7), squeeze=False
     )
     for ax, op in zip(axes.flat, operations, strict=False):
+        values = [r[k] for r in rows if r["operation"] == op for k in ("min", "max")]
+        ax.set_ylim(min(values) / 2, max(values) * 2)  # a flat line looks flat, not zoomed in
         for tool, style in (("sapwood", "o-"), ("ostree", "s--")):
             points = sorted(
                 (r["files"], r["median"], r["min"], r["max"])
@@ -256,7 +258,8 @@ def plot_scale(doc: dict[str, Any], unit: str, out: Path) -> None:
             ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=tool)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(op if unit == "s" else ("mount daemon" if op == "walk" else op))
+        daemon = {"mount": "daemon after mount", "walk": "daemon after walk"}
+        ax.set_title(op if unit == "s" else daemon.get(op, op))
         ax.set_xlabel("files")
         ax.set_ylabel("seconds" if unit == "s" else "peak MiB")
         ax.grid(True, which="both", alpha=0.3)
