@@ -150,13 +150,19 @@ def _spine(trees: _TreeCache, root: Node, names: list[bytes], known: _Spine | No
 
 class _TreeCache:
     """Finds one name in stored dirtrees, keeping the encodings read lately (several
-    paths share their ancestors' trees)."""
+    paths share their ancestors' trees).
+
+    Bounded by count and by bytes: a directory of 100,000 entries is a 6 MB encoding,
+    and a history that changes one in every commit filled 256 entries with 1.5 GB.
+    """
 
     _LIMIT = 256
+    _LIMIT_BYTES = 32 << 20
 
     def __init__(self, repo: Repository) -> None:
         self._repo = repo
         self._payloads: dict[ObjectId, bytes] = {}
+        self._bytes = 0
 
     def find(
         self, tree_id: ObjectId, name: bytes
@@ -164,9 +170,12 @@ class _TreeCache:
         """(file id, None) or (None, subdirectory entry) of ``name``, None if absent."""
         payload = self._payloads.get(tree_id)
         if payload is None:
-            if len(self._payloads) >= self._LIMIT:
+            payload = dirtree_payload(self._repo, tree_id)
+            if len(self._payloads) >= self._LIMIT or self._bytes + len(payload) > self._LIMIT_BYTES:
                 self._payloads.clear()
-            payload = self._payloads[tree_id] = dirtree_payload(self._repo, tree_id)
+                self._bytes = 0
+            self._payloads[tree_id] = payload
+            self._bytes += len(payload)
         try:
             return _scan(payload, name)
         except (struct.error, FormatError) as exc:
