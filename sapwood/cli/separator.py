@@ -43,6 +43,13 @@ def paths_after_separator(args: argparse.Namespace, usage: str) -> list[str] | N
     command = usage.split()[0]
     paths: list[str] = list(args.paths)
     after = args.after_separator
+    revs = len(usage.split(" -- ")[0].split()) - 1  # "diff A B -- PATH...": 2
+    taken = 0 if after is None else len(after) - len(paths)  # words after '--' taken as REVs
+    if 0 < taken < revs:  # `diff main -- /usr` compared main with the directory /usr
+        raise UsageError(
+            f"{command}: {' '.join(after[:taken])} after -- is a PATH, and {usage} needs "
+            f"{revs} revisions before it"
+        )
     before = paths if after is None else paths[: max(0, len(paths) - len(after))]
     if before:
         raise UsageError(

@@ -101,3 +101,17 @@ def test_patch_of_a_commit_is_written_a_file_at_a_time(
     baseline = _peak_kib("--repo", path, "log", "main")
     patched = _peak_kib("--repo", path, "log", "-p", "main")
     assert patched - baseline < 40 << 10, (baseline, patched)  # KiB: the diff is 48 MiB
+
+
+def test_diff_of_one_commit_and_a_path_after_the_separator_is_a_usage_error(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """`diff main -- /usr` (git: the working tree against main, in /usr) took /usr as
+    diff's second argument and compared main with the host's /usr directory: `-- /`
+    walked the whole host filesystem."""
+    _two_commits(user_repo, tmp_path, b"a\n", b"b\n")
+    result = cli("--repo", user_repo.path, "diff", "main", "--", str(tmp_path / "one"))
+    assert (result.code, result.out) == (2, "")
+    assert "after -- is a PATH" in result.err and result.err.count("\n") == 1
+    assert cli("--repo", user_repo.path, "diff", "--", "main~1", "main").out == "M    /f\n"
+    assert cli("--repo", user_repo.path, "log", "--", "main").code == 0
