@@ -44,12 +44,36 @@ def patch(repo: Repository, changes: Iterable[tuple[Side, Side]]) -> bytes:
 def patch_chunks(repo: Repository, changes: Iterable[tuple[Side, Side]]) -> Iterator[bytes]:
     """patch()'s text a file at a time, to be written as it is made: a commit that adds
     a whole tree holds every file's content in its diff."""
-    seen: set[tuple[bytes, Side, Side]] = set()
-    for old, new in changes:
+    for old, new in _outermost(changes):
         for pair in _file_pairs(repo, old, new):
-            if pair not in seen:
-                seen.add(pair)
-                yield _file_patch(repo, *pair)
+            yield _file_patch(repo, *pair)
+
+
+def _outermost(changes: Iterable[tuple[Side, Side]]) -> list[tuple[Side, Side]]:
+    """The changes not inside another (log -- /etc /etc/ssh: /etc's diff holds
+    /etc/ssh's), in their order, so each file is shown once without remembering every
+    file shown (a set of them was 16 MB for /usr/share's 51,000 files)."""
+    pairs = [(pair, _path(*pair)) for pair in changes]
+    paths = {path for _, path in pairs}
+    kept: list[tuple[Side, Side]] = []
+    shown: set[bytes] = set()
+    for pair, path in pairs:
+        if path not in shown and not any(a in paths for a in _ancestors(path)):
+            shown.add(path)
+            kept.append(pair)
+    return kept
+
+
+def _path(old: Side, new: Side) -> bytes:
+    node = new if new is not None else old
+    return b"/" if node is None else node.path
+
+
+def _ancestors(path: bytes) -> Iterator[bytes]:
+    """b"/a/b/c" -> b"/a/b", b"/a", b"/"; nothing for b"/"."""
+    while path != b"/":
+        path = path.rpartition(b"/")[0] or b"/"
+        yield path
 
 
 def _file_pairs(repo: Repository, old: Side, new: Side) -> Iterator[tuple[bytes, Side, Side]]:

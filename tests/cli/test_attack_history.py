@@ -6,10 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
-from sapwood import Repository
-from tests.helpers import cli, commit_files, delete_record
+from sapwood import DirEntry, Node, Repository
+from sapwood.cli.patch_view import patch_chunks
+from tests.helpers import cli, commit_files, delete_record, many_directories_commit
 
 
 def _two_commits(repo: Repository, tmp_path: Path, old: bytes, new: bytes) -> None:
@@ -115,3 +117,30 @@ def test_diff_of_one_commit_and_a_path_after_the_separator_is_a_usage_error(
     assert "after -- is a PATH" in result.err and result.err.count("\n") == 1
     assert cli("--repo", user_repo.path, "diff", "--", "main~1", "main").out == "M    /f\n"
     assert cli("--repo", user_repo.path, "log", "--", "main").code == 0
+
+
+def test_patch_remembers_no_file_it_has_shown(user_repo: Repository) -> None:
+    """patch_chunks kept every (path, old, new) it wrote, to show overlapping paths'
+    files once: 16 MB for /usr/share's 51,000 files, 320 MB at a million."""
+    commit_id = many_directories_commit(user_repo, 300, 100)  # no one big dirtree
+    root = Node(
+        b"/",
+        dir=DirEntry(user_repo.read_commit(commit_id).tree, user_repo.read_commit(commit_id).meta),
+    )
+    chunks = patch_chunks(user_repo, [(None, root)])
+    next(chunks)
+    tracemalloc.start()
+    try:
+        for _ in chunks:
+            pass
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes traced while writing 30,000 files' diffs"
+
+
+def test_overlapping_paths_show_each_file_once(user_repo: Repository, tmp_path: Path) -> None:
+    _two_commits(user_repo, tmp_path, b"a\n", b"b\n")
+    paths = ("/f", "/", "/f", "//f/")
+    result = cli("--repo", user_repo.path, "log", "-p", "main~0", "--", *paths)
+    assert result.out.count("diff --git a/f b/f") == 2  # once in each of the two commits
