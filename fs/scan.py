@@ -163,11 +163,11 @@ class DirScanner:
 
     def _renew_snapshot(self) -> None:
         """Read the index from a new snapshot (after the transaction flushed objects),
-        and let the pages read so far leave memory (Index.release_pages)."""
+        and let the pages read so far leave memory (Transaction.release_index_pages)."""
         self._snapshot_scope.close()
         self._snapshot = self._snapshot_scope.enter_context(self._repo.snapshot())
         self._snapshot_flushes = self._txn.flushes
-        self._repo.index.release_pages()
+        self._txn.release_index_pages()
 
     # ----- the walk -------------------------------------------------------------------
     def _walk(self, root: _Dir) -> None:
@@ -312,7 +312,7 @@ class DirScanner:
             self._renew_snapshot()  # (its objects' inodes are listed again if needed)
         elif self._count >= self._release_at:
             self._release_at = self._count + _RELEASE_EVERY
-            self._repo.index.release_pages()
+            self._txn.release_index_pages()
         directory.target.meta = self._dirmeta(directory, fd)
         pending: list[_PendingFile] = []
         try:

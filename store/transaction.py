@@ -244,6 +244,11 @@ class Transaction:
             self._repo.index.release_pages()
             log.debug("flushed %d file objects", len(files.objects))
 
+    def release_index_pages(self) -> None:
+        """Let the index pages this process has read leave its resident set (a long scan
+        calls it now and then; store/index.py, Index.release_pages, says why)."""
+        self._repo.index.release_pages()
+
     @property
     def flushes(self) -> int:
         """How many times file objects were published before the commit point so far.
