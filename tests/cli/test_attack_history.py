@@ -20,9 +20,9 @@ def _two_commits(repo: Repository, tmp_path: Path, old: bytes, new: bytes) -> No
 
 
 def test_patch_of_a_costly_diff_ends_quickly(user_repo: Repository, tmp_path: Path) -> None:
-    """Every other line changed in a 20,000-line file took difflib 23 s (quadratic); past
+    """Every other line changed in a 20,000-line file took difflib 23 s (quadratic: 30,000 take 90); past
     a work bound the changed middle is one replacement hunk, still a valid patch."""
-    count = 20_000
+    count = 30_000
     old = b"".join(b"x\n" if i % 2 else b"%d\n" % i for i in range(count))
     new = b"".join(b"y\n" if i % 2 else b"%d\n" % i for i in range(count))
     _two_commits(user_repo, tmp_path, b"head\n" + old + b"tail\n", b"head\n" + new + b"tail\n")
@@ -30,10 +30,10 @@ def test_patch_of_a_costly_diff_ends_quickly(user_repo: Repository, tmp_path: Pa
     result = cli("--repo", user_repo.path, "log", "-p", "main~0", "--", "/f")
     elapsed = time.monotonic() - started
     assert result.code == 0, result.err
-    assert elapsed < 10, f"log -p took {elapsed:.1f} s"
+    assert elapsed < 30, f"log -p took {elapsed:.1f} s"  # 90 s before, 2 s unloaded after
     hunks = result.raw.split(b"\n@@ ")[1:]
     first = hunks[0]
-    assert first.startswith(b"-1,20002 +1,20002 @@\n") or first.count(b"\n-") == count // 2
+    assert first.startswith(b"-1,%d +1,%d @@\n" % (count + 2, count + 2))
     removed = [line for line in result.raw.split(b"\n") if line.startswith(b"-x")]
     added = [line for line in result.raw.split(b"\n") if line.startswith(b"+y")]
     assert len(removed) == len(added) == count // 2
