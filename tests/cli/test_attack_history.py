@@ -20,8 +20,9 @@ def _two_commits(repo: Repository, tmp_path: Path, old: bytes, new: bytes) -> No
 
 
 def test_patch_of_a_costly_diff_ends_quickly(user_repo: Repository, tmp_path: Path) -> None:
-    """Every other line changed in a 20,000-line file took difflib 23 s (quadratic: 30,000 take 90); past
-    a work bound the changed middle is one replacement hunk, still a valid patch."""
+    """Every other line changed in a 20,000-line file took difflib 23 s (quadratic:
+    30,000 take 90); past a work bound the changed middle is one replacement hunk,
+    still a valid patch."""
     count = 30_000
     old = b"".join(b"x\n" if i % 2 else b"%d\n" % i for i in range(count))
     new = b"".join(b"y\n" if i % 2 else b"%d\n" % i for i in range(count))
