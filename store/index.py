@@ -135,6 +135,9 @@ class WriteBatch:
     required: set[tuple[ObjectId, ObjectType]] = field(default_factory=set)  # (id, kind named)
     # commit id -> (the signatures it must hold now: bytes, None for none, or ANY; new)
     commitmeta: dict[ObjectId, tuple[bytes | AnyTarget | None, bytes]] = field(default_factory=dict)
+    # check that what each dirtree of ``objects`` names is there (a transaction's commit
+    # point; not rebuild-index, which lists what it finds, missing files and all)
+    check_trees: bool = False
 
 
 class IndexReader:
@@ -498,7 +501,8 @@ class Index:
         with self._env.begin(write=True) as txn:
             objects = self._dbs["objects"]
             _check_required(txn, objects, batch)
-            _check_new_trees(txn, objects, batch, self.release_pages)
+            if batch.check_trees:
+                _check_new_trees(txn, objects, batch, self.release_pages)
             _check_refs(txn, self._dbs, batch)
             for object_id, record in batch.objects.items():
                 txn.put(object_id, record.encode(), db=objects, overwrite=False)

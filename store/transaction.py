@@ -425,6 +425,7 @@ class Transaction:
                 self._publish([*self._files_staged, *self._staged])
                 self._batch.objects.update(self._files.objects)
                 self._batch.statcache.update(self._files.statcache)
+                self._batch.check_trees = True
                 self._repo.index.apply(self._batch)
         except BaseException:
             self.abort()
