@@ -17,7 +17,6 @@ repaired with them.
 from __future__ import annotations
 
 import configparser
-import io
 import os
 import re
 from pathlib import Path
@@ -72,9 +71,8 @@ def set_config(repo_path: str | os.PathLike[str], key: str, value: str) -> None:
         )
     path = Path(repo_path)
     with config_lock(path):
-        _, config = read_config_file(path)
-        config["core"][option] = value
-        _write_checked(path, config, key, value)
+        read_config_file(path)  # a repository's config, or RepoNotFoundError
+        _write_checked(path, _edited(_current_text(path), option, value), key, value)
 
 
 def unset_config(repo_path: str | os.PathLike[str], key: str) -> bool:
@@ -84,17 +82,55 @@ def unset_config(repo_path: str | os.PathLike[str], key: str) -> bool:
     path = Path(repo_path)
     with config_lock(path):
         _, config = read_config_file(path)
-        if not config.remove_option("core", option):
+        if not config.has_option("core", option):
             return False
-        _write_checked(path, config, key, None)
+        _write_checked(path, _edited(_current_text(path), option, None), key, None)
     return True
 
 
-def _write_checked(
-    path: Path, config: configparser.ConfigParser, key: str, value: str | None
-) -> None:
-    """Write ``config`` if the text written reads back as a config the repository
-    opens with, holding ``value`` at ``key`` (None: not set).
+_SECTION_LINE = re.compile(r"\[(?P<name>[^\]]*)\]")
+_OPTION_LINE = re.compile(r"(?P<option>[^=:\s][^=:]*?)\s*[=:]")
+
+
+def _current_text(path: Path) -> str:
+    return (path / "config").read_text(encoding="utf-8")
+
+
+def _edited(text: str, option: str, value: str | None) -> str:
+    """``text`` with [core]'s ``option`` line replaced by ``option = value`` (removed
+    for None; added at the end of [core] if absent), every other line as it was.
+
+    Rewriting the whole file through configparser dropped its comments and folded the
+    case of every key of every section (a tool's ``MyKey`` became ``mykey``), as git
+    config does not. The caller reads the result back and checks it.
+    """
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    in_core, replacing, core_end = False, False, None
+    for line in lines:
+        if replacing and line[:1] in (" ", "\t") and line.strip():
+            continue  # a continuation of the value replaced
+        replacing = False
+        section = _SECTION_LINE.match(line)
+        if section is not None:
+            in_core = section["name"] == "core"
+        elif in_core and (found := _OPTION_LINE.match(line)) and found["option"].lower() == option:
+            replacing = True
+            if value is not None and core_end != -1:
+                out.append(f"{option} = {value}\n")
+            core_end = -1  # replaced: nothing to add
+            continue
+        out.append(line if line.endswith("\n") else line + "\n")
+        if in_core and line.strip() and core_end != -1:
+            core_end = len(out)
+    if value is not None and core_end != -1:
+        out.insert(core_end if core_end is not None else len(out), f"{option} = {value}\n")
+    return "".join(out)
+
+
+def _write_checked(path: Path, text: str, key: str, value: str | None) -> None:
+    """Write ``text`` if it reads back as a config the repository opens with, holding
+    ``value`` at ``key`` (None: not set).
 
     A config written by hand may already hold bad settings: a change that removes one
     or more of them and adds none is written too, so a config holding two bad values
@@ -102,9 +138,6 @@ def _write_checked(
     until both were fixed together by hand). The settings are checked one by one:
     each is read on its own (SpacePolicy, fsync).
     """
-    out = io.StringIO()
-    config.write(out)
-    text = out.getvalue()
     shown = "unsetting it" if value is None else repr(value)
     option = key.partition(".")[2]
     try:

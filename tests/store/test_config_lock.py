@@ -72,3 +72,25 @@ def test_a_config_with_two_bad_values_is_repaired_one_key_at_a_time(
     unset_config(path, "core.min-free-space-size")
     set_config(path, "core.min-free-space-percent", "5")
     Repository.open(path).close()
+
+
+def test_set_and_unset_change_one_line_of_the_config(user_repo: Repository) -> None:
+    """configparser rewrote the whole file: comments gone, every key of every section
+    lower-cased (another tool's ``MyKey`` became ``mykey``)."""
+    path = Path(user_repo.path)
+    user_repo.close()
+    text = (
+        "# made by hand\n[core]\nrepo_version = 1\nmode = bare-user\n; fsync below\n"
+        "FSYNC: true\n  continued\n\n[Custom]\nMyKey = Value\n"
+    )
+    (path / "config").write_text(text)
+    set_config(path, "core.fsync", "false")
+    set_config(path, "core.min-free-space-percent", "5")
+    assert (path / "config").read_text() == text.replace(
+        "FSYNC: true\n  continued\n", "fsync = false\nmin-free-space-percent = 5\n"
+    )
+    assert unset_config(path, "core.fsync") is True
+    assert (path / "config").read_text() == text.replace(
+        "FSYNC: true\n  continued\n", "min-free-space-percent = 5\n"
+    )
+    Repository.open(path).close()
