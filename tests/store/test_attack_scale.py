@@ -1,0 +1,153 @@
+"""Attacks on the memory work of issue 15 (/work/plan/attack-scale.md): crashes, races
+and damaged repositories around bounded commits, fsck and prune."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from fs.commit import CommitRequest, Layer, make_commit
+from store import FileHeader, Repository, fsck, lookup
+from store import prune as store_prune
+from tests.helpers import build_rich_tree, commit_dir, run
+
+
+def _writer_could_start(repo: Repository) -> bool:
+    """Whether a writer (a transaction: the repository lock, shared) could begin now."""
+    fd = os.open(repo.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+@pytest.mark.xfail(strict=True, reason="attack-scale.md 1: open")
+def test_fsck_delete_removes_objects_under_the_exclusive_lock(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack-scale.md 1: fsck --delete dropped the lock before deleting. A commit that
+    started in between found the corrupt object in the index, reused a tree naming it,
+    and moved its ref to a commit fsck had not marked partial, missing that object."""
+    source = tmp_path / "src"
+    build_rich_tree(source, setuid=False)
+    commit_id = commit_dir(user_repo, source)
+    node = lookup(user_repo, commit_id, "/usr/bin/dash")
+    assert node.file is not None
+    path = user_repo.content.path(node.file)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"damaged")
+    seen: list[bool] = []
+    module = sys.modules["store.fsck"]  # store.fsck is the function (store/__init__.py)
+    real_delete = module._delete
+
+    def delete(*args: object) -> object:
+        seen.append(_writer_could_start(user_repo))
+        return real_delete(*args)
+
+    monkeypatch.setattr(module, "_delete", delete)
+    report = fsck(user_repo, delete=True)
+    assert report.deleted == [node.file]
+    assert seen == [False]
+
+
+@pytest.mark.xfail(strict=True, reason="attack-scale.md 2: open")
+def test_a_farm_commit_lists_the_objects_once_across_flushes(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack-scale.md 2: every flush renewed the scan's snapshot and with it the map of
+    object inodes, which the next hardlinked file listed again (all of objects/): a
+    quadratic cost in a commit of a big `checkout -U -H` farm with new content."""
+    source = tmp_path / "src"
+    for d in range(4):
+        (source / f"d{d}").mkdir(parents=True)
+        for f in range(20):
+            (source / f"d{d}" / f"f{f:02d}").write_bytes(b"%d %d\n" % (d, f))
+    commit_dir(user_repo, source)
+    farm = tmp_path / "farm"
+    run("checkout", "-U", "-H", "main", farm, repo=user_repo.path, text=True, check=True)
+    for d in range(4):
+        for f in range(0, 20, 2):  # new content, replaced whole: the object is untouched
+            new = farm / f"d{d}" / "new"
+            new.write_bytes(b"changed %d %d\n" % (d, f))
+            new.rename(farm / f"d{d}" / f"f{f:02d}")
+    inodes = sys.modules["store.inodes"]
+    listings: list[int] = []
+    real_list = inodes._list_objects
+
+    def counting(objects: str) -> dict[int, str]:
+        listings.append(1)
+        return real_list(objects)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(inodes, "_list_objects", counting)
+    monkeypatch.setenv("SAPWOOD_FLUSH_AT", "8")
+    result = make_commit(user_repo, CommitRequest("farm", [Layer.directory(farm)]))
+    assert result.stats.linked == 40 and result.stats.files_read == 40
+    assert fsck(user_repo).clean
+    assert len(listings) == 1
+
+
+def _stale_rows(repo: Repository) -> int:
+    """Stat cache rows vouching for a file object the index does not list."""
+    with repo.index.reader() as reader:
+        return sum(not reader.has_object(raw[-32:]) for _, raw in reader.iter_statcache())
+
+
+@pytest.mark.xfail(strict=True, reason="attack-scale.md 5: open")
+def test_a_prune_killed_before_the_stat_cache_is_swept_is_finished_by_the_next(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack-scale.md 5: prune drops the stat cache's stale rows last, and only when it
+    removed file objects itself; a prune killed just before that left rows that no
+    later prune (which finds no garbage files) ever dropped."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for f in range(30):
+        (source / f"f{f}").write_bytes(b"%d\n" % f)
+    time.sleep(1.1)  # past the stat cache's margin for racily clean files
+    commit_dir(user_repo, source, branch="doomed")
+    with user_repo.transaction() as txn:
+        txn.set_ref("doomed", None)
+    module = sys.modules["store.prune"]
+
+    def killed(repo: Repository) -> None:
+        raise KeyboardInterrupt  # SIGKILL's stand-in: nothing after this point runs
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "_drop_stale_cache", killed)
+        with pytest.raises(KeyboardInterrupt):
+            store_prune(user_repo, refs_only=True)
+    assert _stale_rows(user_repo) == 30
+    store_prune(user_repo, refs_only=True)
+    assert _stale_rows(user_repo) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="attack-scale.md 6: open")
+def test_writing_objects_the_index_holds_keeps_nothing_per_object(user_repo: Repository) -> None:
+    """attack-scale.md 6: a transaction remembered the id of every object it was asked to
+    write, even those the index already held (never staged, never flushed, so never
+    forgotten): a commit of a million files the repository has (a copy of a committed
+    tree, no stat cache rows for it) held 108 MiB of ids."""
+    header = FileHeader(0, 0, stat.S_IFREG | 0o644)
+    with user_repo.transaction() as txn:
+        for n in range(20000):
+            txn.write_file(header, b"%d" % n)
+    with user_repo.transaction() as txn:
+        txn.write_file(header, b"warm up")
+        tracemalloc.start()
+        try:
+            for n in range(20000):
+                txn.write_file(header, b"%d" % n)
+            grown, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert grown < 256 * 1024, grown  # 20,000 ids held: 2 MiB
