@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import stat
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -151,3 +153,41 @@ def test_writing_objects_the_index_holds_keeps_nothing_per_object(user_repo: Rep
         finally:
             tracemalloc.stop()
     assert grown < 256 * 1024, grown  # 20,000 ids held: 2 MiB
+
+
+_DIE_READING = """
+import os, signal, sys
+from store import Repository
+repo = Repository.open(sys.argv[1])
+with repo.index.reader():
+    print(os.getpid(), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="attack-scale.md 7: open")
+def test_a_killed_reader_does_not_pin_the_index_while_a_mount_holds_it(
+    user_repo: Repository,
+) -> None:
+    """attack-scale.md 7: a commit SIGKILLed while reading (its scan holds a snapshot)
+    left its slot in LMDB's reader table. While another process kept the index open (a
+    mount daemon; here, this test) nothing cleared it, LMDB could never reuse a page
+    freed after that snapshot, and every commit and prune grew the index for good:
+    +11.7 MB per 6,000-file commit-and-prune cycle, measured. The next process to open
+    the index must clear the slots of dead processes (mdb_reader_check)."""
+    died = subprocess.run(
+        [sys.executable, "-c", _DIE_READING, str(user_repo.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert died.returncode == -signal.SIGKILL
+    dead_pid = died.stdout.strip()
+    assert dead_pid in _reader_pids(user_repo)  # held: this process keeps the index open
+    run("refs", repo=user_repo.path, text=True, check=True)  # the next command
+    assert dead_pid not in _reader_pids(user_repo)
+
+
+def _reader_pids(repo: Repository) -> set[str]:
+    """The processes in LMDB's reader table (its text: a header, then pid thread txnid)."""
+    table: str = repo.index._env.readers()
+    return {line.split()[0] for line in table.splitlines()[1:] if line.strip()}
