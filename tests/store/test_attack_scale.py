@@ -191,3 +191,53 @@ def _reader_pids(repo: Repository) -> set[str]:
     """The processes in LMDB's reader table (its text: a header, then pid thread txnid)."""
     table: str = repo.index._env.readers()
     return {line.split()[0] for line in table.splitlines()[1:] if line.strip()}
+
+
+_KILLED_AFTER_A_PUBLISH = """
+import os, signal, sys
+from pathlib import Path
+from store import Repository, Transaction
+from fs.commit import CommitRequest, Layer, make_commit
+
+real = Transaction._maybe_flush
+
+def flush_then_die(self):
+    real(self)
+    if self.flushes:  # file objects and stat cache rows published, no commit point yet
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Transaction._maybe_flush = flush_then_die
+repo = Repository.open(Path(sys.argv[1]))
+make_commit(repo, CommitRequest("main", [Layer.directory(sys.argv[2])]))
+"""
+
+
+def test_rows_published_by_a_killed_commit_never_vouch_for_pruned_objects(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """A commit SIGKILLed right after a publish leaves file objects and stat cache rows
+    that no ref needs; prune removes the objects, and the next commit must read those
+    files again rather than take their ids from the rows (a commit naming missing
+    objects)."""
+    source = tmp_path / "src"
+    for d in range(3):
+        (source / f"d{d}").mkdir(parents=True)
+        for f in range(20):
+            (source / f"d{d}" / f"f{f}").write_bytes(b"%d %d\n" % (d, f))
+    time.sleep(1.1)  # past the stat cache's margin for racily clean files
+    env = {**os.environ, "SAPWOOD_FLUSH_AT": "16"}
+    died = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_A_PUBLISH, str(user_repo.path), str(source)],
+        env=env,
+        capture_output=True,
+    )
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    assert user_repo.ref("main") is None
+    with user_repo.index.reader() as reader:
+        published = sum(1 for _ in reader.iter_statcache())
+    assert published > 0
+    assert fsck(user_repo, all_objects=True).clean
+    assert store_prune(user_repo).objects > 0
+    again = make_commit(user_repo, CommitRequest("main", [Layer.directory(source)]))
+    assert again.stats.cache_hits == 0 and again.stats.files_read == 60
+    assert fsck(user_repo).clean
