@@ -1,0 +1,45 @@
+"""Index.release_pages (store/index.py) really lets go of the index's mapped pages.
+
+Commit, fsck, prune and the mount daemon call it to keep their memory bounded; were the
+mapping of data.mdb not found (a path written differently in /proc/self/maps, say),
+it would silently do nothing and only the slow million-file runs would notice.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from store import FileHeader, Repository
+
+REG = stat.S_IFREG | 0o644
+
+
+def _resident_kib(data_file: Path) -> int:
+    """This process's resident KiB of the mappings of ``data_file`` (/proc/self/smaps)."""
+    target = os.path.realpath(data_file)
+    resident, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split(maxsplit=5)
+            if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's first line
+                inside = len(fields) == 6 and fields[5].rstrip("\n") == target
+            elif inside and fields[0] == "Rss:":
+                resident += int(fields[1])
+    return resident
+
+
+def test_release_pages_drops_the_mapped_index_pages(user_repo: Repository) -> None:
+    with user_repo.transaction() as txn:
+        for n in range(6000):
+            txn.write_file(FileHeader(0, 0, REG), b"file %d" % n)
+    data_file = user_repo.path / "index" / "data.mdb"
+    with user_repo.index.reader() as reader:
+        assert sum(1 for _ in reader.iter_objects()) == 6000  # every page read
+        before = _resident_kib(data_file)
+        user_repo.index.release_pages()
+        after = _resident_kib(data_file)
+        assert sum(1 for _ in reader.iter_objects()) == 6000  # and read again
+    assert before >= 256, f"only {before} KiB of the index mapped: nothing to release"
+    assert after < before // 4, f"{before} KiB mapped, {after} KiB after release_pages"
