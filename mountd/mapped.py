@@ -40,7 +40,10 @@ class MappedIndexBound:
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)  # read anew
         if budget is None:
             chosen = os.environ.get(INDEX_BUDGET_ENV, "")
-            budget = int(chosen) << 20 if chosen.isdigit() else INDEX_MAP_BUDGET
+            # ASCII digits only: isdigit() alone takes "²", which int() refuses
+            budget = (
+                int(chosen) << 20 if chosen.isascii() and chosen.isdigit() else INDEX_MAP_BUDGET
+            )
         self.limit = self.mapped_bytes() + budget
         self.drops = 0
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import mmap
 from pathlib import Path
 
-from mountd.mapped import MappedIndexBound
+import pytest
+
+from mountd.mapped import INDEX_BUDGET_ENV, INDEX_MAP_BUDGET, MappedIndexBound
 from mountd.view import INDEX_CHECK_RECORDS, ROOT_INODE, CommitView
 from store import Repository
 from tests.helpers import many_directories_commit
@@ -56,3 +58,17 @@ def test_pages_are_let_go_only_past_the_budget(tmp_path: Path) -> None:
         mapped.madvise(mmap.MADV_DONTNEED)  # what release_index_pages does to the index
     bound()
     assert repo.released == 1
+
+
+def test_a_budget_that_is_not_ascii_digits_falls_back_to_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """'²' is a digit to str.isdigit but not to int(): the daemon must not die of it."""
+    repo = _Releases()
+    for chosen in ("²", "٣", "-5", "x"):
+        monkeypatch.setenv(INDEX_BUDGET_ENV, chosen)
+        bound = MappedIndexBound(repo)  # type: ignore[arg-type]
+        assert bound.limit - bound.mapped_bytes() > INDEX_MAP_BUDGET // 2
+    monkeypatch.setenv(INDEX_BUDGET_ENV, "500")
+    bound = MappedIndexBound(repo)  # type: ignore[arg-type]
+    assert bound.limit - bound.mapped_bytes() > 400 * MIB
