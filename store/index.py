@@ -24,7 +24,11 @@ This is the one place that defines the index's layout. The environment lives in
               holding none.
 
 A write transaction of LMDB is the commit point of a sapwood transaction: refs,
-object entries and commits change together or not at all.
+commits and metadata object entries change together or not at all. A large
+transaction lists its file objects (and their stat-cache rows) earlier, in batches
+of their own (store/transaction.py): a file object names nothing, so listing it
+never makes the index claim what is missing, and the commit point checks that
+every object its new trees name is listed.
 """
 
 from __future__ import annotations
