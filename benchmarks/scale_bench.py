@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -209,12 +210,6 @@ def rows(samples: Samples) -> list[dict[str, object]]:
     return out
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def print_tables(samples: Samples, sizes: list[int]) -> None:
     tools = list(TOOLS)
     header = f"{'':14}{'files':>9}" + "".join(f"{t + ' s':>24}{t + ' MiB':>14}" for t in tools)
@@ -229,10 +224,12 @@ def print_tables(samples: Samples, sizes: list[int]) -> None:
                     cells += f"{'-':>24}{'-':>14}"
                     continue
                 seconds = [s for s, _ in runs]
-                medians[tool] = _median(seconds)
+                medians[tool] = statistics.median(seconds)
                 spread = f"{medians[tool]:.2f} ({min(seconds):.2f}-{max(seconds):.2f})"
                 memory = [m for _, m in runs if m is not None]
-                cells += f"{spread:>24}{(f'{_median(memory):.0f}' if memory else '-'):>14}"
+                cells += (
+                    f"{spread:>24}{(f'{statistics.median(memory):.0f}' if memory else '-'):>14}"
+                )
             if "sapwood" not in medians:
                 continue
             ratio = medians["sapwood"] / medians["ostree"] if medians.get("ostree") else None
