@@ -161,7 +161,9 @@ class Transaction:
         return not self._reader().has_object(object_id)
 
     def _reader(self) -> IndexReader:
-        """This thread's read snapshot of the index, kept for the whole transaction.
+        """This thread's read snapshot of the index, kept until the transaction next
+        flushes (then a new one sees the objects flushed, and LMDB may reuse the pages
+        the old one pinned).
 
         A snapshot is enough: an object another writer adds meanwhile is only staged
         twice, and the index keeps the first record.
@@ -409,8 +411,11 @@ class Transaction:
         self._batch.refs.append(RefUpdate(name, commit_id, expected))
 
     def put_stat_cache(self, st: os.stat_result, record: StatCacheRecord) -> None:
-        """Remember at the commit point that the source file ``st`` describes is
-        ``record`` (fs/statcache.py says when a record may be written)."""
+        """Remember that the source file ``st`` describes is ``record`` (fs/statcache.py
+        says when a record may be written): listed with the next flush of file objects,
+        or at the commit point. A row listed early may name an object not yet listed (or
+        one a prune removes after an abort): the snapshot's stat_cache checks that the
+        object is there before it trusts a row."""
         with self._mutex:
             self._files.statcache[stat_cache_key(st)] = record.encode()
         self._maybe_flush()
