@@ -88,8 +88,10 @@ def prune(
         ticker = Ticker(progress, "measuring" if dry_run else "deleting", doomed, "file")
         if not dry_run:
             repo.index.apply(WriteBatch(remove_objects=set(garbage.metadata)))  # trees first
-        report.bytes_freed = sum(_measure(p, ticker, dry_run) for p in garbage.file_paths(dry_run))
-        report.bytes_freed += _measure([*meta_paths, *orphans], ticker, dry_run)
+        report.bytes_freed = sum(
+            _measure_then_remove(p, ticker, dry_run) for p in garbage.file_paths(dry_run)
+        )
+        report.bytes_freed += _measure_then_remove([*meta_paths, *orphans], ticker, dry_run)
         ticker.finish()
         if dry_run:
             return report
@@ -250,7 +252,7 @@ def _object_paths(repo: Repository, object_id: ObjectId, kind: ObjectType) -> li
     return []
 
 
-def _measure(paths: list[Path], ticker: Ticker, dry_run: bool) -> int:
+def _measure_then_remove(paths: list[Path], ticker: Ticker, dry_run: bool) -> int:
     """The bytes ``paths`` occupy; unless ``dry_run``, unlinked once measured."""
     total = 0
     for start in range(0, len(paths), _CHUNK):
