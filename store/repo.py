@@ -132,9 +132,10 @@ class Repository:
 
     def refresh(self) -> None:
         """Let go of the index pages this process has mapped (they stay in the page
-        cache) and map it afresh. For a long-lived reader that walks much of the index,
-        the mount daemon: call it with no snapshot or transaction open, as the only user
-        of this repository in the process (RuntimeError otherwise)."""
+        cache) and map it afresh: call it with no snapshot or transaction open, as the
+        only user of this repository in the process (RuntimeError otherwise).
+        :meth:`release_index_pages` does as much with snapshots open (what the mount
+        daemon and long walks use)."""
         self.index.remap()
 
     def release_index_pages(self) -> None:
