@@ -102,7 +102,7 @@ class Transaction:
         self._mutex = threading.Lock()
         self._flush_lock = threading.Lock()
         self._generation = 0  # flushes so far: a reader older than the last is renewed
-        self._flush_at = int(os.environ.get(_FLUSH_AT_VARIABLE, 0)) or FLUSH_AT
+        self._flush_at = _flush_at()
         self._local = threading.local()
         self._stage_dirs = 0
         self._reader_cms: list[AbstractContextManager[IndexReader]] = []
@@ -475,6 +475,15 @@ class Transaction:
         shutil.rmtree(self.staging, ignore_errors=True)
         os.close(self._staging_fd)
         self._lock_cm.__exit__(None, None, None)
+
+
+def _flush_at() -> int:
+    """FLUSH_AT, or SAPWOOD_FLUSH_AT if that is a positive number (ASCII digits): any
+    other value is ignored, never a ValueError in every transaction."""
+    chosen = os.environ.get(_FLUSH_AT_VARIABLE, "")
+    if chosen.isascii() and chosen.isdigit() and int(chosen) > 0:
+        return int(chosen)
+    return FLUSH_AT
 
 
 def commitmeta_relpath(commit_id: bytes) -> str:

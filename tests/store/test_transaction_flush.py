@@ -146,3 +146,16 @@ def test_sigkill_during_a_flushing_commit_leaves_a_clean_repository(tmp_path: Pa
     run("prune", repo=repo, text=True, check=True)
     checked = run("fsck", "--all", repo=repo, text=True)
     assert checked.returncode == 0, f"SAPWOOD_SEED={seed}: {checked.stdout}{checked.stderr}"
+
+
+@pytest.mark.parametrize("chosen", ["x", "-3", "0", "²"])
+def test_a_flush_size_that_is_not_a_positive_number_is_ignored(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch, chosen: str
+) -> None:
+    """SAPWOOD_FLUSH_AT=x was a ValueError in every transaction, and -3 flushed at
+    every write, empty batches and all."""
+    monkeypatch.setenv("SAPWOOD_FLUSH_AT", chosen)
+    with user_repo.transaction() as txn:
+        ids = [txn.write_file(FileHeader(0, 0, REG), b"%d" % n) for n in range(20)]
+        assert txn.flushes == 0  # the default, 16,384, is far off
+    assert all(user_repo.has_object(i) for i in ids)
