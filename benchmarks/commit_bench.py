@@ -17,14 +17,19 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
-import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TOOLS, init_bare_user, print_table, result_row, timed, write_results
+from common import (
+    TOOLS,
+    init_bare_user,
+    print_table,
+    result_row,
+    sample_runs,
+    timed,
+    write_results,
+)
 
 KEYS = {
     "first_cold": "first commit",
@@ -58,16 +63,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
-    samples: dict[str, dict[str, list[float]]] = {tool: defaultdict(list) for tool in TOOLS}
-    with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-bench-") as tmp:
-        for run in range(args.runs):
-            for tool, measured in one_run(tmp, run, args.tree).items():
-                for key, seconds in measured.items():
-                    samples[tool][key].append(seconds)
-    figures = {
-        tool: {key: statistics.median(values) for key, values in by_key.items()}
-        for tool, by_key in samples.items()
-    }
+    samples, figures = sample_runs(one_run, args.work, args.tree, args.runs)
     rows = [
         result_row("commit", KEYS[key], tool, values, cold=os.geteuid() == 0)
         for tool, by_key in samples.items()

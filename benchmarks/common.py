@@ -6,7 +6,10 @@ import json
 import os
 import statistics
 import subprocess
+import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +59,27 @@ def init_bare_user(tool: str, repo: Path) -> Path:
     mode = ["--mode", "bare-user"] if tool == "sapwood" else ["--mode=bare-user"]
     timed(TOOLS[tool](repo, "init", *mode))
     return repo
+
+
+Samples = dict[str, dict[str, list[float]]]  # tool -> figure -> seconds of each run
+Figures = dict[str, dict[str, float]]  # tool -> figure -> seconds
+RunOnce = Callable[[str, int, str], Figures]  # (tmp, run, tree) -> one run's figures
+
+
+def sample_runs(one_run: RunOnce, work: str, tree: str, runs: int) -> tuple[Samples, Figures]:
+    """``one_run`` ``runs`` times in a temporary directory under ``work``: every tool's
+    seconds of each figure in each run, and their medians."""
+    samples: Samples = {tool: defaultdict(list) for tool in TOOLS}
+    with tempfile.TemporaryDirectory(dir=work, prefix="sapwood-bench-") as tmp:
+        for run in range(runs):
+            for tool, measured in one_run(tmp, run, tree).items():
+                for key, seconds in measured.items():
+                    samples[tool][key].append(seconds)
+    figures = {
+        tool: {key: statistics.median(values) for key, values in by_key.items()}
+        for tool, by_key in samples.items()
+    }
+    return samples, figures
 
 
 # ----- machine-readable results (`--results FILE`, gathered by report.py) ---------------------
