@@ -41,7 +41,7 @@ from store.transaction import commitmeta_relpath
 
 log = logging.getLogger(__name__)
 _CHUNK = 1024  # files measured or deleted between two progress counts
-_DELETE_BATCH = 16384  # file objects removed per LMDB transaction
+_ROWS_AT_ONCE = 16384  # index rows counted between page releases; stat-cache rows per sweep
 
 
 @dataclass
@@ -120,7 +120,7 @@ class _Garbage:
     def count(self, reader: IndexReader) -> None:
         for object_id, kind in reader.iter_kinds():
             self.total += 1
-            if self.total % _DELETE_BATCH == 0:
+            if self.total % _ROWS_AT_ONCE == 0:
                 self._repo.index.release_pages()
             if self._reachable.needs(object_id):
                 continue
@@ -176,12 +176,12 @@ def _drop_stale_cache(repo: Repository) -> None:
                 after, scanned = key, scanned + 1
                 if not reader.has_object(record_file_id(raw)):
                     stale.add(key)
-                if scanned == _DELETE_BATCH:
+                if scanned == _ROWS_AT_ONCE:
                     break
         if stale:
             repo.index.apply(WriteBatch(statcache_remove=stale))
         repo.index.release_pages()
-        if scanned < _DELETE_BATCH:
+        if scanned < _ROWS_AT_ONCE:
             return
 
 
