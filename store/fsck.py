@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from store.diskorder import inode_numbers
 from store.errors import CorruptObjectError, ObjectMissingError
 from store.ids import ID_BYTES, ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
@@ -171,8 +172,7 @@ def _check_files(
 
 def _in_inode_order(repo: Repository, files: list[ObjectId]) -> Iterator[list[ObjectId]]:
     """``files`` (sorted by id) one objects/XX directory at a time, each sorted by the
-    inode numbers its directory lists: once the objects no longer fit in the page cache
-    (a million files), reading them in id order is reading the disk at random."""
+    inode numbers its directory lists (store/diskorder.py says why)."""
     start = 0
     while start < len(files):
         first = files[start][0]
@@ -181,13 +181,7 @@ def _in_inode_order(repo: Repository, files: list[ObjectId]) -> Iterator[list[Ob
             end += 1
         group = files[start:end]
         start = end
-        directory = os.path.dirname(repo.object_path(group[0]))
-        try:
-            with os.scandir(directory) as listing:  # names: the id's hex past XX, a suffix
-                inodes = {entry.name.partition(".")[0]: entry.inode() for entry in listing}
-        except OSError:
-            yield group
-            continue
+        inodes = inode_numbers(os.path.dirname(repo.object_path(group[0])))
         yield sorted(group, key=lambda oid: inodes.get(oid[1:].hex(), 0))
 
 

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from store.diskorder import inode_numbers
 from store.errors import CommitIsHeadError, RefNotFoundError, UnsafeToPruneError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
@@ -153,15 +154,11 @@ class _Garbage:
 
 
 def _in_inode_order(paths: list[Path]) -> list[Path]:
-    """``paths`` (of one directory) sorted by inode number, read from the directory."""
+    """``paths`` (of one directory) sorted by inode number (store/diskorder.py)."""
     if len(paths) < 2:
         return paths
-    try:
-        with os.scandir(paths[0].parent) as listing:
-            inodes = {entry.name: entry.inode() for entry in listing}
-    except OSError:
-        return paths
-    return sorted(paths, key=lambda path: inodes.get(path.name, 0))
+    inodes = inode_numbers(paths[0].parent)
+    return sorted(paths, key=lambda path: inodes.get(path.name.partition(".")[0], 0))
 
 
 def _drop_stale_cache(repo: Repository) -> None:
