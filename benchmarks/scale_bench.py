@@ -49,13 +49,18 @@ Samples = dict[tuple[int, str, str], list[tuple[float, float | None]]]
 
 # ----- memory of a process tree ------------------------------------------------------------------
 def _rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
+    """``pid``'s proportional set size (Pss): its private pages plus its share of pages it
+    shares. Summed over a process tree, a page that a fork left shared between parent and
+    child counts once, where VmRSS would count it in each (a 60 MiB parent forking two
+    children read as 626 MiB on a loaded machine). VmRSS where smaps_rollup is missing."""
+    for name, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+        try:
+            with open(name) as fields:
+                for line in fields:
+                    if line.startswith(key):
+                        return int(line.split()[1])
+        except OSError:
+            continue
     return 0  # gone, or a zombie
 
 
@@ -78,7 +83,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def tree_rss_kib(pid: int) -> int:
-    """Resident KiB of ``pid`` and everything below it, now."""
+    """Resident KiB of ``pid`` and everything below it, now (shared pages counted once)."""
     return sum(_rss_kib(p) for p in _descendants(pid))
 
 
