@@ -87,7 +87,18 @@ def fsck(
     partial (a new commit of the same content repairs them). ``progress`` is told of the
     walk of the trees, then of the file objects re-hashed out of how many (a Ticker's).
     """
-    with repo.lock(exclusive=delete), repo.index.reader() as reader:
+    # Held until the last write: a writer that started between the check and the
+    # deletion would reuse a corrupt object (a stat cache row, an existing tree naming
+    # it) in a commit not marked partial, and a partial mark cleared after another
+    # fsck --delete set it again would hide a deleted object.
+    with repo.lock(exclusive=delete):
+        return _fsck_locked(repo, all_objects, delete, progress)
+
+
+def _fsck_locked(
+    repo: Repository, all_objects: bool, delete: bool, progress: TaskCallback | None
+) -> FsckReport:
+    with repo.index.reader() as reader:
         report = FsckReport()
         roots = _roots(reader, all_objects)
         tick(progress, "reading trees")

@@ -33,7 +33,6 @@ def _writer_could_start(repo: Repository) -> bool:
     return True
 
 
-@pytest.mark.xfail(strict=True, reason="attack-scale.md 1: open")
 def test_fsck_delete_removes_objects_under_the_exclusive_lock(
     user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
