@@ -132,7 +132,6 @@ def test_a_prune_killed_before_the_stat_cache_is_swept_is_finished_by_the_next(
     assert _stale_rows(user_repo) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="attack-scale.md 6: open")
 def test_writing_objects_the_index_holds_keeps_nothing_per_object(user_repo: Repository) -> None:
     """attack-scale.md 6: a transaction remembered the id of every object it was asked to
     write, even those the index already held (never staged, never flushed, so never
