@@ -30,7 +30,9 @@ _LARGEST_TEXT = 64 << 20  # larger files are not read into memory to be diffed
 _NO_ID = "0000000"
 _CONTEXT = 3  # lines of context around a hunk (git's default)
 _DIFF_WORK = 10_000_000  # difflib's work on one file (about a second) before a coarse hunk
-_MOST_LINES = 1 << 20  # more lines than this (a list object each) are not diffed either
+# More lines than this are not diffed either: difflib holds a list item per line and an
+# index of them, ~16x the text (a 1 Mi-line file of 31 MB peaked at 521 MB).
+_MOST_LINES = 1 << 18
 
 Side = Node | None
 

@@ -44,11 +44,24 @@ def test_patch_of_a_file_of_many_lines_is_not_split_into_them(
     user_repo: Repository, tmp_path: Path
 ) -> None:
     """4 Mi empty lines are 4 MiB of text but four million list items a side (hundreds
-    of MiB, and a 64 MiB file of them gigabytes): over 2**20 lines, a file is not diffed."""
+    of MiB, and a 64 MiB file of them gigabytes): such a file is not diffed."""
     _two_commits(user_repo, tmp_path, b"\n" * (4 << 20), b"x" + b"\n" * (4 << 20))
     result = cli("--repo", user_repo.path, "log", "-p", "main~0", "--", "/f")
     assert result.code == 0, result.err
     assert b"Binary files a/f and b/f differ\n" in result.raw
+
+
+def test_patch_of_a_file_of_a_few_hundred_thousand_lines_is_not_diffed(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """300,000 short lines (3 MB) cost difflib ~50 MB a side: over 2**18 lines, a file is
+    shown as binary (attack-history.md 23: a million lines peaked at 521 MB)."""
+    text = b"".join(b"%d\n" % n for n in range(300_000))
+    _two_commits(user_repo, tmp_path, text, b"first\n" + text)
+    result = cli("--repo", user_repo.path, "log", "-p", "main~0", "--", "/f")
+    assert result.code == 0, result.err
+    assert b"Binary files a/f and b/f differ\n" in result.raw
+    assert b"+first" not in result.raw
 
 
 def test_rev_past_a_truncated_history_is_an_error(user_repo: Repository, tmp_path: Path) -> None:
