@@ -33,6 +33,7 @@ every object its new trees name is listed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import functools
@@ -284,19 +285,22 @@ class _SharedEnv:
         access = self.access
         if access is not Access.CREATE:
             _check_data_file(Path(self.key))
+        locked = access is not Access.READ_ONLY or _lock_file_writable(Path(self.key))
         try:
             env = lmdb.open(
                 self.key,
                 map_size=MAP_SIZE,
                 max_dbs=len(_DATABASES) + len(_OPTIONAL_DATABASES),
                 readonly=access is Access.READ_ONLY,
-                lock=access is not Access.READ_ONLY or _lock_file_writable(Path(self.key)),
+                lock=locked,
                 max_readers=1024,
                 subdir=True,
                 create=access is Access.CREATE,
             )
         except lmdb.Error as exc:
             raise IndexDamagedError(f"{self.key}: the index cannot be opened: {exc}") from None
+        if locked:
+            _clear_dead_readers(env)
         try:
             if access is not Access.CREATE:
                 _check_not_truncated(env, Path(self.key))
@@ -397,6 +401,16 @@ def _check_not_truncated(env: Any, path: Path) -> None:
     size = os.stat(path / "data.mdb").st_size
     if size < needed:
         raise _damaged(path, f"the index is truncated ({size} bytes of {needed})")
+
+
+def _clear_dead_readers(env: Any) -> None:
+    """Free the reader slots of processes that died reading (a commit killed during its
+    scan holds a snapshot). LMDB clears its reader table only when a process opens the
+    index with no other process holding it; while one does (a mount daemon), a dead
+    slot stays, no page freed after its snapshot is ever reused, and every commit and
+    prune grows the index for good. Checking costs a look at each slot's pid."""
+    with contextlib.suppress(lmdb.Error):  # the table is LMDB's to keep; reads work anyway
+        env.reader_check()
 
 
 def _lock_file_writable(path: Path) -> bool:

@@ -163,7 +163,6 @@ with repo.index.reader():
 """
 
 
-@pytest.mark.xfail(strict=True, reason="attack-scale.md 7: open")
 def test_a_killed_reader_does_not_pin_the_index_while_a_mount_holds_it(
     user_repo: Repository,
 ) -> None:
