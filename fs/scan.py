@@ -55,6 +55,7 @@ from store import (
     MutableDir,
     ObjectId,
     Repository,
+    Snapshot,
     SourceError,
     StatCacheRecord,
     Transaction,
@@ -134,6 +135,7 @@ class DirScanner:
         self._open_dirs = 0
         self._release_at = _RELEASE_EVERY
         self._snapshot_flushes = 0
+        self._renewed: Snapshot | None = None  # the last snapshot: a renewal keeps its inodes
         self._granularity = Granularity()
         self.files_read = 0
         self.cache_hits = 0
@@ -165,7 +167,8 @@ class DirScanner:
         """Read the index from a new snapshot (after the transaction flushed objects),
         and let the pages read so far leave memory (Transaction.release_index_pages)."""
         self._snapshot_scope.close()
-        self._snapshot = self._snapshot_scope.enter_context(self._repo.snapshot())
+        renewal = self._repo.snapshot(after=self._renewed)  # objects/ is not listed again
+        self._snapshot = self._renewed = self._snapshot_scope.enter_context(renewal)
         self._snapshot_flushes = self._txn.flushes
         self._txn.release_index_pages()
 
@@ -309,7 +312,7 @@ class DirScanner:
         fd = directory.fd
         assert fd is not None
         if self._txn.flushes != self._snapshot_flushes:
-            self._renew_snapshot()  # (its objects' inodes are listed again if needed)
+            self._renew_snapshot()
         elif self._count >= self._release_at:
             self._release_at = self._count + _RELEASE_EVERY
             self._txn.release_index_pages()

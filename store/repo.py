@@ -170,10 +170,19 @@ class Repository:
             )
 
     @contextmanager
-    def snapshot(self) -> Iterator[Snapshot]:
-        """One consistent view of refs, commits, objects and the stat cache (store/snapshot.py)."""
+    def snapshot(self, after: Snapshot | None = None) -> Iterator[Snapshot]:
+        """One consistent view of refs, commits, objects and the stat cache (store/snapshot.py).
+
+        ``after``: an earlier snapshot that this one renews within one transaction (a
+        long commit renews its snapshot after each flush): its listing of the object
+        files' inodes is kept, not made again. Nothing is removed while a transaction
+        runs (prune and fsck --delete wait for it), objects it adds cannot be the links
+        of an older checkout, and every object found is checked in this snapshot."""
         objects = str(self.content.objects_dir)
-        inodes = None if self.content.compressed else ObjectInodes(self.mode, objects)
+        if after is not None:
+            inodes = after.object_inodes
+        else:
+            inodes = None if self.content.compressed else ObjectInodes(self.mode, objects)
         with self.index.reader() as reader:
             snap = Snapshot(reader, inodes)
             try:

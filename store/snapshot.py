@@ -30,6 +30,12 @@ class Snapshot:
         self._reader = reader
         self._inodes = inodes  # None where objects are never linked (archive)
 
+    @property
+    def object_inodes(self) -> ObjectInodes | None:
+        """The listing of object files' inodes this snapshot uses for link-checkout
+        recognition (made when first needed): Repository.snapshot(after=) keeps it."""
+        return self._inodes
+
     def end(self) -> None:
         """Called as its block ends: any later read is a UsageError, not LMDB's error
         about a transaction that is gone."""

@@ -61,7 +61,6 @@ def test_fsck_delete_removes_objects_under_the_exclusive_lock(
     assert seen == [False]
 
 
-@pytest.mark.xfail(strict=True, reason="attack-scale.md 2: open")
 def test_a_farm_commit_lists_the_objects_once_across_flushes(
     user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
