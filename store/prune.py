@@ -87,7 +87,10 @@ def prune(
         meta_paths = [p for o, k in garbage.metadata.items() for p in _object_paths(repo, o, k)]
         doomed = len(meta_paths) + len(orphans) + garbage.files
         ticker = Ticker(progress, "measuring" if dry_run else "deleting", doomed, "file")
+        sweep = _SweepMark(repo)
         if not dry_run:
+            if garbage.files:
+                sweep.set()  # before any file object leaves the index
             repo.index.apply(WriteBatch(remove_objects=set(garbage.metadata)))  # trees first
         report.bytes_freed = sum(
             _measure_then_remove(p, ticker, dry_run) for p in garbage.file_paths(dry_run)
@@ -96,8 +99,9 @@ def prune(
         ticker.finish()
         if dry_run:
             return report
-        if garbage.files:
+        if garbage.files or sweep.is_set():
             _drop_stale_cache(repo)
+            sweep.clear()
     log.info(
         "pruned %d objects (%d commits), %d bytes",
         report.objects,
@@ -159,6 +163,26 @@ def _in_inode_order(paths: list[Path]) -> list[Path]:
         return paths
     inodes = inode_numbers(paths[0].parent)
     return sorted(paths, key=lambda path: inodes.get(path.name.partition(".")[0], 0))
+
+
+class _SweepMark:
+    """REPO/tmp/prune-sweep-pending: a prune removed file objects from the index and has
+    not yet dropped the stat cache's rows that vouch for them. Those rows are harmless
+    (a lookup checks the index) but only a prune drops them, and the prune after a
+    killed one may find no garbage file to trigger the sweep: the mark does."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._path = repo.path / "tmp" / "prune-sweep-pending"
+
+    def set(self) -> None:
+        self._path.parent.mkdir(mode=0o700, exist_ok=True)
+        self._path.touch()
+
+    def is_set(self) -> bool:
+        return self._path.exists()
+
+    def clear(self) -> None:
+        self._path.unlink(missing_ok=True)
 
 
 def _drop_stale_cache(repo: Repository) -> None:

@@ -102,7 +102,6 @@ def _stale_rows(repo: Repository) -> int:
         return sum(not reader.has_object(raw[-32:]) for _, raw in reader.iter_statcache())
 
 
-@pytest.mark.xfail(strict=True, reason="attack-scale.md 5: open")
 def test_a_prune_killed_before_the_stat_cache_is_swept_is_finished_by_the_next(
     user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
