@@ -403,6 +403,29 @@ def _check_not_truncated(env: Any, path: Path) -> None:
         raise _damaged(path, f"the index is truncated ({size} bytes of {needed})")
 
 
+def _cover_last_page(env: Any, path: str) -> None:
+    """Make data.mdb reach the last page the index says it uses, after a write.
+
+    A write transaction can take pages past the end of the file and free them again
+    before it commits (LMDB's loose pages): they are never written, so the file ends
+    before ``last_pgno``, which _check_not_truncated then took for a truncated index
+    (every command refused the repository; seen after a prune, 3 runs in 12). They are
+    free, never read: allocating the tail (never shrinking, whatever other writers do)
+    keeps the opening check meaningful for a file that really lost its end."""
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    data = os.path.join(path, "data.mdb")
+    try:
+        if os.stat(data).st_size >= needed:
+            return
+        fd = os.open(data, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.posix_fallocate(fd, 0, needed)
+        finally:
+            os.close(fd)
+    except OSError:  # no space, or no fallocate: the opening check says so later
+        return
+
+
 def _clear_dead_readers(env: Any) -> None:
     """Free the reader slots of processes that died reading (a commit killed during its
     scan holds a snapshot). LMDB clears its reader table only when a process opens the
@@ -507,6 +530,7 @@ class Index:
             )
         try:
             self._apply(batch)
+            _cover_last_page(self._env, self._shared.key)
         except lmdb.Error as exc:
             text = str(exc)
             if isinstance(exc, lmdb.MapFullError) or "No space left" in text or "quota" in text:
