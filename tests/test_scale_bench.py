@@ -31,3 +31,12 @@ def test_the_peak_counts_children_that_run_beside_their_parent() -> None:
 def test_a_failing_command_stops_the_benchmark_with_its_message() -> None:
     with pytest.raises(SystemExit, match="went wrong"):
         scale_bench.run_measured([sys.executable, "-c", "import sys; sys.exit('went wrong')"])
+
+
+def test_a_small_command_of_a_large_parent_is_measured_small() -> None:
+    """Linux carries a forked child's high-water mark across exec, so ru_maxrss of a
+    command run by a 300 MiB parent says 300 MiB: the sampled figure must not."""
+    ballast = bytearray(300 << 20)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    _, peak_mib = scale_bench.run_measured([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    assert 1 < peak_mib < 100
