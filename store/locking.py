@@ -53,15 +53,22 @@ def config_lock(repo_path: Path) -> Iterator[None]:
     locks (transactions lock the staging directories inside it). Without a config
     there is no repository to lock: the caller's read of it says so.
     """
-    tmp = repo_path / "tmp"
     if not (repo_path / "config").is_file():
         yield
         return
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(tmp, 0o700)  # removed by hand (commit then fails: that is its own finding)
-    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(ensure_tmp(repo_path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def ensure_tmp(repo_path: Path) -> Path:
+    """REPO/tmp, made again (private, as init makes it) if it was removed by hand, as
+    OSTree remakes it on open: it holds nothing that must survive (staging directories,
+    locks), and without it every write failed with a bare "No such file or directory"."""
+    tmp = repo_path / "tmp"
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(tmp, 0o700)
+    return tmp

@@ -41,7 +41,7 @@ from store.errors import (
 from store.ids import ObjectId, ObjectType
 from store.index import ANY, Access, ExpectedRef, Index, ObjectRecord
 from store.inodes import ObjectInodes
-from store.locking import repo_lock
+from store.locking import ensure_tmp, repo_lock
 from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader, FileStat
@@ -159,6 +159,7 @@ class Repository:
         moves, committed together when the block ends without an error."""
         self.mode.require_privileges()
         self.require_writable()
+        ensure_tmp(self.path)
         _make_private(self.path, self.mode)  # repositories made before this rule
         return Transaction(self)
 

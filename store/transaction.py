@@ -51,7 +51,7 @@ from store.index import (
     RefUpdate,
     WriteBatch,
 )
-from store.locking import try_lock_dir
+from store.locking import ensure_tmp, try_lock_dir
 from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader
@@ -109,9 +109,10 @@ class Transaction:
         self._lock_cm = repo.lock(exclusive=False)
         self._lock_cm.__enter__()
         try:
-            _remove_abandoned_staging(repo.path / "tmp")
+            tmp = ensure_tmp(repo.path)  # Repository.transaction made it; a direct caller may not
+            _remove_abandoned_staging(tmp)
             self._budget = self._space_budget()
-            self.staging, self._staging_fd = _new_staging(repo.path / "tmp")
+            self.staging, self._staging_fd = _new_staging(tmp)
             self._staging_str = str(self.staging)
         except BaseException:
             self._lock_cm.__exit__(None, None, None)

@@ -158,3 +158,17 @@ def test_overlapping_paths_show_each_file_once(user_repo: Repository, tmp_path: 
     paths = ("/f", "/", "/f", "//f/")
     result = cli("--repo", user_repo.path, "log", "-p", "main~0", "--", *paths)
     assert result.out.count("diff --git a/f b/f") == 2  # once in each of the two commits
+
+
+def test_a_commit_remakes_a_removed_tmp(user_repo: Repository, tmp_path: Path) -> None:
+    """tmp/ removed by hand (attack-history.md 6): commit said "No such file or
+    directory" and exited 1; as OSTree, it is made again, private, and the commit lands."""
+    (user_repo.path / "tmp").rmdir()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"content\n")
+    result = cli("--repo", user_repo.path, "commit", "-b", "m", tree)
+    assert result.code == 0, result.err
+    assert (user_repo.path / "tmp").stat().st_mode & 0o777 == 0o700
+    assert cli("--repo", user_repo.path, "cat", "m", "/f").raw == b"content\n"
+    assert cli("--repo", user_repo.path, "fsck").code == 0
