@@ -34,9 +34,7 @@ every object its new trees name is listed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
-import functools
 import os
 import struct
 import threading
@@ -62,6 +60,7 @@ from store.errors import (
     UsageError,
 )
 from store.ids import ID_BYTES, ObjectId, ObjectType
+from store.mapped_pages import madvise_dontneed, mapped_ranges
 from store.objects import DirTree, FileStat, file_stat
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
@@ -328,7 +327,7 @@ class _SharedEnv:
         """Where this environment's data file is mapped (read once: /proc/self/maps of a
         Python process is long, 0.5 ms to parse; LMDB maps the file once, at open)."""
         if self._mapped is None:
-            self._mapped = _mapped_ranges(os.path.join(self.key, "data.mdb"))
+            self._mapped = mapped_ranges(os.path.join(self.key, "data.mdb"))
         return self._mapped
 
     @classmethod
@@ -500,7 +499,7 @@ class Index:
         if self._closed:
             return
         for start, length in self._shared.mapped_ranges():
-            _madvise_dontneed(start, length)
+            madvise_dontneed(start, length)
 
     def _require_open(self) -> None:
         """A closed repository is the caller's slip, not a damaged index."""
@@ -569,38 +568,6 @@ class Index:
                     txn.put(update.name.encode(), update.new, db=self._dbs["refs"])
             for key, value in batch.statcache.items():
                 txn.put(key, value, db=self._dbs["statcache"])
-
-
-_MADV_DONTNEED = 4  # linux/mman.h
-
-
-def _mapped_ranges(path: str) -> list[tuple[int, int]]:
-    """(start, length) of this process's mappings of ``path``, from /proc/self/maps."""
-    ranges: list[tuple[int, int]] = []
-    try:
-        with open("/proc/self/maps", "rb") as maps:
-            for line in maps:
-                fields = line.split(maxsplit=5)
-                if len(fields) == 6 and fields[5].rstrip(b"\n") == os.fsencode(path):
-                    low, high = (int(part, 16) for part in fields[0].split(b"-"))
-                    ranges.append((low, high - low))
-    except OSError:
-        return []
-    return ranges
-
-
-def _madvise_dontneed(start: int, length: int) -> None:
-    libc = _libc()
-    if libc is not None:
-        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_DONTNEED)
-
-
-@functools.cache
-def _libc() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
 
 
 def _put_commitmeta(txn: Any, db: Any, batch: WriteBatch) -> None:
