@@ -11,10 +11,10 @@ process), then fsck, and prune of everything after the ref is deleted. Caches st
 (the machine is shared; the tree was just read or written).
 
 Each figure is the median of the runs, with min and max. Memory is the peak resident
-set of the whole process tree of the command (VmRSS of the process and its
-descendants summed, sampled every 20 ms, or the kernel's own peak of the largest
-process if that is higher); for the mount, the daemon's VmRSS right after the mount
-and after the walk. Per-file figures divide by the tree's non-directory entries;
+set of the whole process tree of the command: the proportional set size (Pss) of the
+process and its descendants summed, sampled every 20 ms (not wait4's ru_maxrss, which
+carries the harness's own size across fork and exec: see run_measured); for the mount,
+the daemon's Pss right after the mount and after the walk. Per-file figures divide by the tree's non-directory entries;
 "growth" is a size's time per file over the previous size's (issue 15: within 1.5).
 A million files is opt-in: --sizes 10000,100000,1000000.
 """
