@@ -96,11 +96,30 @@ def versions() -> list[tuple[str, str]]:
 
 # ----- tables ----------------------------------------------------------------------------------
 def load(results: Path) -> dict[str, dict[str, Any]]:
-    docs = {}
-    for path in sorted((results / "json").glob("*.json")):
+    docs: dict[str, dict[str, Any]] = {}
+    paths = (results / "json").glob("*.json")
+    for path in sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name)):  # oldest first
         doc = json.loads(path.read_text())
-        docs[doc["benchmark"]] = doc
+        earlier = docs.get(doc["benchmark"])
+        docs[doc["benchmark"]] = merged(earlier, doc) if earlier else doc
     return dict(sorted(docs.items(), key=lambda kv: _rank(kv[0])))
+
+
+def merged(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """One benchmark's results written by two runs (scale.json, then scale-1m.json of
+    ``make bench-million``): the later run's rows replace the earlier's for the same
+    figure and add the rest; its trees join the earlier's; both loads are kept."""
+
+    def key(row: Row) -> tuple[object, ...]:
+        return (row["operation"], row["tool"], row["unit"], row.get("files"))
+
+    rows = {key(row): row for row in earlier["rows"]}
+    rows.update((key(row), row) for row in later["rows"])
+    meta = {**earlier["meta"], **later["meta"]}
+    if "trees" in earlier["meta"] or "trees" in later["meta"]:
+        meta["trees"] = {**earlier["meta"].get("trees", {}), **later["meta"].get("trees", {})}
+    meta["load"] = f"{earlier['meta'].get('load', '?')}; then {later['meta'].get('load', '?')}"
+    return {**earlier, **later, "meta": meta, "rows": list(rows.values())}
 
 
 def _rank(name: str) -> int:
@@ -113,7 +132,7 @@ def figure(row: Row | None) -> str:
     unit = " s" if row["unit"] == "s" else f" {row['unit']}"
     digits = 0 if row["unit"] == "MiB" else 2
     if row["runs"] == 1:
-        return f"{row['median']:.{digits}f}{unit}"
+        return f"{row['median']:.{digits}f}{unit} (1 run)"
     return f"{row['median']:.{digits}f}{unit} ({row['min']:.{digits}f}-{row['max']:.{digits}f})"
 
 
