@@ -24,9 +24,10 @@ from store.diskorder import inode_numbers
 from store.errors import CorruptObjectError, ObjectMissingError
 from store.ids import ID_BYTES, ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
-from store.progress import TaskCallback, Ticker, tick
-from store.reachability import commit_history, commits_needing, orphan_files, walk_commits
+from store.progress import TaskCallback, Ticker, counted
+from store.reachability import Reachable, commit_history, commits_needing, walk_commits
 from store.repo import Repository
+from store.unlisted import still_unlisted, unlisted_files
 from store.verify import open_object_file
 
 if TYPE_CHECKING:
@@ -67,7 +68,9 @@ class FsckReport:
     partial: list[ObjectId] = field(default_factory=list)  # still partial after this run
     completed: list[ObjectId] = field(default_factory=list)  # partial marks cleared
     deleted: list[ObjectId] = field(default_factory=list)
-    orphan_files: int = 0
+    orphan_files: int = 0  # object files the index does not list (with all_objects)
+    # a commit or pull ran beside fsck: some of those files may be its, just published
+    writer_running: bool = False
 
     @property
     def clean(self) -> bool:
@@ -98,48 +101,87 @@ def fsck(
 def _fsck_locked(
     repo: Repository, all_objects: bool, delete: bool, progress: TaskCallback | None
 ) -> FsckReport:
+    report = FsckReport()
     with repo.index.reader() as reader:
-        report = FsckReport()
-        roots = _roots(reader, all_objects)
-        tick(progress, "reading trees")
-        reachable = walk_commits(reader, roots, verify=True, release=repo.index.release_pages)
-        if all_objects:
-            reachable.files.update(
-                oid for oid, rec in reader.iter_objects() if rec.kind is ObjectType.FILE
-            )
+        reachable = _reachable(repo, reader, all_objects, progress)
         report.commits = len(reachable.commits)
         report.metadata_objects = len(reachable.metadata)
         report.file_objects = len(reachable.files)
-        files = sorted(reachable.files)  # in index order: each worker reads pages in turn
-        reachable.files.clear()  # a million ids are held once, by the list
-        bad = dict(reachable.bad_metadata)
-        ticker = Ticker(progress, "checking", len(files), "file")
-        bad.update(_check_files(repo, reader, files, ticker))
-        del files
-        repo.index.release_pages()
-        ticker.finish()
-        if repo.content.compressed:
-            served = (reachable.commits | reachable.metadata) - bad.keys()
-            bad.update(_check_archive_metadata(repo, reader, served))
-        needed = commits_needing(reader, reachable.commits, set(bad)) if bad else {}
-        report.problems = [
-            Problem(oid, msg, tuple(needed.get(oid, ()))) for oid, msg in sorted(bad.items())
-        ]
-        partial = set(reader.partial_commits())
-        broken = {c for commits in needed.values() for c in commits}
-        report.completed = sorted((partial & reachable.commits) - broken)
-        report.orphan_files = (
-            len(orphan_files(repo.path / "objects", reader, repo.index.release_pages))
-            if all_objects
-            else 0
+        # before the long check, so that the check's count is the last one shown
+        unlisted = unlisted_files(repo, reader, progress) if all_objects else []
+        bad = _damaged(repo, reader, reachable, progress)
+        broken = _judge(reader, report, reachable.commits, bad)
+    report.orphan_files, report.writer_running = still_unlisted(repo, unlisted)
+    del unlisted
+    _write_findings(repo, report, bad, broken, delete)
+    return report
+
+
+def _reachable(
+    repo: Repository, reader: IndexReader, all_objects: bool, progress: TaskCallback | None
+) -> Reachable:
+    """What the refs need (every commit does, with ``all_objects``, and so does every
+    file object the index holds); metadata objects re-hashed on the way."""
+    roots = counted(progress, "reading trees", _roots(reader, all_objects), "commit")
+    reachable = walk_commits(reader, roots, verify=True, release=repo.index.release_pages)
+    if all_objects:
+        reachable.files.update(
+            oid for oid, rec in reader.iter_objects() if rec.kind is ObjectType.FILE
         )
+    return reachable
+
+
+def _damaged(
+    repo: Repository, reader: IndexReader, reachable: Reachable, progress: TaskCallback | None
+) -> dict[ObjectId, str]:
+    """Every object found missing or corrupt, with what is wrong. Empties
+    ``reachable.files`` (a million ids are held once, by the sorted list)."""
+    files = sorted(reachable.files)  # in index order: each worker reads pages in turn
+    reachable.files.clear()
+    bad = dict(reachable.bad_metadata)
+    ticker = Ticker(progress, "checking", len(files), "file")
+    bad.update(_check_files(repo, reader, files, ticker))
+    del files
+    repo.index.release_pages()
+    ticker.finish()
+    if repo.content.compressed:
+        served = (reachable.commits | reachable.metadata) - bad.keys()
+        bad.update(_check_archive_metadata(repo, reader, served))
+    return bad
+
+
+def _judge(
+    reader: IndexReader, report: FsckReport, commits: set[ObjectId], bad: dict[ObjectId, str]
+) -> set[ObjectId]:
+    """Fill in the problems (with the commits needing each), the partial commits and
+    those found whole again; return the commits ``bad`` breaks."""
+    needed = commits_needing(reader, commits, set(bad)) if bad else {}
+    report.problems = [
+        Problem(oid, msg, tuple(needed.get(oid, ()))) for oid, msg in sorted(bad.items())
+    ]
+    broken = {c for users in needed.values() for c in users}
+    partial = set(reader.partial_commits())
+    report.completed = sorted((partial & commits) - broken)
+    report.partial = sorted(partial)
+    return broken
+
+
+def _write_findings(
+    repo: Repository,
+    report: FsckReport,
+    bad: dict[ObjectId, str],
+    broken: set[ObjectId],
+    delete: bool,
+) -> None:
+    """Delete the bad objects (with ``delete``) and mark what needs them partial; clear
+    the marks of commits found whole."""
+    partial = set(report.partial)
     if delete and bad:
         report.deleted = _delete(repo, set(bad), broken)
         partial |= broken
     if report.completed:
         repo.index.apply(WriteBatch(partial_clear=set(report.completed)))
     report.partial = sorted(partial - set(report.completed))
-    return report
 
 
 def _roots(reader: IndexReader, all_objects: bool) -> list[ObjectId]:

@@ -10,7 +10,7 @@ operation adds to it once per batch of items, and the callback runs at most ever
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -78,6 +78,18 @@ def tick(callback: TaskCallback | None, phase: str, total: int | None = None) ->
     """Announce a phase whose items are not counted (a walk of the trees, say)."""
     if callback is not None:
         callback(TaskProgress(phase, 0, total))
+
+
+def counted(
+    callback: TaskCallback | None, phase: str, items: list[ObjectId], unit: str
+) -> Iterator[ObjectId]:
+    """``items``, each counted done once the caller asks for the next (a walk of the
+    trees, counted in the commits it starts from)."""
+    ticker = Ticker(callback, phase, len(items), unit)
+    for item in items:
+        yield item
+        ticker.add(1)
+    ticker.finish()
 
 
 def count_files(repo: Repository, tree: ObjectId) -> int | None:

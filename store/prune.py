@@ -28,17 +28,12 @@ from store.diskorder import inode_numbers
 from store.errors import CommitIsHeadError, RefNotFoundError, UnsafeToPruneError
 from store.ids import ObjectId, ObjectType
 from store.index import IndexReader, WriteBatch
-from store.progress import TaskCallback, Ticker, tick
-from store.reachability import (
-    Reachable,
-    commit_history,
-    commits_needing,
-    orphan_files,
-    walk_commits,
-)
+from store.progress import TaskCallback, Ticker, counted
+from store.reachability import Reachable, commit_history, commits_needing, walk_commits
 from store.repo import Repository
 from store.statcache import record_file_id
 from store.transaction import commitmeta_relpath
+from store.unlisted import unlisted_files
 
 log = logging.getLogger(__name__)
 _CHUNK = 1024  # files measured or deleted between two progress counts
@@ -74,41 +69,65 @@ def prune(
     with repo.lock(exclusive=True):
         with repo.index.reader() as reader:
             roots = _roots(reader, refs_only, depth, keep_younger_than, delete_commits)
-            tick(progress, "reading trees")
-            reachable = walk_commits(reader, roots, verify=True, release=repo.index.release_pages)
-            _require_sound(reader, reachable, roots)
-            garbage = _Garbage(repo, reachable)
-            garbage.count(reader)
-            orphans = orphan_files(repo.path / "objects", reader, repo.index.release_pages)
-            report = PruneReport(total_objects=garbage.total, dry_run=dry_run)
-        report.commits = sorted(o for o, k in garbage.metadata.items() if k is ObjectType.COMMIT)
-        report.objects = len(garbage.metadata) + garbage.files
-        report.orphan_files = len(orphans)
-        meta_paths = [p for o, k in garbage.metadata.items() for p in _object_paths(repo, o, k)]
-        doomed = len(meta_paths) + len(orphans) + garbage.files
-        ticker = Ticker(progress, "measuring" if dry_run else "deleting", doomed, "file")
-        sweep = _SweepMark(repo)
-        if not dry_run:
-            if garbage.files:
-                sweep.set()  # before any file object leaves the index
-            repo.index.apply(WriteBatch(remove_objects=set(garbage.metadata)))  # trees first
-        report.bytes_freed = sum(
-            _measure_then_remove(p, ticker, dry_run) for p in garbage.file_paths(dry_run)
+            garbage = _find_garbage(repo, reader, roots, progress)
+        report = garbage.report(dry_run)
+        report.bytes_freed = _remove(repo, garbage, dry_run, progress)
+    if not dry_run:
+        log.info(
+            "pruned %d objects (%d commits), %d bytes",
+            report.objects,
+            len(report.commits),
+            report.bytes_freed,
         )
-        report.bytes_freed += _measure_then_remove([*meta_paths, *orphans], ticker, dry_run)
-        ticker.finish()
-        if dry_run:
-            return report
-        if garbage.files or sweep.is_set():
-            _drop_stale_cache(repo)
-            sweep.clear()
-    log.info(
-        "pruned %d objects (%d commits), %d bytes",
-        report.objects,
-        len(report.commits),
-        report.bytes_freed,
-    )
     return report
+
+
+def _find_garbage(
+    repo: Repository, reader: IndexReader, roots: set[ObjectId], progress: TaskCallback | None
+) -> _Garbage:
+    """What ``roots`` do not need, once it is sure that nothing they need went unread."""
+    ordered = counted(progress, "reading trees", sorted(roots), "commit")
+    reachable = walk_commits(reader, ordered, verify=True, release=repo.index.release_pages)
+    _require_sound(reader, reachable, roots)
+    garbage = _Garbage(repo, reachable)
+    garbage.count(reader)
+    garbage.orphans = unlisted_files(repo, reader, progress)
+    return garbage
+
+
+def _remove(
+    repo: Repository, garbage: _Garbage, dry_run: bool, progress: TaskCallback | None
+) -> int:
+    """Remove the garbage (index first, then files: trees before the files they name);
+    the bytes freed. ``dry_run`` only measures."""
+    meta_paths = garbage.metadata_paths()
+    doomed = len(meta_paths) + len(garbage.orphans) + garbage.files
+    ticker = Ticker(progress, "measuring" if dry_run else "deleting", doomed, "file")
+    if not dry_run:
+        _unindex_metadata(repo, garbage)
+    freed = sum(_measure_then_remove(p, ticker, dry_run) for p in garbage.file_paths(dry_run))
+    freed += _measure_then_remove([*meta_paths, *garbage.orphans], ticker, dry_run)
+    ticker.finish()
+    if not dry_run:
+        _sweep_if_due(repo, removed_files=garbage.files > 0)
+    return freed
+
+
+def _unindex_metadata(repo: Repository, garbage: _Garbage) -> None:
+    """The commit point of the metadata objects; the sweep is marked due first when
+    file objects are to leave the index."""
+    if garbage.files:
+        _SweepMark(repo).set()
+    repo.index.apply(WriteBatch(remove_objects=set(garbage.metadata)))
+
+
+def _sweep_if_due(repo: Repository, removed_files: bool) -> None:
+    """Drop stale stat-cache rows if file objects left the index, now or in a prune
+    killed before its sweep."""
+    sweep = _SweepMark(repo)
+    if removed_files or sweep.is_set():
+        _drop_stale_cache(repo)
+        sweep.clear()
 
 
 class _Garbage:
@@ -121,6 +140,22 @@ class _Garbage:
         self.metadata: dict[ObjectId, ObjectType] = {}
         self.files = 0
         self.total = 0
+        self.orphans: list[Path] = []  # object files the index does not list
+
+    def report(self, dry_run: bool) -> PruneReport:
+        """The report of removing this garbage (its bytes freed still to be added)."""
+        commits = sorted(o for o, k in self.metadata.items() if k is ObjectType.COMMIT)
+        return PruneReport(
+            total_objects=self.total,
+            commits=commits,
+            objects=len(self.metadata) + self.files,
+            orphan_files=len(self.orphans),
+            dry_run=dry_run,
+        )
+
+    def metadata_paths(self) -> list[Path]:
+        """The files of the garbage metadata objects (archive mode's, commitmeta)."""
+        return [p for o, k in self.metadata.items() for p in _object_paths(self._repo, o, k)]
 
     def count(self, reader: IndexReader) -> None:
         for object_id, kind in reader.iter_kinds():

@@ -66,6 +66,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
                 "completed": [c.hex() for c in report.completed],
                 "deleted": [c.hex() for c in report.deleted],
                 "orphan_files": report.orphan_files,
+                "writer_running": report.writer_running,
             }
         )
     else:
@@ -78,11 +79,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         print(
             f"checked {plural(report.commits, 'commit')}, {report.metadata_objects} metadata "
             f"and {plural(report.file_objects, 'file object')}"
-            + (
-                f"; {plural(report.orphan_files, 'unlisted file')} (prune removes them)"
-                if report.orphan_files
-                else ""
-            )
+            + _unlisted(report.orphan_files, report.writer_running)
         )
     sys.stdout.flush()
     if not report.clean:
@@ -92,6 +89,19 @@ def cmd_fsck(args: argparse.Namespace) -> int:
             + (", deleted the corrupt objects" if report.deleted else "")
         )
     return 0
+
+
+def _unlisted(count: int, writer_running: bool) -> str:
+    """The end of fsck --all's line: files in objects/ the index does not list. Beside
+    a running commit or pull they may be its, published a moment before it lists them."""
+    if not count:
+        return ""
+    if writer_running:
+        return (
+            f"; {plural(count, 'unlisted file')} (a commit or pull is running: they may be "
+            "its, not yet listed; prune removes only leftovers)"
+        )
+    return f"; {plural(count, 'unlisted file')} (prune removes them)"
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

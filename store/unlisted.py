@@ -1,0 +1,80 @@
+"""Object files the index does not list, found with a count for progress, and whether a
+running transaction may be the reason (fsck --all runs beside commits; prune does not).
+
+A commit or pull publishes its files into objects/ a batch at a time just before the
+index transaction that lists them, so beside one the listing sees files that are not
+leftovers at all: it holds a staging directory in REPO/tmp, locked, for its whole life.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from store.index import IndexReader
+from store.locking import try_lock_dir
+from store.progress import TaskCallback, Ticker
+from store.reachability import orphan_files
+from store.repo import Repository
+
+PHASE = "finding unlisted files"
+
+
+def unlisted_files(
+    repo: Repository, reader: IndexReader, progress: TaskCallback | None = None
+) -> list[Path]:
+    """The object files ``reader``'s index does not list, one objects/XX directory at a
+    time; ``progress`` is told of the directories done out of how many."""
+    objects = repo.path / "objects"
+    ticker = Ticker(progress, PHASE, _directories(objects), "dir")
+
+    def one_more_directory() -> None:
+        repo.index.release_pages()
+        ticker.add(1)
+
+    found = orphan_files(objects, reader, one_more_directory)
+    ticker.done = ticker.total or 0  # a directory gone or unreadable meanwhile counts as done
+    ticker.finish()
+    return found
+
+
+def still_unlisted(repo: Repository, paths: list[Path]) -> tuple[int, bool]:
+    """How many of ``paths`` (found by an older reader) the index does not list now, and
+    whether a commit or pull runs that may have published them. Asked in that order:
+    a writer gone by the time it is asked had its files listed before the new reader
+    looks, so what is left beside no writer is a leftover that prune removes."""
+    if not paths:
+        return 0, False
+    running = writer_running(repo)
+    with repo.index.reader() as reader:
+        left = sum(1 for path in paths if not reader.has_object(_object_id(path)))
+    return left, running and left > 0
+
+
+def writer_running(repo: Repository) -> bool:
+    """Whether a commit or pull holds a staging directory now (its lock is taken)."""
+    try:
+        staging = list((repo.path / "tmp").glob("staging-*"))
+    except OSError:
+        return False
+    for entry in staging:
+        try:
+            fd = try_lock_dir(entry)
+        except OSError:
+            continue  # not ours to open: another user's repository
+        if fd is None:
+            return True  # held, or just removed by a transaction that ended
+        os.close(fd)
+    return False
+
+
+def _object_id(path: Path) -> bytes:
+    return bytes.fromhex(path.parent.name + path.name.partition(".")[0])
+
+
+def _directories(objects: Path) -> int:
+    try:
+        with os.scandir(objects) as entries:
+            return sum(1 for e in entries if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return 0
