@@ -358,7 +358,7 @@ class Transaction:
 
     def write_dirtree(self, tree: DirTree) -> ObjectId:
         """Store a dirtree; if it is new, the commit point checks that everything it
-        names is there (store/index.py, ``_check_new_trees``)."""
+        names is there (store/index_write.py, ``_check_new_trees``)."""
         return self._write_meta(ObjectType.DIRTREE, tree.encode())
 
     def write_commit(self, commit: Commit) -> ObjectId:

@@ -44,7 +44,7 @@ from store import (
     Repository,
     read_xattrs,
 )
-from store.index import Access, _SharedEnv
+from store.index_env import Access, SharedEnv
 
 IS_ROOT = os.geteuid() == 0
 NOBODY = 65534  # the unprivileged user of run_as_user and as_user
@@ -562,7 +562,7 @@ def raw_index(repo_path: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
     """A write transaction on the repository's LMDB index, below every check of store:
     the state a damaged index or an older sapwood could leave. Works whether or not a
     Repository of ``repo_path`` is open in this process."""
-    shared = _SharedEnv.acquire(repo_path / "index", Access.READ_WRITE)
+    shared = SharedEnv.acquire(repo_path / "index", Access.READ_WRITE)
     try:
         with shared.env.begin(write=True) as txn:
             yield txn, shared.dbs

@@ -1,0 +1,175 @@
+"""Opening the index's LMDB environment: one per path and process, shared by every
+Index of the process, and checked before use (a missing, empty, truncated or symlinked
+data file is an IndexDamagedError, never a crash inside LMDB)."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lmdb
+
+from store.errors import IndexDamagedError
+from store.mapped_pages import mapped_ranges
+
+MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
+_DATABASES = ("objects", "commits", "refs", "partial", "statcache")
+_OPTIONAL_DATABASES = ("commitmeta",)  # absent from older indexes until first written
+_MIN_DATA_BYTES = 2 * 4096  # LMDB's two meta pages
+
+
+class SharedEnv:
+    """One LMDB environment per path and process: LMDB forbids opening one twice."""
+
+    _lock = threading.Lock()
+    _open: ClassVar[dict[str, SharedEnv]] = {}
+
+    def __init__(self, key: str, access: Access) -> None:
+        self.key = key
+        self.users = 0
+        self.access = access
+        self._mapped: list[tuple[int, int]] | None = None
+        self.env, self.dbs = self._open_env()
+        if access is Access.CREATE:  # made now: a reopen (remap) must find it, never make one
+            self.access = Access.READ_WRITE
+
+    def _open_env(self) -> tuple[Any, dict[str, Any]]:
+        access = self.access
+        if access is not Access.CREATE:
+            _check_data_file(Path(self.key))
+        locked = access is not Access.READ_ONLY or _lock_file_writable(Path(self.key))
+        try:
+            env = lmdb.open(
+                self.key,
+                map_size=MAP_SIZE,
+                max_dbs=len(_DATABASES) + len(_OPTIONAL_DATABASES),
+                readonly=access is Access.READ_ONLY,
+                lock=locked,
+                max_readers=1024,
+                subdir=True,
+                create=access is Access.CREATE,
+            )
+        except lmdb.Error as exc:
+            raise IndexDamagedError(f"{self.key}: the index cannot be opened: {exc}") from None
+        if locked:
+            _clear_dead_readers(env)
+        try:
+            if access is not Access.CREATE:
+                _check_not_truncated(env, Path(self.key))
+            dbs = {
+                name: env.open_db(name.encode(), create=access is Access.CREATE)
+                for name in _DATABASES
+            }
+            dbs.update(_optional_dbs(env, access))
+        except lmdb.NotFoundError:
+            env.close()
+            raise IndexDamagedError(f"{self.key}: the index lacks sapwood's tables") from None
+        except (lmdb.Error, IndexDamagedError) as exc:
+            env.close()
+            if isinstance(exc, IndexDamagedError):
+                raise
+            raise IndexDamagedError(f"{self.key}: the index is damaged: {exc}") from None
+        return env, dbs
+
+    def reopen(self) -> None:
+        self.env.close()
+        self._mapped = None
+        self.env, self.dbs = self._open_env()
+
+    def mapped_ranges(self) -> list[tuple[int, int]]:
+        """Where this environment's data file is mapped (read once: /proc/self/maps of a
+        Python process is long, 0.5 ms to parse; LMDB maps the file once, at open)."""
+        if self._mapped is None:
+            self._mapped = mapped_ranges(os.path.join(self.key, "data.mdb"))
+        return self._mapped
+
+    @classmethod
+    def acquire(cls, path: Path, access: Access) -> SharedEnv:
+        key = os.path.realpath(path)
+        with cls._lock:
+            shared = cls._open.get(key) or cls(key, access)
+            cls._open[key] = shared
+            shared.users += 1
+            return shared
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users == 0:
+                del self._open[self.key]
+                self.env.close()
+
+
+class Access(enum.Enum):
+    """How an index is opened: created by init, read and written, or only read."""
+
+    CREATE = "create"
+    READ_WRITE = "read-write"
+    READ_ONLY = "read-only"
+
+
+def _optional_dbs(env: Any, access: Access) -> dict[str, Any]:
+    """Sub-databases newer than the index format: made by a writer, absent (None) to a
+    reader of an index made before them."""
+    found: dict[str, Any] = {}
+    for name in _OPTIONAL_DATABASES:
+        try:
+            found[name] = env.open_db(name.encode(), create=access is not Access.READ_ONLY)
+        except lmdb.NotFoundError:
+            found[name] = None
+    return found
+
+
+def _damaged(path: Path, what: str) -> IndexDamagedError:
+    return IndexDamagedError(
+        f"{path}: {what}; the repository cannot be used (see 'Damaged index' in "
+        "docs/decisions.md: archive repositories can rebuild it with sapwood rebuild-index)"
+    )
+
+
+def _check_data_file(path: Path) -> None:
+    """An existing index has a data file of at least LMDB's two meta pages, and neither
+    it nor the lock file is a symlink: LMDB opens both read-write through one (creating,
+    truncating and rewriting the lock file), so another user's repository could have a
+    root process overwrite any file."""
+    for name in ("data.mdb", "lock.mdb"):
+        if os.path.islink(path / name):
+            raise _damaged(path, f"index/{name} is a symlink")
+    data = path / "data.mdb"
+    try:
+        size = os.stat(data).st_size
+    except FileNotFoundError:
+        raise _damaged(path, "the index is missing (no data.mdb)") from None
+    except OSError as exc:
+        raise _damaged(path, f"the index cannot be read: {exc.strerror}") from None
+    if size < _MIN_DATA_BYTES:
+        raise _damaged(path, f"the index is empty or truncated ({size} bytes)")
+
+
+def _check_not_truncated(env: Any, path: Path) -> None:
+    """Every page the index says it uses must be in the file: LMDB maps the file, and
+    touching a page past its end kills the process with SIGBUS instead of an error."""
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.stat(path / "data.mdb").st_size
+    if size < needed:
+        raise _damaged(path, f"the index is truncated ({size} bytes of {needed})")
+
+
+def _clear_dead_readers(env: Any) -> None:
+    """Free the reader slots of processes that died reading (a commit killed during its
+    scan holds a snapshot). LMDB clears its reader table only when a process opens the
+    index with no other process holding it; while one does (a mount daemon), a dead
+    slot stays, no page freed after its snapshot is ever reused, and every commit and
+    prune grows the index for good. Checking costs a look at each slot's pid."""
+    with contextlib.suppress(lmdb.Error):  # the table is LMDB's to keep; reads work anyway
+        env.reader_check()
+
+
+def _lock_file_writable(path: Path) -> bool:
+    """Readers of LMDB register in lock.mdb; where they cannot write it (another user's
+    repository, read-only media) they read without registering, as LMDB allows."""
+    return os.access(path / "lock.mdb", os.R_OK | os.W_OK)
