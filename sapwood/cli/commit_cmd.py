@@ -91,7 +91,9 @@ def register(commands: Any) -> None:
         action="store_true",
         help="make no commit if the tree equals the parent's",
     )
-    p.add_argument("--timestamp", help="commit time: seconds since the epoch or ISO 8601")
+    p.add_argument(
+        "--timestamp", help="commit time: seconds since the epoch, ISO 8601, or as REV@{DATE}"
+    )
     p.add_argument("path", nargs="?", help="directory to commit (same as --tree=dir=PATH)")
     p.set_defaults(func=cmd_commit)
 

@@ -24,7 +24,11 @@ def register(commands: Any) -> None:
     p = commands.add_parser("prune", help="delete objects no root needs")
     p.add_argument("--refs-only", action="store_true", help="only refs (and history) are roots")
     p.add_argument("--depth", type=_depth, default=-1, help="parents kept per ref (-1: all)")
-    p.add_argument("--keep-younger-than", metavar="DATE", help="drop older commits (not heads)")
+    p.add_argument(
+        "--keep-younger-than",
+        metavar="DATE",
+        help="drop older commits (not heads); DATE as in REV@{DATE}",
+    )
     p.add_argument("--delete-commit", action="append", default=[], metavar="ID")
     p.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
     p.add_argument("--json", action="store_true")

@@ -124,7 +124,8 @@ def format_time(timestamp: int) -> str:
 
 
 def parse_time(text: str) -> int:
-    """Seconds since the epoch, from an integer or an ISO 8601 date (UTC if no zone)."""
+    """Seconds since the epoch, from an integer, an ISO 8601 date (UTC if no zone) or
+    any date ``REV@{DATE}`` takes (``@SECONDS``, ``2 weeks ago``, ``yesterday``)."""
     if _SECONDS.fullmatch(text):
         # Bounded before int(), which refuses more than 4300 digits with a ValueError.
         seconds = int(text) if len(text) <= 20 else I64_MAX + 1
@@ -137,4 +138,13 @@ def parse_time(text: str) -> int:
             moment = moment.replace(tzinfo=datetime.UTC)
         return int(moment.timestamp())
     except (ValueError, OverflowError, OSError):
-        raise UsageError(f"not a time: {text!r} (use seconds or ISO 8601)") from None
+        pass
+    from sapwood import InvalidDateError, parse_date  # here: the store, not every command's
+
+    try:
+        return parse_date(text)
+    except InvalidDateError:
+        shown = repr(text) if len(text) <= 64 else f"{text[:20]!r}..."
+        raise UsageError(
+            f"not a time: {shown} (use seconds, ISO 8601, @SECONDS, 'N days ago', yesterday or now)"
+        ) from None
