@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import fs.checkout
+import fs.checkout_union
 from fs.checkout import CheckoutConflictError, CheckoutOptions, checkout
 from fs.copy import FICLONE
 from store import (
@@ -191,7 +192,7 @@ def test_removal_stops_at_another_device_even_unseen_in_the_mount_table(
     checkout(user_repo, base, dest, CheckoutOptions(user_mode=True))
     (dest / "mnt").chmod(0o755)
     # the pre-check sees no mount: removal itself must stop at the other device
-    monkeypatch.setattr(fs.checkout, "mount_points", list)
+    monkeypatch.setattr(fs.checkout_union, "mount_points", list)
     with small_tmpfs(dest / "mnt" / "fs", "1m") as mounted:
         (mounted / "data").write_text("another filesystem")
         with pytest.raises(CheckoutConflictError, match=r"another filesystem.*partly updated"):
