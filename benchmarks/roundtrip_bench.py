@@ -7,12 +7,17 @@ check it out as a user-mode hardlink farm (``sapwood checkout -U -H``, ``ostree
 checkout -U``), then commit the farm again, ``runs`` times each, warm and with caches
 dropped (needs root): ``sapwood commit`` against ``ostree commit
 --link-checkout-speedup``, both recognising farm files as their objects by inode
-instead of reading them. The figure is the median. Each tool keeps its default fsync
-policy; OSTree's ends with a syncfs of the whole filesystem (whatever else is being
-written there), sapwood's writes nothing but its index here (no file object is new),
-so a third row takes OSTree with --fsync=false: the work alone. Ratios are sapwood/OSTree: below 1
-means sapwood is faster. Target of issue 11: at most 0.5. The farm's re-commit must
-record every file as the tree's commit did, in both tools, or the run fails.
+instead of reading them. The figure is the median. The two tools take turns within
+each run (the first alternating), so that a machine shared with other work loads both
+alike and the ratio holds. sapwood runs as installed, its modules compiled once: the
+environment's PYTHONDONTWRITEBYTECODE is dropped for the tools (set, every command
+compiled every module it imports, ~0.05 s, a cost no installed copy pays). Each tool
+keeps its default fsync policy; OSTree's ends with a syncfs of the whole filesystem
+(whatever else is being written there), sapwood's writes nothing but its index here
+(no file object is new), so a third row takes OSTree with --fsync=false: the work
+alone. Ratios are sapwood/OSTree: below 1 means sapwood is faster. Target of issue 11:
+at most 0.5. The farm's re-commit must record every file as the tree's commit did, in
+both tools, or the run fails.
 --results FILE writes every figure (median, min, max) as JSON for report.py.
 """
 
@@ -25,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -75,28 +81,77 @@ def check_round_trip(tool: str, repo: Path, tree: str) -> None:
         raise SystemExit(f"{tool}: the farm's re-commit changed {len(files)} files: {files[:5]}")
 
 
-def times(argvs: list[list[str]], cold: bool) -> list[float]:
-    return [timed(argv, cold=cold) for argv in argvs]
-
-
-def measure(tool: str, tmp: Path, tree: str, runs: int) -> dict[str, list[float]]:
+def prepare(tool: str, tmp: Path, tree: str) -> tuple[Path, Path]:
+    """A fresh bare-user repository of ``tool`` holding ``tree`` as ``base``, and its farm."""
     repo = init_bare_user(tool, tmp / tool)
     farm = tmp / f"{tool}-farm"
     timed(TOOLS[tool](repo, "commit", "-b", "base", tree))
     timed(farm_checkout(tool, repo, farm))
-    warm = [recommit(tool, repo, farm, run) for run in range(runs)]
-    timed(warm[0])  # caches warm for the warm runs
-    figures = {"warm": times(warm, cold=False)}
-    unsynced = [recommit(tool, repo, farm, 2 * runs + run, fsync=False) for run in range(runs)]
-    figures["warm_unsynced"] = times(unsynced, cold=False)
-    if tool == "sapwood":  # issue 11: no more than an unchanged re-commit of the tree
-        again = [TOOLS[tool](repo, "commit", "-b", f"tree{run}", tree) for run in range(runs)]
-        timed(again[0])  # the stat cache filled and warm
-        figures["statcache_warm"] = times(again, cold=False)
+    return repo, farm
+
+
+def in_turns(
+    runs: int, argv: Callable[[str, int], list[str] | None], cold: bool = False
+) -> dict[str, list[float]]:
+    """Seconds of each tool's ``argv(tool, run)`` (None: the tool has no such figure),
+    the tools in turns within each run, the first of them alternating: the machine is
+    shared, and a load that comes and goes then weighs on both tools alike."""
+    seconds: dict[str, list[float]] = {tool: [] for tool in TOOLS}
+    for run in range(runs):
+        order = list(TOOLS) if run % 2 == 0 else list(reversed(TOOLS))
+        for tool in order:
+            command = argv(tool, run)
+            if command is not None:
+                seconds[tool].append(timed(command, cold=cold))
+    return {tool: values for tool, values in seconds.items() if values}
+
+
+def measure(tmp: Path, tree: str, runs: int) -> dict[str, dict[str, list[float]]]:
+    """Every figure of both tools: tool -> figure -> seconds of each run."""
+    places = {tool: prepare(tool, tmp, tree) for tool in TOOLS}
+    repos = {tool: repo for tool, (repo, _) in places.items()}
+    farms = {tool: farm for tool, (_, farm) in places.items()}
+    figures: dict[str, dict[str, list[float]]] = {tool: {} for tool in TOOLS}
+
+    def add(key: str, seconds: dict[str, list[float]]) -> None:
+        for tool, values in seconds.items():
+            figures[tool][key] = values
+
+    for tool in TOOLS:  # caches warm for the warm runs
+        timed(recommit(tool, repos[tool], farms[tool], 4 * runs))
+    add("warm", in_turns(runs, lambda tool, run: recommit(tool, repos[tool], farms[tool], run)))
+    add(
+        "warm_unsynced",
+        in_turns(
+            runs,
+            lambda tool, run: recommit(tool, repos[tool], farms[tool], 2 * runs + run, fsync=False),
+        ),
+    )
+    # issue 11: the farm's re-commit costs no more than an unchanged re-commit of the tree
+    sapwood_repo = repos["sapwood"]
+    timed(TOOLS["sapwood"](sapwood_repo, "commit", "-b", "tree-warm", tree))  # stat cache filled
+    add(
+        "statcache_warm",
+        in_turns(
+            runs,
+            lambda tool, run: (
+                TOOLS[tool](sapwood_repo, "commit", "-b", f"tree{run}", tree)
+                if tool == "sapwood"
+                else None
+            ),
+        ),
+    )
     if os.geteuid() == 0:
-        cold = [recommit(tool, repo, farm, runs + run) for run in range(runs)]
-        figures["cold"] = times(cold, cold=True)
-    check_round_trip(tool, repo, tree)
+        add(
+            "cold",
+            in_turns(
+                runs,
+                lambda tool, run: recommit(tool, repos[tool], farms[tool], runs + run),
+                cold=True,
+            ),
+        )
+    for tool in TOOLS:
+        check_round_trip(tool, repos[tool], tree)
     return figures
 
 
@@ -108,8 +163,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # see the module's docstring
     with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-bench-") as tmp:
-        samples = {tool: measure(tool, Path(tmp), args.tree, args.runs) for tool in TOOLS}
+        samples = measure(Path(tmp), args.tree, args.runs)
     drop_caches()  # the farms' deletion written back before anything else is timed
     figures = {
         tool: {key: statistics.median(values) for key, values in by_key.items()}
@@ -130,13 +186,13 @@ def main() -> int:
     if args.json:
         print(json.dumps({"tree": args.tree, "root": os.geteuid() == 0, "figures": figures}))
         return 0
-    rows = [("farm re-commit, warm", "warm"), ("warm, ostree no fsync", "warm_unsynced")]
+    table = [("farm re-commit, warm", "warm"), ("warm, ostree no fsync", "warm_unsynced")]
     if os.geteuid() == 0:
-        rows.append(("farm re-commit, cold", "cold"))
+        table.append(("farm re-commit, cold", "cold"))
     print_table(
         f"re-commit of a checkout -U hardlink farm of {args.tree}, bare-user, "
         f"median of {args.runs}",
-        [(name, figures["sapwood"][key], figures["ostree"][key], "<= 0.50") for name, key in rows],
+        [(name, figures["sapwood"][key], figures["ostree"][key], "<= 0.50") for name, key in table],
     )
     print(
         f"sapwood, unchanged re-commit of {args.tree} through the stat cache, warm: "
