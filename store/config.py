@@ -35,12 +35,21 @@ FIXED = ("core.mode", "core.repo_version")  # made with the repository
 REMOTE_OPTIONS = ("sign-verify", "trusted-keys", "url")
 _REMOTE_SECTION = re.compile(r'remote "(?P<name>[^"]*)"')
 MAX_VALUE_CHARS = 4096
+_BOOLEANS = ("core.fsync",)
+_GKEYFILE_BOOLEANS = ("true", "false", "1", "0")  # g_key_file_get_boolean, case and all
 
 
 def get_config(repo_path: str | os.PathLike[str], key: str) -> str | None:
     """The value of ``key`` in the repository's config, None if it is not set (its
-    default then applies). ConfigKeyError for a key sapwood does not know."""
-    section, option = _locate(key)
+    default then applies). Any key list_config gives can be read, as git reads any;
+    ConfigKeyError for a key sapwood does not know that the config does not hold."""
+    try:
+        section, option = _locate(key)
+    except ConfigKeyError:
+        value = _listed(repo_path, key)
+        if value is None:
+            raise  # a key sapwood does not know and the config does not hold: a typo
+        return value
     _, config = read_config_file(Path(repo_path))
     if not config.has_section(section):
         return None
@@ -58,6 +67,15 @@ def list_config(repo_path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     ]
 
 
+def _listed(repo_path: str | os.PathLike[str], key: str) -> str | None:
+    """The value list_config gives ``key``; None if it gives none, or if there is no
+    repository to read (the caller's error about the key is said first)."""
+    try:
+        return dict(list_config(repo_path)).get(key)
+    except RepoNotFoundError:
+        return None
+
+
 def set_config(repo_path: str | os.PathLike[str], key: str, value: str) -> None:
     """Set ``key`` to ``value``: ConfigKeyError unless the key is one of SETTABLE,
     ConfigValueError (nothing written) if the repository would not open with it."""
@@ -69,9 +87,11 @@ def set_config(repo_path: str | os.PathLike[str], key: str, value: str) -> None:
             key=key,
             value=value,
         )
+    _check_portable(key, value)
     path = Path(repo_path)
     with config_lock(path):
         read_config_file(path)  # a repository's config, or RepoNotFoundError
+        _remove_stale_temporaries(path)
         _write_checked(path, _edited(_current_text(path), option, value), key, value)
 
 
@@ -84,8 +104,29 @@ def unset_config(repo_path: str | os.PathLike[str], key: str) -> bool:
         _, config = read_config_file(path)
         if not config.has_option("core", option):
             return False
+        _remove_stale_temporaries(path)
         _write_checked(path, _edited(_current_text(path), option, None), key, None)
     return True
+
+
+def _check_portable(key: str, value: str) -> None:
+    """Refuse a boolean configparser reads but OSTree's GKeyFile does not (``on``,
+    ``yes``): OSTree would refuse to open the repository. A hand-written one still
+    opens here; only what sapwood writes is held to it."""
+    states = configparser.ConfigParser.BOOLEAN_STATES
+    if key in _BOOLEANS and value not in _GKEYFILE_BOOLEANS and value.lower() in states:
+        raise ConfigValueError(
+            f"{key}: {value!r} refused: OSTree reads only true, false, 1 or 0",
+            key=key,
+            value=value,
+        )
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the .config.tmp-* files of config writers that died before their rename:
+    every writer of the config holds the config lock, which the caller holds."""
+    for stale in path.glob(".config.tmp-*"):
+        stale.unlink(missing_ok=True)
 
 
 _SECTION_LINE = re.compile(r"\[(?P<name>[^\]]*)\]")
