@@ -11,19 +11,21 @@ and tail are one replacement hunk, as git's xdiff settles for a diff that is not
 minimal when one costs too much. A symlink's content is its target. Changes git has
 no words for are extra header lines: ``old owner``/``new owner`` (uid:gid) and ``xattrs changed``; a
 directory shows only its mode, owner and xattrs lines. The diff is bytes: file
-contents are written as they are, names quoted as ``ls`` quotes them.
+contents are written as they are, names quoted as git quotes them (C-style in double
+quotes when they hold a control character, a quote, a backslash or a non-ASCII byte;
+a ``---``/``+++`` name holding a space ends with a tab), so git apply and patch take it.
 """
 
 from __future__ import annotations
 
 import difflib
 import itertools
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from typing import cast
 
 from sapwood import Node, Repository, diff_trees, walk
-from sapwood.cli.output import quote_path
 
 _BINARY_PROBE = 8000  # git's: a NUL in the first 8000 bytes makes a file binary
 _LARGEST_TEXT = 64 << 20  # larger files are not read into memory to be diffed
@@ -243,8 +245,8 @@ def _unified(a: list[bytes], b: list[bytes], from_name: bytes, to_name: bytes) -
         groups = [_replace_middle(a, b)]
     if not groups:
         return
-    yield b"--- " + from_name + b"\n"
-    yield b"+++ " + to_name + b"\n"
+    yield b"--- " + from_name + _tab_after(from_name) + b"\n"
+    yield b"+++ " + to_name + _tab_after(to_name) + b"\n"
     for group in groups:
         first, last = group[0], group[-1]
         old_range, new_range = _range(first[1], last[2]), _range(first[3], last[4])
@@ -312,4 +314,35 @@ def _mode_lines(before: _Side, after: _Side) -> list[bytes]:
 
 
 def _name(path: bytes) -> bytes:
-    return quote_path(path).encode("utf-8", "surrogateescape")
+    """``path`` as git writes it in a diff (quote_c_style, core.quotePath on): as it is,
+    or in double quotes with C escapes (``\\t``, ``\\"``, ``\\\\``) and other control
+    and non-ASCII bytes as three octal digits; never a raw control byte (no forged line,
+    no terminal escape)."""
+    if _NEEDS_QUOTES.search(path) is None:
+        return path
+    return b'"' + _NEEDS_QUOTES.sub(_escape, path) + b'"'
+
+
+_NEEDS_QUOTES = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
+_C_ESCAPES = {
+    0x07: b"\\a",
+    0x08: b"\\b",
+    0x09: b"\\t",
+    0x0A: b"\\n",
+    0x0B: b"\\v",
+    0x0C: b"\\f",
+    0x0D: b"\\r",
+    0x22: b'\\"',
+    0x5C: b"\\\\",
+}
+
+
+def _escape(found: re.Match[bytes]) -> bytes:
+    byte = found[0][0]
+    return _C_ESCAPES.get(byte) or b"\\%03o" % byte
+
+
+def _tab_after(name: bytes) -> bytes:
+    """git ends a ``---``/``+++`` line whose name holds a space with a tab: patch(1)
+    would otherwise end the name at the space (a date may follow it there)."""
+    return b"\t" if b" " in name else b""
