@@ -148,9 +148,9 @@ def _check_present(
     if found is None:
         value = txn.get(object_id, db=objects_db)
         if value is None:
-            raise ObjectMissingError(
-                f"object {object_id.hex()}, which this commit reuses, was removed "
-                "from the repository while it ran "
+            raise ObjectMissingError(  # the CLI rewords the end (sapwood/cli/errors.py)
+                f"object {object_id.hex()}, which this commit names, is not in the "
+                "repository: never written, or removed while the commit ran "
                 "(by prune or fsck with delete); nothing was committed",
                 object_id=ObjectId(object_id),
             )

@@ -95,7 +95,7 @@ def test_a_commit_refuses_to_name_objects_deleted_while_it_ran(
     first = _commit(user_repo, tmp_path / "src")
     reused = lookup(user_repo, first, "/sub/f1").file
     assert reused is not None
-    missing = pytest.raises(ObjectMissingError, match="removed from the repository while it ran")
+    missing = pytest.raises(ObjectMissingError, match="removed while the commit ran")
     with missing, user_repo.transaction() as txn:
         tree = txn.write_dirtree(DirTree.build({b"f1": reused}, {}))
         # What a prune that ignored the lock would do now: the file object goes.

@@ -87,7 +87,9 @@ def test_an_aborted_transaction_leaves_only_what_prune_removes(user_repo: Reposi
 
 @pytest.mark.usefixtures("small_flushes")
 def test_a_new_tree_naming_a_missing_file_is_refused(user_repo: Repository) -> None:
-    with pytest.raises(ObjectMissingError), user_repo.transaction() as txn:
+    """A file nobody wrote: the message must not blame prune alone (review7 17)."""
+    never_written = "is not in the repository: never written, or removed while"
+    with pytest.raises(ObjectMissingError, match=never_written), user_repo.transaction() as txn:
         for n in range(10):
             txn.write_file(FileHeader(0, 0, REG), b"%d" % n)
         meta = txn.write_dirmeta(DirMeta(0, 0, stat.S_IFDIR | 0o755))
