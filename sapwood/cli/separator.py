@@ -37,8 +37,10 @@ def paths_after_separator(args: argparse.Namespace, usage: str) -> list[str] | N
     '--' only ended the options before the commits: `diff -- A B`).
 
     UsageError for a PATH before '--' (`log REV x`, `diff A B x -- y`: a path is never
-    taken for a revision, nor a stray word for a path) and for '--' with nothing after
-    it; ``usage`` (as "diff A B -- PATH...") names the command in the message.
+    taken for a revision, nor a stray word for a path), for a word after '--' read as a
+    revision that can only be a path (`log -- /usr`: it starts with '/'), for an empty
+    PATH and for '--' with nothing after it; ``usage`` (as "diff A B -- PATH...") names
+    the command in the message.
     """
     command = usage.split()[0]
     paths: list[str] = list(args.paths)
@@ -50,6 +52,15 @@ def paths_after_separator(args: argparse.Namespace, usage: str) -> list[str] | N
             f"{command}: {' '.join(after[:taken])} after -- is a PATH, and {usage} needs "
             f"{revs} revisions before it"
         )
+    pathlike = [rev for rev in (after or [])[:taken] if rev.startswith("/")]  # no ref does
+    if pathlike:
+        raise UsageError(
+            f"{command}: {' '.join(pathlike)} after -- is a PATH, and {usage} needs "
+            f"{'a revision' if revs == 1 else f'{revs} revisions'} before it "
+            "(sapwood has no HEAD to default to)"
+        )
+    if "" in paths:  # git refuses an empty pathspec too; it read as the whole tree here
+        raise UsageError(f"{command}: '' is not a PATH (the whole tree is /)")
     before = paths if after is None else paths[: max(0, len(paths) - len(after))]
     if before:
         raise UsageError(
