@@ -23,13 +23,14 @@ import itertools
 import re
 import stat
 from collections.abc import Iterable, Iterator
-from typing import cast
+from typing import BinaryIO, cast
 
 from sapwood import Node, Repository, diff_trees, walk
 
 _BINARY_PROBE = 8000  # git's: a NUL in the first 8000 bytes makes a file binary
 _LARGEST_TEXT = 64 << 20  # larger files are not read into memory to be diffed
 _NO_ID = "0000000"
+_PIECE = 1 << 20  # bytes read at a time from a file too large to diff
 _CONTEXT = 3  # lines of context around a hunk (git's default)
 _DIFF_WORK = 10_000_000  # difflib's work on one file (about a second) before a coarse hunk
 # More lines than this are not diffed either: difflib holds a list item per line and an
@@ -141,32 +142,44 @@ class _Side:
         return b"".join(self._chunks())
 
     def same_data(self, other: _Side) -> bool:
-        """Whether two sides hold the same bytes, read a chunk at a time (large files)."""
+        """Whether two sides hold the same bytes, read a MiB at a time from each (files
+        over 64 MiB): stops at the first MiB that differs. Read whole when equal: a
+        file object's id covers its mode and owner too, so only the bytes tell a mode
+        change from a content change."""
         if self.size != other.size or self.target != other.target:
             return False
-        mine, theirs = self._chunks(), other._chunks()
-        return all(x == y for x, y in zip(_even(mine), _even(theirs), strict=False))
+        if self.target or self._node is None or other._node is None:
+            return True  # the same target (a symlink's content), or both absent
+        mine, theirs = self._node.file, other._node.file
+        if mine is None or theirs is None:
+            return mine is theirs
+        with self._repo.open_file(mine) as left, self._repo.open_file(theirs) as right:
+            while True:
+                piece = _read_full(left, _PIECE)
+                if piece != _read_full(right, _PIECE):
+                    return False
+                if not piece:
+                    return True
 
     def _chunks(self) -> Iterator[bytes]:
         if self.target:
             yield self.target
         elif self._node is not None and self._node.file is not None:
             with self._repo.open_file(self._node.file) as stream:
-                while chunk := stream.read(1 << 20):
+                while chunk := stream.read(_PIECE):
                     yield chunk
 
 
-def _even(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The bytes of ``chunks`` in pieces of exactly 64 KiB (the last shorter), so two
-    streams that split their reads differently compare piece by piece."""
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        while len(pending) >= 1 << 16:
-            yield pending[: 1 << 16]
-            pending = pending[1 << 16 :]
-    if pending:
-        yield pending
+def _read_full(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes of ``stream`` (fewer only at its end), however its reads split: two
+    streams compared piece by piece must cut at the same offsets. A piece is copied
+    once at most (the join of one read is that read)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size and (chunk := stream.read(size - got)):
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
 
 def _file_patch(repo: Repository, path: bytes, old: Side, new: Side) -> bytes:
