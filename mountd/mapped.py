@@ -10,7 +10,7 @@ them maps them again, a minor fault). It needs no transaction closed, unlike clo
 and reopening the map, which also churned malloc (3 MiB more anonymous memory after a
 few hundred reopens).
 
-The view calls this every few dozen records it reads (mountd/view.py: on the request
+The view calls this every few dozen records it reads (mountd/records.py: on the request
 path, because a walk keeps the daemon's loop too busy for a timer to run in time). A
 drop costs about a millisecond, and the pages mapped again afterwards a few
 microseconds a record: walking a million files costs the daemon about 8 s of CPU more

@@ -8,7 +8,9 @@ Inode numbers come from mountd/inodes.py: a directory is an instance, a file a p
 in its directory's tree, so the view keeps nothing per file and the kernel forgetting an
 inode needs no bookkeeping. What the view keeps is bounded: the instance arrays (24
 bytes per directory shown), and LRU caches of decoded trees, directory metadata, file
-headers and directory instances.
+headers and directory instances. The records it reads come through mountd/records.py
+(CachedRecords: cached, and counted for the daemon's index budget), a tree kept as a
+mountd/listing.py Listing; file contents come from mountd/sources.py.
 
 Damage stays where it is: an entry whose record is corrupt or missing (a file's header,
 a directory's dirmeta or tree) is an error for that entry alone. A listing still shows
@@ -21,8 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -34,14 +35,12 @@ from mountd.inodes import (
     instance_of,
     is_dir_ino,
 )
+from mountd.listing import Listing
 from mountd.lru import Lru
+from mountd.records import HEADER_BATCH, CachedRecords
 from mountd.sources import ObjectSources
 from store import (
-    CorruptObjectError,
     DirEntry,
-    DirMeta,
-    DirTree,
-    FileHeader,
     FileStat,
     NoSuchAttributeError,
     NotADirectoryInTreeError,
@@ -54,52 +53,7 @@ from store import (
 
 log = logging.getLogger(__name__)
 ROOT_INODE = 1
-_HEADER_BATCH = 32  # file headers read in one index snapshot while listing
-# Index records read between two calls of index_hook; a file's record counts one, a
-# tree one per _TREE_RECORD_ENTRIES entries. A record read at random maps about 40 KiB
-# of the index into the process (the kernel maps the folio around a fault), a tree of
-# 200 entries about 100 KiB: 32 records, and a batch, map a few MiB.
-INDEX_CHECK_RECORDS = 32
-_TREE_RECORD_ENTRIES = 64
 _DIR_NODES = 1 << 14  # directory instances kept decoded: about 200 bytes each
-_DIRMETAS = 4096  # decoded dirmetas: a tree has few distinct ones
-TREE_CACHE_ENTRIES = 1 << 16  # entries of directory listings kept: about 90 bytes each
-HEADER_CACHE_ENTRIES = 1 << 14  # file headers kept for lookups and reads: about 300 bytes
-_ID = 32  # bytes of an object id
-MAX_FILE_SIZE = (1 << 63) - 1  # what st_size (off_t) holds; a record may claim more
-
-
-class Listing:
-    """A directory's tree as the view keeps it: about 90 bytes a file (its name, and its
-    id in one string of all the ids), where a decoded DirTree holds about 200 (a tuple,
-    a name and an id object per file). Made from a DirTree, so checked as one."""
-
-    __slots__ = ("_file_ids", "dir_names", "dirs", "file_names")
-
-    def __init__(self, tree: DirTree) -> None:
-        self.file_names = tuple(name for name, _ in tree.files)
-        self._file_ids = b"".join(file_id for _, file_id in tree.files)
-        self.dir_names = tuple(name for name, _ in tree.dirs)
-        self.dirs = tuple(entry for _, entry in tree.dirs)
-
-    def __len__(self) -> int:
-        return len(self.file_names) + len(self.dirs)
-
-    def file_id(self, index: int) -> ObjectId:
-        return ObjectId(self._file_ids[_ID * index : _ID * (index + 1)])
-
-    def file_ids(self, start: int, stop: int) -> list[ObjectId]:
-        stop = min(stop, len(self.file_names))
-        ids = self._file_ids
-        return [ObjectId(ids[_ID * index : _ID * (index + 1)]) for index in range(start, stop)]
-
-    def locate(self, name: bytes) -> tuple[bool, int] | None:
-        """(is a directory, index among the files or the directories) of ``name``."""
-        for names, is_dir in ((self.file_names, False), (self.dir_names, True)):
-            index = bisect_left(names, name)
-            if index < len(names) and names[index] == name:
-                return is_dir, index
-        return None
 
 
 class Attributes(NamedTuple):
@@ -145,30 +99,18 @@ class ViewOptions:
     owner: tuple[int, int] | None = None  # show every entry as owned by (uid, gid)
 
 
-class TreeView:
+class TreeView(CachedRecords):
     """Inodes over committed trees; subclasses decide what the root is."""
 
     def __init__(
         self, repo: Repository, root: DirEntry | None, time_ns: int, options: ViewOptions | None
     ) -> None:
-        self.repo = repo
+        super().__init__(repo)
         self.options = options or ViewOptions()
         self.instances = InstanceTable()
         self.sources = ObjectSources(repo)
-        # Index records read so far: each maps index pages into the process. Every
-        # INDEX_CHECK_RECORDS, before the next read, index_hook runs (the daemon lets go
-        # of the pages past a budget: mountd/mapped.py).
-        self.records_read = 0
-        self.index_hook: Callable[[], object] | None = None
-        self._next_check = INDEX_CHECK_RECORDS
         self._roots: dict[int, DirNode] = {}
         self._dir_nodes: Lru[int, DirNode] = Lru(_DIR_NODES)
-        # Listings weigh their entries: a budget of entries, however many trees that is.
-        self._trees: Lru[ObjectId, Listing] = Lru(TREE_CACHE_ENTRIES, TREE_CACHE_ENTRIES)
-        self._headers: Lru[ObjectId, tuple[FileHeader, int]] = Lru(HEADER_CACHE_ENTRIES)
-        self._dirmetas: Lru[ObjectId, DirMeta] = Lru(_DIRMETAS)  # few distinct in a tree
-        # Listings' stat batches: a few directories being listed at once.
-        self._stat_batches: Lru[tuple[ObjectId, int], list[FileStat | SapwoodError]] = Lru(128)
         self.root = self._add_root(root, time_ns, synthetic=None if root else ("root", ""))
 
     def _add_root(
@@ -239,73 +181,11 @@ class TreeView:
             raise PathNotFoundError(f"inode {ino} was never shown")
         return parent, index, tree.file_id(index)
 
-    # ----- cached objects ------------------------------------------------------------------
-    def _tree(self, tree_id: ObjectId) -> Listing:
-        return self._trees.get_or_make(tree_id, self._read_tree, len)
-
-    def _read_tree(self, tree_id: ObjectId) -> Listing:
-        self._reading(1)
-        listing = Listing(self.repo.read_dirtree(tree_id))
-        self.records_read += len(listing) // _TREE_RECORD_ENTRIES  # its pages: the next check
-        return listing
-
-    def _dirmeta(self, meta_id: ObjectId) -> DirMeta:
-        return self._dirmetas.get_or_make(meta_id, self._read_dirmeta)
-
-    def _read_dirmeta(self, meta_id: ObjectId) -> DirMeta:
-        self._reading(1)
-        return self.repo.read_dirmeta(meta_id)
-
-    def _header(self, file_id: ObjectId) -> tuple[FileHeader, int]:
-        return self._headers.get_or_make(file_id, self._read_header)
-
-    def _read_header(self, file_id: ObjectId) -> tuple[FileHeader, int]:
-        self._reading(1)
-        return self.repo.read_file_header(file_id)
-
-    def _reading(self, records: int) -> None:
-        """Count ``records`` about to be read; run index_hook first if it is due."""
-        if self.records_read >= self._next_check and self.index_hook is not None:
-            self._next_check = self.records_read + INDEX_CHECK_RECORDS
-            self.index_hook()
-        self.records_read += records
-
-    def _file_stats(self, tree_id: ObjectId, start: int) -> list[FileStat | SapwoodError]:
-        return self._stat_batches.get_or_make((tree_id, start), self._read_file_stats)
-
-    def _read_file_stats(self, batch: tuple[ObjectId, int]) -> list[FileStat | SapwoodError]:
-        """Stats of the files ``start`` to ``start + _HEADER_BATCH`` of a tree, or for a
-        file whose record cannot be read, why.
-
-        Batches are aligned, so a listing the kernel takes in several requests reads
-        each file's header once. A batch with a damaged record is read again file by
-        file, so that the damage is that file's alone.
-        """
-        tree_id, start = batch
-        ids = self._tree(tree_id).file_ids(start, start + _HEADER_BATCH)
-        self._reading(len(ids))
-        try:
-            found: list[FileStat | SapwoodError] = list(self.repo.read_file_stats(ids))
-        except SapwoodError:
-            found = [self._one_stat(file_id) for file_id in ids]
-        for index, (stats, file_id) in enumerate(zip(found, ids, strict=True)):
-            if isinstance(stats, FileStat) and stats.size > MAX_FILE_SIZE:
-                found[index] = CorruptObjectError(
-                    f"object {file_id.hex()}: a size of {stats.size} bytes is not a file's"
-                )
-        return found
-
-    def _one_stat(self, file_id: ObjectId) -> FileStat | SapwoodError:
-        try:
-            return self.repo.read_file_stats([file_id])[0]
-        except SapwoodError as exc:
-            return exc.with_traceback(None)  # cached: it must not keep the frames alive
-
     def _stat(self, parent: DirNode, index: int) -> FileStat:
         """The stat of file ``index`` of a directory, from the listing's batches."""
         assert parent.entry is not None
-        batch, offset = divmod(index, _HEADER_BATCH)
-        found = self._file_stats(parent.entry.tree, batch * _HEADER_BATCH)[offset]
+        batch, offset = divmod(index, HEADER_BATCH)
+        found = self._file_stats(parent.entry.tree, batch * HEADER_BATCH)[offset]
         if isinstance(found, SapwoodError):
             raise type(found)(*found.args)  # a fresh one each time: the cached one is shared
         return found
@@ -338,7 +218,7 @@ class TreeView:
             return
         tree = self._tree(parent.entry.tree)
         nfiles = len(tree.file_names)
-        for start in range(offset - offset % _HEADER_BATCH, nfiles, _HEADER_BATCH):
+        for start in range(offset - offset % HEADER_BATCH, nfiles, HEADER_BATCH):
             stats = self._file_stats(parent.entry.tree, start)
             for index in range(max(start, offset), start + len(stats)):
                 ino = file_ino(parent.instance, index)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mountd.mapped import INDEX_BUDGET_ENV, INDEX_MAP_BUDGET, MappedIndexBound
-from mountd.view import INDEX_CHECK_RECORDS, ROOT_INODE, CommitView
+from mountd.records import INDEX_CHECK_RECORDS
+from mountd.view import ROOT_INODE, CommitView
 from store import Repository
 from tests.helpers import many_directories_commit
 

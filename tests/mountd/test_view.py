@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mountd import view as view_module
+from mountd import records as records_module
 from mountd.view import ROOT_INODE, CommitView, ViewOptions
 from store import (
     CorruptObjectError,
@@ -124,8 +124,8 @@ def test_view_keeps_nothing_per_file(
 ) -> None:
     """A walk of 20,000 files allocates no inode state for them: only directories count,
     and the caches stay within their bounds."""
-    monkeypatch.setattr(view_module, "TREE_CACHE_ENTRIES", 1000)
-    monkeypatch.setattr(view_module, "HEADER_CACHE_ENTRIES", 1000)
+    monkeypatch.setattr(records_module, "TREE_CACHE_ENTRIES", 1000)
+    monkeypatch.setattr(records_module, "HEADER_CACHE_ENTRIES", 1000)
     view = CommitView(user_repo, many_directories_commit(user_repo, 100, 200))
     tracemalloc.start()
     try:
