@@ -185,14 +185,15 @@ class Sysroot:
             target.pinned = pinned
             write_origin(self.layout, target)
 
-    def cleanup(self) -> PruneReport:
+    def cleanup(self, progress: TaskCallback | None = None) -> PruneReport:
         """Remove what no listed deployment uses (partial deployments, kernels, the old
-        loader), then prune the repository: deployments' commits and refs' heads stay."""
+        loader), then prune the repository: deployments' commits and refs' heads stay.
+        ``progress`` is told of the prune's phases (prune says which)."""
         with self.layout.locked(), self.open_repository() as repo:
             deployments = read_deployments(self.layout)
             remove_unlisted(self.layout, deployments)
             sync_refs(repo, deployments)
-            return prune(repo, refs_only=True, depth=0)
+            return prune(repo, refs_only=True, depth=0, progress=progress)
 
     def config_diff(self) -> list[etc_merge.EtcChange]:
         """What the administrator changed in /etc of the merge deployment (the booted

@@ -198,7 +198,8 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    report = _sysroot(args).cleanup()
+    with Progress("cleanup") as progress:
+        report = _sysroot(args).cleanup(progress=progress.task)
     print(f"pruned {plural(report.objects, 'object')}, {report.bytes_freed} bytes freed")
     return 0
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from sapwood import (
     KeyPair,
     SapwoodError,
+    TaskProgress,
     generate_delta,
     generate_keypair,
     list_deltas,
@@ -24,6 +26,7 @@ from sapwood import (
 )
 from sapwood.cli.context import open_repo
 from sapwood.cli.output import emit_json, format_time, quote_path
+from sapwood.cli.progress import Progress, size_text
 
 
 def register(commands: Any) -> None:
@@ -132,12 +135,25 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_delta_generate(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
+    with open_repo(args) as repo, Progress("static-delta") as progress:
         to_id = rev_parse(repo, args.to_rev)
         from_id = rev_parse(repo, args.from_rev) if args.from_rev is not None else None
+        # generate_delta reports nothing: a timer shows it runs, then the time it took
+        progress.task(TaskProgress("generating", 0))
         path = generate_delta(repo, from_id, to_id)
+        progress.finish(f"generated {_parts(path)}, {_delta_size(path)}")
     print(path.name)
     return 0
+
+
+def _delta_size(path: Path) -> str:
+    total = sum(entry.stat().st_size for entry in path.iterdir() if entry.is_file())
+    return size_text(total)
+
+
+def _parts(path: Path) -> str:
+    parts = sum(1 for entry in path.iterdir() if entry.name.isdigit())
+    return f"{parts} part{'' if parts == 1 else 's'}"
 
 
 def cmd_delta_list(args: argparse.Namespace) -> int:
