@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 import pytest
 
 import sapwood
+from sapwood.cli import patch_view
 from tests.helpers import cli
 
 SIZE = 3 << 20  # "large" below: the bound is lowered to 1 MiB for the test
@@ -40,7 +41,7 @@ class _ShortReads:
 def read_bytes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Lower log -p's "too large to diff" to 1 MiB; every other stream opened reads in
     odd short pieces; the list's one item counts the bytes read."""
-    monkeypatch.setattr(sys_modules_patch_view(), "_LARGEST_TEXT", 1 << 20)
+    monkeypatch.setattr(patch_view, "_LARGEST_TEXT", 1 << 20)
     real = sapwood.Repository.open_file
     odd = itertools.cycle([333_331, 1 << 22])
     counter = [0]
@@ -50,12 +51,6 @@ def read_bytes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     monkeypatch.setattr(sapwood.Repository, "open_file", open_file)
     yield counter
-
-
-def sys_modules_patch_view() -> Any:
-    import sapwood.cli.patch_view as patch_view
-
-    return patch_view
 
 
 def _two_commits(tmp_path: Path, second: bytes, mode: int = 0o644) -> Path:
