@@ -27,6 +27,7 @@ from fs.checkout_remove import (
 )
 from fs.mounts import mount_points
 from store import (
+    DirTree,
     FileHeader,
     Node,
     ObjectId,
@@ -83,21 +84,54 @@ class UnionChecks(FileWriter):
         present: dict[bytes, os.DirEntry[str]] = {}
         if dirfd is not None:
             present = {os.fsencode(e.name): e for e in os.scandir(dirfd)}
-        files: FileEntries = tree.files
-        targets: list[tuple[bytes, bytes]] = []
-        if self.options.whiteouts:
-            files, targets = split_whiteouts(tree.files, prefix)
+        files = self._precheck_whiteouts(tree, prefix, present, dirfd)
+        self._precheck_files(prefix, files, present, dirfd)
+        self._precheck_subdirs(tree, prefix, present, dirfd)
+
+    def _precheck_whiteouts(
+        self,
+        tree: DirTree,
+        prefix: bytes,
+        present: dict[bytes, os.DirEntry[str]],
+        dirfd: int | None,
+    ) -> FileEntries:
+        """The directory's files but its whiteouts. A whiteout's target in DEST is taken
+        out of ``present`` (``fill`` removes it first) once it is found to be neither
+        the repository nor a mount point, nor to hold one."""
+        if not self.options.whiteouts:
+            return tree.files
+        files, targets = split_whiteouts(tree.files, prefix)
         for target, where in targets:
             if present.pop(target, None) is not None:
                 assert dirfd is not None
                 self._refuse_repository(dirfd, target, where)
                 self._refuse_mount_points(dirfd, target, where)
+        return files
+
+    def _precheck_files(
+        self,
+        prefix: bytes,
+        files: FileEntries,
+        present: dict[bytes, os.DirEntry[str]],
+        dirfd: int | None,
+    ) -> None:
+        """No directory of DEST where the commit has a file; then the contents, if
+        --verify or --union-identical asks."""
         for name, file_id in files:
             found = present.get(name)
             if found is not None and found.is_dir(follow_symlinks=False):
                 raise _dir_where_file(Node(prefix + name, file=file_id))
         if self.options.verify or (self.options.union == "identical" and present):
             self._precheck_contents(prefix, files, present, dirfd)
+
+    def _precheck_subdirs(
+        self,
+        tree: DirTree,
+        prefix: bytes,
+        present: dict[bytes, os.DirEntry[str]],
+        dirfd: int | None,
+    ) -> None:
+        """Each subdirectory, against DEST's directory of its name if there is one."""
         for name, entry in tree.dirs:
             child = Node(prefix + name, dir=entry)
             if name not in present:
