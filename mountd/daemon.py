@@ -89,17 +89,8 @@ def serve(
     one error here; once mounted, whatever ends the loop unmounts.
     """
     chosen = mount_options(options)
-    owner = (os.getuid(), os.getgid()) if chosen.user_owned else None
-    view_options = ViewOptions(owner=owner)
     shown = f"commit {commit_id.hex()}" if commit_id else "the repository"
-    try:
-        view: TreeView = (
-            RepositoryView(repo, view_options)
-            if commit_id is None
-            else CommitView(repo, commit_id, view_options)
-        )
-    except SapwoodError as exc:
-        raise MountError(f"cannot mount {shown}: {exc}") from None
+    view = _open_view(repo, commit_id, chosen, shown)
     no_open = NO_OPEN_PASSES_INODE and not chosen.with_open
     view.index_hook = MappedIndexBound(repo)  # the libraries mapped by now: its baseline
     operations = SapwoodOperations(view, str(repo.path), no_open=no_open)
@@ -116,6 +107,24 @@ def serve(
     finally:
         pyfuse3.close(unmount=True)
         view.close()
+
+
+def _open_view(
+    repo: Repository, commit_id: ObjectId | None, chosen: MountOptions, shown: str
+) -> TreeView:
+    """The view to serve: the commit's, or the repository's. Making it reads the commit
+    and its root, so a damaged one is a MountError here."""
+    owner = (os.getuid(), os.getgid()) if chosen.user_owned else None
+    view_options = ViewOptions(owner=owner)
+    try:
+        view: TreeView = (
+            RepositoryView(repo, view_options)
+            if commit_id is None
+            else CommitView(repo, commit_id, view_options)
+        )
+    except SapwoodError as exc:
+        raise MountError(f"cannot mount {shown}: {exc}") from None
+    return view
 
 
 async def _main() -> None:
