@@ -28,6 +28,7 @@ Library code: nothing is printed; counters feed the caller's progress.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import logging
 import socket
@@ -82,6 +83,9 @@ class Fetcher:
         parts = urllib.parse.urlsplit(self.base_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_pool = self._pool.connection_from_url(self.base_url)
+        self._headers = dict(self._pool.headers)
+        self._local = threading.local()  # .conn: this thread's connection to the base URL
+        self._connections: list[u3_connection.HTTPConnection] = []
         self._lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
@@ -96,6 +100,10 @@ class Fetcher:
 
     def close(self) -> None:
         self._pool.clear()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
 
     def url(self, relpath: str) -> str:
         return self.base_url + relpath
@@ -131,13 +139,16 @@ class Fetcher:
         first, seen = url, {url}
         _attempt.deadline = time.monotonic() + self._head_budget
         for _ in range(self.settings.max_redirects + 1):
-            response = self._request(url)
+            response, conn = self._request(url)
             try:
                 location = self._redirect(response, url)
                 if location is None:
                     return self._consume(response, url, limit, consume)
             finally:
-                response.release_conn()
+                if conn is None:
+                    response.release_conn()
+                elif response.length_remaining != 0:  # not read to its end (or unknown)
+                    conn.close()  # unread bytes must not reach the next request
             try:
                 url = urllib.parse.urljoin(url, location)
                 scheme = urllib.parse.urlsplit(url).scheme
@@ -150,25 +161,56 @@ class Fetcher:
             seen.add(url)
         raise NetworkError(f"{first}: more than {self.settings.max_redirects} redirects", url=first)
 
-    def _request(self, url: str) -> urllib3.BaseHTTPResponse:
+    def _request(
+        self, url: str
+    ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection | None]:
+        """The response to a GET of ``url``, and the connection it came on when that is
+        this thread's own (None: the pool's, given back by ``release_conn``)."""
         with self._lock:
             self.requests += 1
+        if url.startswith(self.base_url):  # the usual case
+            return self._request_direct(url[len(self._origin) :])
         try:
-            if url.startswith(self.base_url):  # the usual case: skip the URL's parsing
-                return self._base_pool.urlopen(
-                    "GET",
-                    url[len(self._origin) :],
-                    redirect=False,
-                    retries=False,
-                    preload_content=False,
-                    decode_content=False,
-                    assert_same_host=False,
-                )
-            return self._pool.request(
+            response = self._pool.request(
                 "GET", url, redirect=False, preload_content=False, decode_content=False
             )
         except u3.HTTPError as exc:
             raise _Transient(_describe(exc)) from None
+        return response, None
+
+    def _request_direct(
+        self, path: str
+    ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection]:
+        """GET ``path`` of the base URL's server on this thread's kept-alive connection.
+
+        urllib3's connection, made by the pool as the pool makes its own (the same
+        timeouts, TLS settings and head deadline), but used without the pool: taking a
+        connection from the pool and giving it back, and its request's layers, cost as
+        much CPU as the rest of fetching a small object (store/pull's benchmark fetches
+        thousands). One connection per thread: no more than the pool would keep."""
+        conn: u3_connection.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = cast(u3_connection.HTTPConnection, self._base_pool._new_conn())
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        elif conn.sock is not None and not conn.is_connected:  # the server closed it
+            conn.close()
+        try:
+            if conn.sock is None:
+                conn.timeout = self.settings.connect_timeout
+                conn.connect()
+            conn.timeout = self.settings.read_timeout
+            conn.request(
+                "GET", path, headers=self._headers, preload_content=False, decode_content=False
+            )
+            return conn.getresponse(), conn
+        except u3.HTTPError as exc:  # could not connect, timed out connecting
+            conn.close()
+            raise _Transient(_describe(exc)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _Transient(_describe_raw(exc)) from None
 
     def _redirect(self, response: urllib3.BaseHTTPResponse, url: str) -> str | None:
         """The Location of a redirect; None for a 200; errors for other statuses."""
@@ -389,6 +431,16 @@ class _Transient(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+def _describe_raw(exc: BaseException) -> str:
+    """What went wrong on a connection used without the pool, in the words
+    :func:`_describe` has for the pool's wrapping of the same error."""
+    if isinstance(exc, TimeoutError):  # socket.timeout, or the watchdog's _HeadTimeout
+        if isinstance(exc, _HeadTimeout):
+            return str(exc)
+        return "timed out reading"
+    return f"connection broken ({type(exc).__name__})"
 
 
 def _describe(exc: BaseException) -> str:

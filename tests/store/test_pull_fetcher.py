@@ -67,6 +67,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._redirect("ftp://127.0.0.1/x")
         elif self.path == "/moved":
             self._redirect("/ok")
+        elif self.path == "/sized":  # kept alive, 5000 bytes
+            self._send(b"y" * 5000)
         elif self.path == "/stall":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -147,6 +149,20 @@ def test_a_body_larger_than_allowed_is_cut_off(url: str) -> None:
     with pytest.raises(NetworkError, match="more than the 1048576 allowed"):
         _get(url, "claims-huge")
     assert time.monotonic() - started < 2
+
+
+def test_a_body_left_unread_never_reaches_the_next_request(url: str) -> None:
+    """The thread's kept-alive connection is closed when a body was not read to its
+    end (refused by its Content-Length, or only partly consumed): its bytes would
+    otherwise be read as the next response (a failure, no retry here to hide it)."""
+    with Fetcher(url, FetchSettings(connect_timeout=1, read_timeout=1, retries=0)) as fetcher:
+        assert fetcher.fetch("sized", 1 << 20, lambda body: body.read(10)) == b"y" * 10
+        assert fetcher.get("ok", 100) == b"hello"
+        with pytest.raises(NetworkError, match="more than the 100 allowed"):
+            fetcher.get("sized", 100)
+        assert fetcher.get("ok", 100) == b"hello"
+        assert fetcher.get("sized", 1 << 20) == b"y" * 5000
+        assert fetcher.get("ok", 100) == b"hello"
 
 
 def test_redirects_are_bounded(url: str) -> None:
