@@ -7,7 +7,10 @@ that pays comes from the kernel and from blake3 instead:
 
 - before the files of a directory are read, each is opened and announced with
   posix_fadvise(WILLNEED), so the disk works on many reads at once (cold cache);
-- large files are hashed by blake3 on its own threads, outside the GIL.
+- large files are hashed by blake3 on its own threads, outside the GIL;
+- once the walk's own directory listings are seen to read the disk (a cold tree),
+  a few threads list and lstat the directories ahead of it (fs/prefetch.py), so that
+  the disk serves many of those small reads at once; what they read is thrown away.
 
 Below its root, the source is never touched by a path string. A tree that another
 user can write to may have any directory swapped for a symlink between the lstat
@@ -45,6 +48,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from fs.options import ContentOptions, clean_xattrs
+from fs.prefetch import Prefetcher
 from fs.statcache import Granularity, cacheable, header_digest
 from store import (
     MAX_TREE_DEPTH,
@@ -52,6 +56,7 @@ from store import (
     DirEntry,
     DirMeta,
     FileHeader,
+    LinkedObject,
     MutableDir,
     ObjectId,
     Repository,
@@ -110,6 +115,9 @@ class _PendingFile:
         self.st, self.header, self.digest = st, header, digest
 
 
+_Candidate = tuple[bytes, bytes, os.stat_result]  # name, tree path, lstat
+
+
 class DirScanner:
     """Scans one source directory into a MutableDir (one --tree=dir= layer)."""
 
@@ -141,6 +149,8 @@ class DirScanner:
         self.cache_hits = 0
         self.linked = 0  # files recognised as the repository's objects (never read)
         self.coarse_files = 0  # files whose timestamps are too coarse for the cache
+        self._adjusting = _adjusts_owner_or_mode(options)
+        self._prefetch: Prefetcher | None = None  # while walking: fs/prefetch.py
 
     def scan(self, source: Path, target: MutableDir) -> None:
         self._source = os.fsencode(source)
@@ -179,6 +189,8 @@ class DirScanner:
         below: int | None = None  # the fd of the directory just left, to climb from
         try:
             self._open_dir(root, None)
+            assert root.fd is not None
+            self._prefetch = Prefetcher(root.fd)
             self._enter(root)
             while stack:
                 top = stack[-1]
@@ -197,6 +209,9 @@ class DirScanner:
                 self._bound(stack)
                 self._enter(child)
         finally:
+            if self._prefetch is not None:
+                self._prefetch.stop()
+                self._prefetch = None
             if below is not None:
                 os.close(below)
             for directory in stack:
@@ -318,12 +333,15 @@ class DirScanner:
             self._txn.release_index_pages()
         directory.target.meta = self._dirmeta(directory, fd)
         pending: list[_PendingFile] = []
+        candidates: list[_Candidate] = []
         try:
             where = self._shown(directory.tree_path)
-            for name, entry in self._entries(directory, fd):
-                self._classify(directory, fd, where, name, entry, pending)
-                if len(pending) == _READAHEAD_BATCH:
-                    self._read_batch(pending, directory.target)
+            assert self._prefetch is not None
+            entries = self._prefetch.listing(lambda: self._entries(directory, fd))
+            for name, entry in entries:
+                self._classify(directory, fd, where, name, entry, pending, candidates)
+            for name, tree_path, st in self._not_linked(directory, candidates):
+                self._regular(directory, fd, name, tree_path, st, pending)
             self._read_batch(pending, directory.target)
         finally:
             for item in pending:
@@ -356,7 +374,11 @@ class DirScanner:
         name: bytes,
         entry: os.DirEntry[str],
         pending: list[_PendingFile],
+        candidates: list[_Candidate],
     ) -> None:
+        """Queue a subdirectory, record a symlink, and record a regular file (or open it
+        to be read, in ``pending``), but for the files that may be the repository's
+        objects, linked by a checkout: those wait in ``candidates`` (_not_linked)."""
         check_name(name, where)
         tree_path = directory.tree_path.rstrip(b"/") + b"/" + name
         if tree_path in self._options.skip:
@@ -369,11 +391,10 @@ class DirScanner:
             child = _Dir(name, st, tree_path, directory.target.child_dir(name))
             directory.subdirs.append(child)
         elif stat.S_ISREG(st.st_mode):
-            if self._linked(directory, name, tree_path, st):
-                return
-            item = self._regular(directory, fd, name, tree_path, st)
-            if item is not None:
-                pending.append(item)
+            if st.st_nlink > 1 and st.st_mtime_ns == 0:  # as every linked object shows
+                candidates.append((name, tree_path, st))
+            else:
+                self._regular(directory, fd, name, tree_path, st, pending)
         elif stat.S_ISLNK(st.st_mode):
             self._symlink(directory, fd, name, tree_path, st)
         elif self._options.skip_special:
@@ -397,30 +418,55 @@ class DirScanner:
                 reason = "/proc is not mounted"  # the symlink's fd path is missing
             raise SourceError(f"{self._shown(tree_path)}: cannot read xattrs: {reason}") from None
 
-    def _linked(self, directory: _Dir, name: bytes, tree_path: bytes, st: os.stat_result) -> bool:
-        """Record a file that is one of the repository's objects, unchanged since a
-        checkout linked it, by that object's id: never opened, never read (see
-        store/inodes.py for when the store recognises one).
+    def _not_linked(self, directory: _Dir, candidates: list[_Candidate]) -> list[_Candidate]:
+        """Record the candidates that are the repository's objects, unchanged since a
+        checkout linked them, by those objects' ids: never opened, never read (see
+        store/inodes.py for when the store recognises one, asked once a directory);
+        return the others, to be read as usual.
 
         The recorded header is the file's, as the commit options leave it: an option
         that would change its owner or mode (an owner, canonical permissions, a stat
         override) needs the content to make the new object, so such a file is read as
         usual, with what it shows (as OSTree does without --devino-canonical).
         """
-        if st.st_nlink < 2 or st.st_mtime_ns != 0:  # cheap: most files stop here
-            return False
-        found = self._snapshot.object_for_inode(st, directory.st)
-        if found is None:
-            return False
-        recorded = (found.uid, found.gid, found.mode)
-        if self._options.adjust(tree_path, *recorded) != recorded:
-            return False
-        directory.target.set_file(name, found.object_id)
-        self.linked += 1
-        self._tick()
-        return True
+        if not candidates:
+            return candidates
+        found = self._snapshot.objects_for_inodes([st for _, _, st in candidates], directory.st)
+        others: list[_Candidate] = []
+        entries = directory.target
+        for candidate, linked in zip(candidates, found, strict=True):
+            if linked is None or (self._adjusting and not self._kept(candidate[1], linked)):
+                others.append(candidate)
+            else:
+                entries.set_file(candidate[0], linked.object_id)
+        recognised = len(candidates) - len(others)
+        self.linked += recognised
+        self._tick(recognised)
+        return others
+
+    def _kept(self, tree_path: bytes, linked: LinkedObject) -> bool:
+        """Whether the commit options record a linked file's owner and mode as they are."""
+        recorded = (linked.uid, linked.gid, linked.mode)
+        return self._options.adjust(tree_path, *recorded) == recorded
 
     def _regular(
+        self,
+        directory: _Dir,
+        dir_fd: int,
+        name: bytes,
+        tree_path: bytes,
+        lstat: os.stat_result,
+        pending: list[_PendingFile],
+    ) -> None:
+        """Record a cached file now; queue one that must be read, open, in ``pending``
+        (read a batch at a time: _read_batch)."""
+        item = self._open_regular(directory, dir_fd, name, tree_path, lstat)
+        if item is not None:
+            pending.append(item)
+            if len(pending) == _READAHEAD_BATCH:
+                self._read_batch(pending, directory.target)
+
+    def _open_regular(
         self, directory: _Dir, dir_fd: int, name: bytes, tree_path: bytes, lstat: os.stat_result
     ) -> _PendingFile | None:
         """Record a cached file now; return one that must be read, open."""
@@ -532,10 +578,20 @@ class DirScanner:
     def _changed(self, tree_path: bytes) -> SourceError:
         return SourceError(f"{self._shown(tree_path)}: changed while it was being committed")
 
-    def _tick(self) -> None:
-        self._count += 1
-        if self._progress is not None and self._count % 1024 == 0:
-            self._progress(self._count)
+    def _tick(self, files: int = 1) -> None:
+        before, self._count = self._count, self._count + files
+        if self._progress is not None and before >> 10 != self._count >> 10:
+            self._progress(self._count & ~1023)  # every 1024th file, as one at a time
+
+
+def _adjusts_owner_or_mode(options: ContentOptions) -> bool:
+    """Whether ``options`` may record some file with another owner or mode than it has."""
+    return (
+        options.owner_uid is not None
+        or options.owner_gid is not None
+        or options.canonical_permissions
+        or bool(options.statoverride)
+    )
 
 
 def _same(st: os.stat_result, lstat: os.stat_result) -> bool:

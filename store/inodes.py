@@ -51,6 +51,7 @@ import os
 import stat
 from array import array
 from bisect import bisect_left
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -97,18 +98,36 @@ class ObjectInodes:
     ) -> LinkedObject | None:
         """The object the file ``st`` (an lstat) is, in the directory ``parent`` (an
         lstat), if it is recognised as the module's docstring says; else None."""
-        if not _candidate(st) or st.st_dev != self.device():
-            return None
-        object_id = self._listing().get(st.st_ino)
-        if object_id is None:
-            return None
-        found = reader.file_stat(object_id)
-        if found is None or not stat.S_ISREG(found.mode):
-            return None
-        linked = LinkedObject(object_id, found.uid, found.gid, found.mode)
-        if not still_linked(self._mode, st, parent, linked, found.size, self._euid):
-            return None
-        return linked
+        return self.lookup_many(reader, [st], parent)[0]
+
+    def lookup_many(
+        self, reader: IndexReader, stats: Sequence[os.stat_result], parent: os.stat_result
+    ) -> list[LinkedObject | None]:
+        """:meth:`lookup` of each file of one directory (``parent``), in that order.
+
+        One call a directory, not one a file: a farm's re-commit does little else per
+        file (OSTree's own lookup is one hash probe), so the directory's trust is
+        decided once and each file costs a bisect, an index read and a comparison."""
+        found: list[LinkedObject | None] = [None] * len(stats)
+        if self._mode is RepoMode.BARE_USER and not _trusted(parent, self._euid):
+            return found  # nothing here is recognised: every file is read as it shows
+        device = self.device()
+        listing: ObjectListing | None = None
+        for place, st in enumerate(stats):
+            if st.st_dev != device or not _candidate(st):
+                continue
+            if listing is None:
+                listing = self._listing()
+            object_id = listing.get(st.st_ino)
+            if object_id is None:
+                continue
+            recorded = reader.file_stat(object_id)
+            if recorded is None or not stat.S_ISREG(recorded.mode):
+                continue
+            linked = LinkedObject(object_id, recorded.uid, recorded.gid, recorded.mode)
+            if _unchanged(self._mode, st, linked, recorded.size):
+                found[place] = linked
+        return found
 
     def _listing(self) -> ObjectListing:
         if self._by_inode is None:
@@ -127,26 +146,26 @@ def still_linked(
 ) -> bool:
     """Whether a file that shares the inode of the object ``recorded`` (of ``size``
     bytes) is still that object as a checkout linked it, and in a place to trust: the
-    rule of the module's docstring, for commit (:meth:`ObjectInodes.lookup`) and for
-    ``diff REV DIR`` alike, so that diff reports what a re-commit would record.
+    rule of the module's docstring, for commit (:meth:`ObjectInodes.lookup_many`) and
+    for ``diff REV DIR`` alike, so that diff reports what a re-commit would record.
 
     ``st`` is the file's lstat, ``parent`` that of its directory, ``euid`` the
     committing user (default: this process's)."""
-    if not _candidate(st) or st.st_size != size:
-        return False
-    if mode is RepoMode.BARE:
-        unchanged = (st.st_mode, st.st_uid, st.st_gid) == (
-            recorded.mode,
-            recorded.uid,
-            recorded.gid,
-        )
-    else:
-        unchanged = stat.S_IMODE(st.st_mode) == user_object_mode(recorded.mode)
-    if not unchanged:
+    if not _candidate(st) or not _unchanged(mode, st, recorded, size):
         return False
     return mode is not RepoMode.BARE_USER or _trusted(
         parent, os.geteuid() if euid is None else euid
     )
+
+
+def _unchanged(mode: RepoMode, st: os.stat_result, recorded: LinkedObject, size: int) -> bool:
+    """Whether a candidate (:func:`_candidate`) shows what the object ``recorded`` (of
+    ``size`` bytes) shows in ``mode``: its size and bits, and in bare its owner."""
+    if st.st_size != size:
+        return False
+    if mode is RepoMode.BARE:
+        return (st.st_mode, st.st_uid, st.st_gid) == (recorded.mode, recorded.uid, recorded.gid)
+    return stat.S_IMODE(st.st_mode) == user_object_mode(recorded.mode)
 
 
 def _candidate(st: os.stat_result) -> bool:

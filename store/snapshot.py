@@ -11,7 +11,7 @@ reuse), use it in the thread that opened it, and not after its block ends.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NoReturn, cast
 
 from store.errors import UsageError
@@ -88,6 +88,16 @@ class Snapshot:
         if self._inodes is None:
             return None
         return self._inodes.lookup(self._reader, st, parent)
+
+    def objects_for_inodes(
+        self, stats: Sequence[os.stat_result], parent: os.stat_result
+    ) -> list[LinkedObject | None]:
+        """:meth:`object_for_inode` of each file of the one directory ``parent``, in the
+        order of ``stats``: what a scan asks once a directory (its trust is decided once,
+        not once a file)."""
+        if self._inodes is None:
+            return [None] * len(stats)
+        return self._inodes.lookup_many(self._reader, stats, parent)
 
 
 class _Ended:

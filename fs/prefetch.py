@@ -1,0 +1,174 @@
+"""Reading a tree's directories ahead of a scan, when they come from the disk.
+
+A scan (fs/scan.py) walks one directory at a time: list it, lstat each entry, go on.
+When the tree's metadata is not in memory, every directory listing and every block of
+inodes is a read that the walk waits for, one after the other: a cold re-commit of a
+``checkout -U -H`` farm of /usr/share (3,302 directories, 54,588 entries) spent 3.7 s
+of 7.6 s in getdents alone, the disk idle but for one request at a time. OSTree's
+commit walks the same way.
+
+A :class:`Prefetcher` lists and lstats the directories of the tree in a few threads,
+depth first in name order as the scan goes, so that the disk serves many requests at
+once and the scan finds what it asks for in memory (the walk alone, cold: 7.4 s ->
+1.4 s with 16 threads). It is started only once the scan's own listings have waited
+for the disk (:meth:`Prefetcher.listing`: the blocks the scan's thread read while
+listing, from getrusage's ru_inblock; a few blocks of the index or of the objects'
+listing read from the disk do not count): on a warm tree it would only compete with
+the scan for the interpreter. It keeps at most
+_AHEAD directories ahead of the scan, so that what it reads is still in memory when
+the scan gets there.
+
+What it reads is thrown away: the scan opens, checks and reads everything itself, as
+fs/scan.py says, so nothing here can change what a commit records. It never follows
+a symlink: each directory is opened one component at a time from a duplicate of the
+scan's root fd, with O_NOFOLLOW | O_DIRECTORY, and anything that fails (swapped,
+removed, unreadable) is skipped. It holds at most two fds a thread and its root fd.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+_THREADS = 16  # requests in flight; the walk alone, cold: 8 threads 2.3 s, 16 1.4 s
+_AHEAD = 4096  # directories listed ahead of the scan, at most
+_COLD_LISTINGS = 2  # listings of the scan that read the disk before the threads start
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_Path = tuple[bytes, ...]  # a directory's names below the root
+_T = TypeVar("_T")
+
+
+def _blocks_read() -> int:
+    """512-byte blocks this thread has read from the disk so far."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_inblock
+
+
+class Prefetcher:
+    """Lists a tree's directories ahead of a scan once the scan reads from the disk."""
+
+    def __init__(self, root_fd: int) -> None:
+        """``root_fd``: the scan's fd of the tree's root (duplicated when started)."""
+        self._root_fd = root_fd
+        self._cold_listings = 0
+        self._started = False
+        self._lock = threading.Condition()
+        self._stack: list[_Path] = []  # to list, the next one last
+        self._busy = 0  # threads listing a directory
+        self._listed = 0  # directories listed (or skipped) so far
+        self._entered = 0  # directories the scan entered so far
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._own_fd: int | None = None
+
+    def listing(self, list_directory: Callable[[], _T]) -> _T:
+        """Run the scan's listing of the next directory it enters (``list_directory``):
+        counts the directory, and starts the threads once _COLD_LISTINGS listings have
+        read from the disk."""
+        if self._started:
+            with self._lock:
+                self._entered += 1
+                self._lock.notify_all()
+            return list_directory()
+        self._entered += 1
+        before = _blocks_read()
+        listed = list_directory()
+        if _blocks_read() != before:
+            self._cold_listings += 1
+            if self._cold_listings == _COLD_LISTINGS:
+                self._start()
+        return listed
+
+    def _start(self) -> None:
+        self._started = True
+        try:
+            self._own_fd = os.dup(self._root_fd)
+        except OSError:
+            return  # out of fds: the scan goes on without
+        self._stack.append(())
+        log.debug("the tree is read from the disk: listing it ahead in %d threads", _THREADS)
+        for _ in range(_THREADS):
+            thread = threading.Thread(target=self._work, name="sapwood-prefetch", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """End the threads (each finishes the directory it lists) and let go of the fd."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        if self._own_fd is not None:
+            os.close(self._own_fd)
+            self._own_fd = None
+
+    def _work(self) -> None:
+        while (path := self._next()) is not None:
+            subdirs: list[_Path] = []
+            try:
+                self._list(path, subdirs)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._listed += 1
+                    self._stack.extend(reversed(subdirs))
+                    self._lock.notify_all()
+
+    def _next(self) -> _Path | None:
+        """The next directory to list, once the scan is near enough; None to end."""
+        with self._lock:
+            while not self._stopping:
+                if self._stack and self._listed - self._entered < _AHEAD:
+                    self._busy += 1
+                    return self._stack.pop()
+                if not self._stack and not self._busy:
+                    return None  # the whole tree is listed
+                self._lock.wait()
+            return None
+
+    def _list(self, path: _Path, subdirs: list[_Path]) -> None:
+        """lstat every entry of the directory ``path`` (its inodes, read from the disk
+        now, are what the scan asks for next), noting its subdirectories."""
+        fd = self._open(path)
+        if fd is None:
+            return
+        try:
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append((*path, os.fsencode(entry.name)))
+                        else:
+                            entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        subdirs.sort()
+
+    def _open(self, path: _Path) -> int | None:
+        """An fd of the directory ``path``, opened a name at a time, never through a
+        symlink; None if that fails."""
+        fd = self._own_fd
+        assert fd is not None
+        opened: int | None = None
+        try:
+            for name in path:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                if opened is not None:
+                    os.close(opened)
+                fd = opened = child
+        except OSError:
+            if opened is not None:
+                os.close(opened)
+            return None
+        return opened if opened is not None else os.dup(fd)

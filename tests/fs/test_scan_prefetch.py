@@ -1,0 +1,121 @@
+"""The scan's prefetcher (fs/prefetch.py): it lists a tree ahead of the scan once the
+scan's listings read the disk, stays inside the tree, and changes nothing recorded.
+
+Caches are not dropped here (that would slow everything else on the machine): the
+disk reads that start it are simulated by a counter of blocks that grows at every
+look, and the cold speed-up is measured by benchmarks/roundtrip_bench.py."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+import fs.prefetch
+from fs.prefetch import Prefetcher
+from store import Repository
+from tests.helpers import commit_dir
+
+
+def _tree(base: Path) -> Path:
+    """src/ with nested directories and files, and a symlink to a directory outside."""
+    source = base / "src"
+    for top in range(3):
+        for sub in range(4):
+            leaf = source / f"d{top}" / f"s{sub}"
+            leaf.mkdir(parents=True)
+            (leaf / "file").write_bytes(b"%d %d\n" % (top, sub))
+    (base / "outside" / "deeper").mkdir(parents=True)
+    (source / "d0" / "away").symlink_to(base / "outside")
+    return source
+
+
+def _listed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, ...]]:
+    """The directories the prefetcher lists, as it lists them."""
+    listed: list[tuple[bytes, ...]] = []
+    real = Prefetcher._list
+
+    def spy(self: Prefetcher, path: tuple[bytes, ...], subdirs: list[tuple[bytes, ...]]) -> None:
+        listed.append(path)
+        real(self, path, subdirs)
+
+    monkeypatch.setattr(Prefetcher, "_list", spy)
+    return listed
+
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sapwood-prefetch"]
+
+
+def test_a_cold_scan_lists_the_tree_ahead_and_records_the_same(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _tree(tmp_path)
+    warm = commit_dir(user_repo, source, "warm")
+    listed = _listed(monkeypatch)
+    assert not listed  # a warm tree (nothing read from the disk): no thread started
+    before = sorted(os.listdir("/proc/self/fd"))
+    blocks = itertools.count()
+    monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))  # every look reads
+    cold = commit_dir(user_repo, source, "cold")
+    trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
+    assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
+    expected = {()} | {
+        tuple(os.fsencode(part) for part in path.relative_to(source).parts)
+        for path in source.rglob("*")
+        if path.is_dir() and not path.is_symlink()
+    }
+    assert set(listed) == expected  # the whole tree, and nothing through the symlink
+    assert len(listed) == len(expected)  # each directory once
+    assert not _prefetch_threads()
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_it_stays_a_bounded_number_of_directories_ahead(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the bound, two threads list these 61 directories long before the scan
+    has entered a few of them."""
+    source = tmp_path / "src"
+    for top in range(6):
+        for sub in range(9):
+            (source / f"d{top}" / f"s{sub}").mkdir(parents=True)
+            (source / f"d{top}" / f"s{sub}" / "file").write_bytes(b"%d %d\n" % (top, sub))
+    blocks = itertools.count()
+    monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))
+    monkeypatch.setattr(fs.prefetch, "_AHEAD", 2)
+    monkeypatch.setattr(fs.prefetch, "_THREADS", 2)
+    leads: list[int] = []
+    real = Prefetcher._list
+
+    def spy(self: Prefetcher, path: tuple[bytes, ...], subdirs: list[tuple[bytes, ...]]) -> None:
+        with self._lock:
+            leads.append(self._listed + self._busy - self._entered)
+        real(self, path, subdirs)
+
+    monkeypatch.setattr(Prefetcher, "_list", spy)
+    commit_dir(user_repo, source)
+    assert len(leads) == 1 + 6 + 54
+    assert max(leads) <= 2 + 2  # _AHEAD, and a directory in each thread
+
+
+def test_a_directory_is_opened_a_name_at_a_time_never_through_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    prefetcher = Prefetcher(root)
+    prefetcher._own_fd = os.dup(root)
+    try:
+        opened = prefetcher._open((b"real", b"sub"))
+        assert opened is not None
+        assert os.fstat(opened).st_ino == os.stat(tmp_path / "real" / "sub").st_ino
+        os.close(opened)
+        assert prefetcher._open((b"link",)) is None
+        assert prefetcher._open((b"link", b"sub")) is None
+        assert prefetcher._open((b"gone",)) is None
+    finally:
+        prefetcher.stop()
+        os.close(root)
