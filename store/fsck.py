@@ -27,7 +27,7 @@ from store.index import IndexReader, WriteBatch
 from store.progress import TaskCallback, Ticker, counted
 from store.reachability import Reachable, commit_history, commits_needing, walk_commits
 from store.repo import Repository
-from store.unlisted import still_unlisted, unlisted_files
+from store.unlisted import still_unlisted, tell_if_waiting, unlisted_files
 from store.verify import open_object_file
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ def fsck(
     # deletion would reuse a corrupt object (a stat cache row, an existing tree naming
     # it) in a commit not marked partial, and a partial mark cleared after another
     # fsck --delete set it again would hide a deleted object.
+    if delete:
+        tell_if_waiting(repo, progress)
     with repo.lock(exclusive=delete):
         return _fsck_locked(repo, all_objects, delete, progress)
 

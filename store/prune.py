@@ -33,7 +33,7 @@ from store.reachability import Reachable, commit_history, commits_needing, walk_
 from store.repo import Repository
 from store.statcache import record_file_id
 from store.transaction import commitmeta_relpath
-from store.unlisted import unlisted_files
+from store.unlisted import tell_if_waiting, unlisted_files
 
 log = logging.getLogger(__name__)
 _CHUNK = 1024  # files measured or deleted between two progress counts
@@ -66,6 +66,7 @@ def prune(
     older than ``keep_younger_than`` (never a ref's head) and ``delete_commits``.
     Takes the repository lock exclusively; ``dry_run`` deletes nothing. ``progress`` is
     told of the walk of the trees, then of the files measured and deleted, of how many."""
+    tell_if_waiting(repo, progress)
     with repo.lock(exclusive=True):
         with repo.index.reader() as reader:
             roots = _roots(reader, refs_only, depth, keep_younger_than, delete_commits)

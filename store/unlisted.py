@@ -1,5 +1,6 @@
 """Object files the index does not list, found with a count for progress, and whether a
-running transaction may be the reason (fsck --all runs beside commits; prune does not).
+running transaction may be the reason (fsck --all runs beside commits; prune does not)
+or is what an exclusive lock waits for.
 
 A commit or pull publishes its files into objects/ a batch at a time just before the
 index transaction that lists them, so beside one the listing sees files that are not
@@ -13,11 +14,12 @@ from pathlib import Path
 
 from store.index import IndexReader
 from store.locking import try_lock_dir
-from store.progress import TaskCallback, Ticker
+from store.progress import TaskCallback, Ticker, tick
 from store.reachability import orphan_files
 from store.repo import Repository
 
 PHASE = "finding unlisted files"
+WAITING = "waiting for a running commit or pull"  # before an exclusive lock is taken
 
 
 def unlisted_files(
@@ -49,6 +51,13 @@ def still_unlisted(repo: Repository, paths: list[Path]) -> tuple[int, bool]:
     with repo.index.reader() as reader:
         left = sum(1 for path in paths if not reader.has_object(_object_id(path)))
     return left, running and left > 0
+
+
+def tell_if_waiting(repo: Repository, progress: TaskCallback | None) -> None:
+    """Before taking the exclusive lock, tell ``progress`` when a commit or pull runs:
+    the lock waits for it, minutes behind a large one, and nothing else moves."""
+    if progress is not None and writer_running(repo):
+        tick(progress, WAITING)
 
 
 def writer_running(repo: Repository) -> bool:

@@ -4,9 +4,11 @@ commit that ended during fsck are not counted at all."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from store import Repository, TaskProgress, fsck, prune
-from store.locking import try_lock_dir
+from store.locking import repo_lock, try_lock_dir
 from tests.helpers import cli, run, write_tree
 
 LEFTOVER = "cd" * 31 + ".file"
@@ -98,3 +100,30 @@ def _assert_counted(seen: list[TaskProgress], phase: str, total: int, unit: str)
     counts = [s for s in seen if s.phase == phase]
     assert counts and counts[0].done == 0 and counts[-1].done == total, counts
     assert {(s.total, s.unit) for s in counts} == {(total, unit)}
+
+
+@pytest.mark.parametrize("command", ["prune", "fsck --delete"])
+def test_an_exclusive_lock_says_it_waits_for_a_running_writer(repo: Path, command: str) -> None:
+    """prune and fsck --delete wait for the exclusive lock behind a commit (minutes
+    behind a big one): the first thing they report is why (they waited without a word)."""
+    staging = repo / "tmp" / "staging-test-0123456789ab"
+    staging.mkdir(parents=True)
+    held = try_lock_dir(staging)
+    assert held is not None
+    seen: list[TaskProgress] = []
+    run_it = prune if command == "prune" else functools.partial(fsck, delete=True)
+    with Repository.open(repo) as opened:
+        with repo_lock(repo, exclusive=False):  # as the writer holds it
+            waiting = threading.Thread(
+                target=run_it, args=(opened,), kwargs={"progress": seen.append}
+            )
+            waiting.start()
+            waiting.join(timeout=1.0)
+            assert waiting.is_alive()  # waiting for the lock
+            assert [s.phase for s in seen] == ["waiting for a running commit or pull"]
+        os.close(held)
+        waiting.join(timeout=60)
+        assert not waiting.is_alive() and seen[-1].phase in ("deleting", "checking")
+        seen.clear()
+        run_it(opened, progress=seen.append)
+    assert seen[0].phase == "reading trees"  # no writer: no word of waiting
