@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import stat
 from array import array
 from bisect import bisect_left
@@ -62,6 +63,7 @@ from store.modes import RepoMode
 
 log = logging.getLogger(__name__)
 _HEX_NAME = 62  # hex digits of an object's name after its two-digit directory
+_NAME_SIZE = _HEX_NAME + len(".file")
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 _LISTING_THREADS = 8
 _ID = 32  # bytes of an object id
@@ -207,18 +209,29 @@ class ObjectListing:
 def _list_objects(objects: str) -> ObjectListing:
     """The inodes of every ``objects/XX/*.file``; empty if d_ino cannot be trusted.
 
-    The 256 directories are listed by a few threads: getdents waits on the disk
-    without the GIL, so a cold listing overlaps its reads (47,000 objects, caches
-    dropped: 0.15-0.3 s against 0.33-0.39 s for one thread; warm, 0.1 s either way)."""
+    The 256 directories are listed one after the other while they come from memory
+    (threads only compete for the interpreter then: 47,000 objects, warm, 0.065 s
+    against 0.14 s in 8 threads); from the first one whose listing read the disk on,
+    the rest are listed by a few threads: getdents waits on the disk without the GIL,
+    so a cold listing overlaps its reads (cold: 0.15-0.3 s against 0.33-0.39 s)."""
+    prefixes = [f"{b:02x}" for b in range(256)]
+    parts: list[tuple[array[int], bytes] | None] = []
+    for place, prefix in enumerate(prefixes):
+        before = _blocks_read()
+        parts.append(_list_prefix(objects, prefix))
+        if _blocks_read() != before:
+            rest = prefixes[place + 1 :]
+            with ThreadPoolExecutor(_LISTING_THREADS) as pool:
+                parts += pool.map(_list_prefix, [objects] * len(rest), rest)
+            break
     inodes: array[int] = array("Q")
     ids = bytearray()
-    with ThreadPoolExecutor(_LISTING_THREADS) as pool:
-        for part in pool.map(_list_prefix, [objects] * 256, [f"{b:02x}" for b in range(256)]):
-            if part is None:
-                log.info("%s: directory entries do not give inodes; farms are read", objects)
-                return ObjectListing()
-            inodes.extend(part[0])
-            ids += part[1]
+    for part in parts:
+        if part is None:
+            log.info("%s: directory entries do not give inodes; farms are read", objects)
+            return ObjectListing()
+        inodes.extend(part[0])
+        ids += part[1]
     order = sorted(range(len(inodes)), key=inodes.__getitem__)
     packed = bytearray(len(ids))
     for place, index in enumerate(order):
@@ -226,30 +239,48 @@ def _list_objects(objects: str) -> ObjectListing:
     return ObjectListing(array("Q", (inodes[index] for index in order)), bytes(packed))
 
 
+def _blocks_read() -> int:
+    """512-byte blocks this thread has read from the disk so far."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_inblock
+
+
 def _list_prefix(objects: str, prefix: str) -> tuple[array[int], bytes] | None:
     """The inodes and ids (packed, in the same order) of the file objects in
     ``objects/prefix``; None if one entry's d_ino is not its st_ino (the first is
     checked)."""
-    inodes: array[int] = array("Q")
-    ids = bytearray()
     try:
         listing = os.scandir(f"{objects}/{prefix}")
     except OSError:
-        return inodes, bytes(ids)  # missing or unreadable: its objects are read as usual
+        return array("Q"), b""  # missing or unreadable: its objects are read as usual
     with listing:
-        for entry in listing:
-            name = entry.name
-            if len(name) != _HEX_NAME + 5 or not name.endswith(".file"):
-                continue
-            try:
-                object_id = bytes.fromhex(prefix + name[:_HEX_NAME])
-            except ValueError:
-                continue
-            if not inodes and not _inode_is_true(entry):
-                return None
-            inodes.append(entry.inode())
+        found = [entry for entry in listing if len(entry.name) == _NAME_SIZE]
+    found = [entry for entry in found if entry.name.endswith(".file")]
+    if not found:
+        return array("Q"), b""
+    if not _inode_is_true(found[0]):
+        return None
+    try:  # one conversion for the whole directory (each name's 62 digits after the prefix)
+        ids = bytes.fromhex(prefix + prefix.join([entry.name[:_HEX_NAME] for entry in found]))
+    except ValueError:
+        ids = b""
+    if len(ids) != _ID * len(found):  # a name that is not hex (fromhex skips spaces)
+        found, ids = _hex_named(prefix, found)
+    return array("Q", [entry.inode() for entry in found]), ids
+
+
+def _hex_named(prefix: str, found: list[os.DirEntry[str]]) -> tuple[list[os.DirEntry[str]], bytes]:
+    """The entries whose names are an object's id in hex, and those ids, one by one."""
+    kept: list[os.DirEntry[str]] = []
+    ids = bytearray()
+    for entry in found:
+        try:
+            object_id = bytes.fromhex(prefix + entry.name[:_HEX_NAME])
+        except ValueError:
+            continue
+        if len(object_id) == _ID:
+            kept.append(entry)
             ids += object_id
-    return inodes, bytes(ids)
+    return kept, bytes(ids)
 
 
 def _inode_is_true(entry: os.DirEntry[str]) -> bool:

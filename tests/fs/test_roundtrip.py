@@ -406,6 +406,23 @@ def test_an_object_file_gone_behind_the_stores_back_is_not_listed(tmp_path: Path
     repo.close()
 
 
+def test_a_name_in_objects_that_is_not_hex_shifts_no_id(tmp_path: Path) -> None:
+    """A directory's names are converted in one go: a planted name with spaces (which
+    fromhex skips) or other letters must leave every real object's id where it was."""
+    repo, farm = _link_farm(RepoMode.BARE_USER, tmp_path, setuid=False)
+    tool = _file_id(repo, repo.ref("first"), "bin/tool")
+    folder = Path(repo.object_path(tool)).parent
+    for odd in ("  " + "0" * 60, "zz" + "0" * 60):
+        (folder / (odd + ".file")).write_bytes(b"planted\n")
+    os.utime(folder / ("  " + "0" * 60 + ".file"), ns=(0, 0))
+    with repo.snapshot() as snap:
+        found = snap.object_for_inode(os.lstat(farm / "bin" / "tool"), os.lstat(farm / "bin"))
+    assert found is not None and found.object_id == tool
+    again = commit(repo, farm, "again")
+    assert root_of(repo, again.commit_id) == root_of(repo, repo.ref("first"))
+    repo.close()
+
+
 def test_no_file_is_recognised_where_entries_do_not_give_inodes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
