@@ -31,7 +31,7 @@ import trio
 
 from fs.mounts import MountEntry, mounted_at
 from mountd.fuse_ops import NO_OPEN_PASSES_INODE, SapwoodOperations
-from mountd.mapped import MappedIndexBound
+from mountd.mapped import bound_view_memory
 from mountd.repo_view import RepositoryView
 from mountd.view import CommitView, TreeView, ViewOptions
 from store import MountError, ObjectId, Repository, SapwoodError, UsageError
@@ -92,7 +92,7 @@ def serve(
     shown = f"commit {commit_id.hex()}" if commit_id else "the repository"
     view = _open_view(repo, commit_id, chosen, shown)
     no_open = NO_OPEN_PASSES_INODE and not chosen.with_open
-    view.index_hook = MappedIndexBound(repo)  # the libraries mapped by now: its baseline
+    bound_view_memory(view)  # the libraries mapped by now: its baseline
     operations = SapwoodOperations(view, str(repo.path), no_open=no_open)
     try:
         pyfuse3.init(operations, str(mountpoint), chosen.fuse)

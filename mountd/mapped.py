@@ -15,40 +15,77 @@ path, because a walk keeps the daemon's loop too busy for a timer to run in time
 drop costs about a millisecond, and the pages mapped again afterwards a few
 microseconds a record: walking a million files costs the daemon about 8 s of CPU more
 than keeping the whole index mapped would, and its memory stays under 100 MiB.
+
+The budget is shared with archive mode's decompressed small objects (mountd/sources.py),
+which are anonymous memory the daemon would otherwise add on top (32 MiB of them, when
+a walk also reads): they may take half of it at most, and the index pages are let go
+of once they and the objects held together pass it. One budget, one number to set
+(SAPWOOD_MOUNT_INDEX_MIB), and a daemon that walks and reads an archive repository
+stays where a walk alone keeps it. In the other modes the objects are open files and
+nothing is held: the index has the whole budget, as before.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
+from mountd.view import TreeView
 from store import Repository
 
-# Index pages kept mapped, beyond the file-backed memory the daemon holds once mounted
-# (its libraries); SAPWOOD_MOUNT_INDEX_MIB sets another budget, in MiB.
+# Index pages kept mapped (and archive objects held), beyond the file-backed memory the
+# daemon holds once mounted (its libraries); SAPWOOD_MOUNT_INDEX_MIB sets another
+# budget, in MiB.
 INDEX_MAP_BUDGET = 40 << 20
 INDEX_BUDGET_ENV = "SAPWOOD_MOUNT_INDEX_MIB"
 
 
+def memory_budget() -> int:
+    """The budget in bytes: SAPWOOD_MOUNT_INDEX_MIB's, or INDEX_MAP_BUDGET."""
+    chosen = os.environ.get(INDEX_BUDGET_ENV, "")
+    # ASCII digits only: isdigit() alone takes "²", which int() refuses
+    return int(chosen) << 20 if chosen.isascii() and chosen.isdigit() else INDEX_MAP_BUDGET
+
+
+def bound_view_memory(view: TreeView, budget: int | None = None) -> MappedIndexBound:
+    """Hold what a view adds to the daemon's memory to one budget (by default
+    ``memory_budget()``): half of it at most for decompressed archive objects, the
+    rest, and whatever they leave, for index pages. Made once mounted (the libraries
+    mapped by then are the baseline)."""
+    budget = memory_budget() if budget is None else budget
+    view.sources.hold_at_most(budget // 2)
+    bound = MappedIndexBound(view.repo, budget, held=view.sources.held_bytes)
+    view.index_hook = bound
+    return bound
+
+
+def _nothing_held() -> int:
+    return 0
+
+
 class MappedIndexBound:
     """Called now and then (with nothing to say): lets go of the repository's mapped
-    index pages once the process's file-backed resident memory has grown ``budget``
-    bytes past what it was when this was made."""
+    index pages once the process's file-backed resident memory, and the bytes ``held``
+    says are held elsewhere, have grown ``budget`` bytes past what they were when this
+    was made (nothing was held then)."""
 
-    def __init__(self, repo: Repository, budget: int | None = None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        budget: int | None = None,
+        held: Callable[[], int] = _nothing_held,
+    ) -> None:
         self.repo = repo
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)  # read anew
+        self._held = held
         if budget is None:
-            chosen = os.environ.get(INDEX_BUDGET_ENV, "")
-            # ASCII digits only: isdigit() alone takes "²", which int() refuses
-            budget = (
-                int(chosen) << 20 if chosen.isascii() and chosen.isdigit() else INDEX_MAP_BUDGET
-            )
+            budget = memory_budget()
         self.limit = self.mapped_bytes() + budget
         self.drops = 0
 
     def __call__(self) -> None:
-        if self.mapped_bytes() > self.limit:
+        if self.mapped_bytes() + self._held() > self.limit:
             self.repo.release_index_pages()
             self.drops += 1
 

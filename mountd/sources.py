@@ -15,10 +15,13 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
   that asked for it is served from those bytes. An open file survives a prune that
   unlinks its object.
 - archive mode: objects up to 1 MiB are decompressed (and verified) into memory, 32 MiB
-  of them in all. A larger object is never held in memory: it is decompressed once,
-  verified as it goes, into an unlinked temporary file in a private directory under
-  TMPDIR (O_TMPFILE where the filesystem has it), and served from there; 8 of those
-  are kept, 4 GiB in all, the least recently read going first.
+  of them in all, each weighed with what keeping it costs beyond its bytes (its id, the
+  bytes object, the LRU's entry: about 300 bytes, so a million tiny files cannot take
+  300 MB); the daemon gives them half its memory budget at most (mountd/mapped.py
+  ``bound_view_memory``: 20 MiB by default). A larger object is never held in
+  memory: it is decompressed once, verified as it goes, into an unlinked temporary
+  file in a private directory under TMPDIR (O_TMPFILE where the filesystem has it),
+  and served from there; 8 of those are kept, 4 GiB in all, the least recently read going first.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from store import ObjectId, ObjectReadError, Repository, require_content
 
 _OPEN_FILES = 256  # object files kept open (uncompressed modes)
 _SMALL = 1 << 20  # up to this size: verified with one read, or decompressed into memory
-_KEPT_BYTES = 32 << 20  # decompressed small archive objects kept, in all
+_KEPT_BYTES = 32 << 20  # decompressed small archive objects kept, in all (hold_at_most)
+_KEPT_ENTRY_COST = 320  # what one kept object costs beyond its bytes (measured: ~300)
 _SPOOLS = 8  # large archive objects kept decompressed in temporary files
 _SPOOL_BYTES = 4 << 30  # the disk those files take, in all
 _SHOWN = 1 << 14  # which object the inodes read lately show
@@ -70,7 +74,7 @@ class ObjectSources:
             self._files.add(file_id, fd, 1)
             self._fresh = None if whole is None else (file_id, whole)
         elif size <= _SMALL:
-            self._small.add(file_id, self.repo.read_file(file_id), max(size, 1))
+            self._small.add(file_id, self.repo.read_file(file_id), size + _KEPT_ENTRY_COST)
         else:
             self._spools.make_room(size)  # before the new file takes its disk space
             self._spools.add(file_id, self._spool(file_id), size)
@@ -91,6 +95,17 @@ class ObjectSources:
             return os.pread(source, size, offset)
         except OSError as exc:
             raise ObjectReadError(f"object {file_id.hex()}: {exc.strerror or exc}") from exc
+
+    def hold_at_most(self, limit: int) -> None:
+        """Keep decompressed objects (archive mode) within ``limit`` bytes from now on,
+        their cost in memory counted as ``held_bytes`` counts it."""
+        self._small.count = self._small.budget = limit
+        self._small.make_room(0)
+
+    def held_bytes(self) -> int:
+        """The memory the kept decompressed objects take (archive mode; none otherwise:
+        the other modes keep open files, and spools are files)."""
+        return self._small.weight
 
     def is_open(self, ino: int) -> bool:
         file_id = self._shown.get(ino)
