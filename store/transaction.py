@@ -8,7 +8,8 @@ point. A crash before it leaves only unlisted files (ignored, later pruned) and
 file objects already published (below); a crash after it leaves a complete commit.
 
 Memory stays bounded whatever the size of the tree: every ``FLUSH_AT`` file objects
-and stat-cache records, the file objects staged so far are published the same way
+and stat-cache records (store/file_batches.py), the file objects staged so far are
+published the same way
 (synced, renamed, their directories synced) and listed in the index by an LMDB
 transaction of their own, with the stat-cache records, and forgotten. A file object
 names nothing, so listing it early never makes the index claim what is missing: such
@@ -26,8 +27,6 @@ import logging
 import os
 import shutil
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -37,8 +36,9 @@ from typing import Protocol
 import blake3
 
 from store.content import ContentStore
-from store.durability import boot_id, fsync_dirs, space_errors, syncfs
+from store.durability import fsync_dirs, space_errors, syncfs
 from store.errors import ModePolicyError, OutOfSpaceError, SourceError
+from store.file_batches import FileBatches
 from store.filez import VerifiedFile
 from store.ids import ObjectId, ObjectType, digest
 from store.index import (
@@ -46,24 +46,21 @@ from store.index import (
     AnyTarget,
     ExpectedRef,
     Index,
-    IndexReader,
     ObjectRecord,
     RefUpdate,
     WriteBatch,
 )
-from store.locking import ensure_tmp, try_lock_dir
+from store.locking import ensure_tmp
 from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader
 from store.space import SpacePolicy
+from store.staging import new_staging, remove_abandoned_staging
 from store.statcache import StatCacheRecord, stat_cache_key
 
 log = logging.getLogger(__name__)
 _NOTHING_COMMITTED = "nothing was committed"
 SMALL_FILE = 4 << 20  # files up to this size are read once, into memory
-FLUSH_AT = 16384  # file objects + stat-cache records held before they are published
-_FLUSH_AT_VARIABLE = "SAPWOOD_FLUSH_AT"  # overrides FLUSH_AT (tests: flush small trees)
-_NEW_DIR_GRACE_SECONDS = 600
 
 
 class TransactionHost(Protocol):
@@ -96,23 +93,17 @@ class Transaction:
         self._repo = repo
         self._batch = WriteBatch()  # metadata objects, refs, ...: for the commit point
         self._staged: list[tuple[str, str]] = []  # their files (archive), and signatures
-        self._files = WriteBatch()  # file objects and stat-cache records not yet flushed
-        self._files_staged: list[tuple[str, str]] = []
-        self._claimed: set[ObjectId] = set()  # staged, or flushed since readers were renewed
+        self._files = FileBatches(repo.index, self._publish)  # file objects, flushed early
         self._mutex = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._generation = 0  # flushes so far: a reader older than the last is renewed
-        self._flush_at = _flush_at()
-        self._local = threading.local()
+        self._local = threading.local()  # this thread's staging directory
         self._stage_dirs = 0
-        self._reader_cms: list[AbstractContextManager[IndexReader]] = []
         self._lock_cm = repo.lock(exclusive=False)
         self._lock_cm.__enter__()
         try:
             tmp = ensure_tmp(repo.path)  # Repository.transaction made it; a direct caller may not
-            _remove_abandoned_staging(tmp)
+            remove_abandoned_staging(tmp)
             self._budget = self._space_budget()
-            self.staging, self._staging_fd = _new_staging(tmp)
+            self.staging, self._staging_fd = new_staging(tmp)
             self._staging_str = str(self.staging)
         except BaseException:
             self._lock_cm.__exit__(None, None, None)
@@ -153,59 +144,6 @@ class Transaction:
             self.abort()
 
     # ----- writing objects -------------------------------------------------
-    def _claim(self, object_id: ObjectId) -> bool:
-        """True if the caller must store ``object_id`` (it is neither indexed nor staged).
-
-        The index is asked before the id is remembered: an indexed object is never
-        staged, so never flushed, and its id would stay in ``_claimed`` for the whole
-        transaction (108 MiB per million files of a tree the repository already holds).
-        Two threads that both find it missing: the second to claim it is refused; one
-        that claims it just after a flush published it stages it once more, harmless.
-        """
-        with self._mutex:
-            if object_id in self._claimed:
-                return False
-        if self._reader().has_object(object_id):
-            return False
-        with self._mutex:
-            if object_id in self._claimed:
-                return False
-            self._claimed.add(object_id)
-        return True
-
-    def _reader(self) -> IndexReader:
-        """This thread's read snapshot of the index, kept until the transaction next
-        flushes (then a new one sees the objects flushed, and LMDB may reuse the pages
-        the old one pinned).
-
-        A snapshot is enough: an object another writer adds meanwhile is only staged
-        twice, and the index keeps the first record.
-        """
-        reader: IndexReader | None = getattr(self._local, "reader", None)
-        if reader is not None and self._local.generation != self._generation:
-            self._drop_reader()  # objects were flushed since: see them
-            reader = None
-        if reader is None:
-            cm = self._repo.index.reader()
-            with self._mutex:
-                generation = self._generation
-            reader = cm.__enter__()
-            self._local.reader, self._local.reader_cm = reader, cm
-            self._local.generation = generation
-            with self._mutex:
-                self._reader_cms.append(cm)
-        return reader
-
-    def _drop_reader(self) -> None:
-        """End this thread's read snapshot (each thread ends only its own)."""
-        cm = self._local.reader_cm
-        with self._mutex:
-            if cm not in self._reader_cms:
-                return  # the transaction ended it already
-            self._reader_cms.remove(cm)
-        self._local.reader = None
-        cm.__exit__(None, None, None)
-
     def _stage_path(self, object_id: ObjectId, kind: ObjectType) -> str:
         return f"{self._stage_dir()}/{object_id.hex()}.{kind.suffix}"
 
@@ -229,35 +167,13 @@ class Transaction:
 
     def _record(self, object_id: ObjectId, record: ObjectRecord, staged: str | None) -> None:
         relpath = self._repo.content.relpath(object_id, record.kind)
-        is_file = record.kind is ObjectType.FILE
-        with self._mutex:
-            (self._files if is_file else self._batch).objects[object_id] = record
-            if staged is not None:
-                (self._files_staged if is_file else self._staged).append((staged, relpath))
-        if is_file:
-            self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
-        """Publish the file objects and stat-cache records held, once there are
-        FLUSH_AT of them (see the module's docstring)."""
-        if len(self._files.objects) + len(self._files.statcache) < self._flush_at:
+        if record.kind is ObjectType.FILE:
+            self._files.add_object(object_id, record, staged, relpath)
             return
-        with self._flush_lock:
-            with self._mutex:
-                if len(self._files.objects) + len(self._files.statcache) < self._flush_at:
-                    return  # another thread flushed them meanwhile
-                files, staged = self._files, self._files_staged
-                self._files, self._files_staged = WriteBatch(), []
-            if getattr(self._local, "reader", None) is not None:
-                self._drop_reader()  # a snapshot left open keeps LMDB from reusing pages
-            with space_errors(_NOTHING_COMMITTED):
-                self._publish(staged)
-                self._repo.index.apply(files)
-            with self._mutex:
-                self._claimed.difference_update(files.objects)  # the renewed readers see them
-                self._generation += 1
-            self._repo.index.release_pages()
-            log.debug("flushed %d file objects", len(files.objects))
+        with self._mutex:
+            self._batch.objects[object_id] = record
+            if staged is not None:
+                self._staged.append((staged, relpath))
 
     def release_index_pages(self) -> None:
         """Let the index pages this process has read leave its resident set (a long scan
@@ -269,7 +185,7 @@ class Transaction:
         """How many times file objects were published before the commit point so far.
         A reader of the index kept open across a flush holds the pages it replaced
         (the index file grows): long scans open a new snapshot when this changes."""
-        return self._generation
+        return self._files.flushes
 
     def write_file(self, header: FileHeader, data: bytes, where: str = "") -> ObjectId:
         """Store a file object whose content is in memory; return its id."""
@@ -278,7 +194,7 @@ class Transaction:
         hasher = blake3.blake3(encoded)
         hasher.update(data)
         object_id = ObjectId(hasher.digest())
-        if self._claim(object_id):
+        if self._files.claim(object_id):
             self._reserve(len(data))
             target = self._stage_path(object_id, ObjectType.FILE)
             with space_errors(_NOTHING_COMMITTED):
@@ -300,7 +216,7 @@ class Transaction:
                 path=where,
             )
         object_id, data = verified.object_id, verified.content
-        if self._claim(object_id):
+        if self._files.claim(object_id):
             self._reserve(len(data))
             target = self._stage_path(object_id, ObjectType.FILE)
             with space_errors(_NOTHING_COMMITTED):
@@ -313,7 +229,7 @@ class Transaction:
         """Store file object ``object_id`` by hardlinking ``source``: the object's file
         in another repository of this same mode and filesystem, verified by the caller
         (pull-local). False if this repository holds the object already."""
-        if not self._claim(object_id):
+        if not self._files.claim(object_id):
             return False
         target = self._stage_path(object_id, ObjectType.FILE)
         os.link(source, target, follow_symlinks=False)
@@ -335,7 +251,7 @@ class Transaction:
             hasher.update(chunk)
             size += len(chunk)
         object_id = ObjectId(hasher.digest())
-        if self._claim(object_id):
+        if self._files.claim(object_id):
             self._reserve(size)
             target = self._stage_path(object_id, ObjectType.FILE)
             check = header.hasher()
@@ -386,7 +302,7 @@ class Transaction:
 
     def _write_meta(self, kind: ObjectType, encoded: bytes) -> ObjectId:
         object_id = digest(encoded)
-        if self._claim(object_id):
+        if self._files.claim(object_id):
             staged = None
             if self._repo.content.compressed:  # archive: metadata is servable over HTTP too
                 staged = self._stage_path(object_id, kind)
@@ -429,9 +345,7 @@ class Transaction:
         or at the commit point. A row listed early may name an object not yet listed (or
         one a prune removes after an abort): the snapshot's stat_cache checks that the
         object is there before it trusts a row."""
-        with self._mutex:
-            self._files.statcache[stat_cache_key(st)] = record.encode()
-        self._maybe_flush()
+        self._files.add_stat_cache(stat_cache_key(st), record.encode())
 
     # ----- ending -----------------------------------------------------------
     def commit(self) -> None:
@@ -440,9 +354,9 @@ class Transaction:
         self._close_readers()  # our snapshots are not needed past this point
         try:
             with space_errors(_NOTHING_COMMITTED):
-                self._publish([*self._files_staged, *self._staged])
-                self._batch.objects.update(self._files.objects)
-                self._batch.statcache.update(self._files.statcache)
+                self._publish([*self._files.staged, *self._staged])
+                self._batch.objects.update(self._files.pending.objects)
+                self._batch.statcache.update(self._files.pending.statcache)
                 self._batch.check_trees = True
                 self._repo.index.apply(self._batch)
         except BaseException:
@@ -476,11 +390,8 @@ class Transaction:
             self._finish()
 
     def _close_readers(self) -> None:
-        with self._mutex:
-            for cm in self._reader_cms:
-                cm.__exit__(None, None, None)
-            self._reader_cms.clear()
-            self._local = threading.local()
+        self._files.close_readers()
+        self._local = threading.local()
 
     def _finish(self) -> None:
         self._done = True
@@ -490,54 +401,7 @@ class Transaction:
         self._lock_cm.__exit__(None, None, None)
 
 
-def _flush_at() -> int:
-    """FLUSH_AT, or SAPWOOD_FLUSH_AT if that is a positive number (ASCII digits): any
-    other value is ignored, never a ValueError in every transaction."""
-    chosen = os.environ.get(_FLUSH_AT_VARIABLE, "")
-    if chosen.isascii() and chosen.isdigit() and int(chosen) > 0:
-        return int(chosen)
-    return FLUSH_AT
-
-
 def commitmeta_relpath(commit_id: bytes) -> str:
     """``ab/cdef….commitmeta``: where archive mode serves a commit's signatures."""
     hexid = commit_id.hex()
     return f"{hexid[:2]}/{hexid[2:]}.commitmeta"
-
-
-def _new_staging(tmp: Path) -> tuple[Path, int]:
-    """Create and lock a staging directory; it is locked before it is named staging-*."""
-    unique = uuid.uuid4().hex[:12]
-    fresh = tmp / f"new-{unique}"
-    fresh.mkdir()
-    fd = try_lock_dir(fresh)
-    assert fd is not None, "a directory nobody else knows of is always free"
-    staging = tmp / f"staging-{boot_id()}-{unique}"
-    fresh.rename(staging)
-    return staging, fd
-
-
-def _remove_abandoned_staging(tmp: Path) -> None:
-    """Remove staging directories whose transaction is gone (no process holds them).
-
-    A ``new-*`` directory is unlocked for the moment between its mkdir and its lock
-    (then it is renamed staging-*): only one older than that moment can be a crash's.
-    """
-    old_enough = time.time() - _NEW_DIR_GRACE_SECONDS
-    stale_new = [e for e in tmp.glob("new-*") if _mtime(e) < old_enough]
-    for entry in [*tmp.glob("staging-*"), *stale_new]:
-        fd = try_lock_dir(entry)
-        if fd is None:
-            continue
-        try:
-            log.info("removing abandoned staging directory %s", entry.name)
-            shutil.rmtree(entry, ignore_errors=True)
-        finally:
-            os.close(fd)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return float("inf")

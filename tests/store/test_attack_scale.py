@@ -192,17 +192,18 @@ def _reader_pids(repo: Repository) -> set[str]:
 _KILLED_AFTER_A_PUBLISH = """
 import os, signal, sys
 from pathlib import Path
-from store import Repository, Transaction
+from store import Repository
+from store.file_batches import FileBatches
 from fs.commit import CommitRequest, Layer, make_commit
 
-real = Transaction._maybe_flush
+real = FileBatches.maybe_flush
 
 def flush_then_die(self):
     real(self)
     if self.flushes:  # file objects and stat cache rows published, no commit point yet
         os.kill(os.getpid(), signal.SIGKILL)
 
-Transaction._maybe_flush = flush_then_die
+FileBatches.maybe_flush = flush_then_die
 repo = Repository.open(Path(sys.argv[1]))
 make_commit(repo, CommitRequest("main", [Layer.directory(sys.argv[2])]))
 """
