@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sapwood import SapwoodError, from_hex, fsck, prune, rev_parse
 from sapwood.cli.context import open_repo
 from sapwood.cli.output import emit_json, parse_time, plural, printable
 from sapwood.cli.progress import Progress
+
+if TYPE_CHECKING:
+    from sapwood import FsckReport, PruneReport
 
 
 def register(commands: Any) -> None:
@@ -53,38 +56,9 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     with open_repo(args) as repo, Progress("fsck") as progress:
         report = fsck(repo, all_objects=args.all, delete=args.delete, progress=progress.task)
     if args.json:
-        emit_json(
-            {
-                "commits": report.commits,
-                "metadata_objects": report.metadata_objects,
-                "file_objects": report.file_objects,
-                "problems": [
-                    {
-                        "object": p.object_id.hex(),
-                        "message": p.message,
-                        "needed_by": [c.hex() for c in p.needed_by],
-                    }
-                    for p in report.problems
-                ],
-                "partial": [c.hex() for c in report.partial],
-                "completed": [c.hex() for c in report.completed],
-                "deleted": [c.hex() for c in report.deleted],
-                "orphan_files": report.orphan_files,
-                "writer_running": report.writer_running,
-            }
-        )
+        emit_json(_fsck_json(report))
     else:
-        for problem in report.problems:
-            print(f"error: {printable(problem.describe())}")
-        for commit_id in report.completed:
-            print(f"commit {commit_id.hex()} is complete again")
-        for commit_id in report.partial:
-            print(f"error: commit {commit_id.hex()} is partial (objects were deleted)")
-        print(
-            f"checked {plural(report.commits, 'commit')}, {report.metadata_objects} metadata "
-            f"and {plural(report.file_objects, 'file object')}"
-            + _unlisted(report.orphan_files, report.writer_running)
-        )
+        _print_fsck(report)
     sys.stdout.flush()
     if not report.clean:
         count = len(report.problems) + len(report.partial)
@@ -93,6 +67,41 @@ def cmd_fsck(args: argparse.Namespace) -> int:
             + (", deleted the corrupt objects" if report.deleted else "")
         )
     return 0
+
+
+def _fsck_json(report: FsckReport) -> dict[str, Any]:
+    return {
+        "commits": report.commits,
+        "metadata_objects": report.metadata_objects,
+        "file_objects": report.file_objects,
+        "problems": [
+            {
+                "object": p.object_id.hex(),
+                "message": p.message,
+                "needed_by": [c.hex() for c in p.needed_by],
+            }
+            for p in report.problems
+        ],
+        "partial": [c.hex() for c in report.partial],
+        "completed": [c.hex() for c in report.completed],
+        "deleted": [c.hex() for c in report.deleted],
+        "orphan_files": report.orphan_files,
+        "writer_running": report.writer_running,
+    }
+
+
+def _print_fsck(report: FsckReport) -> None:
+    for problem in report.problems:
+        print(f"error: {printable(problem.describe())}")
+    for commit_id in report.completed:
+        print(f"commit {commit_id.hex()} is complete again")
+    for commit_id in report.partial:
+        print(f"error: commit {commit_id.hex()} is partial (objects were deleted)")
+    print(
+        f"checked {plural(report.commits, 'commit')}, {report.metadata_objects} metadata "
+        f"and {plural(report.file_objects, 'file object')}"
+        + _unlisted(report.orphan_files, report.writer_running)
+    )
 
 
 def _unlisted(count: int, writer_running: bool) -> str:
@@ -126,17 +135,24 @@ def cmd_prune(args: argparse.Namespace) -> int:
             progress=progress.task,
         )
     if args.json:
-        emit_json(
-            {
-                "total_objects": report.total_objects,
-                "deleted_objects": report.objects,
-                "deleted_commits": [c.hex() for c in report.commits],
-                "orphan_files": report.orphan_files,
-                "bytes_freed": report.bytes_freed,
-                "dry_run": report.dry_run,
-            }
-        )
-        return 0
+        emit_json(_prune_json(report))
+    else:
+        _print_prune(report)
+    return 0
+
+
+def _prune_json(report: PruneReport) -> dict[str, Any]:
+    return {
+        "total_objects": report.total_objects,
+        "deleted_objects": report.objects,
+        "deleted_commits": [c.hex() for c in report.commits],
+        "orphan_files": report.orphan_files,
+        "bytes_freed": report.bytes_freed,
+        "dry_run": report.dry_run,
+    }
+
+
+def _print_prune(report: PruneReport) -> None:
     verb = "Would delete" if report.dry_run else "Deleted"
     print(f"Total objects: {report.total_objects}")
     for commit_id in report.commits:
@@ -146,4 +162,3 @@ def cmd_prune(args: argparse.Namespace) -> int:
         f"{plural(report.orphan_files, 'unlisted file')}, "
         f"{plural(report.bytes_freed, 'byte')} freed"
     )
-    return 0

@@ -47,18 +47,8 @@ def paths_after_separator(args: argparse.Namespace, usage: str) -> list[str] | N
     after = args.after_separator
     revs = len(usage.split(" -- ")[0].split()) - 1  # "diff A B -- PATH...": 2
     taken = 0 if after is None else len(after) - len(paths)  # words after '--' taken as REVs
-    if 0 < taken < revs:  # `diff main -- /usr` compared main with the directory /usr
-        raise UsageError(
-            f"{command}: {' '.join(after[:taken])} after -- is a PATH, and {usage} needs "
-            f"{revs} revisions before it"
-        )
-    pathlike = [rev for rev in (after or [])[:taken] if rev.startswith("/")]  # no ref does
-    if pathlike:
-        raise UsageError(
-            f"{command}: {' '.join(pathlike)} after -- is a PATH, and {usage} needs "
-            f"{'a revision' if revs == 1 else f'{revs} revisions'} before it "
-            "(sapwood has no HEAD to default to)"
-        )
+    if taken > 0:
+        _check_revisions_after(usage, after[:taken], revs)
     if "" in paths:  # git refuses an empty pathspec too; it read as the whole tree here
         raise UsageError(f"{command}: '' is not a PATH (the whole tree is /)")
     before = paths if after is None else paths[: max(0, len(paths) - len(after))]
@@ -69,3 +59,21 @@ def paths_after_separator(args: argparse.Namespace, usage: str) -> list[str] | N
     if after is not None and not after:
         raise UsageError(f"{command}: -- needs at least one PATH after it: {usage}")
     return paths or None
+
+
+def _check_revisions_after(usage: str, taken: list[str], revs: int) -> None:
+    """UsageError unless the words after '--' that argparse gave the revisions can be
+    revisions: all of them (`diff -- A B`), none starting with '/' (no ref does)."""
+    command = usage.split()[0]
+    if len(taken) < revs:  # `diff main -- /usr` compared main with the directory /usr
+        raise UsageError(
+            f"{command}: {' '.join(taken)} after -- is a PATH, and {usage} needs "
+            f"{revs} revisions before it"
+        )
+    pathlike = [rev for rev in taken if rev.startswith("/")]
+    if pathlike:  # `log -- /usr`: sapwood has no HEAD, the REV is missing
+        raise UsageError(
+            f"{command}: {' '.join(pathlike)} after -- is a PATH, and {usage} needs "
+            f"{'a revision' if revs == 1 else f'{revs} revisions'} before it "
+            "(sapwood has no HEAD to default to)"
+        )
