@@ -39,7 +39,7 @@ store/index_write.py (the commit point: a WriteBatch checked and applied).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ from store.index_env import Access, SharedEnv
 from store.index_types import ANY, AnyTarget, ExpectedRef, ObjectRecord, RefUpdate, WriteBatch
 from store.index_write import cover_last_page, write_batch
 from store.mapped_pages import madvise_dontneed
-from store.objects import FileStat, file_stat
+from store.objects import FileStat, file_stat, regular_file_owner_mode
 
 # Names other modules import from here, though they live in the modules above.
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
 
 _I64 = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
+RegularFile = tuple[int, int, int, int]  # uid, gid, mode, content size: IndexReader.regular_files
 _FILE_TAG = ObjectType.FILE.value
 _MAX_KEY = 511  # LMDB's longest key
 _HEX_DIGITS = "0123456789abcdefABCDEF"
@@ -106,6 +107,21 @@ class IndexReader:
         if value is None or value[:1] != _FILE_TAG:
             return None
         return file_stat(value, _U64.unpack_from(value, 1)[0], 1 + _U64.size)
+
+    def regular_files(self, object_ids: Iterable[bytes]) -> list[RegularFile | None]:
+        """(uid, gid, mode, content size) of each id the index holds as a regular file
+        object, None for any other (absent, not a file, a symlink), in that order: the
+        link-checkout lookup's reads (store/inodes.py), one per farm file, kept lean."""
+        get, objects = self._txn.get, self._dbs["objects"]
+        found: list[RegularFile | None] = []
+        for object_id in object_ids:
+            value = get(object_id, db=objects) if len(object_id) == ID_BYTES else None
+            if value is None or value[:1] != _FILE_TAG:
+                found.append(None)
+                continue
+            owner_mode = regular_file_owner_mode(value, 1 + _U64.size)
+            found.append(None if owner_mode is None else (*owner_mode, *_U64.unpack_from(value, 1)))
+        return found
 
     def has_object(self, object_id: bytes) -> bool:
         return self._get(object_id, "objects") is not None

@@ -114,20 +114,18 @@ class ObjectInodes:
         if self._mode is RepoMode.BARE_USER and not _trusted(parent, self._euid):
             return found  # nothing here is recognised: every file is read as it shows
         device = self.device()
-        listing: ObjectListing | None = None
-        for place, st in enumerate(stats):
-            if st.st_dev != device or not _candidate(st):
+        places = [p for p, st in enumerate(stats) if st.st_dev == device and _candidate(st)]
+        if not places:
+            return found
+        named = self._listing().find([stats[place].st_ino for place in places])
+        places = [place for place, object_id in zip(places, named, strict=True) if object_id]
+        ids = [object_id for object_id in named if object_id is not None]
+        for place, object_id, recorded in zip(places, ids, reader.regular_files(ids), strict=True):
+            if recorded is None:
                 continue
-            if listing is None:
-                listing = self._listing()
-            object_id = listing.get(st.st_ino)
-            if object_id is None:
-                continue
-            recorded = reader.file_stat(object_id)
-            if recorded is None or not stat.S_ISREG(recorded.mode):
-                continue
-            linked = LinkedObject(object_id, recorded.uid, recorded.gid, recorded.mode)
-            if _unchanged(self._mode, st, linked, recorded.size):
+            uid, gid, mode, size = recorded
+            linked = LinkedObject(object_id, uid, gid, mode)
+            if _unchanged(self._mode, stats[place], linked, size):
                 found[place] = linked
         return found
 
@@ -194,16 +192,26 @@ class ObjectListing:
     def __len__(self) -> int:
         return len(self._inodes)
 
+    def find(self, inodes: list[int]) -> list[ObjectId | None]:
+        """:meth:`get` of each inode, in that order."""
+        listed, ids, last = self._inodes, self._ids, len(self._inodes) - 1
+        found: list[ObjectId | None] = []
+        for inode in inodes:
+            index = bisect_left(listed, inode)
+            if (
+                index > last
+                or listed[index] != inode
+                or (index < last and listed[index + 1] == inode)
+            ):
+                found.append(None)
+            else:
+                found.append(ObjectId(ids[_ID * index : _ID * index + _ID]))
+        return found
+
     def get(self, inode: int) -> ObjectId | None:
         """The object whose file has this inode; None for none, or for an inode listed
         under two names (trusted for neither)."""
-        inodes = self._inodes
-        index = bisect_left(inodes, inode)
-        if index == len(inodes) or inodes[index] != inode:
-            return None
-        if index + 1 < len(inodes) and inodes[index + 1] == inode:
-            return None
-        return ObjectId(self._ids[_ID * index : _ID * (index + 1)])
+        return self.find([inode])[0]
 
 
 def _list_objects(objects: str) -> ObjectListing:

@@ -182,6 +182,22 @@ def file_stat(record: bytes, content_size: int, offset: int = 0) -> FileStat:
     raise FormatError(f"file header of type {oct(kind)} with a {target_len}-byte target")
 
 
+_PLAIN_FILE = struct.Struct(">2sIIII")  # a header's tag, owner, mode and target length
+
+
+def regular_file_owner_mode(record: bytes, offset: int = 0) -> tuple[int, int, int] | None:
+    """(uid, gid, mode) of the file header at ``offset`` of ``record`` if it is a regular
+    file's, None if it is a symlink's; checked as :func:`file_stat` checks it (the same
+    FormatError for one that does not decode). One unpack in the usual case: the
+    link-checkout lookup (store/inodes.py) reads one header per farm file."""
+    if len(record) - offset >= _PLAIN_HEADER:
+        tag, uid, gid, mode, target_len = _PLAIN_FILE.unpack_from(record, offset)
+        if tag == b"F\x01" and not target_len and mode <= MODE_BITS and stat.S_ISREG(mode):
+            return uid, gid, mode
+    file_stat(record, 0, offset)  # a symlink's header, or the error file_stat gives
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class DirMeta:
     """Ownership, mode and xattrs of a directory."""
