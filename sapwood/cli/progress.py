@@ -10,7 +10,7 @@ A phase ("reading trees", "checking", ...) with a new total or unit gets a bar o
 its own (one that only renames its phase keeps the bar and its count): percentage,
 rate and time left where the total is known, count and rate where it is not. When
 the command ends well, the bar gives way to one line: the last count (of its total),
-the command's time and the average rate, e.g.
+the command's time and the rate of the phase counted, e.g.
 ``fsck: checking 1234/1234 files (100%) in 2.1 s, 587 files/s``. On an error the bar is only
 cleared (the error line follows).
 """
@@ -39,7 +39,9 @@ class Progress:
         self._bar: Any = None  # the tqdm bar of the current phase
         self._logs: Any = None  # while bars are drawn, log lines go through tqdm.write
         self._started = time.monotonic()
-        self._last: tuple[str, int, int | None, str, str] | None = None  # the last count
+        # the last count: phase, done, total, unit, extra, and its phase's time so far
+        self._last: tuple[str, int, int | None, str, str, float] | None = None
+        self._phase_started = self._started
         self._summary: str | None = None  # said at the end instead of the last count
 
     def __enter__(self) -> Progress:
@@ -98,13 +100,15 @@ class Progress:
                 bar.refresh()  # drawn at once: a first count, and the 100% of the last
                 bar.last_print_n = done
             if done or total is not None:
-                self._last = (bar.desc, done, total, unit, extra)
+                counting = time.monotonic() - self._phase_started
+                self._last = (bar.desc, done, total, unit, extra, counting)
 
     def _open(self, phase: str, total: int | None, unit: str, form: str | None) -> Any:
         from tqdm import tqdm  # only on a terminal: importing it costs every command time
 
         if self._bar is not None:
             self._bar.close()
+        self._phase_started = time.monotonic()
         if self._logs is None:
             from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -123,13 +127,19 @@ class Progress:
         )
         return self._bar
 
-    def _line(self, phase: str, done: int, total: int | None, unit: str, extra: str) -> str:
+    def _line(
+        self, phase: str, done: int, total: int | None, unit: str, extra: str, counting: float
+    ) -> str:
+        """The summary: the last count, the command's time, and the rate of the phase
+        counted (``counting``: its seconds; a walk of the trees before it counts nothing
+        of its files, review7.md 22)."""
         elapsed = time.monotonic() - self._started
         if total is not None:
             counted = f"{done}/{total} {unit}s ({100 * done // total if total else 100}%)"
         else:
             counted = f"{done} {unit}{'' if done == 1 else 's'}"
-        rate = f"{done / elapsed:.0f} {unit}s/s" if elapsed > 0 else ""
+        seconds = counting if counting > 0 else elapsed
+        rate = f"{done / seconds:.0f} {unit}s/s" if seconds > 0 else ""
         tail = f", {extra}" if extra else (f", {rate}" if rate else "")
         return f"{self._name}: {phase} {counted} in {elapsed:.1f} s{tail}"
 
