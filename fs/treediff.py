@@ -165,28 +165,43 @@ class _Differ:
         same: dict[bytes, bool] = {}
         to_hash: list[tuple[bytes, ObjectId, FileHeader, int]] = []
         for (name, file_id), (header, size) in zip(files, headers, strict=True):
-            try:
-                st = present[name].stat(follow_symlinks=False)
-            except FileNotFoundError:  # removed since it was listed
-                same[name] = False
-                continue
-            if header.is_symlink:
-                same[name] = (
-                    stat.S_ISLNK(st.st_mode)
-                    and os.readlink(name, dir_fd=dirfd) == header.symlink_target
-                    and not self._file_differs(header, st)
-                )
-            elif not stat.S_ISREG(st.st_mode) or st.st_size != size:
-                same[name] = False
-            elif self._file_differs(header, st) and not self._linked(
-                file_id, header, size, st, parent
-            ):
-                same[name] = False  # its bits or owner changed: no need to read it
-            else:
+            told = self._same_unread(name, present[name], file_id, header, size, dirfd, parent)
+            if told is None:
                 to_hash.append((name, file_id, header, size))
+            else:
+                same[name] = told
         for start in range(0, len(to_hash), _WINDOW):
             same.update(_hash_window(to_hash[start : start + _WINDOW], dirfd))
         return same
+
+    def _same_unread(
+        self,
+        name: bytes,
+        entry: os.DirEntry[str],
+        file_id: ObjectId,
+        header: FileHeader,
+        size: int,
+        dirfd: int,
+        parent: os.stat_result,
+    ) -> bool | None:
+        """Whether the directory's file ``name`` is the commit's, where that shows without
+        reading its content (gone, a symlink, another type or size, other bits or owner
+        and not the object itself); None if only hashing it can tell."""
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # removed since it was listed
+            return False
+        if header.is_symlink:
+            return (
+                stat.S_ISLNK(st.st_mode)
+                and os.readlink(name, dir_fd=dirfd) == header.symlink_target
+                and not self._file_differs(header, st)
+            )
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return False
+        if self._file_differs(header, st) and not self._linked(file_id, header, size, st, parent):
+            return False  # its bits or owner changed: no need to read it
+        return None
 
 
 def _hash_window(
