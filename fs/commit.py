@@ -155,31 +155,44 @@ def make_commit(
     _check_commit_fields(request, parent, timestamp)
     stats = CommitStats()
     with repo.transaction() as txn:
-        root = MutableDir()
-        default_meta = txn.write_dirmeta(DirMeta(0, 0, DEFAULT_DIR_MODE))
-        for number, layer in enumerate(request.layers, 1):
-            last = number == len(request.layers)
-            context = _LayerContext(request.options, started_ns, progress, stats)
-            _apply_layer(repo, txn, layer, root, context, default_meta if last else None)
-        root_entry = root.write(txn, default_meta)
+        context = _LayerContext(request.options, started_ns, progress, stats)
+        root_entry = _write_layers(repo, txn, request.layers, context)
         if request.skip_if_unchanged and parent is not None:
             previous = repo.read_commit(parent)
             if (previous.tree, previous.meta) == (root_entry.tree, root_entry.meta):
                 txn.abort()
                 return CommitResult(parent, created=False, stats=stats)
-        commit = Commit(
-            tree=root_entry.tree,
-            meta=root_entry.meta,
-            parent=parent,
-            timestamp=timestamp,
-            subject=request.subject,
-            body=request.body,
-            metadata=tuple(sorted(request.metadata.items())),
-        )
-        commit_id = txn.write_commit(commit)
+        commit_id = txn.write_commit(_commit_of(request, root_entry, parent, timestamp))
         txn.set_ref(request.branch, commit_id, expected=head)
     log.info("committed %s as %s", request.branch, commit_id.hex())
     return CommitResult(commit_id, created=True, stats=stats)
+
+
+def _write_layers(
+    repo: Repository, txn: Transaction, layers: Sequence[Layer], context: _LayerContext
+) -> DirEntry:
+    """The layers applied in turn to one tree, written; its root's entry. The last
+    layer may write each directory as it finishes it (``seal``, fs/scan.py)."""
+    root = MutableDir()
+    default_meta = txn.write_dirmeta(DirMeta(0, 0, DEFAULT_DIR_MODE))
+    for number, layer in enumerate(layers, 1):
+        last = number == len(layers)
+        _apply_layer(repo, txn, layer, root, context, default_meta if last else None)
+    return root.write(txn, default_meta)
+
+
+def _commit_of(
+    request: CommitRequest, root: DirEntry, parent: ObjectId | None, timestamp: int
+) -> Commit:
+    return Commit(
+        tree=root.tree,
+        meta=root.meta,
+        parent=parent,
+        timestamp=timestamp,
+        subject=request.subject,
+        body=request.body,
+        metadata=tuple(sorted(request.metadata.items())),
+    )
 
 
 def _check_commit_fields(request: CommitRequest, parent: ObjectId | None, timestamp: int) -> None:
