@@ -119,27 +119,13 @@ def deploy(
     """Deploy ``request`` and switch to it; returns it and the new list."""
     commit_id, os_name = request.commit_id, request.os_name
     source = etc_source(repo, commit_id)
-    merge = booted if booted and booted.os_name == os_name else None
-    merge = merge or next((d for d in deployments if d.os_name == os_name), None)
+    merge = _merge_from(os_name, deployments, booted)
     changes: list[etc_merge.EtcChange] = []
     if merge is not None and source is not None:
-        merge_dir = layout.deployment(os_name, merge.name)
-        prefix = f"/{source}/"
-        changes = etc_merge.plan(
-            merge_dir / "usr/etc",
-            merge_dir / "etc",
-            lambda rel: node_type(repo, commit_id, prefix + rel),
-        )
+        changes = _etc_changes(layout, repo, commit_id, source, merge)
     kargs = edit_kargs(merge.kargs if merge else [], request.replace_kargs, request.append_kargs)
     remove_unlisted(layout, deployments)
-    serials = [d.serial for d in deployments if d.commit == to_hex(commit_id)]
-    new = Deployment(
-        os_name=os_name,
-        commit=to_hex(commit_id),
-        serial=max(serials, default=-1) + 1,
-        kargs=kargs,
-        refspec=request.refspec,
-    )
+    new = _next_deployment(request, kargs, deployments)
     dest = layout.deployment(os_name, new.name)
     listed = retain(new, deployments, booted, merge)
     version = current_bootversion(layout)
@@ -158,6 +144,44 @@ def deploy(
     remove_unlisted(layout, listed)
     sync_refs(repo, listed)
     return new, listed
+
+
+def _merge_from(
+    os_name: str, deployments: list[Deployment], booted: Deployment | None
+) -> Deployment | None:
+    """The deployment whose /etc and kernel arguments carry over: the booted one if it
+    is of this OS, else the first of this OS listed."""
+    merge = booted if booted and booted.os_name == os_name else None
+    return merge or next((d for d in deployments if d.os_name == os_name), None)
+
+
+def _etc_changes(
+    layout: Layout, repo: Repository, commit_id: ObjectId, source: str, merge: Deployment
+) -> list[etc_merge.EtcChange]:
+    """What the merge deployment changed in its /etc, planned against the commit's
+    ``source`` (usr/etc or etc)."""
+    merge_dir = layout.deployment(merge.os_name, merge.name)
+    prefix = f"/{source}/"
+    return etc_merge.plan(
+        merge_dir / "usr/etc",
+        merge_dir / "etc",
+        lambda rel: node_type(repo, commit_id, prefix + rel),
+    )
+
+
+def _next_deployment(
+    request: DeployRequest, kargs: list[str], deployments: list[Deployment]
+) -> Deployment:
+    """The new deployment: its serial one more than any of the same commit's."""
+    commit = to_hex(request.commit_id)
+    serials = [d.serial for d in deployments if d.commit == commit]
+    return Deployment(
+        os_name=request.os_name,
+        commit=commit,
+        serial=max(serials, default=-1) + 1,
+        kargs=kargs,
+        refspec=request.refspec,
+    )
 
 
 def _build(
