@@ -55,6 +55,7 @@ _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 << 10
 _DRAIN_MAX = 64 << 10  # an error page up to this size is read to keep its connection
 _SMALL = 1 << 20  # a body that says it is this small is read whole, in fewer calls
+_IDLE_CHECK = 1.0  # seconds after which a kept-alive connection is checked before use
 _T = TypeVar("_T")
 
 
@@ -187,30 +188,51 @@ class Fetcher:
         timeouts, TLS settings and head deadline), but used without the pool: taking a
         connection from the pool and giving it back, and its request's layers, cost as
         much CPU as the rest of fetching a small object (store/pull's benchmark fetches
-        thousands). One connection per thread: no more than the pool would keep."""
+        thousands). One connection per thread: no more than the pool would keep.
+
+        The pool polls a connection before each use, to see whether the server closed
+        it; here only one that rested ``_IDLE_CHECK`` seconds is (a poll costs each
+        object a system call, and a wait for the GIL after it): a server that closes a
+        busy connection says so in its last response (Connection: close), and one that
+        closed it as the request went (a reset, a broken pipe, nothing read) is asked
+        once more at once on a new connection (a GET may be sent again; browsers and
+        HTTP libraries do so for a kept-alive connection), not counted as an attempt."""
         conn: u3_connection.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = cast(u3_connection.HTTPConnection, self._base_pool._new_conn())
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
-        elif conn.sock is not None and not conn.is_connected:  # the server closed it
-            conn.close()
+        reused = conn.sock is not None
+        if reused and time.monotonic() - self._local.used > _IDLE_CHECK and not conn.is_connected:
+            conn.close()  # the server closed it while it rested
+            reused = False
         try:
-            if conn.sock is None:
-                conn.timeout = self.settings.connect_timeout
-                conn.connect()
-            conn.timeout = self.settings.read_timeout
-            conn.request(
-                "GET", path, headers=self._headers, preload_content=False, decode_content=False
-            )
-            return conn.getresponse(), conn
+            try:
+                response = self._exchange(conn, path)
+            except ConnectionError:  # reset, broken pipe, closed before a response began
+                if not reused:
+                    raise
+                conn.close()  # closed by the server as the request went: once more, anew
+                response = self._exchange(conn, path)
         except u3.HTTPError as exc:  # could not connect, timed out connecting
             conn.close()
             raise _Transient(_describe(exc)) from None
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise _Transient(_describe_raw(exc)) from None
+        self._local.used = time.monotonic()
+        return response, conn
+
+    def _exchange(self, conn: u3_connection.HTTPConnection, path: str) -> urllib3.BaseHTTPResponse:
+        if conn.sock is None:
+            conn.timeout = self.settings.connect_timeout
+            conn.connect()
+        conn.timeout = self.settings.read_timeout
+        conn.request(
+            "GET", path, headers=self._headers, preload_content=False, decode_content=False
+        )
+        return conn.getresponse()
 
     def _redirect(self, response: urllib3.BaseHTTPResponse, url: str) -> str | None:
         """The Location of a redirect; None for a 200; errors for other statuses."""

@@ -69,6 +69,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._redirect("/ok")
         elif self.path == "/sized":  # kept alive, 5000 bytes
             self._send(b"y" * 5000)
+        elif self.path == "/then-close":  # closes the connection without saying so
+            self._send(b"bye")
+            self.close_connection = True
         elif self.path == "/stall":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -163,6 +166,18 @@ def test_a_body_left_unread_never_reaches_the_next_request(url: str) -> None:
         assert fetcher.get("ok", 100) == b"hello"
         assert fetcher.get("sized", 1 << 20) == b"y" * 5000
         assert fetcher.get("ok", 100) == b"hello"
+
+
+def test_a_kept_alive_connection_closed_by_the_server_is_replaced_at_once(url: str) -> None:
+    """A server that closes a connection after a response without saying so: the
+    next request, sent on it before the close is seen, is sent again on a new
+    connection, and no attempt is spent (none is left here)."""
+    _Handler.hits.clear()
+    with Fetcher(url, FetchSettings(connect_timeout=1, read_timeout=1, retries=0)) as fetcher:
+        for _ in range(3):
+            assert fetcher.get("then-close", 100) == b"bye"
+        assert fetcher.get("ok", 100) == b"hello"
+    assert _Handler.hits == {"/then-close": 3, "/ok": 1}
 
 
 def test_redirects_are_bounded(url: str) -> None:
