@@ -23,6 +23,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from store.durability import replace_file
 from store.encoding import Reader, Writer
@@ -30,7 +31,9 @@ from store.errors import FormatError, InvalidRefNameError
 from store.ids import ID_BYTES, ObjectId, digest, is_full_hex
 from store.names import check_ref_name
 from store.repo import Repository
-from store.signing import KeyPair, encode_signatures
+
+if TYPE_CHECKING:
+    from store.signing import KeyPair
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary"
@@ -180,6 +183,8 @@ def update_summary(repo: Repository, keys: Sequence[KeyPair] = ()) -> Summary:
     data = summary.encode()
     replace_file(repo.path, SUMMARY_FILE, data, repo.fsync)
     if keys:
+        from store.signing import encode_signatures  # here: PyNaCl only for signers
+
         signature = encode_signatures(key.sign(data) for key in keys)
         replace_file(repo.path, SIGNATURE_FILE, signature, repo.fsync)
     else:

@@ -19,7 +19,6 @@ from store.deltas import (
 )
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType
-from store.signing import verify_signed
 from store.summary import decode_summary
 
 
@@ -43,6 +42,8 @@ def verify(data: bytes, signatures: bytes, trusted_keys: tuple[str, ...]) -> str
     """The trusted key (base64) that signed ``data`` among the detached
     ``signatures`` (a .commitmeta or summary.sig file's bytes), or None; FormatError
     if ``signatures`` is no signature set at all."""
+    from store.signing import verify_signed  # here: PyNaCl only for sign-verify remotes
+
     return verify_signed(data, signatures, trusted_keys)
 
 
