@@ -24,6 +24,26 @@ def check_name(name: bytes, where: str = "") -> bytes:
     return name
 
 
+def check_names(names: list[bytes], where: str = "") -> None:
+    """:func:`check_name` of every name, for a whole directory at once: its rules (those
+    of _name_problem, which this must follow) tested over all the names together, and
+    a name at a time only when one fails, for the error."""
+    if not names:
+        return
+    joined = b"/".join(names)
+    if (
+        joined.count(b"/") != len(names) - 1
+        or b"\0" in joined
+        or max(map(len, names)) > MAX_NAME_BYTES
+        or not _DOT_NAMES.isdisjoint(names)
+    ):
+        for name in names:
+            check_name(name, where)
+
+
+_DOT_NAMES = frozenset({b"", b".", b".."})
+
+
 def _name_problem(name: bytes) -> str:
     if not name:
         return "empty name"

@@ -18,7 +18,7 @@ import blake3
 from store.encoding import Reader, Writer
 from store.errors import FormatError, InvalidNameError
 from store.ids import ID_BYTES, ObjectId, digest
-from store.names import check_name
+from store.names import check_names
 
 FORMAT_VERSION = 1
 U32_MAX = 2**32 - 1
@@ -260,8 +260,7 @@ class DirTree:
                 raise FormatError("dirtree entries not sorted or not unique")
         if set(file_names) & set(dir_names):
             raise FormatError("dirtree names a file and a directory alike")
-        for name in (*file_names, *dir_names):
-            check_name(name, "a directory tree")
+        check_names(file_names + dir_names, "a directory tree")
 
     @classmethod
     def build(cls, files: dict[bytes, ObjectId], dirs: dict[bytes, DirEntry]) -> DirTree:
@@ -269,19 +268,20 @@ class DirTree:
         return cls(tuple(sorted(files.items())), tuple(sorted(dirs.items())))
 
     def encode(self) -> bytes:
-        """The canonical bytes of the object (what its id hashes)."""
-        w = Writer()
-        _tag(w, b"T")
-        w.u32(len(self.files))
+        """The canonical bytes of the object (what its id hashes): Writer's encoding,
+        written out (a commit writes one a directory; names are checked no longer
+        than 255 bytes, so their u32 lengths always fit)."""
+        parts = [b"T", bytes((FORMAT_VERSION,)), _COUNT.pack(len(self.files))]
         for name, file_id in self.files:
-            w.blob(name)
-            w.object_id(file_id)
-        w.u32(len(self.dirs))
+            if len(file_id) != ID_BYTES:
+                raise FormatError(f"id of {len(file_id)} bytes")
+            parts += (_COUNT.pack(len(name)), name, file_id)
+        parts.append(_COUNT.pack(len(self.dirs)))
         for name, entry in self.dirs:
-            w.blob(name)
-            w.object_id(entry.tree)
-            w.object_id(entry.meta)
-        return w.getvalue()
+            if len(entry.tree) != ID_BYTES or len(entry.meta) != ID_BYTES:
+                raise FormatError(f"id of {len(entry.tree)} or {len(entry.meta)} bytes")
+            parts += (_COUNT.pack(len(name)), name, entry.tree, entry.meta)
+        return b"".join(parts)
 
     @classmethod
     def decode(cls, data: bytes) -> DirTree:
