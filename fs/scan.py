@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import operator
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -79,6 +80,7 @@ _RELEASE_EVERY = 32768  # files scanned between releases of the index's pages
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _LINK_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_NAME_MAX = 255  # names no longer than this, without "/" or NUL, check_name accepts
 # What opening a name gives when its entry was swapped for something else: a symlink
 # (ELOOP, or ENOTDIR with O_DIRECTORY), a file where a directory was, a socket.
 _SWAPPED = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENXIO})
@@ -338,8 +340,9 @@ class DirScanner:
             where = self._shown(directory.tree_path)
             assert self._prefetch is not None
             entries = self._prefetch.listing(lambda: self._entries(directory, fd))
+            prefix = directory.tree_path.rstrip(b"/") + b"/"
             for name, entry in entries:
-                self._classify(directory, fd, where, name, entry, pending, candidates)
+                self._classify(directory, fd, where, prefix, name, entry, pending, candidates)
             for name, tree_path, st in self._not_linked(directory, candidates):
                 self._regular(directory, fd, name, tree_path, st, pending)
             self._read_batch(pending, directory.target)
@@ -363,7 +366,7 @@ class DirScanner:
                 entries = [(os.fsencode(entry.name), entry) for entry in listing]
         except OSError as exc:
             raise SourceError(f"{self._shown(directory.tree_path)}: {exc.strerror}") from None
-        entries.sort(key=lambda pair: pair[0])
+        entries.sort(key=_by_name)
         return entries
 
     def _classify(
@@ -371,6 +374,7 @@ class DirScanner:
         directory: _Dir,
         fd: int,
         where: str,
+        prefix: bytes,
         name: bytes,
         entry: os.DirEntry[str],
         pending: list[_PendingFile],
@@ -379,8 +383,9 @@ class DirScanner:
         """Queue a subdirectory, record a symlink, and record a regular file (or open it
         to be read, in ``pending``), but for the files that may be the repository's
         objects, linked by a checkout: those wait in ``candidates`` (_not_linked)."""
-        check_name(name, where)
-        tree_path = directory.tree_path.rstrip(b"/") + b"/" + name
+        if len(name) > _NAME_MAX or b"/" in name or b"\0" in name:
+            check_name(name, where)  # what else it refuses ("", ".", ".."), no listing holds
+        tree_path = prefix + name
         if tree_path in self._options.skip:
             return
         try:
@@ -433,12 +438,14 @@ class DirScanner:
             return candidates
         found = self._snapshot.objects_for_inodes([st for _, _, st in candidates], directory.st)
         others: list[_Candidate] = []
-        entries = directory.target
+        target = directory.target
+        target.expand()
+        entries = target.entries  # set_file's, without a call a file
         for candidate, linked in zip(candidates, found, strict=True):
             if linked is None or (self._adjusting and not self._kept(candidate[1], linked)):
                 others.append(candidate)
             else:
-                entries.set_file(candidate[0], linked.object_id)
+                entries[candidate[0]] = linked.object_id
         recognised = len(candidates) - len(others)
         self.linked += recognised
         self._tick(recognised)
@@ -582,6 +589,9 @@ class DirScanner:
         before, self._count = self._count, self._count + files
         if self._progress is not None and before >> 10 != self._count >> 10:
             self._progress(self._count & ~1023)  # every 1024th file, as one at a time
+
+
+_by_name = operator.itemgetter(0)
 
 
 def _adjusts_owner_or_mode(options: ContentOptions) -> bool:
