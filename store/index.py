@@ -39,7 +39,7 @@ store/index_write.py (the commit point: a WriteBatch checked and applied).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,6 @@ from store.ids import ID_BYTES, ObjectId, ObjectType
 from store.index_env import Access, SharedEnv
 from store.index_types import ANY, AnyTarget, ExpectedRef, ObjectRecord, RefUpdate, WriteBatch
 from store.index_write import cover_last_page, write_batch
-from store.mapped_pages import madvise_dontneed
 from store.objects import FileStat, file_stat, regular_file_owner_mode
 
 # Names other modules import from here, though they live in the modules above.
@@ -79,15 +78,23 @@ _U64 = struct.Struct(">Q")
 RegularFile = tuple[int, int, int, int]  # uid, gid, mode, content size: IndexReader.regular_files
 _FILE_TAG = ObjectType.FILE.value
 _MAX_KEY = 511  # LMDB's longest key
+_READS_NOTED_AT_ONCE = 256  # a batch of lookups counts its reads in steps of this many
 _HEX_DIGITS = "0123456789abcdefABCDEF"
+
+
+def _no_count(count: int) -> None:
+    """A reader made outside Index.reader counts nothing."""
 
 
 class IndexReader:
     """Lookups inside one read transaction (a consistent snapshot)."""
 
-    def __init__(self, txn: Any, dbs: dict[str, Any]) -> None:
+    def __init__(
+        self, txn: Any, dbs: dict[str, Any], note_reads: Callable[[int], None] = _no_count
+    ) -> None:
         self._txn = txn
         self._dbs = dbs
+        self._note_reads = note_reads  # keeps the pages read from piling up (index_env)
 
     def _get(self, key: bytes, table: str) -> Any:
         """The value at ``key`` in ``table``, None if absent. A key LMDB cannot hold
@@ -95,6 +102,7 @@ class IndexReader:
         error of LMDB's (which would read as a damaged index)."""
         if not 0 < len(key) <= _MAX_KEY:
             return None
+        self._note_reads(1)
         return self._txn.get(key, db=self._dbs[table])
 
     def object(self, object_id: bytes) -> ObjectRecord | None:
@@ -114,13 +122,16 @@ class IndexReader:
         link-checkout lookup's reads (store/inodes.py), one per farm file, kept lean."""
         get, objects = self._txn.get, self._dbs["objects"]
         found: list[RegularFile | None] = []
-        for object_id in object_ids:
+        for count, object_id in enumerate(object_ids, 1):
+            if count % _READS_NOTED_AT_ONCE == 0:
+                self._note_reads(_READS_NOTED_AT_ONCE)
             value = get(object_id, db=objects) if len(object_id) == ID_BYTES else None
             if value is None or value[:1] != _FILE_TAG:
                 found.append(None)
                 continue
             owner_mode = regular_file_owner_mode(value, 1 + _U64.size)
             found.append(None if owner_mode is None else (*owner_mode, *_U64.unpack_from(value, 1)))
+        self._note_reads(len(found) % _READS_NOTED_AT_ONCE)
         return found
 
     def has_object(self, object_id: bytes) -> bool:
@@ -273,10 +284,8 @@ class Index:
         bytes back in from the page cache. Long walks (commit, fsck, prune) call it
         every few thousand objects; where it cannot be done it does nothing.
         """
-        if self._closed:
-            return
-        for start, length in self._shared.mapped_ranges():
-            madvise_dontneed(start, length)
+        if not self._closed:
+            self._shared.release_pages()
 
     def _require_open(self) -> None:
         """A closed repository is the caller's slip, not a damaged index."""
@@ -291,7 +300,7 @@ class Index:
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         try:
-            yield IndexReader(txn, self._dbs)
+            yield IndexReader(txn, self._dbs, self._shared.note_reads)
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         finally:
