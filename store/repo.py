@@ -9,33 +9,40 @@ Layout::
     REPO/tmp/          staging directories of running transactions
     REPO/              flock()ed itself: the repository lock (writers shared, prune
                        exclusive); a ``lock`` file of older versions is unused
+
+Beside it: store/config_file.py (reading and writing REPO/config),
+store/repo_layout.py (making the directories, keeping them private) and
+store/ref_mirror.py (archive mode's refs/ for HTTP).
 """
 
 from __future__ import annotations
 
-import configparser
-import io
 import os
-import stat
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast
+from typing import BinaryIO, TypeVar
 
+from store.config_file import (
+    REPO_VERSION,
+    core_settings,
+    parse_config,
+    read_config,
+    read_config_file,
+    settings_of,
+    write_config,
+)
 from store.content import ContentStore, content_store
-from store.durability import replace_file
 from store.errors import (
     CorruptObjectError,
     FormatError,
     InvalidRefNameError,
-    ModePolicyError,
     ObjectMissingError,
     ReadOnlyRepositoryError,
     RefConflictError,
     RefExistsError,
     RefNotFoundError,
     RepoExistsError,
-    RepoNotFoundError,
     UsageError,
 )
 from store.ids import ObjectId, ObjectType
@@ -45,12 +52,14 @@ from store.locking import ensure_tmp, repo_lock
 from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader, FileStat
+from store.ref_mirror import write_ref_mirror
+from store.repo_layout import lay_out, make_private, writable
 from store.snapshot import Snapshot
 from store.space import SpacePolicy
 from store.transaction import Transaction
 from store.verify import verified
 
-REPO_VERSION = 1
+# The config functions live in store/config_file.py; others import them from here too.
 __all__ = [
     "REPO_VERSION",
     "Repository",
@@ -104,17 +113,7 @@ class Repository:
         mode.require_privileges()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RepoExistsError(f"{path}: exists and is not an empty directory")
-        path.mkdir(parents=True, exist_ok=True)
-        for sub in ("objects", "tmp", "index"):
-            (path / sub).mkdir()
-        for byte in range(256):
-            (path / "objects" / f"{byte:02x}").mkdir()
-        _make_private(path, mode)
-        if mode is RepoMode.ARCHIVE:
-            (path / "refs" / "heads").mkdir(parents=True)
-        config = configparser.ConfigParser(interpolation=None)
-        config["core"] = {"repo_version": str(REPO_VERSION), "mode": mode.value, "fsync": "true"}
-        write_config(path, config, fsync=False)  # a new repository: as durable as its dirs
+        lay_out(path, mode)
         return cls(path, mode, fsync=True, access=Access.CREATE)
 
     @classmethod
@@ -123,7 +122,7 @@ class Repository:
         path = Path(path)
         mode, core = read_config(path)
         space, fsync = core_settings(path, core)
-        access = Access.READ_WRITE if _writable(path) else Access.READ_ONLY
+        access = Access.READ_WRITE if writable(path) else Access.READ_ONLY
         return cls(path, mode, fsync=fsync, access=access, space=space)
 
     def close(self) -> None:
@@ -160,7 +159,7 @@ class Repository:
         self.mode.require_privileges()
         self.require_writable()
         ensure_tmp(self.path)
-        _make_private(self.path, self.mode)  # repositories made before this rule
+        make_private(self.path, self.mode)  # repositories made before this rule
         return Transaction(self)
 
     def require_writable(self) -> None:
@@ -375,177 +374,7 @@ class Repository:
 
     def write_ref_mirror(self) -> None:
         """Archive mode: rewrite refs/heads/ and refs/remotes/ from the index, for HTTP."""
-        refs_dir = self.path / "refs"
-        wanted = {
-            _mirror_path(name): cid.hex() + "\n"
-            for name, cid in self.refs().items()
-            if _is_ref_name(name)  # a forged name ("../..") must not lead out of refs/
-        }
-        refs_fd = os.open(refs_dir, _DIR_FLAGS)
-        try:
-            for relpath, content in wanted.items():
-                _write_mirror_file(refs_fd, relpath, content)
-        finally:
-            os.close(refs_fd)
-        for existing in refs_dir.rglob("*"):
-            if existing.is_file() and existing.relative_to(refs_dir).as_posix() not in wanted:
-                existing.unlink()
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _write_mirror_file(refs_fd: int, relpath: str, content: str) -> None:
-    """Write ``relpath`` below refs/ (atomically: a new file renamed into place) without
-    following a symlink or opening a FIFO that another user of the repository put
-    there: either would have this write land outside the repository, or wait forever."""
-    *directories, name = relpath.split("/")
-    fd = os.dup(refs_fd)
-    try:
-        for directory in directories:
-            with suppress(FileExistsError):
-                os.mkdir(directory, 0o777, dir_fd=fd)
-            below = os.open(directory, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = below
-        tmp = f".{name}.tmp"
-        with suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=fd)  # a stale one, or whatever was put there
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        out = os.open(tmp, flags, 0o666, dir_fd=fd)
-        try:
-            os.write(out, content.encode())
-        finally:
-            os.close(out)
-        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-    finally:
-        os.close(fd)
-
-
-def read_config(path: Path) -> tuple[RepoMode, configparser.SectionProxy]:
-    """The mode and the [core] section of the repository at ``path``."""
-    mode, config = read_config_file(path)
-    return mode, config["core"]
-
-
-def read_config_file(path: Path) -> tuple[RepoMode, configparser.ConfigParser]:
-    """The mode and the whole config of the repository at ``path`` (its [core] checked;
-    other sections, such as remotes (store/pull/remotes.py), are their readers' to check)."""
-    if "\0" in os.fspath(path):
-        raise RepoNotFoundError(f"{str(path)!r}: not a sapwood repository", path=path)
-    try:
-        text = _config_text(path / "config")
-    except UnicodeDecodeError as exc:
-        raise RepoNotFoundError(
-            f"{path}/config: not a readable repository config ({exc})", path=path
-        ) from None
-    return parse_config(path, text)
-
-
-def parse_config(path: Path, text: str | None) -> tuple[RepoMode, configparser.ConfigParser]:
-    """The mode and the config that ``text`` holds, checked as read_config_file checks
-    the config of the repository at ``path`` (None: there is no readable config)."""
-    config = configparser.ConfigParser(interpolation=None)  # '%' is a plain character
-    try:
-        if text is not None:
-            # the source as config.read() named it (a Path): messages show its repr
-            source = cast(str, path / "config")
-            config.read_file(io.StringIO(text, newline=None), source=source)
-    except configparser.Error as exc:
-        raise RepoNotFoundError(
-            f"{path}/config: not a readable repository config ({exc})", path=path
-        ) from None
-    if text is None or not config.has_section("core"):
-        raise RepoNotFoundError(f"{path}: not a sapwood repository", path=path)
-    core = config["core"]
-    if core.get("repo_version") != str(REPO_VERSION):
-        raise RepoNotFoundError(
-            f"{path}: unsupported repository version {core.get('repo_version')}", path=path
-        )
-    try:
-        mode = RepoMode.parse(core.get("mode", ""))
-    except ModePolicyError as exc:
-        raise RepoNotFoundError(f"{path}/config: {exc}", path=path) from None
-    return mode, config
-
-
-def core_settings(path: Path, core: configparser.SectionProxy) -> tuple[SpacePolicy, bool]:
-    """The free-space policy and the fsync setting of a repository's [core] section;
-    RepoNotFoundError if one of them is not valid (Repository.open refuses it)."""
-    try:
-        return settings_of(core)
-    except ValueError as exc:
-        raise RepoNotFoundError(
-            f"{path}/config: a bad repository setting: {exc}", path=path
-        ) from None
-
-
-def settings_of(core: configparser.SectionProxy) -> tuple[SpacePolicy, bool]:
-    """The free-space policy and the fsync setting of [core]; ValueError saying which
-    setting is not valid."""
-    return SpacePolicy.from_config(core), core.getboolean("fsync", fallback=True)
-
-
-def write_config(path: Path, config: configparser.ConfigParser, fsync: bool = True) -> None:
-    """Replace the config of the repository at ``path`` atomically (a new file, made
-    durable unless ``fsync`` is off, renamed over the old one): a crash leaves the old
-    config or the new."""
-    text = io.StringIO()
-    config.write(text)
-    replace_file(path, "config", text.getvalue().encode(), fsync)
-
-
-_CONFIG_MAX = 1 << 20
-
-
-def _config_text(config: Path) -> str | None:
-    """The text of a repository's config; None if it cannot be read, is not a regular
-    file (a FIFO there would hang every command: opened without blocking, never read)
-    or is too large to be one."""
-    try:
-        fd = os.open(config, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = os.read(fd, _CONFIG_MAX + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return data.decode("utf-8") if len(data) <= _CONFIG_MAX else None
-
-
-def _make_private(path: Path, mode: RepoMode) -> None:
-    """Object and staging directories are their owner's alone.
-
-    In bare mode, object files keep the modes their content was committed with,
-    world-writable and setuid ones too, and every hardlinked checkout shares their
-    inodes: another local user who could reach objects/ could rewrite an object and so
-    every checkout of it. Staging directories (tmp/) hold objects before they are
-    published, in every mode: a user who opened one there could keep writing to it
-    after. The other modes' objects/ stays readable: their object files never carry
-    write, setuid or setgid bits, so others may read (and mount) what the committed
-    modes let them read.
-    """
-    private = ["tmp", "objects"] if mode is RepoMode.BARE else ["tmp"]
-    for name in private:
-        directory = path / name
-        st = os.stat(directory)
-        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
-            os.chmod(directory, stat.S_IMODE(st.st_mode) & 0o700)
-
-
-def _writable(path: Path) -> bool:
-    """Whether this process can write the repository (its index and lock); reading
-    works either way: read-only media, another user's repository."""
-    index = path / "index"
-    return os.access(index, os.W_OK) and all(
-        os.access(index / name, os.W_OK)
-        for name in ("data.mdb", "lock.mdb")
-        if (index / name).exists()
-    )
+        write_ref_mirror(self.path / "refs", self.refs())
 
 
 def _shown_ref(name: str) -> str:
@@ -557,22 +386,8 @@ def _shown_ref(name: str) -> str:
         return repr(name)
 
 
-def _is_ref_name(name: str) -> bool:
-    try:
-        check_ref_name(name)
-    except InvalidRefNameError:
-        return False
-    return True
-
-
 def _ref_exists(name: str) -> RefExistsError:
     return RefExistsError(f"ref {_shown_ref(name)} exists; delete it first", name=name)
-
-
-def _mirror_path(name: str) -> str:
-    """``os/main`` -> heads/os/main; ``origin:os/main`` -> remotes/origin/os/main."""
-    remote, sep, ref = name.partition(":")
-    return f"remotes/{remote}/{ref}" if sep else f"heads/{name}"
 
 
 _T = TypeVar("_T")
