@@ -32,7 +32,7 @@ from store.names import split_path
 from store.objects import Commit, DirEntry
 from store.repo import Repository
 from store.revs import history
-from store.trees import Node
+from store.trees import Node, commit_root
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ def path_history(
     child: tuple[ObjectId, Commit, list[_Spine]] | None = None
     known: Sequence[_Spine | None] = [None] * len(names)
     for current_id, commit in history(repo, commit_id):
-        root = _root(commit)
+        root = commit_root(commit)
         spines = [_spine(trees, root, n, k) for n, k in zip(names, known, strict=True)]
         known = spines
         if child is not None:
@@ -104,10 +104,6 @@ _Spine = list[Node | None]  # the root, then the node of each name of a path (No
 
 def _names(path: bytes) -> list[bytes]:
     return [name for name in path.split(b"/") if name]
-
-
-def _root(commit: Commit) -> Node:
-    return Node(b"/", dir=DirEntry(commit.tree, commit.meta))
 
 
 def _entry(

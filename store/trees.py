@@ -10,7 +10,7 @@ from store.errors import CorruptObjectError, NotADirectoryInTreeError, PathNotFo
 from store.ids import ObjectId
 from store.mtree import MAX_TREE_DEPTH
 from store.names import show_path, split_path
-from store.objects import DirEntry, DirTree
+from store.objects import Commit, DirEntry, DirTree
 from store.repo import Repository
 
 
@@ -30,7 +30,11 @@ class Node:
 
 def root_node(repo: Repository, commit_id: ObjectId) -> Node:
     """The root directory of a commit, as a Node whose path is "/"."""
-    commit = repo.read_commit(commit_id)
+    return commit_root(repo.read_commit(commit_id))
+
+
+def commit_root(commit: Commit) -> Node:
+    """The root directory of a commit already read, as a Node whose path is "/"."""
     return Node(b"/", dir=DirEntry(commit.tree, commit.meta))
 
 

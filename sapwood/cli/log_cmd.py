@@ -10,13 +10,13 @@ from typing import Any
 
 from sapwood import (
     Commit,
-    DirEntry,
     Node,
     ObjectId,
     Repository,
     history,
     path_history,
     rev_parse,
+    root_node,
 )
 from sapwood.cli.commit_view import commit_json, print_commit
 from sapwood.cli.context import open_repo
@@ -105,18 +105,14 @@ def _entries(
             )
         return
     for current_id, commit in history(repo, commit_id):
-        yield current_id, commit, ((b"/", _parent_root(repo, commit), _root(commit)),)
-
-
-def _root(commit: Commit) -> Node:
-    return Node(b"/", dir=DirEntry(commit.tree, commit.meta))
+        yield current_id, commit, ((b"/", _parent_root(repo, commit), root_node(repo, current_id)),)
 
 
 def _parent_root(repo: Repository, commit: Commit) -> Node | None:
     """The parent's root, None for a root commit or a parent history does not reach."""
     if commit.parent is None or not repo.has_object(commit.parent):
         return None
-    return _root(repo.read_commit(commit.parent))
+    return root_node(repo, commit.parent)
 
 
 def _json(
