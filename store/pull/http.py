@@ -32,6 +32,7 @@ import http.client
 import io
 import logging
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -43,6 +44,7 @@ import urllib3
 from urllib3 import connection as u3_connection
 from urllib3 import connectionpool as u3_pool
 from urllib3 import exceptions as u3
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from store.errors import NetworkError
 from store.pull.deadlines import WATCHDOG
@@ -218,7 +220,7 @@ class Fetcher:
         except u3.HTTPError as exc:  # could not connect, timed out connecting
             conn.close()
             raise _Transient(_describe(exc)) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, CertificateError) as exc:
             conn.close()
             raise _Transient(_describe_raw(exc)) from None
         self._local.used = time.monotonic()
@@ -458,6 +460,8 @@ class _Transient(Exception):
 def _describe_raw(exc: BaseException) -> str:
     """What went wrong on a connection used without the pool, in the words
     :func:`_describe` has for the pool's wrapping of the same error."""
+    if isinstance(exc, ssl.SSLError | CertificateError):  # the pool's SSLError says so too
+        return f"TLS error: {exc}"
     if isinstance(exc, TimeoutError):  # socket.timeout, or the watchdog's _HeadTimeout
         if isinstance(exc, _HeadTimeout):
             return str(exc)

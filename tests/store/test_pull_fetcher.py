@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 import http.server
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -245,6 +248,29 @@ def test_a_tls_handshake_that_trickles_fails_after_the_retries() -> None:
             conn.close()
     assert len(accepted) == 2
     assert time.monotonic() - started < 2 * (SETTINGS.connect_timeout + SETTINGS.read_timeout) + 1
+
+
+def test_a_certificate_nobody_vouches_for_is_refused(tmp_path: Path) -> None:
+    """The fetcher's own connections verify the server's certificate as urllib3's pool
+    does: a self-signed one is refused, and the error says it is TLS."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subprocess.run(
+        [*request, "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(NetworkError, match=r"TLS error: .*certificate verify failed"):
+            _get(f"https://127.0.0.1:{server.server_address[1]}", "ok")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _trickle_hello(conn: socket.socket) -> None:
