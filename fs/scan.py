@@ -337,12 +337,9 @@ class DirScanner:
         pending: list[_PendingFile] = []
         candidates: list[_Candidate] = []
         try:
-            where = self._shown(directory.tree_path)
             assert self._prefetch is not None
             entries = self._prefetch.listing(lambda: self._entries(directory, fd))
-            prefix = directory.tree_path.rstrip(b"/") + b"/"
-            for name, entry in entries:
-                self._classify(directory, fd, where, prefix, name, entry, pending, candidates)
+            self._classify_all(directory, fd, entries, pending, candidates)
             for name, tree_path, st in self._not_linked(directory, candidates):
                 self._regular(directory, fd, name, tree_path, st, pending)
             self._read_batch(pending, directory.target)
@@ -369,37 +366,52 @@ class DirScanner:
         entries.sort(key=_by_name)
         return entries
 
+    def _classify_all(
+        self,
+        directory: _Dir,
+        fd: int,
+        entries: list[tuple[bytes, os.DirEntry[str]]],
+        pending: list[_PendingFile],
+        candidates: list[_Candidate],
+    ) -> None:
+        """lstat each entry and classify it (_classify), but for the regular files that
+        may be the repository's objects, linked by a checkout: those wait in
+        ``candidates`` (_not_linked). In one loop, without a call for those: a farm's
+        re-commit does little else per file."""
+        where = self._shown(directory.tree_path)
+        prefix = directory.tree_path.rstrip(b"/") + b"/"
+        skip = self._options.skip
+        for name, entry in entries:
+            if len(name) > _NAME_MAX or b"/" in name or b"\0" in name:
+                check_name(name, where)  # what else it refuses ("", ".", ".."), no listing holds
+            tree_path = prefix + name
+            if tree_path in skip:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                raise SourceError(f"{self._shown(tree_path)}: {exc.strerror}") from None
+            if st.st_nlink > 1 and st.st_mtime_ns == 0 and stat.S_ISREG(st.st_mode):
+                candidates.append((name, tree_path, st))  # as every linked object shows
+            else:
+                self._classify(directory, fd, name, tree_path, st, pending)
+
     def _classify(
         self,
         directory: _Dir,
         fd: int,
-        where: str,
-        prefix: bytes,
         name: bytes,
-        entry: os.DirEntry[str],
+        tree_path: bytes,
+        st: os.stat_result,
         pending: list[_PendingFile],
-        candidates: list[_Candidate],
     ) -> None:
-        """Queue a subdirectory, record a symlink, and record a regular file (or open it
-        to be read, in ``pending``), but for the files that may be the repository's
-        objects, linked by a checkout: those wait in ``candidates`` (_not_linked)."""
-        if len(name) > _NAME_MAX or b"/" in name or b"\0" in name:
-            check_name(name, where)  # what else it refuses ("", ".", ".."), no listing holds
-        tree_path = prefix + name
-        if tree_path in self._options.skip:
-            return
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError as exc:
-            raise SourceError(f"{self._shown(tree_path)}: {exc.strerror}") from None
+        """Queue a subdirectory, record a symlink, record a regular file (or open it to
+        be read, in ``pending``); refuse or skip anything else."""
         if stat.S_ISDIR(st.st_mode):
             child = _Dir(name, st, tree_path, directory.target.child_dir(name))
             directory.subdirs.append(child)
         elif stat.S_ISREG(st.st_mode):
-            if st.st_nlink > 1 and st.st_mtime_ns == 0:  # as every linked object shows
-                candidates.append((name, tree_path, st))
-            else:
-                self._regular(directory, fd, name, tree_path, st, pending)
+            self._regular(directory, fd, name, tree_path, st, pending)
         elif stat.S_ISLNK(st.st_mode):
             self._symlink(directory, fd, name, tree_path, st)
         elif self._options.skip_special:
