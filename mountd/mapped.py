@@ -18,8 +18,9 @@ than keeping the whole index mapped would, and its memory stays under 100 MiB.
 
 The budget is shared with archive mode's decompressed small objects (mountd/sources.py),
 which are anonymous memory the daemon would otherwise add on top (32 MiB of them, when
-a walk also reads): they may take half of it at most, and the index pages are let go
-of once they and the objects held together pass it. One budget, one number to set
+a walk also reads): they may take half of it at most (and 32 MiB at most, however
+large the budget: they are not page cache), and the index pages are let go of once
+they and the objects held together pass it. One budget, one number to set
 (SAPWOOD_MOUNT_INDEX_MIB), and a daemon that walks and reads an archive repository
 stays where a walk alone keeps it. In the other modes the objects are open files and
 nothing is held: the index has the whole budget, as before.
@@ -49,9 +50,9 @@ def memory_budget() -> int:
 
 def bound_view_memory(view: TreeView, budget: int | None = None) -> MappedIndexBound:
     """Hold what a view adds to the daemon's memory to one budget (by default
-    ``memory_budget()``): half of it at most for decompressed archive objects, the
-    rest, and whatever they leave, for index pages. Made once mounted (the libraries
-    mapped by then are the baseline)."""
+    ``memory_budget()``): half of it at most (32 MiB at most) for decompressed archive
+    objects, the rest, and whatever they leave, for index pages. Made once mounted
+    (the libraries mapped by then are the baseline)."""
     budget = memory_budget() if budget is None else budget
     view.sources.hold_at_most(budget // 2)
     bound = MappedIndexBound(view.repo, budget, held=view.sources.held_bytes)

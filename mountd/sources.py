@@ -17,11 +17,12 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
 - archive mode: objects up to 1 MiB are decompressed (and verified) into memory, 32 MiB
   of them in all, each weighed with what keeping it costs beyond its bytes (its id, the
   bytes object, the LRU's entry: about 300 bytes, so a million tiny files cannot take
-  300 MB); the daemon gives them half its memory budget at most (mountd/mapped.py
-  ``bound_view_memory``: 20 MiB by default). A larger object is never held in
-  memory: it is decompressed once, verified as it goes, into an unlinked temporary
-  file in a private directory under TMPDIR (O_TMPFILE where the filesystem has it),
-  and served from there; 8 of those are kept, 4 GiB in all, the least recently read going first.
+  300 MB); the daemon gives them half its memory budget where that is less
+  (mountd/mapped.py ``bound_view_memory``: 20 MiB by default). A larger object is
+  never held in memory: it is decompressed once, verified as it goes, into an
+  unlinked temporary file in a private directory under TMPDIR (O_TMPFILE where the
+  filesystem has it), and served from there; 8 of those are kept, 4 GiB in all, the
+  least recently read going first.
 """
 
 from __future__ import annotations
@@ -98,8 +99,11 @@ class ObjectSources:
 
     def hold_at_most(self, limit: int) -> None:
         """Keep decompressed objects (archive mode) within ``limit`` bytes from now on,
-        their cost in memory counted as ``held_bytes`` counts it."""
-        self._small.count = self._small.budget = limit
+        their cost in memory counted as ``held_bytes`` counts it; never more than
+        _KEPT_BYTES, however large ``limit``: a budget raised to keep a large index
+        mapped (page cache, which the kernel can reclaim) is no reason to hold more
+        anonymous memory, which it cannot."""
+        self._small.count = self._small.budget = min(limit, _KEPT_BYTES)
         self._small.make_room(0)
 
     def held_bytes(self) -> int:
