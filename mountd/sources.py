@@ -22,7 +22,8 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
   never held in memory: it is decompressed once, verified as it goes, into an
   unlinked temporary file in a private directory under TMPDIR (O_TMPFILE where the
   filesystem has it), and served from there; 8 of those are kept, 4 GiB in all, the
-  least recently read going first.
+  least recently read going first. One that TMPDIR's free space cannot hold is an
+  error for that file, before any of it is decompressed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _KEPT_BYTES = 32 << 20  # decompressed small archive objects kept, in all (hold_
 _KEPT_ENTRY_COST = 320  # what one kept object costs beyond its bytes (measured: ~300)
 _SPOOLS = 8  # large archive objects kept decompressed in temporary files
 _SPOOL_BYTES = 4 << 30  # the disk those files take, in all
+_SPOOL_RESERVE = 64 << 20  # TMPDIR's space a spool leaves free (1/16 of a smaller one)
 _SHOWN = 1 << 14  # which object the inodes read lately show
 _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes each
 _CHUNK = 1 << 20
@@ -78,6 +80,7 @@ class ObjectSources:
             self._small.add(file_id, self.repo.read_file(file_id), size + _KEPT_ENTRY_COST)
         else:
             self._spools.make_room(size)  # before the new file takes its disk space
+            self._require_room(file_id, size)
             self._spools.add(file_id, self._spool(file_id), size)
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
@@ -146,6 +149,22 @@ class ObjectSources:
             shutil.copyfileobj(stream, spool, _CHUNK)
             spool.flush()
             return os.dup(spool.fileno())
+
+    def _require_room(self, file_id: ObjectId, size: int) -> None:
+        """Refuse, before decompressing any of it, an object that TMPDIR's free space
+        (less a reserve) cannot hold: an object a few KiB compressed may claim
+        terabytes, and spooling it would fill the filesystem before failing, on every
+        read. ``_spools`` holds one object, however large, when nothing else fits: its
+        byte budget does not bound this."""
+        where = self._private_dir()
+        st = os.statvfs(where)
+        free = st.f_bavail * st.f_frsize
+        reserve = min(_SPOOL_RESERVE, st.f_blocks * st.f_frsize // 16)
+        if size + reserve > free:
+            raise ObjectReadError(
+                f"object {file_id.hex()}: its {size} bytes do not fit in {where} "
+                f"({free} bytes free, {reserve} left free); set TMPDIR elsewhere"
+            )
 
     def _private_dir(self) -> str:
         """A directory of this daemon's alone (mode 0700) for its temporary files, removed

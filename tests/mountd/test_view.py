@@ -7,6 +7,7 @@ import stat
 import tempfile
 import tracemalloc
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -261,3 +262,40 @@ def test_a_full_tmpdir_fails_the_large_archive_file_alone(
         assert view.read(view.lookup(ROOT_INODE, b"small").ino, 0, 10) == b"small\n"
         view.close()
     repo.close()
+
+
+def test_an_object_larger_than_tmpdir_has_room_for_is_refused_before_it_is_spooled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archive object that cannot fit in TMPDIR's free space is refused before any
+    of it is decompressed (review8 3): a hostile repository's 64 MiB of zeros (a few
+    KiB compressed) used to fill the 16 MiB TMPDIR until ENOSPC on every read, and a
+    file of terabytes of zeros the disk. What fits is still served."""
+    if not IS_ROOT:
+        pytest.skip("mounts a tmpfs")
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "huge").write_bytes(bytes(64 << 20))
+    (source / "fits").write_bytes(os.urandom(4 << 20))
+    commit_id = commit_dir(repo, source)
+    opened: list[ObjectId] = []
+    open_file = repo.open_file
+
+    def counted(file_id: ObjectId) -> BinaryIO:
+        opened.append(file_id)
+        return open_file(file_id)
+
+    monkeypatch.setattr(repo, "open_file", counted)
+    with small_tmpfs(tmp_path / "tmp", "16m") as tmpdir:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+        view = CommitView(repo, commit_id)
+        try:
+            huge = view.lookup(ROOT_INODE, b"huge").ino
+            with pytest.raises(ObjectReadError, match="free"):
+                view.read(huge, 0, 100)
+            assert opened == []  # nothing decompressed, nothing written
+            fits = view.lookup(ROOT_INODE, b"fits").ino
+            assert view.read(fits, 0, 5 << 20) == (source / "fits").read_bytes()
+        finally:
+            view.close()
