@@ -22,7 +22,9 @@ What it reads is thrown away: the scan opens, checks and reads everything itself
 fs/scan.py says, so nothing here can change what a commit records. It never follows
 a symlink: each directory is opened one component at a time from a duplicate of the
 scan's root fd, with O_NOFOLLOW | O_DIRECTORY, and anything that fails (swapped,
-removed, unreadable) is skipped. It holds at most two fds a thread and its root fd.
+removed, unreadable) is skipped. It holds at most two fds a thread and its root fd,
+and the paths of the directories it has seen and not yet listed (a few MB for a tree
+of 50,000 directories, and only while the tree comes from the disk).
 """
 
 from __future__ import annotations
