@@ -21,9 +21,11 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
   (mountd/mapped.py ``bound_view_memory``: 20 MiB by default). A larger object is
   never held in memory: it is decompressed once, verified as it goes, into an
   unlinked temporary file in a private directory under TMPDIR (O_TMPFILE where the
-  filesystem has it), and served from there; 8 of those are kept, 4 GiB in all, the
-  least recently read going first. One that TMPDIR's free space cannot hold is an
-  error for that file, before any of it is decompressed.
+  filesystem has it), and served from there; 64 of those are kept, 4 GiB in all, the
+  least recently read going first (a reader whose spool is evicted decompresses the
+  whole object again for its next read: more readers at once than spools thrash).
+  One that TMPDIR's free space cannot hold is an error for that file, before any of
+  it is decompressed.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ _OPEN_FILES = 256  # object files kept open (uncompressed modes)
 _SMALL = 1 << 20  # up to this size: verified with one read, or decompressed into memory
 _KEPT_BYTES = 32 << 20  # decompressed small archive objects kept, in all (hold_at_most)
 _KEPT_ENTRY_COST = 320  # what one kept object costs beyond its bytes (measured: ~300)
-_SPOOLS = 8  # large archive objects kept decompressed in temporary files
+_SPOOLS = 64  # large archive objects kept decompressed in temporary files (fds: cheap)
 _SPOOL_BYTES = 4 << 30  # the disk those files take, in all
 _SPOOL_RESERVE = 64 << 20  # TMPDIR's space a spool leaves free (1/16 of a smaller one)
 _SHOWN = 1 << 14  # which object the inodes read lately show
