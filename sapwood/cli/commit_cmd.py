@@ -138,7 +138,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
     if args.path:
         layers.append(Layer.directory(args.path))
     metadata = _metadata(args.add_metadata_string)
-    timestamp = parse_time(args.timestamp) if args.timestamp else None
+    timestamp = parse_time(args.timestamp) if args.timestamp is not None else None
     options = _options(args)
     with open_repo(args) as repo, Progress("commit") as progress:
         # The branch and the layers are refused before --parent is resolved, as always.

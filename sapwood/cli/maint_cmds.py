@@ -128,7 +128,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             refs_only=args.refs_only,
             depth=args.depth,
             keep_younger_than=parse_time(args.keep_younger_than)
-            if args.keep_younger_than
+            if args.keep_younger_than is not None
             else None,
             delete_commits=doomed,
             dry_run=args.dry_run,

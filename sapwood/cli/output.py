@@ -143,8 +143,14 @@ def parse_time(text: str) -> int:
 
     try:
         return parse_date(text)
-    except InvalidDateError:
+    except InvalidDateError as exc:
+        reason = str(exc).removeprefix("not a date: ")
+        if not reason.endswith(_FORMS_LISTED):  # a form it knows, out of range: say so
+            raise UsageError(f"not a time: {reason}") from None
         shown = repr(text) if len(text) <= 64 else f"{text[:20]!r}..."
         raise UsageError(
             f"not a time: {shown} (use seconds, ISO 8601, @SECONDS, 'N days ago', yesterday or now)"
         ) from None
+
+
+_FORMS_LISTED = "yesterday or now"  # how parse_date's refusal of an unknown form ends
