@@ -19,6 +19,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import stat
 from pathlib import Path
 
 from store.durability import replace_file
@@ -124,9 +125,19 @@ def _check_portable(key: str, value: str) -> None:
 
 def _remove_stale_temporaries(path: Path) -> None:
     """Remove the .config.tmp-* files of config writers that died before their rename:
-    every writer of the config holds the config lock, which the caller holds."""
+    every writer of the config holds the config lock, which the caller holds. Only
+    what a writer leaves (a file; a symlink goes as a link): a directory by that name is
+    no writer's and failed every set and unset ('Is a directory', attack8.md 3)."""
     for stale in path.glob(".config.tmp-*"):
-        stale.unlink(missing_ok=True)
+        if not stat.S_ISDIR(_lstat_mode(stale)):
+            stale.unlink(missing_ok=True)
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return path.lstat().st_mode
+    except FileNotFoundError:
+        return 0
 
 
 _SECTION_LINE = re.compile(r"\[(?P<name>[^\]]*)\]")
