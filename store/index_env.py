@@ -34,6 +34,10 @@ class SharedEnv:
         self.users = 0
         self.access = access
         self._mapped: list[tuple[int, int]] | None = None
+        # Held while the map's pages are let go of, and while the map is unmapped
+        # (close, reopen): addresses kept from a map that is gone may hold anything by
+        # then, the interpreter's heap too, which madvise(DONTNEED) would zero.
+        self._map_lock = threading.Lock()
         self._reads = 0
         self.env, self.dbs = self._open_env()
         if access is Access.CREATE:  # made now: a reopen (remap) must find it, never make one
@@ -78,9 +82,11 @@ class SharedEnv:
         return env, dbs
 
     def reopen(self) -> None:
-        self.env.close()
-        self._mapped = None
-        self.env, self.dbs = self._open_env()
+        with self._map_lock:
+            self.env.close()
+            self._mapped = []  # nothing to let go of, should the reopening fail
+            self.env, self.dbs = self._open_env()
+            self._mapped = None
 
     def mapped_ranges(self) -> list[tuple[int, int]]:
         """Where this environment's data file is mapped (read once: /proc/self/maps of a
@@ -90,9 +96,12 @@ class SharedEnv:
         return self._mapped
 
     def release_pages(self) -> None:
-        """Drop the map's pages from this process's resident set (Index.release_pages)."""
-        for start, length in self.mapped_ranges():
-            madvise_dontneed(start, length)
+        """Drop the map's pages from this process's resident set (Index.release_pages);
+        nothing once the environment is closed (a snapshot read after its repository
+        was closed still counts its read: see _map_lock)."""
+        with self._map_lock:
+            for start, length in self.mapped_ranges():
+                madvise_dontneed(start, length)
 
     def note_reads(self, count: int = 1) -> None:
         """Count point reads; every READS_PER_RELEASE, let go of the pages they touched.
@@ -123,7 +132,9 @@ class SharedEnv:
             self.users -= 1
             if self.users == 0:
                 del self._open[self.key]
-                self.env.close()
+                with self._map_lock:
+                    self._mapped = []  # gone: never to be let go of again
+                    self.env.close()
 
 
 class Access(enum.Enum):

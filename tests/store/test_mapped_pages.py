@@ -1,0 +1,66 @@
+"""Letting go of the index's mapped pages (store/mapped_pages.py, SharedEnv.release_pages)
+touches only the live mapping of data.mdb, never memory that now lies where it was.
+
+madvise(MADV_DONTNEED) on a shared file mapping loses nothing (the pages fault back
+in from the page cache); on private anonymous memory it zeroes it. Addresses kept
+from a mapping that is gone (an environment closed, or reopened) may by then hold the
+interpreter's heap.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import stat
+
+import lmdb
+import pytest
+
+from store import FileHeader, Repository, index_env
+
+REG = stat.S_IFREG | 0o644
+_PROT_READ_WRITE = 0x1 | 0x2
+_MAP_PRIVATE_ANONYMOUS_FIXED_NOREPLACE = 0x02 | 0x20 | 0x100000
+_PAGE = 4096
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    return libc
+
+
+def test_a_closed_index_lets_go_of_nothing_mapped_where_it_was(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot read after its repository was closed (another thread closing it, a
+    caller's slip) counts its read before LMDB refuses it: the release it may start
+    must not madvise the closed map's old addresses, where anonymous memory (here a
+    page put there on purpose) may now live."""
+    with user_repo.transaction() as txn:
+        txn.write_file(FileHeader(0, 0, REG), b"one file")
+    shared = user_repo.index._shared
+    reader_cm = user_repo.index.reader()
+    reader = reader_cm.__enter__()
+    user_repo.index.release_pages()  # the map's addresses, read and kept
+    (start, _), *_ = shared.mapped_ranges()
+    user_repo.close()  # the map is gone; its addresses are free for anything
+    libc = _libc()
+    page = libc.mmap(start, _PAGE, _PROT_READ_WRITE, _MAP_PRIVATE_ANONYMOUS_FIXED_NOREPLACE, -1, 0)
+    assert page == start, "the closed map's address could not be taken again"
+    try:
+        ctypes.memset(page, 0x5A, _PAGE)
+        monkeypatch.setattr(index_env, "READS_PER_RELEASE", 1)
+        with pytest.raises(lmdb.Error):  # LMDB refuses a snapshot of a closed environment
+            reader.has_object(b"\1" * 32)
+        assert ctypes.string_at(page, _PAGE) == b"\x5a" * _PAGE, "anonymous memory zeroed"
+    finally:
+        libc.munmap(page, _PAGE)
