@@ -53,12 +53,14 @@ def write_batch(
         for commit_id in batch.partial_mark:
             txn.put(commit_id, b"", db=dbs["partial"])
         for object_id in batch.remove_objects:
+            pages.count()
             txn.delete(object_id, db=objects)
             txn.delete(object_id, db=dbs["commits"])
             if dbs.get("commitmeta") is not None:
                 txn.delete(object_id, db=dbs["commitmeta"])
         _put_commitmeta(txn, dbs.get("commitmeta"), batch)
         for key in batch.statcache_remove:
+            pages.count()
             txn.delete(key, db=dbs["statcache"])
         for update in batch.refs:
             if update.new is None:
@@ -76,7 +78,8 @@ class _PageReleases:
     Inside the write transaction too: LMDB reads the pages it descends through from the
     map (and copies those it changes into memory of its own), so a commit point that
     checks a million required ids and puts a hundred thousand trees had nearly the
-    whole index resident (357 MiB of a million-file commit's 591, issue 15). Dropping
+    whole index resident (357 MiB of a million-file commit's 591, issue 15; prune's removal
+    of a million-file tree's directories, 420 MiB). Dropping
     the map's pages is safe mid-transaction: the map is read-only and the pages fault
     back in from the page cache."""
 
