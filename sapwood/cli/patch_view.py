@@ -10,7 +10,9 @@ past a bound on its work (about a second) the lines between the files' common he
 and tail are one replacement hunk, as git's xdiff settles for a diff that is not
 minimal when one costs too much. A symlink's content is its target. Changes git has
 no words for are extra header lines: ``old owner``/``new owner`` (uid:gid) and ``xattrs changed``; a
-directory shows only its mode, owner and xattrs lines. The diff is bytes: file
+directory shows only its mode, owner and xattrs lines. A section git apply could not
+take (a directory's; a file's whose only change is its owner or xattrs) is headed
+``diff --sapwood a/X b/X``, which git apply and patch(1) skip. The diff is bytes: file
 contents are written as they are, names quoted as git quotes them (C-style in double
 quotes when they hold a control character, a quote, a backslash or a non-ASCII byte;
 a ``---``/``+++`` name holding a space ends with a tab), so git apply and patch take it.
@@ -125,6 +127,7 @@ class _Side:
         self.mode = self.uid = self.gid = 0
         self.xattrs: tuple[tuple[bytes, bytes], ...] = ()
         self.short_id = _NO_ID
+        self.file_id: bytes | None = None  # whole: an abbreviated id can collide
         self.size = 0
         self.target = b""
         self._repo, self._node = repo, node
@@ -136,6 +139,7 @@ class _Side:
             self.mode, self.uid, self.gid = header.mode, header.uid, header.gid
             self.xattrs, self.target = header.xattrs, header.symlink_target
             self.short_id = node.file.hex()[:7]
+            self.file_id = node.file
 
     def data(self) -> bytes:
         """The whole content (a symlink's: its target); empty for an absent side."""
@@ -185,15 +189,18 @@ def _read_full(stream: BinaryIO, size: int) -> bytes:
 def _file_patch(repo: Repository, path: bytes, old: Side, new: Side) -> bytes:
     before, after = _Side(repo, old), _Side(repo, new)
     a, b = _name(b"a" + path), _name(b"b" + path)
-    lines = [b"diff --git " + a + b" " + b + b"\n"]
-    lines += _mode_lines(before, after)
     is_dir = (old is not None and old.dir is not None) or (new is not None and new.dir is not None)
-    if is_dir or before.short_id == after.short_id:
-        return b"".join(lines)
+    extended = _mode_lines(before, after)
     large = max(before.size, after.size) > _LARGEST_TEXT
     both = before.exists and after.exists  # else an empty file added or deleted: git's index line
-    if both and (before.same_data(after) if large else before.data() == after.data()):
-        return b"".join(lines)  # only the mode, owner or xattrs changed
+    if (
+        is_dir
+        or before.file_id == after.file_id
+        or (both and (before.same_data(after) if large else before.data() == after.data()))
+    ):  # only the mode, owner or xattrs changed
+        header = b"diff --git " if _git_applies(before, after, is_dir) else _NOT_GIT
+        return header + a + b" " + b + b"\n" + b"".join(extended)
+    lines = [b"diff --git " + a + b" " + b + b"\n", *extended]
     same_mode = before.exists and after.exists and before.mode == after.mode
     suffix = f" {before.mode:06o}" if same_mode else ""
     lines.append(f"index {before.short_id}..{after.short_id}{suffix}\n".encode())
@@ -307,6 +314,21 @@ def _lines(content: bytes) -> list[bytes]:
     lines = content.split(b"\n")
     last = lines.pop()
     return [line + b"\n" for line in lines] + ([last] if last else [])
+
+
+# The header of a change git apply has no words for: a directory's mode, owner or xattrs,
+# a file's owner or xattrs alone. Under "diff --git" git apply refused the whole patch
+# (a directory is the wrong type; with no line it knows, the header ran on into the next
+# file's); git apply and patch(1) skip this one as text between patches (attack8.md 4).
+_NOT_GIT = b"diff --sapwood "
+
+
+def _git_applies(before: _Side, after: _Side, is_dir: bool) -> bool:
+    """Whether git apply takes a section of no content change: a file's mode change, or
+    a file added or deleted (empty, or of the same id on both sides)."""
+    if is_dir:
+        return False
+    return not (before.exists and after.exists) or before.mode != after.mode
 
 
 def _mode_lines(before: _Side, after: _Side) -> list[bytes]:
