@@ -40,6 +40,7 @@ class SharedEnv:
         self._map_lock = threading.Lock()
         self._reads = 0
         self.env, self.dbs = self._open_env()
+        self._identity = _file_identity(Path(key, "data.mdb"))
         if access is Access.CREATE:  # made now: a reopen (remap) must find it, never make one
             self.access = Access.READ_WRITE
 
@@ -86,13 +87,14 @@ class SharedEnv:
             self.env.close()
             self._mapped = []  # nothing to let go of, should the reopening fail
             self.env, self.dbs = self._open_env()
+            self._identity = _file_identity(Path(self.key, "data.mdb"))
             self._mapped = None
 
     def mapped_ranges(self) -> list[tuple[int, int]]:
         """Where this environment's data file is mapped (read once: /proc/self/maps of a
         Python process is long, 0.5 ms to parse; LMDB maps the file once, at open)."""
         if self._mapped is None:
-            self._mapped = mapped_ranges(os.path.join(self.key, "data.mdb"))
+            self._mapped = mapped_ranges(os.path.join(self.key, "data.mdb"), self._identity)
         return self._mapped
 
     def release_pages(self) -> None:
@@ -162,6 +164,16 @@ def _damaged(path: Path, what: str) -> IndexDamagedError:
         f"{path}: {what}; the repository cannot be used (see 'Damaged index' in "
         "docs/decisions.md: archive repositories can rebuild it with sapwood rebuild-index)"
     )
+
+
+def _file_identity(data: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the data file just mapped: what finds its mapping once it is
+    renamed or deleted (store/mapped_pages.py)."""
+    try:
+        st = os.stat(data)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _check_data_file(path: Path) -> None:

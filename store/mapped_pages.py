@@ -6,25 +6,48 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 from typing import Any
 
+log = logging.getLogger(__name__)
 _MADV_DONTNEED = 4  # linux/mman.h
 
 
-def mapped_ranges(path: str) -> list[tuple[int, int]]:
-    """(start, length) of this process's mappings of ``path``, from /proc/self/maps."""
+def mapped_ranges(path: str, identity: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """(start, length) of this process's shared mappings of the file at ``path``.
+
+    ``identity`` (st_dev, st_ino, read when the file was mapped) finds the mapping
+    once the file is renamed, replaced or deleted (its directory moved, an index
+    rebuilt: /proc/self/maps names it where it is now, or adds " (deleted)"), or
+    where its path is written escaped (a newline is "\\012" there); the path finds it
+    where the device shown differs from stat's (btrfs subvolumes). Only shared
+    mappings count: madvise(DONTNEED) on one loses nothing, on a private one it would
+    discard what the process wrote there."""
+    target = os.fsencode(path)
     ranges: list[tuple[int, int]] = []
     try:
         with open("/proc/self/maps", "rb") as maps:
             for line in maps:
                 fields = line.split(maxsplit=5)
-                if len(fields) == 6 and fields[5].rstrip(b"\n") == os.fsencode(path):
-                    low, high = (int(part, 16) for part in fields[0].split(b"-"))
-                    ranges.append((low, high - low))
+                if len(fields) == 6 and fields[1][3:4] == b"s":
+                    named = fields[5].rstrip(b"\n") == target
+                    if named or _same_file(fields[3], fields[4], identity):
+                        low, high = (int(part, 16) for part in fields[0].split(b"-"))
+                        ranges.append((low, high - low))
     except OSError:
         return []
+    if not ranges:
+        log.debug("%s is not mapped in this process: its pages cannot be let go of", path)
     return ranges
+
+
+def _same_file(device: bytes, inode: bytes, identity: tuple[int, int] | None) -> bool:
+    """Whether a maps line's device ("fe:01", hex) and inode are ``identity``'s."""
+    if identity is None or int(inode) != identity[1]:
+        return False
+    major, _, minor = device.partition(b":")
+    return (int(major, 16), int(minor, 16)) == (os.major(identity[0]), os.minor(identity[0]))
 
 
 def madvise_dontneed(start: int, length: int) -> None:

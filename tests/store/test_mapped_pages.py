@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import stat
+from pathlib import Path
 
 import lmdb
 import pytest
@@ -64,3 +65,41 @@ def test_a_closed_index_lets_go_of_nothing_mapped_where_it_was(
         assert ctypes.string_at(page, _PAGE) == b"\x5a" * _PAGE, "anonymous memory zeroed"
     finally:
         libc.munmap(page, _PAGE)
+
+
+def _resident_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings named ``path`` in /proc/self/smaps."""
+    resident, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split(maxsplit=5)
+            if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's first line
+                inside = len(fields) == 6 and fields[5].rstrip("\n") == str(path)
+            elif inside and fields[0] == "Rss:":
+                resident += int(fields[1])
+    return resident
+
+
+def test_the_map_is_found_once_its_repository_moved(user_repo: Repository) -> None:
+    """The index is found in /proc/self/maps by its inode, not only by the path it was
+    opened at: once the repository's directory is renamed (or its index replaced,
+    deleted, or its path holds a newline) that path names nothing there, and letting
+    go of the pages silently did nothing (review7 19)."""
+    with user_repo.transaction() as txn:
+        for n in range(6000):
+            txn.write_file(FileHeader(0, 0, REG), b"file %d" % n)
+    user_repo.close()
+    repo = Repository.open(user_repo.path)  # mapped anew, its mapping not yet looked for
+    moved = repo.path.with_name("moved")
+    repo.path.rename(moved)
+    data_file = moved / "index" / "data.mdb"
+    try:
+        with repo.index.reader() as reader:
+            assert sum(1 for _ in reader.iter_objects()) == 6000  # every page read
+            before = _resident_kib(data_file)
+            repo.index.release_pages()
+            after = _resident_kib(data_file)
+    finally:
+        repo.close()
+    assert before >= 256, f"only {before} KiB of the index mapped: nothing to release"
+    assert after < before // 4, f"{before} KiB mapped, {after} KiB after release_pages"
