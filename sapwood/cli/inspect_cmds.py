@@ -219,7 +219,7 @@ _SPOOL_IN_MEMORY = 64 << 20
 
 # ----- diff -------------------------------------------------------------------------
 def cmd_diff(args: argparse.Namespace) -> int:
-    paths = paths_after_separator(args, "diff A B -- PATH...")
+    paths = paths_after_separator(args, "diff A B -- PATH...", [args.old, args.new])
     with open_repo(args) as repo:
         old = root_node(repo, rev_parse(repo, args.old))
         if Path(args.new).is_dir():

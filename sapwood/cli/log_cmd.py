@@ -52,7 +52,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    paths = paths_after_separator(args, "log REV -- PATH...") or []
+    paths = paths_after_separator(args, "log REV -- PATH...", [args.rev]) or []
     if not paths and not args.patch:
         return _plain_log(args)
     with open_repo(args) as repo:

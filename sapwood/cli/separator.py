@@ -32,7 +32,9 @@ def keep_separator(parser: argparse.ArgumentParser) -> None:
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
-def paths_after_separator(args: argparse.Namespace, usage: str) -> list[str] | None:
+def paths_after_separator(
+    args: argparse.Namespace, usage: str, revisions: Sequence[str] = ()
+) -> list[str] | None:
     """The PATHs (``args.paths``) typed after '--'; None when none were (no '--', or
     '--' only ended the options before the commits: `diff -- A B`).
 
@@ -47,6 +49,10 @@ def paths_after_separator(args: argparse.Namespace, usage: str) -> list[str] | N
     after = args.after_separator
     revs = len(usage.split(" -- ")[0].split()) - 1  # "diff A B -- PATH...": 2
     taken = 0 if after is None else len(after) - len(paths)  # words after '--' taken as REVs
+    if after is not None and revisions:
+        found = _revisions_taken(after, paths, list(revisions))
+        if found is not None:  # else a stray word before '--', said below
+            taken, paths = found, after[found:]
     if taken > 0:
         _check_revisions_after(usage, after[:taken], revs)
     if "" in paths:  # git refuses an empty pathspec too; it read as the whole tree here
@@ -77,3 +83,29 @@ def _check_revisions_after(usage: str, taken: list[str], revs: int) -> None:
             f"{'a revision' if revs == 1 else f'{revs} revisions'} before it "
             "(sapwood has no HEAD to default to)"
         )
+
+
+def _revisions_taken(after: list[str], paths: list[str], revisions: list[str]) -> int | None:
+    """How many words after the first '--' argparse gave the revisions (``revisions``,
+    their values in order). argparse also drops a later '--' from the PATHs (Python
+    3.11: `diff A B -- x --` gave paths ['x'], so the count of the words left over
+    read one as a revision, attack8.md 7); git reads a later '--' as a PATH. The most
+    words that end the revisions and leave the PATHs, less some '--', are taken; None
+    when no count does (a PATH typed before '--' is among the PATHs)."""
+    for taken in range(min(len(revisions), len(after)), -1, -1):
+        given = revisions[len(revisions) - taken :]
+        if after[:taken] == given and _less_separators(after[taken:], paths):
+            return taken
+    return None
+
+
+def _less_separators(words: list[str], paths: list[str]) -> bool:
+    """Whether ``paths`` is ``words`` with none or some of its '--' left out."""
+    remaining = iter(paths)
+    pending = next(remaining, None)
+    for word in words:
+        if word == pending:
+            pending = next(remaining, None)
+        elif word != "--":
+            return False
+    return pending is None

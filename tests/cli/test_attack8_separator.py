@@ -1,0 +1,38 @@
+"""attack8.md 7: a '--' after the first is a PATH, as git reads it. argparse drops it
+from the PATHs, and the words left over were counted as revisions: `diff A B -- x --`
+said x was a PATH with a revision missing, `log -p main -- --` showed every change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, write_tree
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    assert cli("--repo", path, "init").code == 0
+    for version in ("1", "2"):
+        tree = write_tree(tmp_path / f"t{version}", {"x": f"{version}\n", "--": f"{version}\n"})
+        if version == "2":
+            (tree / "--").write_text("1\n")  # unchanged: only x changes
+        done = cli("--repo", path, "commit", "-b", "main", "--timestamp", version, tree)
+        assert done.code == 0, done.err
+    return path
+
+
+def test_a_second_separator_is_a_path_of_diff(repo: Path) -> None:
+    done = cli("--repo", repo, "diff", "main^", "main", "--", "x", "--")
+    assert (done.code, done.err) == (0, "")
+    assert done.out.split() == ["M", "/x"]
+
+
+def test_a_second_separator_is_a_path_of_log(repo: Path) -> None:
+    done = cli("--repo", repo, "log", "-p", "main", "--", "--")
+    assert done.code == 0, done.err
+    assert done.out.count("\ncommit ") == 0 and done.out.startswith("commit ")  # one commit
+    assert "diff --git a/-- b/--\nnew file mode" in done.out  # the one that added '/--'
+    assert "a/x" not in done.out
