@@ -22,9 +22,11 @@ What it reads is thrown away: the scan opens, checks and reads everything itself
 fs/scan.py says, so nothing here can change what a commit records. It never follows
 a symlink: each directory is opened one component at a time from a duplicate of the
 scan's root fd, with O_NOFOLLOW | O_DIRECTORY, and anything that fails (swapped,
-removed, unreadable) is skipped. It holds at most two fds a thread and its root fd,
-and the paths of the directories it has seen and not yet listed (a few MB for a tree
-of 50,000 directories, and only while the tree comes from the disk).
+removed, unreadable) is skipped, and so is every path the commit skips (a skipped
+mount that hangs, /proc or /sys of a sysroot, is never listed). It holds at most two
+fds a thread and its root fd, and the paths of the directories it has seen and not
+yet listed (a few MB for a tree of 50,000 directories, and only while the tree comes
+from the disk).
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ def _blocks_read() -> int:
 class Prefetcher:
     """Lists a tree's directories ahead of a scan once the scan reads from the disk."""
 
-    def __init__(self, root_fd: int) -> None:
-        """``root_fd``: the scan's fd of the tree's root (duplicated when started)."""
+    def __init__(self, root_fd: int, skip: frozenset[bytes] = frozenset()) -> None:
+        """``root_fd``: the scan's fd of the tree's root (duplicated when started);
+        ``skip``: the tree paths (b"/a/b") the scan leaves out, never listed here."""
         self._root_fd = root_fd
+        self._skip = skip
         self._cold_listings = 0
         self._started = False
         self._lock = threading.Condition()
@@ -142,11 +146,14 @@ class Prefetcher:
         if fd is None:
             return
         try:
+            prefix = b"/" + b"".join(name + b"/" for name in path)
             with os.scandir(fd) as listing:
                 for entry in listing:
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            subdirs.append((*path, os.fsencode(entry.name)))
+                            name = os.fsencode(entry.name)
+                            if prefix + name not in self._skip:
+                                subdirs.append((*path, name))
                         else:
                             entry.stat(follow_symlinks=False)
                     except OSError:

@@ -192,7 +192,7 @@ class DirScanner:
         try:
             self._open_dir(root, None)
             assert root.fd is not None
-            self._prefetch = Prefetcher(root.fd)
+            self._prefetch = Prefetcher(root.fd, self._options.skip)
             self._enter(root)
             while stack:
                 top = stack[-1]
