@@ -27,6 +27,11 @@ mount that hangs, /proc or /sys of a sysroot, is never listed). It holds at most
 fds a thread and its root fd, and the paths of the directories it has seen and not
 yet listed (a few MB for a tree of 50,000 directories, and only while the tree comes
 from the disk).
+
+Its threads never hold the scan up: :meth:`Prefetcher.stop` (when the walk ends, done,
+failed or interrupted) waits for them at most _STOP_WAIT seconds. A thread stops at the
+next entry it lists; one that waits on a filesystem (an NFS or FUSE mount that hangs)
+is left behind, a daemon, and the last one out closes the fd they share.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import logging
 import os
 import resource
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 _THREADS = 16  # requests in flight; the walk alone, cold: 8 threads 2.3 s, 16 1.4 s
 _AHEAD = 4096  # directories listed ahead of the scan, at most
 _COLD_LISTINGS = 2  # listings of the scan that read the disk before the threads start
+_STOP_WAIT = 1.0  # seconds stop() waits for the threads, all together
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _Path = tuple[bytes, ...]  # a directory's names below the root
@@ -70,6 +77,7 @@ class Prefetcher:
         self._entered = 0  # directories the scan entered so far
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._alive = 0  # threads started and not ended
         self._own_fd: int | None = None
 
     def listing(self, list_directory: Callable[[], _T]) -> _T:
@@ -100,32 +108,51 @@ class Prefetcher:
         log.debug("the tree is read from the disk: listing it ahead in %d threads", _THREADS)
         for _ in range(_THREADS):
             thread = threading.Thread(target=self._work, name="sapwood-prefetch", daemon=True)
-            thread.start()
+            with self._lock:
+                self._alive += 1
+            try:
+                thread.start()
+            except BaseException:
+                with self._lock:
+                    self._alive -= 1
+                raise
             self._threads.append(thread)
 
     def stop(self) -> None:
-        """End the threads (each finishes the directory it lists) and let go of the fd."""
+        """End the threads and let go of the fd, waiting at most _STOP_WAIT seconds:
+        a thread still held by its filesystem then ends (and closes the fd) by itself."""
         with self._lock:
             self._stopping = True
             self._lock.notify_all()
+        deadline = time.monotonic() + _STOP_WAIT
         for thread in self._threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
-        if self._own_fd is not None:
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        """Close the fd once stopped and no thread is left (called holding the lock)."""
+        if self._stopping and not self._alive and self._own_fd is not None:
             os.close(self._own_fd)
             self._own_fd = None
 
     def _work(self) -> None:
-        while (path := self._next()) is not None:
-            subdirs: list[_Path] = []
-            try:
-                self._list(path, subdirs)
-            finally:
-                with self._lock:
-                    self._busy -= 1
-                    self._listed += 1
-                    self._stack.extend(reversed(subdirs))
-                    self._lock.notify_all()
+        try:
+            while (path := self._next()) is not None:
+                subdirs: list[_Path] = []
+                try:
+                    self._list(path, subdirs)
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+                        self._listed += 1
+                        self._stack.extend(reversed(subdirs))
+                        self._lock.notify_all()
+        finally:
+            with self._lock:
+                self._alive -= 1
+                self._release()
 
     def _next(self) -> _Path | None:
         """The next directory to list, once the scan is near enough; None to end."""
@@ -149,6 +176,8 @@ class Prefetcher:
             prefix = b"/" + b"".join(name + b"/" for name in path)
             with os.scandir(fd) as listing:
                 for entry in listing:
+                    if self._stopping:
+                        return  # a huge directory is not listed to its end for nothing
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             name = os.fsencode(entry.name)

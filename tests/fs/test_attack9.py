@@ -6,7 +6,9 @@ every look starts the threads at once."""
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,71 @@ def test_a_skipped_path_is_never_listed_ahead(
     commit_dir(user_repo, source, options=ContentOptions(skip=frozenset({b"/mnt"})))
     assert (b"keep", b"deeper") in listed  # it did run
     assert not [path for path in listed if path[:1] == (b"mnt",)]
+
+
+def test_a_thread_held_by_its_filesystem_does_not_hold_the_commit(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 2: stop() joined every thread without a limit, so one listing a
+    directory of a mount that hangs (or a huge cold one) held the commit, its error and
+    its Ctrl-C cleanup, until that listing ended."""
+    source = tmp_path / "src"
+    for name in ("a", "b", "c"):
+        (source / name / "sub").mkdir(parents=True)
+        (source / name / "sub" / "file").write_bytes(name.encode())
+    before = sorted(os.listdir("/proc/self/fd"))
+    _cold(monkeypatch)
+    _, release = _spy(monkeypatch, hold=(b"b",))
+    started = time.monotonic()
+    try:
+        commit_dir(user_repo, source)
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert took < fs.prefetch._STOP_WAIT + 5
+    deadline = time.monotonic() + 10
+    while _prefetch_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _prefetch_threads()
+    assert sorted(os.listdir("/proc/self/fd")) == before  # the last thread closed its fd
+
+
+def test_a_stopped_thread_leaves_a_huge_directory_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 2: a thread stops at the next entry, not at the end of its directory."""
+    for number in range(300):
+        (tmp_path / f"f{number}").write_bytes(b"")
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    prefetcher = Prefetcher(root)
+    prefetcher._own_fd = os.dup(root)
+    prefetcher._stopping = True
+    seen: list[str] = []
+    real_scandir = os.scandir
+
+    class Listing:
+        def __init__(self, fd: int) -> None:
+            self._inner = real_scandir(fd)
+
+        def __enter__(self) -> Listing:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            self._inner.close()
+
+        def __iter__(self) -> Listing:
+            return self
+
+        def __next__(self) -> os.DirEntry[str]:
+            entry = next(self._inner)
+            seen.append(entry.name)
+            return entry
+
+    monkeypatch.setattr(fs.prefetch.os, "scandir", Listing)
+    try:
+        prefetcher._list((), [])
+    finally:
+        monkeypatch.undo()
+        prefetcher.stop()
+        os.close(root)
+    assert len(seen) <= 1
