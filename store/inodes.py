@@ -267,25 +267,31 @@ def _list_prefix(objects: str, prefix: str) -> tuple[array[int], bytes] | None:
         return array("Q"), b""
     if not _inode_is_true(found[0]):
         return None
-    try:  # one conversion for the whole directory (each name's 62 digits after the prefix)
-        ids = bytes.fromhex(prefix + prefix.join([entry.name[:_HEX_NAME] for entry in found]))
+    # One conversion for the whole directory (each name's 62 digits after the prefix),
+    # taken only if it gives back the same text: fromhex skips spaces and reads upper
+    # case, and neither names an object (whose file the store would never open).
+    text = prefix + prefix.join([entry.name[:_HEX_NAME] for entry in found])
+    try:
+        ids = bytes.fromhex(text)
     except ValueError:
         ids = b""
-    if len(ids) != _ID * len(found):  # a name that is not hex (fromhex skips spaces)
+    if len(ids) != _ID * len(found) or ids.hex() != text:
         found, ids = _hex_named(prefix, found)
     return array("Q", [entry.inode() for entry in found]), ids
 
 
 def _hex_named(prefix: str, found: list[os.DirEntry[str]]) -> tuple[list[os.DirEntry[str]], bytes]:
-    """The entries whose names are an object's id in hex, and those ids, one by one."""
+    """The entries whose names are an object's id in lower-case hex, and those ids, one
+    by one."""
     kept: list[os.DirEntry[str]] = []
     ids = bytearray()
     for entry in found:
+        text = prefix + entry.name[:_HEX_NAME]
         try:
-            object_id = bytes.fromhex(prefix + entry.name[:_HEX_NAME])
+            object_id = bytes.fromhex(text)
         except ValueError:
             continue
-        if len(object_id) == _ID:
+        if len(object_id) == _ID and object_id.hex() == text:
             kept.append(entry)
             ids += object_id
     return kept, bytes(ids)
