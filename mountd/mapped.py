@@ -56,6 +56,7 @@ def bound_view_memory(view: TreeView, budget: int | None = None) -> MappedIndexB
     budget = memory_budget() if budget is None else budget
     view.sources.hold_at_most(budget // 2)
     bound = MappedIndexBound(view.repo, budget, held=view.sources.held_bytes)
+    view.repo.take_over_index_page_releases()  # this budget alone (a raised one kept)
     view.index_hook = bound
     return bound
 

@@ -287,6 +287,12 @@ class Index:
         if not self._closed:
             self._shared.release_pages()
 
+    def take_over_page_releases(self) -> None:
+        """Point reads no longer let go of the map's pages every READS_PER_RELEASE
+        (store/index_env.py): the caller calls :meth:`release_pages` on a budget of its
+        own, for every Index of this repository in the process."""
+        self._shared.release_after_reads = False
+
     def _require_open(self) -> None:
         """A closed repository is the caller's slip, not a damaged index."""
         if self._closed:
@@ -300,7 +306,10 @@ class Index:
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         try:
-            yield IndexReader(txn, self._dbs, self._shared.note_reads)
+            shared = self._shared
+            yield IndexReader(
+                txn, self._dbs, _no_count if not shared.release_after_reads else shared.note_reads
+            )
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         finally:

@@ -143,6 +143,13 @@ class Repository:
         long-lived reader that walks much of the index, the mount daemon."""
         self.index.release_pages()
 
+    def take_over_index_page_releases(self) -> None:
+        """From now on this process lets go of the index's pages only when it calls
+        :meth:`release_index_pages`: point reads no longer do it every 2,048 reads. For
+        a caller with a budget of its own (the mount daemon: SAPWOOD_MOUNT_INDEX_MIB
+        raised to keep a large index mapped is kept to)."""
+        self.index.take_over_page_releases()
+
     def __enter__(self) -> Repository:
         return self
 

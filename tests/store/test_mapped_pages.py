@@ -103,3 +103,26 @@ def test_the_map_is_found_once_its_repository_moved(user_repo: Repository) -> No
         repo.close()
     assert before >= 256, f"only {before} KiB of the index mapped: nothing to release"
     assert after < before // 4, f"{before} KiB mapped, {after} KiB after release_pages"
+
+
+def test_a_caller_with_a_budget_of_its_own_keeps_what_point_reads_mapped(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mount daemon lets go of the index's pages on its own budget
+    (SAPWOOD_MOUNT_INDEX_MIB, which may be raised to keep a large index mapped):
+    once it takes that over, point reads no longer drop them every READS_PER_RELEASE
+    (scaled down here: after every read), which overrode a raised budget."""
+    with user_repo.transaction() as txn:
+        ids = [txn.write_file(FileHeader(0, 0, REG), b"file %d" % n) for n in range(6000)]
+    data_file = user_repo.path / "index" / "data.mdb"
+    with user_repo.index.reader() as reader:
+        assert sum(1 for _ in reader.iter_objects()) == 6000
+        everything = _resident_kib(data_file)
+    user_repo.release_index_pages()
+    monkeypatch.setattr(index_env, "READS_PER_RELEASE", 1)
+    user_repo.take_over_index_page_releases()
+    with user_repo.index.reader() as reader:
+        assert all(reader.has_object(i) for i in ids)
+        kept = _resident_kib(data_file)
+    assert everything >= 256, f"only {everything} KiB of the index mapped: too small a test"
+    assert kept > everything // 2, f"{kept} of {everything} KiB kept by point reads"
