@@ -143,6 +143,8 @@ class Prefetcher:
                 subdirs: list[_Path] = []
                 try:
                     self._list(path, subdirs)
+                except Exception:  # never a traceback: what it reads is thrown away anyway
+                    log.debug("listing ahead failed at %r", path, exc_info=True)
                 finally:
                     with self._lock:
                         self._busy -= 1
@@ -205,8 +207,8 @@ class Prefetcher:
                 if opened is not None:
                     os.close(opened)
                 fd = opened = child
+            return opened if opened is not None else os.dup(fd)
         except OSError:
             if opened is not None:
                 os.close(opened)
             return None
-        return opened if opened is not None else os.dup(fd)

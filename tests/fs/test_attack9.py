@@ -132,3 +132,30 @@ def test_a_stopped_thread_leaves_a_huge_directory_at_once(
         prefetcher.stop()
         os.close(root)
     assert len(seen) <= 1
+
+
+def test_a_failure_in_a_thread_is_no_traceback_and_the_commit_goes_on(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 5: an error _list did not expect (out of fds in _open's dup of the root,
+    EMFILE) ended its thread through threading.excepthook: a traceback on the CLI's
+    stderr, and one thread fewer."""
+    source = tmp_path / "src"
+    for name in ("a", "b"):
+        (source / name / "sub").mkdir(parents=True)
+        (source / name / "sub" / "file").write_bytes(name.encode())
+    warm = commit_dir(user_repo, source, "warm")
+    hooked: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+    _cold(monkeypatch)
+    listed: list[_Path] = []
+
+    def failing_open(self: Prefetcher, path: _Path) -> int | None:
+        listed.append(path)
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(Prefetcher, "_open", failing_open)
+    cold = commit_dir(user_repo, source, "cold")
+    assert listed  # the threads ran
+    assert user_repo.read_commit(cold).tree == user_repo.read_commit(warm).tree
+    assert not hooked
