@@ -76,6 +76,13 @@ class FileBatches:
 
         A snapshot is enough: an object another writer adds meanwhile is only staged
         twice, and the index keeps the first record.
+
+        A flush ends the flushing thread's snapshot only; every other thread renews its
+        own at its next claim (the generation differs). One that stops claiming while
+        the transaction goes on keeps pinning the pages the flushes replace until the
+        transaction ends (review7 18, review9 11): ending it from the flushing thread
+        is not safe, as it may be inside a read, and pull's transactions (2,000 objects)
+        never reach FLUSH_AT anyway.
         """
         reader: IndexReader | None = getattr(self._local, "reader", None)
         if reader is not None and self._local.generation != self._generation:
