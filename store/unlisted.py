@@ -57,7 +57,7 @@ def still_unlisted(repo: Repository, paths: list[Path]) -> tuple[int, bool]:
     looks, so what is left beside no writer is a leftover that prune removes."""
     if not paths:
         return 0, False
-    running = writer_running(repo)
+    running = _writer_state(repo) is not False  # unknown: another user's tmp/ (attack8.md 13)
     with repo.index.reader() as reader:
         left = sum(1 for path in paths if not reader.has_object(_object_id(path)))
     return left, running and left > 0
@@ -72,19 +72,34 @@ def tell_if_waiting(repo: Repository, progress: TaskCallback | None) -> None:
 
 def writer_running(repo: Repository) -> bool:
     """Whether a commit or pull holds a staging directory now (its lock is taken)."""
+    return _writer_state(repo) is True
+
+
+def _writer_state(repo: Repository) -> bool | None:
+    """writer_running's answer; None when it cannot be told: REPO/tmp or a staging
+    directory in it is another user's, closed to this one (fsck --all by a reader of
+    someone else's repository said its running commit's files were prune's)."""
+    tmp = repo.path / "tmp"
     try:
-        staging = list((repo.path / "tmp").glob("staging-*"))
+        with os.scandir(tmp) as entries:
+            staging = [tmp / e.name for e in entries if e.name.startswith("staging-")]
+    except PermissionError:
+        return None
     except OSError:
         return False
+    unknown = False
     for entry in staging:
         try:
             fd = try_lock_dir(entry)
+        except PermissionError:
+            unknown = True  # not ours to open
+            continue
         except OSError:
-            continue  # not ours to open: another user's repository
+            continue
         if fd is None:
             return True  # held, or just removed by a transaction that ended
         os.close(fd)
-    return False
+    return None if unknown else False
 
 
 def _object_id(path: Path) -> bytes:
