@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -159,3 +160,45 @@ def test_a_failure_in_a_thread_is_no_traceback_and_the_commit_goes_on(
     assert listed  # the threads ran
     assert user_repo.read_commit(cold).tree == user_repo.read_commit(warm).tree
     assert not hooked
+
+
+def test_one_directory_of_mixed_farm_files_records_what_each_holds(tmp_path: Path) -> None:
+    """Item 6 (no defect): the directory's candidates are looked up together
+    (Snapshot.objects_for_inodes), so a file that is not its object, or not any, among
+    ones that are must not shift the answers of the others. Each file's recorded
+    object holds the bytes the file holds, and its bits."""
+    from fs.checkout import CheckoutOptions, checkout
+    from store import RepoMode, lookup
+
+    repo = Repository.init(tmp_path / "repo", RepoMode.BARE_USER)
+    src = tmp_path / "src" / "d"
+    src.mkdir(parents=True)
+    for number in range(10):
+        (src / f"f{number}").write_bytes(b"content %d\n" % number * (number + 1))
+    (src / "sl").symlink_to("f0")
+    first = commit_dir(repo, src.parent, "first")
+    farm = tmp_path / "farm"
+    checkout(repo, first, farm, CheckoutOptions(user_mode=True, require_hardlinks=True))
+    d = farm / "d"
+    (d / "f1").chmod(0o700)  # the object's inode: read as it shows
+    (d / "x").write_bytes(b"content 3\n" * 4)  # f3's size, a pair inside the tree, mtime 0
+    os.link(d / "x", farm / "pair")
+    os.utime(d / "x", ns=(0, 0))
+    os.rename(d / "x", d / "f3")
+    os.unlink(d / "f5")
+    os.link(d / "f6", d / "f5")  # another object: it is that object
+    sl_id = lookup(repo, first, "d/sl").file
+    assert sl_id is not None
+    os.link(repo.object_path(sl_id), d / "planted")  # a symlink object: a regular file here
+    again = commit_dir(repo, farm, "again")
+    for path in sorted(d.iterdir()):
+        found = lookup(repo, again, f"d/{path.name}").file
+        assert found is not None
+        header, _ = repo.read_file_header(found)
+        shown = os.lstat(path)
+        if stat.S_ISLNK(shown.st_mode):
+            assert header.symlink_target == os.readlink(path).encode()
+            continue
+        assert repo.read_file(found) == path.read_bytes(), path.name
+        assert stat.S_IMODE(header.mode) == stat.S_IMODE(shown.st_mode), path.name
+    repo.close()
