@@ -49,67 +49,61 @@ def test_release_pages_drops_the_mapped_index_pages(user_repo: Repository) -> No
     assert after < before // 4, f"{before} KiB mapped, {after} KiB after release_pages"
 
 
+class _Indexed:
+    """6,000 file objects in random order, and how much of the index a full read maps."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo, self.data_file = repo, repo.path / "index" / "data.mdb"
+        with repo.transaction() as txn:
+            self.ids = [txn.write_file(FileHeader(0, 0, REG), b"file %d" % n) for n in range(6000)]
+        random.Random(1).shuffle(self.ids)
+        with repo.index.reader() as reader:
+            assert sum(1 for _ in reader.iter_objects()) == 6000
+            self.everything = _resident_kib(self.data_file)
+        assert self.everything >= 256, f"only {self.everything} KiB mapped: too small a test"
+        repo.index.release_pages()
+
+    def assert_let_go(self, what: str) -> None:
+        after = _resident_kib(self.data_file)
+        assert after < self.everything // 2, f"{after} of {self.everything} KiB held {what}"
+
+
+@pytest.fixture
+def indexed(user_repo: Repository) -> _Indexed:
+    return _Indexed(user_repo)
+
+
 def test_point_reads_let_go_of_their_pages_as_they_go(
-    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+    indexed: _Indexed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader that looks objects up one by one (checkout, re-commit) never holds more
     than about READS_PER_RELEASE leaves: at a million files the whole 480 MiB index
     stayed resident before (issue 15). Scaled down: 6,000 objects, a release every 50."""
-    with user_repo.transaction() as txn:
-        ids = [txn.write_file(FileHeader(0, 0, REG), b"file %d" % n) for n in range(6000)]
-    random.Random(1).shuffle(ids)
-    data_file = user_repo.path / "index" / "data.mdb"
-    with user_repo.index.reader() as reader:
-        assert sum(1 for _ in reader.iter_objects()) == 6000
-        everything = _resident_kib(data_file)
-    user_repo.index.release_pages()
     monkeypatch.setattr(index_env, "READS_PER_RELEASE", 50)
-    with user_repo.index.reader() as reader:
-        assert all(reader.has_object(i) for i in ids[:3000])
-        assert all(found is not None for found in reader.regular_files(ids[3000:]))
-        after = _resident_kib(data_file)
-    assert everything >= 256, f"only {everything} KiB of the index mapped: too small a test"
-    assert after < everything // 2, f"{after} of {everything} KiB held after point reads"
+    with indexed.repo.index.reader() as reader:
+        assert all(reader.has_object(i) for i in indexed.ids[:3000])
+        assert all(found is not None for found in reader.regular_files(indexed.ids[3000:]))
+        indexed.assert_let_go("after point reads")
 
 
 def test_the_commit_point_lets_go_of_the_pages_it_checks(
-    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+    indexed: _Indexed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The commit point of a re-commit checks every reused object (``required``) inside
     its write transaction: at a million files that held 357 MiB of the index resident.
     Scaled down: 6,000 required objects, a release every 50 rows."""
-    with user_repo.transaction() as txn:
-        ids = [txn.write_file(FileHeader(0, 0, REG), b"file %d" % n) for n in range(6000)]
-    random.Random(2).shuffle(ids)
-    data_file = user_repo.path / "index" / "data.mdb"
-    with user_repo.index.reader() as reader:
-        assert sum(1 for _ in reader.iter_objects()) == 6000
-        everything = _resident_kib(data_file)
-    user_repo.index.release_pages()
     monkeypatch.setattr(index_write, "_ROWS_PER_RELEASE", 50)
-    user_repo.index.apply(WriteBatch(required={(i, ObjectType.FILE) for i in ids}))
-    after = _resident_kib(data_file)
-    assert everything >= 256, f"only {everything} KiB of the index mapped: too small a test"
-    assert after < everything // 2, f"{after} of {everything} KiB held after the commit point"
+    indexed.repo.index.apply(WriteBatch(required={(i, ObjectType.FILE) for i in indexed.ids}))
+    indexed.assert_let_go("after the commit point")
 
 
 def test_removing_objects_lets_go_of_the_pages_it_reads(
-    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+    indexed: _Indexed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Prune removes a dead tree's directories from the index in one write transaction:
-    at a million files that mapped 420 MiB of the index. Scaled down: 6,000 removals."""
-    with user_repo.transaction() as txn:
-        ids = [txn.write_file(FileHeader(0, 0, REG), b"file %d" % n) for n in range(6000)]
-    random.Random(3).shuffle(ids)
-    data_file = user_repo.path / "index" / "data.mdb"
-    with user_repo.index.reader() as reader:
-        assert sum(1 for _ in reader.iter_objects()) == 6000
-        everything = _resident_kib(data_file)
-    user_repo.index.release_pages()
+    at a million files that mapped 420 MiB of the index. Scaled down: 5,000 removals."""
     monkeypatch.setattr(index_write, "_ROWS_PER_RELEASE", 50)
-    user_repo.index.apply(WriteBatch(remove_objects=set(ids[:5000])))
-    after = _resident_kib(data_file)
-    with user_repo.index.reader() as reader:
+    indexed.repo.index.apply(WriteBatch(remove_objects=set(indexed.ids[:5000])))
+    indexed.assert_let_go("after the removals")
+    with indexed.repo.index.reader() as reader:
         assert sum(1 for _ in reader.iter_objects()) == 1000
-    assert everything >= 256, f"only {everything} KiB of the index mapped: too small a test"
-    assert after < everything // 2, f"{after} of {everything} KiB held after the removals"
