@@ -23,7 +23,9 @@ fs/scan.py says, so nothing here can change what a commit records. It never foll
 a symlink: each directory is opened one component at a time from a duplicate of the
 scan's root fd, with O_NOFOLLOW | O_DIRECTORY, and anything that fails (swapped,
 removed, unreadable) is skipped, and so is every path the commit skips (a skipped
-mount that hangs, /proc or /sys of a sysroot, is never listed). It holds at most two
+mount that hangs, /proc or /sys of a sysroot, is never listed), and so is anything
+deeper than a commit may nest (MAX_TREE_DEPTH): a directory opened from the root costs
+an open a level, and a hostile chain N deep would cost N*N/2. It holds at most two
 fds a thread and its root fd, and the paths of the directories it has seen and not
 yet listed (a few MB for a tree of 50,000 directories, and only while the tree comes
 from the disk).
@@ -43,6 +45,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from store import MAX_TREE_DEPTH
 
 log = logging.getLogger(__name__)
 _THREADS = 16  # requests in flight; the walk alone, cold: 8 threads 2.3 s, 16 1.4 s
@@ -176,6 +180,7 @@ class Prefetcher:
             return
         try:
             prefix = b"/" + b"".join(name + b"/" for name in path)
+            deeper = len(path) <= MAX_TREE_DEPTH  # nothing below is ever committed
             with os.scandir(fd) as listing:
                 for entry in listing:
                     if self._stopping:
@@ -183,7 +188,7 @@ class Prefetcher:
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             name = os.fsencode(entry.name)
-                            if prefix + name not in self._skip:
+                            if prefix + name not in self._skip and deeper:
                                 subdirs.append((*path, name))
                         else:
                             entry.stat(follow_symlinks=False)

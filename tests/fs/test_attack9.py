@@ -202,3 +202,22 @@ def test_one_directory_of_mixed_farm_files_records_what_each_holds(tmp_path: Pat
         assert repo.read_file(found) == path.read_bytes(), path.name
         assert stat.S_IMODE(header.mode) == stat.S_IMODE(shown.st_mode), path.name
     repo.close()
+
+
+def test_a_hostile_deep_chain_is_not_listed_below_what_a_commit_holds(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 7: each directory is opened from the root a name at a time, so a chain
+    N deep cost the threads N*N/2 opens (100,000 deep: 5e9, holding the interpreter
+    against the scan until it refuses the tree for its depth). Nothing deeper than
+    MAX_TREE_DEPTH is ever committed; the threads stop there (here: 3)."""
+    source = tmp_path / "src"
+    deep = source.joinpath(*["d"] * 8)
+    deep.mkdir(parents=True)
+    (deep / "file").write_bytes(b"deep\n")
+    _cold(monkeypatch)
+    listed, _ = _spy(monkeypatch)
+    monkeypatch.setattr(fs.prefetch, "MAX_TREE_DEPTH", 3)
+    commit_dir(user_repo, source)
+    assert listed
+    assert max(map(len, listed)) == 3 + 1
