@@ -61,6 +61,21 @@ _IDLE_CHECK = 1.0  # seconds after which a kept-alive connection is checked befo
 _T = TypeVar("_T")
 
 
+class _HeaderDefectsQuiet(logging.Filter):
+    """urllib3 logs a warning, with a traceback, for a response head it could not
+    parse, and goes on with the response (or the pull gives up on it in its own
+    words): a hostile server could fill stderr with tracebacks. Kept for --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Failed to parse headers"):
+            return True
+        record.levelno, record.levelname, record.exc_info = logging.DEBUG, "DEBUG", None
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("urllib3.connection").addFilter(_HeaderDefectsQuiet())
+
+
 class Fetcher:
     """GETs files below one repository URL; thread-safe, use as a context manager."""
 

@@ -1,0 +1,234 @@
+"""Attacks on the pull's own kept-alive connection (attack 10, /work/plan/attack10.md):
+servers that close connections silently, answer with another request's body, send
+more than Content-Length, stall on a reused connection, or never answer. Each pull
+fails as a pull must (one line, non-zero exit, no ref moved, nothing corrupt stored,
+in time) or succeeds whole; the next pull from a good server succeeds."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from tests.helpers import cli, write_tree
+from tests.net import servers
+from tests.net.repos import (
+    add_remote,
+    archive_of,
+    fsck_clean,
+    local_repo,
+    pull,
+    refs,
+    sapwood_ok,
+)
+from tests.net.servers import Behaviour, TamperingServer, _TamperingHandler
+from tests.net.test_bad_input import (
+    REFUSED_WITHIN,
+    Served,
+    assert_next_pull_succeeds,
+    refused_then_recovered,
+    source_tree,
+)
+
+OBJECTS = r"^/objects/"
+
+
+def _silent_close(handler: _TamperingHandler, path: str, body: bytes | None) -> None:
+    """The answer, with no Connection: close, then the connection closed."""
+    handler._plain(path, body)
+    handler._hang_up()
+
+
+def _drop_unanswered(handler: _TamperingHandler, path: str, body: bytes | None) -> None:
+    """The request read, the connection closed without a byte of answer."""
+    handler._hang_up()
+
+
+def _previous_body(handler: _TamperingHandler, path: str, body: bytes | None) -> None:
+    """The body of this connection's previous request (a desynchronised server)."""
+    previous = getattr(handler, "previous", None)
+    handler.previous = body  # type: ignore[attr-defined]
+    handler._send(200, previous if previous is not None else (body or b""))
+
+
+def _extra_response(handler: _TamperingHandler, path: str, body: bytes | None) -> None:
+    """The right answer, then, a moment later (past the client's buffered read), a
+    whole second response of this body flipped: bytes past Content-Length on a
+    kept-alive connection, which the next request on it must not take for its answer."""
+    if body is None:
+        handler._plain(path, body)
+        return
+    handler._send(200, body)
+    other = bytes(b ^ 0x55 for b in body)
+    time.sleep(0.05)
+    handler.wfile.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(other)}\r\n\r\n".encode() + other)
+    handler.wfile.flush()
+
+
+def _never_answer(handler: _TamperingHandler, path: str, body: bytes | None) -> None:
+    handler.owner.stopping.wait(120)
+    handler._hang_up()
+
+
+def _half_head(handler: _TamperingHandler, path: str, body: bytes | None) -> None:
+    """Part of a head, then a byte a second: a per-recv() timeout never trips."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+    handler.wfile.flush()
+    for _ in range(120):
+        if handler.owner.stopping.wait(0.5):
+            break
+        try:
+            handler.wfile.write(b"X")
+            handler.wfile.flush()
+        except OSError:
+            break
+    handler._hang_up()
+
+
+EXTRA: dict[str, Callable[[_TamperingHandler, str, bytes | None], None]] = {
+    "silent-close": _silent_close,
+    "drop-unanswered": _drop_unanswered,
+    "previous-body": _previous_body,
+    "extra-response": _extra_response,
+    "never-answer": _never_answer,
+    "half-head": _half_head,
+}
+
+
+@pytest.fixture(autouse=True)
+def _behaviours(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, action in EXTRA.items():
+        monkeypatch.setitem(servers._BEHAVIOURS, name, action)
+
+
+@pytest.fixture
+def served(tmp_path: Path, tamper: Callable[[Path], TamperingServer]) -> Served:
+    """As tests/net/test_bad_input.py's: the archive, its server, a local repository."""
+    archive = tmp_path / "archive"
+    commit = archive_of(archive, source_tree(tmp_path / "src"))
+    local = local_repo(tmp_path / "local")
+    server = tamper(archive)
+    add_remote(local, server.url)
+    sapwood_ok(local, "commit", "-b", "mine", write_tree(tmp_path / "mine", {"a": "a\n"}))
+    return Served(archive, commit, server, local)
+
+
+def misbehave(server: TamperingServer, pattern: str, name: str, times: int | None = None) -> None:
+    server.misbehave(pattern, cast(Behaviour, name), times)
+
+
+def pulled_whole(served: Served) -> None:
+    assert refs(served.local)["origin:main"] == served.commit
+    fsck_clean(served.local)
+
+
+def test_a_server_that_closes_after_every_answer_is_pulled_from(served: Served) -> None:
+    misbehave(served.server, OBJECTS, "silent-close")
+    result = pull(served.local, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    pulled_whole(served)
+
+
+def test_a_server_that_never_answers_a_reused_connection_is_given_up(served: Served) -> None:
+    """Every request on a connection after its first is dropped unanswered: the free
+    retry on a new connection must not loop; with SAPWOOD_HTTP_CONNECTIONS=1 each object
+    ends up asked on a new connection (answered), so the pull succeeds."""
+    misbehave(served.server, OBJECTS, "drop-unanswered")
+    started = time.monotonic()
+    refused_then_recovered(served)
+    assert time.monotonic() - started < REFUSED_WITHIN
+    asked = len(served.server.requested(OBJECTS))
+    assert asked < 200, asked
+
+
+def test_answers_with_the_previous_body_are_refused(served: Served) -> None:
+    misbehave(served.server, OBJECTS, "previous-body")
+    refused_then_recovered(served)
+
+
+def test_bytes_past_content_length_never_become_the_next_answer(served: Served) -> None:
+    misbehave(served.server, OBJECTS, "extra-response")
+    result = pull(served.local, "origin", "main", env={"SAPWOOD_HTTP_CONNECTIONS": "1"})
+    if result.returncode == 0:
+        pulled_whole(served)
+    else:
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        fsck_clean(served.local)
+        assert_next_pull_succeeds(served)
+
+
+@pytest.mark.parametrize("name", ["never-answer", "half-head", "stall"])
+def test_a_stall_on_a_reused_connection_is_given_up_in_time(served: Served, name: str) -> None:
+    target = served.biggest()
+    misbehave(served.server, target, name)
+    started = time.monotonic()
+    refused_then_recovered(served, env={"SAPWOOD_HTTP_TIMEOUT": "1"})
+    assert time.monotonic() - started < (1 + 3) * 2 + 10
+
+
+class _Hop(http.server.BaseHTTPRequestHandler):
+    back: str = ""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", self.back + self.path.removeprefix("/hop") + "?back")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hop(served: Served) -> Iterator[str]:
+    handler = type("Hop", (_Hop,), {"back": served.server.url.rstrip("/")})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _redirect_to_hop(hop: str) -> Callable[[_TamperingHandler, str, bytes | None], None]:
+    def action(handler: _TamperingHandler, path: str, body: bytes | None) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", hop + "/hop" + path)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    return action
+
+
+def test_a_redirect_elsewhere_and_back_is_followed(
+    served: Served, hop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(servers._BEHAVIOURS, "hop", _redirect_to_hop(hop))
+    misbehave(served.server, OBJECTS, "hop", times=1)
+    result = pull(served.local, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    pulled_whole(served)
+
+
+def test_a_listener_that_accepts_and_never_answers(served: Served) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        port = listener.getsockname()[1]
+        before = refs(served.local)
+        result = cli("--repo", served.local, "remote", "add", "mute", f"http://127.0.0.1:{port}/")
+        assert result.code == 0, result.err
+        started = time.monotonic()
+        done = pull(served.local, "mute", "main", env={"SAPWOOD_HTTP_TIMEOUT": "1"})
+        assert time.monotonic() - started < 15
+        assert done.returncode != 0 and len(done.stderr.splitlines()) == 1, done.stderr
+        assert refs(served.local) == before
+    finally:
+        listener.close()
