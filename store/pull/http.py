@@ -44,6 +44,7 @@ import urllib3
 from urllib3 import connection as u3_connection
 from urllib3 import connectionpool as u3_pool
 from urllib3 import exceptions as u3
+from urllib3.util import parse_url
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from store.errors import NetworkError
@@ -167,10 +168,11 @@ class Fetcher:
                     response.release_conn()
                 elif response.length_remaining != 0:  # not read to its end (or unknown)
                     conn.close()  # unread bytes must not reach the next request
-            try:
-                url = urllib.parse.urljoin(url, location)
+            try:  # percent-encoded as the pool would (a space, on this thread's own
+                # connection, is http.client's InvalidURL): "/repo/a b" -> "/repo/a%20b"
+                url = parse_url(urllib.parse.urljoin(url, location)).url
                 scheme = urllib.parse.urlsplit(url).scheme
-            except ValueError:  # "http://[::1" and the like, from the server
+            except (ValueError, u3.LocationParseError):  # "http://[::1" and the like
                 raise NetworkError(f"{first}: redirected to an invalid URL", url=first) from None
             if scheme not in ("http", "https"):
                 raise NetworkError(f"{first}: redirected to {url[:200]!r}, not http(s)", url=first)

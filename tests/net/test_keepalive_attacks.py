@@ -16,6 +16,8 @@ from typing import cast
 
 import pytest
 
+from store.pull.http import Fetcher
+from store.pull.settings import FetchSettings
 from tests.helpers import cli, write_tree
 from tests.net import servers
 from tests.net.repos import (
@@ -232,3 +234,39 @@ def test_a_listener_that_accepts_and_never_answers(served: Served) -> None:
         assert refs(served.local) == before
     finally:
         listener.close()
+
+
+class _SpacedRedirect(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path == "/repo/moved":
+            self.send_response(302)
+            self.send_header("Location", "/repo/new place")  # unencoded, as some servers do
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_redirect_back_home_with_a_space_is_followed_as_the_pool_would() -> None:
+    """A Location under the base URL goes on the fetcher's own connection, where
+    http.client refuses a space (InvalidURL: 'connection broken', retried in vain);
+    the pool, which every redirect went through before, percent-encodes it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SpacedRedirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/repo/"
+        with Fetcher(base, FetchSettings(retries=0)) as fetcher:
+            assert fetcher.get("moved", 1000) == b"/repo/new%20place"
+    finally:
+        server.shutdown()
+        server.server_close()
