@@ -18,7 +18,7 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
   of them in all, each weighed with what keeping it costs beyond its bytes (its id, the
   bytes object, the LRU's entry: about 300 bytes, so a million tiny files cannot take
   300 MB); the daemon gives them half its memory budget where that is less
-  (mountd/mapped.py ``bound_view_memory``: 20 MiB by default). A larger object is
+  (mountd/mapped.py ``bound_view_memory``: 16 MiB by default). A larger object is
   never held in memory: it is decompressed once, verified as it goes, into an
   unlinked temporary file in a private directory under TMPDIR (O_TMPFILE where the
   filesystem has it), and served from there; 64 of those are kept, 4 GiB in all, the
