@@ -229,7 +229,8 @@ class Fetcher:
         try:
             try:
                 response = self._exchange(conn, path)
-            except ConnectionError:  # reset, broken pipe, closed before a response began
+            except (ConnectionError, ssl.SSLEOFError):  # reset, broken pipe, closed before
+                # a response began (under TLS, a close without close_notify: SSLEOFError)
                 if not reused:
                     raise
                 conn.close()  # closed by the server as the request went: once more, anew

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import http.server
 import socket
+import ssl
+import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -267,6 +270,55 @@ def test_a_redirect_back_home_with_a_space_is_followed_as_the_pool_would() -> No
         base = f"http://127.0.0.1:{server.server_address[1]}/repo/"
         with Fetcher(base, FetchSettings(retries=0)) as fetcher:
             assert fetcher.get("moved", 1000) == b"/repo/new%20place"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _ResetAfterEachAnswer(http.server.BaseHTTPRequestHandler):
+    """Answers, then closes the TLS connection abortively (a reset, no close_notify),
+    never saying Connection: close: as a server or balancer dropping idle connections."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_tls_connection_reset_after_each_answer_is_replaced_for_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under TLS the reused connection's failure is ssl's SSLEOFError, not a
+    ConnectionError: it was an attempt spent (with no retries, a failed fetch worded
+    'TLS error: EOF occurred in violation of protocol'), where plain HTTP retries at once."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subj = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [*request, *subj, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted by this test's fetcher
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ResetAfterEachAnswer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"https://127.0.0.1:{server.server_address[1]}/repo/"
+        with Fetcher(base, FetchSettings(retries=0)) as fetcher:
+            for number in range(6):
+                assert fetcher.get(f"o{number}", 1000) == f"/repo/o{number}".encode()
+                time.sleep(0.05)  # the reset has arrived; well under the idle check
     finally:
         server.shutdown()
         server.server_close()
