@@ -323,7 +323,7 @@ class Index:
                 "this repository is read-only for you; nothing was written"
             )
         try:
-            write_batch(self._env, self._dbs, batch, self.release_pages)
+            write_batch(self._env, self._dbs, batch, self._shared.release_if_over_budget)
             cover_last_page(self._env, self._shared.key)
         except lmdb.Error as exc:
             text = str(exc)

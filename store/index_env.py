@@ -20,7 +20,8 @@ MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 _DATABASES = ("objects", "commits", "refs", "partial", "statcache")
 _OPTIONAL_DATABASES = ("commitmeta",)  # absent from older indexes until first written
 _MIN_DATA_BYTES = 2 * 4096  # LMDB's two meta pages
-READS_PER_RELEASE = 2048  # point reads between two releases of the map's pages
+READS_PER_RELEASE = 256  # point reads between two looks at what is mapped
+MAPPED_BUDGET = 64 << 20  # file-backed memory mapped past the baseline before a release
 
 
 class SharedEnv:
@@ -39,6 +40,7 @@ class SharedEnv:
         # then, the interpreter's heap too, which madvise(DONTNEED) would zero.
         self._map_lock = threading.Lock()
         self._reads = 0
+        self._baseline: int | None = None  # file-backed resident bytes after a release
         self.release_after_reads = True  # off: the caller keeps a budget of its own
         self.env, self.dbs = self._open_env()
         self._identity = _file_identity(Path(key, "data.mdb"))
@@ -107,23 +109,37 @@ class SharedEnv:
                 madvise_dontneed(start, length)
 
     def note_reads(self, count: int = 1) -> None:
-        """Count point reads; every READS_PER_RELEASE, let go of the pages they touched.
+        """Count point reads; every READS_PER_RELEASE, let go of the pages they touched
+        if what this process maps has grown MAPPED_BUDGET past its baseline.
 
         A point read faults in a leaf page at random, and a page once read stays in the
         resident set until released: a checkout or re-commit of a million files read
         every page of a 480 MiB index (504 and 593 MiB resident, issue 15) although the
         explicit releases of the long walks came every 32,768 files. Counting here
-        bounds every reader at once: at most 2,048 faults, each of which maps up to 64
-        KiB (the kernel maps the pages around a fault that are in the page cache: 2,048
-        random reads mapped 34 MiB of a 57 MiB index), so about 128 MiB at most. The
-        pages read again after a release fault back in: about 1 us more a point read
-        of a warm index that would otherwise stay mapped (2.7 against 1.7 us, CPU time;
-        the count itself costs nothing measurable). Threads share the count unlocked:
-        a lost increment only delays a release. A caller with a budget of its own (the
-        mount daemon: Repository.take_over_index_page_releases) turns it off."""
+        bounds every reader at once. Each fault maps up to 64 KiB (the kernel maps the
+        pages around a fault that are in the page cache), so 256 reads map 16 MiB at
+        most between two looks. A release is not free: the pages read again fault back
+        in (about 8 us a file of sys time in an unchanged re-commit of 100,000 files when
+        it came every 2,048 reads whatever was mapped); with a budget, an index that fits
+        it (every repository under a few hundred thousand files) is never released, and
+        a larger one is held to about 80 MiB. The look is /proc/self/statm (opened anew:
+        an fd kept open would read the parent's after a fork), a few microseconds every
+        256 reads. Threads share the count unlocked: a lost increment only delays a
+        look. A caller with a budget of its own (the mount daemon:
+        Repository.take_over_index_page_releases) turns it off."""
         self._reads += count
         if self._reads >= READS_PER_RELEASE:
             self._reads = 0
+            self.release_if_over_budget()
+
+    def release_if_over_budget(self) -> None:
+        """Release the map's pages if the file-backed memory this process has mapped
+        grew MAPPED_BUDGET past the baseline (measured after the first release: the
+        libraries' pages)."""
+        if self._baseline is None:
+            self.release_pages()
+            self._baseline = _file_backed_resident()
+        elif _file_backed_resident() - self._baseline > MAPPED_BUDGET:
             self.release_pages()
 
     @classmethod
@@ -224,3 +240,13 @@ def _lock_file_writable(path: Path) -> bool:
     """Readers of LMDB register in lock.mdb; where they cannot write it (another user's
     repository, read-only media) they read without registering, as LMDB allows."""
     return os.access(path / "lock.mdb", os.R_OK | os.W_OK)
+
+
+def _file_backed_resident() -> int:
+    """Bytes of this process's resident set that are file-backed or shared (statm's
+    third field), the index's mapped pages among them."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[2]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -73,7 +73,8 @@ def write_batch(
 
 
 class _PageReleases:
-    """Lets go of the map's pages every _ROWS_PER_RELEASE rows looked up or written.
+    """Every _ROWS_PER_RELEASE rows looked up or written, lets go of the map's pages if
+    they pass the budget (SharedEnv.release_if_over_budget).
 
     Inside the write transaction too: LMDB reads the pages it descends through from the
     map (and copies those it changes into memory of its own), so a commit point that
@@ -133,7 +134,7 @@ def _put_commitmeta(txn: Any, db: Any, batch: WriteBatch) -> None:
 
 
 _KIND_NAMES = {kind.value: kind.suffix for kind in ObjectType}
-_ROWS_PER_RELEASE = 2048  # rows read or written between two releases of the map's pages
+_ROWS_PER_RELEASE = 256  # rows read or written between two looks at what is mapped
 
 
 def _check_required(txn: Any, objects_db: Any, batch: WriteBatch, pages: _PageReleases) -> None:

@@ -60,6 +60,7 @@ def test_a_closed_index_lets_go_of_nothing_mapped_where_it_was(
     try:
         ctypes.memset(page, 0x5A, _PAGE)
         monkeypatch.setattr(index_env, "READS_PER_RELEASE", 1)
+        monkeypatch.setattr(index_env, "MAPPED_BUDGET", 0)
         with pytest.raises(lmdb.Error):  # LMDB refuses a snapshot of a closed environment
             reader.has_object(b"\1" * 32)
         assert ctypes.string_at(page, _PAGE) == b"\x5a" * _PAGE, "anonymous memory zeroed"
@@ -120,6 +121,7 @@ def test_a_caller_with_a_budget_of_its_own_keeps_what_point_reads_mapped(
         everything = _resident_kib(data_file)
     user_repo.release_index_pages()
     monkeypatch.setattr(index_env, "READS_PER_RELEASE", 1)
+    monkeypatch.setattr(index_env, "MAPPED_BUDGET", 0)
     user_repo.take_over_index_page_releases()
     with user_repo.index.reader() as reader:
         assert all(reader.has_object(i) for i in ids)
