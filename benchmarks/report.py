@@ -119,6 +119,9 @@ def merged(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     if "trees" in earlier["meta"] or "trees" in later["meta"]:
         meta["trees"] = {**earlier["meta"].get("trees", {}), **later["meta"].get("trees", {})}
     meta["load"] = f"{earlier['meta'].get('load', '?')}; then {later['meta'].get('load', '?')}"
+    notes = [doc["meta"]["note"] for doc in (earlier, later) if doc["meta"].get("note")]
+    if notes:
+        meta["note"] = " ".join(notes)
     return {**earlier, **later, "meta": meta, "rows": list(rows.values())}
 
 
@@ -364,6 +367,7 @@ def page(results: Path, docs: dict[str, dict[str, Any]]) -> str:
             "bold when not), of the median runs and of the fastest (less swayed by the "
             "load of a shared machine).",
             "",
+            *([scale["meta"]["note"], ""] if scale["meta"].get("note") else []),
             *scale_table(scale),
             "",
             *targets(scale),

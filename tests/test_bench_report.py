@@ -26,7 +26,8 @@ def _row(files: int, tool: str, median: float, runs: int = 3) -> dict[str, objec
 
 
 def _write(path: Path, rows: list[dict[str, object]], trees: dict[str, object], load: str) -> None:
-    doc = {"benchmark": "scale", "meta": {"trees": trees, "load": load}, "rows": rows}
+    meta = {"trees": trees, "load": load, "note": f"measured at load {load}."}
+    doc = {"benchmark": "scale", "meta": meta, "rows": rows}
     path.write_text(json.dumps(doc))
 
 
@@ -52,6 +53,7 @@ def test_the_million_file_run_joins_the_smaller_sizes(tmp_path: Path) -> None:
     }
     assert doc["meta"]["trees"] == {"10000": 1, "1000000": 2}
     assert doc["meta"]["load"] == "1; then 2"
+    assert doc["meta"]["note"] == "measured at load 1. measured at load 2."
 
 
 def test_a_figure_of_one_run_says_so() -> None:
