@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from store.filez import DecodedFile, decode_filez, decode_metadata, encode_filez
+    from store.framed import FramedContent
     from store.fsck import FsckReport, Problem, fsck
     from store.ids import ObjectId, ObjectType, from_hex, to_hex
     from store.index import ANY, AnyTarget, ExpectedRef
@@ -180,6 +181,7 @@ __all__ = [
     "FileHeader",
     "FileStat",
     "FormatError",
+    "FramedContent",
     "FsckReport",
     "IndexDamagedError",
     "InitramfsTreeError",
@@ -368,6 +370,7 @@ _HOMES: dict[str, str] = {
     "UnsupportedFileTypeError": "store.errors",
     "UsageError": "store.errors",
     "DecodedFile": "store.filez",
+    "FramedContent": "store.framed",
     "decode_filez": "store.filez",
     "decode_metadata": "store.filez",
     "encode_filez": "store.filez",

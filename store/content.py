@@ -34,6 +34,7 @@ from typing import BinaryIO
 
 from store import filez
 from store.errors import CorruptObjectError, FormatError, ModePolicyError, ObjectMissingError
+from store.framed import FramedContent
 from store.ids import ObjectId, ObjectType
 from store.modes import RepoMode
 from store.objects import FileHeader
@@ -392,6 +393,28 @@ class ArchiveStore(ContentStore):
             stream.close()
             raise
         return io.BufferedReader(filez.content_reader(stream, magic, size, object_id), _CHUNK)
+
+    def open_framed(self, object_id: ObjectId, size: int) -> FramedContent | None:
+        """The object's content for reading at random (store/framed.py), its frames not
+        located yet; None for an SWZ1 object (one zlib stream: read it with
+        open_content). Refused as open_content refuses."""
+        fd = open_object_file(self.pathstr(object_id), object_id)
+        try:
+            with open(fd, "rb", closefd=False) as stream:
+                magic, stored_size, _ = self._read_prefix(stream, object_id)
+                start = stream.tell()
+            if stored_size != size:
+                raise CorruptObjectError(
+                    f"object {object_id.hex()}: content of {stored_size} B, the index says {size}",
+                    object_id=object_id,
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        if magic != filez.MAGIC_ZSTD:
+            os.close(fd)
+            return None
+        return FramedContent(fd, object_id, size, start)
 
     def open_fd(self, object_id: ObjectId, size: int) -> int:
         raise TypeError("archive objects are compressed: read them with open_content")

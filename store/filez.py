@@ -120,12 +120,47 @@ def content_reader(
     return _ZstdChunks(stream, object_id, size)
 
 
-def _decompressor() -> zstandard.ZstdDecompressor:
+def decompressor() -> zstandard.ZstdDecompressor:
     """This thread's decompression context (making one costs more than a small object)."""
     dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
     if dctx is None:
         dctx = _local.dctx = zstandard.ZstdDecompressor()
     return dctx
+
+
+def chunk_length(raw: bytes, object_id: bytes | None) -> int:
+    """A chunk's compressed length from its 4-byte prefix, refused above MAX_FRAME."""
+    (length,) = _FRAME_LEN.unpack(raw)
+    if length > MAX_FRAME:
+        raise _corrupt(object_id, f"a compressed chunk of {length} B")
+    return int(length)
+
+
+def inflate_chunk(
+    dctx: zstandard.ZstdDecompressor, frame: bytes, want: int, object_id: bytes | None
+) -> bytes:
+    """One chunk's content: its frame must record ``want`` bytes (checked before it
+    inflates: a zstd bomb costs nothing) and hold exactly them, and nothing after."""
+    try:
+        declared = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as exc:
+        raise _corrupt(object_id, f"a bad zstd frame: {exc}") from None
+    if declared != want:
+        raise _wrong_size(declared, want, object_id)
+    decompressor = dctx.decompressobj()
+    try:
+        data = decompressor.decompress(frame)
+    except zstandard.ZstdError as exc:
+        raise _corrupt(object_id, f"a bad zstd frame: {exc}") from None
+    if len(data) != want or not decompressor.eof or decompressor.unused_data:
+        raise _wrong_size(len(data), want, object_id)
+    return data
+
+
+def _wrong_size(found: int, want: int, object_id: bytes | None) -> CorruptObjectError:
+    if found > want or found < 0:  # < 0: no size recorded in the frame
+        return _corrupt(object_id, "a chunk inflates beyond its recorded size")
+    return _corrupt(object_id, "a chunk holds less than its recorded size")
 
 
 class _ZstdChunks(io.RawIOBase):
@@ -138,7 +173,7 @@ class _ZstdChunks(io.RawIOBase):
         self._left = size
         self._buffer = b""
         self._ended = False
-        self._dctx = _decompressor()
+        self._dctx = decompressor()
 
     def readable(self) -> bool:
         return True
@@ -156,30 +191,13 @@ class _ZstdChunks(io.RawIOBase):
 
     def _next_frame(self) -> bytes:
         want = min(CHUNK, self._left)
-        (length,) = _FRAME_LEN.unpack(_read_exact(self._source, 4, self._object_id, "chunk"))
-        if length > MAX_FRAME:
-            raise _corrupt(self._object_id, f"a compressed chunk of {length} B")
+        length = chunk_length(
+            _read_exact(self._source, 4, self._object_id, "chunk"), self._object_id
+        )
         frame = _read_exact(self._source, length, self._object_id, "compressed chunk")
-        try:
-            declared = zstandard.frame_content_size(frame)
-        except zstandard.ZstdError as exc:
-            raise _corrupt(self._object_id, f"a bad zstd frame: {exc}") from None
-        if declared != want:
-            raise self._wrong_size(declared, want)
-        decompressor = self._dctx.decompressobj()
-        try:
-            data = decompressor.decompress(frame)
-        except zstandard.ZstdError as exc:
-            raise _corrupt(self._object_id, f"a bad zstd frame: {exc}") from None
-        if len(data) != want or not decompressor.eof or decompressor.unused_data:
-            raise self._wrong_size(len(data), want)
+        data = inflate_chunk(self._dctx, frame, want, self._object_id)
         self._left -= want
         return data
-
-    def _wrong_size(self, found: int, want: int) -> CorruptObjectError:
-        if found > want or found < 0:  # < 0: no size recorded in the frame
-            return _corrupt(self._object_id, "a chunk inflates beyond its recorded size")
-        return _corrupt(self._object_id, "a chunk holds less than its recorded size")
 
     def _check_end(self) -> None:
         if not self._ended:

@@ -32,7 +32,7 @@ from store.config_file import (
     settings_of,
     write_config,
 )
-from store.content import ContentStore, content_store
+from store.content import ArchiveStore, ContentStore, content_store
 from store.errors import (
     CorruptObjectError,
     FormatError,
@@ -45,6 +45,7 @@ from store.errors import (
     RepoExistsError,
     UsageError,
 )
+from store.framed import FramedContent
 from store.ids import ObjectId, ObjectType
 from store.index import ANY, Access, ExpectedRef, Index, ObjectRecord
 from store.inodes import ObjectInodes
@@ -337,6 +338,15 @@ class Repository:
         if size is None:
             size = self._record(object_id, ObjectType.FILE).file_size
         return self.content.open_fd(object_id, size)
+
+    def open_framed_file(self, object_id: ObjectId, size: int) -> FramedContent | None:
+        """An archive object's content for reading at random, a 1 MiB frame at a time
+        (store/framed.py: ``verify`` it, or ``locate`` its frames if this very file was
+        verified before, then read); None for an object written before zstd (read it
+        with open_file). ``size``: the recorded size; no index lookup (thread-safe)."""
+        if not isinstance(self.content, ArchiveStore):
+            raise TypeError("only archive objects are framed: use open_file_fd")
+        return self.content.open_framed(object_id, size)
 
     # ----- refs -----------------------------------------------------------------
     def refs(self) -> dict[str, ObjectId]:
