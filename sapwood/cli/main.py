@@ -15,6 +15,7 @@ import select
 import signal
 import sys
 from collections.abc import Collection, Sequence
+from gettext import gettext
 from pathlib import Path
 
 from sapwood import SapwoodError, UsageError
@@ -120,12 +121,37 @@ def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser
     return parser
 
 
-def _parser_for(argv: Sequence[str] | None) -> argparse.ArgumentParser:
-    """A parser that defines only the subcommand ``argv`` runs. argparse itself finds
-    that command, with every command a stub: so the global options, --help, a missing
-    or an unknown command behave exactly as with the whole parser."""
-    chosen = build_parser(load=()).parse_known_args(argv)[0].command
-    return build_parser(load={module for name, module, _ in COMMANDS if name == chosen})
+_MODULE_OF = {name: module for name, module, _ in COMMANDS}
+
+
+def _likely_command(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` most likely runs: its first word that names one, the value
+    of --repo skipped. A guess (an abbreviated --rep, say, can fool it), which _parse
+    checks against the command argparse finds."""
+    words = iter(argv)
+    for word in words:
+        if word == "--repo":
+            next(words, None)
+        elif word in _MODULE_OF:
+            return word
+    return None
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed by a parser that defines only the subcommand it runs, built once
+    (twice when the guess of the command was wrong). argparse itself finds that
+    command, with every other command a stub: so the global options, --help, a
+    missing or an unknown command behave exactly as with the whole parser."""
+    words = sys.argv[1:] if argv is None else argv
+    guess = _likely_command(words)
+    parser = build_parser(load={_MODULE_OF[guess]} if guess else ())
+    args, extras = parser.parse_known_args(words)
+    if guess is None or _MODULE_OF[args.command] != _MODULE_OF[guess]:
+        # a stub ran: parse again with its module (what the stub took proves nothing)
+        return build_parser(load={_MODULE_OF[args.command]}).parse_args(words)
+    if extras:  # as parse_args says it
+        parser.error(gettext("unrecognized arguments: %s") % " ".join(extras))
+    return args
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -156,7 +182,7 @@ def _report(exc: SapwoodError) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        args = _parser_for(argv).parse_args(argv)
+        args = _parse(argv)
         debug = args.debug
         _configure_logging(args)
         result: int = args.func(args)
