@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from store.errors import CorruptObjectError, ModePolicyError, RefNotFoundError
@@ -69,6 +69,9 @@ class _LocalPull:
         self.walked_held: set[ObjectId] = set()
         self.link = _can_link(src, repo)
         self.lock = threading.Lock()
+        self.work = threading.Condition()  # guards working and the setting of stopping
+        self.working = 0  # copies under way
+        self.stopping = threading.Event()  # set once a batch failed: the pull ends
 
     def run(self, refs: Sequence[str]) -> PullReport:
         source_refs = self.src.refs()
@@ -173,16 +176,54 @@ class _LocalPull:
         with ThreadPoolExecutor(_THREADS, thread_name_prefix="pull-local") as pool:
             for start in range(0, len(ids), _BATCH):
                 with self.repo.transaction() as txn:
-                    futures = [
-                        pool.submit(self._one, txn, oid) for oid in ids[start : start + _BATCH]
-                    ]
-                    wait(futures, return_when=FIRST_EXCEPTION)
-                    for future in futures:
-                        future.cancel()
-                    wait(futures)
-                    for future in futures:
-                        if not future.cancelled() and future.exception() is not None:
-                            raise future.exception()  # type: ignore[misc]
+                    futures: list[Future[None]] = []
+                    try:
+                        for oid in ids[start : start + _BATCH]:
+                            futures.append(pool.submit(self._guarded, txn, oid))
+                        wait(futures, return_when=FIRST_EXCEPTION)
+                    except BaseException:
+                        self._stop(futures)
+                        raise
+                    if not all(future.done() for future in futures):
+                        self._stop(futures)  # one failed: give up the rest
+                    _raise_first_failure(futures)
+
+    def _guarded(self, txn: Transaction, object_id: ObjectId) -> None:
+        """Copy one object unless the pull is stopping, counted while it runs."""
+        with self.work:
+            if self.stopping.is_set():
+                raise _Stopped(object_id)
+            self.working += 1
+        try:
+            self._one(txn, object_id)
+        finally:
+            with self.work:
+                self.working -= 1
+                self.work.notify_all()
+
+    def _stop(self, futures: list[Future[None]]) -> None:
+        """Give up the batch's work and wait for the copies under way, before the
+        transaction closes: aborting it closes the LMDB snapshots the workers read
+        through, a use-after-free while one reads. Runs on every way out, a Ctrl-C in
+        the main thread included, even one inside ``pool.submit`` (whose future is
+        lost, its work queued: it starts, sees ``stopping`` and does nothing; the pull
+        ends, so ``stopping`` stays set). Further Ctrl-Cs while it waits are held
+        back (a large file's copy stops at its next chunk) and raised once no copy
+        runs."""
+        for future in futures:
+            future.cancel()
+        with self.work:
+            self.stopping.set()
+        interrupted: KeyboardInterrupt | None = None
+        while True:
+            try:
+                with self.work:
+                    self.work.wait_for(lambda: self.working == 0)
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
 
     def _one(self, txn: Transaction, object_id: ObjectId) -> None:
         header, size = self.src.read_file_header(object_id)
@@ -227,7 +268,23 @@ class _LocalPull:
     def _chunks(self, object_id: ObjectId) -> Iterator[bytes]:
         with self.src.open_file(object_id) as stream:
             while chunk := stream.read(_READ):
+                if self.stopping.is_set():
+                    raise _Stopped(object_id)
                 yield chunk
+
+
+class _Stopped(Exception):
+    """A copy given up because its batch failed or was interrupted: never the error
+    a pull reports (the batch's own failure is)."""
+
+
+def _raise_first_failure(futures: list[Future[None]]) -> None:
+    for future in futures:
+        if future.cancelled():
+            continue
+        error = future.exception()
+        if error is not None and not isinstance(error, _Stopped):
+            raise error
 
 
 def _can_link(src: Repository, dest: Repository) -> bool:
