@@ -17,7 +17,6 @@ from pathlib import Path
 
 from fs.options import ContentOptions
 from fs.scan import DirScanner, Progress
-from fs.tarlayer import TarImporter
 from store import (
     Commit,
     DirEntry,
@@ -252,6 +251,9 @@ def _apply_layer(
         stats.cache_hits += scanner.cache_hits
         stats.linked += scanner.linked
     elif layer.kind is LayerKind.TAR:
+        # imported here: tarfile and the decompressors, which a directory never needs
+        from fs.tarlayer import TarImporter
+
         TarImporter(txn, context.options).load(Path(layer.source), root)
     else:
         rev = str(layer.source)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
+import functools
 import os
 import tempfile
 from collections.abc import Collection, Iterator
@@ -15,14 +15,20 @@ from pathlib import Path
 
 from store.errors import OutOfSpaceError
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded the first time syncfs is called: the process's own symbols
+    (dlopen(NULL): Python is linked with it), not ctypes.util.find_library("c"), which
+    runs ``ldconfig -p`` in a child process (~10 ms a command, syncing or not)."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def syncfs(path: Path) -> None:
     """Flush every dirty page of the filesystem holding ``path`` (one call, like OSTree)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _libc.syncfs(fd) != 0:
+        if _libc().syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:

@@ -26,14 +26,15 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, cast
-
-import zstandard
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType, digest
 from store.objects import Commit, DirMeta, DirTree, FileHeader
 from store.verify import ContentCheck
+
+if TYPE_CHECKING:  # imported where used: a commit of a directory never needs zstd (~5 ms)
+    import zstandard
 
 MAGIC_ZLIB = b"SWZ1"  # read only: objects of repositories made before zstd
 MAGIC_ZSTD = b"SWZ2"
@@ -56,6 +57,8 @@ def frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The chunks of a SWZ2 body for this content: 1 MiB pieces, each compressed."""
     compressor: zstandard.ZstdCompressor | None = getattr(_local, "cctx", None)
     if compressor is None:  # one per thread: making one costs more than a small object
+        import zstandard
+
         compressor = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     pending = bytearray()
     for chunk in chunks:
@@ -124,6 +127,8 @@ def decompressor() -> zstandard.ZstdDecompressor:
     """This thread's decompression context (making one costs more than a small object)."""
     dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
     if dctx is None:
+        import zstandard
+
         dctx = _local.dctx = zstandard.ZstdDecompressor()
     return dctx
 
@@ -141,6 +146,8 @@ def inflate_chunk(
 ) -> bytes:
     """One chunk's content: its frame must record ``want`` bytes (checked before it
     inflates: a zstd bomb costs nothing) and hold exactly them, and nothing after."""
+    import zstandard  # loaded by decompressor(), which made ``dctx``
+
     try:
         declared = zstandard.frame_content_size(frame)
     except zstandard.ZstdError as exc:

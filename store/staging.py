@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 from store.durability import boot_id
@@ -20,7 +19,7 @@ _NEW_DIR_GRACE_SECONDS = 600
 
 def new_staging(tmp: Path) -> tuple[Path, int]:
     """Create and lock a staging directory; it is locked before it is named staging-*."""
-    unique = uuid.uuid4().hex[:12]
+    unique = os.urandom(6).hex()  # not uuid: it imports platform (~2 ms a command)
     fresh = tmp / f"new-{unique}"
     fresh.mkdir()
     fd = try_lock_dir(fresh)
