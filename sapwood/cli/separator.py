@@ -69,8 +69,12 @@ def paths_after_separator(
 
 def _check_revisions_after(usage: str, taken: list[str], revs: int) -> None:
     """UsageError unless the words after '--' that argparse gave the revisions can be
-    revisions: all of them (`diff -- A B`), none starting with '/' (no ref does)."""
+    revisions: all of them (`diff -- A B`), none empty (a word after '--' that cannot
+    be a revision is a PATH, refused as an empty PATH is), none starting with '/' (no
+    ref does)."""
     command = usage.split()[0]
+    if "" in taken:  # `log -- ""`: said 'empty revision'; git: not a valid pathspec
+        raise UsageError(f"{command}: '' is not a PATH (the whole tree is /)")
     if len(taken) < revs:  # `diff main -- /usr` compared main with the directory /usr
         raise UsageError(
             f"{command}: {' '.join(taken)} after -- is a PATH, and {usage} needs "

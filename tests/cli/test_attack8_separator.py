@@ -36,3 +36,17 @@ def test_a_second_separator_is_a_path_of_log(repo: Path) -> None:
     assert done.out.count("\ncommit ") == 0 and done.out.startswith("commit ")  # one commit
     assert "diff --git a/-- b/--\nnew file mode" in done.out  # the one that added '/--'
     assert "a/x" not in done.out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("log", "--", ""), ("log", "-p", "--", ""), ("diff", "--", "", "main")],
+)
+def test_an_empty_word_after_the_separator_is_an_empty_path(
+    repo: Path, args: tuple[str, ...]
+) -> None:
+    """attack8.md 8: `log -- ""` said 'empty revision' (the word went to the REV); it is
+    refused as `log main -- ""` is, the way git refuses an empty pathspec."""
+    done = cli("--repo", repo, *args)
+    assert (done.code, done.out) == (2, "")
+    assert done.err == f"sapwood: error: {args[0]}: '' is not a PATH (the whole tree is /)\n"
