@@ -17,6 +17,7 @@ import sys
 from collections.abc import Collection, Sequence
 from gettext import gettext
 from pathlib import Path
+from typing import Any, cast
 
 from sapwood import SapwoodError, UsageError
 from sapwood.cli.output import OneLineFormatter, printable
@@ -76,6 +77,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{command}: {message}" if command else message)
 
 
+class _Stub:
+    """A command whose module is not loaded: its name and help line (in the subparsers'
+    table) are enough to list it and to refuse an unknown command. Chosen, it parses
+    nothing (argparse asks a chosen subparser only that), and _parse loads its module
+    and parses again. Cheaper than a real parser, which every command built for each
+    of the others (argparse's set-up, and gettext looking for a catalogue each time)."""
+
+    def parse_known_args(
+        self, args: Sequence[str], namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        return namespace or argparse.Namespace(), list(args)
+
+
+def _subparser(*, stub: bool = False, **options: Any) -> _Parser | _Stub:
+    """The subparsers' parser class: a _Parser, or a _Stub for ``stub=True``."""
+    return _Stub() if stub else _Parser(**options)
+
+
 def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     """--repo, --debug and -v, accepted before the subcommand and after it.
 
@@ -106,17 +125,18 @@ def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser
     enough to list it, to choose it, and to refuse an unknown one."""
     parser = _Parser(prog="sapwood", description="Content-addressed commits of filesystem trees.")
     _global_options(parser, top=True)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=cast("type[_Parser]", _subparser)
+    )
     commands.required = True
-    stubs = []
     for module in dict.fromkeys(module for _, module, _ in COMMANDS):  # in order, once
         if load is None or module in load:
             importlib.import_module(f"sapwood.cli.{module}").register(commands)
             continue
         for name, _, help_line in (c for c in COMMANDS if c[1] == module):
-            stubs.append(commands.add_parser(name, help=help_line, add_help=False))
+            commands.add_parser(name, help=help_line, stub=True)
     for subparser in commands.choices.values():
-        if subparser not in stubs:
+        if isinstance(subparser, argparse.ArgumentParser):
             _global_options(subparser, top=False)
     return parser
 
