@@ -44,6 +44,10 @@ _STOP_TIMEOUT = 5.0  # for a daemon asked to stop (SIGTERM) before it is killed
 _PROBE_TIMEOUT = 2.0  # for a look at a mount point: a dead mount fails it at once
 SAPWOOD_FSTYPE = "fuse.sapwood"
 SAPWOOD_SOURCE = "sapwood"
+# Requests served at once: the kernel sends up to 12 reads ahead at a time (FUSE's
+# max_background), and one request per thread of every reader; only those waiting for a
+# large object's verification (mountd/preparing.py) hold a task for long.
+REQUEST_TASKS = 64
 TRACEMALLOC_ENV = "SAPWOOD_MOUNT_TRACEMALLOC"  # a file: SIGUSR1 writes where memory went
 
 
@@ -132,9 +136,9 @@ async def _main() -> None:
         nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
         if os.environ.get(TRACEMALLOC_ENV):
             nursery.start_soon(_dump_memory_on_signal, Path(os.environ[TRACEMALLOC_ENV]))
-        # Handlers never wait, so one task serves every request in turn: no task
-        # hand-offs per request.
-        await pyfuse3.main(min_tasks=1, max_tasks=1)
+        # Handlers never wait but for a large object's first read (mountd/preparing.py:
+        # verified in a worker thread): then other tasks serve the other requests.
+        await pyfuse3.main(min_tasks=1, max_tasks=REQUEST_TASKS)
         nursery.cancel_scope.cancel()
 
 

@@ -30,6 +30,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import pyfuse3
 
 from mountd.lru import RecentKeys
+from mountd.preparing import Preparer
 from mountd.view import Attributes, TreeView
 from store import (
     CorruptObjectError,
@@ -166,6 +167,7 @@ class SapwoodOperations(pyfuse3.Operations):
         self.view = view
         self._statvfs_path = statvfs_path
         self._no_open = no_open
+        self._preparer = Preparer(view)  # a large object is verified in a worker thread
 
     @_guarded
     async def lookup(
@@ -221,12 +223,12 @@ class SapwoodOperations(pyfuse3.Operations):
             _read_only()
         if self._no_open:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # no more opens; reads come by inode
-        self.view.open(inode)
+        await self._preparer.open(inode)
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     @_guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.view.read(fh, off, size)  # fh is the inode
+        return await self._preparer.read(fh, off, size)  # fh is the inode
 
     @_guarded
     async def release(self, fh: int) -> None:

@@ -43,6 +43,11 @@ class Lru(Generic[_K, _V]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is kept; a look only (not a use: its place stays). One dict
+        lookup: safe from another thread while this one changes the map."""
+        return key in self._items
+
     def get(self, key: _K) -> _V | None:
         """The value of ``key`` (now the most recent), or None."""
         found = self._items.get(key)

@@ -18,14 +18,26 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
   of them in all, each weighed with what keeping it costs beyond its bytes (its id, the
   bytes object, the LRU's entry: about 300 bytes, so a million tiny files cannot take
   300 MB); the daemon gives them half its memory budget where that is less
-  (mountd/mapped.py ``bound_view_memory``: 16 MiB by default). A larger object is
-  never held in memory: it is decompressed once, verified as it goes, into an
-  unlinked temporary file in a private directory under TMPDIR (O_TMPFILE where the
-  filesystem has it), and served from there; 64 of those are kept, 4 GiB in all, the
-  least recently read going first (a reader whose spool is evicted decompresses the
-  whole object again for its next read: more readers at once than spools thrash).
-  One that TMPDIR's free space cannot hold is an error for that file, before any of
-  it is decompressed.
+  (mountd/mapped.py ``bound_view_memory``: 16 MiB by default). One that alone passes
+  the budget (a budget under 2 MiB) is not kept: it serves the read that asked for it.
+  A larger object is never held whole: it is verified once (inflated and hashed as it
+  streams), where each 1 MiB frame starts noted on the way (store/framed.py), and a
+  read then inflates the frames it covers, kept with the small objects (a reader going
+  through a file inflates each frame once). 256 such objects are kept open (an fd and
+  8 bytes a MiB each); one evicted and read again is not verified again if its file is
+  unchanged (same inode and ctime), only its frames located. However many readers at
+  once, none decompresses more than a frame per read (the spools before: a reader whose
+  spool was evicted decompressed the whole object again for its next read).
+  An object from before zstd (SWZ1: one zlib stream, no frames) is decompressed once,
+  verified as it goes, into an unlinked temporary file in a private directory under
+  TMPDIR, or /var/tmp if unset (O_TMPFILE where the filesystem has it; not /tmp, often
+  a tmpfs: RAM), and served from there; 64 of those
+  are kept, 4 GiB in all, the least recently read going first. One that TMPDIR's free
+  space cannot hold is an error for that file, before any of it is decompressed.
+
+Verifying a large object (hashing it, and inflating it in archive mode) takes seconds
+for a file of gigabytes: ``preparation`` hands that part to the caller, which runs it in
+a worker thread (mountd/preparing.py) while the daemon serves other requests.
 """
 
 from __future__ import annotations
@@ -33,30 +45,59 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import cast
 
 from mountd.lru import Lru, RecentKeys
-from store import ObjectId, ObjectReadError, Repository, require_content
+from store import FramedContent, ObjectId, ObjectReadError, Repository, require_content
 
 _OPEN_FILES = 256  # object files kept open (uncompressed modes)
 _SMALL = 1 << 20  # up to this size: verified with one read, or decompressed into memory
-_KEPT_BYTES = 32 << 20  # decompressed small archive objects kept, in all (hold_at_most)
+_KEPT_BYTES = 32 << 20  # decompressed small archive objects and frames kept (hold_at_most)
 _KEPT_ENTRY_COST = 320  # what one kept object costs beyond its bytes (measured: ~300)
-_SPOOLS = 64  # large archive objects kept decompressed in temporary files (fds: cheap)
+_FRAMED = 256  # large archive objects kept open, their frames located (an fd each)
+_SPOOLS = 64  # large SWZ1 archive objects kept decompressed in temporary files (fds)
 _SPOOL_BYTES = 4 << 30  # the disk those files take, in all
 _SPOOL_RESERVE = 64 << 20  # TMPDIR's space a spool leaves free (1/16 of a smaller one)
 _SHOWN = 1 << 14  # which object the inodes read lately show
 _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes each
 _CHUNK = 1 << 20
+_DISK_TMP = "/var/tmp"  # where spools go when TMPDIR is unset (spool_parent)
+
+_Source = int | bytes | FramedContent
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """The slow part of making an object readable: verifying (hashing) a large object,
+    or decompressing an SWZ1 one to a spool. ``work`` blocks and touches nothing the
+    loop uses (it may run in a worker thread); ``finish``, given what it returned, keeps
+    it (on the loop, or wherever the sources are used)."""
+
+    file_id: ObjectId
+    work: Callable[[], object]
+    finish: Callable[[object], None]
+
+    def run(self) -> None:
+        """Both steps, here and now."""
+        self.finish(self.work())
 
 
 class ObjectSources:
-    """Verified sources of file objects: open files, decompressed bytes, spooled files."""
+    """Verified sources of file objects: open files, decompressed bytes, located frames
+    of archive objects, spooled files.
+
+    Used from one thread; only a Preparation's ``work`` may run in another.
+    """
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self._shown: Lru[int, ObjectId] = Lru(_SHOWN)
         self._files: Lru[ObjectId, int] = Lru(_OPEN_FILES, _OPEN_FILES, os.close)
-        self._small: Lru[ObjectId, bytes] = Lru(_KEPT_BYTES, _KEPT_BYTES)
+        self._small: Lru[ObjectId | tuple[ObjectId, int], bytes] = Lru(_KEPT_BYTES, _KEPT_BYTES)
+        self._framed: Lru[ObjectId, FramedContent] = Lru(_FRAMED, _FRAMED, FramedContent.close)
         self._spools: Lru[ObjectId, int] = Lru(_SPOOLS, _SPOOL_BYTES, os.close)
         self._verified: RecentKeys[int] = RecentKeys(_VERIFIED)
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
@@ -64,26 +105,56 @@ class ObjectSources:
 
     def prepare(self, ino: int, file_id: ObjectId, header: bytes, size: int) -> None:
         """Make ``ino`` readable now (verifying its object), or raise why it is not."""
+        slow = self.preparation(ino, file_id, header, size)
+        if slow is not None:
+            slow.run()
+
+    def preparation(
+        self, ino: int, file_id: ObjectId, header: bytes, size: int
+    ) -> Preparation | None:
+        """Make ``ino`` readable, or say what would take long doing so: a large object
+        not kept (up to 1 MiB: made readable here, at once, or refused)."""
         self._shown.add(ino, file_id, 1)
         if self._kept(file_id) is not None:
-            return
-        try:
-            self._keep(file_id, header, size)
-        except OSError as exc:
-            raise ObjectReadError(f"object {file_id.hex()}: {exc.strerror or exc}") from exc
+            return None
+        if size > _SMALL:
+            return self._large(file_id, header, size)
+        with _read_errors(file_id):
+            if self.repo.stores_compressed:
+                content = self.repo.read_file(file_id)
+                held = self._hold(file_id, content)  # else for the read that asked alone:
+                self._fresh = None if held else (file_id, content)
+            else:
+                fd, key, whole = self._open_verified(file_id, header, size)
+                self._keep_file(file_id, fd, key)
+                self._fresh = None if whole is None else (file_id, whole)
+        return None
 
-    def _keep(self, file_id: ObjectId, header: bytes, size: int) -> None:
-        """Verify the object and keep a source of it, within the bounds of its kind."""
+    def _large(self, file_id: ObjectId, header: bytes, size: int) -> Preparation:
+        """What making a large object readable takes: in a worker thread, verifying it
+        (and spooling an SWZ1 one); then, where the sources are used, keeping it."""
         if not self.repo.stores_compressed:
-            fd, whole = self._open_verified(file_id, header, size)
-            self._files.add(file_id, fd, 1)
-            self._fresh = None if whole is None else (file_id, whole)
-        elif size <= _SMALL:
-            self._small.add(file_id, self.repo.read_file(file_id), size + _KEPT_ENTRY_COST)
-        else:
-            self._spools.make_room(size)  # before the new file takes its disk space
-            self._require_room(file_id, size)
-            self._spools.add(file_id, self._spool(file_id), size)
+
+            def verify_file() -> object:
+                with _read_errors(file_id):
+                    fd, key, _ = self._open_verified(file_id, header, size)
+                    return fd, key
+
+            def keep_file(got: object) -> None:
+                fd, key = cast(tuple[int, int], got)
+                self._keep_file(file_id, fd, key)
+
+            return Preparation(file_id, verify_file, keep_file)
+        spool_dir = self._private_dir()  # made here: work() may run in another thread
+
+        def open_archive() -> object:
+            with _read_errors(file_id):
+                return self._open_archive(file_id, header, size, spool_dir)
+
+        def keep_archive(got: object) -> None:
+            self._keep_archive(file_id, cast(tuple[FramedContent, int] | int, got), size)
+
+        return Preparation(file_id, open_archive, keep_archive)
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
         """Bytes of a prepared inode."""
@@ -97,23 +168,23 @@ class ObjectSources:
             raise KeyError(ino)  # not prepared: the view prepares before it reads
         if isinstance(source, bytes):
             return source[offset : offset + size]
-        try:
+        with _read_errors(file_id):
+            if isinstance(source, FramedContent):
+                return self._read_frames(source, offset, size)
             return os.pread(source, size, offset)
-        except OSError as exc:
-            raise ObjectReadError(f"object {file_id.hex()}: {exc.strerror or exc}") from exc
 
     def hold_at_most(self, limit: int) -> None:
-        """Keep decompressed objects (archive mode) within ``limit`` bytes from now on,
-        their cost in memory counted as ``held_bytes`` counts it; never more than
-        _KEPT_BYTES, however large ``limit``: a budget raised to keep a large index
-        mapped (page cache, which the kernel can reclaim) is no reason to hold more
-        anonymous memory, which it cannot."""
+        """Keep decompressed objects and frames (archive mode) within ``limit`` bytes
+        from now on, their cost in memory counted as ``held_bytes`` counts it; never
+        more than _KEPT_BYTES, however large ``limit``: a budget raised to keep a large
+        index mapped (page cache, which the kernel can reclaim) is no reason to hold
+        more anonymous memory, which it cannot."""
         self._small.count = self._small.budget = min(limit, _KEPT_BYTES)
         self._small.make_room(0)
 
     def held_bytes(self) -> int:
-        """The memory the kept decompressed objects take (archive mode; none otherwise:
-        the other modes keep open files, and spools are files)."""
+        """The memory the kept decompressed objects and frames take (archive mode; none
+        otherwise: the other modes keep open files, and spools are files)."""
         return self._small.weight
 
     def is_open(self, ino: int) -> bool:
@@ -121,23 +192,88 @@ class ObjectSources:
         return file_id is not None and self._kept(file_id) is not None
 
     def close(self) -> None:
-        for pool in (self._files, self._small, self._spools):
+        for pool in (self._files, self._small, self._framed, self._spools):
             pool.clear()
         self._fresh = None
         if self._spool_dir is not None:
             self._spool_dir.cleanup()
             self._spool_dir = None
 
-    def _kept(self, file_id: ObjectId) -> int | bytes | None:
-        found: int | bytes | None = self._files.get(file_id)
+    def _kept(self, file_id: ObjectId) -> _Source | None:
+        found: _Source | None = self._files.get(file_id)
         if found is None:
             found = self._small.get(file_id)
+        if found is None:
+            found = self._framed.get(file_id)
         if found is None:
             found = self._spools.get(file_id)
         return found
 
+    def _hold(self, key: ObjectId | tuple[ObjectId, int], content: bytes) -> bool:
+        """Keep decompressed bytes within the budget; False if they alone pass it (a
+        budget under 1 MiB: review8 7): then they are not kept at all, rather than
+        held beyond it (which made the index bound drop the index's pages at every
+        look, none of them mapped)."""
+        weight = len(content) + _KEPT_ENTRY_COST
+        if weight > self._small.budget:
+            return False
+        self._small.add(key, content, weight)
+        return True
+
+    def _keep_file(self, file_id: ObjectId, fd: int, key: int) -> None:
+        self._verified.add(key, True)
+        self._files.add(file_id, fd, 1)
+
     # ----- archive objects -------------------------------------------------------------
-    def _spool(self, file_id: ObjectId) -> int:
+    def _open_archive(
+        self, file_id: ObjectId, header: bytes, size: int, spool_dir: str
+    ) -> tuple[FramedContent, int] | int:
+        """A large archive object, verified: its frames located (SWZ2) and the key of
+        its verified file, or an fd of its content spooled (SWZ1: no frames)."""
+        framed = self.repo.open_framed_file(file_id, size)
+        if framed is None:
+            self._require_room(file_id, size, spool_dir)
+            return self._spool(file_id, spool_dir)
+        try:
+            st = framed.stat()
+            key = hash((file_id, st.st_ino, st.st_ctime_ns))
+            if key in self._verified:  # a look only: another thread may add to it
+                framed.locate()
+            else:
+                framed.verify(header)
+        except BaseException:
+            framed.close()
+            raise
+        return framed, key
+
+    def _keep_archive(
+        self, file_id: ObjectId, got: tuple[FramedContent, int] | int, size: int
+    ) -> None:
+        if isinstance(got, int):
+            self._spools.add(file_id, got, size)
+            return
+        framed, key = got
+        self._verified.add(key, True)
+        self._framed.add(file_id, framed, 1)
+
+    def _read_frames(self, framed: FramedContent, offset: int, size: int) -> bytes:
+        """Bytes of a large archive object: the frames they lie in, inflated and kept
+        with the small objects (a reader going through a file inflates each once)."""
+        end = min(offset + size, framed.size)
+        pieces = []
+        while offset < end:
+            index, skip = divmod(offset, _CHUNK)
+            key = (framed.object_id, index)
+            chunk = self._small.get(key)
+            if chunk is None:
+                chunk = framed.chunk(index)
+                self._hold(key, chunk)
+            piece = chunk[skip : skip + end - offset]
+            pieces.append(piece)
+            offset += len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _spool(self, file_id: ObjectId, spool_dir: str) -> int:
         """An fd of an unlinked file holding the object's content, verified.
 
         Repository.open_file verifies as it streams (and refuses a stream that inflates
@@ -146,19 +282,18 @@ class ObjectSources:
         """
         with (
             self.repo.open_file(file_id) as stream,
-            tempfile.TemporaryFile(dir=self._private_dir()) as spool,
+            tempfile.TemporaryFile(dir=spool_dir) as spool,
         ):
             shutil.copyfileobj(stream, spool, _CHUNK)
             spool.flush()
             return os.dup(spool.fileno())
 
-    def _require_room(self, file_id: ObjectId, size: int) -> None:
+    def _require_room(self, file_id: ObjectId, size: int, where: str) -> None:
         """Refuse, before decompressing any of it, an object that TMPDIR's free space
         (less a reserve) cannot hold: an object a few KiB compressed may claim
         terabytes, and spooling it would fill the filesystem before failing, on every
         read. ``_spools`` holds one object, however large, when nothing else fits: its
         byte budget does not bound this."""
-        where = self._private_dir()
         st = os.statvfs(where)
         free = st.f_bavail * st.f_frsize
         reserve = min(_SPOOL_RESERVE, st.f_blocks * st.f_frsize // 16)
@@ -173,32 +308,58 @@ class ObjectSources:
         on close (or when the sources are garbage collected)."""
         if self._spool_dir is None or not os.path.isdir(self._spool_dir.name):  # a tmp cleaner
             self._spool_dir = tempfile.TemporaryDirectory(
-                prefix="sapwood-mount-", ignore_cleanup_errors=True
+                prefix="sapwood-mount-", dir=spool_parent(), ignore_cleanup_errors=True
             )
         return self._spool_dir.name
 
     # ----- uncompressed objects --------------------------------------------------------
     def _open_verified(
         self, file_id: ObjectId, header: bytes, size: int
-    ) -> tuple[int, bytes | None]:
-        """An fd of the object's file, verified; and its whole content if that took one
-        read. The store refuses what is not a regular file of the recorded size."""
+    ) -> tuple[int, int, bytes | None]:
+        """An fd of the object's file, verified; the key that says so (see _verify); and
+        its whole content if that took one read. The store refuses what is not a
+        regular file of the recorded size."""
         fd = self.repo.open_file_fd(file_id, size)
         try:
-            return fd, self._verify(file_id, header, size, fd)
+            return fd, *self._verify(file_id, header, size, fd)
         except BaseException:
             os.close(fd)
             raise
 
-    def _verify(self, file_id: ObjectId, header: bytes, size: int, fd: int) -> bytes | None:
-        """Re-hash the object unless verified before; a small object's bytes come back."""
+    def _verify(
+        self, file_id: ObjectId, header: bytes, size: int, fd: int
+    ) -> tuple[int, bytes | None]:
+        """Re-hash the object unless verified before (the same file, unchanged: its
+        inode and ctime); the key of this file, and a small object's bytes. Adds
+        nothing to ``_verified`` (only looks: it may run in a worker thread)."""
         st = os.fstat(fd)
         key = hash((file_id, st.st_ino, st.st_ctime_ns))
-        if self._verified.seen(key):
-            return None
+        if key in self._verified:
+            return key, None
         whole = None
         if size <= _SMALL:  # one read; one byte more shows a grown object
             whole = os.pread(fd, size + 1, 0)
         require_content(fd if whole is None else whole, file_id, header, size)
-        self._verified.add(key, True)
-        return whole
+        return key, whole
+
+
+def spool_parent() -> str | None:
+    """Where spools go (review8 5): TMPDIR if set; else /var/tmp, a disk on every common
+    system, where /tmp is often a tmpfs (Debian 13, Fedora, Arch), whose files are RAM
+    counted in no budget of the daemon's and not in its RSS; else (None) Python's
+    choice. A TMPDIR on a tmpfs is the user's choice: the reserve check bounds it."""
+    chosen = os.environ.get("TMPDIR")
+    if chosen:
+        return chosen
+    if os.path.isdir(_DISK_TMP) and os.access(_DISK_TMP, os.W_OK | os.X_OK):
+        return _DISK_TMP
+    return None
+
+
+@contextmanager
+def _read_errors(file_id: ObjectId) -> Iterator[None]:
+    """An OSError reading an object is an ObjectReadError naming it (EIO for that file)."""
+    try:
+        yield
+    except OSError as exc:
+        raise ObjectReadError(f"object {file_id.hex()}: {exc.strerror or exc}") from exc

@@ -38,7 +38,7 @@ from mountd.inodes import (
 from mountd.listing import Listing
 from mountd.lru import Lru
 from mountd.records import HEADER_BATCH, CachedRecords
-from mountd.sources import ObjectSources
+from mountd.sources import ObjectSources, Preparation
 from store import (
     DirEntry,
     FileStat,
@@ -310,6 +310,20 @@ class TreeView(CachedRecords):
             raise PathNotFoundError("not a regular file")
         self._reading(1)  # an archive object's record, a small file's content
         self.sources.prepare(ino, file_id, found.header, found.size)
+
+    def preparation(self, ino: int) -> Preparation | None:
+        """What reading ``ino`` needs done first that may take long (a large object to
+        verify, or to decompress), for the caller to run off its loop before it reads;
+        None when a read now costs little (made readable already, or refused, if it is
+        a small file: ``read`` then says why)."""
+        if is_dir_ino(ino) or self.sources.is_open(ino):
+            return None
+        parent, index, file_id = self._file_of(ino)
+        found = self._stat(parent, index)
+        if not stat.S_ISREG(found.mode):
+            return None
+        self._reading(1)
+        return self.sources.preparation(ino, file_id, found.header, found.size)
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
         """Bytes of a regular file, opened (and verified) on the first read."""

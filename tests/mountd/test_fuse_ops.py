@@ -37,6 +37,9 @@ class _HostileView:
     def getattr(self, ino: int) -> Attributes:
         return Attributes(ino, stat.S_IFREG | 0o644, 1, 0, 0, 2**64 - 1, 0)  # no off_t holds it
 
+    def preparation(self, ino: int) -> None:
+        return None  # nothing slow: read() fails at once
+
     def read(self, ino: int, offset: int, size: int) -> bytes:
         raise CorruptObjectError(f"object {ino:064x} is corrupt")
 

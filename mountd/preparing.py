@@ -1,0 +1,69 @@
+"""Large objects made readable in worker threads, so that the daemon's loop serves on.
+
+The first read of a large file verifies its object: hashing it whole (every mode), and
+in archive mode inflating it whole too (store/framed.py; an object from before zstd is
+decompressed to a spool). For a file of gigabytes that takes seconds. Done on the trio
+loop, every other request of every process on the mount waited for it (review8 4).
+Here it runs in a worker thread (trio.to_thread), at most ``THREADS`` at once (the
+machine's cores are for the readers too), while the loop answers other requests: the
+daemon runs several request tasks (mountd/daemon.py), of which only these ever wait.
+
+One object is prepared by one thread: other reads of it (the kernel's read-ahead, a
+second reader) wait for that one and then read what it kept. The view itself stays
+synchronous and single-threaded: a Preparation's work touches nothing of it, and what
+the work made is kept, and the read served, in one step of the loop (no checkpoint
+between them, so nothing can evict it in between).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from mountd.sources import Preparation
+from mountd.view import TreeView
+from store import ObjectId
+
+THREADS = 2  # objects verified at once, each in a thread of its own
+_T = TypeVar("_T")
+
+
+class Preparer:
+    """Runs the slow preparations of a view's files in worker threads, then the call
+    that needed them."""
+
+    def __init__(self, view: TreeView, threads: int = THREADS) -> None:
+        self.view = view
+        self._limiter = trio.CapacityLimiter(threads)
+        self._running: dict[ObjectId, trio.Event] = {}
+
+    async def read(self, ino: int, offset: int, size: int) -> bytes:
+        """``view.read``, once ``ino``'s object is readable."""
+        return await self._then(ino, lambda: self.view.read(ino, offset, size))
+
+    async def open(self, ino: int) -> None:
+        """``view.open``, once ``ino``'s object is readable."""
+        await self._then(ino, lambda: self.view.open(ino))
+
+    async def _then(self, ino: int, call: Callable[[], _T]) -> _T:
+        while (slow := self.view.preparation(ino)) is not None:
+            running = self._running.get(slow.file_id)
+            if running is None:
+                await self._run(slow)
+                break  # kept: ``call`` runs before anything else can evict it
+            await running.wait()  # then look again: kept, or failed (then try it here)
+        return call()
+
+    async def _run(self, slow: Preparation) -> None:
+        done = self._running[slow.file_id] = trio.Event()
+        try:
+            # abandon_on_cancel: an unmount does not wait for a verification to end
+            made = await trio.to_thread.run_sync(
+                slow.work, limiter=self._limiter, abandon_on_cancel=True
+            )
+            slow.finish(made)
+        finally:
+            del self._running[slow.file_id]
+            done.set()
