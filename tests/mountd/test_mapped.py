@@ -211,3 +211,33 @@ def test_a_large_budget_keeps_no_more_archive_objects_than_before(
         assert view.sources.held_bytes() <= 256 << 10
     finally:
         view.close()
+
+
+@pytest.mark.parametrize("budget_mib", [0, 1])
+def test_a_budget_under_two_mib_is_not_passed_by_one_object(
+    tmp_path: Path, budget_mib: int
+) -> None:
+    """With SAPWOOD_MOUNT_INDEX_MIB=0 or 1, a decompressed object or frame alone
+    passes half the budget: kept anyway (the LRU keeps its newest entry however
+    heavy), it made ``held`` pass the budget, and the index bound drop the index's
+    pages at every look, none of them mapped (review8 7). It is served, not kept."""
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    contents = [os.urandom(MIB - 100), os.urandom(3 * MIB)]
+    with repo.transaction() as txn:
+        header = FileHeader(0, 0, stat.S_IFREG | 0o644)
+        ids = [txn.write_file(header, content) for content in contents]
+    stats = repo.read_file_stats(ids)
+    sources = ObjectSources(repo)
+    limit = (budget_mib << 20) // 2
+    sources.hold_at_most(limit)
+    try:
+        for ino, (content, file_id, found) in enumerate(zip(contents, ids, stats, strict=True)):
+            for offset in range(0, len(content), 128 << 10):
+                if not sources.is_open(ino):
+                    sources.prepare(ino, file_id, found.header, found.size)
+                assert (
+                    sources.read(ino, offset, 128 << 10) == content[offset : offset + (128 << 10)]
+                )
+                assert sources.held_bytes() <= limit
+    finally:
+        sources.close()
