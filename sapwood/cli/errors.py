@@ -117,7 +117,33 @@ def exit_code(error: SapwoodError) -> int:
 
 
 def message(error: SapwoodError) -> str:
-    """The one line the command line prints for ``error`` (after "sapwood: error: ")."""
+    """The one line the command line prints for ``error`` (after "sapwood: error: "),
+    of a bounded length (see :func:`bounded`)."""
+    return bounded(_words(error))
+
+
+WORD_LIMIT = 120  # characters of one word (a name, a typed argument) an error line echoes
+LINE_LIMIT = 1000  # characters of a whole error line
+
+
+def bounded(text: str) -> str:
+    """``text`` with each word (between spaces) longer than WORD_LIMIT cut in its
+    middle, then the whole cut the same way if it is still longer than LINE_LIMIT: a
+    5,000-character argument was echoed whole. A word keeps its start and its end
+    (the quote or "}:" that closes it), the line keeps what comes after the input, the
+    part that says what is wrong, and the cut says how many characters it left out."""
+    words = [_cut(word, WORD_LIMIT) for word in text.split(" ")]
+    return _cut(" ".join(words), LINE_LIMIT)
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head, tail = limit // 2, limit // 4  # with the note, shorter than limit
+    return f"{text[:head]}[... {len(text) - head - tail:,} characters ...]{text[-tail:]}"
+
+
+def _words(error: SapwoodError) -> str:
     if isinstance(error, NothingToCommitError):
         return "nothing to commit: give a PATH or --tree=dir=|tar=|ref="
     if isinstance(error, SubpathNotADirectoryError):
