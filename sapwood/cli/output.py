@@ -127,6 +127,7 @@ def parse_time(text: str) -> int:
     """Seconds since the epoch, from an integer, an ISO 8601 date (UTC if no zone) or
     any date ``REV@{DATE}`` takes (``@SECONDS``, ``2 weeks ago``, ``yesterday``)."""
     if _SECONDS.fullmatch(text):
+        _refuse_compact_date(text)
         # Bounded before int(), which refuses more than 4300 digits with a ValueError.
         seconds = int(text) if len(text) <= 20 else I64_MAX + 1
         if not I64_MIN <= seconds <= I64_MAX:
@@ -136,7 +137,7 @@ def parse_time(text: str) -> int:
         moment = datetime.datetime.fromisoformat(text)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=datetime.UTC)
-        return int(moment.timestamp())
+        return (moment - _EPOCH) // _ONE_SECOND  # floor: 23:59:59.5 of 1969 is -1, not 0
     except (ValueError, OverflowError, OSError):
         pass
     from sapwood import InvalidDateError, parse_date  # here: the store, not every command's
@@ -153,4 +154,23 @@ def parse_time(text: str) -> int:
         ) from None
 
 
+def _refuse_compact_date(text: str) -> None:
+    """UsageError for eight digits that are also a date, YYYYMMDD: sapwood has read a
+    number as seconds, git reads 20261101 as 2026-11-01; neither is taken silently
+    (docs/decisions.md, "Command line")."""
+    if len(text) != 8 or not text.isdigit():
+        return
+    try:
+        datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return  # only seconds: 12345678 is no date
+    raise UsageError(
+        f"not a time: {text} reads as seconds or, as git reads it, as the date YYYYMMDD: "
+        f"write @{text} for seconds since the epoch or {text[:4]}-{text[4:6]}-{text[6:]} "
+        "for the date"
+    )
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_ONE_SECOND = datetime.timedelta(seconds=1)
 _FORMS_LISTED = "yesterday or now"  # how parse_date's refusal of an unknown form ends

@@ -66,3 +66,43 @@ def test_a_future_date_keeps_the_heads(repo: Path, tmp_path: Path) -> None:
     shown = cli("--repo", repo, "cat", "main", "/a")
     assert shown.out == "2\n"
     assert cli("--repo", repo, "fsck").code == 0
+
+
+def _committed_at(repo: Path, tree: Path, when: str) -> int:
+    done = cli("--repo", repo, "commit", "-b", "main", "--timestamp", when, tree)
+    assert done.code == 0, done.err
+    return int(json.loads(cli("--repo", repo, "log", "--json", "main").out)[0]["timestamp"])
+
+
+@pytest.mark.parametrize("option", ["--timestamp", "--keep-younger-than"])
+def test_eight_digits_that_are_a_date_are_refused(repo: Path, tmp_path: Path, option: str) -> None:
+    """attack8.md 10: `--timestamp 20261101` was 1970-08-23 (seconds); git reads it as
+    2026-11-01. Neither reading is taken silently: the line gives both spellings."""
+    tree = write_tree(tmp_path / "t", {"a": "1\n"})
+    command = ("commit", "-b", "main", tree) if option == "--timestamp" else ("prune",)
+    done = cli("--repo", repo, *command, option, "20261101")
+    assert (done.code, done.out) == (2, "") and done.err.count("\n") == 1
+    assert "not a time: 20261101 reads as seconds or, as git reads it, as the date" in done.err
+    assert done.err.endswith(
+        "write @20261101 for seconds since the epoch or 2026-11-01 for the date\n"
+    )
+    assert cli("--repo", repo, "refs").out == ""
+
+
+@pytest.mark.parametrize(
+    ("when", "seconds"),
+    [
+        ("12345678", 12345678),  # eight digits, but no date (month 34): seconds
+        ("20261301", 20261301),  # month 13
+        ("1234567", 1234567),
+        ("-20261101", -20261101),
+        ("@20261101", 20261101),
+        ("2026-11-01", 1793491200),
+        ("1969-12-31T23:59:59.5", -1),  # floor, as for every other time: it said 0
+    ],
+)
+def test_numbers_that_are_no_date_stay_seconds(
+    repo: Path, tmp_path: Path, when: str, seconds: int
+) -> None:
+    tree = write_tree(tmp_path / "t", {"a": "1\n"})
+    assert _committed_at(repo, tree, when) == seconds
