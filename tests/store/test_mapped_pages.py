@@ -10,13 +10,16 @@ interpreter's heap.
 from __future__ import annotations
 
 import ctypes
+import mmap
+import os
 import stat
 from pathlib import Path
 
 import lmdb
 import pytest
 
-from store import FileHeader, Repository, index_env
+from store import FileHeader, RepoMode, Repository, index_env
+from store.mapped_pages import mapped_ranges
 
 REG = stat.S_IFREG | 0o644
 _PROT_READ_WRITE = 0x1 | 0x2
@@ -128,3 +131,73 @@ def test_a_caller_with_a_budget_of_its_own_keeps_what_point_reads_mapped(
         kept = _resident_kib(data_file)
     assert everything >= 256, f"only {everything} KiB of the index mapped: too small a test"
     assert kept > everything // 2, f"{kept} of {everything} KiB kept by point reads"
+
+
+def _live_shared_mappings() -> list[tuple[int, int]]:
+    """(start, end) of every shared mapping this process has now."""
+    live = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if fields[1][3] == "s":
+                low, high = (int(part, 16) for part in fields[0].split("-"))
+                live.append((low, high))
+    return live
+
+
+def _assert_releases_touch_only_live_maps(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Let go of ``repo``'s index pages; every range given to madvise must be mapped."""
+    advised: list[tuple[int, int]] = []
+    monkeypatch.setattr(index_env, "madvise_dontneed", lambda s, n: advised.append((s, n)))
+    repo.release_index_pages()
+    live = _live_shared_mappings()
+    assert advised, "nothing let go of"
+    for start, length in advised:
+        assert any(low <= start and start + length <= high for low, high in live), (
+            f"madvise of {start:#x}+{length:#x}, where nothing shared is mapped any more"
+        )
+
+
+def _one_file(repo: Repository) -> bytes:
+    with repo.transaction() as txn:
+        return txn.write_file(FileHeader(0, 0, REG), b"one file")
+
+
+def test_an_index_found_by_its_path_is_still_this_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path an index was opened at may name another repository's index by the time
+    its map is looked for (two repositories renamed into each other's place): a
+    mapping shown at that path but of another inode is not this index's."""
+    paths = [tmp_path / "a", tmp_path / "b"]
+    for path in paths:
+        made = Repository.init(path, RepoMode.BARE_USER)
+        _one_file(made)
+        made.close()
+    first, second = (Repository.open(path) for path in paths)
+    try:
+        paths[0].rename(tmp_path / "c")
+        paths[1].rename(paths[0])  # the second now at the path the first was opened at
+        first.release_index_pages()  # its map looked for, both open
+        second.close()
+        _assert_releases_touch_only_live_maps(first, monkeypatch)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_map_no_line_shows_with_its_inode_is_found_by_its_path(tmp_path: Path) -> None:
+    """Where /proc/self/maps shows another inode than stat (overlayfs may show a
+    layer's file), the path still finds the mapping."""
+    path = tmp_path / "data"
+    path.write_bytes(b"\0" * _PAGE)
+    with open(path, "rb") as opened:
+        mapped = mmap.mmap(opened.fileno(), _PAGE, mmap.MAP_SHARED, mmap.PROT_READ)
+    try:
+        st = os.stat(path)
+        found = mapped_ranges(str(path), (st.st_dev, st.st_ino + 1))
+        assert len(found) == 1 and found[0][1] == _PAGE, found
+    finally:
+        mapped.close()
