@@ -3,7 +3,8 @@
 - running sapwood: ``cli`` in this process (fast), ``run`` as a separate process,
   ``run_as_user`` as that process under a real unprivileged user (built on ``run``);
 - building sources and commits: ``write_tree``, ``commit_dir``, ``commit_files``,
-  ``build_rich_tree``; reading them back: ``read_disk_tree``, ``read_commit_tree``;
+  ``build_rich_tree``, ``cli_commits`` (by the command line); reading them back:
+  ``read_disk_tree``, ``read_commit_tree``, ``newest_patch`` (log -p);
 - mounts: the ``mount`` fixture of conftest.py (``Mounts``: a foreground daemon or a
   background mount), which unmounts for sure and checks that nothing is left mounted;
 - the index written behind the store's back: ``raw_index`` and its short forms.
@@ -252,6 +253,23 @@ def commit_trees(
     """Each ``name={path: content}`` written to ``base/name`` and committed to branch
     ``name``; the commit ids by name."""
     return {name: commit_files(repo, base / name, files, name) for name, files in trees.items()}
+
+
+def cli_commits(repo: Path, *trees: Path, branch: str = "main") -> Path:
+    """``sapwood init`` at ``repo``, then each tree committed to ``branch`` with the
+    command line, in turn, at timestamps 1, 2, ...; ``repo``."""
+    assert cli("--repo", repo, "init").code == 0
+    for timestamp, tree in enumerate(trees, 1):
+        done = cli("--repo", repo, "commit", "-b", branch, "--timestamp", str(timestamp), tree)
+        assert done.code == 0, done.err
+    return repo
+
+
+def newest_patch(repo: Path, rev: str = "main") -> bytes:
+    """What ``log -p REV`` shows of REV itself: its header and its patch."""
+    shown = cli("--repo", repo, "log", "-p", rev)
+    assert shown.code == 0, shown.err
+    return shown.raw.split(b"\ncommit ")[0] + b"\n"
 
 
 def build_rich_tree(root: Path, setuid: bool = True) -> None:

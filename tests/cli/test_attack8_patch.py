@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sapwood.cli import patch_view
-from tests.helpers import cli, write_tree
+from tests.helpers import cli, cli_commits, newest_patch, write_tree
 
 
 def _xattrs_work(path: Path) -> bool:
@@ -27,27 +27,18 @@ def _xattrs_work(path: Path) -> bool:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """main~1 -> main: d/ chmod 700, g's xattrs only, h's content."""
-    path = tmp_path / "repo"
-    assert cli("--repo", path, "init").code == 0
-    for version in ("1", "2"):
-        tree = write_tree(tmp_path / f"v{version}", {"d/f": "f\n", "g": "g\n", "h": f"{version}\n"})
-        if version == "2":
-            (tree / "d").chmod(0o700)
-            if not _xattrs_work(tree / "g"):
-                pytest.skip("needs user xattrs where the test runs")
-        done = cli("--repo", path, "commit", "-b", "main", "--timestamp", version, tree)
-        assert done.code == 0, done.err
-    return path
-
-
-def _newest_patch(repo: Path) -> bytes:
-    shown = cli("--repo", repo, "log", "-p", "main")
-    assert shown.code == 0, shown.err
-    return shown.raw.split(b"\ncommit ")[0] + b"\n"
+    trees = [
+        write_tree(tmp_path / f"v{version}", {"d/f": "f\n", "g": "g\n", "h": f"{version}\n"})
+        for version in ("1", "2")
+    ]
+    (trees[1] / "d").chmod(0o700)
+    if not _xattrs_work(trees[1] / "g"):
+        pytest.skip("needs user xattrs where the test runs")
+    return cli_commits(tmp_path / "repo", *trees)
 
 
 def test_changes_git_has_no_words_for_have_a_header_of_their_own(repo: Path) -> None:
-    patch = _newest_patch(repo)
+    patch = newest_patch(repo)
     assert b"diff --sapwood a/d b/d\nold mode 040755\nnew mode 040700\n" in patch
     assert b"diff --sapwood a/g b/g\nxattrs changed\n" in patch
     assert b"diff --git a/h b/h\n" in patch and b"diff --git a/d " not in patch
@@ -60,7 +51,7 @@ def test_git_apply_and_patch_take_it(repo: Path, tmp_path: Path, tool: list[str]
     work = tmp_path / "work"
     assert cli("--repo", repo, "checkout", "-U", "main~1", work).code == 0
     applied = subprocess.run(
-        tool, input=_newest_patch(repo), cwd=work, capture_output=True, check=False
+        tool, input=newest_patch(repo), cwd=work, capture_output=True, check=False
     )
     assert applied.returncode == 0, applied.stderr
     assert (work / "h").read_text() == "2\n"
@@ -86,3 +77,27 @@ def test_a_change_is_found_when_the_shown_ids_are_alike(
     monkeypatch.setattr(patch_view._Side, "__init__", alike)
     shown = cli("--repo", path, "log", "-p", "main")
     assert "-old\n+new\n" in shown.out
+
+
+def test_a_symlinks_mode_is_gits(tmp_path: Path) -> None:
+    """attack8.md 11: a symlink's mode was written 120777; git writes 120000 (new,
+    deleted, and on the index line of a changed target). A file's stays whole."""
+    one = write_tree(tmp_path / "one", {"old": "->a", "moved": "->a", "f": "f\n"})
+    two = write_tree(tmp_path / "two", {"new": "->b", "moved": "->c", "f": "f\n"})
+    (two / "f").chmod(0o600)
+    repo = cli_commits(tmp_path / "repo", one, two)
+    patch = newest_patch(repo)
+    assert b"diff --git a/new b/new\nnew file mode 120000\n" in patch
+    assert b"diff --git a/old b/old\ndeleted file mode 120000\n" in patch
+    assert b"diff --git a/moved b/moved\nindex " in patch
+    assert b" 120000\n--- a/moved\n+++ b/moved\n@@ -1 +1 @@\n-a\n\\ No newline" in patch
+    assert b"old mode 100644\nnew mode 100600\n" in patch
+    assert b"120777" not in patch
+    if shutil.which("git") is not None:
+        work = tmp_path / "work"
+        assert cli("--repo", repo, "checkout", "-U", "main~1", work).code == 0
+        applied = subprocess.run(
+            ["git", "apply", "-"], input=patch, cwd=work, capture_output=True, check=False
+        )
+        assert applied.returncode == 0, applied.stderr
+        assert os.readlink(work / "moved") == "c" and os.readlink(work / "new") == "b"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli
+from tests.helpers import cli, cli_commits, newest_patch
 
 NAMES = [b"plain", b"a b", b"tab\tname", b'q"uote', b"back\\slash", "é".encode(), b"\xff"]
 
@@ -27,24 +27,13 @@ def _tree(root: Path, version: str, names: list[bytes]) -> Path:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    assert cli("--repo", path, "init").code == 0
     first = _tree(tmp_path / "v1", "first", [*NAMES, b"gone name"])
     second = _tree(tmp_path / "v2", "second", [*NAMES, "new \x01 ü".encode()])
-    for tree in (first, second):
-        done = cli("--repo", path, "commit", "-b", "main", "--timestamp", "0", tree)
-        assert done.code == 0, done.err
-    return path
-
-
-def _newest_patch(repo: Path) -> bytes:
-    shown = cli("--repo", repo, "log", "-p", "main")
-    assert shown.code == 0, shown.err
-    return shown.raw.split(b"\ncommit ")[0] + b"\n"
+    return cli_commits(tmp_path / "repo", first, second)
 
 
 def test_headers_quote_as_git_does(repo: Path) -> None:
-    patch = _newest_patch(repo)
+    patch = newest_patch(repo)
     assert b"diff --git a/plain b/plain\n" in patch
     assert b"diff --git a/a b b/a b\n--- " not in patch  # extended lines between
     assert b"--- a/a b\t\n+++ b/a b\t\n" in patch
@@ -67,7 +56,7 @@ def test_git_apply_and_patch_take_the_patch(repo: Path, tmp_path: Path, tool: li
     assert cli("--repo", repo, "checkout", "-U", "main", want).code == 0
     applied = subprocess.run(
         tool,
-        input=_newest_patch(repo),
+        input=newest_patch(repo),
         cwd=work,
         capture_output=True,
         check=False,
