@@ -201,8 +201,8 @@ def _file_patch(repo: Repository, path: bytes, old: Side, new: Side) -> bytes:
         header = b"diff --git " if _git_applies(before, after, is_dir) else _NOT_GIT
         return header + a + b" " + b + b"\n" + b"".join(extended)
     lines = [b"diff --git " + a + b" " + b + b"\n", *extended]
-    same_mode = before.exists and after.exists and before.mode == after.mode
-    suffix = f" {before.mode:06o}" if same_mode else ""
+    same_mode = before.exists and after.exists and _git_mode(before) == _git_mode(after)
+    suffix = f" {_git_mode(before):06o}" if same_mode else ""
     lines.append(f"index {before.short_id}..{after.short_id}{suffix}\n".encode())
     from_name = a if before.exists else b"/dev/null"
     to_name = b if after.exists else b"/dev/null"
@@ -325,20 +325,33 @@ _NOT_GIT = b"diff --sapwood "
 
 def _git_applies(before: _Side, after: _Side, is_dir: bool) -> bool:
     """Whether git apply takes a section of no content change: a file's mode change, or
-    a file added or deleted (empty, or of the same id on both sides)."""
+    a file added or deleted (empty, or of the same id on both sides). A symlink whose
+    permission bits alone changed is not one: git has no words for them."""
     if is_dir:
         return False
-    return not (before.exists and after.exists) or before.mode != after.mode
+    return not (before.exists and after.exists) or _git_mode(before) != _git_mode(after)
+
+
+def _git_mode(side: _Side) -> int:
+    """The mode git writes: a symlink's is 120000 (its permission bits mean nothing on
+    Linux; 120777 differed from git's text, attack8.md 11). A file's stays whole
+    (100600, 104755): sapwood keeps every bit, and git apply and patch take them."""
+    return stat.S_IFLNK if stat.S_ISLNK(side.mode) else side.mode
 
 
 def _mode_lines(before: _Side, after: _Side) -> list[bytes]:
     if not before.exists:
-        return [f"new file mode {after.mode:06o}\n".encode()]
+        return [f"new file mode {_git_mode(after):06o}\n".encode()]
     if not after.exists:
-        return [f"deleted file mode {before.mode:06o}\n".encode()]
+        return [f"deleted file mode {_git_mode(before):06o}\n".encode()]
     lines = []
-    if before.mode != after.mode:
-        lines.append(f"old mode {before.mode:06o}\nnew mode {after.mode:06o}\n".encode())
+    if before.mode != after.mode:  # a symlink's bits alone: as they are, under diff --sapwood
+        old, new = (
+            (_git_mode(before), _git_mode(after))
+            if _git_mode(before) != _git_mode(after)
+            else (before.mode, after.mode)
+        )
+        lines.append(f"old mode {old:06o}\nnew mode {new:06o}\n".encode())
     if (before.uid, before.gid) != (after.uid, after.gid):
         lines.append(
             f"old owner {before.uid}:{before.gid}\nnew owner {after.uid}:{after.gid}\n".encode()
