@@ -75,8 +75,10 @@ def path_history(
 
     A path that never existed yields nothing. Paths are normalised by
     :func:`normalize_path` (InvalidNameError for '..'); no path at all is a UsageError.
+    A path ending in '/' names a directory only, as a git pathspec does: a file or
+    symlink there is as good as absent (unless the path is also given without it).
     """
-    wanted = list(dict.fromkeys(normalize_path(p) for p in paths))
+    wanted = _wanted(paths)
     if not wanted:
         raise UsageError("a path history needs at least one path")
     names = [_names(p) for p in wanted]
@@ -102,21 +104,37 @@ def path_history(
 _Spine = list[Node | None]  # the root, then the node of each name of a path (None: absent)
 
 
+def _wanted(paths: Iterable[str]) -> dict[bytes, bool]:
+    """Each normalised path, in the order given, and whether only a directory there
+    counts (every form of it given ended in '/': `log -- /mode/` matched the file
+    /mode, attack8.md 12)."""
+    wanted: dict[bytes, bool] = {}
+    for path in paths:
+        normal = normalize_path(path)
+        wanted[normal] = wanted.get(normal, True) and path.endswith("/")
+    return wanted
+
+
 def _names(path: bytes) -> list[bytes]:
     return [name for name in path.split(b"/") if name]
 
 
 def _entry(
-    child: tuple[ObjectId, Commit, list[_Spine]], parent: list[_Spine], paths: list[bytes]
+    child: tuple[ObjectId, Commit, list[_Spine]], parent: list[_Spine], paths: dict[bytes, bool]
 ) -> PathLogEntry | None:
     """The child commit's entry if any path's last node differs from its parent's."""
     commit_id, commit, spines = child
-    changes = tuple(
-        PathChange(path, old[-1], new[-1])
-        for path, old, new in zip(paths, parent, spines, strict=True)
-        if old[-1] != new[-1]
-    )
-    return PathLogEntry(commit_id, commit, changes) if changes else None
+    changes: list[PathChange] = []
+    for (path, dir_only), old_spine, new_spine in zip(paths.items(), parent, spines, strict=True):
+        old, new = _as_asked(old_spine[-1], dir_only), _as_asked(new_spine[-1], dir_only)
+        if old != new:
+            changes.append(PathChange(path, old, new))
+    return PathLogEntry(commit_id, commit, tuple(changes)) if changes else None
+
+
+def _as_asked(node: Node | None, dir_only: bool) -> Node | None:
+    """``node``, or None where the path asks for a directory and it is none."""
+    return None if dir_only and (node is None or node.dir is None) else node
 
 
 def _below(node: Node | None) -> ObjectId | None:

@@ -4,11 +4,12 @@ said x was a PATH with a revision missing, `log -p main -- --` showed every chan
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, write_tree
+from tests.helpers import cli, cli_commits, write_tree
 
 
 @pytest.fixture
@@ -50,3 +51,25 @@ def test_an_empty_word_after_the_separator_is_an_empty_path(
     done = cli("--repo", repo, *args)
     assert (done.code, done.out) == (2, "")
     assert done.err == f"sapwood: error: {args[0]}: '' is not a PATH (the whole tree is /)\n"
+
+
+def test_a_trailing_slash_names_a_directory_only(tmp_path: Path) -> None:
+    """attack8.md 12: `log main -- /mode/` matched the file /mode (and /link/ a symlink);
+    a git pathspec `mode/` matches a directory only."""
+    one = write_tree(tmp_path / "1", {"mode": "1\n", "link": "->d", "d/f": "1\n", "t": "file\n"})
+    two = write_tree(tmp_path / "2", {"mode": "2\n", "link": "->e", "d/f": "2\n", "t/g": "dir\n"})
+    repo = cli_commits(tmp_path / "repo", one, two)
+
+    def shown(*paths: str) -> list[list[str]]:
+        done = cli("--repo", repo, "log", "--json", "main", "--", *paths)
+        assert done.code == 0, done.err
+        return [commit["paths"] for commit in json.loads(done.out)]
+
+    assert shown("/mode/") == [] and shown("/link/") == []
+    assert shown("/mode") == [["/mode"], ["/mode"]]
+    assert shown("/d/") == [["/d"], ["/d"]]
+    assert shown("/t/") == [["/t"]]  # a directory since the second commit only
+    assert shown("/t") == [["/t"], ["/t"]]
+    assert shown("/mode/", "mode") == [["/mode"], ["/mode"]]  # without the slash too: the file
+    patch = cli("--repo", repo, "log", "-p", "main", "--", "t/").out
+    assert "b/t/g" in patch and "a/t b/t" not in patch  # the file /t is no part of it
