@@ -44,6 +44,7 @@ import logging
 import operator
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -84,6 +85,7 @@ _NAME_MAX = 255  # names no longer than this, without "/" or NUL, check_name acc
 # What opening a name gives when its entry was swapped for something else: a symlink
 # (ELOOP, or ENOTDIR with O_DIRECTORY), a file where a directory was, a socket.
 _SWAPPED = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENXIO})
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 class _Dir:
@@ -359,8 +361,10 @@ class DirScanner:
     def _entries(self, directory: _Dir, fd: int) -> list[tuple[bytes, os.DirEntry[str]]]:
         """The entries by name; their lstat (DirEntry.stat) is relative to ``fd``."""
         try:
-            with os.scandir(fd) as listing:
-                entries = [(os.fsencode(entry.name), entry) for entry in listing]
+            with os.scandir(fd) as listing:  # os.fsencode's encoding, without its calls
+                entries = [
+                    (entry.name.encode(_FS_ENCODING, _FS_ERRORS), entry) for entry in listing
+                ]
         except OSError as exc:
             raise SourceError(f"{self._shown(directory.tree_path)}: {exc.strerror}") from None
         entries.sort(key=_by_name)
