@@ -82,7 +82,8 @@ coverage: setup
 # its PNG plots (root drops caches for the cold figures). Each bench is given the options
 # its --help offers: --runs $(BENCH_RUNS) (figures are medians), --sizes $(SCALE_SIZES)
 # (scale_bench; add 1000000 for the million-file run) and --results (its JSON rows, in
-# results/json/; its printed tables go to results/json/NAME.txt). BENCHES picks some,
+# results/json/; its printed tables go to results/json/NAME.txt), --pause-reclaim (the
+# VM's proactive pageout off while scale_bench runs: common.reclaim_paused). BENCHES picks some,
 # e.g. `make bench BENCHES="scale commit"`; JSON of earlier runs of the others is kept.
 BENCH_RESULTS := benchmarks/results
 BENCH_RUNS ?= 3
@@ -102,6 +103,7 @@ bench: setup $(BENCH_STAMP)
 		args="--results $(BENCH_RESULTS)/json/$$b.json"; \
 		if grep -q -- --runs <<<"$$help"; then args="$$args --runs $(BENCH_RUNS)"; fi; \
 		if grep -q -- --sizes <<<"$$help"; then args="$$args --sizes $(SCALE_SIZES)"; fi; \
+		if grep -q -- --pause-reclaim <<<"$$help"; then args="$$args --pause-reclaim"; fi; \
 		if ! grep -q -- --results <<<"$$help"; then \
 			args=""; echo "  ($$script has no --results: not in the report)"; fi; \
 		echo "[$$n/$$total] $$(date -u +%H:%M:%S) $$script $$args"; \
@@ -115,7 +117,7 @@ bench: setup $(BENCH_STAMP)
 bench-million: setup $(BENCH_STAMP)
 	@mkdir -p $(BENCH_RESULTS)/json
 	@uptime > $(BENCH_RESULTS)/json/uptime-million-start.txt
-	$(PY) benchmarks/scale_bench.py --sizes 1000000 --runs $(BENCH_RUNS) --peer-runs 1 \
+	$(PY) benchmarks/scale_bench.py --sizes 1000000 --runs $(BENCH_RUNS) --peer-runs 1 --pause-reclaim \
 		--results $(BENCH_RESULTS)/json/scale-million.json | tee $(BENCH_RESULTS)/json/scale-million.txt
 	$(PY) benchmarks/report.py --results $(BENCH_RESULTS)
 

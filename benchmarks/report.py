@@ -119,6 +119,9 @@ def merged(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     if "trees" in earlier["meta"] or "trees" in later["meta"]:
         meta["trees"] = {**earlier["meta"].get("trees", {}), **later["meta"].get("trees", {})}
     meta["load"] = f"{earlier['meta'].get('load', '?')}; then {later['meta'].get('load', '?')}"
+    reclaims = [doc["meta"]["reclaim"] for doc in (earlier, later) if "reclaim" in doc["meta"]]
+    if len(set(reclaims)) > 1:
+        meta["reclaim"] = "; then ".join(reclaims)
     notes = [doc["meta"]["note"] for doc in (earlier, later) if doc["meta"].get("note")]
     if notes:
         meta["note"] = " ".join(notes)
@@ -368,6 +371,11 @@ def page(results: Path, docs: dict[str, dict[str, Any]]) -> str:
             "load of a shared machine).",
             "",
             *([scale["meta"]["note"], ""] if scale["meta"].get("note") else []),
+            *(
+                [f"Proactive reclaim during the run: {scale['meta']['reclaim']}.", ""]
+                if "reclaim" in scale["meta"]
+                else []
+            ),
             *scale_table(scale),
             "",
             *targets(scale),

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import treegen
-from common import SAPWOOD, TOOLS, result_row, write_results
+from common import SAPWOOD, TOOLS, proactive_reclaim, reclaim_paused, result_row, write_results
 
 SAMPLE_SECONDS = 0.02
 KIB_PER_MIB = 1024
@@ -265,7 +265,22 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=treegen.DEFAULT_CACHE)
     parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
+    parser.add_argument(
+        "--pause-reclaim",
+        action="store_true",
+        help="as root, switch the machine's proactive pageout (DAMON) off for the run: it "
+        "makes every step longer than a minute read cold (see common.reclaim_paused)",
+    )
     args = parser.parse_args()
+    if not args.pause_reclaim:
+        return measure(args, proactive_reclaim())
+    with reclaim_paused() as paused:
+        return measure(args, paused)
+
+
+def measure(args: argparse.Namespace, reclaim: str) -> int:
+    """Every size, every run, every tool; ``reclaim`` (the machine's proactive pageout
+    during the run) goes into the results."""
     sizes = [int(size) for size in args.sizes.split(",")]
     peer_runs = args.runs if args.peer_runs is None else args.peer_runs
     samples: Samples = defaultdict(list)
@@ -292,7 +307,12 @@ def main() -> int:
                             flush=True,
                         )
                         write_results(
-                            args.results, "scale", rows(samples), seed=args.seed, trees=trees
+                            args.results,
+                            "scale",
+                            rows(samples),
+                            seed=args.seed,
+                            trees=trees,
+                            reclaim=reclaim,
                         )
 
                     one_run(tool, tree, Path(tmp), entries[1], report)

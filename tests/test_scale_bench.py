@@ -40,3 +40,50 @@ def test_a_small_command_of_a_large_parent_is_measured_small() -> None:
     ballast[::4096] = b"x" * len(ballast[::4096])
     _, peak_mib = scale_bench.run_measured([sys.executable, "-c", "import time; time.sleep(0.3)"])
     assert 1 < peak_mib < 100
+
+
+def _fake_damon(root: Path, state: str) -> Path:
+    """A sysfs tree as DAMON's admin interface lays it out: one daemon, one pageout scheme
+    of a minute's idleness (12 aggregations of 5 s), 128 MiB a second."""
+    daemon = root / "0"
+    context = daemon / "contexts" / "0"
+    scheme = context / "schemes" / "0"
+    for path, text in {
+        daemon / "state": state,
+        context / "monitoring_attrs" / "intervals" / "aggr_us": "5000000",
+        scheme / "action": "pageout",
+        scheme / "access_pattern" / "age" / "min": "12",
+        scheme / "quotas" / "bytes": str(128 << 20),
+    }.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    return daemon / "state"
+
+
+def test_reclaim_is_paused_for_the_run_and_restored_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import common
+
+    state = _fake_damon(tmp_path, "on")
+    monkeypatch.setattr(common, "DAMON", tmp_path)
+    monkeypatch.setattr(common.os, "geteuid", lambda: 0)
+    assert common.proactive_reclaim() == "DAMON 0: pages out memory idle 60 s, 128 MiB/s"
+    with pytest.raises(RuntimeError), common.reclaim_paused() as paused:
+        assert state.read_text() == "off\n"
+        assert "paused" in paused
+        raise RuntimeError("a step failed")
+    assert state.read_text() == "on\n"
+
+
+def test_a_daemon_already_off_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import common
+
+    state = _fake_damon(tmp_path, "off")
+    monkeypatch.setattr(common, "DAMON", tmp_path)
+    monkeypatch.setattr(common.os, "geteuid", lambda: 0)
+    with common.reclaim_paused() as paused:
+        assert paused == "none"
+    assert state.read_text() == "off\n" and common.proactive_reclaim() == "none"
