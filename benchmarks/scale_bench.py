@@ -3,12 +3,14 @@
     .venv/bin/python benchmarks/scale_bench.py [--sizes 10000,100000] [--runs 3]
         [--seed 1] [--cache DIR] [--results FILE]
 
-For each size, the synthetic tree of benchmarks/treegen.py (generated once, cached),
-and ``--runs`` times, for each tool in a fresh bare-user repository: commit, unchanged
+``--runs`` times, each run going through every size (so that a shared machine's load
+falls on every size alike), on the synthetic tree of benchmarks/treegen.py (generated
+once, cached), for each tool in a fresh bare-user repository: commit, unchanged
 re-commit, ``checkout -U -H``, then for sapwood the mount (until the command returns)
 and a full metadata walk through it (os.walk and an lstat of every entry, in this
 process), then fsck, and prune of everything after the ref is deleted. Caches stay warm
-(the machine is shared; the tree was just read or written).
+(the machine is shared; the tree was just read or written; --pause-reclaim keeps a VM's
+proactive pageout from evicting what a step longer than a minute left idle).
 
 Each figure is the median of the runs, with min and max. Memory is the peak resident
 set of the whole process tree of the command: the proportional set size (Pss) of the
@@ -285,24 +287,29 @@ def measure(args: argparse.Namespace, reclaim: str) -> int:
     peer_runs = args.runs if args.peer_runs is None else args.peer_runs
     samples: Samples = defaultdict(list)
     trees: dict[str, object] = {}
+    paths: dict[int, tuple[Path, int]] = {}
     for files in sizes:
-        step = f"[scale {files:,}]"
-        print(f"{step} tree (generated once, then cached)", file=sys.stderr, flush=True)
+        print(f"[scale {files:,}] tree (generated once, then cached)", file=sys.stderr, flush=True)
         tree = treegen.ensure_tree(files, args.seed, args.cache)
         entries = count_entries(tree)
         trees[str(files)] = {"path": str(tree), "entries": entries[1]}
-        for run in range(args.runs):
+        paths[files] = tree, entries[1]
+    # Runs outermost, sizes within: a shared machine's load then weighs on every size's
+    # runs alike, and growth (a size's time per file over the previous size's) compares
+    # runs measured side by side.
+    for run in range(args.runs):
+        for files in sizes:
             for tool in TOOLS:
                 if tool != "sapwood" and run >= peer_runs:
                     continue
+                step = f"[scale {files:,}] run {run + 1}/{args.runs} {tool}"
                 with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-scale-") as tmp:
 
                     def report(operation: str, seconds: float, mib: float | None) -> None:
                         samples[files, operation, tool].append((seconds, mib))  # noqa: B023
                         memory = f", {mib:.0f} MiB" if mib is not None else ""
                         print(
-                            f"{step} run {run + 1}/{args.runs} {tool} {operation}: "  # noqa: B023
-                            f"{seconds:.2f} s{memory}",
+                            f"{step} {operation}: {seconds:.2f} s{memory}",  # noqa: B023
                             file=sys.stderr,
                             flush=True,
                         )
@@ -315,7 +322,8 @@ def measure(args: argparse.Namespace, reclaim: str) -> int:
                             reclaim=reclaim,
                         )
 
-                    one_run(tool, tree, Path(tmp), entries[1], report)
+                    tree, entries = paths[files]
+                    one_run(tool, tree, Path(tmp), entries, report)
     print(
         f"scale: trees of benchmarks/treegen.py (seed {args.seed}), bare-user, caches warm, "
         f"median (min-max) of {args.runs} (peers: {peer_runs}); ratio and per-file: sapwood"
