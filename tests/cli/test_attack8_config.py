@@ -6,17 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from sapwood import RepoMode, Repository
 from tests.helpers import cli
-
-
-@pytest.fixture
-def repo_path(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    Repository.init(path, RepoMode.BARE_USER).close()
-    return path
 
 
 def test_a_directory_named_as_a_temporary_blocks_nothing(repo_path: Path) -> None:

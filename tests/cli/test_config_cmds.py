@@ -11,7 +11,6 @@ import pytest
 from sapwood import (
     ConfigKeyError,
     ConfigValueError,
-    RepoMode,
     Repository,
     get_config,
     list_config,
@@ -19,13 +18,6 @@ from sapwood import (
     unset_config,
 )
 from tests.helpers import cli, run
-
-
-@pytest.fixture
-def repo_path(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    Repository.init(path, RepoMode.BARE_USER).close()
-    return path
 
 
 def _config(repo_path: Path, *args: str) -> tuple[int, str, str]:

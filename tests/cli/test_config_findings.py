@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sapwood import RepoMode, Repository
+from sapwood import Repository
 from tests.helpers import cli
-
-
-@pytest.fixture
-def repo_path(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    Repository.init(path, RepoMode.BARE_USER).close()
-    return path
 
 
 def _config(repo_path: Path, *args: str) -> tuple[int, str, str]:
