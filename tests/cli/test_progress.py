@@ -223,14 +223,17 @@ def test_pull_reaches_the_content_to_fetch(tmp_path: Path, source: Path) -> None
     assert re.fullmatch(pattern, line), line
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
-def test_deploy_reaches_the_commit_total(tmp_path: Path) -> None:
-    env = {"SAPWOOD_CMDLINE": "quiet"}
+QUIET_BOOT = {"SAPWOOD_CMDLINE": "quiet"}  # a deployment's kernel command line
+
+
+def os_sysroot(tmp_path: Path, files: dict[str, str]) -> tuple[Path, Path, Path]:
+    """An initialised sysroot with the OS "deb", and a tree to deploy: ``files`` and a
+    kernel, an initramfs and os-release; (sysroot, its repository, the tree)."""
     sysroot = tmp_path / "sysroot"
     tree = write_tree(
         tmp_path / "os",
         {
-            **{f"usr/share/f{n}": f"{n}\n" for n in range(300)},
+            **files,
             "etc/os-release": "PRETTY_NAME=test\n",
             "boot/vmlinuz-6.1.0-test": "k\n",
             "boot/initrd.img-6.1.0-test": "i\n",
@@ -238,7 +241,13 @@ def test_deploy_reaches_the_commit_total(tmp_path: Path) -> None:
     )
     assert on_a_pipe("admin", "init-fs", sysroot).returncode == 0
     assert on_a_pipe("admin", "--sysroot", sysroot, "os-init", "deb").returncode == 0
-    repo = sysroot / "sapwood/repo"
+    return sysroot, sysroot / "sapwood/repo", tree
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
+def test_deploy_reaches_the_commit_total(tmp_path: Path) -> None:
+    env = QUIET_BOOT
+    sysroot, repo, tree = os_sysroot(tmp_path, {f"usr/share/f{n}": f"{n}\n" for n in range(300)})
     committed = on_a_pipe("--repo", repo, "commit", "-b", "deb/main", "--timestamp", "0", tree)
     commit_id = committed.stdout.decode().strip()
     piped = on_a_pipe("admin", "--sysroot", sysroot, "deploy", "deb/main", env=env)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_progress import SUMMARY_TIME, in_terminal, on_a_pipe, summary
+from tests.cli.test_progress import (
+    QUIET_BOOT,
+    SUMMARY_TIME,
+    in_terminal,
+    on_a_pipe,
+    os_sysroot,
+    summary,
+)
 from tests.helpers import IS_ROOT, write_tree
 
 
@@ -30,21 +37,9 @@ def test_static_delta_generate_says_what_it_wrote(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
 def test_admin_cleanup_shows_its_prune(tmp_path: Path) -> None:
-    env = {"SAPWOOD_CMDLINE": "quiet"}
-    sysroot = tmp_path / "sysroot"
-    tree = write_tree(
-        tmp_path / "os",
-        {
-            "usr/share/f": "f\n",
-            "etc/os-release": "PRETTY_NAME=test\n",
-            "boot/vmlinuz-6.1.0-test": "k\n",
-            "boot/initrd.img-6.1.0-test": "i\n",
-        },
-    )
+    env = QUIET_BOOT
+    sysroot, repo, tree = os_sysroot(tmp_path, {"usr/share/f": "f\n"})
     extra = write_tree(tmp_path / "extra", {f"x/{n}": f"only here {n}\n" for n in range(30)})
-    assert on_a_pipe("admin", "init-fs", sysroot).returncode == 0
-    assert on_a_pipe("admin", "--sysroot", sysroot, "os-init", "deb").returncode == 0
-    repo = sysroot / "sapwood/repo"
     assert on_a_pipe("--repo", repo, "commit", "-b", "deb/main", tree).returncode == 0
     assert on_a_pipe("admin", "--sysroot", sysroot, "deploy", "deb/main", env=env).returncode == 0
     assert on_a_pipe("--repo", repo, "commit", "-b", "tmp", extra).returncode == 0
