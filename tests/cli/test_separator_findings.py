@@ -8,17 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from store import Repository
-from tests.helpers import cli, commit_dir, write_tree
-
-
-@pytest.fixture
-def two_commits(user_repo: Repository, tmp_path: Path) -> Path:
-    source = write_tree(tmp_path / "src", {"etc/x": "1\n", "y": "1\n"})
-    commit_dir(user_repo, source, timestamp=1_000)
-    write_tree(source, {"etc/x": "2\n", "y": "2\n"})
-    commit_dir(user_repo, source, timestamp=2_000)
-    return user_repo.path
+from tests.helpers import cli
 
 
 @pytest.mark.parametrize(
