@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -45,6 +47,16 @@ def user_repo(tmp_path: Path) -> Iterator[Repository]:
     repository = Repository.init(tmp_path / "repo", RepoMode.BARE_USER)
     yield repository
     repository.close()
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A fresh directory of this user's that uid 65534 can reach (0755, in /tmp: pytest's
+    basetemp is root's alone), removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="sapwood-shared-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base)
 
 
 @pytest.fixture(autouse=True)

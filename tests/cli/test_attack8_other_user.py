@@ -7,9 +7,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +14,6 @@ import pytest
 from tests.helpers import IS_ROOT, cli, run_as_user, write_tree
 
 LEFTOVER = "cd" * 31 + ".file"
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A place uid 65534 can reach (pytest's basetemp is root's alone)."""
-    base = Path(tempfile.mkdtemp(prefix="sapwood-atk8-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    yield base
-    shutil.rmtree(base)
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to run a command as another user")

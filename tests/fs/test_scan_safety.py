@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import shutil
 import stat
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,15 +29,6 @@ from tests.helpers import IS_ROOT, as_user, cat_bytes, commit_dir, give_to_user
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree of another user's, committed by root")
 CHANGED = "changed while it was being committed"
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A place uid 65534 can reach: the writable tree and root's private directory."""
-    base = Path(tempfile.mkdtemp(prefix="sapwood-scan-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    yield base
-    shutil.rmtree(base)
 
 
 @pytest.fixture
