@@ -94,7 +94,7 @@ class IndexReader:
     ) -> None:
         self._txn = txn
         self._dbs = dbs
-        self._note_reads = note_reads  # keeps the pages read from piling up (index_env)
+        self._note_reads = note_reads  # keeps the pages read from piling up (PageBudget.note)
 
     def _get(self, key: bytes, table: str) -> Any:
         """The value at ``key`` in ``table``, None if absent. A key LMDB cannot hold
@@ -288,10 +288,10 @@ class Index:
             self._shared.release_pages()
 
     def take_over_page_releases(self) -> None:
-        """Point reads no longer let go of the map's pages every READS_PER_RELEASE
-        (store/index_env.py): the caller calls :meth:`release_pages` on a budget of its
-        own, for every Index of this repository in the process."""
-        self._shared.release_after_reads = False
+        """Point reads no longer count towards the map's budget (store/index_env.py,
+        PageBudget): the caller calls :meth:`release_pages` on a budget of its own, for
+        every Index of this repository in the process."""
+        self._shared.pages.counting_reads = False
 
     def _require_open(self) -> None:
         """A closed repository is the caller's slip, not a damaged index."""
@@ -306,10 +306,8 @@ class Index:
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         try:
-            shared = self._shared
-            yield IndexReader(
-                txn, self._dbs, _no_count if not shared.release_after_reads else shared.note_reads
-            )
+            pages = self._shared.pages
+            yield IndexReader(txn, self._dbs, pages.note if pages.counting_reads else _no_count)
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         finally:
@@ -323,7 +321,7 @@ class Index:
                 "this repository is read-only for you; nothing was written"
             )
         try:
-            write_batch(self._env, self._dbs, batch, self._shared.release_if_over_budget)
+            write_batch(self._env, self._dbs, batch, self._shared.pages)
             cover_last_page(self._env, self._shared.key)
         except lmdb.Error as exc:
             text = str(exc)

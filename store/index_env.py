@@ -8,6 +8,7 @@ import contextlib
 import enum
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,8 +21,74 @@ MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 _DATABASES = ("objects", "commits", "refs", "partial", "statcache")
 _OPTIONAL_DATABASES = ("commitmeta",)  # absent from older indexes until first written
 _MIN_DATA_BYTES = 2 * 4096  # LMDB's two meta pages
-READS_PER_RELEASE = 256  # point reads between two looks at what is mapped
+COUNT_PER_LOOK = 256  # point reads or rows between two looks at what is mapped
 MAPPED_BUDGET = 64 << 20  # file-backed memory mapped past the baseline before a release
+
+
+class PageBudget:
+    """Holds the pages of an index's map that this process keeps resident to a budget.
+
+    A point read faults in a leaf page at random (and the branch pages above it), and
+    a page once read stays in the resident set until released: a checkout or
+    re-commit of a million files read every page of a 480 MiB index (504 and 593 MiB
+    resident, issue 15) although the explicit releases of the long walks came every
+    32,768 files; the commit point's write transaction, checking a million required
+    ids and putting a hundred thousand trees, held 357 MiB of it (prune's removal of a
+    million-file tree's directories, 420 MiB). So IndexReader's point reads and the
+    commit point's rows are counted here (:meth:`note`), and every COUNT_PER_LOOK
+    (:meth:`look`) the pages are let go of if the file-backed memory this process
+    maps (/proc/self/statm, opened anew: an fd kept open would read the parent's after
+    a fork; about 10 us) has grown MAPPED_BUDGET past the baseline.
+
+    The baseline is what was mapped right after the last release (the libraries'
+    pages, other files', other indexes'), lowered to what is mapped whenever that is
+    less: kept from the first release instead, file-backed memory mapped later kept
+    the process past the budget for good and every look released an index that fits
+    it (review10). An index that fits the budget (every repository under a few
+    hundred thousand files) is never released; a larger one is held to about 100 MiB
+    (the first 256 reads after a release map about 37 MiB of a 408 MiB index: each
+    fault maps up to 64 KiB, the kernel's fault-around, and the branch pages fault back
+    too). A release is not free: 0.3-0.5 ms, and the pages read again fault back in
+    (point reads of a 408 MiB index: 1.3 us each with every page mapped, 4-5 us held
+    to the budget; review10). Threads share the count unlocked: a lost increment only
+    delays a look, two looks at once release twice at worst.
+
+    Inside the commit point's write transaction too: LMDB reads the pages it descends
+    through from the map and copies those it changes into memory of its own, so
+    dropping the read-only map's pages mid-transaction is safe (they fault back in
+    from the page cache)."""
+
+    def __init__(self, drop: Callable[[], None]) -> None:
+        self._drop = drop  # lets the map's pages go (SharedEnv, under its map lock)
+        self._count = 0
+        self._baseline: int | None = None  # file-backed resident bytes after a release
+        # off: point reads are not counted, the caller keeps a budget of its own (the
+        # mount daemon: Repository.take_over_index_page_releases)
+        self.counting_reads = True
+
+    def note(self, count: int = 1) -> None:
+        """Count ``count`` point reads or rows; look every COUNT_PER_LOOK."""
+        self._count += count
+        if self._count >= COUNT_PER_LOOK:
+            self._count = 0
+            self.look()
+
+    def look(self) -> None:
+        """Release the pages if the file-backed memory mapped grew MAPPED_BUDGET past
+        the baseline; otherwise lower the baseline to it, should it be less (a
+        baseline measured while something since unmapped was mapped would let the
+        index grow by as much again)."""
+        resident = _file_backed_resident()
+        if self._baseline is None or resident - self._baseline > MAPPED_BUDGET:
+            self.release()
+        else:
+            self._baseline = min(self._baseline, resident)
+
+    def release(self) -> None:
+        """Let the map's pages go now (Index.release_pages, or a look), and measure
+        the baseline: what is mapped now is not the index's."""
+        self._drop()
+        self._baseline = _file_backed_resident()
 
 
 class SharedEnv:
@@ -39,9 +106,7 @@ class SharedEnv:
         # (close, reopen): addresses kept from a map that is gone may hold anything by
         # then, the interpreter's heap too, which madvise(DONTNEED) would zero.
         self._map_lock = threading.Lock()
-        self._reads = 0
-        self._baseline: int | None = None  # file-backed resident bytes after the last release
-        self.release_after_reads = True  # off: the caller keeps a budget of its own
+        self.pages = PageBudget(self._drop_mapped_pages)
         self.env, self.dbs = self._open_env()
         self._identity = _file_identity(Path(key, "data.mdb"))
         if access is Access.CREATE:  # made now: a reopen (remap) must find it, never make one
@@ -101,56 +166,15 @@ class SharedEnv:
         return self._mapped
 
     def release_pages(self) -> None:
-        """Drop the map's pages from this process's resident set (Index.release_pages);
-        nothing once the environment is closed (a snapshot read after its repository
-        was closed still counts its read: see _map_lock)."""
+        """Drop the map's pages from this process's resident set (Index.release_pages)."""
+        self.pages.release()
+
+    def _drop_mapped_pages(self) -> None:
+        """madvise(DONTNEED) the map; nothing once the environment is closed (a snapshot
+        read after its repository was closed still counts its read: see _map_lock)."""
         with self._map_lock:
             for start, length in self.mapped_ranges():
                 madvise_dontneed(start, length)
-        self._baseline = _file_backed_resident()  # what is mapped now is not the index's
-
-    def note_reads(self, count: int = 1) -> None:
-        """Count point reads; every READS_PER_RELEASE, let go of the pages they touched
-        if what this process maps has grown MAPPED_BUDGET past its baseline.
-
-        A point read faults in a leaf page at random, and a page once read stays in the
-        resident set until released: a checkout or re-commit of a million files read
-        every page of a 480 MiB index (504 and 593 MiB resident, issue 15) although the
-        explicit releases of the long walks came every 32,768 files. Counting here
-        bounds every reader at once. Each fault maps up to 64 KiB (the kernel maps the
-        pages around a fault that are in the page cache), so 256 reads map 16 MiB at
-        most between two looks. A release is not free: the pages read again fault back
-        in (about 8 us a file of sys time in an unchanged re-commit of 100,000 files when
-        it came every 2,048 reads whatever was mapped); with a budget, an index that fits
-        it (every repository under a few hundred thousand files) is never released, and
-        a larger one is held to about 80 MiB. The look is /proc/self/statm (opened anew:
-        an fd kept open would read the parent's after a fork), a few microseconds every
-        256 reads. Threads share the count unlocked: a lost increment only delays a
-        look. A caller with a budget of its own (the mount daemon:
-        Repository.take_over_index_page_releases) turns it off."""
-        self._reads += count
-        if self._reads >= READS_PER_RELEASE:
-            self._reads = 0
-            self.release_if_over_budget()
-
-    def release_if_over_budget(self) -> None:
-        """Release the map's pages if the file-backed memory this process has mapped
-        grew MAPPED_BUDGET past the baseline: what was mapped right after the last
-        release (the libraries' pages, other files', other indexes'), lowered to what
-        is mapped whenever that is less.
-
-        Measured anew after each release, not kept from the first: file-backed memory
-        mapped later (a library loaded late, a file a caller maps, another index's
-        pages) would otherwise keep the process past the budget for good, and every
-        look would release an index that fits it (a 39 MiB index: a release every 256
-        reads, 2.9 us a read instead of 1.1; review10). So a release needs the budget's
-        worth mapped since the last one. Lowered: a baseline measured while something
-        since unmapped was mapped would let the index grow by as much again."""
-        resident = _file_backed_resident()
-        if self._baseline is None or resident - self._baseline > MAPPED_BUDGET:
-            self.release_pages()
-        else:
-            self._baseline = min(self._baseline, resident)
 
     @classmethod
     def acquire(cls, path: Path, access: Access) -> SharedEnv:

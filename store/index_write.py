@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
 from typing import Any
 
 from store.errors import (
@@ -24,19 +23,18 @@ from store.errors import (
     RefTargetError,
 )
 from store.ids import ObjectId, ObjectType
+from store.index_env import PageBudget
 from store.index_types import ANY, RefUpdate, WriteBatch
 from store.objects import DirTree
 
 _I64 = struct.Struct(">q")
 
 
-def write_batch(
-    env: Any, dbs: dict[str, Any], batch: WriteBatch, release: Callable[[], None]
-) -> None:
+def write_batch(env: Any, dbs: dict[str, Any], batch: WriteBatch, pages: PageBudget) -> None:
     """Check ``batch`` and apply it in one LMDB write transaction (Index.apply): the
-    commit point. ``release`` lets go of the index's pages (Index.release_pages)
-    while the new trees are checked."""
-    pages = _PageReleases(release)
+    commit point. Every row it checks, puts or deletes is counted in ``pages``, which
+    lets go of the index's pages as they pass the budget (safe inside the write
+    transaction: store/index_env.py, PageBudget)."""
     with env.begin(write=True) as txn:
         objects = dbs["objects"]
         _check_required(txn, objects, batch, pages)
@@ -44,7 +42,7 @@ def write_batch(
             _check_new_trees(txn, objects, batch, pages)
         _check_refs(txn, dbs, batch)
         for object_id, record in batch.objects.items():
-            pages.count()
+            pages.note()
             txn.put(object_id, record.encode(), db=objects, overwrite=False)
         for commit_id, timestamp in batch.commits.items():
             txn.put(commit_id, _I64.pack(timestamp), db=dbs["commits"])
@@ -53,14 +51,14 @@ def write_batch(
         for commit_id in batch.partial_mark:
             txn.put(commit_id, b"", db=dbs["partial"])
         for object_id in batch.remove_objects:
-            pages.count()
+            pages.note()
             txn.delete(object_id, db=objects)
             txn.delete(object_id, db=dbs["commits"])
             if dbs.get("commitmeta") is not None:
                 txn.delete(object_id, db=dbs["commitmeta"])
         _put_commitmeta(txn, dbs.get("commitmeta"), batch)
         for key in batch.statcache_remove:
-            pages.count()
+            pages.note()
             txn.delete(key, db=dbs["statcache"])
         for update in batch.refs:
             if update.new is None:
@@ -68,30 +66,8 @@ def write_batch(
             else:
                 txn.put(update.name.encode(), update.new, db=dbs["refs"])
         for key, value in batch.statcache.items():
-            pages.count()
+            pages.note()
             txn.put(key, value, db=dbs["statcache"])
-
-
-class _PageReleases:
-    """Every _ROWS_PER_RELEASE rows looked up or written, lets go of the map's pages if
-    they pass the budget (SharedEnv.release_if_over_budget).
-
-    Inside the write transaction too: LMDB reads the pages it descends through from the
-    map (and copies those it changes into memory of its own), so a commit point that
-    checks a million required ids and puts a hundred thousand trees had nearly the
-    whole index resident (357 MiB of a million-file commit's 591, issue 15; prune's removal
-    of a million-file tree's directories, 420 MiB). Dropping
-    the map's pages is safe mid-transaction: the map is read-only and the pages fault
-    back in from the page cache."""
-
-    def __init__(self, release: Callable[[], None]) -> None:
-        self._release = release
-        self._rows = 0
-
-    def count(self) -> None:
-        self._rows += 1
-        if self._rows % _ROWS_PER_RELEASE == 0:
-            self._release()
 
 
 def cover_last_page(env: Any, path: str) -> None:
@@ -134,16 +110,15 @@ def _put_commitmeta(txn: Any, db: Any, batch: WriteBatch) -> None:
 
 
 _KIND_NAMES = {kind.value: kind.suffix for kind in ObjectType}
-_ROWS_PER_RELEASE = 256  # rows read or written between two looks at what is mapped
 
 
-def _check_required(txn: Any, objects_db: Any, batch: WriteBatch, pages: _PageReleases) -> None:
+def _check_required(txn: Any, objects_db: Any, batch: WriteBatch, pages: PageBudget) -> None:
     for object_id, kind in batch.required:
-        pages.count()
+        pages.note()
         _check_present(txn, objects_db, batch, object_id, kind)
 
 
-def _check_new_trees(txn: Any, objects_db: Any, batch: WriteBatch, pages: _PageReleases) -> None:
+def _check_new_trees(txn: Any, objects_db: Any, batch: WriteBatch, pages: PageBudget) -> None:
     """Everything a dirtree of the batch names must be in the batch or the index, as
     the kind it is named as. Checked from the trees themselves at the commit point
     rather than from a list kept while they were written: a million files would be a
@@ -154,10 +129,10 @@ def _check_new_trees(txn: Any, objects_db: Any, batch: WriteBatch, pages: _PageR
             continue
         tree = DirTree.decode(record.payload)
         for _, file_id in tree.files:
-            pages.count()
+            pages.note()
             _check_present(txn, objects_db, batch, file_id, ObjectType.FILE)
         for _, entry in tree.dirs:
-            pages.count()
+            pages.note()
             _check_present(txn, objects_db, batch, entry.tree, ObjectType.DIRTREE)
             _check_present(txn, objects_db, batch, entry.meta, ObjectType.DIRMETA)
 

@@ -62,7 +62,7 @@ def test_a_closed_index_lets_go_of_nothing_mapped_where_it_was(
     assert page == start, "the closed map's address could not be taken again"
     try:
         ctypes.memset(page, 0x5A, _PAGE)
-        monkeypatch.setattr(index_env, "READS_PER_RELEASE", 1)
+        monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 1)
         monkeypatch.setattr(index_env, "MAPPED_BUDGET", 0)
         with pytest.raises(lmdb.Error):  # LMDB refuses a snapshot of a closed environment
             reader.has_object(b"\1" * 32)
@@ -114,7 +114,7 @@ def test_a_caller_with_a_budget_of_its_own_keeps_what_point_reads_mapped(
 ) -> None:
     """The mount daemon lets go of the index's pages on its own budget
     (SAPWOOD_MOUNT_INDEX_MIB, which may be raised to keep a large index mapped):
-    once it takes that over, point reads no longer drop them every READS_PER_RELEASE
+    once it takes that over, point reads no longer drop them every COUNT_PER_LOOK
     (scaled down here: after every read), which overrode a raised budget."""
     with user_repo.transaction() as txn:
         ids = [txn.write_file(FileHeader(0, 0, REG), b"file %d" % n) for n in range(6000)]
@@ -123,7 +123,7 @@ def test_a_caller_with_a_budget_of_its_own_keeps_what_point_reads_mapped(
         assert sum(1 for _ in reader.iter_objects()) == 6000
         everything = _resident_kib(data_file)
     user_repo.release_index_pages()
-    monkeypatch.setattr(index_env, "READS_PER_RELEASE", 1)
+    monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 1)
     monkeypatch.setattr(index_env, "MAPPED_BUDGET", 0)
     user_repo.take_over_index_page_releases()
     with user_repo.index.reader() as reader:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from store import FileHeader, ObjectType, Repository, index_env, index_write
+from store import FileHeader, ObjectType, Repository, index_env
 from store.index_types import WriteBatch
 
 REG = stat.S_IFREG | 0o644
@@ -78,9 +78,9 @@ def test_point_reads_let_go_of_their_pages_as_they_go(
     indexed: _Indexed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader that looks objects up one by one (checkout, re-commit) never holds more
-    than about READS_PER_RELEASE leaves: at a million files the whole 480 MiB index
+    than about COUNT_PER_LOOK leaves: at a million files the whole 480 MiB index
     stayed resident before (issue 15). Scaled down: 6,000 objects, a release every 50."""
-    monkeypatch.setattr(index_env, "READS_PER_RELEASE", 50)
+    monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 50)
     monkeypatch.setattr(index_env, "MAPPED_BUDGET", 0)
     with indexed.repo.index.reader() as reader:
         assert all(reader.has_object(i) for i in indexed.ids[:3000])
@@ -93,8 +93,9 @@ def test_the_commit_point_lets_go_of_the_pages_it_checks(
 ) -> None:
     """The commit point of a re-commit checks every reused object (``required``) inside
     its write transaction: at a million files that held 357 MiB of the index resident.
-    Scaled down: 6,000 required objects, a release every 50 rows."""
-    monkeypatch.setattr(index_write, "_ROWS_PER_RELEASE", 50)
+    Scaled down: 6,000 required objects, a look at every row (the index is only about
+    ten fault-around windows of 64 KiB: 50 rows after the last look could map it all)."""
+    monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 1)
     monkeypatch.setattr(index_env, "MAPPED_BUDGET", 0)
     indexed.repo.index.apply(WriteBatch(required={(i, ObjectType.FILE) for i in indexed.ids}))
     indexed.assert_let_go("after the commit point")
@@ -104,8 +105,9 @@ def test_removing_objects_lets_go_of_the_pages_it_reads(
     indexed: _Indexed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Prune removes a dead tree's directories from the index in one write transaction:
-    at a million files that mapped 420 MiB of the index. Scaled down: 5,000 removals."""
-    monkeypatch.setattr(index_write, "_ROWS_PER_RELEASE", 50)
+    at a million files that mapped 420 MiB of the index. Scaled down: 5,000 removals,
+    a look at every row."""
+    monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 1)
     monkeypatch.setattr(index_env, "MAPPED_BUDGET", 0)
     indexed.repo.index.apply(WriteBatch(remove_objects=set(indexed.ids[:5000])))
     indexed.assert_let_go("after the removals")
@@ -119,7 +121,7 @@ def test_an_index_within_the_budget_stays_mapped(
     """Releasing costs a fault per page read again (8 us a file of an unchanged
     re-commit of 100,000 files when it came every 2,048 reads): an index that fits the
     budget is never released, whatever the count says."""
-    monkeypatch.setattr(index_env, "READS_PER_RELEASE", 50)
+    monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 50)
     with indexed.repo.index.reader() as reader:
         assert all(reader.has_object(i) for i in indexed.ids)
         after = _resident_kib(indexed.data_file)
@@ -161,10 +163,10 @@ def test_memory_mapped_elsewhere_does_not_release_the_index_every_look(
     """File-backed memory the process maps after the first release (a library loaded
     late, a file a caller maps) counts in /proc/self/statm as the index's pages do:
     measured against the first baseline only, 8 MiB of it kept the process past the
-    budget for good and every look (every READS_PER_RELEASE reads) released an index
+    budget for good and every look (every COUNT_PER_LOOK reads) released an index
     that fits the budget (on a 39 MiB index, 781 releases in 200,000 reads, 2.9 us a
     read instead of 1.1). The baseline is measured again after each release."""
-    monkeypatch.setattr(index_env, "READS_PER_RELEASE", 50)
+    monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 50)
     monkeypatch.setattr(index_env, "MAPPED_BUDGET", 4 << 20)  # more than the whole index
     with indexed.repo.index.reader() as reader:
         assert all(reader.has_object(i) for i in indexed.ids[:100])  # the first look
@@ -183,7 +185,7 @@ def test_memory_unmapped_since_the_baseline_does_not_let_the_index_grow_past_the
     """A baseline measured while something else was mapped (another file, another
     index's pages) stays too high once that is unmapped: the index could then grow by
     as much again before a release. The baseline comes down to what is mapped."""
-    monkeypatch.setattr(index_env, "READS_PER_RELEASE", 1)  # a look before each read
+    monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 1)  # a look before each read
     monkeypatch.setattr(index_env, "MAPPED_BUDGET", 64 << 10)
     indexed.repo.close()
     other = _OtherFile(tmp_path / "other", 8 << 20)
