@@ -32,6 +32,7 @@ import trio
 from fs.mounts import MountEntry, mounted_at
 from mountd.fuse_ops import NO_OPEN_PASSES_INODE, SapwoodOperations
 from mountd.mapped import bound_view_memory
+from mountd.readers import Readers
 from mountd.repo_view import RepositoryView
 from mountd.view import CommitView, TreeView, ViewOptions
 from store import MountError, ObjectId, Repository, SapwoodError, UsageError
@@ -44,10 +45,6 @@ _STOP_TIMEOUT = 5.0  # for a daemon asked to stop (SIGTERM) before it is killed
 _PROBE_TIMEOUT = 2.0  # for a look at a mount point: a dead mount fails it at once
 SAPWOOD_FSTYPE = "fuse.sapwood"
 SAPWOOD_SOURCE = "sapwood"
-# Requests served at once: the kernel sends up to 12 reads ahead at a time (FUSE's
-# max_background), and one request per thread of every reader; only those waiting for a
-# large object's verification (mountd/preparing.py) hold a task for long.
-REQUEST_TASKS = 64
 TRACEMALLOC_ENV = "SAPWOOD_MOUNT_TRACEMALLOC"  # a file: SIGUSR1 writes where memory went
 
 
@@ -97,7 +94,8 @@ def serve(
     view = _open_view(repo, commit_id, chosen, shown)
     no_open = NO_OPEN_PASSES_INODE and not chosen.with_open
     bound_view_memory(view)  # the libraries mapped by now: its baseline
-    operations = SapwoodOperations(view, str(repo.path), no_open=no_open)
+    readers = Readers()
+    operations = SapwoodOperations(view, str(repo.path), no_open=no_open, on_wait=readers.add)
     try:
         pyfuse3.init(operations, str(mountpoint), chosen.fuse)
     except RuntimeError as exc:
@@ -107,7 +105,7 @@ def serve(
         log.info("mounted %s on %s", shown, mountpoint)
         if on_mounted is not None:
             on_mounted()
-        trio.run(_main)
+        trio.run(_main, readers)
     finally:
         pyfuse3.close(unmount=True)
         view.close()
@@ -131,14 +129,12 @@ def _open_view(
     return view
 
 
-async def _main() -> None:
+async def _main(readers: Readers) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
         if os.environ.get(TRACEMALLOC_ENV):
             nursery.start_soon(_dump_memory_on_signal, Path(os.environ[TRACEMALLOC_ENV]))
-        # Handlers never wait but for a large object's first read (mountd/preparing.py:
-        # verified in a worker thread): then other tasks serve the other requests.
-        await pyfuse3.main(min_tasks=1, max_tasks=REQUEST_TASKS)
+        await readers.run()  # one loop, and more while handlers wait (mountd/readers.py)
         nursery.cancel_scope.cancel()
 
 

@@ -161,13 +161,20 @@ class SapwoodOperations(pyfuse3.Operations):
     enable_writeback_cache = False
 
     def __init__(
-        self, view: TreeView, statvfs_path: str, no_open: bool = NO_OPEN_PASSES_INODE
+        self,
+        view: TreeView,
+        statvfs_path: str,
+        no_open: bool = NO_OPEN_PASSES_INODE,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
+        """``on_wait``: called when a handler is about to wait (a large object verified
+        in a worker thread: mountd/preparing.py), to have other requests served
+        meanwhile (mountd/readers.py)."""
         super().__init__()
         self.view = view
         self._statvfs_path = statvfs_path
         self._no_open = no_open
-        self._preparer = Preparer(view)  # a large object is verified in a worker thread
+        self._preparer = Preparer(view, on_wait=on_wait)
 
     @_guarded
     async def lookup(

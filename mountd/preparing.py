@@ -5,8 +5,8 @@ in archive mode inflating it whole too (store/framed.py; an object from before z
 decompressed to a spool). For a file of gigabytes that takes seconds. Done on the trio
 loop, every other request of every process on the mount waited for it (review8 4).
 Here it runs in a worker thread (trio.to_thread), at most ``THREADS`` at once (the
-machine's cores are for the readers too), while the loop answers other requests: the
-daemon runs several request tasks (mountd/daemon.py), of which only these ever wait.
+machine's cores are for the readers too), while the loop answers other requests: a
+request about to wait has another request loop started first (mountd/readers.py).
 
 One object is prepared by one thread: other reads of it (the kernel's read-ahead, a
 second reader) wait for that one and then read what it kept. The view itself stays
@@ -30,14 +30,24 @@ THREADS = 2  # objects verified at once, each in a thread of its own
 _T = TypeVar("_T")
 
 
+def _nothing() -> None:
+    """No one to tell that a request waits (a Preparer without a daemon: tests)."""
+
+
 class Preparer:
     """Runs the slow preparations of a view's files in worker threads, then the call
     that needed them."""
 
-    def __init__(self, view: TreeView, threads: int = THREADS) -> None:
+    def __init__(
+        self,
+        view: TreeView,
+        threads: int = THREADS,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
         self.view = view
         self._limiter = trio.CapacityLimiter(threads)
         self._running: dict[ObjectId, trio.Event] = {}
+        self._on_wait = on_wait or _nothing
 
     async def read(self, ino: int, offset: int, size: int) -> bytes:
         """``view.read``, once ``ino``'s object is readable."""
@@ -50,6 +60,7 @@ class Preparer:
     async def _then(self, ino: int, call: Callable[[], _T]) -> _T:
         while (slow := self.view.preparation(ino)) is not None:
             running = self._running.get(slow.file_id)
+            self._on_wait()  # someone else reads the kernel's requests meanwhile
             if running is None:
                 await self._run(slow)
                 break  # kept: ``call`` runs before anything else can evict it
