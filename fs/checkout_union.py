@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from dataclasses import dataclass
 
 from fs.checkout_files import FileWriter
 from fs.checkout_options import CheckoutConflictError, CheckoutOptions
@@ -57,6 +58,17 @@ def entries_prefix(node: Node) -> bytes:
     return node.path.rstrip(b"/") + b"/"
 
 
+@dataclass(frozen=True)
+class _Here:
+    """One directory as the pre-check sees it: the commit's path of its entries
+    (``prefix``, ending in '/'), what DEST holds there by name (``present``: empty
+    where DEST has no such directory) and DEST's fd of it (``dirfd``: None then)."""
+
+    prefix: bytes
+    present: dict[bytes, os.DirEntry[str]]
+    dirfd: int | None
+
+
 class UnionChecks(FileWriter):
     """What a checkout into an existing DEST adds to writing files: the pre-check,
     entries already there, whiteouts."""
@@ -80,88 +92,64 @@ class UnionChecks(FileWriter):
         if dirfd is None and not (self.options.whiteouts or self.options.verify):
             return  # a new subtree: nothing in DEST to conflict with
         tree = self.repo.read_dirtree(node.dir.tree)
-        prefix = entries_prefix(node)
         present: dict[bytes, os.DirEntry[str]] = {}
         if dirfd is not None:
             present = {os.fsencode(e.name): e for e in os.scandir(dirfd)}
-        files = self._precheck_whiteouts(tree, prefix, present, dirfd)
-        self._precheck_files(prefix, files, present, dirfd)
-        self._precheck_subdirs(tree, prefix, present, dirfd)
+        here = _Here(entries_prefix(node), present, dirfd)
+        files = self._precheck_whiteouts(tree, here)
+        self._precheck_files(files, here)
+        self._precheck_subdirs(tree, here)
 
-    def _precheck_whiteouts(
-        self,
-        tree: DirTree,
-        prefix: bytes,
-        present: dict[bytes, os.DirEntry[str]],
-        dirfd: int | None,
-    ) -> FileEntries:
+    def _precheck_whiteouts(self, tree: DirTree, here: _Here) -> FileEntries:
         """The directory's files but its whiteouts. A whiteout's target in DEST is taken
-        out of ``present`` (``fill`` removes it first) once it is found to be neither
-        the repository nor a mount point, nor to hold one."""
+        out of ``here.present`` (``fill`` removes it first) once it is found to be
+        neither the repository nor a mount point, nor to hold one."""
         if not self.options.whiteouts:
             return tree.files
-        files, targets = split_whiteouts(tree.files, prefix)
+        files, targets = split_whiteouts(tree.files, here.prefix)
         for target, where in targets:
-            if present.pop(target, None) is not None:
-                assert dirfd is not None
-                self._refuse_repository(dirfd, target, where)
-                self._refuse_mount_points(dirfd, target, where)
+            if here.present.pop(target, None) is not None:
+                assert here.dirfd is not None
+                self._refuse_repository(here.dirfd, target, where)
+                self._refuse_mount_points(here.dirfd, target, where)
         return files
 
-    def _precheck_files(
-        self,
-        prefix: bytes,
-        files: FileEntries,
-        present: dict[bytes, os.DirEntry[str]],
-        dirfd: int | None,
-    ) -> None:
+    def _precheck_files(self, files: FileEntries, here: _Here) -> None:
         """No directory of DEST where the commit has a file; then the contents, if
         --verify or --union-identical asks."""
         for name, file_id in files:
-            found = present.get(name)
+            found = here.present.get(name)
             if found is not None and found.is_dir(follow_symlinks=False):
-                raise _dir_where_file(Node(prefix + name, file=file_id))
-        if self.options.verify or (self.options.union == "identical" and present):
-            self._precheck_contents(prefix, files, present, dirfd)
+                raise _dir_where_file(Node(here.prefix + name, file=file_id))
+        if self.options.verify or (self.options.union == "identical" and here.present):
+            self._precheck_contents(files, here)
 
-    def _precheck_subdirs(
-        self,
-        tree: DirTree,
-        prefix: bytes,
-        present: dict[bytes, os.DirEntry[str]],
-        dirfd: int | None,
-    ) -> None:
+    def _precheck_subdirs(self, tree: DirTree, here: _Here) -> None:
         """Each subdirectory, against DEST's directory of its name if there is one."""
         for name, entry in tree.dirs:
-            child = Node(prefix + name, dir=entry)
-            if name not in present:
+            child = Node(here.prefix + name, dir=entry)
+            if name not in here.present:
                 self.precheck(child, None)
                 continue
-            assert dirfd is not None
-            fd = open_existing_dir(name, dirfd, show_path(child.path))
+            assert here.dirfd is not None
+            fd = open_existing_dir(name, here.dirfd, show_path(child.path))
             try:
                 self.precheck(child, fd)
             finally:
                 os.close(fd)
 
-    def _precheck_contents(
-        self,
-        prefix: bytes,
-        files: FileEntries,
-        present: dict[bytes, os.DirEntry[str]],
-        dirfd: int | None,
-    ) -> None:
+    def _precheck_contents(self, files: FileEntries, here: _Here) -> None:
         """--union-identical: DEST's files are the commit's; --verify: objects to link."""
         headers = self.repo.read_file_headers([file_id for _, file_id in files])
         for (name, file_id), (header, size) in zip(files, headers, strict=True):
-            found = present.get(name)
+            found = here.present.get(name)
             if found is not None and self.options.union == "identical":
-                assert dirfd is not None
+                assert here.dirfd is not None
                 st = found.stat(follow_symlinks=False)
-                if not self._identical(file_id, header, size, name, dirfd, st):
-                    raise _differs(Node(prefix + name, file=file_id))
+                if not self._identical(file_id, header, size, name, here.dirfd, st):
+                    raise _differs(Node(here.prefix + name, file=file_id))
             if self.options.verify and self._linkable(header, size):
-                self._verify(prefix + name, file_id, header, size)
+                self._verify(here.prefix + name, file_id, header, size)
 
     def _refuse_repository(self, dirfd: int, target: bytes, where: bytes) -> None:
         """Refuse a whiteout of the repository itself or of a directory holding it."""
