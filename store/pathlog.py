@@ -24,7 +24,6 @@ from store.errors import (
     CorruptObjectError,
     FormatError,
     InvalidNameError,
-    ObjectMissingError,
     UsageError,
 )
 from store.ids import ObjectId, ObjectType
@@ -199,17 +198,8 @@ class _TreeCache:
 
 
 def dirtree_payload(repo: Repository, tree_id: ObjectId) -> bytes:
-    """The encoded dirtree ``tree_id`` as the index holds it (its id was checked when it
-    was written); ObjectMissingError or CorruptObjectError as Repository.read_dirtree."""
-    with repo.index.reader() as reader:
-        record = reader.object(tree_id)
-    if record is None:
-        raise ObjectMissingError(f"dirtree object {tree_id.hex()} is missing", object_id=tree_id)
-    if record.kind is not ObjectType.DIRTREE:
-        raise CorruptObjectError(
-            f"object {tree_id.hex()} is a {record.kind.suffix}, not a dirtree", object_id=tree_id
-        )
-    return record.payload
+    """The encoded dirtree ``tree_id`` (Repository.read_payload); a seam for tests."""
+    return repo.read_payload(tree_id, ObjectType.DIRTREE)
 
 
 _U32 = struct.Struct(">I")

@@ -245,23 +245,25 @@ class Repository:
         with self.index.reader() as reader:
             return reader.has_object(object_id)
 
+    def read_payload(self, object_id: ObjectId, kind: ObjectType) -> bytes:
+        """An object as the index holds it, not decoded: a commit's, dirtree's or
+        dirmeta's encoding (its id was checked when it was written), for a reader that
+        needs a part of it only (a path's history finds one name in each dirtree); a
+        file object's is its size and header. ObjectMissingError, or CorruptObjectError
+        for an object of another type."""
+        return self._record(object_id, kind).payload
+
     def read_commit(self, object_id: ObjectId) -> Commit:
         """A commit object, decoded (ObjectMissingError, CorruptObjectError otherwise)."""
-        return _decoded(
-            Commit.decode, self._record(object_id, ObjectType.COMMIT).payload, object_id
-        )
+        return _decoded(Commit.decode, self.read_payload(object_id, ObjectType.COMMIT), object_id)
 
     def read_dirtree(self, object_id: ObjectId) -> DirTree:
         """A dirtree object (a directory's entries), decoded."""
-        return _decoded(
-            DirTree.decode, self._record(object_id, ObjectType.DIRTREE).payload, object_id
-        )
+        return _decoded(DirTree.decode, self.read_payload(object_id, ObjectType.DIRTREE), object_id)
 
     def read_dirmeta(self, object_id: ObjectId) -> DirMeta:
         """A dirmeta object (a directory's owner, mode and xattrs), decoded."""
-        return _decoded(
-            DirMeta.decode, self._record(object_id, ObjectType.DIRMETA).payload, object_id
-        )
+        return _decoded(DirMeta.decode, self.read_payload(object_id, ObjectType.DIRMETA), object_id)
 
     def is_partial(self, commit_id: ObjectId) -> bool:
         """True if objects this commit needs were deleted (fsck with delete) and not

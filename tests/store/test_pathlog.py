@@ -14,8 +14,10 @@ import pytest
 import store.pathlog as pathlog
 from store import (
     CorruptObjectError,
+    DirTree,
     InvalidNameError,
     ObjectId,
+    ObjectMissingError,
     ObjectType,
     Repository,
     UsageError,
@@ -217,3 +219,21 @@ def test_a_damaged_dirtree_is_a_corrupt_object(
     with Repository.open(user_repo.path) as reopened, pytest.raises(CorruptObjectError) as caught:
         list(path_history(reopened, second, ["/etc/motd"]))
     assert caught.value.object_id == root
+
+
+def test_read_payload_is_the_encoding_the_readers_decode(
+    user_repo: Repository, tmp_path: Path
+) -> None:
+    """Repository.read_payload (review6.md 10: pathlog repeated the repository's own
+    lookup): the encoding read_dirtree decodes; a missing object, or one of another
+    type, refused as the read_* methods refuse it."""
+    commit_id = commit_files(user_repo, tmp_path / "a", {"etc/motd": "1"})
+    commit = user_repo.read_commit(commit_id)
+    payload = user_repo.read_payload(commit.tree, ObjectType.DIRTREE)
+    assert DirTree.decode(payload) == user_repo.read_dirtree(commit.tree)
+    assert DirTree.decode(payload).object_id() == commit.tree
+    assert user_repo.read_payload(commit_id, ObjectType.COMMIT) == commit.encode()
+    with pytest.raises(CorruptObjectError, match="is a commit, not a dirtree"):
+        user_repo.read_payload(commit_id, ObjectType.DIRTREE)
+    with pytest.raises(ObjectMissingError):
+        user_repo.read_payload(ObjectId(bytes(32)), ObjectType.DIRTREE)
