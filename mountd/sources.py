@@ -233,7 +233,7 @@ class ObjectSources:
         framed = self.repo.open_framed_file(file_id, size)
         if framed is None:
             self._require_room(file_id, size, spool_dir)
-            return self._spool(file_id, spool_dir)
+            return self._spool(file_id, header, size, spool_dir)
         try:
             st = framed.stat()
             key = hash((file_id, st.st_ino, st.st_ctime_ns))
@@ -273,15 +273,16 @@ class ObjectSources:
             offset += len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _spool(self, file_id: ObjectId, spool_dir: str) -> int:
+    def _spool(self, file_id: ObjectId, header: bytes, size: int, spool_dir: str) -> int:
         """An fd of an unlinked file holding the object's content, verified.
 
-        Repository.open_file verifies as it streams (and refuses a stream that inflates
-        beyond the recorded size), so reading it to the end either gives the object's
-        bytes or raises; the file is gone with its fd in either case.
+        Repository.open_recorded_file verifies as it streams (and refuses a stream that
+        inflates beyond the recorded size), so reading it to the end either gives the
+        object's bytes or raises; the file is gone with its fd in either case. It looks
+        nothing up in the index: this runs in a worker thread.
         """
         with (
-            self.repo.open_file(file_id) as stream,
+            self.repo.open_recorded_file(file_id, header, size) as stream,
             tempfile.TemporaryFile(dir=spool_dir) as spool,
         ):
             shutil.copyfileobj(stream, spool, _CHUNK)

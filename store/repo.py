@@ -319,11 +319,16 @@ class Repository:
         on wrong bytes before the end reads everything first (``read_file``).
         """
         record = self._record(object_id, ObjectType.FILE)
-        header = _decoded(FileHeader.decode, record.file_header_bytes, object_id)
-        stream = self.content.open_content(object_id, header, record.file_size)
+        return self.open_recorded_file(object_id, record.file_header_bytes, record.file_size)
+
+    def open_recorded_file(self, object_id: ObjectId, header_bytes: bytes, size: int) -> BinaryIO:
+        """``open_file`` with the header and size the caller read from this index: no
+        index lookup (the mount's worker threads, which must not share its snapshots)."""
+        header = _decoded(FileHeader.decode, header_bytes, object_id)
+        stream = self.content.open_content(object_id, header, size)
         if header.is_symlink:  # no content: its target is in the header
             return stream
-        return verified(stream, object_id, record.file_header_bytes, record.file_size)
+        return verified(stream, object_id, header_bytes, size)
 
     def read_file(self, object_id: ObjectId) -> bytes:
         """The whole, verified content of a file object."""

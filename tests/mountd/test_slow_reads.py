@@ -13,9 +13,11 @@ import pytest
 import trio
 
 from mountd.preparing import Preparer
+from mountd.sources import ObjectSources
 from mountd.view import ROOT_INODE, CommitView
-from store import FramedContent, RepoMode, Repository, filez
+from store import FramedContent, RepoMode, Repository, filez, lookup
 from tests.helpers import Mounts, commit_dir
+from tests.mountd.legacy import rewrite_as_swz1
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 HUGE = 2 << 30  # verified in about 0.7 s (0.34 s a GiB measured at load 4.5)
@@ -80,25 +82,40 @@ def test_small_files_are_served_while_a_huge_archive_file_is_verified(
     assert daemon.alive()
 
 
+@pytest.mark.parametrize("legacy", [False, True])
 def test_one_thread_verifies_an_object_however_many_read_it_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: bool
 ) -> None:
     """The kernel's read-ahead sends a dozen reads of a file at once: one verifies the
-    object in a worker thread, the others wait for it and read what it kept."""
+    object in a worker thread (framed, or spooled if SWZ1), the others wait for it and
+    read what it kept. The thread never reads the index (the view's, on the loop)."""
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
     source = tmp_path / "src"
     source.mkdir()
     content = os.urandom(3 << 20)
     (source / "large").write_bytes(content)
-    view = CommitView(repo, commit_dir(repo, source))
+    commit_id = commit_dir(repo, source)
+    file_id = lookup(repo, commit_id, "/large").file
+    assert file_id is not None
+    if legacy:
+        rewrite_as_swz1(repo, file_id, content)
+    view = CommitView(repo, commit_id)
     verified: list[int] = []
-    verify = FramedContent.verify
+    index_readers: set[int] = set()
+    reader = repo.index.reader
+    name = "_spool" if legacy else "verify"
+    method = getattr(ObjectSources if legacy else FramedContent, name)
 
-    def counted(self: FramedContent, header: bytes) -> None:
+    def counted(self: object, *args: object) -> object:
         verified.append(threading.get_ident())
-        verify(self, header)
+        return method(self, *args)
 
-    monkeypatch.setattr(FramedContent, "verify", counted)
+    def watched() -> object:
+        index_readers.add(threading.get_ident())
+        return reader()
+
+    monkeypatch.setattr(ObjectSources if legacy else FramedContent, name, counted)
+    monkeypatch.setattr(repo.index, "reader", watched)
     preparer = Preparer(view)
     ino = view.lookup(ROOT_INODE, b"large").ino
     pieces: dict[int, bytes] = {}
@@ -117,6 +134,7 @@ def test_one_thread_verifies_an_object_however_many_read_it_at_once(
         view.close()
     assert b"".join(pieces[offset] for offset in sorted(pieces)) == content
     assert len(verified) == 1 and verified[0] != threading.get_ident()
+    assert index_readers == {threading.get_ident()}
 
 
 def test_a_large_object_is_verified_off_the_loop_in_every_mode(tmp_path: Path) -> None:

@@ -297,13 +297,13 @@ def test_an_object_larger_than_tmpdir_has_room_for_is_refused_before_it_is_spool
         assert found is not None
         rewrite_as_swz1(repo, found, (source / name).read_bytes())
     opened: list[ObjectId] = []
-    open_file = repo.open_file
+    open_file = repo.open_recorded_file
 
-    def counted(file_id: ObjectId) -> BinaryIO:
+    def counted(file_id: ObjectId, header: bytes, size: int) -> BinaryIO:
         opened.append(file_id)
-        return open_file(file_id)
+        return open_file(file_id, header, size)
 
-    monkeypatch.setattr(repo, "open_file", counted)
+    monkeypatch.setattr(repo, "open_recorded_file", counted)
     with small_tmpfs(tmp_path / "tmp", "16m") as tmpdir:
         monkeypatch.setenv("TMPDIR", str(tmpdir))
         view = CommitView(repo, commit_id)
@@ -314,6 +314,7 @@ def test_an_object_larger_than_tmpdir_has_room_for_is_refused_before_it_is_spool
             assert opened == []  # nothing decompressed, nothing written
             fits = view.lookup(ROOT_INODE, b"fits").ino
             assert view.read(fits, 0, 5 << 20) == (source / "fits").read_bytes()
+            assert len(opened) == 1
         finally:
             view.close()
 
