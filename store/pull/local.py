@@ -207,23 +207,26 @@ class _LocalPull:
         through, a use-after-free while one reads. Runs on every way out, a Ctrl-C in
         the main thread included, even one inside ``pool.submit`` (whose future is
         lost, its work queued: it starts, sees ``stopping`` and does nothing; the pull
-        ends, so ``stopping`` stays set). Further Ctrl-Cs while it waits are held
-        back (a large file's copy stops at its next chunk) and raised once no copy
-        runs."""
-        for future in futures:
-            future.cancel()
-        with self.work:
-            self.stopping.set()
+        ends, so ``stopping`` stays set). A further Ctrl-C, wherever it lands in here,
+        starts the waiting again (a large file's copy stops at its next chunk) and is
+        raised once no copy runs."""
         interrupted: KeyboardInterrupt | None = None
         while True:
             try:
-                with self.work:
-                    self.work.wait_for(lambda: self.working == 0)
+                self._stop_once(futures)
                 break
             except KeyboardInterrupt as exc:
                 interrupted = exc
         if interrupted is not None:
             raise interrupted
+
+    def _stop_once(self, futures: list[Future[None]]) -> None:
+        with self.work:
+            self.stopping.set()
+        for future in futures:
+            future.cancel()
+        with self.work:
+            self.work.wait_for(lambda: self.working == 0)
 
     def _one(self, txn: Transaction, object_id: ObjectId) -> None:
         header, size = self.src.read_file_header(object_id)
