@@ -96,7 +96,9 @@ class ObjectSources:
         self.repo = repo
         self._shown: Lru[int, ObjectId] = Lru(_SHOWN)
         self._files: Lru[ObjectId, int] = Lru(_OPEN_FILES, _OPEN_FILES, os.close)
-        self._small: Lru[ObjectId | tuple[ObjectId, int], bytes] = Lru(_KEPT_BYTES, _KEPT_BYTES)
+        self._small: Lru[ObjectId | tuple[ObjectId, int], bytes] = Lru(
+            _entries(_KEPT_BYTES), _KEPT_BYTES
+        )
         self._framed: Lru[ObjectId, FramedContent] = Lru(_FRAMED, _FRAMED, FramedContent.close)
         self._spools: Lru[ObjectId, int] = Lru(_SPOOLS, _SPOOL_BYTES, os.close)
         self._verified: RecentKeys[int] = RecentKeys(_VERIFIED)
@@ -179,7 +181,8 @@ class ObjectSources:
         more than _KEPT_BYTES, however large ``limit``: a budget raised to keep a large
         index mapped (page cache, which the kernel can reclaim) is no reason to hold
         more anonymous memory, which it cannot."""
-        self._small.count = self._small.budget = min(limit, _KEPT_BYTES)
+        self._small.budget = min(limit, _KEPT_BYTES)
+        self._small.count = _entries(self._small.budget)
         self._small.make_room(0)
 
     def held_bytes(self) -> int:
@@ -342,6 +345,12 @@ class ObjectSources:
             whole = os.pread(fd, size + 1, 0)
         require_content(fd if whole is None else whole, file_id, header, size)
         return key, whole
+
+
+def _entries(budget: int) -> int:
+    """How many kept objects a byte budget can hold: each weighs its cost at least, so
+    the count never binds before the bytes do (review8 8: it was set to the bytes)."""
+    return budget // _KEPT_ENTRY_COST + 1
 
 
 def spool_parent() -> str | None:

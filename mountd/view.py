@@ -314,8 +314,9 @@ class TreeView(CachedRecords):
     def preparation(self, ino: int) -> Preparation | None:
         """What reading ``ino`` needs done first that may take long (a large object to
         verify, or to decompress), for the caller to run off its loop before it reads;
-        None when a read now costs little (made readable already, or refused, if it is
-        a small file: ``read`` then says why)."""
+        None when a read now costs little: readable already (a small file is made
+        readable here, or refused with the error), or not a regular file (``read``
+        then says so)."""
         if is_dir_ino(ino) or self.sources.is_open(ino):
             return None
         parent, index, file_id = self._file_of(ino)
