@@ -1,8 +1,10 @@
 """A mount of an archive repository keeps its memory bounded by bytes (issue 9).
 
 Large archive objects used to be decompressed into memory and 256 of them kept: six
-files took a daemon to 533 MB. Now a large object is decompressed once into an
-unlinked temporary file, verified on the way, and read from there.
+files took a daemon to 533 MB. Then a large object was decompressed once into an
+unlinked temporary file, verified on the way, and read from there; now (review8 2) it
+is verified once and read a 1 MiB frame at a time (store/framed.py), the frames kept
+within the memory budget.
 """
 
 from __future__ import annotations
