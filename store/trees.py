@@ -151,7 +151,8 @@ def diff_trees(
     changes at or below those paths, still in path order: each path is followed down
     from the two nodes, stopping where both sides share a dirtree id, and nothing
     outside the paths is read. A path neither side holds gives nothing; "/" is the
-    whole tree; an empty ``paths`` gives nothing; one str is one path.
+    whole tree; an empty ``paths`` gives nothing; one str is one path. A path ending
+    in '/' names a directory only, as a git pathspec does (:func:`dir_only_paths`).
     InvalidNameError for a path holding '..' (or any name a tree cannot hold).
     """
     _require_dir(old)
@@ -159,8 +160,10 @@ def diff_trees(
     if paths is None:
         yield from _diff_below(repo, old, new)
         return
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    only_dirs = dir_only_paths(paths)
     for names in distinct_paths(paths):
-        yield from _diff_at(repo, old, new, names)
+        yield from _diff_at(repo, old, new, names, names in only_dirs)
 
 
 def distinct_paths(paths: Iterable[str]) -> list[tuple[bytes, ...]]:
@@ -177,8 +180,24 @@ def distinct_paths(paths: Iterable[str]) -> list[tuple[bytes, ...]]:
     return kept
 
 
-def _diff_at(repo: Repository, old: Node, new: Node, names: tuple[bytes, ...]) -> Iterator[Change]:
-    """The changes at or below ``names``: down to it on both sides, then compared."""
+def dir_only_paths(paths: Iterable[str]) -> set[tuple[bytes, ...]]:
+    """The names of the paths that ask for a directory only: every form of them given
+    ends in '/' (a file or symlink there is as good as absent; `diff A B -- /f/`
+    showed the file /f). One str is one path."""
+    if isinstance(paths, str):
+        paths = [paths]
+    only: dict[tuple[bytes, ...], bool] = {}
+    for path in paths:
+        names = tuple(split_path(path))
+        only[names] = only.get(names, True) and path.endswith("/")
+    return {names for names, dir_only in only.items() if dir_only}
+
+
+def _diff_at(
+    repo: Repository, old: Node, new: Node, names: tuple[bytes, ...], dir_only: bool = False
+) -> Iterator[Change]:
+    """The changes at or below ``names``: down to it on both sides, then compared
+    (``dir_only``: a side that is no directory there counts as absent)."""
     if not names:
         yield from _diff_below(repo, old, new)
         return
@@ -190,7 +209,15 @@ def _diff_at(repo: Repository, old: Node, new: Node, names: tuple[bytes, ...]) -
         a, b = child_node(repo, a, name), child_node(repo, b, name)
         if a is None and b is None:
             return
+    if dir_only:
+        a, b = _dir_or_none(a), _dir_or_none(b)
+        if a is None and b is None:
+            return
     yield from _diff_pair(repo, a, b)
+
+
+def _dir_or_none(node: Node | None) -> Node | None:
+    return node if node is not None and node.dir is not None else None
 
 
 def _same_subtree(a: Node | None, b: Node | None) -> bool:

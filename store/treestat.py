@@ -30,6 +30,7 @@ from store.trees import (
     child_node,
     children,
     diff_trees,
+    dir_only_paths,
     distinct_paths,
     root_node,
     walk,
@@ -107,11 +108,13 @@ def _everything_added(repo: Repository, new: Node, paths: Iterable[str] | None) 
         tops = children(repo, new)
     else:
         tops = []
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        only_dirs = dir_only_paths(paths)
         for names in distinct_paths(paths):
             node: Node | None = new
             for name in names:
                 node = child_node(repo, node, name)
-            if node is not None:
+            if node is not None and (node.dir is not None or names not in only_dirs):
                 tops.extend(children(repo, node) if not names else [node])
     for node in tops:
         yield Change("A", node.path, None, node)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sapwood import Repository, diff_stat, rev_parse, root_node
 from tests.helpers import cli, cli_commits, write_tree
 
 
@@ -53,12 +54,19 @@ def test_an_empty_word_after_the_separator_is_an_empty_path(
     assert done.err == f"sapwood: error: {args[0]}: '' is not a PATH (the whole tree is /)\n"
 
 
-def test_a_trailing_slash_names_a_directory_only(tmp_path: Path) -> None:
-    """attack8.md 12: `log main -- /mode/` matched the file /mode (and /link/ a symlink);
-    a git pathspec `mode/` matches a directory only."""
+@pytest.fixture
+def file_and_dirs(tmp_path: Path) -> Path:
+    """main^ -> main: the file /mode and the symlink /link change, so does /d/f, and the
+    file /t becomes a directory holding g."""
     one = write_tree(tmp_path / "1", {"mode": "1\n", "link": "->d", "d/f": "1\n", "t": "file\n"})
     two = write_tree(tmp_path / "2", {"mode": "2\n", "link": "->e", "d/f": "2\n", "t/g": "dir\n"})
-    repo = cli_commits(tmp_path / "repo", one, two)
+    return cli_commits(tmp_path / "repo", one, two)
+
+
+def test_a_trailing_slash_names_a_directory_only(file_and_dirs: Path) -> None:
+    """attack8.md 12: `log main -- /mode/` matched the file /mode (and /link/ a symlink);
+    a git pathspec `mode/` matches a directory only."""
+    repo = file_and_dirs
 
     def shown(*paths: str) -> list[list[str]]:
         done = cli("--repo", repo, "log", "--json", "main", "--", *paths)
@@ -73,3 +81,24 @@ def test_a_trailing_slash_names_a_directory_only(tmp_path: Path) -> None:
     assert shown("/mode/", "mode") == [["/mode"], ["/mode"]]  # without the slash too: the file
     patch = cli("--repo", repo, "log", "-p", "main", "--", "t/").out
     assert "b/t/g" in patch and "a/t b/t" not in patch  # the file /t is no part of it
+
+
+def test_diff_reads_a_trailing_slash_as_log_does(file_and_dirs: Path) -> None:
+    """diff -- PATH/ follows the same rule: it showed the file /mode for /mode/."""
+
+    def shown(*args: str) -> str:
+        done = cli("--repo", file_and_dirs, "diff", *args)
+        assert done.code == 0, done.err
+        return done.out
+
+    for path in ("/mode/", "/link/"):
+        assert shown("main^", "main", "--", path) == ""
+        assert shown("--stat", "main^", "main", "--", path) == ""
+    assert shown("main^", "main", "--", "/mode/", "/mode").split() == ["M", "/mode"]
+    assert shown("main^", "main", "--", "/d/").split() == ["M", "/d/f"]
+    assert shown("main^", "main", "--", "/t/").split() == ["A", "/t"]  # the file was no part
+    assert shown("main^", "main", "--", "/t").split() == ["M", "/t"]
+    with Repository.open(file_and_dirs) as repo:  # a root commit: all added
+        root = root_node(repo, rev_parse(repo, "main"))
+        assert diff_stat(repo, None, root, ["/mode/"]).total.added == 0
+        assert diff_stat(repo, None, root, ["/mode"]).total.added == 1
