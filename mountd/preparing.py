@@ -9,7 +9,8 @@ machine's cores are for the readers too), while the loop answers other requests:
 request about to wait has another request loop started first (mountd/readers.py).
 
 One object is prepared by one thread: other reads of it (the kernel's read-ahead, a
-second reader) wait for that one and then read what it kept. The view itself stays
+second reader) wait for that one and then read what it kept, or fail as it failed (a
+damaged object of gigabytes is not inflated once per read that was waiting). The view itself stays
 synchronous and single-threaded: a Preparation's work touches nothing of it, and what
 the work made is kept, and the read served, in one step of the loop (no checkpoint
 between them, so nothing can evict it in between).
@@ -46,7 +47,7 @@ class Preparer:
     ) -> None:
         self.view = view
         self._limiter = trio.CapacityLimiter(threads)
-        self._running: dict[ObjectId, trio.Event] = {}
+        self._running: dict[ObjectId, _Running] = {}
         self._on_wait = on_wait or _nothing
 
     async def read(self, ino: int, offset: int, size: int) -> bytes:
@@ -64,17 +65,30 @@ class Preparer:
             if running is None:
                 await self._run(slow)
                 break  # kept: ``call`` runs before anything else can evict it
-            await running.wait()  # then look again: kept, or failed (then try it here)
+            await running.done.wait()  # then look again: kept (or evicted since)
+            if running.error is not None:  # the same answer, not the same work again
+                raise type(running.error)(*running.error.args)
         return call()
 
     async def _run(self, slow: Preparation) -> None:
-        done = self._running[slow.file_id] = trio.Event()
+        running = self._running[slow.file_id] = _Running()
         try:
             # abandon_on_cancel: an unmount does not wait for a verification to end
             made = await trio.to_thread.run_sync(
                 slow.work, limiter=self._limiter, abandon_on_cancel=True
             )
             slow.finish(made)
+        except Exception as exc:
+            running.error = exc
+            raise
         finally:
             del self._running[slow.file_id]
-            done.set()
+            running.done.set()
+
+
+class _Running:
+    """A preparation under way: done, and how it failed (for the reads that waited)."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: Exception | None = None

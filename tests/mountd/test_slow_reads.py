@@ -15,7 +15,7 @@ import trio
 from mountd.preparing import Preparer
 from mountd.sources import ObjectSources
 from mountd.view import ROOT_INODE, CommitView
-from store import FramedContent, RepoMode, Repository, filez, lookup
+from store import CorruptObjectError, FramedContent, RepoMode, Repository, filez, lookup
 from tests.helpers import Mounts, commit_dir
 from tests.mountd.legacy import rewrite_as_swz1
 
@@ -158,3 +158,54 @@ def test_a_large_object_is_verified_off_the_loop_in_every_mode(tmp_path: Path) -
         assert view.read(large, 1 << 20, 100) == content[1 << 20 : (1 << 20) + 100]
     finally:
         view.close()
+
+
+def test_reads_waiting_for_a_damaged_object_fail_as_its_verification_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reads that waited for a verification that failed fail with its error: each
+    tried it again before (a damaged object of gigabytes inflated once per read-ahead
+    request)."""
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    source = tmp_path / "src"
+    source.mkdir()
+    content = os.urandom(3 << 20)
+    (source / "large").write_bytes(content)
+    commit_id = commit_dir(repo, source)
+    file_id = lookup(repo, commit_id, "/large").file
+    assert file_id is not None
+    path = repo.content.path(file_id)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    view = CommitView(repo, commit_id)
+    verified: list[int] = []
+    verify = FramedContent.verify
+
+    def counted(self: FramedContent, header: bytes) -> None:
+        verified.append(1)
+        verify(self, header)
+
+    monkeypatch.setattr(FramedContent, "verify", counted)
+    preparer = Preparer(view)
+    ino = view.lookup(ROOT_INODE, b"large").ino
+    failures: list[BaseException] = []
+
+    async def read(offset: int) -> None:
+        try:
+            await preparer.read(ino, offset, 128 << 10)
+        except CorruptObjectError as exc:
+            failures.append(exc)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for offset in range(0, 8 << 17, 128 << 10):
+                nursery.start_soon(read, offset)
+
+    try:
+        trio.run(main)
+    finally:
+        view.close()
+    assert len(failures) == 8 and len(verified) == 1
+    assert all(file_id.hex() in str(exc) for exc in failures)
