@@ -122,7 +122,7 @@ def message(error: SapwoodError) -> str:
     return bounded(_words(error))
 
 
-WORD_LIMIT = 120  # characters of one word (a name, a typed argument) an error line echoes
+WORD_LIMIT = 300  # characters of one word an error line echoes: any file name (255 bytes) quoted
 LINE_LIMIT = 1000  # characters of a whole error line
 
 
