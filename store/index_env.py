@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import lmdb
 
-from store.errors import IndexDamagedError
+from store.errors import IndexDamagedError, UsageError
 from store.mapped_pages import madvise_dontneed, mapped_ranges
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
@@ -129,6 +129,8 @@ class SharedEnv:
                 create=access is Access.CREATE,
             )
         except lmdb.Error as exc:
+            if "already open in this process" in str(exc):
+                raise _open_elsewhere(self.key) from None
             raise IndexDamagedError(f"{self.key}: the index cannot be opened: {exc}") from None
         if locked:
             _clear_dead_readers(env)
@@ -219,6 +221,16 @@ def _damaged(path: Path, what: str) -> IndexDamagedError:
     return IndexDamagedError(
         f"{path}: {what}; the repository cannot be used (see 'Damaged index' in "
         "docs/decisions.md: archive repositories can rebuild it with sapwood rebuild-index)"
+    )
+
+
+def _open_elsewhere(key: str) -> UsageError:
+    """py-lmdb refuses a second environment on one file in a process (found by device
+    and inode): the same repository reached by another path, not a damaged index."""
+    return UsageError(
+        f"{key}: this index is already open in this process under another path (the same "
+        "repository through a bind mount, or a copy made with hard links, whose index is "
+        "the original's)"
     )
 
 
