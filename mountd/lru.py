@@ -68,6 +68,13 @@ class Lru(Generic[_K, _V]):
         self.add(key, value, max(1, weigh(value)))
         return value
 
+    def discard(self, key: _K) -> None:
+        """Drop ``key`` now, if kept (its value handed to ``drop``)."""
+        found = self._items.pop(key, None)
+        if found is not None:
+            self.weight -= found[1]
+            self._drop(found[0])
+
     def make_room(self, weight: int) -> None:
         """Evict until one more value of ``weight`` fits (or nothing is left): for a
         value that costs disk space to make, before it is made."""

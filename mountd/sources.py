@@ -261,7 +261,10 @@ class ObjectSources:
 
     def _read_frames(self, framed: FramedContent, offset: int, size: int) -> bytes:
         """Bytes of a large archive object: the frames they lie in, inflated and kept
-        with the small objects (a reader going through a file inflates each once)."""
+        with the small objects (a reader going through a file inflates each once)
+        until a read takes a frame's last bytes: the kernel keeps what it was given
+        (keep_cache), so a frame read to its end is seldom asked for again, and the
+        budget is better left to the frames readers are still in (and the index)."""
         end = min(offset + size, framed.size)
         pieces = []
         while offset < end:
@@ -272,6 +275,8 @@ class ObjectSources:
                 chunk = framed.chunk(index)
                 self._hold(key, chunk)
             piece = chunk[skip : skip + end - offset]
+            if skip + len(piece) == len(chunk):
+                self._small.discard(key)
             pieces.append(piece)
             offset += len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)

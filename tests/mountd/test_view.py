@@ -392,3 +392,36 @@ def test_old_archive_objects_spool_to_var_tmp_unless_tmpdir_says_otherwise(
         finally:
             view.close()
     repo.close()
+
+
+def test_a_frame_read_to_its_end_is_let_go(tmp_path: Path) -> None:
+    """A reader going through a large archive file holds the frame it is in, not every
+    frame it went through (the kernel keeps those pages): the budget stays for other
+    readers and the index. Each frame is still inflated once."""
+    from store import FramedContent
+
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    source = tmp_path / "src"
+    source.mkdir()
+    content = os.urandom(4 << 20)
+    (source / "large").write_bytes(content)
+    view = CommitView(repo, commit_dir(repo, source))
+    inflated: list[int] = []
+    chunk = FramedContent.chunk
+
+    def counted(self: FramedContent, index: int) -> bytes:
+        inflated.append(index)
+        return chunk(self, index)
+
+    try:
+        FramedContent.chunk = counted  # type: ignore[method-assign]
+        ino = view.lookup(ROOT_INODE, b"large").ino
+        step = 96 << 10  # not a divisor of a MiB: some reads span two frames
+        for offset in range(0, len(content), step):
+            assert view.read(ino, offset, step) == content[offset : offset + step]
+            assert view.sources.held_bytes() <= (1 << 20) + 4096
+        assert inflated == [0, 1, 2, 3]
+        assert view.sources.held_bytes() == 0
+    finally:
+        FramedContent.chunk = chunk  # type: ignore[method-assign]
+        view.close()
