@@ -22,8 +22,8 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
   the budget (a budget under 2 MiB) is not kept: it serves the read that asked for it.
   A larger object is never held whole: it is verified once (inflated and hashed as it
   streams), where each 1 MiB frame starts noted on the way (store/framed.py), and a
-  read then inflates the frames it covers, kept with the small objects (a reader going
-  through a file inflates each frame once). 256 such objects are kept open (an fd and
+  read then inflates the frames it covers, kept with the small objects until read to
+  their end (a reader going through a file inflates each frame once). 256 such objects are kept open (an fd and
   8 bytes a MiB each); one evicted and read again is not verified again if its file is
   unchanged (same inode and ctime), only its frames located. However many readers at
   once, none decompresses more than a frame per read (the spools before: a reader whose
