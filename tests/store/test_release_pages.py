@@ -11,6 +11,7 @@ import mmap
 import os
 import random
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,28 @@ def test_memory_unmapped_since_the_baseline_does_not_let_the_index_grow_past_the
             indexed.assert_let_go("after point reads, with the baseline measured too high")
     finally:
         repo.close()
+
+
+def test_threads_reading_while_others_release_read_what_was_written(
+    indexed: _Indexed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pull's pool threads read the index through snapshots of their own and count into
+    one budget, unlocked: a look (and a release of the whole map) comes from any of
+    them while the others are inside LMDB. The map is read-only and shared, so a page
+    dropped under a reader faults back with the same bytes: every read finds its
+    record, whatever the others release."""
+    monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 1)
+    monkeypatch.setattr(index_env, "MAPPED_BUDGET", 0)
+    releases = _count_releases(monkeypatch)
+    index = indexed.repo.index
+
+    def read_all(offset: int) -> int:
+        ids = indexed.ids[offset:] + indexed.ids[:offset]
+        with index.reader() as reader:
+            records = [reader.object(i) for i in ids]
+        return sum(1 for r in records if r is not None and r.kind is ObjectType.FILE)
+
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(read_all, (0, 1500, 3000, 4500)))
+    assert found == [6000] * 4
+    assert len(releases) > 100, f"only {len(releases)} releases: the threads did not race"
