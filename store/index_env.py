@@ -44,11 +44,11 @@ class PageBudget:
     pages, other files', other indexes'), lowered to what is mapped whenever that is
     less: kept from the first release instead, file-backed memory mapped later kept
     the process past the budget for good and every look released an index that fits
-    it (review10). An index that fits the budget (every repository under a few
-    hundred thousand files) is never released; a larger one is held to about 100 MiB
-    (the first 256 reads after a release map about 37 MiB of a 408 MiB index: each
-    fault maps up to 64 KiB, the kernel's fault-around, and the branch pages fault back
-    too). A release is not free: 0.3-0.5 ms, and the pages read again fault back in
+    it (review10). An index that fits the budget (about 140,000 files at the
+    million-file run's 480 bytes a file) is never released; a larger one is held to
+    about 100 MiB (the first 256 reads after a release map about 37 MiB of a 408 MiB
+    index: each fault maps up to 64 KiB, the kernel's fault-around, and the branch
+    pages fault back too). A release is not free: 0.3-0.5 ms, and the pages read again fault back in
     (point reads of a 408 MiB index: 1.3 us each with every page mapped, 4-5 us held
     to the budget; review10). Threads share the count unlocked: a lost increment only
     delays a look, two looks at once release twice at worst.
