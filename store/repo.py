@@ -146,7 +146,8 @@ class Repository:
 
     def take_over_index_page_releases(self) -> None:
         """From now on this process lets go of the index's pages only when it calls
-        :meth:`release_index_pages`: point reads no longer do it every 2,048 reads. For
+        :meth:`release_index_pages`: point reads no longer count towards the index's own
+        budget (store/index_env.py, PageBudget). For
         a caller with a budget of its own (the mount daemon: SAPWOOD_MOUNT_INDEX_MIB
         raised to keep a large index mapped is kept to)."""
         self.index.take_over_page_releases()
