@@ -47,7 +47,7 @@ from urllib3 import exceptions as u3
 from urllib3.util import parse_url
 from urllib3.util.ssl_match_hostname import CertificateError
 
-from store.errors import NetworkError
+from store.errors import CorruptObjectError, NetworkError
 from store.pull.deadlines import WATCHDOG
 from store.pull.settings import FetchSettings
 
@@ -58,7 +58,6 @@ _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 << 10
 _DRAIN_MAX = 64 << 10  # an error page up to this size is read to keep its connection
 _SMALL = 1 << 20  # a body that says it is this small is read whole, in fewer calls
-_IDLE_CHECK = 1.0  # seconds after which a kept-alive connection is checked before use
 _T = TypeVar("_T")
 
 
@@ -137,12 +136,23 @@ class Fetcher:
         ``limit`` bytes; what ``consume`` leaves unread is never read). A transient
         failure while ``consume`` reads (a timeout, a reset, a body cut short) tries
         the whole file again; what ``consume`` raises itself (CorruptObjectError) is
-        not retried."""
+        not retried, unless the body came on a reused kept-alive connection: then the
+        file is asked once more at once on a new connection, not counted as an attempt.
+        A server that wrote bytes unasked while the request went (another response, say:
+        attack10.md, finding 4) is out of step with the requests, and its answers are
+        not the ones asked for; a server that serves a wrong object costs one request
+        more."""
         url = self.url(relpath)
         attempt = 0
+        asked_anew = False
         while True:
             try:
                 return self._fetch_following(url, limit, consume)
+            except _OutOfStep as exc:
+                if asked_anew:
+                    raise exc.error from None
+                log.info("%s: %s; asked anew on a new connection", url, exc.error)
+                asked_anew = True
             except _Transient as exc:
                 if attempt >= self.settings.retries:
                     tries = f"after {attempt + 1} attempts" if attempt else "(no retries)"
@@ -162,7 +172,13 @@ class Fetcher:
             try:
                 location = self._redirect(response, url)
                 if location is None:
-                    return self._consume(response, url, limit, consume)
+                    try:
+                        return self._consume(response, url, limit, consume)
+                    except CorruptObjectError as exc:
+                        if conn is None or not self._local.reused:
+                            raise
+                        conn.close()
+                        raise _OutOfStep(exc) from None
             finally:
                 if conn is None:
                     response.release_conn()
@@ -209,13 +225,16 @@ class Fetcher:
         much CPU as the rest of fetching a small object (store/pull's benchmark fetches
         thousands). One connection per thread: no more than the pool would keep.
 
-        The pool polls a connection before each use, to see whether the server closed
-        it; here only one that rested ``_IDLE_CHECK`` seconds is (a poll costs each
-        object a system call, and a wait for the GIL after it): a server that closes a
-        busy connection says so in its last response (Connection: close), and one that
-        closed it as the request went (a reset, a broken pipe, nothing read) is asked
-        once more at once on a new connection (a GET may be sent again; browsers and
-        HTTP libraries do so for a kept-alive connection), not counted as an attempt."""
+        As the pool does, a kept-alive connection is polled before each use (~1 us): one
+        the server closed, or on which it sent bytes nobody asked for, is replaced by a
+        new one. Bytes past the end of the last response (another whole response, say)
+        would otherwise be read as the answer to the next request, and the pull would
+        fail on an object that the server serves right (attack10.md, finding 4). A
+        connection that the server closed as the request went (a reset, a broken pipe,
+        nothing read) or that answers with something that is not a response head (bytes
+        that came just after the poll) is asked once more at once on a new connection
+        (a GET may be sent again; browsers and HTTP libraries do so for a kept-alive
+        connection), not counted as an attempt."""
         conn: u3_connection.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = cast(u3_connection.HTTPConnection, self._base_pool._new_conn())
@@ -223,17 +242,20 @@ class Fetcher:
             with self._lock:
                 self._connections.append(conn)
         reused = conn.sock is not None
-        if reused and time.monotonic() - self._local.used > _IDLE_CHECK and not conn.is_connected:
-            conn.close()  # the server closed it while it rested
+        if reused and not _clean(conn):
+            conn.close()  # the server closed it, or sent more than it was asked for
             reused = False
         try:
             try:
                 response = self._exchange(conn, path)
-            except (ConnectionError, ssl.SSLEOFError):  # reset, broken pipe, closed before
-                # a response began (under TLS, a close without close_notify: SSLEOFError)
+            except (ConnectionError, ssl.SSLEOFError, http.client.BadStatusLine):
+                # reset, broken pipe, closed before a response began (under TLS, a close
+                # without close_notify: SSLEOFError), or no response head where one must
+                # start (BadStatusLine: the server's bytes are out of step with requests)
                 if not reused:
                     raise
                 conn.close()  # closed by the server as the request went: once more, anew
+                reused = False
                 response = self._exchange(conn, path)
         except u3.HTTPError as exc:  # could not connect, timed out connecting
             conn.close()
@@ -241,7 +263,7 @@ class Fetcher:
         except (OSError, http.client.HTTPException, CertificateError) as exc:
             conn.close()
             raise _Transient(_describe_raw(exc)) from None
-        self._local.used = time.monotonic()
+        self._local.reused = reused  # whether the answer came on a reused connection
         return response, conn
 
     def _exchange(self, conn: u3_connection.HTTPConnection, path: str) -> urllib3.BaseHTTPResponse:
@@ -385,6 +407,15 @@ class _Body(io.RawIOBase):
         self._window_start, self._window_bytes = now, 0
 
 
+def _clean(conn: u3_connection.HTTPConnection) -> bool:
+    """Whether a kept-alive connection may carry another request: open, with nothing
+    to read before the request is sent (under TLS, no bytes decrypted and unread)."""
+    pending = getattr(conn.sock, "pending", None)  # an SSLSocket's
+    if pending is not None and pending() > 0:
+        return False
+    return bool(conn.is_connected)
+
+
 def _discard(response: urllib3.BaseHTTPResponse, within: float) -> None:
     """End a response whose body is not wanted: a short one is read, so that its
     connection stays alive for the next request; a long or unknown one is closed, and
@@ -464,6 +495,14 @@ _POOL_CLASSES: dict[str, type[u3_pool.HTTPConnectionPool]] = {
     "http": _HTTPPool,
     "https": _HTTPSPool,
 }
+
+
+class _OutOfStep(Exception):
+    """``consume`` refused a body that came on a reused kept-alive connection."""
+
+    def __init__(self, error: CorruptObjectError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Transient(Exception):

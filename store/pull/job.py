@@ -14,6 +14,7 @@ from store.errors import NetworkError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.objects import Commit, DirMeta, DirTree, MetaObject
 from store.pull.batches import Batches
+from store.pull.objects import check_meta_digest
 from store.pull.progress import PullReport, _Tracker
 from store.pull.remotes import Remote
 from store.pull.settings import FetchSettings
@@ -72,10 +73,17 @@ class _Job:
             raise
 
     def _get_object(self, object_id: ObjectId, kind: ObjectType) -> bytes:
+        """A metadata object's bytes, hashed as they come: the fetcher asks anew on a
+        new connection for bytes that are not the object and came on a reused one (a
+        server out of step with the requests); the caller decodes them."""
+
+        def checked(body: BinaryIO) -> bytes:
+            data = body.read(self.settings.max_metadata_size + 1)
+            check_meta_digest(object_id, kind, data, self.where)
+            return data
+
         relpath = "objects/" + object_relpath(object_id, kind)
-        data = self._fetch_object(
-            relpath, object_id, kind, lambda body: body.read(self.settings.max_metadata_size + 1)
-        )
+        data = self._fetch_object(relpath, object_id, kind, checked)
         self.tracker.add_object()
         return data
 

@@ -28,15 +28,20 @@ _DECODERS: dict[ObjectType, Callable[[bytes], MetaObject]] = {
 _READ = 1 << 20
 
 
-def verified_meta(object_id: ObjectId, kind: ObjectType, data: bytes, source: str) -> MetaObject:
-    """The metadata object ``data`` encodes, if it is object ``object_id`` of ``kind``;
-    CorruptObjectError (naming ``source``) otherwise."""
+def check_meta_digest(object_id: ObjectId, kind: ObjectType, data: bytes, source: str) -> None:
+    """CorruptObjectError (naming ``source``) unless ``data`` hashes to ``object_id``."""
     if digest(data) != object_id:
         raise CorruptObjectError(
             f"{source}: {kind.suffix} object {object_id.hex()}: the bytes are not the object "
             "(blake3 differs)",
             object_id=object_id,
         )
+
+
+def verified_meta(object_id: ObjectId, kind: ObjectType, data: bytes, source: str) -> MetaObject:
+    """The metadata object ``data`` encodes, if it is object ``object_id`` of ``kind``;
+    CorruptObjectError (naming ``source``) otherwise."""
+    check_meta_digest(object_id, kind, data, source)
     try:
         return _DECODERS[kind](data)
     except FormatError as exc:
