@@ -23,9 +23,11 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
   A larger object is never held whole: it is verified once (inflated and hashed as it
   streams), where each 1 MiB frame starts noted on the way (store/framed.py), and a
   read then inflates the frames it covers, kept with the small objects until read to
-  their end (a reader going through a file inflates each frame once). 256 such objects are kept open (an fd and
-  8 bytes a MiB each); one evicted and read again is not verified again if its file is
-  unchanged (same inode and ctime), only its frames located. However many readers at
+  their end (a reader going through a file inflates each frame once). 256 such objects
+  are kept open (an fd and 8 bytes a MiB each, 8 MiB of those in all: a hostile
+  object of a terabyte of zeros takes 8 MiB); one evicted and read again is not
+  verified again if its file is unchanged (same inode and ctime), only its frames
+  located. However many readers at
   once, none decompresses more than a frame per read (the spools before: a reader whose
   spool was evicted decompressed the whole object again for its next read).
   An object from before zstd (SWZ1: one zlib stream, no frames) is decompressed once,
@@ -58,6 +60,7 @@ _SMALL = 1 << 20  # up to this size: verified with one read, or decompressed int
 _KEPT_BYTES = 32 << 20  # decompressed small archive objects and frames kept (hold_at_most)
 _KEPT_ENTRY_COST = 320  # what one kept object costs beyond its bytes (measured: ~300)
 _FRAMED = 256  # large archive objects kept open, their frames located (an fd each)
+_FRAMED_BYTES = 8 << 20  # where their frames start, in all: 8 bytes a MiB (1 TiB of them)
 _SPOOLS = 64  # large SWZ1 archive objects kept decompressed in temporary files (fds)
 _SPOOL_BYTES = 4 << 30  # the disk those files take, in all
 _SPOOL_RESERVE = 64 << 20  # TMPDIR's space a spool leaves free (1/16 of a smaller one)
@@ -99,7 +102,9 @@ class ObjectSources:
         self._small: Lru[ObjectId | tuple[ObjectId, int], bytes] = Lru(
             _entries(_KEPT_BYTES), _KEPT_BYTES
         )
-        self._framed: Lru[ObjectId, FramedContent] = Lru(_FRAMED, _FRAMED, FramedContent.close)
+        self._framed: Lru[ObjectId, FramedContent] = Lru(
+            _FRAMED, _FRAMED_BYTES, FramedContent.close
+        )
         self._spools: Lru[ObjectId, int] = Lru(_SPOOLS, _SPOOL_BYTES, os.close)
         self._verified: RecentKeys[int] = RecentKeys(_VERIFIED)
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
@@ -257,7 +262,7 @@ class ObjectSources:
             return
         framed, key = got
         self._verified.add(key, True)
-        self._framed.add(file_id, framed, 1)
+        self._framed.add(file_id, framed, framed.located_bytes)
 
     def _read_frames(self, framed: FramedContent, offset: int, size: int) -> bytes:
         """Bytes of a large archive object: the frames they lie in, inflated and kept

@@ -58,6 +58,11 @@ class FramedContent:
         """Whether the frames are located (:meth:`verify` or :meth:`locate` done)."""
         return self._ends is not None
 
+    @property
+    def located_bytes(self) -> int:
+        """The memory where the frames start takes (8 bytes a MiB of content)."""
+        return 0 if self._ends is None else self._ends.itemsize * len(self._ends)
+
     def stat(self) -> os.stat_result:
         """The object file's stat (its inode and ctime say whether it changed)."""
         return os.fstat(self.fd)

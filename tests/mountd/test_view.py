@@ -425,3 +425,28 @@ def test_a_frame_read_to_its_end_is_let_go(tmp_path: Path) -> None:
     finally:
         FramedContent.chunk = chunk  # type: ignore[method-assign]
         view.close()
+
+
+def test_the_frames_located_are_bounded_in_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where each frame starts takes 8 bytes a MiB: a hostile repository's objects of
+    terabytes of zeros (44 MB compressed each) would take 8 MiB each, 256 of them
+    2 GiB; so the open objects are bounded by those bytes too."""
+    from mountd import sources
+
+    monkeypatch.setattr(sources, "_FRAMED_BYTES", 40)  # one 3 MiB object's: 4 x 8 bytes
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    source = tmp_path / "src"
+    source.mkdir()
+    contents = {f"large{n}": os.urandom(3 << 20) for n in range(3)}
+    for name, data in contents.items():
+        (source / name).write_bytes(data)
+    view = CommitView(repo, commit_dir(repo, source))
+    try:
+        for name, data in contents.items():
+            ino = view.lookup(ROOT_INODE, name.encode()).ino
+            assert view.read(ino, (2 << 20) + 5, 10) == data[(2 << 20) + 5 : (2 << 20) + 15]
+            assert len(view.sources._framed) == 1 and view.sources._framed.weight == 32
+    finally:
+        view.close()
