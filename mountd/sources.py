@@ -47,6 +47,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class ObjectSources:
         self._verified: RecentKeys[int] = RecentKeys(_VERIFIED)
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
         self._spool_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._spool_dir_lock = threading.Lock()
 
     def prepare(self, ino: int, file_id: ObjectId, header: bytes, size: int) -> None:
         """Make ``ino`` readable now (verifying its object), or raise why it is not."""
@@ -152,11 +154,10 @@ class ObjectSources:
                 self._keep_file(file_id, fd, key)
 
             return Preparation(file_id, verify_file, keep_file)
-        spool_dir = self._private_dir()  # made here: work() may run in another thread
 
         def open_archive() -> object:
             with _read_errors(file_id):
-                return self._open_archive(file_id, header, size, spool_dir)
+                return self._open_archive(file_id, header, size)
 
         def keep_archive(got: object) -> None:
             self._keep_archive(file_id, cast(tuple[FramedContent, int] | int, got), size)
@@ -203,9 +204,10 @@ class ObjectSources:
         for pool in (self._files, self._small, self._framed, self._spools):
             pool.clear()
         self._fresh = None
-        if self._spool_dir is not None:
-            self._spool_dir.cleanup()
-            self._spool_dir = None
+        with self._spool_dir_lock:
+            if self._spool_dir is not None:
+                self._spool_dir.cleanup()
+                self._spool_dir = None
 
     def _kept(self, file_id: ObjectId) -> _Source | None:
         found: _Source | None = self._files.get(file_id)
@@ -234,12 +236,13 @@ class ObjectSources:
 
     # ----- archive objects -------------------------------------------------------------
     def _open_archive(
-        self, file_id: ObjectId, header: bytes, size: int, spool_dir: str
+        self, file_id: ObjectId, header: bytes, size: int
     ) -> tuple[FramedContent, int] | int:
         """A large archive object, verified: its frames located (SWZ2) and the key of
         its verified file, or an fd of its content spooled (SWZ1: no frames)."""
         framed = self.repo.open_framed_file(file_id, size)
         if framed is None:
+            spool_dir = self._private_dir()  # made when first needed (SWZ2 need none)
             self._require_room(file_id, size, spool_dir)
             return self._spool(file_id, header, size, spool_dir)
         try:
@@ -320,11 +323,12 @@ class ObjectSources:
     def _private_dir(self) -> str:
         """A directory of this daemon's alone (mode 0700) for its temporary files, removed
         on close (or when the sources are garbage collected)."""
-        if self._spool_dir is None or not os.path.isdir(self._spool_dir.name):  # a tmp cleaner
-            self._spool_dir = tempfile.TemporaryDirectory(
-                prefix="sapwood-mount-", dir=spool_parent(), ignore_cleanup_errors=True
-            )
-        return self._spool_dir.name
+        with self._spool_dir_lock:  # worker threads spool
+            if self._spool_dir is None or not os.path.isdir(self._spool_dir.name):  # a cleaner
+                self._spool_dir = tempfile.TemporaryDirectory(
+                    prefix="sapwood-mount-", dir=spool_parent(), ignore_cleanup_errors=True
+                )
+            return self._spool_dir.name
 
     # ----- uncompressed objects --------------------------------------------------------
     def _open_verified(

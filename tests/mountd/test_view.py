@@ -450,3 +450,30 @@ def test_the_frames_located_are_bounded_in_bytes(
             assert len(view.sources._framed) == 1 and view.sources._framed.weight == 32
     finally:
         view.close()
+
+
+def test_a_tmpdir_that_cannot_be_used_fails_only_the_files_that_need_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only SWZ1 objects are spooled: a TMPDIR that does not exist fails them alone
+    (with the object named), not every large archive file."""
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    source = tmp_path / "src"
+    source.mkdir()
+    contents = {name: os.urandom(3 << 20) for name in ("framed", "old")}
+    for name, data in contents.items():
+        (source / name).write_bytes(data)
+    commit_id = commit_dir(repo, source)
+    old_id = lookup(repo, commit_id, "/old").file
+    assert old_id is not None
+    rewrite_as_swz1(repo, old_id, contents["old"])
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "absent"))
+    view = CommitView(repo, commit_id)
+    try:
+        framed = view.lookup(ROOT_INODE, b"framed").ino
+        assert view.read(framed, 0, 4 << 20) == contents["framed"]
+        old = view.lookup(ROOT_INODE, b"old").ino
+        with pytest.raises(ObjectReadError, match=old_id.hex()):
+            view.read(old, 0, 10)
+    finally:
+        view.close()
