@@ -306,8 +306,7 @@ class Index:
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         try:
-            pages = self._shared.pages
-            yield IndexReader(txn, self._dbs, pages.note if pages.counting_reads else _no_count)
+            yield IndexReader(txn, self._dbs, self._shared.pages.note_reads)
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         finally:

@@ -66,6 +66,12 @@ class PageBudget:
         # mount daemon: Repository.take_over_index_page_releases)
         self.counting_reads = True
 
+    def note_reads(self, count: int = 1) -> None:
+        """Count ``count`` point reads (IndexReader), unless the caller took the releases
+        over: asked at each read, so that a snapshot opened before stops too."""
+        if self.counting_reads:
+            self.note(count)
+
     def note(self, count: int = 1) -> None:
         """Count ``count`` point reads or rows; look every COUNT_PER_LOOK."""
         self._count += count

@@ -201,3 +201,24 @@ def test_a_map_no_line_shows_with_its_inode_is_found_by_its_path(tmp_path: Path)
         assert len(found) == 1 and found[0][1] == _PAGE, found
     finally:
         mapped.close()
+
+
+def test_a_snapshot_opened_before_the_take_over_stops_counting_too(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking the releases over is asked at each read, not when a snapshot is opened:
+    one opened before (a long-lived reader of a caller that sets its budget later)
+    went on releasing the map at every look."""
+    with user_repo.transaction() as txn:
+        ids = [txn.write_file(FileHeader(0, 0, REG), b"file %d" % n) for n in range(6000)]
+    data_file = user_repo.path / "index" / "data.mdb"
+    monkeypatch.setattr(index_env, "COUNT_PER_LOOK", 1)
+    monkeypatch.setattr(index_env, "MAPPED_BUDGET", 0)
+    with user_repo.index.reader() as reader:
+        user_repo.take_over_index_page_releases()
+        assert sum(1 for _ in reader.iter_objects()) == 6000
+        everything = _resident_kib(data_file)
+        assert all(reader.has_object(i) for i in ids)
+        kept = _resident_kib(data_file)
+    assert everything >= 256, f"only {everything} KiB of the index mapped: too small a test"
+    assert kept > everything // 2, f"{kept} of {everything} KiB kept by point reads"
