@@ -6,7 +6,7 @@ import os
 import stat
 import tracemalloc
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -434,6 +434,7 @@ def test_the_frames_located_are_bounded_in_bytes(
     terabytes of zeros (44 MB compressed each) would take 8 MiB each, 256 of them
     2 GiB; so the open objects are bounded by those bytes too."""
     from mountd import sources
+    from store import FramedContent
 
     monkeypatch.setattr(sources, "_FRAMED_BYTES", 40)  # one 3 MiB object's: 4 x 8 bytes
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
@@ -443,11 +444,22 @@ def test_the_frames_located_are_bounded_in_bytes(
     for name, data in contents.items():
         (source / name).write_bytes(data)
     view = CommitView(repo, commit_dir(repo, source))
+    calls: list[str] = []
+    for name in ("verify", "locate"):
+        method = getattr(FramedContent, name)
+
+        def counted(self: FramedContent, *args: bytes, _m: Any = method, _n: str = name) -> None:
+            calls.append(_n)
+            _m(self, *args)
+
+        monkeypatch.setattr(FramedContent, name, counted)
     try:
-        for name, data in contents.items():
+        for name, data in [*contents.items(), ("large0", contents["large0"])]:
             ino = view.lookup(ROOT_INODE, name.encode()).ino
             assert view.read(ino, (2 << 20) + 5, 10) == data[(2 << 20) + 5 : (2 << 20) + 15]
             assert len(view.sources._framed) == 1 and view.sources._framed.weight == 32
+        # evicted, then read again: its unchanged file is not hashed again, only located
+        assert calls == ["verify", "verify", "verify", "locate"]
     finally:
         view.close()
 
