@@ -10,10 +10,15 @@ request about to wait has another request loop started first (mountd/readers.py)
 
 One object is prepared by one thread: other reads of it (the kernel's read-ahead, a
 second reader) wait for that one and then read what it kept, or fail as it failed (a
-damaged object of gigabytes is not inflated once per read that was waiting). The view itself stays
-synchronous and single-threaded: a Preparation's work touches nothing of it, and what
-the work made is kept, and the read served, in one step of the loop (no checkpoint
-between them, so nothing can evict it in between).
+damaged object of gigabytes is not inflated once per read that was waiting). The view
+itself stays synchronous and single-threaded: a Preparation's work changes nothing of
+it (and reads the index not at all), and what the work made is kept, and the read
+served, in one step of the loop (no checkpoint between them, so nothing can evict it
+in between).
+
+Not done: a SIGTERM while a verification runs ends the daemon (and unmounts) once that
+verification has ended, seconds for gigabytes: pyfuse3.terminate() ends the idle loops,
+not the one waiting for it. ``sapwood umount`` (fusermount3 -u) does not wait.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ class Preparer:
     async def _run(self, slow: Preparation) -> None:
         running = self._running[slow.file_id] = _Running()
         try:
-            # abandon_on_cancel: an unmount does not wait for a verification to end
+            # abandon_on_cancel: a cancelled loop would not wait for the thread to end
             made = await trio.to_thread.run_sync(
                 slow.work, limiter=self._limiter, abandon_on_cancel=True
             )
