@@ -161,6 +161,7 @@ async def _stop_on_signals(scope: trio.CancelScope) -> None:
         async for signum in signals:
             log.info("signal %d: unmounting", signum)
             pyfuse3.terminate()
+            scope.cancel()  # and a read waiting for a verification (mountd/preparing.py)
             return
 
 

@@ -16,9 +16,10 @@ it (and reads the index not at all), and what the work made is kept, and the rea
 served, in one step of the loop (no checkpoint between them, so nothing can evict it
 in between).
 
-Not done: a SIGTERM while a verification runs ends the daemon (and unmounts) once that
-verification has ended, seconds for gigabytes: pyfuse3.terminate() ends the idle loops,
-not the one waiting for it. ``sapwood umount`` (fusermount3 -u) does not wait.
+A signal that unmounts cancels the loops (mountd/daemon.py): a read waiting for a
+verification ends with them, its thread abandoned (a daemon thread: the process does
+not wait for it), so the daemon unmounts at once rather than when the verification
+ends, minutes for a hostile object of a few hundred GiB of zeros.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Preparer:
     async def _run(self, slow: Preparation) -> None:
         running = self._running[slow.file_id] = _Running()
         try:
-            # abandon_on_cancel: a cancelled loop would not wait for the thread to end
+            # abandon_on_cancel: a cancelled loop (an unmount) does not wait for the thread
             made = await trio.to_thread.run_sync(
                 slow.work, limiter=self._limiter, abandon_on_cancel=True
             )

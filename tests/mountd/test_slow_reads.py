@@ -4,6 +4,8 @@ other request on the mount (review8 4): it runs in a worker thread."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -16,7 +18,8 @@ from mountd.preparing import Preparer
 from mountd.sources import ObjectSources
 from mountd.view import ROOT_INODE, CommitView
 from store import CorruptObjectError, FramedContent, RepoMode, Repository, filez, lookup
-from tests.helpers import Mounts, commit_dir
+from store.index_types import ObjectRecord
+from tests.helpers import Mounts, commit_dir, mount_fstype, raw_index
 from tests.mountd.legacy import rewrite_as_swz1
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
@@ -209,3 +212,55 @@ def test_reads_waiting_for_a_damaged_object_fail_as_its_verification_failed(
         view.close()
     assert len(failures) == 8 and len(verified) == 1
     assert all(file_id.hex() in str(exc) for exc in failures)
+
+
+def test_a_sigterm_during_a_long_verification_unmounts_at_once(
+    tmp_path: Path, mount: Mounts
+) -> None:
+    """A hostile object of 256 GiB of zeros (14 MB compressed) takes minutes to verify
+    (and then fails: its id is not theirs). A SIGTERM meanwhile ends the daemon and
+    unmounts at once, rather than once the verification has ended."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "endless").write_bytes(os.urandom(3 << 20))
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    commit_id = commit_dir(repo, source)
+    file_id = lookup(repo, commit_id, "/endless").file
+    assert file_id is not None
+    header, _ = repo.read_file_header(file_id)
+    path = repo.content.path(file_id)
+    repo.close()
+    size = 256 << 30
+    with raw_index(tmp_path / "repo") as (txn, dbs):
+        record = ObjectRecord.for_file(size, header.encode())
+        txn.put(file_id, record.encode(), db=dbs["objects"])
+    zeros = b"".join(filez.frames([bytes(filez.CHUNK)]))
+    path.chmod(0o644)
+    with path.open("wb") as out:
+        out.write(filez.prefix(size, header.encode()))
+        for _ in range(size // filez.CHUNK // 1024):
+            out.write(zeros * 1024)
+    daemon = mount.foreground(tmp_path / "repo", "main")
+    threads = _threads(daemon.pid)
+    reader = subprocess.Popen(
+        ["cat", str(daemon.mountpoint / "endless")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _threads(daemon.pid) == threads and time.monotonic() < deadline:
+            time.sleep(0.01)  # until a worker thread verifies it
+        assert _threads(daemon.pid) > threads, daemon.log()
+        time.sleep(0.2)
+        daemon.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            daemon.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the daemon waited for the verification to end")
+        print(f"the daemon ended {time.monotonic() - started:.2f} s after SIGTERM")
+        assert mount_fstype(daemon.mountpoint) != "fuse.sapwood"
+    finally:
+        reader.kill()
+        reader.wait()
