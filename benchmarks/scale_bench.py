@@ -8,9 +8,11 @@ falls on every size alike), on the synthetic tree of benchmarks/treegen.py (gene
 once, cached), for each tool in a fresh bare-user repository: commit, unchanged
 re-commit, ``checkout -U -H``, then for sapwood the mount (until the command returns)
 and a full metadata walk through it (os.walk and an lstat of every entry, in this
-process), then fsck, and prune of everything after the ref is deleted. Caches stay warm
-(the machine is shared; the tree was just read or written; --pause-reclaim keeps a VM's
-proactive pageout from evicting what a step longer than a minute left idle).
+process), then fsck, and prune of everything after the ref is deleted. Caches are warm:
+the tree is read once, untimed, before each commit (another size's run in between may
+have pushed it out), and every later step reads what the one before wrote;
+--pause-reclaim keeps a VM's proactive pageout from evicting what a step longer than a
+minute left idle.
 
 Each figure is the median of the runs, with min and max. Memory is the peak resident
 set of the whole process tree of the command: the proportional set size (Pss) of the
@@ -168,6 +170,27 @@ def mount_and_walk(repo: Path, mnt: Path, entries: int) -> dict[str, tuple[float
 
 
 # ----- one run of one tool --------------------------------------------------------------------
+def warm(tree: Path) -> int:
+    """Read every file and directory of ``tree`` once (untimed), so that the commit that
+    follows finds it in memory: a run of another size in between (a million files write
+    9 GB) may have pushed it out, and "caches warm" would then hold for one size only.
+    Returns the bytes read."""
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(tree):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # a symlink, a special file: lstat'ed by the walk already
+            try:
+                while chunk := os.read(fd, 1 << 20):
+                    total += len(chunk)
+            finally:
+                os.close(fd)
+    return total
+
+
 def checkout_argv(tool: str, repo: Path, dest: Path) -> list[str]:
     return TOOLS[tool](repo, "checkout", "-U", "-H", "bench", str(dest))
 
@@ -185,6 +208,7 @@ def one_run(
     mode = ["--mode", "bare-user"] if tool == "sapwood" else ["--mode=bare-user"]
     _quiet(cmd(repo, "init", *mode))
     commit = cmd(repo, "commit", "-b", "bench", str(tree))
+    warm(tree)
     report("commit", *run_measured(commit))
     report("re-commit", *run_measured(commit))
     report("checkout -H", *run_measured(checkout_argv(tool, repo, dest)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -87,3 +88,15 @@ def test_a_daemon_already_off_is_left_alone(
     with common.reclaim_paused() as paused:
         assert paused == "none"
     assert state.read_text() == "off\n" and common.proactive_reclaim() == "none"
+
+
+def test_warm_reads_every_file_and_follows_no_symlink(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").write_bytes(b"x" * 3_000_000)
+    (tmp_path / "b").write_bytes(b"yz")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "big").write_bytes(b"o" * 1000)
+    tree = tmp_path / "d"
+    (tree / "link").symlink_to(tmp_path / "outside" / "big")
+    os.mkfifo(tree / "fifo")  # never blocks: opened O_NONBLOCK, read gives nothing
+    assert scale_bench.warm(tree) == 3_000_000
