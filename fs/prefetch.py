@@ -16,7 +16,11 @@ listing, from getrusage's ru_inblock; a few blocks of the index or of the object
 listing read from the disk do not count): on a warm tree it would only compete with
 the scan for the interpreter. It keeps at most
 _AHEAD directories ahead of the scan, so that what it reads is still in memory when
-the scan gets there.
+the scan gets there. Its threads end once _WARM_STOP of their listings in a row have
+read nothing from the disk: the tree ahead is in memory after all (a tree that was
+only partly evicted: a few cold directories started them), and listing it again would
+only compete with the scan for the interpreter (a warm 6,000-file farm re-commit with
+the threads running all along: 71 -> 100 ms of CPU).
 
 What it reads is thrown away: the scan opens, checks and reads everything itself, as
 fs/scan.py says, so nothing here can change what a commit records. It never follows
@@ -53,6 +57,7 @@ _THREADS = 16  # requests in flight; the walk alone, cold: 8 threads 2.3 s, 16 1
 _AHEAD = 4096  # directories listed ahead of the scan, at most
 _COLD_LISTINGS = 2  # listings of the scan that read the disk before the threads start
 _STOP_WAIT = 1.0  # seconds stop() waits for the threads, all together
+_WARM_STOP = 64  # the threads' listings in a row that read nothing: the rest is in memory
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _Path = tuple[bytes, ...]  # a directory's names below the root
@@ -78,6 +83,7 @@ class Prefetcher:
         self._stack: list[_Path] = []  # to list, the next one last
         self._busy = 0  # threads listing a directory
         self._listed = 0  # directories listed (or skipped) so far
+        self._warm_run = 0  # the threads' last listings in a row that read nothing
         self._entered = 0  # directories the scan entered so far
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -145,12 +151,15 @@ class Prefetcher:
         try:
             while (path := self._next()) is not None:
                 subdirs: list[_Path] = []
+                before = _blocks_read()
                 try:
                     self._list(path, subdirs)
                 except Exception:  # never a traceback: what it reads is thrown away anyway
                     log.debug("listing ahead failed at %r", path, exc_info=True)
                 finally:
+                    warm = _blocks_read() == before
                     with self._lock:
+                        self._warm_run = self._warm_run + 1 if warm else 0
                         self._busy -= 1
                         self._listed += 1
                         self._stack.extend(reversed(subdirs))
@@ -164,6 +173,11 @@ class Prefetcher:
         """The next directory to list, once the scan is near enough; None to end."""
         with self._lock:
             while not self._stopping:
+                if self._warm_run >= _WARM_STOP:
+                    if self._warm_run == _WARM_STOP:
+                        self._warm_run += 1  # said once
+                        log.debug("the tree ahead is in memory: no more listing ahead")
+                    return None  # leave the interpreter to the scan
                 if self._stack and self._listed - self._entered < _AHEAD:
                     self._busy += 1
                     return self._stack.pop()

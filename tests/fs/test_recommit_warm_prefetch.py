@@ -1,0 +1,78 @@
+"""The prefetcher (fs/prefetch.py) ends its threads once their listings stop reading the
+disk: a farm that was only partly evicted (a few cold directories start them) must not
+pay for threads listing the warm rest, competing with the scan for the interpreter.
+Disk reads are simulated, as in tests/fs/test_scan_prefetch.py: here only the scan's
+thread sees its block counter grow, so every listing of the threads reads nothing."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+
+import fs.prefetch
+from fs.prefetch import Prefetcher
+from store import Repository
+from tests.helpers import commit_dir
+
+
+def _tree(base: Path, directories: int) -> Path:
+    source = base / "src"
+    for number in range(directories):
+        leaf = source / f"d{number:03}"
+        leaf.mkdir(parents=True)
+        (leaf / "file").write_bytes(b"%d\n" % number)
+    return source
+
+
+def _listed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, ...]]:
+    listed: list[tuple[bytes, ...]] = []
+    real = Prefetcher._list
+
+    def spy(self: Prefetcher, path: tuple[bytes, ...], subdirs: list[tuple[bytes, ...]]) -> None:
+        listed.append(path)
+        real(self, path, subdirs)
+
+    monkeypatch.setattr(Prefetcher, "_list", spy)
+    return listed
+
+
+def _reads_in_the_scan_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = itertools.count()
+    main = threading.main_thread()
+
+    def blocks_read() -> int:
+        return next(blocks) if threading.current_thread() is main else 0
+
+    monkeypatch.setattr(fs.prefetch, "_blocks_read", blocks_read)
+
+
+def test_threads_whose_listings_read_nothing_stop_early_and_the_commit_is_the_same(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _tree(tmp_path, 60)
+    warm = commit_dir(user_repo, source, "warm")
+    listed = _listed(monkeypatch)
+    monkeypatch.setattr(fs.prefetch, "_WARM_STOP", 4)
+    monkeypatch.setattr(fs.prefetch, "_THREADS", 2)
+    _reads_in_the_scan_only(monkeypatch)
+    cold = commit_dir(user_repo, source, "cold")
+    assert 4 <= len(listed) <= 4 + 2  # the streak, and what the other thread had begun
+    trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
+    assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
+    assert not [t for t in threading.enumerate() if t.name == "sapwood-prefetch"]
+
+
+def test_threads_whose_listings_read_go_on_to_the_end(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing that reads resets the streak: a cold tree is listed whole."""
+    source = _tree(tmp_path, 60)
+    listed = _listed(monkeypatch)
+    monkeypatch.setattr(fs.prefetch, "_WARM_STOP", 4)
+    blocks = itertools.count()
+    monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))  # every look reads
+    commit_dir(user_repo, source, "cold")
+    assert len(listed) == 61  # the root and its 60 directories, each once
