@@ -76,3 +76,47 @@ def test_threads_whose_listings_read_go_on_to_the_end(
     monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))  # every look reads
     commit_dir(user_repo, source, "cold")
     assert len(listed) == 61  # the root and its 60 directories, each once
+
+
+def _objects_listing(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cold: set[int]
+) -> tuple[bool, int]:
+    """List objects/ with the listings numbered in ``cold`` reading the disk (simulated):
+    whether threads took over, and the listing's length."""
+    import store.inodes as inodes
+
+    commit_dir(user_repo, _tree(tmp_path, 40), "objects")
+    looks = itertools.count()
+    blocks = [0]
+
+    def blocks_read() -> int:
+        look = next(looks)  # two looks a listing: before, after
+        if look % 2 and look // 2 in cold:
+            blocks[0] += 8
+        return blocks[0]
+
+    pools: list[int] = []
+    real_pool = inodes.ThreadPoolExecutor
+
+    def pool(workers: int) -> object:
+        pools.append(workers)
+        return real_pool(workers)
+
+    monkeypatch.setattr(inodes, "_blocks_read", blocks_read)
+    monkeypatch.setattr(inodes, "ThreadPoolExecutor", pool)
+    listing = inodes._list_objects(str(user_repo.path / "objects"))
+    return bool(pools), len(listing)
+
+
+def test_one_cold_directory_of_objects_keeps_the_listing_in_one_thread(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threaded, count = _objects_listing(user_repo, tmp_path, monkeypatch, {3, 9})
+    assert (threaded, count) == (False, 40)
+
+
+def test_two_cold_directories_of_objects_in_a_row_hand_the_rest_to_threads(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threaded, count = _objects_listing(user_repo, tmp_path, monkeypatch, {3, 4})
+    assert (threaded, count) == (True, 40)
