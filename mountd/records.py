@@ -32,6 +32,7 @@ INDEX_CHECK_RECORDS = 32
 _TREE_RECORD_ENTRIES = 64
 _DIRMETAS = 4096  # decoded dirmetas: a tree has few distinct ones
 TREE_CACHE_ENTRIES = 1 << 16  # entries of directory listings kept: about 90 bytes each
+LARGE_LISTING_SHARE = 4  # a listing of more than budget / this entries is kept aside
 HEADER_CACHE_ENTRIES = 1 << 14  # file headers kept for lookups and reads: about 300 bytes
 MAX_FILE_SIZE = (1 << 63) - 1  # what st_size (off_t) holds; a record may claim more
 
@@ -50,13 +51,36 @@ class CachedRecords:
         self._next_check = INDEX_CHECK_RECORDS
         # Listings weigh their entries: a budget of entries, however many trees that is.
         self._trees: Lru[ObjectId, Listing] = Lru(TREE_CACHE_ENTRIES, TREE_CACHE_ENTRIES)
+        # The last large listing read, kept aside (see _tree).
+        self._large: tuple[ObjectId, Listing] | None = None
+        self._large_above = TREE_CACHE_ENTRIES // LARGE_LISTING_SHARE
         self._headers: Lru[ObjectId, tuple[FileHeader, int]] = Lru(HEADER_CACHE_ENTRIES)
         self._dirmetas: Lru[ObjectId, DirMeta] = Lru(_DIRMETAS)  # few distinct in a tree
         # Listings' stat batches: a few directories being listed at once.
         self._stat_batches: Lru[tuple[ObjectId, int], list[FileStat | SapwoodError]] = Lru(128)
 
     def _tree(self, tree_id: ObjectId) -> Listing:
-        return self._trees.get_or_make(tree_id, self._read_tree, len)
+        """A tree's listing, from the caches or read.
+
+        A large listing (more than a LARGE_LISTING_SHARE-th of the LRU's budget) is kept
+        aside, the last one read, never in the LRU: in it, one directory of more entries
+        than the whole budget evicted everything else, then was evicted by the next small
+        tree read, and every lookup in it after that (the kernel asks again for each
+        entry whose dentry it let go, and for the directory's ancestors) decoded all of it
+        again. A walk of a mount with a 100,000-entry directory took 315 s instead of 57
+        (issue 15). Kept aside, it costs its own size, once, beside the budget."""
+        large = self._large
+        if large is not None and large[0] == tree_id:
+            return large[1]
+        found = self._trees.get(tree_id)
+        if found is not None:
+            return found
+        listing = self._read_tree(tree_id)
+        if len(listing) > self._large_above:
+            self._large = (tree_id, listing)
+        else:
+            self._trees.add(tree_id, listing, max(1, len(listing)))
+        return listing
 
     def _read_tree(self, tree_id: ObjectId) -> Listing:
         self._reading(1)
