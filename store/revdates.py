@@ -6,6 +6,7 @@ Accepted (ASCII only; words in any case; surrounding spaces ignored):
     2026-11-01 12:00                a time of day, UTC (a space or a 'T' between;
                                     an hour alone, 2026-11-01 12, is 12:00)
     2026-11-01T12:00:00+02:00       with a zone: Z, +HH, +HHMM or +HH:MM (also '-')
+    2026-11-01 12:00:00 +0000       (a space before the zone: the date log and show print)
     2026-11-01T120000Z              the compact time of the mount's history/ names
     @1730000000                     seconds since the epoch (as ``date -d @N``)
     3 days ago                      N second(s), minute(s), hour(s), day(s) or week(s)
@@ -36,7 +37,7 @@ _FLAGS = re.ASCII | re.IGNORECASE
 _CALENDAR = re.compile(
     r"(?P<year>[0-9]+)-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
     r"(?:[T ](?P<hour>[0-9]{2})(?::?(?P<minute>[0-9]{2})(?::?(?P<second>[0-9]{2}))?)?"
-    r"(?P<zone>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?",
+    r" ?(?P<zone>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?",  # ' +0000': as log and show print it
     _FLAGS,
 )
 _SECONDS = re.compile(r"@(?P<sign>-?)(?P<digits>[0-9]+)", _FLAGS)
