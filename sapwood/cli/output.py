@@ -24,6 +24,9 @@ _C_ESCAPES = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", 
 # Characters a shell gives a meaning to, which GNU ls quotes a name for (shell-escape).
 _SHELL_SPECIAL = frozenset(" !\"$&'()*;<=>?[\\^`|")
 _SECONDS = re.compile(r"-?[0-9]+")
+# What fromisoformat may read: Python's takes any one character between the date and
+# the time ('2026-11-01x12:00', '2026-11-01-12:00', even a newline); a 'T' or a space only.
+_ISO_SHAPE = re.compile(r"[0-9W-]+(?:[T ][0-9:.,+Z -]*)?", re.ASCII | re.IGNORECASE)
 
 
 def emit_json(value: Any) -> None:
@@ -134,6 +137,8 @@ def parse_time(text: str) -> int:
             raise UsageError(f"not a time: {text[:30]}: out of range (64-bit seconds)")
         return seconds
     try:
+        if not _ISO_SHAPE.fullmatch(text):
+            raise ValueError(text)  # not for fromisoformat: parse_date's forms, or refused
         moment = datetime.datetime.fromisoformat(text)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=datetime.UTC)
