@@ -28,7 +28,7 @@ import io
 import os
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -152,10 +152,17 @@ class ContentStore(ABC):
             finally:
                 os.close(fd)
 
-    def verify(self, object_id: ObjectId, header_bytes: bytes, size: int) -> str | None:
+    def verify(
+        self,
+        object_id: ObjectId,
+        header_bytes: bytes,
+        size: int,
+        between_chunks: Callable[[], None] | None = None,
+    ) -> str | None:
         """What is wrong with the stored object (re-hashed in full), or None.
 
-        ``header_bytes`` is the canonical header the index holds for the object.
+        ``header_bytes`` is the canonical header the index holds for the object;
+        ``between_chunks``: as check_content's (what it raises ends the check).
         """
         try:
             header = FileHeader.decode(header_bytes)
@@ -163,7 +170,7 @@ class ContentStore(ABC):
             if problem:
                 return problem
             with self.open_content(object_id, header, size) as stream:
-                return check_content(stream, object_id, header_bytes, size)
+                return check_content(stream, object_id, header_bytes, size, between_chunks)
         except ObjectMissingError:
             return "object file is missing"
         except (CorruptObjectError, FormatError) as exc:

@@ -216,15 +216,20 @@ class Repository:
         return str(self.content.path(object_id, kind))
 
     def verify_file(
-        self, object_id: ObjectId, header: FileHeader | None = None, size: int | None = None
+        self,
+        object_id: ObjectId,
+        header: FileHeader | None = None,
+        size: int | None = None,
+        between_chunks: Callable[[], None] | None = None,
     ) -> str | None:
         """What is wrong with a stored file object, or None if it is sound: its content
         re-hashed in full, and what its file records besides (ownership, mode, the
         bare-user xattr) compared with the index. ``header`` and ``size``: the recorded
-        ones, when the caller has them already (saves an index lookup)."""
+        ones, when the caller has them already (saves an index lookup). ``between_chunks``
+        is called after each MiB hashed: what it raises gives the check up."""
         if header is None or size is None:
             header, size = self.read_file_header(object_id)
-        return self.content.verify(object_id, header.encode(), size)
+        return self.content.verify(object_id, header.encode(), size, between_chunks)
 
     # ----- reading objects ------------------------------------------------------
     def _record(self, object_id: ObjectId, kind: ObjectType) -> ObjectRecord:

@@ -22,6 +22,7 @@ import errno
 import io
 import os
 import stat
+from collections.abc import Callable
 from typing import BinaryIO
 
 import blake3
@@ -104,7 +105,11 @@ class ContentCheck:
 
 
 def check_content(
-    source: int | BinaryIO | bytes, object_id: bytes, header_bytes: bytes, size: int
+    source: int | BinaryIO | bytes,
+    object_id: bytes,
+    header_bytes: bytes,
+    size: int,
+    between_chunks: Callable[[], None] | None = None,
 ) -> str | None:
     """What keeps ``source`` from being exactly object ``object_id``'s content, or None.
 
@@ -114,9 +119,11 @@ def check_content(
     its position is neither used nor moved), a binary stream (read from where it is to
     its end) or the bytes themselves. At most ``size`` + 1 bytes are read: one more
     shows a source that is too long without reading the rest of it. An fd of up to a
-    chunk (1 MiB) is read with one pread.
+    chunk (1 MiB) is read with one pread. ``between_chunks`` is called after each chunk:
+    what it raises gives the check up (pull-local's hardlinks, when the pull stops).
     """
     check = ContentCheck(object_id, header_bytes, size)
+    between = between_chunks or _nothing
     if isinstance(source, bytes):
         check.update(source)
     elif isinstance(source, int):
@@ -124,10 +131,16 @@ def check_content(
             check.update(chunk)
             if check.seen > size:
                 break
+            between()
     else:
         while check.seen <= size and (chunk := source.read(min(_CHUNK, size + 1 - check.seen))):
             check.update(chunk)
+            between()
     return check.problem()
+
+
+def _nothing() -> None:
+    return None
 
 
 def require_content(

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from store.pull import progress as progress_module
 from store.pull.progress import PullProgress
 from store.transaction import Transaction
 from store.trees import lookup
+from store.verify import ContentCheck
 from tests.helpers import commit_dir, sapwood_argv, write_tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +204,52 @@ def test_progress_callback_failure_ends_the_pull_cleanly(
     with Repository.open(dest) as repo, pytest.raises(_Refused):
         pull_local(repo, src, progress=progress)
     _assert_clean_then_pullable(dest, src)
+
+
+def test_a_hardlinks_verification_gives_up_once_the_pull_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack11.md 3: an object to hardlink is re-hashed whole first; a Ctrl-C (or
+    another copy's failure) waited for all of it (~1 s a GB; every further Ctrl-C held
+    back meanwhile). It is given up at the next MiB once the pull stops."""
+    source = write_tree(tmp_path / "tree", {"big": os.urandom(8 << 20), "small": "small\n"})
+    with Repository.init(tmp_path / "src", RepoMode.BARE_USER) as src:
+        big_id = lookup(src, commit_dir(src, source, "os/main"), "big").file
+    jobs: list[local._LocalPull] = []
+    hashed: list[int] = []
+    first_chunk = threading.Event()
+    init, update, copy = (
+        local._LocalPull.__init__,
+        ContentCheck.update,
+        local._LocalPull._one,
+    )
+
+    def remembered(self: local._LocalPull, *args: Any) -> None:
+        init(self, *args)
+        jobs.append(self)
+
+    def counted(self: ContentCheck, chunk: bytes | memoryview) -> None:
+        if self.object_id == big_id:
+            hashed.append(len(chunk))
+            first_chunk.set()
+            if len(hashed) > 1:  # the second MiB only once the pull is stopping
+                assert jobs[0].stopping.wait(30)
+        update(self, chunk)
+
+    def one(self: local._LocalPull, txn: Transaction, object_id: ObjectId) -> None:
+        if object_id != big_id:
+            assert first_chunk.wait(30)
+            raise _Refused("refused")
+        copy(self, txn, object_id)
+
+    monkeypatch.setattr(local._LocalPull, "__init__", remembered)
+    monkeypatch.setattr(ContentCheck, "update", counted)
+    monkeypatch.setattr(local._LocalPull, "_one", one)
+    with Repository.init(tmp_path / "dest", RepoMode.BARE_USER) as dest:
+        with Repository.open(tmp_path / "src") as src:
+            assert local._can_link(src, dest)  # the object is hardlinked, so verified first
+        with pytest.raises(_Refused):
+            pull_local(dest, tmp_path / "src")
+        assert sum(hashed) <= 2 << 20  # given up at the next MiB, not hashed to the end
+        assert dest.ref("os/main") is None
+        assert sapwood.fsck(dest, all_objects=True).clean
