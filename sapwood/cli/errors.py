@@ -6,6 +6,8 @@ line has advice of its own (a flag to add), it words it here, as it always has.
 
 from __future__ import annotations
 
+import re
+
 from sapwood import (
     CheckoutConflictError,
     DowngradeError,
@@ -123,6 +125,7 @@ def message(error: SapwoodError) -> str:
 
 
 WORD_LIMIT = 300  # characters of one word an error line echoes: any file name (255 bytes) quoted
+# (a backslash escape such as \xff counts as one character: _SHOWN_CHARACTER)
 LINE_LIMIT = 1000  # characters of a whole error line
 
 
@@ -136,11 +139,24 @@ def bounded(text: str) -> str:
     return _cut(" ".join(words), LINE_LIMIT)
 
 
+# One character as a message shows it: a backslash escape (\xff, \377, \u202e, \n, \\)
+# or any other single character. A name of 255 undecodable bytes is 1,020 characters
+# of '\xff' (attack11.md 8): counted so, it passed WORD_LIMIT and was cut, and the cut
+# could split an escape ('\xf' ... 'f', read as a letter).
+_SHOWN_CHARACTER = re.compile(
+    r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)|.", re.DOTALL
+)
+
+
 def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
+    shown = _SHOWN_CHARACTER.findall(text)
+    if len(shown) <= limit:
+        return text
     head, tail = limit // 2, limit // 4  # with the note, shorter than limit
-    return f"{text[:head]}[... {len(text) - head - tail:,} characters ...]{text[-tail:]}"
+    left_out = len(shown) - head - tail
+    return f"{''.join(shown[:head])}[... {left_out:,} characters ...]{''.join(shown[-tail:])}"
 
 
 def _words(error: SapwoodError) -> str:
