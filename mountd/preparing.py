@@ -25,7 +25,6 @@ ends, minutes for a hostile object of a few hundred GiB of zeros.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
 import trio
 
@@ -34,7 +33,6 @@ from mountd.view import TreeView
 from store import ObjectId
 
 THREADS = 2  # objects verified at once, each in a thread of its own
-_T = TypeVar("_T")
 
 
 def _nothing() -> None:
@@ -58,23 +56,34 @@ class Preparer:
 
     async def read(self, ino: int, offset: int, size: int) -> bytes:
         """``view.read``, once ``ino``'s object is readable."""
-        return await self._then(ino, lambda: self.view.read(ino, offset, size))
+        slow = self.view.preparation(ino)
+        if slow is not None:
+            await self._ready(slow, ino)
+        return self.view.read(ino, offset, size)  # no checkpoint since it was kept
 
     async def open(self, ino: int) -> None:
         """``view.open``, once ``ino``'s object is readable."""
-        await self._then(ino, lambda: self.view.open(ino))
+        slow = self.view.preparation(ino)
+        if slow is not None:
+            await self._ready(slow, ino)
+        self.view.open(ino)
 
-    async def _then(self, ino: int, call: Callable[[], _T]) -> _T:
-        while (slow := self.view.preparation(ino)) is not None:
+    async def _ready(self, slow: Preparation, ino: int) -> None:
+        """Run ``slow`` (or wait for whoever runs it) until ``ino`` is readable; returns
+        with no checkpoint after that, so the caller's read finds it kept."""
+        while True:
             running = self._running.get(slow.file_id)
             self._on_wait()  # someone else reads the kernel's requests meanwhile
             if running is None:
                 await self._run(slow)
-                break  # kept: ``call`` runs before anything else can evict it
+                return
             await running.done.wait()  # then look again: kept (or evicted since)
             if running.error is not None:  # the same answer, not the same work again
                 raise type(running.error)(*running.error.args)
-        return call()
+            found = self.view.preparation(ino)
+            if found is None:
+                return
+            slow = found
 
     async def _run(self, slow: Preparation) -> None:
         running = self._running[slow.file_id] = _Running()

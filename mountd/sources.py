@@ -128,7 +128,7 @@ class ObjectSources:
             return None
         if size > _SMALL:
             return self._large(file_id, header, size)
-        with _read_errors(file_id):
+        try:  # no context manager: this runs for every file's first read
             if self.repo.stores_compressed:
                 content = self.repo.read_file(file_id)
                 held = self._hold(file_id, content)  # else for the read that asked alone:
@@ -137,6 +137,8 @@ class ObjectSources:
                 fd, key, whole = self._open_verified(file_id, header, size)
                 self._keep_file(file_id, fd, key)
                 self._fresh = None if whole is None else (file_id, whole)
+        except OSError as exc:
+            raise _read_error(file_id, exc) from exc
         return None
 
     def _large(self, file_id: ObjectId, header: bytes, size: int) -> Preparation:
@@ -176,10 +178,12 @@ class ObjectSources:
             raise KeyError(ino)  # not prepared: the view prepares before it reads
         if isinstance(source, bytes):
             return source[offset : offset + size]
-        with _read_errors(file_id):
+        try:  # no context manager: this runs for every read
             if isinstance(source, FramedContent):
                 return self._read_frames(source, offset, size)
             return os.pread(source, size, offset)
+        except OSError as exc:
+            raise _read_error(file_id, exc) from exc
 
     def hold_at_most(self, limit: int) -> None:
         """Keep decompressed objects and frames (archive mode) within ``limit`` bytes
@@ -231,7 +235,8 @@ class ObjectSources:
         return True
 
     def _keep_file(self, file_id: ObjectId, fd: int, key: int) -> None:
-        self._verified.add(key, True)
+        if not self._verified.seen(key):  # seen: now the most recent
+            self._verified.add(key, True)
         self._files.add(file_id, fd, 1)
 
     # ----- archive objects -------------------------------------------------------------
@@ -380,10 +385,15 @@ def spool_parent() -> str | None:
     return None
 
 
+def _read_error(file_id: ObjectId, exc: OSError) -> ObjectReadError:
+    """An OSError reading an object is an ObjectReadError naming it (EIO for that file)."""
+    return ObjectReadError(f"object {file_id.hex()}: {exc.strerror or exc}")
+
+
 @contextmanager
 def _read_errors(file_id: ObjectId) -> Iterator[None]:
-    """An OSError reading an object is an ObjectReadError naming it (EIO for that file)."""
+    """_read_error around a block (the worker threads' work: once an object)."""
     try:
         yield
     except OSError as exc:
-        raise ObjectReadError(f"object {file_id.hex()}: {exc.strerror or exc}") from exc
+        raise _read_error(file_id, exc) from exc
