@@ -98,6 +98,7 @@ class ObjectSources:
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
+        self._compressed = repo.stores_compressed
         self._shown: Lru[int, ObjectId] = Lru(_SHOWN)
         self._files: Lru[ObjectId, int] = Lru(_OPEN_FILES, _OPEN_FILES, os.close)
         self._small: Lru[ObjectId | tuple[ObjectId, int], bytes] = Lru(
@@ -214,9 +215,9 @@ class ObjectSources:
                 self._spool_dir = None
 
     def _kept(self, file_id: ObjectId) -> _Source | None:
-        found: _Source | None = self._files.get(file_id)
-        if found is None:
-            found = self._small.get(file_id)
+        if not self._compressed:  # open files only (asked at every read: no more looks)
+            return self._files.get(file_id)
+        found: _Source | None = self._small.get(file_id)
         if found is None:
             found = self._framed.get(file_id)
         if found is None:
