@@ -27,6 +27,13 @@ def keep_separator(parser: argparse.ArgumentParser) -> None:
         parsed, extras = parse(args, namespace)
         from_separator = list(itertools.dropwhile(lambda arg: arg != "--", args or ()))
         parsed.after_separator = from_separator[1:] if from_separator else None
+        if "--" in extras and hasattr(parsed, "paths"):
+            # An option between the revisions and '--' (`log main -p -- /etc`): argparse
+            # gave the positionals their words before the option, PATHs none, and left
+            # '--' and what follows unparsed. Those are the PATHs, as git reads them.
+            at = extras.index("--")
+            parsed.paths = [*parsed.paths, *extras[at + 1 :]]
+            extras = extras[:at]
         return parsed, extras
 
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]

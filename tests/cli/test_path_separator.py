@@ -47,3 +47,43 @@ def test_every_word_after_the_separator_is_a_path(two_commits: Path) -> None:
     assert log.out.count('"commit"') == 2 and '"paths"' in log.out
     whole = cli("--repo", two_commits, "diff", "--", "main^", "main")
     assert (whole.code, whole.out.split()) == (0, ["M", "/etc/x", "M", "/y"])
+
+
+@pytest.mark.parametrize(
+    ("options_between", "options_first"),
+    [
+        (("log", "main", "-p", "--", "/etc"), ("log", "-p", "main", "--", "/etc")),
+        (("log", "main", "--json", "--", "/etc"), ("log", "--json", "main", "--", "/etc")),
+        (
+            ("diff", "main^", "main", "--stat", "--", "/etc"),
+            ("diff", "--stat", "main^", "main", "--", "/etc"),
+        ),
+    ],
+)
+def test_an_option_between_the_revisions_and_the_separator(
+    two_commits: Path, options_between: tuple[str, ...], options_first: tuple[str, ...]
+) -> None:
+    """`log main -p -- /etc` is what git users type: argparse gave REV its word, the
+    PATHs none, and refused '-- /etc' as unrecognized (attack11.md 10). It reads as the
+    options written first do, and only /etc's change shows."""
+    between = cli("--repo", two_commits, *options_between)
+    first = cli("--repo", two_commits, *options_first)
+    assert (between.code, between.err) == (0, "")
+    assert between.out == first.out
+    assert "/etc" in between.out and "/y" not in between.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("log", "main", "-p", "--", ""), "log: '' is not a PATH"),
+        (("log", "main", "-p", "--"), "log: -- needs at least one PATH after it"),
+        (("diff", "main^", "main", "--stat", "--"), "diff: -- needs at least one PATH"),
+    ],
+)
+def test_an_option_before_a_bad_separator_keeps_its_message(
+    two_commits: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = cli("--repo", two_commits, *args)
+    assert (result.code, result.out) == (2, "")
+    assert message in result.err and result.err.count("\n") == 1
