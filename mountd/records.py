@@ -51,9 +51,11 @@ class CachedRecords:
         self._next_check = INDEX_CHECK_RECORDS
         # Listings weigh their entries: a budget of entries, however many trees that is.
         self._trees: Lru[ObjectId, Listing] = Lru(TREE_CACHE_ENTRIES, TREE_CACHE_ENTRIES)
-        # The last large listing read, kept aside (see _tree).
+        # The last large listing read, kept aside (see _tree), and the entries of other
+        # listings read since it was last used.
         self._large: tuple[ObjectId, Listing] | None = None
         self._large_above = TREE_CACHE_ENTRIES // LARGE_LISTING_SHARE
+        self._read_since_large = 0
         self._headers: Lru[ObjectId, tuple[FileHeader, int]] = Lru(HEADER_CACHE_ENTRIES)
         self._dirmetas: Lru[ObjectId, DirMeta] = Lru(_DIRMETAS)  # few distinct in a tree
         # Listings' stat batches: a few directories being listed at once.
@@ -68,18 +70,25 @@ class CachedRecords:
         tree read, and every lookup in it after that (the kernel asks again for each
         entry whose dentry it let go, and for the directory's ancestors) decoded all of it
         again. A walk of a mount with a 100,000-entry directory took 315 s instead of 57
-        (issue 15). Kept aside, it costs its own size, once, beside the budget."""
+        (issue 15). Kept aside, it costs its own size beside the budget, and only while
+        it is in use: once listings of as many entries as the budget have been read
+        since it was last used, the walk has moved on, and it goes (a daemon that kept
+        a 100,000-entry listing to the end of the walk held 112 MiB, not 98)."""
         large = self._large
         if large is not None and large[0] == tree_id:
+            self._read_since_large = 0
             return large[1]
         found = self._trees.get(tree_id)
         if found is not None:
             return found
         listing = self._read_tree(tree_id)
         if len(listing) > self._large_above:
-            self._large = (tree_id, listing)
-        else:
-            self._trees.add(tree_id, listing, max(1, len(listing)))
+            self._large, self._read_since_large = (tree_id, listing), 0
+            return listing
+        self._trees.add(tree_id, listing, max(1, len(listing)))
+        self._read_since_large += len(listing)
+        if self._read_since_large > TREE_CACHE_ENTRIES:
+            self._large = None
         return listing
 
     def _read_tree(self, tree_id: ObjectId) -> Listing:

@@ -71,3 +71,27 @@ def test_only_the_last_large_listing_is_kept_aside(
     other.lookup(other.lookup(ROOT_INODE, b"big").ino, b"f00001")
     assert other._large is not None and other._large[0] == second_big
     assert view._trees.weight <= 1000 and other._trees.weight <= 1000
+
+
+def test_the_large_listing_goes_once_the_walk_has_moved_on(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept aside while in use, not to the end of the walk: once other listings of as
+    many entries as the budget were read since its last use, it is let go."""
+    monkeypatch.setattr(records_module, "TREE_CACHE_ENTRIES", 1000)
+    commit_id, big_id = _two_directories(user_repo, 2000)
+    others = []
+    with user_repo.transaction() as txn:
+        file_id = txn.write_file(FileHeader(0, 0, stat.S_IFREG | 0o644), b"x")
+        for n in range(10):  # trees of 200 entries
+            files = {f"g{n}-{k:03d}".encode(): file_id for k in range(200)}
+            others.append(txn.write_dirtree(DirTree.build(files, {})))
+    view = CommitView(user_repo, commit_id)
+    view.lookup(view.lookup(ROOT_INODE, b"big").ino, b"f00001")
+    for tree_id in others[:4]:  # 800 entries: still in use
+        view._tree(tree_id)
+    assert view._large is not None and view._large[0] == big_id
+    view._tree(big_id)  # used again: counted from here
+    for tree_id in others[4:]:  # 1,200 entries read (the first four are cached, not read)
+        view._tree(tree_id)
+    assert view._large is None
