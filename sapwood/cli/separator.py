@@ -31,7 +31,7 @@ def keep_separator(parser: argparse.ArgumentParser) -> None:
             # An option between the revisions and '--' (`log main -p -- /etc`): argparse
             # gave the positionals their words before the option, PATHs none, and left
             # '--' and what follows unparsed. Those are the PATHs, as git reads them.
-            at = extras.index("--")
+            at = next(i for i, word in enumerate(extras) if word == "--")
             parsed.paths = [*parsed.paths, *extras[at + 1 :]]
             extras = extras[:at]
         return parsed, extras
