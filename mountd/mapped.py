@@ -85,13 +85,23 @@ class MappedIndexBound:
         self._held = held
         if budget is None:
             budget = memory_budget()
+        self.budget = budget
         self.limit = self.mapped_bytes() + budget
         self.drops = 0
 
     def __call__(self) -> None:
-        if self.mapped_bytes() + self._held() > self.limit:
+        """Release past the limit, then measure it anew: what is still mapped right
+        after a release is not the index's (a library loaded since, a file a caller
+        maps), and kept from the start it would come off the budget for good and, past
+        it, release at every call (review10 7; store's PageBudget does the same). Less
+        mapped than measured lowers the limit."""
+        mapped = self.mapped_bytes()
+        if mapped + self._held() > self.limit:
             self.repo.release_index_pages()
             self.drops += 1
+            self.limit = self.mapped_bytes() + self.budget
+        elif mapped + self.budget < self.limit:
+            self.limit = mapped + self.budget
 
     def mapped_bytes(self) -> int:
         """The process's resident file-backed memory (libraries and the index map)."""

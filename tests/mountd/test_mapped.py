@@ -241,3 +241,23 @@ def test_a_budget_under_two_mib_is_not_passed_by_one_object(
                 assert sources.held_bytes() <= limit
     finally:
         sources.close()
+
+
+def test_memory_mapped_after_the_start_does_not_release_at_every_call(tmp_path: Path) -> None:
+    """A file mapped after the bound was made (a library imported on first use) is not
+    the index: past the budget once, the bound releases once, then measures anew; kept
+    from the start, the limit released at every call for good (review10 7)."""
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * (16 * MIB))
+    repo = _Releases()
+    bound = MappedIndexBound(repo, budget=8 * MIB)  # type: ignore[arg-type]
+    with open(data, "rb") as file, mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+        for offset in range(0, 16 * MIB, 4096):  # 16 MiB that release_index_pages keeps
+            mapped[offset]
+        for _ in range(10):
+            bound()
+        assert repo.released == 1
+        for offset in range(0, 16 * MIB, 4096):
+            mapped[offset]
+    bound()  # 16 MiB fewer mapped: the limit comes down with it
+    assert bound.limit <= bound.mapped_bytes() + 8 * MIB
