@@ -608,3 +608,18 @@ def put_ref(repo_path: Path, name: str, target: bytes) -> None:
     """A ref to anything (a dirtree, a file, a missing object), as an old sapwood allowed."""
     with raw_index(repo_path) as (txn, dbs):
         txn.put(name.encode(), target, db=dbs["refs"])
+
+
+def record_calls(monkeypatch: Any, owner: object, name: str) -> list[Any]:
+    """Replace ``owner.name`` (through ``monkeypatch``) with a wrapper that appends its
+    first argument to the returned list, then calls the original: how many times a
+    cached read happened, and of what."""
+    original = getattr(owner, name)
+    seen: list[Any] = []
+
+    def recorded(first: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(first)
+        return original(first, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return seen

@@ -13,7 +13,7 @@ import pytest
 from mountd.repo_view import RepositoryView
 from mountd.view import ROOT_INODE
 from store import ObjectId, PathNotFoundError, Repository
-from tests.helpers import Mounts, commit_files, run
+from tests.helpers import Mounts, commit_files, record_calls, run
 from tests.history_tree import SSHD, HistoryTree
 
 DAY = 86400
@@ -203,14 +203,7 @@ def test_by_date_reads_each_commit_once(
     ids = _daily(user_repo, tmp_path, count=20)
     view = RepositoryView(user_repo)
     by_date = _path(view, b"history", b"main", b"by-date")
-    reads: list[ObjectId] = []
-    read_commit = user_repo.read_commit
-
-    def counted(commit_id: ObjectId) -> object:
-        reads.append(commit_id)
-        return read_commit(commit_id)
-
-    monkeypatch.setattr(user_repo, "read_commit", counted)
+    reads = record_calls(monkeypatch, user_repo, "read_commit")
     for _ in range(5):
         with pytest.raises(PathNotFoundError, match="the earliest in its history is"):
             view.lookup(by_date, b"2026-10-31")

@@ -10,6 +10,7 @@ import pytest
 from mountd import records as records_module
 from mountd.view import ROOT_INODE, CommitView
 from store import Commit, DirEntry, DirMeta, DirTree, FileHeader, ObjectId, Repository
+from tests.helpers import record_calls
 
 
 def _two_directories(repo: Repository, big: int) -> tuple[ObjectId, ObjectId]:
@@ -39,14 +40,7 @@ def test_lookups_in_a_large_directory_between_others_decode_it_once(
     monkeypatch.setattr(records_module, "TREE_CACHE_ENTRIES", budget)
     commit_id, big_id = _two_directories(user_repo, 2000)
     view = CommitView(user_repo, commit_id)
-    reads: list[ObjectId] = []
-    read_dirtree = user_repo.read_dirtree
-
-    def counted(tree_id: ObjectId) -> DirTree:
-        reads.append(tree_id)
-        return read_dirtree(tree_id)
-
-    monkeypatch.setattr(user_repo, "read_dirtree", counted)
+    reads = record_calls(monkeypatch, user_repo, "read_dirtree")
     big = view.lookup(ROOT_INODE, b"big")
     for n in range(0, 2000, 100):
         assert view.lookup(big.ino, f"f{n:05d}".encode()).size == 5
