@@ -34,9 +34,11 @@ StagedFiles = list[tuple[str, str]]
 class FileBatches:
     """The file objects and stat-cache records of one transaction until they are
     listed: ``publish`` makes staged files durable objects (Transaction's, shared with
-    its commit point), then the batch goes to ``index``."""
+    its commit point), then calls what lists the batch in ``index``."""
 
-    def __init__(self, index: Index, publish: Callable[[StagedFiles], None]) -> None:
+    def __init__(
+        self, index: Index, publish: Callable[[StagedFiles, Callable[[], None]], None]
+    ) -> None:
         self._index = index
         self._publish = publish
         self.pending = WriteBatch()  # file objects and stat-cache records not yet flushed
@@ -146,9 +148,8 @@ class FileBatches:
                 self.pending, self.staged = WriteBatch(), []
             if getattr(self._local, "reader", None) is not None:
                 self._drop_reader()  # a snapshot left open keeps LMDB from reusing pages
-            with space_errors(_NOTHING_COMMITTED):
-                self._publish(staged)
-                self._index.apply(files)
+            with space_errors(_NOTHING_COMMITTED):  # listed before a Ctrl-C lands
+                self._publish(staged, lambda: self._index.apply(files))
             with self._mutex:
                 self._claimed.difference_update(files.objects)  # the renewed readers see them
                 self._generation += 1
