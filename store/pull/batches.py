@@ -42,6 +42,11 @@ class Batches:
         self._pending: list[Future[None]] = []
         self._commits: list[Future[None]] = []
         self._failed = threading.Event()
+        # work running now, counted by the workers themselves (as pull-local's copies
+        # are): a Ctrl-C inside pool.submit or add_done_callback loses the future with
+        # the work queued, so the futures cannot say what still runs on a transaction
+        self._work = threading.Condition()
+        self._running = 0
         self.stored = 0
 
     def submit(self, work: Work) -> None:
@@ -57,13 +62,36 @@ class Batches:
             self._close_batch()
 
     def _run(self, work: Work, txn: Transaction) -> None:
-        if self._failed.is_set():
-            raise Stopped
+        with self._work:  # checked and counted at once: _abort sees it or it sees _failed
+            if self._failed.is_set():
+                raise Stopped
+            self._running += 1
         try:
             work(txn)
         except BaseException:
             self._failed.set()
             raise
+        finally:
+            with self._work:
+                self._running -= 1
+                self._work.notify_all()
+
+    def _abort(self, txn: Transaction) -> None:
+        """Abort ``txn`` once no work runs: the abort closes the LMDB snapshots and
+        removes the staging directory that running work uses (a use-after-free).
+        Work that starts later sees ``_failed`` and does nothing."""
+        interrupted: KeyboardInterrupt | None = None
+        while True:  # a further Ctrl-C waits again, and is raised once none runs
+            try:
+                with self._work:
+                    self._failed.set()
+                    self._work.wait_for(lambda: self._running == 0)
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        txn.abort()
+        if interrupted is not None:
+            raise interrupted
 
     def _close_batch(self) -> None:
         txn, pending = self._txn, self._pending
@@ -78,7 +106,7 @@ class Batches:
         wait(pending)
         error = _first_error(pending)
         if error is not None or self._failed.is_set():
-            txn.abort()
+            self._abort(txn)
             if error is not None:
                 raise error
             raise Stopped
@@ -102,14 +130,19 @@ class Batches:
         if any, and then nothing of the last batch is committed."""
         txn, pending = self._txn, self._pending
         self._txn, self._pending = None, []
-        wait(self._commits)
-        wait(pending)
-        self._committer.shutdown(wait=True)
+        try:
+            wait(self._commits)
+            wait(pending)
+            self._committer.shutdown(wait=True)
+        except BaseException:  # a Ctrl-C: abandon() no longer sees the last batch
+            if txn is not None:
+                self._abort(txn)
+            raise
         error = _first_error(self._commits + pending)
         self._commits = []
         if error is not None:
             if txn is not None:
-                txn.abort()
+                self._abort(txn)
             raise error
         self.stored += len(pending)
         if final is None and txn is None:
