@@ -190,6 +190,14 @@ def _error(message: str) -> None:
     print(f"sapwood: error: {printable(message, keep_tab=False)}", file=sys.stderr)
 
 
+def _bounded(text: str) -> str:
+    """``text`` cut as every error line is (a path of 4,000 characters in an OSError's
+    line, attack11.md 7); sapwood.cli.errors imported on failure only."""
+    from sapwood.cli.errors import bounded
+
+    return bounded(text)
+
+
 EXIT_INTERNAL = 70  # sapwood.cli.errors.EXIT_INTERNAL, which main imports only on failure
 
 
@@ -220,15 +228,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug or (isinstance(exc, BrokenPipeError) and stdout_closed()):
             raise  # run() ends quietly when the reader of stdout went away
         where = f": {exc.filename}" if exc.filename else ""
-        _error(f"{exc.strerror or exc}{where}")
+        _error(_bounded(f"{exc.strerror or exc}{where}"))
         return 1
     except KeyboardInterrupt:
+        if _ENDS_PROCESS:
+            # the command is over: a further Ctrl-C has nothing left to stop, and would
+            # interrupt the interpreter's shutdown ("Exception ignored ...
+            # KeyboardInterrupt", or death by SIGINT instead of 130: attack11.md 6)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("sapwood: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if debug:
             raise
-        _error(f"internal error: {type(exc).__name__}: {exc} (--debug shows the traceback)")
+        _error(
+            _bounded(f"internal error: {type(exc).__name__}: {exc}")
+            + " (--debug shows the traceback)"
+        )
         return EXIT_INTERNAL
 
 
@@ -260,7 +276,12 @@ def _die_of_sigpipe() -> None:
     sys.exit(128 + signal.SIGPIPE)  # not reached
 
 
+_ENDS_PROCESS = False  # set by run(): main() then ends the process (tests call main())
+
+
 def run() -> None:
+    global _ENDS_PROCESS
+    _ENDS_PROCESS = True
     # The start-up (importing the command's modules, parsing) allocates objects by the
     # hundred thousand, few of them garbage: without a cycle search every 700 of them
     # (main's _started() turns it back on, with them set aside).
