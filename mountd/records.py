@@ -73,7 +73,12 @@ class CachedRecords:
         (issue 15). Kept aside, it costs its own size beside the budget, and only while
         it is in use: once listings of as many entries as the budget have been read
         since it was last used, the walk has moved on, and it goes (a daemon that kept
-        a 100,000-entry listing to the end of the walk held 112 MiB, not 98)."""
+        a 100,000-entry listing to the end of the walk held 112 MiB, not 98).
+
+        The one a newer large listing displaces goes into the LRU if it fits there, as
+        it did before listings were kept aside (attack12 1): two directories of 20,000
+        entries looked into in turn (``diff -r`` of two commits) were otherwise decoded
+        at every lookup and every read of a file in them."""
         large = self._large
         if large is not None and large[0] == tree_id:
             self._read_since_large = 0
@@ -83,6 +88,8 @@ class CachedRecords:
             return found
         listing = self._read_tree(tree_id)
         if len(listing) > self._large_above:
+            if large is not None and len(large[1]) <= self._trees.budget:
+                self._trees.add(large[0], large[1], len(large[1]))  # see below
             self._large, self._read_since_large = (tree_id, listing), 0
             return listing
         self._trees.add(tree_id, listing, max(1, len(listing)))

@@ -89,3 +89,33 @@ def test_the_large_listing_goes_once_the_walk_has_moved_on(
     for tree_id in others[4:]:  # 1,200 entries read (the first four are cached, not read)
         view._tree(tree_id)
     assert view._large is None
+
+
+def test_two_large_directories_that_fit_the_cache_are_not_decoded_at_every_lookup(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack12 1: listings of more than a quarter of the budget but within it (two
+    directories of 20,000 entries, with the 65,536-entry cache) fitted the LRU together
+    before they were kept aside; kept aside one at a time, lookups alternating between
+    them (``diff -r`` of two commits' directories, ``cmp`` of their files: every read
+    looks its file up in its directory's listing) decoded one of them every time. The
+    one a newer large listing displaces goes into the LRU when it fits there."""
+    monkeypatch.setattr(records_module, "TREE_CACHE_ENTRIES", 1000)
+    _, first_big = _two_directories(user_repo, 400)
+    _, second_big = _two_directories(user_repo, 500)
+    with user_repo.transaction() as txn:  # one view over both: a root holding both trees
+        meta = txn.write_dirmeta(DirMeta(0, 0, stat.S_IFDIR | 0o755))
+        root = DirTree.build(
+            {}, {b"a": DirEntry(first_big, meta), b"b": DirEntry(second_big, meta)}
+        )
+        both = txn.write_commit(Commit(txn.write_dirtree(root), meta, None, 0))
+    view = CommitView(user_repo, both)
+    assert view._large_above < 400  # both are large listings
+    reads = record_calls(monkeypatch, user_repo, "read_dirtree")
+    left = view.lookup(ROOT_INODE, b"a")
+    right = view.lookup(ROOT_INODE, b"b")
+    for n in range(0, 400, 20):
+        assert view.lookup(left.ino, f"f{n:05d}".encode()).size == 5
+        assert view.lookup(right.ino, f"f{n:05d}".encode()).size == 5
+    assert reads.count(first_big) == 1 and reads.count(second_big) == 1
+    assert view._trees.weight <= 1000
