@@ -256,6 +256,8 @@ class Fetcher:
                     raise
                 conn.close()  # closed by the server as the request went: once more, anew
                 reused = False
+                with self._lock:  # a request sent again: the report counts what went
+                    self.requests += 1
                 response = self._exchange(conn, path)
         except u3.HTTPError as exc:  # could not connect, timed out connecting
             conn.close()

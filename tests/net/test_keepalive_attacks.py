@@ -446,6 +446,7 @@ def test_an_answer_out_of_step_on_a_reused_connection_is_asked_anew(
     with Fetcher(server.url, FetchSettings(retries=0)) as fetcher:
         for number in range(4):
             assert fetcher.get(f"o{number}", 1000) == f"/repo/o{number}".encode()
+        assert fetcher.requests == 7  # each answer out of step asked again: 1 + 3 x 2
     assert len(server.accepted) == 4
 
 
