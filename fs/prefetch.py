@@ -20,7 +20,11 @@ the scan gets there. Its threads end once _WARM_STOP of their listings in a row 
 read nothing from the disk: the tree ahead is in memory after all (a tree that was
 only partly evicted: a few cold directories started them), and listing it again would
 only compete with the scan for the interpreter (a warm 6,000-file farm re-commit with
-the threads running all along: 71 -> 100 ms of CPU).
+the threads running all along: 71 -> 100 ms of CPU). They start at the root, behind
+the scan: the directories it had entered by then are warm because it just read them,
+and say nothing of the tree ahead, so the first that many listings do not count (they
+stopped the threads on a tree warm for its first 64 directories and cold after, which
+was then read one request at a time: review11).
 
 What it reads is thrown away: the scan opens, checks and reads everything itself, as
 fs/scan.py says, so nothing here can change what a commit records. It never follows
@@ -84,6 +88,7 @@ class Prefetcher:
         self._busy = 0  # threads listing a directory
         self._listed = 0  # directories listed (or skipped) so far
         self._warm_run = 0  # the threads' last listings in a row that read nothing
+        self._passed = 0  # directories the scan had entered when the threads started
         self._entered = 0  # directories the scan entered so far
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -110,6 +115,7 @@ class Prefetcher:
 
     def _start(self) -> None:
         self._started = True
+        self._passed = self._entered
         try:
             self._own_fd = os.dup(self._root_fd)
         except OSError:
@@ -159,7 +165,8 @@ class Prefetcher:
                 finally:
                     warm = _blocks_read() == before
                     with self._lock:
-                        self._warm_run = self._warm_run + 1 if warm else 0
+                        if self._listed >= self._passed:  # ahead of where the scan was
+                            self._warm_run = self._warm_run + 1 if warm else 0
                         self._busy -= 1
                         self._listed += 1
                         self._stack.extend(reversed(subdirs))

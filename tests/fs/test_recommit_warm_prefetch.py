@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,9 @@ def test_threads_whose_listings_read_nothing_stop_early_and_the_commit_is_the_sa
     monkeypatch.setattr(fs.prefetch, "_THREADS", 2)
     _reads_in_the_scan_only(monkeypatch)
     cold = commit_dir(user_repo, source, "cold")
-    assert 4 <= len(listed) <= 4 + 2  # the streak, and what the other thread had begun
+    # The root and d000, which the scan had listed before the threads started (they do
+    # not count), the streak, and what the other thread had begun.
+    assert 2 + 4 <= len(listed) <= 2 + 4 + 2
     trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
     assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
     assert not [t for t in threading.enumerate() if t.name == "sapwood-prefetch"]
@@ -120,3 +123,33 @@ def test_two_cold_directories_of_objects_in_a_row_hand_the_rest_to_threads(
 ) -> None:
     threaded, count = _objects_listing(user_repo, tmp_path, monkeypatch, {3, 4})
     assert (threaded, count) == (True, 40)
+
+
+def test_the_directories_the_scan_passed_before_the_threads_started_do_not_stop_them(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threads start at the root, behind the scan: what it listed before its cold
+    listings started them is warm because it just read it, and says nothing of the
+    tree ahead. A tree warm for its first _WARM_STOP directories and cold after (a
+    re-commit after an interrupted one) is still listed ahead, whole."""
+    source = _tree(tmp_path, 60)
+    listed = _listed(monkeypatch)
+    monkeypatch.setattr(fs.prefetch, "_WARM_STOP", 8)
+    scan_looks = itertools.count()
+    local = threading.local()
+    real_list = Prefetcher._list
+
+    def cold_from_d019(self: Prefetcher, path: tuple[bytes, ...], subdirs: list[Any]) -> None:
+        if path and path[0] >= b"d019":
+            local.blocks = getattr(local, "blocks", 0) + 8
+        real_list(self, path, subdirs)
+
+    def blocks_read() -> int:
+        if threading.current_thread() is threading.main_thread():
+            return max(0, next(scan_looks) - 39)  # root, d000-d018 warm (two looks each)
+        return getattr(local, "blocks", 0)
+
+    monkeypatch.setattr(Prefetcher, "_list", cold_from_d019)
+    monkeypatch.setattr(fs.prefetch, "_blocks_read", blocks_read)
+    commit_dir(user_repo, source, "cold")
+    assert len(listed) == 61  # the root and its 60 directories, each once
