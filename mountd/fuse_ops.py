@@ -165,11 +165,11 @@ class SapwoodOperations(pyfuse3.Operations):
         view: TreeView,
         statvfs_path: str,
         no_open: bool = NO_OPEN_PASSES_INODE,
-        on_wait: Callable[[], None] | None = None,
+        on_wait: Callable[[], Callable[[], None]] | None = None,
     ) -> None:
         """``on_wait``: called when a handler is about to wait (a large object verified
         in a worker thread: mountd/preparing.py), to have other requests served
-        meanwhile (mountd/readers.py)."""
+        meanwhile (mountd/readers.py); what it returns is called once it has waited."""
         super().__init__()
         self.view = view
         self._statvfs_path = statvfs_path

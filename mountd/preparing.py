@@ -35,8 +35,13 @@ from store import ObjectId
 THREADS = 2  # objects verified at once, each in a thread of its own
 
 
-def _nothing() -> None:
+def _nothing() -> Callable[[], None]:
     """No one to tell that a request waits (a Preparer without a daemon: tests)."""
+    return _nothing_more
+
+
+def _nothing_more() -> None:
+    """No one to tell that it has waited."""
 
 
 class Preparer:
@@ -47,8 +52,10 @@ class Preparer:
         self,
         view: TreeView,
         threads: int = THREADS,
-        on_wait: Callable[[], None] | None = None,
+        on_wait: Callable[[], Callable[[], None]] | None = None,
     ) -> None:
+        """``on_wait``: called before a request waits; what it returns, once it has
+        waited (mountd/readers.py: a loop more meanwhile, and the count of waits)."""
         self.view = view
         self._limiter = trio.CapacityLimiter(threads)
         self._running: dict[ObjectId, _Running] = {}
@@ -73,11 +80,14 @@ class Preparer:
         with no checkpoint after that, so the caller's read finds it kept."""
         while True:
             running = self._running.get(slow.file_id)
-            self._on_wait()  # someone else reads the kernel's requests meanwhile
-            if running is None:
-                await self._run(slow)
-                return
-            await running.done.wait()  # then look again: kept (or evicted since)
+            waited = self._on_wait()  # someone else reads the kernel's requests meanwhile
+            try:
+                if running is None:
+                    await self._run(slow)
+                    return
+                await running.done.wait()  # then look again: kept (or evicted since)
+            finally:
+                waited()
             if running.error is not None:  # the same answer, not the same work again
                 raise type(running.error)(*running.error.args)
             found = self.view.preparation(ino)

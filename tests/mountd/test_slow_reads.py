@@ -8,7 +8,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -220,9 +220,63 @@ def test_a_sigterm_during_a_long_verification_unmounts_at_once(
     """A hostile object of 256 GiB of zeros (14 MB compressed) takes minutes to verify
     (and then fails: its id is not theirs). A SIGTERM meanwhile ends the daemon and
     unmounts at once, rather than once the verification has ended."""
+    daemon = mount.foreground(_endless_repo(tmp_path), "main")
+    threads = _threads(daemon.pid)
+    reader = subprocess.Popen(
+        ["cat", str(daemon.mountpoint / "endless")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_a_worker(daemon.pid, threads, daemon.log)
+        daemon.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            daemon.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the daemon waited for the verification to end")
+        print(f"the daemon ended {time.monotonic() - started:.2f} s after SIGTERM")
+        assert mount_fstype(daemon.mountpoint) != "fuse.sapwood"
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_an_unmount_during_a_long_verification_ends_the_daemon_at_once(
+    tmp_path: Path, mount: Mounts
+) -> None:
+    """attack12 2: its reader killed, the mount unmounted (fusermount3 -u, as `sapwood
+    umount` does), the daemon stayed until the verification of a hostile 256 GiB of
+    zeros ended (4.5 s for 16 GiB), its loop waiting in the read's handler. It ends at
+    once, as on a SIGTERM."""
+    daemon = mount.foreground(_endless_repo(tmp_path), "main")
+    assert (daemon.mountpoint / "small").read_bytes() == b"small\n"
+    threads = _threads(daemon.pid)
+    reader = subprocess.Popen(
+        ["cat", str(daemon.mountpoint / "endless")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for_a_worker(daemon.pid, threads, daemon.log)
+    reader.kill()
+    reader.wait()
+    unmounted = subprocess.run(["fusermount3", "-u", str(daemon.mountpoint)], capture_output=True)
+    assert unmounted.returncode == 0, unmounted.stderr
+    started = time.monotonic()
+    try:
+        daemon.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the daemon waited for the verification to end")
+    print(f"the daemon ended {time.monotonic() - started:.2f} s after the unmount")
+
+
+def _endless_repo(tmp_path: Path) -> Path:
+    """A repository whose /endless claims 256 GiB of zeros (14 MB of frames; minutes to
+    verify, then refused), and a /small file."""
     source = tmp_path / "src"
     source.mkdir()
     (source / "endless").write_bytes(os.urandom(3 << 20))
+    (source / "small").write_bytes(b"small\n")
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
     commit_id = commit_dir(repo, source)
     file_id = lookup(repo, commit_id, "/endless").file
@@ -240,27 +294,13 @@ def test_a_sigterm_during_a_long_verification_unmounts_at_once(
         out.write(filez.prefix(size, header.encode()))
         for _ in range(size // filez.CHUNK // 1024):
             out.write(zeros * 1024)
-    daemon = mount.foreground(tmp_path / "repo", "main")
-    threads = _threads(daemon.pid)
-    reader = subprocess.Popen(
-        ["cat", str(daemon.mountpoint / "endless")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while _threads(daemon.pid) == threads and time.monotonic() < deadline:
-            time.sleep(0.01)  # until a worker thread verifies it
-        assert _threads(daemon.pid) > threads, daemon.log()
-        time.sleep(0.2)
-        daemon.process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        try:
-            daemon.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the daemon waited for the verification to end")
-        print(f"the daemon ended {time.monotonic() - started:.2f} s after SIGTERM")
-        assert mount_fstype(daemon.mountpoint) != "fuse.sapwood"
-    finally:
-        reader.kill()
-        reader.wait()
+    return tmp_path / "repo"
+
+
+def _wait_for_a_worker(pid: int, threads: int, log: Callable[[], str]) -> None:
+    """Until the daemon has a thread more than ``threads`` (a verification under way)."""
+    deadline = time.monotonic() + 30
+    while _threads(pid) == threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _threads(pid) > threads, log()
+    time.sleep(0.2)
