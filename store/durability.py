@@ -7,28 +7,42 @@ import contextlib
 import ctypes
 import errno
 import functools
+import logging
 import os
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from store.errors import OutOfSpaceError
 
+log = logging.getLogger(__name__)
+
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
-    """The C library, loaded the first time syncfs is called: the process's own symbols
-    (dlopen(NULL): Python is linked with it), not ctypes.util.find_library("c"), which
-    runs ``ldconfig -p`` in a child process (~10 ms a command, syncing or not)."""
-    return ctypes.CDLL(None, use_errno=True)
+def _syncfs_function() -> Callable[[int], int] | None:
+    """The C library's syncfs, looked up the first time it is needed in the process's
+    own symbols (dlopen(NULL): Python is linked with its C library), not through
+    ctypes.util.find_library("c"), which runs ``ldconfig -p`` in a child process (~10
+    ms a command, syncing or not); None where it is not there (a static Python, a C
+    library without it)."""
+    try:
+        function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError) as exc:
+        log.warning("no syncfs in this process (%s): every filesystem is synced instead", exc)
+        return None
+    return function
 
 
 def syncfs(path: Path) -> None:
-    """Flush every dirty page of the filesystem holding ``path`` (one call, like OSTree)."""
+    """Flush every dirty page of the filesystem holding ``path`` (one call, like OSTree);
+    without syncfs, every filesystem's (sync(2): slower, as durable)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _libc().syncfs(fd) != 0:
+        function = _syncfs_function()
+        if function is None:
+            os.sync()
+        elif function(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:
