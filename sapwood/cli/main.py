@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _started() -> None:
     """Collect cycles again once the command is known, if run() stopped it for the
     start-up (tests call main() in a process of their own, where nothing changes)."""
-    if not gc.isenabled():
+    if _ENDS_PROCESS and not gc.isenabled():  # a caller's own gc.disable() is left alone
         gc.freeze()  # the modules and the parser: never garbage, never searched again
         gc.enable()
 
