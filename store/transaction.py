@@ -367,10 +367,12 @@ class Transaction:
 
         try:
             self._publish([*self._files.staged, *self._staged], commit_point)
-        except BaseException:
+        except BaseException as exc:
             if not committed:
                 self.abort()
-            raise  # a Ctrl-C held back past the commit point comes out here (store/interrupts.py)
+            elif isinstance(exc, KeyboardInterrupt):  # held back to here (store/interrupts.py)
+                log.warning("interrupted after the commit point: what was committed is kept")
+            raise
         log.debug("committed %d objects at the commit point", len(self._batch.objects))
 
     def _after_commit_point(self) -> None:

@@ -62,7 +62,7 @@ def _write(repo: Repository, count: int) -> list[ObjectId]:
 
 
 def test_an_interrupt_before_the_index_lists_the_renamed_files_waits_for_it(
-    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids: list[ObjectId] = []
     monkeypatch.setattr(Index, "apply", _interrupting(Index.apply))
@@ -74,6 +74,7 @@ def test_an_interrupt_before_the_index_lists_the_renamed_files_waits_for_it(
     assert list((user_repo.path / "tmp").glob("staging-*")) == []
     assert _lock_is_free(user_repo)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert "interrupted after the commit point" in caplog.text  # not taken for undone
 
 
 def test_an_interrupt_at_a_flush_waits_for_its_listing(
