@@ -112,6 +112,7 @@ class ObjectSources:
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
         self._spool_dir: tempfile.TemporaryDirectory[str] | None = None
         self._spool_dir_lock = threading.Lock()
+        self._closed = False  # an abandoned thread makes no spool directory after close
 
     def prepare(self, ino: int, file_id: ObjectId, header: bytes, size: int) -> None:
         """Make ``ino`` readable now (verifying its object), or raise why it is not."""
@@ -210,6 +211,7 @@ class ObjectSources:
             pool.clear()
         self._fresh = None
         with self._spool_dir_lock:
+            self._closed = True
             if self._spool_dir is not None:
                 self._spool_dir.cleanup()
                 self._spool_dir = None
@@ -328,8 +330,12 @@ class ObjectSources:
 
     def _private_dir(self) -> str:
         """A directory of this daemon's alone (mode 0700) for its temporary files, removed
-        on close (or when the sources are garbage collected)."""
+        on close (or when the sources are garbage collected). Refused after close: a
+        thread an unmount abandoned would make one that nothing removes (the daemon
+        ends with os._exit), left in /var/tmp (attack12 3)."""
         with self._spool_dir_lock:  # worker threads spool
+            if self._closed:
+                raise ObjectReadError("the mount is closing: nothing is spooled any more")
             if self._spool_dir is None or not os.path.isdir(self._spool_dir.name):  # a cleaner
                 self._spool_dir = tempfile.TemporaryDirectory(
                     prefix="sapwood-mount-", dir=spool_parent(), ignore_cleanup_errors=True

@@ -489,3 +489,32 @@ def test_a_tmpdir_that_cannot_be_used_fails_only_the_files_that_need_it(
             view.read(old, 0, 10)
     finally:
         view.close()
+
+
+def test_a_spool_abandoned_by_an_unmount_leaves_no_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack12 3: a SIGTERM or an unmount abandons a verification's thread and closes
+    the view, which removes its spool directory; a thread that came to spooling after
+    that made a new one, which the daemon's os._exit never removed: a directory left in
+    /var/tmp (not cleaned at boot) per such unmount. It spools nothing once closed."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    source = tmp_path / "src"
+    source.mkdir()
+    content = os.urandom(3 << 20)
+    (source / "old").write_bytes(content)
+    commit_id = commit_dir(repo, source)
+    old_id = lookup(repo, commit_id, "/old").file
+    assert old_id is not None
+    rewrite_as_swz1(repo, old_id, content)
+    view = CommitView(repo, commit_id)
+    slow = view.preparation(view.lookup(ROOT_INODE, b"old").ino)
+    assert slow is not None
+    view.close()  # the unmount, while the thread is on its way
+    with pytest.raises(ObjectReadError):
+        slow.work()
+    assert os.listdir(tmpdir) == []
+    repo.close()
