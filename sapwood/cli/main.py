@@ -232,10 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         if _ENDS_PROCESS:
-            # the command is over: a further Ctrl-C has nothing left to stop, and would
-            # interrupt the interpreter's shutdown ("Exception ignored ...
-            # KeyboardInterrupt", or death by SIGINT instead of 130: attack11.md 6)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # the command is over: a further Ctrl-C has nothing left to stop but the
+            # interpreter's shutdown, which it interrupted ("Exception ignored ...
+            # KeyboardInterrupt", or death by SIGINT instead of 130: attack11.md 6). It
+            # ends the process at once, with the same status (ignoring it would leave
+            # no way out of a shutdown that waits for a stuck thread)
+            signal.signal(signal.SIGINT, _exit_interrupted)
         print("sapwood: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
@@ -274,6 +276,10 @@ def _die_of_sigpipe() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGPIPE)
     sys.exit(128 + signal.SIGPIPE)  # not reached
+
+
+def _exit_interrupted(signum: int, frame: object) -> None:
+    os._exit(130)
 
 
 _ENDS_PROCESS = False  # set by run(): main() then ends the process (tests call main())

@@ -5,8 +5,10 @@ reported once, and a further one during the interpreter's shutdown changes nothi
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sapwood.cli.errors import LINE_LIMIT
@@ -54,3 +56,26 @@ def test_an_os_error_s_line_is_cut(tmp_path: Path) -> None:
     assert done.code == 1 and done.err.count("\n") == 1
     assert "File name too long" in done.err
     assert "[... " in done.err and len(done.err) < LINE_LIMIT + 100
+
+
+# interrupted while a thread that never ends keeps the interpreter's shutdown waiting
+_STUCK = _TWICE.replace(
+    "atexit.register(again)",
+    "import threading\nthreading.Thread(target=threading.Event().wait).start()",
+)
+
+
+def test_a_second_ctrl_c_ends_a_shutdown_that_waits_for_a_thread() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STUCK], stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert child.stderr is not None
+    assert child.stderr.readline() == "sapwood: interrupted\n"
+    time.sleep(0.2)  # in the shutdown, waiting for the thread
+    child.send_signal(signal.SIGINT)
+    try:
+        assert child.wait(timeout=20) == 130
+    finally:
+        child.kill()
+    assert child.stderr.read() == ""
