@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 import pyfuse3
 import trio
@@ -46,6 +46,7 @@ _PROBE_TIMEOUT = 2.0  # for a look at a mount point: a dead mount fails it at on
 SAPWOOD_FSTYPE = "fuse.sapwood"
 SAPWOOD_SOURCE = "sapwood"
 TRACEMALLOC_ENV = "SAPWOOD_MOUNT_TRACEMALLOC"  # a file: SIGUSR1 writes where memory went
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each unmounts
 
 
 def is_sapwood(entry: MountEntry) -> bool:
@@ -96,19 +97,30 @@ def serve(
     bound_view_memory(view)  # the libraries mapped by now: its baseline
     readers = Readers()
     operations = SapwoodOperations(view, str(repo.path), no_open=no_open, on_wait=readers.add)
+    early: list[int] = []  # stop signals before the loop listens for them (attack12 4)
+    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, lambda number, _: early.append(number))
     try:
         pyfuse3.init(operations, str(mountpoint), chosen.fuse)
     except RuntimeError as exc:
+        _restore(previous)
         view.close()
         raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
     try:
         log.info("mounted %s on %s", shown, mountpoint)
         if on_mounted is not None:
             on_mounted()
-        trio.run(_main, readers)
+        trio.run(_main, readers, early)
     finally:
+        _restore(previous)
         pyfuse3.close(unmount=True)
         view.close()
+
+
+def _restore(handlers: dict[signal.Signals, Any]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def _open_view(
@@ -129,9 +141,9 @@ def _open_view(
     return view
 
 
-async def _main(readers: Readers) -> None:
+async def _main(readers: Readers, early: list[int]) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
+        nursery.start_soon(_stop_on_signals, nursery.cancel_scope, early)
         if os.environ.get(TRACEMALLOC_ENV):
             nursery.start_soon(_dump_memory_on_signal, Path(os.environ[TRACEMALLOC_ENV]))
         await readers.run()  # one loop, and more while handlers wait (mountd/readers.py)
@@ -156,13 +168,15 @@ async def _dump_memory_on_signal(report: Path) -> None:
             report.write_text("\n".join(lines) + "\n")
 
 
-async def _stop_on_signals(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("signal %d: unmounting", signum)
-            pyfuse3.terminate()
-            scope.cancel()  # and a read waiting for a verification (mountd/preparing.py)
-            return
+async def _stop_on_signals(scope: trio.CancelScope, early: list[int]) -> None:
+    """Unmount on the first stop signal, one that came before this listened included:
+    the mount is up once pyfuse3.init returns (``sapwood mount`` returns then), and a
+    SIGTERM before the loop ran killed the daemon, leaving a dead mount (attack12 4)."""
+    with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+        signum = early[0] if early else await signals.__anext__()
+        log.info("signal %d: unmounting", signum)
+        pyfuse3.terminate()
+        scope.cancel()  # and a read waiting for a verification (mountd/preparing.py)
 
 
 def start_in_background(

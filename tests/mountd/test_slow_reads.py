@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +20,7 @@ from mountd.sources import ObjectSources
 from mountd.view import ROOT_INODE, CommitView
 from store import CorruptObjectError, FramedContent, RepoMode, Repository, filez, lookup
 from store.index_types import ObjectRecord
-from tests.helpers import Mounts, commit_dir, mount_fstype, raw_index
+from tests.helpers import Mounts, commit_dir, force_unmount, mount_fstype, raw_index
 from tests.mountd.legacy import rewrite_as_swz1
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
@@ -304,3 +305,37 @@ def _wait_for_a_worker(pid: int, threads: int, log: Callable[[], str]) -> None:
         time.sleep(0.01)
     assert _threads(pid) > threads, log()
     time.sleep(0.2)
+
+
+_SIGNAL_AT_ONCE = """
+import os, signal, sys
+from pathlib import Path
+from mountd.daemon import serve
+from store import Repository
+repo = Repository.open(Path(sys.argv[1]))
+signum = int(sys.argv[3])
+serve(repo, None, Path(sys.argv[2]), [], on_mounted=lambda: os.kill(os.getpid(), signum))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_as_soon_as_mounted_unmounts(tmp_path: Path, signum: int) -> None:
+    """attack12 4: the mount is up (``sapwood mount`` returns) once pyfuse3.init has
+    mounted it, before the loop listens for signals: a SIGTERM or SIGHUP then killed the
+    daemon with the default action, and left a dead mount. It unmounts."""
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    repo.close()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SIGNAL_AT_ONCE, str(repo.path), str(mnt), str(int(signum))],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        left = mount_fstype(mnt)
+    finally:
+        force_unmount(mnt)
+    assert done.returncode == 0, done.stderr
+    assert left is None
