@@ -22,6 +22,7 @@ from pathlib import Path
 
 from store.errors import CorruptObjectError, ModePolicyError, RefNotFoundError
 from store.ids import ObjectId
+from store.interrupts import interrupts_held
 from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader
@@ -179,8 +180,9 @@ class _LocalPull:
                     futures: list[Future[None]] = []
                     try:
                         for oid in ids[start : start + _BATCH]:
-                            futures.append(pool.submit(self._guarded, txn, oid))
-                        wait(futures, return_when=FIRST_EXCEPTION)
+                            with interrupts_held():  # see _wait_first_failure
+                                futures.append(pool.submit(self._guarded, txn, oid))
+                        _wait_first_failure(futures)
                     except BaseException:
                         self._stop(futures)
                         raise
@@ -213,7 +215,8 @@ class _LocalPull:
         interrupted: KeyboardInterrupt | None = None
         while True:
             try:
-                self._stop_once(futures)
+                with interrupts_held():  # see _wait_first_failure
+                    self._stop_once(futures)
                 break
             except KeyboardInterrupt as exc:
                 interrupted = exc
@@ -322,3 +325,16 @@ def _require_kept(kept: bool, mode: RepoMode, object_id: ObjectId) -> None:
 
 
 __all__ = ["pull_local"]
+
+
+def _wait_first_failure(futures: list[Future[None]]) -> None:
+    """wait(FIRST_EXCEPTION), a Ctrl-C let through only between waits of 50 ms. One that
+    lands inside the thread pool's or a future's lock handling (submit, wait, a
+    Condition's ``with``) can leave that lock held: the workers then block on it, and the
+    pool's shutdown and the process's exit with them ("sapwood: interrupted", then a
+    hang: review11 6)."""
+    while True:
+        with interrupts_held():
+            done, pending = wait(futures, timeout=0.05, return_when=FIRST_EXCEPTION)
+        if not pending or any(not f.cancelled() and f.exception() is not None for f in done):
+            return
