@@ -179,8 +179,8 @@ class _LocalPull:
                 with self.repo.transaction() as txn:
                     futures: list[Future[None]] = []
                     try:
-                        for oid in ids[start : start + _BATCH]:
-                            with interrupts_held():  # see _wait_first_failure
+                        with interrupts_held():  # submit never blocks; see _wait_first_failure
+                            for oid in ids[start : start + _BATCH]:
                                 futures.append(pool.submit(self._guarded, txn, oid))
                         _wait_first_failure(futures)
                     except BaseException:
@@ -324,9 +324,6 @@ def _require_kept(kept: bool, mode: RepoMode, object_id: ObjectId) -> None:
         )
 
 
-__all__ = ["pull_local"]
-
-
 def _wait_first_failure(futures: list[Future[None]]) -> None:
     """wait(FIRST_EXCEPTION), a Ctrl-C let through only between waits of 50 ms. One that
     lands inside the thread pool's or a future's lock handling (submit, wait, a
@@ -338,3 +335,6 @@ def _wait_first_failure(futures: list[Future[None]]) -> None:
             done, pending = wait(futures, timeout=0.05, return_when=FIRST_EXCEPTION)
         if not pending or any(not f.cancelled() and f.exception() is not None for f in done):
             return
+
+
+__all__ = ["pull_local"]
