@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -69,6 +70,7 @@ _SHOWN = 1 << 14  # which object the inodes read lately show
 _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes each
 _CHUNK = 1 << 20
 _DISK_TMP = "/var/tmp"  # where spools go when TMPDIR is unset (spool_parent)
+_SPOOL_PREFIX = "sapwood-mount-"  # then the daemon's pid, "-" and a random part
 
 _Source = int | bytes | FramedContent
 
@@ -337,8 +339,12 @@ class ObjectSources:
             if self._closed:
                 raise ObjectReadError("the mount is closing: nothing is spooled any more")
             if self._spool_dir is None or not os.path.isdir(self._spool_dir.name):  # a cleaner
+                parent = spool_parent()
+                _remove_dead_daemons_dirs(parent)
                 self._spool_dir = tempfile.TemporaryDirectory(
-                    prefix="sapwood-mount-", dir=spool_parent(), ignore_cleanup_errors=True
+                    prefix=f"{_SPOOL_PREFIX}{os.getpid()}-",
+                    dir=parent,
+                    ignore_cleanup_errors=True,
                 )
             return self._spool_dir.name
 
@@ -390,6 +396,40 @@ def spool_parent() -> str | None:
     if os.path.isdir(_DISK_TMP) and os.access(_DISK_TMP, os.W_OK | os.X_OK):
         return _DISK_TMP
     return None
+
+
+def _remove_dead_daemons_dirs(parent: str | None) -> None:
+    """Remove the spool directories of this user's daemons that were killed (SIGKILL, a
+    crash: nothing removed theirs), named by their pid: /var/tmp is not cleaned at boot
+    (attack12 5). Their spools had no names; a live daemon whose directory this takes
+    (one in another pid namespace) makes a new one at its next spool."""
+    where = parent or tempfile.gettempdir()
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return
+    for name in names:
+        pid, dash, _ = name.removeprefix(_SPOOL_PREFIX).partition("-")
+        if not name.startswith(_SPOOL_PREFIX) or not dash or not pid.isdigit():
+            continue
+        path = os.path.join(where, name)
+        try:
+            found = os.lstat(path)
+        except OSError:
+            continue
+        mine = found.st_uid == os.getuid() and stat.S_ISDIR(found.st_mode)
+        if mine and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        return True
+    return True
 
 
 def _read_error(file_id: ObjectId, exc: OSError) -> ObjectReadError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import tracemalloc
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -517,4 +518,39 @@ def test_a_spool_abandoned_by_an_unmount_leaves_no_directory(
     with pytest.raises(ObjectReadError):
         slow.work()
     assert os.listdir(tmpdir) == []
+    repo.close()
+
+
+def test_the_spool_directories_of_killed_daemons_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack12 5: a daemon killed (SIGKILL, a crash) leaves its spool directory in
+    /var/tmp, which is not cleaned at boot. The next daemon of the same user to spool
+    removes those whose daemon (the pid in the name) is gone, not a live one's."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmpdir / f"sapwood-mount-{gone.pid}-abcd1234"
+    live = tmpdir / f"sapwood-mount-{os.getppid()}-abcd1234"
+    other = tmpdir / "sapwood-mount-12345678"  # not this form: not ours to judge
+    for made in (dead, live, other):
+        made.mkdir()
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    source = tmp_path / "src"
+    source.mkdir()
+    content = os.urandom(3 << 20)
+    (source / "old").write_bytes(content)
+    commit_id = commit_dir(repo, source)
+    old_id = lookup(repo, commit_id, "/old").file
+    assert old_id is not None
+    rewrite_as_swz1(repo, old_id, content)
+    view = CommitView(repo, commit_id)
+    ino = view.lookup(ROOT_INODE, b"old").ino
+    assert view.read(ino, 0, 10) == content[:10]
+    assert not dead.exists() and live.exists() and other.exists()
+    assert view.sources._spool_dir is not None
+    assert Path(view.sources._spool_dir.name).name.startswith(f"sapwood-mount-{os.getpid()}-")
+    view.close()
     repo.close()
