@@ -98,15 +98,17 @@ def serve(
     readers = Readers()
     operations = SapwoodOperations(view, str(repo.path), no_open=no_open, on_wait=readers.add)
     early: list[int] = []  # stop signals before the loop listens for them (attack12 4)
-    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, lambda number, _: early.append(number))
+    previous: dict[signal.Signals, Any] = {}  # those replaced, to put back
     try:
+        for signum in _STOP_SIGNALS:  # ValueError off the main thread, as trio's would be
+            previous[signum] = signal.signal(signum, lambda number, _: early.append(number))
         pyfuse3.init(operations, str(mountpoint), chosen.fuse)
-    except RuntimeError as exc:
+    except BaseException as exc:
         _restore(previous)
         view.close()
-        raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
+        if isinstance(exc, RuntimeError):
+            raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
+        raise
     try:
         log.info("mounted %s on %s", shown, mountpoint)
         if on_mounted is not None:
@@ -120,7 +122,7 @@ def serve(
 
 def _restore(handlers: dict[signal.Signals, Any]) -> None:
     for signum, handler in handlers.items():
-        signal.signal(signum, handler)
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _open_view(
