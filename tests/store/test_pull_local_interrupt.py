@@ -146,6 +146,11 @@ def test_cli_pull_local_interrupted(repos: tuple[Path, Path]) -> None:
     assert child.returncode == 130, err
     assert err.splitlines()[-1] == "sapwood: interrupted"
     assert "Traceback" not in err
+    if "interrupted after the commit point" in err:  # held to its end (store/interrupts.py)
+        with Repository.open(dest) as repo:
+            if repo.ref("os/main") is not None:
+                assert sapwood.fsck(repo, all_objects=True).clean
+                pytest.skip("the signal arrived during the last commit point: the pull is whole")
     _assert_clean_then_pullable(dest, src)
 
 
