@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -13,6 +14,18 @@ import pytest
 
 from store import RepoMode, Repository
 from tests.helpers import IS_ROOT, Mounts
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started in the background (`make test &`, nohup, some CI runners) inherits
+    SIGINT ignored: Python then installs no KeyboardInterrupt handler, and every child a
+    test starts inherits the ignoring, so the interrupt tests' real SIGINTs did nothing
+    (three failed in a background `make test`, all passed at a terminal). Give this
+    process Python's own handler, as at a terminal; exec turns it back into the default
+    action for the children, which then install theirs."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 ALL_MODES = [m for m in RepoMode]
 
