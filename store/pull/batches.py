@@ -40,6 +40,7 @@ class Batches:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="pull-commit")
         self._txn: Transaction | None = None
         self._pending: list[Future[None]] = []
+        self._weight = 0  # objects of the pending work
         self._commits: list[Future[None]] = []
         self._failed = threading.Event()
         # work running now, counted by the workers themselves (as pull-local's copies
@@ -49,8 +50,9 @@ class Batches:
         self._running = 0
         self.stored = 0
 
-    def submit(self, work: Work) -> None:
-        """Run ``work(txn)`` in the pool, in the batch being filled."""
+    def submit(self, work: Work, weight: int = 1) -> None:
+        """Run ``work(txn)`` in the pool, in the batch being filled; ``weight``: the
+        objects it stores (a batch holds ``size`` objects, not pieces of work)."""
         self._raise_failure()
         if self._txn is None:
             self._txn = self._repo.transaction()
@@ -58,7 +60,8 @@ class Batches:
         future = self._pool.submit(self._run, work, self._txn)
         future.add_done_callback(lambda _: self._slots.release())
         self._pending.append(future)
-        if len(self._pending) >= self._size:
+        self._weight += weight
+        if self._weight >= self._size:
             self._close_batch()
 
     def _run(self, work: Work, txn: Transaction) -> None:
@@ -94,15 +97,15 @@ class Batches:
             raise interrupted
 
     def _close_batch(self) -> None:
-        txn, pending = self._txn, self._pending
-        self._txn, self._pending = None, []
+        txn, pending, weight = self._txn, self._pending, self._weight
+        self._txn, self._pending, self._weight = None, [], 0
         if txn is None:
             return
         if self._commits:  # one commit at a time behind the filling: what was fetched is
             wait(self._commits[-1:])  # stored at most two batches later, even if slow
-        self._commits.append(self._committer.submit(self._commit, txn, pending))
+        self._commits.append(self._committer.submit(self._commit, txn, pending, weight))
 
-    def _commit(self, txn: Transaction, pending: list[Future[None]]) -> None:
+    def _commit(self, txn: Transaction, pending: list[Future[None]], weight: int) -> None:
         wait(pending)
         error = _first_error(pending)
         if error is not None or self._failed.is_set():
@@ -115,8 +118,8 @@ class Batches:
         except BaseException:
             self._failed.set()
             raise
-        self.stored += len(pending)
-        log.debug("stored a batch of %d content objects", len(pending))
+        self.stored += weight
+        log.debug("stored a batch of %d content objects", weight)
 
     def _raise_failure(self) -> None:
         if not self._failed.is_set():
@@ -128,8 +131,8 @@ class Batches:
         """Wait for every batch; then ``final(txn)`` in the last batch's transaction (a
         new one if every batch is committed already), committed here. The first error,
         if any, and then nothing of the last batch is committed."""
-        txn, pending = self._txn, self._pending
-        self._txn, self._pending = None, []
+        txn, pending, weight = self._txn, self._pending, self._weight
+        self._txn, self._pending, self._weight = None, [], 0
         try:
             wait(self._commits)
             wait(pending)
@@ -144,7 +147,7 @@ class Batches:
             if txn is not None:
                 self._abort(txn)
             raise error
-        self.stored += len(pending)
+        self.stored += weight
         if final is None and txn is None:
             return
         txn = txn or self._repo.transaction()

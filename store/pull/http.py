@@ -36,7 +36,8 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from functools import partial
 from types import TracebackType
 from typing import BinaryIO, TypeVar, cast
 
@@ -49,6 +50,7 @@ from urllib3.util.ssl_match_hostname import CertificateError
 
 from store.errors import CorruptObjectError, NetworkError
 from store.pull.deadlines import WATCHDOG
+from store.pull.pipelined import Lane
 from store.pull.settings import FetchSettings
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,7 @@ class Fetcher:
         self._lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
+        self._lane = Lane.of(self.base_url, settings, self._count_requests, self._count)
 
     def __enter__(self) -> Fetcher:
         return self
@@ -117,6 +120,8 @@ class Fetcher:
         self.close()
 
     def close(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
         self._pool.clear()
         with self._lock:
             connections, self._connections = self._connections, []
@@ -163,6 +168,23 @@ class Fetcher:
                 log.info("%s: %s; retrying in %.2f s", url, exc.reason, wait)
                 attempt += 1
                 time.sleep(wait)
+
+    def fetch_many(
+        self, relpaths: list[str], limit: int, consume: Callable[[int, BinaryIO], _T]
+    ) -> Generator[tuple[str, _T], None, None]:
+        """``(relpath, consume(i, body))`` for each file ``relpaths[i]``, in order, each
+        body as :meth:`fetch` gives it. Pipelined on one connection
+        (store/pull/pipelined.py) as far as the answers are plain; the file the
+        pipeline failed on and every one after it go through :meth:`fetch` one by one,
+        which raises the proper errors (those of the first file that fails)."""
+        done = 0
+        if self._lane is not None and not self._lane.off:
+            for result in self._lane.fetch(relpaths, limit, consume):
+                yield relpaths[done], result
+                done += 1
+        for index in range(done, len(relpaths)):
+            relpath = relpaths[index]
+            yield relpath, self.fetch(relpath, limit, partial(consume, index))
 
     def _fetch_following(self, url: str, limit: int, consume: Callable[[BinaryIO], _T]) -> _T:
         first, seen = url, {url}
@@ -325,6 +347,10 @@ class Fetcher:
             if not raw.ended:
                 response.close()  # unread bytes must not reach the next request
         return result
+
+    def _count_requests(self, count: int) -> None:
+        with self._lock:
+            self.requests += count
 
     def _count(self, size: int) -> None:
         with self._lock:

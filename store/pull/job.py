@@ -4,7 +4,8 @@ step uses: a 404 becomes ObjectMissingError, many requests run in flight."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
     from store.pull.http import Fetcher
 
 _T = TypeVar("_T")
+GROUP = 64  # objects fetched in one piece of work, pipelined on one connection
+
+
+def _read_all(index: int, body: BinaryIO) -> bytes:
+    return body.read()
 
 
 @dataclass
@@ -64,7 +70,8 @@ class _Job:
     def _get(self, relpath: str, limit: int, what: str) -> bytes:
         """A file of the remote; ObjectMissingError naming ``what`` for a 404."""
         try:
-            return self.fetcher.get(relpath, limit)
+            [(_, data)] = list(self.fetcher.fetch_many([relpath], limit, _read_all))
+            return data
         except NetworkError as exc:
             if exc.status == 404:
                 raise ObjectMissingError(
@@ -73,45 +80,65 @@ class _Job:
             raise
 
     def _get_object(self, object_id: ObjectId, kind: ObjectType) -> bytes:
-        """A metadata object's bytes, hashed as they come: the fetcher asks anew on a
-        new connection for bytes that are not the object and came on a reused one (a
-        server out of step with the requests); the caller decodes them."""
-
-        def checked(body: BinaryIO) -> bytes:
-            data = body.read(self.settings.max_metadata_size + 1)
-            check_meta_digest(object_id, kind, data, self.where)
-            return data
-
-        relpath = "objects/" + object_relpath(object_id, kind)
-        data = self._fetch_object(relpath, object_id, kind, checked)
-        self.tracker.add_object()
+        """A metadata object's bytes, hashed as they come (see :meth:`_get_objects`)."""
+        [data] = self._get_objects([object_id], kind)
         return data
 
-    def _fetch_object(
-        self, relpath: str, object_id: ObjectId, kind: ObjectType, consume: Callable[[BinaryIO], _T]
-    ) -> _T:
-        limit = (
-            self.settings.max_object_size
-            if kind is ObjectType.FILE
-            else self.settings.max_metadata_size
-        )
+    def _get_objects(self, ids: list[ObjectId], kind: ObjectType) -> list[bytes]:
+        """Metadata objects' bytes, hashed as they come: the fetcher asks anew on a new
+        connection for bytes that are not the object (a server out of step with the
+        requests); the caller decodes them."""
+
+        def checked(object_id: ObjectId, body: BinaryIO) -> bytes:
+            data = body.read(self.settings.max_metadata_size + 1)
+            check_meta_digest(object_id, kind, data, self.where)
+            self.tracker.add_object()
+            return data
+
+        with contextlib.closing(self._fetch_objects(ids, kind, checked)) as fetched:
+            return [data for _, data in fetched]
+
+    def _fetch_objects(
+        self,
+        ids: list[ObjectId],
+        kind: ObjectType,
+        consume: Callable[[ObjectId, BinaryIO], _T],
+    ) -> Generator[tuple[ObjectId, _T], None, None]:
+        """``(id, consume(id, body))`` for each object of ``ids``, in order, pipelined
+        on one connection (Fetcher.fetch_many); ObjectMissingError for a 404. The
+        caller closes the iterator (contextlib.closing) if it stops early."""
+        if kind is ObjectType.FILE:
+            limit = self.settings.max_object_size
+            relpaths = ["objects/" + object_relpath(oid, kind, compressed=True) for oid in ids]
+        else:
+            limit = self.settings.max_metadata_size
+            relpaths = ["objects/" + object_relpath(oid, kind) for oid in ids]
+        done = 0
+        fetched = self.fetcher.fetch_many(relpaths, limit, lambda i, body: consume(ids[i], body))
         try:
-            return self.fetcher.fetch(relpath, limit, consume)
+            for _, result in fetched:
+                yield ids[done], result
+                done += 1
         except NetworkError as exc:
             if exc.status == 404:
                 raise ObjectMissingError(
-                    f"{self.where}: {kind.suffix} object {object_id.hex()} is missing "
+                    f"{self.where}: {kind.suffix} object {ids[done].hex()} is missing "
                     f"({exc.url}: HTTP 404)",
-                    object_id=object_id,
+                    object_id=ids[done],
                 ) from None
             raise
+        finally:
+            fetched.close()
 
-    def _map(self, work: Callable[[ObjectId], _T], ids: list[ObjectId]) -> Iterator[_T]:
-        """``work`` of every id, in order, ``settings.connections`` at a time."""
-        futures = [self.pool.submit(work, oid) for oid in ids]
+    def _get_spread(self, ids: list[ObjectId], kind: ObjectType) -> Iterator[bytes]:
+        """The bytes of every metadata object of ``ids``, in order: in groups, each
+        pipelined by one of the pool's threads, ``settings.connections`` at a time."""
+        size = max(1, min(GROUP, -(-len(ids) // self.settings.connections)))
+        groups = [ids[start : start + size] for start in range(0, len(ids), size)]
+        futures = [self.pool.submit(self._get_objects, group, kind) for group in groups]
         try:
             for future in futures:
-                yield future.result()
+                yield from future.result()
         finally:
             _settle(futures)
 

@@ -4,15 +4,16 @@ objects queued for the batch writer as they are found."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from functools import partial
+from typing import BinaryIO
 
-from store.content import object_relpath
 from store.errors import CorruptObjectError
 from store.ids import ObjectId, ObjectType
 from store.objects import DirTree, MetaObject
-from store.pull.job import _Job
-from store.pull.objects import decoded_filez, verified_meta
+from store.pull.job import GROUP, _Job
+from store.pull.objects import DecodedContent, decoded_filez, verified_meta
 from store.repo import Repository
 from store.transaction import Transaction
 
@@ -63,9 +64,7 @@ class _Walk(_Job):
                         object_id=oid,
                     )
                 known[oid] = meta
-        for oid, data in zip(
-            remote, self._map(lambda o: self._get_object(o, kind), remote), strict=True
-        ):
+        for oid, data in zip(remote, self._get_spread(remote, kind), strict=True):
             known[oid] = verified_meta(oid, kind, data, self.where)
             self.report.metadata_fetched += 1
         for oid in todo:
@@ -96,25 +95,26 @@ class _Walk(_Job):
         for file_id in missing:
             self.queued.add(file_id)
             self.missing_files[file_id] = None
-            if self.batches is not None:
-                self.batches.submit(partial(self._fetch_file, file_id))
+        if self.batches is not None:
+            for start in range(0, len(missing), GROUP):
+                group = missing[start : start + GROUP]
+                self.batches.submit(partial(self._fetch_files, group), weight=len(group))
 
     # ----- content -----------------------------------------------------------------------
-    def _fetch_file(self, object_id: ObjectId, txn: Transaction) -> None:
-        relpath = "objects/" + object_relpath(object_id, ObjectType.FILE, compressed=True)
-        content = self._fetch_object(
-            relpath,
-            object_id,
-            ObjectType.FILE,
-            lambda body: decoded_filez(
-                body, object_id, self.settings.max_object_size, self._spool_dir
-            ),
-        )
-        try:
-            content.store(txn, object_id, self.repo.mode)
-        finally:
-            content.close()
-        self.tracker.add_object(content=True)
+    def _fetch_files(self, ids: list[ObjectId], txn: Transaction) -> None:
+        """Fetch, verify and store the content objects of ``ids`` (pipelined)."""
+
+        def decoded(object_id: ObjectId, body: BinaryIO) -> DecodedContent:
+            return decoded_filez(body, object_id, self.settings.max_object_size, self._spool_dir)
+
+        fetched = self._fetch_objects(ids, ObjectType.FILE, decoded)
+        with contextlib.closing(fetched):
+            for object_id, content in fetched:
+                try:
+                    content.store(txn, object_id, self.repo.mode)
+                finally:
+                    content.close()
+                self.tracker.add_object(content=True)
 
 
 def _has_partial_commits(repo: Repository) -> bool:
