@@ -32,7 +32,7 @@ import os
 from collections.abc import Callable
 
 from mountd.view import TreeView
-from store import Repository
+from store import PageBudget, Repository
 
 # Index pages kept mapped (and archive objects held), beyond the file-backed memory the
 # daemon holds once mounted (its libraries); SAPWOOD_MOUNT_INDEX_MIB sets another
@@ -71,7 +71,14 @@ class MappedIndexBound:
     """Called now and then (with nothing to say): lets go of the repository's mapped
     index pages once the process's file-backed resident memory, and the bytes ``held``
     says are held elsewhere, have grown ``budget`` bytes past what they were when this
-    was made (nothing was held then)."""
+    was made (nothing was held then).
+
+    The rule is store's PageBudget's, with this budget and the held bytes: what is
+    still mapped right after a release is not the index's (a library loaded since, a
+    file a caller maps), so the baseline is measured anew after each one (kept from
+    the start, it came off the budget for good and, past it, released at every call:
+    review10 7), and lowered whenever less is mapped. Only the counting differs: the
+    view calls this every few dozen records (mountd/records.py), and each call looks."""
 
     def __init__(
         self,
@@ -82,27 +89,35 @@ class MappedIndexBound:
         self.repo = repo
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)  # read anew
-        self._held = held
-        if budget is None:
-            budget = memory_budget()
-        self.budget = budget
-        self.limit = self.mapped_bytes() + budget
         self.drops = 0
+        self.pages = PageBudget(
+            self._release,
+            memory_budget() if budget is None else budget,
+            held=held,
+            resident=self.mapped_bytes,
+        )
+        self.pages.measure()  # the libraries mapped by now: none of the index yet
 
     def __call__(self) -> None:
-        """Release past the limit, then measure it anew: what is still mapped right
-        after a release is not the index's (a library loaded since, a file a caller
-        maps), and kept from the start it would come off the budget for good and, past
-        it, release at every call (review10 7; store's PageBudget does the same). Less
-        mapped than measured lowers the limit."""
-        mapped = self.mapped_bytes()
-        if mapped + self._held() > self.limit:
-            self.repo.release_index_pages()
-            self.drops += 1
-            self.limit = self.mapped_bytes() + self.budget
-        elif mapped + self.budget < self.limit:
-            self.limit = mapped + self.budget
+        """Release past the limit (the baseline measured anew after it)."""
+        self.pages.look()
+
+    @property
+    def budget(self) -> int:
+        """Index pages mapped (and archive bytes held) past the baseline before a release."""
+        return self.pages.budget
+
+    @property
+    def limit(self) -> int:
+        """Mapped and held bytes past which a call releases."""
+        limit = self.pages.limit
+        assert limit is not None  # measured when made
+        return limit
 
     def mapped_bytes(self) -> int:
         """The process's resident file-backed memory (libraries and the index map)."""
         return int(os.pread(self._statm, 128, 0).split()[2]) * self._page
+
+    def _release(self) -> None:
+        self.repo.release_index_pages()
+        self.drops += 1

@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from store.fsck import FsckReport, Problem, fsck
     from store.ids import ObjectId, ObjectType, from_hex, to_hex
     from store.index import ANY, AnyTarget, ExpectedRef
+    from store.index_env import PageBudget
     from store.inodes import LinkedObject, still_linked
     from store.modes import RepoMode
     from store.mtree import MAX_TREE_DEPTH, MutableDir
@@ -204,6 +205,7 @@ __all__ = [
     "ObjectReadError",
     "ObjectType",
     "OutOfSpaceError",
+    "PageBudget",
     "PathChange",
     "PathLogEntry",
     "PathNotFoundError",
@@ -384,6 +386,7 @@ _HOMES: dict[str, str] = {
     "ANY": "store.index",
     "AnyTarget": "store.index",
     "ExpectedRef": "store.index",
+    "PageBudget": "store.index_env",
     "LinkedObject": "store.inodes",
     "still_linked": "store.inodes",
     "RepoMode": "store.modes",

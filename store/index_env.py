@@ -44,7 +44,9 @@ class PageBudget:
     pages, other files', other indexes'), lowered to what is mapped whenever that is
     less: kept from the first release instead, file-backed memory mapped later kept
     the process past the budget for good and every look released an index that fits
-    it (review10). An index that fits the budget (about 140,000 files at the
+    it (review10). The mount daemon holds a PageBudget of its own, with its own budget
+    and the bytes it holds besides (mountd/mapped.py): one rule, two budgets. An
+    index that fits the budget (about 140,000 files at the
     million-file run's 480 bytes a file) is never released; a larger one is held to
     about 100 MiB (the first 256 reads after a release map about 37 MiB of a 408 MiB
     index: each fault maps up to 64 KiB, the kernel's fault-around, and the branch
@@ -58,8 +60,22 @@ class PageBudget:
     dropping the read-only map's pages mid-transaction is safe (they fault back in
     from the page cache)."""
 
-    def __init__(self, drop: Callable[[], None]) -> None:
-        self._drop = drop  # lets the map's pages go (SharedEnv, under its map lock)
+    def __init__(
+        self,
+        drop: Callable[[], None],
+        budget: int | None = None,
+        held: Callable[[], int] | None = None,
+        resident: Callable[[], int] | None = None,
+    ) -> None:
+        """``drop`` lets the map's pages go (SharedEnv, under its map lock). The rest is
+        for a caller with a budget of its own (the mount daemon, mountd/mapped.py):
+        ``budget`` bytes instead of MAPPED_BUDGET; ``held``, bytes held elsewhere that
+        count against it too (the daemon's decompressed archive objects); ``resident``,
+        the file-backed resident bytes measured its own way."""
+        self._drop = drop
+        self._budget = budget
+        self._held = held or _nothing_held
+        self._resident = resident or _file_backed_resident
         self._count = 0
         self._baseline: int | None = None  # file-backed resident bytes after a release
         # off: point reads are not counted, the caller keeps a budget of its own (the
@@ -84,8 +100,8 @@ class PageBudget:
         the baseline; otherwise lower the baseline to it, should it be less (a
         baseline measured while something since unmapped was mapped would let the
         index grow by as much again)."""
-        resident = _file_backed_resident()
-        if self._baseline is None or resident - self._baseline > MAPPED_BUDGET:
+        resident = self._resident()
+        if self._baseline is None or resident + self._held() - self._baseline > self.budget:
             self.release()
         else:
             self._baseline = min(self._baseline, resident)
@@ -94,7 +110,23 @@ class PageBudget:
         """Let the map's pages go now (Index.release_pages, or a look), and measure
         the baseline: what is mapped now is not the index's."""
         self._drop()
-        self._baseline = _file_backed_resident()
+        self.measure()
+
+    def measure(self) -> None:
+        """Take what is mapped now as the baseline, releasing nothing (the daemon, once
+        mounted: what it maps then is its libraries, none of the index)."""
+        self._baseline = self._resident()
+
+    @property
+    def budget(self) -> int:
+        """Bytes mapped (and held) past the baseline before a release."""
+        return MAPPED_BUDGET if self._budget is None else self._budget
+
+    @property
+    def limit(self) -> int | None:
+        """Mapped and held bytes past which a look releases (None until the first
+        release or measure)."""
+        return None if self._baseline is None else self._baseline + self.budget
 
 
 class SharedEnv:
@@ -292,6 +324,10 @@ def _lock_file_writable(path: Path) -> bool:
     """Readers of LMDB register in lock.mdb; where they cannot write it (another user's
     repository, read-only media) they read without registering, as LMDB allows."""
     return os.access(path / "lock.mdb", os.R_OK | os.W_OK)
+
+
+def _nothing_held() -> int:
+    return 0
 
 
 def _file_backed_resident() -> int:
