@@ -33,6 +33,11 @@ from mountd.view import TreeView
 from store import ObjectId
 
 THREADS = 2  # objects verified at once, each in a thread of its own
+# Objects larger than this (a quarter of a second to verify, and up to minutes: a
+# hostile object claiming 256 GiB of zeros) take THREADS - 1 threads at most between
+# them, so a thread is always left for the smaller ones (attack12: two such objects
+# read at once held both threads, and every other large file's first read waited).
+LONG = 256 << 20
 
 
 def _nothing() -> Callable[[], None]:
@@ -58,6 +63,7 @@ class Preparer:
         waited (mountd/readers.py: a loop more meanwhile, and the count of waits)."""
         self.view = view
         self._limiter = trio.CapacityLimiter(threads)
+        self._long = trio.CapacityLimiter(max(1, threads - 1))  # taken first, over LONG
         self._running: dict[ObjectId, _Running] = {}
         self._on_wait = on_wait or _nothing
 
@@ -98,10 +104,11 @@ class Preparer:
     async def _run(self, slow: Preparation) -> None:
         running = self._running[slow.file_id] = _Running()
         try:
-            # abandon_on_cancel: a cancelled loop (an unmount) does not wait for the thread
-            made = await trio.to_thread.run_sync(
-                slow.work, limiter=self._limiter, abandon_on_cancel=True
-            )
+            if slow.size > LONG:
+                async with self._long:
+                    made = await self._in_thread(slow)
+            else:
+                made = await self._in_thread(slow)
             slow.finish(made)
         except Exception as exc:
             running.error = exc
@@ -109,6 +116,12 @@ class Preparer:
         finally:
             del self._running[slow.file_id]
             running.done.set()
+
+    async def _in_thread(self, slow: Preparation) -> object:
+        # abandon_on_cancel: a cancelled loop (an unmount) does not wait for the thread
+        return await trio.to_thread.run_sync(
+            slow.work, limiter=self._limiter, abandon_on_cancel=True
+        )
 
 
 class _Running:

@@ -85,6 +85,7 @@ class Preparation:
     file_id: ObjectId
     work: Callable[[], object]
     finish: Callable[[object], None]
+    size: int = 0  # the object's: what the work takes grows with it (mountd/preparing.py)
 
     def run(self) -> None:
         """Both steps, here and now."""
@@ -159,7 +160,7 @@ class ObjectSources:
                 fd, key = cast(tuple[int, int], got)
                 self._keep_file(file_id, fd, key)
 
-            return Preparation(file_id, verify_file, keep_file)
+            return Preparation(file_id, verify_file, keep_file, size)
 
         def open_archive() -> object:
             with _read_errors(file_id):
@@ -168,7 +169,7 @@ class ObjectSources:
         def keep_archive(got: object) -> None:
             self._keep_archive(file_id, cast(tuple[FramedContent, int] | int, got), size)
 
-        return Preparation(file_id, open_archive, keep_archive)
+        return Preparation(file_id, open_archive, keep_archive, size)
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
         """Bytes of a prepared inode."""

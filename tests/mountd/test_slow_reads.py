@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from mountd.preparing import Preparer
-from mountd.sources import ObjectSources
+from mountd.preparing import LONG, Preparer
+from mountd.sources import ObjectSources, Preparation
 from mountd.view import ROOT_INODE, CommitView
-from store import CorruptObjectError, FramedContent, RepoMode, Repository, filez, lookup
+from store import CorruptObjectError, FramedContent, ObjectId, RepoMode, Repository, filez, lookup
 from store.index_types import ObjectRecord
 from tests.helpers import Mounts, commit_dir, force_unmount, mount_fstype, raw_index
 from tests.mountd.legacy import rewrite_as_swz1
@@ -339,3 +339,54 @@ def test_a_signal_as_soon_as_mounted_unmounts(tmp_path: Path, signum: int) -> No
         force_unmount(mnt)
     assert done.returncode == 0, done.stderr
     assert left is None
+
+
+class _WaitingView:
+    """A view stand-in: inode ``ino`` is an object of ``sizes[ino]`` bytes, readable once
+    its preparation ran; the preparations of ``held`` inodes wait for ``go``."""
+
+    def __init__(self, sizes: dict[int, int], held: set[int]) -> None:
+        self.sizes, self.held = sizes, held
+        self.go = threading.Event()
+        self.ready: set[object] = set()
+
+    def preparation(self, ino: int) -> Preparation | None:
+        if ino in self.ready:
+            return None
+
+        def work() -> object:
+            if ino in self.held:
+                self.go.wait(30)
+            return ino
+
+        return Preparation(ObjectId(bytes([ino]) * 32), work, self.ready.add, self.sizes[ino])
+
+    def read(self, ino: int, offset: int, size: int) -> bytes:
+        return b"read"
+
+
+def test_two_huge_objects_at_once_leave_a_thread_for_the_other_large_files() -> None:
+    """attack12: two hostile objects (256 GiB of zeros each) read at once held both
+    verification threads for minutes, and every other large file's first read waited
+    for one. Objects over LONG take one thread at most between them."""
+    view = _WaitingView({1: LONG + 1, 2: LONG + 1, 3: 2 << 20}, held={1, 2})
+    preparer = Preparer(view)  # type: ignore[arg-type]
+    served: list[int] = []
+
+    async def read(ino: int) -> None:
+        assert await preparer.read(ino, 0, 4) == b"read"
+        served.append(ino)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, 1)
+            nursery.start_soon(read, 2)
+            await trio.sleep(0.2)  # both huge ones asked for a thread
+            try:
+                with trio.fail_after(5):
+                    await read(3)
+            finally:
+                view.go.set()
+
+    trio.run(main)
+    assert served[0] == 3 and sorted(served[1:]) == [1, 2]
