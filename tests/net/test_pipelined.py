@@ -1,0 +1,375 @@
+"""The pull's pipelined lane (store/pull/pipelined.py) against servers that pipeline
+badly: each pull either succeeds with the right objects (fsck clean) or fails as a
+pull must (one line, non-zero exit, no ref moved, in time).
+
+The server here is a raw socket server: it reads requests as they come, several at a
+time when the client pipelines, and answers each through a function of the test that
+may misbehave, for one connection's bytes at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write_tree
+from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull, refs, sapwood_ok
+from tests.net.test_bad_input import REFUSED_WITHIN, source_tree
+
+# what an answer does after its bytes: go on (""), close the connection, stall (until
+# the server stops), forget the requests already read (a server that does not
+# pipeline), or send its bytes a few a second ("trickle")
+Then = str
+Answer = tuple[bytes, Then]
+
+
+def response(body: bytes, status: str = "200 OK", extra: str = "") -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+@dataclass
+class RawServer:
+    """Serves ``root`` on 127.0.0.1; ``answer(server, path, seen, nth)`` says what to send
+    for the ``seen``-th request of ``path`` (from 1), the ``nth`` on its connection."""
+
+    root: Path
+    answer: Callable[[RawServer, str, int, int], Answer]
+    asked: Counter[str] = field(default_factory=Counter)
+    remote: str = ""  # its name in the local repository
+    connections: int = 0
+    most_queued: int = 0  # the most requests read ahead of their answers at once
+    stopping: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> RawServer:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+
+    def file(self, path: str) -> bytes | None:
+        target = (self.root / path.split("?", 1)[0].lstrip("/")).resolve()
+        if not target.is_relative_to(self.root.resolve()) or not target.is_file():
+            return None
+        return target.read_bytes()
+
+    def plain(self, path: str) -> bytes:
+        body = self.file(path)
+        return response(b"404\n", "404 Not Found") if body is None else response(body)
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError), sock:
+            buffer, nth = b"", 0
+            while not self.stopping.is_set():
+                while b"\r\n\r\n" not in buffer:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                with self.lock:
+                    self.most_queued = max(self.most_queued, buffer.count(b"\r\n\r\n"))
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                path = head.split(b" ")[1].decode()
+                with self.lock:
+                    self.asked[path] += 1
+                    seen = self.asked[path]
+                data, then = self.answer(self, path, seen, nth)
+                nth += 1
+                if then == "trickle":  # a byte at a time, a few a second
+                    for byte in data:
+                        if self.stopping.wait(0.3):
+                            return
+                        sock.sendall(bytes([byte]))
+                    continue
+                sock.sendall(data)
+                if then == "close":
+                    return
+                if then == "stall":
+                    self.stopping.wait(60)
+                    return
+                if then == "forget":
+                    buffer = b""
+
+
+@dataclass
+class Setup:
+    archive: Path
+    commit: str
+    local: Path
+    serve: Callable[[Callable[[RawServer, str, int, int], Answer]], RawServer]
+
+    def objects(self, suffix: str = "filez") -> list[str]:
+        """URL paths of the archive's objects of ``suffix``, smallest first."""
+        files = sorted((self.archive / "objects").glob(f"*/*.{suffix}"), key=_size_then_name)
+        return ["/" + p.relative_to(self.archive).as_posix() for p in files]
+
+
+def _size_then_name(path: Path) -> tuple[int, str]:
+    return path.stat().st_size, path.name
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    archive = tmp_path / "archive"
+    commit = archive_of(archive, source_tree(tmp_path / "src"))
+    local = local_repo(tmp_path / "local")
+    sapwood_ok(local, "commit", "-b", "mine", write_tree(tmp_path / "mine", {"a": "a\n"}))
+    servers: list[RawServer] = []
+
+    def serve(answer: Callable[[RawServer, str, int, int], Answer]) -> RawServer:
+        server = RawServer(archive, answer, remote=f"r{len(servers) + 1}").start()
+        servers.append(server)
+        add_remote(local, server.url, server.remote)
+        return server
+
+    yield Setup(archive, commit, local, serve)
+    for server in servers:
+        server.stop()
+
+
+def pulled(setup: Setup, server: RawServer, env: dict[str, str] | None = None) -> float:
+    """Pull from ``server``; it must succeed with every object right. Its time."""
+    remote = server.remote
+    started = time.monotonic()
+    result = pull(setup.local, remote, "main", env=env)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert refs(setup.local)[f"{remote}:main"] == setup.commit
+    fsck_clean(setup.local)
+    return took
+
+
+def refused(setup: Setup, server: RawServer, env: dict[str, str] | None = None) -> str:
+    """Pull from ``server``; it must fail as a pull must. Its line."""
+    remote = server.remote
+    before = refs(setup.local)
+    started = time.monotonic()
+    result = pull(setup.local, remote, "main", env=env)
+    took = time.monotonic() - started
+    lines = result.stderr.splitlines()
+    assert result.returncode != 0, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("sapwood: "), result.stderr
+    assert took < REFUSED_WITHIN, f"refused after {took:.1f} s"
+    assert refs(setup.local) == before
+    fsck_clean(setup.local)
+    return lines[0]
+
+
+def plain(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+    return server.plain(path), ""
+
+
+def on(target: str, bad: Callable[[RawServer, str], Answer], times: int | None = None) -> Callable:
+    """Answers plainly, but ``bad`` for ``target`` (its first ``times`` requests, or all)."""
+
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        if path == target and (times is None or seen <= times):
+            return bad(server, path)
+        return server.plain(path), ""
+
+    return answer
+
+
+# ----- a server that pipelines well ---------------------------------------------------------
+def test_requests_are_pipelined_on_few_connections(setup: Setup) -> None:
+    server = setup.serve(plain)
+    pulled(setup, server)
+    assert server.most_queued > 4, server.most_queued
+    objects = len(setup.objects()) + len(setup.objects("dirtree"))
+    assert server.connections < objects // 2, (server.connections, objects)
+    assert all(count == 1 for count in server.asked.values()), server.asked
+
+
+# ----- closes, stops pipelining ---------------------------------------------------------------
+@pytest.mark.parametrize("after", [1, 3])
+def test_a_server_that_closes_after_k_answers(setup: Setup, after: int) -> None:
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        return server.plain(path), "close" if nth == after - 1 else ""
+
+    pulled(setup, setup.serve(answer))
+
+
+def test_connection_close_every_few_answers_is_honoured(setup: Setup) -> None:
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        body = server.file(path)
+        if body is None:
+            return server.plain(path), ""
+        if nth == 4:
+            return response(body, extra="Connection: close\r\n"), "close"
+        return response(body), ""
+
+    pulled(setup, setup.serve(answer))
+
+
+def test_a_server_that_answers_one_request_then_stops_pipelining(setup: Setup) -> None:
+    """It reads one request, answers, and forgets what else it read (as a server that
+    does not pipeline): the lane waits for the timeout once, then is off."""
+
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        return server.plain(path), "forget"
+
+    server = setup.serve(answer)
+    took = pulled(setup, server, env={"SAPWOOD_HTTP_TIMEOUT": "1"})
+    assert took < 15, took
+
+
+# ----- a status, a redirect in the middle ----------------------------------------------------
+def test_a_500_in_the_middle_is_retried(setup: Setup) -> None:
+    target = setup.objects()[5]
+    server = setup.serve(on(target, lambda s, p: (response(b"", "500 Oops"), ""), times=2))
+    pulled(setup, server)
+    assert server.asked[target] == 3
+
+
+def test_a_404_in_the_middle_is_asked_once_and_named(setup: Setup) -> None:
+    target = setup.objects()[5]
+    server = setup.serve(on(target, lambda s, p: (response(b"", "404 Not Found"), "")))
+    line = refused(setup, server)
+    object_hex = target.split("/")[-2] + target.split("/")[-1].removesuffix(".filez")
+    assert "missing" in line and object_hex in line, line
+    assert server.asked[target] == 1
+
+
+def test_a_redirect_in_the_middle_is_followed(setup: Setup) -> None:
+    target = setup.objects()[5]
+
+    def moved(server: RawServer, path: str) -> Answer:
+        return response(b"", "302 Found", f"Location: {path}?moved\r\n"), ""
+
+    server = setup.serve(on(target, moved, times=2))  # the lane's ask, the per-object one
+    pulled(setup, server)
+    assert server.asked[target + "?moved"] == 1
+
+
+# ----- bodies the lane cannot read, or that lie ----------------------------------------------
+def _chunked(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+    body = server.file(path)
+    if body is None:
+        return server.plain(path), ""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n", ""
+
+
+def test_chunked_answers_are_read_by_the_per_object_path(setup: Setup) -> None:
+    pulled(setup, setup.serve(_chunked))
+
+
+@pytest.mark.parametrize("lie", [-7, 7])
+def test_a_content_length_that_lies_once(setup: Setup, lie: int) -> None:
+    target = setup.objects()[5]
+
+    def lying(server: RawServer, path: str) -> Answer:
+        body = server.file(path) or b""
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body) + lie}\r\n\r\n"
+        return head.encode() + body, ""
+
+    server = setup.serve(on(target, lying, times=1))
+    pulled(setup, server, env={"SAPWOOD_HTTP_TIMEOUT": "1"})
+
+
+def test_a_content_length_that_always_lies_is_refused(setup: Setup) -> None:
+    target = setup.objects()[5]
+
+    def shorter(server: RawServer, path: str) -> Answer:
+        body = server.file(path) or b""
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body) - 7}\r\n\r\n"
+        return head.encode() + body, ""
+
+    refused(setup, setup.serve(on(target, shorter)), env={"SAPWOOD_HTTP_TIMEOUT": "1"})
+
+
+def _wrong(setup: Setup, times: int | None) -> tuple[str, RawServer]:
+    files = setup.objects()
+    target, other = files[5], files[6]
+
+    def wrong(server: RawServer, path: str) -> Answer:
+        return response(server.file(other) or b""), ""
+
+    return target, setup.serve(on(target, wrong, times=times))
+
+
+def test_a_wrong_object_once_in_the_middle_is_asked_again(setup: Setup) -> None:
+    target, server = _wrong(setup, 1)
+    pulled(setup, server)
+    assert server.asked[target] == 2
+
+
+def test_a_wrong_object_always_is_refused(setup: Setup) -> None:
+    target, server = _wrong(setup, None)
+    refused(setup, server)
+    assert server.asked[target] <= 3, server.asked[target]
+
+
+def test_bytes_after_the_last_answer_are_never_an_answer(setup: Setup) -> None:
+    injected = response(b"WRONG")
+
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        return server.plain(path) + injected, ""
+
+    pulled(setup, setup.serve(answer))
+
+
+# ----- stalls, a huge head ------------------------------------------------------------------
+def test_a_stall_in_the_middle_of_a_window_is_given_up_in_time(setup: Setup) -> None:
+    target = setup.objects()[5]
+
+    def half(server: RawServer, path: str) -> Answer:
+        body = server.file(path) or b""
+        return response(body)[: 40 + len(body) // 2], "stall"
+
+    server = setup.serve(on(target, half, times=1))
+    took = pulled(setup, server, env={"SAPWOOD_HTTP_TIMEOUT": "1"})
+    assert took < 15, took
+
+
+def test_a_head_sent_a_byte_at_a_time_is_given_up_in_time(setup: Setup) -> None:
+    target = setup.objects()[5]
+
+    def trickle(server: RawServer, path: str) -> Answer:
+        return server.plain(path), "trickle"
+
+    server = setup.serve(on(target, trickle, times=1))
+    took = pulled(setup, server, env={"SAPWOOD_HTTP_TIMEOUT": "1"})
+    assert took < 15, took
+
+
+@pytest.mark.parametrize("times", [1, None])
+def test_a_huge_head(setup: Setup, times: int | None) -> None:
+    target = setup.objects()[5]
+    padding = "".join(f"X-Pad-{n}: {'y' * 600}\r\n" for n in range(120))  # > 64 KiB
+
+    def huge(server: RawServer, path: str) -> Answer:
+        return response(server.file(path) or b"", extra=padding), ""
+
+    server = setup.serve(on(target, huge, times=times))
+    if times is None:
+        refused(setup, server)
+    else:
+        pulled(setup, server)
