@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,9 +44,12 @@ def test_a_small_command_of_a_large_parent_is_measured_small() -> None:
     assert 1 < peak_mib < 100
 
 
-def _fake_damon(root: Path, state: str) -> Path:
-    """A sysfs tree as DAMON's admin interface lays it out: one daemon, one pageout scheme
-    of a minute's idleness (12 aggregations of 5 s), 128 MiB a second."""
+def _fake_damon(root: Path, state: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Path]:
+    """benchmarks/common.py, run as root over a sysfs tree laid out as DAMON's admin
+    interface lays it out: one daemon in ``state``, one pageout scheme of a minute's
+    idleness (12 aggregations of 5 s), 128 MiB a second. The module and the state file."""
+    import common
+
     daemon = root / "0"
     context = daemon / "contexts" / "0"
     scheme = context / "schemes" / "0"
@@ -58,17 +62,15 @@ def _fake_damon(root: Path, state: str) -> Path:
     }.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
-    return daemon / "state"
+    monkeypatch.setattr(common, "DAMON", root)
+    monkeypatch.setattr(common.os, "geteuid", lambda: 0)
+    return common, daemon / "state"
 
 
 def test_reclaim_is_paused_for_the_run_and_restored_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import common
-
-    state = _fake_damon(tmp_path, "on")
-    monkeypatch.setattr(common, "DAMON", tmp_path)
-    monkeypatch.setattr(common.os, "geteuid", lambda: 0)
+    common, state = _fake_damon(tmp_path, "on", monkeypatch)
     assert common.proactive_reclaim() == "DAMON 0: pages out memory idle 60 s, 128 MiB/s"
     with pytest.raises(RuntimeError), common.reclaim_paused() as paused:
         assert state.read_text() == "off\n"
@@ -80,11 +82,7 @@ def test_reclaim_is_paused_for_the_run_and_restored_after(
 def test_a_daemon_already_off_is_left_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import common
-
-    state = _fake_damon(tmp_path, "off")
-    monkeypatch.setattr(common, "DAMON", tmp_path)
-    monkeypatch.setattr(common.os, "geteuid", lambda: 0)
+    common, state = _fake_damon(tmp_path, "off", monkeypatch)
     with common.reclaim_paused() as paused:
         assert paused == "none"
     assert state.read_text() == "off\n" and common.proactive_reclaim() == "none"

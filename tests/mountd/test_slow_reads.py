@@ -21,7 +21,7 @@ from mountd.view import ROOT_INODE, CommitView
 from store import CorruptObjectError, FramedContent, ObjectId, RepoMode, Repository, filez, lookup
 from store.index_types import ObjectRecord
 from tests.helpers import Mounts, commit_dir, force_unmount, mount_fstype, raw_index
-from tests.mountd.legacy import rewrite_as_swz1
+from tests.mountd.legacy import large_archive_file
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 HUGE = 2 << 30  # verified in about 0.7 s (0.34 s a GiB measured at load 4.5)
@@ -93,16 +93,7 @@ def test_one_thread_verifies_an_object_however_many_read_it_at_once(
     """The kernel's read-ahead sends a dozen reads of a file at once: one verifies the
     object in a worker thread (framed, or spooled if SWZ1), the others wait for it and
     read what it kept. The thread never reads the index (the view's, on the loop)."""
-    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
-    source = tmp_path / "src"
-    source.mkdir()
-    content = os.urandom(3 << 20)
-    (source / "large").write_bytes(content)
-    commit_id = commit_dir(repo, source)
-    file_id = lookup(repo, commit_id, "/large").file
-    assert file_id is not None
-    if legacy:
-        rewrite_as_swz1(repo, file_id, content)
+    repo, commit_id, _, content = large_archive_file(tmp_path, swz1=legacy)
     view = CommitView(repo, commit_id)
     verified: list[int] = []
     index_readers: set[int] = set()
@@ -170,14 +161,7 @@ def test_reads_waiting_for_a_damaged_object_fail_as_its_verification_failed(
     """The reads that waited for a verification that failed fail with its error: each
     tried it again before (a damaged object of gigabytes inflated once per read-ahead
     request)."""
-    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
-    source = tmp_path / "src"
-    source.mkdir()
-    content = os.urandom(3 << 20)
-    (source / "large").write_bytes(content)
-    commit_id = commit_dir(repo, source)
-    file_id = lookup(repo, commit_id, "/large").file
-    assert file_id is not None
+    repo, commit_id, file_id, _ = large_archive_file(tmp_path)
     path = repo.content.path(file_id)
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF

@@ -34,7 +34,7 @@ from tests.helpers import (
     read_disk_tree,
     small_tmpfs,
 )
-from tests.mountd.legacy import rewrite_as_swz1
+from tests.mountd.legacy import large_archive_file, rewrite_as_swz1
 
 
 def _view(repo: Repository, tmp_path: Path) -> tuple[CommitView, Path, ObjectId]:
@@ -364,27 +364,12 @@ def test_readers_of_large_archive_files_at_once_inflate_each_frame_once(
         view.close()
 
 
-def _old_archive_object(tmp_path: Path) -> tuple[Repository, ObjectId, bytes]:
-    """An archive repository whose commit holds /old, 3 MiB written as an SWZ1 object
-    (one zlib stream, read by spooling it): the repository, the commit, the content."""
-    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
-    source = tmp_path / "src"
-    source.mkdir()
-    content = os.urandom(3 << 20)
-    (source / "old").write_bytes(content)
-    commit_id = commit_dir(repo, source)
-    old_id = lookup(repo, commit_id, "/old").file
-    assert old_id is not None
-    rewrite_as_swz1(repo, old_id, content)
-    return repo, commit_id, content
-
-
 def test_old_archive_objects_spool_to_var_tmp_unless_tmpdir_says_otherwise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Spools are files of decompressed content: in /tmp, often a tmpfs, they were RAM
     counted in no budget (review8 5). Without TMPDIR they go to /var/tmp (a disk)."""
-    repo, commit_id, content = _old_archive_object(tmp_path)
+    repo, commit_id, _, content = large_archive_file(tmp_path, "old", swz1=True)
     for tmpdir in ("", str(tmp_path)):
         if tmpdir:
             monkeypatch.setenv("TMPDIR", tmpdir)
@@ -509,7 +494,7 @@ def test_a_spool_abandoned_by_an_unmount_leaves_no_directory(
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmpdir))
-    repo, commit_id, _ = _old_archive_object(tmp_path)
+    repo, commit_id, _, _ = large_archive_file(tmp_path, "old", swz1=True)
     view = CommitView(repo, commit_id)
     slow = view.preparation(view.lookup(ROOT_INODE, b"old").ino)
     assert slow is not None
@@ -536,7 +521,7 @@ def test_the_spool_directories_of_killed_daemons_are_removed(
     other = tmpdir / "sapwood-mount-12345678"  # not this form: not ours to judge
     for made in (dead, live, other):
         made.mkdir()
-    repo, commit_id, content = _old_archive_object(tmp_path)
+    repo, commit_id, _, content = large_archive_file(tmp_path, "old", swz1=True)
     view = CommitView(repo, commit_id)
     ino = view.lookup(ROOT_INODE, b"old").ino
     assert view.read(ino, 0, 10) == content[:10]
