@@ -114,8 +114,15 @@ class ContentStore(ABC):
         return f"{self._objects_str}/{hexid[:2]}/{hexid[2:]}.{self._suffix}"
 
     @abstractmethod
-    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
-        """Create ``target`` (absent) as this mode's object file for header + content."""
+    def stage(
+        self,
+        target: str,
+        header: FileHeader,
+        chunks: Iterable[bytes],
+        header_bytes: bytes | None = None,
+    ) -> None:
+        """Create ``target`` (absent) as this mode's object file for header + content;
+        ``header_bytes``: ``header.encode()`` when the caller has it already."""
 
     @abstractmethod
     def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
@@ -227,7 +234,13 @@ def _write_regular(target: str, chunks: Iterable[bytes], perms: int) -> int:
 class BareStore(ContentStore):
     mode = RepoMode.BARE
 
-    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
+    def stage(
+        self,
+        target: str,
+        header: FileHeader,
+        chunks: Iterable[bytes],
+        header_bytes: bytes | None = None,
+    ) -> None:
         if header.is_symlink:
             os.symlink(header.symlink_target, target)
             os.chown(target, header.uid, header.gid, follow_symlinks=False)
@@ -260,15 +273,26 @@ class BareStore(ContentStore):
 class BareUserStore(ContentStore):
     mode = RepoMode.BARE_USER
 
-    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
+    def stage(
+        self,
+        target: str,
+        header: FileHeader,
+        chunks: Iterable[bytes],
+        header_bytes: bytes | None = None,
+    ) -> None:
+        """A user xattr can be set only on an inode its owner may write: a file whose
+        bits let the owner write (0644, 0755: nearly every file) is created with them,
+        one system call fewer than 0600 and a chmod after the xattr; others are."""
         if header.is_symlink:
             chunks, perms = [header.symlink_target], _SYMLINK_OBJECT_MODE
         else:
             perms = user_object_mode(header.mode)
-        fd = _write_regular(target, chunks, 0o600)  # user xattrs need a writable inode
+        writable = bool(perms & stat.S_IWUSR)
+        fd = _write_regular(target, chunks, perms if writable else 0o600)
         try:
-            _set_meta_xattr(fd, header.encode())
-            os.fchmod(fd, perms)
+            _set_meta_xattr(fd, header_bytes if header_bytes is not None else header.encode())
+            if not writable:
+                os.fchmod(fd, perms)
         finally:
             os.close(fd)
 
@@ -330,7 +354,13 @@ def _set_meta_xattr(fd: int, encoded: bytes) -> None:
 class BareUserOnlyStore(ContentStore):
     mode = RepoMode.BARE_USER_ONLY
 
-    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
+    def stage(
+        self,
+        target: str,
+        header: FileHeader,
+        chunks: Iterable[bytes],
+        header_bytes: bytes | None = None,
+    ) -> None:
         if header.is_symlink:
             os.symlink(header.symlink_target, target)
             return
@@ -362,9 +392,15 @@ class ArchiveStore(ContentStore):
     mode = RepoMode.ARCHIVE
     compressed = True
 
-    def stage(self, target: str, header: FileHeader, chunks: Iterable[bytes]) -> None:
+    def stage(
+        self,
+        target: str,
+        header: FileHeader,
+        chunks: Iterable[bytes],
+        header_bytes: bytes | None = None,
+    ) -> None:
         """Compress as the chunks come; the content size is written into the prefix last."""
-        encoded = header.encode()
+        encoded = header_bytes if header_bytes is not None else header.encode()
         size = 0
 
         def counted() -> Iterable[bytes]:

@@ -4,7 +4,6 @@ files replaced atomically."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import functools
 import logging
@@ -26,6 +25,8 @@ def _syncfs_function() -> Callable[[int], int] | None:
     ctypes.util.find_library("c"), which runs ``ldconfig -p`` in a child process (~10
     ms a command, syncing or not); None where it is not there (a static Python, a C
     library without it)."""
+    import ctypes  # here: a command that never syncs never loads it (1-2 ms)
+
     try:
         function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError) as exc:
@@ -43,6 +44,8 @@ def syncfs(path: Path) -> None:
         if function is None:
             os.sync()
         elif function(fd) != 0:
+            import ctypes  # loaded by _syncfs_function already
+
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:

@@ -348,8 +348,7 @@ def decode_filez(
     kept: list[bytes] = []
     if keep and size <= keep:
         out = None
-    reader = content_reader(cast(BinaryIO, _Unclosed(stream)), magic, size, object_id)
-    while chunk := reader.read(_READ):
+    for chunk in _content_chunks(stream, magic, size, object_id):
         check.update(chunk)
         if out is not None:
             out.write(chunk)
@@ -361,6 +360,30 @@ def decode_filez(
     content = b"".join(kept)
     verified = VerifiedFile(_VERIFIED, object_id, header, header_bytes, content)
     return DecodedFile(header, size, content, verified)
+
+
+def _content_chunks(
+    stream: BinaryIO, magic: bytes, size: int, object_id: bytes | None
+) -> Iterator[bytes]:
+    """The content after a prefix, as it inflates: SWZ2's chunks straight from their
+    frames (no stream layers: a pull decodes thousands of small objects, and each layer
+    copied every chunk; docs/decisions.md, "Pull's storage path"), SWZ1 through
+    :class:`_Inflater`. Ends by checking that nothing follows the content."""
+    if magic == MAGIC_ZLIB:
+        reader = _Inflater(cast(BinaryIO, _Unclosed(stream)), object_id, size)
+        while chunk := reader.read(_READ):
+            yield chunk
+        return
+    dctx = decompressor()
+    left = size
+    while left:
+        want = min(CHUNK, left)
+        length = chunk_length(_read_exact(stream, 4, object_id, "chunk"), object_id)
+        frame = _read_exact(stream, length, object_id, "compressed chunk")
+        yield inflate_chunk(dctx, frame, want, object_id)
+        left -= want
+    if stream.read(1):
+        raise _corrupt(object_id, "trailing bytes after the compressed data")
 
 
 class _Unclosed(io.RawIOBase):

@@ -199,7 +199,7 @@ class Transaction:
             self._reserve(len(data))
             target = self._stage_path(object_id, ObjectType.FILE)
             with space_errors(_NOTHING_COMMITTED):
-                self._repo.content.stage(target, header, [data])
+                self._repo.content.stage(target, header, [data], encoded)
             self._record(object_id, ObjectRecord.for_file(len(data), encoded), target)
         return object_id
 
@@ -221,7 +221,7 @@ class Transaction:
             self._reserve(len(data))
             target = self._stage_path(object_id, ObjectType.FILE)
             with space_errors(_NOTHING_COMMITTED):
-                self._repo.content.stage(target, header, [data])
+                self._repo.content.stage(target, header, [data], verified.header_bytes)
             record = ObjectRecord.for_file(len(data), verified.header_bytes)
             self._record(object_id, record, target)
         return object_id

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from store.errors import CorruptObjectError, FormatError, ModePolicyError
 from store.filez import VerifiedFile, decode_filez
@@ -50,12 +50,39 @@ def verified_meta(object_id: ObjectId, kind: ObjectType, data: bytes, source: st
         ) from exc
 
 
+class _Spool:
+    """Where decode_filez writes a large object's content: an unlinked file in the
+    repository's tmp/, made at the first write. A small object (held in memory) never
+    writes, so it never makes one: a SpooledTemporaryFile made for every object cost
+    a first pull ~10 us an object (docs/decisions.md, "Pull's storage path")."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+        self._file: BinaryIO | None = None
+
+    def write(self, data: bytes) -> int:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115
+        return self._file.write(data)
+
+    def chunks(self) -> Iterator[bytes]:
+        if self._file is None:
+            return
+        self._file.seek(0)
+        while chunk := self._file.read(_READ):
+            yield chunk
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 class DecodedContent:
     """A verified file object's header and content: held in memory when small (then
     stored without hashing it again), spooled to disk when large."""
 
     def __init__(
-        self, header: FileHeader, size: int, spool: BinaryIO, verified: VerifiedFile | None
+        self, header: FileHeader, size: int, spool: _Spool, verified: VerifiedFile | None
     ) -> None:
         self.header = header
         self.size = size
@@ -63,9 +90,7 @@ class DecodedContent:
         self._verified = verified
 
     def chunks(self) -> Iterator[bytes]:
-        self._spool.seek(0)
-        while chunk := self._spool.read(_READ):
-            yield chunk
+        return self._spool.chunks()
 
     def close(self) -> None:
         self._spool.close()
@@ -95,10 +120,11 @@ def decoded_filez(
 ) -> DecodedContent:
     """Decode and verify a ``.filez`` payload read from ``body``; CorruptObjectError
     unless it is exactly object ``object_id``."""
-    spool = tempfile.SpooledTemporaryFile(max_size=SMALL_FILE, dir=spool_dir)  # noqa: SIM115
+    spool = _Spool(spool_dir)
     try:
-        decoded = decode_filez(body, object_id, out=spool, max_size=max_size, keep=SMALL_FILE)  # type: ignore[arg-type]
+        out = cast(BinaryIO, spool)  # only written to
+        decoded = decode_filez(body, object_id, out=out, max_size=max_size, keep=SMALL_FILE)
     except BaseException:
         spool.close()
         raise
-    return DecodedContent(decoded.header, decoded.size, spool, decoded.verified)  # type: ignore[arg-type]
+    return DecodedContent(decoded.header, decoded.size, spool, decoded.verified)
