@@ -16,6 +16,7 @@ import pytest
 import fs.prefetch
 from fs.prefetch import Prefetcher
 from store import Repository
+from tests.fs.prefetching import prefetcher_listings
 from tests.helpers import commit_dir
 
 
@@ -26,18 +27,6 @@ def _tree(base: Path, directories: int) -> Path:
         leaf.mkdir(parents=True)
         (leaf / "file").write_bytes(b"%d\n" % number)
     return source
-
-
-def _listed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, ...]]:
-    listed: list[tuple[bytes, ...]] = []
-    real = Prefetcher._list
-
-    def spy(self: Prefetcher, path: tuple[bytes, ...], subdirs: list[tuple[bytes, ...]]) -> None:
-        listed.append(path)
-        real(self, path, subdirs)
-
-    monkeypatch.setattr(Prefetcher, "_list", spy)
-    return listed
 
 
 def _reads_in_the_scan_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +44,7 @@ def test_threads_whose_listings_read_nothing_stop_early_and_the_commit_is_the_sa
 ) -> None:
     source = _tree(tmp_path, 60)
     warm = commit_dir(user_repo, source, "warm")
-    listed = _listed(monkeypatch)
+    listed = prefetcher_listings(monkeypatch)
     monkeypatch.setattr(fs.prefetch, "_WARM_STOP", 4)
     monkeypatch.setattr(fs.prefetch, "_THREADS", 2)
     _reads_in_the_scan_only(monkeypatch)
@@ -73,7 +62,7 @@ def test_threads_whose_listings_read_go_on_to_the_end(
 ) -> None:
     """A listing that reads resets the streak: a cold tree is listed whole."""
     source = _tree(tmp_path, 60)
-    listed = _listed(monkeypatch)
+    listed = prefetcher_listings(monkeypatch)
     monkeypatch.setattr(fs.prefetch, "_WARM_STOP", 4)
     blocks = itertools.count()
     monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))  # every look reads
@@ -133,7 +122,7 @@ def test_the_directories_the_scan_passed_before_the_threads_started_do_not_stop_
     tree ahead. A tree warm for its first _WARM_STOP directories and cold after (a
     re-commit after an interrupted one) is still listed ahead, whole."""
     source = _tree(tmp_path, 60)
-    listed = _listed(monkeypatch)
+    listed = prefetcher_listings(monkeypatch)
     monkeypatch.setattr(fs.prefetch, "_WARM_STOP", 8)
     scan_looks = itertools.count()
     local = threading.local()

@@ -19,6 +19,7 @@ import pytest
 import fs.prefetch
 from fs.prefetch import Prefetcher
 from store import Repository
+from tests.fs.prefetching import prefetcher_listings
 from tests.helpers import commit_dir
 
 _T = TypeVar("_T")
@@ -37,19 +38,6 @@ def _tree(base: Path) -> Path:
     return source
 
 
-def _listed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, ...]]:
-    """The directories the prefetcher lists, as it lists them."""
-    listed: list[tuple[bytes, ...]] = []
-    real = Prefetcher._list
-
-    def spy(self: Prefetcher, path: tuple[bytes, ...], subdirs: list[tuple[bytes, ...]]) -> None:
-        listed.append(path)
-        real(self, path, subdirs)
-
-    monkeypatch.setattr(Prefetcher, "_list", spy)
-    return listed
-
-
 def _prefetch_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "sapwood-prefetch"]
 
@@ -59,7 +47,7 @@ def test_a_cold_scan_lists_the_tree_ahead_and_records_the_same(
 ) -> None:
     source = _tree(tmp_path)
     warm = commit_dir(user_repo, source, "warm")
-    listed = _listed(monkeypatch)
+    listed = prefetcher_listings(monkeypatch)
     assert not listed  # a warm tree (nothing read from the disk): no thread started
     before = sorted(os.listdir("/proc/self/fd"))
     blocks = itertools.count()

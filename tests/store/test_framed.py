@@ -26,6 +26,16 @@ def _archive(tmp_path: Path, content: bytes) -> tuple[Repository, ObjectId]:
     return repo, file_id
 
 
+def _first_frame(repo: Repository, file_id: ObjectId) -> tuple[Path, bytes, int]:
+    """The object's file (made writable), its bytes, and where its first chunk's length
+    is (after the prefix and the header)."""
+    path = repo.content.path(file_id)
+    data = path.read_bytes()
+    (header_len,) = struct.unpack_from(">I", data, 12)
+    path.chmod(0o644)
+    return path, data, PREFIX.size + header_len
+
+
 def test_a_verified_object_reads_at_any_offset(tmp_path: Path) -> None:
     content = os.urandom(3 * MIB + 12345)
     repo, file_id = _archive(tmp_path, content)
@@ -44,11 +54,7 @@ def test_content_of_the_same_size_that_is_not_the_object_is_refused(tmp_path: Pa
     """Valid frames of other bytes: only the hash tells, and nothing is located."""
     content = os.urandom(2 * MIB)
     repo, file_id = _archive(tmp_path, content)
-    path = repo.content.path(file_id)
-    data = path.read_bytes()
-    (header_len,) = struct.unpack_from(">I", data, 12)
-    start = PREFIX.size + header_len
-    path.chmod(0o644)
+    path, data, start = _first_frame(repo, file_id)
     path.write_bytes(data[:start] + b"".join(frames([b"\1" * (2 * MIB)])))
     framed = repo.open_framed_file(file_id, len(content))
     assert framed is not None
@@ -87,15 +93,11 @@ def test_a_located_frame_that_inflates_beyond_its_share_is_refused(tmp_path: Pat
     before it inflates."""
     content = bytes(2 * MIB)
     repo, file_id = _archive(tmp_path, content)
-    path = repo.content.path(file_id)
-    data = path.read_bytes()
-    (header_len,) = struct.unpack_from(">I", data, 12)
-    start = PREFIX.size + header_len
+    path, _, start = _first_frame(repo, file_id)
     framed = repo.open_framed_file(file_id, len(content))
     assert framed is not None
     framed.verify(HEADER.encode())
     bomb = zstandard.ZstdCompressor().compress(bytes(64 * MIB))  # records its 64 MiB
-    path.chmod(0o644)
     with path.open("r+b") as stream:
         stream.seek(start + 4)  # the first frame, its length left as it was
         stream.write(bomb)
