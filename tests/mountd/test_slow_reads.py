@@ -20,7 +20,7 @@ from mountd.sources import ObjectSources, Preparation
 from mountd.view import ROOT_INODE, CommitView
 from store import CorruptObjectError, FramedContent, ObjectId, RepoMode, Repository, filez, lookup
 from store.index_types import ObjectRecord
-from tests.helpers import Mounts, commit_dir, force_unmount, mount_fstype, raw_index
+from tests.helpers import Daemon, Mounts, commit_dir, force_unmount, mount_fstype, raw_index
 from tests.mountd.legacy import large_archive_file
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
@@ -206,21 +206,10 @@ def test_a_sigterm_during_a_long_verification_unmounts_at_once(
     (and then fails: its id is not theirs). A SIGTERM meanwhile ends the daemon and
     unmounts at once, rather than once the verification has ended."""
     daemon = mount.foreground(_endless_repo(tmp_path), "main")
-    threads = _threads(daemon.pid)
-    reader = subprocess.Popen(
-        ["cat", str(daemon.mountpoint / "endless")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    reader = _reading_endless(daemon)
     try:
-        _wait_for_a_worker(daemon.pid, threads, daemon.log)
         daemon.process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        try:
-            daemon.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the daemon waited for the verification to end")
-        print(f"the daemon ended {time.monotonic() - started:.2f} s after SIGTERM")
+        _ends_at_once(daemon, "SIGTERM")
         assert mount_fstype(daemon.mountpoint) != "fuse.sapwood"
     finally:
         reader.kill()
@@ -236,23 +225,39 @@ def test_an_unmount_during_a_long_verification_ends_the_daemon_at_once(
     once, as on a SIGTERM."""
     daemon = mount.foreground(_endless_repo(tmp_path), "main")
     assert (daemon.mountpoint / "small").read_bytes() == b"small\n"
+    reader = _reading_endless(daemon)
+    reader.kill()
+    reader.wait()
+    unmounted = subprocess.run(["fusermount3", "-u", str(daemon.mountpoint)], capture_output=True)
+    assert unmounted.returncode == 0, unmounted.stderr
+    _ends_at_once(daemon, "the unmount")
+
+
+def _reading_endless(daemon: Daemon) -> subprocess.Popen[bytes]:
+    """A `cat` of /endless, once the daemon verifies it in a worker thread."""
     threads = _threads(daemon.pid)
     reader = subprocess.Popen(
         ["cat", str(daemon.mountpoint / "endless")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_for_a_worker(daemon.pid, threads, daemon.log)
-    reader.kill()
-    reader.wait()
-    unmounted = subprocess.run(["fusermount3", "-u", str(daemon.mountpoint)], capture_output=True)
-    assert unmounted.returncode == 0, unmounted.stderr
+    try:
+        _wait_for_a_worker(daemon.pid, threads, daemon.log)
+    except BaseException:
+        reader.kill()
+        reader.wait()
+        raise
+    return reader
+
+
+def _ends_at_once(daemon: Daemon, after: str) -> None:
+    """The daemon ends within seconds (the verification would take minutes)."""
     started = time.monotonic()
     try:
         daemon.process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pytest.fail("the daemon waited for the verification to end")
-    print(f"the daemon ended {time.monotonic() - started:.2f} s after the unmount")
+    print(f"the daemon ended {time.monotonic() - started:.2f} s after {after}")
 
 
 def _endless_repo(tmp_path: Path) -> Path:
