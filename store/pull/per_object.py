@@ -1,0 +1,542 @@
+"""Fetching files of a remote repository one at a time over HTTP: urllib3 connections.
+
+The per-object path of store/pull/http.py's Fetcher (which imports this module on
+first use: a pull whose answers all go through the pipelined lane never imports
+urllib3 or http.client), and the fallback of the lane for whatever is not plain.
+One :class:`PerObjectFetcher` per pull. It keeps connections alive (a pool of
+``settings.connections`` per host, shared by the threads that fetch at once), and
+for each file:
+
+- gives up on a connect after ``connect_timeout`` and on a read after
+  ``read_timeout`` seconds without a byte; a server that trickles (fewer than
+  ``low_speed_bytes`` in ``read_timeout`` seconds) is given up on too, as libcurl's
+  low-speed limit does for OSTree;
+- retries transient failures (a refused or reset connection, a timeout, a body
+  cut short, HTTP 5xx, 408 and 429) ``retries`` times, waiting ``backoff`` seconds,
+  doubled each time; then fails with a NetworkError that says what happened last;
+- gives up on a response whose head (status line and headers, after any number of
+  ``100 Continue``) has not arrived ``read_timeout`` seconds after the request, and on
+  an attempt whose heads (redirects included) take more than ``connect_timeout +
+  read_timeout``: a watchdog (store/pull/deadlines.py) shuts the socket down, as a
+  per-recv() timeout cannot see a head sent one byte a second;
+- never retries a 404 or another 4xx: the file is not there (``status`` says so);
+- follows at most ``max_redirects`` redirects, to http and https URLs only;
+- refuses a body larger than the caller's limit: as soon as Content-Length says
+  so, or, without one, as soon as more bytes arrive than allowed (the rest is
+  never read).
+
+Library code: nothing is printed; counters feed the caller's progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import logging
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar, cast
+
+import urllib3
+from urllib3 import connection as u3_connection
+from urllib3 import connectionpool as u3_pool
+from urllib3 import exceptions as u3
+from urllib3.util import parse_url
+from urllib3.util.ssl_match_hostname import CertificateError
+
+from store.errors import CorruptObjectError, NetworkError
+from store.pull.deadlines import WATCHDOG
+from store.pull.settings import FetchSettings
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 256 << 10
+_DRAIN_MAX = 64 << 10  # an error page up to this size is read to keep its connection
+_SMALL = 1 << 20  # a body that says it is this small is read whole, in fewer calls
+_T = TypeVar("_T")
+
+
+class _HeaderDefectsQuiet(logging.Filter):
+    """urllib3 logs a warning, with a traceback, for a response head it could not
+    parse, and goes on with the response (or the pull gives up on it in its own
+    words): a hostile server could fill stderr with tracebacks. Kept for --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Failed to parse headers"):
+            return True
+        record.levelno, record.levelname, record.exc_info = logging.DEBUG, "DEBUG", None
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("urllib3.connection").addFilter(_HeaderDefectsQuiet())
+
+
+class PerObjectFetcher:
+    """GETs files below one repository URL one at a time; thread-safe."""
+
+    def __init__(
+        self,
+        base_url: str,
+        settings: FetchSettings,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.settings = settings
+        self._on_bytes = on_bytes
+        self._pool = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=settings.connections,
+            block=True,
+            retries=False,
+            timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
+            headers={"Accept-Encoding": "identity", "User-Agent": "sapwood-pull"},
+        )
+        self._pool.pool_classes_by_scheme = _POOL_CLASSES  # heads with a deadline
+        self._head_budget = settings.connect_timeout + settings.read_timeout
+        parts = urllib.parse.urlsplit(self.base_url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._base_pool = self._pool.connection_from_url(self.base_url)
+        self._headers = dict(self._pool.headers)
+        self._local = threading.local()  # .conn: this thread's connection to the base URL
+        self._connections: list[u3_connection.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes = 0
+
+    def close(self) -> None:
+        self._pool.clear()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+    def url(self, relpath: str) -> str:
+        return self.base_url + relpath
+
+    def get(self, relpath: str, limit: int) -> bytes:
+        """The body of ``relpath`` (at most ``limit`` bytes), retried on transient
+        failures; NetworkError once they are spent, or at once for a 4xx (status set)."""
+        return self.fetch(relpath, limit, lambda body: body.read())
+
+    def fetch(self, relpath: str, limit: int, consume: Callable[[BinaryIO], _T]) -> _T:
+        """``consume(body)`` of the body of ``relpath`` as a stream (never more than
+        ``limit`` bytes; what ``consume`` leaves unread is never read). A transient
+        failure while ``consume`` reads (a timeout, a reset, a body cut short) tries
+        the whole file again; what ``consume`` raises itself (CorruptObjectError) is
+        not retried, unless the body came on a reused kept-alive connection: then the
+        file is asked once more at once on a new connection, not counted as an attempt.
+        A server that wrote bytes unasked while the request went (another response, say:
+        attack10.md, finding 4) is out of step with the requests, and its answers are
+        not the ones asked for; a server that serves a wrong object costs one request
+        more."""
+        url = self.url(relpath)
+        attempt = 0
+        asked_anew = False
+        while True:
+            try:
+                return self._fetch_following(url, limit, consume)
+            except _OutOfStep as exc:
+                if asked_anew:
+                    raise exc.error from None
+                log.info("%s: %s; asked anew on a new connection", url, exc.error)
+                asked_anew = True
+            except _Transient as exc:
+                if attempt >= self.settings.retries:
+                    tries = f"after {attempt + 1} attempts" if attempt else "(no retries)"
+                    raise NetworkError(
+                        f"{url}: {exc.reason} {tries}", url=url, status=exc.status
+                    ) from None
+                wait = min(self.settings.backoff * 2**attempt, self.settings.max_backoff)
+                log.info("%s: %s; retrying in %.2f s", url, exc.reason, wait)
+                attempt += 1
+                time.sleep(wait)
+
+    def _fetch_following(self, url: str, limit: int, consume: Callable[[BinaryIO], _T]) -> _T:
+        first, seen = url, {url}
+        _attempt.deadline = time.monotonic() + self._head_budget
+        for _ in range(self.settings.max_redirects + 1):
+            response, conn = self._request(url)
+            try:
+                location = self._redirect(response, url)
+                if location is None:
+                    try:
+                        return self._consume(response, url, limit, consume)
+                    except CorruptObjectError as exc:
+                        if conn is None or not self._local.reused:
+                            raise
+                        conn.close()
+                        raise _OutOfStep(exc) from None
+            finally:
+                if conn is None:
+                    response.release_conn()
+                elif response.length_remaining != 0:  # not read to its end (or unknown)
+                    conn.close()  # unread bytes must not reach the next request
+            try:  # percent-encoded as the pool would (a space, on this thread's own
+                # connection, is http.client's InvalidURL): "/repo/a b" -> "/repo/a%20b"
+                url = parse_url(urllib.parse.urljoin(url, location)).url
+                scheme = urllib.parse.urlsplit(url).scheme
+            except (ValueError, u3.LocationParseError):  # "http://[::1" and the like
+                raise NetworkError(f"{first}: redirected to an invalid URL", url=first) from None
+            if scheme not in ("http", "https"):
+                raise NetworkError(f"{first}: redirected to {url[:200]!r}, not http(s)", url=first)
+            if url in seen:
+                raise NetworkError(f"{first}: a redirect loop (back to {url})", url=first)
+            seen.add(url)
+        raise NetworkError(f"{first}: more than {self.settings.max_redirects} redirects", url=first)
+
+    def _request(
+        self, url: str
+    ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection | None]:
+        """The response to a GET of ``url``, and the connection it came on when that is
+        this thread's own (None: the pool's, given back by ``release_conn``)."""
+        with self._lock:
+            self.requests += 1
+        if url.startswith(self.base_url):  # the usual case
+            return self._request_direct(url[len(self._origin) :])
+        try:
+            response = self._pool.request(
+                "GET", url, redirect=False, preload_content=False, decode_content=False
+            )
+        except u3.HTTPError as exc:
+            raise _Transient(_describe(exc)) from None
+        return response, None
+
+    def _request_direct(
+        self, path: str
+    ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection]:
+        """GET ``path`` of the base URL's server on this thread's kept-alive connection.
+
+        urllib3's connection, made by the pool as the pool makes its own (the same
+        timeouts, TLS settings and head deadline), but used without the pool: taking a
+        connection from the pool and giving it back, and its request's layers, cost as
+        much CPU as the rest of fetching a small object (store/pull's benchmark fetches
+        thousands). One connection per thread: no more than the pool would keep.
+
+        As the pool does, a kept-alive connection is polled before each use (~1 us): one
+        the server closed, or on which it sent bytes nobody asked for, is replaced by a
+        new one. Bytes past the end of the last response (another whole response, say)
+        would otherwise be read as the answer to the next request, and the pull would
+        fail on an object that the server serves right (attack10.md, finding 4). A
+        connection that the server closed as the request went (a reset, a broken pipe,
+        nothing read) or that answers with something that is not a response head (bytes
+        that came just after the poll) is asked once more at once on a new connection
+        (a GET may be sent again; browsers and HTTP libraries do so for a kept-alive
+        connection), not counted as an attempt."""
+        conn: u3_connection.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = cast(u3_connection.HTTPConnection, self._base_pool._new_conn())
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        reused = conn.sock is not None
+        if reused and not _clean(conn):
+            conn.close()  # the server closed it, or sent more than it was asked for
+            reused = False
+        try:
+            try:
+                response = self._exchange(conn, path)
+            except (ConnectionError, ssl.SSLEOFError, http.client.BadStatusLine):
+                # reset, broken pipe, closed before a response began (under TLS, a close
+                # without close_notify: SSLEOFError), or no response head where one must
+                # start (BadStatusLine: the server's bytes are out of step with requests)
+                if not reused:
+                    raise
+                conn.close()  # closed by the server as the request went: once more, anew
+                reused = False
+                with self._lock:  # a request sent again: the report counts what went
+                    self.requests += 1
+                response = self._exchange(conn, path)
+        except u3.HTTPError as exc:  # could not connect, timed out connecting
+            conn.close()
+            raise _Transient(_describe(exc)) from None
+        except (OSError, http.client.HTTPException, CertificateError) as exc:
+            conn.close()
+            raise _Transient(_describe_raw(exc)) from None
+        self._local.reused = reused  # whether the answer came on a reused connection
+        return response, conn
+
+    def _exchange(self, conn: u3_connection.HTTPConnection, path: str) -> urllib3.BaseHTTPResponse:
+        if conn.sock is None:
+            conn.timeout = self.settings.connect_timeout
+            conn.connect()
+        conn.timeout = self.settings.read_timeout
+        conn.request(
+            "GET", path, headers=self._headers, preload_content=False, decode_content=False
+        )
+        return conn.getresponse()
+
+    def _redirect(self, response: urllib3.BaseHTTPResponse, url: str) -> str | None:
+        """The Location of a redirect; None for a 200; errors for other statuses."""
+        status = response.status
+        if status in _REDIRECT_STATUS:
+            location = response.headers.get("Location")
+            _discard(response, self.settings.read_timeout)
+            if not location:
+                raise NetworkError(f"{url}: HTTP {status} without a Location", url=url)
+            return str(location)
+        if status == 200:
+            return None
+        _discard(response, self.settings.read_timeout)
+        if status in _TRANSIENT_STATUS or status >= 500:
+            raise _Transient(f"HTTP {status}", status)
+        raise NetworkError(f"{url}: HTTP {status}", url=url, status=status)
+
+    def _consume(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        url: str,
+        limit: int,
+        consume: Callable[[BinaryIO], _T],
+    ) -> _T:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
+            response.close()
+            raise NetworkError(
+                f"{url}: {int(length)} bytes, more than the {limit} allowed", url=url
+            )
+        raw = _Body(response, url, limit, self.settings, self._count)
+        try:
+            if (
+                length is not None
+                and length.isascii()
+                and length.isdigit()
+                and int(length) <= _SMALL
+            ):
+                body = cast(BinaryIO, io.BytesIO(raw.read_all(int(length))))
+            else:
+                body = cast(BinaryIO, io.BufferedReader(raw, _CHUNK))
+            result = consume(body)
+        except (u3.HTTPError, OSError) as exc:
+            raise _Transient(_describe(exc)) from None
+        finally:
+            if not raw.ended:
+                response.close()  # unread bytes must not reach the next request
+        return result
+
+    def _count(self, size: int) -> None:
+        with self._lock:
+            self.bytes += size
+        if self._on_bytes is not None:
+            self._on_bytes(size)
+
+
+class _Body(io.RawIOBase):
+    """An HTTP body as a raw stream: bounded, and given up on when it trickles."""
+
+    def __init__(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        url: str,
+        limit: int,
+        settings: FetchSettings,
+        count: Callable[[int], None],
+    ) -> None:
+        super().__init__()
+        self._response = response
+        self._url = url
+        self._limit = limit
+        self._settings = settings
+        self._count = count
+        self._total = 0
+        self._window_start = time.monotonic()
+        self._window_bytes = 0
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read_all(self, length: int) -> bytes:
+        """The whole body of a response that said its length (not above the limit):
+        read as it comes, with the same checks as readinto, in fewer calls."""
+        parts = []
+        while True:
+            try:
+                chunk = self._response.read1(length + 1)
+            except (u3.HTTPError, OSError) as exc:
+                raise _Transient(_describe(exc)) from None
+            if not chunk:
+                self.ended = True
+                break
+            parts.append(chunk)
+            self._total += len(chunk)
+            self._check_speed(len(chunk))
+        self._count(self._total)
+        return b"".join(parts)
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.ended:
+            return 0
+        try:
+            chunk = self._response.read1(len(buffer))
+        except (u3.HTTPError, OSError) as exc:
+            raise _Transient(_describe(exc)) from None
+        if not chunk:
+            self.ended = True
+            return 0
+        self._total += len(chunk)
+        if self._total > self._limit:
+            raise NetworkError(
+                f"{self._url}: more than the {self._limit} bytes allowed", url=self._url
+            )
+        self._count(len(chunk))
+        self._check_speed(len(chunk))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def _check_speed(self, size: int) -> None:
+        self._window_bytes += size
+        now = time.monotonic()
+        if now - self._window_start < self._settings.read_timeout:
+            return
+        if self._window_bytes < self._settings.low_speed_bytes:
+            raise _Transient(
+                f"fewer than {self._settings.low_speed_bytes} bytes in "
+                f"{self._settings.read_timeout:g} s"
+            )
+        self._window_start, self._window_bytes = now, 0
+
+
+def _clean(conn: u3_connection.HTTPConnection) -> bool:
+    """Whether a kept-alive connection may carry another request: open, with nothing
+    to read before the request is sent (under TLS, no bytes decrypted and unread)."""
+    pending = getattr(conn.sock, "pending", None)  # an SSLSocket's
+    if pending is not None and pending() > 0:
+        return False
+    return bool(conn.is_connected)
+
+
+def _discard(response: urllib3.BaseHTTPResponse, within: float) -> None:
+    """End a response whose body is not wanted: a short one is read, so that its
+    connection stays alive for the next request; a long or unknown one is closed, and
+    so is a short one that has not ended ``within`` seconds (it trickles: F1)."""
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isascii() and length.isdigit() and int(length) <= _DRAIN_MAX:
+        until = time.monotonic() + within
+        try:
+            while time.monotonic() < until:
+                if not response.read1(_DRAIN_MAX):
+                    return
+        except (u3.HTTPError, OSError):
+            pass
+    response.close()
+
+
+class _HeadTimeout(TimeoutError):
+    """The response head did not arrive in time (urllib3 makes it a ReadTimeoutError)."""
+
+
+_attempt = threading.local()  # .deadline: when the heads of this thread's attempt are due
+
+
+def _head_in_time(
+    conn: u3_connection.HTTPConnection, get: Callable[[], urllib3.HTTPResponse]
+) -> urllib3.HTTPResponse:
+    """``get()`` (the connection's getresponse), its socket shut down by the watchdog
+    if the head has not arrived within the read timeout (or the attempt's deadline)."""
+    sock = conn.sock
+    start = time.monotonic()
+    due: float | None = getattr(_attempt, "deadline", None)
+    if isinstance(conn.timeout, int | float):
+        due = start + conn.timeout if due is None else min(due, start + conn.timeout)
+    if sock is None or due is None:
+        return get()
+    alarm = WATCHDOG.arm(due, lambda: _shut_down(sock))
+    try:
+        response = get()
+    except BaseException as exc:
+        if not WATCHDOG.disarm(alarm):
+            raise _HeadTimeout(_late(due - start)) from exc
+        raise
+    if not WATCHDOG.disarm(alarm):  # it fired as the head came: the socket is gone
+        raise _HeadTimeout(_late(due - start))
+    return response
+
+
+def _late(seconds: float) -> str:
+    return f"no complete response head within {max(seconds, 0):.3g} s"
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """End every read blocked on ``sock`` (the plain socket's shutdown, under TLS too)."""
+    with contextlib.suppress(OSError):  # closed already
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _HTTPConnection(u3_connection.HTTPConnection):
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        return _head_in_time(self, super().getresponse)
+
+
+class _HTTPSConnection(u3_connection.HTTPSConnection):
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        return _head_in_time(self, super().getresponse)
+
+
+class _HTTPPool(u3_pool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(u3_pool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOL_CLASSES: dict[str, type[u3_pool.HTTPConnectionPool]] = {
+    "http": _HTTPPool,
+    "https": _HTTPSPool,
+}
+
+
+class _OutOfStep(Exception):
+    """``consume`` refused a body that came on a reused kept-alive connection."""
+
+    def __init__(self, error: CorruptObjectError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Transient(Exception):
+    """A failure worth another attempt."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def _describe_raw(exc: BaseException) -> str:
+    """What went wrong on a connection used without the pool, in the words
+    :func:`_describe` has for the pool's wrapping of the same error."""
+    if isinstance(exc, ssl.SSLError | CertificateError):  # the pool's SSLError says so too
+        return f"TLS error: {exc}"
+    if isinstance(exc, TimeoutError):  # socket.timeout, or the watchdog's _HeadTimeout
+        if isinstance(exc, _HeadTimeout):
+            return str(exc)
+        return "timed out reading"
+    return f"connection broken ({type(exc).__name__})"
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in a few words (urllib3's messages repeat the pool's repr)."""
+    if isinstance(exc, u3.ReadTimeoutError):
+        if isinstance(exc.__cause__, _HeadTimeout):
+            return str(exc.__cause__)
+        return "timed out reading"
+    if isinstance(exc, u3.NewConnectionError):  # a subclass of ConnectTimeoutError
+        return "could not connect"
+    if isinstance(exc, u3.ConnectTimeoutError):
+        return "timed out connecting"
+    if isinstance(exc, u3.ProtocolError):
+        inner = exc.args[1] if len(exc.args) > 1 else exc
+        if "IncompleteRead" in type(inner).__name__ or "IncompleteRead" in str(exc):
+            return "the body ended before its Content-Length"
+        return f"connection broken ({type(inner).__name__})"
+    if isinstance(exc, u3.SSLError):
+        return f"TLS error: {exc}"
+    return f"{type(exc).__name__}"
