@@ -9,16 +9,19 @@ import shutil
 import tempfile
 from concurrent.futures import Future
 from functools import partial
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
+from store.deltas import DeltaEntry
 from store.errors import CorruptObjectError, NetworkError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.pull import formats
-from store.pull.job import _Job, _settle, _Wanted
+from store.pull.job import GROUP, _Job, _settle, _Wanted
 from store.pull.objects import DecodedContent, decoded_filez, verified_meta
 from store.transaction import Transaction
 
 _INLINE_PAYLOAD = 1 << 20  # a delta's file object up to this size goes to the writer as bytes
+_GROUP_BYTES = 1 << 20  # payload bytes of small objects that go to a writer together
+_PART_BUFFER = 1 << 20  # a spooled part is read through a buffer this large
 
 
 class _Deltas(_Job):
@@ -53,11 +56,21 @@ class _Deltas(_Job):
             ensure(index + 1)  # two parts in flight, as OSTree: parts are large
             return futures.pop(index).result()
 
+        held = self._held_files(delta)
+        group: list[tuple[ObjectId, bytes]] = []
+        group_bytes = 0
         try:
             for entry, payload in delta.entries(read_part):
                 self.report.delta_objects += 1
                 self.tracker.add_object(entry.kind is ObjectType.FILE)
-                self._take_delta_object(entry.object_id, entry.kind, entry.length, payload, name)
+                small = self._take_delta_object(entry, payload, name, held)
+                if small is not None:
+                    group.append((entry.object_id, small))
+                    group_bytes += len(small)
+                    if len(group) >= GROUP or group_bytes >= _GROUP_BYTES:
+                        self._submit_payloads(group)
+                        group, group_bytes = [], 0
+            self._submit_payloads(group)
         finally:
             _settle(list(futures.values()))
             for future in futures.values():  # spooled, never read
@@ -70,7 +83,11 @@ class _Deltas(_Job):
         were read whole into memory, up to max_object_size each)."""
 
         def spool(body: BinaryIO) -> BinaryIO:
-            out = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115
+            # read back through a large buffer: the objects lie one after the other, so
+            # most are a copy out of it, not an lseek and a read each (system calls that
+            # hand the interpreter over to the writer threads, then wait to get it back)
+            made = tempfile.TemporaryFile(dir=self._spool_dir, buffering=_PART_BUFFER)  # noqa: SIM115
+            out = cast(BinaryIO, made)
             try:
                 shutil.copyfileobj(body, out, 1 << 20)
             except BaseException:
@@ -87,13 +104,32 @@ class _Deltas(_Job):
                 ) from None
             raise
 
+    def _held_files(self, delta: formats.Delta) -> set[ObjectId]:
+        """The delta's file objects this repository holds, looked up before any is
+        stored: one look-up after another in the applying thread, between submits, had
+        it wait for the interpreter's lock after each (LMDB's get lets it go)."""
+        with self.repo.index.reader() as reader:
+            return {
+                entry.object_id
+                for entry in delta.superblock.entries
+                if entry.kind is ObjectType.FILE and reader.has_object(entry.object_id)
+            }
+
+    def _submit_payloads(self, group: list[tuple[ObjectId, bytes]]) -> None:
+        """Queue small file objects for the batch writer, as one piece of work: a
+        submit an object woke a writer thread an object (the lock handed over each time)."""
+        if group:
+            assert self.batches is not None
+            self.batches.submit(partial(self._store_payloads, group), weight=len(group))
+
     def _take_delta_object(
-        self, object_id: ObjectId, kind: ObjectType, length: int, payload: BinaryIO, name: str
-    ) -> None:
-        """Verify a delta's object: metadata is kept for the walk; a file object is
-        queued for the batch writer (as bytes when small; a large one is decoded here
-        into its own spool, so that memory never holds it whole)."""
+        self, entry: DeltaEntry, payload: BinaryIO, name: str, held: set[ObjectId]
+    ) -> bytes | None:
+        """Verify a delta's object: metadata is kept for the walk; a small file object
+        not held or queued yet is returned (as bytes) for the caller to queue; a large
+        one is decoded here into its own spool (memory never holds it whole) and queued."""
         assert self.batches is not None
+        object_id, kind, length = entry.object_id, entry.kind, entry.length
         where = f"{self.where}: delta {name}"
         if kind is not ObjectType.FILE:
             if length > self.settings.max_metadata_size:
@@ -106,15 +142,15 @@ class _Deltas(_Job):
                 kind,
                 verified_meta(object_id, kind, payload.read(length), where),
             )
-        elif object_id not in self.queued and not self.repo.has_object(object_id):
+        elif object_id not in self.queued and object_id not in held:
             self.queued.add(object_id)
             if length <= _INLINE_PAYLOAD:
-                self.batches.submit(partial(self._store_payload, object_id, payload.read(length)))
-                return
+                return payload.read(length)
             content = decoded_filez(
                 payload, object_id, self.settings.max_object_size, self._spool_dir
             )
             self.batches.submit(partial(self._store_content, object_id, content))
+        return None
 
     def _store_content(
         self, object_id: ObjectId, content: DecodedContent, txn: Transaction
@@ -124,11 +160,12 @@ class _Deltas(_Job):
         finally:
             content.close()
 
-    def _store_payload(self, object_id: ObjectId, payload: bytes, txn: Transaction) -> None:
-        content = decoded_filez(
-            io.BytesIO(payload), object_id, self.settings.max_object_size, self._spool_dir
-        )
-        try:
-            content.store(txn, object_id, self.repo.mode)
-        finally:
-            content.close()
+    def _store_payloads(self, group: list[tuple[ObjectId, bytes]], txn: Transaction) -> None:
+        for object_id, payload in group:
+            content = decoded_filez(
+                io.BytesIO(payload), object_id, self.settings.max_object_size, self._spool_dir
+            )
+            try:
+                content.store(txn, object_id, self.repo.mode)
+            finally:
+                content.close()
