@@ -128,3 +128,39 @@ def test_a_directory_is_opened_a_name_at_a_time_never_through_a_symlink(tmp_path
     finally:
         prefetcher.stop()
         os.close(root)
+
+
+def _subdirectories(prefetcher: Prefetcher, directory: Path) -> list[bytes]:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return sorted(prefetcher._entries(fd))
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("getdents", [True, False], ids=["getdents64", "scandir"])
+def test_the_threads_read_a_directory_a_batch_at_a_time_and_take_only_its_subdirectories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, getdents: bool
+) -> None:
+    """getdents64 through ctypes (one release of the interpreter a batch, not one an
+    entry), parsed by hand: several batches for a long listing, names of any length,
+    "." and ".." left out, a symlink to a directory never taken for one; without
+    getdents64 (another libc), scandir gives the same."""
+    monkeypatch.setattr(fs.prefetch, "_BATCH", 1024)  # a few dozen entries a batch
+    if not getdents:
+        monkeypatch.setattr(fs.prefetch, "_getdents", lambda: None)
+    elif fs.prefetch._getdents() is None:
+        pytest.skip("this libc has no getdents64")
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    names = [b"d%03d-" % n + b"x" * (n % 200) for n in range(300)]
+    for name in names:
+        os.mkdir(os.fsencode(directory) + b"/" + name)
+    for n in range(300):
+        (directory / f"f{n}").write_bytes(b"")
+    (directory / "link").symlink_to(directory / names[0].decode())
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert _subdirectories(Prefetcher(root), directory) == sorted(names)
+    finally:
+        os.close(root)
