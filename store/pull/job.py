@@ -64,6 +64,7 @@ class _Job:
     walked_held: set[ObjectId]  # held dirtrees walked (thorough only)
     allow_downgrade: bool
     batches: Batches | None
+    _meta_pool: ThreadPoolExecutor | None = None  # see _metadata_pool
     where: str
 
     # ----- fetching --------------------------------------------------------------------
@@ -132,15 +133,37 @@ class _Job:
 
     def _get_spread(self, ids: list[ObjectId], kind: ObjectType) -> Iterator[bytes]:
         """The bytes of every metadata object of ``ids``, in order: in groups, each
-        pipelined by one of the pool's threads, ``settings.connections`` at a time."""
-        size = max(1, min(GROUP, -(-len(ids) // self.settings.connections)))
+        pipelined by one thread of the metadata pool (see :meth:`_metadata_pool`)."""
+        pool = self._metadata_pool()
+        size = max(1, min(GROUP, -(-len(ids) // self._metadata_workers)))
         groups = [ids[start : start + size] for start in range(0, len(ids), size)]
-        futures = [self.pool.submit(self._get_objects, group, kind) for group in groups]
+        futures = [pool.submit(self._get_objects, group, kind) for group in groups]
         try:
             for future in futures:
                 yield from future.result()
         finally:
             _settle(futures)
+
+    def _metadata_pool(self) -> ThreadPoolExecutor:
+        """Threads of their own for the trees' levels (half the connections): in the
+        pool, a level waited behind the content work queued before it (up to
+        ``4 x connections`` pieces of 64 objects), and the walk, which finds that work,
+        stalled. Shut down by :meth:`_stop_metadata_pool`."""
+        pool = self._meta_pool
+        if pool is None:
+            pool = ThreadPoolExecutor(self._metadata_workers, thread_name_prefix="pull-meta")
+            self._meta_pool = pool
+        return pool
+
+    @property
+    def _metadata_workers(self) -> int:
+        return max(1, self.settings.connections // 2)
+
+    def _stop_metadata_pool(self) -> None:
+        pool = self._meta_pool
+        if pool is not None:
+            self._meta_pool = None
+            pool.shutdown(wait=True, cancel_futures=True)
 
     @property
     def _spool_dir(self) -> str:

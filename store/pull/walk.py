@@ -22,6 +22,12 @@ class _Walk(_Job):
     """The trees walked, the content fetched."""
 
     def _walk_trees(self, roots: Iterable[ObjectId]) -> None:
+        try:
+            self._walk_levels(roots)
+        finally:
+            self._stop_metadata_pool()
+
+    def _walk_levels(self, roots: Iterable[ObjectId]) -> None:
         level: list[ObjectId] = []
         metas: list[ObjectId] = []
         for commit_id in roots:
