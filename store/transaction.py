@@ -2,7 +2,8 @@
 
 Content is staged in ``tmp/staging-BOOTID-…/`` under a shared repository lock.
 ``commit()`` makes the staged files durable (one syncfs), renames them into
-``objects/``, fsyncs the object directories, and then applies one LMDB write
+``objects/``, makes the renames durable (an fsync of each object directory, or one
+more syncfs when there are many), and then applies one LMDB write
 transaction that adds the object entries and moves the refs: that is the commit
 point. A crash before it leaves only unlisted files (ignored, later pruned) and
 file objects already published (below); a crash after it leaves a complete commit.
@@ -62,6 +63,12 @@ from store.statcache import StatCacheRecord, stat_cache_key
 log = logging.getLogger(__name__)
 _NOTHING_COMMITTED = "nothing was committed"
 SMALL_FILE = 4 << 20  # files up to this size are read once, into memory
+# Renames into more object directories than this are made durable by one syncfs of the
+# filesystem, not an fsync of each directory: each fsync flushed the disk's cache once
+# (ext4 without a journal, as here: ~0.2 ms and a flush each; an update pull's ~85
+# directories took 7-22 ms, the syncfs 2-6 ms, load 3-4). What a syncfs flushes beside
+# them is what was written since the syncfs of the content a moment before.
+_FSYNC_DIRS_AT_MOST = 16
 
 
 class TransactionHost(Protocol):
@@ -404,7 +411,11 @@ class Transaction:
         for staged, relpath in staged_files:
             os.rename(staged, f"{objects}/{relpath}")
             touched.add(relpath[:2])
-        if self._repo.fsync:
+        if not self._repo.fsync:
+            return
+        if len(touched) > _FSYNC_DIRS_AT_MOST:
+            syncfs(self.staging)  # the renames: one flush, not one per directory
+        else:
             fsync_dirs([Path(objects, directory) for directory in touched])
 
     def abort(self) -> None:

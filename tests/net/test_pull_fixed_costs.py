@@ -1,0 +1,115 @@
+"""The fixed costs of a small pull's commit (docs/decisions.md, "Pull's storage path and
+fixed costs, session 9"): renames into many object directories are made durable by one
+syncfs after them, not an fsync of each directory, and still before the index lists
+anything; a failure there commits nothing and leaves fsck clean."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import store.transaction as transaction_module
+from store import FileHeader, ObjectId, Repository
+from store.fsck import fsck
+from store.index import Index, WriteBatch
+
+HEADER = FileHeader(0, 0, 0o100644)
+
+
+def _contents(directories: int) -> list[bytes]:
+    """Contents whose objects fall into at least ``directories`` object directories."""
+    found: dict[str, bytes] = {}
+    count = 0
+    while len(found) < directories:
+        content = b"file %d\n" % count
+        found.setdefault(HEADER.object_id(content).hex()[:2], content)
+        count += 1
+    return list(found.values())
+
+
+class _Calls:
+    """The syncs and index writes of a commit, with what objects/ held at each."""
+
+    def __init__(self, repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.repo = repo
+        self.ids: list[ObjectId] = []
+        self.log: list[tuple[str, int]] = []  # (call, object files present then)
+        real_syncfs = transaction_module.syncfs
+        real_fsync_dirs = transaction_module.fsync_dirs
+        real_apply = Index.apply
+
+        def syncfs(path: Path) -> None:
+            self.log.append(("syncfs", self._present()))
+            real_syncfs(path)
+
+        def fsync_dirs(paths: list[Path]) -> None:
+            self.log.append(("fsync_dirs", len(paths)))
+            real_fsync_dirs(paths)
+
+        def apply(index: Index, batch: WriteBatch) -> None:
+            self.log.append(("apply", self._present()))
+            real_apply(index, batch)
+
+        monkeypatch.setattr(transaction_module, "syncfs", syncfs)
+        monkeypatch.setattr(transaction_module, "fsync_dirs", fsync_dirs)
+        monkeypatch.setattr(Index, "apply", apply)
+
+    def _present(self) -> int:
+        return sum(os.path.exists(self.repo.content.path(oid)) for oid in self.ids)
+
+    def commit(self, contents: list[bytes], before: Callable[[], None] = lambda: None) -> None:
+        with self.repo.transaction() as txn:
+            self.ids = [txn.write_file(HEADER, content) for content in contents]
+            before()
+
+
+def test_renames_into_many_directories_are_synced_once_before_the_index_lists_them(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _Calls(user_repo, monkeypatch)
+    contents = _contents(40)
+    calls.commit(contents)
+    assert calls.log == [("syncfs", 0), ("syncfs", len(contents)), ("apply", len(contents))]
+    assert all(user_repo.has_object(oid) for oid in calls.ids)
+    assert fsck(user_repo, all_objects=True).clean
+
+
+def test_renames_into_few_directories_fsync_each(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _Calls(user_repo, monkeypatch)
+    contents = _contents(3)
+    calls.commit(contents)
+    assert calls.log == [("syncfs", 0), ("fsync_dirs", 3), ("apply", 3)]
+
+
+def test_a_failed_sync_of_the_renames_commits_nothing(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second syncfs fails (EIO, as a crash there would stop it): the index lists
+    none of the objects, no ref moves, and fsck is clean; a later commit stores them."""
+    calls = _Calls(user_repo, monkeypatch)
+    contents = _contents(40)
+    real = transaction_module.syncfs
+    seen: list[Path] = []
+
+    def failing(path: Path) -> None:
+        seen.append(path)
+        if len(seen) == 2:
+            raise OSError(5, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(transaction_module, "syncfs", failing)
+    with pytest.raises(OSError, match="Input/output"), user_repo.transaction() as txn:
+        calls.ids = [txn.write_file(HEADER, content) for content in contents]
+    assert len(seen) == 2
+    assert not any(user_repo.has_object(oid) for oid in calls.ids)
+    assert fsck(user_repo).clean
+    monkeypatch.setattr(transaction_module, "syncfs", real)
+    with user_repo.transaction() as txn:
+        assert [txn.write_file(HEADER, content) for content in contents] == calls.ids
+    assert all(user_repo.has_object(oid) for oid in calls.ids)
+    assert fsck(user_repo, all_objects=True).clean
