@@ -7,7 +7,8 @@ offset cost one frame's decompression (about a millisecond), whatever the object
 
 Verifying still takes the whole content (the id hashes the header and all of it):
 :meth:`FramedContent.verify` streams it once, as ``Repository.open_file`` would, and
-notes where each frame starts on the way (8 bytes a MiB: 32 KiB for a 4 GiB object).
+notes where each frame starts on the way (8 bytes a MiB: 32 KiB for a 4 GiB object;
+every other one past 1 MiB of them, MAX_NOTED).
 :meth:`FramedContent.locate` notes the same without inflating anything, for a caller
 that verified this very file before (same inode, same ctime: the mount's rule for
 uncompressed objects, whose verified fd it then reads with pread). A frame inflated
@@ -31,6 +32,12 @@ from store.ids import ObjectId
 from store.verify import ContentCheck
 
 _LENGTH = 4  # the u32 in front of each frame
+# Where frames start, noted for at most this many (8 bytes each: 1 MiB, whatever the
+# object claims). Past it every other one is let go of and a read walks from the one
+# noted before its frame, reading the lengths between (a 4-byte pread each: 7 at most
+# for 1 TiB). Noted for every frame, a hostile object of zeros grew the table 8 bytes
+# a MiB inflated while it was verified, outside every budget (attack12).
+MAX_NOTED = 1 << 17
 
 
 class FramedContent:
@@ -46,7 +53,8 @@ class FramedContent:
         self.object_id = object_id
         self.size = size
         self._start = start
-        self._ends: array[int] | None = None  # where frame i starts; then the file's end
+        self._starts: array[int] | None = None  # where frame i * _stride starts
+        self._stride = 1
 
     @property
     def chunks(self) -> int:
@@ -56,12 +64,13 @@ class FramedContent:
     @property
     def located(self) -> bool:
         """Whether the frames are located (:meth:`verify` or :meth:`locate` done)."""
-        return self._ends is not None
+        return self._starts is not None
 
     @property
     def located_bytes(self) -> int:
-        """The memory where the frames start takes (8 bytes a MiB of content)."""
-        return 0 if self._ends is None else self._ends.itemsize * len(self._ends)
+        """The memory where the frames start takes (8 bytes a MiB of content, 1 MiB at
+        most: MAX_NOTED)."""
+        return 0 if self._starts is None else self._starts.itemsize * len(self._starts)
 
     def stat(self) -> os.stat_result:
         """The object file's stat (its inode and ctime say whether it changed)."""
@@ -76,37 +85,48 @@ class FramedContent:
         def inflate(index: int, frame: bytes) -> None:
             check.update(inflate_chunk(dctx, frame, self._want(index), self.object_id))
 
-        ends = self._frames(inflate)
+        starts, stride = self._frames(inflate)
         check.require()
-        self._ends = ends
+        self._starts, self._stride = starts, stride
 
     def locate(self) -> None:
         """Locate the frames from their lengths alone (nothing inflated nor hashed)."""
-        self._ends = self._frames(None)
+        self._starts, self._stride = self._frames(None)
 
-    def _frames(self, each: Callable[[int, bytes], None] | None) -> array[int]:
-        """Where each frame starts, then the end; ``each`` is given every frame read."""
-        ends = array("Q")
+    def _frames(self, each: Callable[[int, bytes], None] | None) -> tuple[array[int], int]:
+        """Where every stride-th frame starts, and the stride (MAX_NOTED); ``each`` is
+        given every frame read."""
+        starts, stride = array("Q"), 1
         position = self._start
         for index in range(self.chunks):
-            ends.append(position)
-            length = chunk_length(self._pread(_LENGTH, position, "chunk"), self.object_id)
+            if index % stride == 0:
+                if len(starts) == MAX_NOTED:
+                    starts, stride = starts[::2], stride * 2
+                if index % stride == 0:
+                    starts.append(position)
+            length = self._length_at(position)
             position += _LENGTH
             if each is not None:
                 each(index, self._pread(length, position, "compressed chunk"))
             position += length
         if os.pread(self.fd, 1, position):
             raise self._corrupt("trailing bytes after the compressed data")
-        ends.append(position)
-        return ends
+        return starts, stride
 
     def chunk(self, index: int) -> bytes:
         """The content of chunk ``index`` (the bytes from ``index`` MiB on, one MiB at most)."""
-        if self._ends is None:
+        if self._starts is None:
             raise ValueError("the frames are not located: verify() or locate() first")
-        start, end = self._ends[index] + _LENGTH, self._ends[index + 1]
-        frame = self._pread(end - start, start, "compressed chunk")
+        noted, skip = divmod(index, self._stride)
+        position = self._starts[noted]
+        for _ in range(skip):
+            position += _LENGTH + self._length_at(position)
+        length = self._length_at(position)
+        frame = self._pread(length, position + _LENGTH, "compressed chunk")
         return inflate_chunk(decompressor(), frame, self._want(index), self.object_id)
+
+    def _length_at(self, position: int) -> int:
+        return chunk_length(self._pread(_LENGTH, position, "chunk"), self.object_id)
 
     def read(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``offset`` (fewer at the end)."""

@@ -429,7 +429,7 @@ def test_the_frames_located_are_bounded_in_bytes(
     from mountd import sources
     from store import FramedContent
 
-    monkeypatch.setattr(sources, "_FRAMED_BYTES", 40)  # one 3 MiB object's: 4 x 8 bytes
+    monkeypatch.setattr(sources, "_FRAMED_BYTES", 40)  # one 3 MiB object's: 3 x 8 bytes
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
     source = tmp_path / "src"
     source.mkdir()
@@ -450,7 +450,7 @@ def test_the_frames_located_are_bounded_in_bytes(
         for name, data in [*contents.items(), ("large0", contents["large0"])]:
             ino = view.lookup(ROOT_INODE, name.encode()).ino
             assert view.read(ino, (2 << 20) + 5, 10) == data[(2 << 20) + 5 : (2 << 20) + 15]
-            assert len(view.sources._framed) == 1 and view.sources._framed.weight == 32
+            assert len(view.sources._framed) == 1 and view.sources._framed.weight == 24
         # evicted, then read again: its unchanged file is not hashed again, only located
         assert calls == ["verify", "verify", "verify", "locate"]
     finally:

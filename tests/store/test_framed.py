@@ -13,6 +13,7 @@ import pytest
 import zstandard
 
 from store import CorruptObjectError, FileHeader, ObjectId, RepoMode, Repository
+from store import framed as framed_module
 from store.filez import MAGIC_ZLIB, PREFIX, frames
 
 MIB = 1 << 20
@@ -129,4 +130,28 @@ def test_other_modes_have_no_frames(tmp_path: Path) -> None:
         file_id = txn.write_file(HEADER, b"plain")
     with pytest.raises(TypeError):
         repo.open_framed_file(file_id, 5)
+    repo.close()
+
+
+def test_where_frames_start_is_noted_for_a_bounded_number_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack12: the table grew 8 bytes a MiB while a hostile object was verified,
+    outside every budget (8 MiB a TiB). It holds MAX_NOTED frames' starts at most
+    (here 2), and a read walks the lengths from the last one noted before it."""
+    monkeypatch.setattr(framed_module, "MAX_NOTED", 2, raising=False)
+    content = b"".join(bytes([n]) * 16 + bytes(MIB - 16) for n in range(7)) + b"end"
+    repo, file_id = _archive(tmp_path, content)
+    for verify in (True, False):
+        framed = repo.open_framed_file(file_id, len(content))
+        assert framed is not None
+        if verify:
+            framed.verify(HEADER.encode())
+        else:
+            framed.locate()
+        assert framed.chunks == 8 and framed.located_bytes <= 2 * 8
+        for index in (7, 0, 3, 5, 6, 1, 2, 4):
+            assert framed.chunk(index) == content[index * MIB : (index + 1) * MIB]
+        assert framed.read(3 * MIB - 5, MIB + 10) == content[3 * MIB - 5 : 4 * MIB + 5]
+        framed.close()
     repo.close()
