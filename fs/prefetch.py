@@ -7,10 +7,21 @@ inodes is a read that the walk waits for, one after the other: a cold re-commit 
 of 7.6 s in getdents alone, the disk idle but for one request at a time. OSTree's
 commit walks the same way.
 
-A :class:`Prefetcher` lists and lstats the directories of the tree in a few threads,
-depth first in name order as the scan goes, so that the disk serves many requests at
-once and the scan finds what it asks for in memory (the walk alone, cold: 7.4 s ->
-1.4 s with 16 threads).
+A :class:`Prefetcher` lists and lstats the directories of the tree in a few threads of
+a child process, depth first in name order as the scan goes, so that the disk serves
+many requests at once and the scan finds what it asks for in memory (the walk alone,
+cold: 7.4 s -> 1.4 s with 16 threads, session 7).
+
+The threads run in a child process (this file run as a script, ``python -I -S``: the
+standard library only, spawned, never forked from a process holding LMDB and threads),
+so they never take the interpreter's lock from the scan: in the scan's own process,
+every call that lets go of the GIL (an lstat of the scan, an open or getdents of a
+thread) was a hand-off between a dozen threads on two cores. Cold farm re-commit,
+nice -10, load 3-3.5, 4 runs each, caches dropped: threads in the process 1.75-2.10 s,
+in the child 1.46-1.60 s (session 8's code: 2.04-2.80). The child is told the scan's
+progress by a byte a directory entered down its stdin (a pipe that never blocks the
+scan), is killed and reaped by :meth:`Prefetcher.stop`, and lists in threads of the
+scan's process if it cannot be started (tests also list in threads, to watch them).
 
 A thread reads a directory with getdents64 (through ctypes, a 32 KiB batch a call), not
 scandir: scandir lets go of the interpreter once an entry, and 16 threads doing
@@ -52,25 +63,35 @@ from the disk).
 Its threads never hold the scan up: :meth:`Prefetcher.stop` (when the walk ends, done,
 failed or interrupted) waits for them at most _STOP_WAIT seconds. A thread stops at the
 next entry it lists; one that waits on a filesystem (an NFS or FUSE mount that hangs)
-is left behind, a daemon, and the last one out closes the fd they share.
+is left behind, a daemon, and the last one out closes the fd they share. The child is
+sent SIGKILL and waited for as long; one held by such a filesystem dies when the call
+returns, holding nothing of the scan's but its own duplicate of the root fd.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
 import stat
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from store import MAX_TREE_DEPTH
+if TYPE_CHECKING:
+    import subprocess
+
+try:
+    from store import MAX_TREE_DEPTH
+except ImportError:  # the child (python -I -S fs/prefetch.py), which its parent tells
+    MAX_TREE_DEPTH = 0
 
 log = logging.getLogger(__name__)
-_THREADS = 8  # requests in flight (session 9, getdents64: 8 and 16 alike, fewer cost less)
+_THREADS = 4  # requests in flight (the child's, cold farm: 4 1.46-1.60 s, 8 1.60-2.01)
 _AHEAD = 4096  # directories listed ahead of the scan, at most
 _COLD_LISTINGS = 2  # listings of the scan that read the disk before the threads start
 _STOP_WAIT = 1.0  # seconds stop() waits for the threads, all together
@@ -91,11 +112,20 @@ def _blocks_read() -> int:
 class Prefetcher:
     """Lists a tree's directories ahead of a scan once the scan reads from the disk."""
 
-    def __init__(self, root_fd: int, skip: frozenset[bytes] = frozenset()) -> None:
+    def __init__(
+        self, root_fd: int, skip: frozenset[bytes] = frozenset(), max_depth: int | None = None
+    ) -> None:
         """``root_fd``: the scan's fd of the tree's root (duplicated when started);
-        ``skip``: the tree paths (b"/a/b") the scan leaves out, never listed here."""
+        ``skip``: the tree paths (b"/a/b") the scan leaves out, never listed here;
+        ``max_depth``: store's MAX_TREE_DEPTH (given to the child, which has no store)."""
+        if max_depth is None:
+            max_depth = MAX_TREE_DEPTH
         self._root_fd = root_fd
         self._skip = skip
+        self._max_depth = max_depth
+        self._child: subprocess.Popen[bytes] | None = None  # the lister, once started
+        self._progress: IO[bytes] | None = None  # its stdin: a byte a directory entered
+        self._done: Callable[[int], object] | None = None  # told the count when all ended
         self._cold_listings = 0
         self._started = False
         self._lock = threading.Condition()
@@ -116,9 +146,10 @@ class Prefetcher:
         counts the directory, and starts the threads once _COLD_LISTINGS listings have
         read from the disk."""
         if self._started:
-            with self._lock:
-                self._entered += 1
-                self._lock.notify_all()
+            if self._progress is not None:
+                self._tell_child()
+            else:
+                self._advance(1)
             return list_directory()
         self._entered += 1
         before = _blocks_read()
@@ -129,8 +160,19 @@ class Prefetcher:
                 self._start()
         return listed
 
+    def _advance(self, entered: int) -> None:
+        """The scan entered ``entered`` more directories."""
+        with self._lock:
+            self._entered += entered
+            self._lock.notify_all()
+
     def _start(self) -> None:
         self._started = True
+        if _IN_A_CHILD and self._spawn():
+            return
+        self._start_threads()
+
+    def _start_threads(self) -> None:
         self._passed = self._entered
         try:
             self._own_fd = os.dup(self._root_fd)
@@ -152,7 +194,10 @@ class Prefetcher:
 
     def stop(self) -> None:
         """End the threads and let go of the fd, waiting at most _STOP_WAIT seconds:
-        a thread still held by its filesystem then ends (and closes the fd) by itself."""
+        a thread still held by its filesystem then ends (and closes the fd) by itself;
+        a child still held so is killed and left to end."""
+        if self._child is not None:
+            self._stop_child(self._child)
         with self._lock:
             self._stopping = True
             self._lock.notify_all()
@@ -162,6 +207,64 @@ class Prefetcher:
         self._threads.clear()
         with self._lock:
             self._release()
+
+    # ----- the child process ------------------------------------------------------------
+    def _spawn(self) -> bool:
+        """Start the child that lists the tree (see the module's docstring); False if
+        it cannot be started (the threads list it in this process then)."""
+        import subprocess
+
+        if not sys.executable or not __file__:
+            return False
+        argv = [sys.executable, "-I", "-S", __file__, str(_THREADS), str(self._max_depth)]
+        argv += [str(self._entered), *(path.hex() for path in sorted(self._skip))]
+        try:
+            root = os.dup(self._root_fd)
+        except OSError:
+            return False
+        try:
+            child = subprocess.Popen(
+                [*argv, str(root)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(root,),
+            )
+        except (OSError, ValueError):
+            log.debug("cannot start the lister, listing in threads", exc_info=True)
+            return False
+        finally:
+            os.close(root)
+        assert child.stdin is not None
+        os.set_blocking(child.stdin.fileno(), False)
+        self._child, self._progress = child, child.stdin
+        log.debug("the tree is read from the disk: listing it ahead in process %d", child.pid)
+        return True
+
+    def _tell_child(self) -> None:
+        """One more directory entered: a byte down the child's stdin (none if the pipe is
+        full or the child ended: it is then far behind, or done)."""
+        assert self._progress is not None
+        try:
+            os.write(self._progress.fileno(), b".")
+        except (BlockingIOError, BrokenPipeError):
+            pass
+        except OSError:
+            log.debug("the lister's pipe failed", exc_info=True)
+
+    def _stop_child(self, child: subprocess.Popen[bytes]) -> None:
+        """Kill the child and reap it, waiting at most _STOP_WAIT seconds (one held by
+        a filesystem that hangs dies when that returns: it changes nothing anyway)."""
+        self._child = None
+        if self._progress is not None:
+            with contextlib.suppress(OSError):
+                self._progress.close()
+            self._progress = None
+        child.kill()
+        try:
+            child.wait(_STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            log.debug("the lister %d is held by its filesystem: left to end", child.pid)
 
     def _release(self) -> None:
         """Close the fd once stopped and no thread is left (called holding the lock)."""
@@ -191,6 +294,8 @@ class Prefetcher:
             with self._lock:
                 self._alive -= 1
                 self._release()
+                if not self._alive and self._done is not None:
+                    self._done(self._listed)
 
     def _next(self) -> _Path | None:
         """The next directory to list, once the scan is near enough; None to end."""
@@ -217,7 +322,7 @@ class Prefetcher:
             return
         try:
             prefix = b"/" + b"".join(name + b"/" for name in path)
-            deeper = len(path) <= MAX_TREE_DEPTH  # nothing below is ever committed
+            deeper = len(path) <= self._max_depth  # nothing below is ever committed
             for name in self._entries(fd):
                 if prefix + name not in self._skip and deeper:
                     subdirs.append((*path, name))
@@ -297,6 +402,7 @@ class Prefetcher:
             return None
 
 
+_IN_A_CHILD = True  # list in a child process (tests list in threads to watch them)
 _DT_UNKNOWN, _DT_DIR = 0, 4  # d_type of a linux_dirent64
 _DIRENT = struct.Struct("=QqHB")  # d_ino, d_off, d_reclen, d_type; then the name, NUL-ended
 
@@ -353,3 +459,25 @@ def _load_getdents() -> _Getdents | None:
     function.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
     function.restype = ctypes.c_ssize_t
     return _Getdents(function)
+
+
+def _child_main(argv: list[str]) -> None:
+    """The child's work: list the tree in threads, told of the scan's progress by a
+    byte a directory on stdin, until stdin ends (the parent stopped or ended).
+
+    argv: threads, MAX_TREE_DEPTH, directories the scan had entered, the skipped tree
+    paths in hex, the tree's root fd (inherited)."""
+    global _THREADS
+    _THREADS, max_depth, entered = int(argv[1]), int(argv[2]), int(argv[3])
+    skip = frozenset(bytes.fromhex(path) for path in argv[4:-1])
+    prefetcher = Prefetcher(int(argv[-1]), skip, max_depth)
+    prefetcher._entered = entered
+    prefetcher._done = lambda listed: os.write(1, b"%d\n" % listed)  # for its tests
+    prefetcher._start_threads()
+    while told := os.read(0, 4096):
+        prefetcher._advance(len(told))
+    os._exit(0)  # the threads are daemons: nothing of theirs is worth waiting for
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -164,3 +166,65 @@ def test_the_threads_read_a_directory_a_batch_at_a_time_and_take_only_its_subdir
         assert _subdirectories(Prefetcher(root), directory) == sorted(names)
     finally:
         os.close(root)
+
+
+def _child_listing(root: Path, skip: list[bytes], depth: int = 64) -> int:
+    """Run the child lister as the scan would (fs/prefetch.py's command line) on
+    ``root``: the directories it listed once its threads have all ended."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        argv = [sys.executable, "-I", "-S", fs.prefetch.__file__, "2", str(depth), "0"]
+        argv += [path.hex() for path in skip] + [str(fd)]
+        child = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(fd,)
+        )
+    finally:
+        os.close(fd)
+    assert child.stdout is not None and child.stdin is not None
+    try:
+        return int(child.stdout.readline())
+    finally:
+        child.stdin.close()
+        assert child.wait(10) == 0
+
+
+def test_the_child_lists_the_tree_but_skipped_paths_symlinks_and_what_is_too_deep(
+    tmp_path: Path,
+) -> None:
+    """The child process keeps the threads' rules: the 12 directories of d1 and d2 and
+    the root (d0 skipped with all below it, d0/away a symlink out of the tree)."""
+    source = _tree(tmp_path)
+    (source / "d1" / "escape").symlink_to(tmp_path / "outside")
+    assert _child_listing(source, [b"/d0"]) == 1 + 2 * 5
+    assert _child_listing(source, []) == 1 + 3 * 5
+    assert _child_listing(source, [], depth=0) == 1 + 3  # listed, nothing below
+
+
+def test_a_cold_scan_starts_the_child_and_stop_ends_it(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started once the scan reads the disk (simulated), told of the scan's progress,
+    and killed and reaped when the walk ends: nothing left running, no fd left open;
+    the commit is the same."""
+    monkeypatch.setattr(fs.prefetch, "_IN_A_CHILD", True)
+    source = _tree(tmp_path)
+    warm = commit_dir(user_repo, source, "warm")
+    children: list[subprocess.Popen[bytes]] = []
+    real_spawn = Prefetcher._spawn
+
+    def spawn(self: Prefetcher) -> bool:
+        started = real_spawn(self)
+        assert self._child is not None
+        children.append(self._child)
+        return started
+
+    monkeypatch.setattr(Prefetcher, "_spawn", spawn)
+    before = sorted(os.listdir("/proc/self/fd"))
+    blocks = itertools.count()
+    monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))
+    cold = commit_dir(user_repo, source, "cold")
+    assert len(children) == 1 and children[0].returncode is not None
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
+    assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
+    assert not _prefetch_threads()
