@@ -65,17 +65,21 @@ _T = TypeVar("_T")
 
 class _HeaderDefectsQuiet(logging.Filter):
     """urllib3 logs a warning, with a traceback, for a response head it could not
-    parse, and goes on with the response (or the pull gives up on it in its own
-    words): a hostile server could fill stderr with tracebacks. Kept for --debug."""
+    parse, and one for a head with both Content-Length and Transfer-Encoding, and goes
+    on with the response (or the pull gives up on it in its own words): a hostile
+    server could fill stderr with them, one a request. Kept for --debug."""
+
+    _QUIET = ("Failed to parse headers", "Received response with both Content-Length")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Failed to parse headers"):
+        if not str(record.msg).startswith(self._QUIET):
             return True
         record.levelno, record.levelname, record.exc_info = logging.DEBUG, "DEBUG", None
         return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 logging.getLogger("urllib3.connection").addFilter(_HeaderDefectsQuiet())
+logging.getLogger("urllib3.response").addFilter(_HeaderDefectsQuiet())
 
 
 class PerObjectFetcher:
