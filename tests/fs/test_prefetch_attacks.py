@@ -1,0 +1,319 @@
+"""Hostile trees and hostile getdents64 batches for the scan's prefetcher (fs/prefetch.py,
+attack16): it never reads outside the tree, never changes what a commit records,
+ends with the commit (no thread, child or fd left), and its hand-made parser of
+linux_dirent64 batches ends on any bytes.
+
+The prefetcher starts only once the scan's listings read the disk; here that is
+simulated (a block counter that grows at every look), as in test_scan_prefetch.py.
+tests/fs/conftest.py lists in threads of this process; the child's tests switch the
+child back on."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import fs.prefetch
+from fs.options import ContentOptions
+from fs.prefetch import Prefetcher
+from store import MAX_TREE_DEPTH, Repository
+from store.errors import SapwoodError
+from tests.fs.prefetching import prefetcher_listings
+from tests.helpers import commit_dir
+
+_Path = tuple[bytes, ...]
+
+
+def _entry(inode: int, reclen: int, kind: int, name: bytes) -> bytes:
+    return fs.prefetch._DIRENT.pack(inode, 0, reclen, kind) + name
+
+
+def _cold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every listing of the scan reads the disk: the prefetcher starts at the second."""
+    blocks = itertools.count()
+    monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))
+
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sapwood-prefetch"]
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    found = set()
+    for task in os.listdir(f"/proc/{me}/task"):
+        with open(f"/proc/{me}/task/{task}/children") as listing:
+            found |= {int(pid) for pid in listing.read().split()}
+    return found
+
+
+# ----- the parser of getdents64 batches --------------------------------------------------
+
+
+def test_a_name_without_its_nul_raises_rather_than_reads_past() -> None:
+    """The thread catches it (_work's except): the directory is skipped, nothing more."""
+    with pytest.raises(ValueError):
+        list(fs.prefetch._dirents(_entry(5, 24, 4, b"abcde")))
+
+
+def test_a_record_length_past_the_batch_ends_it() -> None:
+    assert list(fs.prefetch._dirents(_entry(5, 4000, 4, b"ab\0"))) == [(5, 4, b"ab")]
+    with pytest.raises(Exception):  # noqa: B017 (struct.error: a few bytes left over)
+        list(fs.prefetch._dirents(_entry(5, 24, 4, b"ab\0") + b"x" * 4))
+
+
+@pytest.mark.xfail(strict=True, reason="attack16 1")
+@pytest.mark.parametrize("reclen", [0, 5], ids=["zero", "shorter-than-header"])
+def test_a_record_length_of_zero_does_not_loop_forever(reclen: int) -> None:
+    """d_reclen 0 (or one shorter than the header, landing on zeros) never moves the
+    parser on: it yields the same entry forever, and _entries checks _stopping only
+    between batches, so stop() cannot end the thread (a DT_DIR entry grows its
+    subdirs list without bound). The kernel never writes one; this is the parser's
+    own defence, which the brief asks about."""
+    batch = _entry(5, reclen, 4, b"ab\0") + b"\0" * 24
+    got = list(itertools.islice(fs.prefetch._dirents(batch), 10_000))
+    assert len(got) < 10_000
+
+
+# ----- hostile trees, committed cold and warm ---------------------------------------------
+
+
+def _hostile_tree(base: Path) -> tuple[Path, set[_Path]]:
+    """Names of 255 bytes, with newlines, not UTF-8, a FIFO, symlinks to / and /proc:
+    the tree and the directories in it (what the prefetcher may list)."""
+    source = base / "src"
+    source.mkdir()
+    root = os.fsencode(source)
+    names = [b"x" * 255, b"new\nline", b"\xff\xfe\x80bad", b"-", b" lead", b"\n"]
+    dirs: set[_Path] = {()}
+    for top in names:
+        os.mkdir(root + b"/" + top)
+        dirs.add((top,))
+        for sub in names[:3]:
+            os.mkdir(root + b"/" + top + b"/" + sub)
+            dirs.add((top, sub))
+            with open(root + b"/" + top + b"/" + sub + b"/" + b"f" * 255, "wb") as file:
+                file.write(top + sub)
+    os.mkfifo(root + b"/" + names[1] + b"/fifo\n")
+    os.symlink("/", root + b"/" + names[0] + b"/to-root")
+    os.symlink("/proc", root + b"/to-proc")
+    os.symlink("/proc/self/cwd", root + b"/" + names[2] + b"/cwd")
+    return source, dirs
+
+
+@pytest.mark.parametrize("in_child", [False, True], ids=["threads", "child"])
+def test_hostile_names_and_links_are_listed_inside_the_tree_and_commit_the_same(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_child: bool
+) -> None:
+    source, dirs = _hostile_tree(tmp_path)
+    options = ContentOptions(skip_special=True)
+    warm = commit_dir(user_repo, source, "warm", options=options)
+    monkeypatch.setattr(fs.prefetch, "_IN_A_CHILD", in_child)
+    listed = prefetcher_listings(monkeypatch)
+    fds_before = sorted(os.listdir("/proc/self/fd"))
+    children_before = _children()
+    _cold(monkeypatch)
+    cold = commit_dir(user_repo, source, "cold", options=options)
+    trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
+    assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
+    if not in_child:
+        assert set(listed) == dirs and len(listed) == len(dirs)
+    assert not _prefetch_threads()
+    assert _children() == children_before
+    assert sorted(os.listdir("/proc/self/fd")) == fds_before
+
+
+def _opened_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What every directory the prefetcher opens is, as /proc says (a list that grows)."""
+    seen: list[str] = []
+    real = Prefetcher._open
+
+    def spy(self: Prefetcher, path: _Path) -> int | None:
+        fd = real(self, path)
+        if fd is not None:
+            seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return fd
+
+    monkeypatch.setattr(Prefetcher, "_open", spy)
+    return seen
+
+
+@pytest.mark.parametrize("swap", ["root", "proc", "removed", "fifo"])
+def test_a_directory_swapped_while_the_scan_goes_is_never_listed_through(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    """Just before the prefetcher opens a directory, it is replaced by a symlink to /
+    or to /proc, removed, or replaced by a FIFO: every directory it opens is still in
+    the tree, and the commit ends (made, or refused with a SapwoodError)."""
+    source = tmp_path / "src"
+    for top in "abcd":
+        for sub in range(3):
+            (source / top / f"s{sub}" / "deeper").mkdir(parents=True)
+            (source / top / f"s{sub}" / "file").write_bytes(top.encode())
+    opened = _opened_paths(monkeypatch)
+    real = Prefetcher._open
+    swapped: list[_Path] = []
+
+    def swapping(self: Prefetcher, path: _Path) -> int | None:
+        if len(path) == 2 and not swapped:
+            swapped.append(path)
+            victim = source / os.fsdecode(path[0]) / os.fsdecode(path[1])
+            shutil.rmtree(victim)
+            if swap == "root":
+                victim.symlink_to("/")
+            elif swap == "proc":
+                victim.symlink_to("/proc")
+            elif swap == "fifo":
+                os.mkfifo(victim)
+        return real(self, path)
+
+    monkeypatch.setattr(Prefetcher, "_open", swapping)
+    _cold(monkeypatch)
+    with contextlib.suppress(SapwoodError):
+        commit_dir(user_repo, source, options=ContentOptions(skip_special=True))
+    assert swapped
+    inside = os.path.realpath(source)
+    assert opened and all(path == inside or path.startswith(inside + "/") for path in opened)
+    assert not _prefetch_threads()
+
+
+def test_a_chain_a_thousand_deep_is_refused_and_listed_no_deeper_than_a_commit_nests(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(1000):
+            os.mkdir("d", dir_fd=fd)
+            deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+    finally:
+        os.close(fd)
+    listed = prefetcher_listings(monkeypatch)
+    _cold(monkeypatch)
+    try:
+        with pytest.raises(SapwoodError, match="deep"):
+            commit_dir(user_repo, source)
+    finally:
+        subprocess.run(["rm", "-rf", str(source)], check=True)  # pytest's rmtree recurses
+    assert max(len(path) for path in listed) <= MAX_TREE_DEPTH + 1
+    assert not _prefetch_threads()
+
+
+def _big_directory(source: Path, count: int) -> None:
+    big = source / "big"
+    big.mkdir(parents=True)
+    for n in range(count):
+        (big / f"{n:06d}").write_bytes(b"")
+    (big / "zz-sub").mkdir()
+    (big / "zz-sub" / "file").write_bytes(b"below the big one")
+
+
+@pytest.mark.skipif(not os.environ.get("SAPWOOD_LONG"), reason="SAPWOOD_LONG=1: 100,000 files")
+def test_a_directory_of_100000_entries_commits_the_same_cold(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "src"
+    (source / "first").mkdir(parents=True)
+    _big_directory(source, 100_000)
+    warm = commit_dir(user_repo, source, "warm")
+    listed = prefetcher_listings(monkeypatch)
+    _cold(monkeypatch)
+    cold = commit_dir(user_repo, source, "cold")
+    assert user_repo.read_commit(warm).tree == user_repo.read_commit(cold).tree
+    assert (b"big", b"zz-sub") in listed
+    assert not _prefetch_threads()
+
+
+def test_a_huge_directory_is_not_listed_to_its_end_once_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() during a listing of a large directory: the thread ends at its next batch."""
+    _big_directory(tmp_path / "src", 5000)
+    monkeypatch.setattr(fs.prefetch, "_BATCH", 256)  # ~10 entries a batch
+    root = os.open(tmp_path / "src", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        prefetcher = Prefetcher(root)
+        entries = 0
+        fd = os.open(tmp_path / "src" / "big", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            listing: Iterator[bytes] = prefetcher._entries(fd)
+            prefetcher._stopping = True
+            entries = sum(1 for _ in listing)
+        finally:
+            os.close(fd)
+        assert entries == 0
+    finally:
+        os.close(root)
+
+
+# ----- the child, seen from outside: strace ------------------------------------------------
+
+_SCRIPT = """
+import itertools, sys, time
+import fs.prefetch
+from fs.options import ContentOptions
+from store import RepoMode, Repository
+from tests.helpers import commit_dir
+blocks = itertools.count()
+fs.prefetch._blocks_read = lambda: next(blocks)
+listing = fs.prefetch.Prefetcher.listing
+def slow_listing(self, list_directory):  # the scan slower than the child's start
+    time.sleep(0.1)
+    return listing(self, list_directory)
+fs.prefetch.Prefetcher.listing = slow_listing
+sys.executable = sys.argv[3]  # the child, under strace
+repo = Repository.init(sys.argv[2], RepoMode.BARE_USER)
+commit_dir(repo, __import__("pathlib").Path(sys.argv[1]), options=ContentOptions(skip_special=True))
+repo.close()
+"""
+_PYTHON = tuple(os.fsencode(p) for p in {sys.prefix, sys.base_prefix, os.path.dirname(os.__file__)})
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
+def test_the_child_opens_and_lists_nothing_outside_the_tree(tmp_path: Path) -> None:
+    """strace -f -y of the child lister of a cold commit (its python a script that runs
+    it under strace): every directory it opens or lists (openat's result, getdents64's
+    fd, as -y names them) is inside the tree, through symlinks to / and /proc."""
+    source, _ = _hostile_tree(tmp_path)
+    trace = tmp_path / "trace"
+    script = tmp_path / "commit.py"
+    script.write_text(_SCRIPT)
+    traced = tmp_path / "python"
+    traced.write_text(
+        f"#!/bin/sh\nexec strace -f -y -qq -o {trace} -e trace=openat,getdents64"
+        f' {sys.executable} "$@"\n'
+    )
+    traced.chmod(0o755)
+    subprocess.run(
+        [sys.executable, str(script), str(source), str(tmp_path / "repo"), str(traced)],
+        check=True, timeout=120, stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(Path(fs.prefetch.__file__).parents[1])},
+    )  # fmt: skip
+    inside = os.fsencode(os.path.realpath(source))
+    checked = 0
+    for line in trace.read_bytes().splitlines():
+        line = line.split(maxsplit=1)[1]  # after the thread's id
+        if not line.startswith((b"getdents64(", b"openat(")):
+            continue
+        if b"= -1" in line or line.startswith(b"openat(AT_FDCWD"):
+            continue  # the prefetcher opens below its root fd; this is python's start
+        named = line.rsplit(b"= ", 1)[1] if line.startswith(b"openat(") else line
+        start = named.index(b"<") + 1
+        path = named[start : named.index(b">", start)]
+        if path.startswith(_PYTHON):
+            continue  # python's start (its library's listing)
+        assert path == inside or path.startswith(inside + b"/"), line
+        checked += 1
+    assert checked > 20
