@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from store import FileHeader, RepoMode, Repository, filez
+from store.deltas import decode_superblock
 from store.ids import ObjectId
 from tests.helpers import commit_dir, write_tree
 from tests.net.repos import (
@@ -24,6 +25,7 @@ from tests.net.repos import (
     archive_of,
     fsck_clean,
     local_repo,
+    publish,
     pull,
     refs,
     sapwood_ok,
@@ -220,5 +222,138 @@ def test_an_swz1_object_of_an_older_archive_is_taken(tmp_path: Path) -> None:
         add_remote(local, served.url)
         result = pull(local, "origin", "main")
     assert result.returncode == 0, result.stderr
+    fsck_clean(local)
+    assert sapwood_ok(local, "cat", "origin:main", "target").encode() == GENUINE
+
+
+# ----- 3. hostile static deltas ----------------------------------------------------------
+_ENTRY = struct.Struct(">32scIQQ")  # id, kind tag, part, offset, length (store/deltas.py)
+
+
+def _delta_archive(tmp_path: Path, files: dict[str, str | bytes] | None = None) -> Path:
+    """An archive with main and a delta to it from nothing, on offer in its summary;
+    the delta's directory."""
+    archive = _served_archive(tmp_path, files)
+    sapwood_ok(archive, "static-delta", "generate", "--to", "main")
+    publish(archive)
+    (delta,) = (archive / "deltas").iterdir()
+    return delta
+
+
+def _entries(delta: Path) -> tuple[bytes, int, list[tuple[bytes, bytes, int, int, int]]]:
+    """The superblock's bytes, where its entries start, and the entries."""
+    data = (delta / "superblock").read_bytes()
+    count = len(decode_superblock(data).entries)
+    start = len(data) - count * _ENTRY.size
+    entries = [_ENTRY.unpack_from(data, start + i * _ENTRY.size) for i in range(count)]
+    return data, start, entries
+
+
+def _rewrite_entry(delta: Path, index: int, **changes: object) -> None:
+    _rewrite_entries(delta, {index: changes})
+
+
+def _rewrite_entries(delta: Path, changes: dict[int, dict[str, object]]) -> None:
+    data, start, entries = _entries(delta)
+    for index, change in changes.items():
+        fields = dict(zip(("id", "kind", "part", "offset", "length"), entries[index], strict=True))
+        fields.update(change)
+        at = start + index * _ENTRY.size
+        data = data[:at] + _ENTRY.pack(*fields.values()) + data[at + _ENTRY.size :]
+    (delta / "superblock").write_bytes(data)
+    publish(delta.parent.parent)
+
+
+def _index_of(delta: Path, kind: bytes, nth: int = 0) -> int:
+    return [i for i, entry in enumerate(_entries(delta)[2]) if entry[1] == kind][nth]
+
+
+def _flip_payload_byte(delta: Path, index: int) -> None:
+    _, _, entries = _entries(delta)
+    _, _, part, offset, length = entries[index]
+    path = delta / str(part)
+    data = bytearray(path.read_bytes())
+    data[offset + length - 10] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _object_twice(delta: Path) -> None:
+    first = _entries(delta)[2][_index_of(delta, b"f", 0)][0]
+    _rewrite_entry(delta, _index_of(delta, b"f", 1), id=first)
+
+
+def _shift_boundary(delta: Path) -> None:
+    """An object's payload one byte longer, the next one's a byte shorter."""
+    one, two = _index_of(delta, b"f", 0), _index_of(delta, b"f", 1)
+    _, _, entries = _entries(delta)
+    _rewrite_entries(
+        delta,
+        {
+            one: {"length": entries[one][4] + 1},
+            two: {"offset": entries[two][3] + 1, "length": entries[two][4] - 1},
+        },
+    )
+
+
+DELTA_ATTACKS: dict[str, Callable[[Path], None]] = {
+    "object-listed-twice": _object_twice,
+    "dirtree-named-a-file": lambda d: _rewrite_entry(d, _index_of(d, b"t"), kind=b"f"),
+    "file-named-a-dirtree": lambda d: _rewrite_entry(d, _index_of(d, b"f"), kind=b"t"),
+    "commit-named-a-file": lambda d: _rewrite_entry(d, _index_of(d, b"c"), kind=b"f"),
+    "file-payload-flipped": lambda d: _flip_payload_byte(d, _index_of(d, b"f", 1)),
+    "dirtree-payload-flipped": lambda d: _flip_payload_byte(d, _index_of(d, b"t")),
+    "boundary-shifted": _shift_boundary,
+}
+
+
+@pytest.mark.parametrize("attack", sorted(DELTA_ATTACKS))
+def test_a_hostile_delta_is_refused_in_one_line(tmp_path: Path, attack: str) -> None:
+    delta = _delta_archive(tmp_path)
+    DELTA_ATTACKS[attack](delta)
+    local = local_repo(tmp_path / "local")
+    with serve(delta.parent.parent) as served:
+        add_remote(local, served.url)
+        _pull_refused(local, "main")
+
+
+def test_a_delta_of_large_objects_in_small_payloads_is_stored_whole(tmp_path: Path) -> None:
+    """Zeros compress to a few KiB: a 3 MiB object (held in memory when decoded) and a
+    5 MiB one (spooled) both go the small-payload way, 64 at a time to the writers."""
+    files: dict[str, str | bytes] = {"three": bytes(3 << 20), "five": bytes(5 << 20) + b"end"}
+    files |= {f"small/{n:03d}": f"{n}\n" for n in range(150)}  # three groups of 64
+    delta = _delta_archive(tmp_path, files)
+    assert max(entry[4] for entry in _entries(delta)[2]) < 1 << 20
+    local = local_repo(tmp_path / "local")
+    with serve(delta.parent.parent) as served:
+        add_remote(local, served.url)
+        result = pull(local, "origin", "main")
+        assert result.returncode == 0, result.stderr
+        assert any("/deltas/" in path for path in served.log)
+        assert not any(path.endswith(".filez") for path in served.log), served.log
+    fsck_clean(local)
+    assert sapwood_ok(local, "cat", "origin:main", "five").encode() == files["five"]
+    assert sapwood_ok(local, "cat", "origin:main", "small/149") == "149\n"
+
+
+def test_a_delta_payload_of_an_object_held_here_is_never_stored(tmp_path: Path) -> None:
+    """The objects the repository holds are looked up before any is stored (be9baae):
+    a delta's bytes for one of them, even garbage, never replace it."""
+    archive = _served_archive(tmp_path)
+    local = local_repo(tmp_path / "local")
+    with serve(archive) as served:
+        add_remote(local, served.url)
+        assert pull(local, "origin", "main").returncode == 0
+        tree = write_tree(tmp_path / "tree2", {"target": GENUINE, "new": "new\n"})
+        archive_of(archive, tree)
+        sapwood_ok(archive, "static-delta", "generate", "--to", "main")
+        publish(archive)
+        (delta,) = (archive / "deltas").iterdir()
+        target_id, _ = _object_holding(archive, GENUINE)
+        index = next(i for i, entry in enumerate(_entries(delta)[2]) if entry[0] == target_id)
+        _flip_payload_byte(delta, index)
+        served.clear()
+        result = pull(local, "origin", "main")
+        assert result.returncode == 0, result.stderr
+        assert any("/deltas/" in path for path in served.log)
     fsck_clean(local)
     assert sapwood_ok(local, "cat", "origin:main", "target").encode() == GENUINE
