@@ -29,17 +29,26 @@ import os, signal, sys, threading, time
 from store.pull import batches as batches_module
 from sapwood.cli.main import main
 
-where = int(sys.argv[2])  # which Condition entered in submit: 1 slots, 2 pool, 3 future
-# (0: none, the SIGINT comes before submit takes any lock)
-state = {"submits": 0, "inside": False, "entered": 0, "armed": True}
+# which Condition entered in submit (from the third on) the SIGINT lands in, its lock
+# taken: 1 the slots', 2 the pool's idle semaphore's, 3 the future's (0: none, the
+# SIGINT comes before submit takes any lock)
+where = int(sys.argv[2])
+state = {"submits": 0, "inside": None, "armed": True}
 real_enter = threading.Condition.__enter__
 main_thread = threading.get_ident()  # not current_thread(): it registers unstarted threads
 
+def targeted(condition, batches):
+    if where == 1:
+        return condition is batches._slots._cond
+    if where == 2:
+        return condition is batches._pool._idle_semaphore._cond
+    return sys._getframe(2).f_code.co_name == "add_done_callback"
+
 def enter(self):
     taken = real_enter(self)
-    if state["inside"] and threading.get_ident() == main_thread:
-        state["entered"] += 1
-        if state["armed"] and state["submits"] == 3 and state["entered"] == where:
+    batches = state["inside"]
+    if batches is not None and threading.get_ident() == main_thread:
+        if state["armed"] and state["submits"] >= 3 and targeted(self, batches):
             state["armed"] = False
             os.kill(os.getpid(), signal.SIGINT)
             for _ in range(1000):
@@ -50,7 +59,7 @@ real_submit = batches_module.Batches.submit
 
 def submit(self, *args, **kwargs):
     state["submits"] += 1
-    state["inside"], state["entered"] = True, 0
+    state["inside"] = self
     try:
         if where == 0 and state["submits"] == 3:  # before any lock: the control case
             state["armed"] = False
@@ -59,12 +68,14 @@ def submit(self, *args, **kwargs):
                 pass
         return real_submit(self, *args, **kwargs)
     finally:
-        state["inside"] = False
+        state["inside"] = None
 
 real_run = batches_module.Batches._run
 
 def run(self, *args, **kwargs):
-    time.sleep(0.3)  # the first pieces of work still run at the third submit
+    deadline = time.monotonic() + 5  # the work submitted before still runs at the SIGINT
+    while state["armed"] and time.monotonic() < deadline:
+        time.sleep(0.01)
     return real_run(self, *args, **kwargs)
 
 threading.Condition.__enter__ = enter
@@ -108,7 +119,7 @@ def test_an_interrupt_inside_a_lock_of_the_batches_submit_does_not_hang(
             text=True,
             timeout=10,  # the control case ends in about a second
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "SAPWOOD_PULL_BATCH": "4"},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},  # one batch: none closes before the SIGINT
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     except subprocess.TimeoutExpired:
