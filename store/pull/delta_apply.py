@@ -9,15 +9,17 @@ import shutil
 import tempfile
 from concurrent.futures import Future
 from functools import partial
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
-from store.deltas import DeltaEntry
 from store.errors import CorruptObjectError, NetworkError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.pull import formats
 from store.pull.job import GROUP, _Job, _settle, _Wanted
 from store.pull.objects import DecodedContent, decoded_filez, verified_meta
 from store.transaction import Transaction
+
+if TYPE_CHECKING:
+    from store.deltas import DeltaEntry
 
 _INLINE_PAYLOAD = 1 << 20  # a delta's file object up to this size goes to the writer as bytes
 _GROUP_BYTES = 1 << 20  # payload bytes of small objects that go to a writer together

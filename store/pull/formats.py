@@ -6,20 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import blake3
 
-from store.deltas import (
-    DeltaEntry,
-    Superblock,
-    decode_superblock,
-    iter_delta_entries,
-    iter_delta_objects,
-)
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType
 from store.summary import decode_summary
+
+if TYPE_CHECKING:  # store.deltas is imported by a pull that uses a delta (~2 ms)
+    from store.deltas import DeltaEntry, Superblock
 
 
 @dataclass(frozen=True)
@@ -58,6 +54,8 @@ class Delta:
         self, read_part: Callable[[int], bytes]
     ) -> Iterator[tuple[ObjectId, ObjectType, bytes]]:
         """(id, kind, payload) of each object, unverified; ``read_part(i)`` once each."""
+        from store.deltas import iter_delta_objects
+
         yield from iter_delta_objects(self.superblock, read_part)
 
     def entries(
@@ -65,6 +63,8 @@ class Delta:
     ) -> Iterator[tuple[DeltaEntry, BinaryIO]]:
         """Each entry with its payload as a stream (good until the next one), read from
         the part files ``read_part(i)`` gives (once each; closed once read)."""
+        from store.deltas import iter_delta_entries
+
         yield from iter_delta_entries(self.superblock, read_part)
 
 
@@ -76,6 +76,8 @@ def open_delta(
     if blake3.blake3(data).digest() != digest:
         raise CorruptObjectError(f"{where}: the superblock is not the one the summary names")
     try:
+        from store.deltas import decode_superblock
+
         superblock = decode_superblock(data)
     except FormatError as exc:
         raise FormatError(f"{where}: the superblock is not valid: {exc}") from None

@@ -1,7 +1,8 @@
-"""The fixed costs of a small pull's commit (docs/decisions.md, "Pull's storage path and
-fixed costs, session 9"): renames into many object directories are made durable by one
-syncfs after them, not an fsync of each directory, and still before the index lists
-anything; a failure there commits nothing and leaves fsck clean."""
+"""The fixed costs of a small pull (docs/decisions.md, "Pull's storage path and fixed
+costs, session 9"): renames into many object directories are made durable by one syncfs
+after them, not an fsync of each directory, and still before the index lists anything
+(a failure there commits nothing and leaves fsck clean); a pull loads the delta code
+only when it applies a delta."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import store.transaction as transaction_module
 from store import FileHeader, ObjectId, Repository
 from store.fsck import fsck
 from store.index import Index, WriteBatch
+from tests.helpers import write_tree
+from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull
+from tests.net.servers import Nginx
 
 HEADER = FileHeader(0, 0, 0o100644)
 
@@ -113,3 +117,30 @@ def test_a_failed_sync_of_the_renames_commits_nothing(
         assert [txn.write_file(HEADER, content) for content in contents] == calls.ids
     assert all(user_repo.has_object(oid) for oid in calls.ids)
     assert fsck(user_repo, all_objects=True).clean
+
+
+def _imported(stderr: str) -> set[str]:
+    """The modules ``-X importtime`` (PYTHONPROFILEIMPORTTIME) reported as imported."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def test_a_pull_without_a_delta_never_imports_the_delta_code(
+    tmp_path: Path, nginx: Callable[[Path], Nginx]
+) -> None:
+    """store.deltas (and store.reachability below it) is loaded by a pull that applies a
+    delta only: it was imported by every pull through store.pull.formats (~2 ms)."""
+    served = tmp_path / "served"
+    archive_of(served / "repo", write_tree(tmp_path / "tree", {"a": "one\n", "d/b": "two\n"}))
+    server = nginx(served)
+    local = local_repo(tmp_path / "local")
+    add_remote(local, f"{server.url}repo/")
+    result = pull(local, "origin", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    imported = _imported(result.stderr)
+    assert {"store.pull.pull", "store.pull.formats", "store.summary"} <= imported
+    assert "store.deltas" not in imported and "store.reachability" not in imported
+    fsck_clean(local)
