@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import subprocess
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from store import FileHeader, RepoMode, Repository, filez
+from store.content import user_checkout_mode
 from store.deltas import decode_superblock
 from store.ids import ObjectId
 from tests.helpers import commit_dir, write_tree
@@ -357,3 +359,74 @@ def test_a_delta_payload_of_an_object_held_here_is_never_stored(tmp_path: Path) 
         assert any("/deltas/" in path for path in served.log)
     fsck_clean(local)
     assert sapwood_ok(local, "cat", "origin:main", "target").encode() == GENUINE
+
+
+# ----- 4. odd modes pulled into the user modes -------------------------------------------
+SAFE_MODES = (0o000, 0o200, 0o400, 0o444, 0o500, 0o604, 0o640, 0o1755)
+UNSAFE_MODES = (0o4755, 0o2755, 0o666, 0o777, 0o6711)
+
+
+def _odd_modes_tree(root: Path, modes: tuple[int, ...]) -> dict[str, int]:
+    """A file of each mode (a large one too, which goes the spooled way); name -> mode."""
+    files: dict[str, str | bytes] = {f"m{mode:04o}": f"{mode:o}\n" for mode in modes}
+    files["large"] = bytes(5 << 20) + b"large\n"
+    write_tree(root, files)
+    (root / "link").symlink_to("m0400")
+    wanted = {f"m{mode:04o}": mode for mode in modes} | {"large": modes[0]}
+    for name, mode in wanted.items():
+        os.chmod(root / name, mode)
+    return wanted
+
+
+def _pull_odd_modes(
+    tmp_path: Path, mode: str, modes: tuple[int, ...], delta: bool
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    archive = tmp_path / "archive"
+    _odd_modes_tree(tmp_path / "tree", modes)
+    archive_of(archive, tmp_path / "tree")
+    if delta:
+        sapwood_ok(archive, "static-delta", "generate", "--to", "main")
+        publish(archive)
+    local = local_repo(tmp_path / "local", mode)
+    with serve(archive) as served:
+        add_remote(local, served.url)
+        pull_result = pull(local, "origin", "main")
+        assert any("/deltas/" in path for path in served.log) == delta
+    return local, pull_result
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a setuid file to commit")
+@pytest.mark.parametrize("delta", [False, True], ids=["objects", "delta"])
+@pytest.mark.parametrize("mode", ["bare-user", "bare-user-only"])
+def test_odd_modes_pull_fsck_clean_and_check_out_as_recorded(
+    tmp_path: Path, mode: str, delta: bool
+) -> None:
+    """Mode 0, write-only, read-only and sticky files (and setuid, setgid, world-write
+    ones in bare-user) keep their recorded bits through a pull: bare-user objects are
+    created with their final bits since 23680a6."""
+    modes = SAFE_MODES + (UNSAFE_MODES if mode == "bare-user" else ())
+    local, result = _pull_odd_modes(tmp_path, mode, modes, delta)
+    assert result.returncode == 0, result.stderr
+    fsck_clean(local)
+    wanted = _odd_modes_tree(tmp_path / "again", modes)
+    sapwood_ok(local, "checkout", "-U", "origin:main", tmp_path / "out")
+    for name, recorded in wanted.items():
+        shown = stat.S_IMODE((tmp_path / "out" / name).lstat().st_mode)
+        assert shown == user_checkout_mode(recorded), f"{name}: {shown:o}"
+    assert os.readlink(tmp_path / "out/link") == "m0400"
+    assert (tmp_path / "out/large").stat().st_size == (5 << 20) + 6
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a setuid file to commit")
+@pytest.mark.parametrize("delta", [False, True], ids=["objects", "delta"])
+@pytest.mark.parametrize("unsafe", UNSAFE_MODES)
+def test_bare_user_only_refuses_an_unsafe_mode_in_one_line(
+    tmp_path: Path, unsafe: int, delta: bool
+) -> None:
+    local, result = _pull_odd_modes(tmp_path, "bare-user-only", (0o644, unsafe), delta)
+    assert result.returncode != 0
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "setuid, setgid or world-writable" in err, err
+    assert "origin:main" not in refs(local)
+    fsck_clean(local)
