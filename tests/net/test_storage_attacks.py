@@ -7,10 +7,14 @@ attack15.md)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import random
+import signal
 import stat
 import struct
 import subprocess
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +25,7 @@ from store import FileHeader, RepoMode, Repository, filez
 from store.content import user_checkout_mode
 from store.deltas import decode_superblock
 from store.ids import ObjectId
-from tests.helpers import commit_dir, write_tree
+from tests.helpers import cli, commit_dir, spawn, write_tree
 from tests.net.repos import (
     add_remote,
     archive_of,
@@ -430,3 +434,83 @@ def test_bare_user_only_refuses_an_unsafe_mode_in_one_line(
     assert "setuid, setgid or world-writable" in err, err
     assert "origin:main" not in refs(local)
     fsck_clean(local)
+
+
+# ----- 5. a failing sync and a killed pull -----------------------------------------------
+def _many_files(count: int) -> dict[str, str | bytes]:
+    """Files whose objects fall into far more than 16 object directories."""
+    return {f"d{n % 7}/f{n:04d}": f"file {n}\n" for n in range(count)}
+
+
+@pytest.mark.parametrize("failing", [1, 2], ids=["content-sync", "rename-sync"])
+def test_a_pull_whose_sync_fails_commits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: int
+) -> None:
+    """b4dc014: renames into more than 16 directories are made durable by a second
+    syncfs; when either fails (EIO), the pull fails in one line, moves no ref and
+    leaves fsck clean, and the next pull stores everything."""
+    import store.transaction
+
+    archive = _served_archive(tmp_path, _many_files(300))
+    local = tmp_path / "local"
+    sapwood_ok(local, "init", "--mode", "bare-user")  # fsync on: the syncs to fail
+    real = store.transaction.syncfs
+    calls: list[Path] = []
+
+    def syncfs(path: Path) -> None:
+        calls.append(path)
+        if len(calls) == failing:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        real(path)
+
+    monkeypatch.setattr(store.transaction, "syncfs", syncfs)
+    with serve(archive) as served:
+        add_remote(local, served.url)
+        result = cli("--repo", local, "pull", "origin", "main")
+        assert result.code != 0 and len(calls) == failing
+        err = result.err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert "origin:main" not in refs(local)
+        fsck_clean(local)
+        monkeypatch.setattr(store.transaction, "syncfs", real)
+        again = cli("--repo", local, "pull", "origin", "main")
+        assert again.code == 0, again.err
+    fsck_clean(local)
+    assert sapwood_ok(local, "cat", "origin:main", "d5/f0299") == "file 299\n"
+
+
+KILLS = 20 if os.environ.get("SAPWOOD_LONG") else 6
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["objects", "delta"])
+def test_a_pull_killed_at_random_moments_leaves_fsck_clean(tmp_path: Path, delta: bool) -> None:
+    """SIGKILL at a random moment of a pull (fsync on, the syncfs path): each time fsck
+    is clean and the ref is absent or the whole commit; a last pull completes."""
+    archive = _served_archive(tmp_path, _many_files(1500))
+    head = refs(archive)["main"]
+    if delta:
+        sapwood_ok(archive, "static-delta", "generate", "--to", "main")
+        publish(archive)
+    local = tmp_path / "local"
+    sapwood_ok(local, "init", "--mode", "bare-user")
+    rng = random.Random(15)
+    with serve(archive) as served:
+        add_remote(local, served.url)
+        start = time.monotonic()
+        assert pull(local, "origin", "main").returncode == 0
+        whole = time.monotonic() - start
+        sapwood_ok(local, "refs", "--delete", "origin:main")
+        sapwood_ok(local, "prune", "--refs-only")
+        for _ in range(KILLS):
+            child = spawn("pull", "origin", "main", repo=local, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.2, whole))
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            fsck_clean(local)
+            assert refs(local).get("origin:main") in (None, head)
+            if "origin:main" in refs(local):
+                sapwood_ok(local, "refs", "--delete", "origin:main")
+                sapwood_ok(local, "prune", "--refs-only")
+        assert pull(local, "origin", "main").returncode == 0
+    fsck_clean(local)
+    assert sapwood_ok(local, "cat", "origin:main", "d1/f1499") == "file 1499\n"
