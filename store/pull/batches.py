@@ -50,6 +50,13 @@ class Batches:
         self._running = 0
         self.stored = 0
 
+    @property
+    def stopped(self) -> bool:
+        """Whether work is to stop (a failure, or abandon()): a piece of work that
+        stores many objects checks it between them and raises Stopped (attack14.md,
+        finding 1: a failure or a Ctrl-C waited for every running piece's 64 objects)."""
+        return self._failed.is_set()
+
     def submit(self, work: Work, weight: int = 1) -> None:
         """Run ``work(txn)`` in the pool, in the batch being filled; ``weight``: the
         objects it stores (a batch holds ``size`` objects, not pieces of work)."""

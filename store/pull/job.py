@@ -5,6 +5,7 @@ step uses: a 404 becomes ObjectMissingError, many requests run in flight."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ class _Job:
     allow_downgrade: bool
     batches: Batches | None
     _meta_pool: ThreadPoolExecutor | None = None  # see _metadata_pool
+    _meta_stop: threading.Event
     where: str
 
     # ----- fetching --------------------------------------------------------------------
@@ -85,10 +87,13 @@ class _Job:
         [data] = self._get_objects([object_id], kind)
         return data
 
-    def _get_objects(self, ids: list[ObjectId], kind: ObjectType) -> list[bytes]:
+    def _get_objects(
+        self, ids: list[ObjectId], kind: ObjectType, stop: threading.Event | None = None
+    ) -> list[bytes]:
         """Metadata objects' bytes, hashed as they come: the fetcher asks anew on a new
         connection for bytes that are not the object (a server out of step with the
-        requests); the caller decodes them."""
+        requests); the caller decodes them. _GroupStopped between two objects once
+        ``stop`` is set."""
 
         def checked(object_id: ObjectId, body: BinaryIO) -> bytes:
             data = body.read(self.settings.max_metadata_size + 1)
@@ -96,8 +101,13 @@ class _Job:
             self.tracker.add_object()
             return data
 
+        found = []
         with contextlib.closing(self._fetch_objects(ids, kind, checked)) as fetched:
-            return [data for _, data in fetched]
+            for _, data in fetched:
+                found.append(data)
+                if stop is not None and stop.is_set():
+                    raise _GroupStopped
+        return found
 
     def _fetch_objects(
         self,
@@ -135,12 +145,16 @@ class _Job:
         """The bytes of every metadata object of ``ids``, in order: in groups, each
         pipelined by one thread of the metadata pool (see :meth:`_metadata_pool`)."""
         pool = self._metadata_pool()
+        stop = self._meta_stop
         size = max(1, min(GROUP, -(-len(ids) // self._metadata_workers)))
         groups = [ids[start : start + size] for start in range(0, len(ids), size)]
-        futures = [pool.submit(self._get_objects, group, kind) for group in groups]
+        futures = [pool.submit(self._get_objects, group, kind, stop) for group in groups]
         try:
             for future in futures:
                 yield from future.result()
+        except BaseException:  # the walk fails: running groups stop after their object
+            stop.set()
+            raise
         finally:
             _settle(futures)
 
@@ -153,6 +167,7 @@ class _Job:
         if pool is None:
             pool = ThreadPoolExecutor(self._metadata_workers, thread_name_prefix="pull-meta")
             self._meta_pool = pool
+            self._meta_stop = threading.Event()
         return pool
 
     @property
@@ -162,12 +177,18 @@ class _Job:
     def _stop_metadata_pool(self) -> None:
         pool = self._meta_pool
         if pool is not None:
+            self._meta_stop.set()  # a group still running stops after its object
             self._meta_pool = None
             pool.shutdown(wait=True, cancel_futures=True)
 
     @property
     def _spool_dir(self) -> str:
         return str(self.repo.path / "tmp")
+
+
+class _GroupStopped(Exception):
+    """A group of metadata objects left unfinished: the walk stopped (never raised to
+    a caller: its future is not waited on for a result)."""
 
 
 def _settle(futures: list[Future[_T]]) -> None:

@@ -7,7 +7,8 @@ sends a window of requests at once on one kept-alive connection and reads the
 answers from one buffer, refilling the window as they come.
 
 The lane handles the common case only, strictly, and never decides an error itself:
-a status line ``HTTP/1.1 200``, a head of at most ``MAX_HEAD`` bytes, a
+a status line ``HTTP/1.1 200`` (after any 1xx heads but 101, read past within the same
+deadline), a head of at most ``MAX_HEAD`` bytes, a
 Content-Length (at most the caller's limit), no Transfer-Encoding. A 4xx (but 408
 and 429) is final, as on the per-object path, which never asks again: the same
 NetworkError is raised here (a missing object is asked once). Anything else (an
@@ -367,7 +368,10 @@ class Lane:
                 self._count_requests(more - sent)
                 conn.send(self._requests(relpaths[sent:more]))
                 sent = more
-            head = self._head(conn)
+            due = time.monotonic() + self._settings.read_timeout
+            head = self._head(conn, due)
+            while 100 <= head.status < 200 and head.status != 101:
+                head = self._head(conn, due)  # 100 Continue, 103 Early Hints: read past
             if head.status != 200:
                 if 400 <= head.status < 500 and head.status not in (408, 429):
                     url = self._target.url + relpaths[index]  # final: as the per-object
@@ -392,9 +396,8 @@ class Lane:
             for relpath in relpaths
         ).encode("ascii")
 
-    def _head(self, conn: _Connection) -> _Head:
-        """The next head, whole within the read timeout of now."""
-        due = time.monotonic() + self._settings.read_timeout
+    def _head(self, conn: _Connection, due: float) -> _Head:
+        """The next head, whole by ``due`` (time.monotonic())."""
         scanned = 0
         while True:
             buffer = conn.buffer

@@ -12,6 +12,7 @@ from typing import BinaryIO
 from store.errors import CorruptObjectError
 from store.ids import ObjectId, ObjectType
 from store.objects import DirTree, MetaObject
+from store.pull.batches import Stopped
 from store.pull.job import GROUP, _Job
 from store.pull.objects import DecodedContent, decoded_filez, verified_meta
 from store.repo import Repository
@@ -121,6 +122,8 @@ class _Walk(_Job):
                 finally:
                     content.close()
                 self.tracker.add_object(content=True)
+                if self.batches is not None and self.batches.stopped:
+                    raise Stopped  # a failure elsewhere, or a Ctrl-C: not the group's end
 
 
 def _has_partial_commits(repo: Repository) -> bool:
