@@ -514,3 +514,37 @@ def test_a_pull_killed_at_random_moments_leaves_fsck_clean(tmp_path: Path, delta
         assert pull(local, "origin", "main").returncode == 0
     fsck_clean(local)
     assert sapwood_ok(local, "cat", "origin:main", "d1/f1499") == "file 1499\n"
+
+
+@pytest.mark.xfail(strict=True, reason="attack15 2")
+def test_a_failing_delta_object_stops_the_other_groups_between_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """be9baae sends a delta's small objects to the writers 64 to a piece of work;
+    Batches' stop flag is checked when a piece starts, and the delta's pieces never
+    check it between objects (the walk's do, attack14 1): once an object fails, the
+    pull waits for every running group to store its 64 objects before it says so
+    (each object was its own piece before). Here each store takes 0.1 s: the pull
+    failed after ~6.4 s, not at once; a hostile server's group of 64 objects of
+    zeros (a few KiB of payload each, up to max_object_size of content) holds a
+    failure or a Ctrl-C for as long as it takes to write them all."""
+    from store.pull import objects
+
+    delta = _delta_archive(tmp_path, {f"f{n:03d}": f"{n}\n" for n in range(192)})
+    _flip_payload_byte(delta, _index_of(delta, b"f", 64))  # the first of the second group
+    local = local_repo(tmp_path / "local")
+    real = objects.DecodedContent.store
+
+    def slow_store(self: objects.DecodedContent, *args: object) -> None:
+        time.sleep(0.1)
+        real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(objects.DecodedContent, "store", slow_store)
+    with serve(delta.parent.parent) as served:
+        add_remote(local, served.url)
+        start = time.monotonic()
+        result = cli("--repo", local, "pull", "origin", "main")
+        took = time.monotonic() - start
+    assert result.code != 0 and "zstd frame" in result.err, result.err
+    assert "origin:main" not in refs(local)
+    assert took < 2.5, f"the failure was reported after {took:.1f} s"
