@@ -8,12 +8,15 @@ attack15.md)."""
 from __future__ import annotations
 
 import errno
+import http.server
 import os
 import random
 import signal
+import socket
 import stat
 import struct
 import subprocess
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -548,3 +551,80 @@ def test_a_failing_delta_object_stops_the_other_groups_between_objects(
     assert result.code != 0 and "zstd frame" in result.err, result.err
     assert "origin:main" not in refs(local)
     assert took < 2.5, f"the failure was reported after {took:.1f} s"
+
+
+# ----- 6. bodies that come a few bytes at a time ----------------------------------------
+class _Drip(http.server.BaseHTTPRequestHandler):
+    """Serves the files of ``server.root`` in pieces of 5 bytes, each sent on its own
+    (TCP_NODELAY), with Content-Length or chunked: every read of the client's gets
+    what has come so far, never more than a few bytes."""
+
+    protocol_version = "HTTP/1.1"
+    server: _DripServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_GET(self) -> None:
+        path = self.server.root / self.path.lstrip("/").split("?")[0]
+        if not path.is_file():
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        if self.server.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.flush()
+        for at in range(0, len(data), 5):
+            piece = data[at : at + 5]
+            if self.server.chunked:
+                piece = b"%x\r\n%s\r\n" % (len(piece), piece)
+            self.wfile.write(piece)
+            self.wfile.flush()
+            if at % 400 == 0:
+                time.sleep(0.001)
+        if self.server.chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _DripServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, chunked: bool) -> None:
+        super().__init__(("127.0.0.1", 0), _Drip)
+        self.root = root
+        self.chunked = chunked
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["objects", "delta"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_bodies_that_come_five_bytes_at_a_time_pull_whole(
+    tmp_path: Path, chunked: bool, delta: bool
+) -> None:
+    """SWZ2 is decoded straight from its frames (23680a6): every read of a frame's
+    length and bytes must be whole however the body comes (a short read is no end)."""
+    files: dict[str, str | bytes] = {f"f{n}": GENUINE + str(n).encode() for n in range(6)}
+    archive = _delta_archive(tmp_path, files) if delta else _served_archive(tmp_path, files)
+    archive = archive.parent.parent if delta else archive
+    local = local_repo(tmp_path / "local")
+    server = _DripServer(archive, chunked)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        add_remote(local, f"http://127.0.0.1:{server.server_address[1]}/")
+        result = pull(local, "origin", "main", env={"SAPWOOD_HTTP_TIMEOUT": "10"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    fsck_clean(local)
+    assert sapwood_ok(local, "cat", "origin:main", "f5").encode() == GENUINE + b"5"
