@@ -224,3 +224,27 @@ def test_the_frame_table_of_a_huge_object_stays_within_its_bound(tmp_path: Path)
         assert framed.read(size - 31, 100) == b"\0" + b"end" * 10
     finally:
         framed.close()
+
+
+@pytest.mark.parametrize("noted", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("frames", [1, 2, 9, 16, 17, 40])
+def test_every_frame_reads_right_whatever_the_stride(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noted: int, frames: int
+) -> None:
+    """MAX_NOTED made tiny: frames of distinct content, each read alone (through the
+    starts kept and the lengths walked from them), and a read across every frame."""
+    monkeypatch.setattr("store.framed.MAX_NOTED", noted)
+    chunks = [bytes([n]) * filez.CHUNK for n in range(frames - 1)] + [b"tail %d" % frames]
+    path = tmp_path / "object"
+    path.write_bytes(b"".join(filez.frames(chunks)))
+    size = sum(map(len, chunks))
+    fd = os.open(path, os.O_RDONLY)
+    framed = FramedContent(fd, ObjectId(bytes(32)), size, 0)
+    try:
+        framed.locate()
+        assert framed.located_bytes <= 8 * max(noted, 1)
+        for index in reversed(range(frames)):
+            assert framed.chunk(index) == chunks[index]
+        assert framed.read(0, size) == b"".join(chunks)
+    finally:
+        framed.close()
