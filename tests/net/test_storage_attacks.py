@@ -28,7 +28,7 @@ from store import FileHeader, RepoMode, Repository, filez
 from store.content import user_checkout_mode
 from store.deltas import decode_superblock
 from store.ids import ObjectId
-from tests.helpers import cli, commit_dir, spawn, write_tree
+from tests.helpers import background_mount, cli, commit_dir, spawn, write_tree
 from tests.net.repos import (
     add_remote,
     archive_of,
@@ -101,13 +101,14 @@ def _served_archive(tmp_path: Path, files: dict[str, str | bytes] | None = None)
 
 # ----- 1. the umask of the process -------------------------------------------------------
 @pytest.mark.xfail(strict=True, reason="attack15 1")
-@pytest.mark.parametrize("mode", [RepoMode.BARE_USER, RepoMode.BARE_USER_ONLY])
+@pytest.mark.parametrize("mode", [RepoMode.BARE_USER, RepoMode.BARE_USER_ONLY, RepoMode.ARCHIVE])
 def test_objects_keep_their_bits_when_the_umask_changes_after_import(
     tmp_path: Path, mode: RepoMode
 ) -> None:
     """store/content.py read the umask once, at import: an object created with its final
     bits under a stricter umask set later lost group/other read (0644 stored 0600), and
-    fsck called it corrupt. bare-user took the flaw in 23680a6 (it chmodded always)."""
+    fsck called it corrupt. bare-user took the flaw in 23680a6 (it chmodded always);
+    archive objects, to be served by any web server, came out 0600 (fsck says nothing)."""
     tree = write_tree(tmp_path / "tree", {"a": "a\n", "b": "b\n"})
     os.chmod(tree / "a", 0o644)
     os.chmod(tree / "b", 0o664)
@@ -118,9 +119,9 @@ def test_objects_keep_their_bits_when_the_umask_changes_after_import(
     finally:
         os.umask(old)
     bits = sorted(
-        stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "repo/objects").glob("*/*.file")
+        stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "repo/objects").glob("*/*.file*")
     )
-    assert bits == [0o644, 0o664]
+    assert bits == ([0o644, 0o644] if mode is RepoMode.ARCHIVE else [0o644, 0o664])
     fsck_clean(tmp_path / "repo")
 
 
@@ -650,3 +651,18 @@ def test_a_commit_killed_at_random_moments_leaves_fsck_clean(tmp_path: Path, mod
         child.wait()
         fsck_clean(repo)
     assert sapwood_ok(repo, "cat", "probe", "d1/f1499") == "file 1499\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a setuid file to commit")
+def test_odd_modes_pulled_into_bare_user_show_as_recorded_in_a_mount(tmp_path: Path) -> None:
+    """The mount shows the recorded bits (setuid, mode 0 and all), whatever the object's
+    own bits on disk are."""
+    modes = SAFE_MODES + UNSAFE_MODES
+    local, result = _pull_odd_modes(tmp_path, "bare-user", modes, delta=True)
+    assert result.returncode == 0, result.stderr
+    wanted = _odd_modes_tree(tmp_path / "again", modes)
+    with background_mount(local, tmp_path / "mnt", "origin:main") as mnt:
+        for name, recorded in wanted.items():
+            assert stat.S_IMODE((mnt / name).lstat().st_mode) == recorded, name
+        assert os.readlink(mnt / "link") == "m0400"
+        assert (mnt / "m0000").read_bytes() == b"0\n"  # root reads what mode 0 hides
