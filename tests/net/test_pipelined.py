@@ -10,7 +10,10 @@ may misbehave, for one connection's bytes at a time.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,6 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from store.errors import NetworkError
+from store.pull.http import Fetcher
+from store.pull.settings import FetchSettings
 from tests.helpers import write_tree
 from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull, refs, sapwood_ok
 from tests.net.test_bad_input import REFUSED_WITHIN, source_tree
@@ -373,3 +379,54 @@ def test_a_huge_head(setup: Setup, times: int | None) -> None:
         refused(setup, server)
     else:
         pulled(setup, server)
+
+
+# ----- TLS ------------------------------------------------------------------------------------
+class _Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def tls_echo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 (a certificate this test trusts) answering each GET
+    with its path; its port."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subj = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [*request, *subj, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_lane_over_tls_checks_the_host_name(tls_echo: int) -> None:
+    """Pipelined over TLS with the certificate checked: every answer in order, on the
+    lane alone; a name the certificate does not hold is refused (by the per-object
+    path, in its words)."""
+    names = [f"o{number}" for number in range(100)]
+    with Fetcher(f"https://127.0.0.1:{tls_echo}/repo/", FetchSettings(retries=0)) as fetcher:
+        got = list(fetcher.fetch_many(names, 1000, lambda index, body: body.read()))
+        assert got == [(name, f"/repo/{name}".encode()) for name in names]
+        assert fetcher.requests == 100
+    wrong = f"https://localhost:{tls_echo}/repo/"
+    refused = pytest.raises(NetworkError, match=r"TLS error: .*CERTIFICATE_VERIFY_FAILED")
+    with Fetcher(wrong, FetchSettings(retries=0)) as fetcher, refused:
+        list(fetcher.fetch_many(["o1"], 1000, lambda index, body: body.read()))
