@@ -320,3 +320,34 @@ def test_the_child_opens_and_lists_nothing_outside_the_tree(tmp_path: Path) -> N
             assert path == inside or path.startswith(inside + b"/"), line
             checked += 1
     assert checked > 20
+
+
+@pytest.mark.parametrize("failing", ["socketpair", "pipe", "popen"])
+def test_a_child_that_cannot_be_started_leaves_no_fd_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Out of fds (EMFILE) while the lister is being started, whatever call meets it:
+    _spawn says no (the threads list instead) and every fd it had made is closed (the
+    working tree's socketpair version left the root's duplicate open: attack16 3)."""
+    if not hasattr(Prefetcher, "_spawn"):
+        pytest.skip("this fs/prefetch.py has no child lister")
+    import socket
+
+    def out_of_fds(*args: object, **kwargs: object) -> object:
+        raise OSError(24, "Too many open files")
+
+    target = {"socketpair": socket, "pipe": os, "popen": subprocess}[failing]
+    name = {"socketpair": "socketpair", "pipe": "pipe", "popen": "Popen"}[failing]
+    monkeypatch.setattr(fs.prefetch, "_IN_A_CHILD", True, raising=False)
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        prefetcher = Prefetcher(root)
+        with monkeypatch.context() as patched:
+            patched.setattr(target, name, out_of_fds)
+            started = prefetcher._spawn()  # True where that call is not made
+        prefetcher.stop()
+        assert started or prefetcher._child is None
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    finally:
+        os.close(root)
