@@ -19,9 +19,10 @@ every call that lets go of the GIL (an lstat of the scan, an open or getdents of
 thread) was a hand-off between a dozen threads on two cores. Cold farm re-commit,
 nice -10, load 3-3.5, 4 runs each, caches dropped: threads in the process 1.75-2.10 s,
 in the child 1.46-1.60 s (session 8's code: 2.04-2.80). The child is told the scan's
-progress by a byte a directory entered down its stdin (a pipe that never blocks the
-scan), is killed and reaped by :meth:`Prefetcher.stop`, and lists in threads of the
-scan's process if it cannot be started (tests also list in threads, to watch them).
+progress by a byte a directory entered down its stdin (a socket, sent to without
+waiting and without SIGPIPE: a child gone or behind never holds nor kills the scan),
+is killed and reaped by :meth:`Prefetcher.stop`, and lists in threads of the scan's
+process if it cannot be started (tests also list in threads, to watch them).
 
 A thread reads a directory with getdents64 (through ctypes, a 32 KiB batch a call), not
 scandir: scandir lets go of the interpreter once an entry, and 16 threads doing
@@ -80,9 +81,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    import socket
     import subprocess
 
 try:
@@ -124,7 +126,7 @@ class Prefetcher:
         self._skip = skip
         self._max_depth = max_depth
         self._child: subprocess.Popen[bytes] | None = None  # the lister, once started
-        self._progress: IO[bytes] | None = None  # its stdin: a byte a directory entered
+        self._progress: socket.socket | None = None  # its stdin: a byte a directory entered
         self._done: Callable[[int], object] | None = None  # told the count when all ended
         self._cold_listings = 0
         self._started = False
@@ -212,49 +214,55 @@ class Prefetcher:
     def _spawn(self) -> bool:
         """Start the child that lists the tree (see the module's docstring); False if
         it cannot be started (the threads list it in this process then)."""
+        import socket
         import subprocess
 
-        if not sys.executable or not __file__:
-            return False
+        if not os.path.basename(sys.executable).startswith("python") or not __file__:
+            return False  # not an interpreter's command line (an embedding program)
         argv = [sys.executable, "-I", "-S", __file__, str(_THREADS), str(self._max_depth)]
         argv += [str(self._entered), *(path.hex() for path in sorted(self._skip))]
         try:
             root = os.dup(self._root_fd)
+            ours, theirs = socket.socketpair()  # sent to with MSG_NOSIGNAL: never a SIGPIPE
         except OSError:
             return False
         try:
             child = subprocess.Popen(
                 [*argv, str(root)],
-                stdin=subprocess.PIPE,
+                stdin=theirs.fileno(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 pass_fds=(root,),
             )
         except (OSError, ValueError):
             log.debug("cannot start the lister, listing in threads", exc_info=True)
+            ours.close()
             return False
         finally:
             os.close(root)
-        assert child.stdin is not None
-        os.set_blocking(child.stdin.fileno(), False)
-        self._child, self._progress = child, child.stdin
+            theirs.close()
+        self._child, self._progress = child, ours
         log.debug("the tree is read from the disk: listing it ahead in process %d", child.pid)
         return True
 
     def _tell_child(self) -> None:
-        """One more directory entered: a byte down the child's stdin (none if the pipe is
-        full or the child ended: it is then far behind, or done)."""
+        """One more directory entered: a byte down the child's stdin, never waiting (none
+        if its buffer is full or the child ended: it is then far behind, or done)."""
+        import socket
+
         assert self._progress is not None
         try:
-            os.write(self._progress.fileno(), b".")
-        except (BlockingIOError, BrokenPipeError):
+            self._progress.send(b".", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except (BlockingIOError, BrokenPipeError, ConnectionError):
             pass
         except OSError:
-            log.debug("the lister's pipe failed", exc_info=True)
+            log.debug("the lister's socket failed", exc_info=True)
 
     def _stop_child(self, child: subprocess.Popen[bytes]) -> None:
         """Kill the child and reap it, waiting at most _STOP_WAIT seconds (one held by
         a filesystem that hangs dies when that returns: it changes nothing anyway)."""
+        import subprocess
+
         self._child = None
         if self._progress is not None:
             with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -228,3 +229,33 @@ def test_a_cold_scan_starts_the_child_and_stop_ends_it(
     trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
     assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
     assert not _prefetch_threads()
+
+
+def test_a_child_gone_early_neither_holds_nor_kills_the_scan(
+    user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child killed as soon as it started (an OOM kill, say), SIGPIPE at its
+    default (a program using the library may set it so): the scan goes on telling it of
+    each directory, and the commit is made as if it had never been started."""
+    monkeypatch.setattr(fs.prefetch, "_IN_A_CHILD", True)
+    source = _tree(tmp_path)
+    warm = commit_dir(user_repo, source, "warm")
+    real_spawn = Prefetcher._spawn
+
+    def spawn_and_kill(self: Prefetcher) -> bool:
+        started = real_spawn(self)
+        assert self._child is not None
+        self._child.kill()
+        self._child.wait()
+        return started
+
+    monkeypatch.setattr(Prefetcher, "_spawn", spawn_and_kill)
+    blocks = itertools.count()
+    monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        cold = commit_dir(user_repo, source, "cold")
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+    trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
+    assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
