@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 from store.errors import CorruptObjectError, NetworkError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.pull import formats
+from store.pull.batches import Stopped
 from store.pull.job import GROUP, _Job, _settle, _Wanted
 from store.pull.objects import DecodedContent, decoded_filez, verified_meta
 from store.transaction import Transaction
@@ -171,3 +172,5 @@ class _Deltas(_Job):
                 content.store(txn, object_id, self.repo.mode)
             finally:
                 content.close()
+            if self.batches is not None and self.batches.stopped:
+                raise Stopped  # a failure elsewhere, or a Ctrl-C: not the group's end (attack15 2)

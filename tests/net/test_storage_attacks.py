@@ -520,7 +520,6 @@ def test_a_pull_killed_at_random_moments_leaves_fsck_clean(tmp_path: Path, delta
     assert sapwood_ok(local, "cat", "origin:main", "d1/f1499") == "file 1499\n"
 
 
-@pytest.mark.xfail(strict=True, reason="attack15 2")
 def test_a_failing_delta_object_stops_the_other_groups_between_objects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
