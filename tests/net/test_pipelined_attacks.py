@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ import pytest
 
 from tests.helpers import sapwood_argv, write_tree
 from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull, refs, sapwood_ok
+from tests.net.test_keepalive_attacks import _tls_context
 
 TIMEOUT = "2"  # SAPWOOD_HTTP_TIMEOUT of every pull here (conftest's too)
 WITHIN = 30.0  # seconds: any pull here, good or refused
@@ -88,6 +90,7 @@ class Hostile:
     asked: Counter[str] = field(default_factory=Counter)
     connections: int = 0
     remote: str = ""
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this context
     fired: threading.Event = field(default_factory=threading.Event)  # the misdeed was done
     stopping: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -100,7 +103,8 @@ class Hostile:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/"
 
     def stop(self) -> None:
         self.stopping.set()
@@ -132,6 +136,10 @@ class Hostile:
 
     def _serve(self, sock: socket.socket) -> None:
         with contextlib.suppress(OSError), sock:
+            if self.tls is not None:
+                sock.settimeout(5)
+                sock = self.tls.wrap_socket(sock, server_side=True)
+                sock.settimeout(None)
             self.script(self, Conn(self, sock))
 
 
@@ -156,7 +164,7 @@ class Setup:
     commit: str
     local: Path
     tmp: Path
-    serve: Callable[[Script], Hostile]
+    serve: Callable[..., Hostile]
 
     def objects(self, suffix: str = "filez") -> list[str]:
         files = sorted((self.archive / "objects").glob(f"*/*.{suffix}"))
@@ -189,8 +197,8 @@ def make_setup(tmp_path: Path, count: int = 40) -> Iterator[Setup]:
     sapwood_ok(local, "commit", "-b", "mine", write_tree(tmp_path / "mine", {"a": "a\n"}))
     servers: list[Hostile] = []
 
-    def serve(script: Script) -> Hostile:
-        server = Hostile(archive, script, remote=f"r{len(servers) + 1}").start()
+    def serve(script: Script, tls: ssl.SSLContext | None = None) -> Hostile:
+        server = Hostile(archive, script, remote=f"r{len(servers) + 1}", tls=tls).start()
         servers.append(server)
         add_remote(local, server.url, server.remote)
         return server
@@ -823,3 +831,96 @@ def test_a_ctrl_c_during_windows_leaves_the_repository_clean(wide: Setup) -> Non
     fsck_clean(wide.local)
     server.script = plain
     pulled(wide, server)
+
+
+# ----- TLS ------------------------------------------------------------------------------------
+@pytest.fixture
+def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    return _tls_context(tmp_path, monkeypatch)
+
+
+def test_tls_answers_are_pipelined(setup: Setup, tls: ssl.SSLContext) -> None:
+    server = setup.serve(plain, tls=tls)
+    pulled(setup, server)
+    assert server.connections <= 12, server.connections  # the lane stayed on
+    no_loop(server, 1)
+
+
+@pytest.mark.parametrize("how", ["ragged-close", "reset", "wrong-object"])
+def test_tls_connections_that_break_after_k_answers(
+    setup: Setup, tls: ssl.SSLContext, how: str
+) -> None:
+    """Every pipelined TLS connection breaks after 3 answers: closed without
+    close_notify, reset, or answering another object."""
+    other = setup.archive.joinpath(setup.objects()[0].lstrip("/")).read_bytes()
+
+    def script(server: Hostile, conn: Conn) -> None:
+        while (path := conn.request()) is not None:
+            if conn.nth <= 3 or not is_object(path) or not conn.buffer:
+                conn.send(server.plain(path))
+                continue
+            server.fired.set()
+            if how == "wrong-object":
+                conn.send(response(other))
+                continue
+            raw = conn.sock
+            if how == "reset":
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            os.close(raw.detach())  # no close_notify
+            return
+
+    server = setup.serve(script, tls=tls)
+    took = pulled(setup, server)
+    assert server.fired.is_set()
+    assert took < 20, took
+    no_loop(server)
+
+
+def test_tls_a_handshake_that_stalls_is_given_up_in_time(setup: Setup, tls: ssl.SSLContext) -> None:
+    """Every connection stalls before its TLS handshake: the pull is refused in time
+    (each path's connect timeout), cleanly; then the server behaves."""
+
+    def stalled(server: Hostile, conn: Conn) -> None:
+        plain(server, conn)  # never reached while the handshake stalls
+
+    server = setup.serve(stalled, tls=tls)
+    serve_one = server._serve
+
+    def stalling(sock: socket.socket) -> None:
+        if server.script is stalled:
+            with sock:
+                server.stopping.wait(60)
+            return
+        serve_one(sock)
+
+    server._serve = stalling  # type: ignore[method-assign]
+    line = either(setup, server)
+    assert line != "pulled"
+
+
+def test_tls_handshakes_that_stall_now_and_then_cost_one_timeout(
+    wide: Setup, tls: ssl.SSLContext
+) -> None:
+    """Every other connection stalls before its TLS handshake (a balancer with one dead
+    backend): the lane's connect times out; it should not try again for every group
+    (each try costs the connect timeout, 10 s by default), but be off as after any
+    timeout."""
+    server = wide.serve(plain, tls=tls)
+    serve_one = server._serve
+    count = Counter[str]()
+    lock = threading.Lock()
+
+    def stalling(sock: socket.socket) -> None:
+        with lock:
+            count["all"] += 1
+            stall = count["all"] % 2 == 0 and server.script is plain
+            count["stalled"] += stall
+        if stall:
+            with sock:
+                server.stopping.wait(60)
+            return
+        serve_one(sock)
+
+    server._serve = stalling  # type: ignore[method-assign]
+    took = pulled(wide, server, env={"SAPWOOD_HTTP_CONNECTIONS": "2"})
+    assert count["stalled"] <= 3, (count, took)
