@@ -924,3 +924,30 @@ def test_tls_handshakes_that_stall_now_and_then_cost_one_timeout(
     server._serve = stalling  # type: ignore[method-assign]
     took = pulled(wide, server, env={"SAPWOOD_HTTP_CONNECTIONS": "2"})
     assert count["stalled"] <= 3, (count, took)
+
+
+# ----- endless interim answers ------------------------------------------------------------------
+@pytest.mark.parametrize("times", [1, None])
+def test_endless_100_continue_for_one_object(setup: Setup, times: int | None) -> None:
+    """One object's answer is 100 Continue heads, fast, for ever (its first ask, or every
+    ask): each path gives up on the head within its deadline; pulled, or refused."""
+    target = setup.path_of("d/f007")
+
+    def script(server: Hostile, conn: Conn) -> None:
+        while (path := conn.request()) is not None:
+            if path == target and (times is None or server.asked[path] <= times):
+                server.fired.set()
+                interim = b"HTTP/1.1 100 Continue\r\n\r\n" * 256
+                while not server.stopping.is_set():
+                    conn.send(interim)
+                    time.sleep(0.001)
+                return
+            conn.send(server.plain(path))
+
+    server = setup.serve(script)
+    started = time.monotonic()
+    line = either(setup, server)
+    took = time.monotonic() - started
+    assert server.fired.is_set()
+    assert (line == "pulled") == (times == 1), line
+    assert took < WITHIN, took
