@@ -222,9 +222,14 @@ class Prefetcher:
         argv = [sys.executable, "-I", "-S", __file__, str(_THREADS), str(self._max_depth)]
         argv += [str(self._entered), *(path.hex() for path in sorted(self._skip))]
         try:
-            root = os.dup(self._root_fd)
             ours, theirs = socket.socketpair()  # sent to with MSG_NOSIGNAL: never a SIGPIPE
         except OSError:
+            return False
+        try:
+            root = os.dup(self._root_fd)
+        except OSError:
+            ours.close()
+            theirs.close()
             return False
         try:
             child = subprocess.Popen(
@@ -416,12 +421,15 @@ _DIRENT = struct.Struct("=QqHB")  # d_ino, d_off, d_reclen, d_type; then the nam
 
 
 def _dirents(batch: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(inode, type, name) of each linux_dirent64 in one getdents64 batch."""
+    """(inode, type, name) of each linux_dirent64 in one getdents64 batch; a record
+    too short to hold a name ends the batch (the kernel writes none: attack16 1)."""
     unpack, size, at = _DIRENT.unpack_from, _DIRENT.size, 0
     while at < len(batch):
         inode, _, length, kind = unpack(batch, at)
+        if length <= size:
+            return
         start = at + size
-        yield inode, kind, batch[start : batch.index(b"\0", start)]
+        yield inode, kind, batch[start : batch.index(b"\0", start, at + length)]
         at += length
 
 
