@@ -665,3 +665,47 @@ def test_odd_modes_pulled_into_bare_user_show_as_recorded_in_a_mount(tmp_path: P
             assert stat.S_IMODE((mnt / name).lstat().st_mode) == recorded, name
         assert os.readlink(mnt / "link") == "m0400"
         assert (mnt / "m0000").read_bytes() == b"0\n"  # root reads what mode 0 hides
+
+
+# ----- 7. objects an archive holds that a user mode cannot ------------------------------
+def _crafted_archive(tmp_path: Path, headers: dict[bytes, tuple[FileHeader, bytes]]) -> Path:
+    """An archive whose main is a root of these files, built directly (no source tree
+    could hold them on this filesystem)."""
+    from store import Commit, DirMeta, DirTree
+
+    archive = tmp_path / "archive"
+    with Repository.init(archive, RepoMode.ARCHIVE) as repo, repo.transaction() as txn:
+        files = tuple(
+            (name, txn.write_file(header, data)) for name, (header, data) in sorted(headers.items())
+        )
+        meta = txn.write_dirmeta(DirMeta(0, 0, stat.S_IFDIR | 0o755))
+        tree = txn.write_dirtree(DirTree(files))
+        txn.set_ref("main", txn.write_commit(Commit(tree, meta, None, 1, "crafted")))
+    publish(archive)
+    return archive
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["objects", "delta"])
+def test_a_header_too_large_for_an_xattr_is_refused_in_one_line(
+    tmp_path: Path, delta: bool
+) -> None:
+    """bare-user keeps a file's header in an xattr (ext4: one block): an archive's file
+    with 8 KB of xattrs cannot be held; the pull says so in one line (23680a6 passes
+    the header's bytes to stage; the large object goes the spooled way)."""
+    big = ((b"user.big", b"x" * 8000),)
+    archive = _crafted_archive(
+        tmp_path,
+        {
+            b"small": (FileHeader(0, 0, stat.S_IFREG | 0o644, b"", big), b"small\n"),
+            b"large": (FileHeader(0, 0, stat.S_IFREG | 0o644, b"", big), bytes(5 << 20)),
+            b"plain": (FileHeader(0, 0, stat.S_IFREG | 0o644, b"", ()), b"plain\n"),
+        },
+    )
+    if delta:
+        sapwood_ok(archive, "static-delta", "generate", "--to", "main")
+        publish(archive)
+    local = local_repo(tmp_path / "local")
+    with serve(archive) as served:
+        add_remote(local, served.url)
+        err = _pull_refused(local, "main")
+    assert "does not fit in an xattr" in err, err
