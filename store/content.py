@@ -43,8 +43,6 @@ from store.verify import check_content, open_object_file, require_size
 USER_META_XATTR = "user.sapwoodmeta"
 _CHUNK = 1 << 20
 _SYMLINK_OBJECT_MODE = 0o444  # a bare-user symlink is a regular file holding its target
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def object_relpath(object_id: bytes, kind: ObjectType, compressed: bool = False) -> str:
@@ -97,6 +95,17 @@ class ContentStore(ABC):
         self.objects_dir = objects_dir
         self._objects_str = str(objects_dir)
         self._suffix = ObjectType.FILE.suffix + ("z" if self.compressed else "")
+        # the process's umask as note_umask() last read it; None: unknown, so every
+        # object file created is chmodded to its bits
+        self.umask: int | None = None
+
+    def note_umask(self) -> None:
+        """Read the process's umask again (a transaction does, as it starts): an object
+        file is created with its final bits and chmodded only if the umask takes some
+        away. Read once at import, a umask made stricter later (a daemon, a library
+        user) gave 0644 objects 0600 and fsck called them corrupt (attack15 1). A
+        umask changed by another thread while a transaction writes is not seen."""
+        self.umask = process_umask()
 
     def relpath(self, object_id: bytes, kind: ObjectType = ObjectType.FILE) -> str:
         """Where an object of ``kind`` lives below ``objects/`` in this mode: file
@@ -214,11 +223,26 @@ class ContentStore(ABC):
         return self._open(object_id, size)
 
 
-def _write_regular(target: str, chunks: Iterable[bytes], perms: int) -> int:
-    """Create ``target`` with its final permission bits (no chmod after) and fill it."""
+def process_umask() -> int | None:
+    """The process's umask, read from /proc/self/status (Linux 4.7 and later) without
+    setting it: os.umask() sets it, and a file another thread created meanwhile would
+    take the wrong one. None where it cannot be read."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _write_regular(target: str, chunks: Iterable[bytes], perms: int, umask: int | None) -> int:
+    """Create ``target`` with its final permission bits and fill it; chmodded only when
+    ``umask`` (the process's, None if unknown) takes some of them away."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perms)
     try:
-        if perms & _UMASK:
+        if umask is None or perms & umask:
             os.fchmod(fd, perms)
         for chunk in chunks:
             view = memoryview(chunk)
@@ -247,7 +271,7 @@ class BareStore(ContentStore):
             for name, value in header.xattrs:
                 os.setxattr(target, name, value, follow_symlinks=False)
             return
-        fd = _write_regular(target, chunks, 0o600)  # private until chown and chmod below
+        fd = _write_regular(target, chunks, 0o600, self.umask)  # private until chown, chmod
         try:
             os.fchown(fd, header.uid, header.gid)
             for name, value in header.xattrs:
@@ -288,7 +312,7 @@ class BareUserStore(ContentStore):
         else:
             perms = user_object_mode(header.mode)
         writable = bool(perms & stat.S_IWUSR)
-        fd = _write_regular(target, chunks, perms if writable else 0o600)
+        fd = _write_regular(target, chunks, perms if writable else 0o600, self.umask)
         try:
             _set_meta_xattr(fd, header_bytes if header_bytes is not None else header.encode())
             if not writable:
@@ -364,7 +388,7 @@ class BareUserOnlyStore(ContentStore):
         if header.is_symlink:
             os.symlink(header.symlink_target, target)
             return
-        os.close(_write_regular(target, chunks, user_object_mode(header.mode)))
+        os.close(_write_regular(target, chunks, user_object_mode(header.mode), self.umask))
 
     def open_content(self, object_id: ObjectId, header: FileHeader, size: int) -> BinaryIO:
         return self._open_plain(object_id, header, size)
@@ -413,7 +437,7 @@ class ArchiveStore(ContentStore):
             yield filez.prefix(0, encoded)
             yield from filez.frames(counted())
 
-        fd = _write_regular(target, body(), 0o644)
+        fd = _write_regular(target, body(), 0o644, self.umask)
         try:
             os.pwrite(fd, filez.prefix(size, encoded)[: filez.PREFIX.size], 0)
             os.utime(fd, ns=(0, 0))  # the write above moved the time _write_regular set

@@ -109,6 +109,7 @@ class Transaction:
         self._lock_cm.__enter__()
         try:
             tmp = ensure_tmp(repo.path)  # Repository.transaction made it; a direct caller may not
+            repo.content.note_umask()  # objects are created with their bits, under this umask
             remove_abandoned_staging(tmp)
             self._budget = self._space_budget()
             self.staging, self._staging_fd = new_staging(tmp)

@@ -100,7 +100,6 @@ def _served_archive(tmp_path: Path, files: dict[str, str | bytes] | None = None)
 
 
 # ----- 1. the umask of the process -------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="attack15 1")
 @pytest.mark.parametrize("mode", [RepoMode.BARE_USER, RepoMode.BARE_USER_ONLY, RepoMode.ARCHIVE])
 def test_objects_keep_their_bits_when_the_umask_changes_after_import(
     tmp_path: Path, mode: RepoMode

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from store import CorruptObjectError, FileHeader, RepoMode, Repository
-from store.content import USER_META_XATTR, user_object_mode
+from store.content import USER_META_XATTR, process_umask, user_object_mode
 from store.filez import CHUNK, decode_filez, encode_filez
 from store.pull.objects import decoded_filez
 from store.transaction import SMALL_FILE
@@ -87,3 +87,16 @@ def test_bare_user_objects_get_their_bits_their_xattr_and_no_time(
     assert st.st_mtime_ns == 0
     assert os.getxattr(path, USER_META_XATTR) == header.encode()
     assert repo.verify_file(object_id) is None
+
+
+def test_the_umask_is_read_without_being_set() -> None:
+    """process_umask reads /proc/self/status: os.umask() would set it, and a file
+    another thread created meanwhile would take the wrong bits."""
+    old = os.umask(0o027)
+    try:
+        assert process_umask() == 0o027
+        os.umask(0o077)
+        assert process_umask() == 0o077
+    finally:
+        os.umask(old)
+    assert process_umask() == old
