@@ -446,9 +446,9 @@ class _Getdents:
         import ctypes
 
         buffer = getattr(self._buffers, "buffer", None)
-        if buffer is None:
+        if buffer is None or ctypes.sizeof(buffer) != _BATCH:  # tests change _BATCH
             buffer = self._buffers.buffer = ctypes.create_string_buffer(_BATCH)
-        got = self._function(fd, buffer, _BATCH)
+        got = self._function(fd, buffer, ctypes.sizeof(buffer))  # never more than it holds
         if got < 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))

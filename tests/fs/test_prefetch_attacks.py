@@ -269,7 +269,6 @@ def test_a_huge_directory_is_not_listed_to_its_end_once_stopped(
         os.close(root)
 
 
-@pytest.mark.xfail(strict=True, reason="attack16 4")
 def test_the_getdents_buffer_is_never_smaller_than_the_length_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
