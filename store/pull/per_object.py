@@ -473,12 +473,30 @@ def _shut_down(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+class _InformationalSkipped(http.client.HTTPResponse):
+    """http.client reads past ``100 Continue`` only: any other 1xx head (103 Early
+    Hints, which nginx can send) but 101 was taken for the answer, and the pull failed
+    'HTTP 103' (attack14.md, finding 2). Read past them all; the head deadline bounds
+    how many come."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 102 <= status < 200:
+                return version, status, reason
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+
+
 class _HTTPConnection(u3_connection.HTTPConnection):
+    response_class = _InformationalSkipped
+
     def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
         return _head_in_time(self, super().getresponse)
 
 
 class _HTTPSConnection(u3_connection.HTTPSConnection):
+    response_class = _InformationalSkipped
+
     def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
         return _head_in_time(self, super().getresponse)
 

@@ -453,8 +453,9 @@ class Lane:
             self._drop(conn)
         try:
             conn = _Connection(self._target, self._settings, self._tls_context())
-        except (OSError, ValueError) as exc:
-            log.info("pipelined fetches: could not connect (%s)", _describe(exc))
+        except (OSError, ValueError) as exc:  # refused, timed out, a TLS failure: off, as
+            # each piece of work would pay the connect timeout again (attack14.md, 4)
+            self._failed(_End(f"could not connect ({_describe(exc)})", "fatal"), fatal=True)
             return None
         self._local.conn = conn
         with self._lock:
