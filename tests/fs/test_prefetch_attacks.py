@@ -396,3 +396,66 @@ def test_a_child_that_cannot_be_started_leaves_no_fd_open(
         assert sorted(os.listdir("/proc/self/fd")) == before
     finally:
         os.close(root)
+
+
+_CLI_COLD = """
+import itertools, sys
+import fs.prefetch
+blocks = itertools.count()
+fs.prefetch._blocks_read = lambda: next(blocks)  # every listing reads the disk
+from sapwood.cli.main import run
+sys.argv[0] = "sapwood"
+sys.exit(run())
+"""
+
+
+def _holding(tree: Path) -> list[str]:
+    """The processes with an fd in ``tree``."""
+    inside = os.path.realpath(tree)
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(inside + "/"):
+                        found.append(pid)
+    return found
+
+
+@pytest.mark.parametrize("bad", ["unreadable", "fifo"])
+def test_a_cold_commit_as_a_user_refuses_in_one_line_and_leaves_no_lister(
+    shared: Path, bad: str
+) -> None:
+    """As uid 65534, the prefetcher started (in its child) by a simulated cold tree: a
+    directory it may not read, or a FIFO, is one line on stderr and exit 1, and no
+    process is left holding the tree."""
+    from tests.helpers import AS_NOBODY, NOBODY, user_python
+
+    source = shared / "src"
+    for top in "abc":
+        (source / top / "sub").mkdir(parents=True)
+        (source / top / "sub" / "file").write_bytes(top.encode())
+    if bad == "fifo":
+        os.mkfifo(source / "b" / "fifo")
+    for path in [shared, *shared.rglob("*")]:
+        os.lchown(path, NOBODY, NOBODY)
+    if bad == "unreadable":
+        os.chown(source / "c" / "sub", 0, 0)
+        (source / "c" / "sub").chmod(0o700)
+    script = shared / "cold.py"
+    script.write_text(_CLI_COLD)
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+    cli = [*AS_NOBODY, user_python(), str(script), "--repo", str(shared / "repo")]
+    subprocess.run([*cli, "init"], check=True, env=env, timeout=60)
+    done = subprocess.run(
+        [*cli, "commit", "-b", "main", str(source)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sapwood: error: "), done.stderr
+    assert ("Permission denied" if bad == "unreadable" else "fifos") in lines[0]
+    assert not _holding(source)
