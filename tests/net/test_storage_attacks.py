@@ -761,3 +761,36 @@ def test_a_delta_part_spooled_on_a_full_disk_is_no_network_error(tmp_path: Path)
     files = {f"f{n:02d}": os.urandom(600_000) for n in range(12)}
     err = _pull_on_a_full_disk(tmp_path, "bare-user", files, delta=True)
     assert _says_out_of_space(err), err
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "truncated",
+        "padded",
+        "other-content",
+        "other-mode",
+        "symlink-with-content",
+        "frame-says-more",
+    ],
+)
+def test_a_hostile_archive_pulled_locally_is_refused_in_one_line(
+    tmp_path: Path, attack: str
+) -> None:
+    """pull-local from an archive repository someone else wrote: refused in one line,
+    or (the object's own prefix ignored: pull-local takes the header from the source's
+    index and verifies the content against the id) the right object taken."""
+    archive = _served_archive(tmp_path)
+    _, path = _object_holding(archive, GENUINE)
+    raw = path.read_bytes()
+    path.write_bytes(HOSTILE[attack](_split(raw)[2], GENUINE, raw))
+    local = local_repo(tmp_path / "local")
+    result = cli("--repo", local, "pull-local", archive, "main")
+    fsck_clean(local)
+    if result.code == 0:
+        assert sapwood_ok(local, "cat", "main", "target").encode() == GENUINE
+        assert sapwood_ok(local, "ls", "main", "target").startswith("-00644 ")
+        return
+    err = result.err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "main" not in refs(local)
