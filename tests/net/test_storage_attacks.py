@@ -17,6 +17,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -29,7 +30,15 @@ from store import FileHeader, RepoMode, Repository, filez
 from store.content import user_checkout_mode
 from store.deltas import decode_superblock
 from store.ids import ObjectId
-from tests.helpers import background_mount, cli, commit_dir, small_tmpfs, spawn, write_tree
+from tests.helpers import (
+    background_mount,
+    cli,
+    commit_dir,
+    run,
+    small_tmpfs,
+    spawn,
+    write_tree,
+)
 from tests.net.repos import (
     add_remote,
     archive_of,
@@ -794,3 +803,48 @@ def test_a_hostile_archive_pulled_locally_is_refused_in_one_line(
     err = result.err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "main" not in refs(local)
+
+
+_DIE_AFTER = """
+import os, sys
+import store.transaction as t
+real = getattr(t.Transaction, sys.argv[1])
+def dying(self, *args):
+    real(self, *args)
+    os._exit(9)
+setattr(t.Transaction, sys.argv[1], dying)
+from sapwood.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["pull", "commit"])
+def test_a_crash_between_the_renames_and_the_index_leaves_fsck_clean(
+    tmp_path: Path, command: str
+) -> None:
+    """The process dies right after the renames into objects/ and their syncfs
+    (b4dc014), before the index lists them: fsck is clean (the files are unlisted), no
+    ref moved, and the next run stores the same objects over them."""
+    files = _many_files(300)
+    archive = _served_archive(tmp_path, files)
+    local = tmp_path / "local"
+    sapwood_ok(local, "init", "--mode", "bare-user")  # fsync on: the syncfs path
+    with serve(archive) as served:
+        add_remote(local, served.url)
+        args = ["pull", "origin", "main"] if command == "pull" else ["commit", "-b", "main"]
+        args += [] if command == "pull" else [str(tmp_path / "tree")]
+        died = subprocess.run(
+            [sys.executable, "-c", _DIE_AFTER, "_rename_staged", "--repo", str(local), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert died.returncode == 9, died.stderr
+        assert list((local / "objects").glob("*/*.file"))  # renamed, then the crash
+        assert refs(local) == {}
+        fsck_clean(local)
+        again = run(*args, repo=local, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+    fsck_clean(local)
+    ref = "origin:main" if command == "pull" else "main"
+    assert sapwood_ok(local, "cat", ref, "d5/f0299") == "file 299\n"
