@@ -84,6 +84,29 @@ def test_a_record_length_of_zero_does_not_loop_forever(reclen: int) -> None:
     assert len(got) < 10_000
 
 
+def test_random_batches_end_in_as_many_entries_as_they_have_bytes() -> None:
+    """5,000 batches of random bytes (with records of random lengths, zeros among
+    them): each parse ends, yields fewer entries than the batch has bytes / 20, and
+    raises nothing but ValueError or struct.error (which _work catches)."""
+    import random
+    import struct
+
+    rng = random.Random(16)
+    for _ in range(5000):
+        batch = bytearray()
+        for _ in range(rng.randrange(1, 6)):
+            name = bytes(rng.randrange(1, 256) for _ in range(rng.randrange(0, 12)))
+            length = rng.choice([0, 1, 19, 20, 24, rng.randrange(0, 300)])
+            batch += _entry(rng.randrange(1 << 20), length, rng.choice([0, 4, 8]), name)
+            if rng.random() < 0.7:
+                batch += b"\0" * rng.randrange(0, 8)
+        try:
+            got = list(itertools.islice(fs.prefetch._dirents(bytes(batch)), len(batch)))
+        except (ValueError, struct.error):
+            continue
+        assert len(got) <= len(batch) // 20
+
+
 # ----- hostile trees, committed cold and warm ---------------------------------------------
 
 
