@@ -951,3 +951,52 @@ def test_endless_100_continue_for_one_object(setup: Setup, times: int | None) ->
     assert server.fired.is_set()
     assert (line == "pulled") == (times == 1), line
     assert took < WITHIN, took
+
+
+@pytest.mark.parametrize(
+    "stalled",
+    [
+        "/summary",
+        pytest.param("dirtree", marks=pytest.mark.xfail(strict=True, reason="attack14 5")),
+        pytest.param("filez", marks=pytest.mark.xfail(strict=True, reason="attack14 5")),
+    ],
+)
+def test_a_ctrl_c_while_the_lane_waits_for_a_head(setup: Setup, stalled: str) -> None:
+    """The summary's (main thread), the dirtrees' or the content's (pool threads)
+    answers never come: a Ctrl-C ends the pull at once, as interrupted, nothing moved.
+    For a pool thread it ends only once that thread's fetch has spent every attempt
+    (the lane's wait, then the per-object path's retries: 6 s x 5 here, minutes with
+    the defaults), and the pull then reports that fetch's error, not the Ctrl-C."""
+
+    def script(server: Hostile, conn: Conn) -> None:
+        while (path := conn.request()) is not None:
+            if path == stalled or path.endswith("." + stalled):
+                server.fired.set()
+                conn.stall()
+                return
+            conn.send(server.plain(path))
+
+    server = setup.serve(script)
+    before = refs(setup.local)
+    argv = sapwood_argv("pull", server.remote, "main", repo=setup.local)
+    env = dict(os.environ) | {"SAPWOOD_HTTP_TIMEOUT": "6"}
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 10
+    while not server.fired.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.fired.is_set()
+    time.sleep(0.3)
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=8)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    took = time.monotonic() - interrupted
+    assert process.returncode == 130, err
+    assert err == "sapwood: interrupted\n", err
+    assert refs(setup.local) == before
+    fsck_clean(setup.local)
+    assert took < 3, f"ended {took:.1f} s after the Ctrl-C"
