@@ -322,7 +322,10 @@ class Lane:
     ) -> Iterator[_T]:
         """``consume(i, body)`` of each file of ``relpaths``, in order, as the answers
         come. Stops early (fewer results than files) when the lane cannot go on: the
-        caller fetches the rest another way."""
+        caller fetches the rest another way (all of them if a path is not one a request
+        line can carry as it is)."""
+        if not all(_SAFE_TARGET.fullmatch(relpath) for relpath in relpaths):
+            return
         done = 0
         asked_anew = False
         while done < len(relpaths) and not self.off:
