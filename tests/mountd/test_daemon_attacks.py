@@ -51,7 +51,7 @@ class _View:
 
 
 def _served_while_held(view: _View, held: list[int], then: int) -> list[int]:
-    """Reads of ``held`` started, then one of ``then``, which must end within 5 s
+    """Reads of ``held`` started, then one of ``then``, which must end within 2 s
     while the held ones still verify; the order the reads ended in."""
     preparer = Preparer(view)  # type: ignore[arg-type]
     served: list[int] = []
@@ -66,7 +66,7 @@ def _served_while_held(view: _View, held: list[int], then: int) -> list[int]:
                 nursery.start_soon(read, ino)
             await trio.sleep(0.2)  # the held ones asked for a thread
             try:
-                with trio.fail_after(5):
+                with trio.fail_after(2):
                     await read(then)
             finally:
                 view.go.set()
