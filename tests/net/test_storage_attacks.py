@@ -12,6 +12,7 @@ import errno
 import http.server
 import os
 import random
+import shutil
 import signal
 import socket
 import stat
@@ -35,8 +36,10 @@ from tests.helpers import (
     cli,
     commit_dir,
     run,
+    run_as_user,
     small_tmpfs,
     spawn,
+    user_dir,
     write_tree,
 )
 from tests.net.repos import (
@@ -848,3 +851,36 @@ def test_a_crash_between_the_renames_and_the_index_leaves_fsck_clean(
     fsck_clean(local)
     ref = "origin:main" if command == "pull" else "main"
     assert sapwood_ok(local, "cat", ref, "d5/f0299") == "file 299\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root makes the tree and the user")
+@pytest.mark.parametrize("delta", [False, True], ids=["objects", "delta"])
+def test_odd_modes_pulled_rootless_into_bare_user_fsck_clean(tmp_path: Path, delta: bool) -> None:
+    """The rootless case bare-user is for: an unprivileged user pulls setuid, mode 0 and
+    read-only files (objects created with their final bits, or 0600 then chmodded after
+    the xattr): fsck clean, checkout -U as recorded."""
+    modes = SAFE_MODES + UNSAFE_MODES
+    archive = tmp_path / "archive"
+    wanted = _odd_modes_tree(tmp_path / "tree", modes)
+    archive_of(archive, tmp_path / "tree")
+    if delta:
+        sapwood_ok(archive, "static-delta", "generate", "--to", "main")
+        publish(archive)
+    home = user_dir()
+    local, out = home / "local", home / "out"
+    try:
+        with serve(archive) as served:
+            for args in (
+                ("init", "--mode", "bare-user"),
+                ("remote", "add", "origin", served.url),
+                ("pull", "origin", "main"),
+                ("fsck", "--all"),
+                ("checkout", "-U", "origin:main", str(out)),
+            ):
+                result = run_as_user("--repo", local, *args)
+                assert result.returncode == 0, f"{args}: {result.stderr}"
+        for name, recorded in wanted.items():
+            shown = stat.S_IMODE((out / name).lstat().st_mode)
+            assert shown == user_checkout_mode(recorded), f"{name}: {shown:o}"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
