@@ -429,7 +429,10 @@ def _dirents(batch: bytes) -> Iterator[tuple[int, int, bytes]]:
         if length <= size:
             return
         start = at + size
-        yield inode, kind, batch[start : batch.index(b"\0", start, at + length)]
+        end = batch.find(b"\0", start, at + length)
+        if end < 0:
+            raise ValueError("a directory entry's name without its NUL")
+        yield inode, kind, batch[start:end]
         at += length
 
 
