@@ -220,7 +220,7 @@ class Prefetcher:
         if not os.path.basename(sys.executable).startswith("python") or not __file__:
             return False  # not an interpreter's command line (an embedding program)
         argv = [sys.executable, "-I", "-S", __file__, str(_THREADS), str(self._max_depth)]
-        argv += [str(self._entered), *(path.hex() for path in sorted(self._skip))]
+        argv += [str(self._entered)]
         try:
             ours, theirs = socket.socketpair()  # sent to with MSG_NOSIGNAL: never a SIGPIPE
         except OSError:
@@ -246,6 +246,13 @@ class Prefetcher:
         finally:
             os.close(root)
             theirs.close()
+        if not _send_skipped(ours, self._skip):
+            log.debug("the lister did not take the skipped paths, listing in threads")
+            ours.close()
+            child.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(_STOP_WAIT)
+            return False
         self._child, self._progress = child, ours
         log.debug("the tree is read from the disk: listing it ahead in process %d", child.pid)
         return True
@@ -480,15 +487,48 @@ def _load_getdents() -> _Getdents | None:
     return _Getdents(function)
 
 
+_SKIP_HEAD = struct.Struct(">Q")  # bytes of the skipped paths that follow, NUL-separated
+
+
+def _send_skipped(ours: socket.socket, skip: frozenset[bytes]) -> bool:
+    """The skipped tree paths, down the child's stdin before anything else (not on its
+    command line: any size, and not shown by ps); False if it does not take them
+    within _STOP_WAIT seconds."""
+    import socket
+
+    paths = b"\0".join(sorted(skip))
+    try:
+        ours.settimeout(_STOP_WAIT)
+        ours.sendall(_SKIP_HEAD.pack(len(paths)) + paths, socket.MSG_NOSIGNAL)
+    except OSError:  # socket.timeout too
+        return False
+    return True
+
+
+def _read_exactly(size: int) -> bytes | None:
+    """``size`` bytes of stdin; None if it ends first."""
+    got = b""
+    while len(got) < size:
+        more = os.read(0, size - len(got))
+        if not more:
+            return None
+        got += more
+    return got
+
+
 def _child_main(argv: list[str]) -> None:
     """The child's work: list the tree in threads, told of the scan's progress by a
     byte a directory on stdin, until stdin ends (the parent stopped or ended).
 
-    argv: threads, MAX_TREE_DEPTH, directories the scan had entered, the skipped tree
-    paths in hex, the tree's root fd (inherited)."""
+    argv: threads, MAX_TREE_DEPTH, directories the scan had entered, the tree's root fd
+    (inherited); stdin: the skipped paths (_send_skipped), then the progress."""
     global _THREADS
     _THREADS, max_depth, entered = int(argv[1]), int(argv[2]), int(argv[3])
-    skip = frozenset(bytes.fromhex(path) for path in argv[4:-1])
+    head = _read_exactly(_SKIP_HEAD.size)
+    paths = None if head is None else _read_exactly(_SKIP_HEAD.unpack(head)[0])
+    if paths is None:
+        os._exit(0)  # the parent is gone
+    skip = frozenset(paths.split(b"\0")) if paths else frozenset()
     prefetcher = Prefetcher(int(argv[-1]), skip, max_depth)
     prefetcher._entered = entered
     prefetcher._done = lambda listed: os.write(1, b"%d\n" % listed)  # for its tests

@@ -174,14 +174,16 @@ def _child_listing(root: Path, skip: list[bytes], depth: int = 64) -> int:
     ``root``: the directories it listed once its threads have all ended."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        argv = [sys.executable, "-I", "-S", fs.prefetch.__file__, "2", str(depth), "0"]
-        argv += [path.hex() for path in skip] + [str(fd)]
+        argv = [sys.executable, "-I", "-S", fs.prefetch.__file__, "2", str(depth), "0", str(fd)]
         child = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(fd,)
         )
     finally:
         os.close(fd)
     assert child.stdout is not None and child.stdin is not None
+    paths = b"\0".join(skip)
+    child.stdin.write(len(paths).to_bytes(8, "big") + paths)  # as _send_skipped does
+    child.stdin.flush()
     try:
         return int(child.stdout.readline())
     finally:
@@ -199,6 +201,8 @@ def test_the_child_lists_the_tree_but_skipped_paths_symlinks_and_what_is_too_dee
     assert _child_listing(source, [b"/d0"]) == 1 + 2 * 5
     assert _child_listing(source, []) == 1 + 3 * 5
     assert _child_listing(source, [], depth=0) == 1 + 3  # listed, nothing below
+    many = [b"/d1/%s\n %08d" % (b"x" * 100, n) for n in range(40_000)]  # 4.6 MB: no argv
+    assert _child_listing(source, [b"/d0", *many, b"/d2/s1"]) == 1 + 2 * 5 - 1
 
 
 def test_a_cold_scan_starts_the_child_and_stop_ends_it(
