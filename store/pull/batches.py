@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+from store.pull.pipelined import Halted
 from store.repo import Repository
 from store.transaction import Transaction
 
@@ -49,6 +50,7 @@ class Batches:
         self._work = threading.Condition()
         self._running = 0
         self.stored = 0
+        self.on_stop: Callable[[], None] | None = None  # the pull stops: end running work
 
     @property
     def stopped(self) -> bool:
@@ -145,6 +147,7 @@ class Batches:
             wait(pending)
             self._committer.shutdown(wait=True)
         except BaseException:  # a Ctrl-C: abandon() no longer sees the last batch
+            self._stop_running()
             if txn is not None:
                 self._abort(txn)
             raise
@@ -169,9 +172,19 @@ class Batches:
     def abandon(self) -> None:
         """Stop: skip queued work, abort what is not committed (after an error elsewhere)."""
         self._failed.set()
+        self._stop_running()
         self._close_batch()
         wait(self._commits)
         self._committer.shutdown(wait=True)
+
+    def _stop_running(self) -> None:
+        """``on_stop`` (the fetcher's halt: running work blocked on the network ends
+        soon), once the pull stops for a Ctrl-C or an error of its own."""
+        if self.on_stop is not None:
+            try:
+                self.on_stop()
+            except Exception:  # stopping must not fail the stop
+                log.exception("stopping the running work failed")
 
 
 def _first_error(futures: list[Future[None]]) -> BaseException | None:
@@ -183,7 +196,7 @@ def _first_error(futures: list[Future[None]]) -> BaseException | None:
         error = future.exception()
         if error is None:
             continue
-        if not isinstance(error, Stopped):
+        if not isinstance(error, Stopped | Halted):
             return error
         stopped = stopped or error
     return stopped

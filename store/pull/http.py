@@ -24,7 +24,7 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from store.pull.pipelined import Lane
+from store.pull.pipelined import Halted, Lane
 from store.pull.settings import FetchSettings
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class Fetcher:
         self._lane_bytes = 0
         self._single: PerObjectFetcher | None = None
         self._lane = Lane.of(self.base_url, settings, self._count_requests, self._count_bytes)
+        self._halted = False
 
     def __enter__(self) -> Fetcher:
         return self
@@ -76,6 +77,15 @@ class Fetcher:
             self._lane.close()
         if self._single is not None:
             self._single.close()
+
+    def halt(self) -> None:
+        """The pull stops (a Ctrl-C, or an error it raises already): every fetch running
+        or to come ends soon with Halted (attack14.md, finding 5: a Ctrl-C waited for a
+        stalled fetch's every attempt). For good: a halted fetcher fetches nothing."""
+        self._halted = True
+        if self._lane is not None:
+            self._lane.halt()
+        self._per_object().halt()
 
     def url(self, relpath: str) -> str:
         return self.base_url + relpath
@@ -106,6 +116,8 @@ class Fetcher:
                 done += 1
         for index in range(done, len(relpaths)):
             relpath = relpaths[index]
+            if self._halted:
+                raise Halted(self.url(relpath))
             yield relpath, self.fetch(relpath, limit, partial(consume, index))
 
     def _per_object(self) -> PerObjectFetcher:

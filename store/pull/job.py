@@ -152,8 +152,9 @@ class _Job:
         try:
             for future in futures:
                 yield from future.result()
-        except BaseException:  # the walk fails: running groups stop after their object
-            stop.set()
+        except BaseException:  # the walk fails: running groups stop after their object,
+            stop.set()  # and one blocked on the network at once
+            self.fetcher.halt()
             raise
         finally:
             _settle(futures)

@@ -51,6 +51,7 @@ from urllib3.util.ssl_match_hostname import CertificateError
 
 from store.errors import CorruptObjectError, NetworkError
 from store.pull.deadlines import WATCHDOG
+from store.pull.pipelined import Halted
 from store.pull.settings import FetchSettings
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class PerObjectFetcher:
         self._headers = dict(self._pool.headers)
         self._local = threading.local()  # .conn: this thread's connection to the base URL
         self._connections: list[u3_connection.HTTPConnection] = []
+        self.halted = threading.Event()  # see halt()
         self._lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
@@ -120,6 +122,17 @@ class PerObjectFetcher:
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
+
+    def halt(self) -> None:
+        """Every later attempt raises Halted, a backoff wait ends, and every read
+        blocked on one of this fetcher's own connections ends at once (a shutdown)."""
+        self.halted.set()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            sock = conn.sock
+            if sock is not None:
+                _shut_down(sock)
 
     def url(self, relpath: str) -> str:
         return self.base_url + relpath
@@ -144,6 +157,8 @@ class PerObjectFetcher:
         attempt = 0
         asked_anew = False
         while True:
+            if self.halted.is_set():
+                raise Halted(url)
             try:
                 return self._fetch_following(url, limit, consume)
             except _OutOfStep as exc:
@@ -160,7 +175,7 @@ class PerObjectFetcher:
                 wait = min(self.settings.backoff * 2**attempt, self.settings.max_backoff)
                 log.info("%s: %s; retrying in %.2f s", url, exc.reason, wait)
                 attempt += 1
-                time.sleep(wait)
+                self.halted.wait(wait)
 
     def _fetch_following(self, url: str, limit: int, consume: Callable[[BinaryIO], _T]) -> _T:
         first, seen = url, {url}

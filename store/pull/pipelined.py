@@ -82,6 +82,11 @@ class _End(Exception):
         self.kind = kind
 
 
+class Halted(Exception):
+    """A fetch given up because the pull stops (Fetcher.halt: a Ctrl-C, or an error
+    the pull raises already); never the pull's own error."""
+
+
 class _Target:
     """Where the lane's requests go: host, port, TLS, the Host header, the base path."""
 
@@ -316,6 +321,16 @@ class Lane:
             connections, self._connections = self._connections, set()
         for conn in connections:
             conn.close()
+
+    def halt(self) -> None:
+        """Off for good, and every read blocked on a connection of the lane ended at
+        once (a shutdown, safe from another thread; the owner closes the socket)."""
+        self.off = True
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
 
     def fetch(
         self, relpaths: list[str], limit: int, consume: Callable[[int, BinaryIO], _T]

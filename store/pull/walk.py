@@ -103,6 +103,7 @@ class _Walk(_Job):
             self.queued.add(file_id)
             self.missing_files[file_id] = None
         if self.batches is not None:
+            self.batches.on_stop = self.fetcher.halt
             for start in range(0, len(missing), GROUP):
                 group = missing[start : start + GROUP]
                 self.batches.submit(partial(self._fetch_files, group), weight=len(group))
