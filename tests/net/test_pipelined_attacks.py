@@ -966,6 +966,7 @@ def test_endless_100_continue_for_one_object(setup: Setup, times: int | None) ->
         "/summary",
         "dirtree",
         pytest.param("filez", marks=LONG_ONLY),
+        pytest.param("commitmeta", marks=pytest.mark.xfail(strict=True, reason="attack14 6")),
     ],
 )
 def test_a_ctrl_c_while_the_lane_waits_for_a_head(setup: Setup, stalled: str) -> None:
