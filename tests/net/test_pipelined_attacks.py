@@ -1008,3 +1008,44 @@ def test_a_ctrl_c_while_the_lane_waits_for_a_head(setup: Setup, stalled: str) ->
     assert refs(setup.local) == before
     fsck_clean(setup.local)
     assert took < 3, f"ended {took:.1f} s after the Ctrl-C"
+
+
+@pytest.mark.xfail(strict=True, reason="attack14 6")
+def test_a_ctrl_c_while_a_delta_part_stalls(setup: Setup) -> None:
+    """A static delta on offer; its first part's answer never comes (a pool thread
+    fetches it): a Ctrl-C ends the pull at once, as interrupted, nothing moved."""
+    sapwood_ok(setup.archive, "static-delta", "generate", "--to", setup.commit)
+    sapwood_ok(setup.archive, "summary", "-u")
+
+    def script(server: Hostile, conn: Conn) -> None:
+        while (path := conn.request()) is not None:
+            if path.startswith("/deltas/") and path.endswith("/0"):
+                server.fired.set()
+                conn.stall()
+                return
+            conn.send(server.plain(path))
+
+    server = setup.serve(script)
+    before = refs(setup.local)
+    argv = sapwood_argv("pull", server.remote, "main", repo=setup.local)
+    env = dict(os.environ) | {"SAPWOOD_HTTP_TIMEOUT": "6"}
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 10
+    while not server.fired.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.fired.is_set()
+    time.sleep(0.3)
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=8)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    took = time.monotonic() - interrupted
+    assert process.returncode == 130, err
+    assert err == "sapwood: interrupted\n", err
+    assert refs(setup.local) == before
+    fsck_clean(setup.local)
+    assert took < 3, f"ended {took:.1f} s after the Ctrl-C"
