@@ -550,7 +550,7 @@ def test_a_strange_head_on_the_lane_once_per_object(setup: Setup, name: str) -> 
     no_loop(server, 6)
 
 
-SLOW_ALWAYS = {"inner-space", "space-before-colon", "obs-fold"}  # like "negative": 9 s each
+SLOW_ALWAYS = {"negative", "inner-space", "space-before-colon", "obs-fold"}  # 9 s each
 
 
 @pytest.mark.parametrize(
@@ -966,7 +966,7 @@ def test_endless_100_continue_for_one_object(setup: Setup, times: int | None) ->
         "/summary",
         "dirtree",
         pytest.param("filez", marks=LONG_ONLY),
-        pytest.param("commitmeta", marks=pytest.mark.xfail(strict=True, reason="attack14 6")),
+        "commitmeta",  # attack14 6
     ],
 )
 def test_a_ctrl_c_while_the_lane_waits_for_a_head(setup: Setup, stalled: str) -> None:
@@ -997,7 +997,7 @@ def test_a_ctrl_c_while_the_lane_waits_for_a_head(setup: Setup, stalled: str) ->
     interrupted = time.monotonic()
     process.send_signal(signal.SIGINT)
     try:
-        _, err = process.communicate(timeout=8)
+        _, err = process.communicate(timeout=5)
     finally:
         if process.poll() is None:
             process.kill()
@@ -1010,10 +1010,10 @@ def test_a_ctrl_c_while_the_lane_waits_for_a_head(setup: Setup, stalled: str) ->
     assert took < 3, f"ended {took:.1f} s after the Ctrl-C"
 
 
-@pytest.mark.xfail(strict=True, reason="attack14 6")
 def test_a_ctrl_c_while_a_delta_part_stalls(setup: Setup) -> None:
     """A static delta on offer; its first part's answer never comes (a pool thread
-    fetches it): a Ctrl-C ends the pull at once, as interrupted, nothing moved."""
+    fetches it): a Ctrl-C ends the pull at once, as interrupted, nothing moved
+    (attack14 6: it waited for every attempt of that fetch)."""
     sapwood_ok(setup.archive, "static-delta", "generate", "--to", setup.commit)
     sapwood_ok(setup.archive, "summary", "-u")
 
@@ -1038,7 +1038,7 @@ def test_a_ctrl_c_while_a_delta_part_stalls(setup: Setup) -> None:
     interrupted = time.monotonic()
     process.send_signal(signal.SIGINT)
     try:
-        _, err = process.communicate(timeout=8)
+        _, err = process.communicate(timeout=5)
     finally:
         if process.poll() is None:
             process.kill()
