@@ -475,9 +475,12 @@ class Lane:
             # each piece of work would pay the connect timeout again (attack14.md, 4)
             self._failed(_End(f"could not connect ({_describe(exc)})", "fatal"), fatal=True)
             return None
-        self._local.conn = conn
         with self._lock:
+            if self.off:  # halted (or turned off) while it connected: halt() missed it
+                conn.close()
+                return None
             self._connections.add(conn)
+        self._local.conn = conn
         return conn
 
     def _tls_context(self) -> ssl.SSLContext | None:

@@ -169,6 +169,7 @@ class _Pull(_Checks, _Deltas, _Walk):
                 self.report.refs[want.local] = (want.old, want.new)
             return self.report
         except BaseException:
+            self.fetcher.halt()  # fetches still running end now (attack14.md 5, 6)
             if self.batches is not None:
                 self.batches.abandon()
             raise
