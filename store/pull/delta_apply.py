@@ -4,6 +4,7 @@ one exactly as single objects are; content is stored, metadata kept for the walk
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import tempfile
@@ -11,6 +12,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, cast
 
+from store.durability import space_errors
 from store.errors import CorruptObjectError, NetworkError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.pull import formats
@@ -92,9 +94,13 @@ class _Deltas(_Job):
             made = tempfile.TemporaryFile(dir=self._spool_dir, buffering=_PART_BUFFER)  # noqa: SIM115
             out = cast(BinaryIO, made)
             try:
-                shutil.copyfileobj(body, out, 1 << 20)
+                # a full disk is no network error (the fetcher would fetch the part again)
+                with space_errors("nothing was committed"):
+                    shutil.copyfileobj(body, out, 1 << 20)
+                    out.flush()  # its buffer's last MiB, written here and not when read
             except BaseException:
-                out.close()
+                with contextlib.suppress(OSError):  # its flush fails too on a full disk
+                    out.close()
                 raise
             return out
 

@@ -9,10 +9,12 @@ transaction in the local repository's mode.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
+from store.durability import space_errors
 from store.errors import CorruptObjectError, FormatError, ModePolicyError
 from store.filez import VerifiedFile, decode_filez
 from store.ids import ObjectId, ObjectType, digest
@@ -26,6 +28,7 @@ _DECODERS: dict[ObjectType, Callable[[bytes], MetaObject]] = {
     ObjectType.DIRMETA: DirMeta.decode,
 }
 _READ = 1 << 20
+_NOTHING_COMMITTED = "nothing was committed"
 
 
 def check_meta_digest(object_id: ObjectId, kind: ObjectType, data: bytes, source: str) -> None:
@@ -61,9 +64,11 @@ class _Spool:
         self._file: BinaryIO | None = None
 
     def write(self, data: bytes) -> int:
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115
-        return self._file.write(data)
+        """A full disk is said as one (OutOfSpaceError), not a bare OSError (attack15 4)."""
+        with space_errors(_NOTHING_COMMITTED):
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115
+            return self._file.write(data)
 
     def chunks(self) -> Iterator[bytes]:
         if self._file is None:
@@ -73,8 +78,11 @@ class _Spool:
             yield chunk
 
     def close(self) -> None:
+        """Let the file go (unlinked: nothing stays); a flush that fails on a full disk
+        as it closes must not hide the error that ended the decoding."""
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
 
 
 class DecodedContent:

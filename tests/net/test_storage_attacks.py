@@ -754,7 +754,6 @@ def test_objects_staged_on_a_full_disk_commit_nothing(tmp_path: Path, mode: str)
     assert _says_out_of_space(err), err
 
 
-@pytest.mark.xfail(strict=True, reason="attack15 4")
 @pytest.mark.skipif(os.geteuid() != 0, reason="a tmpfs to mount")
 def test_a_large_object_spooled_on_a_full_disk_says_out_of_space(tmp_path: Path) -> None:
     """A large object's content is spooled to tmp/ while it is verified (23680a6's
@@ -764,7 +763,6 @@ def test_a_large_object_spooled_on_a_full_disk_says_out_of_space(tmp_path: Path)
     assert _says_out_of_space(err), err
 
 
-@pytest.mark.xfail(strict=True, reason="attack15 3")
 @pytest.mark.skipif(os.geteuid() != 0, reason="a tmpfs to mount")
 def test_a_delta_part_spooled_on_a_full_disk_is_no_network_error(tmp_path: Path) -> None:
     """A delta part is spooled to tmp/ from inside the fetch: ENOSPC there was taken for
