@@ -20,7 +20,8 @@ thread) was a hand-off between a dozen threads on two cores. Cold farm re-commit
 nice -10, load 3-3.5, 4 runs each, caches dropped: threads in the process 1.75-2.10 s,
 in the child 1.46-1.60 s (session 8's code: 2.04-2.80). The child is told the scan's
 progress by a byte a directory entered down its stdin (a socket, sent to without
-waiting and without SIGPIPE: a child gone or behind never holds nor kills the scan),
+waiting and without SIGPIPE: a child gone or behind never holds nor kills the scan;
+what the socket cannot take yet goes with a later send, so the child never loses count),
 is killed and reaped by :meth:`Prefetcher.stop`, and lists in threads of the scan's
 process if it cannot be started (tests also list in threads, to watch them).
 
@@ -127,6 +128,7 @@ class Prefetcher:
         self._max_depth = max_depth
         self._child: subprocess.Popen[bytes] | None = None  # the lister, once started
         self._progress: socket.socket | None = None  # its stdin: a byte a directory entered
+        self._unsent = 0  # directories entered that the child has not been sent yet
         self._done: Callable[[int], object] | None = None  # told the count when all ended
         self._cold_listings = 0
         self._started = False
@@ -258,17 +260,25 @@ class Prefetcher:
         return True
 
     def _tell_child(self) -> None:
-        """One more directory entered: a byte down the child's stdin, never waiting (none
-        if its buffer is full or the child ended: it is then far behind, or done)."""
+        """One more directory entered: a byte down the child's stdin, never waiting.
+        What the socket does not take now (its buffer full: each pending send holds
+        ~770 bytes of it, so a few hundred while the child is descheduled) is carried
+        over to the next send, never dropped: a child that lost count would wait for a
+        scan already past, or list behind it (review12 2). A child gone is ignored."""
         import socket
 
         assert self._progress is not None
+        self._unsent += 1
         try:
-            self._progress.send(b".", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            sent = self._progress.send(
+                _DOTS[: min(self._unsent, len(_DOTS))], socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+            )
         except (BlockingIOError, BrokenPipeError, ConnectionError):
-            pass
+            return
         except OSError:
             log.debug("the lister's socket failed", exc_info=True)
+            return
+        self._unsent -= sent
 
     def _stop_child(self, child: subprocess.Popen[bytes]) -> None:
         """Kill the child and reap it, waiting at most _STOP_WAIT seconds (one held by
@@ -423,6 +433,7 @@ class Prefetcher:
 
 
 _IN_A_CHILD = True  # list in a child process (tests list in threads to watch them)
+_DOTS = memoryview(b"." * (1 << 16))  # the progress bytes one send carries, at most
 _DT_UNKNOWN, _DT_DIR = 0, 4  # d_type of a linux_dirent64
 _DIRENT = struct.Struct("=QqHB")  # d_ino, d_off, d_reclen, d_type; then the name, NUL-ended
 

@@ -7,9 +7,11 @@ look, and the cold speed-up is measured by benchmarks/roundtrip_bench.py."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -263,3 +265,34 @@ def test_a_child_gone_early_neither_holds_nor_kills_the_scan(
         signal.signal(signal.SIGPIPE, previous)
     trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
     assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
+
+
+def _drain(sock: socket.socket) -> int:
+    """The bytes waiting on ``sock``, read without waiting."""
+    got = 0
+    with contextlib.suppress(BlockingIOError):
+        while more := sock.recv(1 << 16, socket.MSG_DONTWAIT):
+            got += len(more)
+    return got
+
+
+def test_progress_the_socket_cannot_take_yet_is_sent_later_never_dropped() -> None:
+    """The child does not read while the scan enters 5,000 directories (descheduled,
+    say): the socket takes a few hundred one-byte sends, and the rest is carried over,
+    so once the child reads again it learns every directory (review12 2: they were
+    dropped, and the child lost count for good)."""
+    ours, theirs = socket.socketpair()
+    prefetcher = Prefetcher(-1)
+    prefetcher._started, prefetcher._progress = True, ours
+    try:
+        for _ in range(5000):
+            prefetcher.listing(lambda: None)
+        told = _drain(theirs)
+        assert told < 5000  # the socket was full: some were not sent at once
+        for _ in range(3):  # the next directories carry the rest
+            prefetcher.listing(lambda: None)
+            told += _drain(theirs)
+        assert told == 5003 and prefetcher._unsent == 0
+    finally:
+        ours.close()
+        theirs.close()
