@@ -88,10 +88,10 @@ if TYPE_CHECKING:
     import socket
     import subprocess
 
-try:
+if __name__ == "__main__":  # the child (python -I -S fs/prefetch.py): no store; its
+    MAX_TREE_DEPTH = 0  # parent gives the depth on its command line
+else:  # imported: a failure to import store is an error, never a silent depth of 0
     from store import MAX_TREE_DEPTH
-except ImportError:  # the child (python -I -S fs/prefetch.py), which its parent tells
-    MAX_TREE_DEPTH = 0
 
 log = logging.getLogger(__name__)
 _THREADS = 4  # requests in flight (the child's, cold farm: 4 1.46-1.60 s, 8 1.60-2.01)
