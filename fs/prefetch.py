@@ -30,9 +30,17 @@ scandir: scandir lets go of the interpreter once an entry, and 16 threads doing
 so, with an lstat an entry, made a convoy on the GIL with the scan's own thread (cold
 re-commit of the farm above, session 9, load 3-5: 50,000-240,000 context switches, CPU
 1.7-3.0 s against 1.5 without threads). Of the entries it lstats one inode in each
-512 (ext4 reads 32 inode-table blocks, 512 inodes, around one it misses): the disk
-reads are the same, the calls a hundred times fewer; the directory blocks, one
-request each on ext4 (htree readdir reads no block ahead), are 85% of the requests.
+256 (``(inode - 1) >> 8``): on ext4 a missed inode reads the inode-table blocks of
+its aligned 32-block region (inode_readahead_blks, 16 inodes a block: 512 inodes),
+aligned on the disk's block numbers, not on inode numbers, so a 256-inode window
+(16 blocks, aligned within its group's table) lies whole in one region, and every
+region holding one of the tree's windows is read, whatever the table's offset on
+the disk; windows of 512 straddled two regions, and one of them was read only if an
+lstat fell in it (review12 3). The disk reads are the same, the calls some hundred
+times fewer; the directory blocks, one request each on ext4 (htree readdir reads no
+block ahead), are 85% of the requests. On other filesystems (XFS's inode chunks of
+64, btrfs's inodes in its tree) one lstat reads few of the others: the scan waits
+for those, a matter of speed only.
 
 It is started only once the scan's own listings have waited
 for the disk (:meth:`Prefetcher.listing`: the blocks the scan's thread read while
@@ -101,7 +109,7 @@ _STOP_WAIT = 1.0  # seconds stop() waits for the threads, all together
 _WARM_STOP = 64  # the threads' listings in a row that read nothing: the rest is in memory
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BATCH = 1 << 15  # bytes of directory entries a getdents64 call reads
-_WINDOW_BITS = 9  # inodes lstat'ed: one a 512 (ext4 reads 32 inode blocks ahead, 16 an inode)
+_WINDOW_BITS = 8  # inodes lstat'ed: one a 256, half ext4's inode readahead (module docstring)
 
 _Path = tuple[bytes, ...]  # a directory's names below the root
 _T = TypeVar("_T")
@@ -143,7 +151,7 @@ class Prefetcher:
         self._threads: list[threading.Thread] = []
         self._alive = 0  # threads started and not ended
         self._own_fd: int | None = None
-        self._windows: set[int] = set()  # inode >> _WINDOW_BITS of the inodes lstat'ed
+        self._windows: set[int] = set()  # (inode - 1) >> _WINDOW_BITS, the inodes lstat'ed
 
     def listing(self, list_directory: Callable[[], _T]) -> _T:
         """Run the scan's listing of the next directory it enters (``list_directory``):
@@ -377,7 +385,7 @@ class Prefetcher:
 
     def _parsed(self, fd: int, batch: bytes) -> Iterator[bytes]:
         """The subdirectories of one getdents64 batch; of the other entries, one inode a
-        block group's window is lstat'ed (the filesystem reads its neighbours with it)."""
+        window of 256 is lstat'ed (ext4 reads its neighbours with it: module docstring)."""
         windows = self._windows
         for inode, kind, name in _dirents(batch):
             if kind == _DT_DIR:
@@ -391,7 +399,7 @@ class Prefetcher:
                 except OSError:
                     pass
                 continue
-            window = inode >> _WINDOW_BITS
+            window = (inode - 1) >> _WINDOW_BITS  # inode 1 is the first of a table
             if window not in windows:
                 windows.add(window)
                 try:

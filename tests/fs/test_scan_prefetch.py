@@ -296,3 +296,21 @@ def test_progress_the_socket_cannot_take_yet_is_sent_later_never_dropped() -> No
     finally:
         ours.close()
         theirs.close()
+
+
+def test_one_inode_is_lstated_a_window_of_256_counted_from_inode_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inodes 1-256 are one window (16 inode-table blocks, half of ext4's readahead:
+    review12 3), 257 starts the next: of a batch of files with inodes 1-1024, 4 are
+    lstat'ed, the first of each window, and directories are yielded, never lstat'ed."""
+
+    def entry(inode: int, kind: int, name: bytes) -> bytes:
+        return (fs.prefetch._DIRENT.pack(inode, 0, 32, kind) + name).ljust(32, b"\0")
+
+    batch = b"".join(entry(inode, 8, b"f%07d" % inode) for inode in range(1, 1025))
+    batch += entry(5000, fs.prefetch._DT_DIR, b"subdir")
+    looked: list[bytes] = []
+    monkeypatch.setattr(os, "lstat", lambda name, dir_fd: looked.append(name))
+    assert list(Prefetcher(-1)._parsed(-1, batch)) == [b"subdir"]
+    assert looked == [b"f%07d" % inode for inode in (1, 257, 513, 769)]
