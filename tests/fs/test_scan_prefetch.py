@@ -314,3 +314,18 @@ def test_one_inode_is_lstated_a_window_of_256_counted_from_inode_1(
     monkeypatch.setattr(os, "lstat", lambda name, dir_fd: looked.append(name))
     assert list(Prefetcher(-1)._parsed(-1, batch)) == [b"subdir"]
     assert looked == [b"f%07d" % inode for inode in (1, 257, 513, 769)]
+
+
+def test_store_failing_to_import_is_an_error_in_the_scans_process() -> None:
+    """Only the child (run as a script, without store) takes MAX_TREE_DEPTH from its
+    command line; imported, a failed import of store raises rather than leaving a
+    depth of 0 that lists nothing below the root's children (review12 8a)."""
+    code = "import sys; sys.modules['store'] = None; import fs.prefetch"
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(fs.prefetch.__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0 and "ModuleNotFoundError: import of store halted" in run.stderr
