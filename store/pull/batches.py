@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+from store.interrupts import interrupts_held
 from store.pull.pipelined import Halted
 from store.repo import Repository
 from store.transaction import Transaction
@@ -65,13 +66,26 @@ class Batches:
         self._raise_failure()
         if self._txn is None:
             self._txn = self._repo.transaction()
-        self._slots.acquire()
-        future = self._pool.submit(self._run, work, self._txn)
-        future.add_done_callback(lambda _: self._slots.release())
+        self._take_slot()
+        with interrupts_held():  # submit never blocks; see _take_slot
+            future = self._pool.submit(self._run, work, self._txn)
+            future.add_done_callback(lambda _: self._slots.release())
         self._pending.append(future)
         self._weight += weight
         if self._weight >= self._size:
             self._close_batch()
+
+    def _take_slot(self) -> None:
+        """``_slots.acquire()``, a Ctrl-C let through only between tries of 50 ms. One
+        that lands inside a Condition's ``with`` just after its lock was taken (the
+        slots', the pool's idle semaphore's in submit, the future's in
+        add_done_callback or wait) leaves that lock held: the workers block on it, then
+        the pool's shutdown and the process's exit ("sapwood: interrupted", then a hang:
+        review11 6, found in pull-local; tests/net/test_batches_lock_interrupt.py)."""
+        while True:
+            with interrupts_held():
+                if self._slots.acquire(timeout=0.05):
+                    return
 
     def _run(self, work: Work, txn: Transaction) -> None:
         with self._work:  # checked and counted at once: _abort sees it or it sees _failed
@@ -111,8 +125,9 @@ class Batches:
         if txn is None:
             return
         if self._commits:  # one commit at a time behind the filling: what was fetched is
-            wait(self._commits[-1:])  # stored at most two batches later, even if slow
-        self._commits.append(self._committer.submit(self._commit, txn, pending, weight))
+            _wait_all(self._commits[-1:])  # stored at most two batches later, even if slow
+        with interrupts_held():
+            self._commits.append(self._committer.submit(self._commit, txn, pending, weight))
 
     def _commit(self, txn: Transaction, pending: list[Future[None]], weight: int) -> None:
         wait(pending)
@@ -143,8 +158,8 @@ class Batches:
         txn, pending, weight = self._txn, self._pending, self._weight
         self._txn, self._pending, self._weight = None, [], 0
         try:
-            wait(self._commits)
-            wait(pending)
+            _wait_all(self._commits)
+            _wait_all(pending)
             self._committer.shutdown(wait=True)
         except BaseException:  # a Ctrl-C: abandon() no longer sees the last batch
             self._stop_running()
@@ -174,7 +189,7 @@ class Batches:
         self._failed.set()
         self._stop_running()
         self._close_batch()
-        wait(self._commits)
+        _wait_all(self._commits)
         self._committer.shutdown(wait=True)
 
     def _stop_running(self) -> None:
@@ -185,6 +200,17 @@ class Batches:
                 self.on_stop()
             except Exception:  # stopping must not fail the stop
                 log.exception("stopping the running work failed")
+
+
+def _wait_all(futures: list[Future[None]]) -> None:
+    """wait(futures) in the main thread, a Ctrl-C let through only between waits of 50
+    ms (wait takes each future's condition: see Batches._take_slot). Elsewhere (the
+    committer thread) the holding does nothing."""
+    while True:
+        with interrupts_held():
+            _, pending = wait(futures, timeout=0.05)
+        if not pending:
+            return
 
 
 def _first_error(futures: list[Future[None]]) -> BaseException | None:

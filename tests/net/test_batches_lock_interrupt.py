@@ -87,20 +87,13 @@ sys.exit(code)
 """
 
 
-# Not fixed yet: store/pull/batches.py is P1's this session; the fix proposed (the
-# Ctrl-C held over submit's locks and let through between waits of 50 ms, as
-# pull-local does: store/pull/local.py) is /work/plan/l-batches-fix.patch, with which
-# all four pass. strict: once fixed, these fail until the marks go.
-_HANGS = pytest.mark.xfail(reason="review11 6 in the HTTP pull's batches", strict=True)
-
-
 @pytest.mark.parametrize(
     "where",
     [
         0,
-        pytest.param(1, marks=_HANGS),
-        pytest.param(2, marks=_HANGS),
-        pytest.param(3, marks=_HANGS),
+        1,
+        2,
+        3,
     ],
     ids=["outside-locks", "slots", "pool-submit", "done-callback"],
 )
