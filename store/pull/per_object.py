@@ -332,7 +332,8 @@ class PerObjectFetcher:
             else:
                 body = cast(BinaryIO, io.BufferedReader(raw, _CHUNK))
             result = consume(body)
-        except (u3.HTTPError, OSError) as exc:
+        except u3.HTTPError as exc:  # the body's own reads say _Transient already; an
+            # OSError here is consume's (the disk: EIO, a spool's ENOSPC), never retried
             raise _Transient(_describe(exc)) from None
         finally:
             if not raw.ended:
