@@ -23,13 +23,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     TOOLS,
+    add_work_options,
     init_bare_user,
     print_table,
     result_row,
     sample_runs,
     timed,
+    work_filesystem,
     write_results,
 )
+from workfs import footprint
 
 KEYS = {
     "first_cold": "first commit",
@@ -58,18 +61,20 @@ def one_run(tmp: str, run: int, tree: str) -> dict[str, dict[str, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", default="/usr/share")
-    parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
+    add_work_options(parser)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
-    samples, figures = sample_runs(one_run, args.work, args.tree, args.runs)
+    need = footprint(Path(args.tree)) * 2  # a repository and a checkout at a time
+    with work_filesystem(args, need) as fs:
+        samples, figures = sample_runs(one_run, str(fs.path), args.tree, args.runs)
     rows = [
         result_row("commit", KEYS[key], tool, values, cold=os.geteuid() == 0)
         for tool, by_key in samples.items()
         for key, values in by_key.items()
     ]
-    write_results(args.results, "commit", rows, tree=args.tree)
+    write_results(args.results, "commit", rows, tree=args.tree, work_fs=fs.kind)
     if args.json:
         print(json.dumps({"tree": args.tree, "root": os.geteuid() == 0, "figures": figures}))
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -10,8 +11,11 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+
+import workfs
+from workfs import Footprint, WorkFs
 
 ROOT = Path(__file__).resolve().parent.parent
 SAPWOOD = str(ROOT / ".venv" / "bin" / "sapwood")
@@ -169,3 +173,22 @@ def write_results(
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     tmp.replace(path)
+
+
+# ----- the filesystem the benchmark writes to (benchmarks/workfs.py) ---------------------------
+def add_work_options(parser: argparse.ArgumentParser, work: str = "/var/tmp") -> None:
+    """--work (where the benchmark writes) and --work-fs (on what: see workfs.py)."""
+    parser.add_argument("--work", default=work, help="where the repositories go")
+    parser.add_argument(
+        "--work-fs",
+        choices=workfs.CHOICES,
+        help="loop (default, as root): a fresh journaled ext4 on a loop device under "
+        "--work for the run, deleted after; host: --work's own filesystem (default from "
+        f"{workfs.ENV})",
+    )
+
+
+def work_filesystem(args: argparse.Namespace, need: Footprint) -> AbstractContextManager[WorkFs]:
+    """The filesystem this run writes to (``args`` from add_work_options), room made
+    for ``need``; its ``kind`` goes into the results as ``work_fs``."""
+    return workfs.work_filesystem(Path(args.work), need, args.work_fs)

@@ -20,13 +20,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     TOOLS,
+    add_work_options,
     init_bare_user,
     print_table,
     result_row,
     sample_runs,
     timed,
+    work_filesystem,
     write_results,
 )
+from workfs import footprint
 
 
 def one_run(tmp: str, run: int, tree: str) -> dict[str, dict[str, float]]:
@@ -45,18 +48,20 @@ def one_run(tmp: str, run: int, tree: str) -> dict[str, dict[str, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", default="/usr/share")
-    parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
+    add_work_options(parser)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
-    samples, figures = sample_runs(one_run, args.work, args.tree, args.runs)
+    need = footprint(Path(args.tree)) * 1.5  # one repository at a time
+    with work_filesystem(args, need) as fs:
+        samples, figures = sample_runs(one_run, str(fs.path), args.tree, args.runs)
     names = {"fsck": "fsck", "prune": "prune (all unreferenced)"}
     rows = [
         result_row("maintenance", names[key], tool, values, cold=os.geteuid() == 0)
         for tool, by_key in samples.items()
         for key, values in by_key.items()
     ]
-    write_results(args.results, "maintenance", rows, tree=args.tree)
+    write_results(args.results, "maintenance", rows, tree=args.tree, work_fs=fs.kind)
     caches = "dropped" if os.geteuid() == 0 else "NOT dropped (not root)"
     print_table(
         f"maintenance of a commit of {args.tree}, bare-user; caches {caches}",

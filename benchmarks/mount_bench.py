@@ -30,7 +30,15 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SAPWOOD, drop_caches, result_row, write_results
+from common import (
+    SAPWOOD,
+    add_work_options,
+    drop_caches,
+    result_row,
+    work_filesystem,
+    write_results,
+)
+from workfs import footprint
 
 ENV = {
     **os.environ,
@@ -153,13 +161,17 @@ def measure(root: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", default="/usr/share")
-    parser.add_argument("--work", default="/var/tmp")
+    add_work_options(parser)
     parser.add_argument("--only", help="measure only this one (native, sapwood, borg, restic)")
     parser.add_argument("--runs", type=int, default=1, help="mounts of each; figures: median")
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     samples: dict[str, dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-mount-bench-") as tmp:
+    need = footprint(Path(args.tree)) * 3  # sapwood's, borg's and restic's repositories
+    with (
+        work_filesystem(args, need) as fs,
+        tempfile.TemporaryDirectory(dir=fs.path, prefix="sapwood-mount-bench-") as tmp,
+    ):
         for name, setup in (
             ("native", native),
             ("sapwood", sapwood_mount),
@@ -184,7 +196,7 @@ def main() -> int:
         for key, values in figures.items()
         if name != "native" or key != "mount"
     ]
-    write_results(args.results, "mount", rows, tree=args.tree)
+    write_results(args.results, "mount", rows, tree=args.tree, work_fs=fs.kind)
     keys = ["mount", "walk cold", "walk warm", "read cold", "read warm"]
     print(f"mount of {args.tree}; caches {'dropped' if os.geteuid() == 0 else 'NOT dropped'}")
     print(f"{'':12}" + "".join(f"{k:>12}" for k in keys))

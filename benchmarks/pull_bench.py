@@ -1,19 +1,22 @@
 """Pull benchmark: `sapwood pull` against `ostree pull`, from the same nginx on 127.0.0.1.
 
-    .venv/bin/python benchmarks/pull_bench.py [--tree PATH] [--runs 3]
+    .venv/bin/python benchmarks/pull_bench.py [--tree PATH] [--runs 3] [--update-runs 11]
 
 v1 is a real tree (the cached Debian tree of tests/debian.py, debootstrap minbase; needs
 root to build it) and v2 is v1 with a few packages changed (deterministic: documentation
 directories removed and added, some binaries rebuilt, /etc/motd edited). Each tool gets
 two archive repositories of the same commits, one plain and one offering static deltas
 (from nothing to v1, from v1 to v2), all four served by one nginx instance (Debian's,
-started here with its own config, as the tests do). Timed, median of ``--runs``, into
-fresh bare-user repositories: the first pull of v1, then the update pull v1 -> v2 into a
-copy of a repository that holds v1; the two tools run in turns (sapwood's run n, then
-OSTree's), so that a load that changes during the benchmark weighs on both alike. Caches
-stay warm (a web server's would be); the requests each pull made are counted in nginx's
-access log and printed below the table. Ratios are sapwood/OSTree: target of
-issue 13, <= 0.75 on both pulls.
+started here with its own config, as the tests do). Timed into fresh bare-user
+repositories: the first pull of v1 (median of ``--runs``), then the update pull v1 -> v2
+into a copy of a repository that holds v1 (median of ``--update-runs``: an update pull
+takes 0.1-0.3 s, and three runs of it varied by more than the two tools differ); the
+two tools run in turns (sapwood's run n, then OSTree's), so that a load that changes
+during the benchmark weighs on both alike. Caches stay warm (a web server's would be);
+the requests each pull made are counted in nginx's access log and printed below the
+table, with each figure's runs, quartiles and load. Ratios are sapwood/OSTree: target
+of issue 13, <= 0.75 on both pulls. Everything is written to the benchmark's own
+filesystem (benchmarks/workfs.py: a fresh journaled ext4, as root; ``--work-fs``).
 
 sapwood runs from bytecode, as an installed package does: where PYTHONDONTWRITEBYTECODE
 is set (these sessions set it, and the source tree holds no __pycache__), every command
@@ -39,7 +42,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import ROOT, TOOLS, print_table, result_row, write_results
+from common import (
+    ROOT,
+    TOOLS,
+    add_work_options,
+    print_table,
+    result_row,
+    work_filesystem,
+    write_results,
+)
+from workfs import footprint
 
 from tests.debian import debian_tree
 from tests.net.servers import Nginx
@@ -81,9 +93,11 @@ def run(argv: list[str]) -> str:
 
 # ----- the two versions ------------------------------------------------------------------------
 def make_v2(v1: Path, v2: Path) -> None:
-    """v1 with some packages changed, deterministically: a hardlink copy (so it costs
-    little), in which every changed file is replaced, never written through."""
-    run(["cp", "-al", str(v1), str(v2)])
+    """v1 with some packages changed, deterministically: a copy (of hardlinks, where v1
+    is on the same filesystem: it costs little), in which every changed file is
+    replaced, never written through."""
+    same_fs = v1.stat().st_dev == v2.parent.stat().st_dev
+    run(["cp", "-al" if same_fs else "-a", str(v1), str(v2)])
     docs = sorted(p for p in (v2 / "usr/share/doc").iterdir() if p.is_dir())
     for gone in docs[:8]:
         shutil.rmtree(gone)
@@ -201,29 +215,57 @@ def measure(
         shutil.rmtree(repo)
 
 
-def write_pull_results(path: Path | None, v1: Path, counts: Counter[str]) -> None:
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The first and third quartiles of ``values`` (both the value itself for one run)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
+def write_pull_results(path: Path | None, v1: Path, counts: Counter[str], work_fs: str) -> None:
     names = {"first": "first pull", "update": "update pull"}
     rows = []
     for key, values in SAMPLES.items():
         tool, kind, phase = key.split()
         operation = f"{names[phase]}, {'deltas' if kind == 'delta' else 'objects'}"
         requests = counts[f"{key} requests"]
-        rows.append(result_row("pull", operation, tool, values, requests=requests))
-    write_results(path, "pull", rows, tree=str(v1))
+        q1, q3 = quartiles(values)
+        rows.append(result_row("pull", operation, tool, values, requests=requests, q1=q1, q3=q3))
+    write_results(path, "pull", rows, tree=str(v1), work_fs=work_fs)
+
+
+def spread(key: str) -> str:
+    """One figure's runs, in the order taken, their median, quartiles and the load."""
+    values, loads = SAMPLES[key], LOADS[key]
+    q1, q3 = quartiles(values)
+    return (
+        f"  {key}: median {statistics.median(values):.3f} s of {len(values)}, quartiles "
+        f"{q1:.3f}-{q3:.3f}, min-max {min(values):.3f}-{max(values):.3f}; runs "
+        + " ".join(f"{value:.2f}" for value in values)
+        + f"; load {min(loads):.1f}-{max(loads):.1f}"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, help="v1 (default: the cached Debian tree)")
-    parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
-    parser.add_argument("--runs", type=int, default=3)
+    add_work_options(parser)
+    parser.add_argument("--runs", type=int, default=3, help="first pulls of each tool and kind")
+    parser.add_argument(
+        "--update-runs", type=int, default=11, help="update pulls of each tool and kind"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--results", type=Path, help="write the figures as JSON (report.py)")
     args = parser.parse_args()
     v1 = args.tree or debian_tree()
     figures: dict[str, float] = {}
     counts: Counter[str] = Counter()
-    with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-pull-bench-") as tmp:
+    need = footprint(v1) * 12  # the served repositories (4), v2, clients, their copies
+    with (
+        work_filesystem(args, need) as fs,
+        tempfile.TemporaryDirectory(dir=fs.path, prefix="sapwood-pull-bench-") as tmp,
+    ):
         work = Path(tmp)
         served, clients = work / "served", work / "clients"
         served.mkdir()
@@ -244,18 +286,20 @@ def main() -> int:
                         for kind in KINDS:
                             repo = served / f"{tool}-{kind}"
                             PUBLISH[tool](repo, work / "v2", kind == "delta", commits[tool, kind])
-                for n in range(args.runs):  # the tools in turns: the same load for both
+                runs = args.runs if phase == "first" else args.update_runs
+                for n in range(runs):  # the tools in turns: the same load for both
                     for kind in KINDS:
                         for tool in TOOLS:
-                            last = n == args.runs - 1
+                            last = n == runs - 1
                             measure(tool, kind, server, clients, n, last, phase, counts)
                 for key in [key for key in SAMPLES if key.endswith(phase)]:
                     figures[key] = statistics.median(SAMPLES[key])
         finally:
             server.stop()
-    write_pull_results(args.results, v1, counts)
+    write_pull_results(args.results, v1, counts, fs.kind)
     if args.json:
-        print(json.dumps({"tree": str(v1), "figures": figures, "requests": counts}))
+        doc = {"tree": str(v1), "figures": figures, "requests": counts, "work_fs": fs.kind}
+        print(json.dumps(doc))
         return 0
     rows = []
     for phase, title in (("first", "first pull"), ("update", "update pull")):
@@ -265,15 +309,14 @@ def main() -> int:
             rows.append((name, ours, theirs, "<= 0.75"))
     print_table(
         f"pull of {v1} (v1, then v2) from nginx on 127.0.0.1 into bare-user; median of "
-        f"{args.runs}; caches warm",
+        f"{args.runs} first pulls, {args.update_runs} update pulls; caches warm; "
+        f"written to {fs.kind}",
         rows,
     )
     for key in sorted(counts):
         print(f"  {key}: {counts[key]}")
-    for key, values in SAMPLES.items():
-        runs = " ".join(f"{value:.2f}" for value in values)
-        loads = LOADS[key]
-        print(f"  {key}: runs {runs} s, load {min(loads):.1f}-{max(loads):.1f}")
+    for key in SAMPLES:
+        print(spread(key))
     return 0
 
 

@@ -119,9 +119,10 @@ def merged(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     if "trees" in earlier["meta"] or "trees" in later["meta"]:
         meta["trees"] = {**earlier["meta"].get("trees", {}), **later["meta"].get("trees", {})}
     meta["load"] = f"{earlier['meta'].get('load', '?')}; then {later['meta'].get('load', '?')}"
-    reclaims = [doc["meta"]["reclaim"] for doc in (earlier, later) if "reclaim" in doc["meta"]]
-    if len(set(reclaims)) > 1:
-        meta["reclaim"] = "; then ".join(reclaims)
+    for what in ("reclaim", "work_fs"):
+        said = [doc["meta"][what] for doc in (earlier, later) if what in doc["meta"]]
+        if len(set(said)) > 1:
+            meta[what] = "; then ".join(said)
     notes = [doc["meta"]["note"] for doc in (earlier, later) if doc["meta"].get("note")]
     if notes:
         meta["note"] = " ".join(notes)
@@ -130,6 +131,13 @@ def merged(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
 
 def _rank(name: str) -> int:
     return ORDER.index(name) if name in ORDER else len(ORDER)
+
+
+def written_to(doc: dict[str, Any]) -> str:
+    """What the benchmark wrote its repositories to (benchmarks/workfs.py), if it said:
+    results of the host filesystem right after a deletion are not comparable."""
+    work_fs = doc["meta"].get("work_fs")
+    return f"Repositories written to: {work_fs}." if work_fs else ""
 
 
 def figure(row: Row | None) -> str:
@@ -376,6 +384,7 @@ def page(results: Path, docs: dict[str, dict[str, Any]]) -> str:
                 if "reclaim" in scale["meta"]
                 else []
             ),
+            *([written_to(scale), ""] if written_to(scale) else []),
             *scale_table(scale),
             "",
             *targets(scale),
@@ -392,7 +401,8 @@ def page(results: Path, docs: dict[str, dict[str, Any]]) -> str:
         tree = doc["meta"].get("tree", "")
         caches = ", caches dropped before each cold figure" if cold else ""
         load = f"; load average at the end {doc['meta']['load']}" if "load" in doc["meta"] else ""
-        lines += [f"## {name} ({tree}{caches}{load})", "", *peer_table(doc), ""]
+        written = [written_to(doc), ""] if written_to(doc) else []
+        lines += [f"## {name} ({tree}{caches}{load})", "", *written, *peer_table(doc), ""]
     if any(name != "scale" for name in docs):
         lines += ["![sapwood beside its peers](peers.png)", ""]
     return "\n".join(lines)

@@ -36,13 +36,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     TOOLS,
+    add_work_options,
     drop_caches,
     init_bare_user,
     print_table,
     result_row,
     timed,
+    work_filesystem,
     write_results,
 )
+from workfs import footprint
 
 
 def farm_checkout(tool: str, repo: Path, farm: Path) -> list[str]:
@@ -158,13 +161,17 @@ def measure(tmp: Path, tree: str, runs: int) -> dict[str, dict[str, list[float]]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", default="/usr/share")
-    parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
+    add_work_options(parser)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # see the module's docstring
-    with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-bench-") as tmp:
+    need = footprint(Path(args.tree)) * 3  # both tools' repositories and hardlink farms
+    with (
+        work_filesystem(args, need) as fs,
+        tempfile.TemporaryDirectory(dir=fs.path, prefix="sapwood-bench-") as tmp,
+    ):
         samples = measure(Path(tmp), args.tree, args.runs)
     drop_caches()  # the farms' deletion written back before anything else is timed
     figures = {
@@ -182,7 +189,7 @@ def main() -> int:
         for tool, by_key in samples.items()
         for key, values in by_key.items()
     ]
-    write_results(args.results, "roundtrip", rows, tree=args.tree)
+    write_results(args.results, "roundtrip", rows, tree=args.tree, work_fs=fs.kind)
     if args.json:
         print(json.dumps({"tree": args.tree, "root": os.geteuid() == 0, "figures": figures}))
         return 0

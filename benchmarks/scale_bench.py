@@ -22,6 +22,10 @@ the daemon's Pss right after the mount and after the walk. Per-file figures divi
 the tree's non-directory entries; "growth" is a size's time per file over the previous
 size's (issue 15: within 1.5). A million files is opt-in: ``make bench-million`` runs
 --sizes 1000000 --peer-runs 1 after ``make bench``, and report.py joins the two.
+
+The repositories and checkouts go to the benchmark's own filesystem (benchmarks/workfs.py:
+as root, a fresh journaled ext4 on a loop device, sized for one repository of the
+largest tree and its checkout; ``--work-fs host`` writes to --work's own filesystem).
 """
 
 from __future__ import annotations
@@ -41,7 +45,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import treegen
-from common import SAPWOOD, TOOLS, proactive_reclaim, reclaim_paused, result_row, write_results
+from common import (
+    SAPWOOD,
+    TOOLS,
+    add_work_options,
+    proactive_reclaim,
+    reclaim_paused,
+    result_row,
+    work_filesystem,
+    write_results,
+)
+from workfs import Footprint, WorkFs, footprint
 
 SAMPLE_SECONDS = 0.02
 KIB_PER_MIB = 1024
@@ -289,7 +303,7 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=treegen.DEFAULT_CACHE)
-    parser.add_argument("--work", default="/var/tmp", help="where the repositories go")
+    add_work_options(parser)
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     parser.add_argument(
         "--pause-reclaim",
@@ -312,12 +326,41 @@ def measure(args: argparse.Namespace, reclaim: str) -> int:
     samples: Samples = defaultdict(list)
     trees: dict[str, object] = {}
     paths: dict[int, tuple[Path, int]] = {}
+    need = Footprint(0, 0)
     for files in sizes:
         print(f"[scale {files:,}] tree (generated once, then cached)", file=sys.stderr, flush=True)
         tree = treegen.ensure_tree(files, args.seed, args.cache)
         entries = count_entries(tree)
         trees[str(files)] = {"path": str(tree), "entries": entries[1]}
         paths[files] = tree, entries[1]
+        size = footprint(tree)
+        need = Footprint(max(need.bytes, size.bytes), max(need.inodes, size.inodes))
+    # one tool's repository at a time (each run's is deleted before the next), its
+    # checkout (hardlinks, but its directories) and index: 1.5 trees
+    with work_filesystem(args, need * 1.5) as fs:
+        run_all(args, fs, reclaim, samples, trees, paths)
+    print(
+        f"scale: trees of benchmarks/treegen.py (seed {args.seed}), bare-user, caches warm, "
+        f"median (min-max) of {args.runs} (peers: {peer_runs}); ratio and per-file: sapwood; "
+        f"written to {fs.kind}"
+    )
+    print_tables(samples, sizes)
+    return 0
+
+
+def run_all(
+    args: argparse.Namespace,
+    fs: WorkFs,
+    reclaim: str,
+    samples: Samples,
+    trees: dict[str, object],
+    paths: dict[int, tuple[Path, int]],
+) -> None:
+    """Every run of every size (``paths``: each one's tree and entries) of every tool
+    into ``samples``, written to ``fs``; the results say what reclaim ran, and on what
+    filesystem."""
+    sizes = list(paths)
+    peer_runs = args.runs if args.peer_runs is None else args.peer_runs
     # Runs outermost, sizes within: a shared machine's load then weighs on every size's
     # runs alike, and growth (a size's time per file over the previous size's) compares
     # runs measured side by side.
@@ -327,7 +370,7 @@ def measure(args: argparse.Namespace, reclaim: str) -> int:
                 if tool != "sapwood" and run >= peer_runs:
                     continue
                 step = f"[scale {files:,}] run {run + 1}/{args.runs} {tool}"
-                with tempfile.TemporaryDirectory(dir=args.work, prefix="sapwood-scale-") as tmp:
+                with tempfile.TemporaryDirectory(dir=fs.path, prefix="sapwood-scale-") as tmp:
 
                     def report(operation: str, seconds: float, mib: float | None) -> None:
                         samples[files, operation, tool].append((seconds, mib))  # noqa: B023
@@ -344,16 +387,11 @@ def measure(args: argparse.Namespace, reclaim: str) -> int:
                             seed=args.seed,
                             trees=trees,
                             reclaim=reclaim,
+                            work_fs=fs.kind,
                         )
 
                     tree, entries = paths[files]
                     one_run(tool, tree, Path(tmp), entries, report)
-    print(
-        f"scale: trees of benchmarks/treegen.py (seed {args.seed}), bare-user, caches warm, "
-        f"median (min-max) of {args.runs} (peers: {peer_runs}); ratio and per-file: sapwood"
-    )
-    print_tables(samples, sizes)
-    return 0
 
 
 if __name__ == "__main__":
