@@ -84,7 +84,9 @@ coverage: setup
 # (scale_bench; add 1000000 for the million-file run) and --results (its JSON rows, in
 # results/json/; its printed tables go to results/json/NAME.txt), --pause-reclaim (the
 # VM's proactive pageout off while scale_bench runs: common.reclaim_paused). BENCHES picks some,
-# e.g. `make bench BENCHES="scale commit"`; JSON of earlier runs of the others is kept.
+# e.g. `make bench BENCHES="scale commit"`; JSON of earlier runs of the others is kept. Every
+# bench but history writes to a journaled ext4 of its own on a loop device (workfs.py);
+# SAPWOOD_BENCH_WORK_FS=host makes them write to /var/tmp's own filesystem instead.
 BENCH_RESULTS := benchmarks/results
 BENCH_RUNS ?= 3
 SCALE_SIZES ?= 10000,100000
@@ -112,8 +114,9 @@ bench: setup $(BENCH_STAMP)
 	$(PY) benchmarks/report.py --results $(BENCH_RESULTS)
 
 # The million-file run of the scale benchmark (issue 15), after `make bench` (whose 10,000
-# and 100,000 rows it joins in LATEST.md): about 20 GB of free disk under /var/tmp and
-# three hours here; sapwood runs $(BENCH_RUNS) times, OSTree once (45 minutes a run).
+# and 100,000 rows it joins in LATEST.md): the tree (~5 GB, cached) and 12.5 GB free under
+# /var/tmp for the run's ext4 image (checked before it starts), and three hours here;
+# sapwood runs $(BENCH_RUNS) times, OSTree once (45 minutes a run).
 bench-million: setup $(BENCH_STAMP)
 	@mkdir -p $(BENCH_RESULTS)/json
 	@uptime > $(BENCH_RESULTS)/json/uptime-million-start.txt
