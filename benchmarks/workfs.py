@@ -179,9 +179,9 @@ def check_free(parent: Path, image: Image, need: Footprint) -> None:
         raise SystemExit(
             f"the benchmark's filesystem needs a {image.size / GIB:.1f} GiB image in "
             f"{parent} (for about {need.bytes / GIB:.1f} GiB and {need.inodes:,} inodes "
-            f"written), which has {free / GIB:.1f} GiB free, {HOST_RESERVE / GIB:.0f} GiB "
-            "of which stay free: free some space, give another --work, or pass "
-            "--work-fs host"
+            f"written), which has {free / GIB:.1f} GiB free and must keep "
+            f"{HOST_RESERVE / GIB:.0f} GiB free after it: free some space, give another "
+            "--work, or pass --work-fs host"
         )
 
 
@@ -205,7 +205,7 @@ def _loop_ext4(parent: Path, image: Image) -> Iterator[WorkFs]:
         counted = f", {image.inodes:,} inodes" if image.inodes else ""
         kind = (
             f"ext4 with a journal (mkfs.ext4 defaults{counted}) on a {image.size / GIB:.1f} "
-            "GiB sparse image, loop device with direct I/O"
+            f"GiB sparse image, loop device {_direct_io(device)}"
         )
         _say(f"writing to {kind}: {device} on {mnt}")
         yield WorkFs(mnt, kind)
@@ -232,6 +232,18 @@ def _sampled(fs: WorkFs) -> Iterator[None]:
             f"{fs.path} held at most {fs.peak_bytes / GIB:.2f} GiB in "
             f"{fs.peak_inodes:,} inodes (sampled every {SAMPLE_SECONDS:.0f} s)"
         )
+
+
+def _direct_io(device: str) -> str:
+    """Whether the loop device got direct I/O: losetup falls back to cached I/O, and
+    says nothing, where the host filesystem refuses O_DIRECT (tmpfs); the image's pages
+    are then cached twice, and a cold figure is only as cold as the host's cache."""
+    flag = Path("/sys/block", Path(device).name, "loop", "dio")
+    try:
+        on = flag.read_text().strip() == "1"
+    except OSError:
+        return "(direct I/O unknown)"
+    return "with direct I/O" if on else "WITHOUT direct I/O (the host filesystem refused it)"
 
 
 def _report_image(path: Path) -> None:
