@@ -12,6 +12,9 @@ bytes:
   first use: a pull whose answers all go through the pipelined lane never imports
   urllib3 or http.client (~30 ms of an update pull's CPU).
 
+Both ways share the pull's connections (store/pull/budget.py): at most
+``settings.connections`` open at once, whichever thread and way uses them.
+
 Library code: nothing is printed; counters feed the caller's progress.
 """
 
@@ -24,7 +27,8 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from store.pull.pipelined import Halted, Lane
+from store.pull.budget import Budget, Halted
+from store.pull.pipelined import Lane
 from store.pull.settings import FetchSettings
 
 if TYPE_CHECKING:
@@ -49,8 +53,10 @@ class Fetcher:
         self._lane_requests = 0
         self._lane_bytes = 0
         self._single: PerObjectFetcher | None = None
-        self._lane = Lane.of(self.base_url, settings, self._count_requests, self._count_bytes)
-        self._halted = False
+        self._budget = Budget(settings.connections)
+        self._lane = Lane.of(
+            self.base_url, settings, self._budget, self._count_requests, self._count_bytes
+        )
 
     def __enter__(self) -> Fetcher:
         return self
@@ -73,19 +79,18 @@ class Fetcher:
         return self._lane_bytes + (single.bytes if single is not None else 0)
 
     def close(self) -> None:
-        if self._lane is not None:
-            self._lane.close()
+        self._budget.close()
         if self._single is not None:
             self._single.close()
 
     def halt(self) -> None:
         """The pull stops (a Ctrl-C, or an error it raises already): every fetch running
         or to come ends soon with Halted (attack14.md, finding 5: a Ctrl-C waited for a
-        stalled fetch's every attempt). For good: a halted fetcher fetches nothing."""
-        self._halted = True
+        stalled fetch's every attempt), a connect in progress too. For good: a halted
+        fetcher fetches nothing. Imports nothing (urllib3 is not loaded for it)."""
         if self._lane is not None:
             self._lane.halt()
-        self._per_object().halt()
+        self._budget.halt()
 
     def url(self, relpath: str) -> str:
         return self.base_url + relpath
@@ -93,12 +98,13 @@ class Fetcher:
     def get(self, relpath: str, limit: int) -> builtins.bytes:
         """The body of ``relpath`` (at most ``limit`` bytes), retried on transient
         failures; NetworkError once they are spent, or at once for a 4xx (status set)."""
-        return self._per_object().get(relpath, limit)
+        return self.fetch(relpath, limit, _read)
 
     def fetch(self, relpath: str, limit: int, consume: Callable[[BinaryIO], _T]) -> _T:
         """``consume(body)`` of the body of ``relpath``, one request at a time (see
         store/pull/per_object.py's PerObjectFetcher.fetch)."""
-        return self._per_object().fetch(relpath, limit, consume)
+        with self._budget.slot():  # checked out before urllib3 is imported for it
+            return self._per_object().fetch(relpath, limit, consume)
 
     def fetch_many(
         self, relpaths: list[str], limit: int, consume: Callable[[int, BinaryIO], _T]
@@ -109,16 +115,17 @@ class Fetcher:
         pipeline failed on and every one after it go through :meth:`fetch` one by one,
         which raises the proper errors (those of the first file that fails). Close the
         generator if you stop early (its connection is closed then)."""
-        done = 0
-        if self._lane is not None and not self._lane.off:
-            for result in self._lane.fetch(relpaths, limit, consume):
-                yield relpaths[done], result
-                done += 1
-        for index in range(done, len(relpaths)):
-            relpath = relpaths[index]
-            if self._halted:
-                raise Halted(self.url(relpath))
-            yield relpath, self.fetch(relpath, limit, partial(consume, index))
+        with self._budget.slot() as slot:  # the rest, one by one, uses it too
+            done = 0
+            if self._lane is not None and not self._lane.off:
+                for result in self._lane.fetch(relpaths, limit, consume, slot):
+                    yield relpaths[done], result
+                    done += 1
+            for index in range(done, len(relpaths)):
+                relpath = relpaths[index]
+                if self._budget.halted.is_set():
+                    raise Halted(self.url(relpath))
+                yield relpath, self.fetch(relpath, limit, partial(consume, index))
 
     def _per_object(self) -> PerObjectFetcher:
         single = self._single
@@ -128,7 +135,9 @@ class Fetcher:
             if self._single is None:
                 from store.pull.per_object import PerObjectFetcher  # urllib3: on first use
 
-                self._single = PerObjectFetcher(self.base_url, self.settings, self._on_bytes)
+                self._single = PerObjectFetcher(
+                    self.base_url, self.settings, self._on_bytes, self._budget
+                )
             return self._single
 
     def _count_requests(self, count: int) -> None:
@@ -140,3 +149,7 @@ class Fetcher:
             self._lane_bytes += size
         if self._on_bytes is not None:
             self._on_bytes(size)
+
+
+def _read(body: BinaryIO) -> builtins.bytes:
+    return body.read()

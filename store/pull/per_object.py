@@ -3,9 +3,11 @@
 The per-object path of store/pull/http.py's Fetcher (which imports this module on
 first use: a pull whose answers all go through the pipelined lane never imports
 urllib3 or http.client), and the fallback of the lane for whatever is not plain.
-One :class:`PerObjectFetcher` per pull. It keeps connections alive (a pool of
-``settings.connections`` per host, shared by the threads that fetch at once), and
-for each file:
+One :class:`PerObjectFetcher` per pull. It fetches on the connection of the
+caller's slot of the pull's budget (store/pull/budget.py: at most
+``settings.connections`` open at once, the lane's included), kept alive; a redirect
+to another host goes through a urllib3 pool (``settings.connections`` a host, not
+counted in the budget). For each file it:
 
 - gives up on a connect after ``connect_timeout`` and on a read after
   ``read_timeout`` seconds without a byte; a server that trickles (fewer than
@@ -30,7 +32,6 @@ Library code: nothing is printed; counters feed the caller's progress.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import io
 import logging
@@ -50,8 +51,8 @@ from urllib3.util import parse_url
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from store.errors import CorruptObjectError, NetworkError
+from store.pull.budget import Budget, Halted, Slot, open_socket, shut_down
 from store.pull.deadlines import WATCHDOG
-from store.pull.pipelined import Halted
 from store.pull.settings import FetchSettings
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,12 @@ class PerObjectFetcher:
         base_url: str,
         settings: FetchSettings,
         on_bytes: Callable[[int], None] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.settings = settings
         self._on_bytes = on_bytes
+        self._budget = Budget(settings.connections) if budget is None else budget
         self._pool = urllib3.PoolManager(
             num_pools=4,
             maxsize=settings.connections,
@@ -109,30 +112,20 @@ class PerObjectFetcher:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_pool = self._pool.connection_from_url(self.base_url)
         self._headers = dict(self._pool.headers)
-        self._local = threading.local()  # .conn: this thread's connection to the base URL
-        self._connections: list[u3_connection.HTTPConnection] = []
-        self.halted = threading.Event()  # see halt()
+        self._local = threading.local()  # .reused: the last answer came on a reused one
+        self.halted = self._budget.halted  # see halt()
         self._lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
 
     def close(self) -> None:
         self._pool.clear()
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+        self._budget.close()
 
     def halt(self) -> None:
         """Every later attempt raises Halted, a backoff wait ends, and every read
-        blocked on one of this fetcher's own connections ends at once (a shutdown)."""
-        self.halted.set()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            sock = conn.sock
-            if sock is not None:
-                _shut_down(sock)
+        blocked on one of the budget's connections ends at once (a shutdown)."""
+        self._budget.halt()
 
     def url(self, relpath: str) -> str:
         return self.base_url + relpath
@@ -153,6 +146,12 @@ class PerObjectFetcher:
         attack10.md, finding 4) is out of step with the requests, and its answers are
         not the ones asked for; a server that serves a wrong object costs one request
         more."""
+        with self._budget.slot() as slot:
+            return self._fetch_retried(relpath, limit, consume, slot)
+
+    def _fetch_retried(
+        self, relpath: str, limit: int, consume: Callable[[BinaryIO], _T], slot: Slot
+    ) -> _T:
         url = self.url(relpath)
         attempt = 0
         asked_anew = False
@@ -160,13 +159,15 @@ class PerObjectFetcher:
             if self.halted.is_set():
                 raise Halted(url)
             try:
-                return self._fetch_following(url, limit, consume)
+                return self._fetch_following(url, limit, consume, slot)
             except _OutOfStep as exc:
                 if asked_anew:
                     raise exc.error from None
                 log.info("%s: %s; asked anew on a new connection", url, exc.error)
                 asked_anew = True
             except _Transient as exc:
+                if self.halted.is_set():  # the halt's shutdown broke it: not the server
+                    raise Halted(url) from None
                 if attempt >= self.settings.retries:
                     tries = f"after {attempt + 1} attempts" if attempt else "(no retries)"
                     raise NetworkError(
@@ -177,11 +178,13 @@ class PerObjectFetcher:
                 attempt += 1
                 self.halted.wait(wait)
 
-    def _fetch_following(self, url: str, limit: int, consume: Callable[[BinaryIO], _T]) -> _T:
+    def _fetch_following(
+        self, url: str, limit: int, consume: Callable[[BinaryIO], _T], slot: Slot
+    ) -> _T:
         first, seen = url, {url}
         _attempt.deadline = time.monotonic() + self._head_budget
         for _ in range(self.settings.max_redirects + 1):
-            response, conn = self._request(url)
+            response, conn = self._request(url, slot)
             try:
                 location = self._redirect(response, url)
                 if location is None:
@@ -211,14 +214,14 @@ class PerObjectFetcher:
         raise NetworkError(f"{first}: more than {self.settings.max_redirects} redirects", url=first)
 
     def _request(
-        self, url: str
+        self, url: str, slot: Slot
     ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection | None]:
         """The response to a GET of ``url``, and the connection it came on when that is
         this thread's own (None: the pool's, given back by ``release_conn``)."""
         with self._lock:
             self.requests += 1
         if url.startswith(self.base_url):  # the usual case
-            return self._request_direct(url[len(self._origin) :])
+            return self._request_direct(url[len(self._origin) :], slot)
         try:
             response = self._pool.request(
                 "GET", url, redirect=False, preload_content=False, decode_content=False
@@ -228,15 +231,15 @@ class PerObjectFetcher:
         return response, None
 
     def _request_direct(
-        self, path: str
+        self, path: str, slot: Slot
     ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection]:
-        """GET ``path`` of the base URL's server on this thread's kept-alive connection.
+        """GET ``path`` of the base URL's server on the kept-alive connection of ``slot``.
 
         urllib3's connection, made by the pool as the pool makes its own (the same
         timeouts, TLS settings and head deadline), but used without the pool: taking a
         connection from the pool and giving it back, and its request's layers, cost as
         much CPU as the rest of fetching a small object (store/pull's benchmark fetches
-        thousands). One connection per thread: no more than the pool would keep.
+        thousands). The slot's connection of the lane, if it carries one, is closed first.
 
         As the pool does, a kept-alive connection is polled before each use (~1 us): one
         the server closed, or on which it sent bytes nobody asked for, is replaced by a
@@ -248,12 +251,11 @@ class PerObjectFetcher:
         that came just after the poll) is asked once more at once on a new connection
         (a GET may be sent again; browsers and HTTP libraries do so for a kept-alive
         connection), not counted as an attempt."""
-        conn: u3_connection.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = cast(u3_connection.HTTPConnection, self._base_pool._new_conn())
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
+        conn = slot.conn
+        if not isinstance(conn, _HTTPConnection):
+            conn = cast(_HTTPConnection, self._base_pool._new_conn())
+            slot.swap(conn)
+        conn.slot = slot
         reused = conn.sock is not None
         if reused and not _clean(conn):
             conn.close()  # the server closed it, or sent more than it was asked for
@@ -281,10 +283,12 @@ class PerObjectFetcher:
         self._local.reused = reused  # whether the answer came on a reused connection
         return response, conn
 
-    def _exchange(self, conn: u3_connection.HTTPConnection, path: str) -> urllib3.BaseHTTPResponse:
+    def _exchange(self, conn: _HTTPConnection, path: str) -> urllib3.BaseHTTPResponse:
         if conn.sock is None:
             conn.timeout = self.settings.connect_timeout
             conn.connect()
+        if conn.slot is not None and conn.sock is not None:
+            conn.slot.watch(conn.sock)  # the TLS socket, or a reused one
         conn.timeout = self.settings.read_timeout
         conn.request(
             "GET", path, headers=self._headers, preload_content=False, decode_content=False
@@ -467,7 +471,7 @@ def _head_in_time(
         due = start + conn.timeout if due is None else min(due, start + conn.timeout)
     if sock is None or due is None:
         return get()
-    alarm = WATCHDOG.arm(due, lambda: _shut_down(sock))
+    alarm = WATCHDOG.arm(due, lambda: shut_down(sock))
     try:
         response = get()
     except BaseException as exc:
@@ -481,12 +485,6 @@ def _head_in_time(
 
 def _late(seconds: float) -> str:
     return f"no complete response head within {max(seconds, 0):.3g} s"
-
-
-def _shut_down(sock: socket.socket) -> None:
-    """End every read blocked on ``sock`` (the plain socket's shutdown, under TLS too)."""
-    with contextlib.suppress(OSError):  # closed already
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _InformationalSkipped(http.client.HTTPResponse):
@@ -503,18 +501,42 @@ class _InformationalSkipped(http.client.HTTPResponse):
             http.client._read_headers(self.fp)  # type: ignore[attr-defined]
 
 
+def _new_watched_conn(conn: u3_connection.HTTPConnection, slot: Slot) -> socket.socket:
+    """urllib3's HTTPConnection._new_conn (the same errors), the socket handed to the
+    slot before it connects: a halt ends a connect in progress at once."""
+    timeout = conn.timeout if isinstance(conn.timeout, int | float) else None
+    try:
+        sock = open_socket(conn._dns_host, conn.port, timeout, slot.watch)
+    except socket.gaierror as exc:
+        raise u3.NameResolutionError(conn.host, conn, exc) from exc
+    except TimeoutError as exc:
+        raise u3.ConnectTimeoutError(conn, f"Connection to {conn.host} timed out.") from exc
+    except OSError as exc:
+        raise u3.NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
+    for option in conn.socket_options or ():
+        sock.setsockopt(*option)
+    return sock
+
+
 class _HTTPConnection(u3_connection.HTTPConnection):
+    """urllib3's connection, its socket watched by the budget's slot that carries it
+    (``slot``, set by the fetcher) as it connects, its head with a deadline, any 1xx
+    head read past."""
+
     response_class = _InformationalSkipped
+    slot: Slot | None = None
+
+    def _new_conn(self) -> socket.socket:
+        if self.slot is None:
+            return super()._new_conn()
+        return _new_watched_conn(self, self.slot)
 
     def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
         return _head_in_time(self, super().getresponse)
 
 
-class _HTTPSConnection(u3_connection.HTTPSConnection):
-    response_class = _InformationalSkipped
-
-    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
-        return _head_in_time(self, super().getresponse)
+class _HTTPSConnection(_HTTPConnection, u3_connection.HTTPSConnection):
+    """The same over TLS."""
 
 
 class _HTTPPool(u3_pool.HTTPConnectionPool):

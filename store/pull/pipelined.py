@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
 from store.errors import CorruptObjectError, NetworkError
+from store.pull.budget import Budget, Slot, open_socket
+from store.pull.budget import Halted as Halted  # where store/pull/batches.py takes it
 from store.pull.settings import FetchSettings
 
 if TYPE_CHECKING:
@@ -72,19 +74,19 @@ class _End(Exception):
     - "broken": the connection failed (a reset, EOF within an answer): on a connection
       that rested, before any answer, the rest is asked once more on a new one;
     - "object": this answer is not for the lane (an other status, too large, refused);
+    - "slow": a head late, a body that trickles: a failure, which turns the lane
+      off only for a server that never answered two pipelined requests on one
+      connection (it may not pipeline at all: a timeout each piece of work otherwise),
+      or as the ``MAX_FAILURES``-th (one slow object, a cold disk or a cache miss,
+      turned it off for the whole pull: review12.md, finding 7);
     - "fatal": the lane cannot work with this server (a malformed head, chunked
-      bodies, a timeout, a body that trickles): off for the rest of the pull.
+      bodies, HTTP/1.0): off for the rest of the pull.
     """
 
     def __init__(self, reason: str, kind: str = "broken") -> None:
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
-
-
-class Halted(Exception):
-    """A fetch given up because the pull stops (Fetcher.halt: a Ctrl-C, or an error
-    the pull raises already); never the pull's own error."""
 
 
 class _Target:
@@ -123,15 +125,24 @@ class _Target:
 class _Connection:
     """One socket of the lane, with the bytes read from it and not yet used."""
 
-    def __init__(self, target: _Target, settings: FetchSettings, context: ssl.SSLContext | None):
+    def __init__(
+        self,
+        target: _Target,
+        settings: FetchSettings,
+        context: ssl.SSLContext | None,
+        slot: Slot,
+    ) -> None:
         self.settings = settings
-        sock = socket.create_connection(
-            (target.host, target.port), timeout=settings.connect_timeout
-        )
+        sock = open_socket(target.host, target.port, settings.connect_timeout, slot.watch)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if context is not None:  # the handshake is bounded by the socket's timeout
-                sock = context.wrap_socket(sock, server_hostname=target.host)
+            if context is not None:  # the handshake is bounded by the socket's timeout,
+                # and watched from its start: a halt ends it at once
+                sock = context.wrap_socket(
+                    sock, server_hostname=target.host, do_handshake_on_connect=False
+                )
+                slot.watch(sock)
+                sock.do_handshake()
             sock.settimeout(settings.read_timeout)
         except BaseException:
             sock.close()
@@ -139,6 +150,7 @@ class _Connection:
         self.sock = sock
         self.buffer = bytearray()
         self.answered = 0  # whole answers read on this connection
+        self.kept = False  # kept after the 4xx that ended a call (its page read)
         self.closed = False
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLPRI)
@@ -170,7 +182,7 @@ class _Connection:
         try:
             data = self.sock.recv(_RECV)
         except TimeoutError:
-            raise _End("timed out reading", "fatal") from None
+            raise _End("timed out reading", "slow") from None
         except (OSError, ValueError) as exc:
             raise _End(_describe(exc)) from None
         finally:
@@ -178,6 +190,11 @@ class _Connection:
                 self.sock.settimeout(self.settings.read_timeout)
         self.buffer += data
         return len(data)
+
+    @property
+    def is_connected(self) -> bool:
+        """Worth keeping for the next fetch (whether it rested clean is checked then)."""
+        return not self.closed
 
     def close(self) -> None:
         self.closed = True
@@ -204,7 +221,7 @@ class _Speed:
         if now - self._start < self._settings.read_timeout:
             return
         if self._bytes < self._settings.low_speed_bytes:
-            raise _End("the body trickles", "fatal")
+            raise _End("the body trickles", "slow")
         self._start, self._bytes = now, 0
 
 
@@ -283,30 +300,33 @@ class _Stream(io.RawIOBase):
 
 
 class Lane:
-    """Pipelined GETs below one base URL; one connection per thread, kept alive."""
+    """Pipelined GETs below one base URL, on the connection of the caller's slot of
+    the pull's budget (store/pull/budget.py), kept alive."""
 
     def __init__(
         self,
         target: _Target,
         settings: FetchSettings,
+        budget: Budget,
         count_requests: Callable[[int], None],
         count_bytes: Callable[[int], None],
     ) -> None:
         self._target = target
         self._settings = settings
+        self._halted = budget.halted
         self._count_requests = count_requests
         self._count_bytes = count_bytes
         self._context: ssl.SSLContext | None = None
-        self._local = threading.local()  # .conn: this thread's connection
-        self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
         self._failures = 0
+        self._pipelines = False  # the server answered two pipelined requests once
         self.off = False  # turned off for the rest of the pull
 
     @staticmethod
     def of(
         base_url: str,
         settings: FetchSettings,
+        budget: Budget,
         count_requests: Callable[[int], None],
         count_bytes: Callable[[int], None],
     ) -> Lane | None:
@@ -314,37 +334,29 @@ class Lane:
         target = _Target.of(base_url)
         if target is None:
             return None
-        return Lane(target, settings, count_requests, count_bytes)
-
-    def close(self) -> None:
-        with self._lock:
-            connections, self._connections = self._connections, set()
-        for conn in connections:
-            conn.close()
+        return Lane(target, settings, budget, count_requests, count_bytes)
 
     def halt(self) -> None:
-        """Off for good, and every read blocked on a connection of the lane ended at
-        once (a shutdown, safe from another thread; the owner closes the socket)."""
+        """Off for good (the budget's halt ends what runs on its connections)."""
         self.off = True
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
 
     def fetch(
-        self, relpaths: list[str], limit: int, consume: Callable[[int, BinaryIO], _T]
+        self,
+        relpaths: list[str],
+        limit: int,
+        consume: Callable[[int, BinaryIO], _T],
+        slot: Slot,
     ) -> Iterator[_T]:
         """``consume(i, body)`` of each file of ``relpaths``, in order, as the answers
-        come. Stops early (fewer results than files) when the lane cannot go on: the
-        caller fetches the rest another way (all of them if a path is not one a request
-        line can carry as it is)."""
+        come, on the connection of ``slot``. Stops early (fewer results than files)
+        when the lane cannot go on: the caller fetches the rest another way (all of
+        them if a path is not one a request line can carry as it is)."""
         if not all(_SAFE_TARGET.fullmatch(relpath) for relpath in relpaths):
             return
         done = 0
         asked_anew = False
         while done < len(relpaths) and not self.off:
-            conn = self._connection()
+            conn = self._connection(slot)
             if conn is None:
                 return
             rested = conn.answered > 0
@@ -355,7 +367,7 @@ class Lane:
                     yield result
                 return
             except _End as end:
-                self._drop(conn)
+                slot.swap(None)
                 answers = done - before
                 if end.kind == "clean" and answers:
                     if answers == 1 and done < len(relpaths):  # one answer a connection
@@ -365,10 +377,15 @@ class Lane:
                     asked_anew = True  # closed as it rested: once more on a new one
                     continue
                 first = not rested and not answers and end.kind in ("broken", "clean")
-                self._failed(end, fatal=end.kind == "fatal" or first)
+                slow = end.kind == "slow" and not self._pipelines
+                self._failed(end, fatal=end.kind == "fatal" or first or slow)
                 return
+            except NetworkError:  # a 4xx: the connection is kept if its page was read
+                if not conn.kept:
+                    slot.swap(None)
+                raise
             except BaseException:
-                self._drop(conn)
+                slot.swap(None)
                 raise
 
     def _pipeline(
@@ -380,6 +397,7 @@ class Lane:
         consume: Callable[[int, BinaryIO], _T],
     ) -> Iterator[_T]:
         sent = start
+        conn.kept = False
         for index in range(start, len(relpaths)):
             if sent - index <= WINDOW // 2 and sent < len(relpaths):
                 more = min(len(relpaths), index + WINDOW)
@@ -393,6 +411,7 @@ class Lane:
             if head.status != 200:
                 if 400 <= head.status < 500 and head.status not in (408, 429):
                     url = self._target.url + relpaths[index]  # final: as the per-object
+                    self._read_error_page(conn, head, sent - index - 1)
                     raise NetworkError(f"{url}: HTTP {head.status}", url=url, status=head.status)
                 raise _End(f"HTTP {head.status}", "object")
             assert head.length is not None
@@ -400,11 +419,36 @@ class Lane:
                 raise _End(f"{head.length} bytes, more than the {limit} allowed", "object")
             result = self._body(conn, index, head.length, consume)
             conn.answered += 1
+            if index > start:
+                self._pipelines = True  # sent with the first, in one window
             yield result
             if head.close:
                 raise _End("Connection: close", "clean")
         if conn.buffer:  # bytes nobody asked for: never read as another answer
             raise _End("bytes past the last answer", "clean")
+
+    def _read_error_page(self, conn: _Connection, head: _Head, unanswered: int) -> None:
+        """Keep the connection of an expected 4xx (a .commitmeta, summary.sig: 404 for
+        an unsigned commit or summary) by reading its small page (``conn.kept``): a
+        reconnect each otherwise (review12.md, finding 5). Only for the last request in
+        flight (the answers after it would be read for nothing), a page of at most
+        MAX_HEAD bytes, no Connection: close, read within the read timeout."""
+        length = head.length
+        if unanswered or head.close or length is None or length > MAX_HEAD:
+            return
+        due = time.monotonic() + self._settings.read_timeout
+        try:
+            while len(conn.buffer) < length:
+                left = due - time.monotonic()
+                if left <= 0 or not conn.receive(left):
+                    return
+        except _End:
+            return
+        del conn.buffer[:length]
+        if conn.buffer:  # bytes nobody asked for
+            return
+        conn.answered += 1
+        conn.kept = True
 
     def _requests(self, relpaths: list[str]) -> bytes:
         target = self._target
@@ -431,7 +475,7 @@ class Lane:
             scanned = len(buffer)
             left = due - time.monotonic()
             if left <= 0:
-                raise _End("no complete response head in time", "fatal")
+                raise _End("no complete response head in time", "slow")
             if not conn.receive(left if left < self._settings.read_timeout else None):
                 if buffer:
                     raise _End("the connection closed within a head")
@@ -461,26 +505,24 @@ class Lane:
         except CorruptObjectError as exc:
             raise _End(f"refused: {exc}", "object") from None
 
-    def _connection(self) -> _Connection | None:
-        """This thread's connection: the kept-alive one if it rested clean, else a new
-        one; None (the lane stops for this call) if none can be made."""
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            if conn.idle_clean():
-                return conn
-            self._drop(conn)
+    def _connection(self, slot: Slot) -> _Connection | None:
+        """The slot's connection if it is the lane's and rested clean, else a new one
+        (any other closed); None (the lane stops for this call) if none can be made."""
+        conn = slot.conn
+        if isinstance(conn, _Connection) and conn.idle_clean():
+            slot.watch(conn.sock)
+            return conn
+        slot.swap(None)
         try:
-            conn = _Connection(self._target, self._settings, self._tls_context())
+            conn = _Connection(self._target, self._settings, self._tls_context(), slot)
         except (OSError, ValueError) as exc:  # refused, timed out, a TLS failure: off, as
             # each piece of work would pay the connect timeout again (attack14.md, 4)
             self._failed(_End(f"could not connect ({_describe(exc)})", "fatal"), fatal=True)
             return None
-        with self._lock:
-            if self.off:  # halted (or turned off) while it connected: halt() missed it
-                conn.close()
-                return None
-            self._connections.add(conn)
-        self._local.conn = conn
+        slot.swap(conn)
+        if self.off:  # halted (or turned off) while it connected
+            slot.swap(None)
+            return None
         return conn
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -493,14 +535,10 @@ class Lane:
                 self._context = ssl.create_default_context()
             return self._context
 
-    def _drop(self, conn: _Connection) -> None:
-        conn.close()
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
-        with self._lock:
-            self._connections.discard(conn)
-
     def _failed(self, end: _End, fatal: bool) -> None:
+        if self._halted.is_set():  # a shutdown's EOF, not the server's fault
+            log.debug("pipelined fetch ended: the pull stops (%s)", end.reason)
+            return
         with self._lock:
             self._failures += 1
             if (fatal or self._failures >= MAX_FAILURES) and not self.off:

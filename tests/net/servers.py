@@ -7,6 +7,11 @@
 - ``TamperingServer``: serves the same directory from Python (threads, HTTP/1.1,
   keep-alive) but, for the paths a ``Rule`` matches, misbehaves in one of the ways the
   issue's bad-input list names.
+- ``RawSocketServer``: the base of the pipelining tests' servers (tests/net/
+  test_pipelined*.py), which read requests as they come off a socket and answer
+  with whatever bytes a test says.
+- ``trusted_tls`` and ``serve_http``: an HTTPS (or HTTP) server of a test's own
+  handler on 127.0.0.1, with a certificate the test's fetchers trust.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -24,7 +30,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
+
+import pytest
 
 NGINX = "/usr/sbin/nginx"
 HOST = "127.0.0.1"
@@ -394,3 +402,118 @@ def iter_object_paths(repo: Path, suffix: str) -> Iterator[str]:
 def kill_process(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def trusted_tls(directory: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A server context for 127.0.0.1 with a self-signed certificate (written in
+    ``directory``) that the test's fetchers trust (SSL_CERT_FILE)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subj = ["-subj", f"/CN={HOST}", "-addext", f"subjectAltName=IP:{HOST}"]
+    subprocess.run(
+        [*request, *subj, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def serve_http(
+    handler: type[http.server.BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> http.server.ThreadingHTTPServer:
+    """``handler``'s server on 127.0.0.1 (HTTPS with ``tls``), serving in a thread until
+    its ``shutdown()``."""
+    server = http.server.ThreadingHTTPServer((HOST, 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def http_response(body: bytes, status: str = "200 OK", extra: str = "") -> bytes:
+    """An HTTP/1.1 answer: ``status``, a Content-Length, the ``extra`` header lines."""
+    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+@dataclass
+class RawSocketServer:
+    """Serves files of ``root`` on 127.0.0.1, a thread a connection; a subclass says how
+    (``_serve``). It counts the connections it accepted and the requests of each path
+    (``asked``), and ``most_open``: the most connections open at once, as the kernel
+    sees them (a connection the client closed before it opened the next one has its
+    EOF queued: FIN before SYN), not as the serving threads have noticed yet."""
+
+    root: Path
+    asked: Counter[str] = field(default_factory=Counter, kw_only=True)
+    remote: str = field(default="", kw_only=True)  # its name in the local repository
+    tls: ssl.SSLContext | None = field(default=None, kw_only=True)  # HTTPS, if a subclass does
+    connections: int = field(default=0, kw_only=True)
+    most_open: int = field(default=0, kw_only=True)
+    stopping: threading.Event = field(default_factory=threading.Event, kw_only=True)
+    lock: threading.Lock = field(default_factory=threading.Lock, kw_only=True)
+
+    def start(self) -> Self:
+        self._live: set[socket.socket] = set()
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{HOST}:{self.port}/"
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+
+    def count(self, path: str) -> int:
+        """Count a request of ``path``; how many there were."""
+        with self.lock:
+            self.asked[path] += 1
+            return self.asked[path]
+
+    def file(self, path: str) -> bytes | None:
+        target = (self.root / path.split("?", 1)[0].lstrip("/")).resolve()
+        if not target.is_relative_to(self.root.resolve()) or not target.is_file():
+            return None
+        return target.read_bytes()
+
+    def plain(self, path: str) -> bytes:
+        body = self.file(path)
+        return http_response(b"404\n", "404 Not Found") if body is None else http_response(body)
+
+    def _serve(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                still = sum(1 for other in self._live if _still_open(other))
+                self.most_open = max(self.most_open, still + 1)
+                self._live.add(sock)
+            threading.Thread(target=self._serve_then_forget, args=(sock,), daemon=True).start()
+
+    def _serve_then_forget(self, sock: socket.socket) -> None:
+        try:
+            self._serve(sock)
+        finally:
+            with self.lock:
+                self._live.discard(sock)
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """Whether the client has not closed ``sock`` (no EOF queued, nothing read it)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import http.server
 import socket
-import ssl
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -310,18 +308,7 @@ def test_a_tls_connection_reset_after_each_answer_is_replaced_for_free(
     """Under TLS the reused connection's failure is ssl's SSLEOFError, not a
     ConnectionError: it was an attempt spent (with no retries, a failed fetch worded
     'TLS error: EOF occurred in violation of protocol'), where plain HTTP retries at once."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    subj = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(
-        [*request, *subj, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
-    )
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted by this test's fetcher
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ResetAfterEachAnswer)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = servers.serve_http(_ResetAfterEachAnswer, servers.trusted_tls(tmp_path, monkeypatch))
     try:
         base = f"https://127.0.0.1:{server.server_address[1]}/repo/"
         with Fetcher(base, FetchSettings(retries=0)) as fetcher:
@@ -365,20 +352,6 @@ class _Unasked(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _tls_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
-    """A server context for 127.0.0.1, whose certificate this test's fetchers trust."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    subj = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(
-        [*request, *subj, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
-    )
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
-
-
 @dataclass
 class _Server:
     url: str  # the repository's base URL
@@ -405,7 +378,7 @@ def unasked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
 
         server = Server(("127.0.0.1", 0), handler)
         if tls:
-            context = _tls_context(tmp_path, monkeypatch)
+            context = servers.trusted_tls(tmp_path, monkeypatch)
             server.socket = context.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started.append(server)

@@ -12,11 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import socket
-import ssl
-import subprocess
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +24,7 @@ from store.pull.http import Fetcher
 from store.pull.settings import FetchSettings
 from tests.helpers import write_tree
 from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull, refs, sapwood_ok
+from tests.net.servers import RawSocketServer, http_response, serve_http, trusted_tls
 from tests.net.test_bad_input import REFUSED_WITHIN, source_tree
 
 # what an answer does after its bytes: go on (""), close the connection, stall (until
@@ -37,58 +34,16 @@ Then = str
 Answer = tuple[bytes, Then]
 
 
-def response(body: bytes, status: str = "200 OK", extra: str = "") -> bytes:
-    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
-    return head.encode() + body
+response = http_response
 
 
 @dataclass
-class RawServer:
+class RawServer(RawSocketServer):
     """Serves ``root`` on 127.0.0.1; ``answer(server, path, seen, nth)`` says what to send
     for the ``seen``-th request of ``path`` (from 1), the ``nth`` on its connection."""
 
-    root: Path
     answer: Callable[[RawServer, str, int, int], Answer]
-    asked: Counter[str] = field(default_factory=Counter)
-    remote: str = ""  # its name in the local repository
-    connections: int = 0
-    most_queued: int = 0  # the most requests read ahead of their answers at once
-    stopping: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> RawServer:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.listener.close()
-
-    def file(self, path: str) -> bytes | None:
-        target = (self.root / path.split("?", 1)[0].lstrip("/")).resolve()
-        if not target.is_relative_to(self.root.resolve()) or not target.is_file():
-            return None
-        return target.read_bytes()
-
-    def plain(self, path: str) -> bytes:
-        body = self.file(path)
-        return response(b"404\n", "404 Not Found") if body is None else response(body)
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+    most_queued: int = field(default=0, kw_only=True)  # requests read ahead of answers
 
     def _serve(self, sock: socket.socket) -> None:
         with contextlib.suppress(OSError), sock:
@@ -103,9 +58,7 @@ class RawServer:
                     self.most_queued = max(self.most_queued, buffer.count(b"\r\n\r\n"))
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
                 path = head.split(b" ")[1].decode()
-                with self.lock:
-                    self.asked[path] += 1
-                    seen = self.asked[path]
+                seen = self.count(path)
                 data, then = self.answer(self, path, seen, nth)
                 nth += 1
                 if then == "trickle":  # a byte at a time, a few a second
@@ -400,18 +353,7 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 def tls_echo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """An HTTPS server on 127.0.0.1 (a certificate this test trusts) answering each GET
     with its path; its port."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    subj = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(
-        [*request, *subj, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True
-    )
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_http(_Echo, trusted_tls(tmp_path, monkeypatch))
     yield int(server.server_address[1])
     server.shutdown()
     server.server_close()

@@ -33,8 +33,8 @@ import pytest
 
 from tests.helpers import sapwood_argv, write_tree
 from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull, refs, sapwood_ok
+from tests.net.servers import RawSocketServer, http_response, trusted_tls
 from tests.net.test_bad_input import LONG_ONLY
-from tests.net.test_keepalive_attacks import _tls_context
 
 TIMEOUT = "2"  # SAPWOOD_HTTP_TIMEOUT of every pull here (conftest's too)
 WITHIN = 30.0  # seconds: any pull here, good or refused
@@ -85,55 +85,12 @@ Script = Callable[["Hostile", Conn], None]
 
 
 @dataclass
-class Hostile:
-    root: Path
+class Hostile(RawSocketServer):
+    """Serves ``root`` on 127.0.0.1 (HTTPS with ``tls``): ``script(server, conn)`` runs
+    each connection."""
+
     script: Script
-    asked: Counter[str] = field(default_factory=Counter)
-    connections: int = 0
-    remote: str = ""
-    tls: ssl.SSLContext | None = None  # serve HTTPS with this context
-    fired: threading.Event = field(default_factory=threading.Event)  # the misdeed was done
-    stopping: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> Hostile:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.port}/"
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.listener.close()
-
-    def count(self, path: str) -> None:
-        with self.lock:
-            self.asked[path] += 1
-
-    def file(self, path: str) -> bytes | None:
-        target = (self.root / path.lstrip("/")).resolve()
-        if not target.is_relative_to(self.root.resolve()) or not target.is_file():
-            return None
-        return target.read_bytes()
-
-    def plain(self, path: str) -> bytes:
-        body = self.file(path)
-        return response(b"404\n", "404 Not Found") if body is None else response(body)
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+    fired: threading.Event = field(default_factory=threading.Event, kw_only=True)  # done
 
     def _serve(self, sock: socket.socket) -> None:
         with contextlib.suppress(OSError), sock:
@@ -144,8 +101,7 @@ class Hostile:
             self.script(self, Conn(self, sock))
 
 
-def response(body: bytes, status: str = "200 OK", extra: str = "") -> bytes:
-    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+response = http_response
 
 
 def plain(server: Hostile, conn: Conn) -> None:
@@ -299,7 +255,7 @@ def _pipelined_once(
 
     def script(server: Hostile, conn: Conn) -> None:
         while (path := conn.request()) is not None:
-            if conn.nth == 2 and is_object(path) and b"\r\n\r\n" in conn.buffer:
+            if conn.nth >= 2 and is_object(path) and b"\r\n\r\n" in conn.buffer:
                 with lock:
                     first = not server.fired.is_set()
                     server.fired.set()
@@ -468,7 +424,7 @@ def test_a_stall_mid_head_on_every_pipelined_connection(setup: Setup) -> None:
 
     def script(server: Hostile, conn: Conn) -> None:
         while (path := conn.request()) is not None:
-            if conn.nth == 2 and conn.buffer and is_object(path):
+            if conn.nth >= 2 and conn.buffer and is_object(path):
                 conn.send(b"HTTP/1.1 200 OK\r\nContent-Le")
                 conn.stall()
                 return
@@ -842,7 +798,7 @@ def test_a_ctrl_c_during_windows_leaves_the_repository_clean(wide: Setup) -> Non
 # ----- TLS ------------------------------------------------------------------------------------
 @pytest.fixture
 def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
-    return _tls_context(tmp_path, monkeypatch)
+    return trusted_tls(tmp_path, monkeypatch)
 
 
 def test_tls_answers_are_pipelined(setup: Setup, tls: ssl.SSLContext) -> None:

@@ -1,0 +1,257 @@
+"""The connections of a pull (store/pull/budget.py), its halts, and what no longer
+costs a connection or the lane (review12.md, findings 1, 5, 6, 7; attack14.md).
+
+SAPWOOD_HTTP_CONNECTIONS bounds the connections open at once, whichever threads and
+ways (the pipelined lane, the per-object path) fetch; an expected 404 on the lane
+keeps its connection; a halt imports nothing and ends a connect in progress; one slow
+answer does not turn the lane off for the pull.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from store.errors import NetworkError
+from store.pull.budget import Halted
+from store.pull.http import Fetcher
+from store.pull.settings import FetchSettings
+from tests.net.test_pipelined import (
+    Answer,
+    RawServer,
+    Setup,
+    _chunked,
+    plain,
+    pulled,
+    response,
+    setup,  # noqa: F401  (the fixture)
+)
+
+
+def _a_500_now_and_then(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+    """Every 7th object's first ask fails: the lane gives that piece of work to the
+    per-object path, and the threads carry connections of both ways."""
+    if path.endswith(".filez") and seen == 1 and zlib.crc32(path.encode()) % 7 == 0:
+        return response(b"", "500 Oops"), ""
+    return server.plain(path), ""
+
+
+WAYS: dict[str, Callable[[RawServer, str, int, int], Answer]] = {
+    "lane": plain,
+    "per-object": _chunked,  # the lane cannot read chunked bodies: off for the pull
+    "both": _a_500_now_and_then,
+}
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_the_connections_setting_bounds_the_connections_open_at_once(
+    setup: Setup,  # noqa: F811  (the fixture)
+    way: str,
+    connections: int,
+) -> None:
+    """Before: 3 open at once for 1, 13 for 8 (a lane and a per-object connection a
+    thread, the metadata pool's threads, the main thread's)."""
+    server = setup.serve(WAYS[way])
+    pulled(setup, server, env={"SAPWOOD_HTTP_CONNECTIONS": str(connections)})
+    assert 0 < server.most_open <= connections, (server.most_open, server.connections)
+
+
+# ----- a Fetcher against a raw server ---------------------------------------------------
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    root = tmp_path / "files"
+    root.mkdir()
+    for number in range(40):
+        (root / f"o{number}").write_bytes(f"object {number}\n".encode() * 20)
+    return root
+
+
+@pytest.fixture
+def raw(files: Path) -> Iterator[Callable[[Callable[..., Answer]], RawServer]]:
+    servers: list[RawServer] = []
+
+    def serve(answer: Callable[[RawServer, str, int, int], Answer]) -> RawServer:
+        servers.append(RawServer(files, answer).start())
+        return servers[-1]
+
+    yield serve
+    for server in servers:
+        server.stop()
+
+
+def _read(index: int, body: object) -> bytes:
+    return body.read()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_an_expected_404_on_the_lane_keeps_its_connection(
+    raw: Callable[[Callable[..., Answer]], RawServer],
+) -> None:
+    """A .commitmeta or summary.sig of an unsigned commit or summary: the page is read
+    and the connection asked again (before: a new connection each)."""
+    server = raw(plain)
+    with Fetcher(server.url, FetchSettings(retries=0)) as fetcher:
+        for name in ("missing-1", "o1", "missing-2", "o2"):
+            try:
+                list(fetcher.fetch_many([name], 1 << 20, _read))
+            except NetworkError as exc:
+                assert exc.status == 404 and name.startswith("missing")
+    assert server.connections == 1, server.connections
+    assert server.asked["/missing-1"] == 1
+
+
+def test_a_404_within_a_window_still_ends_its_connection(
+    raw: Callable[[Callable[..., Answer]], RawServer],
+) -> None:
+    """Answers after the 404 were asked for already: not kept (read for nothing)."""
+    server = raw(plain)
+    with Fetcher(server.url, FetchSettings(retries=0)) as fetcher:
+        with pytest.raises(NetworkError):
+            list(fetcher.fetch_many(["o1", "missing", "o2", "o3"], 1 << 20, _read))
+        list(fetcher.fetch_many(["o4"], 1 << 20, _read))
+    assert server.connections == 2, server.connections
+
+
+def test_one_slow_head_does_not_turn_the_lane_off(
+    raw: Callable[[Callable[..., Answer]], RawServer],
+) -> None:
+    """The late object and the rest of its call go one by one; the next call is
+    pipelined again (before: one by one for the rest of the pull)."""
+
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        if path == "/o5" and seen == 1:
+            return b"", "stall"
+        return server.plain(path), ""
+
+    server = raw(answer)
+    names = [f"o{number}" for number in range(20)]
+    settings = FetchSettings(retries=0, read_timeout=1, connections=1)
+    with Fetcher(server.url, settings) as fetcher:
+        assert len(list(fetcher.fetch_many(names, 1 << 20, _read))) == 20
+        server.most_queued = 0
+        more = [f"o{number}" for number in range(20, 40)]
+        assert len(list(fetcher.fetch_many(more, 1 << 20, _read))) == 20
+    assert server.most_queued > 4, server.most_queued
+
+
+def test_slow_heads_again_and_again_turn_the_lane_off(
+    raw: Callable[[Callable[..., Answer]], RawServer],
+) -> None:
+    """Each call's fifth object is late: a failure each; MAX_FAILURES of them and the
+    lane is off (no more read timeouts waited on its behalf)."""
+
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        if nth == 4 and seen == 1:
+            return b"", "stall"
+        return server.plain(path), ""
+
+    server = raw(answer)
+    settings = FetchSettings(retries=0, read_timeout=0.3, connections=1)
+    with Fetcher(server.url, settings) as fetcher:
+        for call in range(12):
+            names = [f"o{number}" for number in range(call * 3, call * 3 + 6)]
+            list(fetcher.fetch_many(names, 1 << 20, _read))
+        lane = fetcher._lane
+        assert lane is not None and lane.off
+
+
+# ----- halts ------------------------------------------------------------------------------
+def test_a_halt_imports_nothing() -> None:
+    """halt() on a pull that never needed the per-object path: urllib3 stays out."""
+    code = (
+        "import sys\n"
+        "from store.pull.http import Fetcher\n"
+        "from store.pull.settings import FetchSettings\n"
+        "fetcher = Fetcher('http://127.0.0.1:9/', FetchSettings())\n"
+        "fetcher.halt()\n"
+        "try:\n"
+        "    list(fetcher.fetch_many(['x'], 10, lambda i, b: b.read()))\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('urllib3', 'http')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.splitlines() == ["Halted", "[]"], out
+
+
+@pytest.fixture
+def never_accepting() -> Iterator[int]:
+    """A port whose listener never accepts and whose backlog is full: a connect to it
+    waits (its SYNs dropped) until its timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filled = []
+    for _ in range(8):
+        sock = socket.socket()
+        sock.settimeout(0.3)
+        try:
+            sock.connect(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            break
+        filled.append(sock)
+    yield port
+    for sock in filled:
+        sock.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("way", ["lane", "per-object"])
+def test_a_halt_ends_a_connect_in_progress(never_accepting: int, way: str) -> None:
+    """Before: the connect waited out its timeout (attack14.md: a Ctrl-C as a pull
+    connects waited 10 s by default)."""
+    settings = FetchSettings(retries=0, connect_timeout=20, read_timeout=20)
+    fetcher = Fetcher(f"http://127.0.0.1:{never_accepting}/", settings)
+    outcome: list[BaseException | None] = []
+
+    def fetch() -> None:
+        try:
+            if way == "lane":
+                list(fetcher.fetch_many(["a", "b"], 10, _read))
+            else:
+                fetcher.fetch("a", 10, lambda body: body.read())
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    time.sleep(0.5)
+    assert worker.is_alive(), outcome  # connecting still
+    halted = time.monotonic()
+    fetcher.halt()
+    worker.join(5)
+    took = time.monotonic() - halted
+    fetcher.close()
+    assert not worker.is_alive() and took < 2, took
+    assert isinstance(outcome[0], Halted), outcome
+
+
+def test_a_connection_made_as_the_pull_halts_is_closed_at_once(
+    raw: Callable[[Callable[..., Answer]], RawServer],
+) -> None:
+    """A socket handed to a slot after the halt is closed there, never used: no
+    request goes, no read timeout is waited (review12.md, 6b)."""
+    server = raw(plain)
+    fetcher = Fetcher(server.url, FetchSettings(retries=0, read_timeout=20))
+    with fetcher._budget.slot() as slot:
+        fetcher.halt()
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        started = time.monotonic()
+        with pytest.raises(Halted):
+            slot.watch(sock)
+        assert sock.fileno() == -1 and time.monotonic() - started < 1
+    fetcher.close()
+    assert not server.asked
