@@ -16,8 +16,9 @@ import pytest
 
 import fs.prefetch
 from fs.options import ContentOptions
-from fs.prefetch import Prefetcher
+from fs.prefetch_threads import PrefetchThreads
 from store import Repository
+from tests.fs.prefetching import reads_from_the_disk
 from tests.helpers import commit_dir
 
 _Path = tuple[bytes, ...]
@@ -25,7 +26,7 @@ _Path = tuple[bytes, ...]
 
 def _cold(monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = itertools.count()
-    monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))
+    reads_from_the_disk(monkeypatch, lambda: next(blocks))
 
 
 def _spy(
@@ -35,15 +36,15 @@ def _spy(
     directory on a mount that hangs)."""
     listed: list[_Path] = []
     release = threading.Event()
-    real = Prefetcher._list
+    real = PrefetchThreads._list
 
-    def spy(self: Prefetcher, path: _Path, subdirs: list[_Path]) -> None:
+    def spy(self: PrefetchThreads, path: _Path, subdirs: list[_Path]) -> None:
         listed.append(path)
         if path == hold:
             release.wait(60)
         real(self, path, subdirs)
 
-    monkeypatch.setattr(Prefetcher, "_list", spy)
+    monkeypatch.setattr(PrefetchThreads, "_list", spy)
     return listed, release
 
 
@@ -101,7 +102,7 @@ def test_a_stopped_thread_leaves_a_huge_directory_at_once(
     for number in range(300):
         (tmp_path / f"f{number}").write_bytes(b"")
     root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    prefetcher = Prefetcher(root)
+    prefetcher = PrefetchThreads(root, frozenset(), 8, 1)
     prefetcher._own_fd = os.dup(root)
     prefetcher._stopping = True
     seen: list[str] = []
@@ -130,7 +131,7 @@ def test_a_stopped_thread_leaves_a_huge_directory_at_once(
         prefetcher._list((), [])
     finally:
         monkeypatch.undo()
-        prefetcher.stop()
+        prefetcher.stop(1.0)
         os.close(root)
     assert len(seen) <= 1
 
@@ -151,11 +152,11 @@ def test_a_failure_in_a_thread_is_no_traceback_and_the_commit_goes_on(
     _cold(monkeypatch)
     listed: list[_Path] = []
 
-    def failing_open(self: Prefetcher, path: _Path) -> int | None:
+    def failing_open(self: PrefetchThreads, path: _Path) -> int | None:
         listed.append(path)
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(Prefetcher, "_open", failing_open)
+    monkeypatch.setattr(PrefetchThreads, "_open", failing_open)
     cold = commit_dir(user_repo, source, "cold")
     assert listed  # the threads ran
     assert user_repo.read_commit(cold).tree == user_repo.read_commit(warm).tree

@@ -6,7 +6,7 @@ linux_dirent64 batches ends on any bytes.
 The prefetcher starts only once the scan's listings read the disk; here that is
 simulated (a block counter that grows at every look), as in test_scan_prefetch.py.
 tests/fs/conftest.py lists in threads of this process; the child's tests switch the
-child back on."""
+child back on (tests/fs/prefetching.py), or run it with a spy."""
 
 from __future__ import annotations
 
@@ -18,30 +18,39 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import fs.getdents
 import fs.prefetch
 from fs.options import ContentOptions
 from fs.prefetch import Prefetcher
+from fs.prefetch_threads import PrefetchThreads
 from store import MAX_TREE_DEPTH, Repository
 from store.errors import SapwoodError
-from tests.fs.prefetching import prefetcher_listings
+from tests.fs.prefetching import (
+    lists_in_a_child,
+    prefetcher_listings,
+    reads_from_the_disk,
+    spied,
+    spy_child_command,
+)
 from tests.helpers import commit_dir
 
 _Path = tuple[bytes, ...]
 
 
 def _entry(inode: int, reclen: int, kind: int, name: bytes) -> bytes:
-    return fs.prefetch._DIRENT.pack(inode, 0, reclen, kind) + name
+    return fs.getdents.DIRENT.pack(inode, 0, reclen, kind) + name
 
 
 def _cold(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every listing of the scan reads the disk: the prefetcher starts at the second."""
     blocks = itertools.count()
-    monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))
+    reads_from_the_disk(monkeypatch, lambda: next(blocks))
 
 
 def _prefetch_threads() -> list[threading.Thread]:
@@ -63,13 +72,13 @@ def _children() -> set[int]:
 def test_a_name_without_its_nul_raises_rather_than_reads_past() -> None:
     """The thread catches it (_work's except): the directory is skipped, nothing more."""
     with pytest.raises(ValueError):
-        list(fs.prefetch._dirents(_entry(5, 24, 4, b"abcde")))
+        list(fs.getdents.dirents(_entry(5, 24, 4, b"abcde")))
 
 
 def test_a_record_length_past_the_batch_ends_it() -> None:
-    assert list(fs.prefetch._dirents(_entry(5, 4000, 4, b"ab\0"))) == [(5, 4, b"ab")]
+    assert list(fs.getdents.dirents(_entry(5, 4000, 4, b"ab\0"))) == [(5, 4, b"ab")]
     with pytest.raises(Exception):  # noqa: B017 (struct.error: a few bytes left over)
-        list(fs.prefetch._dirents(_entry(5, 24, 4, b"ab\0") + b"x" * 4))
+        list(fs.getdents.dirents(_entry(5, 24, 4, b"ab\0") + b"x" * 4))
 
 
 @pytest.mark.parametrize("reclen", [0, 5], ids=["zero", "shorter-than-header"])
@@ -80,7 +89,7 @@ def test_a_record_length_of_zero_does_not_loop_forever(reclen: int) -> None:
     subdirs list without bound). The kernel never writes one; this is the parser's
     own defence, which the brief asks about."""
     batch = _entry(5, reclen, 4, b"ab\0") + b"\0" * 24
-    got = list(itertools.islice(fs.prefetch._dirents(batch), 10_000))
+    got = list(itertools.islice(fs.getdents.dirents(batch), 10_000))
     assert len(got) < 10_000
 
 
@@ -101,7 +110,7 @@ def test_random_batches_end_in_as_many_entries_as_they_have_bytes() -> None:
             if rng.random() < 0.7:
                 batch += b"\0" * rng.randrange(0, 8)
         try:
-            got = list(itertools.islice(fs.prefetch._dirents(bytes(batch)), len(batch)))
+            got = list(itertools.islice(fs.getdents.dirents(bytes(batch)), len(batch)))
         except (ValueError, struct.error):
             continue
         assert len(got) <= len(batch) // 20
@@ -133,6 +142,22 @@ def _hostile_tree(base: Path) -> tuple[Path, set[_Path]]:
     return source, dirs
 
 
+def _stopped_once_the_child_ends(monkeypatch: pytest.MonkeyPatch, noted: Path) -> None:
+    """Prefetcher.stop waits (30 s at most) for a spied child's threads to end first
+    (spy_child_command): the scan of a small tree ends before the child has started."""
+    real_stop = Prefetcher.stop
+
+    def stop(self: Prefetcher) -> None:
+        deadline = time.monotonic() + 30
+        if self._child is not None:
+            while b"\nended" not in b"\n" + noted.read_bytes():
+                assert time.monotonic() < deadline and self._child.poll() is None
+                time.sleep(0.01)
+        real_stop(self)
+
+    monkeypatch.setattr(Prefetcher, "stop", stop)
+
+
 @pytest.mark.parametrize("in_child", [False, True], ids=["threads", "child"])
 def test_hostile_names_and_links_are_listed_inside_the_tree_and_commit_the_same(
     user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_child: bool
@@ -140,18 +165,23 @@ def test_hostile_names_and_links_are_listed_inside_the_tree_and_commit_the_same(
     source, dirs = _hostile_tree(tmp_path)
     options = ContentOptions(skip_special=True)
     warm = commit_dir(user_repo, source, "warm", options=options)
-    if in_child and not hasattr(Prefetcher, "_spawn"):
-        pytest.skip("this fs/prefetch.py has no child lister")
-    monkeypatch.setattr(fs.prefetch, "_IN_A_CHILD", in_child, raising=False)
     listed = prefetcher_listings(monkeypatch)
+    noted = tmp_path / "noted"
+    if in_child:  # a spy in the child notes what it lists; the scan waits for its end
+        noted.write_bytes(b"")
+        command = spy_child_command(tmp_path / "spy.py", str(noted))
+        monkeypatch.setattr(fs.prefetch, "_child_command", lambda: command)
+        _stopped_once_the_child_ends(monkeypatch, noted)
     fds_before = sorted(os.listdir("/proc/self/fd"))
     children_before = _children()
     _cold(monkeypatch)
     cold = commit_dir(user_repo, source, "cold", options=options)
     trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
     assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
-    if not in_child:
-        assert set(listed) == dirs and len(listed) == len(dirs)
+    if in_child:
+        assert not listed  # nothing in this process
+        listed, _ = spied(noted.read_bytes().splitlines())
+    assert set(listed) == dirs and len(listed) == len(dirs)
     assert not _prefetch_threads()
     assert _children() == children_before
     assert sorted(os.listdir("/proc/self/fd")) == fds_before
@@ -160,15 +190,15 @@ def test_hostile_names_and_links_are_listed_inside_the_tree_and_commit_the_same(
 def _opened_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """What every directory the prefetcher opens is, as /proc says (a list that grows)."""
     seen: list[str] = []
-    real = Prefetcher._open
+    real = PrefetchThreads._open
 
-    def spy(self: Prefetcher, path: _Path) -> int | None:
+    def spy(self: PrefetchThreads, path: _Path) -> int | None:
         fd = real(self, path)
         if fd is not None:
             seen.append(os.readlink(f"/proc/self/fd/{fd}"))
         return fd
 
-    monkeypatch.setattr(Prefetcher, "_open", spy)
+    monkeypatch.setattr(PrefetchThreads, "_open", spy)
     return seen
 
 
@@ -185,10 +215,10 @@ def test_a_directory_swapped_while_the_scan_goes_is_never_listed_through(
             (source / top / f"s{sub}" / "deeper").mkdir(parents=True)
             (source / top / f"s{sub}" / "file").write_bytes(top.encode())
     opened = _opened_paths(monkeypatch)
-    real = Prefetcher._open
+    real = PrefetchThreads._open
     swapped: list[_Path] = []
 
-    def swapping(self: Prefetcher, path: _Path) -> int | None:
+    def swapping(self: PrefetchThreads, path: _Path) -> int | None:
         if len(path) == 2 and not swapped:
             swapped.append(path)
             victim = source / os.fsdecode(path[0]) / os.fsdecode(path[1])
@@ -201,7 +231,7 @@ def test_a_directory_swapped_while_the_scan_goes_is_never_listed_through(
                 os.mkfifo(victim)
         return real(self, path)
 
-    monkeypatch.setattr(Prefetcher, "_open", swapping)
+    monkeypatch.setattr(PrefetchThreads, "_open", swapping)
     _cold(monkeypatch)
     with contextlib.suppress(SapwoodError):
         commit_dir(user_repo, source, options=ContentOptions(skip_special=True))
@@ -269,12 +299,12 @@ def test_a_huge_directory_is_not_listed_to_its_end_once_stopped(
     size of the time, and a smaller one left in this thread would be overrun by a
     later test's larger batch (attack16 4)."""
     _big_directory(tmp_path / "src", 5000)
-    monkeypatch.setattr(fs.prefetch, "_BATCH", 256)  # ~10 entries a batch
+    monkeypatch.setattr(fs.getdents, "_BATCH", 256)  # ~10 entries a batch
     root = os.open(tmp_path / "src", os.O_RDONLY | os.O_DIRECTORY)
     counted: list[int] = []
 
     def count() -> None:
-        prefetcher = Prefetcher(root)
+        prefetcher = PrefetchThreads(root, frozenset(), MAX_TREE_DEPTH, 1)
         fd = os.open(tmp_path / "src" / "big", os.O_RDONLY | os.O_DIRECTORY)
         try:
             listing: Iterator[bytes] = prefetcher._entries(fd)
@@ -295,14 +325,14 @@ def test_a_huge_directory_is_not_listed_to_its_end_once_stopped(
 def test_the_getdents_buffer_is_never_smaller_than_the_length_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """_Getdents.read passes _BATCH as the buffer's length, but the buffer is the one
+    """Getdents.read passes _BATCH as the buffer's length, but the buffer is the one
     made for this thread at _BATCH's size of the time: once _BATCH grows (tests set it
     small, then it is put back), the kernel writes 32 KiB into a smaller buffer (a
     heap overrun: a script doing so segfaults). Checked with a stand-in for the libc
     call that only compares the sizes (no overrun here), in a thread of its own."""
     import ctypes
 
-    if fs.prefetch._getdents() is None:
+    if fs.getdents.libc_getdents() is None:
         pytest.skip("this libc has no getdents64")
     calls: list[tuple[int, int]] = []
 
@@ -310,13 +340,13 @@ def test_the_getdents_buffer_is_never_smaller_than_the_length_given(
         calls.append((ctypes.sizeof(buffer), length))  # type: ignore[call-overload]
         return 0
 
-    getdents = fs.prefetch._Getdents(sizes)
+    getdents = fs.getdents.Getdents(sizes)
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
 
     def read_twice() -> None:
-        monkeypatch.setattr(fs.prefetch, "_BATCH", 256)
+        monkeypatch.setattr(fs.getdents, "_BATCH", 256)
         getdents.read(fd)
-        monkeypatch.setattr(fs.prefetch, "_BATCH", 1 << 15)
+        monkeypatch.setattr(fs.getdents, "_BATCH", 1 << 15)
         getdents.read(fd)
 
     try:
@@ -338,7 +368,7 @@ from fs.options import ContentOptions
 from store import RepoMode, Repository
 from tests.helpers import commit_dir
 blocks = itertools.count()
-fs.prefetch._blocks_read = lambda: next(blocks)
+fs.prefetch.blocks_read = lambda: next(blocks)
 listing = fs.prefetch.Prefetcher.listing
 def slow_listing(self, list_directory):  # the scan slower than the child's start
     time.sleep(0.1)
@@ -350,6 +380,7 @@ commit_dir(repo, __import__("pathlib").Path(sys.argv[1]), options=ContentOptions
 repo.close()
 """
 _PYTHON = tuple(os.fsencode(p) for p in {sys.prefix, sys.base_prefix, os.path.dirname(os.__file__)})
+_PACKAGE = os.fsencode(Path(fs.prefetch.__file__).parents[1])  # the child imports fs from it
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
@@ -357,8 +388,6 @@ def test_the_child_opens_and_lists_nothing_outside_the_tree(tmp_path: Path) -> N
     """strace -f -y of the child lister of a cold commit (its python a script that runs
     it under strace): every directory it opens or lists (openat's result, getdents64's
     fd, as -y names them) is inside the tree, through symlinks to / and /proc."""
-    if not hasattr(Prefetcher, "_spawn"):
-        pytest.skip("this fs/prefetch.py has no child lister")
     source, _ = _hostile_tree(tmp_path)
     trace = tmp_path / "trace"
     script = tmp_path / "commit.py"
@@ -385,6 +414,8 @@ def test_the_child_opens_and_lists_nothing_outside_the_tree(tmp_path: Path) -> N
         for path in re.findall(rb"\b\d+<([^>]*)>", line):
             if path.startswith(_PYTHON):
                 continue  # python's start (its library's listing)
+            if path in (_PACKAGE, _PACKAGE + b"/fs") or path.startswith(_PACKAGE + b"/fs/"):
+                continue  # and its own modules' (fs/prefetch_child.py's imports)
             assert path == inside or path.startswith(inside + b"/"), line
             checked += 1
     assert checked > 20
@@ -397,8 +428,6 @@ def test_a_child_that_cannot_be_started_leaves_no_fd_open(
     """Out of fds (EMFILE) while the lister is being started, whatever call meets it:
     _spawn says no (the threads list instead) and every fd it had made is closed (the
     working tree's socketpair version left the root's duplicate open: attack16 3)."""
-    if not hasattr(Prefetcher, "_spawn"):
-        pytest.skip("this fs/prefetch.py has no child lister")
     import socket
 
     def out_of_fds(*args: object, **kwargs: object) -> object:
@@ -406,14 +435,16 @@ def test_a_child_that_cannot_be_started_leaves_no_fd_open(
 
     target = {"socketpair": socket, "pipe": os, "popen": subprocess}[failing]
     name = {"socketpair": "socketpair", "pipe": "pipe", "popen": "Popen"}[failing]
-    monkeypatch.setattr(fs.prefetch, "_IN_A_CHILD", True, raising=False)
+    lists_in_a_child(monkeypatch)
+    command = fs.prefetch._child_command()
+    assert command is not None
     root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         before = sorted(os.listdir("/proc/self/fd"))
         prefetcher = Prefetcher(root)
         with monkeypatch.context() as patched:
             patched.setattr(target, name, out_of_fds)
-            started = prefetcher._spawn()  # True where that call is not made
+            started = prefetcher._spawn(command)  # True where that call is not made
         prefetcher.stop()
         assert started or prefetcher._child is None
         assert sorted(os.listdir("/proc/self/fd")) == before
@@ -425,7 +456,7 @@ _CLI_COLD = """
 import itertools, sys
 import fs.prefetch
 blocks = itertools.count()
-fs.prefetch._blocks_read = lambda: next(blocks)  # every listing reads the disk
+fs.prefetch.blocks_read = lambda: next(blocks)  # every listing reads the disk
 from sapwood.cli.main import run
 sys.argv[0] = "sapwood"
 sys.exit(run())

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 import fs.prefetch
-from fs.prefetch import Prefetcher
+import fs.prefetch_threads
+from fs.prefetch_threads import PrefetchThreads
 from store import Repository
-from tests.fs.prefetching import prefetcher_listings
+from tests.fs.prefetching import prefetcher_listings, reads_from_the_disk
 from tests.helpers import commit_dir
 
 
@@ -36,7 +37,7 @@ def _reads_in_the_scan_only(monkeypatch: pytest.MonkeyPatch) -> None:
     def blocks_read() -> int:
         return next(blocks) if threading.current_thread() is main else 0
 
-    monkeypatch.setattr(fs.prefetch, "_blocks_read", blocks_read)
+    reads_from_the_disk(monkeypatch, blocks_read)
 
 
 def test_threads_whose_listings_read_nothing_stop_early_and_the_commit_is_the_same(
@@ -45,7 +46,7 @@ def test_threads_whose_listings_read_nothing_stop_early_and_the_commit_is_the_sa
     source = _tree(tmp_path, 60)
     warm = commit_dir(user_repo, source, "warm")
     listed = prefetcher_listings(monkeypatch)
-    monkeypatch.setattr(fs.prefetch, "_WARM_STOP", 4)
+    monkeypatch.setattr(fs.prefetch_threads, "_WARM_STOP", 4)
     monkeypatch.setattr(fs.prefetch, "_THREADS", 2)
     _reads_in_the_scan_only(monkeypatch)
     cold = commit_dir(user_repo, source, "cold")
@@ -63,9 +64,9 @@ def test_threads_whose_listings_read_go_on_to_the_end(
     """A listing that reads resets the streak: a cold tree is listed whole."""
     source = _tree(tmp_path, 60)
     listed = prefetcher_listings(monkeypatch)
-    monkeypatch.setattr(fs.prefetch, "_WARM_STOP", 4)
+    monkeypatch.setattr(fs.prefetch_threads, "_WARM_STOP", 4)
     blocks = itertools.count()
-    monkeypatch.setattr(fs.prefetch, "_blocks_read", lambda: next(blocks))  # every look reads
+    reads_from_the_disk(monkeypatch, lambda: next(blocks))  # every look reads
     commit_dir(user_repo, source, "cold")
     assert len(listed) == 61  # the root and its 60 directories, each once
 
@@ -123,12 +124,12 @@ def test_the_directories_the_scan_passed_before_the_threads_started_do_not_stop_
     re-commit after an interrupted one) is still listed ahead, whole."""
     source = _tree(tmp_path, 60)
     listed = prefetcher_listings(monkeypatch)
-    monkeypatch.setattr(fs.prefetch, "_WARM_STOP", 8)
+    monkeypatch.setattr(fs.prefetch_threads, "_WARM_STOP", 8)
     scan_looks = itertools.count()
     local = threading.local()
-    real_list = Prefetcher._list
+    real_list = PrefetchThreads._list
 
-    def cold_from_d019(self: Prefetcher, path: tuple[bytes, ...], subdirs: list[Any]) -> None:
+    def cold_from_d019(self: PrefetchThreads, path: tuple[bytes, ...], subdirs: list[Any]) -> None:
         if path and path[0] >= b"d019":
             local.blocks = getattr(local, "blocks", 0) + 8
         real_list(self, path, subdirs)
@@ -138,7 +139,7 @@ def test_the_directories_the_scan_passed_before_the_threads_started_do_not_stop_
             return max(0, next(scan_looks) - 39)  # root, d000-d018 warm (two looks each)
         return getattr(local, "blocks", 0)
 
-    monkeypatch.setattr(Prefetcher, "_list", cold_from_d019)
-    monkeypatch.setattr(fs.prefetch, "_blocks_read", blocks_read)
+    monkeypatch.setattr(PrefetchThreads, "_list", cold_from_d019)
+    reads_from_the_disk(monkeypatch, blocks_read)
     commit_dir(user_repo, source, "cold")
     assert len(listed) == 61  # the root and its 60 directories, each once
