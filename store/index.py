@@ -39,6 +39,8 @@ store/index_write.py (the commit point: a WriteBatch checked and applied).
 from __future__ import annotations
 
 import struct
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -219,6 +221,18 @@ class IndexReader:
                 yield ObjectId(bytes(key)), ObjectRecord.decode(bytes(value))
 
 
+def _dropped_unclosed(shared: SharedEnv) -> None:
+    """An Index's finalizer: it was collected without close(). Gives its share back
+    (never waiting for a lock: SharedEnv.release_dropped), then says so as an unclosed
+    file does (a ResourceWarning, shown with -W default or python -X dev)."""
+    shared.release_dropped()
+    warnings.warn(
+        f"a sapwood repository was not closed (index {shared.key}); closed now",
+        ResourceWarning,
+        stacklevel=2,
+    )
+
+
 def _iter_after(cursor: Any, after: bytes) -> Iterator[tuple[bytes, Any]]:
     """A cursor's (key, value) pairs past ``after`` (all of them if it is empty)."""
     found = cursor.set_range(after) if after else cursor.first()
@@ -256,10 +270,17 @@ class Index:
         self._dbs = self._shared.dbs
         self._closed = False
         self.read_only = self._shared.access is Access.READ_ONLY
+        # Collected without close(): the share is given back all the same (each open
+        # index maps MAP_SIZE, 1 TiB, of address space; ~127 dropped ones filled it).
+        # Not at exit (the process's end unmaps everything; a forked child's exit
+        # should not touch the parent's environment).
+        self._finalizer = weakref.finalize(self, _dropped_unclosed, self._shared)
+        self._finalizer.atexit = False
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        """Give back this Index's share of the environment (once; thread-safe)."""
+        self._closed = True
+        if self._finalizer.detach() is not None:  # None: closed, or being collected
             self._shared.release()
 
     def remap(self) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -130,10 +132,19 @@ class PageBudget:
 
 
 class SharedEnv:
-    """One LMDB environment per path and process: LMDB forbids opening one twice."""
+    """One LMDB environment per path and process: LMDB forbids opening one twice.
+
+    Each Index holds one share (``users``); the last share given back closes the
+    environment and unmaps its MAP_SIZE of address space. An Index collected without
+    close() gives its share back through :meth:`release_dropped` (its finalizer),
+    which never waits for a lock: a finalizer runs in whichever thread drops the last
+    reference or triggers a collection, and that thread may be inside acquire or
+    release here, holding the locks. A share it cannot give back at once is queued
+    and given back by the next acquire or release (whoever holds the lock)."""
 
     _lock = threading.Lock()
     _open: ClassVar[dict[str, SharedEnv]] = {}
+    _dropped: ClassVar[deque[SharedEnv]] = deque()  # shares of Indexes collected unclosed
 
     def __init__(self, key: str, access: Access) -> None:
         self.key = key
@@ -166,6 +177,8 @@ class SharedEnv:
                 subdir=True,
                 create=access is Access.CREATE,
             )
+        except lmdb.MemoryError as exc:
+            raise _AddressSpaceFull(str(exc)) from None
         except lmdb.Error as exc:
             if "already open in this process" in str(exc):
                 raise _open_elsewhere(self.key) from None
@@ -220,19 +233,79 @@ class SharedEnv:
     def acquire(cls, path: Path, access: Access) -> SharedEnv:
         key = os.path.realpath(path)
         with cls._lock:
-            shared = cls._open.get(key) or cls(key, access)
+            cls._give_back_dropped()
+            shared = cls._open.get(key) or cls._new(key, access)
             cls._open[key] = shared
             shared.users += 1
             return shared
 
+    @classmethod
+    def _new(cls, key: str, access: Access) -> SharedEnv:
+        """Open the environment; when the address space is full, once more after a
+        collection: repositories dropped unclosed in reference cycles are collected
+        only then, and their finalizers give back their maps (queued, as this thread
+        holds the lock)."""
+        try:
+            return cls(key, access)
+        except _AddressSpaceFull:
+            gc.collect()
+            cls._give_back_dropped()
+        try:
+            return cls(key, access)
+        except _AddressSpaceFull as exc:
+            raise IndexDamagedError(f"{key}: the index cannot be opened: {exc}") from None
+
     def release(self) -> None:
         with self._lock:
-            self.users -= 1
-            if self.users == 0:
-                del self._open[self.key]
-                with self._map_lock:
-                    self._mapped = []  # gone: never to be let go of again
-                    self.env.close()
+            self._give_back(wait=True)
+            self._give_back_dropped()
+
+    def release_dropped(self) -> None:
+        """Give back the share of an Index collected without close() (its finalizer):
+        now if no thread holds the lock, else queued for the next acquire or release.
+        Never waits (see the class's docstring)."""
+        self._dropped.append(self)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._give_back_dropped()
+            finally:
+                self._lock.release()
+
+    @classmethod
+    def _give_back_dropped(cls) -> None:
+        """Give back the queued shares (with the lock held). One whose environment
+        would close while its map lock is held stays queued: the holder may be this
+        very thread, letting the map's pages go when a collection came."""
+        kept = []
+        while cls._dropped:
+            shared = cls._dropped.popleft()
+            if not shared._give_back(wait=False):
+                kept.append(shared)
+        cls._dropped.extend(kept)
+
+    def _give_back(self, wait: bool) -> bool:
+        """One share given back (with the lock held); the last closes the environment.
+        False, and nothing done, if that needs the map lock and ``wait`` is False and
+        another holds it."""
+        if self.users <= 0:  # closed already (tests/conftest.py's safety net)
+            return True
+        if self.users == 1:
+            if not self._map_lock.acquire(blocking=wait):
+                return False
+            try:
+                if self._open.get(self.key) is self:
+                    del self._open[self.key]
+                self._mapped = []  # gone: never to be let go of again
+                self.env.close()
+            finally:
+                self._map_lock.release()
+        self.users -= 1
+        return True
+
+
+class _AddressSpaceFull(Exception):
+    """LMDB could not map MAP_SIZE (ENOMEM): this process's address space is full,
+    most likely of indexes still open (SharedEnv._new collects and tries again)."""
 
 
 class Access(enum.Enum):

@@ -78,26 +78,6 @@ def _no_ambient_repo(monkeypatch: pytest.MonkeyPatch) -> None:
     os.umask(0o022)
 
 
-@pytest.fixture(autouse=True)
-def _close_repositories_left_open(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Close the indexes of repositories a test left open under its tmp_path. Each
-    open index maps 1 TiB of address space (store/index_env.MAP_SIZE), freed only when
-    its last Repository is closed; tests that open repositories and drop them leaked
-    one each, and the whole run (one process) ran out of address space, 128 TiB, after
-    ~127 of them: every later test failed to open an index (ENOMEM)."""
-    yield
-    tmp = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
-    if tmp is None:
-        return
-    from store.index_env import SharedEnv
-
-    prefix = os.path.realpath(tmp) + os.sep
-    for key, shared in list(SharedEnv._open.items()):
-        if key.startswith(prefix):
-            shared.users = 1
-            shared.release()
-
-
 @pytest.fixture
 def mount(tmp_path: Path) -> Iterator[Mounts]:
     """Mount with ``mount.foreground(repo_path, *args)`` or ``mount.background(...)``;
