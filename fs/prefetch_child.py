@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     import socket
 
-if __name__ == "__main__":  # python -I -S: sys.path has the standard library only
+if __name__ == "__main__":  # python -I -S: sys.path holds the standard library only; the
+    # directory holding this package goes after it (nothing there can shadow a module of it)
     sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fs.prefetch_threads import PrefetchThreads
