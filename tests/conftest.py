@@ -8,6 +8,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,28 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 ALL_MODES = [m for m in RepoMode]
+LONG = bool(os.environ.get("SAPWOOD_LONG"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Cases marked ``long`` run only with SAPWOOD_LONG=1 (`make test-long`): stress
+    runs and the variants of an attack. ``long(keep=PATTERNS)`` on a parametrized test
+    keeps in the default run the cases whose parameter id matches one of the fnmatch
+    PATTERNS (a str or a tuple): a representative of each kind of attack stays."""
+    if LONG:
+        return
+    skip = pytest.mark.skip(reason="a long or variant case: SAPWOOD_LONG=1 (make test-long)")
+    for item in items:
+        marker = item.get_closest_marker("long")
+        if marker is None:
+            continue
+        keep = marker.kwargs.get("keep", ())
+        patterns = (keep,) if isinstance(keep, str) else tuple(keep)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and any(fnmatch(callspec.id, p) for p in patterns):
+            continue
+        item.add_marker(skip)
+
 
 # the shared 24-commit history (fixture history_tree), for tests of history commands
 pytest_plugins = ("tests.history_tree",)
