@@ -186,6 +186,7 @@ def test_the_fixture_changes_what_it_means_to(pair: Pair) -> None:
         "/link",
     ],
 )
+@pytest.mark.long(keep=("bare-user-/*", "*-/usr/lib/libx.so", "*-/link"))
 def test_a_path_limit_gives_what_the_trees_on_disk_say(pair: Pair, top: str) -> None:
     assert limited(pair, top) == expected_changes(pair.old, pair.new, top.encode())
 
