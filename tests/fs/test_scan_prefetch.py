@@ -301,8 +301,8 @@ def test_the_child_as_the_scan_runs_it_starts_its_threads_and_ends_with_its_stdi
     deadline = time.monotonic() + 30
     while roots() < 2 and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    try:
-        assert roots() == 2, child.stderr.read() if child.poll() is not None else b""
+    try:  # the inherited fd, the threads' duplicate (and one listing the root, briefly)
+        assert roots() >= 2, child.stderr.read() if child.poll() is not None else b""
     finally:
         child.stdin.close()
         assert child.wait(10) == 0
