@@ -219,6 +219,7 @@ HOSTILE: dict[str, Callable[[bytes, bytes, bytes], bytes]] = {
 }
 
 
+@pytest.mark.long(keep=("frame-says-more", "swz1-trailing"))
 @pytest.mark.parametrize("attack", sorted(HOSTILE))
 def test_a_hostile_filez_object_is_refused_in_one_line(tmp_path: Path, attack: str) -> None:
     archive = _served_archive(tmp_path)
@@ -328,6 +329,7 @@ DELTA_ATTACKS: dict[str, Callable[[Path], None]] = {
 }
 
 
+@pytest.mark.long(keep="file-payload-flipped")
 @pytest.mark.parametrize("attack", sorted(DELTA_ATTACKS))
 def test_a_hostile_delta_is_refused_in_one_line(tmp_path: Path, attack: str) -> None:
     delta = _delta_archive(tmp_path)
@@ -437,6 +439,7 @@ def test_odd_modes_pull_fsck_clean_and_check_out_as_recorded(
     assert (tmp_path / "out/large").stat().st_size == (5 << 20) + 6
 
 
+@pytest.mark.long(keep=("*-objects", "2541-delta"))
 @pytest.mark.skipif(os.geteuid() != 0, reason="a setuid file to commit")
 @pytest.mark.parametrize("delta", [False, True], ids=["objects", "delta"])
 @pytest.mark.parametrize("unsafe", UNSAFE_MODES)
@@ -498,6 +501,7 @@ def test_a_pull_whose_sync_fails_commits_nothing(
 KILLS = 20 if os.environ.get("SAPWOOD_LONG") else 4
 
 
+@pytest.mark.long(keep="objects")
 @pytest.mark.parametrize("delta", [False, True], ids=["objects", "delta"])
 def test_a_pull_killed_at_random_moments_leaves_fsck_clean(tmp_path: Path, delta: bool) -> None:
     """SIGKILL at a random moment of a pull (fsync on, the syncfs path): each time fsck
@@ -617,6 +621,7 @@ class _DripServer(http.server.ThreadingHTTPServer):
         self.chunked = chunked
 
 
+@pytest.mark.long(keep=("length-objects", "chunked-delta"))
 @pytest.mark.parametrize("delta", [False, True], ids=["objects", "delta"])
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
 def test_bodies_that_come_five_bytes_at_a_time_pull_whole(
