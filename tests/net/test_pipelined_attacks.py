@@ -390,6 +390,7 @@ def test_http_1_0_answers_with_keep_alive(setup: Setup) -> None:
     no_loop(server, 3)
 
 
+@pytest.mark.long(keep=("0-reset", "5-half-head", "5-half-body-close"))
 @pytest.mark.parametrize("how", ["reset", "half-head", "half-body-close"])
 @pytest.mark.parametrize("after", [0, 5])
 def test_a_connection_that_breaks_after_k_answers(setup: Setup, how: str, after: int) -> None:
@@ -497,6 +498,7 @@ HEADS = {
 }
 
 
+@pytest.mark.long(keep=("two-lengths", "no-colon", "megabyte-line"))
 @pytest.mark.parametrize("name", list(HEADS))
 def test_a_strange_head_on_the_lane_once_per_object(setup: Setup, name: str) -> None:
     server = setup.serve(_head_once(setup, HEADS[name]))
@@ -512,6 +514,7 @@ SLOW_ALWAYS = {"negative", "inner-space", "space-before-colon", "obs-fold"}  # 9
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=LONG_ONLY) if n in SLOW_ALWAYS else n for n in HEADS]
 )
+@pytest.mark.long(keep=("two-lengths", "chunked-and-length"))
 def test_a_strange_head_always_for_one_object(setup: Setup, name: str) -> None:
     """The per-object path meets it too: the pull succeeds (a head it can read) or is
     refused cleanly, in time."""
