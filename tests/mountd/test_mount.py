@@ -65,6 +65,7 @@ def test_walk_of_the_mount_equals_the_source(mounted: tuple[Path, Path, Reposito
     assert os.statvfs(mnt).f_namemax == 255
 
 
+@pytest.mark.long(keep="*-bare-user")
 def test_every_write_is_refused(mounted: tuple[Path, Path, Repository]) -> None:
     mnt, _, _ = mounted
     attempts = [
