@@ -394,6 +394,7 @@ def unasked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
 INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nWRONG"
 
 
+@pytest.mark.long(keep=("http-a-response", "https-junk"))
 @pytest.mark.parametrize("after", [INJECTED, b"junk\r\n"], ids=["a-response", "junk"])
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_bytes_a_server_sends_unasked_are_never_an_answer(
