@@ -5,7 +5,8 @@ in archive mode inflating it whole too (store/framed.py; an object from before z
 decompressed to a spool). For a file of gigabytes that takes seconds. Done on the trio
 loop, every other request of every process on the mount waited for it (review8 4).
 Here it runs in a worker thread (trio.to_thread), at most ``THREADS`` at once (the
-machine's cores are for the readers too), while the loop answers other requests: a
+machine's cores are for the readers too), and one more of those past their deadline
+(below), while the loop answers other requests: a
 request about to wait has another request loop started first (mountd/readers.py).
 
 One object is prepared by one thread: other reads of it (the kernel's read-ahead, a
@@ -19,7 +20,17 @@ in between).
 A signal that unmounts cancels the loops (mountd/daemon.py): a read waiting for a
 verification ends with them, its thread abandoned (a daemon thread: the process does
 not wait for it), so the daemon unmounts at once rather than when the verification
-ends, minutes for a hostile object of a few hundred GiB of zeros.
+ends, minutes for a hostile object of a few hundred GiB of zeros; the thread gives up
+at its next chunk.
+
+No verification holds a thread slot (nor the lane of objects over LONG) longer than
+``DEADLINE``: past it, it gives them back and goes on in the overdue verifications'
+turns (mountd/turns.py), so one object that takes minutes holds up no other file's
+first read (attack16 2). Nothing tells an object that takes minutes because it is
+hostile from a legitimate one as large (a sparse VM image inflates as fast), and
+nothing tells the daemon that a reader is gone (see mountd/turns.py and
+docs/decisions.md, "Verification nobody waits for, session 10"): both are served,
+in turns.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from collections.abc import Callable
 import trio
 
 from mountd.sources import Preparation
+from mountd.turns import Turns, Verification
 from mountd.view import TreeView
 from store import ObjectId
 
@@ -38,6 +50,12 @@ THREADS = 2  # objects verified at once, each in a thread of its own
 # them, so a thread is always left for the smaller ones (attack12: two such objects
 # read at once held both threads, and every other large file's first read waited).
 LONG = 256 << 20
+# Seconds a verification keeps its thread slot (and the lane over LONG): 256 MiB take
+# about a quarter of a second; past it, it goes on in the overdue ones' turns.
+DEADLINE = 1.0
+# Overdue verifications at once (a thread each, parked out of its turn: an fd, a
+# decompressor). One more past its deadline keeps its slot until one of them ends.
+OVERDUE = 8
 
 
 def _nothing() -> Callable[[], None]:
@@ -64,6 +82,9 @@ class Preparer:
         self.view = view
         self._limiter = trio.CapacityLimiter(threads)
         self._long = trio.CapacityLimiter(max(1, threads - 1))  # taken first, over LONG
+        self._threads = trio.CapacityLimiter(threads + OVERDUE)  # never binds: a bound
+        self._turns = Turns()
+        self.overdue = 0  # verifications past their deadline, not ended
         self._running: dict[ObjectId, _Running] = {}
         self._on_wait = on_wait or _nothing
 
@@ -104,11 +125,7 @@ class Preparer:
     async def _run(self, slow: Preparation) -> None:
         running = self._running[slow.file_id] = _Running()
         try:
-            if slow.size > LONG:
-                async with self._long:
-                    made = await self._in_thread(slow)
-            else:
-                made = await self._in_thread(slow)
+            made = await self._in_thread(slow)
             slow.finish(made)
         except Exception as exc:
             running.error = exc
@@ -118,10 +135,78 @@ class Preparer:
             running.done.set()
 
     async def _in_thread(self, slow: Preparation) -> object:
-        # abandon_on_cancel: a cancelled loop (an unmount) does not wait for the thread
-        return await trio.to_thread.run_sync(
-            slow.work, limiter=self._limiter, abandon_on_cancel=True
-        )
+        """``slow.work`` in a worker thread, once it has a slot (and the lane over LONG
+        if that large), which it gives back at its deadline."""
+        verification = Verification(self._turns, slow.file_id)
+        slots = [self._long, self._limiter] if slow.size > LONG else [self._limiter]
+        held: list[trio.CapacityLimiter] = []
+        try:
+            for slot in slots:
+                await slot.acquire_on_behalf_of(verification)
+                held.append(slot)
+            ended = _Ended()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._thread, slow, verification, ended, nursery.cancel_scope)
+                await self._overdue_at_deadline(verification, held)  # or until it ends
+            return ended.result()
+        finally:
+            verification.give_up()  # it ended; or no one waits for it (cancelled)
+            for slot in held:
+                slot.release_on_behalf_of(verification)
+            if verification.overdue:
+                self.overdue -= 1
+
+    async def _thread(
+        self,
+        slow: Preparation,
+        verification: Verification,
+        ended: _Ended,
+        scope: trio.CancelScope,
+    ) -> None:
+        """The work in a worker thread; how it ended is kept in ``ended`` (not raised:
+        a nursery would raise it in an ExceptionGroup), then ``scope`` is cancelled."""
+        try:
+            # abandon_on_cancel: a cancelled loop (an unmount) does not wait for it
+            ended.value = await trio.to_thread.run_sync(
+                _work, slow, verification, limiter=self._threads, abandon_on_cancel=True
+            )
+        except Exception as exc:
+            ended.error = exc
+        scope.cancel()
+
+    async def _overdue_at_deadline(
+        self, verification: Verification, held: list[trio.CapacityLimiter]
+    ) -> None:
+        """At its deadline (once fewer than OVERDUE are), ``verification`` gives its
+        slots back and goes on in its turns."""
+        await trio.sleep(DEADLINE)
+        while self.overdue >= OVERDUE:
+            await trio.sleep(DEADLINE)
+        self.overdue += 1
+        verification.overdue = True
+        while held:
+            held.pop().release_on_behalf_of(verification)
+
+
+def _work(slow: Preparation, verification: Verification) -> object:
+    """The work of ``slow``, paced by ``verification`` (in the worker thread)."""
+    try:
+        return slow.work(verification)
+    finally:
+        verification.ended()
+
+
+class _Ended:
+    """What a worker thread's work returned, or what it raised."""
+
+    def __init__(self) -> None:
+        self.value: object = None
+        self.error: Exception | None = None
+
+    def result(self) -> object:
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 class _Running:

@@ -55,7 +55,14 @@ from dataclasses import dataclass
 from typing import cast
 
 from mountd.lru import Lru, RecentKeys
-from store import FramedContent, ObjectId, ObjectReadError, Repository, require_content
+from store import (
+    CorruptObjectError,
+    FramedContent,
+    ObjectId,
+    ObjectReadError,
+    Repository,
+    require_content,
+)
 
 _OPEN_FILES = 256  # object files kept open (uncompressed modes)
 _SMALL = 1 << 20  # up to this size: verified with one read, or decompressed into memory
@@ -68,11 +75,15 @@ _SPOOL_BYTES = 4 << 30  # the disk those files take, in all
 _SPOOL_RESERVE = 64 << 20  # TMPDIR's space a spool leaves free (1/16 of a smaller one)
 _SHOWN = 1 << 14  # which object the inodes read lately show
 _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes each
+_REFUSED = 1 << 10  # objects refused lately, unchanged since: refused again at once
 _CHUNK = 1 << 20
 _DISK_TMP = "/var/tmp"  # where spools go when TMPDIR is unset (spool_parent)
 _SPOOL_PREFIX = "sapwood-mount-"  # then the daemon's pid, "-" and a random part
 
 _Source = int | bytes | FramedContent
+# Called by a preparation's work after each chunk (MiB) it verifies: it may block (the
+# work waits for its turn) or raise (the work is given up). mountd/preparing.py.
+Pace = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -83,13 +94,13 @@ class Preparation:
     it (on the loop, or wherever the sources are used)."""
 
     file_id: ObjectId
-    work: Callable[[], object]
+    work: Callable[[Pace], object]
     finish: Callable[[object], None]
     size: int = 0  # the object's: what the work takes grows with it (mountd/preparing.py)
 
     def run(self) -> None:
         """Both steps, here and now."""
-        self.finish(self.work())
+        self.finish(self.work(_unpaced))
 
 
 class ObjectSources:
@@ -112,6 +123,7 @@ class ObjectSources:
         )
         self._spools: Lru[ObjectId, int] = Lru(_SPOOLS, _SPOOL_BYTES, os.close)
         self._verified: RecentKeys[int] = RecentKeys(_VERIFIED)
+        self._refused = _Refusals()
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
         self._spool_dir: tempfile.TemporaryDirectory[str] | None = None
         self._spool_dir_lock = threading.Lock()
@@ -151,9 +163,9 @@ class ObjectSources:
         (and spooling an SWZ1 one); then, where the sources are used, keeping it."""
         if not self.repo.stores_compressed:
 
-            def verify_file() -> object:
+            def verify_file(pace: Pace) -> object:
                 with _read_errors(file_id):
-                    fd, key, _ = self._open_verified(file_id, header, size)
+                    fd, key, _ = self._open_verified(file_id, header, size, pace)
                     return fd, key
 
             def keep_file(got: object) -> None:
@@ -162,9 +174,9 @@ class ObjectSources:
 
             return Preparation(file_id, verify_file, keep_file, size)
 
-        def open_archive() -> object:
+        def open_archive(pace: Pace) -> object:
             with _read_errors(file_id):
-                return self._open_archive(file_id, header, size)
+                return self._open_archive(file_id, header, size, pace)
 
         def keep_archive(got: object) -> None:
             self._keep_archive(file_id, cast(tuple[FramedContent, int] | int, got), size)
@@ -247,7 +259,7 @@ class ObjectSources:
 
     # ----- archive objects -------------------------------------------------------------
     def _open_archive(
-        self, file_id: ObjectId, header: bytes, size: int
+        self, file_id: ObjectId, header: bytes, size: int, pace: Pace
     ) -> tuple[FramedContent, int] | int:
         """A large archive object, verified: its frames located (SWZ2) and the key of
         its verified file, or an fd of its content spooled (SWZ1: no frames)."""
@@ -255,14 +267,15 @@ class ObjectSources:
         if framed is None:
             spool_dir = self._private_dir()  # made when first needed (SWZ2 need none)
             self._require_room(file_id, size, spool_dir)
-            return self._spool(file_id, header, size, spool_dir)
+            return self._spool(file_id, header, size, spool_dir, pace)
         try:
             st = framed.stat()
             key = hash((file_id, st.st_ino, st.st_ctime_ns))
             if key in self._verified:  # a look only: another thread may add to it
                 framed.locate()
             else:
-                framed.verify(header)
+                with self._refused.noted(key, file_id):
+                    framed.verify(header, pace)
         except BaseException:
             framed.close()
             raise
@@ -300,7 +313,9 @@ class ObjectSources:
             offset += len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _spool(self, file_id: ObjectId, header: bytes, size: int, spool_dir: str) -> int:
+    def _spool(
+        self, file_id: ObjectId, header: bytes, size: int, spool_dir: str, pace: Pace
+    ) -> int:
         """An fd of an unlinked file holding the object's content, verified.
 
         Repository.open_recorded_file verifies as it streams (and refuses a stream that
@@ -312,7 +327,9 @@ class ObjectSources:
             self.repo.open_recorded_file(file_id, header, size) as stream,
             tempfile.TemporaryFile(dir=spool_dir) as spool,
         ):
-            shutil.copyfileobj(stream, spool, _CHUNK)
+            while chunk := stream.read(_CHUNK):
+                spool.write(chunk)
+                pace()
             spool.flush()
             return os.dup(spool.fileno())
 
@@ -351,20 +368,20 @@ class ObjectSources:
 
     # ----- uncompressed objects --------------------------------------------------------
     def _open_verified(
-        self, file_id: ObjectId, header: bytes, size: int
+        self, file_id: ObjectId, header: bytes, size: int, pace: Pace | None = None
     ) -> tuple[int, int, bytes | None]:
         """An fd of the object's file, verified; the key that says so (see _verify); and
         its whole content if that took one read. The store refuses what is not a
         regular file of the recorded size."""
         fd = self.repo.open_file_fd(file_id, size)
         try:
-            return fd, *self._verify(file_id, header, size, fd)
+            return fd, *self._verify(file_id, header, size, fd, pace)
         except BaseException:
             os.close(fd)
             raise
 
     def _verify(
-        self, file_id: ObjectId, header: bytes, size: int, fd: int
+        self, file_id: ObjectId, header: bytes, size: int, fd: int, pace: Pace | None
     ) -> tuple[int, bytes | None]:
         """Re-hash the object unless verified before (the same file, unchanged: its
         inode and ctime); the key of this file, and a small object's bytes. Adds
@@ -376,8 +393,41 @@ class ObjectSources:
         whole = None
         if size <= _SMALL:  # one read; one byte more shows a grown object
             whole = os.pread(fd, size + 1, 0)
-        require_content(fd if whole is None else whole, file_id, header, size)
+        with self._refused.noted(key, file_id):
+            require_content(fd if whole is None else whole, file_id, header, size, pace)
         return key, whole
+
+
+class _Refusals:
+    """Objects whose verification refused them, by the key of their file (its id, inode
+    and ctime, as ``_verified``): read again, unchanged, an object is refused at once,
+    not inflated again, minutes for a hostile one of zeros (each read of it did that
+    twice: the kernel's read-ahead, then its retry of the page). Used from worker
+    threads (a lock); the last _REFUSED kept."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._found: dict[int, str] = {}
+
+    @contextmanager
+    def noted(self, key: int, file_id: ObjectId) -> Iterator[None]:
+        """Refuse at once if ``key`` was refused before; else note a refusal."""
+        with self._lock:
+            message = self._found.get(key)
+        if message is not None:
+            raise CorruptObjectError(message, object_id=file_id)
+        try:
+            yield
+        except CorruptObjectError as exc:
+            with self._lock:
+                if len(self._found) >= _REFUSED:
+                    del self._found[next(iter(self._found))]
+                self._found[key] = str(exc)
+            raise
+
+
+def _unpaced() -> None:
+    """A preparation run here and now: never waits, never given up."""
 
 
 def _entries(budget: int) -> int:

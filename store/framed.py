@@ -76,14 +76,18 @@ class FramedContent:
         """The object file's stat (its inode and ctime say whether it changed)."""
         return os.fstat(self.fd)
 
-    def verify(self, header_bytes: bytes) -> None:
+    def verify(self, header_bytes: bytes, between_chunks: Callable[[], None] | None = None) -> None:
         """Inflate and hash the whole content, locating the frames on the way; raise
-        CorruptObjectError (nothing located) unless it is exactly the object's."""
+        CorruptObjectError (nothing located) unless it is exactly the object's.
+        ``between_chunks`` is called after each chunk: what it raises gives the
+        verification up (the mount's, when no one waits for it: mountd/preparing.py)."""
         check = ContentCheck(self.object_id, header_bytes, self.size)
         dctx = decompressor()
 
         def inflate(index: int, frame: bytes) -> None:
             check.update(inflate_chunk(dctx, frame, self._want(index), self.object_id))
+            if between_chunks is not None:
+                between_chunks()
 
         starts, stride = self._frames(inflate)
         check.require()

@@ -144,10 +144,14 @@ def _nothing() -> None:
 
 
 def require_content(
-    source: int | BinaryIO | bytes, object_id: bytes, header_bytes: bytes, size: int
+    source: int | BinaryIO | bytes,
+    object_id: bytes,
+    header_bytes: bytes,
+    size: int,
+    between_chunks: Callable[[], None] | None = None,
 ) -> None:
     """:func:`check_content`, raising CorruptObjectError unless ``source`` is the object's."""
-    problem = check_content(source, object_id, header_bytes, size)
+    problem = check_content(source, object_id, header_bytes, size, between_chunks)
     if problem is not None:
         raise CorruptObjectError(f"object {object_id.hex()}: {problem}", object_id=object_id)
 

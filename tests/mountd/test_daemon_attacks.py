@@ -1,148 +1,92 @@
 """Hostile archive objects against the mount daemon's session-9 changes (attack16): the
 long-verification lane (objects over 256 MiB take one thread at most between them,
-mountd/preparing.py LONG), the bounded table of frame starts (store/framed.py
-MAX_NOTED), read by several readers at once through a real mount."""
+mountd/preparing.py LONG; since session 10 none holds it past its DEADLINE), the
+bounded table of frame starts (store/framed.py MAX_NOTED), read by several readers at
+once through a real mount; refusals remembered (mountd/sources.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import trio
 
-from mountd.preparing import LONG, Preparer
-from mountd.sources import Preparation
-from store import FramedContent, ObjectId, RepoMode, Repository, filez, lookup
+from mountd.preparing import LONG
+from mountd.view import ROOT_INODE, CommitView
+from store import CorruptObjectError, FramedContent, ObjectId, filez
 from store.framed import MAX_NOTED
-from store.index_types import ObjectRecord
-from tests.helpers import Mounts, commit_dir, raw_index
+from tests.helpers import Mounts
+from tests.mountd.legacy import (
+    WaitingView,
+    large_archive_file,
+    served_while_held,
+    threads_of,
+    zeros_claiming,
+)
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 
 
-class _View:
-    """A view stand-in: inode ``ino`` is an object of ``sizes[ino]`` bytes, readable once
-    its preparation ran; the preparations of ``held`` inodes wait for ``go`` (a hostile
-    object of zeros whose verification takes minutes)."""
-
-    def __init__(self, sizes: dict[int, int], held: set[int]) -> None:
-        self.sizes, self.held = sizes, held
-        self.go = threading.Event()
-        self.ready: set[object] = set()
-
-    def preparation(self, ino: int) -> Preparation | None:
-        if ino in self.ready:
-            return None
-
-        def work() -> object:
-            if ino in self.held:
-                self.go.wait(30)
-            return ino
-
-        return Preparation(ObjectId(bytes([ino]) * 32), work, self.ready.add, self.sizes[ino])
-
-    def read(self, ino: int, offset: int, size: int) -> bytes:
-        return b"read"
-
-
-def _served_while_held(view: _View, held: list[int], then: int) -> list[int]:
-    """Reads of ``held`` started, then one of ``then``, which must end within 2 s
-    while the held ones still verify; the order the reads ended in."""
-    preparer = Preparer(view)  # type: ignore[arg-type]
-    served: list[int] = []
-
-    async def read(ino: int) -> None:
-        assert await preparer.read(ino, 0, 4) == b"read"
-        served.append(ino)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            for ino in held:
-                nursery.start_soon(read, ino)
-            await trio.sleep(0.2)  # the held ones asked for a thread
-            try:
-                with trio.fail_after(2):
-                    await read(then)
-            finally:
-                view.go.set()
-
-    trio.run(main)
-    return served
-
-
 def test_one_hostile_huge_object_leaves_a_thread_for_files_under_the_long_bound() -> None:
     """A file of 2 MiB and one of exactly LONG are read while a hostile one verifies."""
-    view = _View({1: LONG + 1, 2: LONG, 3: 2 << 20}, held={1})
-    assert _served_while_held(view, [1], 2)[0] == 2
-    view = _View({1: LONG + 1, 2: LONG + 1, 3: 2 << 20}, held={1, 2})
-    assert _served_while_held(view, [1, 2], 3)[0] == 3
+    view = WaitingView({1: LONG + 1, 2: LONG, 3: 2 << 20}, held={1})
+    assert served_while_held(view, [1], 2)[0] == 2
+    view = WaitingView({1: LONG + 1, 2: LONG + 1, 3: 2 << 20}, held={1, 2})
+    assert served_while_held(view, [1, 2], 3)[0] == 3
 
 
-@pytest.mark.xfail(strict=True, reason="attack16 2")
 def test_one_hostile_huge_object_does_not_hold_up_every_other_file_over_the_bound() -> None:
-    """81bc57e gave objects over LONG one thread between them: one hostile object of
-    zeros claiming 256 GiB (14 MB on disk, minutes to verify, its reader may be long
-    gone) now holds up the first read of every legitimate file over 256 MiB (a VM
-    image, a large .so) for as long, where before 81bc57e the second thread served
-    it (it then took two hostile objects). The first read of a 300 MiB file here
-    waits for the hostile one to end."""
-    view = _View({1: LONG + 1, 2: 300 << 20}, held={1})
-    assert _served_while_held(view, [1], 2)[0] == 2
+    """attack16 2: 81bc57e gave objects over LONG one thread between them: one hostile
+    object of zeros claiming 256 GiB (14 MB on disk, minutes to verify, its reader may
+    be long gone) held up the first read of every legitimate file over 256 MiB (a VM
+    image, a large .so) for as long. Past its DEADLINE (1 s) it gives the lane back,
+    even if it never looks at its pace (a chunk that never ends)."""
+    view = WaitingView({1: LONG + 1, 2: 300 << 20}, held={1})
+    assert served_while_held(view, [1], 2)[0] == 2
+
+
+def test_an_object_refused_is_refused_at_once_until_its_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile object of zeros took minutes to inflate at every read (twice: the
+    kernel's read-ahead, then its retry of the page). Refused once, it is refused at
+    once while its file is unchanged (inode, ctime); repaired, it is verified again."""
+    repo, commit_id, file_id, content = large_archive_file(tmp_path)
+    path = repo.content.path(file_id)
+    good = path.read_bytes()
+    path.chmod(0o644)
+    path.write_bytes(good[:-100] + bytes([good[-100] ^ 0xFF]) + good[-99:])
+    verified: list[int] = []
+    verify = FramedContent.verify
+
+    def counted(self: FramedContent, header: bytes, *pace: Callable[[], None]) -> None:
+        verified.append(1)
+        verify(self, header, *pace)
+
+    monkeypatch.setattr(FramedContent, "verify", counted)
+    view = CommitView(repo, commit_id)
+    try:
+        ino = view.lookup(ROOT_INODE, b"large").ino
+        for _ in range(3):
+            slow = view.preparation(ino)
+            assert slow is not None
+            with pytest.raises(CorruptObjectError, match=file_id.hex()):
+                slow.run()
+        assert len(verified) == 1
+        time.sleep(0.05)  # a ctime of its own (the clock's tick)
+        path.write_bytes(good)
+        slow = view.preparation(ino)
+        assert slow is not None
+        slow.run()
+        assert view.read(ino, 5, 10) == content[5:15] and len(verified) == 2
+    finally:
+        view.close()
 
 
 # ----- through a real mount ----------------------------------------------------------------
-
-
-def _quick_frames(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Commit a sparse file of zeros quickly: a chunk of zeros is compressed once."""
-    real = filez.frames
-    cache: dict[bytes, bytes] = {}
-
-    def frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            if len(chunk) != filez.CHUNK or chunk.count(0) != len(chunk):
-                yield from real([chunk])
-                continue
-            if chunk not in cache:
-                cache[chunk] = b"".join(real([chunk]))
-            yield cache[chunk]
-
-    monkeypatch.setattr(filez, "frames", frames)
-
-
-def _hostile_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claims: int) -> Path:
-    """An archive repository whose /hostile claims ``claims`` bytes of zeros (frames of
-    about 20 bytes a MiB: minutes to verify for 256 GiB, then refused), with /small,
-    /middle (3 MiB of random bytes) and /zeros (20 MiB, sparse) beside it."""
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "hostile").write_bytes(os.urandom(3 << 20))
-    (source / "small").write_bytes(b"small\n")
-    (source / "middle").write_bytes(os.urandom(3 << 20))
-    with (source / "zeros").open("wb") as zeros:
-        zeros.truncate(20 << 20)
-    _quick_frames(monkeypatch)
-    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
-    commit_id = commit_dir(repo, source)
-    file_id = lookup(repo, commit_id, "/hostile").file
-    assert file_id is not None
-    header, _ = repo.read_file_header(file_id)
-    path = repo.content.path(file_id)
-    repo.close()
-    with raw_index(tmp_path / "repo") as (txn, dbs):
-        txn.put(file_id, ObjectRecord.for_file(claims, header.encode()).encode(), db=dbs["objects"])
-    frame = b"".join(filez.frames([bytes(filez.CHUNK)]))
-    path.chmod(0o644)
-    with path.open("wb") as out:
-        out.write(filez.prefix(claims, header.encode()))
-        for _ in range(claims // filez.CHUNK // 1024):
-            out.write(frame * 1024)
-    return tmp_path / "repo"
 
 
 def _rss_kib(pid: int) -> int:
@@ -160,10 +104,17 @@ def test_readers_of_a_hostile_object_leave_the_rest_readable_memory_flat_and_end
     (/middle through a verification of its own, /zeros too); the daemon's memory does
     not grow with the bytes inflated (the frame table is bounded: MAX_NOTED); the
     readers killed, the unmount ends the daemon at once."""
-    daemon = mount.foreground(_hostile_repo(tmp_path, monkeypatch, 256 << 30), "main")
+    repo = zeros_claiming(
+        tmp_path,
+        monkeypatch,
+        256 << 30,
+        files={"small": b"small\n", "middle": os.urandom(3 << 20)},
+        sparse={"zeros": 20 << 20},
+    )
+    daemon = mount.foreground(repo, "main")
     mnt = daemon.mountpoint
     assert (mnt / "small").read_bytes() == b"small\n"
-    threads = len(os.listdir(f"/proc/{daemon.pid}/task"))
+    threads = threads_of(daemon.pid)
     readers = [
         subprocess.Popen(
             ["dd", f"if={mnt / 'hostile'}", "of=/dev/null", "bs=1M", f"skip={n * 1000}"],
@@ -174,7 +125,7 @@ def test_readers_of_a_hostile_object_leave_the_rest_readable_memory_flat_and_end
     ]
     try:
         deadline = time.monotonic() + 30
-        while len(os.listdir(f"/proc/{daemon.pid}/task")) == threads:
+        while threads_of(daemon.pid) == threads:
             assert time.monotonic() < deadline, daemon.log()
             time.sleep(0.01)
         rss_start = _rss_kib(daemon.pid)
@@ -248,3 +199,51 @@ def test_every_frame_reads_right_whatever_the_stride(
         assert framed.read(0, size) == b"".join(chunks)
     finally:
         framed.close()
+
+
+def test_a_huge_file_is_served_while_a_hostile_object_read_and_abandoned_verifies(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack16 2 through a real mount: a hostile object claiming 16 GiB of zeros
+    (seconds to verify, then refused) read by many readers each killed at once; a
+    legitimate file over LONG (300 MiB, sparse) is then served within seconds, while the
+    hostile one still verifies (its refusal not logged yet), and the daemon's threads
+    do not pile up. The hostile one read again is refused (EIO), at once the time after."""
+    repo = zeros_claiming(
+        tmp_path, monkeypatch, 16 << 30, files={"small": b"small\n"}, sparse={"image": 300 << 20}
+    )
+    daemon = mount.foreground(repo, "main")
+    mnt = daemon.mountpoint
+    assert (mnt / "small").read_bytes() == b"small\n"
+    threads = most = threads_of(daemon.pid)
+    for n in range(20):
+        reader = subprocess.Popen(
+            ["dd", f"if={mnt / 'hostile'}", "of=/dev/null", "bs=128k", f"skip={n % 4 * 8000}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.02)
+        reader.kill()
+        reader.wait()
+        most = max(most, threads_of(daemon.pid))
+    started = time.monotonic()
+    with (mnt / "image").open("rb") as image:
+        first = image.read(1 << 20)
+    taken = time.monotonic() - started
+    most = max(most, threads_of(daemon.pid))
+    still_verifying = "corrupted file object" not in daemon.log()
+    print(f"300 MiB file's first MiB in {taken:.2f} s; daemon threads {threads} -> {most}")
+    assert first == bytes(1 << 20)
+    assert taken < 5, daemon.log()
+    assert still_verifying, daemon.log()
+    assert most <= threads + 3
+    for attempt in range(2):
+        started = time.monotonic()
+        again = subprocess.run(
+            ["cat", str(mnt / "hostile")], capture_output=True, text=True, timeout=300
+        )
+        taken = time.monotonic() - started
+        print(f"read again ({attempt}): {again.stderr.strip()} after {taken:.2f} s")
+        assert again.returncode != 0 and "Input/output error" in again.stderr
+    assert time.monotonic() - started < 2  # refused at once: not verified again
+    assert threads_of(daemon.pid) <= threads + 3

@@ -9,43 +9,28 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 
 from mountd.preparing import LONG, Preparer
-from mountd.sources import ObjectSources, Preparation
+from mountd.sources import ObjectSources
 from mountd.view import ROOT_INODE, CommitView
-from store import CorruptObjectError, FramedContent, ObjectId, RepoMode, Repository, filez, lookup
-from store.index_types import ObjectRecord
-from tests.helpers import Daemon, Mounts, commit_dir, force_unmount, mount_fstype, raw_index
-from tests.mountd.legacy import large_archive_file
+from store import CorruptObjectError, FramedContent, RepoMode, Repository
+from tests.helpers import Daemon, Mounts, commit_dir, force_unmount, mount_fstype
+from tests.mountd.legacy import (
+    WaitingView,
+    large_archive_file,
+    quick_frames,
+    served_while_held,
+    threads_of,
+    zeros_claiming,
+)
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 HUGE = 2 << 30  # verified in about 0.7 s (0.34 s a GiB measured at load 4.5)
-
-
-def _threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def _quick_frames(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Commit a sparse file of zeros quickly: a chunk of zeros is compressed once."""
-    real = filez.frames
-    cache: dict[bytes, bytes] = {}
-
-    def frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            if len(chunk) != filez.CHUNK or chunk.count(0) != len(chunk):
-                yield from real([chunk])
-                continue
-            if chunk not in cache:
-                cache[chunk] = b"".join(real([chunk]))
-            yield cache[chunk]
-
-    monkeypatch.setattr(filez, "frames", frames)
 
 
 def test_small_files_are_served_while_a_huge_archive_file_is_verified(
@@ -57,13 +42,13 @@ def test_small_files_are_served_while_a_huge_archive_file_is_verified(
         huge.truncate(HUGE)  # sparse: no disk, and read at once
     for n in range(20):
         (source / f"small{n:02d}").write_bytes(f"small {n}\n".encode())
-    _quick_frames(monkeypatch)
+    quick_frames(monkeypatch)
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
     commit_dir(repo, source)
     repo.close()
     daemon = mount.foreground(repo.path, "main")
     assert (daemon.mountpoint / "small00").read_bytes() == b"small 0\n"  # the loop is up
-    threads = _threads(daemon.pid)
+    threads = threads_of(daemon.pid)
     got: list[bytes] = []
 
     def read_huge() -> None:
@@ -72,7 +57,7 @@ def test_small_files_are_served_while_a_huge_archive_file_is_verified(
 
     reader = threading.Thread(target=read_huge)
     reader.start()
-    while _threads(daemon.pid) == threads and reader.is_alive():
+    while threads_of(daemon.pid) == threads and reader.is_alive():
         time.sleep(0.001)  # until a worker thread verifies it, or (before) the read ends
     started = time.monotonic()
     for n in range(1, 20):  # never read before: each a lookup, a getattr and a read
@@ -171,9 +156,9 @@ def test_reads_waiting_for_a_damaged_object_fail_as_its_verification_failed(
     verified: list[int] = []
     verify = FramedContent.verify
 
-    def counted(self: FramedContent, header: bytes) -> None:
+    def counted(self: FramedContent, header: bytes, *pace: Callable[[], None]) -> None:
         verified.append(1)
-        verify(self, header)
+        verify(self, header, *pace)
 
     monkeypatch.setattr(FramedContent, "verify", counted)
     preparer = Preparer(view)
@@ -200,12 +185,12 @@ def test_reads_waiting_for_a_damaged_object_fail_as_its_verification_failed(
 
 
 def test_a_sigterm_during_a_long_verification_unmounts_at_once(
-    tmp_path: Path, mount: Mounts
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A hostile object of 256 GiB of zeros (14 MB compressed) takes minutes to verify
     (and then fails: its id is not theirs). A SIGTERM meanwhile ends the daemon and
     unmounts at once, rather than once the verification has ended."""
-    daemon = mount.foreground(_endless_repo(tmp_path), "main")
+    daemon = mount.foreground(_endless_repo(tmp_path, monkeypatch), "main")
     reader = _reading_endless(daemon)
     try:
         daemon.process.send_signal(signal.SIGTERM)
@@ -217,13 +202,13 @@ def test_a_sigterm_during_a_long_verification_unmounts_at_once(
 
 
 def test_an_unmount_during_a_long_verification_ends_the_daemon_at_once(
-    tmp_path: Path, mount: Mounts
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """attack12 2: its reader killed, the mount unmounted (fusermount3 -u, as `sapwood
     umount` does), the daemon stayed until the verification of a hostile 256 GiB of
     zeros ended (4.5 s for 16 GiB), its loop waiting in the read's handler. It ends at
     once, as on a SIGTERM."""
-    daemon = mount.foreground(_endless_repo(tmp_path), "main")
+    daemon = mount.foreground(_endless_repo(tmp_path, monkeypatch), "main")
     assert (daemon.mountpoint / "small").read_bytes() == b"small\n"
     reader = _reading_endless(daemon)
     reader.kill()
@@ -235,7 +220,7 @@ def test_an_unmount_during_a_long_verification_ends_the_daemon_at_once(
 
 def _reading_endless(daemon: Daemon) -> subprocess.Popen[bytes]:
     """A `cat` of /endless, once the daemon verifies it in a worker thread."""
-    threads = _threads(daemon.pid)
+    threads = threads_of(daemon.pid)
     reader = subprocess.Popen(
         ["cat", str(daemon.mountpoint / "endless")],
         stdout=subprocess.DEVNULL,
@@ -260,39 +245,20 @@ def _ends_at_once(daemon: Daemon, after: str) -> None:
     print(f"the daemon ended {time.monotonic() - started:.2f} s after {after}")
 
 
-def _endless_repo(tmp_path: Path) -> Path:
+def _endless_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A repository whose /endless claims 256 GiB of zeros (14 MB of frames; minutes to
     verify, then refused), and a /small file."""
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "endless").write_bytes(os.urandom(3 << 20))
-    (source / "small").write_bytes(b"small\n")
-    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
-    commit_id = commit_dir(repo, source)
-    file_id = lookup(repo, commit_id, "/endless").file
-    assert file_id is not None
-    header, _ = repo.read_file_header(file_id)
-    path = repo.content.path(file_id)
-    repo.close()
-    size = 256 << 30
-    with raw_index(tmp_path / "repo") as (txn, dbs):
-        record = ObjectRecord.for_file(size, header.encode())
-        txn.put(file_id, record.encode(), db=dbs["objects"])
-    zeros = b"".join(filez.frames([bytes(filez.CHUNK)]))
-    path.chmod(0o644)
-    with path.open("wb") as out:
-        out.write(filez.prefix(size, header.encode()))
-        for _ in range(size // filez.CHUNK // 1024):
-            out.write(zeros * 1024)
-    return tmp_path / "repo"
+    return zeros_claiming(
+        tmp_path, monkeypatch, 256 << 30, name="endless", files={"small": b"small\n"}
+    )
 
 
 def _wait_for_a_worker(pid: int, threads: int, log: Callable[[], str]) -> None:
     """Until the daemon has a thread more than ``threads`` (a verification under way)."""
     deadline = time.monotonic() + 30
-    while _threads(pid) == threads and time.monotonic() < deadline:
+    while threads_of(pid) == threads and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _threads(pid) > threads, log()
+    assert threads_of(pid) > threads, log()
     time.sleep(0.2)
 
 
@@ -330,52 +296,10 @@ def test_a_signal_as_soon_as_mounted_unmounts(tmp_path: Path, signum: int) -> No
     assert left is None
 
 
-class _WaitingView:
-    """A view stand-in: inode ``ino`` is an object of ``sizes[ino]`` bytes, readable once
-    its preparation ran; the preparations of ``held`` inodes wait for ``go``."""
-
-    def __init__(self, sizes: dict[int, int], held: set[int]) -> None:
-        self.sizes, self.held = sizes, held
-        self.go = threading.Event()
-        self.ready: set[object] = set()
-
-    def preparation(self, ino: int) -> Preparation | None:
-        if ino in self.ready:
-            return None
-
-        def work() -> object:
-            if ino in self.held:
-                self.go.wait(30)
-            return ino
-
-        return Preparation(ObjectId(bytes([ino]) * 32), work, self.ready.add, self.sizes[ino])
-
-    def read(self, ino: int, offset: int, size: int) -> bytes:
-        return b"read"
-
-
 def test_two_huge_objects_at_once_leave_a_thread_for_the_other_large_files() -> None:
     """attack12: two hostile objects (256 GiB of zeros each) read at once held both
     verification threads for minutes, and every other large file's first read waited
     for one. Objects over LONG take one thread at most between them."""
-    view = _WaitingView({1: LONG + 1, 2: LONG + 1, 3: 2 << 20}, held={1, 2})
-    preparer = Preparer(view)  # type: ignore[arg-type]
-    served: list[int] = []
-
-    async def read(ino: int) -> None:
-        assert await preparer.read(ino, 0, 4) == b"read"
-        served.append(ino)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read, 1)
-            nursery.start_soon(read, 2)
-            await trio.sleep(0.2)  # both huge ones asked for a thread
-            try:
-                with trio.fail_after(5):
-                    await read(3)
-            finally:
-                view.go.set()
-
-    trio.run(main)
+    view = WaitingView({1: LONG + 1, 2: LONG + 1, 3: 2 << 20}, held={1, 2})
+    served = served_while_held(view, [1, 2], 3, within=5)
     assert served[0] == 3 and sorted(served[1:]) == [1, 2]

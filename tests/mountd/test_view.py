@@ -500,7 +500,7 @@ def test_a_spool_abandoned_by_an_unmount_leaves_no_directory(
     assert slow is not None
     view.close()  # the unmount, while the thread is on its way
     with pytest.raises(ObjectReadError):
-        slow.work()
+        slow.work(lambda: None)
     assert os.listdir(tmpdir) == []
     repo.close()
 
