@@ -18,6 +18,22 @@ from store.pull.objects import DecodedContent, decoded_filez, verified_meta
 from store.repo import Repository
 from store.transaction import Transaction
 
+# A level of at most this many metadata objects is fetched by the walking thread itself,
+# pipelined on one kept-alive connection (the summary's and commits' lane): one round
+# trip, as through the metadata pool, without handing the level to other threads and
+# waiting for them to be scheduled (an update pull's levels hold a few dirtrees each).
+OWN_LANE_AT_MOST = 8
+# Content found in small numbers (an update) is spread over the connections, at least
+# this many objects a piece: in pieces of GROUP, 94 objects went to two threads, and
+# the pull waited for one of them to fetch, verify and stage 64 in a row.
+SMALLEST_GROUP = 4
+
+
+def _group_size(found: int, connections: int) -> int:
+    """Objects per piece of content work: GROUP, or fewer, so that ``found`` objects
+    keep every connection busy."""
+    return max(SMALLEST_GROUP, min(GROUP, -(-found // max(1, connections))))
+
 
 class _Walk(_Job):
     """The trees walked, the content fetched."""
@@ -71,7 +87,12 @@ class _Walk(_Job):
                         object_id=oid,
                     )
                 known[oid] = meta
-        for oid, data in zip(remote, self._get_spread(remote, kind), strict=True):
+        fetched = (
+            self._get_objects(remote, kind)  # one round trip on this thread's own lane
+            if len(remote) <= OWN_LANE_AT_MOST
+            else self._get_spread(remote, kind)
+        )
+        for oid, data in zip(remote, fetched, strict=True):
             known[oid] = verified_meta(oid, kind, data, self.where)
             self.report.metadata_fetched += 1
         for oid in todo:
@@ -104,8 +125,9 @@ class _Walk(_Job):
             self.missing_files[file_id] = None
         if self.batches is not None:
             self.batches.on_stop = self.fetcher.halt
-            for start in range(0, len(missing), GROUP):
-                group = missing[start : start + GROUP]
+            size = _group_size(len(missing), self.settings.connections)
+            for start in range(0, len(missing), size):
+                group = missing[start : start + size]
                 self.batches.submit(partial(self._fetch_files, group), weight=len(group))
 
     # ----- content -----------------------------------------------------------------------
