@@ -39,7 +39,9 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
 
 Verifying a large object (hashing it, and inflating it in archive mode) takes seconds
 for a file of gigabytes: ``preparation`` hands that part to the caller, which runs it in
-a worker thread (mountd/preparing.py) while the daemon serves other requests.
+a worker thread (mountd/preparing.py) while the daemon serves other requests, pacing it
+between chunks. An object refused is refused at once the next time, while its file is
+unchanged (same inode and ctime: ``_Refusals``), not inflated again.
 """
 
 from __future__ import annotations
