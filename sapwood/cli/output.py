@@ -9,9 +9,7 @@ output is exact instead (JSON escapes what needs it).
 
 from __future__ import annotations
 
-import datetime
 import itertools
-import json
 import logging
 import re
 import stat
@@ -30,6 +28,8 @@ _ISO_SHAPE = re.compile(r"[0-9W-]+(?:[T ][0-9:.,+Z -]*)?", re.ASCII | re.IGNOREC
 
 
 def emit_json(value: Any) -> None:
+    import json  # here, as datetime below: every command imports this module (~2 ms)
+
     json.dump(value, sys.stdout, indent=None, separators=(",", ":"))
     sys.stdout.write("\n")
 
@@ -119,6 +119,8 @@ class OneLineFormatter(logging.Formatter):
 def format_time(timestamp: int) -> str:
     """UTC date and time; a timestamp beyond the calendar's years 1-9999 (a commit may
     hold any 64-bit time) is shown as seconds."""
+    import datetime
+
     try:
         moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
     except (OverflowError, OSError, ValueError):
@@ -136,13 +138,17 @@ def parse_time(text: str) -> int:
         if not I64_MIN <= seconds <= I64_MAX:
             raise UsageError(f"not a time: {text[:30]}: out of range (64-bit seconds)")
         return seconds
+    import datetime
+
     try:
         if not _ISO_SHAPE.fullmatch(text):
             raise ValueError(text)  # not for fromisoformat: parse_date's forms, or refused
         moment = datetime.datetime.fromisoformat(text)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=datetime.UTC)
-        return (moment - _EPOCH) // _ONE_SECOND  # floor: 23:59:59.5 of 1969 is -1, not 0
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+        # floor: 23:59:59.5 of 1969 is -1, not 0
+        return (moment - epoch) // datetime.timedelta(seconds=1)
     except (ValueError, OverflowError, OSError):
         pass
     from sapwood import InvalidDateError, parse_date  # here: the store, not every command's
@@ -165,6 +171,8 @@ def _refuse_compact_date(text: str) -> None:
     (docs/decisions.md, "Command line")."""
     if len(text) != 8 or not text.isdigit():
         return
+    import datetime
+
     try:
         datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
     except ValueError:
@@ -176,6 +184,4 @@ def _refuse_compact_date(text: str) -> None:
     )
 
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_ONE_SECOND = datetime.timedelta(seconds=1)
 _FORMS_LISTED = "yesterday or now"  # how parse_date's refusal of an unknown form ends
