@@ -126,3 +126,32 @@ def test_a_verification_no_one_waits_for_stops_at_its_next_chunk() -> None:
         assert preparer.overdue == 0
     finally:
         view.go.set()
+
+
+def test_many_hostile_objects_at_once_take_a_bounded_number_of_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten hostile objects read at once, whose chunks never end (their threads never
+    park): OVERDUE of them go on past their deadline, the next keeps the lane, the
+    others wait for it without a thread; a 2 MiB file is still served."""
+    monkeypatch.setattr("mountd.preparing.DEADLINE", 0.05)
+    monkeypatch.setattr("mountd.preparing.OVERDUE", 3)
+    hostile = list(range(1, 11))
+    view = WaitingView({**dict.fromkeys(hostile, LONG + 1), 11: 2 << 20}, held=set(hostile))
+    preparer = Preparer(view)  # type: ignore[arg-type]
+    working: list[int] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for ino in hostile:
+                nursery.start_soon(preparer.read, ino, 0, 4)
+            await trio.sleep(1)  # 20 deadlines
+            working.append(threading.active_count())
+            with trio.fail_after(2):
+                assert await preparer.read(11, 0, 4) == b"read"
+            working.append(preparer.overdue)
+            view.go.set()
+
+    before = threading.active_count()
+    trio.run(main)
+    assert working[0] - before <= 4 and working[1] == 3  # 3 overdue and the lane's one
