@@ -85,8 +85,8 @@ class Budget:
         """This thread's slot while the block runs: the one it holds already, else one
         taken (waiting for it if every slot is taken), given back at the end."""
         held: Slot | None = getattr(self._local, "slot", None)
-        if held is not None:
-            yield held
+        if held is not None and held in self._busy:  # (not one a generator closed
+            yield held  # on another thread gave back)
             return
         slot = self._take()
         self._local.slot = slot

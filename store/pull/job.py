@@ -160,10 +160,12 @@ class _Job:
             _settle(futures)
 
     def _metadata_pool(self) -> ThreadPoolExecutor:
-        """Threads of their own for the trees' levels (half the connections): in the
-        pool, a level waited behind the content work queued before it (up to
+        """Threads of their own for the trees' levels (half as many as connections): in
+        the pool, a level waited behind the content work queued before it (up to
         ``4 x connections`` pieces of 64 objects), and the walk, which finds that work,
-        stalled. Shut down by :meth:`_stop_metadata_pool`."""
+        stalled. They fetch on the pull's connections, not on more (store/pull/
+        budget.py): a group waits at most for a running piece's slot. Shut down by
+        :meth:`_stop_metadata_pool`."""
         pool = self._meta_pool
         if pool is None:
             pool = ThreadPoolExecutor(self._metadata_workers, thread_name_prefix="pull-meta")

@@ -200,7 +200,7 @@ class PerObjectFetcher:
                     response.release_conn()
                 elif response.length_remaining != 0:  # not read to its end (or unknown)
                     conn.close()  # unread bytes must not reach the next request
-            try:  # percent-encoded as the pool would (a space, on this thread's own
+            try:  # percent-encoded as the pool would (a space, on the slot's
                 # connection, is http.client's InvalidURL): "/repo/a b" -> "/repo/a%20b"
                 url = parse_url(urllib.parse.urljoin(url, location)).url
                 scheme = urllib.parse.urlsplit(url).scheme
@@ -217,7 +217,7 @@ class PerObjectFetcher:
         self, url: str, slot: Slot
     ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection | None]:
         """The response to a GET of ``url``, and the connection it came on when that is
-        this thread's own (None: the pool's, given back by ``release_conn``)."""
+        the slot's (None: the pool's, given back by ``release_conn``)."""
         with self._lock:
             self.requests += 1
         if url.startswith(self.base_url):  # the usual case

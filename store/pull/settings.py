@@ -18,7 +18,7 @@ class FetchSettings:
     """How a pull talks to a server. The command line reads overrides from the
     environment (``from_environ``): SAPWOOD_HTTP_TIMEOUT (seconds, connect and
     read), SAPWOOD_HTTP_RETRIES, SAPWOOD_HTTP_BACKOFF (seconds, the first wait),
-    SAPWOOD_HTTP_CONNECTIONS (requests in flight), SAPWOOD_PULL_MAX_OBJECT (bytes of
+    SAPWOOD_HTTP_CONNECTIONS (connections open at once), SAPWOOD_PULL_MAX_OBJECT (bytes of
     one content object's file) and SAPWOOD_PULL_BATCH (content objects stored per
     transaction: what an interrupted pull keeps)."""
 

@@ -248,14 +248,16 @@ def no_loop(server: Hostile, most: int = 6) -> None:
 def _pipelined_once(
     bad: Callable[[Hostile, Conn, str], None],
 ) -> Script:
-    """Plain, except on the first connection that pipelines (a request waiting behind
-    the one read): ``bad(server, conn, path)`` answers its second request; the rest
-    of that connection is plain."""
+    """Plain, except on the first connection that pipelines objects (a request waiting
+    behind the one read, an object asked before it on that connection):
+    ``bad(server, conn, path)`` answers that request; the rest of that connection is
+    plain."""
     lock = threading.Lock()
 
     def script(server: Hostile, conn: Conn) -> None:
         while (path := conn.request()) is not None:
-            if conn.nth >= 2 and is_object(path) and b"\r\n\r\n" in conn.buffer:
+            behind_an_object = is_object(conn.previous or "")  # (not a .commitmeta's 404)
+            if behind_an_object and is_object(path) and b"\r\n\r\n" in conn.buffer:
                 with lock:
                     first = not server.fired.is_set()
                     server.fired.set()

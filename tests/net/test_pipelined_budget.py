@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from store.errors import NetworkError
-from store.pull.budget import Halted
+from store.pull.budget import Budget, Halted
 from store.pull.http import Fetcher
 from store.pull.settings import FetchSettings
 from tests.net.test_pipelined import (
@@ -255,3 +255,60 @@ def test_a_connection_made_as_the_pull_halts_is_closed_at_once(
         assert sock.fileno() == -1 and time.monotonic() - started < 1
     fetcher.close()
     assert not server.asked
+
+
+# ----- the budget itself --------------------------------------------------------------------
+def test_a_thread_waits_for_a_slot_and_a_halt_ends_the_wait() -> None:
+    budget = Budget(1)
+    got: list[object] = []
+
+    def take() -> None:
+        try:
+            with budget.slot() as slot:
+                got.append(slot)
+        except Halted as exc:
+            got.append(exc)
+
+    with budget.slot():
+        waiter = threading.Thread(target=take, daemon=True)
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and not got  # every slot taken: it waits
+    waiter.join(5)
+    assert len(got) == 1 and not isinstance(got[0], Halted)
+    with budget.slot():
+        waiter = threading.Thread(target=take, daemon=True)
+        waiter.start()
+        waiter.join(0.3)
+        budget.halt()
+        waiter.join(5)
+    assert isinstance(got[-1], Halted)
+
+
+def test_a_slot_of_a_generator_closed_on_another_thread_is_not_reused() -> None:
+    """A fetch_many generator started on one thread and closed on another gives its
+    slot back; the first thread's next fetch takes a slot of its own (it waited for
+    ever with one connection: its stale slot was taken for one it held)."""
+    budget = Budget(1)
+
+    def fetching() -> Iterator[int]:
+        with budget.slot():
+            yield 1
+
+    started = fetching()
+    results: list[bool] = []
+
+    def first_thread() -> None:
+        next(started)
+        closed.wait(5)
+        with budget.slot() as again:
+            results.append(again in budget._busy)
+
+    closed = threading.Event()
+    thread = threading.Thread(target=first_thread, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    started.close()  # on this thread
+    closed.set()
+    thread.join(5)
+    assert results == [True]
