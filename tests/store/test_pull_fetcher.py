@@ -20,7 +20,7 @@ from store import NetworkError
 from store.pull import FetchSettings
 from store.pull.http import Fetcher
 
-SETTINGS = FetchSettings(connect_timeout=1, read_timeout=1, retries=1, backoff=0.01)
+SETTINGS = FetchSettings(connect_timeout=1, read_timeout=0.5, retries=1, backoff=0.01)
 
 
 def _trickle(wfile: Any, head: bytes, piece: bytes, pause: float, last: float = 8) -> None:
