@@ -157,6 +157,7 @@ class SharedEnv:
         self._map_lock = threading.Lock()
         self.pages = PageBudget(self._drop_mapped_pages)
         self.env, self.dbs = self._open_env()
+        self._pid = os.getpid()  # LMDB forbids using an environment across fork
         self._identity = _file_identity(Path(key, "data.mdb"))
         if access is Access.CREATE:  # made now: a reopen (remap) must find it, never make one
             self.access = Access.READ_WRITE
@@ -296,7 +297,8 @@ class SharedEnv:
                 if self._open.get(self.key) is self:
                     del self._open[self.key]
                 self._mapped = []  # gone: never to be let go of again
-                self.env.close()
+                if self._pid == os.getpid():  # a forked child leaves the parent's alone
+                    self.env.close()
             finally:
                 self._map_lock.release()
         self.users -= 1
