@@ -127,7 +127,9 @@ class Repository:
         return cls(path, mode, fsync=fsync, access=access, space=space)
 
     def close(self) -> None:
-        """Close the index; the repository is not to be used afterwards."""
+        """Close the index; the repository is not to be used afterwards. One dropped
+        unclosed is closed when collected (with a ResourceWarning), but each open index
+        holds 1 TiB of address space until then: close it, or use ``with``."""
         self.index.close()
 
     def refresh(self) -> None:
