@@ -23,16 +23,6 @@ from store.transaction import Transaction
 # trip, as through the metadata pool, without handing the level to other threads and
 # waiting for them to be scheduled (an update pull's levels hold a few dirtrees each).
 OWN_LANE_AT_MOST = 8
-# Content found in small numbers (an update) is spread over the connections, at least
-# this many objects a piece: in pieces of GROUP, 94 objects went to two threads, and
-# the pull waited for one of them to fetch, verify and stage 64 in a row.
-SMALLEST_GROUP = 4
-
-
-def _group_size(found: int, connections: int) -> int:
-    """Objects per piece of content work: GROUP, or fewer, so that ``found`` objects
-    keep every connection busy."""
-    return max(SMALLEST_GROUP, min(GROUP, -(-found // max(1, connections))))
 
 
 class _Walk(_Job):
@@ -125,9 +115,8 @@ class _Walk(_Job):
             self.missing_files[file_id] = None
         if self.batches is not None:
             self.batches.on_stop = self.fetcher.halt
-            size = _group_size(len(missing), self.settings.connections)
-            for start in range(0, len(missing), size):
-                group = missing[start : start + size]
+            for start in range(0, len(missing), GROUP):
+                group = missing[start : start + GROUP]
                 self.batches.submit(partial(self._fetch_files, group), weight=len(group))
 
     # ----- content -----------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """The update pull's fixed costs (docs/decisions.md, "The update pull, session 10"): a
-small level of the tree walk is fetched by the walking thread on the connection the
-summary and commit came on, content found in small numbers is spread over the
-connections, and a delta's parts come through the pipelined lane (a pull applying a
-delta never loads the per-object path: urllib3, http.client and email)."""
+small level of the tree walk is fetched by the walking thread itself, not handed to
+the metadata pool's threads, and a delta's parts come through the pipelined lane (a
+pull applying a delta never loads the per-object path: urllib3, http.client, email)."""
 
 from __future__ import annotations
 
@@ -13,8 +12,8 @@ import pytest
 
 from store import ObjectId, ObjectType, Repository
 from store.pull import pull as store_pull
-from store.pull.job import GROUP, _Job
-from store.pull.walk import OWN_LANE_AT_MOST, SMALLEST_GROUP, _group_size
+from store.pull.job import _Job
+from store.pull.walk import OWN_LANE_AT_MOST
 from tests.helpers import write_tree
 from tests.net.repos import (
     add_remote,
@@ -91,11 +90,3 @@ def test_a_pull_applying_a_delta_never_loads_the_per_object_path(
     assert "store.deltas" in imported  # the delta was applied
     assert not {"store.pull.per_object", "urllib3", "http.client"} & imported
     fsck_clean(local)
-
-
-def test_content_found_in_small_numbers_is_spread_over_the_connections() -> None:
-    assert _group_size(94, 8) == 12  # an update pull: eight pieces, not 64 and 30
-    assert _group_size(3, 8) == SMALLEST_GROUP
-    assert _group_size(5_000, 8) == GROUP  # a first pull's levels: pieces as before
-    assert _group_size(10, 0) == 10  # no connections configured: one piece, no error
-    assert OWN_LANE_AT_MOST < GROUP
