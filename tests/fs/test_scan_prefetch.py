@@ -35,6 +35,7 @@ from tests.fs.prefetching import (
     reads_from_the_disk,
     spied,
     spy_child_command,
+    stopped_once_the_threads_end,
 )
 from tests.helpers import commit_dir
 
@@ -58,22 +59,6 @@ def _prefetch_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "sapwood-prefetch"]
 
 
-def _stopped_once_the_threads_end(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prefetcher.stop waits (30 s at most) for its threads to end by themselves first:
-    the scan of a small tree often ends before threads that started behind it have
-    listed it all, and stops them (the test below failed so about one run in four under
-    load, before and after session 10's split of fs/prefetch.py)."""
-    real_stop = Prefetcher.stop
-
-    def stop(self: Prefetcher) -> None:
-        for thread in self._threads._threads if self._threads is not None else []:
-            thread.join(30)
-            assert not thread.is_alive()
-        real_stop(self)
-
-    monkeypatch.setattr(Prefetcher, "stop", stop)
-
-
 def test_a_cold_scan_lists_the_tree_ahead_and_records_the_same(
     user_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,7 +69,7 @@ def test_a_cold_scan_lists_the_tree_ahead_and_records_the_same(
     before = sorted(os.listdir("/proc/self/fd"))
     blocks = itertools.count()
     reads_from_the_disk(monkeypatch, lambda: next(blocks))  # every look reads
-    _stopped_once_the_threads_end(monkeypatch)
+    stopped_once_the_threads_end(monkeypatch)
     cold = commit_dir(user_repo, source, "cold")
     trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
     assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
