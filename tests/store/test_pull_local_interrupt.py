@@ -177,6 +177,9 @@ def test_worker_failure_stops_a_large_copy_and_is_the_error(
             chunks_read.append(len(chunk))
             first_chunk.set()
             yield chunk
+            # the copy goes on only once the other object's failure stopped the pull
+            # (under load it could finish first: then nothing would prove it gives up)
+            assert self.stopping.wait(30)
 
     def one(self: local._LocalPull, txn: Transaction, object_id: ObjectId) -> None:
         if object_id != big_id:
