@@ -230,3 +230,80 @@ def test_twelve_hostile_objects_read_once_each_leave_every_file_over_128k_readab
         ok, got, taken = read_through(mnt / name, 5)
         print(f"{name}: {ok} in {taken:.2f} s")
         assert ok and got == files[name], f"{name} not read in {taken:.2f} s"
+
+
+def _swz1_zeros_claiming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claims: dict[str, int]
+) -> Path:
+    """An archive repository whose files ``claims`` (name: bytes) are SWZ1 objects (one
+    zlib stream, spooled to TMPDIR by the mount) of that many zeros: refused once
+    spooled whole (their ids are those of 3 MiB of random bytes)."""
+    import zlib
+
+    from store.filez import MAGIC_ZLIB, PREFIX
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "small").write_bytes(b"small\n")
+    for name in claims:
+        (source / name).write_bytes(os.urandom(3 << 20))
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    commit_id = commit_dir(repo, source)
+    found = {}
+    for name in claims:
+        file_id = lookup(repo, commit_id, f"/{name}").file
+        assert file_id is not None
+        header, _ = repo.read_file_header(file_id)
+        found[name] = (file_id, header.encode(), repo.content.path(file_id))
+    repo.close()
+    with raw_index(tmp_path / "repo") as (txn, dbs):
+        for name, (file_id, header, _) in found.items():
+            record = ObjectRecord.for_file(claims[name], header).encode()
+            txn.put(file_id, record, db=dbs["objects"])
+    for name, (_, header, path) in found.items():
+        path.chmod(0o644)
+        body = zlib.compress(bytes(claims[name]), 1)
+        path.write_bytes(PREFIX.pack(MAGIC_ZLIB, claims[name], len(header)) + header + body)
+    return tmp_path / "repo"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs as TMPDIR")
+@pytest.mark.xfail(strict=True, reason="attack18 2")
+def test_spools_read_at_once_never_take_tmpdir_below_its_reserve(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack18 2: each SWZ1 spool checks TMPDIR's free space for itself alone, before
+    any of it is written (mountd/sources.py _require_room), while up to THREADS + OVERDUE
+    (10) verifications run at once: three hostile SWZ1 objects of 50 MiB of zeros (a
+    few KB each) read at once on a 96 MiB TMPDIR (6 MiB reserve) all pass the check
+    and fill it: the reserve is gone (ENOSPC for every other user of TMPDIR, and for
+    a legitimate spool read meanwhile). With /var/tmp, the default, that is the disk."""
+    tmpfs = tmp_path / "tmpfs"
+    tmpfs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(tmpfs)], check=True)
+    try:
+        monkeypatch.setenv("TMPDIR", str(tmpfs))
+        repo = _swz1_zeros_claiming(tmp_path, monkeypatch, {f"z{n}": 50 << 20 for n in range(3)})
+        daemon = mount.foreground(repo, "main")
+        mnt = daemon.mountpoint
+        assert (mnt / "small").read_bytes() == b"small\n"
+        readers = [
+            subprocess.Popen(
+                ["cat", str(mnt / f"z{n}")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for n in range(3)
+        ]
+        least = 96 << 20
+        deadline = time.monotonic() + 20
+        while any(r.poll() is None for r in readers) and time.monotonic() < deadline:
+            st = os.statvfs(tmpfs)
+            least = min(least, st.f_bavail * st.f_frsize)
+            time.sleep(0.002)
+        for reader in readers:
+            reader.kill()
+            reader.wait()
+        print(f"least free in TMPDIR: {least >> 10} KiB")
+        assert least >= 6 << 20, f"TMPDIR down to {least >> 10} KiB free"
+    finally:
+        mount_done = subprocess.run(["umount", "-l", str(tmpfs)], capture_output=True)
+        assert mount_done.returncode == 0, mount_done.stderr
