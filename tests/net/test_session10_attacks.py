@@ -33,6 +33,7 @@ from tests.net.test_pipelined import (
     Answer,
     RawServer,
     Setup,
+    _chunked,
     plain,
     pulled,
     refused,
@@ -340,17 +341,21 @@ def test_a_ctrl_c_during_a_connect_that_never_completes(
     pulled(setup, setup.serve(plain))
 
 
+@pytest.mark.parametrize("way", ["lane", pytest.param("per-object", marks=long)])
 def test_a_ctrl_c_during_a_stalled_window_with_one_connection(
     setup: Setup,  # noqa: F811  (the fixture)
+    way: str,
 ) -> None:
-    """Every content object's answer stalls mid-body (30 s timeout), one connection:
-    the Ctrl-C ends the pull at once; the next pull from the same server, behaving,
-    succeeds."""
+    """Every content object's answer stalls mid-body (30 s timeout), one connection,
+    on the lane or (chunked answers turn the lane off) the per-object path: the
+    Ctrl-C ends the pull at once; the next pull from the same server succeeds."""
 
     def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        if way == "per-object" and not path.endswith(".filez"):
+            return _chunked(server, path, seen, nth)
         if path.endswith(".filez"):
-            whole = server.plain(path)
-            return whole[: len(whole) - 5], "stall"
+            whole = server.plain(path) if way == "lane" else _chunked(server, path, seen, nth)[0]
+            return whole[: len(whole) - 12], "stall"
         return server.plain(path), ""
 
     server = setup.serve(answer)
@@ -722,3 +727,150 @@ def test_a_ctrl_c_while_a_redirected_object_stalls_ends_the_pull_at_once(
     assert took < 3, f"ended {took:.1f} s after the Ctrl-C"
     assert refs(setup.local) == before
     fsck_clean(setup.local)
+
+
+# ----- a TLS handshake that never ends ----------------------------------------------------
+class _SilentAcceptor:
+    """Accepts every connection and never says a byte (a TLS handshake waits)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(sock)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.held:
+            sock.close()
+
+
+def test_a_ctrl_c_during_a_tls_handshake_that_never_ends(
+    setup: Setup,  # noqa: F811  (the fixture)
+) -> None:
+    """https:// to a server that accepts and says nothing: the handshake would wait
+    the 30 s timeout; a Ctrl-C ends the pull at once, one line, nothing moved."""
+    from tests.net.repos import add_remote
+
+    silent = _SilentAcceptor()
+    try:
+        add_remote(setup.local, f"https://{HOST}:{silent.port}/", "silent")
+        before = refs(setup.local)
+        _, took = _interrupted(setup, "silent", 1.5, {"SAPWOOD_HTTP_TIMEOUT": "30"})
+        assert silent.held, "never connected"
+        assert took < 3, f"ended {took:.1f} s after the Ctrl-C"
+        assert refs(setup.local) == before
+        fsck_clean(setup.local)
+    finally:
+        silent.close()
+
+
+# ----- a connect that hangs in the middle of a pull ---------------------------------------
+class _AcceptsOnce(RawServer):
+    """Accepts its first connection only; then its backlog is filled and a connect to
+    it hangs (the kernel drops the SYN) until the client's timeout."""
+
+    def start(self) -> _AcceptsOnce:
+        self._live = set()
+        self.listener = socket.socket()
+        self.listener.bind((HOST, 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fillers: list[socket.socket] = []
+        threading.Thread(target=self._accept_once, daemon=True).start()
+        return self
+
+    def _accept_once(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        with self.lock:
+            self.connections += 1
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect((HOST, self.port))
+            self.fillers.append(filler)
+        self._serve_then_forget(sock)
+
+    def stop(self) -> None:
+        super().stop()
+        for filler in self.fillers:
+            filler.close()
+
+
+@pytest.mark.parametrize("way", ["lane", pytest.param("per-object", marks=long)])
+def test_a_ctrl_c_during_a_reconnect_that_hangs(
+    setup: Setup,  # noqa: F811  (the fixture)
+    way: str,
+) -> None:
+    """The server closes its one connection after a few answers and accepts no other
+    (a reconnect waits the 30 s timeout): a Ctrl-C ends the pull at once."""
+
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        data = server.plain(path) if way == "lane" else _chunked(server, path, seen, nth)[0]
+        return data, "close" if nth == 3 else ""
+
+    server = _AcceptsOnce(setup.archive, answer, remote="once").start()
+    try:
+        from tests.net.repos import add_remote
+
+        add_remote(setup.local, server.url, "once")
+        before = refs(setup.local)
+        env = {"SAPWOOD_HTTP_TIMEOUT": "30", "SAPWOOD_HTTP_CONNECTIONS": "1"}
+        _, took = _interrupted(setup, "once", 2.0, env)
+        assert server.connections == 1
+        assert took < 3, f"ended {took:.1f} s after the Ctrl-C"
+        assert refs(setup.local) == before
+        fsck_clean(setup.local)
+    finally:
+        server.stop()
+
+
+@needs_loop
+@pytest.mark.parametrize("tool", ["losetup", "mount"])
+@pytest.mark.xfail(strict=True, reason="attack17 5")
+def test_workfs_ctrl_c_as_it_attaches_or_mounts_leaves_nothing(
+    work_parent: Path, tool: str
+) -> None:
+    """A Ctrl-C that lands while losetup (or mount) runs: the tool has attached the
+    image (mounted the ext4) but the clean-up callback is registered only after it
+    returns, so the loop device stays attached to the image rmtree then deletes (and
+    for mount, the ext4 stays mounted). Made deterministic by a wrapper on PATH that
+    runs the real tool, says so, then waits (found by SIGINT at 2 ms steps: 3 of 15
+    starts around 50 ms left /dev/loopN on 'image (deleted)')."""
+    wrappers = work_parent.parent / "bin"
+    wrappers.mkdir()
+    marker = work_parent.parent / "ran"
+    real = f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else f"/usr/bin/{tool}"
+    wrapper = wrappers / tool
+    wrapper.write_text(f'#!/bin/sh\n{real} "$@"\nrc=$?\ntouch {marker}\nsleep 2\nexit $rc\n')
+    wrapper.chmod(0o755)
+    script = WORKFS_SCRIPT.format(benchmarks=str(BENCHMARKS), parent=str(work_parent), sleep=5)
+    env = dict(os.environ) | {"PATH": f"{wrappers}:{os.environ.get('PATH', '')}"}
+    run = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert marker.exists(), run.communicate(timeout=30)
+    run.send_signal(signal.SIGINT)
+    run.communicate(timeout=30)
+    assert _mounted_below(work_parent) == []
+    assert _loops_of(work_parent) == []
