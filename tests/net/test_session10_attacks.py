@@ -710,7 +710,7 @@ def test_a_ctrl_c_while_a_redirected_object_stalls_ends_the_pull_at_once(
     setup: Setup,  # noqa: F811  (the fixture)
     mirror: Callable[[Callable[..., Answer]], RawServer],
 ) -> None:
-    """The mirror stalls mid-body (a 5 s timeout here, 30 s by default): the read is
+    """The mirror stalls mid-body (a 4 s timeout here, 30 s by default): the read is
     on urllib3's pool's connection, which the budget never watches, so the Ctrl-C
     waits out the read timeout (27.9 s after it with the default)."""
 
@@ -721,10 +721,10 @@ def test_a_ctrl_c_while_a_redirected_object_stalls_ends_the_pull_at_once(
     cdn = mirror(stall)
     origin = setup.serve(_to_mirror(cdn))
     before = refs(setup.local)
-    env = {"SAPWOOD_HTTP_TIMEOUT": "5", "SAPWOOD_HTTP_CONNECTIONS": "1"}
-    _, took = _interrupted(setup, origin.remote, 1.5, env)
+    env = {"SAPWOOD_HTTP_TIMEOUT": "4", "SAPWOOD_HTTP_CONNECTIONS": "1"}
+    _, took = _interrupted(setup, origin.remote, 1.2, env)
     assert cdn.asked, "nothing was redirected"
-    assert took < 3, f"ended {took:.1f} s after the Ctrl-C"
+    assert took < 2, f"ended {took:.1f} s after the Ctrl-C"
     assert refs(setup.local) == before
     fsck_clean(setup.local)
 
