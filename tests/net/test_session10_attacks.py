@@ -874,3 +874,73 @@ def test_workfs_ctrl_c_as_it_attaches_or_mounts_leaves_nothing(
     run.communicate(timeout=30)
     assert _mounted_below(work_parent) == []
     assert _loops_of(work_parent) == []
+
+
+# ----- the update pull's small levels on the walking thread -------------------------------
+@pytest.fixture
+def update(tmp_path: Path) -> Iterator[tuple[Setup, str]]:
+    """An archive at v2 (one file changed deep down) and a local repository at v1: an
+    update pull's levels hold one or two dirtrees, walked by the walking thread."""
+    from tests.helpers import write_tree
+    from tests.net.repos import add_remote, archive_of, local_repo, pull
+
+    archive = tmp_path / "archive"
+    files: dict[str, str | bytes] = {
+        f"a/b{d}/c/d/f{f}": f"v1 {d} {f}\n" for d in range(3) for f in range(3)
+    }
+    v1 = archive_of(archive, write_tree(tmp_path / "v1", files))
+    local = local_repo(tmp_path / "local")
+    servers: list[RawServer] = []
+
+    def serve(answer: Callable[[RawServer, str, int, int], Answer]) -> RawServer:
+        server = RawServer(archive, answer, remote=f"r{len(servers) + 1}").start()
+        servers.append(server)
+        add_remote(local, server.url, server.remote)
+        return server
+
+    first = serve(plain)
+    assert pull(local, first.remote, "main").returncode == 0
+    files["a/b1/c/d/f1"] = "v2\n"
+    v2 = archive_of(archive, write_tree(tmp_path / "v2", files))
+    yield Setup(archive, v2, local, serve), v1
+    for server in servers:
+        server.stop()
+
+
+def test_an_update_pull_whose_dirtrees_are_reset_once_succeeds_with_one_connection(
+    update: tuple[Setup, str],
+) -> None:
+    served, _ = update
+
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        if path.endswith(".dirtree") and seen == 1:
+            return b"", "close"
+        return server.plain(path), ""
+
+    server = served.serve(answer)
+    pulled(served, server, env=FAST | {"SAPWOOD_HTTP_CONNECTIONS": "1"})
+    assert 0 < server.most_open <= 1, server.most_open
+
+
+@pytest.mark.parametrize("bad", ["404", pytest.param("stall", marks=long)])
+def test_an_update_pull_with_a_bad_deep_dirtree_fails_in_time_ref_unmoved(
+    update: tuple[Setup, str], bad: str
+) -> None:
+    """The changed path's dirtrees 404 (or stall, every time): one line, in time, no
+    ref moved, fsck clean; then a good pull."""
+    served, _ = update
+
+    def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:
+        if path.endswith(".dirtree"):  # only the changed ones are asked
+            if bad == "404":
+                return response(b"no\n", "404 Not Found"), ""
+            whole = server.plain(path)
+            return whole[: len(whole) // 2], "stall"
+        return server.plain(path), ""
+
+    server = served.serve(answer)
+    before = refs(served.local)
+    refused(served, server, env=FAST | {"SAPWOOD_HTTP_CONNECTIONS": "1"})
+    assert refs(served.local) == before
+    server.answer = plain
+    pulled(served, server, env={"SAPWOOD_HTTP_CONNECTIONS": "1"})
