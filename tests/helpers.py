@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import io
 import json
 import os
@@ -623,3 +624,12 @@ def record_calls(monkeypatch: Any, owner: object, name: str) -> list[Any]:
 
     monkeypatch.setattr(owner, name, recorded)
     return seen
+
+
+def open_fds() -> list[str]:
+    """This process's open file descriptors, sorted, once a collection has run: a
+    repository an earlier test dropped unclosed is closed when it is collected (its
+    index's finalizer), which may otherwise happen in the middle of a test comparing
+    its descriptors before and after."""
+    gc.collect()
+    return sorted(os.listdir("/proc/self/fd"))

@@ -20,7 +20,7 @@ from fs.options import ContentOptions
 from fs.prefetch_threads import PrefetchThreads
 from store import Repository
 from tests.fs.prefetching import reads_from_the_disk
-from tests.helpers import commit_dir
+from tests.helpers import commit_dir, open_fds
 
 _Path = tuple[bytes, ...]
 
@@ -79,7 +79,7 @@ def test_a_thread_held_by_its_filesystem_does_not_hold_the_commit(
     for name in ("a", "b", "c"):
         (source / name / "sub").mkdir(parents=True)
         (source / name / "sub" / "file").write_bytes(name.encode())
-    before = sorted(os.listdir("/proc/self/fd"))
+    before = open_fds()
     _cold(monkeypatch)
     _, release = _spy(monkeypatch, hold=(b"b",))
     started = time.monotonic()
@@ -93,7 +93,7 @@ def test_a_thread_held_by_its_filesystem_does_not_hold_the_commit(
     while _prefetch_threads() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _prefetch_threads()
-    assert sorted(os.listdir("/proc/self/fd")) == before  # the last thread closed its fd
+    assert open_fds() == before  # the last thread closed its fd
 
 
 def test_a_stopped_thread_leaves_a_huge_directory_at_once(

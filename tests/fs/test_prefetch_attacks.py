@@ -39,7 +39,7 @@ from tests.fs.prefetching import (
     spy_child_command,
     stopped_once_the_threads_end,
 )
-from tests.helpers import commit_dir
+from tests.helpers import commit_dir, open_fds
 
 _Path = tuple[bytes, ...]
 
@@ -175,7 +175,7 @@ def test_hostile_names_and_links_are_listed_inside_the_tree_and_commit_the_same(
         _stopped_once_the_child_ends(monkeypatch, noted)
     else:  # the threads of a small tree lag behind the scan, which would stop them
         stopped_once_the_threads_end(monkeypatch)
-    fds_before = sorted(os.listdir("/proc/self/fd"))
+    fds_before = open_fds()
     children_before = _children()
     _cold(monkeypatch)
     cold = commit_dir(user_repo, source, "cold", options=options)
@@ -187,7 +187,7 @@ def test_hostile_names_and_links_are_listed_inside_the_tree_and_commit_the_same(
     assert set(listed) == dirs and len(listed) == len(dirs)
     assert not _prefetch_threads()
     assert _children() == children_before
-    assert sorted(os.listdir("/proc/self/fd")) == fds_before
+    assert open_fds() == fds_before
 
 
 def _opened_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -443,14 +443,14 @@ def test_a_child_that_cannot_be_started_leaves_no_fd_open(
     assert command is not None
     root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        before = sorted(os.listdir("/proc/self/fd"))
+        before = open_fds()
         prefetcher = Prefetcher(root)
         with monkeypatch.context() as patched:
             patched.setattr(target, name, out_of_fds)
             started = prefetcher._spawn(command)  # True where that call is not made
         prefetcher.stop()
         assert started or prefetcher._child is None
-        assert sorted(os.listdir("/proc/self/fd")) == before
+        assert open_fds() == before
     finally:
         os.close(root)
 

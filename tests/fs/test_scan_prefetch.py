@@ -37,7 +37,7 @@ from tests.fs.prefetching import (
     spy_child_command,
     stopped_once_the_threads_end,
 )
-from tests.helpers import commit_dir
+from tests.helpers import commit_dir, open_fds
 
 _T = TypeVar("_T")
 
@@ -66,7 +66,7 @@ def test_a_cold_scan_lists_the_tree_ahead_and_records_the_same(
     warm = commit_dir(user_repo, source, "warm")
     listed = prefetcher_listings(monkeypatch)
     assert not listed  # a warm tree (nothing read from the disk): no thread started
-    before = sorted(os.listdir("/proc/self/fd"))
+    before = open_fds()
     blocks = itertools.count()
     reads_from_the_disk(monkeypatch, lambda: next(blocks))  # every look reads
     stopped_once_the_threads_end(monkeypatch)
@@ -77,7 +77,7 @@ def test_a_cold_scan_lists_the_tree_ahead_and_records_the_same(
     assert set(listed) == expected  # the whole tree, and nothing through the symlink
     assert len(listed) == len(expected)  # each directory once
     assert not _prefetch_threads()
-    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert open_fds() == before
 
 
 def test_it_stays_a_bounded_number_of_directories_ahead(
@@ -313,13 +313,13 @@ def test_a_cold_scan_starts_the_child_and_stop_ends_it(
         return started
 
     monkeypatch.setattr(Prefetcher, "_spawn", spawn)
-    before = sorted(os.listdir("/proc/self/fd"))
+    before = open_fds()
     blocks = itertools.count()
     reads_from_the_disk(monkeypatch, lambda: next(blocks))
     cold = commit_dir(user_repo, source, "cold")
     assert len(children) == 1 and children[0].returncode is not None
     assert children[0].args[:4] == [sys.executable, "-I", "-S", fs.prefetch_child.__file__]
-    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert open_fds() == before
     trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
     assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
     assert not _prefetch_threads()

@@ -25,7 +25,7 @@ import pytest
 from fs.options import ContentOptions
 from fs.scan import DirScanner
 from store import MutableDir, Repository, SourceError
-from tests.helpers import IS_ROOT, as_user, cat_bytes, commit_dir, give_to_user
+from tests.helpers import IS_ROOT, as_user, cat_bytes, commit_dir, give_to_user, open_fds
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree of another user's, committed by root")
 CHANGED = "changed while it was being committed"
@@ -285,12 +285,12 @@ def test_no_fd_is_left_open(
     user_repo: Repository, tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commit_dir(user_repo, tree)  # whatever the repository opens once
-    before = sorted(os.listdir("/proc/self/fd"))
+    before = open_fds()
     commit_dir(user_repo, tree)
     when_reading(
         monkeypatch, tree / "a", lambda: as_nobody("mv victim old && ln -s a victim", tree)
     )
     with pytest.raises(SourceError, match=CHANGED):
         commit_dir(user_repo, tree)
-    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert open_fds() == before
     assert stat.S_ISLNK(os.lstat(tree / "victim").st_mode)
