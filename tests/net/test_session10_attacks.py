@@ -397,7 +397,7 @@ def wide(tmp_path: Path) -> Iterator[Setup]:
         server.stop()
 
 
-@pytest.mark.parametrize("connections", [1, pytest.param(2, marks=long)])
+@pytest.mark.parametrize("connections", [pytest.param(1, marks=long), pytest.param(2, marks=long)])
 def test_a_wide_pull_with_small_batches_and_failures_never_deadlocks(
     wide: Setup, connections: int
 ) -> None:
