@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     )
     from store.durability import space_errors, syncfs
     from store.errors import (
+        AddressSpaceError,
         AmbiguousRevError,
         BootedDeploymentError,
         CommitIsHeadError,
@@ -158,6 +159,7 @@ __all__ = [
     "MAX_TREE_DEPTH",
     "SMALL_FILE",
     "U32_MAX",
+    "AddressSpaceError",
     "AmbiguousRevError",
     "AnyTarget",
     "BootedDeploymentError",
@@ -336,6 +338,7 @@ _HOMES: dict[str, str] = {
     "DowngradeError": "store.errors",
     "EtcMergeConflictError": "store.errors",
     "FormatError": "store.errors",
+    "AddressSpaceError": "store.errors",
     "IndexDamagedError": "store.errors",
     "InitramfsTreeError": "store.errors",
     "InvalidNameError": "store.errors",

@@ -230,6 +230,17 @@ class IndexDamagedError(SapwoodError):
     """
 
 
+class AddressSpaceError(SapwoodError):
+    """An index could not be mapped: this process's address space is full. The index
+    is intact. Each open repository maps ``needed`` bytes of address space (1 TiB, of
+    x86-64's 128 TiB) until it is closed or collected: close repositories no longer
+    used."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
 class ReadOnlyRepositoryError(PermissionDeniedError):
     """A write was asked of a repository this process may only read."""
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import lmdb
 
-from store.errors import IndexDamagedError, UsageError
+from store.errors import AddressSpaceError, IndexDamagedError, UsageError
 from store.mapped_pages import madvise_dontneed, mapped_ranges
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
@@ -208,7 +208,10 @@ class SharedEnv:
         with self._map_lock:
             self.env.close()
             self._mapped = []  # nothing to let go of, should the reopening fail
-            self.env, self.dbs = self._open_env()
+            try:
+                self.env, self.dbs = self._open_env()
+            except _AddressSpaceFull as exc:
+                raise _address_space_error(self.key, exc) from None
             self._identity = _file_identity(Path(self.key, "data.mdb"))
             self._mapped = None
 
@@ -254,7 +257,7 @@ class SharedEnv:
         try:
             return cls(key, access)
         except _AddressSpaceFull as exc:
-            raise IndexDamagedError(f"{key}: the index cannot be opened: {exc}") from None
+            raise _address_space_error(key, exc) from None
 
     def release(self) -> None:
         with self._lock:
@@ -288,7 +291,7 @@ class SharedEnv:
         """One share given back (with the lock held); the last closes the environment.
         False, and nothing done, if that needs the map lock and ``wait`` is False and
         another holds it."""
-        if self.users <= 0:  # closed already (tests/conftest.py's safety net)
+        if self.users <= 0:  # nothing left: never expected (close() detaches the finalizer)
             return True
         if self.users == 1:
             if not self._map_lock.acquire(blocking=wait):
@@ -303,6 +306,14 @@ class SharedEnv:
                 self._map_lock.release()
         self.users -= 1
         return True
+
+
+def _address_space_error(key: str, exc: _AddressSpaceFull) -> AddressSpaceError:
+    return AddressSpaceError(
+        f"{key}: the index cannot be mapped: this process's address space is full"
+        f" ({exc}; each open repository maps {MAP_SIZE >> 30} GiB of it until closed)",
+        needed=MAP_SIZE,
+    )
 
 
 class _AddressSpaceFull(Exception):

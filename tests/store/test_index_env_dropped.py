@@ -8,7 +8,10 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import resource
 import shutil
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ import pytest
 
 from store import FileHeader, RepoMode, Repository
 from store.index_env import SharedEnv
+from tests.helpers import SAPWOOD
 
 REG = 0o100644
 DROPPED = 300  # more than the ~127 indexes the address space holds
@@ -175,3 +179,45 @@ def test_threads_opening_and_dropping_repositories_leave_none_open(tmp_path: Pat
     Repository.open(paths[0]).close()  # gives back any share queued meanwhile
     assert _open_under(tmp_path) == []
     assert not SharedEnv._dropped
+
+
+def _limited_address_space() -> None:
+    """In the child: 4 GiB of address space, far less than an index's 1 TiB map."""
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+def test_a_full_address_space_is_not_called_a_damaged_index(tmp_path: Path) -> None:
+    """review13 M2: the index is intact, only this process cannot map it: its own
+    error and words, exit 1, never exit 3 (rebuild-index advice for a healthy index)."""
+    Repository.init(tmp_path / "repo", RepoMode.BARE_USER).close()
+    result = subprocess.run(
+        [*SAPWOOD, "--repo", str(tmp_path / "repo"), "refs"],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limited_address_space,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "address space is full" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "damaged" not in result.stderr
+
+
+def test_a_remap_that_cannot_map_again_raises_the_library_error(tmp_path: Path) -> None:
+    """review13 M1: Repository.refresh's remap met a full address space as a private
+    exception outside store.errors."""
+    Repository.init(tmp_path / "repo", RepoMode.BARE_USER).close()
+    script = (
+        "import resource, sys\n"
+        "from store import Repository, AddressSpaceError\n"
+        f"repo = Repository.open({str(tmp_path / 'repo')!r})\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "try:\n"
+        "    repo.refresh()\n"
+        "except AddressSpaceError as exc:\n"
+        "    print('raised', exc.needed)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == f"raised {1 << 40}", result.stderr
