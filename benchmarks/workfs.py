@@ -21,6 +21,7 @@ directory of the host filesystem, and says so in its results.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -188,19 +189,23 @@ def check_free(parent: Path, image: Image, need: Footprint) -> None:
 @contextmanager
 def _loop_ext4(parent: Path, image: Image) -> Iterator[WorkFs]:
     with ExitStack() as stack:
-        place = Path(tempfile.mkdtemp(dir=parent, prefix="sapwood-fs-"))
+        # resolved: /proc/self/mounts names mount points by their real paths (a
+        # --work given as a symlink or a relative path left the ext4 mounted: attack17 2)
+        place = Path(tempfile.mkdtemp(dir=parent, prefix="sapwood-fs-")).resolve()
         stack.callback(shutil.rmtree, place, ignore_errors=True)
         path = place / "image"
         with open(path, "wb") as file:
             file.truncate(image.size)
+        # each undo registered before its step: a Ctrl-C while losetup or mount runs
+        # left the device attached (and mounted) on a deleted image (attack17 5)
+        stack.callback(_detach_all_of, path)
         device = _run("losetup", "--direct-io=on", "--find", "--show", str(path)).strip()
-        stack.callback(_detach, device)
         inodes = ["-N", str(image.inodes)] if image.inodes else []
         _run("mkfs.ext4", "-q", "-F", *inodes, device)
         mnt = place / "mnt"
         mnt.mkdir()
-        _run("mount", "-t", "ext4", device, str(mnt))
         stack.callback(_unmount_all, mnt)
+        _run("mount", "-t", "ext4", device, str(mnt))
         stack.callback(_report_image, path)
         counted = f", {image.inodes:,} inodes" if image.inodes else ""
         kind = (
@@ -263,16 +268,26 @@ def mounts_under(path: Path) -> list[Path]:
     """``path`` and every mount point below it that is mounted now."""
     found = []
     for line in Path("/proc/self/mounts").read_text().splitlines():
-        target = Path(line.split()[1].replace("\\040", " "))
+        target = Path(_OCTAL_ESCAPE.sub(lambda m: chr(int(m[1], 8)), line.split()[1]))
         if target == path or path in target.parents:
             found.append(target)
     return found
 
 
-def _detach(device: str) -> None:
-    """Detach ``device``; a device still in use is detached by the kernel when its last
-    user closes it (losetup -d sets autoclear)."""
-    subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # how /proc/self/mounts writes a space, a tab
+
+
+def _detach_all_of(image: Path) -> None:
+    """Detach every loop device backed by ``image``; one still in use is detached by
+    the kernel when its last user closes it (losetup -d sets autoclear)."""
+    found = subprocess.run(
+        ["losetup", "--noheadings", "--output", "NAME", "--associated", str(image)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for device in found.stdout.split():
+        subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
 
 
 def _run(*argv: str) -> str:

@@ -590,7 +590,6 @@ def test_workfs_sigkilled_leftover_is_cleaned_or_named_by_the_next_run(work_pare
 
 @needs_loop
 @pytest.mark.parametrize("how", ["symlink", "relative"])
-@pytest.mark.xfail(strict=True, reason="attack17 2")
 def test_workfs_given_by_a_symlink_or_relative_path_unmounts_at_the_end(
     work_parent: Path, how: str
 ) -> None:
@@ -843,7 +842,6 @@ def test_a_ctrl_c_during_a_reconnect_that_hangs(
 
 @needs_loop
 @pytest.mark.parametrize("tool", ["losetup", "mount"])
-@pytest.mark.xfail(strict=True, reason="attack17 5")
 def test_workfs_ctrl_c_as_it_attaches_or_mounts_leaves_nothing(
     work_parent: Path, tool: str
 ) -> None:
