@@ -593,7 +593,7 @@ def test_workfs_sigkilled_leftover_is_cleaned_or_named_by_the_next_run(work_pare
 def test_workfs_given_by_a_symlink_or_relative_path_unmounts_at_the_end(
     work_parent: Path, how: str
 ) -> None:
-    """--work through a symlink or as a relative path: mounts_under compares the
+    """attack17 2, fixed: --work through a symlink or as a relative path: mounts_under compared the
     unresolved mount point with /proc/self/mounts' resolved one, finds nothing, and
     a run that ends normally leaves its ext4 mounted and its loop device attached
     (then rmtree(ignore_errors) empties the still-mounted filesystem)."""
@@ -845,7 +845,8 @@ def test_a_ctrl_c_during_a_reconnect_that_hangs(
 def test_workfs_ctrl_c_as_it_attaches_or_mounts_leaves_nothing(
     work_parent: Path, tool: str
 ) -> None:
-    """A Ctrl-C that lands while losetup (or mount) runs: the tool has attached the
+    """attack17 5, fixed: a Ctrl-C that lands while losetup (or mount) runs: the tool
+    has attached the
     image (mounted the ext4) but the clean-up callback is registered only after it
     returns, so the loop device stays attached to the image rmtree then deletes (and
     for mount, the ext4 stays mounted). Made deterministic by a wrapper on PATH that
