@@ -170,6 +170,7 @@ def open_socket(
             watch(sock)
             sock.settimeout(timeout)
             sock.connect(address)
+            watch(sock)  # a halt between the first watch and connect: Halted now
             return sock
         except OSError as exc:
             error = exc

@@ -115,6 +115,8 @@ class Fetcher:
         pipeline failed on and every one after it go through :meth:`fetch` one by one,
         which raises the proper errors (those of the first file that fails). Close the
         generator if you stop early (its connection is closed then)."""
+        if not relpaths:  # no slot taken, nor waited for (review13 L2)
+            return
         with self._budget.slot() as slot:  # the rest, one by one, uses it too
             done = 0
             if self._lane is not None and not self._lane.off:

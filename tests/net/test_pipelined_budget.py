@@ -312,3 +312,30 @@ def test_a_slot_of_a_generator_closed_on_another_thread_is_not_reused() -> None:
     closed.set()
     thread.join(5)
     assert results == [True]
+
+
+def test_nothing_to_fetch_takes_no_slot() -> None:
+    """review13 L2: the walk asks fetch_many for an empty list at many levels; with
+    every slot held elsewhere it waited for one, to fetch nothing."""
+    with Fetcher("http://127.0.0.1:9/", FetchSettings(connections=1)) as fetcher:
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with fetcher._budget.slot():
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert holding.wait(10)
+            done: list[object] = []
+            asker = threading.Thread(
+                target=lambda: done.extend(fetcher.fetch_many([], 1 << 20, _read))
+            )
+            asker.start()
+            asker.join(5)
+            assert not asker.is_alive() and done == []
+        finally:
+            release.set()
+            holder.join(10)
