@@ -162,6 +162,7 @@ def work_filesystem(parent: Path, need: Footprint, choice: str | None = None) ->
             yield fs
         return
     image = image_for(need)
+    _name_leftovers(parent)
     check_free(parent, image, need)
     with ExitStack() as stack:
         stack.enter_context(_terminate_as_interrupt())
@@ -169,6 +170,19 @@ def work_filesystem(parent: Path, need: Footprint, choice: str | None = None) ->
         stack.enter_context(_sampled(fs))
         stack.callback(_shield_cleanup)  # runs first: a second Ctrl-C cannot cut it short
         yield fs
+
+
+def _name_leftovers(parent: Path) -> None:
+    """Say which filesystems of earlier runs are still mounted under ``parent`` (a run
+    killed by SIGKILL cannot clean up: attack17 1), with how to remove them. Named,
+    not removed: another benchmark may be running there now."""
+    for mnt in mounts_under(parent.resolve()):
+        if mnt.name == "mnt" and mnt.parent.name.startswith("sapwood-fs-"):
+            _say(
+                f"left by an earlier run, still mounted: {mnt} (remove it with "
+                f"umount {mnt}; losetup -d $(losetup -nO NAME -j {mnt.parent}/image); "
+                f"rm -r {mnt.parent})"
+            )
 
 
 def check_free(parent: Path, image: Image, need: Footprint) -> None:

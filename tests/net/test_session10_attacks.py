@@ -571,11 +571,10 @@ def test_workfs_sigkilled_leaves_its_filesystem_and_the_next_run_copes(work_pare
 
 
 @needs_loop
-@pytest.mark.xfail(strict=True, reason="attack17 1")
 def test_workfs_sigkilled_leftover_is_cleaned_or_named_by_the_next_run(work_parent: Path) -> None:
-    """A run killed by SIGKILL (the OOM killer, a CI timeout) leaves a mounted ext4,
-    a loop device and its image (up to the image's size on a nearly full disk); the
-    next run neither removes it nor says it is there."""
+    """attack17 1, fixed by naming: a run killed by SIGKILL (the OOM killer, a CI
+    timeout) leaves a mounted ext4, a loop device and its image (up to the image's size
+    on a nearly full disk); the next run said nothing of it, and now names it."""
     first = _run_workfs(work_parent, 60)
     assert first.stdout is not None
     first.stdout.readline()
