@@ -414,3 +414,63 @@ def test_the_prefetch_child_never_lists_through_a_symlink_swapped_in_while_it_li
         ours.close()
         theirs.close()
         os.close(root)
+
+
+_FORK_SNAPSHOT_SCRIPT = r"""
+import gc, os, sys, warnings
+sys.path.insert(0, sys.argv[2])
+warnings.simplefilter("ignore", ResourceWarning)
+from pathlib import Path
+from store import Repository
+from tests.helpers import raw_index
+path = Path(sys.argv[1])
+repo = Repository.open(path)
+main = repo.refs()["main"]
+with raw_index(path) as (txn, dbs):
+    for n in range(400):
+        txn.put(b"r%04d" % n, bytes(main), db=dbs["refs"])
+cm = repo.snapshot()
+snap = cm.__enter__()
+before = snap.refs()
+pid = os.fork()
+if pid == 0:
+    del snap, cm, repo  # the child drops its copy (collected), then ends at once
+    gc.collect()
+    os._exit(0)
+os.waitpid(pid, 0)
+for round in range(6):  # later writes may reuse only pages no reader protects
+    with raw_index(path) as (txn, dbs):
+        for n in range(400):
+            key = b"r%04d" % n
+            if (n + round) % 2:
+                txn.delete(key, db=dbs["refs"])
+            else:
+                txn.put(key, bytes(main), db=dbs["refs"])
+try:
+    after = snap.refs()
+except Exception as exc:
+    after = repr(exc)
+print("unchanged" if after == before else f"changed: {len(before)} refs, then {after!r:.80}")
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="attack18 3")
+def test_a_forked_child_dropping_its_copy_of_an_open_snapshot_leaves_the_parents_alone(
+    tmp_path: Path,
+) -> None:
+    """attack18 3: the parent holds a read snapshot across fork; the child drops its
+    copy (collected: the snapshot's LMDB read transaction is aborted in the child,
+    which clears the reader slot the parent shares with it in lock.mdb) and ends with
+    os._exit. Later writes then reuse the pages the parent's snapshot reads: its refs
+    change under it (seen: 401 refs, then a handful). session 10's fork guard keeps the
+    child from closing the environment, not from ending the parent's transactions."""
+    path = _repo(tmp_path)
+    done = subprocess.run(
+        [PYTHON, "-c", _FORK_SNAPSHOT_SCRIPT, str(path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "unchanged", done.stdout
