@@ -38,6 +38,7 @@ store/index_write.py (the commit point: a WriteBatch checked and applied).
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 import weakref
@@ -221,6 +222,14 @@ class IndexReader:
                 yield ObjectId(bytes(key)), ObjectRecord.decode(bytes(value))
 
 
+# Read transactions a forked child inherited and let go of, kept for the child's life:
+# ending one (an abort, or its object's deallocation) clears its reader slot, which is
+# the parent's own in the shared lock file, and writers then reuse the pages the
+# parent's snapshot still reads (attack18 3). LMDB's rule is that a child never uses
+# its parent's environment; this keeps a child that merely drops its copy from doing so.
+_INHERITED_READERS: list[Any] = []
+
+
 def _dropped_unclosed(shared: SharedEnv) -> None:
     """An Index's finalizer: it was collected without close(). Gives its share back
     (never waiting for a lock: SharedEnv.release_dropped), then says so as an unclosed
@@ -326,12 +335,16 @@ class Index:
             txn = self._env.begin(buffers=False)
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
+        began_in = os.getpid()
         try:
             yield IndexReader(txn, self._dbs, self._shared.pages.note_reads)
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         finally:
-            txn.abort()
+            if os.getpid() == began_in:
+                txn.abort()
+            else:  # a forked child's copy: see _INHERITED_READERS
+                _INHERITED_READERS.append(txn)
 
     def apply(self, batch: WriteBatch) -> None:
         """Apply ``batch`` in one LMDB write transaction: the commit point."""

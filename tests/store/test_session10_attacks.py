@@ -454,16 +454,15 @@ print("unchanged" if after == before else f"changed: {len(before)} refs, then {a
 """
 
 
-@pytest.mark.xfail(strict=True, reason="attack18 3")
 def test_a_forked_child_dropping_its_copy_of_an_open_snapshot_leaves_the_parents_alone(
     tmp_path: Path,
 ) -> None:
-    """attack18 3: the parent holds a read snapshot across fork; the child drops its
+    """attack18 3, fixed: the parent holds a read snapshot across fork; the child drops its
     copy (collected: the snapshot's LMDB read transaction is aborted in the child,
     which clears the reader slot the parent shares with it in lock.mdb) and ends with
     os._exit. Later writes then reuse the pages the parent's snapshot reads: its refs
-    change under it (seen: 401 refs, then a handful). session 10's fork guard keeps the
-    child from closing the environment, not from ending the parent's transactions."""
+    changed under it (seen: 401 refs, then a handful). Now a child keeps the read
+    transactions it inherited and lets go of (store/index.py, _INHERITED_READERS)."""
     path = _repo(tmp_path)
     done = subprocess.run(
         [PYTHON, "-c", _FORK_SNAPSHOT_SCRIPT, str(path), str(ROOT)],
