@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.net.servers import Nginx, TamperingServer
+from tests.net.test_pipelined import Answer, RawServer
 
 # The pull's knobs (store/pull/http.py reads them from the environment): a stalled
 # server is given up on after TIMEOUT seconds, a transient error tried RETRIES more times.
@@ -49,6 +50,21 @@ def tamper(tmp_path: Path) -> Iterator[Callable[[Path], TamperingServer]]:
         server = TamperingServer(root).start()
         servers.append(server)
         return server
+
+    yield serve
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def raw(files: Path) -> Iterator[Callable[[Callable[..., Answer]], RawServer]]:
+    """Start RawServers (tests/net/test_pipelined.py) over the module's ``files``
+    fixture, each answering by the function given; all stopped at the end."""
+    servers: list[RawServer] = []
+
+    def serve(answer: Callable[[RawServer, str, int, int], Answer]) -> RawServer:
+        servers.append(RawServer(files, answer).start())
+        return servers[-1]
 
     yield serve
     for server in servers:

@@ -75,19 +75,6 @@ def files(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def raw(files: Path) -> Iterator[Callable[[Callable[..., Answer]], RawServer]]:
-    servers: list[RawServer] = []
-
-    def serve(answer: Callable[[RawServer, str, int, int], Answer]) -> RawServer:
-        servers.append(RawServer(files, answer).start())
-        return servers[-1]
-
-    yield serve
-    for server in servers:
-        server.stop()
-
-
 def _read(index: int, body: object) -> bytes:
     return body.read()  # type: ignore[attr-defined, no-any-return]
 
