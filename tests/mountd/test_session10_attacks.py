@@ -130,6 +130,7 @@ def test_a_legitimate_huge_file_whose_readers_are_killed_at_every_moment_is_serv
     _unmounts_clean(daemon.process, mnt)
 
 
+@pytest.mark.long  # ~12 s; test_turns.py checks ten hostile objects take bounded threads
 def test_many_abandoned_reads_of_many_hostile_objects_pile_up_no_threads_nor_memory(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:

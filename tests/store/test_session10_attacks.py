@@ -94,6 +94,7 @@ def test_a_running_generator_keeps_its_repository_and_an_abandoned_one_gives_it_
     assert _open_under(tmp_path) == []
 
 
+@pytest.mark.long  # ~7 s; test_index_env_dropped.py churns threads in the default run
 def test_a_second_repository_of_one_path_dropped_in_threads_while_the_first_writes(
     tmp_path: Path,
 ) -> None:
