@@ -98,6 +98,13 @@ def _size_then_name(path: Path) -> tuple[int, str]:
 def setup(tmp_path: Path) -> Iterator[Setup]:
     archive = tmp_path / "archive"
     commit = archive_of(archive, source_tree(tmp_path / "src"))
+    yield from serving(archive, commit, tmp_path)
+
+
+def serving(archive: Path, commit: str, tmp_path: Path) -> Iterator[Setup]:
+    """A fixture's body: a local repository (with a branch of its own) and a Setup whose
+    ``serve`` starts RawServers over ``archive``, each added as a remote; all stopped
+    at the end."""
     local = local_repo(tmp_path / "local")
     sapwood_ok(local, "commit", "-b", "mine", write_tree(tmp_path / "mine", {"a": "a\n"}))
     servers: list[RawServer] = []

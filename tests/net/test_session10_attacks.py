@@ -38,6 +38,7 @@ from tests.net.test_pipelined import (
     pulled,
     refused,
     response,
+    serving,
     setup,  # noqa: F401  (the fixture)
 )
 
@@ -362,26 +363,14 @@ def wide(tmp_path: Path) -> Iterator[Setup]:
     """An archive of 40 directories of 15 files (metadata spread over the pool, content
     in ten groups of 64): the budget shared by every pool and the batches."""
     from tests.helpers import write_tree
-    from tests.net.repos import add_remote, archive_of, local_repo, sapwood_ok
+    from tests.net.repos import archive_of
 
     archive = tmp_path / "archive"
     files = {
         f"d{d:02}/s{d}/f{f:02}": f"file {d}/{f}\n" * (f + 1) for d in range(40) for f in range(15)
     }
     commit = archive_of(archive, write_tree(tmp_path / "src", files))
-    local = local_repo(tmp_path / "local")
-    sapwood_ok(local, "commit", "-b", "mine", write_tree(tmp_path / "mine", {"a": "a\n"}))
-    servers: list[RawServer] = []
-
-    def serve(answer: Callable[[RawServer, str, int, int], Answer]) -> RawServer:
-        server = RawServer(archive, answer, remote=f"r{len(servers) + 1}").start()
-        servers.append(server)
-        add_remote(local, server.url, server.remote)
-        return server
-
-    yield Setup(archive, commit, local, serve)
-    for server in servers:
-        server.stop()
+    yield from serving(archive, commit, tmp_path)
 
 
 @pytest.mark.parametrize("connections", [pytest.param(1, marks=long), pytest.param(2, marks=long)])
