@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from mountd.preparing import Preparer
 from mountd.sources import Pace, Preparation
 from store import ObjectId, RepoMode, Repository, filez, lookup
 from store.filez import MAGIC_ZLIB, PREFIX
+from store.framed import FramedContent
 from store.index_types import ObjectRecord
 from tests.helpers import commit_dir, raw_index
 
@@ -170,3 +171,17 @@ def zeros_claiming(
         for _ in range(claims // filez.CHUNK // 1024):
             out.write(frame * 1024)
     return tmp_path / "repo"
+
+
+def count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one at every FramedContent.verify (each whole inflation and
+    hash of an SWZ2 object), for as long as the test runs."""
+    verified: list[int] = []
+    verify = FramedContent.verify
+
+    def counted(self: FramedContent, header: bytes, *pace: Callable[[], None]) -> None:
+        verified.append(1)
+        verify(self, header, *pace)
+
+    monkeypatch.setattr(FramedContent, "verify", counted)
+    return verified

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from store.framed import MAX_NOTED
 from tests.helpers import Mounts
 from tests.mountd.legacy import (
     WaitingView,
+    count_verifications,
     large_archive_file,
     served_while_held,
     threads_of,
@@ -59,14 +59,7 @@ def test_an_object_refused_is_refused_at_once_until_its_file_changes(
     good = path.read_bytes()
     path.chmod(0o644)
     path.write_bytes(good[:-100] + bytes([good[-100] ^ 0xFF]) + good[-99:])
-    verified: list[int] = []
-    verify = FramedContent.verify
-
-    def counted(self: FramedContent, header: bytes, *pace: Callable[[], None]) -> None:
-        verified.append(1)
-        verify(self, header, *pace)
-
-    monkeypatch.setattr(FramedContent, "verify", counted)
+    verified = count_verifications(monkeypatch)
     view = CommitView(repo, commit_id)
     try:
         ino = view.lookup(ROOT_INODE, b"large").ino

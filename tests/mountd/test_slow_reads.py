@@ -22,6 +22,7 @@ from store import CorruptObjectError, FramedContent, RepoMode, Repository
 from tests.helpers import Daemon, Mounts, commit_dir, force_unmount, mount_fstype
 from tests.mountd.legacy import (
     WaitingView,
+    count_verifications,
     large_archive_file,
     quick_frames,
     served_while_held,
@@ -153,14 +154,7 @@ def test_reads_waiting_for_a_damaged_object_fail_as_its_verification_failed(
     path.chmod(0o644)
     path.write_bytes(bytes(data))
     view = CommitView(repo, commit_id)
-    verified: list[int] = []
-    verify = FramedContent.verify
-
-    def counted(self: FramedContent, header: bytes, *pace: Callable[[], None]) -> None:
-        verified.append(1)
-        verify(self, header, *pace)
-
-    monkeypatch.setattr(FramedContent, "verify", counted)
+    verified = count_verifications(monkeypatch)
     preparer = Preparer(view)
     ino = view.lookup(ROOT_INODE, b"large").ino
     failures: list[BaseException] = []
