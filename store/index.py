@@ -38,7 +38,6 @@ store/index_write.py (the commit point: a WriteBatch checked and applied).
 
 from __future__ import annotations
 
-import os
 import struct
 import warnings
 import weakref
@@ -222,7 +221,8 @@ class IndexReader:
                 yield ObjectId(bytes(key)), ObjectRecord.decode(bytes(value))
 
 
-# Read transactions a forked child inherited and let go of, kept for the child's life:
+# Read transactions a forked child inherited and let go of (begun before the fork: their
+# environment's SharedEnv.forks changed since), kept for the child's life:
 # ending one (an abort, or its object's deallocation) clears its reader slot, which is
 # the parent's own in the shared lock file, and writers then reuse the pages the
 # parent's snapshot still reads (attack18 3). LMDB's rule is that a child never uses
@@ -236,9 +236,10 @@ def _dropped_unclosed(shared: SharedEnv) -> None:
     file does (a ResourceWarning, shown with -W default or python -X dev)."""
     shared.release_dropped()
     warnings.warn(
-        f"a sapwood repository was not closed (index {shared.key}); closed now",
+        f"a sapwood repository was not closed (index {shared.key});"
+        " its share of the index given back",
         ResourceWarning,
-        stacklevel=2,
+        stacklevel=1,  # a finalizer has no caller of its own: 2 named weakref's code
     )
 
 
@@ -335,15 +336,16 @@ class Index:
             txn = self._env.begin(buffers=False)
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
-        began_in = os.getpid()
+        shared = self._shared
+        forks = shared.forks  # changed by the end: ended in a forked child
         try:
-            yield IndexReader(txn, self._dbs, self._shared.pages.note_reads)
+            yield IndexReader(txn, self._dbs, shared.pages.note_reads)
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         finally:
-            if os.getpid() == began_in:
+            if shared.forks == forks:
                 txn.abort()
-            else:  # a forked child's copy: see _INHERITED_READERS
+            else:  # begun before a fork, and this is the child: see _INHERITED_READERS
                 _INHERITED_READERS.append(txn)
 
     def apply(self, batch: WriteBatch) -> None:

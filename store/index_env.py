@@ -157,7 +157,10 @@ class SharedEnv:
         self._map_lock = threading.Lock()
         self.pages = PageBudget(self._drop_mapped_pages)
         self.env, self.dbs = self._open_env()
-        self._pid = os.getpid()  # LMDB forbids using an environment across fork
+        # Forks between the process that opened it and this one (_mark_inherited): not
+        # 0 in a forked child, which never closes it; a read transaction of it whose
+        # count changed since it began is the parent's (store/index.py, Index.reader)
+        self.forks = 0
         self._identity = _file_identity(Path(key, "data.mdb"))
         if access is Access.CREATE:  # made now: a reopen (remap) must find it, never make one
             self.access = Access.READ_WRITE
@@ -235,29 +238,30 @@ class SharedEnv:
 
     @classmethod
     def acquire(cls, path: Path, access: Access) -> SharedEnv:
+        """A share of the environment at ``path``, opened if none is. When the address
+        space is full, once more after a collection: repositories dropped unclosed in
+        reference cycles are collected only then, and their finalizers give back their
+        maps. The collection runs outside the lock (review13 I3): a finalizer or
+        ``__del__`` it runs may open or close a repository, which takes the lock, a
+        plain Lock this thread would otherwise hold already."""
         key = os.path.realpath(path)
+        try:
+            return cls._share(key, access)
+        except _AddressSpaceFull:
+            gc.collect()
+        try:
+            return cls._share(key, access)
+        except _AddressSpaceFull as exc:
+            raise _address_space_error(key, exc) from None
+
+    @classmethod
+    def _share(cls, key: str, access: Access) -> SharedEnv:
         with cls._lock:
             cls._give_back_dropped()
-            shared = cls._open.get(key) or cls._new(key, access)
+            shared = cls._open.get(key) or cls(key, access)
             cls._open[key] = shared
             shared.users += 1
             return shared
-
-    @classmethod
-    def _new(cls, key: str, access: Access) -> SharedEnv:
-        """Open the environment; when the address space is full, once more after a
-        collection: repositories dropped unclosed in reference cycles are collected
-        only then, and their finalizers give back their maps (queued, as this thread
-        holds the lock)."""
-        try:
-            return cls(key, access)
-        except _AddressSpaceFull:
-            gc.collect()
-            cls._give_back_dropped()
-        try:
-            return cls(key, access)
-        except _AddressSpaceFull as exc:
-            raise _address_space_error(key, exc) from None
 
     def release(self) -> None:
         with self._lock:
@@ -300,12 +304,31 @@ class SharedEnv:
                 if self._open.get(self.key) is self:
                     del self._open[self.key]
                 self._mapped = []  # gone: never to be let go of again
-                if self._pid == os.getpid():  # a forked child leaves the parent's alone
+                if not self.forks:  # a forked child leaves the parent's alone
                     self.env.close()
             finally:
                 self._map_lock.release()
         self.users -= 1
         return True
+
+    @classmethod
+    def _mark_inherited(cls) -> None:
+        """In a forked child (os.register_at_fork), every environment open at the fork
+        is the parent's: LMDB forbids using one across fork, and ending anything of it
+        here would end the parent's. Closing the environment clears the reader slots
+        its opener holds in lock.mdb, the parent's; so does ending a read transaction
+        begun before the fork (an abort, or its object's deallocation: attack18 3),
+        and writers then reuse pages the parent's open snapshots still read. So the
+        child gives back its shares without closing (:meth:`_give_back`), and its
+        Index keeps the transactions begun before the fork instead of ending them
+        (store/index.py, _INHERITED_READERS). One count, raised once per fork in the
+        child, instead of comparing os.getpid() (a system call) at every close and
+        every snapshot."""
+        for shared in {*cls._open.values(), *cls._dropped}:
+            shared.forks += 1
+
+
+os.register_at_fork(after_in_child=SharedEnv._mark_inherited)
 
 
 def _address_space_error(key: str, exc: _AddressSpaceFull) -> AddressSpaceError:

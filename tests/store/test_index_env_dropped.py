@@ -24,6 +24,7 @@ from store.index_env import SharedEnv
 from tests.helpers import SAPWOOD
 
 REG = 0o100644
+ROOT = Path(__file__).resolve().parents[2]
 DROPPED = 300  # more than the ~127 indexes the address space holds
 
 
@@ -70,15 +71,20 @@ def test_dropped_repositories_give_back_their_address_space(tmp_path: Path) -> N
 
 
 def test_a_dropped_repository_says_so_with_a_resource_warning(tmp_path: Path) -> None:
-    """As an unclosed file does; a closed one says nothing."""
+    """As an unclosed file does; a closed one says nothing. The words say what was
+    done (its share given back: the environment closes only with its last share, and
+    never in a forked child), and the warning names the finalizer's own line, not
+    weakref's machinery (review13 I2)."""
     Repository.init(tmp_path / "closed", RepoMode.ARCHIVE).close()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         Repository.open(tmp_path / "closed").close()
         Repository.open(tmp_path / "closed")
     assert [str(w.message) for w in caught] == [
-        f"a sapwood repository was not closed (index {tmp_path / 'closed' / 'index'}); closed now"
+        f"a sapwood repository was not closed (index {tmp_path / 'closed' / 'index'});"
+        " its share of the index given back"
     ]
+    assert Path(caught[0].filename).parts[-2:] == ("store", "index.py")
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="fills x86-64's 128 TiB")
@@ -221,3 +227,45 @@ def test_a_remap_that_cannot_map_again_raises_the_library_error(tmp_path: Path) 
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == f"raised {1 << 40}", result.stderr
+
+
+_OPENS_WHEN_COLLECTED = r"""
+import gc, resource, sys, warnings
+warnings.simplefilter("ignore", ResourceWarning)
+from store import AddressSpaceError, Repository
+path = sys.argv[1]
+seen = []
+class OpensWhenCollected:
+    def __del__(self):
+        try:
+            Repository.open(path).close()
+            seen.append("opened")
+        except AddressSpaceError:
+            seen.append("full")
+gc.disable()
+cycle = OpensWhenCollected()
+cycle.cycle = cycle
+del cycle
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+try:
+    Repository.open(path)
+except AddressSpaceError:
+    print("full; collected:", *seen)
+"""
+
+
+def test_the_collection_of_a_full_address_space_runs_outside_the_lock(tmp_path: Path) -> None:
+    """review13 I3: an open that finds the address space full collects, and whatever
+    the collection finalizes may open a repository itself. The collection ran under
+    SharedEnv's plain Lock, so such a ``__del__`` waited for a lock its own thread
+    held: the process hung. Now it collects outside the lock: the inner open is
+    refused as the outer one is, and both end."""
+    Repository.init(tmp_path / "repo", RepoMode.BARE_USER).close()
+    result = subprocess.run(
+        [sys.executable, "-c", _OPENS_WHEN_COLLECTED, str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert result.stdout.strip() == "full; collected: full", result.stderr
