@@ -45,6 +45,14 @@ log = logging.getLogger(__name__)
 IMMUTABLE_TIMEOUT = 86400.0
 VOLATILE_TIMEOUT = 1.0  # listings of refs and commits, and what hangs off them
 NO_OPEN_PASSES_INODE = bool(getattr(pyfuse3, "NO_OPEN_PASSES_INODE", False))
+# The kernel's limit of background requests of the mount (read-ahead is one), asked
+# for at init (patches/pyfuse3-no-open.patch; an unprivileged daemon gets at most the
+# fuse module's max_user_bgreq, thousands where the machine has GiB). At the default,
+# 12, twelve reads of hostile objects whose verifications take minutes held every
+# slot, and every later read-ahead (the first read of any file over 128 KiB) queued
+# behind them in the kernel (attack18 1). Each request held costs the daemon a
+# request loop waiting (a task, a page): 1024 of them, a few MiB.
+MAX_BACKGROUND = 1024
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -159,6 +167,7 @@ class SapwoodOperations(pyfuse3.Operations):
 
     supports_dot_lookup = False
     enable_writeback_cache = False
+    max_background = MAX_BACKGROUND  # read by the patched pyfuse3's init (see above)
 
     def __init__(
         self,

@@ -8,9 +8,10 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pyfuse3
 import pytest
 
-from mountd.fuse_ops import NO_OPEN_PASSES_INODE
+from mountd.fuse_ops import MAX_BACKGROUND, NO_OPEN_PASSES_INODE
 from store import RepoMode, Repository, lookup
 from tests.helpers import (
     IS_ROOT,
@@ -51,6 +52,29 @@ def mounted(
 def test_the_patched_pyfuse3_is_installed() -> None:
     """make setup builds pyfuse3 with patches/pyfuse3-no-open.patch (the fast path)."""
     assert NO_OPEN_PASSES_INODE
+    assert pyfuse3.SETS_MAX_BACKGROUND
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="reads /sys/fs/fuse/connections (root's)")
+def test_the_mount_asks_the_kernel_for_many_background_requests(
+    tmp_path: Path, mount: Mounts
+) -> None:
+    """attack18 1: the kernel's limit of background requests (read-ahead), 12 by
+    default, is MAX_BACKGROUND for a sapwood mount (congestion at three quarters)."""
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    commit_files(repo, tmp_path / "src", {"a": b"a\n"})
+    repo.close()
+    mnt = mount.background(tmp_path / "repo", "main")
+    control = tmp_path / "fusectl"  # the fuse connections' control files, mounted here
+    control.mkdir()
+    subprocess.run(["mount", "-t", "fusectl", "fusectl", str(control)], check=True)
+    try:
+        connection = control / str(os.minor(os.stat(mnt).st_dev))
+        background = int((connection / "max_background").read_text())
+        congestion = int((connection / "congestion_threshold").read_text())
+    finally:
+        subprocess.run(["umount", str(control)], check=True)
+    assert (background, congestion) == (MAX_BACKGROUND, MAX_BACKGROUND * 3 // 4)
 
 
 def test_walk_of_the_mount_equals_the_source(mounted: tuple[Path, Path, Repository]) -> None:

@@ -138,7 +138,7 @@ def test_many_abandoned_reads_of_many_hostile_objects_pile_up_no_threads_nor_mem
     more than OVERDUE + THREADS), each read at several offsets by readers killed at
     once: the daemon's threads stay bounded (2 slots + 8 overdue + trio's own), its
     resident memory does not grow by the GiB inflated, an 8 KiB file is served
-    meanwhile (a larger one is not: attack18 1), and the unmount is clean, at once."""
+    meanwhile (and a larger one since session 11: attack18 1), and the unmount is clean, at once."""
     hostile = {f"h{n}": 64 << 30 for n in range(12)}
     middle = os.urandom(8 << 10)
     repo = _hostile_repo(tmp_path, monkeypatch, hostile, {}, {"middle": middle})
@@ -148,7 +148,7 @@ def test_many_abandoned_reads_of_many_hostile_objects_pile_up_no_threads_nor_mem
     threads = most = threads_of(daemon.pid)
     rss = _rss_kib(daemon.pid)
     for name in hostile:
-        for offset in (0,):  # more: the kernel queues them (attack18 1)
+        for offset in (0,):
             reader = subprocess.Popen(
                 ["dd", f"if={mnt / name}", "of=/dev/null", "bs=128k", f"skip={offset}"],
                 stdout=subprocess.DEVNULL,
@@ -203,19 +203,16 @@ def test_the_daemon_killed_by_sigterm_mid_verification_unmounts_and_leaves_nothi
     assert str(mnt) not in Path("/proc/self/mounts").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="attack18 1")
 def test_twelve_hostile_objects_read_once_each_leave_every_file_over_128k_readable(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """attack18 1: twelve hostile objects (64 GiB of zeros claimed each, 1.3 MB on disk
-    each) each read once by a reader killed at once. Their read-ahead requests fill the
-    kernel's 12 background requests of the mount (max_background) while they wait for
-    verifications of minutes; then the read-ahead of every file not cached waits behind
-    them: a 200 KiB file (verified inline, no thread) and a 2 MiB one are not read
-    within 5 s (minutes: until the hostile ones end), while an 8 KiB one is. Session
-    10's deadline and turns free the daemon's threads, not the kernel's queue
-    (docs/decisions.md "Left (1)" measured one object at 40 offsets and files over
-    256 MiB; it is every file over the read-ahead window, and 12 objects)."""
+    each) each read once by a reader killed at once. Their read-ahead requests filled
+    the kernel's 12 background requests of the mount (max_background) while they
+    waited for verifications of minutes; then the read-ahead of every file not cached
+    waited behind them: a 200 KiB file (verified inline, no thread) and a 2 MiB one
+    were not read within 5 s (minutes: until the hostile ones end), while an 8 KiB one
+    was. Fixed in session 11: the mount asks for mountd.fuse_ops.MAX_BACKGROUND."""
     hostile = {f"h{n}": 64 << 30 for n in range(12)}
     files = {"k8": os.urandom(8 << 10), "k200": os.urandom(200 << 10), "m2": os.urandom(2 << 20)}
     repo = _hostile_repo(tmp_path, monkeypatch, hostile, {}, files)
