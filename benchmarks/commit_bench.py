@@ -79,7 +79,7 @@ def main() -> int:
         print(json.dumps({"tree": args.tree, "root": os.geteuid() == 0, "figures": figures}))
         return 0
     caches = "dropped" if os.geteuid() == 0 else "NOT dropped (not root)"
-    rows = [
+    shown = [  # (measure, figure, target): `rows` above are the results file's
         ("first commit", "first_cold", "<= 1.00"),
         ("unchanged re-commit", "recommit_cold", "<= 0.25"),
         ("checkout -U (hardlinks)", "checkout_cold", "<= 1.00"),
@@ -88,7 +88,7 @@ def main() -> int:
         f"commit and checkout of {args.tree}, bare-user; caches {caches}",
         [
             (name, figures["sapwood"][key], figures["ostree"][key], target)
-            for name, key, target in rows
+            for name, key, target in shown
         ],
     )
     return 0
