@@ -37,7 +37,9 @@ from store.unlisted import tell_if_waiting, unlisted_files
 
 log = logging.getLogger(__name__)
 _CHUNK = 1024  # files measured or deleted between two progress counts
-_ROWS_AT_ONCE = 16384  # index rows counted between page releases; stat-cache rows per sweep
+_ROWS_AT_ONCE = 16384  # index rows counted between page releases; stat-cache rows per sweep;
+# garbage file objects leaving the index in one transaction (whole directories)
+_FILE = ObjectType.FILE
 
 
 @dataclass
@@ -104,22 +106,14 @@ def _remove(
     meta_paths = garbage.metadata_paths()
     doomed = len(meta_paths) + len(garbage.orphans) + garbage.files
     ticker = Ticker(progress, "measuring" if dry_run else "deleting", doomed, "file")
-    if not dry_run:
-        _unindex_metadata(repo, garbage)
+    if not dry_run and garbage.files:
+        _SweepMark(repo).set()  # before any file object leaves the index
     freed = sum(_measure_then_remove(p, ticker, dry_run) for p in garbage.file_paths(dry_run))
     freed += _measure_then_remove([*meta_paths, *garbage.orphans], ticker, dry_run)
     ticker.finish()
     if not dry_run:
         _sweep_if_due(repo, removed_files=garbage.files > 0)
     return freed
-
-
-def _unindex_metadata(repo: Repository, garbage: _Garbage) -> None:
-    """The commit point of the metadata objects; the sweep is marked due first when
-    file objects are to leave the index."""
-    if garbage.files:
-        _SweepMark(repo).set()
-    repo.index.apply(WriteBatch(remove_objects=set(garbage.metadata)))
 
 
 def _sweep_if_due(repo: Repository, removed_files: bool) -> None:
@@ -142,6 +136,7 @@ class _Garbage:
         self.files = 0
         self.total = 0
         self.orphans: list[Path] = []  # object files the index does not list
+        self._rows_read = 0  # by file_paths, for the page releases
 
     def report(self, dry_run: bool) -> PruneReport:
         """The report of removing this garbage (its bytes freed still to be added)."""
@@ -171,26 +166,53 @@ class _Garbage:
                 self.metadata[object_id] = kind
 
     def file_paths(self, dry_run: bool) -> Iterator[list[Path]]:
-        """The garbage file objects' paths, one objects/XX directory at a time, in
-        the order of their inodes (on ext4 and the like, stat and unlink then read the
-        inode table in order, not at random: the deletion was disk-bound). Unless
-        ``dry_run``, each directory's objects are removed from the index (one LMDB
-        transaction: their ids are neighbours there too) before they are given out."""
-        for first in range(256):
-            batch: list[ObjectId] = []
+        """The garbage file objects' paths, one objects/XX directory at a time, in the
+        order of their inodes (on ext4 and the like, stat and unlink then read the
+        inode table in order, not at random: the deletion was disk-bound).
+
+        Unless ``dry_run``, the objects leave the index before their paths are given
+        out, in batches of whole directories (their ids are neighbours there too) of
+        at least _ROWS_AT_ONCE objects or the rest: one LMDB transaction, one sync of
+        the index, each. The first also takes the garbage metadata objects, which so
+        leave the index no later than any file they name. A transaction a directory
+        was 256 syncs for any repository of a few hundred files (half of a small
+        prune's time), and a tiny one paid one per directory holding garbage."""
+        first: int | None = 0
+        metadata = set(self.metadata)
+        while first is not None:
             with self._repo.index.reader() as reader:
-                for object_id, kind in reader.iter_kinds(bytes([first])):
-                    if object_id[0] != first:
-                        break
-                    if kind is ObjectType.FILE and not self._reachable.needs(object_id):
-                        batch.append(object_id)
-            if batch and not dry_run:
-                self._repo.index.apply(WriteBatch(remove_objects=set(batch)))
-            self._repo.index.release_pages()
-            if not batch:
-                continue
-            paths = [p for o in batch for p in _object_paths(self._repo, o, ObjectType.FILE)]
-            yield _in_inode_order(paths)
+                directories, first = self._next_batch(reader, first)
+            batch = {object_id for directory in directories for object_id in directory}
+            if (batch or metadata) and not dry_run:
+                self._repo.index.apply(WriteBatch(remove_objects=batch | metadata))
+            metadata = set()
+            for directory in directories:
+                paths = [p for o in directory for p in _object_paths(self._repo, o, _FILE)]
+                yield _in_inode_order(paths)
+
+    def _next_batch(
+        self, reader: IndexReader, first: int
+    ) -> tuple[list[list[ObjectId]], int | None]:
+        """The garbage file objects of the directories from ``first`` on, directory by
+        directory, until _ROWS_AT_ONCE or more are found; and the directory to go on
+        from (None: all read). The index's pages are let go of every _ROWS_AT_ONCE
+        rows read (the live objects' rows, read but not kept, count too)."""
+        found: list[list[ObjectId]] = []
+        doomed = 0
+        for object_id, kind in reader.iter_kinds(bytes([first])):
+            self._rows_read += 1
+            if self._rows_read % _ROWS_AT_ONCE == 0:
+                self._repo.index.release_pages()
+            if object_id[0] != first:
+                if doomed >= _ROWS_AT_ONCE:
+                    return found, object_id[0]
+                first = object_id[0]
+            if kind is ObjectType.FILE and not self._reachable.needs(object_id):
+                if not found or found[-1][0][0] != first:
+                    found.append([])
+                found[-1].append(object_id)
+                doomed += 1
+        return found, None
 
 
 def _in_inode_order(paths: list[Path]) -> list[Path]:
