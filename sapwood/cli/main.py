@@ -180,7 +180,20 @@ def _configure_logging(args: argparse.Namespace) -> None:
     from sapwood.cli.output import OneLineFormatter  # here: --help never needs it
 
     handler.setFormatter(OneLineFormatter("sapwood: %(message)s"))
+    global _SAID_INTERRUPTED
+    _SAID_INTERRUPTED = False  # this command's (tests call main() in one process)
+    handler.addFilter(_said_interrupted)
     logging.basicConfig(level=level, handlers=[handler])
+
+
+def _said_interrupted(record: logging.LogRecord) -> bool:
+    """Notes a warning that told of the interrupt already (a Ctrl-C held back to the end
+    of a commit point: "interrupted after the commit point: what was committed is
+    kept"), so that main() adds no second line (attack17 6). Filters nothing out."""
+    global _SAID_INTERRUPTED
+    if record.levelno >= logging.WARNING and record.getMessage().startswith("interrupted"):
+        _SAID_INTERRUPTED = True
+    return True
 
 
 def _error(message: str) -> None:
@@ -238,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # ends the process at once, with the same status (ignoring it would leave
             # no way out of a shutdown that waits for a stuck thread)
             signal.signal(signal.SIGINT, _exit_interrupted)
-        print("sapwood: interrupted", file=sys.stderr)
+        if not _SAID_INTERRUPTED:
+            print("sapwood: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if debug:
@@ -283,6 +297,7 @@ def _exit_interrupted(signum: int, frame: object) -> None:
 
 
 _ENDS_PROCESS = False  # set by run(): main() then ends the process (tests call main())
+_SAID_INTERRUPTED = False  # a warning said the command was interrupted (_said_interrupted)
 
 
 def run() -> None:

@@ -144,7 +144,10 @@ def test_cli_pull_local_interrupted(repos: tuple[Path, Path]) -> None:
     if child.returncode == 0:
         pytest.skip("the pull finished before the signal arrived")
     assert child.returncode == 130, err
-    assert err.splitlines()[-1] == "sapwood: interrupted"
+    assert err.splitlines()[-1] in (  # the second if a batch was kept (attack17 6)
+        "sapwood: interrupted",
+        "sapwood: interrupted after the commit point: what was committed is kept",
+    )
     assert "Traceback" not in err
     if "interrupted after the commit point" in err:  # held to its end (store/interrupts.py)
         with Repository.open(dest) as repo:
