@@ -273,6 +273,17 @@ class NetworkError(SapwoodError):
         self.status = status
 
 
+class PullHaltedError(SapwoodError):
+    """A fetch given up because its pull stops: a Ctrl-C, or an error the pull raises
+    already (``url``: what was being fetched, empty if nothing yet). Never the pull's
+    own error: the pull reports the error or the interruption that halted it, so this
+    one is not expected to reach a caller."""
+
+    def __init__(self, message: str = "", *, url: str = ""):
+        super().__init__(message or f"{url or 'a fetch'}: the pull stopped")
+        self.url = url
+
+
 class RemoteError(SapwoodError):
     """A remote is unknown, or its configuration (URL, name, settings) is not valid
     (``name``: the remote)."""

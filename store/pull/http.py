@@ -126,7 +126,7 @@ class Fetcher:
             for index in range(done, len(relpaths)):
                 relpath = relpaths[index]
                 if self._budget.halted.is_set():
-                    raise Halted(self.url(relpath))
+                    raise Halted(url=self.url(relpath))
                 yield relpath, self.fetch(relpath, limit, partial(consume, index))
 
     def _per_object(self) -> PerObjectFetcher:

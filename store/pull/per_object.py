@@ -5,9 +5,10 @@ first use: a pull whose answers all go through the pipelined lane never imports
 urllib3 or http.client), and the fallback of the lane for whatever is not plain.
 One :class:`PerObjectFetcher` per pull. It fetches on the connection of the
 caller's slot of the pull's budget (store/pull/budget.py: at most
-``settings.connections`` open at once, the lane's included), kept alive; a redirect
-to another host goes through a urllib3 pool (``settings.connections`` a host, not
-counted in the budget). For each file it:
+``settings.connections`` open at once, the lane's included), kept alive; each hop of a
+redirect too: a hop to another host (a mirror, a CDN) replaces the slot's connection
+with one to that host, so that a halt ends its reads and the budget counts it
+(attack17.md, findings 1 and 2). For each file it:
 
 - gives up on a connect after ``connect_timeout`` and on a read after
   ``read_timeout`` seconds without a byte; a server that trickles (fewer than
@@ -98,10 +99,8 @@ class PerObjectFetcher:
         self.settings = settings
         self._on_bytes = on_bytes
         self._budget = Budget(settings.connections) if budget is None else budget
-        self._pool = urllib3.PoolManager(
+        self._pool = urllib3.PoolManager(  # makes connections, never holds one
             num_pools=4,
-            maxsize=settings.connections,
-            block=True,
             retries=False,
             timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
             headers={"Accept-Encoding": "identity", "User-Agent": "sapwood-pull"},
@@ -157,7 +156,7 @@ class PerObjectFetcher:
         asked_anew = False
         while True:
             if self.halted.is_set():
-                raise Halted(url)
+                raise Halted(url=url)
             try:
                 return self._fetch_following(url, limit, consume, slot)
             except _OutOfStep as exc:
@@ -167,7 +166,7 @@ class PerObjectFetcher:
                 asked_anew = True
             except _Transient as exc:
                 if self.halted.is_set():  # the halt's shutdown broke it: not the server
-                    raise Halted(url) from None
+                    raise Halted(url=url) from None
                 if attempt >= self.settings.retries:
                     tries = f"after {attempt + 1} attempts" if attempt else "(no retries)"
                     raise NetworkError(
@@ -191,15 +190,16 @@ class PerObjectFetcher:
                     try:
                         return self._consume(response, url, limit, consume)
                     except CorruptObjectError as exc:
-                        if conn is None or not self._local.reused:
+                        if not self._local.reused:
                             raise
                         conn.close()
                         raise _OutOfStep(exc) from None
             finally:
-                if conn is None:
-                    response.release_conn()
-                elif response.length_remaining != 0:  # not read to its end (or unknown)
+                if response.length_remaining != 0:  # not read to its end (or unknown)
                     conn.close()  # unread bytes must not reach the next request
+                response.close()  # its hold on the socket: a closed connection's file
+                # stayed open while the response lived (a 302's did, as the next hop's
+                # connection was made: two open for one)
             try:  # percent-encoded as the pool would (a space, on the slot's
                 # connection, is http.client's InvalidURL): "/repo/a b" -> "/repo/a%20b"
                 url = parse_url(urllib.parse.urljoin(url, location)).url
@@ -215,31 +215,29 @@ class PerObjectFetcher:
 
     def _request(
         self, url: str, slot: Slot
-    ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection | None]:
-        """The response to a GET of ``url``, and the connection it came on when that is
-        the slot's (None: the pool's, given back by ``release_conn``)."""
+    ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection]:
+        """The response to a GET of ``url`` on the slot's connection, and that
+        connection: the base URL's server (the usual case), or the host a redirect
+        named (its pool, made on first use, makes the connection)."""
         with self._lock:
             self.requests += 1
-        if url.startswith(self.base_url):  # the usual case
-            return self._request_direct(url[len(self._origin) :], slot)
-        try:
-            response = self._pool.request(
-                "GET", url, redirect=False, preload_content=False, decode_content=False
-            )
-        except u3.HTTPError as exc:
-            raise _Transient(_describe(exc)) from None
-        return response, None
+        if url.startswith(self.base_url):
+            return self._request_direct(self._base_pool, url[len(self._origin) :], slot)
+        pool = self._pool.connection_from_url(url)
+        return self._request_direct(pool, parse_url(url).request_uri, slot)
 
     def _request_direct(
-        self, path: str, slot: Slot
+        self, pool: u3_pool.HTTPConnectionPool, path: str, slot: Slot
     ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection]:
-        """GET ``path`` of the base URL's server on the kept-alive connection of ``slot``.
+        """GET ``path`` of ``pool``'s server on the kept-alive connection of ``slot``.
 
         urllib3's connection, made by the pool as the pool makes its own (the same
         timeouts, TLS settings and head deadline), but used without the pool: taking a
         connection from the pool and giving it back, and its request's layers, cost as
         much CPU as the rest of fetching a small object (store/pull's benchmark fetches
-        thousands). The slot's connection of the lane, if it carries one, is closed first.
+        thousands), and the pull's budget counts and halts only the slots' connections.
+        The slot's connection, if it is the lane's or one to another server, is closed
+        first.
 
         As the pool does, a kept-alive connection is polled before each use (~1 us): one
         the server closed, or on which it sent bytes nobody asked for, is replaced by a
@@ -251,9 +249,11 @@ class PerObjectFetcher:
         that came just after the poll) is asked once more at once on a new connection
         (a GET may be sent again; browsers and HTTP libraries do so for a kept-alive
         connection), not counted as an attempt."""
+        server = (pool.scheme, pool.host, pool.port)
         conn = slot.conn
-        if not isinstance(conn, _HTTPConnection):
-            conn = cast(_HTTPConnection, self._base_pool._new_conn())
+        if not isinstance(conn, _HTTPConnection) or conn.server != server:
+            conn = cast(_HTTPConnection, pool._new_conn())
+            conn.server = server
             slot.swap(conn)
         conn.slot = slot
         reused = conn.sock is not None
@@ -525,6 +525,7 @@ class _HTTPConnection(u3_connection.HTTPConnection):
 
     response_class = _InformationalSkipped
     slot: Slot | None = None
+    server: tuple[str, str, int | None] | None = None  # scheme, host, port: the pool's
 
     def _new_conn(self) -> socket.socket:
         if self.slot is None:
