@@ -56,6 +56,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import store.inode_cache as inode_cache
 from store.content import user_object_mode
 from store.ids import ObjectId
 from store.index import IndexReader
@@ -83,9 +84,12 @@ class LinkedObject(NamedTuple):
 class ObjectInodes:
     """The inodes of one repository's file objects, listed once, when first asked."""
 
-    def __init__(self, mode: RepoMode, objects_dir: str) -> None:
+    def __init__(self, mode: RepoMode, objects_dir: str, saved: str | None = None) -> None:
+        """``saved``: where the listing is kept between commits (store/inode_cache.py);
+        None lists objects/ every time."""
         self._mode = mode
         self._objects = objects_dir
+        self._saved = saved
         self._device: int | None = None
         self._by_inode: ObjectListing | None = None
         self._euid = os.geteuid()  # the committing user, for _trusted
@@ -132,9 +136,24 @@ class ObjectInodes:
 
     def _listing(self) -> ObjectListing:
         if self._by_inode is None:
-            self._by_inode = _list_objects(self._objects)
+            self._by_inode = self._saved_listing()
             log.debug("listed the inodes of %d objects", len(self._by_inode))
         return self._by_inode
+
+    def _saved_listing(self) -> ObjectListing:
+        """The listing saved by an earlier commit if objects/ has not changed since;
+        else objects/ listed, and that listing saved for the next commit (when its
+        directories have settled: store/inode_cache.py)."""
+        if self._saved is None:
+            return _list_objects(self._objects)
+        keys, settled = inode_cache.directory_keys(self._objects)  # before any listing
+        saved = inode_cache.load(self._saved, keys)
+        if saved is not None:
+            return ObjectListing(*saved)
+        listing = _list_objects(self._objects)
+        if settled and len(listing):
+            inode_cache.save(self._saved, keys, listing.inodes, listing.ids)
+        return listing
 
 
 def still_linked(
@@ -192,6 +211,16 @@ class ObjectListing:
 
     def __len__(self) -> int:
         return len(self._inodes)
+
+    @property
+    def inodes(self) -> array[int]:
+        """The inode numbers, sorted."""
+        return self._inodes
+
+    @property
+    def ids(self) -> bytes:
+        """The ids packed, in the order of :attr:`inodes`."""
+        return self._ids
 
     def find(self, inodes: list[int]) -> list[ObjectId | None]:
         """:meth:`get` of each inode, in that order."""

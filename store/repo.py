@@ -48,6 +48,7 @@ from store.errors import (
 from store.framed import FramedContent
 from store.ids import ObjectId, ObjectType
 from store.index import ANY, Access, ExpectedRef, Index, ObjectRecord
+from store.inode_cache import FILE_NAME as INODES_SAVED
 from store.inodes import ObjectInodes
 from store.locking import ensure_tmp, repo_lock
 from store.modes import RepoMode
@@ -193,7 +194,8 @@ class Repository:
         if after is not None:
             inodes = after.object_inodes
         else:
-            inodes = None if self.content.compressed else ObjectInodes(self.mode, objects)
+            saved = None if self.read_only else str(self.path / "index" / INODES_SAVED)
+            inodes = None if self.content.compressed else ObjectInodes(self.mode, objects, saved)
         with self.index.reader() as reader:
             snap = Snapshot(reader, inodes)
             try:
