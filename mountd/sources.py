@@ -31,34 +31,29 @@ What is kept is bounded by count and by bytes, whatever the objects' sizes:
   once, none decompresses more than a frame per read (the spools before: a reader whose
   spool was evicted decompressed the whole object again for its next read).
   An object from before zstd (SWZ1: one zlib stream, no frames) is decompressed once,
-  verified as it goes, into an unlinked temporary file in a private directory under
-  TMPDIR, or /var/tmp if unset (O_TMPFILE where the filesystem has it; not /tmp, often
-  a tmpfs: RAM), and served from there; 64 of those
-  are kept, 4 GiB in all, the least recently read going first. One that TMPDIR's free
-  space cannot hold is an error for that file, before any of it is decompressed.
+  verified as it goes, into an unlinked temporary file (mountd/spools.py: in TMPDIR or
+  /var/tmp, within their free space, the spools under way together), and served from
+  there; 64 of those are kept, 4 GiB in all, the least recently read going first.
 
 Verifying a large object (hashing it, and inflating it in archive mode) takes seconds
 for a file of gigabytes: ``preparation`` hands that part to the caller, which runs it in
 a worker thread (mountd/preparing.py) while the daemon serves other requests, pacing it
 between chunks. An object refused is refused at once the next time, while its file is
-unchanged (same inode and ctime: ``_Refusals``), not inflated again.
+unchanged (same inode and ctime: mountd/refusals.py), not inflated (nor spooled) again.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import stat
-import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
 from mountd.lru import Lru, RecentKeys
+from mountd.refusals import Refusals
+from mountd.spools import Spooler
 from store import (
-    CorruptObjectError,
     FramedContent,
     ObjectId,
     ObjectReadError,
@@ -74,13 +69,9 @@ _FRAMED = 256  # large archive objects kept open, their frames located (an fd ea
 _FRAMED_BYTES = 8 << 20  # where their frames start, in all: 8 bytes a MiB (1 TiB of them)
 _SPOOLS = 64  # large SWZ1 archive objects kept decompressed in temporary files (fds)
 _SPOOL_BYTES = 4 << 30  # the disk those files take, in all
-_SPOOL_RESERVE = 64 << 20  # TMPDIR's space a spool leaves free (1/16 of a smaller one)
 _SHOWN = 1 << 14  # which object the inodes read lately show
 _VERIFIED = 1 << 16  # objects verified and unchanged since: about 100 bytes each
-_REFUSED = 1 << 10  # objects refused lately, unchanged since: refused again at once
 _CHUNK = 1 << 20
-_DISK_TMP = "/var/tmp"  # where spools go when TMPDIR is unset (spool_parent)
-_SPOOL_PREFIX = "sapwood-mount-"  # then the daemon's pid, "-" and a random part
 
 _Source = int | bytes | FramedContent
 # Called by a preparation's work after each chunk (MiB) it verifies: it may block (the
@@ -125,11 +116,9 @@ class ObjectSources:
         )
         self._spools: Lru[ObjectId, int] = Lru(_SPOOLS, _SPOOL_BYTES, os.close)
         self._verified: RecentKeys[int] = RecentKeys(_VERIFIED)
-        self._refused = _Refusals()
+        self._refused = Refusals()
         self._fresh: tuple[ObjectId, bytes] | None = None  # a small object just read whole
-        self._spool_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._spool_dir_lock = threading.Lock()
-        self._closed = False  # an abandoned thread makes no spool directory after close
+        self.spooler = Spooler(repo)
 
     def prepare(self, ino: int, file_id: ObjectId, header: bytes, size: int) -> None:
         """Make ``ino`` readable now (verifying its object), or raise why it is not."""
@@ -227,11 +216,7 @@ class ObjectSources:
         for pool in (self._files, self._small, self._framed, self._spools):
             pool.clear()
         self._fresh = None
-        with self._spool_dir_lock:
-            self._closed = True
-            if self._spool_dir is not None:
-                self._spool_dir.cleanup()
-                self._spool_dir = None
+        self.spooler.close()
 
     def _kept(self, file_id: ObjectId) -> _Source | None:
         if not self._compressed:  # open files only (asked at every read: no more looks)
@@ -266,10 +251,10 @@ class ObjectSources:
         """A large archive object, verified: its frames located (SWZ2) and the key of
         its verified file, or an fd of its content spooled (SWZ1: no frames)."""
         framed = self.repo.open_framed_file(file_id, size)
-        if framed is None:
-            spool_dir = self._private_dir()  # made when first needed (SWZ2 need none)
-            self._require_room(file_id, size, spool_dir)
-            return self._spool(file_id, header, size, spool_dir, pace)
+        if framed is None:  # SWZ1: its file's key as it is now, to refuse it at once
+            st = os.lstat(self.repo.object_path(file_id))  # (its spool opens it again)
+            with self._refused.noted(hash((file_id, st.st_ino, st.st_ctime_ns)), file_id):
+                return self.spooler.spool(file_id, header, size, pace)
         try:
             st = framed.stat()
             key = hash((file_id, st.st_ino, st.st_ctime_ns))
@@ -315,59 +300,6 @@ class ObjectSources:
             offset += len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _spool(
-        self, file_id: ObjectId, header: bytes, size: int, spool_dir: str, pace: Pace
-    ) -> int:
-        """An fd of an unlinked file holding the object's content, verified.
-
-        Repository.open_recorded_file verifies as it streams (and refuses a stream that
-        inflates beyond the recorded size), so reading it to the end either gives the
-        object's bytes or raises; the file is gone with its fd in either case. It looks
-        nothing up in the index: this runs in a worker thread.
-        """
-        with (
-            self.repo.open_recorded_file(file_id, header, size) as stream,
-            tempfile.TemporaryFile(dir=spool_dir) as spool,
-        ):
-            while chunk := stream.read(_CHUNK):
-                spool.write(chunk)
-                pace()
-            spool.flush()
-            return os.dup(spool.fileno())
-
-    def _require_room(self, file_id: ObjectId, size: int, where: str) -> None:
-        """Refuse, before decompressing any of it, an object that TMPDIR's free space
-        (less a reserve) cannot hold: an object a few KiB compressed may claim
-        terabytes, and spooling it would fill the filesystem before failing, on every
-        read. ``_spools`` holds one object, however large, when nothing else fits: its
-        byte budget does not bound this."""
-        st = os.statvfs(where)
-        free = st.f_bavail * st.f_frsize
-        reserve = min(_SPOOL_RESERVE, st.f_blocks * st.f_frsize // 16)
-        if size + reserve > free:
-            raise ObjectReadError(
-                f"object {file_id.hex()}: its {size} bytes do not fit in {where} "
-                f"({free} bytes free, {reserve} left free); set TMPDIR elsewhere"
-            )
-
-    def _private_dir(self) -> str:
-        """A directory of this daemon's alone (mode 0700) for its temporary files, removed
-        on close (or when the sources are garbage collected). Refused after close: a
-        thread an unmount abandoned would make one that nothing removes (the daemon
-        ends with os._exit), left in /var/tmp (attack12 3)."""
-        with self._spool_dir_lock:  # worker threads spool
-            if self._closed:
-                raise ObjectReadError("the mount is closing: nothing is spooled any more")
-            if self._spool_dir is None or not os.path.isdir(self._spool_dir.name):  # a cleaner
-                parent = spool_parent()
-                _remove_dead_daemons_dirs(parent)
-                self._spool_dir = tempfile.TemporaryDirectory(
-                    prefix=f"{_SPOOL_PREFIX}{os.getpid()}-",
-                    dir=parent,
-                    ignore_cleanup_errors=True,
-                )
-            return self._spool_dir.name
-
     # ----- uncompressed objects --------------------------------------------------------
     def _open_verified(
         self, file_id: ObjectId, header: bytes, size: int, pace: Pace | None = None
@@ -400,34 +332,6 @@ class ObjectSources:
         return key, whole
 
 
-class _Refusals:
-    """Objects whose verification refused them, by the key of their file (its id, inode
-    and ctime, as ``_verified``): read again, unchanged, an object is refused at once,
-    not inflated again, minutes for a hostile one of zeros (each read of it did that
-    twice: the kernel's read-ahead, then its retry of the page). Used from worker
-    threads (a lock); the last _REFUSED kept."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._found: dict[int, str] = {}
-
-    @contextmanager
-    def noted(self, key: int, file_id: ObjectId) -> Iterator[None]:
-        """Refuse at once if ``key`` was refused before; else note a refusal."""
-        with self._lock:
-            message = self._found.get(key)
-        if message is not None:
-            raise CorruptObjectError(message, object_id=file_id)
-        try:
-            yield
-        except CorruptObjectError as exc:
-            with self._lock:
-                if len(self._found) >= _REFUSED:
-                    del self._found[next(iter(self._found))]
-                self._found[key] = str(exc)
-            raise
-
-
 def _unpaced() -> None:
     """A preparation run here and now: never waits, never given up."""
 
@@ -436,53 +340,6 @@ def _entries(budget: int) -> int:
     """How many kept objects a byte budget can hold: each weighs its cost at least, so
     the count never binds before the bytes do (review8 8: it was set to the bytes)."""
     return budget // _KEPT_ENTRY_COST + 1
-
-
-def spool_parent() -> str | None:
-    """Where spools go (review8 5): TMPDIR if set; else /var/tmp, a disk on every common
-    system, where /tmp is often a tmpfs (Debian 13, Fedora, Arch), whose files are RAM
-    counted in no budget of the daemon's and not in its RSS; else (None) Python's
-    choice. A TMPDIR on a tmpfs is the user's choice: the reserve check bounds it."""
-    chosen = os.environ.get("TMPDIR")
-    if chosen:
-        return chosen
-    if os.path.isdir(_DISK_TMP) and os.access(_DISK_TMP, os.W_OK | os.X_OK):
-        return _DISK_TMP
-    return None
-
-
-def _remove_dead_daemons_dirs(parent: str | None) -> None:
-    """Remove the spool directories of this user's daemons that were killed (SIGKILL, a
-    crash: nothing removed theirs), named by their pid: /var/tmp is not cleaned at boot
-    (attack12 5). Their spools had no names; a live daemon whose directory this takes
-    (one in another pid namespace) makes a new one at its next spool."""
-    where = parent or tempfile.gettempdir()
-    try:
-        names = os.listdir(where)
-    except OSError:
-        return
-    for name in names:
-        pid, dash, _ = name.removeprefix(_SPOOL_PREFIX).partition("-")
-        if not name.startswith(_SPOOL_PREFIX) or not dash or not pid.isdigit():
-            continue
-        path = os.path.join(where, name)
-        try:
-            found = os.lstat(path)
-        except OSError:
-            continue
-        mine = found.st_uid == os.getuid() and stat.S_ISDIR(found.st_mode)
-        if mine and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's: alive
-        return True
-    return True
 
 
 def _read_error(file_id: ObjectId, exc: OSError) -> ObjectReadError:

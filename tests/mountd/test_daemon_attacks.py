@@ -15,13 +15,14 @@ import pytest
 
 from mountd.preparing import LONG
 from mountd.view import ROOT_INODE, CommitView
-from store import CorruptObjectError, FramedContent, ObjectId, filez
+from store import CorruptObjectError, FramedContent, ObjectId, Repository, filez
 from store.framed import MAX_NOTED
 from tests.helpers import Mounts
 from tests.mountd.legacy import (
     WaitingView,
     count_verifications,
     large_archive_file,
+    rewrite_as_swz1,
     served_while_held,
     threads_of,
     zeros_claiming,
@@ -77,6 +78,43 @@ def test_an_object_refused_is_refused_at_once_until_its_file_changes(
         assert view.read(ino, 5, 10) == content[5:15] and len(verified) == 2
     finally:
         view.close()
+
+
+def test_an_swz1_object_refused_is_refused_at_once_until_its_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review13 M3: an SWZ1 object (one zlib stream, spooled whole to TMPDIR) refused
+    was spooled again at every read (gigabytes written for a hostile one, each time).
+    Refused once, it is refused at once while its file is unchanged; repaired, it is
+    spooled (and verified) again."""
+    repo, commit_id, file_id, content = large_archive_file(tmp_path, swz1=True)
+    rewrite_as_swz1(repo, file_id, os.urandom(len(content)))  # other bytes: refused
+    spooled: list[ObjectId] = []
+    opened = Repository.open_recorded_file
+
+    def counted(self: Repository, object_id: ObjectId, header: bytes, size: int) -> object:
+        spooled.append(object_id)
+        return opened(self, object_id, header, size)
+
+    monkeypatch.setattr(Repository, "open_recorded_file", counted)
+    view = CommitView(repo, commit_id)
+    try:
+        ino = view.lookup(ROOT_INODE, b"large").ino
+        for _ in range(3):
+            slow = view.preparation(ino)
+            assert slow is not None
+            with pytest.raises(CorruptObjectError, match=file_id.hex()):
+                slow.run()
+        assert spooled == [file_id]
+        time.sleep(0.05)  # a ctime of its own (the clock's tick)
+        rewrite_as_swz1(repo, file_id, content)
+        slow = view.preparation(ino)
+        assert slow is not None
+        slow.run()
+        assert view.read(ino, 5, 10) == content[5:15] and spooled == [file_id] * 2
+    finally:
+        view.close()
+        repo.close()
 
 
 # ----- through a real mount ----------------------------------------------------------------

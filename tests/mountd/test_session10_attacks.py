@@ -266,7 +266,6 @@ def _swz1_zeros_claiming(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs as TMPDIR")
-@pytest.mark.xfail(strict=True, reason="attack18 2")
 def test_spools_read_at_once_never_take_tmpdir_below_its_reserve(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from mountd.preparing import LONG, Preparer
-from mountd.sources import ObjectSources
+from mountd.spools import Spooler
 from mountd.view import ROOT_INODE, CommitView
 from store import CorruptObjectError, FramedContent, RepoMode, Repository
 from tests.helpers import Daemon, Mounts, commit_dir, force_unmount, mount_fstype
@@ -84,8 +84,9 @@ def test_one_thread_verifies_an_object_however_many_read_it_at_once(
     verified: list[int] = []
     index_readers: set[int] = set()
     reader = repo.index.reader
-    name = "_spool" if legacy else "verify"
-    method = getattr(ObjectSources if legacy else FramedContent, name)
+    owner: type = Spooler if legacy else FramedContent
+    name = "spool" if legacy else "verify"
+    method = getattr(owner, name)
 
     def counted(self: object, *args: object) -> object:
         verified.append(threading.get_ident())
@@ -95,7 +96,7 @@ def test_one_thread_verifies_an_object_however_many_read_it_at_once(
         index_readers.add(threading.get_ident())
         return reader()
 
-    monkeypatch.setattr(ObjectSources if legacy else FramedContent, name, counted)
+    monkeypatch.setattr(owner, name, counted)
     monkeypatch.setattr(repo.index, "reader", watched)
     preparer = Preparer(view)
     ino = view.lookup(ROOT_INODE, b"large").ino

@@ -239,8 +239,8 @@ def test_what_the_sources_keep_is_bounded_by_bytes(
         kept = view.sources
         assert kept._small.weight <= (1 << 20) + 4096
         assert len(kept._spools) <= 2 and len(kept._framed) <= 2
-    assert view.sources._spool_dir is not None
-    spool_dir = view.sources._spool_dir.name
+    spool_dir = view.sources.spooler.directory
+    assert spool_dir is not None
     assert stat.S_IMODE(os.stat(spool_dir).st_mode) == 0o700
     assert os.listdir(spool_dir) == []  # the spooled files have no name
     for name in ("large0", "old0"):  # evicted by now: opened (or spooled) again
@@ -379,8 +379,9 @@ def test_old_archive_objects_spool_to_var_tmp_unless_tmpdir_says_otherwise(
         try:
             ino = view.lookup(ROOT_INODE, b"old").ino
             assert view.read(ino, 5, 10) == content[5:15]
-            assert view.sources._spool_dir is not None
-            where = Path(view.sources._spool_dir.name).parent
+            spool_dir = view.sources.spooler.directory
+            assert spool_dir is not None
+            where = Path(spool_dir).parent
             assert where == Path(tmpdir or "/var/tmp")
         finally:
             view.close()
@@ -526,7 +527,8 @@ def test_the_spool_directories_of_killed_daemons_are_removed(
     ino = view.lookup(ROOT_INODE, b"old").ino
     assert view.read(ino, 0, 10) == content[:10]
     assert not dead.exists() and live.exists() and other.exists()
-    assert view.sources._spool_dir is not None
-    assert Path(view.sources._spool_dir.name).name.startswith(f"sapwood-mount-{os.getpid()}-")
+    spool_dir = view.sources.spooler.directory
+    assert spool_dir is not None
+    assert Path(spool_dir).name.startswith(f"sapwood-mount-{os.getpid()}-")
     view.close()
     repo.close()

@@ -1,0 +1,192 @@
+"""Archive objects from before zstd (SWZ1: one zlib stream, no frames), spooled.
+
+Such an object cannot be read at random: it is decompressed once, verified as it goes,
+into an unlinked temporary file in a private directory under TMPDIR, or /var/tmp if
+unset (O_TMPFILE where the filesystem has it; not /tmp, often a tmpfs: RAM), and
+served from there (mountd/sources.py keeps 64 of them, 4 GiB in all).
+
+An object a few KiB compressed may claim terabytes, and spooling it would fill the
+filesystem before failing, on every read. So one that TMPDIR's free space (less a
+reserve) cannot hold is an error for that file, before any of it is decompressed; and
+the spools under way share one account (attack18 2): the bytes each was promised and
+has not written yet count against the free space of the next, so that together they
+never take TMPDIR below its reserve (each checked alone, three hostile objects of
+50 MiB read at once took a 96 MiB TMPDIR to 0 bytes free, ENOSPC for everyone).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Callable
+
+from store import ObjectId, ObjectReadError, Repository
+
+SPOOL_RESERVE = 64 << 20  # TMPDIR's space spools leave free (1/16 of a smaller one)
+_CHUNK = 1 << 20
+_DISK_TMP = "/var/tmp"  # where spools go when TMPDIR is unset (spool_parent)
+_SPOOL_PREFIX = "sapwood-mount-"  # then the daemon's pid, "-" and a random part
+
+
+class _Promise:
+    """One spool under way: the bytes it claimed and those it has written so far."""
+
+    def __init__(self, claimed: int) -> None:
+        self.claimed = claimed
+        self.written = 0  # set by its thread after each write (read by others unlocked)
+
+    @property
+    def outstanding(self) -> int:
+        return max(0, self.claimed - self.written)
+
+
+class Spooler:
+    """Spools of SWZ1 objects in a directory of this daemon's, within TMPDIR's room.
+    ``spool`` runs in worker threads (several at once)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._dir_lock = threading.Lock()
+        self._closed = False  # an abandoned thread makes no spool directory after close
+        self._account = threading.Lock()
+        self._under_way: set[_Promise] = set()
+
+    @property
+    def directory(self) -> str | None:
+        """The private directory, once a spool has made it."""
+        return None if self._dir is None else self._dir.name
+
+    @property
+    def promised(self) -> int:
+        """Bytes the spools under way claimed and have not written yet."""
+        with self._account:
+            return sum(promise.outstanding for promise in self._under_way)
+
+    def spool(self, file_id: ObjectId, header: bytes, size: int, pace: Callable[[], None]) -> int:
+        """An fd of an unlinked file holding the object's content, verified.
+
+        Repository.open_recorded_file verifies as it streams (and refuses a stream that
+        inflates beyond the recorded size), so reading it to the end either gives the
+        object's bytes or raises; the file is gone with its fd in either case. It looks
+        nothing up in the index: this runs in a worker thread.
+        """
+        where = self._private_dir()  # made when first needed (SWZ2 objects need none)
+        promise = self._promise(file_id, size, where)
+        try:
+            with (
+                self.repo.open_recorded_file(file_id, header, size) as stream,
+                tempfile.TemporaryFile(dir=where, buffering=0) as spool,
+            ):
+                while chunk := stream.read(_CHUNK):
+                    _write_all(spool.fileno(), chunk)
+                    promise.written += len(chunk)
+                    pace()
+                return os.dup(spool.fileno())
+        finally:
+            with self._account:
+                self._under_way.discard(promise)
+
+    def close(self) -> None:
+        """Remove the private directory; make none from now on."""
+        with self._dir_lock:
+            self._closed = True
+            if self._dir is not None:
+                self._dir.cleanup()
+                self._dir = None
+
+    def _promise(self, file_id: ObjectId, size: int, where: str) -> _Promise:
+        """Refuse, before decompressing any of it, an object that TMPDIR's free space,
+        less its reserve and less what the spools under way were promised and have not
+        written yet, cannot hold; else promise it its bytes. mountd/sources.py's pool
+        holds one object, however large, when nothing else fits: its byte budget does
+        not bound this. What the others have written is counted (by them) after the
+        free space shows it: never less than is promised."""
+        with self._account:
+            others = sum(promise.outstanding for promise in self._under_way)
+            st = os.statvfs(where)
+            free = st.f_bavail * st.f_frsize
+            reserve = min(SPOOL_RESERVE, st.f_blocks * st.f_frsize // 16)
+            if size + others + reserve > free:
+                raise ObjectReadError(
+                    f"object {file_id.hex()}: its {size} bytes do not fit in {where} "
+                    f"({free} bytes free, {others} promised to spools under way, "
+                    f"{reserve} left free); set TMPDIR elsewhere"
+                )
+            promise = _Promise(size)
+            self._under_way.add(promise)
+            return promise
+
+    def _private_dir(self) -> str:
+        """A directory of this daemon's alone (mode 0700) for its temporary files, removed
+        on close (or when the spooler is garbage collected). Refused after close: a
+        thread an unmount abandoned would make one that nothing removes (the daemon
+        ends with os._exit), left in /var/tmp (attack12 3)."""
+        with self._dir_lock:  # worker threads spool
+            if self._closed:
+                raise ObjectReadError("the mount is closing: nothing is spooled any more")
+            if self._dir is None or not os.path.isdir(self._dir.name):  # a cleaner
+                parent = spool_parent()
+                _remove_dead_daemons_dirs(parent)
+                self._dir = tempfile.TemporaryDirectory(
+                    prefix=f"{_SPOOL_PREFIX}{os.getpid()}-",
+                    dir=parent,
+                    ignore_cleanup_errors=True,
+                )
+            return self._dir.name
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def spool_parent() -> str | None:
+    """Where spools go (review8 5): TMPDIR if set; else /var/tmp, a disk on every common
+    system, where /tmp is often a tmpfs (Debian 13, Fedora, Arch), whose files are RAM
+    counted in no budget of the daemon's and not in its RSS; else (None) Python's
+    choice. A TMPDIR on a tmpfs is the user's choice: the reserve check bounds it."""
+    chosen = os.environ.get("TMPDIR")
+    if chosen:
+        return chosen
+    if os.path.isdir(_DISK_TMP) and os.access(_DISK_TMP, os.W_OK | os.X_OK):
+        return _DISK_TMP
+    return None
+
+
+def _remove_dead_daemons_dirs(parent: str | None) -> None:
+    """Remove the spool directories of this user's daemons that were killed (SIGKILL, a
+    crash: nothing removed theirs), named by their pid: /var/tmp is not cleaned at boot
+    (attack12 5). Their spools had no names; a live daemon whose directory this takes
+    (one in another pid namespace) makes a new one at its next spool."""
+    where = parent or tempfile.gettempdir()
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return
+    for name in names:
+        pid, dash, _ = name.removeprefix(_SPOOL_PREFIX).partition("-")
+        if not name.startswith(_SPOOL_PREFIX) or not dash or not pid.isdigit():
+            continue
+        path = os.path.join(where, name)
+        try:
+            found = os.lstat(path)
+        except OSError:
+            continue
+        mine = found.st_uid == os.getuid() and stat.S_ISDIR(found.st_mode)
+        if mine and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        return True
+    return True
