@@ -230,6 +230,38 @@ def test_twelve_hostile_objects_read_once_each_leave_every_file_over_128k_readab
         assert ok and got == files[name], f"{name} not read in {taken:.2f} s"
 
 
+def test_one_hostile_object_read_at_forty_offsets_leaves_every_file_readable(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/decisions.md, session 10's "Left (1)": one hostile object (64 GiB of zeros
+    claimed) read at 40 distinct offsets by readers killed at once: their read-ahead
+    requests (one object, one verification) filled the kernel's 12 background slots,
+    and a 300 MiB file's first MiB waited for the hostile one's end (19 s). With
+    MAX_BACKGROUND slots, files of 200 KiB and 2 MiB are read at once meanwhile."""
+    files = {"k200": os.urandom(200 << 10), "m2": os.urandom(2 << 20)}
+    repo = _hostile_repo(tmp_path, monkeypatch, {"h": 64 << 30}, {}, files)
+    daemon = mount.foreground(repo, "main")
+    mnt = daemon.mountpoint
+    assert (mnt / "small").read_bytes() == b"small\n"
+    readers = [
+        subprocess.Popen(
+            ["dd", f"if={mnt / 'h'}", "of=/dev/null", "bs=128k", f"skip={n * 1000}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for n in range(40)
+    ]
+    time.sleep(1)
+    for reader in readers:
+        reader.kill()
+        reader.wait(timeout=30)
+    for name in ("k200", "m2"):
+        ok, got, taken = read_through(mnt / name, 5)
+        print(f"{name}: {ok} in {taken:.2f} s")
+        assert ok and got == files[name], f"{name} not read in {taken:.2f} s"
+    assert "orrupt" not in daemon.log(), "verified already: no attack"
+
+
 def _swz1_zeros_claiming(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claims: dict[str, int]
 ) -> Path:
