@@ -28,6 +28,12 @@ with one to that host, so that a halt ends its reads and the budget counts it
   so, or, without one, as soon as more bytes arrive than allowed (the rest is
   never read).
 
+This module holds the fetcher: attempts, retries, redirects, statuses. Its parts:
+store/pull/watched_connections.py (urllib3's connections: connect watched by the slot,
+head deadlines, 1xx heads read past), store/pull/response_bodies.py (bounded bodies
+that may not trickle, error pages read to keep a connection) and
+store/pull/fetch_failures.py (which failures are worth another attempt, in few words).
+
 Library code: nothing is printed; counters feed the caller's progress.
 """
 
@@ -36,7 +42,6 @@ from __future__ import annotations
 import http.client
 import io
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -45,44 +50,30 @@ from collections.abc import Callable
 from typing import BinaryIO, TypeVar, cast
 
 import urllib3
-from urllib3 import connection as u3_connection
 from urllib3 import connectionpool as u3_pool
 from urllib3 import exceptions as u3
 from urllib3.util import parse_url
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from store.errors import CorruptObjectError, NetworkError
-from store.pull.budget import Budget, Halted, Slot, open_socket, shut_down
-from store.pull.deadlines import WATCHDOG
+from store.pull.budget import Budget, Halted, Slot
+from store.pull.fetch_failures import Transient, describe, describe_raw
+from store.pull.response_bodies import Body, discard
 from store.pull.settings import FetchSettings
+from store.pull.watched_connections import (
+    ATTEMPT,
+    POOL_CLASSES,
+    WatchedHTTPConnection,
+    is_clean,
+)
 
 log = logging.getLogger(__name__)
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 << 10
-_DRAIN_MAX = 64 << 10  # an error page up to this size is read to keep its connection
 _SMALL = 1 << 20  # a body that says it is this small is read whole, in fewer calls
 _T = TypeVar("_T")
-
-
-class _HeaderDefectsQuiet(logging.Filter):
-    """urllib3 logs a warning, with a traceback, for a response head it could not
-    parse, and one for a head with both Content-Length and Transfer-Encoding, and goes
-    on with the response (or the pull gives up on it in its own words): a hostile
-    server could fill stderr with them, one a request. Kept for --debug."""
-
-    _QUIET = ("Failed to parse headers", "Received response with both Content-Length")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(self._QUIET):
-            return True
-        record.levelno, record.levelname, record.exc_info = logging.DEBUG, "DEBUG", None
-        return logging.getLogger().isEnabledFor(logging.DEBUG)
-
-
-logging.getLogger("urllib3.connection").addFilter(_HeaderDefectsQuiet())
-logging.getLogger("urllib3.response").addFilter(_HeaderDefectsQuiet())
 
 
 class PerObjectFetcher:
@@ -105,7 +96,7 @@ class PerObjectFetcher:
             timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
             headers={"Accept-Encoding": "identity", "User-Agent": "sapwood-pull"},
         )
-        self._pool.pool_classes_by_scheme = _POOL_CLASSES  # heads with a deadline
+        self._pool.pool_classes_by_scheme = POOL_CLASSES  # heads with a deadline
         self._head_budget = settings.connect_timeout + settings.read_timeout
         parts = urllib.parse.urlsplit(self.base_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
@@ -164,7 +155,7 @@ class PerObjectFetcher:
                     raise exc.error from None
                 log.info("%s: %s; asked anew on a new connection", url, exc.error)
                 asked_anew = True
-            except _Transient as exc:
+            except Transient as exc:
                 if self.halted.is_set():  # the halt's shutdown broke it: not the server
                     raise Halted(url=url) from None
                 if attempt >= self.settings.retries:
@@ -181,7 +172,7 @@ class PerObjectFetcher:
         self, url: str, limit: int, consume: Callable[[BinaryIO], _T], slot: Slot
     ) -> _T:
         first, seen = url, {url}
-        _attempt.deadline = time.monotonic() + self._head_budget
+        ATTEMPT.deadline = time.monotonic() + self._head_budget
         for _ in range(self.settings.max_redirects + 1):
             response, conn = self._request(url, slot)
             try:
@@ -215,7 +206,7 @@ class PerObjectFetcher:
 
     def _request(
         self, url: str, slot: Slot
-    ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection]:
+    ) -> tuple[urllib3.BaseHTTPResponse, WatchedHTTPConnection]:
         """The response to a GET of ``url`` on the slot's connection, and that
         connection: the base URL's server (the usual case), or the host a redirect
         named (its pool, made on first use, makes the connection)."""
@@ -228,7 +219,7 @@ class PerObjectFetcher:
 
     def _request_direct(
         self, pool: u3_pool.HTTPConnectionPool, path: str, slot: Slot
-    ) -> tuple[urllib3.BaseHTTPResponse, u3_connection.HTTPConnection]:
+    ) -> tuple[urllib3.BaseHTTPResponse, WatchedHTTPConnection]:
         """GET ``path`` of ``pool``'s server on the kept-alive connection of ``slot``.
 
         urllib3's connection, made by the pool as the pool makes its own (the same
@@ -251,13 +242,13 @@ class PerObjectFetcher:
         connection), not counted as an attempt."""
         server = (pool.scheme, pool.host, pool.port)
         conn = slot.conn
-        if not isinstance(conn, _HTTPConnection) or conn.server != server:
-            conn = cast(_HTTPConnection, pool._new_conn())
+        if not isinstance(conn, WatchedHTTPConnection) or conn.server != server:
+            conn = cast(WatchedHTTPConnection, pool._new_conn())
             conn.server = server
             slot.swap(conn)
         conn.slot = slot
         reused = conn.sock is not None
-        if reused and not _clean(conn):
+        if reused and not is_clean(conn):
             conn.close()  # the server closed it, or sent more than it was asked for
             reused = False
         try:
@@ -276,14 +267,14 @@ class PerObjectFetcher:
                 response = self._exchange(conn, path)
         except u3.HTTPError as exc:  # could not connect, timed out connecting
             conn.close()
-            raise _Transient(_describe(exc)) from None
+            raise Transient(describe(exc)) from None
         except (OSError, http.client.HTTPException, CertificateError) as exc:
             conn.close()
-            raise _Transient(_describe_raw(exc)) from None
+            raise Transient(describe_raw(exc)) from None
         self._local.reused = reused  # whether the answer came on a reused connection
         return response, conn
 
-    def _exchange(self, conn: _HTTPConnection, path: str) -> urllib3.BaseHTTPResponse:
+    def _exchange(self, conn: WatchedHTTPConnection, path: str) -> urllib3.BaseHTTPResponse:
         if conn.sock is None:
             conn.timeout = self.settings.connect_timeout
             conn.connect()
@@ -300,15 +291,15 @@ class PerObjectFetcher:
         status = response.status
         if status in _REDIRECT_STATUS:
             location = response.headers.get("Location")
-            _discard(response, self.settings.read_timeout)
+            discard(response, self.settings.read_timeout)
             if not location:
                 raise NetworkError(f"{url}: HTTP {status} without a Location", url=url)
             return str(location)
         if status == 200:
             return None
-        _discard(response, self.settings.read_timeout)
+        discard(response, self.settings.read_timeout)
         if status in _TRANSIENT_STATUS or status >= 500:
-            raise _Transient(f"HTTP {status}", status)
+            raise Transient(f"HTTP {status}", status)
         raise NetworkError(f"{url}: HTTP {status}", url=url, status=status)
 
     def _consume(
@@ -324,7 +315,7 @@ class PerObjectFetcher:
             raise NetworkError(
                 f"{url}: {int(length)} bytes, more than the {limit} allowed", url=url
             )
-        raw = _Body(response, url, limit, self.settings, self._count)
+        raw = Body(response, url, limit, self.settings, self._count)
         try:
             if (
                 length is not None
@@ -336,9 +327,9 @@ class PerObjectFetcher:
             else:
                 body = cast(BinaryIO, io.BufferedReader(raw, _CHUNK))
             result = consume(body)
-        except u3.HTTPError as exc:  # the body's own reads say _Transient already; an
+        except u3.HTTPError as exc:  # the body's own reads say Transient already; an
             # OSError here is consume's (the disk: EIO, a spool's ENOSPC), never retried
-            raise _Transient(_describe(exc)) from None
+            raise Transient(describe(exc)) from None
         finally:
             if not raw.ended:
                 response.close()  # unread bytes must not reach the next request
@@ -351,253 +342,9 @@ class PerObjectFetcher:
             self._on_bytes(size)
 
 
-class _Body(io.RawIOBase):
-    """An HTTP body as a raw stream: bounded, and given up on when it trickles."""
-
-    def __init__(
-        self,
-        response: urllib3.BaseHTTPResponse,
-        url: str,
-        limit: int,
-        settings: FetchSettings,
-        count: Callable[[int], None],
-    ) -> None:
-        super().__init__()
-        self._response = response
-        self._url = url
-        self._limit = limit
-        self._settings = settings
-        self._count = count
-        self._total = 0
-        self._window_start = time.monotonic()
-        self._window_bytes = 0
-        self.ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def read_all(self, length: int) -> bytes:
-        """The whole body of a response that said its length (not above the limit):
-        read as it comes, with the same checks as readinto, in fewer calls."""
-        parts = []
-        while True:
-            try:
-                chunk = self._response.read1(length + 1)
-            except (u3.HTTPError, OSError) as exc:
-                raise _Transient(_describe(exc)) from None
-            if not chunk:
-                self.ended = True
-                break
-            parts.append(chunk)
-            self._total += len(chunk)
-            self._check_speed(len(chunk))
-        self._count(self._total)
-        return b"".join(parts)
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        if self.ended:
-            return 0
-        try:
-            chunk = self._response.read1(len(buffer))
-        except (u3.HTTPError, OSError) as exc:
-            raise _Transient(_describe(exc)) from None
-        if not chunk:
-            self.ended = True
-            return 0
-        self._total += len(chunk)
-        if self._total > self._limit:
-            raise NetworkError(
-                f"{self._url}: more than the {self._limit} bytes allowed", url=self._url
-            )
-        self._count(len(chunk))
-        self._check_speed(len(chunk))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-    def _check_speed(self, size: int) -> None:
-        self._window_bytes += size
-        now = time.monotonic()
-        if now - self._window_start < self._settings.read_timeout:
-            return
-        if self._window_bytes < self._settings.low_speed_bytes:
-            raise _Transient(
-                f"fewer than {self._settings.low_speed_bytes} bytes in "
-                f"{self._settings.read_timeout:g} s"
-            )
-        self._window_start, self._window_bytes = now, 0
-
-
-def _clean(conn: u3_connection.HTTPConnection) -> bool:
-    """Whether a kept-alive connection may carry another request: open, with nothing
-    to read before the request is sent (under TLS, no bytes decrypted and unread)."""
-    pending = getattr(conn.sock, "pending", None)  # an SSLSocket's
-    if pending is not None and pending() > 0:
-        return False
-    return bool(conn.is_connected)
-
-
-def _discard(response: urllib3.BaseHTTPResponse, within: float) -> None:
-    """End a response whose body is not wanted: a short one is read, so that its
-    connection stays alive for the next request; a long or unknown one is closed, and
-    so is a short one that has not ended ``within`` seconds (it trickles: F1)."""
-    length = response.headers.get("Content-Length")
-    if length is not None and length.isascii() and length.isdigit() and int(length) <= _DRAIN_MAX:
-        until = time.monotonic() + within
-        try:
-            while time.monotonic() < until:
-                if not response.read1(_DRAIN_MAX):
-                    return
-        except (u3.HTTPError, OSError):
-            pass
-    response.close()
-
-
-class _HeadTimeout(TimeoutError):
-    """The response head did not arrive in time (urllib3 makes it a ReadTimeoutError)."""
-
-
-_attempt = threading.local()  # .deadline: when the heads of this thread's attempt are due
-
-
-def _head_in_time(
-    conn: u3_connection.HTTPConnection, get: Callable[[], urllib3.HTTPResponse]
-) -> urllib3.HTTPResponse:
-    """``get()`` (the connection's getresponse), its socket shut down by the watchdog
-    if the head has not arrived within the read timeout (or the attempt's deadline)."""
-    sock = conn.sock
-    start = time.monotonic()
-    due: float | None = getattr(_attempt, "deadline", None)
-    if isinstance(conn.timeout, int | float):
-        due = start + conn.timeout if due is None else min(due, start + conn.timeout)
-    if sock is None or due is None:
-        return get()
-    alarm = WATCHDOG.arm(due, lambda: shut_down(sock))
-    try:
-        response = get()
-    except BaseException as exc:
-        if not WATCHDOG.disarm(alarm):
-            raise _HeadTimeout(_late(due - start)) from exc
-        raise
-    if not WATCHDOG.disarm(alarm):  # it fired as the head came: the socket is gone
-        raise _HeadTimeout(_late(due - start))
-    return response
-
-
-def _late(seconds: float) -> str:
-    return f"no complete response head within {max(seconds, 0):.3g} s"
-
-
-class _InformationalSkipped(http.client.HTTPResponse):
-    """http.client reads past ``100 Continue`` only: any other 1xx head (103 Early
-    Hints, which nginx can send) but 101 was taken for the answer, and the pull failed
-    'HTTP 103' (attack14.md, finding 2). Read past them all; the head deadline bounds
-    how many come."""
-
-    def _read_status(self) -> tuple[str, int, str]:
-        while True:
-            version, status, reason = super()._read_status()  # type: ignore[misc]
-            if not 102 <= status < 200:
-                return version, status, reason
-            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
-
-
-def _new_watched_conn(conn: u3_connection.HTTPConnection, slot: Slot) -> socket.socket:
-    """urllib3's HTTPConnection._new_conn (the same errors), the socket handed to the
-    slot before it connects: a halt ends a connect in progress at once."""
-    timeout = conn.timeout if isinstance(conn.timeout, int | float) else None
-    try:
-        sock = open_socket(conn._dns_host, conn.port, timeout, slot.watch)
-    except socket.gaierror as exc:
-        raise u3.NameResolutionError(conn.host, conn, exc) from exc
-    except TimeoutError as exc:
-        raise u3.ConnectTimeoutError(conn, f"Connection to {conn.host} timed out.") from exc
-    except OSError as exc:
-        raise u3.NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
-    for option in conn.socket_options or ():
-        sock.setsockopt(*option)
-    return sock
-
-
-class _HTTPConnection(u3_connection.HTTPConnection):
-    """urllib3's connection, its socket watched by the budget's slot that carries it
-    (``slot``, set by the fetcher) as it connects, its head with a deadline, any 1xx
-    head read past."""
-
-    response_class = _InformationalSkipped
-    slot: Slot | None = None
-    server: tuple[str, str, int | None] | None = None  # scheme, host, port: the pool's
-
-    def _new_conn(self) -> socket.socket:
-        if self.slot is None:
-            return super()._new_conn()
-        return _new_watched_conn(self, self.slot)
-
-    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
-        return _head_in_time(self, super().getresponse)
-
-
-class _HTTPSConnection(_HTTPConnection, u3_connection.HTTPSConnection):
-    """The same over TLS."""
-
-
-class _HTTPPool(u3_pool.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(u3_pool.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-_POOL_CLASSES: dict[str, type[u3_pool.HTTPConnectionPool]] = {
-    "http": _HTTPPool,
-    "https": _HTTPSPool,
-}
-
-
 class _OutOfStep(Exception):
     """``consume`` refused a body that came on a reused kept-alive connection."""
 
     def __init__(self, error: CorruptObjectError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-class _Transient(Exception):
-    """A failure worth another attempt."""
-
-    def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-def _describe_raw(exc: BaseException) -> str:
-    """What went wrong on a connection used without the pool, in the words
-    :func:`_describe` has for the pool's wrapping of the same error."""
-    if isinstance(exc, ssl.SSLError | CertificateError):  # the pool's SSLError says so too
-        return f"TLS error: {exc}"
-    if isinstance(exc, TimeoutError):  # socket.timeout, or the watchdog's _HeadTimeout
-        if isinstance(exc, _HeadTimeout):
-            return str(exc)
-        return "timed out reading"
-    return f"connection broken ({type(exc).__name__})"
-
-
-def _describe(exc: BaseException) -> str:
-    """What went wrong, in a few words (urllib3's messages repeat the pool's repr)."""
-    if isinstance(exc, u3.ReadTimeoutError):
-        if isinstance(exc.__cause__, _HeadTimeout):
-            return str(exc.__cause__)
-        return "timed out reading"
-    if isinstance(exc, u3.NewConnectionError):  # a subclass of ConnectTimeoutError
-        return "could not connect"
-    if isinstance(exc, u3.ConnectTimeoutError):
-        return "timed out connecting"
-    if isinstance(exc, u3.ProtocolError):
-        inner = exc.args[1] if len(exc.args) > 1 else exc
-        if "IncompleteRead" in type(inner).__name__ or "IncompleteRead" in str(exc):
-            return "the body ended before its Content-Length"
-        return f"connection broken ({type(inner).__name__})"
-    if isinstance(exc, u3.SSLError):
-        return f"TLS error: {exc}"
-    return f"{type(exc).__name__}"
