@@ -9,11 +9,14 @@ index does not list (left by interrupted transactions).
 Prune holds the repository lock exclusively, so it never removes what a running
 commit or pull is writing (they hold it shared). It removes index entries first and
 files after: a crash in between leaves only unlisted files, which the next prune
-removes. The metadata objects (commits, trees) go first, in one LMDB transaction;
-then the file objects, one objects/XX directory at a time: an LMDB transaction, then
-their files, in inode order. A tree is never left in the index without what it names
-(so a later commit or pull can trust a tree it finds there), and memory stays
-bounded: the garbage files of a million-file commit are never listed all at once.
+removes. The file objects leave in batches of whole objects/XX directories, an LMDB
+transaction each, then their files go, directory by directory in inode order; the
+metadata objects (commits, trees) leave in the first of those transactions, and the
+stat cache's stale rows in the last when the cache is small. A tree is never left in
+the index without what it names (so a later commit or pull can trust a tree it finds
+there), memory stays bounded (the garbage files of a million-file commit are never
+listed all at once), and a small prune commits the index once (session 11: it was
+once a directory holding garbage, then once more for the stat cache).
 """
 
 from __future__ import annotations
@@ -184,11 +187,30 @@ class _Garbage:
                 directories, first = self._next_batch(reader, first)
             batch = {object_id for directory in directories for object_id in directory}
             if (batch or metadata) and not dry_run:
-                self._repo.index.apply(WriteBatch(remove_objects=batch | metadata))
+                stale = self._stale_cache_rows(batch) if first is None and batch else set()
+                self._repo.index.apply(
+                    WriteBatch(remove_objects=batch | metadata, statcache_remove=stale)
+                )
             metadata = set()
             for directory in directories:
                 paths = [p for o in directory for p in _object_paths(self._repo, o, _FILE)]
                 yield _in_inode_order(paths)
+
+    def _stale_cache_rows(self, leaving: set[ObjectId]) -> set[bytes]:
+        """The stat cache's rows that vouch for a file object the index does not list,
+        or will not once ``leaving`` has left it: dropped in the last removal's own
+        transaction, so that the sweep after it (_sweep_if_due, still run: it is what
+        clears the mark) finds nothing to write, one sync fewer. Only for a cache of at
+        most _ROWS_AT_ONCE rows (none else: the sweep takes a larger one in batches)."""
+        stale: set[bytes] = set()
+        with self._repo.index.reader() as reader:
+            for count, (key, raw) in enumerate(reader.iter_statcache(), 1):
+                if count > _ROWS_AT_ONCE:
+                    return set()
+                file_id = record_file_id(raw)
+                if file_id in leaving or not reader.has_object(file_id):
+                    stale.add(key)
+        return stale
 
     def _next_batch(
         self, reader: IndexReader, first: int
