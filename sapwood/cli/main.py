@@ -8,6 +8,7 @@ command as it ends git's and coreutils': killed by SIGPIPE, silently.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import importlib
 import logging
@@ -15,6 +16,7 @@ import os
 import select
 import signal
 import sys
+import threading
 from collections.abc import Collection, Sequence
 from gettext import gettext
 from pathlib import Path
@@ -300,6 +302,20 @@ _ENDS_PROCESS = False  # set by run(): main() then ends the process (tests call 
 _SAID_INTERRUPTED = False  # a warning said the command was interrupted (_said_interrupted)
 
 
+def _end_at_once(code: int) -> None:
+    """End the process now if the command asked for it (sapwood.cli.output's
+    exit_at_once) and succeeded, and no thread of its own is left running."""
+    output = sys.modules.get("sapwood.cli.output")  # loaded by every command that runs
+    if code != 0 or output is None or threading.active_count() > 1:
+        return
+    if not cast("Any", output).exits_at_once():
+        return
+    atexit._run_exitfuncs()  # what sys.exit would run first: logging.shutdown, finalizers
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run() -> None:
     global _ENDS_PROCESS
     _ENDS_PROCESS = True
@@ -318,6 +334,7 @@ def run() -> None:
     # clears the modules: 15-60 ms a command (a farm re-commit of 6,000 files, issue 11),
     # 5-12 ms with what exists now set aside. Only here, at the process's end: tests
     # call main() in one long process.
+    _end_at_once(code)
     gc.freeze()
     sys.exit(code)
 

@@ -23,7 +23,7 @@ from sapwood import (
     remotes,
 )
 from sapwood.cli.context import open_repo
-from sapwood.cli.output import emit_json, plural, quote_path
+from sapwood.cli.output import emit_json, exit_at_once, plural, quote_path
 from sapwood.cli.progress import Progress, size_text
 
 
@@ -134,6 +134,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         )
         shown.finish(_summary(report), report.bytes)
     _print_report(report)
+    exit_at_once()  # the repository is closed, the pull's threads joined
     return 0
 
 
