@@ -1,0 +1,91 @@
+"""SWZ1 spools share one account of TMPDIR's room (mountd/spools.py; attack18 2): what
+the spools under way were promised and have not written yet counts against the next."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mountd.spools import Spooler
+from store import CorruptObjectError, ObjectReadError
+from tests.mountd.legacy import large_archive_file, rewrite_as_swz1
+
+MIB = 1 << 20
+
+
+class _Statvfs:
+    """os.statvfs's answer for a filesystem of ``free`` bytes free (of plenty)."""
+
+    def __init__(self, free: int) -> None:
+        self.f_frsize = 4096
+        self.f_bavail = free // 4096
+        self.f_blocks = 1 << 30
+
+
+def test_a_spool_under_way_counts_what_it_has_not_written_against_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3 MiB object spooling, paused after its first MiB: 2 MiB promised; a second
+    spool of it, with 5 MiB free and 1 MiB kept free, is refused (3 + 2 + 1 > 5),
+    checked alone it fitted (3 + 1); once the first ended, it is spooled."""
+    repo, _, file_id, content = large_archive_file(tmp_path, swz1=True)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("mountd.spools.SPOOL_RESERVE", MIB)
+    statvfs = os.statvfs
+
+    def room(path: Any) -> Any:
+        return _Statvfs(5 * MIB) if str(path).startswith(str(tmp_path)) else statvfs(path)
+
+    monkeypatch.setattr(os, "statvfs", room)
+    header, _ = repo.read_file_header(file_id)
+    spooler = Spooler(repo)
+    paused, go = threading.Event(), threading.Event()
+    fds: list[int] = []
+
+    def pace() -> None:
+        paused.set()
+        go.wait(10)
+
+    first = threading.Thread(
+        target=lambda: fds.append(spooler.spool(file_id, header.encode(), len(content), pace))
+    )
+    first.start()
+    try:
+        assert paused.wait(10)
+        assert spooler.promised == 2 * MIB
+        with pytest.raises(ObjectReadError, match=f"{2 * MIB} promised to spools under way"):
+            spooler.spool(file_id, header.encode(), len(content), lambda: None)
+    finally:
+        go.set()
+        first.join(10)
+    assert spooler.promised == 0 and len(fds) == 1
+    fds.append(spooler.spool(file_id, header.encode(), len(content), lambda: None))
+    try:
+        assert [os.pread(fd, 10, 5) for fd in fds] == [content[5:15]] * 2
+    finally:
+        for fd in fds:
+            os.close(fd)
+        spooler.close()
+        repo.close()
+
+
+def test_a_spool_that_fails_gives_its_promise_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused at its end (other bytes than its id's), a spool promises nothing more."""
+    repo, _, file_id, content = large_archive_file(tmp_path, swz1=True)
+    rewrite_as_swz1(repo, file_id, os.urandom(len(content)))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    header, _ = repo.read_file_header(file_id)
+    spooler = Spooler(repo)
+    try:
+        with pytest.raises(CorruptObjectError, match=file_id.hex()):
+            spooler.spool(file_id, header.encode(), len(content), lambda: None)
+        assert spooler.promised == 0
+    finally:
+        spooler.close()
+        repo.close()
