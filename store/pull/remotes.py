@@ -14,7 +14,6 @@ used as it is.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import configparser
 import re
@@ -61,6 +60,8 @@ class Remote:
 
     def key_bytes(self) -> list[bytes]:
         """The trusted keys as raw 32-byte ed25519 public keys."""
+        import base64  # here: a pull from a remote without keys never needs it (~1 ms)
+
         return [base64.b64decode(key, validate=True) for key in self.trusted_keys]
 
 
@@ -95,6 +96,8 @@ def check_url(url: str, name: str = "") -> str:
 
 def check_public_key(key: str, name: str = "") -> bytes:
     """The 32 raw bytes of a base64 ed25519 public key, or RemoteError."""
+    import base64
+
     try:
         raw = base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):

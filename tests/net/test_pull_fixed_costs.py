@@ -143,4 +143,5 @@ def test_a_pull_without_a_delta_never_imports_the_delta_code(
     imported = _imported(result.stderr)
     assert {"store.pull.pull", "store.pull.formats", "store.summary"} <= imported
     assert "store.deltas" not in imported and "store.reachability" not in imported
+    assert "base64" not in imported  # for a remote's trusted keys only (session 11)
     fsck_clean(local)
