@@ -301,12 +301,13 @@ def _swz1_zeros_claiming(
 def test_spools_read_at_once_never_take_tmpdir_below_its_reserve(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """attack18 2: each SWZ1 spool checks TMPDIR's free space for itself alone, before
-    any of it is written (mountd/sources.py _require_room), while up to THREADS + OVERDUE
-    (10) verifications run at once: three hostile SWZ1 objects of 50 MiB of zeros (a
-    few KB each) read at once on a 96 MiB TMPDIR (6 MiB reserve) all pass the check
-    and fill it: the reserve is gone (ENOSPC for every other user of TMPDIR, and for
-    a legitimate spool read meanwhile). With /var/tmp, the default, that is the disk."""
+    """attack18 2: each SWZ1 spool checked TMPDIR's free space for itself alone, before
+    any of it was written, while up to THREADS + OVERDUE (10) verifications run at
+    once: three hostile SWZ1 objects of 50 MiB of zeros (a few KB each) read at once
+    on a 96 MiB TMPDIR (6 MiB reserve) all passed the check and filled it: the reserve
+    gone (ENOSPC for every other user of TMPDIR, and for a legitimate spool read
+    meanwhile; with /var/tmp, the default, the disk). Fixed in session 11: the spools
+    under way share one account (mountd/spools.py)."""
     tmpfs = tmp_path / "tmpfs"
     tmpfs.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(tmpfs)], check=True)
