@@ -65,16 +65,30 @@ def test_the_mount_asks_the_kernel_for_many_background_requests(
     commit_files(repo, tmp_path / "src", {"a": b"a\n"})
     repo.close()
     mnt = mount.background(tmp_path / "repo", "main")
-    control = tmp_path / "fusectl"  # the fuse connections' control files, mounted here
+    assert _background_limits(mnt, tmp_path) == (MAX_BACKGROUND, MAX_BACKGROUND * 3 // 4)
+
+
+def _background_limits(mnt: Path, work: Path) -> tuple[int, int]:
+    """The kernel's max_background and congestion_threshold of the FUSE mount on ``mnt``
+    (its connection named by its device's minor in /proc/self/mountinfo: root cannot
+    stat a mount made by another user), read through a fusectl mounted in ``work``."""
+    found = [
+        line.split()[2]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4] == str(mnt)
+    ]
+    assert len(found) == 1, found
+    control = work / "fusectl"  # the fuse connections' control files, mounted here
     control.mkdir()
     subprocess.run(["mount", "-t", "fusectl", "fusectl", str(control)], check=True)
     try:
-        connection = control / str(os.minor(os.stat(mnt).st_dev))
+        connection = control / found[0].split(":")[1]
         background = int((connection / "max_background").read_text())
         congestion = int((connection / "congestion_threshold").read_text())
     finally:
         subprocess.run(["umount", str(control)], check=True)
-    assert (background, congestion) == (MAX_BACKGROUND, MAX_BACKGROUND * 3 // 4)
+        control.rmdir()
+    return background, congestion
 
 
 def test_walk_of_the_mount_equals_the_source(mounted: tuple[Path, Path, Repository]) -> None:
@@ -202,6 +216,13 @@ def test_mount_as_a_real_unprivileged_user() -> None:
         assert as_user("stat", "-c", "%u %a", mnt / "etc" / "conf") == f"{NOBODY} 644\n"
         assert as_user("readlink", mnt / "lib") == "etc\n"
         assert not os.path.exists(mnt / "etc")  # without allow_other, not even root sees in
+        caps = Path("/sys/module/fuse/parameters")  # the kernel's for a user (attack18 1)
+        requests = int((caps / "max_user_bgreq").read_text())
+        congestion = int((caps / "max_user_congthresh").read_text())
+        assert _background_limits(mnt, work) == (
+            min(MAX_BACKGROUND, requests),
+            min(MAX_BACKGROUND * 3 // 4, congestion),
+        )
         assert run_as_user("umount", mnt).returncode == 0
         assert not os.path.ismount(mnt)
     finally:
