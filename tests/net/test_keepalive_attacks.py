@@ -238,7 +238,7 @@ def test_a_listener_that_accepts_and_never_answers(served: Served) -> None:
         result = cli("--repo", served.local, "remote", "add", "mute", f"http://127.0.0.1:{port}/")
         assert result.code == 0, result.err
         started = time.monotonic()
-        done = pull(served.local, "mute", "main", env={"SAPWOOD_HTTP_TIMEOUT": "1"})
+        done = pull(served.local, "mute", "main", env={"SAPWOOD_HTTP_TIMEOUT": "0.5"})
         assert time.monotonic() - started < 15
         assert done.returncode != 0 and len(done.stderr.splitlines()) == 1, done.stderr
         assert refs(served.local) == before
