@@ -23,6 +23,14 @@ is set (these sessions set it, and the source tree holds no __pycache__), every 
 compiled each of its ~60 modules from source first, about 0.1 s of an update pull that
 has nothing to do with pulling. The bytecode goes to a directory of the benchmark's own
 (PYTHONPYCACHEPREFIX), made by compileall and one untimed pull before timing.
+
+sapwood runs from a venv of the benchmark's own (``--sapwood venv``, the default), where
+the project is found by an ordinary sys.path entry, as a wheel installed into
+site-packages is, and its dependencies by a second entry naming the running
+interpreter's site-packages; not through .venv's editable install, whose finder (a meta
+path hook set up by a .pth file, with its imports) costs every command ~10 ms of
+``site`` (~5 ms net of imports a pull makes anyway) that an installed tool does not pay.
+``--sapwood editable`` runs .venv/bin/sapwood as before.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections import Counter
@@ -44,12 +53,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import (
     ROOT,
-    TOOLS,
     add_work_options,
     print_table,
     result_row,
     work_filesystem,
     write_results,
+)
+from common import (
+    TOOLS as COMMON_TOOLS,
 )
 from workfs import footprint
 
@@ -64,6 +75,36 @@ LOADS: dict[str, list[float]] = {}  # the 1-minute load average after each run: 
 
 
 ENV = dict(os.environ)  # what every command runs with (see the docstring: bytecode)
+TOOLS = dict(COMMON_TOOLS)  # sapwood's entry replaced by install_venv()
+INSTALLS = ("venv", "editable")  # --sapwood: how the sapwood command is installed
+
+
+def install_venv(where: Path) -> str:
+    """A venv at ``where`` whose ``bin/sapwood`` runs this source tree found by a plain
+    sys.path entry (see the docstring); TOOLS["sapwood"] runs it from now on. What it
+    is, for the results."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    python = where / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # the tree first (its packages, never a dependency's of the same name), then the
+    # dependencies: a path a .pth file names is searched, its own .pth files are not
+    Path(site, "sapwood.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")
+    script = where / "bin" / "sapwood"  # as pip writes a console script
+    script.write_text(
+        f"#!{python}\nimport sys\nfrom sapwood.cli.main import run\n\nsys.exit(run())\n"
+    )
+    script.chmod(0o755)
+
+    def sapwood(repo: Path, *args: str) -> list[str]:
+        return [str(script), "--repo", str(repo), *args]
+
+    TOOLS["sapwood"] = sapwood
+    return f"a venv of its own, the tree on sys.path ({where})"
 
 
 def use_bytecode(cache: Path) -> None:
@@ -223,7 +264,9 @@ def quartiles(values: list[float]) -> tuple[float, float]:
     return q1, q3
 
 
-def write_pull_results(path: Path | None, v1: Path, counts: Counter[str], work_fs: str) -> None:
+def write_pull_results(
+    path: Path | None, v1: Path, counts: Counter[str], work_fs: str, install: str
+) -> None:
     names = {"first": "first pull", "update": "update pull"}
     rows = []
     for key, values in SAMPLES.items():
@@ -232,7 +275,7 @@ def write_pull_results(path: Path | None, v1: Path, counts: Counter[str], work_f
         requests = counts[f"{key} requests"]
         q1, q3 = quartiles(values)
         rows.append(result_row("pull", operation, tool, values, requests=requests, q1=q1, q3=q3))
-    write_results(path, "pull", rows, tree=str(v1), work_fs=work_fs)
+    write_results(path, "pull", rows, tree=str(v1), work_fs=work_fs, sapwood=install)
 
 
 def spread(key: str) -> str:
@@ -255,6 +298,12 @@ def main() -> int:
     parser.add_argument(
         "--update-runs", type=int, default=11, help="update pulls of each tool and kind"
     )
+    parser.add_argument(
+        "--sapwood",
+        choices=INSTALLS,
+        default="venv",
+        help="run sapwood from a venv of the benchmark's own (default) or .venv's editable install",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--results", type=Path, help="write the figures as JSON (report.py)")
     args = parser.parse_args()
@@ -271,6 +320,9 @@ def main() -> int:
         served.mkdir()
         clients.mkdir()
         use_bytecode(work / "pycache")
+        install = ".venv's editable install"
+        if args.sapwood == "venv":
+            install = install_venv(work / "sapwood-venv")
         make_v2(v1, work / "v2")
         server = Nginx(served, work / "nginx").start()
         try:
@@ -296,9 +348,15 @@ def main() -> int:
                     figures[key] = statistics.median(SAMPLES[key])
         finally:
             server.stop()
-    write_pull_results(args.results, v1, counts, fs.kind)
+    write_pull_results(args.results, v1, counts, fs.kind, install)
     if args.json:
-        doc = {"tree": str(v1), "figures": figures, "requests": counts, "work_fs": fs.kind}
+        doc = {
+            "tree": str(v1),
+            "figures": figures,
+            "requests": counts,
+            "work_fs": fs.kind,
+            "sapwood": install,
+        }
         print(json.dumps(doc))
         return 0
     rows = []
@@ -310,7 +368,7 @@ def main() -> int:
     print_table(
         f"pull of {v1} (v1, then v2) from nginx on 127.0.0.1 into bare-user; median of "
         f"{args.runs} first pulls, {args.update_runs} update pulls; caches warm; "
-        f"written to {fs.kind}",
+        f"written to {fs.kind}; sapwood run from {install}",
         rows,
     )
     for key in sorted(counts):
