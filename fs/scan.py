@@ -78,6 +78,7 @@ _READ_CHUNK = 1 << 20
 _READAHEAD_BATCH = 64  # files announced to the kernel ahead of reading
 _MAX_OPEN_DIRS = 32  # directory fds held at once, whatever the depth of the tree
 _RELEASE_EVERY = 32768  # files scanned between releases of the index's pages
+_DIRMETAS_KEPT = 256  # distinct dirmetas a scan remembers the ids of (_dirmeta)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _LINK_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -155,6 +156,7 @@ class DirScanner:
         self.coarse_files = 0  # files whose timestamps are too coarse for the cache
         self._adjusting = _adjusts_owner_or_mode(options)
         self._prefetch: Prefetcher | None = None  # while walking: fs/prefetch.py
+        self._dirmetas: dict[tuple[int, int, int, tuple[tuple[bytes, bytes], ...]], ObjectId] = {}
 
     def scan(self, source: Path, target: MutableDir) -> None:
         self._source = os.fsencode(source)
@@ -351,12 +353,23 @@ class DirScanner:
         directory.subdirs.reverse()  # entered in name order, popped from the end
 
     def _dirmeta(self, directory: _Dir, fd: int) -> ObjectId:
+        """The directory's dirmeta, written. Most directories of a tree share a few
+        (owner, mode, xattrs): one seen before in this scan is its id at once (its
+        DirMeta was checked and written then, a failure failing the commit), not
+        checked, encoded, hashed and looked up in the index again (3,302 directories of
+        /usr/share: 10% of a farm re-commit's scan)."""
         xattrs = clean_xattrs(self._xattrs(fd, directory.tree_path))
         st = directory.st
         uid, gid, mode = self._options.adjust(directory.tree_path, st.st_uid, st.st_gid, st.st_mode)
-        return self._txn.write_dirmeta(
-            DirMeta(uid, gid, mode, xattrs), show_path(directory.tree_path)
-        )
+        key = (uid, gid, mode, xattrs)
+        known = self._dirmetas.get(key)
+        if known is None:
+            meta = DirMeta(uid, gid, mode, xattrs)
+            known = self._txn.write_dirmeta(meta, show_path(directory.tree_path))
+            if len(self._dirmetas) == _DIRMETAS_KEPT:  # a hostile tree's: each its own
+                self._dirmetas.clear()
+            self._dirmetas[key] = known
+        return known
 
     def _entries(self, directory: _Dir, fd: int) -> list[tuple[bytes, os.DirEntry[str]]]:
         """The entries by name; their lstat (DirEntry.stat) is relative to ``fd``."""
