@@ -1,0 +1,445 @@
+"""Hostile tester X7 (attack20.md) against session 11's mount changes: the kernel's
+background requests raised to MAX_BACKGROUND (attack18 1), SWZ1 spools sharing one
+account of TMPDIR's room (attack18 2), SWZ1 refusals remembered (review13 M3), through
+real FUSE mounts of archive repositories holding hostile objects, with a small tmpfs
+as TMPDIR (root)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from store import RepoMode, Repository, lookup
+from store.filez import MAGIC_ZLIB, PREFIX
+from tests.helpers import Mounts, commit_dir, force_unmount, read_through, run_briefly
+from tests.mountd.legacy import zeros_claiming
+
+MIB = 1 << 20
+ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs as TMPDIR")
+
+
+@contextmanager
+def _tmpfs(where: Path, size_mib: int) -> Iterator[Path]:
+    where.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(where)], check=True
+    )
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _compressible(size: int) -> bytes:
+    """``size`` bytes that zlib compresses well (a random 16 KiB block repeated) but
+    whose id is nobody else's."""
+    block = os.urandom(16 << 10)
+    return (block * (size // len(block) + 1))[:size]
+
+
+def _write_swz1(path: Path, header: bytes, claim: int, payload: Iterator[bytes]) -> None:
+    """Write an SWZ1 object file claiming ``claim`` bytes whose zlib stream inflates to
+    the ``payload`` pieces, through a temporary file renamed over ``path`` (a new inode,
+    as a pull or a repair writes it)."""
+    tmp = path.with_name(path.name + ".x7tmp")
+    deflate = zlib.compressobj(1)
+    with tmp.open("wb") as out:
+        out.write(PREFIX.pack(MAGIC_ZLIB, claim, len(header)) + header)
+        for piece in payload:
+            out.write(deflate.compress(piece))
+        out.write(deflate.flush())
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
+def _zeros(size: int) -> Iterator[bytes]:
+    while size > 0:
+        yield bytes(min(size, MIB))
+        size -= MIB
+
+
+def _swz1_repo(
+    tmp_path: Path, contents: dict[str, bytes]
+) -> tuple[Path, dict[str, tuple[Path, bytes]]]:
+    """An archive repository (tmp_path/repo) of /small and ``contents``, each of these
+    rewritten as an SWZ1 object of the same bytes (spooled by the mount): its path and
+    the object's path and header, by name, to rewrite them hostile."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "small").write_bytes(b"small\n")
+    for name, content in contents.items():
+        (source / name).write_bytes(content)
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    commit_id = commit_dir(repo, source)
+    found = {}
+    for name, content in contents.items():
+        file_id = lookup(repo, commit_id, f"/{name}").file
+        assert file_id is not None
+        header, _ = repo.read_file_header(file_id)
+        path = repo.content.path(file_id)
+        found[name] = (path, header.encode())
+        _write_swz1(path, header.encode(), len(content), iter([content]))
+    repo.close()
+    return tmp_path / "repo", found
+
+
+def _spool_dirs(parent: Path, pid: int | None = None) -> list[str]:
+    prefix = "sapwood-mount-" if pid is None else f"sapwood-mount-{pid}-"
+    return [name for name in os.listdir(parent) if name.startswith(prefix)]
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+# ----- spools ---------------------------------------------------------------------------
+@ROOT
+def test_an_swz1_object_claiming_2_mib_that_inflates_to_200_never_fills_tmpdir(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile SWZ1 object whose prefix and record claim 2 MiB (its room promised:
+    2 MiB) and whose zlib stream inflates to 200 MiB of zeros (a zip bomb of ~200 KB),
+    on a 96 MiB TMPDIR: refused (EIO) once past its claim, TMPDIR never below its
+    reserve, no bytes served, nothing left in TMPDIR."""
+    with _tmpfs(tmp_path / "tmpfs", 96) as tmpdir:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        repo, found = _swz1_repo(tmp_path, {"bomb": os.urandom(2 * MIB)})
+        path, header = found["bomb"]
+        _write_swz1(path, header, 2 * MIB, _zeros(200 * MIB))
+        daemon = mount.foreground(repo, "main")
+        mnt = daemon.mountpoint
+        assert (mnt / "small").read_bytes() == b"small\n"
+        reader = subprocess.Popen(
+            ["cat", str(mnt / "bomb")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        least = _free(tmpdir)
+        deadline = time.monotonic() + 20
+        while reader.poll() is None and time.monotonic() < deadline:
+            least = min(least, _free(tmpdir))
+            time.sleep(0.002)
+        out, _ = reader.communicate(timeout=30)
+        print(f"least free: {least >> 10} KiB")
+        assert reader.returncode != 0 and out == b"", daemon.log()
+        assert least >= 90 * MIB, f"TMPDIR down to {least >> 10} KiB free"
+        assert _free(tmpdir) >= 95 * MIB
+
+
+@ROOT
+def test_many_swz1_objects_read_at_once_on_a_nearly_full_tmpdir_keep_its_reserve(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight hostile SWZ1 objects (6 MiB of zeros each, refused once spooled) and two
+    legitimate ones (6 MiB) read at once, 4 times each, by 40 readers, on a 96 MiB TMPDIR
+    that a ballast fills to 36 MiB free (reserve 6): it never goes below its reserve;
+    each legitimate read is all its bytes or fails with none (never a truncated
+    spool); each hostile read fails with none; once the readers end, the ballast
+    aside, TMPDIR is as free as before."""
+    with _tmpfs(tmp_path / "tmpfs", 96) as tmpdir:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        good = {f"g{n}": _compressible(6 * MIB) for n in range(2)}
+        repo, found = _swz1_repo(
+            tmp_path, {**good, **{f"h{n}": os.urandom(6 * MIB) for n in range(8)}}
+        )
+        for name, (path, header) in found.items():
+            if name.startswith("h"):
+                _write_swz1(path, header, 6 * MIB, _zeros(6 * MIB))
+        (tmpdir / "ballast").write_bytes(bytes(60 * MIB))
+        before = _free(tmpdir)
+        daemon = mount.foreground(repo, "main")
+        mnt = daemon.mountpoint
+        assert (mnt / "small").read_bytes() == b"small\n"
+        outs = tmp_path / "outs"  # not pipes: a reader blocked on a full pipe never ends
+        outs.mkdir()
+        readers = []
+        for n in range(4):
+            for name in found:
+                with (outs / f"{name}.{n}").open("wb") as out:
+                    argv = ["cat", str(mnt / name)]
+                    reader = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL)
+                readers.append((name, reader, outs / f"{name}.{n}"))
+        least = before
+        started = time.monotonic()
+        while any(r.poll() is None for _, r, _ in readers) and time.monotonic() < started + 30:
+            least = min(least, _free(tmpdir))
+            time.sleep(0.002)
+        waited = time.monotonic() - started
+        served = 0
+        for name, reader, out_path in readers:
+            reader.wait(timeout=30)
+            out = out_path.read_bytes()
+            if name in good:
+                assert out in (good[name], b""), f"{name}: {len(out)} bytes, not {len(good[name])}"
+                assert (out == good[name]) == (reader.returncode == 0)
+                served += out == good[name]
+            else:
+                assert reader.returncode != 0 and out == b"", name
+        print(f"free {before >> 10} KiB, least {least >> 10} KiB; good reads served: {served} of 8")
+        print(f"readers ended in {waited:.2f} s")
+        assert least >= 6 * MIB, f"TMPDIR down to {least >> 10} KiB free"
+        for name in good:  # room, not corruption: served once nothing else spools
+            ok, got, _ = read_through(mnt / name, 20)
+            assert ok and got == good[name], daemon.log()
+
+
+@ROOT
+def test_an_swz1_object_refused_for_room_is_served_once_room_comes_back(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A legitimate 40 MiB SWZ1 object on a 96 MiB TMPDIR holding a 60 MiB ballast:
+    EIO (room, not corruption); the ballast removed, the same object is served, right
+    (a refusal for room must not be remembered as the object's)."""
+    with _tmpfs(tmp_path / "tmpfs", 96) as tmpdir:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        content = _compressible(40 * MIB)
+        repo, _ = _swz1_repo(tmp_path, {"big": content})
+        (tmpdir / "ballast").write_bytes(bytes(60 * MIB))
+        daemon = mount.foreground(repo, "main")
+        mnt = daemon.mountpoint
+        for _ in range(2):
+            ok, got, _ = read_through(mnt / "big", 20)
+            assert not ok and got == b""
+        (tmpdir / "ballast").unlink()
+        ok, got, _ = read_through(mnt / "big", 20)
+        assert ok and got == content, daemon.log()
+
+
+@ROOT
+@pytest.mark.xfail(strict=True, reason="attack20 2")
+def test_spools_the_mount_keeps_do_not_refuse_the_next_swz1_object_for_room(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four legitimate 32 MiB SWZ1 objects read one after the other on a 128 MiB
+    TMPDIR (reserve 8 MiB), nothing else in it: the mount keeps each spool (up to 64,
+    4 GiB) and the fourth is refused for room (EIO) for as long as the mount lives,
+    the room taken by the mount's own kept spools, which it could let go of."""
+    with _tmpfs(tmp_path / "tmpfs", 128) as tmpdir:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        contents = {f"g{n}": _compressible(32 * MIB) for n in range(4)}
+        repo, _ = _swz1_repo(tmp_path, contents)
+        daemon = mount.foreground(repo, "main")
+        mnt = daemon.mountpoint
+        for name, content in contents.items():
+            ok, got, _ = read_through(mnt / name, 20)
+            print(f"{name}: {ok}, TMPDIR free {_free(tmpdir) >> 20} MiB")
+            assert ok and got == content, f"{name} refused: {daemon.log()[-400:]}"
+
+
+# ----- remembered refusals --------------------------------------------------------------
+@pytest.mark.parametrize("repair", ["renamed", "in_place"])
+def test_a_refused_swz1_object_repaired_is_served_not_refused_forever(
+    tmp_path: Path, mount: Mounts, repair: str
+) -> None:
+    """An SWZ1 object whose bytes are not its id's (2 MiB of zeros for 2 MiB of random
+    bytes): refused three times (remembered after the first); then repaired with its
+    right bytes, as a pull writes them (a new file renamed over it) or in place (the
+    same inode, ctime changed): the next read gets the right bytes at once."""
+    content = os.urandom(2 * MIB)
+    repo, found = _swz1_repo(tmp_path, {"f": content})
+    path, header = found["f"]
+    _write_swz1(path, header, len(content), _zeros(len(content)))
+    daemon = mount.foreground(repo, "main")
+    mnt = daemon.mountpoint
+    for _ in range(3):
+        ok, got, _ = read_through(mnt / "f", 20)
+        assert not ok and got == b""
+    if repair == "renamed":
+        _write_swz1(path, header, len(content), iter([content]))
+    else:
+        right = (
+            PREFIX.pack(MAGIC_ZLIB, len(content), len(header)) + header + zlib.compress(content, 1)
+        )
+        with path.open("r+b") as out:
+            out.truncate(0)
+            out.write(right)
+    ok, got, _ = read_through(mnt / "f", 20)
+    assert ok and got == content, daemon.log()
+
+
+def test_a_good_swz1_object_made_bad_with_its_size_and_mtime_kept_is_refused_on_a_new_mount(
+    tmp_path: Path, mount: Mounts
+) -> None:
+    """A legitimate SWZ1 object served by one mount; its file then rewritten in place
+    with zeros of the same length, compressed to the same file size where possible,
+    and its mtime put back: a new mount refuses it (no key of size and mtime)."""
+    content = os.urandom(2 * MIB)
+    repo, found = _swz1_repo(tmp_path, {"f": content})
+    path, header = found["f"]
+    first = mount.foreground(repo, "main", mnt=tmp_path / "mnt1")
+    ok, got, _ = read_through(first.mountpoint / "f", 20)
+    assert ok and got == content
+    st = path.stat()
+    bad = (
+        PREFIX.pack(MAGIC_ZLIB, len(content), len(header))
+        + header
+        + zlib.compress(bytes(len(content)), 1)
+    )
+    bad = bad + bytes(st.st_size - len(bad))  # same size: trailing zeros after the stream
+    with path.open("r+b") as out:
+        out.write(bad)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    second = mount.foreground(repo, "main", mnt=tmp_path / "mnt2")
+    ok, got, _ = read_through(second.mountpoint / "f", 20)
+    assert not ok and got == b"", second.log()
+
+
+# ----- unmount, SIGKILL ----------------------------------------------------------------
+@ROOT
+def test_a_spool_left_by_a_sigkilled_daemon_frees_its_room_and_its_directory_goes(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon SIGKILLed while it spools a 150 MiB SWZ1 object (hostile: zeros) into
+    a 256 MiB TMPDIR: the spool's room comes back at once (an unlinked file), its
+    private directory is left (nothing ran), and the next mount's first spool removes
+    it; that mount's unmount leaves no directory of its own."""
+    with _tmpfs(tmp_path / "tmpfs", 256) as tmpdir:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        good = _compressible(3 * MIB)
+        repo, found = _swz1_repo(tmp_path, {"h": os.urandom(150 * MIB), "g": good})
+        path, header = found["h"]
+        _write_swz1(path, header, 150 * MIB, _zeros(150 * MIB))
+        full = _free(tmpdir)
+        daemon = mount.foreground(repo, "main", mnt=tmp_path / "mnt1")
+        mnt = daemon.mountpoint
+        reader = subprocess.Popen(
+            ["cat", str(mnt / "h")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 20
+        while _free(tmpdir) > full - 20 * MIB and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert _free(tmpdir) <= full - 20 * MIB, "no spool under way"
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.process.wait(timeout=10)
+        reader.wait(timeout=10)
+        force_unmount(mnt)
+        assert _free(tmpdir) >= full - MIB, "the killed daemon's spool still holds room"
+        left = _spool_dirs(tmpdir, daemon.pid)
+        assert len(left) == 1 and os.listdir(tmpdir / left[0]) == []
+        second = mount.foreground(repo, "main", mnt=tmp_path / "mnt2")
+        ok, got, _ = read_through(second.mountpoint / "g", 20)
+        assert ok and got == good, second.log()
+        assert _spool_dirs(tmpdir, daemon.pid) == []
+        assert len(_spool_dirs(tmpdir, second.pid)) == 1
+        done = subprocess.run(
+            ["fusermount3", "-u", str(second.mountpoint)], capture_output=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        second.process.wait(timeout=10)
+        assert _spool_dirs(tmpdir) == []
+
+
+@ROOT
+def test_unmount_while_hostile_verifications_and_spools_run_ends_at_once_leaving_nothing(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile SWZ2 object (64 GiB of zeros claimed) read by 20 readers at distinct
+    offsets, four 40 MiB legitimate SWZ1 objects spooling and a 150 MiB hostile SWZ1
+    one, on a 256 MiB TMPDIR; the readers killed, fusermount -u: the daemon ends within
+    10 s, every reader ends, TMPDIR is as free as before, no spool directory left."""
+    with _tmpfs(tmp_path / "tmpfs", 256) as tmpdir:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        good = {f"g{n}": _compressible(40 * MIB) for n in range(4)}
+        repo_path = zeros_claiming(
+            tmp_path, monkeypatch, 64 << 30, files={**good, "z": os.urandom(150 * MIB)}
+        )
+        repo = Repository.open(repo_path)
+        commit_id = repo.ref("main")
+        assert commit_id is not None
+        for name, content in {**good, "z": bytes(150 * MIB)}.items():
+            file_id = lookup(repo, commit_id, f"/{name}").file
+            assert file_id is not None
+            header, _ = repo.read_file_header(file_id)
+            size = 150 * MIB if name == "z" else len(content)
+            _write_swz1(repo.content.path(file_id), header.encode(), size, iter([content]))
+        repo.close()
+        full = _free(tmpdir)
+        daemon = mount.foreground(repo_path, "main")
+        mnt = daemon.mountpoint
+        readers = [
+            subprocess.Popen(
+                ["dd", f"if={mnt / 'hostile'}", "of=/dev/null", "bs=128k", f"skip={n * 1000}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for n in range(20)
+        ]
+        readers += [
+            subprocess.Popen(
+                ["cat", str(mnt / name)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for name in [*good, "z"]
+        ]
+        time.sleep(0.5)
+        for reader in readers:  # a busy mount stays mounted: the verifications run on
+            reader.kill()
+        for reader in readers:
+            reader.wait(timeout=10)
+        used = (full - _free(tmpdir)) >> 20
+        print(f"daemon threads: {_threads(daemon.pid)}; TMPDIR used {used} MiB")
+        started = time.monotonic()
+        done = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        daemon.process.wait(timeout=10)
+        taken = time.monotonic() - started
+        print(f"unmounted in {taken:.2f} s")
+        assert taken < 10
+        assert _spool_dirs(tmpdir) == []
+        assert _free(tmpdir) >= full - MIB
+
+
+# ----- more hostile reads than MAX_BACKGROUND ------------------------------------------
+@pytest.mark.long
+@pytest.mark.xfail(strict=True, reason="attack20 1")
+def test_more_killed_hostile_reads_than_max_background_leave_files_over_128k_readable(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One hostile object (64 GiB of zeros claimed) read at MAX_BACKGROUND + 100
+    distinct offsets by readers killed at once: their read-ahead requests fill every
+    background slot the mount asked for, and files of 200 KiB and 2 MiB (not cached)
+    wait behind them for minutes (docs/decisions.md session 11 "Left (1)": 1,100
+    readers, not read in 5 s)."""
+    from mountd.fuse_ops import MAX_BACKGROUND
+
+    files = {"k200": os.urandom(200 << 10), "m2": os.urandom(2 << 20)}
+    repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30, files=files)
+    daemon = mount.foreground(repo, "main")
+    mnt = daemon.mountpoint
+    readers = []
+    for n in range(MAX_BACKGROUND + 100):
+        readers.append(
+            subprocess.Popen(
+                [
+                    "dd",
+                    f"if={mnt / 'hostile'}",
+                    "of=/dev/null",
+                    "bs=128k",
+                    "count=1",
+                    f"skip={n * 100}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    time.sleep(2)
+    for reader in readers:
+        reader.kill()
+    for reader in readers:
+        reader.wait(timeout=60)
+    time.sleep(1)
+    for name in ("k200", "m2"):
+        ok, got, taken = run_briefly(["cat", str(mnt / name)], 5)
+        print(f"{name}: {ok} in {taken:.2f} s")
+        assert ok and got == files[name], f"{name} not read in {taken:.2f} s"
