@@ -443,3 +443,114 @@ def test_more_killed_hostile_reads_than_max_background_leave_files_over_128k_rea
         ok, got, taken = run_briefly(["cat", str(mnt / name)], 5)
         print(f"{name}: {ok} in {taken:.2f} s")
         assert ok and got == files[name], f"{name} not read in {taken:.2f} s"
+
+
+_MMAP_SHA = """
+import hashlib, mmap, sys
+with open(sys.argv[1], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+    h = hashlib.sha256()
+    for at in range(0, len(m), 1 << 20):
+        h.update(m[at : at + (1 << 20)])
+print(h.hexdigest())
+"""
+
+
+def _python(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [os.path.realpath(".venv/bin/python"), "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_many_killed_hostile_reads_below_the_limit_leave_good_files_readable_every_way(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hostile objects (64 GiB of zeros claimed each, minutes to verify) read at 300
+    distinct offsets (read-ahead) by readers killed at once, still under the mount's
+    background requests: a 2 MiB file, a 64 MiB sparse file and a 1 MiB one are read
+    right within 5 s each through cat, O_DIRECT and mmap; the hostile objects meanwhile
+    give no byte through O_DIRECT, mmap (SIGBUS) or a read (EIO) within its time."""
+    import hashlib
+
+    files = {"m2": os.urandom(2 << 20), "m1": os.urandom(1 << 20)}
+    repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30, files=files, sparse={"z64": 64 << 20})
+    daemon = mount.foreground(repo, "main")
+    mnt = daemon.mountpoint
+    readers = [
+        subprocess.Popen(
+            ["dd", f"if={mnt / 'hostile'}", "of=/dev/null", "bs=128k", "count=1", f"skip={n * 50}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for n in range(300)
+    ]
+    time.sleep(1)
+    for reader in readers:
+        reader.kill()
+    for reader in readers:
+        reader.wait(timeout=30)
+    ok, got, taken = read_through(mnt / "m2", 5)
+    assert ok and got == files["m2"], f"m2 by cat: {ok} in {taken:.2f} s"
+    direct = tmp_path / "direct"
+    ok, _, taken = run_briefly(
+        ["dd", f"if={mnt / 'm1'}", f"of={direct}", "bs=1M", "iflag=direct", "status=none"], 5
+    )
+    assert ok and direct.read_bytes() == files["m1"], f"m1 by O_DIRECT: {ok} in {taken:.2f} s"
+    started = time.monotonic()
+    mapped = _python(_MMAP_SHA, str(mnt / "z64"))
+    taken = time.monotonic() - started
+    assert mapped.stdout.strip() == hashlib.sha256(bytes(64 << 20)).hexdigest(), mapped.stderr
+    assert taken < 5, f"z64 by mmap in {taken:.2f} s"
+    ok, got, _ = run_briefly(
+        [
+            "dd",
+            f"if={mnt / 'hostile'}",
+            "of=/dev/stdout",
+            "bs=4k",
+            "count=1",
+            "skip=7",
+            "iflag=direct",
+        ],
+        3,
+    )
+    assert not ok and got == b""
+    ok, got, _ = run_briefly(
+        [os.path.realpath(".venv/bin/python"), "-c", _MMAP_SHA, str(mnt / "hostile")], 3
+    )
+    assert not ok and got == b""
+
+
+@ROOT
+def test_a_daemon_sigtermed_mid_spool_removes_its_spool_directory_and_gives_the_room_back(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a 150 MiB hostile SWZ1 object spools into a 256 MiB TMPDIR and a
+    live reader waits for it: the daemon ends within 10 s, the reader gets no byte, no
+    spool directory of the daemon's is left and the room is all back."""
+    with _tmpfs(tmp_path / "tmpfs", 256) as tmpdir:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        repo, found = _swz1_repo(tmp_path, {"h": os.urandom(150 * MIB)})
+        path, header = found["h"]
+        _write_swz1(path, header, 150 * MIB, _zeros(150 * MIB))
+        full = _free(tmpdir)
+        daemon = mount.foreground(repo, "main")
+        out = tmp_path / "out"
+        with out.open("wb") as sink:
+            reader = subprocess.Popen(
+                ["cat", str(daemon.mountpoint / "h")], stdout=sink, stderr=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + 20
+        while _free(tmpdir) > full - 20 * MIB and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert _free(tmpdir) <= full - 20 * MIB, "no spool under way"
+        started = time.monotonic()
+        os.kill(daemon.pid, signal.SIGTERM)
+        daemon.process.wait(timeout=10)
+        taken = time.monotonic() - started
+        reader.wait(timeout=10)
+        print(f"ended in {taken:.2f} s")
+        assert taken < 10 and reader.returncode != 0 and out.read_bytes() == b""
+        assert _spool_dirs(tmpdir) == []
+        assert _free(tmpdir) >= full - MIB
