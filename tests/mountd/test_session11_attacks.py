@@ -615,3 +615,24 @@ def test_a_daemon_sigtermed_mid_spool_removes_its_spool_directory_and_gives_the_
         assert taken < 10 and reader.returncode != 0 and out.read_bytes() == b""
         assert _spool_dirs(tmpdir) == []
         assert _free(tmpdir) >= full - MIB
+
+
+@ROOT
+@pytest.mark.parametrize(
+    "args", [["-o", "with_open", "main"], [], ["-o", "user_owned,no_default_permissions"]]
+)
+def test_every_kind_of_mount_asks_for_max_background(
+    tmp_path: Path, mount: Mounts, args: list[str]
+) -> None:
+    """The raised limit holds for a mount with open requests (-o with_open), a mount of
+    the whole repository (no commit) and one with sapwood's other options: read back
+    through fusectl."""
+    from mountd.fuse_ops import MAX_BACKGROUND
+    from tests.mountd.test_mount import _background_limits
+
+    repo, _ = _swz1_repo(tmp_path, {"f": b"f\n"})
+    daemon = mount.foreground(repo, *args)
+    assert _background_limits(daemon.mountpoint, tmp_path) == (
+        MAX_BACKGROUND,
+        MAX_BACKGROUND * 3 // 4,
+    )
