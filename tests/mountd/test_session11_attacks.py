@@ -506,6 +506,48 @@ def test_more_killed_hostile_reads_than_max_background_leave_files_over_128k_rea
         assert ok and got == files[name], f"{name} not read in {taken:.2f} s"
 
 
+def _cached_kib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Cached:"):
+            return int(line.split()[1])
+    raise AssertionError("no Cached in /proc/meminfo")
+
+
+@pytest.mark.long
+@pytest.mark.xfail(strict=True, reason="attack20 3")
+def test_killed_hostile_reads_pin_little_page_cache_while_they_wait(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 readers of a hostile object (64 GiB of zeros claimed) at distinct offsets,
+    killed at once: each read-ahead request they leave waiting for the verification
+    (minutes) holds its locked page-cache folios (128 KiB), which no reclaim can take.
+    Measured as what the page cache loses when the daemon ends (its requests aborted):
+    125 MiB (12 readers: 1 MiB; with the kernel's 12 slots it was at most ~1.5 MiB)."""
+    repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30)
+    daemon = mount.foreground(repo, "main")
+    mnt = daemon.mountpoint
+    argv = ["dd", f"if={mnt / 'hostile'}", "of=/dev/null", "bs=128k", "count=1"]
+    readers = [
+        subprocess.Popen(
+            [*argv, f"skip={n * 100}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for n in range(1000)
+    ]
+    time.sleep(2)
+    for reader in readers:
+        reader.kill()
+    for reader in readers:
+        reader.wait(timeout=60)
+    time.sleep(0.5)
+    held = _cached_kib()
+    os.kill(daemon.pid, signal.SIGTERM)
+    daemon.process.wait(timeout=20)
+    time.sleep(0.5)
+    pinned = held - _cached_kib()
+    print(f"page cache pinned by the waiting read-ahead: {pinned >> 10} MiB")
+    assert pinned < 32 << 10, f"{pinned >> 10} MiB of page cache pinned"
+
+
 _MMAP_SHA = """
 import hashlib, mmap, sys
 with open(sys.argv[1], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
