@@ -225,6 +225,41 @@ def test_an_swz1_object_refused_for_room_is_served_once_room_comes_back(
 
 
 @ROOT
+@pytest.mark.xfail(strict=True, reason="attack20 4")
+def test_two_mounts_spooling_at_once_never_take_their_shared_tmpdir_below_its_reserve(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack18 2 across daemons: two mounts (two commits of one user, or two users'
+    mounts sharing /var/tmp) each spool a hostile SWZ1 object of 50 MiB of zeros on
+    one 96 MiB TMPDIR (reserve 6 MiB); each daemon's account knows only its own spools,
+    and each alone fits (50 + 6 <= 96)."""
+    with _tmpfs(tmp_path / "tmpfs", 96) as tmpdir:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        repo, found = _swz1_repo(tmp_path, {"h": os.urandom(50 * MIB)})
+        path, header = found["h"]
+        _write_swz1(path, header, 50 * MIB, _zeros(50 * MIB))
+        mnts = [mount.foreground(repo, "main", mnt=tmp_path / f"mnt{n}") for n in range(2)]
+        readers = [
+            subprocess.Popen(
+                ["cat", str(daemon.mountpoint / "h")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for daemon in mnts
+        ]
+        least = _free(tmpdir)
+        deadline = time.monotonic() + 20
+        while any(r.poll() is None for r in readers) and time.monotonic() < deadline:
+            least = min(least, _free(tmpdir))
+            time.sleep(0.002)
+        for reader in readers:
+            reader.kill()
+            reader.wait()
+        print(f"least free in TMPDIR: {least >> 10} KiB")
+        assert least >= 6 * MIB, f"TMPDIR down to {least >> 10} KiB free"
+
+
+@ROOT
 @pytest.mark.xfail(strict=True, reason="attack20 2")
 def test_spools_the_mount_keeps_do_not_refuse_the_next_swz1_object_for_room(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
