@@ -6,9 +6,11 @@ as TMPDIR (root)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
 import zlib
 from collections.abc import Iterator
@@ -21,12 +23,18 @@ from store import RepoMode, Repository, filez, lookup
 from store.filez import MAGIC_ZLIB, PREFIX
 from tests.helpers import (
     AS_NOBODY,
+    NOBODY,
     Mounts,
+    as_user,
     commit_dir,
     force_unmount,
+    give_to_user,
     read_through,
     run,
+    run_as_user,
     run_briefly,
+    user_dir,
+    wait_for,
 )
 from tests.mountd.legacy import zeros_claiming
 
@@ -642,8 +650,6 @@ def test_many_killed_hostile_reads_below_the_limit_leave_good_files_readable_eve
     background requests: a 2 MiB file, a 64 MiB sparse file and a 1 MiB one are read
     right within 5 s each through cat, O_DIRECT and mmap; the hostile objects meanwhile
     give no byte through O_DIRECT, mmap (SIGBUS) or a read (EIO) within its time."""
-    import hashlib
-
     files = {"m2": os.urandom(2 << 20), "m1": os.urandom(1 << 20)}
     repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30, files=files, sparse={"z64": 64 << 20})
     daemon = mount.foreground(repo, "main")
@@ -745,3 +751,48 @@ def test_every_kind_of_mount_asks_for_max_background(
         MAX_BACKGROUND,
         MAX_BACKGROUND * 3 // 4,
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sets /dev/fuse to 0666 and switches user: root")
+def test_an_unprivileged_users_spools_in_var_tmp_are_private_and_cleaned_and_touch_no_others(
+    tmp_path: Path,
+) -> None:
+    """A real unprivileged user's mount (TMPDIR unset: /var/tmp) spools an SWZ1 object
+    in a directory of its own (mode 0700); the daemon SIGKILLed, its directory is left;
+    the user's next mount removes it, and not a directory of another user's named as a
+    dead daemon's; its unmount leaves none of its own."""
+    os.chmod("/dev/fuse", 0o666)  # as standard distributions have it
+    work = user_dir()
+    mnt = work / "mnt"
+    others = Path(tempfile.mkdtemp(prefix="sapwood-mount-999999999-", dir="/var/tmp"))
+    try:
+        content = _compressible(3 * MIB)
+        _swz1_repo(work, {"f": content})
+        give_to_user(work)
+        mnt.mkdir()
+        os.chown(mnt, NOBODY, NOBODY)
+        pids = []
+        for _ in range(2):
+            result = run_as_user("--repo", work / "repo", "mount", "main", mnt)
+            assert result.returncode == 0, result.stderr
+            before = set(_spool_dirs(Path("/var/tmp")))
+            assert as_user("sha256sum", mnt / "f").split()[0] == hashlib.sha256(content).hexdigest()
+            made = [name for name in _spool_dirs(Path("/var/tmp")) if name not in before]
+            assert len(made) == 1, made
+            found = os.lstat(Path("/var/tmp") / made[0])
+            assert (found.st_uid, found.st_mode & 0o777) == (NOBODY, 0o700)
+            pids.append(int(made[0].split("-")[2]))
+            if len(pids) == 1:
+                os.kill(pids[0], signal.SIGKILL)
+                reaped = wait_for(lambda: not os.path.exists(f"/proc/{pids[0]}"), 10)
+                print(f"the killed daemon reaped: {reaped}")
+                force_unmount(mnt)
+                assert _spool_dirs(Path("/var/tmp"), pids[0]), "the killed daemon's is left"
+        assert _spool_dirs(Path("/var/tmp"), pids[0]) == []
+        assert others.is_dir()
+        assert run_as_user("umount", mnt).returncode == 0
+        assert wait_for(lambda: not _spool_dirs(Path("/var/tmp"), pids[1]), 10)
+    finally:
+        force_unmount(mnt)
+        others.rmdir()
+        subprocess.run(["rm", "-rf", str(work)], check=True)
