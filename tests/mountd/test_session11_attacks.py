@@ -623,6 +623,35 @@ def test_unmount_with_a_thousand_read_aheads_waiting_ends_the_daemon_at_once(
     assert taken < 10
 
 
+@pytest.mark.long
+@pytest.mark.xfail(strict=True, reason="attack20 5")
+def test_ten_hostile_objects_read_once_leave_a_legitimate_300_mib_file_readable(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten hostile objects (64 GiB of zeros claimed each) read once each by readers
+    killed at 50 ms: eight go overdue (OVERDUE), the ninth then keeps its thread slot
+    and the lane of objects over LONG (one wide) until an overdue one ends, minutes
+    later. A legitimate 300 MiB file (sparse zeros, over LONG) gets its first 4 KiB
+    after 85.7 s (12 hostile objects; a 64 MiB file beside it: 0.09 s). Session 10's
+    "Left (3)", measured: now that the kernel lets the hostile reads through
+    (MAX_BACKGROUND), ten reads of ten objects are all it takes."""
+    from tests.mountd.test_session10_attacks import _hostile_repo, _kill_after
+
+    hostile = {f"h{n}": 64 << 30 for n in range(10)}
+    repo = _hostile_repo(tmp_path, monkeypatch, hostile, {"z300": 300 << 20, "z64": 64 << 20})
+    daemon = mount.foreground(repo, "main")
+    mnt = daemon.mountpoint
+    for name in hostile:
+        _kill_after(["dd", f"if={mnt / name}", "of=/dev/null", "bs=128k"], 0.05)
+    time.sleep(2)
+    head = ["dd", "of=/dev/stdout", "bs=4k", "count=1", "status=none"]
+    ok, got, taken = run_briefly([*head, f"if={mnt / 'z64'}"], 10)
+    assert ok and got == bytes(4096), f"z64: {ok} in {taken:.2f} s"  # the defence that holds
+    ok, got, taken = run_briefly([*head, f"if={mnt / 'z300'}"], 10)
+    print(f"z300: first 4 KiB {ok} in {taken:.2f} s")
+    assert ok and got == bytes(4096), f"z300 not read in {taken:.2f} s"
+
+
 _MMAP_SHA = """
 import hashlib, mmap, sys
 with open(sys.argv[1], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
