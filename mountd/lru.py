@@ -85,6 +85,15 @@ class Lru(Generic[_K, _V]):
             self.weight -= dropped
             self._drop(value)
 
+    def drop_oldest(self) -> bool:
+        """Evict the least recently used value; False if nothing was kept."""
+        if not self._items:
+            return False
+        _, (value, dropped) = self._items.popitem(last=False)
+        self.weight -= dropped
+        self._drop(value)
+        return True
+
     def add(self, key: _K, value: _V, weight: int = 1) -> None:
         if key in self._items:  # replaced: the old value is dropped like an evicted one
             old, old_weight = self._items.pop(key)

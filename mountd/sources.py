@@ -165,6 +165,8 @@ class ObjectSources:
 
             return Preparation(file_id, verify_file, keep_file, size)
 
+        self._room_for_a_spool(size)
+
         def open_archive(pace: Pace) -> object:
             with _read_errors(file_id):
                 return self._open_archive(file_id, header, size, pace)
@@ -267,6 +269,15 @@ class ObjectSources:
             framed.close()
             raise
         return framed, key
+
+    def _room_for_a_spool(self, size: int) -> None:
+        """Drop the spools kept, least recently used first, until TMPDIR could hold
+        one of ``size`` bytes (should the object be SWZ1: which it is, only its worker
+        finds out). Kept spools are files in TMPDIR: without this, once they filled it,
+        every further SWZ1 object was refused for room for as long as the mount lived
+        (attack20 2). Here, in the thread that owns the pools, before the worker starts."""
+        while not self.spooler.fits(size) and self._spools.drop_oldest():
+            pass
 
     def _keep_archive(
         self, file_id: ObjectId, got: tuple[FramedContent, int] | int, size: int

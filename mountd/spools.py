@@ -106,10 +106,7 @@ class Spooler:
         not bound this. What the others have written is counted (by them) after the
         free space shows it: never less than is promised."""
         with self._account:
-            others = sum(promise.outstanding for promise in self._under_way)
-            st = os.statvfs(where)
-            free = st.f_bavail * st.f_frsize
-            reserve = min(SPOOL_RESERVE, st.f_blocks * st.f_frsize // 16)
+            free, others, reserve = self._room(where)
             if size + others + reserve > free:
                 raise ObjectReadError(
                     f"object {file_id.hex()}: its {size} bytes do not fit in {where} "
@@ -119,6 +116,25 @@ class Spooler:
             promise = _Promise(size)
             self._under_way.add(promise)
             return promise
+
+    def fits(self, size: int) -> bool:
+        """Whether a spool of ``size`` bytes would be promised its room now (a look:
+        mountd/sources.py drops the spools it keeps until one fits, attack20 2)."""
+        where = self.directory or spool_parent() or tempfile.gettempdir()
+        try:
+            with self._account:
+                free, others, reserve = self._room(where)
+        except OSError:  # no such TMPDIR: the spool itself says so, for that file
+            return True
+        return size + others + reserve <= free
+
+    def _room(self, where: str) -> tuple[int, int, int]:
+        """TMPDIR's free bytes, those promised to spools under way and not written
+        yet, and the reserve spools leave free. Called with the account's lock held."""
+        others = sum(promise.outstanding for promise in self._under_way)
+        st = os.statvfs(where)
+        reserve = min(SPOOL_RESERVE, st.f_blocks * st.f_frsize // 16)
+        return st.f_bavail * st.f_frsize, others, reserve
 
     def _private_dir(self) -> str:
         """A directory of this daemon's alone (mode 0700) for its temporary files, removed

@@ -268,14 +268,14 @@ def test_two_mounts_spooling_at_once_never_take_their_shared_tmpdir_below_its_re
 
 
 @ROOT
-@pytest.mark.xfail(strict=True, reason="attack20 2")
 def test_spools_the_mount_keeps_do_not_refuse_the_next_swz1_object_for_room(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Four legitimate 32 MiB SWZ1 objects read one after the other on a 128 MiB
     TMPDIR (reserve 8 MiB), nothing else in it: the mount keeps each spool (up to 64,
-    4 GiB) and the fourth is refused for room (EIO) for as long as the mount lives,
-    the room taken by the mount's own kept spools, which it could let go of."""
+    4 GiB); the fourth was refused for room (EIO) for as long as the mount lived, the
+    room taken by the mount's own kept spools (attack20 2). Now the oldest kept spools
+    are let go of until the next fits (mountd/sources.py's _room_for_a_spool)."""
     with _tmpfs(tmp_path / "tmpfs", 128) as tmpdir:
         monkeypatch.setenv("TMPDIR", str(tmpdir))
         contents = {f"g{n}": _compressible(32 * MIB) for n in range(4)}
