@@ -37,10 +37,11 @@ class _Promise:
     def __init__(self, claimed: int) -> None:
         self.claimed = claimed
         self.written = 0  # set by its thread after each write (read by others unlocked)
+        self.allocated = False  # its room taken on the disk at once: counted by statvfs
 
     @property
     def outstanding(self) -> int:
-        return max(0, self.claimed - self.written)
+        return 0 if self.allocated else max(0, self.claimed - self.written)
 
 
 class Spooler:
@@ -81,6 +82,7 @@ class Spooler:
                 self.repo.open_recorded_file(file_id, header, size) as stream,
                 tempfile.TemporaryFile(dir=where, buffering=0) as spool,
             ):
+                self._allocate(file_id, spool.fileno(), promise, where)
                 while chunk := stream.read(_CHUNK):
                     _write_all(spool.fileno(), chunk)
                     promise.written += len(chunk)
@@ -116,6 +118,36 @@ class Spooler:
             promise = _Promise(size)
             self._under_way.add(promise)
             return promise
+
+    def _allocate(self, file_id: ObjectId, fd: int, promise: _Promise, where: str) -> None:
+        """Take the spool's room on the disk before inflating into it (fallocate), so
+        that other processes see it gone too: the account above is this daemon's, and
+        two mounts spooling into one TMPDIR took it to 0 bytes free (attack20 4). In
+        steps of a quarter of the reserve, the free space checked before each: two
+        daemons allocating at once go at most a step or two into the reserve, where one
+        allocation of the whole could take the last byte before failing. A spool whose
+        next step does not fit is refused (its file, unlinked, goes with its room). A
+        filesystem that cannot allocate ahead leaves the account alone, as before."""
+        step = 0
+        offset = 0
+        while offset < promise.claimed:
+            with self._account:
+                free, others, reserve = self._room(where)  # others: this one's rest too
+            step = step or max(_CHUNK, reserve // 4)
+            if free < reserve + others:
+                raise ObjectReadError(
+                    f"object {file_id.hex()}: its {promise.claimed} bytes do not fit in "
+                    f"{where} ({free} bytes free, {reserve} left free); set TMPDIR elsewhere"
+                )
+            length = min(step, promise.claimed - offset)
+            try:
+                os.posix_fallocate(fd, offset, length)
+            except OSError:  # not supported here: the account alone, as before (what
+                promise.written = 0  # was allocated is counted twice: on the safe side)
+                return
+            offset += length
+            promise.written = offset  # allocated counts as written for the account
+        promise.allocated = True
 
     def fits(self, size: int) -> bool:
         """Whether a spool of ``size`` bytes would be promised its room now (a look:

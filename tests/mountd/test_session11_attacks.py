@@ -233,14 +233,14 @@ def test_an_swz1_object_refused_for_room_is_served_once_room_comes_back(
 
 
 @ROOT
-@pytest.mark.xfail(strict=True, reason="attack20 4")
 def test_two_mounts_spooling_at_once_never_take_their_shared_tmpdir_below_its_reserve(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """attack18 2 across daemons: two mounts (two commits of one user, or two users'
     mounts sharing /var/tmp) each spool a hostile SWZ1 object of 50 MiB of zeros on
     one 96 MiB TMPDIR (reserve 6 MiB); each daemon's account knows only its own spools,
-    and each alone fits (50 + 6 <= 96)."""
+    and each alone fits (50 + 6 <= 96). Both took it to 0 bytes free (attack20 4); now
+    a spool allocates its room before inflating, seen by the other daemon."""
     with _tmpfs(tmp_path / "tmpfs", 96) as tmpdir:
         monkeypatch.setenv("TMPDIR", str(tmpdir))
         repo, found = _swz1_repo(tmp_path, {"h": os.urandom(50 * MIB)})
