@@ -23,7 +23,6 @@ socket being opened, raises :class:`Halted` (store.errors' PullHaltedError).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import socket
@@ -197,12 +196,15 @@ def _connect(
     pull halted meanwhile) and after the wait; a halt after that second watch aborts
     the connect, which ends the wait (review13 L1)."""
     sock.setblocking(False)
-    code = sock.connect_ex(address)
+    try:
+        sock.connect(address)
+    except (BlockingIOError, InterruptedError):  # under way: waited for below
+        started = True
+    else:
+        started = False  # connected at once
     watch(sock)
-    if code == 0:
+    if not started:
         return
-    if code not in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
-        raise OSError(code, os.strerror(code))
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
     due = None if timeout is None else time.monotonic() + timeout
