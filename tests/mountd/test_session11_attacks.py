@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -530,23 +530,33 @@ def test_more_killed_hostile_reads_than_max_background_leave_files_over_128k_rea
                 up.chmod(0o755)
     daemon = mount.foreground(repo, *options, "main")
     mnt = daemon.mountpoint
-    argv = [*prefix, "dd", f"if={mnt / 'hostile'}", "of=/dev/null", "bs=128k", "count=1"]
-    readers = [
-        subprocess.Popen(
-            [*argv, f"skip={n * 100}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        for n in range(MAX_BACKGROUND + 100)
-    ]
-    time.sleep(2)
-    for each in readers:
-        each.kill()
-    denied = sum(b"ermission denied" in each.communicate(timeout=60)[1] for each in readers)
+    errors = _killed_readers(mnt / "hostile", MAX_BACKGROUND + 100, 100, prefix=prefix)
+    denied = sum(b"ermission denied" in error for error in errors)
     assert denied == 0, "the hostile readers cannot read the mount"
     time.sleep(1)
     for name in ("k200", "m2"):
         ok, got, taken = run_briefly(["cat", str(mnt / name)], 5)
         print(f"{name}: {ok} in {taken:.2f} s")
         assert ok and got == files[name], f"{name} not read in {taken:.2f} s"
+
+
+def _killed_readers(
+    hostile: Path, count: int, step: int, wait: float = 2, prefix: Sequence[str] = ()
+) -> list[bytes]:
+    """``count`` readers of one 128 KiB block of ``hostile`` each, ``step`` blocks
+    apart, given ``wait`` seconds to send their reads, then killed: each leaves its
+    read-ahead request waiting on the hostile object's verification. Their stderr."""
+    argv = [*prefix, "dd", f"if={hostile}", "of=/dev/null", "bs=128k", "count=1"]
+    readers = [
+        subprocess.Popen(
+            [*argv, f"skip={n * step}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for n in range(count)
+    ]
+    time.sleep(wait)
+    for reader in readers:
+        reader.kill()
+    return [reader.communicate(timeout=60)[1] for reader in readers]
 
 
 def _cached_kib() -> int:
@@ -569,18 +579,7 @@ def test_killed_hostile_reads_pin_little_page_cache_while_they_wait(
     repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30)
     daemon = mount.foreground(repo, "main")
     mnt = daemon.mountpoint
-    argv = ["dd", f"if={mnt / 'hostile'}", "of=/dev/null", "bs=128k", "count=1"]
-    readers = [
-        subprocess.Popen(
-            [*argv, f"skip={n * 100}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for n in range(1000)
-    ]
-    time.sleep(2)
-    for reader in readers:
-        reader.kill()
-    for reader in readers:
-        reader.wait(timeout=60)
+    _killed_readers(mnt / "hostile", 1000, 100)
     time.sleep(0.5)
     held = _cached_kib()
     os.kill(daemon.pid, signal.SIGTERM)
@@ -601,18 +600,7 @@ def test_unmount_with_a_thousand_read_aheads_waiting_ends_the_daemon_at_once(
     repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30)
     daemon = mount.foreground(repo, "main")
     mnt = daemon.mountpoint
-    argv = ["dd", f"if={mnt / 'hostile'}", "of=/dev/null", "bs=128k", "count=1"]
-    readers = [
-        subprocess.Popen(
-            [*argv, f"skip={n * 100}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for n in range(1000)
-    ]
-    time.sleep(2)
-    for reader in readers:
-        reader.kill()
-    for reader in readers:
-        reader.wait(timeout=60)
+    _killed_readers(mnt / "hostile", 1000, 100)
     threads = _threads(daemon.pid)
     started = time.monotonic()
     done = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, timeout=30)
@@ -683,19 +671,7 @@ def test_many_killed_hostile_reads_below_the_limit_leave_good_files_readable_eve
     repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30, files=files, sparse={"z64": 64 << 20})
     daemon = mount.foreground(repo, "main")
     mnt = daemon.mountpoint
-    readers = [
-        subprocess.Popen(
-            ["dd", f"if={mnt / 'hostile'}", "of=/dev/null", "bs=128k", "count=1", f"skip={n * 50}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for n in range(300)
-    ]
-    time.sleep(1)
-    for reader in readers:
-        reader.kill()
-    for reader in readers:
-        reader.wait(timeout=30)
+    _killed_readers(mnt / "hostile", 300, 50, wait=1)
     ok, got, taken = read_through(mnt / "m2", 5)
     assert ok and got == files["m2"], f"m2 by cat: {ok} in {taken:.2f} s"
     direct = tmp_path / "direct"
