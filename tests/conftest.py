@@ -26,6 +26,24 @@ def pytest_configure(config: pytest.Config) -> None:
     action for the children, which then install theirs."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    _bytecode_for_children(config)
+
+
+def _bytecode_for_children(config: pytest.Config) -> None:
+    """Let the thousands of sapwood commands the tests start run from bytecode. Where
+    PYTHONDONTWRITEBYTECODE is set (these machines set it; the source tree keeps no
+    __pycache__), every command compiled each module it imports from source: ~75 ms of
+    a ~0.15 s command, several minutes of the suite. The bytecode goes to a directory of
+    this run's own (PYTHONPYCACHEPREFIX), removed at its end; readable by the
+    unprivileged user some tests run as, writable by root only (nobody else's bytecode
+    is ever run). Behaviour is the same from source or bytecode."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    cache = tempfile.mkdtemp(prefix="sapwood-tests-bytecode-")
+    os.chmod(cache, 0o755)
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = cache
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
 
 
 ALL_MODES = [m for m in RepoMode]
