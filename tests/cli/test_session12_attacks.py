@@ -212,3 +212,35 @@ def test_a_pull_stopped_by_a_full_disk_says_the_disk_is_full(
         fsck_clean(local)
     assert said, "no pull was stopped"
     assert all("no space left" in line.lower() for line in said), sorted(set(said))
+
+
+# ----- standard streams closed ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="attack21 4: a closed stdout or stderr is a traceback")
+@pytest.mark.parametrize("closed", [">&-", "2>&-"], ids=["stdout", "stderr"])
+def test_a_command_run_with_a_standard_stream_closed(
+    tmp_path: Path, served: tuple[Served, str], closed: str
+) -> None:
+    """A pull and a commit started with stdout or stderr closed (a daemon's child, a
+    cron line with >&-): Python makes sys.stdout/sys.stderr None. Today run()'s
+    sys.stdout.flush() raises AttributeError after the work is done (a traceback, exit
+    1), and Progress's sys.stderr.isatty() makes the command an internal error (exit
+    70) before it does anything. Either the command works (as git's do: they open
+    /dev/null on closed 0-2 at start) or it says one line and changes nothing."""
+    server, commit = served
+    local = _local(tmp_path, server)
+    status = tmp_path / "status"
+    pulled = _shell(f"{_pull_line(local)} {closed}; echo $? > '{status}'", tmp_path)
+    assert "Traceback" not in pulled.stderr + pulled.stdout
+    assert status.read_text().strip() == "0", pulled.stderr + pulled.stdout
+    assert refs(local)["origin:main"] == commit
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_bytes(b"hello\n")
+    line = " ".join(f"'{p}'" for p in sapwood_argv("commit", "-b", "mine", source, repo=local))
+    committed = _shell(f"{line} {closed}; echo $? > '{status}'", tmp_path)
+    assert "Traceback" not in committed.stderr + committed.stdout
+    assert status.read_text().strip() == "0", committed.stderr + committed.stdout
+    assert cli("--repo", local, "cat", "mine", "f").raw == b"hello\n"
+    fsck_clean(local)
