@@ -9,6 +9,7 @@ guards a defence; a defect is a strict xfail naming its finding in attack21.md.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import IS_ROOT, cli, sapwood_argv
-from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, refs
+from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, publish, refs
 from tests.store.pull_server import Served, serve
 
 FAST = {"SAPWOOD_HTTP_TIMEOUT": "5", "SAPWOOD_HTTP_RETRIES": "1", "SAPWOOD_HTTP_BACKOFF": "0.05"}
@@ -243,4 +244,49 @@ def test_a_command_run_with_a_standard_stream_closed(
     assert "Traceback" not in committed.stderr + committed.stdout
     assert status.read_text().strip() == "0", committed.stderr + committed.stdout
     assert cli("--repo", local, "cat", "mine", "f").raw == b"hello\n"
+    fsck_clean(local)
+
+
+def test_a_delta_pull_that_ends_at_once_leaves_nothing_in_tmpdir(tmp_path: Path) -> None:
+    """An update pull through a static delta (temporary files of its own) ends without
+    the interpreter's finalization: nothing is left in TMPDIR or in the repository, the
+    new commit reads back and fsck is clean."""
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    for n in range(50):
+        (tree / "d" / f"f{n}").write_bytes(f"file {n}\n".encode() * 20)
+    (tree / "big").write_bytes(os.urandom(200_000))
+    served = tmp_path / "served"
+    old = archive_of(served / "repo", tree)
+    shutil.copytree(served / "repo", served / "old", symlinks=True)
+    (tree / "big").write_bytes(os.urandom(200_000))
+    (tree / "d" / "f3").write_bytes(b"changed\n" * 100)
+    new = archive_of(served / "repo", tree)
+    assert (
+        cli("--repo", served / "repo", "static-delta", "generate", "--from", old, "--to", new).code
+        == 0
+    )
+    publish(served / "repo")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with serve(served) as server:
+        local = _local(tmp_path, server)
+        add_remote(local, f"{server.url}old/", "old")
+        assert cli("--repo", local, "pull", "old", "main").code == 0
+        assert cli("--repo", local, "refs", "--create", "origin:main", old).code == 0
+        done = subprocess.run(
+            sapwood_argv("pull", "origin", "main", repo=local),
+            capture_output=True,
+            text=True,
+            env=dict(os.environ) | FAST | {"TMPDIR": str(scratch)},
+            timeout=120,
+            check=False,
+        )
+        assert any("/deltas/" in path for path in server.log), server.log
+    assert done.returncode == 0, done.stderr
+    assert "in deltas" in done.stdout
+    assert os.listdir(scratch) == []
+    assert _leftovers(local) == []
+    assert refs(local)["origin:main"] == new
+    assert cli("--repo", local, "cat", "origin:main", "d/f3").raw == b"changed\n" * 100
     fsck_clean(local)

@@ -499,6 +499,7 @@ def test_prune_killed_at_random_points_deletes_nothing_live(tmp_path: Path) -> N
 
 _COMMIT_LOOP = r"""
 import sys
+import time
 sys.path.insert(0, sys.argv[3])
 from sapwood.cli.main import main
 for n in range(int(sys.argv[4])):
@@ -591,3 +592,32 @@ def test_a_child_forked_while_another_thread_opens_a_repository_does_not_hang(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "hung 0 bad 0", done.stdout + done.stderr
+
+
+# ----- the real clock ---------------------------------------------------------------------
+
+
+def test_the_real_settling_rule_saves_late_and_a_change_right_after_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No shortcut: right after objects were added nothing is saved; 2.2 s later a farm
+    commit saves the listing; a prune and new same-sized objects made at once after it
+    (within the same clock tick as the save, as far as this machine goes) are seen."""
+    monkeypatch.setattr(inode_cache, "_SETTLED_NS", 2 * 10**9)
+    repo = _repo_with(tmp_path, {"a": b"A" * SIZE})
+    farm = _farm(repo, "main", tmp_path / "farm")
+    ok(repo, "commit", "-b", "early", farm)
+    assert not repo.joinpath(*SAVED).exists()
+    time.sleep(2.2)
+    ok(repo, "commit", "-b", "late", farm)
+    assert repo.joinpath(*SAVED).exists()
+    shutil.rmtree(farm)
+    for ref in ok(repo, "refs").split():
+        ok(repo, "refs", "--delete", ref)
+    ok(repo, "prune", "--refs-only")
+    source = _write(tmp_path / "b", {"a": b"B" * SIZE})
+    ok(repo, "commit", "-b", "b", source)
+    farm = _farm(repo, "b", tmp_path / "farm-b")
+    ok(repo, "commit", "-b", "b-again", farm)
+    assert _cat(repo, "b-again", "a") == b"B" * SIZE
+    _fsck_clean(repo)
