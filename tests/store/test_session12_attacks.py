@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -341,6 +342,7 @@ def _committer(repo: Path, farm: Path, branch: str, cwd: Path) -> subprocess.Pop
 
 _FORKED = r"""
 import gc, os, sys, warnings
+from collections.abc import Iterator
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 warnings.simplefilter("ignore", ResourceWarning)
@@ -416,6 +418,7 @@ def test_a_forked_childs_snapshot_survives_its_parent_closing(tmp_path: Path, ch
 
 _POOL = r"""
 import multiprocessing, os, sys, warnings
+from collections.abc import Iterator
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 warnings.simplefilter("ignore", ResourceWarning)
@@ -551,6 +554,7 @@ def test_a_commit_beside_prune_keeps_every_object_it_names(tmp_path: Path) -> No
 
 _FORK_WHILE_A_THREAD_OPENS = r"""
 import os, signal, sys, threading, warnings
+from collections.abc import Iterator
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 warnings.simplefilter("ignore", ResourceWarning)
@@ -632,3 +636,69 @@ def test_the_real_settling_rule_saves_late_and_a_change_right_after_shows(
     ok(repo, "commit", "-b", "b-again", farm)
     assert _cat(repo, "b-again", "a") == b"B" * SIZE
     _fsck_clean(repo)
+
+
+# ----- objects/ on another filesystem ---------------------------------------------------
+
+
+@pytest.fixture
+def two_tmpfs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """Two fresh 20 MiB tmpfs (root only; their inode numbers counted from small ones),
+    unmounted for sure."""
+    if not IS_ROOT:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = []
+    try:
+        for name in ("fs-a", "fs-b"):
+            where = tmp_path / name
+            where.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "x8", str(where)], check=True)
+            mounted.append(where)
+        yield mounted[0], mounted[1]
+    finally:
+        for where in mounted:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.xfail(strict=True, reason="attack21 7: objects/ symlinked: lstat's st_dev")
+def test_objects_on_another_filesystem_never_match_a_farm_file_by_inode_number(
+    two_tmpfs: tuple[Path, Path],
+) -> None:
+    """objects/ and tmp/ moved to a bigger disk and symlinked (commits work: staging
+    and objects share that disk). ObjectInodes.device() and directory_keys() lstat the
+    symlink: the device they take is the repository's, not the objects'. A farm file on
+    the repository's filesystem (a hardlinked checkout of another repository: more than
+    one link, mtime 0, an object's bits and size) whose inode NUMBER is an object's on
+    the other filesystem is recorded as that object: the wrong bytes, fsck clean."""
+    here, there = two_tmpfs
+    repo = here / "repo"
+    ok(repo, "init", "--mode", "bare-user")
+    (there / "junk").mkdir()
+    for n in range(1000):  # the object's inode number above any used on `here` yet
+        (there / "junk" / str(n)).touch()
+    for name in ("objects", "tmp"):
+        shutil.move(repo / name, there / name)
+        os.symlink(there / name, repo / name)
+    ok(repo, "commit", "-b", "main", _write(here / "src", {"secret": b"X" * SIZE}))
+    [obj] = (there / "objects").rglob("*.file")
+    target = obj.stat().st_ino
+    (here / "junk").mkdir()
+    farm = here / "farm"
+    farm.mkdir()
+    n = 0
+    while True:  # inode numbers of a fresh tmpfs come in order: stop one short
+        filler = here / "junk" / str(n)
+        filler.touch()
+        n += 1
+        if filler.stat().st_ino >= target - 1:
+            break
+    mine = farm / "f"
+    mine.write_bytes(b"Y" * SIZE)
+    if mine.stat().st_ino != target:
+        pytest.skip("could not steer the inode number")
+    mine.chmod(0o644)
+    os.link(mine, farm / "g")
+    os.utime(mine, ns=(0, 0))
+    ok(repo, "commit", "-b", "farm", farm)
+    _fsck_clean(repo)
+    assert _cat(repo, "farm", "f") == b"Y" * SIZE
