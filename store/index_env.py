@@ -258,7 +258,10 @@ class SharedEnv:
     def _share(cls, key: str, access: Access) -> SharedEnv:
         with cls._lock:
             cls._give_back_dropped()
-            shared = cls._open.get(key) or cls(key, access)
+            shared = cls._open.get(key)
+            if shared is not None and shared.forks:
+                raise _opened_before_fork(key)
+            shared = shared or cls(key, access)
             cls._open[key] = shared
             shared.users += 1
             return shared
@@ -368,6 +371,18 @@ def _damaged(path: Path, what: str) -> IndexDamagedError:
     return IndexDamagedError(
         f"{path}: {what}; the repository cannot be used (see 'Damaged index' in "
         "docs/decisions.md: archive repositories can rebuild it with sapwood rebuild-index)"
+    )
+
+
+def _opened_before_fork(key: str) -> UsageError:
+    """A forked child opening a repository its parent had open at the fork: the only
+    environment this process may have on that file is the parent's (py-lmdb refuses a
+    second), and LMDB forbids using it across fork: the child's snapshots would hold
+    reader slots under the parent's pid, cleared when the parent closes or exits, and
+    then read pages writers reuse (attack21 2: garbage or other commits' ids)."""
+    return UsageError(
+        f"{key}: this repository was open when the process forked, and the index cannot "
+        "be used in the child: close it before forking, or start workers with spawn"
     )
 
 
