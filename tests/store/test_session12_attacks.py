@@ -702,3 +702,62 @@ def test_objects_on_another_filesystem_never_match_a_farm_file_by_inode_number(
     ok(repo, "commit", "-b", "farm", farm)
     _fsck_clean(repo)
     assert _cat(repo, "farm", "f") == b"Y" * SIZE
+
+
+_SNAPSHOT_ACROSS_FORK = r"""
+import os, sys, warnings
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+warnings.simplefilter("ignore", ResourceWarning)
+from store import Repository
+from store.errors import SapwoodError, UsageError
+from tests.helpers import commit_dir
+base = Path(sys.argv[1]); path = base / "repo"
+def src(tag):
+    d = base / f"src-{tag}"; d.mkdir()
+    for i in range(3): (d / f"f{i}").write_bytes(f"{tag}-{i}".encode() * 50)
+    return d
+repo = Repository.open(path)
+for k in range(30):
+    commit_dir(repo, src(f"b{k}"), branch=f"branch-{k:03d}")
+r1, w1 = os.pipe(); r2, w2 = os.pipe()
+scope = repo.snapshot(); snap = scope.__enter__()
+first = {n: snap.ref(n) for n in snap.refs()}
+pid = os.fork()
+if pid == 0:
+    os.write(w2, b"r"); os.read(r1, 1)
+    try:
+        again = {n: snap.ref(n) for n in snap.refs()}
+    except UsageError as exc:
+        print("refused:", exc); os._exit(0)
+    except SapwoodError as exc:
+        print("damaged:", exc); os._exit(1)
+    print("same" if again == first else "changed"); os._exit(0 if again == first else 1)
+os.read(r2, 1)
+scope.__exit__(None, None, None)
+repo.close()
+writer = Repository.open(path)
+for k in range(30):
+    commit_dir(writer, src(f"w{k}"), branch=f"branch-{k:03d}")
+writer.close()
+os.write(w1, b"g")
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="attack21 8: a snapshot begun before fork read after")
+def test_a_snapshot_begun_before_a_fork_is_not_read_by_the_child(tmp_path: Path) -> None:
+    """The parent forks inside ``with repo.snapshot()``; the child reads that snapshot
+    after the parent ended it and writers went on: its reader slot was the parent's,
+    cleared when the parent ended it. The child must be refused (UsageError) or read
+    what it read before; today it reads reused pages."""
+    Repository.init(tmp_path / "repo", RepoMode.BARE_USER).close()
+    done = subprocess.run(
+        [sys.executable, "-c", _SNAPSHOT_ACROSS_FORK, str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
