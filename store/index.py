@@ -325,9 +325,18 @@ class Index:
         self._shared.pages.counting_reads = False
 
     def _require_open(self) -> None:
-        """A closed repository is the caller's slip, not a damaged index."""
+        """A closed repository is the caller's slip, not a damaged index; so is one
+        inherited across fork: LMDB forbids the parent's environment in the child,
+        whose transactions would hold reader slots under the parent's pid, cleared
+        when the parent closes or exits, and read pages writers reuse (attack21 6)."""
         if self._closed:
             raise UsageError("the repository is closed; open it again to use it")
+        if self._shared.forks:
+            raise UsageError(
+                f"{self._shared.key}: this repository was open when the process forked "
+                "and cannot be used in the child: open it after forking (in the child), "
+                "or start workers with spawn"
+            )
 
     @contextmanager
     def reader(self) -> Iterator[IndexReader]:

@@ -327,11 +327,31 @@ class SharedEnv:
         (store/index.py, _INHERITED_READERS). One count, raised once per fork in the
         child, instead of comparing os.getpid() (a system call) at every close and
         every snapshot."""
+        cls._lock = threading.Lock()  # held by the forking thread (_before_fork)
         for shared in {*cls._open.values(), *cls._dropped}:
             shared.forks += 1
+            # copied in whatever state a thread of the parent's left it, a thread the
+            # child does not have: the child's give-back must not wait for it
+            shared._map_lock = threading.Lock()
+
+    @classmethod
+    def _before_fork(cls) -> None:
+        """No fork while another thread shares or gives back an environment: the child
+        would get the lock held by a thread it does not have, and its first open of any
+        repository would wait for ever (attack21 5). Released in the parent after the
+        fork; the child makes a new one (:meth:`_mark_inherited`)."""
+        cls._lock.acquire()
+
+    @classmethod
+    def _after_fork_in_parent(cls) -> None:
+        cls._lock.release()
 
 
-os.register_at_fork(after_in_child=SharedEnv._mark_inherited)
+os.register_at_fork(
+    before=SharedEnv._before_fork,
+    after_in_parent=SharedEnv._after_fork_in_parent,
+    after_in_child=SharedEnv._mark_inherited,
+)
 
 
 def _address_space_error(key: str, exc: _AddressSpaceFull) -> AddressSpaceError:

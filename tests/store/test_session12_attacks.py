@@ -391,7 +391,6 @@ sys.exit(os.waitstatus_to_exitcode(status))
         "reopen",  # attack21 2
         pytest.param(
             "inherited",
-            marks=pytest.mark.xfail(strict=True, reason="attack21 6: the inherited object used"),
         ),
     ],
 )
@@ -588,7 +587,6 @@ print(f"hung {hung} bad {bad}")
 """
 
 
-@pytest.mark.xfail(strict=True, reason="attack21 5: fork while a thread holds SharedEnv._lock")
 def test_a_child_forked_while_another_thread_opens_a_repository_does_not_hang(
     tmp_path: Path,
 ) -> None:
