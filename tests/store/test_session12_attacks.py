@@ -763,3 +763,55 @@ def test_a_snapshot_begun_before_a_fork_is_not_read_by_the_child(tmp_path: Path)
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ----- the repository lock across fork ----------------------------------------------------
+
+_POOL_DURING_A_COMMIT = r"""
+import multiprocessing, subprocess, sys, threading, time, warnings
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+warnings.simplefilter("ignore", ResourceWarning)
+from store import Repository
+from tests.helpers import commit_dir, sapwood_argv
+base = Path(sys.argv[1]); path = base / "repo"
+src = base / "src"; src.mkdir()
+for i in range(3000): (src / f"f{i}").write_bytes(b"x%d" % i)
+def worker(seconds):
+    time.sleep(seconds)
+def commit():
+    repo = Repository.open(path); commit_dir(repo, src); repo.close()
+thread = threading.Thread(target=commit); thread.start()
+while not any((path / "tmp").glob("staging-*")):  # the commit holds the lock now
+    time.sleep(0.002)
+pool = multiprocessing.get_context("fork").Pool(1)  # a worker pool made meanwhile
+thread.join()  # the commit is over
+pool.apply_async(worker, (60,))
+try:
+    subprocess.run(sapwood_argv("prune", "--refs-only", repo=path), timeout=10, check=True)
+    print("pruned")
+except subprocess.TimeoutExpired:
+    print("prune waited 10 s for the lock of a commit that had ended")
+finally:
+    pool.terminate(); pool.join()
+"""
+
+
+@pytest.mark.long  # ~10 s while it fails
+@pytest.mark.xfail(strict=True, reason="attack21 9: a forked child keeps the repository lock")
+def test_a_worker_forked_during_a_commit_does_not_keep_the_repository_lock(
+    tmp_path: Path,
+) -> None:
+    """A library user's thread commits; meanwhile the main thread makes a fork-based
+    worker pool. The lock is an flock on the repository directory released only by
+    closing its fd (store/locking.py): the workers' copies keep it, so after the commit
+    ended, prune waits for as long as the workers live."""
+    Repository.init(tmp_path / "repo", RepoMode.BARE_USER).close()
+    done = subprocess.run(
+        [sys.executable, "-c", _POOL_DURING_A_COMMIT, str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.stdout.strip() == "pruned", done.stdout + done.stderr
