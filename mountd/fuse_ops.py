@@ -32,6 +32,7 @@ import pyfuse3
 from mountd.lru import RecentKeys
 from mountd.preparing import Preparer
 from mountd.view import Attributes, TreeView
+from mountd.waiters import ReaderGoneError
 from store import (
     CorruptObjectError,
     NoSuchAttributeError,
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 IMMUTABLE_TIMEOUT = 86400.0
 VOLATILE_TIMEOUT = 1.0  # listings of refs and commits, and what hangs off them
 NO_OPEN_PASSES_INODE = bool(getattr(pyfuse3, "NO_OPEN_PASSES_INODE", False))
+# The patch's read(fh, off, size, ctx): the reader's pid, to give up a verification
+# once no reader waits for it (mountd/preparing.py, mountd/waiters.py).
+READ_PASSES_CTX = bool(getattr(pyfuse3, "READ_PASSES_CTX", False))
 # The kernel's limit of background requests of the mount (read-ahead is one), asked
 # for at init (patches/pyfuse3-no-open.patch; an unprivileged daemon gets at most the
 # fuse module's max_user_bgreq, thousands where the machine has GiB). At the default,
@@ -64,6 +68,7 @@ _ERRNO: list[tuple[type[SapwoodError], int]] = [
     (NoSuchAttributeError, errno.ENODATA),
     (ObjectMissingError, errno.EIO),
     (CorruptObjectError, errno.EIO),
+    (ReaderGoneError, errno.EINTR),  # no one sees it: the reader is gone
 ]
 
 
@@ -139,6 +144,11 @@ def _guarded(
     return guarded
 
 
+def _pid_of(ctx: Any) -> int:
+    """The pid of a request's process (0: unknown)."""
+    return int(getattr(ctx, "pid", 0) or 0)
+
+
 def _read_only() -> NoReturn:
     raise pyfuse3.FUSEError(errno.EROFS)
 
@@ -168,6 +178,7 @@ class SapwoodOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
     max_background = MAX_BACKGROUND  # read by the patched pyfuse3's init (see above)
+    read_passes_ctx = READ_PASSES_CTX  # read by the patched pyfuse3's read (see above)
 
     def __init__(
         self,
@@ -239,12 +250,13 @@ class SapwoodOperations(pyfuse3.Operations):
             _read_only()
         if self._no_open:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # no more opens; reads come by inode
-        await self._preparer.open(inode)
+        await self._preparer.open(inode, _pid_of(ctx))
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     @_guarded
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self._preparer.read(fh, off, size)  # fh is the inode
+    async def read(self, fh: int, off: int, size: int, ctx: Any = None) -> bytes:
+        """``ctx``: the request's context, with the patch (READ_PASSES_CTX)."""
+        return await self._preparer.read(fh, off, size, _pid_of(ctx))  # fh is the inode
 
     @_guarded
     async def release(self, fh: int) -> None:

@@ -9,32 +9,40 @@ machine's cores are for the readers too), and one more of those past their deadl
 (below), while the loop answers other requests: a
 request about to wait has another request loop started first (mountd/readers.py).
 
-One object is prepared by one thread: other reads of it (the kernel's read-ahead, a
-second reader) wait for that one and then read what it kept, or fail as it failed (a
-damaged object of gigabytes is not inflated once per read that was waiting). The view
-itself stays synchronous and single-threaded: a Preparation's work changes nothing of
-it (and reads the index not at all), and what the work made is kept, and the read
-served, in one step of the loop (no checkpoint between them, so nothing can evict it
-in between).
+One object is prepared by one thread, run by a task of its own: every read of it (the
+kernel's read-ahead, a second reader) waits for that one and then reads what it kept,
+or fails as it failed (a damaged object of gigabytes is not inflated once per read
+that was waiting). The view itself stays synchronous and single-threaded: a
+Preparation's work changes nothing of it (and reads the index not at all); what the
+work made is kept on the loop, and a read that finds it kept is served in that step
+(no checkpoint between them, so nothing can evict it in between; evicted before the
+read looked, it is prepared again).
 
-A signal that unmounts cancels the loops (mountd/daemon.py): a read waiting for a
-verification ends with them, its thread abandoned (a daemon thread: the process does
-not wait for it), so the daemon unmounts at once rather than when the verification
-ends, minutes for a hostile object of a few hundred GiB of zeros; the thread gives up
-at its next chunk.
+A signal that unmounts cancels the loops (mountd/daemon.py): the reads waiting for a
+verification end with them, and with the last of them the verification, its thread
+abandoned (a daemon thread: the process does not wait for it), so the daemon unmounts
+at once rather than when the verification ends, minutes for a hostile object of a few
+hundred GiB of zeros; the thread gives up at its next chunk.
 
 No verification holds a thread slot (nor the lane of objects over LONG) longer than
 ``DEADLINE``: past it, it gives them back and goes on in the overdue verifications'
 turns (mountd/turns.py), so one object that takes minutes holds up no other file's
 first read (attack16 2). Nothing tells an object that takes minutes because it is
-hostile from a legitimate one as large (a sparse VM image inflates as fast), and
-nothing tells the daemon that a reader is gone (see mountd/turns.py and
-docs/decisions.md, "Verification nobody waits for, session 10"): both are served,
-in turns.
+hostile from a legitimate one as large (a sparse VM image inflates as fast): both are
+served, in turns (mountd/turns.py).
+
+A verification no one waits for any more is given up (attack20 5, 1): every ``WATCH``
+seconds it runs, the pids of the requests waiting for it are looked at
+(mountd/waiters.py); a request whose reader is gone is answered at once (an error no
+one sees: ReaderGoneError), and once every one is, the verification stops at its next
+chunk and gives its slot, lane or turn back. Read again, it starts again. Killed readers
+of hostile objects held the lane (and, past OVERDUE of them, every large file's first
+read) and the kernel's background requests for the minutes of their verifications.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import trio
@@ -42,7 +50,10 @@ import trio
 from mountd.sources import Preparation
 from mountd.turns import Turns, Verification
 from mountd.view import TreeView
+from mountd.waiters import Liveness, ReaderGoneError
 from store import ObjectId
+
+log = logging.getLogger(__name__)
 
 THREADS = 2  # objects verified at once, each in a thread of its own
 # Objects larger than this (a quarter of a second to verify, and up to minutes: a
@@ -56,6 +67,10 @@ DEADLINE = 1.0
 # Overdue verifications at once (a thread each, parked out of its turn: an fd, a
 # decompressor). One more past its deadline keeps its slot until one of them ends.
 OVERDUE = 8
+# Seconds between two looks at whether anyone still waits for a verification (its
+# requests' readers: mountd/waiters.py); none before the first WATCH (most end sooner).
+WATCH = 0.25
+_LOOKS = 256  # readers looked at every WATCH at most (more: less often)
 
 
 def _nothing() -> Callable[[], None]:
@@ -87,65 +102,84 @@ class Preparer:
         self.overdue = 0  # verifications past their deadline, not ended
         self._running: dict[ObjectId, _Running] = {}
         self._on_wait = on_wait or _nothing
+        self.liveness = Liveness()
+        self.given_up = 0  # verifications given up, no one waiting for them (a count)
 
-    async def read(self, ino: int, offset: int, size: int) -> bytes:
-        """``view.read``, once ``ino``'s object is readable."""
+    async def read(self, ino: int, offset: int, size: int, pid: int = 0) -> bytes:
+        """``view.read``, once ``ino``'s object is readable. ``pid``: the reader's (0:
+        unknown), whose going away gives up a verification it alone waits for."""
         slow = self.view.preparation(ino)
         if slow is not None:
-            await self._ready(slow, ino)
+            await self._ready(slow, ino, pid)
         return self.view.read(ino, offset, size)  # no checkpoint since it was kept
 
-    async def open(self, ino: int) -> None:
+    async def open(self, ino: int, pid: int = 0) -> None:
         """``view.open``, once ``ino``'s object is readable."""
         slow = self.view.preparation(ino)
         if slow is not None:
-            await self._ready(slow, ino)
+            await self._ready(slow, ino, pid)
         self.view.open(ino)
 
-    async def _ready(self, slow: Preparation, ino: int) -> None:
-        """Run ``slow`` (or wait for whoever runs it) until ``ino`` is readable; returns
-        with no checkpoint after that, so the caller's read finds it kept."""
+    async def _ready(self, slow: Preparation, ino: int, pid: int) -> None:
+        """Have ``slow`` run (or wait for the run under way) until ``ino`` is readable;
+        returns with no checkpoint after it found it kept, so the caller's read does."""
         while True:
             running = self._running.get(slow.file_id)
+            if running is None:
+                running = self._running[slow.file_id] = _Running()
+                trio.lowlevel.spawn_system_task(self._run, slow, running)
+            waiter = _Waiter(pid)
+            running.waiters.append(waiter)
             waited = self._on_wait()  # someone else reads the kernel's requests meanwhile
             try:
-                if running is None:
-                    await self._run(slow)
-                    return
-                await running.done.wait()  # then look again: kept (or evicted since)
+                with waiter.scope:  # cancelled once its reader is gone (_watch)
+                    await running.done.wait()  # then look again: kept (or evicted since)
             finally:
                 waited()
-            if running.error is not None:  # the same answer, not the same work again
-                raise type(running.error)(*running.error.args)
+                running.waiters.remove(waiter)
+                if not running.waiters and not running.done.is_set():
+                    running.scope.cancel()  # no one waits for it: given up
+            if waiter.gone:
+                raise ReaderGoneError(f"object {slow.file_id.hex()}: its reader is gone")
+            if isinstance(running.error, ReaderGoneError):
+                pass  # given up as this one came: it waits, so start it again
+            elif running.error is not None:  # the same answer, not the same work again
+                raise type(running.error)(*running.error.args) from running.error
             found = self.view.preparation(ino)
             if found is None:
                 return
             slow = found
 
-    async def _run(self, slow: Preparation) -> None:
-        running = self._running[slow.file_id] = _Running()
+    async def _run(self, slow: Preparation, running: _Running) -> None:
+        """The preparation, in a task of its own: given up (its scope cancelled) once
+        no request waits for it, whoever asked first."""
         try:
-            made = await self._in_thread(slow)
-            slow.finish(made)
-        except Exception as exc:
+            with running.scope:
+                made = await self._in_thread(slow, running)
+                slow.finish(made)
+            if running.scope.cancelled_caught:
+                self.given_up += 1
+                log.info("verification of %s given up: no one waits for it", slow.file_id.hex())
+                running.error = ReaderGoneError(f"object {slow.file_id.hex()}: no one waits")
+        except Exception as exc:  # the requests waiting answer it
             running.error = exc
-            raise
         finally:
             del self._running[slow.file_id]
             running.done.set()
 
-    async def _in_thread(self, slow: Preparation) -> object:
+    async def _in_thread(self, slow: Preparation, running: _Running) -> object:
         """``slow.work`` in a worker thread, once it has a slot (and the lane over LONG
         if that large), which it gives back at its deadline."""
         verification = Verification(self._turns, slow.file_id)
         slots = [self._long, self._limiter] if slow.size > LONG else [self._limiter]
         held: list[trio.CapacityLimiter] = []
         try:
-            for slot in slots:
-                await slot.acquire_on_behalf_of(verification)
-                held.append(slot)
             ended = _Ended()
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, running)  # from now on: while it waits too
+                for slot in slots:
+                    await slot.acquire_on_behalf_of(verification)
+                    held.append(slot)
                 nursery.start_soon(self._thread, slow, verification, ended, nursery.cancel_scope)
                 await self._overdue_at_deadline(verification, held)  # or until it ends
             return ended.result()
@@ -173,6 +207,20 @@ class Preparer:
         except Exception as exc:
             ended.error = exc
         scope.cancel()
+
+    async def _watch(self, running: _Running) -> None:
+        """Every WATCH seconds: answer the requests whose readers are gone (the last
+        one answered gives the preparation up: _ready)."""
+        while True:
+            # a look costs ~20 us a reader: 1,000 readers waiting, one every second
+            await trio.sleep(WATCH * max(1.0, len(running.waiters) / _LOOKS))
+            seen: dict[int, bool] = {}  # a reader's pid, in each request of its read-ahead
+            for waiter in running.waiters:
+                if waiter.pid not in seen:
+                    seen[waiter.pid] = self.liveness.gone(waiter.pid)
+                if seen[waiter.pid]:
+                    waiter.gone = True
+                    waiter.scope.cancel()
 
     async def _overdue_at_deadline(
         self, verification: Verification, held: list[trio.CapacityLimiter]
@@ -209,9 +257,22 @@ class _Ended:
         return self.value
 
 
+class _Waiter:
+    """A request waiting for a preparation: its reader's pid (0: unknown), and what
+    cancels its wait once that reader is gone."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.gone = False
+        self.scope = trio.CancelScope()
+
+
 class _Running:
-    """A preparation under way: done, and how it failed (for the reads that waited)."""
+    """A preparation under way: done, and how it failed (for the requests that waited);
+    the requests waiting for it, and what gives it up once there are none."""
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.error: Exception | None = None
+        self.waiters: list[_Waiter] = []
+        self.scope = trio.CancelScope()

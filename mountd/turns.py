@@ -10,9 +10,9 @@ core at most verifies them, and each gets its share: a legitimate 10 GiB file th
 verifies beside a hostile object takes twice as long, not minutes more.
 
 The loop and the worker threads share a :class:`Verification`: the loop says when it
-is overdue and when no one waits for it any more (its readers' requests cancelled: an
-unmount); the thread calls it between chunks (MiB), where it waits for its turn or
-gives up.
+is overdue and when no one waits for it any more (its readers gone: mountd/waiters.py;
+or their requests cancelled: an unmount); the thread calls it between chunks (MiB),
+where it waits for its turn or gives up.
 """
 
 from __future__ import annotations

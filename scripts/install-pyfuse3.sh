@@ -7,13 +7,13 @@
 set -euo pipefail
 PY=$1
 VERSION=3.5.0
-LOCAL=sapwood.2
+LOCAL=sapwood.3
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 WHEELS=$HERE/build/wheels
 PATCHED="pyfuse3==$VERSION+$LOCAL"
 
 installed() {
-	"$PY" -c "import pyfuse3, sys; sys.exit(0 if pyfuse3.__version__ == '$VERSION+$LOCAL' and pyfuse3.NO_OPEN_PASSES_INODE and pyfuse3.SETS_MAX_BACKGROUND else 1)" 2>/dev/null
+	"$PY" -c "import pyfuse3, sys; sys.exit(0 if pyfuse3.__version__ == '$VERSION+$LOCAL' and pyfuse3.NO_OPEN_PASSES_INODE and pyfuse3.SETS_MAX_BACKGROUND and pyfuse3.READ_PASSES_CTX else 1)" 2>/dev/null
 }
 # A wheel in build/wheels/ that PY can install (same Python version and platform).
 wheel_kept() {

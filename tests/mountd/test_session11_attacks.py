@@ -504,7 +504,6 @@ def test_unmount_while_hostile_verifications_and_spools_run_ends_at_once_leaving
 
 # ----- more hostile reads than MAX_BACKGROUND ------------------------------------------
 @pytest.mark.long
-@pytest.mark.xfail(strict=True, reason="attack20 1")
 @pytest.mark.parametrize("reader", ["root", "nobody"])
 def test_more_killed_hostile_reads_than_max_background_leave_files_over_128k_readable(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch, reader: str
@@ -612,7 +611,6 @@ def test_unmount_with_a_thousand_read_aheads_waiting_ends_the_daemon_at_once(
 
 
 @pytest.mark.long
-@pytest.mark.xfail(strict=True, reason="attack20 5")
 def test_ten_hostile_objects_read_once_leave_a_legitimate_300_mib_file_readable(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,279 @@
+"""A verification no one waits for any more is given up (mountd/waiters.py,
+mountd/preparing.py; attack20 5 and 1): the readers' pids, as the kernel names them in
+each request, looked at while it runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from mountd.preparing import DEADLINE, LONG, WATCH, Preparer
+from mountd.waiters import Liveness, ReaderGoneError
+from tests.helpers import Mounts
+from tests.mountd.legacy import WaitingView, zeros_claiming
+
+
+class _Gone:
+    """A Liveness whose answers the test gives: the pids in ``pids`` are gone."""
+
+    def __init__(self) -> None:
+        self.pids: set[int] = set()
+        self.asked: list[int] = []
+
+    def gone(self, pid: int) -> bool:
+        self.asked.append(pid)
+        return pid in self.pids
+
+
+def test_a_process_is_gone_once_it_has_exited_and_not_before() -> None:
+    liveness = Liveness()
+    assert liveness.usable
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not liveness.gone(child.pid)
+        assert not liveness.gone(os.getpid())
+        assert not liveness.gone(threading.get_native_id())
+        child.kill()
+        deadline = time.monotonic() + 20
+        while not liveness.gone(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stat = Path(f"/proc/{child.pid}/stat").read_text()
+        assert liveness.gone(child.pid), f"a killed child, not reaped (a zombie): {stat}"
+    finally:
+        child.kill()
+        child.wait()
+    assert liveness.gone(child.pid), "reaped: no such process"
+
+
+def test_an_unknown_reader_is_never_gone() -> None:
+    """pid 0 (the kernel could not name it in the daemon's namespace), or a /proc that is
+    not this process's namespace's: taken as alive, whatever /proc says."""
+    liveness = Liveness()
+    assert not liveness.gone(0)
+    child = subprocess.Popen(["true"])
+    child.wait()
+    liveness.usable = False
+    assert not liveness.gone(child.pid)
+
+
+def test_a_verification_whose_readers_are_all_gone_is_given_up_and_each_answered() -> None:
+    """Two requests wait for one hostile object (paced, minutes): the first's reader gone,
+    its request is answered (ReaderGoneError) and the verification goes on for the
+    second; the second's gone too, it is answered within a few WATCH and the
+    verification stops."""
+    view = WaitingView({1: LONG + 1}, held={1}, paced=True)
+    preparer = Preparer(view)  # type: ignore[arg-type]
+    gone = _Gone()
+    preparer.liveness = gone  # type: ignore[assignment]
+    chunks: list[int] = []
+    ended: dict[str, float] = {}
+
+    async def read(name: str, pid: int) -> None:
+        with pytest.raises(ReaderGoneError):
+            await preparer.read(1, 0, 4, pid)
+        ended[name] = trio.current_time()
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, "first", 101)
+            await trio.sleep(0.05)
+            nursery.start_soon(read, "second", 102)
+            gone.pids.add(101)
+            await trio.sleep(3 * WATCH)
+            assert list(ended) == ["first"], ended
+            chunks.append(view.chunks[1])
+            await trio.sleep(WATCH)
+            assert view.chunks[1] > chunks[0] and preparer.given_up == 0, "it goes on"
+            gone.pids.add(102)
+            last_gone = trio.current_time()
+        return ended["second"] - last_gone
+
+    try:
+        taken = trio.run(main)
+        time.sleep(0.1)
+        stopped = view.chunks[1]
+        time.sleep(0.2)
+        assert view.chunks[1] == stopped, "it stops"
+    finally:
+        view.go.set()
+    print(f"answered {taken:.2f} s after the last reader went")
+    assert taken < 3 * WATCH
+    assert preparer.given_up == 1 and preparer.overdue == 0
+
+
+def test_a_request_whose_reader_is_gone_is_answered_while_the_rest_wait_on() -> None:
+    """The second request's reader gone, it is answered at once; the first (alive)
+    waits on and is served when the verification ends."""
+    view = WaitingView({1: LONG + 1}, held={1}, paced=True)
+    preparer = Preparer(view)  # type: ignore[arg-type]
+    gone = _Gone()
+    gone.pids.add(202)
+    preparer.liveness = gone  # type: ignore[assignment]
+    ended: dict[str, str] = {}
+
+    async def read(name: str, pid: int) -> None:
+        try:
+            ended[name] = (await preparer.read(1, 0, 4, pid)).decode()
+        except ReaderGoneError:
+            ended[name] = "gone"
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, "alive", 201)
+            await trio.sleep(0.05)
+            nursery.start_soon(read, "killed", 202)
+            await trio.sleep(3 * WATCH)
+            assert ended == {"killed": "gone"}, ended
+            view.go.set()
+
+    trio.run(main)
+    assert ended == {"killed": "gone", "alive": "read"} and preparer.given_up == 0
+
+
+def test_a_live_reader_coming_as_a_verification_is_given_up_starts_it_again() -> None:
+    """The only reader gone, its verification given up; a second read (alive) that
+    joined it just then is not answered with the first one's fate: it starts again."""
+    view = WaitingView({1: LONG + 1}, held={1}, paced=True)
+    preparer = Preparer(view)  # type: ignore[arg-type]
+    gone = _Gone()
+    gone.pids.add(301)
+    preparer.liveness = gone  # type: ignore[assignment]
+    got: list[bytes] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_gone_or_read, preparer, 1, 301)
+            while preparer.given_up == 0:  # the moment it is given up, before it ends
+                await trio.sleep(0)
+            nursery.start_soon(_read_into, preparer, 1, 302, got)
+            await trio.sleep(3 * WATCH)
+            assert got == [] and preparer.given_up == 1
+            view.go.set()
+
+    trio.run(main)
+    assert got == [b"read"]
+
+
+async def _read_into(preparer: Preparer, ino: int, pid: int, got: list[bytes]) -> None:
+    got.append(await preparer.read(ino, 0, 4, pid))
+
+
+def test_readers_gone_while_waiting_for_the_lane_give_it_up_without_a_thread() -> None:
+    """Ten hostile objects (chunks that never end: the worst case), the readers of the
+    last nine gone while they wait for the lane: they are answered without ever taking
+    a thread, and a 300 MiB file's verification gets the lane once the first one's
+    deadline passes, not after nine more (attack20 5)."""
+    hostile = list(range(1, 11))
+    view = WaitingView({**dict.fromkeys(hostile, LONG + 1), 11: 300 << 20}, held=set(hostile))
+    preparer = Preparer(view)  # type: ignore[arg-type]
+    gone = _Gone()
+    gone.pids.update(range(1002, 1011))
+    preparer.liveness = gone  # type: ignore[assignment]
+    before = threading.active_count()
+    counts: list[int] = []
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            for ino in hostile:
+                nursery.start_soon(_gone_or_read, preparer, ino, 1000 + ino)
+            await trio.sleep(3 * WATCH)
+            counts.append(threading.active_count() - before)
+            started = time.monotonic()
+            with trio.fail_after(DEADLINE + 2):
+                assert await preparer.read(11, 0, 4, 2000) == b"read"
+            view.go.set()
+            return time.monotonic() - started
+
+    taken = trio.run(main)
+    print(f"threads while nine wait, their readers gone: {counts[0]}; 300 MiB in {taken:.2f} s")
+    assert counts[0] <= 1 and preparer.given_up == 9
+
+
+async def _gone_or_read(preparer: Preparer, ino: int, pid: int) -> None:
+    with contextlib.suppress(ReaderGoneError):
+        await preparer.read(ino, 0, 4, pid)
+
+
+def test_a_reader_killed_in_a_direct_read_of_a_hostile_object_ends_at_once(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A synchronous read (O_DIRECT) of a hostile object (64 GiB of zeros claimed:
+    minutes), its reader SIGKILLed: the kernel sends no interrupt pyfuse3 passes, and the
+    reader waited, unkillable, for the verification's end. Its request is answered once
+    its reader is seen dying (SIGKILL pending): it ends within seconds. A live reader of
+    the same object beside it goes on waiting (its read is not answered)."""
+    repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30)
+    daemon = mount.foreground(repo, "main")
+    hostile = daemon.mountpoint / "hostile"
+    dd = ["dd", f"if={hostile}", "of=/dev/null", "bs=4k", "count=1"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    live = subprocess.Popen([*dd, "skip=100"], **quiet)  # type: ignore[call-overload]
+    killed = subprocess.Popen([*dd, "skip=7", "iflag=direct"], **quiet)  # type: ignore[call-overload]
+    try:
+        time.sleep(1)
+        assert killed.poll() is None and live.poll() is None, "the hostile object was read"
+        killed.kill()
+        started = time.monotonic()
+        killed.wait(timeout=30)
+        taken = time.monotonic() - started
+        print(f"the killed reader ended {taken:.2f} s after SIGKILL")
+        assert taken < 3
+        time.sleep(2)
+        assert live.poll() is None, "a live reader's read was answered"
+    finally:
+        live.kill()
+        killed.kill()
+
+
+@contextmanager
+def _waiting_requests(mnt: Path, work: Path) -> Iterator[Callable[[], int]]:
+    """How many requests of the FUSE mount on ``mnt`` the kernel has out (fusectl's
+    ``waiting``: sent to the daemon or queued, not answered), read through a fusectl
+    mounted in ``work`` for as long as the block lasts (as tests/mountd/test_mount.py)."""
+    found = [
+        line.split()[2]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4] == str(mnt)
+    ]
+    assert len(found) == 1, found
+    control = work / "fusectl"
+    control.mkdir()
+    subprocess.run(["mount", "-t", "fusectl", "fusectl", str(control)], check=True)
+    try:
+        waiting = control / found[0].split(":")[1] / "waiting"
+        yield lambda: int(waiting.read_text())
+    finally:
+        subprocess.run(["umount", str(control)], check=True)
+        control.rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a fusectl")
+def test_the_requests_of_a_thousand_killed_readers_are_all_answered_within_seconds(
+    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 readers of a hostile object at distinct offsets, killed: their read-ahead
+    requests (each holding a background slot and its locked page-cache folios) waited for
+    the verification's minutes (attack20 1 and 3). Now none is left out within seconds
+    (the kernel's count of the mount's requests waiting), while they were 1,000."""
+    from tests.mountd.test_session11_attacks import _killed_readers
+
+    repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30)
+    daemon = mount.foreground(repo, "main")
+    with _waiting_requests(daemon.mountpoint, tmp_path) as waiting:
+        _killed_readers(daemon.mountpoint / "hostile", 1000, 100, wait=2)
+        killed = waiting()
+        started = time.monotonic()
+        while waiting() and time.monotonic() - started < 10:
+            time.sleep(0.05)
+        left, taken = waiting(), time.monotonic() - started
+    print(f"requests out: {killed} once the readers were killed, {left} {taken:.2f} s later")
+    assert left == 0 and taken < 5
