@@ -815,3 +815,50 @@ def test_a_worker_forked_during_a_commit_does_not_keep_the_repository_lock(
         check=False,
     )
     assert done.stdout.strip() == "pruned", done.stdout + done.stderr
+
+
+@pytest.fixture
+def coarse_fs(tmp_path: Path) -> Iterator[Path]:
+    """A small ext4 of 128-byte inodes (root only): timestamps of whole seconds, no
+    nanoseconds; unmounted (and its loop device let go) for sure."""
+    if not IS_ROOT or shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs root and mkfs.ext4")
+    image = tmp_path / "coarse.img"
+    with open(image, "wb") as out:
+        out.truncate(32 << 20)
+    mkfs = ["mkfs.ext4", "-q", "-F", "-I", "128", "-E", "nodiscard", str(image)]
+    subprocess.run(mkfs, check=True, capture_output=True)
+    where = tmp_path / "coarse"
+    where.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.mark.long  # a 2.2 s wait and a loop mount (minutes on a machine swamped by I/O)
+def test_a_change_within_the_second_of_a_save_shows_on_whole_second_timestamps(
+    coarse_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On timestamps of whole seconds two changes within one second leave one ctime:
+    the real 2 s rule must still make a change right after a save show. The listing
+    saved; in the same second everything pruned and a new same-sized object made; its
+    farm's re-commit records the new bytes."""
+    monkeypatch.setattr(inode_cache, "_SETTLED_NS", 2 * 10**9)
+    repo = _repo_with(coarse_fs, {"a": b"A" * SIZE})
+    assert os.stat(repo / "objects").st_ctime_ns % 10**9 == 0  # whole seconds indeed
+    farm = _farm(repo, "main", coarse_fs / "farm")
+    time.sleep(2.2)
+    ok(repo, "commit", "-b", "late", farm)
+    assert repo.joinpath(*SAVED).exists()
+    saved_at = time.time()
+    shutil.rmtree(farm)
+    for ref in ok(repo, "refs").split():
+        ok(repo, "refs", "--delete", ref)
+    ok(repo, "prune", "--refs-only")
+    ok(repo, "commit", "-b", "b", _write(coarse_fs / "b", {"a": b"B" * SIZE}))
+    farm = _farm(repo, "b", coarse_fs / "farm-b")
+    ok(repo, "commit", "-b", "b-again", farm)
+    assert _cat(repo, "b-again", "a") == b"B" * SIZE, time.time() - saved_at
+    _fsck_clean(repo)
