@@ -27,7 +27,6 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -38,6 +37,7 @@ from store.errors import CorruptObjectError, FormatError, ObjectMissingError, Us
 from store.ids import ID_BYTES, ObjectId, ObjectType
 from store.index import IndexReader
 from store.reachability import Reachable, walk_commits
+from store.record import Frozen
 from store.repo import Repository
 from store.summary import DELTAS_DIR, SUPERBLOCK_FILE, delta_name
 from store.verify import open_object_file
@@ -53,9 +53,10 @@ _KINDS = {kind.value: kind for kind in ObjectType}
 _META_ORDER = (ObjectType.COMMIT, ObjectType.DIRMETA, ObjectType.DIRTREE)
 
 
-@dataclass(frozen=True)
-class DeltaEntry:
+class DeltaEntry(Frozen):
     """One object of a delta: where its payload lies (part, offset, length)."""
+
+    __slots__ = ("kind", "length", "object_id", "offset", "part")
 
     object_id: ObjectId
     kind: ObjectType
@@ -63,16 +64,38 @@ class DeltaEntry:
     offset: int
     length: int
 
+    def __init__(
+        self, object_id: ObjectId, kind: ObjectType, part: int, offset: int, length: int
+    ) -> None:
+        object.__setattr__(self, "object_id", object_id)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "part", part)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "length", length)
 
-@dataclass(frozen=True)
-class Superblock:
+
+class Superblock(Frozen):
     """What a delta holds: ``from_id`` (None: from nothing) to ``to_id``, the size of
     each part, and every object with its place."""
+
+    __slots__ = ("entries", "from_id", "part_sizes", "to_id")
 
     from_id: ObjectId | None
     to_id: ObjectId
     part_sizes: tuple[int, ...]
     entries: tuple[DeltaEntry, ...]
+
+    def __init__(
+        self,
+        from_id: ObjectId | None,
+        to_id: ObjectId,
+        part_sizes: tuple[int, ...],
+        entries: tuple[DeltaEntry, ...],
+    ) -> None:
+        object.__setattr__(self, "from_id", from_id)
+        object.__setattr__(self, "to_id", to_id)
+        object.__setattr__(self, "part_sizes", part_sizes)
+        object.__setattr__(self, "entries", entries)
 
     @property
     def parts(self) -> int:

@@ -25,12 +25,12 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType, digest
 from store.objects import Commit, DirMeta, DirTree, FileHeader
+from store.record import Frozen
 from store.verify import ContentCheck
 
 if TYPE_CHECKING:  # imported where used: a commit of a directory never needs zstd (~5 ms)
@@ -299,8 +299,7 @@ class VerifiedFile:
         self.content = content
 
 
-@dataclass(frozen=True)
-class DecodedFile:
+class DecodedFile(Frozen):
     """A verified file object decoded from its ``.filez`` payload.
 
     ``content`` holds the content when no ``out`` stream was given to
@@ -309,10 +308,30 @@ class DecodedFile:
     ``keep`` bytes).
     """
 
+    __slots__ = ("content", "header", "size", "verified")
+
     header: FileHeader
     size: int
     content: bytes | None
-    verified: VerifiedFile | None = field(default=None, repr=False, compare=False)
+    verified: VerifiedFile | None  # neither compared nor shown
+
+    def __init__(
+        self,
+        header: FileHeader,
+        size: int,
+        content: bytes | None,
+        verified: VerifiedFile | None = None,
+    ) -> None:
+        object.__setattr__(self, "header", header)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "content", content)
+        object.__setattr__(self, "verified", verified)
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.header, self.size, self.content)
+
+    def __repr__(self) -> str:
+        return f"DecodedFile(header={self.header!r}, size={self.size!r}, content={self.content!r})"
 
 
 def decode_filez(

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass, field
 
 from store.errors import FormatError
 from store.ids import ObjectId, ObjectType
+from store.record import Frozen, Value
 
 _U64 = struct.Struct(">Q")
 
@@ -25,12 +25,17 @@ ANY = AnyTarget.ANY
 ExpectedRef = ObjectId | None | AnyTarget
 
 
-@dataclass(frozen=True)
-class ObjectRecord:
+class ObjectRecord(Frozen):
     """What the index knows of one object."""
+
+    __slots__ = ("kind", "payload")
 
     kind: ObjectType
     payload: bytes
+
+    def __init__(self, kind: ObjectType, payload: bytes) -> None:
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "payload", payload)
 
     @property
     def file_size(self) -> int:
@@ -56,29 +61,65 @@ class ObjectRecord:
         return cls(ObjectType.FILE, _U64.pack(size) + header)
 
 
-@dataclass
-class RefUpdate:
-    name: str
-    new: ObjectId | None  # None deletes the ref
-    expected: ExpectedRef = ANY  # ObjectId, None (must not exist) or ANY
+class RefUpdate(Value):
+    __slots__ = ("expected", "name", "new")
+
+    def __init__(self, name: str, new: ObjectId | None, expected: ExpectedRef = ANY) -> None:
+        self.name = name
+        self.new = new  # None deletes the ref
+        self.expected = expected  # ObjectId, None (must not exist) or ANY
 
 
-@dataclass
-class WriteBatch:
+class WriteBatch(Value):
     """Everything one transaction adds to the index, applied atomically."""
 
-    objects: dict[ObjectId, ObjectRecord] = field(default_factory=dict)
-    commits: dict[ObjectId, int] = field(default_factory=dict)
-    refs: list[RefUpdate] = field(default_factory=list)
-    statcache: dict[bytes, bytes] = field(default_factory=dict)
-    partial_clear: set[ObjectId] = field(default_factory=set)
-    partial_mark: set[ObjectId] = field(default_factory=set)
-    remove_objects: set[ObjectId] = field(default_factory=set)  # also drops commit entries
-    statcache_remove: set[bytes] = field(default_factory=set)
-    # objects the new ones name without adding them: they must still be indexed
-    required: set[tuple[ObjectId, ObjectType]] = field(default_factory=set)  # (id, kind named)
-    # commit id -> (the signatures it must hold now: bytes, None for none, or ANY; new)
-    commitmeta: dict[ObjectId, tuple[bytes | AnyTarget | None, bytes]] = field(default_factory=dict)
-    # check that what each dirtree of ``objects`` names is there (a transaction's commit
-    # point; not rebuild-index, which lists what it finds, missing files and all)
-    check_trees: bool = False
+    __slots__ = (
+        "check_trees",
+        "commitmeta",
+        "commits",
+        "objects",
+        "partial_clear",
+        "partial_mark",
+        "refs",
+        "remove_objects",
+        "required",
+        "statcache",
+        "statcache_remove",
+    )
+
+    def __init__(
+        self,
+        *,
+        objects: dict[ObjectId, ObjectRecord] | None = None,
+        commits: dict[ObjectId, int] | None = None,
+        refs: list[RefUpdate] | None = None,
+        statcache: dict[bytes, bytes] | None = None,
+        partial_clear: set[ObjectId] | None = None,
+        partial_mark: set[ObjectId] | None = None,
+        remove_objects: set[ObjectId] | None = None,
+        statcache_remove: set[bytes] | None = None,
+        required: set[tuple[ObjectId, ObjectType]] | None = None,
+        commitmeta: dict[ObjectId, tuple[bytes | AnyTarget | None, bytes]] | None = None,
+        check_trees: bool = False,
+    ) -> None:
+        self.objects: dict[ObjectId, ObjectRecord] = {} if objects is None else objects
+        self.commits: dict[ObjectId, int] = {} if commits is None else commits
+        self.refs: list[RefUpdate] = [] if refs is None else refs
+        self.statcache: dict[bytes, bytes] = {} if statcache is None else statcache
+        self.partial_clear: set[ObjectId] = set() if partial_clear is None else partial_clear
+        self.partial_mark: set[ObjectId] = set() if partial_mark is None else partial_mark
+        self.remove_objects: set[ObjectId] = (
+            set() if remove_objects is None else remove_objects
+        )  # drops commit entries too
+        self.statcache_remove: set[bytes] = set() if statcache_remove is None else statcache_remove
+        # objects the new ones name without adding them: they must still be indexed
+        self.required: set[tuple[ObjectId, ObjectType]] = (
+            set() if required is None else required
+        )  # (id, kind named)
+        # commit id -> (the signatures it must hold now: bytes, None for none, or ANY; new)
+        self.commitmeta: dict[ObjectId, tuple[bytes | AnyTarget | None, bytes]] = (
+            {} if commitmeta is None else commitmeta
+        )
+        # check that what each dirtree of ``objects`` names is there (a transaction's commit
+        # point; not rebuild-index, which lists what it finds, missing files and all)
+        self.check_trees = check_trees

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 import blake3
@@ -19,6 +19,7 @@ from store.encoding import Reader, Writer
 from store.errors import FormatError, InvalidNameError
 from store.ids import ID_BYTES, ObjectId, digest
 from store.names import check_names
+from store.record import Frozen
 
 FORMAT_VERSION = 1
 U32_MAX = 2**32 - 1
@@ -237,24 +238,36 @@ class DirMeta:
         return digest(self.encode())
 
 
-@dataclass(frozen=True, slots=True)
-class DirEntry:
+class DirEntry(Frozen):
     """A subdirectory entry of a dirtree."""
+
+    __slots__ = ("meta", "tree")
 
     tree: ObjectId
     meta: ObjectId
 
+    def __init__(self, tree: ObjectId, meta: ObjectId) -> None:
+        object.__setattr__(self, "tree", tree)
+        object.__setattr__(self, "meta", meta)
 
-@dataclass(frozen=True, slots=True)
-class DirTree:
+
+class DirTree(Frozen):
     """The sorted entries of one directory: files by id, subdirectories by tree and meta."""
 
-    files: tuple[tuple[bytes, ObjectId], ...] = ()
-    dirs: tuple[tuple[bytes, DirEntry], ...] = ()
+    __slots__ = ("dirs", "files")
 
-    def __post_init__(self) -> None:
-        file_names = [n for n, _ in self.files]
-        dir_names = [n for n, _ in self.dirs]
+    files: tuple[tuple[bytes, ObjectId], ...]
+    dirs: tuple[tuple[bytes, DirEntry], ...]
+
+    def __init__(
+        self,
+        files: tuple[tuple[bytes, ObjectId], ...] = (),
+        dirs: tuple[tuple[bytes, DirEntry], ...] = (),
+    ) -> None:
+        object.__setattr__(self, "files", files)
+        object.__setattr__(self, "dirs", dirs)
+        file_names = [n for n, _ in files]
+        dir_names = [n for n, _ in dirs]
         for names in (file_names, dir_names):
             if names != sorted(set(names)):
                 raise FormatError("dirtree entries not sorted or not unique")
@@ -309,19 +322,37 @@ class DirTree:
         return digest(self.encode())
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(Frozen):
     """A root tree and meta, its parent, message, time (seconds, UTC) and metadata."""
+
+    __slots__ = ("body", "meta", "metadata", "parent", "subject", "timestamp", "tree")
 
     tree: ObjectId
     meta: ObjectId
     parent: ObjectId | None
     timestamp: int
-    subject: str = ""
-    body: str = ""
-    metadata: tuple[tuple[str, str], ...] = field(default=())
+    subject: str
+    body: str
+    metadata: tuple[tuple[str, str], ...]
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        tree: ObjectId,
+        meta: ObjectId,
+        parent: ObjectId | None,
+        timestamp: int,
+        subject: str = "",
+        body: str = "",
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        set_field = object.__setattr__
+        set_field(self, "tree", tree)
+        set_field(self, "meta", meta)
+        set_field(self, "parent", parent)
+        set_field(self, "timestamp", timestamp)
+        set_field(self, "subject", subject)
+        set_field(self, "body", body)
+        set_field(self, "metadata", metadata)
         _check_id(self.tree, "commit tree")
         _check_id(self.meta, "commit meta")
         if self.parent is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import configparser
 import re
-from dataclasses import dataclass
+
+from store.record import Frozen
 
 _SIZE_UNITS = {
     "": 1,
@@ -18,16 +19,21 @@ _SIZE_UNITS = {
 }
 
 
-@dataclass(frozen=True)
-class SpacePolicy:
+class SpacePolicy(Frozen):
     """How much free space a transaction must leave (OSTree's min-free-space-*).
 
     ``min-free-space-size`` (bytes, or with KB/MB/GB/KiB/MiB/GiB) wins when set;
     otherwise ``min-free-space-percent`` of the filesystem (default 3, as OSTree).
     """
 
-    percent: int = 3
-    size: int | None = None
+    __slots__ = ("percent", "size")
+
+    percent: int
+    size: int | None
+
+    def __init__(self, percent: int = 3, size: int | None = None) -> None:
+        object.__setattr__(self, "percent", percent)
+        object.__setattr__(self, "size", size)
 
     @classmethod
     def from_config(cls, core: configparser.SectionProxy) -> SpacePolicy:

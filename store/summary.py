@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +29,7 @@ from store.encoding import Reader, Writer
 from store.errors import FormatError, InvalidRefNameError
 from store.ids import ID_BYTES, ObjectId, digest, is_full_hex
 from store.names import check_ref_name
+from store.record import Frozen
 from store.repo import Repository
 
 if TYPE_CHECKING:
@@ -49,13 +49,22 @@ _DELTA_MIN = 1 + 2 * ID_BYTES
 DeltaKey = tuple[ObjectId | None, ObjectId]
 
 
-@dataclass(frozen=True)
-class Summary:
+class Summary(Frozen):
     """What a repository publishes: ``refs`` name -> (commit id, commit timestamp);
     ``deltas`` (from id or None, to id) -> blake3 digest of the delta's superblock."""
 
-    refs: Mapping[str, tuple[ObjectId, int]] = field(default_factory=dict)
-    deltas: Mapping[DeltaKey, bytes] = field(default_factory=dict)
+    __slots__ = ("deltas", "refs")
+
+    refs: Mapping[str, tuple[ObjectId, int]]
+    deltas: Mapping[DeltaKey, bytes]
+
+    def __init__(
+        self,
+        refs: Mapping[str, tuple[ObjectId, int]] | None = None,
+        deltas: Mapping[DeltaKey, bytes] | None = None,
+    ) -> None:
+        object.__setattr__(self, "refs", {} if refs is None else refs)
+        object.__setattr__(self, "deltas", {} if deltas is None else deltas)
 
     def encode(self) -> bytes:
         """The canonical encoding (:func:`encode_summary`)."""

@@ -5,26 +5,33 @@ FormatError or CorruptObjectError for anything that does not decode."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 import blake3
 
 from store.errors import CorruptObjectError, FormatError
 from store.ids import ObjectId, ObjectType
+from store.record import Frozen, Value
 from store.summary import decode_summary
 
 if TYPE_CHECKING:  # store.deltas is imported by a pull that uses a delta (~2 ms)
     from store.deltas import DeltaEntry, Superblock
 
 
-@dataclass(frozen=True)
-class Summary:
+class Summary(Frozen):
     """The refs a remote offers (name -> commit) and its deltas ((from, to) -> digest
     of the superblock)."""
 
+    __slots__ = ("deltas", "refs")
+
     refs: dict[str, ObjectId]
     deltas: dict[tuple[ObjectId | None, ObjectId], bytes]
+
+    def __init__(
+        self, refs: dict[str, ObjectId], deltas: dict[tuple[ObjectId | None, ObjectId], bytes]
+    ) -> None:
+        object.__setattr__(self, "refs", refs)
+        object.__setattr__(self, "deltas", deltas)
 
 
 def read_summary(data: bytes) -> Summary:
@@ -43,12 +50,14 @@ def verify(data: bytes, signatures: bytes, trusted_keys: tuple[str, ...]) -> str
     return verify_signed(data, signatures, trusted_keys)
 
 
-@dataclass
-class Delta:
+class Delta(Value):
     """A static delta's superblock: how many parts, and its objects in order."""
 
-    superblock: Superblock
-    parts: int
+    __slots__ = ("parts", "superblock")
+
+    def __init__(self, superblock: Superblock, parts: int) -> None:
+        self.superblock = superblock
+        self.parts = parts
 
     def objects(
         self, read_part: Callable[[int], bytes]

@@ -8,7 +8,6 @@ import contextlib
 import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from store.content import object_relpath
@@ -20,6 +19,7 @@ from store.pull.objects import check_meta_digest
 from store.pull.progress import PullReport, _Tracker
 from store.pull.remotes import Remote
 from store.pull.settings import FetchSettings
+from store.record import Value
 from store.repo import Repository
 
 if TYPE_CHECKING:
@@ -33,14 +33,16 @@ def _read_all(index: int, body: BinaryIO) -> bytes:
     return body.read()
 
 
-@dataclass
-class _Wanted:
+class _Wanted(Value):
     """A ref to pull: its remote name, local name, the commit it held, and the one wanted."""
 
-    ref: str
-    local: str
-    old: ObjectId | None
-    new: ObjectId
+    __slots__ = ("local", "new", "old", "ref")
+
+    def __init__(self, ref: str, local: str, old: ObjectId | None, new: ObjectId) -> None:
+        self.ref = ref
+        self.local = local
+        self.old = old
+        self.new = new
 
 
 class _Job:

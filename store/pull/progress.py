@@ -7,18 +7,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from store.ids import ObjectId
+from store.record import Frozen, Value
 
 _PROGRESS_EVERY = 0.1  # seconds between two progress reports
 
 
-@dataclass(frozen=True)
-class PullProgress:
+class PullProgress(Frozen):
     """Where a pull is: ``phase`` ("summary", "commits", "delta", "trees", "content",
     "writing", "done"), objects and bytes fetched so far, and the content objects to
     fetch (None until the trees are walked)."""
+
+    __slots__ = ("bytes", "content_done", "content_total", "elapsed", "objects", "phase")
 
     phase: str
     objects: int
@@ -27,9 +28,24 @@ class PullProgress:
     content_done: int
     elapsed: float
 
+    def __init__(
+        self,
+        phase: str,
+        objects: int,
+        bytes: int,  # the field's name
+        content_total: int | None,
+        content_done: int,
+        elapsed: float,
+    ) -> None:
+        object.__setattr__(self, "phase", phase)
+        object.__setattr__(self, "objects", objects)
+        object.__setattr__(self, "bytes", bytes)
+        object.__setattr__(self, "content_total", content_total)
+        object.__setattr__(self, "content_done", content_done)
+        object.__setattr__(self, "elapsed", elapsed)
 
-@dataclass
-class PullReport:
+
+class PullReport(Value):
     """What a pull did (or, with ``dry_run``, would do).
 
     ``refs``: each local ref name -> (the commit it held before or None, the commit it
@@ -40,18 +56,39 @@ class PullReport:
     from the network (pull-local: content bytes copied or linked); ``requests``: HTTP
     requests made; ``linked``: content objects pull-local hardlinked."""
 
-    remote: str
-    dry_run: bool
-    refs: dict[str, tuple[ObjectId | None, ObjectId]] = field(default_factory=dict)
-    commits_fetched: int = 0
-    metadata_fetched: int = 0
-    content_fetched: int = 0
-    content_missing: int = 0
-    delta_objects: int = 0
-    deltas: list[str] = field(default_factory=list)
-    bytes: int = 0
-    requests: int = 0
-    linked: int = 0
+    __slots__ = (
+        "bytes",
+        "commits_fetched",
+        "content_fetched",
+        "content_missing",
+        "delta_objects",
+        "deltas",
+        "dry_run",
+        "linked",
+        "metadata_fetched",
+        "refs",
+        "remote",
+        "requests",
+    )
+
+    def __init__(
+        self,
+        remote: str,
+        dry_run: bool,
+        refs: dict[str, tuple[ObjectId | None, ObjectId]] | None = None,
+    ) -> None:
+        self.remote = remote
+        self.dry_run = dry_run
+        self.refs: dict[str, tuple[ObjectId | None, ObjectId]] = {} if refs is None else refs
+        self.commits_fetched = 0
+        self.metadata_fetched = 0
+        self.content_fetched = 0
+        self.content_missing = 0
+        self.delta_objects = 0
+        self.deltas: list[str] = []
+        self.bytes = 0
+        self.requests = 0
+        self.linked = 0
 
     @property
     def changed(self) -> dict[str, tuple[ObjectId | None, ObjectId]]:

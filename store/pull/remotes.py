@@ -19,12 +19,12 @@ import configparser
 import re
 import string
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 from store.errors import InvalidRefNameError, RemoteError
 from store.locking import config_lock
 from store.names import check_remote_name
+from store.record import Frozen
 from store.repo import read_config_file, write_config
 
 ED25519_KEY_BYTES = 32
@@ -33,23 +33,29 @@ _URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()
 MAX_URL = 2048
 
 
-@dataclass(frozen=True)
-class Remote:
+class Remote(Frozen):
     """A remote: its ``name``, the ``url`` of its repository (ends with '/'), whether
     commits and summaries pulled from it must carry a signature by one of
     ``trusted_keys`` (base64 ed25519 public keys)."""
 
+    __slots__ = ("name", "sign_verify", "trusted_keys", "url")
+
     name: str
     url: str
-    sign_verify: bool = False
-    trusted_keys: tuple[str, ...] = ()
+    sign_verify: bool
+    trusted_keys: tuple[str, ...]
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, name: str, url: str, sign_verify: bool = False, trusted_keys: tuple[str, ...] = ()
+    ) -> None:
         try:
-            check_remote_name(self.name)
+            check_remote_name(name)
         except InvalidRefNameError as exc:
-            raise RemoteError(str(exc), name=self.name) from None
-        object.__setattr__(self, "url", check_url(self.url, self.name))
+            raise RemoteError(str(exc), name=name) from None
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "url", check_url(url, name))
+        object.__setattr__(self, "sign_verify", sign_verify)
+        object.__setattr__(self, "trusted_keys", trusted_keys)
         for key in self.trusted_keys:
             check_public_key(key, self.name)
         if self.sign_verify and not self.trusted_keys:

@@ -7,14 +7,13 @@ urllib3: only a pull does (it costs every command a tenth of a second otherwise)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 from store.errors import UsageError
+from store.record import Frozen
 
 
-@dataclass(frozen=True)
-class FetchSettings:
+class FetchSettings(Frozen):
     """How a pull talks to a server. The command line reads overrides from the
     environment (``from_environ``): SAPWOOD_HTTP_TIMEOUT (seconds, connect and
     read), SAPWOOD_HTTP_RETRIES, SAPWOOD_HTTP_BACKOFF (seconds, the first wait),
@@ -22,17 +21,31 @@ class FetchSettings:
     one content object's file) and SAPWOOD_PULL_BATCH (content objects stored per
     transaction: what an interrupted pull keeps)."""
 
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    retries: int = 5
-    backoff: float = 0.5
-    max_backoff: float = 10.0
-    max_redirects: int = 5
-    connections: int = 8
-    low_speed_bytes: int = 1024
-    max_object_size: int = 1 << 30  # a content object's .filez (compressed)
-    max_metadata_size: int = 64 << 20  # a dirtree, dirmeta, commit, commitmeta, summary
-    batch_objects: int = 2000  # content objects committed to the store at a time
+    __slots__ = (
+        "backoff",
+        "batch_objects",
+        "connect_timeout",
+        "connections",
+        "low_speed_bytes",
+        "max_backoff",
+        "max_metadata_size",
+        "max_object_size",
+        "max_redirects",
+        "read_timeout",
+        "retries",
+    )
+
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    backoff: float
+    max_backoff: float
+    max_redirects: int
+    connections: int
+    low_speed_bytes: int
+    max_object_size: int  # a content object's .filez (compressed)
+    max_metadata_size: int  # a dirtree, dirmeta, commit, commitmeta, summary
+    batch_objects: int  # content objects committed to the store at a time
 
     _ENV: ClassVar[dict[str, str]] = {
         "connect_timeout": "SAPWOOD_HTTP_TIMEOUT",  # both, unless the next one is set
@@ -44,11 +57,38 @@ class FetchSettings:
         "batch_objects": "SAPWOOD_PULL_BATCH",
     }
 
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        max_redirects: int = 5,
+        connections: int = 8,
+        low_speed_bytes: int = 1024,
+        max_object_size: int = 1 << 30,
+        max_metadata_size: int = 64 << 20,
+        batch_objects: int = 2000,
+    ) -> None:
+        values = {
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "retries": retries,
+            "backoff": backoff,
+            "max_backoff": max_backoff,
+            "max_redirects": max_redirects,
+            "connections": connections,
+            "low_speed_bytes": low_speed_bytes,
+            "max_object_size": max_object_size,
+            "max_metadata_size": max_metadata_size,
+            "batch_objects": batch_objects,
+        }
+        for name, value in values.items():
             if isinstance(value, int | float) and not value >= 0:
-                raise UsageError(f"pull setting {field.name} must not be negative: {value}")
+                raise UsageError(f"pull setting {name} must not be negative: {value}")
+            object.__setattr__(self, name, value)
         if self.connections < 1 or self.batch_objects < 1:
             raise UsageError("pull needs at least one connection and one object per batch")
         if self.read_timeout <= 0 or self.connect_timeout <= 0:
@@ -67,5 +107,10 @@ class FetchSettings:
                 value = kind(text)
             except ValueError:
                 raise UsageError(f"{variable}={text[:30]!r}: not a number") from None
-            settings = replace(settings, **{name: value})
+            settings = settings.replace(**{name: value})
         return settings
+
+    def replace(self, **changes: float) -> FetchSettings:
+        """These settings with ``changes`` (checked as new ones are)."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        return FetchSettings(**{**values, **changes})

@@ -7,6 +7,8 @@ only when it applies a delta."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,3 +147,48 @@ def test_a_pull_without_a_delta_never_imports_the_delta_code(
     assert "store.deltas" not in imported and "store.reachability" not in imported
     assert "base64" not in imported  # for a remote's trusted keys only (session 11)
     fsck_clean(local)
+
+
+_DATACLASSES_LEFT = {  # kept: dataclasses.replace() is used on them outside the pull's files
+    "store.objects.FileHeader",  # store/modes.py
+    "store.objects.DirMeta",  # store/modes.py
+    "store.statcache.StatCacheRecord",  # tests/test_library_attacks.py
+}
+
+_LIST_DATACLASSES = """
+import dataclasses, sys
+for name in sys.argv[1:]:
+    __import__(name)
+for name, module in sorted(sys.modules.items()):
+    if name.split(".")[0] not in ("store", "sapwood"):
+        continue
+    for value in list(vars(module).values()):
+        if isinstance(value, type) and value.__module__ == name and dataclasses.is_dataclass(value):
+            print(f"{name}.{value.__qualname__}")
+"""
+
+
+def test_a_pull_builds_no_dataclass_of_its_own(
+    tmp_path: Path, nginx: Callable[[Path], Nginx]
+) -> None:
+    """The classes a pull's modules define are plain ones on store.record's bases: each
+    @dataclass compiled its methods at import, ~1 ms of CPU a class (19 of them, a
+    quarter of an update pull's instructions with dataclasses' own imports; session 12).
+    The modules a pull imports (-X importtime), imported again: none of their classes
+    is a dataclass but the three kept for dataclasses.replace()."""
+    served = tmp_path / "served"
+    archive_of(served / "repo", write_tree(tmp_path / "tree", {"a": "one\n"}))
+    server = nginx(served)
+    local = local_repo(tmp_path / "local")
+    add_remote(local, f"{server.url}repo/")
+    result = pull(local, "origin", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    ours = sorted(n for n in _imported(result.stderr) if n.split(".")[0] in ("store", "sapwood"))
+    assert "store.pull.pull" in ours and "store.pull.settings" in ours
+    listed = subprocess.run(
+        [sys.executable, "-c", _LIST_DATACLASSES, *ours],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert set(listed.stdout.split()) <= _DATACLASSES_LEFT, listed.stdout
