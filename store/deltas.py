@@ -25,13 +25,12 @@ import logging
 import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from store import filez
-from store.durability import fsync_dir
+from store.durability import fsync_dir, temporary_file
 from store.encoding import Reader, Writer
 from store.errors import CorruptObjectError, FormatError, ObjectMissingError, UsageError
 from store.ids import ID_BYTES, ObjectId, ObjectType
@@ -300,7 +299,7 @@ def _payload(repo: Repository, object_id: ObjectId, kind: ObjectType) -> BinaryI
             stream.close()
             raise
         return stream
-    spool = tempfile.TemporaryFile(dir=repo.path / "tmp")  # noqa: SIM115
+    spool = temporary_file(repo.path / "tmp")
     try:
         spool.write(filez.prefix(size, header.encode()))
         with repo.open_file(object_id) as content:  # verified as it is read
@@ -310,7 +309,7 @@ def _payload(repo: Repository, object_id: ObjectId, kind: ObjectType) -> BinaryI
     except BaseException:
         spool.close()
         raise
-    return cast(BinaryIO, spool)
+    return spool
 
 
 class _NullSink(io.RawIOBase):

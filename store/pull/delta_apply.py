@@ -7,12 +7,11 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import tempfile
 from concurrent.futures import Future
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO
 
-from store.durability import space_errors
+from store.durability import space_errors, temporary_file
 from store.errors import CorruptObjectError, NetworkError, ObjectMissingError
 from store.ids import ObjectId, ObjectType
 from store.pull import formats
@@ -93,8 +92,7 @@ class _Deltas(_Job):
             # read back through a large buffer: the objects lie one after the other, so
             # most are a copy out of it, not an lseek and a read each (system calls that
             # hand the interpreter over to the writer threads, then wait to get it back)
-            made = tempfile.TemporaryFile(dir=self._spool_dir, buffering=_PART_BUFFER)  # noqa: SIM115
-            out = cast(BinaryIO, made)
+            out = temporary_file(self._spool_dir, buffering=_PART_BUFFER)
             try:
                 # a full disk is no network error (the fetcher would fetch the part again)
                 with space_errors("nothing was committed"):

@@ -10,11 +10,10 @@ transaction in the local repository's mode.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
-from store.durability import space_errors
+from store.durability import space_errors, temporary_file
 from store.errors import CorruptObjectError, FormatError, ModePolicyError
 from store.filez import VerifiedFile, decode_filez
 from store.ids import ObjectId, ObjectType, digest
@@ -67,7 +66,7 @@ class _Spool:
         """A full disk is said as one (OutOfSpaceError), not a bare OSError (attack15 4)."""
         with space_errors(_NOTHING_COMMITTED):
             if self._file is None:
-                self._file = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115
+                self._file = temporary_file(self._directory)
             return self._file.write(data)
 
     def chunks(self) -> Iterator[bytes]:

@@ -146,6 +146,7 @@ def test_a_pull_without_a_delta_never_imports_the_delta_code(
     assert {"store.pull.pull", "store.pull.formats", "store.summary"} <= imported
     assert "store.deltas" not in imported and "store.reachability" not in imported
     assert "base64" not in imported  # for a remote's trusted keys only (session 11)
+    assert "tempfile" not in imported  # nor random below it: store.durability's (session 12)
     fsck_clean(local)
 
 
