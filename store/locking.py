@@ -25,6 +25,17 @@ def repo_lock(repo_path: Path, exclusive: bool) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
+        unlock_and_close(fd)
+
+
+def unlock_and_close(fd: int) -> None:
+    """Let go of a flock() and its fd. Unlocked first: a lock belongs to the open file,
+    which a process forked meanwhile (a library user's worker pool) shares for its whole
+    life; closing only our fd left the lock held by the copy, and a prune waited for the
+    workers to end (attack21 9)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
         os.close(fd)
 
 
@@ -61,7 +72,7 @@ def config_lock(repo_path: Path) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        unlock_and_close(fd)
 
 
 def ensure_tmp(repo_path: Path) -> Path:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from store.durability import boot_id
-from store.locking import try_lock_dir
+from store.locking import try_lock_dir, unlock_and_close
 
 log = logging.getLogger(__name__)
 _NEW_DIR_GRACE_SECONDS = 600
@@ -45,7 +45,7 @@ def remove_abandoned_staging(tmp: Path) -> None:
             log.info("removing abandoned staging directory %s", entry.name)
             shutil.rmtree(entry, ignore_errors=True)
         finally:
-            os.close(fd)
+            unlock_and_close(fd)
 
 
 def _mtime(path: Path) -> float:

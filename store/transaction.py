@@ -52,7 +52,7 @@ from store.index import (
     WriteBatch,
 )
 from store.interrupts import interrupts_held
-from store.locking import ensure_tmp
+from store.locking import ensure_tmp, unlock_and_close
 from store.modes import RepoMode
 from store.names import check_ref_name
 from store.objects import Commit, DirMeta, DirTree, FileHeader
@@ -438,7 +438,7 @@ class Transaction:
             shutil.rmtree(self.staging, ignore_errors=True)
         finally:
             try:
-                os.close(self._staging_fd)
+                unlock_and_close(self._staging_fd)
             finally:
                 self._lock_cm.__exit__(None, None, None)
 
