@@ -56,6 +56,25 @@ _UNTRUSTED_BITS = stat.S_IWGRP | stat.S_IWOTH
 Keys = tuple[int, bytes]  # objects/'s st_dev, the 257 directories' keys packed
 
 
+def objects_device(objects: str) -> int:
+    """st_dev of the filesystem holding the object files: objects/'s, followed where it
+    is a symlink (moved to a bigger disk); -1, a device no file has, where an objects/XX
+    is not a directory on it (a symlink, maybe to another filesystem). Where objects/
+    was symlinked elsewhere its lstat gave the repository's device, and a farm file
+    there was taken for the object with its inode number on the other filesystem; with
+    objects/XX symlinks the saved listing never went stale (attack21 7 and 1)."""
+    device = os.stat(objects).st_dev
+    for byte in range(256):
+        try:
+            st = os.lstat(f"{objects}/{byte:02x}")
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_dev != device:
+            log.info("%s: object directories elsewhere; farm files are read", objects)
+            return -1
+    return device
+
+
 def directory_keys(objects: str) -> tuple[Keys, bool]:
     """The identity of objects/ and of each objects/XX now (a missing one: zeros), and
     whether all of them have settled (none changed within _SETTLED_NS)."""
@@ -65,12 +84,15 @@ def directory_keys(objects: str) -> tuple[Keys, bool]:
     settled = True
     for name in [""] + [f"/{byte:02x}" for byte in range(256)]:
         try:
-            st = os.lstat(objects + name)
+            # objects/ followed (moved to a bigger disk and symlinked): its own key
+            st = os.lstat(objects + name) if name else os.stat(objects)
         except OSError:
             packed += _KEY.pack(0, 0, 0, 0, 0)
             continue
         if not name:
             device = st.st_dev
+        elif not stat.S_ISDIR(st.st_mode):
+            settled = False  # its key is not its directory's (attack21 1): never saved
         packed += _KEY.pack(st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size, st.st_nlink)
         settled = settled and now - st.st_ctime_ns > _SETTLED_NS
     return (device, bytes(packed)), settled

@@ -95,9 +95,10 @@ class ObjectInodes:
         self._euid = os.geteuid()  # the committing user, for _trusted
 
     def device(self) -> int:
-        """st_dev of objects/: no file elsewhere can be one of its objects."""
+        """st_dev of the object files: no file elsewhere can be one of them; -1 (no
+        file's) where they are not all there (store.inode_cache.objects_device)."""
         if self._device is None:
-            self._device = os.lstat(self._objects).st_dev
+            self._device = inode_cache.objects_device(self._objects)
         return self._device
 
     def lookup(
