@@ -40,6 +40,7 @@ import sys
 import time
 import zlib
 from array import array
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 FILE_NAME = "object-inodes"  # in the repository's index/ directory
@@ -52,6 +53,7 @@ _ID = 32
 _INODE = 8
 _SETTLED_NS = 2 * 10**9  # a directory changed this recently is not saved as listed
 _UNTRUSTED_BITS = stat.S_IWGRP | stat.S_IWOTH
+_STALE_S = 600  # a save's temporary older than this is a killed save's
 
 Keys = tuple[int, bytes]  # objects/'s st_dev, the 257 directories' keys packed
 
@@ -101,11 +103,19 @@ def directory_keys(objects: str) -> tuple[Keys, bool]:
 def load(path: str, keys: Keys) -> tuple[array[int], bytes] | None:
     """The listing saved at ``path`` (its inodes sorted and the ids in that order), if
     it was saved for directories exactly as ``keys`` shows them; else None."""
-    data = _read_trusted(path)
+    start = len(_MAGIC) + _HEAD.size + _DIRS * _KEY.size
+
+    def for_these_keys(head: bytes) -> bool:  # before the rest is read (review16 R16-5)
+        return (
+            len(head) == start
+            and head.startswith(_MAGIC)
+            and (_HEAD.unpack_from(head, len(_MAGIC))[0], head[len(_MAGIC) + _HEAD.size :]) == keys
+        )
+
+    data = _read_trusted(path, start, for_these_keys)
     if data is None:
         return None
-    start = len(_MAGIC) + _HEAD.size + _DIRS * _KEY.size
-    if len(data) < start + _CRC.size or not data.startswith(_MAGIC):
+    if len(data) < start + _CRC.size:
         return None
     device, count = _HEAD.unpack_from(data, len(_MAGIC))
     if len(data) != start + count * (_INODE + _ID) + _CRC.size:
@@ -129,6 +139,7 @@ def save(path: str, keys: Keys, inodes: array[int], ids: bytes) -> None:
     if sys.byteorder != "little":
         little.byteswap()
     data = b"".join([_MAGIC, _HEAD.pack(device, len(inodes)), packed, little.tobytes(), bytes(ids)])
+    _remove_stale_temporaries(path)
     temporary = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -144,8 +155,25 @@ def save(path: str, keys: Keys, inodes: array[int], ids: bytes) -> None:
             os.unlink(temporary)
 
 
-def _read_trusted(path: str) -> bytes | None:
-    """The file's bytes if it is one of this user's that nobody else can write."""
+def _remove_stale_temporaries(path: str) -> None:
+    """Temporaries of saves killed midway (review16 R16-6: nothing removed them); one
+    younger than _STALE_S may be another commit's, saving now."""
+    directory, name = os.path.split(path)
+    too_old = time.time() - _STALE_S
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if (
+                entry.name.startswith(f"{name}.tmp-")
+                and entry.stat(follow_symlinks=False).st_mtime < too_old
+            ):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _read_trusted(path: str, head_size: int, wanted: Callable[[bytes], bool]) -> bytes | None:
+    """The file's bytes if it is one of this user's that nobody else can write and its
+    first ``head_size`` bytes are ``wanted`` (the listing of a million objects is ~40
+    MB: not read, nor its checksum computed, once its keys show objects/ changed)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
@@ -160,7 +188,8 @@ def _read_trusted(path: str) -> bytes | None:
             log.info("%s: not this user's alone, ignored", path)
             return None
         with os.fdopen(fd, "rb", closefd=False) as source:
-            return source.read()
+            head = source.read(head_size)
+            return head + source.read() if wanted(head) else None
     except OSError:
         return None
     finally:
