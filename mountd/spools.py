@@ -135,19 +135,29 @@ class Spooler:
                 free, others, reserve = self._room(where)  # others: this one's rest too
             step = step or max(_CHUNK, reserve // 4)
             if free < reserve + others:
-                raise ObjectReadError(
-                    f"object {file_id.hex()}: its {promise.claimed} bytes do not fit in "
-                    f"{where} ({free} bytes free, {reserve} left free); set TMPDIR elsewhere"
-                )
+                raise _does_not_fit(file_id, promise.claimed, where, free, reserve)
             length = min(step, promise.claimed - offset)
             try:
                 os.posix_fallocate(fd, offset, length)
-            except OSError:  # not supported here: the account alone, as before (what
-                promise.written = 0  # was allocated is counted twice: on the safe side)
+            except OSError:
+                self._after_a_failed_allocation(file_id, promise, where)
                 return
             offset += length
             promise.written = offset  # allocated counts as written for the account
         promise.allocated = True
+
+    def _after_a_failed_allocation(self, file_id: ObjectId, promise: _Promise, where: str) -> None:
+        """glibc emulates fallocate where the filesystem lacks it, so a failure is most
+        often the room gone (another writer took it since the look, a quota): refused
+        when the free space says so, as a step that does not fit (review16 R16-3: the
+        spool went on inflating to 0 bytes free); else the filesystem cannot allocate
+        ahead, and the account alone holds, as before (what was allocated is counted
+        twice: on the safe side). No errno is told apart: the free space says which."""
+        with self._account:
+            free, others, reserve = self._room(where)
+        if free < reserve + others:
+            raise _does_not_fit(file_id, promise.claimed, where, free, reserve)
+        promise.written = 0
 
     def fits(self, size: int) -> bool:
         """Whether a spool of ``size`` bytes would be promised its room now (a look:
@@ -238,3 +248,12 @@ def _alive(pid: int) -> bool:
     except OSError:  # another user's: alive
         return True
     return True
+
+
+def _does_not_fit(
+    file_id: ObjectId, size: int, where: str, free: int, reserve: int
+) -> ObjectReadError:
+    return ObjectReadError(
+        f"object {file_id.hex()}: its {size} bytes do not fit in "
+        f"{where} ({free} bytes free, {reserve} left free); set TMPDIR elsewhere"
+    )

@@ -97,3 +97,42 @@ def test_a_spool_that_fails_gives_its_promise_back(
     finally:
         spooler.close()
         repo.close()
+
+
+def test_a_spool_whose_allocation_fails_as_the_room_goes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """posix_fallocate fails because another writer took the room between the look and
+    the allocation (review16 R16-3): the spool is refused as one that does not fit,
+    not inflated to 0 bytes free as on a filesystem that cannot allocate ahead; where
+    the room is still there after the failure, that is what it is: the account alone."""
+    repo, _, file_id, content = large_archive_file(tmp_path, swz1=True)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("mountd.spools.SPOOL_RESERVE", MIB)
+    statvfs = os.statvfs
+    free = [64 * MIB]
+
+    def room(path: Any) -> Any:
+        return _Statvfs(free[0]) if str(path).startswith(str(tmp_path)) else statvfs(path)
+
+    def taken_meanwhile(fd: int, offset: int, length: int) -> None:
+        free[0] = MIB // 2  # another writer filled the disk
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "statvfs", room)
+    monkeypatch.setattr(os, "posix_fallocate", taken_meanwhile)
+    header, _ = repo.read_file_header(file_id)
+    spooler = Spooler(repo)
+    try:
+        with pytest.raises(ObjectReadError, match="do not fit"):
+            spooler.spool(file_id, header.encode(), len(content), lambda: None)
+        assert spooler.promised == 0
+        free[0] = 64 * MIB
+        monkeypatch.setattr(os, "posix_fallocate", _cannot_allocate)
+        fd = spooler.spool(file_id, header.encode(), len(content), lambda: None)
+        try:
+            assert os.pread(fd, 10, 5) == content[5:15]
+        finally:
+            os.close(fd)
+    finally:
+        spooler.close()
