@@ -38,6 +38,7 @@ store/index_write.py (the commit point: a WriteBatch checked and applied).
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 import weakref
@@ -230,6 +231,20 @@ class IndexReader:
 _INHERITED_READERS: list[Any] = []
 
 
+_NEARLY_FULL = 8 << 20  # free bytes under which a failed index write is the disk's room
+
+
+def _disk_nearly_full(directory: str) -> bool:
+    """Whether the index's filesystem has (nearly) no room left: LMDB turns a write cut
+    short by a full disk into EIO, which sent users looking for a failing disk
+    (attack21 3); the free space tells the two apart."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NEARLY_FULL
+
+
 def _dropped_unclosed(shared: SharedEnv) -> None:
     """An Index's finalizer: it was collected without close(). Gives its share back
     (never waiting for a lock: SharedEnv.release_dropped), then says so as an unclosed
@@ -372,5 +387,10 @@ class Index:
             if isinstance(exc, lmdb.MapFullError) or "No space left" in text or "quota" in text:
                 raise OutOfSpaceError(
                     f"the index cannot grow: {exc}; nothing was committed"
+                ) from exc
+            if _disk_nearly_full(self._shared.key):  # a short write: LMDB says EIO
+                raise OutOfSpaceError(
+                    f"no space left on the disk: the index cannot be written ({exc}); "
+                    "nothing was committed"
                 ) from exc
             raise SapwoodError(f"cannot write the index ({exc}); nothing was committed") from exc

@@ -194,7 +194,6 @@ def test_a_pull_that_fills_the_disk_fails_cleanly_and_leaves_nothing(
 
 
 @pytest.mark.long  # 26 pulls: ~30 s
-@pytest.mark.xfail(strict=True, reason="attack21 3: a full disk at the index's commit is EIO")
 def test_a_pull_stopped_by_a_full_disk_says_the_disk_is_full(
     tmp_path: Path, served: tuple[Served, str], small_fs: Path
 ) -> None:
