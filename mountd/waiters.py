@@ -9,12 +9,14 @@ still out: nothing else tells the daemon (no FUSE_INTERRUPT for a background req
 release without opens). mountd/preparing.py asks here whether anyone still waits for a
 verification, and gives it up when no one does.
 
-Only a sure answer says gone: the process has exited (no such process, or a zombie) or
-is being killed (SIGKILL pending: a killed reader of a synchronous request waits,
-uninterruptibly, for the daemon's answer). Anything unknown is alive: pid 0 (the kernel
-could not name the reader in the daemon's pid namespace), a /proc that is not this
-process's namespace's, a /proc/PID that cannot be read. A pid reused by another
-process is taken for the reader (alive): the safe side, its verification goes on.
+Only a sure answer says gone: the process has exited (no such process, or a zombie),
+is exiting (PF_EXITING: its SIGKILL taken, it can stay seconds in do_exit on a busy
+machine, neither pending a signal nor a zombie) or is being killed (SIGKILL pending: a
+killed reader of a synchronous request waits, uninterruptibly, for the daemon's answer).
+Anything unknown is alive: pid 0 (the kernel could not name the reader in the
+daemon's pid namespace), a /proc that is not this process's namespace's, a /proc/PID
+that cannot be read. A pid reused by another process is taken for the reader (alive):
+the safe side, its verification goes on.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from store import SapwoodError
 
 _SIGKILL = 1 << (signal.SIGKILL - 1)  # in the pending signals of /proc/PID/stat
 _PENDING = 28  # their field, counted from the state (the 3rd of /proc/PID/stat: 31st)
+_FLAGS = 6  # the task's flags (the 9th field)
+_PF_EXITING = 0x4  # in them: in do_exit, never to return to user space
 _PIDFD_THREAD = os.O_EXCL  # pidfd_open of a thread's id (Linux 6.9): its value
 
 
@@ -62,10 +66,10 @@ class Liveness:
             return False
         fields = line[line.rfind(b")") + 2 :].split()
         try:
-            state, pending = fields[0], int(fields[_PENDING])
+            state, flags, pending = fields[0], int(fields[_FLAGS]), int(fields[_PENDING])
         except (IndexError, ValueError):
             return False
-        return state in (b"Z", b"X", b"x") or bool(pending & _SIGKILL)
+        return state in (b"Z", b"X", b"x") or bool(flags & _PF_EXITING or pending & _SIGKILL)
 
 
 def _no_such_process(pid: int) -> bool:
