@@ -7,7 +7,6 @@ setuid and world-writable entries, and keeps no ownership or xattrs).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import os
 import stat
@@ -52,14 +51,14 @@ class RepoMode(enum.Enum):
             return header
         if not header.is_symlink:
             _refuse_unsafe(header.mode, where)
-        return dataclasses.replace(header, uid=0, gid=0, xattrs=())
+        return FileHeader(0, 0, header.mode, header.symlink_target)
 
     def admit_dir(self, meta: DirMeta, where: str) -> DirMeta:
         """The dirmeta as this mode stores it, or ModePolicyError for what it refuses."""
         if self is not RepoMode.BARE_USER_ONLY:
             return meta
         _refuse_unsafe(meta.mode, where)
-        return dataclasses.replace(meta, uid=0, gid=0, xattrs=())
+        return DirMeta(0, 0, meta.mode)
 
 
 def _refuse_unsafe(mode: int, where: str) -> None:

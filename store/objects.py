@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import stat
 import struct
-from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 import blake3
@@ -79,17 +78,26 @@ def _expect_tag(reader: Reader, letter: bytes, what: str) -> None:
         raise FormatError(f"not a version {FORMAT_VERSION} {what}")
 
 
-@dataclass(frozen=True, slots=True)
-class FileHeader:
+class FileHeader(Frozen):
     """What a file object's id covers besides the content: ownership, mode, xattrs."""
+
+    __slots__ = ("gid", "mode", "symlink_target", "uid", "xattrs")
 
     uid: int
     gid: int
     mode: int
-    symlink_target: bytes = b""
-    xattrs: Xattrs = ()
+    symlink_target: bytes
+    xattrs: Xattrs
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, uid: int, gid: int, mode: int, symlink_target: bytes = b"", xattrs: Xattrs = ()
+    ) -> None:
+        set_field = object.__setattr__
+        set_field(self, "uid", uid)
+        set_field(self, "gid", gid)
+        set_field(self, "mode", mode)
+        set_field(self, "symlink_target", symlink_target)
+        set_field(self, "xattrs", xattrs)
         _check_owner_mode(self.uid, self.gid, self.mode, "file header")
         kind = stat.S_IFMT(self.mode)
         if kind == stat.S_IFLNK:
@@ -199,16 +207,22 @@ def regular_file_owner_mode(record: bytes, offset: int = 0) -> tuple[int, int, i
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class DirMeta:
+class DirMeta(Frozen):
     """Ownership, mode and xattrs of a directory."""
+
+    __slots__ = ("gid", "mode", "uid", "xattrs")
 
     uid: int
     gid: int
     mode: int
-    xattrs: Xattrs = ()
+    xattrs: Xattrs
 
-    def __post_init__(self) -> None:
+    def __init__(self, uid: int, gid: int, mode: int, xattrs: Xattrs = ()) -> None:
+        set_field = object.__setattr__
+        set_field(self, "uid", uid)
+        set_field(self, "gid", gid)
+        set_field(self, "mode", mode)
+        set_field(self, "xattrs", xattrs)
         _check_owner_mode(self.uid, self.gid, self.mode, "dirmeta")
         if not stat.S_ISDIR(self.mode):
             raise FormatError("dirmeta mode is not a directory")

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 
 from store.ids import ID_BYTES
+from store.record import Frozen
 
 _KEY = struct.Struct(">QQ")
 _VALUE = struct.Struct(">QQqqIII32s32s")
@@ -35,9 +35,20 @@ def record_file_id(raw: bytes) -> bytes:
     return raw[-ID_BYTES:]
 
 
-@dataclass(frozen=True)
-class StatCacheRecord:
+class StatCacheRecord(Frozen):
     """What the stat cache remembers of one source file (fs/statcache.py explains why)."""
+
+    __slots__ = (
+        "ctime_ns",
+        "file_id",
+        "fsid",
+        "gid",
+        "header_digest",
+        "mode",
+        "mtime_ns",
+        "size",
+        "uid",
+    )
 
     fsid: int
     size: int
@@ -48,6 +59,43 @@ class StatCacheRecord:
     gid: int
     header_digest: bytes
     file_id: bytes
+
+    def __init__(
+        self,
+        fsid: int,
+        size: int,
+        mtime_ns: int,
+        ctime_ns: int,
+        mode: int,
+        uid: int,
+        gid: int,
+        header_digest: bytes,
+        file_id: bytes,
+    ) -> None:
+        set_field = object.__setattr__
+        set_field(self, "fsid", fsid)
+        set_field(self, "size", size)
+        set_field(self, "mtime_ns", mtime_ns)
+        set_field(self, "ctime_ns", ctime_ns)
+        set_field(self, "mode", mode)
+        set_field(self, "uid", uid)
+        set_field(self, "gid", gid)
+        set_field(self, "header_digest", header_digest)
+        set_field(self, "file_id", file_id)
+
+    def with_file_id(self, file_id: bytes) -> StatCacheRecord:
+        """This record vouching for ``file_id`` instead (the tests forge one so)."""
+        return StatCacheRecord(
+            self.fsid,
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.header_digest,
+            file_id,
+        )
 
     @classmethod
     def of(

@@ -3,7 +3,6 @@ mount unmounted behind the caller's back, a failed mount under the caller's logg
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import gc
 import itertools
@@ -32,7 +31,7 @@ def _forge(repo: sapwood.Repository, source: Path, file_id: bytes) -> None:
         record = snap.stat_cache(st)
     assert record is not None, "the first commit did not cache the file"
     with repo.transaction() as txn:
-        txn.put_stat_cache(st, dataclasses.replace(record, file_id=file_id))
+        txn.put_stat_cache(st, record.with_file_id(file_id))
 
 
 @pytest.mark.parametrize("forged", ["commit", "dirtree"])

@@ -150,12 +150,6 @@ def test_a_pull_without_a_delta_never_imports_the_delta_code(
     fsck_clean(local)
 
 
-_DATACLASSES_LEFT = {  # kept: dataclasses.replace() is used on them outside the pull's files
-    "store.objects.FileHeader",  # store/modes.py
-    "store.objects.DirMeta",  # store/modes.py
-    "store.statcache.StatCacheRecord",  # tests/test_library_attacks.py
-}
-
 _LIST_DATACLASSES = """
 import dataclasses, sys
 for name in sys.argv[1:]:
@@ -176,7 +170,7 @@ def test_a_pull_builds_no_dataclass_of_its_own(
     @dataclass compiled its methods at import, ~1 ms of CPU a class (19 of them, a
     quarter of an update pull's instructions with dataclasses' own imports; session 12).
     The modules a pull imports (-X importtime), imported again: none of their classes
-    is a dataclass but the three kept for dataclasses.replace()."""
+    is a dataclass, nor is dataclasses itself imported."""
     served = tmp_path / "served"
     archive_of(served / "repo", write_tree(tmp_path / "tree", {"a": "one\n"}))
     server = nginx(served)
@@ -185,6 +179,7 @@ def test_a_pull_builds_no_dataclass_of_its_own(
     result = pull(local, "origin", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode == 0, result.stderr
     ours = sorted(n for n in _imported(result.stderr) if n.split(".")[0] in ("store", "sapwood"))
+    assert "dataclasses" not in _imported(result.stderr)
     assert "store.pull.pull" in ours and "store.pull.settings" in ours
     listed = subprocess.run(
         [sys.executable, "-c", _LIST_DATACLASSES, *ours],
@@ -192,4 +187,4 @@ def test_a_pull_builds_no_dataclass_of_its_own(
         text=True,
         check=True,
     )
-    assert set(listed.stdout.split()) <= _DATACLASSES_LEFT, listed.stdout
+    assert listed.stdout == ""
