@@ -316,9 +316,32 @@ def _end_at_once(code: int) -> None:
     os._exit(code)
 
 
+def _open_closed_standard_streams() -> None:
+    """Descriptors 0-2 closed at the start (`sapwood ... >&-`, a daemon's or a cron
+    line's child) get /dev/null, as git's sanitize_stdfds gives them: Python had made
+    sys.stdout or sys.stderr None (a traceback once the work was done, an internal error
+    before it began: attack21 4), and the first files opened took those numbers (an
+    object being written, the index), into which anything writing to fd 2 would write."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdin is None:
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's own, for its life)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+
+
 def run() -> None:
     global _ENDS_PROCESS
     _ENDS_PROCESS = True
+    _open_closed_standard_streams()
     # The start-up (importing the command's modules, parsing) allocates objects by the
     # hundred thousand, few of them garbage: without a cycle search every 700 of them
     # (main's _started() turns it back on, with them set aside).

@@ -217,7 +217,6 @@ def test_a_pull_stopped_by_a_full_disk_says_the_disk_is_full(
 # ----- standard streams closed ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="attack21 4: a closed stdout or stderr is a traceback")
 @pytest.mark.parametrize("closed", [">&-", "2>&-"], ids=["stdout", "stderr"])
 def test_a_command_run_with_a_standard_stream_closed(
     tmp_path: Path, served: tuple[Served, str], closed: str
