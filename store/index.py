@@ -93,11 +93,29 @@ class IndexReader:
     """Lookups inside one read transaction (a consistent snapshot)."""
 
     def __init__(
-        self, txn: Any, dbs: dict[str, Any], note_reads: Callable[[int], None] = _no_count
+        self,
+        txn: Any,
+        dbs: dict[str, Any],
+        note_reads: Callable[[int], None] = _no_count,
+        shared: SharedEnv | None = None,
     ) -> None:
-        self._txn = txn
+        self._live_txn = txn
         self._dbs = dbs
         self._note_reads = note_reads  # keeps the pages read from piling up (PageBudget.note)
+        self._shared = shared
+        self._forks = 0 if shared is None else shared.forks
+
+    @property
+    def _txn(self) -> Any:
+        """The transaction, unless this process forked since it began: in the child its
+        reader slot is the parent's, cleared when the parent ends it, and its pages are
+        then reused by writers (attack21 8: garbage, or refs naming other commits)."""
+        if self._shared is not None and self._shared.forks != self._forks:
+            raise UsageError(
+                "a snapshot begun before the process forked cannot be read in the child: "
+                "open the repository after forking"
+            )
+        return self._live_txn
 
     def _get(self, key: bytes, table: str) -> Any:
         """The value at ``key`` in ``table``, None if absent. A key LMDB cannot hold
@@ -363,7 +381,7 @@ class Index:
         shared = self._shared
         forks = shared.forks  # changed by the end: ended in a forked child
         try:
-            yield IndexReader(txn, self._dbs, shared.pages.note_reads)
+            yield IndexReader(txn, self._dbs, shared.pages.note_reads, shared)
         except lmdb.Error as exc:
             raise IndexDamagedError(f"the index cannot be read: {exc}") from None
         finally:

@@ -747,7 +747,6 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="attack21 8: a snapshot begun before fork read after")
 def test_a_snapshot_begun_before_a_fork_is_not_read_by_the_child(tmp_path: Path) -> None:
     """The parent forks inside ``with repo.snapshot()``; the child reads that snapshot
     after the parent ended it and writers went on: its reader slot was the parent's,
