@@ -275,7 +275,12 @@ class ObjectSources:
         one of ``size`` bytes (should the object be SWZ1: which it is, only its worker
         finds out). Kept spools are files in TMPDIR: without this, once they filled it,
         every further SWZ1 object was refused for room for as long as the mount lived
-        (attack20 2). Here, in the thread that owns the pools, before the worker starts."""
+        (attack20 2). Here, in the thread that owns the pools, before the worker starts.
+        None dropped where dropping them all would not make the room (an object claiming
+        more than TMPDIR holds: each read of a hostile one emptied every other reader's
+        spools, review16 R16-2)."""
+        if not self.spooler.fits(size, freed=self._spools.weight):
+            return
         while not self.spooler.fits(size) and self._spools.drop_oldest():
             pass
 

@@ -159,16 +159,17 @@ class Spooler:
             raise _does_not_fit(file_id, promise.claimed, where, free, reserve)
         promise.written = 0
 
-    def fits(self, size: int) -> bool:
-        """Whether a spool of ``size`` bytes would be promised its room now (a look:
-        mountd/sources.py drops the spools it keeps until one fits, attack20 2)."""
+    def fits(self, size: int, freed: int = 0) -> bool:
+        """Whether a spool of ``size`` bytes would be promised its room now, or once
+        ``freed`` more bytes were free (a look: mountd/sources.py drops the spools it
+        keeps until one fits, attack20 2)."""
         where = self.directory or spool_parent() or tempfile.gettempdir()
         try:
             with self._account:
                 free, others, reserve = self._room(where)
         except OSError:  # no such TMPDIR: the spool itself says so, for that file
             return True
-        return size + others + reserve <= free
+        return size + others + reserve <= free + freed
 
     def _room(self, where: str) -> tuple[int, int, int]:
         """TMPDIR's free bytes, those promised to spools under way and not written

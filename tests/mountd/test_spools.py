@@ -136,3 +136,36 @@ def test_a_spool_whose_allocation_fails_as_the_room_goes_is_refused(
             os.close(fd)
     finally:
         spooler.close()
+
+
+def test_kept_spools_are_not_dropped_for_an_object_they_could_not_make_room_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two spools of 4 MiB kept, 16 MiB free, 1 MiB kept free: an object claiming 64
+    MiB could not be spooled even with both dropped, so neither is (review16 R16-2: each
+    read of a hostile object claiming more than TMPDIR holds emptied every reader's
+    spools); one of 18 MiB could, so the oldest goes first, then no more than needed."""
+    from mountd.sources import ObjectSources
+
+    repo, _, _, _ = large_archive_file(tmp_path, swz1=True)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("mountd.spools.SPOOL_RESERVE", MIB)
+    sources = ObjectSources(repo)
+    kept = sources._spools
+    statvfs = os.statvfs
+
+    def room(path: Any) -> Any:  # 24 MiB free but what the kept spools take
+        if str(path).startswith(str(tmp_path)):
+            return _Statvfs(24 * MIB - kept.weight)
+        return statvfs(path)
+
+    monkeypatch.setattr(os, "statvfs", room)
+    for n in range(2):
+        kept.add(bytes([n]) * 32, os.open(os.devnull, os.O_RDONLY), 4 * MIB)  # type: ignore[arg-type]
+    try:
+        sources._room_for_a_spool(64 * MIB)
+        assert len(kept) == 2
+        sources._room_for_a_spool(18 * MIB)  # 18 + 1 <= 16 + 4: the oldest only
+        assert len(kept) == 1 and kept.get(bytes([1]) * 32) is not None  # type: ignore[arg-type]
+    finally:
+        sources.close()
