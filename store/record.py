@@ -47,3 +47,9 @@ class Frozen(Value):
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__qualname__} is frozen: cannot delete {name!r}")
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        """Unpickling, copy.copy and copy.deepcopy set the fields as ``__init__`` does:
+        by default they set them with setattr, which is refused here (they failed)."""
+        for name, value in state[1].items():
+            object.__setattr__(self, name, value)
