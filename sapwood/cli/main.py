@@ -304,9 +304,12 @@ _SAID_INTERRUPTED = False  # a warning said the command was interrupted (_said_i
 
 def _end_at_once(code: int) -> None:
     """End the process now if the command asked for it (sapwood.cli.output's
-    exit_at_once) and succeeded, and no thread of its own is left running."""
+    exit_at_once) and succeeded, and no thread of its own is left running that the
+    ordinary exit would wait for: a daemon thread (the per-object fetcher's watchdog)
+    is not waited for by either (review16 R16-4: it kept every pull that had used the
+    per-object path from the early exit)."""
     output = sys.modules.get("sapwood.cli.output")  # loaded by every command that runs
-    if code != 0 or output is None or threading.active_count() > 1:
+    if code != 0 or output is None or _threads_to_wait_for():
         return
     if not cast("Any", output).exits_at_once():
         return
@@ -336,6 +339,11 @@ def _open_closed_standard_streams() -> None:
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
     if sys.stderr is None:
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+
+
+def _threads_to_wait_for() -> bool:
+    main = threading.main_thread()
+    return any(t is not main and not t.daemon for t in threading.enumerate())
 
 
 def run() -> None:
