@@ -151,8 +151,9 @@ class ObjectInodes:
         saved = inode_cache.load(self._saved, keys)
         if saved is not None:
             return ObjectListing(*saved)
-        listing = _list_objects(self._objects)
-        if settled and len(listing):
+        unreadable: list[str] = []
+        listing = _list_objects(self._objects, unreadable)
+        if settled and len(listing) and not unreadable:  # a directory missed: not saved
             inode_cache.save(self._saved, keys, listing.inodes, listing.ids)
         return listing
 
@@ -245,7 +246,7 @@ class ObjectListing:
         return self.find([inode])[0]
 
 
-def _list_objects(objects: str) -> ObjectListing:
+def _list_objects(objects: str, unreadable: list[str] | None = None) -> ObjectListing:
     """The inodes of every ``objects/XX/*.file``; empty if d_ino cannot be trusted.
 
     The 256 directories are listed one after the other while they come from memory
@@ -255,18 +256,22 @@ def _list_objects(objects: str) -> ObjectListing:
     so a cold listing overlaps its reads (cold: 0.15-0.3 s against 0.33-0.39 s). Two
     in a row, not one: page cache idle for a minute is paged out on this VM (DAMON),
     and a directory or two of a warm objects/ read back must not hand the warm rest to
-    threads that compete for the interpreter (47,000 objects: 0.065 -> 0.13 s)."""
+    threads that compete for the interpreter (47,000 objects: 0.065 -> 0.13 s).
+    ``unreadable`` gets the objects/XX that could not be listed (too many open files, a
+    damaged directory): their objects are read as usual, and such a listing must not be
+    saved for later commits as if they held none (review16 R16-8)."""
+    missed = [] if unreadable is None else unreadable
     prefixes = [f"{b:02x}" for b in range(256)]
     parts: list[tuple[array[int], bytes] | None] = []
     cold_in_a_row = 0
     for place, prefix in enumerate(prefixes):
         before = _blocks_read()
-        parts.append(_list_prefix(objects, prefix))
+        parts.append(_list_prefix(objects, prefix, missed))
         cold_in_a_row = cold_in_a_row + 1 if _blocks_read() != before else 0
         if cold_in_a_row == _COLD_IN_A_ROW:
             rest = prefixes[place + 1 :]
             with ThreadPoolExecutor(_LISTING_THREADS) as pool:
-                parts += pool.map(_list_prefix, [objects] * len(rest), rest)
+                parts += pool.map(_list_prefix, [objects] * len(rest), rest, [missed] * len(rest))
             break
     inodes: array[int] = array("Q")
     ids = bytearray()
@@ -287,14 +292,19 @@ def _blocks_read() -> int:
     return resource.getrusage(resource.RUSAGE_THREAD).ru_inblock
 
 
-def _list_prefix(objects: str, prefix: str) -> tuple[array[int], bytes] | None:
+def _list_prefix(
+    objects: str, prefix: str, unreadable: list[str]
+) -> tuple[array[int], bytes] | None:
     """The inodes and ids (packed, in the same order) of the file objects in
     ``objects/prefix``; None if one entry's d_ino is not its st_ino (the first is
     checked)."""
     try:
         listing = os.scandir(f"{objects}/{prefix}")
+    except FileNotFoundError:
+        return array("Q"), b""  # none made yet
     except OSError:
-        return array("Q"), b""  # missing or unreadable: its objects are read as usual
+        unreadable.append(prefix)  # list.append: safe from the listing threads
+        return array("Q"), b""  # its objects are read as usual
     with listing:
         found = [entry for entry in listing if len(entry.name) == _NAME_SIZE]
     found = [entry for entry in found if entry.name.endswith(".file")]

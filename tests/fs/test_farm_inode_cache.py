@@ -49,9 +49,9 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     made: list[str] = []
     real = inodes._list_objects
 
-    def listing(objects: str) -> object:
+    def listing(objects: str, *unreadable: list[str]) -> object:
         made.append(objects)
-        return real(objects)
+        return real(objects, *unreadable)
 
     monkeypatch.setattr(inodes, "_list_objects", listing)
     return made
@@ -106,8 +106,8 @@ def test_a_change_while_listing_makes_the_next_commit_list_again(
     inodes = sys.modules["store.inodes"]
     spied = inodes._list_objects
 
-    def listing_then_a_change(objects: str) -> object:
-        found = spied(objects)
+    def listing_then_a_change(objects: str, *unreadable: list[str]) -> object:
+        found = spied(objects, *unreadable)
         (Path(objects) / "ab" / "transient").write_bytes(b"")
         (Path(objects) / "ab" / "transient").unlink()
         return found

@@ -85,9 +85,9 @@ def test_a_farm_commit_lists_the_objects_once_across_flushes(
     listings: list[int] = []
     real_list = inodes._list_objects
 
-    def counting(objects: str) -> object:
+    def counting(objects: str, *unreadable: list[str]) -> object:
         listings.append(1)
-        return real_list(objects)
+        return real_list(objects, *unreadable)
 
     monkeypatch.setattr(inodes, "_list_objects", counting)
     monkeypatch.setenv("SAPWOOD_FLUSH_AT", "8")

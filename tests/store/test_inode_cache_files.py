@@ -50,3 +50,33 @@ def test_a_listing_for_other_directories_is_refused_from_its_head(
     assert inode_cache.load(path, (device, packed[:-1] + b"\xff")) is None
     assert crcs == []  # refused by its head: the rest neither read nor checksummed
     assert inode_cache.load(path, keys) is not None and crcs == [1]
+
+
+def test_a_listing_that_missed_a_directory_is_not_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """objects/7f cannot be listed (too many open files, say): its objects are read as
+    usual by this commit, and the listing is not saved as if it held none, which would
+    have made every later commit read them too (review16 R16-8); listed whole, it is."""
+    from store.inodes import ObjectInodes
+    from store.modes import RepoMode
+
+    objects = tmp_path / "objects"
+    for byte in range(256):
+        (objects / f"{byte:02x}").mkdir(parents=True)
+    monkeypatch.setattr(inode_cache, "_SETTLED_NS", 0)
+    saved = tmp_path / "object-inodes"
+    scandir = os.scandir
+
+    def failing(path: str) -> object:
+        if str(path).endswith("/7f"):
+            raise OSError(24, "Too many open files")
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", failing)
+    (objects / "00" / ("ab" * 31 + ".file")).write_bytes(b"x")
+    ObjectInodes(RepoMode.BARE_USER, str(objects), str(saved))._listing()
+    assert not saved.exists()
+    monkeypatch.setattr(os, "scandir", scandir)
+    ObjectInodes(RepoMode.BARE_USER, str(objects), str(saved))._listing()
+    assert saved.exists()
