@@ -331,6 +331,7 @@ class Index:
         (they stay in the page cache). For a long-lived reader that walks much of the
         index, the mount daemon: call it with no transaction open, as the only user of
         this repository's index in the process."""
+        self._require_open()  # in a forked child it closed the parent's (R17-11)
         if self._shared.users != 1:
             raise RuntimeError("remap needs the only open index of the repository")
         self._shared.reopen()
@@ -367,8 +368,8 @@ class Index:
         if self._shared.forks:
             raise UsageError(
                 f"{self._shared.key}: this repository was open when the process forked "
-                "and cannot be used in the child: open it after forking (in the child), "
-                "or start workers with spawn"
+                "and cannot be used in the child: close it before forking, or start "
+                "workers with spawn"
             )
 
     @contextmanager

@@ -157,6 +157,7 @@ class SharedEnv:
         self._map_lock = threading.Lock()
         self.pages = PageBudget(self._drop_mapped_pages)
         self.env, self.dbs = self._open_env()
+        _OPENED_IN[key] = os.getpid()
         # Forks between the process that opened it and this one (_mark_inherited): not
         # 0 in a forked child, which never closes it; a read transaction of it whose
         # count changed since it began is the parent's (store/index.py, Index.reader)
@@ -185,6 +186,8 @@ class SharedEnv:
             raise _AddressSpaceFull(str(exc)) from None
         except lmdb.Error as exc:
             if "already open in this process" in str(exc):
+                if os.getpid() != _OPENED_IN.get(self.key, os.getpid()):
+                    raise _opened_before_fork(self.key) from None
                 raise _open_elsewhere(self.key) from None
             raise IndexDamagedError(f"{self.key}: the index cannot be opened: {exc}") from None
         if locked:
@@ -392,6 +395,12 @@ def _damaged(path: Path, what: str) -> IndexDamagedError:
         f"{path}: {what}; the repository cannot be used (see 'Damaged index' in "
         "docs/decisions.md: archive repositories can rebuild it with sapwood rebuild-index)"
     )
+
+
+# The process that opened each index path: a forked child that gave its inherited share
+# back and opens the path again is refused by py-lmdb ("already open in this process",
+# the parent's environment never closed in the child): said as the fork it is (R17-14).
+_OPENED_IN: dict[str, int] = {}
 
 
 def _opened_before_fork(key: str) -> UsageError:

@@ -21,20 +21,25 @@ def repo_lock(repo_path: Path, exclusive: bool) -> Iterator[None]:
     repository (which carries the lock along).
     """
     fd = os.open(repo_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    owner = os.getpid()
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
-        unlock_and_close(fd)
+        unlock_and_close(fd, owner)
 
 
-def unlock_and_close(fd: int) -> None:
-    """Let go of a flock() and its fd. Unlocked first: a lock belongs to the open file,
-    which a process forked meanwhile (a library user's worker pool) shares for its whole
-    life; closing only our fd left the lock held by the copy, and a prune waited for the
-    workers to end (attack21 9)."""
+def unlock_and_close(fd: int, owner: int) -> None:
+    """Let go of a flock() and its fd, in the process ``owner`` that took it. Unlocked
+    first: a lock belongs to the open file, which a process forked meanwhile (a library
+    user's worker pool) shares for its whole life; closing only our fd left the lock held
+    by the copy, and a prune waited for the workers to end (attack21 9). Only closed in
+    any other process: a forked child unwinding through the lock's block unlocked the
+    parent's lock while the parent still held it, and a prune could then delete what a
+    live writer used (R17-3)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        if os.getpid() == owner:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
@@ -68,11 +73,12 @@ def config_lock(repo_path: Path) -> Iterator[None]:
         yield
         return
     fd = os.open(ensure_tmp(repo_path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    owner = os.getpid()
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        unlock_and_close(fd)
+        unlock_and_close(fd, owner)
 
 
 def ensure_tmp(repo_path: Path) -> Path:

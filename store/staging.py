@@ -45,7 +45,7 @@ def remove_abandoned_staging(tmp: Path) -> None:
             log.info("removing abandoned staging directory %s", entry.name)
             shutil.rmtree(entry, ignore_errors=True)
         finally:
-            unlock_and_close(fd)
+            unlock_and_close(fd, os.getpid())  # taken just now, by this process
 
 
 def _mtime(path: Path) -> float:

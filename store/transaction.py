@@ -113,6 +113,7 @@ class Transaction:
             remove_abandoned_staging(tmp)
             self._budget = self._space_budget()
             self.staging, self._staging_fd = new_staging(tmp)
+            self._staging_owner = os.getpid()
             self._staging_str = str(self.staging)
         except BaseException:
             self._lock_cm.__exit__(None, None, None)
@@ -438,7 +439,7 @@ class Transaction:
             shutil.rmtree(self.staging, ignore_errors=True)
         finally:
             try:
-                unlock_and_close(self._staging_fd)
+                unlock_and_close(self._staging_fd, self._staging_owner)
             finally:
                 self._lock_cm.__exit__(None, None, None)
 
