@@ -32,13 +32,13 @@ import pyfuse3
 from mountd.lru import RecentKeys
 from mountd.preparing import Preparer
 from mountd.view import Attributes, TreeView
-from mountd.waiters import ReaderGoneError
 from store import (
     CorruptObjectError,
     NoSuchAttributeError,
     NotADirectoryInTreeError,
     ObjectMissingError,
     PathNotFoundError,
+    ReaderGoneError,
     SapwoodError,
 )
 

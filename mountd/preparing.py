@@ -50,8 +50,8 @@ import trio
 from mountd.sources import Preparation
 from mountd.turns import Turns, Verification
 from mountd.view import TreeView
-from mountd.waiters import Liveness, ReaderGoneError
-from store import ObjectId
+from mountd.waiters import Liveness
+from store import ObjectId, ReaderGoneError
 
 log = logging.getLogger(__name__)
 

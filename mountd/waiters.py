@@ -24,18 +24,11 @@ from __future__ import annotations
 import os
 import signal
 
-from store import SapwoodError
-
 _SIGKILL = 1 << (signal.SIGKILL - 1)  # in the pending signals of /proc/PID/stat
 _PENDING = 28  # their field, counted from the state (the 3rd of /proc/PID/stat: 31st)
 _FLAGS = 6  # the task's flags (the 9th field)
 _PF_EXITING = 0x4  # in them: in do_exit, never to return to user space
 _PIDFD_THREAD = os.O_EXCL  # pidfd_open of a thread's id (Linux 6.9): its value
-
-
-class ReaderGoneError(SapwoodError):
-    """A read's reader is gone (exited or killed) before its object was verified: the
-    answer no one will see (the verification was given up, or goes on for others)."""
 
 
 def _own_proc() -> bool:
@@ -74,11 +67,16 @@ class Liveness:
 
 def _no_such_process(pid: int) -> bool:
     """Asked of the kernel, not of /proc (which may hide other users' processes)."""
-    try:
-        fd = os.pidfd_open(pid, _PIDFD_THREAD)
-    except ProcessLookupError:
-        return True
-    except OSError:  # a kernel without PIDFD_THREAD, and pid a thread's: unknown
+    for flags in (_PIDFD_THREAD, 0):
+        try:
+            fd = os.pidfd_open(pid, flags)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            # a kernel before 6.9 refuses PIDFD_THREAD whatever the pid (R17-12: every
+            # reaped reader looked alive there): asked again without it; refused again,
+            # pid is a live thread's that is not its process's: unknown
+            continue
+        os.close(fd)
         return False
-    os.close(fd)
     return False

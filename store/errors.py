@@ -273,6 +273,12 @@ class NetworkError(SapwoodError):
         self.status = status
 
 
+class ReaderGoneError(SapwoodError):
+    """The mount's answer to a read whose reader is gone (exited or killed) before its
+    object was verified: an answer no one sees (the verification was given up, or goes
+    on for others). Raised inside the mount daemon only (mountd/preparing.py)."""
+
+
 class PullHaltedError(SapwoodError):
     """A fetch given up because its pull stops: a Ctrl-C, or an error the pull raises
     already (``url``: what was being fetched, empty if nothing yet). Never the pull's

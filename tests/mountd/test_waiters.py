@@ -17,7 +17,8 @@ import pytest
 import trio
 
 from mountd.preparing import DEADLINE, LONG, WATCH, Preparer
-from mountd.waiters import Liveness, ReaderGoneError
+from mountd.waiters import Liveness
+from store import ReaderGoneError
 from tests.helpers import Mounts
 from tests.mountd.legacy import WaitingView, zeros_claiming
 
@@ -280,3 +281,27 @@ def test_the_requests_of_a_thousand_killed_readers_are_all_answered_within_secon
         left, taken = waiting(), time.monotonic() - started
     print(f"requests out: {killed} once the readers were killed, {left} {taken:.2f} s later")
     assert left == 0 and taken < 5
+
+
+def test_a_reaped_reader_is_gone_on_a_kernel_without_pidfd_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before Linux 6.9 pidfd_open refuses PIDFD_THREAD whatever the pid: a reader
+    already reaped must still read as gone (asked again without the flag), and a live
+    one as alive (R17-12: every reaped reader looked alive there)."""
+    import subprocess
+
+    from mountd import waiters
+
+    real = os.pidfd_open
+
+    def old_kernel(pid: int, flags: int = 0) -> int:
+        if flags:
+            raise OSError(22, "Invalid argument")
+        return real(pid, flags)
+
+    monkeypatch.setattr(os, "pidfd_open", old_kernel)
+    done = subprocess.Popen(["true"])
+    done.wait()  # reaped: no such process
+    assert waiters._no_such_process(done.pid)
+    assert not waiters._no_such_process(os.getpid())
