@@ -278,16 +278,24 @@ def test_the_child_as_the_scan_runs_it_starts_its_threads_and_ends_with_its_stdi
     child.stdin.flush()
 
     def roots() -> int:
+        """The child's fds on the root; an fd closed between the listing and its
+        readlink (the threads open and close one a directory) is not one: it used to
+        make the whole count 0, a failure once in a while under load."""
         fds = f"/proc/{child.pid}/fd"
+        found = 0
         with contextlib.suppress(OSError):
-            return sum(os.readlink(f"{fds}/{n}") == str(source) for n in os.listdir(fds))
-        return 0
+            for n in os.listdir(fds):
+                with contextlib.suppress(OSError):
+                    found += os.readlink(f"{fds}/{n}") == str(source)
+        return found
 
     deadline = time.monotonic() + 30
-    while roots() < 2 and child.poll() is None and time.monotonic() < deadline:
+    seen = roots()
+    while seen < 2 and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+        seen = roots()
     try:  # the inherited fd, the threads' duplicate (and one listing the root, briefly)
-        assert roots() >= 2, child.stderr.read() if child.poll() is not None else b""
+        assert seen >= 2, child.stderr.read() if child.poll() is not None else b""
     finally:
         child.stdin.close()
         assert child.wait(10) == 0
