@@ -1,0 +1,210 @@
+"""Hostile tester X10 (attack23.md, session 13) against deployments: kernel directories
+shared by checksum, the /etc merge with hostile local contents, damaged lists and
+origins. A test that passes guards a defence; a defect is a strict xfail naming its
+finding in /work/plan/attack23.md.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import sapwood
+from tests.helpers import IS_ROOT, run, small_tmpfs
+from tests.sysroot.conftest import commit, small_tree, tree_state
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
+
+
+def _entry_files(sysroot: sapwood.Sysroot) -> dict[str, bool]:
+    """Every kernel and initramfs path the current entries name -> whether it exists."""
+    found = {}
+    for text in sysroot.boot_entries().values():
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("linux", "initrd"):
+                found[value] = (sysroot.path / value.lstrip("/")).is_file()
+    return found
+
+
+def _modules_tree(root: Path, kver: str, kernel: bytes, initramfs: bytes | None) -> Path:
+    modules = f"usr/lib/modules/{kver}"
+    tree = small_tree(root, {f"{modules}/vmlinuz": "", "usr/etc/motd": "hi\n"}, kernel=False)
+    (tree / modules / "vmlinuz").write_bytes(kernel)
+    if initramfs is not None:
+        (tree / modules / "initramfs.img").write_bytes(initramfs)
+    return tree
+
+
+# attack23 1: boot/sapwood/OS-BOOTCSUM is named by blake3(kernel bytes + initramfs bytes)
+# alone; a second kernel whose directory name is taken reuses it without looking at
+# the file names, so its entry names files that directory lacks.
+_BOOTCSUM = pytest.mark.xfail(
+    strict=True, reason="attack23 1: a BOOTCSUM directory reused names missing boot files"
+)
+
+
+@_BOOTCSUM
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # the same kernel bytes under another KVER: vmlinuz-B is not in A's directory
+        (("6.1.0-a", b"KERNEL", None), ("6.1.0-b", b"KERNEL", None)),
+        # no initramfs, then an empty one: the same checksum, no initramfs file there
+        (("6.1.0-a", b"KERNEL", None), ("6.1.0-a", b"KERNEL", b"")),
+        # the bytes split elsewhere: the entry boots A's kernel, another initramfs
+        (("6.1.0-a", b"KERNEL", b"INITRD"), ("6.1.0-a", b"KERNELINIT", b"RD")),
+    ],
+)
+def test_every_entry_names_boot_files_that_hold_its_own_kernel(
+    sysroot: sapwood.Sysroot,
+    tmp_path: Path,
+    first: tuple[str, bytes, bytes | None],
+    second: tuple[str, bytes, bytes | None],
+) -> None:
+    commit(sysroot, _modules_tree(tmp_path / "t1", *first))
+    sysroot.deploy("debian/main")
+    commit(sysroot, _modules_tree(tmp_path / "t2", *second))
+    new = sysroot.deploy("debian/main").deployment
+    files = _entry_files(sysroot)
+    assert files and all(files.values()), files
+    assert new.boot is not None
+    boot_dir = sysroot.path / "boot/sapwood" / new.boot.dir
+    assert (boot_dir / new.boot.linux).read_bytes() == second[1]
+    if second[2] is not None:
+        assert new.boot.initrd is not None
+        assert (boot_dir / new.boot.initrd).read_bytes() == second[2]
+
+
+def test_kernels_that_differ_get_their_own_directories(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """The ordinary case the fix must keep: other bytes, another directory."""
+    commit(sysroot, _modules_tree(tmp_path / "t1", "6.1.0-a", b"KERNEL A", b"I"))
+    one = sysroot.deploy("debian/main").deployment
+    commit(sysroot, _modules_tree(tmp_path / "t2", "6.1.0-a", b"KERNEL B", b"I"))
+    two = sysroot.deploy("debian/main").deployment
+    assert one.boot is not None and two.boot is not None and one.boot.dir != two.boot.dir
+    files = _entry_files(sysroot)
+    assert len(files) == 4 and all(files.values()), files
+    assert os.path.samefile(
+        sysroot.path / "boot/sapwood" / two.boot.dir / two.boot.linux,
+        sysroot.deployment_path(two) / "usr/lib/modules/6.1.0-a/vmlinuz",
+    )
+
+
+# attack23 2: the OS's shared /var is seeded only while it is empty; a deploy that
+# fails (or is killed) midway through the seeding leaves it partly copied, and every
+# later deploy takes that for a seeded /var.
+@pytest.mark.xfail(strict=True, reason="attack23 2: a half-seeded shared /var stays half")
+def test_a_deploy_that_fails_while_seeding_var_leaves_no_half_copied_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAPWOOD_CMDLINE", "quiet")
+    big = os.urandom(12 << 20)
+    with small_tmpfs(tmp_path / "disk", "40m") as disk:
+        sysroot = sapwood.Sysroot.init_fs(disk / "sysroot")
+        sysroot.os_init("debian")
+        tree = small_tree(tmp_path / "v1", {"usr/etc/a": "a\n", "var/lib/dpkg/status": "P\n"})
+        (tree / "var/lib/zz-big").write_bytes(big)
+        commit(sysroot, tree)
+        filler = disk / "filler"
+        room = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        filler.write_bytes(b"\0" * max(room - (6 << 20), 0))  # room for less than zz-big
+        with pytest.raises(sapwood.OutOfSpaceError, match="nothing was deployed"):
+            sysroot.deploy("debian/main")
+        assert sysroot.deployments() == []
+        filler.unlink()  # the administrator makes room and deploys again
+        deployment = sysroot.deploy("debian/main").deployment
+        shared = sysroot.path / "sapwood/deploy/debian/var"
+        deployed = sysroot.deployment_path(deployment) / "var"
+        assert (deployed / "lib/zz-big").read_bytes() == big  # the commit's /var, whole
+        assert (shared / "lib/dpkg/status").read_text() == "P\n"
+        assert (shared / "lib/zz-big").stat().st_size == len(big)
+
+
+# attack23 3: --karg is checked for spaces and quotes only; the list reader refuses any
+# argument that is not printable, so a deploy with such an argument succeeds, and then
+# every admin command (status, deploy, rollback, undeploy) fails on the list it wrote.
+_KARG = pytest.mark.xfail(
+    strict=True, reason="attack23 3: an unprintable karg is accepted, then unreadable"
+)
+
+
+@_KARG
+@pytest.mark.parametrize("karg", ["console=tty\x1b[2J", "quiet\x7f", "x=\x00"])
+def test_a_karg_the_list_cannot_hold_is_refused_before_anything_is_written(
+    sysroot: sapwood.Sysroot, tmp_path: Path, karg: str
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "hi\n"}))
+    sysroot.deploy("debian/main")
+    before = tree_state(sysroot.path)
+    with pytest.raises(sapwood.UsageError, match="kernel argument"):
+        sysroot.deploy("debian/main", kargs=(karg,))
+    assert tree_state(sysroot.path) == before
+    assert len(sysroot.deployments()) == 1
+
+
+@_KARG
+def test_an_unprintable_karg_on_the_command_line_leaves_the_sysroot_usable(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """Whatever deploy does with it, status must still read the sysroot afterwards."""
+    commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "hi\n"}))
+    sysroot.deploy("debian/main")
+    run("admin", "--sysroot", sysroot.path, "deploy", "debian/main", "--karg", "a=\x1b[2J")
+    status = run("admin", "--sysroot", sysroot.path, "status", text=True)
+    assert status.returncode == 0, status.stderr
+    assert all("\x1b" not in text for text in sysroot.boot_entries().values())
+
+
+# attack23 4: install-initramfs-hook writes each file through a fixed temporary name in
+# the tree, opened O_WRONLY|O_CREAT|O_TRUNC without O_EXCL: a device node the tree holds
+# under that name is written to (a block device node of the host's disk: its first
+# sectors), a FIFO there blocks the command for ever.
+_HOOK_TMP = "usr/share/initramfs-tools/hooks/.sapwood.sapwood-tmp"
+_HOOK = "usr/share/initramfs-tools/hooks/sapwood"
+
+
+def _hook_tree(root: Path) -> Path:
+    from tests.sysroot.test_boot_hook import fake_tree
+
+    return fake_tree(root)
+
+
+@pytest.mark.xfail(strict=True, reason="attack23 4: the hook is written into a device node")
+def test_a_block_device_node_at_the_hooks_temporary_name_is_not_written_to(
+    tmp_path: Path,
+) -> None:
+    """A loop device stands for the host's disk: its backing file must stay zeros."""
+    backing = tmp_path / "disk.img"
+    backing.write_bytes(bytes(1 << 20))
+    loop = subprocess.run(
+        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        tree = _hook_tree(tmp_path / "tree")
+        os.mknod(tree / _HOOK_TMP, 0o600 | stat.S_IFBLK, os.stat(loop).st_rdev)
+        result = run("admin", "install-initramfs-hook", tree, text=True)
+        subprocess.run(["blockdev", "--flushbufs", loop], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=True)
+    assert backing.read_bytes()[:4096] == bytes(4096), "the hook went onto the disk"
+    hook = os.lstat(tree / _HOOK) if os.path.lexists(tree / _HOOK) else None
+    assert result.returncode != 0 or (hook is not None and stat.S_ISREG(hook.st_mode))
+
+
+@pytest.mark.xfail(strict=True, reason="attack23 4: a FIFO at the temporary name: a hang")
+def test_a_fifo_at_the_hooks_temporary_name_is_no_hang(tmp_path: Path) -> None:
+    tree = _hook_tree(tmp_path / "tree")
+    os.mkfifo(tree / _HOOK_TMP)
+    try:
+        result = run("admin", "install-initramfs-hook", tree, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("install-initramfs-hook blocked on a FIFO of the tree")
+    hook = tree / _HOOK
+    assert result.returncode != 0 or (hook.is_file() and not hook.is_symlink())
