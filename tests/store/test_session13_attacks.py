@@ -1,0 +1,130 @@
+"""Hostile tester X10 (attack23.md, session 13) against signatures, summaries, static
+deltas and pull-local. A test that passes guards a defence; a defect is a strict xfail
+naming its finding in /work/plan/attack23.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from store import DowngradeError, ObjectId, RepoMode, Repository, SignatureError
+from store.pull import Remote, add_remote, pull, pull_local
+from store.signing import KeyPair, commit_signatures, generate_keypair, sign_commit
+from store.summary import update_summary
+from tests.helpers import commit_files
+from tests.store.pull_server import Served, serve
+from tests.store.test_pull_http import FAST
+
+RELEASE = 1767225600  # 2026-01-01: both commits of the same second (a fixed --timestamp)
+
+
+@pytest.fixture
+def key() -> KeyPair:
+    return generate_keypair()
+
+
+@pytest.fixture
+def same_second(tmp_path: Path, key: KeyPair) -> Iterator[tuple[Repository, ObjectId, ObjectId]]:
+    """An archive whose main went v1 -> v2 (v2's parent v1) within one second, both
+    signed: a release and its hotfix from one build, or builds that pin the time."""
+    repo = Repository.init(tmp_path / "archive", RepoMode.ARCHIVE)
+    old = commit_files(repo, tmp_path / "v1", {"f": "vulnerable\n"}, timestamp=RELEASE)
+    new = commit_files(repo, tmp_path / "v2", {"f": "fixed\n"}, timestamp=RELEASE)
+    assert repo.read_commit(new).parent == old
+    for commit_id in (old, new):
+        sign_commit(repo, commit_id, key)
+    yield repo, old, new
+    repo.close()
+
+
+@pytest.fixture
+def server(same_second: tuple[Repository, ObjectId, ObjectId]) -> Iterator[Served]:
+    with serve(same_second[0].path) as served:
+        yield served
+
+
+def _local(tmp_path: Path, url: str, key: KeyPair) -> Repository:
+    repo = Repository.init(tmp_path / "local", RepoMode.BARE_USER)
+    add_remote(repo.path, Remote("origin", url, True, (key.public_text,)))
+    return repo
+
+
+# attack23 5: the downgrade check compares timestamps only (offered >= current passes),
+# so a replayed signed summary moves the ref back to the commit's own parent when both
+# carry the same second.
+@pytest.mark.xfail(strict=True, reason="attack23 5: a replayed parent of the same second is taken")
+def test_a_replayed_parent_of_the_same_second_does_not_move_the_ref_back(
+    tmp_path: Path,
+    same_second: tuple[Repository, ObjectId, ObjectId],
+    server: Served,
+    key: KeyPair,
+) -> None:
+    archive, old, new = same_second
+    archive.set_ref("main", new)
+    update_summary(archive, [key])
+    local = _local(tmp_path, server.url, key)
+    pull(local, "origin", settings=FAST)
+    assert local.ref("origin:main") == new
+    archive.set_ref("main", old)  # the old state, genuinely signed, replayed
+    update_summary(archive, [key])
+    with pytest.raises(DowngradeError):
+        pull(local, "origin", settings=FAST)
+    assert local.ref("origin:main") == new
+
+
+def test_a_newer_commit_of_the_same_second_still_moves_the_ref(
+    tmp_path: Path,
+    same_second: tuple[Repository, ObjectId, ObjectId],
+    server: Served,
+    key: KeyPair,
+) -> None:
+    """What the fix must keep: the child of the same second is an upgrade."""
+    archive, old, new = same_second
+    archive.set_ref("main", old)
+    update_summary(archive, [key])
+    local = _local(tmp_path, server.url, key)
+    pull(local, "origin", settings=FAST)
+    archive.set_ref("main", new)
+    update_summary(archive, [key])
+    assert pull(local, "origin", settings=FAST).changed == {"origin:main": (old, new)}
+
+
+def test_a_summary_signed_by_an_untrusted_key_moves_nothing(
+    tmp_path: Path,
+    same_second: tuple[Repository, ObjectId, ObjectId],
+    server: Served,
+    key: KeyPair,
+) -> None:
+    archive, old, new = same_second
+    archive.set_ref("main", old)
+    update_summary(archive, [key])
+    local = _local(tmp_path, server.url, key)
+    pull(local, "origin", settings=FAST)
+    archive.set_ref("main", new)
+    update_summary(archive, [generate_keypair()])  # a stranger's key
+    with pytest.raises(SignatureError, match="signed by no trusted key"):
+        pull(local, "origin", settings=FAST)
+    assert local.ref("origin:main") == old
+
+
+# attack23 6: pull-local copies commits, trees and files but not the commits' detached
+# signatures, which an HTTP pull keeps: a release signed in the build repository and
+# moved into the published archive with pull-local is published unsigned.
+@pytest.mark.xfail(strict=True, reason="attack23 6: pull-local drops the commits' signatures")
+@pytest.mark.parametrize("mode", [RepoMode.ARCHIVE, RepoMode.BARE_USER])
+def test_pull_local_keeps_the_commits_signatures(
+    tmp_path: Path, key: KeyPair, mode: RepoMode
+) -> None:
+    with Repository.init(tmp_path / "build", RepoMode.BARE_USER) as build:
+        commit_id = commit_files(build, tmp_path / "tree", {"f": "release\n"})
+        sign_commit(build, commit_id, key)
+        assert [s.key for s in commit_signatures(build, commit_id)] == [key.public_text]
+    with Repository.init(tmp_path / "published", mode) as published:
+        pull_local(published, tmp_path / "build", ["main"])
+        assert published.ref("main") == commit_id
+        signatures = commit_signatures(published, commit_id)
+        data = published.read_commit(commit_id).encode()
+        assert [(s.key, s.verifies(data)) for s in signatures] == [(key.public_text, True)]
