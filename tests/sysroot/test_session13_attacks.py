@@ -208,3 +208,35 @@ def test_a_fifo_at_the_hooks_temporary_name_is_no_hang(tmp_path: Path) -> None:
         pytest.fail("install-initramfs-hook blocked on a FIFO of the tree")
     hook = tree / _HOOK
     assert result.returncode != 0 or (hook.is_file() and not hook.is_symlink())
+
+
+# attack23 7: the origin file is read with Path.read_text(): it follows a symlink and
+# blocks on a FIFO (the deployment list and entries are read with read_regular, which
+# refuses both), so one damaged origin hangs every admin command or eats the memory.
+_ORIGIN = pytest.mark.xfail(strict=True, reason="attack23 7: a FIFO or /dev/zero origin")
+
+
+@_ORIGIN
+@pytest.mark.parametrize("damage", ["fifo", "zero"])
+def test_an_origin_that_is_no_regular_file_is_one_error_line(
+    sysroot: sapwood.Sysroot, tmp_path: Path, damage: str
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "hi\n"}))
+    deployment = sysroot.deploy("debian/main").deployment
+    origin = sysroot.path / "sapwood/deploy/debian/deploy" / f"{deployment.name}.origin"
+    origin.unlink()
+    os.mkfifo(origin) if damage == "fifo" else origin.symlink_to("/dev/zero")
+    try:
+        proc = run(
+            "admin",
+            "--sysroot",
+            sysroot.path,
+            "status",
+            text=True,
+            timeout=20,
+            prefix=["prlimit", "--as=1500000000"],  # /dev/zero read whole: fail, not swap
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("admin status blocked on the origin file")
+    assert proc.returncode != 0
+    assert proc.stderr.count("\n") == 1 and "origin" in proc.stderr, proc.stderr
