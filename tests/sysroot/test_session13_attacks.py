@@ -240,3 +240,33 @@ def test_an_origin_that_is_no_regular_file_is_one_error_line(
         pytest.fail("admin status blocked on the origin file")
     assert proc.returncode != 0
     assert proc.stderr.count("\n") == 1 and "origin" in proc.stderr, proc.stderr
+
+
+# attack23 8: the deployment list's reader catches OSError, ValueError, KeyError,
+# IndexError, TypeError and UsageError, but a list whose records are not objects, or
+# whose serial is a float too large for an int, raises AttributeError or OverflowError:
+# "internal error" instead of the one line a damaged list gets.
+_ID = "a" * 64
+
+
+@pytest.mark.xfail(strict=True, reason="attack23 8: a damaged list is an internal error")
+@pytest.mark.parametrize(
+    "damage",
+    [
+        '["x"]',
+        '{"os": "debian"}',
+        '[{"os": "debian", "commit": "' + _ID + '", "serial": 0, "kargs": [], "boot": [1]}]',
+        '[{"os": "debian", "commit": "' + _ID + '", "serial": 1e400, "kargs": []}]',
+    ],
+    ids=["strings", "an-object", "boot-a-list", "serial-infinite"],
+)
+def test_a_damaged_list_of_another_shape_is_one_error(
+    sysroot: sapwood.Sysroot, tmp_path: Path, damage: str
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "hi\n"}))
+    sysroot.deploy("debian/main")
+    (sysroot.path / "boot/loader/deployments.json").write_text(damage)
+    with pytest.raises(sapwood.SysrootError, match="the deployment list cannot be read"):
+        sysroot.deployments()
+    proc = run("admin", "--sysroot", sysroot.path, "status", text=True)
+    assert proc.returncode != 0 and "internal error" not in proc.stderr, proc.stderr
