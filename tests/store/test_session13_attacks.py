@@ -5,6 +5,8 @@ naming its finding in /work/plan/attack23.md.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from store import DowngradeError, ObjectId, RepoMode, Repository, SignatureError
 from store.pull import Remote, add_remote, pull, pull_local
 from store.signing import KeyPair, commit_signatures, generate_keypair, sign_commit
 from store.summary import update_summary
-from tests.helpers import commit_files
+from tests.helpers import cli, commit_files, run
 from tests.store.pull_server import Served, serve
 from tests.store.test_pull_http import FAST
 
@@ -128,3 +130,47 @@ def test_pull_local_keeps_the_commits_signatures(
         signatures = commit_signatures(published, commit_id)
         data = published.read_commit(commit_id).encode()
         assert [(s.key, s.verifies(data)) for s in signatures] == [(key.public_text, True)]
+
+
+def _archive_with_summary(tmp_path: Path) -> Path:
+    with Repository.init(tmp_path / "archive", RepoMode.ARCHIVE) as repo:
+        commit_files(repo, tmp_path / "tree", {"f": "x\n"})
+        update_summary(repo)
+    return tmp_path / "archive"
+
+
+# attack23 9: `sapwood summary` reads REPO/summary with open(): a FIFO there (a damaged
+# repository) blocks it for ever, where config, refs and objects are refused at once.
+@pytest.mark.xfail(strict=True, reason="attack23 9: a FIFO summary blocks `sapwood summary`")
+def test_a_summary_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    repo = _archive_with_summary(tmp_path)
+    (repo / "summary").unlink()
+    os.mkfifo(repo / "summary")
+    try:
+        proc = run("summary", repo=repo, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("sapwood summary blocked on a FIFO")
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+# attack23 10: `sapwood summary` says "signed" whenever summary.sig exists, whatever it
+# holds: garbage, or the signature of an older summary.
+@pytest.mark.xfail(strict=True, reason="attack23 10: `summary` says signed for any summary.sig")
+@pytest.mark.parametrize("sig", ["garbage", "stale"])
+def test_summary_says_signed_only_for_a_signature_of_this_summary(
+    tmp_path: Path, key: KeyPair, sig: str
+) -> None:
+    repo_path = _archive_with_summary(tmp_path)
+    with Repository.open(repo_path) as repo:
+        if sig == "garbage":
+            (repo_path / "summary.sig").write_bytes(b"garbage\n")
+        else:
+            update_summary(repo, [key])
+            stale = (repo_path / "summary.sig").read_bytes()
+            commit_files(repo, tmp_path / "tree2", {"f": "y\n"})
+            update_summary(repo)  # unsigned now: the old signature copied back by hand
+            (repo_path / "summary.sig").write_bytes(stale)
+    out = cli("--repo", repo_path, "summary")
+    assert out.code == 0, out.err
+    assert out.out.splitlines()[-1] != "signed", out.out
+    assert cli("--repo", repo_path, "summary", "--json").out.count('"signed": true') == 0
