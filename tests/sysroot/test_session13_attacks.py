@@ -270,3 +270,25 @@ def test_a_damaged_list_of_another_shape_is_one_error(
         sysroot.deployments()
     proc = run("admin", "--sysroot", sysroot.path, "status", text=True)
     assert proc.returncode != 0 and "internal error" not in proc.stderr, proc.stderr
+
+
+# attack23 11: the booted deployment is the sapwood= path compared as a string (with
+# "//" and "." dropped); the initramfs boots whatever directory the path reaches, a
+# symlink of the sysroot included. Booted through such a path, the running deployment
+# is not recognised: the next deploys drop it from the list and delete it from disk.
+@pytest.mark.xfail(strict=True, reason="attack23 11: booted through a symlink: deleted")
+def test_a_deployment_booted_through_a_symlinked_path_is_never_removed(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "1\n"}))
+    running = sysroot.deploy("debian/main").deployment
+    deploy_dir = sysroot.path / "sapwood/deploy/debian/deploy"
+    (sysroot.path / "current").symlink_to(deploy_dir.relative_to(sysroot.path) / running.name)
+    # the initramfs would boot it: [ -d "${rootmnt}/current" ] holds, no ".." in the path
+    assert (sysroot.path / "current/usr").is_dir()
+    booted = sapwood.Sysroot(sysroot.path, cmdline="root=/dev/vda sapwood=/current")
+    for version in ("2", "3"):
+        commit(sysroot, small_tree(tmp_path / f"v{version}", {"usr/etc/motd": version}))
+        booted.deploy("debian/main")
+    assert (deploy_dir / running.name / "usr").is_dir(), "the running root was deleted"
+    assert running.key() in [d.key() for d in booted.deployments()]
