@@ -174,3 +174,27 @@ def test_summary_says_signed_only_for_a_signature_of_this_summary(
     assert out.code == 0, out.err
     assert out.out.splitlines()[-1] != "signed", out.out
     assert cli("--repo", repo_path, "summary", "--json").out.count('"signed": true') == 0
+
+
+# attack23 13: a pull from a sign-verify remote fetches the wanted commit's .commitmeta
+# again even when the commit is here (to check it), and then replaces the local
+# signatures with the remote's set: a mirror's own signature on the head is gone after
+# the next pull, even a pull that changes nothing.
+@pytest.mark.xfail(strict=True, reason="attack23 13: a pull replaces local signatures")
+def test_a_pull_keeps_the_signatures_added_here(
+    tmp_path: Path,
+    same_second: tuple[Repository, ObjectId, ObjectId],
+    server: Served,
+    key: KeyPair,
+) -> None:
+    archive, _, new = same_second
+    archive.set_ref("main", new)
+    update_summary(archive, [key])
+    mirror_key = generate_keypair()
+    with Repository.init(tmp_path / "mirror", RepoMode.ARCHIVE) as mirror:
+        add_remote(mirror.path, Remote("origin", server.url, True, (key.public_text,)))
+        pull(mirror, "origin", settings=FAST)
+        sign_commit(mirror, new, mirror_key)  # the mirror vouches for it too
+        assert pull(mirror, "origin", settings=FAST).changed == {}
+        keys = {s.key for s in commit_signatures(mirror, new)}
+        assert keys == {key.public_text, mirror_key.public_text}
