@@ -12,11 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from store import DowngradeError, ObjectId, RepoMode, Repository, SignatureError
+import sapwood
+from store import DowngradeError, ObjectId, ObjectType, RepoMode, Repository, SignatureError
+from store.deltas import (
+    DeltaEntry,
+    Superblock,
+    decode_superblock,
+    generate_delta,
+    iter_delta_objects,
+)
 from store.pull import Remote, add_remote, pull, pull_local
 from store.signing import KeyPair, commit_signatures, generate_keypair, sign_commit
 from store.summary import update_summary
-from tests.helpers import cli, commit_files, run
+from tests.helpers import cli, commit_files, read_commit_tree, run
 from tests.store.pull_server import Served, serve
 from tests.store.test_pull_http import FAST
 
@@ -198,3 +206,85 @@ def test_a_pull_keeps_the_signatures_added_here(
         assert pull(mirror, "origin", settings=FAST).changed == {}
         keys = {s.key for s in commit_signatures(mirror, new)}
         assert keys == {key.public_text, mirror_key.public_text}
+
+
+# ----- crafted static deltas (defences that hold) -----------------------------------
+def _delta_objects(delta: Path) -> list[tuple[ObjectId, ObjectType, bytes]]:
+    superblock = decode_superblock((delta / "superblock").read_bytes())
+    return list(iter_delta_objects(superblock, lambda i: (delta / str(i)).read_bytes()))
+
+
+def _write_delta(
+    delta: Path,
+    from_id: ObjectId | None,
+    to_id: ObjectId,
+    objects: list[tuple[ObjectId, ObjectType, bytes]],
+) -> None:
+    """Replace the delta at ``delta`` with one part holding ``objects`` as listed."""
+    for old in delta.iterdir():
+        old.unlink()
+    entries, offset = [], 0
+    for object_id, kind, payload in objects:
+        entries.append(DeltaEntry(object_id, kind, 0, offset, len(payload)))
+        offset += len(payload)
+    sizes = (offset,) if objects else ()
+    if objects:
+        (delta / "0").write_bytes(b"".join(payload for _, _, payload in objects))
+    (delta / "superblock").write_bytes(Superblock(from_id, to_id, sizes, tuple(entries)).encode())
+
+
+@pytest.fixture
+def delta_archive(tmp_path: Path) -> Iterator[tuple[Repository, ObjectId, Served]]:
+    repo = Repository.init(tmp_path / "archive", RepoMode.ARCHIVE)
+    files: dict[str, str | bytes] = {f"etc/conf{n}": f"setting {n}\n" for n in range(8)}
+    files["usr/bin/tool"] = b"\x7fELF" + bytes(range(256)) * 64
+    head = commit_files(repo, tmp_path / "src", files)
+    with serve(repo.path) as served:
+        yield repo, head, served
+    repo.close()
+
+
+def test_a_delta_that_omits_objects_and_adds_strangers_still_pulls_the_whole_tree(
+    tmp_path: Path, delta_archive: tuple[Repository, ObjectId, Served]
+) -> None:
+    archive, head, served = delta_archive
+    delta = generate_delta(archive, None, head)
+    objects = _delta_objects(delta)
+    with Repository.init(tmp_path / "other", RepoMode.ARCHIVE) as other:
+        stranger_id = commit_files(other, tmp_path / "stranger", {"s": "a stranger\n"})
+        stranger = [o for o in _delta_objects(generate_delta(other, None, stranger_id))]
+    files = [o for o in objects if o[1] is ObjectType.FILE]
+    assert len(files) > 2
+    _write_delta(delta, None, head, [files[0], *[o for o in stranger if o[1] is ObjectType.FILE]])
+    update_summary(archive)
+    local = Repository.init(tmp_path / "local", RepoMode.BARE_USER)
+    add_remote(local.path, Remote("origin", served.url))
+    report = pull(local, "origin", settings=FAST)
+    assert report.deltas and local.ref("origin:main") == head
+    assert read_commit_tree(local.path, head.hex()) == read_commit_tree(archive.path, head.hex())
+    assert sapwood.fsck(local, all_objects=True).clean
+
+
+@pytest.mark.parametrize("forgery", ["kind", "payload"])
+def test_a_delta_object_under_another_kind_or_with_another_payload_moves_nothing(
+    tmp_path: Path, delta_archive: tuple[Repository, ObjectId, Served], forgery: str
+) -> None:
+    archive, head, served = delta_archive
+    delta = generate_delta(archive, None, head)
+    objects = _delta_objects(delta)
+    words = {"kind": "not a valid|dirmeta|decode", "payload": "blake3 differs"}
+    trees = [i for i, o in enumerate(objects) if o[1] is ObjectType.DIRTREE]
+    first, second = trees[0], trees[1]
+    object_id, kind, payload = objects[first]
+    if forgery == "kind":  # a dirtree sent as a dirmeta
+        objects[first] = (object_id, ObjectType.DIRMETA, payload)
+    else:  # another (valid) dirtree's bytes under this one's id
+        objects[first] = (object_id, kind, objects[second][2])
+    _write_delta(delta, None, head, objects)
+    update_summary(archive)
+    local = Repository.init(tmp_path / "local", RepoMode.BARE_USER)
+    add_remote(local.path, Remote("origin", served.url))
+    with pytest.raises(sapwood.CorruptObjectError, match=words[forgery]):
+        pull(local, "origin", settings=FAST)
+    assert local.refs() == {}
+    assert sapwood.fsck(local, all_objects=True).clean
