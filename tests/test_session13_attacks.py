@@ -1,0 +1,64 @@
+"""Hostile tester X10 (attack23.md, session 13) against the library facade
+(``import sapwood``): its documented API used as a program might. A test that passes
+guards a defence; a defect is a strict xfail naming its finding in
+/work/plan/attack23.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sapwood
+from tests.helpers import cli, write_tree
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Iterator[Path]:
+    """Run the test from ``tmp_path/a`` and come back to the starting directory."""
+    start = os.getcwd()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    os.chdir(tmp_path / "a")
+    try:
+        yield tmp_path
+    finally:
+        os.chdir(start)
+
+
+# attack23 14: a Repository opened by a relative path keeps it relative: the index is
+# open already (an fd), but objects are read and written by path, so after the
+# program changes its directory a commit writes its objects into whatever "repo" is
+# there (another repository), and records them in its own index, where they are
+# missing.
+@pytest.mark.xfail(strict=True, reason="attack23 14: a relative repository path, then a chdir")
+def test_a_repository_opened_by_a_relative_path_stays_itself_after_a_chdir(
+    elsewhere: Path,
+) -> None:
+    other = elsewhere / "b" / "repo"
+    assert cli("--repo", other, "init").code == 0
+    source = write_tree(elsewhere / "src", {"f": "data\n"})
+    with sapwood.Repository.init("repo", sapwood.RepoMode.BARE_USER) as repo:
+        os.chdir(elsewhere / "b")  # the program moves on; "repo" here is another one
+        result = sapwood.commit(repo, "main", source, subject="after a chdir")
+        assert sapwood.fsck(repo, all_objects=True).clean
+        node = sapwood.lookup(repo, result.commit_id, "/f")
+        assert node.file is not None and repo.read_file(node.file) == b"data\n"
+    assert list((other / "objects").rglob("*.file")) == []  # nothing written into the other
+    assert cli("--repo", elsewhere / "a" / "repo", "cat", "main", "/f").out == "data\n"
+
+
+def test_a_repository_opened_by_an_absolute_path_is_unaffected_by_a_chdir(
+    elsewhere: Path,
+) -> None:
+    """The same program with an absolute path: what the fix must make of a relative one."""
+    source = write_tree(elsewhere / "src", {"f": "data\n"})
+    with sapwood.Repository.init(elsewhere / "a" / "repo", sapwood.RepoMode.BARE_USER) as repo:
+        os.chdir(elsewhere / "b")
+        result = sapwood.commit(repo, "main", source, subject="after a chdir")
+        assert sapwood.fsck(repo, all_objects=True).clean
+        node = sapwood.lookup(repo, result.commit_id, "/f")
+        assert node.file is not None and repo.read_file(node.file) == b"data\n"
