@@ -6,6 +6,7 @@ finding in /work/plan/attack23.md.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -318,3 +319,22 @@ def test_a_deploy_that_switched_reports_success_whatever_its_clean_up_met(
         third = repo.ref("debian/main").hex()
     assert listed[0].commit == third  # switched: the new default
     assert proc.returncode == 0, proc.stderr  # so the command must say it deployed
+
+
+# attack23 15: the list reader checks boot file names with SAFE_NAME on
+# ``str(boot.get(k) or "x")``, so an empty dir, linux or kernel_version passes (the "x"
+# meant for a missing initrd): a hand-written loader whose entry says "linux /vmlinuz"
+# reads as boot dir "", and the next switch writes "linux /boot/sapwood//vmlinuz".
+@pytest.mark.xfail(strict=True, reason="attack23 15: empty boot file names pass the check")
+@pytest.mark.parametrize("empty", ["dir", "linux", "kernel_version"])
+def test_a_listed_boot_file_with_an_empty_name_is_refused(
+    sysroot: sapwood.Sysroot, tmp_path: Path, empty: str
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "hi\n"}))
+    sysroot.deploy("debian/main")
+    listing = sysroot.path / "boot/loader/deployments.json"
+    records = json.loads(listing.read_text())
+    records[0]["boot"][empty] = ""
+    listing.write_text(json.dumps(records))
+    with pytest.raises(sapwood.SysrootError, match="the deployment list cannot be read"):
+        sysroot.deployments()
