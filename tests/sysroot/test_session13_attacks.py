@@ -338,3 +338,44 @@ def test_a_listed_boot_file_with_an_empty_name_is_refused(
     listing.write_text(json.dumps(records))
     with pytest.raises(sapwood.SysrootError, match="the deployment list cannot be read"):
         sysroot.deployments()
+
+
+def test_hostile_local_etc_contents_are_merged_without_following_or_copying_specials(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """What the administrator (or a compromised service) left in /etc: special files
+    are left out, symlinks stay symlinks (never read through), odd modes and owners
+    are kept, and nothing outside the new deployment changes."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("root:$6$secret\n")
+    secret.chmod(0o600)
+    commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "1\n", "usr/etc/d/x": "x\n"}))
+    first = sysroot.deploy("debian/main").deployment
+    etc = sysroot.deployment_path(first) / "etc"
+    os.mkfifo(etc / "fifo")
+    os.mknod(etc / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    (etc / "leak").symlink_to(secret)  # added locally
+    (etc / "d/x").unlink()
+    (etc / "d/x").symlink_to(secret)  # a default file made a symlink locally
+    (etc / "odd").write_text("odd\n")
+    os.chown(etc / "odd", 1234, 5678)
+    (etc / "odd").chmod(0o4711)
+    (etc / "locked").mkdir(mode=0o000)
+    before = secret.stat()
+    commit(sysroot, small_tree(tmp_path / "v2", {"usr/etc/motd": "2\n", "usr/etc/d/x": "y\n"}))
+    second = sysroot.deploy("debian/main").deployment
+    new = sysroot.deployment_path(second) / "etc"
+    assert not os.path.lexists(new / "fifo") and not os.path.lexists(new / "null")
+    assert os.readlink(new / "leak") == str(secret)
+    assert os.readlink(new / "d/x") == str(secret)  # the local change wins, as a symlink
+    odd = os.lstat(new / "odd")
+    assert (odd.st_uid, odd.st_gid, stat.S_IMODE(odd.st_mode)) == (1234, 5678, 0o4711)
+    assert stat.S_IMODE(os.lstat(new / "locked").st_mode) == 0
+    assert (new / "motd").read_text() == "2\n"  # untouched locally: the new default
+    after = secret.stat()
+    assert (after.st_mode, after.st_mtime_ns, after.st_nlink) == (
+        before.st_mode,
+        before.st_mtime_ns,
+        before.st_nlink,
+    )
+    assert secret.read_text() == "root:$6$secret\n"
