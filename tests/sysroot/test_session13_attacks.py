@@ -379,3 +379,17 @@ def test_hostile_local_etc_contents_are_merged_without_following_or_copying_spec
         before.st_nlink,
     )
     assert secret.read_text() == "root:$6$secret\n"
+
+
+# attack23 16: the shared /var is seeded "only while it is empty"; a /var on a
+# filesystem of its own (mkfs.ext4 makes lost+found) is never empty, so the first
+# deploy silently leaves it without the commit's /var (no /var/lib/dpkg on Debian).
+@pytest.mark.xfail(strict=True, reason="attack23 16: lost+found keeps /var from being seeded")
+def test_a_shared_var_holding_only_lost_and_found_is_seeded(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    shared = sysroot.path / "sapwood/deploy/debian/var"
+    (shared / "lost+found").mkdir(mode=0o700)  # what mkfs.ext4 leaves at its root
+    commit(sysroot, small_tree(tmp_path / "v1", {"var/lib/dpkg/status": "P\n"}))
+    sysroot.deploy("debian/main")
+    assert (shared / "lib/dpkg/status").read_text() == "P\n"
