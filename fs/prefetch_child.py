@@ -11,8 +11,9 @@ only, and this package's getdents.py and prefetch_threads.py), the directories t
 had entered, and the tree's root fd (inherited: a duplicate of the scan's). Its stdin, a
 socket: first the tree paths the scan skips (:func:`send_skipped`: an 8-byte big-endian
 length, then the paths NUL-separated: any size, and not shown by ps as an argument
-would be), then a byte a directory the scan enters. It lists until its stdin ends (the
-scan stopped or ended: it is killed then anyway) and writes nothing.
+would be), then a byte a directory the scan enters, TELL_EVERY bytes at a time (so the
+scan may be up to TELL_EVERY - 1 directories further than told). It lists until its
+stdin ends (the scan stopped or ended: it is killed then anyway) and writes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if __name__ == "__main__":  # python -I -S: sys.path holds the standard library 
 from fs.prefetch_threads import PrefetchThreads
 
 _SKIP_HEAD = struct.Struct(">Q")  # bytes of the skipped paths that follow, NUL-separated
+TELL_EVERY = 32  # directories entered that the scan tells at once (fs/prefetch.py)
 
 
 def send_skipped(ours: socket.socket, skip: frozenset[bytes], wait: float) -> bool:
@@ -98,8 +100,11 @@ def main(argv: list[str]) -> NoReturn:
     meanwhile = _told_so_far()
     if meanwhile is None:
         os._exit(0)  # the parent is gone
-    lister = PrefetchThreads(root_fd, skip, max_depth, threads)
-    lister.start(entered + meanwhile)
+    lister = PrefetchThreads(root_fd, skip, max_depth, threads, every_inode=True)
+    # the directories not told yet too: passed by the scan, none of them counts (a
+    # listing too many counts towards _WARM_STOP late; too few, early: stopped on warm
+    # directories the scan just read)
+    lister.start(entered + meanwhile + TELL_EVERY - 1)
     while told := os.read(0, 4096):
         lister.advance(len(told))
     os._exit(0)  # the threads are daemons: nothing of theirs is worth waiting for

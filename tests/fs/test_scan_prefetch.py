@@ -373,33 +373,58 @@ def _drain(sock: socket.socket) -> int:
 
 
 def test_progress_the_socket_cannot_take_yet_is_sent_later_never_dropped() -> None:
-    """The child does not read while the scan enters 5,000 directories (descheduled,
-    say): the socket takes a few hundred one-byte sends, and the rest is carried over,
-    so once the child reads again it learns every directory (review12 2: they were
-    dropped, and the child lost count for good)."""
+    """The child does not read while the scan enters 100,000 directories (descheduled,
+    say): the socket takes a few hundred sends, and the rest is carried over, so once
+    the child reads again it learns every directory (review12 2: they were dropped, and
+    the child lost count for good)."""
     ours, theirs = socket.socketpair()
     prefetcher = Prefetcher(-1)
     prefetcher._started, prefetcher._progress = True, ours
+    entered = 100_000
     try:
-        for _ in range(5000):
+        for _ in range(entered):
             prefetcher.listing(lambda: None)
         told = _drain(theirs)
-        assert told < 5000  # the socket was full: some were not sent at once
+        assert told < entered  # the socket was full: some were not sent at once
+        assert prefetcher._unsent == entered - told >= fs.prefetch_child.TELL_EVERY
         for _ in range(3):  # the next directories carry the rest
             prefetcher.listing(lambda: None)
             told += _drain(theirs)
-        assert told == 5003 and prefetcher._unsent == 0
+        assert told + prefetcher._unsent == entered + 3  # fewer than a batch wait
+        assert prefetcher._unsent < fs.prefetch_child.TELL_EVERY
     finally:
         ours.close()
         theirs.close()
 
 
-def test_one_inode_is_lstated_a_window_of_256_counted_from_inode_1(
+def test_the_child_is_told_of_directories_in_batches() -> None:
+    """A send (and a wake-up of the child) every TELL_EVERY directories, not one each:
+    nothing is lost, the scan is at most TELL_EVERY - 1 directories further than told."""
+    ours, theirs = socket.socketpair()
+    prefetcher = Prefetcher(-1)
+    prefetcher._started, prefetcher._progress = True, ours
+    every = fs.prefetch_child.TELL_EVERY
+    sends: list[int] = []
+    try:
+        for entered in range(1, 3 * every + 6):
+            prefetcher.listing(lambda: None)
+            if told := _drain(theirs):
+                sends.append(entered)
+                assert told == every
+            assert 0 <= entered - every * len(sends) < every
+        assert sends == [every, 2 * every, 3 * every]
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_one_inode_is_lstated_a_window_of_256_counted_from_inode_1_or_every_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Inodes 1-256 are one window (16 inode-table blocks, half of ext4's readahead:
     review12 3), 257 starts the next: of a batch of files with inodes 1-1024, 4 are
-    lstat'ed, the first of each window, and directories are yielded, never lstat'ed."""
+    lstat'ed, the first of each window, and directories are yielded, never lstat'ed; in
+    the child (every_inode), all 1,024 are."""
 
     def entry(inode: int, kind: int, name: bytes) -> bytes:
         return (fs.getdents.DIRENT.pack(inode, 0, 32, kind) + name).ljust(32, b"\0")
@@ -411,6 +436,10 @@ def test_one_inode_is_lstated_a_window_of_256_counted_from_inode_1(
     threads = PrefetchThreads(-1, frozenset(), 8, 1)
     assert list(threads._parsed(-1, batch)) == [b"subdir"]
     assert looked == [b"f%07d" % inode for inode in (1, 257, 513, 769)]
+    looked.clear()  # the child's threads: every entry, so the scan's core makes no inode
+    threads = PrefetchThreads(-1, frozenset(), 8, 1, every_inode=True)
+    assert list(threads._parsed(-1, batch)) == [b"subdir"]
+    assert looked == [b"f%07d" % inode for inode in range(1, 1025)]
 
 
 def test_store_failing_to_import_is_an_error_in_the_scans_process() -> None:
