@@ -79,6 +79,8 @@ _READAHEAD_BATCH = 64  # files announced to the kernel ahead of reading
 _MAX_OPEN_DIRS = 32  # directory fds held at once, whatever the depth of the tree
 _RELEASE_EVERY = 32768  # files scanned between releases of the index's pages
 _DIRMETAS_KEPT = 256  # distinct dirmetas a scan remembers the ids of (_dirmeta)
+_SYMLINKS_KEPT = 4096  # distinct symlinks a scan remembers the ids of (_symlink)
+_SYMLINK_KEPT_BYTES = 512  # ... each of at most this many bytes of target and xattrs
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _LINK_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -120,7 +122,7 @@ class _PendingFile:
         self.st, self.header, self.digest = st, header, digest
 
 
-_Candidate = tuple[bytes, bytes, os.stat_result]  # name, tree path, lstat
+_Candidate = tuple[bytes, os.stat_result]  # name, lstat
 
 
 class DirScanner:
@@ -157,6 +159,8 @@ class DirScanner:
         self._adjusting = _adjusts_owner_or_mode(options)
         self._prefetch: Prefetcher | None = None  # while walking: fs/prefetch.py
         self._dirmetas: dict[tuple[int, int, int, tuple[tuple[bytes, bytes], ...]], ObjectId] = {}
+        self._symlinks: dict[tuple[int, int, int, bytes, tuple[tuple[bytes, bytes], ...]], ObjectId]
+        self._symlinks = {}
 
     def scan(self, source: Path, target: MutableDir) -> None:
         self._source = os.fsencode(source)
@@ -207,7 +211,7 @@ class DirScanner:
                         self._write_sealed(done, stack[-1], len(stack))
                     continue
                 child = top.subdirs.pop()
-                self._open_dir(child, self._fd_of(top, below))
+                self._open_dir(child, self._fd_of(top, below), top)
                 if below is not None:
                     os.close(below)
                     below = None
@@ -235,15 +239,20 @@ class DirScanner:
         sealed = MutableDir.from_existing(self._repo, DirEntry(entry.tree, entry.meta))
         parent.target.entries[done.name] = sealed
 
-    def _open_dir(self, directory: _Dir, parent_fd: int | None) -> None:
-        """Open a directory the walk has classified (the root: by its path)."""
+    def _open_dir(self, directory: _Dir, parent_fd: int | None, parent: _Dir | None = None) -> None:
+        """Open a directory the walk has classified (the root: by its path). Its
+        filesystem's id is its parent's when both are on one device (st_dev names one
+        mounted filesystem: a btrfs subvolume has its own), else asked."""
         fd, st = self._openat(parent_fd, directory.name, directory)
         directory.fd, directory.st = fd, st
         self._open_dirs += 1
-        try:
-            directory.fsid = os.fstatvfs(fd).f_fsid
-        except OSError as exc:
-            raise SourceError(f"{self._shown(directory.tree_path)}: {exc.strerror}") from None
+        if parent is not None and parent.st.st_dev == st.st_dev:
+            directory.fsid = parent.fsid
+        else:
+            try:
+                directory.fsid = os.fstatvfs(fd).f_fsid
+            except OSError as exc:
+                raise SourceError(f"{self._shown(directory.tree_path)}: {exc.strerror}") from None
         self._granularity.observe(directory.fsid, st)
 
     def _openat(
@@ -340,12 +349,13 @@ class DirScanner:
         directory.target.meta = self._dirmeta(directory, fd)
         pending: list[_PendingFile] = []
         candidates: list[_Candidate] = []
+        prefix = directory.tree_path.rstrip(b"/") + b"/"
         try:
             assert self._prefetch is not None
             entries = self._prefetch.listing(lambda: self._entries(directory, fd))
-            self._classify_all(directory, fd, entries, pending, candidates)
-            for name, tree_path, st in self._not_linked(directory, candidates):
-                self._regular(directory, fd, name, tree_path, st, pending)
+            self._classify_all(directory, fd, prefix, entries, pending, candidates)
+            for name, st in self._not_linked(directory, prefix, candidates):
+                self._regular(directory, fd, name, prefix + name, st, pending)
             self._read_batch(pending, directory.target)
         finally:
             for item in pending:
@@ -387,31 +397,47 @@ class DirScanner:
         self,
         directory: _Dir,
         fd: int,
+        prefix: bytes,
         entries: list[tuple[bytes, os.DirEntry[str]]],
         pending: list[_PendingFile],
         candidates: list[_Candidate],
     ) -> None:
         """lstat each entry and classify it (_classify), but for the regular files that
         may be the repository's objects, linked by a checkout: those wait in
-        ``candidates`` (_not_linked). In one loop, without a call for those: a farm's
-        re-commit does little else per file."""
-        where = self._shown(directory.tree_path)
-        prefix = directory.tree_path.rstrip(b"/") + b"/"
+        ``candidates`` (_not_linked), their tree paths (``prefix`` + name) not even
+        made. In one loop, without a call for those: a farm's re-commit does little
+        else per file."""
+        self._check_names(directory, entries)
         skip = self._options.skip
         for name, entry in entries:
-            if len(name) > _NAME_MAX or b"/" in name or b"\0" in name:
-                check_name(name, where)  # what else it refuses ("", ".", ".."), no listing holds
-            tree_path = prefix + name
-            if tree_path in skip:
+            if skip and prefix + name in skip:
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                raise SourceError(f"{self._shown(tree_path)}: {exc.strerror}") from None
+                raise SourceError(f"{self._shown(prefix + name)}: {exc.strerror}") from None
             if st.st_nlink > 1 and st.st_mtime_ns == 0 and stat.S_ISREG(st.st_mode):
-                candidates.append((name, tree_path, st))  # as every linked object shows
+                candidates.append((name, st))  # as every linked object shows
             else:
-                self._classify(directory, fd, name, tree_path, st, pending)
+                self._classify(directory, fd, name, prefix + name, st, pending)
+
+    def _check_names(self, directory: _Dir, entries: list[tuple[bytes, os.DirEntry[str]]]) -> None:
+        """Refuse a listed name that no tree may hold (a damaged filesystem's): longer
+        than _NAME_MAX, or with "/" or NUL (what else check_name refuses, "", "." and
+        "..", no listing holds). Tested over the directory's names at once, a name at a
+        time only for the error."""
+        if not entries:
+            return
+        names = [name for name, _ in entries]
+        joined = b"/".join(names)
+        if (
+            joined.count(b"/") != len(names) - 1
+            or b"\0" in joined
+            or max(map(len, names)) > _NAME_MAX
+        ):
+            where = self._shown(directory.tree_path)
+            for name in names:
+                check_name(name, where)
 
     def _classify(
         self,
@@ -452,7 +478,9 @@ class DirScanner:
                 reason = "/proc is not mounted"  # the symlink's fd path is missing
             raise SourceError(f"{self._shown(tree_path)}: cannot read xattrs: {reason}") from None
 
-    def _not_linked(self, directory: _Dir, candidates: list[_Candidate]) -> list[_Candidate]:
+    def _not_linked(
+        self, directory: _Dir, prefix: bytes, candidates: list[_Candidate]
+    ) -> list[_Candidate]:
         """Record the candidates that are the repository's objects, unchanged since a
         checkout linked them, by those objects' ids: never opened, never read (see
         store/inodes.py for when the store recognises one, asked once a directory);
@@ -465,16 +493,17 @@ class DirScanner:
         """
         if not candidates:
             return candidates
-        found = self._snapshot.objects_for_inodes([st for _, _, st in candidates], directory.st)
+        found = self._snapshot.objects_for_inodes([st for _, st in candidates], directory.st)
         others: list[_Candidate] = []
         target = directory.target
         target.expand()
         entries = target.entries  # set_file's, without a call a file
         for candidate, linked in zip(candidates, found, strict=True):
-            if linked is None or (self._adjusting and not self._kept(candidate[1], linked)):
+            name = candidate[0]
+            if linked is None or (self._adjusting and not self._kept(prefix + name, linked)):
                 others.append(candidate)
             else:
-                entries[candidate[0]] = linked.object_id
+                entries[name] = linked.object_id
         recognised = len(candidates) - len(others)
         self.linked += recognised
         self._tick(recognised)
@@ -554,9 +583,33 @@ class DirScanner:
         finally:
             os.close(fd)
         uid, gid, mode = self._options.adjust(tree_path, st.st_uid, st.st_gid, st.st_mode)
-        header = FileHeader(uid, gid, mode, target, clean_xattrs(xattrs))
-        directory.target.set_file(name, self._txn.write_file(header, b"", show_path(tree_path)))
+        cleaned = clean_xattrs(xattrs)
+        key = (uid, gid, mode, target, cleaned)
+        known = self._symlinks.get(key)
+        if known is None:
+            header = FileHeader(uid, gid, mode, target, cleaned)
+            known = self._txn.write_file(header, b"", show_path(tree_path))
+            self._keep_symlink(key, known)
+        directory.target.set_file(name, known)
         self._tick()
+
+    def _keep_symlink(
+        self, key: tuple[int, int, int, bytes, tuple[tuple[bytes, bytes], ...]], known: ObjectId
+    ) -> None:
+        """Remember a small symlink's id for the rest of the scan: many symlinks of a tree
+        are alike (2,416 of the 4,147 of /usr/share point where another one does), and
+        each was checked (FileHeader), encoded, hashed and looked up in the index again
+        (a symlink object's id is its header's: the same header, the same object, staged
+        or in the index since). At most _SYMLINKS_KEPT, cleared when full, and only those
+        of at most _SYMLINK_KEPT_BYTES: a hostile tree's costs no memory."""
+        size = len(key[3])
+        for xattr_name, value in key[4]:
+            size += len(xattr_name) + len(value)
+        if size > _SYMLINK_KEPT_BYTES:
+            return
+        if len(self._symlinks) == _SYMLINKS_KEPT:
+            self._symlinks.clear()
+        self._symlinks[key] = known
 
     def _cached(self, fsid: int, st: os.stat_result, digest: bytes) -> ObjectId | None:
         if not self._granularity.can_vouch(fsid, st):
