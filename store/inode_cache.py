@@ -117,14 +117,13 @@ def load(path: str, keys: Keys) -> tuple[array[int], bytes] | None:
         return None
     if len(data) < start + _CRC.size:
         return None
-    device, count = _HEAD.unpack_from(data, len(_MAGIC))
+    count = _HEAD.unpack_from(data, len(_MAGIC))[1]
     if len(data) != start + count * (_INODE + _ID) + _CRC.size:
         return None
     if _CRC.unpack_from(data, len(data) - _CRC.size)[0] != zlib.crc32(data[: -_CRC.size]):
         log.info("%s: damaged, ignored", path)
         return None
-    if (device, data[len(_MAGIC) + _HEAD.size : start]) != keys:
-        return None  # objects/ changed since: listed again
+    # its keys are ``keys``: ``data`` starts with the head for_these_keys took
     inodes: array[int] = array("Q")
     inodes.frombytes(data[start : start + count * _INODE])
     if sys.byteorder != "little":

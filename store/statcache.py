@@ -84,18 +84,10 @@ class StatCacheRecord(Frozen):
         set_field(self, "file_id", file_id)
 
     def with_file_id(self, file_id: bytes) -> StatCacheRecord:
-        """This record vouching for ``file_id`` instead (the tests forge one so)."""
-        return StatCacheRecord(
-            self.fsid,
-            self.size,
-            self.mtime_ns,
-            self.ctime_ns,
-            self.mode,
-            self.uid,
-            self.gid,
-            self.header_digest,
-            file_id,
-        )
+        """This record vouching for ``file_id`` instead (the tests forge one so). By
+        name: ``__slots__`` are sorted, not in ``__init__``'s order."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        return StatCacheRecord(**{**fields, "file_id": file_id})
 
     @classmethod
     def of(
