@@ -288,3 +288,34 @@ def test_a_delta_object_under_another_kind_or_with_another_payload_moves_nothing
         pull(local, "origin", settings=FAST)
     assert local.refs() == {}
     assert sapwood.fsck(local, all_objects=True).clean
+
+
+def test_a_prune_between_pull_locals_content_and_its_commit_moves_no_ref(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pull-local stores content in transactions of its own before the one that writes
+    the commit and moves the ref; a prune in between (a timer's) deletes that content,
+    unreferenced yet. The last transaction must then refuse, not record a commit whose
+    files are gone."""
+    from store.pull import local as local_module
+
+    with Repository.init(tmp_path / "src", RepoMode.BARE_USER) as src:
+        head = commit_files(src, tmp_path / "tree", {f"f{n}": f"file {n}\n" for n in range(50)})
+    copy = local_module._LocalPull._copy_content
+    pruned = []
+
+    def copy_then_prune(self: local_module._LocalPull) -> None:
+        copy(self)
+        with Repository.open(tmp_path / "dest") as other:
+            pruned.append(sapwood.prune(other).objects)
+
+    monkeypatch.setattr(local_module._LocalPull, "_copy_content", copy_then_prune)
+    with Repository.init(tmp_path / "dest", RepoMode.ARCHIVE) as dest:
+        with pytest.raises(sapwood.ObjectMissingError, match="removed while the commit ran"):
+            pull_local(dest, tmp_path / "src", ["main"])
+        assert pruned == [50]  # the window was hit: the content had been stored, then went
+        assert dest.refs() == {} and not dest.has_object(head)
+        assert sapwood.fsck(dest, all_objects=True).clean
+        monkeypatch.undo()
+        pull_local(dest, tmp_path / "src", ["main"])  # the next try completes
+        assert dest.ref("main") == head and sapwood.fsck(dest, all_objects=True).clean
