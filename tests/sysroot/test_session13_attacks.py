@@ -393,3 +393,21 @@ def test_a_shared_var_holding_only_lost_and_found_is_seeded(
     commit(sysroot, small_tree(tmp_path / "v1", {"var/lib/dpkg/status": "P\n"}))
     sysroot.deploy("debian/main")
     assert (shared / "lib/dpkg/status").read_text() == "P\n"
+
+
+# attack23 17: install-initramfs-hook checks the tree's scripts/local-bottom only when it
+# gets to the second file: a refused install has written the hook already ("nothing is
+# written then", says its docstring).
+@pytest.mark.xfail(strict=True, reason="attack23 17: a refused hook install wrote the hook")
+def test_a_refused_hook_install_writes_nothing(tmp_path: Path) -> None:
+    from tests.sysroot.test_boot_hook import snapshot
+
+    tree = _hook_tree(tmp_path / "tree")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tree / "usr/share/initramfs-tools/scripts").symlink_to(outside)
+    before = snapshot(tree)
+    result = run("admin", "install-initramfs-hook", tree, text=True)
+    assert result.returncode != 0 and "not a directory of the tree" in result.stderr
+    assert list(outside.iterdir()) == []
+    assert snapshot(tree) == before
