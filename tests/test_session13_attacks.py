@@ -62,3 +62,20 @@ def test_a_repository_opened_by_an_absolute_path_is_unaffected_by_a_chdir(
         assert sapwood.fsck(repo, all_objects=True).clean
         node = sapwood.lookup(repo, result.commit_id, "/f")
         assert node.file is not None and repo.read_file(node.file) == b"data\n"
+
+
+# attack23 18: pull and pull_local take ``refs: Sequence[str]``, which a str is: the
+# natural ``sapwood.pull_local(repo, source, "main")`` type-checks under mypy --strict
+# and asks for the refs "m", "a", "i", "n" (and pulls a one-letter ref by accident).
+@pytest.mark.xfail(strict=True, reason="attack23 18: a str of refs is taken letter by letter")
+def test_a_single_ref_given_as_a_string_is_that_ref(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    assert cli("--repo", source, "init").code == 0
+    tree = write_tree(tmp_path / "tree", {"f": "data\n"})
+    assert cli("--repo", source, "commit", "-b", "main", tree).code == 0
+    with sapwood.Repository.init(tmp_path / "dest", sapwood.RepoMode.BARE_USER) as dest:
+        try:
+            sapwood.pull_local(dest, source, "main")
+        except sapwood.UsageError:
+            return  # refused as a usage error: also a fix
+        assert dest.refs().keys() == {"main"}
