@@ -79,3 +79,20 @@ def test_a_single_ref_given_as_a_string_is_that_ref(tmp_path: Path) -> None:
         except sapwood.UsageError:
             return  # refused as a usage error: also a fix
         assert dest.refs().keys() == {"main"}
+
+
+@pytest.mark.xfail(strict=True, reason="attack23 18: a str of paths is taken letter by letter")
+def test_a_single_path_given_as_a_string_is_that_path(tmp_path: Path) -> None:
+    """Worse than pull's: no error, another answer. path_history(repo, head, "/absent")
+    iterates "/", "a", "b", ...: "/" changes in every commit, so every commit is listed."""
+    tree = write_tree(tmp_path / "tree", {"f": "1\n"})
+    with sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER) as repo:
+        sapwood.commit(repo, "main", tree, subject="one")
+        (tree / "f").write_text("2\n")
+        head = sapwood.commit(repo, "main", tree, subject="two").commit_id
+        assert list(sapwood.path_history(repo, head, ["/absent"])) == []
+        try:
+            found = list(sapwood.path_history(repo, head, "/absent"))
+        except sapwood.UsageError:
+            return  # refused: also a fix
+        assert found == []
