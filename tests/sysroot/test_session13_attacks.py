@@ -204,7 +204,7 @@ def test_a_fifo_at_the_hooks_temporary_name_is_no_hang(tmp_path: Path) -> None:
     tree = _hook_tree(tmp_path / "tree")
     os.mkfifo(tree / _HOOK_TMP)
     try:
-        result = run("admin", "install-initramfs-hook", tree, text=True, timeout=10)
+        result = run("admin", "install-initramfs-hook", tree, text=True, timeout=20)
     except subprocess.TimeoutExpired:
         pytest.fail("install-initramfs-hook blocked on a FIFO of the tree")
     hook = tree / _HOOK
