@@ -19,10 +19,11 @@ work made is kept on the loop, and a read that finds it kept is served in that s
 read looked, it is prepared again).
 
 A signal that unmounts cancels the loops (mountd/daemon.py): the reads waiting for a
-verification end with them, and with the last of them the verification, its thread
-abandoned (a daemon thread: the process does not wait for it), so the daemon unmounts
-at once rather than when the verification ends, minutes for a hostile object of a few
-hundred GiB of zeros; the thread gives up at its next chunk.
+verification end with them, and the verification with the run (its task is a system
+task, cancelled as the run's main task ends), its thread abandoned (a daemon thread:
+the process does not wait for it), so the daemon unmounts at once rather than when the
+verification ends, minutes for a hostile object of a few hundred GiB of zeros; the
+thread gives up at its next chunk.
 
 No verification holds a thread slot (nor the lane of objects over LONG) longer than
 ``DEADLINE``: past it, it gives them back and goes on in the overdue verifications'
@@ -32,16 +33,27 @@ hostile from a legitimate one as large (a sparse VM image inflates as fast): bot
 served, in turns (mountd/turns.py).
 
 A verification no one waits for any more is given up (attack20 5, 1): every ``WATCH``
-seconds it runs, the pids of the requests waiting for it are looked at
-(mountd/waiters.py); a request whose reader is gone is answered at once (an error no
-one sees: ReaderGoneError), and once every one is, the verification stops at its next
-chunk and gives its slot, lane or turn back. Read again, it starts again. Killed readers
-of hostile objects held the lane (and, past OVERDUE of them, every large file's first
-read) and the kernel's background requests for the minutes of their verifications.
+seconds it runs, the processes of the requests waiting for it are looked at
+(mountd/waiters.py: each request's thread taken for its process as it arrives); a
+request whose reader is gone is answered at once (an error no one sees:
+ReaderGoneError), and at a look that finds no request waiting, none for at least
+``ALONE`` seconds, the verification stops at its next chunk and gives its slot, lane
+or turn back. Read again, it starts again. Killed readers of hostile objects held the
+lane (and, past OVERDUE of them, every large file's first read) and the kernel's
+background requests for the minutes of their verifications. Not at the instant the
+last request is answered: a live reader waiting on the pages a killed one's request
+held has no request of its own until that one is answered, and its retry comes a
+moment later (attack22 2, review17 R17-1): it joins the same verification, not one
+started again from its first byte (or, for an SWZ1 spool, one refused for the room the
+abandoned spool still took: a live reader's EIO because another was killed). A run
+started while the thread of one given up for the same object has not ended yet waits
+for it first (``LEAVING`` seconds at most: it stops at its next chunk), so that what
+that thread held (a spool's room in TMPDIR) is back before the new one asks for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -71,6 +83,11 @@ OVERDUE = 8
 # requests' readers: mountd/waiters.py); none before the first WATCH (most end sooner).
 WATCH = 0.25
 _LOOKS = 256  # readers looked at every WATCH at most (more: less often)
+# Seconds without a request waiting before a look gives a verification up: a reader's
+# retry, once the request it waited behind is answered, comes within microseconds.
+ALONE = WATCH / 2
+# Seconds a new run of an object waits for the thread of its run given up to end.
+LEAVING = DEADLINE
 
 
 def _nothing() -> Callable[[], None]:
@@ -101,6 +118,7 @@ class Preparer:
         self._turns = Turns()
         self.overdue = 0  # verifications past their deadline, not ended
         self._running: dict[ObjectId, _Running] = {}
+        self._leaving: dict[ObjectId, trio.Event] = {}  # threads of runs given up, running
         self._on_wait = on_wait or _nothing
         self.liveness = Liveness()
         self.given_up = 0  # verifications given up, no one waiting for them (a count)
@@ -123,12 +141,13 @@ class Preparer:
     async def _ready(self, slow: Preparation, ino: int, pid: int) -> None:
         """Have ``slow`` run (or wait for the run under way) until ``ino`` is readable;
         returns with no checkpoint after it found it kept, so the caller's read does."""
+        reader = self.liveness.reader(pid)  # its process, asked as the request arrives
         while True:
             running = self._running.get(slow.file_id)
             if running is None:
                 running = self._running[slow.file_id] = _Running()
                 trio.lowlevel.spawn_system_task(self._run, slow, running)
-            waiter = _Waiter(pid)
+            waiter = _Waiter(reader)
             running.waiters.append(waiter)
             waited = self._on_wait()  # someone else reads the kernel's requests meanwhile
             try:
@@ -137,8 +156,8 @@ class Preparer:
             finally:
                 waited()
                 running.waiters.remove(waiter)
-                if not running.waiters and not running.done.is_set():
-                    running.scope.cancel()  # no one waits for it: given up
+                if not running.waiters:  # given up at a look, if no one comes meanwhile
+                    running.alone_since = trio.current_time()
             if waiter.gone:
                 raise ReaderGoneError(f"object {slow.file_id.hex()}: its reader is gone")
             if isinstance(running.error, ReaderGoneError):
@@ -165,6 +184,8 @@ class Preparer:
             running.error = exc
         finally:
             del self._running[slow.file_id]
+            if running.started and not running.left.is_set():  # abandoned, still running
+                self._leaving[slow.file_id] = running.left
             running.done.set()
 
     async def _in_thread(self, slow: Preparation, running: _Running) -> object:
@@ -177,10 +198,16 @@ class Preparer:
             ended = _Ended()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch, running)  # from now on: while it waits too
+                leaving = self._leaving.get(slow.file_id)
+                if leaving is not None:  # the thread of a run given up, not ended yet
+                    with trio.move_on_after(LEAVING):
+                        await leaving.wait()
                 for slot in slots:
                     await slot.acquire_on_behalf_of(verification)
                     held.append(slot)
-                nursery.start_soon(self._thread, slow, verification, ended, nursery.cancel_scope)
+                nursery.start_soon(
+                    self._thread, slow, verification, ended, running, nursery.cancel_scope
+                )
                 await self._overdue_at_deadline(verification, held)  # or until it ends
             return ended.result()
         finally:
@@ -195,25 +222,46 @@ class Preparer:
         slow: Preparation,
         verification: Verification,
         ended: _Ended,
+        running: _Running,
         scope: trio.CancelScope,
     ) -> None:
         """The work in a worker thread; how it ended is kept in ``ended`` (not raised:
-        a nursery would raise it in an ExceptionGroup), then ``scope`` is cancelled."""
+        a nursery would raise it in an ExceptionGroup), then ``scope`` is cancelled.
+        ``running.left`` is set once the thread's work has really ended (abandoned too)."""
+        token = trio.lowlevel.current_trio_token()
+
+        def work() -> object:
+            running.started = True  # here: a run cancelled before its thread began has none
+            try:
+                return _work(slow, verification)
+            finally:  # before its result is reported: set first
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._left, slow.file_id, running.left)
+
         try:
             # abandon_on_cancel: a cancelled loop (an unmount) does not wait for it
             ended.value = await trio.to_thread.run_sync(
-                _work, slow, verification, limiter=self._threads, abandon_on_cancel=True
+                work, limiter=self._threads, abandon_on_cancel=True
             )
         except Exception as exc:
             ended.error = exc
         scope.cancel()
 
+    def _left(self, file_id: ObjectId, left: trio.Event) -> None:
+        """On the loop: the thread of a run of ``file_id`` has ended."""
+        left.set()
+        if self._leaving.get(file_id) is left:
+            del self._leaving[file_id]
+
     async def _watch(self, running: _Running) -> None:
-        """Every WATCH seconds: answer the requests whose readers are gone (the last
-        one answered gives the preparation up: _ready)."""
+        """Every WATCH seconds: answer the requests whose readers are gone; give the
+        preparation up if no request has waited for it for ALONE seconds."""
         while True:
             # a look costs ~20 us a reader: 1,000 readers waiting, one every second
             await trio.sleep(WATCH * max(1.0, len(running.waiters) / _LOOKS))
+            if not running.waiters and trio.current_time() - running.alone_since >= ALONE:
+                running.scope.cancel()  # no one waits for it: given up
+                return
             seen: dict[int, bool] = {}  # a reader's pid, in each request of its read-ahead
             for waiter in running.waiters:
                 if waiter.pid not in seen:
@@ -269,10 +317,15 @@ class _Waiter:
 
 class _Running:
     """A preparation under way: done, and how it failed (for the requests that waited);
-    the requests waiting for it, and what gives it up once there are none."""
+    the requests waiting for it, since when none has, and what gives it up once there
+    are none; whether its thread started, and has ended (``left``, after ``done`` if it
+    was abandoned)."""
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.error: Exception | None = None
         self.waiters: list[_Waiter] = []
+        self.alone_since = 0.0  # set when the last request waiting leaves
         self.scope = trio.CancelScope()
+        self.started = False  # set in its thread (a bool: read on the loop)
+        self.left = trio.Event()

@@ -156,20 +156,8 @@ else:  # the main thread submits, a thread collects, the main thread ends (pthre
 """
 
 
-_GONE_SUBMITTER = pytest.mark.xfail(
-    strict=True, reason="attack22 1: the request's thread gone, its process alive: EINTR"
-)
-
-
 @_LONG
-@pytest.mark.parametrize(
-    "submitter",
-    [
-        "main",
-        pytest.param("thread", marks=_GONE_SUBMITTER),
-        pytest.param("leader", marks=_GONE_SUBMITTER),
-    ],
-)
+@pytest.mark.parametrize("submitter", ["main", "thread", "leader"])
 def test_an_aio_direct_read_submitted_by_a_thread_that_exited_is_served_to_its_process(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch, submitter: str
 ) -> None:
@@ -178,7 +166,8 @@ def test_an_aio_direct_read_submitted_by_a_thread_that_exited_is_served_to_its_p
     thread that then ends (pthread_exit: a zombie leader, its other threads alive): the
     kernel sends the request in that thread's name (async DIO), and the process (alive)
     collects the event in another thread. It must get its MiB, not an error (``main``:
-    the main thread submits and collects, the control)."""
+    the main thread submits and collects, the control). attack22 1: it got EINTR, the
+    request's thread taken for the reader; now its process is (mountd/waiters.py)."""
     daemon = mount.foreground(_repo(tmp_path, monkeypatch), "main")
     done = _python(_AIO, str(daemon.mountpoint / "big"), submitter)
     assert done.returncode == 0, done.stderr
@@ -331,14 +320,15 @@ def _killed_cat(big: Path, sink: Path, after: float = 0.35) -> None:
 
 
 @_TMPFS
-@pytest.mark.xfail(strict=True, reason="attack22 2: the abandoned spool holds the room: EIO")
 def test_a_reader_right_after_a_killed_one_of_an_swz1_object_gets_every_byte(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The only reader killed 0.35 s into the spooling; another (alive) reads the file
-    at once after: its preparation starts again while the abandoned thread's spool
-    still takes its 320 MiB, and it is refused for room (EIO, 'do not fit ... set
-    TMPDIR elsewhere'): a live reader's error because another reader died."""
+    at once after. attack22 2: its preparation started again while the abandoned
+    thread's spool still took its 320 MiB, and it was refused for room (EIO, 'do not
+    fit ... set TMPDIR elsewhere'): a live reader's error because another reader died.
+    Now it joins the spooling under way, or (come after the give-up) waits for the
+    abandoned thread to end first (mountd/preparing.py)."""
     with _swz1_mount(tmp_path, mount, monkeypatch) as (big, content, _):
         _killed_cat(big, tmp_path / "sink")
         ok, got, _ = read_through(big, 60)

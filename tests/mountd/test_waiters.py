@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,9 +17,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from mountd.preparing import DEADLINE, LONG, WATCH, Preparer
+from mountd.preparing import ALONE, DEADLINE, LEAVING, LONG, WATCH, Preparer
+from mountd.sources import Pace, Preparation
 from mountd.waiters import Liveness
-from store import ReaderGoneError
+from store import ObjectId, ObjectReadError, ReaderGoneError
 from tests.helpers import Mounts
 from tests.mountd.legacy import WaitingView, zeros_claiming
 
@@ -29,6 +31,9 @@ class _Gone:
     def __init__(self) -> None:
         self.pids: set[int] = set()
         self.asked: list[int] = []
+
+    def reader(self, pid: int) -> int:
+        return pid  # each pid its own process
 
     def gone(self, pid: int) -> bool:
         self.asked.append(pid)
@@ -55,6 +60,72 @@ def test_a_process_is_gone_once_it_has_exited_and_not_before() -> None:
     assert liveness.gone(child.pid), "reaped: no such process"
 
 
+# The main thread ends (pthread_exit: a zombie leader) while another thread waits for a
+# line on stdin, then ends the process.
+_LEADER_ENDS = """
+import ctypes, sys, threading
+threading.Thread(target=sys.stdin.readline).start()
+print("started", flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_process_whose_leader_ended_is_gone_only_once_its_last_thread_is() -> None:
+    """A reader's process is what is looked at, not a thread of it (attack22 1): a
+    process whose main thread called pthread_exit (its leader a zombie) while another
+    thread runs is alive; once that thread ends (the process a zombie), it is gone."""
+    liveness = Liveness()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _LEADER_ENDS], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"started\n"
+        stat = Path(f"/proc/{child.pid}/stat")
+        deadline = time.monotonic() + 20
+        while stat.read_text().split(") ")[1][0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stat.read_text().split(") ")[1][0] == "Z", "the leader did not end"
+        assert not liveness.gone(child.pid), "a zombie leader, its other thread alive"
+        assert child.stdin is not None
+        child.stdin.write(b"end\n")
+        child.stdin.flush()
+        while not liveness.gone(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert liveness.gone(child.pid), "every thread ended"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_request_s_thread_is_taken_for_its_process_as_it_arrives() -> None:
+    """The kernel names a request's thread: a thread not its process's leader is taken
+    for its process (the one that waits for an asynchronous read it submitted, attack22
+    1), a leader for itself; one that has ended already is unknown (0: never gone)."""
+    liveness = Liveness()
+    tids: list[int] = []
+    stop = threading.Event()
+
+    def thread_of_this_process() -> None:
+        tids.append(threading.get_native_id())
+        stop.wait(30)
+
+    thread = threading.Thread(target=thread_of_this_process)
+    thread.start()
+    try:
+        while not tids:
+            time.sleep(0.01)
+        assert tids[0] != os.getpid()
+        assert liveness.reader(tids[0]) == os.getpid()
+    finally:
+        stop.set()
+        thread.join()
+    assert liveness.reader(os.getpid()) == os.getpid()
+    done = subprocess.Popen(["true"])
+    done.wait()
+    assert liveness.reader(done.pid) == 0
+    assert liveness.reader(0) == 0
+
+
 def test_an_unknown_reader_is_never_gone() -> None:
     """pid 0 (the kernel could not name it in the daemon's namespace), or a /proc that is
     not this process's namespace's: taken as alive, whatever /proc says."""
@@ -70,7 +141,8 @@ def test_a_verification_whose_readers_are_all_gone_is_given_up_and_each_answered
     """Two requests wait for one hostile object (paced, minutes): the first's reader gone,
     its request is answered (ReaderGoneError) and the verification goes on for the
     second; the second's gone too, it is answered within a few WATCH and the
-    verification stops."""
+    verification stops at the look after (not at once: a retry may come, attack22 2),
+    within a WATCH and ALONE more."""
     view = WaitingView({1: LONG + 1}, held={1}, paced=True)
     preparer = Preparer(view)  # type: ignore[arg-type]
     gone = _Gone()
@@ -97,8 +169,13 @@ def test_a_verification_whose_readers_are_all_gone_is_given_up_and_each_answered
             assert view.chunks[1] > chunks[0] and preparer.given_up == 0, "it goes on"
             gone.pids.add(102)
             last_gone = trio.current_time()
-        await trio.sleep(0.05)  # the preparation's own task ends it (not the test's end)
+        answered = trio.current_time()
+        with trio.move_on_after(WATCH + ALONE + 1):  # the look after gives it up
+            while preparer.given_up == 0:
+                await trio.sleep(0.01)
+        given_up = trio.current_time() - answered
         counts.extend([preparer.given_up, preparer.overdue])
+        print(f"given up {given_up:.2f} s after its last request was answered")
         return ended["second"] - last_gone
 
     try:
@@ -167,6 +244,112 @@ def test_a_live_reader_coming_as_a_verification_is_given_up_starts_it_again() ->
     assert got == [b"read"]
 
 
+def test_a_reader_coming_right_after_the_last_request_was_answered_joins_its_verification() -> None:
+    """The only reader gone, its request answered; a live reader's request comes the next
+    moment (the kernel's retry in the name of a reader that waited on the pages the
+    gone one's request held: attack22 2, review17 R17-1). It joins the verification
+    under way, which is neither given up nor started again, and is served from it."""
+    view = WaitingView({1: LONG + 1}, held={1}, paced=True)
+    preparer = Preparer(view)  # type: ignore[arg-type]
+    gone = _Gone()
+    gone.pids.add(401)
+    preparer.liveness = gone  # type: ignore[assignment]
+    got: list[bytes] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def killed() -> None:
+                await _gone_or_read(preparer, 1, 401)
+                nursery.start_soon(_read_into, preparer, 1, 402, got)  # at once after
+
+            nursery.start_soon(killed)
+            await trio.sleep(2 * WATCH + ALONE)
+            assert 401 in gone.asked and got == [], "the gone reader was answered"
+            before = view.chunks[1]
+            await trio.sleep(WATCH)
+            assert preparer.given_up == 0 and view.chunks[1] > before, "it goes on"
+            view.go.set()
+
+    trio.run(main)
+    assert got == [b"read"] and preparer.given_up == 0
+
+
+class _SlowToLeave:
+    """A view stand-in: inode 1, an object whose verification runs (paced, every 10 ms)
+    until ``go``, and whose thread, given up, takes ``leaving`` seconds to end (an SWZ1
+    spool of hundreds of MiB closed, its room in TMPDIR given back). ``starts`` and
+    ``ends``: when its threads started and ended (time.monotonic)."""
+
+    def __init__(self, leaving: float) -> None:
+        self.leaving = leaving
+        self.go = threading.Event()
+        self.ready: set[object] = set()
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def preparation(self, ino: int) -> Preparation | None:
+        if ino in self.ready:
+            return None
+
+        def work(pace: Pace) -> object:
+            self.starts.append(time.monotonic())
+            try:
+                while not self.go.wait(0.01):
+                    pace()
+                return ino
+            except ObjectReadError:  # given up: what it holds takes a while to go
+                time.sleep(self.leaving)
+                raise
+            finally:
+                self.ends.append(time.monotonic())
+
+        return Preparation(ObjectId(bytes([ino]) * 32), work, self.ready.add, LONG + 1)
+
+    def read(self, ino: int, offset: int, size: int) -> bytes:
+        return b"read"
+
+
+@pytest.mark.parametrize("leaving", [0.5, LEAVING + 0.5])
+def test_a_verification_started_again_waits_for_the_thread_of_the_one_given_up(
+    leaving: float,
+) -> None:
+    """The only reader gone, its verification given up; its thread takes ``leaving`` s
+    to end (an abandoned SWZ1 spool holding TMPDIR's room until closed: attack22 2, a
+    live reader's new spool was refused for that room). A live reader's read then
+    starts the verification again only once that thread has ended (never two threads
+    of one object at once), or once LEAVING has passed (a bound), and is served."""
+    view = _SlowToLeave(leaving)
+    preparer = Preparer(view)  # type: ignore[arg-type]
+    gone = _Gone()
+    gone.pids.add(501)
+    preparer.liveness = gone  # type: ignore[assignment]
+    got: list[bytes] = []
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_gone_or_read, preparer, 1, 501)
+            with trio.fail_after(10):
+                while preparer.given_up == 0:
+                    await trio.sleep(0.01)
+            asked = time.monotonic()
+            nursery.start_soon(_read_into, preparer, 1, 502, got)
+            with trio.fail_after(10):
+                while len(view.starts) < 2 or len(view.ends) < 1:
+                    await trio.sleep(0.01)
+            view.go.set()
+        return asked
+
+    asked = trio.run(main)
+    waited, ended = view.starts[1] - asked, view.ends[0] - asked
+    print(f"after the give-up: the first thread ended {ended:.2f} s, the next began {waited:.2f} s")
+    assert got == [b"read"] and preparer.given_up == 1
+    if leaving < LEAVING:
+        assert view.starts[1] >= view.ends[0], "two threads of one object at once"
+    else:
+        assert waited >= LEAVING - 0.05 and view.starts[1] < view.ends[0], "not bounded"
+
+
 async def _read_into(preparer: Preparer, ino: int, pid: int, got: list[bytes]) -> None:
     got.append(await preparer.read(ino, 0, 4, pid))
 
@@ -189,8 +372,11 @@ def test_readers_gone_while_waiting_for_the_lane_give_it_up_without_a_thread() -
         async with trio.open_nursery() as nursery:
             for ino in hostile:
                 nursery.start_soon(_gone_or_read, preparer, ino, 1000 + ino)
+                if ino == hostile[0]:  # the live one takes the lane (trio shuffles starts:
+                    await trio.sleep(0.05)  # one of the others half the time, a flake)
             await trio.sleep(3 * WATCH)
             counts.append(threading.active_count() - before)
+            assert preparer._leaving == {}, "runs without a thread wait for none to end"
             started = time.monotonic()
             with trio.fail_after(DEADLINE + 2):
                 assert await preparer.read(11, 0, 4, 2000) == b"read"
