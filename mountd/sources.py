@@ -165,7 +165,7 @@ class ObjectSources:
 
             return Preparation(file_id, verify_file, keep_file, size)
 
-        self._room_for_a_spool(size)
+        self._room_for_a_spool(file_id, size)
 
         def open_archive(pace: Pace) -> object:
             with _read_errors(file_id):
@@ -270,7 +270,7 @@ class ObjectSources:
             raise
         return framed, key
 
-    def _room_for_a_spool(self, size: int) -> None:
+    def _room_for_a_spool(self, file_id: ObjectId, size: int) -> None:
         """Drop the spools kept, least recently used first, until TMPDIR could hold
         one of ``size`` bytes (should the object be SWZ1: which it is, only its worker
         finds out). Kept spools are files in TMPDIR: without this, once they filled it,
@@ -278,10 +278,11 @@ class ObjectSources:
         (attack20 2). Here, in the thread that owns the pools, before the worker starts.
         None dropped where dropping them all would not make the room (an object claiming
         more than TMPDIR holds: each read of a hostile one emptied every other reader's
-        spools, review16 R16-2)."""
-        if not self.spooler.fits(size, freed=self._spools.weight):
+        spools, review16 R16-2). Nor for an object whose spool is under way (each
+        request of it asks: mountd/spools.py's ``fits``)."""
+        if not self.spooler.fits(file_id, size, freed=self._spools.weight):
             return
-        while not self.spooler.fits(size) and self._spools.drop_oldest():
+        while not self.spooler.fits(file_id, size) and self._spools.drop_oldest():
             pass
 
     def _keep_archive(

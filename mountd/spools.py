@@ -32,9 +32,11 @@ _SPOOL_PREFIX = "sapwood-mount-"  # then the daemon's pid, "-" and a random part
 
 
 class _Promise:
-    """One spool under way: the bytes it claimed and those it has written so far."""
+    """One spool under way: of which object, the bytes it claimed and those it has
+    written so far."""
 
-    def __init__(self, claimed: int) -> None:
+    def __init__(self, file_id: ObjectId, claimed: int) -> None:
+        self.file_id = file_id
         self.claimed = claimed
         self.written = 0  # set by its thread after each write (read by others unlocked)
         self.allocated = False  # its room taken on the disk at once: counted by statvfs
@@ -42,6 +44,11 @@ class _Promise:
     @property
     def outstanding(self) -> int:
         return 0 if self.allocated else max(0, self.claimed - self.written)
+
+    @property
+    def taken(self) -> int:
+        """What it takes on the disk now (its room allocated, or what it wrote)."""
+        return self.claimed if self.allocated else self.written
 
 
 class Spooler:
@@ -82,7 +89,7 @@ class Spooler:
                 self.repo.open_recorded_file(file_id, header, size) as stream,
                 tempfile.TemporaryFile(dir=where, buffering=0) as spool,
             ):
-                self._allocate(file_id, spool.fileno(), promise, where)
+                self._allocate(file_id, spool.fileno(), promise, where, pace)
                 while chunk := stream.read(_CHUNK):
                     _write_all(spool.fileno(), chunk)
                     promise.written += len(chunk)
@@ -115,11 +122,13 @@ class Spooler:
                     f"({free} bytes free, {others} promised to spools under way, "
                     f"{reserve} left free); set TMPDIR elsewhere"
                 )
-            promise = _Promise(size)
+            promise = _Promise(file_id, size)
             self._under_way.add(promise)
             return promise
 
-    def _allocate(self, file_id: ObjectId, fd: int, promise: _Promise, where: str) -> None:
+    def _allocate(
+        self, file_id: ObjectId, fd: int, promise: _Promise, where: str, pace: Callable[[], None]
+    ) -> None:
         """Take the spool's room on the disk before inflating into it (fallocate), so
         that other processes see it gone too: the account above is this daemon's, and
         two mounts spooling into one TMPDIR took it to 0 bytes free (attack20 4). In
@@ -127,7 +136,9 @@ class Spooler:
         daemons allocating at once go at most a step or two into the reserve, where one
         allocation of the whole could take the last byte before failing. A spool whose
         next step does not fit is refused (its file, unlinked, goes with its room). A
-        filesystem that cannot allocate ahead leaves the account alone, as before."""
+        filesystem that cannot allocate ahead leaves the account alone, as before. Paced
+        after each step as after each chunk written: a spool given up stops allocating
+        (gigabytes on a tmpfs take a second), its room back the sooner."""
         step = 0
         offset = 0
         while offset < promise.claimed:
@@ -144,6 +155,7 @@ class Spooler:
                 return
             offset += length
             promise.written = offset  # allocated counts as written for the account
+            pace()
         promise.allocated = True
 
     def _after_a_failed_allocation(self, file_id: ObjectId, promise: _Promise, where: str) -> None:
@@ -159,14 +171,20 @@ class Spooler:
             raise _does_not_fit(file_id, promise.claimed, where, free, reserve)
         promise.written = 0
 
-    def fits(self, size: int, freed: int = 0) -> bool:
-        """Whether a spool of ``size`` bytes would be promised its room now, or once
-        ``freed`` more bytes were free (a look: mountd/sources.py drops the spools it
-        keeps until one fits, attack20 2)."""
+    def fits(self, file_id: ObjectId, size: int, freed: int = 0) -> bool:
+        """Whether a spool of ``size`` bytes of ``file_id`` would be promised its room
+        now, or once ``freed`` more bytes were free (a look: mountd/sources.py drops the
+        spools it keeps until one fits, attack20 2). A spool of the same object under
+        way counts as room: it ends kept (and none is needed) or given up, its room back
+        (mountd/preparing.py waits for that); each request of a file being spooled
+        asks, and each found the spool's own room taken and dropped kept spools."""
         where = self.directory or spool_parent() or tempfile.gettempdir()
         try:
             with self._account:
                 free, others, reserve = self._room(where)
+                same = [promise for promise in self._under_way if promise.file_id == file_id]
+                others -= sum(promise.outstanding for promise in same)
+                freed += sum(promise.taken for promise in same)
         except OSError:  # no such TMPDIR: the spool itself says so, for that file
             return True
         return size + others + reserve <= free + freed

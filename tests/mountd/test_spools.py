@@ -163,9 +163,66 @@ def test_kept_spools_are_not_dropped_for_an_object_they_could_not_make_room_for(
     for n in range(2):
         kept.add(bytes([n]) * 32, os.open(os.devnull, os.O_RDONLY), 4 * MIB)  # type: ignore[arg-type]
     try:
-        sources._room_for_a_spool(64 * MIB)
+        sources._room_for_a_spool(bytes([9]) * 32, 64 * MIB)  # type: ignore[arg-type]
         assert len(kept) == 2
-        sources._room_for_a_spool(18 * MIB)  # 18 + 1 <= 16 + 4: the oldest only
+        sources._room_for_a_spool(bytes([9]) * 32, 18 * MIB)  # type: ignore[arg-type]
+        # 18 + 1 <= 16 + 4: the oldest only
         assert len(kept) == 1 and kept.get(bytes([1]) * 32) is not None  # type: ignore[arg-type]
     finally:
         sources.close()
+
+
+def test_kept_spools_are_not_dropped_for_an_object_whose_spool_is_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3 MiB object spooling (its room allocated), two spools of 4 MiB kept, 1 MiB
+    free, 1 MiB kept free. Each request of the object being spooled asks for room for
+    it: its own spool's room is counted as room (it ends kept, or given up and gone),
+    so no kept spool is dropped (each such request dropped one); for another object of
+    3 MiB, the oldest kept spool is."""
+    from mountd.sources import ObjectSources
+
+    repo, _, file_id, content = large_archive_file(tmp_path, swz1=True)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("mountd.spools.SPOOL_RESERVE", MIB)
+    sources = ObjectSources(repo)
+    kept = sources._spools
+    statvfs = os.statvfs
+    paused, go = threading.Event(), threading.Event()
+
+    def room(path: Any) -> Any:  # 12 MiB free but the kept spools and the one under way
+        if str(path).startswith(str(tmp_path)):
+            return _Statvfs(12 * MIB - kept.weight - (len(content) if paused.is_set() else 0))
+        return statvfs(path)
+
+    def pace() -> None:
+        if sources.spooler.promised == 0:  # allocated: its room taken
+            paused.set()
+            go.wait(10)
+
+    monkeypatch.setattr(os, "statvfs", room)
+    monkeypatch.setattr(os, "posix_fallocate", lambda fd, offset, length: None)
+    for n in range(2):
+        kept.add(bytes([n]) * 32, os.open(os.devnull, os.O_RDONLY), 4 * MIB)  # type: ignore[arg-type]
+    header, _ = repo.read_file_header(file_id)
+    fds: list[int] = []
+    spooling = threading.Thread(
+        target=lambda: fds.append(
+            sources.spooler.spool(file_id, header.encode(), len(content), pace)
+        )
+    )
+    spooling.start()
+    try:
+        assert paused.wait(10) and len(content) == 3 * MIB
+        for _ in range(3):
+            sources._room_for_a_spool(file_id, len(content))
+        assert len(kept) == 2, "dropped for the object being spooled"
+        sources._room_for_a_spool(bytes([9]) * 32, len(content))  # type: ignore[arg-type]
+        assert len(kept) == 1 and kept.get(bytes([1]) * 32) is not None  # type: ignore[arg-type]
+    finally:
+        go.set()
+        spooling.join(10)
+        for fd in fds:
+            os.close(fd)
+        sources.close()
+        repo.close()
