@@ -411,3 +411,54 @@ def test_a_refused_hook_install_writes_nothing(tmp_path: Path) -> None:
     assert result.returncode != 0 and "not a directory of the tree" in result.stderr
     assert list(outside.iterdir()) == []
     assert snapshot(tree) == before
+
+
+def _nest(top: Path, depth: int) -> None:
+    """``depth`` directories "a" below ``top``, made by fds (no path grows long)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("a", dir_fd=fd)
+            child = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+
+
+# attack23 19: a local /etc subtree nested deeper than MAX_TREE_DEPTH (256), which any
+# service able to write a directory of /etc can make, is copied into the new deployment
+# (recursively: at 1100 deep a RecursionError); remove_tree refuses to remove a tree that
+# deep, so once that deployment is dropped (or a failed deploy's leftover must go) every
+# later deploy and cleanup fails "nests directories more than 256 deep: not removed",
+# after the local /etc is cleaned too: the OS cannot be updated until an rm -rf by hand.
+_DEEP = pytest.mark.xfail(strict=True, reason="attack23 19: a deep local /etc wedges the sysroot")
+
+
+@_DEEP
+@pytest.mark.parametrize("depth", [300, 1100])
+def test_a_deep_local_etc_never_keeps_later_deploys_from_working(
+    sysroot: sapwood.Sysroot, tmp_path: Path, depth: int
+) -> None:
+    try:
+        _deep_local_etc(sysroot, tmp_path, depth)
+    finally:  # pytest's own clean-up of tmp_path recurses: rm -rf the deep trees first
+        subprocess.run(["rm", "-rf", str(sysroot.path / "sapwood/deploy")], check=True)
+
+
+def _deep_local_etc(sysroot: sapwood.Sysroot, tmp_path: Path, depth: int) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "1\n", "usr/etc/svc/x": "x\n"}))
+    first = sysroot.deploy("debian/main").deployment
+    etc = sysroot.deployment_path(first) / "etc"
+    _nest(etc / "svc", depth)
+    commit(sysroot, small_tree(tmp_path / "v2", {"usr/etc/motd": "2\n", "usr/etc/svc/x": "x\n"}))
+    try:
+        sysroot.deploy("debian/main")  # may refuse the deep tree: with one clear error
+    except sapwood.SapwoodError as error:
+        assert "recursion" not in str(error).lower()
+    subprocess.run(["rm", "-rf", str(etc / "svc/a")], check=True)  # the local /etc cleaned
+    for version in ("3", "4", "5"):
+        commit(sysroot, small_tree(tmp_path / f"v{version}", {"usr/etc/motd": version}))
+        sysroot.deploy("debian/main")
+    sysroot.cleanup()
+    assert len(sysroot.deployments()) == 2
