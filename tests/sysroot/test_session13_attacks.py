@@ -462,3 +462,30 @@ def _deep_local_etc(sysroot: sapwood.Sysroot, tmp_path: Path, depth: int) -> Non
         sysroot.deploy("debian/main")
     sysroot.cleanup()
     assert len(sysroot.deployments()) == 2
+
+
+# attack23 20: "chattr +i /etc/resolv.conf" (a common way to keep a network manager off
+# it) in a deployment's /etc: once that deployment is dropped, its removal fails
+# "[Errno 1] Operation not permitted: b'resolv.conf'" (no path), the deploy that dropped
+# it exits 1 after its switch, and every later deploy fails at its first step.
+@pytest.mark.xfail(strict=True, reason="attack23 20: an immutable file of /etc wedges the sysroot")
+def test_an_immutable_local_etc_file_never_keeps_later_deploys_from_working(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    tree = {"usr/etc/resolv.conf": "nameserver 192.0.2.1\n"}
+    commit(sysroot, small_tree(tmp_path / "v1", tree))
+    first = sysroot.deploy("debian/main").deployment
+    resolv = sysroot.deployment_path(first) / "etc/resolv.conf"
+    resolv.write_text("nameserver 10.0.0.1\n")
+    if subprocess.run(["chattr", "+i", str(resolv)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable flag")
+    try:
+        for version in ("2", "3", "4"):
+            commit(sysroot, small_tree(tmp_path / f"v{version}", {**tree, "usr/etc/v": version}))
+            new = sysroot.deploy("debian/main").deployment
+            local = sysroot.deployment_path(new) / "etc/resolv.conf"
+            assert local.read_text() == "nameserver 10.0.0.1\n"  # the local change carried
+        assert len(sysroot.deployments()) == 2
+    finally:  # every copy too, should a fix carry the flag over: pytest must remove them
+        deploy_dir = str(sysroot.path / "sapwood/deploy")
+        subprocess.run(["chattr", "-R", "-i", deploy_dir], capture_output=True)
