@@ -413,9 +413,10 @@ def test_a_refused_hook_install_writes_nothing(tmp_path: Path) -> None:
     assert snapshot(tree) == before
 
 
-def _nest(top: Path, depth: int) -> None:
-    """``depth`` directories "a" below ``top``, made by fds (no path grows long)."""
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+def _nest(top: Path | int, depth: int) -> None:
+    """``depth`` directories "a" below ``top`` (a path, or a directory fd the caller
+    keeps), made by fds (no path grows long)."""
+    fd = os.dup(top) if isinstance(top, int) else os.open(top, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for _ in range(depth):
             os.mkdir("a", dir_fd=fd)
@@ -489,3 +490,38 @@ def test_an_immutable_local_etc_file_never_keeps_later_deploys_from_working(
     finally:  # every copy too, should a fix carry the flag over: pytest must remove them
         deploy_dir = str(sysroot.path / "sapwood/deploy")
         subprocess.run(["chattr", "-R", "-i", deploy_dir], capture_output=True)
+
+
+@_DEEP
+def test_a_deep_tree_an_unprivileged_user_left_in_tmp_never_blocks_deploys(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """The same wedge without root: booted, a deployment's own tmp/ is /tmp wherever /tmp
+    is not a tmpfs (Debian 12's default), world-writable. A user's 300-deep tree there
+    stays on disk after the next boot; when that deployment is dropped, every deploy
+    fails from then on."""
+    try:
+        files = {"usr/etc/motd": "1\n", "tmp": "/"}
+        commit(sysroot, small_tree(tmp_path / "v1", files))
+        first = sysroot.deploy("debian/main").deployment
+        tmp = sysroot.deployment_path(first) / "tmp"
+        assert tmp.is_dir()
+        tmp.chmod(0o1777)
+        tmp_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)  # /tmp as the user reaches it
+        pid = os.fork()
+        if pid == 0:  # the user's process
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                _nest(tmp_fd, 300)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        os.close(tmp_fd)
+        assert (tmp / "a").stat().st_uid == 65534
+        for version in ("2", "3", "4"):
+            commit(sysroot, small_tree(tmp_path / f"v{version}", {**files, "usr/etc/v": version}))
+            sysroot.deploy("debian/main")
+        assert len(sysroot.deployments()) == 2
+    finally:
+        subprocess.run(["rm", "-rf", str(sysroot.path / "sapwood/deploy")], check=True)
