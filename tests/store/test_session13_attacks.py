@@ -319,3 +319,28 @@ def test_a_prune_between_pull_locals_content_and_its_commit_moves_no_ref(
         monkeypatch.undo()
         pull_local(dest, tmp_path / "src", ["main"])  # the next try completes
         assert dest.ref("main") == head and sapwood.fsck(dest, all_objects=True).clean
+
+
+@pytest.mark.parametrize("mode", [RepoMode.BARE_USER, RepoMode.ARCHIVE])
+def test_a_source_object_replaced_by_a_symlink_is_neither_linked_nor_read_through(
+    tmp_path: Path, mode: RepoMode
+) -> None:
+    """A hostile source repository: one object file is a symlink to a file of the same
+    content elsewhere (another user's, which could change it afterwards). pull-local
+    into a repository of the same mode would hardlink it (the symlink's owner is the
+    puller): it must refuse instead, and a copy must not read through it."""
+    with Repository.init(tmp_path / "src", RepoMode.BARE_USER) as src:
+        head = commit_files(src, tmp_path / "tree", {"f": "payload\n"})
+        node = sapwood.lookup(src, head, "/f")
+        assert node.file is not None
+        path = Path(src.object_path(node.file))
+    elsewhere = tmp_path / "elsewhere"
+    os.link(path, elsewhere)  # the same inode: content, xattr and mode all right
+    path.unlink()
+    path.symlink_to(elsewhere)
+    with Repository.init(tmp_path / "dest", mode) as dest:
+        with pytest.raises(sapwood.CorruptObjectError):
+            pull_local(dest, tmp_path / "src", ["main"])
+        assert dest.refs() == {}
+        assert sapwood.fsck(dest, all_objects=True).clean
+        assert not any(p.is_symlink() for p in (dest.path / "objects").rglob("*"))
