@@ -1,7 +1,9 @@
 """Hostile tester X10 (attack23.md, session 13) against deployments: kernel directories
-shared by checksum, the /etc merge with hostile local contents, damaged lists and
-origins. A test that passes guards a defence; a defect is a strict xfail naming its
-finding in /work/plan/attack23.md.
+shared by checksum, the seeding of the shared /var, kernel arguments, the initramfs
+hook's writes into a tree, damaged lists and origins, which deployment is booted, the
+clean-up after the switch, and what a deployment's /etc or /tmp may hold (hostile
+contents, deep trees, immutable files). A test that passes guards a defence; a defect
+is a strict xfail naming its finding in /work/plan/attack23.md.
 """
 
 from __future__ import annotations
