@@ -344,3 +344,27 @@ def test_a_source_object_replaced_by_a_symlink_is_neither_linked_nor_read_throug
         assert dest.refs() == {}
         assert sapwood.fsck(dest, all_objects=True).clean
         assert not any(p.is_symlink() for p in (dest.path / "objects").rglob("*"))
+
+
+def test_another_commits_signatures_served_beside_a_commit_move_nothing(
+    tmp_path: Path,
+    same_second: tuple[Repository, ObjectId, ObjectId],
+    server: Served,
+    key: KeyPair,
+) -> None:
+    """The archive's .commitmeta of the new commit replaced by the old one's (genuine
+    signatures by the trusted key, of other bytes): refused before any tree is fetched."""
+    archive, old, new = same_second
+    archive.set_ref("main", new)
+    update_summary(archive, [key])
+
+    def meta(commit_id: ObjectId) -> Path:
+        return archive.path / "objects" / commit_id.hex()[:2] / f"{commit_id.hex()[2:]}.commitmeta"
+
+    meta(new).write_bytes(meta(old).read_bytes())
+    local = _local(tmp_path, server.url, key)
+    server.clear()
+    with pytest.raises(SignatureError, match="signed by no trusted key"):
+        pull(local, "origin", settings=FAST)
+    assert local.refs() == {}
+    assert not [p for p in server.log if p.endswith((".dirtree", ".dirmeta", ".filez"))]
