@@ -2,11 +2,14 @@
 
 Built once per machine into /var/cache/sapwood-tests (about 45 s with Debian's
 mirror), device nodes, fifos and sockets removed (a commit refuses them, as the
-issue asks). Needs root, as debootstrap does.
+issue asks). Needs root, as debootstrap does. The test processes of a parallel run
+(pytest-xdist) may all ask at once on a fresh machine: one builds it, under a lock
+on the cache, while the others wait for it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -24,6 +27,15 @@ def debian_tree() -> Path:
     if (tree / "etc" / "debian_version").is_file():
         return tree
     CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (tree / "etc" / "debian_version").is_file():  # built while we waited?
+            _build(tree)
+    return tree
+
+
+def _build(tree: Path) -> None:
+    """debootstrap into a directory of this process's own, then renamed to ``tree``."""
     building = CACHE / f".building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     subprocess.run(
@@ -56,4 +68,3 @@ def debian_tree() -> Path:
     )
     os.rename(building, tree)
     time.sleep(1.1)  # let the newest files age past the stat cache's racy margin
-    return tree

@@ -758,6 +758,7 @@ def test_every_kind_of_mount_asks_for_max_background(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="sets /dev/fuse to 0666 and switches user: root")
+@pytest.mark.alone  # the spool directory it made is told by a listing of /var/tmp
 def test_an_unprivileged_users_spools_in_var_tmp_are_private_and_cleaned_and_touch_no_others(
     tmp_path: Path,
 ) -> None:
