@@ -527,3 +527,26 @@ def test_a_deep_tree_an_unprivileged_user_left_in_tmp_never_blocks_deploys(
         assert len(sysroot.deployments()) == 2
     finally:
         subprocess.run(["rm", "-rf", str(sysroot.path / "sapwood/deploy")], check=True)
+
+
+@pytest.mark.xfail(strict=True, reason="attack23 12: an error reported after the commit point")
+def test_a_rollback_that_switched_reports_success_so_that_nobody_rolls_back_twice(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """What an error after the switch costs: a leftover the clean-up cannot remove (a
+    mount inside a dropped deployment) makes ``rollback`` exit 1 although it swapped
+    the first two deployments; the administrator's retry swaps them back."""
+    for version in ("1", "2"):
+        commit(sysroot, small_tree(tmp_path / f"v{version}", {"usr/etc/motd": version}))
+        sysroot.deploy("debian/main")
+    leftover = sysroot.path / "sapwood/deploy/debian/deploy" / ("f" * 64 + ".0")
+    (leftover / "sysroot").mkdir(parents=True)  # as a killed deploy leaves one
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(leftover / "sysroot")], check=True)
+    try:
+        before = [d.key() for d in sysroot.deployments()]
+        proc = run("admin", "--sysroot", sysroot.path, "rollback", text=True)
+        after = [d.key() for d in sysroot.deployments()]
+    finally:
+        subprocess.run(["umount", str(leftover / "sysroot")], check=True)
+    assert after == [before[1], before[0]]  # it did roll back
+    assert proc.returncode == 0, proc.stderr  # so it must say so
