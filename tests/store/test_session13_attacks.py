@@ -368,3 +368,23 @@ def test_another_commits_signatures_served_beside_a_commit_move_nothing(
         pull(local, "origin", settings=FAST)
     assert local.refs() == {}
     assert not [p for p in server.log if p.endswith((".dirtree", ".dirmeta", ".filez"))]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_pull_local_never_hardlinks_another_users_object_files(tmp_path: Path) -> None:
+    """Objects of the same mode on one filesystem are hardlinked, but not one owned by
+    another user (even for root: its owner could rewrite the inode afterwards)."""
+    with Repository.init(tmp_path / "src", RepoMode.BARE_USER) as src:
+        head = commit_files(src, tmp_path / "tree", {"mine": "mine\n", "theirs": "theirs\n"})
+        theirs = sapwood.lookup(src, head, "/theirs").file
+        mine = sapwood.lookup(src, head, "/mine").file
+        assert theirs is not None and mine is not None
+        theirs_path, mine_path = src.object_path(theirs), src.object_path(mine)
+    os.chown(theirs_path, 65534, 65534)
+    with Repository.init(tmp_path / "dest", RepoMode.BARE_USER) as dest:
+        report = pull_local(dest, tmp_path / "src", ["main"])
+        assert report.linked == 1
+        assert os.path.samefile(dest.object_path(mine), mine_path)
+        assert not os.path.samefile(dest.object_path(theirs), theirs_path)
+        assert os.stat(dest.object_path(theirs)).st_uid == 0
+        assert sapwood.fsck(dest, all_objects=True).clean
