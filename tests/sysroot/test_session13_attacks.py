@@ -550,3 +550,30 @@ def test_a_rollback_that_switched_reports_success_so_that_nobody_rolls_back_twic
         subprocess.run(["umount", str(leftover / "sysroot")], check=True)
     assert after == [before[1], before[0]]  # it did roll back
     assert proc.returncode == 0, proc.stderr  # so it must say so
+
+
+# attack23 21: a deployment's /home (and /root, /srv, /opt, ...) is its own directory:
+# what users keep there on the running system stays in that deployment. After an update
+# they no longer see it (the new deployment has the commit's empty /home), and the
+# update after that drops the old deployment and deletes it from disk. OSTree trees
+# link these into /var (home -> var/home, root -> var/roothome); a debootstrap tree,
+# which docs/deployments.md deploys as it is, does not.
+@pytest.mark.xfail(strict=True, reason="attack23 21: /home stays in the old deployment, deleted")
+def test_what_users_keep_in_home_survives_two_updates(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    files = {"usr/etc/motd": "1\n", "home": "/", "root/.profile": "# root\n"}
+    commit(sysroot, small_tree(tmp_path / "v1", files))
+    first = sysroot.deploy("debian/main").deployment
+    running = sysroot.deployment_path(first)
+    (running / "home/alice").mkdir()
+    (running / "home/alice/thesis.tex").write_text("three years of work\n")
+    (running / "root/notes").write_text("the admin's notes\n")
+    booted = first
+    for version in ("2", "3"):  # deploy, reboot into it, deploy the next update
+        commit(sysroot, small_tree(tmp_path / f"v{version}", {**files, "usr/etc/v": version}))
+        cmdline = f"root=/dev/vda sapwood={booted.boot_path}"
+        booted = sapwood.Sysroot(sysroot.path, cmdline=cmdline).deploy("debian/main").deployment
+    kept = [p for p in sysroot.path.rglob("thesis.tex") if p.read_text() == "three years of work\n"]
+    assert kept, "alice's home was deleted with the deployment it lived in"
+    assert [p for p in sysroot.path.rglob("notes") if p.read_text() == "the admin's notes\n"]
