@@ -577,3 +577,22 @@ def test_what_users_keep_in_home_survives_two_updates(
     kept = [p for p in sysroot.path.rglob("thesis.tex") if p.read_text() == "three years of work\n"]
     assert kept, "alice's home was deleted with the deployment it lived in"
     assert [p for p in sysroot.path.rglob("notes") if p.read_text() == "the admin's notes\n"]
+
+
+# attack23 22: the shared /var is seeded once, by the first deployment; a Debian tree
+# keeps its package database there (/var/lib/dpkg/status), so after an update the
+# booted system's dpkg still describes the first release's packages: dpkg -l, apt and
+# vulnerability scanners report versions that no longer run.
+@pytest.mark.xfail(strict=True, reason="attack23 22: /var/lib/dpkg stays the first release's")
+def test_the_package_database_the_booted_system_sees_is_its_own_release(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    status = "var/lib/dpkg/status"
+    commit(sysroot, small_tree(tmp_path / "v1", {status: "Package: openssl\nVersion: 1\n"}))
+    sysroot.deploy("debian/main")
+    commit(sysroot, small_tree(tmp_path / "v2", {status: "Package: openssl\nVersion: 2\n"}))
+    new = sysroot.deploy("debian/main").deployment
+    assert (sysroot.deployment_path(new) / status).read_text().endswith("Version: 2\n")
+    # booted, /var is the OS's shared /var (the initramfs binds it over the deployment's)
+    seen = sysroot.path / "sapwood/deploy/debian" / status
+    assert seen.read_text().endswith("Version: 2\n"), "dpkg would report openssl 1"
