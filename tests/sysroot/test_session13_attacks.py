@@ -8,6 +8,7 @@ is a strict xfail naming its finding in /work/plan/attack23.md.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -596,3 +597,28 @@ def test_the_package_database_the_booted_system_sees_is_its_own_release(
     # booted, /var is the OS's shared /var (the initramfs binds it over the deployment's)
     seen = sysroot.path / "sapwood/deploy/debian" / status
     assert seen.read_text().endswith("Version: 2\n"), "dpkg would report openssl 1"
+
+
+# attack23 23: a deploy checks out with require_hardlinks: an object with as many links
+# as the filesystem allows (ext4 and btrfs: 65000; reached by a large tree's identical
+# files, licenses and the like, times its deployments and farm checkouts) makes the
+# deploy fail "cannot hardlink (Too many links) and require_hardlinks forbids copying",
+# though a copy of that one file would do. Simulated: link() says EMLINK for one content.
+@pytest.mark.xfail(strict=True, reason="attack23 23: EMLINK fails the deploy instead of a copy")
+def test_an_object_at_its_link_limit_is_copied_into_the_deployment(
+    sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {f"usr/share/licenses/p{n}/LICENSE": "MIT\n" for n in range(20)}
+    commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "1\n", **files}))
+    link = os.link
+
+    def link_limited(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        source = os.stat(src, dir_fd=kwargs.get("src_dir_fd"))  # type: ignore[arg-type]
+        if stat.S_ISREG(source.st_mode) and source.st_size == 4 and source.st_nlink >= 10:
+            raise OSError(errno.EMLINK, "Too many links")
+        link(src, dst, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", link_limited)
+    deployment = sysroot.deploy("debian/main").deployment
+    tree = sysroot.deployment_path(deployment)
+    assert all((tree / name).read_bytes() == b"MIT\n" for name in files)
