@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
-from tests.helpers import IS_ROOT, run, small_tmpfs
+from tests.helpers import IS_ROOT, run, small_tmpfs, spawn
 from tests.sysroot.conftest import commit, small_tree, tree_state
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
@@ -622,3 +622,37 @@ def test_an_object_at_its_link_limit_is_copied_into_the_deployment(
     deployment = sysroot.deploy("debian/main").deployment
     tree = sysroot.deployment_path(deployment)
     assert all((tree / name).read_bytes() == b"MIT\n" for name in files)
+
+
+def test_deploys_at_once_leave_a_list_its_directories_and_refs_agree_on(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """Three deploys started together (the sysroot lock orders them): all succeed, and
+    the list, the deployment directories, the origins and the deployment refs agree."""
+    for branch, version in (("debian/a", "a"), ("debian/b", "b")):
+        commit(sysroot, small_tree(tmp_path / version, {"usr/etc/motd": version}), branch)
+    procs = [
+        spawn(
+            "admin",
+            "--sysroot",
+            sysroot.path,
+            "deploy",
+            ref,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ref in ("debian/a", "debian/b", "debian/a")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    listed = sysroot.deployments()
+    assert len(listed) == 2  # the last one and the one before it (the merge deployment)
+    names = {d.name for d in listed}
+    on_disk = set(os.listdir(sysroot.path / "sapwood/deploy/debian/deploy"))
+    assert on_disk == names | {f"{name}.origin" for name in names}
+    with sysroot.open_repository() as repo:
+        refs = {n for n in repo.refs() if n.startswith("sapwood/deploy/")}
+    assert refs == {f"sapwood/deploy/debian/{name}" for name in names}
+    assert all(path for path in _entry_files(sysroot).values())
