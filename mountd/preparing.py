@@ -148,8 +148,8 @@ class Preparer:
                 running = self._running[slow.file_id] = _Running()
                 trio.lowlevel.spawn_system_task(self._run, slow, running)
             waiter = _Waiter(reader)
-            running.waiters.append(waiter)
             waited = self._on_wait()  # someone else reads the kernel's requests meanwhile
+            running.waiters.append(waiter)  # after it: should it raise, none left behind
             try:
                 with waiter.scope:  # cancelled once its reader is gone (_watch)
                     await running.done.wait()  # then look again: kept (or evicted since)

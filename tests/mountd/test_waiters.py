@@ -350,6 +350,33 @@ def test_a_verification_started_again_waits_for_the_thread_of_the_one_given_up(
         assert waited >= LEAVING - 0.05 and view.starts[1] < view.ends[0], "not bounded"
 
 
+def test_a_request_that_fails_before_it_waits_leaves_no_waiter_behind() -> None:
+    """The daemon's hook before a request waits raises (a loop more started on a closed
+    nursery, at the very end of an unmount: review17 R17-15): the request fails with
+    it, and the verification it started, no request waiting, is given up at a look
+    (its waiter was left in the list, and it ran on for as long as the run)."""
+    view = WaitingView({1: LONG + 1}, held={1}, paced=True)
+
+    def closed() -> Callable[[], None]:
+        raise RuntimeError("the nursery is closed")
+
+    preparer = Preparer(view, on_wait=closed)  # type: ignore[arg-type]
+    preparer.liveness = _Gone()  # type: ignore[assignment]
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="closed"):
+            await preparer.read(1, 0, 4, 601)
+        with trio.fail_after(2 * WATCH + 1):
+            while preparer.given_up == 0:
+                await trio.sleep(0.01)
+
+    try:
+        trio.run(main)
+    finally:
+        view.go.set()
+    assert preparer.given_up == 1
+
+
 async def _read_into(preparer: Preparer, ino: int, pid: int, got: list[bytes]) -> None:
     got.append(await preparer.read(ino, 0, 4, pid))
 
