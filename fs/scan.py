@@ -23,7 +23,11 @@ way, including that they are still regular files; xattrs and content come from t
 open fd (a file that the store recognises, by its lstat, as one of its own objects
 linked by a checkout is not opened at all: store/inodes.py); symlinks are read
 through an O_PATH fd checked likewise. Any mismatch fails the commit: "changed while
-it was being committed".
+it was being committed". A directory's entries are listed through /proc/self/fd/N of
+its fd (a link to the open directory itself, not a path looked up again: names come as
+bytes, no DirEntry made, nothing decoded and encoded again; warm farm re-commit, main
+CPU median 1.99 -> 1.86 s) and lstat'ed relative to the fd; without /proc, by scandir
+of the fd.
 
 The walk is depth-first and iterative, so the depth of a tree is limited by
 nothing but memory (MutableDir.write refuses trees deeper than store allows). At
@@ -41,7 +45,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import operator
 import os
 import stat
 import sys
@@ -55,7 +58,6 @@ from fs.statcache import Granularity, cacheable, header_digest
 from store import (
     MAX_TREE_DEPTH,
     SMALL_FILE,
-    DirEntry,
     DirMeta,
     FileHeader,
     LinkedObject,
@@ -236,7 +238,7 @@ class DirScanner:
                 f"the tree nests directories more than {MAX_TREE_DEPTH} deep, which sapwood refuses"
             )
         entry = done.target.write(self._txn, self._seal)
-        sealed = MutableDir.from_existing(self._repo, DirEntry(entry.tree, entry.meta))
+        sealed = MutableDir.from_existing(self._repo, entry)  # a DirEntry, frozen
         parent.target.entries[done.name] = sealed
 
     def _open_dir(self, directory: _Dir, parent_fd: int | None, parent: _Dir | None = None) -> None:
@@ -381,24 +383,34 @@ class DirScanner:
             self._dirmetas[key] = known
         return known
 
-    def _entries(self, directory: _Dir, fd: int) -> list[tuple[bytes, os.DirEntry[str]]]:
-        """The entries by name; their lstat (DirEntry.stat) is relative to ``fd``."""
+    def _entries(self, directory: _Dir, fd: int) -> list[bytes]:
+        """The names of the directory's entries, sorted: listed through /proc/self/fd,
+        whose link is the open directory itself, never a path looked up again (bytes
+        in, bytes out: no DirEntry, no name decoded and encoded again); without /proc,
+        by scandir of the fd."""
         try:
-            with os.scandir(fd) as listing:  # os.fsencode's encoding, without its calls
-                entries = [
-                    (entry.name.encode(_FS_ENCODING, _FS_ERRORS), entry) for entry in listing
-                ]
+            names = os.listdir(b"/proc/self/fd/%d" % fd)
+        except FileNotFoundError:  # no /proc
+            names = self._scanned_names(directory, fd)
         except OSError as exc:
             raise SourceError(f"{self._shown(directory.tree_path)}: {exc.strerror}") from None
-        entries.sort(key=_by_name)
-        return entries
+        names.sort()
+        return names
+
+    def _scanned_names(self, directory: _Dir, fd: int) -> list[bytes]:
+        """The names of the entries of ``fd`` by scandir (where /proc is missing)."""
+        try:
+            with os.scandir(fd) as listing:  # os.fsencode's encoding, without its calls
+                return [entry.name.encode(_FS_ENCODING, _FS_ERRORS) for entry in listing]
+        except OSError as exc:
+            raise SourceError(f"{self._shown(directory.tree_path)}: {exc.strerror}") from None
 
     def _classify_all(
         self,
         directory: _Dir,
         fd: int,
         prefix: bytes,
-        entries: list[tuple[bytes, os.DirEntry[str]]],
+        entries: list[bytes],
         pending: list[_PendingFile],
         candidates: list[_Candidate],
     ) -> None:
@@ -409,11 +421,12 @@ class DirScanner:
         else per file."""
         self._check_names(directory, entries)
         skip = self._options.skip
-        for name, entry in entries:
+        lstat = os.lstat
+        for name in entries:
             if skip and prefix + name in skip:
                 continue
             try:
-                st = entry.stat(follow_symlinks=False)
+                st = lstat(name, dir_fd=fd)
             except OSError as exc:
                 raise SourceError(f"{self._shown(prefix + name)}: {exc.strerror}") from None
             if st.st_nlink > 1 and st.st_mtime_ns == 0 and stat.S_ISREG(st.st_mode):
@@ -421,14 +434,13 @@ class DirScanner:
             else:
                 self._classify(directory, fd, name, prefix + name, st, pending)
 
-    def _check_names(self, directory: _Dir, entries: list[tuple[bytes, os.DirEntry[str]]]) -> None:
+    def _check_names(self, directory: _Dir, names: list[bytes]) -> None:
         """Refuse a listed name that no tree may hold (a damaged filesystem's): longer
         than _NAME_MAX, or with "/" or NUL (what else check_name refuses, "", "." and
         "..", no listing holds). Tested over the directory's names at once, a name at a
         time only for the error."""
-        if not entries:
+        if not names:
             return
-        names = [name for name, _ in entries]
         joined = b"/".join(names)
         if (
             joined.count(b"/") != len(names) - 1
@@ -671,9 +683,6 @@ class DirScanner:
         before, self._count = self._count, self._count + files
         if self._progress is not None and before >> 10 != self._count >> 10:
             self._progress(self._count & ~1023)  # every 1024th file, as one at a time
-
-
-_by_name = operator.itemgetter(0)
 
 
 def _adjusts_owner_or_mode(options: ContentOptions) -> bool:
