@@ -38,14 +38,16 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to a process (its
-# module fixtures built once): most tests wait on child processes, FUSE, nginx or
-# timeouts, so more processes than a 2-core machine's cores pay (serially 16-19 min).
+# module fixtures built once), the slowest files first (tests/conftest.py's SLOW_FILES):
+# most tests wait on child processes, FUSE, nginx or timeouts, so more processes than a
+# 2-core machine's cores pay (serially 16-19 min).
 # Tests marked `alone` look machine-wide (at /var/tmp, say): they run afterwards, by
 # themselves. --durations: the slow tail, in CI's log.
 TEST_WORKERS ?= 4
 unit: setup
 	status=0; \
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone" --durations=25 \
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		-m "not alone" --durations=25 \
 		|| status=$$?; \
 	$(VENV)/bin/pytest -q -m alone || status=$$?; \
 	exit $$status

@@ -50,7 +50,35 @@ ALL_MODES = [m for m in RepoMode]
 LONG = bool(os.environ.get("SAPWOOD_LONG"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# The test files that take longest (summed durations of a serial run, session 12),
+# longest first. `make test` sends whole files to its processes (pytest-xdist,
+# --dist loadfile --no-loadscope-reorder) in the order they are collected: these go
+# first, so that no process is left running a long file when the others are done.
+SLOW_FILES = (
+    "tests/net/test_storage_attacks.py",
+    "tests/net/test_session11_attacks.py",
+    "tests/net/test_pipelined_attacks.py",
+    "tests/mountd/test_session11_attacks.py",
+    "tests/net/test_session10_attacks.py",
+    "tests/store/test_safety.py",
+    "tests/cli/test_bad_input.py",
+    "tests/store/test_damaged_repository.py",
+    "tests/fs/test_debian.py",
+    "tests/store/test_attack_scale.py",
+    "tests/mountd/test_daemon_attacks.py",
+    "tests/test_example_program.py",
+    "tests/sysroot/test_crash.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: slow files first
+        rank = {name: n for n, name in enumerate(SLOW_FILES)}
+        items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+    _skip_long(items)
+
+
+def _skip_long(items: list[pytest.Item]) -> None:
     """Cases marked ``long`` run only with SAPWOOD_LONG=1 (`make test-long`): stress
     runs and the variants of an attack. ``long(keep=PATTERNS)`` on a parametrized test
     keeps in the default run the cases whose parameter id matches one of the fnmatch
