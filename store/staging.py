@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -42,6 +41,8 @@ def remove_abandoned_staging(tmp: Path) -> None:
         if fd is None:
             continue
         try:
+            import shutil  # here: the usual transaction finds nothing to remove
+
             log.info("removing abandoned staging directory %s", entry.name)
             shutil.rmtree(entry, ignore_errors=True)
         finally:

@@ -167,7 +167,10 @@ def open_socket(
     on Linux; it waited out the connect timeout: attack14.md), and again once its
     connect has started (:func:`_connect`)."""
     error: OSError | None = None
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+    # an ASCII name as bytes: getaddrinfo encodes a str with the "idna" codec, whose
+    # import (stringprep, unicodedata) cost every pull ~5 M instructions
+    name = host.encode("ascii") if host.isascii() else host
+    for family, kind, proto, _, address in socket.getaddrinfo(name, port, 0, socket.SOCK_STREAM):
         sock = socket.socket(family, kind, proto)
         try:
             watch(sock)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 from concurrent.futures import Future
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO
@@ -96,7 +95,8 @@ class _Deltas(_Job):
             try:
                 # a full disk is no network error (the fetcher would fetch the part again)
                 with space_errors("nothing was committed"):
-                    shutil.copyfileobj(body, out, 1 << 20)
+                    while chunk := body.read(1 << 20):  # shutil's copyfileobj, not its imports
+                        out.write(chunk)
                     out.flush()  # its buffer's last MiB, written here and not when read
             except BaseException:
                 with contextlib.suppress(OSError):  # its flush fails too on a full disk
