@@ -19,12 +19,14 @@ class HeadTimeout(TimeoutError):
 
 
 class Transient(Exception):
-    """A failure worth another attempt."""
+    """A failure worth another attempt; ``url`` the redirect's hop that failed, if one
+    did (the error names the server that failed, not the remote that redirected)."""
 
     def __init__(self, reason: str, status: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.url: str | None = None
 
 
 def describe_raw(exc: BaseException) -> str:

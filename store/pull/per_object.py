@@ -160,8 +160,9 @@ class PerObjectFetcher:
                     raise Halted(url=url) from None
                 if attempt >= self.settings.retries:
                     tries = f"after {attempt + 1} attempts" if attempt else "(no retries)"
+                    where = f"{exc.url} (a redirect)" if exc.url else url
                     raise NetworkError(
-                        f"{url}: {exc.reason} {tries}", url=url, status=exc.status
+                        f"{where}: {exc.reason} {tries}", url=exc.url or url, status=exc.status
                     ) from None
                 wait = min(self.settings.backoff * 2**attempt, self.settings.max_backoff)
                 log.info("%s: %s; retrying in %.2f s", url, exc.reason, wait)
@@ -174,7 +175,12 @@ class PerObjectFetcher:
         first, seen = url, {url}
         ATTEMPT.deadline = time.monotonic() + self._head_budget
         for _ in range(self.settings.max_redirects + 1):
-            response, conn = self._request(url, slot)
+            try:
+                response, conn = self._request(url, slot)
+            except Transient as exc:
+                if url != first:
+                    exc.url = url  # the hop's server failed, not the remote (attack19 1)
+                raise
             try:
                 location = self._redirect(response, url)
                 if location is None:

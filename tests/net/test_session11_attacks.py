@@ -113,7 +113,6 @@ def test_a_redirect_to_a_mirror_that_misbehaves_is_one_line(
     _then_a_good_pull(setup)
 
 
-@pytest.mark.xfail(strict=True, reason="attack19 1")
 def test_a_redirect_to_a_port_nobody_listens_on_is_one_line(
     setup: Setup,  # noqa: F811
 ) -> None:
