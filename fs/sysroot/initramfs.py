@@ -50,11 +50,15 @@ def install_initramfs_hook(tree: str | os.PathLike[str]) -> list[Path]:
     if not root.is_dir():
         raise InitramfsTreeError(tree=str(root))
     _check_needed(root)
+    # every directory written into is checked before the first write, so a refusal
+    # (a symlink on the way) leaves the tree as it was
+    targets = [f"{INITRAMFS_TOOLS}/{dest}" for _, dest in SHIPPED]
+    for relative in [t.rsplit("/", 1)[0] for t in targets] + list(MOUNT_POINTS):
+        _check_dir(root, relative)
     data = files("fs.sysroot").joinpath("initramfs-tools")
     written = []
-    for source, dest in SHIPPED:
+    for (source, _), target in zip(SHIPPED, targets, strict=True):
         content = data.joinpath(source).read_bytes()
-        target = f"{INITRAMFS_TOOLS}/{dest}"
         _write_executable(root, target, content)
         written.append(root / target)
         log.info("installed %s", root / target)
@@ -85,22 +89,50 @@ def _has_symlink(root: Path, relative: str, *, but_last: bool = False) -> bool:
     return False
 
 
+def _not_a_directory(root: Path, relative: str) -> InitramfsTreeError:
+    return InitramfsTreeError(
+        f"{root}: {relative} is not a directory of the tree (a symlink?)",
+        tree=str(root),
+        missing=relative,
+    )
+
+
+def _check_dir(root: Path, relative: str) -> None:
+    """Refuse ``root/relative`` when something on the way is not a directory (a
+    symlink included); a missing part is fine (it will be made). Writes nothing."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in relative.split("/"):
+            try:
+                child = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                )
+            except FileNotFoundError:
+                return
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _not_a_directory(root, relative) from None
+                raise
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+
+
 def _open_dir(root: Path, relative: str) -> int:
     """A descriptor of ``root/relative``, made where missing, refusing symlinks."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     for part in relative.split("/"):
         try:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(part, 0o755, dir_fd=fd)
-            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            child = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
         except OSError as error:
             os.close(fd)
             if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise InitramfsTreeError(
-                    f"{root}: {relative} is not a directory of the tree (a symlink?)",
-                    tree=str(root),
-                    missing=relative,
-                ) from None
+                raise _not_a_directory(root, relative) from None
             raise
         os.close(fd)
         fd = child
@@ -108,18 +140,42 @@ def _open_dir(root: Path, relative: str) -> int:
 
 
 def _write_executable(root: Path, relative: str, content: bytes) -> None:
-    """Write ``root/relative`` mode 0755, replacing it in one rename."""
+    """Write ``root/relative`` mode 0755, replacing it in one rename.
+
+    The temporary is a new file made here (O_EXCL, O_NOFOLLOW): whatever a tree holds
+    at its name (a leftover, or a device node, FIFO or symlink an unpacked rootfs
+    put there) is unlinked first, never opened, so nothing outside the tree is written
+    and nothing blocks.
+    """
     directory, name = relative.rsplit("/", 1)
     fd = _open_dir(root, directory)
     temporary = f".{name}.sapwood-tmp"
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        with os.fdopen(os.open(temporary, flags, 0o755, dir_fd=fd), "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fchmod(out.fileno(), 0o755)
-            os.fsync(out.fileno())
-        os.replace(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
+        try:
+            os.unlink(temporary, dir_fd=fd)  # unlinkat: never follows, never opens
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            if error.errno not in (errno.EISDIR, errno.EPERM):  # Linux: a directory
+                raise
+            raise InitramfsTreeError(
+                f"{root}: {directory}/{temporary} is in the way (a directory?): remove it",
+                tree=str(root),
+                missing=f"{directory}/{temporary}",
+            ) from error
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        out_fd = os.open(temporary, flags, 0o755, dir_fd=fd)
+        try:
+            with os.fdopen(out_fd, "wb") as out:
+                out.write(content)
+                out.flush()
+                os.fchmod(out.fileno(), 0o755)
+                os.fsync(out.fileno())
+            os.replace(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=fd)
+            raise
     finally:
         os.close(fd)
 

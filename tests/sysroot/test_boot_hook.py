@@ -140,3 +140,30 @@ def test_the_shipped_scripts_are_posix_shell(name: str) -> None:
     subprocess.run(["dash", "-n", path], check=True)
     result = subprocess.run(["dash", path, "prereqs"], capture_output=True, text=True, check=True)
     assert result.stdout == "\n"
+
+
+def test_a_symlink_or_leftover_at_the_temporary_name_is_replaced_not_written_through(
+    tmp_path: Path,
+) -> None:
+    """What a tree holds at the temporary names (a symlink out of the tree, a leftover
+    of a killed install) is unlinked, never opened: the outside file keeps its bytes."""
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"host secret\n")
+    tree = fake_tree(tmp_path / "tree")
+    (tree / "usr/share/initramfs-tools/hooks/.sapwood.sapwood-tmp").symlink_to(outside)
+    (tree / SCRIPT).parent.mkdir(parents=True)
+    (tree / SCRIPT).parent.joinpath(".sapwood.sapwood-tmp").write_bytes(b"half written")
+    sapwood.install_initramfs_hook(tree)
+    assert outside.read_bytes() == b"host secret\n"
+    assert (tree / HOOK).read_bytes() == SHIPPED.joinpath("hooks/sapwood").read_bytes()
+    assert (tree / SCRIPT).read_bytes().startswith(b"#!/bin/sh\n")
+    assert not list(tree.rglob("*.sapwood-tmp"))
+
+
+def test_a_directory_at_the_temporary_name_is_one_error_line(tmp_path: Path) -> None:
+    tree = fake_tree(tmp_path / "tree")
+    (tree / "usr/share/initramfs-tools/hooks/.sapwood.sapwood-tmp/inner").mkdir(parents=True)
+    result = run("admin", "install-initramfs-hook", tree, text=True)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and ".sapwood.sapwood-tmp" in result.stderr
+    assert not (tree / HOOK).exists()

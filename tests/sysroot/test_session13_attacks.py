@@ -180,7 +180,6 @@ def _hook_tree(root: Path) -> Path:
     return fake_tree(root)
 
 
-@pytest.mark.xfail(strict=True, reason="attack23 4: the hook is written into a device node")
 def test_a_block_device_node_at_the_hooks_temporary_name_is_not_written_to(
     tmp_path: Path,
 ) -> None:
@@ -202,7 +201,6 @@ def test_a_block_device_node_at_the_hooks_temporary_name_is_not_written_to(
     assert result.returncode != 0 or (hook is not None and stat.S_ISREG(hook.st_mode))
 
 
-@pytest.mark.xfail(strict=True, reason="attack23 4: a FIFO at the temporary name: a hang")
 def test_a_fifo_at_the_hooks_temporary_name_is_no_hang(tmp_path: Path) -> None:
     tree = _hook_tree(tmp_path / "tree")
     os.mkfifo(tree / _HOOK_TMP)
@@ -401,7 +399,6 @@ def test_a_shared_var_holding_only_lost_and_found_is_seeded(
 # attack23 17: install-initramfs-hook checks the tree's scripts/local-bottom only when it
 # gets to the second file: a refused install has written the hook already ("nothing is
 # written then", says its docstring).
-@pytest.mark.xfail(strict=True, reason="attack23 17: a refused hook install wrote the hook")
 def test_a_refused_hook_install_writes_nothing(tmp_path: Path) -> None:
     from tests.sysroot.test_boot_hook import snapshot
 
