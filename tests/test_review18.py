@@ -1,0 +1,55 @@
+"""Review R18 (session 13): findings in this session's library diff, each as a test that
+fails while the finding stands (strict xfail) or holds (/work/plan/review18.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import store.transaction as transaction_module
+from store import FileHeader, Repository
+from store.fsck import fsck
+
+HEADER = FileHeader(0, 0, 0o100644)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="R18-1: the one-flush publish renames an unflushed copy over an object the index lists",
+)
+def test_a_rename_over_a_listed_object_never_precedes_its_content_flush(
+    user_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two transactions stage the same object (file_batches.claim: "an object another
+    writer adds meanwhile is only staged twice"). The first lists it, flushed. The
+    second's publish must not put a copy whose content is not on disk yet at the place
+    of the listed object: a power loss before its flush ends would leave the index
+    listing an empty file. The power loss is simulated as the lead's test does: a file
+    whose inode was not flushed yet is emptied at the flush, which then fails."""
+    content = b"the same content, staged by two writers\n" * 64
+    oid = HEADER.object_id(content)
+    path = user_repo.content.path(oid)
+    second = user_repo.transaction()
+    try:
+        assert second.write_file(HEADER, content) == oid  # claimed: not listed yet
+        with user_repo.transaction() as first:
+            assert first.write_file(HEADER, content) == oid
+        assert user_repo.has_object(oid)
+        durable = os.stat(path).st_ino  # flushed by the first commit's syncfs
+        real = transaction_module.syncfs
+
+        def power_lost_before_the_flush(where: Path) -> None:
+            if os.stat(path).st_ino != durable:  # a new inode, its data still in the cache
+                os.truncate(path, 0)
+                raise OSError(5, "Input/output error (power lost)")
+            real(where)
+
+        monkeypatch.setattr(transaction_module, "syncfs", power_lost_before_the_flush)
+        with pytest.raises(OSError):
+            second.commit()
+    finally:
+        second.abort()
+    assert user_repo.has_object(oid)  # the index still lists it ...
+    assert fsck(user_repo, all_objects=True).clean  # ... so its file must be whole
