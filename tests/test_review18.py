@@ -10,6 +10,7 @@ import pytest
 
 import store.transaction as transaction_module
 from store import FileHeader, Repository
+from store.durability import syncfs
 from store.fsck import fsck
 
 HEADER = FileHeader(0, 0, 0o100644)
@@ -38,13 +39,12 @@ def test_a_rename_over_a_listed_object_never_precedes_its_content_flush(
             assert first.write_file(HEADER, content) == oid
         assert user_repo.has_object(oid)
         durable = os.stat(path).st_ino  # flushed by the first commit's syncfs
-        real = transaction_module.syncfs
 
         def power_lost_before_the_flush(where: Path) -> None:
             if os.stat(path).st_ino != durable:  # a new inode, its data still in the cache
                 os.truncate(path, 0)
                 raise OSError(5, "Input/output error (power lost)")
-            real(where)
+            syncfs(where)
 
         monkeypatch.setattr(transaction_module, "syncfs", power_lost_before_the_flush)
         with pytest.raises(OSError):
