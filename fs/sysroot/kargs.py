@@ -19,9 +19,20 @@ def key_of(arg: str) -> str:
     return arg.split("=", 1)[0]
 
 
+def is_karg(arg: str) -> bool:
+    """``arg`` can be one word of a BLS entry's options line, and of the list that
+    reads it back: not empty, printable (no escape, DEL or NUL), no space, no '"'."""
+    return (
+        bool(arg) and key_of(arg) != "" and arg.isprintable() and " " not in arg and '"' not in arg
+    )
+
+
 def check_karg(arg: str) -> str:
-    if not arg or key_of(arg) == "" or any(c.isspace() for c in arg) or '"' in arg:
-        raise UsageError(f"kernel argument {arg!r}: give KEY or KEY=VALUE without spaces")
+    if not is_karg(arg):
+        raise UsageError(
+            f"kernel argument {arg!r}: give KEY or KEY=VALUE of printable characters "
+            "without spaces or quotes"
+        )
     if key_of(arg) == OWN_KEY:
         raise UsageError("kernel argument sapwood=: set by the deployment itself")
     return arg

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fs.sysroot.durable import write_synced
+from fs.sysroot.kargs import is_karg
 from fs.sysroot.layout import Layout, check_os_name
 from store import SysrootError, UsageError
 
@@ -93,8 +94,18 @@ def read_deployments(layout: Layout) -> list[Deployment]:
             records = json.loads(read_regular(path))
         else:  # written by hand or by an older tool: the entries alone, as OSTree reads
             records = _records_from_entries(path.parent / "entries")
+        if not isinstance(records, list):
+            raise ValueError(f"a list was expected, not {type(records).__name__}")
         found = [_from_record(record) for record in records]
-    except (OSError, ValueError, KeyError, IndexError, TypeError, UsageError) as exc:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        UsageError,
+        RecursionError,
+    ) as exc:
         raise SysrootError(f"{path}: the deployment list cannot be read: {exc}") from exc
     for deployment in found:
         deployment.refspec, deployment.pinned = read_origin(layout, deployment)
@@ -129,7 +140,7 @@ def _records_from_entries(entries: Path) -> list[dict[str, Any]]:
         record = {
             "os": os_name,
             "commit": commit,
-            "serial": serial,
+            "serial": int(serial) if serial.isascii() and serial.isdigit() else serial,
             "kargs": [o for o in options if not o.startswith("sapwood=")],
             "title": fields.get("title", "").rsplit(" (", 1)[0],  # less the label added
             "boot": {
@@ -143,26 +154,53 @@ def _records_from_entries(entries: Path) -> list[dict[str, Any]]:
     return [record for _, record in sorted(found, key=lambda pair: -pair[0])]
 
 
-def _from_record(record: dict[str, Any]) -> Deployment:
-    """A listed deployment; its names must be what deploy writes (they become paths)."""
-    boot = record.get("boot")
-    commit, serial = str(record["commit"]), int(record["serial"])
-    if not _HEX64.fullmatch(commit) or serial < 0:
-        raise ValueError(f"bad deployment {commit!r}.{serial}")
-    if boot and not all(SAFE_NAME.fullmatch(str(boot.get(k) or "x")) for k in _BOOT_NAMES):
-        raise ValueError(f"bad boot files {boot!r}")
-    # both are written into BLS entries: a space or newline would add options or lines
-    kargs = [str(k) for k in record["kargs"]]
-    if not all(k and k.isprintable() and not any(c.isspace() for c in k) for k in kargs):
-        raise ValueError(f"bad kernel arguments {kargs!r}")
+def _from_record(record: object) -> Deployment:
+    """A listed deployment; its shape and names must be what deploy writes (they
+    become paths, and words of BLS entries). ValueError for anything else."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a record that is no object: {record!r:.80}")
+    commit, serial, os_name = record["commit"], record["serial"], record["os"]
+    if not isinstance(commit, str) or not _HEX64.fullmatch(commit):
+        raise ValueError(f"bad deployment {commit!r:.80}")
+    if type(serial) is not int or serial < 0:  # not a bool, not a float
+        raise ValueError(f"bad serial {serial!r:.80}")
+    if not isinstance(os_name, str):
+        raise ValueError(f"bad OS name {os_name!r:.80}")
+    # written into BLS entries: a space or newline would add options or lines
+    kargs = record["kargs"]
+    if not isinstance(kargs, list) or not all(isinstance(k, str) and is_karg(k) for k in kargs):
+        raise ValueError(f"bad kernel arguments {kargs!r:.200}")
     title = "".join(c for c in str(record.get("title", "")) if c.isprintable())
     return Deployment(
-        os_name=check_os_name(str(record["os"])),
+        os_name=check_os_name(os_name),
         commit=commit,
         serial=serial,
-        kargs=kargs,
-        boot=BootFiles(**boot) if boot else None,
+        kargs=list(kargs),
+        boot=_boot_files(record.get("boot")),
         title=title,
+    )
+
+
+def _boot_files(boot: object) -> BootFiles | None:
+    """The boot files of a record: None, or every name a file name (only the
+    initramfs may be absent)."""
+    if boot is None:
+        return None
+    if not isinstance(boot, dict) or sorted(boot) != sorted(_BOOT_NAMES):
+        raise ValueError(f"bad boot files {boot!r:.200}")
+
+    def name(value: object) -> bool:
+        return isinstance(value, str) and SAFE_NAME.fullmatch(value) is not None
+
+    if not all(name(boot[k]) for k in _BOOT_NAMES if k != "initrd"):
+        raise ValueError(f"bad boot files {boot!r:.200}")
+    if boot["initrd"] is not None and not name(boot["initrd"]):
+        raise ValueError(f"bad boot files {boot!r:.200}")
+    return BootFiles(
+        dir=boot["dir"],
+        kernel_version=boot["kernel_version"],
+        linux=boot["linux"],
+        initrd=boot["initrd"],
     )
 
 
