@@ -3,6 +3,7 @@ fails while the finding stands (strict xfail) or holds (/work/plan/review18.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 
 import store.transaction as transaction_module
-from store import FileHeader, Repository
+from store import Commit, DirMeta, DirTree, FileHeader, RepoMode, Repository
 from store.durability import syncfs
 from store.fsck import fsck
+from store.transaction import commitmeta_relpath
 
 HEADER = FileHeader(0, 0, 0o100644)
 
@@ -97,3 +99,40 @@ def test_threads_making_their_first_zstd_context_together_all_get_one() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("0 "), result.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="R18-1: the one-flush publish renames unflushed signatures over the served ones",
+)
+def test_served_signatures_a_power_loss_interrupted_are_the_indexed_ones(tmp_path: Path) -> None:
+    """Archive mode serves a commit's signatures as objects/XX/REST.commitmeta (nginx
+    reads the file, not the index). Replacing them is a rename over the served file: a
+    power loss before the flush ends must leave that file whole, the old signatures or
+    the new, and the same as the index's (simulated as above)."""
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    try:
+        with repo.transaction() as txn:
+            tree = txn.write_dirtree(DirTree())
+            meta = txn.write_dirmeta(DirMeta(0, 0, 0o40755))
+            commit = txn.write_commit(Commit(tree, meta, None, 1_700_000_000))
+        with repo.transaction() as txn:
+            txn.set_commitmeta(commit, b"the first signatures" * 32)
+        served = repo.path / "objects" / commitmeta_relpath(commit)
+        durable = os.stat(served).st_ino
+
+        def power_lost_before_the_flush(where: Path) -> None:
+            if os.stat(served).st_ino != durable:
+                os.truncate(served, 0)
+                raise OSError(5, "Input/output error (power lost)")
+            syncfs(where)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(transaction_module, "syncfs", power_lost_before_the_flush)
+            with contextlib.suppress(OSError), repo.transaction() as txn:
+                txn.set_commitmeta(commit, b"the second signatures" * 32)
+        with repo.index.reader() as reader:
+            indexed = reader.commitmeta(commit)
+        assert served.read_bytes() == indexed
+    finally:
+        repo.close()
