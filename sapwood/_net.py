@@ -20,6 +20,12 @@ from store.pull import pull as _pull
 from store.pull import pull_local as _pull_local
 
 
+def _refs(refs: str | Sequence[str]) -> Sequence[str]:
+    """A single ref given as a str is that ref, not its letters (a str is a
+    Sequence[str] too: attack23 18), as libostree's and dulwich's callers expect."""
+    return (refs,) if isinstance(refs, str) else refs
+
+
 def add_remote(repo: Repository, remote: Remote) -> None:
     """Add ``remote`` to the repository's config (RemoteError if its name is taken)."""
     _add_remote(repo.path, remote)
@@ -43,7 +49,7 @@ def delete_remote(repo: Repository, name: str) -> None:
 def pull(
     repo: Repository,
     remote: Remote | str,
-    refs: Sequence[str] = (),
+    refs: str | Sequence[str] = (),
     *,
     depth: int = 0,
     dry_run: bool = False,
@@ -51,8 +57,9 @@ def pull(
     progress: ProgressCallback | None = None,
     allow_downgrade: bool = False,
 ) -> PullReport:
-    """Pull ``refs`` (every ref on offer if none) of ``remote`` (a Remote, or the name
-    of one in the repository's config) into ``repo`` as ``REMOTE:REF``.
+    """Pull ``refs`` (one ref as a str, or several; every ref on offer if none) of
+    ``remote`` (a Remote, or the name of one in the repository's config) into ``repo``
+    as ``REMOTE:REF``.
 
     Only objects the repository lacks are fetched, each verified against its id as it
     arrives; ``depth`` parents of each commit come too; a static delta is used when
@@ -71,7 +78,7 @@ def pull(
     return _pull(
         repo,
         remote,
-        refs,
+        _refs(refs),
         depth=depth,
         dry_run=dry_run,
         settings=settings,
@@ -83,12 +90,12 @@ def pull(
 def pull_local(
     repo: Repository,
     source: str | os.PathLike[str],
-    refs: Sequence[str] = (),
+    refs: str | Sequence[str] = (),
     *,
     progress: ProgressCallback | None = None,
 ) -> PullReport:
-    """Bring ``refs`` (all if none) of the repository at ``source`` into ``repo``
-    under the same names, with their commits' whole trees: objects hardlinked where
-    both repositories keep them alike on one filesystem (after verifying them), copied
-    and converted to this repository's mode otherwise."""
-    return _pull_local(repo, source, refs, progress=progress)
+    """Bring ``refs`` (one ref as a str, or several; all if none) of the repository at
+    ``source`` into ``repo`` under the same names, with their commits' whole trees:
+    objects hardlinked where both repositories keep them alike on one filesystem (after
+    verifying them), copied and converted to this repository's mode otherwise."""
+    return _pull_local(repo, source, _refs(refs), progress=progress)

@@ -93,6 +93,10 @@ class Repository:
         access: Access = Access.READ_WRITE,
         space: SpacePolicy | None = None,
     ) -> None:
+        # Absolute once, here: objects, staging and refs are reached by path, so a
+        # relative one would follow the program's later chdir into another repository
+        # (attack23 14); the index alone is an fd. Not resolved: symlinks stay as given.
+        path = Path(os.path.abspath(path))
         self.path = path
         self.mode = mode
         self.fsync = fsync

@@ -34,7 +34,6 @@ def elsewhere(tmp_path: Path) -> Iterator[Path]:
 # program changes its directory a commit writes its objects into whatever "repo" is
 # there (another repository), and records them in its own index, where they are
 # missing.
-@pytest.mark.xfail(strict=True, reason="attack23 14: a relative repository path, then a chdir")
 def test_a_repository_opened_by_a_relative_path_stays_itself_after_a_chdir(
     elsewhere: Path,
 ) -> None:
@@ -67,7 +66,6 @@ def test_a_repository_opened_by_an_absolute_path_is_unaffected_by_a_chdir(
 # attack23 18: pull and pull_local take ``refs: Sequence[str]``, which a str is: the
 # natural ``sapwood.pull_local(repo, source, "main")`` type-checks under mypy --strict
 # and asks for the refs "m", "a", "i", "n" (and pulls a one-letter ref by accident).
-@pytest.mark.xfail(strict=True, reason="attack23 18: a str of refs is taken letter by letter")
 def test_a_single_ref_given_as_a_string_is_that_ref(tmp_path: Path) -> None:
     source = tmp_path / "source"
     assert cli("--repo", source, "init").code == 0
@@ -81,7 +79,6 @@ def test_a_single_ref_given_as_a_string_is_that_ref(tmp_path: Path) -> None:
         assert dest.refs().keys() == {"main"}
 
 
-@pytest.mark.xfail(strict=True, reason="attack23 18: a str of paths is taken letter by letter")
 def test_a_single_path_given_as_a_string_is_that_path(tmp_path: Path) -> None:
     """Worse than pull's: no error, another answer. path_history(repo, head, "/absent")
     iterates "/", "a", "b", ...: "/" changes in every commit, so every commit is listed."""
