@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 
-from fs.checkout import remove_tree
 from fs.sysroot.durable import fsync_path, write_synced
 from fs.sysroot.kargs import OWN_KEY
 from fs.sysroot.layout import Layout
+from fs.sysroot.removal import remove_own_tree
 from fs.sysroot.state import (
     LIST_NAME,
     Deployment,
@@ -58,7 +58,7 @@ def write_loader(layout: Layout, deployments: list[Deployment]) -> int:
     current = current_bootversion(layout)
     new = 1 - current if current is not None else 0
     directory = layout.loader_dir(new)
-    remove_tree(directory)
+    remove_own_tree(directory)
     entries = directory / "entries"
     entries.mkdir(parents=True, mode=0o755)
     count = len(deployments)

@@ -20,6 +20,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from fs.sysroot.removal import remove_own_tree
+
 log = logging.getLogger(__name__)
 
 FICLONE = 0x40049409
@@ -108,20 +110,35 @@ def _xattrs(path: Path) -> list[str]:
 
 
 def copy_entry(src: Path, dst: Path) -> None:
-    """Copy one file, symlink or whole directory ``src`` to the absent path ``dst``."""
-    st = os.lstat(src)
-    if stat.S_ISDIR(st.st_mode):
-        os.mkdir(dst, 0o700)
-        for name in sorted(os.listdir(src)):
-            copy_entry(src / name, dst / name)
-    elif stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(src), dst)
-    elif stat.S_ISREG(st.st_mode):
-        _copy_file(src, dst, st.st_size)
-    else:
-        log.info("%s: not a file, symlink or directory; not copied", src)
-        return
-    copy_metadata(src, st, dst)
+    """Copy one file, symlink or whole directory ``src`` to the absent path ``dst``.
+
+    A tree of any depth (what a deployment's /etc holds is the administrator's, or a
+    service's): the walk keeps its own stack, and a directory's metadata (its mode
+    may forbid writing, and writing into it changes its times) is set once its
+    entries are copied."""
+    # (source, target, None): to copy; (source, target, its stat): a directory whose
+    # entries are copied, its metadata to set. Last in, first done.
+    stack: list[tuple[Path, Path, os.stat_result | None]] = [(src, dst, None)]
+    while stack:
+        source, target, done = stack.pop()
+        if done is not None:
+            copy_metadata(source, done, target)
+            continue
+        st = os.lstat(source)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(target, 0o700)
+            stack.append((source, target, st))
+            for name in sorted(os.listdir(source), reverse=True):
+                stack.append((source / name, target / name, None))
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(source), target)
+        elif stat.S_ISREG(st.st_mode):
+            _copy_file(source, target, st.st_size)
+        else:
+            log.info("%s: not a file, symlink or directory; not copied", source)
+            continue
+        copy_metadata(source, st, target)
 
 
 def _copy_file(src: Path, dst: Path, size: int) -> None:
@@ -137,15 +154,6 @@ def _copy_file(src: Path, dst: Path, size: int) -> None:
 
 
 def remove_entry(path: Path) -> None:
-    """Remove a file, symlink or directory tree (never following a symlink)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        os.chmod(path, 0o700)
-        for name in os.listdir(path):
-            remove_entry(path / name)
-        os.rmdir(path)
-    else:
-        os.unlink(path)
+    """Remove a file, symlink or directory tree (never following a symlink), of any
+    depth (see fs/sysroot/removal.py)."""
+    remove_own_tree(path)

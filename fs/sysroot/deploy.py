@@ -28,14 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fs.checkout import CheckoutOptions, checkout, remove_tree
+from fs.checkout import CheckoutOptions, checkout
 from fs.sysroot import etc_merge
 from fs.sysroot.bootentries import write_loader
 from fs.sysroot.copying import copy_entry
 from fs.sysroot.kargs import edit_kargs
 from fs.sysroot.kernels import find_kernel, install_kernel
 from fs.sysroot.layout import Layout
-from fs.sysroot.retention import remove_unlisted, retain, sync_refs
+from fs.sysroot.removal import remove_own_tree
+from fs.sysroot.retention import remove_unlisted, retain, sync_refs, tidy_after_switch
 from fs.sysroot.state import Deployment, current_bootversion, write_origin
 from store import (
     ObjectId,
@@ -136,13 +137,15 @@ def deploy(
             write_loader(layout, listed)
     except BaseException:
         if current_bootversion(layout) == version:  # not switched: remove what was written
-            remove_tree(dest)
-            layout.origin(os_name, new.name).unlink(missing_ok=True)
-            with contextlib.suppress(SapwoodError, OSError):  # the first error is the news
+            try:  # the first error is the news; a leftover goes at the next deploy
+                remove_own_tree(dest)
+                layout.origin(os_name, new.name).unlink(missing_ok=True)
+            except (SapwoodError, OSError) as exc:
+                log.warning("%s", exc)
+            with contextlib.suppress(SapwoodError, OSError):
                 sync_refs(repo, deployments)
         raise
-    remove_unlisted(layout, listed)
-    sync_refs(repo, listed)
+    request.warnings.extend(tidy_after_switch(layout, repo, listed))
     return new, listed
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import blake3
 
-from fs.checkout import remove_tree
 from fs.sysroot.copying import copy_entry
 from fs.sysroot.durable import fsync_path
 from fs.sysroot.layout import Layout
+from fs.sysroot.removal import remove_own_tree
 from fs.sysroot.state import SAFE_NAME, BootFiles
 from store import TreeLayoutError
 
@@ -123,7 +123,7 @@ def install_kernel(layout: Layout, os_name: str, kernel: Kernel) -> BootFiles:
             fsync_path(building)
             os.rename(building, target)
         except BaseException:
-            remove_tree(building)
+            remove_own_tree(building)
             raise
     return BootFiles(dir=dir_name, kernel_version=kernel.version, linux=linux, initrd=initrd)
 

@@ -13,12 +13,12 @@ import logging
 import os
 from pathlib import Path
 
-from fs.checkout import remove_tree
 from fs.sysroot.kargs import OWN_KEY
 from fs.sysroot.kernels import leftovers
 from fs.sysroot.layout import Layout
+from fs.sysroot.removal import remove_own_tree
 from fs.sysroot.state import Deployment, current_bootversion
-from store import Repository, from_hex
+from store import Repository, SapwoodError, from_hex
 
 log = logging.getLogger(__name__)
 REF_PREFIX = "sapwood/deploy/"
@@ -78,16 +78,34 @@ def remove_unlisted(layout: Layout, listed: list[Deployment]) -> int:
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 log.info("removing deployment %s/%s", os_name, entry.name)
-                remove_tree(entry)
                 removed += 1
-            else:
-                entry.unlink()
+            remove_own_tree(entry)
     for path in leftovers(layout, {d.boot.dir for d in listed if d.boot}):
-        remove_tree(path)
+        remove_own_tree(path)
     current = current_bootversion(layout)
     if current is not None:
-        remove_tree(layout.loader_dir(1 - current))
+        remove_own_tree(layout.loader_dir(1 - current))
     return removed
+
+
+def tidy_after_switch(layout: Layout, repo: Repository, listed: list[Deployment]) -> list[str]:
+    """The clean-up after a switch (``listed`` is in place): remove what is no longer
+    listed and sync the refs. The switch is done, so what fails here is a warning
+    (logged, returned), never an error: a command that switched must say it did (a
+    retried rollback would swap back, a retried undeploy remove the next one). The
+    leftover is removed by the next deploy or ``admin cleanup``."""
+    warnings = []
+    for step in (lambda: remove_unlisted(layout, listed), lambda: sync_refs(repo, listed)):
+        try:
+            step()
+        except (SapwoodError, OSError) as exc:
+            message = (
+                f"switched, but the clean-up after it failed: {exc} (the next deploy or "
+                "sapwood admin cleanup retries it)"
+            )
+            log.warning("%s", message)
+            warnings.append(message)
+    return warnings
 
 
 def sync_refs(repo: Repository, listed: list[Deployment]) -> None:

@@ -20,6 +20,7 @@ from fs.sysroot.retention import (
     find_booted,
     remove_unlisted,
     sync_refs,
+    tidy_after_switch,
 )
 from fs.sysroot.state import Deployment, read_deployments, write_origin
 from store import (
@@ -222,6 +223,5 @@ class Sysroot:
 
     def _switch(self, listed: list[Deployment]) -> None:
         write_loader(self.layout, listed)
-        remove_unlisted(self.layout, listed)
         with self.open_repository() as repo:
-            sync_refs(repo, listed)
+            tidy_after_switch(self.layout, repo, listed)  # warnings: switched

@@ -309,7 +309,6 @@ def test_a_deployment_booted_through_a_symlinked_path_is_never_removed(
 # deploy: a dropped deployment with something mounted in it (a chroot's /proc, a tmpfs)
 # makes deploy exit 1 "is on another filesystem (a mount point): not removed" although
 # the new deployment is in place and the default.
-@pytest.mark.xfail(strict=True, reason="attack23 12: an error reported after the commit point")
 def test_a_deploy_that_switched_reports_success_whatever_its_clean_up_met(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
@@ -441,10 +440,6 @@ def _nest(top: Path | int, depth: int) -> None:
 # deep, so once that deployment is dropped (or a failed deploy's leftover must go) every
 # later deploy and cleanup fails "nests directories more than 256 deep: not removed",
 # after the local /etc is cleaned too: the OS cannot be updated until an rm -rf by hand.
-_DEEP = pytest.mark.xfail(strict=True, reason="attack23 19: a deep local /etc wedges the sysroot")
-
-
-@_DEEP
 @pytest.mark.parametrize("depth", [300, 1100])
 def test_a_deep_local_etc_never_keeps_later_deploys_from_working(
     sysroot: sapwood.Sysroot, tmp_path: Path, depth: int
@@ -477,7 +472,6 @@ def _deep_local_etc(sysroot: sapwood.Sysroot, tmp_path: Path, depth: int) -> Non
 # it) in a deployment's /etc: once that deployment is dropped, its removal fails
 # "[Errno 1] Operation not permitted: b'resolv.conf'" (no path), the deploy that dropped
 # it exits 1 after its switch, and every later deploy fails at its first step.
-@pytest.mark.xfail(strict=True, reason="attack23 20: an immutable file of /etc wedges the sysroot")
 def test_an_immutable_local_etc_file_never_keeps_later_deploys_from_working(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
@@ -500,7 +494,6 @@ def test_an_immutable_local_etc_file_never_keeps_later_deploys_from_working(
         subprocess.run(["chattr", "-R", "-i", deploy_dir], capture_output=True)
 
 
-@_DEEP
 def test_a_deep_tree_an_unprivileged_user_left_in_tmp_never_blocks_deploys(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
@@ -535,7 +528,6 @@ def test_a_deep_tree_an_unprivileged_user_left_in_tmp_never_blocks_deploys(
         subprocess.run(["rm", "-rf", str(sysroot.path / "sapwood/deploy")], check=True)
 
 
-@pytest.mark.xfail(strict=True, reason="attack23 12: an error reported after the commit point")
 def test_a_rollback_that_switched_reports_success_so_that_nobody_rolls_back_twice(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
