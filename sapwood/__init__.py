@@ -211,6 +211,7 @@ if TYPE_CHECKING:
         write_keys_file,
     )
     from store.pull import FetchSettings, PullProgress, PullReport, Remote
+    from store.summary import summary_signers
 
 __all__ = [
     "ANY",
@@ -377,6 +378,7 @@ __all__ = [
     "set_config",
     "show_path",
     "sign_commit",
+    "summary_signers",
     "to_hex",
     "unmount",
     "unset_config",
@@ -546,6 +548,7 @@ _HOMES: dict[str, str] = {
     "prune": "store",
     "read_keys_file": "store",
     "read_summary": "store",
+    "summary_signers": "store.summary",
     "rebuild_index": "store",
     "rev_parse": "store",
     "root_node": "store",

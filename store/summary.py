@@ -19,7 +19,10 @@ publishes. The decoder refuses anything whose re-encoding differs (FormatError).
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +44,7 @@ SIGNATURE_FILE = "summary.sig"
 DELTAS_DIR = "deltas"
 SUPERBLOCK_FILE = "superblock"
 MAX_SUMMARY_BYTES = 64 << 20  # a client reads no more than this of a summary
+_MAX_SIGNATURE_FILE = 1 << 20  # 1024 signatures of 96 bytes, and more
 _TAG = b"S"
 _VERSION = 1
 _REF_MIN = 4 + ID_BYTES + 8  # the smallest ref entry: empty name, id, timestamp
@@ -202,11 +206,46 @@ def update_summary(repo: Repository, keys: Sequence[KeyPair] = ()) -> Summary:
     return summary
 
 
-def read_summary(repo_path: Path) -> Summary | None:
-    """The summary file of a repository, decoded; None if there is none."""
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """At most ``limit`` + 1 bytes of the regular file ``path``; None if it is absent.
+    A FIFO or a device there (a damaged repository) is refused at once, never waited
+    on or read without end; a symlink is not followed (attack23 9)."""
     try:
-        with open(repo_path / SUMMARY_FILE, "rb") as stream:
-            data = stream.read(MAX_SUMMARY_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    return decode_summary(data)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FormatError(f"{path}: is a symlink, not a file of this repository") from None
+        raise
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FormatError(f"{path}: is not a regular file")
+        return stream.read(limit + 1)
+
+
+def read_summary(repo_path: Path) -> Summary | None:
+    """The summary file of a repository, decoded; None if there is none."""
+    data = _read_regular(repo_path / SUMMARY_FILE, MAX_SUMMARY_BYTES)
+    return None if data is None else decode_summary(data)
+
+
+def summary_signers(repo_path: Path) -> tuple[str, ...] | None:
+    """The keys (base64) of the signatures in ``summary.sig`` that are valid signatures
+    of the summary file as it is; None when there is no ``summary.sig``. A signature
+    file that cannot be decoded, or whose signatures are of another summary (an older
+    one copied back), gives () (attack23 10): what a sign-verify client would accept,
+    before its trusted keys are looked at."""
+    from store.signing import decode_signatures  # here: PyNaCl only when asked
+
+    sig = _read_regular(repo_path / SIGNATURE_FILE, _MAX_SIGNATURE_FILE)
+    if sig is None:
+        return None
+    data = _read_regular(repo_path / SUMMARY_FILE, MAX_SUMMARY_BYTES)
+    if data is None or len(sig) > _MAX_SIGNATURE_FILE:
+        return ()
+    try:
+        signatures = decode_signatures(sig)
+    except FormatError:
+        return ()
+    return tuple(s.key for s in signatures if s.verifies(data))

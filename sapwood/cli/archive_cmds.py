@@ -21,6 +21,7 @@ from sapwood import (
     read_summary,
     rev_parse,
     sign_commit,
+    summary_signers,
     update_summary,
     write_keys_file,
 )
@@ -85,7 +86,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     keys = _keys(args.keys_file)  # a bad keys file is refused before anything is written
     with open_repo(args) as repo:
         summary = update_summary(repo, keys) if args.update else read_summary(repo.path)
-        signed = (repo.path / "summary.sig").exists()
+        signers = summary_signers(repo.path)  # valid signatures of this summary only
     if summary is None:
         raise NoSummaryError(f"{repo.path}: has no summary yet; make it with summary -u")
     if args.update and not args.json:
@@ -101,7 +102,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
                     {"from": f.hex() if f else None, "to": t.hex(), "superblock": d.hex()}
                     for (f, t), d in summary.deltas.items()
                 ],
-                "signed": signed,
+                "signed": bool(signers),
+                "signed_by": list(signers or ()),
             }
         )
         return 0
@@ -109,7 +111,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(f"{quote_path(name)} {commit_id.hex()} {format_time(timestamp)}")
     for from_id, to_id in summary.deltas:
         print(f"delta {from_id.hex() if from_id else 'empty'} -> {to_id.hex()}")
-    print("signed" if signed else "unsigned")
+    if signers is None:
+        print("unsigned")
+    elif not signers:
+        print("summary.sig does not match the summary (no valid signature)")
+    for key in signers or ():
+        print(f"signed by {key}")
     return 0
 
 
