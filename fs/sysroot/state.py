@@ -31,6 +31,7 @@ LIST_NAME = "deployments.json"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+~-]*")  # one file name, not "..", no "/"
 _BOOT_NAMES = ("dir", "kernel_version", "linux", "initrd")
+ORIGIN_LIMIT = 64 * 1024  # an origin file is a few lines
 
 
 @dataclass(frozen=True)
@@ -112,14 +113,18 @@ def read_deployments(layout: Layout) -> list[Deployment]:
     return found
 
 
-def read_regular(path: Path) -> str:
+def read_regular(path: Path, limit: int | None = None) -> str:
     """The text of the regular file ``path``; OSError for anything else (a FIFO put
-    there must not hang every command, a symlink is not followed)."""
+    there must not hang every command, a symlink is not followed) or for a file
+    longer than ``limit`` bytes."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as source:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
-        return source.read().decode()
+        data = source.read() if limit is None else source.read(limit + 1)
+        if limit is not None and len(data) > limit:
+            raise OSError(errno.EFBIG, f"longer than {limit} bytes", str(path))
+        return data.decode()
 
 
 def _records_from_entries(entries: Path) -> list[dict[str, Any]]:
@@ -228,7 +233,7 @@ def read_origin(layout: Layout, deployment: Deployment) -> tuple[str, bool]:
     parser = configparser.ConfigParser(interpolation=None)
     path = layout.origin(deployment.os_name, deployment.name)
     try:
-        parser.read_string(path.read_text())
+        parser.read_string(read_regular(path, limit=ORIGIN_LIMIT))
         refspec = parser.get("origin", "refspec", fallback="")
         pinned = parser.getboolean("sapwood-transient", "pinned", fallback=False)
     except FileNotFoundError:
