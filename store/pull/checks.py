@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 from store.content import object_relpath
 from store.errors import (
@@ -21,8 +22,10 @@ from store.objects import Commit
 from store.pull import formats
 from store.pull.job import _Job, _settle, _Wanted
 from store.pull.objects import verified_meta
+from store.repo import Repository
 
 log = logging.getLogger(__name__)
+_ANCESTRY_STEPS = 4096  # how far back a ref's own history is searched for the offer
 
 
 class _Checks(_Job):
@@ -117,6 +120,14 @@ class _Checks(_Job):
             )
         self.signatures[commit_id] = meta
 
+    def _is_ancestor(self, want: _Wanted) -> bool:
+        """Whether the offered commit is an ancestor of the one the ref holds (walked in
+        the local history: commits of one second, a release and its hotfix, have equal
+        timestamps; replaying the release must not undo the hotfix: attack23 5)."""
+        if want.old is None:
+            return False
+        return any(a == want.new for a in _held_ancestors(self.repo, want.old))
+
     def _refuse_downgrade(self, want: _Wanted) -> None:
         """DowngradeError if ``want`` moves its ref to a commit older than the one it
         holds: a replayed old summary (signed or not) must not roll a machine back."""
@@ -125,12 +136,13 @@ class _Checks(_Job):
         current = self.repo.read_commit(want.old).timestamp
         offered_commit = self.commits.get(want.new) or self.repo.read_commit(want.new)
         offered = offered_commit.timestamp
-        if offered >= current:
-            return
+        if offered > current or (offered == current and not self._is_ancestor(want)):
+            return  # of the same second: a child moves the ref, its own parent does not
         error = SignedDowngradeError if self.remote.sign_verify else DowngradeError
         raise error(
             f"{self.where}: would move {want.local} back from commit {want.old.hex()[:12]} "
-            f"({_when(current)}) to the older {want.new.hex()[:12]} ({_when(offered)}); "
+            f"({_when(current)}) to the {'older' if offered < current else 'ancestor'} "
+            f"{want.new.hex()[:12]} ({_when(offered)}); "
             "nothing was pulled: an older commit is taken only when downgrades are allowed",
             ref=want.local,
             current=want.old,
@@ -138,6 +150,21 @@ class _Checks(_Job):
             current_time=current,
             offered_time=offered,
         )
+
+
+def _held_ancestors(repo: Repository, commit_id: ObjectId) -> Iterator[ObjectId]:
+    """The ancestors of ``commit_id`` by id, nearest first, as far as the repository
+    holds the commits: the first one it lacks (a pull without depth keeps the head
+    alone) is named by its child, and ends the walk; so do _ANCESTRY_STEPS (a looping
+    or endless history)."""
+    parent = repo.read_commit(commit_id).parent
+    for _ in range(_ANCESTRY_STEPS):
+        if parent is None:
+            return
+        yield parent
+        if not repo.has_object(parent):
+            return
+        parent = repo.read_commit(parent).parent
 
 
 def _when(timestamp: int) -> str:

@@ -65,7 +65,6 @@ def _local(tmp_path: Path, url: str, key: KeyPair) -> Repository:
 # attack23 5: the downgrade check compares timestamps only (offered >= current passes),
 # so a replayed signed summary moves the ref back to the commit's own parent when both
 # carry the same second.
-@pytest.mark.xfail(strict=True, reason="attack23 5: a replayed parent of the same second is taken")
 def test_a_replayed_parent_of_the_same_second_does_not_move_the_ref_back(
     tmp_path: Path,
     same_second: tuple[Repository, ObjectId, ObjectId],
