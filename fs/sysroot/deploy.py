@@ -238,15 +238,52 @@ def _make_sysroot_reachable(dest: Path) -> None:
         os.symlink("sysroot/sapwood", dest / "sapwood")
 
 
+_SEEDING = ".sapwood-seeding"  # the commit's /var being copied (a leftover: partial)
+_SEEDED = ".sapwood-seeded"  # copied whole, its entries being moved into place
+_NOT_CONTENT = {"lost+found", _SEEDING, _SEEDED}  # mkfs.ext4 leaves lost+found
+
+
 def _seed_var(layout: Layout, os_name: str, dest: Path) -> None:
-    """Copy the commit's /var into the OS's shared /var if that is empty."""
+    """Copy the commit's /var into the OS's shared /var if that is empty (lost+found
+    aside: /var may be a filesystem of its own).
+
+    The copy is made aside, in ``.sapwood-seeding`` of the shared /var (the same
+    filesystem), renamed ``.sapwood-seeded`` once whole, then its entries are moved
+    into place: a deploy that fails or is killed midway leaves a partial copy that no
+    later deploy takes for a seeded /var (it is removed, and the seed made again), or
+    a whole one whose remaining entries the next deploy moves in."""
     shared = layout.var(os_name)
     shared.mkdir(mode=0o755, exist_ok=True)
-    source = dest / "var"
-    if any(shared.iterdir()) or not source.is_dir() or source.is_symlink():
+    remove_own_tree(shared / _SEEDING)
+    if os.path.lexists(shared / _SEEDED):
+        _move_seed_in(shared)
         return
-    for name in sorted(os.listdir(source)):
-        copy_entry(source / name, shared / name)
+    source = dest / "var"
+    if any(n not in _NOT_CONTENT for n in os.listdir(shared)):
+        return
+    if not source.is_dir() or source.is_symlink():
+        return
+    staging = shared / _SEEDING
+    staging.mkdir(mode=0o700)
+    try:
+        for name in sorted(os.listdir(source)):
+            copy_entry(source / name, staging / name)
+        os.rename(staging, shared / _SEEDED)
+    except BaseException:
+        with contextlib.suppress(SapwoodError, OSError):  # the first error is the news
+            remove_own_tree(staging)
+        raise
+    _move_seed_in(shared)
+
+
+def _move_seed_in(shared: Path) -> None:
+    """Move the entries of a whole seed into the shared /var (what is there already
+    stays), then remove the seed's directory."""
+    seeded = shared / _SEEDED
+    for name in sorted(os.listdir(seeded)):
+        if not os.path.lexists(shared / name):
+            os.rename(seeded / name, shared / name)
+    remove_own_tree(seeded)
 
 
 def _pretty_name(tree: Path) -> str:

@@ -104,7 +104,6 @@ def test_kernels_that_differ_get_their_own_directories(
 # attack23 2: the OS's shared /var is seeded only while it is empty; a deploy that
 # fails (or is killed) midway through the seeding leaves it partly copied, and every
 # later deploy takes that for a seeded /var.
-@pytest.mark.xfail(strict=True, reason="attack23 2: a half-seeded shared /var stays half")
 def test_a_deploy_that_fails_while_seeding_var_leaves_no_half_copied_var(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -391,7 +390,6 @@ def test_hostile_local_etc_contents_are_merged_without_following_or_copying_spec
 # attack23 16: the shared /var is seeded "only while it is empty"; a /var on a
 # filesystem of its own (mkfs.ext4 makes lost+found) is never empty, so the first
 # deploy silently leaves it without the commit's /var (no /var/lib/dpkg on Debian).
-@pytest.mark.xfail(strict=True, reason="attack23 16: lost+found keeps /var from being seeded")
 def test_a_shared_var_holding_only_lost_and_found_is_seeded(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
@@ -400,6 +398,29 @@ def test_a_shared_var_holding_only_lost_and_found_is_seeded(
     commit(sysroot, small_tree(tmp_path / "v1", {"var/lib/dpkg/status": "P\n"}))
     sysroot.deploy("debian/main")
     assert (shared / "lib/dpkg/status").read_text() == "P\n"
+
+
+def test_a_killed_seed_of_var_is_made_again_or_completed(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """(d1, attack23 2) what a killed deploy leaves: a partial copy is never taken for
+    a seeded /var (removed, the seed made again); a whole one is moved into place."""
+    shared = sysroot.path / "sapwood/deploy/debian/var"
+    (shared / ".sapwood-seeding/lib/dpkg").mkdir(parents=True)
+    (shared / ".sapwood-seeding/lib/dpkg/status").write_text("half\n")
+    commit(sysroot, small_tree(tmp_path / "v1", {"var/lib/dpkg/status": "P\n"}))
+    sysroot.deploy("debian/main")
+    assert sorted(os.listdir(shared)) == ["lib"]
+    assert (shared / "lib/dpkg/status").read_text() == "P\n"
+    (shared / ".sapwood-seeded").mkdir()  # killed between two renames: lib not moved in
+    (shared / "lib").rename(shared / ".sapwood-seeded/lib")
+    (shared / ".sapwood-seeded/cache").mkdir()
+    (shared / "cache").mkdir()
+    (shared / "cache/local").write_text("kept\n")
+    sysroot.deploy("debian/main")
+    assert sorted(os.listdir(shared)) == ["cache", "lib"]
+    assert (shared / "lib/dpkg/status").read_text() == "P\n"
+    assert (shared / "cache/local").read_text() == "kept\n"
 
 
 # attack23 17: install-initramfs-hook checks the tree's scripts/local-bottom only when it
