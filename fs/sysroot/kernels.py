@@ -3,10 +3,11 @@
 Two places are looked at, OSTree's first: ``usr/lib/modules/KVER/vmlinuz`` with
 ``initramfs.img`` beside it, then Debian's ``boot/vmlinuz-KVER`` with
 ``boot/initrd.img-KVER``; the highest KVER wins when there are several. BOOTCSUM is
-the blake3 of the kernel's bytes then the initramfs's, so deployments sharing a
-kernel and initramfs share one directory. The directory is built under a temporary
-name and renamed into place: one that exists is complete. Files are hardlinked from
-the deployment where the filesystem allows, else copied.
+the blake3 of the kernel's and initramfs's names and bytes (framed: see
+boot_checksum), so deployments sharing a kernel and initramfs share one directory.
+The directory is built under a temporary name and renamed into place: one that
+exists is complete. Files are hardlinked from the deployment where the filesystem
+allows, else copied.
 
 The tree is the commit author's: no path is looked at through a symlink of the tree
 (``usr -> /usr`` or ``modules/KVER -> /boot`` would name the running system's files,
@@ -95,20 +96,39 @@ def _real(tree: Path, relative: str, kind: Callable[[int], bool]) -> bool:
 
 
 def boot_checksum(kernel: Kernel) -> str:
+    """BOOTCSUM: the blake3 of each file framed by its name in boot/sapwood/ and its
+    length (an absent initramfs framed as such), so that two kernels share a
+    directory only when it holds the very files, under the very names, that both
+    entries name (bytes alone would let "KERNEL"+"INITRD" and "KERNELINIT"+"RD", or
+    one kernel under two versions, or no initramfs and an empty one, share it)."""
+    linux, initrd = _file_names(kernel)
     digest = blake3.blake3()
-    for path in (kernel.kernel, kernel.initramfs):
-        if path is not None:
-            with open(path, "rb") as source:
-                while chunk := source.read(1 << 20):
-                    digest.update(chunk)
+    for name, path in ((linux, kernel.kernel), (initrd, kernel.initramfs)):
+        if name is None or path is None:
+            digest.update(b"-\0")
+            continue
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            digest.update(f"{name}\0{size}\0".encode())
+            done = 0
+            while done < size and (chunk := source.read(min(1 << 20, size - done))):
+                digest.update(chunk)
+                done += len(chunk)
+            if done != size:  # changed while read: the deployment is the commit's
+                raise TreeLayoutError(f"{path}: changed while read", path=str(path))
     return digest.hexdigest()
+
+
+def _file_names(kernel: Kernel) -> tuple[str, str | None]:
+    """The kernel's and initramfs's file names in boot/sapwood/OS-BOOTCSUM/."""
+    initrd = f"initramfs-{kernel.version}.img" if kernel.initramfs else None
+    return f"vmlinuz-{kernel.version}", initrd
 
 
 def install_kernel(layout: Layout, os_name: str, kernel: Kernel) -> BootFiles:
     """Put ``kernel`` into boot/sapwood/OS-BOOTCSUM/ (once) and say where it is."""
     dir_name = f"{os_name}-{boot_checksum(kernel)}"
-    linux = f"vmlinuz-{kernel.version}"
-    initrd = f"initramfs-{kernel.version}.img" if kernel.initramfs else None
+    linux, initrd = _file_names(kernel)
     target = layout.boot_files / dir_name
     if not target.is_dir():
         layout.boot_files.mkdir(mode=0o755, exist_ok=True)
