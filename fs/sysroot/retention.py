@@ -49,8 +49,32 @@ def booted_path(cmdline: str | None = None) -> str | None:
     return "/" + "/".join(part for part in found.split("/") if part not in ("", "."))
 
 
-def find_booted(deployments: list[Deployment], path: str | None) -> Deployment | None:
-    return next((d for d in deployments if path and d.boot_path == path), None)
+def find_booted(
+    deployments: list[Deployment], path: str | None, layout: Layout | None = None
+) -> Deployment | None:
+    """The deployment ``path`` (a ``sapwood=`` value) boots. Named as the entries name
+    it, or, with ``layout``, reached through a symlink of the sysroot (``sapwood=
+    /current``, current -> a deployment's directory: the initramfs boots whatever
+    directory the path reaches): then the directory's device and inode tell, so a
+    deployment running that way is never taken for unbooted, dropped and removed."""
+    if not path:
+        return None
+    named = next((d for d in deployments if d.boot_path == path), None)
+    if named is not None or layout is None:
+        return named
+    try:
+        reached = os.stat(layout.root / path.lstrip("/"))
+    except (OSError, ValueError):
+        return None
+    for deployment in deployments:
+        try:
+            here = os.stat(layout.deployment(deployment.os_name, deployment.name))
+        except OSError:
+            continue
+        if (here.st_dev, here.st_ino) == (reached.st_dev, reached.st_ino):
+            log.info("booted %s through %s", deployment.boot_path, path)
+            return deployment
+    return None
 
 
 def retain(

@@ -93,7 +93,7 @@ class Sysroot:
 
     def booted(self) -> Deployment | None:
         """The running deployment (the kernel command line's ``sapwood=``), if any."""
-        return find_booted(self.deployments(), booted_path(self.cmdline))
+        return find_booted(self.deployments(), booted_path(self.cmdline), self.layout)
 
     def deployment_path(self, deployment: Deployment) -> Path:
         """Where ``deployment``'s root directory is."""
@@ -117,7 +117,7 @@ class Sysroot:
         # the repository's lock, shared: a prune waits (deploy.py's docstring)
         with self.layout.locked(), self.open_repository() as repo, repo.lock(exclusive=False):
             deployments = read_deployments(self.layout)
-            booted = find_booted(deployments, booted_path(self.cmdline))
+            booted = find_booted(deployments, booted_path(self.cmdline), self.layout)
             name = self._os_for_deploy(os_name, booted)
             request = DeployRequest(name, rev, rev_parse(repo, rev), kargs, append_kargs)
             request.progress = progress
@@ -207,7 +207,7 @@ class Sysroot:
         return list(etc_merge.local_changes(root / "usr/etc", root / "etc"))
 
     def _booted_of(self, deployments: list[Deployment]) -> Deployment | None:
-        return find_booted(deployments, booted_path(self.cmdline))
+        return find_booted(deployments, booted_path(self.cmdline), self.layout)
 
     def _at(self, deployments: list[Deployment], index: int) -> Deployment:
         if not 0 <= index < len(deployments):

@@ -280,7 +280,6 @@ def test_a_damaged_list_of_another_shape_is_one_error(
 # "//" and "." dropped); the initramfs boots whatever directory the path reaches, a
 # symlink of the sysroot included. Booted through such a path, the running deployment
 # is not recognised: the next deploys drop it from the list and delete it from disk.
-@pytest.mark.xfail(strict=True, reason="attack23 11: booted through a symlink: deleted")
 def test_a_deployment_booted_through_a_symlinked_path_is_never_removed(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
