@@ -247,6 +247,27 @@ def commit_signatures(repo: Repository, commit_id: ObjectId) -> tuple[Signature,
     return () if raw is None else decode_signatures(raw)
 
 
+def merge_signatures(current: bytes | None, incoming: bytes, data: bytes) -> bytes:
+    """The encoding of ``current``'s signatures (what the repository holds for a commit
+    of bytes ``data``) with ``incoming``'s added: one per key, a key's signature that
+    verifies ``data`` kept over one that does not, the held one kept when both do.
+
+    A pull or a pull-local merges, never replaces: a mirror's own signature added with
+    sign_commit must survive the next pull from upstream (attack23 13). A held set that
+    cannot be decoded (a damaged index record) counts as none; ``incoming`` was checked.
+    """
+    try:
+        held = () if current is None else decode_signatures(current)
+    except FormatError:
+        held = ()
+    merged = {sig.public_key: sig for sig in held}
+    for sig in decode_signatures(incoming):
+        mine = merged.get(sig.public_key)
+        if mine is None or (not mine.verifies(data) and sig.verifies(data)):
+            merged[sig.public_key] = sig
+    return encode_signatures(merged.values())
+
+
 def sign_commit(repo: Repository, commit_id: ObjectId, key: KeyPair) -> bool:
     """Add ``key``'s signature to a commit of ``repo``; False if it held one already
     (the archive file is written again all the same: a crash may have lost it).

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from store.errors import CorruptObjectError, ModePolicyError, RefNotFoundError
+from store.errors import CorruptObjectError, FormatError, ModePolicyError, RefNotFoundError
 from store.ids import ObjectId
 from store.interrupts import interrupts_held
 from store.modes import RepoMode
@@ -29,6 +29,7 @@ from store.objects import Commit, DirMeta, DirTree, FileHeader
 from store.pull.progress import ProgressCallback, PullReport, _Tracker
 from store.pull.walk import _has_partial_commits
 from store.repo import Repository
+from store.signing import decode_signatures, encode_signatures, merge_signatures
 from store.transaction import SMALL_FILE, Transaction
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,43 @@ class _LocalPull:
                 txn.write_dirtree(tree)
             for commit in self.commits.values():
                 txn.write_commit(commit)
+            for commit_id in dict.fromkeys([*self.commits, *(new for _, _, new in wanted)]):
+                self._copy_signatures(txn, commit_id)
             for name, old, new in wanted:
                 if old != new:
                     txn.set_ref(name, new, expected=old)
         for name, old, new in wanted:
             self.report.refs[name] = (old, new)
         return self.report
+
+    def _copy_signatures(self, txn: Transaction, commit_id: ObjectId) -> None:
+        """The source's detached signatures of a commit pulled (or of a head held
+        already: it may have been signed since), added to those this repository holds
+        (attack23 6: a published repository keeps its releases' signatures). Only those
+        that verify the commit are copied; an undecodable set is left behind, logged."""
+        with self.src.index.reader() as reader:
+            theirs = reader.commitmeta(commit_id)
+        if theirs is None:
+            return
+        commit = self.commits.get(commit_id) or self.repo.read_commit(commit_id)
+        data = commit.encode()
+        try:
+            valid = [sig for sig in decode_signatures(theirs) if sig.verifies(data)]
+        except FormatError as exc:
+            log.warning(
+                "%s: commit %s: its signatures are not copied: %s",
+                self.src.path,
+                commit_id.hex(),
+                exc,
+            )
+            return
+        if not valid:
+            return
+        with self.repo.index.reader() as reader:
+            current = reader.commitmeta(commit_id)
+        merged = merge_signatures(current, encode_signatures(valid), data)
+        if merged != current:
+            txn.set_commitmeta(commit_id, merged, expected=current)
 
     def _add_commit(self, commit_id: ObjectId) -> None:
         if self.repo.has_object(commit_id) and not self.repo.is_partial(commit_id):

@@ -58,6 +58,7 @@ from store.pull.remotes import Remote, get_remote
 from store.pull.settings import FetchSettings
 from store.pull.walk import _has_partial_commits, _Walk
 from store.repo import Repository
+from store.signing import merge_signatures
 from store.transaction import Transaction
 
 if TYPE_CHECKING:
@@ -204,6 +205,18 @@ class _Pull(_Checks, _Deltas, _Walk):
         return wanted, summary.deltas
 
     # ----- the end -----------------------------------------------------------------------
+    def _merge_signatures(self, txn: Transaction, commit_id: ObjectId, fetched: bytes) -> None:
+        """Add the remote's signatures of a commit to those the repository holds (its
+        own, a mirror's: kept, attack23 13); a compare-and-swap of what was read, so a
+        signer meanwhile is a RefConflictError, not a signature lost. Nothing is
+        written when they add nothing."""
+        commit = self.commits.get(commit_id) or self.repo.read_commit(commit_id)
+        with self.repo.index.reader() as reader:
+            current = reader.commitmeta(commit_id)
+        merged = merge_signatures(current, fetched, commit.encode())
+        if merged != current:
+            txn.set_commitmeta(commit_id, merged, expected=current)
+
     def _finish(self, moves: list[_Wanted], txn: Transaction) -> None:
         """Write the trees, commits and signatures, and move the refs, in ``txn``."""
         self.tracker.phase("writing")
@@ -221,6 +234,6 @@ class _Pull(_Checks, _Deltas, _Walk):
         for commit in sorted(self.commits.values(), key=lambda c: c.timestamp):
             txn.write_commit(commit)
         for commit_id, signatures in self.signatures.items():
-            txn.set_commitmeta(commit_id, signatures)
+            self._merge_signatures(txn, commit_id, signatures)
         for want in moves:
             txn.set_ref(want.local, want.new, expected=want.old)

@@ -122,7 +122,6 @@ def test_a_summary_signed_by_an_untrusted_key_moves_nothing(
 # attack23 6: pull-local copies commits, trees and files but not the commits' detached
 # signatures, which an HTTP pull keeps: a release signed in the build repository and
 # moved into the published archive with pull-local is published unsigned.
-@pytest.mark.xfail(strict=True, reason="attack23 6: pull-local drops the commits' signatures")
 @pytest.mark.parametrize("mode", [RepoMode.ARCHIVE, RepoMode.BARE_USER])
 def test_pull_local_keeps_the_commits_signatures(
     tmp_path: Path, key: KeyPair, mode: RepoMode
@@ -185,7 +184,6 @@ def test_summary_says_signed_only_for_a_signature_of_this_summary(
 # again even when the commit is here (to check it), and then replaces the local
 # signatures with the remote's set: a mirror's own signature on the head is gone after
 # the next pull, even a pull that changes nothing.
-@pytest.mark.xfail(strict=True, reason="attack23 13: a pull replaces local signatures")
 def test_a_pull_keeps_the_signatures_added_here(
     tmp_path: Path,
     same_second: tuple[Repository, ObjectId, ObjectId],
