@@ -1,9 +1,9 @@
 """Transactions: the only way anything is written into a repository.
 
 Content is staged in ``tmp/staging-BOOTID-…/`` under a shared repository lock.
-``commit()`` renames the staged files into ``objects/`` and makes them and the
-renames durable with one syncfs (a large batch: its content first, then the renames
-by an fsync of each object directory or one more syncfs), and then applies one LMDB write
+``commit()`` links the staged files into ``objects/`` and makes them and their names
+durable with one syncfs (a name already taken is replaced after it: Transaction._publish),
+and then applies one LMDB write
 transaction that adds the object entries and moves the refs: that is the commit
 point. A crash before it leaves only unlisted files (ignored, later pruned) and
 file objects already published (below); a crash after it leaves a complete commit.
@@ -68,9 +68,6 @@ SMALL_FILE = 4 << 20  # files up to this size are read once, into memory
 # directories took 7-22 ms, the syncfs 2-6 ms, load 3-4). What a syncfs flushes beside
 # them is what was written since the syncfs of the content a moment before.
 _FSYNC_DIRS_AT_MOST = 16
-# Batches of at most this many staged files are renamed first and flushed once (see
-# Transaction._publish); an update pull's syncs were two syncfs, ~11 ms each under load.
-_ONE_FLUSH_AT_MOST = 4096
 
 
 class TransactionHost(Protocol):
@@ -396,44 +393,49 @@ class Transaction:
             self._finish()
 
     def _publish(self, staged_files: list[tuple[str, str]], list_them: Callable[[], None]) -> None:
-        """Rename staged files into objects/, make their content and the renames durable,
-        then ``list_them`` (an LMDB commit, and what must follow it): a Ctrl-C from the
-        first rename on waits until it has returned, so that it never leaves files in
+        """Move staged files into objects/, make their content and names durable with one
+        flush, then ``list_them`` (an LMDB commit, and what must follow it): a Ctrl-C from
+        the first move on waits until it has returned, so that it never leaves files in
         objects/ that the index does not list (store/interrupts.py).
 
-        A batch of up to _ONE_FLUSH_AT_MOST files is renamed first and flushed once,
-        content and renames together: until the index lists them, files in objects/ are
-        trusted by nobody (readers, fsck and prune go by the index), so a crash before
-        the flush ends leaves unlisted files that may be empty, which the next write of
-        the same object replaces and prune removes. A larger batch is flushed before the
-        renames as well, outside the held Ctrl-C: its flush can take seconds."""
-        one_flush = len(staged_files) <= _ONE_FLUSH_AT_MOST
-        if staged_files and self._repo.fsync and not one_flush:
-            with space_errors(_NOTHING_COMMITTED):
-                syncfs(self.staging)
+        A staged file is hard-linked in before the flush, never over a name already
+        there: until the index lists it, a file in objects/ is trusted by nobody
+        (readers, fsck and prune go by the index), so a crash before the flush ends
+        leaves unlisted files that may be empty, which the next write of the same object
+        replaces and prune removes. A name already taken (another writer's copy of the
+        same object, listed or about to be; a commit's signatures replaced in archive
+        mode, which a web server serves from the file) is replaced only after the flush,
+        by a rename whose directory is then synced: a file the index lists, or a server
+        serves, never names content not yet on disk (review18 R18-1)."""
         with interrupts_held():
             if staged_files:
                 with space_errors(_NOTHING_COMMITTED):
-                    touched = self._rename_staged(staged_files)
-                    if self._repo.fsync:
-                        self._sync_renames(touched, content_too=one_flush)
+                    self._move_in(staged_files)
             list_them()
 
-    def _rename_staged(self, staged_files: list[tuple[str, str]]) -> set[str]:
-        """Rename each staged file into objects/; the objects/XX directories touched."""
+    def _move_in(self, staged_files: list[tuple[str, str]]) -> None:
         objects = str(self._repo.path / "objects")
-        touched: set[str] = set()
+        if not self._repo.fsync:  # nothing is promised to survive a crash
+            for staged, relpath in staged_files:
+                os.rename(staged, f"{objects}/{relpath}")
+            return
+        taken: list[tuple[str, str]] = []
         for staged, relpath in staged_files:
-            os.rename(staged, f"{objects}/{relpath}")
-            touched.add(relpath[:2])
-        return touched
-
-    def _sync_renames(self, touched: set[str], content_too: bool) -> None:
-        if content_too or len(touched) > _FSYNC_DIRS_AT_MOST:
+            target = f"{objects}/{relpath}"
+            try:
+                os.link(staged, target, follow_symlinks=False)  # fails on a taken name
+            except OSError:  # taken (EEXIST), or no hard links here: renamed after the flush
+                taken.append((staged, target))
+            else:
+                os.unlink(staged)
+        syncfs(self.staging)
+        for staged, target in taken:
+            os.rename(staged, target)
+        directories = {os.path.dirname(target) for _, target in taken}
+        if len(directories) > _FSYNC_DIRS_AT_MOST:
             syncfs(self.staging)  # one flush, not one per directory
-        else:
-            objects = self._repo.path / "objects"
-            fsync_dirs([objects / directory for directory in touched])
+        elif directories:
+            fsync_dirs([Path(directory) for directory in directories])
 
     def abort(self) -> None:
         if not self._done:

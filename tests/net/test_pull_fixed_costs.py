@@ -1,7 +1,7 @@
 """The fixed costs of a small pull (docs/decisions.md, "Pull's storage path and fixed
-costs, session 9" and "One flush of a small batch, session 13"): a small batch's
-content and renames are made durable by one syncfs after the renames, not a syncfs
-before them and an fsync of each directory after, and still before the index lists
+costs, session 9", and "The update pull, session 13"): a batch's content and names
+are made durable by one syncfs after they are linked into objects/, not a syncfs
+before renames and an fsync of each directory after, and still before the index lists
 anything (a failure there commits nothing and leaves fsck clean); a pull loads the delta code
 only when it applies a delta."""
 
@@ -73,7 +73,7 @@ class _Calls:
             before()
 
 
-def test_a_small_batch_is_renamed_then_synced_once_before_the_index_lists_it(
+def test_a_batch_is_linked_in_then_synced_once_before_the_index_lists_it(
     user_repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _Calls(user_repo, monkeypatch)
@@ -84,33 +84,13 @@ def test_a_small_batch_is_renamed_then_synced_once_before_the_index_lists_it(
     assert fsck(user_repo, all_objects=True).clean
 
 
-def test_a_small_batch_into_few_directories_is_synced_once_too(
+def test_a_batch_into_few_directories_is_synced_once_too(
     user_repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _Calls(user_repo, monkeypatch)
     contents = _contents(3)
     calls.commit(contents)
     assert calls.log == [("syncfs", 3), ("apply", 3)]
-
-
-@pytest.mark.parametrize(("directories", "renames_synced_by"), [(40, "syncfs"), (3, "fsync_dirs")])
-def test_a_large_batch_is_synced_before_its_renames_then_they_are(
-    user_repo: Repository,
-    monkeypatch: pytest.MonkeyPatch,
-    directories: int,
-    renames_synced_by: str,
-) -> None:
-    """Past _ONE_FLUSH_AT_MOST files the content is flushed before the renames, outside
-    the held Ctrl-C (it can take seconds), then the renames: by one syncfs when they
-    touched many directories, an fsync of each when few."""
-    monkeypatch.setattr(transaction_module, "_ONE_FLUSH_AT_MOST", 2)
-    calls = _Calls(user_repo, monkeypatch)
-    contents = _contents(directories)
-    calls.commit(contents)
-    touched = len({oid.hex()[:2] for oid in calls.ids})
-    second = (renames_synced_by, touched if renames_synced_by == "fsync_dirs" else len(contents))
-    assert calls.log == [("syncfs", 0), second, ("apply", len(contents))]
-    assert fsck(user_repo, all_objects=True).clean
 
 
 def test_an_object_file_a_crash_left_empty_and_unlisted_is_trusted_by_nobody(

@@ -461,13 +461,13 @@ def _many_files(count: int) -> dict[str, str | bytes]:
     return {f"d{n % 7}/f{n:04d}": f"file {n}\n" for n in range(count)}
 
 
-@pytest.mark.parametrize("failing", [1, 2], ids=["content-sync", "rename-sync"])
 def test_a_pull_whose_sync_fails_commits_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """b4dc014: renames into more than 16 directories are made durable by a second
-    syncfs; when either fails (EIO), the pull fails in one line, moves no ref and
-    leaves fsck clean, and the next pull stores everything."""
+    """The one syncfs of a batch (content and names, session 13; two syncfs before)
+    fails (EIO): the pull fails in one line, moves no ref and leaves fsck clean, and
+    the next pull stores everything (over the unlisted files the failed one linked in)."""
+    failing = 1
     import store.transaction
 
     archive = _served_archive(tmp_path, _many_files(300))
@@ -828,9 +828,10 @@ sys.exit(main(sys.argv[2:]))
 def test_a_crash_between_the_renames_and_the_index_leaves_fsck_clean(
     tmp_path: Path, command: str
 ) -> None:
-    """The process dies right after the renames into objects/ and their syncfs
-    (b4dc014), before the index lists them: fsck is clean (the files are unlisted), no
-    ref moved, and the next run stores the same objects over them."""
+    """The process dies right after the staged files are linked into objects/ and
+    synced (Transaction._move_in), before the index lists them: fsck is clean (the
+    files are unlisted), no ref moved, and the next run stores the same objects over
+    them."""
     files = _many_files(300)
     archive = _served_archive(tmp_path, files)
     local = tmp_path / "local"
@@ -840,7 +841,7 @@ def test_a_crash_between_the_renames_and_the_index_leaves_fsck_clean(
         args = ["pull", "origin", "main"] if command == "pull" else ["commit", "-b", "main"]
         args += [] if command == "pull" else [str(tmp_path / "tree")]
         died = subprocess.run(
-            [sys.executable, "-c", _DIE_AFTER, "_rename_staged", "--repo", str(local), *args],
+            [sys.executable, "-c", _DIE_AFTER, "_move_in", "--repo", str(local), *args],
             capture_output=True,
             text=True,
             timeout=60,
