@@ -48,16 +48,25 @@ ZSTD_LEVEL = 3
 _FRAME_LEN = struct.Struct(">I")
 _READ = 1 << 20
 _local = threading.local()  # zstd contexts, one of each per thread
+_zstandard_module: types.ModuleType | None = None  # see _zstandard()
+_zstandard_lock = threading.Lock()
 
 
 def _zstandard() -> types.ModuleType:
-    """The zstandard module, imported the first time without the platform module its
-    ``__init__`` imports only to ask ``platform.python_implementation()`` (platform
-    compiles regexes at import: ~8 M instructions, ~3 ms, of every pull): see
-    _PlatformStandIn."""
-    module = sys.modules.get("zstandard")
-    if module is not None:
-        return module
+    """The zstandard module, imported once (under a lock: a module another thread is
+    still importing is in sys.modules half made, review18 R18-2) and the first time
+    without the platform module its ``__init__`` imports only to ask
+    ``platform.python_implementation()`` (platform compiles regexes at import: ~8 M
+    instructions, ~3 ms, of every pull): see _PlatformStandIn."""
+    global _zstandard_module
+    if _zstandard_module is None:
+        with _zstandard_lock:
+            if _zstandard_module is None:
+                _zstandard_module = _import_zstandard()
+    return _zstandard_module
+
+
+def _import_zstandard() -> types.ModuleType:
     if "platform" not in sys.modules:
         stand_in = sys.modules["platform"] = _PlatformStandIn()
         try:

@@ -19,6 +19,7 @@ assert "platform" not in sys.modules, "the stand-in was left in sys.modules"
 data = b"sapwood " * 1000
 assert filez.decompressor().decompress(zstandard.ZstdCompressor().compress(data)) == data
 assert filez._zstandard() is zstandard is sys.modules["zstandard"]
+assert filez.decompressor() is filez.decompressor()  # one context a thread
 """
 
 _PLATFORM_FIRST = """
