@@ -233,6 +233,9 @@ class Preparer:
         def work() -> object:
             running.started = True  # here: a run cancelled before its thread began has none
             try:
+                # given up between the thread's start and here: stop before a spool
+                # promises its room (review18 R18-6), as the work's own checks would later
+                verification.check()
                 return _work(slow, verification)
             finally:  # before its result is reported: set first
                 with contextlib.suppress(trio.RunFinishedError):
