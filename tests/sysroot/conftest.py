@@ -29,8 +29,10 @@ KVER = "6.1.0-test"
 def debian_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Debian tree with a fake kernel and initramfs (read-only for tests)."""
     tree = tmp_path_factory.mktemp("trees") / "v1"
-    # hardlinks of the cache: files are only read or replaced (unlink, write), never edited
-    subprocess.run(["cp", "-al", str(debian_tree()), str(tree)], check=True)
+    # A copy (206 MB), not hard links of the cache: a link made or removed changes the
+    # ctime of the cache's files, which another test process of a parallel run may be
+    # committing (tests/fs/test_debian.py): "changed while it was being committed".
+    subprocess.run(["cp", "-a", str(debian_tree()), str(tree)], check=True)
     (tree / f"boot/vmlinuz-{KVER}").write_bytes(b"kernel v1\n")
     (tree / f"boot/initrd.img-{KVER}").write_bytes(b"initramfs v1\n")
     return tree
