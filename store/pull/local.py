@@ -29,7 +29,6 @@ from store.objects import Commit, DirMeta, DirTree, FileHeader
 from store.pull.progress import ProgressCallback, PullReport, _Tracker
 from store.pull.walk import _has_partial_commits
 from store.repo import Repository
-from store.signing import decode_signatures, encode_signatures, merge_signatures
 from store.transaction import SMALL_FILE, Transaction
 
 log = logging.getLogger(__name__)
@@ -119,6 +118,9 @@ class _LocalPull:
             theirs = reader.commitmeta(commit_id)
         if theirs is None:
             return
+        # here: PyNaCl (~30 M instructions with its imports) for signed commits only
+        from store.signing import decode_signatures, encode_signatures, merge_signatures
+
         commit = self.commits.get(commit_id) or self.repo.read_commit(commit_id)
         data = commit.encode()
         try:

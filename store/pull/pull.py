@@ -58,7 +58,6 @@ from store.pull.remotes import Remote, get_remote
 from store.pull.settings import FetchSettings
 from store.pull.walk import _has_partial_commits, _Walk
 from store.repo import Repository
-from store.signing import merge_signatures
 from store.transaction import Transaction
 
 if TYPE_CHECKING:
@@ -210,6 +209,8 @@ class _Pull(_Checks, _Deltas, _Walk):
         own, a mirror's: kept, attack23 13); a compare-and-swap of what was read, so a
         signer meanwhile is a RefConflictError, not a signature lost. Nothing is
         written when they add nothing."""
+        from store.signing import merge_signatures  # here: PyNaCl for signed commits only
+
         commit = self.commits.get(commit_id) or self.repo.read_commit(commit_id)
         with self.repo.index.reader() as reader:
             current = reader.commitmeta(commit_id)

@@ -173,6 +173,7 @@ def test_a_pull_without_a_delta_never_imports_the_delta_code(
     # (zstandard's __init__), the idna codec (getaddrinfo of a str host)
     assert "zstandard" in imported
     assert not {"shutil", "bz2", "lzma", "platform", "encodings.idna"} & imported
+    assert "nacl" not in imported and "store.signing" not in imported  # unsigned: no PyNaCl
     fsck_clean(local)
 
 
