@@ -88,27 +88,38 @@ def retain(
     return [new, *kept]
 
 
-def remove_unlisted(layout: Layout, listed: list[Deployment]) -> int:
+def remove_unlisted(
+    layout: Layout, listed: list[Deployment], failed: list[Exception] | None = None
+) -> int:
     """Remove deployment directories and origins not in ``listed`` (dropped or partial),
     kernels no deployment uses and the loader directory not in use. Returns how many
-    deployments went."""
+    deployments went. Raises at the first path that cannot be removed; with
+    ``failed``, each such error is added there instead and the rest is removed."""
     keep = {d.key() for d in listed}
+    doomed: list[Path] = []
     removed = 0
     for os_name in layout.os_names():
         directory = layout.deployments_dir(os_name)
         for entry in sorted(directory.iterdir()):
             name = entry.name.removesuffix(".origin")
-            if (os_name, name) in keep:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                log.info("removing deployment %s/%s", os_name, entry.name)
-                removed += 1
-            remove_own_tree(entry)
-    for path in leftovers(layout, {d.boot.dir for d in listed if d.boot}):
-        remove_own_tree(path)
+            if (os_name, name) not in keep:
+                doomed.append(entry)
+    doomed += leftovers(layout, {d.boot.dir for d in listed if d.boot})
     current = current_bootversion(layout)
     if current is not None:
-        remove_own_tree(layout.loader_dir(1 - current))
+        doomed.append(layout.loader_dir(1 - current))
+    for path in doomed:
+        is_deployment = path.parent.name == "deploy" and path.is_dir() and not path.is_symlink()
+        if is_deployment:
+            log.info("removing deployment %s/%s", path.parent.parent.name, path.name)
+        try:
+            remove_own_tree(path)
+        except SapwoodError as exc:
+            if failed is None:
+                raise
+            failed.append(exc)
+            continue
+        removed += is_deployment
     return removed
 
 
@@ -118,17 +129,22 @@ def tidy_after_switch(layout: Layout, repo: Repository, listed: list[Deployment]
     (logged, returned), never an error: a command that switched must say it did (a
     retried rollback would swap back, a retried undeploy remove the next one). The
     leftover is removed by the next deploy or ``admin cleanup``."""
-    warnings = []
-    for step in (lambda: remove_unlisted(layout, listed), lambda: sync_refs(repo, listed)):
-        try:
-            step()
-        except (SapwoodError, OSError) as exc:
-            message = (
-                f"switched, but the clean-up after it failed: {exc} (the next deploy or "
-                "sapwood admin cleanup retries it)"
-            )
-            log.warning("%s", message)
-            warnings.append(message)
+    failed: list[Exception] = []
+    try:
+        remove_unlisted(layout, listed, failed)
+    except (SapwoodError, OSError) as exc:  # listing the directories failed
+        failed.append(exc)
+    try:
+        sync_refs(repo, listed)
+    except (SapwoodError, OSError) as exc:
+        failed.append(exc)
+    warnings = [
+        f"switched, but the clean-up after it failed: {exc} (the next deploy or "
+        "sapwood admin cleanup retries it)"
+        for exc in failed
+    ]
+    for message in warnings:
+        log.warning("%s", message)
     return warnings
 
 

@@ -562,6 +562,11 @@ def test_a_rollback_that_switched_reports_success_so_that_nobody_rolls_back_twic
         subprocess.run(["umount", str(leftover / "sysroot")], check=True)
     assert after == [before[1], before[0]]  # it did roll back
     assert proc.returncode == 0, proc.stderr  # so it must say so
+    # (d1) and the leftover is one warning line naming it, removed by the next cleanup
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert f"{leftover.name}/sysroot: a mount point" in proc.stderr, proc.stderr
+    sysroot.cleanup()
+    assert not os.path.lexists(leftover)
 
 
 # attack23 21: a deployment's /home (and /root, /srv, /opt, ...) is its own directory:
