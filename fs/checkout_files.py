@@ -47,6 +47,9 @@ class FileWriter:
         self.copier = Copier()
         self._verified: set[ObjectId] = set()  # --verify: each object is re-hashed once
         self._opened: dict[ObjectId, int] = {}  # objects opened ahead of their copies
+        # objects whose inode has all the links its filesystem allows (EMLINK): copied
+        # even with require_hardlinks, which forbids copying what could be linked
+        self._at_link_limit: set[ObjectId] = set()
 
     def _open_ahead(self, window: list[Entry]) -> None:
         """Open the objects a window of copies will read, and tell the kernel to read them.
@@ -97,7 +100,9 @@ class FileWriter:
         except OSError as exc:
             if exc.errno not in _LINK_FALLBACK:
                 raise
-            if self.options.require_hardlinks:
+            if exc.errno == errno.EMLINK:  # no more links to this inode: a copy (attack23 23)
+                self._at_link_limit.add(child.file)
+            elif self.options.require_hardlinks:
                 raise UsageError(
                     f"{show_path(name)}: cannot hardlink ({exc.strerror}) "
                     "and require_hardlinks forbids copying"
@@ -124,7 +129,8 @@ class FileWriter:
         self._verified.add(file_id)
 
     def _copy(self, child: Node, header: FileHeader, size: int, name: bytes, dirfd: int) -> None:
-        if self.options.require_hardlinks and self._linkable(header, size):
+        limit = child.file in self._at_link_limit
+        if self.options.require_hardlinks and self._linkable(header, size) and not limit:
             raise UsageError(
                 f"{show_path(name)}: cannot hardlink and require_hardlinks forbids copying"
             )

@@ -28,7 +28,8 @@ class Layout:
     """The paths of one sysroot."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        # absolute once: a relative root would follow a later chdir elsewhere (attack23 14)
+        self.root = Path(os.path.abspath(root))
         self.boot = self.root / "boot"
         self.loader = self.boot / "loader"
         self.boot_files = self.boot / "sapwood"

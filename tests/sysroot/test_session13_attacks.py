@@ -620,7 +620,6 @@ def test_the_package_database_the_booted_system_sees_is_its_own_release(
 # files, licenses and the like, times its deployments and farm checkouts) makes the
 # deploy fail "cannot hardlink (Too many links) and require_hardlinks forbids copying",
 # though a copy of that one file would do. Simulated: link() says EMLINK for one content.
-@pytest.mark.xfail(strict=True, reason="attack23 23: EMLINK fails the deploy instead of a copy")
 def test_an_object_at_its_link_limit_is_copied_into_the_deployment(
     sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -672,3 +671,19 @@ def test_deploys_at_once_leave_a_list_its_directories_and_refs_agree_on(
         refs = {n for n in repo.refs() if n.startswith("sapwood/deploy/")}
     assert refs == {f"sapwood/deploy/debian/{name}" for name in names}
     assert all(path for path in _entry_files(sysroot).values())
+
+
+def test_a_sysroot_named_by_a_relative_path_stays_itself_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """attack23 14's twin (L2's note): a Sysroot's layout keeps its root absolute, so its
+    boot/, deploy/ and lock are not looked for under another directory after a chdir."""
+    from fs.sysroot.layout import Layout
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    monkeypatch.chdir(tmp_path / "one")
+    layout = Layout(Path("sysroot"))
+    monkeypatch.chdir(tmp_path / "two")
+    assert layout.root == tmp_path / "one" / "sysroot"
+    assert layout.boot == tmp_path / "one" / "sysroot" / "boot"
