@@ -287,6 +287,9 @@ def test_no_fd_is_left_open(
     commit_dir(user_repo, tree)  # whatever the repository opens once
     before = open_fds()
     commit_dir(user_repo, tree)
+    # changed, so that the commit reads it: on a slow machine it was old enough by now
+    # for the stat cache to vouch for it, and the swap below never happened
+    (tree / "a").write_bytes(b"read first, changed")
     when_reading(
         monkeypatch, tree / "a", lambda: as_nobody("mv victim old && ln -s a victim", tree)
     )

@@ -162,7 +162,8 @@ class Nginx:
         if not self.access_log.exists():
             return []
         requests = []
-        for line in self.access_log.read_text().splitlines():
+        text = self.access_log.read_text()
+        for line in text[: text.rfind("\n") + 1].splitlines():  # a line nginx is writing: later
             method, path, status, size, connection = line.split(" ")
             requests.append(Request(method, path, int(status), int(size), int(connection)))
         return requests
