@@ -69,7 +69,7 @@ from store import (
     StatCacheRecord,
     Transaction,
     UnsupportedFileTypeError,
-    check_name,
+    check_names,
     read_xattrs,
     show_path,
 )
@@ -86,7 +86,6 @@ _SYMLINK_KEPT_BYTES = 512  # ... each of at most this many bytes of target and x
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _LINK_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-_NAME_MAX = 255  # names no longer than this, without "/" or NUL, check_name accepts
 # What opening a name gives when its entry was swapped for something else: a symlink
 # (ELOOP, or ENOTDIR with O_DIRECTORY), a file where a directory was, a socket.
 _SWAPPED = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENXIO})
@@ -435,21 +434,9 @@ class DirScanner:
                 self._classify(directory, fd, name, prefix + name, st, pending)
 
     def _check_names(self, directory: _Dir, names: list[bytes]) -> None:
-        """Refuse a listed name that no tree may hold (a damaged filesystem's): longer
-        than _NAME_MAX, or with "/" or NUL (what else check_name refuses, "", "." and
-        "..", no listing holds). Tested over the directory's names at once, a name at a
-        time only for the error."""
-        if not names:
-            return
-        joined = b"/".join(names)
-        if (
-            joined.count(b"/") != len(names) - 1
-            or b"\0" in joined
-            or max(map(len, names)) > _NAME_MAX
-        ):
-            where = self._shown(directory.tree_path)
-            for name in names:
-                check_name(name, where)
+        """Refuse a listed name that no tree may hold (a damaged filesystem's): store's
+        check of a whole directory at once, a name at a time only for the error."""
+        check_names(names, self._shown(directory.tree_path))
 
     def _classify(
         self,

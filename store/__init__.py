@@ -88,7 +88,7 @@ if TYPE_CHECKING:
     from store.inodes import LinkedObject, still_linked
     from store.modes import RepoMode
     from store.mtree import MAX_TREE_DEPTH, MutableDir
-    from store.names import check_name, check_ref_name, show_path, split_path
+    from store.names import check_name, check_names, check_ref_name, show_path, split_path
     from store.objects import (
         I64_MAX,
         I64_MIN,
@@ -252,6 +252,7 @@ __all__ = [
     "UsageError",
     "check_content",
     "check_name",
+    "check_names",
     "check_ref_name",
     "children",
     "commit_as_of",
@@ -402,6 +403,7 @@ _HOMES: dict[str, str] = {
     "MAX_TREE_DEPTH": "store.mtree",
     "MutableDir": "store.mtree",
     "check_name": "store.names",
+    "check_names": "store.names",
     "check_ref_name": "store.names",
     "show_path": "store.names",
     "split_path": "store.names",
