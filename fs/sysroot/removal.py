@@ -169,7 +169,7 @@ def _unlock(fd: int, where: bytes) -> None:
     except OSError:
         raise SysrootError(
             f"{show_path(where)}: immutable or append-only, and the flag cannot be "
-            "cleared: not removed (chattr -i -a it, then run sapwood admin cleanup)"
+            "cleared: not removed (clear its flags with chattr, then run sapwood admin cleanup)"
         ) from None
 
 
