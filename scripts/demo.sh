@@ -49,7 +49,8 @@ $SAPWOOD cat docs/main /bash/RBASH | tail -3
 
 step "question the history: which commits changed a path, what changed where, what a ref held on a date"
 $SAPWOOD log docs/main -- /bash/RBASH | grep -E '^(commit|Date)'
-$SAPWOOD log -p docs/main -- /bash/RBASH | grep -m1 -A4 '^@@'
+$SAPWOOD log -p docs/main -- /bash/RBASH > "$WORK/log-p.txt"  # whole: grep -m1 would end it by SIGPIPE (pipefail)
+grep -m1 -A4 '^@@' "$WORK/log-p.txt"
 $SAPWOOD diff "$first" "$second" -- /bash
 $SAPWOOD show --stat docs/main
 echo "--- docs/main@{2026-11-05} is the first commit (the ref's newest on that date):"
