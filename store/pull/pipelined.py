@@ -180,6 +180,11 @@ class _Connection:
         if timeout is not None:
             self.sock.settimeout(max(timeout, 0.001))
         try:
+            # acknowledge at once: a server that leaves Nagle on (nginx with sendfile,
+            # answering pipelined requests) holds an answer's tail back until what came
+            # before is acknowledged, and a pipeline looks interactive to Linux, which
+            # then delays acknowledgements by up to 40 ms (docs/decisions.md, session 14)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             data = self.sock.recv(_RECV)
         except TimeoutError:
             raise _End("timed out reading", "slow") from None
