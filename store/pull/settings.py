@@ -66,7 +66,7 @@ class FetchSettings(Frozen):
         backoff: float = 0.5,
         max_backoff: float = 10.0,
         max_redirects: int = 5,
-        connections: int = 8,
+        connections: int = 4,
         low_speed_bytes: int = 1024,
         max_object_size: int = 1 << 30,
         max_metadata_size: int = 64 << 20,
