@@ -20,7 +20,7 @@ from store import FileHeader, ObjectId, Repository
 from store.fsck import fsck
 from store.index import Index, WriteBatch
 from tests.helpers import write_tree
-from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull
+from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull, sapwood_ok
 from tests.net.servers import Nginx
 
 HEADER = FileHeader(0, 0, 0o100644)
@@ -174,6 +174,30 @@ def test_a_pull_without_a_delta_never_imports_the_delta_code(
     assert "zstandard" in imported
     assert not {"shutil", "bz2", "lzma", "platform", "encodings.idna"} & imported
     assert "nacl" not in imported and "store.signing" not in imported  # unsigned: no PyNaCl
+    fsck_clean(local)
+
+
+def test_a_pull_that_applies_a_delta_never_imports_the_generating_code(
+    tmp_path: Path, nginx: Callable[[Path], Nginx]
+) -> None:
+    """store.deltas decodes and generates; generating needs shutil (with bz2 and lzma)
+    and store.reachability (dataclasses, with inspect and ast): ~24 M instructions of
+    an update pull with a delta (~330 M), imported where a delta is generated only
+    (session 14)."""
+    served = tmp_path / "served"
+    tree = write_tree(tmp_path / "tree", {"a": "one\n", "d/b": "two\n"})
+    commit = archive_of(served / "repo", tree)
+    sapwood_ok(served / "repo", "static-delta", "generate", "--to", commit)
+    sapwood_ok(served / "repo", "summary", "-u")
+    server = nginx(served)
+    local = local_repo(tmp_path / "local")
+    add_remote(local, f"{server.url}repo/")
+    result = pull(local, "origin", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    imported = _imported(result.stderr)
+    assert "store.deltas" in imported  # the delta was applied
+    generating = {"shutil", "bz2", "lzma", "dataclasses", "inspect", "store.reachability"}
+    assert not generating & imported
     fsck_clean(local)
 
 
