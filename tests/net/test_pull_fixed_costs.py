@@ -152,6 +152,19 @@ def _imported(stderr: str) -> set[str]:
     }
 
 
+def _pulled_from(
+    served: Path, tmp_path: Path, nginx: Callable[[Path], Nginx]
+) -> tuple[Path, set[str]]:
+    """A new local repository that pulled ``served``/repo over nginx; the modules the
+    pull imported."""
+    server = nginx(served)
+    local = local_repo(tmp_path / "local")
+    add_remote(local, f"{server.url}repo/")
+    result = pull(local, "origin", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    return local, _imported(result.stderr)
+
+
 def test_a_pull_without_a_delta_never_imports_the_delta_code(
     tmp_path: Path, nginx: Callable[[Path], Nginx]
 ) -> None:
@@ -159,12 +172,7 @@ def test_a_pull_without_a_delta_never_imports_the_delta_code(
     delta only: it was imported by every pull through store.pull.formats (~2 ms)."""
     served = tmp_path / "served"
     archive_of(served / "repo", write_tree(tmp_path / "tree", {"a": "one\n", "d/b": "two\n"}))
-    server = nginx(served)
-    local = local_repo(tmp_path / "local")
-    add_remote(local, f"{server.url}repo/")
-    result = pull(local, "origin", env={"PYTHONPROFILEIMPORTTIME": "1"})
-    assert result.returncode == 0, result.stderr
-    imported = _imported(result.stderr)
+    local, imported = _pulled_from(served, tmp_path, nginx)
     assert {"store.pull.pull", "store.pull.formats", "store.summary"} <= imported
     assert "store.deltas" not in imported and "store.reachability" not in imported
     assert "base64" not in imported  # for a remote's trusted keys only (session 11)
@@ -189,12 +197,7 @@ def test_a_pull_that_applies_a_delta_never_imports_the_generating_code(
     commit = archive_of(served / "repo", tree)
     sapwood_ok(served / "repo", "static-delta", "generate", "--to", commit)
     sapwood_ok(served / "repo", "summary", "-u")
-    server = nginx(served)
-    local = local_repo(tmp_path / "local")
-    add_remote(local, f"{server.url}repo/")
-    result = pull(local, "origin", env={"PYTHONPROFILEIMPORTTIME": "1"})
-    assert result.returncode == 0, result.stderr
-    imported = _imported(result.stderr)
+    local, imported = _pulled_from(served, tmp_path, nginx)
     assert "store.deltas" in imported  # the delta was applied
     generating = {"shutil", "bz2", "lzma", "dataclasses", "inspect", "store.reachability"}
     assert not generating & imported
