@@ -177,9 +177,9 @@ class _Connection:
     def receive(self, timeout: float | None = None) -> int:
         """Read what has come into the buffer; its count, 0 at EOF. _End on a timeout
         (``timeout`` seconds if given, else the read timeout) or an error."""
-        if timeout is not None:
-            self.sock.settimeout(max(timeout, 0.001))
         try:
+            if timeout is not None:
+                self.sock.settimeout(max(timeout, 0.001))
             # acknowledge at once: a server that leaves Nagle on (nginx with sendfile,
             # answering pipelined requests) holds an answer's tail back until what came
             # before is acknowledged, and a pipeline looks interactive to Linux, which
@@ -191,8 +191,9 @@ class _Connection:
         except (OSError, ValueError) as exc:
             raise _End(_describe(exc)) from None
         finally:
-            if timeout is not None:
-                self.sock.settimeout(self.settings.read_timeout)
+            if timeout is not None:  # a socket closed meanwhile (EBADF): the _End says so
+                with contextlib.suppress(OSError, ValueError):
+                    self.sock.settimeout(self.settings.read_timeout)
         self.buffer += data
         return len(data)
 
