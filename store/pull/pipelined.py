@@ -61,6 +61,7 @@ MAX_HEAD = 64 << 10  # bytes of a response head, status line and headers
 SMALL = 1 << 20  # a body up to this size is read whole and handed over as bytes
 MAX_FAILURES = 8  # failures of the lane (of any kind) before it is turned off
 _RECV = 256 << 10
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux's (see receive)
 _SAFE_TARGET = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/%-]*")
 _STATUS = re.compile(rb"HTTP/1\.1 ([0-9]{3})(?: [\x20-\x7e\x80-\xff]*)?")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -184,7 +185,8 @@ class _Connection:
             # answering pipelined requests) holds an answer's tail back until what came
             # before is acknowledged, and a pipeline looks interactive to Linux, which
             # then delays acknowledgements by up to 40 ms (docs/decisions.md, session 14)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            if _QUICKACK is not None:
+                self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             data = self.sock.recv(_RECV)
         except TimeoutError:
             raise _End("timed out reading", "slow") from None
