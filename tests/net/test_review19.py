@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,9 @@ from store.pull.budget import Budget
 from store.pull.http import Fetcher
 from store.pull.pipelined import _Connection, _End, _Target
 from store.pull.settings import FetchSettings
-from tests.net.servers import trusted_tls
+from tests.helpers import write_tree
+from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull, refs
+from tests.net.servers import Nginx, trusted_tls
 from tests.net.test_pipelined_attacks import (
     Conn,
     Hostile,
@@ -32,6 +34,7 @@ from tests.net.test_pipelined_attacks import (
     plain,
     pulled,
     refused,
+    tree_files,
 )
 
 
@@ -193,3 +196,24 @@ def test_a_slowloris_head_on_every_connection_is_refused_in_time(
     line = refused(setup, server)
     assert server.fired.is_set()
     assert "no complete response head within 2 s" in line, line
+
+
+def test_a_default_pull_from_nginx_uses_at_most_4_connections(
+    tmp_path: Path, nginx: Callable[[Path], Nginx]
+) -> None:
+    """Real nginx (sendfile, tcp_nopush: the Nagle case TCP_QUICKACK is for), the
+    default settings: the pull lands whole on no more than the default's 4 connections
+    (nginx's $connection numbers), every object asked once."""
+    archive = tmp_path / "archive"
+    commit = archive_of(archive, write_tree(tmp_path / "src", tree_files(600)))
+    server = nginx(archive)
+    local = local_repo(tmp_path / "local")
+    add_remote(local, server.url, "n")
+    result = pull(local, "n", "main")
+    assert result.returncode == 0, result.stderr
+    assert refs(local)["n:main"] == commit
+    fsck_clean(local)
+    logged = server.requests()
+    objects = [r for r in logged if r.path.endswith(".filez")]
+    assert len(objects) == len({r.path for r in objects}) > 600
+    assert 1 <= len({r.connection for r in logged}) <= 4, sorted({r.connection for r in logged})
