@@ -23,7 +23,16 @@ from store.pull.http import Fetcher
 from store.pull.pipelined import _Connection, _End, _Target
 from store.pull.settings import FetchSettings
 from tests.helpers import write_tree
-from tests.net.repos import add_remote, archive_of, fsck_clean, local_repo, pull, refs
+from tests.net.repos import (
+    add_remote,
+    archive_of,
+    fsck_clean,
+    local_repo,
+    publish,
+    pull,
+    refs,
+    sapwood_ok,
+)
 from tests.net.servers import Nginx, trusted_tls
 from tests.net.test_pipelined_attacks import (
     Conn,
@@ -217,3 +226,34 @@ def test_a_default_pull_from_nginx_uses_at_most_4_connections(
     objects = [r for r in logged if r.path.endswith(".filez")]
     assert len(objects) == len({r.path for r in objects}) > 600
     assert 1 <= len({r.connection for r in logged}) <= 4, sorted({r.connection for r in logged})
+
+
+@pytest.mark.parametrize("connections", ["1", "3", "4"])
+def test_an_update_through_a_delta_with_pools_larger_than_the_budget(
+    tmp_path: Path, nginx: Callable[[Path], Nginx], connections: str
+) -> None:
+    """A delta's parts are fetched by the content pool while the applying thread fills
+    batches bounded to 4 x connections pieces, and the metadata pool (connections // 2,
+    at least 1) walks what the delta left: with 1 connection, 3 (an odd count) and the
+    default 4, no wait on a slot another waiter holds; the update lands whole."""
+    files = tree_files(150)
+    archive = tmp_path / "archive"
+    old = archive_of(archive, write_tree(tmp_path / "v1", files))
+    server = nginx(archive)
+    local = local_repo(tmp_path / "local")
+    add_remote(local, server.url, "n")
+    env = {"SAPWOOD_HTTP_CONNECTIONS": connections}
+    first = pull(local, "n", "main", env=env, timeout=60)
+    assert first.returncode == 0, first.stderr
+    files |= {f"d/f{n:03}": f"changed {n}\n" for n in range(0, 150, 3)}
+    new = archive_of(archive, write_tree(tmp_path / "v2", files))
+    sapwood_ok(archive, "static-delta", "generate", "--from", old, "--to", new)
+    publish(archive)
+    server.clear_log()
+    result = pull(local, "n", "main", env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert refs(local)["n:main"] == new
+    fsck_clean(local)
+    assert server.count(r"^/deltas/") >= 2  # superblock and a part: the delta was used
+    assert server.count(r"\.filez$") == 0  # nothing fetched one by one beside it
+    assert 1 <= len({r.connection for r in server.requests()}) <= int(connections)
