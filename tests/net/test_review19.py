@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from store.pull import pipelined
 from store.pull.budget import Budget
 from store.pull.http import Fetcher
 from store.pull.pipelined import _Connection, _End, _Target
@@ -124,16 +125,11 @@ def test_a_lane_connection_closed_under_a_read_ends_its_work(
         server.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review19 F1 (low, latent): _Connection.receive(timeout) sets the socket's "
-    "timeout before its try and resets it in its finally; on a closed socket both "
-    "settimeout calls raise OSError (EBADF), which replaces the _End: a raw OSError "
-    "leaves the lane (unreachable today: nothing closes a connection in use)",
-)
 def test_a_closed_lane_connection_read_with_a_deadline_ends_its_work(tmp_path: Path) -> None:
     """_head and _read_error_page read with a deadline (receive(left)): the same
-    closed socket must end the lane's work there too."""
+    closed socket must end the lane's work there too (review19 F1: the settimeout
+    before the try, and the one in the finally, let a raw OSError out; fixed in
+    914c9bf)."""
     server = Hostile(tmp_path, plain).start()
     try:
         with Budget(1).slot() as slot:
@@ -143,6 +139,26 @@ def test_a_closed_lane_connection_read_with_a_deadline_ends_its_work(tmp_path: P
                 conn.receive(1.0)
     finally:
         server.stop()
+
+
+def test_a_python_without_tcp_quickack_still_reads_on_the_lane(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """socket.TCP_QUICKACK is Linux's: looked up once (9040571); without it the lane
+    reads as before the flag (no AttributeError out of the lane, every answer
+    pipelined)."""
+    monkeypatch.setattr(pipelined, "_QUICKACK", None)
+    names = [f"o{number}" for number in range(40)]
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode() * 100)
+    server = Hostile(tmp_path, plain).start()
+    try:
+        with Fetcher(server.url, FetchSettings(retries=0)) as fetcher:
+            got = list(fetcher.fetch_many(names, 1 << 20, lambda i, body: body.read()))
+    finally:
+        server.stop()
+    assert got == [(name, name.encode() * 100) for name in names]
+    assert server.connections == 1  # the lane stayed on: one connection, pipelined
 
 
 def test_the_default_pull_holds_at_most_4_connections(setup: Setup) -> None:
