@@ -188,8 +188,10 @@ def write_keys_file(path: str | os.PathLike[str], pair: KeyPair) -> None:
 
 def read_keys_file(path: str | os.PathLike[str]) -> list[KeyPair]:
     """The secret keys of a keys file; KeyFileError if it is missing, unreadable, not a
-    regular file, empty, or holds anything but secret keys (a public key, say)."""
-    text = _keys_file_text(path)
+    regular file, empty, holds anything but secret keys (a public key, say), or is not
+    protected: group- or other-readable or -writable, or not the caller's own (as OpenSSH
+    refuses an unprotected private key: anyone could have read it, or put their key in)."""
+    text, st = _keys_file_text(path)
     pairs = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -213,10 +215,27 @@ def read_keys_file(path: str | os.PathLike[str]) -> list[KeyPair]:
         pairs.append(KeyPair(key, public))
     if not pairs:
         raise KeyFileError(f"{path}: holds no key", path=path)
+    _check_protected(path, st)
     return pairs
 
 
-def _keys_file_text(path: str | os.PathLike[str]) -> str:
+def _check_protected(path: str | os.PathLike[str], st: os.stat_result) -> None:
+    """KeyFileError unless the keys file (its ``fstat``) is the caller's alone."""
+    if st.st_uid != os.geteuid():
+        raise KeyFileError(
+            f"{path}: owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}): "
+            "a secret key must be the signer's own",
+            path=path,
+        )
+    if st.st_mode & 0o077:
+        raise KeyFileError(
+            f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read or replace "
+            f"the secret key; make it the owner's alone (chmod 600 {path})",
+            path=path,
+        )
+
+
+def _keys_file_text(path: str | os.PathLike[str]) -> tuple[str, os.stat_result]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -224,7 +243,8 @@ def _keys_file_text(path: str | os.PathLike[str]) -> str:
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot be read: {exc.strerror}", path=path) from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(f"{path}: not a regular file", path=path)
         data = os.read(fd, _MAX_KEYS_FILE + 1)
     except OSError as exc:
@@ -234,7 +254,7 @@ def _keys_file_text(path: str | os.PathLike[str]) -> str:
     if len(data) > _MAX_KEYS_FILE:
         raise KeyFileError(f"{path}: too large to be a keys file", path=path)
     try:
-        return data.decode("ascii")
+        return data.decode("ascii"), st
     except UnicodeDecodeError:
         raise KeyFileError(f"{path}: not a keys file (not text)", path=path) from None
 
