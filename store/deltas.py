@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -354,6 +355,7 @@ def generate_delta(
         raise UsageError("a delta from a commit to itself holds nothing")
     root = repo.path / DELTAS_DIR
     root.mkdir(exist_ok=True)
+    remove_leftovers(root)
     name = delta_name(from_id, to_id)
     work = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
@@ -436,6 +438,78 @@ def _publish(root: Path, work: Path, name: str, fsync: bool) -> Path:
     if fsync:
         fsync_dir(root)
     return final
+
+
+_LEFTOVER_AGE = 60.0  # seconds untouched before a dead generate's parts are removed
+_CLOCK_SLACK = 2.0  # seconds: /proc/stat's btime is whole seconds
+
+
+def remove_leftovers(root: Path) -> int:
+    """Remove what killed generates left in ``root`` (``.tmp-NAME-PID`` being written,
+    ``.old-NAME-PID`` being replaced); return how many. A leftover goes only if nothing
+    in it changed for a minute and its process is gone: no process of that PID, or one
+    started after the leftover last changed (the PID reused). A generate running at the
+    same time (this process's or another's) is never touched; a process of another PID
+    namespace is not seen, hence the minute."""
+    import shutil  # here: see the imports
+
+    removed = 0
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return 0
+    for entry in entries:
+        pid = _leftover_pid(entry.name)
+        if pid is None or pid == os.getpid() or not entry.is_dir(follow_symlinks=False):
+            continue
+        changed = _last_change(Path(entry.path))
+        if changed is None or time.time() - changed < _LEFTOVER_AGE:
+            continue
+        if _process_alive_since(pid, changed):
+            continue
+        log.info("%s: left by a generate that is gone (pid %d), removed", entry.path, pid)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _leftover_pid(name: str) -> int | None:
+    if not name.startswith((".tmp-", ".old-")):
+        return None
+    tail = name.rpartition("-")[2]
+    return int(tail) if tail.isascii() and tail.isdigit() and len(tail) < 12 else None
+
+
+def _last_change(path: Path) -> float | None:
+    """The newest mtime of a directory and of what it holds (a part being written)."""
+    try:
+        newest = path.lstat().st_mtime
+        with os.scandir(path) as inside:
+            for item in inside:
+                newest = max(newest, item.stat(follow_symlinks=False).st_mtime)
+    except OSError:
+        return None
+    return newest
+
+
+def _process_alive_since(pid: int, changed: float) -> bool:
+    """Whether process ``pid`` exists and may be the one that last changed a leftover at
+    ``changed`` (it started before then); True when it cannot be told."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass  # alive, another user's
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            fields = stat_file.read().rpartition(b")")[2].split()
+        with open("/proc/stat", "rb") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    return started <= changed + _CLOCK_SLACK
 
 
 def remove_delta(repo: Repository, from_id: ObjectId | None, to_id: ObjectId) -> bool:

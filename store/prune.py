@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from store.deltas import remove_leftovers
 from store.diskorder import inode_numbers
 from store.errors import CommitIsHeadError, RefNotFoundError, UnsafeToPruneError
 from store.ids import ObjectId, ObjectType
@@ -35,6 +36,7 @@ from store.progress import TaskCallback, Ticker, counted
 from store.reachability import Reachable, commit_history, commits_needing, walk_commits
 from store.repo import Repository
 from store.statcache import record_file_id
+from store.summary import DELTAS_DIR
 from store.transaction import commitmeta_relpath
 from store.unlisted import tell_if_waiting, unlisted_files
 
@@ -79,6 +81,7 @@ def prune(
         report = garbage.report(dry_run)
         report.bytes_freed = _remove(repo, garbage, dry_run, progress)
     if not dry_run:
+        remove_leftovers(repo.path / DELTAS_DIR)  # a killed static-delta generate's parts
         log.info(
             "pruned %d objects (%d commits), %d bytes",
             report.objects,
