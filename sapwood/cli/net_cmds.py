@@ -68,7 +68,12 @@ def register(commands: Any) -> None:
 
     local = commands.add_parser("pull-local", help="copy refs from a repository on this machine")
     local.add_argument("source", metavar="PATH")
-    local.add_argument("refs", nargs="*", metavar="REF", help="refs to copy (default: all)")
+    local.add_argument(
+        "refs",
+        nargs="*",
+        metavar="REF",
+        help="refs to copy (default: all but pulled REMOTE:REF ones)",
+    )
     local.set_defaults(func=cmd_pull_local)
     for sub in (add, listing, delete):
         # global options after the action too (main.py adds them to the subcommands only)

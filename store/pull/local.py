@@ -44,8 +44,13 @@ def pull_local(
     *,
     progress: ProgressCallback | None = None,
 ) -> PullReport:
-    """Bring ``refs`` of the repository at ``source`` (all its refs if none) into
-    ``repo`` under the same names, with the commits' whole trees."""
+    """Bring ``refs`` of the repository at ``source`` into ``repo`` under the same names,
+    with the commits' whole trees. No ``refs``: the source's own refs, those without a
+    remote (what its summary offers); a pulled ``REMOTE:REF`` only when named (its
+    commit is not checked against a downgrade: it would freeze the next genuine pull).
+    A single str is one ref, not its letters."""
+    if isinstance(refs, str):
+        refs = (refs,)
     repo.mode.require_privileges()
     repo.require_writable()
     tracker = _Tracker(progress)
@@ -76,7 +81,8 @@ class _LocalPull:
 
     def run(self, refs: Sequence[str]) -> PullReport:
         source_refs = self.src.refs()
-        names = list(dict.fromkeys(refs)) if refs else sorted(source_refs)
+        own = sorted(name for name in source_refs if ":" not in name)
+        names = list(dict.fromkeys(refs)) if refs else own
         wanted: list[tuple[str, ObjectId | None, ObjectId]] = []
         for name in names:
             check_ref_name(name)
