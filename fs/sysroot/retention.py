@@ -148,11 +148,32 @@ def tidy_after_switch(layout: Layout, repo: Repository, listed: list[Deployment]
     return warnings
 
 
-def sync_refs(repo: Repository, listed: list[Deployment]) -> None:
+def sync_refs(repo: Repository, listed: list[Deployment], warn: bool = True) -> None:
     """One ref per deployment (sapwood/deploy/OS/ID.SERIAL), so that no prune of the
     repository, the sysroot's cleanup or a user's ``prune --refs-only``, deletes a
-    deployed commit."""
-    wanted = {f"{REF_PREFIX}{d.os_name}/{d.name}": d.commit for d in listed}
+    deployed commit.
+
+    A listed deployment whose commit is no longer in the repository (its ref deleted by
+    hand and the repository pruned, a repository restored from an older backup) gets
+    no ref and, with ``warn``, a warning naming its index in ``listed``: it is skipped,
+    never removed here, so that deploy, rollback and cleanup keep working; the
+    administrator undeploys it."""
+    wanted: dict[str, str] = {}
+    for index, d in enumerate(listed):
+        name = f"{REF_PREFIX}{d.os_name}/{d.name}"
+        if repo.has_object(from_hex(d.commit)):
+            wanted[name] = d.commit
+            continue
+        if warn:
+            log.warning(
+                "deployment %d (%s/%s) is of commit %s, which is not in the repository "
+                "(its ref deleted and the repository pruned, or an older repository "
+                "restored): it is kept as it is, unprotected; undeploy it",
+                index,
+                d.os_name,
+                d.name,
+                d.commit,
+            )
     for name in repo.refs():
         if name.startswith(REF_PREFIX) and name not in wanted:
             repo.delete_ref(name)

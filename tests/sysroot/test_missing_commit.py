@@ -1,0 +1,63 @@
+"""A listed deployment whose commit left the sysroot's repository (attack23's remark,
+session 14): its ref deleted by hand and the repository pruned. It no longer blocks
+deploy, rollback and cleanup; a warning says to undeploy it, once per command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import sapwood
+from tests.helpers import IS_ROOT, cli, run
+from tests.sysroot.conftest import commit, small_tree
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
+
+
+def _admin(sysroot: sapwood.Sysroot, *args: str) -> tuple[str, str]:
+    result = cli("admin", "--sysroot", sysroot.path, *args)
+    assert result.code == 0, result.err
+    return result.out, result.err
+
+
+def test_a_deployment_whose_commit_is_gone_is_skipped_with_a_warning(
+    sysroot: sapwood.Sysroot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = commit(sysroot, small_tree(tmp_path / "a", {"usr/etc/a": "a\n"}), "debian/a")
+    kept = commit(sysroot, small_tree(tmp_path / "b", {"usr/etc/b": "b\n"}), "debian/b")
+    _admin(sysroot, "deploy", gone)
+    _admin(sysroot, "deploy", kept)
+    sysroot.pin(1)  # the deployment of "gone" survives the next deploy
+    broken = sysroot.deployments()[1]
+    with sysroot.open_repository() as repo:  # what a careless administrator does
+        repo.delete_ref("debian/a")
+        repo.delete_ref(f"sapwood/deploy/debian/{broken.name}")
+        sapwood.prune(repo, refs_only=True, depth=0)
+        assert not repo.has_object(sapwood.from_hex(gone))
+
+    new = commit(sysroot, small_tree(tmp_path / "c", {"usr/etc/c": "c\n"}), "debian/c")
+    done = run("admin", "--sysroot", sysroot.path, "deploy", new, text=True)  # its stderr
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    assert [d.commit for d in sysroot.deployments()] == [new, kept, gone]
+    warned = [line for line in err.splitlines() if "not in the repository" in line]
+    assert len(warned) == 1, err
+    assert "deployment 2 " in warned[0] and "undeploy" in warned[0], warned
+    assert sysroot.deployment_path(sysroot.deployments()[2]).is_dir()  # never removed here
+
+    caplog.clear()
+    _admin(sysroot, "cleanup")  # works, and says it again
+    assert [r.message.split(" (")[0] for r in caplog.records] == ["deployment 2"]
+    _admin(sysroot, "rollback")
+    assert [d.commit for d in sysroot.deployments()] == [kept, new, gone]
+
+    _admin(sysroot, "undeploy", "2")
+    assert [d.commit for d in sysroot.deployments()] == [kept, new]
+    _admin(sysroot, "cleanup")
+    assert not (sysroot.path / "sapwood/deploy/debian/deploy" / broken.name).exists()
+    with sysroot.open_repository() as repo:
+        assert sorted(r for r in repo.refs() if r.startswith("sapwood/deploy/")) == sorted(
+            f"sapwood/deploy/debian/{d.name}" for d in sysroot.deployments()
+        )
+        assert sapwood.fsck(repo).problems == []
