@@ -4,11 +4,14 @@ As OSTree: a new deployment goes first; kept are the booted deployment, the merg
 deployment, pinned ones and every other OS's; the rest is dropped from the list
 (and from disk once the new list is in place). The booted deployment is the one the
 kernel command line's ``sapwood=`` names (``/proc/cmdline``; the environment
-variable SAPWOOD_CMDLINE replaces it, for tests and for tools run from outside).
+variable SAPWOOD_CMDLINE replaces it for a sysroot other than the real root "/", for
+tests and for tools run from outside: one left in an administrator's environment on a
+booted machine would hide which deployment runs, and retention could remove it).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -24,14 +27,34 @@ log = logging.getLogger(__name__)
 REF_PREFIX = "sapwood/deploy/"
 
 
-def kernel_cmdline() -> str:
+def kernel_cmdline(root: Path | None = None) -> str:
+    """The kernel command line that tells which deployment of the sysroot at ``root``
+    is booted: SAPWOOD_CMDLINE if set, unless ``root`` is the real root (or None),
+    where /proc/cmdline is what the running kernel booted."""
     override = os.environ.get("SAPWOOD_CMDLINE")
     if override is not None:
-        return override
+        if root is not None and not _is_real_root(root):
+            return override
+        _said_ignored()
     try:
         return Path("/proc/cmdline").read_text()
     except OSError:
         return ""
+
+
+def _is_real_root(root: Path) -> bool:
+    try:
+        return os.path.samefile(root, "/")
+    except OSError:
+        return False
+
+
+@functools.cache
+def _said_ignored() -> None:
+    log.warning(
+        "SAPWOOD_CMDLINE is ignored for the sysroot /: the booted deployment is the one "
+        "/proc/cmdline names (the variable is for sysroots other than /, as in tests)"
+    )
 
 
 def booted_path(cmdline: str | None = None) -> str | None:

@@ -18,6 +18,7 @@ from fs.sysroot.layout import Layout, check_os_name, init_fs, os_init
 from fs.sysroot.retention import (
     booted_path,
     find_booted,
+    kernel_cmdline,
     remove_unlisted,
     sync_refs,
     tidy_after_switch,
@@ -49,12 +50,17 @@ class Sysroot:
     """The sysroot at ``path`` (``/`` on an installed machine).
 
     ``cmdline`` stands for the kernel command line when deciding which deployment is
-    booted (default: SAPWOOD_CMDLINE, else /proc/cmdline).
+    booted (default: /proc/cmdline; SAPWOOD_CMDLINE instead for a sysroot other than
+    the real root "/", as tests use it: one left in an administrator's environment
+    never hides which deployment runs).
     """
 
     def __init__(self, path: str | os.PathLike[str] = "/", cmdline: str | None = None) -> None:
         self.layout = Layout(Path(path))
         self.cmdline = cmdline
+
+    def _cmdline(self) -> str:
+        return self.cmdline if self.cmdline is not None else kernel_cmdline(self.layout.root)
 
     @classmethod
     def init_fs(cls, path: str | os.PathLike[str], cmdline: str | None = None) -> Sysroot:
@@ -93,7 +99,7 @@ class Sysroot:
 
     def booted(self) -> Deployment | None:
         """The running deployment (the kernel command line's ``sapwood=``), if any."""
-        return find_booted(self.deployments(), booted_path(self.cmdline), self.layout)
+        return find_booted(self.deployments(), booted_path(self._cmdline()), self.layout)
 
     def deployment_path(self, deployment: Deployment) -> Path:
         """Where ``deployment``'s root directory is."""
@@ -117,7 +123,7 @@ class Sysroot:
         # the repository's lock, shared: a prune waits (deploy.py's docstring)
         with self.layout.locked(), self.open_repository() as repo, repo.lock(exclusive=False):
             deployments = read_deployments(self.layout)
-            booted = find_booted(deployments, booted_path(self.cmdline), self.layout)
+            booted = find_booted(deployments, booted_path(self._cmdline()), self.layout)
             name = self._os_for_deploy(os_name, booted)
             request = DeployRequest(name, rev, rev_parse(repo, rev), kargs, append_kargs)
             request.progress = progress
@@ -207,7 +213,7 @@ class Sysroot:
         return list(etc_merge.local_changes(root / "usr/etc", root / "etc"))
 
     def _booted_of(self, deployments: list[Deployment]) -> Deployment | None:
-        return find_booted(deployments, booted_path(self.cmdline), self.layout)
+        return find_booted(deployments, booted_path(self._cmdline()), self.layout)
 
     def _at(self, deployments: list[Deployment], index: int) -> Deployment:
         if not 0 <= index < len(deployments):

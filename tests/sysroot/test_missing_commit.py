@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
+from fs.sysroot import retention
 from tests.helpers import IS_ROOT, cli, run
 from tests.sysroot.conftest import commit, small_tree
 
@@ -61,3 +62,27 @@ def test_a_deployment_whose_commit_is_gone_is_skipped_with_a_warning(
             f"sapwood/deploy/debian/{d.name}" for d in sysroot.deployments()
         )
         assert sapwood.fsck(repo).problems == []
+
+
+# attack23 11's last sentences: SAPWOOD_CMDLINE overrode /proc/cmdline even for the
+# sysroot /, so a variable left in an administrator's environment hid which deployment
+# runs (and retention could remove it). It now applies to other sysroots only.
+def test_sapwood_cmdline_is_ignored_for_the_real_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = Path("/proc/cmdline").read_text()
+    monkeypatch.setenv("SAPWOOD_CMDLINE", "ro sapwood=/sapwood/deploy/debian/deploy/X.0")
+    assert retention.kernel_cmdline(tmp_path) == "ro sapwood=/sapwood/deploy/debian/deploy/X.0"
+    assert "SAPWOOD_CMDLINE" not in caplog.text
+    for root in (Path("/"), tmp_path / ".." / ".." / ".." / ".." / ".." / ".."):
+        assert retention.kernel_cmdline(root) == proc
+    assert sapwood.Sysroot("/")._cmdline() == proc
+    assert sapwood.Sysroot("/", cmdline="quiet")._cmdline() == "quiet"  # the API's own
+    # said on stderr, once per process (the cache of a previous test may hold it)
+    retention._said_ignored.cache_clear()
+    caplog.clear()
+    retention.kernel_cmdline(Path("/"))
+    retention.kernel_cmdline(Path("/"))
+    assert [r.message.split(":")[0] for r in caplog.records] == [
+        "SAPWOOD_CMDLINE is ignored for the sysroot /"
+    ]
