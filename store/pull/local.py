@@ -13,6 +13,7 @@ transaction, once its commit's whole tree is present.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -20,7 +21,14 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from store.errors import CorruptObjectError, FormatError, ModePolicyError, RefNotFoundError
+from store.content import USER_META_XATTR, _user_mode_problem, read_xattrs
+from store.errors import (
+    CorruptObjectError,
+    FormatError,
+    ModePolicyError,
+    ObjectMissingError,
+    RefNotFoundError,
+)
 from store.ids import ObjectId
 from store.interrupts import interrupts_held
 from store.modes import RepoMode
@@ -30,6 +38,7 @@ from store.pull.progress import ProgressCallback, PullReport, _Tracker
 from store.pull.walk import _has_partial_commits
 from store.repo import Repository
 from store.transaction import SMALL_FILE, Transaction
+from store.verify import check_content
 
 log = logging.getLogger(__name__)
 _BATCH = 1000
@@ -291,16 +300,46 @@ class _LocalPull:
         self.tracker.add_object(content=True)
 
     def _link(self, txn: Transaction, object_id: ObjectId, header: FileHeader, size: int) -> bool:
-        """Hardlink the object if this user may: False to copy it instead."""
+        """Hardlink the object if this user may: False to copy it instead. The file is
+        opened once (never through a symlink); its owner, metadata and content are
+        checked through that fd, and that very inode is linked (linkat of
+        /proc/self/fd/N, following it): swapping the path meanwhile changes nothing."""
+        if header.is_symlink:
+            return self._link_symlink(txn, object_id, header, size)
+        try:
+            fd = self.src.content.open_fd(object_id, size)
+        except ObjectMissingError:
+            return False  # reported by the copy, which reads it
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid():
+                return False  # even for root: its owner could rewrite the inode afterwards
+            # given up at the next MiB once the pull stops: a Ctrl-C waited for the whole
+            # of a large object to be hashed, further Ctrl-Cs held back meanwhile
+            # (attack11.md 3)
+            problem = _metadata_problem(self.src.mode, fd, st, header) or check_content(
+                fd, object_id, header.encode(), size, self._give_up_if_stopping
+            )
+            if problem is not None:
+                raise CorruptObjectError(
+                    f"{self.src.path}: object {object_id.hex()}: {problem}", object_id=object_id
+                )
+            return self._link_fd(txn, object_id, header, size, fd)
+        finally:
+            os.close(fd)
+
+    def _link_symlink(
+        self, txn: Transaction, object_id: ObjectId, header: FileHeader, size: int
+    ) -> bool:
+        """A symlink's object (a real symlink in bare and bare-user-only repositories,
+        which cannot be opened) checked and linked by path, as before (left: attack23)."""
         path = self.src.object_path(object_id)
         try:
             owner = os.lstat(path).st_uid
         except FileNotFoundError:
             return False  # reported by the copy, which reads it
         if owner != os.geteuid():
-            return False  # even for root: its owner could rewrite the inode afterwards
-        # given up at the next MiB once the pull stops: a Ctrl-C waited for the whole of
-        # a large object to be hashed, further Ctrl-Cs held back meanwhile (attack11.md 3)
+            return False
         problem = self.src.verify_file(object_id, header, size, self._give_up_if_stopping)
         if problem is not None:
             raise CorruptObjectError(
@@ -311,6 +350,33 @@ class _LocalPull:
         except OSError as exc:
             log.debug("cannot hardlink %s (%s): copying it", path, exc)
             return False
+        return True
+
+    def _link_fd(
+        self, txn: Transaction, object_id: ObjectId, header: FileHeader, size: int, fd: int
+    ) -> bool:
+        # a name of our own in the transaction's staging (tmp/ is private), linked by
+        # path from there: Transaction.link_file never follows a symlink
+        own = f"{txn.staging}/link-{object_id.hex()}-{threading.get_ident()}"
+        try:
+            # linkat(AT_SYMLINK_FOLLOW) needs a dir fd: Python 3.11 calls link(2) without
+            # one, which links the /proc symlink itself (EXDEV)
+            fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.link(str(fd), own, src_dir_fd=fds, follow_symlinks=True)
+            finally:
+                os.close(fds)
+        except OSError as exc:  # no /proc, another filesystem...
+            log.debug("cannot hardlink object %s (%s): copying it", object_id.hex(), exc)
+            return False
+        try:
+            txn.link_file(object_id, header, size, own)
+        except OSError as exc:
+            log.debug("cannot hardlink object %s (%s): copying it", object_id.hex(), exc)
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(own)
         return True
 
     def _chunks(self, object_id: ObjectId) -> Iterator[bytes]:
@@ -336,6 +402,28 @@ def _raise_first_failure(futures: list[Future[None]]) -> None:
         error = future.exception()
         if error is not None and not isinstance(error, _Stopped):
             raise error
+
+
+def _metadata_problem(
+    mode: RepoMode, fd: int, st: os.stat_result, header: FileHeader
+) -> str | None:
+    """What the opened object file records besides content, against its header (the
+    modes whose files can be linked: bare, bare-user, bare-user-only)."""
+    if mode is RepoMode.BARE:
+        on_disk = FileHeader(
+            st.st_uid, st.st_gid, st.st_mode, b"", read_xattrs(fd, follow_symlinks=True)
+        )
+        if on_disk != header:
+            return "corrupted file object: ownership, mode or xattrs on disk differ from its id"
+        return None
+    if mode is RepoMode.BARE_USER:
+        try:
+            recorded = os.getxattr(fd, USER_META_XATTR)
+        except OSError:
+            recorded = b""
+        if recorded != header.encode():
+            return "corrupted file object: its metadata xattr differs from the index"
+    return _user_mode_problem(st, header.mode)
 
 
 def _can_link(src: Repository, dest: Repository) -> bool:
