@@ -73,7 +73,8 @@ def path_history(
     below it).
 
     A path that never existed yields nothing. Paths are normalised by
-    :func:`normalize_path` (InvalidNameError for '..'); no path at all is a UsageError.
+    :func:`normalize_path` (InvalidNameError for '..'); no path at all is a UsageError;
+    one str is one path (not its letters).
     A path ending in '/' names a directory only, as a git pathspec does: a file or
     symlink there is as good as absent (unless the path is also given without it).
     """
@@ -108,7 +109,7 @@ def _wanted(paths: Iterable[str]) -> dict[bytes, bool]:
     counts (every form of it given ended in '/': `log -- /mode/` matched the file
     /mode, attack8.md 12)."""
     wanted: dict[bytes, bool] = {}
-    for path in paths:
+    for path in [paths] if isinstance(paths, str) else paths:  # a str is one path
         normal = normalize_path(path)
         wanted[normal] = wanted.get(normal, True) and path.endswith("/")
     return wanted

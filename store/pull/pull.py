@@ -81,7 +81,9 @@ def pull(
     as ``REMOTE:REF``, with ``depth`` parents of each; see the module's docstring.
     An existing ``REMOTE:REF`` is never moved to a commit older than its own
     (DowngradeError, SignedDowngradeError from a sign-verify remote) unless
-    ``allow_downgrade``."""
+    ``allow_downgrade``. A single str is one ref, not its letters."""
+    if isinstance(refs, str):
+        refs = (refs,)
     if isinstance(remote, str):
         remote = get_remote(repo.path, remote)
     if depth < 0:
