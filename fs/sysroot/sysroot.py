@@ -15,6 +15,7 @@ from fs.sysroot import etc_merge
 from fs.sysroot.bootentries import read_entries, write_loader
 from fs.sysroot.deploy import DeployRequest, deploy
 from fs.sysroot.layout import Layout, check_os_name, init_fs, os_init
+from fs.sysroot.pending import etc_changed_after
 from fs.sysroot.retention import (
     booted_path,
     find_booted,
@@ -100,6 +101,21 @@ class Sysroot:
     def booted(self) -> Deployment | None:
         """The running deployment (the kernel command line's ``sapwood=``), if any."""
         return find_booted(self.deployments(), booted_path(self._cmdline()), self.layout)
+
+    def etc_changed_since_pending(self) -> str | None:
+        """A path of the booted /etc changed after the pending deployment (index 0,
+        not booted, of the booted OS) was made: a change its /etc merge did not see
+        and the next boot loses. None if there is none, or nothing is pending."""
+        deployments = self.deployments()
+        booted = self._booted_of(deployments)
+        if not deployments or booted is None:
+            return None
+        pending = deployments[0]
+        if pending.key() == booted.key() or pending.os_name != booted.os_name:
+            return None
+        return etc_changed_after(
+            self.deployment_path(booted) / "etc", self.deployment_path(pending)
+        )
 
     def deployment_path(self, deployment: Deployment) -> Path:
         """Where ``deployment``'s root directory is."""

@@ -7,6 +7,7 @@ The sysroot's repository is SYSROOT/sapwood/repo: put commits into it with
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from sapwood import Deployment, Sysroot, install_initramfs_hook
 from sapwood.cli.output import emit_json, plural, printable
 from sapwood.cli.progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 def register(commands: Any) -> None:
@@ -147,6 +150,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     sysroot = _sysroot(args)
     deployments = sysroot.deployments()
     booted = sysroot.booted()
+    changed = sysroot.etc_changed_since_pending()
+    if changed is not None:
+        log.warning(
+            "/etc changed after deployment 0 was made (%s): its /etc merge did not see "
+            "it, and the next boot loses it; deploy again to carry it over",
+            printable("/etc" if changed == "." else f"/etc/{changed}"),
+        )
     if args.json:
         emit_json([_json(d, i, booted) for i, d in enumerate(deployments)])
         return 0

@@ -1,0 +1,36 @@
+"""Whether the booted /etc changed after the pending deployment was made.
+
+The /etc merge runs at deploy time: what the administrator changes in the booted /etc
+afterwards (a password, a user, an SSH key) is not in the pending deployment, which
+boots at the next reboot (docs/deployments.md). ``status`` says so. Change times
+(ctime), not mtimes: a tool may set an mtime back (``cp -p``, ``tar``), never a ctime.
+The pending deployment's root directory is never written after its deploy (it is not
+running), so its ctime is when it was made.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def etc_changed_after(etc: Path, made: Path) -> str | None:
+    """The first path under ``etc`` (relative to it, "." for itself) changed after
+    ``made`` was last changed; None if none was, or either cannot be read."""
+    try:
+        since = os.lstat(made).st_ctime_ns
+        if os.lstat(etc).st_ctime_ns > since:
+            return "."
+    except OSError:
+        return None
+    for dirpath, dirnames, filenames in os.walk(etc):
+        dirnames.sort()
+        for name in sorted(dirnames) + sorted(filenames):
+            path = Path(dirpath) / name
+            try:
+                changed = os.lstat(path).st_ctime_ns
+            except OSError:
+                continue
+            if changed > since:
+                return str(path.relative_to(etc))
+    return None
