@@ -98,6 +98,7 @@ def test_keygen_without_a_file_prints_both_keys(repo: Path, tmp_path: Path) -> N
     lines = cli("keygen").out.splitlines()
     assert [line.split(": ")[0] for line in lines] == ["public", "secret"]
     (tmp_path / "k").write_text(lines[1].split(": ")[1] + "\n")
+    (tmp_path / "k").chmod(0o600)  # a secret key others can read is refused
     assert cli("--repo", repo, "sign", "--keys-file", tmp_path / "k", "os/main").code == 0
     assert lines[0].split(": ")[1] in cli("--repo", repo, "show", "os/main").out
 
