@@ -645,3 +645,27 @@ def open_fds() -> list[str]:
     its descriptors before and after."""
     gc.collect()
     return sorted(os.listdir("/proc/self/fd"))
+
+
+def nest_dirs(
+    top: Path | int, depth: int, name: str = "a", bottom: tuple[str, int] | None = None
+) -> None:
+    """``depth`` directories ``name`` below ``top`` (a path, or a directory fd the caller
+    keeps), made by fds so that no path grows long; ``bottom``: a file (name, mode)
+    holding "deep\\n" in the last one."""
+    fd = os.dup(top) if isinstance(top, int) else os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        if bottom is not None:
+            file_name, mode = bottom
+            out = os.open(file_name, os.O_WRONLY | os.O_CREAT, mode, dir_fd=fd)
+            try:
+                os.write(out, b"deep\n")
+            finally:
+                os.close(out)
+    finally:
+        os.close(fd)

@@ -19,7 +19,7 @@ import pytest
 from fs.commit import CommitRequest, Layer, make_commit
 from store import Repository, SourceError
 from store.mtree import MAX_TREE_DEPTH
-from tests.helpers import cli
+from tests.helpers import cli, nest_dirs
 
 
 @pytest.fixture
@@ -33,18 +33,7 @@ def deep_tmp(tmp_path: Path) -> Iterator[Path]:
 def _deep_dir(root: Path, depth: int) -> Path:
     """A chain of ``depth`` directories below ``root`` with a file at the bottom."""
     root.mkdir()
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir("d", dir_fd=fd)
-            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        bottom = os.open("bottom", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(bottom, b"deep\n")
-        os.close(bottom)
-    finally:
-        os.close(fd)
+    nest_dirs(root, depth, "d", bottom=("bottom", 0o644))
     return root
 
 

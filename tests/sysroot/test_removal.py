@@ -11,21 +11,7 @@ import pytest
 
 from fs.sysroot.removal import remove_own_tree
 from store import SysrootError
-from tests.helpers import IS_ROOT
-
-
-def _nest(top: Path, depth: int) -> None:
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir("a", dir_fd=fd)
-            child = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        with open(os.open("f", os.O_WRONLY | os.O_CREAT, 0o444, dir_fd=fd), "w") as out:
-            out.write("deep\n")
-    finally:
-        os.close(fd)
+from tests.helpers import IS_ROOT, nest_dirs
 
 
 def test_a_tree_deeper_than_any_path_is_removed_without_following_symlinks(
@@ -36,7 +22,7 @@ def test_a_tree_deeper_than_any_path_is_removed_without_following_symlinks(
     (outside / "keep").write_text("keep\n")
     doomed = tmp_path / "doomed"
     doomed.mkdir()
-    _nest(doomed, 3000)  # 6000 bytes of path below it: more than PATH_MAX
+    nest_dirs(doomed, 3000, bottom=("f", 0o444))  # 6000 bytes of path below it: more than PATH_MAX
     (doomed / "link").symlink_to(outside)
     (doomed / "ro").mkdir(mode=0o500)
     remove_own_tree(doomed)

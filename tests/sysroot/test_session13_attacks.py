@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
-from tests.helpers import IS_ROOT, run, small_tmpfs, spawn
+from tests.helpers import IS_ROOT, nest_dirs, run, small_tmpfs, spawn
 from tests.sysroot.conftest import commit, small_tree, tree_state
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
@@ -434,20 +434,6 @@ def test_a_refused_hook_install_writes_nothing(tmp_path: Path) -> None:
     assert snapshot(tree) == before
 
 
-def _nest(top: Path | int, depth: int) -> None:
-    """``depth`` directories "a" below ``top`` (a path, or a directory fd the caller
-    keeps), made by fds (no path grows long)."""
-    fd = os.dup(top) if isinstance(top, int) else os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir("a", dir_fd=fd)
-            child = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    finally:
-        os.close(fd)
-
-
 # attack23 19: a local /etc subtree nested deeper than MAX_TREE_DEPTH (256), which any
 # service able to write a directory of /etc can make, is copied into the new deployment
 # (recursively: at 1100 deep a RecursionError); remove_tree refuses to remove a tree that
@@ -468,7 +454,7 @@ def _deep_local_etc(sysroot: sapwood.Sysroot, tmp_path: Path, depth: int) -> Non
     commit(sysroot, small_tree(tmp_path / "v1", {"usr/etc/motd": "1\n", "usr/etc/svc/x": "x\n"}))
     first = sysroot.deploy("debian/main").deployment
     etc = sysroot.deployment_path(first) / "etc"
-    _nest(etc / "svc", depth)
+    nest_dirs(etc / "svc", depth)
     commit(sysroot, small_tree(tmp_path / "v2", {"usr/etc/motd": "2\n", "usr/etc/svc/x": "x\n"}))
     try:
         sysroot.deploy("debian/main")  # may refuse the deep tree: with one clear error
@@ -528,7 +514,7 @@ def test_a_deep_tree_an_unprivileged_user_left_in_tmp_never_blocks_deploys(
             try:
                 os.setgid(65534)
                 os.setuid(65534)
-                _nest(tmp_fd, 300)
+                nest_dirs(tmp_fd, 300)
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
