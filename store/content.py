@@ -75,7 +75,7 @@ def _legacy_user_mode(mode: int) -> int:
     return (stat.S_IMODE(mode) & 0o555) | stat.S_IRUSR
 
 
-def _user_mode_problem(st: os.stat_result, mode: int) -> str | None:
+def user_mode_problem(st: os.stat_result, mode: int) -> str | None:
     """What is wrong with a user-mode object file's type and bits, or None."""
     if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) not in (
         user_object_mode(mode),
@@ -349,7 +349,7 @@ class BareUserStore(ContentStore):
             if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != _SYMLINK_OBJECT_MODE:
                 problem = "corrupted file object: its mode on disk was changed"
         elif problem is None:
-            problem = _user_mode_problem(st, header.mode)
+            problem = user_mode_problem(st, header.mode)
         if problem is None and header.is_symlink:
             with open(open_object_file(path, object_id), "rb") as stored:
                 if stored.read(len(header.symlink_target) + 1) != header.symlink_target:
@@ -407,7 +407,7 @@ class BareUserOnlyStore(ContentStore):
             ):
                 return "corrupted file object: the stored symlink differs"
             return None
-        return _user_mode_problem(st, header.mode)
+        return user_mode_problem(st, header.mode)
 
 
 class ArchiveStore(ContentStore):

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from store.content import USER_META_XATTR, _user_mode_problem, read_xattrs
+from store.content import USER_META_XATTR, read_xattrs, user_mode_problem
 from store.errors import (
     CorruptObjectError,
     FormatError,
@@ -423,7 +423,7 @@ def _metadata_problem(
             recorded = b""
         if recorded != header.encode():
             return "corrupted file object: its metadata xattr differs from the index"
-    return _user_mode_problem(st, header.mode)
+    return user_mode_problem(st, header.mode)
 
 
 def _can_link(src: Repository, dest: Repository) -> bool:
