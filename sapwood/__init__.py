@@ -79,7 +79,6 @@ if TYPE_CHECKING:
         unmount,
     )
     from sapwood._net import add_remote, delete_remote, get_remote, pull, pull_local, remotes
-    from sapwood._queries import diff_stat, diff_trees, path_history
     from sapwood._worktree import checkout, diff_directory
     from store import (
         ANY,
@@ -178,6 +177,8 @@ if TYPE_CHECKING:
         decode_summary,
         decode_superblock,
         delta_name,
+        diff_stat,
+        diff_trees,
         encode_filez,
         encode_signatures,
         encode_summary,
@@ -194,6 +195,7 @@ if TYPE_CHECKING:
         lookup,
         parse_date,
         parse_public_key,
+        path_history,
         prune,
         read_keys_file,
         read_summary,
@@ -529,8 +531,8 @@ _HOMES: dict[str, str] = {
     "decode_summary": "store",
     "decode_superblock": "store",
     "delta_name": "store",
-    "diff_stat": "sapwood._queries",
-    "diff_trees": "sapwood._queries",
+    "diff_stat": "store",
+    "diff_trees": "store",
     "encode_filez": "store",
     "encode_signatures": "store",
     "encode_summary": "store",
@@ -544,7 +546,7 @@ _HOMES: dict[str, str] = {
     "list_deltas": "store",
     "lookup": "store",
     "parse_public_key": "store",
-    "path_history": "sapwood._queries",
+    "path_history": "store",
     "prune": "store",
     "read_keys_file": "store",
     "read_summary": "store",

@@ -20,12 +20,6 @@ from store.pull import pull as _pull
 from store.pull import pull_local as _pull_local
 
 
-def _refs(refs: str | Sequence[str]) -> Sequence[str]:
-    """A single ref given as a str is that ref, not its letters (a str is a
-    Sequence[str] too: attack23 18), as libostree's and dulwich's callers expect."""
-    return (refs,) if isinstance(refs, str) else refs
-
-
 def add_remote(repo: Repository, remote: Remote) -> None:
     """Add ``remote`` to the repository's config (RemoteError if its name is taken)."""
     _add_remote(repo.path, remote)
@@ -78,7 +72,7 @@ def pull(
     return _pull(
         repo,
         remote,
-        _refs(refs),
+        refs,
         depth=depth,
         dry_run=dry_run,
         settings=settings,
@@ -98,4 +92,4 @@ def pull_local(
     ``source`` into ``repo`` under the same names, with their commits' whole trees:
     objects hardlinked where both repositories keep them alike on one filesystem (after
     verifying them), copied and converted to this repository's mode otherwise."""
-    return _pull_local(repo, source, _refs(refs), progress=progress)
+    return _pull_local(repo, source, refs, progress=progress)

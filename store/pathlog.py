@@ -66,7 +66,7 @@ def normalize_path(path: str) -> bytes:
 
 
 def path_history(
-    repo: Repository, commit_id: ObjectId, paths: Iterable[str]
+    repo: Repository, commit_id: ObjectId, paths: str | Iterable[str]
 ) -> Iterator[PathLogEntry]:
     """The commits of ``commit_id``'s history (newest first, as :func:`history`) that
     changed any of ``paths`` (files or directories; a directory changes with anything

@@ -140,7 +140,7 @@ class Change(NamedTuple):
 
 
 def diff_trees(
-    repo: Repository, old: Node, new: Node, paths: Iterable[str] | None = None
+    repo: Repository, old: Node, new: Node, paths: str | Iterable[str] | None = None
 ) -> Iterator[Change]:
     """A :class:`Change` for every difference between two directory nodes, by path.
 

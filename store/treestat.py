@@ -67,7 +67,7 @@ class DiffStat:
 
 
 def diff_stat(
-    repo: Repository, old: Node | None, new: Node, paths: Iterable[str] | None = None
+    repo: Repository, old: Node | None, new: Node, paths: str | Iterable[str] | None = None
 ) -> DiffStat:
     """The :class:`DiffStat` of ``diff_trees(repo, old, new, paths)``.
 

@@ -49,7 +49,7 @@ _READ = 1 << 20
 def pull_local(
     repo: Repository,
     source: str | os.PathLike[str],
-    refs: Sequence[str] = (),
+    refs: str | Sequence[str] = (),
     *,
     progress: ProgressCallback | None = None,
 ) -> PullReport:

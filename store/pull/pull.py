@@ -69,7 +69,7 @@ __all__ = ["ProgressCallback", "PullProgress", "PullReport", "pull"]
 def pull(
     repo: Repository,
     remote: Remote | str,
-    refs: Sequence[str] = (),
+    refs: str | Sequence[str] = (),
     *,
     depth: int = 0,
     dry_run: bool = False,
