@@ -8,6 +8,7 @@ import errno
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +51,36 @@ def syncfs(path: Path) -> None:
             raise OSError(err, os.strerror(err), str(path))
     finally:
         os.close(fd)
+
+
+class InBackground:
+    """A flush (``flush()``, e.g. a syncfs) run in a thread of its own from the moment
+    this is made, so that the caller can prepare what must follow it (a transaction's
+    LMDB write: its checks and rows) while the disk works. ``wait()`` returns once it is
+    done and raises what it raised: the commit point waits for it before it commits, so
+    the order on disk is that of a flush in line."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sapwood-flush", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._flush()
+        except BaseException as exc:  # handed to the waiting thread, raised there
+            self._error = exc
+
+    def join(self) -> None:
+        """Wait for the flush to end, whatever it raised (kept for ``wait``)."""
+        self._thread.join()
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def replace_file(directory: Path, name: str, data: bytes, fsync: bool = True) -> None:

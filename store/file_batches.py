@@ -37,7 +37,9 @@ class FileBatches:
     its commit point), then calls what lists the batch in ``index``."""
 
     def __init__(
-        self, index: Index, publish: Callable[[StagedFiles, Callable[[], None]], None]
+        self,
+        index: Index,
+        publish: Callable[[StagedFiles, Callable[[Callable[[], None]], None]], None],
     ) -> None:
         self._index = index
         self._publish = publish
@@ -51,7 +53,7 @@ class FileBatches:
         self._local = threading.local()
         self._reader_cms: list[AbstractContextManager[IndexReader]] = []
 
-    def claim(self, object_id: ObjectId) -> bool:
+    def claim(self, object_id: ObjectId, ask_index: bool = True) -> bool:
         """True if the caller must store ``object_id`` (it is neither indexed nor staged).
 
         The index is asked before the id is remembered: an indexed object is never
@@ -59,11 +61,14 @@ class FileBatches:
         transaction (108 MiB per million files of a tree the repository already holds).
         Two threads that both find it missing: the second to claim it is refused; one
         that claims it just after a flush published it stages it once more, harmless.
+        ``ask_index=False``: the caller found it missing in a snapshot of its own (a
+        pull's walk); another writer that lists it meanwhile has it stored twice, as
+        above, harmless.
         """
         with self._mutex:
             if object_id in self._claimed:
                 return False
-        if self._reader().has_object(object_id):
+        if ask_index and self._reader().has_object(object_id):
             return False
         with self._mutex:
             if object_id in self._claimed:
@@ -149,7 +154,9 @@ class FileBatches:
             if getattr(self._local, "reader", None) is not None:
                 self._drop_reader()  # a snapshot left open keeps LMDB from reusing pages
             with space_errors(_NOTHING_COMMITTED):  # listed before a Ctrl-C lands
-                self._publish(staged, lambda: self._index.apply(files))
+                self._publish(
+                    staged, lambda durable: self._index.apply(files, before_commit=durable)
+                )
             with self._mutex:
                 self._claimed.difference_update(files.objects)  # the renewed readers see them
                 self._generation += 1

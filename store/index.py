@@ -391,15 +391,18 @@ class Index:
             else:  # begun before a fork, and this is the child: see _INHERITED_READERS
                 _INHERITED_READERS.append(txn)
 
-    def apply(self, batch: WriteBatch) -> None:
-        """Apply ``batch`` in one LMDB write transaction: the commit point."""
+    def apply(self, batch: WriteBatch, before_commit: Callable[[], None] | None = None) -> None:
+        """Apply ``batch`` in one LMDB write transaction: the commit point.
+        ``before_commit`` runs inside it, after the checks and the rows, right before
+        the LMDB commit (Transaction._publish: the wait for the flush of the objects the
+        rows list); what it raises aborts the write."""
         self._require_open()
         if self.read_only:
             raise ReadOnlyRepositoryError(
                 "this repository is read-only for you; nothing was written"
             )
         try:
-            write_batch(self._env, self._dbs, batch, self._shared.pages)
+            write_batch(self._env, self._dbs, batch, self._shared.pages, before_commit)
             cover_last_page(self._env, self._shared.key)
         except lmdb.Error as exc:
             text = str(exc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from store.errors import (
@@ -30,11 +31,18 @@ from store.objects import DirTree
 _I64 = struct.Struct(">q")
 
 
-def write_batch(env: Any, dbs: dict[str, Any], batch: WriteBatch, pages: PageBudget) -> None:
+def write_batch(
+    env: Any,
+    dbs: dict[str, Any],
+    batch: WriteBatch,
+    pages: PageBudget,
+    before_commit: Callable[[], None] | None = None,
+) -> None:
     """Check ``batch`` and apply it in one LMDB write transaction (Index.apply): the
     commit point. Every row it checks, puts or deletes is counted in ``pages``, which
     lets go of the index's pages as they pass the budget (safe inside the write
-    transaction: store/index_env.py, PageBudget)."""
+    transaction: store/index_env.py, PageBudget). ``before_commit`` runs last, inside
+    the transaction: what it raises aborts it."""
     with env.begin(write=True) as txn:
         objects = dbs["objects"]
         _check_required(txn, objects, batch, pages)
@@ -68,6 +76,8 @@ def write_batch(env: Any, dbs: dict[str, Any], batch: WriteBatch, pages: PageBud
         for key, value in batch.statcache.items():
             pages.note()
             txn.put(key, value, db=dbs["statcache"])
+        if before_commit is not None:
+            before_commit()
 
 
 def cover_last_page(env: Any, path: str) -> None:

@@ -36,7 +36,7 @@ from typing import Protocol
 import blake3
 
 from store.content import ContentStore
-from store.durability import fsync_dirs, space_errors, syncfs
+from store.durability import InBackground, fsync_dirs, space_errors, syncfs
 from store.errors import ModePolicyError, OutOfSpaceError, SourceError
 from store.file_batches import FileBatches
 from store.filez import VerifiedFile
@@ -68,6 +68,13 @@ SMALL_FILE = 4 << 20  # files up to this size are read once, into memory
 # directories took 7-22 ms, the syncfs 2-6 ms, load 3-4). What a syncfs flushes beside
 # them is what was written since the syncfs of the content a moment before.
 _FSYNC_DIRS_AT_MOST = 16
+# What Transaction._publish hands the staged files' listing: the function to call right
+# before its LMDB commit (it waits until the files are durable).
+ListThem = Callable[[Callable[[], None]], None]
+
+
+def _nothing_to_wait_for() -> None:
+    """The files are durable already, or nothing is promised (fsync off)."""
 
 
 class TransactionHost(Protocol):
@@ -211,11 +218,16 @@ class Transaction:
             self._record(object_id, ObjectRecord.for_file(len(data), encoded), target)
         return object_id
 
-    def write_verified_file(self, verified: VerifiedFile, where: str = "") -> ObjectId:
+    def write_verified_file(
+        self, verified: VerifiedFile, where: str = "", missing: bool = False
+    ) -> ObjectId:
         """Store a file object that store/filez.py's decode_filez has just verified:
         its id was computed from these very bytes, so they are not hashed again.
         ModePolicyError if this repository's mode would keep it as another object
-        (bare-user-only drops ownership and xattrs)."""
+        (bare-user-only drops ownership and xattrs). ``missing``: the caller found it
+        missing from the index already (a pull's walk): the index is not asked again
+        (each look-up lets other threads take the interpreter's lock, and waits to get
+        it back)."""
         where = where or f"file object {verified.object_id.hex()}"
         header = verified.header
         if self._repo.mode.admit_file(header, where) != header:
@@ -225,7 +237,7 @@ class Transaction:
                 path=where,
             )
         object_id, data = verified.object_id, verified.content
-        if self._files.claim(object_id):
+        if self._files.claim(object_id, ask_index=not missing):
             self._reserve(len(data))
             target = self._stage_path(object_id, ObjectType.FILE)
             with space_errors(_NOTHING_COMMITTED):
@@ -363,13 +375,13 @@ class Transaction:
         self._close_readers()  # our snapshots are not needed past this point
         committed = False
 
-        def commit_point() -> None:
+        def commit_point(durable: Callable[[], None]) -> None:
             nonlocal committed
             with space_errors(_NOTHING_COMMITTED):
                 self._batch.objects.update(self._files.pending.objects)
                 self._batch.statcache.update(self._files.pending.statcache)
                 self._batch.check_trees = True
-                self._repo.index.apply(self._batch)
+                self._repo.index.apply(self._batch, before_commit=durable)
             committed = True
             self._after_commit_point()
 
@@ -392,11 +404,17 @@ class Transaction:
         finally:
             self._finish()
 
-    def _publish(self, staged_files: list[tuple[str, str]], list_them: Callable[[], None]) -> None:
+    def _publish(self, staged_files: list[tuple[str, str]], list_them: ListThem) -> None:
         """Move staged files into objects/, make their content and names durable with one
-        flush, then ``list_them`` (an LMDB commit, and what must follow it): a Ctrl-C from
+        flush, and ``list_them`` (an LMDB commit, and what must follow it): a Ctrl-C from
         the first move on waits until it has returned, so that it never leaves files in
         objects/ that the index does not list (store/interrupts.py).
+
+        The flush runs in a thread from the last move on while ``list_them`` checks and
+        writes its rows; it calls the function it is given right before its LMDB commit,
+        which waits for the flush: the rows become visible only after the flush, as with
+        a flush in line, and the work of the write overlaps the disk's (an update pull's
+        commit point, docs/decisions.md "The update pull, session 15").
 
         A staged file is hard-linked in before the flush, never over a name already
         there: until the index lists it, a file in objects/ is trusted by nobody
@@ -408,17 +426,38 @@ class Transaction:
         by a rename whose directory is then synced: a file the index lists, or a server
         serves, never names content not yet on disk (review18 R18-1)."""
         with interrupts_held():
-            if staged_files:
+            if not staged_files:
+                list_them(_nothing_to_wait_for)
+                return
+            if not self._repo.fsync:  # nothing is promised to survive a crash
                 with space_errors(_NOTHING_COMMITTED):
-                    self._move_in(staged_files)
-            list_them()
+                    self._rename_in(staged_files)
+                list_them(_nothing_to_wait_for)
+                return
+            with space_errors(_NOTHING_COMMITTED):
+                taken = self._link_in(staged_files)
+            staging = self.staging
+            flush = InBackground(lambda: syncfs(staging))
 
-    def _move_in(self, staged_files: list[tuple[str, str]]) -> None:
+            def durable() -> None:
+                with space_errors(_NOTHING_COMMITTED):
+                    flush.wait()
+                    self._replace_taken(taken)
+
+            try:
+                list_them(durable)
+            finally:
+                flush.join()  # list_them failed before it waited: no flush left running
+
+    def _rename_in(self, staged_files: list[tuple[str, str]]) -> None:
         objects = str(self._repo.path / "objects")
-        if not self._repo.fsync:  # nothing is promised to survive a crash
-            for staged, relpath in staged_files:
-                os.rename(staged, f"{objects}/{relpath}")
-            return
+        for staged, relpath in staged_files:
+            os.rename(staged, f"{objects}/{relpath}")
+
+    def _link_in(self, staged_files: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Link each staged file in under its name; those whose name is taken are
+        returned (staged path, target), to be renamed in after the flush."""
+        objects = str(self._repo.path / "objects")
         taken: list[tuple[str, str]] = []
         for staged, relpath in staged_files:
             target = f"{objects}/{relpath}"
@@ -428,7 +467,9 @@ class Transaction:
                 taken.append((staged, target))
             else:
                 os.unlink(staged)
-        syncfs(self.staging)
+        return taken
+
+    def _replace_taken(self, taken: list[tuple[str, str]]) -> None:
         for staged, target in taken:
             os.rename(staged, target)
         directories = {os.path.dirname(target) for _, target in taken}

@@ -104,12 +104,14 @@ class DecodedContent:
 
     def store(self, txn: Transaction, object_id: ObjectId, mode: RepoMode) -> None:
         """Write the object in ``txn``; ModePolicyError if the local mode would keep it
-        as another object (bare-user-only drops ownership and xattrs)."""
+        as another object (bare-user-only drops ownership and xattrs). The pull found
+        it missing from the index (the walk, the delta's held files): small ones are
+        stored without asking the index again (Transaction.write_verified_file)."""
         where = f"file object {object_id.hex()}"
         if self._verified is not None:  # small: what decode_filez hashed, in memory
             if self._verified.object_id != object_id:
                 raise CorruptObjectError(f"{where} was decoded as another", object_id=object_id)
-            txn.write_verified_file(self._verified, where)
+            txn.write_verified_file(self._verified, where, missing=True)
             return
         if mode.admit_file(self.header, where) != self.header:
             raise ModePolicyError(

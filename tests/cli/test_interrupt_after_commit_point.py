@@ -19,10 +19,10 @@ import os, signal, sys
 from store.index import Index
 from sapwood.cli.main import main
 real = Index.apply
-def apply(index, batch):
+def apply(index, batch, before_commit=None):
     if batch.refs:  # the commit point (file batches are listed before it)
         os.kill(os.getpid(), signal.SIGINT)
-    real(index, batch)
+    real(index, batch, before_commit)
 Index.apply = apply
 sys.exit(main(["--repo", sys.argv[1], "commit", "-b", "main", sys.argv[2]]))
 """
@@ -52,7 +52,7 @@ _PLAIN = r"""
 import os, signal, sys
 from store.index import Index
 from sapwood.cli.main import main
-def apply(index, batch):
+def apply(index, batch, before_commit=None):
     raise KeyboardInterrupt  # before the commit point: nothing committed
 Index.apply = apply
 sys.exit(main(["--repo", sys.argv[1], "commit", "-b", "main", sys.argv[2]]))

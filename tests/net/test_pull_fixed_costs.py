@@ -38,7 +38,10 @@ def _contents(directories: int) -> list[bytes]:
 
 
 class _Calls:
-    """The syncs and index writes of a commit, with what objects/ held at each."""
+    """The syncs and index writes of a commit, with what objects/ held and the index
+    listed at each. The flush runs in a thread of its own while the index write checks
+    and writes its rows (session 15): "synced" and "listed" are logged as the flush
+    ends and as the write commits."""
 
     def __init__(self, repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
         self.repo = repo
@@ -51,18 +54,31 @@ class _Calls:
         def syncfs(path: Path) -> None:
             self.log.append(("syncfs", self._present()))
             real_syncfs(path)
+            self.log.append(("synced", self._listed()))
 
         def fsync_dirs(paths: list[Path]) -> None:
             self.log.append(("fsync_dirs", len(paths)))
             real_fsync_dirs(paths)
 
-        def apply(index: Index, batch: WriteBatch) -> None:
+        def apply(
+            index: Index, batch: WriteBatch, before_commit: Callable[[], None] | None = None
+        ) -> None:
             self.log.append(("apply", self._present()))
-            real_apply(index, batch)
+
+            def then_commit() -> None:
+                if before_commit is not None:
+                    before_commit()
+                self.log.append(("commit", self._listed()))
+
+            real_apply(index, batch, then_commit)
+            self.log.append(("listed", self._listed()))
 
         monkeypatch.setattr(transaction_module, "syncfs", syncfs)
         monkeypatch.setattr(transaction_module, "fsync_dirs", fsync_dirs)
         monkeypatch.setattr(Index, "apply", apply)
+
+    def _listed(self) -> int:
+        return sum(self.repo.has_object(oid) for oid in self.ids)
 
     def _present(self) -> int:
         return sum(os.path.exists(self.repo.content.path(oid)) for oid in self.ids)
@@ -72,6 +88,15 @@ class _Calls:
             self.ids = [txn.write_file(HEADER, content) for content in contents]
             before()
 
+    def check_order(self, files: int) -> None:
+        """One flush, started once the files are linked in and ended before the index
+        write commits; that write began meanwhile (either may log first)."""
+        log = self.log
+        expected = [("syncfs", files), ("apply", files), ("synced", 0), ("commit", 0)]
+        assert sorted(log[:-1]) == sorted(expected), log
+        assert log.index(("syncfs", files)) < log.index(("synced", 0)) < log.index(("commit", 0))
+        assert log[-1] == ("listed", files)
+
 
 def test_a_batch_is_linked_in_then_synced_once_before_the_index_lists_it(
     user_repo: Repository, monkeypatch: pytest.MonkeyPatch
@@ -79,7 +104,7 @@ def test_a_batch_is_linked_in_then_synced_once_before_the_index_lists_it(
     calls = _Calls(user_repo, monkeypatch)
     contents = _contents(40)
     calls.commit(contents)
-    assert calls.log == [("syncfs", len(contents)), ("apply", len(contents))]
+    calls.check_order(len(contents))
     assert all(user_repo.has_object(oid) for oid in calls.ids)
     assert fsck(user_repo, all_objects=True).clean
 
@@ -90,7 +115,7 @@ def test_a_batch_into_few_directories_is_synced_once_too(
     calls = _Calls(user_repo, monkeypatch)
     contents = _contents(3)
     calls.commit(contents)
-    assert calls.log == [("syncfs", 3), ("apply", 3)]
+    calls.check_order(3)
 
 
 def test_an_object_file_a_crash_left_empty_and_unlisted_is_trusted_by_nobody(

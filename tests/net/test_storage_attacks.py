@@ -829,7 +829,8 @@ def test_a_crash_between_the_renames_and_the_index_leaves_fsck_clean(
     tmp_path: Path, command: str
 ) -> None:
     """The process dies right after the staged files are linked into objects/ and
-    synced (Transaction._move_in), before the index lists them: fsck is clean (the
+    synced (Transaction._replace_taken, which runs after the flush, inside the index's
+    write transaction), before the index lists them: fsck is clean (the
     files are unlisted), no ref moved, and the next run stores the same objects over
     them."""
     files = _many_files(300)
@@ -841,7 +842,7 @@ def test_a_crash_between_the_renames_and_the_index_leaves_fsck_clean(
         args = ["pull", "origin", "main"] if command == "pull" else ["commit", "-b", "main"]
         args += [] if command == "pull" else [str(tmp_path / "tree")]
         died = subprocess.run(
-            [sys.executable, "-c", _DIE_AFTER, "_move_in", "--repo", str(local), *args],
+            [sys.executable, "-c", _DIE_AFTER, "_replace_taken", "--repo", str(local), *args],
             capture_output=True,
             text=True,
             timeout=60,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,11 @@ def applied(monkeypatch: pytest.MonkeyPatch) -> list[WriteBatch]:
     seen: list[WriteBatch] = []
     real = Index.apply
 
-    def counting(index: Index, batch: WriteBatch) -> None:
+    def counting(
+        index: Index, batch: WriteBatch, before_commit: Callable[[], None] | None = None
+    ) -> None:
         seen.append(batch)
-        real(index, batch)
+        real(index, batch, before_commit)
 
     monkeypatch.setattr(Index, "apply", counting)
     return seen
