@@ -94,9 +94,11 @@ def install_venv(where: Path) -> str:
     # the tree first (its packages, never a dependency's of the same name), then the
     # dependencies: a path a .pth file names is searched, its own .pth files are not
     Path(site, "sapwood.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")
-    script = where / "bin" / "sapwood"  # as pip writes a console script
+    script = where / "bin" / "sapwood"  # as pip writes a console script, with its guard:
+    # fsck's worker processes (spawned) import the script again as __mp_main__
     script.write_text(
-        f"#!{python}\nimport sys\nfrom sapwood.cli.main import run\n\nsys.exit(run())\n"
+        f"#!{python}\nimport sys\nfrom sapwood.cli.main import run\n\n"
+        "if __name__ == '__main__':\n    sys.exit(run())\n"
     )
     script.chmod(0o755)
 
