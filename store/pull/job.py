@@ -65,6 +65,7 @@ class _Job:
     queued: set[ObjectId]  # content objects stored or being stored
     thorough: bool  # walk held dirtrees too: the repository has partial commits
     walked_held: set[ObjectId]  # held dirtrees walked (thorough only)
+    previous: dict[ObjectId, ObjectId]  # a dirtree to walk -> the held one at its path
     allow_downgrade: bool
     batches: Batches | None
     _meta_pool: ThreadPoolExecutor | None = None  # see _metadata_pool

@@ -133,6 +133,7 @@ class _Pull(_Checks, _Deltas, _Walk):
         self.queued: set[ObjectId] = set()  # content objects stored or being stored
         self.thorough = False  # walk held dirtrees too: the repository has partial commits
         self.walked_held: set[ObjectId] = set()  # held dirtrees walked (thorough only)
+        self.previous: dict[ObjectId, ObjectId] = {}  # see _Walk._pair_with_held
         self.allow_downgrade = allow_downgrade
         self.batches = (
             None
@@ -156,6 +157,8 @@ class _Pull(_Checks, _Deltas, _Walk):
                     self._use_delta(want, offered)
             self.tracker.phase("trees")
             self.thorough = _has_partial_commits(self.repo)
+            if not self.thorough:
+                self._pair_with_held(wanted)
             self._walk_trees(roots)  # content is fetched as it is found
             self.report.content_missing = len(self.missing_files)
             self.tracker.content_total = len(self.missing_files)

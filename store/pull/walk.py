@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from functools import partial
 from typing import BinaryIO
 
-from store.errors import CorruptObjectError
+from store.errors import CorruptObjectError, SapwoodError
 from store.ids import ObjectId, ObjectType
 from store.objects import DirTree, MetaObject
 from store.pull.batches import Stopped
-from store.pull.job import GROUP, _Job
+from store.pull.job import GROUP, _Job, _Wanted
 from store.pull.objects import DecodedContent, decoded_filez, verified_meta
 from store.repo import Repository
 from store.transaction import Transaction
@@ -44,15 +44,66 @@ class _Walk(_Job):
         while level or metas:
             trees = self._fetch_metadata(ObjectType.DIRTREE, level)
             self._fetch_metadata(ObjectType.DIRMETA, metas)
-            level, metas, files = [], [], []
-            for tree in trees:
-                files += [file_id for _, file_id in tree.files]
-                for _, entry in tree.dirs:
-                    level.append(entry.tree)
-                    metas.append(entry.meta)
+            level, metas = [], []
+            files: list[ObjectId] = []
+            for tree_id, tree in trees:
+                self._children(tree_id, tree, level, metas, files)
             self._note_missing_files(files)
 
-    def _fetch_metadata(self, kind: ObjectType, ids: list[ObjectId]) -> list[DirTree]:
+    def _pair_with_held(self, wanted: Iterable[_Wanted]) -> None:
+        """Pair each new commit's root tree with the root of the commit its local ref
+        holds, so that the walk compares each new tree with the held one at its path
+        (``_children``) instead of looking up every entry in the index: an update's
+        changed directories are mostly entries it had already (546 look-ups for 94 new
+        files; each lets the writers take the interpreter's lock, and waits to get it
+        back). Only without partial commits (``thorough``): a ref's commit is then
+        complete, and what it names is held; the commit point checks it all again."""
+        for want in wanted:
+            new = self.commits.get(want.new)
+            if new is None or want.old is None or want.old == want.new:
+                continue
+            try:
+                held = self.repo.read_commit(want.old)
+            except SapwoodError:  # damaged, or removed meanwhile: every entry looked up
+                continue
+            self.previous.setdefault(new.tree, held.tree)
+
+    def _children(
+        self,
+        tree_id: ObjectId,
+        tree: DirTree,
+        level: list[ObjectId],
+        metas: list[ObjectId],
+        files: list[ObjectId],
+    ) -> None:
+        """Add to ``level``, ``metas`` and ``files`` what ``tree`` names that may be
+        missing: all of it, but what the held tree at its path names under the same
+        name (``previous``); a changed subdirectory is paired with the held one."""
+        held = self._held_at_path(tree_id)
+        held_files = dict(held.files) if held is not None else {}
+        held_dirs = dict(held.dirs) if held is not None else {}
+        files += [file_id for name, file_id in tree.files if held_files.get(name) != file_id]
+        for name, entry in tree.dirs:
+            before = held_dirs.get(name)
+            if before is None or before.tree != entry.tree:
+                level.append(entry.tree)
+                if before is not None:
+                    self.previous.setdefault(entry.tree, before.tree)
+            if before is None or before.meta != entry.meta:
+                metas.append(entry.meta)
+
+    def _held_at_path(self, tree_id: ObjectId) -> DirTree | None:
+        held_id = self.previous.pop(tree_id, None)
+        if held_id is None:
+            return None
+        try:
+            return self.repo.read_dirtree(held_id)
+        except SapwoodError:  # damaged, or removed meanwhile: every entry looked up
+            return None
+
+    def _fetch_metadata(
+        self, kind: ObjectType, ids: list[ObjectId]
+    ) -> list[tuple[ObjectId, DirTree]]:
         """Fetch the objects of ``ids`` that are neither here nor fetched already; the
         dirtrees fetched (the ones whose children are to be walked), and when
         ``thorough`` the held ones not walked yet too (read here, not fetched)."""
@@ -63,7 +114,7 @@ class _Walk(_Job):
             for oid in dict.fromkeys(ids):
                 if oid not in known:
                     (held if snap.has_object(oid) else todo).append(oid)
-        found: list[DirTree] = []
+        found: list[tuple[ObjectId, DirTree]] = []
         if kind is ObjectType.DIRTREE and self.thorough:
             found += self._held_trees(held)
         remote = [oid for oid in todo if oid not in self.from_delta]
@@ -88,10 +139,10 @@ class _Walk(_Job):
         for oid in todo:
             meta = known[oid]
             if isinstance(meta, DirTree):
-                found.append(meta)
+                found.append((oid, meta))
         return found
 
-    def _held_trees(self, ids: list[ObjectId]) -> list[DirTree]:
+    def _held_trees(self, ids: list[ObjectId]) -> list[tuple[ObjectId, DirTree]]:
         """The held dirtrees of ``ids`` not walked yet: after fsck --delete a held
         dirtree no longer stands for its whole subtree, so a commit written (and its
         partial mark cleared) must have had every tree below it walked."""
@@ -99,7 +150,7 @@ class _Walk(_Job):
         for oid in ids:
             if oid not in self.walked_held:
                 self.walked_held.add(oid)
-                trees.append(self.repo.read_dirtree(oid))
+                trees.append((oid, self.repo.read_dirtree(oid)))
         return trees
 
     def _note_missing_files(self, files: list[ObjectId]) -> None:
