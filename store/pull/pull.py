@@ -33,6 +33,7 @@ share store.pull.job, the progress and report store.pull.progress.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -42,6 +43,7 @@ from store.errors import (
     FormatError,
     InvalidRefNameError,
     ModePolicyError,
+    RefConflictError,
     RefNotFoundError,
     UsageError,
 )
@@ -59,6 +61,8 @@ from store.pull.settings import FetchSettings
 from store.pull.walk import _has_partial_commits, _Walk
 from store.repo import Repository
 from store.transaction import Transaction
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from store.pull.http import Fetcher
@@ -168,7 +172,11 @@ class _Pull(_Checks, _Deltas, _Walk):
                 writes = moves or self.commits or self.signatures or self.trees or self.metas
                 # the last batch's transaction writes the metadata and moves the refs:
                 # one commit point fewer (a small update has nothing but that one)
-                self.batches.finish(partial(self._finish, moves) if writes else None)
+                try:
+                    self.batches.finish(partial(self._finish, moves) if writes else None)
+                except RefConflictError:
+                    if not moves or not self._moved_there_meanwhile(moves):
+                        raise
                 self.report.content_fetched = len(self.missing_files)
             for want in wanted:
                 self.report.refs[want.local] = (want.old, want.new)
@@ -222,6 +230,15 @@ class _Pull(_Checks, _Deltas, _Walk):
         merged = merge_signatures(current, fetched, commit.encode())
         if merged != current:
             txn.set_commitmeta(commit_id, merged, expected=current)
+
+    def _moved_there_meanwhile(self, moves: list[_Wanted]) -> bool:
+        """Whether another pull (a cron job's, say) moved every ref this one moves to the
+        very commit this one brings while it ran: then the refs are where this pull was
+        taking them, and its refused compare-and-swap is no failure (attack24 1)."""
+        if any(self.repo.ref(want.local) != want.new for want in moves):
+            return False
+        log.info("%s: %s moved there meanwhile", self.where, ", ".join(w.local for w in moves))
+        return True
 
     def _finish(self, moves: list[_Wanted], txn: Transaction) -> None:
         """Write the trees, commits and signatures, and move the refs, in ``txn``."""
