@@ -110,3 +110,62 @@ def test_sigkill_during_pulls_with_deltas_and_pull_local(tmp_path: Path, seed: i
     sapwood_ok(copy, "pull-local", local, "origin:main")
     assert refs(copy)["origin:main"] == second
     fsck_clean(copy)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's prune in a user's repository")
+def test_root_prune_in_a_users_repository_leaves_it_usable(tmp_path: Path) -> None:
+    """An unprivileged user pulls into a bare-user repository of theirs; root runs
+    prune, fsck and static-delta generate in it (an administrator's cron). Whatever root
+    made there must not lock the user out: the user's next pull and prune succeed."""
+    from tests.helpers import give_to_user, run_as_user, user_dir
+
+    archive = tmp_path / "archive"
+    archive_of(archive, write_tree(tmp_path / "a", _files(40, "a", 3)))
+    home = user_dir()
+    try:
+        with serve(archive) as served:
+            assert run_as_user("--repo", home / "r", "init", "--mode", "bare-user").returncode == 0
+            local = home / "r"
+            assert run_as_user("--repo", local, "remote", "add", "o", served.url).returncode == 0
+            first = run_as_user("--repo", local, "pull", "o", "main")
+            assert first.returncode == 0, first.stderr
+            second = archive_of(archive, write_tree(tmp_path / "b", _files(40, "b", 4)))
+            sapwood_ok(local, "prune", "--refs-only", "--depth", "0")
+            sapwood_ok(local, "fsck", "--all")
+            sapwood_ok(local, "static-delta", "generate", "--to", "o:main")
+            owned_by_root = [p for p in local.rglob("*") if p.lstat().st_uid == 0]
+            again = run_as_user("--repo", local, "pull", "o", "main")
+            assert again.returncode == 0, (again.stderr, owned_by_root)
+            pruned = run_as_user("--repo", local, "prune", "--refs-only", "--depth", "0")
+            assert pruned.returncode == 0, (pruned.stderr, owned_by_root)
+            assert refs(local)["o:main"] == second
+    finally:
+        give_to_user(home)
+        subprocess.run(["rm", "-rf", str(home)], check=False)
+
+
+def test_a_pull_whose_ref_another_pull_set_the_same_succeeds(tmp_path: Path) -> None:
+    """Two pulls of one remote at once (a timer's and an administrator's): the one that
+    commits second found the ref already at the very commit it brings, and failed with
+    'ref origin:main moved while this transaction ran' only when the other set another
+    commit (stress, /tmp/a24/stress.sh): the same commit, set while this pull fetched
+    (its report counts the objects it fetched), is no conflict."""
+    import sapwood
+
+    archive = tmp_path / "archive"
+    commit = archive_of(archive, write_tree(tmp_path / "a", _files(60, "a", 5)))
+    local = local_repo(tmp_path / "local")
+    with serve(archive) as served:
+        add_remote(local, served.url)
+        other: list[subprocess.CompletedProcess[str]] = []
+
+        def meanwhile(progress: sapwood.PullProgress) -> None:
+            if not other and progress.phase in ("content", "writing"):  # ref read, not set
+                other.append(pull(local, "origin", "main"))
+
+        with sapwood.Repository.open(local) as repo:
+            report = sapwood.pull(repo, "origin", "main", progress=meanwhile)
+        assert report.content_fetched + report.delta_objects > 0, report
+        assert other and other[0].returncode == 0, other
+    assert refs(local) == {"origin:main": commit}
+    fsck_clean(local)
