@@ -342,10 +342,22 @@ def generate_delta(
     Parts hold up to ``part_size`` bytes (an object larger than that has a part of its
     own). Every object is checked as it is read (a damaged one is never published).
     The summary lists the delta once ``update_summary`` runs.
+
+    It holds the repository lock shared, as a commit or a pull does: a prune (which
+    holds it exclusively while it deletes) waits for it, and it waits for a prune
+    running, so it never reads objects prune is deleting nor publishes a delta to a
+    commit prune has just removed (attack24 2).
     """
+    repo.require_writable()
+    with repo.lock(exclusive=False):
+        return _generate_delta(repo, from_id, to_id, part_size)
+
+
+def _generate_delta(
+    repo: Repository, from_id: ObjectId | None, to_id: ObjectId, part_size: int
+) -> Path:
     import shutil  # here: see the imports
 
-    repo.require_writable()
     for commit_id in (from_id, to_id):
         if commit_id is not None:
             repo.read_commit(commit_id)  # ObjectMissingError or CorruptObjectError

@@ -42,7 +42,6 @@ def _files(count: int, tag: str, seed: int) -> dict[str, str | bytes]:
     return {f"d{n % 9}/f{n:03d}": rng.randbytes(rng.randrange(10, 40_000)) for n in range(count)}
 
 
-@pytest.mark.xfail(strict=True, reason="attack24 2: static-delta generate takes no repository lock")
 def test_static_delta_generate_waits_for_a_running_prune(tmp_path: Path) -> None:
     """prune holds the repository lock exclusively while it deletes objects; a
     ``static-delta generate`` run meanwhile read objects prune was deleting (stress:
