@@ -133,7 +133,9 @@ def deploy(
     try:
         with space_errors("nothing was deployed"):
             _build(layout, repo, new, dest, source, changes, merge, request)
-            sync_refs(repo, [*listed, *deployments], warn=False)  # a root before it is listed
+            sync_refs(
+                layout, repo, [*listed, *deployments], warn=False
+            )  # a root before it is listed
             write_loader(layout, listed)
     except BaseException:
         if current_bootversion(layout) == version:  # not switched: remove what was written
@@ -143,7 +145,7 @@ def deploy(
             except (SapwoodError, OSError) as exc:
                 log.warning("%s", exc)
             with contextlib.suppress(SapwoodError, OSError):
-                sync_refs(repo, deployments, warn=False)
+                sync_refs(layout, repo, deployments, warn=False)
         raise
     request.warnings.extend(tidy_after_switch(layout, repo, listed))
     return new, listed

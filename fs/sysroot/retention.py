@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from pathlib import Path
 
 from fs.sysroot.kargs import OWN_KEY
@@ -21,7 +22,8 @@ from fs.sysroot.kernels import leftovers
 from fs.sysroot.layout import Layout
 from fs.sysroot.removal import remove_own_tree
 from fs.sysroot.state import Deployment, current_bootversion
-from store import Repository, SapwoodError, from_hex
+from fs.sysroot.users_data import users_file
+from store import Repository, SapwoodError, from_hex, show_path
 
 log = logging.getLogger(__name__)
 REF_PREFIX = "sapwood/deploy/"
@@ -112,12 +114,20 @@ def retain(
 
 
 def remove_unlisted(
-    layout: Layout, listed: list[Deployment], failed: list[Exception] | None = None
+    layout: Layout,
+    listed: list[Deployment],
+    failed: list[Exception] | None = None,
+    warnings: list[str] | None = None,
 ) -> int:
     """Remove deployment directories and origins not in ``listed`` (dropped or partial),
     kernels no deployment uses and the loader directory not in use. Returns how many
     deployments went. Raises at the first path that cannot be removed; with
-    ``failed``, each such error is added there instead and the rest is removed."""
+    ``failed``, each such error is added there instead and the rest is removed.
+
+    A deployment holding users' data (fs/sysroot/users_data.py: a file in its /home,
+    /root, ... that its commit does not have) is left on disk, with a warning (logged,
+    and added to ``warnings``) naming it and the file: data is never removed with the
+    deployment it was written into (attack23 21)."""
     keep = {d.key() for d in listed}
     doomed: list[Path] = []
     removed = 0
@@ -133,6 +143,11 @@ def remove_unlisted(
         doomed.append(layout.loader_dir(1 - current))
     for path in doomed:
         is_deployment = path.parent.name == "deploy" and path.is_dir() and not path.is_symlink()
+        if is_deployment and (kept := _kept_for_users_data(path)) is not None:
+            log.warning("%s", kept)
+            if warnings is not None:
+                warnings.append(kept)
+            continue
         if is_deployment:
             log.info("removing deployment %s/%s", path.parent.parent.name, path.name)
         try:
@@ -146,6 +161,39 @@ def remove_unlisted(
     return removed
 
 
+_DEPLOYMENT_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]{1,9})")
+
+
+def _unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deployment]:
+    """The deployment directories on disk that ``listed`` does not name."""
+    keep = {d.key() for d in listed}
+    found: list[Deployment] = []
+    for os_name in layout.os_names():
+        try:
+            names = sorted(os.listdir(layout.deployments_dir(os_name)))
+        except OSError:
+            continue
+        for name in names:
+            match = _DEPLOYMENT_NAME.fullmatch(name)
+            if match and (os_name, name) not in keep:
+                commit, serial = match.group(1), int(match.group(2))
+                found.append(Deployment(os_name=os_name, commit=commit, serial=serial, kargs=[]))
+    return found
+
+
+def _kept_for_users_data(path: Path) -> str | None:
+    """Why the unlisted deployment at ``path`` stays on disk, if it holds users' data."""
+    found = users_file(path)
+    if found is None:
+        return None
+    return (
+        f"deployment {path.parent.parent.name}/{path.name} is no longer listed but stays "
+        f"on disk: {show_path(os.fsencode(path / found))} is not of its commit (users' data); move "
+        "what is to be kept (into the OS's shared /var: sapwood admin prepare-tree lays "
+        "a tree out so), remove the rest, then run sapwood admin cleanup"
+    )
+
+
 def tidy_after_switch(layout: Layout, repo: Repository, listed: list[Deployment]) -> list[str]:
     """The clean-up after a switch (``listed`` is in place): remove what is no longer
     listed and sync the refs. The switch is done, so what fails here is a warning
@@ -153,12 +201,13 @@ def tidy_after_switch(layout: Layout, repo: Repository, listed: list[Deployment]
     retried rollback would swap back, a retried undeploy remove the next one). The
     leftover is removed by the next deploy or ``admin cleanup``."""
     failed: list[Exception] = []
+    kept: list[str] = []
     try:
-        remove_unlisted(layout, listed, failed)
+        remove_unlisted(layout, listed, failed, kept)
     except (SapwoodError, OSError) as exc:  # listing the directories failed
         failed.append(exc)
     try:
-        sync_refs(repo, listed)
+        sync_refs(layout, repo, listed)
     except (SapwoodError, OSError) as exc:
         failed.append(exc)
     warnings = [
@@ -168,13 +217,17 @@ def tidy_after_switch(layout: Layout, repo: Repository, listed: list[Deployment]
     ]
     for message in warnings:
         log.warning("%s", message)
-    return warnings
+    return kept + warnings
 
 
-def sync_refs(repo: Repository, listed: list[Deployment], warn: bool = True) -> None:
+def sync_refs(
+    layout: Layout, repo: Repository, listed: list[Deployment], warn: bool = True
+) -> None:
     """One ref per deployment (sapwood/deploy/OS/ID.SERIAL), so that no prune of the
     repository, the sysroot's cleanup or a user's ``prune --refs-only``, deletes a
-    deployed commit.
+    deployed commit. An unlisted deployment still on disk (kept for its users' data,
+    or not removable yet) keeps its ref too: its files stay links of the commit's
+    objects, so that users_data still tells a user's file from the commit's.
 
     A listed deployment whose commit is no longer in the repository (its ref deleted by
     hand and the repository pruned, a repository restored from an older backup) gets
@@ -182,6 +235,9 @@ def sync_refs(repo: Repository, listed: list[Deployment], warn: bool = True) -> 
     never removed here, so that deploy, rollback and cleanup keep working; the
     administrator undeploys it."""
     wanted: dict[str, str] = {}
+    for d in _unlisted_on_disk(layout, listed):
+        if repo.has_object(from_hex(d.commit)):
+            wanted[f"{REF_PREFIX}{d.os_name}/{d.name}"] = d.commit
     for index, d in enumerate(listed):
         name = f"{REF_PREFIX}{d.os_name}/{d.name}"
         if repo.has_object(from_hex(d.commit)):

@@ -215,7 +215,7 @@ class Sysroot:
         with self.layout.locked(), self.open_repository() as repo:
             deployments = read_deployments(self.layout)
             remove_unlisted(self.layout, deployments)
-            sync_refs(repo, deployments)
+            sync_refs(self.layout, repo, deployments)
             return prune(repo, refs_only=True, depth=0, progress=progress)
 
     def config_diff(self) -> list[etc_merge.EtcChange]:

@@ -1,0 +1,130 @@
+"""Users' data in deployments (attack23 21): a dropped deployment whose /home, /root,
+/srv, /opt, /mnt or /usr/local holds a file its commit does not have stays on disk,
+with a warning naming the file, its commit protected by its ref, until the
+administrator moves the data and runs cleanup. A deployment holding only its commit's
+files goes as before, and the walk that tells the two apart never follows a symlink
+out of the deployment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import sapwood
+from fs.sysroot import users_data
+from tests.helpers import IS_ROOT
+from tests.sysroot.conftest import commit, small_tree
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
+
+FILES = {"usr/etc/motd": "1\n", "home": "/", "root/.profile": "# root\n", "usr/local/bin": "/"}
+
+
+def _update_twice(sysroot: sapwood.Sysroot, tmp_path: Path, first: sapwood.Deployment) -> None:
+    """Deploy, boot into it, deploy again: ``first`` is dropped by the second deploy."""
+    booted = first
+    for version in ("2", "3"):
+        commit(sysroot, small_tree(tmp_path / f"v{version}", {**FILES, "usr/etc/v": version}))
+        cmdline = f"root=/dev/vda sapwood={booted.boot_path}"
+        result = sapwood.Sysroot(sysroot.path, cmdline=cmdline).deploy("debian/main")
+        booted = result.deployment
+    assert first.key() not in {d.key() for d in sysroot.deployments()}
+
+
+def _refs(sysroot: sapwood.Sysroot) -> list[str]:
+    with sysroot.open_repository() as repo:
+        return sorted(repo.refs())
+
+
+def test_a_dropped_deployment_with_a_users_file_stays_on_disk_until_it_is_moved(
+    sysroot: sapwood.Sysroot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    first = sysroot.deploy("debian/main").deployment
+    running = sysroot.deployment_path(first)
+    (running / "home/alice").mkdir()
+    (running / "home/alice/thesis.tex").write_text("three years of work\n")
+    _update_twice(sysroot, tmp_path, first)
+    assert (running / "home/alice/thesis.tex").read_text() == "three years of work\n"
+    assert any("home/alice/thesis.tex" in r.getMessage() for r in caplog.records)
+    assert f"sapwood/deploy/debian/{first.name}" in _refs(sysroot)  # its objects stay
+    sysroot.cleanup()  # still there: kept again, its commit not pruned
+    assert (running / "root/.profile").read_text() == "# root\n"
+    (running / "home/alice/thesis.tex").rename(tmp_path / "thesis.tex")  # moved away
+    sysroot.cleanup()
+    assert not running.exists()
+    assert f"sapwood/deploy/debian/{first.name}" not in _refs(sysroot)
+
+
+def test_a_dropped_deployment_with_only_its_commits_files_is_removed(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    first = sysroot.deploy("debian/main").deployment
+    running = sysroot.deployment_path(first)
+    (running / "home/alice").mkdir()  # an empty directory and a link hold no data
+    (running / "home/alice/link").symlink_to("/etc/passwd")
+    (running / "tmp/scratch").parent.mkdir(exist_ok=True)
+    (running / "tmp/scratch").write_text("not users' data: /tmp\n")
+    _update_twice(sysroot, tmp_path, first)
+    assert not running.exists()
+
+
+@pytest.mark.parametrize("where", ["root/notes", "srv/www/index.html", "usr/local/bin/tool"])
+def test_each_users_directory_counts(sysroot: sapwood.Sysroot, tmp_path: Path, where: str) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    first = sysroot.deploy("debian/main").deployment
+    written = sysroot.deployment_path(first) / where
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text("kept\n")
+    _update_twice(sysroot, tmp_path, first)
+    assert written.read_text() == "kept\n"
+
+
+def test_the_walk_never_follows_a_symlink_out_of_the_deployment(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep/secret").write_text("not the deployment's\n")
+    deployment = tmp_path / "deployment"
+    (deployment / "srv").mkdir(parents=True)
+    (deployment / "home").symlink_to(outside)  # as a prepared tree: home -> var/home
+    (deployment / "srv/www").symlink_to(outside / "deep")
+    (deployment / "usr").mkdir()
+    (deployment / "usr/local").symlink_to(outside)
+    assert users_data.users_file(deployment) is None
+    (deployment / "srv/mine").write_text("mine\n")
+    assert users_data.users_file(deployment) == "srv/mine"
+
+
+def test_a_file_linked_elsewhere_is_taken_for_an_object_and_one_link_for_data(
+    tmp_path: Path,
+) -> None:
+    deployment = tmp_path / "deployment"
+    (deployment / "root").mkdir(parents=True)
+    (tmp_path / "object").write_text("of the commit\n")
+    os.link(tmp_path / "object", deployment / "root/.profile")
+    assert users_data.users_file(deployment) is None
+    (deployment / "root/.bash_history").write_text("ls\n")
+    assert users_data.users_file(deployment) == "root/.bash_history"
+
+
+def test_a_tree_too_large_or_too_deep_to_walk_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = tmp_path / "deployment"
+    (deployment / "opt").mkdir(parents=True)
+    for n in range(30):
+        (deployment / f"opt/d{n}").mkdir()
+    monkeypatch.setattr(users_data, "WALK_LIMIT", 10)
+    assert (
+        users_data.users_file(deployment, users_data.WALK_LIMIT) == "opt (and more not looked at)"
+    )
+    deep = deployment / "mnt"
+    deep.mkdir()
+    for _ in range(users_data.MAX_DEPTH + 2):
+        deep = deep / "d"
+        deep.mkdir()
+    assert (users_data.users_file(deployment) or "").endswith("(and more not looked at)")
+    assert users_data.users_file(tmp_path / "absent") is None
