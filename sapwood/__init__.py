@@ -18,7 +18,8 @@ store/, fs/ and mountd/ are the layers beneath it; their other names may change.
 
 Deployments of commits into a sysroot (``sapwood admin``; docs/deployments.md) are
 ``Sysroot``'s: ``Sysroot.init_fs(path)``, then ``deploy(rev)``, ``deployments()``,
-``rollback()``, ``cleanup()``, ...
+``rollback()``, ``cleanup()``, ...; ``prepare_tree(tree)`` lays a tree out for them
+before it is committed (users' data and the package database out of the deployment).
 
 Errors are classes derived from ``SapwoodError``, with what went wrong as attributes
 (``RefNotFoundError.rev``, ``ObjectMissingError.object_id``, ...).
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from fs.options import ContentOptions, StatOverride
     from fs.sysroot import BootFiles, Deployment, DeployResult, EtcChange, Sysroot
     from fs.sysroot.initramfs import install_initramfs_hook
+    from fs.sysroot.prepare_tree import prepare_tree
     from sapwood._commit import commit
     from sapwood._mount import (
         Mount,
@@ -367,6 +369,7 @@ __all__ = [
     "parse_date",
     "parse_public_key",
     "path_history",
+    "prepare_tree",
     "prune",
     "pull",
     "pull_local",
@@ -415,6 +418,7 @@ _HOMES: dict[str, str] = {
     "EtcChange": "fs.sysroot",
     "Sysroot": "fs.sysroot",
     "install_initramfs_hook": "fs.sysroot.initramfs",
+    "prepare_tree": "fs.sysroot.prepare_tree",
     "commit": "sapwood._commit",
     "Mount": "sapwood._mount",
     "MountPointError": "sapwood._mount",

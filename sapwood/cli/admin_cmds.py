@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sapwood import Deployment, Sysroot, install_initramfs_hook
+from sapwood import Deployment, Sysroot, install_initramfs_hook, prepare_tree
 from sapwood.cli.output import emit_json, plural, printable
 from sapwood.cli.progress import Progress
 
@@ -86,6 +86,20 @@ def register(commands: Any) -> None:
     )
     p.add_argument("tree", type=Path, metavar="TREE", help="the tree (with initramfs-tools)")
     p.set_defaults(func=cmd_install_initramfs_hook)
+
+    p = sub.add_parser(
+        "prepare-tree",
+        help="lay TREE out for deployment: /home, /root, ... and dpkg's database moved",
+        description=(
+            "Run on an OS tree before it is committed, as OSTree's trees are laid out: "
+            "/home, /root, /opt, /srv, /mnt and /usr/local become links into /var (the "
+            "OS's shared /var keeps what users write there through every update), and "
+            "/var/lib/dpkg a link to /usr/lib/sysimage/dpkg (each deployment's dpkg "
+            "describes its own release). Again on a prepared tree, it changes nothing."
+        ),
+    )
+    p.add_argument("tree", type=Path, metavar="TREE", help="the tree to lay out")
+    p.set_defaults(func=cmd_prepare_tree)
 
     for subparser in sub.choices.values():
         _sysroot_option(subparser, top=False)
@@ -225,6 +239,15 @@ def cmd_set_default(args: argparse.Namespace) -> int:
     sysroot = _sysroot(args)
     sysroot.set_default(args.position)
     print(f"deployment {args.position} is now the default (deployment 0)")
+    return 0
+
+
+def cmd_prepare_tree(args: argparse.Namespace) -> int:
+    done = prepare_tree(args.tree)
+    for line in done:
+        print(printable(line))
+    if not done:
+        print(f"{printable(str(args.tree))}: laid out for deployment already; nothing changed")
     return 0
 
 

@@ -560,8 +560,8 @@ def test_a_rollback_that_switched_reports_success_so_that_nobody_rolls_back_twic
 # they no longer see it (the new deployment has the commit's empty /home), and the
 # update after that drops the old deployment and deletes it from disk. OSTree trees
 # link these into /var (home -> var/home, root -> var/roothome); a debootstrap tree,
-# which docs/deployments.md deploys as it is, does not.
-@pytest.mark.xfail(strict=True, reason="attack23 21: /home stays in the old deployment, deleted")
+# which docs/deployments.md deploys as it is, does not. Now (session 16) the dropped
+# deployment stays on disk while it holds such files (tests/sysroot/test_users_data.py).
 def test_what_users_keep_in_home_survives_two_updates(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
@@ -585,19 +585,31 @@ def test_what_users_keep_in_home_survives_two_updates(
 # attack23 22: the shared /var is seeded once, by the first deployment; a Debian tree
 # keeps its package database there (/var/lib/dpkg/status), so after an update the
 # booted system's dpkg still describes the first release's packages: dpkg -l, apt and
-# vulnerability scanners report versions that no longer run.
-@pytest.mark.xfail(strict=True, reason="attack23 22: /var/lib/dpkg stays the first release's")
+# vulnerability scanners report versions that no longer run. A tree laid out for
+# deployment (session 16: sapwood admin prepare-tree) keeps it in /usr, var/lib/dpkg a
+# relative link that resolves in whichever deployment runs (decisions.md).
 def test_the_package_database_the_booted_system_sees_is_its_own_release(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
     status = "var/lib/dpkg/status"
-    commit(sysroot, small_tree(tmp_path / "v1", {status: "Package: openssl\nVersion: 1\n"}))
+
+    def release(version: str) -> Path:
+        tree = small_tree(
+            tmp_path / f"v{version}", {status: f"Package: openssl\nVersion: {version}\n"}
+        )
+        sapwood.prepare_tree(tree)
+        return tree
+
+    commit(sysroot, release("1"))
     sysroot.deploy("debian/main")
-    commit(sysroot, small_tree(tmp_path / "v2", {status: "Package: openssl\nVersion: 2\n"}))
+    commit(sysroot, release("2"))
     new = sysroot.deploy("debian/main").deployment
-    assert (sysroot.deployment_path(new) / status).read_text().endswith("Version: 2\n")
-    # booted, /var is the OS's shared /var (the initramfs binds it over the deployment's)
-    seen = sysroot.path / "sapwood/deploy/debian" / status
+    root = sysroot.deployment_path(new)
+    assert (root / status).read_text().endswith("Version: 2\n")
+    # booted, /var is the OS's shared /var (the initramfs binds it over the deployment's):
+    # its lib/dpkg is the link, resolved inside the running deployment
+    link = os.readlink(sysroot.path / "sapwood/deploy/debian/var/lib/dpkg")
+    seen = root / "var/lib" / link / "status"
     assert seen.read_text().endswith("Version: 2\n"), "dpkg would report openssl 1"
 
 

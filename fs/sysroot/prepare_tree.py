@@ -1,0 +1,258 @@
+"""Laying a tree out for deployment as OSTree's trees are (``sapwood admin prepare-tree``).
+
+Only /etc (merged) and /var (shared) outlive a deployment (docs/deployments.md "/var").
+So, before a tree is committed:
+
+- /home -> var/home, /root -> var/roothome, /opt -> var/opt, /srv -> var/srv,
+  /mnt -> var/mnt, /usr/local -> ../var/usrlocal: each directory, with what it holds,
+  moved to its place in var/ and a relative symlink left where it was (a missing one
+  is made empty). The shared /var is seeded from the first deployment's, so what
+  users write there is the OS's, kept through every update.
+- var/lib/dpkg -> ../../usr/lib/sysimage/dpkg (a Debian tree): the package database
+  moved into /usr, so that each deployment's dpkg describes its own release (rpm-ostree
+  keeps the rpm database in /usr for this reason); the relative link, seeded into the
+  shared /var, resolves inside whichever deployment runs.
+- usr/lib/tmpfiles.d/sapwood-var.conf: systemd-tmpfiles makes the var/ places missing
+  at boot (a shared /var seeded before the tree was laid out so has none of them).
+
+Every change is planned and checked before the first is made: a refusal
+(TreeLayoutError, one line) leaves the tree as it was. Symlinks inside the tree are
+never followed (every directory is opened component by component with O_NOFOLLOW),
+so nothing is written outside it. Running it again changes nothing; a run killed
+midway is finished by the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from store import TreeLayoutError
+
+log = logging.getLogger(__name__)
+
+# (where the directory is, where it goes): OSTree's layout, and Debian's package database
+MOVES: tuple[tuple[str, str], ...] = (
+    ("home", "var/home"),
+    ("root", "var/roothome"),
+    ("opt", "var/opt"),
+    ("srv", "var/srv"),
+    ("mnt", "var/mnt"),
+    ("usr/local", "var/usrlocal"),
+    ("var/lib/dpkg", "usr/lib/sysimage/dpkg"),
+)
+_ONLY_IF_THERE = {"var/lib/dpkg"}  # no package database: no link to one
+_PRIVATE = {"var/roothome"}  # made 0700, as /root is
+TMPFILES = "usr/lib/tmpfiles.d/sapwood-var.conf"
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class _Step:
+    link: str  # relative to the tree
+    place: str
+    action: str  # "move"; "make": an empty place and the link; "place" or "link" alone
+
+    @property
+    def target(self) -> str:
+        """What the symlink holds: the place, relative to the link's directory."""
+        return os.path.relpath(self.place, os.path.dirname(self.link) or ".")
+
+
+def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
+    """Lay ``tree`` out for deployment (see the module's docstring); returns what was
+    done, one line each ("home -> var/home: moved"), empty when it was laid out so."""
+    root_path = Path(tree)
+    try:
+        root = os.open(root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TreeLayoutError(
+            f"{root_path}: not a directory ({exc.strerror}): nothing was changed",
+            path=str(root_path),
+        ) from None
+    try:
+        steps = [s for s in (_plan(root, root_path, link, place) for link, place in MOVES) if s]
+        tmpfiles = _tmpfiles_text()
+        write_tmpfiles = _read(root, TMPFILES) != tmpfiles
+        if write_tmpfiles:
+            _check_dirs(root, root_path, os.path.dirname(TMPFILES))
+        done = [_apply(root, step) for step in steps]
+        if write_tmpfiles:
+            _write(root, TMPFILES, tmpfiles)
+            done.append(f"{TMPFILES}: written")
+    finally:
+        os.close(root)
+    for line in done:
+        log.info("%s: %s", root_path, line)
+    return done
+
+
+def _plan(root: int, root_path: Path, link: str, place: str) -> _Step | None:
+    """The step that lays out ``link``, None when there is none to do; TreeLayoutError
+    for a shape this does not know."""
+    step = _Step(link, place, "")
+    _check_dirs(root, root_path, os.path.dirname(link))
+    _check_dirs(root, root_path, os.path.dirname(place))
+    here = _lstat(root, link)
+    there = _lstat(root, place)
+    if there is not None and not stat.S_ISDIR(there.st_mode):
+        raise _refused(root_path, place, "is there and is not a directory")
+    if here is None:
+        if link in _ONLY_IF_THERE:
+            return None
+        return _Step(link, place, "make" if there is None else "link")  # "link": killed midway
+    if stat.S_ISLNK(here.st_mode):
+        held = _readlink(root, link)
+        if held != step.target:
+            raise _refused(root_path, link, f"is a link to {held!r}, not to {step.target!r}")
+        return None if there is not None else _Step(link, place, "place")
+    if not stat.S_ISDIR(here.st_mode):
+        raise _refused(root_path, link, "is not a directory")
+    if there is not None and _listdir(root, place):
+        raise _refused(root_path, place, f"is there already, with {link} a directory too")
+    return _Step(link, place, "move")
+
+
+def _apply(root: int, step: _Step) -> str:
+    place_dir, place_name = os.path.split(step.place)
+    link_dir, link_name = os.path.split(step.link)
+    if step.action in ("move", "make", "place"):
+        parent = _open_dirs(root, place_dir, make=True)
+        try:
+            if step.action == "move":  # onto an empty place, if any (the plan checked)
+                source = _open_dirs(root, link_dir, make=False)
+                try:
+                    os.rename(link_name, place_name, src_dir_fd=source, dst_dir_fd=parent)
+                finally:
+                    os.close(source)
+            else:
+                mode = 0o700 if step.place in _PRIVATE else 0o755
+                os.mkdir(place_name, mode, dir_fd=parent)
+                os.chmod(place_name, mode, dir_fd=parent)  # whatever the umask took
+        finally:
+            os.close(parent)
+    if step.action == "place":
+        return f"{step.place}: made (the place {step.link} links to)"
+    source = _open_dirs(root, link_dir, make=True)
+    try:
+        os.symlink(step.target, link_name, dir_fd=source)
+    finally:
+        os.close(source)
+    return f"{step.link} -> {step.target}: {'moved' if step.action == 'move' else 'made'}"
+
+
+def _tmpfiles_text() -> str:
+    lines = ["# sapwood admin prepare-tree: the places in /var that the tree links to"]
+    for _, place in MOVES:
+        if place.startswith("var/"):
+            mode = "0700" if place in _PRIVATE else "0755"
+            lines.append(f"d /{place} {mode} root root -")
+    return "\n".join(lines) + "\n"
+
+
+# ----- directories opened without following a symlink ------------------------------------
+def _open_dirs(root: int, relative: str, make: bool) -> int:
+    """A descriptor of ``root``/``relative``, each component opened with O_NOFOLLOW
+    (made 0755 first with ``make``, where missing)."""
+    fd = os.dup(root)
+    try:
+        for part in filter(None, relative.split("/")):
+            if make and _lstat(fd, part) is None:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            child = os.open(part, _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_dirs(root: int, root_path: Path, relative: str) -> None:
+    """Each existing component of ``relative`` is a real directory (no symlink to
+    follow out of the tree, no file in the way)."""
+    walked = ""
+    for part in filter(None, relative.split("/")):
+        walked = f"{walked}/{part}".lstrip("/")
+        st = _lstat(root, walked)
+        if st is None:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise _refused(root_path, walked, "is a symbolic link (never followed)")
+        if not stat.S_ISDIR(st.st_mode):
+            raise _refused(root_path, walked, "is not a directory")
+
+
+def _lstat(root: int, relative: str) -> os.stat_result | None:
+    """lstat of ``relative`` below ``root``, its directories entered without following
+    a symlink (their check is _check_dirs's); None when absent."""
+    head, name = os.path.split(relative)
+    try:
+        parent = _open_dirs(root, head, make=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(parent)
+
+
+def _readlink(root: int, relative: str) -> str:
+    head, name = os.path.split(relative)
+    parent = _open_dirs(root, head, make=False)
+    try:
+        return os.readlink(name, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def _listdir(root: int, relative: str) -> list[str]:
+    fd = _open_dirs(root, relative, make=False)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(root: int, relative: str) -> str | None:
+    head, name = os.path.split(relative)
+    try:
+        parent = _open_dirs(root, head, make=False)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    except OSError:
+        return None
+    finally:
+        os.close(parent)
+    with os.fdopen(fd, "rb") as file:
+        return file.read(1 << 16).decode("utf-8", "replace")
+
+
+def _write(root: int, relative: str, text: str) -> None:
+    """``text`` into ``relative`` (0644), replacing a regular file or a link there."""
+    head, name = os.path.split(relative)
+    parent = _open_dirs(root, head, make=True)
+    try:
+        temporary = f".{name}.sapwood-new"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temporary, flags, 0o644, dir_fd=parent)
+        with os.fdopen(fd, "wb") as file:
+            file.write(text.encode())
+        os.chmod(temporary, 0o644, dir_fd=parent)
+        os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def _refused(root_path: Path, relative: str, why: str) -> TreeLayoutError:
+    return TreeLayoutError(
+        f"{root_path / relative}: {why}: the tree is laid out otherwise; nothing was changed",
+        path=relative,
+    )
