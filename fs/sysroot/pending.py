@@ -13,10 +13,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# entries of /etc looked at before giving up (a Debian /etc has ~1,000; status runs on
+# every `admin status`, and /etc may hold what any package or administrator put there)
+MAX_ENTRIES = 50_000
 
-def etc_changed_after(etc: Path, made: Path) -> str | None:
+
+def etc_changed_after(etc: Path, made: Path, limit: int | None = None) -> str | None:
     """The first path under ``etc`` (relative to it, "." for itself) changed after
-    ``made`` was last changed; None if none was, or either cannot be read."""
+    ``made`` was last changed; None if none was, or either cannot be read, or none was
+    among the first ``limit`` (default MAX_ENTRIES) entries looked at."""
+    budget = MAX_ENTRIES if limit is None else limit
     try:
         since = os.lstat(made).st_ctime_ns
         if os.lstat(etc).st_ctime_ns > since:
@@ -26,6 +32,9 @@ def etc_changed_after(etc: Path, made: Path) -> str | None:
     for dirpath, dirnames, filenames in os.walk(etc):
         dirnames.sort()
         for name in sorted(dirnames) + sorted(filenames):
+            budget -= 1
+            if budget < 0:
+                return None
             path = Path(dirpath) / name
             try:
                 changed = os.lstat(path).st_ctime_ns

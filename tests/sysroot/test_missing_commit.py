@@ -4,13 +4,14 @@ deploy, rollback and cleanup; a warning says to undeploy it, once per command.""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 import sapwood
-from fs.sysroot import retention
+from fs.sysroot import pending, retention
 from tests.helpers import IS_ROOT, cli, run
 from tests.sysroot.conftest import commit, small_tree
 
@@ -123,3 +124,17 @@ def test_status_warns_when_the_booted_etc_changed_after_the_pending_deploy(
     assert sysroot.etc_changed_since_pending() is None
     pending = sysroot.deployment_path(sysroot.deployments()[0])
     assert "alice" in (pending / "etc/passwd").read_text()
+
+
+def test_the_etc_walk_of_status_stops_at_its_bound(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    (etc / "a").mkdir(parents=True)
+    for n in range(20):
+        (etc / "a" / f"f{n:02}").write_text("x\n")
+    time.sleep(0.05)  # past the coarse clock's tick
+    made = tmp_path / "made"
+    made.mkdir()
+    time.sleep(0.05)
+    os.chmod(etc / "a/f19", 0o600)  # its ctime changes, no directory's does
+    assert pending.etc_changed_after(etc, made) == "a/f19"  # the 21st entry looked at
+    assert pending.etc_changed_after(etc, made, limit=5) is None  # not that far
