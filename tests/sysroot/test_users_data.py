@@ -14,7 +14,7 @@ import pytest
 
 import sapwood
 from fs.sysroot import users_data
-from tests.helpers import IS_ROOT
+from tests.helpers import IS_ROOT, run
 from tests.sysroot.conftest import commit, small_tree
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
@@ -128,3 +128,20 @@ def test_a_tree_too_large_or_too_deep_to_walk_is_kept(
         deep.mkdir()
     assert (users_data.users_file(deployment) or "").endswith("(and more not looked at)")
     assert users_data.users_file(tmp_path / "absent") is None
+
+
+def test_undeploy_by_the_command_keeps_the_data_and_says_so_in_one_line(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    old = sysroot.deploy("debian/main").deployment
+    commit(sysroot, small_tree(tmp_path / "v2", {**FILES, "usr/etc/v": "2"}))
+    sysroot.deploy("debian/main")
+    (sysroot.deployment_path(old) / "root/notes").write_text("the admin's notes\n")
+    proc = run("admin", "--sysroot", sysroot.path, "undeploy", "1", text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "root/notes is not of its commit" in proc.stderr
+    assert [d.key() for d in sysroot.deployments()] != [] and old.key() not in {
+        d.key() for d in sysroot.deployments()
+    }
+    assert (sysroot.deployment_path(old) / "root/notes").read_text() == "the admin's notes\n"
