@@ -24,12 +24,12 @@ import io
 import logging
 import os
 import struct
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from store import filez
+from store.delta_work import WorkDir, remove_leftovers
 from store.durability import fsync_dir, temporary_file
 from store.encoding import Reader, Writer
 from store.errors import CorruptObjectError, FormatError, ObjectMissingError, UsageError
@@ -369,16 +369,16 @@ def _generate_delta(
     root.mkdir(exist_ok=True)
     remove_leftovers(root)
     name = delta_name(from_id, to_id)
-    work = root / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work = WorkDir(root, name)
     try:
-        superblock = _write_parts(repo, from_id, to_id, work, part_size)
-        _write_file(work / SUPERBLOCK_FILE, superblock.encode(), repo.fsync)
+        superblock = _write_parts(repo, from_id, to_id, work.path, part_size)
+        _write_file(work.path / SUPERBLOCK_FILE, superblock.encode(), repo.fsync)
         final = _publish(root, work, name, repo.fsync)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work.path, ignore_errors=True)
         raise
+    finally:
+        work.close()
     log.info("delta %s: %d objects in %d parts", name, len(superblock.entries), superblock.parts)
     return final
 
@@ -436,92 +436,21 @@ def _write_file(path: Path, data: bytes, fsync: bool) -> None:
     os.chmod(path, 0o644)
 
 
-def _publish(root: Path, work: Path, name: str, fsync: bool) -> Path:
-    """Rename the finished delta into place; an older one of the same name goes."""
+def _publish(root: Path, work: WorkDir, name: str, fsync: bool) -> Path:
+    """Rename the finished delta into place; an older one of the same name goes (held
+    by ``work``'s lock from before it is renamed .old- until it is removed)."""
     import shutil  # here: see the imports
 
     final = root / name
-    os.chmod(work, 0o755)
-    old = root / f".old-{name}-{os.getpid()}"
+    os.chmod(work.path, 0o755)
     if final.exists():
-        os.rename(final, old)
-    os.rename(work, final)
-    shutil.rmtree(old, ignore_errors=True)
+        work.hold(final)
+        os.rename(final, work.old)
+    os.rename(work.path, final)
+    shutil.rmtree(work.old, ignore_errors=True)
     if fsync:
         fsync_dir(root)
     return final
-
-
-_LEFTOVER_AGE = 60.0  # seconds untouched before a dead generate's parts are removed
-_CLOCK_SLACK = 2.0  # seconds: /proc/stat's btime is whole seconds
-
-
-def remove_leftovers(root: Path) -> int:
-    """Remove what killed generates left in ``root`` (``.tmp-NAME-PID`` being written,
-    ``.old-NAME-PID`` being replaced); return how many. A leftover goes only if nothing
-    in it changed for a minute and its process is gone: no process of that PID, or one
-    started after the leftover last changed (the PID reused). A generate running at the
-    same time (this process's or another's) is never touched; a process of another PID
-    namespace is not seen, hence the minute."""
-    import shutil  # here: see the imports
-
-    removed = 0
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return 0
-    for entry in entries:
-        pid = _leftover_pid(entry.name)
-        if pid is None or pid == os.getpid() or not entry.is_dir(follow_symlinks=False):
-            continue
-        changed = _last_change(Path(entry.path))
-        if changed is None or time.time() - changed < _LEFTOVER_AGE:
-            continue
-        if _process_alive_since(pid, changed):
-            continue
-        log.info("%s: left by a generate that is gone (pid %d), removed", entry.path, pid)
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed += 1
-    return removed
-
-
-def _leftover_pid(name: str) -> int | None:
-    if not name.startswith((".tmp-", ".old-")):
-        return None
-    tail = name.rpartition("-")[2]
-    return int(tail) if tail.isascii() and tail.isdigit() and len(tail) < 12 else None
-
-
-def _last_change(path: Path) -> float | None:
-    """The newest mtime of a directory and of what it holds (a part being written)."""
-    try:
-        newest = path.lstat().st_mtime
-        with os.scandir(path) as inside:
-            for item in inside:
-                newest = max(newest, item.stat(follow_symlinks=False).st_mtime)
-    except OSError:
-        return None
-    return newest
-
-
-def _process_alive_since(pid: int, changed: float) -> bool:
-    """Whether process ``pid`` exists and may be the one that last changed a leftover at
-    ``changed`` (it started before then); True when it cannot be told."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        pass  # alive, another user's
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            fields = stat_file.read().rpartition(b")")[2].split()
-        with open("/proc/stat", "rb") as system:
-            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
-        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return True
-    return started <= changed + _CLOCK_SLACK
 
 
 def remove_delta(repo: Repository, from_id: ObjectId | None, to_id: ObjectId) -> bool:

@@ -1,6 +1,8 @@
-"""What a killed ``static-delta generate`` leaves (``deltas/.tmp-NAME-PID``,
-``deltas/.old-NAME-PID``) is removed by the next generate once its process is gone and it
-has not changed for a minute; a live generate's is never touched (attack23's remark)."""
+"""What a killed ``static-delta generate`` leaves is removed by the next generate or
+prune; a live generate's is never touched (attack23's remark). Since session 16 a
+generate locks its directories (``.tmp-NAME-LUNIQUE``, store/delta_work.py): a killed
+one's go at once. An older sapwood's (``.tmp-NAME-PID``, no lock) go once their process
+is gone and they have not changed for a minute."""
 
 from __future__ import annotations
 
@@ -51,7 +53,11 @@ def _paused_generate(repo: Path, commit: str) -> subprocess.Popen[str]:
     return child
 
 
-def test_a_killed_generates_parts_go_a_live_ones_stay(tmp_path: Path) -> None:
+def _work_dirs(deltas: Path) -> set[Path]:
+    return {p for p in deltas.iterdir() if p.name.startswith(".tmp-")}
+
+
+def test_a_killed_generates_parts_go_at_once_a_live_ones_stay(tmp_path: Path) -> None:
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
     files = {f"f{n}": os.urandom(3000) for n in range(20)}
     v1 = commit_files(repo, tmp_path / "v1", files)
@@ -60,34 +66,54 @@ def test_a_killed_generates_parts_go_a_live_ones_stay(tmp_path: Path) -> None:
     deltas = repo.path / "deltas"
 
     killed = _paused_generate(repo.path, v2.hex())
+    [killed_parts] = _work_dirs(deltas)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    killed_parts = deltas / f".tmp-{v2.hex()}-{killed.pid}"
     assert killed_parts.is_dir() and any(killed_parts.iterdir())
 
     live = _paused_generate(repo.path, v2.hex())
     try:
-        live_parts = deltas / f".tmp-{v2.hex()}-{live.pid}"
-        assert live_parts.is_dir()
-        # a generate of pid 1 (alive, started long before), untouched for two minutes
-        old_pid_1 = deltas / f".old-{v2.hex()}-1"
-        old_pid_1.mkdir()
-        (old_pid_1 / "0").write_bytes(b"x")
-        _age(old_pid_1, 120)
-
-        generate_delta(repo, v1, v2)  # the killed one's parts changed just now: kept
-        assert killed_parts.is_dir()
-
-        _age(killed_parts, 120)
-        _age(live_parts, 30)  # a live generate quiet for a while (and its PID alive)
-        generate_delta(repo, None, v2)
+        [live_parts] = _work_dirs(deltas) - {killed_parts}
+        _age(live_parts, 3600)  # quiet for an hour: its lock, not its age, tells
+        generate_delta(repo, v1, v2)  # the killed one's parts changed just now: gone
         assert not killed_parts.exists()
         assert live_parts.is_dir() and any(live_parts.iterdir())
-        assert old_pid_1.is_dir()
+        generate_delta(repo, None, v2)  # replaces the published one (.old-, then gone)
+        assert live_parts.is_dir()
     finally:
         live.kill()
         live.wait()
     assert set(list_deltas(repo.path)) == {(v1, v2), (None, v2)}
+    assert not [p for p in deltas.iterdir() if p.name.startswith(".old-")]
+    generate_delta(repo, v1, v2)  # the live one, killed now: its parts go
+    assert not _work_dirs(deltas)
+
+
+def test_a_directory_being_made_is_left_its_grace(tmp_path: Path) -> None:
+    """.new-NAME-LUNIQUE exists unlocked between a generate's mkdir and its lock: left
+    alone until it is older than any such moment, then removed."""
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    v1 = commit_files(repo, tmp_path / "v1", {"a": b"1"})
+    deltas = repo.path / "deltas"
+    young, old = (deltas / f".new-{v1.hex()}-L{n * 12}" for n in "ab")
+    for made in (young, old):
+        made.mkdir(parents=True)
+    _age(old, 3600)
+    generate_delta(repo, None, v1)
+    assert young.is_dir() and not old.exists()
+
+
+def test_an_older_sapwoods_leftover_of_a_live_pid_stays(tmp_path: Path) -> None:
+    repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
+    v1 = commit_files(repo, tmp_path / "v1", {"a": b"1"})
+    v2 = commit_files(repo, tmp_path / "v2", {"a": b"2"})
+    # a generate of pid 1 (alive, started long before), untouched for two minutes
+    old_pid_1 = repo.path / "deltas" / f".old-{v2.hex()}-1"
+    old_pid_1.mkdir(parents=True)
+    (old_pid_1 / "0").write_bytes(b"x")
+    _age(old_pid_1, 120)
+    generate_delta(repo, v1, v2)
+    assert old_pid_1.is_dir()
 
 
 def test_a_leftover_whose_pid_was_reused_goes(tmp_path: Path) -> None:
