@@ -76,6 +76,12 @@ class FileBatches:
             self._claimed.add(object_id)
         return True
 
+    def release(self, object_id: ObjectId) -> None:
+        """Forget a claim whose object could not be staged after all (a hardlink that
+        failed): the caller stores it another way, which must be able to claim it."""
+        with self._mutex:
+            self._claimed.discard(object_id)
+
     def _reader(self) -> IndexReader:
         """This thread's read snapshot of the index, kept until the transaction next
         flushes (then a new one sees the objects flushed, and LMDB may reuse the pages

@@ -246,14 +246,25 @@ class Transaction:
             self._record(object_id, record, target)
         return object_id
 
-    def link_file(self, object_id: ObjectId, header: FileHeader, size: int, source: str) -> bool:
+    def link_file(
+        self, object_id: ObjectId, header: FileHeader, size: int, source: str | int
+    ) -> bool:
         """Store file object ``object_id`` by hardlinking ``source``: the object's file
         in another repository of this same mode and filesystem, verified by the caller
-        (pull-local). False if this repository holds the object already."""
+        (pull-local), as a path (never followed if a symlink) or an open descriptor (that
+        very inode, whatever its path holds now). False if this repository holds the
+        object already."""
         if not self._files.claim(object_id):
             return False
         target = self._stage_path(object_id, ObjectType.FILE)
-        os.link(source, target, follow_symlinks=False)
+        try:
+            if isinstance(source, int):
+                _link_descriptor(source, target)
+            else:
+                os.link(source, target, follow_symlinks=False)
+        except OSError:
+            self._files.release(object_id)  # the caller copies it instead
+            raise
         self._record(object_id, ObjectRecord.for_file(size, header.encode()), target)
         return True
 
@@ -522,3 +533,14 @@ def commitmeta_relpath(commit_id: bytes) -> str:
     """``ab/cdef….commitmeta``: where archive mode serves a commit's signatures."""
     hexid = commit_id.hex()
     return f"{hexid[:2]}/{hexid[2:]}.commitmeta"
+
+
+def _link_descriptor(fd: int, target: str) -> None:
+    """Hardlink the inode open as ``fd`` at ``target``: linkat of /proc/self/fd/N with
+    AT_SYMLINK_FOLLOW (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH). It needs a dir
+    fd: Python 3.11 calls link(2) without one, which links the /proc symlink itself."""
+    fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(fd), target, src_dir_fd=fds, follow_symlinks=True)
+    finally:
+        os.close(fds)

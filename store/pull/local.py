@@ -13,7 +13,6 @@ transaction, once its commit's whole tree is present.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -355,28 +354,11 @@ class _LocalPull:
     def _link_fd(
         self, txn: Transaction, object_id: ObjectId, header: FileHeader, size: int, fd: int
     ) -> bool:
-        # a name of our own in the transaction's staging (tmp/ is private), linked by
-        # path from there: Transaction.link_file never follows a symlink
-        own = f"{txn.staging}/link-{object_id.hex()}-{threading.get_ident()}"
         try:
-            # linkat(AT_SYMLINK_FOLLOW) needs a dir fd: Python 3.11 calls link(2) without
-            # one, which links the /proc symlink itself (EXDEV)
-            fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.link(str(fd), own, src_dir_fd=fds, follow_symlinks=True)
-            finally:
-                os.close(fds)
+            txn.link_file(object_id, header, size, fd)
         except OSError as exc:  # no /proc, another filesystem...
             log.debug("cannot hardlink object %s (%s): copying it", object_id.hex(), exc)
             return False
-        try:
-            txn.link_file(object_id, header, size, own)
-        except OSError as exc:
-            log.debug("cannot hardlink object %s (%s): copying it", object_id.hex(), exc)
-            return False
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(own)
         return True
 
     def _chunks(self, object_id: ObjectId) -> Iterator[bytes]:
