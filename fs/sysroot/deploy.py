@@ -133,9 +133,8 @@ def deploy(
     try:
         with space_errors("nothing was deployed"):
             _build(layout, repo, new, dest, source, changes, merge, request)
-            sync_refs(
-                layout, repo, [*listed, *deployments], warn=False
-            )  # a root before it is listed
+            # a root before it is listed
+            sync_refs(layout, repo, [*listed, *deployments], warn=False)
             write_loader(layout, listed)
     except BaseException:
         if current_bootversion(layout) == version:  # not switched: remove what was written

@@ -186,11 +186,12 @@ def _kept_for_users_data(path: Path) -> str | None:
     found = users_file(path)
     if found is None:
         return None
+    where = show_path(os.fsencode(path / found))
     return (
         f"deployment {path.parent.parent.name}/{path.name} is no longer listed but stays "
-        f"on disk: {show_path(os.fsencode(path / found))} is not of its commit (users' data); move "
-        "what is to be kept (into the OS's shared /var: sapwood admin prepare-tree lays "
-        "a tree out so), remove the rest, then run sapwood admin cleanup"
+        f"on disk: {where} is not of its commit (users' data); move what is to be kept "
+        "(into the OS's shared /var: sapwood admin prepare-tree lays a tree out so), "
+        "remove the rest, then run sapwood admin cleanup"
     )
 
 
