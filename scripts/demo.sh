@@ -136,6 +136,9 @@ echo "welcome to v1" > "$OS/usr/etc/motd"
 echo "v1" > "$OS/usr/etc/version"
 printf 'stand-in kernel' > "$OS/boot/vmlinuz-6.1.0-demo"  # make test-boot boots a real one
 printf 'stand-in initramfs' > "$OS/boot/initrd.img-6.1.0-demo"
+mkdir -p "$OS/home" "$OS/root"
+echo "# root's profile" > "$OS/root/.profile"
+$SAPWOOD admin prepare-tree "$OS"   # /home, /root, ... into /var: users' data outlives deployments
 $SAPWOOD admin init-fs "$SYSROOT"
 $SAPWOOD admin --sysroot "$SYSROOT" os-init demo
 $SAPWOOD --repo "$SYSROOT/sapwood/repo" commit -b demo/os -s v1 "$OS" >/dev/null
@@ -154,6 +157,8 @@ default_entry=$(ls "$SYSROOT"/boot/loader/entries/*.conf | sort -V | tail -1)  #
 new=$(sed -n 's/^options .*sapwood=//p' "$default_entry")
 echo "--- the new deployment's /etc: local edits kept, the untouched default updated, motd still deleted:"
 (cd "$SYSROOT$new/etc" && grep . demo.conf local.conf version; ls motd 2>/dev/null || echo "no motd")
+echo "--- /root is the OS's shared /var/roothome, seeded once: $(readlink "$SYSROOT$new/root") ->" \
+  "$(cat "$SYSROOT/sapwood/deploy/demo/var/roothome/.profile")"
 echo "--- boot entries (boot/loader -> $(readlink "$SYSROOT/boot/loader")):"
 grep -h -E '^(title|version|options)' "$SYSROOT"/boot/loader/entries/*.conf
 $SAPWOOD admin --sysroot "$SYSROOT" rollback
