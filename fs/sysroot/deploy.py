@@ -36,7 +36,13 @@ from fs.sysroot.kargs import edit_kargs
 from fs.sysroot.kernels import find_kernel, install_kernel
 from fs.sysroot.layout import Layout
 from fs.sysroot.removal import remove_own_tree
-from fs.sysroot.retention import remove_unlisted, retain, sync_refs, tidy_after_switch
+from fs.sysroot.retention import (
+    remove_unlisted,
+    retain,
+    sync_refs,
+    tidy_after_switch,
+    unlisted_on_disk,
+)
 from fs.sysroot.state import Deployment, current_bootversion, write_origin
 from store import (
     ObjectId,
@@ -125,9 +131,11 @@ def deploy(
     if merge is not None and source is not None:
         changes = _etc_changes(layout, repo, commit_id, source, merge)
     kargs = edit_kargs(merge.kargs if merge else [], request.replace_kargs, request.append_kargs)
-    remove_unlisted(layout, deployments)
-    new = _next_deployment(request, kargs, deployments)
+    remove_unlisted(layout, repo, deployments, warnings=[])  # the tidy after says them
+    new = _next_deployment(layout, request, kargs, deployments)
     dest = layout.deployment(os_name, new.name)
+    if os.path.lexists(dest):  # never a kept one's (review21 1): the serial says why not
+        raise TreeLayoutError(f"{dest}: exists already; nothing was deployed", path=str(dest))
     listed = retain(new, deployments, booted, merge)
     version = current_bootversion(layout)
     try:
@@ -174,11 +182,13 @@ def _etc_changes(
 
 
 def _next_deployment(
-    request: DeployRequest, kargs: list[str], deployments: list[Deployment]
+    layout: Layout, request: DeployRequest, kargs: list[str], deployments: list[Deployment]
 ) -> Deployment:
-    """The new deployment: its serial one more than any of the same commit's."""
+    """The new deployment: its serial one more than any of the same commit's, listed or
+    still on disk (one kept for its users' data: review21 1)."""
     commit = to_hex(request.commit_id)
     serials = [d.serial for d in deployments if d.commit == commit]
+    serials += [d.serial for d in unlisted_on_disk(layout, deployments) if d.commit == commit]
     return Deployment(
         os_name=request.os_name,
         commit=commit,

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import re
+from functools import partial
 from pathlib import Path
 
 from fs.sysroot.kargs import OWN_KEY
@@ -23,7 +24,7 @@ from fs.sysroot.layout import Layout
 from fs.sysroot.removal import remove_own_tree
 from fs.sysroot.state import Deployment, current_bootversion
 from fs.sysroot.users_data import users_file
-from store import Repository, SapwoodError, from_hex, show_path
+from store import ObjectId, Repository, SapwoodError, from_hex, lookup, show_path
 
 log = logging.getLogger(__name__)
 REF_PREFIX = "sapwood/deploy/"
@@ -115,6 +116,7 @@ def retain(
 
 def remove_unlisted(
     layout: Layout,
+    repo: Repository,
     listed: list[Deployment],
     failed: list[Exception] | None = None,
     warnings: list[str] | None = None,
@@ -125,9 +127,10 @@ def remove_unlisted(
     ``failed``, each such error is added there instead and the rest is removed.
 
     A deployment holding users' data (fs/sysroot/users_data.py: a file in its /home,
-    /root, ... that its commit does not have) is left on disk, with a warning (logged,
-    and added to ``warnings``) naming it and the file: data is never removed with the
-    deployment it was written into (attack23 21)."""
+    /root, ... that its commit does not have) is left on disk, with a warning naming it
+    and the file (added to ``warnings``; logged when there is no such list: its caller
+    says it): data is never removed with the deployment it was written into (attack23
+    21)."""
     keep = {d.key() for d in listed}
     doomed: list[Path] = []
     removed = 0
@@ -143,9 +146,10 @@ def remove_unlisted(
         doomed.append(layout.loader_dir(1 - current))
     for path in doomed:
         is_deployment = path.parent.name == "deploy" and path.is_dir() and not path.is_symlink()
-        if is_deployment and (kept := _kept_for_users_data(path)) is not None:
-            log.warning("%s", kept)
-            if warnings is not None:
+        if is_deployment and (kept := _kept_for_users_data(repo, path)) is not None:
+            if warnings is None:
+                log.warning("%s", kept)
+            else:
                 warnings.append(kept)
             continue
         if is_deployment:
@@ -164,7 +168,7 @@ def remove_unlisted(
 _DEPLOYMENT_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]{1,9})")
 
 
-def _unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deployment]:
+def unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deployment]:
     """The deployment directories on disk that ``listed`` does not name."""
     keep = {d.key() for d in listed}
     found: list[Deployment] = []
@@ -181,9 +185,11 @@ def _unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deployme
     return found
 
 
-def _kept_for_users_data(path: Path) -> str | None:
+def _kept_for_users_data(repo: Repository, path: Path) -> str | None:
     """Why the unlisted deployment at ``path`` stays on disk, if it holds users' data."""
-    found = users_file(path)
+    match = _DEPLOYMENT_NAME.fullmatch(path.name)
+    commit = from_hex(match.group(1)) if match else None
+    found = users_file(path, partial(_commit_files, repo, commit))
     if found is None:
         return None
     where = show_path(os.fsencode(path / found))
@@ -195,6 +201,30 @@ def _kept_for_users_data(path: Path) -> str | None:
     )
 
 
+def _commit_files(
+    repo: Repository, commit: ObjectId | None, directory: str
+) -> dict[str, tuple[int, int]]:
+    """(device, inode) of the file objects of ``commit``'s ``directory``, by name; empty
+    where there is no such directory or commit (every file there counts as users')."""
+    if commit is None:
+        return {}
+    try:
+        node = lookup(repo, commit, "/" + directory)
+        if node.dir is None:
+            return {}
+        tree = repo.read_dirtree(node.dir.tree)
+    except (SapwoodError, OSError):
+        return {}
+    found: dict[str, tuple[int, int]] = {}
+    for name, file_id in tree.files:
+        try:
+            st = os.stat(repo.object_path(file_id), follow_symlinks=False)
+        except OSError:
+            continue
+        found[os.fsdecode(name)] = (st.st_dev, st.st_ino)
+    return found
+
+
 def tidy_after_switch(layout: Layout, repo: Repository, listed: list[Deployment]) -> list[str]:
     """The clean-up after a switch (``listed`` is in place): remove what is no longer
     listed and sync the refs. The switch is done, so what fails here is a warning
@@ -204,7 +234,7 @@ def tidy_after_switch(layout: Layout, repo: Repository, listed: list[Deployment]
     failed: list[Exception] = []
     kept: list[str] = []
     try:
-        remove_unlisted(layout, listed, failed, kept)
+        remove_unlisted(layout, repo, listed, failed, kept)
     except (SapwoodError, OSError) as exc:  # listing the directories failed
         failed.append(exc)
     try:
@@ -216,7 +246,7 @@ def tidy_after_switch(layout: Layout, repo: Repository, listed: list[Deployment]
         "sapwood admin cleanup retries it)"
         for exc in failed
     ]
-    for message in warnings:
+    for message in kept + warnings:
         log.warning("%s", message)
     return kept + warnings
 
@@ -236,7 +266,7 @@ def sync_refs(
     never removed here, so that deploy, rollback and cleanup keep working; the
     administrator undeploys it."""
     wanted: dict[str, str] = {}
-    for d in _unlisted_on_disk(layout, listed):
+    for d in unlisted_on_disk(layout, listed):
         if repo.has_object(from_hex(d.commit)):
             wanted[f"{REF_PREFIX}{d.os_name}/{d.name}"] = d.commit
     for index, d in enumerate(listed):

@@ -214,7 +214,7 @@ class Sysroot:
         ``progress`` is told of the prune's phases (prune says which)."""
         with self.layout.locked(), self.open_repository() as repo:
             deployments = read_deployments(self.layout)
-            remove_unlisted(self.layout, deployments)
+            remove_unlisted(self.layout, repo, deployments)
             sync_refs(self.layout, repo, deployments)
             return prune(repo, refs_only=True, depth=0, progress=progress)
 

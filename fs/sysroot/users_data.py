@@ -3,40 +3,49 @@ laid out for deployment keeps them (/home, /root, /srv, /opt, /mnt, /usr/local a
 directories of the deployment, docs/deployments.md "/var").
 
 A deployment's files outside /etc and /var are hardlinks of the repository's objects
-(deploy checks out with require_hardlinks), so a regular file there with one link only
-is no object: something wrote it after the deploy. A dropped deployment holding such a
+(deploy checks out with require_hardlinks): a regular file there is the commit's if its
+commit has one of that name in that directory and it is that object's very inode; any
+other (one link only, or hardlinked by a user to another of theirs: a ``cp -al``
+backup, review21 2) was written after the deploy. A dropped deployment holding such a
 file is left on disk (fs/sysroot/retention.py) rather than removed with what a user
-keeps in it (attack23 21). Files a user hardlinked to each other look like objects and
-are missed; a symlink or an empty directory is not counted (nothing is lost with it).
+keeps in it (attack23 21). A symlink or an empty directory is not counted (nothing is
+lost with it); a commit's file edited in place (the object written through) is missed.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 # The directories a tree laid out as OSTree's links into /var instead (``prepare-tree``).
 USERS_DIRS = ("home", "root", "srv", "opt", "mnt", "usr/local")
-WALK_LIMIT = 100_000  # entries looked at in one deployment before it is kept unexamined
-MAX_DEPTH = 64  # levels below a users' directory (a descriptor each) looked into
+# levels below a users' directory looked into (a descriptor each): deeper, kept unexamined.
+# No bound on entries: the removal that follows walks them all the same (review21 3: a
+# bound counted the commit's own files, and a large /usr/local kept every deployment).
+MAX_DEPTH = 256
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
+# (device, inode) of the commit's file objects in a directory (relative to the
+# deployment's root), by name; empty where the commit has no such directory
+CommitFiles = Callable[[str], Mapping[str, tuple[int, int]]]
 
-def users_file(deployment: Path, limit: int = WALK_LIMIT) -> str | None:
+
+def users_file(deployment: Path, commit_files: CommitFiles) -> str | None:
     """The first file (relative to ``deployment``) below its users' directories that is
-    not one of the commit's objects; the directory walked last, with "(and more not
-    looked at)", once ``limit`` entries were looked at without an answer; None when
-    there is none. Never follows a symlink, never leaves the deployment's filesystem."""
+    not one of its commit's objects (``commit_files`` says which they are); a directory
+    too deep or not readable to tell, with why; None when there is none. Never follows
+    a symlink, never leaves the deployment's filesystem."""
     try:
         root = os.open(deployment, _DIR)
     except OSError:
         return None
     try:
         device = os.fstat(root).st_dev
-        budget = [limit]
         for relative in USERS_DIRS:
-            found = _walk(root, relative, device, budget)
+            found = _walk(root, relative, device, commit_files)
             if found is not None:
                 return found
     finally:
@@ -44,7 +53,7 @@ def users_file(deployment: Path, limit: int = WALK_LIMIT) -> str | None:
     return None
 
 
-def _walk(root: int, relative: str, device: int, budget: list[int]) -> str | None:
+def _walk(root: int, relative: str, device: int, commit_files: CommitFiles) -> str | None:
     """Depth first below ``relative``: one descriptor a level, each level's names read
     whole before going down (as fs/sysroot/removal.py walks)."""
     try:
@@ -57,15 +66,15 @@ def _walk(root: int, relative: str, device: int, budget: list[int]) -> str | Non
         os.close(top)
         return f"{relative} (not readable)"
     frames: list[tuple[int, list[tuple[str, bool]], str]] = [(top, listing, relative)]
+    commits: dict[str, Mapping[str, tuple[int, int]]] = {}  # by directory, once asked
     try:
         while frames:
             fd, names, here = frames[-1]
             if not names:
                 os.close(frames.pop()[0])
                 continue
-            budget[0] -= 1
-            if budget[0] < 0 or len(frames) > MAX_DEPTH:
-                return f"{here} (and more not looked at)"
+            if len(frames) > MAX_DEPTH:
+                return f"{here} (too deep to look into)"
             name, is_dir = names.pop()
             path = f"{here}/{name}"
             if is_dir:
@@ -77,7 +86,7 @@ def _walk(root: int, relative: str, device: int, budget: list[int]) -> str | Non
                         os.close(child)
                         return f"{path} (not readable)"  # cannot tell: kept
                     frames.append((child, listing, path))
-            elif _written_here(fd, name):
+            elif _written_here(fd, name, partial(_of, commits, commit_files, here)):
                 return path
     finally:
         for fd, _, _ in frames:
@@ -102,13 +111,29 @@ def _enter(parent: int, name: str, device: int) -> int | None:
     return fd
 
 
-def _written_here(parent: int, name: str) -> bool:
-    """Whether ``name`` of ``parent`` is a regular file with one link: no object."""
+def _written_here(
+    parent: int,
+    name: str,
+    commits: Callable[[], Mapping[str, tuple[int, int]]],
+) -> bool:
+    """Whether ``name`` of ``parent`` is a regular file that is not the commit's object
+    of that name (one link only: no object at all, the commit not asked)."""
     try:
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    return st.st_nlink == 1 or commits().get(name) != (st.st_dev, st.st_ino)
+
+
+def _of(
+    cache: dict[str, Mapping[str, tuple[int, int]]], commit_files: CommitFiles, directory: str
+) -> Mapping[str, tuple[int, int]]:
+    found = cache.get(directory)
+    if found is None:
+        found = cache[directory] = commit_files(directory)
+    return found
 
 
 def _open_below(root: int, relative: str) -> int:

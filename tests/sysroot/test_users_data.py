@@ -93,41 +93,44 @@ def test_the_walk_never_follows_a_symlink_out_of_the_deployment(tmp_path: Path) 
     (deployment / "srv/www").symlink_to(outside / "deep")
     (deployment / "usr").mkdir()
     (deployment / "usr/local").symlink_to(outside)
-    assert users_data.users_file(deployment) is None
+    assert users_data.users_file(deployment, _no_commit) is None
     (deployment / "srv/mine").write_text("mine\n")
-    assert users_data.users_file(deployment) == "srv/mine"
+    assert users_data.users_file(deployment, _no_commit) == "srv/mine"
 
 
-def test_a_file_linked_elsewhere_is_taken_for_an_object_and_one_link_for_data(
-    tmp_path: Path,
-) -> None:
+def _no_commit(directory: str) -> dict[str, tuple[int, int]]:
+    return {}
+
+
+def test_only_the_commits_very_inodes_are_taken_for_its_files(tmp_path: Path) -> None:
     deployment = tmp_path / "deployment"
     (deployment / "root").mkdir(parents=True)
     (tmp_path / "object").write_text("of the commit\n")
     os.link(tmp_path / "object", deployment / "root/.profile")
-    assert users_data.users_file(deployment) is None
+    st = os.stat(tmp_path / "object")
+    objects = {"root": {".profile": (st.st_dev, st.st_ino)}}
+
+    def commit_files(directory: str) -> dict[str, tuple[int, int]]:
+        return objects.get(directory, {})
+
+    assert users_data.users_file(deployment, commit_files) is None
+    assert users_data.users_file(deployment, _no_commit) == "root/.profile"  # not its name
+    os.link(deployment / "root/.profile", deployment / "root/profile-copy")  # a user's link
+    assert users_data.users_file(deployment, commit_files) == "root/profile-copy"
+    os.unlink(deployment / "root/profile-copy")
     (deployment / "root/.bash_history").write_text("ls\n")
-    assert users_data.users_file(deployment) == "root/.bash_history"
+    assert users_data.users_file(deployment, commit_files) == "root/.bash_history"
 
 
-def test_a_tree_too_large_or_too_deep_to_walk_is_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_tree_too_deep_to_walk_is_kept(tmp_path: Path) -> None:
     deployment = tmp_path / "deployment"
-    (deployment / "opt").mkdir(parents=True)
-    for n in range(30):
-        (deployment / f"opt/d{n}").mkdir()
-    monkeypatch.setattr(users_data, "WALK_LIMIT", 10)
-    assert (
-        users_data.users_file(deployment, users_data.WALK_LIMIT) == "opt (and more not looked at)"
-    )
     deep = deployment / "mnt"
-    deep.mkdir()
+    deep.mkdir(parents=True)
     for _ in range(users_data.MAX_DEPTH + 2):
         deep = deep / "d"
         deep.mkdir()
-    assert (users_data.users_file(deployment) or "").endswith("(and more not looked at)")
-    assert users_data.users_file(tmp_path / "absent") is None
+    assert (users_data.users_file(deployment, _no_commit) or "").endswith("(too deep to look into)")
+    assert users_data.users_file(tmp_path / "absent", _no_commit) is None
 
 
 def test_undeploy_by_the_command_keeps_the_data_and_says_so_in_one_line(
