@@ -1,0 +1,315 @@
+"""Review 21 (session 16): hostile review of the users'-data retention (bc89450,
+80f26c8), prepare-tree (d6c7705) and the /etc walk bound (fd408a8).
+
+A passing test guards a defence; a strict xfail naming "review21 N" is a defect
+(/work/plan/review21.md describes each and its fix)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sapwood
+from fs.sysroot import pending
+from fs.sysroot.prepare_tree import TMPFILES
+from store import from_hex
+from tests.helpers import IS_ROOT, run
+from tests.sysroot.conftest import commit, small_tree, tree_state
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
+
+FILES = {"usr/etc/motd": "1\n", "home": "/", "root/.profile": "# root\n", "usr/local/bin": "/"}
+
+
+def _deploy_booted(sysroot: sapwood.Sysroot, booted: sapwood.Deployment) -> sapwood.Deployment:
+    cmdline = f"root=/dev/vda sapwood={booted.boot_path}"
+    return sapwood.Sysroot(sysroot.path, cmdline=cmdline).deploy("debian/main").deployment
+
+
+def _drop_with_data(
+    sysroot: sapwood.Sysroot, tmp_path: Path, where: str = "home/alice/thesis.tex"
+) -> tuple[sapwood.Deployment, str, Path]:
+    """Deploy v1, write users' data into it, boot it, update twice: v1 is dropped but
+    kept on disk for its data. Returns it, its commit and the data's path."""
+    first_commit = commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    first = sysroot.deploy("debian/main").deployment
+    data = sysroot.deployment_path(first) / where
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text("three years of work\n")
+    booted = first
+    for version in ("2", "3"):
+        commit(sysroot, small_tree(tmp_path / f"v{version}", {**FILES, "usr/etc/v": version}))
+        booted = _deploy_booted(sysroot, booted)
+    assert first.key() not in {d.key() for d in sysroot.deployments()}
+    assert data.read_text() == "three years of work\n"
+    return first, first_commit, data
+
+
+@needs_root
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 1: deploying again the commit of a deployment kept for users' data "
+    "picks the kept directory's name (serial from the list only), the checkout refuses "
+    "the existing directory and deploy's failure path removes it, data and all",
+)
+def test_redeploying_a_kept_deployments_commit_keeps_its_data(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    first, first_commit, data = _drop_with_data(sysroot, tmp_path)
+    with sysroot.open_repository() as repo:
+        repo.set_ref("debian/main", from_hex(first_commit))  # the release rolled back
+    failed: Exception | None = None
+    try:
+        again = sysroot.deploy("debian/main").deployment
+    except sapwood.SapwoodError as exc:
+        failed = exc
+    assert data.read_text() == "three years of work\n"  # FileNotFoundError: removed
+    assert failed is None, failed  # and the deploy itself succeeds, beside it
+    assert again.name != first.name
+
+
+@needs_root
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 2: users' data whose files all have more than one link (cp -al or "
+    "rsnapshot backups in /srv, a file and its hardlink in /home) is taken for the "
+    "commit's objects and removed with the deployment",
+)
+def test_hardlinked_users_data_is_kept(sysroot: sapwood.Sysroot, tmp_path: Path) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    first = sysroot.deploy("debian/main").deployment
+    root = sysroot.deployment_path(first)
+    (root / "srv/backup/monday").mkdir(parents=True)
+    (root / "srv/backup/monday/db.sql").write_text("the only copy\n")
+    (root / "srv/backup/tuesday").mkdir()
+    os.link(root / "srv/backup/monday/db.sql", root / "srv/backup/tuesday/db.sql")
+    booted = first
+    for version in ("2", "3"):
+        commit(sysroot, small_tree(tmp_path / f"v{version}", {**FILES, "usr/etc/v": version}))
+        booted = _deploy_booted(sysroot, booted)
+    assert (root / "srv/backup/monday/db.sql").read_text() == "the only copy\n"
+
+
+@needs_root
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 3: a commit whose own /usr/local or /opt holds more entries than "
+    "WALK_LIMIT (TeX Live in /usr/local/texlive: ~200,000) or is deeper than MAX_DEPTH "
+    "(node_modules in /opt) is kept on disk at every update, forever, with its commit",
+)
+def test_a_commit_with_a_large_usr_local_is_not_kept_forever(
+    sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fs.sysroot import users_data
+
+    big = {f"usr/local/texlive/f{n}": f"{n}\n" for n in range(12)}
+    commit(sysroot, small_tree(tmp_path / "v1", {**FILES, **big}))
+    first = sysroot.deploy("debian/main").deployment
+    if hasattr(users_data, "WALK_LIMIT"):  # a bound on entries: as 100,000 for 200,000 files
+        monkeypatch.setattr(users_data.users_file, "__defaults__", (10,))  # bound at def time
+    booted = first
+    for version in ("2", "3"):
+        tree = {**FILES, **big, "usr/etc/v": version}
+        commit(sysroot, small_tree(tmp_path / f"v{version}", tree))
+        booted = _deploy_booted(sysroot, booted)
+    assert not sysroot.deployment_path(first).exists()  # nothing but the commit's files
+
+
+@needs_root
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 4: one deploy says 'is no longer listed but stays on disk' twice "
+    "for the same deployment (deploy's remove_unlisted before, tidy_after_switch after)",
+)
+def test_a_deploy_warns_once_of_a_kept_deployment(
+    sysroot: sapwood.Sysroot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, _, _ = _drop_with_data(sysroot, tmp_path)
+    booted = sysroot.deployments()[0]
+    commit(sysroot, small_tree(tmp_path / "v4", {**FILES, "usr/etc/v": "4"}))
+    caplog.clear()
+    cmdline = f"root=/dev/vda sapwood={booted.boot_path}"
+    result = sapwood.Sysroot(sysroot.path, cmdline=cmdline).deploy("debian/main")
+    said = [r for r in caplog.records if "is no longer listed but stays" in r.getMessage()]
+    assert [w for w in result.warnings if first.name in w] != []
+    assert len(said) == 1, [r.getMessage()[:60] for r in said]
+
+
+# ----- prepare-tree (d6c7705) ------------------------------------------------------------
+def _unprepared(root: Path) -> Path:
+    files = {"root/.profile": "# root\n", "home/alice/notes": "mine\n", "srv/www": "/"}
+    return small_tree(root, files | {"var/lib/dpkg/status": "Package: a\n", "usr/lib/os": "/"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 5: prepare-tree opens usr/lib/tmpfiles.d/sapwood-var.conf without "
+    "O_NONBLOCK: a FIFO there blocks it forever",
+)
+def test_a_fifo_at_the_tmpfiles_conf_does_not_hang_prepare_tree(tmp_path: Path) -> None:
+    tree = _unprepared(tmp_path / "t")
+    (tree / TMPFILES).parent.mkdir(parents=True)
+    os.mkfifo(tree / TMPFILES)
+    done, hung = threading.Event(), threading.Event()
+
+    def unblock() -> None:  # a writer, so that a blocked open returns and the test ends
+        if not done.wait(5.0):
+            hung.set()
+            fd = os.open(tree / TMPFILES, os.O_WRONLY | os.O_NONBLOCK)
+            os.close(fd)
+
+    helper = threading.Thread(target=unblock)
+    helper.start()
+    try:
+        sapwood.prepare_tree(tree)
+    except sapwood.SapwoodError:
+        pass  # refusing the FIFO is as good as replacing it: never waiting is the point
+    finally:
+        done.set()
+        helper.join()
+    assert not hung.is_set(), "prepare-tree waited for a writer of the FIFO"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 6: a directory at usr/lib/tmpfiles.d/sapwood-var.conf gives "
+    "'sapwood: error: Is a directory: 4' (a descriptor number, not the path)",
+)
+def test_a_directory_at_the_tmpfiles_conf_is_named_in_the_error(tmp_path: Path) -> None:
+    tree = _unprepared(tmp_path / "t")
+    (tree / TMPFILES / "inside").mkdir(parents=True)
+    state = tree_state(tree)
+    proc = run("admin", "prepare-tree", tree, text=True)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert tree_state(tree) == state
+    assert "sapwood-var.conf" in proc.stderr, proc.stderr
+
+
+def _chattr(path: Path, flag: str) -> None:
+    try:
+        subprocess.run(["chattr", flag, str(path)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("no chattr, or a filesystem without the immutable flag")
+
+
+@needs_root
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 7: a move that fails in the apply phase (srv immutable, a mount "
+    "point, EXDEV) leaves home, root, opt moved: exit 1 with an errno line that neither "
+    "says the tree was changed nor that a second run finishes it",
+)
+def test_a_move_that_fails_midway_leaves_the_tree_as_it_was_or_says_so(tmp_path: Path) -> None:
+    tree = _unprepared(tmp_path / "t")
+    state = tree_state(tree)
+    _chattr(tree / "srv", "+i")  # rename(2) of an immutable directory: EPERM
+    try:
+        proc = run("admin", "prepare-tree", tree, text=True)
+    finally:
+        _chattr(tree / "srv", "-i")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert tree_state(tree) == state or "run it again" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("link", ["usr/lib/tmpfiles.d", "usr/lib/sysimage", "var/lib"])
+def test_prepare_tree_never_writes_through_a_deeper_symlink(tmp_path: Path, link: str) -> None:
+    outside = tmp_path / "outside"
+    (outside / "dpkg").mkdir(parents=True)
+    (outside / "dpkg/status").write_text("the host's\n")
+    tree = _unprepared(tmp_path / "t")
+    subprocess.run(["rm", "-rf", str(tree / link)], check=True)
+    (tree / link).parent.mkdir(parents=True, exist_ok=True)
+    (tree / link).symlink_to(outside)
+    before, state = tree_state(outside), tree_state(tree)
+    with pytest.raises(sapwood.TreeLayoutError, match="is a symbolic link"):
+        sapwood.prepare_tree(tree)
+    assert tree_state(outside) == before
+    assert tree_state(tree) == state
+
+
+# ----- users' data: the check and the removal (bc89450) ----------------------------------
+@needs_root
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 8: users' data is looked for, then the deployment removed by a "
+    "second walk that no longer looks: a file written in between (the dropped "
+    "deployment still running, its booted entry not recognised) is removed",
+)
+def test_a_users_file_written_after_the_check_is_not_removed(
+    sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fs.sysroot import retention, users_data
+
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    first = sysroot.deploy("debian/main").deployment
+    late = sysroot.deployment_path(first) / "root/late-notes"
+    real = users_data.users_file
+
+    def checked_then_written(path: Path, *args: Any) -> str | None:
+        found = real(path, *args)
+        if path == sysroot.deployment_path(first):
+            late.write_text("written just after the look\n")
+        return found
+
+    monkeypatch.setattr(retention, "users_file", checked_then_written)
+    commit(sysroot, small_tree(tmp_path / "v2", {**FILES, "usr/etc/v": "2"}))
+    sysroot.deploy("debian/main")
+    sysroot.undeploy(1)
+    assert late.read_text() == "written just after the look\n"
+
+
+# ----- the bound of status's /etc walk (fd408a8) ------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 9: the /etc walk's bound counts entries after os.walk has read and "
+    "sorted each directory whole: one directory of millions of entries is read whole "
+    "at every `admin status`, whatever the bound",
+)
+def test_the_etc_walk_bound_bounds_what_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc = tmp_path / "etc"
+    (etc / "big").mkdir(parents=True)
+    for n in range(400):
+        (etc / "big" / f"f{n:04}").write_text("")
+    made = tmp_path / "made"
+    made.mkdir()
+    os.utime(made, (0, 0))  # no effect on ctime: the walk must look, and finds nothing
+    read = [0]
+    real = os.scandir
+
+    class Counting:
+        def __init__(self, *args: Any) -> None:
+            self._it = real(*args)
+
+        def __enter__(self) -> Iterator[os.DirEntry[str]]:
+            self._it.__enter__()
+            return self
+
+        def __exit__(self, *args: Any) -> None:
+            self._it.__exit__(*args)
+
+        def __iter__(self) -> Iterator[os.DirEntry[str]]:
+            return self
+
+        def __next__(self) -> os.DirEntry[str]:
+            entry = next(self._it)
+            read[0] += 1
+            return entry
+
+        def close(self) -> None:
+            self._it.close()
+
+    time.sleep(0.02)
+    made.chmod(0o755)  # made changed after everything in etc: nothing is newer
+    monkeypatch.setattr(os, "scandir", Counting)
+    assert pending.etc_changed_after(etc, made, limit=20) is None
+    assert read[0] <= 100, f"{read[0]} entries read for a bound of 20"
