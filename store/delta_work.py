@@ -6,12 +6,13 @@ it replaces is first renamed ``.old-NAME-LUNIQUE``, then removed. Each of these 
 locked (flock) by its generate for as long as it runs, as a transaction locks its
 staging directory (store/staging.py): a directory nobody holds is a dead generate's and
 the next generate or prune removes it at once. Told by the lock, not by a PID: no PID
-reused by another process, no PID namespace, no minute to wait (session 14's rule,
-kept for the ``.tmp-NAME-PID`` names older sapwoods leave, which hold no lock: one of
-them may still be running beside this one). The directory is made under a ``.new-``
-name and locked before it is renamed ``.tmp-``, so an unlocked ``.tmp-`` is never one
-being born; a ``.new-`` one goes once it is older than a crash between mkdir and lock
-can make it look.
+reused by another process, no PID namespace, no minute to wait (session 14's rule, kept
+for the ``.tmp-NAME-PID`` names older sapwoods leave, which hold no lock: one of them
+may still be running beside this one). An ``.old-`` one whose NAME is gone (killed
+between its two renames) is put back as NAME: it is the published delta, whole. The
+directory is made under a ``.new-`` name and locked before it is renamed ``.tmp-``, so
+an unlocked ``.tmp-`` is never one being born; a ``.new-`` one goes once it is older
+than a crash between mkdir and lock can make it look.
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ def remove_leftovers(root: Path) -> int:
         if lock is None:
             continue  # a live generate's
         try:
+            published = root / kind.group(2)
+            if kind.group(1) == "old" and not os.path.lexists(published):
+                # killed between its two renames: the delta it replaced is whole and the
+                # only one (review21 10)
+                log.info("%s: put back as %s (its generate was killed)", path, published.name)
+                os.rename(path, published)
+                continue
             log.info("%s: left by a generate that is gone, removed", path)
             shutil.rmtree(path, ignore_errors=True)
             removed += 1

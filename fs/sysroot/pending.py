@@ -29,17 +29,31 @@ def etc_changed_after(etc: Path, made: Path, limit: int | None = None) -> str | 
             return "."
     except OSError:
         return None
-    for dirpath, dirnames, filenames in os.walk(etc):
-        dirnames.sort()
-        for name in sorted(dirnames) + sorted(filenames):
-            budget -= 1
-            if budget < 0:
-                return None
-            path = Path(dirpath) / name
-            try:
-                changed = os.lstat(path).st_ctime_ns
-            except OSError:
-                continue
-            if changed > since:
-                return str(path.relative_to(etc))
+    return _first_newer(etc, since, budget)
+
+
+def _first_newer(etc: Path, since: int, budget: int) -> str | None:
+    """Depth first, entries in the order the directory gives them, none read past the
+    budget (os.walk lists each directory whole first: a bound on what is looked at did
+    not bound what was read, review21 9)."""
+    pending = [etc]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    budget -= 1
+                    if budget < 0:
+                        return None
+                    try:
+                        changed = entry.stat(follow_symlinks=False).st_ctime_ns
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if changed > since:
+                        return str(Path(entry.path).relative_to(etc))
+                    if is_dir:
+                        pending.append(Path(entry.path))
+        except OSError:
+            continue
     return None

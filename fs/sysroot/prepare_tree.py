@@ -16,10 +16,12 @@ So, before a tree is committed:
   at boot (a shared /var seeded before the tree was laid out so has none of them).
 
 Every change is planned and checked before the first is made: a refusal
-(TreeLayoutError, one line) leaves the tree as it was. Symlinks inside the tree are
-never followed (every directory is opened component by component with O_NOFOLLOW),
-so nothing is written outside it. Running it again changes nothing; a run killed
-midway is finished by the next.
+(TreeLayoutError, one line) leaves the tree as it was. What a plan cannot see (an
+immutable directory, a mount point, another filesystem under var/) fails midway, in one
+line that says what was done and that a second run, once it is fixed, finishes. Symlinks
+inside the tree are never followed (every directory is opened component by component
+with O_NOFOLLOW), so nothing is written outside it. Running it again changes nothing; a
+run killed midway is finished by the next.
 """
 
 from __future__ import annotations
@@ -76,13 +78,20 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
     try:
         steps = [s for s in (_plan(root, root_path, link, place) for link, place in MOVES) if s]
         tmpfiles = _tmpfiles_text()
-        write_tmpfiles = _read(root, TMPFILES) != tmpfiles
-        if write_tmpfiles:
-            _check_dirs(root, root_path, os.path.dirname(TMPFILES))
-        done = [_apply(root, step) for step in steps]
-        if write_tmpfiles:
-            _write(root, TMPFILES, tmpfiles)
-            done.append(f"{TMPFILES}: written")
+        _check_dirs(root, root_path, os.path.dirname(TMPFILES))
+        there = _lstat(root, TMPFILES)
+        if there is not None and not stat.S_ISREG(there.st_mode):
+            raise _refused(root_path, TMPFILES, "is not a regular file")
+        write_tmpfiles = there is None or _read(root, TMPFILES) != tmpfiles
+        done: list[str] = []
+        try:
+            for step in steps:
+                done.append(_apply(root, step))
+            if write_tmpfiles:
+                _write(root, TMPFILES, tmpfiles)
+                done.append(f"{TMPFILES}: written")
+        except OSError as exc:  # what the plan cannot see: an immutable directory, EXDEV
+            raise _failed_midway(root_path, done, exc) from None
     finally:
         os.close(root)
     for line in done:
@@ -226,12 +235,15 @@ def _read(root: int, relative: str) -> str | None:
     except OSError:
         return None
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO: no wait
+        fd = os.open(name, flags, dir_fd=parent)
     except OSError:
         return None
     finally:
         os.close(parent)
     with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None  # swapped since the plan looked
         return file.read(1 << 16).decode("utf-8", "replace")
 
 
@@ -249,6 +261,16 @@ def _write(root: int, relative: str, text: str) -> None:
         os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
     finally:
         os.close(parent)
+
+
+def _failed_midway(root_path: Path, done: list[str], exc: OSError) -> TreeLayoutError:
+    where = f" ({exc.filename})" if isinstance(exc.filename, str) else ""
+    so_far = "; ".join(done) if done else "nothing"
+    return TreeLayoutError(
+        f"{root_path}: {exc.strerror or exc}{where}; done before it: {so_far}; "
+        "run it again once that is fixed, to finish",
+        path=str(root_path),
+    )
 
 
 def _refused(root_path: Path, relative: str, why: str) -> TreeLayoutError:

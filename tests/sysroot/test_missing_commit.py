@@ -128,13 +128,14 @@ def test_status_warns_when_the_booted_etc_changed_after_the_pending_deploy(
 
 def test_the_etc_walk_of_status_stops_at_its_bound(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
-    (etc / "a").mkdir(parents=True)
+    (etc / "a/sub").mkdir(parents=True)
     for n in range(20):
         (etc / "a" / f"f{n:02}").write_text("x\n")
+    (etc / "a/sub/late").write_text("x\n")
     time.sleep(0.05)  # past the coarse clock's tick
     made = tmp_path / "made"
     made.mkdir()
     time.sleep(0.05)
-    os.chmod(etc / "a/f19", 0o600)  # its ctime changes, no directory's does
-    assert pending.etc_changed_after(etc, made) == "a/f19"  # the 21st entry looked at
+    os.chmod(etc / "a/sub/late", 0o600)  # its ctime changes, no directory's does
+    assert pending.etc_changed_after(etc, made) == "a/sub/late"  # after a's 21 entries
     assert pending.etc_changed_after(etc, made, limit=5) is None  # not that far
