@@ -68,15 +68,12 @@ def test_a_generate_killed_at_a_step_leaves_the_delta_and_no_leftover(
     assert set(list_deltas(repo.path)) == set(before) != set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 10: a generate killed between renaming the published delta .old- "
-    "and renaming its own into place leaves neither: the next generate or prune removes "
-    "both leftovers, and the delta clients were told of is gone",
-)
 def test_a_generate_killed_between_its_two_renames_loses_no_published_delta(
     tmp_path: Path,
 ) -> None:
+    """review21 10 (fixed in 76b0637): a generate killed between renaming the published
+    delta .old- and renaming its own into place leaves neither: the next generate or
+    prune removes both leftovers, and the delta clients were told of is gone"""
     repo, v1 = _repo_with_a_delta(tmp_path)
     before = list_deltas(repo.path)
     _killed_generate(repo.path, v1, "old")

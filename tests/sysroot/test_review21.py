@@ -53,15 +53,11 @@ def _drop_with_data(
 
 
 @needs_root
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 1: deploying again the commit of a deployment kept for users' data "
-    "picks the kept directory's name (serial from the list only), the checkout refuses "
-    "the existing directory and deploy's failure path removes it, data and all",
-)
 def test_redeploying_a_kept_deployments_commit_keeps_its_data(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
+    """review21 1 (fixed in 90e89ba): the redeploy took the kept directory's name, the
+    checkout refused it and deploy's failure path removed it, data and all."""
     first, first_commit, data = _drop_with_data(sysroot, tmp_path)
     with sysroot.open_repository() as repo:
         repo.set_ref("debian/main", from_hex(first_commit))  # the release rolled back
@@ -76,13 +72,9 @@ def test_redeploying_a_kept_deployments_commit_keeps_its_data(
 
 
 @needs_root
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 2: users' data whose files all have more than one link (cp -al or "
-    "rsnapshot backups in /srv, a file and its hardlink in /home) is taken for the "
-    "commit's objects and removed with the deployment",
-)
 def test_hardlinked_users_data_is_kept(sysroot: sapwood.Sysroot, tmp_path: Path) -> None:
+    """review21 2 (fixed in 90e89ba): a file of more than one link was taken for an
+    object (a cp -al or rsnapshot backup in /srv was removed whole)."""
     commit(sysroot, small_tree(tmp_path / "v1", FILES))
     first = sysroot.deploy("debian/main").deployment
     root = sysroot.deployment_path(first)
@@ -100,20 +92,55 @@ def test_hardlinked_users_data_is_kept(sysroot: sapwood.Sysroot, tmp_path: Path)
 @needs_root
 @pytest.mark.xfail(
     strict=True,
-    reason="review21 3: a commit whose own /usr/local or /opt holds more entries than "
-    "WALK_LIMIT (TeX Live in /usr/local/texlive: ~200,000) or is deeper than MAX_DEPTH "
-    "(node_modules in /opt) is kept on disk at every update, forever, with its commit",
+    reason="review21 11: a commit's file edited in place (vim keeps a file of several "
+    "links by writing through it; >> appends) is still the object's inode: the edit is "
+    "taken for the commit's and removed with the deployment, though objects have mtime 0 "
+    "and this one's is now",
 )
-def test_a_commit_with_a_large_usr_local_is_not_kept_forever(
-    sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from fs.sysroot import users_data
+def test_a_commits_file_edited_in_place_is_kept(sysroot: sapwood.Sysroot, tmp_path: Path) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    first = sysroot.deploy("debian/main").deployment
+    profile = sysroot.deployment_path(first) / "root/.profile"
+    assert profile.stat().st_nlink > 1 and profile.stat().st_mtime_ns == 0  # an object
+    with profile.open("a") as edited:  # as vim (backupcopy=auto) or >> writes it
+        edited.write("export EDITOR=vim  # the admin's\n")
+    booted = first
+    for version in ("2", "3"):  # releases with another .profile: not the edited object
+        tree = {**FILES, "root/.profile": f"# root {version}\n", "usr/etc/v": version}
+        commit(sysroot, small_tree(tmp_path / f"v{version}", tree))
+        booted = _deploy_booted(sysroot, booted)
+    assert "the admin's" in profile.read_text()
 
-    big = {f"usr/local/texlive/f{n}": f"{n}\n" for n in range(12)}
+
+@needs_root
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 12: /root, /home, /srv, /opt and /mnt of an unprepared tree are "
+    "writable hardlinks of the repository's objects (only /usr is mounted read-only): "
+    "root appending to /root/.profile corrupts its object, and the next deploy of a "
+    "release with the same .profile fails (CorruptObjectError: run sapwood fsck)",
+)
+def test_an_in_place_edit_in_root_does_not_break_the_next_update(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    first = sysroot.deploy("debian/main").deployment
+    with (sysroot.deployment_path(first) / "root/.profile").open("a") as edited:
+        edited.write("alias ll='ls -l'\n")
+    commit(sysroot, small_tree(tmp_path / "v2", {**FILES, "usr/etc/v": "2"}))
+    second = _deploy_booted(sysroot, first)  # the same .profile as v1's: one object
+    assert (sysroot.deployment_path(second) / "root/.profile").read_text() == "# root\n"
+
+
+@needs_root
+def test_a_commit_with_a_large_usr_local_is_not_kept_forever(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """review21 3 (fixed in 90e89ba): a bound on entries counted the commit's own files
+    (TeX Live in /usr/local: ~200,000), and every dropped deployment was kept."""
+    big = {f"usr/local/texlive/d{n % 3}/f{n}": f"{n}\n" for n in range(40)}
     commit(sysroot, small_tree(tmp_path / "v1", {**FILES, **big}))
     first = sysroot.deploy("debian/main").deployment
-    if hasattr(users_data, "WALK_LIMIT"):  # a bound on entries: as 100,000 for 200,000 files
-        monkeypatch.setattr(users_data.users_file, "__defaults__", (10,))  # bound at def time
     booted = first
     for version in ("2", "3"):
         tree = {**FILES, **big, "usr/etc/v": version}
@@ -123,14 +150,10 @@ def test_a_commit_with_a_large_usr_local_is_not_kept_forever(
 
 
 @needs_root
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 4: one deploy says 'is no longer listed but stays on disk' twice "
-    "for the same deployment (deploy's remove_unlisted before, tidy_after_switch after)",
-)
 def test_a_deploy_warns_once_of_a_kept_deployment(
     sysroot: sapwood.Sysroot, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """review21 4 (fixed in 90e89ba): deploy said it before building and after."""
     first, _, _ = _drop_with_data(sysroot, tmp_path)
     booted = sysroot.deployments()[0]
     commit(sysroot, small_tree(tmp_path / "v4", {**FILES, "usr/etc/v": "4"}))
@@ -148,12 +171,9 @@ def _unprepared(root: Path) -> Path:
     return small_tree(root, files | {"var/lib/dpkg/status": "Package: a\n", "usr/lib/os": "/"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 5: prepare-tree opens usr/lib/tmpfiles.d/sapwood-var.conf without "
-    "O_NONBLOCK: a FIFO there blocks it forever",
-)
 def test_a_fifo_at_the_tmpfiles_conf_does_not_hang_prepare_tree(tmp_path: Path) -> None:
+    """review21 5 (fixed in 76b0637): prepare-tree opened its tmpfiles path without
+    O_NONBLOCK: a FIFO there blocked it forever."""
     tree = _unprepared(tmp_path / "t")
     (tree / TMPFILES).parent.mkdir(parents=True)
     os.mkfifo(tree / TMPFILES)
@@ -177,12 +197,9 @@ def test_a_fifo_at_the_tmpfiles_conf_does_not_hang_prepare_tree(tmp_path: Path) 
     assert not hung.is_set(), "prepare-tree waited for a writer of the FIFO"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 6: a directory at usr/lib/tmpfiles.d/sapwood-var.conf gives "
-    "'sapwood: error: Is a directory: 4' (a descriptor number, not the path)",
-)
 def test_a_directory_at_the_tmpfiles_conf_is_named_in_the_error(tmp_path: Path) -> None:
+    """review21 6 (fixed in 76b0637): a directory at usr/lib/tmpfiles.d/sapwood-var.conf
+    gives 'sapwood: error: Is a directory: 4' (a descriptor number, not the path)"""
     tree = _unprepared(tmp_path / "t")
     (tree / TMPFILES / "inside").mkdir(parents=True)
     state = tree_state(tree)
@@ -200,13 +217,10 @@ def _chattr(path: Path, flag: str) -> None:
 
 
 @needs_root
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 7: a move that fails in the apply phase (srv immutable, a mount "
-    "point, EXDEV) leaves home, root, opt moved: exit 1 with an errno line that neither "
-    "says the tree was changed nor that a second run finishes it",
-)
 def test_a_move_that_fails_midway_leaves_the_tree_as_it_was_or_says_so(tmp_path: Path) -> None:
+    """review21 7 (fixed in 76b0637): a move that fails in the apply phase (srv
+    immutable, a mount point, EXDEV) leaves home, root, opt moved: exit 1 with an errno
+    line that neither says the tree was changed nor that a second run finishes it"""
     tree = _unprepared(tmp_path / "t")
     state = tree_state(tree)
     _chattr(tree / "srv", "+i")  # rename(2) of an immutable directory: EPERM
@@ -267,15 +281,12 @@ def test_a_users_file_written_after_the_check_is_not_removed(
 
 
 # ----- the bound of status's /etc walk (fd408a8) ------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 9: the /etc walk's bound counts entries after os.walk has read and "
-    "sorted each directory whole: one directory of millions of entries is read whole "
-    "at every `admin status`, whatever the bound",
-)
 def test_the_etc_walk_bound_bounds_what_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """review21 9 (fixed in 76b0637): the /etc walk's bound counts entries after os.walk
+    has read and sorted each directory whole: one directory of millions of entries is
+    read whole at every `admin status`, whatever the bound"""
     etc = tmp_path / "etc"
     (etc / "big").mkdir(parents=True)
     for n in range(400):
