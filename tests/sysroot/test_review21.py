@@ -6,6 +6,7 @@ A passing test guards a defence; a strict xfail naming "review21 N" is a defect
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -278,6 +279,39 @@ def test_a_users_file_written_after_the_check_is_not_removed(
     sysroot.deploy("debian/main")
     sysroot.undeploy(1)
     assert late.read_text() == "written just after the look\n"
+
+
+@needs_root
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 13: users_data takes any error opening a users' directory (EMFILE, "
+    "EIO, ENOMEM) for its absence: the deployment is then removed unexamined, data and "
+    "all; only ENOENT, ENOTDIR and ELOOP (absent, a file, a symlink) mean nothing is there",
+)
+def test_a_users_directory_that_cannot_be_opened_keeps_the_deployment(
+    sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    first = sysroot.deploy("debian/main").deployment
+    data = sysroot.deployment_path(first) / "home/alice/thesis.tex"
+    data.parent.mkdir()
+    data.write_text("three years of work\n")
+    commit(sysroot, small_tree(tmp_path / "v2", {**FILES, "usr/etc/v": "2"}))
+    sysroot.deploy("debian/main")
+    real_open = os.open
+
+    def home_fails(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if path == "home" and kwargs.get("dir_fd") is not None:  # the look, not the removal
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", home_fails)
+    with contextlib.suppress(sapwood.SapwoodError):  # refusing is as good: the data counts
+        sysroot.undeploy(1)
+    monkeypatch.undo()
+    assert data.read_text() == "three years of work\n"
 
 
 # ----- the bound of status's /etc walk (fd408a8) ------------------------------------------
