@@ -314,6 +314,19 @@ def test_a_users_directory_that_cannot_be_opened_keeps_the_deployment(
     assert data.read_text() == "three years of work\n"
 
 
+@needs_root
+def test_cleanup_by_the_command_keeps_the_data_and_says_so_once_in_one_line(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    first, _, data = _drop_with_data(sysroot, tmp_path, where="home/al\nice/notes")
+    proc = run("admin", "--sysroot", sysroot.path, "cleanup", text=True)
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "no longer listed" in line]
+    assert len(said) == 1 and proc.stderr.count("\n") == 1, proc.stderr  # a newline named
+    assert first.name in said[0]
+    assert data.read_text() == "three years of work\n"
+
+
 # ----- the bound of status's /etc walk (fd408a8) ------------------------------------------
 def test_the_etc_walk_bound_bounds_what_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
