@@ -234,6 +234,24 @@ def test_a_move_that_fails_midway_leaves_the_tree_as_it_was_or_says_so(tmp_path:
     assert tree_state(tree) == state or "run it again" in proc.stderr, proc.stderr
 
 
+@needs_root
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21 15: prepare-tree lays out a deployment (the kept-deployment warning "
+    "sends the administrator to it): /home moves into the deployment's own var/, which "
+    "the shared /var hides at boot, and its files are the repository's objects",
+)
+def test_prepare_tree_refuses_a_deployment(sysroot: sapwood.Sysroot, tmp_path: Path) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    deployed = sysroot.deployment_path(sysroot.deploy("debian/main").deployment)
+    (deployed / "home/alice").mkdir()
+    (deployed / "home/alice/notes").write_text("mine\n")
+    state = tree_state(deployed)
+    with pytest.raises(sapwood.SapwoodError):
+        sapwood.prepare_tree(deployed)
+    assert tree_state(deployed) == state
+
+
 @pytest.mark.parametrize("link", ["usr/lib/tmpfiles.d", "usr/lib/sysimage", "var/lib"])
 def test_prepare_tree_never_writes_through_a_deeper_symlink(tmp_path: Path, link: str) -> None:
     outside = tmp_path / "outside"
