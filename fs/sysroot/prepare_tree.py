@@ -32,6 +32,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from fs.sysroot.nofollow import open_below
 from store import TreeLayoutError
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ MOVES: tuple[tuple[str, str], ...] = (
 _ONLY_IF_THERE = {"var/lib/dpkg"}  # no package database: no link to one
 _PRIVATE = {"var/roothome"}  # made 0700, as /root is
 TMPFILES = "usr/lib/tmpfiles.d/sapwood-var.conf"
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,10 @@ def _apply(root: int, step: _Step) -> str:
     place_dir, place_name = os.path.split(step.place)
     link_dir, link_name = os.path.split(step.link)
     if step.action in ("move", "make", "place"):
-        parent = _open_dirs(root, place_dir, make=True)
+        parent = open_below(root, place_dir, make=True)
         try:
             if step.action == "move":  # onto an empty place, if any (the plan checked)
-                source = _open_dirs(root, link_dir, make=False)
+                source = open_below(root, link_dir, make=False)
                 try:
                     os.rename(link_name, place_name, src_dir_fd=source, dst_dir_fd=parent)
                 finally:
@@ -145,7 +145,7 @@ def _apply(root: int, step: _Step) -> str:
             os.close(parent)
     if step.action == "place":
         return f"{step.place}: made (the place {step.link} links to)"
-    source = _open_dirs(root, link_dir, make=True)
+    source = open_below(root, link_dir, make=True)
     try:
         os.symlink(step.target, link_name, dir_fd=source)
     finally:
@@ -163,23 +163,6 @@ def _tmpfiles_text() -> str:
 
 
 # ----- directories opened without following a symlink ------------------------------------
-def _open_dirs(root: int, relative: str, make: bool) -> int:
-    """A descriptor of ``root``/``relative``, each component opened with O_NOFOLLOW
-    (made 0755 first with ``make``, where missing)."""
-    fd = os.dup(root)
-    try:
-        for part in filter(None, relative.split("/")):
-            if make and _lstat(fd, part) is None:
-                os.mkdir(part, 0o755, dir_fd=fd)
-            child = os.open(part, _DIR, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _check_dirs(root: int, root_path: Path, relative: str) -> None:
     """Each existing component of ``relative`` is a real directory (no symlink to
     follow out of the tree, no file in the way)."""
@@ -200,7 +183,7 @@ def _lstat(root: int, relative: str) -> os.stat_result | None:
     a symlink (their check is _check_dirs's); None when absent."""
     head, name = os.path.split(relative)
     try:
-        parent = _open_dirs(root, head, make=False)
+        parent = open_below(root, head, make=False)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
@@ -213,7 +196,7 @@ def _lstat(root: int, relative: str) -> os.stat_result | None:
 
 def _readlink(root: int, relative: str) -> str:
     head, name = os.path.split(relative)
-    parent = _open_dirs(root, head, make=False)
+    parent = open_below(root, head, make=False)
     try:
         return os.readlink(name, dir_fd=parent)
     finally:
@@ -221,7 +204,7 @@ def _readlink(root: int, relative: str) -> str:
 
 
 def _listdir(root: int, relative: str) -> list[str]:
-    fd = _open_dirs(root, relative, make=False)
+    fd = open_below(root, relative, make=False)
     try:
         return os.listdir(fd)
     finally:
@@ -231,7 +214,7 @@ def _listdir(root: int, relative: str) -> list[str]:
 def _read(root: int, relative: str) -> str | None:
     head, name = os.path.split(relative)
     try:
-        parent = _open_dirs(root, head, make=False)
+        parent = open_below(root, head, make=False)
     except OSError:
         return None
     try:
@@ -250,7 +233,7 @@ def _read(root: int, relative: str) -> str | None:
 def _write(root: int, relative: str, text: str) -> None:
     """``text`` into ``relative`` (0644), replacing a regular file or a link there."""
     head, name = os.path.split(relative)
-    parent = _open_dirs(root, head, make=True)
+    parent = open_below(root, head, make=True)
     try:
         temporary = f".{name}.sapwood-new"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -166,6 +166,8 @@ def remove_unlisted(
 
 
 _DEPLOYMENT_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]{1,9})")
+# fs/checkout.py's name for a checkout being built (renamed ID.SERIAL once whole)
+_CHECKOUT_UNDER_WAY = re.compile(r"\.[0-9a-f]{64}\.[0-9]{1,9}\.sapwood-checkout-[0-9a-f]{8}")
 
 
 def unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deployment]:
@@ -187,6 +189,8 @@ def unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deploymen
 
 def _kept_for_users_data(repo: Repository, path: Path) -> str | None:
     """Why the unlisted deployment at ``path`` stays on disk, if it holds users' data."""
+    if _CHECKOUT_UNDER_WAY.fullmatch(path.name):
+        return None  # a killed deploy's: it never booted, nobody wrote into it (review21 17)
     match = _DEPLOYMENT_NAME.fullmatch(path.name)
     commit = from_hex(match.group(1)) if match else None
     found = users_file(path, partial(_commit_files, repo, commit))

@@ -14,19 +14,25 @@ lost with it); a commit's file edited in place (the object written through) is m
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
+from fs.sysroot.nofollow import DIR_FLAGS, open_below
+
 # The directories a tree laid out as OSTree's links into /var instead (``prepare-tree``).
-USERS_DIRS = ("home", "root", "srv", "opt", "mnt", "usr/local")
+USERSDIR_FLAGSS = ("home", "root", "srv", "opt", "mnt", "usr/local")
 # levels below a users' directory looked into (a descriptor each): deeper, kept unexamined.
 # No bound on entries: the removal that follows walks them all the same (review21 3: a
 # bound counted the commit's own files, and a large /usr/local kept every deployment).
 MAX_DEPTH = 256
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# what opening a users' directory fails with when there is none to look into (review21 13:
+# any other error, EMFILE or EIO, took a deployment for one without users' data)
+_NOTHING_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 # (device, inode) of the commit's file objects in a directory (relative to the
 # deployment's root), by name; empty where the commit has no such directory
@@ -39,12 +45,12 @@ def users_file(deployment: Path, commit_files: CommitFiles) -> str | None:
     too deep or not readable to tell, with why; None when there is none. Never follows
     a symlink, never leaves the deployment's filesystem."""
     try:
-        root = os.open(deployment, _DIR)
-    except OSError:
-        return None
+        root = os.open(deployment, DIR_FLAGS)
+    except OSError as exc:
+        return None if exc.errno in _NOTHING_THERE else f". (not readable: {exc.strerror})"
     try:
         device = os.fstat(root).st_dev
-        for relative in USERS_DIRS:
+        for relative in USERSDIR_FLAGSS:
             found = _walk(root, relative, device, commit_files)
             if found is not None:
                 return found
@@ -57,9 +63,11 @@ def _walk(root: int, relative: str, device: int, commit_files: CommitFiles) -> s
     """Depth first below ``relative``: one descriptor a level, each level's names read
     whole before going down (as fs/sysroot/removal.py walks)."""
     try:
-        top = _open_below(root, relative)
-    except OSError:
-        return None  # absent, a symlink (into var/, as a prepared tree has), a file
+        top = open_below(root, relative)
+    except OSError as exc:  # absent, a symlink (into var/, as a prepared tree has), a file
+        if exc.errno in _NOTHING_THERE:
+            return None
+        return f"{relative} (not readable: {exc.strerror})"  # EMFILE, EIO: cannot tell, kept
     try:
         listing = _listing(top)
     except OSError:
@@ -102,7 +110,7 @@ def _listing(fd: int) -> list[tuple[str, bool]]:
 def _enter(parent: int, name: str, device: int) -> int | None:
     """The directory ``name`` of ``parent``, unless it is gone or another filesystem."""
     try:
-        fd = os.open(name, _DIR, dir_fd=parent)
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
     except OSError:
         return None
     if os.fstat(fd).st_dev != device:
@@ -134,18 +142,3 @@ def _of(
     if found is None:
         found = cache[directory] = commit_files(directory)
     return found
-
-
-def _open_below(root: int, relative: str) -> int:
-    """A descriptor of ``root``/``relative``, each component opened without following
-    a symlink."""
-    fd = os.dup(root)
-    try:
-        for part in relative.split("/"):
-            child = os.open(part, _DIR, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
