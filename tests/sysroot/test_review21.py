@@ -301,15 +301,11 @@ def test_a_users_file_written_after_the_check_is_not_removed(
 
 
 @needs_root
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 13: users_data takes any error opening a users' directory (EMFILE, "
-    "EIO, ENOMEM) for its absence: the deployment is then removed unexamined, data and "
-    "all; only ENOENT, ENOTDIR and ELOOP (absent, a file, a symlink) mean nothing is there",
-)
 def test_a_users_directory_that_cannot_be_opened_keeps_the_deployment(
     sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """review21 13 (fixed in 5eda9b8): any error opening a users' directory was taken
+    for its absence, and the deployment removed unexamined."""
     import errno
 
     commit(sysroot, small_tree(tmp_path / "v1", FILES))
@@ -361,33 +357,20 @@ sapwood.Sysroot(sys.argv[1]).deploy("debian/main")
 """
 
 
-_NAME_NOT_READ = pytest.mark.xfail(
-    strict=True,
-    reason="review21 16: a killed deploy's checkout (.ID.SERIAL.sapwood-checkout-X) is "
-    "walked as a deployment whose commit is unknown (not read from that name): every "
-    "file is taken for users' data, and it is kept forever, with a warning at every "
-    "deploy telling the administrator to move data that is not there",
-)
-_PRUNED = pytest.mark.xfail(
-    strict=True,
-    reason="review21 17: a killed deploy's checkout whose commit a prune took before the "
-    "next cleanup (no ref protects a checkout under way): its files, objects no more, "
-    "are taken for users' data, and it is kept forever; it never booted, so it cannot "
-    "hold any",
-)
-
-
 @needs_root
 @pytest.mark.parametrize(
     "pruned",
     [
-        pytest.param(False, id="commit-kept", marks=_NAME_NOT_READ),
-        pytest.param(True, id="commit-pruned", marks=_PRUNED),
+        pytest.param(False, id="commit-kept"),
+        pytest.param(True, id="commit-pruned"),
     ],
 )
 def test_a_killed_deploys_checkout_is_removed(
     sysroot: sapwood.Sysroot, tmp_path: Path, pruned: bool
 ) -> None:
+    """review21 16, 17 (fixed in 5eda9b8): a killed deploy's checkout under way was
+    walked as a deployment whose files were all users' data (its commit not read from its
+    name, or pruned since): kept forever, with a warning at every deploy."""
     commit(sysroot, small_tree(tmp_path / "v1", FILES))
     sysroot.deploy("debian/main")
     commit(sysroot, small_tree(tmp_path / "v2", {**FILES, "usr/etc/v": "2"}))
