@@ -96,7 +96,10 @@ def remove_leftovers(root: Path) -> int:
                 # killed between its two renames: the delta it replaced is whole and the
                 # only one (review21 10)
                 log.info("%s: put back as %s (its generate was killed)", path, published.name)
-                os.rename(path, published)
+                try:
+                    os.rename(path, published)
+                except OSError as exc:  # published meanwhile by a live generate: next time
+                    log.info("%s: not put back (%s)", path, exc)
                 continue
             log.info("%s: left by a generate that is gone, removed", path)
             shutil.rmtree(path, ignore_errors=True)

@@ -20,6 +20,7 @@ listed twice. A delta from FROM holds only what FROM's commit and tree do not.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -436,17 +437,34 @@ def _write_file(path: Path, data: bytes, fsync: bool) -> None:
     os.chmod(path, 0o644)
 
 
+_PUBLISH_TRIES = 8  # generates of one delta publishing at the same moment, each a turn
+
+
 def _publish(root: Path, work: WorkDir, name: str, fsync: bool) -> Path:
     """Rename the finished delta into place; an older one of the same name goes (held
-    by ``work``'s lock from before it is renamed .old- until it is removed)."""
+    by ``work``'s lock from before it is renamed .old- until it is removed). Another
+    generate of the same delta may publish between the two renames (review21 14): then
+    its delta is the older one, and this one takes its place (the same objects)."""
     import shutil  # here: see the imports
 
     final = root / name
     os.chmod(work.path, 0o755)
-    if final.exists():
-        work.hold(final)
-        os.rename(final, work.old)
-    os.rename(work.path, final)
+    for _ in range(_PUBLISH_TRIES):
+        if final.exists():
+            work.hold(final)
+            shutil.rmtree(work.old, ignore_errors=True)  # a turn before's
+            try:
+                os.rename(final, work.old)
+            except FileNotFoundError:
+                continue  # moved aside by another generate meanwhile
+        try:
+            os.rename(work.path, final)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    else:
+        raise UsageError(f"delta {name}: other generates of it kept publishing; try again")
     shutil.rmtree(work.old, ignore_errors=True)
     if fsync:
         fsync_dir(root)

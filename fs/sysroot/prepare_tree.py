@@ -68,6 +68,7 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
     """Lay ``tree`` out for deployment (see the module's docstring); returns what was
     done, one line each ("home -> var/home: moved"), empty when it was laid out so."""
     root_path = Path(tree)
+    _refuse_a_live_root(root_path)
     try:
         root = os.open(root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
@@ -97,6 +98,24 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
     for line in done:
         log.info("%s: %s", root_path, line)
     return done
+
+
+def _refuse_a_live_root(root_path: Path) -> None:
+    """TreeLayoutError for the running system's root (``prepare-tree "$TREE/"`` with
+    TREE empty would move this machine's /home and its dpkg database) or a deployment of
+    a sysroot (its files are the repository's objects, its var/ hidden by the shared
+    one at boot): a tree is laid out before it is committed (review21 15)."""
+    try:
+        running = os.path.samefile(root_path, "/")
+        parts = Path(os.path.realpath(root_path)).parts
+    except OSError:
+        return  # not there: the open below says so
+    deployment = len(parts) >= 5 and parts[-5:-3] == ("sapwood", "deploy") and parts[-2] == "deploy"
+    if running or deployment:
+        what = "the running system's root" if running else "a deployment of a sysroot"
+        raise TreeLayoutError(
+            f"{root_path}: {what}, not a tree to commit; nothing was changed", path=str(root_path)
+        )
 
 
 def _plan(root: int, root_path: Path, link: str, place: str) -> _Step | None:

@@ -9,7 +9,8 @@ other (one link only, or hardlinked by a user to another of theirs: a ``cp -al``
 backup, review21 2) was written after the deploy. A dropped deployment holding such a
 file is left on disk (fs/sysroot/retention.py) rather than removed with what a user
 keeps in it (attack23 21). A symlink or an empty directory is not counted (nothing is
-lost with it); a commit's file edited in place (the object written through) is missed.
+lost with it). A commit's file edited in place (the object written through: its mtime,
+0 in every object, is then the edit's) counts as users' data too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from fs.sysroot.nofollow import DIR_FLAGS, open_below
 
 # The directories a tree laid out as OSTree's links into /var instead (``prepare-tree``).
-USERSDIR_FLAGSS = ("home", "root", "srv", "opt", "mnt", "usr/local")
+USERS_DIRS = ("home", "root", "srv", "opt", "mnt", "usr/local")
 # levels below a users' directory looked into (a descriptor each): deeper, kept unexamined.
 # No bound on entries: the removal that follows walks them all the same (review21 3: a
 # bound counted the commit's own files, and a large /usr/local kept every deployment).
@@ -50,7 +51,7 @@ def users_file(deployment: Path, commit_files: CommitFiles) -> str | None:
         return None if exc.errno in _NOTHING_THERE else f". (not readable: {exc.strerror})"
     try:
         device = os.fstat(root).st_dev
-        for relative in USERSDIR_FLAGSS:
+        for relative in USERS_DIRS:
             found = _walk(root, relative, device, commit_files)
             if found is not None:
                 return found
@@ -125,14 +126,18 @@ def _written_here(
     commits: Callable[[], Mapping[str, tuple[int, int]]],
 ) -> bool:
     """Whether ``name`` of ``parent`` is a regular file that is not the commit's object
-    of that name (one link only: no object at all, the commit not asked)."""
+    of that name as stored (one link only: no object at all, the commit not asked; an
+    mtime other than 0, which every object has: the object edited in place through
+    this link, review21 11)."""
     try:
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     except OSError:
         return False
     if not stat.S_ISREG(st.st_mode):
         return False
-    return st.st_nlink == 1 or commits().get(name) != (st.st_dev, st.st_ino)
+    if st.st_nlink == 1 or st.st_mtime_ns != 0:
+        return True
+    return commits().get(name) != (st.st_dev, st.st_ino)
 
 
 def _of(

@@ -106,6 +106,7 @@ def test_only_the_commits_very_inodes_are_taken_for_its_files(tmp_path: Path) ->
     deployment = tmp_path / "deployment"
     (deployment / "root").mkdir(parents=True)
     (tmp_path / "object").write_text("of the commit\n")
+    os.utime(tmp_path / "object", ns=(0, 0))  # as every object (store/content.py)
     os.link(tmp_path / "object", deployment / "root/.profile")
     st = os.stat(tmp_path / "object")
     objects = {"root": {".profile": (st.st_dev, st.st_ino)}}
@@ -120,6 +121,10 @@ def test_only_the_commits_very_inodes_are_taken_for_its_files(tmp_path: Path) ->
     os.unlink(deployment / "root/profile-copy")
     (deployment / "root/.bash_history").write_text("ls\n")
     assert users_data.users_file(deployment, commit_files) == "root/.bash_history"
+    os.unlink(deployment / "root/.bash_history")
+    with open(deployment / "root/.profile", "a") as edited:  # through the object's link
+        edited.write("alias ll='ls -l'\n")
+    assert users_data.users_file(deployment, commit_files) == "root/.profile"
 
 
 def test_a_tree_too_deep_to_walk_is_kept(tmp_path: Path) -> None:
