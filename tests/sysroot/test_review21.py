@@ -301,8 +301,23 @@ def test_a_users_file_written_after_the_check_is_not_removed(
 
 
 @needs_root
+@pytest.mark.parametrize(
+    "where",
+    [
+        "home",
+        pytest.param(
+            "alice",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="review21 18: 5eda9b8 keeps a deployment whose users' directory "
+                "cannot be opened, but _enter still takes any error opening a directory "
+                "below it (EMFILE at depth, EIO) for its absence: skipped, data removed",
+            ),
+        ),
+    ],
+)
 def test_a_users_directory_that_cannot_be_opened_keeps_the_deployment(
-    sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """review21 13 (fixed in 5eda9b8): any error opening a users' directory was taken
     for its absence, and the deployment removed unexamined."""
@@ -318,7 +333,7 @@ def test_a_users_directory_that_cannot_be_opened_keeps_the_deployment(
     real_open = os.open
 
     def home_fails(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if path == "home" and kwargs.get("dir_fd") is not None:  # the look, not the removal
+        if path == where and kwargs.get("dir_fd") is not None:  # the look, not the removal
             raise OSError(errno.EMFILE, "Too many open files")
         return real_open(path, flags, *args, **kwargs)
 
