@@ -87,13 +87,16 @@ def _walk(root: int, relative: str, device: int, commit_files: CommitFiles) -> s
             name, is_dir = names.pop()
             path = f"{here}/{name}"
             if is_dir:
-                child = _enter(fd, name, device)
+                try:
+                    child = _enter(fd, name, device)
+                except OSError as exc:  # EMFILE, EIO: cannot tell, kept (review21 18)
+                    return f"{path} (not readable: {exc.strerror})"
                 if child is not None:
                     try:
                         listing = _listing(child)
-                    except OSError:
+                    except OSError as exc:
                         os.close(child)
-                        return f"{path} (not readable)"  # cannot tell: kept
+                        return f"{path} (not readable: {exc.strerror})"
                     frames.append((child, listing, path))
             elif _written_here(fd, name, partial(_of, commits, commit_files, here)):
                 return path
@@ -109,11 +112,14 @@ def _listing(fd: int) -> list[tuple[str, bool]]:
 
 
 def _enter(parent: int, name: str, device: int) -> int | None:
-    """The directory ``name`` of ``parent``, unless it is gone or another filesystem."""
+    """The directory ``name`` of ``parent``, unless it is gone (or was swapped for a
+    symlink or a file) or another filesystem; OSError for any other failure."""
     try:
         fd = os.open(name, DIR_FLAGS, dir_fd=parent)
-    except OSError:
-        return None
+    except OSError as exc:
+        if exc.errno in _NOTHING_THERE:
+            return None
+        raise
     if os.fstat(fd).st_dev != device:
         os.close(fd)
         return None
