@@ -82,15 +82,11 @@ def test_a_generate_killed_between_its_two_renames_loses_no_published_delta(
     assert set(list_deltas(repo.path)) == set(before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 14: two generates of the same delta at once: each sees no published "
-    "delta, the first renames its parts into place, the second's rename of its own onto "
-    "it fails (Directory not empty) and that generate fails",
-)
 def test_two_generates_of_one_delta_at_once_both_succeed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """review21 14 (fixed in eedaf34): the second of two generates of one delta to
+    publish failed (its rename onto the first's: Directory not empty)."""
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
     v1 = commit_files(repo, tmp_path / "v1", {f"f{n}": os.urandom(3000) for n in range(8)})
     real_rename = os.rename

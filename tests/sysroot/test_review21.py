@@ -92,14 +92,9 @@ def test_hardlinked_users_data_is_kept(sysroot: sapwood.Sysroot, tmp_path: Path)
 
 
 @needs_root
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 11: a commit's file edited in place (vim keeps a file of several "
-    "links by writing through it; >> appends) is still the object's inode: the edit is "
-    "taken for the commit's and removed with the deployment, though objects have mtime 0 "
-    "and this one's is now",
-)
 def test_a_commits_file_edited_in_place_is_kept(sysroot: sapwood.Sysroot, tmp_path: Path) -> None:
+    """review21 11 (fixed in eedaf34): a commit's file edited in place (the object's
+    inode, its mtime no longer 0) was taken for the commit's and removed."""
     commit(sysroot, small_tree(tmp_path / "v1", FILES))
     first = sysroot.deploy("debian/main").deployment
     profile = sysroot.deployment_path(first) / "root/.profile"
@@ -236,13 +231,9 @@ def test_a_move_that_fails_midway_leaves_the_tree_as_it_was_or_says_so(tmp_path:
 
 
 @needs_root
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 15: prepare-tree lays out a deployment (the kept-deployment warning "
-    "sends the administrator to it): /home moves into the deployment's own var/, which "
-    "the shared /var hides at boot, and its files are the repository's objects",
-)
 def test_prepare_tree_refuses_a_deployment(sysroot: sapwood.Sysroot, tmp_path: Path) -> None:
+    """review21 15 (fixed in eedaf34): prepare-tree laid out a deployment, moving its
+    /home into its own var/, which the shared /var hides at boot."""
     commit(sysroot, small_tree(tmp_path / "v1", FILES))
     deployed = sysroot.deployment_path(sysroot.deploy("debian/main").deployment)
     (deployed / "home/alice").mkdir()
@@ -305,15 +296,7 @@ def test_a_users_file_written_after_the_check_is_not_removed(
     "where",
     [
         "home",
-        pytest.param(
-            "alice",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="review21 18: 5eda9b8 keeps a deployment whose users' directory "
-                "cannot be opened, but _enter still takes any error opening a directory "
-                "below it (EMFILE at depth, EIO) for its absence: skipped, data removed",
-            ),
-        ),
+        "alice",  # review21 18 (fixed in 0ecdfaf): a directory below one
     ],
 )
 def test_a_users_directory_that_cannot_be_opened_keeps_the_deployment(
