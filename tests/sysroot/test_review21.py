@@ -390,6 +390,27 @@ def test_a_killed_deploys_checkout_is_removed(
     assert not partial.exists()
 
 
+def test_the_users_data_walk_leaks_no_descriptor_and_never_waits(tmp_path: Path) -> None:
+    from fs.sysroot import users_data
+
+    deployment = tmp_path / "deployment"
+    deep = deployment / "home"
+    for _ in range(users_data.MAX_DEPTH + 3):  # too deep: an early answer
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (deployment / "root").mkdir()
+    os.mkfifo(deployment / "root/fifo")  # never opened: a FIFO would wait for a writer
+    (deployment / "root/loop").symlink_to("loop")
+    (deployment / "srv").symlink_to("/")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        found = users_data.users_file(deployment, lambda directory: {})
+        assert found is not None and found.endswith("(too deep to look into)")
+    (deployment / "home").rename(tmp_path / "home-away")
+    assert users_data.users_file(deployment, lambda directory: {}) is None
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 # ----- the bound of status's /etc walk (fd408a8) ------------------------------------------
 def test_the_etc_walk_bound_bounds_what_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
