@@ -44,6 +44,7 @@ from fs.sysroot.retention import (
     unlisted_on_disk,
 )
 from fs.sysroot.state import Deployment, current_bootversion, write_origin
+from fs.sysroot.users_data import commit_keeps_files_there
 from store import (
     ObjectId,
     PathNotFoundError,
@@ -126,6 +127,7 @@ def deploy(
     """Deploy ``request`` and switch to it; returns it and the new list."""
     commit_id, os_name = request.commit_id, request.os_name
     source = etc_source(repo, commit_id)
+    _warn_of_users_dirs(repo, commit_id, request)
     merge = _merge_from(os_name, deployments, booted)
     changes: list[etc_merge.EtcChange] = []
     if merge is not None and source is not None:
@@ -156,6 +158,21 @@ def deploy(
         raise
     request.warnings.extend(tidy_after_switch(layout, repo, listed))
     return new, listed
+
+
+def _warn_of_users_dirs(repo: Repository, commit_id: ObjectId, request: DeployRequest) -> None:
+    """One warning for a commit whose /root, /home, ... hold files (a tree not laid out
+    by prepare-tree; docs/deployments.md "/var")."""
+    dirs = commit_keeps_files_there(repo, commit_id)
+    if dirs:
+        message = (
+            f"commit {to_hex(commit_id)[:12]} keeps files in {', '.join(dirs)}: deployed, "
+            "they are hardlinks of the repository's objects (an edit in place damages the "
+            "repository) and what users write beside them stays in this deployment; lay "
+            "the tree out with sapwood admin prepare-tree before committing it"
+        )
+        log.warning("%s", message)
+        request.warnings.append(message)
 
 
 def _merge_from(

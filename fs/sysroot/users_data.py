@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 
 from fs.sysroot.nofollow import DIR_FLAGS, open_below
+from store import ObjectId, Repository, SapwoodError, lookup
 
 # The directories a tree laid out as OSTree's links into /var instead (``prepare-tree``).
 USERS_DIRS = ("home", "root", "srv", "opt", "mnt", "usr/local")
@@ -153,3 +154,30 @@ def _of(
     if found is None:
         found = cache[directory] = commit_files(directory)
     return found
+
+
+def commit_keeps_files_there(repo: Repository, commit: ObjectId) -> list[str]:
+    """The users' directories that ``commit`` has as real directories holding files
+    (anywhere below, within a bound of trees read): deployed, those files are writable
+    hardlinks of the repository's objects (an edit in place writes through into the
+    object: review21 12), and what users write beside them stays in the deployment."""
+    found = []
+    for relative in USERS_DIRS:
+        try:
+            node = lookup(repo, commit, "/" + relative)
+        except SapwoodError:
+            continue
+        if node.dir is not None and _has_files(repo, node.dir.tree):
+            found.append("/" + relative)
+    return found
+
+
+def _has_files(repo: Repository, tree_id: ObjectId, budget: int = 1000) -> bool:
+    pending = [tree_id]
+    while pending and budget > 0:
+        budget -= 1
+        tree = repo.read_dirtree(pending.pop())
+        if tree.files:
+            return True
+        pending.extend(entry.tree for _, entry in tree.dirs)
+    return bool(pending)  # not all looked at: as if it held some

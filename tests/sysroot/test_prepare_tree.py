@@ -132,7 +132,9 @@ def test_users_data_and_the_package_database_of_a_prepared_tree_through_two_upda
         return tree
 
     commit(sysroot, release("1"))
-    booted = sysroot.deploy("debian/main").deployment
+    result = sysroot.deploy("debian/main")
+    assert result.warnings == []  # nothing of the commit's in /root, /home, ...
+    booted = result.deployment
     shared = sysroot.path / "sapwood/deploy/debian/var"
     (shared / "home/alice").mkdir()  # booted: /home -> var/home, the shared /var
     (shared / "home/alice/thesis.tex").write_text("three years of work\n")

@@ -58,6 +58,16 @@ def test_a_dropped_deployment_with_a_users_file_stays_on_disk_until_it_is_moved(
     assert f"sapwood/deploy/debian/{first.name}" not in _refs(sysroot)
 
 
+def test_a_commit_with_files_in_root_is_deployed_with_one_warning(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    commit(sysroot, small_tree(tmp_path / "v1", FILES))
+    [warning] = sysroot.deploy("debian/main").warnings
+    assert "keeps files in /root:" in warning and "prepare-tree" in warning  # not /home
+    commit(sysroot, small_tree(tmp_path / "v2", {"usr/etc/motd": "2\n", "root": "/"}))
+    assert sysroot.deploy("debian/main").warnings == []  # an empty /root: nothing to edit
+
+
 def test_a_dropped_deployment_with_only_its_commits_files_is_removed(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
