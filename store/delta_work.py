@@ -109,6 +109,26 @@ def remove_leftovers(root: Path) -> int:
     return removed
 
 
+def remove_dead_old(root: Path, name: str) -> bool:
+    """Remove the ``.old-NAME-L...`` directories of delta ``name`` that no live generate
+    holds (a killed one's: the delta it was replacing); whether there was one."""
+    import shutil  # here: see store/deltas.py's imports
+
+    removed = False
+    for path in root.glob(f".old-{name}-L*"):
+        if not _LOCKED_NAME.fullmatch(path.name) or not path.is_dir():
+            continue
+        lock = try_lock_dir(path)
+        if lock is None:
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            removed = True
+        finally:
+            unlock_and_close(lock, os.getpid())
+    return removed
+
+
 def _older_than(path: Path, seconds: float) -> bool:
     try:
         return time.time() - path.lstat().st_mtime > seconds

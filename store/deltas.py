@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from store import filez
-from store.delta_work import WorkDir, remove_leftovers
+from store.delta_work import WorkDir, remove_dead_old, remove_leftovers
 from store.durability import fsync_dir, temporary_file
 from store.encoding import Reader, Writer
 from store.errors import CorruptObjectError, FormatError, ObjectMissingError, UsageError
@@ -475,8 +475,11 @@ def remove_delta(repo: Repository, from_id: ObjectId | None, to_id: ObjectId) ->
     """Delete a delta; False if there was none."""
     import shutil  # here: see the imports
 
-    path = repo.path / DELTAS_DIR / delta_name(from_id, to_id)
+    name = delta_name(from_id, to_id)
+    path = repo.path / DELTAS_DIR / name
+    # a killed generate's .old- of it would be put back by the next clean-up (review21 19)
+    removed = remove_dead_old(repo.path / DELTAS_DIR, name)
     if not path.is_dir():
-        return False
+        return removed
     shutil.rmtree(path)
     return True

@@ -107,12 +107,6 @@ def test_two_generates_of_one_delta_at_once_both_succeed(
     assert other_done and set(list_deltas(repo.path)) == {(None, v1)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 19: a delta deleted while a killed generate's .old- of it lies "
-    "around (deleting says there is none) comes back at the next generate or prune, "
-    "which puts the .old- back as the published delta",
-)
 def test_a_deleted_delta_does_not_come_back(tmp_path: Path) -> None:
     from store.deltas import remove_delta
     from store.ids import ObjectId
