@@ -46,7 +46,11 @@ class WorkDir:
         lock = try_lock_dir(fresh)
         assert lock is not None, "a directory nobody else knows of is always free"
         self.path = root / f".tmp-{name}-{unique}"
-        fresh.rename(self.path)
+        try:
+            fresh.rename(self.path)
+        except BaseException:
+            unlock_and_close(lock, self._owner)  # the .new- one goes at the next clean-up
+            raise
         self.old = root / f".old-{name}-{unique}"
         self._locks = [lock]
 

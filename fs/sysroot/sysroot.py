@@ -23,6 +23,7 @@ from fs.sysroot.retention import (
     remove_unlisted,
     sync_refs,
     tidy_after_switch,
+    unlisted_on_disk,
 )
 from fs.sysroot.state import Deployment, read_deployments, write_origin
 from store import (
@@ -97,6 +98,12 @@ class Sysroot:
         """The deployments in boot order; index 0 is the default."""
         self.layout.require()
         return read_deployments(self.layout)
+
+    def kept_on_disk(self) -> list[Deployment]:
+        """Deployments no longer listed whose directory stays on disk: kept for the
+        users' data in them (docs/deployments.md "/var"), or not removable yet."""
+        self.layout.require()
+        return unlisted_on_disk(self.layout, read_deployments(self.layout))
 
     def booted(self) -> Deployment | None:
         """The running deployment (the kernel command line's ``sapwood=``), if any."""

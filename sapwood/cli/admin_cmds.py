@@ -184,6 +184,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         kernel = deployment.boot.kernel_version if deployment.boot else "(none)"
         print(f"    kernel: {printable(kernel)}")
         print(f"    options: {printable(' '.join(deployment.kargs))}")
+    for kept in sysroot.kept_on_disk():
+        print(f"  - {kept.os_name} {kept.name} (not listed: kept on disk for users' data)")
     return 0
 
 

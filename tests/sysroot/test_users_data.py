@@ -50,12 +50,16 @@ def test_a_dropped_deployment_with_a_users_file_stays_on_disk_until_it_is_moved(
     assert (running / "home/alice/thesis.tex").read_text() == "three years of work\n"
     assert any("home/alice/thesis.tex" in r.getMessage() for r in caplog.records)
     assert f"sapwood/deploy/debian/{first.name}" in _refs(sysroot)  # its objects stay
+    assert [d.key() for d in sysroot.kept_on_disk()] == [first.key()]
+    status = run("admin", "--sysroot", sysroot.path, "status", text=True)
+    assert f"- debian {first.name} (not listed: kept on disk for users' data)" in status.stdout
     sysroot.cleanup()  # still there: kept again, its commit not pruned
     assert (running / "root/.profile").read_text() == "# root\n"
     (running / "home/alice/thesis.tex").rename(tmp_path / "thesis.tex")  # moved away
     sysroot.cleanup()
     assert not running.exists()
     assert f"sapwood/deploy/debian/{first.name}" not in _refs(sysroot)
+    assert sysroot.kept_on_disk() == []
 
 
 def test_a_commit_with_files_in_root_is_deployed_with_one_warning(
