@@ -20,6 +20,7 @@ import fcntl
 import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from store import SysrootError, show_path
@@ -34,9 +35,20 @@ _LOCKED = FS_IMMUTABLE_FL | FS_APPEND_FL
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def remove_own_tree(path: Path) -> None:
+# asked of each non-directory before it is unlinked: (its directory, relative to the
+# tree removed, as bytes; that directory's descriptor; its name) -> keep it?
+Keep = Callable[[bytes, int, bytes], bool]
+
+
+class KeptFileError(SysrootError):
+    """A removal stopped at a file its ``keep`` check kept (the rest is left)."""
+
+
+def remove_own_tree(path: Path, keep: Keep | None = None) -> None:
     """Remove ``path`` and everything below it (a non-directory is unlinked); nothing
-    when it is absent. SysrootError, naming the path, for what cannot be removed."""
+    when it is absent. SysrootError, naming the path, for what cannot be removed;
+    KeptFileError, and the rest left, at the first file ``keep`` says to keep (a
+    deployment's users' data written since it was looked for: review21 8)."""
     where = os.fsencode(path)
     parent, name = os.path.split(where)
     try:
@@ -51,7 +63,7 @@ def remove_own_tree(path: Path) -> None:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            _remove_dir(parent_fd, name, where)
+            _remove_dir(parent_fd, name, where, keep)
         else:
             _unlink(parent_fd, name, where)
     except OSError as exc:
@@ -60,7 +72,7 @@ def remove_own_tree(path: Path) -> None:
         os.close(parent_fd)
 
 
-def _remove_dir(parent_fd: int, name: bytes, where: bytes) -> None:
+def _remove_dir(parent_fd: int, name: bytes, where: bytes, keep: Keep | None) -> None:
     """Empty and remove the directory ``name`` of ``parent_fd``, depth first."""
     top = _enter(parent_fd, name, where, None)
     device = os.fstat(top).st_dev
@@ -83,6 +95,8 @@ def _remove_dir(parent_fd: int, name: bytes, where: bytes) -> None:
                 child_fd = _enter(fd, child, current, device)
                 frames.append((child_fd, _listing(child_fd), current))
             else:
+                if keep is not None and keep(here[len(where) + 1 :], fd, child):
+                    raise KeptFileError(f"{show_path(current)}: kept (written meanwhile)")
                 _unlink(fd, child, current)
     except OSError as exc:
         raise _cannot(current, exc) from None

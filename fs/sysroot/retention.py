@@ -21,9 +21,9 @@ from pathlib import Path
 from fs.sysroot.kargs import OWN_KEY
 from fs.sysroot.kernels import leftovers
 from fs.sysroot.layout import Layout
-from fs.sysroot.removal import remove_own_tree
+from fs.sysroot.removal import Keep, KeptFileError, remove_own_tree
 from fs.sysroot.state import Deployment, current_bootversion
-from fs.sysroot.users_data import users_file
+from fs.sysroot.users_data import removal_check, users_file
 from store import ObjectId, Repository, SapwoodError, from_hex, lookup, show_path
 
 log = logging.getLogger(__name__)
@@ -146,16 +146,18 @@ def remove_unlisted(
         doomed.append(layout.loader_dir(1 - current))
     for path in doomed:
         is_deployment = path.parent.name == "deploy" and path.is_dir() and not path.is_symlink()
-        if is_deployment and (kept := _kept_for_users_data(repo, path)) is not None:
-            if warnings is None:
-                log.warning("%s", kept)
-            else:
-                warnings.append(kept)
-            continue
+        check = None
         if is_deployment:
+            kept, check = _kept_for_users_data(repo, path)
+            if kept is not None:
+                _say_kept(kept, warnings)
+                continue
             log.info("removing deployment %s/%s", path.parent.parent.name, path.name)
         try:
-            remove_own_tree(path)
+            remove_own_tree(path, check)
+        except KeptFileError as exc:  # written since the look: the rest stays too
+            _say_kept(_kept_message(path, str(exc)), warnings)
+            continue
         except SapwoodError as exc:
             if failed is None:
                 raise
@@ -187,22 +189,33 @@ def unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deploymen
     return found
 
 
-def _kept_for_users_data(repo: Repository, path: Path) -> str | None:
-    """Why the unlisted deployment at ``path`` stays on disk, if it holds users' data."""
+def _kept_for_users_data(repo: Repository, path: Path) -> tuple[str | None, Keep | None]:
+    """Why the unlisted deployment at ``path`` stays on disk, if it holds users' data;
+    else the check its removal asks again of each file (None: nothing to ask)."""
     if _CHECKOUT_UNDER_WAY.fullmatch(path.name):
-        return None  # a killed deploy's: it never booted, nobody wrote into it (review21 17)
+        return None, None  # a killed deploy's: it never booted, nobody wrote into it
     match = _DEPLOYMENT_NAME.fullmatch(path.name)
-    commit = from_hex(match.group(1)) if match else None
-    found = users_file(path, partial(_commit_files, repo, commit))
+    commit_files = partial(_commit_files, repo, from_hex(match.group(1)) if match else None)
+    found = users_file(path, commit_files)
     if found is None:
-        return None
-    where = show_path(os.fsencode(path / found))
+        return None, removal_check(commit_files)
+    return _kept_message(path, show_path(os.fsencode(path / found))), None
+
+
+def _kept_message(path: Path, what: str) -> str:
     return (
         f"deployment {path.parent.parent.name}/{path.name} is no longer listed but stays "
-        f"on disk: {where} is not of its commit (users' data); move what is to be kept "
+        f"on disk: {what} is not of its commit (users' data); move what is to be kept "
         "(into the OS's shared /var: sapwood admin prepare-tree lays a tree out so), "
         "remove the rest, then run sapwood admin cleanup"
     )
+
+
+def _say_kept(message: str, warnings: list[str] | None) -> None:
+    if warnings is None:
+        log.warning("%s", message)
+    else:
+        warnings.append(message)
 
 
 def _commit_files(

@@ -147,6 +147,22 @@ def _written_here(
     return commits().get(name) != (st.st_dev, st.st_ino)
 
 
+def removal_check(commit_files: CommitFiles) -> Callable[[bytes, int, bytes], bool]:
+    """The ``keep`` check of fs/sysroot/removal.py's remove_own_tree for a deployment
+    found without users' data: it asks again of each file of its users' directories,
+    just before it is unlinked, so that one written since the look is not removed with
+    it (review21 8; the window left is a stat and an unlink)."""
+    cache: dict[str, Mapping[str, tuple[int, int]]] = {}
+
+    def keep(directory: bytes, parent: int, name: bytes) -> bool:
+        here = os.fsdecode(directory)
+        if not any(here == d or here.startswith(d + "/") for d in USERS_DIRS):
+            return False
+        return _written_here(parent, os.fsdecode(name), partial(_of, cache, commit_files, here))
+
+    return keep
+
+
 def _of(
     cache: dict[str, Mapping[str, tuple[int, int]]], commit_files: CommitFiles, directory: str
 ) -> Mapping[str, tuple[int, int]]:

@@ -262,12 +262,6 @@ def test_prepare_tree_never_writes_through_a_deeper_symlink(tmp_path: Path, link
 
 # ----- users' data: the check and the removal (bc89450) ----------------------------------
 @needs_root
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21 8: users' data is looked for, then the deployment removed by a "
-    "second walk that no longer looks: a file written in between (the dropped "
-    "deployment still running, its booted entry not recognised) is removed",
-)
 def test_a_users_file_written_after_the_check_is_not_removed(
     sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
