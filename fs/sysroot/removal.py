@@ -40,40 +40,38 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 Keep = Callable[[bytes, int, bytes], bool]
 
 
-class KeptFileError(SysrootError):
-    """A removal stopped at a file its ``keep`` check kept (the rest is left)."""
-
-
-def remove_own_tree(path: Path, keep: Keep | None = None) -> None:
+def remove_own_tree(path: Path, keep: Keep | None = None) -> str | None:
     """Remove ``path`` and everything below it (a non-directory is unlinked); nothing
-    when it is absent. SysrootError, naming the path, for what cannot be removed;
-    KeptFileError, and the rest left, at the first file ``keep`` says to keep (a
-    deployment's users' data written since it was looked for: review21 8)."""
+    when it is absent. SysrootError, naming the path, for what cannot be removed. At
+    the first file ``keep`` says to keep (a deployment's users' data written since it
+    was looked for: review21 8), it stops, the rest left, and returns that file's path
+    (else None)."""
     where = os.fsencode(path)
     parent, name = os.path.split(where)
     try:
         parent_fd = os.open(parent or b".", _DIR)
     except FileNotFoundError:
-        return
+        return None
     except OSError as exc:
         raise _cannot(where, exc) from None
     try:
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return
+            return None
         if stat.S_ISDIR(st.st_mode):
-            _remove_dir(parent_fd, name, where, keep)
-        else:
-            _unlink(parent_fd, name, where)
+            return _remove_dir(parent_fd, name, where, keep)
+        _unlink(parent_fd, name, where)
+        return None
     except OSError as exc:
         raise _cannot(where, exc) from None
     finally:
         os.close(parent_fd)
 
 
-def _remove_dir(parent_fd: int, name: bytes, where: bytes, keep: Keep | None) -> None:
-    """Empty and remove the directory ``name`` of ``parent_fd``, depth first."""
+def _remove_dir(parent_fd: int, name: bytes, where: bytes, keep: Keep | None) -> str | None:
+    """Empty and remove the directory ``name`` of ``parent_fd``, depth first; stop at
+    a file ``keep`` keeps and return its path."""
     top = _enter(parent_fd, name, where, None)
     device = os.fstat(top).st_dev
     # one frame a level: (fd, names left to look at, path for messages)
@@ -96,13 +94,14 @@ def _remove_dir(parent_fd: int, name: bytes, where: bytes, keep: Keep | None) ->
                 frames.append((child_fd, _listing(child_fd), current))
             else:
                 if keep is not None and keep(here[len(where) + 1 :], fd, child):
-                    raise KeptFileError(f"{show_path(current)}: kept (written meanwhile)")
+                    return show_path(current)
                 _unlink(fd, child, current)
     except OSError as exc:
         raise _cannot(current, exc) from None
     finally:
         for fd, _, _ in frames:
             os.close(fd)
+    return None
 
 
 def _listing(fd: int) -> list[tuple[bytes, bool]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from fs.sysroot.kargs import OWN_KEY
 from fs.sysroot.kernels import leftovers
 from fs.sysroot.layout import Layout
-from fs.sysroot.removal import Keep, KeptFileError, remove_own_tree
+from fs.sysroot.removal import Keep, remove_own_tree
 from fs.sysroot.state import Deployment, current_bootversion
 from fs.sysroot.users_data import removal_check, users_file
 from store import ObjectId, Repository, SapwoodError, from_hex, lookup, show_path
@@ -154,14 +154,14 @@ def remove_unlisted(
                 continue
             log.info("removing deployment %s/%s", path.parent.parent.name, path.name)
         try:
-            remove_own_tree(path, check)
-        except KeptFileError as exc:  # written since the look: the rest stays too
-            _say_kept(_kept_message(path, str(exc)), warnings)
-            continue
+            written = remove_own_tree(path, check)
         except SapwoodError as exc:
             if failed is None:
                 raise
             failed.append(exc)
+            continue
+        if written is not None:  # since the look: it stops there, the rest stays too
+            _say_kept(_kept_message(path, written), warnings)
             continue
         removed += is_deployment
     return removed
