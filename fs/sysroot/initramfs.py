@@ -19,6 +19,7 @@ import os
 from importlib.resources import files
 from pathlib import Path
 
+from fs.sysroot.nofollow import open_below
 from store import InitramfsTreeError
 
 log = logging.getLogger(__name__)
@@ -100,43 +101,21 @@ def _not_a_directory(root: Path, relative: str) -> InitramfsTreeError:
 def _check_dir(root: Path, relative: str) -> None:
     """Refuse ``root/relative`` when something on the way is not a directory (a
     symlink included); a missing part is fine (it will be made). Writes nothing."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in relative.split("/"):
-            try:
-                child = os.open(
-                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-                )
-            except FileNotFoundError:
-                return
-            except OSError as error:
-                if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise _not_a_directory(root, relative) from None
-                raise
-            os.close(fd)
-            fd = child
-    finally:
-        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.close(_open_dir(root, relative, make=False))
 
 
-def _open_dir(root: Path, relative: str) -> int:
+def _open_dir(root: Path, relative: str, make: bool = True) -> int:
     """A descriptor of ``root/relative``, made where missing, refusing symlinks."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    for part in relative.split("/"):
-        try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=fd)
-            child = os.open(
-                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-            )
-        except OSError as error:
-            os.close(fd)
-            if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise _not_a_directory(root, relative) from None
-            raise
+    try:
+        return open_below(fd, relative, make=make)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _not_a_directory(root, relative) from None
+        raise
+    finally:
         os.close(fd)
-        fd = child
-    return fd
 
 
 def _write_executable(root: Path, relative: str, content: bytes) -> None:

@@ -195,7 +195,10 @@ def _kept_for_users_data(repo: Repository, path: Path) -> tuple[str | None, Keep
     if _CHECKOUT_UNDER_WAY.fullmatch(path.name):
         return None, None  # a killed deploy's: it never booted, nobody wrote into it
     match = _DEPLOYMENT_NAME.fullmatch(path.name)
-    commit_files = partial(_commit_files, repo, from_hex(match.group(1)) if match else None)
+    # asked by the look, then again by the removal: each directory's objects stat'ed once
+    commit_files = functools.cache(
+        partial(_commit_files, repo, from_hex(match.group(1)) if match else None)
+    )
     found = users_file(path, commit_files)
     if found is None:
         return None, removal_check(commit_files)
