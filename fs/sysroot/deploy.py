@@ -4,7 +4,9 @@ Order (each step writes only inside the new deployment until the switch):
 1. check the tree (/etc and /usr/etc both: refused) and plan the /etc merge (a type
    conflict: refused), before anything is written;
 2. remove what an interrupted deploy left (directories no list names);
-3. hardlink-check the commit out at deploy/ID.SERIAL (built aside, renamed in);
+3. hardlink-check the commit out at deploy/ID.SERIAL (built aside, renamed in); its real
+   /home, /root, /srv, /opt and /mnt become copies (writable when booted: an edit in
+   place must not write into the repository's objects, review21 12);
 4. a tree with /etc only has it moved to usr/etc (rpm-ostree's convention: the tree's
    /etc is the defaults); /etc becomes a copy of usr/etc with the local changes;
 5. /var of the OS is seeded from the commit when empty; the kernel is installed;
@@ -24,6 +26,7 @@ import contextlib
 import logging
 import os
 import stat
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +47,7 @@ from fs.sysroot.retention import (
     unlisted_on_disk,
 )
 from fs.sysroot.state import Deployment, current_bootversion, write_origin
-from fs.sysroot.users_data import commit_keeps_files_there
+from fs.sysroot.users_data import COPIED_DIRS, commit_keeps_files_there
 from store import (
     ObjectId,
     PathNotFoundError,
@@ -167,9 +170,9 @@ def _warn_of_users_dirs(repo: Repository, commit_id: ObjectId, request: DeployRe
     if dirs:
         message = (
             f"commit {to_hex(commit_id)[:12]} keeps files in {', '.join(dirs)}: deployed, "
-            "they are hardlinks of the repository's objects (an edit in place damages the "
-            "repository) and what users write beside them stays in this deployment; lay "
-            "the tree out with sapwood admin prepare-tree before committing it"
+            "those directories are the deployment's own, and what users write there stays "
+            "in this deployment (the next one starts from its commit's, nothing shared); "
+            "lay the tree out with sapwood admin prepare-tree before committing it"
         )
         log.warning("%s", message)
         request.warnings.append(message)
@@ -228,6 +231,7 @@ def _build(
     user_mode = repo.mode is not RepoMode.BARE
     options = CheckoutOptions(require_hardlinks=True, user_mode=user_mode)
     checkout(repo, from_hex(new.commit), dest, options, request.progress)
+    _copy_users_dirs(dest)
     if source == "etc":
         (dest / "usr").mkdir(mode=0o755, exist_ok=True)
         os.rename(dest / "etc", dest / "usr/etc")
@@ -250,6 +254,35 @@ def _build(
     new.title = _pretty_name(dest) or new.os_name
     write_origin(layout, new)
     syncfs(dest)
+
+
+_COPYING = ".sapwood-copying-"  # a users' directory being copied (inside the deployment)
+
+
+def _copy_users_dirs(dest: Path) -> None:
+    """The commit's real /home, /root, /srv, /opt and /mnt become copies (modes, owners,
+    xattrs and mtime 0 kept; symlinks copied, never followed), as /etc is: when booted
+    they are writable, and a hardlink edited in place would write into the repository's
+    object, seen by every deployment sharing it (review21 12). A symlink (a prepared
+    tree's link into var/) or a file stays as checked out; /usr/local is below /usr,
+    read-only when booted, and stays hardlinks.
+
+    Each is copied beside itself under a hidden name (never looked into as users' data),
+    the hardlinked one removed (its links only: the objects stay), the copy renamed in.
+    An error or a kill midway leaves them inside the deployment, which is not listed
+    yet: deploy's own failure path, or the next deploy or cleanup, removes it whole,
+    and until then its users' directories hold nothing but the commit's files."""
+    for name in COPIED_DIRS:
+        linked = dest / name
+        try:
+            if not stat.S_ISDIR(os.lstat(linked).st_mode):
+                continue
+        except FileNotFoundError:
+            continue
+        copy = dest / f"{_COPYING}{name}-{uuid.uuid4().hex[:8]}"
+        copy_entry(linked, copy)
+        remove_own_tree(linked)
+        os.rename(copy, linked)
 
 
 def _make_sysroot_reachable(dest: Path) -> None:

@@ -23,7 +23,7 @@ from fs.sysroot.kernels import leftovers
 from fs.sysroot.layout import Layout
 from fs.sysroot.removal import Keep, remove_own_tree
 from fs.sysroot.state import Deployment, current_bootversion
-from fs.sysroot.users_data import removal_check, users_file
+from fs.sysroot.users_data import CommitFile, removal_check, users_file
 from store import ObjectId, Repository, SapwoodError, from_hex, lookup, show_path
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,8 @@ def _kept_for_users_data(repo: Repository, path: Path) -> tuple[str | None, Keep
     if _CHECKOUT_UNDER_WAY.fullmatch(path.name):
         return None, None  # a killed deploy's: it never booted, nobody wrote into it
     match = _DEPLOYMENT_NAME.fullmatch(path.name)
-    # asked by the look, then again by the removal: each directory's objects stat'ed once
+    # asked by the look, then again by the removal: each directory's objects stat'ed once,
+    # and the copies the look read are not read again (users_data.CommitFile.copies)
     commit_files = functools.cache(
         partial(_commit_files, repo, from_hex(match.group(1)) if match else None)
     )
@@ -223,9 +224,11 @@ def _say_kept(message: str, warnings: list[str] | None) -> None:
 
 def _commit_files(
     repo: Repository, commit: ObjectId | None, directory: str
-) -> dict[str, tuple[int, int]]:
-    """(device, inode) of the file objects of ``commit``'s ``directory``, by name; empty
-    where there is no such directory or commit (every file there counts as users')."""
+) -> dict[str, CommitFile]:
+    """The regular files of ``commit``'s ``directory``, by name, as users_data tells them
+    from users' data (their objects' inodes, sizes, and openers of their files: bare and
+    bare-user objects hold the content as is; an archive repository is never deployed);
+    empty where there is no such directory or commit (every file there counts as users')."""
     if commit is None:
         return {}
     try:
@@ -233,15 +236,19 @@ def _commit_files(
         if node.dir is None:
             return {}
         tree = repo.read_dirtree(node.dir.tree)
+        headers = repo.read_file_headers([file_id for _, file_id in tree.files])
     except (SapwoodError, OSError):
         return {}
-    found: dict[str, tuple[int, int]] = {}
-    for name, file_id in tree.files:
+    found: dict[str, CommitFile] = {}
+    for (name, file_id), (header, size) in zip(tree.files, headers, strict=True):
+        if header.is_symlink:
+            continue  # a symlink in the commit: a regular file of that name is not its
         try:
             st = os.stat(repo.object_path(file_id), follow_symlinks=False)
         except OSError:
             continue
-        found[os.fsdecode(name)] = (st.st_dev, st.st_ino)
+        opener = partial(repo.open_file_fd, file_id, size)
+        found[os.fsdecode(name)] = CommitFile(st.st_dev, st.st_ino, size, opener)
     return found
 
 
@@ -277,8 +284,8 @@ def sync_refs(
     """One ref per deployment (sapwood/deploy/OS/ID.SERIAL), so that no prune of the
     repository, the sysroot's cleanup or a user's ``prune --refs-only``, deletes a
     deployed commit. An unlisted deployment still on disk (kept for its users' data,
-    or not removable yet) keeps its ref too: its files stay links of the commit's
-    objects, so that users_data still tells a user's file from the commit's.
+    or not removable yet) keeps its ref too: users_data tells a user's file from the
+    commit's by the commit's objects (their bytes; their inodes in older deployments).
 
     A listed deployment whose commit is no longer in the repository (its ref deleted by
     hand and the repository pruned, a repository restored from an older backup) gets
