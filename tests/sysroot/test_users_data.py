@@ -112,7 +112,7 @@ def test_the_walk_never_follows_a_symlink_out_of_the_deployment(tmp_path: Path) 
     assert users_data.users_file(deployment, _no_commit) == "srv/mine"
 
 
-def _no_commit(directory: str) -> dict[str, tuple[int, int]]:
+def _no_commit(directory: str) -> dict[str, users_data.CommitFile]:
     return {}
 
 
@@ -123,9 +123,14 @@ def test_only_the_commits_very_inodes_are_taken_for_its_files(tmp_path: Path) ->
     os.utime(tmp_path / "object", ns=(0, 0))  # as every object (store/content.py)
     os.link(tmp_path / "object", deployment / "root/.profile")
     st = os.stat(tmp_path / "object")
-    objects = {"root": {".profile": (st.st_dev, st.st_ino)}}
 
-    def commit_files(directory: str) -> dict[str, tuple[int, int]]:
+    def never_read() -> int:  # its very inode: the bytes are not compared
+        raise AssertionError("the object's file was opened")
+
+    profile = users_data.CommitFile(st.st_dev, st.st_ino, st.st_size, never_read)
+    objects = {"root": {".profile": profile}}
+
+    def commit_files(directory: str) -> dict[str, users_data.CommitFile]:
         return objects.get(directory, {})
 
     assert users_data.users_file(deployment, commit_files) is None
