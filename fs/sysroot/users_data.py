@@ -269,8 +269,9 @@ def _of(
 
 
 def commit_keeps_files_there(repo: Repository, commit: ObjectId) -> list[str]:
-    """The users' directories that ``commit`` has as real directories holding files
-    (anywhere below, within a bound of trees read): deployed, they are the deployment's
+    """The users' directories that ``commit`` has as real directories holding regular
+    files (anywhere below, within a bound of trees read; a symlink, as Debian's
+    /usr/local/man, is nothing to edit nor to keep): deployed, they are the deployment's
     own (copies, or below the read-only /usr), and what users write there stays in that
     deployment, never shared with the next."""
     found = []
@@ -289,7 +290,8 @@ def _has_files(repo: Repository, tree_id: ObjectId, budget: int = 1000) -> bool:
     while pending and budget > 0:
         budget -= 1
         tree = repo.read_dirtree(pending.pop())
-        if tree.files:
+        headers = repo.read_file_headers([file_id for _, file_id in tree.files])
+        if any(not header.is_symlink for header, _ in headers):
             return True
         pending.extend(entry.tree for _, entry in tree.dirs)
     return bool(pending)  # not all looked at: as if it held some

@@ -313,6 +313,19 @@ def test_the_deploy_warning_no_longer_speaks_of_hardlinks(
     (said,) = [w for w in warnings if "keeps files in" in w]
     assert "/root" in said and "/srv" in said and "prepare-tree" in said
     assert "hardlink" not in said
+    links_only = {
+        **FILES,
+        "root": "/",
+        "srv/www": "->/var/www",
+        "usr/local/man": "->share/man",  # as Debian's: nothing to edit nor to keep
+        "opt/app/bin/tool": "->/usr/bin/true",
+    }
+    del links_only["root/.profile"], links_only["root/.bashrc"], links_only["srv/www/index.html"]
+    commit(sysroot, small_tree(tmp_path / "v2", links_only))
+    assert sysroot.deploy("debian/main").warnings == []
+    commit(sysroot, small_tree(tmp_path / "v3", {**links_only, "opt/app/README": "r\n"}))
+    (said,) = sysroot.deploy("debian/main").warnings
+    assert "keeps files in /opt:" in said
 
 
 def test_copying_errors_are_not_space_errors_unless_the_disk_is_full(
