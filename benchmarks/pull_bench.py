@@ -46,6 +46,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -96,9 +97,12 @@ def install_venv(where: Path) -> str:
     Path(site, "sapwood.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")
     script = where / "bin" / "sapwood"  # as pip writes a console script, with its guard:
     # fsck's worker processes (spawned) import the script again as __mp_main__
+    with (ROOT / "pyproject.toml").open("rb") as project:
+        entry = tomllib.load(project)["project"]["scripts"]["sapwood"]
+    module, function = entry.split(":")
     script.write_text(
-        f"#!{python}\nimport sys\nfrom sapwood.cli.main import run\n\n"
-        "if __name__ == '__main__':\n    sys.exit(run())\n"
+        f"#!{python}\nimport sys\nfrom {module} import {function}\n\n"
+        f"if __name__ == '__main__':\n    sys.exit({function}())\n"
     )
     script.chmod(0o755)
 
