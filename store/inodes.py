@@ -71,14 +71,12 @@ _COLD_IN_A_ROW = 2  # directories of objects/ read from the disk one after the o
 _ID = 32  # bytes of an object id
 
 
-class LinkedObject(NamedTuple):
-    """A content object that a source file is (the same inode, unchanged): its id and
-    the owner and full mode its header records."""
-
-    object_id: ObjectId
-    uid: int
-    gid: int
-    mode: int
+# made by call, not by class: see store/objects.py's FileStat
+LinkedObject = NamedTuple(  # noqa: UP014 (see above)
+    "LinkedObject", [("object_id", ObjectId), ("uid", int), ("gid", int), ("mode", int)]
+)
+LinkedObject.__doc__ = """A content object that a source file is (the same inode,
+unchanged): its id and the owner and full mode its header records."""
 
 
 class ObjectInodes:

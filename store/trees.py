@@ -123,20 +123,18 @@ def walk(repo: Repository, node: Node) -> Iterator[Node]:
             stack.append(iter(children(repo, current)))
 
 
-class Change(NamedTuple):
-    """One difference between two trees, at ``path``.
+# made by call, not by class: see store/objects.py's FileStat
+Change = NamedTuple(  # noqa: UP014 (see above)
+    "Change", [("kind", str), ("path", bytes), ("old", Node | None), ("new", Node | None)]
+)
+Change.__doc__ = """One difference between two trees, at ``path``.
 
-    ``kind`` is "A" (added: ``old`` is None), "D" (deleted: ``new`` is None) or "M"
-    (modified: both set; a directory whose metadata changed, a file whose object
-    changed, or an entry that changed type). An added or deleted directory is one
-    change: walk ``change.new`` (or ``change.old``) to see its contents. Unpacking as
-    ``kind, path, *_ = change`` works as with the (kind, path) pairs of before.
-    """
-
-    kind: str
-    path: bytes
-    old: Node | None
-    new: Node | None
+``kind`` is "A" (added: ``old`` is None), "D" (deleted: ``new`` is None) or "M"
+(modified: both set; a directory whose metadata changed, a file whose object
+changed, or an entry that changed type). An added or deleted directory is one
+change: walk ``change.new`` (or ``change.old``) to see its contents. Unpacking as
+``kind, path, *_ = change`` works as with the (kind, path) pairs of before.
+"""
 
 
 def diff_trees(
@@ -272,11 +270,8 @@ def _diff_below(repo: Repository, old: Node, new: Node) -> Iterator[Change]:
             yield event
 
 
-class _Descend(NamedTuple):
-    """Two directories of one path, whose own changes come next in the output."""
-
-    old: Node
-    new: Node
+# two directories of one path, whose own changes come next in the output
+_Descend = NamedTuple("_Descend", [("old", Node), ("new", Node)])  # noqa: UP014 (see Change)
 
 
 def _diff_level(repo: Repository, old: Node, new: Node) -> Iterator[Change | _Descend]:
