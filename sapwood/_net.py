@@ -17,7 +17,6 @@ from store.pull import delete_remote as _delete_remote
 from store.pull import get_remote as _get_remote
 from store.pull import list_remotes as _list_remotes
 from store.pull import pull as _pull
-from store.pull import pull_local as _pull_local
 
 
 def add_remote(repo: Repository, remote: Remote) -> None:
@@ -92,4 +91,6 @@ def pull_local(
     ``source`` into ``repo`` under the same names, with their commits' whole trees:
     objects hardlinked where both repositories keep them alike on one filesystem (after
     verifying them), copied and converted to this repository's mode otherwise."""
+    from store.pull.local import pull_local as _pull_local  # a pull over HTTP needs none of it
+
     return _pull_local(repo, source, refs, progress=progress)

@@ -4,7 +4,6 @@ does not count every page it has read as its own memory (Index.release_pages).""
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import os
@@ -71,6 +70,8 @@ def _same_file(device: bytes, inode: bytes, identity: tuple[int, int] | None, na
 def madvise_dontneed(start: int, length: int) -> None:
     """Let go of these pages of a file mapping: they stay in the page cache and are
     mapped again on the next read (a read-only shared map loses nothing)."""
+    import ctypes  # here: ~3 ms of every command's start-up, for a call few make
+
     libc = _libc()
     if libc is not None:
         libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_DONTNEED)
@@ -78,6 +79,8 @@ def madvise_dontneed(start: int, length: int) -> None:
 
 @functools.cache
 def _libc() -> Any:
+    import ctypes
+
     try:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
