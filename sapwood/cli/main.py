@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 from collections.abc import Collection, Sequence
-from gettext import gettext
 from pathlib import Path
 from typing import Any, cast
 
@@ -208,7 +207,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         # a stub ran: parse again with its module (what the stub took proves nothing)
         return build_parser(load={_MODULE_OF[args.command]}).parse_args(words)
     if extras:  # as parse_args says it
-        parser.error(gettext("unrecognized arguments: %s") % " ".join(extras))
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")  # argparse's words
     return args
 
 
@@ -382,6 +381,22 @@ def _threads_to_wait_for() -> bool:
     return any(t is not main and not t.daemon for t in threading.enumerate())
 
 
+def _untranslated_argparse() -> None:
+    """argparse's own words ("usage:", its errors) as they are written, without asking
+    gettext for each: a search of the "messages" domain's catalogue, in every language
+    of $LANGUAGE, $LC_ALL, $LC_MESSAGES and $LANG, ~8 stats and a locale import for
+    the first, ~3 ms of every command's parser. Python ships no catalogue for them (the
+    domain is the application's default one, which sapwood does not use: its own
+    messages are English), so the answer is always the word asked. Only for the
+    process the command ends (run()): tests call main() in a process of their own."""
+    setattr(argparse, "_", str)  # noqa: B010 (a module's private name: mypy knows none)
+    setattr(argparse, "ngettext", _plural)  # noqa: B010
+
+
+def _plural(singular: str, plural: str, count: int) -> str:
+    return singular if count == 1 else plural
+
+
 def run() -> None:
     global _ENDS_PROCESS
     _ENDS_PROCESS = True
@@ -390,6 +405,7 @@ def run() -> None:
     # hundred thousand, few of them garbage: without a cycle search every 700 of them
     # (main's _started() turns it back on, with them set aside).
     gc.disable()
+    _untranslated_argparse()
     try:
         code = main()
         sys.stdout.flush()
