@@ -166,3 +166,66 @@ def test_every_command_module_is_in_the_table() -> None:
         if "\ndef register(" in path.read_text()
     }
     assert registering == {module for _, module, _ in main.COMMANDS}
+
+
+def test_the_command_stops_the_collector_before_its_imports() -> None:
+    """The console script runs sapwood.cli.start, which stops the cycle collector before
+    anything heavy is imported: ``import sapwood`` (which comes first) loads neither
+    typing nor re, and once sapwood.cli.start is imported the collector is off."""
+    import tomllib
+
+    with (ROOT / "pyproject.toml").open("rb") as project:
+        assert tomllib.load(project)["project"]["scripts"]["sapwood"] == "sapwood.cli.start:run"
+    probe = (
+        "import sys\nimport sapwood\nheavy = [m for m in ('typing', 're', 'logging') "
+        "if m in sys.modules]\nimport gc, sapwood.cli.start\nprint(heavy, gc.isenabled())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.split() == ["[]", "False"]
+
+
+def test_a_pull_does_not_load_pull_local() -> None:
+    loaded = _loaded_after("import sapwood\nsapwood.pull")
+    assert "store.pull.pull" in loaded and "store.pull.local" not in loaded
+
+
+def test_the_object_model_compiles_no_annotation() -> None:
+    """A named tuple declared as a class here has its annotations compiled by typing, and
+    a process's first compile() costs ~1.8 ms (CPython builds its ast types): the
+    modules a pull imports make none (importlib's compiles, in "exec" mode, aside)."""
+    probe = (
+        "import builtins\nasked = []\ncompile_ = builtins.compile\n"
+        "def compile(source, *args, **kwargs):\n"
+        "    if (args[1:2] or [kwargs.get('mode')])[0] == 'eval':\n"
+        "        asked.append(source)\n"
+        "    return compile_(source, *args, **kwargs)\n"
+        "builtins.compile = compile\n"
+        "import sapwood.cli.start, sapwood.cli.net_cmds, store.pull.pull, store.trees\n"
+        "print(asked)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_command_asks_no_catalogue_for_argparse_words(tmp_path: Path) -> None:
+    """run() gives argparse its words as written (no gettext search, no locale module),
+    and they read as before: "usage:" and its error line."""
+    import sapwood
+
+    sapwood.Repository.init(tmp_path / "repo", sapwood.RepoMode.BARE_USER).close()
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('locale:', 'locale' in sys.modules, file=sys.stderr))\n"
+        f"sys.argv = ['sapwood', '--repo', {str(tmp_path / 'repo')!r}, 'refs', '--nope']\n"
+        "from sapwood.cli.start import run\nrun()"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "sapwood: error: unrecognized arguments: --nope",
+        "locale: False",
+    ]
