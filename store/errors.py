@@ -262,6 +262,15 @@ class UnsafeToPruneError(SapwoodError):
     """Prune could not read everything that is reachable, so it deletes nothing."""
 
 
+class RepoBusyError(SapwoodError):
+    """A repository's lock stayed held by another process (a prune or a repair, which
+    hold it exclusively) past the wait allowed (``path``: the repository)."""
+
+    def __init__(self, message: str = "", *, path: str = ""):
+        super().__init__(message or f"{path}: the repository is locked by another process")
+        self.path = path
+
+
 class NetworkError(SapwoodError):
     """Fetching from a remote failed: the connection, a timeout, an HTTP status, a
     redirect loop, or a body larger than allowed. ``url`` is what was fetched and

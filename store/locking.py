@@ -5,14 +5,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from store.errors import RepoBusyError
+
 
 @contextmanager
-def repo_lock(repo_path: Path, exclusive: bool) -> Iterator[None]:
+def repo_lock(repo_path: Path, exclusive: bool, wait: float | None = None) -> Iterator[None]:
     """Hold the repository's lock shared (writers) or exclusive (prune, repair).
+    ``wait``: at most this many seconds for it (RepoBusyError then), where another
+    user's process may hold it for ever; None: as long as it takes.
 
     The lock is taken on the repository directory itself, not on a file inside it:
     a lock file can be unlinked and replaced while a writer holds it, and a prune
@@ -22,11 +27,36 @@ def repo_lock(repo_path: Path, exclusive: bool) -> Iterator[None]:
     """
     fd = os.open(repo_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     owner = os.getpid()
+    operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        if wait is None:
+            fcntl.flock(fd, operation)
+        else:
+            _flock_within(fd, operation, wait, repo_path)
         yield
     finally:
         unlock_and_close(fd, owner)
+
+
+def _flock_within(fd: int, operation: int, wait: float, repo_path: Path) -> None:
+    """flock() without blocking, tried again (every 10 ms, then less often) until
+    ``wait`` seconds have passed: a blocking flock cannot be given up."""
+    deadline = time.monotonic() + wait
+    pause = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RepoBusyError(
+                    f"{repo_path}: the repository is locked by another process (a prune or "
+                    f"a repair) for more than {wait:g} s",
+                    path=str(repo_path),
+                ) from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
 
 
 def unlock_and_close(fd: int, owner: int) -> None:

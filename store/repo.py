@@ -165,9 +165,10 @@ class Repository:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def lock(self, exclusive: bool) -> AbstractContextManager[None]:
-        """The repository lock: shared for writers and fsck, exclusive for prune and repair."""
-        return repo_lock(self.path, exclusive)
+    def lock(self, exclusive: bool, wait: float | None = None) -> AbstractContextManager[None]:
+        """The repository lock: shared for writers and fsck, exclusive for prune and repair.
+        ``wait``: give up after this many seconds (RepoBusyError); None: wait for it."""
+        return repo_lock(self.path, exclusive, wait)
 
     def transaction(self) -> Transaction:
         """A new transaction: ``with repo.transaction() as txn:`` stages objects and ref

@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 _BATCH = 1000
 _THREADS = 4
 _READ = 1 << 20
+# The source's lock is held shared while its objects are read, as a writer holds its own:
+# a prune of the source waits for the pull to end (it removed objects the pull was about
+# to read: an error midway). At most this long for it, where the source is another
+# user's repository, whose owner may hold it exclusively for ever.
+SOURCE_LOCK_WAIT = 30.0
 
 
 def pull_local(
@@ -62,7 +67,7 @@ def pull_local(
     repo.mode.require_privileges()
     repo.require_writable()
     tracker = _Tracker(progress)
-    with Repository.open(source) as src:
+    with Repository.open(source) as src, src.lock(exclusive=False, wait=SOURCE_LOCK_WAIT):
         job = _LocalPull(repo, src, tracker)
         report = job.run(refs)
     tracker.phase("done", force=True)
