@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 _INLINE_PAYLOAD = 1 << 20  # a delta's file object up to this size goes to the writer as bytes
 _GROUP_BYTES = 1 << 20  # payload bytes of small objects that go to a writer together
 _PART_BUFFER = 1 << 20  # a spooled part is read through a buffer this large
+# A part up to this size is kept in memory, not spooled (written to a file and read back
+# through a buffer: ~5 ms of an update's 2.9 MiB part, its only one); two parts are in
+# flight at most, so at most twice this is held. A larger part (a first pull's, ~32
+# MiB) goes to a file: parts as large as max_object_size once filled memory (F5).
+_PART_IN_MEMORY = 8 << 20
 
 
 class _Deltas(_Job):
@@ -83,11 +88,14 @@ class _Deltas(_Job):
                     future.result().close()
 
     def _spool_part(self, relpath: str, size: int) -> BinaryIO:
-        """A delta part, streamed to an unlinked file in the repository's tmp/ and
-        refused as soon as it runs past the ``size`` its superblock declares (F5: parts
-        were read whole into memory, up to max_object_size each)."""
+        """A delta part, read into memory (up to _PART_IN_MEMORY) or streamed to an
+        unlinked file in the repository's tmp/, and refused as soon as it runs past the
+        ``size`` its superblock declares (F5: parts were read whole into memory, up to
+        max_object_size each)."""
 
         def spool(body: BinaryIO) -> BinaryIO:
+            if limit <= _PART_IN_MEMORY:  # read(n) fills one bytes object straight from
+                return io.BytesIO(body.read(limit))  # the socket; BytesIO shares it
             # read back through a large buffer: the objects lie one after the other, so
             # most are a copy out of it, not an lseek and a read each (system calls that
             # hand the interpreter over to the writer threads, then wait to get it back)

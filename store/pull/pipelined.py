@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 WINDOW = 32  # requests in flight on one connection
 MAX_HEAD = 64 << 10  # bytes of a response head, status line and headers
@@ -178,6 +179,17 @@ class _Connection:
     def receive(self, timeout: float | None = None) -> int:
         """Read what has come into the buffer; its count, 0 at EOF. _End on a timeout
         (``timeout`` seconds if given, else the read timeout) or an error."""
+        data = self._received(lambda: self.sock.recv(_RECV), timeout)
+        self.buffer += data
+        return len(data)
+
+    def receive_into(self, view: memoryview) -> int:
+        """Read what has come straight into ``view`` (the buffer being empty: a large
+        body's bytes are copied once, not from a new bytes object into the buffer and
+        out of it again); its count, 0 at EOF. _End as :meth:`receive`."""
+        return self._received(lambda: self.sock.recv_into(view), None)
+
+    def _received(self, read: Callable[[], _R], timeout: float | None) -> _R:
         try:
             if timeout is not None:
                 self.sock.settimeout(max(timeout, 0.001))
@@ -187,7 +199,7 @@ class _Connection:
             # then delays acknowledgements by up to 40 ms (docs/decisions.md, session 14)
             if _QUICKACK is not None:
                 self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            data = self.sock.recv(_RECV)
+            return read()
         except TimeoutError:
             raise _End("timed out reading", "slow") from None
         except (OSError, ValueError) as exc:
@@ -196,8 +208,6 @@ class _Connection:
             if timeout is not None:  # a socket closed meanwhile (EBADF): the _End says so
                 with contextlib.suppress(OSError, ValueError):
                     self.sock.settimeout(self.settings.read_timeout)
-        self.buffer += data
-        return len(data)
 
     @property
     def is_connected(self) -> bool:
@@ -294,11 +304,16 @@ class _Stream(io.RawIOBase):
         if self.left == 0:
             return 0
         conn = self._conn
-        if not conn.buffer:
-            self._speed.check(conn.receive())
-        size = min(len(buffer), self.left, len(conn.buffer))
-        buffer[:size] = conn.buffer[:size]
-        del conn.buffer[:size]
+        wanted = min(len(buffer), self.left)
+        if conn.buffer:  # what came with the head, or after the answer before
+            size = min(wanted, len(conn.buffer))
+            with memoryview(conn.buffer) as came:
+                buffer[:size] = came[:size]
+            del conn.buffer[:size]
+        else:
+            with memoryview(buffer) as view:
+                size = conn.receive_into(view[:wanted])
+            self._speed.check(size)
         self.left -= size
         self._count(size)
         return size
@@ -497,7 +512,8 @@ class Lane:
                 speed = _Speed(self._settings)
                 while len(conn.buffer) < length:
                     speed.check(conn.receive())
-            data = bytes(conn.buffer[:length])
+            with memoryview(conn.buffer) as came:  # one copy (a slice of it made two)
+                data = bytes(came[:length])
             del conn.buffer[:length]
             self._count_bytes(length)
             return self._consume(consume, index, cast(BinaryIO, io.BytesIO(data)))

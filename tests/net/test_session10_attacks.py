@@ -432,7 +432,9 @@ def test_a_delta_pull_with_one_connection_and_a_reset_part(
 
 
 # ----- Ctrl-C at many points ---------------------------------------------------------------
-DELAYS = tuple(0.5 + 0.04 * step for step in range(14)) if LONG else (0.6, 0.85)
+# fractions of the time a whole pull takes here (measured first: a fixed 0.6 s came after
+# the end of a pull once start-up got faster, and no Ctrl-C landed)
+FRACTIONS = tuple(0.3 + 0.05 * step for step in range(14)) if LONG else (0.45, 0.75)
 
 
 def test_a_ctrl_c_at_many_points_of_a_pull_leaves_it_clean(wide: Setup, tmp_path: Path) -> None:
@@ -442,12 +444,17 @@ def test_a_ctrl_c_at_many_points_of_a_pull_leaves_it_clean(wide: Setup, tmp_path
     from tests.net.repos import add_remote, local_repo
 
     server = wide.serve(plain)
+    env = dict(os.environ) | {"SAPWOOD_HTTP_CONNECTIONS": "2", "SAPWOOD_PULL_BATCH": "50"}
+    whole = local_repo(tmp_path / "whole")
+    add_remote(whole, server.url, "o")
+    started = time.monotonic()
+    subprocess.run(sapwood_argv("pull", "o", "main", repo=whole), env=env, cwd=ROOT, check=True)
+    took_whole = time.monotonic() - started
     outcomes: list[tuple[float, int, float]] = []
-    for number, delay in enumerate(DELAYS):
+    for number, delay in enumerate(fraction * took_whole for fraction in FRACTIONS):
         local = local_repo(tmp_path / f"l{number}")
         add_remote(local, server.url, "o")
         argv = sapwood_argv("pull", "o", "main", repo=local)
-        env = dict(os.environ) | {"SAPWOOD_HTTP_CONNECTIONS": "2", "SAPWOOD_PULL_BATCH": "50"}
         process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         time.sleep(delay)
         sent = time.monotonic()

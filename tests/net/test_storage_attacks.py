@@ -769,11 +769,15 @@ def test_a_large_object_spooled_on_a_full_disk_says_out_of_space(tmp_path: Path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a tmpfs to mount")
-def test_a_delta_part_spooled_on_a_full_disk_is_no_network_error(tmp_path: Path) -> None:
-    """A delta part is spooled to tmp/ from inside the fetch: ENOSPC there was taken for
-    a network error (per_object.py catches OSError around the consumer), the part
-    fetched again 3 times, and the pull said 'URL: OSError after 4 attempts'."""
-    files = {f"f{n:02d}": os.urandom(600_000) for n in range(12)}
+@pytest.mark.parametrize("count", [12, 16])  # a part of 7.2 MB: in memory; 9.6 MB: spooled
+def test_a_delta_part_spooled_on_a_full_disk_is_no_network_error(
+    tmp_path: Path, count: int
+) -> None:
+    """A delta part above 8 MiB is spooled to tmp/ from inside the fetch: ENOSPC there
+    was taken for a network error (per_object.py catches OSError around the consumer),
+    the part fetched again 3 times, and the pull said 'URL: OSError after 4 attempts'.
+    A smaller one, held in memory, meets the full disk when its objects are staged."""
+    files = {f"f{n:02d}": os.urandom(600_000) for n in range(count)}
     err = _pull_on_a_full_disk(tmp_path, "bare-user", files, delta=True)
     assert _says_out_of_space(err), err
 
