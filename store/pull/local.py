@@ -13,6 +13,8 @@ transaction, once its commit's whole tree is present.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import threading
@@ -48,6 +50,7 @@ _READ = 1 << 20
 # to read: an error midway). At most this long for it, where the source is another
 # user's repository, whose owner may hold it exclusively for ever.
 SOURCE_LOCK_WAIT = 30.0
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 def pull_local(
@@ -67,11 +70,32 @@ def pull_local(
     repo.mode.require_privileges()
     repo.require_writable()
     tracker = _Tracker(progress)
-    with Repository.open(source) as src, src.lock(exclusive=False, wait=SOURCE_LOCK_WAIT):
+    with Repository.open(source) as src, _source_locked(src):
         job = _LocalPull(repo, src, tracker)
         report = job.run(refs)
     tracker.phase("done", force=True)
     return report
+
+
+@contextlib.contextmanager
+def _source_locked(src: Repository) -> Iterator[None]:
+    """The source's lock, held shared where it can be taken: a source this user may read
+    but not list (a directory of mode 0711: flock needs a descriptor of the directory)
+    or on a filesystem without flock (NFS without lockd, some FUSE) is read unlocked, as
+    before the lock, with a warning (review22 1). A lock held past the wait still fails."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(src.lock(exclusive=False, wait=SOURCE_LOCK_WAIT))
+        except OSError as exc:
+            if not isinstance(exc, PermissionError) and exc.errno not in _NO_FLOCK:
+                raise
+            log.warning(
+                "%s: its lock cannot be taken (%s): read without it; a prune of it "
+                "meanwhile can make this pull fail",
+                src.path,
+                exc.strerror,
+            )
+        yield
 
 
 class _LocalPull:
