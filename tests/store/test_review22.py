@@ -51,11 +51,6 @@ def _open_fds() -> set[str]:
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="another user's repository needs root to make")
-@pytest.mark.xfail(
-    strict=True,
-    reason="review22 1: the source's lock opens its directory for reading; a 0711 "
-    "repository (searchable, files readable) was pullable before 98717ac",
-)
 def test_a_searchable_but_unreadable_source_is_still_pulled(tmp_path: Path) -> None:
     home, theirs = user_dir(), Path(tempfile.mkdtemp(prefix="sapwood-r22-", dir="/tmp"))
     try:
@@ -73,11 +68,6 @@ def test_a_searchable_but_unreadable_source_is_still_pulled(tmp_path: Path) -> N
         subprocess.run(["rm", "-rf", str(home), str(theirs)], check=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review22 1: a source on a filesystem whose flock fails (ENOLCK: NFSv3 "
-    "without lockd) was pullable before 98717ac; now the pull fails",
-)
 def test_a_source_without_flock_is_still_pulled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
