@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-import store.locking
 from store import RepoBusyError, RepoMode, Repository
 from store.pull import pull_local
 from tests.helpers import (
@@ -79,7 +78,7 @@ def test_a_source_without_flock_is_still_pulled(
             raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
         real(fd, operation)
 
-    monkeypatch.setattr(store.locking.fcntl, "flock", no_locks_there)
+    monkeypatch.setattr(fcntl, "flock", no_locks_there)  # as store.locking calls it
     with Repository.init(tmp_path / "dest", RepoMode.BARE_USER) as dest:
         pull_local(dest, source, ["os"])
     assert read_commit_tree(tmp_path / "dest", "os") == read_commit_tree(source, "os")
@@ -162,7 +161,7 @@ def test_ctrl_c_while_waiting_for_the_source_ends_at_once(tmp_path: Path) -> Non
         time.sleep(0.5)
         child.send_signal(signal.SIGINT)
         started = time.monotonic()
-        out, err = child.communicate(timeout=20)
+        _, err = child.communicate(timeout=20)
         took = time.monotonic() - started
     finally:
         os.close(held)
@@ -203,7 +202,7 @@ def test_opposite_pulls_with_prunes_waiting_on_both_end(tmp_path: Path) -> None:
         for fd in readers:
             os.close(fd)
     for prune in prunes:
-        _, err = prune.communicate(timeout=60)
-        assert prune.returncode == 0, err
+        _, said = prune.communicate(timeout=60)
+        assert prune.returncode == 0, said
     assert read_commit_tree(two, "one") == read_commit_tree(one, "one")
     assert read_commit_tree(one, "two") == read_commit_tree(two, "two")
