@@ -206,3 +206,50 @@ def test_opposite_pulls_with_prunes_waiting_on_both_end(tmp_path: Path) -> None:
         assert prune.returncode == 0, said
     assert read_commit_tree(two, "one") == read_commit_tree(one, "one")
     assert read_commit_tree(one, "two") == read_commit_tree(two, "two")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review22 8: a prune of a source that pull-local is reading waits for it "
+    "without telling its progress (tell_if_waiting only sees staging directories)",
+)
+def test_a_prune_waiting_for_a_pull_local_of_its_repository_says_so(tmp_path: Path) -> None:
+    import threading
+
+    import store.pull.local as local
+    from store.progress import TaskProgress
+    from store.prune import prune
+
+    source = _source(tmp_path / "src", tmp_path / "tree")
+    reading, go_on = threading.Event(), threading.Event()
+    real_run = local._LocalPull.run
+
+    def paused(job: local._LocalPull, refs: object) -> object:
+        reading.set()  # the source's lock is held (shared) by now
+        go_on.wait(30)
+        return real_run(job, refs)  # type: ignore[arg-type]
+
+    phases: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local._LocalPull, "run", paused)
+        with Repository.init(tmp_path / "dest", RepoMode.BARE_USER) as dest:
+            puller = threading.Thread(target=pull_local, args=(dest, source, ["os"]))
+            puller.start()
+            try:
+                assert reading.wait(30)
+                with Repository.open(source) as src:
+
+                    def told(progress: TaskProgress) -> None:
+                        phases.append(progress.phase)
+
+                    pruner = threading.Thread(target=prune, args=(src,), kwargs={"progress": told})
+                    pruner.start()
+                    time.sleep(1.0)
+                    seen = list(phases)
+                    go_on.set()
+                    pruner.join(60)
+                    assert not pruner.is_alive()
+            finally:
+                go_on.set()
+                puller.join(60)
+    assert any("waiting" in phase for phase in seen), seen
