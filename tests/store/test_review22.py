@@ -158,7 +158,7 @@ def test_ctrl_c_while_waiting_for_the_source_ends_at_once(tmp_path: Path) -> Non
             if str(source) in opened:
                 break
             time.sleep(0.05)
-        time.sleep(0.5)
+        time.sleep(1.5)  # past Repository.open: in the wait loop
         child.send_signal(signal.SIGINT)
         started = time.monotonic()
         _, err = child.communicate(timeout=20)

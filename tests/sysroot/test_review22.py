@@ -135,3 +135,22 @@ def test_a_copy_whose_owner_mode_or_xattrs_changed_keeps_the_deployment(
     assert page.stat().st_mtime_ns == 0  # none of these changes the mtime
     _drop(sysroot, tmp_path, first)
     assert page.exists()
+
+
+def test_a_name_that_is_not_utf8_in_opt_is_copied_and_goes_with_the_deployment(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """copy_entry walks str paths (surrogate escapes), users_data decodes the commit's
+    names with os.fsdecode: a Latin-1 name is the commit's file both ways."""
+    tree = small_tree(tmp_path / "v1", FILES)
+    name = os.fsencode(tree / "opt/app") + b"/caf\xe9.txt"
+    with open(name, "wb") as made:
+        made.write(b"latin-1\n")
+    first = _deploy(sysroot, tree)
+    copied = os.fsencode(first / "opt/app") + b"/caf\xe9.txt"
+    st = os.stat(copied)
+    assert (st.st_nlink, st.st_mtime_ns) == (1, 0)
+    with open(copied, "rb") as read:
+        assert read.read() == b"latin-1\n"
+    _drop(sysroot, tmp_path, first)
+    assert not first.exists()
