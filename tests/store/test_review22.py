@@ -253,3 +253,17 @@ def test_a_prune_waiting_for_a_pull_local_of_its_repository_says_so(tmp_path: Pa
                 go_on.set()
                 puller.join(60)
     assert any("waiting" in phase for phase in seen), seen
+
+
+def test_a_pull_that_fails_midway_lets_go_of_the_source(tmp_path: Path) -> None:
+    """An error inside the pull (no such ref) ends the source's lock with it: no
+    descriptor left, an exclusive lock (a prune's) granted at once."""
+    from store import RefNotFoundError
+
+    source = _source(tmp_path / "src", tmp_path / "tree")
+    with Repository.init(tmp_path / "dest", RepoMode.BARE_USER) as dest:
+        before = _open_fds()
+        with pytest.raises(RefNotFoundError):
+            pull_local(dest, source, ["nope"])
+        assert _open_fds() == before
+    os.close(_held(source, fcntl.LOCK_EX | fcntl.LOCK_NB))
