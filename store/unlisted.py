@@ -14,13 +14,14 @@ import stat
 from pathlib import Path
 
 from store.index import IndexReader
-from store.locking import try_lock_dir
+from store.locking import try_lock_dir, unlock_and_close
 from store.progress import TaskCallback, Ticker, tick
 from store.reachability import orphan_files
 from store.repo import Repository
 
 PHASE = "finding unlisted files"
-WAITING = "waiting for a running commit or pull"  # before an exclusive lock is taken
+# before an exclusive lock is taken
+WAITING = "waiting for a running commit or pull, or a pull-local reading this repository"
 
 
 def unlisted_files(
@@ -64,10 +65,25 @@ def still_unlisted(repo: Repository, paths: list[Path]) -> tuple[int, bool]:
 
 
 def tell_if_waiting(repo: Repository, progress: TaskCallback | None) -> None:
-    """Before taking the exclusive lock, tell ``progress`` when a commit or pull runs:
-    the lock waits for it, minutes behind a large one, and nothing else moves."""
-    if progress is not None and writer_running(repo):
+    """Before taking the exclusive lock, tell ``progress`` when a commit or pull runs, or
+    a pull-local of another repository reads this one (its shared lock, with no staging
+    directory here: review22 8): the lock waits for it, minutes behind a large one, and
+    nothing else moves."""
+    if progress is not None and (writer_running(repo) or _lock_busy(repo.path)):
         tick(progress, WAITING)
+
+
+def _lock_busy(path: Path) -> bool:
+    """Whether another open file holds the repository's lock now; False when it cannot
+    be told. Racy by nature: it only decides whether to say "waiting"."""
+    try:
+        fd = try_lock_dir(path)
+    except OSError:
+        return False
+    if fd is None:
+        return True
+    unlock_and_close(fd, os.getpid())
+    return False
 
 
 def writer_running(repo: Repository) -> bool:

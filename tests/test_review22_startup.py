@@ -74,11 +74,6 @@ def test_pull_local_is_reached_every_way_it_was() -> None:
     assert out.stdout.strip() == "module 'store.pull' has no attribute 'nope'"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review22 3: dir(store.pull) no longer names pull_local (in __all__, made by "
-    "the module's __getattr__, no __dir__)",
-)
 def test_dir_of_store_pull_names_pull_local() -> None:
     out = _python("import store.pull\nprint('pull_local' in dir(store.pull))")
     assert out.stdout.strip() == "True", out.stderr

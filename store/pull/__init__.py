@@ -33,3 +33,7 @@ def __getattr__(name: str) -> object:
 
         return pull_local
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "pull_local"})  # loaded on first use, listed all the same

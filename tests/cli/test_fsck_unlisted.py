@@ -17,6 +17,7 @@ import pytest
 
 from store import Repository, TaskProgress, fsck, prune
 from store.locking import repo_lock, try_lock_dir
+from store.unlisted import WAITING
 from tests.helpers import cli, run, write_tree
 
 LEFTOVER = "cd" * 31 + ".file"
@@ -120,7 +121,7 @@ def test_an_exclusive_lock_says_it_waits_for_a_running_writer(repo: Path, comman
             waiting.start()
             waiting.join(timeout=1.0)
             assert waiting.is_alive()  # waiting for the lock
-            assert [s.phase for s in seen] == ["waiting for a running commit or pull"]
+            assert [s.phase for s in seen] == [WAITING]
         os.close(held)
         waiting.join(timeout=60)
         assert not waiting.is_alive() and seen[-1].phase in ("deleting", "checking")

@@ -208,11 +208,6 @@ def test_opposite_pulls_with_prunes_waiting_on_both_end(tmp_path: Path) -> None:
     assert read_commit_tree(one, "two") == read_commit_tree(two, "two")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review22 8: a prune of a source that pull-local is reading waits for it "
-    "without telling its progress (tell_if_waiting only sees staging directories)",
-)
 def test_a_prune_waiting_for_a_pull_local_of_its_repository_says_so(tmp_path: Path) -> None:
     import threading
 
