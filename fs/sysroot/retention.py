@@ -24,7 +24,7 @@ from fs.sysroot.kargs import OWN_KEY
 from fs.sysroot.kernels import leftovers
 from fs.sysroot.layout import Layout
 from fs.sysroot.removal import Keep, remove_own_tree
-from fs.sysroot.state import Deployment, current_bootversion
+from fs.sysroot.state import Deployment, current_bootversion, parse_deployment_name
 from fs.sysroot.users_data import CommitFile, removal_check, users_file
 from store import ObjectId, Repository, SapwoodError, from_hex, lookup, show_path
 
@@ -173,9 +173,13 @@ def remove_unlisted(
     return removed
 
 
-_DEPLOYMENT_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]{1,9})")
 # fs/checkout.py's name for a checkout being built (renamed ID.SERIAL once whole)
-_CHECKOUT_UNDER_WAY = re.compile(r"\.[0-9a-f]{64}\.[0-9]{1,9}\.sapwood-checkout-[0-9a-f]{8}")
+_CHECKOUT_UNDER_WAY = re.compile(r"\.(.+)\.sapwood-checkout-[0-9a-f]{8}")
+
+
+def _checkout_under_way(name: str) -> bool:
+    match = _CHECKOUT_UNDER_WAY.fullmatch(name)
+    return match is not None and parse_deployment_name(match.group(1)) is not None
 
 
 def unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deployment]:
@@ -188,9 +192,9 @@ def unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deploymen
         except OSError:
             continue
         for name in names:
-            match = _DEPLOYMENT_NAME.fullmatch(name)
-            if match and (os_name, name) not in keep:
-                commit, serial = match.group(1), int(match.group(2))
+            parsed = parse_deployment_name(name)
+            if parsed and (os_name, name) not in keep:
+                commit, serial = parsed
                 found.append(Deployment(os_name=os_name, commit=commit, serial=serial, kargs=[]))
     return found
 
@@ -198,15 +202,15 @@ def unlisted_on_disk(layout: Layout, listed: list[Deployment]) -> list[Deploymen
 def _kept_for_users_data(repo: Repository, path: Path) -> tuple[str | None, Keep | None]:
     """Why the unlisted deployment at ``path`` stays on disk, if it holds users' data;
     else the check its removal asks again of each file (None: nothing to ask)."""
-    if _CHECKOUT_UNDER_WAY.fullmatch(path.name):
+    if _checkout_under_way(path.name):
         return None, None  # a killed deploy's: it never booted, nobody wrote into it
-    match = _DEPLOYMENT_NAME.fullmatch(path.name)
+    parsed = parse_deployment_name(path.name)
     # asked by the look, then again by the removal: each directory's objects stat'ed once,
     # and the copies the look read are not read again (users_data.CommitFile.copies), nor
     # those still as deploy recorded them (fs/sysroot/copies_record.py)
-    recorded = copies_record.read_record(path) if match else {}
+    recorded = copies_record.read_record(path) if parsed else {}
     commit_files = functools.cache(
-        partial(_commit_files, repo, from_hex(match.group(1)) if match else None, recorded)
+        partial(_commit_files, repo, from_hex(parsed[0]) if parsed else None, recorded)
     )
     found = users_file(path, commit_files)
     if found is None:

@@ -29,6 +29,9 @@ from store import SysrootError, UsageError
 
 LIST_NAME = "deployments.json"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# ID.SERIAL as Deployment.name makes it: 64 hex digits, a serial without a leading zero
+# (an int's own digits: "ID.007" would be read as the serial 7, another directory)
+_DEPLOYMENT_NAME = re.compile(r"([0-9a-f]{64})\.(0|[1-9][0-9]{0,8})")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+~-]*")  # one file name, not "..", no "/"
 _BOOT_NAMES = ("dir", "kernel_version", "linux", "initrd")
 ORIGIN_LIMIT = 64 * 1024  # an origin file is a few lines
@@ -71,6 +74,15 @@ class Deployment:
     def key(self) -> tuple[str, str]:
         """(OS, ID.SERIAL): what names a deployment across lists."""
         return (self.os_name, self.name)
+
+
+def parse_deployment_name(name: str) -> tuple[str, int] | None:
+    """(commit in hex, serial) of a deployment directory's name ID.SERIAL, as deploy
+    names it (Deployment.name); None for any other name. The one reading of a name:
+    retention's of the directories on disk, the list's, and the one read back from the
+    boot entries."""
+    match = _DEPLOYMENT_NAME.fullmatch(name)
+    return None if match is None else (match.group(1), int(match.group(2)))
 
 
 def current_bootversion(layout: Layout) -> int | None:
@@ -138,14 +150,20 @@ def _records_from_entries(entries: Path) -> list[dict[str, Any]]:
             fields.setdefault(key, value.strip())
         options = fields["options"].split()
         own = [o for o in options if o.startswith("sapwood=")][-1].removeprefix("sapwood=")
-        _, _, _, os_name, _, name = own.split("/")
-        commit, _, serial = name.rpartition(".")
+        parts = own.split("/")
+        if len(parts) != 6 or parts[:3] != ["", "sapwood", "deploy"] or parts[4] != "deploy":
+            raise ValueError(f"{path.name}: not a deployment's path: sapwood={own!r:.120}")
+        os_name, name = parts[3], parts[5]
+        parsed = parse_deployment_name(name)
+        if parsed is None:
+            raise ValueError(f"{path.name}: bad deployment name {name!r:.80}")
+        commit, serial = parsed
         boot_dir, linux = fields["linux"].split("/")[-2:]
         initrd = fields["initrd"].split("/")[-1] if "initrd" in fields else None
         record = {
             "os": os_name,
             "commit": commit,
-            "serial": int(serial) if serial.isascii() and serial.isdigit() else serial,
+            "serial": serial,
             "kargs": [o for o in options if not o.startswith("sapwood=")],
             "title": fields.get("title", "").rsplit(" (", 1)[0],  # less the label added
             "boot": {
@@ -167,8 +185,8 @@ def _from_record(record: object) -> Deployment:
     commit, serial, os_name = record["commit"], record["serial"], record["os"]
     if not isinstance(commit, str) or not _HEX64.fullmatch(commit):
         raise ValueError(f"bad deployment {commit!r:.80}")
-    if type(serial) is not int or serial < 0:  # not a bool, not a float
-        raise ValueError(f"bad serial {serial!r:.80}")
+    if type(serial) is not int or parse_deployment_name(f"{commit}.{serial}") is None:
+        raise ValueError(f"bad serial {serial!r:.80}")  # not a bool, a float, < 0, > 9 digits
     if not isinstance(os_name, str):
         raise ValueError(f"bad OS name {os_name!r:.80}")
     # written into BLS entries: a space or newline would add options or lines
