@@ -17,8 +17,11 @@ So, before a tree is committed:
 
 Every change is planned and checked before the first is made: a refusal
 (TreeLayoutError, one line) leaves the tree as it was. What a plan cannot see (an
-immutable directory, a mount point, another filesystem under var/) fails midway, in one
-line that says what was done and that a second run, once it is fixed, finishes. Symlinks
+immutable directory, a mount point, another filesystem under var/, a full disk) fails
+midway, in one line that says what was done and that a second run, once it is fixed,
+finishes: a step whose link cannot be made is put back (the directory moved back, the
+place made removed), and the snippet's temporary file is removed, so the tree holds
+what the line lists and nothing half-written. Symlinks
 inside the tree are never followed (every directory is opened component by component
 with O_NOFOLLOW), so nothing is written outside it. Running it again changes nothing; a
 run killed midway is finished by the next.
@@ -26,6 +29,7 @@ run killed midway is finished by the next.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -164,12 +168,40 @@ def _apply(root: int, step: _Step) -> str:
             os.close(parent)
     if step.action == "place":
         return f"{step.place}: made (the place {step.link} links to)"
-    source = open_below(root, link_dir, make=True)
     try:
-        os.symlink(step.target, link_name, dir_fd=source)
-    finally:
-        os.close(source)
+        source = open_below(root, link_dir, make=True)
+        try:
+            os.symlink(step.target, link_name, dir_fd=source)
+        finally:
+            os.close(source)
+    except OSError:  # no inode left for the link, say: the step is undone, not half done
+        if step.action in ("move", "make"):
+            _undo(root, step)
+        raise
     return f"{step.link} -> {step.target}: {'moved' if step.action == 'move' else 'made'}"
+
+
+def _undo(root: int, step: _Step) -> None:
+    """Put back what ``step`` did before its link failed: the directory moved back, or
+    the place made removed (needing no room); a failure here leaves it for the next run
+    to finish (its plan knows a place without its link) and is only logged."""
+    place_dir, place_name = os.path.split(step.place)
+    link_dir, link_name = os.path.split(step.link)
+    try:
+        parent = open_below(root, place_dir)
+        try:
+            if step.action == "move":
+                source = open_below(root, link_dir)
+                try:
+                    os.rename(place_name, link_name, src_dir_fd=parent, dst_dir_fd=source)
+                finally:
+                    os.close(source)
+            else:
+                os.rmdir(place_name, dir_fd=parent)
+        finally:
+            os.close(parent)
+    except OSError as exc:
+        log.warning("%s: not put back (%s): the next run makes its link", step.place, exc)
 
 
 def _tmpfiles_text() -> str:
@@ -257,10 +289,15 @@ def _write(root: int, relative: str, text: str) -> None:
         temporary = f".{name}.sapwood-new"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(temporary, flags, 0o644, dir_fd=parent)
-        with os.fdopen(fd, "wb") as file:
-            file.write(text.encode())
-        os.chmod(temporary, 0o644, dir_fd=parent)
-        os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(text.encode())
+            os.chmod(temporary, 0o644, dir_fd=parent)
+            os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:  # a full disk: no half-written file left in the tree
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=parent)
+            raise
     finally:
         os.close(parent)
 
