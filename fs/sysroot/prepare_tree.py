@@ -30,6 +30,7 @@ run killed midway is finished by the next.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fs.sysroot.nofollow import open_below
-from store import TreeLayoutError
+from store import OutOfSpaceError, SapwoodError, TreeLayoutError
 
 log = logging.getLogger(__name__)
 
@@ -302,14 +303,18 @@ def _write(root: int, relative: str, text: str) -> None:
         os.close(parent)
 
 
-def _failed_midway(root_path: Path, done: list[str], exc: OSError) -> TreeLayoutError:
+def _failed_midway(root_path: Path, done: list[str], exc: OSError) -> SapwoodError:
+    """The one line of a failure midway; OutOfSpaceError for a full disk or quota (what
+    a caller of the library tells apart, as from deploy's), TreeLayoutError otherwise."""
     where = f" ({exc.filename})" if isinstance(exc.filename, str) else ""
     so_far = "; ".join(done) if done else "nothing"
-    return TreeLayoutError(
+    message = (
         f"{root_path}: {exc.strerror or exc}{where}; done before it: {so_far}; "
-        "run it again once that is fixed, to finish",
-        path=str(root_path),
+        "run it again once that is fixed, to finish"
     )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutOfSpaceError(message)
+    return TreeLayoutError(message, path=str(root_path))
 
 
 def _refused(root_path: Path, relative: str, why: str) -> TreeLayoutError:

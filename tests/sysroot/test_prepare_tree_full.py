@@ -9,6 +9,7 @@ import contextlib
 import errno
 import os
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,3 +150,33 @@ def test_no_inode_left_midway(tmp_path: Path, left: int) -> None:
         _assert_as_said(tree, done + rest)
         assert (tree / "var/home/alice/notes").read_text() == "mine\n"
         assert (tree / "var/roothome/.profile").read_text() == "# root\n"
+
+
+def test_the_library_tells_a_full_disk_apart(tmp_path: Path) -> None:
+    """sapwood.prepare_tree raises OutOfSpaceError for a full disk (as deploy does), with
+    the same line the command prints; the tree is as that line says."""
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        tree = _unprepared(disk / "tree")
+        _fill_blocks(disk)
+        with pytest.raises(sapwood.OutOfSpaceError) as caught:
+            sapwood.prepare_tree(tree)
+        assert not isinstance(caught.value, sapwood.TreeLayoutError)
+        message = str(caught.value)
+        assert "No space left on device" in message and "\n" not in message
+        _assert_as_said(tree, _done_lines(message))
+
+
+def test_a_failure_midway_other_than_space_stays_a_layout_error(tmp_path: Path) -> None:
+    """A mount point where a directory is to move (rename: EBUSY) fails midway too, and
+    is still the TreeLayoutError it was: only ENOSPC and EDQUOT are OutOfSpaceError."""
+    tree = _unprepared(tmp_path / "tree")
+    home = tree / "home"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(home)], check=True)
+    try:
+        with pytest.raises(sapwood.TreeLayoutError) as caught:
+            sapwood.prepare_tree(tree)
+    finally:
+        subprocess.run(["umount", str(home)], check=True)
+    assert not isinstance(caught.value, sapwood.OutOfSpaceError)
+    assert "run it again once that is fixed" in str(caught.value)
+    assert (tree / "home/alice/notes").read_text() == "mine\n"
