@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from fs.commit import CommitRequest, Layer, make_commit
+from fs.commit import CommitRequest, Layer, LayerKind, make_commit
 from fs.mounts import mounted_at
 from sapwood.cli.main import main
 from store import (
@@ -245,7 +245,7 @@ def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
 def commit_dir(repo: Repository, source: Path, branch: str = "main", **request: Any) -> ObjectId:
     """Commit the directory ``source`` to ``branch``; ``request`` are CommitRequest's
     other fields (subject=, timestamp=, metadata=, ...)."""
-    layers = [Layer("dir", str(source))]
+    layers = [Layer(LayerKind.DIR, str(source))]
     return make_commit(repo, CommitRequest(branch, layers, **request)).commit_id
 
 

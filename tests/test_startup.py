@@ -144,13 +144,14 @@ def test_the_command_table_matches_the_modules() -> None:
 
 
 def test_the_stub_parser_helps_and_refuses_as_the_whole_one() -> None:
+    from sapwood import UsageError
     from sapwood.cli import errors, main
 
     whole, stubs = main.build_parser(), main.build_parser(load=())
     assert stubs.format_help() == whole.format_help()
     assert stubs.format_usage() == whole.format_usage()
     for parser in (whole, stubs):
-        with pytest.raises(errors.UsageError, match="invalid choice: 'nope' \\(choose from 'init'"):
+        with pytest.raises(UsageError, match="invalid choice: 'nope' \\(choose from 'init'"):
             parser.parse_args(["nope"])
     assert main.EXIT_INTERNAL == errors.EXIT_INTERNAL
 
