@@ -70,18 +70,21 @@ def _same_file(device: bytes, inode: bytes, identity: tuple[int, int] | None, na
 def madvise_dontneed(start: int, length: int) -> None:
     """Let go of these pages of a file mapping: they stay in the page cache and are
     mapped again on the next read (a read-only shared map loses nothing)."""
-    import ctypes  # here: ~3 ms of every command's start-up, for a call few make
-
-    libc = _libc()
-    if libc is not None:
-        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_DONTNEED)
+    madvise = _madvise()
+    if madvise is not None:
+        madvise(start, length, _MADV_DONTNEED)
 
 
 @functools.cache
-def _libc() -> Any:
+def _madvise() -> Any:
+    """The C library's madvise, typed (address, length, advice); None without one.
+    ctypes is imported here, the first time: ~3 ms of every command's start-up, for a
+    call few make."""
     import ctypes
 
     try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
+        function = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
         return None
+    function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return function
