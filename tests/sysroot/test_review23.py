@@ -563,3 +563,71 @@ def test_a_moved_package_database_gets_its_link(tmp_path: Path) -> None:
     sapwood.prepare_tree(tree)
     assert (tree / "var/lib/dpkg").is_symlink(), "no link where dpkg looks"
     assert os.readlink(tree / "var/lib/dpkg") == "../../usr/lib/sysimage/dpkg"
+
+
+# ----- held: a deploy SIGKILLed in each system call of its record, and after it -------------------
+_DEPLOY_KILLER = """
+import os, signal, sys
+import sapwood
+from fs.sysroot import copies_record
+point, count, armed = int(sys.argv[2]), [0], [False]
+def killing(real):
+    def call(*args, **kwargs):
+        if armed[0]:
+            count[0] += 1
+            if count[0] == point:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return call
+for name in ("open", "fsync", "rename", "unlink", "lstat", "scandir", "mkdir", "symlink",
+             "utime", "chmod", "rmdir", "replace"):
+    setattr(os, name, killing(getattr(os, name)))
+real_write = copies_record.write_record
+def armed_write(deployment):
+    armed[0] = True
+    real_write(deployment)
+    count[0] += 1
+    if count[0] == point:  # just after the record, before the rest of the build
+        os.kill(os.getpid(), signal.SIGKILL)
+    armed[0] = False
+copies_record.write_record = armed_write
+sapwood.Sysroot(sys.argv[1], cmdline="quiet").deploy("debian/main")
+"""
+
+
+def test_a_deploy_killed_in_its_record_leaves_nothing_after_the_next(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    first = _deploy_v1(sysroot, tmp_path)
+    commit(sysroot, small_tree(tmp_path / "v2", {**FILES, "usr/etc/v": "2"}))
+    deploy_dir = first.parent
+    point, code, ran_through = 0, -9, 0
+    while not ran_through:
+        assert point < 100
+        point += 1
+        before = [d.name for d in sysroot.deployments()]
+        proc = subprocess.run(
+            [sys.executable, "-c", _DEPLOY_KILLER, str(sysroot.path), str(point)],
+            cwd=Path(__file__).parents[2],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        code = proc.returncode
+        assert code in (0, -9), proc.stderr
+        after = [d.name for d in sysroot.deployments()]
+        assert after == before or after[1:] == before[:1], (point, before, after)
+        sysroot.cleanup()
+        listed = sysroot.deployments()
+        names = {f"{d.name}{s}" for d in listed for s in ("", ".origin", ".copies")}
+        assert set(os.listdir(deploy_dir)) == names, point
+        assert sysroot.kept_on_disk() == [], point
+        for deployment in listed:  # each listed one's record vouches for its copies
+            path = sysroot.deployment_path(deployment)
+            for name, identity in _record(path).items():
+                st = (path / name).stat()
+                assert identity == [st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size], point
+        if code == 0:
+            ran_through = ran_through or point
+            sysroot.undeploy(0)  # the next round deploys again
+    assert ran_through > 5, ran_through  # killed before each call of the record, and after
