@@ -631,3 +631,23 @@ def test_a_deploy_killed_in_its_record_leaves_nothing_after_the_next(
             ran_through = ran_through or point
             sysroot.undeploy(0)  # the next round deploys again
     assert ran_through > 5, ran_through  # killed before each call of the record, and after
+
+
+@pytest.mark.parametrize("serial", ["7", 7.0, 1234567890, -1, True])
+def test_a_list_with_one_bad_serial_removes_nothing(
+    sysroot: sapwood.Sysroot, tmp_path: Path, serial: object
+) -> None:
+    """Held: the list is read whole or not at all; a record the one parser refuses never
+    drops just that deployment from the list (which cleanup would then remove)."""
+    first = _deploy_v1(sysroot, tmp_path)
+    commit(sysroot, small_tree(tmp_path / "v2", {**FILES, "usr/etc/v": "2"}))
+    second = sysroot.deployment_path(sysroot.deploy("debian/main").deployment)
+    listing = sysroot.path / "boot/loader/deployments.json"
+    records = json.loads(listing.read_text())
+    records[1]["serial"] = serial
+    listing.write_text(json.dumps(records))
+    with pytest.raises(sapwood.SapwoodError, match="bad serial"):
+        sysroot.cleanup()
+    assert (first / "opt/app/big").read_bytes() == BIG
+    assert second.is_dir()
+    assert copies_record.record_path(first).is_file()
