@@ -25,7 +25,6 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from fs.sysroot.nofollow import DIR_FLAGS
 from fs.sysroot.state import read_regular
 from fs.sysroot.users_data import COPIED_DIRS, MAX_DEPTH
 
@@ -77,56 +76,28 @@ def write_record(deployment: Path) -> None:
 def _identities(deployment: Path) -> dict[str, Identity]:
     """The regular files below the real (not symlinked) COPIED_DIRS, by path as
     users_data names them ("opt/app/f": components joined by "/", names decoded as
-    os.fsdecode does), never following a symlink (each directory opened with O_NOFOLLOW
-    below the one before: a commit's /opt -> /elsewhere is not walked, review23 1) nor
-    leaving the filesystem; an entry gone or not stat'able is left out (read then)."""
+    os.fsdecode does), never following a symlink nor leaving the filesystem."""
     found: dict[str, Identity] = {}
     try:
-        root = os.open(deployment, DIR_FLAGS)
+        device = os.lstat(deployment).st_dev
     except OSError:
         return found
-    try:
-        device = os.fstat(root).st_dev
-        for top in COPIED_DIRS:
-            _walk(root, top, top, device, 0, found)
-    finally:
-        os.close(root)
-    return found
-
-
-def _walk(
-    parent: int, name: str, relative: str, device: int, depth: int, found: dict[str, Identity]
-) -> None:
-    """Add the regular files below the directory ``name`` of ``parent`` to ``found``."""
-    try:
-        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
-    except OSError:  # absent, a symlink (into var/: a prepared tree), a file
-        return
-    try:
-        for child, st in _listed(fd):
-            path = f"{relative}/{child}"
-            if stat.S_ISDIR(st.st_mode) and st.st_dev == device and depth < MAX_DEPTH:
-                _walk(fd, child, path, device, depth + 1, found)
-            elif stat.S_ISREG(st.st_mode):
-                found[path] = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size)
-    finally:
-        os.close(fd)
-
-
-def _listed(fd: int) -> list[tuple[str, os.stat_result]]:
-    """The entries of the directory open as ``fd``, lstat'ed; those gone meanwhile (or
-    not stat'able) left out."""
-    listed = []
-    try:
-        with os.scandir(fd) as entries:
+    for top in COPIED_DIRS:
+        pending = [(top, 0)]
+        while pending:
+            relative, depth = pending.pop()
+            try:
+                entries = list(os.scandir(deployment / relative))
+            except OSError:  # absent, a symlink into var/ (a prepared tree), a file
+                continue
             for entry in entries:
-                try:
-                    listed.append((entry.name, entry.stat(follow_symlinks=False)))
-                except OSError:
-                    continue
-    except OSError:
-        pass
-    return listed
+                st = entry.stat(follow_symlinks=False)
+                path = f"{relative}/{entry.name}"
+                if stat.S_ISDIR(st.st_mode) and st.st_dev == device and depth < MAX_DEPTH:
+                    pending.append((path, depth + 1))
+                elif stat.S_ISREG(st.st_mode):
+                    found[path] = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size)
+    return found
 
 
 def read_record(deployment: Path) -> Mapping[str, Identity]:
