@@ -6,8 +6,7 @@ Order (each step writes only inside the new deployment until the switch):
 2. remove what an interrupted deploy left (directories no list names);
 3. hardlink-check the commit out at deploy/ID.SERIAL (built aside, renamed in); its real
    /home, /root, /srv, /opt and /mnt become copies (writable when booted: an edit in
-   place must not write into the repository's objects, review21 12), recorded in
-   deploy/ID.SERIAL.copies (fs/sysroot/copies_record.py: the drop reads them no more);
+   place must not write into the repository's objects, review21 12);
 4. a tree with /etc only has it moved to usr/etc (rpm-ostree's convention: the tree's
    /etc is the defaults); /etc becomes a copy of usr/etc with the local changes;
 5. /var of the OS is seeded from the commit when empty; the kernel is installed;
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fs.checkout import CheckoutOptions, checkout
-from fs.sysroot import copies_record, etc_merge
+from fs.sysroot import etc_merge
 from fs.sysroot.bootentries import write_loader
 from fs.sysroot.copying import copy_entry
 from fs.sysroot.kargs import edit_kargs
@@ -155,7 +154,6 @@ def deploy(
             try:  # the first error is the news; a leftover goes at the next deploy
                 remove_own_tree(dest)
                 layout.origin(os_name, new.name).unlink(missing_ok=True)
-                copies_record.record_path(dest).unlink(missing_ok=True)
             except (SapwoodError, OSError) as exc:
                 log.warning("%s", exc)
             with contextlib.suppress(SapwoodError, OSError):
@@ -234,7 +232,6 @@ def _build(
     options = CheckoutOptions(require_hardlinks=True, user_mode=user_mode)
     checkout(repo, from_hex(new.commit), dest, options, request.progress)
     _copy_users_dirs(dest)
-    copies_record.write_record(dest)  # their identities: the drop need not read them
     if source == "etc":
         (dest / "usr").mkdir(mode=0o755, exist_ok=True)
         os.rename(dest / "etc", dest / "usr/etc")

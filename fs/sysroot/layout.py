@@ -7,7 +7,7 @@ SYSROOT/boot/sapwood/OS-BOOTCSUM/         kernels and initramfs images
 SYSROOT/sapwood/repo                      the repository (bare as root, else bare-user)
 SYSROOT/sapwood/lock                      flock of every change
 SYSROOT/sapwood/deploy/OS/var             /var shared by one OS
-SYSROOT/sapwood/deploy/OS/deploy/ID.SERIAL[.origin|.copies]
+SYSROOT/sapwood/deploy/OS/deploy/ID.SERIAL[.origin]
 """
 
 from __future__ import annotations

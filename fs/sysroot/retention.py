@@ -15,11 +15,9 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
-from fs.sysroot import copies_record
 from fs.sysroot.kargs import OWN_KEY
 from fs.sysroot.kernels import leftovers
 from fs.sysroot.layout import Layout
@@ -139,7 +137,7 @@ def remove_unlisted(
     for os_name in layout.os_names():
         directory = layout.deployments_dir(os_name)
         for entry in sorted(directory.iterdir()):
-            name = entry.name.removesuffix(".origin").removesuffix(copies_record.SUFFIX)
+            name = entry.name.removesuffix(".origin")
             if (os_name, name) not in keep:
                 doomed.append(entry)
     doomed += leftovers(layout, {d.boot.dir for d in listed if d.boot})
@@ -147,10 +145,6 @@ def remove_unlisted(
     if current is not None:
         doomed.append(layout.loader_dir(1 - current))
     for path in doomed:
-        if path.name.endswith(copies_record.SUFFIX) and os.path.lexists(
-            path.with_name(path.name.removesuffix(copies_record.SUFFIX))
-        ):
-            continue  # its deployment stays (its users' data): so does its record
         is_deployment = path.parent.name == "deploy" and path.is_dir() and not path.is_symlink()
         check = None
         if is_deployment:
@@ -206,11 +200,9 @@ def _kept_for_users_data(repo: Repository, path: Path) -> tuple[str | None, Keep
         return None, None  # a killed deploy's: it never booted, nobody wrote into it
     parsed = parse_deployment_name(path.name)
     # asked by the look, then again by the removal: each directory's objects stat'ed once,
-    # and the copies the look read are not read again (users_data.CommitFile.copies), nor
-    # those still as deploy recorded them (fs/sysroot/copies_record.py)
-    recorded = copies_record.read_record(path) if parsed else {}
+    # and the copies the look read are not read again (users_data.CommitFile.copies)
     commit_files = functools.cache(
-        partial(_commit_files, repo, from_hex(parsed[0]) if parsed else None, recorded)
+        partial(_commit_files, repo, from_hex(parsed[0]) if parsed else None)
     )
     found = users_file(path, commit_files)
     if found is None:
@@ -235,17 +227,12 @@ def _say_kept(message: str, warnings: list[str] | None) -> None:
 
 
 def _commit_files(
-    repo: Repository,
-    commit: ObjectId | None,
-    recorded: Mapping[str, copies_record.Identity],
-    directory: str,
+    repo: Repository, commit: ObjectId | None, directory: str
 ) -> dict[str, CommitFile]:
     """The regular files of ``commit``'s ``directory``, by name, as users_data tells them
     from users' data (their objects' inodes, sizes, and openers of their files: bare and
     bare-user objects hold the content as is; an archive repository is never deployed);
-    empty where there is no such directory or commit (every file there counts as users').
-    A copy ``recorded`` at deploy with the object's size is known as the commit's while
-    its device, inode and ctime are the recorded ones."""
+    empty where there is no such directory or commit (every file there counts as users')."""
     if commit is None:
         return {}
     try:
@@ -265,10 +252,7 @@ def _commit_files(
         except OSError:
             continue
         opener = partial(repo.open_file_fd, file_id, size)
-        held = found[os.fsdecode(name)] = CommitFile(st.st_dev, st.st_ino, size, opener)
-        copy = recorded.get(f"{directory}/{os.fsdecode(name)}")
-        if copy is not None and copy[3] == size:
-            held.copies.add(copy[:3])
+        found[os.fsdecode(name)] = CommitFile(st.st_dev, st.st_ino, size, opener)
     return found
 
 

@@ -109,10 +109,7 @@ def test_an_edit_in_place_leaves_the_repository_whole(
 def test_a_dropped_deployment_of_untouched_copies_is_removed_reading_each_once(
     sysroot: sapwood.Sysroot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without the record of its copies (a deployment made before it, or one that cannot
-    be read: tests/sysroot/test_copies_record.py has the record), each is read once."""
     first = _deploy_v1(sysroot, tmp_path)
-    (first.parent / f"{first.name}.copies").unlink()
     compared: list[int] = []
     real = users_data._equal
 
