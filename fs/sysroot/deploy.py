@@ -46,7 +46,12 @@ from fs.sysroot.retention import (
     tidy_after_switch,
     unlisted_on_disk,
 )
-from fs.sysroot.state import Deployment, current_bootversion, write_origin
+from fs.sysroot.state import (
+    Deployment,
+    current_bootversion,
+    parse_deployment_name,
+    write_origin,
+)
 from fs.sysroot.users_data import COPIED_DIRS, commit_keeps_files_there
 from store import (
     ObjectId,
@@ -205,14 +210,19 @@ def _next_deployment(
     layout: Layout, request: DeployRequest, kargs: list[str], deployments: list[Deployment]
 ) -> Deployment:
     """The new deployment: its serial one more than any of the same commit's, listed or
-    still on disk (one kept for its users' data: review21 1)."""
+    still on disk (one kept for its users' data: review21 1); past the nine digits a name
+    may have (state.parse_deployment_name), the lowest serial none of them has (a list
+    naming ID.1000000000 was refused by every later command: review23 5)."""
     commit = to_hex(request.commit_id)
-    serials = [d.serial for d in deployments if d.commit == commit]
-    serials += [d.serial for d in unlisted_on_disk(layout, deployments) if d.commit == commit]
+    serials = {d.serial for d in deployments if d.commit == commit}
+    serials |= {d.serial for d in unlisted_on_disk(layout, deployments) if d.commit == commit}
+    serial = max(serials, default=-1) + 1
+    if parse_deployment_name(f"{commit}.{serial}") is None:
+        serial = min(set(range(len(serials) + 1)) - serials)
     return Deployment(
         os_name=request.os_name,
         commit=commit,
-        serial=max(serials, default=-1) + 1,
+        serial=serial,
         kargs=kargs,
         refspec=request.refspec,
     )

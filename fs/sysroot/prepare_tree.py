@@ -133,10 +133,10 @@ def _plan(root: int, root_path: Path, link: str, place: str) -> _Step | None:
     there = _lstat(root, place)
     if there is not None and not stat.S_ISDIR(there.st_mode):
         raise _refused(root_path, place, "is there and is not a directory")
-    if here is None:
-        if link in _ONLY_IF_THERE:
-            return None
-        return _Step(link, place, "make" if there is None else "link")  # "link": killed midway
+    if here is None:  # a place there without its link: a run killed midway (review23 6)
+        if there is not None:
+            return _Step(link, place, "link")
+        return None if link in _ONLY_IF_THERE else _Step(link, place, "make")
     if stat.S_ISLNK(here.st_mode):
         held = _readlink(root, link)
         if held != step.target:
@@ -288,7 +288,11 @@ def _write(root: int, relative: str, text: str) -> None:
     parent = open_below(root, head, make=True)
     try:
         temporary = f".{name}.sapwood-new"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        # sapwood's own name: whatever a killed run (or the tree's maker) left there goes
+        # first, and the file is made anew (a FIFO there hung the open: review23 4)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(temporary, flags, 0o644, dir_fd=parent)
         try:
             with os.fdopen(fd, "wb") as file:
