@@ -1,6 +1,7 @@
-"""Review 23 (session 18): hostile review of the copies record (70a8f7b), the one name
-parser (299433b) and prepare-tree's full-disk undo (125ba0b). A passing test is a defence
-that holds; a strict xfail naming "review23 N" is a defect written up in
+"""Review 23 (session 18): hostile review of the copies record (70a8f7b, taken back in
+1eef0ce after review23 2: the drop compares every copy again), the one name parser
+(299433b) and prepare-tree's full-disk undo (125ba0b). A passing test is a defence that
+holds; a strict xfail naming "review23 N" is a defect written up in
 /work/plan/review23.md."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
-from fs.sysroot import copies_record, users_data
+from fs.sysroot import deploy, users_data
 from tests.helpers import IS_ROOT, run, small_tmpfs
 from tests.sysroot.conftest import commit, small_tree
 
@@ -62,44 +63,15 @@ def _drop(sysroot: sapwood.Sysroot, tmp_path: Path, first: Path) -> None:
     assert first.name not in {d.name for d in sysroot.deployments()}
 
 
-def _record(deployment: Path) -> dict[str, list[int]]:
-    path = copies_record.record_path(deployment)
-    files: dict[str, list[int]] = json.loads(path.read_text())["files"]
-    return files
-
-
 def _kept(sysroot: sapwood.Sysroot) -> list[str]:
     return [d.name for d in sysroot.kept_on_disk()]
-
-
-# ----- 1: the record's walk follows a symlinked users' directory ---------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="review23 1: copies_record._identities opens deployment/'opt' with os.scandir, "
-    "which follows a symlink: a commit's /opt -> /elsewhere makes deploy walk (and record) "
-    "a directory outside the deployment",
-)
-def test_the_record_never_walks_through_a_symlinked_users_dir(
-    sysroot: sapwood.Sysroot, tmp_path: Path
-) -> None:
-    outside = tmp_path / "outside"
-    (outside / "deep").mkdir(parents=True)
-    for index in range(5):
-        (outside / "deep" / f"f{index}").write_text("not the deployment's\n")
-    tree = small_tree(tmp_path / "v1", {"root/.profile": "# p\n", "opt": f"->{outside}"})
-    first = _deploy(sysroot, tree)
-    assert (first / "opt").is_symlink()
-    # the deployment's own copies only: root/.profile
-    assert sorted(_record(first)) == ["root/.profile"]
 
 
 def test_a_prepared_trees_links_add_nothing_to_the_drop(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
-    """Held: even if the record names files reached through home -> var/home, the drop
-    never walks a symlinked users' directory, so such names vouch for nothing. A file
-    written into the deployment's var/home (not users' data there: /var is the OS's
-    shared one at boot) does not keep the deployment."""
+    """Held: the drop never walks a symlinked users' directory: the deployment's
+    var/home (hidden by the OS's shared /var at boot) does not keep it."""
     tree = small_tree(
         tmp_path / "v1",
         {"home": "->var/home", "var/home/alice/notes": "commit's\n", "root/.profile": "# p\n"},
@@ -110,7 +82,7 @@ def test_a_prepared_trees_links_add_nothing_to_the_drop(
     assert _kept(sysroot) == []
 
 
-# ----- 2: bytes that change while the recorded identity stays ------------------------------
+# ----- 2: bytes that change while ctime stays (the record, 70a8f7b, taken back) --------
 def _precondition(ok: bool, what: str) -> None:
     """Not an AssertionError: a setup that did not happen must fail the test, not pass
     as the expected failure of a strict xfail."""
@@ -118,62 +90,45 @@ def _precondition(ok: bool, what: str) -> None:
         raise RuntimeError(f"the setup did not hold: {what}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review23 2: ctime does not move with every change of the bytes (a crash after "
-    "fdatasync or on a lazytime mount persists the bytes, not the timestamps; a shared "
-    "writable mapping dirtied before the record writes on without a fault): the drop then "
-    "removes users' bytes unread, where the byte comparison kept them",
-)
 def test_bytes_changed_while_the_identity_stays_are_kept(
-    sysroot: sapwood.Sysroot,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    reads: list[str],
+    sysroot: sapwood.Sysroot, tmp_path: Path, reads: list[str]
 ) -> None:
-    real = copies_record.write_record
-    user = b"USER" + BIG[4:]
-
-    def with_a_mapping(deployment: Path) -> None:
-        big = deployment / "opt/app/big"
-        fd = os.open(big, os.O_RDWR)
-        try:
-            mapped = mmap.mmap(fd, 0)
-            mapped[0:4] = mapped[0:4]  # the page dirtied, same bytes: the fault sets the times
-            os.utime(big, ns=(0, 0))  # as the copy had them
-            real(deployment)  # records the identity of bytes that are still the commit's
-            mapped[0:4] = b"USER"  # the dirty page again: no fault, no time changed
-            mapped.close()
-        finally:
-            os.close(fd)
-
-    monkeypatch.setattr(copies_record, "write_record", with_a_mapping)
+    """review23 2 (fixed by taking the record back, 1eef0ce): a copy whose bytes change
+    while its device, inode, ctime, size and mtime 0 stay (here a shared writable mapping
+    dirtied before, written again without a fault; a crash after an fdatasync'ed write
+    in place leaves the same) is compared byte for byte at the drop, and kept."""
     first = _deploy_v1(sysroot, tmp_path)
-    monkeypatch.setattr(copies_record, "write_record", real)
     big = first / "opt/app/big"
-    st = big.stat()
+    user = b"USER" + BIG[4:]
+    fd = os.open(big, os.O_RDWR)
+    try:
+        mapped = mmap.mmap(fd, 0)
+        mapped[0:4] = mapped[0:4]  # the page dirtied, same bytes: the fault sets the times
+        os.utime(big, ns=(0, 0))
+        before = big.stat()
+        mapped[0:4] = b"USER"  # the dirty page again: no fault, no time changed
+        mapped.close()
+    finally:
+        os.close(fd)
+    after = big.stat()
     _precondition(big.read_bytes() == user, "the bytes changed")
-    _precondition(st.st_mtime_ns == 0, "mtime 0")
-    recorded = _record(first)["opt/app/big"]
     _precondition(
-        recorded == [st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size], "identity as recorded"
+        (after.st_ino, after.st_ctime_ns, after.st_mtime_ns, after.st_size)
+        == (before.st_ino, before.st_ctime_ns, 0, before.st_size),
+        "the identity stayed",
     )
     _drop(sysroot, tmp_path, first)
     assert big.exists() and big.read_bytes() == user, "a user's bytes removed unread"
     assert _kept(sysroot) == [first.name]
+    assert "big" in reads  # compared, not taken on its identity
 
 
-@pytest.mark.parametrize("record", ["kept", "removed"])
 def test_a_mapping_made_after_the_deploy_changes_the_times(
-    sysroot: sapwood.Sysroot, tmp_path: Path, reads: list[str], record: str
+    sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
     """Held: a shared writable mapping made once the deployment is in place faults on
-    its first write, which sets mtime and ctime; with no record (as before 70a8f7b) the
-    byte comparison keeps the same edit with its mtime put back."""
+    its first write, which sets ctime; the edit, its mtime put back, is kept."""
     first = _deploy_v1(sysroot, tmp_path)
-    if record == "removed":
-        copies_record.record_path(first).unlink()
     big = first / "opt/app/big"
     before = big.stat().st_ctime_ns
     fd = os.open(big, os.O_RDWR)
@@ -183,8 +138,7 @@ def test_a_mapping_made_after_the_deploy_changes_the_times(
     finally:
         os.close(fd)
     assert big.stat().st_ctime_ns != before
-    if record == "removed":
-        os.utime(big, ns=(0, 0))
+    os.utime(big, ns=(0, 0))
     _drop(sysroot, tmp_path, first)
     assert big.read_bytes()[:4] == b"USER"
     assert _kept(sysroot) == [first.name]
@@ -247,19 +201,18 @@ def test_an_edit_that_keeps_size_and_mtime_is_still_seen(
     _drop(sysroot, tmp_path, first)
     assert big.read_bytes() == written
     assert _kept(sysroot) == [first.name]
-    assert "big" in reads  # the record vouched for nothing: compared
+    assert "big" in reads  # compared
 
 
-def test_a_non_utf8_name_is_recorded_and_vouched_for(
+def test_a_non_utf8_named_copy_untouched_goes(
     sysroot: sapwood.Sysroot, tmp_path: Path, reads: list[str]
 ) -> None:
-    """Held: a name that is not UTF-8 goes through the JSON record (as a surrogate
-    escape) and back to the same key the drop's walk asks for."""
+    """Held: a copy whose name is not UTF-8 is found in its commit by that name and
+    compared: untouched, its deployment goes."""
     name = os.fsdecode(b"caf\xe9-\xff")
     first = _deploy_v1(sysroot, tmp_path, {f"opt/app/{name}": "latin-1 name\n"})
-    assert f"opt/app/{name}" in _record(first)
     _drop(sysroot, tmp_path, first)
-    assert reads == []
+    assert name in reads
     assert not first.exists()
 
 
@@ -275,29 +228,6 @@ def test_a_non_utf8_named_copy_edited_is_kept(
     _drop(sysroot, tmp_path, first)
     assert path.read_bytes().startswith(b"USER")
     assert _kept(sysroot) == [first.name]
-
-
-def test_record_names_outside_the_users_dirs_vouch_for_nothing(
-    sysroot: sapwood.Sysroot, tmp_path: Path, reads: list[str]
-) -> None:
-    """Held: names with "..", absolute ones, or through another directory, carrying the
-    identity of the edited copy itself, are never asked for."""
-    first = _deploy_v1(sysroot, tmp_path)
-    big = first / "opt/app/big"
-    with big.open("r+b") as edited:
-        edited.write(b"USER")
-    os.utime(big, ns=(0, 0))
-    st = big.stat()
-    identity = [st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size]
-    path = copies_record.record_path(first)
-    data = json.loads(path.read_text())
-    for name in ("opt/app/../app/big", "/opt/app/big", "opt//app/big", "./opt/app/big"):
-        data["files"][name] = identity
-    path.write_text(json.dumps(data))
-    _drop(sysroot, tmp_path, first)
-    assert big.read_bytes()[:4] == b"USER"
-    assert _kept(sysroot) == [first.name]
-    assert reads == ["big"]
 
 
 # ----- 3: prepare-tree's undo of a step whose link failed ---------------------------------
@@ -390,13 +320,9 @@ def test_an_undone_move_leaves_no_directory_it_made(tmp_path: Path) -> None:
         assert not os.path.lexists(tree / "usr/lib/sysimage"), "a directory made and left"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review23 4: prepare-tree opens the snippet's temporary name O_WRONLY|O_CREAT "
-    "without O_NONBLOCK: a FIFO left at that name in the tree hangs it",
-)
 def test_a_fifo_at_the_snippets_temporary_name_does_not_hang(tmp_path: Path) -> None:
+    """review23 4 (fixed in 05a2f20): a FIFO at the snippet's temporary name hung the
+    open (O_WRONLY without O_NONBLOCK)."""
     tree = small_tree(tmp_path / "tree", {"usr/lib/tmpfiles.d": "/"}, kernel=False)
     os.mkfifo(tree / "usr/lib/tmpfiles.d/.sapwood-var.conf.sapwood-new")
     try:
@@ -408,16 +334,11 @@ def test_a_fifo_at_the_snippets_temporary_name_does_not_hang(tmp_path: Path) -> 
 
 
 # ----- 5: a serial deploy makes that the reader refuses -----------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review23 5: deploy numbers a deployment one past the highest serial on disk "
-    "(999999999, a kept one) and writes ID.1000000000 into the list, which every later "
-    "read refuses (ten digits): no command works on the sysroot any more",
-)
 def test_deploy_never_writes_a_serial_the_list_refuses(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
+    """review23 5 (fixed in 05a2f20): one past a nine-digit serial on disk was written
+    into the list, which every later command refused."""
     first = _deploy_v1(sysroot, tmp_path)
     high = first.with_name(first.name.rsplit(".", 1)[0] + ".999999999")
     (high / "root").mkdir(parents=True)
@@ -457,19 +378,6 @@ def test_the_list_read_back_from_the_entries_keeps_the_booted_deployment(
     sysroot.cleanup()
     assert first.name in [d.name for d in sysroot.deployments()]
     assert (first / "opt/app/big").read_bytes() == BIG
-
-
-def test_a_records_temporary_file_left_by_a_kill_goes_at_the_cleanup(
-    sysroot: sapwood.Sysroot, tmp_path: Path
-) -> None:
-    """Held: a deploy killed inside write_record leaves .ID.SERIAL.copies.tmp beside the
-    origins; no list names it, and the next cleanup removes it (the records stay)."""
-    first = _deploy_v1(sysroot, tmp_path)
-    leftover = first.parent / f".{first.name}.copies.tmp"
-    leftover.write_text('{"version": 1, "files": {')
-    sysroot.cleanup()
-    assert not leftover.exists()
-    assert copies_record.record_path(first).is_file()
 
 
 # ----- held: prepare-tree SIGKILLed before each of its changes -----------------------------
@@ -522,16 +430,11 @@ def _killed_at(tmp_path: Path, point: int) -> tuple[Path, int]:
     return tree, proc.returncode
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review23 6: killed between moving var/lib/dpkg into usr/lib/sysimage and its "
-    "link, prepare-tree's next run never makes the link (var/lib/dpkg is 'only if "
-    "there'): the tree is committed with no package database where dpkg looks",
-)
 def test_prepare_tree_killed_before_any_change_is_finished_by_the_next_run(
     tmp_path: Path,
 ) -> None:
+    """review23 6 (fixed in 05a2f20): killed between the dpkg database's move and its
+    link, the next run never made the link; every other point was finished."""
     reference = small_tree(tmp_path / "reference", _UNPREPARED, kernel=False)
     sapwood.prepare_tree(reference)
     wanted = _shape(reference)
@@ -550,13 +453,8 @@ def test_prepare_tree_killed_before_any_change_is_finished_by_the_next_run(
     assert not unfinished, unfinished
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review23 6: a package database already moved to usr/lib/sysimage/dpkg without "
-    "its var/lib/dpkg link is left so by prepare-tree, which says the tree is laid out",
-)
 def test_a_moved_package_database_gets_its_link(tmp_path: Path) -> None:
+    """review23 6 (fixed in 05a2f20): a database moved without its link was left so."""
     tree = small_tree(tmp_path / "tree", _UNPREPARED, kernel=False)
     (tree / "usr/lib/sysimage").mkdir(parents=True)
     (tree / "var/lib/dpkg").rename(tree / "usr/lib/sysimage/dpkg")  # killed here
@@ -565,11 +463,11 @@ def test_a_moved_package_database_gets_its_link(tmp_path: Path) -> None:
     assert os.readlink(tree / "var/lib/dpkg") == "../../usr/lib/sysimage/dpkg"
 
 
-# ----- held: a deploy SIGKILLed in each system call of its record, and after it -------------------
+# ----- held: a deploy SIGKILLed in each system call of its users' copies, and after ----
 _DEPLOY_KILLER = """
 import os, signal, sys
 import sapwood
-from fs.sysroot import copies_record
+from fs.sysroot import deploy
 point, count, armed = int(sys.argv[2]), [0], [False]
 def killing(real):
     def call(*args, **kwargs):
@@ -580,31 +478,35 @@ def killing(real):
         return real(*args, **kwargs)
     return call
 for name in ("open", "fsync", "rename", "unlink", "lstat", "scandir", "mkdir", "symlink",
-             "utime", "chmod", "rmdir", "replace"):
+             "utime", "chmod", "chown", "rmdir", "replace", "link", "setxattr"):
     setattr(os, name, killing(getattr(os, name)))
-real_write = copies_record.write_record
-def armed_write(deployment):
+real_copy = deploy._copy_users_dirs
+def armed_copy(dest):
     armed[0] = True
-    real_write(deployment)
+    real_copy(dest)
     count[0] += 1
-    if count[0] == point:  # just after the record, before the rest of the build
+    if count[0] == point:  # just after the copies, before the rest of the build
         os.kill(os.getpid(), signal.SIGKILL)
     armed[0] = False
-copies_record.write_record = armed_write
+deploy._copy_users_dirs = armed_copy
 sapwood.Sysroot(sys.argv[1], cmdline="quiet").deploy("debian/main")
 """
 
 
-def test_a_deploy_killed_in_its_record_leaves_nothing_after_the_next(
+def test_a_deploy_killed_while_copying_leaves_nothing_after_the_next(
     sysroot: sapwood.Sysroot, tmp_path: Path
 ) -> None:
+    """Held: killed before each system call that copies the users' directories (and just
+    after), the list stays old or new, and the next cleanup leaves only the listed
+    deployments with their origins, none kept as users' data."""
+    assert callable(deploy._copy_users_dirs)  # what the killer wraps
     first = _deploy_v1(sysroot, tmp_path)
     commit(sysroot, small_tree(tmp_path / "v2", {**FILES, "usr/etc/v": "2"}))
     deploy_dir = first.parent
-    point, code, ran_through = 0, -9, 0
+    point, ran_through = 0, 0
     while not ran_through:
-        assert point < 100
         point += 1
+        _precondition(point < 400, "the deploy ran through")
         before = [d.name for d in sysroot.deployments()]
         proc = subprocess.run(
             [sys.executable, "-c", _DEPLOY_KILLER, str(sysroot.path), str(point)],
@@ -613,24 +515,18 @@ def test_a_deploy_killed_in_its_record_leaves_nothing_after_the_next(
             text=True,
             timeout=120,
         )
-        code = proc.returncode
-        assert code in (0, -9), proc.stderr
+        assert proc.returncode in (0, -9), proc.stderr
         after = [d.name for d in sysroot.deployments()]
         assert after == before or after[1:] == before[:1], (point, before, after)
         sysroot.cleanup()
         listed = sysroot.deployments()
-        names = {f"{d.name}{s}" for d in listed for s in ("", ".origin", ".copies")}
+        names = {f"{d.name}{s}" for d in listed for s in ("", ".origin")}
         assert set(os.listdir(deploy_dir)) == names, point
         assert sysroot.kept_on_disk() == [], point
-        for deployment in listed:  # each listed one's record vouches for its copies
-            path = sysroot.deployment_path(deployment)
-            for name, identity in _record(path).items():
-                st = (path / name).stat()
-                assert identity == [st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size], point
-        if code == 0:
-            ran_through = ran_through or point
-            sysroot.undeploy(0)  # the next round deploys again
-    assert ran_through > 5, ran_through  # killed before each call of the record, and after
+        assert (first / "opt/app/big").read_bytes() == BIG
+        if proc.returncode == 0:
+            ran_through = point
+    _precondition(ran_through > 5, f"killed at {ran_through - 1} points")
 
 
 @pytest.mark.parametrize("serial", ["7", 7.0, 1234567890, -1, True])
@@ -650,4 +546,3 @@ def test_a_list_with_one_bad_serial_removes_nothing(
         sysroot.cleanup()
     assert (first / "opt/app/big").read_bytes() == BIG
     assert second.is_dir()
-    assert copies_record.record_path(first).is_file()
