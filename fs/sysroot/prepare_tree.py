@@ -55,6 +55,7 @@ MOVES: tuple[tuple[str, str], ...] = (
 _ONLY_IF_THERE = {"var/lib/dpkg"}  # no package database: no link to one
 _PRIVATE = {"var/roothome"}  # made 0700, as /root is
 TMPFILES = "usr/lib/tmpfiles.d/sapwood-var.conf"
+ASIDE = ".sapwood-aside"  # an empty place a move replaces, until its link is made
 
 
 @dataclass(frozen=True)
@@ -152,15 +153,15 @@ def _plan(root: int, root_path: Path, link: str, place: str) -> _Step | None:
 def _apply(root: int, step: _Step) -> str:
     place_dir, place_name = os.path.split(step.place)
     link_dir, link_name = os.path.split(step.link)
+    # what an undo puts back (review23 3): the directories this step makes on the way,
+    # and the empty place a move replaces (set aside under ASIDE, its inode kept)
+    made = list(dict.fromkeys([*_missing(root, place_dir), *_missing(root, link_dir)]))
+    aside = f".{place_name}{ASIDE}" if step.action == "move" and _lstat(root, step.place) else None
     if step.action in ("move", "make", "place"):
         parent = open_below(root, place_dir, make=True)
         try:
             if step.action == "move":  # onto an empty place, if any (the plan checked)
-                source = open_below(root, link_dir, make=False)
-                try:
-                    os.rename(link_name, place_name, src_dir_fd=source, dst_dir_fd=parent)
-                finally:
-                    os.close(source)
+                _move(root, link_dir, link_name, parent, place_name, aside)
             else:
                 mode = 0o700 if step.place in _PRIVATE else 0o755
                 os.mkdir(place_name, mode, dir_fd=parent)
@@ -177,15 +178,38 @@ def _apply(root: int, step: _Step) -> str:
             os.close(source)
     except OSError:  # no inode left for the link, say: the step is undone, not half done
         if step.action in ("move", "make"):
-            _undo(root, step)
+            _undo(root, step, aside, made)
         raise
+    # the empty place set aside, or one a run killed midway left
+    _remove_made(root, os.path.join(place_dir, f".{place_name}{ASIDE}"))
     return f"{step.link} -> {step.target}: {'moved' if step.action == 'move' else 'made'}"
 
 
-def _undo(root: int, step: _Step) -> None:
-    """Put back what ``step`` did before its link failed: the directory moved back, or
-    the place made removed (needing no room); a failure here leaves it for the next run
-    to finish (its plan knows a place without its link) and is only logged."""
+def _move(
+    root: int, link_dir: str, link_name: str, parent: int, place_name: str, aside: str | None
+) -> None:
+    """Rename the directory at the link to the place (in ``parent``), an empty place
+    there set aside first."""
+    source = open_below(root, link_dir, make=False)
+    try:
+        if aside is not None:
+            os.rename(place_name, aside, src_dir_fd=parent, dst_dir_fd=parent)
+        try:
+            os.rename(link_name, place_name, src_dir_fd=source, dst_dir_fd=parent)
+        except OSError:
+            if aside is not None:
+                os.rename(aside, place_name, src_dir_fd=parent, dst_dir_fd=parent)
+            raise
+    finally:
+        os.close(source)
+
+
+def _undo(root: int, step: _Step, aside: str | None, made: list[str]) -> None:
+    """Put back what ``step`` did before its link failed: the directory moved back (and
+    the empty place it replaced, set aside, renamed back), or the place made removed,
+    and the directories made on the way (no room needed); a failure here leaves it for
+    the next run to finish (its plan knows a place without its link) and is only
+    logged."""
     place_dir, place_name = os.path.split(step.place)
     link_dir, link_name = os.path.split(step.link)
     try:
@@ -197,12 +221,38 @@ def _undo(root: int, step: _Step) -> None:
                     os.rename(place_name, link_name, src_dir_fd=parent, dst_dir_fd=source)
                 finally:
                     os.close(source)
+                if aside is not None:
+                    os.rename(aside, place_name, src_dir_fd=parent, dst_dir_fd=parent)
             else:
                 os.rmdir(place_name, dir_fd=parent)
         finally:
             os.close(parent)
+        for directory in sorted(made, key=len, reverse=True):  # the deepest first
+            _remove_made(root, directory)
     except OSError as exc:
         log.warning("%s: not put back (%s): the next run makes its link", step.place, exc)
+
+
+def _remove_made(root: int, directory: str) -> None:
+    """rmdir a directory a step made on its way, if it is still empty."""
+    head, name = os.path.split(directory)
+    try:
+        parent = open_below(root, head)
+    except OSError:
+        return
+    try:
+        os.rmdir(name, dir_fd=parent)
+    except OSError as exc:  # not empty (something else went there), or gone
+        log.debug("%s: left (%s)", directory, exc)
+    finally:
+        os.close(parent)
+
+
+def _missing(root: int, relative: str) -> list[str]:
+    """The components of the directory ``relative`` (each a prefix of it) not there."""
+    parts = [part for part in relative.split("/") if part]
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    return [prefix for prefix in prefixes if _lstat(root, prefix) is None]
 
 
 def _tmpfiles_text() -> str:
