@@ -19,9 +19,10 @@ Every change is planned and checked before the first is made: a refusal
 (TreeLayoutError, one line) leaves the tree as it was. What a plan cannot see (an
 immutable directory, a mount point, another filesystem under var/, a full disk) fails
 midway, in one line that says what was done and that a second run, once it is fixed,
-finishes: a step whose link cannot be made is put back (the directory moved back, the
-place made removed), and the snippet's temporary file is removed, so the tree holds
-what the line lists and nothing half-written. Symlinks
+finishes: a step whose link cannot be made is put back (the directory moved back and
+the empty place it replaced renamed back from aside, the place made removed, the
+directories made on the way removed), and the snippet's temporary file is removed, so
+the tree holds what the line lists and nothing half-written. Symlinks
 inside the tree are never followed (every directory is opened component by component
 with O_NOFOLLOW), so nothing is written outside it. Running it again changes nothing; a
 run killed midway is finished by the next.
