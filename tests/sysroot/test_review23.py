@@ -559,3 +559,30 @@ def test_a_list_with_one_bad_serial_removes_nothing(
         sysroot.cleanup()
     assert (first / "opt/app/big").read_bytes() == BIG
     assert second.is_dir()
+
+
+@pytest.mark.parametrize("what", ["a symlink", "a directory", "a file"])
+def test_whatever_is_at_the_snippets_temporary_name_is_never_followed(
+    tmp_path: Path, what: str
+) -> None:
+    """Held (05a2f20): the temporary name is sapwood's own: a symlink there is removed,
+    not written through; a directory there fails in one line; a file is replaced."""
+    outside = tmp_path / "outside"
+    outside.write_text("not the tree's\n")
+    tree = small_tree(tmp_path / "tree", {"usr/lib/tmpfiles.d": "/"}, kernel=False)
+    temporary = tree / "usr/lib/tmpfiles.d/.sapwood-var.conf.sapwood-new"
+    if what == "a symlink":
+        temporary.symlink_to(outside)
+    elif what == "a directory":
+        (temporary / "inside").mkdir(parents=True)
+    else:
+        temporary.write_text("left\n")
+    proc = run("admin", "prepare-tree", tree, text=True, timeout=60)
+    assert outside.read_text() == "not the tree's\n"
+    if what == "a directory":
+        assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
+        assert (temporary / "inside").is_dir()
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert not os.path.lexists(temporary)
+        assert (tree / "usr/lib/tmpfiles.d/sapwood-var.conf").read_text().startswith("# sapwood")
