@@ -609,3 +609,18 @@ def test_a_failed_make_leaves_no_directory_it_made(tmp_path: Path) -> None:
         _precondition("No space left on device" in stderr, f"a full disk: {stderr}")
         _precondition("done before it: nothing" in stderr, stderr)
         assert not os.path.lexists(tree / "var"), "a directory made and left"
+
+
+def test_a_copies_record_left_by_70a8f7b_goes_at_the_cleanup(
+    sysroot: sapwood.Sysroot, tmp_path: Path
+) -> None:
+    """Held (1eef0ce): a sysroot deployed while the record existed has ID.SERIAL.copies
+    beside its listed deployments; nothing reads it any more, and the next cleanup
+    removes it, never the deployment it names."""
+    first = _deploy_v1(sysroot, tmp_path)
+    record = first.parent / f"{first.name}.copies"
+    record.write_text('{"version": 1, "deployment": [0, 0], "files": {}}')
+    sysroot.cleanup()
+    assert not record.exists()
+    assert (first / "opt/app/big").read_bytes() == BIG
+    assert [d.name for d in sysroot.deployments()] == [first.name]
