@@ -341,6 +341,13 @@ def test_deploy_never_writes_a_serial_the_list_refuses(
         raise AssertionError(f"the list is no longer readable: {exc}") from None
     assert first.name in names
     assert high.is_dir() and (high / "root/mine").is_file()
+    # again and again: each a serial no other deployment of the commit has, all readable
+    for _ in range(3):
+        sysroot.deploy("debian/main")
+        names = [d.name for d in sysroot.deployments()]
+        assert len(set(names)) == len(names)
+        assert high.name not in names and (high / "root/mine").is_file()
+    assert [d.name for d in sysroot.kept_on_disk()] == [high.name]
 
 
 @pytest.mark.parametrize(
