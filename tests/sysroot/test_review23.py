@@ -428,19 +428,12 @@ def _killed_at(tmp_path: Path, point: int) -> tuple[Path, int]:
     return tree, proc.returncode
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review23 7: killed after a move's link and before its set-aside empty place "
-    "is removed (098680a), the next run has no step for that link and never removes "
-    "var/.opt.sapwood-aside: the tree is committed with it",
-)
 def test_prepare_tree_killed_before_any_change_is_finished_by_the_next_run(
     tmp_path: Path,
 ) -> None:
     """review23 6 (fixed in 05a2f20): killed between the dpkg database's move and its
-    link, the next run never made the link. review23 7: killed after opt's link and
-    before its set-aside var/opt goes, the next run leaves that aside."""
+    link, the next run never made the link. review23 7 (fixed in c8835a0): killed after
+    opt's link and before its set-aside var/opt went, the next run left that aside."""
     reference = small_tree(tmp_path / "reference", _UNPREPARED, kernel=False)
     sapwood.prepare_tree(reference)
     wanted = _shape(reference)
@@ -459,13 +452,9 @@ def test_prepare_tree_killed_before_any_change_is_finished_by_the_next_run(
     assert not unfinished, unfinished
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review23 7: an empty place set aside by a run killed after its link is made "
-    "stays in the tree: no later run has a step for that link",
-)
 def test_a_set_aside_place_left_by_a_killed_run_goes_at_the_next(tmp_path: Path) -> None:
+    """review23 7 (fixed in c8835a0): an aside left by a run killed after its link
+    stayed for good."""
     tree = small_tree(tmp_path / "tree", _UNPREPARED, kernel=False)
     sapwood.prepare_tree(tree)
     (tree / "var/.opt.sapwood-aside").mkdir()  # killed between opt's link and its rmdir
