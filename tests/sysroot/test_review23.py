@@ -19,8 +19,9 @@ import pytest
 
 import sapwood
 from fs.sysroot import deploy, users_data
+from fs.sysroot.prepare_tree import MOVES
 from tests.helpers import IS_ROOT, run, small_tmpfs
-from tests.sysroot.conftest import commit, small_tree
+from tests.sysroot.conftest import commit, remove, small_tree
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
 
@@ -415,8 +416,22 @@ def _shape(tree: Path) -> list[tuple[str, int, int, str]]:
     return found
 
 
-def _killed_at(tmp_path: Path, point: int) -> tuple[Path, int]:
-    tree = small_tree(tmp_path / f"t{point}", _UNPREPARED, kernel=False)
+# every place there already, empty (each move sets one aside), and the dpkg one too
+_EVERY_PLACE = {
+    "home/alice/notes": "mine\n",
+    "root/.profile": "# root\n",
+    "srv/www/index": "i\n",
+    "mnt/x/y": "y\n",
+    "usr/local/bin/tool": "#!/bin/sh\n",
+    "opt/app/f": "app\n",
+    "var/lib/dpkg/status": "Package: openssl\n",
+    **{place: "/" for _, place in MOVES},
+}
+SHAPES = {"some places there": _UNPREPARED, "every place there": _EVERY_PLACE}
+
+
+def _killed_at(tmp_path: Path, files: dict[str, str], point: int) -> tuple[Path, int]:
+    tree = small_tree(tmp_path / f"t{point}", files, kernel=False)
     proc = subprocess.run(
         [sys.executable, "-c", _KILLER, str(tree), str(point)],
         cwd=Path(__file__).parents[2],
@@ -428,26 +443,29 @@ def _killed_at(tmp_path: Path, point: int) -> tuple[Path, int]:
     return tree, proc.returncode
 
 
+@pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_prepare_tree_killed_before_any_change_is_finished_by_the_next_run(
-    tmp_path: Path,
+    tmp_path: Path, shape: str
 ) -> None:
     """review23 6 (fixed in 05a2f20): killed between the dpkg database's move and its
     link, the next run never made the link. review23 7 (fixed in c8835a0): killed after
     opt's link and before its set-aside var/opt went, the next run left that aside."""
-    reference = small_tree(tmp_path / "reference", _UNPREPARED, kernel=False)
+    files = SHAPES[shape]
+    reference = small_tree(tmp_path / "reference", files, kernel=False)
     sapwood.prepare_tree(reference)
     wanted = _shape(reference)
     unfinished = []
     point, code = 0, -9
     while code != 0:
         point += 1
-        _precondition(point < 200, "prepare-tree ran through")
-        tree, code = _killed_at(tmp_path, point)
+        _precondition(point < 300, "prepare-tree ran through")
+        tree, code = _killed_at(tmp_path, files, point)
         sapwood.prepare_tree(tree)
         _precondition((tree / "var/home/alice/notes").read_text() == "mine\n", "notes")
         if _shape(tree) != wanted:
             differ = sorted(set(wanted) ^ set(_shape(tree)))
             unfinished.append((point, differ[0][0]))
+        remove(tree)  # one tree at a time on disk
     _precondition(point > 10, "killed before each change, then ran through")
     assert not unfinished, unfinished
 
