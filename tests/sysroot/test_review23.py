@@ -638,3 +638,41 @@ def test_a_copies_record_left_by_70a8f7b_goes_at_the_cleanup(
     assert not record.exists()
     assert (first / "opt/app/big").read_bytes() == BIG
     assert [d.name for d in sysroot.deployments()] == [first.name]
+
+
+def test_prepare_tree_on_a_full_disk_killed_in_its_undo_is_finished_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """Held (098680a, c8835a0): no inode left, the first move's link fails (its empty
+    place set aside keeps its inode) and the step is undone; killed before each system
+    call up to that failure, including those of the undo, the next run with room ends
+    as a run never killed."""
+    reference = small_tree(tmp_path / "reference", _EVERY_PLACE, kernel=False)
+    sapwood.prepare_tree(reference)
+    wanted = _shape(reference)
+    unfinished = []
+    with small_tmpfs(tmp_path / "disk", "8m,nr_inodes=600") as disk:
+        point, code = 0, -9
+        while code == -9:
+            point += 1
+            _precondition(point < 300, "prepare-tree stopped")
+            tree = small_tree(disk / "tree", _EVERY_PLACE, kernel=False)
+            fillers = _fill_inodes(disk, 0)
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-c", _KILLER, str(tree), str(point)],
+                    cwd=Path(__file__).parents[2],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+            finally:
+                _empty(fillers)
+            code = proc.returncode
+            sapwood.prepare_tree(tree)
+            if _shape(tree) != wanted:
+                unfinished.append((point, sorted(set(wanted) ^ set(_shape(tree)))[0][0]))
+            remove(tree)
+        _precondition(code == 1 and "No space left" in proc.stderr, proc.stderr[-300:])
+        _precondition(point > 10, f"killed at {point - 1} points before the failure")
+    assert not unfinished, unfinished
