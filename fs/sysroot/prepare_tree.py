@@ -160,16 +160,11 @@ def _apply(root: int, step: _Step) -> str:
     made = list(dict.fromkeys([*_missing(root, place_dir), *_missing(root, link_dir)]))
     aside = f".{place_name}{ASIDE}" if step.action == "move" and _lstat(root, step.place) else None
     if step.action in ("move", "make", "place"):
-        parent = open_below(root, place_dir, make=True)
         try:
-            if step.action == "move":  # onto an empty place, if any (the plan checked)
-                _move(root, link_dir, link_name, parent, place_name, aside)
-            else:
-                mode = 0o700 if step.place in _PRIVATE else 0o755
-                os.mkdir(place_name, mode, dir_fd=parent)
-                os.chmod(place_name, mode, dir_fd=parent)  # whatever the umask took
-        finally:
-            os.close(parent)
+            _make_place(root, step, link_dir, link_name, aside)
+        except OSError:  # the place not made (no inode left, EXDEV): nor its parents (review23 8)
+            _remove_all(root, made)
+            raise
     if step.action == "place":
         return f"{step.place}: made (the place {step.link} links to)"
     try:
@@ -181,10 +176,33 @@ def _apply(root: int, step: _Step) -> str:
     except OSError:  # no inode left for the link, say: the step is undone, not half done
         if step.action in ("move", "make"):
             _undo(root, step, aside, made)
+        else:  # a link alone: only the directories made on its way
+            _remove_all(root, made)
         raise
     if aside is not None:
         _remove_made(root, os.path.join(place_dir, aside))
     return f"{step.link} -> {step.target}: {'moved' if step.action == 'move' else 'made'}"
+
+
+def _make_place(root: int, step: _Step, link_dir: str, link_name: str, aside: str | None) -> None:
+    """The place made, or the directory moved there (an empty place set aside first)."""
+    place_dir, place_name = os.path.split(step.place)
+    parent = open_below(root, place_dir, make=True)
+    try:
+        if step.action == "move":  # onto an empty place, if any (the plan checked)
+            _move(root, link_dir, link_name, parent, place_name, aside)
+        else:
+            mode = 0o700 if step.place in _PRIVATE else 0o755
+            os.mkdir(place_name, mode, dir_fd=parent)
+            os.chmod(place_name, mode, dir_fd=parent)  # whatever the umask took
+    finally:
+        os.close(parent)
+
+
+def _remove_all(root: int, made: list[str]) -> None:
+    """rmdir the directories a step made on its way, the deepest first."""
+    for directory in sorted(made, key=len, reverse=True):
+        _remove_made(root, directory)
 
 
 def _remove_asides(root: int) -> None:
@@ -239,8 +257,7 @@ def _undo(root: int, step: _Step, aside: str | None, made: list[str]) -> None:
                 os.rmdir(place_name, dir_fd=parent)
         finally:
             os.close(parent)
-        for directory in sorted(made, key=len, reverse=True):  # the deepest first
-            _remove_made(root, directory)
+        _remove_all(root, made)
     except OSError as exc:
         log.warning("%s: not put back (%s): the next run makes its link", step.place, exc)
 
