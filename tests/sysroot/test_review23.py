@@ -602,14 +602,9 @@ def test_whatever_is_at_the_snippets_temporary_name_is_never_followed(
         assert (tree / "usr/lib/tmpfiles.d/sapwood-var.conf").read_text().startswith("# sapwood")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review23 8: a made place whose own mkdir fails (no inode left) leaves the "
-    "parents its step made (var/ of a tree without one): 098680a undoes them only when "
-    "the link fails",
-)
 def test_a_failed_make_leaves_no_directory_it_made(tmp_path: Path) -> None:
+    """review23 8 (fixed in 2841a98): a place whose own mkdir failed left the parents
+    its step made."""
     with small_tmpfs(tmp_path / "disk", "4m,nr_inodes=400") as disk:
         tree = small_tree(disk / "tree", {"usr/lib/x": "x\n"}, kernel=False)
         for name in ("var/lib/state", "var/lib", "var"):
