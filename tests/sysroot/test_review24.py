@@ -5,6 +5,7 @@ naming "review24 N" is a defect written up in /work/plan/review24.md."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -173,3 +174,43 @@ def test_a_second_run_changes_nothing_not_even_an_inode(tmp_path: Path) -> None:
     before = _shape(tree)
     assert sapwood.prepare_tree(tree) == []
     assert _shape(tree) == before
+
+
+def _swapped_before_chmod(monkeypatch: pytest.MonkeyPatch, name: str, outside: Path) -> None:
+    """Another process (with write access to the tree) replacing ``name`` with a symlink
+    to ``outside`` just before prepare-tree's chmod of it (the race made deterministic)."""
+    real = os.chmod
+
+    def swapped(path: object, mode: int, *, dir_fd: int | None = None, **kw: object) -> None:
+        if path == name and dir_fd is not None:
+            os.rename(name, f"{name}.moved", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.symlink(outside, name, dir_fd=dir_fd)
+        real(path, mode, dir_fd=dir_fd, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "chmod", swapped)
+
+
+@pytest.mark.xfail(strict=True, reason="review24 3")
+@pytest.mark.parametrize(
+    ("name", "outside_kind"),
+    [(".sapwood-var.conf.sapwood-new", "file"), ("srv", "directory")],
+)
+def test_a_chmod_never_follows_a_symlink_swapped_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, outside_kind: str
+) -> None:
+    """review24 3: the snippet's temporary file (made with O_EXCL|O_NOFOLLOW) and a
+    made place (mkdir) are chmod'ed by name afterwards, following a symlink: one
+    swapped in between makes root chmod a file or directory outside the tree (0644,
+    0755). fchmod of the descriptor (or follow_symlinks=False) never leaves the tree."""
+    tree = _tree(tmp_path / "tree")
+    outside = tmp_path / "outside"
+    if outside_kind == "file":
+        outside.write_text("secret\n")
+    else:
+        outside.mkdir()
+    os.chmod(outside, 0o600)
+    _swapped_before_chmod(monkeypatch, name, outside)
+    with contextlib.suppress(TreeLayoutError):  # a failure is fine, a chmod outside is not
+        sapwood.prepare_tree(tree)
+    monkeypatch.undo()
+    assert os.stat(outside).st_mode & 0o777 == 0o600
