@@ -115,6 +115,9 @@ class CommitRequest:
     timestamp: int | None = None
     skip_if_unchanged: bool = False
     options: ContentOptions = field(default_factory=ContentOptions)
+    # read every file, vouched for by no stat cache (fs/statcache.py: after a crash, a
+    # file written in place may keep its old timestamps); the cache is written afresh
+    read_all: bool = False
 
 
 @dataclass
@@ -154,7 +157,7 @@ def make_commit(
     _check_commit_fields(request, parent, timestamp)
     stats = CommitStats()
     with repo.transaction() as txn:
-        context = _LayerContext(request.options, started_ns, progress, stats)
+        context = _LayerContext(request.options, started_ns, progress, stats, request.read_all)
         root_entry = _write_layers(repo, txn, request.layers, context)
         if request.skip_if_unchanged and parent is not None:
             previous = repo.read_commit(parent)
@@ -229,6 +232,7 @@ class _LayerContext:
     started_ns: int
     progress: Progress | None
     stats: CommitStats
+    read_all: bool = False
 
 
 def _apply_layer(
@@ -243,7 +247,13 @@ def _apply_layer(
     directory layer write each directory as it finishes it (fs/scan.py)."""
     if layer.kind is LayerKind.DIR:
         scanner = DirScanner(
-            repo, txn, context.options, context.started_ns, context.progress, seal=seal
+            repo,
+            txn,
+            context.options,
+            context.started_ns,
+            context.progress,
+            seal=seal,
+            read_all=context.read_all,
         )
         scanner.scan(Path(layer.source), root)
         stats = context.stats

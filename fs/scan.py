@@ -137,9 +137,11 @@ class DirScanner:
         started_ns: int,
         progress: Progress | None = None,
         seal: ObjectId | None = None,
+        read_all: bool = False,
     ) -> None:
         """``seal``: write each directory when the walk leaves it (no later layer can
-        change it), with this dirmeta for the directories that have none."""
+        change it), with this dirmeta for the directories that have none. ``read_all``:
+        no file is vouched for by the stat cache (CommitRequest.read_all)."""
         self._repo = repo
         self._seal = seal
         self._txn = txn
@@ -157,6 +159,7 @@ class DirScanner:
         self.cache_hits = 0
         self.linked = 0  # files recognised as the repository's objects (never read)
         self.coarse_files = 0  # files whose timestamps are too coarse for the cache
+        self._read_all = read_all
         self._adjusting = _adjusts_owner_or_mode(options)
         self._prefetch: Prefetcher | None = None  # while walking: fs/prefetch.py
         self._dirmetas: dict[tuple[int, int, int, tuple[tuple[bytes, bytes], ...]], ObjectId] = {}
@@ -611,6 +614,8 @@ class DirScanner:
         self._symlinks[key] = known
 
     def _cached(self, fsid: int, st: os.stat_result, digest: bytes) -> ObjectId | None:
+        if self._read_all:
+            return None
         if not self._granularity.can_vouch(fsid, st):
             self.coarse_files += 1
             return None  # timestamps too coarse to witness a rewrite: fs/statcache.py

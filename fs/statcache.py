@@ -43,7 +43,16 @@ What remains: two filesystems with one UUID (a reproducible image builder that f
 the UUID too) whose files were stamped with the same timestamps, with the same
 inodes, sizes and modes but other content, bound in turn to one device, each having
 shown a sub-second timestamp somewhere (a fully stamped image shows none and is read
-every time). Nothing the kernel reports cheaply tells those two apart.
+every time). Nothing the kernel reports cheaply tells those two apart. Nor does
+anything tell a file whose bytes changed while its ctime stayed (review23 9), which the
+kernel allows in two ways: a crash after a same-size write in place made durable with
+fdatasync (which persists data, not timestamps; a `lazytime` mount defers them up to a
+day) keeps the new bytes with the old ctime, and a page of a shared writable mapping
+dirtied before the cached commit takes later writes without a fault, so without a new
+ctime. The commit then records the file's old object. git's index has the same blind
+spot and accepts it; here too the file itself is never touched, only a re-commit of it
+misses the change. After such a crash, `sapwood commit --read-all` (CommitRequest's
+read_all) reads every file and writes the cache afresh.
 
 The table and its records belong to the store (store/statcache.py defines their
 layout; a Repository snapshot looks them up, a transaction writes them): the key

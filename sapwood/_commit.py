@@ -23,6 +23,7 @@ def commit(
     skip_if_unchanged: bool = False,
     options: ContentOptions | None = None,
     progress: Callable[[int], None] | None = None,
+    read_all: bool = False,
 ) -> CommitResult:
     """Commit ``source`` (a directory's path, or layers overlaid in order) and move
     ``branch``.
@@ -32,7 +33,9 @@ def commit(
     ObjectId names the parent commit. ``timestamp`` defaults to now (seconds since the
     epoch). With ``skip_if_unchanged``, a tree equal to the parent's makes no commit:
     the result then has ``created`` False and the parent's id. ``progress`` is called
-    with the number of files scanned so far.
+    with the number of files scanned so far. ``read_all`` reads every file, none taken
+    from the stat cache (after a crash: a file written in place may keep its old
+    timestamps, fs/statcache.py).
 
     The branch moves by compare-and-swap against the value it had when the commit
     began: a concurrent commit to the same branch makes this one fail
@@ -51,6 +54,7 @@ def commit(
         parent=parent,
         timestamp=timestamp,
         skip_if_unchanged=skip_if_unchanged,
+        read_all=read_all,
         options=options if options is not None else ContentOptions(),
     )
     return make_commit(repo, request, progress)

@@ -92,6 +92,12 @@ def register(commands: Any) -> None:
         help="make no commit if the tree equals the parent's",
     )
     p.add_argument(
+        "--read-all",
+        action="store_true",
+        help="read every file, trusting no stat cache (after a crash: a file written in "
+        "place may keep its old timestamps)",
+    )
+    p.add_argument(
         "--timestamp", help="commit time: seconds since the epoch, ISO 8601, or as REV@{DATE}"
     )
     p.add_argument("path", nargs="?", help="directory to commit (same as --tree=dir=PATH)")
@@ -155,6 +161,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
             parent=_parent(repo, args.parent),
             timestamp=timestamp,
             skip_if_unchanged=args.skip_if_unchanged,
+            read_all=args.read_all,
             options=options,
             progress=progress.count,
         )
