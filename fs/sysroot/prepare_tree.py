@@ -97,7 +97,7 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
             for step in steps:
                 done.append(_apply(root, step))
             if write_tmpfiles:
-                _write(root, TMPFILES, tmpfiles)
+                _write_snippet(root, tmpfiles)
                 done.append(f"{TMPFILES}: written")
         except OSError as exc:  # what the plan cannot see: an immutable directory, EXDEV
             raise _failed_midway(root_path, done, exc) from None
@@ -106,6 +106,17 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
     for line in done:
         log.info("%s: %s", root_path, line)
     return done
+
+
+def _write_snippet(root: int, text: str) -> None:
+    """The tmpfiles snippet written; the directories made on its way removed again if
+    it cannot be (review24 5)."""
+    made = _missing(root, os.path.dirname(TMPFILES))
+    try:
+        _write(root, TMPFILES, text)
+    except OSError:
+        _remove_all(root, made)
+        raise
 
 
 def _refuse_a_live_root(root_path: Path) -> None:
@@ -149,6 +160,15 @@ def _plan(root: int, root_path: Path, link: str, place: str) -> _Step | None:
         raise _refused(root_path, link, "is not a directory")
     if there is not None and _listdir(root, place):
         raise _refused(root_path, place, f"is there already, with {link} a directory too")
+    if there is not None:  # set aside by the move: its name must be free (review24 1)
+        aside = _aside(place)
+        held_aside = _lstat(root, aside)
+        if held_aside is not None and not (
+            stat.S_ISDIR(held_aside.st_mode) and not _listdir(root, aside)
+        ):
+            raise _refused(
+                root_path, aside, "is in the way of the name sapwood sets places aside as"
+            )
     return _Step(link, place, "move")
 
 
@@ -158,7 +178,7 @@ def _apply(root: int, step: _Step) -> str:
     # what an undo puts back (review23 3): the directories this step makes on the way,
     # and the empty place a move replaces (set aside under ASIDE, its inode kept)
     made = list(dict.fromkeys([*_missing(root, place_dir), *_missing(root, link_dir)]))
-    aside = f".{place_name}{ASIDE}" if step.action == "move" and _lstat(root, step.place) else None
+    aside = _aside(place_name) if step.action == "move" and _lstat(root, step.place) else None
     if step.action in ("move", "make", "place"):
         try:
             _make_place(root, step, link_dir, link_name, aside)
@@ -180,7 +200,7 @@ def _apply(root: int, step: _Step) -> str:
             _remove_all(root, made)
         raise
     if aside is not None:
-        _remove_made(root, os.path.join(place_dir, aside))
+        _remove_made(root, os.path.join(place_dir, aside), kept_warns=True)
     return f"{step.link} -> {step.target}: {'moved' if step.action == 'move' else 'made'}"
 
 
@@ -194,7 +214,11 @@ def _make_place(root: int, step: _Step, link_dir: str, link_name: str, aside: st
         else:
             mode = 0o700 if step.place in _PRIVATE else 0o755
             os.mkdir(place_name, mode, dir_fd=parent)
-            os.chmod(place_name, mode, dir_fd=parent)  # whatever the umask took
+            made = open_below(parent, place_name)  # never a symlink swapped in (review24 3)
+            try:
+                os.fchmod(made, mode)  # whatever the umask took
+            finally:
+                os.close(made)
     finally:
         os.close(parent)
 
@@ -209,10 +233,9 @@ def _remove_asides(root: int) -> None:
     """Remove the empty places a run killed after a move's link left aside (review23 7):
     whatever this run's plan, none has a step for them."""
     for _, place in MOVES:
-        place_dir, place_name = os.path.split(place)
-        aside = os.path.join(place_dir, f".{place_name}{ASIDE}")
+        aside = _aside(place)
         if _lstat(root, aside) is not None:
-            _remove_made(root, aside)
+            _remove_made(root, aside, kept_warns=True)
 
 
 def _move(
@@ -262,8 +285,16 @@ def _undo(root: int, step: _Step, aside: str | None, made: list[str]) -> None:
         log.warning("%s: not put back (%s): the next run makes its link", step.place, exc)
 
 
-def _remove_made(root: int, directory: str) -> None:
-    """rmdir a directory a step made on its way, if it is still empty."""
+def _aside(place: str) -> str:
+    """The name an empty place is set aside as while a move replaces it."""
+    place_dir, place_name = os.path.split(place)
+    return os.path.join(place_dir, f".{place_name}{ASIDE}")
+
+
+def _remove_made(root: int, directory: str, kept_warns: bool = False) -> None:
+    """rmdir a directory a step made on its way (or set aside), if it is still empty;
+    one that is not, with ``kept_warns``, is said (files written there during the run:
+    review24 2), never removed."""
     head, name = os.path.split(directory)
     try:
         parent = open_below(root, head)
@@ -272,7 +303,10 @@ def _remove_made(root: int, directory: str) -> None:
     try:
         os.rmdir(name, dir_fd=parent)
     except OSError as exc:  # not empty (something else went there), or gone
-        log.debug("%s: left (%s)", directory, exc)
+        if kept_warns and exc.errno == errno.ENOTEMPTY:
+            log.warning("%s: kept: files were written there during the run", directory)
+        else:
+            log.debug("%s: left (%s)", directory, exc)
     finally:
         os.close(parent)
 
@@ -376,7 +410,7 @@ def _write(root: int, relative: str, text: str) -> None:
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(text.encode())
-            os.chmod(temporary, 0o644, dir_fd=parent)
+                os.fchmod(file.fileno(), 0o644)  # the file made, whatever is at its name
             os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
         except BaseException:  # a full disk: no half-written file left in the tree
             with contextlib.suppress(OSError):
@@ -389,7 +423,8 @@ def _write(root: int, relative: str, text: str) -> None:
 def _failed_midway(root_path: Path, done: list[str], exc: OSError) -> SapwoodError:
     """The one line of a failure midway; OutOfSpaceError for a full disk or quota (what
     a caller of the library tells apart, as from deploy's), TreeLayoutError otherwise."""
-    where = f" ({exc.filename})" if isinstance(exc.filename, str) else ""
+    names = [n for n in (exc.filename, exc.filename2) if isinstance(n, str)]
+    where = f" ({' -> '.join(names)})" if names else ""
     so_far = "; ".join(done) if done else "nothing"
     message = (
         f"{root_path}: {exc.strerror or exc}{where}; done before it: {so_far}; "
