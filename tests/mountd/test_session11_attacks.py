@@ -23,7 +23,6 @@ from store import RepoMode, Repository, filez, lookup
 from store.filez import MAGIC_ZLIB, PREFIX
 from tests.helpers import (
     AS_NOBODY,
-    IS_ROOT,
     NOBODY,
     Mounts,
     as_user,
@@ -566,49 +565,8 @@ def _killed_readers(
     return [reader.communicate(timeout=60)[1] for reader in readers]
 
 
-def _cached_kib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("Cached:"):
-            return int(line.split()[1])
-    raise AssertionError("no Cached in /proc/meminfo")
-
-
-@pytest.mark.long
-@pytest.mark.skipif(not IS_ROOT, reason="mounts a fusectl")
-def test_killed_hostile_reads_leave_no_page_cache_that_cannot_be_let_go(
-    tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """1,000 readers of a hostile object (64 GiB of zeros claimed) at distinct offsets,
-    killed at once: each read-ahead request they left waited for the verification
-    (minutes) holding its locked page-cache folios (128 KiB), which no reclaim can take:
-    ~125 MiB (attack20 3). Now each request is answered once its reader is gone (the
-    kernel's count of waiting requests falls to 0: tests/mountd/test_waiters.py), and
-    the folios they leave, never filled, go as any clean page does: an fadvise(DONTNEED)
-    of the file lets them go, and what the page cache loses when the daemon ends after
-    it (this finding's first measure, which counted those reclaimable folios too:
-    docs/decisions.md, session 11) is next to nothing."""
-    from tests.mountd.test_waiters import _waiting_requests
-
-    repo = zeros_claiming(tmp_path, monkeypatch, 64 << 30)
-    daemon = mount.foreground(repo, "main")
-    hostile = daemon.mountpoint / "hostile"
-    with _waiting_requests(daemon.mountpoint, tmp_path) as waiting:
-        _killed_readers(hostile, 1000, 100)
-        assert wait_for(lambda: waiting() == 0, 10), f"{waiting()} requests still out"
-    held = _cached_kib()
-    fd = os.open(hostile, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    let_go = held - _cached_kib()
-    held = _cached_kib()
-    os.kill(daemon.pid, signal.SIGTERM)
-    daemon.process.wait(timeout=20)
-    time.sleep(0.5)
-    pinned = held - _cached_kib()
-    print(f"page cache let go of by DONTNEED: {let_go >> 10} MiB; at the end: {pinned >> 10} MiB")
-    assert pinned < 16 << 10, f"{pinned >> 10} MiB of page cache could not be let go of"
+# attack20 3 (killed hostile reads pinning page cache): measured per file, with cachestat,
+# in tests/test_review24.py (review24 4 replaced the machine-wide Cached measure).
 
 
 @pytest.mark.long
