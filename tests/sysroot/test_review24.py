@@ -204,7 +204,7 @@ def test_a_chmod_never_follows_a_symlink_swapped_in(
     """review24 3: the snippet's temporary file (made with O_EXCL|O_NOFOLLOW) and a
     made place (mkdir) are chmod'ed by name afterwards, following a symlink: one
     swapped in between makes root chmod a file or directory outside the tree (0644,
-    0755). fchmod of the descriptor (or follow_symlinks=False) never leaves the tree."""
+    0755). fchmod of the descriptor never leaves the tree."""
     tree = _tree(tmp_path / "tree")
     outside = tmp_path / "outside"
     if outside_kind == "file":
