@@ -256,3 +256,34 @@ def test_a_snippet_that_cannot_be_written_leaves_no_directory_it_made(tmp_path: 
             shutil.rmtree(fillers)
         assert "done before it: nothing" in str(raised.value), str(raised.value)
         assert _shape(tree) == before, "directories made for the snippet were left"
+
+
+@pytest.mark.parametrize(
+    ("listed", "on_disk", "expected"),
+    [
+        ([0, 1], [999_999_999], 2),  # past nine digits: the lowest free, not 10**9
+        ([999_999_999, 0, 2], [1, 5], 3),  # gaps: the lowest none has, listed or on disk
+        ([], [999_999_999], 0),
+        ([3, 999_999_999], [], 0),
+        ([0, 1], [2], 3),  # below nine digits: one past the highest, as always
+    ],
+)
+def test_the_next_serial_is_free_and_never_past_nine_digits(
+    monkeypatch: pytest.MonkeyPatch, listed: list[int], on_disk: list[int], expected: int
+) -> None:
+    """deploy._next_deployment (05a2f20): one past the highest serial of the commit, or
+    past nine digits the lowest that no listed or kept deployment of it has (another
+    OS's of the same commit included; another commit's serials do not count)."""
+    from fs.sysroot import deploy
+    from fs.sysroot.state import Deployment, parse_deployment_name
+
+    commit, other = "a" * 64, "b" * 64
+    mine = [Deployment(os_name="os", commit=commit, serial=s) for s in listed]
+    theirs = [Deployment(os_name="os", commit=other, serial=s) for s in range(4)]
+    kept = [Deployment(os_name="other-os", commit=commit, serial=s) for s in on_disk]
+    monkeypatch.setattr(deploy, "unlisted_on_disk", lambda layout, deployments: kept)
+    request = deploy.DeployRequest("os", "main", bytes.fromhex(commit))  # type: ignore[arg-type]
+    new = deploy._next_deployment(None, request, [], [*mine, *theirs])  # type: ignore[arg-type]
+    assert new.serial == expected
+    assert new.serial not in {*listed, *on_disk}
+    assert parse_deployment_name(new.name) == (commit, expected)
