@@ -98,10 +98,10 @@ def test_what_holds_the_aside_name_is_never_removed_moved_nor_followed(
     assert os.listdir(tree / "var/opt") == []
 
 
-@pytest.mark.xfail(strict=True, reason="review24 1")
 @pytest.mark.parametrize("what", HOLDERS)
 def test_what_holds_the_aside_name_is_refused_before_any_change(tmp_path: Path, what: str) -> None:
-    """review24 1: the plan can see the set-aside name taken (a file, a symlink, a
+    """review24 1, fixed in 34c34ae (was a strict xfail).
+    Before: the plan can see the set-aside name taken (a file, a symlink, a
     directory with files): prepare-tree fails midway instead ("Not a directory (opt)",
     "Directory not empty (opt)": /opt is a directory, the name at fault is never
     said), after moving /home and /root, and every later run fails the same way. The
@@ -144,11 +144,11 @@ def test_a_file_written_into_the_place_during_the_run_is_kept(
     assert (tree / "var/opt/app/f").read_text() == "app\n"
 
 
-@pytest.mark.xfail(strict=True, reason="review24 2")
 def test_a_file_written_into_the_place_during_the_run_is_said(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """review24 2: that file ends in var/.opt.sapwood-aside, a hidden directory no
+    """review24 2, fixed in 34c34ae (was a strict xfail).
+    Before: that file ends in var/.opt.sapwood-aside, a hidden directory no
     line of the run names (the failed rmdir is logged at DEBUG), and every later run
     stays silent about it: the user's file is hidden for good in a sapwood name."""
     tree = _tree(tmp_path / "tree")
@@ -193,7 +193,6 @@ def _swapped_before_chmod(monkeypatch: pytest.MonkeyPatch, name: str, outside: P
     monkeypatch.setattr(os, "chmod", swapped)
 
 
-@pytest.mark.xfail(strict=True, reason="review24 3")
 @pytest.mark.parametrize(
     ("name", "outside_kind"),
     [(".sapwood-var.conf.sapwood-new", "file"), ("srv", "directory")],
@@ -201,7 +200,8 @@ def _swapped_before_chmod(monkeypatch: pytest.MonkeyPatch, name: str, outside: P
 def test_a_chmod_never_follows_a_symlink_swapped_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, outside_kind: str
 ) -> None:
-    """review24 3: the snippet's temporary file (made with O_EXCL|O_NOFOLLOW) and a
+    """review24 3, fixed in 34c34ae (was a strict xfail).
+    Before: the snippet's temporary file (made with O_EXCL|O_NOFOLLOW) and a
     made place (mkdir) are chmod'ed by name afterwards, following a symlink: one
     swapped in between makes root chmod a file or directory outside the tree (0644,
     0755). fchmod of the descriptor never leaves the tree."""
@@ -236,9 +236,9 @@ def _fill_inodes(disk: Path, left: int) -> Path:
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="mounts a tmpfs")
-@pytest.mark.xfail(strict=True, reason="review24 5")
 def test_a_snippet_that_cannot_be_written_leaves_no_directory_it_made(tmp_path: Path) -> None:
-    """review24 5: every link there, the snippet's directories missing (no usr/lib), two
+    """review24 5, fixed in 34c34ae (was a strict xfail).
+    Before: every link there, the snippet's directories missing (no usr/lib), two
     inodes left: usr/lib and usr/lib/tmpfiles.d are made, the snippet's file is not
     (ENOSPC). The failure's line says "done before it: nothing", its temporary file is
     removed, but the two directories made on its way stay: review23 8's rule (what a
