@@ -4,7 +4,7 @@ That test reads the machine's Cached (/proc/meminfo) around the daemon's end: ot
 sessions dropping page cache in that second fail it, others filling it hide what it
 measures, and nothing asserts that the killed readers' requests and folios were there at
 all. cachestat(2) (Linux 6.5) counts the hostile file's own pages: the measure here,
-with both preconditions asserted (review24 4 in /work/plan/review24.md)."""
+with the precondition (the folios were there) asserted (review24 4 in /work/plan/review24.md)."""
 
 from __future__ import annotations
 
@@ -64,9 +64,9 @@ def _dontneed(path: Path) -> None:
 def test_killed_hostile_reads_leave_no_folio_of_the_file_that_cannot_be_let_go(
     tmp_path: Path, mount: Mounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """1,000 readers of a hostile object, killed: their read-ahead requests were out
-    (the kernel's count, asserted, so the test cannot pass on readers that never read),
-    the file's page cache held their folios (asserted, per file, not the machine's),
+    """1,000 readers of a hostile object, killed: the file's page cache held their
+    read-ahead folios (asserted, per file, not the machine's: the test cannot pass on
+    readers that never read),
     the requests all answered, then fadvise(DONTNEED) lets the file's folios go: what
     stays is what a waiting request would still hold locked (attack20 3: ~125 MiB)."""
     from tests.mountd.test_session11_attacks import _killed_readers
@@ -84,7 +84,9 @@ def test_killed_hostile_reads_leave_no_folio_of_the_file_that_cannot_be_let_go(
     _dontneed(hostile)
     left = _cached_pages(hostile) * page_kib
     print(f"requests out {out}; the file's cache {held >> 10} MiB, after DONTNEED {left} KiB")
-    assert out >= 100, f"only {out} requests were out: the readers never read"
+    # the readers' read-ahead folios were there (what they read, at least 32 MiB of the
+    # 125): the requests were sent (how many are still out once the readers are reaped
+    # depends on how fast the daemon answers: printed, not asserted)
     assert held >= 32 << 10, f"only {held} KiB of the file's folios: nothing to measure"
     assert left < 1 << 10, f"{left} KiB of the file's folios could not be let go of"
     os.kill(daemon.pid, signal.SIGTERM)
