@@ -308,3 +308,33 @@ def test_a_kept_aside_is_not_said_as_written_during_every_later_run(
     assert said, "the kept aside is not said at all"  # the fix's warning: present
     assert all("during the run" not in line for line in said), said
     assert all(str(tree) in line for line in said), said
+
+
+@pytest.mark.parametrize(
+    "component", ["var", "var/lib", "usr", "usr/lib", "usr/lib/sysimage", "usr/lib/tmpfiles.d"]
+)
+def test_a_symlinked_directory_on_any_way_is_refused_and_never_entered(
+    tmp_path: Path, component: str
+) -> None:
+    """Each directory prepare-tree makes or enters on its way (the places', the links',
+    the snippet's) replaced by a symlink to a directory outside the tree: one line,
+    nothing changed in the tree, nothing made or removed outside it."""
+    tree = _tree(tmp_path / "tree")
+    (tree / "var/lib/dpkg").mkdir(parents=True)
+    (tree / "var/lib/dpkg/status").write_text("Package: x\n")
+    (tree / "usr/lib/sysimage").mkdir(parents=True)
+    (tree / "usr/lib/tmpfiles.d").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "theirs").write_text("outside\n")
+    for name in ("opt", "lib", "sysimage", "dpkg", "home"):
+        (outside / name).mkdir()  # what a step would find, or make, there
+    moved = tmp_path / "moved"
+    os.rename(tree / component, moved)
+    (tree / component).symlink_to(outside)
+    before, outside_before = _shape(tree), _shape(outside)
+    with pytest.raises(TreeLayoutError) as raised:
+        sapwood.prepare_tree(tree)
+    assert "symbolic link" in str(raised.value), str(raised.value)
+    assert _shape(tree) == before
+    assert _shape(outside) == outside_before
