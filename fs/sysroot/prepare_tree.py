@@ -92,10 +92,10 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
             raise _refused(root_path, TMPFILES, "is not a regular file")
         write_tmpfiles = there is None or _read(root, TMPFILES) != tmpfiles
         done: list[str] = []
-        _remove_asides(root)
+        _remove_asides(root, root_path)
         try:
             for step in steps:
-                done.append(_apply(root, step))
+                done.append(_apply(root, root_path, step))
             if write_tmpfiles:
                 _write_snippet(root, tmpfiles)
                 done.append(f"{TMPFILES}: written")
@@ -172,7 +172,7 @@ def _plan(root: int, root_path: Path, link: str, place: str) -> _Step | None:
     return _Step(link, place, "move")
 
 
-def _apply(root: int, step: _Step) -> str:
+def _apply(root: int, root_path: Path, step: _Step) -> str:
     place_dir, place_name = os.path.split(step.place)
     link_dir, link_name = os.path.split(step.link)
     # what an undo puts back (review23 3): the directories this step makes on the way,
@@ -200,7 +200,12 @@ def _apply(root: int, step: _Step) -> str:
             _remove_all(root, made)
         raise
     if aside is not None:
-        _remove_made(root, os.path.join(place_dir, aside), kept_warns=True)
+        kept = (
+            f"{root_path / place_dir / aside}: kept: files were written into {step.place} "
+            "during this run, and moved aside with it; move them where they belong, then "
+            "remove it"
+        )
+        _remove_made(root, os.path.join(place_dir, aside), kept)
     return f"{step.link} -> {step.target}: {'moved' if step.action == 'move' else 'made'}"
 
 
@@ -229,13 +234,17 @@ def _remove_all(root: int, made: list[str]) -> None:
         _remove_made(root, directory)
 
 
-def _remove_asides(root: int) -> None:
+def _remove_asides(root: int, root_path: Path) -> None:
     """Remove the empty places a run killed after a move's link left aside (review23 7):
     whatever this run's plan, none has a step for them."""
     for _, place in MOVES:
         aside = _aside(place)
         if _lstat(root, aside) is not None:
-            _remove_made(root, aside, kept_warns=True)
+            kept = (
+                f"{root_path / aside}: kept from an earlier run: it holds files written into "
+                f"{place} while that run moved it; move them where they belong, then remove it"
+            )
+            _remove_made(root, aside, kept)
 
 
 def _move(
@@ -291,10 +300,10 @@ def _aside(place: str) -> str:
     return os.path.join(place_dir, f".{place_name}{ASIDE}")
 
 
-def _remove_made(root: int, directory: str, kept_warns: bool = False) -> None:
+def _remove_made(root: int, directory: str, kept: str | None = None) -> None:
     """rmdir a directory a step made on its way (or set aside), if it is still empty;
-    one that is not, with ``kept_warns``, is said (files written there during the run:
-    review24 2), never removed."""
+    one that is not is never removed, and said with the warning ``kept`` when given
+    (an aside holding files written into its place during a run: review24 2 and 6)."""
     head, name = os.path.split(directory)
     try:
         parent = open_below(root, head)
@@ -303,8 +312,8 @@ def _remove_made(root: int, directory: str, kept_warns: bool = False) -> None:
     try:
         os.rmdir(name, dir_fd=parent)
     except OSError as exc:  # not empty (something else went there), or gone
-        if kept_warns and exc.errno == errno.ENOTEMPTY:
-            log.warning("%s: kept: files were written there during the run", directory)
+        if kept is not None and exc.errno == errno.ENOTEMPTY:
+            log.warning("%s", kept)
         else:
             log.debug("%s: left (%s)", directory, exc)
     finally:
