@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import gc
 import io
@@ -444,6 +445,23 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", str(path)], check=True)
+
+
+def fill_inodes(disk: Path, left: int) -> Path:
+    """All inodes of the filesystem at ``disk`` but ``left`` taken by empty files, made in
+    the directory returned (its removal gives them back)."""
+    fillers = disk / "inodes"
+    fillers.mkdir()
+    made = 0
+    try:
+        while True:
+            (fillers / str(made)).touch()
+            made += 1
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    for index in range(made - left, made):
+        (fillers / str(index)).unlink()
+    return fillers
 
 
 def mount_fstype(path: Path) -> str | None:

@@ -6,7 +6,6 @@ room, finishes."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 import sapwood
 from fs.sysroot.prepare_tree import TMPFILES
-from tests.helpers import IS_ROOT, run, small_tmpfs
+from tests.helpers import IS_ROOT, fill_inodes, run, small_tmpfs
 from tests.sysroot.conftest import small_tree, tree_state
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="mounting a small tmpfs needs root")
@@ -53,17 +52,7 @@ def _fill_blocks(disk: Path) -> Path:
 @contextlib.contextmanager
 def _inodes_left(disk: Path, left: int) -> Iterator[None]:
     """All inodes of ``disk`` but ``left`` taken by empty files (removed after)."""
-    fillers = disk / "inodes"
-    fillers.mkdir()
-    made = 0
-    try:
-        while True:
-            (fillers / str(made)).touch()
-            made += 1
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    for index in range(made - left, made):
-        (fillers / str(index)).unlink()
+    fillers = fill_inodes(disk, left)
     try:
         yield
     finally:

@@ -7,7 +7,6 @@ holds; a strict xfail naming "review23 N" is a defect written up in
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import mmap
 import os
@@ -20,7 +19,7 @@ import pytest
 import sapwood
 from fs.sysroot import deploy, users_data
 from fs.sysroot.prepare_tree import MOVES
-from tests.helpers import IS_ROOT, run, small_tmpfs
+from tests.helpers import IS_ROOT, fill_inodes, run, small_tmpfs
 from tests.sysroot.conftest import commit, remove, small_tree
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a sysroot's bare repository needs root")
@@ -232,22 +231,6 @@ def test_a_non_utf8_named_copy_edited_is_kept(
 
 
 # ----- 3: prepare-tree's undo of a step whose link failed ---------------------------------
-def _fill_inodes(disk: Path, left: int) -> Path:
-    """All inodes of ``disk`` but ``left`` taken by empty files (in the returned dir)."""
-    fillers = disk / "inodes"
-    fillers.mkdir()
-    made = 0
-    try:
-        while True:
-            (fillers / str(made)).touch()
-            made += 1
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    for index in range(made - left, made):
-        (fillers / str(index)).unlink()
-    return fillers
-
-
 def _empty(fillers: Path) -> None:
     for name in os.listdir(fillers):
         (fillers / name).unlink()
@@ -279,7 +262,7 @@ def test_an_undone_move_leaves_the_place_that_was_there(tmp_path: Path) -> None:
         os.chmod(tree / "var/opt", 0o750)
         # the empty place held open: the rename over it frees no inode, so the link fails
         held = os.open(tree / "var/opt", os.O_RDONLY | os.O_DIRECTORY)
-        fillers = _fill_inodes(disk, 0)
+        fillers = fill_inodes(disk, 0)
         try:
             stderr = _prepare_fails(tree)
         finally:
@@ -300,7 +283,7 @@ def test_an_undone_move_leaves_no_directory_it_made(tmp_path: Path) -> None:
         (tree / "var/lib/dpkg").mkdir()
         (tree / "var/lib/dpkg/status").write_text("Package: openssl\n")
         _precondition(not (tree / "usr/lib/sysimage").exists(), "no sysimage yet")
-        fillers = _fill_inodes(disk, 1)  # usr/lib/sysimage made; the link has none
+        fillers = fill_inodes(disk, 1)  # usr/lib/sysimage made; the link has none
         try:
             stderr = _prepare_fails(tree)
         finally:
@@ -610,7 +593,7 @@ def test_a_failed_make_leaves_no_directory_it_made(tmp_path: Path) -> None:
         for name in ("var/lib/state", "var/lib", "var"):
             path = tree / name
             path.rmdir() if path.is_dir() else path.unlink()
-        fillers = _fill_inodes(disk, 1)  # var/ made; var/home has none
+        fillers = fill_inodes(disk, 1)  # var/ made; var/home has none
         try:
             stderr = _prepare_fails(tree)
         finally:
@@ -652,7 +635,7 @@ def test_prepare_tree_on_a_full_disk_killed_in_its_undo_is_finished_by_the_next_
             point += 1
             _precondition(point < 300, "prepare-tree stopped")
             tree = small_tree(disk / "tree", _EVERY_PLACE, kernel=False)
-            fillers = _fill_inodes(disk, 0)
+            fillers = fill_inodes(disk, 0)
             try:
                 proc = subprocess.run(
                     [sys.executable, "-c", _KILLER, str(tree), str(point)],

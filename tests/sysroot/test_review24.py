@@ -6,7 +6,6 @@ naming "review24 N" is a defect written up in /work/plan/review24.md."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -17,7 +16,7 @@ import pytest
 import sapwood
 from fs.sysroot import prepare_tree as prepare_tree_module
 from store import OutOfSpaceError, TreeLayoutError
-from tests.helpers import IS_ROOT, small_tmpfs
+from tests.helpers import IS_ROOT, fill_inodes, small_tmpfs
 
 # a tree not laid out yet: home and root move first, then opt onto an empty var/opt
 # (Debian's base-files has one), whose set-aside name is var/.opt.sapwood-aside
@@ -219,22 +218,6 @@ def test_a_chmod_never_follows_a_symlink_swapped_in(
     assert os.stat(outside).st_mode & 0o777 == 0o600
 
 
-def _fill_inodes(disk: Path, left: int) -> Path:
-    """All inodes of ``disk`` but ``left`` taken by empty files (in the returned dir)."""
-    fillers = disk / "inodes"
-    fillers.mkdir()
-    made = 0
-    try:
-        while True:
-            (fillers / str(made)).touch()
-            made += 1
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    for index in range(made - left, made):
-        (fillers / str(index)).unlink()
-    return fillers
-
-
 @pytest.mark.skipif(not IS_ROOT, reason="mounts a tmpfs")
 def test_a_snippet_that_cannot_be_written_leaves_no_directory_it_made(tmp_path: Path) -> None:
     """review24 5, fixed in 34c34ae (was a strict xfail).
@@ -248,7 +231,7 @@ def test_a_snippet_that_cannot_be_written_leaves_no_directory_it_made(tmp_path: 
         sapwood.prepare_tree(tree)
         shutil.rmtree(tree / "usr/lib")
         before = _shape(tree)
-        fillers = _fill_inodes(disk, 2)
+        fillers = fill_inodes(disk, 2)
         try:
             with pytest.raises(OutOfSpaceError) as raised:
                 sapwood.prepare_tree(tree)
