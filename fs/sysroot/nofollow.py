@@ -1,11 +1,13 @@
-"""Directories inside a tree opened component by component, never through a symlink:
-what a tree holds (a deployment written by its running system, a tree being laid out)
-must not make sapwood look or write outside it."""
+"""Directories inside a tree opened component by component, never through a symlink, and
+the entries in them looked at, read and written from there: what a tree holds (a
+deployment written by its running system, a tree being laid out) must not make sapwood
+look or write outside it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -27,3 +29,86 @@ def open_below(root: int, relative: str, make: bool = False) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def lstat_below(root: int, relative: str) -> os.stat_result | None:
+    """lstat of ``relative`` below ``root``, its directories entered without following
+    a symlink; None when absent (or a directory on the way is not one)."""
+    head, name = os.path.split(relative)
+    try:
+        parent = open_below(root, head, make=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(parent)
+
+
+def readlink_below(root: int, relative: str) -> str:
+    """The target of the symlink ``relative`` below ``root``."""
+    head, name = os.path.split(relative)
+    parent = open_below(root, head, make=False)
+    try:
+        return os.readlink(name, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def listdir_below(root: int, relative: str) -> list[str]:
+    """The names in the directory ``relative`` below ``root``."""
+    fd = open_below(root, relative, make=False)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def read_below(root: int, relative: str) -> str | None:
+    """The first 64 KiB of the regular file ``relative`` below ``root``, as text; None
+    when it is not one (absent, a symlink, a FIFO: never waited for)."""
+    head, name = os.path.split(relative)
+    try:
+        parent = open_below(root, head, make=False)
+    except OSError:
+        return None
+    try:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO: no wait
+        fd = os.open(name, flags, dir_fd=parent)
+    except OSError:
+        return None
+    finally:
+        os.close(parent)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None  # swapped since the plan looked
+        return file.read(1 << 16).decode("utf-8", "replace")
+
+
+def write_below(root: int, relative: str, text: str) -> None:
+    """``text`` into ``relative`` below ``root`` (0644, its directories made 0755 where
+    missing), replacing a regular file or a link there by a rename: never written
+    through a symlink, nothing half-written left."""
+    head, name = os.path.split(relative)
+    parent = open_below(root, head, make=True)
+    try:
+        temporary = f".{name}.sapwood-new"
+        # sapwood's own name: whatever a killed run (or the tree's maker) left there goes
+        # first, and the file is made anew (a FIFO there hung the open: review23 4)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temporary, flags, 0o644, dir_fd=parent)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(text.encode())
+                os.fchmod(file.fileno(), 0o644)  # the file made, whatever is at its name
+            os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:  # a full disk: no half-written file left in the tree
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=parent)
+            raise
+    finally:
+        os.close(parent)

@@ -30,7 +30,6 @@ run killed midway is finished by the next.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -38,7 +37,14 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from fs.sysroot.nofollow import open_below
+from fs.sysroot.nofollow import (
+    listdir_below,
+    lstat_below,
+    open_below,
+    read_below,
+    readlink_below,
+    write_below,
+)
 from store import OutOfSpaceError, SapwoodError, TreeLayoutError
 
 log = logging.getLogger(__name__)
@@ -87,10 +93,10 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
         steps = [s for s in (_plan(root, root_path, link, place) for link, place in MOVES) if s]
         tmpfiles = _tmpfiles_text()
         _check_dirs(root, root_path, os.path.dirname(TMPFILES))
-        there = _lstat(root, TMPFILES)
+        there = lstat_below(root, TMPFILES)
         if there is not None and not stat.S_ISREG(there.st_mode):
             raise _refused(root_path, TMPFILES, "is not a regular file")
-        write_tmpfiles = there is None or _read(root, TMPFILES) != tmpfiles
+        write_tmpfiles = there is None or read_below(root, TMPFILES) != tmpfiles
         done: list[str] = []
         _remove_asides(root, root_path)
         try:
@@ -113,7 +119,7 @@ def _write_snippet(root: int, text: str) -> None:
     it cannot be (review24 5)."""
     made = _missing(root, os.path.dirname(TMPFILES))
     try:
-        _write(root, TMPFILES, text)
+        write_below(root, TMPFILES, text)
     except OSError:
         _remove_all(root, made)
         raise
@@ -143,8 +149,8 @@ def _plan(root: int, root_path: Path, link: str, place: str) -> _Step | None:
     step = _Step(link, place, "")
     _check_dirs(root, root_path, os.path.dirname(link))
     _check_dirs(root, root_path, os.path.dirname(place))
-    here = _lstat(root, link)
-    there = _lstat(root, place)
+    here = lstat_below(root, link)
+    there = lstat_below(root, place)
     if there is not None and not stat.S_ISDIR(there.st_mode):
         raise _refused(root_path, place, "is there and is not a directory")
     if here is None:  # a place there without its link: a run killed midway (review23 6)
@@ -152,19 +158,19 @@ def _plan(root: int, root_path: Path, link: str, place: str) -> _Step | None:
             return _Step(link, place, "link")
         return None if link in _ONLY_IF_THERE else _Step(link, place, "make")
     if stat.S_ISLNK(here.st_mode):
-        held = _readlink(root, link)
+        held = readlink_below(root, link)
         if held != step.target:
             raise _refused(root_path, link, f"is a link to {held!r}, not to {step.target!r}")
         return None if there is not None else _Step(link, place, "place")
     if not stat.S_ISDIR(here.st_mode):
         raise _refused(root_path, link, "is not a directory")
-    if there is not None and _listdir(root, place):
+    if there is not None and listdir_below(root, place):
         raise _refused(root_path, place, f"is there already, with {link} a directory too")
     if there is not None:  # set aside by the move: its name must be free (review24 1)
         aside = _aside(place)
-        held_aside = _lstat(root, aside)
+        held_aside = lstat_below(root, aside)
         if held_aside is not None and not (
-            stat.S_ISDIR(held_aside.st_mode) and not _listdir(root, aside)
+            stat.S_ISDIR(held_aside.st_mode) and not listdir_below(root, aside)
         ):
             raise _refused(
                 root_path, aside, "is in the way of the name sapwood sets places aside as"
@@ -178,7 +184,7 @@ def _apply(root: int, root_path: Path, step: _Step) -> str:
     # what an undo puts back (review23 3): the directories this step makes on the way,
     # and the empty place a move replaces (set aside under ASIDE, its inode kept)
     made = list(dict.fromkeys([*_missing(root, place_dir), *_missing(root, link_dir)]))
-    aside = _aside(place_name) if step.action == "move" and _lstat(root, step.place) else None
+    aside = _aside(place_name) if step.action == "move" and lstat_below(root, step.place) else None
     if step.action in ("move", "make", "place"):
         try:
             _make_place(root, step, link_dir, link_name, aside)
@@ -239,7 +245,7 @@ def _remove_asides(root: int, root_path: Path) -> None:
     whatever this run's plan, none has a step for them."""
     for _, place in MOVES:
         aside = _aside(place)
-        if _lstat(root, aside) is not None:
+        if lstat_below(root, aside) is not None:
             kept = (
                 f"{root_path / aside}: kept from an earlier run: it holds files written into "
                 f"{place} while that run moved it; move them where they belong, then remove it"
@@ -324,7 +330,7 @@ def _missing(root: int, relative: str) -> list[str]:
     """The components of the directory ``relative`` (each a prefix of it) not there."""
     parts = [part for part in relative.split("/") if part]
     prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
-    return [prefix for prefix in prefixes if _lstat(root, prefix) is None]
+    return [prefix for prefix in prefixes if lstat_below(root, prefix) is None]
 
 
 def _tmpfiles_text() -> str:
@@ -343,90 +349,13 @@ def _check_dirs(root: int, root_path: Path, relative: str) -> None:
     walked = ""
     for part in filter(None, relative.split("/")):
         walked = f"{walked}/{part}".lstrip("/")
-        st = _lstat(root, walked)
+        st = lstat_below(root, walked)
         if st is None:
             return
         if stat.S_ISLNK(st.st_mode):
             raise _refused(root_path, walked, "is a symbolic link (never followed)")
         if not stat.S_ISDIR(st.st_mode):
             raise _refused(root_path, walked, "is not a directory")
-
-
-def _lstat(root: int, relative: str) -> os.stat_result | None:
-    """lstat of ``relative`` below ``root``, its directories entered without following
-    a symlink (their check is _check_dirs's); None when absent."""
-    head, name = os.path.split(relative)
-    try:
-        parent = open_below(root, head, make=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        return os.stat(name, dir_fd=parent, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    finally:
-        os.close(parent)
-
-
-def _readlink(root: int, relative: str) -> str:
-    head, name = os.path.split(relative)
-    parent = open_below(root, head, make=False)
-    try:
-        return os.readlink(name, dir_fd=parent)
-    finally:
-        os.close(parent)
-
-
-def _listdir(root: int, relative: str) -> list[str]:
-    fd = open_below(root, relative, make=False)
-    try:
-        return os.listdir(fd)
-    finally:
-        os.close(fd)
-
-
-def _read(root: int, relative: str) -> str | None:
-    head, name = os.path.split(relative)
-    try:
-        parent = open_below(root, head, make=False)
-    except OSError:
-        return None
-    try:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO: no wait
-        fd = os.open(name, flags, dir_fd=parent)
-    except OSError:
-        return None
-    finally:
-        os.close(parent)
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            return None  # swapped since the plan looked
-        return file.read(1 << 16).decode("utf-8", "replace")
-
-
-def _write(root: int, relative: str, text: str) -> None:
-    """``text`` into ``relative`` (0644), replacing a regular file or a link there."""
-    head, name = os.path.split(relative)
-    parent = open_below(root, head, make=True)
-    try:
-        temporary = f".{name}.sapwood-new"
-        # sapwood's own name: whatever a killed run (or the tree's maker) left there goes
-        # first, and the file is made anew (a FIFO there hung the open: review23 4)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary, dir_fd=parent)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temporary, flags, 0o644, dir_fd=parent)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(text.encode())
-                os.fchmod(file.fileno(), 0o644)  # the file made, whatever is at its name
-            os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
-        except BaseException:  # a full disk: no half-written file left in the tree
-            with contextlib.suppress(OSError):
-                os.unlink(temporary, dir_fd=parent)
-            raise
-    finally:
-        os.close(parent)
 
 
 def _failed_midway(root_path: Path, done: list[str], exc: OSError) -> SapwoodError:

@@ -118,7 +118,7 @@ def test_what_holds_the_aside_name_is_refused_before_any_change(tmp_path: Path, 
 def _writer_after_the_plan(monkeypatch: pytest.MonkeyPatch, tree: Path) -> None:
     """Another process writing into the empty var/opt just after the plan listed it
     (deterministic stand-in for the race: the listing says empty, then a file lands)."""
-    real = prepare_tree_module._listdir
+    real = prepare_tree_module.listdir_below
 
     def listed_then_written(root: int, relative: str) -> list[str]:
         names = real(root, relative)
@@ -126,7 +126,7 @@ def _writer_after_the_plan(monkeypatch: pytest.MonkeyPatch, tree: Path) -> None:
             (tree / "var/opt/written-meanwhile").write_text("the user's\n")
         return names
 
-    monkeypatch.setattr(prepare_tree_module, "_listdir", listed_then_written)
+    monkeypatch.setattr(prepare_tree_module, "listdir_below", listed_then_written)
 
 
 def test_a_file_written_into_the_place_during_the_run_is_kept(
