@@ -243,6 +243,19 @@ def _prepare_fails(tree: Path) -> str:
     return proc.stderr
 
 
+def _fails_with_inodes_left(disk: Path, tree: Path, left: int) -> str:
+    """prepare-tree run with all inodes of ``disk`` but ``left`` taken: it fails for the
+    full disk having done nothing (checked), the inodes given back; its stderr."""
+    fillers = fill_inodes(disk, left)
+    try:
+        stderr = _prepare_fails(tree)
+    finally:
+        _empty(fillers)
+    _precondition("No space left on device" in stderr, f"a full disk: {stderr}")
+    _precondition("done before it: nothing" in stderr, stderr)
+    return stderr
+
+
 def test_an_undone_move_leaves_the_place_that_was_there(tmp_path: Path) -> None:
     """review23 3 (fixed in 098680a): the undo of a move onto an empty place took the
     place's name away."""
@@ -262,14 +275,10 @@ def test_an_undone_move_leaves_the_place_that_was_there(tmp_path: Path) -> None:
         os.chmod(tree / "var/opt", 0o750)
         # the empty place held open: the rename over it frees no inode, so the link fails
         held = os.open(tree / "var/opt", os.O_RDONLY | os.O_DIRECTORY)
-        fillers = fill_inodes(disk, 0)
         try:
-            stderr = _prepare_fails(tree)
+            _fails_with_inodes_left(disk, tree, 0)
         finally:
             os.close(held)
-            _empty(fillers)
-        _precondition("No space left on device" in stderr, f"a full disk: {stderr}")
-        _precondition("done before it: nothing" in stderr, stderr)
         _precondition((tree / "opt/app/f").read_text() == "app\n", "opt moved back")
         assert (tree / "var/opt").is_dir(), "the directory that was there is gone"
         assert (tree / "var/opt").stat().st_mode & 0o777 == 0o750
@@ -283,13 +292,7 @@ def test_an_undone_move_leaves_no_directory_it_made(tmp_path: Path) -> None:
         (tree / "var/lib/dpkg").mkdir()
         (tree / "var/lib/dpkg/status").write_text("Package: openssl\n")
         _precondition(not (tree / "usr/lib/sysimage").exists(), "no sysimage yet")
-        fillers = fill_inodes(disk, 1)  # usr/lib/sysimage made; the link has none
-        try:
-            stderr = _prepare_fails(tree)
-        finally:
-            _empty(fillers)
-        _precondition("No space left on device" in stderr, f"a full disk: {stderr}")
-        _precondition("done before it: nothing" in stderr, stderr)
+        _fails_with_inodes_left(disk, tree, 1)  # usr/lib/sysimage made; the link has none
         _precondition((tree / "var/lib/dpkg/status").is_file(), "dpkg moved back")
         assert not os.path.lexists(tree / "usr/lib/sysimage"), "a directory made and left"
 
@@ -593,13 +596,7 @@ def test_a_failed_make_leaves_no_directory_it_made(tmp_path: Path) -> None:
         for name in ("var/lib/state", "var/lib", "var"):
             path = tree / name
             path.rmdir() if path.is_dir() else path.unlink()
-        fillers = fill_inodes(disk, 1)  # var/ made; var/home has none
-        try:
-            stderr = _prepare_fails(tree)
-        finally:
-            _empty(fillers)
-        _precondition("No space left on device" in stderr, f"a full disk: {stderr}")
-        _precondition("done before it: nothing" in stderr, stderr)
+        _fails_with_inodes_left(disk, tree, 1)  # var/ made; var/home has none
         assert not os.path.lexists(tree / "var"), "a directory made and left"
 
 
