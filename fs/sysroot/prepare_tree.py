@@ -187,7 +187,7 @@ def _apply(root: int, root_path: Path, step: _Step) -> str:
     aside = _aside(place_name) if step.action == "move" and lstat_below(root, step.place) else None
     if step.action in ("move", "make", "place"):
         try:
-            _make_place(root, step, link_dir, link_name, aside)
+            _make_place(root, step, aside)
         except OSError:  # the place not made (no inode left, EXDEV): nor its parents (review23 8)
             _remove_all(root, made)
             raise
@@ -215,9 +215,10 @@ def _apply(root: int, root_path: Path, step: _Step) -> str:
     return f"{step.link} -> {step.target}: {'moved' if step.action == 'move' else 'made'}"
 
 
-def _make_place(root: int, step: _Step, link_dir: str, link_name: str, aside: str | None) -> None:
+def _make_place(root: int, step: _Step, aside: str | None) -> None:
     """The place made, or the directory moved there (an empty place set aside first)."""
     place_dir, place_name = os.path.split(step.place)
+    link_dir, link_name = os.path.split(step.link)
     parent = open_below(root, place_dir, make=True)
     try:
         if step.action == "move":  # onto an empty place, if any (the plan checked)
