@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import NO_PARENT, CommitRequest, Layer, make_commit
+from fs.commit import NO_PARENT, CommitRequest, Layer, LayerKind, NoParent, make_commit
 from fs.options import ContentOptions, StatOverride
 from fs.statcache import RACY_MARGIN_NS
 from store import ModePolicyError, RepoMode, Repository
+from store.ids import ObjectId
 from tests.helpers import (
     IS_ROOT,
     as_mode_records,
@@ -28,15 +29,22 @@ from tests.helpers import (
 )
 
 
-def _commit(repo: Repository, *layers: Layer, **kwargs: object) -> str:
-    result = make_commit(repo, CommitRequest("main", list(layers), **kwargs))  # type: ignore[arg-type]
-    return result.commit_id.hex()
+def _commit(
+    repo: Repository,
+    *layers: Layer,
+    parent: ObjectId | NoParent | None = None,
+    options: ContentOptions | None = None,
+) -> str:
+    request = CommitRequest(
+        "main", list(layers), parent=parent, options=options or ContentOptions()
+    )
+    return make_commit(repo, request).commit_id.hex()
 
 
 def test_commit_reproduces_the_source_tree(repo: Repository, tmp_path: Path) -> None:
     source = tmp_path / "src"
     build_rich_tree(source, setuid=repo.mode is not RepoMode.BARE_USER_ONLY)
-    commit_id = _commit(repo, Layer("dir", str(source)))
+    commit_id = _commit(repo, Layer(LayerKind.DIR, str(source)))
     expected = as_mode_records(read_disk_tree(source), repo.mode)
     assert read_commit_tree(repo.path, commit_id) == expected
     if IS_ROOT and repo.mode is not RepoMode.BARE_USER_ONLY:
@@ -51,8 +59,8 @@ def test_recommit_gives_the_same_root_tree_and_reads_nothing(
     source = tmp_path / "src"
     build_rich_tree(source, setuid=repo.mode is not RepoMode.BARE_USER_ONLY)
     _age(source)
-    first = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))]))
-    second = make_commit(repo, CommitRequest("main", [Layer("dir", str(source))]))
+    first = make_commit(repo, CommitRequest("main", [Layer(LayerKind.DIR, str(source))]))
+    second = make_commit(repo, CommitRequest("main", [Layer(LayerKind.DIR, str(source))]))
     one, two = repo.read_commit(first.commit_id), repo.read_commit(second.commit_id)
     assert (one.tree, one.meta) == (two.tree, two.meta)
     assert two.parent == first.commit_id
@@ -77,11 +85,11 @@ def test_stat_cache_sees_a_change_that_keeps_size_and_mtime(
     target = source / "file"
     target.write_bytes(b"aaaa")
     _age(source)
-    first = _commit(user_repo, Layer("dir", str(source)))
+    first = _commit(user_repo, Layer(LayerKind.DIR, str(source)))
     st = target.stat()
     target.write_bytes(b"bbbb")
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
-    second = _commit(user_repo, Layer("dir", str(source)))
+    second = _commit(user_repo, Layer(LayerKind.DIR, str(source)))
     assert cli("--repo", user_repo.path, "cat", first, "/file").raw == b"aaaa"
     assert cli("--repo", user_repo.path, "cat", second, "/file").raw == b"bbbb"
 
@@ -90,8 +98,8 @@ def test_recently_changed_files_are_not_cached(user_repo: Repository, tmp_path: 
     source = tmp_path / "src"
     source.mkdir()
     (source / "fresh").write_bytes(b"just written")
-    make_commit(user_repo, CommitRequest("main", [Layer("dir", str(source))]))
-    again = make_commit(user_repo, CommitRequest("main", [Layer("dir", str(source))]))
+    make_commit(user_repo, CommitRequest("main", [Layer(LayerKind.DIR, str(source))]))
+    again = make_commit(user_repo, CommitRequest("main", [Layer(LayerKind.DIR, str(source))]))
     assert again.stats.files_read == 1
 
 
@@ -111,9 +119,12 @@ def test_layers_overlay_in_order(user_repo: Repository, tmp_path: Path) -> None:
     (extra / "opt" / "tool").write_text("from tar")
     with tarfile.open(archive, "w") as tar:
         tar.add(extra, arcname=".")
-    base_id = _commit(user_repo, Layer("dir", str(base)))
+    base_id = _commit(user_repo, Layer(LayerKind.DIR, str(base)))
     merged = _commit(
-        user_repo, Layer("ref", base_id), Layer("dir", str(top)), Layer("tar", str(archive))
+        user_repo,
+        Layer(LayerKind.REF, base_id),
+        Layer(LayerKind.DIR, str(top)),
+        Layer(LayerKind.TAR, str(archive)),
     )
     tree = read_commit_tree(user_repo.path, merged)
     assert tree["/etc/keep"].data == b"from base"
@@ -125,12 +136,12 @@ def test_layers_overlay_in_order(user_repo: Repository, tmp_path: Path) -> None:
 def test_a_ref_layer_alone_reuses_the_tree(user_repo: Repository, tmp_path: Path) -> None:
     source = tmp_path / "src"
     build_rich_tree(source)
-    first = _commit(user_repo, Layer("dir", str(source)))
-    copy = _commit(user_repo, Layer("ref", first))
+    first = _commit(user_repo, Layer(LayerKind.DIR, str(source)))
+    copy = _commit(user_repo, Layer(LayerKind.REF, first))
     assert (
-        user_repo.read_commit(bytes.fromhex(copy)).tree
-        == user_repo.read_commit(bytes.fromhex(first)).tree
-    )  # type: ignore[arg-type]
+        user_repo.read_commit(ObjectId(bytes.fromhex(copy))).tree
+        == user_repo.read_commit(ObjectId(bytes.fromhex(first))).tree
+    )
 
 
 def test_content_options(user_repo: Repository, tmp_path: Path) -> None:
@@ -147,12 +158,14 @@ def test_content_options(user_repo: Repository, tmp_path: Path) -> None:
         statoverride={b"/bin/tool": StatOverride(False, 0o4000)},
         skip=frozenset({b"/secret", b"/cache"}),
     )
-    commit_id = _commit(user_repo, Layer("dir", str(source)), options=options)
+    commit_id = _commit(user_repo, Layer(LayerKind.DIR, str(source)), options=options)
     tree = read_commit_tree(user_repo.path, commit_id)
     assert set(tree) == {"/", "/bin", "/bin/tool"}
     assert (tree["/bin/tool"].uid, tree["/bin/tool"].gid, tree["/bin/tool"].mode) == (7, 8, 0o4775)
     canonical = _commit(
-        user_repo, Layer("dir", str(source)), options=ContentOptions(canonical_permissions=True)
+        user_repo,
+        Layer(LayerKind.DIR, str(source)),
+        options=ContentOptions(canonical_permissions=True),
     )
     tool = read_commit_tree(user_repo.path, canonical)["/bin/tool"]
     assert (tool.uid, tool.gid, tool.mode) == (0, 0, 0o755)
@@ -161,14 +174,16 @@ def test_content_options(user_repo: Repository, tmp_path: Path) -> None:
 def test_skip_if_unchanged(user_repo: Repository, tmp_path: Path) -> None:
     source = tmp_path / "src"
     build_rich_tree(source)
-    first = make_commit(user_repo, CommitRequest("main", [Layer("dir", str(source))]))
+    first = make_commit(user_repo, CommitRequest("main", [Layer(LayerKind.DIR, str(source))]))
     again = make_commit(
-        user_repo, CommitRequest("main", [Layer("dir", str(source))], skip_if_unchanged=True)
+        user_repo,
+        CommitRequest("main", [Layer(LayerKind.DIR, str(source))], skip_if_unchanged=True),
     )
     assert not again.created and again.commit_id == first.commit_id
     (source / "new").write_text("new")
     changed = make_commit(
-        user_repo, CommitRequest("main", [Layer("dir", str(source))], skip_if_unchanged=True)
+        user_repo,
+        CommitRequest("main", [Layer(LayerKind.DIR, str(source))], skip_if_unchanged=True),
     )
     assert changed.created and changed.commit_id != first.commit_id
 
@@ -176,8 +191,8 @@ def test_skip_if_unchanged(user_repo: Repository, tmp_path: Path) -> None:
 def test_parent_none_starts_a_new_history(user_repo: Repository, tmp_path: Path) -> None:
     source = tmp_path / "src"
     build_rich_tree(source)
-    _commit(user_repo, Layer("dir", str(source)))
-    orphan = _commit(user_repo, Layer("dir", str(source)), parent=NO_PARENT)
+    _commit(user_repo, Layer(LayerKind.DIR, str(source)))
+    orphan = _commit(user_repo, Layer(LayerKind.DIR, str(source)), parent=NO_PARENT)
     assert user_repo.read_commit(bytes.fromhex(orphan)).parent is None  # type: ignore[arg-type]
 
 
@@ -189,8 +204,10 @@ def test_bare_user_only_refuses_setuid_and_world_writable(tmp_path: Path, bits: 
     (source / "f").write_text("x")
     (source / "f").chmod(bits)
     with pytest.raises(ModePolicyError, match="/f"):
-        _commit(repo, Layer("dir", str(source)))
+        _commit(repo, Layer(LayerKind.DIR, str(source)))
     assert repo.refs() == {}
     # canonical permissions make the same tree acceptable
-    _commit(repo, Layer("dir", str(source)), options=ContentOptions(canonical_permissions=True))
+    _commit(
+        repo, Layer(LayerKind.DIR, str(source)), options=ContentOptions(canonical_permissions=True)
+    )
     assert stat.S_IMODE(read_commit_tree(repo.path, "main")["/f"].mode) == bits & 0o755

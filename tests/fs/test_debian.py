@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
+from fs.commit import CommitRequest, Layer, LayerKind, make_commit
 from fs.options import ContentOptions
 from store import RepoMode, Repository, lookup, read_xattrs, walk
 from tests.helpers import IS_ROOT
@@ -67,7 +67,7 @@ def test_debian_tree_commits_in_every_mode_and_recommits_identically(
 ) -> None:
     repo = Repository.init(tmp_path / "repo", mode)
     options = ContentOptions(canonical_permissions=mode is RepoMode.BARE_USER_ONLY)
-    request = CommitRequest("debian/bookworm", [Layer("dir", str(debian))], options=options)
+    request = CommitRequest("debian/bookworm", [Layer(LayerKind.DIR, str(debian))], options=options)
     first = make_commit(repo, request)
     second = make_commit(repo, request)
     one, two = repo.read_commit(first.commit_id), repo.read_commit(second.commit_id)

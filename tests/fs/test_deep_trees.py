@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
+from fs.commit import CommitRequest, Layer, LayerKind, make_commit
 from store import Repository, SourceError
 from store.mtree import MAX_TREE_DEPTH
 from tests.helpers import cli, nest_dirs
@@ -43,14 +43,14 @@ def test_the_deepest_allowed_tree_commits_lists_diffs_and_checks_out(
     tmp_path = deep_tmp
     depth = MAX_TREE_DEPTH
     source = _deep_dir(tmp_path / "src", depth)
-    first = make_commit(user_repo, CommitRequest("deep", [Layer("dir", str(source))]))
+    first = make_commit(user_repo, CommitRequest("deep", [Layer(LayerKind.DIR, str(source))]))
     path = "/" + "/".join(["d"] * depth) + "/bottom"
     assert cli("--repo", user_repo.path, "cat", "deep", path).out == "deep\n"
     listing = cli("--repo", user_repo.path, "ls", "-R", "deep")
     assert listing.code == 0 and listing.out.count("\n") == depth + 2, listing.err
     empty = tmp_path / "empty"
     empty.mkdir()
-    second = make_commit(user_repo, CommitRequest("deep", [Layer("dir", str(empty))]))
+    second = make_commit(user_repo, CommitRequest("deep", [Layer(LayerKind.DIR, str(empty))]))
     diff = cli("--repo", user_repo.path, "diff", first.commit_id.hex(), second.commit_id.hex())
     assert diff.code == 0 and diff.out.splitlines() == ["D    /d"], diff.err
     out = tmp_path / "out"
@@ -76,7 +76,7 @@ def test_a_tar_nested_deeper_than_allowed_is_refused(user_repo: Repository, tmp_
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(SourceError, match="more than"):
-        make_commit(user_repo, CommitRequest("deep", [Layer("tar", str(archive))]))
+        make_commit(user_repo, CommitRequest("deep", [Layer(LayerKind.TAR, str(archive))]))
     result = cli("--repo", user_repo.path, "commit", "-b", "deep", f"--tree=tar={archive}")
     assert result.code != 0 and len(result.err.strip().splitlines()) == 1, result.err
     assert user_repo.refs() == {}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fs.commit import CommitRequest, CommitResult, Layer, make_commit
+from fs.commit import CommitRequest, CommitResult, Layer, LayerKind, make_commit
 from fs.statcache import Granularity, cacheable
 from store import Repository, StatCacheRecord
 from tests.helpers import IS_ROOT, cat_bytes
@@ -82,7 +82,7 @@ def mounted(image: Path, mnt: Path, device: str | None = None) -> Iterator[str]:
 
 
 def commit(repo: Repository, source: Path) -> CommitResult:
-    return make_commit(repo, CommitRequest("main", [Layer("dir", str(source))]))
+    return make_commit(repo, CommitRequest("main", [Layer(LayerKind.DIR, str(source))]))
 
 
 def identity(mnt: Path) -> tuple[int, ...]:

@@ -15,10 +15,11 @@ import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
+from fs.commit import CommitRequest, Layer, LayerKind, make_commit
 from store import (
     SMALL_FILE,
     InvalidNameError,
@@ -32,6 +33,9 @@ from store import (
     walk,
 )
 from tests.helpers import build_rich_tree, commit_dir, read_commit_tree, read_disk_tree
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {
@@ -81,7 +85,7 @@ def _patch_header(data: bytes, header: int, field: int, value: bytes) -> bytes:
 
 
 def _commit(repo: Repository, archive: Path, branch: str = "main") -> ObjectId:
-    return make_commit(repo, CommitRequest(branch, [Layer("tar", str(archive))])).commit_id
+    return make_commit(repo, CommitRequest(branch, [Layer(LayerKind.TAR, str(archive))])).commit_id
 
 
 def _refused(
@@ -127,7 +131,7 @@ def test_tar_commit_equals_dir_commit(user_repo: Repository, tmp_path: Path) -> 
         check=True,
     )
     from_dir = commit_dir(user_repo, source, "a")
-    from_tar = make_commit(user_repo, CommitRequest("b", [Layer("tar", str(archive))]))
+    from_tar = make_commit(user_repo, CommitRequest("b", [Layer(LayerKind.TAR, str(archive))]))
     tree = read_commit_tree(user_repo.path, from_tar.commit_id.hex())
     assert tree == read_disk_tree(source)
     assert user_repo.read_commit(from_dir).tree == user_repo.read_commit(from_tar.commit_id).tree
@@ -142,7 +146,7 @@ def test_hardlinks_inside_the_archive_share_an_object(
         (_member("b", tarfile.LNKTYPE, "a"), b""),
     )
     commit_id = make_commit(
-        user_repo, CommitRequest("main", [Layer("tar", str(archive))])
+        user_repo, CommitRequest("main", [Layer(LayerKind.TAR, str(archive))])
     ).commit_id
     tree = read_commit_tree(user_repo.path, commit_id.hex())
     assert tree["/b"].data == b"shared"
@@ -151,7 +155,7 @@ def test_hardlinks_inside_the_archive_share_an_object(
 def test_missing_parents_get_default_directories(user_repo: Repository, tmp_path: Path) -> None:
     archive = _tar(tmp_path / "t.tar", (_member("deep/er/file"), b"x"))
     commit_id = make_commit(
-        user_repo, CommitRequest("main", [Layer("tar", str(archive))])
+        user_repo, CommitRequest("main", [Layer(LayerKind.TAR, str(archive))])
     ).commit_id
     tree = read_commit_tree(user_repo.path, commit_id.hex())
     assert tree["/deep/er"].mode == 0o755 and tree["/deep/er/file"].data == b"x"
@@ -339,7 +343,7 @@ def test_xattrs_from_pax_headers(user_repo: Repository, tmp_path: Path) -> None:
     info.pax_headers = {"SCHILY.xattr.user.note": "hi"}
     archive = _tar(tmp_path / "t.tar", (info, b"x"))
     commit_id = make_commit(
-        user_repo, CommitRequest("main", [Layer("tar", str(archive))])
+        user_repo, CommitRequest("main", [Layer(LayerKind.TAR, str(archive))])
     ).commit_id
     tree = read_commit_tree(user_repo.path, commit_id.hex())
     assert tree["/f"].xattrs == ((b"user.note", b"hi"),)
@@ -350,7 +354,7 @@ def test_not_a_tar(user_repo: Repository, tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"not a tar at all" * 100)
     with pytest.raises(SourceError, match="tar"):
-        make_commit(user_repo, CommitRequest("main", [Layer("tar", str(junk))]))
+        make_commit(user_repo, CommitRequest("main", [Layer(LayerKind.TAR, str(junk))]))
 
 
 def test_odd_but_safe_members_are_committed_as_documented(
@@ -510,7 +514,7 @@ def test_a_truncated_tar_is_refused(user_repo: Repository, tmp_path: Path, cut: 
     for compress in (lambda b: b, gzip.compress):
         archive = tmp_path / "cut.tar"
         archive.write_bytes(compress(data[:end]))
-        request = CommitRequest("main", [Layer("tar", str(archive))])
+        request = CommitRequest("main", [Layer(LayerKind.TAR, str(archive))])
         request.options.skip = frozenset({b"/skipped"})
         with pytest.raises(SourceError, match=re.escape(str(tmp_path / "cut.tar"))):
             make_commit(user_repo, request)
@@ -557,9 +561,10 @@ class _Zeros(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
-        buffer[:] = bytes(len(buffer))
-        return len(buffer)
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        view[:] = bytes(len(view))
+        return len(view)
 
 
 def test_a_large_member_is_committed_in_bounded_memory(tmp_path: Path) -> None:
@@ -615,7 +620,7 @@ def test_skipped_members_and_hardlinks_to_them_are_left_out(
         (_member("secret2", tarfile.LNKTYPE, "secret"), b""),
         (_member("kept"), b"k"),
     )
-    request = CommitRequest("main", [Layer("tar", str(archive))])
+    request = CommitRequest("main", [Layer(LayerKind.TAR, str(archive))])
     request.options.skip_special = True
     request.options.skip = frozenset({b"/secret"})
     commit_id = make_commit(user_repo, request).commit_id

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fs.commit import CommitRequest, Layer, make_commit
+from fs.commit import CommitRequest, Layer, LayerKind, make_commit
 from store import (
     DirMeta,
     FileHeader,
@@ -81,7 +81,11 @@ _SAFE_XATTRS: list[tuple[tuple[str, str], ...]] = [
     (("user.k", "v"),),
     (("user.a", "1"), ("trusted.b", "2")),
 ]
-_BAD_XATTRS = [(("", "v"),), (("user.\0", "v"),), (("user." + "n" * 300, "v"),)]
+_BAD_XATTRS: list[tuple[tuple[str, str], ...]] = [
+    (("", "v"),),
+    (("user.\0", "v"),),
+    (("user." + "n" * 300, "v"),),
+]
 # Not 4095 bytes: bare-user keeps a symlink's target in one xattr, which ext4 caps near 4 KiB.
 _SAFE_TARGETS = ["a", "/etc", "../..", "b/c", _NOT_UTF8, "t" * 2000]
 _BAD_TARGETS = ["", "t" * 5000]
@@ -286,7 +290,7 @@ def test_random_archives_are_refused_or_committed_exactly(
     except Refused:
         expected = None
     try:
-        commit_id = make_commit(repo, CommitRequest(branch, [Layer("tar", str(archive))]))
+        commit_id = make_commit(repo, CommitRequest(branch, [Layer(LayerKind.TAR, str(archive))]))
     except SapwoodError as exc:
         event(f"refused: {str(exc).rsplit(': ', 1)[-1][:40]}")
         assert "\n" not in str(exc)
@@ -335,13 +339,15 @@ def _damage(data: bytes, damage: tuple[str, object, int]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def good_trees(repo: Repository, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def good_trees(repo: Repository, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ObjectId]:
     """The root tree id of each intact archive's commit."""
     trees = {}
     for kind, compress in COMPRESS.items():
         archive = tmp_path_factory.mktemp("good") / "good.tar"
         archive.write_bytes(compress(_GOOD))
-        result = make_commit(repo, CommitRequest(f"good-{kind}", [Layer("tar", str(archive))]))
+        result = make_commit(
+            repo, CommitRequest(f"good-{kind}", [Layer(LayerKind.TAR, str(archive))])
+        )
         trees[kind] = repo.read_commit(result.commit_id).tree
     return trees
 
@@ -350,7 +356,7 @@ def good_trees(repo: Repository, tmp_path_factory: pytest.TempPathFactory) -> di
 @given(compression=st.sampled_from(list(COMPRESS)), damage=_DAMAGES)
 def test_a_damaged_archive_is_refused_or_committed_unchanged(
     repo: Repository,
-    good_trees: dict[str, bytes],
+    good_trees: dict[str, ObjectId],
     tmp_path_factory: pytest.TempPathFactory,
     compression: str,
     damage: tuple[str, object, int],
@@ -363,7 +369,7 @@ def test_a_damaged_archive_is_refused_or_committed_unchanged(
     archive.write_bytes(data)
     branch = f"d{next(_branches)}"
     try:
-        result = make_commit(repo, CommitRequest(branch, [Layer("tar", str(archive))]))
+        result = make_commit(repo, CommitRequest(branch, [Layer(LayerKind.TAR, str(archive))]))
     except SapwoodError as exc:
         event(f"{damage[0]}: refused")
         assert "\n" not in str(exc)
@@ -374,4 +380,6 @@ def test_a_damaged_archive_is_refused_or_committed_unchanged(
     if compression != "plain" or damage[0] != "flip":
         assert unchanged, f"{damage[0]} of a {compression} archive committed other content"
     if damage[0] == "append" and compression != "plain":
-        assert not damage[1].strip(b"\0")  # type: ignore[union-attr]
+        appended = damage[1]
+        assert isinstance(appended, bytes)
+        assert not appended.strip(b"\0")

@@ -16,7 +16,7 @@ from subprocess import DEVNULL, PIPE
 
 import pytest
 
-from fs.commit import CommitRequest, Layer, make_commit
+from fs.commit import CommitRequest, Layer, LayerKind, make_commit
 from store import (
     Commit,
     DirTree,
@@ -248,9 +248,9 @@ def test_commit_fields_are_refused_before_the_tree_is_read(
 
     monkeypatch.setattr(DirScanner, "scan", never)
     for request in (
-        CommitRequest("main", [Layer("dir", str(tmp_path))], subject="\udcff"),
-        CommitRequest("main", [Layer("dir", str(tmp_path))], timestamp=2**63),
-        CommitRequest("main", [Layer("dir", str(tmp_path))], metadata={"k": "\ud800"}),
+        CommitRequest("main", [Layer(LayerKind.DIR, str(tmp_path))], subject="\udcff"),
+        CommitRequest("main", [Layer(LayerKind.DIR, str(tmp_path))], timestamp=2**63),
+        CommitRequest("main", [Layer(LayerKind.DIR, str(tmp_path))], metadata={"k": "\ud800"}),
     ):
         with pytest.raises(UsageError):
             make_commit(user_repo, request)
@@ -264,7 +264,7 @@ def test_metadata_too_large_for_an_xattr_is_not_a_full_disk(
     source = tmp_path / "src"
     source.mkdir()
     (source / "link").symlink_to("t" * 4095)
-    request = CommitRequest("main", [Layer("dir", str(source))])
+    request = CommitRequest("main", [Layer(LayerKind.DIR, str(source))])
     try:
         make_commit(user_repo, request)
     except ModePolicyError as exc:
