@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,9 @@ import sapwood
 from tests.helpers import commit_files, force_unmount, put_record, put_ref, write_tree
 
 
-def _file_ids(repo: sapwood.Repository, commit_id: sapwood.ObjectId) -> dict[bytes, bytes]:
+def _file_ids(
+    repo: sapwood.Repository, commit_id: sapwood.ObjectId
+) -> dict[bytes, sapwood.ObjectId]:
     root = sapwood.root_node(repo, commit_id)
     return {n.path: n.file for n in sapwood.walk(repo, root) if n.file is not None}
 
@@ -162,11 +164,12 @@ def test_a_mount_interrupted_while_waiting_leaves_no_daemon_and_no_mount(
     committed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mountd.daemon
+    from fs.mounts import MountEntry, mounted_at
 
     repo_path, mnt = committed
-    caller, real = os.getpid(), mountd.daemon.mounted_at
+    caller, real = os.getpid(), mounted_at  # mountd.daemon's, from fs.mounts
 
-    def interrupted(path: Path) -> object:
+    def interrupted(path: Path) -> MountEntry | None:
         if os.getpid() == caller:
             raise KeyboardInterrupt  # Ctrl-C while sapwood.mount waits for its daemon
         return real(path)
@@ -311,7 +314,7 @@ def test_a_path_holding_nul_is_a_sapwood_error_everywhere(
     commit_id = commit_files(user_repo, tmp_path / "src", {"f": "content"})
     root = sapwood.root_node(user_repo, commit_id)
     nul = tmp_path / "a\0b"
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "Repository.open": lambda: sapwood.Repository.open(nul),
         "Repository.init": lambda: sapwood.Repository.init(nul, sapwood.RepoMode.BARE_USER),
         "commit": lambda: sapwood.commit(user_repo, "main", nul),
@@ -349,7 +352,7 @@ def test_a_snapshot_read_after_its_block_is_a_usage_error(
     for late_read in (
         lambda: snap.ref("main"),
         snap.refs,
-        lambda: snap.has_object(b"\x01" * 32),
+        lambda: snap.has_object(sapwood.ObjectId(b"\x01" * 32)),
         lambda: list(commits),
         lambda: snap.commits_with_prefix("ab"),
     ):

@@ -7,6 +7,7 @@ The expected texts are what `git log -p` prints for the same two versions of a f
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sapwood.cli import log_cmd
+from sapwood.cli import log_cmd, patch_view
 from sapwood.cli.patch_view import Side
 from store import Repository
 from tests.helpers import cli, commit_dir, write_tree
@@ -67,11 +68,13 @@ def test_each_commit_is_printed_before_the_next_is_diffed(
         (source / "f").write_text(f"{n}\n")
         commit_dir(user_repo, source, timestamp=1_000 + n)
     shown_before: list[int] = []  # commits on stdout when each diff is made
-    original = log_cmd.patch_chunks
+    original = patch_view.patch_chunks  # what log_cmd imports
 
     def patch_chunks(repo: Repository, changes: Iterable[tuple[Side, Side]]) -> Iterator[bytes]:
         sys.stdout.flush()
-        shown_before.append(len(re.findall(rb"^commit ", sys.stdout.buffer.getvalue(), re.M)))
+        shown = sys.stdout.buffer  # tests.helpers.cli's BytesIO
+        assert isinstance(shown, io.BytesIO)
+        shown_before.append(len(re.findall(rb"^commit ", shown.getvalue(), re.M)))
         return original(repo, changes)
 
     monkeypatch.setattr(log_cmd, "patch_chunks", patch_chunks)

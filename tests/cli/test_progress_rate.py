@@ -20,12 +20,16 @@ class _Clock:
         return self.now
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def test_the_rate_is_the_counted_phases(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
     monkeypatch.setattr(progress_module, "time", clock)
-    terminal = io.StringIO()
-    terminal.isatty = lambda: True  # type: ignore[method-assign]
-    monkeypatch.setattr(progress_module.sys, "stderr", terminal)
+    terminal = _Terminal()
+    monkeypatch.setattr("sapwood.cli.progress.sys.stderr", terminal)
     shown = progress_module.Progress("fsck")
     shown.task(TaskProgress("reading trees", 0, 1, "commit"))
     clock.now += 9.0  # the walk: 9 s

@@ -130,7 +130,7 @@ def test_a_stopped_thread_leaves_a_huge_directory_at_once(
             seen.append(entry.name)
             return entry
 
-    monkeypatch.setattr(fs.prefetch.os, "scandir", Listing)
+    monkeypatch.setattr("fs.prefetch.os.scandir", Listing)
     try:
         prefetcher._list((), [])
     finally:

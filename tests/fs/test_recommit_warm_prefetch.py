@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,9 @@ def _objects_listing(
         return blocks[0]
 
     pools: list[int] = []
-    real_pool = inodes.ThreadPoolExecutor
+    real_pool = ThreadPoolExecutor  # what store.inodes lists with
 
-    def pool(workers: int) -> object:
+    def pool(workers: int) -> ThreadPoolExecutor:
         pools.append(workers)
         return real_pool(workers)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import fs.scan
 from fs.options import ContentOptions
 from fs.scan import DirScanner, _Dir
 from store import MutableDir, Repository
@@ -47,7 +46,7 @@ def test_a_directory_is_listed_by_its_fd_even_once_its_path_names_another(
             raise FileNotFoundError(2, "No such file or directory")
         return real_listdir(path)
 
-    monkeypatch.setattr(fs.scan.os, "listdir", listdir)
+    monkeypatch.setattr("fs.scan.os.listdir", listdir)
     source = _tree(tmp_path / "src")
     fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -73,7 +72,7 @@ def test_a_commit_without_proc_records_the_same_tree(
     def no_proc(path: bytes) -> list[bytes]:
         raise FileNotFoundError(2, "No such file or directory")
 
-    monkeypatch.setattr(fs.scan.os, "listdir", no_proc)
+    monkeypatch.setattr("fs.scan.os.listdir", no_proc)
     without = commit_dir(user_repo, source, "no-proc")
     trees = [user_repo.read_commit(commit) for commit in (with_proc, without)]
     assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import store.transaction as transaction_module
-from store import Commit, DirMeta, DirTree, FileHeader, ObjectMissingError, Repository
+from store import Commit, DirMeta, DirTree, FileHeader, ObjectMissingError, Repository, syncfs
 from store.fsck import fsck
 from store.index import Index, WriteBatch
 
@@ -29,7 +29,7 @@ def test_a_refused_commit_point_waits_for_its_flush_and_lists_nothing(
     still running (held here until the check has failed): the transaction ends with
     ObjectMissingError only once the flush has ended; the files staged are not listed."""
     checked = threading.Event()
-    real_syncfs = transaction_module.syncfs
+    real_syncfs = syncfs  # store.transaction's, from store.durability
     flushed: list[Path] = []
 
     def slow_syncfs(path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import store.config
+import store.durability
 from sapwood import ConfigValueError, RepoNotFoundError, Repository, set_config, unset_config
 from store.pull.remotes import Remote, add_remote, list_remotes
 
@@ -19,7 +20,7 @@ def test_a_remote_added_during_config_set_is_kept(
 ) -> None:
     path = Path(user_repo.path)
     writing, resume = threading.Event(), threading.Event()
-    replace = store.config.replace_file
+    replace = store.durability.replace_file  # what store.config imports
 
     def slow_replace(*args: Any, **kwargs: Any) -> None:
         writing.set()  # set_config has read the config and is about to write it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from array import array
 from pathlib import Path
 
@@ -43,8 +44,13 @@ def test_a_listing_for_other_directories_is_refused_from_its_head(
     loaded = inode_cache.load(path, keys)
     assert loaded is not None and list(loaded[0]) == [5, 7]
     crcs: list[int] = []
-    real = inode_cache.zlib.crc32
-    monkeypatch.setattr(inode_cache.zlib, "crc32", lambda data: crcs.append(1) or real(data))
+    real = zlib.crc32  # what store.inode_cache checksums with
+
+    def counted(data: bytes) -> int:
+        crcs.append(1)
+        return real(data)
+
+    monkeypatch.setattr("store.inode_cache.zlib.crc32", counted)
     device, packed = keys
     assert inode_cache.load(path, (device + 1, packed)) is None
     assert inode_cache.load(path, (device, packed[:-1] + b"\xff")) is None

@@ -21,7 +21,7 @@ def fresh_lookup() -> Iterator[None]:
 
 @pytest.mark.usefixtures("fresh_lookup")
 def test_syncfs_is_the_c_librarys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(durability.os, "sync", lambda: pytest.fail("sync(2) used"))
+    monkeypatch.setattr("store.durability.os.sync", lambda: pytest.fail("sync(2) used"))
     durability.syncfs(tmp_path)
     assert durability._syncfs_function() is not None
 
@@ -36,7 +36,7 @@ def test_without_syncfs_every_filesystem_is_synced(
 
     synced: list[bool] = []
     monkeypatch.setattr(ctypes, "CDLL", no_syncfs)
-    monkeypatch.setattr(durability.os, "sync", lambda: synced.append(True))
+    monkeypatch.setattr("store.durability.os.sync", lambda: synced.append(True))
     durability.syncfs(tmp_path)
     durability.syncfs(tmp_path)
     assert synced == [True, True]
