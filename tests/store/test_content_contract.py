@@ -23,8 +23,10 @@ HEADERS = {
     "symlink": (FileHeader(0, 0, stat.S_IFLNK | 0o777, b"../target"), b""),
 }
 
+MODES = sorted(STORES, key=lambda m: m.value)
 
-@pytest.fixture(params=sorted(STORES, key=lambda m: m.value), ids=lambda m: m.value)
+
+@pytest.fixture(params=MODES, ids=lambda m: m.value)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ContentStore:
     mode: RepoMode = request.param
     if mode is RepoMode.BARE and not IS_ROOT:

@@ -199,11 +199,11 @@ def test_parts_given_as_files_yield_the_same_objects_and_are_closed(tmp_path: Pa
         opened.append(open(path, "rb+"))  # noqa: SIM115
         return opened[-1]
 
-    from_files = list(iter_delta_objects(superblock, as_file))  # type: ignore[arg-type]
+    from_files = list(iter_delta_objects(superblock, as_file))
     assert from_files == list(iter_delta_objects(superblock, data.__getitem__))
     assert opened and all(part.closed for part in opened)
     with pytest.raises(CorruptObjectError, match="part 0"):
-        list(iter_delta_objects(superblock, lambda i: io.BytesIO(bytes(14))))  # type: ignore[arg-type,return-value]
+        list(iter_delta_objects(superblock, lambda i: io.BytesIO(bytes(14))))
 
 
 def test_delta_objects_orders_metadata_before_files(tmp_path: Path) -> None:

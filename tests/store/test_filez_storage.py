@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from store import CorruptObjectError, FileHeader, RepoMode, Repository
+from store import CorruptObjectError, FileHeader, ObjectId, RepoMode, Repository
 from store.content import USER_META_XATTR, process_umask, user_object_mode
 from store.filez import CHUNK, decode_filez, encode_filez
 from store.pull.objects import decoded_filez
 from store.transaction import SMALL_FILE
 
 
-def _payload(content: bytes, mode: int = 0o644) -> tuple[FileHeader, bytes, bytes]:
+def _payload(content: bytes, mode: int = 0o644) -> tuple[FileHeader, ObjectId, bytes]:
     header = FileHeader(0, 0, stat.S_IFREG | mode)
     return header, header.object_id(content), encode_filez(header, content)
 

@@ -145,11 +145,11 @@ def test_file_stat_agrees_with_decode(data: bytes, size: int) -> None:
     st.sampled_from(["uid", "gid"]),
 )
 def test_owners_beyond_u32_are_refused_when_made(value: int, which: str) -> None:
-    owner = {"uid": 0, "gid": 0, which: value}
+    uid, gid = (value, 0) if which == "uid" else (0, value)
     with pytest.raises(FormatError, match=which):
-        FileHeader(mode=stat.S_IFREG | 0o644, **owner)
+        FileHeader(uid=uid, gid=gid, mode=stat.S_IFREG | 0o644)
     with pytest.raises(FormatError, match=which):
-        DirMeta(mode=stat.S_IFDIR | 0o755, **owner)
+        DirMeta(uid=uid, gid=gid, mode=stat.S_IFDIR | 0o755)
 
 
 @FAST

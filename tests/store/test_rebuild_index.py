@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from store import IndexDamagedError, RepoMode, Repository, UsageError, fsck, lookup
+from store import IndexDamagedError, ObjectId, RepoMode, Repository, UsageError, fsck, lookup
 from store.rebuild import rebuild_index
 from tests.helpers import build_rich_tree, commit_dir, read_commit_tree
 
 
-def _archive_with_history(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+def _archive_with_history(tmp_path: Path) -> tuple[Path, dict[str, ObjectId]]:
     """os/main: two commits (the first also as ref first); origin:os/stable: one."""
     repo = Repository.init(tmp_path / "repo", RepoMode.ARCHIVE)
     source = tmp_path / "src"

@@ -37,7 +37,7 @@ def test_a_record_copies_and_pickles_to_an_equal_one(record: object) -> None:
 def test_frozen_records_refuse_changes_and_hash_by_their_fields() -> None:
     meta = DirMeta(0, 0, 0o40755)
     with pytest.raises(AttributeError):
-        meta.mode = 0o40700  # type: ignore[misc]
+        meta.mode = 0o40700
     assert hash(meta) == hash(DirMeta(0, 0, 0o40755))
     assert meta != DirMeta(0, 0, 0o40700)
     assert {meta, DirMeta(0, 0, 0o40755)} == {meta}

@@ -320,7 +320,7 @@ def test_the_prefetch_child_imports_nothing_from_a_hostile_cwd_pythonpath_or_sit
     try:
         child = subprocess.Popen(
             [*command, "2", "256", "0", str(root)],
-            stdin=theirs,
+            stdin=theirs.fileno(),
             cwd=cwd,
             env=env,
             pass_fds=(root,),
@@ -392,7 +392,7 @@ def test_the_prefetch_child_never_lists_through_a_symlink_swapped_in_while_it_li
         for _ in range(3):
             child = subprocess.Popen(
                 [*command, "2", str(MAX_TREE_DEPTH), "0", str(root)],
-                stdin=theirs,
+                stdin=theirs.fileno(),
                 pass_fds=(root,),
                 stderr=subprocess.PIPE,
             )

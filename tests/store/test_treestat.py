@@ -103,7 +103,7 @@ def expected_stat(old: Tree, new: Tree) -> DiffStat:
     return DiffStat(lines, total if lines else DirStat(b""))
 
 
-OLD = {
+OLD: dict[str, str | bytes] = {
     "etc/passwd": "root:x:0:0\n",
     "etc/ssh/sshd_config": "Port 22\n",
     "etc/ssh/keys/host": b"\x00" * 300,
