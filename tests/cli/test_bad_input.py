@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from store import RepoMode, Repository
+from store import ObjectId, RepoMode, Repository
 from store.index import WriteBatch
 from tests.helpers import IS_ROOT, cli, run
 
@@ -63,10 +63,12 @@ def _unreadable(src: Path) -> None:
     (src / "secret").chmod(0)
 
 
-def _ambiguous(ctx: Ctx) -> None:
+def _ambiguous(ctx: Ctx) -> str:
+    """Plants two commit ids that start with the prefix returned."""
     forged = [bytes.fromhex("beef01") + b"\0" * 29, bytes.fromhex("beef02") + b"\0" * 29]
     with Repository.open(ctx.repo) as repo:
-        repo.index.apply(WriteBatch(commits={oid: 0 for oid in forged}))  # type: ignore[misc]
+        repo.index.apply(WriteBatch(commits={ObjectId(oid): 0 for oid in forged}))
+    return "beef"
 
 
 def _evil_commit(ctx: Ctx) -> str:
@@ -104,7 +106,7 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "repo-not-given": (lambda c: ["refs"], "no repository given"),
     "unknown-ref": (lambda c: ["log", "nosuchref"], "no such ref or commit"),
     "unknown-id": (lambda c: ["show", "f" * 64], "no commit"),
-    "ambiguous-prefix": (lambda c: (_ambiguous(c), ["show", "beef"])[1], "matches several commits"),
+    "ambiguous-prefix": (lambda c: ["show", _ambiguous(c)], "matches several commits"),
     "fifo": (
         lambda c: ["commit", "-b", "main", _with(c, lambda s: os.mkfifo(s / "fifo"))],
         "/fifo",

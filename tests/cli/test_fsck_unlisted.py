@@ -65,7 +65,7 @@ def test_files_of_a_commit_that_ended_during_fsck_are_not_unlisted(
     """fsck's reader is older than a commit that ran while it listed objects/: the
     commit's files are listed by the index when fsck reports, so they are not counted."""
     checker = sys.modules["store.fsck"]
-    real = checker.unlisted_files  # type: ignore[attr-defined]
+    real = checker.unlisted_files
     tree = write_tree(tmp_path / "new", {f"n{i}": f"new content {i}\n" for i in range(20)})
 
     def commit_first(*args: Any) -> list[Path]:

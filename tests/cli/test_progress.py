@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
-from tests.helpers import IS_ROOT, ROOT, run, sapwood_argv, write_tree
+from tests.helpers import IS_ROOT, ROOT, Argument, run, sapwood_argv, write_tree
 from tests.store.pull_server import serve
 
 FILES = 2500  # more than 1024: commit reports its count every 1024 files
@@ -84,7 +84,7 @@ def in_terminal(*args: object, env: dict[str, str] | None = None, timeout: float
 
 
 def on_a_pipe(
-    *args: object, env: dict[str, str] | None = None
+    *args: Argument, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     return run(*args, env={**os.environ, **(env or {})}, cwd=ROOT)
 
@@ -126,7 +126,7 @@ def repo(tmp_path: Path, source: Path) -> Path:
 def test_commit_counts_files_then_sums_them_up(tmp_path: Path, source: Path) -> None:
     for name in ("piped", "shown"):
         assert on_a_pipe("--repo", tmp_path / name, "init").returncode == 0
-    args = ["commit", "-b", "main", "--timestamp", "0", source]
+    args: list[Argument] = ["commit", "-b", "main", "--timestamp", "0", source]
     piped = on_a_pipe("--repo", tmp_path / "piped", *args)
     shown = in_terminal("--repo", tmp_path / "shown", *args)
     assert shown.code == piped.returncode == 0
@@ -173,7 +173,7 @@ def test_prune_reaches_the_files_it_deletes(tmp_path: Path, repo: Path) -> None:
         on_a_pipe("--repo", repo, "commit", "-b", "tmp", "--timestamp", "1", extra).returncode == 0
     )
     assert on_a_pipe("--repo", repo, "refs", "--delete", "tmp").returncode == 0
-    args = ["--repo", repo, "prune", "--refs-only"]
+    args: list[Argument] = ["--repo", repo, "prune", "--refs-only"]
     piped = on_a_pipe(*args, "--dry-run")
     shown = in_terminal(*args, "--dry-run")
     assert shown.code == piped.returncode == 0
@@ -206,7 +206,7 @@ def test_pull_reaches_the_content_to_fetch(tmp_path: Path, source: Path) -> None
                 "--repo", local, "remote", "add", "--no-sign-verify", "origin", server.url
             )
             assert added.returncode == 0, added.stderr
-            pull = ["--repo", local, "pull", "origin", "os"]
+            pull: list[Argument] = ["--repo", local, "pull", "origin", "os"]
             outputs.append(on_a_pipe(*pull) if name == "piped" else in_terminal(*pull))
     piped, shown = outputs
     assert isinstance(piped, subprocess.CompletedProcess) and isinstance(shown, Shown)

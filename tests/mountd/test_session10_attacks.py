@@ -51,8 +51,8 @@ def _hostile_repo(
     for name in hostile:
         file_id = lookup(repo, commit_id, f"/{name}").file
         assert file_id is not None
-        header, _ = repo.read_file_header(file_id)
-        found[name] = (file_id, header.encode(), repo.content.path(file_id))
+        file_header, _ = repo.read_file_header(file_id)
+        found[name] = (file_id, file_header.encode(), repo.content.path(file_id))
     repo.close()
     frame = b"".join(filez.frames([bytes(filez.CHUNK)]))
     with raw_index(tmp_path / "repo") as (txn, dbs):
@@ -287,8 +287,8 @@ def _swz1_zeros_claiming(
     for name in claims:
         file_id = lookup(repo, commit_id, f"/{name}").file
         assert file_id is not None
-        header, _ = repo.read_file_header(file_id)
-        found[name] = (file_id, header.encode(), repo.content.path(file_id))
+        file_header, _ = repo.read_file_header(file_id)
+        found[name] = (file_id, file_header.encode(), repo.content.path(file_id))
     repo.close()
     with raw_index(tmp_path / "repo") as (txn, dbs):
         for name, (file_id, header, _) in found.items():
