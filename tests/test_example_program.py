@@ -92,7 +92,13 @@ class Installed:
 
     def mypy(self, *files: Path) -> subprocess.CompletedProcess[str]:
         cache = self.work / ".mypy_cache"
-        args = ["--strict", "--python-executable", self.python, "--cache-dir", cache]
+        args: list[str | os.PathLike[str]] = [
+            "--strict",
+            "--python-executable",
+            self.python,
+            "--cache-dir",
+            cache,
+        ]
         return run([MYPY, *args, *files], cwd=self.work)
 
 

@@ -61,7 +61,11 @@ def _names_bound_in(init: Path) -> set[str]:
             bound.add(node.name)
         elif _is_lazy_table(node):
             assert isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Dict)
-            bound |= {key.value for key in node.value.keys if isinstance(key, ast.Constant)}
+            bound |= {
+                key.value
+                for key in node.value.keys
+                if isinstance(key, ast.Constant) and isinstance(key.value, str)
+            }
     return bound
 
 

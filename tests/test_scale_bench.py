@@ -63,7 +63,7 @@ def _fake_damon(root: Path, state: str, monkeypatch: pytest.MonkeyPatch) -> tupl
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
     monkeypatch.setattr(common, "DAMON", root)
-    monkeypatch.setattr(common.os, "geteuid", lambda: 0)
+    monkeypatch.setattr("common.os.geteuid", lambda: 0)
     return common, daemon / "state"
 
 

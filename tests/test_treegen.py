@@ -13,12 +13,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import treegen
 
 FILES = 400
+# path, st_mode, st_size, st_mtime_ns, st_nlink, (content hash, first path) or target, xattrs
+Row = tuple[str, int, int, int, int, object, list[tuple[str, bytes]]]
 
 
-def manifest(root: Path) -> list[tuple[object, ...]]:
+def manifest(root: Path) -> list[Row]:
     """Every entry's path, type, bits, size, mtime, content hash or link target, xattrs,
     and which earlier path it is a hardlink of."""
-    rows: list[tuple[object, ...]] = []
+    rows: list[Row] = []
     first_name: dict[int, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()

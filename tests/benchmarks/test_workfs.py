@@ -129,7 +129,7 @@ def test_an_interrupted_run_cleans_up(tmp_path: Path, signum: int) -> None:
 def test_without_root_the_run_writes_to_the_host_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(workfs.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("workfs.os.geteuid", lambda: 1000)
     with workfs.work_filesystem(tmp_path, SMALL, "loop") as fs:
         assert fs.path.parent == tmp_path
         assert fs.kind.startswith(f"host filesystem of {tmp_path}")
@@ -142,7 +142,7 @@ def test_without_root_the_run_writes_to_the_host_and_says_so(
 def test_the_host_is_chosen_by_option_or_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(workfs.os, "geteuid", lambda: 0)
+    monkeypatch.setattr("workfs.os.geteuid", lambda: 0)
     with workfs.work_filesystem(tmp_path, SMALL, "host") as fs:
         assert "--work-fs host" in fs.kind
     monkeypatch.setenv(workfs.ENV, "host")
@@ -154,7 +154,7 @@ def test_the_host_is_chosen_by_option_or_environment(
 
 
 def test_missing_tools_send_the_run_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workfs.os, "geteuid", lambda: 0)
+    monkeypatch.setattr("workfs.os.geteuid", lambda: 0)
     monkeypatch.setattr(workfs, "_which", lambda tool: None if tool == "losetup" else tool)
     assert workfs.why_host("loop") == "losetup not found"
 
@@ -162,7 +162,7 @@ def test_missing_tools_send_the_run_to_the_host(monkeypatch: pytest.MonkeyPatch)
 def test_an_image_larger_than_the_free_space_stops_before_making_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(workfs.os, "geteuid", lambda: 0)
+    monkeypatch.setattr("workfs.os.geteuid", lambda: 0)
     monkeypatch.setattr(workfs, "_which", lambda tool: tool)
     huge = workfs.Footprint(1 << 60, 1_000)
     with (

@@ -266,18 +266,18 @@ def test_as_a_real_unprivileged_user_in_bare_user() -> None:
         for dest in (work / "farm", work / "copy"):
             for name, bits in MODES.items():
                 if name != "setuid":
-                    shown = stat.S_IMODE(os.lstat(dest / name).st_mode)
-                    assert shown == bits & 0o775, (dest, name)
+                    found = stat.S_IMODE(os.lstat(dest / name).st_mode)
+                    assert found == bits & 0o775, (dest, name)
             clean = run_as_user("--repo", repo, "diff", "-U", "main", dest)
             assert (clean.returncode, clean.stdout) == (0, ""), clean.stderr
         copy = work / "copy"
-        for args in (
+        for edit in (
             ["chmod", "0640", str(copy / "rw-r--r--")],
             ["sh", "-c", f"echo edited > '{copy}/rwxr-xr-x'"],
             ["sh", "-c", f"echo new > '{copy}/added'"],
             ["rm", str(copy / "gone")],
         ):
-            subprocess.run([*AS_NOBODY, *args], check=True)
+            subprocess.run([*AS_NOBODY, *edit], check=True)
         shown = run_as_user("--repo", repo, "diff", "-U", "main", copy)
         assert shown.returncode == 0, shown.stderr
         assert sorted(shown.stdout.splitlines()) == sorted(

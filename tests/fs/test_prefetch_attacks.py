@@ -339,8 +339,8 @@ def test_the_getdents_buffer_is_never_smaller_than_the_length_given(
         pytest.skip("this libc has no getdents64")
     calls: list[tuple[int, int]] = []
 
-    def sizes(fd: int, buffer: object, length: int) -> int:
-        calls.append((ctypes.sizeof(buffer), length))  # type: ignore[call-overload]
+    def sizes(fd: int, buffer: ctypes.Array[ctypes.c_char], length: int) -> int:
+        calls.append((ctypes.sizeof(buffer), length))
         return 0
 
     getdents = fs.getdents.Getdents(sizes)

@@ -396,8 +396,10 @@ def test_an_object_file_gone_behind_the_stores_back_is_not_listed(tmp_path: Path
     """A second farm keeps the inode a candidate (two links); the listing, made when the
     first candidate shows up, no longer holds the object's name."""
     repo, farm = _link_farm(RepoMode.BARE_USER, tmp_path, setuid=False)
-    checkout(repo, repo.ref("first"), tmp_path / "farm2", KINDS["UH"])
-    os.unlink(repo.object_path(_file_id(repo, repo.ref("first"), "README")))
+    first = repo.ref("first")
+    assert first is not None
+    checkout(repo, first, tmp_path / "farm2", KINDS["UH"])
+    os.unlink(repo.object_path(_file_id(repo, first, "README")))
     readme = farm / "README"
     assert os.lstat(readme).st_nlink == 2
     with repo.snapshot() as snap:
@@ -419,7 +421,9 @@ def test_a_name_in_objects_that_is_not_hex_shifts_no_id(tmp_path: Path) -> None:
         found = snap.object_for_inode(os.lstat(farm / "bin" / "tool"), os.lstat(farm / "bin"))
     assert found is not None and found.object_id == tool
     again = commit(repo, farm, "again")
-    assert root_of(repo, again.commit_id) == root_of(repo, repo.ref("first"))
+    first = repo.ref("first")
+    assert first is not None
+    assert root_of(repo, again.commit_id) == root_of(repo, first)
     repo.close()
 
 

@@ -326,7 +326,9 @@ def test_a_cold_scan_starts_the_child_and_stop_ends_it(
     reads_from_the_disk(monkeypatch, lambda: next(blocks))
     cold = commit_dir(user_repo, source, "cold")
     assert len(children) == 1 and children[0].returncode is not None
-    assert children[0].args[:4] == [sys.executable, "-I", "-S", fs.prefetch_child.__file__]
+    command = children[0].args
+    assert isinstance(command, list)
+    assert command[:4] == [sys.executable, "-I", "-S", fs.prefetch_child.__file__]
     assert open_fds() == before
     trees = [user_repo.read_commit(commit) for commit in (warm, cold)]
     assert (trees[0].tree, trees[0].meta) == (trees[1].tree, trees[1].meta)
