@@ -6,10 +6,17 @@ look or write outside it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NEW = ".sapwood-new"  # what is being made is named .NAME.sapwood-new until it is whole
+
+
+def temporary_name(name: str) -> str:
+    """The name ``name`` is made under, beside it, until it is whole."""
+    return f".{name}{NEW}"
 
 
 def open_below(root: int, relative: str, make: bool = False) -> int:
@@ -94,7 +101,7 @@ def write_below(root: int, relative: str, text: str) -> None:
     head, name = os.path.split(relative)
     parent = open_below(root, head, make=True)
     try:
-        temporary = f".{name}.sapwood-new"
+        temporary = temporary_name(name)
         # sapwood's own name: whatever a killed run (or the tree's maker) left there goes
         # first, and the file is made anew (a FIFO there hung the open: review23 4)
         with contextlib.suppress(FileNotFoundError):
@@ -112,3 +119,30 @@ def write_below(root: int, relative: str, text: str) -> None:
             raise
     finally:
         os.close(parent)
+
+
+def make_dir(parent: int, name: str, mode: int) -> None:
+    """The directory ``name`` made in the directory ``parent`` with ``mode``, whatever
+    the umask, and under ``name`` only once it has it: made under its temporary name
+    (mkdir: EEXIST if anything is there), fchmodded through a descriptor opened with
+    O_NOFOLLOW (never a symlink swapped in), then renamed to ``name`` if nothing is
+    there (EEXIST otherwise). A kill leaves the temporary name, never ``name`` with the
+    umask's mode; a failure removes the temporary directory (rmdir: only an empty one)."""
+    temporary = temporary_name(name)
+    os.mkdir(temporary, mode, dir_fd=parent)
+    try:
+        made = os.open(temporary, DIR_FLAGS, dir_fd=parent)
+        try:
+            os.fchmod(made, mode)
+        finally:
+            os.close(made)
+        try:
+            os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+        else:  # made since the caller looked: a rename would replace an empty directory
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.rmdir(temporary, dir_fd=parent)
+        raise

@@ -25,7 +25,9 @@ directories made on the way removed), and the snippet's temporary file is remove
 the tree holds what the line lists and nothing half-written. Symlinks
 inside the tree are never followed (every directory is opened component by component
 with O_NOFOLLOW), so nothing is written outside it. Running it again changes nothing; a
-run killed midway is finished by the next.
+run killed midway is finished by the next: a place is made under a temporary name and
+renamed to its own once it has its mode, since a later run must never change the mode
+of a directory there (it may be a users' one, moved there).
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from pathlib import Path
 from fs.sysroot.nofollow import (
     listdir_below,
     lstat_below,
+    make_dir,
     open_below,
     read_below,
     readlink_below,
+    temporary_name,
     write_below,
 )
 from store import OutOfSpaceError, SapwoodError, TreeLayoutError
@@ -98,7 +102,7 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
             raise _refused(root_path, TMPFILES, "is not a regular file")
         write_tmpfiles = there is None or read_below(root, TMPFILES) != tmpfiles
         done: list[str] = []
-        _remove_asides(root, root_path)
+        _remove_leftovers(root, root_path)
         try:
             for step in steps:
                 done.append(_apply(root, root_path, step))
@@ -156,26 +160,36 @@ def _plan(root: int, root_path: Path, link: str, place: str) -> _Step | None:
     if here is None:  # a place there without its link: a run killed midway (review23 6)
         if there is not None:
             return _Step(link, place, "link")
-        return None if link in _ONLY_IF_THERE else _Step(link, place, "make")
+        return None if link in _ONLY_IF_THERE else _making(root, root_path, step, "make")
     if stat.S_ISLNK(here.st_mode):
         held = readlink_below(root, link)
         if held != step.target:
             raise _refused(root_path, link, f"is a link to {held!r}, not to {step.target!r}")
-        return None if there is not None else _Step(link, place, "place")
+        return None if there is not None else _making(root, root_path, step, "place")
     if not stat.S_ISDIR(here.st_mode):
         raise _refused(root_path, link, "is not a directory")
     if there is not None and listdir_below(root, place):
         raise _refused(root_path, place, f"is there already, with {link} a directory too")
     if there is not None:  # set aside by the move: its name must be free (review24 1)
-        aside = _aside(place)
-        held_aside = lstat_below(root, aside)
-        if held_aside is not None and not (
-            stat.S_ISDIR(held_aside.st_mode) and not listdir_below(root, aside)
-        ):
-            raise _refused(
-                root_path, aside, "is in the way of the name sapwood sets places aside as"
-            )
+        why = "is in the way of the name sapwood sets places aside as"
+        _check_own_name(root, root_path, _aside(place), why)
     return _Step(link, place, "move")
+
+
+def _making(root: int, root_path: Path, step: _Step, action: str) -> _Step:
+    """The step that makes its place: made under its temporary name, which must be free
+    (an empty directory there is a killed run's, removed before the steps)."""
+    why = "is in the way of the name sapwood makes places under"
+    _check_own_name(root, root_path, _new(step.place), why)
+    return _Step(step.link, step.place, action)
+
+
+def _check_own_name(root: int, root_path: Path, name: str, why: str) -> None:
+    """TreeLayoutError unless ``name`` (one of sapwood's own) is free or an empty
+    directory (a killed run's): anything else there is the user's, never touched."""
+    held = lstat_below(root, name)
+    if held is not None and not (stat.S_ISDIR(held.st_mode) and not listdir_below(root, name)):
+        raise _refused(root_path, name, why)
 
 
 def _apply(root: int, root_path: Path, step: _Step) -> str:
@@ -223,14 +237,8 @@ def _make_place(root: int, step: _Step, aside: str | None) -> None:
     try:
         if step.action == "move":  # onto an empty place, if any (the plan checked)
             _move(root, link_dir, link_name, parent, place_name, aside)
-        else:
-            mode = 0o700 if step.place in _PRIVATE else 0o755
-            os.mkdir(place_name, mode, dir_fd=parent)
-            made = open_below(parent, place_name)  # never a symlink swapped in (review24 3)
-            try:
-                os.fchmod(made, mode)  # whatever the umask took
-            finally:
-                os.close(made)
+        else:  # under its final name only with its mode (session19 d6)
+            make_dir(parent, place_name, 0o700 if step.place in _PRIVATE else 0o755)
     finally:
         os.close(parent)
 
@@ -241,10 +249,13 @@ def _remove_all(root: int, made: list[str]) -> None:
         _remove_made(root, directory)
 
 
-def _remove_asides(root: int, root_path: Path) -> None:
-    """Remove the empty places a run killed after a move's link left aside (review23 7):
-    whatever this run's plan, none has a step for them."""
+def _remove_leftovers(root: int, root_path: Path) -> None:
+    """Remove the empty places a run killed after a move's link left aside (review23 7),
+    and those a run killed while it made them left under their temporary name (session19
+    d6): whatever this run's plan, none has a step for them."""
     for _, place in MOVES:
+        if lstat_below(root, _new(place)) is not None:
+            _remove_made(root, _new(place))  # rmdir: anything else there stays
         aside = _aside(place)
         if lstat_below(root, aside) is not None:
             kept = (
@@ -299,6 +310,12 @@ def _undo(root: int, step: _Step, aside: str | None, made: list[str]) -> None:
         _remove_all(root, made)
     except OSError as exc:
         log.warning("%s: not put back (%s): the next run makes its link", step.place, exc)
+
+
+def _new(place: str) -> str:
+    """The name a place is made under until it has its mode."""
+    place_dir, place_name = os.path.split(place)
+    return os.path.join(place_dir, temporary_name(place_name))
 
 
 def _aside(place: str) -> str:

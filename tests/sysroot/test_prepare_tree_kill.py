@@ -1,7 +1,9 @@
-"""prepare-tree killed while it makes a place (session19 d6): a place made with mkdir
-and given its mode afterwards kept the umask's mode when a kill fell in between, and
-no later run could tell it from a users' directory (whose mode it must never change).
-Each run here is a child process under umask 027 (a 0755 mkdir makes 0750)."""
+"""prepare-tree killed while it makes a place (session19 d6, fixed the same session; the
+first two tests were strict xfails): a place made with mkdir and given its mode
+afterwards kept the umask's mode when a kill fell in between, and no later run could
+tell it from a users' directory (whose mode it must never change). A place is now made
+under its temporary name and renamed once it has its mode. Each run here is a child
+process under umask 027 (a 0755 mkdir makes 0750)."""
 
 from __future__ import annotations
 
@@ -104,7 +106,6 @@ def _precondition(holds: bool, what: str) -> None:
         pytest.fail(f"precondition: {what}")
 
 
-@pytest.mark.xfail(strict=True, reason="session19 d6: the place keeps the umask's mode")
 def test_a_place_killed_between_its_mkdir_and_its_mode_gets_its_mode(tmp_path: Path) -> None:
     """Killed just after the first place's mkdir, before its fchmod: the next run
     (under the same umask) ends with every place in the plan's mode, and the users'
@@ -115,7 +116,6 @@ def test_a_place_killed_between_its_mkdir_and_its_mode_gets_its_mode(tmp_path: P
     assert _modes(tree) == WANTED
 
 
-@pytest.mark.xfail(strict=True, reason="session19 d6: the place keeps the umask's mode")
 def test_a_run_killed_anywhere_is_finished_with_the_plans_modes(tmp_path: Path) -> None:
     """Killed before each system call in turn, the next run ends as a run never killed:
     the same entries with the same modes (the places the plan's, the users' theirs),
