@@ -38,6 +38,25 @@ def open_below(root: int, relative: str, make: bool = False) -> int:
     return fd
 
 
+def make_dirs_below(root: int, relative: str, mode: int = 0o755) -> int:
+    """open_below ``relative`` each component missing made first with ``mode`` by
+    make_dir (under its temporary name until it has that mode, whatever the umask)."""
+    fd = os.dup(root)
+    try:
+        for part in filter(None, relative.split("/")):
+            try:
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                make_dir(fd, part, mode)
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def lstat_below(root: int, relative: str) -> os.stat_result | None:
     """lstat of ``relative`` below ``root``, its directories entered without following
     a symlink; None when absent (or a directory on the way is not one)."""

@@ -43,6 +43,7 @@ from fs.sysroot.nofollow import (
     listdir_below,
     lstat_below,
     make_dir,
+    make_dirs_below,
     open_below,
     read_below,
     readlink_below,
@@ -101,6 +102,12 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
         if there is not None and not stat.S_ISREG(there.st_mode):
             raise _refused(root_path, TMPFILES, "is not a regular file")
         write_tmpfiles = there is None or read_below(root, TMPFILES) != tmpfiles
+        ways = [os.path.dirname(path) for step in steps for path in (step.place, step.link)]
+        if write_tmpfiles:
+            ways.append(os.path.dirname(TMPFILES))
+        for directory in _missing_on(root, ways):  # each made under its temporary name
+            why = "is in the way of the name sapwood makes directories under"
+            _check_own_name(root, root_path, _new(directory), why)
         done: list[str] = []
         _remove_leftovers(root, root_path)
         try:
@@ -123,6 +130,7 @@ def _write_snippet(root: int, text: str) -> None:
     it cannot be (review24 5)."""
     made = _missing(root, os.path.dirname(TMPFILES))
     try:
+        os.close(make_dirs_below(root, os.path.dirname(TMPFILES)))  # 0755, whatever the umask
         write_below(root, TMPFILES, text)
     except OSError:
         _remove_all(root, made)
@@ -208,7 +216,7 @@ def _apply(root: int, root_path: Path, step: _Step) -> str:
     if step.action == "place":
         return f"{step.place}: made (the place {step.link} links to)"
     try:
-        source = open_below(root, link_dir, make=True)
+        source = make_dirs_below(root, link_dir)
         try:
             os.symlink(step.target, link_name, dir_fd=source)
         finally:
@@ -233,7 +241,7 @@ def _make_place(root: int, step: _Step, aside: str | None) -> None:
     """The place made, or the directory moved there (an empty place set aside first)."""
     place_dir, place_name = os.path.split(step.place)
     link_dir, link_name = os.path.split(step.link)
-    parent = open_below(root, place_dir, make=True)
+    parent = make_dirs_below(root, place_dir)
     try:
         if step.action == "move":  # onto an empty place, if any (the plan checked)
             _move(root, link_dir, link_name, parent, place_name, aside)
@@ -253,9 +261,10 @@ def _remove_leftovers(root: int, root_path: Path) -> None:
     """Remove the empty places a run killed after a move's link left aside (review23 7),
     and those a run killed while it made them left under their temporary name (session19
     d6): whatever this run's plan, none has a step for them."""
+    for directory in _MADE_HERE:
+        if lstat_below(root, _new(directory)) is not None:
+            _remove_made(root, _new(directory))  # rmdir: anything else there stays
     for _, place in MOVES:
-        if lstat_below(root, _new(place)) is not None:
-            _remove_made(root, _new(place))  # rmdir: anything else there stays
         aside = _aside(place)
         if lstat_below(root, aside) is not None:
             kept = (
@@ -346,9 +355,29 @@ def _remove_made(root: int, directory: str, kept: str | None = None) -> None:
 
 def _missing(root: int, relative: str) -> list[str]:
     """The components of the directory ``relative`` (each a prefix of it) not there."""
+    return [prefix for prefix in _prefixes(relative) if lstat_below(root, prefix) is None]
+
+
+def _missing_on(root: int, ways: list[str]) -> list[str]:
+    """The directories missing on any of the ways (directories) given, each once."""
+    return list(dict.fromkeys(made for way in ways for made in _missing(root, way)))
+
+
+def _prefixes(relative: str) -> list[str]:
     parts = [part for part in relative.split("/") if part]
-    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
-    return [prefix for prefix in prefixes if lstat_below(root, prefix) is None]
+    return ["/".join(parts[: n + 1]) for n in range(len(parts))]
+
+
+# every directory a run may make (each place and the directories on the ways to the
+# places, the links and the snippet): what a killed run may leave under its temporary name
+_MADE_HERE = tuple(
+    dict.fromkeys(
+        made
+        for link, place in MOVES
+        for way in (place, os.path.dirname(link), os.path.dirname(TMPFILES))
+        for made in _prefixes(way)
+    )
+)
 
 
 def _tmpfiles_text() -> str:

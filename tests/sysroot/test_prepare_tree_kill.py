@@ -35,6 +35,9 @@ FILES = {
 USERS_MODES = {"home": 0o750, "root": 0o700, "usr/local": 0o775}  # where they move:
 MOVED = {"home": "var/home", "root": "var/roothome", "usr/local": "var/usrlocal"}
 MADE = {"var/srv": 0o755, "var/opt": 0o755, "var/mnt": 0o755}  # the plan's modes
+# the directories made on the way (the tree has usr/bin alone): to dpkg's place and to
+# the tmpfiles snippet, 0755 too (usr/lib/sysimage: dpkg -l reads it as any user)
+PARENTS = {"usr/lib": 0o755, "usr/lib/sysimage": 0o755, "usr/lib/tmpfiles.d": 0o755}
 
 # a run of prepare_tree under UMASK, SIGKILLed before the system call numbered argv[2]
 # (counted over the calls listed) or, with argv[2] == "fchmod-dir", before the first
@@ -84,12 +87,12 @@ def _run(tree: Path, point: str) -> int:
 
 
 def _modes(tree: Path) -> dict[str, int]:
-    """The mode of each place made and of each users' directory moved."""
-    places = [*MADE, *MOVED.values()]
+    """The mode of each directory made and of each users' directory moved."""
+    places = [*MADE, *PARENTS, *MOVED.values()]
     return {place: stat.S_IMODE(os.lstat(tree / place).st_mode) for place in places}
 
 
-WANTED = {**MADE, **{MOVED[name]: mode for name, mode in USERS_MODES.items()}}
+WANTED = {**MADE, **PARENTS, **{MOVED[name]: mode for name, mode in USERS_MODES.items()}}
 
 
 def _shape(tree: Path) -> list[tuple[str, int, int, str]]:
@@ -140,15 +143,10 @@ def test_a_run_killed_anywhere_is_finished_with_the_plans_modes(tmp_path: Path) 
     assert not unfinished, unfinished
 
 
-# the directories made on the way (the tree has usr/bin alone): dpkg's place and the
-# tmpfiles snippet's directory
-PARENTS = {"usr/lib": 0o755, "usr/lib/sysimage": 0o755, "usr/lib/tmpfiles.d": 0o755}
-
-
-@pytest.mark.xfail(strict=True, reason="session19 d6: made on the way with the umask's mode")
 def test_the_directories_made_on_the_way_get_0755_whatever_the_umask(tmp_path: Path) -> None:
-    """Never killed, under umask 027: usr/lib, usr/lib/sysimage (dpkg's database, read
-    by every user's dpkg -l) and usr/lib/tmpfiles.d are made 0755, not 0750."""
+    """Fixed the same session (was a strict xfail). Before: never killed, under umask
+    027, usr/lib, usr/lib/sysimage (dpkg's database, read by every user's dpkg -l) and
+    usr/lib/tmpfiles.d were made 0750: open_below's mkdir, never fchmodded."""
     tree = _tree(tmp_path / "tree")
     _precondition(not (tree / "usr/lib").exists(), "usr/lib is made")
     _precondition(_run(tree, "0") == 0, "the run ran through")

@@ -23,9 +23,11 @@ from tests.sysroot.conftest import small_tree
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree with root's modes needs root")
 
-# home and root moved first, then var/opt made (opt absent) under NEW_OPT
+# home and root moved first, then var/opt made (opt absent) under NEW_OPT; usr/lib is
+# made (under NEW_LIB) for the tmpfiles snippet
 FILES = {"home/alice/notes": "mine\n", "root/.profile": "# root\n", "usr/local/bin": "/"}
 NEW_OPT = f"var/.opt{NEW}"
+NEW_LIB = f"usr/.lib{NEW}"
 
 
 def _shape(tree: Path) -> list[tuple[str, int, int, int, str]]:
@@ -50,8 +52,7 @@ def _outside(tmp_path: Path) -> Path:
     return outside
 
 
-def _hold(tree: Path, what: str, outside: Path) -> None:
-    held = tree / NEW_OPT
+def _hold(held: Path, what: str, outside: Path) -> None:
     if what == "a symlink":
         held.symlink_to(outside)
     elif what == "a FIFO":
@@ -63,35 +64,39 @@ def _hold(tree: Path, what: str, outside: Path) -> None:
         (held / "keep").write_text("the user's\n")
 
 
+@pytest.mark.parametrize("name", [NEW_OPT, NEW_LIB])
 @pytest.mark.parametrize("what", ["a symlink", "a FIFO", "a file", "a directory with files"])
 def test_what_holds_the_temporary_name_is_refused_before_any_change(
-    tmp_path: Path, what: str
+    tmp_path: Path, what: str, name: str
 ) -> None:
-    """One line naming the temporary name, a non-zero exit, nothing changed (the moves
-    before var/opt's step not made), at this run and the next; a symlink there never
-    followed, a FIFO never opened (no hang)."""
+    """One line naming the temporary name (of a place, or of a directory made on the
+    way), a non-zero exit, nothing changed (the moves before var/opt's step not made),
+    at this run and the next; a symlink there never followed, a FIFO never opened."""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
     outside = _outside(tmp_path)
-    _hold(tree, what, outside)
+    _hold(tree / name, what, outside)
     before, outside_before = _shape(tree), _shape(outside)
     for _ in range(2):
         proc = run("admin", "prepare-tree", tree, text=True, timeout=60)
         assert proc.returncode != 0 and proc.stdout == "", proc.stdout
         assert proc.stderr.count("\n") == 1, proc.stderr
-        assert f".opt{NEW}" in proc.stderr and "nothing was changed" in proc.stderr
+        assert os.path.basename(name) in proc.stderr and "nothing was changed" in proc.stderr
         assert _shape(tree) == before
     assert _shape(outside) == outside_before
     assert stat.S_IMODE(os.stat(outside).st_mode) == 0o700
 
 
 def test_an_empty_directory_at_the_temporary_name_is_a_killed_runs(tmp_path: Path) -> None:
-    """An empty directory at the temporary name (a run killed before its rename, with
-    the umask's mode) is removed; the place is made with the plan's mode."""
+    """An empty directory at a temporary name (a run killed before its rename, with the
+    umask's mode), of a place or of a directory on the way, is removed; each is made
+    with the plan's mode."""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
-    (tree / NEW_OPT).mkdir(mode=0o700)
+    for name in (NEW_OPT, NEW_LIB, f".var{NEW}"):
+        (tree / name).mkdir(mode=0o700)
     sapwood.prepare_tree(tree)
-    assert not os.path.lexists(tree / NEW_OPT)
+    assert not [path for path in tree.rglob(f"*{NEW}")]
     assert stat.S_IMODE(os.lstat(tree / "var/opt").st_mode) == 0o755
+    assert stat.S_IMODE(os.lstat(tree / "usr/lib").st_mode) == 0o755
     assert os.readlink(tree / "opt") == "var/opt"
 
 
