@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
+from fs.sysroot import nofollow
 from fs.sysroot import prepare_tree as prepare_tree_module
 from fs.sysroot.nofollow import NEW
 from store import OutOfSpaceError, TreeLayoutError
@@ -113,19 +114,23 @@ def test_what_holds_a_temporary_name_no_step_needs_stays(tmp_path: Path) -> None
     assert not os.path.lexists(tree / f"var/.srv{NEW}")
 
 
-def _after_mkdir(monkeypatch: pytest.MonkeyPatch, then: Callable[[int], None]) -> None:
-    """``then(parent)`` just after prepare-tree's first mkdir of a temporary name (the
-    race with another process made deterministic)."""
+def _after_mkdir(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[int], None], name: str = NEW_OPT
+) -> list[str]:
+    """``then(parent)`` just after prepare-tree's mkdir of the temporary name ``name``
+    (the race with another process made deterministic); the list it returns holds that
+    name once it happened."""
     real = os.mkdir
-    done = []
+    done: list[str] = []
 
     def mkdir(path: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
         real(path, mode, dir_fd=dir_fd)
-        if str(path).endswith(NEW) and dir_fd is not None and not done:
+        if path == os.path.basename(name) and dir_fd is not None and not done:
             done.append(path)
             then(dir_fd)
 
     monkeypatch.setattr(os, "mkdir", mkdir)
+    return done
 
 
 def test_a_symlink_swapped_in_at_the_temporary_name_is_never_followed(
@@ -144,10 +149,11 @@ def test_a_symlink_swapped_in_at_the_temporary_name_is_never_followed(
         os.rename(temporary, f"{temporary}.moved", src_dir_fd=parent, dst_dir_fd=parent)
         os.symlink(outside, temporary, dir_fd=parent)
 
-    _after_mkdir(monkeypatch, swap)
+    swapped = _after_mkdir(monkeypatch, swap)
     with pytest.raises(TreeLayoutError) as raised:
         sapwood.prepare_tree(tree)
     monkeypatch.undo()
+    assert swapped, "the precondition: the swap happened"
     assert "\n" not in str(raised.value) and "run it again" in str(raised.value)
     assert _shape(outside) == outside_before
     assert stat.S_IMODE(os.stat(outside).st_mode) == 0o700
@@ -168,26 +174,30 @@ def test_the_places_parent_swapped_for_a_symlink_is_never_followed(
     outside = _outside(tmp_path)
     outside_before = _shape(outside)
 
+    swapped: list[str] = []
+
     def swap(_parent: int = -1) -> None:
         os.rename(tree / "var", tmp_path / "var.moved")
         (tree / "var").symlink_to(outside)
+        swapped.append("var")
 
     if when == "after the mkdir":
         _after_mkdir(monkeypatch, swap)
-    else:
-        real = prepare_tree_module.open_below
+    else:  # var/opt's parent entered (each component made where missing)
+        real = nofollow.make_dirs_below
 
-        def open_below(root: int, relative: str, make: bool = False) -> int:
-            if relative == "var" and make and not (tree / "var").is_symlink():
+        def make_dirs_below(root: int, relative: str, mode: int = 0o755) -> int:
+            if relative == "var" and not swapped:
                 swap()
-            return real(root, relative, make)
+            return real(root, relative, mode)
 
-        monkeypatch.setattr(prepare_tree_module, "open_below", open_below)
+        monkeypatch.setattr(prepare_tree_module, "make_dirs_below", make_dirs_below)
     try:
         sapwood.prepare_tree(tree)
     except TreeLayoutError as exc:
         assert "\n" not in str(exc)  # a failure is fine; a change outside is not
     monkeypatch.undo()
+    assert swapped, "the precondition: the swap happened"
     assert _shape(outside) == outside_before
     assert stat.S_IMODE(os.stat(outside).st_mode) == 0o700
 
@@ -200,10 +210,11 @@ def test_a_directory_made_at_the_place_meanwhile_is_never_replaced(
     directory keeps its inode and mode, the temporary name is gone; the next run links
     it and leaves its mode as it is (a users' directory's)."""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
-    _after_mkdir(monkeypatch, lambda parent: os.mkdir("opt", 0o700, dir_fd=parent))
+    made = _after_mkdir(monkeypatch, lambda parent: os.mkdir("opt", 0o700, dir_fd=parent))
     with pytest.raises(TreeLayoutError) as raised:
         sapwood.prepare_tree(tree)
     monkeypatch.undo()
+    assert made, "the precondition: the directory was made meanwhile"
     assert "File exists" in str(raised.value) and "\n" not in str(raised.value)
     users = os.lstat(tree / "var/opt")
     assert not os.path.lexists(tree / NEW_OPT)
