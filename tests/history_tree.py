@@ -240,7 +240,8 @@ def _import(root: Path) -> tuple[str, str, str, str]:
     for directory, dirs, _ in os.walk(root):  # owners and modes independent of the host's
         for name in dirs:
             os.chmod(Path(directory, name), 0o755)
-    return f"{LICENSES}/{license_file}", *with_copyright[:3]  # type: ignore[return-value]
+    first, second, third = with_copyright[:3]
+    return f"{LICENSES}/{license_file}", first, second, third
 
 
 def _steps(root: Path) -> Iterator[Step]:

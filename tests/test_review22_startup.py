@@ -30,12 +30,13 @@ def _python(probe: str, *env: tuple[str, str]) -> subprocess.CompletedProcess[st
 
 
 def test_the_named_tuples_made_by_call_behave_as_the_classes_did() -> None:
+    from store.ids import ObjectId
     from store.inodes import LinkedObject
     from store.objects import FileStat
     from store.trees import Change, _Descend
 
     stat = FileStat(0, 0, 0o100644, 3, b"F\x01header")
-    linked = LinkedObject(b"\x01" * 32, 1, 2, 0o100755)  # type: ignore[arg-type]
+    linked = LinkedObject(ObjectId(b"\x01" * 32), 1, 2, 0o100755)
     change = Change("A", b"/a", None, None)
     descend = _Descend(None, None)  # type: ignore[arg-type]
     for value, module, fields in (

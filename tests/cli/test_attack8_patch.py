@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sapwood.cli import patch_view
+from store import Repository
 from tests.helpers import cli, cli_commits, newest_patch, write_tree
 
 
@@ -69,8 +70,8 @@ def test_a_change_is_found_when_the_shown_ids_are_alike(
         assert cli("--repo", path, "commit", "-b", "main", tree).code == 0
     original = patch_view._Side.__init__
 
-    def alike(self: patch_view._Side, *args: object) -> None:
-        original(self, *args)  # type: ignore[arg-type]
+    def alike(self: patch_view._Side, repo: Repository, node: patch_view.Side) -> None:
+        original(self, repo, node)
         if self.exists:
             self.short_id = "abcdef0"
 

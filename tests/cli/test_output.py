@@ -84,7 +84,9 @@ def test_ls_quotes_names_one_line_each(evil: Path) -> None:
     lines = out.splitlines()
     assert len(lines) == 1 + len(EVIL_NAMES) + 4  # root, names, forged dir, etc, shadow, link
     _assert_clean(out)
-    shown = [ENTRY.fullmatch(line).group(1) for line in lines]  # type: ignore[union-attr]
+    entries = [ENTRY.fullmatch(line) for line in lines]
+    assert all(entries), lines
+    shown = [entry.group(1) for entry in entries if entry]
     for path in EVIL_NAMES.values():
         assert path in shown or f"{path} {{ 'user.a'$'\\n''b'=76 }}" in shown
     assert "'/x'$'\\n''M    /etc/shadow'" in shown

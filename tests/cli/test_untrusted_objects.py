@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def _fifo(path: Path) -> None:
 
 @pytest.mark.parametrize("damage", [_flip, _secret_link, _fifo], ids=["flip", "symlink", "fifo"])
 def test_cat_prints_nothing_of_a_damaged_object(
-    repo: Repository, tmp_path: Path, damage: object
+    repo: Repository, tmp_path: Path, damage: Callable[[Path], None]
 ) -> None:
     source = tmp_path / "src"
     source.mkdir()
@@ -42,7 +43,7 @@ def test_cat_prints_nothing_of_a_damaged_object(
     commit_id = commit_dir(repo, source)
     file_id = lookup(repo, commit_id, "/file").file
     assert file_id is not None
-    damage(repo.content.path(file_id))  # type: ignore[operator]
+    damage(repo.content.path(file_id))
     result = run("cat", "main", "/file", repo=repo.path, timeout=60)
     assert result.returncode != 0
     assert result.stdout == b"", "bytes of a damaged object reached stdout"

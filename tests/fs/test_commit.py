@@ -193,7 +193,7 @@ def test_parent_none_starts_a_new_history(user_repo: Repository, tmp_path: Path)
     build_rich_tree(source)
     _commit(user_repo, Layer(LayerKind.DIR, str(source)))
     orphan = _commit(user_repo, Layer(LayerKind.DIR, str(source)), parent=NO_PARENT)
-    assert user_repo.read_commit(bytes.fromhex(orphan)).parent is None  # type: ignore[arg-type]
+    assert user_repo.read_commit(ObjectId(bytes.fromhex(orphan))).parent is None
 
 
 @pytest.mark.parametrize("bits", [0o4755, 0o2755, 0o757])

@@ -10,7 +10,7 @@ import pytest
 
 from fs.commit import CommitRequest, Layer, LayerKind, make_commit
 from fs.options import ContentOptions
-from store import RepoMode, Repository, lookup, read_xattrs, walk
+from store import ObjectId, RepoMode, Repository, lookup, read_xattrs, walk
 from tests.helpers import IS_ROOT
 
 pytestmark = [
@@ -26,10 +26,10 @@ def debian() -> Path:
     return debian_tree()
 
 
-def _compare(repo: Repository, commit_id: bytes, source: Path, mode: RepoMode) -> int:
+def _compare(repo: Repository, commit_id: ObjectId, source: Path, mode: RepoMode) -> int:
     """Check every entry of the commit against the source tree; return the count."""
     count = 0
-    root = lookup(repo, commit_id, "/")  # type: ignore[arg-type]
+    root = lookup(repo, commit_id, "/")
     for node in walk(repo, root):
         path = source / os.fsdecode(node.path.lstrip(b"/"))
         st = os.lstat(path)

@@ -13,7 +13,7 @@ import pytest
 import store.inode_cache
 from fs.checkout import CheckoutOptions, checkout
 from fs.commit import CommitRequest, CommitResult, Layer, make_commit
-from store import Repository
+from store import ObjectId, Repository
 from tests.helpers import commit_dir
 
 _FILES = 24
@@ -62,8 +62,14 @@ def _saved(repo: Repository) -> Path:
 
 
 def _same_tree(repo: Repository, first: str, second: str) -> bool:
-    one, two = (repo.read_commit(repo.ref(branch)) for branch in (first, second))  # type: ignore[arg-type]
+    one, two = (repo.read_commit(_head(repo, branch)) for branch in (first, second))
     return (one.tree, one.meta) == (two.tree, two.meta)
+
+
+def _head(repo: Repository, branch: str) -> ObjectId:
+    commit_id = repo.ref(branch)
+    assert commit_id is not None, branch
+    return commit_id
 
 
 def test_a_second_re_commit_takes_the_saved_listing(

@@ -19,6 +19,7 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,6 +27,9 @@ from fs.options import ContentOptions
 from fs.scan import DirScanner
 from store import MutableDir, Repository, SourceError
 from tests.helpers import IS_ROOT, as_user, cat_bytes, commit_dir, give_to_user, open_fds
+
+if TYPE_CHECKING:
+    from _typeshed import StrOrBytesPath
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree of another user's, committed by root")
 CHANGED = "changed while it was being committed"
@@ -77,11 +81,13 @@ def when_opening(monkeypatch: pytest.MonkeyPatch, name: str, action: Callable[[]
     real_open = os.open
     done: list[bool] = []
 
-    def opener(path: object, flags: int, mode: int = 0o777, **kwargs: object) -> int:
-        if not done and os.path.basename(os.fsencode(path)) == os.fsencode(name):  # type: ignore[arg-type]
+    def opener(
+        path: StrOrBytesPath, flags: int, mode: int = 0o777, *, dir_fd: int | None = None
+    ) -> int:
+        if not done and os.path.basename(os.fsencode(path)) == os.fsencode(name):
             done.append(True)
             action()
-        return real_open(path, flags, mode, **kwargs)  # type: ignore[arg-type]
+        return real_open(path, flags, mode, dir_fd=dir_fd)
 
     monkeypatch.setattr(os, "open", opener)
 

@@ -332,7 +332,9 @@ def test_a_mode_that_repeats_the_members_type_is_accepted(
     data = _patch_header(data, 512, 100, b"0100600\0")
     (tmp_path / "go.tar").write_bytes(data)
     commit_id = _commit(user_repo, tmp_path / "go.tar")
-    assert user_repo.read_dirmeta(lookup(user_repo, commit_id, "/d").dir.meta).mode == 0o40700  # type: ignore[union-attr]
+    directory = lookup(user_repo, commit_id, "/d").dir
+    assert directory is not None
+    assert user_repo.read_dirmeta(directory.meta).mode == 0o40700
     file_id = lookup(user_repo, commit_id, "/d/f").file
     assert file_id is not None
     assert user_repo.read_file_header(file_id)[0].mode == 0o100600

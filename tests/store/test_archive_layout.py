@@ -13,6 +13,7 @@ import stat
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +23,9 @@ from store.fsck import fsck
 from store.ids import ObjectId
 from store.trees import lookup
 from tests.helpers import commit_files
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 HEADER = FileHeader(0, 0, stat.S_IFREG | 0o644)
 
@@ -41,9 +45,10 @@ class _CountingStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        chunk = self._data.read(len(buffer))
-        buffer[: len(chunk)] = chunk
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        chunk = self._data.read(len(view))
+        view[: len(chunk)] = chunk
         self.read_bytes += len(chunk)
         return len(chunk)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -145,9 +146,9 @@ def test_superblocks_round_trip() -> None:
         lambda d: os.urandom(len(d)),
     ],
 )
-def test_garbage_superblocks_are_refused(mangle: object) -> None:
+def test_garbage_superblocks_are_refused(mangle: Callable[[bytes], bytes]) -> None:
     with pytest.raises(FormatError):
-        decode_superblock(mangle(encode_superblock(_sample())))  # type: ignore[operator]
+        decode_superblock(mangle(encode_superblock(_sample())))
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,9 @@ def test_changed_mode_of_an_object_is_found(repo: Repository, tmp_path: Path) ->
 
 def test_corrupt_metadata_in_the_index_is_found(repo: Repository, tmp_path: Path) -> None:
     commit_id, _ = _commit_tree(repo, tmp_path)
-    tree_id = lookup(repo, commit_id, "/etc").dir.tree  # type: ignore[union-attr]
+    directory = lookup(repo, commit_id, "/etc").dir
+    assert directory is not None
+    tree_id = directory.tree
     env = repo.index._env  # corruption injected below the API on purpose
     with env.begin(write=True) as txn:
         db = repo.index._dbs["objects"]

@@ -40,8 +40,9 @@ from tests.strategies import commits, dirmetas, dirtrees, file_headers, text
 
 FAST = settings(max_examples=60, deadline=None)
 
-Decoder = Callable[[bytes], object]
-KINDS: dict[str, tuple[st.SearchStrategy[object], Decoder]] = {
+Record = FileHeader | DirMeta | DirTree | Commit
+Decoder = Callable[[bytes], Record]
+KINDS: dict[str, tuple[st.SearchStrategy[Record], Decoder]] = {
     "file header": (file_headers, FileHeader.decode),
     "dirmeta": (dirmetas, DirMeta.decode),
     "dirtree": (dirtrees(), DirTree.decode),
@@ -56,7 +57,7 @@ def test_decode_inverts_encode(kind: str) -> None:
 
     @FAST
     @given(values)
-    def check(value: FileHeader | DirMeta | DirTree | Commit) -> None:
+    def check(value: Record) -> None:
         assert decode(value.encode()) == value
 
     check()
@@ -69,14 +70,14 @@ def _decodes_canonically_or_refuses(decode: Decoder, data: bytes) -> None:
         value = decode(data)
     except FormatError:
         return
-    assert value.encode() == data  # type: ignore[attr-defined]
+    assert value.encode() == data
 
 
 @st.composite
-def mutated(draw: st.DrawFn, values: st.SearchStrategy[object]) -> bytes:
+def mutated(draw: st.DrawFn, values: st.SearchStrategy[Record]) -> bytes:
     """A valid encoding, then one damage: a flipped byte, a cut, bytes added or put in
     its middle, or a u32 overwritten with a huge or slightly wrong length."""
-    data = bytearray(draw(values).encode())  # type: ignore[attr-defined]
+    data = bytearray(draw(values).encode())
     how = draw(st.sampled_from(["flip", "cut", "extend", "insert", "length"]))
     at = draw(st.integers(0, len(data) - 1))
     if how == "flip":
@@ -175,13 +176,11 @@ not_utf8 = st.builds(lambda a, s, b: a + s + b, text, surrogates, text)
 @FAST
 @given(not_utf8, st.sampled_from(["subject", "body", "key", "value"]))
 def test_commit_text_that_is_not_utf8_is_refused(bad: str, field: str) -> None:
-    fields: dict[str, object] = {"subject": "", "body": ""}
-    if field in ("subject", "body"):
-        fields[field] = bad
-    else:
-        fields["metadata"] = ((bad, "v"),) if field == "key" else (("k", bad),)
+    subject = bad if field == "subject" else ""
+    body = bad if field == "body" else ""
+    metadata = {"key": ((bad, "v"),), "value": (("k", bad),)}.get(field, ())
     with pytest.raises(FormatError, match="UTF-8"):
-        Commit(ObjectId(bytes(32)), ObjectId(bytes(32)), None, 0, **fields)  # type: ignore[arg-type]
+        Commit(ObjectId(bytes(32)), ObjectId(bytes(32)), None, 0, subject, body, metadata)
 
 
 # ----- names ----------------------------------------------------------------------------

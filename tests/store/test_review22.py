@@ -13,12 +13,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from store import RepoBusyError, RepoMode, Repository
-from store.pull import pull_local
+from store.pull import PullReport, pull_local
 from tests.helpers import (
     IS_ROOT,
     commit_files,
@@ -219,10 +220,10 @@ def test_a_prune_waiting_for_a_pull_local_of_its_repository_says_so(tmp_path: Pa
     reading, go_on = threading.Event(), threading.Event()
     real_run = local._LocalPull.run
 
-    def paused(job: local._LocalPull, refs: object) -> object:
+    def paused(job: local._LocalPull, refs: Sequence[str]) -> PullReport:
         reading.set()  # the source's lock is held (shared) by now
         go_on.wait(30)
-        return real_run(job, refs)  # type: ignore[arg-type]
+        return real_run(job, refs)
 
     phases: list[str] = []
     with pytest.MonkeyPatch.context() as patch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -108,11 +109,11 @@ def test_verify_signed_trusts_only_trusted_keys() -> None:
         lambda b: b[:5] + b"\xff\xff\xff\xff" + b[9:],
     ],
 )
-def test_signature_sets_refuse_garbage(mangle: object) -> None:
+def test_signature_sets_refuse_garbage(mangle: Callable[[bytes], bytes]) -> None:
     good = encode_signatures([generate_keypair().sign(b"x") for _ in range(2)])
     assert len(decode_signatures(good)) == 2
     with pytest.raises(FormatError):
-        decode_signatures(mangle(good))  # type: ignore[operator]
+        decode_signatures(mangle(good))
 
 
 def test_unsorted_signature_sets_are_not_canonical() -> None:
