@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
+from fs.sysroot.nofollow import NEW
 from tests.helpers import IS_ROOT
 from tests.sysroot.conftest import remove, small_tree
 
@@ -122,24 +123,34 @@ def test_a_place_killed_between_its_mkdir_and_its_mode_gets_its_mode(tmp_path: P
 def test_a_run_killed_anywhere_is_finished_with_the_plans_modes(tmp_path: Path) -> None:
     """Killed before each system call in turn, the next run ends as a run never killed:
     the same entries with the same modes (the places the plan's, the users' theirs),
-    no temporary name left."""
+    no temporary name left. The kills fall after each new system call too: a temporary
+    directory made (with the umask's mode), fchmodded, renamed to its name."""
     reference = _tree(tmp_path / "reference")
     _precondition(_run(reference, "0") == 0, "the reference ran through")
     _precondition(_modes(reference) == WANTED, f"the reference's modes: {_modes(reference)}")
     wanted = _shape(reference)
     unfinished = []
+    left: dict[str, set[int]] = {}  # each temporary name left by a kill: its modes
     point, code = 0, -signal.SIGKILL
     while code != 0:
         point += 1
         _precondition(point < 300, "prepare-tree ran through")
         tree = _tree(tmp_path / f"t{point}")
         code = _run(tree, str(point))
+        for path in (p for p in tree.rglob(f"*{NEW}") if p.is_dir()):  # not the snippet's
+            name = str(path.relative_to(tree))
+            left.setdefault(name, set()).add(stat.S_IMODE(os.lstat(path).st_mode))
         _precondition(_run(tree, "0") == 0, f"the run after point {point} ran through")
         if _shape(tree) != wanted:
             differ = sorted(set(wanted) ^ set(_shape(tree)))
             unfinished.append((point, differ[0][0], oct(differ[0][1])))
         remove(tree)
     _precondition(point > 20, f"killed at only {point - 1} points")
+    # killed after each temporary's mkdir (the umask's mode) and after its fchmod
+    made_here = {*MADE, *PARENTS}
+    temporaries = {str(Path(d).parent / f".{Path(d).name}{NEW}") for d in made_here}
+    _precondition(set(left) == temporaries, f"temporary names left: {sorted(left)}")
+    _precondition(all(modes == {0o750, 0o755} for modes in left.values()), str(left))
     assert not unfinished, unfinished
 
 
