@@ -222,7 +222,9 @@ def test_a_halt_ends_a_connect_in_progress(never_accepting: int, way: str) -> No
     worker.join(5)
     took = time.monotonic() - halted
     fetcher.close()
-    assert not worker.is_alive() and took < 2, took
+    # ended, where the connect timeout (20 s) had it wait; how soon, beside the suite's
+    # other workers, is the join's bound (review18 R18-5)
+    assert not worker.is_alive(), took
     assert isinstance(outcome[0], Halted), outcome
 
 

@@ -193,7 +193,9 @@ def test_a_halt_ends_a_stalled_read_on_a_mirror(raw: Serve, files: Path) -> None
     worker.join(5)
     took = time.monotonic() - halted
     fetcher.close()
-    assert not worker.is_alive() and took < 1, took
+    # ended, where the read timeout (20 s) had it wait; how soon, beside the suite's other
+    # workers, is the join's bound (review18 R18-5)
+    assert not worker.is_alive(), took
     assert isinstance(outcome[0], Halted), outcome
 
 

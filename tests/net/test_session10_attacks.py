@@ -686,7 +686,7 @@ def test_a_ctrl_c_while_a_redirected_object_stalls_ends_the_pull_at_once(
     setup: Setup,  # noqa: F811  (the fixture)
     mirror: Callable[[Callable[..., Answer]], RawServer],
 ) -> None:
-    """The mirror stalls mid-body (a 4 s timeout here, 30 s by default). The read was
+    """The mirror stalls mid-body (a 20 s timeout here, 30 s by default). The read was
     on urllib3's pool's connection, which the budget never watched, so the Ctrl-C
     waited out the read timeout (27.9 s after it with the default: attack17 4); now
     it is on the slot's connection, which the halt shuts down."""
@@ -698,11 +698,13 @@ def test_a_ctrl_c_while_a_redirected_object_stalls_ends_the_pull_at_once(
     cdn = mirror(stall)
     origin = setup.serve(_to_mirror(cdn))
     before = refs(setup.local)
-    env = {"SAPWOOD_HTTP_TIMEOUT": "4", "SAPWOOD_HTTP_CONNECTIONS": "1"}
+    env = {"SAPWOOD_HTTP_TIMEOUT": "20", "SAPWOOD_HTTP_CONNECTIONS": "1"}
     # in the stall: the mirror was asked, and answered all but the last 5 bytes at once
     _, took = _interrupted(setup, origin.remote, 0.5, env, ready=lambda: cdn.asked)
     assert cdn.asked, "nothing was redirected"
-    assert took < 2, f"ended {took:.1f} s after the Ctrl-C"
+    # the read timeout would end it ~20 s after; 8 s, not 2, beside the suite's other
+    # workers (review18 R18-5)
+    assert took < 8, f"ended {took:.1f} s after the Ctrl-C"
     assert refs(setup.local) == before
     fsck_clean(setup.local)
 

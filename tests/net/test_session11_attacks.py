@@ -246,7 +246,7 @@ def test_a_ctrl_c_during_a_stalled_redirected_read(
     connections: str,
 ) -> None:
     """Every object redirected to a mirror that sends half the body and stalls (the
-    read timeout 30 s): a Ctrl-C ends the pull within 2 s, one line, no ref moved."""
+    read timeout 30 s): a Ctrl-C ends the pull at once, one line, no ref moved."""
     cdn = mirror(_stall)
     origin = setup.serve(_objects_to(lambda path: f"http://{HOST}:{cdn.port}{path}"))
     before = refs(setup.local)
@@ -269,7 +269,9 @@ def test_a_ctrl_c_during_a_stalled_redirected_read(
             process.wait()
     assert process.returncode == 130, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert took < 2, f"ended {took:.1f} s after the Ctrl-C"
+    # the read timeout would end it ~30 s after; a bound of 10 s, not 2, beside the
+    # suite's other workers (review18 R18-5)
+    assert took < 10, f"ended {took:.1f} s after the Ctrl-C"
     assert refs(setup.local) == before
     fsck_clean(setup.local)
     _then_a_good_pull(setup)

@@ -544,9 +544,10 @@ def test_a_failing_delta_object_stops_the_other_groups_between_objects(
     check it between objects (the walk's do, attack14 1): once an object fails, the
     pull waits for every running group to store its 64 objects before it says so
     (each object was its own piece before). Here each store takes 0.05 s: the pull
-    failed after ~3.3 s, not at once; a hostile server's group of 64 objects of
-    zeros (a few KiB of payload each, up to max_object_size of content) holds a
-    failure or a Ctrl-C for as long as it takes to write them all."""
+    failed after ~3.3 s, not at once, with 64 objects stored (1 once they stop); a
+    hostile server's group of 64 objects of zeros (a few KiB of payload each, up to
+    max_object_size of content) holds a failure or a Ctrl-C for as long as it takes to
+    write them all."""
     from store.pull import objects
 
     delta = _delta_archive(tmp_path, {f"f{n:03d}": f"{n}\n" for n in range(192)})
@@ -554,9 +555,12 @@ def test_a_failing_delta_object_stops_the_other_groups_between_objects(
     local = local_repo(tmp_path / "local")
     real = objects.DecodedContent.store
 
+    stored: list[int] = []
+
     def slow_store(self: objects.DecodedContent, *args: object) -> None:
         time.sleep(0.05)
         real(self, *args)  # type: ignore[arg-type]
+        stored.append(1)
 
     monkeypatch.setattr(objects.DecodedContent, "store", slow_store)
     with serve(delta.parent.parent) as served:
@@ -566,7 +570,10 @@ def test_a_failing_delta_object_stops_the_other_groups_between_objects(
         took = time.monotonic() - start
     assert result.code != 0 and "zstd frame" in result.err, result.err
     assert "origin:main" not in refs(local)
-    assert took < 1.5, f"the failure was reported after {took:.1f} s"
+    # the objects stored say whether the groups stopped between objects (1 here) or
+    # each ran to its end (64, in 3.9 s); wall time beside the suite's other workers
+    # says little (review18 R18-5)
+    assert len(stored) < 32, f"{len(stored)} objects stored ({took:.1f} s)"
 
 
 # ----- 6. bodies that come a few bytes at a time ----------------------------------------
