@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mountd.spools import Spooler
-from store import CorruptObjectError, ObjectReadError
+from store import CorruptObjectError, ObjectId, ObjectReadError
 from tests.mountd.legacy import large_archive_file, rewrite_as_swz1
 
 MIB = 1 << 20
@@ -161,13 +161,13 @@ def test_kept_spools_are_not_dropped_for_an_object_they_could_not_make_room_for(
 
     monkeypatch.setattr(os, "statvfs", room)
     for n in range(2):
-        kept.add(bytes([n]) * 32, os.open(os.devnull, os.O_RDONLY), 4 * MIB)  # type: ignore[arg-type]
+        kept.add(ObjectId(bytes([n]) * 32), os.open(os.devnull, os.O_RDONLY), 4 * MIB)
     try:
-        sources._room_for_a_spool(bytes([9]) * 32, 64 * MIB)  # type: ignore[arg-type]
+        sources._room_for_a_spool(ObjectId(bytes([9]) * 32), 64 * MIB)
         assert len(kept) == 2
-        sources._room_for_a_spool(bytes([9]) * 32, 18 * MIB)  # type: ignore[arg-type]
+        sources._room_for_a_spool(ObjectId(bytes([9]) * 32), 18 * MIB)
         # 18 + 1 <= 16 + 4: the oldest only
-        assert len(kept) == 1 and kept.get(bytes([1]) * 32) is not None  # type: ignore[arg-type]
+        assert len(kept) == 1 and kept.get(ObjectId(bytes([1]) * 32)) is not None
     finally:
         sources.close()
 
@@ -203,7 +203,7 @@ def test_kept_spools_are_not_dropped_for_an_object_whose_spool_is_under_way(
     monkeypatch.setattr(os, "statvfs", room)
     monkeypatch.setattr(os, "posix_fallocate", lambda fd, offset, length: None)
     for n in range(2):
-        kept.add(bytes([n]) * 32, os.open(os.devnull, os.O_RDONLY), 4 * MIB)  # type: ignore[arg-type]
+        kept.add(ObjectId(bytes([n]) * 32), os.open(os.devnull, os.O_RDONLY), 4 * MIB)
     header, _ = repo.read_file_header(file_id)
     fds: list[int] = []
     spooling = threading.Thread(
@@ -217,8 +217,8 @@ def test_kept_spools_are_not_dropped_for_an_object_whose_spool_is_under_way(
         for _ in range(3):
             sources._room_for_a_spool(file_id, len(content))
         assert len(kept) == 2, "dropped for the object being spooled"
-        sources._room_for_a_spool(bytes([9]) * 32, len(content))  # type: ignore[arg-type]
-        assert len(kept) == 1 and kept.get(bytes([1]) * 32) is not None  # type: ignore[arg-type]
+        sources._room_for_a_spool(ObjectId(bytes([9]) * 32), len(content))
+        assert len(kept) == 1 and kept.get(ObjectId(bytes([1]) * 32)) is not None
     finally:
         go.set()
         spooling.join(10)

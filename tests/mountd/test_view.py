@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -346,7 +347,12 @@ def test_readers_of_large_archive_files_at_once_inflate_each_frame_once(
     for name in ("verify", "locate", "chunk"):
         method = getattr(FramedContent, name)
 
-        def counted(self: FramedContent, *args: object, _m=method, _n=name) -> object:  # type: ignore[no-untyped-def]
+        def counted(
+            self: FramedContent,
+            *args: object,
+            _m: Callable[..., object] = method,
+            _n: str = name,
+        ) -> object:
             calls.append(_n)
             return _m(self, *args)
 

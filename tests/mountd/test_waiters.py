@@ -432,9 +432,9 @@ def test_a_reader_killed_in_a_direct_read_of_a_hostile_object_ends_at_once(
     daemon = mount.foreground(repo, "main")
     hostile = daemon.mountpoint / "hostile"
     dd = ["dd", f"if={hostile}", "of=/dev/null", "bs=4k", "count=1"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    live = subprocess.Popen([*dd, "skip=100"], **quiet)  # type: ignore[call-overload]
-    killed = subprocess.Popen([*dd, "skip=7", "iflag=direct"], **quiet)  # type: ignore[call-overload]
+    quiet = subprocess.DEVNULL
+    live = subprocess.Popen([*dd, "skip=100"], stdout=quiet, stderr=quiet)
+    killed = subprocess.Popen([*dd, "skip=7", "iflag=direct"], stdout=quiet, stderr=quiet)
     try:
         time.sleep(1)
         assert killed.poll() is None and live.poll() is None, "the hostile object was read"
