@@ -1,7 +1,8 @@
 """Directories inside a tree opened component by component, never through a symlink, and
 the entries in them looked at, read and written from there: what a tree holds (a
 deployment written by its running system, a tree being laid out) must not make sapwood
-look or write outside it."""
+look or write outside it. What is made there (a file, a directory) is made under a
+temporary name beside its own (``.NAME.sapwood-new``) and renamed once whole."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def open_below(root: int, relative: str, make: bool = False) -> int:
 
 
 def make_dirs_below(root: int, relative: str, mode: int = 0o755) -> int:
-    """open_below ``relative`` each component missing made first with ``mode`` by
-    make_dir (under its temporary name until it has that mode, whatever the umask)."""
+    """A descriptor of the directory ``relative`` below ``root``, as open_below's, each
+    missing component made first by make_dir: ``mode`` whatever the umask, and under its
+    name only once it has it."""
     fd = os.dup(root)
     try:
         for part in filter(None, relative.split("/")):

@@ -102,12 +102,7 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
         if there is not None and not stat.S_ISREG(there.st_mode):
             raise _refused(root_path, TMPFILES, "is not a regular file")
         write_tmpfiles = there is None or read_below(root, TMPFILES) != tmpfiles
-        ways = [os.path.dirname(path) for step in steps for path in (step.place, step.link)]
-        if write_tmpfiles:
-            ways.append(os.path.dirname(TMPFILES))
-        for directory in _missing_on(root, ways):  # each made under its temporary name
-            why = "is in the way of the name sapwood makes directories under"
-            _check_own_name(root, root_path, _new(directory), why)
+        _check_ways(root, root_path, steps, write_tmpfiles)
         done: list[str] = []
         _remove_leftovers(root, root_path)
         try:
@@ -190,6 +185,17 @@ def _making(root: int, root_path: Path, step: _Step, action: str) -> _Step:
     why = "is in the way of the name sapwood makes places under"
     _check_own_name(root, root_path, _new(step.place), why)
     return _Step(step.link, step.place, action)
+
+
+def _check_ways(root: int, root_path: Path, steps: list[_Step], write_tmpfiles: bool) -> None:
+    """The temporary name of each directory missing on the way to a place, a link or the
+    snippet (made under it) is free, or a killed run's empty directory."""
+    ways = [os.path.dirname(path) for step in steps for path in (step.place, step.link)]
+    if write_tmpfiles:
+        ways.append(os.path.dirname(TMPFILES))
+    why = "is in the way of the name sapwood makes directories under"
+    for directory in _missing_on(root, ways):
+        _check_own_name(root, root_path, _new(directory), why)
 
 
 def _check_own_name(root: int, root_path: Path, name: str, why: str) -> None:
