@@ -25,10 +25,10 @@ from tests.helpers import Mounts
 from tests.mountd.legacy import WaitingView, zeros_claiming
 
 
-class _Gone:
+class _Gone(Liveness):
     """A Liveness whose answers the test gives: the pids in ``pids`` are gone."""
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # no super().__init__(): nothing of /proc is looked at
         self.pids: set[int] = set()
         self.asked: list[int] = []
 
@@ -146,7 +146,7 @@ def test_a_verification_whose_readers_are_all_gone_is_given_up_and_each_answered
     view = WaitingView({1: LONG + 1}, held={1}, paced=True)
     preparer = Preparer(view)  # type: ignore[arg-type]
     gone = _Gone()
-    preparer.liveness = gone  # type: ignore[assignment]
+    preparer.liveness = gone
     chunks: list[int] = []
     counts: list[int] = []
     ended: dict[str, float] = {}
@@ -198,7 +198,7 @@ def test_a_request_whose_reader_is_gone_is_answered_while_the_rest_wait_on() -> 
     preparer = Preparer(view)  # type: ignore[arg-type]
     gone = _Gone()
     gone.pids.add(202)
-    preparer.liveness = gone  # type: ignore[assignment]
+    preparer.liveness = gone
     ended: dict[str, str] = {}
 
     async def read(name: str, pid: int) -> None:
@@ -227,7 +227,7 @@ def test_a_live_reader_coming_as_a_verification_is_given_up_starts_it_again() ->
     preparer = Preparer(view)  # type: ignore[arg-type]
     gone = _Gone()
     gone.pids.add(301)
-    preparer.liveness = gone  # type: ignore[assignment]
+    preparer.liveness = gone
     got: list[bytes] = []
 
     async def main() -> None:
@@ -253,7 +253,7 @@ def test_a_reader_coming_right_after_the_last_request_was_answered_joins_its_ver
     preparer = Preparer(view)  # type: ignore[arg-type]
     gone = _Gone()
     gone.pids.add(401)
-    preparer.liveness = gone  # type: ignore[assignment]
+    preparer.liveness = gone
     got: list[bytes] = []
 
     async def main() -> None:
@@ -323,7 +323,7 @@ def test_a_verification_started_again_waits_for_the_thread_of_the_one_given_up(
     preparer = Preparer(view)  # type: ignore[arg-type]
     gone = _Gone()
     gone.pids.add(501)
-    preparer.liveness = gone  # type: ignore[assignment]
+    preparer.liveness = gone
     got: list[bytes] = []
 
     async def main() -> float:
@@ -361,7 +361,7 @@ def test_a_request_that_fails_before_it_waits_leaves_no_waiter_behind() -> None:
         raise RuntimeError("the nursery is closed")
 
     preparer = Preparer(view, on_wait=closed)  # type: ignore[arg-type]
-    preparer.liveness = _Gone()  # type: ignore[assignment]
+    preparer.liveness = _Gone()
 
     async def main() -> None:
         with pytest.raises(RuntimeError, match="closed"):
@@ -391,7 +391,7 @@ def test_readers_gone_while_waiting_for_the_lane_give_it_up_without_a_thread() -
     preparer = Preparer(view)  # type: ignore[arg-type]
     gone = _Gone()
     gone.pids.update(range(1002, 1011))
-    preparer.liveness = gone  # type: ignore[assignment]
+    preparer.liveness = gone
     before = threading.active_count()
     counts: list[int] = []
 
