@@ -16,10 +16,11 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 from importlib.resources import files
 from pathlib import Path
 
-from fs.sysroot.nofollow import open_below
+from fs.sysroot.nofollow import lstat_below, make_dirs_below, open_below, temporary_name
 from store import InitramfsTreeError
 
 log = logging.getLogger(__name__)
@@ -100,16 +101,56 @@ def _not_a_directory(root: Path, relative: str) -> InitramfsTreeError:
 
 def _check_dir(root: Path, relative: str) -> None:
     """Refuse ``root/relative`` when something on the way is not a directory (a
-    symlink included); a missing part is fine (it will be made). Writes nothing."""
-    with contextlib.suppress(FileNotFoundError):
-        os.close(_open_dir(root, relative, make=False))
-
-
-def _open_dir(root: Path, relative: str, make: bool = True) -> int:
-    """A descriptor of ``root/relative``, made where missing, refusing symlinks."""
+    symlink included), or when the temporary name its first missing part would be made
+    under holds anything but a killed run's empty directory, which goes (the only
+    change made here): a missing part is fine, it will be made."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return open_below(fd, relative, make=make)
+        parts = relative.split("/")
+        for count in range(1, len(parts) + 1):
+            path = "/".join(parts[:count])
+            found = lstat_below(fd, path)
+            if found is None:
+                _clear_temporary(root, fd, path)
+                return  # the parts below are made inside a directory made new
+            if not stat.S_ISDIR(found.st_mode):
+                raise _not_a_directory(root, relative)
+    finally:
+        os.close(fd)
+
+
+def _clear_temporary(root: Path, fd: int, path: str) -> None:
+    """Remove the empty directory a killed run left at ``path``'s temporary name (it
+    was made there with the umask's mode, to be renamed once 0755); refuse anything
+    else there."""
+    head, name = os.path.split(path)
+    temporary = os.path.join(head, temporary_name(name))
+    found = lstat_below(fd, temporary)
+    if found is None:
+        return
+    if stat.S_ISDIR(found.st_mode):
+        parent = open_below(fd, head)
+        try:
+            os.rmdir(temporary_name(name), dir_fd=parent)  # only an empty one
+            return
+        except OSError:
+            pass
+        finally:
+            os.close(parent)
+    raise InitramfsTreeError(
+        f"{root}: {temporary} is in the way (sapwood makes {path} under that name): remove it",
+        tree=str(root),
+        missing=temporary,
+    )
+
+
+def _open_dir(root: Path, relative: str) -> int:
+    """A descriptor of ``root/relative``, refusing symlinks; its missing parts made
+    0755 whatever the umask, each under its name only once it has that mode (a kill
+    leaves the temporary name, which the next run's _check_dir removes)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return make_dirs_below(fd, relative)
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
             raise _not_a_directory(root, relative) from None
