@@ -102,6 +102,8 @@ def prepare_tree(tree: str | os.PathLike[str]) -> list[str]:
         if there is not None and not stat.S_ISREG(there.st_mode):
             raise _refused(root_path, TMPFILES, "is not a regular file")
         write_tmpfiles = there is None or read_below(root, TMPFILES) != tmpfiles
+        if write_tmpfiles:
+            _check_snippet_temporary(root, root_path)
         _check_ways(root, root_path, steps, write_tmpfiles)
         done: list[str] = []
         _remove_leftovers(root, root_path)
@@ -424,6 +426,18 @@ def _failed_midway(root_path: Path, done: list[str], exc: OSError) -> SapwoodErr
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutOfSpaceError(message)
     return TreeLayoutError(message, path=str(root_path))
+
+
+def _check_snippet_temporary(root: int, root_path: Path) -> None:
+    """The snippet is written under its temporary name, where write_below unlinks
+    whatever a killed run left (a file, a symlink: never followed, a FIFO: never
+    opened); a directory there cannot be unlinked, and no run of sapwood makes one
+    there: refused before any change, not a failure halfway for every run after
+    (review25 1)."""
+    temporary = os.path.join(os.path.dirname(TMPFILES), temporary_name(os.path.basename(TMPFILES)))
+    found = lstat_below(root, temporary)
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        raise _refused(root_path, temporary, "is a directory in the way of the snippet")
 
 
 def _refused(root_path: Path, relative: str, why: str) -> TreeLayoutError:
