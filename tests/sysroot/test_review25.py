@@ -21,7 +21,8 @@ import sapwood
 from fs.sysroot import prepare_tree as prepare_tree_module
 from fs.sysroot.nofollow import NEW
 from store import TreeLayoutError
-from tests.helpers import IS_ROOT, run
+from tests.helpers import IS_ROOT, run, small_tmpfs
+from tests.sysroot import test_prepare_tree_full as full
 from tests.sysroot.conftest import small_tree
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree with root's modes needs root")
@@ -262,3 +263,37 @@ def test_a_run_killed_at_any_call_is_finished_with_the_plans_modes(
         shutil.rmtree(tree)
     assert point > 100, f"killed at only {point - 1} points"
     assert not unfinished, unfinished
+
+
+# ----- held: no inode left at each step, under umask 077 ---------------------------------
+def test_no_inode_left_at_any_step_under_umask_077_is_finished_with_the_plans_modes(
+    tmp_path: Path,
+) -> None:
+    """With 0, 1, 2, ... inodes left (a tmpfs), each run under umask 077 stops in one
+    line, the tree as it says (no temporary name left), until one runs through; the run
+    after each, with room, ends with the places and the directories made on the way
+    0755 (a 0700 mkdir fchmodded before its rename), whichever step ran out."""
+    made = ("var/opt", "var/mnt", "usr/lib", "usr/lib/sysimage", "usr/lib/tmpfiles.d")
+    old = os.umask(0o077)
+    try:
+        stopped = 0
+        for left in range(40):
+            with small_tmpfs(tmp_path / f"disk{left}", "4m,nr_inodes=400") as disk:
+                tree = full._unprepared(disk / "tree")
+                with full._inodes_left(disk, left):
+                    try:
+                        done = sapwood.prepare_tree(tree)
+                    except sapwood.OutOfSpaceError as exc:
+                        assert "\n" not in str(exc)
+                        done = full._done_lines(str(exc))
+                        full._assert_as_said(tree, done)
+                    else:
+                        break
+                stopped += 1
+                rest = sapwood.prepare_tree(tree)
+                full._assert_as_said(tree, done + rest)
+                modes = {p: stat.S_IMODE(os.lstat(tree / p).st_mode) for p in made}
+                assert modes == dict.fromkeys(made, 0o755), (left, modes)
+    finally:
+        os.umask(old)
+    assert stopped > 8, f"stopped at {stopped} points only"
