@@ -39,7 +39,7 @@ def archive_of(path: Path, source: Path, branch: str = "main", **options: str) -
 def publish(archive: Path, keys_file: Path | None = None) -> None:
     """``sapwood summary -u``: the archive's summary says what it holds now (signed with
     the keys of ``keys_file``)."""
-    signing = [] if keys_file is None else ["--keys-file", keys_file]
+    signing: list[str | Path] = [] if keys_file is None else ["--keys-file", keys_file]
     sapwood_ok(archive, "summary", "-u", *signing)
 
 

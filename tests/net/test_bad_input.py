@@ -316,7 +316,7 @@ def verifying(served: Served, tmp_path: Path, key: str) -> Served:
     return Served(served.archive, served.commit, served.server, local)
 
 
-def signed_by(served: Served, *keys_files: Path, summary: Path) -> None:
+def signed_by(served: Served, *keys_files: Path, summary: Path | None) -> None:
     """The served commit signed with each of ``keys_files``, the summary with ``summary``."""
     for keys_file in keys_files:
         sapwood_ok(served.archive, "sign", "--keys-file", keys_file, "main")

@@ -156,7 +156,9 @@ def plain(server: RawServer, path: str, seen: int, nth: int) -> Answer:
     return server.plain(path), ""
 
 
-def on(target: str, bad: Callable[[RawServer, str], Answer], times: int | None = None) -> Callable:
+def on(
+    target: str, bad: Callable[[RawServer, str], Answer], times: int | None = None
+) -> Callable[[RawServer, str, int, int], Answer]:
     """Answers plainly, but ``bad`` for ``target`` (its first ``times`` requests, or all)."""
 
     def answer(server: RawServer, path: str, seen: int, nth: int) -> Answer:

@@ -293,7 +293,9 @@ def _dropped(server: Hostile, conn: Conn, path: str) -> None:
 
 
 @pytest.mark.parametrize("bad", [_ahead, _behind, _repeat, _dropped], ids=lambda f: f.__name__)
-def test_answers_out_of_step_once_are_caught_and_fetched_again(setup: Setup, bad: Callable) -> None:
+def test_answers_out_of_step_once_are_caught_and_fetched_again(
+    setup: Setup, bad: Callable[[Hostile, Conn, str], None]
+) -> None:
     server = setup.serve(_pipelined_once(bad))
     pulled(setup, server)
     assert server.fired.is_set()

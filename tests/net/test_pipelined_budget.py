@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -314,7 +314,7 @@ def test_a_slot_of_a_generator_closed_on_another_thread_is_not_reused() -> None:
     ever with one connection: its stale slot was taken for one it held)."""
     budget = Budget(1)
 
-    def fetching() -> Iterator[int]:
+    def fetching() -> Generator[int, None, None]:
         with budget.slot():
             yield 1
 

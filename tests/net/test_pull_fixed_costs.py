@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import store.durability as durability
 import store.transaction as transaction_module
 from store import FileHeader, ObjectId, Repository
 from store.fsck import fsck
@@ -47,8 +48,8 @@ class _Calls:
         self.repo = repo
         self.ids: list[ObjectId] = []
         self.log: list[tuple[str, int]] = []  # (call, object files present then)
-        real_syncfs = transaction_module.syncfs
-        real_fsync_dirs = transaction_module.fsync_dirs
+        real_syncfs = durability.syncfs  # store.transaction's
+        real_fsync_dirs = durability.fsync_dirs
         real_apply = Index.apply
 
         def syncfs(path: Path) -> None:
@@ -148,7 +149,7 @@ def test_a_failed_sync_of_the_renames_commits_nothing(
     stores them."""
     calls = _Calls(user_repo, monkeypatch)
     contents = _contents(40)
-    real = transaction_module.syncfs
+    real = durability.syncfs  # store.transaction's
     seen: list[Path] = []
 
     def failing(path: Path) -> None:

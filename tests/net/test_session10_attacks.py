@@ -242,7 +242,8 @@ def test_a_forged_answer_sent_late_after_a_kept_404_is_not_read(
         sock = conn
         original(conn)
 
-    server._serve = serve  # type: ignore[method-assign]
+    # mypy types the instance's method slot as the class's unbound function
+    server._serve = serve  # type: ignore[method-assign, assignment]
     settings = FetchSettings(retries=0, read_timeout=1.0, connect_timeout=1.0, connections=1)
     with Fetcher(server.url, settings) as fetcher:
         with pytest.raises(NetworkError):

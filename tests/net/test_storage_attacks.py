@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -106,7 +106,7 @@ def _pull_refused(local: Path, *args: str) -> str:
     return err
 
 
-def _served_archive(tmp_path: Path, files: dict[str, str | bytes] | None = None) -> Path:
+def _served_archive(tmp_path: Path, files: Mapping[str, str | bytes] | None = None) -> Path:
     tree = write_tree(tmp_path / "tree", files or {"target": GENUINE, "other": "other\n"})
     archive_of(tmp_path / "archive", tree)
     return tmp_path / "archive"
@@ -456,7 +456,7 @@ def test_bare_user_only_refuses_an_unsafe_mode_in_one_line(
 
 
 # ----- 5. a failing sync and a killed pull -----------------------------------------------
-def _many_files(count: int) -> dict[str, str | bytes]:
+def _many_files(count: int) -> dict[str, str]:
     """Files whose objects fall into far more than 16 object directories."""
     return {f"d{n % 7}/f{n:04d}": f"file {n}\n" for n in range(count)}
 
@@ -468,12 +468,13 @@ def test_a_pull_whose_sync_fails_commits_nothing(
     fails (EIO): the pull fails in one line, moves no ref and leaves fsck clean, and
     the next pull stores everything (over the unlisted files the failed one linked in)."""
     failing = 1
+    import store.durability
     import store.transaction
 
     archive = _served_archive(tmp_path, _many_files(300))
     local = tmp_path / "local"
     sapwood_ok(local, "init", "--mode", "bare-user")  # fsync on: the syncs to fail
-    real = store.transaction.syncfs
+    real = store.durability.syncfs  # what store.transaction imports
     calls: list[Path] = []
 
     def syncfs(path: Path) -> None:

@@ -71,8 +71,8 @@ def test_a_pull_ends_at_once_and_anything_else_as_before(
 
 def test_a_live_thread_keeps_the_ordinary_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     ended: list[int] = []
-    monkeypatch.setattr(cli_main.os, "_exit", ended.append)
-    monkeypatch.setattr(cli_main.atexit, "_run_exitfuncs", lambda: None)
+    monkeypatch.setattr("sapwood.cli.main.os._exit", ended.append)
+    monkeypatch.setattr("sapwood.cli.main.atexit._run_exitfuncs", lambda: None)
     monkeypatch.setattr(output, "_EXIT_AT_ONCE", [False])
     every = threading.enumerate
     earlier = set(every()) - {threading.main_thread()}  # this process's, of earlier tests

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import sapwood
-from fs.sysroot import copying
+from fs.sysroot import copying, kernels
 from fs.sysroot import deploy as deploy_module
 from fs.sysroot.kernels import find_kernel
 from tests.helpers import IS_ROOT, run, spawn
@@ -276,9 +276,9 @@ def test_a_sparse_file_of_etc_stays_sparse_in_the_copy(
 ) -> None:
     """A sparse file in /etc (truncate -s 8G) was copied dense into each new deployment:
     a few deploys filled the disk. Holes stay holes, whichever way the data is copied."""
-    monkeypatch.setattr(copying.fcntl, "ioctl", _refuse)  # as on ext4: no reflink
+    monkeypatch.setattr("fs.sysroot.copying.fcntl.ioctl", _refuse)  # as on ext4: no reflink
     if refused:
-        monkeypatch.setattr(copying.os, "copy_file_range", _refuse)
+        monkeypatch.setattr("fs.sysroot.copying.os.copy_file_range", _refuse)
     size = 64 << 20
     with open(tmp_path / "src", "wb") as out:
         out.truncate(size)
@@ -315,7 +315,7 @@ def test_a_prune_during_a_deploy_cannot_take_the_commit_being_deployed(
     deploy then failed at its ref)."""
     old = commit(sysroot, _tree(tmp_path / "v1", {"usr/etc/a": "a\n"}))
     v2 = _tree(tmp_path / "v2", {"usr/etc/a": "b\n"})
-    real = deploy_module.install_kernel
+    real = kernels.install_kernel  # what deploy calls, from the module that defines it
 
     pruning: list[subprocess.Popen[bytes]] = []
 

@@ -23,9 +23,9 @@ def test_each_way_of_copying_gives_the_same_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: tuple[str, ...]
 ) -> None:
     if "ioctl" in refused:
-        monkeypatch.setattr(copying.fcntl, "ioctl", _refuse)
+        monkeypatch.setattr("fs.sysroot.copying.fcntl.ioctl", _refuse)
     if "copy_file_range" in refused:
-        monkeypatch.setattr(copying.os, "copy_file_range", _refuse)
+        monkeypatch.setattr("fs.sysroot.copying.os.copy_file_range", _refuse)
     data = os.urandom(3 << 20) + b"tail"
     (tmp_path / "src").write_bytes(data)
     copying.copy_entry(tmp_path / "src", tmp_path / "dst")

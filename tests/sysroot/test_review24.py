@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
+from fs.sysroot import nofollow
 from fs.sysroot import prepare_tree as prepare_tree_module
 from store import OutOfSpaceError, TreeLayoutError
 from tests.helpers import IS_ROOT, fill_inodes, small_tmpfs
@@ -118,7 +119,7 @@ def test_what_holds_the_aside_name_is_refused_before_any_change(tmp_path: Path, 
 def _writer_after_the_plan(monkeypatch: pytest.MonkeyPatch, tree: Path) -> None:
     """Another process writing into the empty var/opt just after the plan listed it
     (deterministic stand-in for the race: the listing says empty, then a file lands)."""
-    real = prepare_tree_module.listdir_below
+    real = nofollow.listdir_below  # what prepare_tree calls
 
     def listed_then_written(root: int, relative: str) -> list[str]:
         names = real(root, relative)

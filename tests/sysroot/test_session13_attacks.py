@@ -317,7 +317,9 @@ def test_a_deploy_that_switched_reports_success_whatever_its_clean_up_met(
     finally:
         subprocess.run(["umount", str(mount_point)], check=True)
     with sysroot.open_repository() as repo:
-        third = repo.ref("debian/main").hex()
+        third_id = repo.ref("debian/main")
+    assert third_id is not None
+    third = third_id.hex()
     assert listed[0].commit == third  # switched: the new default
     assert proc.returncode == 0, proc.stderr  # so the command must say it deployed
 

@@ -158,7 +158,7 @@ def test_a_copy_edited_after_the_look_is_not_removed(
     (its ctime changed) and keeps it."""
     first = _deploy_v1(sysroot, tmp_path)
     profile = first / "root/.profile"
-    real = retention.users_file
+    real = users_data.users_file  # what retention calls
 
     def looked_then_edited(path: Path, *args: Any) -> str | None:
         found = real(path, *args)
@@ -333,14 +333,16 @@ def test_copying_errors_are_not_space_errors_unless_the_disk_is_full(
 ) -> None:
     """Another error while copying /srv (EIO): the deploy fails with it and leaves
     nothing (the copies of /home and /root made, /srv's half made)."""
+    from fs.sysroot import copying
     from fs.sysroot import deploy as deploy_module
 
     commit(sysroot, small_tree(tmp_path / "v1", FILES))
-    real = deploy_module.copy_entry
+    real = copying.copy_entry  # what deploy calls
 
     def broken(src: Path, dst: Path) -> None:
         if not dst.name.startswith(".sapwood-copying-srv-"):
-            return real(src, dst)
+            real(src, dst)
+            return
         dst.mkdir()
         (dst / "half").write_text("half\n")
         raise OSError(errno.EIO, "Input/output error")
