@@ -165,6 +165,51 @@ def test_a_directory_made_at_the_place_after_its_lstat_is_never_replaced(
     assert (after.st_ino, stat.S_IMODE(after.st_mode)) == (users[0], 0o700)
 
 
+# ----- review25 4: a symlink swapped in at the temporary name after its fchmod ------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="review25 4: make_dir renames whatever is at the temporary name after the fchmod: "
+    "a symlink to outside the tree swapped in there becomes var/opt, reported as made",
+)
+def test_a_symlink_swapped_in_after_the_fchmod_never_becomes_the_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the fchmod of var/.opt.sapwood-new and its rename (at make_dir's lstat of
+    var/opt), a process that can write var/ renames the temporary away and puts a
+    symlink to a directory outside the tree there: the rename makes var/opt that
+    symlink, the run says "opt -> var/opt: made", and the next run refuses var/opt.
+    Nothing outside is written (never followed); the place must be the directory made,
+    or the run fail in one line with no place."""
+    tree = small_tree(tmp_path / "tree", FILES, kernel=False)
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o700)
+    temporary = f".opt{NEW}"
+    real_stat = os.stat
+    swapped: list[str] = []
+
+    def stat_hook(
+        path: str, *, dir_fd: int | None = None, follow_symlinks: bool = True
+    ) -> os.stat_result:
+        if path == "opt" and dir_fd is not None and not swapped:
+            with contextlib.suppress(FileNotFoundError):  # only once it is made
+                os.rename(temporary, ".moved", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                os.symlink(outside, temporary, dir_fd=dir_fd)
+                swapped.append(temporary)
+        return real_stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(os, "stat", stat_hook)
+    try:
+        done = sapwood.prepare_tree(tree)
+    except TreeLayoutError as exc:
+        assert "\n" not in str(exc)
+        done = []
+    monkeypatch.undo()
+    assert swapped, "the precondition: the swap happened"
+    assert os.listdir(outside) == [] and stat.S_IMODE(os.stat(outside).st_mode) == 0o700
+    assert not (tree / "var/opt").is_symlink(), done
+    assert "opt -> var/opt: made" not in done or (tree / "var/opt").is_dir()
+
+
 # ----- held: a run killed at any system call, over tree shapes and umasks -----------------
 USERS_MODES = {"opt": 0o705, "var/opt": 0o700, "var/srv": 0o711, "mnt": 0o750}
 _CALLS = ("open", "mkdir", "rename", "symlink", "fchmod", "chmod", "rmdir", "unlink", "stat")
