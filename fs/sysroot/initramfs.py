@@ -57,6 +57,8 @@ def install_initramfs_hook(tree: str | os.PathLike[str]) -> list[Path]:
     targets = [f"{INITRAMFS_TOOLS}/{dest}" for _, dest in SHIPPED]
     for relative in [t.rsplit("/", 1)[0] for t in targets] + list(MOUNT_POINTS):
         _check_dir(root, relative)
+    for target in targets:
+        _check_file_temporary(root, target)
     data = files("fs.sysroot").joinpath("initramfs-tools")
     written = []
     for (source, _), target in zip(SHIPPED, targets, strict=True):
@@ -144,6 +146,33 @@ def _clear_temporary(root: Path, fd: int, path: str) -> None:
     )
 
 
+def _check_file_temporary(root: Path, relative: str) -> None:
+    """Refuse a directory at the name ``relative`` is written under first (which
+    _write_executable cannot unlink), before any write (review26 1: the hook was
+    written, then the script refused, at every run)."""
+    directory, name = relative.rsplit("/", 1)
+    temporary = f"{directory}/{_file_temporary(name)}"
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        found = lstat_below(fd, temporary)
+    finally:
+        os.close(fd)
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        raise _in_the_way(root, directory, _file_temporary(name))
+
+
+def _file_temporary(name: str) -> str:
+    return f".{name}.sapwood-tmp"
+
+
+def _in_the_way(root: Path, directory: str, temporary: str) -> InitramfsTreeError:
+    return InitramfsTreeError(
+        f"{root}: {directory}/{temporary} is in the way (a directory?): remove it",
+        tree=str(root),
+        missing=f"{directory}/{temporary}",
+    )
+
+
 def _open_dir(root: Path, relative: str) -> int:
     """A descriptor of ``root/relative``, refusing symlinks; its missing parts made
     0755 whatever the umask, each under its name only once it has that mode (a kill
@@ -169,7 +198,7 @@ def _write_executable(root: Path, relative: str, content: bytes) -> None:
     """
     directory, name = relative.rsplit("/", 1)
     fd = _open_dir(root, directory)
-    temporary = f".{name}.sapwood-tmp"
+    temporary = _file_temporary(name)
     try:
         try:
             os.unlink(temporary, dir_fd=fd)  # unlinkat: never follows, never opens
@@ -178,11 +207,7 @@ def _write_executable(root: Path, relative: str, content: bytes) -> None:
         except OSError as error:
             if error.errno not in (errno.EISDIR, errno.EPERM):  # Linux: a directory
                 raise
-            raise InitramfsTreeError(
-                f"{root}: {directory}/{temporary} is in the way (a directory?): remove it",
-                tree=str(root),
-                missing=f"{directory}/{temporary}",
-            ) from error
+            raise _in_the_way(root, directory, temporary) from error
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         out_fd = os.open(temporary, flags, 0o755, dir_fd=fd)
         try:

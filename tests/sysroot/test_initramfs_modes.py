@@ -67,3 +67,19 @@ def test_anything_else_at_a_temporary_name_is_refused_before_any_write(
     assert result.stderr.count("\n") == 1 and ".scripts.sapwood-new" in result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(tree) == before
+
+
+@pytest.mark.parametrize("target", [HOOK, SCRIPT])
+def test_a_directory_at_a_files_temporary_name_is_refused_before_any_write(
+    tmp_path: Path, target: str
+) -> None:
+    """review26 1: one at the script's: the hook was written, then the script refused,
+    at every run."""
+    tree = fake_tree(tmp_path / "tree")
+    directory, name = target.rsplit("/", 1)
+    (tree / directory / f".{name}.sapwood-tmp").mkdir(parents=True)
+    before = snapshot(tree)
+    result = run("admin", "install-initramfs-hook", tree, text=True)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and f".{name}.sapwood-tmp" in result.stderr
+    assert snapshot(tree) == before
