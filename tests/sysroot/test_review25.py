@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import sapwood
+from fs.sysroot import nofollow
 from fs.sysroot import prepare_tree as prepare_tree_module
 from fs.sysroot.nofollow import NEW
 from store import TreeLayoutError
@@ -125,42 +126,54 @@ def test_a_users_directory_swapped_in_at_the_temporary_name_keeps_its_mode(
     assert found != tree / "var/opt"
 
 
-# ----- review25 3: a users' directory made at the place between the lstat and the rename ---
+# ----- review25 3: a users' directory made at the place just before the rename -----------
 @pytest.mark.xfail(
     strict=True,
     reason="review25 3: make_dir lstats the place, then renames onto it: an empty directory "
     "made in between is replaced (renameat2 RENAME_NOREPLACE through ctypes would refuse)",
 )
-def test_a_directory_made_at_the_place_after_its_lstat_is_never_replaced(
+def test_a_directory_made_at_the_place_just_before_the_rename_is_never_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The user's empty 0700 var/opt made just after make_dir saw no var/opt and before
-    its rename: the rename replaces it (its inode gone, the place 0755). decisions.md
+    """The user's empty 0700 var/opt made after make_dir saw no var/opt, just before its
+    rename: the rename replaces it (its inode gone, the place 0755). decisions.md
     accepts this window ("only one made in the microseconds between"); fs/getdents.py
     already calls libc through ctypes, so renameat2(RENAME_NOREPLACE) is at hand and
-    would fail EEXIST instead, the user's directory kept with its inode and mode."""
+    would fail EEXIST instead, the user's directory kept with its inode and mode.
+    (The race is hooked on os.rename, or on nofollow.rename_noreplace where there is
+    one: just before the rename whichever way it is made.)"""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
     temporary = f".opt{NEW}"
-    made = _after_mkdir(monkeypatch, lambda parent: None, temporary)
-    real_stat = os.stat
     users: list[int] = []
 
-    def stat_hook(
-        path: str, *, dir_fd: int | None = None, follow_symlinks: bool = True
-    ) -> os.stat_result:
-        try:
-            return real_stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
-        except FileNotFoundError:
-            if path == "opt" and dir_fd is not None and made and not users:
-                os.mkdir("opt", 0o700, dir_fd=dir_fd)
-                users.append(real_stat("opt", dir_fd=dir_fd).st_ino)
-            raise
+    def users_mkdir(parent: int, src: str, dst: str) -> None:
+        if (src, dst) == (temporary, "opt") and not users:
+            os.mkdir("opt", 0o700, dir_fd=parent)
+            users.append(os.lstat(tree / "var/opt").st_ino)
 
-    monkeypatch.setattr(os, "stat", stat_hook)
+    real_rename = os.rename
+
+    def rename(src: str, dst: str, **dir_fds: int) -> None:
+        parent = dir_fds.get("dst_dir_fd")
+        if parent is not None:
+            users_mkdir(parent, src, dst)
+        real_rename(src, dst, **dir_fds)
+
+    monkeypatch.setattr(os, "rename", rename)
+    real_noreplace: Callable[[int, str, str], None] | None
+    real_noreplace = getattr(nofollow, "rename_noreplace", None)
+    if real_noreplace is not None:
+        noreplace = real_noreplace
+
+        def rename_noreplace(parent: int, src: str, dst: str) -> None:
+            users_mkdir(parent, src, dst)
+            noreplace(parent, src, dst)
+
+        monkeypatch.setattr(nofollow, "rename_noreplace", rename_noreplace)
     with contextlib.suppress(TreeLayoutError):
         sapwood.prepare_tree(tree)
     monkeypatch.undo()
-    assert users, "the precondition: the user's directory was made after the lstat"
+    assert users, "the precondition: the user's directory was made just before the rename"
     after = os.lstat(tree / "var/opt")
     assert (after.st_ino, stat.S_IMODE(after.st_mode)) == (users[0], 0o700)
 
@@ -174,30 +187,26 @@ def test_a_directory_made_at_the_place_after_its_lstat_is_never_replaced(
 def test_a_symlink_swapped_in_after_the_fchmod_never_becomes_the_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Between the fchmod of var/.opt.sapwood-new and its rename (at make_dir's lstat of
-    var/opt), a process that can write var/ renames the temporary away and puts a
-    symlink to a directory outside the tree there: the rename makes var/opt that
-    symlink, the run says "opt -> var/opt: made", and the next run refuses var/opt.
-    Nothing outside is written (never followed); the place must be the directory made,
-    or the run fail in one line with no place."""
+    """Just after the fchmod of var/.opt.sapwood-new, a process that can write var/
+    renames it away and puts a symlink to a directory outside the tree there: make_dir's
+    rename makes var/opt that symlink, the run says "opt -> var/opt: made", and the next
+    run refuses var/opt. Nothing outside is written (never followed); the place must be
+    the directory made and chmodded, or the run fail in one line with no place."""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
     outside = tmp_path / "outside"
     outside.mkdir(mode=0o700)
-    temporary = f".opt{NEW}"
-    real_stat = os.stat
+    var, temporary = tree / "var", f".opt{NEW}"
+    real_fchmod = os.fchmod
     swapped: list[str] = []
 
-    def stat_hook(
-        path: str, *, dir_fd: int | None = None, follow_symlinks: bool = True
-    ) -> os.stat_result:
-        if path == "opt" and dir_fd is not None and not swapped:
-            with contextlib.suppress(FileNotFoundError):  # only once it is made
-                os.rename(temporary, ".moved", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                os.symlink(outside, temporary, dir_fd=dir_fd)
-                swapped.append(temporary)
-        return real_stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    def fchmod(fd: int, mode: int) -> None:
+        real_fchmod(fd, mode)
+        if not swapped and os.path.isdir(var / temporary) and not (var / temporary).is_symlink():
+            os.rename(var / temporary, var / ".moved")
+            os.symlink(outside, var / temporary)
+            swapped.append(temporary)
 
-    monkeypatch.setattr(os, "stat", stat_hook)
+    monkeypatch.setattr(os, "fchmod", fchmod)
     try:
         done = sapwood.prepare_tree(tree)
     except TreeLayoutError as exc:
@@ -207,7 +216,6 @@ def test_a_symlink_swapped_in_after_the_fchmod_never_becomes_the_place(
     assert swapped, "the precondition: the swap happened"
     assert os.listdir(outside) == [] and stat.S_IMODE(os.stat(outside).st_mode) == 0o700
     assert not (tree / "var/opt").is_symlink(), done
-    assert "opt -> var/opt: made" not in done or (tree / "var/opt").is_dir()
 
 
 # ----- held: a run killed at any system call, over tree shapes and umasks -----------------
