@@ -218,6 +218,39 @@ def test_a_symlink_swapped_in_after_the_fchmod_never_becomes_the_place(
     assert not (tree / "var/opt").is_symlink(), done
 
 
+# ----- review25 7: a filesystem whose directories have one link (btrfs) ----------------
+def test_a_filesystem_whose_directories_have_one_link_still_gets_its_places(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """btrfs keeps every directory's link count at 1 (it never counts subdirectories),
+    as some FUSE filesystems do: a check that the directory just made has st_nlink 2
+    (the proposed fix of review25 2) refuses every place there. Simulated: fstat says 1
+    for a directory; the run still makes every place and directory on the way."""
+    tree = small_tree(tmp_path / "tree", FILES, kernel=False)
+    real_fstat = os.fstat
+
+    def fstat(fd: int) -> os.stat_result:
+        found = real_fstat(fd)
+        if not stat.S_ISDIR(found.st_mode):
+            return found
+        reduced = found.__reduce__()  # (stat_result, (fields, the *_ns and other extras))
+        assert isinstance(reduced, tuple)
+        fields, extra = reduced[1]
+        return os.stat_result((*fields[:3], 1, *fields[4:]), extra)
+
+    monkeypatch.setattr(os, "fstat", fstat)
+    fd = os.open(tree, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        assert os.fstat(fd).st_nlink == 1  # the precondition: what btrfs says
+    finally:
+        os.close(fd)
+    done = sapwood.prepare_tree(tree)
+    monkeypatch.undo()
+    assert "opt -> var/opt: made" in done and "srv -> var/srv: made" in done, done
+    for place in ("var/opt", "var/srv", "var/mnt", "usr/lib", "usr/lib/tmpfiles.d"):
+        assert stat.S_IMODE(os.lstat(tree / place).st_mode) == 0o755, place
+
+
 # ----- held: a run killed at any system call, over tree shapes and umasks -----------------
 USERS_MODES = {"opt": 0o705, "var/opt": 0o700, "var/srv": 0o711, "mnt": 0o750}
 _CALLS = ("open", "mkdir", "rename", "symlink", "fchmod", "chmod", "rmdir", "unlink", "stat")
