@@ -7,9 +7,12 @@ temporary name beside its own (``.NAME.sapwood-new``) and renamed once whole."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import os
 import stat
+from collections.abc import Callable
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW = ".sapwood-new"  # what is being made is named .NAME.sapwood-new until it is whole
@@ -145,25 +148,81 @@ def write_below(root: int, relative: str, text: str) -> None:
 def make_dir(parent: int, name: str, mode: int) -> None:
     """The directory ``name`` made in the directory ``parent`` with ``mode``, whatever
     the umask, and under ``name`` only once it has it: made under its temporary name
-    (mkdir: EEXIST if anything is there), fchmodded through a descriptor opened with
-    O_NOFOLLOW (never a symlink swapped in), then renamed to ``name`` if nothing is
-    there (EEXIST otherwise). A kill leaves the temporary name, never ``name`` with the
-    umask's mode; a failure removes the temporary directory (rmdir: only an empty one)."""
+    (mkdir: EEXIST if anything is there), opened with O_NOFOLLOW (never a symlink
+    swapped in) and refused unless it is the empty directory just made, fchmodded
+    through that descriptor, then renamed to ``name`` only if the temporary name still
+    holds it and nothing is at ``name`` (EEXIST otherwise). A kill leaves the temporary
+    name, never ``name`` with the umask's mode; a failure removes the temporary
+    directory (rmdir: only an empty one)."""
     temporary = temporary_name(name)
     os.mkdir(temporary, mode, dir_fd=parent)
     try:
         made = os.open(temporary, DIR_FLAGS, dir_fd=parent)
-        try:
-            os.fchmod(made, mode)
-        finally:
-            os.close(made)
-        try:
-            os.stat(name, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
-        else:  # made since the caller looked: a rename would replace an empty directory
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name)
     except BaseException:
         with contextlib.suppress(OSError):
             os.rmdir(temporary, dir_fd=parent)
         raise
+    try:
+        _check_just_made(made, temporary)  # raises before anything is done to it
+        try:
+            os.fchmod(made, mode)
+            if not _same(os.stat(temporary, dir_fd=parent, follow_symlinks=False), made):
+                raise _swapped(temporary)
+            rename_noreplace(parent, temporary, name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.rmdir(temporary, dir_fd=parent)
+            raise
+    finally:
+        os.close(made)
+
+
+def _check_just_made(fd: int, temporary: str) -> None:
+    """Refuse the directory at the temporary name unless it is what mkdir just made:
+    ours and empty. A process that can write the parent could rmdir it and rename a
+    directory of its choice there (one of root's, with files) for the fchmod to open
+    to everyone and the rename to make the place (review25 2)."""
+    found = os.fstat(fd)
+    if found.st_uid != os.geteuid() or found.st_nlink != 2 or os.listdir(fd):
+        raise _swapped(temporary)
+
+
+def _same(found: os.stat_result, fd: int) -> bool:
+    held = os.fstat(fd)
+    return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _swapped(temporary: str) -> OSError:
+    return FileExistsError(
+        errno.EEXIST, "replaced by another directory while it was being made", temporary
+    )
+
+
+def rename_noreplace(parent: int, source: str, target: str) -> None:
+    """Rename ``source`` to ``target`` in ``parent``, failing with EEXIST if anything is
+    at ``target``: renameat2's RENAME_NOREPLACE, atomically (review25 3: a directory
+    made at the target between a look and a plain rename was replaced). Where the
+    kernel or filesystem has no renameat2 (ENOSYS, EINVAL), a look then a rename."""
+    function = _renameat2()
+    if function is not None:
+        if function(parent, os.fsencode(source), parent, os.fsencode(target), 1) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), target)
+    try:
+        os.stat(target, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(source, target, src_dir_fd=parent, dst_dir_fd=parent)
+    else:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target)
+
+
+@functools.cache
+def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    try:
+        function: Callable[[int, bytes, int, bytes, int], int]
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # a C library without it (glibc < 2.28)
+        return None
+    return function

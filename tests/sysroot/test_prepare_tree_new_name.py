@@ -236,14 +236,14 @@ def test_a_full_disk_at_the_rename_leaves_the_tree_as_before(
         path = tree / name
         path.rmdir() if path.is_dir() else path.unlink()
     before = _shape(tree)
-    real = os.rename
+    real = nofollow.rename_noreplace  # make_dir's rename (renameat2)
 
-    def rename(src: str, dst: str, **kw: int) -> None:
-        if str(src).endswith(NEW):
+    def rename(parent: int, src: str, dst: str) -> None:
+        if src.endswith(NEW):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), src, dst)
-        real(src, dst, **kw)
+        real(parent, src, dst)
 
-    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(nofollow, "rename_noreplace", rename)
     with pytest.raises(OutOfSpaceError) as raised:
         sapwood.prepare_tree(tree)
     monkeypatch.undo()
