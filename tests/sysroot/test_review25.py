@@ -1,8 +1,8 @@
 """review25 (session 19): a hostile review of prepare-tree's places and the directories on
 their way made under a temporary name, ``.NAME.sapwood-new``, fchmodded and renamed
-(helper d6; /work/plan/review25.md). The strict xfails are its findings; the tests that
-pass are the attacks the change held (kills at every system call over several tree
-shapes and umasks)."""
+(helper d6; /work/plan/review25.md): its findings, fixed the same session (1 in 50deed8,
+2-4 in b54621d, 7 in that fix's own check), and the attacks the change held (kills at
+every system call over several tree shapes and umasks, no inode left at each step)."""
 
 from __future__ import annotations
 
@@ -93,11 +93,6 @@ def _after_mkdir(
 
 
 # ----- review25 2: a users' directory swapped in at the temporary name ---------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="review25 2: make_dir fchmods and renames whatever directory is at the temporary "
-    "name when it opens it: a users' 0700 directory swapped in becomes var/opt, 0755",
-)
 def test_a_users_directory_swapped_in_at_the_temporary_name_keeps_its_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,7 +100,8 @@ def test_a_users_directory_swapped_in_at_the_temporary_name_keeps_its_mode(
     var/ (but owns nothing else there) removes it and renames var/secret (root's, 0700,
     with a file) to that name: root then fchmods var/secret 0755 and renames it to
     var/opt, which the process could not have done. Its mode must stay 0700 and it must
-    not become the place (a failure midway, in one line, is fine)."""
+    not become the place (a failure midway, in one line, is fine). Fixed in b54621d
+    (the directory at the temporary name checked: ours and empty)."""
     tree = small_tree(tmp_path / "tree", {**FILES, "var/secret/key": "secret\n"}, kernel=False)
     os.chmod(tree / "var/secret", 0o700)
     secret = os.lstat(tree / "var/secret").st_ino
@@ -127,11 +123,6 @@ def test_a_users_directory_swapped_in_at_the_temporary_name_keeps_its_mode(
 
 
 # ----- review25 3: a users' directory made at the place just before the rename -----------
-@pytest.mark.xfail(
-    strict=True,
-    reason="review25 3: make_dir lstats the place, then renames onto it: an empty directory "
-    "made in between is replaced (renameat2 RENAME_NOREPLACE through ctypes would refuse)",
-)
 def test_a_directory_made_at_the_place_just_before_the_rename_is_never_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,7 +132,7 @@ def test_a_directory_made_at_the_place_just_before_the_rename_is_never_replaced(
     already calls libc through ctypes, so renameat2(RENAME_NOREPLACE) is at hand and
     would fail EEXIST instead, the user's directory kept with its inode and mode.
     (The race is hooked on os.rename, or on nofollow.rename_noreplace where there is
-    one: just before the rename whichever way it is made.)"""
+    one: just before the rename whichever way it is made.) Fixed in b54621d."""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
     temporary = f".opt{NEW}"
     users: list[int] = []
@@ -179,11 +170,6 @@ def test_a_directory_made_at_the_place_just_before_the_rename_is_never_replaced(
 
 
 # ----- review25 4: a symlink swapped in at the temporary name after its fchmod ------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="review25 4: make_dir renames whatever is at the temporary name after the fchmod: "
-    "a symlink to outside the tree swapped in there becomes var/opt, reported as made",
-)
 def test_a_symlink_swapped_in_after_the_fchmod_never_becomes_the_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,7 +177,8 @@ def test_a_symlink_swapped_in_after_the_fchmod_never_becomes_the_place(
     renames it away and puts a symlink to a directory outside the tree there: make_dir's
     rename makes var/opt that symlink, the run says "opt -> var/opt: made", and the next
     run refuses var/opt. Nothing outside is written (never followed); the place must be
-    the directory made and chmodded, or the run fail in one line with no place."""
+    the directory made and chmodded, or the run fail in one line with no place. Fixed
+    in b54621d (renamed only while the temporary name holds the directory chmodded)."""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
     outside = tmp_path / "outside"
     outside.mkdir(mode=0o700)
@@ -225,7 +212,8 @@ def test_a_filesystem_whose_directories_have_one_link_still_gets_its_places(
     """btrfs keeps every directory's link count at 1 (it never counts subdirectories),
     as some FUSE filesystems do: a check that the directory just made has st_nlink 2
     (the proposed fix of review25 2) refuses every place there. Simulated: fstat says 1
-    for a directory; the run still makes every place and directory on the way."""
+    for a directory; the run still makes every place and directory on the way. (b54621d
+    checked st_nlink 2; the check was dropped after this test.)"""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
     real_fstat = os.fstat
 
