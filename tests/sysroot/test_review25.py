@@ -1,7 +1,7 @@
 """review25 (session 19): a hostile review of prepare-tree's places and the directories on
 their way made under a temporary name, ``.NAME.sapwood-new``, fchmodded and renamed
 (helper d6; /work/plan/review25.md): its findings, fixed the same session (1 in 50deed8,
-2-4 in b54621d, 7 in that fix's own check), and the attacks the change held (kills at
+2-4 in b54621d, 7 in 4aecbbf), and the attacks the change held (kills at
 every system call over several tree shapes and umasks, no inode left at each step)."""
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def test_a_filesystem_whose_directories_have_one_link_still_gets_its_places(
     as some FUSE filesystems do: a check that the directory just made has st_nlink 2
     (the proposed fix of review25 2) refuses every place there. Simulated: fstat says 1
     for a directory; the run still makes every place and directory on the way. (b54621d
-    checked st_nlink 2; the check was dropped after this test.)"""
+    checked st_nlink 2; 4aecbbf dropped that check.)"""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
     real_fstat = os.fstat
 
