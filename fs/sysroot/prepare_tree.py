@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fs.sysroot.nofollow import (
+    NEW,
     listdir_below,
     lstat_below,
     make_dir,
@@ -204,8 +205,20 @@ def _check_own_name(root: int, root_path: Path, name: str, why: str) -> None:
     """TreeLayoutError unless ``name`` (one of sapwood's own) is free or an empty
     directory (a killed run's): anything else there is the user's, never touched."""
     held = lstat_below(root, name)
-    if held is not None and not (stat.S_ISDIR(held.st_mode) and not listdir_below(root, name)):
-        raise _refused(root_path, name, why)
+    if held is not None and not _a_killed_runs(root, name, held):
+        raise TreeLayoutError(
+            f"{root_path / name}: {why}: remove or rename it; nothing was changed", path=name
+        )
+
+
+def _a_killed_runs(root: int, name: str, held: os.stat_result) -> bool:
+    """Whether what is at one of sapwood's names is what a killed run leaves there: an
+    empty directory, made by this user (mkdir as root makes it root's; another user's
+    is theirs, refused where a step needs the name and left alone otherwise: review25
+    5). An empty place set aside keeps its owner, whoever that is."""
+    if not stat.S_ISDIR(held.st_mode) or listdir_below(root, name):
+        return False
+    return not name.endswith(NEW) or held.st_uid == os.geteuid()
 
 
 def _apply(root: int, root_path: Path, step: _Step) -> str:
@@ -270,8 +283,9 @@ def _remove_leftovers(root: int, root_path: Path) -> None:
     and those a run killed while it made them left under their temporary name (session19
     d6): whatever this run's plan, none has a step for them."""
     for directory in _MADE_HERE:
-        if lstat_below(root, _new(directory)) is not None:
-            _remove_made(root, _new(directory))  # rmdir: anything else there stays
+        held = lstat_below(root, _new(directory))
+        if held is not None and _a_killed_runs(root, _new(directory), held):
+            _remove_made(root, _new(directory))
     for _, place in MOVES:
         aside = _aside(place)
         if lstat_below(root, aside) is not None:
