@@ -20,8 +20,14 @@ import stat
 from importlib.resources import files
 from pathlib import Path
 
-from fs.sysroot.nofollow import lstat_below, make_dirs_below, open_below, temporary_name
-from store import InitramfsTreeError
+from fs.sysroot.nofollow import (
+    listdir_below,
+    lstat_below,
+    make_dirs_below,
+    open_below,
+    temporary_name,
+)
+from store import InitramfsTreeError, OutOfSpaceError, SapwoodError
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +51,10 @@ def install_initramfs_hook(tree: str | os.PathLike[str]) -> list[Path]:
     Both are written mode 0755 under ``tree/usr/share/initramfs-tools`` (replacing
     earlier copies), and an empty ``tree/sysroot`` is made if missing. Symbolic
     links inside the tree are never followed. Raises ``InitramfsTreeError`` when
-    ``tree`` is not a directory or lacks initramfs-tools or util-linux mount;
-    nothing is written then.
+    ``tree`` is not a directory or lacks initramfs-tools or util-linux mount, or
+    something is in the way; nothing is written then. A failure while writing (a full
+    disk: ``OutOfSpaceError``) says what was installed before it, and a second run
+    finishes.
     """
     root = Path(tree)
     if not root.is_dir():
@@ -55,20 +63,40 @@ def install_initramfs_hook(tree: str | os.PathLike[str]) -> list[Path]:
     # every directory written into is checked before the first write, so a refusal
     # (a symlink on the way) leaves the tree as it was
     targets = [f"{INITRAMFS_TOOLS}/{dest}" for _, dest in SHIPPED]
+    leftovers = []
     for relative in [t.rsplit("/", 1)[0] for t in targets] + list(MOUNT_POINTS):
-        _check_dir(root, relative)
+        leftovers += _check_dir(root, relative)
     for target in targets:
         _check_file_temporary(root, target)
     data = files("fs.sysroot").joinpath("initramfs-tools")
-    written = []
-    for (source, _), target in zip(SHIPPED, targets, strict=True):
-        content = data.joinpath(source).read_bytes()
-        _write_executable(root, target, content)
-        written.append(root / target)
-        log.info("installed %s", root / target)
-    for name in MOUNT_POINTS:
-        _make_dir(root, name)
+    written: list[Path] = []
+    try:
+        _remove_leftovers(root, leftovers)  # once every check has passed (review26 2)
+        for (source, _), target in zip(SHIPPED, targets, strict=True):
+            content = data.joinpath(source).read_bytes()
+            _write_executable(root, target, content)
+            written.append(root / target)
+            log.info("installed %s", root / target)
+        for name in MOUNT_POINTS:
+            _make_dir(root, name)
+    except OSError as exc:
+        raise _failed_midway(root, written, exc) from None
     return written
+
+
+def _failed_midway(root: Path, written: list[Path], exc: OSError) -> SapwoodError:
+    """The one line of a failure while writing (review26 3: a bare OSError named a
+    temporary name relative to a descriptor); OutOfSpaceError for a full disk."""
+    names = [n for n in (exc.filename, exc.filename2) if isinstance(n, str)]
+    where = f" ({' -> '.join(names)})" if names else ""
+    so_far = ", ".join(str(path.relative_to(root)) for path in written) or "nothing"
+    message = (
+        f"{root}: {exc.strerror or exc}{where}; installed before it: {so_far}; "
+        "run it again once that is fixed, to finish"
+    )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutOfSpaceError(message)
+    return InitramfsTreeError(message, tree=str(root))
 
 
 def _check_needed(root: Path) -> None:
@@ -101,49 +129,59 @@ def _not_a_directory(root: Path, relative: str) -> InitramfsTreeError:
     )
 
 
-def _check_dir(root: Path, relative: str) -> None:
+def _check_dir(root: Path, relative: str) -> list[str]:
     """Refuse ``root/relative`` when something on the way is not a directory (a
     symlink included), or when the temporary name its first missing part would be made
-    under holds anything but a killed run's empty directory, which goes (the only
-    change made here): a missing part is fine, it will be made."""
+    under holds anything but a killed run's empty directory; returns that leftover, to
+    be removed once every check has passed. Writes nothing."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         parts = relative.split("/")
         for count in range(1, len(parts) + 1):
             path = "/".join(parts[:count])
             found = lstat_below(fd, path)
-            if found is None:
-                _clear_temporary(root, fd, path)
-                return  # the parts below are made inside a directory made new
+            if found is None:  # the parts below are made inside a directory made new
+                return _leftover(root, fd, path)
             if not stat.S_ISDIR(found.st_mode):
                 raise _not_a_directory(root, relative)
+        return []
     finally:
         os.close(fd)
 
 
-def _clear_temporary(root: Path, fd: int, path: str) -> None:
-    """Remove the empty directory a killed run left at ``path``'s temporary name (it
-    was made there with the umask's mode, to be renamed once 0755); refuse anything
-    else there."""
+def _leftover(root: Path, fd: int, path: str) -> list[str]:
+    """``path``'s temporary name if a killed run left its empty directory there (made
+    with the umask's mode, to be renamed once 0755: the run's user's, as prepare-tree
+    counts it); refuse anything else there, another user's empty directory included."""
     head, name = os.path.split(path)
     temporary = os.path.join(head, temporary_name(name))
     found = lstat_below(fd, temporary)
     if found is None:
-        return
-    if stat.S_ISDIR(found.st_mode):
-        parent = open_below(fd, head)
-        try:
-            os.rmdir(temporary_name(name), dir_fd=parent)  # only an empty one
-            return
-        except OSError:
-            pass
-        finally:
-            os.close(parent)
+        return []
+    if stat.S_ISDIR(found.st_mode) and found.st_uid == os.geteuid():
+        with contextlib.suppress(OSError):
+            if not listdir_below(fd, temporary):
+                return [temporary]
     raise InitramfsTreeError(
-        f"{root}: {temporary} is in the way (sapwood makes {path} under that name): remove it",
+        f"{root}: {temporary} is in the way (sapwood makes {path} under that name): "
+        "remove or rename it",
         tree=str(root),
         missing=temporary,
     )
+
+
+def _remove_leftovers(root: Path, leftovers: list[str]) -> None:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for temporary in leftovers:
+            head, name = os.path.split(temporary)
+            parent = open_below(fd, head)
+            try:
+                os.rmdir(name, dir_fd=parent)  # only an empty one
+            finally:
+                os.close(parent)
+    finally:
+        os.close(fd)
 
 
 def _check_file_temporary(root: Path, relative: str) -> None:

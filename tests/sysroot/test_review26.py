@@ -139,11 +139,6 @@ def test_a_directory_at_the_scripts_temporary_is_refused_before_any_write(
     assert snapshot(tree) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review26 2: the check phase removes an earlier part's empty leftover before a "
-    "later part's check refuses the run",
-)
 def test_a_refusal_leaves_an_earlier_empty_leftover_where_it_was(tmp_path: Path) -> None:
     tree = fake_tree(tmp_path / "tree")
     (tree / TOOLS / ".scripts.sapwood-new").mkdir()  # a killed run's
@@ -155,11 +150,6 @@ def test_a_refusal_leaves_an_earlier_empty_leftover_where_it_was(tmp_path: Path)
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="chown to another user needs root")
-@pytest.mark.xfail(
-    strict=True,
-    reason="review26 6: install-initramfs-hook removes another user's empty directory at a "
-    "temporary name, which prepare-tree refuses and keeps since 8eb8434 (review25 5)",
-)
 def test_another_users_empty_directory_at_a_temporary_name_is_kept(tmp_path: Path) -> None:
     tree = fake_tree(tmp_path / "tree")
     theirs = tree / ".sysroot.sapwood-new"
@@ -198,11 +188,6 @@ def test_no_inode_left_leaves_nothing_behind_and_a_next_run_finishes(
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="mounting a small tmpfs needs root")
-@pytest.mark.xfail(
-    strict=True,
-    reason="review26 3: a full disk is a bare OSError naming a temporary name relative to a "
-    "descriptor (.sysroot.sapwood-new), not an OutOfSpaceError naming the tree",
-)
 @pytest.mark.parametrize("left", [1, 4])
 def test_a_full_disk_is_an_out_of_space_error_naming_the_tree(tmp_path: Path, left: int) -> None:
     with small_tmpfs(tmp_path / "disk", "1m,nr_inodes=400") as disk:
