@@ -21,13 +21,14 @@ from importlib.resources import files
 from pathlib import Path
 
 from fs.sysroot.nofollow import (
+    failed_midway,
     listdir_below,
     lstat_below,
     make_dirs_below,
     open_below,
     temporary_name,
 )
-from store import InitramfsTreeError, OutOfSpaceError, SapwoodError
+from store import InitramfsTreeError, SapwoodError
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +88,13 @@ def install_initramfs_hook(tree: str | os.PathLike[str]) -> list[Path]:
 def _failed_midway(root: Path, written: list[Path], exc: OSError) -> SapwoodError:
     """The one line of a failure while writing (review26 3: a bare OSError named a
     temporary name relative to a descriptor); OutOfSpaceError for a full disk."""
-    names = [n for n in (exc.filename, exc.filename2) if isinstance(n, str)]
-    where = f" ({' -> '.join(names)})" if names else ""
     so_far = ", ".join(str(path.relative_to(root)) for path in written) or "nothing"
-    message = (
-        f"{root}: {exc.strerror or exc}{where}; installed before it: {so_far}; "
-        "run it again once that is fixed, to finish"
+    return failed_midway(
+        root,
+        f"installed before it: {so_far}",
+        exc,
+        lambda message: InitramfsTreeError(message, tree=str(root)),
     )
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return OutOfSpaceError(message)
-    return InitramfsTreeError(message, tree=str(root))
 
 
 def _check_needed(root: Path) -> None:

@@ -13,6 +13,9 @@ import functools
 import os
 import stat
 from collections.abc import Callable
+from pathlib import Path
+
+from store import OutOfSpaceError, SapwoodError
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW = ".sapwood-new"  # what is being made is named .NAME.sapwood-new until it is whole
@@ -23,35 +26,29 @@ def temporary_name(name: str) -> str:
     return f".{name}{NEW}"
 
 
-def open_below(root: int, relative: str, make: bool = False) -> int:
+def open_below(root: int, relative: str) -> int:
     """A descriptor of the directory ``relative`` below the descriptor ``root``, each
-    component opened with O_NOFOLLOW (ELOOP for a symlink, ENOTDIR for a file), made
-    0755 first where missing with ``make``. "" is ``root`` itself (a new descriptor)."""
-    fd = os.dup(root)
-    try:
-        for part in filter(None, relative.split("/")):
-            if make:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o755, dir_fd=fd)
-            child = os.open(part, DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    component opened with O_NOFOLLOW (ELOOP for a symlink, ENOTDIR for a file). "" is
+    ``root`` itself (a new descriptor)."""
+    return _walk_below(root, relative, None)
 
 
 def make_dirs_below(root: int, relative: str, mode: int = 0o755) -> int:
     """A descriptor of the directory ``relative`` below ``root``, as open_below's, each
     missing component made first by make_dir: ``mode`` whatever the umask, and under its
     name only once it has it."""
+    return _walk_below(root, relative, mode)
+
+
+def _walk_below(root: int, relative: str, mode: int | None) -> int:
     fd = os.dup(root)
     try:
         for part in filter(None, relative.split("/")):
             try:
                 child = os.open(part, DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
+                if mode is None:
+                    raise
                 make_dir(fd, part, mode)
                 child = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
@@ -67,7 +64,7 @@ def lstat_below(root: int, relative: str) -> os.stat_result | None:
     a symlink; None when absent (or a directory on the way is not one)."""
     head, name = os.path.split(relative)
     try:
-        parent = open_below(root, head, make=False)
+        parent = open_below(root, head)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
@@ -81,7 +78,7 @@ def lstat_below(root: int, relative: str) -> os.stat_result | None:
 def readlink_below(root: int, relative: str) -> str:
     """The target of the symlink ``relative`` below ``root``."""
     head, name = os.path.split(relative)
-    parent = open_below(root, head, make=False)
+    parent = open_below(root, head)
     try:
         return os.readlink(name, dir_fd=parent)
     finally:
@@ -90,7 +87,7 @@ def readlink_below(root: int, relative: str) -> str:
 
 def listdir_below(root: int, relative: str) -> list[str]:
     """The names in the directory ``relative`` below ``root``."""
-    fd = open_below(root, relative, make=False)
+    fd = open_below(root, relative)
     try:
         return os.listdir(fd)
     finally:
@@ -102,7 +99,7 @@ def read_below(root: int, relative: str) -> str | None:
     when it is not one (absent, a symlink, a FIFO: never waited for)."""
     head, name = os.path.split(relative)
     try:
-        parent = open_below(root, head, make=False)
+        parent = open_below(root, head)
     except OSError:
         return None
     try:
@@ -120,10 +117,10 @@ def read_below(root: int, relative: str) -> str | None:
 
 def write_below(root: int, relative: str, text: str) -> None:
     """``text`` into ``relative`` below ``root`` (0644, its directories made 0755 where
-    missing), replacing a regular file or a link there by a rename: never written
-    through a symlink, nothing half-written left."""
+    missing, as make_dirs_below makes them), replacing a regular file or a link there by
+    a rename: never written through a symlink, nothing half-written left."""
     head, name = os.path.split(relative)
-    parent = open_below(root, head, make=True)
+    parent = make_dirs_below(root, head)
     try:
         temporary = temporary_name(name)
         # sapwood's own name: whatever a killed run (or the tree's maker) left there goes
@@ -229,3 +226,20 @@ def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
     except (AttributeError, OSError):  # a C library without it (glibc < 2.28)
         return None
     return function
+
+
+def failed_midway(
+    root: Path, done: str, exc: OSError, otherwise: Callable[[str], SapwoodError]
+) -> SapwoodError:
+    """The one line of work in the tree ``root`` that failed after its checks (a full
+    disk, an immutable directory), saying what was ``done`` before it: OutOfSpaceError
+    for a full disk or quota (what a library caller tells apart, as from deploy's),
+    ``otherwise(message)`` else."""
+    names = [n for n in (exc.filename, exc.filename2) if isinstance(n, str)]
+    where = f" ({' -> '.join(names)})" if names else ""
+    message = (
+        f"{root}: {exc.strerror or exc}{where}; {done}; run it again once that is fixed, to finish"
+    )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutOfSpaceError(message)
+    return otherwise(message)

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from fs.sysroot.nofollow import (
     NEW,
+    failed_midway,
     listdir_below,
     lstat_below,
     make_dir,
@@ -51,7 +52,7 @@ from fs.sysroot.nofollow import (
     temporary_name,
     write_below,
 )
-from store import OutOfSpaceError, SapwoodError, TreeLayoutError
+from store import SapwoodError, TreeLayoutError
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ def _move(
 ) -> None:
     """Rename the directory at the link to the place (in ``parent``), an empty place
     there set aside first."""
-    source = open_below(root, link_dir, make=False)
+    source = open_below(root, link_dir)
     try:
         if aside is not None:
             os.rename(place_name, aside, src_dir_fd=parent, dst_dir_fd=parent)
@@ -428,18 +429,14 @@ def _check_dirs(root: int, root_path: Path, relative: str) -> None:
 
 
 def _failed_midway(root_path: Path, done: list[str], exc: OSError) -> SapwoodError:
-    """The one line of a failure midway; OutOfSpaceError for a full disk or quota (what
-    a caller of the library tells apart, as from deploy's), TreeLayoutError otherwise."""
-    names = [n for n in (exc.filename, exc.filename2) if isinstance(n, str)]
-    where = f" ({' -> '.join(names)})" if names else ""
+    """The one line of a failure midway (TreeLayoutError, or OutOfSpaceError)."""
     so_far = "; ".join(done) if done else "nothing"
-    message = (
-        f"{root_path}: {exc.strerror or exc}{where}; done before it: {so_far}; "
-        "run it again once that is fixed, to finish"
+    return failed_midway(
+        root_path,
+        f"done before it: {so_far}",
+        exc,
+        lambda message: TreeLayoutError(message, path=str(root_path)),
     )
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return OutOfSpaceError(message)
-    return TreeLayoutError(message, path=str(root_path))
 
 
 def _check_snippet_temporary(root: int, root_path: Path) -> None:
