@@ -74,6 +74,17 @@ def commit(sysroot: sapwood.Sysroot, tree: Path, branch: str = "debian/main") ->
         return sapwood.commit(repo, branch, tree, subject=tree.name).commit_id.hex()
 
 
+def tree_shape(tree: Path) -> list[tuple[str, int, int, int, str]]:
+    """Every entry's name, mode, inode, size and link target (what a run may change)."""
+    found = []
+    for path in sorted(tree.rglob("*")):
+        st = os.lstat(path)
+        target = os.readlink(path) if path.is_symlink() else ""
+        size = 0 if path.is_dir() else st.st_size
+        found.append((str(path.relative_to(tree)), st.st_mode, st.st_ino, size, target))
+    return found
+
+
 def small_tree(root: Path, files: dict[str, str], kernel: bool = True) -> Path:
     """A small tree; ``files`` maps paths to contents ('->T': a symlink, '/': a dir)."""
     root.mkdir(parents=True)

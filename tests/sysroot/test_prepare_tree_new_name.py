@@ -21,6 +21,7 @@ from fs.sysroot.nofollow import NEW
 from store import OutOfSpaceError, TreeLayoutError
 from tests.helpers import IS_ROOT, run
 from tests.sysroot.conftest import small_tree
+from tests.sysroot.conftest import tree_shape as _shape
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree with root's modes needs root")
 
@@ -29,17 +30,6 @@ pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree with root's modes ne
 FILES = {"home/alice/notes": "mine\n", "root/.profile": "# root\n", "usr/local/bin": "/"}
 NEW_OPT = f"var/.opt{NEW}"
 NEW_LIB = f"usr/.lib{NEW}"
-
-
-def _shape(tree: Path) -> list[tuple[str, int, int, int, str]]:
-    """Every entry's name, mode, inode, size and link target (what a run may change)."""
-    found = []
-    for path in sorted(tree.rglob("*")):
-        st = os.lstat(path)
-        target = os.readlink(path) if path.is_symlink() else ""
-        size = 0 if path.is_dir() else st.st_size
-        found.append((str(path.relative_to(tree)), st.st_mode, st.st_ino, size, target))
-    return found
 
 
 def _outside(tmp_path: Path) -> Path:

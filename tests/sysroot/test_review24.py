@@ -18,6 +18,7 @@ from fs.sysroot import nofollow
 from fs.sysroot import prepare_tree as prepare_tree_module
 from store import OutOfSpaceError, TreeLayoutError
 from tests.helpers import IS_ROOT, fill_inodes, small_tmpfs
+from tests.sysroot.conftest import tree_shape as _shape
 
 # a tree not laid out yet: home and root move first, then opt onto an empty var/opt
 # (Debian's base-files has one), whose set-aside name is var/.opt.sapwood-aside
@@ -40,17 +41,6 @@ def _tree(at: Path) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     return at
-
-
-def _shape(tree: Path) -> list[tuple[str, int, int, int, str]]:
-    """Every entry's name, mode, inode, size and link target (what a run may change)."""
-    found = []
-    for path in sorted(tree.rglob("*")):
-        st = os.lstat(path)
-        target = os.readlink(path) if path.is_symlink() else ""
-        size = 0 if path.is_dir() else st.st_size
-        found.append((str(path.relative_to(tree)), st.st_mode, st.st_ino, size, target))
-    return found
 
 
 def _hold_aside(tree: Path, what: str, outside: Path) -> None:

@@ -25,23 +25,13 @@ from store import TreeLayoutError
 from tests.helpers import IS_ROOT, run, small_tmpfs
 from tests.sysroot import test_prepare_tree_full as full
 from tests.sysroot.conftest import small_tree
+from tests.sysroot.conftest import tree_shape as _shape
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree with root's modes needs root")
 
 # home and root moved, opt absent (var/opt made under .opt.sapwood-new), usr/lib made
 FILES = {"home/alice/notes": "mine\n", "root/.profile": "# root\n", "usr/local/bin": "/"}
 SNIPPET_NEW = f"usr/lib/tmpfiles.d/.sapwood-var.conf{NEW}"
-
-
-def _shape(tree: Path) -> list[tuple[str, int, int, int, str]]:
-    """Every entry's name, mode, inode, size and link target (what a run may change)."""
-    found = []
-    for path in sorted(tree.rglob("*")):
-        st = os.lstat(path)
-        target = os.readlink(path) if path.is_symlink() else ""
-        size = 0 if path.is_dir() else st.st_size
-        found.append((str(path.relative_to(tree)), st.st_mode, st.st_ino, size, target))
-    return found
 
 
 # ----- review25 1: a directory at the snippet's temporary name -----------------------------
