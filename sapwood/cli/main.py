@@ -400,9 +400,6 @@ def _plural(singular: str, plural: str, count: int) -> str:
 def run() -> None:
     global _ENDS_PROCESS
     _ENDS_PROCESS = True
-    # Python's handler back (sapwood.cli.start left SIGINT at its default during the
-    # imports): from here a Ctrl-C is "sapwood: interrupted", status 130
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     _open_closed_standard_streams()
     # The start-up (importing the command's modules, parsing) allocates objects by the
     # hundred thousand, few of them garbage: without a cycle search every 700 of them

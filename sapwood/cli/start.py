@@ -11,7 +11,8 @@ It also lets a Ctrl-C during those imports end the process as it ends any comman
 has not begun (killed by SIGINT, nothing said): Python's own handler raised
 KeyboardInterrupt wherever the import was, a traceback of a command that had not started
 (review26 4). run() puts Python's handler back before the command begins, where
-"sapwood: interrupted" and status 130 say it.
+"sapwood: interrupted" and status 130 say it. A SIGINT the parent left ignored (`trap ''
+INT`, a shell's background job, nohup) stays ignored, as Python keeps it (review27 1).
 """
 
 import gc
@@ -20,8 +21,19 @@ gc.disable()
 
 import signal  # noqa: E402 (after the collector is stopped, as every import here)
 
-signal.signal(signal.SIGINT, signal.SIG_DFL)
+_DEFERRED = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+if _DEFERRED:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-from sapwood.cli.main import run  # noqa: E402 (after the collector is stopped)
+from sapwood.cli.main import run as _run_command  # noqa: E402 (after the collector is stopped)
+
+
+def run() -> None:
+    """The command (sapwood.cli.main.run), with Python's SIGINT handler back if the
+    imports ran without it."""
+    if _DEFERRED:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    _run_command()
+
 
 __all__ = ["run"]
