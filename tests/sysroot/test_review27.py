@@ -1,0 +1,124 @@
+"""review27: nofollow.rename_noreplace's ctypes call attacked (52f2d45, b54621d): names
+with a NUL, non-ASCII and undecodable names, a name longer than NAME_MAX, each errno
+renameat2 may give (the fallback only on ENOSYS, EINVAL, EPERM), both ways (renameat2,
+and the look then rename where the C library has none)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fs.sysroot import nofollow
+
+
+@pytest.fixture(params=["renameat2", "fallback"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "fallback":
+        monkeypatch.setattr(nofollow, "_renameat2", lambda: None)
+    else:
+        assert nofollow._renameat2() is not None, "glibc >= 2.28 has renameat2"
+    yield str(request.param)
+
+
+def _rename(directory: Path, source: str, target: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        nofollow.rename_noreplace(fd, source, target)
+    finally:
+        os.close(fd)
+
+
+NULS = [("a", "b\0c"), ("a\0x", "b")]
+
+
+@pytest.mark.xfail(strict=True, reason="review27 2")
+@pytest.mark.parametrize(("source", "target"), NULS)
+def test_a_name_with_a_nul_is_refused_and_nothing_renamed(
+    tmp_path: Path, source: str, target: str
+) -> None:
+    """os.rename refuses a NUL (ValueError); ctypes passed the bytes as a C string, cut
+    at the NUL: "a" was renamed to "b"."""
+    assert nofollow._renameat2() is not None, "glibc >= 2.28 has renameat2"
+    _refuses_a_nul(tmp_path, source, target)
+
+
+@pytest.mark.parametrize(("source", "target"), NULS)
+def test_the_fallback_refuses_a_name_with_a_nul(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, target: str
+) -> None:
+    monkeypatch.setattr(nofollow, "_renameat2", lambda: None)
+    _refuses_a_nul(tmp_path, source, target)
+
+
+def _refuses_a_nul(tmp_path: Path, source: str, target: str) -> None:
+    (tmp_path / "a").mkdir()
+    with pytest.raises(ValueError, match="null"):
+        _rename(tmp_path, source, target)
+    assert sorted(os.listdir(tmp_path)) == ["a"]
+
+
+@pytest.mark.usefixtures("way")
+@pytest.mark.parametrize("target", ["ünïcødé-日本", os.fsdecode(b"raw-\xff\xfe")])
+def test_non_ascii_and_undecodable_names_are_renamed_as_named(tmp_path: Path, target: str) -> None:
+    (tmp_path / "a").mkdir()
+    _rename(tmp_path, "a", target)
+    assert os.listdir(tmp_path) == [target]
+    assert os.listdir(os.fsencode(tmp_path)) == [os.fsencode(target)]
+
+
+@pytest.mark.usefixtures("way")
+def test_a_name_longer_than_name_max_is_enametoolong_and_nothing_renamed(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    with pytest.raises(OSError) as raised:
+        _rename(tmp_path, "a", "n" * 300)
+    assert raised.value.errno == errno.ENAMETOOLONG
+    assert os.listdir(tmp_path) == ["a"]
+
+
+@pytest.mark.usefixtures("way")
+def test_a_target_taken_is_file_exists_error_whatever_the_way(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").symlink_to("/nonexistent")
+    with pytest.raises(FileExistsError):
+        _rename(tmp_path, "a", "b")
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+    assert (tmp_path / "b").is_symlink()
+
+
+def _failing(code: int, calls: list[int]) -> Callable[[], Callable[..., int]]:
+    def renameat2(*args: object) -> int:
+        calls.append(code)
+        ctypes.set_errno(code)
+        return -1
+
+    return lambda: renameat2
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EINVAL, errno.EPERM])
+def test_the_look_then_rename_where_renameat2_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(nofollow, "_renameat2", _failing(code, calls))
+    (tmp_path / "a").mkdir()
+    _rename(tmp_path, "a", "b")
+    assert calls == [code]
+    assert os.listdir(tmp_path) == ["b"]
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EXDEV, errno.EIO, errno.ENOSPC])
+def test_any_other_errno_is_raised_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(nofollow, "_renameat2", _failing(code, calls))
+    (tmp_path / "a").mkdir()
+    with pytest.raises(OSError) as raised:
+        _rename(tmp_path, "a", "b")
+    assert (raised.value.errno, calls) == (code, [code])
+    assert os.listdir(tmp_path) == ["a"]
