@@ -122,3 +122,24 @@ def test_any_other_errno_is_raised_as_it_is(
         _rename(tmp_path, "a", "b")
     assert (raised.value.errno, calls) == (code, [code])
     assert os.listdir(tmp_path) == ["a"]
+
+
+@pytest.mark.xfail(strict=True, reason="review27 3")
+def test_renameat2s_error_names_both_names_as_the_fallbacks_does(tmp_path: Path) -> None:
+    """A source gone (ENOENT): the fallback's os.rename names 'missing' -> 'b'; the
+    renameat2 way named only the target ("No such file or directory: 'b'"), the one name
+    that is meant to be free (failed_midway's line then names the place, not its
+    temporary)."""
+    assert nofollow._renameat2() is not None, "glibc >= 2.28 has renameat2"
+    with pytest.raises(FileNotFoundError) as raised:
+        _rename(tmp_path, "missing", "b")
+    assert (raised.value.filename, raised.value.filename2) == ("missing", "b")
+
+
+def test_the_fallbacks_error_names_both_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nofollow, "_renameat2", lambda: None)
+    with pytest.raises(FileNotFoundError) as raised:
+        _rename(tmp_path, "missing", "b")
+    assert (raised.value.filename, raised.value.filename2) == ("missing", "b")
