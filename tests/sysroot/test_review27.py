@@ -143,3 +143,24 @@ def test_the_fallbacks_error_names_both_names(
     with pytest.raises(FileNotFoundError) as raised:
         _rename(tmp_path, "missing", "b")
     assert (raised.value.filename, raised.value.filename2) == ("missing", "b")
+
+
+@pytest.mark.xfail(strict=True, reason="review27 5")
+@pytest.mark.parametrize("relative", ["..", "../escaped", "a/../../escaped"])
+def test_nothing_outside_the_tree_is_written_through_a_dot_dot(
+    tmp_path: Path, relative: str
+) -> None:
+    """The module's promise ("must not make sapwood look or write outside it") holds for
+    symlinks only: each component is opened with O_NOFOLLOW, and ".." is one. Today's
+    callers pass constants; a relative name taken from a tree (a link's target, a
+    configuration line) would write beside the tree."""
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    root = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError):
+            nofollow.write_below(root, f"{relative}/file", "x")
+    finally:
+        os.close(root)
+    assert sorted(os.listdir(tmp_path)) == ["tree"]
+    assert sorted(os.listdir(tree)) == ["a"]
