@@ -8,12 +8,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from fs.sysroot import nofollow
+from fs.sysroot import prepare_tree as prepare_tree_module
+from tests.sysroot import test_review25 as r25
 
 
 @pytest.fixture(params=["renameat2", "fallback"])
@@ -164,3 +168,36 @@ def test_nothing_outside_the_tree_is_written_through_a_dot_dot(
         os.close(root)
     assert sorted(os.listdir(tmp_path)) == ["tree"]
     assert sorted(os.listdir(tree)) == ["a"]
+
+
+@pytest.mark.parametrize(("kind", "umask"), [("no var", 0o077), ("dpkg link, no place", 0o000)])
+def test_killed_at_any_call_under_a_sandbox_denying_renameat2_then_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, umask: int
+) -> None:
+    """review25 9's fallback (renameat2 EPERM: a look then os.rename) killed before each
+    call (the look and the rename included), as review25's kill test does on renameat2:
+    the next run under the same umask ends as a run never killed."""
+    calls: list[int] = []
+    monkeypatch.setattr(nofollow, "_renameat2", _failing(errno.EPERM, calls))
+    reference = r25._shape_kinds(tmp_path / "reference", kind)
+    assert r25._killed_at(reference, 0, umask) == 0
+    wanted = r25._modes(reference)
+    assert not [name for name, _, _ in wanted if nofollow.NEW in name]
+    here = r25._shape_kinds(tmp_path / "here", kind)  # in this process: the fake is called
+    prepare_tree_module.prepare_tree(here)
+    assert calls and set(calls) == {errno.EPERM}, calls
+    shutil.rmtree(here)
+    unfinished, point, code = [], 0, -signal.SIGKILL
+    while code != 0:
+        point += 1
+        assert point < 400, "prepare-tree never ran through"
+        tree = r25._shape_kinds(tmp_path / f"t{point}", kind)
+        code = r25._killed_at(tree, point, umask)
+        assert code in (0, -signal.SIGKILL), code
+        if code != 0:
+            assert r25._killed_at(tree, 0, umask) == 0, f"the run after point {point}"
+            if r25._modes(tree) != wanted:
+                unfinished.append((point, sorted(set(r25._modes(tree)) ^ set(wanted))[:2]))
+        shutil.rmtree(tree)
+    assert point > 100, f"killed at only {point - 1} points"
+    assert not unfinished, unfinished
