@@ -41,6 +41,7 @@ def make_dirs_below(root: int, relative: str, mode: int = 0o755) -> int:
 
 
 def _walk_below(root: int, relative: str, mode: int | None) -> int:
+    _check_below(relative)
     fd = os.dup(root)
     try:
         for part in filter(None, relative.split("/")):
@@ -59,10 +60,23 @@ def _walk_below(root: int, relative: str, mode: int | None) -> int:
     return fd
 
 
+def _check_below(relative: str) -> None:
+    """Refuse a path that could name something outside the root: O_NOFOLLOW stops
+    symlinks, not ".." (review27 5: every caller passes a constant today)."""
+    if relative.startswith("/") or ".." in relative.split("/"):
+        raise OSError(errno.EINVAL, "not a path below the tree", relative)
+
+
+def _split(relative: str) -> tuple[str, str]:
+    """``relative``'s directory and last name, checked first."""
+    _check_below(relative)
+    return os.path.split(relative)
+
+
 def lstat_below(root: int, relative: str) -> os.stat_result | None:
     """lstat of ``relative`` below ``root``, its directories entered without following
     a symlink; None when absent (or a directory on the way is not one)."""
-    head, name = os.path.split(relative)
+    head, name = _split(relative)
     try:
         parent = open_below(root, head)
     except (FileNotFoundError, NotADirectoryError):
@@ -77,7 +91,7 @@ def lstat_below(root: int, relative: str) -> os.stat_result | None:
 
 def readlink_below(root: int, relative: str) -> str:
     """The target of the symlink ``relative`` below ``root``."""
-    head, name = os.path.split(relative)
+    head, name = _split(relative)
     parent = open_below(root, head)
     try:
         return os.readlink(name, dir_fd=parent)
@@ -97,7 +111,7 @@ def listdir_below(root: int, relative: str) -> list[str]:
 def read_below(root: int, relative: str) -> str | None:
     """The first 64 KiB of the regular file ``relative`` below ``root``, as text; None
     when it is not one (absent, a symlink, a FIFO: never waited for)."""
-    head, name = os.path.split(relative)
+    head, name = _split(relative)
     try:
         parent = open_below(root, head)
     except OSError:
@@ -119,7 +133,7 @@ def write_below(root: int, relative: str, text: str) -> None:
     """``text`` into ``relative`` below ``root`` (0644, its directories made 0755 where
     missing, as make_dirs_below makes them), replacing a regular file or a link there by
     a rename: never written through a symlink, nothing half-written left."""
-    head, name = os.path.split(relative)
+    head, name = _split(relative)
     parent = make_dirs_below(root, head)
     try:
         temporary = temporary_name(name)
@@ -205,11 +219,15 @@ def rename_noreplace(parent: int, source: str, target: str) -> None:
     does not know (EPERM: review25 9), a look then a rename."""
     function = _renameat2()
     if function is not None:
-        if function(parent, os.fsencode(source), parent, os.fsencode(target), 1) == 0:
+        encoded = os.fsencode(source), os.fsencode(target)
+        if any(b"\0" in name for name in encoded):  # C would cut it there (review27 2)
+            raise ValueError("embedded null byte")
+        if function(parent, encoded[0], parent, encoded[1], 1) == 0:
             return
         err = ctypes.get_errno()
         if err not in (errno.ENOSYS, errno.EINVAL, errno.EPERM):
-            raise OSError(err, os.strerror(err), target)
+            # both names, as os.rename's error has them (review27 3)
+            raise OSError(err, os.strerror(err), source, None, target)
     try:
         os.stat(target, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
