@@ -20,6 +20,7 @@ import gc
 gc.disable()
 
 import signal  # noqa: E402 (after the collector is stopped, as every import here)
+import sys  # noqa: E402
 
 _DEFERRED = signal.getsignal(signal.SIGINT) is signal.default_int_handler
 if _DEFERRED:
@@ -30,10 +31,15 @@ from sapwood.cli.main import run as _run_command  # noqa: E402 (after the collec
 
 def run() -> None:
     """The command (sapwood.cli.main.run), with Python's SIGINT handler back if the
-    imports ran without it."""
-    if _DEFERRED:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    _run_command()
+    imports ran without it. A Ctrl-C before main() has begun to answer for it (the
+    handler just back: review27 4) ends the command as main() would end it."""
+    try:
+        if _DEFERRED:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        _run_command()
+    except KeyboardInterrupt:
+        print("sapwood: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 __all__ = ["run"]
