@@ -1,7 +1,8 @@
 """review27: nofollow.rename_noreplace's ctypes call attacked (52f2d45, b54621d): names
 with a NUL, non-ASCII and undecodable names, a name longer than NAME_MAX, each errno
 renameat2 may give (the fallback only on ENOSYS, EINVAL, EPERM), both ways (renameat2,
-and the look then rename where the C library has none)."""
+and the look then rename where the C library has none). Findings 2, 3 and 5 failed on
+f921726 (strict xfails then) and pass since 6ce9e3e."""
 
 from __future__ import annotations
 
@@ -40,7 +41,6 @@ def _rename(directory: Path, source: str, target: str) -> None:
 NULS = [("a", "b\0c"), ("a\0x", "b")]
 
 
-@pytest.mark.xfail(strict=True, reason="review27 2")
 @pytest.mark.parametrize(("source", "target"), NULS)
 def test_a_name_with_a_nul_is_refused_and_nothing_renamed(
     tmp_path: Path, source: str, target: str
@@ -128,7 +128,6 @@ def test_any_other_errno_is_raised_as_it_is(
     assert os.listdir(tmp_path) == ["a"]
 
 
-@pytest.mark.xfail(strict=True, reason="review27 3")
 def test_renameat2s_error_names_both_names_as_the_fallbacks_does(tmp_path: Path) -> None:
     """A source gone (ENOENT): the fallback's os.rename names 'missing' -> 'b'; the
     renameat2 way named only the target ("No such file or directory: 'b'"), the one name
@@ -149,7 +148,6 @@ def test_the_fallbacks_error_names_both_names(
     assert (raised.value.filename, raised.value.filename2) == ("missing", "b")
 
 
-@pytest.mark.xfail(strict=True, reason="review27 5")
 @pytest.mark.parametrize("relative", ["..", "../escaped", "a/../../escaped"])
 def test_nothing_outside_the_tree_is_written_through_a_dot_dot(
     tmp_path: Path, relative: str
