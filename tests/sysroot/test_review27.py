@@ -18,7 +18,9 @@ import pytest
 
 from fs.sysroot import nofollow
 from fs.sysroot import prepare_tree as prepare_tree_module
+from store import TreeLayoutError
 from tests.sysroot import test_review25 as r25
+from tests.sysroot.conftest import small_tree
 
 
 @pytest.fixture(params=["renameat2", "fallback"])
@@ -199,3 +201,28 @@ def test_killed_at_any_call_under_a_sandbox_denying_renameat2_then_finished(
         shutil.rmtree(tree)
     assert point > 100, f"killed at only {point - 1} points"
     assert not unfinished, unfinished
+
+
+def test_a_temporary_name_it_may_not_list_is_refused_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review27 6 (fixed in ea30584 before a test was written): an empty-looking
+    directory at a temporary name that this user may not list (another user's 0700;
+    simulated: this session runs as root) was a raw PermissionError naming only its
+    component. It is refused as another user's: a TreeLayoutError naming the tree,
+    nothing changed."""
+    tree = small_tree(tmp_path / "tree", {})
+    (tree / "var" / ".opt.sapwood-new").mkdir()
+    before = r25._modes(tree)
+    real = nofollow.listdir_below
+
+    def listdir_below(root: int, relative: str) -> list[str]:
+        if relative.endswith(nofollow.NEW):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), relative)
+        return real(root, relative)
+
+    monkeypatch.setattr(prepare_tree_module, "listdir_below", listdir_below)
+    with pytest.raises(TreeLayoutError) as raised:
+        prepare_tree_module.prepare_tree(tree)
+    assert str(tree / "var" / ".opt.sapwood-new") in str(raised.value)
+    assert r25._modes(tree) == before
