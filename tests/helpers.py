@@ -68,6 +68,25 @@ class Result:
     raw: bytes
 
 
+CONSOLE_SCRIPT = Path(sys.executable).parent / "sapwood"  # the command users run (not -m)
+
+
+def console_pull_with_hook(
+    tmp_path: Path, sitecustomize: str, env: Mapping[str, str], **popen: Any
+) -> subprocess.CompletedProcess[str]:
+    """`sapwood pull o main` of a repository that does not exist, through the console
+    script, with ``sitecustomize`` loaded before anything (a hook that signals the
+    process at a point of its start-up) and ``env`` beside it."""
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(sitecustomize)
+    environ = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(hook), **env}
+    argv = [str(CONSOLE_SCRIPT), "--repo", str(tmp_path / "none"), "pull", "o", "main"]
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=environ, cwd=ROOT, timeout=60, **popen
+    )
+
+
 def cli(*args: Argument) -> Result:
     """Run sapwood in this process (fast); use run() for real processes."""
     raw, err = io.BytesIO(), io.StringIO()

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
-
-SAPWOOD = Path(sys.executable).parent / "sapwood"  # the console script users run
+from tests.helpers import CONSOLE_SCRIPT, console_pull_with_hook
 
 # at the import named by R27_AT made from sapwood.cli.main, the process sends itself SIGINT
 HOOK = """
@@ -45,28 +42,12 @@ def _ignore_sigint() -> None:
 
 
 def _run(tmp_path: Path, at: str) -> subprocess.CompletedProcess[str]:
-    hook = tmp_path / "hook"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(HOOK)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(hook),
-        "R27_SENT": str(tmp_path / "sent"),
-        "R27_AT": at,
-    }
-    argv = [str(SAPWOOD), "--repo", str(tmp_path / "none"), "pull", "o", "main"]
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        preexec_fn=_ignore_sigint,  # the parent ignores SIGINT, as `trap "" INT` makes it
-    )
+    env = {"R27_SENT": str(tmp_path / "sent"), "R27_AT": at}
+    # the parent ignores SIGINT, as `trap "" INT` makes it
+    return console_pull_with_hook(tmp_path, HOOK, env, preexec_fn=_ignore_sigint)
 
 
-@pytest.mark.skipif(not SAPWOOD.exists(), reason="no console script beside the interpreter")
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="no console script beside the interpreter")
 @pytest.mark.parametrize(
     "at",
     [
@@ -99,19 +80,14 @@ signal.signal = _signal
 """
 
 
-@pytest.mark.skipif(not SAPWOOD.exists(), reason="no console script beside the interpreter")
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="no console script beside the interpreter")
 def test_a_ctrl_c_as_the_handler_goes_back_prints_no_traceback(tmp_path: Path) -> None:
     """start.run puts Python's handler back, then main.run opens closed standard
     streams, stops the collector, patches argparse and enters main() before its try: a
     Ctrl-C there was a KeyboardInterrupt traceback (review26 4's symptom, a window of
     microseconds): failed on fa0cd6a, passes since b98d383."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HANDLER_BACK)
     sent = tmp_path / "sent"
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(hook), "R27_SENT": str(sent)}
-    argv = [str(SAPWOOD), "--repo", str(tmp_path / "none"), "pull", "o", "main"]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    result = console_pull_with_hook(tmp_path, HANDLER_BACK, {"R27_SENT": str(sent)})
     assert sent.exists(), "Python's SIGINT handler was never put back"
     assert "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) <= 1, result.stderr

@@ -11,15 +11,11 @@ this runs the console script."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
-
-SAPWOOD = Path(sys.executable).parent / "sapwood"  # the console script users run
+from tests.helpers import CONSOLE_SCRIPT, console_pull_with_hook
 
 # sitecustomize, imported by site before the command: at sapwood.cli.main's first import
 # (bar __future__ and signal, which a fix may need first), the process sends itself
@@ -41,17 +37,12 @@ builtins.__import__ = _import
 """
 
 
-@pytest.mark.skipif(not SAPWOOD.exists(), reason="no console script beside the interpreter")
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="no console script beside the interpreter")
 def test_a_ctrl_c_while_the_command_starts_prints_no_traceback(tmp_path: Path) -> None:
     """Failed with HEAD 43497c3's sapwood/cli/start.py (checked from a git archive of it):
     a KeyboardInterrupt traceback from main.py's `import argparse`."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOOK)
     sent = tmp_path / "sent"
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(hook), "R26_SENT": str(sent)}
-    argv = [str(SAPWOOD), "--repo", str(tmp_path / "none"), "pull", "o", "main"]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    result = console_pull_with_hook(tmp_path, HOOK, {"R26_SENT": str(sent)})
     assert sent.exists(), "the hook never sent the signal: sapwood.cli.main imported nothing?"
     assert "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) <= 1, result.stderr

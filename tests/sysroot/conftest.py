@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import sapwood
+from fs.sysroot import nofollow
 from tests.debian import debian_tree
 from tests.helpers import IS_ROOT
 
@@ -72,6 +73,36 @@ def commit(sysroot: sapwood.Sysroot, tree: Path, branch: str = "debian/main") ->
     """Commit ``tree`` into the sysroot's repository; the commit id in hex."""
     with sysroot.open_repository() as repo:
         return sapwood.commit(repo, branch, tree, subject=tree.name).commit_id.hex()
+
+
+@pytest.fixture(params=["renameat2", "fallback"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """nofollow's renames as renameat2, then as the look and rename it falls back to
+    where the C library has none."""
+    if request.param == "fallback":
+        monkeypatch.setattr(nofollow, "_renameat2", lambda: None)
+    else:
+        assert nofollow._renameat2() is not None, "glibc >= 2.28 has renameat2"
+    yield str(request.param)
+
+
+def after_mkdir(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[int], None], name: str
+) -> list[str]:
+    """``then(parent)`` just after prepare-tree's mkdir of the temporary name ``name``
+    (the last component counts: a race with another process made deterministic); the
+    list returned holds that name once it happened."""
+    real = os.mkdir
+    done: list[str] = []
+
+    def mkdir(path: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real(path, mode, dir_fd=dir_fd)
+        if path == os.path.basename(name) and dir_fd is not None and not done:
+            done.append(path)
+            then(dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    return done
 
 
 def tree_shape(tree: Path) -> list[tuple[str, int, int, int, str]]:

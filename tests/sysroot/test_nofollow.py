@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fs.sysroot import nofollow
-
-
-@pytest.fixture(params=["renameat2", "fallback"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "fallback":
-        monkeypatch.setattr(nofollow, "_renameat2", lambda: None)
-    else:
-        assert nofollow._renameat2() is not None, "glibc >= 2.28 has renameat2"
-    yield str(request.param)
 
 
 def _in(directory: Path) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from fs.sysroot import prepare_tree as prepare_tree_module
 from fs.sysroot.nofollow import NEW
 from store import OutOfSpaceError, TreeLayoutError
 from tests.helpers import IS_ROOT, run
-from tests.sysroot.conftest import small_tree
+from tests.sysroot.conftest import after_mkdir, small_tree
 from tests.sysroot.conftest import tree_shape as _shape
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree with root's modes needs root")
@@ -104,25 +103,6 @@ def test_what_holds_a_temporary_name_no_step_needs_stays(tmp_path: Path) -> None
     assert not os.path.lexists(tree / f"var/.srv{NEW}")
 
 
-def _after_mkdir(
-    monkeypatch: pytest.MonkeyPatch, then: Callable[[int], None], name: str = NEW_OPT
-) -> list[str]:
-    """``then(parent)`` just after prepare-tree's mkdir of the temporary name ``name``
-    (the race with another process made deterministic); the list it returns holds that
-    name once it happened."""
-    real = os.mkdir
-    done: list[str] = []
-
-    def mkdir(path: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
-        real(path, mode, dir_fd=dir_fd)
-        if path == os.path.basename(name) and dir_fd is not None and not done:
-            done.append(path)
-            then(dir_fd)
-
-    monkeypatch.setattr(os, "mkdir", mkdir)
-    return done
-
-
 def test_a_symlink_swapped_in_at_the_temporary_name_is_never_followed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,7 +119,7 @@ def test_a_symlink_swapped_in_at_the_temporary_name_is_never_followed(
         os.rename(temporary, f"{temporary}.moved", src_dir_fd=parent, dst_dir_fd=parent)
         os.symlink(outside, temporary, dir_fd=parent)
 
-    swapped = _after_mkdir(monkeypatch, swap)
+    swapped = after_mkdir(monkeypatch, swap, NEW_OPT)
     with pytest.raises(TreeLayoutError) as raised:
         sapwood.prepare_tree(tree)
     monkeypatch.undo()
@@ -172,7 +152,7 @@ def test_the_places_parent_swapped_for_a_symlink_is_never_followed(
         swapped.append("var")
 
     if when == "after the mkdir":
-        _after_mkdir(monkeypatch, swap)
+        after_mkdir(monkeypatch, swap, NEW_OPT)
     else:  # var/opt's parent entered (each component made where missing)
         real = nofollow.make_dirs_below
 
@@ -200,7 +180,7 @@ def test_a_directory_made_at_the_place_meanwhile_is_never_replaced(
     directory keeps its inode and mode, the temporary name is gone; the next run links
     it and leaves its mode as it is (a users' directory's)."""
     tree = small_tree(tmp_path / "tree", FILES, kernel=False)
-    made = _after_mkdir(monkeypatch, lambda parent: os.mkdir("opt", 0o700, dir_fd=parent))
+    made = after_mkdir(monkeypatch, lambda parent: os.mkdir("opt", 0o700, dir_fd=parent), NEW_OPT)
     with pytest.raises(TreeLayoutError) as raised:
         sapwood.prepare_tree(tree)
     monkeypatch.undo()

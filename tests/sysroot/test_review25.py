@@ -24,7 +24,7 @@ from fs.sysroot.nofollow import NEW
 from store import TreeLayoutError
 from tests.helpers import IS_ROOT, run, small_tmpfs
 from tests.sysroot import test_prepare_tree_full as full
-from tests.sysroot.conftest import small_tree
+from tests.sysroot.conftest import after_mkdir, small_tree
 from tests.sysroot.conftest import tree_shape as _shape
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a tree with root's modes needs root")
@@ -62,26 +62,6 @@ def test_a_directory_at_the_snippets_temporary_name_is_refused_or_removed(
     assert held == "with files" or os.path.isdir(tree / SNIPPET_NEW)
 
 
-# ----- the race hooks ----------------------------------------------------------------------
-def _after_mkdir(
-    monkeypatch: pytest.MonkeyPatch, then: Callable[[int], None], name: str
-) -> list[str]:
-    """``then(parent)`` just after prepare-tree's mkdir of the temporary name ``name`` (a
-    race with a process that can write the tree's var/, made deterministic); the list
-    returned holds that name once it happened."""
-    real = os.mkdir
-    done: list[str] = []
-
-    def mkdir(path: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
-        real(path, mode, dir_fd=dir_fd)
-        if path == name and dir_fd is not None and not done:
-            done.append(path)
-            then(dir_fd)
-
-    monkeypatch.setattr(os, "mkdir", mkdir)
-    return done
-
-
 # ----- review25 2: a users' directory swapped in at the temporary name ---------------------
 def test_a_users_directory_swapped_in_at_the_temporary_name_keeps_its_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -101,7 +81,7 @@ def test_a_users_directory_swapped_in_at_the_temporary_name_keeps_its_mode(
         os.rmdir(temporary, dir_fd=parent)
         os.rename("secret", temporary, src_dir_fd=parent, dst_dir_fd=parent)
 
-    swapped = _after_mkdir(monkeypatch, swap, temporary)
+    swapped = after_mkdir(monkeypatch, swap, temporary)
     with contextlib.suppress(TreeLayoutError):
         sapwood.prepare_tree(tree)
     monkeypatch.undo()

@@ -11,7 +11,7 @@ import errno
 import os
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,15 +21,6 @@ from fs.sysroot import prepare_tree as prepare_tree_module
 from store import TreeLayoutError
 from tests.sysroot import test_review25 as r25
 from tests.sysroot.conftest import small_tree
-
-
-@pytest.fixture(params=["renameat2", "fallback"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "fallback":
-        monkeypatch.setattr(nofollow, "_renameat2", lambda: None)
-    else:
-        assert nofollow._renameat2() is not None, "glibc >= 2.28 has renameat2"
-    yield str(request.param)
 
 
 def _rename(directory: Path, source: str, target: str) -> None:
