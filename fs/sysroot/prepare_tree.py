@@ -129,8 +129,7 @@ def _write_snippet(root: int, text: str) -> None:
     it cannot be (review24 5)."""
     made = _missing(root, os.path.dirname(TMPFILES))
     try:
-        os.close(make_dirs_below(root, os.path.dirname(TMPFILES)))  # 0755, whatever the umask
-        write_below(root, TMPFILES, text)
+        write_below(root, TMPFILES, text)  # its directories made 0755, whatever the umask
     except OSError:
         _remove_all(root, made)
         raise
